@@ -1,0 +1,241 @@
+//! Every message of the protocol, one type each, dispatched through [`Message`].
+//!
+//! Each type has `encode` (append the payload) and `decode` (read the payload) side by side in
+//! its module. Kinds below `0x80` travel from client to hub, kinds from `0x80` up from hub to
+//! client. `docs/PROTOCOL.md` gives the byte layout of each.
+
+mod error;
+mod get;
+mod hello;
+mod list;
+mod put;
+mod remove;
+
+pub use error::Error;
+pub use get::{FileEnd, FileHeader, Get};
+pub use hello::{Hello, Welcome};
+pub use list::{Entries, Entry, List};
+pub use put::{Put, PutDone, PutEnd, PutReady};
+pub use remove::{Remove, Removed};
+
+use crate::codec::{DecodeError, Put as _, Reader};
+
+/// The longest name accepted on the wire. Twice the naming limit, so an over-long name reaches the
+/// hub's name check and gets the precise `InvalidName` error rather than a decoding failure.
+pub const MAX_WIRE_NAME: usize = 2 * crate::name::MAX_NAME_LEN;
+
+macro_rules! messages {
+    ($($kind:literal => $variant:ident,)*) => {
+        /// One protocol message.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Message {
+            $($variant($variant),)*
+        }
+
+        impl Message {
+            /// The kind byte that identifies this message on the wire.
+            pub fn kind(&self) -> u8 {
+                match self {
+                    $(Message::$variant(_) => $kind,)*
+                }
+            }
+
+            /// A short name for logs and error messages.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Message::$variant(_) => stringify!($variant),)*
+                }
+            }
+
+            /// Appends the kind byte and the payload.
+            pub(crate) fn encode_body(&self, out: &mut Vec<u8>) {
+                out.put_u8(self.kind());
+                match self {
+                    $(Message::$variant(m) => m.encode(out),)*
+                }
+            }
+
+            /// Decodes a kind byte and payload that make up one whole frame body.
+            pub(crate) fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
+                let (&kind, payload) = body.split_first().ok_or(DecodeError::EmptyFrame)?;
+                let mut r = Reader::new(payload);
+                let msg = match kind {
+                    $($kind => Message::$variant($variant::decode(&mut r)?),)*
+                    other => return Err(DecodeError::UnknownKind(other)),
+                };
+                r.finish()?;
+                Ok(msg)
+            }
+        }
+
+        $(
+            impl From<$variant> for Message {
+                fn from(m: $variant) -> Message {
+                    Message::$variant(m)
+                }
+            }
+        )*
+    };
+}
+
+messages! {
+    0x01 => Hello,
+    0x02 => List,
+    0x03 => Get,
+    0x04 => Put,
+    0x05 => PutEnd,
+    0x06 => Remove,
+    0x81 => Welcome,
+    0x82 => Entries,
+    0x83 => FileHeader,
+    0x84 => FileEnd,
+    0x85 => PutReady,
+    0x86 => PutDone,
+    0x87 => Removed,
+    0xff => Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode_frame, encode_frame, MAX_FRAME_LEN};
+    use crate::{ErrorCode, Hash};
+    use proptest::prelude::*;
+
+    fn hash() -> impl Strategy<Value = Hash> {
+        any::<[u8; 32]>()
+    }
+
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        proptest::string::string_regex(&format!(".{{0,{max}}}"))
+            .unwrap()
+            .prop_filter("fits the byte limit", move |s| s.len() <= max)
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        (text(64), any::<u64>(), any::<i64>(), proptest::option::of(hash())).prop_map(
+            |(name, size, modified_ns, blake3)| Entry {
+                name,
+                size,
+                modified_ns,
+                blake3,
+            },
+        )
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (any::<u16>(), text(255), proptest::option::of(text(255))).prop_map(
+                |(version, client, token)| Hello {
+                    magic: crate::MAGIC,
+                    version,
+                    client,
+                    token
+                }
+                .into()
+            ),
+            text(300).prop_map(|prefix| List { prefix }.into()),
+            (text(300), any::<u64>()).prop_map(|(name, offset)| Get { name, offset }.into()),
+            (text(300), any::<u64>(), any::<i64>(), any::<bool>()).prop_map(
+                |(name, size, source_mtime_ns, force)| Put {
+                    name,
+                    size,
+                    source_mtime_ns,
+                    force
+                }
+                .into()
+            ),
+            hash().prop_map(|blake3| PutEnd { blake3 }.into()),
+            text(300).prop_map(|name| Remove { name }.into()),
+            (any::<u16>(), text(255), any::<u32>()).prop_map(|(version, server, max_frame)| {
+                Welcome {
+                    version,
+                    server,
+                    max_frame,
+                }
+                .into()
+            }),
+            (proptest::collection::vec(entry(), 0..20), any::<bool>())
+                .prop_map(|(entries, last)| Entries { entries, last }.into()),
+            (any::<u64>(), any::<u64>(), any::<i64>()).prop_map(|(a, b, modified_ns)| {
+                // A header never starts past the end of its file.
+                FileHeader {
+                    size: a.max(b),
+                    offset: a.min(b),
+                    modified_ns,
+                }
+                .into()
+            }),
+            hash().prop_map(|blake3| FileEnd { blake3 }.into()),
+            any::<u64>().prop_map(|offset| PutReady { offset }.into()),
+            (text(300), any::<u64>(), hash()).prop_map(|(name, size, blake3)| PutDone {
+                name,
+                size,
+                blake3
+            }
+            .into()),
+            Just(Removed.into()),
+            (any::<u16>(), text(1024)).prop_map(|(code, message)| Error {
+                code: ErrorCode::from_u16(code),
+                message
+            }
+            .into()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_round_trips(msg in message()) {
+            let mut buf = Vec::new();
+            encode_frame(&msg, &mut buf);
+            prop_assert!(buf.len() <= MAX_FRAME_LEN + 4);
+            let (back, used) = decode_frame(&buf).unwrap().unwrap();
+            prop_assert_eq!(used, buf.len());
+            prop_assert_eq!(back, msg);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame(&bytes);
+        }
+
+        #[test]
+        fn a_trailing_byte_is_refused(msg in message()) {
+            let mut buf = Vec::new();
+            encode_frame(&msg, &mut buf);
+            buf.push(0);
+            let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) + 1;
+            buf[..4].copy_from_slice(&len.to_be_bytes());
+            prop_assert_eq!(decode_frame(&buf), Err(DecodeError::TrailingBytes(1)));
+        }
+    }
+
+    #[test]
+    fn a_full_entries_chunk_fits_in_one_frame() {
+        let big = Entry {
+            name: "n".repeat(MAX_WIRE_NAME),
+            size: 1,
+            modified_ns: 0,
+            blake3: Some([0; 32]),
+        };
+        let mut chunk = Entries::default();
+        while chunk.has_room_for(&big) {
+            chunk.entries.push(big.clone());
+        }
+        assert!(!chunk.entries.is_empty());
+        let mut buf = Vec::new();
+        encode_frame(&chunk.into(), &mut buf);
+        assert!(buf.len() <= MAX_FRAME_LEN + 4);
+    }
+
+    #[test]
+    fn booleans_other_than_zero_or_one_are_refused() {
+        let mut buf = Vec::new();
+        encode_frame(&Entries::default().into(), &mut buf);
+        *buf.last_mut().unwrap() = 2;
+        assert!(matches!(
+            decode_frame(&buf),
+            Err(DecodeError::BadValue { field: "last", .. })
+        ));
+    }
+}
