@@ -1,0 +1,276 @@
+//! The async hub client: one connection, one request at a time, typed answers.
+//!
+//! Transfers hand out a short-lived [`Download`] or [`Upload`] that borrows the client for the
+//! duration of the raw bytes, so the type system stops a second request from being interleaved
+//! with a file body.
+
+use crate::connection::Connection;
+use crate::error::ClientError;
+use tokio::net::TcpStream;
+use troca_proto::msg::{
+    Entries, Entry, FileEnd, FileHeader, Get, Hello, List, Put, PutDone, PutEnd, PutReady, Remove,
+    Welcome,
+};
+use troca_proto::{Hash, Message, MAGIC, PROTOCOL_VERSION};
+
+/// Who the client says it is.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Shown to others on the hub.
+    pub name: String,
+    /// A secret granting rights beyond the default policy.
+    pub token: Option<String>,
+}
+
+/// A connection to a hub that has completed the handshake.
+#[derive(Debug)]
+pub struct HubClient {
+    conn: Connection<TcpStream>,
+    welcome: Welcome,
+}
+
+impl HubClient {
+    /// Connects to `addr` (`HOST:PORT`) and says hello.
+    pub async fn connect(addr: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| {
+            let reason = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    "connection refused (is \"troca serve\" running?)".to_owned()
+                }
+                _ => e.to_string(),
+            };
+            ClientError::Connect {
+                addr: addr.to_owned(),
+                reason,
+            }
+        })?;
+        stream.set_nodelay(true)?;
+        Self::handshake(stream, options).await
+    }
+
+    /// Says hello over an already connected stream.
+    pub async fn handshake(stream: TcpStream, options: &ClientOptions) -> Result<Self, ClientError> {
+        let mut conn = Connection::new(stream);
+        conn.send(
+            &Hello {
+                magic: MAGIC,
+                version: PROTOCOL_VERSION,
+                client: options.name.clone(),
+                token: options.token.clone(),
+            }
+            .into(),
+        )
+        .await?;
+        let welcome = match expect(&mut conn).await? {
+            Message::Welcome(w) => w,
+            other => return Err(unexpected(&other)),
+        };
+        Ok(Self { conn, welcome })
+    }
+
+    /// What the hub said in its handshake.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Lists the files whose names start with `prefix`.
+    pub async fn list(&mut self, prefix: &str) -> Result<Vec<Entry>, ClientError> {
+        self.conn
+            .send(
+                &List {
+                    prefix: prefix.to_owned(),
+                }
+                .into(),
+            )
+            .await?;
+        let mut all = Vec::new();
+        loop {
+            match expect(&mut self.conn).await? {
+                Message::Entries(Entries { entries, last }) => {
+                    all.extend(entries);
+                    if last {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// Deletes a file.
+    pub async fn remove(&mut self, name: &str) -> Result<(), ClientError> {
+        self.conn
+            .send(
+                &Remove {
+                    name: name.to_owned(),
+                }
+                .into(),
+            )
+            .await?;
+        match expect(&mut self.conn).await? {
+            Message::Removed(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts a download from `offset`. Read the bytes with [`Download::read`] until it returns
+    /// 0, then call [`Download::finish`] for the hub's hash of the whole file.
+    pub async fn get(&mut self, name: &str, offset: u64) -> Result<Download<'_>, ClientError> {
+        self.conn
+            .send(
+                &Get {
+                    name: name.to_owned(),
+                    offset,
+                }
+                .into(),
+            )
+            .await?;
+        let header = match expect(&mut self.conn).await? {
+            Message::FileHeader(h) => h,
+            other => return Err(unexpected(&other)),
+        };
+        let remaining = header.size - header.offset;
+        Ok(Download {
+            client: self,
+            header,
+            remaining,
+        })
+    }
+
+    /// Announces an upload. The hub answers with the offset to send from (more than 0 when it
+    /// holds the start of an interrupted upload of the same file).
+    pub async fn put(&mut self, put: Put) -> Result<Upload<'_>, ClientError> {
+        let size = put.size;
+        self.conn.send(&put.into()).await?;
+        let ready = match expect(&mut self.conn).await? {
+            Message::PutReady(r) if r.offset <= size => r,
+            Message::PutReady(r) => {
+                return Err(ClientError::Protocol(format!(
+                    "hub asked to resume at {} of a {size}-byte file",
+                    r.offset
+                )))
+            }
+            other => return Err(unexpected(&other)),
+        };
+        Ok(Upload {
+            client: self,
+            remaining: size - ready.offset,
+            ready,
+        })
+    }
+}
+
+/// A download in progress.
+#[derive(Debug)]
+pub struct Download<'a> {
+    client: &'a mut HubClient,
+    header: FileHeader,
+    remaining: u64,
+}
+
+impl Download<'_> {
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+
+    /// Bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Reads the next bytes of the file into `buf`; 0 means all have arrived.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.client.conn.read_raw(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the hub closed the connection with {} bytes still to send", self.remaining),
+            )));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+
+    /// Reads the trailer: the hub's BLAKE3 hash of the whole file.
+    pub async fn finish(self) -> Result<Hash, ClientError> {
+        if self.remaining != 0 {
+            return Err(ClientError::Protocol(
+                "download finished before all bytes were read".into(),
+            ));
+        }
+        match expect(&mut self.client.conn).await? {
+            Message::FileEnd(FileEnd { blake3 }) => Ok(blake3),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// An upload in progress.
+#[derive(Debug)]
+pub struct Upload<'a> {
+    client: &'a mut HubClient,
+    ready: PutReady,
+    remaining: u64,
+}
+
+impl Upload<'_> {
+    /// Where the hub wants the bytes to start.
+    pub fn offset(&self) -> u64 {
+        self.ready.offset
+    }
+
+    /// Bytes still to send.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Sends the next bytes of the file.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        if bytes.len() as u64 > self.remaining {
+            return Err(ClientError::Protocol(
+                "the file grew while it was being sent".into(),
+            ));
+        }
+        self.client.conn.write_raw(bytes).await?;
+        self.remaining -= bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Sends the client's hash of the whole file and waits for the hub to make it durable.
+    pub async fn finish(self, blake3: Hash) -> Result<PutDone, ClientError> {
+        if self.remaining != 0 {
+            return Err(ClientError::Protocol(format!(
+                "the file shrank while it was being sent ({} bytes missing)",
+                self.remaining
+            )));
+        }
+        self.client.conn.send(&PutEnd { blake3 }.into()).await?;
+        match expect(&mut self.client.conn).await? {
+            Message::PutDone(done) => Ok(done),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Reads the next message, turning an `Error` from the hub and a closed connection into errors.
+async fn expect(conn: &mut Connection<TcpStream>) -> Result<Message, ClientError> {
+    match conn.read_message().await? {
+        Some(Message::Error(e)) => Err(ClientError::Hub {
+            code: e.code,
+            message: e.message,
+        }),
+        Some(msg) => Ok(msg),
+        None => Err(ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the hub closed the connection",
+        ))),
+    }
+}
+
+fn unexpected(msg: &Message) -> ClientError {
+    ClientError::Protocol(format!("unexpected {} message", msg.name()))
+}

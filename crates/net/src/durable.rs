@@ -1,0 +1,167 @@
+//! Putting finished files in place durably: fsync the data, move it under its real name without
+//! clobbering anything (unless asked), fsync the folder so the name survives a crash.
+//!
+//! Both the hub (uploads) and the client (downloads) finish transfers this way, so a reader never
+//! sees a truncated file under a real name.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Moves `from` to `to`. With `replace` false it fails with `AlreadyExists` rather than replace an
+/// existing `to`, atomically (`renameat2(RENAME_NOREPLACE)`, or a hard link where that is not
+/// supported).
+pub fn place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+    if replace {
+        std::fs::rename(from, to)?;
+    } else {
+        rename_no_replace(from, to)?;
+    }
+    sync_parent(to)
+}
+
+#[cfg(target_os = "linux")]
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // Filesystems without RENAME_NOREPLACE: a hard link also refuses an existing name.
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => link_then_unlink(from, to),
+        _ => Err(err),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    link_then_unlink(from, to)
+}
+
+fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
+}
+
+/// fsyncs the folder holding `path`, so a rename into it is durable.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// Feeds the first `len` bytes of `file` to `hasher` (used to resume: the bytes already held
+/// must be part of the final hash). Leaves the file position at `len`.
+pub fn hash_prefix(file: &mut File, len: u64, hasher: &mut blake3::Hasher) -> io::Result<()> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; crate::CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than expected",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// The name a partial download of `target` is kept under until it is verified.
+pub fn part_path(target: &Path) -> PathBuf {
+    let mut s = target.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// A local path for saving `target` without overwriting anything: `target` itself if free, else
+/// `stem_downloaded.ext`, then `stem_downloaded_2.ext`, `_3`, … (the seed's convention).
+pub fn free_local_path(target: &Path) -> PathBuf {
+    if !exists(target) {
+        return target.to_path_buf();
+    }
+    let dir = target.parent().unwrap_or(Path::new(""));
+    let file = target
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A leading dot is part of the stem (".bashrc" has no extension).
+    let (stem, ext) = match file.rfind('.') {
+        Some(i) if i > 0 => (&file[..i], &file[i..]),
+        _ => (file.as_str(), ""),
+    };
+    for n in 1.. {
+        let candidate = if n == 1 {
+            dir.join(format!("{stem}_downloaded{ext}"))
+        } else {
+            dir.join(format!("{stem}_downloaded_{n}{ext}"))
+        };
+        if !exists(&candidate) {
+            return candidate;
+        }
+    }
+    unreachable!("some suffix is always free")
+}
+
+fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_local_path_follows_the_downloaded_convention() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = dir.path().join("photo.png");
+        assert_eq!(free_local_path(&photo), photo);
+        std::fs::write(&photo, b"1").unwrap();
+        assert_eq!(free_local_path(&photo), dir.path().join("photo_downloaded.png"));
+        std::fs::write(dir.path().join("photo_downloaded.png"), b"2").unwrap();
+        assert_eq!(
+            free_local_path(&photo),
+            dir.path().join("photo_downloaded_2.png")
+        );
+        let dot = dir.path().join(".bashrc");
+        std::fs::write(&dot, b"").unwrap();
+        assert_eq!(free_local_path(&dot), dir.path().join(".bashrc_downloaded"));
+    }
+
+    #[test]
+    fn place_without_replace_refuses_an_existing_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"new").unwrap();
+        std::fs::write(&b, b"old").unwrap();
+        let err = place(&a, &b, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&b).unwrap(), b"old");
+        place(&a, &b, true).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"new");
+        assert!(!a.exists());
+    }
+}

@@ -1,0 +1,282 @@
+//! The client side of whole-file transfers, shared by every face: resumable, verified downloads
+//! into a `.part` file that is renamed only once its BLAKE3 hash matches the hub's, downloads to
+//! any writer (stdout), and resumable uploads.
+//!
+//! File I/O here is ordinary blocking I/O on the calling task: the client does one transfer at a
+//! time, and handing each chunk to another thread would cost more than the write itself.
+
+use crate::client::HubClient;
+use crate::durable::{hash_prefix, part_path, place};
+use crate::error::ClientError;
+use crate::CHUNK;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use troca_proto::msg::Put;
+use troca_proto::Hash;
+
+/// Reports a transfer's progress (a progress bar, in the CLI).
+pub trait Progress {
+    /// The transfer will move `total` bytes, of which `done` are already in place (resume).
+    fn start(&self, _total: u64, _done: u64) {}
+    /// `n` more bytes moved.
+    fn advance(&self, _n: u64) {}
+    /// A note for the person watching (e.g. that a transfer resumed).
+    fn note(&self, _msg: &str) {}
+    /// The transfer ended, well or not.
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// A file that arrived and was verified.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub path: PathBuf,
+    pub size: u64,
+    pub blake3: Hash,
+    /// How many bytes were already held from an interrupted download (0 if none).
+    pub resumed_from: u64,
+}
+
+/// A file that was sent and stored by the hub.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub name: String,
+    pub size: u64,
+    pub blake3: Hash,
+    /// How many bytes the hub already held from an interrupted upload (0 if none).
+    pub resumed_from: u64,
+}
+
+/// Downloads `name` to `target`, through `target.part`. An existing `.part` is resumed; if the
+/// result then fails verification (the hub's file changed since), it starts over once from zero.
+/// With `replace` false an existing `target` is never overwritten.
+pub async fn download_to_path(
+    client: &mut HubClient,
+    name: &str,
+    target: &Path,
+    replace: bool,
+    progress: &dyn Progress,
+) -> Result<Fetched, ClientError> {
+    let part = part_path(target);
+    let result = download_part(client, name, &part, progress).await;
+    let fetched = match result {
+        Ok(f) => f,
+        Err(DownloadFailure::StaleResume) => {
+            progress.note("the partial download did not match the hub's file; starting over");
+            std::fs::remove_file(&part).map_err(|e| ClientError::local(&part, e))?;
+            match download_part(client, name, &part, progress).await {
+                Ok(f) => f,
+                Err(DownloadFailure::StaleResume) => unreachable!("a fresh download never resumes"),
+                Err(DownloadFailure::Client(e)) => return Err(e),
+            }
+        }
+        Err(DownloadFailure::Client(e)) => return Err(e),
+    };
+    place(&part, target, replace).map_err(|e| ClientError::local(target, e))?;
+    Ok(Fetched {
+        path: target.to_path_buf(),
+        ..fetched
+    })
+}
+
+enum DownloadFailure {
+    /// A resumed download hashed wrong: the `.part` may hold another version's bytes.
+    StaleResume,
+    Client(ClientError),
+}
+
+impl<E: Into<ClientError>> From<E> for DownloadFailure {
+    fn from(e: E) -> Self {
+        DownloadFailure::Client(e.into())
+    }
+}
+
+async fn download_part(
+    client: &mut HubClient,
+    name: &str,
+    part: &Path,
+    progress: &dyn Progress,
+) -> Result<Fetched, DownloadFailure> {
+    let local = |e| ClientError::local(part, e);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part)
+        .map_err(local)?;
+    let held = file.metadata().map_err(local)?.len();
+    let mut download = client.get(name, held).await?;
+    let header = download.header().clone();
+    // The hub starts at 0 if what we hold is longer than its file.
+    let offset = header.offset;
+    let mut hasher = blake3::Hasher::new();
+    if offset > 0 {
+        progress.note(&format!("resuming {name} at byte {offset}"));
+        hash_prefix(&mut file, offset, &mut hasher).map_err(local)?;
+    }
+    file.set_len(offset).map_err(local)?;
+    file.seek(SeekFrom::Start(offset)).map_err(local)?;
+
+    progress.start(header.size, offset);
+    let mut buf = vec![0u8; CHUNK];
+    let mut filled = 0;
+    loop {
+        // Fill the buffer before writing: fewer, larger writes to the disk.
+        let n = download.read(&mut buf[filled..]).await?;
+        filled += n;
+        if filled == buf.len() || (n == 0 && filled > 0) {
+            hasher.update(&buf[..filled]);
+            file.write_all(&buf[..filled]).map_err(local)?;
+            progress.advance(filled as u64);
+            filled = 0;
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    let theirs = download.finish().await?;
+    progress.finish();
+    let ours: Hash = *hasher.finalize().as_bytes();
+    if ours != theirs {
+        drop(file);
+        if offset > 0 {
+            return Err(DownloadFailure::StaleResume);
+        }
+        let _ = std::fs::remove_file(part);
+        return Err(DownloadFailure::Client(ClientError::Integrity {
+            what: format!("download of {name}"),
+            expected: hex(&theirs),
+            actual: hex(&ours),
+        }));
+    }
+    file.sync_all().map_err(local)?;
+    Ok(Fetched {
+        path: part.to_path_buf(),
+        size: header.size,
+        blake3: ours,
+        resumed_from: offset,
+    })
+}
+
+/// Downloads `name` into `out` (stdout, say). The bytes are written as they arrive, so a
+/// verification failure is reported after the fact, as an error the caller must surface.
+pub async fn download_to_writer(
+    client: &mut HubClient,
+    name: &str,
+    out: &mut dyn Write,
+    progress: &dyn Progress,
+) -> Result<(u64, Hash), ClientError> {
+    let mut download = client.get(name, 0).await?;
+    let size = download.header().size;
+    progress.start(size, 0);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = download.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| ClientError::local(Path::new("output"), e))?;
+        progress.advance(n as u64);
+    }
+    let theirs = download.finish().await?;
+    out.flush()
+        .map_err(|e| ClientError::local(Path::new("output"), e))?;
+    progress.finish();
+    let ours: Hash = *hasher.finalize().as_bytes();
+    if ours != theirs {
+        return Err(ClientError::Integrity {
+            what: format!("download of {name}"),
+            expected: hex(&theirs),
+            actual: hex(&ours),
+        });
+    }
+    Ok((size, ours))
+}
+
+/// Uploads the file at `path` as `name`, resuming an interrupted upload of the same file.
+pub async fn upload_path(
+    client: &mut HubClient,
+    path: &Path,
+    name: &str,
+    replace: bool,
+    progress: &dyn Progress,
+) -> Result<Sent, ClientError> {
+    let local = |e| ClientError::local(path, e);
+    let mut file = File::open(path).map_err(local)?;
+    let meta = file.metadata().map_err(local)?;
+    if !meta.is_file() {
+        return Err(ClientError::local(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+    }
+    let size = meta.len();
+    let mut upload = client
+        .put(Put {
+            name: name.to_owned(),
+            size,
+            source_mtime_ns: mtime_ns(&meta),
+            force: replace,
+        })
+        .await?;
+    let offset = upload.offset();
+    let mut hasher = blake3::Hasher::new();
+    if offset > 0 {
+        progress.note(&format!("resuming upload of {name} at byte {offset}"));
+        hash_prefix(&mut file, offset, &mut hasher).map_err(local)?;
+    }
+    progress.start(size, offset);
+    let mut buf = vec![0u8; CHUNK];
+    while upload.remaining() > 0 {
+        let want = buf
+            .len()
+            .min(usize::try_from(upload.remaining()).unwrap_or(usize::MAX));
+        let n = file.read(&mut buf[..want]).map_err(local)?;
+        if n == 0 {
+            // Let the hub see the short upload and discard it rather than hang.
+            break;
+        }
+        hasher.update(&buf[..n]);
+        upload.write(&buf[..n]).await?;
+        progress.advance(n as u64);
+    }
+    let ours: Hash = *hasher.finalize().as_bytes();
+    let done = upload.finish(ours).await;
+    progress.finish();
+    let done = done?;
+    if done.blake3 != ours {
+        return Err(ClientError::Integrity {
+            what: format!("upload of {name}"),
+            expected: hex(&ours),
+            actual: hex(&done.blake3),
+        });
+    }
+    Ok(Sent {
+        name: done.name,
+        size: done.size,
+        blake3: done.blake3,
+        resumed_from: offset,
+    })
+}
+
+/// A file's modification time in nanoseconds since the epoch (0 if unavailable).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Lower-case hex, as hashes are shown everywhere.
+pub fn hex(hash: &Hash) -> String {
+    blake3::Hash::from_bytes(*hash).to_hex().to_string()
+}
