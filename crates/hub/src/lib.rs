@@ -1,1 +1,26 @@
-//! placeholder
+//! The troca hub as a library: [`run`] serves a folder over the troca protocol until a shutdown
+//! token is cancelled, so tests start it in-process on port 0 and the `troca` binary is a thin
+//! wrapper around it.
+//!
+//! Layers, outermost first:
+//! - [`server`]: accepts connections, enforces the connection limit, shuts down gracefully.
+//! - [`conn`]: speaks the native protocol on one connection (handshake, requests, raw bytes).
+//! - [`service`]: the operations themselves (list, download, upload, remove), shared by every
+//!   face so each rule lives in one place.
+//! - [`share`]: maps remote names onto the shared folder, refusing anything outside it.
+//! - [`uploads`]: partial uploads kept in the state folder for resume.
+
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod hashes;
+mod sendfile;
+pub mod server;
+pub mod service;
+pub mod share;
+pub mod uploads;
+
+pub use config::HubConfig;
+pub use error::HubError;
+pub use server::{run, serve};
+pub use service::Hub;

@@ -1,0 +1,40 @@
+//! The hub's settings, with the defaults a person gets from `troca serve`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a hub runs. Build one with [`HubConfig::new`] and adjust the fields.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The shared folder.
+    pub root: PathBuf,
+    /// Where the hub keeps its own files (partial uploads, later databases). Defaults to
+    /// `ROOT/.troca`; never listed or served.
+    pub state_dir: PathBuf,
+    /// Connections served at once; more are told the hub is busy and closed.
+    pub max_connections: usize,
+    /// How long a new connection may take to say hello.
+    pub handshake_timeout: Duration,
+    /// How long a connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// How long a transfer may go without moving a byte before it is abandoned.
+    pub stall_timeout: Duration,
+    /// How long an interrupted upload is kept for resume.
+    pub partial_ttl: Duration,
+}
+
+impl HubConfig {
+    /// Defaults for sharing `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Self {
+            state_dir: root.join(troca_proto::name::STATE_DIR_NAME),
+            root,
+            max_connections: 16 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15 * 60),
+            stall_timeout: Duration::from_secs(30),
+            partial_ttl: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}

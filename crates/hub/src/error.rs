@@ -1,0 +1,70 @@
+//! The hub's errors, each mapped to a protocol error code and a message a person can act on.
+
+use troca_proto::{ErrorCode, NameError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: NameError },
+    #[error("no file named {0:?} on the hub")]
+    NotFound(String),
+    #[error("{0:?} is a folder, not a file")]
+    NotAFile(String),
+    #[error("{0:?} already exists on the hub; use --force to replace it")]
+    AlreadyExists(String),
+    #[error("{0:?} is being uploaded by another client; try again when it finishes")]
+    UploadInProgress(String),
+    #[error("the hub is serving its maximum of {0} connections; try again shortly")]
+    TooManyConnections(usize),
+    #[error("upload of {0:?} failed verification: the bytes received do not match the sender's hash")]
+    Integrity(String),
+    #[error("not enough space on the hub: {needed} bytes needed, {available} available")]
+    NoSpace { needed: u64, available: u64 },
+    #[error("the hub's disk is full")]
+    DiskFull,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnsupportedVersion(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl HubError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HubError::InvalidName { .. } => ErrorCode::InvalidName,
+            HubError::NotFound(_) | HubError::NotAFile(_) => ErrorCode::NotFound,
+            HubError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            HubError::UploadInProgress(_) | HubError::TooManyConnections(_) => ErrorCode::Busy,
+            HubError::Integrity(_) => ErrorCode::Integrity,
+            HubError::NoSpace { .. } | HubError::DiskFull => ErrorCode::NoSpace,
+            HubError::BadRequest(_) => ErrorCode::BadRequest,
+            HubError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            HubError::Timeout(_) => ErrorCode::Timeout,
+            HubError::Io { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// Wraps an I/O error, recognising a full disk.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT)
+        {
+            return HubError::DiskFull;
+        }
+        HubError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The protocol message for this error.
+    pub fn to_message(&self) -> troca_proto::Message {
+        troca_proto::msg::Error::new(self.code(), self.to_string()).into()
+    }
+}

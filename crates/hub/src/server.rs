@@ -1,0 +1,91 @@
+//! Accepting connections: the connection limit, the periodic clean-up of stale partial uploads,
+//! and graceful shutdown (stop accepting, close idle connections, let requests in progress
+//! finish).
+
+use crate::config::HubConfig;
+use crate::conn::serve_connection;
+use crate::error::HubError;
+use crate::service::Hub;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Serves the folder in `config` on `listener` until `shutdown` is cancelled and every
+/// connection has finished.
+pub async fn run(
+    listener: TcpListener,
+    config: HubConfig,
+    shutdown: CancellationToken,
+) -> Result<(), HubError> {
+    let hub = Arc::new(Hub::open(config)?);
+    serve(listener, hub, shutdown).await
+}
+
+/// Like [`run`], for a [`Hub`] the caller already opened (to share it with another face).
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) -> Result<(), HubError> {
+    let tracker = TaskTracker::new();
+    tracker.spawn(clean_partials(Arc::clone(&hub), shutdown.clone()));
+    let limit = Arc::new(Semaphore::new(hub.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match Arc::clone(&limit).try_acquire_owned() {
+            Ok(permit) => {
+                let (hub, shutdown) = (Arc::clone(&hub), shutdown.clone());
+                tracker.spawn(async move {
+                    serve_connection(hub, stream, peer, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let max = hub.config.max_connections;
+                tracker.spawn(async move {
+                    let mut conn = troca_net::Connection::new(stream);
+                    let _ = conn
+                        .send(&HubError::TooManyConnections(max).to_message())
+                        .await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+async fn clean_partials(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let every = (hub.config.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        let h = Arc::clone(&hub);
+        let removed = tokio::task::spawn_blocking(move || h.partials.clean(h.config.partial_ttl))
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, "removed stale partial uploads");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The hub's operations, in one place for every face: each takes a request as it came off the
+//! wire, checks the name once with [`RemoteName::parse`], and answers with protocol types or a
+//! [`HubError`]. Blocking filesystem work runs on tokio's blocking pool.
+
+use crate::config::HubConfig;
+use crate::error::HubError;
+use crate::share::{is_not_found, Share};
+use crate::uploads::{PartialUpload, Partials};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use troca_net::transfer::mtime_ns;
+use troca_proto::msg::{Entry, Put, PutDone};
+use troca_proto::{Hash, RemoteName};
+
+/// A shared folder and everything the hub knows about it.
+#[derive(Debug)]
+pub struct Hub {
+    pub config: HubConfig,
+    pub share: Share,
+    pub partials: Partials,
+}
+
+/// A file opened for download.
+#[derive(Debug)]
+pub struct OpenFile {
+    pub file: File,
+    pub path: PathBuf,
+    pub size: u64,
+    /// Where the bytes start: the requested offset, or 0 if that was past the end.
+    pub offset: u64,
+    pub modified_ns: i64,
+    /// The hash of the whole file, if already known for this size and mtime.
+    pub hash: Option<Hash>,
+}
+
+fn parse(name: &str) -> Result<RemoteName, HubError> {
+    RemoteName::parse(name).map_err(|reason| HubError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
+) -> Result<T, HubError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(HubError::BadRequest(format!("internal task failed: {e}"))))
+}
+
+impl Hub {
+    /// Opens the shared folder and state folder named in `config`.
+    pub fn open(config: HubConfig) -> Result<Self, HubError> {
+        let share = Share::open(&config.root, &config.state_dir)?;
+        let partials = Partials::open(share.state_dir())?;
+        Ok(Self {
+            config,
+            share,
+            partials,
+        })
+    }
+
+    /// Files whose names start with `prefix`.
+    pub async fn list(self: &Arc<Self>, prefix: &str) -> Result<Vec<Entry>, HubError> {
+        let hub = Arc::clone(self);
+        let prefix = prefix.to_owned();
+        blocking(move || Ok(hub.share.list(&prefix))).await
+    }
+
+    /// Opens `name` for reading from `offset`.
+    pub fn open_file(&self, name: &str, offset: u64) -> Result<OpenFile, HubError> {
+        let remote = parse(name)?;
+        let path = self.share.resolve_existing(&remote)?;
+        let file = File::open(&path).map_err(|e| {
+            if is_not_found(&e) {
+                HubError::NotFound(name.to_owned())
+            } else {
+                HubError::io(format!("cannot open {name}"), e)
+            }
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| HubError::io(format!("cannot stat {name}"), e))?;
+        if !meta.is_file() {
+            return Err(HubError::NotAFile(name.to_owned()));
+        }
+        let size = meta.len();
+        let modified_ns = mtime_ns(&meta);
+        Ok(OpenFile {
+            hash: self.share.hashes.get(&path, size, modified_ns),
+            file,
+            path,
+            size,
+            offset: if offset > size { 0 } else { offset },
+            modified_ns,
+        })
+    }
+
+    /// Records a hash computed while serving `file`, if the file is still the one that was hashed.
+    pub fn remember_hash(&self, open: &OpenFile, hash: Hash) {
+        if let Ok(meta) = open.file.metadata() {
+            if meta.len() == open.size && mtime_ns(&meta) == open.modified_ns {
+                self.share
+                    .hashes
+                    .insert(open.path.clone(), open.size, open.modified_ns, hash);
+            }
+        }
+    }
+
+    /// Starts (or resumes) an upload: checks the name and the policy, claims the name, and opens
+    /// the partial file.
+    pub async fn begin_upload(self: &Arc<Self>, put: &Put) -> Result<PartialUpload, HubError> {
+        let remote = parse(&put.name)?;
+        let hub = Arc::clone(self);
+        let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
+        blocking(move || {
+            let target = hub.share.resolve_new(&remote)?;
+            if !force && target.symlink_metadata().is_ok() {
+                return Err(HubError::AlreadyExists(remote.to_string()));
+            }
+            hub.partials.begin(remote, size, mtime)
+        })
+        .await
+    }
+
+    /// Finishes an upload whose bytes have all arrived: checks the sender's hash, makes the data
+    /// durable and moves it under its name. On a hash mismatch the partial data is deleted; if
+    /// the name was taken meanwhile, it is kept so a retry with `force` resumes at the end.
+    pub async fn finish_upload(
+        self: &Arc<Self>,
+        upload: PartialUpload,
+        theirs: Hash,
+        force: bool,
+    ) -> Result<PutDone, HubError> {
+        let hub = Arc::clone(self);
+        blocking(move || {
+            let ours: Hash = *upload.hasher.finalize().as_bytes();
+            if ours != theirs {
+                let name = upload.name.to_string();
+                upload.discard();
+                return Err(HubError::Integrity(name));
+            }
+            let name = upload.name.clone();
+            upload
+                .file
+                .sync_all()
+                .map_err(|e| HubError::io(format!("cannot save {name}"), e))?;
+            let target = hub.share.make_parent(&name)?;
+            place_upload(&upload.part, &target, force).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    HubError::AlreadyExists(name.to_string())
+                } else {
+                    HubError::io(format!("cannot store {name}"), e)
+                }
+            })?;
+            let size = upload.size;
+            upload.completed();
+            if let Ok(meta) = target.metadata() {
+                hub.share
+                    .hashes
+                    .insert(target, meta.len(), mtime_ns(&meta), ours);
+            }
+            Ok(PutDone {
+                name: name.to_string(),
+                size,
+                blake3: ours,
+            })
+        })
+        .await
+    }
+
+    /// Deletes `name`.
+    pub async fn remove(self: &Arc<Self>, name: &str) -> Result<(), HubError> {
+        let remote = parse(name)?;
+        let hub = Arc::clone(self);
+        blocking(move || {
+            let real = hub.share.resolve_existing(&remote)?;
+            // Remove the entry the client named (a link, if it is one), not what it points to.
+            let parent = hub.share.root().join(remote.as_str());
+            let parent = parent
+                .parent()
+                .and_then(|p| p.canonicalize().ok())
+                .ok_or_else(|| HubError::NotFound(remote.to_string()))?;
+            let entry = parent.join(remote.file_name());
+            if entry.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                return Err(HubError::NotAFile(remote.to_string()));
+            }
+            std::fs::remove_file(&entry).map_err(|e| {
+                if is_not_found(&e) {
+                    HubError::NotFound(remote.to_string())
+                } else {
+                    HubError::io(format!("cannot delete {remote}"), e)
+                }
+            })?;
+            hub.share.hashes.forget(&real);
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Moves a finished upload into place. When the state folder is on another filesystem than the
+/// share, the data is first copied to a temporary name beside the target and fsync'd, so the
+/// final step is still a rename.
+fn place_upload(part: &Path, target: &Path, force: bool) -> std::io::Result<()> {
+    match troca_net::durable::place(part, target, force) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = target.with_file_name(format!(
+                ".{}.troca-tmp",
+                target.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            std::fs::copy(part, &tmp)?;
+            File::open(&tmp)?.sync_all()?;
+            let placed = troca_net::durable::place(&tmp, target, force);
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            } else {
+                let _ = std::fs::remove_file(part);
+            }
+            placed
+        }
+        other => other,
+    }
+}

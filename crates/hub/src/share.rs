@@ -1,0 +1,272 @@
+//! Where remote names meet the filesystem. Names arrive already checked by
+//! [`RemoteName::parse`]; this module adds the one thing a string check cannot see: symbolic
+//! links. Every path it hands out is inside the shared folder after resolving links, and outside
+//! the state folder.
+//!
+//! (A local user who can swap a folder for a link between the check and the use could still race
+//! it; the hub defends against remote clients, who cannot create links.)
+
+use crate::error::HubError;
+use crate::hashes::HashCache;
+use std::io;
+use std::path::{Path, PathBuf};
+use troca_proto::msg::Entry;
+use troca_proto::RemoteName;
+
+/// The shared folder.
+#[derive(Debug)]
+pub struct Share {
+    root: PathBuf,
+    state: PathBuf,
+    pub hashes: HashCache,
+}
+
+impl Share {
+    /// Opens (creating if needed) the shared folder and the state folder.
+    pub fn open(root: &Path, state: &Path) -> Result<Self, HubError> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| HubError::io(format!("cannot create {}", root.display()), e))?;
+        std::fs::create_dir_all(state)
+            .map_err(|e| HubError::io(format!("cannot create {}", state.display()), e))?;
+        let canon = |p: &Path| {
+            p.canonicalize()
+                .map_err(|e| HubError::io(format!("cannot resolve {}", p.display()), e))
+        };
+        Ok(Self {
+            root: canon(root)?,
+            state: canon(state)?,
+            hashes: HashCache::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    fn contains(&self, resolved: &Path) -> bool {
+        resolved.starts_with(&self.root) && !resolved.starts_with(&self.state)
+    }
+
+    /// The real path of an existing file, after following links; `NotFound` for anything that
+    /// does not exist or resolves outside the share (the two are not told apart, so a client
+    /// cannot probe the rest of the disk).
+    pub fn resolve_existing(&self, name: &RemoteName) -> Result<PathBuf, HubError> {
+        let joined = self.root.join(name.as_str());
+        match joined.canonicalize() {
+            Ok(real) if self.contains(&real) => Ok(real),
+            Ok(_) => Err(HubError::NotFound(name.to_string())),
+            Err(e) if is_not_found(&e) => Err(HubError::NotFound(name.to_string())),
+            Err(e) => Err(HubError::io(format!("cannot open {name}"), e)),
+        }
+    }
+
+    /// Where a new file called `name` would go, without creating anything. The folders on the way
+    /// may be missing (they are made by [`Share::make_parent`]); those that exist must resolve
+    /// inside the share.
+    pub fn resolve_new(&self, name: &RemoteName) -> Result<PathBuf, HubError> {
+        self.walk_parent(name, false)
+    }
+
+    /// Like [`Share::resolve_new`], creating the missing folders.
+    pub fn make_parent(&self, name: &RemoteName) -> Result<PathBuf, HubError> {
+        self.walk_parent(name, true)
+    }
+
+    fn walk_parent(&self, name: &RemoteName, create: bool) -> Result<PathBuf, HubError> {
+        let components: Vec<&str> = name.components().collect();
+        let (last, folders) = components.split_last().expect("a name has a component");
+        let mut dir = self.root.clone();
+        let mut missing = false;
+        for folder in folders {
+            dir.push(folder);
+            if missing {
+                if create {
+                    mkdir(&dir)?;
+                }
+                continue;
+            }
+            match dir.symlink_metadata() {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    let real = dir
+                        .canonicalize()
+                        .map_err(|_| HubError::NotFound(name.to_string()))?;
+                    if !self.contains(&real) || !real.is_dir() {
+                        return Err(HubError::BadRequest(format!(
+                            "{name:?} goes through a link that leaves the shared folder"
+                        )));
+                    }
+                    dir = real;
+                }
+                Ok(_) => {
+                    return Err(HubError::BadRequest(format!(
+                        "cannot store {name:?}: {folder:?} is a file, not a folder"
+                    )))
+                }
+                Err(e) if is_not_found(&e) => {
+                    missing = true;
+                    if create {
+                        mkdir(&dir)?;
+                    }
+                }
+                Err(e) => return Err(HubError::io(format!("cannot reach {name}"), e)),
+            }
+        }
+        if !self.contains(&dir) && dir != self.root {
+            return Err(HubError::NotFound(name.to_string()));
+        }
+        let target = dir.join(last);
+        if target.is_dir() {
+            return Err(HubError::NotAFile(name.to_string()));
+        }
+        Ok(target)
+    }
+
+    /// Lists the files whose names start with `prefix`, sorted by name. Blocking: walks the disk.
+    pub fn list(&self, prefix: &str) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let walker = walkdir::WalkDir::new(&self.root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.path().starts_with(&self.state));
+        for entry in walker.filter_map(Result::ok) {
+            let ft = entry.file_type();
+            if !(ft.is_file() || ft.is_symlink()) {
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(&self.root) else {
+                continue;
+            };
+            let Some(rel) = rel.to_str() else { continue };
+            if !rel.starts_with(prefix) {
+                continue;
+            }
+            // Files whose names could never be requested (control characters, say) are not listed.
+            let Ok(name) = RemoteName::parse(rel) else {
+                continue;
+            };
+            let real = if ft.is_symlink() {
+                match entry.path().canonicalize() {
+                    Ok(real) if self.contains(&real) => real,
+                    _ => continue,
+                }
+            } else {
+                entry.path().to_path_buf()
+            };
+            let Ok(meta) = real.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified_ns = troca_net::transfer::mtime_ns(&meta);
+            out.push(Entry {
+                blake3: self.hashes.get(&real, meta.len(), modified_ns),
+                name: name.to_string(),
+                size: meta.len(),
+                modified_ns,
+            });
+        }
+        out
+    }
+}
+
+fn mkdir(dir: &Path) -> Result<(), HubError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(HubError::io(format!("cannot create folder {}", dir.display()), e)),
+    }
+}
+
+pub(crate) fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn share() -> (tempfile::TempDir, Share) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        let share = Share::open(&root, &root.join(".troca")).unwrap();
+        (dir, share)
+    }
+
+    fn name(s: &str) -> RemoteName {
+        RemoteName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn links_out_of_the_share_are_not_followed() {
+        let (dir, share) = share();
+        let outside = dir.path().join("secret.txt");
+        std::fs::write(&outside, b"secret").unwrap();
+        symlink(&outside, share.root().join("leak.txt")).unwrap();
+        symlink(dir.path(), share.root().join("up")).unwrap();
+        assert!(matches!(
+            share.resolve_existing(&name("leak.txt")),
+            Err(HubError::NotFound(_))
+        ));
+        assert!(matches!(
+            share.resolve_existing(&name("up/secret.txt")),
+            Err(HubError::NotFound(_))
+        ));
+        assert!(share.resolve_new(&name("up/new.txt")).is_err());
+        assert!(share.list("").is_empty(), "{:?}", share.list(""));
+    }
+
+    #[test]
+    fn links_inside_the_share_work() {
+        let (_dir, share) = share();
+        std::fs::write(share.root().join("a.txt"), b"a").unwrap();
+        symlink(share.root().join("a.txt"), share.root().join("b.txt")).unwrap();
+        let listed: Vec<_> = share.list("").into_iter().map(|e| e.name).collect();
+        assert_eq!(listed, ["a.txt", "b.txt"]);
+        assert_eq!(
+            share.resolve_existing(&name("b.txt")).unwrap(),
+            share.root().join("a.txt")
+        );
+    }
+
+    #[test]
+    fn the_state_folder_is_never_listed_or_resolved() {
+        let (_dir, share) = share();
+        std::fs::write(share.state_dir().join("x"), b"x").unwrap();
+        symlink(share.state_dir(), share.root().join("st")).unwrap();
+        assert!(share.list("").is_empty());
+        assert!(share.resolve_existing(&name("st/x")).is_err());
+    }
+
+    #[test]
+    fn make_parent_creates_folders_and_refuses_files_in_the_way() {
+        let (_dir, share) = share();
+        let t = share.make_parent(&name("a/b/c.txt")).unwrap();
+        assert_eq!(t, share.root().join("a/b/c.txt"));
+        assert!(share.root().join("a/b").is_dir());
+        std::fs::write(share.root().join("f"), b"").unwrap();
+        assert!(share.make_parent(&name("f/x")).is_err());
+        assert!(matches!(
+            share.resolve_new(&name("a/b")),
+            Err(HubError::NotAFile(_))
+        ));
+    }
+
+    #[test]
+    fn list_filters_by_prefix_and_sorts() {
+        let (_dir, share) = share();
+        for n in ["b.txt", "a.txt", "sub/c.txt", "sub/d.txt"] {
+            let p = share.make_parent(&name(n)).unwrap();
+            std::fs::write(p, n).unwrap();
+        }
+        let all: Vec<_> = share.list("").into_iter().map(|e| e.name).collect();
+        assert_eq!(all, ["a.txt", "b.txt", "sub/c.txt", "sub/d.txt"]);
+        let sub: Vec<_> = share.list("sub/").into_iter().map(|e| e.name).collect();
+        assert_eq!(sub, ["sub/c.txt", "sub/d.txt"]);
+    }
+}
