@@ -1,1 +1,33 @@
-fn main() {}
+//! The `troca` command: parses arguments and hands each subcommand to its module. Errors end
+//! here as one line on stderr and exit status 1 (clap's usage errors exit with 2).
+
+mod args;
+mod client;
+mod output;
+mod progress;
+mod serve;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = args::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TROCA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match args.command {
+        args::Command::Serve(serve) => serve::main(serve),
+        command => client::main(&args.global, command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("troca: {}", output::one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Progress bars (indicatif) on a terminal; nothing otherwise. Notes (such as "resuming") go to
+//! stderr unless `--quiet`.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use troca_net::Progress;
+
+#[derive(Debug)]
+pub struct Bar {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Bar {
+    pub fn new(label: &str, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:24!} {bar:30.cyan/blue} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(label.to_owned());
+            bar
+        });
+        Self { bar, quiet }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64, done: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+            b.reset_eta();
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn note(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => eprintln!("troca: {msg}"),
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

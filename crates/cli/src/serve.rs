@@ -1,0 +1,77 @@
+//! `troca serve`: binds, prints the real address, runs the hub until SIGINT or SIGTERM, then
+//! waits (up to the grace period) for transfers in progress.
+
+use crate::args::Serve;
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use troca_hub::HubConfig;
+
+pub fn main(args: Serve) -> Result<ExitCode> {
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Serve) -> Result<ExitCode> {
+    let mut config = HubConfig::new(&args.dir);
+    if let Some(state) = &args.state {
+        config.state_dir = state.clone();
+    }
+    config.max_connections = args.max_connections;
+    config.idle_timeout = args.idle_timeout;
+    config.stall_timeout = args.stall_timeout;
+    config.partial_ttl = args.partial_ttl;
+    let hub = std::sync::Arc::new(
+        troca_hub::Hub::open(config).with_context(|| format!("cannot share {}", args.dir.display()))?,
+    );
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!("troca: sharing {}", hub.share.root().display());
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(troca_hub::serve(listener, hub, shutdown.clone()));
+    wait_for_signal().await?;
+    eprintln!("troca: shutting down; finishing transfers in progress");
+    shutdown.cancel();
+    match tokio::time::timeout(args.shutdown_grace, server).await {
+        Ok(joined) => joined.context("the hub failed")??,
+        Err(_) => eprintln!("troca: transfers still running after the grace period; stopping"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Lifts the soft open-file limit to the hard one: each connection is a descriptor, and the
+/// default soft limit (often 1024) would cap the hub far below its connection limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
