@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "troca", version, about = "Share files on a network: a hub, its clients, and a swarm")]
+#[command(
+    name = "troca",
+    version,
+    about = "Share files on a network: a hub, its clients, and a swarm"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -16,7 +20,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// The hub to talk to.
-    #[arg(long, global = true, env = "TROCA_HUB", default_value = "127.0.0.1:13370", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        env = "TROCA_HUB",
+        default_value = "127.0.0.1:13370",
+        value_name = "HOST:PORT"
+    )]
     pub hub: String,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
@@ -102,5 +112,6 @@ pub struct Serve {
 /// Durations like `30s`, `15m`, `1h 30m`, `500ms`.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
-    d.try_into().map_err(|_| "durations cannot be negative".to_owned())
+    d.try_into()
+        .map_err(|_| "durations cannot be negative".to_owned())
 }

@@ -22,12 +22,22 @@ pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
 
 async fn run(global: &Global, command: Command) -> Result<ExitCode> {
     // Check what can be checked before connecting, so usage errors don't depend on the hub.
-    if let Command::Put { files, as_name: Some(_), .. } = &command {
+    if let Command::Put {
+        files,
+        as_name: Some(_),
+        ..
+    } = &command
+    {
         if files.len() > 1 {
             return usage("--as takes a single FILE");
         }
     }
-    if let Command::Get { names, output: Some(o), .. } = &command {
+    if let Command::Get {
+        names,
+        output: Some(o),
+        ..
+    } = &command
+    {
         if names.len() > 1 && o == Path::new("-") {
             return usage("-o - takes a single NAME");
         }
@@ -38,8 +48,16 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
     let mut client = connect(global).await?;
     match command {
         Command::Ls { prefix } => ls(global, &mut client, prefix.as_deref().unwrap_or("")).await,
-        Command::Put { files, as_name, force } => put(global, &mut client, &files, as_name, force).await,
-        Command::Get { names, output, force } => get(global, &mut client, &names, output, force).await,
+        Command::Put {
+            files,
+            as_name,
+            force,
+        } => put(global, &mut client, &files, as_name, force).await,
+        Command::Get {
+            names,
+            output,
+            force,
+        } => get(global, &mut client, &names, output, force).await,
         Command::Rm { names } => rm(global, &mut client, &names).await,
         Command::Serve(_) => unreachable!("serve is not a client command"),
     }
@@ -166,7 +184,11 @@ async fn put(
     if global.json {
         print_json(&rows)?;
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Serialize)]
@@ -200,7 +222,11 @@ async fn get(
             Some(o) => o.clone(),
             None => base.to_path_buf(),
         };
-        let target = if force { wanted.clone() } else { free_local_path(&wanted) };
+        let target = if force {
+            wanted.clone()
+        } else {
+            free_local_path(&wanted)
+        };
         if target != wanted && !global.quiet {
             eprintln!(
                 "troca: {} exists; saving {name} as {}",
@@ -212,7 +238,11 @@ async fn get(
         match download_to_path(client, name, &target, force, &bar).await {
             Ok(f) => {
                 if !global.json && !global.quiet {
-                    eprintln!("downloaded {name} to {} ({})", f.path.display(), output::size(f.size));
+                    eprintln!(
+                        "downloaded {name} to {} ({})",
+                        f.path.display(),
+                        output::size(f.size)
+                    );
                 }
                 rows.push(GetRow {
                     name: name.clone(),
@@ -231,7 +261,11 @@ async fn get(
     if global.json {
         print_json(&rows)?;
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Serialize)]
@@ -259,5 +293,9 @@ async fn rm(global: &Global, client: &mut HubClient, names: &[String]) -> Result
     if global.json {
         print_json(&rows)?;
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

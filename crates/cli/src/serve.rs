@@ -27,7 +27,8 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.stall_timeout = args.stall_timeout;
     config.partial_ttl = args.partial_ttl;
     let hub = std::sync::Arc::new(
-        troca_hub::Hub::open(config).with_context(|| format!("cannot share {}", args.dir.display()))?,
+        troca_hub::Hub::open(config)
+            .with_context(|| format!("cannot share {}", args.dir.display()))?,
     );
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

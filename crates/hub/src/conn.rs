@@ -75,7 +75,11 @@ async fn session(
         }
     };
     if hello.magic != MAGIC {
-        return refuse(conn, HubError::UnsupportedVersion("not a troca client".into())).await;
+        return refuse(
+            conn,
+            HubError::UnsupportedVersion("not a troca client".into()),
+        )
+        .await;
     }
     if hello.version != PROTOCOL_VERSION {
         return refuse(
@@ -263,7 +267,9 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
     let mut store_err: Option<io::Error> = None;
     while remaining > 0 {
         let mut filled = 0;
-        let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         while filled < want {
             let n = step(stall, "upload", conn.read_raw(&mut buf[filled..want])).await?;
             if n == 0 {

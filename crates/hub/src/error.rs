@@ -16,7 +16,9 @@ pub enum HubError {
     UploadInProgress(String),
     #[error("the hub is serving its maximum of {0} connections; try again shortly")]
     TooManyConnections(usize),
-    #[error("upload of {0:?} failed verification: the bytes received do not match the sender's hash")]
+    #[error(
+        "upload of {0:?} failed verification: the bytes received do not match the sender's hash"
+    )]
     Integrity(String),
     #[error("not enough space on the hub: {needed} bytes needed, {available} available")]
     NoSpace { needed: u64, available: u64 },
@@ -53,7 +55,8 @@ impl HubError {
 
     /// Wraps an I/O error, recognising a full disk.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT)
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT)
         {
             return HubError::DiskFull;
         }

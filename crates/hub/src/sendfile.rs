@@ -21,7 +21,8 @@ pub(crate) async fn send_some(
             let mut off = offset as libc::off_t;
             // SAFETY: both descriptors are open for the duration of the call and `off` is a
             // valid, writable off_t.
-            let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+            let n =
+                unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
             if n < 0 {
                 Err(io::Error::last_os_error())
             } else {

@@ -178,7 +178,10 @@ fn mkdir(dir: &Path) -> Result<(), HubError> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(HubError::io(format!("cannot create folder {}", dir.display()), e)),
+        Err(e) => Err(HubError::io(
+            format!("cannot create folder {}", dir.display()),
+            e,
+        )),
     }
 }
 

@@ -92,6 +92,18 @@ impl Partials {
         let record = format!("v1\n{size}\n{source_mtime_ns}\n{name}\n");
         let io = |what: &str, e| HubError::io(format!("{what} for {name}"), e);
 
+        // Resume only an upload of the very same file: same name, size and source mtime (an
+        // unknown mtime, 0, never matches, since then nothing says the file is the same).
+        let same =
+            source_mtime_ns != 0 && std::fs::read_to_string(&meta).is_ok_and(|held| held == record);
+        let held = std::fs::metadata(&part).map_or(0, |m| m.len());
+        let offset = if same && held <= size { held } else { 0 };
+        // Check the space before creating anything, so a refusal leaves nothing behind.
+        let available = available_bytes(&self.dir);
+        let needed = size - offset;
+        if available < needed {
+            return Err(HubError::NoSpace { needed, available });
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -99,20 +111,10 @@ impl Partials {
             .truncate(false)
             .open(&part)
             .map_err(|e| io("cannot open upload file", e))?;
-        // Resume only an upload of the very same file: same name, size and source mtime (an
-        // unknown mtime, 0, never matches, since then nothing says the file is the same).
-        let same = source_mtime_ns != 0
-            && std::fs::read_to_string(&meta).is_ok_and(|held| held == record);
-        let held = file.metadata().map_err(|e| io("cannot stat upload file", e))?.len();
-        let offset = if same && held <= size { held } else { 0 };
         if offset == 0 {
-            file.set_len(0).map_err(|e| io("cannot reset upload file", e))?;
+            file.set_len(0)
+                .map_err(|e| io("cannot reset upload file", e))?;
             std::fs::write(&meta, &record).map_err(|e| io("cannot record upload", e))?;
-        }
-        let available = available_bytes(&self.dir);
-        let needed = size - offset;
-        if available < needed {
-            return Err(HubError::NoSpace { needed, available });
         }
         let mut hasher = blake3::Hasher::new();
         if offset > 0 {
@@ -161,7 +163,12 @@ impl Partials {
             let name = std::fs::read_to_string(&meta_path)
                 .ok()
                 .and_then(|m| m.lines().nth(3).map(str::to_owned));
-            if name.is_some_and(|n| self.active.lock().expect("upload set poisoned").contains(&n)) {
+            if name.is_some_and(|n| {
+                self.active
+                    .lock()
+                    .expect("upload set poisoned")
+                    .contains(&n)
+            }) {
                 continue;
             }
             let age = entry

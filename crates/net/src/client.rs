@@ -49,7 +49,10 @@ impl HubClient {
     }
 
     /// Says hello over an already connected stream.
-    pub async fn handshake(stream: TcpStream, options: &ClientOptions) -> Result<Self, ClientError> {
+    pub async fn handshake(
+        stream: TcpStream,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
         let mut conn = Connection::new(stream);
         conn.send(
             &Hello {
@@ -183,12 +186,17 @@ impl Download<'_> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.client.conn.read_raw(&mut buf[..want]).await?;
         if n == 0 {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("the hub closed the connection with {} bytes still to send", self.remaining),
+                format!(
+                    "the hub closed the connection with {} bytes still to send",
+                    self.remaining
+                ),
             )));
         }
         self.remaining -= n as u64;

@@ -140,7 +140,10 @@ mod tests {
         let photo = dir.path().join("photo.png");
         assert_eq!(free_local_path(&photo), photo);
         std::fs::write(&photo, b"1").unwrap();
-        assert_eq!(free_local_path(&photo), dir.path().join("photo_downloaded.png"));
+        assert_eq!(
+            free_local_path(&photo),
+            dir.path().join("photo_downloaded.png")
+        );
         std::fs::write(dir.path().join("photo_downloaded.png"), b"2").unwrap();
         assert_eq!(
             free_local_path(&photo),

@@ -103,6 +103,15 @@ async fn download_part(
     progress: &dyn Progress,
 ) -> Result<Fetched, DownloadFailure> {
     let local = |e| ClientError::local(part, e);
+    let held = match std::fs::metadata(part) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(local(e).into()),
+    };
+    // Ask first, create the `.part` only once the hub has the file: a refused download leaves
+    // nothing behind.
+    let mut download = client.get(name, held).await?;
+    let header = download.header().clone();
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -110,9 +119,6 @@ async fn download_part(
         .truncate(false)
         .open(part)
         .map_err(local)?;
-    let held = file.metadata().map_err(local)?.len();
-    let mut download = client.get(name, held).await?;
-    let header = download.header().clone();
     // The hub starts at 0 if what we hold is longer than its file.
     let offset = header.offset;
     let mut hasher = blake3::Hasher::new();

@@ -109,7 +109,16 @@ mod tests {
 
     #[test]
     fn ordinary_names_are_accepted() {
-        for ok in ["a", "a.txt", "dir/sub/file.bin", "with space.txt", "ação.png", ".hidden", "a..b", "x/.troca"] {
+        for ok in [
+            "a",
+            "a.txt",
+            "dir/sub/file.bin",
+            "with space.txt",
+            "ação.png",
+            ".hidden",
+            "a..b",
+            "x/.troca",
+        ] {
             assert_eq!(RemoteName::parse(ok).unwrap().as_str(), ok);
         }
     }

@@ -113,14 +113,18 @@ mod tests {
     }
 
     fn entry() -> impl Strategy<Value = Entry> {
-        (text(64), any::<u64>(), any::<i64>(), proptest::option::of(hash())).prop_map(
-            |(name, size, modified_ns, blake3)| Entry {
+        (
+            text(64),
+            any::<u64>(),
+            any::<i64>(),
+            proptest::option::of(hash()),
+        )
+            .prop_map(|(name, size, modified_ns, blake3)| Entry {
                 name,
                 size,
                 modified_ns,
                 blake3,
-            },
-        )
+            })
     }
 
     fn message() -> impl Strategy<Value = Message> {

@@ -1,0 +1,180 @@
+//! Black-box fixtures: a hub started from the real `troca` binary on a free port (killed on
+//! drop), the real client run against it, and helpers to make and compare files.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const TROCA: &str = env!("CARGO_BIN_EXE_troca");
+
+/// A running `troca serve`.
+pub struct Hub {
+    pub child: Child,
+    pub addr: String,
+    pub dir: PathBuf,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Hub {
+    /// Serves `dir` on a free port with extra `args`.
+    pub fn start(dir: &Path, args: &[&str]) -> Hub {
+        let mut child = Command::new(TROCA)
+            .arg("serve")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start troca serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read hub stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        // Keep draining so the hub never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Hub {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Runs the client with `args` in `cwd` against this hub.
+    pub fn troca(&self, cwd: &Path, args: &[&str]) -> Output {
+        Command::new(TROCA)
+            .current_dir(cwd)
+            .env("TROCA_HUB", &self.addr)
+            .env_remove("TROCA_TOKEN")
+            .args(args)
+            .output()
+            .expect("run troca")
+    }
+
+    /// Sends SIGTERM and waits for the hub to exit; returns its stderr.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        unsafe_kill(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        let err = self.stderr.take().unwrap().join().unwrap();
+        (status, err)
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+/// Asserts the command succeeded and returns its stdout.
+#[track_caller]
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Asserts the command failed with `code` and returns its stderr.
+#[track_caller]
+pub fn fails(out: &Output, code: i32) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
+}
+
+/// Writes `len` pseudo-random bytes (a BLAKE3 stream of `seed`) to `path`, in constant memory.
+pub fn random_file(path: &Path, len: u64, seed: &str) {
+    let mut xof = blake3::Hasher::new().update(seed.as_bytes()).finalize_xof();
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = buf.len().min(left as usize);
+        xof.fill(&mut buf[..n]);
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
+
+/// The BLAKE3 hash of a file, as hex.
+pub fn hash_file(path: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path).unwrap()).unwrap();
+    h.finalize().to_hex().to_string()
+}
+
+/// Every file under `dir` (relative paths, sorted), skipping the state folder.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if p.file_name().unwrap() == ".troca" {
+                continue;
+            }
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A scratch area with a shared folder and a client folder.
+pub struct Scratch {
+    pub tmp: tempfile::TempDir,
+    pub share: PathBuf,
+    pub client: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        let share = tmp.path().join("share");
+        let client = tmp.path().join("client");
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::create_dir_all(&client).unwrap();
+        Scratch { tmp, share, client }
+    }
+}

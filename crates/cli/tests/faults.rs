@@ -1,0 +1,231 @@
+//! Faults on the hub's side of the wire: clients that vanish or stall mid-upload, a full disk,
+//! stale partial uploads. Each costs only the client concerned; nothing half-written appears under
+//! a real name, and the hub keeps serving everyone else.
+
+mod common;
+use common::*;
+use std::time::Duration;
+use troca_net::{ClientError, ClientOptions, HubClient};
+use troca_proto::msg::Put;
+use troca_proto::ErrorCode;
+
+async fn start_upload(addr: &str, name: &str, size: u64) -> HubClient {
+    let mut client = HubClient::connect(addr, &ClientOptions::default())
+        .await
+        .unwrap();
+    client
+        .put(Put {
+            name: name.into(),
+            size,
+            source_mtime_ns: 1,
+            force: false,
+        })
+        .await
+        .unwrap();
+    client
+}
+
+fn partials(share: &std::path::Path) -> Vec<String> {
+    files_under(&share.join(".troca/uploads"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_disconnecting_mid_upload_leaves_no_file() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
+        .await
+        .unwrap();
+    let mut up = client
+        .put(Put {
+            name: "half.bin".into(),
+            size: 1 << 20,
+            source_mtime_ns: 1,
+            force: false,
+        })
+        .await
+        .unwrap();
+    up.write(&vec![7u8; 300_000]).await.unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert!(
+        files_under(&s.share).is_empty(),
+        "{:?}",
+        files_under(&s.share)
+    );
+    let listed = json(&hub.troca(&s.client, &["--json", "ls"]));
+    assert_eq!(listed.as_array().unwrap().len(), 0);
+    assert_eq!(
+        partials(&s.share).len(),
+        2,
+        "partial kept for resume (data + record)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_times_out_while_others_are_served() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--stall-timeout", "1s"]);
+    let mut staller = start_upload(&hub.addr, "stalled.bin", 1 << 20).await;
+
+    // Others are served while the staller holds its connection.
+    std::fs::write(s.client.join("other.txt"), "other").unwrap();
+    ok(&hub.troca(&s.client, &["put", "other.txt"]));
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The hub has given up on the staller: its connection is closed.
+    let err = staller.list("").await.unwrap_err();
+    assert!(matches!(err, ClientError::Io(_)), "{err:?}");
+    assert_eq!(files_under(&s.share), ["other.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_partial_uploads_are_cleaned_after_their_ttl() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--partial-ttl", "1s"]);
+    // The upload is abandoned right after the hub said it was ready.
+    drop(start_upload(&hub.addr, "stale.bin", 1 << 20).await);
+    let mut cleaned = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if partials(&s.share).is_empty() {
+            cleaned = true;
+            break;
+        }
+    }
+    assert!(cleaned, "still there: {:?}", partials(&s.share));
+}
+
+/// A small tmpfs mounted for one test and unmounted on drop.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        SmallDisk {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() {
+    let s = Scratch::new();
+    let disk_dir = s.tmp.path().join("small");
+    let disk = SmallDisk::mount(&disk_dir, "8m");
+    let hub = Hub::start(&disk.path, &[]);
+
+    // Too big from the start: refused before a byte is sent.
+    random_file(&s.client.join("huge.bin"), 12 << 20, "huge");
+    let err = fails(&hub.troca(&s.client, &["put", "huge.bin"]), 1);
+    assert!(err.contains("not enough space"), "{err}");
+
+    // The disk fills up mid-upload.
+    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
+        .await
+        .unwrap();
+    let size = 5u64 << 20;
+    let mut up = client
+        .put(Put {
+            name: "mid.bin".into(),
+            size,
+            source_mtime_ns: 1,
+            force: false,
+        })
+        .await
+        .unwrap();
+    let filler = disk.path.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[1u8; 64 * 1024]).is_ok() {}
+    }
+    up.write(&vec![9u8; size as usize]).await.unwrap();
+    let err = up.finish([0; 32]).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ClientError::Hub {
+                code: ErrorCode::NoSpace,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    assert!(!disk.path.join("mid.bin").exists());
+    assert!(
+        partials(&disk.path).is_empty(),
+        "partial data freed: {:?}",
+        partials(&disk.path)
+    );
+
+    // Space back: the same hub serves again, on the same connection too.
+    std::fs::remove_file(&filler).unwrap();
+    client.list("").await.unwrap();
+    std::fs::write(s.client.join("small.txt"), "fits").unwrap();
+    ok(&hub.troca(&s.client, &["put", "small.txt"]));
+    assert_eq!(
+        std::fs::read_to_string(disk.path.join("small.txt")).unwrap(),
+        "fits"
+    );
+    drop(hub);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_hash_at_the_end_of_an_upload_discards_it() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
+        .await
+        .unwrap();
+    let mut up = client
+        .put(Put {
+            name: "bad.bin".into(),
+            size: 4,
+            source_mtime_ns: 1,
+            force: false,
+        })
+        .await
+        .unwrap();
+    up.write(b"abcd").await.unwrap();
+    let err = up
+        .finish(*blake3::hash(b"abce").as_bytes())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Hub {
+                code: ErrorCode::Integrity,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(files_under(&s.share).is_empty());
+    assert!(partials(&s.share).is_empty());
+    // The connection is still in step.
+    assert!(client.list("").await.unwrap().is_empty());
+}

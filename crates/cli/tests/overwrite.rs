@@ -1,0 +1,126 @@
+//! Nothing is overwritten unless asked: remote names need `--force`, local files get the seed's
+//! `_downloaded` names.
+
+mod common;
+use common::*;
+
+#[test]
+fn an_existing_remote_name_is_refused_without_force() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    std::fs::write(s.client.join("a.txt"), "v1").unwrap();
+    ok(&hub.troca(&s.client, &["put", "a.txt"]));
+    std::fs::write(s.client.join("a.txt"), "v2").unwrap();
+    let err = fails(&hub.troca(&s.client, &["put", "a.txt"]), 1);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("a.txt")).unwrap(),
+        "v1"
+    );
+    ok(&hub.troca(&s.client, &["put", "--force", "a.txt"]));
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("a.txt")).unwrap(),
+        "v2"
+    );
+}
+
+#[test]
+fn get_saves_beside_an_existing_file_as_downloaded() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("photo.png"), "remote").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    std::fs::write(s.client.join("photo.png"), "local").unwrap();
+
+    let out = hub.troca(&s.client, &["get", "photo.png"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("photo_downloaded.png"),
+        "says where it went: {err}"
+    );
+    let out = hub.troca(&s.client, &["--json", "get", "photo.png"]);
+    assert_eq!(json(&out)[0]["path"], "photo_downloaded_2.png");
+
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("photo.png")).unwrap(),
+        "local"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("photo_downloaded.png")).unwrap(),
+        "remote"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("photo_downloaded_2.png")).unwrap(),
+        "remote"
+    );
+
+    ok(&hub.troca(&s.client, &["get", "--force", "photo.png"]));
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("photo.png")).unwrap(),
+        "remote"
+    );
+}
+
+#[test]
+fn output_path_names_a_file_or_a_folder() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("x.txt"), "x").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    ok(&hub.troca(&s.client, &["get", "x.txt", "-o", "renamed.txt"]));
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("renamed.txt")).unwrap(),
+        "x"
+    );
+    std::fs::create_dir(s.client.join("into")).unwrap();
+    ok(&hub.troca(&s.client, &["get", "x.txt", "-o", "into"]));
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("into/x.txt")).unwrap(),
+        "x"
+    );
+}
+
+#[test]
+fn usage_errors_exit_with_status_2() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    std::fs::write(s.client.join("a"), "a").unwrap();
+    std::fs::write(s.client.join("b"), "b").unwrap();
+    fails(&hub.troca(&s.client, &["get", "a", "b", "-o", "-"]), 2);
+    fails(
+        &hub.troca(&s.client, &["get", "a", "b", "-o", "not-a-dir"]),
+        2,
+    );
+    fails(&hub.troca(&s.client, &["put", "a", "b", "--as", "x"]), 2);
+    fails(&hub.troca(&s.client, &["frobnicate"]), 2);
+    fails(&hub.troca(&s.client, &["put"]), 2);
+    assert!(files_under(&s.share).is_empty());
+}
+
+#[test]
+fn an_unreachable_hub_is_one_clear_line_and_status_1() {
+    let s = Scratch::new();
+    let out = std::process::Command::new(TROCA)
+        .args(["--hub", "127.0.0.1:1", "ls"])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    assert_eq!(
+        err.trim(),
+        "troca: cannot reach hub at 127.0.0.1:1: connection refused (is \"troca serve\" running?)"
+    );
+    drop(s);
+}
+
+#[test]
+fn rm_deletes_and_reports_missing_files() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("gone.txt"), "x").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    ok(&hub.troca(&s.client, &["rm", "gone.txt"]));
+    assert!(!s.share.join("gone.txt").exists());
+    let err = fails(&hub.troca(&s.client, &["rm", "gone.txt"]), 1);
+    assert!(err.contains("no file named \"gone.txt\""), "{err}");
+}

@@ -1,0 +1,141 @@
+//! Whole-file transfers through the real binary: large round trips verified by hash, files that
+//! were already in the shared folder, listing and JSON output.
+
+mod common;
+use common::*;
+
+#[test]
+fn round_trip_of_a_256_mib_file_keeps_every_byte() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let src = s.client.join("big.bin");
+    random_file(&src, 256 << 20, "big");
+    let want = hash_file(&src);
+
+    let put = json(&hub.troca(&s.client, &["--json", "put", "big.bin"]));
+    assert_eq!(put[0]["name"], "big.bin");
+    assert_eq!(put[0]["size"], 256u64 << 20);
+    assert_eq!(put[0]["blake3"], want.as_str());
+    assert_eq!(hash_file(&s.share.join("big.bin")), want);
+
+    let listed = json(&hub.troca(&s.client, &["--json", "ls"]));
+    assert_eq!(listed[0]["blake3"], want.as_str());
+
+    let out = s.tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let got = json(&hub.troca(&out, &["--json", "get", "big.bin"]));
+    assert_eq!(got[0]["blake3"], want.as_str());
+    assert_eq!(got[0]["path"], "big.bin");
+    assert_eq!(hash_file(&out.join("big.bin")), want);
+    assert!(!out.join("big.bin.part").exists());
+}
+
+#[test]
+fn download_to_stdout_streams_the_exact_bytes() {
+    let s = Scratch::new();
+    random_file(&s.share.join("f.bin"), 3 << 20, "stdout");
+    let hub = Hub::start(&s.share, &[]);
+    let out = hub.troca(&s.client, &["get", "f.bin", "-o", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, std::fs::read(s.share.join("f.bin")).unwrap());
+    assert!(
+        common::files_under(&s.client).is_empty(),
+        "nothing written locally"
+    );
+}
+
+#[test]
+fn files_already_in_the_folder_are_listed_and_served() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.share.join("docs/old")).unwrap();
+    std::fs::write(s.share.join("readme.txt"), "hello").unwrap();
+    std::fs::write(s.share.join("docs/old/notes.md"), "notes").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+
+    let listed = json(&hub.troca(&s.client, &["--json", "ls"]));
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["docs/old/notes.md", "readme.txt"]);
+    assert_eq!(listed[1]["size"], 5);
+    assert!(listed[1]["blake3"].is_null(), "not hashed until needed");
+    assert!(listed[1]["modified"].as_str().unwrap().ends_with('Z'));
+
+    ok(&hub.troca(&s.client, &["get", "docs/old/notes.md"]));
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("notes.md")).unwrap(),
+        "notes"
+    );
+
+    // Serving the file taught the hub its hash.
+    let listed = json(&hub.troca(&s.client, &["--json", "ls", "docs/"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(
+        listed[0]["blake3"],
+        blake3::hash(b"notes").to_hex().as_str()
+    );
+    // The state folder is never listed.
+    assert!(s.share.join(".troca").is_dir());
+}
+
+#[test]
+fn a_file_changed_on_disk_is_served_fresh_and_verified() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("a.txt"), "first version").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    ok(&hub.troca(&s.client, &["get", "a.txt"]));
+    std::fs::write(s.share.join("a.txt"), "second, longer version").unwrap();
+    ok(&hub.troca(&s.client, &["get", "--force", "a.txt"]));
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("a.txt")).unwrap(),
+        "second, longer version"
+    );
+}
+
+#[test]
+fn empty_files_and_names_with_spaces_round_trip() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    std::fs::write(s.client.join("empty file.txt"), "").unwrap();
+    ok(&hub.troca(
+        &s.client,
+        &["put", "empty file.txt", "--as", "dir with space/ação.txt"],
+    ));
+    assert_eq!(
+        std::fs::read(s.share.join("dir with space/ação.txt")).unwrap(),
+        b""
+    );
+    let out = s.tmp.path().join("o");
+    std::fs::create_dir(&out).unwrap();
+    ok(&hub.troca(&out, &["get", "dir with space/ação.txt"]));
+    assert_eq!(std::fs::read(out.join("ação.txt")).unwrap(), b"");
+}
+
+#[test]
+fn several_files_in_one_command() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    for n in ["a", "b", "c"] {
+        std::fs::write(s.client.join(n), n).unwrap();
+    }
+    let put = json(&hub.troca(&s.client, &["--json", "put", "a", "b", "c"]));
+    assert_eq!(put.as_array().unwrap().len(), 3);
+    let dest = s.tmp.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let got = json(&hub.troca(
+        &s.client,
+        &["--json", "get", "a", "b", "c", "-o", dest.to_str().unwrap()],
+    ));
+    assert_eq!(got.as_array().unwrap().len(), 3);
+    assert_eq!(files_under(&dest), ["a", "b", "c"]);
+    let rm = json(&hub.troca(&s.client, &["--json", "rm", "a", "b"]));
+    assert_eq!(rm.as_array().unwrap().len(), 2);
+    assert_eq!(files_under(&s.share), ["c"]);
+}
