@@ -30,11 +30,7 @@ async fn an_upload_in_flight_at_sigterm_finishes_and_the_hub_exits() {
         .unwrap();
     up.write(&body[..1 << 20]).await.unwrap();
 
-    let pid = hub.child.id();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    hub.signal_term();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     up.write(&body[1 << 20..]).await.unwrap();

@@ -65,7 +65,7 @@ impl Hub {
 
     /// Sends SIGTERM and waits for the hub to exit; returns its stderr.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        unsafe_kill(self.child.id(), "TERM");
+        self.signal_term();
         let status = self.child.wait().unwrap();
         let err = self.stderr.take().unwrap().join().unwrap();
         (status, err)
@@ -79,12 +79,13 @@ impl Drop for Hub {
     }
 }
 
-fn unsafe_kill(pid: u32, sig: &str) {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+impl Hub {
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(r, 0, "kill failed");
+    }
 }
 
 /// Asserts the command succeeded and returns its stdout.
