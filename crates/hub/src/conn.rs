@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
-use troca_net::{Connection, CHUNK};
+use troca_net::{transfer_buffer, Connection};
 use troca_proto::msg::{Entries, FileEnd, FileHeader, Put, PutEnd, PutReady, Removed, Welcome};
 use troca_proto::{Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -221,7 +221,7 @@ async fn send_file(hub: &Hub, conn: &mut Conn, open: OpenFile) -> Result<(), Con
     // The hash is not known yet: compute it from the bytes as they go out (and from the bytes
     // before `offset`, when resuming), then remember it.
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = transfer_buffer(open.size);
     let mut pos = 0;
     while pos < open.size {
         let want = buf.len().min((open.size - pos) as usize);
@@ -263,7 +263,7 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
     // Read the announced bytes. If storing them fails (a full disk, say), keep reading and
     // discarding so the connection stays in step, and report the failure at the end.
     let mut remaining = upload.size - upload.offset;
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = transfer_buffer(remaining);
     let mut store_err: Option<io::Error> = None;
     while remaining > 0 {
         let mut filled = 0;

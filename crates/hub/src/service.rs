@@ -71,14 +71,7 @@ impl Hub {
     /// Opens `name` for reading from `offset`.
     pub fn open_file(&self, name: &str, offset: u64) -> Result<OpenFile, HubError> {
         let remote = parse(name)?;
-        let path = self.share.resolve_existing(&remote)?;
-        let file = File::open(&path).map_err(|e| {
-            if is_not_found(&e) {
-                HubError::NotFound(name.to_owned())
-            } else {
-                HubError::io(format!("cannot open {name}"), e)
-            }
-        })?;
+        let (file, path) = self.share.open_existing(&remote)?;
         let meta = file
             .metadata()
             .map_err(|e| HubError::io(format!("cannot stat {name}"), e))?;

@@ -8,8 +8,10 @@
 
 use crate::error::HubError;
 use crate::hashes::HashCache;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use troca_proto::msg::Entry;
 use troca_proto::RemoteName;
 
@@ -18,6 +20,12 @@ use troca_proto::RemoteName;
 pub struct Share {
     root: PathBuf,
     state: PathBuf,
+    /// The state folder relative to the root, when it is inside it.
+    state_rel: Option<PathBuf>,
+    /// The root, held open for `openat2` lookups beneath it.
+    root_dir: File,
+    /// Cleared if the kernel lacks `openat2`, so the careful path is used from then on.
+    openat2_works: AtomicBool,
     pub hashes: HashCache,
 }
 
@@ -32,11 +40,77 @@ impl Share {
             p.canonicalize()
                 .map_err(|e| HubError::io(format!("cannot resolve {}", p.display()), e))
         };
+        let (root, state) = (canon(root)?, canon(state)?);
+        let root_dir = File::open(&root)
+            .map_err(|e| HubError::io(format!("cannot open {}", root.display()), e))?;
         Ok(Self {
-            root: canon(root)?,
-            state: canon(state)?,
+            state_rel: state.strip_prefix(&root).ok().map(Path::to_path_buf),
+            root,
+            state,
+            root_dir,
+            openat2_works: AtomicBool::new(cfg!(target_os = "linux")),
             hashes: HashCache::default(),
         })
+    }
+
+    /// Opens an existing file for reading, returning it with its real path.
+    ///
+    /// The common case, a name with no symbolic link on the way, takes one `openat2` call that
+    /// the kernel confines beneath the root and that refuses any link. A name through a link
+    /// (or a kernel without `openat2`) takes the careful path: resolve, check, open.
+    pub fn open_existing(&self, name: &RemoteName) -> Result<(File, PathBuf), HubError> {
+        if let Some(rel) = &self.state_rel {
+            if Path::new(name.as_str()).starts_with(rel) {
+                return Err(HubError::NotFound(name.to_string()));
+            }
+        }
+        #[cfg(target_os = "linux")]
+        if self.openat2_works.load(Ordering::Relaxed) {
+            match self.openat2_beneath(name) {
+                Ok(file) => return Ok((file, self.root.join(name.as_str()))),
+                Err(e) if is_not_found(&e) => return Err(HubError::NotFound(name.to_string())),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
+                    self.openat2_works.store(false, Ordering::Relaxed);
+                }
+                // ELOOP (a link on the way) or EXDEV (it would leave the root): look closer.
+                Err(_) => {}
+            }
+        }
+        let real = self.resolve_existing(name)?;
+        let file = File::open(&real).map_err(|e| {
+            if is_not_found(&e) {
+                HubError::NotFound(name.to_string())
+            } else {
+                HubError::io(format!("cannot open {name}"), e)
+            }
+        })?;
+        Ok((file, real))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn openat2_beneath(&self, name: &RemoteName) -> io::Result<File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let path = std::ffi::CString::new(name.as_str())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: open_how is plain data; zeroed is a valid value.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: valid dirfd, NUL-terminated path and a correctly sized open_how.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.root_dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+        Ok(unsafe { File::from_raw_fd(fd as i32) })
     }
 
     pub fn root(&self) -> &Path {
@@ -244,6 +318,26 @@ mod tests {
         symlink(share.state_dir(), share.root().join("st")).unwrap();
         assert!(share.list("").is_empty());
         assert!(share.resolve_existing(&name("st/x")).is_err());
+    }
+
+    #[test]
+    fn open_existing_takes_the_fast_path_and_still_refuses_links_out_and_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        // A state folder configured inside the share under another name than .troca.
+        let share = Share::open(&root, &root.join("private")).unwrap();
+        std::fs::write(root.join("a.txt"), b"a").unwrap();
+        std::fs::write(root.join("private/secret"), b"s").unwrap();
+        std::fs::write(dir.path().join("outside"), b"o").unwrap();
+        symlink(dir.path().join("outside"), root.join("out")).unwrap();
+        symlink(root.join("a.txt"), root.join("in")).unwrap();
+        let (_, p) = share.open_existing(&name("a.txt")).unwrap();
+        assert_eq!(p, root.canonicalize().unwrap().join("a.txt"));
+        let (_, p) = share.open_existing(&name("in")).unwrap();
+        assert_eq!(p, root.canonicalize().unwrap().join("a.txt"), "a link inside resolves");
+        assert!(share.open_existing(&name("out")).is_err());
+        assert!(share.open_existing(&name("private/secret")).is_err());
+        assert!(share.open_existing(&name("missing")).is_err());
     }
 
     #[test]

@@ -54,6 +54,7 @@ impl HubClient {
         options: &ClientOptions,
     ) -> Result<Self, ClientError> {
         let mut conn = Connection::new(stream);
+        conn.set_read_size(64 * 1024);
         conn.send(
             &Hello {
                 magic: MAGIC,

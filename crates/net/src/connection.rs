@@ -6,7 +6,7 @@
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use troca_proto::{decode_frame, encode_frame, DecodeError, Message};
+use troca_proto::{decode_frame, encode_frame, DecodeError, Message, FRAME_HEADER_LEN};
 
 /// Why reading a frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,15 +25,26 @@ pub struct Connection<S> {
     stream: S,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
+    read_size: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Self {
         Self {
             stream,
-            rbuf: BytesMut::with_capacity(64 * 1024),
-            wbuf: Vec::with_capacity(64 * 1024),
+            // Small to start with: a hub holds thousands of idle connections, and frames are
+            // small. Buffers grow when a larger frame or body needs it.
+            rbuf: BytesMut::with_capacity(4 * 1024),
+            wbuf: Vec::new(),
+            read_size: 4 * 1024,
         }
+    }
+
+    /// How much to read at once when no frame length says otherwise. A client, which has one
+    /// connection, reads a whole small response in one call with 64 KiB; a hub keeps the default
+    /// (4 KiB) so thousands of idle connections stay cheap.
+    pub fn set_read_size(&mut self, bytes: usize) {
+        self.read_size = bytes.max(64);
     }
 
     /// The underlying stream, for zero-copy sends. Call [`Connection::flush`] first so queued
@@ -50,7 +61,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.rbuf.advance(used);
                 return Ok(Some(msg));
             }
-            self.rbuf.reserve(16 * 1024);
+            // Room for the rest of a frame whose length is known, else a modest read.
+            let want = match self.rbuf.get(..FRAME_HEADER_LEN) {
+                Some(h) => (u32::from_be_bytes(h.try_into().expect("4 bytes")) as usize)
+                    .saturating_add(FRAME_HEADER_LEN)
+                    .saturating_sub(self.rbuf.len())
+                    .max(self.read_size),
+                None => self.read_size,
+            };
+            self.rbuf.reserve(want);
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return if self.rbuf.is_empty() {
                     Ok(None)
@@ -90,7 +109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.wbuf.clear();
             // Don't keep a large buffer around after sending a small file's body.
             if self.wbuf.capacity() > 256 * 1024 {
-                self.wbuf.shrink_to(64 * 1024);
+                self.wbuf.shrink_to(16 * 1024);
             }
         }
         Ok(())

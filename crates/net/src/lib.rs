@@ -18,3 +18,9 @@ pub use transfer::{NoProgress, Progress};
 /// The size of the buffers file bytes move through. Large enough that per-call overhead vanishes
 /// next to the copy itself, small enough to keep memory constant and caches warm.
 pub const CHUNK: usize = 1024 * 1024;
+
+/// A buffer for moving `len` bytes: [`CHUNK`] at most, and no bigger than the transfer, so a
+/// 4 KiB file does not cost a 1 MiB allocation.
+pub fn transfer_buffer(len: u64) -> Vec<u8> {
+    vec![0u8; usize::try_from(len).unwrap_or(CHUNK).clamp(1, CHUNK)]
+}

@@ -8,7 +8,7 @@
 use crate::client::HubClient;
 use crate::durable::{hash_prefix, part_path, place};
 use crate::error::ClientError;
-use crate::CHUNK;
+use crate::transfer_buffer;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -130,7 +130,7 @@ async fn download_part(
     file.seek(SeekFrom::Start(offset)).map_err(local)?;
 
     progress.start(header.size, offset);
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = transfer_buffer(header.size - offset);
     let mut filled = 0;
     loop {
         // Fill the buffer before writing: fewer, larger writes to the disk.
@@ -182,7 +182,7 @@ pub async fn download_to_writer(
     let size = download.header().size;
     progress.start(size, 0);
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = transfer_buffer(size);
     loop {
         let n = download.read(&mut buf).await?;
         if n == 0 {
@@ -241,7 +241,7 @@ pub async fn upload_path(
         hash_prefix(&mut file, offset, &mut hasher).map_err(local)?;
     }
     progress.start(size, offset);
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = transfer_buffer(size - offset);
     while upload.remaining() > 0 {
         let want = buf
             .len()

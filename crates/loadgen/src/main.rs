@@ -1,0 +1,182 @@
+//! `troca-loadgen`: drives a hub through the real client library for the benchmarks.
+//!
+//! - `get`: N connections each download random files under a prefix (hash-verified, as the CLI
+//!   does) for a fixed time; prints requests/s and latency percentiles as one JSON line.
+//! - `idle`: opens N connections, completes the handshake on each, holds them, and checks the
+//!   hub still answers a listing on a fresh connection meanwhile.
+//!
+//! It runs on one thread, like redis-benchmark, so it competes with the hub for as little CPU as
+//! possible on a small machine.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::time::{Duration, Instant};
+use troca_net::transfer::download_to_writer;
+use troca_net::{ClientOptions, HubClient, NoProgress};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:13370")]
+    hub: String,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    Get {
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Download the files whose names start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 5)]
+        hold_seconds: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    raise_fd_limit();
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match args.mode {
+            Mode::Get {
+                connections,
+                seconds,
+                prefix,
+            } => get(&args.hub, connections, seconds, &prefix).await,
+            Mode::Idle {
+                connections,
+                hold_seconds,
+            } => idle(&args.hub, connections, hold_seconds).await,
+        }
+    })
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        name: "loadgen".into(),
+        token: None,
+    }
+}
+
+async fn get(hub: &str, connections: usize, seconds: u64, prefix: &str) -> Result<()> {
+    let names: Vec<String> = HubClient::connect(hub, &options())
+        .await?
+        .list(prefix)
+        .await?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    if names.is_empty() {
+        bail!("no files under {prefix:?}");
+    }
+    let names = std::rc::Rc::new(names);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let local = tokio::task::LocalSet::new();
+    let mut tasks = Vec::new();
+    for worker in 0..connections {
+        let (names, hub) = (names.clone(), hub.to_owned());
+        tasks.push(local.spawn_local(async move {
+            let mut client = HubClient::connect(&hub, &options()).await?;
+            let mut latencies = Vec::new();
+            // A cheap deterministic spread over the files, different per worker.
+            let mut i = worker * 7919;
+            while Instant::now() < deadline {
+                let name = &names[i % names.len()];
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407)
+                    >> 1;
+                let start = Instant::now();
+                download_to_writer(&mut client, name, &mut std::io::sink(), &NoProgress).await?;
+                latencies.push(start.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    local
+        .run_until(async {
+            for t in tasks {
+                all.extend(t.await.context("worker panicked")??);
+            }
+            anyhow::Ok(())
+        })
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": all.len(),
+            "seconds": secs,
+            "rps": all.len() as f64 / secs,
+            "p50_us": pct(0.50),
+            "p99_us": pct(0.99),
+        })
+    );
+    Ok(())
+}
+
+async fn idle(hub: &str, connections: usize, hold_seconds: u64) -> Result<()> {
+    let mut held = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let c = HubClient::connect(hub, &options())
+            .await
+            .with_context(|| format!("connection {i}"))?;
+        held.push(c);
+    }
+    let start = Instant::now();
+    let files = HubClient::connect(hub, &options())
+        .await?
+        .list("")
+        .await?
+        .len();
+    let list_ms = start.elapsed().as_secs_f64() * 1e3;
+    tokio::time::sleep(Duration::from_secs(hold_seconds)).await;
+    // Every held connection is still served.
+    let mut alive = 0;
+    for c in held.iter_mut().step_by((connections / 100).max(1)) {
+        if c.list("").await.is_ok() {
+            alive += 1;
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "held": held.len(),
+            "sampled_alive": alive,
+            "sampled": held.iter().step_by((connections / 100).max(1)).count(),
+            "list_files": files,
+            "list_ms_while_held": list_ms,
+        })
+    );
+    Ok(())
+}
+
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
