@@ -265,6 +265,8 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
     let mut remaining = upload.size - upload.offset;
     let mut buf = transfer_buffer(remaining);
     let mut store_err: Option<io::Error> = None;
+    let mut written = upload.offset;
+    let mut behind = troca_net::durable::WriteBehind::new(written);
     while remaining > 0 {
         let mut filled = 0;
         let want = buf
@@ -283,8 +285,12 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
         }
         if store_err.is_none() {
             upload.hasher.update(&buf[..filled]);
-            if let Err(e) = upload.file.write_all(&buf[..filled]) {
-                store_err = Some(e);
+            match upload.file.write_all(&buf[..filled]) {
+                Ok(()) => {
+                    written += filled as u64;
+                    behind.wrote(&upload.file, written);
+                }
+                Err(e) => store_err = Some(e),
             }
         }
         remaining -= filled as u64;

@@ -60,6 +60,61 @@ fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::remove_file(from)
 }
 
+/// Starts writing a file's data to disk while it is still being received, so the fsync at the
+/// end has little left to do: without it Linux holds the whole file as dirty pages (up to a tenth
+/// of memory) and only then writes it, after the network transfer instead of during it.
+#[derive(Debug)]
+pub struct WriteBehind {
+    started_to: u64,
+}
+
+impl WriteBehind {
+    /// How much written data to gather before starting its writeback.
+    const WINDOW: u64 = 8 << 20;
+
+    /// For a file whose bytes before `offset` are already there.
+    pub fn new(offset: u64) -> Self {
+        Self { started_to: offset }
+    }
+
+    /// Call after writing up to byte `end`. Starts writeback of each full window and waits for
+    /// the window before it, which keeps the dirty data in flight bounded and lets the disk set
+    /// the pace. Errors are ignored: this is only a hint, and the final fsync reports failures.
+    pub fn wrote(&mut self, file: &File, end: u64) {
+        if end < self.started_to + Self::WINDOW {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = file.as_raw_fd();
+            // SAFETY: sync_file_range only reads the descriptor and the ranges.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    self.started_to as i64,
+                    (end - self.started_to) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+                if self.started_to >= Self::WINDOW {
+                    let prev = self.started_to - Self::WINDOW;
+                    libc::sync_file_range(
+                        fd,
+                        prev as i64,
+                        Self::WINDOW as i64,
+                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        self.started_to = end;
+    }
+}
+
 /// fsyncs the folder holding `path`, so a rename into it is durable.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {

@@ -6,7 +6,7 @@
 //! time, and handing each chunk to another thread would cost more than the write itself.
 
 use crate::client::HubClient;
-use crate::durable::{hash_prefix, part_path, place};
+use crate::durable::{hash_prefix, part_path, place, WriteBehind};
 use crate::error::ClientError;
 use crate::transfer_buffer;
 use std::fs::{File, OpenOptions};
@@ -132,6 +132,8 @@ async fn download_part(
     progress.start(header.size, offset);
     let mut buf = transfer_buffer(header.size - offset);
     let mut filled = 0;
+    let mut written = offset;
+    let mut behind = WriteBehind::new(offset);
     loop {
         // Fill the buffer before writing: fewer, larger writes to the disk.
         let n = download.read(&mut buf[filled..]).await?;
@@ -139,6 +141,8 @@ async fn download_part(
         if filled == buf.len() || (n == 0 && filled > 0) {
             hasher.update(&buf[..filled]);
             file.write_all(&buf[..filled]).map_err(local)?;
+            written += filled as u64;
+            behind.wrote(&file, written);
             progress.advance(filled as u64);
             filled = 0;
         }

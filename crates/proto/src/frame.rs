@@ -88,6 +88,62 @@ mod tests {
         );
     }
 
+    /// The worked example in docs/PROTOCOL.md, byte for byte.
+    #[test]
+    fn the_protocol_document_example_matches_the_codec() {
+        let mut buf = Vec::new();
+        encode_frame(
+            &Hello {
+                magic: crate::MAGIC,
+                version: 1,
+                client: "bob".into(),
+                token: None,
+            }
+            .into(),
+            &mut buf,
+        );
+        assert_eq!(buf, b"\x00\x00\x00\x0d\x01TRCA\x00\x01\x00\x03bob\x00");
+        buf.clear();
+        encode_frame(
+            &Welcome {
+                version: 1,
+                server: "troca 0.1.0".into(),
+                max_frame: 65536,
+            }
+            .into(),
+            &mut buf,
+        );
+        assert_eq!(buf, b"\x00\x00\x00\x14\x81\x00\x01\x00\x0btroca 0.1.0\x00\x01\x00\x00");
+        buf.clear();
+        encode_frame(&List { prefix: "".into() }.into(), &mut buf);
+        assert_eq!(buf, b"\x00\x00\x00\x03\x02\x00\x00");
+        buf.clear();
+        encode_frame(
+            &Get {
+                name: "hi.txt".into(),
+                offset: 0,
+            }
+            .into(),
+            &mut buf,
+        );
+        assert_eq!(&buf[..9], b"\x00\x00\x00\x11\x03\x00\x06hi");
+        assert_eq!(buf.len(), 4 + 0x11);
+        buf.clear();
+        encode_frame(
+            &FileHeader {
+                size: 5,
+                offset: 0,
+                modified_ns: 0,
+            }
+            .into(),
+            &mut buf,
+        );
+        assert_eq!(&buf[..5], b"\x00\x00\x00\x19\x83");
+        buf.clear();
+        encode_frame(&FileEnd { blake3: [0; 32] }.into(), &mut buf);
+        assert_eq!(&buf[..5], b"\x00\x00\x00\x21\x84");
+    }
+
     #[test]
     fn two_frames_back_to_back_decode_in_order() {
         let mut buf = Vec::new();
