@@ -17,7 +17,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
-use troca_net::{transfer_buffer, Connection};
+use troca_net::durable::WriteBehind;
+use troca_net::{transfer_buffer, Connection, CACHE_CHUNK};
 use troca_proto::msg::{Entries, FileEnd, FileHeader, Put, PutEnd, PutReady, Removed, Welcome};
 use troca_proto::{Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -221,7 +222,7 @@ async fn send_file(hub: &Hub, conn: &mut Conn, open: OpenFile) -> Result<(), Con
     // The hash is not known yet: compute it from the bytes as they go out (and from the bytes
     // before `offset`, when resuming), then remember it.
     let mut hasher = blake3::Hasher::new();
-    let mut buf = transfer_buffer(open.size);
+    let mut buf = transfer_buffer(open.size, CACHE_CHUNK);
     let mut pos = 0;
     while pos < open.size {
         let want = buf.len().min((open.size - pos) as usize);
@@ -260,18 +261,19 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
     )
     .await?;
 
-    // Read the announced bytes. If storing them fails (a full disk, say), keep reading and
-    // discarding so the connection stays in step, and report the failure at the end.
+    // Read the announced bytes, hash them and write them on, chunk by chunk on this core (the
+    // chunk stays in its cache between the three passes). If storing fails (a full disk, say),
+    // keep reading and discarding so the connection stays in step, and report it at the end.
     let mut remaining = upload.size - upload.offset;
-    let mut buf = transfer_buffer(remaining);
+    let mut buf = transfer_buffer(remaining, CACHE_CHUNK);
     let mut store_err: Option<io::Error> = None;
     let mut written = upload.offset;
-    let mut behind = troca_net::durable::WriteBehind::new(written);
+    let mut behind = WriteBehind::new(written);
     while remaining > 0 {
-        let mut filled = 0;
         let want = buf
             .len()
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let mut filled = 0;
         while filled < want {
             let n = step(stall, "upload", conn.read_raw(&mut buf[filled..want])).await?;
             if n == 0 {
@@ -283,6 +285,7 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
             }
             filled += n;
         }
+        remaining -= filled as u64;
         if store_err.is_none() {
             upload.hasher.update(&buf[..filled]);
             match upload.file.write_all(&buf[..filled]) {
@@ -293,7 +296,6 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
                 Err(e) => store_err = Some(e),
             }
         }
-        remaining -= filled as u64;
     }
     let end = tokio::time::timeout(stall, conn.read_message()).await;
     let theirs = match end {

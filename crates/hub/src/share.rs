@@ -95,7 +95,8 @@ impl Share {
         // SAFETY: open_how is plain data; zeroed is a valid value.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        how.resolve =
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
         // SAFETY: valid dirfd, NUL-terminated path and a correctly sized open_how.
         let fd = unsafe {
             libc::syscall(
@@ -334,7 +335,11 @@ mod tests {
         let (_, p) = share.open_existing(&name("a.txt")).unwrap();
         assert_eq!(p, root.canonicalize().unwrap().join("a.txt"));
         let (_, p) = share.open_existing(&name("in")).unwrap();
-        assert_eq!(p, root.canonicalize().unwrap().join("a.txt"), "a link inside resolves");
+        assert_eq!(
+            p,
+            root.canonicalize().unwrap().join("a.txt"),
+            "a link inside resolves"
+        );
         assert!(share.open_existing(&name("out")).is_err());
         assert!(share.open_existing(&name("private/secret")).is_err());
         assert!(share.open_existing(&name("missing")).is_err());

@@ -115,6 +115,96 @@ impl WriteBehind {
     }
 }
 
+/// Writes a file on a thread of its own, so that receiving and hashing the next chunk overlaps
+/// with writing this one. Buffers are handed over, not copied, and come back for reuse, so the
+/// memory in use stays at a few chunks whatever the file size.
+#[derive(Debug)]
+pub struct FileWriter {
+    full: Option<tokio::sync::mpsc::Sender<(Vec<u8>, usize)>>,
+    empty: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<io::Result<File>>>,
+    buf_len: usize,
+    made: usize,
+}
+
+impl FileWriter {
+    /// Buffers in circulation: one being filled, one being written, one queued.
+    const BUFFERS: usize = 3;
+
+    /// Starts writing `file` (positioned where the data goes, `offset` bytes in) with buffers of
+    /// `buf_len` bytes.
+    pub fn spawn(mut file: File, offset: u64, buf_len: usize) -> io::Result<Self> {
+        let (full, mut full_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(1);
+        let (empty_tx, empty) = tokio::sync::mpsc::channel(Self::BUFFERS);
+        let thread = std::thread::Builder::new()
+            .name("troca-writer".into())
+            .spawn(move || {
+                use std::io::Write;
+                let mut behind = WriteBehind::new(offset);
+                let mut end = offset;
+                while let Some((buf, len)) = full_rx.blocking_recv() {
+                    file.write_all(&buf[..len])?;
+                    end += len as u64;
+                    behind.wrote(&file, end);
+                    let _ = empty_tx.blocking_send(buf);
+                }
+                Ok(file)
+            })?;
+        Ok(Self {
+            full: Some(full),
+            empty,
+            thread: Some(thread),
+            buf_len,
+            made: 0,
+        })
+    }
+
+    /// An empty buffer to fill: a returned one, or a new one while fewer than three exist.
+    /// `None` means the writer stopped (a write failed); [`FileWriter::finish`] says why.
+    pub async fn buffer(&mut self) -> Option<Vec<u8>> {
+        if let Ok(buf) = self.empty.try_recv() {
+            return Some(buf);
+        }
+        if self.made < Self::BUFFERS {
+            self.made += 1;
+            return Some(vec![0u8; self.buf_len]);
+        }
+        self.empty.recv().await
+    }
+
+    /// Queues the first `len` bytes of `buf` for writing. Returns false if the writer stopped.
+    pub async fn write(&mut self, buf: Vec<u8>, len: usize) -> bool {
+        match &self.full {
+            Some(tx) => tx.send((buf, len)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits for every queued write and returns the file, or the first write error.
+    pub fn finish(mut self) -> io::Result<File> {
+        self.full = None;
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<File> {
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the writer thread panicked")),
+            None => Err(io::Error::other("the writer already finished")),
+        }
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        // Stop the thread and wait for it, so the file is closed when the writer is gone.
+        self.full = None;
+        if self.thread.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
 /// fsyncs the folder holding `path`, so a rename into it is durable.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {
@@ -207,6 +297,46 @@ mod tests {
         let dot = dir.path().join(".bashrc");
         std::fs::write(&dot, b"").unwrap();
         assert_eq!(free_local_path(&dot), dir.path().join(".bashrc_downloaded"));
+    }
+
+    #[tokio::test]
+    async fn file_writer_writes_every_chunk_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut file = File::create(&path).unwrap();
+        std::io::Write::write_all(&mut file, b"head:").unwrap();
+        let mut w = FileWriter::spawn(file, 5, 4).unwrap();
+        let mut want = b"head:".to_vec();
+        for i in 0..50u8 {
+            let mut buf = w.buffer().await.unwrap();
+            buf[..3].copy_from_slice(&[i, i, i]);
+            want.extend_from_slice(&[i, i, i]);
+            assert!(w.write(buf, 3).await);
+        }
+        drop(w.finish().unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn file_writer_reports_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro");
+        std::fs::write(&path, b"x").unwrap();
+        // Opened read-only: every write fails.
+        let mut w = FileWriter::spawn(File::open(&path).unwrap(), 0, 8).unwrap();
+        let mut stopped = false;
+        for _ in 0..10 {
+            let written = match w.buffer().await {
+                Some(buf) => w.write(buf, 8).await,
+                None => false,
+            };
+            if !written {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(stopped, "the writer stops after a failed write");
+        assert!(w.finish().is_err());
     }
 
     #[test]

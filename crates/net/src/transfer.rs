@@ -6,9 +6,9 @@
 //! time, and handing each chunk to another thread would cost more than the write itself.
 
 use crate::client::HubClient;
-use crate::durable::{hash_prefix, part_path, place, WriteBehind};
+use crate::durable::{hash_prefix, part_path, place, FileWriter};
 use crate::error::ClientError;
-use crate::transfer_buffer;
+use crate::{transfer_buffer, CACHE_CHUNK, CHUNK};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -130,25 +130,29 @@ async fn download_part(
     file.seek(SeekFrom::Start(offset)).map_err(local)?;
 
     progress.start(header.size, offset);
-    let mut buf = transfer_buffer(header.size - offset);
-    let mut filled = 0;
-    let mut written = offset;
-    let mut behind = WriteBehind::new(offset);
-    loop {
-        // Fill the buffer before writing: fewer, larger writes to the disk.
-        let n = download.read(&mut buf[filled..]).await?;
-        filled += n;
-        if filled == buf.len() || (n == 0 && filled > 0) {
-            hasher.update(&buf[..filled]);
-            file.write_all(&buf[..filled]).map_err(local)?;
-            written += filled as u64;
-            behind.wrote(&file, written);
-            progress.advance(filled as u64);
-            filled = 0;
+    let chunk = transfer_buffer(header.size - offset, CHUNK).len();
+    let mut writer = FileWriter::spawn(file, offset, chunk).map_err(local)?;
+    let mut writer_stopped = false;
+    while download.remaining() > 0 {
+        let Some(mut buf) = writer.buffer().await else {
+            writer_stopped = true;
+            break;
+        };
+        // Fill the buffer before handing it over: fewer, larger writes to the disk.
+        let mut filled = 0;
+        while filled < buf.len() && download.remaining() > 0 {
+            filled += download.read(&mut buf[filled..]).await?;
         }
-        if n == 0 {
+        hasher.update(&buf[..filled]);
+        if !writer.write(buf, filled).await {
+            writer_stopped = true;
             break;
         }
+        progress.advance(filled as u64);
+    }
+    let file = writer.finish().map_err(local)?;
+    if writer_stopped {
+        return Err(local(std::io::Error::other("the download stopped writing")).into());
     }
     let theirs = download.finish().await?;
     progress.finish();
@@ -186,7 +190,7 @@ pub async fn download_to_writer(
     let size = download.header().size;
     progress.start(size, 0);
     let mut hasher = blake3::Hasher::new();
-    let mut buf = transfer_buffer(size);
+    let mut buf = transfer_buffer(size, CHUNK);
     loop {
         let n = download.read(&mut buf).await?;
         if n == 0 {
@@ -245,7 +249,7 @@ pub async fn upload_path(
         hash_prefix(&mut file, offset, &mut hasher).map_err(local)?;
     }
     progress.start(size, offset);
-    let mut buf = transfer_buffer(size - offset);
+    let mut buf = transfer_buffer(size - offset, CACHE_CHUNK);
     while upload.remaining() > 0 {
         let want = buf
             .len()

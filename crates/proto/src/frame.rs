@@ -113,7 +113,10 @@ mod tests {
             .into(),
             &mut buf,
         );
-        assert_eq!(buf, b"\x00\x00\x00\x14\x81\x00\x01\x00\x0btroca 0.1.0\x00\x01\x00\x00");
+        assert_eq!(
+            buf,
+            b"\x00\x00\x00\x14\x81\x00\x01\x00\x0btroca 0.1.0\x00\x01\x00\x00"
+        );
         buf.clear();
         encode_frame(&List { prefix: "".into() }.into(), &mut buf);
         assert_eq!(buf, b"\x00\x00\x00\x03\x02\x00\x00");
