@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use troca_net::durable::free_local_path;
 use troca_net::transfer::{download_to_path, download_to_writer, upload_path};
-use troca_net::{ClientOptions, HubClient};
+use troca_net::{ClientError, ClientOptions, HubClient};
 
 pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -99,6 +99,47 @@ fn default_name() -> String {
     format!("{user}@{host}")
 }
 
+/// What a command did to each of its arguments: rows for `--json`, and whether any failed.
+struct Report<T> {
+    rows: Vec<T>,
+    failed: bool,
+}
+
+impl<T: Serialize> Report<T> {
+    fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// Says what failed on stderr and remembers it for the exit status.
+    fn fail(&mut self, what: impl std::fmt::Display) {
+        eprintln!("troca: {what}");
+        self.failed = true;
+    }
+
+    fn finish(self, global: &Global) -> Result<ExitCode> {
+        if global.json {
+            print_json(&self.rows)?;
+        }
+        Ok(if self.failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+/// After a failed transfer: a refusal leaves the connection in step, anything else (a broken
+/// stream, a local write error mid-download) may not, so start a fresh one.
+async fn recover(global: &Global, client: &mut HubClient, err: &ClientError) -> Result<()> {
+    if !matches!(err, ClientError::Hub { .. }) {
+        *client = connect(global).await?;
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct LsRow {
     name: String,
@@ -147,16 +188,14 @@ async fn put(
     as_name: Option<String>,
     force: bool,
 ) -> Result<ExitCode> {
-    let mut rows = Vec::new();
-    let mut failed = false;
+    let mut report = Report::new();
     for file in files {
         let name = match &as_name {
             Some(n) => n.clone(),
             None => match file.file_name().and_then(|n| n.to_str()) {
                 Some(n) => n.to_owned(),
                 None => {
-                    eprintln!("troca: {}: not a file name", file.display());
-                    failed = true;
+                    report.fail(format_args!("{}: not a file name", file.display()));
                     continue;
                 }
             },
@@ -167,28 +206,19 @@ async fn put(
                 if !global.json && !global.quiet {
                     eprintln!("uploaded {} ({})", sent.name, output::size(sent.size));
                 }
-                rows.push(PutRow {
+                report.rows.push(PutRow {
                     name: sent.name,
                     size: sent.size,
                     blake3: hex(&sent.blake3),
                 });
             }
             Err(e) => {
-                eprintln!("troca: cannot upload {}: {e}", file.display());
-                failed = true;
-                // A failure mid-transfer leaves the connection unusable; start a fresh one.
-                *client = connect(global).await?;
+                report.fail(format_args!("cannot upload {}: {e}", file.display()));
+                recover(global, client, &e).await?;
             }
         }
     }
-    if global.json {
-        print_json(&rows)?;
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    report.finish(global)
 }
 
 #[derive(Serialize)]
@@ -213,8 +243,7 @@ async fn get(
         download_to_writer(client, &names[0], &mut out, &bar).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = Vec::new();
-    let mut failed = false;
+    let mut report = Report::new();
     for name in names {
         let base = Path::new(name.rsplit('/').next().unwrap_or(name));
         let wanted = match &output_path {
@@ -244,7 +273,7 @@ async fn get(
                         output::size(f.size)
                     );
                 }
-                rows.push(GetRow {
+                report.rows.push(GetRow {
                     name: name.clone(),
                     path: f.path.display().to_string(),
                     size: f.size,
@@ -252,20 +281,12 @@ async fn get(
                 });
             }
             Err(e) => {
-                eprintln!("troca: cannot download {name}: {e}");
-                failed = true;
-                *client = connect(global).await?;
+                report.fail(format_args!("cannot download {name}: {e}"));
+                recover(global, client, &e).await?;
             }
         }
     }
-    if global.json {
-        print_json(&rows)?;
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    report.finish(global)
 }
 
 #[derive(Serialize)]
@@ -274,28 +295,20 @@ struct RmRow {
 }
 
 async fn rm(global: &Global, client: &mut HubClient, names: &[String]) -> Result<ExitCode> {
-    let mut rows = Vec::new();
-    let mut failed = false;
+    let mut report = Report::new();
     for name in names {
         match client.remove(name).await {
             Ok(()) => {
                 if !global.json && !global.quiet {
                     eprintln!("removed {name}");
                 }
-                rows.push(RmRow { name: name.clone() });
+                report.rows.push(RmRow { name: name.clone() });
             }
             Err(e) => {
-                eprintln!("troca: cannot remove {name}: {e}");
-                failed = true;
+                report.fail(format_args!("cannot remove {name}: {e}"));
+                recover(global, client, &e).await?;
             }
         }
     }
-    if global.json {
-        print_json(&rows)?;
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    report.finish(global)
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use troca_hub::HubConfig;
 
 pub fn main(args: Serve) -> Result<ExitCode> {
-    raise_fd_limit();
+    troca_net::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,20 +59,4 @@ async fn wait_for_signal() -> Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
-}
-
-/// Lifts the soft open-file limit to the hard one: each connection is a descriptor, and the
-/// default soft limit (often 1024) would cap the hub far below its connection limit.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for both calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

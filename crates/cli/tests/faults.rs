@@ -229,3 +229,39 @@ async fn a_wrong_hash_at_the_end_of_an_upload_discards_it() {
     // The connection is still in step.
     assert!(client.list("").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_download_is_dropped_while_others_are_served() {
+    let s = Scratch::new();
+    // Far larger than the socket buffers, so the hub blocks on this client.
+    random_file(&s.share.join("big.bin"), 64 << 20, "stall-get");
+    std::fs::write(s.share.join("small.txt"), "small").unwrap();
+    let hub = Hub::start(&s.share, &["--stall-timeout", "1s"]);
+    // Hash it first, so the stalled download goes through sendfile.
+    let warm = hub.troca(&s.client, &["get", "big.bin", "-o", "-", "-q"]);
+    assert!(warm.status.success());
+
+    let mut staller = HubClient::connect(&hub.addr, &ClientOptions::default())
+        .await
+        .unwrap();
+    let mut dl = staller.get("big.bin", 0).await.unwrap();
+    let mut first = [0u8; 4096];
+    dl.read(&mut first).await.unwrap();
+    // ... and now it reads no more.
+    ok(&hub.troca(&s.client, &["get", "small.txt"]));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The hub gave up: the rest of the stream ends early instead of arriving.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    let ended_early = loop {
+        match dl.read(&mut buf).await {
+            Ok(0) => break false,
+            Ok(n) => got += n as u64,
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        ended_early,
+        "received the whole file ({got} bytes) despite stalling"
+    );
+}

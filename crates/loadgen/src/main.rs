@@ -42,7 +42,7 @@ enum Mode {
 }
 
 fn main() -> Result<()> {
-    raise_fd_limit();
+    troca_net::raise_fd_limit();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -165,18 +165,4 @@ async fn idle(hub: &str, connections: usize, hold_seconds: u64) -> Result<()> {
         })
     );
     Ok(())
-}
-
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for both calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

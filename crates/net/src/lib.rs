@@ -29,3 +29,20 @@ pub const CACHE_CHUNK: usize = 128 * 1024;
 pub fn transfer_buffer(len: u64, chunk: usize) -> Vec<u8> {
     vec![0u8; usize::try_from(len).unwrap_or(chunk).clamp(1, chunk)]
 }
+
+/// Lifts this process's soft limit on open files to the hard limit. Every connection is a file
+/// descriptor, and the usual soft limit (1024) would cap a hub, or a load generator, far below
+/// what the machine allows.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
