@@ -9,6 +9,7 @@ mod get;
 mod hello;
 mod list;
 mod put;
+mod records;
 mod remove;
 
 pub use error::Error;
@@ -16,6 +17,10 @@ pub use get::{FileEnd, FileHeader, Get};
 pub use hello::{Hello, Welcome};
 pub use list::{Entries, Entry, List};
 pub use put::{Put, PutDone, PutEnd, PutReady};
+pub use records::{
+    Activity, ClientEntry, ClientList, History, HistoryEntries, HistoryEntry, Register, Registered,
+    Status, StatusInfo, Who,
+};
 pub use remove::{Remove, Removed};
 
 use crate::codec::{DecodeError, Put as _, Reader};
@@ -85,6 +90,10 @@ messages! {
     0x04 => Put,
     0x05 => PutEnd,
     0x06 => Remove,
+    0x07 => Register,
+    0x08 => Who,
+    0x09 => History,
+    0x0a => Status,
     0x81 => Welcome,
     0x82 => Entries,
     0x83 => FileHeader,
@@ -92,6 +101,10 @@ messages! {
     0x85 => PutReady,
     0x86 => PutDone,
     0x87 => Removed,
+    0x88 => Registered,
+    0x89 => ClientList,
+    0x8a => HistoryEntries,
+    0x8b => StatusInfo,
     0xff => Error,
 }
 
@@ -125,6 +138,79 @@ mod tests {
                 modified_ns,
                 blake3,
             })
+    }
+
+    fn client_entry() -> impl Strategy<Value = ClientEntry> {
+        (
+            (text(64), text(40), any::<i64>(), 0u8..3, text(100)),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        )
+            .prop_map(
+                |(
+                    (name, address, connected_ns, a, target),
+                    (done, total, bytes_sent, bytes_received),
+                )| {
+                    ClientEntry {
+                        name,
+                        address,
+                        connected_ns,
+                        activity: [Activity::Idle, Activity::Uploading, Activity::Downloading]
+                            [a as usize],
+                        target,
+                        done,
+                        total,
+                        bytes_sent,
+                        bytes_received,
+                    }
+                },
+            )
+    }
+
+    fn history_entry() -> impl Strategy<Value = HistoryEntry> {
+        (
+            (any::<i64>(), text(64), text(40), text(10), text(100)),
+            (any::<bool>(), text(100), any::<u64>(), any::<u64>()),
+        )
+            .prop_map(
+                |((time_ns, client, address, op, target), (ok, error, bytes, duration_us))| {
+                    HistoryEntry {
+                        time_ns,
+                        client,
+                        address,
+                        op,
+                        target,
+                        ok,
+                        error,
+                        bytes,
+                        duration_us,
+                    }
+                },
+            )
+    }
+
+    fn status_info() -> impl Strategy<Value = StatusInfo> {
+        (
+            (any::<i64>(), text(40), any::<i32>(), any::<u64>(), text(20)),
+            proptest::array::uniform9(any::<u64>()),
+        )
+            .prop_map(
+                |((time_ns, time_zone, utc_offset_s, uptime_s, version), n)| StatusInfo {
+                    time_ns,
+                    time_zone,
+                    utc_offset_s,
+                    uptime_s,
+                    version,
+                    files: n[0],
+                    bytes: n[1],
+                    clients: n[2],
+                    transfers: n[3],
+                    cache_entries: n[4],
+                    cache_bytes: n[5],
+                    cache_hits: n[6],
+                    cache_misses: n[7],
+                    cache_evictions: n[8],
+                },
+            )
     }
 
     fn message() -> impl Strategy<Value = Message> {
@@ -179,6 +265,27 @@ mod tests {
             }
             .into()),
             Just(Removed.into()),
+            text(255).prop_map(|name| Register { name }.into()),
+            Just(Registered.into()),
+            Just(Who.into()),
+            Just(Status.into()),
+            (
+                any::<u32>(),
+                proptest::option::of(text(64)),
+                proptest::option::of(text(16))
+            )
+                .prop_map(|(limit, client, op)| History { limit, client, op }.into()),
+            (
+                proptest::collection::vec(client_entry(), 0..8),
+                any::<bool>()
+            )
+                .prop_map(|(items, last)| ClientList { items, last }.into()),
+            (
+                proptest::collection::vec(history_entry(), 0..8),
+                any::<bool>()
+            )
+                .prop_map(|(items, last)| HistoryEntries { items, last }.into()),
+            status_info().prop_map(Message::from),
             (any::<u16>(), text(1024)).prop_map(|(code, message)| Error {
                 code: ErrorCode::from_u16(code),
                 message
@@ -228,6 +335,46 @@ mod tests {
         }
         assert!(!chunk.entries.is_empty());
         let mut buf = Vec::new();
+        encode_frame(&chunk.into(), &mut buf);
+        assert!(buf.len() <= MAX_FRAME_LEN + 4);
+    }
+
+    #[test]
+    fn full_client_and_history_chunks_fit_in_one_frame() {
+        let c = ClientEntry {
+            name: "n".repeat(255),
+            address: "a".repeat(255),
+            connected_ns: 0,
+            activity: Activity::Uploading,
+            target: "t".repeat(MAX_WIRE_NAME),
+            done: 0,
+            total: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+        };
+        let mut chunk = ClientList::default();
+        while chunk.has_room_for(&c) {
+            chunk.items.push(c.clone());
+        }
+        let mut buf = Vec::new();
+        encode_frame(&chunk.into(), &mut buf);
+        assert!(buf.len() <= MAX_FRAME_LEN + 4);
+        let h = HistoryEntry {
+            time_ns: 0,
+            client: "c".repeat(255),
+            address: "a".repeat(255),
+            op: "put".into(),
+            target: "t".repeat(MAX_WIRE_NAME),
+            ok: false,
+            error: "e".repeat(crate::MAX_ERROR_MESSAGE),
+            bytes: 0,
+            duration_us: 0,
+        };
+        let mut chunk = HistoryEntries::default();
+        while chunk.has_room_for(&h) {
+            chunk.items.push(h.clone());
+        }
+        buf.clear();
         encode_frame(&chunk.into(), &mut buf);
         assert!(buf.len() <= MAX_FRAME_LEN + 4);
     }

@@ -1,0 +1,363 @@
+//! The hub's records: registering a name, who is connected, the request history, the hub's
+//! status and time. Lists that may outgrow a frame come in chunks ending with `last` set, like
+//! `Entries`.
+
+use super::MAX_WIRE_NAME;
+use crate::codec::{DecodeError, Put, Reader};
+use crate::frame::MAX_FRAME_LEN;
+use crate::MAX_SHORT_STR;
+
+/// Changes the name this connection shows to others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Register {
+    pub name: String,
+}
+
+impl Register {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_str(crate::codec::truncate_utf8(&self.name, MAX_SHORT_STR));
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            name: r.str("name", MAX_SHORT_STR)?,
+        })
+    }
+}
+
+/// The new name is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered;
+
+impl Registered {
+    pub(crate) fn encode(&self, _out: &mut [u8]) {}
+
+    pub(crate) fn decode(_r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self)
+    }
+}
+
+/// Asks who is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Who;
+
+impl Who {
+    pub(crate) fn encode(&self, _out: &mut [u8]) {}
+
+    pub(crate) fn decode(_r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self)
+    }
+}
+
+/// What a connected client is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Idle,
+    Uploading,
+    Downloading,
+}
+
+impl Activity {
+    fn to_u8(self) -> u8 {
+        match self {
+            Activity::Idle => 0,
+            Activity::Uploading => 1,
+            Activity::Downloading => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            0 => Ok(Activity::Idle),
+            1 => Ok(Activity::Uploading),
+            2 => Ok(Activity::Downloading),
+            v => Err(DecodeError::BadValue {
+                field: "activity",
+                value: v.into(),
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Idle => "idle",
+            Activity::Uploading => "uploading",
+            Activity::Downloading => "downloading",
+        }
+    }
+}
+
+/// One connected client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEntry {
+    pub name: String,
+    /// `IP:PORT` as the hub sees it.
+    pub address: String,
+    /// When it connected, ns since the epoch.
+    pub connected_ns: i64,
+    pub activity: Activity,
+    /// The file being moved (empty when idle).
+    pub target: String,
+    /// Bytes of the current transfer done so far, and its total.
+    pub done: u64,
+    pub total: u64,
+    /// Bytes the hub sent to and received from this client since it connected.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl ClientEntry {
+    fn encoded_len(&self) -> usize {
+        2 + self.name.len() + 2 + self.address.len() + 8 + 1 + 2 + self.target.len() + 8 * 4
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_str(&self.name);
+        out.put_str(&self.address);
+        out.put_i64(self.connected_ns);
+        out.put_u8(self.activity.to_u8());
+        out.put_str(&self.target);
+        out.put_u64(self.done);
+        out.put_u64(self.total);
+        out.put_u64(self.bytes_sent);
+        out.put_u64(self.bytes_received);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            name: r.str("name", MAX_SHORT_STR)?,
+            address: r.str("address", MAX_SHORT_STR)?,
+            connected_ns: r.i64()?,
+            activity: Activity::from_u8(r.u8()?)?,
+            target: r.str("target", MAX_WIRE_NAME)?,
+            done: r.u64()?,
+            total: r.u64()?,
+            bytes_sent: r.u64()?,
+            bytes_received: r.u64()?,
+        })
+    }
+}
+
+/// Asks for the most recent `limit` requests, newest first, optionally only one client's (by
+/// name) or one operation's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub limit: u32,
+    pub client: Option<String>,
+    pub op: Option<String>,
+}
+
+impl History {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.limit);
+        out.put_opt_str(self.client.as_deref());
+        out.put_opt_str(self.op.as_deref());
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            limit: r.u32()?,
+            client: r.opt_str("client", MAX_SHORT_STR)?,
+            op: r.opt_str("op", MAX_SHORT_STR)?,
+        })
+    }
+}
+
+/// One recorded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// When it arrived, ns since the epoch.
+    pub time_ns: i64,
+    pub client: String,
+    pub address: String,
+    /// `list`, `get`, `put`, `rm`, `who`, `history`, `status`, `register`, `hello`.
+    pub op: String,
+    pub target: String,
+    pub ok: bool,
+    /// The error code and message when not ok (empty when ok).
+    pub error: String,
+    pub bytes: u64,
+    pub duration_us: u64,
+}
+
+impl HistoryEntry {
+    fn encoded_len(&self) -> usize {
+        8 + 2
+            + self.client.len()
+            + 2
+            + self.address.len()
+            + 2
+            + self.op.len()
+            + 2
+            + self.target.len()
+            + 1
+            + 2
+            + self.error.len()
+            + 16
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_i64(self.time_ns);
+        out.put_str(&self.client);
+        out.put_str(&self.address);
+        out.put_str(&self.op);
+        out.put_str(&self.target);
+        out.put_bool(self.ok);
+        out.put_str(crate::codec::truncate_utf8(
+            &self.error,
+            crate::MAX_ERROR_MESSAGE,
+        ));
+        out.put_u64(self.bytes);
+        out.put_u64(self.duration_us);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            time_ns: r.i64()?,
+            client: r.str("client", MAX_SHORT_STR)?,
+            address: r.str("address", MAX_SHORT_STR)?,
+            op: r.str("op", MAX_SHORT_STR)?,
+            target: r.str("target", MAX_WIRE_NAME)?,
+            ok: r.bool("ok")?,
+            error: r.str("error", crate::MAX_ERROR_MESSAGE)?,
+            bytes: r.u64()?,
+            duration_us: r.u64()?,
+        })
+    }
+}
+
+/// Generates a chunked list message: `count: u32`, the items, `last: bool`.
+macro_rules! chunked {
+    ($(#[$doc:meta])* $name:ident, $item:ident, $min_item:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            pub last: bool,
+        }
+
+        impl $name {
+            /// Whether `item` still fits in this chunk's frame.
+            pub fn has_room_for(&self, item: &$item) -> bool {
+                let used: usize = 1 + 4 + 1 + self.items.iter().map($item::encoded_len).sum::<usize>();
+                used + item.encoded_len() <= MAX_FRAME_LEN
+            }
+
+            pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+                out.put_u32(self.items.len() as u32);
+                for i in &self.items {
+                    i.encode(out);
+                }
+                out.put_bool(self.last);
+            }
+
+            pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+                let count = r.u32()? as usize;
+                if count > MAX_FRAME_LEN / $min_item {
+                    return Err(DecodeError::BadValue {
+                        field: "count",
+                        value: count as u64,
+                    });
+                }
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..count {
+                    items.push($item::decode(r)?);
+                }
+                Ok(Self {
+                    items,
+                    last: r.bool("last")?,
+                })
+            }
+        }
+    };
+}
+
+chunked!(
+    /// One chunk of the answer to `Who`.
+    ClientList,
+    ClientEntry,
+    47
+);
+chunked!(
+    /// One chunk of the answer to `History`, newest first.
+    HistoryEntries,
+    HistoryEntry,
+    35
+);
+
+/// Asks for the hub's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status;
+
+impl Status {
+    pub(crate) fn encode(&self, _out: &mut [u8]) {}
+
+    pub(crate) fn decode(_r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self)
+    }
+}
+
+/// The hub's status: its clock and time zone, and what it holds and does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusInfo {
+    /// The hub's current time, ns since the epoch.
+    pub time_ns: i64,
+    /// The hub's time zone (an IANA name such as `America/Sao_Paulo`, or `UTC`).
+    pub time_zone: String,
+    /// The zone's offset from UTC now, in seconds.
+    pub utc_offset_s: i32,
+    pub uptime_s: u64,
+    /// The hub's software version.
+    pub version: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub clients: u64,
+    pub transfers: u64,
+    pub cache_entries: u64,
+    pub cache_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_evictions: u64,
+}
+
+impl StatusInfo {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_i64(self.time_ns);
+        out.put_str(crate::codec::truncate_utf8(&self.time_zone, MAX_SHORT_STR));
+        out.put_u32(self.utc_offset_s as u32);
+        out.put_u64(self.uptime_s);
+        out.put_str(crate::codec::truncate_utf8(&self.version, MAX_SHORT_STR));
+        for v in [
+            self.files,
+            self.bytes,
+            self.clients,
+            self.transfers,
+            self.cache_entries,
+            self.cache_bytes,
+            self.cache_hits,
+            self.cache_misses,
+            self.cache_evictions,
+        ] {
+            out.put_u64(v);
+        }
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            time_ns: r.i64()?,
+            time_zone: r.str("time_zone", MAX_SHORT_STR)?,
+            utc_offset_s: r.u32()? as i32,
+            uptime_s: r.u64()?,
+            version: r.str("version", MAX_SHORT_STR)?,
+            files: r.u64()?,
+            bytes: r.u64()?,
+            clients: r.u64()?,
+            transfers: r.u64()?,
+            cache_entries: r.u64()?,
+            cache_bytes: r.u64()?,
+            cache_hits: r.u64()?,
+            cache_misses: r.u64()?,
+            cache_evictions: r.u64()?,
+        })
+    }
+}
