@@ -341,11 +341,12 @@ fn a_folder_is_not_a_file() {
     let hub = Hub::start(&s.share, &[]);
     let err = fails(&hub.troca(&s.client, &["get", "dir"]), 1);
     assert!(err.contains("folder"), "{err}");
-    let err = fails(&hub.troca(&s.client, &["rm", "dir"]), 1);
+    let admin = hub.admin_token();
+    let err = fails(&hub.troca_with(&s.client, &admin, &["rm", "dir"]), 1);
     assert!(err.contains("folder"), "{err}");
     std::fs::write(s.client.join("f"), "f").unwrap();
     let err = fails(
-        &hub.troca(&s.client, &["put", "f", "--as", "dir", "--force"]),
+        &hub.troca_with(&s.client, &admin, &["put", "f", "--as", "dir", "--force"]),
         1,
     );
     assert!(err.contains("folder"), "{err}");

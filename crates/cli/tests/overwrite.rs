@@ -20,7 +20,10 @@ fn an_existing_remote_name_is_refused_without_force() {
         std::fs::read_to_string(s.share.join("a.txt")).unwrap(),
         "v1"
     );
-    ok(&hub.troca(&s.client, &["put", "--force", "a.txt"]));
+    // Replacing needs rights: the admin token here.
+    let err = fails(&hub.troca(&s.client, &["put", "--force", "a.txt"]), 1);
+    assert!(err.contains("needs a token"), "{err}");
+    ok(&hub.troca_with(&s.client, &hub.admin_token(), &["put", "--force", "a.txt"]));
     assert_eq!(
         std::fs::read_to_string(s.share.join("a.txt")).unwrap(),
         "v2"
@@ -119,8 +122,9 @@ fn rm_deletes_and_reports_missing_files() {
     let s = Scratch::new();
     std::fs::write(s.share.join("gone.txt"), "x").unwrap();
     let hub = Hub::start(&s.share, &[]);
-    ok(&hub.troca(&s.client, &["rm", "gone.txt"]));
+    let admin = hub.admin_token();
+    ok(&hub.troca_with(&s.client, &admin, &["rm", "gone.txt"]));
     assert!(!s.share.join("gone.txt").exists());
-    let err = fails(&hub.troca(&s.client, &["rm", "gone.txt"]), 1);
+    let err = fails(&hub.troca_with(&s.client, &admin, &["rm", "gone.txt"]), 1);
     assert!(err.contains("no file named \"gone.txt\""), "{err}");
 }

@@ -135,7 +135,7 @@ fn several_files_in_one_command() {
     ));
     assert_eq!(got.as_array().unwrap().len(), 3);
     assert_eq!(files_under(&dest), ["a", "b", "c"]);
-    let rm = json(&hub.troca(&s.client, &["--json", "rm", "a", "b"]));
+    let rm = json(&hub.troca_with(&s.client, &hub.admin_token(), &["--json", "rm", "a", "b"]));
     assert_eq!(rm.as_array().unwrap().len(), 2);
     assert_eq!(files_under(&s.share), ["c"]);
 }

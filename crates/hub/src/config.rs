@@ -21,6 +21,15 @@ pub struct HubConfig {
     pub stall_timeout: Duration,
     /// How long an interrupted upload is kept for resume.
     pub partial_ttl: Duration,
+    /// How many history entries to keep; 0 records none.
+    pub history_keep: u64,
+    /// The hot-file cache's byte budget (0 turns it off) and the largest file it holds.
+    pub cache_size: u64,
+    pub cache_max_file: u64,
+    /// Refuse every write (upload, replace, delete), whatever the token.
+    pub read_only: bool,
+    /// Refuse clients without a valid token.
+    pub require_token: bool,
 }
 
 impl HubConfig {
@@ -35,6 +44,11 @@ impl HubConfig {
             idle_timeout: Duration::from_secs(15 * 60),
             stall_timeout: Duration::from_secs(30),
             partial_ttl: Duration::from_secs(24 * 60 * 60),
+            history_keep: 1_000_000,
+            cache_size: 64 << 20,
+            cache_max_file: 1 << 20,
+            read_only: false,
+            require_token: false,
         }
     }
 }

@@ -6,20 +6,25 @@
 //! that cannot be delivered or stored close the connection too: partial uploads stay in the state
 //! folder for resume, never under the real name.
 
+use crate::access::Caller;
+use crate::clients::Session;
 use crate::error::HubError;
 use crate::sendfile;
-use crate::service::{Hub, OpenFile};
+use crate::service::{now_ns, Hub, OpenFile};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
 use troca_net::durable::WriteBehind;
 use troca_net::{transfer_buffer, Connection, CACHE_CHUNK};
-use troca_proto::msg::{Entries, FileEnd, FileHeader, Put, PutEnd, PutReady, Removed, Welcome};
+use troca_proto::msg::{
+    Activity, ClientList, Entries, FileEnd, FileHeader, Hello, HistoryEntries, HistoryEntry, Put,
+    PutEnd, PutReady, Registered, Removed, Welcome,
+};
 use troca_proto::{Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
 /// Downloads up to this size whose hash is known go out in a single write with their header and
@@ -40,6 +45,9 @@ pub(crate) enum ConnEnd {
 
 type Conn = Connection<TcpStream>;
 
+/// What a request came to: the bytes it moved, or the refusal that was (or is to be) sent.
+type Outcome = Result<u64, HubError>;
+
 /// Serves one connection to completion.
 pub(crate) async fn serve_connection(
     hub: Arc<Hub>,
@@ -49,49 +57,99 @@ pub(crate) async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(stream);
-    match session(&hub, &mut conn, &shutdown).await {
+    match session(&hub, &mut conn, peer, &shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(e) => tracing::debug!(%peer, error = %e, "connection ended"),
     }
 }
 
+/// Records a request in the history.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    hub: &Hub,
+    client: String,
+    peer: SocketAddr,
+    op: &str,
+    target: &str,
+    time_ns: i64,
+    started: Instant,
+    outcome: Result<u64, String>,
+) {
+    let (ok, error, bytes) = match outcome {
+        Ok(bytes) => (true, String::new(), bytes),
+        Err(e) => (false, e, 0),
+    };
+    hub.history.record(HistoryEntry {
+        time_ns,
+        client,
+        address: peer.to_string(),
+        op: op.to_owned(),
+        target: target.to_owned(),
+        ok,
+        error,
+        bytes,
+        duration_us: started.elapsed().as_micros() as u64,
+    });
+}
+
+fn error_text(e: &HubError) -> String {
+    format!("{}: {e}", e.code())
+}
+
 async fn session(
     hub: &Arc<Hub>,
     conn: &mut Conn,
+    peer: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnEnd> {
     let cfg = &hub.config;
+    let (time_ns, started) = (now_ns(), Instant::now());
     let hello = match tokio::time::timeout(cfg.handshake_timeout, conn.read_message()).await {
-        Err(_) => return refuse(conn, HubError::Timeout("no hello received".into())).await,
+        Err(_) => return Err(refuse(conn, HubError::Timeout("no hello received".into())).await),
         Ok(Err(FrameError::Io(e))) => return Err(e.into()),
-        Ok(Err(e)) => return refuse(conn, HubError::BadRequest(e.to_string())).await,
+        Ok(Err(e)) => return Err(refuse(conn, HubError::BadRequest(e.to_string())).await),
         Ok(Ok(None)) => return Ok(()),
         Ok(Ok(Some(Message::Hello(h)))) => h,
         Ok(Ok(Some(other))) => {
-            return refuse(
+            return Err(refuse(
                 conn,
                 HubError::BadRequest(format!("expected Hello, got {}", other.name())),
             )
-            .await
+            .await)
         }
     };
     if hello.magic != MAGIC {
-        return refuse(
+        return Err(refuse(
             conn,
             HubError::UnsupportedVersion("not a troca client".into()),
         )
-        .await;
+        .await);
     }
     if hello.version != PROTOCOL_VERSION {
-        return refuse(
-            conn,
-            HubError::UnsupportedVersion(format!(
-                "protocol version {} is not supported; this hub speaks version {PROTOCOL_VERSION}",
-                hello.version
-            )),
-        )
-        .await;
+        let err = HubError::UnsupportedVersion(format!(
+            "protocol version {} is not supported; this hub speaks version {PROTOCOL_VERSION}",
+            hello.version
+        ));
+        return Err(refuse(conn, err).await);
     }
+    let caller = match authenticate(hub, &hello, peer).await {
+        Ok(c) => c,
+        Err(e) => {
+            record(
+                hub,
+                hello.client.clone(),
+                peer,
+                "hello",
+                "",
+                time_ns,
+                started,
+                Err(error_text(&e)),
+            );
+            return Err(refuse(conn, e).await);
+        }
+    };
+    let registration = hub.clients.join(peer, &hello.client, time_ns);
+    let me = &registration.session;
     conn.send(
         &Welcome {
             version: PROTOCOL_VERSION,
@@ -109,42 +167,185 @@ async fn session(
             r = tokio::time::timeout(cfg.idle_timeout, conn.read_message()) => r,
         };
         let msg = match next {
-            Err(_) => return refuse(conn, HubError::Timeout("idle for too long".into())).await,
+            Err(_) => return Err(refuse(conn, HubError::Timeout("idle for too long".into())).await),
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(m))) => m,
             Ok(Err(FrameError::Io(e))) => return Err(e.into()),
-            Ok(Err(e)) => return refuse(conn, HubError::BadRequest(e.to_string())).await,
+            Ok(Err(e)) => return Err(refuse(conn, HubError::BadRequest(e.to_string())).await),
         };
-        match msg {
+        let (time_ns, started) = (now_ns(), Instant::now());
+        let (op, target) = describe(&msg);
+        let client = me.name();
+        let result: Result<Outcome, ConnEnd> = match msg {
             Message::List(l) => match hub.list(&l.prefix).await {
-                Ok(entries) => send_entries(conn, entries).await?,
-                Err(e) => conn.send(&e.to_message()).await?,
+                Ok(entries) => send_entries(conn, entries)
+                    .await
+                    .map(|()| Ok(0))
+                    .map_err(Into::into),
+                Err(e) => Ok(Err(e)),
             },
             Message::Get(g) => match hub.open_file(&g.name, g.offset) {
-                Ok(open) => send_file(hub, conn, open).await?,
-                Err(e) => conn.send(&e.to_message()).await?,
+                Ok(open) => send_file(hub, conn, me, &g.name, open).await.map(Ok),
+                Err(e) => Ok(Err(e)),
             },
-            Message::Put(p) => receive_file(hub, conn, p).await?,
-            Message::Remove(r) => match hub.remove(&r.name).await {
-                Ok(()) => conn.send(&Removed.into()).await?,
-                Err(e) => conn.send(&e.to_message()).await?,
+            Message::Put(p) => receive_file(hub, conn, me, &caller, p).await,
+            Message::Remove(r) => match hub.remove(&r.name, &caller).await {
+                Ok(()) => conn
+                    .send(&Removed.into())
+                    .await
+                    .map(|()| Ok(0))
+                    .map_err(Into::into),
+                Err(e) => Ok(Err(e)),
+            },
+            Message::Register(r) => match check_client_name(&r.name) {
+                Ok(()) => {
+                    me.rename(&r.name);
+                    conn.send(&Registered.into())
+                        .await
+                        .map(|()| Ok(0))
+                        .map_err(Into::into)
+                }
+                Err(e) => Ok(Err(e)),
+            },
+            Message::Who(_) => send_chunks(conn, hub.clients.list(), ClientList::default())
+                .await
+                .map(|()| Ok(0))
+                .map_err(Into::into),
+            Message::History(h) => match hub.history(h.limit, h.client, h.op).await {
+                Ok(entries) => send_chunks(conn, entries, HistoryEntries::default())
+                    .await
+                    .map(|()| Ok(0))
+                    .map_err(Into::into),
+                Err(e) => Ok(Err(e)),
+            },
+            Message::Status(_) => match hub.status().await {
+                Ok(info) => conn
+                    .send(&info.into())
+                    .await
+                    .map(|()| Ok(0))
+                    .map_err(Into::into),
+                Err(e) => Ok(Err(e)),
             },
             other => {
-                return refuse(
-                    conn,
-                    HubError::BadRequest(format!("unexpected {} message", other.name())),
-                )
-                .await
+                let err = HubError::BadRequest(format!("unexpected {} message", other.name()));
+                record(
+                    hub,
+                    client,
+                    peer,
+                    op,
+                    &target,
+                    time_ns,
+                    started,
+                    Err(error_text(&err)),
+                );
+                return Err(refuse(conn, err).await);
+            }
+        };
+        match result {
+            Ok(Ok(bytes)) => record(hub, client, peer, op, &target, time_ns, started, Ok(bytes)),
+            Ok(Err(e)) => {
+                record(
+                    hub,
+                    client,
+                    peer,
+                    op,
+                    &target,
+                    time_ns,
+                    started,
+                    Err(error_text(&e)),
+                );
+                conn.send(&e.to_message()).await?;
+            }
+            Err(end) => {
+                record(
+                    hub,
+                    client,
+                    peer,
+                    op,
+                    &target,
+                    time_ns,
+                    started,
+                    Err(end.to_string()),
+                );
+                return Err(end);
             }
         }
     }
 }
 
-/// Sends an error and closes the connection.
-async fn refuse(conn: &mut Conn, err: HubError) -> Result<(), ConnEnd> {
-    conn.send(&err.to_message()).await?;
+/// The operation and target a request is recorded under.
+fn describe(msg: &Message) -> (&'static str, String) {
+    match msg {
+        Message::List(l) => ("list", l.prefix.clone()),
+        Message::Get(g) => ("get", g.name.clone()),
+        Message::Put(p) => ("put", p.name.clone()),
+        Message::Remove(r) => ("rm", r.name.clone()),
+        Message::Register(r) => ("register", r.name.clone()),
+        Message::Who(_) => ("who", String::new()),
+        Message::History(_) => ("history", String::new()),
+        Message::Status(_) => ("status", String::new()),
+        other => ("invalid", other.name().to_owned()),
+    }
+}
+
+/// Checks the token in a `Hello` against the policy, slowing down repeated failures.
+async fn authenticate(hub: &Arc<Hub>, hello: &Hello, peer: SocketAddr) -> Result<Caller, HubError> {
+    let grant = match &hello.token {
+        None => None,
+        Some(token) => {
+            let h = Arc::clone(hub);
+            let t = token.clone();
+            let checked = tokio::task::spawn_blocking(move || h.tokens.check(&t))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(HubError::BadRequest(format!("internal task failed: {e}")))
+                })?;
+            match checked {
+                Some(grant) => {
+                    hub.auth_failures.succeeded(peer.ip());
+                    Some(grant)
+                }
+                None => {
+                    let wait = hub.auth_failures.failed(peer.ip());
+                    tokio::time::sleep(wait).await;
+                    return Err(HubError::Unauthorized(
+                        "the token is not valid (wrong, or revoked)".into(),
+                    ));
+                }
+            }
+        }
+    };
+    if grant.is_none() && hub.config.require_token {
+        return Err(HubError::Unauthorized(
+            "this hub requires a token: use --token-file PATH or set TROCA_TOKEN".into(),
+        ));
+    }
+    Ok(Caller {
+        token: hello.token.clone(),
+        grant,
+    })
+}
+
+/// Client names are shown to others: printable and short.
+fn check_client_name(name: &str) -> Result<(), HubError> {
+    if name.is_empty()
+        || name.len() > troca_proto::MAX_SHORT_STR
+        || name.chars().any(char::is_control)
+    {
+        return Err(HubError::BadRequest(
+            "a name must be 1 to 255 bytes with no control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends an error and closes the connection; returns why it ended.
+async fn refuse(conn: &mut Conn, err: HubError) -> ConnEnd {
+    if let Err(e) = conn.send(&err.to_message()).await {
+        return e.into();
+    }
     let _ = conn.shutdown().await;
-    Err(err.into())
+    err.into()
 }
 
 async fn send_entries(conn: &mut Conn, entries: Vec<troca_proto::msg::Entry>) -> io::Result<()> {
@@ -156,6 +357,47 @@ async fn send_entries(conn: &mut Conn, entries: Vec<troca_proto::msg::Entry>) ->
         chunk.entries.push(e);
     }
     chunk.last = true;
+    conn.queue(&chunk.into());
+    conn.flush().await
+}
+
+/// A list answer split over frames; the last chunk has `last` set.
+trait Chunk<T>: Default + Into<Message> {
+    fn has_room(&self, item: &T) -> bool;
+    fn push(&mut self, item: T);
+    fn set_last(&mut self);
+}
+
+macro_rules! chunk_impl {
+    ($chunk:ty, $item:ty) => {
+        impl Chunk<$item> for $chunk {
+            fn has_room(&self, item: &$item) -> bool {
+                self.has_room_for(item)
+            }
+            fn push(&mut self, item: $item) {
+                self.items.push(item);
+            }
+            fn set_last(&mut self) {
+                self.last = true;
+            }
+        }
+    };
+}
+chunk_impl!(ClientList, troca_proto::msg::ClientEntry);
+chunk_impl!(HistoryEntries, HistoryEntry);
+
+async fn send_chunks<T, C: Chunk<T>>(
+    conn: &mut Conn,
+    items: Vec<T>,
+    mut chunk: C,
+) -> io::Result<()> {
+    for item in items {
+        if !chunk.has_room(&item) {
+            conn.queue(&std::mem::take(&mut chunk).into());
+        }
+        chunk.push(item);
+    }
+    chunk.set_last();
     conn.queue(&chunk.into());
     conn.flush().await
 }
@@ -181,9 +423,33 @@ fn short_file() -> io::Error {
     )
 }
 
-async fn send_file(hub: &Hub, conn: &mut Conn, open: OpenFile) -> Result<(), ConnEnd> {
+/// Marks the session idle again however the transfer ends.
+struct Busy<'a>(&'a Session);
+
+impl<'a> Busy<'a> {
+    fn start(s: &'a Session, activity: Activity, name: &str, total: u64, done: u64) -> Self {
+        s.begin(activity, name, total, done);
+        Busy(s)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.idle();
+    }
+}
+
+/// Sends a download: header, raw bytes, trailer. Returns the bytes sent.
+async fn send_file(
+    hub: &Hub,
+    conn: &mut Conn,
+    me: &Session,
+    name: &str,
+    open: OpenFile,
+) -> Result<u64, ConnEnd> {
     let stall = hub.config.stall_timeout;
     let len = open.size - open.offset;
+    let _busy = Busy::start(me, Activity::Downloading, name, open.size, open.offset);
     conn.queue(
         &FileHeader {
             size: open.size,
@@ -192,6 +458,31 @@ async fn send_file(hub: &Hub, conn: &mut Conn, open: OpenFile) -> Result<(), Con
         }
         .into(),
     );
+
+    // Small hot files come from memory; a miss reads the whole file once and keeps it.
+    if hub.cache.wants(open.size) {
+        let (data, hash) = match hub.cache.get(&open.path, open.size, open.modified_ns) {
+            Some(hit) => hit,
+            None => {
+                let mut data = vec![0u8; open.size as usize];
+                open.file.read_exact_at(&mut data, 0)?;
+                let hash = open.hash.unwrap_or_else(|| *blake3::hash(&data).as_bytes());
+                if open.hash.is_none() {
+                    hub.remember_hash(&open, hash);
+                }
+                let data: Arc<[u8]> = data.into();
+                hub.cache
+                    .insert(open.path.clone(), open.modified_ns, hash, Arc::clone(&data));
+                (data, hash)
+            }
+        };
+        conn.queue_raw(&data[open.offset as usize..]);
+        conn.queue(&FileEnd { blake3: hash }.into());
+        step(stall, "download", conn.flush()).await?;
+        me.sent(len);
+        return Ok(len);
+    }
+
     if let Some(hash) = open.hash {
         if len <= SMALL_FILE {
             // Header, body and trailer in one write.
@@ -212,11 +503,15 @@ async fn send_file(hub: &Hub, conn: &mut Conn, open: OpenFile) -> Result<(), Con
                     return Err(short_file().into());
                 }
                 pos += n as u64;
+                me.sent(n as u64);
             }
         }
         conn.queue(&FileEnd { blake3: hash }.into());
         step(stall, "download", conn.flush()).await?;
-        return Ok(());
+        if len <= SMALL_FILE {
+            me.sent(len);
+        }
+        return Ok(len);
     }
 
     // The hash is not known yet: compute it from the bytes as they go out (and from the bytes
@@ -234,6 +529,7 @@ async fn send_file(hub: &Hub, conn: &mut Conn, open: OpenFile) -> Result<(), Con
         if pos + n as u64 > open.offset {
             let from = open.offset.saturating_sub(pos) as usize;
             step(stall, "download", conn.write_raw(&buf[from..n])).await?;
+            me.sent((n - from) as u64);
         }
         pos += n as u64;
     }
@@ -241,17 +537,22 @@ async fn send_file(hub: &Hub, conn: &mut Conn, open: OpenFile) -> Result<(), Con
     hub.remember_hash(&open, hash);
     conn.queue(&FileEnd { blake3: hash }.into());
     step(stall, "download", conn.flush()).await?;
-    Ok(())
+    Ok(len)
 }
 
-async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), ConnEnd> {
+/// Receives an upload. The outer error means the connection is unusable; the inner one is a
+/// refusal for the caller to send.
+async fn receive_file(
+    hub: &Arc<Hub>,
+    conn: &mut Conn,
+    me: &Session,
+    caller: &Caller,
+    put: Put,
+) -> Result<Outcome, ConnEnd> {
     let stall = hub.config.stall_timeout;
-    let mut upload = match hub.begin_upload(&put).await {
+    let mut upload = match hub.begin_upload(&put, caller).await {
         Ok(u) => u,
-        Err(e) => {
-            conn.send(&e.to_message()).await?;
-            return Ok(());
-        }
+        Err(e) => return Ok(Err(e)),
     };
     conn.send(
         &PutReady {
@@ -260,11 +561,19 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
         .into(),
     )
     .await?;
+    let _busy = Busy::start(
+        me,
+        Activity::Uploading,
+        &put.name,
+        upload.size,
+        upload.offset,
+    );
 
     // Read the announced bytes, hash them and write them on, chunk by chunk on this core (the
     // chunk stays in its cache between the three passes). If storing fails (a full disk, say),
     // keep reading and discarding so the connection stays in step, and report it at the end.
     let mut remaining = upload.size - upload.offset;
+    let received = remaining;
     let mut buf = transfer_buffer(remaining, CACHE_CHUNK);
     let mut store_err: Option<io::Error> = None;
     let mut written = upload.offset;
@@ -286,6 +595,7 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
             filled += n;
         }
         remaining -= filled as u64;
+        me.received(filled as u64);
         if store_err.is_none() {
             upload.hasher.update(&buf[..filled]);
             match upload.file.write_all(&buf[..filled]) {
@@ -297,31 +607,35 @@ async fn receive_file(hub: &Arc<Hub>, conn: &mut Conn, put: Put) -> Result<(), C
             }
         }
     }
-    let end = tokio::time::timeout(stall, conn.read_message()).await;
-    let theirs = match end {
+    let theirs = match tokio::time::timeout(stall, conn.read_message()).await {
         Ok(Ok(Some(Message::PutEnd(PutEnd { blake3 })))) => blake3,
         Ok(Ok(Some(other))) => {
-            return refuse(
-                conn,
-                HubError::BadRequest(format!("expected PutEnd, got {}", other.name())),
-            )
-            .await
+            let e = HubError::BadRequest(format!("expected PutEnd, got {}", other.name()));
+            return Err(refuse(conn, e).await);
         }
-        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(None)) => {
+            return Err(ConnEnd::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client disconnected before PutEnd",
+            )))
+        }
         Ok(Err(e)) => return Err(e.into()),
-        Err(_) => return refuse(conn, HubError::Timeout("upload stalled".into())).await,
+        Err(_) => {
+            return Err(refuse(conn, HubError::Timeout("upload stalled".into())).await);
+        }
     };
     if let Some(e) = store_err {
         let name = upload.name.to_string();
         upload.discard();
         let err = HubError::io(format!("cannot store {name}"), e);
         tracing::warn!(error = %err, "upload failed");
-        conn.send(&err.to_message()).await?;
-        return Ok(());
+        return Ok(Err(err));
     }
-    match hub.finish_upload(upload, theirs, put.force).await {
-        Ok(done) => conn.send(&done.into()).await?,
-        Err(e) => conn.send(&e.to_message()).await?,
+    match hub.finish_upload(upload, theirs, put.force, caller).await {
+        Ok(done) => {
+            conn.send(&done.into()).await?;
+            Ok(Ok(received))
+        }
+        Err(e) => Ok(Err(e)),
     }
-    Ok(())
 }

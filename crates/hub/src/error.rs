@@ -28,6 +28,10 @@ pub enum HubError {
     BadRequest(String),
     #[error("{0}")]
     UnsupportedVersion(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("{context}: {source}")]
@@ -49,6 +53,8 @@ impl HubError {
             HubError::BadRequest(_) => ErrorCode::BadRequest,
             HubError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
             HubError::Timeout(_) => ErrorCode::Timeout,
+            HubError::Unauthorized(_) => ErrorCode::Unauthorized,
+            HubError::Forbidden(_) => ErrorCode::Forbidden,
             HubError::Io { .. } => ErrorCode::Internal,
         }
     }

@@ -9,15 +9,22 @@
 //!   face so each rule lives in one place.
 //! - [`share`]: maps remote names onto the shared folder, refusing anything outside it.
 //! - [`uploads`]: partial uploads kept in the state folder for resume.
+//! - [`clients`], [`history`], [`tokens`], [`access`], [`cache`]: who is connected, what they
+//!   asked, what they may do, and the hot files kept in memory.
 
+pub mod access;
+pub mod cache;
+pub mod clients;
 pub mod config;
 pub mod conn;
 pub mod error;
 pub mod hashes;
+pub mod history;
 mod sendfile;
 pub mod server;
 pub mod service;
 pub mod share;
+pub mod tokens;
 pub mod uploads;
 
 pub use config::HubConfig;

@@ -2,15 +2,21 @@
 //! wire, checks the name once with [`RemoteName::parse`], and answers with protocol types or a
 //! [`HubError`]. Blocking filesystem work runs on tokio's blocking pool.
 
+use crate::access::{AuthFailures, Caller};
+use crate::cache::HotCache;
+use crate::clients::Clients;
 use crate::config::HubConfig;
 use crate::error::HubError;
+use crate::history::HistoryLog;
 use crate::share::{is_not_found, Share};
+use crate::tokens::{admin_token_path, db_path, Tokens};
 use crate::uploads::{PartialUpload, Partials};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 use troca_net::transfer::mtime_ns;
-use troca_proto::msg::{Entry, Put, PutDone};
+use troca_proto::msg::{Entry, HistoryEntry, Put, PutDone, StatusInfo};
 use troca_proto::{Hash, RemoteName};
 
 /// A shared folder and everything the hub knows about it.
@@ -19,6 +25,14 @@ pub struct Hub {
     pub config: HubConfig,
     pub share: Share,
     pub partials: Partials,
+    pub clients: Arc<Clients>,
+    pub history: HistoryLog,
+    pub tokens: Tokens,
+    pub auth_failures: AuthFailures,
+    pub cache: HotCache,
+    /// Where the admin token is, and whether this start created it.
+    pub admin_token: (PathBuf, bool),
+    started: Instant,
 }
 
 /// A file opened for download.
@@ -32,6 +46,13 @@ pub struct OpenFile {
     pub modified_ns: i64,
     /// The hash of the whole file, if already known for this size and mtime.
     pub hash: Option<Hash>,
+}
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 fn parse(name: &str) -> Result<RemoteName, HubError> {
@@ -54,10 +75,19 @@ impl Hub {
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
         let share = Share::open(&config.root, &config.state_dir)?;
         let partials = Partials::open(share.state_dir())?;
+        let (tokens, created) = Tokens::open(share.state_dir())?;
+        let history = HistoryLog::open(&db_path(share.state_dir()), config.history_keep)?;
         Ok(Self {
+            admin_token: (admin_token_path(share.state_dir()), created),
+            cache: HotCache::new(config.cache_size, config.cache_max_file),
             config,
             share,
             partials,
+            clients: Arc::default(),
+            history,
+            tokens,
+            auth_failures: AuthFailures::default(),
+            started: Instant::now(),
         })
     }
 
@@ -103,14 +133,30 @@ impl Hub {
 
     /// Starts (or resumes) an upload: checks the name and the policy, claims the name, and opens
     /// the partial file.
-    pub async fn begin_upload(self: &Arc<Self>, put: &Put) -> Result<PartialUpload, HubError> {
+    pub async fn begin_upload(
+        self: &Arc<Self>,
+        put: &Put,
+        caller: &Caller,
+    ) -> Result<PartialUpload, HubError> {
         let remote = parse(&put.name)?;
         let hub = Arc::clone(self);
+        let caller = caller.clone();
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
         blocking(move || {
+            caller.may_create(&hub.tokens, hub.config.read_only)?;
             let target = hub.share.resolve_new(&remote)?;
-            if !force && target.symlink_metadata().is_ok() {
-                return Err(HubError::AlreadyExists(remote.to_string()));
+            if target.symlink_metadata().is_ok() {
+                if !force {
+                    return Err(HubError::AlreadyExists(remote.to_string()));
+                }
+                let owner = hub.tokens.owner(remote.as_str())?;
+                caller.may_change(
+                    &hub.tokens,
+                    hub.config.read_only,
+                    remote.as_str(),
+                    owner,
+                    "replacing",
+                )?;
             }
             hub.partials.begin(remote, size, mtime)
         })
@@ -125,8 +171,10 @@ impl Hub {
         upload: PartialUpload,
         theirs: Hash,
         force: bool,
+        caller: &Caller,
     ) -> Result<PutDone, HubError> {
         let hub = Arc::clone(self);
+        let uploader = caller.grant.and_then(|g| g.token_id);
         blocking(move || {
             let ours: Hash = *upload.hasher.finalize().as_bytes();
             if ours != theirs {
@@ -149,6 +197,9 @@ impl Hub {
             })?;
             let size = upload.size;
             upload.completed();
+            hub.cache.invalidate(&target);
+            // The uploading token owns the file now (an anonymous upload owns nothing).
+            hub.tokens.set_owner(name.as_str(), uploader)?;
             if let Ok(meta) = target.metadata() {
                 hub.share
                     .hashes
@@ -163,12 +214,60 @@ impl Hub {
         .await
     }
 
+    /// The hub's clock, time zone and figures.
+    pub async fn status(self: &Arc<Self>) -> Result<StatusInfo, HubError> {
+        let hub = Arc::clone(self);
+        let (files, bytes) = blocking(move || {
+            let all = hub.share.list("");
+            Ok((all.len() as u64, all.iter().map(|e| e.size).sum::<u64>()))
+        })
+        .await?;
+        let now = jiff::Zoned::now();
+        let cache = self.cache.stats();
+        Ok(StatusInfo {
+            time_ns: now_ns(),
+            time_zone: now.time_zone().iana_name().unwrap_or("UTC").to_owned(),
+            utc_offset_s: now.offset().seconds(),
+            uptime_s: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            files,
+            bytes,
+            clients: self.clients.count() as u64,
+            transfers: self.clients.transfers() as u64,
+            cache_entries: cache.entries,
+            cache_bytes: cache.bytes,
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            cache_evictions: cache.evictions,
+        })
+    }
+
+    /// The newest `limit` history entries, optionally of one client or one operation.
+    pub async fn history(
+        self: &Arc<Self>,
+        limit: u32,
+        client: Option<String>,
+        op: Option<String>,
+    ) -> Result<Vec<HistoryEntry>, HubError> {
+        let hub = Arc::clone(self);
+        blocking(move || hub.history.query(limit, client.as_deref(), op.as_deref())).await
+    }
+
     /// Deletes `name`.
-    pub async fn remove(self: &Arc<Self>, name: &str) -> Result<(), HubError> {
+    pub async fn remove(self: &Arc<Self>, name: &str, caller: &Caller) -> Result<(), HubError> {
         let remote = parse(name)?;
         let hub = Arc::clone(self);
+        let caller = caller.clone();
         blocking(move || {
             let real = hub.share.resolve_existing(&remote)?;
+            let owner = hub.tokens.owner(remote.as_str())?;
+            caller.may_change(
+                &hub.tokens,
+                hub.config.read_only,
+                remote.as_str(),
+                owner,
+                "deleting",
+            )?;
             // Remove the entry the client named (a link, if it is one), not what it points to.
             let parent = hub.share.root().join(remote.as_str());
             let parent = parent
@@ -187,6 +286,8 @@ impl Hub {
                 }
             })?;
             hub.share.hashes.forget(&real);
+            hub.cache.invalidate(&real);
+            hub.tokens.set_owner(remote.as_str(), None)?;
             Ok(())
         })
         .await

@@ -63,6 +63,25 @@ impl Hub {
             .expect("run troca")
     }
 
+    /// Runs the client with a token (passed as TROCA_TOKEN, never as an argument).
+    pub fn troca_with(&self, cwd: &Path, token: &str, args: &[&str]) -> Output {
+        Command::new(TROCA)
+            .current_dir(cwd)
+            .env("TROCA_HUB", &self.addr)
+            .env("TROCA_TOKEN", token)
+            .args(args)
+            .output()
+            .expect("run troca")
+    }
+
+    /// The admin token the hub made on first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join(".troca/admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_owned()
+    }
+
     /// Sends SIGTERM and waits for the hub to exit; returns its stderr.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         self.signal_term();

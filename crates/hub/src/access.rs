@@ -1,0 +1,174 @@
+//! The access policy, as the seeds had it: anyone who can reach the hub may list, download and
+//! upload new names; replacing or deleting a file needs the admin token or the token that
+//! uploaded it. A `read` token may only read. `--read-only` refuses every write and
+//! `--require-token` every client without a valid token. Repeated wrong tokens from one address
+//! are slowed down.
+
+use crate::error::HubError;
+use crate::tokens::{Grant, Role, Tokens};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Who is asking, as established at the handshake.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The token as presented (kept in memory only), to re-check before each write: a token
+    /// revoked while connected loses its rights at once.
+    pub token: Option<String>,
+    pub grant: Option<Grant>,
+}
+
+impl Caller {
+    /// The grant as it stands now.
+    fn current(&self, tokens: &Tokens) -> Result<Option<Grant>, HubError> {
+        match &self.token {
+            None => Ok(None),
+            Some(t) => match tokens.check(t)? {
+                Some(g) => Ok(Some(g)),
+                None => Err(HubError::Unauthorized(
+                    "your token is no longer valid (revoked?)".into(),
+                )),
+            },
+        }
+    }
+
+    /// May this caller upload a new name?
+    pub fn may_create(&self, tokens: &Tokens, read_only: bool) -> Result<(), HubError> {
+        if read_only {
+            return Err(HubError::Forbidden("this hub is read-only".into()));
+        }
+        match self.current(tokens)? {
+            Some(Grant {
+                role: Role::Read, ..
+            }) => Err(HubError::Forbidden(
+                "a read token cannot upload; ask for a write token".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// May this caller replace or delete `name`, uploaded by `owner` (a token id, if any)?
+    pub fn may_change(
+        &self,
+        tokens: &Tokens,
+        read_only: bool,
+        name: &str,
+        owner: Option<i64>,
+        what: &str,
+    ) -> Result<(), HubError> {
+        if read_only {
+            return Err(HubError::Forbidden("this hub is read-only".into()));
+        }
+        match self.current(tokens)? {
+            Some(Grant {
+                role: Role::Admin, ..
+            }) => Ok(()),
+            Some(Grant {
+                role: Role::Write,
+                token_id: Some(id),
+            }) if owner == Some(id) => Ok(()),
+            Some(_) => Err(HubError::Forbidden(format!(
+                "{what} {name:?} needs the admin token or the token that uploaded it"
+            ))),
+            None => Err(HubError::Forbidden(format!(
+                "{what} {name:?} needs a token: the admin token or the one that uploaded it \
+                 (--token-file or TROCA_TOKEN)"
+            ))),
+        }
+    }
+}
+
+/// Slows down addresses that keep presenting wrong tokens.
+#[derive(Debug, Default)]
+pub struct AuthFailures {
+    recent: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl AuthFailures {
+    /// Failures are forgotten after this long without another.
+    const MEMORY: Duration = Duration::from_secs(600);
+
+    /// Records a failure and returns how long to wait before answering it: nothing for the first
+    /// two, then doubling from 250 ms up to 8 s.
+    pub fn failed(&self, ip: IpAddr) -> Duration {
+        let mut recent = self.recent.lock().expect("auth failures poisoned");
+        let now = Instant::now();
+        recent.retain(|_, (_, at)| now.duration_since(*at) < Self::MEMORY);
+        let entry = recent.entry(ip).or_insert((0, now));
+        entry.0 += 1;
+        entry.1 = now;
+        match entry.0 {
+            0..=2 => Duration::ZERO,
+            n => Duration::from_millis(250 << (n - 3).min(5)),
+        }
+    }
+
+    pub fn succeeded(&self, ip: IpAddr) {
+        self.recent
+            .lock()
+            .expect("auth failures poisoned")
+            .remove(&ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_failures_wait_longer_and_longer() {
+        let f = AuthFailures::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let waits: Vec<_> = (0..10).map(|_| f.failed(ip)).collect();
+        assert_eq!(waits[0], Duration::ZERO);
+        assert_eq!(waits[2], Duration::from_millis(250));
+        assert_eq!(waits[3], Duration::from_millis(500));
+        assert_eq!(waits[9], Duration::from_millis(8000));
+        f.succeeded(ip);
+        assert_eq!(f.failed(ip), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_policy_follows_the_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = Tokens::open(dir.path()).unwrap();
+        let (wid, w) = tokens.create(Role::Write, "w", 0).unwrap();
+        let (_, r) = tokens.create(Role::Read, "r", 0).unwrap();
+        let admin = std::fs::read_to_string(crate::tokens::admin_token_path(dir.path())).unwrap();
+        let caller = |t: Option<&str>| Caller {
+            token: t.map(str::to_owned),
+            grant: t.and_then(|t| tokens.check(t).unwrap()),
+        };
+        let anon = caller(None);
+        assert!(anon.may_create(&tokens, false).is_ok());
+        assert!(anon.may_create(&tokens, true).is_err());
+        assert!(anon
+            .may_change(&tokens, false, "f", None, "deleting")
+            .is_err());
+        assert!(caller(Some(&r)).may_create(&tokens, false).is_err());
+        let writer = caller(Some(&w));
+        assert!(writer
+            .may_change(&tokens, false, "f", Some(wid), "deleting")
+            .is_ok());
+        assert!(writer
+            .may_change(&tokens, false, "f", Some(wid + 100), "deleting")
+            .is_err());
+        assert!(writer
+            .may_change(&tokens, false, "f", None, "deleting")
+            .is_err());
+        let admin = caller(Some(admin.trim()));
+        assert!(admin
+            .may_change(&tokens, false, "f", Some(12345), "deleting")
+            .is_ok());
+        assert!(admin
+            .may_change(&tokens, true, "f", None, "deleting")
+            .is_err());
+        tokens.revoke(wid).unwrap();
+        assert!(matches!(
+            writer.may_create(&tokens, false),
+            Err(HubError::Unauthorized(_))
+        ));
+    }
+}

@@ -1,0 +1,173 @@
+//! The hot-file cache (seed 003): whole small files kept in memory, least recently used evicted
+//! first, within a byte budget, so repeated downloads of popular small files do not touch the
+//! disk. An entry is only served for the exact size and mtime it was read at; uploads and
+//! deletions through the hub drop their entry at once.
+
+use lru::LruCache;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use troca_proto::Hash;
+
+/// Counters for `troca status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+}
+
+#[derive(Debug)]
+struct Cached {
+    size: u64,
+    mtime_ns: i64,
+    hash: Hash,
+    data: Arc<[u8]>,
+}
+
+#[derive(Debug)]
+pub struct HotCache {
+    budget: u64,
+    max_file: u64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    lru: LruCache<PathBuf, Cached>,
+    stats: CacheStats,
+}
+
+impl HotCache {
+    /// A cache of at most `budget` bytes holding files of at most `max_file` bytes; either 0
+    /// turns it off.
+    pub fn new(budget: u64, max_file: u64) -> Self {
+        Self {
+            budget,
+            max_file: if budget == 0 { 0 } else { max_file.min(budget) },
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                stats: CacheStats::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("cache poisoned")
+    }
+
+    /// Whether a file of `size` bytes would be cached.
+    pub fn wants(&self, size: u64) -> bool {
+        size <= self.max_file && self.max_file > 0
+    }
+
+    /// The cached bytes and hash of `path`, if they are of this exact size and mtime.
+    pub fn get(&self, path: &Path, size: u64, mtime_ns: i64) -> Option<(Arc<[u8]>, Hash)> {
+        let mut inner = self.lock();
+        let fresh = match inner.lru.get(path) {
+            Some(c) if c.size == size && c.mtime_ns == mtime_ns => {
+                Some((Arc::clone(&c.data), c.hash))
+            }
+            Some(_) => None,
+            None => None,
+        };
+        match fresh {
+            Some(hit) => {
+                inner.stats.hits += 1;
+                Some(hit)
+            }
+            None => {
+                // A stale entry (the file changed on disk) goes now.
+                if let Some(stale) = inner.lru.pop(path) {
+                    inner.stats.bytes -= stale.data.len() as u64;
+                }
+                inner.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Keeps a file just read from disk, evicting the least recently used to make room.
+    pub fn insert(&self, path: PathBuf, mtime_ns: i64, hash: Hash, data: Arc<[u8]>) {
+        let size = data.len() as u64;
+        if !self.wants(size) {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(old) = inner.lru.pop(&path) {
+            inner.stats.bytes -= old.data.len() as u64;
+        }
+        while inner.stats.bytes + size > self.budget {
+            match inner.lru.pop_lru() {
+                Some((_, evicted)) => {
+                    inner.stats.bytes -= evicted.data.len() as u64;
+                    inner.stats.evictions += 1;
+                }
+                None => break,
+            }
+        }
+        inner.stats.bytes += size;
+        inner.lru.put(
+            path,
+            Cached {
+                size,
+                mtime_ns,
+                hash,
+                data,
+            },
+        );
+    }
+
+    /// Drops `path` (it was replaced or deleted).
+    pub fn invalidate(&self, path: &Path) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.lru.pop(path) {
+            inner.stats.bytes -= old.data.len() as u64;
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.lock();
+        CacheStats {
+            entries: inner.lru.len() as u64,
+            ..inner.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Arc<[u8]> {
+        vec![7u8; n].into()
+    }
+
+    #[test]
+    fn serves_only_the_exact_version_and_evicts_least_recently_used() {
+        let c = HotCache::new(100, 60);
+        let (a, b, d) = (PathBuf::from("a"), PathBuf::from("b"), PathBuf::from("d"));
+        c.insert(a.clone(), 1, [1; 32], data(40));
+        c.insert(b.clone(), 1, [2; 32], data(40));
+        assert!(c.get(&a, 40, 1).is_some()); // a is now the most recent
+        c.insert(d.clone(), 1, [3; 32], data(40)); // evicts b
+        assert!(c.get(&b, 40, 1).is_none());
+        assert!(c.get(&a, 40, 2).is_none(), "another mtime is another file");
+        assert!(c.get(&a, 40, 1).is_none(), "and the stale entry is gone");
+        c.insert(PathBuf::from("big"), 1, [0; 32], data(61));
+        let s = c.stats();
+        assert_eq!((s.entries, s.bytes, s.hits, s.evictions), (1, 40, 1, 1));
+        assert_eq!(s.misses, 3);
+        c.invalidate(&d);
+        assert_eq!(c.stats().bytes, 0);
+    }
+
+    #[test]
+    fn a_zero_budget_turns_it_off() {
+        let c = HotCache::new(0, 1 << 20);
+        assert!(!c.wants(1));
+        c.insert(PathBuf::from("a"), 1, [0; 32], data(1));
+        assert_eq!(c.stats().entries, 0);
+    }
+}

@@ -1,0 +1,169 @@
+//! Who is connected right now, and what each is doing. Each connection registers a
+//! [`Session`]; transfers update its counters as bytes move (atomics, so the data path takes no
+//! lock), and `troca who` reads them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use troca_proto::msg::{Activity, ClientEntry};
+
+/// The connected clients.
+#[derive(Debug, Default)]
+pub struct Clients {
+    next_id: AtomicU64,
+    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+}
+
+/// One connection as others see it.
+#[derive(Debug)]
+pub struct Session {
+    pub address: SocketAddr,
+    pub connected_ns: i64,
+    name: Mutex<String>,
+    /// What it is doing: the activity, the file, and the transfer's total size.
+    doing: Mutex<(Activity, String, u64)>,
+    done: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// Removes the session from the registry when the connection ends.
+#[derive(Debug)]
+pub struct Registration {
+    id: u64,
+    pub session: Arc<Session>,
+    clients: Arc<Clients>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.clients.lock().remove(&self.id);
+    }
+}
+
+impl Clients {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {
+        self.sessions.lock().expect("client registry poisoned")
+    }
+
+    /// Registers a new connection.
+    pub fn join(self: &Arc<Self>, address: SocketAddr, name: &str, now_ns: i64) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let session = Arc::new(Session {
+            address,
+            connected_ns: now_ns,
+            name: Mutex::new(name.to_owned()),
+            doing: Mutex::new((Activity::Idle, String::new(), 0)),
+            done: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        });
+        self.lock().insert(id, Arc::clone(&session));
+        Registration {
+            id,
+            session,
+            clients: Arc::clone(self),
+        }
+    }
+
+    /// Everyone connected, oldest first.
+    pub fn list(&self) -> Vec<ClientEntry> {
+        let mut all: Vec<(u64, ClientEntry)> =
+            self.lock().iter().map(|(id, s)| (*id, s.entry())).collect();
+        all.sort_by_key(|(id, _)| *id);
+        all.into_iter().map(|(_, e)| e).collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Transfers in progress.
+    pub fn transfers(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|s| s.doing.lock().expect("session poisoned").0 != Activity::Idle)
+            .count()
+    }
+}
+
+impl Session {
+    pub fn name(&self) -> String {
+        self.name.lock().expect("session poisoned").clone()
+    }
+
+    pub fn rename(&self, name: &str) {
+        *self.name.lock().expect("session poisoned") = name.to_owned();
+    }
+
+    /// A transfer of `total` bytes of `target` starts (`done` of them already in place).
+    pub fn begin(&self, activity: Activity, target: &str, total: u64, done: u64) {
+        *self.doing.lock().expect("session poisoned") = (activity, target.to_owned(), total);
+        self.done.store(done, Ordering::Relaxed);
+    }
+
+    /// `n` more bytes sent to the client.
+    pub fn sent(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` more bytes received from the client.
+    pub fn received(&self, n: u64) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The transfer ended.
+    pub fn idle(&self) {
+        *self.doing.lock().expect("session poisoned") = (Activity::Idle, String::new(), 0);
+        self.done.store(0, Ordering::Relaxed);
+    }
+
+    fn entry(&self) -> ClientEntry {
+        let (activity, target, total) = self.doing.lock().expect("session poisoned").clone();
+        ClientEntry {
+            name: self.name(),
+            address: self.address.to_string(),
+            connected_ns: self.connected_ns,
+            activity,
+            target,
+            done: self.done.load(Ordering::Relaxed),
+            total,
+            bytes_sent: self.sent.load(Ordering::Relaxed),
+            bytes_received: self.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_come_and_go_with_their_activity() {
+        let clients = Arc::new(Clients::default());
+        let a = clients.join("127.0.0.1:1".parse().unwrap(), "ana", 1);
+        let b = clients.join("127.0.0.1:2".parse().unwrap(), "bo", 2);
+        b.session.begin(Activity::Uploading, "x.bin", 100, 10);
+        b.session.received(30);
+        let list = clients.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            (list[0].name.as_str(), list[0].activity),
+            ("ana", Activity::Idle)
+        );
+        assert_eq!(list[1].activity, Activity::Uploading);
+        assert_eq!(
+            (list[1].done, list[1].total, list[1].bytes_received),
+            (40, 100, 30)
+        );
+        assert_eq!(clients.transfers(), 1);
+        a.session.rename("ana2");
+        drop(b);
+        let list = clients.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].name, "ana2");
+    }
+}

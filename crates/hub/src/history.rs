@@ -1,0 +1,279 @@
+//! The request history, in SQLite under the state folder so it survives restarts.
+//!
+//! Recording never waits on the disk: connections hand entries to a writer thread, which inserts
+//! them in batches (one transaction per batch) and trims the table to the configured number of
+//! entries. Queries first ask the writer to flush, so a client sees its own requests.
+
+use crate::error::HubError;
+use rusqlite::{params, Connection};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Mutex;
+use troca_proto::msg::HistoryEntry;
+
+/// Entries waiting for the writer. Past this, entries are dropped (and counted) rather than
+/// slowing the connections down.
+const QUEUE: usize = 65_536;
+
+enum Cmd {
+    Record(HistoryEntry),
+    Flush(SyncSender<()>),
+}
+
+/// The history log. With a retention of 0 it records nothing.
+#[derive(Debug)]
+pub struct HistoryLog {
+    tx: Option<SyncSender<Cmd>>,
+    path: PathBuf,
+    reader: Mutex<Connection>,
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cmd::Record(_) => "Record",
+            Cmd::Flush(_) => "Flush",
+        })
+    }
+}
+
+pub(crate) fn open_db(path: &Path) -> Result<Connection, HubError> {
+    let db = Connection::open(path).map_err(|e| db_err(path, e))?;
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA busy_timeout = 5000;
+         CREATE TABLE IF NOT EXISTS history (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             time_ns INTEGER NOT NULL,
+             client TEXT NOT NULL,
+             address TEXT NOT NULL,
+             op TEXT NOT NULL,
+             target TEXT NOT NULL,
+             ok INTEGER NOT NULL,
+             error TEXT NOT NULL,
+             bytes INTEGER NOT NULL,
+             duration_us INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS history_client ON history (client);
+         CREATE TABLE IF NOT EXISTS tokens (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             hash BLOB NOT NULL UNIQUE,
+             role TEXT NOT NULL,
+             label TEXT NOT NULL,
+             created_ns INTEGER NOT NULL,
+             revoked INTEGER NOT NULL DEFAULT 0
+         );
+         CREATE TABLE IF NOT EXISTS owners (
+             name TEXT PRIMARY KEY,
+             token_id INTEGER NOT NULL
+         );",
+    )
+    .map_err(|e| db_err(path, e))?;
+    Ok(db)
+}
+
+pub(crate) fn db_err(path: &Path, e: rusqlite::Error) -> HubError {
+    HubError::Io {
+        context: format!("database {}", path.display()),
+        source: std::io::Error::other(e),
+    }
+}
+
+impl HistoryLog {
+    /// Opens (creating) the history in `db_path`, keeping at most `keep` entries.
+    pub fn open(db_path: &Path, keep: u64) -> Result<Self, HubError> {
+        let db = open_db(db_path)?;
+        let reader = Mutex::new(open_db(db_path)?);
+        if keep == 0 {
+            return Ok(Self {
+                tx: None,
+                path: db_path.to_path_buf(),
+                reader,
+                dropped: AtomicU64::new(0),
+            });
+        }
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("troca-history".into())
+            .spawn(move || writer(db, rx, keep))
+            .map_err(|e| HubError::io("cannot start the history writer", e))?;
+        Ok(Self {
+            tx: Some(tx),
+            path: db_path.to_path_buf(),
+            reader,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues an entry; never blocks.
+    pub fn record(&self, entry: HistoryEntry) {
+        let Some(tx) = &self.tx else { return };
+        let sent = tx.try_send(Cmd::Record(entry));
+        if let Err(TrySendError::Full(_)) = sent {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Entries dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything queued so far is in the database. Blocking.
+    pub fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done_tx, done_rx) = sync_channel(1);
+        if tx.send(Cmd::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
+    }
+
+    /// The newest `limit` entries, optionally of one client name or one operation. Blocking.
+    pub fn query(
+        &self,
+        limit: u32,
+        client: Option<&str>,
+        op: Option<&str>,
+    ) -> Result<Vec<HistoryEntry>, HubError> {
+        self.flush();
+        let db = self.reader.lock().expect("history reader poisoned");
+        let mut stmt = db
+            .prepare(
+                "SELECT time_ns, client, address, op, target, ok, error, bytes, duration_us
+                 FROM history
+                 WHERE (?1 IS NULL OR client = ?1) AND (?2 IS NULL OR op = ?2)
+                 ORDER BY id DESC LIMIT ?3",
+            )
+            .map_err(|e| db_err(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![client, op, limit], |r| {
+                Ok(HistoryEntry {
+                    time_ns: r.get(0)?,
+                    client: r.get(1)?,
+                    address: r.get(2)?,
+                    op: r.get(3)?,
+                    target: r.get(4)?,
+                    ok: r.get(5)?,
+                    error: r.get(6)?,
+                    bytes: r.get::<_, i64>(7)? as u64,
+                    duration_us: r.get::<_, i64>(8)? as u64,
+                })
+            })
+            .map_err(|e| db_err(&self.path, e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| db_err(&self.path, e))
+    }
+}
+
+/// The writer thread: batches entries into transactions, trims old ones, answers flushes.
+fn writer(mut db: Connection, rx: Receiver<Cmd>, keep: u64) {
+    let mut since_trim = 0u64;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        let mut flushes = Vec::new();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = db.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO history (time_ns, client, address, op, target, ok, error, bytes, duration_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for cmd in batch {
+                    match cmd {
+                        Cmd::Record(e) => {
+                            insert.execute(params![
+                                e.time_ns,
+                                e.client,
+                                e.address,
+                                e.op,
+                                e.target,
+                                e.ok,
+                                e.error,
+                                e.bytes as i64,
+                                e.duration_us as i64
+                            ])?;
+                            since_trim += 1;
+                        }
+                        Cmd::Flush(done) => flushes.push(done),
+                    }
+                }
+            }
+            // Trim now and then, not on every batch: the delete scans the oldest rows.
+            if since_trim >= 1024 || !flushes.is_empty() {
+                tx.execute(
+                    "DELETE FROM history WHERE id <= (SELECT MAX(id) FROM history) - ?1",
+                    params![keep as i64],
+                )?;
+                since_trim = 0;
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record history");
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: i64, op: &str) -> HistoryEntry {
+        HistoryEntry {
+            time_ns: i,
+            client: if i % 2 == 0 { "even" } else { "odd" }.into(),
+            address: "127.0.0.1:1".into(),
+            op: op.into(),
+            target: format!("f{i}"),
+            ok: i % 3 != 0,
+            error: String::new(),
+            bytes: i as u64,
+            duration_us: 1,
+        }
+    }
+
+    #[test]
+    fn entries_are_kept_newest_first_filtered_trimmed_and_persistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("troca.db");
+        {
+            let log = HistoryLog::open(&path, 10).unwrap();
+            for i in 0..25 {
+                log.record(entry(i, if i < 20 { "get" } else { "put" }));
+            }
+            let all = log.query(100, None, None).unwrap();
+            assert_eq!(all.len(), 10, "trimmed to the retention");
+            assert_eq!(all[0].time_ns, 24, "newest first");
+            let puts = log.query(100, None, Some("put")).unwrap();
+            assert_eq!(puts.len(), 5);
+            let even = log.query(100, Some("even"), None).unwrap();
+            assert!(even.iter().all(|e| e.client == "even"));
+        }
+        let reopened = HistoryLog::open(&path, 10).unwrap();
+        assert_eq!(reopened.query(3, None, None).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_retention_of_zero_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = HistoryLog::open(&dir.path().join("db"), 0).unwrap();
+        log.record(entry(1, "get"));
+        assert!(log.query(10, None, None).unwrap().is_empty());
+    }
+}

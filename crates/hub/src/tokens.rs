@@ -1,0 +1,285 @@
+//! Access tokens and roles.
+//!
+//! The admin token is made on first start and kept in `STATE/admin.token` (mode 0600), the one
+//! secret stored as it is, for its owner to read. Every other token is stored only as its BLAKE3
+//! hash, with a role (`read`, `write`, `admin`), a label and a revoked flag, in the state
+//! database, where `troca token create|list|revoke` manage them and the hub reads them on every
+//! check (so changes apply without a restart).
+
+use crate::error::HubError;
+use crate::history::{db_err, open_db};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Role::Read),
+            "write" => Some(Role::Write),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who a valid token says the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub role: Role,
+    /// The token's id in the database; `None` for the admin token file.
+    pub token_id: Option<i64>,
+}
+
+/// A token as `troca token list` shows it (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub role: Role,
+    pub label: String,
+    pub created_ns: i64,
+    pub revoked: bool,
+}
+
+/// The token store of one state folder.
+#[derive(Debug)]
+pub struct Tokens {
+    db_path: PathBuf,
+    db: Mutex<Connection>,
+    admin: blake3::Hash,
+}
+
+/// Where the admin token is kept.
+pub fn admin_token_path(state: &Path) -> PathBuf {
+    state.join("admin.token")
+}
+
+/// The state database.
+pub fn db_path(state: &Path) -> PathBuf {
+    state.join("troca.db")
+}
+
+fn new_secret() -> Result<String, HubError> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| HubError::io("cannot draw a random token", std::io::Error::other(e)))?;
+    Ok(format!("troca_{}", hex(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hash(token: &str) -> blake3::Hash {
+    blake3::hash(token.trim().as_bytes())
+}
+
+impl Tokens {
+    /// Opens the store, creating the admin token on first use. Returns the store and whether the
+    /// admin token was created just now.
+    pub fn open(state: &Path) -> Result<(Self, bool), HubError> {
+        let path = admin_token_path(state);
+        let (secret, created) = match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => (s, false),
+            _ => {
+                let secret = new_secret()?;
+                write_private(&path, &secret)?;
+                (secret, true)
+            }
+        };
+        let db_path = db_path(state);
+        let db = Mutex::new(open_db(&db_path)?);
+        Ok((
+            Self {
+                db_path,
+                db,
+                admin: hash(&secret),
+            },
+            created,
+        ))
+    }
+
+    /// Checks a token. Comparisons are of hashes, and the admin one is constant-time
+    /// (`blake3::Hash` equality is), so timing says nothing about the secret.
+    pub fn check(&self, token: &str) -> Result<Option<Grant>, HubError> {
+        let h = hash(token);
+        if h == self.admin {
+            return Ok(Some(Grant {
+                role: Role::Admin,
+                token_id: None,
+            }));
+        }
+        let db = self.db.lock().expect("token database poisoned");
+        let row: Option<(i64, String)> = db
+            .query_row(
+                "SELECT id, role FROM tokens WHERE hash = ?1 AND revoked = 0",
+                params![h.as_bytes().as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| db_err(&self.db_path, e))?;
+        Ok(row.and_then(|(id, role)| {
+            Role::parse(&role).map(|role| Grant {
+                role,
+                token_id: Some(id),
+            })
+        }))
+    }
+
+    /// Makes a new token; returns its id and the secret (shown once, never stored).
+    pub fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<(i64, String), HubError> {
+        let secret = new_secret()?;
+        let db = self.db.lock().expect("token database poisoned");
+        db.execute(
+            "INSERT INTO tokens (hash, role, label, created_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                hash(&secret).as_bytes().as_slice(),
+                role.as_str(),
+                label,
+                now_ns
+            ],
+        )
+        .map_err(|e| db_err(&self.db_path, e))?;
+        Ok((db.last_insert_rowid(), secret))
+    }
+
+    pub fn list(&self) -> Result<Vec<TokenInfo>, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let mut stmt = db
+            .prepare("SELECT id, role, label, created_ns, revoked FROM tokens ORDER BY id")
+            .map_err(|e| db_err(&self.db_path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(TokenInfo {
+                    id: r.get(0)?,
+                    role: Role::parse(&r.get::<_, String>(1)?).unwrap_or(Role::Read),
+                    label: r.get(2)?,
+                    created_ns: r.get(3)?,
+                    revoked: r.get(4)?,
+                })
+            })
+            .map_err(|e| db_err(&self.db_path, e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| db_err(&self.db_path, e))
+    }
+
+    /// Revokes token `id`; false if there is no such token.
+    pub fn revoke(&self, id: i64) -> Result<bool, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let n = db
+            .execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", params![id])
+            .map_err(|e| db_err(&self.db_path, e))?;
+        Ok(n > 0)
+    }
+
+    /// The token that uploaded `name`, if one did.
+    pub fn owner(&self, name: &str) -> Result<Option<i64>, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        db.query_row(
+            "SELECT token_id FROM owners WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| db_err(&self.db_path, e))
+    }
+
+    /// Records who uploaded `name` (or forgets, with `None`).
+    pub fn set_owner(&self, name: &str, token_id: Option<i64>) -> Result<(), HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        match token_id {
+            Some(id) => db.execute(
+                "INSERT INTO owners (name, token_id) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET token_id = excluded.token_id",
+                params![name, id],
+            ),
+            None => db.execute("DELETE FROM owners WHERE name = ?1", params![name]),
+        }
+        .map_err(|e| db_err(&self.db_path, e))?;
+        Ok(())
+    }
+}
+
+/// Writes a secret readable by its owner only, created with mode 0600 from the start.
+fn write_private(path: &Path, secret: &str) -> Result<(), HubError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| HubError::io(format!("cannot create {}", path.display()), e))?;
+    writeln!(f, "{secret}")
+        .and_then(|()| f.sync_all())
+        .map_err(|e| HubError::io(format!("cannot write {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn tokens_are_checked_by_hash_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, created) = Tokens::open(dir.path()).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(admin_token_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let admin = std::fs::read_to_string(admin_token_path(dir.path())).unwrap();
+        assert_eq!(tokens.check(&admin).unwrap().unwrap().role, Role::Admin);
+
+        let (id, secret) = tokens.create(Role::Write, "ci", 0).unwrap();
+        assert_eq!(
+            tokens.check(&secret).unwrap(),
+            Some(Grant {
+                role: Role::Write,
+                token_id: Some(id)
+            })
+        );
+        assert_eq!(tokens.check("troca_wrong").unwrap(), None);
+        // Only the hash is stored.
+        let db = std::fs::read(db_path(dir.path())).unwrap();
+        assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
+
+        assert!(tokens.revoke(id).unwrap());
+        assert_eq!(tokens.check(&secret).unwrap(), None);
+        assert!(tokens.list().unwrap()[0].revoked);
+        // Reopening keeps the admin token.
+        let (again, created) = Tokens::open(dir.path()).unwrap();
+        assert!(!created);
+        assert!(again.check(&admin).unwrap().is_some());
+    }
+
+    #[test]
+    fn owners_are_recorded_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = Tokens::open(dir.path()).unwrap();
+        assert_eq!(tokens.owner("a").unwrap(), None);
+        tokens.set_owner("a", Some(3)).unwrap();
+        assert_eq!(tokens.owner("a").unwrap(), Some(3));
+        tokens.set_owner("a", None).unwrap();
+        assert_eq!(tokens.owner("a").unwrap(), None);
+    }
+}
