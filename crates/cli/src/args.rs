@@ -73,10 +73,56 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Delete files on the hub.
+    /// Delete files on the hub (needs the admin token or the token that uploaded them).
     Rm {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
+    },
+    /// Who is connected to the hub, and what each is doing.
+    Who,
+    /// The hub's record of requests, newest first.
+    History {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only this client's requests (by name).
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this operation (list, get, put, rm, who, history, status, register, hello).
+        #[arg(long)]
+        op: Option<String>,
+    },
+    /// The hub's time, uptime, version and figures.
+    Status,
+    /// The hub's current time.
+    Time,
+    /// Manage access tokens (on the hub's machine).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; prints it, and only it, once.
+    Create {
+        #[arg(long, value_parser = ["read", "write", "admin"])]
+        role: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// The hub's state folder (default: ./troca-files/.troca).
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
+    },
+    /// Revoke a token; hubs refuse it from their next check on.
+    Revoke {
+        id: i64,
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
     },
 }
 
@@ -107,6 +153,21 @@ pub struct Serve {
     /// How long to wait for transfers in progress at shutdown.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: std::time::Duration,
+    /// How many history entries to keep (0 records none).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub history_keep: u64,
+    /// Memory for hot small files, in bytes (0 turns the cache off).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub cache_size: u64,
+    /// The largest file the cache holds, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub cache_max_file: u64,
+    /// Refuse every upload, replacement and deletion.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Refuse clients without a valid token.
+    #[arg(long)]
+    pub require_token: bool,
 }
 
 /// Durations like `30s`, `15m`, `1h 30m`, `500ms`.

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use troca_net::durable::free_local_path;
 use troca_net::transfer::{download_to_path, download_to_writer, upload_path};
 use troca_net::{ClientError, ClientOptions, HubClient};
+use troca_proto::msg::Activity;
 
 pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +60,15 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             force,
         } => get(global, &mut client, &names, output, force).await,
         Command::Rm { names } => rm(global, &mut client, &names).await,
-        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Who => who(global, &mut client).await,
+        Command::History {
+            limit,
+            client: who,
+            op,
+        } => history(global, &mut client, limit, who.as_deref(), op.as_deref()).await,
+        Command::Status => status(global, &mut client).await,
+        Command::Time => time(global, &mut client).await,
+        Command::Serve(_) | Command::Token(_) => unreachable!("not a client command"),
     }
 }
 
@@ -311,4 +320,178 @@ async fn rm(global: &Global, client: &mut HubClient, names: &[String]) -> Result
         }
     }
     report.finish(global)
+}
+
+#[derive(Serialize)]
+struct WhoRow {
+    name: String,
+    address: String,
+    connected_at: String,
+    activity: &'static str,
+    target: String,
+    done: u64,
+    total: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+async fn who(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
+    let clients = client.who().await?;
+    if global.json {
+        let rows: Vec<WhoRow> = clients
+            .into_iter()
+            .map(|c| WhoRow {
+                connected_at: output::rfc3339(c.connected_ns),
+                activity: c.activity.as_str(),
+                name: c.name,
+                address: c.address,
+                target: c.target,
+                done: c.done,
+                total: c.total,
+                bytes_sent: c.bytes_sent,
+                bytes_received: c.bytes_received,
+            })
+            .collect();
+        print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<22} {:<16} {:<32} {:>10} {:>10}",
+        "NAME", "ADDRESS", "SINCE", "DOING", "SENT", "RECEIVED"
+    );
+    for c in clients {
+        let doing = match c.activity {
+            Activity::Idle => "idle".to_owned(),
+            a => format!(
+                "{} {} {}%",
+                a.as_str(),
+                c.target,
+                (c.done * 100).checked_div(c.total).unwrap_or(100)
+            ),
+        };
+        println!(
+            "{:<24} {:<22} {:<16} {:<32} {:>10} {:>10}",
+            c.name,
+            c.address,
+            output::local_time(c.connected_ns),
+            doing,
+            output::size(c.bytes_sent),
+            output::size(c.bytes_received)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct HistoryRow {
+    time: String,
+    client: String,
+    address: String,
+    op: String,
+    target: String,
+    ok: bool,
+    error: Option<String>,
+    bytes: u64,
+    duration_ms: f64,
+}
+
+async fn history(
+    global: &Global,
+    client: &mut HubClient,
+    limit: u32,
+    who: Option<&str>,
+    op: Option<&str>,
+) -> Result<ExitCode> {
+    let entries = client.history(limit, who, op).await?;
+    if global.json {
+        let rows: Vec<HistoryRow> = entries
+            .into_iter()
+            .map(|e| HistoryRow {
+                time: output::rfc3339(e.time_ns),
+                error: (!e.ok).then_some(e.error),
+                client: e.client,
+                address: e.address,
+                op: e.op,
+                target: e.target,
+                ok: e.ok,
+                bytes: e.bytes,
+                duration_ms: e.duration_us as f64 / 1000.0,
+            })
+            .collect();
+        print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in entries {
+        println!(
+            "{}  {:<20} {:<22} {:<8} {:<30} {:<6} {:>10} {:>9.1} ms{}",
+            output::local_time_precise(e.time_ns),
+            e.client,
+            e.address,
+            e.op,
+            e.target,
+            if e.ok { "ok" } else { "FAILED" },
+            output::size(e.bytes),
+            e.duration_us as f64 / 1000.0,
+            if e.ok {
+                String::new()
+            } else {
+                format!("  {}", e.error)
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
+    let s = client.status().await?;
+    let time = output::zoned_time(s.time_ns, s.utc_offset_s);
+    if global.json {
+        print_json(&serde_json::json!({
+            "time": time,
+            "time_zone": s.time_zone,
+            "utc_offset_s": s.utc_offset_s,
+            "uptime_s": s.uptime_s,
+            "version": s.version,
+            "files": s.files,
+            "bytes": s.bytes,
+            "clients": s.clients,
+            "transfers": s.transfers,
+            "cache": {
+                "entries": s.cache_entries,
+                "bytes": s.cache_bytes,
+                "hits": s.cache_hits,
+                "misses": s.cache_misses,
+                "evictions": s.cache_evictions,
+            },
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("hub time     {time} ({})", s.time_zone);
+    println!("uptime       {}", output::duration(s.uptime_s));
+    println!("version      troca {}", s.version);
+    println!("shared       {} files, {}", s.files, output::size(s.bytes));
+    println!(
+        "clients      {} connected, {} transferring",
+        s.clients, s.transfers
+    );
+    println!(
+        "cache        {} files, {}; {} hits, {} misses, {} evictions",
+        s.cache_entries,
+        output::size(s.cache_bytes),
+        s.cache_hits,
+        s.cache_misses,
+        s.cache_evictions
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn time(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
+    let s = client.status().await?;
+    let time = output::zoned_time(s.time_ns, s.utc_offset_s);
+    if global.json {
+        print_json(&serde_json::json!({ "time": time, "time_zone": s.time_zone }))?;
+    } else {
+        println!("{time}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

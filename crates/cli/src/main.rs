@@ -6,6 +6,7 @@ mod client;
 mod output;
 mod progress;
 mod serve;
+mod token;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         .init();
     let result = match args.command {
         args::Command::Serve(serve) => serve::main(serve),
+        args::Command::Token(cmd) => token::main(&args.global, cmd),
         command => client::main(&args.global, command),
     };
     match result {

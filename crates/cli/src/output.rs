@@ -38,6 +38,36 @@ pub fn local_time(ns: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A local time with seconds and milliseconds, for the history.
+pub fn local_time_precise(ns: i64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// RFC 3339 with the hub's own UTC offset (`2026-11-21T10:30:00-03:00`).
+pub fn zoned_time(ns: i64, utc_offset_s: i32) -> String {
+    let offset = jiff::tz::Offset::from_seconds(utc_offset_s).unwrap_or(jiff::tz::Offset::UTC);
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .map(|t| t.display_with_offset(offset).to_string())
+        .unwrap_or_default()
+}
+
+/// `3d 4h 5m 6s`, leaving out leading zero units.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m {s}s"),
+        _ => format!("{d}d {h}h {m}m {s}s"),
+    }
+}
+
 /// Sizes in binary units: `512 B`, `1.5 KiB`, `3.2 GiB`.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -69,6 +99,13 @@ mod tests {
         assert_eq!(size(1023), "1023 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn hub_times_carry_the_hubs_offset() {
+        assert_eq!(zoned_time(0, -3 * 3600), "1969-12-31T21:00:00-03:00");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(3 * 86400 + 3661), "3d 1h 1m 1s");
     }
 
     #[test]

@@ -26,6 +26,11 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.idle_timeout = args.idle_timeout;
     config.stall_timeout = args.stall_timeout;
     config.partial_ttl = args.partial_ttl;
+    config.history_keep = args.history_keep;
+    config.cache_size = args.cache_size;
+    config.cache_max_file = args.cache_max_file;
+    config.read_only = args.read_only;
+    config.require_token = args.require_token;
     let hub = std::sync::Arc::new(
         troca_hub::Hub::open(config)
             .with_context(|| format!("cannot share {}", args.dir.display()))?,
@@ -35,6 +40,13 @@ async fn run(args: Serve) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     eprintln!("troca: sharing {}", hub.share.root().display());
+    // Where the admin token is, never the token itself.
+    let (token_path, created) = &hub.admin_token;
+    eprintln!(
+        "troca: {} admin token is in {} (readable by its owner only)",
+        if *created { "created an" } else { "the" },
+        token_path.display()
+    );
     println!("listening on {addr}");
     std::io::stdout().flush()?;
 

@@ -593,9 +593,9 @@ async fn receive_file(
                 )));
             }
             filled += n;
+            me.received(n as u64);
         }
         remaining -= filled as u64;
-        me.received(filled as u64);
         if store_err.is_none() {
             upload.hasher.update(&buf[..filled]);
             match upload.file.write_all(&buf[..filled]) {

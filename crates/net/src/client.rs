@@ -8,8 +8,9 @@ use crate::connection::Connection;
 use crate::error::ClientError;
 use tokio::net::TcpStream;
 use troca_proto::msg::{
-    Entries, Entry, FileEnd, FileHeader, Get, Hello, List, Put, PutDone, PutEnd, PutReady, Remove,
-    Welcome,
+    ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Get, Hello, History,
+    HistoryEntries, HistoryEntry, List, Put, PutDone, PutEnd, PutReady, Register, Remove, Status,
+    StatusInfo, Welcome, Who,
 };
 use troca_proto::{Hash, Message, MAGIC, PROTOCOL_VERSION};
 
@@ -98,6 +99,79 @@ impl HubClient {
                 }
                 other => return Err(unexpected(&other)),
             }
+        }
+    }
+
+    /// Changes the name this connection shows to others.
+    pub async fn register(&mut self, name: &str) -> Result<(), ClientError> {
+        self.conn
+            .send(
+                &Register {
+                    name: name.to_owned(),
+                }
+                .into(),
+            )
+            .await?;
+        match expect(&mut self.conn).await? {
+            Message::Registered(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The clients connected to the hub now.
+    pub async fn who(&mut self) -> Result<Vec<ClientEntry>, ClientError> {
+        self.conn.send(&Who.into()).await?;
+        let mut all = Vec::new();
+        loop {
+            match expect(&mut self.conn).await? {
+                Message::ClientList(ClientList { items, last }) => {
+                    all.extend(items);
+                    if last {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// The newest `limit` requests the hub recorded, optionally of one client or operation.
+    pub async fn history(
+        &mut self,
+        limit: u32,
+        client: Option<&str>,
+        op: Option<&str>,
+    ) -> Result<Vec<HistoryEntry>, ClientError> {
+        self.conn
+            .send(
+                &History {
+                    limit,
+                    client: client.map(str::to_owned),
+                    op: op.map(str::to_owned),
+                }
+                .into(),
+            )
+            .await?;
+        let mut all = Vec::new();
+        loop {
+            match expect(&mut self.conn).await? {
+                Message::HistoryEntries(HistoryEntries { items, last }) => {
+                    all.extend(items);
+                    if last {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// The hub's clock and figures.
+    pub async fn status(&mut self) -> Result<StatusInfo, ClientError> {
+        self.conn.send(&Status.into()).await?;
+        match expect(&mut self.conn).await? {
+            Message::StatusInfo(info) => Ok(info),
+            other => Err(unexpected(&other)),
         }
     }
 

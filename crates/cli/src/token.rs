@@ -1,0 +1,87 @@
+//! `troca token create|list|revoke`: manages a hub's tokens directly in its state folder, on the
+//! hub's machine. A running hub sees the changes at its next check.
+
+use crate::args::{Global, TokenCommand};
+use crate::output::{self, print_json};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use troca_hub::tokens::{Role, Tokens};
+
+/// The default share's state folder, as `troca serve` with no arguments uses.
+fn state_dir(state: Option<PathBuf>) -> PathBuf {
+    state.unwrap_or_else(|| PathBuf::from("./troca-files").join(troca_proto::name::STATE_DIR_NAME))
+}
+
+fn open(state: Option<PathBuf>) -> Result<Tokens> {
+    let dir = state_dir(state);
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a hub's state folder (run \"troca serve\" once, or pass --state PATH)",
+            dir.display()
+        );
+    }
+    let (tokens, _) =
+        Tokens::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    Ok(tokens)
+}
+
+pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create { role, label, state } => {
+            let role = Role::parse(&role).expect("clap checked the role");
+            let now = jiff::Timestamp::now().as_nanosecond() as i64;
+            let (id, secret) = open(state)?.create(role, &label, now)?;
+            // The secret, and only it, on stdout; everything else on stderr.
+            println!("{secret}");
+            if !global.quiet {
+                eprintln!(
+                    "troca: created {} token {id}; it is shown only now, so keep it safe",
+                    role.as_str()
+                );
+            }
+        }
+        TokenCommand::List { state } => {
+            let tokens = open(state)?.list()?;
+            if global.json {
+                let rows: Vec<_> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id,
+                            "role": t.role.as_str(),
+                            "label": t.label,
+                            "created": output::rfc3339(t.created_ns),
+                            "revoked": t.revoked,
+                        })
+                    })
+                    .collect();
+                print_json(&rows)?;
+            } else {
+                println!(
+                    "{:>4}  {:<6} {:<16} {:<8} LABEL",
+                    "ID", "ROLE", "CREATED", "STATE"
+                );
+                for t in tokens {
+                    println!(
+                        "{:>4}  {:<6} {:<16} {:<8} {}",
+                        t.id,
+                        t.role.as_str(),
+                        output::local_time(t.created_ns),
+                        if t.revoked { "revoked" } else { "active" },
+                        t.label
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { id, state } => {
+            if !open(state)?.revoke(id)? {
+                bail!("there is no token {id}");
+            }
+            if !global.quiet {
+                eprintln!("troca: revoked token {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

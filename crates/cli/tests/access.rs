@@ -1,0 +1,154 @@
+//! Tokens and roles: the seeds' policy (anyone may read and add; replacing and deleting need the
+//! admin token or the uploader's token), read/write/admin tokens, revocation without a restart,
+//! `--read-only`, `--require-token`, and secrets kept out of output.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn token(hub: &Hub, role: &str) -> String {
+    let out = Command::new(TROCA)
+        .args([
+            "token", "create", "--role", role, "--label", role, "--state",
+        ])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let stdout = ok(&out);
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the token on stdout: {stdout:?}");
+    assert!(lines[0].starts_with("troca_"));
+    lines[0].to_owned()
+}
+
+#[test]
+fn roles_decide_who_may_upload_replace_and_delete() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("theirs.txt"), "theirs").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let (read, w1, w2) = (
+        token(&hub, "read"),
+        token(&hub, "write"),
+        token(&hub, "write"),
+    );
+    std::fs::write(s.client.join("f.txt"), "f").unwrap();
+
+    // read: may read, may not upload.
+    ok(&hub.troca_with(&s.client, &read, &["ls"]));
+    let err = fails(&hub.troca_with(&s.client, &read, &["put", "f.txt"]), 1);
+    assert!(err.contains("read token cannot upload"), "{err}");
+
+    // write: uploads, and may delete what it uploaded, not another's file.
+    ok(&hub.troca_with(&s.client, &w1, &["put", "f.txt", "--as", "mine.txt"]));
+    let err = fails(&hub.troca_with(&s.client, &w2, &["rm", "mine.txt"]), 1);
+    assert!(
+        err.contains("needs the admin token or the token that uploaded it"),
+        "{err}"
+    );
+    fails(&hub.troca_with(&s.client, &w1, &["rm", "theirs.txt"]), 1);
+    fails(
+        &hub.troca_with(
+            &s.client,
+            &w2,
+            &["put", "--force", "f.txt", "--as", "mine.txt"],
+        ),
+        1,
+    );
+    ok(&hub.troca_with(
+        &s.client,
+        &w1,
+        &["put", "--force", "f.txt", "--as", "mine.txt"],
+    ));
+    ok(&hub.troca_with(&s.client, &w1, &["rm", "mine.txt"]));
+
+    // Anonymous: may add, may not delete.
+    ok(&hub.troca(&s.client, &["put", "f.txt", "--as", "anon.txt"]));
+    fails(&hub.troca(&s.client, &["rm", "anon.txt"]), 1);
+
+    // admin: anything.
+    let admin = hub.admin_token();
+    ok(&hub.troca_with(&s.client, &admin, &["rm", "theirs.txt", "anon.txt"]));
+    assert_eq!(files_under(&s.share), Vec::<String>::new());
+}
+
+#[test]
+fn a_revoked_token_is_refused_without_a_restart_and_wrong_tokens_are_recorded() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let w = token(&hub, "write");
+    ok(&hub.troca_with(&s.client, &w, &["ls"]));
+    let list = ok(&Command::new(TROCA)
+        .args(["--json", "token", "list", "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap());
+    assert!(!list.contains(&w), "secrets are never listed");
+    let id = serde_json::from_str::<serde_json::Value>(&list).unwrap()[0]["id"]
+        .as_i64()
+        .unwrap();
+    ok(&Command::new(TROCA)
+        .args(["token", "revoke", &id.to_string(), "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap());
+    let err = fails(&hub.troca_with(&s.client, &w, &["ls"]), 1);
+    assert!(err.contains("token is not valid"), "{err}");
+    let err = fails(&hub.troca_with(&s.client, "troca_made_up", &["ls"]), 1);
+    assert!(err.contains("token is not valid"), "{err}");
+
+    let hist = json(&hub.troca(&s.client, &["--json", "history", "--op", "hello"]));
+    assert_eq!(hist.as_array().unwrap().len(), 2, "{hist}");
+    assert!(hist.as_array().unwrap().iter().all(|h| h["ok"] == false));
+    let text = serde_json::to_string(&hist).unwrap();
+    assert!(
+        !text.contains(&w) && !text.contains("troca_made_up"),
+        "tokens never reach the history"
+    );
+}
+
+#[test]
+fn read_only_refuses_every_write_even_the_admins() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("a.txt"), "a").unwrap();
+    let hub = Hub::start(&s.share, &["--read-only"]);
+    let admin = hub.admin_token();
+    std::fs::write(s.client.join("b.txt"), "b").unwrap();
+    let err = fails(&hub.troca_with(&s.client, &admin, &["put", "b.txt"]), 1);
+    assert!(err.contains("read-only"), "{err}");
+    fails(&hub.troca_with(&s.client, &admin, &["rm", "a.txt"]), 1);
+    ok(&hub.troca(&s.client, &["get", "a.txt"]));
+    assert_eq!(files_under(&s.share), ["a.txt"]);
+}
+
+#[test]
+fn require_token_refuses_clients_without_one() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("a.txt"), "a").unwrap();
+    let hub = Hub::start(&s.share, &["--require-token"]);
+    let err = fails(&hub.troca(&s.client, &["ls"]), 1);
+    assert!(err.contains("requires a token"), "{err}");
+    let r = token(&hub, "read");
+    assert!(ok(&hub.troca_with(&s.client, &r, &["ls"])).contains("a.txt"));
+    // A token file works as well as the environment.
+    let file = s.tmp.path().join("tok");
+    std::fs::write(&file, format!("{r}\n")).unwrap();
+    ok(&hub.troca(
+        &s.client,
+        &["--token-file", file.to_str().unwrap(), "get", "a.txt"],
+    ));
+}
+
+#[test]
+fn the_admin_token_is_private_and_never_printed() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let path = hub.dir.join(".troca/admin.token");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let admin = hub.admin_token();
+    ok(&hub.troca_with(&s.client, &admin, &["ls"]));
+    let (_, stderr) = hub.terminate();
+    assert!(stderr.contains("admin.token"), "says where it is: {stderr}");
+    assert!(!stderr.contains(&admin), "never the token itself");
+}
