@@ -5,6 +5,7 @@ use crate::args::Serve;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use troca_hub::HubConfig;
 
@@ -31,7 +32,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.cache_max_file = args.cache_max_file;
     config.read_only = args.read_only;
     config.require_token = args.require_token;
-    let hub = std::sync::Arc::new(
+    let hub = Arc::new(
         troca_hub::Hub::open(config)
             .with_context(|| format!("cannot share {}", args.dir.display()))?,
     );
@@ -51,13 +52,22 @@ async fn run(args: Serve) -> Result<ExitCode> {
     std::io::stdout().flush()?;
 
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(troca_hub::serve(listener, hub, shutdown.clone()));
+    let server = tokio::spawn(troca_hub::serve(
+        listener,
+        Arc::clone(&hub),
+        shutdown.clone(),
+    ));
     wait_for_signal().await?;
     eprintln!("troca: shutting down; finishing transfers in progress");
     shutdown.cancel();
     match tokio::time::timeout(args.shutdown_grace, server).await {
         Ok(joined) => joined.context("the hub failed")??,
-        Err(_) => eprintln!("troca: transfers still running after the grace period; stopping"),
+        Err(_) => {
+            eprintln!("troca: transfers still running after the grace period; stopping");
+            // Keep what the history has so far, even when cutting transfers short.
+            let h = Arc::clone(&hub);
+            let _ = tokio::task::spawn_blocking(move || h.history.flush()).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

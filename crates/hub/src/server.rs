@@ -70,6 +70,9 @@ pub async fn serve(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+    // Every request answered is in the history before the hub is gone.
+    let h = Arc::clone(&hub);
+    let _ = tokio::task::spawn_blocking(move || h.history.flush()).await;
     Ok(())
 }
 
