@@ -19,8 +19,10 @@ pub struct Clients {
 #[derive(Debug)]
 pub struct Session {
     pub address: SocketAddr,
+    /// The address as text, made once for the history.
+    pub address_text: Arc<str>,
     pub connected_ns: i64,
-    name: Mutex<String>,
+    name: Mutex<Arc<str>>,
     /// What it is doing: the activity, the file, and the transfer's total size.
     doing: Mutex<(Activity, String, u64)>,
     done: AtomicU64,
@@ -52,8 +54,9 @@ impl Clients {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session {
             address,
+            address_text: address.to_string().into(),
             connected_ns: now_ns,
-            name: Mutex::new(name.to_owned()),
+            name: Mutex::new(name.into()),
             doing: Mutex::new((Activity::Idle, String::new(), 0)),
             done: AtomicU64::new(0),
             sent: AtomicU64::new(0),
@@ -89,12 +92,12 @@ impl Clients {
 }
 
 impl Session {
-    pub fn name(&self) -> String {
-        self.name.lock().expect("session poisoned").clone()
+    pub fn name(&self) -> Arc<str> {
+        Arc::clone(&self.name.lock().expect("session poisoned"))
     }
 
     pub fn rename(&self, name: &str) {
-        *self.name.lock().expect("session poisoned") = name.to_owned();
+        *self.name.lock().expect("session poisoned") = name.into();
     }
 
     /// A transfer of `total` bytes of `target` starts (`done` of them already in place).
@@ -124,7 +127,7 @@ impl Session {
     fn entry(&self) -> ClientEntry {
         let (activity, target, total) = self.doing.lock().expect("session poisoned").clone();
         ClientEntry {
-            name: self.name(),
+            name: self.name().to_string(),
             address: self.address.to_string(),
             connected_ns: self.connected_ns,
             activity,

@@ -9,6 +9,7 @@
 use crate::access::Caller;
 use crate::clients::Session;
 use crate::error::HubError;
+use crate::history::Record;
 use crate::sendfile;
 use crate::service::{now_ns, Hub, OpenFile};
 use std::io::{self, Write};
@@ -67,24 +68,27 @@ pub(crate) async fn serve_connection(
 #[allow(clippy::too_many_arguments)]
 fn record(
     hub: &Hub,
-    client: String,
-    peer: SocketAddr,
-    op: &str,
-    target: &str,
+    client: Arc<str>,
+    address: Arc<str>,
+    op: &'static str,
+    target: String,
     time_ns: i64,
     started: Instant,
     outcome: Result<u64, String>,
 ) {
+    if !hub.history.enabled() {
+        return;
+    }
     let (ok, error, bytes) = match outcome {
         Ok(bytes) => (true, String::new(), bytes),
         Err(e) => (false, e, 0),
     };
-    hub.history.record(HistoryEntry {
+    hub.history.record(Record {
         time_ns,
         client,
-        address: peer.to_string(),
-        op: op.to_owned(),
-        target: target.to_owned(),
+        address,
+        op,
+        target,
         ok,
         error,
         bytes,
@@ -137,10 +141,10 @@ async fn session(
         Err(e) => {
             record(
                 hub,
-                hello.client.clone(),
-                peer,
+                hello.client.as_str().into(),
+                peer.to_string().into(),
                 "hello",
-                "",
+                String::new(),
                 time_ns,
                 started,
                 Err(error_text(&e)),
@@ -231,9 +235,9 @@ async fn session(
                 record(
                     hub,
                     client,
-                    peer,
+                    Arc::clone(&me.address_text),
                     op,
-                    &target,
+                    target,
                     time_ns,
                     started,
                     Err(error_text(&err)),
@@ -242,14 +246,23 @@ async fn session(
             }
         };
         match result {
-            Ok(Ok(bytes)) => record(hub, client, peer, op, &target, time_ns, started, Ok(bytes)),
+            Ok(Ok(bytes)) => record(
+                hub,
+                client,
+                Arc::clone(&me.address_text),
+                op,
+                target,
+                time_ns,
+                started,
+                Ok(bytes),
+            ),
             Ok(Err(e)) => {
                 record(
                     hub,
                     client,
-                    peer,
+                    Arc::clone(&me.address_text),
                     op,
-                    &target,
+                    target,
                     time_ns,
                     started,
                     Err(error_text(&e)),
@@ -260,9 +273,9 @@ async fn session(
                 record(
                     hub,
                     client,
-                    peer,
+                    Arc::clone(&me.address_text),
                     op,
-                    &target,
+                    target,
                     time_ns,
                     started,
                     Err(end.to_string()),

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use troca_proto::msg::HistoryEntry;
 
 /// Entries waiting for the writer. Past this, entries are dropped (and counted) rather than
@@ -19,8 +19,23 @@ const QUEUE: usize = 65_536;
 /// How long the writer gathers entries before committing them.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// One request as the connections hand it over: shared strings and a static op name, so
+/// recording allocates as little as possible on the request path.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub time_ns: i64,
+    pub client: Arc<str>,
+    pub address: Arc<str>,
+    pub op: &'static str,
+    pub target: String,
+    pub ok: bool,
+    pub error: String,
+    pub bytes: u64,
+    pub duration_us: u64,
+}
+
 enum Cmd {
-    Record(HistoryEntry),
+    Record(Record),
     Flush(SyncSender<()>),
 }
 
@@ -117,7 +132,7 @@ impl HistoryLog {
     }
 
     /// Queues an entry; never blocks.
-    pub fn record(&self, entry: HistoryEntry) {
+    pub fn record(&self, entry: Record) {
         let Some(tx) = &self.tx else { return };
         let sent = tx.try_send(Cmd::Record(entry));
         if let Err(TrySendError::Full(_)) = sent {
@@ -213,8 +228,8 @@ fn commit(db: &mut Connection, batch: Vec<Cmd>, keep: u64, since_trim: &mut u64)
                     Cmd::Record(e) => {
                         insert.execute(params![
                             e.time_ns,
-                            e.client,
-                            e.address,
+                            &*e.client,
+                            &*e.address,
                             e.op,
                             e.target,
                             e.ok,
@@ -250,12 +265,12 @@ fn commit(db: &mut Connection, batch: Vec<Cmd>, keep: u64, since_trim: &mut u64)
 mod tests {
     use super::*;
 
-    fn entry(i: i64, op: &str) -> HistoryEntry {
-        HistoryEntry {
+    fn entry(i: i64, op: &'static str) -> Record {
+        Record {
             time_ns: i,
             client: if i % 2 == 0 { "even" } else { "odd" }.into(),
             address: "127.0.0.1:1".into(),
-            op: op.into(),
+            op,
             target: format!("f{i}"),
             ok: i % 3 != 0,
             error: String::new(),
