@@ -96,6 +96,10 @@ pub enum Command {
     Status,
     /// The hub's current time.
     Time,
+    /// An interactive shell: ls, put, get, rm, who, history, … (type help).
+    Shell,
+    /// Answer JSON requests, one per line on stdin, one JSON line each on stdout.
+    Json,
     /// Manage access tokens (on the hub's machine).
     #[command(subcommand)]
     Token(TokenCommand),

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use troca_net::durable::free_local_path;
 use troca_net::transfer::{download_to_path, download_to_writer, upload_path};
 use troca_net::{ClientError, ClientOptions, HubClient};
-use troca_proto::msg::Activity;
+use troca_proto::msg::{Activity, ClientEntry, Entry, HistoryEntry, StatusInfo};
 
 pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -68,7 +68,9 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         } => history(global, &mut client, limit, who.as_deref(), op.as_deref()).await,
         Command::Status => status(global, &mut client).await,
         Command::Time => time(global, &mut client).await,
-        Command::Serve(_) | Command::Token(_) => unreachable!("not a client command"),
+        Command::Serve(_) | Command::Token(_) | Command::Json | Command::Shell => {
+            unreachable!("not a one-shot client command")
+        }
     }
 }
 
@@ -77,7 +79,7 @@ fn usage(msg: &str) -> Result<ExitCode> {
     Ok(ExitCode::from(2))
 }
 
-async fn connect(global: &Global) -> Result<HubClient> {
+pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
     let token = match &global.token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -106,6 +108,60 @@ fn default_name() -> String {
         "localhost".into()
     };
     format!("{user}@{host}")
+}
+
+/// A connection made when first needed and made again after it was lost, for the long-running
+/// faces (shell, JSON mode): a failed command must not end the session.
+pub(crate) struct Link<'g> {
+    pub global: &'g Global,
+    client: Option<HubClient>,
+    /// A name chosen since starting, to take again after reconnecting.
+    renamed: Option<String>,
+}
+
+impl<'g> Link<'g> {
+    pub fn new(global: &'g Global) -> Self {
+        Self {
+            global,
+            client: None,
+            renamed: None,
+        }
+    }
+
+    /// Remembers a new name for later reconnections.
+    pub fn rename(&mut self, name: &str) {
+        self.renamed = Some(name.to_owned());
+    }
+
+    /// The connection, connecting first if there is none.
+    pub async fn client(&mut self) -> Result<&mut HubClient> {
+        if self.client.is_none() {
+            let mut c = connect(self.global).await?;
+            if let Some(name) = &self.renamed {
+                c.register(name).await?;
+            }
+            self.client = Some(c);
+        }
+        Ok(self.client.as_mut().expect("just connected"))
+    }
+
+    /// After an error: keep the connection if the hub merely refused, drop it otherwise so the
+    /// next command reconnects. Returns whether it was dropped.
+    pub fn after_error(&mut self, err: &anyhow::Error) -> bool {
+        let refused = matches!(
+            err.downcast_ref::<ClientError>(),
+            Some(ClientError::Hub { .. })
+        );
+        if !refused {
+            self.reset();
+        }
+        !refused
+    }
+
+    /// Forgets the connection; the next command connects again.
+    pub fn reset(&mut self) {
+        self.client = None;
+    }
 }
 
 /// What a command did to each of its arguments: rows for `--json`, and whether any failed.
@@ -150,26 +206,29 @@ async fn recover(global: &Global, client: &mut HubClient, err: &ClientError) -> 
 }
 
 #[derive(Serialize)]
-struct LsRow {
+pub(crate) struct LsRow {
     name: String,
     size: u64,
     modified: String,
     blake3: Option<String>,
 }
 
-async fn ls(global: &Global, client: &mut HubClient, prefix: &str) -> Result<ExitCode> {
+pub(crate) fn ls_rows(entries: &[Entry]) -> Vec<LsRow> {
+    entries
+        .iter()
+        .map(|e| LsRow {
+            name: e.name.clone(),
+            size: e.size,
+            modified: output::rfc3339(e.modified_ns),
+            blake3: e.blake3.as_ref().map(hex),
+        })
+        .collect()
+}
+
+pub(crate) async fn ls(global: &Global, client: &mut HubClient, prefix: &str) -> Result<ExitCode> {
     let entries = client.list(prefix).await?;
     if global.json {
-        let rows: Vec<LsRow> = entries
-            .iter()
-            .map(|e| LsRow {
-                name: e.name.clone(),
-                size: e.size,
-                modified: output::rfc3339(e.modified_ns),
-                blake3: e.blake3.as_ref().map(hex),
-            })
-            .collect();
-        print_json(&rows)?;
+        print_json(&ls_rows(&entries))?;
     } else {
         for e in &entries {
             println!(
@@ -184,13 +243,48 @@ async fn ls(global: &Global, client: &mut HubClient, prefix: &str) -> Result<Exi
 }
 
 #[derive(Serialize)]
-struct PutRow {
+pub(crate) struct PutRow {
     name: String,
     size: u64,
     blake3: String,
 }
 
-async fn put(
+/// Uploads one file as `as_name` (default: its file name); says so on stderr unless `quiet`.
+pub(crate) async fn put_one(
+    client: &mut HubClient,
+    file: &Path,
+    as_name: Option<&str>,
+    force: bool,
+    quiet: bool,
+) -> Result<PutRow, ClientError> {
+    let name = match as_name {
+        Some(n) => n.to_owned(),
+        None => match file.file_name().and_then(|n| n.to_str()) {
+            Some(n) => n.to_owned(),
+            None => {
+                return Err(ClientError::Local {
+                    path: file.display().to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "not a file name",
+                    ),
+                })
+            }
+        },
+    };
+    let bar = Bar::new(&name, quiet);
+    let sent = upload_path(client, file, &name, force, &bar).await?;
+    if !quiet {
+        eprintln!("uploaded {} ({})", sent.name, output::size(sent.size));
+    }
+    Ok(PutRow {
+        name: sent.name,
+        size: sent.size,
+        blake3: hex(&sent.blake3),
+    })
+}
+
+pub(crate) async fn put(
     global: &Global,
     client: &mut HubClient,
     files: &[PathBuf],
@@ -199,28 +293,9 @@ async fn put(
 ) -> Result<ExitCode> {
     let mut report = Report::new();
     for file in files {
-        let name = match &as_name {
-            Some(n) => n.clone(),
-            None => match file.file_name().and_then(|n| n.to_str()) {
-                Some(n) => n.to_owned(),
-                None => {
-                    report.fail(format_args!("{}: not a file name", file.display()));
-                    continue;
-                }
-            },
-        };
-        let bar = Bar::new(&name, global.quiet);
-        match upload_path(client, file, &name, force, &bar).await {
-            Ok(sent) => {
-                if !global.json && !global.quiet {
-                    eprintln!("uploaded {} ({})", sent.name, output::size(sent.size));
-                }
-                report.rows.push(PutRow {
-                    name: sent.name,
-                    size: sent.size,
-                    blake3: hex(&sent.blake3),
-                });
-            }
+        let quiet = global.json || global.quiet;
+        match put_one(client, file, as_name.as_deref(), force, quiet).await {
+            Ok(row) => report.rows.push(row),
             Err(e) => {
                 report.fail(format_args!("cannot upload {}: {e}", file.display()));
                 recover(global, client, &e).await?;
@@ -231,14 +306,58 @@ async fn put(
 }
 
 #[derive(Serialize)]
-struct GetRow {
+pub(crate) struct GetRow {
     name: String,
     path: String,
     size: u64,
     blake3: String,
 }
 
-async fn get(
+/// Downloads one file into `output` (a folder, or a file name) or the current folder, never
+/// overwriting unless `force` (the seed's `_downloaded` names); says what it did unless `quiet`.
+pub(crate) async fn get_one(
+    client: &mut HubClient,
+    name: &str,
+    output_path: Option<&Path>,
+    force: bool,
+    quiet: bool,
+) -> Result<GetRow, ClientError> {
+    let base = Path::new(name.rsplit('/').next().unwrap_or(name));
+    let wanted = match output_path {
+        Some(o) if o.is_dir() => o.join(base),
+        Some(o) => o.to_path_buf(),
+        None => base.to_path_buf(),
+    };
+    let target = if force {
+        wanted.clone()
+    } else {
+        free_local_path(&wanted)
+    };
+    if target != wanted && !quiet {
+        eprintln!(
+            "troca: {} exists; saving {name} as {}",
+            wanted.display(),
+            target.display()
+        );
+    }
+    let bar = Bar::new(name, quiet);
+    let f = download_to_path(client, name, &target, force, &bar).await?;
+    if !quiet {
+        eprintln!(
+            "downloaded {name} to {} ({})",
+            f.path.display(),
+            output::size(f.size)
+        );
+    }
+    Ok(GetRow {
+        name: name.to_owned(),
+        path: f.path.display().to_string(),
+        size: f.size,
+        blake3: hex(&f.blake3),
+    })
+}
+
+pub(crate) async fn get(
     global: &Global,
     client: &mut HubClient,
     names: &[String],
@@ -254,41 +373,9 @@ async fn get(
     }
     let mut report = Report::new();
     for name in names {
-        let base = Path::new(name.rsplit('/').next().unwrap_or(name));
-        let wanted = match &output_path {
-            Some(o) if o.is_dir() => o.join(base),
-            Some(o) => o.clone(),
-            None => base.to_path_buf(),
-        };
-        let target = if force {
-            wanted.clone()
-        } else {
-            free_local_path(&wanted)
-        };
-        if target != wanted && !global.quiet {
-            eprintln!(
-                "troca: {} exists; saving {name} as {}",
-                wanted.display(),
-                target.display()
-            );
-        }
-        let bar = Bar::new(name, global.quiet);
-        match download_to_path(client, name, &target, force, &bar).await {
-            Ok(f) => {
-                if !global.json && !global.quiet {
-                    eprintln!(
-                        "downloaded {name} to {} ({})",
-                        f.path.display(),
-                        output::size(f.size)
-                    );
-                }
-                report.rows.push(GetRow {
-                    name: name.clone(),
-                    path: f.path.display().to_string(),
-                    size: f.size,
-                    blake3: hex(&f.blake3),
-                });
-            }
+        let quiet = global.json || global.quiet;
+        match get_one(client, name, output_path.as_deref(), force, quiet).await {
+            Ok(row) => report.rows.push(row),
             Err(e) => {
                 report.fail(format_args!("cannot download {name}: {e}"));
                 recover(global, client, &e).await?;
@@ -303,7 +390,11 @@ struct RmRow {
     name: String,
 }
 
-async fn rm(global: &Global, client: &mut HubClient, names: &[String]) -> Result<ExitCode> {
+pub(crate) async fn rm(
+    global: &Global,
+    client: &mut HubClient,
+    names: &[String],
+) -> Result<ExitCode> {
     let mut report = Report::new();
     for name in names {
         match client.remove(name).await {
@@ -323,7 +414,7 @@ async fn rm(global: &Global, client: &mut HubClient, names: &[String]) -> Result
 }
 
 #[derive(Serialize)]
-struct WhoRow {
+pub(crate) struct WhoRow {
     name: String,
     address: String,
     connected_at: String,
@@ -335,24 +426,27 @@ struct WhoRow {
     bytes_received: u64,
 }
 
-async fn who(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
+pub(crate) fn who_rows(clients: Vec<ClientEntry>) -> Vec<WhoRow> {
+    clients
+        .into_iter()
+        .map(|c| WhoRow {
+            connected_at: output::rfc3339(c.connected_ns),
+            activity: c.activity.as_str(),
+            name: c.name,
+            address: c.address,
+            target: c.target,
+            done: c.done,
+            total: c.total,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+        })
+        .collect()
+}
+
+pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
     let clients = client.who().await?;
     if global.json {
-        let rows: Vec<WhoRow> = clients
-            .into_iter()
-            .map(|c| WhoRow {
-                connected_at: output::rfc3339(c.connected_ns),
-                activity: c.activity.as_str(),
-                name: c.name,
-                address: c.address,
-                target: c.target,
-                done: c.done,
-                total: c.total,
-                bytes_sent: c.bytes_sent,
-                bytes_received: c.bytes_received,
-            })
-            .collect();
-        print_json(&rows)?;
+        print_json(&who_rows(clients))?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -383,7 +477,7 @@ async fn who(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
 }
 
 #[derive(Serialize)]
-struct HistoryRow {
+pub(crate) struct HistoryRow {
     time: String,
     client: String,
     address: String,
@@ -395,7 +489,7 @@ struct HistoryRow {
     duration_ms: f64,
 }
 
-async fn history(
+pub(crate) async fn history(
     global: &Global,
     client: &mut HubClient,
     limit: u32,
@@ -404,23 +498,31 @@ async fn history(
 ) -> Result<ExitCode> {
     let entries = client.history(limit, who, op).await?;
     if global.json {
-        let rows: Vec<HistoryRow> = entries
-            .into_iter()
-            .map(|e| HistoryRow {
-                time: output::rfc3339(e.time_ns),
-                error: (!e.ok).then_some(e.error),
-                client: e.client,
-                address: e.address,
-                op: e.op,
-                target: e.target,
-                ok: e.ok,
-                bytes: e.bytes,
-                duration_ms: e.duration_us as f64 / 1000.0,
-            })
-            .collect();
-        print_json(&rows)?;
+        print_json(&history_rows(entries))?;
         return Ok(ExitCode::SUCCESS);
     }
+    print_history(entries);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn history_rows(entries: Vec<HistoryEntry>) -> Vec<HistoryRow> {
+    entries
+        .into_iter()
+        .map(|e| HistoryRow {
+            time: output::rfc3339(e.time_ns),
+            error: (!e.ok).then_some(e.error),
+            client: e.client,
+            address: e.address,
+            op: e.op,
+            target: e.target,
+            ok: e.ok,
+            bytes: e.bytes,
+            duration_ms: e.duration_us as f64 / 1000.0,
+        })
+        .collect()
+}
+
+fn print_history(entries: Vec<HistoryEntry>) {
     for e in entries {
         println!(
             "{}  {:<20} {:<22} {:<8} {:<30} {:<6} {:>10} {:>9.1} ms{}",
@@ -439,15 +541,11 @@ async fn history(
             }
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-async fn status(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
-    let s = client.status().await?;
-    let time = output::zoned_time(s.time_ns, s.utc_offset_s);
-    if global.json {
-        print_json(&serde_json::json!({
-            "time": time,
+pub(crate) fn status_value(s: &StatusInfo) -> serde_json::Value {
+    serde_json::json!({
+            "time": output::zoned_time(s.time_ns, s.utc_offset_s),
             "time_zone": s.time_zone,
             "utc_offset_s": s.utc_offset_s,
             "uptime_s": s.uptime_s,
@@ -463,7 +561,18 @@ async fn status(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
                 "misses": s.cache_misses,
                 "evictions": s.cache_evictions,
             },
-        }))?;
+    })
+}
+
+pub(crate) fn time_value(s: &StatusInfo) -> serde_json::Value {
+    serde_json::json!({ "time": output::zoned_time(s.time_ns, s.utc_offset_s), "time_zone": s.time_zone })
+}
+
+pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
+    let s = client.status().await?;
+    let time = output::zoned_time(s.time_ns, s.utc_offset_s);
+    if global.json {
+        print_json(&status_value(&s))?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("hub time     {time} ({})", s.time_zone);
@@ -485,13 +594,12 @@ async fn status(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn time(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
+pub(crate) async fn time(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
     let s = client.status().await?;
-    let time = output::zoned_time(s.time_ns, s.utc_offset_s);
     if global.json {
-        print_json(&serde_json::json!({ "time": time, "time_zone": s.time_zone }))?;
+        print_json(&time_value(&s))?;
     } else {
-        println!("{time}");
+        println!("{}", output::zoned_time(s.time_ns, s.utc_offset_s));
     }
     Ok(ExitCode::SUCCESS)
 }

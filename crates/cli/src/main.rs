@@ -3,9 +3,11 @@
 
 mod args;
 mod client;
+mod json;
 mod output;
 mod progress;
 mod serve;
+mod shell;
 mod token;
 
 use clap::Parser;
@@ -23,6 +25,8 @@ fn main() -> ExitCode {
     let result = match args.command {
         args::Command::Serve(serve) => serve::main(serve),
         args::Command::Token(cmd) => token::main(&args.global, cmd),
+        args::Command::Json => json::main(&args.global),
+        args::Command::Shell => shell::main(&args.global),
         command => client::main(&args.global, command),
     };
     match result {

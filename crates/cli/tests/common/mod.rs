@@ -19,10 +19,15 @@ pub struct Hub {
 impl Hub {
     /// Serves `dir` on a free port with extra `args`.
     pub fn start(dir: &Path, args: &[&str]) -> Hub {
+        Hub::start_on(dir, "127.0.0.1:0", args)
+    }
+
+    /// Serves `dir` on `addr` with extra `args`.
+    pub fn start_on(dir: &Path, addr: &str, args: &[&str]) -> Hub {
         let mut child = Command::new(TROCA)
             .arg("serve")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", addr])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

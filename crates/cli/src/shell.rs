@@ -1,0 +1,382 @@
+//! `troca shell`: the seeds' interactive client, done properly. One connection kept open (made
+//! again when lost), line editing, history across sessions, completion of commands, remote names
+//! and local paths, shell-style quoting, and the seeds' Portuguese command names. Each command
+//! runs through the same code as the one-shot command of the same name.
+
+use crate::args::Global;
+use crate::client::{self, Link};
+use crate::output::one_line;
+use anyhow::{Context, Result};
+use rustyline::completion::{Completer, FilenameCompleter, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Editor, Helper};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+/// A command, its names (English first, then the seeds' Portuguese), arguments and purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Ls,
+    Put,
+    Get,
+    Rm,
+    Who,
+    History,
+    Status,
+    Time,
+    Name,
+    Help,
+    Quit,
+}
+
+const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
+    (
+        Cmd::Ls,
+        &["ls", "listar"],
+        "[PREFIX]",
+        "list the hub's files",
+    ),
+    (
+        Cmd::Put,
+        &["put", "enviar"],
+        "FILE [NAME]",
+        "upload a file (as NAME)",
+    ),
+    (
+        Cmd::Get,
+        &["get", "baixar"],
+        "NAME [PATH]",
+        "download a file (into PATH)",
+    ),
+    (
+        Cmd::Rm,
+        &["rm", "deletar", "apagar"],
+        "NAME",
+        "delete a file on the hub",
+    ),
+    (Cmd::Who, &["who", "clientes"], "", "who is connected"),
+    (
+        Cmd::History,
+        &["history", "historico", "histórico"],
+        "[N]",
+        "the last N requests",
+    ),
+    (Cmd::Status, &["status", "estado"], "", "the hub's status"),
+    (Cmd::Time, &["time", "hora"], "", "the hub's time"),
+    (
+        Cmd::Name,
+        &["name", "nome", "register"],
+        "NEW",
+        "show yourself as NEW",
+    ),
+    (Cmd::Help, &["help", "ajuda"], "[COMMAND]", "this help"),
+    (
+        Cmd::Quit,
+        &["quit", "exit", "sair"],
+        "",
+        "leave (or Ctrl-D)",
+    ),
+];
+
+fn lookup(word: &str) -> Option<Cmd> {
+    let word = word.to_lowercase();
+    COMMANDS
+        .iter()
+        .find(|(_, names, _, _)| names.contains(&word.as_str()))
+        .map(|(cmd, ..)| *cmd)
+}
+
+fn help(topic: Option<&str>) -> String {
+    let rows: Vec<_> = match topic.map(|t| (t, lookup(t))) {
+        Some((_, Some(cmd))) => COMMANDS.iter().filter(|c| c.0 == cmd).collect(),
+        Some((t, None)) => return format!("no command \"{t}\"; type help for the list"),
+        None => COMMANDS.iter().collect(),
+    };
+    let mut out = String::new();
+    for (_, names, args, what) in rows {
+        let usage = format!("{} {args}", names[0]);
+        out.push_str(&format!(
+            "  {usage:<22} {what:<28} ({})\n",
+            names[1..].join(", ")
+        ));
+    }
+    out.push_str("  Names with spaces go in quotes: get \"my file.txt\"");
+    out
+}
+
+/// Completes command names, remote names (from the hub's last listing) and local paths.
+struct ShellHelper {
+    remote: Rc<RefCell<Vec<String>>>,
+    files: FilenameCompleter,
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let word = before[start..].trim_start_matches(['"', '\'']);
+        let earlier: Vec<&str> = before[..start].split_whitespace().collect();
+        let pairs = |names: Vec<String>| {
+            names
+                .into_iter()
+                .map(|n| Pair {
+                    replacement: if n.contains(' ') {
+                        shell_words::quote(&n).into_owned()
+                    } else {
+                        n.clone()
+                    },
+                    display: n,
+                })
+                .collect::<Vec<_>>()
+        };
+        let commands = || {
+            pairs(
+                COMMANDS
+                    .iter()
+                    .flat_map(|c| c.1.iter())
+                    .filter(|n| n.starts_with(word))
+                    .map(|n| (*n).to_owned())
+                    .collect(),
+            )
+        };
+        match (earlier.first().map(|w| lookup(w)), earlier.len()) {
+            (None, 0) => Ok((start, commands())),
+            (Some(Some(Cmd::Help)), 1) => Ok((start, commands())),
+            (Some(Some(Cmd::Put)), 1) => self.files.complete_path(line, pos),
+            (Some(Some(Cmd::Get | Cmd::Rm | Cmd::Ls)), 1) => {
+                let remote = self.remote.borrow();
+                let names = remote
+                    .iter()
+                    .filter(|n| n.starts_with(word))
+                    .cloned()
+                    .collect();
+                Ok((start, pairs(names)))
+            }
+            (Some(Some(Cmd::Get)), 2) => self.files.complete_path(line, pos),
+            _ => Ok((pos, Vec::new())),
+        }
+    }
+}
+
+impl Hinter for ShellHelper {
+    type Hint = String;
+}
+impl Highlighter for ShellHelper {}
+impl Validator for ShellHelper {}
+impl Helper for ShellHelper {}
+
+/// Where the shell keeps its history across sessions.
+fn history_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("troca").join("shell_history"))
+}
+
+pub fn main(global: &Global) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let remote = Rc::new(RefCell::new(Vec::new()));
+    let mut editor: Editor<ShellHelper, DefaultHistory> =
+        Editor::new().context("cannot start the line editor")?;
+    editor.set_helper(Some(ShellHelper {
+        remote: Rc::clone(&remote),
+        files: FilenameCompleter::new(),
+    }));
+    let history = history_path();
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+
+    let mut link = Link::new(global);
+    match runtime.block_on(link.client()) {
+        Ok(c) => {
+            let server = c.welcome().server.clone();
+            println!(
+                "connected to {} ({server}); type help, or quit to leave",
+                global.hub
+            );
+        }
+        Err(e) => eprintln!(
+            "troca: {}; will try again at the next command",
+            one_line(&e)
+        ),
+    }
+    refresh(&runtime, &mut link, &remote);
+
+    loop {
+        let line = match editor.readline("troca> ") {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("cannot read a command"),
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(line.as_str());
+        let words = match shell_words::split(&line) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("troca: {e} (close the quote)");
+                continue;
+            }
+        };
+        let Some(cmd) = lookup(&words[0]) else {
+            eprintln!("troca: no command \"{}\"; type help for the list", words[0]);
+            continue;
+        };
+        match cmd {
+            Cmd::Quit => break,
+            Cmd::Help => {
+                println!("{}", help(words.get(1).map(String::as_str)));
+                continue;
+            }
+            _ => {}
+        }
+        if let Err(e) = runtime.block_on(run(&mut link, cmd, &words[1..])) {
+            eprintln!("troca: {}", one_line(&e));
+            if link.after_error(&e) {
+                eprintln!("troca: the connection is gone; the next command connects again");
+            }
+        }
+        if matches!(cmd, Cmd::Ls | Cmd::Put | Cmd::Get | Cmd::Rm) {
+            refresh(&runtime, &mut link, &remote);
+        }
+    }
+    if let Some(h) = &history {
+        if let Some(dir) = h.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = editor.save_history(h);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the remote names that completion offers.
+fn refresh(
+    runtime: &tokio::runtime::Runtime,
+    link: &mut Link<'_>,
+    remote: &Rc<RefCell<Vec<String>>>,
+) {
+    let names = runtime.block_on(async {
+        let c = link.client().await.ok()?;
+        c.list("").await.ok()
+    });
+    if let Some(entries) = names {
+        *remote.borrow_mut() = entries.into_iter().map(|e| e.name).collect();
+    }
+}
+
+/// Checks the number of arguments, so a slip gets the command's usage.
+fn args(cmd: Cmd, words: &[String], min: usize, max: usize) -> Result<&[String]> {
+    if words.len() < min || words.len() > max {
+        let (_, names, usage, _) = COMMANDS
+            .iter()
+            .find(|c| c.0 == cmd)
+            .expect("every command is listed");
+        anyhow::bail!("usage: {} {usage}", names[0]);
+    }
+    Ok(words)
+}
+
+async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
+    let global = link.global;
+    match cmd {
+        Cmd::Ls => {
+            let w = args(cmd, words, 0, 1)?;
+            let prefix = w.first().map_or("", String::as_str);
+            client::ls(global, link.client().await?, prefix).await?;
+        }
+        Cmd::Put => {
+            let w = args(cmd, words, 1, 2)?;
+            let file = [PathBuf::from(&w[0])];
+            client::put(
+                global,
+                link.client().await?,
+                &file,
+                w.get(1).cloned(),
+                false,
+            )
+            .await?;
+        }
+        Cmd::Get => {
+            let w = args(cmd, words, 1, 2)?;
+            let out = w.get(1).map(PathBuf::from);
+            client::get(global, link.client().await?, &w[..1], out, false).await?;
+        }
+        Cmd::Rm => {
+            let w = args(cmd, words, 1, 1)?;
+            client::rm(global, link.client().await?, w).await?;
+        }
+        Cmd::Who => {
+            args(cmd, words, 0, 0)?;
+            client::who(global, link.client().await?).await?;
+        }
+        Cmd::History => {
+            let w = args(cmd, words, 0, 1)?;
+            let n = match w.first() {
+                Some(n) => n.parse().context("history takes a number of entries")?,
+                None => 20,
+            };
+            client::history(global, link.client().await?, n, None, None).await?;
+        }
+        Cmd::Status => {
+            args(cmd, words, 0, 0)?;
+            client::status(global, link.client().await?).await?;
+        }
+        Cmd::Time => {
+            args(cmd, words, 0, 0)?;
+            client::time(global, link.client().await?).await?;
+        }
+        Cmd::Name => {
+            let w = args(cmd, words, 1, 1)?;
+            link.client().await?.register(&w[0]).await?;
+            link.rename(&w[0]);
+            println!("you are now {}", w[0]);
+        }
+        Cmd::Help | Cmd::Quit => unreachable!("handled by the loop"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_name_finds_its_command() {
+        for (word, cmd) in [
+            ("listar", Cmd::Ls),
+            ("enviar", Cmd::Put),
+            ("baixar", Cmd::Get),
+            ("deletar", Cmd::Rm),
+            ("apagar", Cmd::Rm),
+            ("clientes", Cmd::Who),
+            ("historico", Cmd::History),
+            ("hora", Cmd::Time),
+            ("ajuda", Cmd::Help),
+            ("sair", Cmd::Quit),
+            ("LS", Cmd::Ls),
+        ] {
+            assert_eq!(lookup(word), Some(cmd), "{word}");
+        }
+        assert_eq!(lookup("frobnicate"), None);
+        assert!(help(None).contains("baixar"));
+        assert!(help(Some("get")).contains("NAME [PATH]"));
+    }
+}

@@ -1,0 +1,146 @@
+//! The JSON line mode: seed 000's requests, malformed lines and unknown operations, answered one
+//! line each, in order, with the request's id echoed.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn run_script(hub: &Hub, cwd: &std::path::Path, lines: &[&str]) -> Vec<Value> {
+    let mut child = Command::new(TROCA)
+        .arg("json")
+        .current_dir(cwd)
+        .env("TROCA_HUB", &hub.addr)
+        .env("TROCA_NAME", "scripted")
+        .env_remove("TROCA_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_seeds_requests_are_answered_line_by_line() {
+    let s = Scratch::new();
+    std::fs::write(s.client.join("test.txt"), "seed test").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let out = run_script(
+        &hub,
+        &s.client,
+        &[
+            r#"{"operation": "register", "name": "name"}"#,
+            r#"{"operation": "list"}"#,
+            r#"{"operation": "upload", "file_path": "test.txt", "id": 1}"#,
+            r#"{"operation": "upload", "file_path": "test.txt"}"#,
+            r#"{"operation": "list"}"#,
+            r#"{"operation": "download", "file_name": "test.txt", "save_to": "copy.txt"}"#,
+            r#"{"operation": "download", "file_name": "test.txt"}"#,
+            r#"not json at all"#,
+            r#"["operation", "list"]"#,
+            r#"{"operation": "fly", "id": "x"}"#,
+            r#"{"operation": "download"}"#,
+            r#"{"operation": "remove", "file_name": "test.txt"}"#,
+            r#"{"operation": "list_clients"}"#,
+            r#"{"operation": "history"}"#,
+            r#"{"operation": "status"}"#,
+            r#"{"operation": "time"}"#,
+            r#"{"operation": "q"}"#,
+            r#"{"operation": "list"}"#,
+        ],
+    );
+    assert_eq!(out.len(), 17, "one answer per line up to q: {out:#?}");
+    assert_eq!(out[0]["ok"], true);
+    assert_eq!(out[1]["files"].as_array().unwrap().len(), 0);
+    assert_eq!(out[2]["ok"], true);
+    assert_eq!(out[2]["id"], 1);
+    assert_eq!(out[2]["file"]["name"], "test.txt");
+    assert_eq!(out[2]["file"]["size"], 9);
+    assert_eq!(out[3]["ok"], false);
+    assert_eq!(out[3]["error"]["code"], "already_exists");
+    assert!(out[3]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("\"force\": true"));
+    assert_eq!(out[4]["files"][0]["name"], "test.txt");
+    assert_eq!(out[5]["file"]["path"], "copy.txt");
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("copy.txt")).unwrap(),
+        "seed test"
+    );
+    assert_eq!(out[6]["file"]["path"], "test_downloaded.txt");
+    assert_eq!(out[7]["error"]["code"], "bad_json");
+    assert_eq!(out[8]["error"]["code"], "bad_request");
+    assert_eq!(out[9]["error"]["code"], "unknown_operation");
+    assert_eq!(out[9]["id"], "x");
+    assert_eq!(out[10]["error"]["code"], "missing_field");
+    assert_eq!(out[11]["error"]["code"], "forbidden");
+    let clients = out[12]["clients"].as_array().unwrap();
+    assert!(
+        clients.iter().any(|c| c["name"] == "name"),
+        "registered name shows: {clients:?}"
+    );
+    let history = out[13]["history"].as_array().unwrap();
+    assert!(history.iter().any(|h| h["op"] == "rm" && h["ok"] == false));
+    // The register request is recorded under the name it was made with; everything after under the new one.
+    for h in history {
+        let want = if h["op"] == "register" {
+            "scripted"
+        } else {
+            "name"
+        };
+        assert_eq!(h["client"], want, "{h}");
+    }
+    assert_eq!(out[14]["status"]["files"], 1);
+    assert!(out[15]["time"].as_str().unwrap().contains('T'));
+    assert_eq!(out[16]["bye"], true);
+}
+
+#[test]
+fn an_unreachable_hub_is_an_answer_not_a_crash() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let addr = hub.addr.clone();
+    drop(hub);
+    let mut child = Command::new(TROCA)
+        .arg("json")
+        .env("TROCA_HUB", &addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(
+        child.stdin.as_mut().unwrap(),
+        r#"{{"operation": "list", "id": 5}}"#
+    )
+    .unwrap();
+    writeln!(child.stdin.as_mut().unwrap(), r#"{{"operation": "time"}}"#).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert_eq!(l["ok"], false);
+        assert_eq!(l["error"]["code"], "connection");
+    }
+    assert_eq!(lines[0]["id"], 5);
+}
