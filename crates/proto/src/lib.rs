@@ -13,6 +13,7 @@ pub mod error_code;
 pub mod frame;
 pub mod msg;
 pub mod name;
+pub mod pieces;
 
 pub use codec::DecodeError;
 pub use error_code::ErrorCode;
