@@ -173,6 +173,9 @@ impl<'a> Reader<'a> {
             .map(str::to_owned)
             .map_err(|_| DecodeError::BadUtf8)
     }
+    pub(crate) fn hash_prefix16(&mut self) -> Result<[u8; 16], DecodeError> {
+        self.array::<16>()
+    }
     pub(crate) fn hash(&mut self) -> Result<Hash, DecodeError> {
         self.array::<HASH_LEN>()
     }

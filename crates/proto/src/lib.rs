@@ -14,6 +14,7 @@ pub mod frame;
 pub mod msg;
 pub mod name;
 pub mod pieces;
+pub mod tracker;
 
 pub use codec::DecodeError;
 pub use error_code::ErrorCode;
