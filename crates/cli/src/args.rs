@@ -96,6 +96,21 @@ pub enum Command {
     Status,
     /// The hub's current time.
     Time,
+    /// Run a swarm tracker (UDP): which peers share which files.
+    Tracker {
+        /// Address to listen on; 0.0.0.0:13377 exposes it.
+        #[arg(long, default_value = "127.0.0.1:13377", value_name = "ADDR")]
+        listen: String,
+        /// How long a registration lasts unless refreshed.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        lifetime: std::time::Duration,
+        /// How often to print statistics on stderr (0 never).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        stats_every: std::time::Duration,
+    },
+    /// The swarm: files shared by peers, as a tracker knows them.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
     /// An interactive shell: ls, put, get, rm, who, history, … (type help).
     Shell,
     /// Answer JSON requests, one per line on stdin, one JSON line each on stdout.
@@ -103,6 +118,22 @@ pub enum Command {
     /// Manage access tokens (on the hub's machine).
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// List the files on the swarm (id, name, size, peers).
+    Ls {
+        #[arg(
+            long,
+            value_name = "HOST:PORT",
+            default_value = "127.0.0.1:13377",
+            env = "TROCA_TRACKER"
+        )]
+        tracker: String,
+        /// Only names containing this.
+        filter: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

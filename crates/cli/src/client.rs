@@ -68,7 +68,12 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         } => history(global, &mut client, limit, who.as_deref(), op.as_deref()).await,
         Command::Status => status(global, &mut client).await,
         Command::Time => time(global, &mut client).await,
-        Command::Serve(_) | Command::Token(_) | Command::Json | Command::Shell => {
+        Command::Serve(_)
+        | Command::Token(_)
+        | Command::Json
+        | Command::Shell
+        | Command::Tracker { .. }
+        | Command::Swarm(_) => {
             unreachable!("not a one-shot client command")
         }
     }

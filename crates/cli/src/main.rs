@@ -8,6 +8,7 @@ mod output;
 mod progress;
 mod serve;
 mod shell;
+mod swarm;
 mod token;
 
 use clap::Parser;
@@ -27,6 +28,12 @@ fn main() -> ExitCode {
         args::Command::Token(cmd) => token::main(&args.global, cmd),
         args::Command::Json => json::main(&args.global),
         args::Command::Shell => shell::main(&args.global),
+        args::Command::Tracker {
+            listen,
+            lifetime,
+            stats_every,
+        } => swarm::tracker(&listen, lifetime, stats_every),
+        args::Command::Swarm(cmd) => swarm::main(&args.global, cmd),
         command => client::main(&args.global, command),
     };
     match result {
