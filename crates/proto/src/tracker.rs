@@ -206,7 +206,7 @@ impl Datagram<Request> {
         let start = out.len();
         match &self.body {
             Request::Connect => {
-                header(out, 0x01, self.txn, 0);
+                header(out, 0x01, self.txn, self.cookie);
                 out.resize(start + CONNECT_LEN, 0);
             }
             Request::Register {
@@ -303,12 +303,12 @@ impl Datagram<Answer> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match &self.body {
             Answer::Cookie(c) => {
-                header(out, 0x81, self.txn, 0);
+                header(out, 0x81, self.txn, self.cookie);
                 out.put_u64(*c);
             }
-            Answer::Ok => header(out, 0x82, self.txn, 0),
+            Answer::Ok => header(out, 0x82, self.txn, self.cookie),
             Answer::Page { files, next } => {
-                header(out, 0x83, self.txn, 0);
+                header(out, 0x83, self.txn, self.cookie);
                 out.put_u16(files.len() as u16);
                 for l in files {
                     l.file.encode(out);
@@ -326,7 +326,7 @@ impl Datagram<Answer> {
                 }
             }
             Answer::Error { code, message } => {
-                header(out, 0xff, self.txn, 0);
+                header(out, 0xff, self.txn, self.cookie);
                 out.put_u16(*code);
                 out.put_str(crate::codec::truncate_utf8(message, 200));
             }
@@ -456,7 +456,6 @@ mod tests {
     proptest! {
         #[test]
         fn requests_round_trip(body in request(), txn in any::<u32>(), cookie in any::<u64>()) {
-            let cookie = if body == Request::Connect { 0 } else { cookie };
             let d = Datagram { txn, cookie, body };
             let mut buf = Vec::new();
             d.encode(&mut buf);
@@ -464,8 +463,8 @@ mod tests {
         }
 
         #[test]
-        fn answers_round_trip(body in answer(), txn in any::<u32>()) {
-            let d = Datagram { txn, cookie: 0, body };
+        fn answers_round_trip(body in answer(), txn in any::<u32>(), cookie in any::<u64>()) {
+            let d = Datagram { txn, cookie, body };
             let mut buf = Vec::new();
             d.encode(&mut buf);
             prop_assert_eq!(Datagram::<Answer>::decode(&buf).unwrap(), d);
@@ -476,6 +475,19 @@ mod tests {
             let _ = Datagram::<Request>::decode(&bytes);
             let _ = Datagram::<Answer>::decode(&bytes);
         }
+    }
+
+    /// Found by the fuzzer: an answer carrying a non-zero cookie field did not re-encode to itself.
+    #[test]
+    fn regression_answer_with_a_cookie_field_round_trips() {
+        let bytes = [
+            0x54, 0x52, 0x4b, 0x31, 0x82, 0xab, 0xec, 0xec, 0xec, 0xec, 0xec, 0xec, 0x13, 0x13,
+            0x00, 0x00, 0x0a,
+        ];
+        let d = Datagram::<Answer>::decode(&bytes).unwrap();
+        let mut again = Vec::new();
+        d.encode(&mut again);
+        assert_eq!(Datagram::<Answer>::decode(&again).unwrap(), d);
     }
 
     #[test]
