@@ -64,36 +64,50 @@ pub(crate) async fn serve_connection(
     }
 }
 
-/// Records a request in the history.
-#[allow(clippy::too_many_arguments)]
-fn record(
-    hub: &Hub,
+/// A request on its way into the history: who asked what, and when. Finished once, with the
+/// outcome, whichever way the request ends.
+struct Pending {
     client: Arc<str>,
     address: Arc<str>,
     op: &'static str,
     target: String,
     time_ns: i64,
     started: Instant,
-    outcome: Result<u64, String>,
-) {
-    if !hub.history.enabled() {
-        return;
+}
+
+impl Pending {
+    fn new(client: Arc<str>, address: Arc<str>, op: &'static str, target: String) -> Self {
+        Self {
+            client,
+            address,
+            op,
+            target,
+            time_ns: now_ns(),
+            started: Instant::now(),
+        }
     }
-    let (ok, error, bytes) = match outcome {
-        Ok(bytes) => (true, String::new(), bytes),
-        Err(e) => (false, e, 0),
-    };
-    hub.history.record(Record {
-        time_ns,
-        client,
-        address,
-        op,
-        target,
-        ok,
-        error,
-        bytes,
-        duration_us: started.elapsed().as_micros() as u64,
-    });
+
+    /// Records the request: the bytes it moved, or why it failed.
+    fn finish(self, hub: &Hub, outcome: Result<u64, String>) {
+        if !hub.history.enabled() {
+            return;
+        }
+        let (ok, error, bytes) = match outcome {
+            Ok(bytes) => (true, String::new(), bytes),
+            Err(e) => (false, e, 0),
+        };
+        hub.history.record(Record {
+            time_ns: self.time_ns,
+            client: self.client,
+            address: self.address,
+            op: self.op,
+            target: self.target,
+            ok,
+            error,
+            bytes,
+            duration_us: self.started.elapsed().as_micros() as u64,
+        });
+    }
 }
 
 fn error_text(e: &HubError) -> String {
@@ -139,16 +153,17 @@ async fn session(
     let caller = match authenticate(hub, &hello, peer).await {
         Ok(c) => c,
         Err(e) => {
-            record(
-                hub,
-                hello.client.as_str().into(),
-                peer.to_string().into(),
-                "hello",
-                String::new(),
+            let pending = Pending {
                 time_ns,
                 started,
-                Err(error_text(&e)),
-            );
+                ..Pending::new(
+                    hello.client.as_str().into(),
+                    peer.to_string().into(),
+                    "hello",
+                    String::new(),
+                )
+            };
+            pending.finish(hub, Err(error_text(&e)));
             return Err(refuse(conn, e).await);
         }
     };
@@ -177,9 +192,8 @@ async fn session(
             Ok(Err(FrameError::Io(e))) => return Err(e.into()),
             Ok(Err(e)) => return Err(refuse(conn, HubError::BadRequest(e.to_string())).await),
         };
-        let (time_ns, started) = (now_ns(), Instant::now());
         let (op, target) = describe(&msg);
-        let client = me.name();
+        let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);
         let result: Result<Outcome, ConnEnd> = match msg {
             Message::List(l) => match hub.list(&l.prefix).await {
                 Ok(entries) => send_entries(conn, entries)
@@ -232,54 +246,18 @@ async fn session(
             },
             other => {
                 let err = HubError::BadRequest(format!("unexpected {} message", other.name()));
-                record(
-                    hub,
-                    client,
-                    Arc::clone(&me.address_text),
-                    op,
-                    target,
-                    time_ns,
-                    started,
-                    Err(error_text(&err)),
-                );
+                pending.finish(hub, Err(error_text(&err)));
                 return Err(refuse(conn, err).await);
             }
         };
         match result {
-            Ok(Ok(bytes)) => record(
-                hub,
-                client,
-                Arc::clone(&me.address_text),
-                op,
-                target,
-                time_ns,
-                started,
-                Ok(bytes),
-            ),
+            Ok(Ok(bytes)) => pending.finish(hub, Ok(bytes)),
             Ok(Err(e)) => {
-                record(
-                    hub,
-                    client,
-                    Arc::clone(&me.address_text),
-                    op,
-                    target,
-                    time_ns,
-                    started,
-                    Err(error_text(&e)),
-                );
+                pending.finish(hub, Err(error_text(&e)));
                 conn.send(&e.to_message()).await?;
             }
             Err(end) => {
-                record(
-                    hub,
-                    client,
-                    Arc::clone(&me.address_text),
-                    op,
-                    target,
-                    time_ns,
-                    started,
-                    Err(end.to_string()),
-                );
+                pending.finish(hub, Err(end.to_string()));
                 return Err(end);
             }
         }
