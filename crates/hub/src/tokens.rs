@@ -104,7 +104,11 @@ impl Tokens {
             }
         };
         let db_path = db_path(state);
-        let db = Mutex::new(open_db(&db_path)?);
+        let db = open_db(&db_path)?;
+        // Token changes (a revocation above all) must survive a power loss.
+        db.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(|e| db_err(&db_path, e))?;
+        let db = Mutex::new(db);
         Ok((
             Self {
                 db_path,
