@@ -131,6 +131,19 @@ impl Hub {
         }
     }
 
+    /// May `caller` replace or delete `name` (`what` says which, for the refusal)? Blocking: reads
+    /// the file's owner from the database.
+    fn check_change(&self, caller: &Caller, name: &RemoteName, what: &str) -> Result<(), HubError> {
+        let owner = self.tokens.owner(name.as_str())?;
+        caller.may_change(
+            &self.tokens,
+            self.config.read_only,
+            name.as_str(),
+            owner,
+            what,
+        )
+    }
+
     /// Starts (or resumes) an upload: checks the name and the policy, claims the name, and opens
     /// the partial file.
     pub async fn begin_upload(
@@ -149,14 +162,7 @@ impl Hub {
                 if !force {
                     return Err(HubError::AlreadyExists(remote.to_string()));
                 }
-                let owner = hub.tokens.owner(remote.as_str())?;
-                caller.may_change(
-                    &hub.tokens,
-                    hub.config.read_only,
-                    remote.as_str(),
-                    owner,
-                    "replacing",
-                )?;
+                hub.check_change(&caller, &remote, "replacing")?;
             }
             hub.partials.begin(remote, size, mtime)
         })
@@ -260,14 +266,7 @@ impl Hub {
         let caller = caller.clone();
         blocking(move || {
             let real = hub.share.resolve_existing(&remote)?;
-            let owner = hub.tokens.owner(remote.as_str())?;
-            caller.may_change(
-                &hub.tokens,
-                hub.config.read_only,
-                remote.as_str(),
-                owner,
-                "deleting",
-            )?;
+            hub.check_change(&caller, &remote, "deleting")?;
             // Remove the entry the client named (a link, if it is one), not what it points to.
             let parent = hub.share.root().join(remote.as_str());
             let parent = parent
