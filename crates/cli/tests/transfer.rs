@@ -139,3 +139,20 @@ fn several_files_in_one_command() {
     assert_eq!(rm.as_array().unwrap().len(), 2);
     assert_eq!(files_under(&s.share), ["c"]);
 }
+
+#[test]
+fn a_restarted_hub_still_knows_the_hashes_it_computed() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("known.txt"), "hash me once").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    ok(&hub.troca(&s.client, &["get", "known.txt"]));
+    let (status, _) = hub.terminate();
+    assert!(status.success());
+    let hub = Hub::start(&s.share, &[]);
+    let listed = json(&hub.troca(&s.client, &["--json", "ls"]));
+    assert_eq!(
+        listed[0]["blake3"],
+        blake3::hash(b"hash me once").to_hex().as_str(),
+        "known without hashing again"
+    );
+}

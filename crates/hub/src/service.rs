@@ -77,6 +77,10 @@ impl Hub {
         let partials = Partials::open(share.state_dir())?;
         let (tokens, created) = Tokens::open(share.state_dir())?;
         let history = HistoryLog::open(&db_path(share.state_dir()), config.history_keep)?;
+        share
+            .hashes
+            .attach(&db_path(share.state_dir()))
+            .map_err(|e| crate::history::db_err(&db_path(share.state_dir()), e))?;
         Ok(Self {
             admin_token: (admin_token_path(share.state_dir()), created),
             cache: HotCache::new(config.cache_size, config.cache_max_file),
