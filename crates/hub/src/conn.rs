@@ -196,7 +196,7 @@ async fn session(
         let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);
         let result: Result<Outcome, ConnEnd> = match msg {
             Message::List(l) => match hub.list(&l.prefix).await {
-                Ok(entries) => send_entries(conn, entries)
+                Ok(entries) => send_chunks(conn, entries, Entries::default())
                     .await
                     .map(|()| Ok(0))
                     .map_err(Into::into),
@@ -339,19 +339,6 @@ async fn refuse(conn: &mut Conn, err: HubError) -> ConnEnd {
     err.into()
 }
 
-async fn send_entries(conn: &mut Conn, entries: Vec<troca_proto::msg::Entry>) -> io::Result<()> {
-    let mut chunk = Entries::default();
-    for e in entries {
-        if !chunk.has_room_for(&e) {
-            conn.queue(&std::mem::take(&mut chunk).into());
-        }
-        chunk.entries.push(e);
-    }
-    chunk.last = true;
-    conn.queue(&chunk.into());
-    conn.flush().await
-}
-
 /// A list answer split over frames; the last chunk has `last` set.
 trait Chunk<T>: Default + Into<Message> {
     fn has_room(&self, item: &T) -> bool;
@@ -375,6 +362,19 @@ macro_rules! chunk_impl {
     };
 }
 chunk_impl!(ClientList, troca_proto::msg::ClientEntry);
+
+// `Entries` predates the generic chunks and names its items `entries`.
+impl Chunk<troca_proto::msg::Entry> for Entries {
+    fn has_room(&self, item: &troca_proto::msg::Entry) -> bool {
+        self.has_room_for(item)
+    }
+    fn push(&mut self, item: troca_proto::msg::Entry) {
+        self.entries.push(item);
+    }
+    fn set_last(&mut self) {
+        self.last = true;
+    }
+}
 chunk_impl!(HistoryEntries, HistoryEntry);
 
 async fn send_chunks<T, C: Chunk<T>>(

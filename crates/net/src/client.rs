@@ -88,16 +88,31 @@ impl HubClient {
                 .into(),
             )
             .await?;
+        self.read_chunks(|m| match m {
+            Message::Entries(Entries { entries, last }) => Ok((entries, last)),
+            other => Err(other.name()),
+        })
+        .await
+    }
+
+    /// Reads a list answer split over frames, until the chunk marked `last`. `take` unpacks the
+    /// expected message (or names any other, which is a protocol error).
+    async fn read_chunks<T>(
+        &mut self,
+        take: impl Fn(Message) -> Result<(Vec<T>, bool), &'static str>,
+    ) -> Result<Vec<T>, ClientError> {
         let mut all = Vec::new();
         loop {
-            match expect(&mut self.conn).await? {
-                Message::Entries(Entries { entries, last }) => {
-                    all.extend(entries);
+            match take(expect(&mut self.conn).await?) {
+                Ok((items, last)) => {
+                    all.extend(items);
                     if last {
                         return Ok(all);
                     }
                 }
-                other => return Err(unexpected(&other)),
+                Err(other) => {
+                    return Err(ClientError::Protocol(format!("unexpected {other} message")))
+                }
             }
         }
     }
@@ -121,18 +136,11 @@ impl HubClient {
     /// The clients connected to the hub now.
     pub async fn who(&mut self) -> Result<Vec<ClientEntry>, ClientError> {
         self.conn.send(&Who.into()).await?;
-        let mut all = Vec::new();
-        loop {
-            match expect(&mut self.conn).await? {
-                Message::ClientList(ClientList { items, last }) => {
-                    all.extend(items);
-                    if last {
-                        return Ok(all);
-                    }
-                }
-                other => return Err(unexpected(&other)),
-            }
-        }
+        self.read_chunks(|m| match m {
+            Message::ClientList(ClientList { items, last }) => Ok((items, last)),
+            other => Err(other.name()),
+        })
+        .await
     }
 
     /// The newest `limit` requests the hub recorded, optionally of one client or operation.
@@ -152,18 +160,11 @@ impl HubClient {
                 .into(),
             )
             .await?;
-        let mut all = Vec::new();
-        loop {
-            match expect(&mut self.conn).await? {
-                Message::HistoryEntries(HistoryEntries { items, last }) => {
-                    all.extend(items);
-                    if last {
-                        return Ok(all);
-                    }
-                }
-                other => return Err(unexpected(&other)),
-            }
-        }
+        self.read_chunks(|m| match m {
+            Message::HistoryEntries(HistoryEntries { items, last }) => Ok((items, last)),
+            other => Err(other.name()),
+        })
+        .await
     }
 
     /// The hub's clock and figures.
