@@ -140,13 +140,15 @@ impl HistoryLog {
         let Some(tx) = &self.tx else { return };
         let sent = tx.try_send(Cmd::Record(entry));
         if let Err(TrySendError::Full(_)) = sent {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            // Say so, but not once per entry: the hub is overloaded already.
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if n % 10_000 == 0 {
+                tracing::warn!(
+                    dropped = n + 1,
+                    "history writer cannot keep up; entries dropped"
+                );
+            }
         }
-    }
-
-    /// Entries dropped because the writer could not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Waits until everything queued so far is in the database. Blocking.

@@ -74,10 +74,6 @@ impl Partials {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Starts or resumes the upload of `size` bytes to `name`. Blocking: may hash what is held.
     pub fn begin(
         &self,
