@@ -111,6 +111,8 @@ pub enum Command {
     /// The swarm: files shared by peers, as a tracker knows them.
     #[command(subcommand)]
     Swarm(SwarmCommand),
+    /// Share a folder with the swarm and download from it (menu when run in a terminal).
+    Peer(PeerArgs),
     /// An interactive shell: ls, put, get, rm, who, history, … (type help).
     Shell,
     /// Answer JSON requests, one per line on stdin, one JSON line each on stdout.
@@ -124,16 +126,55 @@ pub enum Command {
 pub enum SwarmCommand {
     /// List the files on the swarm (id, name, size, peers).
     Ls {
-        #[arg(
-            long,
-            value_name = "HOST:PORT",
-            default_value = "127.0.0.1:13377",
-            env = "TROCA_TRACKER"
-        )]
-        tracker: String,
-        /// Only names containing this.
+        #[command(flatten)]
+        tracker: TrackerAddr,
+        /// Only files whose name contains this.
         filter: Option<String>,
     },
+    /// Download a file from every peer that has it at once, each piece verified.
+    Get {
+        #[command(flatten)]
+        tracker: TrackerAddr,
+        /// The file's id, the start of it (8+ hex digits, as `swarm ls` shows), or its name.
+        #[arg(value_name = "ID|NAME")]
+        what: String,
+        /// Folder to save into (never overwrites: NAME_downloaded.EXT).
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+    },
+}
+
+/// Which tracker to ask.
+#[derive(Debug, Args)]
+pub struct TrackerAddr {
+    #[arg(
+        long = "tracker",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:13377",
+        env = "TROCA_TRACKER"
+    )]
+    pub addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// The folder to share; downloads land here too (created if missing).
+    #[arg(default_value = "troca-peer")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub tracker: TrackerAddr,
+    /// Where to serve pieces (port 0: the OS picks). 0.0.0.0:0 serves other machines.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub listen: String,
+    /// Share only files of this kind, told by their content (magic bytes), not their name.
+    #[arg(long, value_parser = ["images"], value_name = "KIND")]
+    pub only: Option<String>,
+    /// How often to refresh the registration with the tracker.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub refresh: std::time::Duration,
+    /// Upload cap for all other peers together, e.g. 500K, 20M (bytes per second).
+    #[arg(long, value_parser = parse_rate, value_name = "BYTES/S")]
+    pub max_rate: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,4 +251,23 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
     d.try_into()
         .map_err(|_| "durations cannot be negative".to_owned())
+}
+
+/// Byte rates like `800K`, `20M`, `1G` (binary multiples) or plain bytes.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate like 500K or 20M"))?;
+    if n.is_nan() || n <= 0.0 {
+        return Err("the rate must be above zero".into());
+    }
+    Ok((n * mult as f64) as u64)
 }

@@ -73,7 +73,8 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         | Command::Json
         | Command::Shell
         | Command::Tracker { .. }
-        | Command::Swarm(_) => {
+        | Command::Swarm(_)
+        | Command::Peer(_) => {
             unreachable!("not a one-shot client command")
         }
     }
@@ -95,10 +96,15 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         None => std::env::var("TROCA_TOKEN").ok().filter(|t| !t.is_empty()),
     };
     let options = ClientOptions {
-        name: global.name.clone().unwrap_or_else(default_name),
+        name: client_name(global),
         token,
     };
     Ok(HubClient::connect(&global.hub, &options).await?)
+}
+
+/// The name this client gives: `--name`, or `user@host`.
+pub(crate) fn client_name(global: &Global) -> String {
+    global.name.clone().unwrap_or_else(default_name)
 }
 
 /// `user@host`, as the seeds' clients introduced themselves.

@@ -5,6 +5,7 @@ mod args;
 mod client;
 mod json;
 mod output;
+mod peer;
 mod progress;
 mod serve;
 mod shell;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
             stats_every,
         } => swarm::tracker(&listen, lifetime, stats_every),
         args::Command::Swarm(cmd) => swarm::main(&args.global, cmd),
+        args::Command::Peer(peer) => peer::main(&args.global, peer),
         command => client::main(&args.global, command),
     };
     match result {

@@ -1,15 +1,19 @@
-//! `troca tracker` (runs a tracker) and `troca swarm ls` (asks one). Peers and multi-source
-//! downloads (`troca peer`, `troca swarm get`) are not written yet.
+//! `troca tracker` (runs a tracker), `troca swarm ls` and `troca swarm get` (ask one, download
+//! from its peers). `troca peer` is in `peer.rs`.
 
 use crate::args::{Global, SwarmCommand};
 use crate::output::{self, print_json};
+use crate::progress::Bar;
 use anyhow::{Context, Result};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use troca_peer::download::{self, Options, Outcome};
+use troca_proto::tracker::Listed;
 use troca_tracker::client::TrackerClient;
 use troca_tracker::{Stats, TrackerConfig};
 
@@ -49,12 +53,7 @@ pub fn tracker(listen: &str, lifetime: Duration, stats_every: Duration) -> Resul
                 }
             })
         });
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        crate::serve::wait_for_signal().await?;
         stop.cancel();
         if let Some(p) = printer {
             p.abort();
@@ -64,6 +63,15 @@ pub fn tracker(listen: &str, lifetime: Duration, stats_every: Duration) -> Resul
     })
 }
 
+/// The tracker's address, resolved.
+pub async fn resolve(tracker: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(tracker)
+        .await
+        .with_context(|| format!("cannot resolve {tracker}"))?
+        .next()
+        .with_context(|| format!("no address for {tracker}"))
+}
+
 pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -71,40 +79,109 @@ pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
     runtime.block_on(async {
         match cmd {
             SwarmCommand::Ls { tracker, filter } => {
-                let addr = tokio::net::lookup_host(&tracker)
-                    .await
-                    .with_context(|| format!("cannot resolve {tracker}"))?
-                    .next()
-                    .with_context(|| format!("no address for {tracker}"))?;
-                let mut client = TrackerClient::new(addr).await?;
+                let mut client = TrackerClient::new(resolve(&tracker.addr).await?).await?;
                 let files = client.list(filter.as_deref().unwrap_or(""), None).await?;
-                if global.json {
-                    let rows: Vec<_> = files
-                        .iter()
-                        .map(|l| {
-                            serde_json::json!({
-                                "id": blake3::Hash::from_bytes(l.file.id).to_hex().to_string(),
-                                "name": l.file.name,
-                                "size": l.file.size,
-                                "peers": l.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                            })
-                        })
-                        .collect();
-                    print_json(&rows)?;
-                } else {
-                    for l in files {
-                        let id = blake3::Hash::from_bytes(l.file.id).to_hex();
-                        println!(
-                            "{}  {:>10}  {:>3} peers  {}",
-                            &id[..16],
-                            output::size(l.file.size),
-                            l.peers.len(),
-                            l.file.name
-                        );
-                    }
-                }
+                print_listing(global.json, &files)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            SwarmCommand::Get {
+                tracker,
+                what,
+                output,
+            } => {
+                let mut client = TrackerClient::new(resolve(&tracker.addr).await?).await?;
+                let (wanted, peers) = troca_peer::lookup::find(&mut client, &what).await?;
+                let bar = Arc::new(Bar::new(&download::local_name(&wanted), global.quiet));
+                let options = Options {
+                    client_name: crate::client::client_name(global),
+                    ..Options::default()
+                };
+                std::fs::create_dir_all(&output)
+                    .with_context(|| format!("cannot create {}", output.display()))?;
+                let outcome = download::download(&wanted, &peers, &output, &options, bar).await?;
+                print_outcome(global, &outcome)?;
                 Ok(ExitCode::SUCCESS)
             }
         }
     })
+}
+
+pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {
+    if json {
+        let rows: Vec<_> = files
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "id": blake3::Hash::from_bytes(l.file.id).to_hex().to_string(),
+                    "name": l.file.name,
+                    "size": l.file.size,
+                    "peers": l.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        print_json(&rows)?;
+    } else {
+        for l in files {
+            let id = blake3::Hash::from_bytes(l.file.id).to_hex();
+            println!(
+                "{}  {:>10}  {:>3} peers  {}",
+                &id[..16],
+                output::size(l.file.size),
+                l.peers.len(),
+                l.file.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Where a swarm download went and which peers gave what.
+pub fn print_outcome(global: &Global, o: &Outcome) -> Result<()> {
+    let id = blake3::Hash::from_bytes(o.id).to_hex().to_string();
+    if global.json {
+        let peers: Vec<_> = o
+            .peers
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "address": p.addr.to_string(),
+                    "pieces": p.pieces,
+                    "bytes": p.bytes,
+                    "bad_pieces": p.bad_pieces,
+                    "dropped": p.dropped,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({
+            "id": id,
+            "blake3": id,
+            "path": o.path.display().to_string(),
+            "size": o.size,
+            "pieces": o.pieces,
+            "resumed_pieces": o.resumed_pieces,
+            "peers": peers,
+        }));
+    }
+    if !global.quiet {
+        eprintln!(
+            "troca: saved {} ({}, {} pieces, verified) from {} peers",
+            o.path.display(),
+            output::size(o.size),
+            o.pieces,
+            o.peers.iter().filter(|p| p.pieces > 0).count()
+        );
+        for p in &o.peers {
+            match &p.dropped {
+                Some(why) => eprintln!("  {}  dropped: {why}", p.addr),
+                None => eprintln!(
+                    "  {}  {} pieces, {}",
+                    p.addr,
+                    p.pieces,
+                    output::size(p.bytes)
+                ),
+            }
+        }
+    }
+    println!("{}", o.path.display());
+    Ok(())
 }

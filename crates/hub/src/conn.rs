@@ -10,7 +10,6 @@ use crate::access::Caller;
 use crate::clients::Session;
 use crate::error::HubError;
 use crate::history::Record;
-use crate::sendfile;
 use crate::service::{now_ns, Hub, OpenFile};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -21,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
 use troca_net::durable::WriteBehind;
+use troca_net::sendfile;
 use troca_net::{transfer_buffer, Connection, CACHE_CHUNK};
 use troca_proto::msg::{
     Activity, ClientList, Entries, FileEnd, FileHeader, Hello, HistoryEntries, HistoryEntry, Put,

@@ -20,7 +20,6 @@ pub mod conn;
 pub mod error;
 pub mod hashes;
 pub mod history;
-mod sendfile;
 pub mod server;
 pub mod service;
 pub mod share;

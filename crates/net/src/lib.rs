@@ -8,6 +8,7 @@ pub mod client;
 pub mod connection;
 pub mod durable;
 pub mod error;
+pub mod sendfile;
 pub mod transfer;
 
 pub use client::{ClientOptions, HubClient};

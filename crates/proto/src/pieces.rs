@@ -66,14 +66,28 @@ impl Layout {
 
     /// The chaining value of piece `index`, whose bytes are `data`.
     pub fn piece_hash(&self, index: u64, data: &[u8]) -> Hash {
-        if self.count() == 1 {
-            return *blake3::hash(data).as_bytes();
+        let mut hasher = self.piece_hasher(index);
+        hasher.update(data);
+        self.finish_piece(&hasher)
+    }
+
+    /// A hasher to feed piece `index`'s bytes to in parts (for pieces read in chunks); finish it
+    /// with [`Layout::finish_piece`].
+    pub fn piece_hasher(&self, index: u64) -> blake3::Hasher {
+        let mut hasher = blake3::Hasher::new();
+        if self.count() > 1 {
+            hasher.set_input_offset(self.range(index).0);
         }
-        let (start, _) = self.range(index);
-        blake3::Hasher::new()
-            .set_input_offset(start)
-            .update(data)
-            .finalize_non_root()
+        hasher
+    }
+
+    /// The chaining value of a piece fed whole to a [`Layout::piece_hasher`].
+    pub fn finish_piece(&self, hasher: &blake3::Hasher) -> Hash {
+        if self.count() == 1 {
+            *hasher.finalize().as_bytes()
+        } else {
+            hasher.finalize_non_root()
+        }
     }
 
     /// The file id that the pieces' chaining values merge up to.

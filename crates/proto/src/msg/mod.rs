@@ -1,5 +1,8 @@
 //! Every message of the protocol, one type each, dispatched through [`Message`].
 //!
+//! Kinds `0x10`–`0x1f` and `0x90`–`0x9f` are the swarm's peer-to-peer messages ([`Pieces`],
+//! [`GetPiece`] and their answers); hubs answer them with `BadRequest`.
+//!
 //! Each type has `encode` (append the payload) and `decode` (read the payload) side by side in
 //! its module. Kinds below `0x80` travel from client to hub, kinds from `0x80` up from hub to
 //! client. `docs/PROTOCOL.md` gives the byte layout of each.
@@ -11,6 +14,7 @@ mod list;
 mod put;
 mod records;
 mod remove;
+mod swarm;
 
 pub use error::Error;
 pub use get::{FileEnd, FileHeader, Get};
@@ -22,6 +26,7 @@ pub use records::{
     Status, StatusInfo, Who,
 };
 pub use remove::{Remove, Removed};
+pub use swarm::{GetPiece, PieceData, PieceHashes, Pieces, HASHES_PER_FRAME};
 
 use crate::codec::{DecodeError, Put as _, Reader};
 
@@ -94,6 +99,8 @@ messages! {
     0x08 => Who,
     0x09 => History,
     0x0a => Status,
+    0x10 => Pieces,
+    0x11 => GetPiece,
     0x81 => Welcome,
     0x82 => Entries,
     0x83 => FileHeader,
@@ -105,6 +112,8 @@ messages! {
     0x89 => ClientList,
     0x8a => HistoryEntries,
     0x8b => StatusInfo,
+    0x90 => PieceHashes,
+    0x91 => PieceData,
     0xff => Error,
 }
 
@@ -286,6 +295,15 @@ mod tests {
             )
                 .prop_map(|(items, last)| HistoryEntries { items, last }.into()),
             status_info().prop_map(Message::from),
+            hash().prop_map(|id| Pieces { id }.into()),
+            (
+                any::<u64>(),
+                proptest::collection::vec(hash(), 0..40),
+                any::<bool>()
+            )
+                .prop_map(|(size, hashes, last)| PieceHashes { size, hashes, last }.into()),
+            (hash(), any::<u32>()).prop_map(|(id, index)| GetPiece { id, index }.into()),
+            (any::<u32>(), any::<u64>()).prop_map(|(index, len)| PieceData { index, len }.into()),
             (any::<u16>(), text(1024)).prop_map(|(code, message)| Error {
                 code: ErrorCode::from_u16(code),
                 message

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 /// Sends up to `len` bytes of `file` starting at `offset`; returns how many were sent (0 means
 /// the file ended early). Waits for the socket to be writable as needed.
-pub(crate) async fn send_some(
+pub async fn send_some(
     stream: &TcpStream,
     file: &File,
     offset: u64,

@@ -1,0 +1,193 @@
+//! `troca peer DIR`: shares DIR with the swarm until stopped. In a terminal it also shows seed
+//! 004's menu (1 register, 2 list files, 3 download, 4 update registration, 5 leave, 6 quit) and
+//! takes typed commands; otherwise it just serves. It leaves the swarm (END) when it stops.
+
+use crate::args::{Global, PeerArgs};
+use crate::progress::Bar;
+use crate::swarm::{print_listing, print_outcome, resolve};
+use anyhow::{Context, Result};
+use rustyline::error::ReadlineError;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc};
+use tokio_util::sync::CancellationToken;
+use troca_peer::{download, Peer, PeerConfig, ServerConfig};
+
+const MENU: &str = "\
+  1 register   2 list files   3 download   4 update registration   5 leave (END)   6 quit
+  or type: ls [FILTER] | get ID|NAME | reg | upd | end | quit | help";
+
+pub fn main(global: &Global, args: PeerArgs) -> Result<ExitCode> {
+    troca_net::raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(global, args))
+}
+
+async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
+    let tracker = resolve(&args.tracker.addr).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    if addr.ip().is_loopback() && !tracker.ip().is_loopback() {
+        eprintln!(
+            "troca: warning: serving on {addr}, which other machines cannot reach; \
+             use --listen 0.0.0.0:0 to share with them"
+        );
+    }
+    let config = PeerConfig {
+        dir: args.dir.clone(),
+        only_images: args.only.as_deref() == Some("images"),
+        tracker,
+        refresh: args.refresh,
+        server: ServerConfig {
+            max_rate: args.max_rate,
+            ..ServerConfig::default()
+        },
+        download: download::Options {
+            client_name: crate::client::client_name(global),
+            ..download::Options::default()
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let peer = Peer::start(listener, config, shutdown.clone())
+        .await
+        .with_context(|| format!("cannot share {}", args.dir.display()))?;
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    eprintln!(
+        "troca: sharing {} files from {} with tracker {tracker}",
+        peer.library().files().len(),
+        peer.library().dir().display()
+    );
+
+    if std::io::stdin().is_terminal() {
+        menu(global, &peer).await?;
+    } else {
+        crate::serve::wait_for_signal().await?;
+    }
+    eprintln!("troca: leaving the swarm");
+    peer.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the person asked for.
+enum Choice {
+    Register,
+    List(String),
+    Get(String),
+    Update,
+    Leave,
+    Quit,
+    Help,
+    Unknown(String),
+}
+
+fn parse(line: &str) -> Option<Choice> {
+    let line = line.trim();
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim().to_owned();
+    Some(match word {
+        "" => return None,
+        "1" | "reg" | "register" => Choice::Register,
+        "2" | "ls" | "list" => Choice::List(rest),
+        "3" | "get" | "download" => Choice::Get(rest),
+        "4" | "upd" | "update" => Choice::Update,
+        "5" | "end" | "leave" => Choice::Leave,
+        "6" | "quit" | "exit" | "q" => Choice::Quit,
+        "help" | "?" => Choice::Help,
+        other => Choice::Unknown(other.to_owned()),
+    })
+}
+
+/// Reads lines on a thread of their own (rustyline blocks) and acts on each in turn; a signal
+/// ends it too.
+async fn menu(global: &Global, peer: &Arc<Peer>) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || read_lines(tx, done_rx));
+    eprintln!("{MENU}");
+    loop {
+        let line = tokio::select! {
+            r = crate::serve::wait_for_signal() => { r?; return Ok(()); }
+            line = rx.recv() => line.flatten(),
+        };
+        let Some(line) = line else { return Ok(()) };
+        let Some(choice) = parse(&line) else {
+            let _ = done_tx.send(());
+            continue;
+        };
+        if matches!(choice, Choice::Quit) {
+            return Ok(());
+        }
+        if let Err(e) = act(global, peer, choice).await {
+            eprintln!("troca: {}", crate::output::one_line(&e));
+        }
+        let _ = done_tx.send(());
+    }
+}
+
+async fn act(global: &Global, peer: &Arc<Peer>, choice: Choice) -> Result<()> {
+    match choice {
+        Choice::Register => {
+            peer.register().await?;
+            eprintln!("registered {} files", peer.library().files().len());
+        }
+        Choice::List(filter) => print_listing(global.json, &peer.list(&filter).await?)?,
+        Choice::Get(what) if what.is_empty() => eprintln!("say which: get ID|NAME"),
+        Choice::Get(what) => {
+            let bar = Arc::new(Bar::new(&what, global.quiet));
+            let outcome = peer.fetch(&what, bar).await?;
+            print_outcome(global, &outcome)?;
+        }
+        Choice::Update => {
+            let ch = peer.update().await?;
+            eprintln!(
+                "updated: {} added, {} removed",
+                ch.added.len(),
+                ch.removed.len()
+            );
+        }
+        Choice::Leave => {
+            peer.leave().await?;
+            eprintln!("left the swarm (still serving); 1 registers again");
+        }
+        Choice::Help => eprintln!("{MENU}"),
+        Choice::Unknown(w) => eprintln!("unknown choice {w:?}\n{MENU}"),
+        Choice::Quit => {}
+    }
+    Ok(())
+}
+
+/// The line reader: one line at a time, waiting for each to be handled before prompting again,
+/// so answers and the next prompt do not interleave. "3" alone asks which file.
+fn read_lines(tx: tokio::sync::mpsc::UnboundedSender<Option<String>>, done: mpsc::Receiver<()>) {
+    let Ok(mut editor) = rustyline::DefaultEditor::new() else {
+        let _ = tx.send(None);
+        return;
+    };
+    loop {
+        let line = match editor.readline("peer> ") {
+            Ok(l) => l,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(_) => {
+                let _ = tx.send(None);
+                return;
+            }
+        };
+        let _ = editor.add_history_entry(line.as_str());
+        let mut line = line.trim().to_owned();
+        if line == "3" {
+            match editor.readline("id or name> ") {
+                Ok(what) => line = format!("get {}", what.trim()),
+                Err(_) => continue,
+            }
+        }
+        if tx.send(Some(line)).is_err() || done.recv().is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,799 @@
+//! Downloading one file from every peer that has it at once, in pieces, each verified.
+//!
+//! First the piece hashes: asked of the peers in turn until one gives a list that merges up to
+//! the file's id (a lying peer is skipped). Then one task per peer takes the next missing piece
+//! from a shared schedule, keeps a few requests in flight on its connection, checks each piece
+//! against its hash as it arrives and writes it at its place in `DIR/.troca-swarm/ID.part`.
+//!
+//! - A piece that fails verification goes back to the schedule for another peer; a peer that
+//!   sends [`Options::max_failures`] bad pieces is dropped.
+//! - A peer that dies or stalls costs only its in-flight pieces, which go back to the schedule.
+//! - End game: once no piece is unrequested, idle peers also ask for pieces still in flight
+//!   elsewhere; the first good copy wins, so the end does not wait on the slowest peer.
+//! - Resume: `ID.pieces` records which pieces were verified and written. On restart those pieces
+//!   are read back and checked again (cheap next to a download), so a record that got ahead of
+//!   the data after a crash costs only a re-download of those pieces.
+//!
+//! The finished file is fsynced and renamed into `DIR` under its name, never over an existing
+//! file (`name_downloaded.ext` then, as in seed 004).
+
+use crate::library::PARTIAL_DIR;
+use std::collections::{HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use troca_net::connection::FrameError;
+use troca_net::durable::{free_local_path, place};
+use troca_net::{Connection, Progress};
+use troca_proto::msg::{GetPiece, Hello, Pieces};
+use troca_proto::pieces::Layout;
+use troca_proto::{Hash, Message, RemoteName, MAGIC, PROTOCOL_VERSION};
+
+/// The file to fetch, as the tracker described it.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub id: Hash,
+    pub size: u64,
+    pub name: String,
+}
+
+/// How a download behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Requests kept in flight per peer, so a link never idles between pieces.
+    pub pipeline: usize,
+    /// Bad pieces after which a peer is dropped.
+    pub max_failures: u32,
+    /// A peer silent this long (connecting or mid-piece) is given up.
+    pub stall_timeout: Duration,
+    /// The name this client gives in its `Hello`.
+    pub client_name: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            pipeline: 3,
+            max_failures: 2,
+            stall_timeout: Duration::from_secs(20),
+            client_name: "troca swarm".into(),
+        }
+    }
+}
+
+/// What one peer contributed.
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    pub addr: SocketAddr,
+    /// Verified pieces received from it (duplicates in the end game included) and their bytes.
+    pub pieces: u64,
+    pub bytes: u64,
+    /// Pieces from it that failed verification.
+    pub bad_pieces: u32,
+    /// Why it stopped helping before the end, if it did.
+    pub dropped: Option<String>,
+}
+
+/// A finished, verified download.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub path: PathBuf,
+    pub size: u64,
+    pub id: Hash,
+    /// Pieces already held from an interrupted download.
+    pub resumed_pieces: u64,
+    pub pieces: u64,
+    /// The verified piece hashes (so the file can be shared on without hashing it again).
+    pub hashes: Arc<[Hash]>,
+    pub peers: Vec<PeerReport>,
+}
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("no peer is sharing this file")]
+    NoPeers,
+    #[error("no peer gave piece hashes that match the file's id ({0})")]
+    NoHashes(String),
+    #[error(
+        "{missing} of {total} pieces still missing and no peer left to ask ({why}); \
+         run the same command again to resume"
+    )]
+    Incomplete {
+        missing: u64,
+        total: u64,
+        why: String,
+    },
+    #[error("{path}: {source}")]
+    Local { path: PathBuf, source: io::Error },
+}
+
+fn local(path: &Path) -> impl FnOnce(io::Error) -> SwarmError + '_ {
+    move |source| SwarmError::Local {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Downloads `wanted` from `peers` into the folder `dir`.
+pub async fn download<P: Progress + Send + Sync + 'static>(
+    wanted: &Wanted,
+    peers: &[SocketAddr],
+    dir: &Path,
+    options: &Options,
+    progress: Arc<P>,
+) -> Result<Outcome, SwarmError> {
+    if peers.is_empty() {
+        return Err(SwarmError::NoPeers);
+    }
+    let layout = Layout::for_len(wanted.size);
+    let (hashes, liars) = fetch_hashes(wanted, layout, peers, options).await?;
+    let partial_dir = dir.join(PARTIAL_DIR);
+    std::fs::create_dir_all(&partial_dir).map_err(local(&partial_dir))?;
+    let hex = blake3::Hash::from_bytes(wanted.id).to_hex();
+    let part_path = partial_dir.join(format!("{hex}.part"));
+    let record_path = partial_dir.join(format!("{hex}.pieces"));
+    let (file, record, held) = open_partial(&part_path, &record_path, wanted, layout, &hashes)?;
+    let resumed_pieces = held.iter().filter(|&&d| d).count() as u64;
+    let resumed_bytes: u64 = (0..layout.count())
+        .filter(|&i| held[i as usize])
+        .map(|i| layout.range(i).1)
+        .sum();
+    progress.start(wanted.size, resumed_bytes);
+    if resumed_pieces > 0 {
+        progress.note(&format!(
+            "resuming: {resumed_pieces} of {} pieces already here",
+            layout.count()
+        ));
+    }
+
+    let missing = held.iter().filter(|&&d| !d).count();
+    let shared = Arc::new(Shared {
+        id: wanted.id,
+        layout,
+        hashes,
+        file,
+        record,
+        schedule: Mutex::new(Schedule::new(held)),
+        wake: Notify::new(),
+        finished: CancellationToken::new(),
+        options: options.clone(),
+        progress: Arc::clone(&progress),
+    });
+    if missing == 0 {
+        shared.finished.cancel();
+    }
+    let mut workers = JoinSet::new();
+    for &addr in peers.iter().filter(|a| !liars.contains(a)) {
+        let shared = Arc::clone(&shared);
+        workers.spawn(async move { Worker::new(addr).run(&shared).await });
+    }
+    let mut reports: Vec<PeerReport> = liars
+        .iter()
+        .map(|&addr| PeerReport {
+            addr,
+            pieces: 0,
+            bytes: 0,
+            bad_pieces: 0,
+            dropped: Some("its piece hashes do not match the file's id".into()),
+        })
+        .collect();
+    while let Some(r) = workers.join_next().await {
+        if let Ok(report) = r {
+            reports.push(report);
+        }
+    }
+    progress.finish();
+    reports.sort_by_key(|r| r.addr);
+    let left = shared.schedule.lock().expect("not poisoned").missing;
+    if left > 0 {
+        let why = reports
+            .iter()
+            .filter_map(|r| r.dropped.as_ref().map(|d| format!("{}: {d}", r.addr)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(SwarmError::Incomplete {
+            missing: left as u64,
+            total: layout.count(),
+            why,
+        });
+    }
+
+    let shared = Arc::into_inner(shared).expect("every worker has ended");
+    shared.file.sync_all().map_err(local(&part_path))?;
+    let path = place_download(&part_path, dir, wanted)?;
+    let _ = std::fs::remove_file(&record_path);
+    // Only removed when empty: other downloads may be under way in the same folder.
+    let _ = std::fs::remove_dir(&partial_dir);
+    Ok(Outcome {
+        path,
+        size: wanted.size,
+        id: wanted.id,
+        resumed_pieces,
+        pieces: layout.count(),
+        hashes: shared.hashes,
+        peers: reports,
+    })
+}
+
+/// The local name for a download: the last part of its shared name if that is a valid name
+/// (the name comes from other machines and must not steer where the file lands), else its id.
+pub fn local_name(wanted: &Wanted) -> String {
+    let base = wanted.name.rsplit('/').next().unwrap_or("");
+    match RemoteName::parse(base) {
+        Ok(_) if !base.starts_with('.') => base.to_owned(),
+        _ => blake3::Hash::from_bytes(wanted.id).to_hex().to_string(),
+    }
+}
+
+/// Moves the finished part file into `dir` under a free name.
+fn place_download(part: &Path, dir: &Path, wanted: &Wanted) -> Result<PathBuf, SwarmError> {
+    let target = dir.join(local_name(wanted));
+    // Another process may take the free name first; then the next free one is tried.
+    for _ in 0..16 {
+        let to = free_local_path(&target);
+        match place(part, &to, false) {
+            Ok(()) => return Ok(to),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(local(&to)(e)),
+        }
+    }
+    Err(local(&target)(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free name to save under",
+    )))
+}
+
+/// Asks peers in turn for the piece hashes until one gives a list that merges up to the id.
+/// Returns the list and the peers that gave a wrong one.
+async fn fetch_hashes(
+    wanted: &Wanted,
+    layout: Layout,
+    peers: &[SocketAddr],
+    options: &Options,
+) -> Result<(Arc<[Hash]>, Vec<SocketAddr>), SwarmError> {
+    // A one-piece file's only piece hash is its id: nothing to ask.
+    if layout.count() == 1 {
+        return Ok((Arc::from(vec![wanted.id]), Vec::new()));
+    }
+    let mut liars = Vec::new();
+    let mut reasons = Vec::new();
+    for &addr in peers {
+        let asked = tokio::time::timeout(
+            options.stall_timeout,
+            ask_hashes(addr, wanted.id, &options.client_name),
+        )
+        .await
+        .unwrap_or(Err(PeerError::Stalled));
+        match asked {
+            Ok((size, hashes)) => {
+                let checked = if size == wanted.size {
+                    layout
+                        .verify(&wanted.id, &hashes)
+                        .map_err(|e| e.to_string())
+                } else {
+                    Err(format!("size {size}, expected {}", wanted.size))
+                };
+                match checked {
+                    Ok(()) => return Ok((hashes.into(), liars)),
+                    Err(e) => {
+                        reasons.push(format!("{addr}: {e}"));
+                        liars.push(addr);
+                    }
+                }
+            }
+            Err(e) => reasons.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(SwarmError::NoHashes(reasons.join("; ")))
+}
+
+async fn ask_hashes(
+    addr: SocketAddr,
+    id: Hash,
+    client_name: &str,
+) -> Result<(u64, Vec<Hash>), PeerError> {
+    let mut conn = connect(addr, client_name).await?;
+    conn.send(&Pieces { id }.into()).await?;
+    let mut hashes = Vec::new();
+    loop {
+        match read(&mut conn).await? {
+            Message::PieceHashes(p) => {
+                hashes.extend(p.hashes);
+                // More than the largest layout has means a misbehaving peer, not a big file.
+                if hashes.len() as u64 > troca_proto::pieces::MAX_PIECES {
+                    return Err(PeerError::Protocol("too many piece hashes".into()));
+                }
+                if p.last {
+                    return Ok((p.size, hashes));
+                }
+            }
+            other => return Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Why a peer stopped helping.
+#[derive(Debug, thiserror::Error)]
+enum PeerError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("malformed message: {0}")]
+    Frame(#[from] FrameError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("sent something unexpected: {0}")]
+    Protocol(String),
+    #[error("stalled")]
+    Stalled,
+    #[error("sent {0} pieces that failed verification")]
+    Corrupt(u32),
+}
+
+fn unexpected(msg: &Message) -> PeerError {
+    PeerError::Protocol(format!("{} message", msg.name()))
+}
+
+async fn read(conn: &mut Connection<TcpStream>) -> Result<Message, PeerError> {
+    match conn.read_message().await? {
+        Some(Message::Error(e)) => Err(PeerError::Refused(e.message)),
+        Some(m) => Ok(m),
+        None => Err(PeerError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed the connection",
+        ))),
+    }
+}
+
+async fn connect(addr: SocketAddr, client_name: &str) -> Result<Connection<TcpStream>, PeerError> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut conn = Connection::new(stream);
+    conn.set_read_size(64 * 1024);
+    conn.send(
+        &Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            client: client_name.to_owned(),
+            token: None,
+        }
+        .into(),
+    )
+    .await?;
+    match read(&mut conn).await? {
+        Message::Welcome(_) => Ok(conn),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Opens (or creates) the part file and its record, and finds which pieces are already held and
+/// still verify.
+fn open_partial(
+    part_path: &Path,
+    record_path: &Path,
+    wanted: &Wanted,
+    layout: Layout,
+    hashes: &[Hash],
+) -> Result<(File, Record, Vec<bool>), SwarmError> {
+    let count = layout.count() as usize;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part_path)
+        .map_err(local(part_path))?;
+    let previous = Record::load(record_path, wanted, count);
+    let same_len = file.metadata().map_err(local(part_path))?.len() == wanted.size;
+    let mut held = vec![false; count];
+    if let (Some(bits), true) = (&previous, same_len) {
+        let mut buf = Vec::new();
+        for (index, h) in held.iter_mut().enumerate() {
+            if bits[index / 8] & (1 << (index % 8)) == 0 {
+                continue;
+            }
+            let (start, len) = layout.range(index as u64);
+            buf.resize(len as usize, 0);
+            file.seek(SeekFrom::Start(start))
+                .map_err(local(part_path))?;
+            if file.read_exact(&mut buf).is_ok()
+                && layout.piece_hash(index as u64, &buf) == hashes[index]
+            {
+                *h = true;
+            }
+        }
+    } else {
+        file.set_len(0).map_err(local(part_path))?;
+    }
+    file.set_len(wanted.size).map_err(local(part_path))?;
+    let record = Record::create(record_path, wanted, &held).map_err(local(record_path))?;
+    Ok((file, record, held))
+}
+
+/// `ID.pieces`: which pieces of the part file are verified. Layout: `TRSP`, the id, the size
+/// (u64 BE), then one bit per piece (piece `i` is bit `i % 8` of byte `i / 8`).
+#[derive(Debug)]
+struct Record {
+    file: File,
+    bits: Mutex<Vec<u8>>,
+}
+
+const RECORD_MAGIC: &[u8; 4] = b"TRSP";
+const RECORD_HEADER: usize = 4 + 32 + 8;
+
+impl Record {
+    fn header(wanted: &Wanted) -> Vec<u8> {
+        let mut h = RECORD_MAGIC.to_vec();
+        h.extend_from_slice(&wanted.id);
+        h.extend_from_slice(&wanted.size.to_be_bytes());
+        h
+    }
+
+    /// The bits of an existing record for this very file, if there is one.
+    fn load(path: &Path, wanted: &Wanted, count: usize) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(path).ok()?;
+        (bytes.len() == RECORD_HEADER + count.div_ceil(8)
+            && bytes[..RECORD_HEADER] == Self::header(wanted)[..])
+            .then(|| bytes[RECORD_HEADER..].to_vec())
+    }
+
+    fn create(path: &Path, wanted: &Wanted, held: &[bool]) -> io::Result<Self> {
+        let mut bits = vec![0u8; held.len().div_ceil(8)];
+        for (i, _) in held.iter().enumerate().filter(|(_, &h)| h) {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+        let mut bytes = Self::header(wanted);
+        bytes.extend_from_slice(&bits);
+        std::fs::write(path, &bytes)?;
+        Ok(Self {
+            file: OpenOptions::new().write(true).open(path)?,
+            bits: Mutex::new(bits),
+        })
+    }
+
+    /// Notes piece `index` as verified and written.
+    fn mark(&self, index: usize) -> io::Result<()> {
+        let mut bits = self.bits.lock().expect("not poisoned");
+        bits[index / 8] |= 1 << (index % 8);
+        self.file
+            .write_all_at(&[bits[index / 8]], (RECORD_HEADER + index / 8) as u64)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceState {
+    Missing,
+    /// Requested from this many peers.
+    Flight(u8),
+    Done,
+}
+
+/// Which pieces are missing, in flight or done.
+#[derive(Debug)]
+struct Schedule {
+    state: Vec<PieceState>,
+    missing: usize,
+    /// No missing piece lies before this one.
+    cursor: usize,
+}
+
+/// In the end game a piece is asked of at most this many peers at once.
+const MAX_COPIES: u8 = 3;
+
+impl Schedule {
+    fn new(held: Vec<bool>) -> Self {
+        let missing = held.iter().filter(|&&d| !d).count();
+        Self {
+            state: held
+                .into_iter()
+                .map(|d| {
+                    if d {
+                        PieceState::Done
+                    } else {
+                        PieceState::Missing
+                    }
+                })
+                .collect(),
+            missing,
+            cursor: 0,
+        }
+    }
+
+    /// The next piece for a peer that already has `mine` in flight and should not be given
+    /// `avoid` (pieces it sent corrupted).
+    fn pick(&mut self, mine: &VecDeque<u32>, avoid: &HashSet<u32>) -> Option<u32> {
+        while self.cursor < self.state.len() && self.state[self.cursor] != PieceState::Missing {
+            self.cursor += 1;
+        }
+        let fresh = (self.cursor..self.state.len())
+            .find(|&i| self.state[i] == PieceState::Missing && !avoid.contains(&(i as u32)));
+        let chosen = fresh.or_else(|| {
+            // End game: double up on a piece in flight elsewhere, the least-asked first.
+            (0..self.state.len())
+                .filter(|&i| !mine.contains(&(i as u32)) && !avoid.contains(&(i as u32)))
+                .filter_map(|i| match self.state[i] {
+                    PieceState::Flight(n) if n < MAX_COPIES => Some((n, i)),
+                    _ => None,
+                })
+                .min()
+                .map(|(_, i)| i)
+        })?;
+        self.state[chosen] = match self.state[chosen] {
+            PieceState::Flight(n) => PieceState::Flight(n + 1),
+            _ => PieceState::Flight(1),
+        };
+        Some(chosen as u32)
+    }
+
+    /// A request for `index` ended without a good piece.
+    fn release(&mut self, index: u32) {
+        let i = index as usize;
+        if let PieceState::Flight(n) = self.state[i] {
+            self.state[i] = if n > 1 {
+                PieceState::Flight(n - 1)
+            } else {
+                self.cursor = self.cursor.min(i);
+                PieceState::Missing
+            };
+        }
+    }
+
+    fn any_in_flight(&self) -> bool {
+        self.state
+            .iter()
+            .any(|s| matches!(s, PieceState::Flight(_)))
+    }
+
+    fn is_done(&self, index: u32) -> bool {
+        self.state[index as usize] == PieceState::Done
+    }
+
+    /// Marks `index` done; false if another copy got there first.
+    fn complete(&mut self, index: u32) -> bool {
+        let s = &mut self.state[index as usize];
+        if *s == PieceState::Done {
+            return false;
+        }
+        *s = PieceState::Done;
+        self.missing -= 1;
+        true
+    }
+}
+
+struct Shared<P> {
+    id: Hash,
+    layout: Layout,
+    hashes: Arc<[Hash]>,
+    file: File,
+    record: Record,
+    schedule: Mutex<Schedule>,
+    /// Woken when a piece goes back to the schedule, so idle peers look again.
+    wake: Notify,
+    /// Cancelled when every piece is done: stragglers stop at once.
+    finished: CancellationToken,
+    options: Options,
+    progress: Arc<P>,
+}
+
+impl<P: Progress> Shared<P> {
+    fn release(&self, index: u32) {
+        self.schedule.lock().expect("not poisoned").release(index);
+        self.wake.notify_waiters();
+    }
+
+    /// Writes a verified piece (unless a copy from another peer already did) and records it.
+    fn store(&self, index: u32, data: &[u8]) -> io::Result<()> {
+        if self.schedule.lock().expect("not poisoned").is_done(index) {
+            return Ok(());
+        }
+        // Two peers' copies may both be written: they are the same verified bytes.
+        let (start, _) = self.layout.range(index.into());
+        self.file.write_all_at(data, start)?;
+        let (fresh, all_done) = {
+            let mut s = self.schedule.lock().expect("not poisoned");
+            (s.complete(index), s.missing == 0)
+        };
+        if fresh {
+            self.record.mark(index as usize)?;
+            self.progress.advance(data.len() as u64);
+        }
+        if all_done {
+            self.finished.cancel();
+        }
+        Ok(())
+    }
+}
+
+/// One peer's share of the work.
+struct Worker {
+    report: PeerReport,
+    /// Requests sent and not yet answered, oldest first (answers come in order).
+    in_flight: VecDeque<u32>,
+    /// Pieces this peer sent corrupted: asked of others.
+    avoid: HashSet<u32>,
+}
+
+impl Worker {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            report: PeerReport {
+                addr,
+                pieces: 0,
+                bytes: 0,
+                bad_pieces: 0,
+                dropped: None,
+            },
+            in_flight: VecDeque::new(),
+            avoid: HashSet::new(),
+        }
+    }
+
+    async fn run<P: Progress>(mut self, shared: &Shared<P>) -> PeerReport {
+        let result = tokio::select! {
+            _ = shared.finished.cancelled() => Ok(()),
+            r = self.work(shared) => r,
+        };
+        // Whatever this peer still owed goes back to the others.
+        for index in self.in_flight.drain(..) {
+            shared.release(index);
+        }
+        if let Err(e) = result {
+            tracing::info!("peer {} dropped: {e}", self.report.addr);
+            self.report.dropped = Some(e.to_string());
+        }
+        self.report
+    }
+
+    async fn work<P: Progress>(&mut self, shared: &Shared<P>) -> Result<(), PeerError> {
+        let stall = shared.options.stall_timeout;
+        let name = &shared.options.client_name;
+        let mut conn = tokio::time::timeout(stall, connect(self.report.addr, name))
+            .await
+            .map_err(|_| PeerError::Stalled)??;
+        let mut buf = vec![0u8; shared.layout.piece.min(shared.layout.len.max(1)) as usize];
+        loop {
+            {
+                let mut schedule = shared.schedule.lock().expect("not poisoned");
+                while self.in_flight.len() < shared.options.pipeline {
+                    let Some(index) = schedule.pick(&self.in_flight, &self.avoid) else {
+                        break;
+                    };
+                    conn.queue(
+                        &GetPiece {
+                            id: shared.id,
+                            index,
+                        }
+                        .into(),
+                    );
+                    self.in_flight.push_back(index);
+                }
+            }
+            let Some(&index) = self.in_flight.front() else {
+                // Nothing this peer can be asked for now. While other peers have pieces in
+                // flight, one may come back (if they fail); when none do, what is left are
+                // pieces this peer corrupted, and it cannot help any more.
+                if !shared
+                    .schedule
+                    .lock()
+                    .expect("not poisoned")
+                    .any_in_flight()
+                {
+                    return Err(PeerError::Corrupt(self.report.bad_pieces));
+                }
+                let woken = shared.wake.notified();
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                continue;
+            };
+            tokio::time::timeout(stall, conn.flush())
+                .await
+                .map_err(|_| PeerError::Stalled)??;
+            let len = shared.layout.range(index.into()).1 as usize;
+            match tokio::time::timeout(stall, read(&mut conn))
+                .await
+                .map_err(|_| PeerError::Stalled)??
+            {
+                Message::PieceData(d) if d.index == index && d.len == len as u64 => {}
+                other => return Err(unexpected(&other)),
+            }
+            let mut got = 0;
+            while got < len {
+                let n = tokio::time::timeout(stall, conn.read_raw(&mut buf[got..len]))
+                    .await
+                    .map_err(|_| PeerError::Stalled)??;
+                if n == 0 {
+                    return Err(PeerError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed the connection mid-piece",
+                    )));
+                }
+                got += n;
+            }
+            self.in_flight.pop_front();
+            let data = &buf[..len];
+            if shared.layout.piece_hash(index.into(), data) == shared.hashes[index as usize] {
+                self.report.pieces += 1;
+                self.report.bytes += len as u64;
+                shared.store(index, data)?;
+            } else {
+                self.report.bad_pieces += 1;
+                self.avoid.insert(index);
+                shared.release(index);
+                tracing::warn!(
+                    "piece {index} from {} failed verification",
+                    self.report.addr
+                );
+                if self.report.bad_pieces >= shared.options.max_failures {
+                    return Err(PeerError::Corrupt(self.report.bad_pieces));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_hands_out_each_piece_once_then_doubles_up_at_the_end() {
+        let mut s = Schedule::new(vec![false; 3]);
+        let (a, b) = (VecDeque::new(), VecDeque::from([0u32]));
+        let none = HashSet::new();
+        assert_eq!(s.pick(&a, &none), Some(0));
+        assert_eq!(s.pick(&a, &none), Some(1));
+        assert_eq!(s.pick(&a, &none), Some(2));
+        // End game: nothing unrequested, so a piece in flight elsewhere is asked again, but not
+        // one this peer already has in flight.
+        assert_eq!(s.pick(&b, &none), Some(1));
+        assert!(s.complete(1));
+        assert!(!s.complete(1), "the second copy is not counted again");
+        s.release(1);
+        assert_eq!(
+            s.state[1],
+            PieceState::Done,
+            "a late copy never un-does a piece"
+        );
+        s.release(0);
+        assert_eq!(s.state[0], PieceState::Missing);
+        assert_eq!(
+            s.pick(&a, &none),
+            Some(0),
+            "a released piece is handed out again"
+        );
+    }
+
+    #[test]
+    fn a_peer_is_not_given_back_a_piece_it_corrupted() {
+        let mut s = Schedule::new(vec![false; 2]);
+        let avoid = HashSet::from([0u32]);
+        assert_eq!(s.pick(&VecDeque::new(), &avoid), Some(1));
+        assert_eq!(s.pick(&VecDeque::from([1]), &avoid), None);
+    }
+
+    #[test]
+    fn names_from_the_network_cannot_steer_where_a_file_lands() {
+        let w = |name: &str| Wanted {
+            id: [7; 32],
+            size: 1,
+            name: name.into(),
+        };
+        assert_eq!(local_name(&w("photos/cat.png")), "cat.png");
+        assert_eq!(local_name(&w("../../etc/passwd")), "passwd");
+        let hex = blake3::Hash::from_bytes([7; 32]).to_hex().to_string();
+        assert_eq!(local_name(&w("..")), hex);
+        assert_eq!(local_name(&w("")), hex);
+        assert_eq!(local_name(&w(".bashrc")), hex);
+        assert_eq!(local_name(&w("bad\nname")), hex);
+    }
+}

@@ -1,0 +1,276 @@
+//! A swarm peer (seed 004): shares a folder's files with other peers in verified pieces, keeps a
+//! tracker told what it shares, and downloads files from every peer that has them at once.
+//!
+//! - [`library`]: the shared files, their ids (BLAKE3) and piece hashes.
+//! - [`server`]: the TCP server other peers download pieces from.
+//! - [`download`]: the multi-source downloader.
+//! - [`lookup`]: finding a file on the tracker by id, id prefix or name.
+//! - [`Peer`]: all of it together, as `troca peer` runs it: registration, refreshes, watching
+//!   the folder (changes go to the tracker as UPD), and END when it stops.
+
+pub mod download;
+pub mod library;
+pub mod lookup;
+pub mod server;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use troca_proto::tracker::{codes, FileInfo, Listed, Secret, UpdateMode};
+use troca_tracker::client::{TrackerClient, TrackerError};
+
+pub use download::{Outcome, SwarmError, Wanted};
+pub use library::{Changes, Library};
+pub use lookup::LookupError;
+pub use server::ServerConfig;
+
+/// How `troca peer` runs.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub dir: PathBuf,
+    pub only_images: bool,
+    pub tracker: SocketAddr,
+    /// How often the registration is refreshed (well inside the tracker's lifetime).
+    pub refresh: Duration,
+    pub server: ServerConfig,
+    pub download: download::Options,
+}
+
+/// Everything a peer operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Download(#[from] SwarmError),
+}
+
+/// A running peer.
+#[derive(Debug)]
+pub struct Peer {
+    config: PeerConfig,
+    library: Arc<Library>,
+    tracker: tokio::sync::Mutex<TrackerClient>,
+    secret: Secret,
+    addr: SocketAddr,
+    /// Whether the tracker should be holding this peer's registration (false after END).
+    registered: AtomicBool,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Peer {
+    /// Scans the folder, starts serving it on `listener`, registers with the tracker, and starts
+    /// the refresh and watch tasks. They run until [`Peer::stop`] or `shutdown`.
+    pub async fn start(
+        listener: TcpListener,
+        config: PeerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, Error> {
+        std::fs::create_dir_all(&config.dir)?;
+        let library = Arc::new(Library::new(
+            std::fs::canonicalize(&config.dir)?,
+            config.only_images,
+        ));
+        let scanning = Arc::clone(&library);
+        tokio::task::spawn_blocking(move || scanning.scan())
+            .await
+            .map_err(std::io::Error::other)??;
+        let mut secret = Secret::default();
+        getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
+        let stop = shutdown.child_token();
+        let peer = Arc::new(Self {
+            tracker: tokio::sync::Mutex::new(TrackerClient::new(config.tracker).await?),
+            addr: listener.local_addr()?,
+            config,
+            library,
+            secret,
+            registered: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+            stop,
+        });
+        peer.tasks.spawn(server::run(
+            listener,
+            Arc::clone(&peer.library),
+            peer.config.server.clone(),
+            peer.stop.clone(),
+        ));
+        peer.register().await?;
+        peer.tasks.spawn(Arc::clone(&peer).refresh_loop());
+        let watching = watch::start(peer.library.dir(), peer.stop.clone())?;
+        peer.tasks.spawn(Arc::clone(&peer).watch_loop(watching));
+        Ok(peer)
+    }
+
+    /// Where this peer serves pieces.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+
+    /// Registers (again) with every shared file (the seed's REG).
+    pub async fn register(&self) -> Result<(), Error> {
+        let files = self.library.files();
+        self.tracker
+            .lock()
+            .await
+            .register(self.addr.port(), self.secret, &files)
+            .await?;
+        self.registered.store(true, Ordering::Relaxed);
+        tracing::info!("registered {} files with the tracker", files.len());
+        Ok(())
+    }
+
+    /// Rescans the folder and tells the tracker what changed (the seed's UPD).
+    pub async fn update(&self) -> Result<Changes, Error> {
+        let scanning = Arc::clone(&self.library);
+        let changes = tokio::task::spawn_blocking(move || scanning.scan())
+            .await
+            .map_err(std::io::Error::other)??;
+        self.announce(&changes).await?;
+        Ok(changes)
+    }
+
+    /// Sends a change set to the tracker, registering afresh if it has forgotten this peer.
+    async fn announce(&self, changes: &Changes) -> Result<(), Error> {
+        if changes.is_empty() || !self.registered.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let sent = self.patch(changes).await;
+        match sent {
+            Err(TrackerError::Refused { code, .. }) if code == codes::NOT_REGISTERED => {
+                self.register().await
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn patch(&self, changes: &Changes) -> Result<(), TrackerError> {
+        let mut tracker = self.tracker.lock().await;
+        if !changes.removed.is_empty() {
+            tracker
+                .update(self.secret, UpdateMode::Remove, &changes.removed)
+                .await?;
+        }
+        if !changes.added.is_empty() {
+            tracker
+                .update(self.secret, UpdateMode::Add, &changes.added)
+                .await?;
+        }
+        tracing::info!(
+            "told the tracker: {} files added, {} removed",
+            changes.added.len(),
+            changes.removed.len()
+        );
+        Ok(())
+    }
+
+    /// Leaves the swarm (the seed's END); the folder is still served to peers that ask.
+    pub async fn leave(&self) -> Result<(), Error> {
+        self.registered.store(false, Ordering::Relaxed);
+        self.tracker.lock().await.end(self.secret).await?;
+        Ok(())
+    }
+
+    /// Files on the swarm whose name contains `filter`.
+    pub async fn list(&self, filter: &str) -> Result<Vec<Listed>, Error> {
+        Ok(self.tracker.lock().await.list(filter, None).await?)
+    }
+
+    /// Downloads `what` (id, id prefix or name) into the shared folder, then shares it too.
+    pub async fn fetch<P: troca_net::Progress + Send + Sync + 'static>(
+        &self,
+        what: &str,
+        progress: Arc<P>,
+    ) -> Result<Outcome, Error> {
+        let (wanted, peers) = lookup::find(&mut *self.tracker.lock().await, what).await?;
+        if let Some(have) = self.library.get(&wanted.id) {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("already shared here as {}", have.name),
+            )));
+        }
+        let peers: Vec<SocketAddr> = peers.into_iter().filter(|&p| p != self.addr).collect();
+        let outcome = download::download(
+            &wanted,
+            &peers,
+            self.library.dir(),
+            &self.config.download,
+            progress,
+        )
+        .await?;
+        let changes =
+            self.library
+                .add_verified(&outcome.path, outcome.id, Arc::clone(&outcome.hashes))?;
+        self.announce(&changes).await?;
+        Ok(outcome)
+    }
+
+    /// Stops serving and watching, and leaves the swarm if still registered.
+    pub async fn stop(&self) -> Result<(), Error> {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if self.registered.load(Ordering::Relaxed) {
+            self.leave().await?;
+        }
+        Ok(())
+    }
+
+    async fn refresh_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.refresh) => {}
+            }
+            if !self.registered.load(Ordering::Relaxed) {
+                continue;
+            }
+            // An empty UPD refreshes the registration; a forgotten peer registers anew. The
+            // rescan catches changes the watcher cannot see (network filesystems, say).
+            let refreshed = match self.update().await {
+                Ok(_) => self.patch_empty().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = refreshed {
+                tracing::warn!("refreshing the registration failed: {e}");
+            }
+        }
+    }
+
+    async fn patch_empty(&self) -> Result<(), Error> {
+        let sent = self
+            .tracker
+            .lock()
+            .await
+            .update(self.secret, UpdateMode::Add, &[] as &[FileInfo])
+            .await;
+        match sent {
+            Err(TrackerError::Refused { code, .. }) if code == codes::NOT_REGISTERED => {
+                self.register().await
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn watch_loop(self: Arc<Self>, mut watching: watch::Watching) {
+        while watching.changed().await {
+            if let Err(e) = self.update().await {
+                tracing::warn!("telling the tracker about changes failed: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The peer's TCP server: answers `Pieces` with a file's piece hashes and `GetPiece` with the
+//! piece's bytes, sent with `sendfile` straight from the page cache.
+//!
+//! Files are asked for by id only, and only ids in the [`Library`] are served, so nothing outside
+//! the shared folder can be named. A file that changed on disk since it was hashed is refused
+//! (its old id no longer describes it) until the next scan re-hashes it.
+
+use crate::library::{Library, SharedFile};
+use std::fs::File;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use troca_net::connection::FrameError;
+use troca_net::Connection;
+use troca_proto::msg::{Error, PieceData, PieceHashes, Welcome, HASHES_PER_FRAME};
+use troca_proto::pieces::Layout;
+use troca_proto::{ErrorCode, Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
+
+/// How a peer's server behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub max_connections: usize,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Upload cap in bytes per second, shared by all connections (`None`: no cap).
+    pub max_rate: Option<u64>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(120),
+            max_rate: None,
+        }
+    }
+}
+
+/// Serves `library` on `listener` until `shutdown`; then waits for pieces being sent.
+pub async fn run(
+    listener: TcpListener,
+    library: Arc<Library>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let limit = config.max_rate.map(|r| Arc::new(RateLimit::new(r)));
+    let tasks = TaskTracker::new();
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                // Out of descriptors, say: wait a little rather than spin.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("refusing {addr}: at the connection limit");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (library, config, limit, stop) = (
+            Arc::clone(&library),
+            config.clone(),
+            limit.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut serving = Serving {
+                conn: Connection::new(stream),
+                library,
+                config,
+                limit,
+                open: None,
+            };
+            if let Err(e) = serving.run(&stop).await {
+                tracing::debug!("peer connection from {addr} ended: {e}");
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+struct Serving {
+    conn: Connection<TcpStream>,
+    library: Arc<Library>,
+    config: ServerConfig,
+    limit: Option<Arc<RateLimit>>,
+    /// The file of the last piece sent, kept open for the next request (usually the next piece).
+    open: Option<(Arc<SharedFile>, File)>,
+}
+
+impl Serving {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), FrameError> {
+        match self.next(shutdown).await? {
+            Some(Message::Hello(h)) if h.magic == MAGIC && h.version == PROTOCOL_VERSION => {}
+            Some(_) => {
+                return self
+                    .refuse(ErrorCode::UnsupportedVersion, "expected a troca Hello")
+                    .await
+            }
+            None => return Ok(()),
+        }
+        self.conn
+            .send(
+                &Welcome {
+                    version: PROTOCOL_VERSION,
+                    server: format!("troca-peer {}", env!("CARGO_PKG_VERSION")),
+                    max_frame: MAX_FRAME_LEN as u32,
+                }
+                .into(),
+            )
+            .await?;
+        while let Some(msg) = self.next(shutdown).await? {
+            match msg {
+                Message::Pieces(p) => match self.library.get(&p.id) {
+                    Some(f) => self.send_hashes(&f).await?,
+                    None => self.not_found(&p.id).await?,
+                },
+                Message::GetPiece(g) => self.send_piece(&g.id, g.index).await?,
+                other => {
+                    let what = format!("a peer does not answer {}", other.name());
+                    return self.refuse(ErrorCode::BadRequest, &what).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next request; `None` at a clean close, at shutdown or after the idle timeout.
+    async fn next(&mut self, shutdown: &CancellationToken) -> Result<Option<Message>, FrameError> {
+        tokio::select! {
+            _ = shutdown.cancelled() => Ok(None),
+            r = tokio::time::timeout(self.config.idle_timeout, self.conn.read_message()) => {
+                r.unwrap_or(Ok(None))
+            }
+        }
+    }
+
+    async fn refuse(&mut self, code: ErrorCode, message: &str) -> Result<(), FrameError> {
+        self.conn.send(&Error::new(code, message).into()).await?;
+        Ok(())
+    }
+
+    async fn not_found(&mut self, id: &Hash) -> Result<(), FrameError> {
+        let hex = blake3::Hash::from_bytes(*id).to_hex();
+        self.refuse(
+            ErrorCode::NotFound,
+            &format!("this peer does not share {hex}"),
+        )
+        .await
+    }
+
+    async fn send_hashes(&mut self, file: &SharedFile) -> Result<(), FrameError> {
+        let mut chunks = file.pieces.chunks(HASHES_PER_FRAME).peekable();
+        while let Some(chunk) = chunks.next() {
+            let msg = PieceHashes {
+                size: file.size,
+                hashes: chunk.to_vec(),
+                last: chunks.peek().is_none(),
+            };
+            self.conn.queue(&msg.into());
+        }
+        self.conn.flush().await?;
+        Ok(())
+    }
+
+    async fn send_piece(&mut self, id: &Hash, index: u32) -> Result<(), FrameError> {
+        let Some(shared) = self.library.get(id) else {
+            return self.not_found(id).await;
+        };
+        let layout = Layout::for_len(shared.size);
+        if u64::from(index) >= layout.count() {
+            let what = format!("piece {index} is past the end of the file");
+            return self.refuse(ErrorCode::BadRequest, &what).await;
+        }
+        let reuse = matches!(&self.open, Some((f, _)) if Arc::ptr_eq(f, &shared));
+        if !reuse {
+            match File::open(&shared.path) {
+                Ok(file) => self.open = Some((Arc::clone(&shared), file)),
+                Err(_) => return self.not_found(id).await,
+            }
+        }
+        let (_, file) = self.open.as_ref().expect("opened above");
+        // Checked on every piece: a file edited in place must not be served under its old id.
+        // The downloader would catch the bad bytes anyway, but would blame this peer for them.
+        if !file.metadata().is_ok_and(|m| shared.unchanged(&m)) {
+            self.open = None;
+            return self.not_found(id).await;
+        }
+        let (start, len) = layout.range(index.into());
+        self.conn.queue(&PieceData { index, len }.into());
+        self.conn.flush().await?;
+        let file = &self.open.as_ref().expect("opened above").1;
+        let mut sent = 0;
+        while sent < len {
+            let mut want = len - sent;
+            if let Some(limit) = &self.limit {
+                want = want.min(RATE_CHUNK);
+                limit.take(want).await;
+            }
+            let n = troca_net::sendfile::send_some(self.conn.stream(), file, start + sent, want)
+                .await?;
+            if n == 0 {
+                // Truncated under us: the connection cannot carry on mid-piece.
+                return Err(FrameError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while a piece was sent",
+                )));
+            }
+            sent += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes sent per slice when a rate cap applies: small enough to pace smoothly.
+const RATE_CHUNK: u64 = 64 * 1024;
+
+/// A shared upload cap: each slice reserves its share of time on one schedule.
+#[derive(Debug)]
+struct RateLimit {
+    bytes_per_s: u64,
+    next: Mutex<Instant>,
+}
+
+impl RateLimit {
+    fn new(bytes_per_s: u64) -> Self {
+        Self {
+            bytes_per_s: bytes_per_s.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn take(&self, n: u64) {
+        let at = {
+            let mut next = self.next.lock().expect("not poisoned");
+            let at = (*next).max(Instant::now());
+            *next = at + Duration::from_secs_f64(n as f64 / self.bytes_per_s as f64);
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
