@@ -680,13 +680,14 @@ impl Worker {
                 // Nothing this peer can be asked for now. While other peers have pieces in
                 // flight, one may come back (if they fail); when none do, what is left are
                 // pieces this peer corrupted, and it cannot help any more.
-                if !shared
-                    .schedule
-                    .lock()
-                    .expect("not poisoned")
-                    .any_in_flight()
                 {
-                    return Err(PeerError::Corrupt(self.report.bad_pieces));
+                    let schedule = shared.schedule.lock().expect("not poisoned");
+                    if schedule.missing == 0 {
+                        return Ok(());
+                    }
+                    if !schedule.any_in_flight() {
+                        return Err(PeerError::Corrupt(self.report.bad_pieces));
+                    }
                 }
                 let woken = shared.wake.notified();
                 tokio::select! {

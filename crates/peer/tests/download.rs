@@ -1,0 +1,359 @@
+//! The multi-source downloader against real piece servers on loopback (and, where a peer must
+//! misbehave in a precise way, a small fake one): corrupt peers, dying peers, resume.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use troca_net::{Connection, NoProgress, Progress};
+use troca_peer::download::{download, Options, Wanted};
+use troca_peer::library::PARTIAL_DIR;
+use troca_peer::{Library, ServerConfig};
+use troca_proto::msg::{PieceData, PieceHashes, Welcome};
+use troca_proto::pieces::Layout;
+use troca_proto::{Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
+
+const MIB: usize = 1 << 20;
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut h = blake3::Hasher::new();
+    h.update(&[seed]);
+    let mut reader = h.finalize_xof();
+    out.resize(len, 0);
+    reader.fill(&mut out);
+    out
+}
+
+/// A real peer server sharing `dir`, stopped when the token is cancelled.
+async fn serve(dir: &Path, config: ServerConfig) -> (SocketAddr, CancellationToken) {
+    let library = Arc::new(Library::new(dir.to_path_buf(), false));
+    library.scan().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(troca_peer::server::run(
+        listener,
+        library,
+        config,
+        stop.clone(),
+    ));
+    (addr, stop)
+}
+
+fn share(data: &[u8], name: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join(name), data).unwrap();
+    d
+}
+
+fn wanted(data: &[u8], name: &str) -> Wanted {
+    Wanted {
+        id: *blake3::hash(data).as_bytes(),
+        size: data.len() as u64,
+        name: name.into(),
+    }
+}
+
+fn fast_options() -> Options {
+    Options {
+        stall_timeout: Duration::from_secs(5),
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_peer_is_dropped_and_the_file_is_still_right() {
+    let data = bytes(24 * MIB + 77, 1);
+    let (a, b, c) = (
+        share(&data, "f.bin"),
+        share(&data, "f.bin"),
+        share(&data, "f.bin"),
+    );
+    let (pa, _sa) = serve(a.path(), ServerConfig::default()).await;
+    let (pb, _sb) = serve(b.path(), ServerConfig::default()).await;
+    let (pc, _sc) = serve(c.path(), ServerConfig::default()).await;
+    // Peer c's copy rots after it was hashed: same length and modification time, other bytes,
+    // so its server keeps offering it under the old id.
+    let path = c.path().join("f.bin");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut rotten = data.clone();
+    for piece in rotten.chunks_mut(MIB) {
+        piece[0] ^= 0xff;
+    }
+    std::fs::write(&path, &rotten).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    let o = download(
+        &wanted(&data, "f.bin"),
+        &[pc, pa, pb],
+        out.path(),
+        &fast_options(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&o.path).unwrap(), data, "the file is exact");
+    let bad = o.peers.iter().find(|p| p.addr == pc).unwrap();
+    assert_eq!(bad.pieces, 0, "nothing from the corrupt peer was kept");
+    assert_eq!(bad.bad_pieces, Options::default().max_failures);
+    assert!(bad
+        .dropped
+        .as_deref()
+        .unwrap()
+        .contains("failed verification"));
+    for good in o.peers.iter().filter(|p| p.addr != pc) {
+        assert!(good.dropped.is_none(), "{good:?}");
+        assert!(good.pieces > 0, "{} did its share", good.addr);
+    }
+    assert!(!out.path().join(PARTIAL_DIR).exists(), "no partial left");
+}
+
+/// A peer that gives `data`'s piece hashes and then `pieces_before_dying` good pieces, then
+/// cuts the connection mid-piece and stops accepting new ones, as a killed process would.
+async fn dying_peer(data: Vec<u8>, pieces_before_dying: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layout = Layout::for_len(data.len() as u64);
+    let hashes: Vec<_> = (0..layout.count())
+        .map(|i| {
+            let (start, len) = layout.range(i);
+            layout.piece_hash(i, &data[start as usize..(start + len) as usize])
+        })
+        .collect();
+    let data = Arc::new(data);
+    let served = Arc::new(AtomicU64::new(0));
+    let dead = CancellationToken::new();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = dead.cancelled() => return,
+                r = listener.accept() => r.unwrap(),
+            };
+            let (data, hashes, served, dead) =
+                (data.clone(), hashes.clone(), served.clone(), dead.clone());
+            tokio::spawn(async move {
+                let mut conn = Connection::new(stream);
+                loop {
+                    let msg = tokio::select! {
+                        _ = dead.cancelled() => return,
+                        m = conn.read_message() => m,
+                    };
+                    match msg {
+                        Ok(Some(Message::Hello(_))) => conn.queue(
+                            &Welcome {
+                                version: PROTOCOL_VERSION,
+                                server: "dying".into(),
+                                max_frame: MAX_FRAME_LEN as u32,
+                            }
+                            .into(),
+                        ),
+                        Ok(Some(Message::Pieces(_))) => conn.queue(
+                            &PieceHashes {
+                                size: data.len() as u64,
+                                hashes: hashes.clone(),
+                                last: true,
+                            }
+                            .into(),
+                        ),
+                        Ok(Some(Message::GetPiece(g))) => {
+                            let (start, len) = layout.range(g.index.into());
+                            let (start, len) = (start as usize, len as usize);
+                            conn.queue(
+                                &PieceData {
+                                    index: g.index,
+                                    len: len as u64,
+                                }
+                                .into(),
+                            );
+                            let n = served.fetch_add(1, Ordering::SeqCst);
+                            if n as usize >= pieces_before_dying {
+                                // Half a piece, then gone for good.
+                                conn.queue_raw(&data[start..start + len / 2]);
+                                let _ = conn.flush().await;
+                                dead.cancel();
+                                return;
+                            }
+                            conn.queue_raw(&data[start..start + len]);
+                        }
+                        _ => return,
+                    }
+                    if conn.flush().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_peer_that_dies_mid_download_costs_only_its_in_flight_pieces() {
+    let data = bytes(16 * MIB, 2);
+    let a = share(&data, "f.bin");
+    // The healthy peer is slow, so the dying one is surely asked for pieces before it dies.
+    let slow = ServerConfig {
+        max_rate: Some(16 * MIB as u64),
+        ..ServerConfig::default()
+    };
+    let (pa, _sa) = serve(a.path(), slow).await;
+    let dying = dying_peer(data.clone(), 3).await;
+    let out = tempfile::tempdir().unwrap();
+    let o = download(
+        &wanted(&data, "f.bin"),
+        &[dying, pa],
+        out.path(),
+        &fast_options(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&o.path).unwrap(), data);
+    let d = o.peers.iter().find(|p| p.addr == dying).unwrap();
+    assert_eq!(d.pieces, 3, "the pieces it gave before dying were kept");
+    assert!(d.dropped.is_some());
+    let a = o.peers.iter().find(|p| p.addr == pa).unwrap();
+    assert!(a.pieces >= 13, "the other peer made up for it");
+}
+
+/// Counts bytes as they are verified and written.
+#[derive(Default)]
+struct Count(AtomicU64);
+impl Progress for Count {
+    fn advance(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_download_resumes_from_its_verified_pieces() {
+    let data = bytes(20 * MIB, 3);
+    let a = share(&data, "movie.mkv");
+    let slow = ServerConfig {
+        max_rate: Some(8 * MIB as u64),
+        ..ServerConfig::default()
+    };
+    let (slow_peer, stop_slow) = serve(a.path(), slow).await;
+    let out = tempfile::tempdir().unwrap();
+    let want = wanted(&data, "movie.mkv");
+    let count = Arc::new(Count::default());
+    let progress = Arc::clone(&count);
+    let first = tokio::time::timeout(
+        Duration::from_millis(1500),
+        download(&want, &[slow_peer], out.path(), &fast_options(), progress),
+    )
+    .await;
+    assert!(first.is_err(), "the first try was cut short");
+    stop_slow.cancel();
+    let held = count.0.load(Ordering::Relaxed);
+    assert!(
+        held >= 2 * MIB as u64,
+        "some pieces arrived first ({held} bytes)"
+    );
+    let hex = blake3::Hash::from_bytes(want.id).to_hex();
+    let part = out.path().join(PARTIAL_DIR).join(format!("{hex}.part"));
+    assert!(out
+        .path()
+        .join(PARTIAL_DIR)
+        .join(format!("{hex}.pieces"))
+        .exists());
+    assert!(
+        !out.path().join("movie.mkv").exists(),
+        "nothing under the real name"
+    );
+    // Spoil the first held piece: the record says verified, the bytes say otherwise, so it is
+    // fetched again rather than trusted.
+    let f = std::fs::File::options().write(true).open(&part).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"spoiled", 10).unwrap();
+    drop(f);
+
+    let b = share(&data, "movie.mkv");
+    let (fast_peer, _s) = serve(b.path(), ServerConfig::default()).await;
+    let count = Arc::new(Count::default());
+    let o = download(
+        &want,
+        &[fast_peer],
+        out.path(),
+        &fast_options(),
+        Arc::clone(&count),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&o.path).unwrap(), data);
+    let held_pieces = held / MIB as u64;
+    assert_eq!(
+        o.resumed_pieces,
+        held_pieces - 1,
+        "all held pieces but the spoiled one"
+    );
+    assert_eq!(
+        count.0.load(Ordering::Relaxed),
+        data.len() as u64 - o.resumed_pieces * MIB as u64,
+        "only the missing pieces were downloaded"
+    );
+    assert!(!out.path().join(PARTIAL_DIR).exists());
+}
+
+#[tokio::test]
+async fn a_download_never_overwrites_a_local_file() {
+    let data = bytes(3 * MIB, 4);
+    let a = share(&data, "photo.png");
+    let (pa, _s) = serve(a.path(), ServerConfig::default()).await;
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("photo.png"), b"mine").unwrap();
+    let o = download(
+        &wanted(&data, "photo.png"),
+        &[pa],
+        out.path(),
+        &fast_options(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.path, out.path().join("photo_downloaded.png"));
+    assert_eq!(
+        std::fs::read(out.path().join("photo.png")).unwrap(),
+        b"mine"
+    );
+    assert_eq!(std::fs::read(&o.path).unwrap(), data);
+}
+
+#[tokio::test]
+async fn when_every_peer_is_gone_the_error_says_so_and_keeps_what_arrived() {
+    let data = bytes(6 * MIB, 5);
+    let dying = dying_peer(data.clone(), 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let want = wanted(&data, "f.bin");
+    let err = download(
+        &want,
+        &[dying],
+        out.path(),
+        &fast_options(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("4 of 6 pieces still missing"), "{msg}");
+    assert!(
+        msg.contains("run the same command again to resume"),
+        "{msg}"
+    );
+    let hex = blake3::Hash::from_bytes(want.id).to_hex();
+    assert!(out
+        .path()
+        .join(PARTIAL_DIR)
+        .join(format!("{hex}.part"))
+        .exists());
+    assert!(!out.path().join("f.bin").exists());
+}
