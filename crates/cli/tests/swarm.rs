@@ -1,44 +1,56 @@
-//! The tracker binary and `troca swarm ls` against it.
+//! The swarm from the outside: `troca tracker`, `troca peer` processes and `troca swarm ls|get`.
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 use troca_proto::tracker::FileInfo;
 use troca_tracker::client::TrackerClient;
 
-struct Tracker(std::process::Child, String);
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start_tracker() -> Daemon {
+    Daemon::start(&["tracker", "--listen", "127.0.0.1:0"])
 }
 
-fn start_tracker() -> Tracker {
-    let mut child = Command::new(TROCA)
-        .args(["tracker", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_owned();
-    Tracker(child, addr)
+/// `troca peer DIR` registered with `tracker`, with extra `args`.
+fn start_peer(dir: &Path, tracker: &Daemon, args: &[&str]) -> Daemon {
+    let mut all = vec![
+        "peer".as_ref(),
+        dir.as_os_str(),
+        "--tracker".as_ref(),
+        tracker.addr.as_ref(),
+    ];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    Daemon::start(&all)
+}
+
+fn swarm(tracker: &Daemon, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(TROCA)
+        .current_dir(cwd)
+        .env("TROCA_TRACKER", &tracker.addr)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The names the tracker lists, sorted.
+fn listed(tracker: &Daemon) -> Vec<String> {
+    let out = swarm(tracker, Path::new("."), &["--json", "swarm", "ls"]);
+    let rows = json(&out);
+    let mut v: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 #[tokio::test]
 async fn swarm_ls_shows_what_peers_registered() {
     let t = start_tracker();
-    let mut peer = TrackerClient::new(t.1.parse().unwrap()).await.unwrap();
+    let mut peer = TrackerClient::new(t.addr.parse().unwrap()).await.unwrap();
     let file = FileInfo {
         id: *blake3::hash(b"img").as_bytes(),
         size: 3,
@@ -46,7 +58,7 @@ async fn swarm_ls_shows_what_peers_registered() {
     };
     peer.register(9000, [7; 16], &[file]).await.unwrap();
     let out = Command::new(TROCA)
-        .args(["--json", "swarm", "ls", "--tracker", &t.1])
+        .args(["--json", "swarm", "ls", "--tracker", &t.addr])
         .output()
         .unwrap();
     let rows: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
@@ -54,8 +66,197 @@ async fn swarm_ls_shows_what_peers_registered() {
     assert_eq!(rows[0]["id"], blake3::hash(b"img").to_hex().as_str());
     assert_eq!(rows[0]["peers"][0], "127.0.0.1:9000");
     let out = Command::new(TROCA)
-        .args(["swarm", "ls", "--tracker", &t.1, "dog"])
+        .args(["swarm", "ls", "--tracker", &t.addr, "dog"])
         .output()
         .unwrap();
     assert_eq!(ok(&out).trim(), "", "the filter leaves nothing");
+}
+
+#[test]
+fn a_file_comes_from_three_peers_and_a_peer_killed_midway_costs_nothing() {
+    let s = Scratch::new();
+    let t = start_tracker();
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    for i in 0..3 {
+        let d = s.tmp.path().join(format!("peer{i}"));
+        std::fs::create_dir(&d).unwrap();
+        if i == 0 {
+            random_file(&d.join("big.bin"), 40 << 20, "swarm");
+        } else {
+            std::fs::copy(dirs[0].join("big.bin"), d.join("big.bin")).unwrap();
+        }
+        dirs.push(d);
+    }
+    // Capped uploads make the download take a few seconds, so a peer can die in the middle.
+    let mut peers: Vec<Option<Daemon>> = dirs
+        .iter()
+        .map(|d| Some(start_peer(d, &t, &["--max-rate", "6M"])))
+        .collect();
+    let get = Command::new(TROCA)
+        .current_dir(&s.client)
+        .env("TROCA_TRACKER", &t.addr)
+        .args(["--json", "swarm", "get", "big.bin"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill one peer once some pieces have arrived.
+    let record_dir = s.client.join(".troca-swarm");
+    let started = std::time::Instant::now();
+    while !record_dir.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let victim = peers[1].take().unwrap();
+    let victim_addr = victim.addr.clone();
+    drop(victim); // SIGKILL: no END, connections cut mid-piece.
+    let out = get.wait_with_output().unwrap();
+    let report = json(&out);
+    assert_eq!(
+        hash_file(&s.client.join("big.bin")),
+        hash_file(&dirs[0].join("big.bin"))
+    );
+    assert_eq!(report["path"], "./big.bin");
+    let rows = report["peers"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{report}");
+    let dead = rows
+        .iter()
+        .find(|r| r["address"] == victim_addr.as_str())
+        .unwrap();
+    assert!(
+        !dead["dropped"].is_null(),
+        "the killed peer is reported: {report}"
+    );
+    for r in rows.iter().filter(|r| r["address"] != victim_addr.as_str()) {
+        assert!(r["dropped"].is_null(), "{report}");
+        assert!(r["pieces"].as_u64().unwrap() > 0, "{report}");
+    }
+    assert!(!record_dir.exists(), "the partial folder is gone");
+    drop(peers);
+}
+
+#[test]
+fn only_images_shares_files_by_what_they_contain() {
+    let s = Scratch::new();
+    let t = start_tracker();
+    std::fs::write(
+        s.share.join("fake.jpg"),
+        "only text pretending to be a JPEG",
+    )
+    .unwrap();
+    std::fs::write(
+        s.share.join("real.dat"),
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89",
+    )
+    .unwrap();
+    std::fs::write(s.share.join("photo.gif"), b"GIF89a\x01\0\x01\0\0\0\0;").unwrap();
+    let _p = start_peer(&s.share, &t, &["--only", "images"]);
+    assert_eq!(listed(&t), ["photo.gif", "real.dat"]);
+}
+
+#[test]
+fn a_peer_tells_the_tracker_about_new_files_and_leaves_when_stopped() {
+    let s = Scratch::new();
+    let t = start_tracker();
+    std::fs::write(s.share.join("one.txt"), "1").unwrap();
+    let p = start_peer(&s.share, &t, &[]);
+    assert_eq!(listed(&t), ["one.txt"]);
+    std::fs::write(s.share.join("two.txt"), "2").unwrap();
+    let started = std::time::Instant::now();
+    while listed(&t) != ["one.txt", "two.txt"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no UPD: {:?}",
+            listed(&t)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, err) = p.terminate();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("leaving the swarm"), "{err}");
+    assert!(listed(&t).is_empty(), "END removed its files");
+}
+
+#[test]
+fn swarm_get_of_an_ambiguous_name_lists_the_ids() {
+    let s = Scratch::new();
+    let t = start_tracker();
+    let (a, b) = (s.tmp.path().join("a"), s.tmp.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    std::fs::write(a.join("same.txt"), "first").unwrap();
+    std::fs::write(b.join("same.txt"), "second").unwrap();
+    let _pa = start_peer(&a, &t, &[]);
+    let _pb = start_peer(&b, &t, &[]);
+    let out = swarm(&t, &s.client, &["swarm", "get", "same.txt"]);
+    let err = fails(&out, 1);
+    assert!(
+        err.contains(blake3::hash(b"first").to_hex().as_str()),
+        "{err}"
+    );
+    assert!(
+        err.contains(blake3::hash(b"second").to_hex().as_str()),
+        "{err}"
+    );
+    let out = swarm(
+        &t,
+        &s.client,
+        &["swarm", "get", &blake3::hash(b"second").to_hex()[..16]],
+    );
+    ok(&out);
+    assert_eq!(std::fs::read(s.client.join("same.txt")).unwrap(), b"second");
+}
+
+#[test]
+fn the_peer_menu_registers_lists_downloads_and_quits() {
+    use rexpect::session::spawn_command;
+    let s = Scratch::new();
+    let t = start_tracker();
+    let other = s.tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("song.ogg"), "la la la").unwrap();
+    let _o = start_peer(&other, &t, &[]);
+    let mut cmd = Command::new(TROCA);
+    cmd.arg("peer")
+        .arg(&s.share)
+        .args(["--tracker", &t.addr])
+        .env("HOME", s.tmp.path());
+    let mut p = spawn_command(cmd, Some(15_000)).unwrap();
+    p.exp_string("1 register").unwrap();
+    p.exp_string("peer> ").unwrap();
+    p.send_line("2").unwrap();
+    p.exp_string("song.ogg").unwrap();
+    p.exp_string("peer> ").unwrap();
+    p.send_line("3").unwrap();
+    p.exp_string("id or name> ").unwrap();
+    p.send_line("song.ogg").unwrap();
+    p.exp_string("song.ogg").unwrap();
+    p.exp_string("peer> ").unwrap();
+    assert_eq!(
+        std::fs::read(s.share.join("song.ogg")).unwrap(),
+        b"la la la"
+    );
+    p.send_line("5").unwrap();
+    p.exp_string("left the swarm").unwrap();
+    p.exp_string("peer> ").unwrap();
+    assert_eq!(
+        listed(&t),
+        ["song.ogg"],
+        "only the other peer's copy is listed"
+    );
+    p.send_line("1").unwrap();
+    p.exp_string("registered 1 files").unwrap();
+    p.send_line("6").unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(listed(&t), ["song.ogg"]);
+    let mut c = std::process::Command::new(TROCA);
+    let out = c
+        .args(["--json", "swarm", "ls", "--tracker", &t.addr])
+        .output()
+        .unwrap();
+    assert_eq!(
+        json(&out)[0]["peers"].as_array().unwrap().len(),
+        1,
+        "quit sent END"
+    );
 }

@@ -8,12 +8,75 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const TROCA: &str = env!("CARGO_BIN_EXE_troca");
 
-/// A running `troca serve`.
-pub struct Hub {
+/// A long-running `troca` process (hub, tracker, peer) that printed `listening on ADDR` as its
+/// first line; killed on drop.
+pub struct Daemon {
     pub child: Child,
     pub addr: String,
-    pub dir: PathBuf,
     stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Daemon {
+    /// Runs `troca ARGS` and waits for its `listening on` line.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Daemon {
+        let mut child = Command::new(TROCA)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start troca");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        // Keep draining so the process never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Daemon {
+            child,
+            addr,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(r, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and stderr.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        self.signal_term();
+        let status = self.child.wait().unwrap();
+        let err = self.stderr.take().unwrap().join().unwrap();
+        (status, err)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `troca serve`.
+pub struct Hub {
+    pub daemon: Daemon,
+    pub addr: String,
+    pub dir: PathBuf,
 }
 
 impl Hub {
@@ -24,36 +87,18 @@ impl Hub {
 
     /// Serves `dir` on `addr` with extra `args`.
     pub fn start_on(dir: &Path, addr: &str, args: &[&str]) -> Hub {
-        let mut child = Command::new(TROCA)
-            .arg("serve")
-            .arg(dir)
-            .args(["--listen", addr])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start troca serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read hub stdout");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        // Keep draining so the hub never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
+        let mut all = vec![
+            "serve".as_ref(),
+            dir.as_os_str(),
+            "--listen".as_ref(),
+            addr.as_ref(),
+        ];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        let daemon = Daemon::start(&all);
         Hub {
-            child,
-            addr,
+            addr: daemon.addr.clone(),
+            daemon,
             dir: dir.to_path_buf(),
-            stderr: Some(stderr),
         }
     }
 
@@ -88,27 +133,13 @@ impl Hub {
     }
 
     /// Sends SIGTERM and waits for the hub to exit; returns its stderr.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        self.signal_term();
-        let status = self.child.wait().unwrap();
-        let err = self.stderr.take().unwrap().join().unwrap();
-        (status, err)
+    pub fn terminate(self) -> (std::process::ExitStatus, String) {
+        self.daemon.terminate()
     }
-}
 
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Hub {
     /// Sends SIGTERM without waiting.
     pub fn signal_term(&self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(r, 0, "kill failed");
+        self.daemon.signal_term()
     }
 }
 
