@@ -248,6 +248,9 @@ pub struct Serve {
 
 /// Durations like `30s`, `15m`, `1h 30m`, `500ms`.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
     let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
     d.try_into()
         .map_err(|_| "durations cannot be negative".to_owned())

@@ -5,8 +5,12 @@
 //! - `idle`: opens N connections, completes the handshake on each, holds them, and checks the
 //!   hub still answers a listing on a fresh connection meanwhile.
 //!
+//! - `tracker` and `udp-echo`: see [`tracker`].
+//!
 //! It runs on one thread, like redis-benchmark, so it competes with the hub for as little CPU as
 //! possible on a small machine.
+
+mod tracker;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -39,6 +43,23 @@ enum Mode {
         #[arg(long, default_value_t = 5)]
         hold_seconds: u64,
     },
+    /// Simulated peers send REG/LST/UPD to a tracker (or, with --echo, to `udp-echo`).
+    Tracker {
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The target is `udp-echo`: send the same datagrams, expect them back.
+        #[arg(long)]
+        echo: bool,
+    },
+    /// A UDP server that answers each datagram with itself (the tracker benchmark's baseline).
+    UdpEcho {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -58,6 +79,13 @@ fn main() -> Result<()> {
                 connections,
                 hold_seconds,
             } => idle(&args.hub, connections, hold_seconds).await,
+            Mode::Tracker {
+                target,
+                clients,
+                seconds,
+                echo,
+            } => tracker::load(target, clients, seconds, echo).await,
+            Mode::UdpEcho { listen } => tracker::echo(&listen).await,
         }
     })
 }

@@ -227,10 +227,17 @@ impl State {
     /// One page of the files matching `filter` (a name substring) or `id`, from `cursor` (the
     /// position in the matching list) on, filling a datagram.
     fn list(&self, filter: &str, id: Option<Hash>, cursor: u32) -> Answer {
-        let matching = self
-            .index
-            .iter()
-            .filter(|(fid, e)| id.is_none_or(|want| **fid == want) && e.file.name.contains(filter));
+        // One searcher for the whole scan: `str::contains` would build one per name, which
+        // dominated the tracker's profile under a listing-heavy load.
+        let finder = memchr::memmem::Finder::new(filter.as_bytes());
+        let by_name =
+            |e: &&Indexed| filter.is_empty() || finder.find(e.file.name.as_bytes()).is_some();
+        let matching: Box<dyn Iterator<Item = (&Hash, &Indexed)>> = match id {
+            // By id: a lookup, not a scan.
+            Some(want) => Box::new(self.index.get_key_value(&want).into_iter()),
+            None => Box::new(self.index.iter()),
+        };
+        let matching = matching.filter(|(_, e)| by_name(e));
         let mut files = Vec::new();
         let mut used = PAGE_OVERHEAD;
         let mut next = None;
