@@ -357,3 +357,34 @@ async fn when_every_peer_is_gone_the_error_says_so_and_keeps_what_arrived() {
         .exists());
     assert!(!out.path().join("f.bin").exists());
 }
+
+#[tokio::test]
+async fn the_end_does_not_wait_for_the_slowest_peer() {
+    let data = bytes(8 * MIB, 6);
+    let (a, b) = (share(&data, "f.bin"), share(&data, "f.bin"));
+    // So slow that one piece from it would take 16 s: if the download waited for the pieces it
+    // was asked for, it would end with pieces from it. In the end game the fast peer fetches
+    // them too, and the first good copy wins.
+    let crawl = ServerConfig {
+        max_rate: Some(64 * 1024),
+        ..ServerConfig::default()
+    };
+    let (slow, _s1) = serve(a.path(), crawl).await;
+    let (fast, _s2) = serve(b.path(), ServerConfig::default()).await;
+    let out = tempfile::tempdir().unwrap();
+    let o = download(
+        &wanted(&data, "f.bin"),
+        &[slow, fast],
+        out.path(),
+        &fast_options(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&o.path).unwrap(), data);
+    let s = o.peers.iter().find(|p| p.addr == slow).unwrap();
+    let f = o.peers.iter().find(|p| p.addr == fast).unwrap();
+    assert_eq!(s.pieces, 0, "nothing waited for the slow peer: {s:?}");
+    assert_eq!(f.pieces, 8, "the fast peer fetched every piece: {f:?}");
+    assert!(s.dropped.is_none(), "a slow peer is not a bad one");
+}
