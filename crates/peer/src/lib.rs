@@ -63,7 +63,7 @@ pub struct Peer {
     tracker: tokio::sync::Mutex<TrackerClient>,
     secret: Secret,
     addr: SocketAddr,
-    /// Whether the tracker should be holding this peer's registration (false after END).
+    /// Whether this peer wants to be registered (false after END until the next REG).
     registered: AtomicBool,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -105,7 +105,10 @@ impl Peer {
             peer.config.server.clone(),
             peer.stop.clone(),
         ));
-        peer.register().await?;
+        // A tracker that is down now may be up later: serve anyway and keep trying.
+        if let Err(e) = peer.register().await {
+            tracing::warn!("{e}; trying again every {:?}", peer.config.refresh);
+        }
         peer.tasks.spawn(Arc::clone(&peer).refresh_loop());
         let watching = watch::start(peer.library.dir(), peer.stop.clone())?;
         peer.tasks.spawn(Arc::clone(&peer).watch_loop(watching));
@@ -123,13 +126,14 @@ impl Peer {
 
     /// Registers (again) with every shared file (the seed's REG).
     pub async fn register(&self) -> Result<(), Error> {
+        // From now on the peer wants to be registered, even if this attempt fails.
+        self.registered.store(true, Ordering::Relaxed);
         let files = self.library.files();
         self.tracker
             .lock()
             .await
             .register(self.addr.port(), self.secret, &files)
             .await?;
-        self.registered.store(true, Ordering::Relaxed);
         tracing::info!("registered {} files with the tracker", files.len());
         Ok(())
     }

@@ -26,12 +26,20 @@ async fn tracker() -> (SocketAddr, CancellationToken) {
 }
 
 async fn peer(dir: &std::path::Path, tracker: SocketAddr) -> Arc<Peer> {
+    peer_refreshing(dir, tracker, Duration::from_secs(60)).await
+}
+
+async fn peer_refreshing(
+    dir: &std::path::Path,
+    tracker: SocketAddr,
+    refresh: Duration,
+) -> Arc<Peer> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = PeerConfig {
         dir: dir.to_path_buf(),
         only_images: false,
         tracker,
-        refresh: Duration::from_secs(60),
+        refresh,
         server: ServerConfig::default(),
         download: download::Options::default(),
     };
@@ -154,4 +162,21 @@ async fn an_unknown_name_is_not_found() {
         matches!(err, Error::Lookup(LookupError::NotFound(_))),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_peer_started_before_its_tracker_registers_once_it_is_up() {
+    // The tracker's port is taken but nobody answers yet.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let t = socket.local_addr().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("early.txt"), b"early").unwrap();
+    let _p = peer_refreshing(d.path(), t, Duration::from_millis(500)).await;
+    tokio::spawn(troca_tracker::run(
+        socket,
+        TrackerConfig::default(),
+        Arc::new(Stats::default()),
+        CancellationToken::new(),
+    ));
+    until(t, "a late registration", |n| n == ["early.txt"]).await;
 }
