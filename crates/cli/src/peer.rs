@@ -6,7 +6,6 @@ use crate::args::{Global, PeerArgs};
 use crate::progress::Bar;
 use crate::swarm::{print_listing, print_outcome, resolve};
 use anyhow::{Context, Result};
-use rustyline::error::ReadlineError;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};
@@ -172,7 +171,7 @@ fn read_lines(tx: tokio::sync::mpsc::UnboundedSender<Option<String>>, done: mpsc
     loop {
         let line = match editor.readline("peer> ") {
             Ok(l) => l,
-            Err(ReadlineError::Interrupted) => continue,
+            // Ctrl-C (which the line editor catches) and Ctrl-D stop the peer, as a signal does.
             Err(_) => {
                 let _ = tx.send(None);
                 return;

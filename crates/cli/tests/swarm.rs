@@ -249,6 +249,23 @@ fn the_peer_menu_registers_lists_downloads_and_quits() {
     p.send_line("6").unwrap();
     p.exp_eof().unwrap();
     assert_eq!(listed(&t), ["song.ogg"]);
+    // Ctrl-C at the prompt stops the peer too, with END.
+    let mut cmd = Command::new(TROCA);
+    cmd.arg("peer")
+        .arg(&s.share)
+        .args(["--tracker", &t.addr])
+        .env("HOME", s.tmp.path());
+    let mut p = spawn_command(cmd, Some(15_000)).unwrap();
+    p.exp_string("peer> ").unwrap();
+    let rows = json(&swarm(&t, &s.client, &["--json", "swarm", "ls"]));
+    assert_eq!(
+        rows[0]["peers"].as_array().unwrap().len(),
+        2,
+        "registered again"
+    );
+    p.send_control('c').unwrap();
+    p.exp_string("leaving the swarm").unwrap();
+    p.exp_eof().unwrap();
     let mut c = std::process::Command::new(TROCA);
     let out = c
         .args(["--json", "swarm", "ls", "--tracker", &t.addr])
