@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use troca_net::durable::free_local_path;
 use troca_net::transfer::{download_to_path, download_to_writer, upload_path};
 use troca_net::{ClientError, ClientOptions, HubClient};
-use troca_proto::msg::{Activity, ClientEntry, Entry, HistoryEntry, StatusInfo};
+use troca_proto::json;
+use troca_proto::msg::{Activity, HistoryEntry};
 
 pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -216,30 +217,10 @@ async fn recover(global: &Global, client: &mut HubClient, err: &ClientError) -> 
     Ok(())
 }
 
-#[derive(Serialize)]
-pub(crate) struct LsRow {
-    name: String,
-    size: u64,
-    modified: String,
-    blake3: Option<String>,
-}
-
-pub(crate) fn ls_rows(entries: &[Entry]) -> Vec<LsRow> {
-    entries
-        .iter()
-        .map(|e| LsRow {
-            name: e.name.clone(),
-            size: e.size,
-            modified: output::rfc3339(e.modified_ns),
-            blake3: e.blake3.as_ref().map(hex),
-        })
-        .collect()
-}
-
 pub(crate) async fn ls(global: &Global, client: &mut HubClient, prefix: &str) -> Result<ExitCode> {
     let entries = client.list(prefix).await?;
     if global.json {
-        print_json(&ls_rows(&entries))?;
+        print_json(&json::files(&entries))?;
     } else {
         for e in &entries {
             println!(
@@ -424,40 +405,10 @@ pub(crate) async fn rm(
     report.finish(global)
 }
 
-#[derive(Serialize)]
-pub(crate) struct WhoRow {
-    name: String,
-    address: String,
-    connected_at: String,
-    activity: &'static str,
-    target: String,
-    done: u64,
-    total: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-}
-
-pub(crate) fn who_rows(clients: Vec<ClientEntry>) -> Vec<WhoRow> {
-    clients
-        .into_iter()
-        .map(|c| WhoRow {
-            connected_at: output::rfc3339(c.connected_ns),
-            activity: c.activity.as_str(),
-            name: c.name,
-            address: c.address,
-            target: c.target,
-            done: c.done,
-            total: c.total,
-            bytes_sent: c.bytes_sent,
-            bytes_received: c.bytes_received,
-        })
-        .collect()
-}
-
 pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
     let clients = client.who().await?;
     if global.json {
-        print_json(&who_rows(clients))?;
+        print_json(&json::clients(clients))?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -487,19 +438,6 @@ pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
-pub(crate) struct HistoryRow {
-    time: String,
-    client: String,
-    address: String,
-    op: String,
-    target: String,
-    ok: bool,
-    error: Option<String>,
-    bytes: u64,
-    duration_ms: f64,
-}
-
 pub(crate) async fn history(
     global: &Global,
     client: &mut HubClient,
@@ -509,28 +447,11 @@ pub(crate) async fn history(
 ) -> Result<ExitCode> {
     let entries = client.history(limit, who, op).await?;
     if global.json {
-        print_json(&history_rows(entries))?;
+        print_json(&json::history(entries))?;
         return Ok(ExitCode::SUCCESS);
     }
     print_history(entries);
     Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn history_rows(entries: Vec<HistoryEntry>) -> Vec<HistoryRow> {
-    entries
-        .into_iter()
-        .map(|e| HistoryRow {
-            time: output::rfc3339(e.time_ns),
-            error: (!e.ok).then_some(e.error),
-            client: e.client,
-            address: e.address,
-            op: e.op,
-            target: e.target,
-            ok: e.ok,
-            bytes: e.bytes,
-            duration_ms: e.duration_us as f64 / 1000.0,
-        })
-        .collect()
 }
 
 fn print_history(entries: Vec<HistoryEntry>) {
@@ -554,36 +475,11 @@ fn print_history(entries: Vec<HistoryEntry>) {
     }
 }
 
-pub(crate) fn status_value(s: &StatusInfo) -> serde_json::Value {
-    serde_json::json!({
-            "time": output::zoned_time(s.time_ns, s.utc_offset_s),
-            "time_zone": s.time_zone,
-            "utc_offset_s": s.utc_offset_s,
-            "uptime_s": s.uptime_s,
-            "version": s.version,
-            "files": s.files,
-            "bytes": s.bytes,
-            "clients": s.clients,
-            "transfers": s.transfers,
-            "cache": {
-                "entries": s.cache_entries,
-                "bytes": s.cache_bytes,
-                "hits": s.cache_hits,
-                "misses": s.cache_misses,
-                "evictions": s.cache_evictions,
-            },
-    })
-}
-
-pub(crate) fn time_value(s: &StatusInfo) -> serde_json::Value {
-    serde_json::json!({ "time": output::zoned_time(s.time_ns, s.utc_offset_s), "time_zone": s.time_zone })
-}
-
 pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
     let s = client.status().await?;
-    let time = output::zoned_time(s.time_ns, s.utc_offset_s);
+    let time = json::zoned_time(s.time_ns, s.utc_offset_s);
     if global.json {
-        print_json(&status_value(&s))?;
+        print_json(&json::status(&s))?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("hub time     {time} ({})", s.time_zone);
@@ -608,9 +504,9 @@ pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<Ex
 pub(crate) async fn time(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
     let s = client.status().await?;
     if global.json {
-        print_json(&time_value(&s))?;
+        print_json(&json::time(&s))?;
     } else {
-        println!("{}", output::zoned_time(s.time_ns, s.utc_offset_s));
+        println!("{}", json::zoned_time(s.time_ns, s.utc_offset_s));
     }
     Ok(ExitCode::SUCCESS)
 }

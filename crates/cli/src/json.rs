@@ -4,13 +4,14 @@
 //! the one-shot commands.
 
 use crate::args::Global;
-use crate::client::{self, get_one, history_rows, ls_rows, put_one, who_rows, Link};
+use crate::client::{get_one, put_one, Link};
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use troca_net::ClientError;
+use troca_proto::json as rows;
 
 /// The operations, as `unknown_operation` answers list them.
 const OPERATIONS: &str =
@@ -176,7 +177,7 @@ async fn perform(
         "list" => {
             let prefix = optional(fields, "prefix").unwrap_or("");
             let entries = link.client().await?.list(prefix).await?;
-            json!({ "files": ls_rows(&entries) })
+            json!({ "files": rows::files(&entries) })
         }
         "upload" => {
             let path = field(fields, "file_path")?;
@@ -203,18 +204,18 @@ async fn perform(
                 .await?
                 .history(limit, optional(fields, "client"), optional(fields, "op"))
                 .await?;
-            json!({ "history": history_rows(entries) })
+            json!({ "history": rows::history(entries) })
         }
         "register" => {
             let name = field(fields, "name")?;
             link.client().await?.register(name).await?;
             json!({ "name": name })
         }
-        "list_clients" => json!({ "clients": who_rows(link.client().await?.who().await?) }),
+        "list_clients" => json!({ "clients": rows::clients(link.client().await?.who().await?) }),
         "status" => {
-            json!({ "status": client::status_value(&link.client().await?.status().await?) })
+            json!({ "status": rows::status(&link.client().await?.status().await?) })
         }
-        "time" => client::time_value(&link.client().await?.status().await?),
+        "time" => rows::time(&link.client().await?.status().await?),
         other => {
             return Err(Failure::new(
                 "unknown_operation",

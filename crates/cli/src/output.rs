@@ -20,13 +20,6 @@ pub fn hex(h: &Hash) -> String {
     troca_net::transfer::hex(h)
 }
 
-/// RFC 3339 in UTC, as JSON output uses.
-pub fn rfc3339(ns: i64) -> String {
-    jiff::Timestamp::from_nanosecond(i128::from(ns))
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
 /// A short local time for listings.
 pub fn local_time(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(ns))
@@ -46,14 +39,6 @@ pub fn local_time_precise(ns: i64) -> String {
                 .strftime("%Y-%m-%d %H:%M:%S%.3f")
                 .to_string()
         })
-        .unwrap_or_default()
-}
-
-/// RFC 3339 with the hub's own UTC offset (`2026-11-21T10:30:00-03:00`).
-pub fn zoned_time(ns: i64, utc_offset_s: i32) -> String {
-    let offset = jiff::tz::Offset::from_seconds(utc_offset_s).unwrap_or(jiff::tz::Offset::UTC);
-    jiff::Timestamp::from_nanosecond(i128::from(ns))
-        .map(|t| t.display_with_offset(offset).to_string())
         .unwrap_or_default()
 }
 
@@ -102,15 +87,8 @@ mod tests {
     }
 
     #[test]
-    fn hub_times_carry_the_hubs_offset() {
-        assert_eq!(zoned_time(0, -3 * 3600), "1969-12-31T21:00:00-03:00");
+    fn durations_leave_out_leading_zero_units() {
         assert_eq!(duration(59), "59s");
         assert_eq!(duration(3 * 86400 + 3661), "3d 1h 1m 1s");
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_500_000_000), "1970-01-01T00:00:01.5Z");
     }
 }

@@ -51,7 +51,7 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
                             "id": t.id,
                             "role": t.role.as_str(),
                             "label": t.label,
-                            "created": output::rfc3339(t.created_ns),
+                            "created": troca_proto::json::rfc3339(t.created_ns),
                             "revoked": t.revoked,
                         })
                     })

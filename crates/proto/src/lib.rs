@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod error_code;
 pub mod frame;
+pub mod json;
 pub mod msg;
 pub mod name;
 pub mod pieces;

@@ -1,0 +1,150 @@
+//! The JSON form of the hub's records, one shape everywhere: the CLI's `--json`, the JSON line
+//! mode and the HTTP API all build their answers here, so a field means the same in each.
+//! Pure formatting: times are given, never read.
+
+use crate::msg::{ClientEntry, Entry, HistoryEntry, StatusInfo};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// RFC 3339 in UTC.
+pub fn rfc3339(ns: i64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// RFC 3339 with a given UTC offset (`2026-11-21T10:30:00-03:00`).
+pub fn zoned_time(ns: i64, utc_offset_s: i32) -> String {
+    let offset = jiff::tz::Offset::from_seconds(utc_offset_s).unwrap_or(jiff::tz::Offset::UTC);
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .map(|t| t.display_with_offset(offset).to_string())
+        .unwrap_or_default()
+}
+
+fn hex(h: &crate::Hash) -> String {
+    blake3::Hash::from_bytes(*h).to_hex().to_string()
+}
+
+/// A file in a listing.
+#[derive(Debug, Serialize)]
+pub struct FileRow {
+    pub name: String,
+    pub size: u64,
+    pub modified: String,
+    pub blake3: Option<String>,
+}
+
+pub fn files(entries: &[Entry]) -> Vec<FileRow> {
+    entries
+        .iter()
+        .map(|e| FileRow {
+            name: e.name.clone(),
+            size: e.size,
+            modified: rfc3339(e.modified_ns),
+            blake3: e.blake3.as_ref().map(hex),
+        })
+        .collect()
+}
+
+/// A connected client.
+#[derive(Debug, Serialize)]
+pub struct ClientRow {
+    pub name: String,
+    pub address: String,
+    pub connected_at: String,
+    pub activity: &'static str,
+    pub target: String,
+    pub done: u64,
+    pub total: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+pub fn clients(clients: Vec<ClientEntry>) -> Vec<ClientRow> {
+    clients
+        .into_iter()
+        .map(|c| ClientRow {
+            connected_at: rfc3339(c.connected_ns),
+            activity: c.activity.as_str(),
+            name: c.name,
+            address: c.address,
+            target: c.target,
+            done: c.done,
+            total: c.total,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+        })
+        .collect()
+}
+
+/// A request in the history.
+#[derive(Debug, Serialize)]
+pub struct HistoryRow {
+    pub time: String,
+    pub client: String,
+    pub address: String,
+    pub op: String,
+    pub target: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub bytes: u64,
+    pub duration_ms: f64,
+}
+
+pub fn history(entries: Vec<HistoryEntry>) -> Vec<HistoryRow> {
+    entries
+        .into_iter()
+        .map(|e| HistoryRow {
+            time: rfc3339(e.time_ns),
+            error: (!e.ok).then_some(e.error),
+            client: e.client,
+            address: e.address,
+            op: e.op,
+            target: e.target,
+            ok: e.ok,
+            bytes: e.bytes,
+            duration_ms: e.duration_us as f64 / 1000.0,
+        })
+        .collect()
+}
+
+/// The hub's status.
+pub fn status(s: &StatusInfo) -> Value {
+    json!({
+        "time": zoned_time(s.time_ns, s.utc_offset_s),
+        "time_zone": s.time_zone,
+        "utc_offset_s": s.utc_offset_s,
+        "uptime_s": s.uptime_s,
+        "version": s.version,
+        "files": s.files,
+        "bytes": s.bytes,
+        "clients": s.clients,
+        "transfers": s.transfers,
+        "cache": {
+            "entries": s.cache_entries,
+            "bytes": s.cache_bytes,
+            "hits": s.cache_hits,
+            "misses": s.cache_misses,
+            "evictions": s.cache_evictions,
+        },
+    })
+}
+
+/// Just the hub's time.
+pub fn time(s: &StatusInfo) -> Value {
+    json!({ "time": zoned_time(s.time_ns, s.utc_offset_s), "time_zone": s.time_zone })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_500_000_000), "1970-01-01T00:00:01.5Z");
+        assert_eq!(super::zoned_time(0, -3 * 3600), "1969-12-31T21:00:00-03:00");
+        assert_eq!(
+            super::zoned_time(1_700_000_000_000_000_000, -3 * 3600),
+            "2023-11-14T19:13:20-03:00"
+        );
+    }
+}
