@@ -170,3 +170,20 @@ mod tests {
         assert_eq!(list[0].name, "ana2");
     }
 }
+
+/// Marks the session idle again however the transfer ends.
+#[derive(Debug)]
+pub struct Busy<'a>(&'a Session);
+
+impl<'a> Busy<'a> {
+    pub fn start(s: &'a Session, activity: Activity, name: &str, total: u64, done: u64) -> Self {
+        s.begin(activity, name, total, done);
+        Busy(s)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.idle();
+    }
+}

@@ -7,9 +7,10 @@
 //! folder for resume, never under the real name.
 
 use crate::access::Caller;
+use crate::clients::Busy;
 use crate::clients::Session;
 use crate::error::HubError;
-use crate::history::Record;
+use crate::history::Pending;
 use crate::service::{now_ns, Hub, OpenFile};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -23,8 +24,8 @@ use troca_net::durable::WriteBehind;
 use troca_net::sendfile;
 use troca_net::{transfer_buffer, Connection, CACHE_CHUNK};
 use troca_proto::msg::{
-    Activity, ClientList, Entries, FileEnd, FileHeader, Hello, HistoryEntries, HistoryEntry, Put,
-    PutEnd, PutReady, Registered, Removed, Welcome,
+    Activity, ClientList, Entries, FileEnd, FileHeader, HistoryEntries, HistoryEntry, Put, PutEnd,
+    PutReady, Registered, Removed, Welcome,
 };
 use troca_proto::{Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -64,56 +65,6 @@ pub(crate) async fn serve_connection(
     }
 }
 
-/// A request on its way into the history: who asked what, and when. Finished once, with the
-/// outcome, whichever way the request ends.
-struct Pending {
-    client: Arc<str>,
-    address: Arc<str>,
-    op: &'static str,
-    target: String,
-    time_ns: i64,
-    started: Instant,
-}
-
-impl Pending {
-    fn new(client: Arc<str>, address: Arc<str>, op: &'static str, target: String) -> Self {
-        Self {
-            client,
-            address,
-            op,
-            target,
-            time_ns: now_ns(),
-            started: Instant::now(),
-        }
-    }
-
-    /// Records the request: the bytes it moved, or why it failed.
-    fn finish(self, hub: &Hub, outcome: Result<u64, String>) {
-        if !hub.history.enabled() {
-            return;
-        }
-        let (ok, error, bytes) = match outcome {
-            Ok(bytes) => (true, String::new(), bytes),
-            Err(e) => (false, e, 0),
-        };
-        hub.history.record(Record {
-            time_ns: self.time_ns,
-            client: self.client,
-            address: self.address,
-            op: self.op,
-            target: self.target,
-            ok,
-            error,
-            bytes,
-            duration_us: self.started.elapsed().as_micros() as u64,
-        });
-    }
-}
-
-fn error_text(e: &HubError) -> String {
-    format!("{}: {e}", e.code())
-}
-
 async fn session(
     hub: &Arc<Hub>,
     conn: &mut Conn,
@@ -150,7 +101,7 @@ async fn session(
         ));
         return Err(refuse(conn, err).await);
     }
-    let caller = match authenticate(hub, &hello, peer).await {
+    let caller = match hub.authenticate(hello.token.clone(), peer.ip()).await {
         Ok(c) => c,
         Err(e) => {
             let pending = Pending {
@@ -163,7 +114,7 @@ async fn session(
                     String::new(),
                 )
             };
-            pending.finish(hub, Err(error_text(&e)));
+            pending.finish(&hub.history, Err(e.record_text()));
             return Err(refuse(conn, e).await);
         }
     };
@@ -246,18 +197,18 @@ async fn session(
             },
             other => {
                 let err = HubError::BadRequest(format!("unexpected {} message", other.name()));
-                pending.finish(hub, Err(error_text(&err)));
+                pending.finish(&hub.history, Err(err.record_text()));
                 return Err(refuse(conn, err).await);
             }
         };
         match result {
-            Ok(Ok(bytes)) => pending.finish(hub, Ok(bytes)),
+            Ok(Ok(bytes)) => pending.finish(&hub.history, Ok(bytes)),
             Ok(Err(e)) => {
-                pending.finish(hub, Err(error_text(&e)));
+                pending.finish(&hub.history, Err(e.record_text()));
                 conn.send(&e.to_message()).await?;
             }
             Err(end) => {
-                pending.finish(hub, Err(end.to_string()));
+                pending.finish(&hub.history, Err(end.to_string()));
                 return Err(end);
             }
         }
@@ -277,44 +228,6 @@ fn describe(msg: &Message) -> (&'static str, String) {
         Message::Status(_) => ("status", String::new()),
         other => ("invalid", other.name().to_owned()),
     }
-}
-
-/// Checks the token in a `Hello` against the policy, slowing down repeated failures.
-async fn authenticate(hub: &Arc<Hub>, hello: &Hello, peer: SocketAddr) -> Result<Caller, HubError> {
-    let grant = match &hello.token {
-        None => None,
-        Some(token) => {
-            let h = Arc::clone(hub);
-            let t = token.clone();
-            let checked = tokio::task::spawn_blocking(move || h.tokens.check(&t))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(HubError::BadRequest(format!("internal task failed: {e}")))
-                })?;
-            match checked {
-                Some(grant) => {
-                    hub.auth_failures.succeeded(peer.ip());
-                    Some(grant)
-                }
-                None => {
-                    let wait = hub.auth_failures.failed(peer.ip());
-                    tokio::time::sleep(wait).await;
-                    return Err(HubError::Unauthorized(
-                        "the token is not valid (wrong, or revoked)".into(),
-                    ));
-                }
-            }
-        }
-    };
-    if grant.is_none() && hub.config.require_token {
-        return Err(HubError::Unauthorized(
-            "this hub requires a token: use --token-file PATH or set TROCA_TOKEN".into(),
-        ));
-    }
-    Ok(Caller {
-        token: hello.token.clone(),
-        grant,
-    })
 }
 
 /// Client names are shown to others: printable and short.
@@ -414,22 +327,6 @@ fn short_file() -> io::Error {
     )
 }
 
-/// Marks the session idle again however the transfer ends.
-struct Busy<'a>(&'a Session);
-
-impl<'a> Busy<'a> {
-    fn start(s: &'a Session, activity: Activity, name: &str, total: u64, done: u64) -> Self {
-        s.begin(activity, name, total, done);
-        Busy(s)
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.idle();
-    }
-}
-
 /// Sends a download: header, raw bytes, trailer. Returns the bytes sent.
 async fn send_file(
     hub: &Hub,
@@ -452,21 +349,7 @@ async fn send_file(
 
     // Small hot files come from memory; a miss reads the whole file once and keeps it.
     if hub.cache.wants(open.size) {
-        let (data, hash) = match hub.cache.get(&open.path, open.size, open.modified_ns) {
-            Some(hit) => hit,
-            None => {
-                let mut data = vec![0u8; open.size as usize];
-                open.file.read_exact_at(&mut data, 0)?;
-                let hash = open.hash.unwrap_or_else(|| *blake3::hash(&data).as_bytes());
-                if open.hash.is_none() {
-                    hub.remember_hash(&open, hash);
-                }
-                let data: Arc<[u8]> = data.into();
-                hub.cache
-                    .insert(open.path.clone(), open.modified_ns, hash, Arc::clone(&data));
-                (data, hash)
-            }
-        };
+        let (data, hash) = hub.small_file(&open)?;
         conn.queue_raw(&data[open.offset as usize..]);
         conn.queue(&FileEnd { blake3: hash }.into());
         step(stall, "download", conn.flush()).await?;

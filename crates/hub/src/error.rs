@@ -42,6 +42,11 @@ pub enum HubError {
 }
 
 impl HubError {
+    /// How a refusal is written in the history: `code: message`.
+    pub fn record_text(&self) -> String {
+        format!("{}: {self}", self.code())
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             HubError::InvalidName { .. } => ErrorCode::InvalidName,

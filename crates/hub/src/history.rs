@@ -5,11 +5,13 @@
 //! entries. Queries first ask the writer to flush, so a client sees its own requests.
 
 use crate::error::HubError;
+use crate::service::now_ns;
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use troca_proto::msg::HistoryEntry;
 
 /// Entries waiting for the writer. Past this, entries are dropped (and counted) rather than
@@ -290,6 +292,53 @@ fn commit(db: &mut Connection, batch: Vec<Cmd>, keep: u64, since_trim: &mut u64)
     }
     for done in flushes {
         let _ = done.send(());
+    }
+}
+
+/// A request on its way into the history: who asked what, and when. Finished once, with the
+/// outcome, whichever way the request ends.
+#[derive(Debug)]
+pub struct Pending {
+    pub client: Arc<str>,
+    pub address: Arc<str>,
+    pub op: &'static str,
+    pub target: String,
+    pub time_ns: i64,
+    pub started: Instant,
+}
+
+impl Pending {
+    pub fn new(client: Arc<str>, address: Arc<str>, op: &'static str, target: String) -> Self {
+        Self {
+            client,
+            address,
+            op,
+            target,
+            time_ns: now_ns(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Records the request: the bytes it moved, or why it failed.
+    pub fn finish(self, history: &HistoryLog, outcome: Result<u64, String>) {
+        if !history.enabled() {
+            return;
+        }
+        let (ok, error, bytes) = match outcome {
+            Ok(bytes) => (true, String::new(), bytes),
+            Err(e) => (false, e, 0),
+        };
+        history.record(Record {
+            time_ns: self.time_ns,
+            client: self.client,
+            address: self.address,
+            op: self.op,
+            target: self.target,
+            ok,
+            error,
+            bytes,
+            duration_us: self.started.elapsed().as_micros() as u64,
+        });
     }
 }
 

@@ -12,6 +12,7 @@ use crate::share::{is_not_found, Share};
 use crate::tokens::{admin_token_path, db_path, Tokens};
 use crate::uploads::{PartialUpload, Partials};
 use std::fs::File;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -122,6 +123,59 @@ impl Hub {
             offset: if offset > size { 0 } else { offset },
             modified_ns,
         })
+    }
+
+    /// Checks a token (from a native `Hello` or an HTTP `Authorization` header) against the
+    /// policy, slowing down repeated failures from one address.
+    pub async fn authenticate(
+        self: &Arc<Self>,
+        token: Option<String>,
+        from: IpAddr,
+    ) -> Result<Caller, HubError> {
+        let grant = match &token {
+            None => None,
+            Some(t) => {
+                let hub = Arc::clone(self);
+                let t = t.clone();
+                match blocking(move || hub.tokens.check(&t)).await? {
+                    Some(grant) => {
+                        self.auth_failures.succeeded(from);
+                        Some(grant)
+                    }
+                    None => {
+                        let wait = self.auth_failures.failed(from);
+                        tokio::time::sleep(wait).await;
+                        return Err(HubError::Unauthorized(
+                            "the token is not valid (wrong, or revoked)".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        if grant.is_none() && self.config.require_token {
+            return Err(HubError::Unauthorized(
+                "this hub requires a token: use --token-file PATH or set TROCA_TOKEN".into(),
+            ));
+        }
+        Ok(Caller { token, grant })
+    }
+
+    /// The whole contents and hash of a small file, from the hot-file cache or read once and
+    /// kept there (its hash remembered too). For files [`HotCache::wants`].
+    pub fn small_file(&self, open: &OpenFile) -> std::io::Result<(Arc<[u8]>, Hash)> {
+        if let Some(hit) = self.cache.get(&open.path, open.size, open.modified_ns) {
+            return Ok(hit);
+        }
+        let mut data = vec![0u8; open.size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&open.file, &mut data, 0)?;
+        let hash = open.hash.unwrap_or_else(|| *blake3::hash(&data).as_bytes());
+        if open.hash.is_none() {
+            self.remember_hash(open, hash);
+        }
+        let data: Arc<[u8]> = data.into();
+        self.cache
+            .insert(open.path.clone(), open.modified_ns, hash, Arc::clone(&data));
+        Ok((data, hash))
     }
 
     /// Records a hash computed while serving `file`, if the file is still the one that was hashed.
