@@ -211,6 +211,12 @@ pub struct Serve {
     /// the hub to the network.
     #[arg(long, default_value = "127.0.0.1:13370", value_name = "ADDR")]
     pub listen: String,
+    /// Address for the web page and HTTP API; 0.0.0.0:13380 exposes it.
+    #[arg(long, default_value = "127.0.0.1:13380", value_name = "ADDR")]
+    pub http: String,
+    /// Serve the native protocol only (no web page, no HTTP API).
+    #[arg(long, conflicts_with = "http")]
+    pub no_http: bool,
     /// Where the hub keeps its state (default: DIR/.troca).
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,

@@ -1,4 +1,5 @@
-//! `troca serve`: binds, prints the real address, runs the hub until SIGINT or SIGTERM, then
+//! `troca serve`: binds the native protocol and (unless `--no-http`) the web face, prints both
+//! real addresses, runs the hub until SIGINT or SIGTERM, then
 //! waits (up to the grace period) for transfers in progress.
 
 use crate::args::Serve;
@@ -48,7 +49,19 @@ async fn run(args: Serve) -> Result<ExitCode> {
         if *created { "created an" } else { "the" },
         token_path.display()
     );
+    let web = if args.no_http {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(&args.http)
+                .await
+                .with_context(|| format!("cannot listen for HTTP on {}", args.http))?,
+        )
+    };
     println!("listening on {addr}");
+    if let Some(web) = &web {
+        println!("http://{}/", web.local_addr()?);
+    }
     std::io::stdout().flush()?;
 
     let shutdown = CancellationToken::new();
@@ -57,9 +70,21 @@ async fn run(args: Serve) -> Result<ExitCode> {
         Arc::clone(&hub),
         shutdown.clone(),
     ));
+    let web = web.map(|web| {
+        tokio::spawn(troca_web::serve(
+            web,
+            Arc::clone(&hub),
+            shutdown.clone(),
+            args.shutdown_grace,
+        ))
+    });
     wait_for_signal().await?;
     eprintln!("troca: shutting down; finishing transfers in progress");
     shutdown.cancel();
+    if let Some(web) = web {
+        // It has its own grace period for requests in progress.
+        let _ = web.await;
+    }
     match tokio::time::timeout(args.shutdown_grace, server).await {
         Ok(joined) => joined.context("the hub failed")??,
         Err(_) => {

@@ -171,18 +171,19 @@ mod tests {
     }
 }
 
-/// Marks the session idle again however the transfer ends.
+/// Marks the session busy with a transfer, and idle again however the transfer ends (it owns its
+/// session, so it can live in a response body that outlives the request handler).
 #[derive(Debug)]
-pub struct Busy<'a>(&'a Session);
+pub struct Busy(Arc<Session>);
 
-impl<'a> Busy<'a> {
-    pub fn start(s: &'a Session, activity: Activity, name: &str, total: u64, done: u64) -> Self {
+impl Busy {
+    pub fn start(s: &Arc<Session>, activity: Activity, name: &str, total: u64, done: u64) -> Self {
         s.begin(activity, name, total, done);
-        Busy(s)
+        Busy(Arc::clone(s))
     }
 }
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
         self.0.idle();
     }

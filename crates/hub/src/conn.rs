@@ -331,7 +331,7 @@ fn short_file() -> io::Error {
 async fn send_file(
     hub: &Hub,
     conn: &mut Conn,
-    me: &Session,
+    me: &Arc<Session>,
     name: &str,
     open: OpenFile,
 ) -> Result<u64, ConnEnd> {
@@ -419,7 +419,7 @@ async fn send_file(
 async fn receive_file(
     hub: &Arc<Hub>,
     conn: &mut Conn,
-    me: &Session,
+    me: &Arc<Session>,
     caller: &Caller,
     put: Put,
 ) -> Result<Outcome, ConnEnd> {

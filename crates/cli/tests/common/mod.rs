@@ -19,6 +19,15 @@ pub struct Daemon {
 impl Daemon {
     /// Runs `troca ARGS` and waits for its `listening on` line.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Daemon {
+        Daemon::start_with_lines(args, 0).0
+    }
+
+    /// Runs `troca ARGS`, waits for its `listening on` line and returns the `extra` lines after
+    /// it too.
+    pub fn start_with_lines<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        extra: usize,
+    ) -> (Daemon, Vec<String>) {
         let mut child = Command::new(TROCA)
             .args(args)
             .stdin(Stdio::null())
@@ -34,6 +43,13 @@ impl Daemon {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
+        let lines = (0..extra)
+            .map(|_| {
+                let mut l = String::new();
+                stdout.read_line(&mut l).expect("read stdout");
+                l.trim().to_owned()
+            })
+            .collect();
         // Keep draining so the process never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let mut err = child.stderr.take().unwrap();
@@ -42,11 +58,14 @@ impl Daemon {
             let _ = err.read_to_string(&mut s);
             s
         });
-        Daemon {
-            child,
-            addr,
-            stderr: Some(stderr),
-        }
+        (
+            Daemon {
+                child,
+                addr,
+                stderr: Some(stderr),
+            },
+            lines,
+        )
     }
 
     /// Sends SIGTERM without waiting.
@@ -76,6 +95,8 @@ impl Drop for Daemon {
 pub struct Hub {
     pub daemon: Daemon,
     pub addr: String,
+    /// The web page's address (`http://127.0.0.1:PORT/`), unless started with `--no-http`.
+    pub web: Option<String>,
     pub dir: PathBuf,
 }
 
@@ -94,9 +115,15 @@ impl Hub {
             addr.as_ref(),
         ];
         all.extend(args.iter().map(std::ffi::OsStr::new));
-        let daemon = Daemon::start(&all);
+        // The web face on a free port too, so tests never collide on the default one.
+        let with_http = !args.contains(&"--no-http");
+        if with_http && !args.contains(&"--http") {
+            all.extend(["--http".as_ref(), "127.0.0.1:0".as_ref()]);
+        }
+        let (daemon, lines) = Daemon::start_with_lines(&all, usize::from(with_http));
         Hub {
             addr: daemon.addr.clone(),
+            web: lines.into_iter().next(),
             daemon,
             dir: dir.to_path_buf(),
         }

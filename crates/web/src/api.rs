@@ -1,0 +1,146 @@
+//! The JSON API: the same records as the CLI's `--json`, built by `troca_proto::json`.
+
+use crate::error::ApiError;
+use crate::Visitor;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use troca_hub::access::Caller;
+use troca_hub::history::Pending;
+use troca_hub::Hub;
+use troca_proto::json;
+
+/// The token in `Authorization: Bearer …`, if any.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// Who is asking, by the same rules as a native `Hello` (and the same slow-down for wrong
+/// tokens).
+pub(crate) async fn caller(
+    hub: &Arc<Hub>,
+    visitor: &Visitor,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    Ok(hub
+        .authenticate(bearer(headers), visitor.address.ip())
+        .await?)
+}
+
+/// A history record for a request by `visitor`.
+pub(crate) fn pending(visitor: &Visitor, op: &'static str, target: String) -> Pending {
+    Pending::new(
+        visitor.session.name(),
+        Arc::clone(&visitor.session.address_text),
+        op,
+        target,
+    )
+}
+
+/// Runs a request that needs a caller, and records it with its outcome.
+pub(crate) async fn recorded<T, F, Fut>(
+    hub: &Arc<Hub>,
+    visitor: &Visitor,
+    headers: &HeaderMap,
+    op: &'static str,
+    target: String,
+    work: F,
+) -> Result<T, ApiError>
+where
+    F: FnOnce(Caller) -> Fut,
+    Fut: Future<Output = Result<(T, u64), ApiError>>,
+{
+    let record = pending(visitor, op, target);
+    let result = match caller(hub, visitor, headers).await {
+        Ok(c) => work(c).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((value, bytes)) => {
+            record.finish(&hub.history, Ok(bytes));
+            Ok(value)
+        }
+        Err(e) => {
+            record.finish(&hub.history, Err(e.record_text()));
+            Err(e)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct FilesQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+pub(crate) async fn files(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Query(q): Query<FilesQuery>,
+) -> Result<Json<Vec<json::FileRow>>, ApiError> {
+    let prefix = q.prefix.clone();
+    recorded(&hub, &v, &headers, "list", q.prefix, |_| async {
+        Ok((Json(json::files(&hub.list(&prefix).await?)), 0))
+    })
+    .await
+}
+
+pub(crate) async fn status(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    recorded(&hub, &v, &headers, "status", String::new(), |_| async {
+        Ok((Json(json::status(&hub.status().await?)), 0))
+    })
+    .await
+}
+
+pub(crate) async fn clients(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<json::ClientRow>>, ApiError> {
+    recorded(&hub, &v, &headers, "who", String::new(), |_| async {
+        Ok((Json(json::clients(hub.clients.list())), 0))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct HistoryQuery {
+    #[serde(default = "default_limit")]
+    limit: u32,
+    client: Option<String>,
+    op: Option<String>,
+}
+
+fn default_limit() -> u32 {
+    50
+}
+
+pub(crate) async fn history(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<json::HistoryRow>>, ApiError> {
+    recorded(&hub, &v, &headers, "history", String::new(), |_| async {
+        let entries = hub.history(q.limit, q.client, q.op).await?;
+        Ok((Json(json::history(entries)), 0))
+    })
+    .await
+}

@@ -1,0 +1,101 @@
+//! HTTP answers for the hub's errors: the status a browser or `curl` understands, and a JSON body
+//! with the same code and message the native protocol would send.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use troca_hub::HubError;
+use troca_proto::ErrorCode;
+
+/// A refused request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error("an upload needs a Content-Length")]
+    LengthRequired,
+    #[error("requested range not satisfiable (the file has {0} bytes)")]
+    BadRange(u64),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        let hub = match self {
+            ApiError::LengthRequired => return StatusCode::LENGTH_REQUIRED,
+            ApiError::BadRange(_) => return StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Hub(e) => e,
+        };
+        match hub.code() {
+            ErrorCode::BadRequest | ErrorCode::InvalidName | ErrorCode::UnsupportedVersion => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::AlreadyExists => StatusCode::CONFLICT,
+            ErrorCode::Busy => match hub {
+                HubError::UploadInProgress(_) => StatusCode::CONFLICT,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ErrorCode::Integrity => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::Internal | ErrorCode::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The protocol's code, as text (`not_found`, …).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Hub(e) => e.code(),
+            ApiError::LengthRequired => ErrorCode::BadRequest,
+            ApiError::BadRange(_) => ErrorCode::BadRequest,
+        }
+    }
+
+    /// The message for a web client: the hub's, with its hints in HTTP terms rather than the
+    /// CLI's options.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Hub(HubError::AlreadyExists(name)) => {
+                format!("{name:?} already exists on the hub; add ?overwrite=1 to replace it")
+            }
+            other => other
+                .to_string()
+                .replace(
+                    "use --token-file PATH or set TROCA_TOKEN",
+                    "send it as Authorization: Bearer TOKEN",
+                )
+                .replace(
+                    "(--token-file or TROCA_TOKEN)",
+                    "(sent as Authorization: Bearer TOKEN)",
+                ),
+        }
+    }
+
+    /// How the history records it.
+    pub fn record_text(&self) -> String {
+        format!("{}: {self}", self.code())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "error": self.code().to_string(),
+            "message": self.message(),
+        });
+        let mut r = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+        }
+        if let ApiError::BadRange(size) = self {
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        r
+    }
+}

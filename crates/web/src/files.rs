@@ -1,0 +1,512 @@
+//! `/files/{path}`: downloads (`GET`, `HEAD`, one range, ETags from the BLAKE3 hash), uploads
+//! (`PUT`, streamed to a partial file, verified, renamed) and deletions (`DELETE`).
+//!
+//! The path is percent-decoded once, here, and the result goes through the same name check as
+//! the native protocol's names (in the hub's service): `%2F`, `%2E%2E`, backslashes and the like
+//! reach that check as the characters they encode and are refused there like any other bad name.
+
+use crate::api::{caller, pending, recorded};
+use crate::error::ApiError;
+use crate::Visitor;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use troca_hub::clients::Busy;
+use troca_hub::history::Pending;
+use troca_hub::service::OpenFile;
+use troca_hub::{Hub, HubError};
+use troca_net::durable::WriteBehind;
+use troca_proto::msg::{Activity, Put};
+use troca_proto::Hash;
+
+/// Bytes read from the file per body chunk.
+const CHUNK: usize = 256 * 1024;
+
+/// The remote name in a `/files/…` path, percent-decoded once.
+fn remote_name(uri: &Uri) -> Result<String, ApiError> {
+    let raw = uri.path().strip_prefix("/files/").unwrap_or_default();
+    let name = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| HubError::BadRequest("the path is not valid UTF-8".into()))?;
+    Ok(name.into_owned())
+}
+
+fn etag(hash: &Hash) -> String {
+    format!("\"{}\"", blake3::Hash::from_bytes(*hash).to_hex())
+}
+
+/// Whether an `If-None-Match` list names this ETag.
+fn matches_etag(list: &HeaderValue, tag: &str) -> bool {
+    list.to_str().is_ok_and(|l| {
+        l.split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == tag || t == "*")
+    })
+}
+
+/// A single byte range to send: `start..=end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Full,
+    Part(u64, u64),
+}
+
+/// Reads a `Range` header. Several ranges, other units and malformed values are ignored (the
+/// whole file is sent, as RFC 9110 allows); a well-formed range outside the file is refused.
+fn parse_range(value: Option<&HeaderValue>, size: u64) -> Result<Want, ApiError> {
+    let Some(spec) = value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Ok(Want::Full);
+    };
+    if spec.contains(',') {
+        return Ok(Want::Full);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(Want::Full);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        // bytes=-N: the last N bytes.
+        (true, false) => match num(b) {
+            Some(0) => Err(ApiError::BadRange(size)),
+            Some(_) if size == 0 => Err(ApiError::BadRange(size)),
+            Some(n) => Ok(Want::Part(size.saturating_sub(n), size - 1)),
+            None => Ok(Want::Full),
+        },
+        // bytes=A-
+        (false, true) => match num(a) {
+            Some(start) if start >= size => Err(ApiError::BadRange(size)),
+            Some(start) => Ok(Want::Part(start, size - 1)),
+            None => Ok(Want::Full),
+        },
+        // bytes=A-B
+        (false, false) => match (num(a), num(b)) {
+            (Some(start), Some(end)) if start <= end => {
+                if start >= size {
+                    Err(ApiError::BadRange(size))
+                } else {
+                    Ok(Want::Part(start, end.min(size - 1)))
+                }
+            }
+            _ => Ok(Want::Full),
+        },
+        (true, true) => Ok(Want::Full),
+    }
+}
+
+/// `Content-Disposition` for `name`: its last part, ASCII-safe in `filename` and exact (UTF-8,
+/// percent-encoded) in `filename*`.
+fn disposition(name: &str, attachment: bool) -> HeaderValue {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let ascii: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let exact = percent_encoding::utf8_percent_encode(base, percent_encoding::NON_ALPHANUMERIC);
+    let kind = if attachment { "attachment" } else { "inline" };
+    HeaderValue::from_str(&format!(
+        "{kind}; filename=\"{ascii}\"; filename*=UTF-8''{exact}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+fn content_type(name: &str) -> HeaderValue {
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    let text = if mime.type_() == mime_guess::mime::TEXT && mime.get_param("charset").is_none() {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    };
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(ns: i64) -> Option<HeaderValue> {
+    let t = jiff::Timestamp::from_nanosecond(i128::from(ns)).ok()?;
+    HeaderValue::from_str(&t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()).ok()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct GetQuery {
+    download: Option<String>,
+}
+
+fn truthy(v: &Option<String>) -> bool {
+    v.as_deref()
+        .is_some_and(|v| matches!(v, "" | "1" | "true" | "yes"))
+}
+
+pub(crate) async fn get(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<GetQuery>,
+) -> Result<Response, ApiError> {
+    let name = remote_name(&uri)?;
+    let head = method == Method::HEAD;
+    let record = pending(&v, if head { "head" } else { "get" }, name.clone());
+    let prepared = async {
+        caller(&hub, &v, &headers).await?;
+        let open = hub.open_file(&name, 0)?;
+        // Small files come whole from the hot-file cache, which also knows their hash.
+        let small = if hub.cache.wants(open.size) {
+            Some(
+                hub.small_file(&open)
+                    .map_err(|e| HubError::io(format!("cannot read {name}"), e))?,
+            )
+        } else {
+            None
+        };
+        let hash = small.as_ref().map(|(_, h)| *h).or(open.hash);
+        Ok::<_, ApiError>((open, small, hash))
+    }
+    .await;
+    let (open, small, hash) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            record.finish(&hub.history, Err(e.record_text()));
+            return Err(e);
+        }
+    };
+    let tag = hash.as_ref().map(etag);
+    if let (Some(tag), Some(inm)) = (&tag, headers.get(header::IF_NONE_MATCH)) {
+        if matches_etag(inm, tag) {
+            record.finish(&hub.history, Ok(0));
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag.clone())]).into_response());
+        }
+    }
+    // A range applies only to the version the client holds (If-Range), if it names one.
+    let range_ok = headers.get(header::IF_RANGE).is_none_or(|v| {
+        tag.as_deref()
+            .is_some_and(|t| v.to_str().is_ok_and(|v| v == t))
+    });
+    let want = if range_ok {
+        match parse_range(headers.get(header::RANGE), open.size) {
+            Ok(w) => w,
+            Err(e) => {
+                record.finish(&hub.history, Err(e.record_text()));
+                return Err(e);
+            }
+        }
+    } else {
+        Want::Full
+    };
+    let (start, end) = match want {
+        Want::Full => (0, open.size),
+        Want::Part(a, b) => (a, b + 1),
+    };
+    let len = end - start;
+
+    let mut response = Response::builder()
+        .status(match want {
+            Want::Full => StatusCode::OK,
+            Want::Part(..) => StatusCode::PARTIAL_CONTENT,
+        })
+        .header(header::CONTENT_TYPE, content_type(&name))
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::CONTENT_DISPOSITION,
+            disposition(&name, truthy(&q.download)),
+        )
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        // A shared HTML file must not run scripts with the page's origin (and its token).
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox");
+    if let Some(tag) = &tag {
+        response = response.header(header::ETAG, tag);
+    }
+    if let Some(date) = http_date(open.modified_ns) {
+        response = response.header(header::LAST_MODIFIED, date);
+    }
+    if let Want::Part(a, b) = want {
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!("bytes {a}-{b}/{}", open.size),
+        );
+    }
+    let body = if head || len == 0 {
+        record.finish(&hub.history, Ok(0));
+        Body::empty()
+    } else if let Some((data, _)) = small {
+        v.session.sent(len);
+        record.finish(&hub.history, Ok(len));
+        Body::from(Bytes::from_owner(data).slice(start as usize..end as usize))
+    } else {
+        let busy = Busy::start(&v.session, Activity::Downloading, &name, open.size, start);
+        // Hash what goes out when the whole file does and its hash is not known yet.
+        let hasher = (hash.is_none() && want == Want::Full).then(blake3::Hasher::new);
+        Body::from_stream(FileStream {
+            hub: Arc::clone(&hub),
+            visitor: v.clone(),
+            open,
+            pos: start,
+            end,
+            sent: 0,
+            hasher,
+            record: Some(record),
+            _busy: busy,
+        })
+    };
+    response
+        .body(body)
+        .map_err(|e| HubError::BadRequest(format!("cannot answer: {e}")).into())
+}
+
+/// A file's bytes as a response body, read chunk by chunk as the client takes them (constant
+/// memory), on the task serving the connection: a page-cache read costs less than handing it to
+/// another thread. Records the request when it ends, however it ends.
+struct FileStream {
+    hub: Arc<Hub>,
+    visitor: Visitor,
+    open: OpenFile,
+    pos: u64,
+    end: u64,
+    sent: u64,
+    hasher: Option<blake3::Hasher>,
+    record: Option<Pending>,
+    _busy: Busy,
+}
+
+impl futures_core::Stream for FileStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.pos >= this.end {
+            if let Some(hasher) = this.hasher.take() {
+                this.hub
+                    .remember_hash(&this.open, *hasher.finalize().as_bytes());
+            }
+            if let Some(r) = this.record.take() {
+                r.finish(&this.hub.history, Ok(this.sent));
+            }
+            return Poll::Ready(None);
+        }
+        let want = CHUNK.min((this.end - this.pos) as usize);
+        let mut buf = BytesMut::zeroed(want);
+        let n = match this.open.file.read_at(&mut buf, this.pos) {
+            Ok(0) => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was sent",
+            )),
+            Ok(n) => Ok(n),
+            Err(e) => Err(e),
+        };
+        match n {
+            Ok(n) => {
+                buf.truncate(n);
+                if let Some(h) = &mut this.hasher {
+                    h.update(&buf);
+                }
+                this.pos += n as u64;
+                this.sent += n as u64;
+                this.visitor.session.sent(n as u64);
+                Poll::Ready(Some(Ok(buf.freeze())))
+            }
+            Err(e) => {
+                if let Some(r) = this.record.take() {
+                    r.finish(&this.hub.history, Err(format!("internal: {e}")));
+                }
+                this.pos = this.end;
+                this.hasher = None;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+impl Drop for FileStream {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away.
+        if let Some(r) = self.record.take() {
+            let left = self.end - self.pos;
+            r.finish(
+                &self.hub.history,
+                Err(format!("the client left with {left} bytes unsent")),
+            );
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PutQuery {
+    overwrite: Option<String>,
+}
+
+/// The optional `X-Troca-Blake3` header: the sender's hash of the file, checked end to end.
+fn sender_hash(headers: &HeaderMap) -> Result<Option<Hash>, ApiError> {
+    match headers.get("x-troca-blake3") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| blake3::Hash::from_hex(s.trim()).ok())
+            .map(|h| Some(*h.as_bytes()))
+            .ok_or_else(|| {
+                HubError::BadRequest("X-Troca-Blake3 is not a BLAKE3 hash in hex".into()).into()
+            }),
+    }
+}
+
+pub(crate) async fn put(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<PutQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = remote_name(&uri)?;
+    let force = truthy(&q.overwrite);
+    let target = name.clone();
+    let (hub, v, headers) = (&hub, &v, &headers);
+    recorded(hub, v, headers, "put", target, |caller| async move {
+        let size: u64 = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|l| l.to_str().ok()?.parse().ok())
+            .ok_or(ApiError::LengthRequired)?;
+        let theirs = sender_hash(headers)?;
+        let put = Put {
+            name: name.clone(),
+            size,
+            // Unknown: a web upload never resumes an earlier one.
+            source_mtime_ns: 0,
+            force,
+        };
+        let mut upload = hub.begin_upload(&put, &caller).await?;
+        let _busy = Busy::start(&v.session, Activity::Uploading, &name, size, 0);
+        let mut body = body;
+        let mut got = 0u64;
+        let mut behind = WriteBehind::new(0);
+        let stall = hub.config.stall_timeout;
+        let failed = loop {
+            let frame = match tokio::time::timeout(stall, body.frame()).await {
+                Err(_) => break Some(HubError::Timeout("upload stalled".into())),
+                Ok(None) => break None,
+                Ok(Some(Err(e))) => {
+                    break Some(HubError::BadRequest(format!("the upload broke off: {e}")))
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            got += data.len() as u64;
+            if got > size {
+                break Some(HubError::BadRequest(
+                    "more bytes than Content-Length".into(),
+                ));
+            }
+            v.session.received(data.len() as u64);
+            upload.hasher.update(&data);
+            if let Err(e) = upload.file.write_all(&data) {
+                break Some(HubError::io(format!("cannot store {name}"), e));
+            }
+            behind.wrote(&upload.file, got);
+        };
+        let failed = failed.or_else(|| {
+            (got < size).then(|| {
+                HubError::BadRequest(format!("the body ended after {got} of {size} bytes"))
+            })
+        });
+        if let Some(e) = failed {
+            upload.discard();
+            return Err(e.into());
+        }
+        let theirs = theirs.unwrap_or_else(|| *upload.hasher.finalize().as_bytes());
+        let done = hub.finish_upload(upload, theirs, force, &caller).await?;
+        let answer = (
+            StatusCode::CREATED,
+            Json(serde_json::json!({
+                "name": done.name,
+                "size": done.size,
+                "blake3": blake3::Hash::from_bytes(done.blake3).to_hex().to_string(),
+            })),
+        );
+        Ok((answer.into_response(), got))
+    })
+    .await
+}
+
+pub(crate) async fn delete(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let name = remote_name(&uri)?;
+    let hub = &hub;
+    recorded(hub, &v, &headers, "rm", name.clone(), |caller| async move {
+        hub.remove(&name, &caller).await?;
+        Ok((StatusCode::NO_CONTENT, 0))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(s: &str, size: u64) -> Result<Want, u64> {
+        parse_range(Some(&HeaderValue::from_str(s).unwrap()), size).map_err(|e| match e {
+            ApiError::BadRange(n) => n,
+            other => panic!("{other}"),
+        })
+    }
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(range("bytes=0-9", 100), Ok(Want::Part(0, 9)));
+        assert_eq!(range("bytes=90-", 100), Ok(Want::Part(90, 99)));
+        assert_eq!(range("bytes=-10", 100), Ok(Want::Part(90, 99)));
+        assert_eq!(range("bytes=-1000", 100), Ok(Want::Part(0, 99)));
+        assert_eq!(range("bytes=50-5000", 100), Ok(Want::Part(50, 99)));
+        assert_eq!(range("bytes=100-", 100), Err(100));
+        assert_eq!(range("bytes=-0", 100), Err(100));
+        assert_eq!(range("bytes=0-", 0), Err(0));
+        // Ignored, so the whole file is sent: several ranges, other units, nonsense.
+        assert_eq!(range("bytes=0-1,5-6", 100), Ok(Want::Full));
+        assert_eq!(range("items=0-1", 100), Ok(Want::Full));
+        assert_eq!(range("bytes=9-2", 100), Ok(Want::Full));
+        assert_eq!(range("bytes=x-y", 100), Ok(Want::Full));
+    }
+
+    #[test]
+    fn content_disposition_is_safe_and_exact() {
+        let d = disposition("dir/naïve \"quote\".txt", true);
+        assert_eq!(
+            d.to_str().unwrap(),
+            "attachment; filename=\"na_ve _quote_.txt\"; filename*=UTF-8''na%C3%AFve%20%22quote%22%2Etxt"
+        );
+    }
+
+    #[test]
+    fn paths_are_decoded_once() {
+        let uri: Uri = "/files/a%252Fb".parse().unwrap();
+        assert_eq!(remote_name(&uri).unwrap(), "a%2Fb");
+        let uri: Uri = "/files/a%2Fb".parse().unwrap();
+        assert_eq!(remote_name(&uri).unwrap(), "a/b");
+    }
+}

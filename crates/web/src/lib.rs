@@ -1,0 +1,156 @@
+//! The hub on the web: an HTTP API and a browser page, served beside the native protocol by the
+//! same [`Hub`]. Every operation goes through the hub's service (one name check, one access
+//! policy, one history, one list of connected clients), never around it.
+//!
+//! - [`router`]: the whole HTTP face as an axum `Router`, testable without a socket.
+//! - [`serve`]: accepts connections until shutdown; each connection is a client in `troca who`.
+//! - `api`: JSON views of files, status, clients and history. `files`: downloads (ranges, ETags),
+//!   uploads and deletions. `page`: the embedded page and its assets.
+
+mod api;
+mod error;
+mod files;
+mod page;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+use troca_hub::clients::Session;
+use troca_hub::service::now_ns;
+use troca_hub::Hub;
+
+pub use error::ApiError;
+
+/// The client behind a request: its connection's session in the hub's registry.
+#[derive(Debug, Clone)]
+pub struct Visitor {
+    pub session: Arc<Session>,
+    pub address: SocketAddr,
+}
+
+/// The name a web client shows in `troca who` and the history, from its User-Agent.
+fn visitor_name(req: &Request) -> String {
+    let agent = req
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("unknown");
+    let agent: String = agent.chars().filter(|c| !c.is_control()).take(40).collect();
+    format!("web ({agent})")
+}
+
+/// Gives every request a [`Visitor`]: the connection's, when [`serve`] made one, or one for the
+/// request alone (router tests, other servers).
+async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
+    let name = visitor_name(&req);
+    if let Some(v) = req.extensions().get::<Visitor>() {
+        if *v.session.name() != *name {
+            v.session.rename(&name);
+        }
+        return next.run(req).await;
+    }
+    let address = SocketAddr::from(([0, 0, 0, 0], 0));
+    let registration = hub.clients.join(address, &name, now_ns());
+    req.extensions_mut().insert(Visitor {
+        session: Arc::clone(&registration.session),
+        address,
+    });
+    let response = next.run(req).await;
+    drop(registration);
+    response
+}
+
+/// The HTTP face of `hub`.
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
+        .route("/api/files", get(api::files))
+        .route("/api/status", get(api::status))
+        .route("/api/clients", get(api::clients))
+        .route("/api/history", get(api::history))
+        .route(
+            "/files/{*path}",
+            get(files::get)
+                .head(files::get)
+                .put(files::put)
+                .delete(files::delete),
+        )
+        .fallback(page::not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&hub), visitor))
+        .with_state(hub)
+}
+
+/// Serves the HTTP face on `listener` until `shutdown`, then lets requests in progress finish
+/// for up to `grace`. Each connection is registered as a client of the hub while it is open.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let app = router(Arc::clone(&hub));
+    let slots = Arc::new(Semaphore::new(hub.config.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tasks = TaskTracker::new();
+    loop {
+        let (stream, address) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            continue; // At the limit: closing is the cheapest answer.
+        };
+        let _ = stream.set_nodelay(true);
+        let registration = hub.clients.join(address, "web", now_ns());
+        let visitor = Visitor {
+            session: Arc::clone(&registration.session),
+            address,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(visitor.clone());
+            let mut app = app.clone();
+            async move { app.call(req.map(axum::body::Body::new)).await }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(hub.config.idle_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tasks.spawn(async move {
+            let _held = (permit, registration);
+            if let Err(e) = conn.await {
+                tracing::debug!(%address, "web connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("web requests still running after the grace period");
+    }
+    tasks.close();
+    Ok(())
+}
