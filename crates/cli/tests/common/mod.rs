@@ -118,7 +118,10 @@ impl Hub {
         // The web face on a free port too, so tests never collide on the default one.
         let with_http = !args.contains(&"--no-http");
         if with_http && !args.contains(&"--http") {
-            all.extend(["--http".as_ref(), "127.0.0.1:0".as_ref()]);
+            all.extend([
+                std::ffi::OsStr::new("--http"),
+                std::ffi::OsStr::new("127.0.0.1:0"),
+            ]);
         }
         let (daemon, lines) = Daemon::start_with_lines(&all, usize::from(with_http));
         Hub {
