@@ -1,0 +1,460 @@
+//! The HTTP face without a socket: requests go straight into `router(hub)`.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use tower::ServiceExt;
+use troca_hub::{Hub, HubConfig};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    hub: Arc<Hub>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(tune: impl FnOnce(&mut HubConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = HubConfig::new(dir.path());
+        tune(&mut config);
+        let hub = Arc::new(Hub::open(config).unwrap());
+        Fixture { dir, hub }
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    fn admin(&self) -> String {
+        std::fs::read_to_string(&self.hub.admin_token.0)
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    async fn send(&self, req: Request<Body>) -> Response {
+        troca_web::router(Arc::clone(&self.hub))
+            .oneshot(req)
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, uri: &str) -> Response {
+        self.send(req(Method::GET, uri).body(Body::empty()).unwrap())
+            .await
+    }
+}
+
+fn req(method: Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::USER_AGENT, "router-test/1.0")
+}
+
+async fn body(r: Response) -> Vec<u8> {
+    r.into_body().collect().await.unwrap().to_bytes().to_vec()
+}
+
+async fn json(r: Response) -> serde_json::Value {
+    serde_json::from_slice(&body(r).await).unwrap()
+}
+
+fn h<'a>(r: &'a Response, name: header::HeaderName) -> &'a str {
+    r.headers()
+        .get(&name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_api_answers_with_the_same_fields_as_the_cli() {
+    let f = Fixture::new();
+    f.write("docs/a.txt", b"alpha");
+    f.write("b.bin", b"beta");
+    let r = f.get("/api/files?prefix=docs/").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let files = json(r).await;
+    assert_eq!(files.as_array().unwrap().len(), 1);
+    assert_eq!(files[0]["name"], "docs/a.txt");
+    assert_eq!(files[0]["size"], 5);
+    assert!(files[0]["modified"].as_str().unwrap().ends_with('Z'));
+    assert!(files[0].get("blake3").is_some());
+
+    let status = json(f.get("/api/status").await).await;
+    for key in ["time", "uptime_s", "version", "files", "bytes", "clients"] {
+        assert!(status.get(key).is_some(), "status has {key}: {status}");
+    }
+    assert_eq!(status["files"], 2);
+
+    // The caller is connected while it asks, and shows under its User-Agent.
+    let clients = json(f.get("/api/clients").await).await;
+    assert!(clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "web (router-test/1.0)" && c.get("connected_at").is_some()));
+
+    f.hub.history.flush();
+    let history = json(f.get("/api/history?limit=10").await).await;
+    let ops: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["who", "status", "list"], "newest first");
+    for key in ["time", "client", "address", "op", "target", "ok", "bytes"] {
+        assert!(history[0].get(key).is_some(), "history has {key}");
+    }
+}
+
+#[tokio::test]
+async fn downloads_carry_type_disposition_etag_and_honour_ranges() {
+    let f = Fixture::new();
+    f.write("photos/cat picture.png", b"\x89PNG not really");
+    let r = f.get("/files/photos/cat%20picture.png").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(h(&r, header::CONTENT_TYPE), "image/png");
+    assert_eq!(h(&r, header::CONTENT_LENGTH), "15");
+    assert_eq!(h(&r, header::ACCEPT_RANGES), "bytes");
+    assert!(h(&r, header::CONTENT_DISPOSITION).starts_with("inline; filename=\"cat picture.png\""));
+    let tag = h(&r, header::ETAG).to_owned();
+    assert_eq!(
+        tag,
+        format!("\"{}\"", blake3::hash(b"\x89PNG not really").to_hex())
+    );
+    assert_eq!(body(r).await, b"\x89PNG not really");
+
+    let r = f.get("/files/photos/cat%20picture.png?download=1").await;
+    assert!(h(&r, header::CONTENT_DISPOSITION).starts_with("attachment;"));
+
+    // Unchanged since the client's copy.
+    let r = f
+        .send(
+            req(Method::GET, "/files/photos/cat%20picture.png")
+                .header(header::IF_NONE_MATCH, &tag)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert!(body(r).await.is_empty());
+
+    // One range.
+    let ranged = |range: &'static str| {
+        req(Method::GET, "/files/photos/cat%20picture.png")
+            .header(header::RANGE, range)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = f.send(ranged("bytes=1-3")).await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(h(&r, header::CONTENT_RANGE), "bytes 1-3/15");
+    assert_eq!(body(r).await, b"PNG");
+    let r = f.send(ranged("bytes=-6")).await;
+    assert_eq!(body(r).await, b"really");
+    let r = f.send(ranged("bytes=15-")).await;
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h(&r, header::CONTENT_RANGE), "bytes */15");
+    // A range for another version of the file is not applied.
+    let r = f
+        .send(
+            req(Method::GET, "/files/photos/cat%20picture.png")
+                .header(header::RANGE, "bytes=1-3")
+                .header(header::IF_RANGE, "\"an-old-version\"")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await.len(), 15);
+
+    // HEAD: the headers, no body.
+    let r = f
+        .send(
+            req(Method::HEAD, "/files/photos/cat%20picture.png")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(h(&r, header::CONTENT_LENGTH), "15");
+    assert!(body(r).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_large_file_streams_whole_and_its_hash_becomes_its_etag() {
+    let f = Fixture::new();
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 7)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    f.write("big.bin", &data);
+    let r = f.get("/files/big.bin").await;
+    assert!(r.headers().get(header::ETAG).is_none(), "not hashed yet");
+    assert_eq!(body(r).await, data);
+    let r = f.get("/files/big.bin").await;
+    assert_eq!(
+        h(&r, header::ETAG),
+        format!("\"{}\"", blake3::hash(&data).to_hex()),
+        "hashed while it was sent the first time"
+    );
+    let r = f
+        .send(
+            req(Method::GET, "/files/big.bin")
+                .header(header::RANGE, "bytes=4194304-")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(body(r).await, &data[4194304..]);
+}
+
+fn put(uri: &str, bytes: &'static [u8]) -> axum::http::request::Builder {
+    req(Method::PUT, uri).header(header::CONTENT_LENGTH, bytes.len())
+}
+
+#[tokio::test]
+async fn uploads_land_whole_and_replacing_or_deleting_needs_rights() {
+    let f = Fixture::new();
+    let r = f
+        .send(
+            put("/files/new/notes.txt", b"first")
+                .body(Body::from(&b"first"[..]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let done = json(r).await;
+    assert_eq!(done["name"], "new/notes.txt");
+    assert_eq!(done["blake3"], blake3::hash(b"first").to_hex().as_str());
+    assert_eq!(
+        std::fs::read(f.dir.path().join("new/notes.txt")).unwrap(),
+        b"first"
+    );
+
+    // Taken: refused, then replaced only with ?overwrite=1 and the right token.
+    let again = || {
+        put("/files/new/notes.txt", b"second")
+            .body(Body::from(&b"second"[..]))
+            .unwrap()
+    };
+    let r = f.send(again()).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(json(r).await["message"]
+        .as_str()
+        .unwrap()
+        .contains("?overwrite=1"));
+    let r = f
+        .send(
+            put("/files/new/notes.txt?overwrite=1", b"second")
+                .body(Body::from(&b"second"[..]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "anonymous may not replace"
+    );
+    let r = f
+        .send(
+            put("/files/new/notes.txt?overwrite=1", b"second")
+                .header(header::AUTHORIZATION, format!("Bearer {}", f.admin()))
+                .body(Body::from(&b"second"[..]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        std::fs::read(f.dir.path().join("new/notes.txt")).unwrap(),
+        b"second"
+    );
+
+    // A wrong token is refused as such.
+    let r = f
+        .send(
+            req(Method::DELETE, "/files/new/notes.txt")
+                .header(header::AUTHORIZATION, "Bearer not-a-token")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(h(&r, header::WWW_AUTHENTICATE), "Bearer");
+    let r = f
+        .send(
+            req(Method::DELETE, "/files/new/notes.txt")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = f
+        .send(
+            req(Method::DELETE, "/files/new/notes.txt")
+                .header(header::AUTHORIZATION, format!("Bearer {}", f.admin()))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!f.dir.path().join("new/notes.txt").exists());
+}
+
+#[tokio::test]
+async fn a_bad_upload_leaves_nothing_under_the_name() {
+    let f = Fixture::new();
+    // The sender's hash does not match what arrived.
+    let r = f
+        .send(
+            put("/files/x.txt", b"hello")
+                .header("x-troca-blake3", blake3::hash(b"other").to_hex().as_str())
+                .body(Body::from(&b"hello"[..]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!f.dir.path().join("x.txt").exists());
+    // No length.
+    let r = f
+        .send(
+            req(Method::PUT, "/files/y.txt")
+                .body(Body::from("abc"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::LENGTH_REQUIRED);
+    // A body shorter than announced.
+    let r = f
+        .send(
+            req(Method::PUT, "/files/z.txt")
+                .header(header::CONTENT_LENGTH, 100)
+                .body(Body::from("short"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(!f.dir.path().join("z.txt").exists());
+    assert_eq!(
+        std::fs::read_dir(f.dir.path().join(".troca/uploads"))
+            .unwrap()
+            .count(),
+        0,
+        "no partial upload is kept"
+    );
+}
+
+#[tokio::test]
+async fn encoded_tricks_cannot_leave_the_shared_folder() {
+    let f = Fixture::new();
+    f.write("ok.txt", b"fine");
+    let outside = f.dir.path().parent().unwrap().join("outside.txt");
+    let tricks = [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2E%2E/%2E%2E/etc/passwd",
+        "..%2fsecret",
+        "%2e%2e%5c%2e%2e%5cwindows",
+        "..\\..\\windows",
+        "%2Fetc%2Fpasswd",
+        "sub/%2E%2E/%2E%2E/outside.txt",
+        "ok.txt%00.png",
+        ".troca/admin.token",
+        "%2Etroca%2Fadmin.token",
+        "%C0%AE%C0%AE/etc/passwd",
+        "a%0Ab",
+    ];
+    for t in tricks {
+        let r = f.get(&format!("/files/{t}")).await;
+        assert!(
+            r.status() == StatusCode::BAD_REQUEST || r.status() == StatusCode::NOT_FOUND,
+            "GET {t} gave {}",
+            r.status()
+        );
+        let r = f
+            .send(
+                put(&format!("/files/{t}"), b"evil")
+                    .body(Body::from(&b"evil"[..]))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "PUT {t}");
+    }
+    assert!(!outside.exists());
+    let admin = f.admin();
+    assert_eq!(
+        std::fs::read_to_string(&f.hub.admin_token.0)
+            .unwrap()
+            .trim(),
+        admin,
+        "the admin token is untouched"
+    );
+    // And the listing never shows the state folder.
+    let files = json(f.get("/api/files").await).await;
+    assert_eq!(files.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_hub_that_requires_tokens_refuses_the_api_but_serves_the_page() {
+    let f = Fixture::with(|c| c.require_token = true);
+    assert_eq!(f.get("/api/files").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(f.get("/files/x").await.status(), StatusCode::UNAUTHORIZED);
+    let r = f
+        .send(
+            req(Method::GET, "/api/files")
+                .header(header::AUTHORIZATION, format!("Bearer {}", f.admin()))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(f.get("/").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_page_forbids_inline_scripts_and_loads_nothing_from_elsewhere() {
+    let f = Fixture::new();
+    let r = f.get("/").await;
+    let csp = h(&r, header::CONTENT_SECURITY_POLICY).to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("default-src 'none'"));
+    let html = String::from_utf8(body(r).await).unwrap();
+    // Every script has a src on this origin; no inline handlers; nothing from other hosts.
+    for (i, _) in html.match_indices("<script") {
+        let tag = &html[i..html[i..].find('>').unwrap() + i];
+        assert!(tag.contains("src=\"/"), "inline or foreign script: {tag}");
+    }
+    let handler = html.match_indices(" on").any(|(i, _)| {
+        let rest = &html[i + 3..];
+        let word: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+        !word.is_empty() && rest[word.len()..].starts_with('=')
+    });
+    assert!(!handler, "an inline event handler");
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    for asset in ["/app.js", "/app.css"] {
+        let r = f.get(asset).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let text = String::from_utf8(body(r).await).unwrap();
+        assert!(
+            !text.contains("innerHTML"),
+            "{asset} builds HTML from strings"
+        );
+        assert!(!text.contains("http://") && !text.contains("https://"));
+    }
+    // Shared files are sandboxed: an uploaded HTML page cannot script the hub's origin.
+    f.write("page.html", b"<script>alert(1)</script>");
+    let r = f.get("/files/page.html").await;
+    assert_eq!(h(&r, header::CONTENT_SECURITY_POLICY), "sandbox");
+    assert_eq!(h(&r, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+}
