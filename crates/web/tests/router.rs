@@ -67,7 +67,7 @@ async fn json(r: Response) -> serde_json::Value {
     serde_json::from_slice(&body(r).await).unwrap()
 }
 
-fn h<'a>(r: &'a Response, name: header::HeaderName) -> &'a str {
+fn h(r: &Response, name: header::HeaderName) -> &str {
     r.headers()
         .get(&name)
         .unwrap_or_else(|| panic!("no {name} header"))
