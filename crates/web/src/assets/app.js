@@ -205,7 +205,7 @@ async function refreshSide() {
     const up = st.uptime_s;
     const uptime = up >= 86400 ? `${Math.floor(up / 86400)}d` : up >= 3600 ? `${Math.floor(up / 3600)}h` : `${Math.floor(up / 60)}m`;
     $("#status").textContent =
-      `hub time ${st.time} (${st.time_zone}) · up ${uptime} · ${st.files} files, ${size(st.bytes)} · ${st.clients} connected`;
+      `hub time ${st.time.replace(/\.\d+/, "")} (${st.time_zone}) · up ${uptime} · ${st.files} files, ${size(st.bytes)} · ${st.clients} connected`;
   }
   if (c.ok) {
     $("#clients").replaceChildren(...(await c.json()).map((x) =>
@@ -238,7 +238,8 @@ function setup() {
   });
   loadFiles();
   refreshSide();
-  setInterval(refreshSide, 5000);
+  // Every look is a request in the hub's history: poll gently, and only while someone looks.
+  setInterval(() => { if (document.visibilityState === "visible") refreshSide(); }, 10000);
 }
 
 setup();
