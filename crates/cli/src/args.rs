@@ -98,9 +98,10 @@ pub enum Command {
     Time,
     /// Run a swarm tracker (UDP): which peers share which files.
     Tracker {
-        /// Address to listen on; 0.0.0.0:13377 exposes it.
-        #[arg(long, default_value = "127.0.0.1:13377", value_name = "ADDR")]
-        listen: String,
+        /// Address to listen on; 0.0.0.0:13377 exposes it. Give it twice for IPv4 and IPv6
+        /// (`--listen 0.0.0.0:13377 --listen [::]:13377`).
+        #[arg(long, default_value = "127.0.0.1:13377", value_name = "ADDR", num_args = 1, action = clap::ArgAction::Append)]
+        listen: Vec<String>,
         /// How long a registration lasts unless refreshed.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         lifetime: std::time::Duration,

@@ -17,15 +17,22 @@ use troca_proto::tracker::Listed;
 use troca_tracker::client::TrackerClient;
 use troca_tracker::{Stats, TrackerConfig};
 
-pub fn tracker(listen: &str, lifetime: Duration, stats_every: Duration) -> Result<ExitCode> {
+pub fn tracker(listen: &[String], lifetime: Duration, stats_every: Duration) -> Result<ExitCode> {
+    if listen.len() > 2 {
+        anyhow::bail!("at most two --listen addresses (one IPv4, one IPv6)");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let socket = tokio::net::UdpSocket::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        println!("listening on {}", socket.local_addr()?);
+        let mut sockets = Vec::new();
+        for addr in listen {
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            println!("listening on {}", socket.local_addr()?);
+            sockets.push(socket);
+        }
         std::io::stdout().flush()?;
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
@@ -33,7 +40,7 @@ pub fn tracker(listen: &str, lifetime: Duration, stats_every: Duration) -> Resul
             lifetime,
             ..TrackerConfig::default()
         };
-        let server = tokio::spawn(troca_tracker::run(socket, config, Arc::clone(&stats), stop.clone()));
+        let server = tokio::spawn(troca_tracker::run_on(sockets, config, Arc::clone(&stats), stop.clone()));
         let printer = (!stats_every.is_zero()).then(|| {
             let stats = Arc::clone(&stats);
             tokio::spawn(async move {
@@ -42,9 +49,11 @@ pub fn tracker(listen: &str, lifetime: Duration, stats_every: Duration) -> Resul
                     tokio::time::sleep(stats_every).await;
                     let n = stats.requests.load(Ordering::Relaxed);
                     eprintln!(
-                        "troca tracker: {} peers, {} files, {:.1} requests/s, {} dropped, {} bad cookies",
+                        "troca tracker: {} peers, {} files, {} torrents, {} BitTorrent peers, {:.1} requests/s, {} dropped, {} bad cookies",
                         stats.peers.load(Ordering::Relaxed),
                         stats.files.load(Ordering::Relaxed),
+                        stats.torrents.load(Ordering::Relaxed),
+                        stats.torrent_peers.load(Ordering::Relaxed),
                         (n - last) as f64 / stats_every.as_secs_f64(),
                         stats.dropped.load(Ordering::Relaxed),
                         stats.bad_cookies.load(Ordering::Relaxed),

@@ -8,6 +8,7 @@
 //! are not framed: they follow a [`msg::FileHeader`] or a [`msg::PutReady`] raw, for exactly the
 //! announced length, so the hub can hand them to `sendfile`.
 
+pub mod bep15;
 pub mod codec;
 pub mod error_code;
 pub mod frame;

@@ -46,8 +46,23 @@ impl Cookies {
     }
 
     pub(crate) fn valid(&self, from: SocketAddr, cookie: u64, now: Instant) -> bool {
+        self.valid_marked(from, cookie, 0, now)
+    }
+
+    /// Like [`Cookies::valid`] for a cookie handed out with the bits of `mark` set (BEP 15
+    /// connection ids).
+    pub(crate) fn valid_marked(
+        &self,
+        from: SocketAddr,
+        cookie: u64,
+        mark: u64,
+        now: Instant,
+    ) -> bool {
+        if cookie & mark != mark {
+            return false;
+        }
         let b = self.bucket(now);
-        cookie == self.make(from, b) || cookie == self.make(from, b - 1)
+        cookie == self.make(from, b) | mark || cookie == self.make(from, b - 1) | mark
     }
 }
 

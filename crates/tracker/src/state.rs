@@ -1,6 +1,7 @@
 //! What the tracker knows: peers by source address, and an index of files by id.
 
 use crate::cookie::Cookies;
+use crate::torrents::Torrents;
 use crate::TrackerConfig;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +36,8 @@ pub(crate) struct State {
     peers: HashMap<SocketAddr, Peer>,
     per_ip: HashMap<IpAddr, usize>,
     index: BTreeMap<Hash, Indexed>,
+    /// BitTorrent swarms (BEP 15), by info-hash.
+    pub(crate) torrents: Torrents,
 }
 
 fn error(code: u16, message: &str) -> Answer {
@@ -47,12 +50,24 @@ fn error(code: u16, message: &str) -> Answer {
 impl State {
     pub(crate) fn new(config: TrackerConfig, cookies: Cookies) -> Self {
         Self {
-            config,
             cookies,
             peers: HashMap::new(),
             per_ip: HashMap::new(),
             index: BTreeMap::new(),
+            torrents: Torrents::new(
+                config.lifetime,
+                config.max_torrent_peers,
+                // Where peers are picked from varies per tracker; it need not be secret.
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64),
+            ),
+            config,
         }
+    }
+
+    pub(crate) fn lifetime(&self) -> std::time::Duration {
+        self.config.lifetime
     }
 
     pub(crate) fn peer_count(&self) -> usize {

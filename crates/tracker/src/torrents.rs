@@ -1,0 +1,289 @@
+//! What the tracker knows for BitTorrent clients (BEP 15): for each info-hash, the peers that
+//! announced it, known by their packets' source IP and the port they announced.
+//!
+//! A swarm keeps its peers in a vector (with an index by address), so picking `numwant` of them is
+//! a slice from a random starting point, and leaving is a `swap_remove`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use troca_proto::bep15::{Announce, Event, InfoHash, ScrapeStats};
+
+/// Peers handed out per announce when the client asks for the default (a negative `num_want`).
+pub const DEFAULT_NUM_WANT: usize = 50;
+/// The most peers in one answer: what fits a 1,200-byte datagram (IPv4 6 bytes each, IPv6 18).
+pub const MAX_NUM_WANT_V4: usize = 195;
+pub const MAX_NUM_WANT_V6: usize = 65;
+
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    addr: SocketAddr,
+    seeder: bool,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Swarm {
+    peers: Vec<Peer>,
+    index: HashMap<SocketAddr, usize>,
+    seeders: u32,
+    completed: u32,
+}
+
+impl Swarm {
+    fn remove(&mut self, addr: &SocketAddr) {
+        let Some(i) = self.index.remove(addr) else {
+            return;
+        };
+        let gone = self.peers.swap_remove(i);
+        if gone.seeder {
+            self.seeders -= 1;
+        }
+        if let Some(moved) = self.peers.get(i) {
+            self.index.insert(moved.addr, i);
+        }
+    }
+
+    fn leechers(&self) -> u32 {
+        self.peers.len() as u32 - self.seeders
+    }
+}
+
+/// The BitTorrent side of the tracker's state.
+#[derive(Debug)]
+pub(crate) struct Torrents {
+    swarms: HashMap<InfoHash, Swarm>,
+    lifetime: Duration,
+    max_peers: usize,
+    peers: usize,
+    /// A cheap generator for where to start picking peers (no need for strength here).
+    rng: u64,
+}
+
+/// An announce's answer, before encoding.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub leechers: u32,
+    pub seeders: u32,
+    pub peers: Vec<SocketAddr>,
+}
+
+impl Torrents {
+    pub(crate) fn new(lifetime: Duration, max_peers: usize, seed: u64) -> Self {
+        Self {
+            swarms: HashMap::new(),
+            lifetime,
+            max_peers,
+            peers: 0,
+            rng: seed | 1,
+        }
+    }
+
+    pub(crate) fn peer_count(&self) -> usize {
+        self.peers
+    }
+
+    pub(crate) fn torrent_count(&self) -> usize {
+        self.swarms.len()
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Records an announce from `source` and picks peers for it, of the family of `source`.
+    pub(crate) fn announce(&mut self, a: &Announce, source: SocketAddr, now: Instant) -> Answer {
+        let addr = SocketAddr::new(source.ip(), a.port);
+        let swarm = self.swarms.entry(a.info_hash).or_default();
+        let before = swarm.peers.len();
+        if a.event == Event::Stopped {
+            swarm.remove(&addr);
+        } else {
+            let seeder = a.left == 0;
+            match swarm.index.get(&addr) {
+                Some(&i) => {
+                    let p = &mut swarm.peers[i];
+                    if p.seeder != seeder {
+                        if seeder {
+                            swarm.seeders += 1;
+                        } else {
+                            swarm.seeders -= 1;
+                        }
+                    }
+                    p.seeder = seeder;
+                    p.expires = now + self.lifetime;
+                }
+                None if self.peers < self.max_peers => {
+                    swarm.index.insert(addr, swarm.peers.len());
+                    swarm.peers.push(Peer {
+                        addr,
+                        seeder,
+                        expires: now + self.lifetime,
+                    });
+                    if seeder {
+                        swarm.seeders += 1;
+                    }
+                }
+                // Full: the announce is answered but not remembered.
+                None => {}
+            }
+            if a.event == Event::Completed {
+                swarm.completed += 1;
+            }
+        }
+        let after = swarm.peers.len();
+        self.peers = self.peers + after - before;
+
+        let cap = if source.is_ipv6() {
+            MAX_NUM_WANT_V6
+        } else {
+            MAX_NUM_WANT_V4
+        };
+        let want = usize::try_from(a.num_want)
+            .unwrap_or(DEFAULT_NUM_WANT)
+            .min(cap);
+        let start = self.next_random();
+        let swarm = self.swarms.get(&a.info_hash).expect("just used");
+        let n = swarm.peers.len();
+        let mut peers = Vec::with_capacity(want.min(n));
+        if n > 0 {
+            let start = (start % n as u64) as usize;
+            for k in 0..n {
+                if peers.len() == want {
+                    break;
+                }
+                let p = &swarm.peers[(start + k) % n];
+                if p.addr != addr && p.addr.is_ipv6() == source.is_ipv6() {
+                    peers.push(p.addr);
+                }
+            }
+        }
+        let answer = Answer {
+            leechers: swarm.leechers(),
+            seeders: swarm.seeders,
+            peers,
+        };
+        if n == 0 {
+            self.swarms.remove(&a.info_hash);
+        }
+        answer
+    }
+
+    pub(crate) fn scrape(&self, hashes: &[InfoHash]) -> Vec<ScrapeStats> {
+        hashes
+            .iter()
+            .map(|h| {
+                self.swarms
+                    .get(h)
+                    .map_or_else(ScrapeStats::default, |s| ScrapeStats {
+                        seeders: s.seeders,
+                        completed: s.completed,
+                        leechers: s.leechers(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Forgets peers that have not announced within their lifetime.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        let mut removed = 0;
+        self.swarms.retain(|_, s| {
+            let stale: Vec<SocketAddr> = s
+                .peers
+                .iter()
+                .filter(|p| p.expires <= now)
+                .map(|p| p.addr)
+                .collect();
+            removed += stale.len();
+            for a in &stale {
+                s.remove(a);
+            }
+            !s.peers.is_empty()
+        });
+        self.peers -= removed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announce(port: u16, left: u64, event: Event, num_want: i32) -> Announce {
+        Announce {
+            connection_id: 0,
+            transaction_id: 0,
+            info_hash: [7; 20],
+            peer_id: [0; 20],
+            downloaded: 0,
+            left,
+            uploaded: 0,
+            event,
+            ip: 0,
+            key: 0,
+            num_want,
+            port,
+        }
+    }
+
+    #[test]
+    fn announces_list_others_never_the_announcer_and_stopped_leaves() {
+        let mut t = Torrents::new(Duration::from_secs(60), 1000, 42);
+        let now = Instant::now();
+        let src = |last: u8| SocketAddr::from(([10, 0, 0, last], 40000));
+        let a = t.announce(&announce(6881, 0, Event::Started, -1), src(1), now);
+        assert!(a.peers.is_empty());
+        assert_eq!((a.seeders, a.leechers), (1, 0));
+        let b = t.announce(&announce(6882, 100, Event::Started, -1), src(2), now);
+        assert_eq!(b.peers, [SocketAddr::from(([10, 0, 0, 1], 6881))]);
+        assert_eq!((b.seeders, b.leechers), (1, 1));
+        // Never the announcer itself, whatever it asks for.
+        let again = t.announce(&announce(6882, 100, Event::None, 200), src(2), now);
+        assert_eq!(again.peers.len(), 1);
+        assert_eq!(t.peer_count(), 2);
+        t.announce(&announce(6881, 0, Event::Stopped, -1), src(1), now);
+        let c = t.announce(&announce(6882, 100, Event::None, -1), src(2), now);
+        assert!(c.peers.is_empty(), "the stopped peer is gone");
+        assert_eq!(t.peer_count(), 1);
+        t.expire(now + Duration::from_secs(61));
+        assert_eq!((t.peer_count(), t.torrent_count()), (0, 0));
+    }
+
+    #[test]
+    fn num_want_is_honoured_within_the_cap() {
+        let mut t = Torrents::new(Duration::from_secs(60), 100_000, 7);
+        let now = Instant::now();
+        for i in 0..300u32 {
+            let src = SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8], 1));
+            t.announce(&announce(1000, 1, Event::Started, 0), src, now);
+        }
+        let me = SocketAddr::from(([10, 9, 9, 9], 1));
+        assert_eq!(
+            t.announce(&announce(1, 1, Event::None, 10), me, now)
+                .peers
+                .len(),
+            10
+        );
+        assert_eq!(
+            t.announce(&announce(1, 1, Event::None, -1), me, now)
+                .peers
+                .len(),
+            DEFAULT_NUM_WANT
+        );
+        assert_eq!(
+            t.announce(&announce(1, 1, Event::None, 5000), me, now)
+                .peers
+                .len(),
+            MAX_NUM_WANT_V4
+        );
+        // An IPv6 announcer gets IPv6 peers only (there are none here).
+        let v6: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        assert!(t
+            .announce(&announce(1, 1, Event::None, 50), v6, now)
+            .peers
+            .is_empty());
+    }
+}
