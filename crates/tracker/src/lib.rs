@@ -197,7 +197,9 @@ fn handle_bep15(
     let now = Instant::now();
     let (connection_id, transaction_id) = match &req {
         bep15::Request::Connect { transaction_id } => {
-            let connection_id = state.cookies.issue(from, now) | bep15::CONNECTION_ID_MARK;
+            let connection_id = state
+                .cookies
+                .issue_tagged(from, bep15::CONNECTION_ID_MARK, now);
             bep15::Response::Connect {
                 transaction_id: *transaction_id,
                 connection_id,
@@ -214,7 +216,7 @@ fn handle_bep15(
     };
     if !state
         .cookies
-        .valid_marked(from, connection_id, bep15::CONNECTION_ID_MARK, now)
+        .valid_tagged(from, connection_id, bep15::CONNECTION_ID_MARK, now)
     {
         stats.bad_cookies.fetch_add(1, Ordering::Relaxed);
         bep15::Response::Error {
