@@ -8,7 +8,7 @@ use std::collections::HashMap;
 // A fast hasher with a per-process random seed: info-hashes and addresses come from the network,
 // so the seed keeps them from being chosen to collide, and SipHash cost a tenth of the time here.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use troca_proto::bep15::{Announce, Event, InfoHash, ScrapeStats};
 
@@ -18,32 +18,99 @@ pub const DEFAULT_NUM_WANT: usize = 50;
 pub const MAX_NUM_WANT_V4: usize = 195;
 pub const MAX_NUM_WANT_V6: usize = 65;
 
+/// A peer's address in 18 bytes (the IP as IPv6, IPv4 mapped, and the port): a tracker holds
+/// millions, so a full `SocketAddr` (32 bytes) would double its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PeerAddr([u8; 18]);
+
+impl PeerAddr {
+    fn new(a: SocketAddr) -> Self {
+        let ip = match a.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let mut b = [0u8; 18];
+        b[..16].copy_from_slice(&ip.octets());
+        b[16..].copy_from_slice(&a.port().to_be_bytes());
+        PeerAddr(b)
+    }
+
+    fn get(self) -> SocketAddr {
+        let ip = Ipv6Addr::from(<[u8; 16]>::try_from(&self.0[..16]).expect("16 bytes"));
+        let port = u16::from_be_bytes([self.0[16], self.0[17]]);
+        match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), port),
+            None => SocketAddr::new(ip.into(), port),
+        }
+    }
+
+    fn is_ipv6(self) -> bool {
+        Ipv6Addr::from(<[u8; 16]>::try_from(&self.0[..16]).expect("16 bytes"))
+            .to_ipv4_mapped()
+            .is_none()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Peer {
-    addr: SocketAddr,
+    addr: PeerAddr,
     seeder: bool,
-    expires: Instant,
+    /// Seconds since the tracker started.
+    expires: u32,
 }
+
+/// Swarms this small find a peer by scanning; bigger ones keep an index.
+const INDEX_FROM: usize = 16;
 
 #[derive(Debug, Default)]
 struct Swarm {
     peers: Vec<Peer>,
-    index: Map<SocketAddr, usize>,
+    /// Position of each peer in `peers`, once the swarm is large.
+    index: Option<Map<PeerAddr, u32>>,
     seeders: u32,
     completed: u32,
 }
 
 impl Swarm {
-    fn remove(&mut self, addr: &SocketAddr) {
-        let Some(i) = self.index.remove(addr) else {
+    fn find(&self, addr: PeerAddr) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&addr).map(|&i| i as usize),
+            None => self.peers.iter().position(|p| p.addr == addr),
+        }
+    }
+
+    fn push(&mut self, peer: Peer) {
+        self.peers.push(peer);
+        match &mut self.index {
+            Some(index) => {
+                index.insert(peer.addr, (self.peers.len() - 1) as u32);
+            }
+            None if self.peers.len() > INDEX_FROM => {
+                let index = self
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.addr, i as u32))
+                    .collect();
+                self.index = Some(index);
+            }
+            None => {}
+        }
+    }
+
+    fn remove(&mut self, addr: PeerAddr) {
+        let Some(i) = self.find(addr) else {
             return;
         };
         let gone = self.peers.swap_remove(i);
         if gone.seeder {
             self.seeders -= 1;
         }
-        if let Some(moved) = self.peers.get(i) {
-            self.index.insert(moved.addr, i);
+        if let Some(index) = &mut self.index {
+            index.remove(&addr);
+            if let Some(moved) = self.peers.get(i) {
+                index.insert(moved.addr, i as u32);
+            }
         }
     }
 
@@ -57,6 +124,8 @@ impl Swarm {
 pub(crate) struct Torrents {
     swarms: Map<InfoHash, Swarm>,
     lifetime: Duration,
+    /// Expiry times are kept as seconds since this instant (4 bytes, not an `Instant`'s 16).
+    epoch: Instant,
     max_peers: usize,
     peers: usize,
     /// A cheap generator for where to start picking peers (no need for strength here).
@@ -76,6 +145,7 @@ impl Torrents {
         Self {
             swarms: Map::default(),
             lifetime,
+            epoch: Instant::now(),
             max_peers,
             peers: 0,
             rng: seed | 1,
@@ -90,6 +160,10 @@ impl Torrents {
         self.swarms.len()
     }
 
+    fn seconds(&self, at: Instant) -> u32 {
+        u32::try_from(at.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
+    }
+
     fn next_random(&mut self) -> u64 {
         // xorshift64
         self.rng ^= self.rng << 13;
@@ -100,15 +174,17 @@ impl Torrents {
 
     /// Records an announce from `source` and picks peers for it, of the family of `source`.
     pub(crate) fn announce(&mut self, a: &Announce, source: SocketAddr, now: Instant) -> Answer {
-        let addr = SocketAddr::new(source.ip(), a.port);
+        let addr = PeerAddr::new(SocketAddr::new(source.ip(), a.port));
+        let expires = self.seconds(now + self.lifetime);
+        let room = self.peers < self.max_peers;
         let swarm = self.swarms.entry(a.info_hash).or_default();
         let before = swarm.peers.len();
         if a.event == Event::Stopped {
-            swarm.remove(&addr);
+            swarm.remove(addr);
         } else {
             let seeder = a.left == 0;
-            match swarm.index.get(&addr) {
-                Some(&i) => {
+            match swarm.find(addr) {
+                Some(i) => {
                     let p = &mut swarm.peers[i];
                     if p.seeder != seeder {
                         if seeder {
@@ -118,14 +194,13 @@ impl Torrents {
                         }
                     }
                     p.seeder = seeder;
-                    p.expires = now + self.lifetime;
+                    p.expires = expires;
                 }
-                None if self.peers < self.max_peers => {
-                    swarm.index.insert(addr, swarm.peers.len());
-                    swarm.peers.push(Peer {
+                None if room => {
+                    swarm.push(Peer {
                         addr,
                         seeder,
-                        expires: now + self.lifetime,
+                        expires,
                     });
                     if seeder {
                         swarm.seeders += 1;
@@ -161,7 +236,7 @@ impl Torrents {
                 }
                 let p = &swarm.peers[(start + k) % n];
                 if p.addr != addr && p.addr.is_ipv6() == source.is_ipv6() {
-                    peers.push(p.addr);
+                    peers.push(p.addr.get());
                 }
             }
         }
@@ -193,16 +268,17 @@ impl Torrents {
 
     /// Forgets peers that have not announced within their lifetime.
     pub(crate) fn expire(&mut self, now: Instant) {
+        let now = self.seconds(now);
         let mut removed = 0;
         self.swarms.retain(|_, s| {
-            let stale: Vec<SocketAddr> = s
+            let stale: Vec<PeerAddr> = s
                 .peers
                 .iter()
                 .filter(|p| p.expires <= now)
                 .map(|p| p.addr)
                 .collect();
             removed += stale.len();
-            for a in &stale {
+            for a in stale {
                 s.remove(a);
             }
             !s.peers.is_empty()
@@ -253,6 +329,47 @@ mod tests {
         assert_eq!(t.peer_count(), 1);
         t.expire(now + Duration::from_secs(61));
         assert_eq!((t.peer_count(), t.torrent_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_large_swarm_indexes_its_peers_and_still_removes_them() {
+        let mut t = Torrents::new(Duration::from_secs(60), 100_000, 3);
+        let now = Instant::now();
+        let src = |i: u8| SocketAddr::from(([10, 2, 0, i], 9));
+        for i in 0..40 {
+            t.announce(
+                &announce(1000 + u16::from(i), 1, Event::Started, 0),
+                src(i),
+                now,
+            );
+        }
+        assert_eq!(t.peer_count(), 40);
+        // Announcing again updates, never duplicates.
+        for i in 0..40 {
+            t.announce(
+                &announce(1000 + u16::from(i), 0, Event::None, 0),
+                src(i),
+                now,
+            );
+        }
+        assert_eq!(t.peer_count(), 40);
+        assert_eq!(t.scrape(&[[7; 20]])[0].seeders, 40);
+        for i in (0..40).step_by(2) {
+            t.announce(
+                &announce(1000 + u16::from(i), 0, Event::Stopped, 0),
+                src(i),
+                now,
+            );
+        }
+        assert_eq!(t.peer_count(), 20);
+        let me = SocketAddr::from(([10, 3, 0, 1], 9));
+        let got = t.announce(&announce(1, 1, Event::None, 100), me, now).peers;
+        assert_eq!(got.len(), 20, "the 20 left, never the asker");
+        assert!(
+            got.iter().all(|p| p.port() % 2 == 1 && p.ip() != me.ip()),
+            "{got:?}"
+        );
+        assert_eq!(t.peer_count(), 21);
     }
 
     #[test]
