@@ -34,18 +34,8 @@ pub async fn serve(
     tracker.spawn(clean_partials(Arc::clone(&hub), shutdown.clone()));
     let limit = Arc::new(Semaphore::new(hub.config.max_connections));
     loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors, most likely: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((stream, peer)) = troca_net::accept(&listener, &shutdown).await else {
+            break;
         };
         match Arc::clone(&limit).try_acquire_owned() {
             Ok(permit) => {

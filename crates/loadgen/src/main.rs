@@ -144,8 +144,7 @@ async fn get(hub: &str, connections: usize, seconds: u64, prefix: &str) -> Resul
         .await?;
     let secs = started.elapsed().as_secs_f64();
     all.sort();
-    let pct =
-        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
+    let pct = |p| percentile_us(&all, p);
     println!(
         "{}",
         serde_json::json!({
@@ -193,4 +192,9 @@ async fn idle(hub: &str, connections: usize, hold_seconds: u64) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// The `p` quantile of sorted, non-empty latencies, in microseconds.
+fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e6
 }

@@ -41,8 +41,7 @@ pub async fn load(target: SocketAddr, clients: usize, seconds: u64, echo: bool) 
         bail!("no answers at all");
     }
     all.sort();
-    let pct =
-        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
+    let pct = |p| crate::percentile_us(&all, p);
     println!(
         "{}",
         serde_json::json!({

@@ -47,3 +47,25 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. A failed accept
+/// (out of file descriptors, most likely) is logged and retried after a pause rather than in a
+/// spin. Every troca server (hub, web face, peer) accepts this way.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -52,17 +52,8 @@ pub async fn run(
     let limit = config.max_rate.map(|r| Arc::new(RateLimit::new(r)));
     let tasks = TaskTracker::new();
     loop {
-        let (stream, addr) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                // Out of descriptors, say: wait a little rather than spin.
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, addr)) = troca_net::accept(&listener, &shutdown).await else {
+            break;
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::debug!("refusing {addr}: at the connection limit");

@@ -106,16 +106,8 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let tasks = TaskTracker::new();
     loop {
-        let (stream, address) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, address)) = troca_net::accept(&listener, &shutdown).await else {
+            break;
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             continue; // At the limit: closing is the cheapest answer.
