@@ -207,21 +207,25 @@ fn swarm_get_of_an_ambiguous_name_lists_the_ids() {
     assert_eq!(std::fs::read(s.client.join("same.txt")).unwrap(), b"second");
 }
 
+/// `troca peer` on the scratch share, in a pseudo-terminal (so it shows the menu).
+fn peer_in_pty(s: &Scratch, t: &Daemon) -> rexpect::session::PtySession {
+    let mut cmd = Command::new(TROCA);
+    cmd.arg("peer")
+        .arg(&s.share)
+        .args(["--tracker", &t.addr])
+        .env("HOME", s.tmp.path());
+    rexpect::session::spawn_command(cmd, Some(15_000)).unwrap()
+}
+
 #[test]
 fn the_peer_menu_registers_lists_downloads_and_quits() {
-    use rexpect::session::spawn_command;
     let s = Scratch::new();
     let t = start_tracker();
     let other = s.tmp.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("song.ogg"), "la la la").unwrap();
     let _o = start_peer(&other, &t, &[]);
-    let mut cmd = Command::new(TROCA);
-    cmd.arg("peer")
-        .arg(&s.share)
-        .args(["--tracker", &t.addr])
-        .env("HOME", s.tmp.path());
-    let mut p = spawn_command(cmd, Some(15_000)).unwrap();
+    let mut p = peer_in_pty(&s, &t);
     p.exp_string("1 register").unwrap();
     p.exp_string("peer> ").unwrap();
     p.send_line("2").unwrap();
@@ -250,12 +254,7 @@ fn the_peer_menu_registers_lists_downloads_and_quits() {
     p.exp_eof().unwrap();
     assert_eq!(listed(&t), ["song.ogg"]);
     // Ctrl-C at the prompt stops the peer too, with END.
-    let mut cmd = Command::new(TROCA);
-    cmd.arg("peer")
-        .arg(&s.share)
-        .args(["--tracker", &t.addr])
-        .env("HOME", s.tmp.path());
-    let mut p = spawn_command(cmd, Some(15_000)).unwrap();
+    let mut p = peer_in_pty(&s, &t);
     p.exp_string("peer> ").unwrap();
     let rows = json(&swarm(&t, &s.client, &["--json", "swarm", "ls"]));
     assert_eq!(
