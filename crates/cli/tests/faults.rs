@@ -133,56 +133,58 @@ impl Drop for SmallDisk {
 async fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() {
     let s = Scratch::new();
     let disk_dir = s.tmp.path().join("small");
-    let disk = SmallDisk::mount(&disk_dir, "8m");
+    let disk = SmallDisk::mount(&disk_dir, "24m");
     let hub = Hub::start(&disk.path, &[]);
 
     // Too big from the start: refused before a byte is sent.
-    random_file(&s.client.join("huge.bin"), 12 << 20, "huge");
+    random_file(&s.client.join("huge.bin"), 32 << 20, "huge");
     let err = fails(&hub.troca(&s.client, &["put", "huge.bin"]), 1);
     assert!(err.contains("not enough space"), "{err}");
 
-    // The disk fills up mid-upload.
+    // The disk fills up mid-upload: for a small upload (written through the page cache) and
+    // for one large enough to be written with direct I/O.
     let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
         .await
         .unwrap();
-    let size = 5u64 << 20;
-    let mut up = client
-        .put(Put {
-            name: "mid.bin".into(),
-            size,
-            source_mtime_ns: 1,
-            force: false,
-        })
-        .await
-        .unwrap();
     let filler = disk.path.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        while f.write_all(&[1u8; 64 * 1024]).is_ok() {}
+    for size in [5u64 << 20, 12 << 20] {
+        let mut up = client
+            .put(Put {
+                name: "mid.bin".into(),
+                size,
+                source_mtime_ns: 1,
+                force: false,
+            })
+            .await
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while f.write_all(&[1u8; 64 * 1024]).is_ok() {}
+        }
+        up.write(&vec![9u8; size as usize]).await.unwrap();
+        let err = up.finish([0; 32]).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ClientError::Hub {
+                    code: ErrorCode::NoSpace,
+                    ..
+                }
+            ),
+            "{size} bytes: {err:?}"
+        );
+        assert!(err.to_string().contains("disk is full"), "{err}");
+        assert!(!disk.path.join("mid.bin").exists());
+        assert!(
+            partials(&disk.path).is_empty(),
+            "partial data freed: {:?}",
+            partials(&disk.path)
+        );
+        std::fs::remove_file(&filler).unwrap();
     }
-    up.write(&vec![9u8; size as usize]).await.unwrap();
-    let err = up.finish([0; 32]).await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ClientError::Hub {
-                code: ErrorCode::NoSpace,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("disk is full"), "{err}");
-    assert!(!disk.path.join("mid.bin").exists());
-    assert!(
-        partials(&disk.path).is_empty(),
-        "partial data freed: {:?}",
-        partials(&disk.path)
-    );
 
     // Space back: the same hub serves again, on the same connection too.
-    std::fs::remove_file(&filler).unwrap();
     client.list("").await.unwrap();
     std::fs::write(s.client.join("small.txt"), "fits").unwrap();
     ok(&hub.troca(&s.client, &["put", "small.txt"]));

@@ -12,7 +12,7 @@ use crate::clients::Session;
 use crate::error::HubError;
 use crate::history::Pending;
 use crate::service::{now_ns, Hub, OpenFile};
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
-use troca_net::durable::WriteBehind;
+use troca_net::durable::{FileWriter, IoBuf};
 use troca_net::sendfile;
 use troca_net::{transfer_buffer, Connection, CACHE_CHUNK};
 use troca_proto::msg::{
@@ -414,6 +414,15 @@ async fn send_file(
     Ok(len)
 }
 
+/// Ends a writer that refused a buffer and keeps why. It never stops without a reason: the
+/// upload must not be accepted with a buffer missing.
+async fn stop_writer(writer: &mut Option<FileWriter>, store_err: &mut Option<io::Error>) {
+    if let Some(w) = writer.take() {
+        let e = w.finish().await.err();
+        *store_err = Some(e.unwrap_or_else(|| io::Error::other("the file writer stopped")));
+    }
+}
+
 /// Receives an upload. The outer error means the connection is unusable; the inner one is a
 /// refusal for the caller to send.
 async fn receive_file(
@@ -443,22 +452,34 @@ async fn receive_file(
         upload.offset,
     );
 
-    // Read the announced bytes, hash them and write them on, chunk by chunk on this core (the
-    // chunk stays in its cache between the three passes). If storing fails (a full disk, say),
-    // keep reading and discarding so the connection stays in step, and report it at the end.
+    // Read the announced bytes and hash each read while it is in this core's cache; a writer
+    // thread stores full buffers meanwhile. If storing fails (a full disk, say), keep reading
+    // and discarding so the connection stays in step, and report it at the end.
     let mut remaining = upload.size - upload.offset;
     let received = remaining;
-    let mut buf = transfer_buffer(remaining, CACHE_CHUNK);
+    let file = upload.file.try_clone()?;
+    let mut writer = Some(FileWriter::spawn(file, upload.offset, remaining)?);
+    let mut spare: Option<IoBuf> = None;
     let mut store_err: Option<io::Error> = None;
-    let mut written = upload.offset;
-    let mut behind = WriteBehind::new(written);
     while remaining > 0 {
+        let storing = match writer.as_mut() {
+            Some(w) => w.buffer().await,
+            None => None,
+        };
+        let keep = storing.is_some();
+        if !keep {
+            stop_writer(&mut writer, &mut store_err).await;
+        }
+        let mut buf = storing
+            .or_else(|| spare.take())
+            .unwrap_or_else(|| IoBuf::new(CACHE_CHUNK));
         let want = buf
             .len()
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let mut filled = 0;
         while filled < want {
-            let n = step(stall, "upload", conn.read_raw(&mut buf[filled..want])).await?;
+            let end = (filled + CACHE_CHUNK).min(want);
+            let n = step(stall, "upload", conn.read_raw(&mut buf[filled..end])).await?;
             if n == 0 {
                 // The client left mid-upload: the partial file stays for resume.
                 return Err(ConnEnd::Io(io::Error::new(
@@ -466,20 +487,24 @@ async fn receive_file(
                     "client disconnected mid-upload",
                 )));
             }
+            if keep {
+                upload.hasher.update(&buf[filled..filled + n]);
+            }
             filled += n;
             me.received(n as u64);
         }
         remaining -= filled as u64;
-        if store_err.is_none() {
-            upload.hasher.update(&buf[..filled]);
-            match upload.file.write_all(&buf[..filled]) {
-                Ok(()) => {
-                    written += filled as u64;
-                    behind.wrote(&upload.file, written);
+        match writer.as_mut() {
+            Some(w) if keep => {
+                if !w.write(buf, filled).await {
+                    stop_writer(&mut writer, &mut store_err).await;
                 }
-                Err(e) => store_err = Some(e),
             }
+            _ => spare = Some(buf),
         }
+    }
+    if let Some(w) = writer.take() {
+        store_err = w.finish().await.err();
     }
     let theirs = match tokio::time::timeout(stall, conn.read_message()).await {
         Ok(Ok(Some(Message::PutEnd(PutEnd { blake3 })))) => blake3,

@@ -247,10 +247,15 @@ impl Hub {
                 return Err(HubError::Integrity(name));
             }
             let name = upload.name.clone();
-            upload
-                .file
-                .sync_all()
-                .map_err(|e| HubError::io(format!("cannot save {name}"), e))?;
+            let saved = |e| HubError::io(format!("cannot save {name}"), e);
+            upload.file.sync_all().map_err(saved)?;
+            // The hash covers what arrived; the length proves all of it was stored.
+            let stored = upload.file.metadata().map_err(saved)?.len();
+            if stored != upload.size {
+                let e = std::io::Error::other(format!("{stored} of {} bytes stored", upload.size));
+                upload.discard();
+                return Err(saved(e));
+            }
             let target = hub.share.make_parent(&name)?;
             place_upload(&upload.part, &target, force).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {

@@ -324,6 +324,42 @@ impl Upload<'_> {
         Ok(())
     }
 
+    /// Sends the next `len` bytes of the file from `file` at `offset` with `sendfile`, from the
+    /// page cache to the socket without a copy through this process. The caller has read and
+    /// hashed the same bytes; should the file change in between, the hub's hash of what it got
+    /// differs and the upload fails whole, as it should.
+    pub async fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), ClientError> {
+        if len > self.remaining {
+            return Err(ClientError::Protocol(
+                "the file grew while it was being sent".into(),
+            ));
+        }
+        self.client.conn.flush().await?;
+        let mut sent = 0;
+        while sent < len {
+            let n = crate::sendfile::send_some(
+                self.client.conn.stream(),
+                file,
+                offset + sent,
+                len - sent,
+            )
+            .await?;
+            if n == 0 {
+                return Err(ClientError::Protocol(
+                    "the file shrank while it was being sent".into(),
+                ));
+            }
+            sent += n as u64;
+        }
+        self.remaining -= len;
+        Ok(())
+    }
+
     /// Sends the client's hash of the whole file and waits for the hub to make it durable.
     pub async fn finish(self, blake3: Hash) -> Result<PutDone, ClientError> {
         if self.remaining != 0 {

@@ -130,27 +130,29 @@ async fn download_part(
     file.seek(SeekFrom::Start(offset)).map_err(local)?;
 
     progress.start(header.size, offset);
-    let chunk = transfer_buffer(header.size - offset, CHUNK).len();
-    let mut writer = FileWriter::spawn(file, offset, chunk).map_err(local)?;
+    let mut writer = FileWriter::spawn(file, offset, header.size - offset).map_err(local)?;
     let mut writer_stopped = false;
     while download.remaining() > 0 {
         let Some(mut buf) = writer.buffer().await else {
             writer_stopped = true;
             break;
         };
-        // Fill the buffer before handing it over: fewer, larger writes to the disk.
+        // Fill the buffer before handing it over (fewer, larger writes to the disk), hashing
+        // each read as it lands, while it is still in this core's cache.
         let mut filled = 0;
         while filled < buf.len() && download.remaining() > 0 {
-            filled += download.read(&mut buf[filled..]).await?;
+            let end = (filled + CACHE_CHUNK).min(buf.len());
+            let n = download.read(&mut buf[filled..end]).await?;
+            hasher.update(&buf[filled..filled + n]);
+            filled += n;
         }
-        hasher.update(&buf[..filled]);
         if !writer.write(buf, filled).await {
             writer_stopped = true;
             break;
         }
         progress.advance(filled as u64);
     }
-    let file = writer.finish().map_err(local)?;
+    let file = writer.finish().await.map_err(local)?;
     if writer_stopped {
         return Err(local(std::io::Error::other("the download stopped writing")).into());
     }
@@ -250,6 +252,7 @@ pub async fn upload_path(
     }
     progress.start(size, offset);
     let mut buf = transfer_buffer(size - offset, CACHE_CHUNK);
+    let mut pos = offset;
     while upload.remaining() > 0 {
         let want = buf
             .len()
@@ -260,7 +263,9 @@ pub async fn upload_path(
             break;
         }
         hasher.update(&buf[..n]);
-        upload.write(&buf[..n]).await?;
+        // The bytes just read go out from the page cache, not from `buf`: one copy fewer.
+        upload.send_file(&file, pos, n as u64).await?;
+        pos += n as u64;
         progress.advance(n as u64);
     }
     let ours: Hash = *hasher.finalize().as_bytes();

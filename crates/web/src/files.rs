@@ -16,7 +16,6 @@ use axum::{Extension, Json};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde::Deserialize;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use troca_hub::clients::Busy;
 use troca_hub::history::Pending;
 use troca_hub::service::OpenFile;
 use troca_hub::{Hub, HubError};
-use troca_net::durable::WriteBehind;
+use troca_net::durable::FileWriter;
 use troca_proto::msg::{Activity, Put};
 use troca_proto::Hash;
 
@@ -399,7 +398,12 @@ pub(crate) async fn put(
         let _busy = Busy::start(&v.session, Activity::Uploading, &name, size, 0);
         let mut body = body;
         let mut got = 0u64;
-        let mut behind = WriteBehind::new(0);
+        let file = upload
+            .file
+            .try_clone()
+            .map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
+        let mut writer = FileWriter::spawn(file, 0, size)
+            .map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
         let stall = hub.config.stall_timeout;
         let failed = loop {
             let frame = match tokio::time::timeout(stall, body.frame()).await {
@@ -421,10 +425,15 @@ pub(crate) async fn put(
             }
             v.session.received(data.len() as u64);
             upload.hasher.update(&data);
-            if let Err(e) = upload.file.write_all(&data) {
-                break Some(HubError::io(format!("cannot store {name}"), e));
+            if !writer.write_from(&data).await {
+                break None;
             }
-            behind.wrote(&upload.file, got);
+        };
+        // The writer's own failure (a full disk, say) comes first: it explains a stop.
+        let stored = writer.finish().await;
+        let failed = match stored {
+            Err(e) => Some(HubError::io(format!("cannot store {name}"), e)),
+            Ok(_) => failed,
         };
         let failed = failed.or_else(|| {
             (got < size).then(|| {

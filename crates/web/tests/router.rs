@@ -218,6 +218,26 @@ async fn a_large_file_streams_whole_and_its_hash_becomes_its_etag() {
     assert_eq!(body(r).await, &data[4194304..]);
 }
 
+#[tokio::test]
+async fn a_large_upload_lands_byte_for_byte() {
+    // Large enough to be written with direct I/O, with a tail that is not a whole block.
+    let f = Fixture::new();
+    let data: Vec<u8> = (0..9 * 1024 * 1024 + 4321)
+        .map(|i| (i * 7 % 253) as u8)
+        .collect();
+    let r = f
+        .send(
+            req(Method::PUT, "/files/large.bin")
+                .header(header::CONTENT_LENGTH, data.len())
+                .header("x-troca-blake3", blake3::hash(&data).to_hex().as_str())
+                .body(Body::from(data.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(f.dir.path().join("large.bin")).unwrap(), data);
+}
+
 fn put(uri: &str, bytes: &'static [u8]) -> axum::http::request::Builder {
     req(Method::PUT, uri).header(header::CONTENT_LENGTH, bytes.len())
 }
