@@ -1,9 +1,10 @@
 //! The request history, in SQLite under the state folder so it survives restarts.
 //!
-//! Recording never waits on the disk: connections hand entries to a writer thread, which stores
-//! what has gathered every few tens of milliseconds, in one transaction, and trims the log to the
-//! configured number of entries. Queries first ask the writer to flush, so a client sees its own
-//! requests.
+//! Recording never waits on the disk: a connection appends its entry, as JSON, to one of a few
+//! in-memory spools (the one of its thread, so locks are rarely contended and nothing crosses
+//! between threads per request), and a writer thread stores what has gathered every few tens of
+//! milliseconds, in one transaction, then trims the log to the configured number of entries.
+//! Queries first ask the writer to flush, so a client sees its own requests.
 //!
 //! Entries are stored in batches, one row of `request_batches` per batch holding a JSON array of
 //! entries. A row per request cost ~1.6 µs of the writer's CPU per request inside a busy hub (6% of
@@ -15,21 +16,24 @@ use crate::error::HubError;
 use crate::service::now_ns;
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use troca_proto::msg::HistoryEntry;
 
 /// Entries waiting for the writer. Past this, entries are dropped (and counted) rather than
 /// slowing the connections down.
-const QUEUE: usize = 65_536;
+const QUEUE: usize = 131_072;
 
 /// How long the writer gathers entries before committing them.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// One request as the connections hand it over: shared strings and a static op name, so
-/// recording allocates as little as possible on the request path.
+/// Spools: more than the threads that serve connections on most machines, so each thread
+/// usually has one to itself.
+const SPOOLS: usize = 8;
+
+/// One request, owned (for callers that have no [`Pending`] to finish).
 #[derive(Debug, Clone)]
 pub struct Record {
     pub time_ns: i64,
@@ -43,14 +47,66 @@ pub struct Record {
     pub duration_us: u64,
 }
 
+impl Record {
+    fn stored(&self) -> Stored<'_> {
+        (
+            self.time_ns,
+            &self.client,
+            &self.address,
+            self.op,
+            &self.target,
+            self.ok,
+            (!self.error.is_empty()).then_some(self.error.as_str()),
+            self.bytes,
+            self.duration_us,
+        )
+    }
+}
+
+/// Entries recorded and not yet stored: their JSON back to back, and for each its start time and
+/// where it ends.
+#[derive(Debug, Default)]
+struct Spooled {
+    json: Vec<u8>,
+    entries: Vec<(i64, usize)>,
+}
+
+/// A spool on a cache line of its own, so two threads appending to neighbours do not slow
+/// each other down.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Spool(Mutex<Spooled>);
+
+#[derive(Debug)]
+struct Spools {
+    spools: [Spool; SPOOLS],
+    /// Set by the writer before it blocks with nothing to do; whoever records next wakes it.
+    idle: AtomicBool,
+}
+
+impl Spools {
+    fn is_empty(&self) -> bool {
+        self.spools.iter().all(|s| {
+            s.0.lock()
+                .expect("history spool poisoned")
+                .entries
+                .is_empty()
+        })
+    }
+}
+
+#[derive(Debug)]
 enum Cmd {
-    Record(Record),
+    /// Entries arrived while the writer was idle.
+    Wake,
+    /// Store everything recorded so far, then answer.
     Flush(SyncSender<()>),
 }
 
 /// The history log. With a retention of 0 it records nothing.
 #[derive(Debug)]
 pub struct HistoryLog {
+    spools: Option<Arc<Spools>>,
     tx: Option<SyncSender<Cmd>>,
     path: PathBuf,
     reader: Mutex<Connection>,
@@ -58,13 +114,13 @@ pub struct HistoryLog {
     dropped: AtomicU64,
 }
 
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Cmd::Record(_) => "Record",
-            Cmd::Flush(_) => "Flush",
-        })
+/// The spool of the calling thread.
+fn my_spool() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SPOOLS;
     }
+    MINE.with(|m| *m)
 }
 
 pub(crate) fn open_db(path: &Path) -> Result<Connection, HubError> {
@@ -139,8 +195,15 @@ fn migrate_flat_history(db: &mut Connection) -> rusqlite::Result<()> {
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut next = next_seq(&tx)?;
+        let mut text = Vec::new();
         for batch in old.chunks(BATCH_MAX) {
-            insert_batch(&tx, next, batch)?;
+            let json: Vec<Vec<u8>> = batch
+                .iter()
+                .map(|r| serde_json::to_vec(&r.stored()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            batch_text(&mut text, json.iter().map(Vec::as_slice));
+            insert_batch(&tx, next, batch.len(), &text)?;
             next += batch.len() as i64;
         }
         tx.execute_batch("DROP TABLE history;")?;
@@ -196,27 +259,24 @@ type Loaded = (
     u64,
 );
 
-fn insert_batch(db: &Connection, first: i64, batch: &[Record]) -> rusqlite::Result<()> {
-    let stored: Vec<Stored<'_>> = batch
-        .iter()
-        .map(|e| {
-            (
-                e.time_ns,
-                &*e.client,
-                &*e.address,
-                e.op,
-                e.target.as_str(),
-                e.ok,
-                (!e.error.is_empty()).then_some(e.error.as_str()),
-                e.bytes,
-                e.duration_us,
-            )
-        })
-        .collect();
-    let entries = serde_json::to_string(&stored)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+/// Puts entries' JSON together as one JSON array.
+fn batch_text<'a>(text: &mut Vec<u8>, entries: impl Iterator<Item = &'a [u8]>) {
+    text.clear();
+    text.push(b'[');
+    for (i, json) in entries.enumerate() {
+        if i > 0 {
+            text.push(b',');
+        }
+        text.extend_from_slice(json);
+    }
+    text.push(b']');
+}
+
+fn insert_batch(db: &Connection, first: i64, count: usize, text: &[u8]) -> rusqlite::Result<()> {
+    // Our own serde_json output: UTF-8 by construction.
+    let text = std::str::from_utf8(text).map_err(|e| rusqlite::Error::Utf8Error(0, e))?;
     db.prepare_cached("INSERT INTO request_batches (first, count, entries) VALUES (?1, ?2, ?3)")?
-        .execute(params![first, batch.len() as i64, entries])?;
+        .execute(params![first, count as i64, text])?;
     Ok(())
 }
 
@@ -232,54 +292,77 @@ impl HistoryLog {
     pub fn open(db_path: &Path, keep: u64) -> Result<Self, HubError> {
         let db = open_db(db_path)?;
         let reader = Mutex::new(open_db(db_path)?);
+        let mut log = Self {
+            spools: None,
+            tx: None,
+            path: db_path.to_path_buf(),
+            reader,
+            keep,
+            dropped: AtomicU64::new(0),
+        };
         if keep == 0 {
-            return Ok(Self {
-                tx: None,
-                path: db_path.to_path_buf(),
-                reader,
-                keep,
-                dropped: AtomicU64::new(0),
-            });
+            return Ok(log);
         }
         // The writer alone skips fsync: WAL keeps the file consistent, and an OS crash costing
         // the last moments of history is a fair price for keeping recording off the disk's path.
         db.execute_batch("PRAGMA synchronous = OFF;")
             .map_err(|e| db_err(db_path, e))?;
-        let (tx, rx) = sync_channel(QUEUE);
+        let spools = Arc::new(Spools {
+            spools: Default::default(),
+            idle: AtomicBool::new(false),
+        });
+        let (tx, rx) = sync_channel(SPOOLS + 16);
+        let theirs = Arc::clone(&spools);
         std::thread::Builder::new()
             .name("troca-history".into())
-            .spawn(move || writer(db, rx, keep))
+            .spawn(move || writer(db, &theirs, rx, keep))
             .map_err(|e| HubError::io("cannot start the history writer", e))?;
-        Ok(Self {
-            tx: Some(tx),
-            path: db_path.to_path_buf(),
-            reader,
-            keep,
-            dropped: AtomicU64::new(0),
-        })
+        log.spools = Some(spools);
+        log.tx = Some(tx);
+        Ok(log)
     }
 
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.spools.is_some()
     }
 
-    /// Queues an entry; never blocks.
+    /// Records an entry; never blocks on the writer.
     pub fn record(&self, entry: Record) {
-        let Some(tx) = &self.tx else { return };
-        let sent = tx.try_send(Cmd::Record(entry));
-        if let Err(TrySendError::Full(_)) = sent {
-            // Say so, but not once per entry: the hub is overloaded already.
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-            if n % 10_000 == 0 {
-                tracing::warn!(
-                    dropped = n + 1,
-                    "history writer cannot keep up; entries dropped"
-                );
+        self.append(&entry.stored());
+    }
+
+    fn append(&self, entry: &Stored<'_>) {
+        let (Some(spools), Some(tx)) = (&self.spools, &self.tx) else {
+            return;
+        };
+        {
+            let mut spool = spools.spools[my_spool()]
+                .0
+                .lock()
+                .expect("history spool poisoned");
+            if spool.entries.len() >= QUEUE / SPOOLS {
+                drop(spool);
+                // Say so, but not once per entry: the hub is overloaded already.
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                if n % 10_000 == 0 {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        "history writer cannot keep up; entries dropped"
+                    );
+                }
+                return;
             }
+            let spool = &mut *spool;
+            serde_json::to_writer(&mut spool.json, entry).expect("a Vec takes any write");
+            spool.entries.push((entry.0, spool.json.len()));
+        }
+        // Only the first entry after the writer went idle pays for waking it.
+        if spools.idle.load(Ordering::SeqCst) && spools.idle.swap(false, Ordering::SeqCst) {
+            let _ = tx.try_send(Cmd::Wake);
         }
     }
 
-    /// Waits until everything queued so far is in the database. Blocking.
+    /// Waits until everything recorded so far is in the database. Blocking.
     pub fn flush(&self) {
         let Some(tx) = &self.tx else { return };
         let (done_tx, done_rx) = sync_channel(1);
@@ -347,12 +430,13 @@ impl HistoryLog {
     }
 }
 
-/// The writer thread: stores entries in batches, trims old ones, answers flushes.
+/// The writer thread: stores what the spools gathered, trims old entries, answers flushes.
 ///
-/// It blocks only while the hub is idle. Under load it sleeps between batches and then takes
-/// everything queued without waiting, so connections never have to wake it: a wake-up per entry
-/// (a futex call and a context switch on the sender's side) cost more than the insert itself.
-fn writer(mut db: Connection, rx: Receiver<Cmd>, keep: u64) {
+/// Under load it wakes every [`LINGER`] (or at once for a flush) and takes everything gathered,
+/// so connections never have to wake it: a wake-up per entry (a futex call and a context switch
+/// on the recording side) would cost more than storing the entry. With nothing to do it blocks
+/// until the next entry or flush.
+fn writer(mut db: Connection, spools: &Spools, rx: Receiver<Cmd>, keep: u64) {
     let mut next = match next_seq(&db) {
         Ok(n) => n,
         Err(e) => {
@@ -360,56 +444,96 @@ fn writer(mut db: Connection, rx: Receiver<Cmd>, keep: u64) {
             return;
         }
     };
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        loop {
-            // Someone waiting on a flush is answered at once; otherwise let entries pile up.
-            if !batch.iter().any(|c| matches!(c, Cmd::Flush(_))) {
-                std::thread::sleep(LINGER);
+    let mut taken: Vec<Spooled> = (0..SPOOLS).map(|_| Spooled::default()).collect();
+    let mut flushes: Vec<SyncSender<()>> = Vec::new();
+    loop {
+        let mut closed = false;
+        if flushes.is_empty() {
+            match rx.recv_timeout(LINGER) {
+                Ok(Cmd::Flush(done)) => flushes.push(done),
+                Ok(Cmd::Wake) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closed = true,
             }
-            batch.extend(rx.try_iter());
-            if batch.is_empty() {
-                break;
+        }
+        flushes.extend(rx.try_iter().filter_map(|c| match c {
+            Cmd::Flush(done) => Some(done),
+            Cmd::Wake => None,
+        }));
+        // Swap each spool for an empty one (keeping the buffers' capacity), then store.
+        for (spool, mine) in spools.spools.iter().zip(&mut taken) {
+            std::mem::swap(&mut *spool.0.lock().expect("history spool poisoned"), mine);
+        }
+        let stored = commit(&mut db, &mut taken, keep, &mut next);
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+        if closed {
+            return;
+        }
+        if stored == 0 {
+            // Idle. Announce it first, then look again: an entry recorded meanwhile either
+            // shows up now or sees the flag and wakes us.
+            spools.idle.store(true, Ordering::SeqCst);
+            if spools.is_empty() {
+                match rx.recv() {
+                    Ok(Cmd::Flush(done)) => flushes.push(done),
+                    Ok(Cmd::Wake) => {}
+                    Err(_) => return,
+                }
             }
-            commit(&mut db, std::mem::take(&mut batch), keep, &mut next);
+            spools.idle.store(false, Ordering::SeqCst);
         }
     }
 }
 
-fn commit(db: &mut Connection, batch: Vec<Cmd>, keep: u64, next: &mut i64) {
-    let mut flushes = Vec::new();
-    let mut records = Vec::with_capacity(batch.len());
-    for cmd in batch {
-        match cmd {
-            Cmd::Record(r) => records.push(r),
-            Cmd::Flush(done) => flushes.push(done),
+/// Stores the taken entries in start-time order, in batches, and trims; returns how many were
+/// stored. Leaves the spools empty for reuse.
+fn commit(db: &mut Connection, taken: &mut [Spooled], keep: u64, next: &mut i64) -> usize {
+    let mut order: Vec<(i64, &[u8])> = Vec::new();
+    for spool in taken.iter() {
+        let mut start = 0;
+        for &(time_ns, end) in &spool.entries {
+            order.push((time_ns, &spool.json[start..end]));
+            start = end;
         }
     }
-    let result = (|| -> rusqlite::Result<()> {
-        let tx = db.transaction()?;
-        let mut n = *next;
-        for chunk in records.chunks(BATCH_MAX) {
-            insert_batch(&tx, n, chunk)?;
-            n += chunk.len() as i64;
+    let count = order.len();
+    if count > 0 {
+        order.sort_by_key(|&(time_ns, _)| time_ns);
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = db.transaction()?;
+            let mut n = *next;
+            let mut text = Vec::new();
+            for chunk in order.chunks(BATCH_MAX) {
+                batch_text(&mut text, chunk.iter().map(|&(_, json)| json));
+                insert_batch(&tx, n, chunk.len(), &text)?;
+                n += chunk.len() as i64;
+            }
+            trim(&tx, n - keep as i64)?;
+            tx.commit()?;
+            *next = n;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record history");
         }
-        // Drop the batches that hold nothing but entries past the retention: the oldest ones,
-        // found by their key, so trimming never scans the table.
-        let mut trim = tx.prepare_cached(
-            "DELETE FROM request_batches
-             WHERE id = (SELECT MIN(id) FROM request_batches) AND first + count <= ?1",
-        )?;
-        while trim.execute(params![n - keep as i64])? > 0 {}
-        drop(trim);
-        tx.commit()?;
-        *next = n;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "cannot record history");
     }
-    for done in flushes {
-        let _ = done.send(());
+    for spool in taken.iter_mut() {
+        spool.json.clear();
+        spool.entries.clear();
     }
+    count
+}
+
+/// Drops the batches that hold nothing but entries numbered below `oldest`: the oldest ones,
+/// found by their key, so trimming never scans the table.
+fn trim(db: &Connection, oldest: i64) -> rusqlite::Result<()> {
+    let mut stmt = db.prepare_cached(
+        "DELETE FROM request_batches
+         WHERE id = (SELECT MIN(id) FROM request_batches) AND first + count <= ?1",
+    )?;
+    while stmt.execute(params![oldest])? > 0 {}
+    Ok(())
 }
 
 /// A request on its way into the history: who asked what, and when. Finished once, with the
@@ -441,21 +565,21 @@ impl Pending {
         if !history.enabled() {
             return;
         }
-        let (ok, error, bytes) = match outcome {
-            Ok(bytes) => (true, String::new(), bytes),
-            Err(e) => (false, e, 0),
+        let (ok, error, bytes) = match &outcome {
+            Ok(bytes) => (true, None, *bytes),
+            Err(e) => (false, Some(e.as_str()), 0),
         };
-        history.record(Record {
-            time_ns: self.time_ns,
-            client: self.client,
-            address: self.address,
-            op: self.op,
-            target: self.target,
+        history.append(&(
+            self.time_ns,
+            &self.client,
+            &self.address,
+            self.op,
+            &self.target,
             ok,
             error,
             bytes,
-            duration_us: self.started.elapsed().as_micros() as u64,
-        });
+            self.started.elapsed().as_micros() as u64,
+        ));
     }
 }
 
