@@ -175,23 +175,24 @@ fn migrate_flat_history(db: &mut Connection) -> rusqlite::Result<()> {
     }
     let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if tx.prepare(flat)?.exists([])? {
-        let old: Vec<Record> = tx
+        let old: Vec<Loaded> = tx
             .prepare(
-                "SELECT time_ns, client, address, op, target, ok, error, bytes, duration_us
+                "SELECT time_ns, client, address, op, target, ok, NULLIF(error, ''), bytes,
+                        duration_us
                  FROM history ORDER BY id",
             )?
             .query_map([], |r| {
-                Ok(Record {
-                    time_ns: r.get(0)?,
-                    client: r.get::<_, String>(1)?.into(),
-                    address: r.get::<_, String>(2)?.into(),
-                    op: op_name(&r.get::<_, String>(3)?),
-                    target: r.get(4)?,
-                    ok: r.get(5)?,
-                    error: r.get(6)?,
-                    bytes: r.get::<_, i64>(7)? as u64,
-                    duration_us: r.get::<_, i64>(8)? as u64,
-                })
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get::<_, i64>(7)? as u64,
+                    r.get::<_, i64>(8)? as u64,
+                ))
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut next = next_seq(&tx)?;
@@ -199,7 +200,7 @@ fn migrate_flat_history(db: &mut Connection) -> rusqlite::Result<()> {
         for batch in old.chunks(BATCH_MAX) {
             let json: Vec<Vec<u8>> = batch
                 .iter()
-                .map(|r| serde_json::to_vec(&r.stored()))
+                .map(serde_json::to_vec)
                 .collect::<Result<_, _>>()
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             batch_text(&mut text, json.iter().map(Vec::as_slice));
@@ -209,16 +210,6 @@ fn migrate_flat_history(db: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch("DROP TABLE history;")?;
     }
     tx.commit()
-}
-
-/// The operations the hub records, so an entry read back can name its operation with a static
-/// string, as live entries do.
-const OPS: &[&str] = &[
-    "ls", "get", "head", "put", "rm", "who", "history", "status", "register", "hello", "time",
-];
-
-fn op_name(op: &str) -> &'static str {
-    OPS.iter().find(|o| **o == op).copied().unwrap_or("other")
 }
 
 /// The number the next request will get.
