@@ -73,8 +73,15 @@ async fn a_corrupt_peer_is_dropped_and_the_file_is_still_right() {
         share(&data, "f.bin"),
         share(&data, "f.bin"),
     );
-    let (pa, _sa) = serve(a.path(), ServerConfig::default()).await;
-    let (pb, _sb) = serve(b.path(), ServerConfig::default()).await;
+    // The good peers are held to 12 MiB/s each, so the download lasts about a second: time
+    // enough, however loaded the machine, for the corrupt peer to fail as often as it takes to
+    // be dropped (else the download could end first, and this test would see it fail once).
+    let good = || ServerConfig {
+        max_rate: Some(12 * MIB as u64),
+        ..ServerConfig::default()
+    };
+    let (pa, _sa) = serve(a.path(), good()).await;
+    let (pb, _sb) = serve(b.path(), good()).await;
     let (pc, _sc) = serve(c.path(), ServerConfig::default()).await;
     // Peer c's copy rots after it was hashed: same length and modification time, other bytes,
     // so its server keeps offering it under the old id.
@@ -177,10 +184,15 @@ async fn dying_peer(data: Vec<u8>, pieces_before_dying: usize) -> SocketAddr {
                             );
                             let n = served.fetch_add(1, Ordering::SeqCst);
                             if n as usize >= pieces_before_dying {
-                                // Half a piece, then gone for good.
+                                // Half a piece, then gone for good. The write side closes
+                                // first and the requests still coming are read and ignored:
+                                // closing with unread requests would send a reset, which
+                                // can throw away pieces the client has not read yet, and this
+                                // test counts them.
                                 conn.queue_raw(&data[start..start + len / 2]);
-                                let _ = conn.flush().await;
+                                let _ = conn.shutdown().await;
                                 dead.cancel();
+                                while let Ok(Some(_)) = conn.read_message().await {}
                                 return;
                             }
                             conn.queue_raw(&data[start..start + len]);
