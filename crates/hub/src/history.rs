@@ -129,9 +129,10 @@ pub(crate) fn open_db(path: &Path) -> Result<Connection, HubError> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA busy_timeout = 5000;
-         -- Requests in the order they finished: `entries` is a JSON array of `count` entries,
-         -- each [time_ns, client, address, op, target, ok, error, bytes, duration_us], the
-         -- first of them request number `first` (numbers count from 1 and never repeat).
+         -- Requests in the order they were stored (each batch sorted by start time): `entries`
+         -- is a JSON array of `count` entries, each [time_ns, client, address, op, target, ok,
+         -- error, bytes, duration_us], the first of them request number `first` (numbers count
+         -- from 1 and never repeat).
          CREATE TABLE IF NOT EXISTS request_batches (
              id INTEGER PRIMARY KEY,
              first INTEGER NOT NULL,
