@@ -46,7 +46,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
     let (token_path, created) = &hub.admin_token;
     eprintln!(
         "troca: {} admin token is in {} (readable by its owner only)",
-        if *created { "created an" } else { "the" },
+        if *created { "a new" } else { "the" },
         token_path.display()
     );
     let web = if args.no_http {

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Moves `from` to `to`. With `replace` false it fails with `AlreadyExists` rather than replace an
 /// existing `to`, atomically (`renameat2(RENAME_NOREPLACE)`, or a hard link where that is not
@@ -288,10 +289,49 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
     }
 }
 
+/// Memory that writers may take beyond their first two buffers, shared by every writer in the
+/// process. Two buffers are enough to overlap receiving with writing; more only help when the
+/// disk falls behind in bursts. Without a shared bound, a hub receiving many uploads onto a slow
+/// disk would hold [`FileWriter::BUFFERS`] chunks for each of them.
+#[derive(Debug)]
+pub struct BufferBudget {
+    left: AtomicUsize,
+}
+
+impl BufferBudget {
+    pub const fn new(bytes: usize) -> Self {
+        Self {
+            left: AtomicUsize::new(bytes),
+        }
+    }
+
+    /// Takes `bytes` if that many are left.
+    fn take(&self, bytes: usize) -> bool {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.left.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes not taken.
+    pub fn left(&self) -> usize {
+        self.left.load(Ordering::Acquire)
+    }
+}
+
+/// The budget [`FileWriter::spawn`] draws on: sixteen transfers' worth of extra buffers.
+pub static BUFFER_BUDGET: BufferBudget = BufferBudget::new(64 << 20);
+
 /// Writes a file on a thread of its own, so that receiving and hashing the next chunk overlaps
 /// with writing this one. Buffers are handed over, not copied, and come back for reuse, so the
-/// memory in use stays at a few chunks whatever the file size. Large transfers are written with
-/// direct I/O (see `Sink`).
+/// memory in use stays at a few chunks whatever the file size, and beyond two of them is drawn
+/// from a [`BufferBudget`] shared by all writers. Large transfers are written with direct I/O
+/// (see `Sink`).
 #[derive(Debug)]
 pub struct FileWriter {
     full: Option<tokio::sync::mpsc::Sender<(IoBuf, usize)>>,
@@ -301,6 +341,9 @@ pub struct FileWriter {
     filling: Option<(IoBuf, usize)>,
     buf_len: usize,
     made: usize,
+    budget: &'static BufferBudget,
+    /// Bytes taken from `budget`, given back when the writer is gone.
+    taken: usize,
 }
 
 impl FileWriter {
@@ -310,9 +353,23 @@ impl FileWriter {
     /// side, buffers pile up, and one large write keeps it busier than several small ones.
     const GATHER: usize = 4;
 
+    /// Buffers every writer may make whatever the budget: one being filled while the other is
+    /// written.
+    const OWN_BUFFERS: usize = 2;
+
     /// Starts writing `len` bytes to `file`, which is positioned where they go, `offset` bytes
     /// in.
     pub fn spawn(file: File, offset: u64, len: u64) -> io::Result<Self> {
+        Self::spawn_within(file, offset, len, &BUFFER_BUDGET)
+    }
+
+    /// [`FileWriter::spawn`], drawing extra buffers from `budget`.
+    pub fn spawn_within(
+        file: File,
+        offset: u64,
+        len: u64,
+        budget: &'static BufferBudget,
+    ) -> io::Result<Self> {
         let buf_len = usize::try_from(len)
             .unwrap_or(crate::CHUNK)
             .clamp(1, crate::CHUNK);
@@ -347,16 +404,24 @@ impl FileWriter {
             filling: None,
             buf_len,
             made: 0,
+            budget,
+            taken: 0,
         })
     }
 
-    /// An empty buffer to fill: a returned one, or a new one while fewer than three exist.
-    /// `None` means the writer stopped (a write failed); [`FileWriter::finish`] says why.
+    /// An empty buffer to fill: a returned one, or a new one while fewer than
+    /// [`FileWriter::BUFFERS`] exist and the budget allows. `None` means the writer stopped (a
+    /// write failed); [`FileWriter::finish`] says why.
     pub async fn buffer(&mut self) -> Option<IoBuf> {
         if let Ok(buf) = self.empty.try_recv() {
             return Some(buf);
         }
-        if self.made < Self::BUFFERS {
+        if self.made < Self::OWN_BUFFERS
+            || (self.made < Self::BUFFERS && self.budget.take(self.buf_len))
+        {
+            if self.made >= Self::OWN_BUFFERS {
+                self.taken += self.buf_len;
+            }
             self.made += 1;
             return Some(IoBuf::new(self.buf_len));
         }
@@ -422,6 +487,7 @@ impl Drop for FileWriter {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.budget.give(std::mem::take(&mut self.taken));
     }
 }
 
@@ -499,6 +565,7 @@ fn exists(p: &Path) -> bool {
 mod tests {
     use super::*;
     use proptest::strategy::Strategy;
+    use std::time::Duration;
 
     #[test]
     fn free_local_path_follows_the_downloaded_convention() {
@@ -638,6 +705,47 @@ mod tests {
             drop(sink);
             proptest::prop_assert_eq!(std::fs::read(&path).unwrap(), want);
         }
+    }
+
+    #[tokio::test]
+    async fn writers_share_the_budget_for_buffers_beyond_their_own_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 64 << 20;
+        let chunk = crate::CHUNK;
+        let budget: &'static BufferBudget = Box::leak(Box::new(BufferBudget::new(3 * chunk)));
+        let open = |name: &str| File::create(dir.path().join(name)).unwrap();
+        let mut a = FileWriter::spawn_within(open("a"), 0, len, budget).unwrap();
+        let mut b = FileWriter::spawn_within(open("b"), 0, len, budget).unwrap();
+        let mut held = Vec::new();
+        // `a` makes its own two, then three from the budget, then waits for one to come back.
+        for _ in 0..5 {
+            held.push(a.buffer().await.unwrap());
+        }
+        assert_eq!(budget.left(), 0);
+        let more = tokio::time::timeout(Duration::from_millis(100), a.buffer()).await;
+        assert!(more.is_err(), "no sixth buffer while the budget is spent");
+        // `b` still gets its own two, and no more.
+        held.push(b.buffer().await.unwrap());
+        held.push(b.buffer().await.unwrap());
+        let more = tokio::time::timeout(Duration::from_millis(100), b.buffer()).await;
+        assert!(
+            more.is_err(),
+            "no third buffer for b while a holds the budget"
+        );
+        // A buffer written and returned is reused: the writer carries on within its buffers.
+        let buf = held.remove(0);
+        assert!(a.write(buf, chunk).await);
+        let again = tokio::time::timeout(Duration::from_secs(10), a.buffer()).await;
+        assert!(again.expect("the written buffer comes back").is_some());
+        // What `a` took goes back when it is gone.
+        drop(a);
+        assert_eq!(budget.left(), 3 * chunk);
+        let third = tokio::time::timeout(Duration::from_secs(10), b.buffer()).await;
+        assert!(third.expect("b may grow now").is_some());
+        assert_eq!(budget.left(), 2 * chunk);
+        drop(held);
+        drop(b);
+        assert_eq!(budget.left(), 3 * chunk);
     }
 
     #[tokio::test]
