@@ -65,7 +65,7 @@ fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
 /// end has little left to do: without it Linux holds the whole file as dirty pages (up to a tenth
 /// of memory) and only then writes it, after the network transfer instead of during it.
 #[derive(Debug)]
-pub struct WriteBehind {
+struct WriteBehind {
     started_to: u64,
 }
 
@@ -74,14 +74,14 @@ impl WriteBehind {
     const WINDOW: u64 = 8 << 20;
 
     /// For a file whose bytes before `offset` are already there.
-    pub fn new(offset: u64) -> Self {
+    fn new(offset: u64) -> Self {
         Self { started_to: offset }
     }
 
     /// Call after writing up to byte `end`. Starts writeback of each full window and waits for
     /// the window before it, which keeps the dirty data in flight bounded and lets the disk set
     /// the pace. Errors are ignored: this is only a hint, and the final fsync reports failures.
-    pub fn wrote(&mut self, file: &File, end: u64) {
+    fn wrote(&mut self, file: &File, end: u64) {
         if end < self.started_to + Self::WINDOW {
             return;
         }
