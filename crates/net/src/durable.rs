@@ -324,7 +324,8 @@ impl BufferBudget {
     }
 }
 
-/// The budget [`FileWriter::spawn`] draws on: sixteen transfers' worth of extra buffers.
+/// The budget [`FileWriter::spawn`] draws on: enough for about three transfers to run at full
+/// depth; more at once fall back to their own two buffers.
 pub static BUFFER_BUDGET: BufferBudget = BufferBudget::new(64 << 20);
 
 /// Writes a file on a thread of its own, so that receiving and hashing the next chunk overlaps
@@ -347,11 +348,14 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    /// Buffers in circulation: one being filled, the others queued or being written.
-    const BUFFERS: usize = 6;
+    /// Buffers in circulation: one being filled, the others queued or being written. A deep
+    /// queue lets the receiving side run on while the disk takes a large write: with six, the
+    /// receiver stalled during each 4 MiB write, and 24 made 1 GiB durable gets and puts ~10%
+    /// faster (alternating A/B runs; 32 buffers with 16 MiB writes were slower again).
+    const BUFFERS: usize = 24;
     /// At most this many queued buffers go to the disk in one write: when the disk is the slower
     /// side, buffers pile up, and one large write keeps it busier than several small ones.
-    const GATHER: usize = 4;
+    const GATHER: usize = 8;
 
     /// Buffers every writer may make whatever the budget: one being filled while the other is
     /// written.
