@@ -73,6 +73,33 @@ fn curl_uploads_and_downloads_ranges() {
         .starts_with("web (curl/"));
 }
 
+/// hyper stops polling a body once it has its `Content-Length` bytes, so a download that ended
+/// well was once recorded as "the client left with 0 bytes unsent", and the hash computed on the
+/// way out was dropped (every later download hashed the file again).
+#[test]
+fn a_whole_web_download_is_recorded_as_done_and_its_hash_remembered() {
+    let s = Scratch::new();
+    // Larger than the hot cache's files, so it streams; put there by hand, so its hash is unknown.
+    let size: u64 = 3 << 20;
+    random_file(&s.share.join("big.bin"), size, "web-hash");
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let listed = json(&hub.troca(&s.client, &["--json", "ls", "big.bin"]));
+    assert!(listed[0]["blake3"].is_null(), "{listed}");
+
+    let back = s.client.join("back.bin");
+    let out = curl(&["-o", back.to_str().unwrap(), &format!("{web}files/big.bin")]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(hash_file(&back), hash_file(&s.share.join("big.bin")));
+
+    let history = json(&hub.troca(&s.client, &["--json", "history", "--op", "get"]));
+    assert_eq!(history[0]["target"], "big.bin", "{history}");
+    assert_eq!(history[0]["ok"], true, "{history}");
+    assert_eq!(history[0]["bytes"], size, "{history}");
+    let listed = json(&hub.troca(&s.client, &["--json", "ls", "big.bin"]));
+    assert_eq!(listed[0]["blake3"], hash_file(&back).as_str(), "{listed}");
+}
+
 /// chromedriver on a free port, killed on drop.
 struct Driver(Child, u16);
 

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
-use troca_net::durable::{FileWriter, IoBuf};
+use troca_net::durable::FileWriter;
 use troca_net::sendfile;
-use troca_net::{transfer_buffer, Connection, CACHE_CHUNK};
+use troca_net::{transfer_buffer, Connection, IoBuf, CACHE_CHUNK};
 use troca_proto::msg::{
     Activity, ClientList, Entries, FileEnd, FileHeader, HistoryEntries, HistoryEntry, Put, PutEnd,
     PutReady, Registered, Removed, Welcome,

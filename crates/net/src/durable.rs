@@ -9,6 +9,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::iobuf::{IoBuf, ALIGN};
+
 /// Moves `from` to `to`. With `replace` false it fails with `AlreadyExists` rather than replace an
 /// existing `to`, atomically (`renameat2(RENAME_NOREPLACE)`, or a hard link where that is not
 /// supported).
@@ -116,54 +118,9 @@ impl WriteBehind {
     }
 }
 
-/// The alignment direct I/O needs of buffers, file offsets and lengths: 4096 covers the logical
-/// block size of every common disk.
-pub const ALIGN: usize = 4096;
-
 /// Transfers at least this long are written with direct I/O (see [`FileWriter`]); shorter ones
 /// go through the page cache, where a small file is cheaper to write and likely read again soon.
 pub const DIRECT_MIN: u64 = 8 << 20;
-
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct Block([u8; ALIGN]);
-
-/// A zeroed byte buffer that starts on an [`ALIGN`] boundary, as direct I/O requires.
-pub struct IoBuf {
-    blocks: Vec<Block>,
-    len: usize,
-}
-
-impl IoBuf {
-    pub fn new(len: usize) -> Self {
-        Self {
-            blocks: vec![Block([0; ALIGN]); len.div_ceil(ALIGN)],
-            len,
-        }
-    }
-}
-
-impl std::fmt::Debug for IoBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IoBuf({} bytes)", self.len)
-    }
-}
-
-impl std::ops::Deref for IoBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `blocks` holds at least `len` initialised bytes, contiguous (`Block` is a
-        // plain byte array), and they live as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.len) }
-    }
-}
-
-impl std::ops::DerefMut for IoBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`, and `&mut self` makes the borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<u8>(), self.len) }
-    }
-}
 
 /// Where the writer thread puts the bytes: straight to the disk (`O_DIRECT`) while it can, else
 /// through the page cache with [`WriteBehind`].
@@ -508,7 +465,7 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 /// must be part of the final hash). Leaves the file position at `len`.
 pub fn hash_prefix(file: &mut File, len: u64, hasher: &mut blake3::Hasher) -> io::Result<()> {
     file.seek(SeekFrom::Start(0))?;
-    let mut buf = vec![0u8; crate::CHUNK];
+    let mut buf = IoBuf::new(crate::CHUNK);
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));

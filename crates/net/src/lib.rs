@@ -8,12 +8,14 @@ pub mod client;
 pub mod connection;
 pub mod durable;
 pub mod error;
+pub mod iobuf;
 pub mod sendfile;
 pub mod transfer;
 
 pub use client::{ClientOptions, HubClient};
 pub use connection::Connection;
 pub use error::ClientError;
+pub use iobuf::{transfer_buffer, IoBuf};
 pub use transfer::{NoProgress, Progress};
 
 /// Buffers handed from a receiving thread to a writer thread ([`durable::FileWriter`]): large, so
@@ -24,12 +26,6 @@ pub const CHUNK: usize = 1024 * 1024;
 /// it on): small enough to stay in that core's cache between the passes. Measured best for
 /// uploads; 1 MiB chunks spill to memory and ran slower on the same machine.
 pub const CACHE_CHUNK: usize = 128 * 1024;
-
-/// A buffer of `chunk` bytes for moving `len` bytes, smaller when the whole transfer is, so a
-/// 4 KiB file does not cost a large allocation.
-pub fn transfer_buffer(len: u64, chunk: usize) -> Vec<u8> {
-    vec![0u8; usize::try_from(len).unwrap_or(chunk).clamp(1, chunk)]
-}
 
 /// Lifts this process's soft limit on open files to the hard limit. Every connection is a file
 /// descriptor, and the usual soft limit (1024) would cap a hub, or a load generator, far below

@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
 use troca_net::durable::{free_local_path, place};
-use troca_net::{Connection, Progress};
+use troca_net::{Connection, IoBuf, Progress};
 use troca_proto::msg::{GetPiece, Hello, Pieces};
 use troca_proto::pieces::Layout;
 use troca_proto::{Hash, Message, RemoteName, MAGIC, PROTOCOL_VERSION};
@@ -395,17 +395,16 @@ fn open_partial(
     let same_len = file.metadata().map_err(local(part_path))?.len() == wanted.size;
     let mut held = vec![false; count];
     if let (Some(bits), true) = (&previous, same_len) {
-        let mut buf = Vec::new();
+        let mut buf = IoBuf::new(layout.piece as usize);
         for (index, h) in held.iter_mut().enumerate() {
             if bits[index / 8] & (1 << (index % 8)) == 0 {
                 continue;
             }
             let (start, len) = layout.range(index as u64);
-            buf.resize(len as usize, 0);
+            let buf = &mut buf[..len as usize];
             file.seek(SeekFrom::Start(start))
                 .map_err(local(part_path))?;
-            if file.read_exact(&mut buf).is_ok()
-                && layout.piece_hash(index as u64, &buf) == hashes[index]
+            if file.read_exact(buf).is_ok() && layout.piece_hash(index as u64, buf) == hashes[index]
             {
                 *h = true;
             }
@@ -658,7 +657,7 @@ impl Worker {
         let mut conn = tokio::time::timeout(stall, connect(self.report.addr, name))
             .await
             .map_err(|_| PeerError::Stalled)??;
-        let mut buf = vec![0u8; shared.layout.piece.min(shared.layout.len.max(1)) as usize];
+        let mut buf = IoBuf::new(shared.layout.piece.min(shared.layout.len.max(1)) as usize);
         loop {
             {
                 let mut schedule = shared.schedule.lock().expect("not poisoned");

@@ -280,7 +280,7 @@ pub fn is_image(path: &Path) -> io::Result<bool> {
 /// Reads a file of `len` bytes once and returns its id and piece hashes.
 pub fn hash_pieces(file: &mut File, len: u64) -> io::Result<(Hash, Vec<Hash>)> {
     let layout = Layout::for_len(len);
-    let mut buf = vec![0u8; troca_net::CACHE_CHUNK];
+    let mut buf = troca_net::IoBuf::new(troca_net::CACHE_CHUNK);
     let mut pieces = Vec::with_capacity(layout.count() as usize);
     for index in 0..layout.count() {
         let (_, piece_len) = layout.range(index);
