@@ -452,8 +452,8 @@ async fn receive_file(
         upload.offset,
     );
 
-    // Read the announced bytes and hash each read while it is in this core's cache; a writer
-    // thread stores full buffers meanwhile. If storing fails (a full disk, say), keep reading
+    // Read the announced bytes, as much as the socket holds per read, and hash each read as it
+    // lands; a writer thread stores full buffers meanwhile. If storing fails (a full disk, say), keep reading
     // and discarding so the connection stays in step, and report it at the end.
     let mut remaining = upload.size - upload.offset;
     let received = remaining;
@@ -478,8 +478,7 @@ async fn receive_file(
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let mut filled = 0;
         while filled < want {
-            let end = (filled + CACHE_CHUNK).min(want);
-            let n = step(stall, "upload", conn.read_raw(&mut buf[filled..end])).await?;
+            let n = step(stall, "upload", conn.read_raw(&mut buf[filled..want])).await?;
             if n == 0 {
                 // The client left mid-upload: the partial file stays for resume.
                 return Err(ConnEnd::Io(io::Error::new(

@@ -8,7 +8,7 @@
 use crate::client::HubClient;
 use crate::durable::{hash_prefix, part_path, place, FileWriter};
 use crate::error::ClientError;
-use crate::{transfer_buffer, CACHE_CHUNK, CHUNK};
+use crate::{transfer_buffer, CHUNK};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -141,8 +141,7 @@ async fn download_part(
         // each read as it lands, while it is still in this core's cache.
         let mut filled = 0;
         while filled < buf.len() && download.remaining() > 0 {
-            let end = (filled + CACHE_CHUNK).min(buf.len());
-            let n = download.read(&mut buf[filled..end]).await?;
+            let n = download.read(&mut buf[filled..]).await?;
             hasher.update(&buf[filled..filled + n]);
             filled += n;
         }
@@ -259,7 +258,7 @@ pub async fn upload_path(
         hash_prefix(&mut file, offset, &mut hasher).map_err(local)?;
     }
     progress.start(size, offset);
-    let mut buf = transfer_buffer(size - offset, CACHE_CHUNK);
+    let mut buf = transfer_buffer(size - offset, CHUNK);
     let mut pos = offset;
     while upload.remaining() > 0 {
         let want = buf
