@@ -31,10 +31,21 @@ async fn who_shows_named_clients_and_what_they_are_doing() {
         .await
         .unwrap();
     up.write(&[1u8; 400]).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
-    let out = hub.troca(&s.client, &["--name", "carol", "--json", "who"]);
-    let who = json(&out);
+    // The hub reads an upload's bytes in batches (up to 100 ms apart for a trickle like this),
+    // so ask until the 400 bytes show.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let who = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let who = json(&hub.troca(&s.client, &["--name", "carol", "--json", "who"]));
+        let bo_done = who
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["name"] == "bo"))
+            .map(|r| r["done"].clone());
+        if bo_done == Some(serde_json::json!(400)) || std::time::Instant::now() > deadline {
+            break who;
+        }
+    };
     let rows = who.as_array().unwrap();
     let find = |n: &str| {
         rows.iter()

@@ -478,7 +478,7 @@ async fn receive_file(
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let mut filled = 0;
         while filled < want {
-            let n = step(stall, "upload", conn.read_raw(&mut buf[filled..want])).await?;
+            let n = step(stall, "upload", conn.read_raw_bulk(&mut buf[filled..want])).await?;
             if n == 0 {
                 // The client left mid-upload: the partial file stays for resume.
                 return Err(ConnEnd::Io(io::Error::new(

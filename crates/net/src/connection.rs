@@ -5,6 +5,7 @@
 //! trailer) leaves in one segment instead of several small ones.
 
 use bytes::{Buf, BytesMut};
+use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use troca_proto::{decode_frame, encode_frame, DecodeError, Message, FRAME_HEADER_LEN};
 
@@ -26,7 +27,24 @@ pub struct Connection<S> {
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     read_size: usize,
+    /// The socket whose `SO_RCVLOWAT` [`Connection::read_raw_bulk`] raised, to lower again
+    /// before anything else is read.
+    raised_lowat: Option<RawFd>,
 }
+
+/// How many bytes a bulk read waits for before the kernel wakes the reader (`SO_RCVLOWAT`), or
+/// fewer when fewer are still to come. Each wake-up of a reader on the other core costs an
+/// interrupt between the cores, and on a VM an exit to the host. The hub's upload loop uses it:
+/// waiting for half a megabyte made 1 GiB uploads 17% faster here than waking for every segment
+/// (256 KiB: 11%, 1 MiB: no better than 512 KiB). A downloading client, which spends its time
+/// hashing, ran 7% slower with it, so it reads as data comes.
+pub const BULK_LOWAT: usize = 512 * 1024;
+
+/// How long a bulk read waits for [`BULK_LOWAT`] bytes before it takes what has arrived. Half a
+/// megabyte takes 4 ms at 1 Gbit/s; a slower link is read every 100 ms, its bytes waiting in the
+/// socket buffer meanwhile, so neither throughput nor the stall timeout nor `who`'s progress
+/// suffers.
+pub const BULK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Self {
@@ -37,6 +55,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             rbuf: BytesMut::with_capacity(4 * 1024),
             wbuf: Vec::new(),
             read_size: 4 * 1024,
+            raised_lowat: None,
         }
     }
 
@@ -70,6 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 None => self.read_size,
             };
             self.rbuf.reserve(want);
+            self.lower_lowat();
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return if self.rbuf.is_empty() {
                     Ok(None)
@@ -89,7 +109,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.rbuf.advance(n);
             return Ok(n);
         }
+        self.lower_lowat();
         self.stream.read(dst).await
+    }
+
+    /// Back to waking on every byte, for frames and other small reads.
+    fn lower_lowat(&mut self) {
+        if let Some(fd) = self.raised_lowat.take() {
+            set_recv_lowat(fd, 1);
+        }
     }
 
     /// Queues a message; it is sent by the next [`Connection::flush`].
@@ -131,6 +159,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
         self.flush().await?;
         self.stream.shutdown().await
+    }
+}
+
+impl Connection<tokio::net::TcpStream> {
+    /// [`Connection::read_raw`] for the bytes of a file, where `dst` is no longer than what is
+    /// still to come: the kernel wakes this reader once [`BULK_LOWAT`] bytes (or all of `dst`)
+    /// have arrived rather than for every segment. The next frame read sets it back.
+    pub async fn read_raw_bulk(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        if !self.rbuf.is_empty() {
+            return self.read_raw(dst).await;
+        }
+        let lowat = dst.len().clamp(1, BULK_LOWAT);
+        let fd = self.stream.as_raw_fd();
+        set_recv_lowat(fd, lowat);
+        self.raised_lowat = (lowat > 1).then_some(fd);
+        // A slow sender must not look stalled, nor its progress go unseen: if the mark is not
+        // reached soon, take what has come. (Reading a `TcpStream` is cancel-safe.)
+        match tokio::time::timeout(BULK_PATIENCE, self.stream.read(dst)).await {
+            Ok(read) => read,
+            Err(_) => {
+                self.lower_lowat();
+                self.stream.read(dst).await
+            }
+        }
+    }
+}
+
+/// Sets `SO_RCVLOWAT`. A failure only costs wake-ups, so it is ignored.
+fn set_recv_lowat(fd: RawFd, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads a c_int from a valid pointer of the given length; `fd` is the
+    // connection's own socket, open for as long as the connection.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -184,5 +252,104 @@ mod tests {
             rx.read_message().await,
             Err(FrameError::TruncatedFrame)
         ));
+    }
+    /// Two ends of a loopback TCP connection.
+    async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_frame_after_bulk_bytes_is_read_at_once() {
+        // A raised SO_RCVLOWAT left in place would keep a small frame waiting for bytes that
+        // never come.
+        let (mut a, b) = tcp_pair().await;
+        let mut rx = Connection::new(b);
+        let body = vec![7u8; 3 * BULK_LOWAT];
+        let mut got = vec![0u8; body.len()];
+        let (all_read, read_them) = tokio::sync::oneshot::channel::<()>();
+        let send = {
+            let body = body.clone();
+            tokio::spawn(async move {
+                a.write_all(&body).await.unwrap();
+                // The frame comes only once the reader waits for it, as a request does.
+                read_them.await.unwrap();
+                let mut tail = Vec::new();
+                encode_frame(
+                    &Message::Get(Get {
+                        name: "x".into(),
+                        offset: 1,
+                    }),
+                    &mut tail,
+                );
+                a.write_all(&tail).await.unwrap();
+                a
+            })
+        };
+        let within = std::time::Duration::from_secs(10);
+        let mut filled = 0;
+        while filled < got.len() {
+            let n = tokio::time::timeout(within, rx.read_raw_bulk(&mut got[filled..]))
+                .await
+                .expect("bulk bytes arrive")
+                .unwrap();
+            assert!(n > 0);
+            filled += n;
+        }
+        assert_eq!(got, body);
+        all_read.send(()).unwrap();
+        let msg = tokio::time::timeout(within, rx.read_message())
+            .await
+            .expect("the frame is not held back")
+            .unwrap();
+        assert!(matches!(msg, Some(Message::Get(g)) if g.offset == 1));
+        drop(send.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_bulk_read_returns_what_came_when_the_sender_leaves_early() {
+        let (mut a, b) = tcp_pair().await;
+        let mut rx = Connection::new(b);
+        a.write_all(&[1u8; 1000]).await.unwrap();
+        drop(a);
+        let mut got = vec![0u8; BULK_LOWAT];
+        let within = std::time::Duration::from_secs(10);
+        let mut filled = 0;
+        loop {
+            let n = tokio::time::timeout(within, rx.read_raw_bulk(&mut got[filled..]))
+                .await
+                .expect("not held back waiting for the low-water mark")
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        assert_eq!(filled, 1000);
+    }
+    #[tokio::test]
+    async fn a_bulk_read_takes_a_trickle_without_waiting_for_the_mark() {
+        let (mut a, b) = tcp_pair().await;
+        let mut rx = Connection::new(b);
+        // The bytes come after the reader has started to wait, so only the kernel's low-water
+        // mark decides when it wakes.
+        let send = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            a.write_all(&[1u8; 400]).await.unwrap();
+            a
+        });
+        let mut got = vec![0u8; 1000];
+        // Well under the stall timeouts that callers wrap reads in, well over BULK_PATIENCE.
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            rx.read_raw_bulk(&mut got),
+        )
+        .await
+        .expect("the 400 bytes are read though 1000 are awaited")
+        .unwrap();
+        assert_eq!(n, 400);
+        drop(send.await.unwrap());
     }
 }
