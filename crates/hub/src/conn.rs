@@ -453,8 +453,8 @@ async fn receive_file(
     );
 
     // Read the announced bytes, as much as the socket holds per read, and hash each read as it
-    // lands; a writer thread stores full buffers meanwhile. If storing fails (a full disk, say), keep reading
-    // and discarding so the connection stays in step, and report it at the end.
+    // lands; a writer thread stores full buffers meanwhile. If storing fails (a full disk, say),
+    // keep reading and discarding so the connection stays in step, and report it at the end.
     let mut remaining = upload.size - upload.offset;
     let received = remaining;
     let file = upload.file.try_clone()?;

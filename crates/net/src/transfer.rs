@@ -138,7 +138,7 @@ async fn download_part(
             break;
         };
         // Fill the buffer before handing it over (fewer, larger writes to the disk), hashing
-        // each read as it lands, while it is still in this core's cache.
+        // each read as it lands, while it is still in this core's caches.
         let mut filled = 0;
         while filled < buf.len() && download.remaining() > 0 {
             let n = download.read(&mut buf[filled..]).await?;
