@@ -124,6 +124,7 @@ fn my_spool() -> usize {
 }
 
 pub(crate) fn open_db(path: &Path) -> Result<Connection, HubError> {
+    private_file(path).map_err(|e| HubError::io(format!("cannot create {}", path.display()), e))?;
     let mut db = Connection::open(path).map_err(|e| db_err(path, e))?;
     db.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -420,6 +421,27 @@ impl HistoryLog {
         }
         Ok(found)
     }
+}
+
+/// Creates `path` if missing, readable and writable by its owner only (0600); SQLite gives its
+/// WAL and shared-memory files the database's mode. An existing file is made 0600 too.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The writer thread: stores what the spools gathered, trims old entries, answers flushes.

@@ -11,9 +11,10 @@ use crate::history::HistoryLog;
 use crate::share::{is_not_found, Share};
 use crate::tokens::{admin_token_path, db_path, Tokens};
 use crate::uploads::{PartialUpload, Partials};
+use rustix::fs::FileType;
 use std::fs::File;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use troca_net::transfer::mtime_ns;
@@ -215,8 +216,19 @@ impl Hub {
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
         blocking(move || {
             caller.may_create(&hub.tokens, hub.config.read_only)?;
-            let target = hub.share.resolve_new(&remote)?;
-            if target.symlink_metadata().is_ok() {
+            let exists = match hub.share.slot(&remote, false) {
+                Ok(slot) => match slot.kind() {
+                    Ok(Some(FileType::Directory)) => {
+                        return Err(HubError::NotAFile(remote.to_string()))
+                    }
+                    Ok(kind) => kind.is_some(),
+                    Err(e) => return Err(HubError::io(format!("cannot reach {remote}"), e)),
+                },
+                // A folder on the way is missing: nothing is there yet.
+                Err(HubError::NotFound(_)) => false,
+                Err(e) => return Err(e),
+            };
+            if exists {
                 if !force {
                     return Err(HubError::AlreadyExists(remote.to_string()));
                 }
@@ -256,8 +268,12 @@ impl Hub {
                 upload.discard();
                 return Err(saved(e));
             }
-            let target = hub.share.make_parent(&name)?;
-            place_upload(&upload.part, &target, force).map_err(|e| {
+            let slot = hub.share.slot(&name, true)?;
+            if slot.kind().is_ok_and(|k| k == Some(FileType::Directory)) {
+                return Err(HubError::NotAFile(name.to_string()));
+            }
+            let target = slot.path();
+            slot.place(&upload.part, force).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
                     HubError::AlreadyExists(name.to_string())
                 } else {
@@ -328,54 +344,30 @@ impl Hub {
         let hub = Arc::clone(self);
         let caller = caller.clone();
         blocking(move || {
-            let real = hub.share.resolve_existing(&remote)?;
-            hub.check_change(&caller, &remote, "deleting")?;
-            // Remove the entry the client named (a link, if it is one), not what it points to.
-            let parent = hub.share.root().join(remote.as_str());
-            let parent = parent
-                .parent()
-                .and_then(|p| p.canonicalize().ok())
-                .ok_or_else(|| HubError::NotFound(remote.to_string()))?;
-            let entry = parent.join(remote.file_name());
-            if entry.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-                return Err(HubError::NotAFile(remote.to_string()));
+            let slot = hub.share.slot(&remote, false)?;
+            match slot.kind() {
+                Ok(Some(FileType::Directory)) => {
+                    return Err(HubError::NotAFile(remote.to_string()))
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(HubError::NotFound(remote.to_string())),
+                Err(e) => return Err(HubError::io(format!("cannot reach {remote}"), e)),
             }
-            std::fs::remove_file(&entry).map_err(|e| {
+            hub.check_change(&caller, &remote, "deleting")?;
+            // Removes the entry the client named (a link, if it is one), not what it points to.
+            slot.remove().map_err(|e| {
                 if is_not_found(&e) {
                     HubError::NotFound(remote.to_string())
                 } else {
                     HubError::io(format!("cannot delete {remote}"), e)
                 }
             })?;
+            let real = slot.path();
             hub.share.hashes.forget(&real);
             hub.cache.invalidate(&real);
             hub.tokens.set_owner(remote.as_str(), None)?;
             Ok(())
         })
         .await
-    }
-}
-
-/// Moves a finished upload into place. When the state folder is on another filesystem than the
-/// share, the data is first copied to a temporary name beside the target and fsync'd, so the
-/// final step is still a rename.
-fn place_upload(part: &Path, target: &Path, force: bool) -> std::io::Result<()> {
-    match troca_net::durable::place(part, target, force) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let tmp = target.with_file_name(format!(
-                ".{}.troca-tmp",
-                target.file_name().unwrap_or_default().to_string_lossy()
-            ));
-            std::fs::copy(part, &tmp)?;
-            File::open(&tmp)?.sync_all()?;
-            let placed = troca_net::durable::place(&tmp, target, force);
-            if placed.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            } else {
-                let _ = std::fs::remove_file(part);
-            }
-            placed
-        }
-        other => other,
     }
 }

@@ -1,19 +1,35 @@
 //! Where remote names meet the filesystem. Names arrive already checked by
-//! [`RemoteName::parse`]; this module adds the one thing a string check cannot see: symbolic
-//! links. Every path it hands out is inside the shared folder after resolving links, and outside
-//! the state folder.
+//! [`RemoteName::parse`]; this module adds what a string check cannot see: symbolic links, and
+//! folders swapped for links while a request is in flight.
 //!
-//! (A local user who can swap a folder for a link between the check and the use could still race
-//! it; the hub defends against remote clients, who cannot create links.)
+//! Every operation is relative to descriptors, never a path string resolved twice: the shared
+//! folder is held open, every lookup beneath it is one `openat2(RESOLVE_BENEATH)` (the kernel
+//! refuses any step that would leave the folder, including through a link swapped in meanwhile),
+//! and uploads and deletes act with `renameat2`/`unlinkat`/`mkdirat` on the parent folder's
+//! descriptor obtained the same way. Links that stay inside the share are followed; the state
+//! folder is never reached, through a link or otherwise.
 
 use crate::error::HubError;
 use crate::hashes::HashCache;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
+use rustix::io::Errno;
+use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use troca_proto::msg::Entry;
 use troca_proto::RemoteName;
+
+/// How deep [`Share::list`] descends. Deeper files are still served by name.
+pub const MAX_LIST_DEPTH: usize = 128;
+
+/// Resolution beneath the root that may follow links (inside the root only).
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+/// The same, refusing links: one call settles the common case without asking for the real path.
+const BENEATH_NO_LINKS: ResolveFlags = BENEATH.union(ResolveFlags::NO_SYMLINKS);
 
 /// The shared folder.
 #[derive(Debug)]
@@ -21,97 +37,152 @@ pub struct Share {
     root: PathBuf,
     state: PathBuf,
     /// The state folder relative to the root, when it is inside it.
-    state_rel: Option<PathBuf>,
-    /// The root, held open for `openat2` lookups beneath it.
-    root_dir: File,
-    /// Cleared if the kernel lacks `openat2`, so the careful path is used from then on.
-    openat2_works: AtomicBool,
+    state_rel: Option<String>,
+    /// The root, held open: every lookup starts here.
+    root_dir: OwnedFd,
     pub hashes: HashCache,
 }
 
+/// A descriptor opened beneath the root, with the real path it had when opened.
+#[derive(Debug)]
+struct Opened {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Where a name lives: its parent folder, held open, and its last component. Uploads and deletes
+/// act on the folder's descriptor, so swapping a folder on the way for a link after the lookup
+/// changes nothing.
+#[derive(Debug)]
+pub struct Slot {
+    dir: OwnedFd,
+    dir_path: PathBuf,
+    last: String,
+}
+
+impl Slot {
+    /// The real path of the entry (for cache keys; never used to reach the file).
+    pub fn path(&self) -> PathBuf {
+        self.dir_path.join(&self.last)
+    }
+
+    /// What is at the name now, without following a link: `None` if nothing.
+    pub fn kind(&self) -> io::Result<Option<FileType>> {
+        match rustix::fs::statat(&self.dir, self.last.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the entry (a link itself, not what it points to).
+    pub fn remove(&self) -> io::Result<()> {
+        rustix::fs::unlinkat(&self.dir, self.last.as_str(), AtFlags::empty())?;
+        Ok(())
+    }
+
+    /// Moves the finished file at `part` (in the hub's state folder) under this name, durably:
+    /// without replacing an existing entry unless `replace`, then fsyncs the folder. When the
+    /// state folder is on another filesystem, the data is first copied to a temporary name beside
+    /// the target and fsync'd, so the last step is still a rename.
+    pub fn place(&self, part: &Path, replace: bool) -> io::Result<()> {
+        match self.rename_in(rustix::fs::CWD, part.as_os_str(), replace) {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => self.copy_in(part, replace)?,
+            other => other?,
+        }
+        rustix::fs::fsync(&self.dir)?;
+        Ok(())
+    }
+
+    fn rename_in(&self, from_dir: impl AsFd, from: &OsStr, replace: bool) -> io::Result<()> {
+        let flags = if replace {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        match rustix::fs::renameat_with(&from_dir, from, &self.dir, self.last.as_str(), flags) {
+            // Filesystems without RENAME_NOREPLACE: a hard link also refuses an existing name.
+            Err(Errno::INVAL) if !replace => {
+                rustix::fs::linkat(
+                    &from_dir,
+                    from,
+                    &self.dir,
+                    self.last.as_str(),
+                    AtFlags::empty(),
+                )?;
+                rustix::fs::unlinkat(&from_dir, from, AtFlags::empty())?;
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn copy_in(&self, part: &Path, replace: bool) -> io::Result<()> {
+        let tmp = format!(".{}.troca-tmp", self.last);
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let copied = (|| {
+            let fd = rustix::fs::openat(
+                &self.dir,
+                tmp.as_str(),
+                flags | OFlags::CLOEXEC,
+                Mode::from(0o644),
+            )?;
+            let mut out = File::from(fd);
+            io::copy(&mut File::open(part)?, &mut out)?;
+            out.sync_all()?;
+            self.rename_in(&self.dir, OsStr::new(&tmp), replace)
+        })();
+        match copied {
+            Ok(()) => {
+                let _ = std::fs::remove_file(part);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&self.dir, tmp.as_str(), AtFlags::empty());
+                Err(e)
+            }
+        }
+    }
+}
+
 impl Share {
-    /// Opens (creating if needed) the shared folder and the state folder.
+    /// Opens (creating if needed) the shared folder and the state folder (mode 0700: it holds
+    /// the history, owners and token hashes).
     pub fn open(root: &Path, state: &Path) -> Result<Self, HubError> {
         std::fs::create_dir_all(root)
             .map_err(|e| HubError::io(format!("cannot create {}", root.display()), e))?;
-        std::fs::create_dir_all(state)
-            .map_err(|e| HubError::io(format!("cannot create {}", state.display()), e))?;
+        make_private_dir(state)?;
         let canon = |p: &Path| {
             p.canonicalize()
                 .map_err(|e| HubError::io(format!("cannot resolve {}", p.display()), e))
         };
         let (root, state) = (canon(root)?, canon(state)?);
-        let root_dir = File::open(&root)
-            .map_err(|e| HubError::io(format!("cannot open {}", root.display()), e))?;
+        let root_dir = rustix::fs::open(
+            &root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| HubError::io(format!("cannot open {}", root.display()), e.into()))?;
+        // Every lookup depends on openat2 (Linux 5.6): refuse to serve rather than serve unsafely.
+        rustix::fs::openat2(&root_dir, ".", OFlags::PATH, Mode::empty(), BENEATH).map_err(|e| {
+            HubError::io(
+                "this kernel does not offer openat2 (Linux 5.6 or later is needed to confine \
+                 requests to the shared folder)"
+                    .to_owned(),
+                e.into(),
+            )
+        })?;
         Ok(Self {
-            state_rel: state.strip_prefix(&root).ok().map(Path::to_path_buf),
+            state_rel: state
+                .strip_prefix(&root)
+                .ok()
+                .and_then(Path::to_str)
+                .map(str::to_owned),
             root,
             state,
             root_dir,
-            openat2_works: AtomicBool::new(cfg!(target_os = "linux")),
             hashes: HashCache::default(),
         })
-    }
-
-    /// Opens an existing file for reading, returning it with its real path.
-    ///
-    /// The common case, a name with no symbolic link on the way, takes one `openat2` call that
-    /// the kernel confines beneath the root and that refuses any link. A name through a link
-    /// (or a kernel without `openat2`) takes the careful path: resolve, check, open.
-    pub fn open_existing(&self, name: &RemoteName) -> Result<(File, PathBuf), HubError> {
-        if let Some(rel) = &self.state_rel {
-            if Path::new(name.as_str()).starts_with(rel) {
-                return Err(HubError::NotFound(name.to_string()));
-            }
-        }
-        #[cfg(target_os = "linux")]
-        if self.openat2_works.load(Ordering::Relaxed) {
-            match self.openat2_beneath(name) {
-                Ok(file) => return Ok((file, self.root.join(name.as_str()))),
-                Err(e) if is_not_found(&e) => return Err(HubError::NotFound(name.to_string())),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
-                    self.openat2_works.store(false, Ordering::Relaxed);
-                }
-                // ELOOP (a link on the way) or EXDEV (it would leave the root): look closer.
-                Err(_) => {}
-            }
-        }
-        let real = self.resolve_existing(name)?;
-        let file = File::open(&real).map_err(|e| {
-            if is_not_found(&e) {
-                HubError::NotFound(name.to_string())
-            } else {
-                HubError::io(format!("cannot open {name}"), e)
-            }
-        })?;
-        Ok((file, real))
-    }
-
-    #[cfg(target_os = "linux")]
-    fn openat2_beneath(&self, name: &RemoteName) -> io::Result<File> {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let path = std::ffi::CString::new(name.as_str())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: open_how is plain data; zeroed is a valid value.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-        how.resolve =
-            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: valid dirfd, NUL-terminated path and a correctly sized open_how.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.root_dir.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
-        Ok(unsafe { File::from_raw_fd(fd as i32) })
     }
 
     pub fn root(&self) -> &Path {
@@ -126,142 +197,346 @@ impl Share {
         resolved.starts_with(&self.root) && !resolved.starts_with(&self.state)
     }
 
-    /// The real path of an existing file, after following links; `NotFound` for anything that
-    /// does not exist or resolves outside the share (the two are not told apart, so a client
-    /// cannot probe the rest of the disk).
-    pub fn resolve_existing(&self, name: &RemoteName) -> Result<PathBuf, HubError> {
-        let joined = self.root.join(name.as_str());
-        match joined.canonicalize() {
-            Ok(real) if self.contains(&real) => Ok(real),
-            Ok(_) => Err(HubError::NotFound(name.to_string())),
-            Err(e) if is_not_found(&e) => Err(HubError::NotFound(name.to_string())),
+    /// Is `rel` the state folder or inside it (by name, before any lookup)?
+    fn in_state(&self, rel: &str) -> bool {
+        self.state_rel.as_deref().is_some_and(|s| {
+            s.is_empty() || rel == s || rel.strip_prefix(s).is_some_and(|r| r.starts_with('/'))
+        })
+    }
+
+    /// Opens `rel` beneath the root. Without a link on the way the real path is the root joined
+    /// with `rel`; through links (inside the root: the kernel refuses the rest) it is asked of
+    /// the descriptor, and refused if it is the state folder.
+    fn open_beneath(&self, rel: &str, flags: OFlags) -> io::Result<Opened> {
+        let flags = flags | OFlags::CLOEXEC;
+        match retry(|| {
+            rustix::fs::openat2(&self.root_dir, rel, flags, Mode::empty(), BENEATH_NO_LINKS)
+        }) {
+            Ok(fd) => {
+                return Ok(Opened {
+                    fd,
+                    path: self.root.join(rel),
+                })
+            }
+            Err(Errno::LOOP) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (fd, path) =
+            match retry(|| rustix::fs::openat2(&self.root_dir, rel, flags, Mode::empty(), BENEATH))
+            {
+                Ok(fd) => {
+                    let path = real_path(&fd)?;
+                    (fd, path)
+                }
+                // An absolute link: the kernel refuses them all, even those that point inside.
+                Err(Errno::XDEV) => {
+                    let o = self.resolve_by_hand(rel, flags)?;
+                    (o.fd, o.path)
+                }
+                Err(e) => return Err(e.into()),
+            };
+        if !self.contains(&path) && path != self.root {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        Ok(Opened { fd, path })
+    }
+
+    /// Resolves `rel` one component at a time from the root's descriptor, following links
+    /// itself: absolute links are taken relative to the root if they point inside it, `..` never
+    /// climbs above the root, and the kernel never follows a link on the way (`O_NOFOLLOW`).
+    fn resolve_by_hand(&self, rel: &str, flags: OFlags) -> io::Result<Opened> {
+        let mut folders: Vec<(OwnedFd, String)> = Vec::new();
+        let mut todo: VecDeque<String> = rel.split('/').map(str::to_owned).collect();
+        let mut links = 0;
+        while let Some(component) = todo.pop_front() {
+            match component.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    folders
+                        .pop()
+                        .ok_or_else(|| io::Error::from_raw_os_error(libc::EXDEV))?;
+                    continue;
+                }
+                _ => {}
+            }
+            let here = folders
+                .last()
+                .map_or(self.root_dir.as_fd(), |f| f.0.as_fd());
+            let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(
+                here,
+                component.as_str(),
+                OFlags::PATH | nofollow,
+                Mode::empty(),
+            )?;
+            let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+            if kind == FileType::Symlink {
+                links += 1;
+                if links > 40 {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = rustix::fs::readlinkat(&fd, "", Vec::new())?;
+                let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+                let rest = if target.is_absolute() {
+                    folders.clear();
+                    target
+                        .strip_prefix(&self.root)
+                        .map_err(|_| io::Error::from_raw_os_error(libc::EXDEV))?
+                        .to_path_buf()
+                } else {
+                    target
+                };
+                let rest = rest
+                    .to_str()
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+                for c in rest.split('/').rev() {
+                    todo.push_front(c.to_owned());
+                }
+                continue;
+            }
+            if todo.iter().all(|c| c.is_empty() || c == ".") {
+                let fd =
+                    rustix::fs::openat(here, component.as_str(), flags | nofollow, Mode::empty())?;
+                let mut path = self.root.clone();
+                path.extend(folders.iter().map(|f| f.1.as_str()));
+                path.push(component);
+                return Ok(Opened { fd, path });
+            }
+            if kind != FileType::Directory {
+                return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+            }
+            folders.push((fd, component));
+        }
+        // The root itself (a link to it, say): never an answer.
+        Err(io::Error::from_raw_os_error(libc::EXDEV))
+    }
+
+    /// Opens an existing file for reading, returning it with its real path. Anything that does
+    /// not exist, leaves the share or is in the state folder is `NotFound` (not told apart, so a
+    /// client cannot probe the rest of the disk).
+    pub fn open_existing(&self, name: &RemoteName) -> Result<(File, PathBuf), HubError> {
+        if self.in_state(name.as_str()) {
+            return Err(HubError::NotFound(name.to_string()));
+        }
+        // Non-blocking so that a FIFO cannot hold the request; the caller refuses non-files.
+        match self.open_beneath(name.as_str(), OFlags::RDONLY | OFlags::NONBLOCK) {
+            Ok(o) => Ok((File::from(o.fd), o.path)),
+            Err(e) if is_gone(&e) => Err(HubError::NotFound(name.to_string())),
             Err(e) => Err(HubError::io(format!("cannot open {name}"), e)),
         }
     }
 
-    /// Where a new file called `name` would go, without creating anything. The folders on the way
-    /// may be missing (they are made by [`Share::make_parent`]); those that exist must resolve
-    /// inside the share.
-    pub fn resolve_new(&self, name: &RemoteName) -> Result<PathBuf, HubError> {
-        self.walk_parent(name, false)
-    }
-
-    /// Like [`Share::resolve_new`], creating the missing folders.
-    pub fn make_parent(&self, name: &RemoteName) -> Result<PathBuf, HubError> {
-        self.walk_parent(name, true)
-    }
-
-    fn walk_parent(&self, name: &RemoteName, create: bool) -> Result<PathBuf, HubError> {
-        let components: Vec<&str> = name.components().collect();
-        let (last, folders) = components.split_last().expect("a name has a component");
-        let mut dir = self.root.clone();
-        let mut missing = false;
-        for folder in folders {
-            dir.push(folder);
-            if missing {
-                if create {
-                    mkdir(&dir)?;
-                }
-                continue;
-            }
-            match dir.symlink_metadata() {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    let real = dir
-                        .canonicalize()
-                        .map_err(|_| HubError::NotFound(name.to_string()))?;
-                    if !self.contains(&real) || !real.is_dir() {
-                        return Err(HubError::BadRequest(format!(
-                            "{name:?} goes through a link that leaves the shared folder"
-                        )));
-                    }
-                    dir = real;
-                }
-                Ok(_) => {
-                    return Err(HubError::BadRequest(format!(
-                        "cannot store {name:?}: {folder:?} is a file, not a folder"
-                    )))
-                }
-                Err(e) if is_not_found(&e) => {
-                    missing = true;
-                    if create {
-                        mkdir(&dir)?;
-                    }
-                }
-                Err(e) => return Err(HubError::io(format!("cannot reach {name}"), e)),
-            }
-        }
-        if !self.contains(&dir) && dir != self.root {
+    /// The folder that holds `name`, opened beneath the root, creating missing folders if
+    /// `create`. `NotFound` if a folder on the way is missing (and not `create`), leaves the
+    /// share or is the state folder.
+    pub fn slot(&self, name: &RemoteName, create: bool) -> Result<Slot, HubError> {
+        if self.in_state(name.as_str()) {
             return Err(HubError::NotFound(name.to_string()));
         }
-        let target = dir.join(last);
-        if target.is_dir() {
-            return Err(HubError::NotAFile(name.to_string()));
-        }
-        Ok(target)
+        let last = name.file_name().to_owned();
+        let Some((parent, _)) = name.as_str().rsplit_once('/') else {
+            let dir = self
+                .root_dir
+                .try_clone()
+                .map_err(|e| HubError::io("cannot open the shared folder".to_owned(), e))?;
+            return Ok(Slot {
+                dir,
+                dir_path: self.root.clone(),
+                last,
+            });
+        };
+        let opened = match self.open_beneath(parent, OFlags::RDONLY | OFlags::DIRECTORY) {
+            Err(e) if is_not_found(&e) && create => self.make_folders(name, parent),
+            other => other.map_err(|e| folder_error(name, e, create)),
+        }?;
+        Ok(Slot {
+            dir: opened.fd,
+            dir_path: opened.path,
+            last,
+        })
     }
 
-    /// Lists the files whose names start with `prefix`, sorted by name. Blocking: walks the disk.
+    /// Creates the missing folders of `parent`, each with `mkdirat` in the folder before it.
+    fn make_folders(&self, name: &RemoteName, parent: &str) -> Result<Opened, HubError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        let mut dir = self
+            .root_dir
+            .try_clone()
+            .map_err(|e| HubError::io("cannot open the shared folder".to_owned(), e))?;
+        let mut opened = None;
+        for (end, component) in component_ends(parent) {
+            let prefix = &parent[..end];
+            let o = match self.open_beneath(prefix, flags) {
+                Err(e) if is_not_found(&e) => {
+                    match rustix::fs::mkdirat(&dir, component, Mode::from(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => {
+                            return Err(HubError::io(
+                                format!("cannot create folder {prefix}"),
+                                e.into(),
+                            ))
+                        }
+                    }
+                    self.open_beneath(prefix, flags)
+                }
+                other => other,
+            }
+            .map_err(|e| folder_error(name, e, true))?;
+            dir = o.fd.try_clone().map_err(|e| folder_error(name, e, true))?;
+            opened = Some(o);
+        }
+        opened.ok_or_else(|| HubError::NotFound(name.to_string()))
+    }
+
+    /// Lists the files whose names start with `prefix`, sorted by name within each folder.
+    /// Blocking: walks the disk, folder by folder through descriptors.
     pub fn list(&self, prefix: &str) -> Vec<Entry> {
         let mut out = Vec::new();
-        let walker = walkdir::WalkDir::new(&self.root)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !e.path().starts_with(&self.state));
-        for entry in walker.filter_map(Result::ok) {
-            let ft = entry.file_type();
-            if !(ft.is_file() || ft.is_symlink()) {
-                continue;
-            }
-            let Ok(rel) = entry.path().strip_prefix(&self.root) else {
-                continue;
-            };
-            let Some(rel) = rel.to_str() else { continue };
-            if !rel.starts_with(prefix) {
-                continue;
-            }
-            // Files whose names could never be requested (control characters, say) are not listed.
-            let Ok(name) = RemoteName::parse(rel) else {
-                continue;
-            };
-            let real = if ft.is_symlink() {
-                match entry.path().canonicalize() {
-                    Ok(real) if self.contains(&real) => real,
-                    _ => continue,
-                }
-            } else {
-                entry.path().to_path_buf()
-            };
-            let Ok(meta) = real.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let modified_ns = troca_net::transfer::mtime_ns(&meta);
-            out.push(Entry {
-                blake3: self.hashes.get(&real, meta.len(), modified_ns),
-                name: name.to_string(),
-                size: meta.len(),
-                modified_ns,
-            });
-        }
+        self.walk(&self.root_dir, "", prefix, 0, &mut out);
         out
+    }
+
+    fn walk(&self, dir: &OwnedFd, rel: &str, prefix: &str, depth: usize, out: &mut Vec<Entry>) {
+        let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
+            return;
+        };
+        let mut children: Vec<(Vec<u8>, FileType)> = reader
+            .filter_map(Result::ok)
+            .map(|e| (e.file_name().to_bytes().to_vec(), e.file_type()))
+            .filter(|(n, _)| n != b"." && n != b"..")
+            .collect();
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, kind) in children {
+            let Ok(name) = std::str::from_utf8(&name) else {
+                continue;
+            };
+            let child = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if self.in_state(&child) {
+                continue;
+            }
+            let kind = match kind {
+                FileType::Unknown => rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_or(FileType::Unknown, |st| FileType::from_raw_mode(st.st_mode)),
+                k => k,
+            };
+            match kind {
+                FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
+                    let as_folder = format!("{child}/");
+                    if !(as_folder.starts_with(prefix) || prefix.starts_with(&as_folder)) {
+                        continue;
+                    }
+                    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+                    if let Ok(sub) =
+                        rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::empty())
+                    {
+                        self.walk(&sub, &child, prefix, depth + 1, out);
+                    }
+                }
+                FileType::RegularFile if child.starts_with(prefix) => {
+                    if let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        let real = self.root.join(&child);
+                        self.push_entry(out, child, real, &st);
+                    }
+                }
+                FileType::Symlink if child.starts_with(prefix) => {
+                    // Followed beneath the root only, and only to a regular file.
+                    if let Ok(o) = self.open_beneath(&child, OFlags::PATH) {
+                        if let Ok(st) = rustix::fs::fstat(&o.fd) {
+                            self.push_entry(out, child, o.path, &st);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn push_entry(&self, out: &mut Vec<Entry>, rel: String, real: PathBuf, st: &rustix::fs::Stat) {
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return;
+        }
+        // Files whose names could never be requested (control characters, say) are not listed.
+        let Ok(name) = RemoteName::parse(&rel) else {
+            return;
+        };
+        let size = st.st_size as u64;
+        let modified_ns = stat_mtime_ns(st);
+        out.push(Entry {
+            blake3: self.hashes.get(&real, size, modified_ns),
+            name: name.to_string(),
+            size,
+            modified_ns,
+        });
     }
 }
 
-fn mkdir(dir: &Path) -> Result<(), HubError> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(HubError::io(
-            format!("cannot create folder {}", dir.display()),
-            e,
+/// The mtime of `st` in ns since the epoch, as [`troca_net::transfer::mtime_ns`] gives it.
+pub fn stat_mtime_ns(st: &rustix::fs::Stat) -> i64 {
+    let (s, ns) = (st.st_mtime as i64, st.st_mtime_nsec as i64);
+    if s < 0 {
+        return 0;
+    }
+    s.saturating_mul(1_000_000_000).saturating_add(ns)
+}
+
+/// Creates `dir` (and its parents) and makes it readable by its owner only.
+fn make_private_dir(dir: &Path) -> Result<(), HubError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| HubError::io(format!("cannot create {}", dir.display()), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| HubError::io(format!("cannot make {} private", dir.display()), e))
+}
+
+/// Runs an `openat2` again when the kernel saw a rename during the lookup (`EAGAIN`, its way of
+/// refusing to guess); a few tries, then the error stands.
+fn retry(mut f: impl FnMut() -> rustix::io::Result<OwnedFd>) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(Errno::AGAIN) if tries < 8 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+/// The path a descriptor refers to now, as the kernel keeps it.
+fn real_path(fd: &OwnedFd) -> io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `(end, component)` for each component of `path`: `parent[..end]` is the path up to it.
+fn component_ends(path: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut start = 0;
+    path.split('/').map(move |c| {
+        let end = start + c.len();
+        start = end + 1;
+        (end, c)
+    })
+}
+
+/// The error for a folder on the way to `name` that could not be opened.
+fn folder_error(name: &RemoteName, e: io::Error, storing: bool) -> HubError {
+    match e.raw_os_error() {
+        Some(libc::ENOTDIR) if storing => HubError::BadRequest(format!(
+            "cannot use {name:?}: a folder on the way is a file"
         )),
+        _ if is_gone(&e) => HubError::NotFound(name.to_string()),
+        _ => HubError::io(format!("cannot reach {name}"), e),
     }
 }
 
 pub(crate) fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+/// Not found, or not reachable from the share (a link out: `EXDEV`; a loop: `ELOOP`).
+fn is_gone(e: &io::Error) -> bool {
+    is_not_found(e) || matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::ELOOP))
 }
 
 #[cfg(test)]
@@ -288,14 +563,15 @@ mod tests {
         symlink(&outside, share.root().join("leak.txt")).unwrap();
         symlink(dir.path(), share.root().join("up")).unwrap();
         assert!(matches!(
-            share.resolve_existing(&name("leak.txt")),
+            share.open_existing(&name("leak.txt")),
             Err(HubError::NotFound(_))
         ));
         assert!(matches!(
-            share.resolve_existing(&name("up/secret.txt")),
+            share.open_existing(&name("up/secret.txt")),
             Err(HubError::NotFound(_))
         ));
-        assert!(share.resolve_new(&name("up/new.txt")).is_err());
+        assert!(share.slot(&name("up/new.txt"), false).is_err());
+        assert!(share.slot(&name("up/new.txt"), true).is_err());
         assert!(share.list("").is_empty(), "{:?}", share.list(""));
     }
 
@@ -307,7 +583,7 @@ mod tests {
         let listed: Vec<_> = share.list("").into_iter().map(|e| e.name).collect();
         assert_eq!(listed, ["a.txt", "b.txt"]);
         assert_eq!(
-            share.resolve_existing(&name("b.txt")).unwrap(),
+            share.open_existing(&name("b.txt")).unwrap().1,
             share.root().join("a.txt")
         );
     }
@@ -318,7 +594,8 @@ mod tests {
         std::fs::write(share.state_dir().join("x"), b"x").unwrap();
         symlink(share.state_dir(), share.root().join("st")).unwrap();
         assert!(share.list("").is_empty());
-        assert!(share.resolve_existing(&name("st/x")).is_err());
+        assert!(share.open_existing(&name("st/x")).is_err());
+        assert!(share.slot(&name("st/y"), true).is_err());
     }
 
     #[test]
@@ -348,22 +625,23 @@ mod tests {
     #[test]
     fn make_parent_creates_folders_and_refuses_files_in_the_way() {
         let (_dir, share) = share();
-        let t = share.make_parent(&name("a/b/c.txt")).unwrap();
-        assert_eq!(t, share.root().join("a/b/c.txt"));
+        let t = share.slot(&name("a/b/c.txt"), true).unwrap();
+        assert_eq!(t.path(), share.root().join("a/b/c.txt"));
         assert!(share.root().join("a/b").is_dir());
         std::fs::write(share.root().join("f"), b"").unwrap();
-        assert!(share.make_parent(&name("f/x")).is_err());
         assert!(matches!(
-            share.resolve_new(&name("a/b")),
-            Err(HubError::NotAFile(_))
+            share.slot(&name("f/x"), true),
+            Err(HubError::BadRequest(_))
         ));
+        let folder = share.slot(&name("a/b"), false).unwrap();
+        assert_eq!(folder.kind().unwrap(), Some(FileType::Directory));
     }
 
     #[test]
     fn list_filters_by_prefix_and_sorts() {
         let (_dir, share) = share();
         for n in ["b.txt", "a.txt", "sub/c.txt", "sub/d.txt"] {
-            let p = share.make_parent(&name(n)).unwrap();
+            let p = share.slot(&name(n), true).unwrap().path();
             std::fs::write(p, n).unwrap();
         }
         let all: Vec<_> = share.list("").into_iter().map(|e| e.name).collect();

@@ -1,0 +1,283 @@
+//! The hub against a hostile client or a hostile local user: each test is an attack that once
+//! worked, run against the real binary, asserting that it no longer does.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use troca_net::client::{ClientOptions, HubClient};
+use troca_proto::msg::Put;
+
+/// How many attempts of each operation the path race makes on each face.
+fn attempts() -> u64 {
+    std::env::var("TROCA_RACE_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Swaps `a` and `b` (a folder inside the share and a link to outside) until dropped.
+struct Swapper {
+    stop: Arc<AtomicBool>,
+    swaps: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Swapper {
+    fn start(a: &Path, b: &Path) -> Swapper {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let (a, b) = (c(a), c(b));
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
+        let (s, n) = (Arc::clone(&stop), Arc::clone(&swaps));
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                // SAFETY: two valid NUL-terminated paths.
+                let r = unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                assert_eq!(r, 0, "exchange failed: {}", std::io::Error::last_os_error());
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Swapper {
+            stop,
+            swaps,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A share with `d/` (a real folder holding `f` = "inside") and `l` (a link to a folder outside
+/// holding `f` = "OUTSIDE" and `x`, a file nothing may delete), swapped in a loop.
+struct RaceSetup {
+    scratch: Scratch,
+    outside: std::path::PathBuf,
+    hub: Hub,
+    _swapper: Swapper,
+}
+
+fn race_setup(link_target: &str) -> RaceSetup {
+    let scratch = Scratch::new();
+    let outside = scratch.tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("f"), b"OUTSIDE").unwrap();
+    std::fs::write(outside.join("x"), b"keep me").unwrap();
+    std::fs::create_dir_all(scratch.share.join("d")).unwrap();
+    std::fs::write(scratch.share.join("d/f"), b"inside").unwrap();
+    let target = if link_target == "absolute" {
+        outside.clone()
+    } else {
+        std::path::PathBuf::from("../outside")
+    };
+    std::os::unix::fs::symlink(target, scratch.share.join("l")).unwrap();
+    let hub = Hub::start(&scratch.share, &[]);
+    let swapper = Swapper::start(&scratch.share.join("d"), &scratch.share.join("l"));
+    RaceSetup {
+        scratch,
+        outside,
+        hub,
+        _swapper: swapper,
+    }
+}
+
+impl RaceSetup {
+    fn swaps(&self) -> u64 {
+        self._swapper.swaps.load(Ordering::Relaxed)
+    }
+
+    /// Files that appeared outside besides the two put there.
+    fn strays(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "f" && n != "x")
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn assert_outside_untouched(&self) {
+        assert_eq!(std::fs::read(self.outside.join("f")).unwrap(), b"OUTSIDE");
+        assert!(self.outside.join("x").exists(), "x outside was deleted");
+        assert_eq!(self.strays(), Vec::<String>::new(), "files written outside");
+    }
+}
+
+/// Gets, deletes and uploads through a folder swapped for a link to outside, on the native face:
+/// nothing outside is read, deleted or written.
+#[test]
+fn native_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
+    for flavour in ["absolute", "relative"] {
+        let race = race_setup(flavour);
+        let token = race.hub.admin_token();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut inside_reads, mut outside_reads) = (0u64, 0u64);
+        rt.block_on(async {
+            let options = ClientOptions {
+                name: "racer".into(),
+                token: Some(token),
+            };
+            let mut c = HubClient::connect(&race.hub.addr, &options).await.unwrap();
+            let mut buf = vec![0u8; 64];
+            for i in 0..attempts() {
+                if let Ok(mut d) = c.get("d/f", 0).await {
+                    let n = d.header().size as usize;
+                    let mut got = 0;
+                    while got < n {
+                        got += d.read(&mut buf[got..n]).await.unwrap();
+                    }
+                    d.finish().await.unwrap();
+                    match &buf[..n] {
+                        b"inside" => inside_reads += 1,
+                        b"OUTSIDE" => outside_reads += 1,
+                        other => panic!("read {other:?}"),
+                    }
+                }
+                assert!(c.remove("d/x").await.is_err(), "d/x never exists inside");
+                let name = format!("d/new-{i}");
+                let put = Put {
+                    name,
+                    size: 1,
+                    source_mtime_ns: 0,
+                    force: false,
+                };
+                if let Ok(mut up) = c.put(put).await {
+                    up.write(b"n").await.unwrap();
+                    let _ = up.finish(*blake3::hash(b"n").as_bytes()).await;
+                }
+            }
+        });
+        assert!(race.swaps() > 1000, "the folder was hardly swapped");
+        race.assert_outside_untouched();
+        assert_eq!(outside_reads, 0, "{flavour}: read outside the share");
+        assert!(
+            inside_reads > 0,
+            "{flavour}: the race never let a get through"
+        );
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection speaking just enough to send a request and read the answer.
+struct Http {
+    reader: BufReader<TcpStream>,
+}
+
+impl Http {
+    fn connect(web: &str) -> Http {
+        let addr = web
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Http {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Sends one request; returns the status and body.
+    fn request(&mut self, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: hub\r\nContent-Length: {}\r\n{headers}\r\n",
+            body.len()
+        );
+        let s = self.reader.get_mut();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        if method != "HEAD" {
+            self.reader.read_exact(&mut body).unwrap();
+        }
+        (status, body)
+    }
+}
+
+/// The same race on the web face.
+#[test]
+fn web_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
+    let race = race_setup("absolute");
+    let auth = format!("Authorization: Bearer {}\r\n", race.hub.admin_token());
+    let mut http = Http::connect(race.hub.web.as_deref().unwrap());
+    let (mut inside_reads, mut outside_reads) = (0u64, 0u64);
+    for i in 0..attempts() {
+        match http.request("GET", "/files/d/f", "", b"") {
+            (200, body) if body == b"inside" => inside_reads += 1,
+            (200, body) if body == b"OUTSIDE" => outside_reads += 1,
+            (200, body) => panic!("read {body:?}"),
+            _ => {}
+        }
+        let (status, _) = http.request("DELETE", "/files/d/x", &auth, b"");
+        assert_ne!(status / 100, 2, "d/x never exists inside");
+        http.request("PUT", &format!("/files/d/web-{i}"), "", b"w");
+    }
+    assert!(race.swaps() > 1000, "the folder was hardly swapped");
+    race.assert_outside_untouched();
+    assert_eq!(outside_reads, 0, "read outside the share");
+    assert!(inside_reads > 0, "the race never let a get through");
+    drop(race.scratch);
+}
+
+/// The state folder holds the history, owners and token hashes: other local users may not read
+/// it, nor the database files in it (even when they were made by an older, laxer hub).
+#[test]
+fn the_state_folder_and_its_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let state = s.share.join(".troca");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(state.join("troca.db"), b"").unwrap();
+    std::fs::set_permissions(state.join("troca.db"), std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    ok(&hub.troca(&s.client, &["ls"]));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    for f in ["troca.db", "troca.db-wal", "troca.db-shm", "admin.token"] {
+        let p = state.join(f);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+    assert!(state.join("troca.db-wal").exists(), "the WAL is checked too");
+}
