@@ -224,6 +224,14 @@ pub struct Serve {
     /// Connections served at once.
     #[arg(long, default_value_t = 16384)]
     pub max_connections: usize,
+    /// Connections one address may hold open at once, native and web together (an IPv6 /64
+    /// counts as one address). More are told the hub is busy.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send a request once it has begun (a native request frame,
+    /// an HTTP request's headers).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: std::time::Duration,
     /// How long a connection may stay idle between requests.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub idle_timeout: std::time::Duration,

@@ -26,6 +26,8 @@ async fn run(args: Serve) -> Result<ExitCode> {
     }
     config.max_connections = args.max_connections;
     config.idle_timeout = args.idle_timeout;
+    config.max_connections_per_ip = args.max_connections_per_ip.max(1);
+    config.request_timeout = args.request_timeout;
     config.stall_timeout = args.stall_timeout;
     config.partial_ttl = args.partial_ttl;
     config.history_keep = args.history_keep;

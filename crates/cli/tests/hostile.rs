@@ -142,7 +142,7 @@ fn native_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
                 token: Some(token),
             };
             let mut c = HubClient::connect(&race.hub.addr, &options).await.unwrap();
-            let mut buf = vec![0u8; 64];
+            let mut buf = [0u8; 64];
             for i in 0..attempts() {
                 if let Ok(mut d) = c.get("d/f", 0).await {
                     let n = d.header().size as usize;
@@ -267,8 +267,11 @@ fn the_state_folder_and_its_database_are_private() {
     std::fs::create_dir_all(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(state.join("troca.db"), b"").unwrap();
-    std::fs::set_permissions(state.join("troca.db"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(
+        state.join("troca.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let hub = Hub::start(&s.share, &[]);
     ok(&hub.troca(&s.client, &["ls"]));
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -279,5 +282,207 @@ fn the_state_folder_and_its_database_are_private() {
             assert_eq!(mode(&p), 0o600, "{f}");
         }
     }
-    assert!(state.join("troca.db-wal").exists(), "the WAL is checked too");
+    assert!(
+        state.join("troca.db-wal").exists(),
+        "the WAL is checked too"
+    );
+}
+
+/// The soft descriptor limit of this process, raised to the hard one first.
+fn descriptor_limit() -> usize {
+    troca_net::raise_fd_limit();
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_cur as usize
+}
+
+/// A connection from another loopback address (127.0.0.2), as a second host would make.
+fn connect_from_elsewhere(addr: &str) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socket.connect(addr.parse().unwrap()).await.unwrap()
+    });
+    let std = stream.into_std().unwrap();
+    std.set_nonblocking(false).unwrap();
+    std
+}
+
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+/// Everything a connection receives until the other side closes it (bounded by a generous
+/// read timeout so a hub that never closes fails the test instead of hanging it).
+fn read_to_close(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the connection was not closed: {e}"),
+        }
+    }
+}
+
+/// Thousands of half-open connections from one address (each sent one byte and went quiet)
+/// neither shut another address out of either face nor grow the hub without bound; the
+/// connections past the per-address cap are told why they are refused.
+#[test]
+fn one_address_cannot_lock_others_out_of_either_face() {
+    // More than the hub's whole connection limit, so one address alone could fill it.
+    let n = 3_000.min(descriptor_limit().saturating_sub(1_000) / 2);
+    let s = Scratch::new();
+    std::fs::write(s.share.join("hello.txt"), b"hello").unwrap();
+    let hub = Hub::start(
+        &s.share,
+        &[
+            "--max-connections",
+            "2048",
+            "--max-connections-per-ip",
+            "64",
+        ],
+    );
+    let web = hub
+        .web
+        .clone()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut held = Vec::with_capacity(2 * n);
+    for _ in 0..n {
+        for (addr, byte) in [(&hub.addr, b"\0"), (&web, b"G")] {
+            let mut c = TcpStream::connect(addr.as_str()).unwrap();
+            let _ = c.write_all(byte);
+            held.push(c);
+        }
+    }
+    // The last ones from this address were refused, with the reason.
+    let native_refusal = read_to_close(&mut held[2 * n - 2]);
+    assert!(
+        String::from_utf8_lossy(&native_refusal).contains("too many connections from your address"),
+        "{native_refusal:?}"
+    );
+    let web_refusal = String::from_utf8(read_to_close(&mut held[2 * n - 1])).unwrap();
+    assert!(web_refusal.starts_with("HTTP/1.1 503"), "{web_refusal}");
+    // Another address is served on both faces.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let elsewhere = connect_from_elsewhere(&hub.addr);
+    elsewhere.set_nonblocking(true).unwrap();
+    let listed = rt.block_on(async {
+        let stream = tokio::net::TcpStream::from_std(elsewhere).unwrap();
+        let mut c = HubClient::handshake(stream, &ClientOptions::default())
+            .await
+            .unwrap();
+        c.list("").await.unwrap()
+    });
+    assert_eq!(listed.len(), 1);
+    let mut http = Http {
+        reader: BufReader::new(connect_from_elsewhere(&web)),
+    };
+    assert_eq!(
+        http.request("GET", "/files/hello.txt", "", b""),
+        (200, b"hello".to_vec())
+    );
+    let rss = rss_mib(hub.daemon.child.id());
+    assert!(
+        rss < 256,
+        "hub RSS {rss} MiB with {n} half-open connections per face"
+    );
+    eprintln!("{n} half-open connections per face from one address; hub RSS {rss} MiB");
+}
+
+/// Sends `bytes` one at a time, a few per second, until told to stop or the peer is gone;
+/// returns how many were sent.
+fn trickle(mut stream: std::net::TcpStream, bytes: Vec<u8>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        for (i, b) in bytes.iter().enumerate() {
+            if stream.write_all(&[*b]).is_err() {
+                return i;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        bytes.len()
+    })
+}
+
+/// A request trickled a byte at a time is cut after the request timeout on both faces, however
+/// long the idle timeout is, and the native one is recorded as `invalid`.
+#[test]
+fn a_request_trickled_byte_by_byte_is_cut_on_both_faces() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--request-timeout", "1s"]);
+    // Native: a proper hello, then a List frame a byte at a time.
+    let mut native = TcpStream::connect(&hub.addr).unwrap();
+    let mut hello = Vec::new();
+    troca_proto::encode_frame(
+        &troca_proto::msg::Hello {
+            magic: troca_proto::MAGIC,
+            version: troca_proto::PROTOCOL_VERSION,
+            client: "slow".into(),
+            token: None,
+        }
+        .into(),
+        &mut hello,
+    );
+    native.write_all(&hello).unwrap();
+    let mut list = Vec::new();
+    troca_proto::encode_frame(
+        &troca_proto::msg::List {
+            prefix: "x".repeat(100),
+        }
+        .into(),
+        &mut list,
+    );
+    let sent = trickle(native.try_clone().unwrap(), list.clone());
+    let got = read_to_close(&mut native);
+    assert!(
+        String::from_utf8_lossy(&got).contains("must arrive within"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        sent.join().unwrap() < list.len(),
+        "the whole frame got through"
+    );
+    let history = ok(&hub.troca(&s.client, &["history", "--json"]));
+    assert!(history.contains("\"invalid\""), "{history}");
+
+    // Web: a request line, then headers a byte at a time.
+    let web = hub.web.clone().unwrap();
+    let mut http =
+        TcpStream::connect(web.trim_start_matches("http://").trim_end_matches('/')).unwrap();
+    http.write_all(b"GET /api/status HTTP/1.1\r\nHost: hub\r\n")
+        .unwrap();
+    let headers = b"X-Slow: "
+        .iter()
+        .chain([b'a'; 120].iter())
+        .copied()
+        .collect::<Vec<u8>>();
+    let sent = trickle(http.try_clone().unwrap(), headers.clone());
+    read_to_close(&mut http);
+    assert!(
+        sent.join().unwrap() < headers.len(),
+        "the headers were never cut"
+    );
 }

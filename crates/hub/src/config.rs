@@ -13,6 +13,11 @@ pub struct HubConfig {
     pub state_dir: PathBuf,
     /// Connections served at once; more are told the hub is busy and closed.
     pub max_connections: usize,
+    /// Connections one address (an IPv6 /64) may hold open at once, over every face.
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send one request once it has begun: a native frame, or an
+    /// HTTP request's headers.
+    pub request_timeout: Duration,
     /// How long a new connection may take to say hello.
     pub handshake_timeout: Duration,
     /// How long a connection may sit idle between requests.
@@ -40,6 +45,8 @@ impl HubConfig {
             state_dir: root.join(troca_proto::name::STATE_DIR_NAME),
             root,
             max_connections: 16 * 1024,
+            max_connections_per_ip: 256,
+            request_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15 * 60),
             stall_timeout: Duration::from_secs(30),

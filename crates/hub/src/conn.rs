@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use troca_net::connection::FrameError;
+use troca_net::connection::{FrameError, Late};
 use troca_net::durable::FileWriter;
 use troca_net::sendfile;
 use troca_net::{transfer_buffer, Connection, IoBuf, CACHE_CHUNK};
@@ -134,14 +134,41 @@ async fn session(
         let next = tokio::select! {
             // An idle connection is simply closed at shutdown; a request in progress finishes.
             _ = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(cfg.idle_timeout, conn.read_message()) => r,
+            r = conn.read_message_timed(cfg.idle_timeout, cfg.request_timeout) => r,
         };
         let msg = match next {
-            Err(_) => return Err(refuse(conn, HubError::Timeout("idle for too long".into())).await),
+            Err(Late::Idle) => {
+                return Err(refuse(conn, HubError::Timeout("idle for too long".into())).await)
+            }
+            Err(Late::Request) => {
+                let err = HubError::Timeout(format!(
+                    "a request must arrive within {} s of its first byte",
+                    cfg.request_timeout.as_secs_f64()
+                ));
+                Pending::new(
+                    me.name(),
+                    Arc::clone(&me.address_text),
+                    "invalid",
+                    String::new(),
+                )
+                .finish(&hub.history, Err(err.record_text()));
+                return Err(refuse(conn, err).await);
+            }
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(m))) => m,
             Ok(Err(FrameError::Io(e))) => return Err(e.into()),
-            Ok(Err(e)) => return Err(refuse(conn, HubError::BadRequest(e.to_string())).await),
+            Ok(Err(e)) => {
+                // The spec: a request that breaks the protocol is recorded as `invalid`.
+                let err = HubError::BadRequest(e.to_string());
+                Pending::new(
+                    me.name(),
+                    Arc::clone(&me.address_text),
+                    "invalid",
+                    String::new(),
+                )
+                .finish(&hub.history, Err(err.record_text()));
+                return Err(refuse(conn, err).await);
+            }
         };
         let (op, target) = describe(&msg);
         let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);

@@ -16,6 +16,8 @@ pub enum HubError {
     UploadInProgress(String),
     #[error("the hub is serving its maximum of {0} connections; try again shortly")]
     TooManyConnections(usize),
+    #[error("too many connections from your address (the hub allows {0} per address); close some and try again")]
+    TooManyFromAddress(usize),
     #[error(
         "upload of {0:?} failed verification: the bytes received do not match the sender's hash"
     )]
@@ -52,7 +54,9 @@ impl HubError {
             HubError::InvalidName { .. } => ErrorCode::InvalidName,
             HubError::NotFound(_) | HubError::NotAFile(_) => ErrorCode::NotFound,
             HubError::AlreadyExists(_) => ErrorCode::AlreadyExists,
-            HubError::UploadInProgress(_) | HubError::TooManyConnections(_) => ErrorCode::Busy,
+            HubError::UploadInProgress(_)
+            | HubError::TooManyConnections(_)
+            | HubError::TooManyFromAddress(_) => ErrorCode::Busy,
             HubError::Integrity(_) => ErrorCode::Integrity,
             HubError::NoSpace { .. } | HubError::DiskFull => ErrorCode::NoSpace,
             HubError::BadRequest(_) => ErrorCode::BadRequest,

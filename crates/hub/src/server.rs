@@ -33,25 +33,39 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     tracker.spawn(clean_partials(Arc::clone(&hub), shutdown.clone()));
     let limit = Arc::new(Semaphore::new(hub.config.max_connections));
+    let mut busy = Vec::new();
+    troca_proto::frame::encode_frame(
+        &HubError::TooManyConnections(hub.config.max_connections).to_message(),
+        &mut busy,
+    );
     loop {
-        let Some((stream, peer)) = troca_net::accept(&listener, &shutdown).await else {
+        let Some((stream, peer)) = troca_net::accept(&listener, &shutdown, &busy).await else {
             break;
         };
-        match Arc::clone(&limit).try_acquire_owned() {
-            Ok(permit) => {
+        let slots = hub
+            .addresses
+            .take(peer.ip())
+            .ok_or(HubError::TooManyFromAddress(
+                hub.config.max_connections_per_ip,
+            ));
+        let permit = slots.and_then(|slot| {
+            let permit = Arc::clone(&limit).try_acquire_owned();
+            permit
+                .map(|p| (p, slot))
+                .map_err(|_| HubError::TooManyConnections(hub.config.max_connections))
+        });
+        match permit {
+            Ok(held) => {
                 let (hub, shutdown) = (Arc::clone(&hub), shutdown.clone());
                 tracker.spawn(async move {
                     serve_connection(hub, stream, peer, shutdown).await;
-                    drop(permit);
+                    drop(held);
                 });
             }
-            Err(_) => {
-                let max = hub.config.max_connections;
+            Err(refusal) => {
                 tracker.spawn(async move {
                     let mut conn = troca_net::Connection::new(stream);
-                    let _ = conn
-                        .send(&HubError::TooManyConnections(max).to_message())
-                        .await;
+                    let _ = conn.send(&refusal.to_message()).await;
                     let _ = conn.shutdown().await;
                 });
             }

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use troca_net::limits::PerAddress;
 use troca_net::transfer::mtime_ns;
 use troca_proto::msg::{Entry, HistoryEntry, Put, PutDone, StatusInfo};
 use troca_proto::{Hash, RemoteName};
@@ -32,6 +33,8 @@ pub struct Hub {
     pub tokens: Tokens,
     pub auth_failures: AuthFailures,
     pub cache: HotCache,
+    /// Connections open per address, over every face.
+    pub addresses: Arc<PerAddress>,
     /// Where the admin token is, and whether this start created it.
     pub admin_token: (PathBuf, bool),
     started: Instant,
@@ -86,6 +89,7 @@ impl Hub {
         Ok(Self {
             admin_token: (admin_token_path(share.state_dir()), created),
             cache: HotCache::new(config.cache_size, config.cache_max_file),
+            addresses: PerAddress::new(config.max_connections_per_ip),
             config,
             share,
             partials,

@@ -476,6 +476,7 @@ impl Share {
 
 /// The mtime of `st` in ns since the epoch, as [`troca_net::transfer::mtime_ns`] gives it.
 pub fn stat_mtime_ns(st: &rustix::fs::Stat) -> i64 {
+    #[allow(clippy::unnecessary_cast)] // The field types differ between targets.
     let (s, ns) = (st.st_mtime as i64, st.st_mtime_nsec as i64);
     if s < 0 {
         return 0;

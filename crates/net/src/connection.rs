@@ -46,6 +46,15 @@ pub const BULK_LOWAT: usize = 512 * 1024;
 /// suffers.
 pub const BULK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Which wait of [`Connection::read_message_timed`] ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// No request began within the idle time.
+    Idle,
+    /// A request began but its frame did not arrive in time.
+    Request,
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Self {
         Self {
@@ -98,6 +107,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
             }
         }
+    }
+
+    /// Waits up to `idle` for the next request to begin, then up to `request` for the rest of
+    /// its frame: a client may think as long as `idle` allows, but once it starts a request it
+    /// must send it at a reasonable pace (a frame trickled a byte a second is cut). Cancel-safe.
+    pub async fn read_message_timed(
+        &mut self,
+        idle: std::time::Duration,
+        request: std::time::Duration,
+    ) -> Result<Result<Option<Message>, FrameError>, Late> {
+        if self.rbuf.is_empty() {
+            self.rbuf.reserve(self.read_size);
+            self.lower_lowat();
+            match tokio::time::timeout(idle, self.stream.read_buf(&mut self.rbuf)).await {
+                Err(_) => return Err(Late::Idle),
+                Ok(Err(e)) => return Ok(Err(e.into())),
+                Ok(Ok(0)) => return Ok(Ok(None)),
+                Ok(Ok(_)) => {}
+            }
+        }
+        tokio::time::timeout(request, self.read_message())
+            .await
+            .map_err(|_| Late::Request)
     }
 
     /// Reads raw bytes that follow a frame: first whatever is already buffered, then straight from

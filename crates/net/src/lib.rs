@@ -9,6 +9,7 @@ pub mod connection;
 pub mod durable;
 pub mod error;
 pub mod iobuf;
+pub mod limits;
 pub mod sendfile;
 pub mod transfer;
 
@@ -45,24 +46,64 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// The next connection on `listener`, or `None` once `shutdown` is cancelled. A failed accept
-/// (out of file descriptors, most likely) is logged and retried after a pause rather than in a
-/// spin. Every troca server (hub, web face, peer) accepts this way.
+/// A descriptor held in reserve: when the process runs out, it is given up for a moment so a
+/// client can be accepted, told the server is busy, and closed, instead of hanging in the
+/// listen queue.
+static RESERVE: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// When "accept failed" was last logged, and how many failures since, so a server out of
+/// descriptors logs a line every few seconds, not one per attempt.
+static ACCEPT_LOG: std::sync::Mutex<Option<(std::time::Instant, u64)>> =
+    std::sync::Mutex::new(None);
+
+fn hold_reserve() {
+    let mut reserve = RESERVE.lock().expect("reserve poisoned");
+    if reserve.is_none() {
+        *reserve = std::fs::File::open("/dev/null").ok();
+    }
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. Every troca server
+/// (hub, web face, peer) accepts this way. Out of file descriptors, the reserve descriptor is
+/// released to accept one client, which gets `busy` (the face's own "try again later") and is
+/// closed; other failures pause briefly rather than spin. Failures are logged at most once every
+/// ten seconds, with a count.
 pub async fn accept(
     listener: &tokio::net::TcpListener,
     shutdown: &tokio_util::sync::CancellationToken,
+    busy: &[u8],
 ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    hold_reserve();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return None,
             a = listener.accept() => a,
         };
-        match accepted {
+        let e = match accepted {
             Ok(a) => return Some(a),
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Err(e) => e,
+        };
+        log_accept_failure(&e);
+        if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+            RESERVE.lock().expect("reserve poisoned").take();
+            if let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.try_write(busy);
             }
+            hold_reserve();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+fn log_accept_failure(e: &std::io::Error) {
+    let mut log = ACCEPT_LOG.lock().expect("log state poisoned");
+    let now = std::time::Instant::now();
+    match &mut *log {
+        Some((at, n)) if now.duration_since(*at) < std::time::Duration::from_secs(10) => *n += 1,
+        _ => {
+            let since = log.map_or(0, |(_, n)| n);
+            tracing::warn!(error = %e, more_since_last_line = since, "accept failed");
+            *log = Some((now, 0));
         }
     }
 }

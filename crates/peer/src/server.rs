@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use troca_net::connection::FrameError;
+use troca_net::limits::PerAddress;
 use troca_net::Connection;
 use troca_proto::msg::{Error, PieceData, PieceHashes, Welcome, HASHES_PER_FRAME};
 use troca_proto::pieces::Layout;
@@ -25,6 +26,10 @@ use troca_proto::{ErrorCode, Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSI
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub max_connections: usize,
+    /// Connections one address (an IPv6 /64) may hold at once.
+    pub max_connections_per_ip: usize,
+    /// How long a new connection may take to say hello.
+    pub handshake_timeout: Duration,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
     /// Upload cap in bytes per second, shared by all connections (`None`: no cap).
@@ -35,6 +40,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_connections: 256,
+            max_connections_per_ip: 16,
+            handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_rate: None,
         }
@@ -50,13 +57,29 @@ pub async fn run(
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let limit = config.max_rate.map(|r| Arc::new(RateLimit::new(r)));
+    let per_address = PerAddress::new(config.max_connections_per_ip);
     let tasks = TaskTracker::new();
+    let busy = |why: &str| {
+        let mut out = Vec::new();
+        troca_proto::encode_frame(&Error::new(ErrorCode::Busy, why).into(), &mut out);
+        out
+    };
+    let (full, crowded) = (
+        busy("this peer is serving its maximum of connections; try again shortly"),
+        busy("too many connections from your address; close some and try again"),
+    );
     loop {
-        let Some((stream, addr)) = troca_net::accept(&listener, &shutdown).await else {
+        let Some((stream, addr)) = troca_net::accept(&listener, &shutdown, &full).await else {
             break;
+        };
+        let Some(from_address) = per_address.take(addr.ip()) else {
+            tracing::debug!("refusing {addr}: at the per-address limit");
+            let _ = stream.try_write(&crowded);
+            continue;
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::debug!("refusing {addr}: at the connection limit");
+            let _ = stream.try_write(&full);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -67,7 +90,7 @@ pub async fn run(
             shutdown.clone(),
         );
         tasks.spawn(async move {
-            let _permit = permit;
+            let _held = (permit, from_address);
             let mut serving = Serving {
                 conn: Connection::new(stream),
                 library,
@@ -96,7 +119,13 @@ struct Serving {
 
 impl Serving {
     async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), FrameError> {
-        match self.next(shutdown).await? {
+        let hello = tokio::time::timeout(self.config.handshake_timeout, self.next(shutdown)).await;
+        let Ok(hello) = hello else {
+            return self
+                .refuse(ErrorCode::Timeout, "no hello received in time")
+                .await;
+        };
+        match hello? {
             Some(Message::Hello(h)) if h.magic == MAGIC && h.version == PROTOCOL_VERSION => {}
             Some(_) => {
                 return self

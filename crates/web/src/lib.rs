@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 use troca_hub::clients::Session;
+use troca_hub::error::HubError;
 use troca_hub::service::now_ns;
 use troca_hub::Hub;
 
@@ -93,6 +94,30 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
+/// The most a request's head (request line and headers) may take; hyper answers 431 past it.
+/// Also the read buffer's cap, which bodies stream through.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// What a connection gets when the process is out of descriptors.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 5\r\n\
+Connection: close\r\n\r\n";
+
+/// Answers a connection the hub will not serve with a 503 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, why: HubError) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!("{why}\n");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 /// Serves the HTTP face on `listener` until `shutdown`, then lets requests in progress finish
 /// for up to `grace`. Each connection is registered as a client of the hub while it is open.
 pub async fn serve(
@@ -106,11 +131,18 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let tasks = TaskTracker::new();
     loop {
-        let Some((stream, address)) = troca_net::accept(&listener, &shutdown).await else {
+        let Some((stream, address)) = troca_net::accept(&listener, &shutdown, BUSY).await else {
             break;
         };
+        let Some(from_address) = hub.addresses.take(address.ip()) else {
+            let max = hub.config.max_connections_per_ip;
+            tasks.spawn(refuse(stream, HubError::TooManyFromAddress(max)));
+            continue;
+        };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            continue; // At the limit: closing is the cheapest answer.
+            let max = hub.config.max_connections;
+            tasks.spawn(refuse(stream, HubError::TooManyConnections(max)));
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let registration = hub.clients.join(address, "web", now_ns());
@@ -126,11 +158,15 @@ pub async fn serve(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(hub.config.idle_timeout)
+            // A request's headers must arrive within the request timeout, however long the
+            // connection was idle before, and fit in MAX_HEAD: one host holding connections
+            // open with a byte at a time, or with endless headers, pins neither slots nor memory.
+            .header_read_timeout(hub.config.request_timeout)
+            .max_buf_size(MAX_HEAD)
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tasks.spawn(async move {
-            let _held = (permit, registration);
+            let _held = (permit, from_address, registration);
             if let Err(e) = conn.await {
                 tracing::debug!(%address, "web connection ended: {e}");
             }
