@@ -82,7 +82,7 @@ pub enum Command {
     Who,
     /// The hub's record of requests, newest first.
     History {
-        /// How many entries.
+        /// How many entries (a page holds at most 1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Only this client's requests (by name).
@@ -91,6 +91,9 @@ pub enum Command {
         /// Only this operation (list, get, put, rm, who, history, status, register, hello).
         #[arg(long)]
         op: Option<String>,
+        /// Only entries older than this id (the id a previous page says to continue from).
+        #[arg(long, value_name = "ID")]
+        before: Option<u64>,
     },
     /// The hub's time, uptime, version and figures.
     Status,

@@ -12,7 +12,7 @@ use troca_net::durable::free_local_path;
 use troca_net::transfer::{download_to_path, download_to_writer, upload_path};
 use troca_net::{ClientError, ClientOptions, HubClient};
 use troca_proto::json;
-use troca_proto::msg::{Activity, HistoryEntry};
+use troca_proto::msg::{Activity, History, HistoryEntry};
 
 pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -66,7 +66,16 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             limit,
             client: who,
             op,
-        } => history(global, &mut client, limit, who.as_deref(), op.as_deref()).await,
+            before,
+        } => {
+            let query = History {
+                limit,
+                client: who,
+                op,
+                before: before.unwrap_or(0),
+            };
+            history(global, &mut client, query).await
+        }
         Command::Status => status(global, &mut client).await,
         Command::Time => time(global, &mut client).await,
         Command::Serve(_)
@@ -441,16 +450,17 @@ pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitC
 pub(crate) async fn history(
     global: &Global,
     client: &mut HubClient,
-    limit: u32,
-    who: Option<&str>,
-    op: Option<&str>,
+    query: History,
 ) -> Result<ExitCode> {
-    let entries = client.history(limit, who, op).await?;
+    let page = client.history(query).await?;
     if global.json {
-        print_json(&json::history(entries))?;
-        return Ok(ExitCode::SUCCESS);
+        print_json(&json::history(page.entries))?;
+    } else {
+        print_history(page.entries);
     }
-    print_history(entries);
+    if page.next != 0 {
+        eprintln!("older entries: troca history --before {}", page.next);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use troca_net::ClientError;
 use troca_proto::json as rows;
+use troca_proto::msg::History;
 
 /// The operations, as `unknown_operation` answers list them.
 const OPERATIONS: &str =
@@ -199,12 +200,14 @@ async fn perform(
         "history" => {
             let limit = fields.get("limit").and_then(Value::as_u64).unwrap_or(50);
             let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-            let entries = link
-                .client()
-                .await?
-                .history(limit, optional(fields, "client"), optional(fields, "op"))
-                .await?;
-            json!({ "history": rows::history(entries) })
+            let query = History {
+                limit,
+                client: optional(fields, "client").map(str::to_owned),
+                op: optional(fields, "op").map(str::to_owned),
+                before: fields.get("before").and_then(Value::as_u64).unwrap_or(0),
+            };
+            let page = link.client().await?.history(query).await?;
+            json!({ "history": rows::history(page.entries), "next_before": page.next })
         }
         "register" => {
             let name = field(fields, "name")?;

@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
+use troca_proto::msg::History;
 
 /// A command, its names (English first, then the seeds' Portuguese), arguments and purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,7 +334,13 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
                 Some(n) => n.parse().context("history takes a number of entries")?,
                 None => 20,
             };
-            client::history(global, link.client().await?, n, None, None).await?;
+            let query = History {
+                limit: n,
+                client: None,
+                op: None,
+                before: 0,
+            };
+            client::history(global, link.client().await?, query).await?;
         }
         Cmd::Status => {
             args(cmd, words, 0, 0)?;

@@ -175,7 +175,7 @@ fn raw_exchange(addr: &str, hello: bool, bytes: &[u8]) -> (Message, bool) {
         encode_frame(
             &Hello {
                 magic: MAGIC,
-                version: 1,
+                version: troca_proto::PROTOCOL_VERSION,
                 client: "raw".into(),
                 token: None,
             }
@@ -313,7 +313,8 @@ fn another_protocol_version_is_told_which_one_the_hub_speaks() {
     match m {
         Message::Error(e) => {
             assert_eq!(e.code, ErrorCode::UnsupportedVersion);
-            assert!(e.message.contains("version 1"), "{}", e.message);
+            let speaks = format!("version {}", troca_proto::PROTOCOL_VERSION);
+            assert!(e.message.contains(&speaks), "{}", e.message);
         }
         other => panic!("{other:?}"),
     }

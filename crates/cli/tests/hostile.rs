@@ -486,3 +486,71 @@ fn a_request_trickled_byte_by_byte_is_cut_on_both_faces() {
         "the headers were never cut"
     );
 }
+
+/// A history request asks for at most one page, however large its limit, on both faces, and
+/// says where the next page starts.
+#[test]
+fn a_history_request_gets_one_bounded_page_and_a_cursor() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = HubClient::connect(&hub.addr, &ClientOptions::default())
+            .await
+            .unwrap();
+        for _ in 0..1_500 {
+            c.who().await.unwrap();
+        }
+        let everything = troca_proto::msg::History {
+            limit: u32::MAX,
+            client: None,
+            op: None,
+            before: 0,
+        };
+        let page = c.history(everything.clone()).await.unwrap();
+        assert_eq!(page.entries.len(), 1_000);
+        assert_eq!(page.next, page.entries.last().unwrap().id);
+        let rest = c
+            .history(troca_proto::msg::History {
+                before: page.next,
+                ..everything
+            })
+            .await
+            .unwrap();
+        assert!(rest.entries.len() >= 500, "{}", rest.entries.len());
+        assert!(rest.entries[0].id < page.next);
+        assert_eq!(rest.next, 0, "nothing older is left");
+    });
+    let mut http = Http::connect(hub.web.as_deref().unwrap());
+    let head = "GET /api/history?limit=4294967295 HTTP/1.1\r\nHost: hub\r\n\r\n";
+    http.reader.get_mut().write_all(head.as_bytes()).unwrap();
+    let mut line = String::new();
+    let mut link = None;
+    let mut len = 0;
+    loop {
+        line.clear();
+        http.reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("link:") {
+            link = Some(v.trim().to_owned());
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; len];
+    http.reader.read_exact(&mut body).unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1_000);
+    let link = link.expect("a Link header to the next page");
+    assert!(
+        link.contains("before=") && link.contains("rel=\"next\""),
+        "{link}"
+    );
+}

@@ -10,7 +10,7 @@ use crate::access::Caller;
 use crate::clients::Busy;
 use crate::clients::Session;
 use crate::error::HubError;
-use crate::history::Pending;
+use crate::history::{PageQuery, Pending};
 use crate::service::{now_ns, Hub, OpenFile};
 use std::io;
 use std::net::SocketAddr;
@@ -24,8 +24,8 @@ use troca_net::durable::FileWriter;
 use troca_net::sendfile;
 use troca_net::{transfer_buffer, Connection, IoBuf, CACHE_CHUNK};
 use troca_proto::msg::{
-    Activity, ClientList, Entries, FileEnd, FileHeader, HistoryEntries, HistoryEntry, Put, PutEnd,
-    PutReady, Registered, Removed, Welcome,
+    Activity, ClientList, Entries, FileEnd, FileHeader, History, HistoryEntries, HistoryEntry, Put,
+    PutEnd, PutReady, Registered, Removed, Welcome,
 };
 use troca_proto::{Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -174,7 +174,7 @@ async fn session(
         let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);
         let result: Result<Outcome, ConnEnd> = match msg {
             Message::List(l) => match hub.list(&l.prefix).await {
-                Ok(entries) => send_chunks(conn, entries, Entries::default())
+                Ok(entries) => send_chunks(conn, entries, Entries::default(), |_| {})
                     .await
                     .map(|()| Ok(0))
                     .map_err(Into::into),
@@ -203,15 +203,20 @@ async fn session(
                 }
                 Err(e) => Ok(Err(e)),
             },
-            Message::Who(_) => send_chunks(conn, hub.clients.list(), ClientList::default())
+            Message::Who(_) => send_chunks(conn, hub.clients.list(), ClientList::default(), |_| {})
                 .await
                 .map(|()| Ok(0))
                 .map_err(Into::into),
-            Message::History(h) => match hub.history(h.limit, h.client, h.op).await {
-                Ok(entries) => send_chunks(conn, entries, HistoryEntries::default())
+            Message::History(h) => match hub.history(page_query(h)).await {
+                Ok(page) => {
+                    let next = page.next;
+                    send_chunks(conn, page.entries, HistoryEntries::default(), |last| {
+                        last.next = next
+                    })
                     .await
                     .map(|()| Ok(0))
-                    .map_err(Into::into),
+                    .map_err(Into::into)
+                }
                 Err(e) => Ok(Err(e)),
             },
             Message::Status(_) => match hub.status().await {
@@ -321,6 +326,7 @@ async fn send_chunks<T, C: Chunk<T>>(
     conn: &mut Conn,
     items: Vec<T>,
     mut chunk: C,
+    finish: impl FnOnce(&mut C),
 ) -> io::Result<()> {
     for item in items {
         if !chunk.has_room(&item) {
@@ -329,8 +335,18 @@ async fn send_chunks<T, C: Chunk<T>>(
         chunk.push(item);
     }
     chunk.set_last();
+    finish(&mut chunk);
     conn.queue(&chunk.into());
     conn.flush().await
+}
+
+fn page_query(h: History) -> PageQuery {
+    PageQuery {
+        limit: h.limit,
+        before: h.before,
+        client: h.client,
+        op: h.op,
+    }
 }
 
 /// Bounds one step of a transfer by the stall timeout.

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use troca_proto::msg::HistoryEntry;
+use troca_proto::msg::{HistoryEntry, MAX_HISTORY_PAGE};
 
 /// Entries waiting for the writer. Past this, entries are dropped (and counted) rather than
 /// slowing the connections down.
@@ -140,6 +140,7 @@ pub(crate) fn open_db(path: &Path) -> Result<Connection, HubError> {
              count INTEGER NOT NULL,
              entries TEXT NOT NULL
          );
+         CREATE INDEX IF NOT EXISTS request_batches_first ON request_batches (first);
          CREATE TABLE IF NOT EXISTS tokens (
              id INTEGER PRIMARY KEY AUTOINCREMENT,
              hash BLOB NOT NULL UNIQUE,
@@ -364,24 +365,34 @@ impl HistoryLog {
         }
     }
 
-    /// The newest `limit` entries, optionally of one client name or one operation. Blocking.
-    pub fn query(
-        &self,
-        limit: u32,
-        client: Option<&str>,
-        op: Option<&str>,
-    ) -> Result<Vec<HistoryEntry>, HubError> {
+    /// One page of the history: up to `query.limit` entries (at most [`MAX_HISTORY_PAGE`]) older
+    /// than `query.before`, newest first, optionally of one client name or one operation.
+    /// Batches are read one at a time, newest first, and at most [`MAX_SCAN`] entries are looked
+    /// at, so a request holds one page and one batch in memory and takes a bounded time whatever
+    /// the history's size; the answer says where the next page starts. Blocking.
+    pub fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
+        let limit = query.limit.min(MAX_HISTORY_PAGE) as usize;
+        let mut page = Page::default();
+        if limit == 0 {
+            return Ok(page);
+        }
         self.flush();
         let db = self.reader.lock().expect("history reader poisoned");
         let err = |e| db_err(&self.path, e);
         // Entries older than the retention may linger in a partly trimmed batch; they are not
         // part of the history any more.
         let oldest = next_seq(&db).map_err(err)? - self.keep as i64;
+        let before = match i64::try_from(query.before) {
+            Ok(0) | Err(_) => i64::MAX,
+            Ok(b) => b,
+        };
         let mut stmt = db
-            .prepare("SELECT first, entries FROM request_batches ORDER BY id DESC")
+            .prepare(
+                "SELECT first, entries FROM request_batches WHERE first < ?1 ORDER BY first DESC",
+            )
             .map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        let mut found = Vec::new();
+        let mut rows = stmt.query([before]).map_err(err)?;
+        let mut scanned = 0;
         while let Some(row) = rows.next().map_err(err)? {
             let first: i64 = row.get(0).map_err(err)?;
             let text = row
@@ -397,29 +408,67 @@ impl HistoryLog {
                 ))
             })?;
             for (i, e) in batch.into_iter().enumerate().rev() {
-                if first + (i as i64) < oldest {
-                    return Ok(found);
-                }
-                if client.is_some_and(|c| c != e.1) || op.is_some_and(|o| o != e.3) {
+                let seq = first + i as i64;
+                if seq >= before {
                     continue;
                 }
-                found.push(HistoryEntry {
-                    time_ns: e.0,
-                    client: e.1,
-                    address: e.2,
-                    op: e.3,
-                    target: e.4,
-                    ok: e.5,
-                    error: e.6.unwrap_or_default(),
-                    bytes: e.7,
-                    duration_us: e.8,
-                });
-                if found.len() >= limit as usize {
-                    return Ok(found);
+                if seq < oldest {
+                    return Ok(page);
+                }
+                scanned += 1;
+                if query.matches(&e) {
+                    page.entries.push(entry(seq, e));
+                }
+                if page.entries.len() >= limit || scanned >= MAX_SCAN {
+                    page.next = seq as u64;
+                    return Ok(page);
                 }
             }
         }
-        Ok(found)
+        Ok(page)
+    }
+}
+
+/// The most entries one history request looks at, matching or not: a filter that matches
+/// little cannot make a request read the whole history.
+pub const MAX_SCAN: usize = 50_000;
+
+/// What a history request asks for.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    pub limit: u32,
+    /// Only entries with a smaller id; 0 for the newest.
+    pub before: u64,
+    pub client: Option<String>,
+    pub op: Option<String>,
+}
+
+impl PageQuery {
+    fn matches(&self, e: &Loaded) -> bool {
+        self.client.as_deref().is_none_or(|c| c == e.1)
+            && self.op.as_deref().is_none_or(|o| o == e.3)
+    }
+}
+
+/// One page of the history, and the `before` of the next (0 when there are no older entries).
+#[derive(Debug, Default)]
+pub struct Page {
+    pub entries: Vec<HistoryEntry>,
+    pub next: u64,
+}
+
+fn entry(seq: i64, e: Loaded) -> HistoryEntry {
+    HistoryEntry {
+        id: seq as u64,
+        time_ns: e.0,
+        client: e.1,
+        address: e.2,
+        op: e.3,
+        target: e.4,
+        ok: e.5,
+        error: e.6.unwrap_or_default(),
+        bytes: e.7,
+        duration_us: e.8,
     }
 }
 
@@ -599,6 +648,22 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
+    /// The first page of a query, its entries only.
+    fn q(
+        log: &HistoryLog,
+        limit: u32,
+        client: Option<&str>,
+        op: Option<&str>,
+    ) -> Vec<HistoryEntry> {
+        let query = PageQuery {
+            limit,
+            before: 0,
+            client: client.map(str::to_owned),
+            op: op.map(str::to_owned),
+        };
+        log.query(&query).unwrap().entries
+    }
+
     use super::*;
 
     fn entry(i: i64, op: &'static str) -> Record {
@@ -616,6 +681,60 @@ mod tests {
     }
 
     #[test]
+    fn pages_are_bounded_walk_everything_once_and_a_scan_stops_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = HistoryLog::open(&dir.path().join("troca.db"), 1_000_000).unwrap();
+        let total = MAX_SCAN as i64 + 2_500;
+        for i in 0..total {
+            log.record(entry(i, if i == 5 { "put" } else { "get" }));
+            if i % 8_192 == 0 {
+                log.flush(); // One thread's spool holds a part of the queue.
+            }
+        }
+        let page = |limit, before, op: Option<&str>| {
+            let query = PageQuery {
+                limit,
+                before,
+                client: None,
+                op: op.map(str::to_owned),
+            };
+            log.query(&query).unwrap()
+        };
+        // However many are asked for, a page holds at most MAX_HISTORY_PAGE.
+        let first = page(u32::MAX, 0, None);
+        assert_eq!(first.entries.len(), MAX_HISTORY_PAGE as usize);
+        assert_eq!(first.entries[0].time_ns, total - 1, "newest first");
+        assert_eq!(first.next, first.entries.last().unwrap().id);
+        // Following the cursor visits every entry once, in order.
+        let (mut seen, mut before, mut last_id) = (0, 0, u64::MAX);
+        loop {
+            let p = page(1_000, before, None);
+            for e in &p.entries {
+                assert!(e.id < last_id);
+                last_id = e.id;
+            }
+            seen += p.entries.len() as i64;
+            if p.next == 0 {
+                break;
+            }
+            before = p.next;
+        }
+        assert_eq!(seen, total);
+        // A filter matching one old entry: the first page gives up after MAX_SCAN entries and
+        // says where to go on; the next page finds it.
+        let p = page(10, 0, Some("put"));
+        assert!(p.entries.is_empty());
+        assert_ne!(p.next, 0);
+        let p = page(10, p.next, Some("put"));
+        assert_eq!(p.entries.len(), 1);
+        assert_eq!(p.entries[0].time_ns, 5);
+        assert!(
+            page(0, 0, None).entries.is_empty(),
+            "limit 0 asks for nothing"
+        );
+    }
+
+    #[test]
     fn entries_are_kept_newest_first_filtered_trimmed_and_persistent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("troca.db");
@@ -624,16 +743,16 @@ mod tests {
             for i in 0..25 {
                 log.record(entry(i, if i < 20 { "get" } else { "put" }));
             }
-            let all = log.query(100, None, None).unwrap();
+            let all = q(&log, 100, None, None);
             assert_eq!(all.len(), 10, "trimmed to the retention");
             assert_eq!(all[0].time_ns, 24, "newest first");
-            let puts = log.query(100, None, Some("put")).unwrap();
+            let puts = q(&log, 100, None, Some("put"));
             assert_eq!(puts.len(), 5);
-            let even = log.query(100, Some("even"), None).unwrap();
+            let even = q(&log, 100, Some("even"), None);
             assert!(even.iter().all(|e| e.client == "even"));
         }
         let reopened = HistoryLog::open(&path, 10).unwrap();
-        assert_eq!(reopened.query(3, None, None).unwrap().len(), 3);
+        assert_eq!(q(&reopened, 3, None, None).len(), 3);
     }
 
     #[test]
@@ -655,7 +774,7 @@ mod tests {
             .unwrap();
         }
         let log = HistoryLog::open(&path, 10).unwrap();
-        let all = log.query(10, None, None).unwrap();
+        let all = q(&log, 10, None, None);
         let seen: Vec<_> = all
             .iter()
             .map(|e| {
@@ -687,12 +806,12 @@ mod tests {
         log.flush();
         drop(log);
         let log = HistoryLog::open(&path, 10).unwrap();
-        let all = log.query(10, None, None).unwrap();
+        let all = q(&log, 10, None, None);
         assert_eq!(all.len(), 4);
         assert_eq!(all[0].time_ns, 40);
         assert_eq!(all[0].error, "not_found: no file named \"a\" on the hub");
         assert_eq!(all[0].target, "ünï/\"quoted\"");
-        assert_eq!(log.query(10, Some("ana"), None).unwrap().len(), 2);
+        assert_eq!(q(&log, 10, Some("ana"), None).len(), 2);
     }
 
     #[test]
@@ -746,7 +865,7 @@ mod tests {
             log.record(entry(i, "get"));
             log.flush();
         }
-        let kept = log.query(100, None, None).unwrap();
+        let kept = q(&log, 100, None, None);
         assert_eq!(
             kept.iter().map(|e| e.time_ns).collect::<Vec<_>>(),
             [19, 18, 17]
@@ -763,6 +882,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = HistoryLog::open(&dir.path().join("db"), 0).unwrap();
         log.record(entry(1, "get"));
-        assert!(log.query(10, None, None).unwrap().is_empty());
+        assert!(q(&log, 10, None, None).is_empty());
     }
 }

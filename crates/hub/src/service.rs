@@ -7,7 +7,7 @@ use crate::cache::HotCache;
 use crate::clients::Clients;
 use crate::config::HubConfig;
 use crate::error::HubError;
-use crate::history::HistoryLog;
+use crate::history::{HistoryLog, Page, PageQuery};
 use crate::share::{is_not_found, Share};
 use crate::tokens::{admin_token_path, db_path, Tokens};
 use crate::uploads::{PartialUpload, Partials};
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use troca_net::limits::PerAddress;
 use troca_net::transfer::mtime_ns;
-use troca_proto::msg::{Entry, HistoryEntry, Put, PutDone, StatusInfo};
+use troca_proto::msg::{Entry, Put, PutDone, StatusInfo};
 use troca_proto::{Hash, RemoteName};
 
 /// A shared folder and everything the hub knows about it.
@@ -331,15 +331,10 @@ impl Hub {
         })
     }
 
-    /// The newest `limit` history entries, optionally of one client or one operation.
-    pub async fn history(
-        self: &Arc<Self>,
-        limit: u32,
-        client: Option<String>,
-        op: Option<String>,
-    ) -> Result<Vec<HistoryEntry>, HubError> {
+    /// One page of the history (see [`HistoryLog::query`]), on the blocking pool.
+    pub async fn history(self: &Arc<Self>, query: PageQuery) -> Result<Page, HubError> {
         let hub = Arc::clone(self);
-        blocking(move || hub.history.query(limit, client.as_deref(), op.as_deref())).await
+        blocking(move || hub.history.query(&query)).await
     }
 
     /// Deletes `name`.

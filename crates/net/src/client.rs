@@ -9,8 +9,8 @@ use crate::error::ClientError;
 use tokio::net::TcpStream;
 use troca_proto::msg::{
     ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Get, Hello, History,
-    HistoryEntries, HistoryEntry, List, Put, PutDone, PutEnd, PutReady, Register, Remove, Status,
-    StatusInfo, Welcome, Who,
+    HistoryEntry, List, Put, PutDone, PutEnd, PutReady, Register, Remove, Status, StatusInfo,
+    Welcome, Who,
 };
 use troca_proto::{Hash, Message, MAGIC, PROTOCOL_VERSION};
 
@@ -21,6 +21,13 @@ pub struct ClientOptions {
     pub name: String,
     /// A secret granting rights beyond the default policy.
     pub token: Option<String>,
+}
+
+/// One page of the hub's history, and the `before` that asks for the next (0: no older entries).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    pub next: u64,
 }
 
 /// A connection to a hub that has completed the handshake.
@@ -143,28 +150,25 @@ impl HubClient {
         .await
     }
 
-    /// The newest `limit` requests the hub recorded, optionally of one client or operation.
-    pub async fn history(
-        &mut self,
-        limit: u32,
-        client: Option<&str>,
-        op: Option<&str>,
-    ) -> Result<Vec<HistoryEntry>, ClientError> {
-        self.conn
-            .send(
-                &History {
-                    limit,
-                    client: client.map(str::to_owned),
-                    op: op.map(str::to_owned),
+    /// One page of the requests the hub recorded, newest first: up to `query.limit` (the hub
+    /// caps a page at [`troca_proto::msg::MAX_HISTORY_PAGE`]) older than `query.before` (0 for
+    /// the newest), optionally of one client or operation.
+    pub async fn history(&mut self, query: History) -> Result<HistoryPage, ClientError> {
+        self.conn.send(&query.into()).await?;
+        let next = std::cell::Cell::new(0);
+        let entries = self
+            .read_chunks(|m| match m {
+                Message::HistoryEntries(h) => {
+                    next.set(h.next);
+                    Ok((h.items, h.last))
                 }
-                .into(),
-            )
+                other => Err(other.name()),
+            })
             .await?;
-        self.read_chunks(|m| match m {
-            Message::HistoryEntries(HistoryEntries { items, last }) => Ok((items, last)),
-            other => Err(other.name()),
+        Ok(HistoryPage {
+            entries,
+            next: next.get(),
         })
-        .await
     }
 
     /// The hub's clock and figures.

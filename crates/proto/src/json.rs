@@ -80,6 +80,7 @@ pub fn clients(clients: Vec<ClientEntry>) -> Vec<ClientRow> {
 /// A request in the history.
 #[derive(Debug, Serialize)]
 pub struct HistoryRow {
+    pub id: u64,
     pub time: String,
     pub client: String,
     pub address: String,
@@ -95,6 +96,7 @@ pub fn history(entries: Vec<HistoryEntry>) -> Vec<HistoryRow> {
     entries
         .into_iter()
         .map(|e| HistoryRow {
+            id: e.id,
             time: rfc3339(e.time_ns),
             error: (!e.ok).then_some(e.error),
             client: e.client,

@@ -3,14 +3,15 @@
 use crate::error::ApiError;
 use crate::Visitor;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use troca_hub::access::Caller;
-use troca_hub::history::Pending;
+use troca_hub::history::{PageQuery, Pending};
 use troca_hub::Hub;
 use troca_proto::json;
 
@@ -126,6 +127,8 @@ pub(crate) struct HistoryQuery {
     limit: u32,
     client: Option<String>,
     op: Option<String>,
+    #[serde(default)]
+    before: u64,
 }
 
 fn default_limit() -> u32 {
@@ -137,10 +140,44 @@ pub(crate) async fn history(
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
-) -> Result<Json<Vec<json::HistoryRow>>, ApiError> {
+) -> Result<Response, ApiError> {
     recorded(&hub, &v, &headers, "history", String::new(), |_| async {
-        let entries = hub.history(q.limit, q.client, q.op).await?;
-        Ok((Json(json::history(entries)), 0))
+        let query = PageQuery {
+            limit: q.limit,
+            before: q.before,
+            client: q.client,
+            op: q.op,
+        };
+        let limit = query.limit.min(troca_proto::msg::MAX_HISTORY_PAGE);
+        let filters = next_page_filters(&query);
+        let page = hub.history(query).await?;
+        let mut response = Json(json::history(page.entries)).into_response();
+        // The next page, as GitHub's API and RFC 8288 give it.
+        if page.next != 0 {
+            let link = format!(
+                "</api/history?limit={limit}&before={}{filters}>; rel=\"next\"",
+                page.next
+            );
+            if let Ok(v) = HeaderValue::from_str(&link) {
+                response.headers_mut().insert(header::LINK, v);
+            }
+        }
+        Ok((response, 0))
     })
     .await
+}
+
+/// The filters of `query` as they continue in the next page's address.
+fn next_page_filters(query: &PageQuery) -> String {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut out = String::new();
+    if let Some(c) = &query.client {
+        out += &format!("&client={}", enc(c));
+    }
+    if let Some(o) = &query.op {
+        out += &format!("&op={}", enc(o));
+    }
+    out
 }

@@ -23,7 +23,7 @@ pub use list::{Entries, Entry, List};
 pub use put::{Put, PutDone, PutEnd, PutReady};
 pub use records::{
     Activity, ClientEntry, ClientList, History, HistoryEntries, HistoryEntry, Register, Registered,
-    Status, StatusInfo, Who,
+    Status, StatusInfo, Who, MAX_HISTORY_PAGE,
 };
 pub use remove::{Remove, Removed};
 pub use swarm::{GetPiece, PieceData, PieceHashes, Pieces, HASHES_PER_FRAME};
@@ -178,11 +178,18 @@ mod tests {
     fn history_entry() -> impl Strategy<Value = HistoryEntry> {
         (
             (any::<i64>(), text(64), text(40), text(10), text(100)),
-            (any::<bool>(), text(100), any::<u64>(), any::<u64>()),
+            (
+                any::<bool>(),
+                text(100),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+            ),
         )
             .prop_map(
-                |((time_ns, client, address, op, target), (ok, error, bytes, duration_us))| {
+                |((time_ns, client, address, op, target), (ok, error, bytes, duration_us, id))| {
                     HistoryEntry {
+                        id,
                         time_ns,
                         client,
                         address,
@@ -281,9 +288,16 @@ mod tests {
             (
                 any::<u32>(),
                 proptest::option::of(text(64)),
-                proptest::option::of(text(16))
+                proptest::option::of(text(16)),
+                any::<u64>()
             )
-                .prop_map(|(limit, client, op)| History { limit, client, op }.into()),
+                .prop_map(|(limit, client, op, before)| History {
+                    limit,
+                    client,
+                    op,
+                    before
+                }
+                .into()),
             (
                 proptest::collection::vec(client_entry(), 0..8),
                 any::<bool>()
@@ -291,9 +305,10 @@ mod tests {
                 .prop_map(|(items, last)| ClientList { items, last }.into()),
             (
                 proptest::collection::vec(history_entry(), 0..8),
-                any::<bool>()
+                any::<bool>(),
+                any::<u64>()
             )
-                .prop_map(|(items, last)| HistoryEntries { items, last }.into()),
+                .prop_map(|(items, last, next)| HistoryEntries { items, last, next }.into()),
             status_info().prop_map(Message::from),
             hash().prop_map(|id| Pieces { id }.into()),
             (
@@ -378,6 +393,7 @@ mod tests {
         encode_frame(&chunk.into(), &mut buf);
         assert!(buf.len() <= MAX_FRAME_LEN + 4);
         let h = HistoryEntry {
+            id: u64::MAX,
             time_ns: 0,
             client: "c".repeat(255),
             address: "a".repeat(255),

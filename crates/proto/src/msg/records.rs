@@ -138,13 +138,18 @@ impl ClientEntry {
     }
 }
 
-/// Asks for the most recent `limit` requests, newest first, optionally only one client's (by
-/// name) or one operation's.
+/// The most entries one `History` request returns; older ones are asked for page by page.
+pub const MAX_HISTORY_PAGE: u32 = 1_000;
+
+/// Asks for up to `limit` requests (at most [`MAX_HISTORY_PAGE`]) older than `before` (a request
+/// id; 0 for the newest), newest first, optionally only one client's (by name) or one
+/// operation's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
     pub limit: u32,
     pub client: Option<String>,
     pub op: Option<String>,
+    pub before: u64,
 }
 
 impl History {
@@ -152,6 +157,7 @@ impl History {
         out.put_u32(self.limit);
         out.put_opt_str(self.client.as_deref());
         out.put_opt_str(self.op.as_deref());
+        out.put_u64(self.before);
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -159,6 +165,7 @@ impl History {
             limit: r.u32()?,
             client: r.opt_str("client", MAX_SHORT_STR)?,
             op: r.opt_str("op", MAX_SHORT_STR)?,
+            before: r.u64()?,
         })
     }
 }
@@ -166,6 +173,8 @@ impl History {
 /// One recorded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
+    /// The request's number: ids grow with time and are never reused.
+    pub id: u64,
     /// When it arrived, ns since the epoch.
     pub time_ns: i64,
     pub client: String,
@@ -182,7 +191,8 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     fn encoded_len(&self) -> usize {
-        8 + 2
+        8 + 8
+            + 2
             + self.client.len()
             + 2
             + self.address.len()
@@ -197,6 +207,7 @@ impl HistoryEntry {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.id);
         out.put_i64(self.time_ns);
         out.put_str(&self.client);
         out.put_str(&self.address);
@@ -213,6 +224,7 @@ impl HistoryEntry {
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Self {
+            id: r.u64()?,
             time_ns: r.i64()?,
             client: r.str("client", MAX_SHORT_STR)?,
             address: r.str("address", MAX_SHORT_STR)?,
@@ -278,12 +290,58 @@ chunked!(
     ClientEntry,
     47
 );
-chunked!(
-    /// One chunk of the answer to `History`, newest first.
-    HistoryEntries,
-    HistoryEntry,
-    35
-);
+/// One chunk of the answer to `History`, newest first. The last chunk carries `next`: the
+/// `before` that asks for the following page, or 0 when no older entries are left.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryEntries {
+    pub items: Vec<HistoryEntry>,
+    pub last: bool,
+    pub next: u64,
+}
+
+impl HistoryEntries {
+    /// Whether `item` still fits in this chunk's frame.
+    pub fn has_room_for(&self, item: &HistoryEntry) -> bool {
+        let used: usize = 1
+            + 4
+            + 1
+            + 8
+            + self
+                .items
+                .iter()
+                .map(HistoryEntry::encoded_len)
+                .sum::<usize>();
+        used + item.encoded_len() <= MAX_FRAME_LEN
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.items.len() as u32);
+        for i in &self.items {
+            i.encode(out);
+        }
+        out.put_bool(self.last);
+        out.put_u64(self.next);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let count = r.u32()? as usize;
+        if count > MAX_FRAME_LEN / 43 {
+            return Err(DecodeError::BadValue {
+                field: "count",
+                value: count as u64,
+            });
+        }
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            items.push(HistoryEntry::decode(r)?);
+        }
+        Ok(Self {
+            items,
+            last: r.bool("last")?,
+            next: r.u64()?,
+        })
+    }
+}
 
 /// Asks for the hub's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
