@@ -111,6 +111,8 @@ pub enum Command {
         /// How often to print statistics on stderr (0 never).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         stats_every: std::time::Duration,
+        #[command(flatten)]
+        limits: TrackerLimits,
     },
     /// The swarm: files shared by peers, as a tracker knows them.
     #[command(subcommand)]
@@ -204,6 +206,26 @@ pub enum TokenCommand {
         #[arg(long, value_name = "PATH")]
         state: Option<PathBuf>,
     },
+}
+
+/// What one tracker holds at most: a bound on its memory and on what one address can take.
+#[derive(Debug, Args)]
+pub struct TrackerLimits {
+    /// Peers registered in all; more are refused.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_peers: usize,
+    /// Peers one IP address may register.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_peers_per_ip: usize,
+    /// Files one peer may register.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_files_per_peer: usize,
+    /// Files all the peers of one IP address may register together.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub max_files_per_ip: usize,
+    /// Files registered over all peers (one shared by three peers counts three; ~200 bytes each).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub max_files: usize,
 }
 
 #[derive(Debug, Args)]

@@ -17,7 +17,12 @@ use troca_proto::tracker::Listed;
 use troca_tracker::client::TrackerClient;
 use troca_tracker::{Stats, TrackerConfig};
 
-pub fn tracker(listen: &[String], lifetime: Duration, stats_every: Duration) -> Result<ExitCode> {
+pub fn tracker(
+    listen: &[String],
+    lifetime: Duration,
+    stats_every: Duration,
+    limits: &crate::args::TrackerLimits,
+) -> Result<ExitCode> {
     if listen.len() > 2 {
         anyhow::bail!("at most two --listen addresses (one IPv4, one IPv6)");
     }
@@ -38,6 +43,11 @@ pub fn tracker(listen: &[String], lifetime: Duration, stats_every: Duration) -> 
         let stop = CancellationToken::new();
         let config = TrackerConfig {
             lifetime,
+            max_peers: limits.max_peers,
+            max_peers_per_ip: limits.max_peers_per_ip,
+            max_files_per_peer: limits.max_files_per_peer,
+            max_files_per_ip: limits.max_files_per_ip,
+            max_files: limits.max_files,
             ..TrackerConfig::default()
         };
         let server = tokio::spawn(troca_tracker::run_on(sockets, config, Arc::clone(&stats), stop.clone()));
@@ -99,15 +109,18 @@ pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
                 output,
             } => {
                 let mut client = TrackerClient::new(resolve(&tracker.addr).await?).await?;
-                let (wanted, peers) = troca_peer::lookup::find(&mut client, &what).await?;
-                let bar = Arc::new(Bar::new(&download::local_name(&wanted), global.quiet));
+                let found = troca_peer::lookup::find(&mut client, &what).await?;
+                let bar = Arc::new(Bar::new(
+                    &download::local_name(&found.wanted()),
+                    global.quiet,
+                ));
                 let options = Options {
                     client_name: crate::client::client_name(global),
                     ..Options::default()
                 };
                 std::fs::create_dir_all(&output)
                     .with_context(|| format!("cannot create {}", output.display()))?;
-                let outcome = download::download(&wanted, &peers, &output, &options, bar).await?;
+                let outcome = download::download_found(&found, &[], &output, &options, bar).await?;
                 print_outcome(global, &outcome)?;
                 Ok(ExitCode::SUCCESS)
             }

@@ -554,3 +554,104 @@ fn a_history_request_gets_one_bounded_page_and_a_cursor() {
         "{link}"
     );
 }
+
+/// The id of the file at `path`, as peers compute it.
+fn swarm_id(path: &Path) -> troca_proto::Hash {
+    let mut f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    troca_peer::library::hash_pieces(&mut f, len).unwrap().0
+}
+
+fn tracker_client(tracker: &str, from: &str) -> troca_tracker::client::TrackerClient {
+    let rt = tokio::runtime::Handle::current();
+    let (t, l) = (
+        tracker.parse().unwrap(),
+        format!("{from}:0").parse().unwrap(),
+    );
+    tokio::task::block_in_place(|| {
+        rt.block_on(troca_tracker::client::TrackerClient::bound(t, l))
+            .unwrap()
+    })
+}
+
+/// A liar who claims a real file's id first with a wrong size (and leaves), and an address that
+/// registers the same id 32 times from lower ports with nothing behind them, neither hide the
+/// honest peer nor poison the download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liars_on_the_tracker_neither_eclipse_nor_poison_an_honest_peer() {
+    use troca_proto::tracker::FileInfo;
+    let s = Scratch::new();
+    let file = s.share.join("report.bin");
+    random_file(&file, 3 << 20, "honest");
+    let id = swarm_id(&file);
+    let size = 3u64 << 20;
+    let tracker = Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    // The poisoner claims the id first, with size + 1 and another name, then leaves.
+    let mut poisoner = tracker_client(&tracker.addr, "127.0.0.3");
+    let claim = |size, name: &str| FileInfo {
+        id,
+        size,
+        name: name.to_owned(),
+    };
+    poisoner
+        .register(9, [3; 16], &[claim(size + 1, "virus.exe")])
+        .await
+        .unwrap();
+    poisoner.end([3; 16]).await.unwrap();
+    // Another stays, with size + 1 too.
+    let mut stayer = tracker_client(&tracker.addr, "127.0.0.3");
+    stayer
+        .register(9, [4; 16], &[claim(size + 1, "virus.exe")])
+        .await
+        .unwrap();
+    // 32 registrations of the true claim from one address, serving nothing.
+    let mut eclipse = Vec::new();
+    for i in 0..32u8 {
+        let mut c = tracker_client(&tracker.addr, "127.0.0.2");
+        c.register(1, [i; 16], &[claim(size, "report.bin")])
+            .await
+            .unwrap();
+        eclipse.push(c);
+    }
+    // The honest peer, from 127.0.0.1.
+    let peer = Daemon::start(&[
+        "peer".as_ref(),
+        s.share.as_os_str(),
+        "--tracker".as_ref(),
+        tracker.addr.as_ref(),
+    ]);
+    let mut asker = tracker_client(&tracker.addr, "127.0.0.1");
+    let honest = loop {
+        let listed = asker.list("", Some(id)).await.unwrap();
+        let true_claim = listed.iter().find(|l| l.file.size == size);
+        if let Some(l) =
+            true_claim.filter(|l| l.peers.iter().any(|p| p.ip().to_string() == "127.0.0.1"))
+        {
+            break l.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let from_eclipser = honest
+        .peers
+        .iter()
+        .filter(|p| p.ip().to_string() == "127.0.0.2")
+        .count();
+    assert!(from_eclipser <= 2, "{:?}", honest.peers);
+    assert_eq!(honest.file.name, "report.bin", "the name most holders give");
+    let hex = blake3::Hash::from_bytes(id).to_hex().to_string();
+    let out = tokio::task::spawn_blocking({
+        let (t, cwd) = (tracker.addr.clone(), s.client.clone());
+        move || {
+            std::process::Command::new(TROCA)
+                .current_dir(&cwd)
+                .args(["swarm", "get", &hex, "--tracker", &t, "-o", "."])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    ok(&out);
+    assert_eq!(hash_file(&s.client.join("report.bin")), hash_file(&file));
+    drop(peer);
+}

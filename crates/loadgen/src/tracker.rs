@@ -119,6 +119,7 @@ async fn simulated_peer(
                     filter: format!("photo-{:04}", (c * 7 + i) % 100 / 10),
                     id: None,
                     cursor: 0,
+                    whole_name: false,
                 },
             }
         };

@@ -123,6 +123,46 @@ fn local(path: &Path) -> impl FnOnce(io::Error) -> SwarmError + '_ {
     }
 }
 
+/// Downloads a file found on the swarm: the most claimed size from the peers that claim it,
+/// then, if that fails, each other claimed size in turn (only the true one verifies against the
+/// id, so a peer that lies about the size costs an attempt, not the download).
+pub async fn download_found<P: Progress + Send + Sync + 'static>(
+    found: &crate::lookup::Found,
+    exclude: &[SocketAddr],
+    dir: &Path,
+    options: &Options,
+    progress: Arc<P>,
+) -> Result<Outcome, SwarmError> {
+    let mut first_error = None;
+    for claim in &found.claims {
+        let peers: Vec<SocketAddr> = claim
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| !exclude.contains(p))
+            .collect();
+        match download(
+            &found.wanted_as(claim),
+            &peers,
+            dir,
+            options,
+            Arc::clone(&progress),
+        )
+        .await
+        {
+            Ok(outcome) => return Ok(outcome),
+            Err(e @ SwarmError::Local { .. }) => return Err(e),
+            Err(e) => {
+                if found.claims.len() > 1 {
+                    progress.note(&format!("{} bytes did not work out: {e}", claim.size));
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(SwarmError::NoPeers))
+}
+
 /// Downloads `wanted` from `peers` into the folder `dir`.
 pub async fn download<P: Progress + Send + Sync + 'static>(
     wanted: &Wanted,

@@ -200,17 +200,16 @@ impl Peer {
         what: &str,
         progress: Arc<P>,
     ) -> Result<Outcome, Error> {
-        let (wanted, peers) = lookup::find(&mut *self.tracker.lock().await, what).await?;
-        if let Some(have) = self.library.get(&wanted.id) {
+        let found = lookup::find(&mut *self.tracker.lock().await, what).await?;
+        if let Some(have) = self.library.get(&found.id) {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 format!("already shared here as {}", have.name),
             )));
         }
-        let peers: Vec<SocketAddr> = peers.into_iter().filter(|&p| p != self.addr).collect();
-        let outcome = download::download(
-            &wanted,
-            &peers,
+        let outcome = download::download_found(
+            &found,
+            &[self.addr],
             self.library.dir(),
             &self.config.download,
             progress,

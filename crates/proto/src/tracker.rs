@@ -75,11 +75,13 @@ pub enum Request {
         secret: Secret,
         files: Vec<FileInfo>,
     },
-    /// Lists files whose name contains `filter` (or whose id is `id`), from `cursor` on.
+    /// Lists files whose id is `id`, or whose name is `filter` or ends with `/filter` when
+    /// `whole_name`, or contains `filter`, from `cursor` on.
     List {
         filter: String,
         id: Option<Hash>,
         cursor: u32,
+        whole_name: bool,
     },
     Update {
         secret: Secret,
@@ -219,11 +221,17 @@ impl Datagram<Request> {
                 out.extend_from_slice(secret);
                 put_files(out, files);
             }
-            Request::List { filter, id, cursor } => {
+            Request::List {
+                filter,
+                id,
+                cursor,
+                whole_name,
+            } => {
                 header(out, 0x03, self.txn, self.cookie);
                 out.put_str(filter);
                 out.put_opt_hash(id.as_ref());
                 out.put_u32(*cursor);
+                out.put_bool(*whole_name);
             }
             Request::Update {
                 secret,
@@ -273,6 +281,7 @@ impl Datagram<Request> {
                 filter: r.str("filter", MAX_SHORT_STR)?,
                 id: r.opt_hash("id")?,
                 cursor: r.u32()?,
+                whole_name: r.bool("whole_name")?,
             },
             0x04 => Request::Update {
                 secret: secret(&mut r)?,
@@ -410,9 +419,15 @@ mod tests {
             (
                 "[a-z]{0,10}",
                 proptest::option::of(any::<[u8; 32]>()),
-                any::<u32>()
+                any::<u32>(),
+                any::<bool>()
             )
-                .prop_map(|(filter, id, cursor)| Request::List { filter, id, cursor }),
+                .prop_map(|(filter, id, cursor, whole_name)| Request::List {
+                    filter,
+                    id,
+                    cursor,
+                    whole_name
+                }),
             (
                 any::<[u8; 16]>(),
                 0u8..3,

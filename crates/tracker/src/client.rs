@@ -45,6 +45,11 @@ impl TrackerClient {
         } else {
             "[::]:0".parse().expect("valid")
         };
+        Self::bound(tracker, local).await
+    }
+
+    /// Talks to `tracker` from the local address `local` (a host with several addresses).
+    pub async fn bound(tracker: SocketAddr, local: SocketAddr) -> Result<Self, TrackerError> {
         Ok(Self {
             socket: UdpSocket::bind(local).await?,
             tracker,
@@ -171,19 +176,44 @@ impl TrackerClient {
         filter: &str,
         id: Option<Hash>,
     ) -> Result<Vec<Listed>, TrackerError> {
-        let mut all = Vec::new();
+        self.list_pages(filter, id, false).await
+    }
+
+    /// The files named `name` or `…/name` (answered from the tracker's index of names, however
+    /// many files it knows).
+    pub async fn list_named(&mut self, name: &str) -> Result<Vec<Listed>, TrackerError> {
+        self.list_pages(name, None, true).await
+    }
+
+    async fn list_pages(
+        &mut self,
+        filter: &str,
+        id: Option<Hash>,
+        whole_name: bool,
+    ) -> Result<Vec<Listed>, TrackerError> {
+        let mut all: Vec<Listed> = Vec::new();
         let mut cursor = 0;
         loop {
-            match self
-                .ask(Request::List {
-                    filter: filter.to_owned(),
-                    id,
-                    cursor,
-                })
-                .await?
-            {
+            let req = Request::List {
+                filter: filter.to_owned(),
+                id,
+                cursor,
+                whole_name,
+            };
+            match self.ask(req).await? {
                 Answer::Page { files, next } => {
-                    all.extend(files);
+                    // A page may start with a file the previous one ended with.
+                    for f in files {
+                        let key = (f.file.id, f.file.size);
+                        if !all
+                            .iter()
+                            .rev()
+                            .take(64)
+                            .any(|l| (l.file.id, l.file.size) == key)
+                        {
+                            all.push(f);
+                        }
+                    }
                     match next {
                         Some(n) if n > cursor => cursor = n,
                         _ => return Ok(all),

@@ -30,6 +30,14 @@ pub struct TrackerConfig {
     pub lifetime: Duration,
     pub max_files_per_peer: usize,
     pub max_peers_per_ip: usize,
+    /// Files registered by all the peers of one address (an IPv6 /64 is not grouped here: the
+    /// per-IP caps count exact addresses).
+    pub max_files_per_ip: usize,
+    /// Peers registered in all.
+    pub max_peers: usize,
+    /// Files registered over all peers (one shared by three peers counts three): the tracker's
+    /// memory is about 200 bytes each.
+    pub max_files: usize,
     /// BitTorrent peers remembered over all info-hashes (beyond it, announces are answered but
     /// not recorded).
     pub max_torrent_peers: usize,
@@ -41,6 +49,9 @@ impl Default for TrackerConfig {
             lifetime: Duration::from_secs(300),
             max_files_per_peer: 10_000,
             max_peers_per_ip: 64,
+            max_files_per_ip: 20_000,
+            max_peers: 100_000,
+            max_files: 1_000_000,
             max_torrent_peers: 1_000_000,
         }
     }

@@ -3,6 +3,7 @@
 use crate::cookie::Cookies;
 use crate::torrents::Torrents;
 use crate::TrackerConfig;
+use indexmap::IndexSet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -18,26 +19,65 @@ struct Peer {
     serves_at: SocketAddr,
     /// Only a hash of the secret is kept.
     secret: blake3::Hash,
+    /// Its own claims: each file's size and name as this peer gives them.
     files: HashMap<Hash, FileInfo>,
     expires: Instant,
 }
 
-#[derive(Debug)]
+/// A claim: a file id with the size its holders give. Claims of one id with different sizes
+/// are kept and listed apart, each with its own holders; only the true one verifies against the
+/// id, so a liar's size harms no one who tries them all.
+type Claim = (Hash, u64);
+
+#[derive(Debug, Default)]
 struct Indexed {
-    file: FileInfo,
-    /// Peers (by source address) that have it.
-    holders: BTreeSet<SocketAddr>,
+    /// Peers (by source address) that make this claim; an `IndexSet` so a random pick and a
+    /// removal are both O(1).
+    holders: IndexSet<SocketAddr>,
+    /// How many holders give each name: the one most give is listed.
+    names: HashMap<String, u32>,
 }
+
+impl Indexed {
+    fn name(&self) -> String {
+        self.names
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The most peers listed with one file.
+const LISTED_PEERS: usize = 32;
+/// The most peers of one address (an IPv6 /64) listed with one file, so no one address can
+/// crowd out the others.
+const LISTED_PER_ADDRESS: usize = 2;
+/// The most index entries one LST looks at, matching or not: a listing by name costs the same
+/// however many files the tracker knows.
+pub(crate) const LIST_SCAN: usize = 2_048;
 
 #[derive(Debug)]
 pub(crate) struct State {
     config: TrackerConfig,
     pub(crate) cookies: Cookies,
     peers: HashMap<SocketAddr, Peer>,
-    per_ip: HashMap<IpAddr, usize>,
-    index: BTreeMap<Hash, Indexed>,
+    per_ip: HashMap<IpAddr, PerIp>,
+    index: BTreeMap<Claim, Indexed>,
+    /// Claims by the last part of their names (as given by any holder), for LST by name.
+    by_name: HashMap<String, BTreeSet<Claim>>,
+    /// Files registered over all peers (one shared by three peers counts three).
+    registered: usize,
+    rng: u64,
     /// BitTorrent swarms (BEP 15), by info-hash.
     pub(crate) torrents: Torrents,
+}
+
+/// What one address holds.
+#[derive(Debug, Default)]
+struct PerIp {
+    peers: usize,
+    files: usize,
 }
 
 fn error(code: u16, message: &str) -> Answer {
@@ -49,19 +89,19 @@ fn error(code: u16, message: &str) -> Answer {
 
 impl State {
     pub(crate) fn new(config: TrackerConfig, cookies: Cookies) -> Self {
+        // Where peers are picked from varies per tracker; it need not be secret.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         Self {
             cookies,
             peers: HashMap::new(),
             per_ip: HashMap::new(),
             index: BTreeMap::new(),
-            torrents: Torrents::new(
-                config.lifetime,
-                config.max_torrent_peers,
-                // Where peers are picked from varies per tracker; it need not be secret.
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64),
-            ),
+            by_name: HashMap::new(),
+            registered: 0,
+            rng: seed | 1,
+            torrents: Torrents::new(config.lifetime, config.max_torrent_peers, seed),
             config,
         }
     }
@@ -101,7 +141,12 @@ impl State {
                     Answer::Ok
                 }
             },
-            Request::List { filter, id, cursor } => self.list(&filter, id, cursor),
+            Request::List {
+                filter,
+                id,
+                cursor,
+                whole_name,
+            } => self.list(&filter, id, cursor, whole_name),
         }
     }
 
@@ -134,11 +179,14 @@ impl State {
                 );
             }
         } else {
-            let n = self.per_ip.get(&from.ip()).copied().unwrap_or(0);
-            if n >= self.config.max_peers_per_ip {
+            let ip = self.per_ip.entry(from.ip()).or_default();
+            if ip.peers >= self.config.max_peers_per_ip {
                 return error(codes::TOO_MANY_PEERS, "too many peers from this address");
             }
-            *self.per_ip.entry(from.ip()).or_default() += 1;
+            if self.peers.len() >= self.config.max_peers {
+                return error(codes::TOO_MANY_PEERS, "the tracker is full: too many peers");
+            }
+            ip.peers += 1;
             self.peers.insert(
                 from,
                 Peer {
@@ -155,6 +203,28 @@ impl State {
         self.update(from, UpdateMode::Replace, files, now)
     }
 
+    /// Whether `from` may add `adding` more files: per peer, per address and in all.
+    fn room_for(&self, from: SocketAddr, held: usize, adding: usize) -> Result<(), Answer> {
+        let c = &self.config;
+        if held + adding > c.max_files_per_peer {
+            return Err(error(codes::TOO_MANY_FILES, "too many files for one peer"));
+        }
+        let ip = self.per_ip.get(&from.ip()).map_or(0, |p| p.files);
+        if ip + adding > c.max_files_per_ip {
+            return Err(error(
+                codes::TOO_MANY_FILES,
+                "too many files from this address",
+            ));
+        }
+        if self.registered + adding > c.max_files {
+            return Err(error(
+                codes::TOO_MANY_FILES,
+                "the tracker is full: too many files",
+            ));
+        }
+        Ok(())
+    }
+
     fn update(
         &mut self,
         from: SocketAddr,
@@ -163,63 +233,103 @@ impl State {
         now: Instant,
     ) -> Answer {
         let lifetime = self.config.lifetime;
-        let max = self.config.max_files_per_peer;
         let Some(peer) = self.peers.get_mut(&from) else {
             return error(codes::NOT_REGISTERED, "not registered");
         };
         peer.expires = now + lifetime;
-        let removed: Vec<Hash> = match mode {
-            UpdateMode::Replace => peer.files.drain().map(|(id, _)| id).collect(),
+        let removed: Vec<FileInfo> = match mode {
+            UpdateMode::Replace => peer.files.drain().map(|(_, f)| f).collect(),
             UpdateMode::Remove => files
                 .iter()
-                .filter_map(|f| peer.files.remove(&f.id).map(|_| f.id))
+                .filter_map(|f| peer.files.remove(&f.id))
                 .collect(),
-            UpdateMode::Add => Vec::new(),
+            UpdateMode::Add => files
+                .iter()
+                .filter_map(|f| peer.files.remove(&f.id))
+                .collect(),
         };
-        let added: Vec<FileInfo> = if mode == UpdateMode::Remove {
-            Vec::new()
-        } else {
-            if peer.files.len() + files.len() > max {
-                return error(codes::TOO_MANY_FILES, "too many files for one peer");
-            }
-            for f in &files {
-                peer.files.insert(f.id, f.clone());
-            }
-            files
-        };
-        for id in removed {
-            self.unindex(&id, from);
+        for f in &removed {
+            self.unindex(f, from);
         }
-        for f in added {
-            self.index
-                .entry(f.id)
-                .or_insert_with(|| Indexed {
-                    file: f.clone(),
-                    holders: BTreeSet::new(),
-                })
-                .holders
-                .insert(from);
+        if mode == UpdateMode::Remove {
+            return Answer::Ok;
+        }
+        let held = self.peers.get(&from).map_or(0, |p| p.files.len());
+        if let Err(refusal) = self.room_for(from, held, files.len()) {
+            return refusal;
+        }
+        for f in files {
+            if let Some(peer) = self.peers.get_mut(&from) {
+                if peer.files.insert(f.id, f.clone()).is_none() {
+                    self.index_claim(f, from);
+                }
+            }
         }
         Answer::Ok
     }
 
-    fn unindex(&mut self, id: &Hash, holder: SocketAddr) {
-        if let Some(entry) = self.index.get_mut(id) {
-            entry.holders.remove(&holder);
-            if entry.holders.is_empty() {
-                self.index.remove(id);
+    fn index_claim(&mut self, f: FileInfo, holder: SocketAddr) {
+        let claim = (f.id, f.size);
+        let entry = self.index.entry(claim).or_default();
+        entry.holders.insert(holder);
+        *entry.names.entry(f.name.clone()).or_default() += 1;
+        self.by_name
+            .entry(last_part(&f.name).to_owned())
+            .or_default()
+            .insert(claim);
+        self.registered += 1;
+        self.per_ip.entry(holder.ip()).or_default().files += 1;
+    }
+
+    fn unindex(&mut self, f: &FileInfo, holder: SocketAddr) {
+        let claim = (f.id, f.size);
+        let Some(entry) = self.index.get_mut(&claim) else {
+            return;
+        };
+        if !entry.holders.swap_remove(&holder) {
+            return;
+        }
+        self.registered -= 1;
+        if let Some(ip) = self.per_ip.get_mut(&holder.ip()) {
+            ip.files -= 1;
+        }
+        let name_gone = match entry.names.get_mut(&f.name) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                entry.names.remove(&f.name);
+                true
+            }
+        };
+        if entry.holders.is_empty() {
+            self.index.remove(&claim);
+        }
+        // The claim stays under this name while another holder gives a name with this last part.
+        let still_named = self
+            .index
+            .get(&claim)
+            .is_some_and(|e| e.names.keys().any(|n| last_part(n) == last_part(&f.name)));
+        if name_gone && !still_named {
+            let key = last_part(&f.name);
+            if let Some(set) = self.by_name.get_mut(key) {
+                set.remove(&claim);
+                if set.is_empty() {
+                    self.by_name.remove(key);
+                }
             }
         }
     }
 
     fn remove_peer(&mut self, from: SocketAddr) {
         if let Some(peer) = self.peers.remove(&from) {
-            for id in peer.files.keys() {
-                self.unindex(id, from);
+            for f in peer.files.values() {
+                self.unindex(f, from);
             }
-            if let Some(n) = self.per_ip.get_mut(&from.ip()) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(ip) = self.per_ip.get_mut(&from.ip()) {
+                ip.peers -= 1;
+                if ip.peers == 0 {
                     self.per_ip.remove(&from.ip());
                 }
             }
@@ -239,41 +349,365 @@ impl State {
         }
     }
 
-    /// One page of the files matching `filter` (a name substring) or `id`, from `cursor` (the
-    /// position in the matching list) on, filling a datagram.
-    fn list(&self, filter: &str, id: Option<Hash>, cursor: u32) -> Answer {
-        // One searcher for the whole scan: `str::contains` would build one per name, which
-        // dominated the tracker's profile under a listing-heavy load.
-        let finder = memchr::memmem::Finder::new(filter.as_bytes());
-        let by_name =
-            |e: &&Indexed| filter.is_empty() || finder.find(e.file.name.as_bytes()).is_some();
-        let matching: Box<dyn Iterator<Item = (&Hash, &Indexed)>> = match id {
-            // By id: a lookup, not a scan.
-            Some(want) => Box::new(self.index.get_key_value(&want).into_iter()),
-            None => Box::new(self.index.iter()),
+    /// One page of the files matching `id`, or whose name is `filter` (or ends with
+    /// `/filter`) when `whole_name`, or contains `filter`, from `cursor` on (the first four
+    /// bytes of the id to resume at), filling a datagram. At most [`LIST_SCAN`] entries are
+    /// looked at; `next` says where to go on, even after a page that found nothing.
+    fn list(&mut self, filter: &str, id: Option<Hash>, cursor: u32, whole_name: bool) -> Answer {
+        let start = resume_at(cursor);
+        let claims: Vec<(Claim, bool)> = match (id, whole_name) {
+            (Some(want), _) => self
+                .index
+                .range((want, 0)..=(want, u64::MAX))
+                .filter(|(c, _)| **c >= start)
+                .map(|(c, _)| (*c, true))
+                .take(LIST_SCAN)
+                .collect(),
+            (None, true) => self
+                .by_name
+                .get(last_part(filter))
+                .into_iter()
+                .flat_map(|set| set.range(start..))
+                .take(LIST_SCAN)
+                .map(|c| (*c, true))
+                .collect(),
+            (None, false) => {
+                let finder = memchr::memmem::Finder::new(filter.as_bytes());
+                self.index
+                    .range(start..)
+                    .take(LIST_SCAN)
+                    .map(|(c, e)| {
+                        let hit = filter.is_empty()
+                            || e.names.keys().any(|n| finder.find(n.as_bytes()).is_some());
+                        (*c, hit)
+                    })
+                    .collect()
+            }
         };
-        let matching = matching.filter(|(_, e)| by_name(e));
+        let scanned_all = claims.len() < LIST_SCAN;
         let mut files = Vec::new();
         let mut used = PAGE_OVERHEAD;
-        let mut next = None;
-        for (pos, (_, e)) in matching.enumerate().skip(cursor as usize) {
-            let listed = Listed {
-                file: e.file.clone(),
-                peers: e
-                    .holders
-                    .iter()
-                    .filter_map(|h| self.peers.get(h).map(|p| p.serves_at))
-                    .take(32)
-                    .collect(),
+        for (claim, hit) in &claims {
+            if !hit {
+                continue;
+            }
+            let Some(listed) = self.listed(claim, filter, whole_name) else {
+                continue;
             };
             let len = listed_len(&listed);
             if used + len > MAX_DATAGRAM {
-                next = Some(pos as u32);
-                break;
+                return Answer::Page {
+                    files,
+                    next: Some(cursor_of(claim)),
+                };
             }
             used += len;
             files.push(listed);
         }
+        let next = match claims.last() {
+            Some(last) if !scanned_all => self.after(&last.0).map(|c| cursor_of(&c)),
+            _ => None,
+        };
         Answer::Page { files, next }
+    }
+
+    /// The claim after `claim` in the index, if any.
+    fn after(&self, claim: &Claim) -> Option<Claim> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.index
+            .range((Excluded(*claim), Unbounded))
+            .next()
+            .map(|(c, _)| *c)
+    }
+
+    /// A claim as listed: the name most of its holders give (the one matching, for a lookup by
+    /// name) and a random sample of its holders, at most [`LISTED_PER_ADDRESS`] per address.
+    fn listed(&mut self, claim: &Claim, filter: &str, whole_name: bool) -> Option<Listed> {
+        let random = [self.next_random(), self.next_random()];
+        let entry = self.index.get(claim)?;
+        let name = if whole_name {
+            let wanted = |n: &&String| *n == filter || n.ends_with(&format!("/{filter}"));
+            let mut matching: Vec<(&String, &u32)> =
+                entry.names.iter().filter(|(n, _)| wanted(n)).collect();
+            matching.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            matching.first()?.0.clone()
+        } else {
+            entry.name()
+        };
+        let peers = self.sample(&entry.holders, random);
+        Some(Listed {
+            file: FileInfo {
+                id: claim.0,
+                size: claim.1,
+                name,
+            },
+            peers,
+        })
+    }
+
+    /// Up to [`LISTED_PEERS`] of `holders`' servers, starting at a random place, at most
+    /// [`LISTED_PER_ADDRESS`] per address.
+    fn sample(&self, holders: &IndexSet<SocketAddr>, random: [u64; 2]) -> Vec<SocketAddr> {
+        let n = holders.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = (random[0] % n as u64) as usize;
+        let step = coprime_step(n, random[1]);
+        let mut per_address: HashMap<u128, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for k in 0..n.min(64 * LISTED_PEERS) {
+            let Some(&h) = holders.get_index((start + k * step) % n) else {
+                continue;
+            };
+            let Some(peer) = self.peers.get(&h) else {
+                continue;
+            };
+            let seen = per_address.entry(address_key(h.ip())).or_default();
+            if *seen >= LISTED_PER_ADDRESS {
+                continue;
+            }
+            *seen += 1;
+            out.push(peer.serves_at);
+            if out.len() == LISTED_PEERS {
+                break;
+            }
+        }
+        out
+    }
+
+    /// xorshift64*: enough to spread picks, not a secret.
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The last part of a `/`-separated name.
+fn last_part(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// The first claim a page that starts at `cursor` may list.
+fn resume_at(cursor: u32) -> Claim {
+    let mut id = [0u8; 32];
+    id[..4].copy_from_slice(&cursor.to_be_bytes());
+    (id, 0)
+}
+
+/// The cursor that resumes at `claim` (and any claim before it with the same first four bytes,
+/// which may be listed twice: clients merge by id).
+fn cursor_of(claim: &Claim) -> u32 {
+    u32::from_be_bytes(claim.0[..4].try_into().expect("4 bytes"))
+}
+
+/// A step through `0..n` that visits every index once: odd, and not sharing a factor with `n`.
+fn coprime_step(n: usize, r: u64) -> usize {
+    if n <= 1 {
+        return 1;
+    }
+    let mut step = (r % n as u64) as usize | 1;
+    while gcd(step, n) != 1 {
+        step += 2;
+    }
+    step
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Addresses counted together: an IPv4 address, or an IPv6 /64.
+fn address_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => (u128::from(v6) >> 64) << 64 | 1 << 32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(config: TrackerConfig) -> State {
+        State::new(config, Cookies::new().unwrap())
+    }
+
+    fn file(i: u32, size: u64, name: &str) -> FileInfo {
+        FileInfo {
+            id: *blake3::hash(&i.to_be_bytes()).as_bytes(),
+            size,
+            name: name.to_owned(),
+        }
+    }
+
+    fn reg(s: &mut State, from: &str, secret: u8, files: Vec<FileInfo>) -> Answer {
+        let req = Request::Register {
+            port: 9,
+            secret: [secret; 16],
+            files,
+        };
+        s.apply(req, from.parse().unwrap(), Instant::now())
+    }
+
+    fn list(s: &mut State, filter: &str, id: Option<Hash>, cursor: u32, whole: bool) -> Answer {
+        let req = Request::List {
+            filter: filter.to_owned(),
+            id,
+            cursor,
+            whole_name: whole,
+        };
+        s.apply(req, "10.9.9.9:1".parse().unwrap(), Instant::now())
+    }
+
+    fn refused(a: &Answer, code: u16) -> bool {
+        matches!(a, Answer::Error { code: c, .. } if *c == code)
+    }
+
+    #[test]
+    fn files_are_bounded_per_address_and_in_all() {
+        let mut s = state(TrackerConfig {
+            max_files_per_ip: 30,
+            max_files: 50,
+            max_peers: 4,
+            ..TrackerConfig::default()
+        });
+        let batch = |from: u32| {
+            (from * 100..from * 100 + 20)
+                .map(|i| file(i, 1, "f"))
+                .collect()
+        };
+        assert_eq!(reg(&mut s, "10.0.0.1:1", 1, batch(1)), Answer::Ok);
+        assert!(refused(
+            &reg(&mut s, "10.0.0.1:2", 2, batch(2)),
+            codes::TOO_MANY_FILES
+        ));
+        assert_eq!(reg(&mut s, "10.0.0.2:1", 3, batch(3)), Answer::Ok);
+        assert!(refused(
+            &reg(&mut s, "10.0.0.3:1", 4, batch(4)),
+            codes::TOO_MANY_FILES
+        ));
+        assert!(refused(
+            &reg(&mut s, "10.0.0.4:1", 5, vec![]),
+            codes::TOO_MANY_PEERS
+        ));
+        // Leaving gives the room back.
+        let end = Request::End { secret: [1; 16] };
+        assert_eq!(
+            s.apply(end, "10.0.0.1:1".parse().unwrap(), Instant::now()),
+            Answer::Ok
+        );
+        assert_eq!(reg(&mut s, "10.0.0.5:1", 6, batch(5)), Answer::Ok);
+    }
+
+    #[test]
+    fn a_listing_looks_at_a_bounded_number_of_files_and_names_come_from_an_index() {
+        let mut s = state(TrackerConfig::default());
+        for peer in 0..5u32 {
+            let files = (0..1_000)
+                .map(|i| file(peer * 1_000 + i, 1, "x.bin"))
+                .collect();
+            let from = format!("10.0.0.{peer}:1");
+            assert_eq!(reg(&mut s, &from, peer as u8, files), Answer::Ok);
+        }
+        let needle = file(99_999, 7, "dir/needle.txt");
+        assert_eq!(
+            reg(&mut s, "10.0.1.1:1", 9, vec![needle.clone()]),
+            Answer::Ok
+        );
+        // A substring nothing matches: the first page stops after LIST_SCAN files and says
+        // where to go on.
+        let Answer::Page { files, next } = list(&mut s, "nothing", None, 0, false) else {
+            panic!()
+        };
+        assert!(files.is_empty());
+        assert!(next.is_some(), "the scan stopped early");
+        // By whole name: one answer, from the index.
+        let Answer::Page { files, next } = list(&mut s, "needle.txt", None, 0, true) else {
+            panic!()
+        };
+        assert_eq!(next, None);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].file, needle);
+        // Following the cursor through a substring listing finds every file once.
+        let (mut cursor, mut seen) = (0, BTreeSet::new());
+        loop {
+            let Answer::Page { files, next } = list(&mut s, "", None, cursor, false) else {
+                panic!()
+            };
+            seen.extend(files.iter().map(|l| l.file.id));
+            match next {
+                Some(n) => cursor = n,
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 5_001);
+    }
+
+    #[test]
+    fn each_claim_keeps_its_size_its_holders_and_the_name_most_give() {
+        let mut s = state(TrackerConfig::default());
+        let honest = file(1, 100, "report.pdf");
+        let mut liar = honest.clone();
+        liar.size = 101;
+        liar.name = "virus.exe".into();
+        assert_eq!(reg(&mut s, "10.0.0.1:1", 1, vec![liar]), Answer::Ok);
+        for i in 2..5u8 {
+            let from = format!("10.0.0.{i}:1");
+            assert_eq!(reg(&mut s, &from, i, vec![honest.clone()]), Answer::Ok);
+        }
+        let mut odd = honest.clone();
+        odd.name = "other.pdf".into();
+        assert_eq!(reg(&mut s, "10.0.0.9:1", 9, vec![odd]), Answer::Ok);
+        let Answer::Page { files, .. } = list(&mut s, "", Some(honest.id), 0, false) else {
+            panic!()
+        };
+        assert_eq!(files.len(), 2, "one entry per claimed size");
+        let true_claim = files.iter().find(|l| l.file.size == 100).unwrap();
+        assert_eq!(true_claim.file.name, "report.pdf");
+        assert_eq!(true_claim.peers.len(), 4);
+        // The liar leaves: its claim goes with it.
+        let end = Request::End { secret: [1; 16] };
+        assert_eq!(
+            s.apply(end, "10.0.0.1:1".parse().unwrap(), Instant::now()),
+            Answer::Ok
+        );
+        let Answer::Page { files, .. } = list(&mut s, "", Some(honest.id), 0, false) else {
+            panic!()
+        };
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].file.size, 100);
+    }
+
+    #[test]
+    fn one_address_gets_at_most_two_of_the_listed_peers() {
+        let mut s = state(TrackerConfig::default());
+        let f = file(1, 1, "a");
+        for port in 1..=40u16 {
+            let from = format!("10.0.0.1:{port}");
+            assert_eq!(reg(&mut s, &from, port as u8, vec![f.clone()]), Answer::Ok);
+        }
+        assert_eq!(reg(&mut s, "10.0.0.2:50", 99, vec![f.clone()]), Answer::Ok);
+        for _ in 0..20 {
+            let Answer::Page { files, .. } = list(&mut s, "", Some(f.id), 0, false) else {
+                panic!()
+            };
+            let peers = &files[0].peers;
+            assert_eq!(
+                peers
+                    .iter()
+                    .filter(|p| p.ip().to_string() == "10.0.0.1")
+                    .count(),
+                2
+            );
+            assert!(peers.iter().any(|p| p.ip().to_string() == "10.0.0.2"));
+        }
     }
 }

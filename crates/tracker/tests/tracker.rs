@@ -183,6 +183,7 @@ async fn without_a_valid_cookie_no_answer_is_larger_than_the_request() {
                 filter: String::new(),
                 id: None,
                 cursor: 0,
+                whole_name: false,
             },
         }
         .encode(&mut req);
@@ -260,6 +261,7 @@ async fn thousands_of_files_are_registered_and_listed_in_pages() {
             filter: String::new(),
             id: None,
             cursor: 0,
+            whole_name: false,
         },
     }
     .encode(&mut req);
