@@ -236,7 +236,7 @@ pub(crate) async fn ls(global: &Global, client: &mut HubClient, prefix: &str) ->
                 "{:>10}  {}  {}",
                 output::size(e.size),
                 output::local_time(e.modified_ns),
-                e.name
+                output::safe(&e.name)
             );
         }
     }
@@ -430,14 +430,14 @@ pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitC
             a => format!(
                 "{} {} {}%",
                 a.as_str(),
-                c.target,
+                output::safe(&c.target),
                 (c.done * 100).checked_div(c.total).unwrap_or(100)
             ),
         };
         println!(
             "{:<24} {:<22} {:<16} {:<32} {:>10} {:>10}",
-            c.name,
-            c.address,
+            output::safe(&c.name),
+            output::safe(&c.address),
             output::local_time(c.connected_ns),
             doing,
             output::size(c.bytes_sent),
@@ -469,17 +469,17 @@ fn print_history(entries: Vec<HistoryEntry>) {
         println!(
             "{}  {:<20} {:<22} {:<8} {:<30} {:<6} {:>10} {:>9.1} ms{}",
             output::local_time_precise(e.time_ns),
-            e.client,
-            e.address,
-            e.op,
-            e.target,
+            output::safe(&e.client),
+            output::safe(&e.address),
+            output::safe(&e.op),
+            output::safe(&e.target),
             if e.ok { "ok" } else { "FAILED" },
             output::size(e.bytes),
             e.duration_us as f64 / 1000.0,
             if e.ok {
                 String::new()
             } else {
-                format!("  {}", e.error)
+                format!("  {}", output::safe(&e.error))
             }
         );
     }

@@ -13,7 +13,26 @@ pub fn one_line(e: &anyhow::Error) -> String {
             s.push_str(&c);
         }
     }
-    s.replace('\n', " ")
+    safe(&s.replace('\n', " ")).into_owned()
+}
+
+/// `s` as it may be shown on a terminal: control characters (a terminal's escape sequences) and
+/// bidirectional overrides written as `\u{…}`. Everything the CLI prints that came from the
+/// network (names, addresses, messages) goes through this.
+pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || troca_proto::name::is_bidi_control(c);
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub fn hex(h: &Hash) -> String {

@@ -150,7 +150,7 @@ pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {
                 &id[..16],
                 output::size(l.file.size),
                 l.peers.len(),
-                l.file.name
+                output::safe(&l.file.name)
             );
         }
     }
@@ -194,7 +194,7 @@ pub fn print_outcome(global: &Global, o: &Outcome) -> Result<()> {
         );
         for p in &o.peers {
             match &p.dropped {
-                Some(why) => eprintln!("  {}  dropped: {why}", p.addr),
+                Some(why) => eprintln!("  {}  dropped: {}", p.addr, output::safe(why)),
                 None => eprintln!(
                     "  {}  {} pieces, {}",
                     p.addr,

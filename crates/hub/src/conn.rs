@@ -73,7 +73,7 @@ async fn session(
 ) -> Result<(), ConnEnd> {
     let cfg = &hub.config;
     let (time_ns, started) = (now_ns(), Instant::now());
-    let hello = match tokio::time::timeout(cfg.handshake_timeout, conn.read_message()).await {
+    let mut hello = match tokio::time::timeout(cfg.handshake_timeout, conn.read_message()).await {
         Err(_) => return Err(refuse(conn, HubError::Timeout("no hello received".into())).await),
         Ok(Err(FrameError::Io(e))) => return Err(e.into()),
         Ok(Err(e)) => return Err(refuse(conn, HubError::BadRequest(e.to_string())).await),
@@ -100,6 +100,13 @@ async fn session(
             hello.version
         ));
         return Err(refuse(conn, err).await);
+    }
+    // The name is shown to others (who, history): the same rule as Register; none is anonymous.
+    if hello.client.is_empty() {
+        hello.client = "anonymous".into();
+    }
+    if let Err(e) = check_client_name(&hello.client) {
+        return Err(refuse(conn, e).await);
     }
     let caller = match hub.authenticate(hello.token.clone(), peer.ip()).await {
         Ok(c) => c,
@@ -264,15 +271,12 @@ fn describe(msg: &Message) -> (&'static str, String) {
 
 /// Client names are shown to others: printable and short.
 fn check_client_name(name: &str) -> Result<(), HubError> {
-    if name.is_empty()
-        || name.len() > troca_proto::MAX_SHORT_STR
-        || name.chars().any(char::is_control)
-    {
-        return Err(HubError::BadRequest(
-            "a name must be 1 to 255 bytes with no control characters".into(),
-        ));
-    }
-    Ok(())
+    troca_proto::name::check_label(name).map_err(|e| {
+        HubError::BadRequest(format!(
+            "a client name must be 1 to 255 bytes with no control characters or bidirectional \
+             overrides ({e})"
+        ))
+    })
 }
 
 /// Sends an error and closes the connection; returns why it ended.

@@ -258,8 +258,7 @@ fn share_name(dir: &Path, path: &Path) -> Option<String> {
     let rel = path.strip_prefix(dir).ok()?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     let name = parts?.join("/");
-    (!name.is_empty() && name.len() <= MAX_SHORT_STR && !name.chars().any(char::is_control))
-        .then_some(name)
+    (name.len() <= MAX_SHORT_STR && troca_proto::RemoteName::parse(&name).is_ok()).then_some(name)
 }
 
 /// Whether a file's first bytes are an image's signature (JPEG, PNG, GIF, WebP, BMP, TIFF, ICO,

@@ -30,6 +30,8 @@ pub enum NameError {
     Backslash,
     #[error("the name contains a NUL or control character")]
     ControlChar,
+    #[error("the name contains a bidirectional override (U+202A-U+202E, U+2066-U+2069), which can disguise it")]
+    BidiControl,
     #[error("a component of the name is {0} bytes, more than the limit of 255")]
     ComponentTooLong(usize),
     #[error("the name is {0} bytes, more than the limit of 4096")]
@@ -58,9 +60,7 @@ impl RemoteName {
         if name.contains('\\') {
             return Err(NameError::Backslash);
         }
-        if name.chars().any(char::is_control) {
-            return Err(NameError::ControlChar);
-        }
+        check_chars(name)?;
         for (i, component) in name.split('/').enumerate() {
             match component {
                 "" => return Err(NameError::EmptyComponent),
@@ -90,6 +90,36 @@ impl RemoteName {
     }
 }
 
+/// Whether `c` changes the direction text is shown in: an invoice named `invoice\u{202e}fdp.exe`
+/// shows as `invoiceexe.pdf`.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The characters every name a client gives must avoid: control characters (a terminal's
+/// escapes) and bidirectional overrides.
+fn check_chars(name: &str) -> Result<(), NameError> {
+    if name.chars().any(char::is_control) {
+        return Err(NameError::ControlChar);
+    }
+    if name.chars().any(is_bidi_control) {
+        return Err(NameError::BidiControl);
+    }
+    Ok(())
+}
+
+/// The rule for every other name a client gives (the name it shows itself under, a file's name
+/// on the tracker): 1 to 255 bytes, none of them control characters or bidirectional overrides.
+pub fn check_label(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_COMPONENT_LEN {
+        return Err(NameError::TooLong(name.len()));
+    }
+    check_chars(name)
+}
+
 impl fmt::Display for RemoteName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -106,6 +136,22 @@ impl AsRef<str> for RemoteName {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn bidi_overrides_are_refused_in_names_and_labels() {
+        assert_eq!(
+            RemoteName::parse("invoice\u{202e}fdp.exe"),
+            Err(NameError::BidiControl)
+        );
+        assert_eq!(check_label("x\u{2066}y"), Err(NameError::BidiControl));
+        assert_eq!(check_label("a\u{1b}[2J"), Err(NameError::ControlChar));
+        assert_eq!(check_label(""), Err(NameError::Empty));
+        assert!(check_label("Ana's laptop").is_ok());
+        assert!(
+            RemoteName::parse("عربي.txt").is_ok(),
+            "right-to-left text itself is fine"
+        );
+    }
 
     #[test]
     fn ordinary_names_are_accepted() {

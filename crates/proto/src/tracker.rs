@@ -127,6 +127,8 @@ pub mod codes {
     pub const NOT_REGISTERED: u16 = 3;
     pub const TOO_MANY_FILES: u16 = 4;
     pub const TOO_MANY_PEERS: u16 = 5;
+    /// A file name breaks the naming rules (control characters, bidirectional overrides, …).
+    pub const BAD_NAME: u16 = 6;
 }
 
 fn header(out: &mut Vec<u8>, kind: u8, txn: u32, cookie: u64) {

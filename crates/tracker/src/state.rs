@@ -50,8 +50,8 @@ impl Indexed {
 
 /// The most peers listed with one file.
 const LISTED_PEERS: usize = 32;
-/// The most peers of one address (an IPv6 /64) listed with one file, so no one address can
-/// crowd out the others.
+/// The most peers of one address (an IPv6 /64) listed with one file before every other address
+/// has had its turn, so no one address can crowd out the others.
 const LISTED_PER_ADDRESS: usize = 2;
 /// The most index entries one LST looks at, matching or not: a listing by name costs the same
 /// however many files the tracker knows.
@@ -254,6 +254,22 @@ impl State {
         if mode == UpdateMode::Remove {
             return Answer::Ok;
         }
+        if let Some((f, e)) = files.iter().find_map(|f| {
+            troca_proto::RemoteName::parse(&f.name)
+                .err()
+                .map(|e| (f, e))
+        }) {
+            let shown: String = f
+                .name
+                .chars()
+                .take(64)
+                .flat_map(char::escape_debug)
+                .collect();
+            return error(
+                codes::BAD_NAME,
+                &format!("file name \"{shown}\" refused: {e}"),
+            );
+        }
         let held = self.peers.get(&from).map_or(0, |p| p.files.len());
         if let Err(refusal) = self.room_for(from, held, files.len()) {
             return refusal;
@@ -445,8 +461,9 @@ impl State {
         })
     }
 
-    /// Up to [`LISTED_PEERS`] of `holders`' servers, starting at a random place, at most
-    /// [`LISTED_PER_ADDRESS`] per address.
+    /// Up to [`LISTED_PEERS`] of `holders`' servers, in a random order: first at most
+    /// [`LISTED_PER_ADDRESS`] per address, so every address gets in before any gets more, then
+    /// the rest (peers behind one NAT, or on one machine, are all listed when there is room).
     fn sample(&self, holders: &IndexSet<SocketAddr>, random: [u64; 2]) -> Vec<SocketAddr> {
         let n = holders.len();
         if n == 0 {
@@ -454,25 +471,27 @@ impl State {
         }
         let start = (random[0] % n as u64) as usize;
         let step = coprime_step(n, random[1]);
+        let probes = n.min(64 * LISTED_PEERS);
+        let order = (0..probes).filter_map(|k| holders.get_index((start + k * step) % n));
         let mut per_address: HashMap<u128, usize> = HashMap::new();
-        let mut out = Vec::new();
-        for k in 0..n.min(64 * LISTED_PEERS) {
-            let Some(&h) = holders.get_index((start + k * step) % n) else {
-                continue;
-            };
-            let Some(peer) = self.peers.get(&h) else {
+        let (mut out, mut later) = (Vec::new(), Vec::new());
+        for h in order {
+            let Some(peer) = self.peers.get(h) else {
                 continue;
             };
             let seen = per_address.entry(address_key(h.ip())).or_default();
-            if *seen >= LISTED_PER_ADDRESS {
-                continue;
-            }
             *seen += 1;
-            out.push(peer.serves_at);
-            if out.len() == LISTED_PEERS {
-                break;
+            if *seen > LISTED_PER_ADDRESS {
+                later.push(peer.serves_at);
+            } else {
+                out.push(peer.serves_at);
+                if out.len() == LISTED_PEERS {
+                    return out;
+                }
             }
         }
+        let room = LISTED_PEERS - out.len();
+        out.extend(later.into_iter().take(room));
         out
     }
 
@@ -687,7 +706,7 @@ mod tests {
     }
 
     #[test]
-    fn one_address_gets_at_most_two_of_the_listed_peers() {
+    fn one_address_cannot_crowd_out_another() {
         let mut s = state(TrackerConfig::default());
         let f = file(1, 1, "a");
         for port in 1..=40u16 {
