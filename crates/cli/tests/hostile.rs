@@ -714,3 +714,156 @@ fn terminal_escapes_and_bidi_overrides_never_reach_a_terminal_raw() {
         assert!(err.to_string().contains("refused"), "{err}");
     });
 }
+
+/// A peer that lies: it offers a file that does not exist (random piece hashes that merge to
+/// its id) and answers every piece with garbage, forever.
+async fn serve_fake_file(
+    listener: tokio::net::TcpListener,
+    size: u64,
+    hashes: Vec<troca_proto::Hash>,
+) {
+    use troca_proto::msg::{PieceData, PieceHashes, Welcome, HASHES_PER_FRAME};
+    use troca_proto::Message;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let hashes = hashes.clone();
+        tokio::spawn(async move {
+            let mut conn = troca_net::Connection::new(stream);
+            let garbage = vec![0x5a; 1 << 20];
+            while let Ok(Some(msg)) = conn.read_message().await {
+                let sent = match msg {
+                    Message::Hello(_) => {
+                        let welcome = Welcome {
+                            version: troca_proto::PROTOCOL_VERSION,
+                            server: "liar".into(),
+                            max_frame: troca_proto::MAX_FRAME_LEN as u32,
+                        };
+                        conn.send(&welcome.into()).await
+                    }
+                    Message::Pieces(_) => {
+                        let n = hashes.chunks(HASHES_PER_FRAME).count();
+                        for (i, c) in hashes.chunks(HASHES_PER_FRAME).enumerate() {
+                            let h = PieceHashes {
+                                size,
+                                hashes: c.to_vec(),
+                                last: i + 1 == n,
+                            };
+                            conn.queue(&h.into());
+                        }
+                        conn.flush().await
+                    }
+                    Message::GetPiece(g) => {
+                        let layout = troca_proto::pieces::Layout::for_len(size);
+                        let len = layout.range(g.index.into()).1;
+                        let mut r = conn
+                            .send(
+                                &PieceData {
+                                    index: g.index,
+                                    len,
+                                }
+                                .into(),
+                            )
+                            .await;
+                        let mut left = len;
+                        while r.is_ok() && left > 0 {
+                            let n = left.min(garbage.len() as u64) as usize;
+                            r = conn.write_raw(&garbage[..n]).await;
+                            left -= n as u64;
+                        }
+                        r
+                    }
+                    _ => return,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The largest resident size of the children this process has waited for, in MiB.
+fn children_peak_rss_mib() -> i64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    usage.ru_maxrss / 1024
+}
+
+/// Liars from four addresses list a file that does not exist. One too large for the disk is
+/// refused before anything is created; one that fits is fetched in bounded memory, every liar
+/// dropped, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_file_from_liars_costs_neither_memory_nor_disk() {
+    use troca_proto::tracker::FileInfo;
+    let s = Scratch::new();
+    let tracker = Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let free = troca_net::durable::available_bytes(&s.client);
+    for (size, name) in [
+        (1u64 << 40, "huge.bin"),
+        ((free / 4).min(8 << 30), "fits.bin"),
+    ] {
+        let layout = troca_proto::pieces::Layout::for_len(size);
+        let hashes: Vec<troca_proto::Hash> = (0..layout.count())
+            .map(|i| *blake3::hash(format!("{name}{i}").as_bytes()).as_bytes())
+            .collect();
+        let id = layout.root(&hashes).unwrap();
+        let mut liars = Vec::new();
+        for (i, addr) in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+            .iter()
+            .enumerate()
+        {
+            let listener = tokio::net::TcpListener::bind(format!("{addr}:0"))
+                .await
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(serve_fake_file(listener, size, hashes.clone()));
+            let mut c = tracker_client(&tracker.addr, addr);
+            let f = FileInfo {
+                id,
+                size,
+                name: name.into(),
+            };
+            c.register(port, [i as u8 + 1; 16], &[f]).await.unwrap();
+            liars.push(c);
+        }
+        let hex = blake3::Hash::from_bytes(id).to_hex().to_string();
+        let out = tokio::task::spawn_blocking({
+            let (t, cwd) = (tracker.addr.clone(), s.client.clone());
+            move || {
+                std::process::Command::new(TROCA)
+                    .current_dir(&cwd)
+                    .args(["swarm", "get", &hex, "--tracker", &t, "-o", "."])
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        if size == 1 << 40 {
+            assert!(err.contains("not enough space"), "{err}");
+        }
+        assert_eq!(
+            files_under(&s.client),
+            Vec::<String>::new(),
+            "{name}: {err}"
+        );
+        assert!(
+            !s.client.join(".troca-swarm").exists(),
+            "{name}: the partial folder is gone"
+        );
+        let peak = children_peak_rss_mib();
+        assert!(peak < 64, "{name}: swarm get peaked at {peak} MiB");
+        eprintln!(
+            "{name}: {size} bytes in pieces of {}; peak RSS {peak} MiB",
+            layout.piece
+        );
+    }
+}

@@ -95,7 +95,7 @@ impl Partials {
         let held = std::fs::metadata(&part).map_or(0, |m| m.len());
         let offset = if same && held <= size { held } else { 0 };
         // Check the space before creating anything, so a refusal leaves nothing behind.
-        let available = available_bytes(&self.dir);
+        let available = troca_net::durable::available_bytes(&self.dir);
         let needed = size - offset;
         if available < needed {
             return Err(HubError::NoSpace { needed, available });
@@ -180,21 +180,6 @@ impl Partials {
         }
         removed
     }
-}
-
-/// Free bytes available to this process on the filesystem holding `path` (unbounded if unknown).
-fn available_bytes(path: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return u64::MAX;
-    };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return u64::MAX;
-    }
-    #[allow(clippy::unnecessary_cast)]
-    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
 }
 
 #[cfg(test)]

@@ -452,6 +452,21 @@ impl Drop for FileWriter {
     }
 }
 
+/// Free bytes available to this process on the filesystem holding `path` (unbounded if unknown).
+pub fn available_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return u64::MAX;
+    };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return u64::MAX;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+}
+
 /// fsyncs the folder holding `path`, so a rename into it is durable.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {

@@ -18,9 +18,9 @@
 //! file (`name_downloaded.ext` then, as in seed 004).
 
 use crate::library::PARTIAL_DIR;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -114,6 +114,12 @@ pub enum SwarmError {
     },
     #[error("{path}: {source}")]
     Local { path: PathBuf, source: io::Error },
+    #[error("not enough space for {name}: {needed} bytes needed, {available} available")]
+    NoSpace {
+        name: String,
+        needed: u64,
+        available: u64,
+    },
 }
 
 fn local(path: &Path) -> impl FnOnce(io::Error) -> SwarmError + '_ {
@@ -163,6 +169,29 @@ pub async fn download_found<P: Progress + Send + Sync + 'static>(
     Err(first_error.unwrap_or(SwarmError::NoPeers))
 }
 
+/// The most peers one download takes pieces from at once: with [`PIECE_CHUNK`] each, what a
+/// download holds in memory is bounded whatever the file's piece size and the peers listed.
+pub const MAX_WORKERS: usize = 32;
+/// Pieces are read, hashed and written in chunks of this size, never held whole.
+pub const PIECE_CHUNK: usize = 256 * 1024;
+
+/// Refuses a download that cannot fit on the disk before anything is created. What a previous
+/// attempt left in the part file counts as already there.
+fn check_space(dir: &Path, part: &Path, wanted: &Wanted) -> Result<(), SwarmError> {
+    let held = std::fs::metadata(part).map_or(0, |m| m.len().min(wanted.size));
+    let needed = wanted.size - held;
+    let probe = if dir.exists() { dir } else { Path::new(".") };
+    let available = troca_net::durable::available_bytes(probe);
+    if needed > available {
+        return Err(SwarmError::NoSpace {
+            name: wanted.name.clone(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
 /// Downloads `wanted` from `peers` into the folder `dir`.
 pub async fn download<P: Progress + Send + Sync + 'static>(
     wanted: &Wanted,
@@ -177,11 +206,24 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     let layout = Layout::for_len(wanted.size);
     let (hashes, liars) = fetch_hashes(wanted, layout, peers, options).await?;
     let partial_dir = dir.join(PARTIAL_DIR);
-    std::fs::create_dir_all(&partial_dir).map_err(local(&partial_dir))?;
     let hex = blake3::Hash::from_bytes(wanted.id).to_hex();
     let part_path = partial_dir.join(format!("{hex}.part"));
     let record_path = partial_dir.join(format!("{hex}.pieces"));
-    let (file, record, held) = open_partial(&part_path, &record_path, wanted, layout, &hashes)?;
+    check_space(dir, &part_path, wanted)?;
+    std::fs::create_dir_all(&partial_dir).map_err(local(&partial_dir))?;
+    let opened = {
+        let (part, record, wanted, hashes) = (
+            part_path.clone(),
+            record_path.clone(),
+            wanted.clone(),
+            Arc::clone(&hashes),
+        );
+        // Re-hashing what an interrupted download left is disk work: off the async workers.
+        tokio::task::spawn_blocking(move || open_partial(&part, &record, &wanted, layout, &hashes))
+            .await
+            .map_err(|e| local(&part_path)(io::Error::other(e)))?
+    };
+    let (file, record, held) = opened?;
     let resumed_pieces = held.iter().filter(|&&d| d).count() as u64;
     let resumed_bytes: u64 = (0..layout.count())
         .filter(|&i| held[i as usize])
@@ -203,6 +245,7 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
         file,
         record,
         schedule: Mutex::new(Schedule::new(held)),
+        writers: Mutex::default(),
         wake: Notify::new(),
         finished: CancellationToken::new(),
         options: options.clone(),
@@ -212,7 +255,11 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
         shared.finished.cancel();
     }
     let mut workers = JoinSet::new();
-    for &addr in peers.iter().filter(|a| !liars.contains(a)) {
+    let helpers = peers
+        .iter()
+        .filter(|a| !liars.contains(a))
+        .take(MAX_WORKERS);
+    for &addr in helpers {
         let shared = Arc::clone(&shared);
         workers.spawn(async move { Worker::new(addr).run(&shared).await });
     }
@@ -234,6 +281,12 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     progress.finish();
     reports.sort_by_key(|r| r.addr);
     let left = shared.schedule.lock().expect("not poisoned").missing;
+    if left as u64 == layout.count() {
+        // Nothing verified: nothing worth keeping for a resume (a liar's giant file included).
+        let _ = std::fs::remove_file(&part_path);
+        let _ = std::fs::remove_file(&record_path);
+        let _ = std::fs::remove_dir(&partial_dir);
+    }
     if left > 0 {
         let why = reports
             .iter()
@@ -248,6 +301,10 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     }
 
     let shared = Arc::into_inner(shared).expect("every worker has ended");
+    shared
+        .file
+        .set_len(wanted.size)
+        .map_err(local(&part_path))?;
     shared.file.sync_all().map_err(local(&part_path))?;
     let path = place_download(&part_path, dir, wanted)?;
     let _ = std::fs::remove_file(&record_path);
@@ -424,7 +481,7 @@ fn open_partial(
     hashes: &[Hash],
 ) -> Result<(File, Record, Vec<bool>), SwarmError> {
     let count = layout.count() as usize;
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -432,29 +489,37 @@ fn open_partial(
         .open(part_path)
         .map_err(local(part_path))?;
     let previous = Record::load(record_path, wanted, count);
-    let same_len = file.metadata().map_err(local(part_path))?.len() == wanted.size;
     let mut held = vec![false; count];
-    if let (Some(bits), true) = (&previous, same_len) {
-        let mut buf = IoBuf::new(layout.piece as usize);
+    if let Some(bits) = &previous {
+        // Each piece the record says is here is hashed again, a chunk at a time.
+        let mut buf = IoBuf::new(PIECE_CHUNK.min(layout.piece as usize));
         for (index, h) in held.iter_mut().enumerate() {
-            if bits[index / 8] & (1 << (index % 8)) == 0 {
-                continue;
-            }
-            let (start, len) = layout.range(index as u64);
-            let buf = &mut buf[..len as usize];
-            file.seek(SeekFrom::Start(start))
-                .map_err(local(part_path))?;
-            if file.read_exact(buf).is_ok() && layout.piece_hash(index as u64, buf) == hashes[index]
-            {
-                *h = true;
+            if bits[index / 8] & (1 << (index % 8)) != 0 {
+                *h = piece_on_disk(&file, layout, index as u64, &mut buf)
+                    .is_ok_and(|got| got == hashes[index]);
             }
         }
     } else {
         file.set_len(0).map_err(local(part_path))?;
     }
-    file.set_len(wanted.size).map_err(local(part_path))?;
+    // Not extended to the full size: pieces extend it as they land, so a download that gets
+    // nothing leaves nothing large behind.
     let record = Record::create(record_path, wanted, &held).map_err(local(record_path))?;
     Ok((file, record, held))
+}
+
+/// The hash of piece `index` as the part file holds it, read a buffer at a time.
+fn piece_on_disk(file: &File, layout: Layout, index: u64, buf: &mut [u8]) -> io::Result<Hash> {
+    let (start, len) = layout.range(index);
+    let mut hasher = layout.piece_hasher(index);
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min((len - done) as usize);
+        file.read_exact_at(&mut buf[..n], start + done)?;
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(layout.finish_piece(&hasher))
 }
 
 /// `ID.pieces`: which pieces of the part file are verified. Layout: `TRSP`, the id, the size
@@ -614,6 +679,9 @@ struct Shared<P> {
     file: File,
     record: Record,
     schedule: Mutex<Schedule>,
+    /// Pieces being written into the part file right now. Locked before `schedule` when both
+    /// are.
+    writers: Mutex<HashMap<u32, Writers>>,
     /// Woken when a piece goes back to the schedule, so idle peers look again.
     wake: Notify,
     /// Cancelled when every piece is done: stragglers stop at once.
@@ -628,26 +696,96 @@ impl<P: Progress> Shared<P> {
         self.wake.notify_waiters();
     }
 
-    /// Writes a verified piece (unless a copy from another peer already did) and records it.
-    fn store(&self, index: u32, data: &[u8]) -> io::Result<()> {
-        if self.schedule.lock().expect("not poisoned").is_done(index) {
-            return Ok(());
+    /// Starts writing a copy of piece `index` into the part file as it arrives. Several peers'
+    /// copies of one piece may arrive at once (the end game); each chunk is written only while
+    /// the piece is not done, and a copy that shared its piece with another is checked again on
+    /// disk before the piece counts as done, so unverified bytes never stand as a verified piece.
+    fn start_writing(&self, index: u32) -> PieceWriter<'_, P> {
+        let mut writers = self.writers.lock().expect("not poisoned");
+        let w = writers.entry(index).or_default();
+        w.now += 1;
+        w.shared |= w.now > 1;
+        PieceWriter {
+            shared: self,
+            index,
         }
-        // Two peers' copies may both be written: they are the same verified bytes.
-        let (start, _) = self.layout.range(index.into());
-        self.file.write_all_at(data, start)?;
+    }
+
+    /// Records piece `index` once a copy that verified was written by `writer` (and, if another
+    /// copy was written alongside, once what is on disk verifies too).
+    fn stored(&self, len: u64, writer: PieceWriter<'_, P>) -> io::Result<()> {
+        let index = writer.index;
         let (fresh, all_done) = {
+            let writers = self.writers.lock().expect("not poisoned");
             let mut s = self.schedule.lock().expect("not poisoned");
+            if s.is_done(index) {
+                return Ok(());
+            }
+            if writers.get(&index).is_some_and(|w| w.shared) {
+                let mut buf = IoBuf::new(PIECE_CHUNK.min(len.max(1) as usize));
+                let on_disk = piece_on_disk(&self.file, self.layout, index.into(), &mut buf)?;
+                if on_disk != self.hashes[index as usize] {
+                    drop(s);
+                    drop(writers);
+                    drop(writer);
+                    self.release(index);
+                    return Ok(());
+                }
+            }
             (s.complete(index), s.missing == 0)
         };
+        drop(writer);
         if fresh {
             self.record.mark(index as usize)?;
-            self.progress.advance(data.len() as u64);
+            self.progress.advance(len);
         }
         if all_done {
             self.finished.cancel();
         }
         Ok(())
+    }
+}
+
+/// Who is writing a piece: how many copies now, and whether two ever overlapped.
+#[derive(Debug, Default)]
+struct Writers {
+    now: usize,
+    shared: bool,
+}
+
+/// One copy of a piece being written into the part file.
+struct PieceWriter<'a, P> {
+    shared: &'a Shared<P>,
+    index: u32,
+}
+
+impl<P> PieceWriter<'_, P> {
+    /// Writes `bytes` at `at` unless the piece is done already (then they are dropped: the
+    /// verified copy on disk stays as it is).
+    fn write(&self, bytes: &[u8], at: u64) -> io::Result<()> {
+        let _writers = self.shared.writers.lock().expect("not poisoned");
+        if self
+            .shared
+            .schedule
+            .lock()
+            .expect("not poisoned")
+            .is_done(self.index)
+        {
+            return Ok(());
+        }
+        self.shared.file.write_all_at(bytes, at)
+    }
+}
+
+impl<P> Drop for PieceWriter<'_, P> {
+    fn drop(&mut self) {
+        let mut writers = self.shared.writers.lock().expect("not poisoned");
+        if let Some(w) = writers.get_mut(&self.index) {
+            w.now -= 1;
+            if w.now == 0 {
+                writers.remove(&self.index);
+            }
+        }
     }
 }
 
@@ -697,7 +835,8 @@ impl Worker {
         let mut conn = tokio::time::timeout(stall, connect(self.report.addr, name))
             .await
             .map_err(|_| PeerError::Stalled)??;
-        let mut buf = IoBuf::new(shared.layout.piece.min(shared.layout.len.max(1)) as usize);
+        let chunk = (PIECE_CHUNK as u64).min(shared.layout.piece.min(shared.layout.len.max(1)));
+        let mut buf = IoBuf::new(chunk as usize);
         loop {
             {
                 let mut schedule = shared.schedule.lock().expect("not poisoned");
@@ -746,38 +885,60 @@ impl Worker {
                 Message::PieceData(d) if d.index == index && d.len == len as u64 => {}
                 other => return Err(unexpected(&other)),
             }
-            let mut got = 0;
-            while got < len {
-                let n = tokio::time::timeout(stall, conn.read_raw(&mut buf[got..len]))
-                    .await
-                    .map_err(|_| PeerError::Stalled)??;
-                if n == 0 {
-                    return Err(PeerError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "closed the connection mid-piece",
-                    )));
-                }
-                got += n;
-            }
-            self.in_flight.pop_front();
-            let data = &buf[..len];
-            if shared.layout.piece_hash(index.into(), data) == shared.hashes[index as usize] {
-                self.report.pieces += 1;
-                self.report.bytes += len as u64;
-                shared.store(index, data)?;
-            } else {
-                self.report.bad_pieces += 1;
-                self.avoid.insert(index);
-                shared.release(index);
-                tracing::warn!(
-                    "piece {index} from {} failed verification",
-                    self.report.addr
-                );
-                if self.report.bad_pieces >= shared.options.max_failures {
-                    return Err(PeerError::Corrupt(self.report.bad_pieces));
-                }
-            }
+            self.receive_piece(shared, &mut conn, index, len as u64, &mut buf)
+                .await?;
         }
+    }
+
+    /// Reads piece `index` (`len` bytes) a buffer at a time, hashing as it comes and writing it
+    /// in place when no other peer is writing the same piece; then keeps or refuses it.
+    async fn receive_piece<P: Progress>(
+        &mut self,
+        shared: &Shared<P>,
+        conn: &mut Connection<TcpStream>,
+        index: u32,
+        len: u64,
+        buf: &mut [u8],
+    ) -> Result<(), PeerError> {
+        let stall = shared.options.stall_timeout;
+        let writer = shared.start_writing(index);
+        let (start, _) = shared.layout.range(index.into());
+        let mut hasher = shared.layout.piece_hasher(index.into());
+        let mut got = 0u64;
+        while got < len {
+            let want = buf.len().min((len - got) as usize);
+            let n = tokio::time::timeout(stall, conn.read_raw(&mut buf[..want]))
+                .await
+                .map_err(|_| PeerError::Stalled)??;
+            if n == 0 {
+                return Err(PeerError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed the connection mid-piece",
+                )));
+            }
+            hasher.update(&buf[..n]);
+            writer.write(&buf[..n], start + got)?;
+            got += n as u64;
+        }
+        self.in_flight.pop_front();
+        if shared.layout.finish_piece(&hasher) == shared.hashes[index as usize] {
+            self.report.pieces += 1;
+            self.report.bytes += len;
+            shared.stored(len, writer)?;
+            return Ok(());
+        }
+        self.report.bad_pieces += 1;
+        self.avoid.insert(index);
+        drop(writer);
+        shared.release(index);
+        tracing::warn!(
+            "piece {index} from {} failed verification",
+            self.report.addr
+        );
+        if self.report.bad_pieces >= shared.options.max_failures {
+            return Err(PeerError::Corrupt(self.report.bad_pieces));
+        }
+        Ok(())
     }
 }
 
