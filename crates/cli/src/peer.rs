@@ -55,6 +55,7 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     let peer = Peer::start(listener, config, shutdown.clone())
         .await
         .with_context(|| format!("cannot share {}", args.dir.display()))?;
+    let signals = crate::serve::Signals::catch()?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     eprintln!(
@@ -66,7 +67,7 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     if std::io::stdin().is_terminal() {
         menu(global, &peer).await?;
     } else {
-        crate::serve::wait_for_signal().await?;
+        signals.wait().await;
     }
     eprintln!("troca: leaving the swarm");
     peer.stop().await?;

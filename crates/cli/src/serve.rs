@@ -60,6 +60,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
                 .with_context(|| format!("cannot listen for HTTP on {}", args.http))?,
         )
     };
+    let signals = Signals::catch()?;
     println!("listening on {addr}");
     if let Some(web) = &web {
         println!("http://{}/", web.local_addr()?);
@@ -80,7 +81,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
             args.shutdown_grace,
         ))
     });
-    wait_for_signal().await?;
+    signals.wait().await;
     eprintln!("troca: shutting down; finishing transfers in progress");
     shutdown.cancel();
     if let Some(web) = web {
@@ -101,12 +102,31 @@ async fn run(args: Serve) -> Result<ExitCode> {
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C).
 pub async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    Signals::catch()?.wait().await;
     Ok(())
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is made: a server makes it before it says
+/// it is listening, so a signal sent right after is never the default (dying mid-transfer).
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn catch() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -30,6 +30,7 @@ pub fn tracker(
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let signals = crate::serve::Signals::catch()?;
         let mut sockets = Vec::new();
         for addr in listen {
             let socket = tokio::net::UdpSocket::bind(addr)
@@ -72,7 +73,7 @@ pub fn tracker(
                 }
             })
         });
-        crate::serve::wait_for_signal().await?;
+        signals.wait().await;
         stop.cancel();
         if let Some(p) = printer {
             p.abort();

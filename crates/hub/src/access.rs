@@ -8,8 +8,9 @@ use crate::error::HubError;
 use crate::tokens::{Grant, Role, Tokens};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use troca_net::limits::AddressKey;
 
 /// Who is asking, as established at the handshake.
 #[derive(Debug, Clone, Default)]
@@ -80,36 +81,67 @@ impl Caller {
     }
 }
 
-/// Slows down addresses that keep presenting wrong tokens.
+/// Slows down addresses that keep presenting wrong tokens: one guess at a time per address
+/// (an IPv6 /64), each wrong one answered later than the one before. A right token does not
+/// reset the count (else a read token would buy an attacker fresh guesses); failures are
+/// forgotten after ten minutes without one.
 #[derive(Debug, Default)]
 pub struct AuthFailures {
-    recent: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    recent: Mutex<HashMap<AddressKey, Guesses>>,
+}
+
+#[derive(Debug)]
+struct Guesses {
+    failures: u32,
+    last: Instant,
+    /// Held while a token from this address is checked (and its refusal delayed).
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AuthFailures {
     /// Failures are forgotten after this long without another.
     const MEMORY: Duration = Duration::from_secs(600);
 
+    /// Waits for this address's turn to have a token checked; hold the guard until the answer
+    /// (and its delay) is over.
+    pub async fn turn(&self, ip: IpAddr) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut recent = self.recent.lock().expect("auth failures poisoned");
+            let now = Instant::now();
+            if recent.len() > 1024 {
+                recent.retain(|_, g| {
+                    Arc::strong_count(&g.turn) > 1 || now.duration_since(g.last) < Self::MEMORY
+                });
+            }
+            let g = recent.entry(AddressKey::of(ip)).or_insert_with(|| Guesses {
+                failures: 0,
+                last: now,
+                turn: Arc::default(),
+            });
+            Arc::clone(&g.turn)
+        };
+        turn.lock_owned().await
+    }
+
     /// Records a failure and returns how long to wait before answering it: nothing for the first
     /// two, then doubling from 250 ms up to 8 s.
     pub fn failed(&self, ip: IpAddr) -> Duration {
         let mut recent = self.recent.lock().expect("auth failures poisoned");
         let now = Instant::now();
-        recent.retain(|_, (_, at)| now.duration_since(*at) < Self::MEMORY);
-        let entry = recent.entry(ip).or_insert((0, now));
-        entry.0 += 1;
-        entry.1 = now;
-        match entry.0 {
+        let g = recent.entry(AddressKey::of(ip)).or_insert_with(|| Guesses {
+            failures: 0,
+            last: now,
+            turn: Arc::default(),
+        });
+        if now.duration_since(g.last) >= Self::MEMORY {
+            g.failures = 0;
+        }
+        g.failures += 1;
+        g.last = now;
+        match g.failures {
             0..=2 => Duration::ZERO,
             n => Duration::from_millis(250 << (n - 3).min(5)),
         }
-    }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.recent
-            .lock()
-            .expect("auth failures poisoned")
-            .remove(&ip);
     }
 }
 
@@ -126,8 +158,27 @@ mod tests {
         assert_eq!(waits[2], Duration::from_millis(250));
         assert_eq!(waits[3], Duration::from_millis(500));
         assert_eq!(waits[9], Duration::from_millis(8000));
-        f.succeeded(ip);
-        assert_eq!(f.failed(ip), Duration::ZERO);
+        // Nothing resets it but time: not a right token, not another port or /64 neighbour.
+        let neighbour: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(f.failed(neighbour), Duration::from_millis(8000));
+        assert_eq!(f.failed("10.0.0.2".parse().unwrap()), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn one_address_has_one_guess_in_flight() {
+        let f = AuthFailures::default();
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let held = f.turn(a).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(20), f.turn(same_64)).await;
+        assert!(
+            waiting.is_err(),
+            "a second guess from the same /64 waits its turn"
+        );
+        let _other = f.turn(other).await;
+        drop(held);
+        let _next = f.turn(same_64).await;
     }
 
     #[test]

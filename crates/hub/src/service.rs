@@ -140,13 +140,12 @@ impl Hub {
         let grant = match &token {
             None => None,
             Some(t) => {
+                // One guess at a time per address: parallel connections gain nothing.
+                let _turn = self.auth_failures.turn(from).await;
                 let hub = Arc::clone(self);
                 let t = t.clone();
                 match blocking(move || hub.tokens.check(&t)).await? {
-                    Some(grant) => {
-                        self.auth_failures.succeeded(from);
-                        Some(grant)
-                    }
+                    Some(grant) => Some(grant),
                     None => {
                         let wait = self.auth_failures.failed(from);
                         tokio::time::sleep(wait).await;
