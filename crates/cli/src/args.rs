@@ -266,6 +266,13 @@ pub struct Serve {
     /// How long interrupted uploads are kept for resume.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub partial_ttl: std::time::Duration,
+    /// Bytes of interrupted uploads kept for resume per address (an IPv6 /64); beyond it the
+    /// oldest go first. Any of them also goes when a new upload needs its space.
+    #[arg(long, default_value = "4G", value_name = "BYTES", value_parser = parse_rate)]
+    pub partial_budget_per_ip: u64,
+    /// Bytes of interrupted uploads kept for resume in all.
+    #[arg(long, default_value = "32G", value_name = "BYTES", value_parser = parse_rate)]
+    pub partial_budget: u64,
     /// How long to wait for transfers in progress at shutdown.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: std::time::Duration,
@@ -296,7 +303,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|_| "durations cannot be negative".to_owned())
 }
 
-/// Byte rates like `800K`, `20M`, `1G` (binary multiples) or plain bytes.
+/// Byte rates and sizes like `800K`, `20M`, `1G` (binary multiples) or plain bytes.
 fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
     let (num, mult) = match t.chars().last() {

@@ -508,6 +508,11 @@ pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<Ex
         s.cache_misses,
         s.cache_evictions
     );
+    println!(
+        "partials     {} uploads held for resume or running, {}",
+        s.partials,
+        output::size(s.partial_bytes)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

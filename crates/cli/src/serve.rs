@@ -30,6 +30,10 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.request_timeout = args.request_timeout;
     config.stall_timeout = args.stall_timeout;
     config.partial_ttl = args.partial_ttl;
+    config.partial_budget = troca_hub::uploads::PartialBudget {
+        per_address: args.partial_budget_per_ip,
+        total: args.partial_budget,
+    };
     config.history_keep = args.history_keep;
     config.cache_size = args.cache_size;
     config.cache_max_file = args.cache_max_file;

@@ -97,38 +97,6 @@ async fn stale_partial_uploads_are_cleaned_after_their_ttl() {
     assert!(cleaned, "still there: {:?}", partials(&s.share));
 }
 
-/// A small tmpfs mounted for one test and unmounted on drop.
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            st.success(),
-            "mounting a tmpfs needs root (CI runs as root)"
-        );
-        SmallDisk {
-            path: path.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() {
     let s = Scratch::new();

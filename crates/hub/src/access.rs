@@ -19,6 +19,8 @@ pub struct Caller {
     /// revoked while connected loses its rights at once.
     pub token: Option<String>,
     pub grant: Option<Grant>,
+    /// Where the caller connects from (uploads are accounted per address).
+    pub from: Option<IpAddr>,
 }
 
 impl Caller {
@@ -32,6 +34,16 @@ impl Caller {
                     "your token is no longer valid (revoked?)".into(),
                 )),
             },
+        }
+    }
+
+    /// Is this caller an admin (by its token as it stands now)?
+    pub fn must_be_admin(&self, tokens: &Tokens, what: &str) -> Result<(), HubError> {
+        match self.current(tokens)? {
+            Some(Grant {
+                role: Role::Admin, ..
+            }) => Ok(()),
+            _ => Err(HubError::Forbidden(format!("{what} needs the admin token"))),
         }
     }
 
@@ -191,6 +203,7 @@ mod tests {
         let caller = |t: Option<&str>| Caller {
             token: t.map(str::to_owned),
             grant: t.and_then(|t| tokens.check(t).unwrap()),
+            from: None,
         };
         let anon = caller(None);
         assert!(anon.may_create(&tokens, false).is_ok());

@@ -81,8 +81,8 @@ pub async fn serve(
 }
 
 async fn clean_partials(hub: Arc<Hub>, shutdown: CancellationToken) {
-    let every =
-        (hub.config.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    // Often enough that the budgets for abandoned partials hold within a minute.
+    let every = (hub.config.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let h = Arc::clone(&hub);
         let removed = tokio::task::spawn_blocking(move || h.partials.clean(h.config.partial_ttl))

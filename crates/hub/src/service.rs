@@ -79,7 +79,7 @@ impl Hub {
     /// Opens the shared folder and state folder named in `config`.
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
         let share = Share::open(&config.root, &config.state_dir)?;
-        let partials = Partials::open(share.state_dir())?;
+        let partials = Partials::open(share.state_dir(), config.partial_budget)?;
         let (tokens, created) = Tokens::open(share.state_dir())?;
         let history = HistoryLog::open(&db_path(share.state_dir()), config.history_keep)?;
         share
@@ -161,7 +161,11 @@ impl Hub {
                 "this hub requires a token: use --token-file PATH or set TROCA_TOKEN".into(),
             ));
         }
-        Ok(Caller { token, grant })
+        Ok(Caller {
+            token,
+            grant,
+            from: Some(from),
+        })
     }
 
     /// The whole contents and hash of a small file, from the hot-file cache or read once and
@@ -237,7 +241,7 @@ impl Hub {
                 }
                 hub.check_change(&caller, &remote, "replacing")?;
             }
-            hub.partials.begin(remote, size, mtime)
+            hub.partials.begin(remote, size, mtime, caller.from)
         })
         .await
     }
@@ -271,7 +275,14 @@ impl Hub {
                 upload.discard();
                 return Err(saved(e));
             }
-            let slot = hub.share.slot(&name, true)?;
+            let slot = match hub.share.slot(&name, true) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    // The name cannot be stored (its folder went away, say): nothing to resume.
+                    upload.discard();
+                    return Err(e);
+                }
+            };
             if slot.kind().is_ok_and(|k| k == Some(FileType::Directory)) {
                 return Err(HubError::NotAFile(name.to_string()));
             }
@@ -305,9 +316,14 @@ impl Hub {
     /// The hub's clock, time zone and figures.
     pub async fn status(self: &Arc<Self>) -> Result<StatusInfo, HubError> {
         let hub = Arc::clone(self);
-        let (files, bytes) = blocking(move || {
+        let (files, bytes, partials) = blocking(move || {
             let all = hub.share.list("");
-            Ok((all.len() as u64, all.iter().map(|e| e.size).sum::<u64>()))
+            let files = all.len() as u64;
+            Ok((
+                files,
+                all.iter().map(|e| e.size).sum::<u64>(),
+                hub.partials.list(),
+            ))
         })
         .await?;
         let now = jiff::Zoned::now();
@@ -327,6 +343,8 @@ impl Hub {
             cache_hits: cache.hits,
             cache_misses: cache.misses,
             cache_evictions: cache.evictions,
+            partials: partials.len() as u64,
+            partial_bytes: partials.iter().map(|p| p.held).sum(),
         })
     }
 
@@ -334,6 +352,36 @@ impl Hub {
     pub async fn history(self: &Arc<Self>, query: PageQuery) -> Result<Page, HubError> {
         let hub = Arc::clone(self);
         blocking(move || hub.history.query(&query)).await
+    }
+
+    /// The partial uploads held (admins only), oldest first.
+    pub async fn partial_uploads(
+        self: &Arc<Self>,
+        caller: &Caller,
+    ) -> Result<Vec<crate::uploads::PartialInfo>, HubError> {
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || {
+            caller.must_be_admin(&hub.tokens, "listing partial uploads")?;
+            Ok(hub.partials.list())
+        })
+        .await
+    }
+
+    /// Removes the partial upload `key` (admins only; not one being sent).
+    pub async fn remove_partial(
+        self: &Arc<Self>,
+        key: &str,
+        caller: &Caller,
+    ) -> Result<(), HubError> {
+        let (hub, caller, key) = (Arc::clone(self), caller.clone(), key.to_owned());
+        blocking(move || {
+            caller.must_be_admin(&hub.tokens, "removing a partial upload")?;
+            match hub.partials.remove(&key)? {
+                true => Ok(()),
+                false => Err(HubError::NotFound(format!("partial upload {key}"))),
+            }
+        })
+        .await
     }
 
     /// Deletes `name`.

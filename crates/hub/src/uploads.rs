@@ -1,23 +1,66 @@
 //! Partial uploads, kept in `STATE/uploads/` until they are complete and verified.
 //!
 //! Each upload in progress has a `KEY.part` (the bytes so far) and a `KEY.meta` (what file they
-//! belong to: size, the source's mtime, the name). A new `Put` for the same name, size and source
-//! mtime resumes from the bytes held. Only one upload per name runs at once.
+//! belong to: size, the source's mtime, the uploader's address, the name). A new `Put` for the
+//! same name, size and source mtime resumes from the bytes held. Only one upload per name runs at
+//! once.
+//!
+//! Space is accounted for: an upload reserves what it announced at its start (so two uploads
+//! that together exceed the disk cannot both start and both fail), and partials nobody is
+//! sending are *abandoned*: kept for resume within a budget per address and in total, and given
+//! up, oldest first, when an upload needs their space.
 
 use crate::error::HubError;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use troca_net::limits::AddressKey;
 use troca_proto::RemoteName;
 
-/// The folder of partial uploads and the names being uploaded right now.
+/// How much abandoned partial data is kept for resume.
+#[derive(Debug, Clone, Copy)]
+pub struct PartialBudget {
+    /// Abandoned partials of one address (an IPv6 /64), in bytes.
+    pub per_address: u64,
+    /// Abandoned partials of everyone, in bytes.
+    pub total: u64,
+}
+
+/// The folder of partial uploads and the uploads running right now.
 #[derive(Debug)]
 pub struct Partials {
     dir: PathBuf,
-    active: Arc<Mutex<HashSet<String>>>,
+    budget: PartialBudget,
+    active: Arc<Mutex<HashMap<String, Running>>>,
+    last_budget_check: Mutex<Option<std::time::Instant>>,
+}
+
+/// An upload being sent: where its bytes go and how many it announced.
+#[derive(Debug, Clone)]
+struct Running {
+    part: PathBuf,
+    size: u64,
+}
+
+/// A partial upload as `troca partials` and `status` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialInfo {
+    /// The file name in the uploads folder, without `.part`.
+    pub key: String,
+    pub name: String,
+    pub size: u64,
+    /// Bytes held.
+    pub held: u64,
+    /// Who sent it (empty if unknown).
+    pub address: String,
+    /// Whether a client is sending it now.
+    pub active: bool,
+    /// When it last grew, ns since the epoch.
+    pub modified_ns: i64,
 }
 
 /// An upload in progress: the open `.part` file, positioned at `offset`, with the hash of the
@@ -47,11 +90,11 @@ impl PartialUpload {
     }
 }
 
-/// Holds a name in the active set until dropped.
+/// Holds a name in the running set until dropped.
 #[derive(Debug)]
 struct Claim {
     name: String,
-    active: Arc<Mutex<HashSet<String>>>,
+    active: Arc<Mutex<HashMap<String, Running>>>,
 }
 
 impl Drop for Claim {
@@ -63,43 +106,89 @@ impl Drop for Claim {
     }
 }
 
+/// What a `.meta` file says.
+#[derive(Debug)]
+struct Meta {
+    size: u64,
+    mtime_ns: i64,
+    address: String,
+    name: String,
+}
+
+impl Meta {
+    fn text(&self) -> String {
+        let Meta {
+            size,
+            mtime_ns,
+            address,
+            name,
+        } = self;
+        format!("v2\n{size}\n{mtime_ns}\n{address}\n{name}\n")
+    }
+
+    fn read(path: &Path) -> Option<Meta> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        let (address, name) = match *lines.first()? {
+            "v1" => ("", *lines.get(3)?),
+            "v2" => (*lines.get(3)?, *lines.get(4)?),
+            _ => return None,
+        };
+        Some(Meta {
+            size: lines.get(1)?.parse().ok()?,
+            mtime_ns: lines.get(2)?.parse().ok()?,
+            address: address.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
 impl Partials {
-    pub fn open(state: &Path) -> Result<Self, HubError> {
+    pub fn open(state: &Path, budget: PartialBudget) -> Result<Self, HubError> {
         let dir = state.join("uploads");
         std::fs::create_dir_all(&dir)
             .map_err(|e| HubError::io(format!("cannot create {}", dir.display()), e))?;
         Ok(Self {
             dir,
+            budget,
             active: Arc::default(),
+            last_budget_check: Mutex::default(),
         })
     }
 
-    /// Starts or resumes the upload of `size` bytes to `name`. Blocking: may hash what is held.
+    /// Starts or resumes the upload of `size` bytes to `name` for a client at `from`. Blocking:
+    /// may hash what is held, and give up abandoned partials to make room.
     pub fn begin(
         &self,
         name: RemoteName,
         size: u64,
         source_mtime_ns: i64,
+        from: Option<IpAddr>,
     ) -> Result<PartialUpload, HubError> {
-        let claim = self.claim(&name)?;
         let key = blake3::hash(name.as_str().as_bytes()).to_hex();
         let part = self.dir.join(format!("{}.part", &key[..32]));
         let meta = self.dir.join(format!("{}.meta", &key[..32]));
-        let record = format!("v1\n{size}\n{source_mtime_ns}\n{name}\n");
+        let address = from.map(|ip| ip.to_string()).unwrap_or_default();
+        let record = Meta {
+            size,
+            mtime_ns: source_mtime_ns,
+            address,
+            name: name.to_string(),
+        };
         let io = |what: &str, e| HubError::io(format!("{what} for {name}"), e);
 
         // Resume only an upload of the very same file: same name, size and source mtime (an
         // unknown mtime, 0, never matches, since then nothing says the file is the same).
-        let same =
-            source_mtime_ns != 0 && std::fs::read_to_string(&meta).is_ok_and(|held| held == record);
+        let same = source_mtime_ns != 0
+            && Meta::read(&meta).is_some_and(|held| {
+                (held.size, held.mtime_ns, held.name)
+                    == (size, source_mtime_ns, record.name.clone())
+            });
         let held = std::fs::metadata(&part).map_or(0, |m| m.len());
         let offset = if same && held <= size { held } else { 0 };
-        // Check the space before creating anything, so a refusal leaves nothing behind.
-        let available = troca_net::durable::available_bytes(&self.dir);
-        let needed = size - offset;
-        if available < needed {
-            return Err(HubError::NoSpace { needed, available });
-        }
+        // Claim the name and reserve the space in one step, so two uploads that together do not
+        // fit cannot both start; check before creating anything, so a refusal leaves nothing.
+        let claim = self.claim(&name, &part, size, size - offset)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -110,7 +199,7 @@ impl Partials {
         if offset == 0 {
             file.set_len(0)
                 .map_err(|e| io("cannot reset upload file", e))?;
-            std::fs::write(&meta, &record).map_err(|e| io("cannot record upload", e))?;
+            std::fs::write(&meta, record.text()).map_err(|e| io("cannot record upload", e))?;
         }
         let mut hasher = blake3::Hasher::new();
         if offset > 0 {
@@ -119,6 +208,18 @@ impl Partials {
         }
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| io("cannot seek upload file", e))?;
+        if let Some(ip) = from {
+            // Looking at every partial costs a directory walk: at most once a second.
+            let mut last = self
+                .last_budget_check
+                .lock()
+                .expect("budget clock poisoned");
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                *last = Some(std::time::Instant::now());
+                drop(last);
+                self.keep_within(Some(AddressKey::of(ip)), self.budget.per_address);
+            }
+        }
         Ok(PartialUpload {
             name,
             size,
@@ -131,61 +232,185 @@ impl Partials {
         })
     }
 
-    fn claim(&self, name: &RemoteName) -> Result<Claim, HubError> {
+    /// Claims `name` for one upload and reserves `needed` bytes for it, giving up abandoned
+    /// partials (oldest first) if the disk would not hold it otherwise.
+    fn claim(
+        &self,
+        name: &RemoteName,
+        part: &Path,
+        size: u64,
+        needed: u64,
+    ) -> Result<Claim, HubError> {
         let mut active = self.active.lock().expect("upload set poisoned");
-        if !active.insert(name.to_string()) {
+        if active.contains_key(name.as_str()) {
             return Err(HubError::UploadInProgress(name.to_string()));
         }
+        let mut available = self.available(&active);
+        if available < needed {
+            let mut abandoned = self.abandoned(&active);
+            abandoned.retain(|p| p.key != key_of(part));
+            for p in abandoned {
+                if available >= needed {
+                    break;
+                }
+                self.remove_key(&p.key);
+                tracing::info!(name = %p.name, bytes = p.held, "gave an abandoned partial upload's space to a new upload");
+                available = self.available(&active);
+            }
+        }
+        if available < needed {
+            return Err(HubError::NoSpace { needed, available });
+        }
+        active.insert(
+            name.to_string(),
+            Running {
+                part: part.to_path_buf(),
+                size,
+            },
+        );
         Ok(Claim {
             name: name.to_string(),
             active: Arc::clone(&self.active),
         })
     }
 
-    /// Deletes partial uploads untouched for longer than `ttl`, except those in progress.
-    /// Returns how many were removed. Blocking.
-    pub fn clean(&self, ttl: Duration) -> usize {
+    /// Free space, less what running uploads announced and have not written yet.
+    fn available(&self, active: &HashMap<String, Running>) -> u64 {
+        let promised: u64 = active
+            .values()
+            .map(|r| {
+                r.size
+                    .saturating_sub(std::fs::metadata(&r.part).map_or(0, |m| m.len()))
+            })
+            .sum();
+        troca_net::durable::available_bytes(&self.dir).saturating_sub(promised)
+    }
+
+    /// Every partial upload, oldest first.
+    pub fn list(&self) -> Vec<PartialInfo> {
+        let active = self.active.lock().expect("upload set poisoned");
+        self.all(&active)
+    }
+
+    fn all(&self, active: &HashMap<String, Running>) -> Vec<PartialInfo> {
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return 0;
+            return Vec::new();
         };
-        let now = SystemTime::now();
+        let running: std::collections::HashSet<&Path> =
+            active.values().map(|r| r.part.as_path()).collect();
+        let mut out: Vec<PartialInfo> = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+            .map(|e| {
+                let path = e.path();
+                let meta = Meta::read(&path.with_extension("meta"));
+                let stat = e.metadata().ok();
+                PartialInfo {
+                    key: key_of(&path),
+                    name: meta.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                    size: meta.as_ref().map_or(0, |m| m.size),
+                    held: stat.as_ref().map_or(0, std::fs::Metadata::len),
+                    address: meta.map(|m| m.address).unwrap_or_default(),
+                    active: running.contains(path.as_path()),
+                    modified_ns: stat.map_or(0, |m| troca_net::transfer::mtime_ns(&m)),
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.modified_ns);
+        out
+    }
+
+    /// Partials nobody is sending now, oldest first.
+    fn abandoned(&self, active: &HashMap<String, Running>) -> Vec<PartialInfo> {
+        let mut all = self.all(active);
+        all.retain(|p| !p.active);
+        all
+    }
+
+    /// Removes the partial with `key` (as [`Partials::list`] gives it) unless it is being sent.
+    /// Returns whether it was there to remove.
+    pub fn remove(&self, key: &str) -> Result<bool, HubError> {
+        let active = self.active.lock().expect("upload set poisoned");
+        match self.all(&active).into_iter().find(|p| p.key == key) {
+            Some(p) if p.active => Err(HubError::UploadInProgress(p.name)),
+            Some(_) => {
+                self.remove_key(key);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn remove_key(&self, key: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{key}.part")));
+        let _ = std::fs::remove_file(self.dir.join(format!("{key}.meta")));
+    }
+
+    /// Gives up abandoned partials, oldest first, until those of `address` (or everyone's, for
+    /// `None`) take at most `budget` bytes. Returns how many were removed.
+    fn keep_within(&self, address: Option<AddressKey>, budget: u64) -> usize {
+        let active = self.active.lock().expect("upload set poisoned");
+        let mut mine: Vec<PartialInfo> = self.abandoned(&active);
+        if let Some(a) = address {
+            mine.retain(|p| p.address.parse().is_ok_and(|ip| AddressKey::of(ip) == a));
+        }
+        let mut held: u64 = mine.iter().map(|p| p.held).sum();
         let mut removed = 0;
-        for entry in dir.filter_map(Result::ok) {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "part") {
-                continue;
+        for p in mine {
+            if held <= budget {
+                break;
             }
-            let meta_path = path.with_extension("meta");
-            let name = std::fs::read_to_string(&meta_path)
-                .ok()
-                .and_then(|m| m.lines().nth(3).map(str::to_owned));
-            if name.is_some_and(|n| {
-                self.active
-                    .lock()
-                    .expect("upload set poisoned")
-                    .contains(&n)
-            }) {
-                continue;
-            }
-            let age = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok());
-            if age.is_some_and(|a| a > ttl) {
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::remove_file(&meta_path);
-                removed += 1;
-            }
+            self.remove_key(&p.key);
+            held -= p.held;
+            removed += 1;
         }
         removed
     }
+
+    /// Deletes abandoned partials untouched for longer than `ttl`, then the oldest abandoned
+    /// ones beyond the budgets. Returns how many were removed. Blocking.
+    pub fn clean(&self, ttl: Duration) -> usize {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        let stale: Vec<PartialInfo> = {
+            let active = self.active.lock().expect("upload set poisoned");
+            self.abandoned(&active)
+        };
+        for p in stale {
+            let at = std::time::UNIX_EPOCH + Duration::from_nanos(p.modified_ns.max(0) as u64);
+            if now.duration_since(at).is_ok_and(|age| age > ttl) {
+                self.remove_key(&p.key);
+                removed += 1;
+            }
+        }
+        let addresses: std::collections::HashSet<AddressKey> = self
+            .list()
+            .iter()
+            .filter_map(|p| p.address.parse().ok().map(AddressKey::of))
+            .collect();
+        for a in addresses {
+            removed += self.keep_within(Some(a), self.budget.per_address);
+        }
+        removed + self.keep_within(None, self.budget.total)
+    }
+}
+
+/// The key of a partial: its file name without the extension.
+fn key_of(part: &Path) -> String {
+    part.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    const BUDGET: PartialBudget = PartialBudget {
+        per_address: u64::MAX,
+        total: u64::MAX,
+    };
 
     fn name(s: &str) -> RemoteName {
         RemoteName::parse(s).unwrap()
@@ -194,43 +419,43 @@ mod tests {
     #[test]
     fn a_second_upload_of_the_same_name_is_busy_until_the_first_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Partials::open(dir.path()).unwrap();
-        let first = p.begin(name("a"), 10, 1).unwrap();
+        let p = Partials::open(dir.path(), BUDGET).unwrap();
+        let first = p.begin(name("a"), 10, 1, None).unwrap();
         assert!(matches!(
-            p.begin(name("a"), 10, 1),
+            p.begin(name("a"), 10, 1, None),
             Err(HubError::UploadInProgress(_))
         ));
         drop(first);
-        p.begin(name("a"), 10, 1).unwrap();
+        p.begin(name("a"), 10, 1, None).unwrap();
     }
 
     #[test]
     fn only_the_same_file_resumes() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Partials::open(dir.path()).unwrap();
-        let mut up = p.begin(name("a"), 10, 7).unwrap();
+        let p = Partials::open(dir.path(), BUDGET).unwrap();
+        let mut up = p.begin(name("a"), 10, 7, None).unwrap();
         up.file.write_all(b"01234").unwrap();
         drop(up);
-        let up = p.begin(name("a"), 10, 7).unwrap();
+        let up = p.begin(name("a"), 10, 7, None).unwrap();
         assert_eq!(up.offset, 5);
         let mut expect = blake3::Hasher::new();
         expect.update(b"01234");
         assert_eq!(up.hasher.finalize(), expect.finalize());
         drop(up);
         // Another mtime: another file; start over.
-        assert_eq!(p.begin(name("a"), 10, 8).unwrap().offset, 0);
+        assert_eq!(p.begin(name("a"), 10, 8, None).unwrap().offset, 0);
         // Unknown mtime never resumes.
-        assert_eq!(p.begin(name("a"), 10, 0).unwrap().offset, 0);
+        assert_eq!(p.begin(name("a"), 10, 0, None).unwrap().offset, 0);
     }
 
     #[test]
     fn clean_removes_only_old_idle_partials() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Partials::open(dir.path()).unwrap();
-        drop(p.begin(name("old"), 1, 1).unwrap());
+        let p = Partials::open(dir.path(), BUDGET).unwrap();
+        drop(p.begin(name("old"), 1, 1, None).unwrap());
         // mtimes come from a coarse clock; make sure "old" is measurably in the past.
         std::thread::sleep(Duration::from_millis(30));
-        let busy = p.begin(name("busy"), 1, 1).unwrap();
+        let busy = p.begin(name("busy"), 1, 1, None).unwrap();
         assert_eq!(p.clean(Duration::from_secs(3600)), 0);
         assert_eq!(p.clean(Duration::ZERO), 1);
         assert!(busy.part.exists());

@@ -129,6 +129,10 @@ pub fn status(s: &StatusInfo) -> Value {
             "misses": s.cache_misses,
             "evictions": s.cache_evictions,
         },
+        "partial_uploads": {
+            "count": s.partials,
+            "bytes": s.partial_bytes,
+        },
     })
 }
 

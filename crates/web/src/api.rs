@@ -181,3 +181,61 @@ fn next_page_filters(query: &PageQuery) -> String {
     }
     out
 }
+
+/// The partial uploads the hub holds (admin token only).
+pub(crate) async fn partials(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let h = Arc::clone(&hub);
+    recorded(
+        &hub,
+        &v,
+        &headers,
+        "partials",
+        String::new(),
+        |caller| async move {
+            let rows: Vec<Value> = h
+                .partial_uploads(&caller)
+                .await?
+                .into_iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "key": p.key,
+                        "name": p.name,
+                        "size": p.size,
+                        "held": p.held,
+                        "address": p.address,
+                        "active": p.active,
+                        "modified": json::rfc3339(p.modified_ns),
+                    })
+                })
+                .collect();
+            Ok((Json(Value::Array(rows)), 0))
+        },
+    )
+    .await
+}
+
+/// Removes one partial upload (admin token only).
+pub(crate) async fn remove_partial(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let h = Arc::clone(&hub);
+    recorded(
+        &hub,
+        &v,
+        &headers,
+        "partials",
+        key.clone(),
+        |caller| async move {
+            h.remove_partial(&key, &caller).await?;
+            Ok((axum::http::StatusCode::NO_CONTENT, 0))
+        },
+    )
+    .await
+}

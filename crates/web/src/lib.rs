@@ -82,6 +82,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/status", get(api::status))
         .route("/api/clients", get(api::clients))
         .route("/api/history", get(api::history))
+        .route("/api/partials", get(api::partials))
+        .route(
+            "/api/partials/{key}",
+            axum::routing::delete(api::remove_partial),
+        )
         .route(
             "/files/{*path}",
             get(files::get)

@@ -207,7 +207,7 @@ mod tests {
     fn status_info() -> impl Strategy<Value = StatusInfo> {
         (
             (any::<i64>(), text(40), any::<i32>(), any::<u64>(), text(20)),
-            proptest::array::uniform9(any::<u64>()),
+            proptest::array::uniform11(any::<u64>()),
         )
             .prop_map(
                 |((time_ns, time_zone, utc_offset_s, uptime_s, version), n)| StatusInfo {
@@ -225,6 +225,8 @@ mod tests {
                     cache_hits: n[6],
                     cache_misses: n[7],
                     cache_evictions: n[8],
+                    partials: n[9],
+                    partial_bytes: n[10],
                 },
             )
     }

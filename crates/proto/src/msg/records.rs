@@ -376,6 +376,9 @@ pub struct StatusInfo {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_evictions: u64,
+    /// Interrupted or running uploads the hub holds, and their bytes.
+    pub partials: u64,
+    pub partial_bytes: u64,
 }
 
 impl StatusInfo {
@@ -395,6 +398,8 @@ impl StatusInfo {
             self.cache_hits,
             self.cache_misses,
             self.cache_evictions,
+            self.partials,
+            self.partial_bytes,
         ] {
             out.put_u64(v);
         }
@@ -416,6 +421,8 @@ impl StatusInfo {
             cache_hits: r.u64()?,
             cache_misses: r.u64()?,
             cache_evictions: r.u64()?,
+            partials: r.u64()?,
+            partial_bytes: r.u64()?,
         })
     }
 }
