@@ -288,6 +288,19 @@ fn the_state_folder_and_its_database_are_private() {
     );
 }
 
+/// Waits for `cond`, checking every 10 ms; a minute without it fails the test (a hang would
+/// only time out the whole run).
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The soft descriptor limit of this process, raised to the hard one first.
 fn descriptor_limit() -> usize {
     troca_net::raise_fd_limit();
@@ -980,4 +993,23 @@ async fn abandoned_uploads_are_budgeted_shown_and_give_way() {
         assert_eq!(status, 204);
     }
     assert!(partials(&hub).is_empty());
+}
+
+/// A web PUT broken off mid-body cannot be resumed (HTTP has no way to), so it leaves nothing
+/// behind: no partial held for a day in the state folder.
+#[test]
+fn an_interrupted_web_upload_leaves_nothing_behind() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let mut http = Http::connect(hub.web.as_deref().unwrap());
+    let head = "PUT /files/cut.bin HTTP/1.1\r\nHost: hub\r\nContent-Length: 52428800\r\n\r\n";
+    let stream = http.reader.get_mut();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![3u8; 10 << 20]).unwrap();
+    // Seen by the hub as a partial upload while it runs…
+    wait_until("the upload shows", || !partials(&hub).is_empty());
+    drop(http);
+    // …and gone once the client is.
+    wait_until("the partial is dropped", || partials(&hub).is_empty());
+    assert_eq!(files_under(&s.share), Vec::<String>::new());
 }

@@ -74,19 +74,32 @@ pub struct PartialUpload {
     pub hasher: blake3::Hasher,
     pub part: PathBuf,
     meta: PathBuf,
+    /// Whether the data stays if the upload ends unfinished: only when a later `Put` could
+    /// resume it (its source's mtime is known). An upload that cannot resume (a web PUT, say)
+    /// leaves nothing behind, however it ends.
+    keep: bool,
     _claim: Claim,
 }
 
 impl PartialUpload {
     /// Deletes the partial data (after a failed verification or a full disk).
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.part);
-        let _ = std::fs::remove_file(&self.meta);
+    pub fn discard(mut self) {
+        self.keep = false;
     }
 
     /// Forgets the record once the data has been moved into place.
-    pub fn completed(self) {
+    pub fn completed(mut self) {
         let _ = std::fs::remove_file(&self.meta);
+        self.keep = true;
+    }
+}
+
+impl Drop for PartialUpload {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.part);
+            let _ = std::fs::remove_file(&self.meta);
+        }
     }
 }
 
@@ -228,6 +241,7 @@ impl Partials {
             hasher,
             part,
             meta,
+            keep: source_mtime_ns != 0,
             _claim: claim,
         })
     }
