@@ -419,7 +419,33 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn the_fuzz_seed_corpus_holds_every_request_kind() {
+        let seeds: Vec<Vec<u8>> = crate::testkit::samples(request(), 64)
+            .iter()
+            .map(|r| {
+                let mut out = Vec::new();
+                r.encode(&mut out);
+                out
+            })
+            .collect();
+        crate::testkit::seed_corpus("bep15_decode", &seeds, |b| Request::decode(b).is_ok());
+    }
+
     proptest! {
+        /// Valid requests, mutated: past the protocol id into every decoder.
+        #[test]
+        fn mutated_requests_are_refused_or_round_trip(req in request(), m in crate::testkit::mutations()) {
+            let mut out = Vec::new();
+            req.encode(&mut out);
+            let bytes = crate::testkit::mutate(out, &m);
+            if let Ok(r) = Request::decode(&bytes) {
+                let mut again = Vec::new();
+                r.encode(&mut again);
+                prop_assert_eq!(Request::decode(&again).unwrap(), r);
+            }
+        }
+
         #[test]
         fn requests_round_trip(req in request()) {
             let mut out = Vec::new();

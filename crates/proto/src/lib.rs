@@ -18,6 +18,9 @@ pub mod name;
 pub mod pieces;
 pub mod tracker;
 
+#[cfg(test)]
+pub(crate) mod testkit;
+
 pub use codec::DecodeError;
 pub use error_code::ErrorCode;
 pub use frame::{decode_frame, encode_frame, FRAME_HEADER_LEN, MAX_FRAME_LEN};

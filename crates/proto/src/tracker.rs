@@ -470,7 +470,56 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn the_fuzz_seed_corpus_holds_requests_and_answers() {
+        let mut seeds = Vec::new();
+        for body in crate::testkit::samples(request(), 48) {
+            let mut buf = Vec::new();
+            Datagram {
+                txn: 1,
+                cookie: 2,
+                body,
+            }
+            .encode(&mut buf);
+            seeds.push(buf);
+        }
+        for body in crate::testkit::samples(answer(), 48) {
+            let mut buf = Vec::new();
+            Datagram {
+                txn: 1,
+                cookie: 0,
+                body,
+            }
+            .encode(&mut buf);
+            seeds.push(buf);
+        }
+        crate::testkit::seed_corpus("tracker_decode", &seeds, |b| {
+            Datagram::<Request>::decode(b).is_ok() || Datagram::<Answer>::decode(b).is_ok()
+        });
+    }
+
     proptest! {
+        /// Valid datagrams, mutated: past the magic into every decoder; what decodes round-trips.
+        #[test]
+        fn mutated_datagrams_are_refused_or_round_trip(
+            req in request(), ans in answer(), m in crate::testkit::mutations()
+        ) {
+            let mut buf = Vec::new();
+            Datagram { txn: 1, cookie: 2, body: req }.encode(&mut buf);
+            Datagram { txn: 3, cookie: 0, body: ans }.encode(&mut buf);
+            let bytes = crate::testkit::mutate(buf, &m);
+            if let Ok(d) = Datagram::<Request>::decode(&bytes) {
+                let mut again = Vec::new();
+                d.encode(&mut again);
+                prop_assert_eq!(Datagram::<Request>::decode(&again).unwrap(), d);
+            }
+            if let Ok(d) = Datagram::<Answer>::decode(&bytes) {
+                let mut again = Vec::new();
+                d.encode(&mut again);
+                prop_assert_eq!(Datagram::<Answer>::decode(&again).unwrap(), d);
+            }
+        }
+
         #[test]
         fn requests_round_trip(body in request(), txn in any::<u32>(), cookie in any::<u64>()) {
             let d = Datagram { txn, cookie, body };
