@@ -1013,3 +1013,54 @@ fn an_interrupted_web_upload_leaves_nothing_behind() {
     wait_until("the partial is dropped", || partials(&hub).is_empty());
     assert_eq!(files_under(&s.share), Vec::<String>::new());
 }
+
+/// Requests made while the hub's disk is full are still recorded: the history holds them in
+/// memory and writes them once there is room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_keeps_what_happened_while_the_disk_was_full() {
+    let s = Scratch::new();
+    let disk = SmallDisk::mount(&s.tmp.path().join("disk"), "16m");
+    let share = disk.path.join("share");
+    let hub = Hub::start(&share, &[]);
+    let mut c = HubClient::connect(&hub.addr, &ClientOptions::default())
+        .await
+        .unwrap();
+    c.who().await.unwrap();
+    // Fill the disk.
+    let filler = disk.path.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    for _ in 0..50 {
+        c.list("while-full/").await.unwrap();
+    }
+    // Let the writer try (and fail) at least once while the disk is full.
+    let page = c
+        .history(troca_proto::msg::History {
+            limit: 10,
+            client: None,
+            op: Some("list".into()),
+            before: 0,
+        })
+        .await;
+    drop(page);
+    std::fs::remove_file(&filler).unwrap();
+    let page = c
+        .history(troca_proto::msg::History {
+            limit: 100,
+            client: None,
+            op: Some("list".into()),
+            before: 0,
+        })
+        .await
+        .unwrap();
+    let while_full = page
+        .entries
+        .iter()
+        .filter(|e| e.target == "while-full/")
+        .count();
+    assert_eq!(while_full, 50);
+}

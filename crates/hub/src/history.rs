@@ -508,11 +508,18 @@ fn writer(mut db: Connection, spools: &Spools, rx: Receiver<Cmd>, keep: u64) {
         }
     };
     let mut taken: Vec<Spooled> = (0..SPOOLS).map(|_| Spooled::default()).collect();
+    let mut held = Held::default();
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
     loop {
         let mut closed = false;
         if flushes.is_empty() {
-            match rx.recv_timeout(LINGER) {
+            // Entries held back (the disk was full) are tried again every second.
+            let wait = if held.entries.is_empty() {
+                LINGER
+            } else {
+                RETRY
+            };
+            match rx.recv_timeout(wait) {
                 Ok(Cmd::Flush(done)) => flushes.push(done),
                 Ok(Cmd::Wake) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closed = true,
@@ -526,14 +533,14 @@ fn writer(mut db: Connection, spools: &Spools, rx: Receiver<Cmd>, keep: u64) {
         for (spool, mine) in spools.spools.iter().zip(&mut taken) {
             std::mem::swap(&mut *spool.0.lock().expect("history spool poisoned"), mine);
         }
-        let stored = commit(&mut db, &mut taken, keep, &mut next);
+        let stored = commit(&mut db, &mut taken, &mut held, keep, &mut next);
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
         if closed {
             return;
         }
-        if stored == 0 {
+        if stored == 0 && held.entries.is_empty() {
             // Idle. Announce it first, then look again: an entry recorded meanwhile either
             // shows up now or sees the flag and wakes us.
             spools.idle.store(true, Ordering::SeqCst);
@@ -549,10 +556,29 @@ fn writer(mut db: Connection, spools: &Spools, rx: Receiver<Cmd>, keep: u64) {
     }
 }
 
-/// Stores the taken entries in start-time order, in batches, and trims; returns how many were
-/// stored. Leaves the spools empty for reuse.
-fn commit(db: &mut Connection, taken: &mut [Spooled], keep: u64, next: &mut i64) -> usize {
-    let mut order: Vec<(i64, &[u8])> = Vec::new();
+/// How often entries held back by a failed write are tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Entries whose write failed (a full disk, most likely), kept in memory, at most [`QUEUE`] of
+/// them (the oldest go first), until a write succeeds.
+#[derive(Debug, Default)]
+struct Held {
+    entries: Vec<(i64, Vec<u8>)>,
+    /// Entries given up because too many were held.
+    dropped: u64,
+}
+
+/// Stores the held and taken entries in start-time order, in batches, and trims; returns how
+/// many there were. On failure they are held for the next try. Leaves the spools empty for
+/// reuse.
+fn commit(
+    db: &mut Connection,
+    taken: &mut [Spooled],
+    held: &mut Held,
+    keep: u64,
+    next: &mut i64,
+) -> usize {
+    let mut order: Vec<(i64, &[u8])> = held.entries.iter().map(|(t, j)| (*t, &j[..])).collect();
     for spool in taken.iter() {
         let mut start = 0;
         for &(time_ns, end) in &spool.entries {
@@ -577,8 +603,29 @@ fn commit(db: &mut Connection, taken: &mut [Spooled], keep: u64, next: &mut i64)
             *next = n;
             Ok(())
         })();
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot record history");
+        match result {
+            Ok(()) if !held.entries.is_empty() => {
+                tracing::info!(entries = held.entries.len(), "history written again");
+                held.entries.clear();
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if held.entries.is_empty() {
+                    tracing::warn!(error = %e, "cannot record history; holding entries in memory");
+                }
+                let mut kept: Vec<(i64, Vec<u8>)> =
+                    order.iter().map(|&(t, j)| (t, j.to_vec())).collect();
+                if kept.len() > QUEUE {
+                    let over = kept.len() - QUEUE;
+                    kept.drain(..over);
+                    held.dropped += over as u64;
+                    tracing::warn!(
+                        dropped = held.dropped,
+                        "history entries dropped: held too long"
+                    );
+                }
+                held.entries = kept;
+            }
         }
     }
     for spool in taken.iter_mut() {
