@@ -1064,3 +1064,150 @@ async fn the_history_keeps_what_happened_while_the_disk_was_full() {
         .count();
     assert_eq!(while_full, 50);
 }
+
+/// Reads one frame from a raw connection (None at end of stream or after `secs` seconds).
+fn read_frame(stream: &mut TcpStream, secs: u64) -> Option<troca_proto::Message> {
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(secs)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some((m, _))) = troca_proto::decode_frame(&buf) {
+            return Some(m);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn hello_frame() -> Vec<u8> {
+    let mut out = Vec::new();
+    troca_proto::encode_frame(
+        &troca_proto::msg::Hello {
+            magic: troca_proto::MAGIC,
+            version: troca_proto::PROTOCOL_VERSION,
+            client: "probe".into(),
+            token: None,
+        }
+        .into(),
+        &mut out,
+    );
+    out
+}
+
+/// 300 connections to a peer that never say hello, from one address, neither lock out a
+/// downloader from another address nor stay open past the handshake timeout.
+#[test]
+fn silent_connections_do_not_lock_a_peer() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("a.txt"), b"a").unwrap();
+    let tracker = Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let peer = Daemon::start(&[
+        "peer".as_ref(),
+        s.share.as_os_str(),
+        "--tracker".as_ref(),
+        tracker.addr.as_ref(),
+    ]);
+    let mut silent: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&peer.addr).unwrap())
+        .collect();
+    // Those past the per-address cap are told so.
+    let last = silent.last_mut().unwrap();
+    match read_frame(last, 60) {
+        Some(troca_proto::Message::Error(e)) => {
+            assert_eq!(e.code, troca_proto::ErrorCode::Busy, "{}", e.message)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another address is served.
+    let mut other = connect_from_elsewhere(&peer.addr);
+    other.write_all(&hello_frame()).unwrap();
+    assert!(matches!(
+        read_frame(&mut other, 60),
+        Some(troca_proto::Message::Welcome(_))
+    ));
+    // A silent one is cut after the handshake timeout, with the reason.
+    match read_frame(&mut silent[0], 60) {
+        Some(troca_proto::Message::Error(e)) => {
+            assert_eq!(e.code, troca_proto::ErrorCode::Timeout, "{}", e.message)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A hub out of file descriptors tells new clients it is busy and closes them, rather than
+/// leaving them hanging in the listen queue.
+#[test]
+fn a_hub_out_of_descriptors_answers_busy() {
+    let s = Scratch::new();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(TROCA)
+        .args([
+            "serve",
+            s.share.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-http",
+        ])
+        .args(["--max-connections-per-ip", "10000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let mut held = Vec::new();
+    let mut busy = None;
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.write_all(&hello_frame()).unwrap();
+        match read_frame(&mut c, 60) {
+            Some(troca_proto::Message::Welcome(_)) => held.push(c),
+            other => {
+                busy = Some(other);
+                break;
+            }
+        }
+    }
+    match busy {
+        Some(Some(troca_proto::Message::Error(e))) => {
+            assert_eq!(e.code, troca_proto::ErrorCode::Busy, "{}", e.message)
+        }
+        other => panic!("never refused, or not with Busy: {other:?}"),
+    }
+    // Room again once some leave.
+    held.truncate(held.len() - 8);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(&hello_frame()).unwrap();
+    let mut welcomed = matches!(
+        read_frame(&mut c, 60),
+        Some(troca_proto::Message::Welcome(_))
+    );
+    for _ in 0..50 {
+        if welcomed {
+            break;
+        }
+        // The hub may not have seen the closes yet.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.write_all(&hello_frame()).unwrap();
+        welcomed = matches!(
+            read_frame(&mut c, 60),
+            Some(troca_proto::Message::Welcome(_))
+        );
+    }
+    assert!(welcomed);
+    let _ = child.kill();
+    let _ = child.wait();
+}
