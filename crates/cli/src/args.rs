@@ -181,6 +181,12 @@ pub struct PeerArgs {
     /// Upload cap for all other peers together, e.g. 500K, 20M (bytes per second).
     #[arg(long, value_parser = parse_rate, value_name = "BYTES/S")]
     pub max_rate: Option<u64>,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_connections: usize,
+    /// Connections one address (an IPv6 /64) may hold at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -44,6 +44,8 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
         refresh: args.refresh,
         server: ServerConfig {
             max_rate: args.max_rate,
+            max_connections: args.max_connections.max(1),
+            max_connections_per_ip: args.max_connections_per_ip.max(1),
             ..ServerConfig::default()
         },
         download: download::Options {
