@@ -12,6 +12,14 @@ use std::sync::Arc;
 use troca_net::client::{ClientOptions, HubClient};
 use troca_proto::msg::Put;
 
+/// A runtime for a test that drives async clients from plain code.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// How many attempts of each operation the path race makes on each face.
 fn attempts() -> u64 {
     std::env::var("TROCA_RACE_ATTEMPTS")
@@ -131,10 +139,7 @@ fn native_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
     for flavour in ["absolute", "relative"] {
         let race = race_setup(flavour);
         let token = race.hub.admin_token();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let (mut inside_reads, mut outside_reads) = (0u64, 0u64);
         rt.block_on(async {
             let options = ClientOptions {
@@ -315,10 +320,7 @@ fn descriptor_limit() -> usize {
 
 /// A connection from another loopback address (127.0.0.2), as a second host would make.
 fn connect_from_elsewhere(addr: &str) -> std::net::TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let stream = rt.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -396,10 +398,7 @@ fn one_address_cannot_lock_others_out_of_either_face() {
     let web_refusal = String::from_utf8(read_to_close(&mut held[2 * n - 1])).unwrap();
     assert!(web_refusal.starts_with("HTTP/1.1 503"), "{web_refusal}");
     // Another address is served on both faces.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let elsewhere = connect_from_elsewhere(&hub.addr);
     elsewhere.set_nonblocking(true).unwrap();
     let listed = rt.block_on(async {
@@ -506,10 +505,7 @@ fn a_request_trickled_byte_by_byte_is_cut_on_both_faces() {
 fn a_history_request_gets_one_bounded_page_and_a_cursor() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let mut c = HubClient::connect(&hub.addr, &ClientOptions::default())
             .await
@@ -573,6 +569,21 @@ fn swarm_id(path: &Path) -> troca_proto::Hash {
     let mut f = std::fs::File::open(path).unwrap();
     let len = f.metadata().unwrap().len();
     troca_peer::library::hash_pieces(&mut f, len).unwrap().0
+}
+
+/// `troca swarm get ID` in `cwd`, run off the async workers.
+async fn swarm_get(tracker: &str, cwd: &Path, id: &troca_proto::Hash) -> std::process::Output {
+    let hex = blake3::Hash::from_bytes(*id).to_hex().to_string();
+    let (t, cwd) = (tracker.to_owned(), cwd.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(TROCA)
+            .current_dir(&cwd)
+            .args(["swarm", "get", &hex, "--tracker", &t, "-o", "."])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 fn tracker_client(tracker: &str, from: &str) -> troca_tracker::client::TrackerClient {
@@ -655,19 +666,7 @@ async fn liars_on_the_tracker_neither_eclipse_nor_poison_an_honest_peer() {
             l.peers
         );
     }
-    let hex = blake3::Hash::from_bytes(id).to_hex().to_string();
-    let out = tokio::task::spawn_blocking({
-        let (t, cwd) = (tracker.addr.clone(), s.client.clone());
-        move || {
-            std::process::Command::new(TROCA)
-                .current_dir(&cwd)
-                .args(["swarm", "get", &hex, "--tracker", &t, "-o", "."])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = swarm_get(&tracker.addr, &s.client, &id).await;
     ok(&out);
     assert_eq!(hash_file(&s.client.join("report.bin")), hash_file(&file));
     drop(peer);
@@ -680,10 +679,7 @@ async fn liars_on_the_tracker_neither_eclipse_nor_poison_an_honest_peer() {
 fn terminal_escapes_and_bidi_overrides_never_reach_a_terminal_raw() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let evil = ClientOptions {
             name: "\u{1b}]0;owned\u{7}".into(),
@@ -845,19 +841,7 @@ async fn a_fake_file_from_liars_costs_neither_memory_nor_disk() {
             c.register(port, [i as u8 + 1; 16], &[f]).await.unwrap();
             liars.push(c);
         }
-        let hex = blake3::Hash::from_bytes(id).to_hex().to_string();
-        let out = tokio::task::spawn_blocking({
-            let (t, cwd) = (tracker.addr.clone(), s.client.clone());
-            move || {
-                std::process::Command::new(TROCA)
-                    .current_dir(&cwd)
-                    .args(["swarm", "get", &hex, "--tracker", &t, "-o", "."])
-                    .output()
-                    .unwrap()
-            }
-        })
-        .await
-        .unwrap();
+        let out = swarm_get(&tracker.addr, &s.client, &id).await;
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "{err}");
         if size == 1 << 40 {

@@ -152,29 +152,14 @@ async fn session(
                     "a request must arrive within {} s of its first byte",
                     cfg.request_timeout.as_secs_f64()
                 ));
-                Pending::new(
-                    me.name(),
-                    Arc::clone(&me.address_text),
-                    "invalid",
-                    String::new(),
-                )
-                .finish(&hub.history, Err(err.record_text()));
-                return Err(refuse(conn, err).await);
+                return Err(refuse_invalid(hub, conn, me, err).await);
             }
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(m))) => m,
             Ok(Err(FrameError::Io(e))) => return Err(e.into()),
             Ok(Err(e)) => {
-                // The spec: a request that breaks the protocol is recorded as `invalid`.
                 let err = HubError::BadRequest(e.to_string());
-                Pending::new(
-                    me.name(),
-                    Arc::clone(&me.address_text),
-                    "invalid",
-                    String::new(),
-                )
-                .finish(&hub.history, Err(err.record_text()));
-                return Err(refuse(conn, err).await);
+                return Err(refuse_invalid(hub, conn, me, err).await);
             }
         };
         let (op, target) = describe(&msg);
@@ -277,6 +262,19 @@ fn check_client_name(name: &str) -> Result<(), HubError> {
              overrides ({e})"
         ))
     })
+}
+
+/// Records a request that broke the protocol (as the spec says: op `invalid`), then refuses it
+/// and closes the connection.
+async fn refuse_invalid(hub: &Hub, conn: &mut Conn, me: &Session, err: HubError) -> ConnEnd {
+    Pending::new(
+        me.name(),
+        Arc::clone(&me.address_text),
+        "invalid",
+        String::new(),
+    )
+    .finish(&hub.history, Err(err.record_text()));
+    refuse(conn, err).await
 }
 
 /// Sends an error and closes the connection; returns why it ended.
