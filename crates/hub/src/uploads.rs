@@ -463,6 +463,30 @@ mod tests {
     }
 
     #[test]
+    fn an_addresss_abandoned_partials_are_kept_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = PartialBudget {
+            per_address: 10,
+            total: u64::MAX,
+        };
+        let p = Partials::open(dir.path(), budget).unwrap();
+        let from = Some("10.0.0.1".parse().unwrap());
+        for n in ["a", "b", "c"] {
+            let mut up = p.begin(name(n), 100, 1, from).unwrap();
+            up.file.write_all(&[0; 6]).unwrap();
+            drop(up);
+            // mtimes come from a coarse clock: keep the three apart.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Another address's partial is not this one's to pay for.
+        drop(p.begin(name("z"), 100, 1, Some("10.0.0.2".parse().unwrap())).unwrap());
+        p.clean(Duration::from_secs(3600));
+        let mut left: Vec<String> = p.list().into_iter().map(|i| i.name).collect();
+        left.sort();
+        assert_eq!(left, ["c", "z"], "the oldest go until 10 bytes or fewer are held");
+    }
+
+    #[test]
     fn clean_removes_only_old_idle_partials() {
         let dir = tempfile::tempdir().unwrap();
         let p = Partials::open(dir.path(), BUDGET).unwrap();
