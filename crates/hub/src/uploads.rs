@@ -479,11 +479,18 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Another address's partial is not this one's to pay for.
-        drop(p.begin(name("z"), 100, 1, Some("10.0.0.2".parse().unwrap())).unwrap());
+        drop(
+            p.begin(name("z"), 100, 1, Some("10.0.0.2".parse().unwrap()))
+                .unwrap(),
+        );
         p.clean(Duration::from_secs(3600));
         let mut left: Vec<String> = p.list().into_iter().map(|i| i.name).collect();
         left.sort();
-        assert_eq!(left, ["c", "z"], "the oldest go until 10 bytes or fewer are held");
+        assert_eq!(
+            left,
+            ["c", "z"],
+            "the oldest go until 10 bytes or fewer are held"
+        );
     }
 
     #[test]
