@@ -274,10 +274,10 @@ pub struct Serve {
     pub partial_ttl: std::time::Duration,
     /// Bytes of interrupted uploads kept for resume per address (an IPv6 /64); beyond it the
     /// oldest go first. Any of them also goes when a new upload needs its space.
-    #[arg(long, default_value = "4G", value_name = "BYTES", value_parser = parse_rate)]
+    #[arg(long, default_value = "4G", value_name = "SIZE", value_parser = parse_size)]
     pub partial_budget_per_ip: u64,
     /// Bytes of interrupted uploads kept for resume in all.
-    #[arg(long, default_value = "32G", value_name = "BYTES", value_parser = parse_rate)]
+    #[arg(long, default_value = "32G", value_name = "SIZE", value_parser = parse_size)]
     pub partial_budget: u64,
     /// How long to wait for transfers in progress at shutdown.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -285,11 +285,11 @@ pub struct Serve {
     /// How many history entries to keep (0 records none).
     #[arg(long, default_value_t = 1_000_000)]
     pub history_keep: u64,
-    /// Memory for hot small files, in bytes (0 turns the cache off).
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Memory for hot small files (`64M`, `1G`, or bytes; 0 turns the cache off).
+    #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: u64,
-    /// The largest file the cache holds, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// The largest file the cache holds (`1M`, or bytes).
+    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
     pub cache_max_file: u64,
     /// Refuse every upload, replacement and deletion.
     #[arg(long)]
@@ -299,14 +299,35 @@ pub struct Serve {
     pub require_token: bool,
 }
 
-/// Durations like `30s`, `15m`, `1h 30m`, `500ms`.
+/// Durations like `30s`, `15m`, `1h 30m`, `500ms`, or bare seconds (`10`).
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    if s.trim() == "0" {
-        return Ok(std::time::Duration::ZERO);
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
     }
     let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
     d.try_into()
         .map_err(|_| "durations cannot be negative".to_owned())
+}
+
+/// Sizes like `64M`, `1G`, `512K`, `2T` (binary multiples, an optional `B` or `iB`), or bytes;
+/// 0 is allowed.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("iB").trim_end_matches(['B', 'b']);
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 64M, 1G or 4096"))?;
+    if n.is_nan() || n < 0.0 {
+        return Err("a size cannot be negative".into());
+    }
+    Ok((n * mult as f64) as u64)
 }
 
 /// Byte rates and sizes like `800K`, `20M`, `1G` (binary multiples) or plain bytes.

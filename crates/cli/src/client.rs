@@ -109,7 +109,28 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         name: client_name(global),
         token,
     };
-    Ok(HubClient::connect(&global.hub, &options).await?)
+    let addr = with_default_port(&global.hub, 13370);
+    Ok(HubClient::connect(&addr, &options).await?)
+}
+
+/// `addr` with `port` added when it has none: `host`, `192.0.2.1`, `::1` and `[::1]` get it;
+/// `host:1234`, `192.0.2.1:1234` and `[::1]:1234` are kept.
+pub(crate) fn with_default_port(addr: &str, port: u16) -> String {
+    let addr = addr.trim();
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return addr.to_owned();
+    }
+    if let Ok(v6) = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::Ipv6Addr>()
+    {
+        return format!("[{v6}]:{port}");
+    }
+    match addr.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => addr.to_owned(),
+        _ => format!("{addr}:{port}"),
+    }
 }
 
 /// The name this client gives: `--name`, or `user@host`.
@@ -230,6 +251,15 @@ pub(crate) async fn ls(global: &Global, client: &mut HubClient, prefix: &str) ->
     let entries = client.list(prefix).await?;
     if global.json {
         print_json(&json::files(&entries))?;
+    } else if entries.is_empty() {
+        // On stderr, so scripts reading stdout still see nothing.
+        match prefix {
+            "" => eprintln!("troca: the hub shares no files"),
+            p => eprintln!(
+                "troca: no files whose names start with {:?}",
+                output::safe(p)
+            ),
+        }
     } else {
         for e in &entries {
             println!(
@@ -455,6 +485,8 @@ pub(crate) async fn history(
     let page = client.history(query).await?;
     if global.json {
         print_json(&json::history(page.entries))?;
+    } else if page.entries.is_empty() {
+        eprintln!("troca: no history entries match");
     } else {
         print_history(page.entries);
     }
@@ -524,4 +556,20 @@ pub(crate) async fn time(global: &Global, client: &mut HubClient) -> Result<Exit
         println!("{}", json::zoned_time(s.time_ns, s.utc_offset_s));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn a_hub_address_without_a_port_gets_the_default() {
+        assert_eq!(with_default_port("example.org", 13370), "example.org:13370");
+        assert_eq!(with_default_port("example.org:80", 13370), "example.org:80");
+        assert_eq!(with_default_port("192.0.2.1", 13370), "192.0.2.1:13370");
+        assert_eq!(with_default_port("192.0.2.1:9", 13370), "192.0.2.1:9");
+        assert_eq!(with_default_port("::1", 13370), "[::1]:13370");
+        assert_eq!(with_default_port("[::1]", 13370), "[::1]:13370");
+        assert_eq!(with_default_port("[::1]:9", 13370), "[::1]:9");
+    }
 }

@@ -85,11 +85,12 @@ pub fn tracker(
 
 /// The tracker's address, resolved.
 pub async fn resolve(tracker: &str) -> Result<SocketAddr> {
-    tokio::net::lookup_host(tracker)
+    let tracker = crate::client::with_default_port(tracker, 13377);
+    let found = tokio::net::lookup_host(&tracker)
         .await
         .with_context(|| format!("cannot resolve {tracker}"))?
-        .next()
-        .with_context(|| format!("no address for {tracker}"))
+        .next();
+    found.with_context(|| format!("no address for {tracker}"))
 }
 
 pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
@@ -130,6 +131,10 @@ pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
 }
 
 pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {
+    if files.is_empty() && !json {
+        // On stderr, so scripts reading stdout still see nothing.
+        eprintln!("troca: no files on the swarm match");
+    }
     if json {
         let rows: Vec<_> = files
             .iter()
@@ -147,10 +152,11 @@ pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {
         for l in files {
             let id = blake3::Hash::from_bytes(l.file.id).to_hex();
             println!(
-                "{}  {:>10}  {:>3} peers  {}",
+                "{}  {:>10}  {:>3} {}  {}",
                 &id[..16],
                 output::size(l.file.size),
                 l.peers.len(),
+                if l.peers.len() == 1 { "peer " } else { "peers" },
                 output::safe(&l.file.name)
             );
         }
