@@ -732,7 +732,9 @@ mod tests {
         // Opened read-only: every write fails.
         let mut w = FileWriter::spawn(File::open(&path).unwrap(), 0, 1 << 20).unwrap();
         let mut stopped = false;
-        for _ in 0..10 {
+        // More writes than the writer has buffers: however far behind its thread is, a buffer
+        // runs out and waits on it, so the failure is seen.
+        for _ in 0..1_000 {
             let written = match w.buffer().await {
                 Some(buf) => w.write(buf, 8).await,
                 None => false,
