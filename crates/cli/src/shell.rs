@@ -46,20 +46,20 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
     (
         Cmd::Put,
         &["put", "enviar"],
-        "FILE [NAME]",
-        "upload a file (as NAME)",
+        "FILE... [--as NAME] [--force]",
+        "upload files (one as NAME; --force replaces)",
     ),
     (
         Cmd::Get,
         &["get", "baixar"],
-        "NAME [PATH]",
-        "download a file (into PATH)",
+        "NAME... [-o PATH] [--force]",
+        "download files (into PATH; --force overwrites)",
     ),
     (
         Cmd::Rm,
         &["rm", "deletar", "apagar"],
-        "NAME",
-        "delete a file on the hub",
+        "NAME...",
+        "delete files on the hub",
     ),
     (Cmd::Who, &["who", "clientes"], "", "who is connected"),
     (
@@ -219,6 +219,12 @@ pub fn main(global: &Global) -> Result<ExitCode> {
     }
     refresh(&runtime, &mut link, &remote);
 
+    // Caught from the start, so a Ctrl-C during a command never kills the shell.
+    let mut interrupts = runtime
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        })
+        .context("cannot handle Ctrl-C")?;
     loop {
         let line = match editor.readline("troca> ") {
             Ok(line) => line,
@@ -249,11 +255,30 @@ pub fn main(global: &Global) -> Result<ExitCode> {
             }
             _ => {}
         }
-        if let Err(e) = runtime.block_on(run(&mut link, cmd, &words[1..])) {
-            eprintln!("troca: {}", one_line(&e));
-            if link.after_error(&e) {
-                eprintln!("troca: the connection is gone; the next command connects again");
+        // Ctrl-C stops the command, not the shell: the prompt comes back (and the history is
+        // saved on the way out as usual). A transfer cut short leaves the connection in an
+        // unknown state, so the next command connects again.
+        let outcome = runtime.block_on(async {
+            tokio::select! {
+                r = run(&mut link, cmd, &words[1..]) => Some(r),
+                _ = interrupts.recv() => None,
             }
+        });
+        match outcome {
+            None => {
+                eprintln!("troca: cancelled");
+                link.reset();
+            }
+            Some(Err(e)) if e.downcast_ref::<Usage>().is_some() => {
+                eprintln!("troca: {}", one_line(&e));
+            }
+            Some(Err(e)) => {
+                eprintln!("troca: {}", one_line(&e));
+                if link.after_error(&e) {
+                    eprintln!("troca: the connection is gone; the next command connects again");
+                }
+            }
+            Some(Ok(())) => {}
         }
         if matches!(cmd, Cmd::Ls | Cmd::Put | Cmd::Get | Cmd::Rm) {
             refresh(&runtime, &mut link, &remote);
@@ -283,16 +308,58 @@ fn refresh(
     }
 }
 
+/// A command used the wrong way: the shell says how to use it and keeps the connection.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Usage(String);
+
+/// The usage line of `cmd`.
+fn usage(cmd: Cmd) -> Usage {
+    let (_, names, usage, _) = COMMANDS
+        .iter()
+        .find(|c| c.0 == cmd)
+        .expect("every command is listed");
+    Usage(format!("usage: {} {usage}", names[0]))
+}
+
 /// Checks the number of arguments, so a slip gets the command's usage.
 fn args(cmd: Cmd, words: &[String], min: usize, max: usize) -> Result<&[String]> {
     if words.len() < min || words.len() > max {
-        let (_, names, usage, _) = COMMANDS
-            .iter()
-            .find(|c| c.0 == cmd)
-            .expect("every command is listed");
-        anyhow::bail!("usage: {} {usage}", names[0]);
+        return Err(usage(cmd).into());
     }
     Ok(words)
+}
+
+/// A command's words split into its operands and its options, as on the command line:
+/// `--force` (or `-f`), and one option with a value (`--as NAME` for put, `-o PATH` for get).
+/// `--` ends the options, for names that start with `-`.
+#[derive(Debug, Default, PartialEq)]
+struct Words {
+    operands: Vec<String>,
+    force: bool,
+    value: Option<String>,
+}
+
+fn split_options(cmd: Cmd, words: &[String], value_flags: &[&str]) -> Result<Words> {
+    let mut out = Words::default();
+    let mut it = words.iter();
+    let mut options_done = false;
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            _ if options_done || !w.starts_with('-') || w == "-" => out.operands.push(w.clone()),
+            "--" => options_done = true,
+            "--force" | "-f" => out.force = true,
+            flag if value_flags.contains(&flag) => match it.next() {
+                Some(v) => out.value = Some(v.clone()),
+                None => return Err(usage(cmd).into()),
+            },
+            _ => return Err(usage(cmd).into()),
+        }
+    }
+    if out.operands.is_empty() {
+        return Err(usage(cmd).into());
+    }
+    Ok(out)
 }
 
 async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
@@ -304,24 +371,20 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             client::ls(global, link.client().await?, prefix).await?;
         }
         Cmd::Put => {
-            let w = args(cmd, words, 1, 2)?;
-            let file = [PathBuf::from(&w[0])];
-            client::put(
-                global,
-                link.client().await?,
-                &file,
-                w.get(1).cloned(),
-                false,
-            )
-            .await?;
+            let w = split_options(cmd, words, &["--as"])?;
+            if w.value.is_some() && w.operands.len() > 1 {
+                return Err(Usage("--as names one file; give one FILE with it".into()).into());
+            }
+            let files: Vec<PathBuf> = w.operands.iter().map(PathBuf::from).collect();
+            client::put(global, link.client().await?, &files, w.value, w.force).await?;
         }
         Cmd::Get => {
-            let w = args(cmd, words, 1, 2)?;
-            let out = w.get(1).map(PathBuf::from);
-            client::get(global, link.client().await?, &w[..1], out, false).await?;
+            let w = split_options(cmd, words, &["-o", "--output"])?;
+            let out = w.value.map(PathBuf::from);
+            client::get(global, link.client().await?, &w.operands, out, w.force).await?;
         }
         Cmd::Rm => {
-            let w = args(cmd, words, 1, 1)?;
+            let w = args(cmd, words, 1, usize::MAX)?;
             client::rm(global, link.client().await?, w).await?;
         }
         Cmd::Who => {
@@ -331,7 +394,9 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
         Cmd::History => {
             let w = args(cmd, words, 0, 1)?;
             let n = match w.first() {
-                Some(n) => n.parse().context("history takes a number of entries")?,
+                Some(n) => n
+                    .parse()
+                    .map_err(|_| Usage(format!("history takes a number of entries, not {n:?}")))?,
                 None => 20,
             };
             let query = History {

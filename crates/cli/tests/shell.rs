@@ -1,4 +1,4 @@
-//! The interactive shell, driven through a real pseudo-terminal: help, the seeds' Portuguese
+//! The interactive shell, driven through a real pseudo-terminal: help, the Portuguese command
 //! names, completion of a remote name, quoting, a failed command followed by a working one, a lost
 //! connection made again, history across sessions, quit.
 
@@ -51,10 +51,23 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
     p.send_line("frobnicate").unwrap();
     p.exp_string("no command \"frobnicate\"").unwrap();
     p.send_line("get").unwrap();
-    p.exp_string("usage: get NAME [PATH]").unwrap();
+    p.exp_string("usage: get NAME... [-o PATH] [--force]")
+        .unwrap();
+    p.send_line("historico abc").unwrap();
+    p.exp_string("history takes a number of entries").unwrap();
+    // A usage error keeps the connection: no "connects again".
+    p.exp_string("troca> ").unwrap();
+    p.send_line("hora").unwrap();
+    p.exp_regex(r"\d{4}-\d{2}-\d{2}T").unwrap();
+
+    // As on the command line: several names, and --force (which is not a file name).
+    p.send_line("baixar notes-2026.txt other.bin --force")
+        .unwrap();
+    p.exp_string("downloaded other.bin").unwrap();
+    p.exp_string("troca> ").unwrap();
 
     // Quoted names with spaces.
-    p.send_line("enviar \"my file.txt\" 'shared copy.txt'")
+    p.send_line("enviar \"my file.txt\" --as 'shared copy.txt'")
         .unwrap();
     p.exp_string("uploaded shared copy.txt").unwrap();
     p.send_line("nome ana").unwrap();
@@ -74,6 +87,17 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
         std::fs::read_to_string(s.share.join("shared copy.txt")).unwrap(),
         "spaced"
     );
+    // The requests before and after the usage errors came over one connection.
+    let rows = json(&hub.troca(&s.client, &["--json", "history", "--limit", "100"]));
+    let address_of = |target: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == target)
+            .map(|r| r["address"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no request for {target}: {rows}"))
+    };
+    assert_eq!(address_of("missing.txt"), address_of("other.bin"));
     let history = std::fs::read_to_string(s.tmp.path().join(".local/share/troca/shell_history"))
         .expect("history kept across sessions");
     assert!(history.contains("listar"), "{history}");
@@ -96,4 +120,101 @@ fn a_lost_connection_is_reported_and_made_again() {
     p.exp_string("a.txt").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
+}
+
+/// A hub that answers a handshake, then sends a download's header and one byte a second.
+fn trickling_hub() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                let mut frames = 0;
+                loop {
+                    while let Ok(Some((msg, used))) = troca_proto::decode_frame(&got) {
+                        got.drain(..used);
+                        frames += 1;
+                        let mut out = Vec::new();
+                        let reply: troca_proto::Message = match msg {
+                            troca_proto::Message::Hello(_) => troca_proto::msg::Welcome {
+                                version: troca_proto::PROTOCOL_VERSION,
+                                server: "slow".into(),
+                                max_frame: troca_proto::MAX_FRAME_LEN as u32,
+                            }
+                            .into(),
+                            troca_proto::Message::Get(_) => troca_proto::msg::FileHeader {
+                                size: 1 << 30,
+                                offset: 0,
+                                modified_ns: 0,
+                            }
+                            .into(),
+                            _ => troca_proto::msg::Entries {
+                                entries: Vec::new(),
+                                last: true,
+                            }
+                            .into(),
+                        };
+                        troca_proto::encode_frame(&reply, &mut out);
+                        if s.write_all(&out).is_err() {
+                            return;
+                        }
+                        if matches!(reply, troca_proto::Message::FileHeader(_)) {
+                            while s.write_all(b"x").is_ok() {
+                                std::thread::sleep(std::time::Duration::from_millis(200));
+                            }
+                            return;
+                        }
+                    }
+                    let _ = frames;
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn ctrl_c_stops_a_transfer_and_returns_to_the_prompt() {
+    let s = Scratch::new();
+    let addr = trickling_hub();
+    let mut cmd = std::process::Command::new(TROCA);
+    cmd.current_dir(&s.client)
+        .env("TROCA_HUB", &addr)
+        .env("HOME", s.tmp.path())
+        .env("TERM", "dumb")
+        .arg("shell");
+    let mut p = rexpect::session::spawn_command(cmd, Some(30_000)).unwrap();
+    p.exp_string("troca> ").unwrap();
+    p.send_line("get big.bin").unwrap();
+    // Wait until the transfer has begun: its partial file appears.
+    let part = s.client.join("big.bin.part");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !part.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    p.send_control('c').unwrap();
+    p.exp_string("cancelled").unwrap();
+    p.exp_string("troca> ").unwrap();
+    p.send_line("sair").unwrap();
+    p.exp_eof().unwrap();
+    assert!(
+        !s.client.join("big.bin").exists(),
+        "nothing under the real name"
+    );
+    assert!(part.exists(), "the partial download is kept for resume");
+    let history = std::fs::read_to_string(s.tmp.path().join(".local/share/troca/shell_history"))
+        .expect("history saved");
+    assert!(history.contains("get big.bin"), "{history}");
 }
