@@ -51,18 +51,22 @@ pub enum Command {
         /// Only names starting with this.
         prefix: Option<String>,
     },
-    /// Upload files to the hub.
+    /// Upload files and folders to the hub (a folder with everything in it, keeping its paths).
     Put {
+        /// Files or folders to upload.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// The name to store a single file under (default: its file name).
-        #[arg(long = "as", value_name = "NAME")]
+        #[arg(long = "as", value_name = "NAME", conflicts_with = "to")]
         as_name: Option<String>,
+        /// The hub folder to put them in (default: the top of the share).
+        #[arg(long, value_name = "FOLDER")]
+        to: Option<String>,
         /// Replace files that already exist on the hub.
         #[arg(long)]
         force: bool,
     },
-    /// Download files from the hub.
+    /// Download files and folders from the hub (`NAME/` or a folder's name takes everything in it).
     Get {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,

@@ -12,7 +12,7 @@ use troca_net::durable::free_local_path;
 use troca_net::transfer::{download_to_path, download_to_writer, upload_path};
 use troca_net::{ClientError, ClientOptions, HubClient};
 use troca_proto::json;
-use troca_proto::msg::{Activity, History, HistoryEntry};
+use troca_proto::msg::{Activity, Entry, History, HistoryEntry};
 
 pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -43,8 +43,8 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         if names.len() > 1 && o == Path::new("-") {
             return usage("-o - takes a single NAME");
         }
-        if names.len() > 1 && !o.is_dir() {
-            return usage("with several NAMEs, -o must be an existing folder");
+        if names.len() > 1 && o.exists() && !o.is_dir() {
+            return usage("with several NAMEs, -o must be a folder");
         }
     }
     let mut client = connect(global).await?;
@@ -53,8 +53,12 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         Command::Put {
             files,
             as_name,
+            to,
             force,
-        } => put(global, &mut client, &files, as_name, force).await,
+        } => {
+            let names = Naming { as_name, to };
+            put(global, &mut client, &files, &names, force).await
+        }
         Command::Get {
             names,
             output,
@@ -315,17 +319,81 @@ pub(crate) async fn put_one(
     })
 }
 
+/// How uploads are named on the hub.
+#[derive(Debug, Default)]
+pub(crate) struct Naming {
+    /// The name of a single file.
+    pub as_name: Option<String>,
+    /// The hub folder everything goes in.
+    pub to: Option<String>,
+}
+
+/// What to upload: each file with the name it gets. A folder gives every regular file below it
+/// (links and other kinds skipped), named by its path from the folder's parent, so `put photos`
+/// stores `photos/2024/a.jpg`; a file is named `--as`, or its file name; both under `--to`.
+fn upload_plan(files: &[PathBuf], naming: &Naming) -> Result<Vec<(PathBuf, String)>> {
+    let prefix = match naming.to.as_deref().map(|t| t.trim_matches('/')) {
+        Some(t) if !t.is_empty() => format!("{t}/"),
+        _ => String::new(),
+    };
+    let mut plan = Vec::new();
+    for path in files {
+        if !path.is_dir() {
+            let name = match (&naming.as_name, path.file_name().and_then(|n| n.to_str())) {
+                (Some(n), _) => n.clone(),
+                (None, Some(n)) => format!("{prefix}{n}"),
+                (None, None) => anyhow::bail!("{}: not a file name", path.display()),
+            };
+            plan.push((path.clone(), name));
+            continue;
+        }
+        let top = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .unwrap_or_default();
+        let walker = walkdir::WalkDir::new(path)
+            .follow_links(false)
+            .sort_by_file_name();
+        for entry in walker {
+            let entry = entry.with_context(|| format!("cannot read {}", path.display()))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(path)
+                .expect("below the folder walked");
+            let rel: Vec<&str> = rel
+                .components()
+                .filter_map(|c| c.as_os_str().to_str())
+                .collect();
+            let mut name = prefix.clone();
+            if !top.is_empty() {
+                name.push_str(&top);
+                name.push('/');
+            }
+            name.push_str(&rel.join("/"));
+            plan.push((entry.path().to_path_buf(), name));
+        }
+    }
+    Ok(plan)
+}
+
 pub(crate) async fn put(
     global: &Global,
     client: &mut HubClient,
     files: &[PathBuf],
-    as_name: Option<String>,
+    naming: &Naming,
     force: bool,
 ) -> Result<ExitCode> {
+    let plan = upload_plan(files, naming)?;
+    if plan.is_empty() {
+        eprintln!("troca: nothing to upload (the folders hold no files)");
+    }
     let mut report = Report::new();
-    for file in files {
+    for (file, name) in &plan {
         let quiet = global.json || global.quiet;
-        match put_one(client, file, as_name.as_deref(), force, quiet).await {
+        match put_one(client, file, Some(name), force, quiet).await {
             Ok(row) => report.rows.push(row),
             Err(e) => {
                 report.fail(format_args!("cannot upload {}: {e}", file.display()));
@@ -402,18 +470,87 @@ pub(crate) async fn get(
         download_to_writer(client, &names[0], &mut out, &bar).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    // A folder to save into is made if missing: `-o dl/`, or `-o dl` with several names.
+    if let Some(o) = &output_path {
+        let as_folder = o.as_os_str().to_string_lossy().ends_with('/') || names.len() > 1;
+        if as_folder && !o.exists() {
+            std::fs::create_dir_all(o).with_context(|| format!("cannot create {}", o.display()))?;
+        }
+    }
     let mut report = Report::new();
+    let quiet = global.json || global.quiet;
     for name in names {
-        let quiet = global.json || global.quiet;
-        match get_one(client, name, output_path.as_deref(), force, quiet).await {
-            Ok(row) => report.rows.push(row),
-            Err(e) => {
-                report.fail(format_args!("cannot download {name}: {e}"));
-                recover(global, client, &e).await?;
+        let got = match folder_files(client, name).await {
+            Ok(Some(files)) => {
+                let root = output_path.clone().unwrap_or_else(|| PathBuf::from("."));
+                get_folder(client, name, &files, &root, force, quiet, &mut report).await
             }
+            Ok(None) => get_one(client, name, output_path.as_deref(), force, quiet)
+                .await
+                .map(|row| report.rows.push(row)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = got {
+            report.fail(format_args!("cannot download {name}: {e}"));
+            recover(global, client, &e).await?;
         }
     }
     report.finish(global)
+}
+
+/// The files in folder `name` on the hub, if it names a folder (`NAME/`, or a name with files
+/// below it and no file of its own).
+async fn folder_files(
+    client: &mut HubClient,
+    name: &str,
+) -> Result<Option<Vec<Entry>>, ClientError> {
+    let folder = name.trim_end_matches('/');
+    if folder.is_empty() {
+        return Ok(None);
+    }
+    let inside = client.list(&format!("{folder}/")).await?;
+    if inside.is_empty() {
+        return Ok(None);
+    }
+    if !name.ends_with('/') && client.list(folder).await?.iter().any(|e| e.name == folder) {
+        return Ok(None);
+    }
+    Ok(Some(inside))
+}
+
+/// Downloads every file of folder `name` into `root`, as `root/FOLDER/...` (its last part and
+/// the paths below it), making folders as needed. Each file resumes and verifies on its own.
+async fn get_folder(
+    client: &mut HubClient,
+    name: &str,
+    files: &[Entry],
+    root: &Path,
+    force: bool,
+    quiet: bool,
+    report: &mut Report<GetRow>,
+) -> Result<(), ClientError> {
+    let folder = name.trim_end_matches('/');
+    let parent_len = folder.rfind('/').map_or(0, |i| i + 1);
+    for f in files {
+        let Some(rel) = f.name.get(parent_len..) else {
+            continue;
+        };
+        // Names come from the hub: each part must be a plain name, never `..` or absolute.
+        if troca_proto::RemoteName::parse(rel).is_err() {
+            continue;
+        }
+        let local = root.join(rel);
+        if let Some(dir) = local.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| ClientError::Local {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        report
+            .rows
+            .push(get_one(client, &f.name, Some(&local), force, quiet).await?);
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

@@ -46,14 +46,14 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
     (
         Cmd::Put,
         &["put", "enviar"],
-        "FILE... [--as NAME] [--force]",
-        "upload files (one as NAME; --force replaces)",
+        "FILE|FOLDER... [--as NAME] [--to FOLDER] [--force]",
+        "upload files and folders (one as NAME; --force replaces)",
     ),
     (
         Cmd::Get,
         &["get", "baixar"],
-        "NAME... [-o PATH] [--force]",
-        "download files (into PATH; --force overwrites)",
+        "NAME|FOLDER/... [-o PATH] [--force]",
+        "download files and folders (into PATH; --force overwrites)",
     ),
     (
         Cmd::Rm,
@@ -337,10 +337,25 @@ fn args(cmd: Cmd, words: &[String], min: usize, max: usize) -> Result<&[String]>
 struct Words {
     operands: Vec<String>,
     force: bool,
-    value: Option<String>,
+    /// Options with a value, by the flag's first spelling in `value_flags`.
+    values: Vec<(&'static str, String)>,
 }
 
-fn split_options(cmd: Cmd, words: &[String], value_flags: &[&str]) -> Result<Words> {
+impl Words {
+    fn value(&self, flag: &str) -> Option<String> {
+        self.values
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// `value_flags`: each option that takes a value, as (its name, its spellings).
+fn split_options(
+    cmd: Cmd,
+    words: &[String],
+    value_flags: &[(&'static str, &[&str])],
+) -> Result<Words> {
     let mut out = Words::default();
     let mut it = words.iter();
     let mut options_done = false;
@@ -349,11 +364,16 @@ fn split_options(cmd: Cmd, words: &[String], value_flags: &[&str]) -> Result<Wor
             _ if options_done || !w.starts_with('-') || w == "-" => out.operands.push(w.clone()),
             "--" => options_done = true,
             "--force" | "-f" => out.force = true,
-            flag if value_flags.contains(&flag) => match it.next() {
-                Some(v) => out.value = Some(v.clone()),
+            flag => match value_flags
+                .iter()
+                .find(|(_, spellings)| spellings.contains(&flag))
+            {
+                Some((name, _)) => match it.next() {
+                    Some(v) => out.values.push((name, v.clone())),
+                    None => return Err(usage(cmd).into()),
+                },
                 None => return Err(usage(cmd).into()),
             },
-            _ => return Err(usage(cmd).into()),
         }
     }
     if out.operands.is_empty() {
@@ -371,16 +391,20 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             client::ls(global, link.client().await?, prefix).await?;
         }
         Cmd::Put => {
-            let w = split_options(cmd, words, &["--as"])?;
-            if w.value.is_some() && w.operands.len() > 1 {
+            let w = split_options(cmd, words, &[("as", &["--as"]), ("to", &["--to"])])?;
+            if w.value("as").is_some() && w.operands.len() > 1 {
                 return Err(Usage("--as names one file; give one FILE with it".into()).into());
             }
             let files: Vec<PathBuf> = w.operands.iter().map(PathBuf::from).collect();
-            client::put(global, link.client().await?, &files, w.value, w.force).await?;
+            let naming = client::Naming {
+                as_name: w.value("as"),
+                to: w.value("to"),
+            };
+            client::put(global, link.client().await?, &files, &naming, w.force).await?;
         }
         Cmd::Get => {
-            let w = split_options(cmd, words, &["-o", "--output"])?;
-            let out = w.value.map(PathBuf::from);
+            let w = split_options(cmd, words, &[("output", &["-o", "--output"])])?;
+            let out = w.value("output").map(PathBuf::from);
             client::get(global, link.client().await?, &w.operands, out, w.force).await?;
         }
         Cmd::Rm => {

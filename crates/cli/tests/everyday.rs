@@ -37,3 +37,36 @@ fn an_empty_listing_says_so_on_stderr_and_leaves_stdout_empty() {
     let out = hub.troca(&s.client, &["--json", "ls"]);
     assert_eq!(ok(&out).trim(), "[]");
 }
+
+#[test]
+fn a_folder_goes_up_and_comes_back_with_its_paths() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let photos = s.client.join("photos");
+    std::fs::create_dir_all(photos.join("2024/deep")).unwrap();
+    std::fs::create_dir_all(photos.join("empty")).unwrap();
+    random_file(&photos.join("a.jpg"), 70_000, "a");
+    random_file(&photos.join("2024/b.jpg"), 3 << 20, "b");
+    std::fs::write(photos.join("2024/deep/c.txt"), "c").unwrap();
+    ok(&hub.troca(&s.client, &["put", "photos", "--to", "shared"]));
+    assert_eq!(
+        files_under(&s.share),
+        [
+            "shared/photos/2024/b.jpg",
+            "shared/photos/2024/deep/c.txt",
+            "shared/photos/a.jpg"
+        ]
+    );
+    // Back, by the folder's name, into a folder that does not exist yet.
+    ok(&hub.troca(&s.client, &["get", "shared/photos", "-o", "dl"]));
+    for f in ["a.jpg", "2024/b.jpg", "2024/deep/c.txt"] {
+        assert_eq!(
+            hash_file(&s.client.join("dl/photos").join(f)),
+            hash_file(&photos.join(f)),
+            "{f}"
+        );
+    }
+    // One file into a folder named with a trailing slash, made on the way.
+    ok(&hub.troca(&s.client, &["get", "shared/photos/a.jpg", "-o", "one/"]));
+    assert!(s.client.join("one/a.jpg").is_file());
+}
