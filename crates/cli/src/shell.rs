@@ -473,6 +473,6 @@ mod tests {
         }
         assert_eq!(lookup("frobnicate"), None);
         assert!(help(None).contains("baixar"));
-        assert!(help(Some("get")).contains("NAME [PATH]"));
+        assert!(help(Some("get")).contains("NAME|FOLDER/... [-o PATH]"));
     }
 }

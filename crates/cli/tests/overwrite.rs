@@ -92,6 +92,7 @@ fn usage_errors_exit_with_status_2() {
     std::fs::write(s.client.join("a"), "a").unwrap();
     std::fs::write(s.client.join("b"), "b").unwrap();
     fails(&hub.troca(&s.client, &["get", "a", "b", "-o", "-"]), 2);
+    std::fs::write(s.client.join("not-a-dir"), "a file").unwrap();
     fails(
         &hub.troca(&s.client, &["get", "a", "b", "-o", "not-a-dir"]),
         2,

@@ -51,7 +51,7 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
     p.send_line("frobnicate").unwrap();
     p.exp_string("no command \"frobnicate\"").unwrap();
     p.send_line("get").unwrap();
-    p.exp_string("usage: get NAME... [-o PATH] [--force]")
+    p.exp_string("usage: get NAME|FOLDER/... [-o PATH] [--force]")
         .unwrap();
     p.send_line("historico abc").unwrap();
     p.exp_string("history takes a number of entries").unwrap();
