@@ -130,6 +130,14 @@ pub enum Command {
     /// Manage access tokens (on the hub's machine).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a completion script for a shell, e.g. `troca completions bash >
+    /// ~/.local/share/bash-completion/completions/troca`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `troca man > ~/.local/share/man/man1/troca.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

@@ -88,7 +88,9 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         | Command::Shell
         | Command::Tracker { .. }
         | Command::Swarm(_)
-        | Command::Peer(_) => {
+        | Command::Peer(_)
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("not a one-shot client command")
         }
     }

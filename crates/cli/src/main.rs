@@ -26,6 +26,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match args.command {
+        args::Command::Completions { shell } => {
+            let mut cmd = <args::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "troca", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        args::Command::Man => {
+            let cmd = <args::Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(anyhow::Error::new(e).context("cannot write the manual page")),
+            }
+        }
         args::Command::Serve(serve) => serve::main(serve),
         args::Command::Token(cmd) => token::main(&args.global, cmd),
         args::Command::Json => json::main(&args.global),

@@ -20,6 +20,12 @@ pub fn main(args: Serve) -> Result<ExitCode> {
 }
 
 async fn run(args: Serve) -> Result<ExitCode> {
+    if args.dir.exists() && !args.dir.is_dir() {
+        anyhow::bail!(
+            "{} is a file, not a folder: give the folder to share",
+            args.dir.display()
+        );
+    }
     let mut config = HubConfig::new(&args.dir);
     if let Some(state) = &args.state {
         config.state_dir = state.clone();

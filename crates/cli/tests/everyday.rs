@@ -70,3 +70,43 @@ fn a_folder_goes_up_and_comes_back_with_its_paths() {
     ok(&hub.troca(&s.client, &["get", "shared/photos/a.jpg", "-o", "one/"]));
     assert!(s.client.join("one/a.jpg").is_file());
 }
+
+#[test]
+fn completions_and_the_manual_are_printed() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(TROCA)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (shell, marker) in [
+        ("bash", "_troca()"),
+        ("zsh", "#compdef troca"),
+        ("fish", "complete -c troca"),
+    ] {
+        let out = ok(&run(&["completions", shell]));
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(out.contains("serve"), "{shell} completes the commands");
+    }
+    let man = ok(&run(&["man"]));
+    assert!(man.contains(".TH troca 1"), "{man}");
+}
+
+#[test]
+fn serving_a_file_says_it_is_not_a_folder() {
+    let s = Scratch::new();
+    let file = s.tmp.path().join("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    let out = std::process::Command::new(TROCA)
+        .args([
+            "serve",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-http",
+        ])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    assert!(err.contains("is a file, not a folder"), "{err}");
+}
