@@ -388,6 +388,9 @@ pub(crate) async fn put(
     naming: &Naming,
     force: bool,
 ) -> Result<ExitCode> {
+    if files.iter().any(|f| f == Path::new("-")) {
+        return put_stdin(global, client, files, naming, force).await;
+    }
     let plan = upload_plan(files, naming)?;
     if plan.is_empty() {
         eprintln!("troca: nothing to upload (the folders hold no files)");
@@ -496,6 +499,49 @@ pub(crate) async fn get(
             report.fail(format_args!("cannot download {name}: {e}"));
             recover(global, client, &e).await?;
         }
+    }
+    report.finish(global)
+}
+
+/// `put - --as NAME`: standard input, kept in a temporary file first (the protocol announces a
+/// size before the bytes), uploaded, then removed.
+async fn put_stdin(
+    global: &Global,
+    client: &mut HubClient,
+    files: &[PathBuf],
+    naming: &Naming,
+    force: bool,
+) -> Result<ExitCode> {
+    let Some(name) = naming.as_name.as_deref().filter(|_| files.len() == 1) else {
+        anyhow::bail!("put - reads standard input: give it alone, with --as NAME");
+    };
+    let tmp = std::env::temp_dir().join(format!(
+        "troca-stdin-{}-{}",
+        std::process::id(),
+        super::output::hex(blake3::hash(name.as_bytes()).as_bytes())
+    ));
+    let copied = tokio::task::spawn_blocking({
+        let tmp = tmp.clone();
+        move || -> std::io::Result<u64> {
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut out)
+        }
+    })
+    .await?;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).context("cannot read standard input");
+    }
+    let quiet = global.json || global.quiet;
+    let result = put_one(client, &tmp, Some(name), force, quiet).await;
+    let _ = std::fs::remove_file(&tmp);
+    let mut report = Report::new();
+    match result {
+        Ok(row) => report.rows.push(row),
+        Err(e) => report.fail(format_args!("cannot upload standard input: {e}")),
     }
     report.finish(global)
 }

@@ -110,3 +110,32 @@ fn serving_a_file_says_it_is_not_a_folder() {
     let err = fails(&out, 1);
     assert!(err.contains("is a file, not a folder"), "{err}");
 }
+
+#[test]
+fn put_dash_uploads_standard_input_under_its_as_name() {
+    use std::io::Write;
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let mut child = std::process::Command::new(TROCA)
+        .current_dir(&s.client)
+        .env("TROCA_HUB", &hub.addr)
+        .args(["put", "-", "--as", "logs/today.txt"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from a pipe\n")
+        .unwrap();
+    ok(&child.wait_with_output().unwrap());
+    assert_eq!(
+        std::fs::read(s.share.join("logs/today.txt")).unwrap(),
+        b"from a pipe\n"
+    );
+    let err = fails(&hub.troca(&s.client, &["put", "-"]), 1);
+    assert!(err.contains("--as NAME"), "{err}");
+}
