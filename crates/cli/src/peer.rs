@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use troca_peer::{download, Peer, PeerConfig, ServerConfig};
 
 const MENU: &str = "\
-  1 register   2 list files   3 download   4 update registration   5 leave (END)   6 quit
-  or type: ls [FILTER] | get ID|NAME | reg | upd | end | quit | help";
+  1 join the swarm   2 list files   3 download   4 refresh my files   5 leave the swarm   6 quit
+  or type: ls|listar [FILTER] | get|baixar ID|NAME | join|entrar | refresh|atualizar |
+           leave|deixar | quit|sair | help|ajuda";
 
 pub fn main(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     troca_net::raise_fd_limit();
@@ -60,9 +61,10 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     let signals = crate::serve::Signals::catch()?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;
+    let n = peer.library().files().len();
     eprintln!(
-        "troca: sharing {} files from {} with tracker {tracker}",
-        peer.library().files().len(),
+        "troca: sharing {n} {} from {} with tracker {tracker}",
+        plural(n, "file", "files"),
         peer.library().dir().display()
     );
 
@@ -74,6 +76,15 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     eprintln!("troca: leaving the swarm");
     peer.stop().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `one` or `many`, as `n` asks.
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
 }
 
 /// What the person asked for.
@@ -94,13 +105,13 @@ fn parse(line: &str) -> Option<Choice> {
     let rest = rest.trim().to_owned();
     Some(match word {
         "" => return None,
-        "1" | "reg" | "register" => Choice::Register,
-        "2" | "ls" | "list" => Choice::List(rest),
-        "3" | "get" | "download" => Choice::Get(rest),
-        "4" | "upd" | "update" => Choice::Update,
-        "5" | "end" | "leave" => Choice::Leave,
-        "6" | "quit" | "exit" | "q" => Choice::Quit,
-        "help" | "?" => Choice::Help,
+        "1" | "join" | "entrar" | "reg" | "register" | "registrar" => Choice::Register,
+        "2" | "ls" | "list" | "listar" => Choice::List(rest),
+        "3" | "get" | "download" | "baixar" => Choice::Get(rest),
+        "4" | "refresh" | "atualizar" | "upd" | "update" => Choice::Update,
+        "5" | "leave" | "deixar" | "end" => Choice::Leave,
+        "6" | "quit" | "exit" | "q" | "sair" => Choice::Quit,
+        "help" | "ajuda" | "?" => Choice::Help,
         other => Choice::Unknown(other.to_owned()),
     })
 }
@@ -136,7 +147,11 @@ async fn act(global: &Global, peer: &Arc<Peer>, choice: Choice) -> Result<()> {
     match choice {
         Choice::Register => {
             peer.register().await?;
-            eprintln!("registered {} files", peer.library().files().len());
+            let n = peer.library().files().len();
+            eprintln!(
+                "joined the swarm, sharing {n} {}",
+                plural(n, "file", "files")
+            );
         }
         Choice::List(filter) => print_listing(global.json, &peer.list(&filter).await?)?,
         Choice::Get(what) if what.is_empty() => eprintln!("say which: get ID|NAME"),
@@ -148,14 +163,14 @@ async fn act(global: &Global, peer: &Arc<Peer>, choice: Choice) -> Result<()> {
         Choice::Update => {
             let ch = peer.update().await?;
             eprintln!(
-                "updated: {} added, {} removed",
+                "refreshed: {} added, {} removed",
                 ch.added.len(),
                 ch.removed.len()
             );
         }
         Choice::Leave => {
             peer.leave().await?;
-            eprintln!("left the swarm (still serving); 1 registers again");
+            eprintln!("left the swarm (still serving what is shared); 1 joins again");
         }
         Choice::Help => eprintln!("{MENU}"),
         Choice::Unknown(w) => eprintln!("unknown choice {w:?}\n{MENU}"),

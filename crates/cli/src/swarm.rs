@@ -192,12 +192,14 @@ pub fn print_outcome(global: &Global, o: &Outcome) -> Result<()> {
         }));
     }
     if !global.quiet {
+        let helped = o.peers.iter().filter(|p| p.pieces > 0).count();
         eprintln!(
-            "troca: saved {} ({}, {} pieces, verified) from {} peers",
+            "troca: saved {} ({}, {} {}, verified) from {helped} {}",
             o.path.display(),
             output::size(o.size),
             o.pieces,
-            o.peers.iter().filter(|p| p.pieces > 0).count()
+            if o.pieces == 1 { "piece" } else { "pieces" },
+            if helped == 1 { "peer" } else { "peers" },
         );
         for p in &o.peers {
             match &p.dropped {

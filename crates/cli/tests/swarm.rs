@@ -226,7 +226,7 @@ fn the_peer_menu_registers_lists_downloads_and_quits() {
     std::fs::write(other.join("song.ogg"), "la la la").unwrap();
     let _o = start_peer(&other, &t, &[]);
     let mut p = peer_in_pty(&s, &t);
-    p.exp_string("1 register").unwrap();
+    p.exp_string("1 join the swarm").unwrap();
     p.exp_string("peer> ").unwrap();
     p.send_line("2").unwrap();
     p.exp_string("song.ogg").unwrap();
@@ -248,8 +248,11 @@ fn the_peer_menu_registers_lists_downloads_and_quits() {
         ["song.ogg"],
         "only the other peer's copy is listed"
     );
-    p.send_line("1").unwrap();
-    p.exp_string("registered 1 files").unwrap();
+    // The shell's Portuguese words work here too.
+    p.send_line("ajuda").unwrap();
+    p.exp_string("listar").unwrap();
+    p.send_line("entrar").unwrap();
+    p.exp_string("joined the swarm, sharing 1 file").unwrap();
     p.send_line("6").unwrap();
     p.exp_eof().unwrap();
     assert_eq!(listed(&t), ["song.ogg"]);
