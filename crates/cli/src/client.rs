@@ -111,12 +111,55 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         ),
         None => std::env::var("TROCA_TOKEN").ok().filter(|t| !t.is_empty()),
     };
+    let addr = with_default_port(&global.hub, 13370);
     let options = ClientOptions {
         name: client_name(global),
         token,
+        owner_key: owner_key(&addr),
     };
-    let addr = with_default_port(&global.hub, 13370);
     Ok(HubClient::connect(&addr, &options).await?)
+}
+
+/// Where the client keeps what it remembers (`$XDG_DATA_HOME/troca`, or `~/.local/share/troca`).
+pub(crate) fn data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("troca"))
+}
+
+/// This client's owner key for the hub at `addr`: made at random on first use and kept in
+/// `DATA/owner-keys/ADDR` (0600). What it uploads without a token, it may replace and delete
+/// again. `None` where there is nowhere to keep it.
+fn owner_key(addr: &str) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = data_dir()?.join("owner-keys");
+    let file: String = addr
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(file);
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Some(key.trim().to_owned()).filter(|k| !k.is_empty());
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    let key = hex(&bytes);
+    std::fs::create_dir_all(&dir).ok()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .ok()?;
+    std::io::Write::write_all(&mut f, key.as_bytes()).ok()?;
+    Some(key)
 }
 
 /// `addr` with `port` added when it has none: `host`, `192.0.2.1`, `::1` and `[::1]` get it;

@@ -40,16 +40,20 @@ fn roles_decide_who_may_upload_replace_and_delete() {
 
     // write: uploads, and may delete what it uploaded, not another's file.
     ok(&hub.troca_with(&s.client, &w1, &["put", "f.txt", "--as", "mine.txt"]));
-    let err = fails(&hub.troca_with(&s.client, &w2, &["rm", "mine.txt"]), 1);
+    let err = fails(
+        &hub.troca_as(&s.client, "w2", Some(&w2), &["rm", "mine.txt"]),
+        1,
+    );
     assert!(
         err.contains("needs the admin token or the token that uploaded it"),
         "{err}"
     );
     fails(&hub.troca_with(&s.client, &w1, &["rm", "theirs.txt"]), 1);
     fails(
-        &hub.troca_with(
+        &hub.troca_as(
             &s.client,
-            &w2,
+            "w2",
+            Some(&w2),
             &["put", "--force", "f.txt", "--as", "mine.txt"],
         ),
         1,
@@ -61,9 +65,12 @@ fn roles_decide_who_may_upload_replace_and_delete() {
     ));
     ok(&hub.troca_with(&s.client, &w1, &["rm", "mine.txt"]));
 
-    // Anonymous: may add, may not delete.
+    // Anonymous: may add, may not delete another's upload (its own, by its owner key, it may).
     ok(&hub.troca(&s.client, &["put", "f.txt", "--as", "anon.txt"]));
-    fails(&hub.troca(&s.client, &["rm", "anon.txt"]), 1);
+    fails(
+        &hub.troca_as(&s.client, "stranger", None, &["rm", "anon.txt"]),
+        1,
+    );
 
     // admin: anything.
     let admin = hub.admin_token();

@@ -178,6 +178,7 @@ fn raw_exchange(addr: &str, hello: bool, bytes: &[u8]) -> (Message, bool) {
                 version: troca_proto::PROTOCOL_VERSION,
                 client: "raw".into(),
                 token: None,
+                owner_key: None,
             }
             .into(),
             &mut out,
@@ -258,6 +259,7 @@ fn malformed_oversized_and_unknown_frames_get_an_error_and_others_are_served() {
                 version: 1,
                 client: "x".into(),
                 token: None,
+                owner_key: None,
             }
             .into(),
         ),
@@ -306,6 +308,7 @@ fn another_protocol_version_is_told_which_one_the_hub_speaks() {
                 version: 99,
                 client: "future".into(),
                 token: None,
+                owner_key: None,
             }
             .into(),
         ),
@@ -328,6 +331,7 @@ fn another_protocol_version_is_told_which_one_the_hub_speaks() {
                 version: 1,
                 client: "x".into(),
                 token: None,
+                owner_key: None,
             }
             .into(),
         ),

@@ -139,3 +139,42 @@ fn put_dash_uploads_standard_input_under_its_as_name() {
     let err = fails(&hub.troca(&s.client, &["put", "-"]), 1);
     assert!(err.contains("--as NAME"), "{err}");
 }
+
+#[test]
+fn an_uploader_without_a_token_may_undo_its_own_uploads_and_nobody_elses() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    std::fs::write(s.client.join("draft.txt"), "draft").unwrap();
+    std::fs::write(s.client.join("v2.txt"), "second draft").unwrap();
+    ok(&hub.troca(&s.client, &["put", "draft.txt", "--as", "notes/today.txt"]));
+    ok(&hub.troca(
+        &s.client,
+        &["put", "v2.txt", "--as", "notes/today.txt", "--force"],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("notes/today.txt")).unwrap(),
+        "second draft"
+    );
+    // Someone else (another owner key) may not touch it.
+    let other = std::process::Command::new(TROCA)
+        .current_dir(&s.client)
+        .env("TROCA_HUB", &hub.addr)
+        .env("XDG_DATA_HOME", s.tmp.path().join("someone-else"))
+        .args(["rm", "notes/today.txt"])
+        .output()
+        .unwrap();
+    let err = fails(&other, 1);
+    assert!(err.contains("needs"), "{err}");
+    // Its uploader may.
+    ok(&hub.troca(&s.client, &["rm", "notes/today.txt"]));
+    assert!(!s.share.join("notes/today.txt").exists());
+    // The key stays on the client, readable by its owner only.
+    let keys: Vec<_> = std::fs::read_dir(hub.client_data().join("troca/owner-keys"))
+        .unwrap()
+        .collect();
+    assert_eq!(keys.len(), 1);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &keys[0].as_ref().unwrap().metadata().unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -13,6 +13,7 @@ fn run_script(hub: &Hub, cwd: &std::path::Path, lines: &[&str]) -> Vec<Value> {
         .current_dir(cwd)
         .env("TROCA_HUB", &hub.addr)
         .env("TROCA_NAME", "scripted")
+        .env("XDG_DATA_HOME", hub.client_data())
         .env_remove("TROCA_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -89,14 +90,15 @@ fn the_seeds_requests_are_answered_line_by_line() {
     assert_eq!(out[9]["error"]["code"], "unknown_operation");
     assert_eq!(out[9]["id"], "x");
     assert_eq!(out[10]["error"]["code"], "missing_field");
-    assert_eq!(out[11]["error"]["code"], "forbidden");
+    // Its own upload: the uploader may remove it (by its owner key).
+    assert_eq!(out[11]["removed"], "test.txt", "{}", out[11]);
     let clients = out[12]["clients"].as_array().unwrap();
     assert!(
         clients.iter().any(|c| c["name"] == "name"),
         "registered name shows: {clients:?}"
     );
     let history = out[13]["history"].as_array().unwrap();
-    assert!(history.iter().any(|h| h["op"] == "rm" && h["ok"] == false));
+    assert!(history.iter().any(|h| h["op"] == "rm" && h["ok"] == true));
     // The register request is recorded under the name it was made with; everything after under the new one.
     for h in history {
         let want = if h["op"] == "register" {
@@ -106,7 +108,10 @@ fn the_seeds_requests_are_answered_line_by_line() {
         };
         assert_eq!(h["client"], want, "{h}");
     }
-    assert_eq!(out[14]["status"]["files"], 1);
+    assert_eq!(
+        out[14]["status"]["files"], 0,
+        "test.txt was removed by its uploader"
+    );
     assert!(out[15]["time"].as_str().unwrap().contains('T'));
     assert_eq!(out[16]["bye"], true);
 }

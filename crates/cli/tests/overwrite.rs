@@ -20,8 +20,11 @@ fn an_existing_remote_name_is_refused_without_force() {
         std::fs::read_to_string(s.share.join("a.txt")).unwrap(),
         "v1"
     );
-    // Replacing needs rights: the admin token here.
-    let err = fails(&hub.troca(&s.client, &["put", "--force", "a.txt"]), 1);
+    // Replacing needs rights: someone else's upload needs the admin token.
+    let err = fails(
+        &hub.troca_as(&s.client, "someone", None, &["put", "--force", "a.txt"]),
+        1,
+    );
     assert!(err.contains("needs a token"), "{err}");
     ok(&hub.troca_with(&s.client, &hub.admin_token(), &["put", "--force", "a.txt"]));
     assert_eq!(

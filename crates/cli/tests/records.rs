@@ -10,6 +10,7 @@ fn named(name: &str) -> ClientOptions {
     ClientOptions {
         name: name.into(),
         token: None,
+        owner_key: None,
     }
 }
 
@@ -83,7 +84,7 @@ fn history_survives_a_restart_and_records_refusals() {
     let hub = Hub::start(&s.share, &[]);
     ok(&hub.troca(&s.client, &["--name", "ana", "put", "keep.txt"]));
     fails(
-        &hub.troca(&s.client, &["--name", "eve", "rm", "keep.txt"]),
+        &hub.troca_as(&s.client, "eve", None, &["--name", "eve", "rm", "keep.txt"]),
         1,
     );
     let (status, _) = hub.terminate();

@@ -5,12 +5,17 @@
 //! are slowed down.
 
 use crate::error::HubError;
-use crate::tokens::{Grant, Role, Tokens};
+use crate::tokens::{Grant, Owner, Role, Tokens};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use troca_net::limits::AddressKey;
+
+/// What the hub keeps of an owner key: its BLAKE3 hash (the key itself is never stored).
+pub fn owner_key_hash(key: &str) -> [u8; 32] {
+    *blake3::hash(key.as_bytes()).as_bytes()
+}
 
 /// Who is asking, as established at the handshake.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +26,8 @@ pub struct Caller {
     pub grant: Option<Grant>,
     /// Where the caller connects from (uploads are accounted per address).
     pub from: Option<IpAddr>,
+    /// The BLAKE3 hash of the owner key the caller presented, if any.
+    pub owner_key: Option<[u8; 32]>,
 }
 
 impl Caller {
@@ -62,18 +69,19 @@ impl Caller {
         }
     }
 
-    /// May this caller replace or delete `name`, uploaded by `owner` (a token id, if any)?
+    /// May this caller replace or delete `name`, uploaded by `owner`?
     pub fn may_change(
         &self,
         tokens: &Tokens,
         read_only: bool,
         name: &str,
-        owner: Option<i64>,
+        owner: Owner,
         what: &str,
     ) -> Result<(), HubError> {
         if read_only {
             return Err(HubError::Forbidden("this hub is read-only".into()));
         }
+        let own_key = self.owner_key.is_some() && self.owner_key == owner.key_hash;
         match self.current(tokens)? {
             Some(Grant {
                 role: Role::Admin, ..
@@ -81,7 +89,16 @@ impl Caller {
             Some(Grant {
                 role: Role::Write,
                 token_id: Some(id),
-            }) if owner == Some(id) => Ok(()),
+            }) if owner.token_id == Some(id) => Ok(()),
+            // The same client that uploaded it, by its owner key (a read token reads only).
+            Some(Grant {
+                role: Role::Write, ..
+            })
+            | None
+                if own_key =>
+            {
+                Ok(())
+            }
             Some(_) => Err(HubError::Forbidden(format!(
                 "{what} {name:?} needs the admin token or the token that uploaded it"
             ))),
@@ -204,30 +221,53 @@ mod tests {
             token: t.map(str::to_owned),
             grant: t.and_then(|t| tokens.check(t).unwrap()),
             from: None,
+            owner_key: None,
+        };
+        let by = |id: i64| Owner {
+            token_id: Some(id),
+            key_hash: None,
         };
         let anon = caller(None);
         assert!(anon.may_create(&tokens, false).is_ok());
         assert!(anon.may_create(&tokens, true).is_err());
         assert!(anon
-            .may_change(&tokens, false, "f", None, "deleting")
+            .may_change(&tokens, false, "f", Owner::default(), "deleting")
             .is_err());
         assert!(caller(Some(&r)).may_create(&tokens, false).is_err());
         let writer = caller(Some(&w));
         assert!(writer
-            .may_change(&tokens, false, "f", Some(wid), "deleting")
+            .may_change(&tokens, false, "f", by(wid), "deleting")
             .is_ok());
         assert!(writer
-            .may_change(&tokens, false, "f", Some(wid + 100), "deleting")
+            .may_change(&tokens, false, "f", by(wid + 100), "deleting")
             .is_err());
         assert!(writer
-            .may_change(&tokens, false, "f", None, "deleting")
+            .may_change(&tokens, false, "f", Owner::default(), "deleting")
             .is_err());
         let admin = caller(Some(admin.trim()));
         assert!(admin
-            .may_change(&tokens, false, "f", Some(12345), "deleting")
+            .may_change(&tokens, false, "f", by(12345), "deleting")
             .is_ok());
         assert!(admin
-            .may_change(&tokens, true, "f", None, "deleting")
+            .may_change(&tokens, true, "f", Owner::default(), "deleting")
+            .is_err());
+        // An owner key is its uploader's own, and nobody else's.
+        let keyed = Caller {
+            owner_key: Some(owner_key_hash("k")),
+            ..caller(None)
+        };
+        let uploaded = Owner {
+            token_id: None,
+            key_hash: Some(owner_key_hash("k")),
+        };
+        assert!(keyed
+            .may_change(&tokens, false, "f", uploaded, "deleting")
+            .is_ok());
+        assert!(anon
+            .may_change(&tokens, false, "f", uploaded, "deleting")
+            .is_err());
+        assert!(caller(Some(&r))
+            .may_change(&tokens, false, "f", uploaded, "deleting")
             .is_err());
         tokens.revoke(wid).unwrap();
         assert!(matches!(

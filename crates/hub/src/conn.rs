@@ -109,7 +109,13 @@ async fn session(
         return Err(refuse(conn, e).await);
     }
     let caller = match hub.authenticate(hello.token.clone(), peer.ip()).await {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.owner_key = hello
+                .owner_key
+                .as_deref()
+                .map(crate::access::owner_key_hash);
+            c
+        }
         Err(e) => {
             let pending = Pending {
                 time_ns,

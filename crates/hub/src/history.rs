@@ -152,6 +152,11 @@ pub(crate) fn open_db(path: &Path) -> Result<Connection, HubError> {
          CREATE TABLE IF NOT EXISTS owners (
              name TEXT PRIMARY KEY,
              token_id INTEGER NOT NULL
+         );
+         -- Files uploaded without a token by a client that sent an owner key: its BLAKE3 hash.
+         CREATE TABLE IF NOT EXISTS key_owners (
+             name TEXT PRIMARY KEY,
+             key_hash BLOB NOT NULL
          );",
     )
     .map_err(|e| db_err(path, e))?;

@@ -9,7 +9,7 @@ use crate::config::HubConfig;
 use crate::error::HubError;
 use crate::history::{HistoryLog, Page, PageQuery};
 use crate::share::{is_not_found, Share};
-use crate::tokens::{admin_token_path, db_path, Tokens};
+use crate::tokens::{admin_token_path, db_path, Owner, Tokens};
 use crate::uploads::{PartialUpload, Partials};
 use rustix::fs::FileType;
 use std::fs::File;
@@ -165,6 +165,7 @@ impl Hub {
             token,
             grant,
             from: Some(from),
+            owner_key: None,
         })
     }
 
@@ -257,7 +258,10 @@ impl Hub {
         caller: &Caller,
     ) -> Result<PutDone, HubError> {
         let hub = Arc::clone(self);
-        let uploader = caller.grant.and_then(|g| g.token_id);
+        let uploader = Owner {
+            token_id: caller.grant.and_then(|g| g.token_id),
+            key_hash: caller.owner_key,
+        };
         blocking(move || {
             let ours: Hash = *upload.hasher.finalize().as_bytes();
             if ours != theirs {
@@ -411,7 +415,7 @@ impl Hub {
             let real = slot.path();
             hub.share.hashes.forget(&real);
             hub.cache.invalidate(&real);
-            hub.tokens.set_owner(remote.as_str(), None)?;
+            hub.tokens.set_owner(remote.as_str(), Owner::default())?;
             Ok(())
         })
         .await

@@ -192,22 +192,37 @@ impl Tokens {
         Ok(n > 0)
     }
 
-    /// The token that uploaded `name`, if one did.
-    pub fn owner(&self, name: &str) -> Result<Option<i64>, HubError> {
+    /// Who uploaded `name`: the token, or the owner key, if either.
+    pub fn owner(&self, name: &str) -> Result<Owner, HubError> {
         let db = self.db.lock().expect("token database poisoned");
-        db.query_row(
-            "SELECT token_id FROM owners WHERE name = ?1",
-            params![name],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| db_err(&self.db_path, e))
+        let err = |e| db_err(&self.db_path, e);
+        let token_id = db
+            .query_row(
+                "SELECT token_id FROM owners WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        let key_hash: Option<Vec<u8>> = db
+            .query_row(
+                "SELECT key_hash FROM key_owners WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        Ok(Owner {
+            token_id,
+            key_hash: key_hash.and_then(|h| h.try_into().ok()),
+        })
     }
 
-    /// Records who uploaded `name` (or forgets, with `None`).
-    pub fn set_owner(&self, name: &str, token_id: Option<i64>) -> Result<(), HubError> {
+    /// Records who uploaded `name` (or forgets, with `Owner::default()`).
+    pub fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError> {
         let db = self.db.lock().expect("token database poisoned");
-        match token_id {
+        let err = |e| db_err(&self.db_path, e);
+        match owner.token_id {
             Some(id) => db.execute(
                 "INSERT INTO owners (name, token_id) VALUES (?1, ?2)
                  ON CONFLICT(name) DO UPDATE SET token_id = excluded.token_id",
@@ -215,9 +230,25 @@ impl Tokens {
             ),
             None => db.execute("DELETE FROM owners WHERE name = ?1", params![name]),
         }
-        .map_err(|e| db_err(&self.db_path, e))?;
+        .map_err(err)?;
+        match owner.key_hash {
+            Some(h) => db.execute(
+                "INSERT INTO key_owners (name, key_hash) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash",
+                params![name, &h[..]],
+            ),
+            None => db.execute("DELETE FROM key_owners WHERE name = ?1", params![name]),
+        }
+        .map_err(err)?;
         Ok(())
     }
+}
+
+/// Who uploaded a file: the token it came with, and the uploader's owner key (its BLAKE3 hash).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub token_id: Option<i64>,
+    pub key_hash: Option<[u8; 32]>,
 }
 
 /// Writes a secret readable by its owner only, created with mode 0600 from the start.
@@ -280,10 +311,14 @@ mod tests {
     fn owners_are_recorded_and_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let (tokens, _) = Tokens::open(dir.path()).unwrap();
-        assert_eq!(tokens.owner("a").unwrap(), None);
-        tokens.set_owner("a", Some(3)).unwrap();
-        assert_eq!(tokens.owner("a").unwrap(), Some(3));
-        tokens.set_owner("a", None).unwrap();
-        assert_eq!(tokens.owner("a").unwrap(), None);
+        assert_eq!(tokens.owner("a").unwrap(), Owner::default());
+        let o = Owner {
+            token_id: Some(3),
+            key_hash: Some([9; 32]),
+        };
+        tokens.set_owner("a", o).unwrap();
+        assert_eq!(tokens.owner("a").unwrap(), o);
+        tokens.set_owner("a", Owner::default()).unwrap();
+        assert_eq!(tokens.owner("a").unwrap(), Owner::default());
     }
 }

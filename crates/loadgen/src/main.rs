@@ -94,6 +94,7 @@ fn options() -> ClientOptions {
     ClientOptions {
         name: "loadgen".into(),
         token: None,
+        owner_key: None,
     }
 }
 

@@ -21,6 +21,8 @@ pub struct ClientOptions {
     pub name: String,
     /// A secret granting rights beyond the default policy.
     pub token: Option<String>,
+    /// This client's owner key for the hub: what it uploads without a token stays its own.
+    pub owner_key: Option<String>,
 }
 
 /// One page of the hub's history, and the `before` that asks for the next (0: no older entries).
@@ -69,6 +71,7 @@ impl HubClient {
                 version: PROTOCOL_VERSION,
                 client: options.name.clone(),
                 token: options.token.clone(),
+                owner_key: options.owner_key.clone(),
             }
             .into(),
         )

@@ -461,6 +461,7 @@ async fn connect(addr: SocketAddr, client_name: &str) -> Result<Connection<TcpSt
             version: PROTOCOL_VERSION,
             client: client_name.to_owned(),
             token: None,
+            owner_key: None,
         }
         .into(),
     )

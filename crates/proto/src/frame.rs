@@ -98,11 +98,12 @@ mod tests {
                 version: 1,
                 client: "bob".into(),
                 token: None,
+                owner_key: None,
             }
             .into(),
             &mut buf,
         );
-        assert_eq!(buf, b"\x00\x00\x00\x0d\x01TRCA\x00\x01\x00\x03bob\x00");
+        assert_eq!(buf, b"\x00\x00\x00\x0e\x01TRCA\x00\x01\x00\x03bob\x00\x00");
         buf.clear();
         encode_frame(
             &Welcome {

@@ -35,9 +35,16 @@ pub(crate) async fn caller(
     visitor: &Visitor,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
-    Ok(hub
+    let mut caller = hub
         .authenticate(bearer(headers), visitor.address.ip())
-        .await?)
+        .await?;
+    // The page keeps an owner key of its own, as the CLI does, sent in this header.
+    caller.owner_key = headers
+        .get("x-troca-owner")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= troca_proto::MAX_SHORT_STR)
+        .map(troca_hub::access::owner_key_hash);
+    Ok(caller)
 }
 
 /// A history record for a request by `visitor`.

@@ -137,10 +137,26 @@ impl Hub {
         Command::new(TROCA)
             .current_dir(cwd)
             .env("TROCA_HUB", &self.addr)
+            .env("XDG_DATA_HOME", self.client_data())
             .env_remove("TROCA_TOKEN")
             .args(args)
             .output()
             .expect("run troca")
+    }
+
+    /// Runs the client as another person on another machine: its own data folder (so its own
+    /// owner key), and `token` if given.
+    pub fn troca_as(&self, cwd: &Path, who: &str, token: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(TROCA);
+        cmd.current_dir(cwd)
+            .env("TROCA_HUB", &self.addr)
+            .env("XDG_DATA_HOME", self.client_data().join(who))
+            .env_remove("TROCA_TOKEN")
+            .args(args);
+        if let Some(t) = token {
+            cmd.env("TROCA_TOKEN", t);
+        }
+        cmd.output().expect("run troca")
     }
 
     /// Runs the client with a token (passed as TROCA_TOKEN, never as an argument).
@@ -148,10 +164,17 @@ impl Hub {
         Command::new(TROCA)
             .current_dir(cwd)
             .env("TROCA_HUB", &self.addr)
+            .env("XDG_DATA_HOME", self.client_data())
             .env("TROCA_TOKEN", token)
             .args(args)
             .output()
             .expect("run troca")
+    }
+
+    /// Where the clients run by the tests keep their data (owner keys), beside the share rather
+    /// than in the real home folder.
+    pub fn client_data(&self) -> PathBuf {
+        self.dir.parent().unwrap_or(&self.dir).join("client-data")
     }
 
     /// The admin token the hub made on first start.

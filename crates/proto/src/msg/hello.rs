@@ -14,6 +14,9 @@ pub struct Hello {
     pub client: String,
     /// A secret that grants rights beyond the default policy. At most 255 bytes.
     pub token: Option<String>,
+    /// A random secret this client keeps for this hub: what it uploads without a token, it may
+    /// replace and delete again by presenting the same key. At most 255 bytes.
+    pub owner_key: Option<String>,
 }
 
 impl Hello {
@@ -22,6 +25,7 @@ impl Hello {
         out.put_u16(self.version);
         out.put_str(crate::codec::truncate_utf8(&self.client, MAX_SHORT_STR));
         out.put_opt_str(self.token.as_deref());
+        out.put_opt_str(self.owner_key.as_deref());
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -30,6 +34,7 @@ impl Hello {
             version: r.u16()?,
             client: r.str("client", MAX_SHORT_STR)?,
             token: r.opt_str("token", MAX_SHORT_STR)?,
+            owner_key: r.opt_str("owner_key", MAX_SHORT_STR)?,
         })
     }
 }

@@ -233,15 +233,20 @@ mod tests {
 
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u16>(), text(255), proptest::option::of(text(255))).prop_map(
-                |(version, client, token)| Hello {
+            (
+                any::<u16>(),
+                text(255),
+                proptest::option::of(text(255)),
+                proptest::option::of(text(64))
+            )
+                .prop_map(|(version, client, token, owner_key)| Hello {
                     magic: crate::MAGIC,
                     version,
                     client,
-                    token
+                    token,
+                    owner_key
                 }
-                .into()
-            ),
+                .into()),
             text(300).prop_map(|prefix| List { prefix }.into()),
             (text(300), any::<u64>()).prop_map(|(name, offset)| Get { name, offset }.into()),
             (text(300), any::<u64>(), any::<i64>(), any::<bool>()).prop_map(
