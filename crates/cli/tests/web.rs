@@ -262,7 +262,7 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
         .await
         .unwrap();
 
-    // Delete: anonymous uploads belong to nobody, so the hub asks for a token; give the admin's.
+    // Delete what this browser uploaded: its owner key is enough, no token asked.
     c.find(Locator::Css("button[aria-label='Delete photo.jpg']"))
         .await
         .unwrap()
@@ -270,6 +270,21 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
         .await
         .unwrap();
     assert_eq!(c.get_alert_text().await.unwrap(), "Delete photo.jpg?");
+    c.accept_alert().await.unwrap();
+    wait_until(&c, "the deletion", |t| !t.contains("photo.jpg")).await;
+    assert!(!s.share.join("photo.jpg").exists());
+
+    // Someone else's file: the hub asks for a token; give the admin's.
+    std::fs::write(s.share.join("theirs.txt"), "not mine").unwrap();
+    c.refresh().await.unwrap();
+    wait_until(&c, "the other file listed", |t| t.contains("theirs.txt")).await;
+    c.find(Locator::Css("button[aria-label='Delete theirs.txt']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.get_alert_text().await.unwrap(), "Delete theirs.txt?");
     c.accept_alert().await.unwrap();
     let started = Instant::now();
     let prompt = loop {
@@ -284,8 +299,8 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     assert!(prompt.contains("token"), "{prompt}");
     c.send_alert_text(&hub.admin_token()).await.unwrap();
     c.accept_alert().await.unwrap();
-    wait_until(&c, "the deletion", |t| !t.contains("photo.jpg")).await;
-    assert!(!s.share.join("photo.jpg").exists());
+    wait_until(&c, "the deletion", |t| !t.contains("theirs.txt")).await;
+    assert!(!s.share.join("theirs.txt").exists());
 
     // The status panel shows the hub's time and the browser among the clients.
     let status = c

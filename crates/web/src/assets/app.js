@@ -43,8 +43,29 @@ function askToken(why) {
   return true;
 }
 
+// This browser's owner key for the hub: what it uploads, it may replace and delete again
+// without a token. Random, kept in this browser only; the hub stores only its hash.
+function ownerKey() {
+  try {
+    let k = localStorage.getItem("troca-owner");
+    if (!k) {
+      const b = new Uint8Array(32);
+      crypto.getRandomValues(b);
+      k = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+      localStorage.setItem("troca-owner", k);
+    }
+    return k;
+  } catch (_) {
+    return null; // storage refused: uploads belong to nobody, as without a key
+  }
+}
+
 function headers() {
-  return token ? { Authorization: `Bearer ${token}` } : {};
+  const h = {};
+  const k = ownerKey();
+  if (k) h["X-Troca-Owner"] = k;
+  if (token) h.Authorization = `Bearer ${token}`;
+  return h;
 }
 
 // fetch with the token; asks for a token once when the hub wants one.
