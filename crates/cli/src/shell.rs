@@ -127,7 +127,9 @@ impl Completer for ShellHelper {
         _ctx: &rustyline::Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
-        let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        // The word being typed starts after the last space, or at an unclosed quote.
+        let start = open_quote(before)
+            .unwrap_or_else(|| before.rfind(char::is_whitespace).map_or(0, |i| i + 1));
         let word = before[start..].trim_start_matches(['"', '\'']);
         let earlier: Vec<&str> = before[..start].split_whitespace().collect();
         let pairs = |names: Vec<String>| {
@@ -156,20 +158,45 @@ impl Completer for ShellHelper {
         match (earlier.first().map(|w| lookup(w)), earlier.len()) {
             (None, 0) => Ok((start, commands())),
             (Some(Some(Cmd::Help)), 1) => Ok((start, commands())),
-            (Some(Some(Cmd::Put)), 1) => self.files.complete_path(line, pos),
-            (Some(Some(Cmd::Get | Cmd::Rm | Cmd::Ls)), 1) => {
-                let remote = self.remote.borrow();
-                let names = remote
-                    .iter()
-                    .filter(|n| n.starts_with(word))
-                    .cloned()
-                    .collect();
-                Ok((start, pairs(names)))
+            (Some(Some(Cmd::Put)), n) if n >= 1 => self.files.complete_path(line, pos),
+            (Some(Some(Cmd::Get)), _) if matches!(earlier.last(), Some(&"-o" | &"--output")) => {
+                self.files.complete_path(line, pos)
             }
-            (Some(Some(Cmd::Get)), 2) => self.files.complete_path(line, pos),
+            (Some(Some(Cmd::Get | Cmd::Rm)), n) | (Some(Some(Cmd::Ls)), n @ 1) if n >= 1 => {
+                let remote = self.remote.borrow();
+                Ok((start, pairs(next_level(&remote, word))))
+            }
             _ => Ok((pos, Vec::new())),
         }
     }
+}
+
+/// Where an unclosed quote opens in `before`, if one does.
+fn open_quote(before: &str) -> Option<usize> {
+    let mut open: Option<(usize, char)> = None;
+    for (i, c) in before.char_indices() {
+        match open {
+            Some((_, q)) if c == q => open = None,
+            None if c == '"' || c == '\'' => open = Some((i, c)),
+            _ => {}
+        }
+    }
+    open.map(|(i, _)| i)
+}
+
+/// The remote names that start with `typed`, cut after the next `/`: completion stops at each
+/// folder (`photos/`), as a shell's does, and lists each folder once.
+fn next_level(remote: &[String], typed: &str) -> Vec<String> {
+    let mut out: Vec<String> = remote
+        .iter()
+        .filter(|n| n.starts_with(typed))
+        .map(|n| match n[typed.len()..].find('/') {
+            Some(i) => n[..typed.len() + i + 1].to_owned(),
+            None => n.clone(),
+        })
+        .collect();
+    out.dedup();
+    out
 }
 
 impl Hinter for ShellHelper {
@@ -192,8 +219,12 @@ pub fn main(global: &Global) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let remote = Rc::new(RefCell::new(Vec::new()));
+    // Tab lists the candidates (as bash does) rather than cycling through them.
+    let config = rustyline::Config::builder()
+        .completion_type(rustyline::CompletionType::List)
+        .build();
     let mut editor: Editor<ShellHelper, DefaultHistory> =
-        Editor::new().context("cannot start the line editor")?;
+        Editor::with_config(config).context("cannot start the line editor")?;
     editor.set_helper(Some(ShellHelper {
         remote: Rc::clone(&remote),
         files: FilenameCompleter::new(),
@@ -453,6 +484,28 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completion_stops_at_folders_and_finds_an_open_quote() {
+        let remote: Vec<String> = [
+            "a.txt",
+            "photos/2024/x.jpg",
+            "photos/2024/y.jpg",
+            "photos/z.jpg",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(next_level(&remote, ""), ["a.txt", "photos/"]);
+        assert_eq!(
+            next_level(&remote, "photos/"),
+            ["photos/2024/", "photos/z.jpg"]
+        );
+        assert_eq!(next_level(&remote, "photos/2024/x"), ["photos/2024/x.jpg"]);
+        assert_eq!(open_quote("get \"my fi"), Some(4));
+        assert_eq!(open_quote("get \"my file.txt\" "), None);
+        assert_eq!(open_quote("get 'a b"), Some(4));
+    }
 
     #[test]
     fn every_seed_name_finds_its_command() {
