@@ -342,21 +342,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
-/// Byte rates and sizes like `800K`, `20M`, `1G` (binary multiples) or plain bytes.
+/// Byte rates like `800K`, `20M`, `1G` (a size per second, `/s` optional), above zero.
 fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
+    let n = parse_size(s.trim().trim_end_matches("/s"))
         .map_err(|_| format!("{s:?} is not a rate like 500K or 20M"))?;
-    if n.is_nan() || n <= 0.0 {
+    if n == 0 {
         return Err("the rate must be above zero".into());
     }
-    Ok((n * mult as f64) as u64)
+    Ok(n)
 }
