@@ -43,11 +43,6 @@ impl PerAddress {
         })
     }
 
-    /// The cap.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Counts a new connection from `ip`, or `None` if that address is at its cap.
     pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
         let key = AddressKey::of(ip);
@@ -61,12 +56,6 @@ impl PerAddress {
             table: Arc::clone(self),
             key,
         })
-    }
-
-    /// Connections open from `ip` now.
-    pub fn count(&self, ip: IpAddr) -> usize {
-        let open = self.open.lock().expect("address table poisoned");
-        open.get(&AddressKey::of(ip)).copied().unwrap_or(0)
     }
 }
 
