@@ -46,10 +46,43 @@ pub struct Global {
 pub enum Command {
     /// Share a folder: run a hub.
     Serve(Serve),
-    /// List the hub's files.
+    /// List the hub's files (a folder with nothing in it shows as NAME/).
+    #[command(
+        after_help = "Examples:\n  troca ls\n  troca ls photos/\n  troca ls --search invoice"
+    )]
     Ls {
-        /// Only names starting with this.
+        /// Only names starting with this, e.g. `photos/`.
         prefix: Option<String>,
+        /// Instead: every file and folder, in any folder, whose name contains TEXT (any case).
+        #[arg(long, short = 's', value_name = "TEXT", conflicts_with = "prefix")]
+        search: Option<String>,
+    },
+    /// Find files and folders whose names contain TEXT (any case), in every folder.
+    #[command(after_help = "Example:\n  troca find report")]
+    Find {
+        /// What the names contain.
+        text: String,
+    },
+    /// Create folders on the hub (and the folders on the way).
+    #[command(after_help = "Example:\n  troca mkdir photos/2026")]
+    Mkdir {
+        /// The folders to create.
+        #[arg(required = true, value_name = "FOLDER")]
+        names: Vec<String>,
+    },
+    /// Move or rename files and folders on the hub (needs the right to change each one).
+    #[command(
+        after_help = "Examples:\n  troca mv draft.txt report.txt\n  troca mv a.jpg b.jpg photos/\n  \
+        troca mv --force new.txt old.txt   (replaces old.txt)"
+    )]
+    Mv {
+        /// What to move, then where: a new name, or a folder (ending in / or existing) to move
+        /// them into.
+        #[arg(required = true, num_args = 2.., value_name = "NAME")]
+        names: Vec<String>,
+        /// Replace a file that already has the new name.
+        #[arg(long, short)]
+        force: bool,
     },
     /// Upload files and folders to the hub (a folder with everything in it, keeping its paths).
     Put {
@@ -77,10 +110,15 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Delete files on the hub (needs the admin token or the token that uploaded them).
+    /// Delete files and folders on the hub (what you uploaded, or anything with the admin token).
+    #[command(after_help = "Examples:\n  troca rm notes.txt\n  troca rm -r old-photos/")]
     Rm {
+        /// The files (or empty folders) to delete.
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
+        /// Delete folders with everything in them.
+        #[arg(long, short = 'r', visible_short_alias = 'R')]
+        recursive: bool,
     },
     /// Who is connected to the hub, and what each is doing.
     Who,

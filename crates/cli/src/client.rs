@@ -49,7 +49,15 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
     }
     let mut client = connect(global).await?;
     match command {
-        Command::Ls { prefix } => ls(global, &mut client, prefix.as_deref().unwrap_or("")).await,
+        Command::Ls {
+            search: Some(text), ..
+        }
+        | Command::Find { text } => find(global, &mut client, &text).await,
+        Command::Ls { prefix, .. } => {
+            ls(global, &mut client, prefix.as_deref().unwrap_or("")).await
+        }
+        Command::Mkdir { names } => mkdir(global, &mut client, &names).await,
+        Command::Mv { names, force } => mv(global, &mut client, &names, force).await,
         Command::Put {
             files,
             as_name,
@@ -64,7 +72,7 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             output,
             force,
         } => get(global, &mut client, &names, output, force).await,
-        Command::Rm { names } => rm(global, &mut client, &names).await,
+        Command::Rm { names, recursive } => rm(global, &mut client, &names, recursive).await,
         Command::Who => who(global, &mut client).await,
         Command::History {
             limit,
@@ -310,14 +318,7 @@ pub(crate) async fn ls(global: &Global, client: &mut HubClient, prefix: &str) ->
             ),
         }
     } else {
-        for e in &entries {
-            println!(
-                "{:>10}  {}  {}",
-                output::size(e.size),
-                output::local_time(e.modified_ns),
-                output::safe(&e.name)
-            );
-        }
+        print_entries(&entries);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -376,7 +377,7 @@ pub(crate) struct Naming {
 /// What to upload: each file with the name it gets. A folder gives every regular file below it
 /// (links and other kinds skipped), named by its path from the folder's parent, so `put photos`
 /// stores `photos/2024/a.jpg`; a file is named `--as`, or its file name; both under `--to`.
-fn upload_plan(files: &[PathBuf], naming: &Naming) -> Result<Vec<(PathBuf, String)>> {
+pub(crate) fn upload_plan(files: &[PathBuf], naming: &Naming) -> Result<Vec<(PathBuf, String)>> {
     let prefix = match naming.to.as_deref().map(|t| t.trim_matches('/')) {
         Some(t) if !t.is_empty() => format!("{t}/"),
         _ => String::new(),
@@ -647,29 +648,169 @@ async fn get_folder(
 #[derive(Serialize)]
 struct RmRow {
     name: String,
+    /// How many files went (a folder's, with -r).
+    files: u64,
 }
 
 pub(crate) async fn rm(
     global: &Global,
     client: &mut HubClient,
     names: &[String],
+    recursive: bool,
 ) -> Result<ExitCode> {
     let mut report = Report::new();
     for name in names {
-        match client.remove(name).await {
-            Ok(()) => {
+        match client.remove(name, recursive).await {
+            Ok(files) => {
                 if !global.json && !global.quiet {
-                    eprintln!("removed {name}");
+                    match (name.ends_with('/') || files != 1, files) {
+                        (false, _) => eprintln!("removed {}", output::safe(name)),
+                        (true, 1) => eprintln!("removed {} (1 file)", output::safe(name)),
+                        (true, n) => eprintln!("removed {} ({n} files)", output::safe(name)),
+                    }
                 }
-                report.rows.push(RmRow { name: name.clone() });
+                report.rows.push(RmRow {
+                    name: name.clone(),
+                    files,
+                });
+            }
+            Err(ClientError::Hub {
+                code: troca_proto::ErrorCode::NotEmpty,
+                message,
+            }) => {
+                report.fail(format_args!(
+                    "cannot remove {}: {}; use rm -r to delete it with everything in it",
+                    output::safe(name),
+                    output::safe(&message)
+                ));
             }
             Err(e) => {
-                report.fail(format_args!("cannot remove {name}: {e}"));
+                report.fail(format_args!("cannot remove {}: {e}", output::safe(name)));
                 recover(global, client, &e).await?;
             }
         }
     }
     report.finish(global)
+}
+
+#[derive(Serialize)]
+pub(crate) struct FolderRow {
+    name: String,
+    created: bool,
+}
+
+pub(crate) async fn mkdir(
+    global: &Global,
+    client: &mut HubClient,
+    names: &[String],
+) -> Result<ExitCode> {
+    let mut report = Report::new();
+    for name in names {
+        match client.make_folder(name).await {
+            Ok(created) => {
+                if !global.json && !global.quiet {
+                    let what = if created { "created" } else { "already there:" };
+                    eprintln!("{what} {}", output::safe(name));
+                }
+                report.rows.push(FolderRow {
+                    name: name.clone(),
+                    created,
+                });
+            }
+            Err(e) => {
+                report.fail(format_args!("cannot create {}: {e}", output::safe(name)));
+                recover(global, client, &e).await?;
+            }
+        }
+    }
+    report.finish(global)
+}
+
+#[derive(Serialize)]
+pub(crate) struct MoveRow {
+    from: String,
+    name: String,
+}
+
+/// `mv A B` renames; `mv A B... FOLDER` (or a FOLDER ending in `/`) moves into the folder.
+pub(crate) async fn mv(
+    global: &Global,
+    client: &mut HubClient,
+    names: &[String],
+    force: bool,
+) -> Result<ExitCode> {
+    let Some((target, sources)) = names.split_last() else {
+        return usage("mv takes what to move and where to");
+    };
+    if sources.is_empty() {
+        return usage("mv takes what to move and where to");
+    }
+    // Several sources go into a folder, as with mv(1).
+    let target = if sources.len() > 1 && !target.ends_with('/') {
+        format!("{target}/")
+    } else {
+        target.clone()
+    };
+    let mut report = Report::new();
+    for from in sources {
+        match client.rename(from, &target, force).await {
+            Ok(name) => {
+                if !global.json && !global.quiet {
+                    eprintln!("moved {} to {}", output::safe(from), output::safe(&name));
+                }
+                report.rows.push(MoveRow {
+                    from: from.clone(),
+                    name,
+                });
+            }
+            Err(ClientError::Hub {
+                code: troca_proto::ErrorCode::AlreadyExists,
+                message,
+            }) => report.fail(format_args!(
+                "cannot move {}: {}",
+                output::safe(from),
+                output::safe(&message)
+            )),
+            Err(e) => {
+                report.fail(format_args!("cannot move {}: {e}", output::safe(from)));
+                recover(global, client, &e).await?;
+            }
+        }
+    }
+    report.finish(global)
+}
+
+/// Files and folders whose names contain `text`, in every folder.
+pub(crate) async fn find(global: &Global, client: &mut HubClient, text: &str) -> Result<ExitCode> {
+    let entries = client.find(text).await?;
+    if global.json {
+        print_json(&json::files(&entries))?;
+    } else if entries.is_empty() {
+        eprintln!(
+            "troca: no file or folder name contains {:?}",
+            output::safe(text)
+        );
+    } else {
+        print_entries(&entries);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per entry: size, time, name (a folder as `NAME/`, without a size).
+fn print_entries(entries: &[Entry]) {
+    for e in entries {
+        let size = if e.name.ends_with('/') {
+            "-".to_owned()
+        } else {
+            output::size(e.size)
+        };
+        println!(
+            "{:>10}  {}  {}",
+            size,
+            output::local_time(e.modified_ns),
+            output::safe(&e.name)
+        );
+    }
 }
 
 pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitCode> {

@@ -8,7 +8,7 @@ use crate::client::{get_one, put_one, Link};
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use troca_net::ClientError;
 use troca_proto::json as rows;
@@ -16,7 +16,8 @@ use troca_proto::msg::History;
 
 /// The operations, as `unknown_operation` answers list them.
 const OPERATIONS: &str =
-    "list, upload, download, remove, history, register, list_clients, status, time, q";
+    "list, find, upload, download, remove, make_folder, move, history, register, list_clients, \
+     status, time, q";
 
 pub fn main(global: &Global) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -147,6 +148,10 @@ fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, Fail
     }
 }
 
+fn flag(fields: &Map<String, Value>, name: &str) -> bool {
+    fields.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
 fn optional<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     fields.get(name).and_then(Value::as_str)
 }
@@ -180,10 +185,36 @@ async fn perform(
             let entries = link.client().await?.list(prefix).await?;
             json!({ "files": rows::files(&entries) })
         }
+        "upload" if Path::new(field(fields, "file_path")?).is_dir() => {
+            // A folder: every file in it, under the hub folder `to` (default: the top).
+            let path = PathBuf::from(field(fields, "file_path")?);
+            let naming = crate::client::Naming {
+                as_name: None,
+                to: optional(fields, "to").map(str::to_owned),
+            };
+            let plan = crate::client::upload_plan(&[path], &naming)
+                .map_err(|e| Failure::new("local", format!("{e:#}")))?;
+            let mut rows = Vec::new();
+            for (file, name) in &plan {
+                rows.push(put_one(link.client().await?, file, Some(name), force, true).await?);
+            }
+            json!({ "files": rows })
+        }
         "upload" => {
             let path = field(fields, "file_path")?;
-            let name = optional(fields, "name");
-            let row = put_one(link.client().await?, Path::new(path), name, force, true).await?;
+            let name = optional(fields, "name").map(str::to_owned).or_else(|| {
+                let to = optional(fields, "to")?.trim_end_matches('/');
+                let file = Path::new(path).file_name()?.to_str()?;
+                Some(format!("{to}/{file}"))
+            });
+            let row = put_one(
+                link.client().await?,
+                Path::new(path),
+                name.as_deref(),
+                force,
+                true,
+            )
+            .await?;
             json!({ "file": row })
         }
         "download" => {
@@ -194,8 +225,24 @@ async fn perform(
         }
         "remove" => {
             let name = field(fields, "file_name")?;
-            link.client().await?.remove(name).await?;
-            json!({ "removed": name })
+            let recursive = flag(fields, "recursive");
+            let files = link.client().await?.remove(name, recursive).await?;
+            json!({ "removed": name, "files": files })
+        }
+        "make_folder" => {
+            let name = field(fields, "name")?;
+            let created = link.client().await?.make_folder(name).await?;
+            json!({ "folder": name, "created": created })
+        }
+        "move" => {
+            let (from, to) = (field(fields, "from")?, field(fields, "to")?);
+            let name = link.client().await?.rename(from, to, force).await?;
+            json!({ "from": from, "name": name })
+        }
+        "find" => {
+            let text = field(fields, "text")?;
+            let entries = link.client().await?.find(text).await?;
+            json!({ "files": rows::files(&entries) })
         }
         "history" => {
             let limit = fields.get("limit").and_then(Value::as_u64).unwrap_or(50);

@@ -74,17 +74,7 @@ pub fn duration(secs: u64) -> String {
 
 /// Sizes in binary units: `512 B`, `1.5 KiB`, `3.2 GiB`.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
+    troca_proto::json::human_size(bytes)
 }
 
 /// Prints a JSON value on stdout.

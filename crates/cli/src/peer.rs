@@ -14,7 +14,7 @@ use troca_peer::{download, Peer, PeerConfig, ServerConfig};
 
 const MENU: &str = "\
   1 join the swarm   2 list files   3 download   4 refresh my files   5 leave the swarm   6 quit
-  or type: ls|listar [FILTER] | get|baixar ID|NAME | join|entrar | refresh|atualizar |
+  or type: ls|listar|procurar [TEXT] | get|baixar ID|NAME | join|entrar | refresh|atualizar |
            leave|deixar | quit|sair | help|ajuda";
 
 pub fn main(global: &Global, args: PeerArgs) -> Result<ExitCode> {
@@ -106,7 +106,7 @@ fn parse(line: &str) -> Option<Choice> {
     Some(match word {
         "" => return None,
         "1" | "join" | "entrar" | "reg" | "register" | "registrar" => Choice::Register,
-        "2" | "ls" | "list" | "listar" => Choice::List(rest),
+        "2" | "ls" | "list" | "listar" | "find" | "procurar" | "buscar" => Choice::List(rest),
         "3" | "get" | "download" | "baixar" => Choice::Get(rest),
         "4" | "refresh" | "atualizar" | "upd" | "update" => Choice::Update,
         "5" | "leave" | "deixar" | "end" => Choice::Leave,

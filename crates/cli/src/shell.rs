@@ -27,6 +27,9 @@ enum Cmd {
     Put,
     Get,
     Rm,
+    Mkdir,
+    Mv,
+    Find,
     Who,
     History,
     Status,
@@ -58,8 +61,26 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
     (
         Cmd::Rm,
         &["rm", "deletar", "apagar"],
-        "NAME...",
-        "delete files on the hub",
+        "NAME... [-r]",
+        "delete files (and folders, with everything in them, with -r)",
+    ),
+    (
+        Cmd::Mkdir,
+        &["mkdir", "criar"],
+        "FOLDER...",
+        "create folders on the hub",
+    ),
+    (
+        Cmd::Mv,
+        &["mv", "mover", "renomear"],
+        "NAME... TO [--force]",
+        "move or rename (into TO if it is a folder; --force replaces)",
+    ),
+    (
+        Cmd::Find,
+        &["find", "procurar", "buscar"],
+        "TEXT",
+        "find files and folders whose names contain TEXT",
     ),
     (Cmd::Who, &["who", "clientes"], "", "who is connected"),
     (
@@ -162,7 +183,9 @@ impl Completer for ShellHelper {
             (Some(Some(Cmd::Get)), _) if matches!(earlier.last(), Some(&"-o" | &"--output")) => {
                 self.files.complete_path(line, pos)
             }
-            (Some(Some(Cmd::Get | Cmd::Rm)), n) | (Some(Some(Cmd::Ls)), n @ 1) if n >= 1 => {
+            (Some(Some(Cmd::Get | Cmd::Rm | Cmd::Mv)), n) | (Some(Some(Cmd::Ls)), n @ 1)
+                if n >= 1 =>
+            {
                 let remote = self.remote.borrow();
                 Ok((start, pairs(next_level(&remote, word))))
             }
@@ -368,6 +391,7 @@ fn args(cmd: Cmd, words: &[String], min: usize, max: usize) -> Result<&[String]>
 struct Words {
     operands: Vec<String>,
     force: bool,
+    recursive: bool,
     /// Options with a value, by the flag's first spelling in `value_flags`.
     values: Vec<(&'static str, String)>,
 }
@@ -395,6 +419,7 @@ fn split_options(
             _ if options_done || !w.starts_with('-') || w == "-" => out.operands.push(w.clone()),
             "--" => options_done = true,
             "--force" | "-f" => out.force = true,
+            "--recursive" | "-r" | "-R" if cmd == Cmd::Rm => out.recursive = true,
             flag => match value_flags
                 .iter()
                 .find(|(_, spellings)| spellings.contains(&flag))
@@ -439,8 +464,23 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             client::get(global, link.client().await?, &w.operands, out, w.force).await?;
         }
         Cmd::Rm => {
+            let w = split_options(cmd, words, &[])?;
+            client::rm(global, link.client().await?, &w.operands, w.recursive).await?;
+        }
+        Cmd::Mkdir => {
             let w = args(cmd, words, 1, usize::MAX)?;
-            client::rm(global, link.client().await?, w).await?;
+            client::mkdir(global, link.client().await?, w).await?;
+        }
+        Cmd::Mv => {
+            let w = split_options(cmd, words, &[])?;
+            if w.operands.len() < 2 {
+                return Err(usage(cmd).into());
+            }
+            client::mv(global, link.client().await?, &w.operands, w.force).await?;
+        }
+        Cmd::Find => {
+            let w = args(cmd, words, 1, 1)?;
+            client::find(global, link.client().await?, &w[0]).await?;
         }
         Cmd::Who => {
             args(cmd, words, 0, 0)?;
@@ -515,6 +555,10 @@ mod tests {
             ("baixar", Cmd::Get),
             ("deletar", Cmd::Rm),
             ("apagar", Cmd::Rm),
+            ("criar", Cmd::Mkdir),
+            ("mover", Cmd::Mv),
+            ("renomear", Cmd::Mv),
+            ("procurar", Cmd::Find),
             ("clientes", Cmd::Who),
             ("historico", Cmd::History),
             ("hora", Cmd::Time),

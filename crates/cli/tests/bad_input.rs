@@ -98,7 +98,7 @@ async fn names_with_nul_or_control_characters_are_refused_on_the_wire() {
             ),
             "{name:?}: {err:?}"
         );
-        let err = client.remove(name).await.unwrap_err();
+        let err = client.remove(name, false).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -247,7 +247,11 @@ fn malformed_oversized_and_unknown_frames_get_an_error_and_others_are_served() {
     let (m, _) = raw_exchange(&hub.addr, true, &[0, 0, 0, 2, 0x03, 0]);
     assert_eq!(code(&m), ErrorCode::BadRequest);
     // A message that only the hub may send.
-    let (m, _) = raw_exchange(&hub.addr, true, &frame(troca_proto::msg::Removed.into()));
+    let (m, _) = raw_exchange(
+        &hub.addr,
+        true,
+        &frame(troca_proto::msg::Removed { files: 0 }.into()),
+    );
     assert_eq!(code(&m), ErrorCode::BadRequest);
     // A second Hello.
     let (m, _) = raw_exchange(
@@ -272,6 +276,7 @@ fn malformed_oversized_and_unknown_frames_get_an_error_and_others_are_served() {
         &frame(
             Remove {
                 name: "keep.txt".into(),
+                recursive: false,
             }
             .into(),
         ),

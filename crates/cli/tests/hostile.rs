@@ -91,6 +91,8 @@ fn race_setup(link_target: &str) -> RaceSetup {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("f"), b"OUTSIDE").unwrap();
     std::fs::write(outside.join("x"), b"keep me").unwrap();
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    std::fs::write(outside.join("sub/keep"), b"keep me too").unwrap();
     std::fs::create_dir_all(scratch.share.join("d")).unwrap();
     std::fs::write(scratch.share.join("d/f"), b"inside").unwrap();
     let target = if link_target == "absolute" {
@@ -119,7 +121,7 @@ impl RaceSetup {
         let mut names: Vec<String> = std::fs::read_dir(&self.outside)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "f" && n != "x")
+            .filter(|n| n != "f" && n != "x" && n != "sub")
             .collect();
         names.sort();
         names
@@ -128,12 +130,19 @@ impl RaceSetup {
     fn assert_outside_untouched(&self) {
         assert_eq!(std::fs::read(self.outside.join("f")).unwrap(), b"OUTSIDE");
         assert!(self.outside.join("x").exists(), "x outside was deleted");
+        assert!(
+            self.outside.join("sub/keep").exists(),
+            "sub/keep outside was deleted or moved"
+        );
+        let in_sub = std::fs::read_dir(self.outside.join("sub")).unwrap().count();
+        assert_eq!(in_sub, 1, "something was added to sub outside");
         assert_eq!(self.strays(), Vec::<String>::new(), "files written outside");
     }
 }
 
 /// Gets, deletes and uploads through a folder swapped for a link to outside, on the native face:
-/// nothing outside is read, deleted or written.
+/// nothing outside is read, deleted or written. So too folder operations: moving, deleting a
+/// tree, making a folder, searching.
 #[test]
 fn native_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
     for flavour in ["absolute", "relative"] {
@@ -163,7 +172,10 @@ fn native_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
                         other => panic!("read {other:?}"),
                     }
                 }
-                assert!(c.remove("d/x").await.is_err(), "d/x never exists inside");
+                assert!(
+                    c.remove("d/x", false).await.is_err(),
+                    "d/x never exists inside"
+                );
                 let name = format!("d/new-{i}");
                 let put = Put {
                     name,
@@ -174,6 +186,15 @@ fn native_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
                 if let Ok(mut up) = c.put(put).await {
                     up.write(b"n").await.unwrap();
                     let _ = up.finish(*blake3::hash(b"n").as_bytes()).await;
+                }
+                assert!(c.rename("d/x", "stolen", true).await.is_err());
+                assert!(c.rename("d/sub", "stolen", true).await.is_err());
+                assert!(c.remove("d/sub", true).await.is_err(), "d/sub is outside");
+                let _ = c.make_folder("d/made").await;
+                // A search walks the whole share: not every round.
+                if i % 16 == 0 {
+                    let found = c.find("keep").await.unwrap();
+                    assert!(found.is_empty(), "found outside: {found:?}");
                 }
             }
         });

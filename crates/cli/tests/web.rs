@@ -177,6 +177,67 @@ async fn wait_until(c: &Client, what: &str, check: impl Fn(&str) -> bool) -> Str
     }
 }
 
+/// Clicks the first element matching `css`.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Answers the page's dialog: types `text` (if any) and presses its OK button.
+async fn answer_dialog(c: &Client, text: Option<&str>) -> String {
+    let started = Instant::now();
+    loop {
+        let open = c
+            .execute("return document.querySelector('#dialog').open", vec![])
+            .await
+            .unwrap();
+        if open == serde_json::json!(true) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no dialog opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let title = c
+        .find(Locator::Css("#dialog-title"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    if let Some(text) = text {
+        let input = c.find(Locator::Css("#dialog-input")).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(text).await.unwrap();
+    }
+    click(c, "#dialog-ok").await;
+    title
+}
+
+/// Runs `script` (which gets `done` as its last argument) in the page and returns its result.
+async fn in_page(c: &Client, script: &str, args: Vec<serde_json::Value>) -> serde_json::Value {
+    c.execute_async(script, args).await.unwrap()
+}
+
+/// The bytes at `href`, fetched by the page.
+async fn fetch_bytes(c: &Client, href: &str) -> Vec<u8> {
+    let got = in_page(
+        c,
+        "const done = arguments[arguments.length - 1];
+         fetch(arguments[0]).then(r => r.arrayBuffer())
+           .then(b => done(Array.from(new Uint8Array(b))));",
+        vec![serde_json::json!(href)],
+    )
+    .await;
+    serde_json::from_value(got).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     let s = Scratch::new();
@@ -219,27 +280,23 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     let link = c.find(Locator::LinkText("photo.jpg")).await.unwrap();
     let href = link.attr("href").await.unwrap().unwrap();
     assert_eq!(href, "/files/photo.jpg?download=1");
-    let got = c
-        .execute_async(
-            "const done = arguments[arguments.length - 1];
-             fetch(arguments[0]).then(r => r.arrayBuffer())
-               .then(b => done(Array.from(new Uint8Array(b))));",
-            vec![serde_json::json!(href)],
-        )
-        .await
-        .unwrap();
-    let got: Vec<u8> = serde_json::from_value(got).unwrap();
-    assert_eq!(got, std::fs::read(&upload).unwrap());
+    assert_eq!(
+        fetch_bytes(&c, &href).await,
+        std::fs::read(&upload).unwrap()
+    );
 
-    // Folders are navigable, and the filter narrows the list.
-    c.find(Locator::LinkText("albums/"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    // Folders are pages of their own; the search looks in every folder.
+    click(&c, "a[href='/files/albums/']").await;
     let t = wait_until(&c, "the folder", |t| t.contains("song.ogg")).await;
     assert!(!t.contains("photo.jpg"), "{t}");
+    c.find(Locator::Css("#search"))
+        .await
+        .unwrap()
+        .send_keys("phot")
+        .await
+        .unwrap();
+    let t = wait_until(&c, "the search", |t| t.contains("photo.jpg")).await;
+    assert!(!t.contains("song.ogg"), "{t}");
     c.find(Locator::LinkText("home"))
         .await
         .unwrap()
@@ -247,62 +304,58 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
         .await
         .unwrap();
     wait_until(&c, "home again", |t| t.contains("photo.jpg")).await;
-    c.find(Locator::Css("#filter"))
-        .await
-        .unwrap()
-        .send_keys("phot")
-        .await
-        .unwrap();
-    let t = wait_until(&c, "the filter", |t| !t.contains(xss)).await;
-    assert!(t.contains("photo.jpg"));
-    c.find(Locator::Css("#filter"))
-        .await
-        .unwrap()
-        .clear()
-        .await
-        .unwrap();
 
     // Delete what this browser uploaded: its owner key is enough, no token asked.
-    c.find(Locator::Css("button[aria-label='Delete photo.jpg']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    assert_eq!(c.get_alert_text().await.unwrap(), "Delete photo.jpg?");
-    c.accept_alert().await.unwrap();
+    click(&c, "button[aria-label='Delete photo.jpg']").await;
+    assert_eq!(answer_dialog(&c, None).await, "Delete photo.jpg?");
     wait_until(&c, "the deletion", |t| !t.contains("photo.jpg")).await;
     assert!(!s.share.join("photo.jpg").exists());
 
-    // Someone else's file: the hub asks for a token; give the admin's.
+    // Someone else's file: no Delete offered until a token that allows it is given.
     std::fs::write(s.share.join("theirs.txt"), "not mine").unwrap();
     c.refresh().await.unwrap();
     wait_until(&c, "the other file listed", |t| t.contains("theirs.txt")).await;
-    c.find(Locator::Css("button[aria-label='Delete theirs.txt']"))
+    assert!(c
+        .find(Locator::Css("button[aria-label='Delete theirs.txt']"))
         .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    assert_eq!(c.get_alert_text().await.unwrap(), "Delete theirs.txt?");
-    c.accept_alert().await.unwrap();
+        .is_err());
+    click(&c, "#token-button").await;
+    assert_eq!(
+        answer_dialog(&c, Some(&hub.admin_token())).await,
+        "Access token"
+    );
     let started = Instant::now();
-    let prompt = loop {
-        match c.get_alert_text().await {
-            Ok(t) => break t,
-            Err(_) if started.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("no token prompt: {e}"),
-        }
-    };
-    assert!(prompt.contains("token"), "{prompt}");
-    c.send_alert_text(&hub.admin_token()).await.unwrap();
-    c.accept_alert().await.unwrap();
+    while c
+        .find(Locator::Css("button[aria-label='Delete theirs.txt']"))
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no Delete");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    click(&c, "button[aria-label='Delete theirs.txt']").await;
+    answer_dialog(&c, None).await;
     wait_until(&c, "the deletion", |t| !t.contains("theirs.txt")).await;
     assert!(!s.share.join("theirs.txt").exists());
+    let token_text = c
+        .find(Locator::Css("#token-button"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(token_text, "Token (admin)");
 
-    // The status panel shows the hub's time and the browser among the clients.
+    // The browser, with its several connections, is one client; its polling stays out of the
+    // history.
+    let who = json(&hub.troca(&s.client, &["--json", "who"]));
+    let browsers = who
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"].as_str().unwrap().starts_with("web (Mozilla"))
+        .count();
+    assert_eq!(browsers, 1, "{who}");
     let status = c
         .find(Locator::Css("#status"))
         .await
@@ -310,28 +363,133 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
         .text()
         .await
         .unwrap();
-    assert!(status.contains("hub time"), "{status}");
-    let who = json(&hub.troca(&s.client, &["--json", "who"]));
-    assert!(
-        who.as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["name"].as_str().unwrap().starts_with("web (Mozilla")),
-        "{who}"
-    );
+    assert!(status.contains("connected"), "{status}");
+    let history = json(&hub.troca(&s.client, &["--json", "history", "--limit", "200"]));
+    let polls = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| matches!(h["op"].as_str(), Some("status" | "who" | "history")))
+        .filter(|h| h["client"].as_str().unwrap().starts_with("web"))
+        .count();
+    assert_eq!(polls, 0, "{history}");
 
-    // A screenshot for the README, when asked for.
-    if let Ok(path) = std::env::var("TROCA_SCREENSHOT") {
-        c.goto(&web).await.unwrap();
-        wait_until(&c, "the listing", |t| t.contains("albums/")).await;
-        std::fs::write(path, c.screenshot().await.unwrap()).unwrap();
+    // When the hub goes away, the page says so instead of showing stale figures.
+    drop(hub);
+    c.execute("refreshSide()", vec![]).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let status = c
+            .find(Locator::Css("#status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if status.contains("Cannot reach the hub") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.close().await.unwrap();
+}
 
-    // On a phone-sized screen nothing needs sideways scrolling.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_chromium_folders_upload_rename_zip_and_fit_a_phone() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.share.join("50% off")).unwrap();
+    std::fs::write(s.share.join("50% off/deal.txt"), "cheap").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let driver = chromedriver();
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(&web).await.unwrap();
+
+    // A folder whose name needs escaping opens.
+    wait_until(&c, "the listing", |t| t.contains("50% off/")).await;
+    click(&c, "a[href='/files/50%25%20off/']").await;
+    wait_until(&c, "the folder", |t| t.contains("deal.txt")).await;
+    c.goto(&web).await.unwrap();
+    wait_until(&c, "home", |t| t.contains("50% off/")).await;
+
+    // A new folder, then a whole local folder uploaded into it through the folder picker.
+    click(&c, "#new-folder").await;
+    assert_eq!(answer_dialog(&c, Some("trips")).await, "New folder");
+    wait_until(&c, "the new folder", |t| t.contains("trips/")).await;
+    assert!(s.share.join("trips").is_dir());
+    click(&c, "a[href='/files/trips/']").await;
+    wait_until(&c, "the empty folder", |t| t.contains("No files here yet")).await;
+    let tree = s.client.join("lisbon");
+    std::fs::create_dir_all(tree.join("day 2")).unwrap();
+    random_file(&tree.join("tram.jpg"), 200_000, "tram");
+    random_file(&tree.join("day 2/castle.jpg"), 150_000, "castle");
+    c.find(Locator::Css("#upload-folder"))
+        .await
+        .unwrap()
+        .send_keys(tree.to_str().unwrap())
+        .await
+        .unwrap();
+    wait_until(&c, "the uploaded folder", |t| t.contains("lisbon/")).await;
+    let start = Instant::now();
+    while !s.share.join("trips/lisbon/day 2/castle.jpg").exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "folder upload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        hash_file(&s.share.join("trips/lisbon/day 2/castle.jpg")),
+        hash_file(&tree.join("day 2/castle.jpg"))
+    );
+
+    // Rename the folder: its files move with it.
+    click(&c, "button[aria-label='Rename or move lisbon']").await;
+    answer_dialog(&c, Some("trips/lisboa")).await;
+    wait_until(&c, "the renamed folder", |t| t.contains("lisboa/")).await;
+    assert!(s.share.join("trips/lisboa/tram.jpg").is_file());
+    assert!(!s.share.join("trips/lisbon").exists());
+
+    // The folder as a zip, fetched by the browser, unpacked and compared byte for byte.
+    let zip_href = c
+        .find(Locator::Css("#zip"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(zip_href, "/files/trips/?zip");
+    let bytes = fetch_bytes(&c, &zip_href).await;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut names: Vec<String> = archive.file_names().map(str::to_owned).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["trips/lisboa/day 2/castle.jpg", "trips/lisboa/tram.jpg"]
+    );
+    for (inner, local) in [
+        ("trips/lisboa/tram.jpg", tree.join("tram.jpg")),
+        (
+            "trips/lisboa/day 2/castle.jpg",
+            tree.join("day 2/castle.jpg"),
+        ),
+    ] {
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut archive.by_name(inner).unwrap(), &mut got).unwrap();
+        assert_eq!(got, std::fs::read(local).unwrap(), "{inner}");
+    }
+
+    // Delete the folder with everything in it (this browser uploaded it all).
+    click(&c, "button[aria-label='Delete lisboa']").await;
+    let title = answer_dialog(&c, None).await;
+    assert_eq!(title, "Delete lisboa?");
+    wait_until(&c, "the deleted folder", |t| !t.contains("lisboa/")).await;
+    assert!(!s.share.join("trips/lisboa").exists());
+    c.close().await.unwrap();
+
+    // On a phone-sized screen nothing needs sideways scrolling, and sizes and dates show.
     let phone = browser(&driver, 390, 844).await;
     phone.goto(&web).await.unwrap();
-    wait_until(&phone, "the listing", |t| t.contains("albums/")).await;
+    wait_until(&phone, "the listing", |t| t.contains("50% off/")).await;
     let fits = phone
         .execute(
             "return document.documentElement.scrollWidth <= window.innerWidth",
@@ -340,5 +498,101 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
         .await
         .unwrap();
     assert_eq!(fits, true, "the page is wider than a phone");
+    let meta = phone
+        .find(Locator::Css("td.name .meta"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(meta.contains("1 file"), "{meta}");
     phone.close().await.unwrap();
+}
+
+/// The README's screenshots, with ordinary names: written when `TROCA_SCREENSHOTS` names a
+/// folder (`scripts/screenshots` does), checked for being real PNGs either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_screenshots_come_from_the_real_page() {
+    let s = Scratch::new();
+    for (name, len) in [
+        ("Holiday photos/beach.jpg", 2_400_000),
+        ("Holiday photos/sunset.jpg", 3_100_000),
+        ("Recipes/bread.md", 4_000),
+        ("budget-2026.ods", 48_000),
+        ("meeting-notes.md", 6_500),
+        ("quarterly report.pdf", 1_250_000),
+    ] {
+        let path = s.share.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        random_file(&path, len, name);
+    }
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let driver = chromedriver();
+    let out = std::env::var_os("TROCA_SCREENSHOTS").map(std::path::PathBuf::from);
+    for (file, width, height) in [("desktop.png", 1100, 620), ("phone.png", 390, 760)] {
+        let c = browser(&driver, width, height).await;
+        c.goto(&web).await.unwrap();
+        wait_until(&c, "the listing", |t| t.contains("quarterly report.pdf")).await;
+        // Wait for the script's own rendering (local dates) and the side panels.
+        let start = Instant::now();
+        while c.find(Locator::Css("#history li")).await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no activity shown"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let png = c.screenshot().await.unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        if let Some(dir) = &out {
+            std::fs::write(dir.join(file), &png).unwrap();
+        }
+        c.close().await.unwrap();
+    }
+}
+
+/// `wget -r` mirrors a hub from its plain HTML listings: no JavaScript involved.
+#[test]
+fn wget_mirrors_a_hub_without_javascript() {
+    let s = Scratch::new();
+    for name in [
+        "a.txt",
+        "docs/b.txt",
+        "docs/deep er/c d.txt",
+        "50% off/e.txt",
+    ] {
+        let path = s.share.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        random_file(&path, 10_000, name);
+    }
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let mirror = s.client.join("mirror");
+    std::fs::create_dir(&mirror).unwrap();
+    let status = Command::new("wget")
+        .args(["-q", "-r", "-np", "-nH", "--cut-dirs=1", "-e", "robots=off"])
+        .arg("-R")
+        .arg("index.html*")
+        .arg(format!("{web}files/"))
+        .current_dir(&mirror)
+        .status()
+        .expect("wget is installed (scripts/test installs it)");
+    assert!(status.success());
+    let got = files_under(&mirror);
+    assert_eq!(
+        got,
+        [
+            "50% off/e.txt",
+            "a.txt",
+            "docs/b.txt",
+            "docs/deep er/c d.txt"
+        ]
+    );
+    for name in &got {
+        assert_eq!(
+            hash_file(&mirror.join(name)),
+            hash_file(&s.share.join(name))
+        );
+    }
 }

@@ -54,6 +54,33 @@ impl Caller {
         }
     }
 
+    /// What this caller may do, for a face that shows only the actions allowed (the page).
+    pub fn rights(
+        &self,
+        tokens: &Tokens,
+        read_only: bool,
+        prefix: &str,
+    ) -> Result<Rights, HubError> {
+        let grant = self.current(tokens)?;
+        let role = grant.map(|g| g.role);
+        let may_upload = !read_only && role != Some(Role::Read);
+        let admin = !read_only && role == Some(Role::Admin);
+        let owned = if !may_upload || admin {
+            Default::default()
+        } else {
+            let token_id = grant
+                .filter(|g| g.role == Role::Write)
+                .and_then(|g| g.token_id);
+            tokens.owned(prefix, token_id, self.owner_key)?
+        };
+        Ok(Rights {
+            role: role.map_or("anonymous", Role::as_str),
+            may_upload,
+            admin,
+            owned,
+        })
+    }
+
     /// May this caller upload a new name?
     pub fn may_create(&self, tokens: &Tokens, read_only: bool) -> Result<(), HubError> {
         if read_only {
@@ -107,6 +134,24 @@ impl Caller {
                  (--token-file or TROCA_TOKEN)"
             ))),
         }
+    }
+}
+
+/// What a caller may do under a folder: upload, change everything (admin), or change the
+/// files it uploaded (`owned`).
+#[derive(Debug, Clone, Default)]
+pub struct Rights {
+    /// `admin`, `write`, `read` or `anonymous`.
+    pub role: &'static str,
+    pub may_upload: bool,
+    pub admin: bool,
+    pub owned: std::collections::HashSet<String>,
+}
+
+impl Rights {
+    /// May the caller replace, move or delete file `name`?
+    pub fn may_change(&self, name: &str) -> bool {
+        self.admin || (self.may_upload && self.owned.contains(name))
     }
 }
 

@@ -127,6 +127,22 @@ impl HotCache {
         }
     }
 
+    /// Drops every entry at `path` or beneath it (a folder moved or deleted).
+    pub fn invalidate_beneath(&self, path: &Path) {
+        let mut inner = self.lock();
+        let stale: Vec<PathBuf> = inner
+            .lru
+            .iter()
+            .filter(|(p, _)| p.starts_with(path))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in stale {
+            if let Some(old) = inner.lru.pop(&p) {
+                inner.stats.bytes -= old.data.len() as u64;
+            }
+        }
+    }
+
     pub fn stats(&self) -> CacheStats {
         let inner = self.lock();
         CacheStats {

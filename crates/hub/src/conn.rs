@@ -24,8 +24,8 @@ use troca_net::durable::FileWriter;
 use troca_net::sendfile;
 use troca_net::{transfer_buffer, Connection, IoBuf, CACHE_CHUNK};
 use troca_proto::msg::{
-    Activity, ClientList, Entries, FileEnd, FileHeader, History, HistoryEntries, HistoryEntry, Put,
-    PutEnd, PutReady, Registered, Removed, Welcome,
+    Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, History, HistoryEntries,
+    HistoryEntry, Moved, Put, PutEnd, PutReady, Registered, Removed, Welcome,
 };
 use troca_proto::{Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -183,9 +183,20 @@ async fn session(
                 Err(e) => Ok(Err(e)),
             },
             Message::Put(p) => receive_file(hub, conn, me, &caller, p).await,
-            Message::Remove(r) => match hub.remove(&r.name, &caller).await {
-                Ok(()) => conn
-                    .send(&Removed.into())
+            Message::Remove(r) => match hub.remove(&r.name, r.recursive, &caller).await {
+                Ok(files) => answer(conn, Removed { files }.into()).await,
+                Err(e) => Ok(Err(e)),
+            },
+            Message::MakeFolder(m) => match hub.make_folder(&m.name, &caller).await {
+                Ok(created) => answer(conn, FolderMade { created }.into()).await,
+                Err(e) => Ok(Err(e)),
+            },
+            Message::Move(m) => match hub.rename(&m.from, &m.to, m.force, &caller).await {
+                Ok(name) => answer(conn, Moved { name }.into()).await,
+                Err(e) => Ok(Err(e)),
+            },
+            Message::Find(f) => match hub.find(&f.text).await {
+                Ok(entries) => send_chunks(conn, entries, Entries::default(), |_| {})
                     .await
                     .map(|()| Ok(0))
                     .map_err(Into::into),
@@ -245,6 +256,11 @@ async fn session(
     }
 }
 
+/// Sends a one-frame answer to a request that moved no file bytes.
+async fn answer(conn: &mut Conn, msg: Message) -> Result<Outcome, ConnEnd> {
+    conn.send(&msg).await.map(|()| Ok(0)).map_err(Into::into)
+}
+
 /// The operation and target a request is recorded under.
 fn describe(msg: &Message) -> (&'static str, String) {
     match msg {
@@ -252,6 +268,9 @@ fn describe(msg: &Message) -> (&'static str, String) {
         Message::Get(g) => ("get", g.name.clone()),
         Message::Put(p) => ("put", p.name.clone()),
         Message::Remove(r) => ("rm", r.name.clone()),
+        Message::MakeFolder(m) => ("mkdir", m.name.clone()),
+        Message::Move(m) => ("mv", format!("{} -> {}", m.from, m.to)),
+        Message::Find(f) => ("find", f.text.clone()),
         Message::Register(r) => ("register", r.name.clone()),
         Message::Who(_) => ("who", String::new()),
         Message::History(_) => ("history", String::new()),

@@ -10,6 +10,8 @@ pub enum HubError {
     NotFound(String),
     #[error("{0:?} is a folder, not a file")]
     NotAFile(String),
+    #[error("folder {0:?} is not empty")]
+    FolderNotEmpty(String),
     #[error("{0:?} already exists on the hub; use --force to replace it")]
     AlreadyExists(String),
     #[error("{0:?} is being uploaded by another client; try again when it finishes")]
@@ -54,6 +56,7 @@ impl HubError {
             HubError::InvalidName { .. } => ErrorCode::InvalidName,
             HubError::NotFound(_) | HubError::NotAFile(_) => ErrorCode::NotFound,
             HubError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            HubError::FolderNotEmpty(_) => ErrorCode::NotEmpty,
             HubError::UploadInProgress(_)
             | HubError::TooManyConnections(_)
             | HubError::TooManyFromAddress(_) => ErrorCode::Busy,

@@ -79,6 +79,22 @@ impl HashCache {
             .insert(path, (size, mtime_ns, hash));
     }
 
+    /// Forgets every hash at `path` or beneath it (a folder moved or deleted): a different file
+    /// could later appear there with the same size and mtime.
+    pub fn forget_beneath(&self, path: &Path) {
+        if let Some(db) = self.db.lock().expect("hash cache poisoned").as_ref() {
+            let p = path.to_string_lossy();
+            let _ = db.execute(
+                "DELETE FROM hashes WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
+                params![p],
+            );
+        }
+        self.known
+            .lock()
+            .expect("hash cache poisoned")
+            .retain(|p, _| !p.starts_with(path));
+    }
+
     pub fn forget(&self, path: &Path) {
         if let Some(db) = self.db.lock().expect("hash cache poisoned").as_ref() {
             let _ = db.execute(

@@ -321,7 +321,12 @@ impl Hub {
     pub async fn status(self: &Arc<Self>) -> Result<StatusInfo, HubError> {
         let hub = Arc::clone(self);
         let (files, bytes, partials) = blocking(move || {
-            let all = hub.share.list("");
+            let all: Vec<Entry> = hub
+                .share
+                .list("")
+                .into_iter()
+                .filter(|e| !e.name.ends_with('/'))
+                .collect();
             let files = all.len() as u64;
             Ok((
                 files,
@@ -388,17 +393,25 @@ impl Hub {
         .await
     }
 
-    /// Deletes `name`.
-    pub async fn remove(self: &Arc<Self>, name: &str, caller: &Caller) -> Result<(), HubError> {
-        let remote = parse(name)?;
+    /// Deletes `name`: a file, or a folder (an empty one, or with everything in it if
+    /// `recursive`). Returns how many files went.
+    pub async fn remove(
+        self: &Arc<Self>,
+        name: &str,
+        recursive: bool,
+        caller: &Caller,
+    ) -> Result<u64, HubError> {
+        let remote = parse_folder(name)?;
+        let as_folder = name_is_folder(&remote, name);
         let hub = Arc::clone(self);
         let caller = caller.clone();
         blocking(move || {
             let slot = hub.share.slot(&remote, false)?;
             match slot.kind() {
                 Ok(Some(FileType::Directory)) => {
-                    return Err(HubError::NotAFile(remote.to_string()))
+                    return hub.remove_folder(&caller, &remote, &slot, recursive)
                 }
+                Ok(Some(_)) if as_folder => return Err(HubError::NotFound(format!("{remote}/"))),
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(HubError::NotFound(remote.to_string())),
                 Err(e) => return Err(HubError::io(format!("cannot reach {remote}"), e)),
@@ -416,8 +429,179 @@ impl Hub {
             hub.share.hashes.forget(&real);
             hub.cache.invalidate(&real);
             hub.tokens.set_owner(remote.as_str(), Owner::default())?;
-            Ok(())
+            Ok(1)
         })
         .await
     }
+
+    /// May `caller` move or delete folder `name` as a whole? Only if it may change every file
+    /// in it; an empty folder holds nobody's data, so whoever may upload may.
+    fn check_folder(&self, caller: &Caller, name: &RemoteName, what: &str) -> Result<(), HubError> {
+        caller.may_create(&self.tokens, self.config.read_only)?;
+        for file in self.share.files_beneath(name)? {
+            if let Ok(file) = RemoteName::parse(&file) {
+                self.check_change(caller, &file, what)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_folder(
+        &self,
+        caller: &Caller,
+        name: &RemoteName,
+        slot: &crate::share::Slot,
+        recursive: bool,
+    ) -> Result<u64, HubError> {
+        if !recursive && !self.share.files_beneath(name)?.is_empty() {
+            return Err(HubError::FolderNotEmpty(name.to_string()));
+        }
+        self.check_folder(caller, name, "deleting")?;
+        let removed = self.share.remove_tree(name);
+        let real = slot.path();
+        self.share.hashes.forget_beneath(&real);
+        self.cache.invalidate_beneath(&real);
+        self.tokens.forget_owners_beneath(name.as_str())?;
+        removed
+    }
+
+    /// What `caller` may do with the files under `prefix`.
+    pub async fn rights(
+        self: &Arc<Self>,
+        caller: &Caller,
+        prefix: &str,
+    ) -> Result<crate::access::Rights, HubError> {
+        let (hub, caller, prefix) = (Arc::clone(self), caller.clone(), prefix.to_owned());
+        blocking(move || caller.rights(&hub.tokens, hub.config.read_only, &prefix)).await
+    }
+
+    /// Creates folder `name` (and the folders on the way); `false` if it was already there.
+    pub async fn make_folder(
+        self: &Arc<Self>,
+        name: &str,
+        caller: &Caller,
+    ) -> Result<bool, HubError> {
+        let remote = parse_folder(name)?;
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || {
+            caller.may_create(&hub.tokens, hub.config.read_only)?;
+            hub.share.make_folder(&remote)
+        })
+        .await
+    }
+
+    /// Moves (renames) a file or a folder. `to` naming an existing folder, or ending in `/`,
+    /// means inside it, as `mv` does. A file there is replaced only with `force` (and the right
+    /// to replace it); a folder never. Returns the new name.
+    pub async fn rename(
+        self: &Arc<Self>,
+        from: &str,
+        to: &str,
+        force: bool,
+        caller: &Caller,
+    ) -> Result<String, HubError> {
+        let source = parse_folder(from)?;
+        let target = parse_folder(to)?;
+        let into = to.ends_with('/');
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || hub.rename_blocking(&caller, source, target, into, force)).await
+    }
+
+    fn rename_blocking(
+        &self,
+        caller: &Caller,
+        source: RemoteName,
+        mut target: RemoteName,
+        into: bool,
+        force: bool,
+    ) -> Result<String, HubError> {
+        let from = self.share.slot(&source, false)?;
+        let kind = match from.kind() {
+            Ok(Some(kind)) => kind,
+            Ok(None) => return Err(HubError::NotFound(source.to_string())),
+            Err(e) => return Err(HubError::io(format!("cannot reach {source}"), e)),
+        };
+        let target_kind = |t: &RemoteName| match self.share.slot(t, false) {
+            Ok(slot) => slot.kind().ok().flatten(),
+            Err(_) => None,
+        };
+        if into || target_kind(&target) == Some(FileType::Directory) {
+            target = parse(&format!("{target}/{}", source.file_name()))?;
+        }
+        let inside = target.as_str().starts_with(&format!("{source}/"));
+        if target == source || inside {
+            return Err(HubError::BadRequest(format!(
+                "cannot move {source:?} to {target:?}: that is itself or inside it"
+            )));
+        }
+        if kind == FileType::Directory {
+            self.check_folder(caller, &source, "moving")?;
+        } else {
+            caller.may_create(&self.tokens, self.config.read_only)?;
+            self.check_change(caller, &source, "moving")?;
+        }
+        match target_kind(&target) {
+            None => {}
+            Some(FileType::Directory) => return Err(HubError::AlreadyExists(target.to_string())),
+            Some(_) if !force || kind == FileType::Directory => {
+                return Err(HubError::AlreadyExists(target.to_string()))
+            }
+            Some(_) => self.check_change(caller, &target, "replacing")?,
+        }
+        let to = self.share.slot(&target, true)?;
+        self.share
+            .rename(&from, &to, force)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EEXIST)
+                | Some(libc::ENOTEMPTY)
+                | Some(libc::EISDIR)
+                | Some(libc::ENOTDIR) => HubError::AlreadyExists(target.to_string()),
+                _ if is_not_found(&e) => HubError::NotFound(source.to_string()),
+                _ => HubError::io(format!("cannot move {source} to {target}"), e),
+            })?;
+        let (old, new) = (from.path(), to.path());
+        for path in [&old, &new] {
+            self.share.hashes.forget_beneath(path);
+            self.cache.invalidate_beneath(path);
+        }
+        self.tokens.move_owners(source.as_str(), target.as_str())?;
+        Ok(target.to_string())
+    }
+
+    /// The files and folders whose names contain `text` (any case), at most [`MAX_FOUND`].
+    pub async fn find(self: &Arc<Self>, text: &str) -> Result<Vec<Entry>, HubError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(HubError::BadRequest("nothing to search for".into()));
+        }
+        if text.len() > troca_proto::name::MAX_COMPONENT_LEN {
+            return Err(HubError::BadRequest(
+                "the text to search for is too long".into(),
+            ));
+        }
+        let (hub, text) = (Arc::clone(self), text.to_owned());
+        blocking(move || Ok(hub.share.find(&text, MAX_FOUND))).await
+    }
+}
+
+/// The most entries a search answers with.
+pub const MAX_FOUND: usize = 5_000;
+
+/// Parses a name that may end in one `/` (a folder).
+fn parse_folder(name: &str) -> Result<RemoteName, HubError> {
+    match name.strip_suffix('/') {
+        Some(folder) if !folder.is_empty() => parse(folder).map_err(|e| match e {
+            HubError::InvalidName { reason, .. } => HubError::InvalidName {
+                name: name.to_owned(),
+                reason,
+            },
+            other => other,
+        }),
+        _ => parse(name),
+    }
+}
+
+/// Whether the client wrote `name` as a folder (`NAME/`).
+fn name_is_folder(remote: &RemoteName, name: &str) -> bool {
+    name.len() > remote.as_str().len()
 }

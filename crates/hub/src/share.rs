@@ -388,15 +388,129 @@ impl Share {
         opened.ok_or_else(|| HubError::NotFound(name.to_string()))
     }
 
-    /// Lists the files whose names start with `prefix`, sorted by name within each folder.
-    /// Blocking: walks the disk, folder by folder through descriptors.
+    /// Lists the files whose names start with `prefix`, sorted by name within each folder, and
+    /// each folder that holds none as `NAME/` (size 0). Blocking: walks the disk, folder by folder
+    /// through descriptors.
     pub fn list(&self, prefix: &str) -> Vec<Entry> {
         let mut out = Vec::new();
-        self.walk(&self.root_dir, "", prefix, 0, &mut out);
+        self.walk(&self.root_dir, "", &Want::Prefix(prefix), 0, &mut out);
         out
     }
 
-    fn walk(&self, dir: &OwnedFd, rel: &str, prefix: &str, depth: usize, out: &mut Vec<Entry>) {
+    /// The files and folders (`NAME/`) whose names contain `text` (any case), at most `limit`.
+    /// Blocking, like [`Share::list`].
+    pub fn find(&self, text: &str, limit: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let want = Want::Search {
+            text: text.to_lowercase(),
+            limit,
+        };
+        self.walk(&self.root_dir, "", &want, 0, &mut out);
+        out
+    }
+
+    /// Creates folder `name` (and any missing folders on the way); `false` if it was there.
+    pub fn make_folder(&self, name: &RemoteName) -> Result<bool, HubError> {
+        let slot = self.slot(name, true)?;
+        let created = match rustix::fs::mkdirat(&slot.dir, slot.last.as_str(), Mode::from(0o755)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => match slot.kind() {
+                Ok(Some(FileType::Directory)) => false,
+                _ => return Err(HubError::AlreadyExists(name.to_string())),
+            },
+            Err(e) => {
+                return Err(HubError::io(
+                    format!("cannot create folder {name}"),
+                    e.into(),
+                ))
+            }
+        };
+        rustix::fs::fsync(&slot.dir)
+            .map_err(|e| HubError::io(format!("cannot create folder {name}"), e.into()))?;
+        Ok(created)
+    }
+
+    /// Every file beneath folder `name` (links as entries, not followed), for a policy check
+    /// before the whole folder is moved or deleted. Blocking.
+    pub fn files_beneath(&self, name: &RemoteName) -> Result<Vec<String>, HubError> {
+        let dir = self.open_folder(name)?;
+        let mut out = Vec::new();
+        self.collect_names(&dir, name.as_str(), 0, &mut out)
+            .map_err(|e| HubError::io(format!("cannot read folder {name}"), e))?;
+        Ok(out)
+    }
+
+    fn open_folder(&self, name: &RemoteName) -> Result<OwnedFd, HubError> {
+        if self.in_state(name.as_str()) {
+            return Err(HubError::NotFound(name.to_string()));
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        match self.open_beneath(name.as_str(), flags | OFlags::NOFOLLOW) {
+            Ok(o) => Ok(o.fd),
+            Err(e) if is_gone(&e) || e.raw_os_error() == Some(libc::ELOOP) => {
+                Err(HubError::NotFound(name.to_string()))
+            }
+            Err(e) => Err(HubError::io(format!("cannot open folder {name}"), e)),
+        }
+    }
+
+    fn collect_names(
+        &self,
+        dir: &OwnedFd,
+        rel: &str,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) -> io::Result<()> {
+        if depth >= MAX_LIST_DEPTH {
+            return Err(io::Error::other("folders nested too deep"));
+        }
+        for (name, kind) in children(dir)? {
+            let child = format!("{rel}/{}", name.to_string_lossy());
+            if kind == FileType::Directory {
+                let sub = open_child_folder(dir, &name)?;
+                self.collect_names(&sub, &child, depth + 1, out)?;
+            } else {
+                out.push(child);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes folder `name` and everything in it (links themselves, never what they point to),
+    /// deepest first. Blocking. Stops at the first error, having deleted what came before.
+    pub fn remove_tree(&self, name: &RemoteName) -> Result<u64, HubError> {
+        let slot = self.slot(name, false)?;
+        let dir = self.open_folder(name)?;
+        let mut removed = 0;
+        let gone = |e: io::Error| HubError::io(format!("cannot delete {name}"), e);
+        empty_folder(&dir, 0, &mut removed).map_err(gone)?;
+        rustix::fs::unlinkat(&slot.dir, slot.last.as_str(), AtFlags::REMOVEDIR)
+            .map_err(|e| gone(e.into()))?;
+        rustix::fs::fsync(&slot.dir).map_err(|e| gone(e.into()))?;
+        Ok(removed)
+    }
+
+    /// Moves `from` (a file, a link or a folder) to `to`, making missing folders on the way;
+    /// replaces a file at `to` only if `replace` (a folder never). Both folders are fsync'd.
+    pub fn rename(&self, from: &Slot, to: &Slot, replace: bool) -> io::Result<()> {
+        let flags = if replace {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        rustix::fs::renameat_with(
+            &from.dir,
+            from.last.as_str(),
+            &to.dir,
+            to.last.as_str(),
+            flags,
+        )?;
+        rustix::fs::fsync(&to.dir)?;
+        rustix::fs::fsync(&from.dir)?;
+        Ok(())
+    }
+
+    fn walk(&self, dir: &OwnedFd, rel: &str, want: &Want<'_>, depth: usize, out: &mut Vec<Entry>) {
         let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
             return;
         };
@@ -407,6 +521,9 @@ impl Share {
             .collect();
         children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (name, kind) in children {
+            if want.full(out) {
+                return;
+            }
             let Ok(name) = std::str::from_utf8(&name) else {
                 continue;
             };
@@ -426,23 +543,37 @@ impl Share {
             match kind {
                 FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
                     let as_folder = format!("{child}/");
-                    if !(as_folder.starts_with(prefix) || prefix.starts_with(&as_folder)) {
+                    if !want.enters(&as_folder) {
                         continue;
                     }
-                    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
-                    if let Ok(sub) =
-                        rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::empty())
+                    let Ok(sub) = open_child_folder(dir, name.as_bytes()) else {
+                        continue;
+                    };
+                    let before = out.len();
+                    self.walk(&sub, &child, want, depth + 1, out);
+                    if want.folder(&as_folder, out.len() == before)
+                        && RemoteName::parse(&child).is_ok()
                     {
-                        self.walk(&sub, &child, prefix, depth + 1, out);
+                        let modified_ns =
+                            rustix::fs::fstat(&sub).map_or(0, |st| stat_mtime_ns(&st));
+                        out.insert(
+                            before,
+                            Entry {
+                                name: as_folder,
+                                size: 0,
+                                modified_ns,
+                                blake3: None,
+                            },
+                        );
                     }
                 }
-                FileType::RegularFile if child.starts_with(prefix) => {
+                FileType::RegularFile if want.file(&child) => {
                     if let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                         let real = self.root.join(&child);
                         self.push_entry(out, child, real, &st);
                     }
                 }
-                FileType::Symlink if child.starts_with(prefix) => {
+                FileType::Symlink if want.file(&child) => {
                     // Followed beneath the root only, and only to a regular file.
                     if let Ok(o) = self.open_beneath(&child, OFlags::PATH) {
                         if let Ok(st) = rustix::fs::fstat(&o.fd) {
@@ -472,6 +603,92 @@ impl Share {
             modified_ns,
         });
     }
+}
+
+/// What a walk of the share collects.
+enum Want<'a> {
+    /// Files whose names start with this, and the folders among them that hold none.
+    Prefix(&'a str),
+    /// Files and folders whose names contain this (already lower case), up to `limit`.
+    Search { text: String, limit: usize },
+}
+
+impl Want<'_> {
+    fn full(&self, out: &[Entry]) -> bool {
+        matches!(self, Want::Search { limit, .. } if out.len() >= *limit)
+    }
+
+    /// Whether the walk goes into folder `as_folder` (`NAME/`).
+    fn enters(&self, as_folder: &str) -> bool {
+        match self {
+            Want::Prefix(p) => as_folder.starts_with(p) || p.starts_with(as_folder),
+            Want::Search { .. } => true,
+        }
+    }
+
+    fn file(&self, name: &str) -> bool {
+        match self {
+            Want::Prefix(p) => name.starts_with(p),
+            Want::Search { text, .. } => name.to_lowercase().contains(text.as_str()),
+        }
+    }
+
+    /// Whether folder `as_folder` is an entry of its own (`empty`: nothing listed beneath it).
+    fn folder(&self, as_folder: &str, empty: bool) -> bool {
+        match self {
+            Want::Prefix(p) => empty && as_folder.starts_with(p),
+            Want::Search { text, .. } => {
+                let own = as_folder.trim_end_matches('/');
+                let own = own.rsplit('/').next().unwrap_or(own);
+                own.to_lowercase().contains(text.as_str())
+            }
+        }
+    }
+}
+
+/// The entries of a folder (without `.` and `..`), kinds resolved without following links.
+fn children(dir: &OwnedFd) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
+    let mut out = Vec::new();
+    for e in rustix::fs::Dir::read_from(dir)? {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(name).to_owned();
+        let kind = match e.file_type() {
+            FileType::Unknown => FileType::from_raw_mode(
+                rustix::fs::statat(dir, e.file_name(), AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+            ),
+            k => k,
+        };
+        out.push((name, kind));
+    }
+    Ok(out)
+}
+
+/// Opens sub-folder `name` of `dir`, never through a link.
+fn open_child_folder(dir: &OwnedFd, name: impl rustix::path::Arg) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
+}
+
+/// Deletes everything inside `dir`, deepest first, counting the files.
+fn empty_folder(dir: &OwnedFd, depth: usize, removed: &mut u64) -> io::Result<()> {
+    if depth >= MAX_LIST_DEPTH {
+        return Err(io::Error::other("folders nested too deep"));
+    }
+    for (name, kind) in children(dir)? {
+        if kind == FileType::Directory {
+            let sub = open_child_folder(dir, &name)?;
+            empty_folder(&sub, depth + 1, removed)?;
+            rustix::fs::unlinkat(dir, &name, AtFlags::REMOVEDIR)?;
+        } else {
+            rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
+            *removed += 1;
+        }
+    }
+    Ok(())
 }
 
 /// The mtime of `st` in ns since the epoch, as [`troca_net::transfer::mtime_ns`] gives it.

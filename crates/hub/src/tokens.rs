@@ -244,6 +244,84 @@ impl Tokens {
     }
 }
 
+impl Tokens {
+    /// Carries the owners of `from` (a file, or a folder and everything beneath it) over to `to`.
+    pub fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let err = |e| db_err(&self.db_path, e);
+        for table in ["owners", "key_owners"] {
+            // The target's own records go first: what was there was replaced.
+            db.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'"
+                ),
+                params![to],
+            )
+            .map_err(err)?;
+            db.execute(
+                &format!(
+                    "UPDATE {table} SET name = ?2 || substr(name, length(?1) + 1)
+                     WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'"
+                ),
+                params![from, to],
+            )
+            .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// The names starting with `prefix` uploaded with token `token_id` or owner key `key_hash`.
+    pub fn owned(
+        &self,
+        prefix: &str,
+        token_id: Option<i64>,
+        key_hash: Option<[u8; 32]>,
+    ) -> Result<std::collections::HashSet<String>, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let err = |e| db_err(&self.db_path, e);
+        let mut out = std::collections::HashSet::new();
+        let mut collect = |sql: &str, key: &dyn rusqlite::ToSql| -> rusqlite::Result<()> {
+            let mut stmt = db.prepare(sql)?;
+            let rows = stmt.query_map(params![key, prefix], |r| r.get::<_, String>(0))?;
+            for name in rows {
+                out.insert(name?);
+            }
+            Ok(())
+        };
+        let within = "substr(name, 1, length(?2)) = ?2";
+        if let Some(id) = token_id {
+            collect(
+                &format!("SELECT name FROM owners WHERE token_id = ?1 AND {within}"),
+                &id,
+            )
+            .map_err(err)?;
+        }
+        if let Some(h) = key_hash {
+            collect(
+                &format!("SELECT name FROM key_owners WHERE key_hash = ?1 AND {within}"),
+                &&h[..],
+            )
+            .map_err(err)?;
+        }
+        Ok(out)
+    }
+
+    /// Forgets the owners of folder `name` and everything beneath it.
+    pub fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        for table in ["owners", "key_owners"] {
+            db.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'"
+                ),
+                params![name],
+            )
+            .map_err(|e| db_err(&self.db_path, e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Who uploaded a file: the token it came with, and the uploader's owner key (its BLAKE3 hash).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Owner {

@@ -8,9 +8,9 @@ use crate::connection::Connection;
 use crate::error::ClientError;
 use tokio::net::TcpStream;
 use troca_proto::msg::{
-    ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Get, Hello, History,
-    HistoryEntry, List, Put, PutDone, PutEnd, PutReady, Register, Remove, Status, StatusInfo,
-    Welcome, Who,
+    ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Find, Get, Hello, History,
+    HistoryEntry, List, MakeFolder, Move, Put, PutDone, PutEnd, PutReady, Register, Remove, Status,
+    StatusInfo, Welcome, Who,
 };
 use troca_proto::{Hash, Message, MAGIC, PROTOCOL_VERSION};
 
@@ -183,20 +183,62 @@ impl HubClient {
         }
     }
 
-    /// Deletes a file.
-    pub async fn remove(&mut self, name: &str) -> Result<(), ClientError> {
-        self.conn
-            .send(
-                &Remove {
-                    name: name.to_owned(),
-                }
-                .into(),
-            )
-            .await?;
+    /// Deletes a file, or a folder (an empty one, or with everything in it if `recursive`).
+    /// Returns how many files went.
+    pub async fn remove(&mut self, name: &str, recursive: bool) -> Result<u64, ClientError> {
+        let remove = Remove {
+            name: name.to_owned(),
+            recursive,
+        };
+        self.conn.send(&remove.into()).await?;
         match expect(&mut self.conn).await? {
-            Message::Removed(_) => Ok(()),
+            Message::Removed(r) => Ok(r.files),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Creates a folder (and the missing ones on the way); `false` if it was there already.
+    pub async fn make_folder(&mut self, name: &str) -> Result<bool, ClientError> {
+        let make = MakeFolder {
+            name: name.to_owned(),
+        };
+        self.conn.send(&make.into()).await?;
+        match expect(&mut self.conn).await? {
+            Message::FolderMade(m) => Ok(m.created),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Moves (renames) a file or folder; returns its new name.
+    pub async fn rename(
+        &mut self,
+        from: &str,
+        to: &str,
+        force: bool,
+    ) -> Result<String, ClientError> {
+        let m = Move {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            force,
+        };
+        self.conn.send(&m.into()).await?;
+        match expect(&mut self.conn).await? {
+            Message::Moved(m) => Ok(m.name),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The files and folders (`NAME/`) whose names contain `text`, in any case.
+    pub async fn find(&mut self, text: &str) -> Result<Vec<Entry>, ClientError> {
+        let find = Find {
+            text: text.to_owned(),
+        };
+        self.conn.send(&find.into()).await?;
+        self.read_chunks(|m| match m {
+            Message::Entries(Entries { entries, last }) => Ok((entries, last)),
+            other => Err(other.name()),
+        })
+        .await
     }
 
     /// Starts a download from `offset`. Read the bytes with [`Download::read`] until it returns

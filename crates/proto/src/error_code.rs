@@ -30,6 +30,8 @@ pub enum ErrorCode {
     Timeout,
     /// The hub failed for a reason of its own (an I/O error, say).
     Internal,
+    /// The folder holds files, and the request did not ask to delete them too.
+    NotEmpty,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -51,6 +53,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 11,
             ErrorCode::Timeout => 12,
             ErrorCode::Internal => 13,
+            ErrorCode::NotEmpty => 14,
             ErrorCode::Other(n) => n,
         }
     }
@@ -71,6 +74,7 @@ impl ErrorCode {
             11 => ErrorCode::Forbidden,
             12 => ErrorCode::Timeout,
             13 => ErrorCode::Internal,
+            14 => ErrorCode::NotEmpty,
             n => ErrorCode::Other(n),
         }
     }
@@ -91,6 +95,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotEmpty => "not_empty",
             ErrorCode::Other(_) => "other",
         }
     }

@@ -152,7 +152,7 @@ mod tests {
     fn two_frames_back_to_back_decode_in_order() {
         let mut buf = Vec::new();
         encode_frame(&Message::List(List { prefix: "x".into() }), &mut buf);
-        encode_frame(&Message::Removed(Removed), &mut buf);
+        encode_frame(&Message::Removed(Removed { files: 1 }), &mut buf);
         let (first, n) = decode_frame(&buf).unwrap().unwrap();
         let (second, m) = decode_frame(&buf[n..]).unwrap().unwrap();
         assert_eq!(n + m, buf.len());

@@ -57,6 +57,10 @@ pub(crate) fn pending(visitor: &Visitor, op: &'static str, target: String) -> Pe
     )
 }
 
+/// The reads a page may repeat on a timer without each one going into the history (when sent
+/// with `X-Troca-Poll`): nothing changes and no file is read.
+const POLLED: [&str; 3] = ["status", "who", "history"];
+
 /// Runs a request that needs a caller, and records it with its outcome.
 pub(crate) async fn recorded<T, F, Fut>(
     hub: &Arc<Hub>,
@@ -75,9 +79,13 @@ where
         Ok(c) => work(c).await,
         Err(e) => Err(e),
     };
+    // A page refreshing its side panels says so; those looks would bury everything else.
+    let polled = headers.contains_key("x-troca-poll") && POLLED.contains(&op);
     match result {
         Ok((value, bytes)) => {
-            record.finish(&hub.history, Ok(bytes));
+            if !polled {
+                record.finish(&hub.history, Ok(bytes));
+            }
             Ok(value)
         }
         Err(e) => {

@@ -29,7 +29,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::AlreadyExists => StatusCode::CONFLICT,
+            ErrorCode::AlreadyExists | ErrorCode::NotEmpty => StatusCode::CONFLICT,
             ErrorCode::Busy => match hub {
                 HubError::UploadInProgress(_) => StatusCode::CONFLICT,
                 _ => StatusCode::SERVICE_UNAVAILABLE,

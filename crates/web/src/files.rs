@@ -109,7 +109,7 @@ fn parse_range(value: Option<&HeaderValue>, size: u64) -> Result<Want, ApiError>
 
 /// `Content-Disposition` for `name`: its last part, ASCII-safe in `filename` and exact (UTF-8,
 /// percent-encoded) in `filename*`.
-fn disposition(name: &str, attachment: bool) -> HeaderValue {
+pub(crate) fn disposition(name: &str, attachment: bool) -> HeaderValue {
     let base = name.rsplit('/').next().unwrap_or(name);
     let ascii: String = base
         .chars()
@@ -149,6 +149,7 @@ fn http_date(ns: i64) -> Option<HeaderValue> {
 #[derive(Debug, Deserialize)]
 pub(crate) struct GetQuery {
     download: Option<String>,
+    zip: Option<String>,
 }
 
 fn truthy(v: &Option<String>) -> bool {
@@ -165,6 +166,12 @@ pub(crate) async fn get(
     Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
     let name = remote_name(&uri)?;
+    if name.is_empty() || name.ends_with('/') {
+        return match q.zip {
+            Some(_) => crate::folders::zip(&hub, &v, &headers, &name).await,
+            None => crate::folders::listing(&hub, &v, &headers, &name).await,
+        };
+    }
     let head = method == Method::HEAD;
     let record = pending(&v, if head { "head" } else { "get" }, name.clone());
     let prepared = async {
@@ -185,6 +192,13 @@ pub(crate) async fn get(
     .await;
     let (open, small, hash) = match prepared {
         Ok(x) => x,
+        // A folder named without its slash: where its listing is, so relative links work.
+        Err(ApiError::Hub(HubError::NotAFile(_))) => {
+            record.finish(&hub.history, Ok(0));
+            let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
+            let to = format!("{}/{query}", crate::page::href(&name));
+            return Ok((StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response());
+        }
         Err(e) => {
             record.finish(&hub.history, Err(e.record_text()));
             return Err(e);
@@ -510,16 +524,23 @@ pub(crate) async fn put(
     .await
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteQuery {
+    recursive: Option<String>,
+}
+
 pub(crate) async fn delete(
     State(hub): State<Arc<Hub>>,
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
     uri: Uri,
+    Query(q): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
     let name = remote_name(&uri)?;
     let hub = &hub;
+    let recursive = truthy(&q.recursive);
     recorded(hub, &v, &headers, "rm", name.clone(), |caller| async move {
-        hub.remove(&name, &caller).await?;
+        hub.remove(&name, recursive, &caller).await?;
         Ok((StatusCode::NO_CONTENT, 0))
     })
     .await

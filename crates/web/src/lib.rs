@@ -10,6 +10,7 @@
 mod api;
 mod error;
 mod files;
+mod folders;
 mod page;
 
 use axum::extract::{Request, State};
@@ -17,14 +18,17 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::Weak;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
+use troca_hub::clients::Registration;
 use troca_hub::clients::Session;
 use troca_hub::error::HubError;
 use troca_hub::service::now_ns;
@@ -76,6 +80,11 @@ async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> R
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/files/", get(page::index).head(page::index))
+        .route("/api/folders", axum::routing::post(folders::make_folder))
+        .route("/api/move", axum::routing::post(folders::rename))
+        .route("/api/find", get(folders::find))
+        .route("/api/me", get(folders::me))
         .route("/app.js", get(page::script))
         .route("/app.css", get(page::style))
         .route("/api/files", get(api::files))
@@ -97,6 +106,59 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .fallback(page::not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), visitor))
         .with_state(hub)
+}
+
+/// The web clients known by the page's `troca-client` cookie (with their address): each is one
+/// registration, kept while any of its connections is open.
+#[derive(Debug, Default)]
+struct Browsers(std::sync::Mutex<HashMap<(IpAddr, String), Weak<Registration>>>);
+
+impl Browsers {
+    fn join(&self, hub: &Hub, address: SocketAddr, cookie: Option<String>) -> Arc<Registration> {
+        let Some(cookie) = cookie else {
+            return Arc::new(hub.clients.join(address, "web", now_ns()));
+        };
+        let mut all = self.0.lock().expect("browsers poisoned");
+        let key = (address.ip(), cookie);
+        if let Some(r) = all.get(&key).and_then(Weak::upgrade) {
+            return r;
+        }
+        all.retain(|_, r| r.strong_count() > 0);
+        let r = Arc::new(hub.clients.join(address, "web", now_ns()));
+        all.insert(key, Arc::downgrade(&r));
+        r
+    }
+}
+
+/// A connection's registration, and the cookie it was made for.
+#[derive(Debug)]
+struct Joined {
+    registration: Arc<Registration>,
+    cookie: Option<String>,
+}
+
+/// The name of the cookie that groups one browser's connections into one client. It carries no
+/// right: it only says which connections belong together (from the same address).
+pub(crate) const CLIENT_COOKIE: &str = "troca-client";
+
+/// A fresh value for [`CLIENT_COOKIE`].
+pub(crate) fn new_client_cookie() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = format!("{}:{n}:{}", now_ns(), std::process::id());
+    blake3::hash(seed.as_bytes()).to_hex()[..32].to_owned()
+}
+
+/// The page's client cookie (`troca-client`: random hex it makes once), if well formed.
+pub(crate) fn client_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(CLIENT_COOKIE)?.strip_prefix('='))
+        .find(|v| (16..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
 }
 
 /// The most a request's head (request line and headers) may take; hyper answers 431 past it.
@@ -132,6 +194,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let app = router(Arc::clone(&hub));
+    let browsers = Arc::new(Browsers::default());
     let slots = Arc::new(Semaphore::new(hub.config.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let tasks = TaskTracker::new();
@@ -150,14 +213,29 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let registration = hub.clients.join(address, "web", now_ns());
-        let visitor = Visitor {
-            session: Arc::clone(&registration.session),
-            address,
-        };
-        let app = app.clone();
+        // Registered at its first request: by the page's client cookie, so one browser's
+        // several connections are one client in `troca who`.
+        let registration: Arc<std::sync::Mutex<Option<Joined>>> = Arc::default();
+        let held = Arc::clone(&registration);
+        let (app, hub2, browsers) = (app.clone(), Arc::clone(&hub), Arc::clone(&browsers));
         let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(visitor.clone());
+            let session = {
+                let cookie = client_cookie(req.headers());
+                let mut mine = registration.lock().expect("registration poisoned");
+                // A connection first seen without the cookie joins its browser once it has one.
+                let stale = mine
+                    .as_ref()
+                    .is_none_or(|j| j.cookie.is_none() && cookie.is_some());
+                if stale {
+                    *mine = Some(Joined {
+                        registration: browsers.join(&hub2, address, cookie.clone()),
+                        cookie,
+                    });
+                }
+                let joined = mine.as_ref().expect("just joined");
+                Arc::clone(&joined.registration.session)
+            };
+            req.extensions_mut().insert(Visitor { session, address });
             let mut app = app.clone();
             async move { app.call(req.map(axum::body::Body::new)).await }
         });
@@ -171,7 +249,7 @@ pub async fn serve(
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tasks.spawn(async move {
-            let _held = (permit, from_address, registration);
+            let _held = (permit, from_address, held);
             if let Err(e) = conn.await {
                 tracing::debug!(%address, "web connection ended: {e}");
             }

@@ -38,8 +38,144 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
         .into_response()
 }
 
-pub(crate) async fn index() -> Response {
-    asset(INDEX, "text/html; charset=utf-8")
+/// The top folder's listing (`/` and `/files/`).
+pub(crate) async fn index(
+    axum::extract::State(hub): axum::extract::State<std::sync::Arc<troca_hub::Hub>>,
+    axum::Extension(v): axum::Extension<crate::Visitor>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, crate::ApiError> {
+    crate::folders::listing(&hub, &v, &headers, "").await
+}
+
+/// A page of HTML with the page's headers.
+pub(crate) fn html(body: String) -> Response {
+    let mut r = asset("", "text/html; charset=utf-8");
+    *r.body_mut() = axum::body::Body::from(body);
+    r
+}
+
+/// `template` with each `{{key}}` replaced by its value, in one pass (a value is never read
+/// again, so a name that looks like a key stays as it is).
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}").and_then(|end| {
+            let key = &after[..end];
+            values
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (end, *v))
+        }) {
+            Some((end, value)) => {
+                out.push_str(value);
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Text made safe inside HTML (element content and quoted attributes).
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The URL path of a file or folder: `/files/` and each part percent-encoded.
+pub(crate) fn href(name: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let parts: Vec<String> = name
+        .split('/')
+        .map(|p| utf8_percent_encode(p, NON_ALPHANUMERIC).to_string())
+        .collect();
+    format!("/files/{}", parts.join("/"))
+}
+
+/// The page for `folder` (`""` for the top, or `NAME/`) listing `rows`: complete without
+/// JavaScript, every name escaped.
+pub(crate) fn folder_page(
+    folder: &str,
+    rows: &[crate::folders::Row],
+    refused: Option<&str>,
+) -> String {
+    let mut crumbs = String::from("<a href=\"/files/\">home</a>");
+    let mut acc = String::new();
+    for part in folder.split('/').filter(|p| !p.is_empty()) {
+        acc.push_str(part);
+        acc.push('/');
+        crumbs.push_str(&format!(
+            " / <a href=\"{}\">{}</a>",
+            href(&acc),
+            escape(part)
+        ));
+    }
+    let mut body = String::new();
+    for r in rows {
+        let when = troca_proto::json::rfc3339(r.modified_ns);
+        let shown: String = when.chars().take(16).collect::<String>().replace('T', " ");
+        let (class, label, size) = if r.folder {
+            let files = match r.files {
+                1 => "1 file".to_owned(),
+                n => format!("{n} files"),
+            };
+            ("name folder", format!("{}/", r.short), files)
+        } else {
+            (
+                "name",
+                r.short.clone(),
+                troca_proto::json::human_size(r.size),
+            )
+        };
+        body.push_str(&format!(
+            "<tr data-name=\"{name}\" data-size=\"{bytes}\"><td class=\"{class}\"><a href=\"{href}\">{label}</a>\
+             <span class=\"meta\">{size} · {shown} UTC</span></td>\
+             <td class=\"num\">{size}</td><td class=\"when\"><time datetime=\"{when}\">{shown} UTC</time></td>\
+             <td class=\"actions\"></td></tr>\n",
+            name = escape(&r.name),
+            bytes = r.size,
+            href = href(&r.name),
+            label = escape(&label),
+            size = escape(&size),
+        ));
+    }
+    if rows.is_empty() {
+        let text = escape(refused.unwrap_or("No files here yet."));
+        body.push_str(&format!(
+            "<tr class=\"empty\"><td colspan=\"4\">{text}</td></tr>"
+        ));
+    }
+    let title = if folder.is_empty() {
+        "home".to_owned()
+    } else {
+        folder.trim_end_matches('/').to_owned()
+    };
+    fill(
+        INDEX,
+        &[
+            ("title", &escape(&title)),
+            ("folder", &escape(folder)),
+            ("crumbs", &crumbs),
+            ("rows", &body),
+        ],
+    )
 }
 
 pub(crate) async fn script() -> Response {

@@ -8,6 +8,7 @@
 //! client. `docs/PROTOCOL.md` gives the byte layout of each.
 
 mod error;
+mod folders;
 mod get;
 mod hello;
 mod list;
@@ -17,6 +18,7 @@ mod remove;
 mod swarm;
 
 pub use error::Error;
+pub use folders::{Find, FolderMade, MakeFolder, Move, Moved};
 pub use get::{FileEnd, FileHeader, Get};
 pub use hello::{Hello, Welcome};
 pub use list::{Entries, Entry, List};
@@ -99,6 +101,9 @@ messages! {
     0x08 => Who,
     0x09 => History,
     0x0a => Status,
+    0x0b => MakeFolder,
+    0x0c => Move,
+    0x0d => Find,
     0x10 => Pieces,
     0x11 => GetPiece,
     0x81 => Welcome,
@@ -112,6 +117,8 @@ messages! {
     0x89 => ClientList,
     0x8a => HistoryEntries,
     0x8b => StatusInfo,
+    0x8c => FolderMade,
+    0x8d => Moved,
     0x90 => PieceHashes,
     0x91 => PieceData,
     0xff => Error,
@@ -259,7 +266,18 @@ mod tests {
                 .into()
             ),
             hash().prop_map(|blake3| PutEnd { blake3 }.into()),
-            text(300).prop_map(|name| Remove { name }.into()),
+            (text(300), any::<bool>())
+                .prop_map(|(name, recursive)| Remove { name, recursive }.into()),
+            text(300).prop_map(|name| MakeFolder { name }.into()),
+            (text(300), text(300), any::<bool>()).prop_map(|(from, to, force)| Move {
+                from,
+                to,
+                force
+            }
+            .into()),
+            text(300).prop_map(|text| Find { text }.into()),
+            any::<bool>().prop_map(|created| FolderMade { created }.into()),
+            text(300).prop_map(|name| Moved { name }.into()),
             (any::<u16>(), text(255), any::<u32>()).prop_map(|(version, server, max_frame)| {
                 Welcome {
                     version,
@@ -287,7 +305,7 @@ mod tests {
                 blake3
             }
             .into()),
-            Just(Removed.into()),
+            any::<u64>().prop_map(|files| Removed { files }.into()),
             text(255).prop_map(|name| Register { name }.into()),
             Just(Registered.into()),
             Just(Who.into()),

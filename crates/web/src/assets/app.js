@@ -1,12 +1,17 @@
-// The troca page: lists the hub's files by folder, uploads (button or drag and drop, with a
-// progress bar per file), downloads, deletes, and shows the hub's status, clients and history.
+// The troca page. The hub sends each folder's listing as plain HTML (it works without this
+// script); this script adds what needs one: uploads of files and folders (button or drag and
+// drop, a progress bar each), new folders, rename/move, delete (only where this visitor may),
+// search across every folder, a token dialog, and the hub's status, clients and activity.
 // Every name goes onto the page with textContent, never as HTML.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-let folder = "";
-let files = [];
+const folder = document.body.dataset.folder || "";
+let files = [];          // everything beneath this folder, from /api/files
+let rights = { role: "anonymous", may_upload: false, may_change_all: false, owned: [] };
+let owned = new Set();
 let token = sessionStorage.getItem("troca-token") || "";
+let lastSeen = null;     // when the hub last answered
 
 function el(tag, props, ...children) {
   const e = document.createElement(tag);
@@ -15,8 +20,8 @@ function el(tag, props, ...children) {
   return e;
 }
 
-function encodePath(name) {
-  return name.split("/").map(encodeURIComponent).join("/");
+function href(name) {
+  return "/files/" + name.split("/").map(encodeURIComponent).join("/");
 }
 
 function size(n) {
@@ -28,22 +33,62 @@ function size(n) {
 
 function when(iso) {
   const d = new Date(iso);
-  return isNaN(d) ? "" : d.toLocaleString();
+  if (isNaN(d)) return "";
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" });
 }
 
-function say(text) {
-  $("#message").textContent = text || "";
+function plural(n, one, many) { return `${n} ${n === 1 ? one : many}`; }
+
+function say(text) { $("#message").textContent = text || ""; }
+
+// ---- Dialogs: one <dialog> for questions, names and tokens.
+
+function ask({ title, text = "", label = "", value = "", ok = "OK", secret = false, danger = false }) {
+  const d = $("#dialog");
+  $("#dialog-title").textContent = title;
+  $("#dialog-text").textContent = text;
+  const input = $("#dialog-input");
+  $("#dialog-label").hidden = !label;
+  $("#dialog-label-text").textContent = label;
+  input.type = secret ? "password" : "text";
+  input.value = value;
+  const okButton = $("#dialog-ok");
+  okButton.textContent = ok;
+  okButton.classList.toggle("danger", danger);
+  return new Promise((resolve) => {
+    const done = (answer) => {
+      okButton.onclick = null; $("#dialog-cancel").onclick = null; input.onkeydown = null;
+      d.onclose = null;
+      if (d.open) d.close();
+      resolve(answer);
+    };
+    okButton.onclick = () => done(label ? input.value : true);
+    $("#dialog-cancel").onclick = () => done(null);
+    input.onkeydown = (e) => { if (e.key === "Enter") { e.preventDefault(); done(input.value); } };
+    d.onclose = () => done(null);
+    d.showModal();
+    if (label) { input.focus(); input.select(); } else okButton.focus();
+  });
 }
 
-function askToken(why) {
-  const t = window.prompt(`${why}\nAccess token (kept in this tab only):`, token);
+async function askToken(why) {
+  const t = await ask({
+    title: "Access token",
+    text: why || "A token gives you the rights its owner was given. It is kept in this tab only.",
+    label: "Token", value: token, secret: true, ok: "Use this token",
+  });
   if (t === null) return false;
   token = t.trim();
   sessionStorage.setItem("troca-token", token);
+  await refreshAll();
   return true;
 }
 
-// This browser's owner key for the hub: what it uploads, it may replace and delete again
+// ---- Requests.
+
+// This browser's owner key for the hub: what it uploads, it may replace, move and delete again
 // without a token. Random, kept in this browser only; the hub stores only its hash.
 function ownerKey() {
   try {
@@ -60,55 +105,52 @@ function ownerKey() {
   }
 }
 
-function headers() {
-  const h = {};
+function headers(extra = {}) {
+  const h = { ...extra };
   const k = ownerKey();
   if (k) h["X-Troca-Owner"] = k;
   if (token) h.Authorization = `Bearer ${token}`;
   return h;
 }
 
-// fetch with the token; asks for a token once when the hub wants one.
 async function api(path, opts = {}) {
-  for (let attempt = 0; ; attempt++) {
-    const r = await fetch(path, { ...opts, headers: { ...headers(), ...(opts.headers || {}) } });
-    if ((r.status === 401 || r.status === 403) && attempt === 0) {
-      const body = await r.clone().json().catch(() => ({}));
-      if (askToken(body.message || "This needs a token.")) continue;
-    }
-    return r;
+  const r = await fetch(path, { ...opts, headers: headers(opts.headers || {}) });
+  lastSeen = new Date();
+  return r;
+}
+
+// What went wrong, in the words of someone using this page.
+async function problem(r, name) {
+  const body = await r.json().catch(() => ({}));
+  switch (body.error) {
+    case "unauthorized": return "This needs a valid token. Use the Token button to enter one.";
+    case "forbidden": return rights.role === "anonymous"
+      ? "Only the one who uploaded it, or someone with a token that allows it, can do that."
+      : "Your token does not allow that.";
+    case "already_exists": return `${name} already exists here.`;
+    case "not_found": return `${name} is no longer on the hub.`;
+    case "not_empty": return `The folder ${name} is not empty.`;
+    case "no_space": return "The hub has no room left for this.";
+    case "busy": return "The hub is busy; try again in a moment.";
+    default: return body.message || `The hub answered ${r.status} ${r.statusText}.`;
   }
 }
 
-async function errorText(r) {
-  const body = await r.json().catch(() => null);
-  return body && body.message ? body.message : `${r.status} ${r.statusText}`;
+// ---- The listing.
+
+function mayChange(name) {
+  return rights.may_change_all || (rights.may_upload && owned.has(name));
 }
 
-function route() {
-  const h = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
-  folder = h && !h.endsWith("/") ? h + "/" : h;
+// A folder may be moved or deleted when every file in it may be.
+function mayChangeFolder(prefix) {
+  if (rights.may_change_all) return true;
+  if (!rights.may_upload) return false;
+  return files.every((f) => !f.name.startsWith(prefix) || f.name.endsWith("/") || owned.has(f.name));
 }
 
-async function loadFiles() {
-  const r = await api(`/api/files?prefix=${encodeURIComponent(folder)}`);
-  if (!r.ok) { say(await errorText(r)); return; }
-  files = await r.json();
-  render();
-}
-
-function render() {
-  // Breadcrumbs.
-  const crumbs = $("#crumbs");
-  crumbs.replaceChildren(el("a", { href: "#/", textContent: "home" }));
-  let acc = "";
-  for (const part of folder.split("/").filter(Boolean)) {
-    acc += part + "/";
-    crumbs.append(" / ", el("a", { href: "#/" + acc, textContent: part }));
-  }
-  // Folders and files directly in this folder.
-  const filter = $("#filter").value.trim().toLowerCase();
-  const subfolders = new Map();
+function rowsHere() {
+  const subs = new Map();
   const here = [];
   for (const f of files) {
     if (!f.name.startsWith(folder)) continue;
@@ -116,51 +158,111 @@ function render() {
     const slash = rest.indexOf("/");
     if (slash >= 0) {
       const sub = rest.slice(0, slash);
-      const s = subfolders.get(sub) || { count: 0, size: 0 };
-      s.count++; s.size += f.size;
-      subfolders.set(sub, s);
-    } else {
-      here.push({ ...f, short: rest });
+      const s = subs.get(sub) || { name: folder + sub + "/", short: sub, folder: true, count: 0, size: 0, modified: f.modified };
+      if (slash < rest.length - 1) { s.count++; s.size += f.size; }
+      if (f.modified > s.modified) s.modified = f.modified;
+      subs.set(sub, s);
+    } else if (rest) {
+      here.push({ ...f, short: rest, folder: false });
     }
   }
-  const rows = [];
-  for (const [sub, s] of [...subfolders].sort()) {
-    if (filter && !sub.toLowerCase().includes(filter)) continue;
-    rows.push(el("tr", {},
-      el("td", { className: "name folder" },
-        el("a", { href: "#/" + folder + sub + "/", textContent: sub + "/" })),
-      el("td", { className: "num", textContent: size(s.size) }),
-      el("td", { className: "when", textContent: `${s.count} files` }),
-      el("td")));
-  }
-  for (const f of here.sort((a, b) => a.short.localeCompare(b.short))) {
-    if (filter && !f.short.toLowerCase().includes(filter)) continue;
-    const link = el("a", { href: `/files/${encodePath(f.name)}?download=1`, textContent: f.short });
-    link.setAttribute("download", f.short);
+  const folders = [...subs.values()].sort((a, b) => a.short.localeCompare(b.short));
+  return folders.concat(here.sort((a, b) => a.short.localeCompare(b.short)));
+}
+
+function actionButton(text, label, onClick, danger = false) {
+  const b = el("button", { type: "button", textContent: text, className: danger ? "danger" : "" });
+  b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function row(item, showFull = false) {
+  const shown = showFull ? item.name : (item.folder ? item.short + "/" : item.short);
+  const link = el("a", { href: href(item.name) + (item.folder ? "" : "?download=1"), textContent: shown });
+  if (!item.folder) {
+    link.setAttribute("download", item.short);
     link.addEventListener("click", (ev) => {
       if (!token) return; // a plain link works without a token
       ev.preventDefault();
-      download(f);
+      download(item);
     });
-    const del = el("button", { type: "button", className: "danger", textContent: "Delete" });
-    del.setAttribute("aria-label", `Delete ${f.short}`);
-    del.addEventListener("click", () => remove(f.name));
-    rows.push(el("tr", {},
-      el("td", { className: "name" }, link),
-      el("td", { className: "num", textContent: size(f.size) }),
-      el("td", { className: "when", textContent: when(f.modified) }),
-      el("td", {}, del)));
   }
-  if (rows.length === 0) {
-    rows.push(el("tr", {}, el("td", { colSpan: 4, textContent: filter ? "Nothing matches." : "No files here yet." })));
+  const actions = el("td", { className: "actions" });
+  const allowed = item.folder ? mayChangeFolder(item.name) : mayChange(item.name);
+  if (allowed) {
+    actions.append(
+      actionButton("Rename", `Rename or move ${item.short}`, () => rename(item)),
+      actionButton("Delete", `Delete ${item.short}`, () => remove(item), true));
   }
+  const sizeText = item.folder ? plural(item.count, "file", "files") : size(item.size);
+  const time = el("time", { dateTime: item.modified, textContent: when(item.modified) });
+  return el("tr", {},
+    el("td", { className: item.folder ? "name folder" : "name" }, link,
+      el("span", { className: "meta", textContent: `${sizeText} · ${when(item.modified)}` })),
+    el("td", { className: "num", textContent: sizeText }),
+    el("td", { className: "when" }, time),
+    actions);
+}
+
+function render() {
+  const items = rowsHere();
+  const rows = items.map((i) => row(i));
+  if (rows.length === 0) rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: "No files here yet." })));
+  $("#files tbody").replaceChildren(...rows);
+  $("#zip").hidden = !folder || items.length === 0;
+}
+
+async function loadFiles() {
+  const [r, me] = await Promise.all([
+    api(`/api/files?prefix=${encodeURIComponent(folder)}`),
+    api(`/api/me?prefix=${encodeURIComponent(folder)}`),
+  ]);
+  if (me.ok) {
+    rights = await me.json();
+    owned = new Set(rights.owned);
+  }
+  if (r.status === 401 && !token) { await askToken("This hub asks for a token before it shows its files."); return; }
+  if (!r.ok) { say(await problem(r, folder || "this folder")); return; }
+  files = await r.json();
+  for (const id of ["#upload-label", "#upload-folder-label", "#new-folder"]) $(id).hidden = !rights.may_upload;
+  $("#drop").hidden = !rights.may_upload;
+  $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role})`;
+  if (!searching()) render();
+}
+
+// ---- Search across every folder.
+
+function searching() { return $("#search").value.trim() !== ""; }
+
+let searchTimer = null;
+function searchSoon() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(search, 250);
+}
+
+async function search() {
+  const q = $("#search").value.trim();
+  if (!q) { render(); return; }
+  const r = await api(`/api/find?q=${encodeURIComponent(q)}`);
+  if (!r.ok) { say(await problem(r, q)); return; }
+  const found = await r.json();
+  const rows = found.map((f) => {
+    const isFolder = f.name.endsWith("/");
+    const name = isFolder ? f.name.slice(0, -1) : f.name;
+    const short = name.slice(name.lastIndexOf("/") + 1);
+    return row({ ...f, name: f.name, short, folder: isFolder, count: 0 }, true);
+  });
+  if (rows.length === 0) rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: `No file or folder name contains “${q}”.` })));
   $("#files tbody").replaceChildren(...rows);
 }
 
+// ---- Operations.
+
 // With a token, a download goes through fetch so the token travels in a header.
 async function download(f) {
-  const r = await api(`/files/${encodePath(f.name)}`);
-  if (!r.ok) { say(await errorText(r)); return; }
+  const r = await api(href(f.name));
+  if (!r.ok) { say(await problem(r, f.name)); return; }
   const url = URL.createObjectURL(await r.blob());
   const a = el("a", { href: url });
   a.download = f.short;
@@ -170,67 +272,160 @@ async function download(f) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
-async function remove(name) {
-  if (!window.confirm(`Delete ${name}?`)) return;
-  const r = await api(`/files/${encodePath(name)}`, { method: "DELETE" });
-  if (!r.ok) { say(`Cannot delete ${name}: ${await errorText(r)}`); return; }
+async function remove(item) {
+  const text = item.folder
+    ? `The folder ${item.name} and the ${plural(item.count, "file", "files")} in it will be deleted from the hub.`
+    : `${item.name} will be deleted from the hub.`;
+  if (!await ask({ title: `Delete ${item.short}?`, text, ok: "Delete", danger: true })) return;
+  const r = await api(href(item.name) + (item.folder ? "?recursive=1" : ""), { method: "DELETE" });
+  if (!r.ok) { say(`Cannot delete ${item.name}: ${await problem(r, item.name)}`); return; }
   say("");
-  await loadFiles();
-  refreshSide();
+  await refreshAll();
+}
+
+async function move(from, to, force = false) {
+  return api("/api/move", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ from, to, force }),
+  });
+}
+
+async function rename(item) {
+  const from = item.folder ? item.name.slice(0, -1) : item.name;
+  const to = await ask({
+    title: `Rename or move ${item.short}`,
+    text: "A new name, or a path such as photos/2024/ to move it into a folder.",
+    label: "New name", value: from, ok: "Rename",
+  });
+  if (to === null || to.trim() === "" || to.trim() === from) return;
+  let r = await move(from, to.trim());
+  if (r.status === 409) {
+    const body = await r.clone().json().catch(() => ({}));
+    if (body.error === "already_exists" && !item.folder &&
+        await ask({ title: `Replace ${to.trim()}?`, text: `${to.trim()} already exists. Replace it with ${from}?`, ok: "Replace", danger: true })) {
+      r = await move(from, to.trim(), true);
+    }
+  }
+  if (!r.ok) { say(`Cannot rename ${from}: ${await problem(r, to.trim())}`); return; }
+  say("");
+  await refreshAll();
+}
+
+async function newFolder() {
+  const name = await ask({ title: "New folder", text: folder ? `Inside ${folder}` : "", label: "Folder name", ok: "Create" });
+  if (name === null || !name.trim()) return;
+  const r = await api("/api/folders", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name: folder + name.trim().replace(/\/+$/, "") }),
+  });
+  if (!r.ok) { say(`Cannot create ${name}: ${await problem(r, name)}`); return; }
+  say("");
+  await refreshAll();
 }
 
 // One upload with its own progress bar; asks before replacing a file.
-function upload(file, overwrite = false) {
-  const name = folder + file.name;
+function upload(file, name, overwrite = false) {
   const bar = el("progress", { max: file.size || 1, value: 0 });
-  const label = el("span", { textContent: name });
-  const item = el("li", {}, label, bar);
+  const item = el("li", {}, el("span", { textContent: name }), bar);
   $("#uploads").append(item);
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("PUT", `/files/${encodePath(name)}${overwrite ? "?overwrite=1" : ""}`);
+    xhr.open("PUT", href(name) + (overwrite ? "?overwrite=1" : ""));
     for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
     xhr.upload.addEventListener("progress", (e) => { bar.value = e.loaded; });
     xhr.addEventListener("load", async () => {
       item.remove();
-      let body = {};
-      try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
-      if (xhr.status === 201) {
-        say("");
-      } else if (xhr.status === 409 && !overwrite && body.error === "already_exists") {
-        if (window.confirm(`${name} already exists. Replace it?`)) await upload(file, true);
-      } else if ((xhr.status === 401 || xhr.status === 403) && askToken(body.message || "Uploading needs a token.")) {
-        await upload(file, overwrite);
-      } else {
-        say(`Cannot upload ${name}: ${body.message || xhr.status}`);
+      const r = new Response(xhr.responseText, { status: xhr.status });
+      if (xhr.status === 201) { resolve(true); return; }
+      const body = await r.clone().json().catch(() => ({}));
+      if (xhr.status === 409 && !overwrite && body.error === "already_exists" &&
+          await ask({ title: `Replace ${name}?`, text: `${name} already exists on the hub.`, ok: "Replace", danger: true })) {
+        resolve(await upload(file, name, true));
+        return;
       }
-      resolve();
+      if ((xhr.status === 401 || xhr.status === 403) && await askToken(await problem(r, name))) {
+        resolve(await upload(file, name, overwrite));
+        return;
+      }
+      say(`Cannot upload ${name}: ${await problem(r, name)}`);
+      resolve(false);
     });
-    xhr.addEventListener("error", () => { item.remove(); say(`Cannot upload ${name}: connection lost`); resolve(); });
+    xhr.addEventListener("error", () => { item.remove(); say(`Cannot upload ${name}: the connection to the hub was lost.`); resolve(false); });
     xhr.send(file);
   });
 }
 
-async function uploadAll(list) {
-  for (const f of list) await upload(f);
-  await loadFiles();
-  refreshSide();
+// Uploads [file, relative name] pairs into this folder, a few at a time.
+async function uploadAll(pairs) {
+  let next = 0;
+  const worker = async () => {
+    while (next < pairs.length) {
+      const [file, rel] = pairs[next++];
+      await upload(file, folder + rel);
+    }
+  };
+  await Promise.all([worker(), worker(), worker()]);
+  await refreshAll();
+}
+
+// The files of a dropped folder, read through the entries API.
+async function entryFiles(entry, path, out) {
+  if (entry.isFile) {
+    out.push([await new Promise((ok, bad) => entry.file(ok, bad)), path + entry.name]);
+  } else if (entry.isDirectory) {
+    const reader = entry.createReader();
+    for (;;) {
+      const batch = await new Promise((ok, bad) => reader.readEntries(ok, bad));
+      if (batch.length === 0) break;
+      for (const e of batch) await entryFiles(e, path + entry.name + "/", out);
+    }
+  }
+}
+
+async function dropped(dt) {
+  const entries = [...dt.items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+  if (entries.length === 0) return uploadAll([...dt.files].map((f) => [f, f.name]));
+  const pairs = [];
+  for (const e of entries) await entryFiles(e, "", pairs);
+  return uploadAll(pairs);
+}
+
+// ---- Status, clients, activity.
+
+function showUnreachable() {
+  const s = $("#status");
+  s.classList.add("offline");
+  s.textContent = lastSeen
+    ? `Cannot reach the hub (last answer at ${lastSeen.toLocaleTimeString()})`
+    : "Cannot reach the hub";
 }
 
 async function refreshSide() {
-  const [s, c, h] = await Promise.all([
-    api("/api/status"), api("/api/clients"), api("/api/history?limit=15"),
-  ]);
+  const poll = { "X-Troca-Poll": "1" };
+  let s, c, h;
+  try {
+    [s, c, h] = await Promise.all([
+      api("/api/status", { headers: poll }), api("/api/clients", { headers: poll }),
+      api("/api/history?limit=15", { headers: poll }),
+    ]);
+  } catch (_) {
+    showUnreachable();
+    return;
+  }
+  $("#status").classList.remove("offline");
   if (s.ok) {
     const st = await s.json();
     const up = st.uptime_s;
     const uptime = up >= 86400 ? `${Math.floor(up / 86400)}d` : up >= 3600 ? `${Math.floor(up / 3600)}h` : `${Math.floor(up / 60)}m`;
     $("#status").textContent =
-      `hub time ${st.time.replace(/\.\d+/, "")} (${st.time_zone}) · up ${uptime} · ${st.files} files, ${size(st.bytes)} · ${st.clients} connected`;
+      `${plural(st.files, "file", "files")}, ${size(st.bytes)} · ${st.clients} connected · up ${uptime}`;
   }
+  if (c.ok || h.ok) $("aside").hidden = false;
   if (c.ok) {
     $("#clients").replaceChildren(...(await c.json()).map((x) =>
-      el("li", { textContent: `${x.name} — ${x.address} — ${x.activity}${x.target ? " " + x.target : ""}` })));
+      el("li", { textContent: `${x.name} (${x.address})${x.activity !== "idle" ? ` — ${x.activity} ${x.target}` : ""}` })));
   }
   if (h.ok) {
     $("#history").replaceChildren(...(await h.json()).map((x) =>
@@ -241,25 +436,44 @@ async function refreshSide() {
   }
 }
 
+async function refreshAll() {
+  try {
+    await loadFiles();
+    if (searching()) await search();
+  } catch (_) {
+    showUnreachable();
+  }
+  refreshSide();
+}
+
 function setup() {
-  route();
-  window.addEventListener("hashchange", () => { route(); loadFiles(); });
-  $("#filter").addEventListener("input", render);
-  $("#upload").addEventListener("change", (e) => { uploadAll([...e.target.files]); e.target.value = ""; });
-  $("#token-button").addEventListener("click", () => { askToken("Set the token to use (empty for none)."); loadFiles(); });
+  $("#search").hidden = false;
+  $("#token-button").hidden = false;
+  $("#search").addEventListener("input", searchSoon);
+  $("#zip").href = href(folder) + "?zip";
+  $("#new-folder").addEventListener("click", newFolder);
+  $("#upload").addEventListener("change", (e) => {
+    uploadAll([...e.target.files].map((f) => [f, f.name]));
+    e.target.value = "";
+  });
+  $("#upload-folder").addEventListener("change", (e) => {
+    uploadAll([...e.target.files].map((f) => [f, f.webkitRelativePath || f.name]));
+    e.target.value = "";
+  });
+  $("#token-button").addEventListener("click", () => askToken());
   const drop = $("#drop");
   for (const ev of ["dragenter", "dragover"]) {
-    document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+    document.addEventListener(ev, (e) => { e.preventDefault(); if (rights.may_upload) drop.classList.add("over"); });
   }
   for (const ev of ["dragleave", "drop"]) {
     document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
   }
   document.addEventListener("drop", (e) => {
-    if (e.dataTransfer && e.dataTransfer.files.length) uploadAll([...e.dataTransfer.files]);
+    if (rights.may_upload && e.dataTransfer && e.dataTransfer.items.length) dropped(e.dataTransfer);
   });
-  loadFiles();
-  refreshSide();
-  // Every look is a request in the hub's history: poll gently, and only while someone looks.
+  refreshAll();
+  // Refreshing the side panels is marked as polling, so it stays out of the history; and only
+  // while someone looks.
   setInterval(() => { if (document.visibilityState === "visible") refreshSide(); }, 10000);
 }
 

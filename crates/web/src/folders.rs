@@ -1,0 +1,432 @@
+//! Folders on the web: the server-rendered listing of each folder (`GET /files/FOLDER/`, also
+//! `/`), a folder as a `.zip` streamed in constant memory (`?zip`), and the JSON operations
+//! `POST /api/folders` (create), `POST /api/move` (move or rename), `GET /api/find` (search
+//! every folder) and `GET /api/me` (what the visitor may do). Every one goes through the hub's
+//! service.
+
+use crate::api::{caller, recorded};
+use crate::error::ApiError;
+use crate::page;
+use crate::Visitor;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use troca_hub::{Hub, HubError};
+use troca_proto::json;
+use troca_proto::msg::Entry;
+
+/// Bytes gathered before a chunk of a zip goes out.
+const ZIP_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NewFolder {
+    name: String,
+}
+
+pub(crate) async fn make_folder(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Json(body): Json<NewFolder>,
+) -> Result<Response, ApiError> {
+    let hub = &hub;
+    let name = body.name;
+    recorded(
+        hub,
+        &v,
+        &headers,
+        "mkdir",
+        name.clone(),
+        |caller| async move {
+            let created = hub.make_folder(&name, &caller).await?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let answer = Json(serde_json::json!({ "name": name, "created": created }));
+            Ok(((status, answer).into_response(), 0))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MoveRequest {
+    from: String,
+    to: String,
+    #[serde(default)]
+    force: bool,
+}
+
+pub(crate) async fn rename(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Json(m): Json<MoveRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let hub = &hub;
+    let target = format!("{} -> {}", m.from, m.to);
+    recorded(hub, &v, &headers, "mv", target, |caller| async move {
+        let name = hub.rename(&m.from, &m.to, m.force, &caller).await?;
+        Ok((Json(serde_json::json!({ "from": m.from, "name": name })), 0))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct FindQuery {
+    #[serde(default)]
+    q: String,
+}
+
+pub(crate) async fn find(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Query(q): Query<FindQuery>,
+) -> Result<Json<Vec<json::FileRow>>, ApiError> {
+    let hub = &hub;
+    recorded(hub, &v, &headers, "find", q.q.clone(), |_| async move {
+        Ok((Json(json::files(&hub.find(&q.q).await?)), 0))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MeQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+/// What the visitor may do: its role, whether it may upload, and which names under `prefix`
+/// it may change (all of them for an admin).
+pub(crate) async fn me(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Query(q): Query<MeQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = caller(&hub, &v, &headers).await?;
+    let rights = hub.rights(&caller, &q.prefix).await?;
+    let mut owned: Vec<&String> = rights.owned.iter().collect();
+    owned.sort();
+    Ok(Json(serde_json::json!({
+        "role": rights.role,
+        "may_upload": rights.may_upload,
+        "may_change_all": rights.admin,
+        "owned": owned,
+    })))
+}
+
+/// One line of a folder's listing: a sub-folder (with what it holds) or a file.
+#[derive(Debug)]
+pub(crate) struct Row {
+    /// The last part of the name (a folder's without its `/`).
+    pub short: String,
+    /// The whole name (a folder's ending in `/`).
+    pub name: String,
+    pub folder: bool,
+    pub size: u64,
+    pub files: u64,
+    pub modified_ns: i64,
+}
+
+/// The entries directly in `folder` (`""` or `NAME/`), folders first, from a listing of
+/// everything beneath it.
+pub(crate) fn rows(folder: &str, entries: &[Entry]) -> Vec<Row> {
+    let mut folders: std::collections::BTreeMap<String, Row> = Default::default();
+    let mut files = Vec::new();
+    for e in entries {
+        let Some(rest) = e.name.strip_prefix(folder) else {
+            continue;
+        };
+        match rest.split_once('/') {
+            Some((sub, inner)) => {
+                let row = folders.entry(sub.to_owned()).or_insert_with(|| Row {
+                    short: sub.to_owned(),
+                    name: format!("{folder}{sub}/"),
+                    folder: true,
+                    size: 0,
+                    files: 0,
+                    modified_ns: 0,
+                });
+                if !inner.is_empty() {
+                    row.files += 1;
+                    row.size += e.size;
+                }
+                row.modified_ns = row.modified_ns.max(e.modified_ns);
+            }
+            None if !rest.is_empty() => files.push(Row {
+                short: rest.to_owned(),
+                name: e.name.clone(),
+                folder: false,
+                size: e.size,
+                files: 1,
+                modified_ns: e.modified_ns,
+            }),
+            None => {}
+        }
+    }
+    folders.into_values().chain(files).collect()
+}
+
+/// A folder's listing as a page that works without JavaScript (plain links, which `wget -r`
+/// and rclone's http remote follow); the page's script enhances it.
+pub(crate) async fn listing(
+    hub: &Arc<Hub>,
+    v: &Visitor,
+    headers: &HeaderMap,
+    folder: &str,
+) -> Result<Response, ApiError> {
+    let folder = folder.to_owned();
+    let shown = folder.clone();
+    let answer = recorded(hub, v, headers, "list", folder.clone(), |_| async move {
+        let entries = hub.list(&folder).await?;
+        if entries.is_empty() && !folder.is_empty() {
+            return Err(HubError::NotFound(folder).into());
+        }
+        let html = page::folder_page(&shown, &rows(&folder, &entries), None);
+        let mut response = page::html(html);
+        if crate::client_cookie(headers).is_none() {
+            let cookie = format!(
+                "{}={}; Path=/; SameSite=Strict; HttpOnly",
+                crate::CLIENT_COOKIE,
+                crate::new_client_cookie()
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, v);
+            }
+        }
+        Ok((response, 0))
+    })
+    .await;
+    match answer {
+        // The page still loads, empty, so its script can ask for a token.
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
+            let html = page::folder_page("", &[], Some("This hub asks for a token."));
+            let mut r = page::html(html);
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            Ok(r)
+        }
+        other => other,
+    }
+}
+
+/// `folder` (`NAME/`) and everything in it as a `.zip` (stored, zip64 where needed), written
+/// on the blocking pool into a small channel: constant memory whatever the folder's size.
+pub(crate) async fn zip(
+    hub: &Arc<Hub>,
+    v: &Visitor,
+    headers: &HeaderMap,
+    folder: &str,
+) -> Result<Response, ApiError> {
+    let record = crate::api::pending(v, "zip", folder.to_owned());
+    let listed = async {
+        caller(hub, v, headers).await?;
+        let entries = hub.list(folder).await?;
+        if entries.is_empty() {
+            return Err(ApiError::from(HubError::NotFound(folder.to_owned())));
+        }
+        Ok(entries)
+    }
+    .await;
+    let entries = match listed {
+        Ok(e) => e,
+        Err(e) => {
+            record.finish(&hub.history, Err(e.record_text()));
+            return Err(e);
+        }
+    };
+    let base = folder.trim_end_matches('/');
+    let base = base.rsplit('/').next().unwrap_or(base).to_owned();
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let (hub2, folder2, session) = (Arc::clone(hub), folder.to_owned(), Arc::clone(&v.session));
+    tokio::task::spawn_blocking(move || {
+        let out = ChannelWriter {
+            tx: tx.clone(),
+            buf: BytesMut::with_capacity(ZIP_CHUNK),
+            sent: 0,
+        };
+        match write_zip(&hub2, &folder2, &entries, out) {
+            Ok(sent) => {
+                session.sent(sent);
+                record.finish(&hub2.history, Ok(sent));
+            }
+            Err(e) => {
+                record.finish(&hub2.history, Err(format!("internal: {e}")));
+                // The client sees a cut-off body rather than a zip that looks whole.
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    let stream = ZipStream(rx);
+    let disposition = crate::files::disposition(&format!("{base}.zip"), true);
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/zip"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// The zip's bytes as they come from the writing thread.
+#[derive(Debug)]
+struct ZipStream(tokio::sync::mpsc::Receiver<io::Result<Bytes>>);
+
+impl futures_core::Stream for ZipStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Writes the zip of `folder`; returns the bytes sent. Blocking.
+fn write_zip(hub: &Hub, folder: &str, entries: &[Entry], out: ChannelWriter) -> io::Result<u64> {
+    use zip::write::SimpleFileOptions;
+    let mut zip = zip::ZipWriter::new_stream(out);
+    // Names inside the zip start with the folder's own name, as `zip -r photos` makes them.
+    let parent_len = folder.trim_end_matches('/').rfind('/').map_or(0, |i| i + 1);
+    let mut buf = vec![0u8; ZIP_CHUNK];
+    for e in entries {
+        let inner = &e.name[parent_len..];
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .last_modified_time(dos_time(e.modified_ns))
+            .large_file(e.size >= u64::from(u32::MAX));
+        if e.name.ends_with('/') {
+            zip.add_directory(inner, options)
+                .map_err(io::Error::other)?;
+            continue;
+        }
+        // A file deleted since the listing is left out; one that cannot be read stops the zip.
+        let open = match hub.open_file(&e.name, 0) {
+            Ok(o) => o,
+            Err(HubError::NotFound(_)) => continue,
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        let options = options.large_file(open.size >= u64::from(u32::MAX));
+        zip.start_file(inner, options).map_err(io::Error::other)?;
+        let mut file = (&open.file).take(open.size);
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            zip.write_all(&buf[..n])?;
+        }
+    }
+    let mut out = zip.finish().map_err(io::Error::other)?.into_inner();
+    out.flush()?;
+    Ok(out.sent)
+}
+
+/// The DOS time a zip entry keeps (local time, 2 s steps, from 1980).
+fn dos_time(ns: i64) -> zip::DateTime {
+    let Ok(t) = jiff::Timestamp::from_nanosecond(i128::from(ns)) else {
+        return zip::DateTime::default();
+    };
+    let d = t.to_zoned(jiff::tz::TimeZone::system()).datetime();
+    zip::DateTime::from_date_and_time(
+        d.year().clamp(1980, 2107) as u16,
+        d.month() as u8,
+        d.day() as u8,
+        d.hour() as u8,
+        d.minute() as u8,
+        d.second() as u8,
+    )
+    .unwrap_or_default()
+}
+
+/// A `Write` that hands full chunks to an HTTP body through a bounded channel, waiting when the
+/// client reads slowly, failing once it is gone.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buf: BytesMut,
+    sent: u64,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.sent += chunk.len() as u64;
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        self.buf.reserve(ZIP_CHUNK);
+        Ok(())
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = ZIP_CHUNK - self.buf.len().min(ZIP_CHUNK);
+        let n = data.len().min(room.max(1));
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= ZIP_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, size: u64) -> Entry {
+        Entry {
+            name: name.into(),
+            size,
+            modified_ns: 0,
+            blake3: None,
+        }
+    }
+
+    #[test]
+    fn rows_group_sub_folders_and_list_files() {
+        let all = [
+            entry("a/b/c.txt", 3),
+            entry("a/b/d.txt", 4),
+            entry("a/e.txt", 5),
+            entry("a/empty/", 0),
+            entry("top.txt", 1),
+        ];
+        let r = rows("a/", &all);
+        let shown: Vec<(&str, bool, u64, u64)> = r
+            .iter()
+            .map(|r| (r.short.as_str(), r.folder, r.files, r.size))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("b", true, 2, 7),
+                ("empty", true, 0, 0),
+                ("e.txt", false, 1, 5)
+            ]
+        );
+        assert_eq!(r[0].name, "a/b/");
+    }
+}
