@@ -628,10 +628,15 @@ async fn get_folder(
             continue;
         };
         // Names come from the hub: each part must be a plain name, never `..` or absolute.
-        if troca_proto::RemoteName::parse(rel).is_err() {
+        if troca_proto::RemoteName::parse(rel.trim_end_matches('/')).is_err() {
             continue;
         }
         let local = root.join(rel);
+        if rel.ends_with('/') {
+            // A folder that holds no file: made, empty, as on the hub.
+            std::fs::create_dir_all(&local).map_err(|e| ClientError::local(&local, e))?;
+            continue;
+        }
         if let Some(dir) = local.parent() {
             std::fs::create_dir_all(dir).map_err(|source| ClientError::Local {
                 path: dir.display().to_string(),

@@ -178,3 +178,65 @@ fn an_uploader_without_a_token_may_undo_its_own_uploads_and_nobody_elses() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// mkdir, mv, rm -r, find and ls --search on the command line, with owners' rights.
+#[test]
+fn folders_on_the_hub_from_the_command_line() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    std::fs::create_dir_all(s.client.join("notes/old")).unwrap();
+    std::fs::write(s.client.join("notes/a.txt"), "a").unwrap();
+    std::fs::write(s.client.join("notes/old/b.txt"), "b").unwrap();
+    ok(&hub.troca(&s.client, &["put", "notes"]));
+
+    // An empty folder exists and is listed as one.
+    let made = ok(&hub.troca(&s.client, &["mkdir", "photos/2026"]));
+    assert!(made.is_empty(), "notes go to stderr: {made}");
+    assert!(s.share.join("photos/2026").is_dir());
+    let listed = ok(&hub.troca(&s.client, &["ls", "photos/"]));
+    assert!(listed.contains("photos/2026/"), "{listed}");
+
+    // Rename, move into a folder, and refuse to replace without --force.
+    ok(&hub.troca(&s.client, &["mv", "notes/a.txt", "notes/first.txt"]));
+    assert_eq!(
+        std::fs::read(s.share.join("notes/first.txt")).unwrap(),
+        b"a"
+    );
+    ok(&hub.troca(&s.client, &["mv", "notes/first.txt", "photos/2026"]));
+    assert!(s.share.join("photos/2026/first.txt").is_file());
+    std::fs::write(s.client.join("c.txt"), "c").unwrap();
+    ok(&hub.troca(&s.client, &["put", "c.txt"]));
+    let err = fails(
+        &hub.troca(&s.client, &["mv", "c.txt", "notes/old/b.txt"]),
+        1,
+    );
+    assert!(err.contains("already exists"), "{err}");
+    ok(&hub.troca(&s.client, &["mv", "--force", "c.txt", "notes/old/b.txt"]));
+    assert_eq!(
+        std::fs::read(s.share.join("notes/old/b.txt")).unwrap(),
+        b"c"
+    );
+
+    // Someone else may not move or delete what this client uploaded.
+    let other = hub.troca_as(&s.client, "other", None, &["mv", "notes", "theirs"]);
+    assert!(fails(&other, 1).contains("needs"), "{}", fails(&other, 1));
+    let other = hub.troca_as(&s.client, "other", None, &["rm", "-r", "notes"]);
+    fails(&other, 1);
+    assert!(s.share.join("notes/old/b.txt").exists());
+
+    // Search in every folder, any case; then remove a whole folder.
+    let found = ok(&hub.troca(&s.client, &["find", "FIRST"]));
+    assert!(found.contains("photos/2026/first.txt"), "{found}");
+    let found = json(&hub.troca(&s.client, &["--json", "ls", "--search", "old"]));
+    assert_eq!(found[0]["name"], "notes/old/", "{found}");
+    let err = fails(&hub.troca(&s.client, &["rm", "notes"]), 1);
+    assert!(err.contains("rm -r"), "{err}");
+    let gone = json(&hub.troca(&s.client, &["--json", "rm", "-r", "notes"]));
+    assert_eq!(gone[0]["files"], 1, "{gone}");
+    assert!(!s.share.join("notes").exists());
+    let history = ok(&hub.troca(&s.client, &["history", "--op", "mv"]));
+    assert!(
+        history.contains("notes/a.txt -> notes/first.txt"),
+        "{history}"
+    );
+}

@@ -149,3 +149,48 @@ fn an_unreachable_hub_is_an_answer_not_a_crash() {
     }
     assert_eq!(lines[0]["id"], 5);
 }
+
+#[test]
+fn folders_through_json_requests() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.client.join("album/day 1")).unwrap();
+    random_file(&s.client.join("album/a.jpg"), 5_000, "a");
+    random_file(&s.client.join("album/day 1/b.jpg"), 6_000, "b");
+    let hub = Hub::start(&s.share, &[]);
+    let out = run_script(
+        &hub,
+        &s.client,
+        &[
+            r#"{"operation": "upload", "file_path": "album", "to": "trips", "id": 1}"#,
+            r#"{"operation": "make_folder", "name": "archive/2026"}"#,
+            r#"{"operation": "move", "from": "trips/album", "to": "archive/2026/"}"#,
+            r#"{"operation": "find", "text": "B.JPG"}"#,
+        ],
+    );
+    let uploaded: Vec<&str> = out[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(uploaded, ["trips/album/a.jpg", "trips/album/day 1/b.jpg"]);
+    assert_eq!(out[1]["created"], true);
+    assert_eq!(out[2]["name"], "archive/2026/album", "{out:?}");
+    assert_eq!(
+        hash_file(&s.share.join("archive/2026/album/day 1/b.jpg")),
+        hash_file(&s.client.join("album/day 1/b.jpg"))
+    );
+    assert_eq!(out[3]["files"][0]["name"], "archive/2026/album/day 1/b.jpg");
+    let out = run_script(
+        &hub,
+        &s.client,
+        &[
+            r#"{"operation": "remove", "file_name": "archive"}"#,
+            r#"{"operation": "remove", "file_name": "archive", "recursive": true}"#,
+        ],
+    );
+    assert_eq!(out[0]["error"]["code"], "not_empty", "{}", out[0]);
+    assert_eq!(out[1]["files"], 2, "{}", out[1]);
+    assert!(!s.share.join("archive").exists());
+    assert!(s.share.join("trips").is_dir(), "only what was named goes");
+}

@@ -70,6 +70,18 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
     p.send_line("enviar \"my file.txt\" --as 'shared copy.txt'")
         .unwrap();
     p.exp_string("uploaded shared copy.txt").unwrap();
+    // Folders, in Portuguese: create, move, find, delete with everything in it.
+    p.send_line("criar fotos/2026").unwrap();
+    p.exp_string("created fotos/2026").unwrap();
+    p.send_line("mover 'shared copy.txt' fotos/2026/").unwrap();
+    p.exp_string("moved shared copy.txt to fotos/2026/shared copy.txt")
+        .unwrap();
+    p.send_line("procurar COPY").unwrap();
+    p.exp_string("fotos/2026/shared copy.txt").unwrap();
+    p.send_line("apagar fotos").unwrap();
+    p.exp_string("use rm -r").unwrap();
+    p.send_line("renomear fotos imagens").unwrap();
+    p.exp_string("moved fotos to imagens").unwrap();
     p.send_line("nome ana").unwrap();
     p.exp_string("you are now ana").unwrap();
     p.send_line("clientes").unwrap();
@@ -84,7 +96,7 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
         "the notes"
     );
     assert_eq!(
-        std::fs::read_to_string(s.share.join("shared copy.txt")).unwrap(),
+        std::fs::read_to_string(s.share.join("imagens/2026/shared copy.txt")).unwrap(),
         "spaced"
     );
     // The requests before and after the usage errors came over one connection.

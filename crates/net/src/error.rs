@@ -41,7 +41,7 @@ impl ClientError {
         }
     }
 
-    pub(crate) fn local(path: &std::path::Path, source: std::io::Error) -> Self {
+    pub fn local(path: &std::path::Path, source: std::io::Error) -> Self {
         ClientError::Local {
             path: path.display().to_string(),
             source,

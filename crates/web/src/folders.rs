@@ -213,6 +213,10 @@ pub(crate) async fn listing(
             let html = page::folder_page("", &[], Some("This hub asks for a token."));
             let mut r = page::html(html);
             *r.status_mut() = StatusCode::UNAUTHORIZED;
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"troca\""),
+            );
             Ok(r)
         }
         other => other,

@@ -436,7 +436,23 @@ async fn a_hub_that_requires_tokens_refuses_the_api_but_serves_the_page() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(f.get("/").await.status(), StatusCode::OK);
+    // The page still comes (so its script can ask for a token), without the listing.
+    f.write("secret.txt", b"s");
+    let page = f.get("/").await;
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+    assert!(page.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let body = String::from_utf8(
+        axum::body::to_bytes(page.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(body.contains("asks for a token"), "{body}");
+    assert!(!body.contains("secret.txt"), "{body}");
 }
 
 #[tokio::test]
@@ -477,4 +493,111 @@ async fn the_page_forbids_inline_scripts_and_loads_nothing_from_elsewhere() {
     let r = f.get("/files/page.html").await;
     assert_eq!(h(&r, header::CONTENT_SECURITY_POLICY), "sandbox");
     assert_eq!(h(&r, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+}
+
+async fn body_text(r: Response) -> String {
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+async fn post_json(f: &Fixture, uri: &str, body: serde_json::Value) -> Response {
+    f.send(
+        req(Method::POST, uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-troca-owner", "router-owner")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn folders_over_http_make_move_find_list_and_delete() {
+    let f = Fixture::new();
+    let r = post_json(&f, "/api/folders", serde_json::json!({"name": "a/b"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(f.dir.path().join("a/b").is_dir());
+    let r = post_json(&f, "/api/folders", serde_json::json!({"name": "a/b"})).await;
+    assert_eq!(r.status(), StatusCode::OK, "an existing folder is fine");
+    f.write("a/b/<b>x<b> & y.txt", b"hello");
+    // The empty folder is listed as a folder; the listing page escapes every name.
+    let rows: serde_json::Value =
+        serde_json::from_str(&body_text(f.get("/api/files?prefix=a/").await).await).unwrap();
+    assert_eq!(rows[0]["name"], "a/b/<b>x<b> & y.txt", "{rows}");
+    let page = body_text(f.get("/files/a/b/").await).await;
+    assert!(page.contains("&lt;b&gt;x&lt;b&gt; &amp; y.txt"), "{page}");
+    assert!(!page.contains("<b>x<b>"), "{page}");
+    assert!(
+        page.contains("href=\"/files/a/b/%3Cb%3Ex%3Cb%3E%20%26%20y%2Etxt\""),
+        "{page}"
+    );
+    let r = f.get("/files/a").await;
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers()[header::LOCATION], "/files/a/");
+    assert_eq!(
+        f.get("/files/nothing/").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // Search finds the file in its folder, any case.
+    let found = body_text(f.get("/api/find?q=Y.TXT").await).await;
+    assert!(found.contains("a/b/<b>x<b> & y.txt"), "{found}");
+    // Move the folder: someone else's file in it needs the admin token.
+    let r = post_json(
+        &f,
+        "/api/move",
+        serde_json::json!({"from": "a/b", "to": "c"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = f
+        .send(
+            req(Method::POST, "/api/move")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {}", f.admin()))
+                .body(Body::from(r#"{"from": "a/b", "to": "c"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(f.dir.path().join("c/<b>x<b> & y.txt").is_file());
+    // A folder with files goes only with ?recursive=1 (and the right to delete each file).
+    let del = |uri: &str| {
+        req(Method::DELETE, uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", f.admin()))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = f.send(del("/files/c/")).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(body_text(r).await.contains("not_empty"));
+    assert_eq!(
+        f.send(del("/files/c/?recursive=1")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(!f.dir.path().join("c").exists());
+    assert!(f.dir.path().join("a").is_dir());
+}
+
+#[tokio::test]
+async fn a_folder_zip_holds_every_file_byte_for_byte() {
+    let f = Fixture::new();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    f.write("docs/big.bin", &big);
+    f.write("docs/sub/small.txt", b"small");
+    f.write("other.txt", b"not in the zip");
+    let r = f.get("/files/docs/?zip").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "application/zip");
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut names: Vec<String> = zip.file_names().map(str::to_owned).collect();
+    names.sort();
+    assert_eq!(names, ["docs/big.bin", "docs/sub/small.txt"]);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("docs/big.bin").unwrap(), &mut got).unwrap();
+    assert_eq!(got, big);
 }
