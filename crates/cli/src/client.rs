@@ -12,7 +12,7 @@ use troca_net::durable::free_local_path;
 use troca_net::transfer::{download_to_path, download_to_writer, upload_path};
 use troca_net::{ClientError, ClientOptions, HubClient};
 use troca_proto::json;
-use troca_proto::msg::{Activity, Entry, History, HistoryEntry};
+use troca_proto::msg::{Activity, Entry, History, HistoryEntry, PutSmall};
 
 pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -440,8 +440,36 @@ pub(crate) async fn put(
         eprintln!("troca: nothing to upload (the folders hold no files)");
     }
     let mut report = Report::new();
-    for (file, name) in &plan {
-        let quiet = global.json || global.quiet;
+    let quiet = global.json || global.quiet;
+    // Small files go back to back in batches; the rest one by one, resumable.
+    let (small, large): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(file, name)| {
+        std::fs::metadata(file).is_ok_and(|m| m.is_file() && PutSmall::fits(name, m.len()))
+    });
+    if !small.is_empty() {
+        let done = troca_net::batch::upload_small(client, &small, force, |i, r| match r {
+            Ok(sent) => {
+                if !quiet {
+                    eprintln!(
+                        "uploaded {} ({})",
+                        output::safe(&sent.name),
+                        output::size(sent.size)
+                    );
+                }
+                report.rows.push(PutRow {
+                    name: sent.name,
+                    size: sent.size,
+                    blake3: hex(&sent.blake3),
+                });
+            }
+            Err(e) => report.fail(format_args!("cannot upload {}: {e}", small[i].0.display())),
+        })
+        .await;
+        if let Err(e) = done {
+            report.fail(format_args!("the upload stopped: {e}"));
+            recover(global, client, &e).await?;
+        }
+    }
+    for (file, name) in &large {
         match put_one(client, file, Some(name), force, quiet).await {
             Ok(row) => report.rows.push(row),
             Err(e) => {
@@ -623,7 +651,11 @@ async fn get_folder(
 ) -> Result<(), ClientError> {
     let folder = name.trim_end_matches('/');
     let parent_len = folder.rfind('/').map_or(0, |i| i + 1);
-    for f in files {
+    let (small, large): (Vec<&Entry>, Vec<&Entry>) = files
+        .iter()
+        .partition(|f| !f.name.ends_with('/') && f.size <= troca_net::batch::MAX_SMALL_GET);
+    get_small(client, &small, parent_len, root, force, quiet, report).await?;
+    for f in large {
         let Some(rel) = f.name.get(parent_len..) else {
             continue;
         };
@@ -648,6 +680,70 @@ async fn get_folder(
             .push(get_one(client, &f.name, Some(&local), force, quiet).await?);
     }
     Ok(())
+}
+
+/// The small files of a folder download, pipelined and made durable in batches.
+async fn get_small(
+    client: &mut HubClient,
+    files: &[&Entry],
+    parent_len: usize,
+    root: &Path,
+    force: bool,
+    quiet: bool,
+    report: &mut Report<GetRow>,
+) -> Result<(), ClientError> {
+    let mut wanted = Vec::with_capacity(files.len());
+    let mut made: std::collections::HashSet<PathBuf> = Default::default();
+    for f in files {
+        let Some(rel) = f.name.get(parent_len..) else {
+            continue;
+        };
+        // Names come from the hub: each part must be a plain name, never `..` or absolute.
+        if troca_proto::RemoteName::parse(rel).is_err() {
+            continue;
+        }
+        let target = root.join(rel);
+        if let Some(dir) = target.parent() {
+            if !made.contains(dir) {
+                std::fs::create_dir_all(dir).map_err(|e| ClientError::local(dir, e))?;
+                made.insert(dir.to_path_buf());
+            }
+        }
+        wanted.push(troca_net::batch::SmallGet {
+            name: f.name.clone(),
+            size: f.size,
+            target,
+            replace: force,
+        });
+    }
+    troca_net::batch::download_small(client, &wanted, |i, r| match r {
+        Ok(got) => {
+            let name = &wanted[i].name;
+            if got.path != wanted[i].target && !quiet {
+                eprintln!(
+                    "troca: {} exists; saved {name} as {}",
+                    wanted[i].target.display(),
+                    got.path.display()
+                );
+            }
+            if !quiet {
+                eprintln!(
+                    "downloaded {} to {} ({})",
+                    output::safe(name),
+                    got.path.display(),
+                    output::size(got.size)
+                );
+            }
+            report.rows.push(GetRow {
+                name: name.clone(),
+                path: got.path.display().to_string(),
+                size: got.size,
+                blake3: hex(&got.blake3),
+            });
+        }
+        Err(e) => report.fail(format_args!("cannot download {}: {e}", wanted[i].name)),
+    })
+    .await
 }
 
 #[derive(Serialize)]

@@ -12,6 +12,7 @@ use crate::clients::Session;
 use crate::error::HubError;
 use crate::history::{PageQuery, Pending};
 use crate::service::{now_ns, Hub, OpenFile};
+use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
@@ -25,7 +26,7 @@ use troca_net::sendfile;
 use troca_net::{transfer_buffer, Connection, IoBuf, CACHE_CHUNK};
 use troca_proto::msg::{
     Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, History, HistoryEntries,
-    HistoryEntry, Moved, Put, PutEnd, PutReady, Registered, Removed, Welcome,
+    HistoryEntry, Moved, Put, PutEnd, PutReady, PutSmall, Registered, Removed, Welcome,
 };
 use troca_proto::{Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -168,6 +169,10 @@ async fn session(
                 return Err(refuse_invalid(hub, conn, me, err).await);
             }
         };
+        if let Message::PutSmall(first) = msg {
+            put_small(hub, conn, me, &caller, first).await?;
+            continue;
+        }
         let (op, target) = describe(&msg);
         let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);
         let result: Result<Outcome, ConnEnd> = match msg {
@@ -254,6 +259,74 @@ async fn session(
             }
         }
     }
+}
+
+/// A run of `PutSmall` requests: the first, and those already arrived behind it, stored as one
+/// batch (see `small.rs`), each answered and recorded on its own, in order.
+async fn put_small(
+    hub: &Arc<Hub>,
+    conn: &mut Conn,
+    me: &Session,
+    caller: &Caller,
+    first: PutSmall,
+) -> Result<(), ConnEnd> {
+    let kind = Message::from(PutSmall {
+        name: String::new(),
+        force: false,
+        blake3: [0; 32],
+        data: Vec::new(),
+    })
+    .kind();
+    // A client sending many small files sends them back to back: read them in large gulps.
+    conn.set_read_size(256 * 1024);
+    let mut bytes = first.data.len();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH_FILES && bytes < MAX_BATCH_BYTES {
+        conn.read_arrived(MAX_BATCH_BYTES)?;
+        // A malformed frame ends the batch; the next read reports it.
+        match conn.buffered_of_kind(kind) {
+            Ok(Some(Message::PutSmall(p))) => {
+                bytes += p.data.len();
+                batch.push(p);
+            }
+            _ => break,
+        }
+    }
+    let records: Vec<Pending> = batch
+        .iter()
+        .map(|p| {
+            Pending::new(
+                me.name(),
+                Arc::clone(&me.address_text),
+                "put",
+                p.name.clone(),
+            )
+        })
+        .collect();
+    let count = batch.len();
+    let (h, c) = (Arc::clone(hub), caller.clone());
+    let results = tokio::task::spawn_blocking(move || h.put_small_batch(batch, &c))
+        .await
+        .unwrap_or_else(|e| {
+            (0..count)
+                .map(|_| Err(HubError::BadRequest(format!("internal task failed: {e}"))))
+                .collect()
+        });
+    for (record, result) in records.into_iter().zip(results) {
+        match result {
+            Ok(done) => {
+                me.received(done.size);
+                record.finish(&hub.history, Ok(done.size));
+                conn.queue(&done.into());
+            }
+            Err(e) => {
+                record.finish(&hub.history, Err(e.record_text()));
+                conn.queue(&e.to_message());
+            }
+        }
+    }
+    conn.flush().await?;
+    Ok(())
 }
 
 /// Sends a one-frame answer to a request that moved no file bytes.

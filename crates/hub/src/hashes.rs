@@ -79,6 +79,29 @@ impl HashCache {
             .insert(path, (size, mtime_ns, hash));
     }
 
+    /// [`HashCache::insert`] for many files, in one database transaction.
+    pub fn insert_many(&self, hashes: Vec<(PathBuf, u64, i64, Hash)>) {
+        if let Some(db) = self.db.lock().expect("hash cache poisoned").as_mut() {
+            let saved = (|| -> rusqlite::Result<()> {
+                let tx = db.transaction()?;
+                for (path, size, mtime_ns, hash) in &hashes {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO hashes (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![path.to_string_lossy(), *size as i64, mtime_ns, hash.as_slice()])?;
+                }
+                tx.commit()
+            })();
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "cannot save file hashes");
+            }
+        }
+        let mut known = self.known.lock().expect("hash cache poisoned");
+        for (path, size, mtime_ns, hash) in hashes {
+            known.insert(path, (size, mtime_ns, hash));
+        }
+    }
+
     /// Forgets every hash at `path` or beneath it (a folder moved or deleted): a different file
     /// could later appear there with the same size and mtime.
     pub fn forget_beneath(&self, path: &Path) {

@@ -23,6 +23,7 @@ pub mod history;
 pub mod server;
 pub mod service;
 pub mod share;
+pub mod small;
 pub mod tokens;
 pub mod uploads;
 

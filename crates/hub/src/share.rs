@@ -55,7 +55,8 @@ struct Opened {
 /// changes nothing.
 #[derive(Debug)]
 pub struct Slot {
-    dir: OwnedFd,
+    /// Shared by the slots of one folder within a batch ([`Slot::sibling`]).
+    dir: std::sync::Arc<OwnedFd>,
     dir_path: PathBuf,
     last: String,
 }
@@ -92,6 +93,35 @@ impl Slot {
         }
         rustix::fs::fsync(&self.dir)?;
         Ok(())
+    }
+
+    /// [`Slot::place`] without the folder's fsync, for a batch that fsyncs each folder once
+    /// ([`Slot::sync_dir`]) after all its renames.
+    pub fn place_unsynced(&self, part: &Path, replace: bool) -> io::Result<()> {
+        match self.rename_in(rustix::fs::CWD, part.as_os_str(), replace) {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => self.copy_in(part, replace),
+            other => other,
+        }
+    }
+
+    /// Makes the folder's entries durable.
+    pub fn sync_dir(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.dir)?;
+        Ok(())
+    }
+
+    /// The slot of another name `last` (one component) in the same folder, without a lookup.
+    pub fn sibling(&self, last: &str) -> Slot {
+        Slot {
+            dir: std::sync::Arc::clone(&self.dir),
+            dir_path: self.dir_path.clone(),
+            last: last.to_owned(),
+        }
+    }
+
+    /// The real path of the folder that holds the name.
+    pub fn dir_path(&self) -> &Path {
+        &self.dir_path
     }
 
     fn rename_in(&self, from_dir: impl AsFd, from: &OsStr, replace: bool) -> io::Result<()> {
@@ -340,7 +370,7 @@ impl Share {
                 .try_clone()
                 .map_err(|e| HubError::io("cannot open the shared folder".to_owned(), e))?;
             return Ok(Slot {
-                dir,
+                dir: dir.into(),
                 dir_path: self.root.clone(),
                 last,
             });
@@ -350,7 +380,7 @@ impl Share {
             other => other.map_err(|e| folder_error(name, e, create)),
         }?;
         Ok(Slot {
-            dir: opened.fd,
+            dir: opened.fd.into(),
             dir_path: opened.path,
             last,
         })

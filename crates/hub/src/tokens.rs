@@ -306,6 +306,40 @@ impl Tokens {
         Ok(out)
     }
 
+    /// Records the uploaders of many files in one transaction.
+    pub fn set_owners(&self, owners: &[(String, Owner)]) -> Result<(), HubError> {
+        let mut db = self.db.lock().expect("token database poisoned");
+        let saved = (|| -> rusqlite::Result<()> {
+            let tx = db.transaction()?;
+            for (name, owner) in owners {
+                match owner.token_id {
+                    Some(id) => tx
+                        .prepare_cached(
+                            "INSERT INTO owners (name, token_id) VALUES (?1, ?2)
+                             ON CONFLICT(name) DO UPDATE SET token_id = excluded.token_id",
+                        )?
+                        .execute(params![name, id])?,
+                    None => tx
+                        .prepare_cached("DELETE FROM owners WHERE name = ?1")?
+                        .execute(params![name])?,
+                };
+                match owner.key_hash {
+                    Some(h) => tx
+                        .prepare_cached(
+                            "INSERT INTO key_owners (name, key_hash) VALUES (?1, ?2)
+                             ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash",
+                        )?
+                        .execute(params![name, &h[..]])?,
+                    None => tx
+                        .prepare_cached("DELETE FROM key_owners WHERE name = ?1")?
+                        .execute(params![name])?,
+                };
+            }
+            tx.commit()
+        })();
+        saved.map_err(|e| db_err(&self.db_path, e))
+    }
+
     /// Forgets the owners of folder `name` and everything beneath it.
     pub fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError> {
         let db = self.db.lock().expect("token database poisoned");

@@ -30,6 +30,9 @@ pub struct PartialBudget {
     pub total: u64,
 }
 
+/// The sub-folder of the uploads folder where batches of small files are written.
+const SMALL_DIR: &str = "small";
+
 /// The folder of partial uploads and the uploads running right now.
 #[derive(Debug)]
 pub struct Partials {
@@ -105,7 +108,7 @@ impl Drop for PartialUpload {
 
 /// Holds a name in the running set until dropped.
 #[derive(Debug)]
-struct Claim {
+pub struct Claim {
     name: String,
     active: Arc<Mutex<HashMap<String, Running>>>,
 }
@@ -161,6 +164,11 @@ impl Partials {
         let dir = state.join("uploads");
         std::fs::create_dir_all(&dir)
             .map_err(|e| HubError::io(format!("cannot create {}", dir.display()), e))?;
+        // Small files of a batch cut short (the hub stopped mid-batch) were never under a name.
+        let small = dir.join(SMALL_DIR);
+        let _ = std::fs::remove_dir_all(&small);
+        std::fs::create_dir_all(&small)
+            .map_err(|e| HubError::io(format!("cannot create {}", small.display()), e))?;
         Ok(Self {
             dir,
             budget,
@@ -248,6 +256,44 @@ impl Partials {
 
     /// Claims `name` for one upload and reserves `needed` bytes for it, giving up abandoned
     /// partials (oldest first) if the disk would not hold it otherwise.
+    /// Where the files of a batch of small uploads are written before they are renamed.
+    pub fn small_dir(&self) -> PathBuf {
+        self.dir.join(SMALL_DIR)
+    }
+
+    /// Claims the names of a batch of small uploads and reserves their `bytes` together: each
+    /// name is refused if another upload holds it; all are refused if the space is short.
+    pub fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>> {
+        let mut active = self.active.lock().expect("upload set poisoned");
+        let available = self.available(&active);
+        if available < bytes {
+            let e = || HubError::NoSpace {
+                needed: bytes,
+                available,
+            };
+            return names.iter().map(|_| Err(e())).collect();
+        }
+        names
+            .iter()
+            .map(|name| {
+                if active.contains_key(name.as_str()) {
+                    return Err(HubError::UploadInProgress(name.to_string()));
+                }
+                active.insert(
+                    name.to_string(),
+                    Running {
+                        part: PathBuf::new(),
+                        size: 0,
+                    },
+                );
+                Ok(Claim {
+                    name: name.to_string(),
+                    active: Arc::clone(&self.active),
+                })
+            })
+            .collect()
+    }
+
     fn claim(
         &self,
         name: &RemoteName,

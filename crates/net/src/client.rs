@@ -105,6 +105,37 @@ impl HubClient {
         .await
     }
 
+    /// Queues a request without sending it (for requests sent back to back: see `batch.rs`).
+    pub(crate) fn queue(&mut self, msg: &Message) {
+        self.conn.queue(msg);
+    }
+
+    /// Sends what is queued.
+    pub(crate) async fn flush(&mut self) -> Result<(), ClientError> {
+        Ok(self.conn.flush().await?)
+    }
+
+    /// The next answer: a message, or the hub's `Error` as [`ClientError::Hub`].
+    pub(crate) async fn answer(&mut self) -> Result<Message, ClientError> {
+        expect(&mut self.conn).await
+    }
+
+    /// Reads exactly `dst.len()` raw bytes that follow a frame.
+    pub(crate) async fn read_exact_raw(&mut self, dst: &mut [u8]) -> Result<(), ClientError> {
+        let mut got = 0;
+        while got < dst.len() {
+            let n = self.conn.read_raw(&mut dst[got..]).await?;
+            if n == 0 {
+                return Err(ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the hub closed the connection mid-file",
+                )));
+            }
+            got += n;
+        }
+        Ok(())
+    }
+
     /// Reads a list answer split over frames, until the chunk marked `last`. `take` unpacks the
     /// expected message (or names any other, which is a protocol error).
     async fn read_chunks<T>(

@@ -132,6 +132,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .map_err(|_| Late::Request)
     }
 
+    /// The next message, if a whole frame of kind `kind` is already buffered; reads nothing.
+    /// For a receiver that gathers a run of requests of one kind into a batch.
+    pub fn buffered_of_kind(&mut self, kind: u8) -> Result<Option<Message>, FrameError> {
+        if self.rbuf.get(FRAME_HEADER_LEN) != Some(&kind) {
+            return Ok(None);
+        }
+        match decode_frame(&self.rbuf)? {
+            Some((msg, used)) => {
+                self.rbuf.advance(used);
+                Ok(Some(msg))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Reads raw bytes that follow a frame: first whatever is already buffered, then straight from
     /// the stream into `dst` (no extra copy). Returns 0 only at end of stream.
     pub async fn read_raw(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
@@ -195,6 +210,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 impl Connection<tokio::net::TcpStream> {
+    /// Takes in what has already arrived on the socket, without waiting, until `max` bytes are
+    /// buffered. End of stream is left for the next read to report.
+    pub fn read_arrived(&mut self, max: usize) -> std::io::Result<()> {
+        while self.rbuf.len() < max {
+            self.rbuf.reserve((max - self.rbuf.len()).min(256 * 1024));
+            match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// [`Connection::read_raw`] for the bytes of a file, where `dst` is no longer than what is
     /// still to come: the kernel wakes this reader once [`BULK_LOWAT`] bytes (or all of `dst`)
     /// have arrived rather than for every segment. The next frame read sets it back.

@@ -15,12 +15,17 @@ use crate::iobuf::{IoBuf, ALIGN};
 /// existing `to`, atomically (`renameat2(RENAME_NOREPLACE)`, or a hard link where that is not
 /// supported).
 pub fn place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
-    if replace {
-        std::fs::rename(from, to)?;
-    } else {
-        rename_no_replace(from, to)?;
-    }
+    rename(from, to, replace)?;
     sync_parent(to)
+}
+
+/// [`place`] without the folder's fsync (for a batch that fsyncs each folder once).
+pub fn rename(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+    if replace {
+        std::fs::rename(from, to)
+    } else {
+        rename_no_replace(from, to)
+    }
 }
 
 #[cfg(target_os = "linux")]

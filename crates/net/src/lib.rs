@@ -4,6 +4,7 @@
 //! The wire format itself lives in `troca-proto`; this crate only moves its frames and the raw
 //! file bytes between them over a byte stream.
 
+pub mod batch;
 pub mod client;
 pub mod connection;
 pub mod durable;

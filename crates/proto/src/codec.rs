@@ -44,6 +44,8 @@ pub(crate) trait Put {
     fn put_hash(&mut self, h: &Hash);
     fn put_opt_str(&mut self, s: Option<&str>);
     fn put_opt_hash(&mut self, h: Option<&Hash>);
+    /// A `u32` length, then the bytes.
+    fn put_bytes(&mut self, b: &[u8]);
 }
 
 impl Put for Vec<u8> {
@@ -85,6 +87,11 @@ impl Put for Vec<u8> {
             }
         }
     }
+    fn put_bytes(&mut self, b: &[u8]) {
+        self.put_u32(b.len() as u32);
+        self.extend_from_slice(b);
+    }
+
     fn put_opt_hash(&mut self, h: Option<&Hash>) {
         match h {
             None => self.put_u8(0),
@@ -172,6 +179,11 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes)
             .map(str::to_owned)
             .map_err(|_| DecodeError::BadUtf8)
+    }
+    /// A `u32` length, then that many bytes (which the frame itself bounds).
+    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u32()? as usize;
+        Ok(self.take(len)?.to_vec())
     }
     pub(crate) fn hash_prefix16(&mut self) -> Result<[u8; 16], DecodeError> {
         self.array::<16>()

@@ -22,7 +22,7 @@ pub use folders::{Find, FolderMade, MakeFolder, Move, Moved};
 pub use get::{FileEnd, FileHeader, Get};
 pub use hello::{Hello, Welcome};
 pub use list::{Entries, Entry, List};
-pub use put::{Put, PutDone, PutEnd, PutReady};
+pub use put::{Put, PutDone, PutEnd, PutReady, PutSmall};
 pub use records::{
     Activity, ClientEntry, ClientList, History, HistoryEntries, HistoryEntry, Register, Registered,
     Status, StatusInfo, Who, MAX_HISTORY_PAGE,
@@ -104,6 +104,7 @@ messages! {
     0x0b => MakeFolder,
     0x0c => Move,
     0x0d => Find,
+    0x0e => PutSmall,
     0x10 => Pieces,
     0x11 => GetPiece,
     0x81 => Welcome,
@@ -276,6 +277,19 @@ mod tests {
             }
             .into()),
             text(300).prop_map(|text| Find { text }.into()),
+            (
+                text(300),
+                any::<bool>(),
+                hash(),
+                proptest::collection::vec(any::<u8>(), 0..2000)
+            )
+                .prop_map(|(name, force, blake3, data)| PutSmall {
+                    name,
+                    force,
+                    blake3,
+                    data
+                }
+                .into()),
             any::<bool>().prop_map(|created| FolderMade { created }.into()),
             text(300).prop_map(|name| Moved { name }.into()),
             (any::<u16>(), text(255), any::<u32>()).prop_map(|(version, server, max_frame)| {

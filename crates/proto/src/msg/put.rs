@@ -90,3 +90,43 @@ impl PutDone {
         })
     }
 }
+
+/// A whole small file in one frame: name, contents and the sender's hash, answered by `PutDone`
+/// (or `Error`) like a `Put`. A client may send many without waiting for the answers, which come
+/// in order; the hub stores them in batches (written, made durable together, then renamed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutSmall {
+    pub name: String,
+    /// Replace an existing file of that name.
+    pub force: bool,
+    /// The BLAKE3 hash of `data`, as the sender has it.
+    pub blake3: Hash,
+    pub data: Vec<u8>,
+}
+
+impl PutSmall {
+    /// Bytes the frame takes besides the name and the data: length, kind, the name's length,
+    /// `force`, the hash, the data's length.
+    pub const OVERHEAD: usize = 4 + 1 + 2 + 1 + 32 + 4;
+
+    /// Whether a file of `size` bytes named `name` fits in one `PutSmall` frame.
+    pub fn fits(name: &str, size: u64) -> bool {
+        (Self::OVERHEAD + name.len()) as u64 + size <= crate::MAX_FRAME_LEN as u64 + 4
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_str(&self.name);
+        out.put_bool(self.force);
+        out.put_hash(&self.blake3);
+        out.put_bytes(&self.data);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            name: r.str("name", MAX_WIRE_NAME)?,
+            force: r.bool("force")?,
+            blake3: r.hash()?,
+            data: r.bytes()?,
+        })
+    }
+}

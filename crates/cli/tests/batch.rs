@@ -1,0 +1,184 @@
+//! Many small files at once: `PutSmall` requests sent back to back are stored in batches, each
+//! answered on its own, in order; a bad one fails alone; nothing is left half-done.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use troca_proto::msg::{Hello, PutSmall};
+use troca_proto::{decode_frame, encode_frame, ErrorCode, Message, MAGIC};
+
+/// A raw native connection: send frames, read messages.
+struct Raw {
+    sock: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(addr: &str, owner_key: &str) -> Raw {
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut raw = Raw {
+            sock,
+            buf: Vec::new(),
+        };
+        raw.send(&[Hello {
+            magic: MAGIC,
+            version: troca_proto::PROTOCOL_VERSION,
+            client: "batcher".into(),
+            token: None,
+            owner_key: Some(owner_key.into()),
+        }
+        .into()]);
+        assert!(matches!(raw.read(), Message::Welcome(_)));
+        raw
+    }
+
+    /// Sends all of `msgs` in one write.
+    fn send(&mut self, msgs: &[Message]) {
+        let mut out = Vec::new();
+        for m in msgs {
+            encode_frame(m, &mut out);
+        }
+        self.sock.write_all(&out).unwrap();
+    }
+
+    fn read(&mut self) -> Message {
+        loop {
+            if let Some((m, used)) = decode_frame(&self.buf).unwrap() {
+                self.buf.drain(..used);
+                return m;
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.sock.read(&mut chunk).unwrap();
+            assert!(n > 0, "the hub closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn small(name: &str, data: &[u8], force: bool) -> Message {
+    PutSmall {
+        name: name.into(),
+        force,
+        blake3: *blake3::hash(data).as_bytes(),
+        data: data.to_vec(),
+    }
+    .into()
+}
+
+#[test]
+fn a_batch_of_small_files_is_answered_in_order_and_a_bad_one_fails_alone() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("theirs.txt"), "someone else's").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let mut raw = Raw::connect(&hub.addr, "key-one");
+    let mut lie = small("lie.txt", b"what was sent", false);
+    if let Message::PutSmall(p) = &mut lie {
+        p.blake3 = *blake3::hash(b"something else").as_bytes();
+    }
+    // 600 good files across two folders, with five bad ones among them: more than one batch.
+    let mut msgs = Vec::new();
+    for i in 0..600 {
+        msgs.push(small(
+            &format!("f{}/n{i}.txt", i % 2),
+            format!("file {i}").as_bytes(),
+            false,
+        ));
+        match i {
+            10 => msgs.push(lie.clone()),
+            20 => msgs.push(small("theirs.txt", b"mine now", true)),
+            30 => msgs.push(small("f0/n0.txt", b"again", false)),
+            40 => msgs.push(small("../escape.txt", b"x", false)),
+            50 => msgs.push(small("f1/n1.txt/inside", b"x", false)),
+            _ => {}
+        }
+    }
+    raw.send(&msgs);
+    let mut codes = Vec::new();
+    for m in &msgs {
+        let Message::PutSmall(sent) = m else {
+            unreachable!()
+        };
+        match raw.read() {
+            Message::PutDone(done) => {
+                assert_eq!(done.name, sent.name);
+                assert_eq!(done.blake3, sent.blake3);
+                codes.push(None);
+            }
+            Message::Error(e) => codes.push(Some((sent.name.clone(), e.code))),
+            other => panic!("{other:?}"),
+        }
+    }
+    let failed: Vec<(String, ErrorCode)> = codes.into_iter().flatten().collect();
+    assert_eq!(
+        failed,
+        [
+            ("lie.txt".to_owned(), ErrorCode::Integrity),
+            ("theirs.txt".to_owned(), ErrorCode::Forbidden),
+            ("f0/n0.txt".to_owned(), ErrorCode::AlreadyExists),
+            ("../escape.txt".to_owned(), ErrorCode::InvalidName),
+            ("f1/n1.txt/inside".to_owned(), ErrorCode::BadRequest),
+        ]
+    );
+    for i in [0, 1, 299, 599] {
+        let got = std::fs::read_to_string(s.share.join(format!("f{}/n{i}.txt", i % 2))).unwrap();
+        assert_eq!(got, format!("file {i}"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("theirs.txt")).unwrap(),
+        "someone else's"
+    );
+    assert!(!s.share.join("lie.txt").exists());
+    assert!(!s.tmp.path().join("escape.txt").exists());
+    let staged = std::fs::read_dir(s.share.join(".troca/uploads/small"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0, "files left in the batch folder");
+
+    // Every file is recorded, and its owner key may replace it in a later batch.
+    let rows = json(&hub.troca(
+        &s.client,
+        &["--json", "history", "--op", "put", "--limit", "1000"],
+    ));
+    assert_eq!(rows.as_array().unwrap().len(), 605);
+    raw.send(&[small("f0/n0.txt", b"replaced", true)]);
+    assert!(matches!(raw.read(), Message::PutDone(_)));
+    let mut other = Raw::connect(&hub.addr, "key-two");
+    other.send(&[small("f0/n2.txt", b"not yours", true)]);
+    assert!(matches!(other.read(), Message::Error(e) if e.code == ErrorCode::Forbidden));
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("f0/n0.txt")).unwrap(),
+        "replaced"
+    );
+}
+
+/// `troca put DIR` and `troca get DIR` move a tree of small files byte for byte, and a second
+/// `get` keeps the first copy (free names), as single downloads do.
+#[test]
+fn a_tree_of_small_files_goes_up_and_down_whole() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let tree = s.client.join("tree");
+    for i in 0..700 {
+        let path = tree.join(format!("d{}/f{i}.bin", i % 7));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        random_file(&path, (i * 37 % 9000) as u64, &format!("f{i}"));
+    }
+    random_file(&tree.join("big.bin"), 3_000_000, "big");
+    ok(&hub.troca(&s.client, &["put", "tree"]));
+    assert_eq!(files_under(&s.share.join("tree")), files_under(&tree));
+    ok(&hub.troca(&s.client, &["get", "tree", "-o", "back"]));
+    for name in files_under(&tree) {
+        assert_eq!(
+            hash_file(&s.client.join("back/tree").join(&name)),
+            hash_file(&tree.join(&name))
+        );
+    }
+    ok(&hub.troca(&s.client, &["get", "tree", "-o", "back"]));
+    assert!(s.client.join("back/tree/d0/f0_downloaded.bin").exists());
+    assert!(files_under(&s.client.join("back"))
+        .iter()
+        .all(|n| !n.ends_with(".part")));
+}

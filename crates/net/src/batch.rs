@@ -1,0 +1,235 @@
+//! Many small files over one connection, fast: requests sent back to back without waiting for
+//! each answer (the answers come in order), and durability batched. Uploads go as `PutSmall`
+//! frames, which the hub stores in batches; downloads are pipelined `Get`s whose files are
+//! written, made durable together (one `syncfs`), then renamed into place, with one fsync per
+//! folder. Nothing appears under its name before it is durable, as with single transfers.
+
+use crate::client::HubClient;
+use crate::durable::{free_local_path, part_path};
+use crate::error::ClientError;
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use troca_proto::msg::{Get, PutDone, PutSmall};
+use troca_proto::{Hash, Message};
+
+/// Requests in flight at most, and their bytes: enough to keep the link and the hub busy, small
+/// enough that neither side's buffers fill.
+const WINDOW: usize = 512;
+const WINDOW_BYTES: usize = 4 * 1024 * 1024;
+/// Downloaded files made durable together.
+const DOWNLOAD_BATCH: usize = 256;
+/// The largest file [`download_small`] takes (it holds one file in memory at a time).
+pub const MAX_SMALL_GET: u64 = 1024 * 1024;
+
+/// Uploads `files` (local path, remote name), each small enough for [`PutSmall::fits`], calling
+/// `report` with each file's index and outcome in order. Errors that end the connection are
+/// returned (the files not yet reported were not stored, or not confirmed).
+pub async fn upload_small(
+    client: &mut HubClient,
+    files: &[(PathBuf, String)],
+    force: bool,
+    mut report: impl FnMut(usize, Result<PutDone, ClientError>),
+) -> Result<(), ClientError> {
+    let mut sent: VecDeque<(usize, usize)> = VecDeque::new();
+    let mut in_flight = 0usize;
+    let mut next = 0;
+    while next < files.len() || !sent.is_empty() {
+        while next < files.len() && sent.len() < WINDOW && in_flight < WINDOW_BYTES {
+            let (path, name) = &files[next];
+            match std::fs::read(path) {
+                Ok(data) => {
+                    in_flight += data.len();
+                    sent.push_back((next, data.len()));
+                    client.queue(
+                        &PutSmall {
+                            name: name.clone(),
+                            force,
+                            blake3: *blake3::hash(&data).as_bytes(),
+                            data,
+                        }
+                        .into(),
+                    );
+                }
+                Err(e) => report(next, Err(ClientError::local(path, e))),
+            }
+            next += 1;
+        }
+        client.flush().await?;
+        // Take answers until half the window is free, then send more.
+        while let Some(&(index, len)) = sent.front() {
+            if sent.len() <= WINDOW / 2 && in_flight <= WINDOW_BYTES / 2 && next < files.len() {
+                break;
+            }
+            let answer = match client.answer().await {
+                Ok(Message::PutDone(done)) => Ok(done),
+                Ok(other) => {
+                    return Err(ClientError::Protocol(format!(
+                        "unexpected {}",
+                        other.name()
+                    )))
+                }
+                Err(e @ ClientError::Hub { .. }) => Err(e),
+                Err(e) => return Err(e),
+            };
+            sent.pop_front();
+            in_flight -= len;
+            report(index, answer);
+        }
+    }
+    Ok(())
+}
+
+/// A small file to download: its remote name and size (from a listing), and where to save it.
+#[derive(Debug, Clone)]
+pub struct SmallGet {
+    pub name: String,
+    pub size: u64,
+    pub target: PathBuf,
+    /// Replace a local file at `target`; otherwise a free name is chosen (`NAME_downloaded`).
+    pub replace: bool,
+}
+
+/// A small file downloaded, verified and durable under `path`.
+#[derive(Debug, Clone)]
+pub struct SmallGot {
+    pub path: PathBuf,
+    pub size: u64,
+    pub blake3: Hash,
+}
+
+/// Downloads `files`, pipelined, calling `report` with each index and outcome in order. Each
+/// file is verified against the hub's hash, written beside its target as `NAME.part`, and put
+/// under its name only after its batch is durable.
+pub async fn download_small(
+    client: &mut HubClient,
+    files: &[SmallGet],
+    mut report: impl FnMut(usize, Result<SmallGot, ClientError>),
+) -> Result<(), ClientError> {
+    for (start, chunk) in files.chunks(DOWNLOAD_BATCH).enumerate() {
+        let base = start * DOWNLOAD_BATCH;
+        for f in chunk {
+            client.queue(
+                &Get {
+                    name: f.name.clone(),
+                    offset: 0,
+                }
+                .into(),
+            );
+        }
+        client.flush().await?;
+        let mut written: Vec<(usize, PathBuf, Hash, u64)> = Vec::with_capacity(chunk.len());
+        for (i, f) in chunk.iter().enumerate() {
+            match fetch_one(client, f).await {
+                Ok((part, hash, size)) => written.push((base + i, part, hash, size)),
+                // Refused, unwritable or corrupt: that file fails, the connection is still in step.
+                Err(
+                    e @ (ClientError::Hub { .. }
+                    | ClientError::Local { .. }
+                    | ClientError::Integrity { .. }),
+                ) => report(base + i, Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        settle(files, written, &mut report);
+    }
+    Ok(())
+}
+
+/// Reads one pipelined answer into `TARGET.part`; returns the part, the hash and the size.
+async fn fetch_one(
+    client: &mut HubClient,
+    f: &SmallGet,
+) -> Result<(PathBuf, Hash, u64), ClientError> {
+    let header = match client.answer().await? {
+        Message::FileHeader(h) => h,
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "unexpected {}",
+                other.name()
+            )))
+        }
+    };
+    let len = usize::try_from(header.size - header.offset)
+        .map_err(|_| ClientError::Protocol("file too large".into()))?;
+    let mut data = vec![0u8; len];
+    client.read_exact_raw(&mut data).await?;
+    let theirs = match client.answer().await? {
+        Message::FileEnd(end) => end.blake3,
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "unexpected {}",
+                other.name()
+            )))
+        }
+    };
+    let ours = *blake3::hash(&data).as_bytes();
+    if ours != theirs {
+        return Err(ClientError::Integrity {
+            what: f.name.clone(),
+            expected: crate::transfer::hex(&theirs),
+            actual: crate::transfer::hex(&ours),
+        });
+    }
+    let part = part_path(&f.target);
+    let wrote = std::fs::File::create(&part).and_then(|mut file| file.write_all(&data));
+    wrote.map_err(|e| ClientError::local(&part, e))?;
+    Ok((part, ours, header.size))
+}
+
+/// Makes a batch of written parts durable (one `syncfs`), renames each under its name, and
+/// fsyncs each folder once.
+fn settle(
+    files: &[SmallGet],
+    written: Vec<(usize, PathBuf, Hash, u64)>,
+    report: &mut impl FnMut(usize, Result<SmallGot, ClientError>),
+) {
+    let Some((_, first, _, _)) = written.first() else {
+        return;
+    };
+    let synced = std::fs::File::open(parent_of(first)).and_then(|d| Ok(rustix::fs::syncfs(&d)?));
+    let mut folders: HashSet<PathBuf> = HashSet::new();
+    for (index, part, blake3, size) in written {
+        let f = &files[index];
+        let placed = synced
+            .as_ref()
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
+            .and_then(|()| place_part(&part, &f.target, f.replace));
+        match placed {
+            Ok(path) => {
+                folders.insert(parent_of(&path).to_path_buf());
+                report(index, Ok(SmallGot { path, size, blake3 }));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                report(index, Err(ClientError::local(&f.target, e)));
+            }
+        }
+    }
+    for dir in folders {
+        if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(folder = %dir.display(), error = %e, "cannot fsync a folder");
+        }
+    }
+}
+
+/// Renames `part` to `target`, or to a free name beside it if `target` exists and may not be
+/// replaced. Returns where it went.
+fn place_part(part: &Path, target: &Path, replace: bool) -> std::io::Result<PathBuf> {
+    match crate::durable::rename(part, target, replace) {
+        Ok(()) => Ok(target.to_path_buf()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !replace => {
+            let free = free_local_path(target);
+            crate::durable::rename(part, &free, false)?;
+            Ok(free)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
