@@ -7,50 +7,119 @@ use std::path::PathBuf;
 #[command(
     name = "troca",
     version,
-    about = "Share files on a network: a hub, its clients, and a swarm"
+    about = "Share files on a network: a hub, its clients, and a swarm",
+    after_help = "Examples:\n  troca serve ~/shared                 share a folder (web page on :13380)\n  \
+        troca --hub 192.168.1.20 ls         list another machine's hub\n  \
+        troca put report.pdf photos/         upload a file and a folder\n  \
+        troca get photos -o backup           download a folder\n  \
+        troca shell                          an interactive shell"
 )]
 pub struct Cli {
+    /// Where the client commands connect (they also take these after their name).
     #[command(flatten)]
-    pub global: Global,
+    pub hub: HubArgs,
+    #[command(flatten)]
+    pub output: Output,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options every client command takes.
-#[derive(Debug, Args)]
-pub struct Global {
-    /// The hub to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "TROCA_HUB",
-        default_value = "127.0.0.1:13370",
-        value_name = "HOST:PORT"
-    )]
-    pub hub: String,
-    /// Print machine-readable JSON on stdout.
+/// How results are printed: for every command that prints results.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Output {
+    /// Print machine-readable JSON on stdout (people's notes stay on stderr).
     #[arg(long, global = true)]
     pub json: bool,
     /// No progress bars or notes on stderr.
     #[arg(long, short, global = true)]
     pub quiet: bool,
-    /// The name this client shows to others (default: user@host).
-    #[arg(long, global = true, env = "TROCA_NAME")]
+}
+
+/// Which hub a client command talks to, as whom, with which token.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HubArgs {
+    /// The hub to talk to, e.g. `192.168.1.20` or `hub.lan:13370` (default port 13370; also
+    /// TROCA_HUB; default 127.0.0.1:13370).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub hub: Option<String>,
+    /// The name you show to others in `who` and the history (also TROCA_NAME; default
+    /// user@host).
+    #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Read the access token from this file (or set TROCA_TOKEN).
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Read your access token from this file (or set TROCA_TOKEN); never on the command line.
+    #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+}
+
+/// Everything a client command needs to know, from the options before and after its name and
+/// the environment.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub hub: String,
+    pub json: bool,
+    pub quiet: bool,
+    pub name: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl Command {
+    /// The hub options given after a client command's name.
+    pub fn hub_args(&self) -> Option<&HubArgs> {
+        match self {
+            Command::Ls { hub, .. }
+            | Command::Find { hub, .. }
+            | Command::Mkdir { hub, .. }
+            | Command::Mv { hub, .. }
+            | Command::Put { hub, .. }
+            | Command::Get { hub, .. }
+            | Command::Rm { hub, .. }
+            | Command::History { hub, .. }
+            | Command::Who { hub }
+            | Command::Status { hub }
+            | Command::Time { hub }
+            | Command::Shell { hub }
+            | Command::Json { hub } => Some(hub),
+            _ => None,
+        }
+    }
+}
+
+impl Global {
+    /// Options after the command's name win over those before it, then the environment.
+    pub fn resolve(before: &HubArgs, after: Option<&HubArgs>, output: Output) -> Global {
+        let after = after.cloned().unwrap_or_default();
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Global {
+            hub: after
+                .hub
+                .or_else(|| before.hub.clone())
+                .or_else(|| env("TROCA_HUB"))
+                .unwrap_or_else(|| "127.0.0.1:13370".to_owned()),
+            json: output.json,
+            quiet: output.quiet,
+            name: after
+                .name
+                .or_else(|| before.name.clone())
+                .or_else(|| env("TROCA_NAME")),
+            token_file: after.token_file.or_else(|| before.token_file.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Share a folder: run a hub.
+    #[command(after_help = "Examples:\n  troca serve ~/shared\n  \
+        troca serve ~/shared --listen 0.0.0.0:13370 --http 0.0.0.0:13380   (other machines too)\n  \
+        troca serve ~/shared --read-only")]
     Serve(Serve),
     /// List the hub's files (a folder with nothing in it shows as NAME/).
     #[command(
         after_help = "Examples:\n  troca ls\n  troca ls photos/\n  troca ls --search invoice"
     )]
     Ls {
+        #[command(flatten)]
+        hub: HubArgs,
         /// Only names starting with this, e.g. `photos/`.
         prefix: Option<String>,
         /// Instead: every file and folder, in any folder, whose name contains TEXT (any case).
@@ -60,12 +129,16 @@ pub enum Command {
     /// Find files and folders whose names contain TEXT (any case), in every folder.
     #[command(after_help = "Example:\n  troca find report")]
     Find {
+        #[command(flatten)]
+        hub: HubArgs,
         /// What the names contain.
         text: String,
     },
     /// Create folders on the hub (and the folders on the way).
     #[command(after_help = "Example:\n  troca mkdir photos/2026")]
     Mkdir {
+        #[command(flatten)]
+        hub: HubArgs,
         /// The folders to create.
         #[arg(required = true, value_name = "FOLDER")]
         names: Vec<String>,
@@ -76,6 +149,8 @@ pub enum Command {
         troca mv --force new.txt old.txt   (replaces old.txt)"
     )]
     Mv {
+        #[command(flatten)]
+        hub: HubArgs,
         /// What to move, then where: a new name, or a folder (ending in / or existing) to move
         /// them into.
         #[arg(required = true, num_args = 2.., value_name = "NAME")]
@@ -85,7 +160,13 @@ pub enum Command {
         force: bool,
     },
     /// Upload files and folders to the hub (a folder with everything in it, keeping its paths).
+    #[command(after_help = "Examples:\n  troca put report.pdf holiday.mp4\n  \
+        troca put photos/ --to trips          (trips/photos/...)\n  \
+        troca put draft.txt --as notes/today.txt --force\n  \
+        pg_dump db | troca put - --as db.sql")]
     Put {
+        #[command(flatten)]
+        hub: HubArgs,
         /// Files or folders to upload.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -100,7 +181,14 @@ pub enum Command {
         force: bool,
     },
     /// Download files and folders from the hub (`NAME/` or a folder's name takes everything in it).
+    #[command(
+        after_help = "Examples:\n  troca get holiday.mp4\n  troca get a.txt b.txt -o downloads/\n  \
+        troca get trips/photos -o backup     (backup/photos/...)\n  troca get big.iso -o - | sha256sum"
+    )]
     Get {
+        #[command(flatten)]
+        hub: HubArgs,
+        /// The files or folders to download.
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         /// Where to save: a folder, a file name (one NAME), or - for stdout.
@@ -113,6 +201,8 @@ pub enum Command {
     /// Delete files and folders on the hub (what you uploaded, or anything with the admin token).
     #[command(after_help = "Examples:\n  troca rm notes.txt\n  troca rm -r old-photos/")]
     Rm {
+        #[command(flatten)]
+        hub: HubArgs,
         /// The files (or empty folders) to delete.
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
@@ -121,9 +211,18 @@ pub enum Command {
         recursive: bool,
     },
     /// Who is connected to the hub, and what each is doing.
-    Who,
+    #[command(after_help = "Example:\n  troca who --json")]
+    Who {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// The hub's record of requests, newest first.
+    #[command(
+        after_help = "Examples:\n  troca history --limit 20 --op rm\n  troca history --client ana --json"
+    )]
     History {
+        #[command(flatten)]
+        hub: HubArgs,
         /// How many entries (a page holds at most 1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -138,10 +237,19 @@ pub enum Command {
         before: Option<u64>,
     },
     /// The hub's time, uptime, version and figures.
-    Status,
-    /// The hub's current time.
-    Time,
+    #[command(after_help = "Example:\n  troca status --json")]
+    Status {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// The hub's current time (RFC 3339, in the hub's offset).
+    #[command(after_help = "Example:\n  troca time")]
+    Time {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Run a swarm tracker (UDP): which peers share which files.
+    #[command(after_help = "Examples:\n  troca tracker\n  troca tracker --listen 0.0.0.0:13377")]
     Tracker {
         /// Address to listen on; 0.0.0.0:13377 exposes it. Give it twice for IPv4 and IPv6
         /// (`--listen 0.0.0.0:13377 --listen [::]:13377`).
@@ -160,27 +268,44 @@ pub enum Command {
     #[command(subcommand)]
     Swarm(SwarmCommand),
     /// Share a folder with the swarm and download from it (menu when run in a terminal).
+    #[command(after_help = "Examples:\n  troca peer ~/shared\n  \
+        troca peer ~/photos --only images --listen 0.0.0.0:0 --tracker 192.168.1.20")]
     Peer(PeerArgs),
-    /// An interactive shell: ls, put, get, rm, who, history, … (type help).
-    Shell,
+    /// An interactive shell: ls, put, get, rm, mkdir, mv, find, who, history, … (type help).
+    #[command(after_help = "Example:\n  troca shell --hub 192.168.1.20 --name ana")]
+    Shell {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Answer JSON requests, one per line on stdin, one JSON line each on stdout.
-    Json,
+    #[command(after_help = "Example:\n  echo '{\"operation\": \"list\"}' | troca json")]
+    Json {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Manage access tokens (on the hub's machine).
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Print a completion script for a shell, e.g. `troca completions bash >
-    /// ~/.local/share/bash-completion/completions/troca`.
+    /// Print a completion script for a shell.
+    #[command(
+        after_help = "Examples:\n  troca completions bash > ~/.local/share/bash-completion/completions/troca\n  \
+        troca completions fish > ~/.config/fish/completions/troca.fish"
+    )]
     Completions {
         /// The shell to complete in.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `troca man > ~/.local/share/man/man1/troca.1`.
+    /// Print the manual page (roff).
+    #[command(after_help = "Example:\n  troca man > ~/.local/share/man/man1/troca.1")]
     Man,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SwarmCommand {
     /// List the files on the swarm (id, name, size, peers).
+    #[command(
+        after_help = "Examples:\n  troca swarm ls\n  troca swarm ls holiday --tracker 192.168.1.20"
+    )]
     Ls {
         #[command(flatten)]
         tracker: TrackerAddr,
@@ -188,6 +313,9 @@ pub enum SwarmCommand {
         filter: Option<String>,
     },
     /// Download a file from every peer that has it at once, each piece verified.
+    #[command(
+        after_help = "Examples:\n  troca swarm get 3f2a9c1b\n  troca swarm get holiday.mp4 -o ~/Videos"
+    )]
     Get {
         #[command(flatten)]
         tracker: TrackerAddr,
@@ -203,6 +331,7 @@ pub enum SwarmCommand {
 /// Which tracker to ask.
 #[derive(Debug, Args)]
 pub struct TrackerAddr {
+    /// The tracker to ask (also TROCA_TRACKER).
     #[arg(
         long = "tracker",
         value_name = "HOST:PORT",
@@ -242,9 +371,13 @@ pub struct PeerArgs {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Make a token; prints it, and only it, once.
+    #[command(after_help = "Example:\n  troca token create --role write --label ana > ana.token")]
     Create {
+        /// What it allows: read (list and download), write (also upload, and change its own
+        /// uploads), admin (everything).
         #[arg(long, value_parser = ["read", "write", "admin"])]
         role: String,
+        /// A note for `token list`, e.g. who has it.
         #[arg(long, default_value = "")]
         label: String,
         /// The hub's state folder (default: ./troca-files/.troca).
@@ -252,13 +385,18 @@ pub enum TokenCommand {
         state: Option<PathBuf>,
     },
     /// List tokens (never their secrets).
+    #[command(after_help = "Example:\n  troca token list --state ~/shared/.troca")]
     List {
+        /// The hub's state folder (default: ./troca-files/.troca).
         #[arg(long, value_name = "PATH")]
         state: Option<PathBuf>,
     },
     /// Revoke a token; hubs refuse it from their next check on.
+    #[command(after_help = "Example:\n  troca token revoke 3")]
     Revoke {
+        /// The token's id, as `token list` shows it.
         id: i64,
+        /// The hub's state folder (default: ./troca-files/.troca).
         #[arg(long, value_name = "PATH")]
         state: Option<PathBuf>,
     },
@@ -388,4 +526,43 @@ fn parse_rate(s: &str) -> Result<u64, String> {
         return Err("the rate must be above zero".into());
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command has a description and an example; every argument and option a description.
+    #[test]
+    fn every_command_and_option_is_described_with_an_example() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() {
+                missing.push(format!("{here}: no description"));
+            }
+            let leaf = cmd.get_subcommands().next().is_none();
+            let example = cmd
+                .get_after_help()
+                .is_some_and(|h| h.to_string().contains("Example"));
+            if leaf && !example {
+                missing.push(format!("{here}: no example"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{here} {id}: no description"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            check(sub, "troca", &mut missing);
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

@@ -52,17 +52,18 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         Command::Ls {
             search: Some(text), ..
         }
-        | Command::Find { text } => find(global, &mut client, &text).await,
+        | Command::Find { text, .. } => find(global, &mut client, &text).await,
         Command::Ls { prefix, .. } => {
             ls(global, &mut client, prefix.as_deref().unwrap_or("")).await
         }
-        Command::Mkdir { names } => mkdir(global, &mut client, &names).await,
-        Command::Mv { names, force } => mv(global, &mut client, &names, force).await,
+        Command::Mkdir { names, .. } => mkdir(global, &mut client, &names).await,
+        Command::Mv { names, force, .. } => mv(global, &mut client, &names, force).await,
         Command::Put {
             files,
             as_name,
             to,
             force,
+            ..
         } => {
             let names = Naming { as_name, to };
             put(global, &mut client, &files, &names, force).await
@@ -71,14 +72,18 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             names,
             output,
             force,
+            ..
         } => get(global, &mut client, &names, output, force).await,
-        Command::Rm { names, recursive } => rm(global, &mut client, &names, recursive).await,
-        Command::Who => who(global, &mut client).await,
+        Command::Rm {
+            names, recursive, ..
+        } => rm(global, &mut client, &names, recursive).await,
+        Command::Who { .. } => who(global, &mut client).await,
         Command::History {
             limit,
             client: who,
             op,
             before,
+            ..
         } => {
             let query = History {
                 limit,
@@ -88,12 +93,12 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             };
             history(global, &mut client, query).await
         }
-        Command::Status => status(global, &mut client).await,
-        Command::Time => time(global, &mut client).await,
+        Command::Status { .. } => status(global, &mut client).await,
+        Command::Time { .. } => time(global, &mut client).await,
         Command::Serve(_)
         | Command::Token(_)
-        | Command::Json
-        | Command::Shell
+        | Command::Json { .. }
+        | Command::Shell { .. }
         | Command::Tracker { .. }
         | Command::Swarm(_)
         | Command::Peer(_)

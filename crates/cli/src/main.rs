@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let global = args::Global::resolve(&args.hub, args.command.hub_args(), args.output);
     let result = match args.command {
         args::Command::Completions { shell } => {
             let mut cmd = <args::Cli as clap::CommandFactory>::command();
@@ -39,18 +40,18 @@ fn main() -> ExitCode {
             }
         }
         args::Command::Serve(serve) => serve::main(serve),
-        args::Command::Token(cmd) => token::main(&args.global, cmd),
-        args::Command::Json => json::main(&args.global),
-        args::Command::Shell => shell::main(&args.global),
+        args::Command::Token(cmd) => token::main(&global, cmd),
+        args::Command::Json { .. } => json::main(&global),
+        args::Command::Shell { .. } => shell::main(&global),
         args::Command::Tracker {
             listen,
             lifetime,
             stats_every,
             limits,
         } => swarm::tracker(&listen, lifetime, stats_every, &limits),
-        args::Command::Swarm(cmd) => swarm::main(&args.global, cmd),
-        args::Command::Peer(peer) => peer::main(&args.global, peer),
-        command => client::main(&args.global, command),
+        args::Command::Swarm(cmd) => swarm::main(&global, cmd),
+        args::Command::Peer(peer) => peer::main(&global, peer),
+        command => client::main(&global, command),
     };
     match result {
         Ok(code) => code,
