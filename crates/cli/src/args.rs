@@ -179,6 +179,9 @@ pub enum Command {
         /// Replace files that already exist on the hub.
         #[arg(long)]
         force: bool,
+        /// Accepted for habit (as with scp and cp): folders are always taken whole.
+        #[arg(short = 'r', long = "recursive")]
+        recursive: bool,
     },
     /// Download files and folders from the hub (`NAME/` or a folder's name takes everything in it).
     #[command(
@@ -197,6 +200,9 @@ pub enum Command {
         /// Overwrite local files instead of saving as NAME_downloaded.EXT.
         #[arg(long)]
         force: bool,
+        /// Accepted for habit (as with scp and cp): folders are always taken whole.
+        #[arg(short = 'r', long = "recursive")]
+        recursive: bool,
     },
     /// Delete files and folders on the hub (what you uploaded, or anything with the admin token).
     #[command(after_help = "Examples:\n  troca rm notes.txt\n  troca rm -r old-photos/")]

@@ -451,15 +451,15 @@ pub(crate) async fn put(
         std::fs::metadata(file).is_ok_and(|m| m.is_file() && PutSmall::fits(name, m.len()))
     });
     if !small.is_empty() {
+        let total: u64 = small
+            .iter()
+            .filter_map(|(f, _)| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        let tree = TreeBar::new(small.len(), total, quiet);
         let done = troca_net::batch::upload_small(client, &small, force, |i, r| match r {
             Ok(sent) => {
-                if !quiet {
-                    eprintln!(
-                        "uploaded {} ({})",
-                        output::safe(&sent.name),
-                        output::size(sent.size)
-                    );
-                }
+                tree.done("uploaded", &sent.name, sent.size);
                 report.rows.push(PutRow {
                     name: sent.name,
                     size: sent.size,
@@ -469,6 +469,7 @@ pub(crate) async fn put(
             Err(e) => report.fail(format_args!("cannot upload {}: {e}", small[i].0.display())),
         })
         .await;
+        tree.finish("uploaded");
         if let Err(e) = done {
             report.fail(format_args!("the upload stopped: {e}"));
             recover(global, client, &e).await?;
@@ -721,24 +722,19 @@ async fn get_small(
             replace: force,
         });
     }
-    troca_net::batch::download_small(client, &wanted, |i, r| match r {
+    let tree = TreeBar::new(wanted.len(), wanted.iter().map(|w| w.size).sum(), quiet);
+    let done = troca_net::batch::download_small(client, &wanted, |i, r| match r {
         Ok(got) => {
             let name = &wanted[i].name;
-            if got.path != wanted[i].target && !quiet {
-                eprintln!(
-                    "troca: {} exists; saved {name} as {}",
+            if got.path != wanted[i].target {
+                tree.note(&format!(
+                    "{} exists; saved {} as {}",
                     wanted[i].target.display(),
-                    got.path.display()
-                );
-            }
-            if !quiet {
-                eprintln!(
-                    "downloaded {} to {} ({})",
                     output::safe(name),
-                    got.path.display(),
-                    output::size(got.size)
-                );
+                    got.path.display()
+                ));
             }
+            tree.done("downloaded", &got.path.display().to_string(), got.size);
             report.rows.push(GetRow {
                 name: name.clone(),
                 path: got.path.display().to_string(),
@@ -748,7 +744,69 @@ async fn get_small(
         }
         Err(e) => report.fail(format_args!("cannot download {}: {e}", wanted[i].name)),
     })
-    .await
+    .await;
+    tree.finish("downloaded");
+    done
+}
+
+/// Progress for many small files: one bar for them all on a terminal and, for more than a few,
+/// a summary at the end instead of a line per file (a log still gets a line per file).
+struct TreeBar {
+    bar: Bar,
+    terminal: bool,
+    quiet: bool,
+    files: std::cell::Cell<u64>,
+    bytes: std::cell::Cell<u64>,
+}
+
+impl TreeBar {
+    fn new(files: usize, total: u64, quiet: bool) -> TreeBar {
+        use troca_net::Progress;
+        let label = if files == 1 {
+            "1 file".to_owned()
+        } else {
+            format!("{files} files")
+        };
+        let bar = Bar::new(&label, quiet);
+        bar.start(total, 0);
+        TreeBar {
+            bar,
+            // A few files are named one by one; many only summed up on a terminal.
+            terminal: files > 20 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            quiet,
+            files: Default::default(),
+            bytes: Default::default(),
+        }
+    }
+
+    fn done(&self, verb: &str, name: &str, size: u64) {
+        use troca_net::Progress;
+        self.files.set(self.files.get() + 1);
+        self.bytes.set(self.bytes.get() + size);
+        self.bar.advance(size);
+        if !self.quiet && !self.terminal {
+            self.bar.note_plain(&format!(
+                "{verb} {} ({})",
+                output::safe(name),
+                output::size(size)
+            ));
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        use troca_net::Progress;
+        self.bar.note(msg);
+    }
+
+    fn finish(&self, verb: &str) {
+        use troca_net::Progress;
+        self.bar.finish();
+        if !self.quiet && self.terminal {
+            let n = self.files.get();
+            let files = if n == 1 { "file" } else { "files" };
+            eprintln!("{verb} {n} {files} ({})", output::size(self.bytes.get()));
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -29,6 +29,16 @@ impl Bar {
     }
 }
 
+impl Bar {
+    /// A line on stderr that does not tear the bar (no `troca:` prefix: not a warning).
+    pub fn note_plain(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+}
+
 impl Progress for Bar {
     fn start(&self, total: u64, done: u64) {
         if let Some(b) = &self.bar {

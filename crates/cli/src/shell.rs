@@ -419,7 +419,9 @@ fn split_options(
             _ if options_done || !w.starts_with('-') || w == "-" => out.operands.push(w.clone()),
             "--" => options_done = true,
             "--force" | "-f" => out.force = true,
-            "--recursive" | "-r" | "-R" if cmd == Cmd::Rm => out.recursive = true,
+            "--recursive" | "-r" | "-R" if matches!(cmd, Cmd::Rm | Cmd::Put | Cmd::Get) => {
+                out.recursive = true
+            }
             flag => match value_flags
                 .iter()
                 .find(|(_, spellings)| spellings.contains(&flag))
