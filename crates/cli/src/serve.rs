@@ -43,6 +43,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.history_keep = args.history_keep;
     config.cache_size = args.cache_size;
     config.cache_max_file = args.cache_max_file;
+    config.batch_memory = args.batch_memory;
     config.read_only = args.read_only;
     config.require_token = args.require_token;
     let hub = Arc::new(

@@ -182,3 +182,18 @@ fn a_tree_of_small_files_goes_up_and_down_whole() {
         .iter()
         .all(|n| !n.ends_with(".part")));
 }
+
+/// With no batch memory left (here: none at all), small files are still stored, one at a time.
+#[test]
+fn without_batch_memory_small_files_go_one_at_a_time() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--batch-memory", "0"]);
+    let tree = s.client.join("few");
+    for i in 0..50 {
+        let path = tree.join(format!("f{i}.txt"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("{i}")).unwrap();
+    }
+    ok(&hub.troca(&s.client, &["put", "few"]));
+    assert_eq!(files_under(&s.share.join("few")), files_under(&tree));
+}

@@ -33,6 +33,9 @@ pub struct HubConfig {
     /// The hot-file cache's byte budget (0 turns it off) and the largest file it holds.
     pub cache_size: u64,
     pub cache_max_file: u64,
+    /// Memory all connections together may hold for batches of small files being stored; a
+    /// connection that finds none free stores its files one at a time.
+    pub batch_memory: u64,
     /// Refuse every write (upload, replace, delete), whatever the token.
     pub read_only: bool,
     /// Refuse clients without a valid token.
@@ -60,6 +63,7 @@ impl HubConfig {
             history_keep: 1_000_000,
             cache_size: 64 << 20,
             cache_max_file: 1 << 20,
+            batch_memory: 64 << 20,
             read_only: false,
             require_token: false,
         }

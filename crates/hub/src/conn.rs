@@ -277,11 +277,16 @@ async fn put_small(
         data: Vec::new(),
     })
     .kind();
-    // A client sending many small files sends them back to back: read them in large gulps.
+    // A client sending many small files sends them back to back: read them in large gulps,
+    // within the memory all batches share. Without any free, this file is stored on its own.
     conn.set_read_size(256 * 1024);
+    let kib = (MAX_BATCH_BYTES >> 10) as u32;
+    let memory = Arc::clone(&hub.batch_memory)
+        .try_acquire_many_owned(kib)
+        .ok();
     let mut bytes = first.data.len();
     let mut batch = vec![first];
-    while batch.len() < MAX_BATCH_FILES && bytes < MAX_BATCH_BYTES {
+    while memory.is_some() && batch.len() < MAX_BATCH_FILES && bytes < MAX_BATCH_BYTES {
         conn.read_arrived(MAX_BATCH_BYTES)?;
         // A malformed frame ends the batch; the next read reports it.
         match conn.buffered_of_kind(kind) {
@@ -325,6 +330,7 @@ async fn put_small(
             }
         }
     }
+    drop(memory);
     conn.flush().await?;
     Ok(())
 }

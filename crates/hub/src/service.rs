@@ -37,6 +37,8 @@ pub struct Hub {
     pub addresses: Arc<PerAddress>,
     /// Where the admin token is, and whether this start created it.
     pub admin_token: (PathBuf, bool),
+    /// Memory for batches of small files, in KiB (see `small.rs`), shared by all connections.
+    pub batch_memory: Arc<tokio::sync::Semaphore>,
     started: Instant,
 }
 
@@ -86,6 +88,11 @@ impl Hub {
             .hashes
             .attach(&db_path(share.state_dir()))
             .map_err(|e| crate::history::db_err(&db_path(share.state_dir()), e))?;
+        let batch_memory = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.batch_memory >> 10)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Ok(Self {
             admin_token: (admin_token_path(share.state_dir()), created),
             cache: HotCache::new(config.cache_size, config.cache_max_file),
@@ -97,6 +104,7 @@ impl Hub {
             history,
             tokens,
             auth_failures: AuthFailures::default(),
+            batch_memory,
             started: Instant::now(),
         })
     }

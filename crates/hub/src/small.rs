@@ -19,9 +19,10 @@ use troca_proto::msg::{PutDone, PutSmall};
 use troca_proto::{Hash, RemoteName};
 
 /// The most files one batch holds.
-pub const MAX_BATCH_FILES: usize = 512;
-/// The most bytes of contents one batch holds (a bound on a connection's memory).
-pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+pub const MAX_BATCH_FILES: usize = 1024;
+/// The most bytes one batch holds: a connection takes this much of the hub's batch memory
+/// (`--batch-memory`) while it gathers and stores a batch.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A file of the batch that passed its checks and is written, not yet under its name.
 struct Staged {
