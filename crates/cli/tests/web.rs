@@ -596,3 +596,48 @@ fn wget_mirrors_a_hub_without_javascript() {
         );
     }
 }
+
+/// rclone's `http` remote reads the same plain listings: it copies the whole tree.
+#[test]
+fn rclone_copies_a_hub_through_its_http_remote() {
+    let s = Scratch::new();
+    for name in [
+        "a.txt",
+        "docs/b.txt",
+        "docs/deep er/c d.txt",
+        "50% off/e.txt",
+    ] {
+        let path = s.share.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        random_file(&path, 20_000, name);
+    }
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let copy = s.client.join("copy");
+    let out = Command::new("rclone")
+        .args(["copy", "--http-url"])
+        .arg(format!("{web}files/"))
+        .arg(":http:")
+        .arg(&copy)
+        .env("RCLONE_CONFIG", s.client.join("rclone.conf"))
+        .output()
+        .expect("rclone is installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = files_under(&copy);
+    assert_eq!(
+        got,
+        [
+            "50% off/e.txt",
+            "a.txt",
+            "docs/b.txt",
+            "docs/deep er/c d.txt"
+        ]
+    );
+    for name in &got {
+        assert_eq!(hash_file(&copy.join(name)), hash_file(&s.share.join(name)));
+    }
+}
