@@ -602,3 +602,54 @@ async fn a_folder_zip_holds_every_file_byte_for_byte() {
     std::io::Read::read_to_end(&mut zip.by_name("docs/big.bin").unwrap(), &mut got).unwrap();
     assert_eq!(got, big);
 }
+
+/// A file of more than 4 GiB goes into the zip with zip64 fields, streamed: the archive reads
+/// back whole (a sparse file, so the test writes little).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_zip_of_more_than_4_gib_uses_zip64() {
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    let f = Fixture::new();
+    let big = f.dir.path().join("huge/sparse.bin");
+    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+    let len = (4u64 << 30) + 12_345;
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(len).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"the end", len - 7).unwrap();
+    f.write("huge/small.txt", b"small");
+    let r = f.get("/files/huge/?zip").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out_path = out_dir.path().join("huge.zip");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path).unwrap());
+    let mut body = r.into_body();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            out.write_all(&data).unwrap();
+        }
+    }
+    drop(out);
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out_path).unwrap()).unwrap();
+    let entry = zip.by_name("huge/sparse.bin").unwrap();
+    assert_eq!(entry.size(), len);
+    drop(entry);
+    // Reading the whole entry checks its CRC-32; the last bytes are the ones written.
+    let mut entry = zip.by_name("huge/sparse.bin").unwrap();
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut seen = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut entry, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen += n as u64;
+        tail = buf[..n].to_vec();
+    }
+    assert_eq!(seen, len);
+    assert!(tail.ends_with(b"the end"));
+    drop(entry);
+    let mut small = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("huge/small.txt").unwrap(), &mut small).unwrap();
+    assert_eq!(small, "small");
+}
