@@ -552,43 +552,32 @@ async fn the_readme_screenshots_come_from_the_real_page() {
     }
 }
 
-/// `wget -r` mirrors a hub from its plain HTML listings: no JavaScript involved.
-#[test]
-fn wget_mirrors_a_hub_without_javascript() {
+/// The tree both mirroring tests copy: names with spaces and a `%`, nested folders.
+const MIRRORED: [&str; 4] = [
+    "50% off/e.txt",
+    "a.txt",
+    "docs/b.txt",
+    "docs/deep er/c d.txt",
+];
+
+/// A hub sharing [`MIRRORED`], and where a mirror of it goes.
+fn mirror_setup() -> (Scratch, Hub, std::path::PathBuf) {
     let s = Scratch::new();
-    for name in [
-        "a.txt",
-        "docs/b.txt",
-        "docs/deep er/c d.txt",
-        "50% off/e.txt",
-    ] {
+    for name in MIRRORED {
         let path = s.share.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        random_file(&path, 10_000, name);
+        random_file(&path, 20_000, name);
     }
     let hub = Hub::start(&s.share, &[]);
-    let web = hub.web.clone().unwrap();
     let mirror = s.client.join("mirror");
     std::fs::create_dir(&mirror).unwrap();
-    let status = Command::new("wget")
-        .args(["-q", "-r", "-np", "-nH", "--cut-dirs=1", "-e", "robots=off"])
-        .arg("-R")
-        .arg("index.html*")
-        .arg(format!("{web}files/"))
-        .current_dir(&mirror)
-        .status()
-        .expect("wget is installed (scripts/test installs it)");
-    assert!(status.success());
-    let got = files_under(&mirror);
-    assert_eq!(
-        got,
-        [
-            "50% off/e.txt",
-            "a.txt",
-            "docs/b.txt",
-            "docs/deep er/c d.txt"
-        ]
-    );
+    (s, hub, mirror)
+}
+
+/// The mirror holds exactly the shared files, byte for byte.
+fn assert_mirrored(s: &Scratch, mirror: &std::path::Path) {
+    let got = files_under(mirror);
+    assert_eq!(got, MIRRORED);
     for name in &got {
         assert_eq!(
             hash_file(&mirror.join(name)),
@@ -597,28 +586,31 @@ fn wget_mirrors_a_hub_without_javascript() {
     }
 }
 
+/// `wget -r` mirrors a hub from its plain HTML listings: no JavaScript involved.
+#[test]
+fn wget_mirrors_a_hub_without_javascript() {
+    let (s, hub, mirror) = mirror_setup();
+    let status = Command::new("wget")
+        .args(["-q", "-r", "-np", "-nH", "--cut-dirs=1", "-e", "robots=off"])
+        .arg("-R")
+        .arg("index.html*")
+        .arg(format!("{}files/", hub.web.as_ref().unwrap()))
+        .current_dir(&mirror)
+        .status()
+        .expect("wget is installed (scripts/test installs it)");
+    assert!(status.success());
+    assert_mirrored(&s, &mirror);
+}
+
 /// rclone's `http` remote reads the same plain listings: it copies the whole tree.
 #[test]
 fn rclone_copies_a_hub_through_its_http_remote() {
-    let s = Scratch::new();
-    for name in [
-        "a.txt",
-        "docs/b.txt",
-        "docs/deep er/c d.txt",
-        "50% off/e.txt",
-    ] {
-        let path = s.share.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        random_file(&path, 20_000, name);
-    }
-    let hub = Hub::start(&s.share, &[]);
-    let web = hub.web.clone().unwrap();
-    let copy = s.client.join("copy");
+    let (s, hub, mirror) = mirror_setup();
     let out = Command::new("rclone")
         .args(["copy", "--http-url"])
-        .arg(format!("{web}files/"))
+        .arg(format!("{}files/", hub.web.as_ref().unwrap()))
         .arg(":http:")
-        .arg(&copy)
+        .arg(&mirror)
         .env("RCLONE_CONFIG", s.client.join("rclone.conf"))
         .output()
         .expect("rclone is installed (scripts/test installs it)");
@@ -627,17 +619,5 @@ fn rclone_copies_a_hub_through_its_http_remote() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got = files_under(&copy);
-    assert_eq!(
-        got,
-        [
-            "50% off/e.txt",
-            "a.txt",
-            "docs/b.txt",
-            "docs/deep er/c d.txt"
-        ]
-    );
-    for name in &got {
-        assert_eq!(hash_file(&copy.join(name)), hash_file(&s.share.join(name)));
-    }
+    assert_mirrored(&s, &mirror);
 }

@@ -175,74 +175,10 @@ async fn session(
         }
         let (op, target) = describe(&msg);
         let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);
-        let result: Result<Outcome, ConnEnd> = match msg {
-            Message::List(l) => match hub.list(&l.prefix).await {
-                Ok(entries) => send_chunks(conn, entries, Entries::default(), |_| {})
-                    .await
-                    .map(|()| Ok(0))
-                    .map_err(Into::into),
-                Err(e) => Ok(Err(e)),
-            },
-            Message::Get(g) => match hub.open_file(&g.name, g.offset) {
-                Ok(open) => send_file(hub, conn, me, &g.name, open).await.map(Ok),
-                Err(e) => Ok(Err(e)),
-            },
-            Message::Put(p) => receive_file(hub, conn, me, &caller, p).await,
-            Message::Remove(r) => match hub.remove(&r.name, r.recursive, &caller).await {
-                Ok(files) => answer(conn, Removed { files }.into()).await,
-                Err(e) => Ok(Err(e)),
-            },
-            Message::MakeFolder(m) => match hub.make_folder(&m.name, &caller).await {
-                Ok(created) => answer(conn, FolderMade { created }.into()).await,
-                Err(e) => Ok(Err(e)),
-            },
-            Message::Move(m) => match hub.rename(&m.from, &m.to, m.force, &caller).await {
-                Ok(name) => answer(conn, Moved { name }.into()).await,
-                Err(e) => Ok(Err(e)),
-            },
-            Message::Find(f) => match hub.find(&f.text).await {
-                Ok(entries) => send_chunks(conn, entries, Entries::default(), |_| {})
-                    .await
-                    .map(|()| Ok(0))
-                    .map_err(Into::into),
-                Err(e) => Ok(Err(e)),
-            },
-            Message::Register(r) => match check_client_name(&r.name) {
-                Ok(()) => {
-                    me.rename(&r.name);
-                    conn.send(&Registered.into())
-                        .await
-                        .map(|()| Ok(0))
-                        .map_err(Into::into)
-                }
-                Err(e) => Ok(Err(e)),
-            },
-            Message::Who(_) => send_chunks(conn, hub.clients.list(), ClientList::default(), |_| {})
-                .await
-                .map(|()| Ok(0))
-                .map_err(Into::into),
-            Message::History(h) => match hub.history(page_query(h)).await {
-                Ok(page) => {
-                    let next = page.next;
-                    send_chunks(conn, page.entries, HistoryEntries::default(), |last| {
-                        last.next = next
-                    })
-                    .await
-                    .map(|()| Ok(0))
-                    .map_err(Into::into)
-                }
-                Err(e) => Ok(Err(e)),
-            },
-            Message::Status(_) => match hub.status().await {
-                Ok(info) => conn
-                    .send(&info.into())
-                    .await
-                    .map(|()| Ok(0))
-                    .map_err(Into::into),
-                Err(e) => Ok(Err(e)),
-            },
-            other => {
-                let err = HubError::BadRequest(format!("unexpected {} message", other.name()));
+        let result = match dispatch(hub, conn, me, &caller, msg).await {
+            Dispatched::Done(result) => result,
+            Dispatched::Unexpected(name) => {
+                let err = HubError::BadRequest(format!("unexpected {name} message"));
                 pending.finish(&hub.history, Err(err.record_text()));
                 return Err(refuse(conn, err).await);
             }
@@ -338,6 +274,90 @@ async fn put_small(
 /// Sends a one-frame answer to a request that moved no file bytes.
 async fn answer(conn: &mut Conn, msg: Message) -> Result<Outcome, ConnEnd> {
     conn.send(&msg).await.map(|()| Ok(0)).map_err(Into::into)
+}
+
+/// What a request came to: its outcome, or a message no client may send.
+enum Dispatched {
+    Done(Result<Outcome, ConnEnd>),
+    Unexpected(&'static str),
+}
+
+/// Answers one request (all but `PutSmall`, which comes in runs).
+async fn dispatch(
+    hub: &Arc<Hub>,
+    conn: &mut Conn,
+    me: &Arc<Session>,
+    caller: &Caller,
+    msg: Message,
+) -> Dispatched {
+    Dispatched::Done(match msg {
+        Message::List(l) => match hub.list(&l.prefix).await {
+            Ok(entries) => send_chunks(conn, entries, Entries::default(), |_| {})
+                .await
+                .map(|()| Ok(0))
+                .map_err(Into::into),
+            Err(e) => Ok(Err(e)),
+        },
+        Message::Get(g) => match hub.open_file(&g.name, g.offset) {
+            Ok(open) => send_file(hub, conn, me, &g.name, open).await.map(Ok),
+            Err(e) => Ok(Err(e)),
+        },
+        Message::Put(p) => receive_file(hub, conn, me, caller, p).await,
+        Message::Remove(r) => match hub.remove(&r.name, r.recursive, caller).await {
+            Ok(files) => answer(conn, Removed { files }.into()).await,
+            Err(e) => Ok(Err(e)),
+        },
+        Message::MakeFolder(m) => match hub.make_folder(&m.name, caller).await {
+            Ok(created) => answer(conn, FolderMade { created }.into()).await,
+            Err(e) => Ok(Err(e)),
+        },
+        Message::Move(m) => match hub.rename(&m.from, &m.to, m.force, caller).await {
+            Ok(name) => answer(conn, Moved { name }.into()).await,
+            Err(e) => Ok(Err(e)),
+        },
+        Message::Find(f) => match hub.find(&f.text).await {
+            Ok(entries) => send_chunks(conn, entries, Entries::default(), |_| {})
+                .await
+                .map(|()| Ok(0))
+                .map_err(Into::into),
+            Err(e) => Ok(Err(e)),
+        },
+        Message::Register(r) => match check_client_name(&r.name) {
+            Ok(()) => {
+                me.rename(&r.name);
+                conn.send(&Registered.into())
+                    .await
+                    .map(|()| Ok(0))
+                    .map_err(Into::into)
+            }
+            Err(e) => Ok(Err(e)),
+        },
+        Message::Who(_) => send_chunks(conn, hub.clients.list(), ClientList::default(), |_| {})
+            .await
+            .map(|()| Ok(0))
+            .map_err(Into::into),
+        Message::History(h) => match hub.history(page_query(h)).await {
+            Ok(page) => {
+                let next = page.next;
+                send_chunks(conn, page.entries, HistoryEntries::default(), |last| {
+                    last.next = next
+                })
+                .await
+                .map(|()| Ok(0))
+                .map_err(Into::into)
+            }
+            Err(e) => Ok(Err(e)),
+        },
+        Message::Status(_) => match hub.status().await {
+            Ok(info) => conn
+                .send(&info.into())
+                .await
+                .map(|()| Ok(0))
+                .map_err(Into::into),
+            Err(e) => Ok(Err(e)),
+        },
+        other => return Dispatched::Unexpected(other.name()),
+    })
 }
 
 /// The operation and target a request is recorded under.

@@ -208,7 +208,12 @@ impl Hub {
 
     /// May `caller` replace or delete `name` (`what` says which, for the refusal)? Blocking: reads
     /// the file's owner from the database.
-    fn check_change(&self, caller: &Caller, name: &RemoteName, what: &str) -> Result<(), HubError> {
+    pub(crate) fn check_change(
+        &self,
+        caller: &Caller,
+        name: &RemoteName,
+        what: &str,
+    ) -> Result<(), HubError> {
         let owner = self.tokens.owner(name.as_str())?;
         caller.may_change(
             &self.tokens,

@@ -179,14 +179,7 @@ impl Hub {
             if !put.force {
                 return Err(HubError::AlreadyExists(name.to_string()));
             }
-            let owner = self.tokens.owner(name.as_str())?;
-            caller.may_change(
-                &self.tokens,
-                self.config.read_only,
-                name.as_str(),
-                owner,
-                "replacing",
-            )?;
+            self.check_change(caller, name, "replacing")?;
         }
         Ok(())
     }
