@@ -20,6 +20,7 @@ pub mod conn;
 pub mod error;
 pub mod hashes;
 pub mod history;
+pub mod identity;
 pub mod server;
 pub mod service;
 pub mod share;

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod error_code;
 pub mod frame;
 pub mod json;
+pub mod key;
 pub mod msg;
 pub mod name;
 pub mod pieces;
