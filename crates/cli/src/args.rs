@@ -49,6 +49,17 @@ pub struct HubArgs {
     /// Read your access token from this file (or set TROCA_TOKEN); never on the command line.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// The key the hub must show, as `troca serve` prints it (also TROCA_HUB_KEY, or a
+    /// `troca://HOST:PORT/#KEY` given to --hub); else the one remembered in known_hubs.
+    #[arg(long, value_name = "KEY")]
+    pub hub_key: Option<String>,
+    /// Trust a hub seen for the first time without asking, and remember its key.
+    #[arg(long)]
+    pub trust_new_hub: bool,
+    /// No encryption: only with a hub run with --plaintext (a benchmark, a link already
+    /// encrypted).
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 /// Everything a client command needs to know, from the options before and after its name and
@@ -60,6 +71,9 @@ pub struct Global {
     pub quiet: bool,
     pub name: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub hub_key: Option<String>,
+    pub trust_new_hub: bool,
+    pub plaintext: bool,
 }
 
 impl Command {
@@ -102,6 +116,14 @@ impl Global {
                 .or_else(|| before.name.clone())
                 .or_else(|| env("TROCA_NAME")),
             token_file: after.token_file.or_else(|| before.token_file.clone()),
+            hub_key: after
+                .hub_key
+                .or_else(|| before.hub_key.clone())
+                .or_else(|| env("TROCA_HUB_KEY")),
+            trust_new_hub: after.trust_new_hub || before.trust_new_hub,
+            plaintext: after.plaintext
+                || before.plaintext
+                || env("TROCA_PLAINTEXT").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -495,6 +517,16 @@ pub struct Serve {
     /// Refuse clients without a valid token.
     #[arg(long)]
     pub require_token: bool,
+    /// Serve the native protocol without encryption (for benchmarks, or a link that is already
+    /// encrypted); clients must say --plaintext too.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub plaintext: bool,
+    /// A certificate chain (PEM) to use instead of the hub's own key (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Durations like `30s`, `15m`, `1h 30m`, `500ms`, or bare seconds (`10`).

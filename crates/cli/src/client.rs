@@ -124,13 +124,34 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         ),
         None => std::env::var("TROCA_TOKEN").ok().filter(|t| !t.is_empty()),
     };
-    let addr = with_default_port(&global.hub, 13370);
-    let options = ClientOptions {
+    let target = troca_proto::key::ConnectString::parse(&global.hub)?;
+    let addr = with_default_port(&target.address, 13370);
+    let pinned = match (&target.key, &global.hub_key) {
+        (Some(k), _) => Some(*k),
+        (None, Some(k)) => Some(k.parse::<troca_proto::key::HubKey>()?),
+        (None, None) => None,
+    };
+    let mut options = ClientOptions {
         name: client_name(global),
         token,
         owner_key: owner_key(&addr),
+        trust: if global.plaintext {
+            troca_net::Trust::Plaintext
+        } else {
+            troca_net::Trust::Key(pinned.or_else(|| crate::known::lookup(&addr)))
+        },
     };
-    Ok(HubClient::connect(&addr, &options).await?)
+    match HubClient::connect(&addr, &options).await {
+        Err(ClientError::UnknownHubKey { seen, .. }) => {
+            crate::known::decide_new(&addr, seen, global.trust_new_hub)?;
+            options.trust = troca_net::Trust::Key(Some(seen));
+            Ok(HubClient::connect(&addr, &options).await?)
+        }
+        Err(ClientError::HubKeyMismatch { expected, seen, .. }) if pinned.is_none() => {
+            Err(crate::known::changed(&addr, expected, seen))
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Where the client keeps what it remembers (`$XDG_DATA_HOME/troca`, or `~/.local/share/troca`).

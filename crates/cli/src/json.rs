@@ -68,6 +68,10 @@ impl From<anyhow::Error> for Failure {
             Some(ClientError::Local { .. }) => "local",
             Some(ClientError::Integrity { .. }) => "integrity",
             Some(ClientError::Protocol(_)) => "protocol",
+            Some(ClientError::UnknownHubKey { .. } | ClientError::HubKeyMismatch { .. }) => {
+                "untrusted_hub"
+            }
+            None if e.downcast_ref::<crate::known::Untrusted>().is_some() => "untrusted_hub",
             None => "internal",
         };
         // The hub's advice names the CLI flag; here the field is what to set.

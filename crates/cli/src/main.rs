@@ -4,6 +4,7 @@
 mod args;
 mod client;
 mod json;
+mod known;
 mod output;
 mod peer;
 mod progress;

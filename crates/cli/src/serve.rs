@@ -46,6 +46,14 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.batch_memory = args.batch_memory;
     config.read_only = args.read_only;
     config.require_token = args.require_token;
+    config.tls = match (&args.tls_cert, &args.tls_key, args.plaintext) {
+        (Some(cert), Some(key), _) => troca_hub::config::TlsMode::Given {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (_, _, true) => troca_hub::config::TlsMode::Plaintext,
+        _ => troca_hub::config::TlsMode::OwnKey,
+    };
     let hub = Arc::new(
         troca_hub::Hub::open(config)
             .with_context(|| format!("cannot share {}", args.dir.display()))?,
@@ -75,6 +83,17 @@ async fn run(args: Serve) -> Result<ExitCode> {
     println!("listening on {addr}");
     if let Some(web) = &web {
         println!("http://{}/", web.local_addr()?);
+    }
+    match &hub.identity {
+        // The key clients check, and one line that names the hub and its key together.
+        Some(id) => {
+            println!("key {}", id.fingerprint);
+            println!(
+                "connect with: troca --hub 'troca://{addr}/#{}' ls",
+                id.fingerprint
+            );
+        }
+        None => eprintln!("troca: warning: the native protocol is not encrypted (--plaintext)"),
     }
     std::io::stdout().flush()?;
 

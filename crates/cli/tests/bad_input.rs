@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use troca_net::{ClientError, ClientOptions, HubClient};
+use troca_net::{ClientError, HubClient};
 use troca_proto::msg::{Get, Hello, Put, Remove};
 use troca_proto::{decode_frame, encode_frame, ErrorCode, Message, MAGIC};
 
@@ -70,9 +70,7 @@ async fn names_with_nul_or_control_characters_are_refused_on_the_wire() {
     let s = Scratch::new();
     std::fs::write(s.share.join("a"), "a").unwrap();
     let hub = Hub::start(&s.share, &[]);
-    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     for name in ["a\0", "a\0/../../etc/passwd", "tab\there", "\u{85}next"] {
         let err = client.get(name, 0).await.unwrap_err();
         assert!(
@@ -224,7 +222,7 @@ fn frame(msg: Message) -> Vec<u8> {
 fn malformed_oversized_and_unknown_frames_get_an_error_and_others_are_served() {
     let s = Scratch::new();
     std::fs::write(s.share.join("keep.txt"), "keep").unwrap();
-    let hub = Hub::start(&s.share, &[]);
+    let hub = Hub::start(&s.share, &["--plaintext"]);
     let code = |m: &Message| match m {
         Message::Error(e) => e.code,
         other => panic!("expected an Error, got {other:?}"),
@@ -309,7 +307,7 @@ fn malformed_oversized_and_unknown_frames_get_an_error_and_others_are_served() {
 #[test]
 fn another_protocol_version_is_told_which_one_the_hub_speaks() {
     let s = Scratch::new();
-    let hub = Hub::start(&s.share, &[]);
+    let hub = Hub::start(&s.share, &["--plaintext"]);
     let (m, closed) = raw_exchange(
         &hub.addr,
         false,

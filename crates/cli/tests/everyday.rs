@@ -118,7 +118,8 @@ fn put_dash_uploads_standard_input_under_its_as_name() {
     let hub = Hub::start(&s.share, &[]);
     let mut child = std::process::Command::new(TROCA)
         .current_dir(&s.client)
-        .env("TROCA_HUB", &hub.addr)
+        .envs(hub.client_env())
+        .env("XDG_DATA_HOME", hub.client_data())
         .args(["put", "-", "--as", "logs/today.txt"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -156,6 +157,7 @@ fn an_uploader_without_a_token_may_undo_its_own_uploads_and_nobody_elses() {
         "second draft"
     );
     // Someone else (another owner key) may not touch it.
+    hub.trust_in(&s.tmp.path().join("someone-else"));
     let other = std::process::Command::new(TROCA)
         .current_dir(&s.client)
         .env("TROCA_HUB", &hub.addr)

@@ -5,14 +5,12 @@
 mod common;
 use common::*;
 use std::time::Duration;
-use troca_net::{ClientError, ClientOptions, HubClient};
+use troca_net::{ClientError, HubClient};
 use troca_proto::msg::Put;
 use troca_proto::ErrorCode;
 
-async fn start_upload(addr: &str, name: &str, size: u64) -> HubClient {
-    let mut client = HubClient::connect(addr, &ClientOptions::default())
-        .await
-        .unwrap();
+async fn start_upload(hub: &Hub, name: &str, size: u64) -> HubClient {
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     client
         .put(Put {
             name: name.into(),
@@ -33,9 +31,7 @@ fn partials(share: &std::path::Path) -> Vec<String> {
 async fn a_client_disconnecting_mid_upload_leaves_no_file() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
-    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let mut up = client
         .put(Put {
             name: "half.bin".into(),
@@ -67,7 +63,7 @@ async fn a_client_disconnecting_mid_upload_leaves_no_file() {
 async fn a_stalled_upload_times_out_while_others_are_served() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &["--stall-timeout", "1s"]);
-    let mut staller = start_upload(&hub.addr, "stalled.bin", 1 << 20).await;
+    let mut staller = start_upload(&hub, "stalled.bin", 1 << 20).await;
 
     // Others are served while the staller holds its connection.
     std::fs::write(s.client.join("other.txt"), "other").unwrap();
@@ -85,7 +81,7 @@ async fn stale_partial_uploads_are_cleaned_after_their_ttl() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &["--partial-ttl", "1s"]);
     // The upload is abandoned right after the hub said it was ready.
-    drop(start_upload(&hub.addr, "stale.bin", 1 << 20).await);
+    drop(start_upload(&hub, "stale.bin", 1 << 20).await);
     let mut cleaned = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -111,9 +107,7 @@ async fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() {
 
     // The disk fills up mid-upload: for a small upload (written through the page cache) and
     // for one large enough to be written with direct I/O.
-    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let filler = disk.path.join("filler");
     for size in [5u64 << 20, 12 << 20] {
         let mut up = client
@@ -167,9 +161,7 @@ async fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() {
 async fn a_wrong_hash_at_the_end_of_an_upload_discards_it() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
-    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let mut up = client
         .put(Put {
             name: "bad.bin".into(),
@@ -211,9 +203,7 @@ async fn a_client_that_stops_reading_a_download_is_dropped_while_others_are_serv
     let warm = hub.troca(&s.client, &["get", "big.bin", "-o", "-", "-q"]);
     assert!(warm.status.success());
 
-    let mut staller = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut staller = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let mut dl = staller.get("big.bin", 0).await.unwrap();
     let mut first = [0u8; 4096];
     dl.read(&mut first).await.unwrap();

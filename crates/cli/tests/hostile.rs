@@ -154,7 +154,7 @@ fn native_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
             let options = ClientOptions {
                 name: "racer".into(),
                 token: Some(token),
-                owner_key: None,
+                ..race.hub.options()
             };
             let mut c = HubClient::connect(&race.hub.addr, &options).await.unwrap();
             let mut buf = [0u8; 64];
@@ -427,7 +427,7 @@ fn one_address_cannot_lock_others_out_of_either_face() {
     elsewhere.set_nonblocking(true).unwrap();
     let listed = rt.block_on(async {
         let stream = tokio::net::TcpStream::from_std(elsewhere).unwrap();
-        let mut c = HubClient::handshake(stream, &ClientOptions::default())
+        let mut c = HubClient::over(stream, &hub.addr, &hub.options())
             .await
             .unwrap();
         c.list("").await.unwrap()
@@ -467,7 +467,8 @@ fn trickle(mut stream: std::net::TcpStream, bytes: Vec<u8>) -> std::thread::Join
 #[test]
 fn a_request_trickled_byte_by_byte_is_cut_on_both_faces() {
     let s = Scratch::new();
-    let hub = Hub::start(&s.share, &["--request-timeout", "1s"]);
+    // Plaintext, so the test can write frames itself (TLS would only carry them).
+    let hub = Hub::start(&s.share, &["--request-timeout", "1s", "--plaintext"]);
     // Native: a proper hello, then a List frame a byte at a time.
     let mut native = TcpStream::connect(&hub.addr).unwrap();
     let mut hello = Vec::new();
@@ -532,9 +533,7 @@ fn a_history_request_gets_one_bounded_page_and_a_cursor() {
     let hub = Hub::start(&s.share, &[]);
     let rt = runtime();
     rt.block_on(async {
-        let mut c = HubClient::connect(&hub.addr, &ClientOptions::default())
-            .await
-            .unwrap();
+        let mut c = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
         for _ in 0..1_500 {
             c.who().await.unwrap();
         }
@@ -708,14 +707,11 @@ fn terminal_escapes_and_bidi_overrides_never_reach_a_terminal_raw() {
     rt.block_on(async {
         let evil = ClientOptions {
             name: "\u{1b}]0;owned\u{7}".into(),
-            token: None,
-            owner_key: None,
+            ..hub.options()
         };
         let refused = HubClient::connect(&hub.addr, &evil).await.unwrap_err();
         assert!(refused.to_string().contains("client name"), "{refused}");
-        let mut c = HubClient::connect(&hub.addr, &ClientOptions::default())
-            .await
-            .unwrap();
+        let mut c = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
         assert!(c.register("ana\u{202e}").await.is_err());
         let put = Put {
             name: "invoice\u{202e}txt.exe".into(),
@@ -909,14 +905,10 @@ async fn an_upload_reserves_its_space_so_the_next_is_refused_at_once() {
     let share = disk.path.join("share");
     let hub = Hub::start(&share, &[]);
     let body = vec![7u8; 40 << 20];
-    let mut a = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut a = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let mut up = a.put(put("a.bin", body.len() as u64)).await.unwrap();
     up.write(&body[..1 << 20]).await.unwrap();
-    let mut b = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut b = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let refused = b.put(put("b.bin", 40 << 20)).await.unwrap_err();
     assert!(
         refused.to_string().contains("not enough space"),
@@ -961,7 +953,7 @@ async fn abandoned_uploads_are_budgeted_shown_and_give_way() {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
         let stream = socket.connect(hub.addr.parse().unwrap()).await.unwrap();
-        let mut c = HubClient::handshake(stream, &ClientOptions::default())
+        let mut c = HubClient::over(stream, &hub.addr, &hub.options())
             .await
             .unwrap();
         let mut up = c.put(put(name, size)).await.unwrap();
@@ -984,9 +976,7 @@ async fn abandoned_uploads_are_budgeted_shown_and_give_way() {
     assert_eq!(status["partial_uploads"]["count"], 2, "{status}");
     // Someone else's 30 MiB upload needs the space: the oldest abandoned partials give way.
     let body = vec![9u8; 30 << 20];
-    let mut c = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut c = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let mut up = c.put(put("mine.bin", body.len() as u64)).await.unwrap();
     up.write(&body).await.unwrap();
     up.finish(*blake3::hash(&body).as_bytes()).await.unwrap();
@@ -1032,9 +1022,7 @@ async fn the_history_keeps_what_happened_while_the_disk_was_full() {
     let disk = SmallDisk::mount(&s.tmp.path().join("disk"), "16m");
     let share = disk.path.join("share");
     let hub = Hub::start(&share, &[]);
-    let mut c = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut c = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     c.who().await.unwrap();
     // Fill the disk.
     let filler = disk.path.join("filler");
@@ -1164,6 +1152,8 @@ fn a_hub_out_of_descriptors_answers_busy() {
             "--listen",
             "127.0.0.1:0",
             "--no-http",
+            // Plaintext: the test speaks the protocol itself.
+            "--plaintext",
         ])
         .args(["--max-connections-per-ip", "10000"])
         .stdout(std::process::Stdio::piped())

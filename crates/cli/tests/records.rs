@@ -6,11 +6,10 @@ use common::*;
 use troca_net::{ClientOptions, HubClient};
 use troca_proto::msg::Put;
 
-fn named(name: &str) -> ClientOptions {
+fn named(hub: &Hub, name: &str) -> ClientOptions {
     ClientOptions {
         name: name.into(),
-        token: None,
-        owner_key: None,
+        ..hub.options()
     }
 }
 
@@ -18,9 +17,13 @@ fn named(name: &str) -> ClientOptions {
 async fn who_shows_named_clients_and_what_they_are_doing() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
-    let mut ana = HubClient::connect(&hub.addr, &named("ana")).await.unwrap();
+    let mut ana = HubClient::connect(&hub.addr, &named(&hub, "ana"))
+        .await
+        .unwrap();
     ana.list("").await.unwrap();
-    let mut bo = HubClient::connect(&hub.addr, &named("temp")).await.unwrap();
+    let mut bo = HubClient::connect(&hub.addr, &named(&hub, "temp"))
+        .await
+        .unwrap();
     bo.register("bo").await.unwrap();
     let mut up = bo
         .put(Put {

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use troca_net::{ClientOptions, HubClient};
+use troca_net::HubClient;
 use troca_proto::msg::Put;
 
 const MIB: u64 = 1 << 20;
@@ -70,11 +70,9 @@ fn a_part_file_longer_than_the_remote_file_is_replaced() {
 
 /// Starts an upload of `file` with the library client, sends `len` bytes, and drops the
 /// connection as a killed client would.
-pub async fn abandon_upload(addr: &str, file: &std::path::Path, name: &str, len: u64) {
+async fn abandon_upload(hub: &Hub, file: &std::path::Path, name: &str, len: u64) {
     let meta = std::fs::metadata(file).unwrap();
-    let mut client = HubClient::connect(addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let mut up = client
         .put(Put {
             name: name.into(),
@@ -111,7 +109,7 @@ async fn an_interrupted_put_resumes_from_what_the_hub_holds() {
     let hub = Hub::start(&s.share, &[]);
     let src = s.client.join("big.bin");
     random_file(&src, 8 * MIB, "resume-put");
-    abandon_upload(&hub.addr, &src, "big.bin", 5 * MIB).await;
+    abandon_upload(&hub, &src, "big.bin", 5 * MIB).await;
     wait_for_partial(&s.share, 5 * MIB);
     assert!(
         !s.share.join("big.bin").exists(),
@@ -134,7 +132,7 @@ async fn a_changed_source_file_does_not_resume_a_stale_upload() {
     let hub = Hub::start(&s.share, &[]);
     let src = s.client.join("f.bin");
     random_file(&src, 4 * MIB, "one");
-    abandon_upload(&hub.addr, &src, "f.bin", 2 * MIB).await;
+    abandon_upload(&hub, &src, "f.bin", 2 * MIB).await;
     wait_for_partial(&s.share, 2 * MIB);
     // The local file changes (new mtime): the hub's partial bytes belong to another file.
     std::thread::sleep(std::time::Duration::from_millis(20));

@@ -8,10 +8,12 @@ use rexpect::session::{spawn_command, PtySession};
 use std::process::Command;
 
 fn shell(hub: &Hub, s: &Scratch) -> PtySession {
+    // Its data folder is HOME's: that is where it finds the hub's key.
+    hub.trust_in(&s.tmp.path().join(".local/share"));
     let mut cmd = Command::new(TROCA);
     cmd.arg("shell")
         .current_dir(&s.client)
-        .env("TROCA_HUB", &hub.addr)
+        .envs(hub.client_env())
         .env("TROCA_NAME", "tester")
         .env("HOME", s.tmp.path())
         .env_remove("XDG_DATA_HOME")
@@ -198,8 +200,10 @@ fn ctrl_c_stops_a_transfer_and_returns_to_the_prompt() {
     let s = Scratch::new();
     let addr = trickling_hub();
     let mut cmd = std::process::Command::new(TROCA);
+    // The trickling hub below speaks the protocol in plaintext.
     cmd.current_dir(&s.client)
         .env("TROCA_HUB", &addr)
+        .env("TROCA_PLAINTEXT", "1")
         .env("HOME", s.tmp.path())
         .env("TERM", "dumb")
         .arg("shell");

@@ -4,20 +4,16 @@
 mod common;
 use common::*;
 use std::time::Duration;
-use troca_net::{ClientOptions, HubClient};
+use troca_net::HubClient;
 use troca_proto::msg::Put;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_in_flight_at_sigterm_finishes_and_the_hub_exits() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
-    let mut idle = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut idle = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     idle.list("").await.unwrap();
-    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let body = vec![5u8; 3 << 20];
     let mut up = client
         .put(Put {
@@ -48,9 +44,7 @@ async fn an_upload_in_flight_at_sigterm_finishes_and_the_hub_exits() {
 async fn an_upload_that_outlives_the_grace_period_leaves_nothing_under_its_name() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &["--shutdown-grace", "500ms"]);
-    let mut client = HubClient::connect(&hub.addr, &ClientOptions::default())
-        .await
-        .unwrap();
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
     let mut up = client
         .put(Put {
             name: "cut.bin".into(),

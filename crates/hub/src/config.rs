@@ -36,10 +36,23 @@ pub struct HubConfig {
     /// Memory all connections together may hold for batches of small files being stored; a
     /// connection that finds none free stores its files one at a time.
     pub batch_memory: u64,
+    /// Whether and how the native protocol is encrypted.
+    pub tls: TlsMode,
     /// Refuse every write (upload, replace, delete), whatever the token.
     pub read_only: bool,
     /// Refuse clients without a valid token.
     pub require_token: bool,
+}
+
+/// How the native protocol is protected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS 1.3 with the hub's own key, made on first start (clients pin it).
+    OwnKey,
+    /// TLS 1.3 with the operator's certificate chain and key (PEM files).
+    Given { cert: PathBuf, key: PathBuf },
+    /// No encryption (`--plaintext`): only for benchmarks or links already encrypted.
+    Plaintext,
 }
 
 impl HubConfig {
@@ -64,6 +77,7 @@ impl HubConfig {
             cache_size: 64 << 20,
             cache_max_file: 1 << 20,
             batch_memory: 64 << 20,
+            tls: TlsMode::OwnKey,
             read_only: false,
             require_token: false,
         }

@@ -22,8 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::{FrameError, Late};
 use troca_net::durable::FileWriter;
-use troca_net::sendfile;
-use troca_net::{transfer_buffer, Connection, IoBuf, CACHE_CHUNK};
+use troca_net::{transfer_buffer, Connection, IoBuf, Stream, CACHE_CHUNK};
 use troca_proto::msg::{
     Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, History, HistoryEntries,
     HistoryEntry, Moved, Put, PutEnd, PutReady, PutSmall, Registered, Removed, Welcome,
@@ -46,7 +45,7 @@ pub(crate) enum ConnEnd {
     Hub(#[from] HubError),
 }
 
-type Conn = Connection<TcpStream>;
+type Conn = Connection<Stream>;
 
 /// What a request came to: the bytes it moved, or the refusal that was (or is to be) sent.
 type Outcome = Result<u64, HubError>;
@@ -59,6 +58,26 @@ pub(crate) async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    // TLS first (within the handshake time), unless the hub runs in plaintext.
+    let stream = match &hub.tls {
+        None => Stream::Plain(stream),
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+            let accepted =
+                tokio::time::timeout(hub.config.handshake_timeout, acceptor.accept(stream)).await;
+            match accepted {
+                Ok(Ok(tls)) => Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
     let mut conn = Connection::new(stream);
     match session(&hub, &mut conn, peer, &shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
@@ -533,21 +552,8 @@ async fn send_file(
             open.file.read_exact_at(&mut body, open.offset)?;
             conn.queue_raw(&body);
         } else {
-            step(stall, "download", conn.flush()).await?;
-            let mut pos = open.offset;
-            while pos < open.size {
-                let n = step(
-                    stall,
-                    "download",
-                    sendfile::send_some(conn.stream(), &open.file, pos, open.size - pos),
-                )
+            conn.send_file_range(&open.file, open.offset, len, stall, |n| me.sent(n))
                 .await?;
-                if n == 0 {
-                    return Err(short_file().into());
-                }
-                pos += n as u64;
-                me.sent(n as u64);
-            }
         }
         conn.queue(&FileEnd { blake3: hash }.into());
         step(stall, "download", conn.flush()).await?;

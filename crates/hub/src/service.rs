@@ -37,6 +37,9 @@ pub struct Hub {
     pub addresses: Arc<PerAddress>,
     /// Where the admin token is, and whether this start created it.
     pub admin_token: (PathBuf, bool),
+    /// The TLS acceptor for native connections, and the hub's identity (`None`: plaintext).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub identity: Option<crate::identity::Identity>,
     /// Memory for batches of small files, in KiB (see `small.rs`), shared by all connections.
     pub batch_memory: Arc<tokio::sync::Semaphore>,
     started: Instant,
@@ -93,7 +96,22 @@ impl Hub {
                 .unwrap_or(usize::MAX)
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
+        let identity = match &config.tls {
+            crate::config::TlsMode::Plaintext => None,
+            crate::config::TlsMode::OwnKey => Some(crate::identity::Identity::load_or_create(
+                share.state_dir(),
+            )?),
+            crate::config::TlsMode::Given { cert, key } => {
+                Some(crate::identity::Identity::from_files(cert, key, true)?)
+            }
+        };
+        let tls = match &identity {
+            Some(id) => Some(id.server_config(&[crate::identity::ALPN])?),
+            None => None,
+        };
         Ok(Self {
+            tls,
+            identity,
             admin_token: (admin_token_path(share.state_dir()), created),
             cache: HotCache::new(config.cache_size, config.cache_max_file),
             addresses: PerAddress::new(config.max_connections_per_ip),

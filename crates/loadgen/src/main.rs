@@ -90,11 +90,19 @@ fn main() -> Result<()> {
     })
 }
 
+/// The hub's key from TROCA_HUB_KEY (TLS), or plaintext when it is not set (a hub run with
+/// --plaintext).
 fn options() -> ClientOptions {
+    let key = std::env::var("TROCA_HUB_KEY")
+        .ok()
+        .and_then(|k| k.parse::<troca_proto::key::HubKey>().ok());
     ClientOptions {
         name: "loadgen".into(),
         token: None,
         owner_key: None,
+        trust: key.map_or(troca_net::Trust::Plaintext, |k| {
+            troca_net::Trust::Key(Some(k))
+        }),
     }
 }
 

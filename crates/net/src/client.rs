@@ -6,6 +6,7 @@
 
 use crate::connection::Connection;
 use crate::error::ClientError;
+use crate::stream::Stream;
 use tokio::net::TcpStream;
 use troca_proto::msg::{
     ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Find, Get, Hello, History,
@@ -23,6 +24,8 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// This client's owner key for the hub: what it uploads without a token stays its own.
     pub owner_key: Option<String>,
+    /// Which key the hub must show (TLS), or plaintext.
+    pub trust: crate::tls::Trust,
 }
 
 /// One page of the hub's history, and the `before` that asks for the next (0: no older entries).
@@ -35,7 +38,7 @@ pub struct HistoryPage {
 /// A connection to a hub that has completed the handshake.
 #[derive(Debug)]
 pub struct HubClient {
-    conn: Connection<TcpStream>,
+    conn: Connection<Stream>,
     welcome: Welcome,
 }
 
@@ -55,14 +58,25 @@ impl HubClient {
             }
         })?;
         stream.set_nodelay(true)?;
+        Self::over(stream, addr, options).await
+    }
+
+    /// Talks to the hub at `addr` over an already connected socket: TLS as `options.trust`
+    /// says, then the handshake.
+    pub async fn over(
+        stream: TcpStream,
+        addr: &str,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let stream = match options.trust {
+            crate::tls::Trust::Plaintext => Stream::Plain(stream),
+            crate::tls::Trust::Key(expected) => tls_handshake(addr, stream, expected).await?,
+        };
         Self::handshake(stream, options).await
     }
 
     /// Says hello over an already connected stream.
-    pub async fn handshake(
-        stream: TcpStream,
-        options: &ClientOptions,
-    ) -> Result<Self, ClientError> {
+    pub async fn handshake(stream: Stream, options: &ClientOptions) -> Result<Self, ClientError> {
         let mut conn = Connection::new(stream);
         conn.set_read_size(64 * 1024);
         conn.send(
@@ -419,23 +433,18 @@ impl Upload<'_> {
                 "the file grew while it was being sent".into(),
             ));
         }
-        self.client.conn.flush().await?;
-        let mut sent = 0;
-        while sent < len {
-            let n = crate::sendfile::send_some(
-                self.client.conn.stream(),
-                file,
-                offset + sent,
-                len - sent,
-            )
-            .await?;
-            if n == 0 {
-                return Err(ClientError::Protocol(
-                    "the file shrank while it was being sent".into(),
-                ));
-            }
-            sent += n as u64;
-        }
+        // No stall bound on the client's side: the hub ends a stalled transfer.
+        let forever = std::time::Duration::from_secs(u64::MAX / 4);
+        self.client
+            .conn
+            .send_file_range(file, offset, len, forever, |_| {})
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    ClientError::Protocol("the file shrank while it was being sent".into())
+                }
+                _ => ClientError::Io(e),
+            })?;
         self.remaining -= len;
         Ok(())
     }
@@ -457,7 +466,42 @@ impl Upload<'_> {
 }
 
 /// Reads the next message, turning an `Error` from the hub and a closed connection into errors.
-async fn expect(conn: &mut Connection<TcpStream>) -> Result<Message, ClientError> {
+/// The TLS handshake, accepting only the `expected` key. Nothing is sent to a hub whose key
+/// does not match (the handshake stops before the `Hello`).
+async fn tls_handshake(
+    addr: &str,
+    tcp: TcpStream,
+    expected: Option<troca_proto::key::HubKey>,
+) -> Result<Stream, ClientError> {
+    let (config, verifier) =
+        crate::tls::client_config(expected).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    // The name is not checked (the key is); it only has to be well formed.
+    let name = rustls::pki_types::ServerName::try_from("troca-hub").expect("a valid name");
+    match tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+    {
+        Ok(tls) => Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))),
+        Err(e) => {
+            let seen = *verifier.seen.lock().expect("seen key poisoned");
+            let addr = addr.to_owned();
+            Err(match (expected, seen) {
+                (None, Some(seen)) => ClientError::UnknownHubKey { addr, seen },
+                (Some(expected), Some(seen)) if expected != seen => ClientError::HubKeyMismatch {
+                    addr,
+                    expected,
+                    seen,
+                },
+                _ => ClientError::Connect {
+                    addr,
+                    reason: format!("TLS handshake failed ({e}); is the hub run with --plaintext?"),
+                },
+            })
+        }
+    }
+}
+
+async fn expect(conn: &mut Connection<Stream>) -> Result<Message, ClientError> {
     match conn.read_message().await? {
         Some(Message::Error(e)) => Err(ClientError::Hub {
             code: e.code,

@@ -209,13 +209,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-impl Connection<tokio::net::TcpStream> {
+impl<S: crate::stream::Socket> Connection<S> {
+    /// Sends `len` bytes of `file` from `offset` (after anything queued): with `sendfile` on a
+    /// plain socket (no copy through this process), else read into a buffer and written (TLS
+    /// must encrypt them here). `sent` hears of each step; each step is bounded by `stall`.
+    pub async fn send_file_range(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        stall: std::time::Duration,
+        mut sent: impl FnMut(u64),
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let timed_out =
+            || std::io::Error::new(std::io::ErrorKind::TimedOut, "the transfer stalled");
+        tokio::time::timeout(stall, self.flush())
+            .await
+            .map_err(|_| timed_out())??;
+        let short = || {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was being sent",
+            )
+        };
+        let mut pos = offset;
+        let end = offset + len;
+        let mut buf = if self.stream.plain().is_some() {
+            None
+        } else {
+            Some(crate::IoBuf::new(crate::CHUNK))
+        };
+        while pos < end {
+            let n = match (self.stream.plain(), buf.as_mut()) {
+                (Some(tcp), _) => tokio::time::timeout(
+                    stall,
+                    crate::sendfile::send_some(tcp, file, pos, end - pos),
+                )
+                .await
+                .map_err(|_| timed_out())??,
+                (None, Some(buf)) => {
+                    let want = buf
+                        .len()
+                        .min(usize::try_from(end - pos).unwrap_or(usize::MAX));
+                    let n = file.read_at(&mut buf[..want], pos)?;
+                    tokio::time::timeout(stall, self.stream.write_all(&buf[..n]))
+                        .await
+                        .map_err(|_| timed_out())??;
+                    n
+                }
+                (None, None) => unreachable!("a buffer is made for TLS"),
+            };
+            if n == 0 {
+                return Err(short());
+            }
+            pos += n as u64;
+            sent(n as u64);
+        }
+        Ok(())
+    }
+
     /// Takes in what has already arrived on the socket, without waiting, until `max` bytes are
     /// buffered. End of stream is left for the next read to report.
     pub fn read_arrived(&mut self, max: usize) -> std::io::Result<()> {
         while self.rbuf.len() < max {
             self.rbuf.reserve((max - self.rbuf.len()).min(256 * 1024));
-            match self.stream.try_read_buf(&mut self.rbuf) {
+            // Only a plain socket can be read without waiting; over TLS the run is what has
+            // been decrypted already.
+            let Some(tcp) = self.stream.plain() else {
+                break;
+            };
+            match tcp.try_read_buf(&mut self.rbuf) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -229,11 +293,12 @@ impl Connection<tokio::net::TcpStream> {
     /// still to come: the kernel wakes this reader once [`BULK_LOWAT`] bytes (or all of `dst`)
     /// have arrived rather than for every segment. The next frame read sets it back.
     pub async fn read_raw_bulk(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
-        if !self.rbuf.is_empty() {
+        // Over TLS the records are read by the TLS layer: the low-water mark is for plain TCP.
+        if !self.rbuf.is_empty() || self.stream.plain().is_none() {
             return self.read_raw(dst).await;
         }
         let lowat = dst.len().clamp(1, BULK_LOWAT);
-        let fd = self.stream.as_raw_fd();
+        let fd = self.stream.tcp().as_raw_fd();
         set_recv_lowat(fd, lowat);
         self.raised_lowat = (lowat > 1).then_some(fd);
         // A slow sender must not look stalled, nor its progress go unseen: if the mark is not

@@ -21,6 +21,19 @@ pub enum ClientError {
         expected: String,
         actual: String,
     },
+    /// No key is known for this hub yet (nothing was sent to it).
+    #[error("the hub at {addr} is new to you: its key is {seen}")]
+    UnknownHubKey {
+        addr: String,
+        seen: troca_proto::key::HubKey,
+    },
+    /// The hub showed another key than the one trusted (nothing was sent to it).
+    #[error("the hub at {addr} has key {seen}, not the key you trust, {expected}")]
+    HubKeyMismatch {
+        addr: String,
+        expected: troca_proto::key::HubKey,
+        seen: troca_proto::key::HubKey,
+    },
     #[error("{path}: {source}")]
     Local {
         path: String,
@@ -38,6 +51,9 @@ impl ClientError {
                 ErrorCode::Internal
             }
             ClientError::Protocol(_) => ErrorCode::BadRequest,
+            ClientError::UnknownHubKey { .. } | ClientError::HubKeyMismatch { .. } => {
+                ErrorCode::Unauthorized
+            }
         }
     }
 

@@ -12,12 +12,16 @@ pub mod error;
 pub mod iobuf;
 pub mod limits;
 pub mod sendfile;
+pub mod stream;
+pub mod tls;
 pub mod transfer;
 
 pub use client::{ClientOptions, HubClient};
 pub use connection::Connection;
 pub use error::ClientError;
 pub use iobuf::{transfer_buffer, IoBuf};
+pub use stream::{Socket, Stream};
+pub use tls::Trust;
 pub use transfer::{NoProgress, Progress};
 
 /// Buffers for bulk transfers: those handed from a receiving thread to a writer thread

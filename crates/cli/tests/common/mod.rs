@@ -97,6 +97,8 @@ pub struct Hub {
     pub addr: String,
     /// The web page's address (`http://127.0.0.1:PORT/`), unless started with `--no-http`.
     pub web: Option<String>,
+    /// The hub's key as it printed it (`None` with `--plaintext`).
+    pub key: Option<String>,
     pub dir: PathBuf,
 }
 
@@ -123,20 +125,69 @@ impl Hub {
                 std::ffi::OsStr::new("127.0.0.1:0"),
             ]);
         }
-        let (daemon, lines) = Daemon::start_with_lines(&all, usize::from(with_http));
-        Hub {
+        let tls = !args.contains(&"--plaintext");
+        let extra = usize::from(with_http) + if tls { 2 } else { 0 };
+        let (daemon, lines) = Daemon::start_with_lines(&all, extra);
+        let key = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("key "))
+            .map(str::to_owned);
+        let hub = Hub {
             addr: daemon.addr.clone(),
-            web: lines.into_iter().next(),
+            web: lines.into_iter().find(|l| l.starts_with("http")),
+            key,
             daemon,
             dir: dir.to_path_buf(),
+        };
+        hub.trust_in(&hub.client_data());
+        hub
+    }
+
+    /// Makes the clients run with `XDG_DATA_HOME=data` trust this hub's key (as if someone had
+    /// said yes once), so tests need not pin it on every command.
+    pub fn trust_in(&self, data: &Path) {
+        if let Some(key) = &self.key {
+            let dir = data.join("troca");
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("known_hubs"))
+                .unwrap();
+            writeln!(f, "{} {key}", self.addr).unwrap();
         }
+    }
+
+    /// How a client in this process trusts this hub: its printed key, or plaintext.
+    pub fn trust(&self) -> troca_net::Trust {
+        match &self.key {
+            Some(k) => troca_net::Trust::Key(Some(k.parse().expect("the printed key parses"))),
+            None => troca_net::Trust::Plaintext,
+        }
+    }
+
+    /// Options for a client in this process (anonymous, no token, trusting this hub).
+    pub fn options(&self) -> troca_net::ClientOptions {
+        troca_net::ClientOptions {
+            trust: self.trust(),
+            ..Default::default()
+        }
+    }
+
+    /// Environment for a client of this hub: its address, and plaintext if it runs so.
+    pub fn client_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("TROCA_HUB", self.addr.clone())];
+        if self.key.is_none() {
+            env.push(("TROCA_PLAINTEXT", "1".to_owned()));
+        }
+        env
     }
 
     /// Runs the client with `args` in `cwd` against this hub.
     pub fn troca(&self, cwd: &Path, args: &[&str]) -> Output {
         Command::new(TROCA)
             .current_dir(cwd)
-            .env("TROCA_HUB", &self.addr)
+            .envs(self.client_env())
             .env("XDG_DATA_HOME", self.client_data())
             .env_remove("TROCA_TOKEN")
             .args(args)
@@ -148,9 +199,13 @@ impl Hub {
     /// owner key), and `token` if given.
     pub fn troca_as(&self, cwd: &Path, who: &str, token: Option<&str>, args: &[&str]) -> Output {
         let mut cmd = Command::new(TROCA);
+        let data = self.client_data().join(who);
+        if !data.join("troca/known_hubs").exists() {
+            self.trust_in(&data);
+        }
         cmd.current_dir(cwd)
-            .env("TROCA_HUB", &self.addr)
-            .env("XDG_DATA_HOME", self.client_data().join(who))
+            .envs(self.client_env())
+            .env("XDG_DATA_HOME", data)
             .env_remove("TROCA_TOKEN")
             .args(args);
         if let Some(t) = token {
@@ -163,7 +218,7 @@ impl Hub {
     pub fn troca_with(&self, cwd: &Path, token: &str, args: &[&str]) -> Output {
         Command::new(TROCA)
             .current_dir(cwd)
-            .env("TROCA_HUB", &self.addr)
+            .envs(self.client_env())
             .env("XDG_DATA_HOME", self.client_data())
             .env("TROCA_TOKEN", token)
             .args(args)

@@ -1,0 +1,208 @@
+//! The native protocol is encrypted (TLS 1.3) and the hub is trusted by its key, as SSH trusts
+//! hosts: pinned, or remembered after a first "yes"; never a secret in the clear, never a
+//! request to a hub whose key is not the one trusted.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+/// A TCP relay to `target` that keeps every byte it carries, both ways.
+fn recording_proxy(target: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let (target, seen2) = (target.to_owned(), Arc::clone(&seen));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(&target) else {
+                return;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let seen = Arc::clone(&seen2);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn troca_via(
+    hub: &Hub,
+    addr: &str,
+    cwd: &std::path::Path,
+    token: &str,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(TROCA)
+        .current_dir(cwd)
+        .env("TROCA_HUB", addr)
+        .env("TROCA_HUB_KEY", hub.key.as_ref().unwrap())
+        .env("XDG_DATA_HOME", hub.client_data())
+        .env("TROCA_TOKEN", token)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn no_token_owner_key_or_file_name_crosses_the_wire_in_the_clear() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let (proxy, seen) = recording_proxy(&hub.addr);
+    let token = hub.admin_token();
+    std::fs::write(s.client.join("secret-plans.txt"), "the plans").unwrap();
+    ok(&troca_via(
+        &hub,
+        &proxy,
+        &s.client,
+        &token,
+        &["put", "secret-plans.txt"],
+    ));
+    ok(&troca_via(
+        &hub,
+        &proxy,
+        &s.client,
+        &token,
+        &["rm", "secret-plans.txt"],
+    ));
+    let wire = seen.lock().unwrap().clone();
+    assert!(wire.len() > 1000, "the proxy carried the session");
+    let owner_keys = std::fs::read_dir(hub.client_data().join("troca/owner-keys")).unwrap();
+    let owner_key =
+        std::fs::read_to_string(owner_keys.into_iter().next().unwrap().unwrap().path()).unwrap();
+    for secret in [
+        token.as_bytes(),
+        owner_key.trim().as_bytes(),
+        b"secret-plans",
+        b"the plans",
+        b"TRCA",
+    ] {
+        assert!(
+            !contains(&wire, secret),
+            "{:?} crossed in the clear",
+            String::from_utf8_lossy(secret)
+        );
+    }
+}
+
+#[test]
+fn a_pinned_key_connects_and_a_wrong_one_is_refused_before_any_request() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let key = hub.key.clone().unwrap();
+    let fresh = s.tmp.path().join("fresh-client");
+    let run = |args: &[&str]| {
+        std::process::Command::new(TROCA)
+            .current_dir(&s.client)
+            .env("XDG_DATA_HOME", &fresh)
+            .env_remove("TROCA_HUB")
+            .env_remove("TROCA_HUB_KEY")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Pinned by flag, by environment-free connect string: both connect.
+    ok(&run(&["--hub", &hub.addr, "--hub-key", &key, "ls"]));
+    ok(&run(&[
+        "--hub",
+        &format!("troca://{}/#{key}", hub.addr),
+        "ls",
+    ]));
+    // A wrong key: refused, naming both keys; the hub saw no request.
+    let wrong = troca_proto::key::HubKey([7; 32]).to_string();
+    let before = json(&hub.troca(&s.client, &["--json", "history", "--limit", "1000"]));
+    let err = fails(&run(&["--hub", &hub.addr, "--hub-key", &wrong, "ls"]), 1);
+    assert!(err.contains(&wrong) && err.contains(&key), "{err}");
+    let after = json(&hub.troca(&s.client, &["--json", "history", "--limit", "1000"]));
+    let lists = |h: &serde_json::Value| {
+        h.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["op"] == "list")
+            .count()
+    };
+    assert_eq!(lists(&after), lists(&before), "a request reached the hub");
+    // Not on a terminal and never seen: refused, saying how to pin it.
+    let err = fails(&run(&["--hub", &hub.addr, "ls"]), 1);
+    assert!(
+        err.contains("is new to you") && err.contains(&key) && err.contains("--hub-key"),
+        "{err}"
+    );
+    // --trust-new-hub remembers it; then it connects without being told.
+    ok(&run(&["--hub", &hub.addr, "--trust-new-hub", "ls"]));
+    ok(&run(&["--hub", &hub.addr, "ls"]));
+    // The hub set up again (new state, new key) on the same address: a hard error naming both
+    // keys and the file to edit.
+    let addr = hub.addr.clone();
+    drop(hub);
+    std::fs::remove_dir_all(s.share.join(".troca")).unwrap();
+    let again = Hub::start_on(&s.share, &addr, &[]);
+    let new_key = again.key.clone().unwrap();
+    assert_ne!(new_key, key);
+    let err = fails(&run(&["--hub", &addr, "ls"]), 1);
+    assert!(
+        err.contains(&key) && err.contains(&new_key) && err.contains("known_hubs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_new_hub_on_a_terminal_is_asked_about_and_remembered() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("a.txt"), "a").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let key = hub.key.clone().unwrap();
+    let data = s.tmp.path().join("pty-client");
+    let mut cmd = std::process::Command::new(TROCA);
+    cmd.current_dir(&s.client)
+        .env("XDG_DATA_HOME", &data)
+        .env("TROCA_HUB", &hub.addr)
+        .args(["ls"]);
+    let mut p = rexpect::session::spawn_command(cmd, Some(15_000)).unwrap();
+    p.exp_string("is new to you").unwrap();
+    p.exp_string(&key).unwrap();
+    p.exp_string("Trust it? [y/N]").unwrap();
+    p.send_line("y").unwrap();
+    p.exp_string("a.txt").unwrap();
+    p.exp_eof().unwrap();
+    let known = std::fs::read_to_string(data.join("troca/known_hubs")).unwrap();
+    assert!(known.contains(&format!("{} {key}", hub.addr)), "{known}");
+}
+
+#[test]
+fn a_plaintext_hub_and_client_still_talk_and_mixing_them_fails_clearly() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("a.txt"), "a").unwrap();
+    let hub = Hub::start(&s.share, &["--plaintext"]);
+    assert!(hub.key.is_none());
+    assert!(ok(&hub.troca(&s.client, &["ls"])).contains("a.txt"));
+    // A TLS client against a plaintext hub: a clear error, not a hang.
+    let out = std::process::Command::new(TROCA)
+        .current_dir(&s.client)
+        .env("TROCA_HUB", &hub.addr)
+        .env("XDG_DATA_HOME", hub.client_data())
+        .args(["--trust-new-hub", "ls"])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    assert!(err.contains("--plaintext"), "{err}");
+}
