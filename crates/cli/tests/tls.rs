@@ -204,5 +204,8 @@ fn a_plaintext_hub_and_client_still_talk_and_mixing_them_fails_clearly() {
         .output()
         .unwrap();
     let err = fails(&out, 1);
-    assert!(err.contains("--plaintext"), "{err}");
+    assert!(
+        err.contains("answered without TLS") && err.contains("--plaintext"),
+        "{err}"
+    );
 }

@@ -492,9 +492,17 @@ async fn tls_handshake(
                     expected,
                     seen,
                 },
+                // A hub that refuses at its connection limits answers in plaintext, as does a
+                // hub run with --plaintext.
+                _ if e.to_string().contains("InvalidContentType") => ClientError::Connect {
+                    addr,
+                    reason: "the hub answered without TLS: it may be busy (try again shortly), \
+                             or run with --plaintext (then say --plaintext too)"
+                        .to_owned(),
+                },
                 _ => ClientError::Connect {
                     addr,
-                    reason: format!("TLS handshake failed ({e}); is the hub run with --plaintext?"),
+                    reason: format!("TLS handshake failed ({e})"),
                 },
             })
         }
