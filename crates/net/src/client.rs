@@ -418,6 +418,12 @@ impl Upload<'_> {
         Ok(())
     }
 
+    /// Whether the bytes go to the socket as they are (no TLS), so `send_file` can use
+    /// `sendfile`.
+    pub fn is_plain(&self) -> bool {
+        crate::stream::Socket::plain(self.client.conn.stream()).is_some()
+    }
+
     /// Sends the next `len` bytes of the file from `file` at `offset` with `sendfile`, from the
     /// page cache to the socket without a copy through this process. The caller has read and
     /// hashed the same bytes; should the file change in between, the hub's hash of what it got

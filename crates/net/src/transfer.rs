@@ -270,8 +270,13 @@ pub async fn upload_path(
             break;
         }
         hasher.update(&buf[..n]);
-        // The bytes just read go out from the page cache, not from `buf`: one copy fewer.
-        upload.send_file(&file, pos, n as u64).await?;
+        if upload.is_plain() {
+            // The bytes just read go out from the page cache, not from `buf`: one copy fewer.
+            upload.send_file(&file, pos, n as u64).await?;
+        } else {
+            // TLS encrypts them here anyway: from the buffer that holds them.
+            upload.write(&buf[..n]).await?;
+        }
         pos += n as u64;
         progress.advance(n as u64);
     }
