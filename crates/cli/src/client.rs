@@ -1074,11 +1074,18 @@ fn print_history(entries: Vec<HistoryEntry>) {
 pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
     let s = client.status().await?;
     let time = json::zoned_time(s.time_ns, s.utc_offset_s);
+    let key = client.hub_key().map(|k| k.to_string());
     if global.json {
-        print_json(&json::status(&s))?;
+        let mut v = serde_json::to_value(json::status(&s))?;
+        v["key"] = key.map_or(serde_json::Value::Null, serde_json::Value::String);
+        print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("hub time     {time} ({})", s.time_zone);
+    match key {
+        Some(k) => println!("key          {k} (TLS 1.3)"),
+        None => println!("key          none: not encrypted (--plaintext)"),
+    }
     println!("uptime       {}", output::duration(s.uptime_s));
     println!("version      troca {}", s.version);
     println!("shared       {} files, {}", s.files, output::size(s.bytes));

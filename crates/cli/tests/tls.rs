@@ -120,8 +120,9 @@ fn a_pinned_key_connects_and_a_wrong_one_is_refused_before_any_request() {
             .output()
             .unwrap()
     };
-    // Pinned by flag, by environment-free connect string: both connect.
-    ok(&run(&["--hub", &hub.addr, "--hub-key", &key, "ls"]));
+    // Pinned by flag, by connect string: both connect; status shows the key it checked.
+    let status = ok(&run(&["--hub", &hub.addr, "--hub-key", &key, "status"]));
+    assert!(status.contains(&key), "{status}");
     ok(&run(&[
         "--hub",
         &format!("troca://{}/#{key}", hub.addr),

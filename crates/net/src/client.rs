@@ -40,6 +40,8 @@ pub struct HistoryPage {
 pub struct HubClient {
     conn: Connection<Stream>,
     welcome: Welcome,
+    /// The hub's key, as checked in the TLS handshake (`None` in plaintext).
+    hub_key: Option<troca_proto::key::HubKey>,
 }
 
 impl HubClient {
@@ -68,11 +70,20 @@ impl HubClient {
         addr: &str,
         options: &ClientOptions,
     ) -> Result<Self, ClientError> {
-        let stream = match options.trust {
-            crate::tls::Trust::Plaintext => Stream::Plain(stream),
-            crate::tls::Trust::Key(expected) => tls_handshake(addr, stream, expected).await?,
+        let (stream, key) = match options.trust {
+            crate::tls::Trust::Plaintext => (Stream::Plain(stream), None),
+            crate::tls::Trust::Key(expected) => {
+                (tls_handshake(addr, stream, expected).await?, expected)
+            }
         };
-        Self::handshake(stream, options).await
+        let mut client = Self::handshake(stream, options).await?;
+        client.hub_key = key;
+        Ok(client)
+    }
+
+    /// The hub's key as the TLS handshake checked it (`None` over plaintext).
+    pub fn hub_key(&self) -> Option<troca_proto::key::HubKey> {
+        self.hub_key
     }
 
     /// Says hello over an already connected stream.
@@ -94,7 +105,11 @@ impl HubClient {
             Message::Welcome(w) => w,
             other => return Err(unexpected(&other)),
         };
-        Ok(Self { conn, welcome })
+        Ok(Self {
+            conn,
+            welcome,
+            hub_key: None,
+        })
     }
 
     /// What the hub said in its handshake.
