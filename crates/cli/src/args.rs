@@ -465,6 +465,10 @@ pub struct Serve {
     /// Serve the native protocol only (no web page, no HTTP API).
     #[arg(long, conflicts_with = "http")]
     pub no_http: bool,
+    /// Serve the web page and HTTP API over plain HTTP (on loopback, or behind a reverse proxy
+    /// that does TLS); by default they use HTTPS with the hub's key.
+    #[arg(long)]
+    pub http_plaintext: bool,
     /// Where the hub keeps its state (default: DIR/.troca).
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,

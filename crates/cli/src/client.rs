@@ -1074,16 +1074,23 @@ fn print_history(entries: Vec<HistoryEntry>) {
 pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
     let s = client.status().await?;
     let time = json::zoned_time(s.time_ns, s.utc_offset_s);
-    let key = client.hub_key().map(|k| k.to_string());
+    let hub_key = client.hub_key();
+    let key = hub_key.map(|k| k.to_string());
     if global.json {
         let mut v = serde_json::to_value(json::status(&s))?;
         v["key"] = key.map_or(serde_json::Value::Null, serde_json::Value::String);
+        v["curl_pin"] = hub_key.map_or(serde_json::Value::Null, |k| k.curl_pin().into());
         print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("hub time     {time} ({})", s.time_zone);
     match key {
-        Some(k) => println!("key          {k} (TLS 1.3)"),
+        Some(k) => {
+            println!("key          {k} (TLS 1.3)");
+            if let Some(h) = hub_key {
+                println!("curl pin     {}", h.curl_pin());
+            }
+        }
         None => println!("key          none: not encrypted (--plaintext)"),
     }
     println!("uptime       {}", output::duration(s.uptime_s));

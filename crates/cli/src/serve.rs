@@ -81,8 +81,14 @@ async fn run(args: Serve) -> Result<ExitCode> {
     };
     let signals = Signals::catch()?;
     println!("listening on {addr}");
+    // The web face uses the hub's key too, unless told to stay plain.
+    let https = match (&hub.identity, args.http_plaintext) {
+        (Some(id), false) => Some(id.server_config(&[b"http/1.1"])?),
+        _ => None,
+    };
     if let Some(web) = &web {
-        println!("http://{}/", web.local_addr()?);
+        let scheme = if https.is_some() { "https" } else { "http" };
+        println!("{scheme}://{}/", web.local_addr()?);
     }
     match &hub.identity {
         // The key clients check, and one line that names the hub and its key together.
@@ -109,6 +115,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
             Arc::clone(&hub),
             shutdown.clone(),
             args.shutdown_grace,
+            https.clone(),
         ))
     });
     signals.wait().await;

@@ -210,3 +210,47 @@ fn a_plaintext_hub_and_client_still_talk_and_mixing_them_fails_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_web_token_and_owner_key_do_not_cross_the_wire_in_the_clear_either() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--https"]);
+    let web = hub.web.clone().unwrap();
+    let port = web
+        .trim_start_matches("https://127.0.0.1:")
+        .trim_end_matches('/');
+    let (proxy, seen) = recording_proxy(&format!("127.0.0.1:{port}"));
+    let token = hub.admin_token();
+    let key: troca_proto::key::HubKey = hub.key.as_ref().unwrap().parse().unwrap();
+    let body = s.client.join("body.txt");
+    std::fs::write(&body, "web contents").unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-f", "-k", "--pinnedpubkey", &key.curl_pin()])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "X-Troca-Owner: my-owner-key-0123456789"])
+        .arg("-T")
+        .arg(&body)
+        .arg(format!("https://{proxy}/files/web-secret.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.share.join("web-secret.txt").exists());
+    let wire = seen.lock().unwrap().clone();
+    assert!(!wire.is_empty());
+    for secret in [
+        token.as_bytes(),
+        b"my-owner-key-0123456789",
+        b"web-secret",
+        b"Bearer",
+    ] {
+        assert!(
+            !contains(&wire, secret),
+            "{:?} crossed in the clear",
+            String::from_utf8_lossy(secret)
+        );
+    }
+}

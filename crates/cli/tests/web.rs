@@ -134,16 +134,26 @@ fn chromedriver() -> Driver {
 }
 
 async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
+    browser_pinned(driver, width, height, None).await
+}
+
+/// A browser that trusts an HTTPS hub by its key (base64 SHA-256 of the public key), as a user
+/// who checked the fingerprint would.
+async fn browser_pinned(driver: &Driver, width: u32, height: u32, spki: Option<&str>) -> Client {
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        format!("--window-size={width},{height}"),
+    ];
+    if let Some(spki) = spki {
+        args.push(format!("--ignore-certificate-errors-spki-list={spki}"));
+    }
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                format!("--window-size={width},{height}"),
-            ],
-        }),
+        serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
@@ -400,10 +410,13 @@ async fn in_chromium_folders_upload_rename_zip_and_fit_a_phone() {
     let s = Scratch::new();
     std::fs::create_dir(s.share.join("50% off")).unwrap();
     std::fs::write(s.share.join("50% off/deal.txt"), "cheap").unwrap();
-    let hub = Hub::start(&s.share, &[]);
+    // Over HTTPS, the browser trusting the hub's own key.
+    let hub = Hub::start(&s.share, &["--https"]);
     let web = hub.web.clone().unwrap();
+    assert!(web.starts_with("https://"), "{web}");
+    let spki = spki_pin(&hub);
     let driver = chromedriver();
-    let c = browser(&driver, 1280, 900).await;
+    let c = browser_pinned(&driver, 1280, 900, Some(&spki)).await;
     c.goto(&web).await.unwrap();
 
     // A folder whose name needs escaping opens.
@@ -487,7 +500,7 @@ async fn in_chromium_folders_upload_rename_zip_and_fit_a_phone() {
     c.close().await.unwrap();
 
     // On a phone-sized screen nothing needs sideways scrolling, and sizes and dates show.
-    let phone = browser(&driver, 390, 844).await;
+    let phone = browser_pinned(&driver, 390, 844, Some(&spki)).await;
     phone.goto(&web).await.unwrap();
     wait_until(&phone, "the listing", |t| t.contains("50% off/")).await;
     let fits = phone
@@ -620,4 +633,36 @@ fn rclone_copies_a_hub_through_its_http_remote() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_mirrored(&s, &mirror);
+}
+
+/// The hub's key as a base64 SHA-256 pin (what curl and Chromium take).
+fn spki_pin(hub: &Hub) -> String {
+    let key: troca_proto::key::HubKey = hub.key.as_ref().unwrap().parse().unwrap();
+    key.curl_pin().trim_start_matches("sha256//").to_owned()
+}
+
+/// The web face speaks HTTPS with the hub's own key: curl with the right pin gets the page, a
+/// wrong pin is refused before any request.
+#[test]
+fn curl_reaches_the_https_face_only_with_the_right_pin() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("a.txt"), "over tls").unwrap();
+    let hub = Hub::start(&s.share, &["--https"]);
+    let web = hub.web.clone().unwrap();
+    assert!(web.starts_with("https://"), "{web}");
+    let pin = format!("sha256//{}", spki_pin(&hub));
+    let out = curl(&["-k", "--pinnedpubkey", &pin, &format!("{web}files/a.txt")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"over tls");
+    let wrong = troca_proto::key::HubKey([9; 32]).curl_pin();
+    let out = curl(&["-k", "--pinnedpubkey", &wrong, &format!("{web}files/a.txt")]);
+    assert_eq!(out.status.code(), Some(90), "curl's code for a wrong pin");
+    assert!(out.stdout.is_empty());
+    // Plain HTTP to the HTTPS port gets nothing served.
+    let plain = curl(&[&web.replace("https://", "http://")]);
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("over tls"));
 }

@@ -192,6 +192,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     grace: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let app = router(Arc::clone(&hub));
     let browsers = Arc::new(Browsers::default());
@@ -239,17 +240,35 @@ pub async fn serve(
             let mut app = app.clone();
             async move { app.call(req.map(axum::body::Body::new)).await }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
             // A request's headers must arrive within the request timeout, however long the
             // connection was idle before, and fit in MAX_HEAD: one host holding connections
             // open with a byte at a time, or with endless headers, pins neither slots nor memory.
             .header_read_timeout(hub.config.request_timeout)
-            .max_buf_size(MAX_HEAD)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+            .max_buf_size(MAX_HEAD);
+        let Some(tls) = tls.clone() else {
+            let conn = graceful
+                .watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+            tasks.spawn(async move {
+                let _held = (permit, from_address, held);
+                if let Err(e) = conn.await {
+                    tracing::debug!(%address, "web connection ended: {e}");
+                }
+            });
+            continue;
+        };
+        // HTTPS: the TLS handshake within the request timeout, on the connection's own task.
+        let (limit, watcher) = (hub.config.request_timeout, graceful.watcher());
         tasks.spawn(async move {
             let _held = (permit, from_address, held);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                _ => return,
+            };
+            let conn =
+                watcher.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
             if let Err(e) = conn.await {
                 tracing::debug!(%address, "web connection ended: {e}");
             }

@@ -116,7 +116,17 @@ impl Hub {
             "--listen".as_ref(),
             addr.as_ref(),
         ];
-        all.extend(args.iter().map(std::ffi::OsStr::new));
+        // The web face over plain HTTP, so tests can speak it with any tool, unless the test
+        // asks for HTTPS with "--https" (not a serve flag: it only drops that default).
+        let https = args.contains(&"--https");
+        all.extend(
+            args.iter()
+                .filter(|a| **a != "--https")
+                .map(std::ffi::OsStr::new),
+        );
+        if !https && !args.contains(&"--plaintext") {
+            all.push(std::ffi::OsStr::new("--http-plaintext"));
+        }
         // The web face on a free port too, so tests never collide on the default one.
         let with_http = !args.contains(&"--no-http");
         if with_http && !args.contains(&"--http") {
