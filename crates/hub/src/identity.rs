@@ -76,11 +76,8 @@ impl Identity {
 }
 
 /// The fingerprint of a certificate's public key (what clients pin and `curl --pinnedpubkey`
-/// checks).
-pub fn fingerprint_of(cert: &CertificateDer<'_>) -> Option<HubKey> {
-    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
-    Some(HubKey::from_spki(parsed.subject_public_key_info().as_ref()))
-}
+/// checks): the same function the clients use.
+pub use troca_net::tls::fingerprint_of;
 
 /// Makes a P-256 key and a self-signed certificate for it, private to the hub's user.
 fn create(dir: &Path, cert: &Path, key: &Path) -> Result<(), HubError> {
