@@ -131,6 +131,7 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         (None, Some(k)) => Some(k.parse::<troca_proto::key::HubKey>()?),
         (None, None) => None,
     };
+    let known = pinned.or_else(|| crate::known::lookup(&addr));
     let mut options = ClientOptions {
         name: client_name(global),
         token,
@@ -138,8 +139,10 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         trust: if global.plaintext {
             troca_net::Trust::Plaintext
         } else {
-            troca_net::Trust::Key(pinned.or_else(|| crate::known::lookup(&addr)))
+            troca_net::Trust::Key(known)
         },
+        // A hub whose key nobody pinned may still have a certificate an authority vouches for.
+        roots: known.is_none().then(system_roots).flatten(),
     };
     match HubClient::connect(&addr, &options).await {
         Err(ClientError::UnknownHubKey { seen, .. }) => {
@@ -152,6 +155,15 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         }
         other => Ok(other?),
     }
+}
+
+/// The system's certificate authorities (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), for
+/// hubs serving a CA-issued certificate.
+fn system_roots() -> Option<std::sync::Arc<rustls::RootCertStore>> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    (added > 0).then(|| std::sync::Arc::new(roots))
 }
 
 /// Where the client keeps what it remembers (`$XDG_DATA_HOME/troca`, or `~/.local/share/troca`).

@@ -254,3 +254,57 @@ fn a_web_token_and_owner_key_do_not_cross_the_wire_in_the_clear_either() {
         );
     }
 }
+
+/// A hub with a certificate from an authority the client trusts (here a throwaway CA, given as
+/// the system's through SSL_CERT_FILE) is accepted without pinning; without that authority it is
+/// a new hub like any other.
+#[test]
+fn a_ca_issued_certificate_is_accepted_through_the_trust_roots() {
+    let s = Scratch::new();
+    let pki = s.tmp.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "throwaway test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    std::fs::write(pki.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(pki.join("hub.pem"), leaf.pem()).unwrap();
+    std::fs::write(pki.join("hub.key"), leaf_key.serialize_pem()).unwrap();
+    let hub = Hub::start(
+        &s.share,
+        &[
+            "--tls-cert",
+            pki.join("hub.pem").to_str().unwrap(),
+            "--tls-key",
+            pki.join("hub.key").to_str().unwrap(),
+        ],
+    );
+    let port = hub.addr.rsplit_once(':').unwrap().1.to_owned();
+    let run = |ca: bool| {
+        let mut cmd = std::process::Command::new(TROCA);
+        cmd.current_dir(&s.client)
+            .env("XDG_DATA_HOME", s.tmp.path().join("fresh"))
+            .env("TROCA_HUB", format!("localhost:{port}"))
+            .env_remove("TROCA_HUB_KEY")
+            .args(["status"]);
+        if ca {
+            cmd.env("SSL_CERT_FILE", pki.join("ca.pem"));
+        } else {
+            cmd.env("SSL_CERT_FILE", pki.join("none.pem"))
+                .env("SSL_CERT_DIR", pki.join("none"));
+        }
+        cmd.output().unwrap()
+    };
+    let status = ok(&run(true));
+    assert!(status.contains(hub.key.as_ref().unwrap()), "{status}");
+    let err = fails(&run(false), 1);
+    assert!(err.contains("is new to you"), "{err}");
+}

@@ -103,6 +103,7 @@ fn options() -> ClientOptions {
         trust: key.map_or(troca_net::Trust::Plaintext, |k| {
             troca_net::Trust::Key(Some(k))
         }),
+        roots: None,
     }
 }
 

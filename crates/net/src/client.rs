@@ -7,6 +7,7 @@
 use crate::connection::Connection;
 use crate::error::ClientError;
 use crate::stream::Stream;
+use std::sync::Arc;
 use tokio::net::TcpStream;
 use troca_proto::msg::{
     ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Find, Get, Hello, History,
@@ -26,6 +27,9 @@ pub struct ClientOptions {
     pub owner_key: Option<String>,
     /// Which key the hub must show (TLS), or plaintext.
     pub trust: crate::tls::Trust,
+    /// Certificate authorities that may vouch for a hub whose key is not pinned (one with a
+    /// CA-issued certificate), checked against the host name in the address.
+    pub roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 /// One page of the hub's history, and the `before` that asks for the next (0: no older entries).
@@ -73,7 +77,9 @@ impl HubClient {
         let (stream, key) = match options.trust {
             crate::tls::Trust::Plaintext => (Stream::Plain(stream), None),
             crate::tls::Trust::Key(expected) => {
-                (tls_handshake(addr, stream, expected).await?, expected)
+                let (stream, seen) =
+                    tls_handshake(addr, stream, expected, options.roots.clone()).await?;
+                (stream, seen)
             }
         };
         let mut client = Self::handshake(stream, options).await?;
@@ -493,16 +499,26 @@ async fn tls_handshake(
     addr: &str,
     tcp: TcpStream,
     expected: Option<troca_proto::key::HubKey>,
-) -> Result<Stream, ClientError> {
-    let (config, verifier) =
-        crate::tls::client_config(expected).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    // The name is not checked (the key is); it only has to be well formed.
-    let name = rustls::pki_types::ServerName::try_from("troca-hub").expect("a valid name");
+    roots: Option<Arc<rustls::RootCertStore>>,
+) -> Result<(Stream, Option<troca_proto::key::HubKey>), ClientError> {
+    let (config, verifier) = crate::tls::client_config(expected, roots)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    // The host name matters only to an authority's certificate; a pinned key is checked as is.
+    let host = host_of(addr);
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .or_else(|_| rustls::pki_types::ServerName::try_from("troca-hub"))
+        .expect("a valid name");
     match tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
     {
-        Ok(tls) => Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))),
+        Ok(tls) => {
+            let seen = *verifier.seen.lock().expect("seen key poisoned");
+            Ok((
+                Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))),
+                seen,
+            ))
+        }
         Err(e) => {
             let seen = *verifier.seen.lock().expect("seen key poisoned");
             let addr = addr.to_owned();
@@ -528,6 +544,12 @@ async fn tls_handshake(
             })
         }
     }
+}
+
+/// The host in `HOST:PORT` (without the brackets of an IPv6 address).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 async fn expect(conn: &mut Connection<Stream>) -> Result<Message, ClientError> {

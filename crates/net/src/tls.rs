@@ -36,23 +36,33 @@ pub(crate) struct PinnedKey {
     expected: Option<HubKey>,
     pub(crate) seen: Arc<Mutex<Option<HubKey>>>,
     provider: Arc<CryptoProvider>,
+    /// Certificate authorities that vouch for a hub with no pinned key (a `--tls-cert` hub).
+    authorities: Option<Arc<dyn ServerCertVerifier>>,
 }
 
 impl ServerCertVerifier for PinnedKey {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let key = fingerprint_of(end_entity).ok_or(rustls::Error::InvalidCertificate(
             rustls::CertificateError::BadEncoding,
         ))?;
         *self.seen.lock().expect("seen key poisoned") = Some(key);
-        match self.expected {
-            Some(k) if k == key => Ok(ServerCertVerified::assertion()),
+        match (self.expected, &self.authorities) {
+            (Some(k), _) if k == key => Ok(ServerCertVerified::assertion()),
+            // No key pinned: a certificate an authority vouches for, for this host name.
+            (None, Some(authorities)) => authorities
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map_err(|_| {
+                    rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::ApplicationVerificationFailure,
+                    )
+                }),
             _ => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
             )),
@@ -98,12 +108,26 @@ impl ServerCertVerifier for PinnedKey {
 /// to read the key the hub showed.
 pub(crate) fn client_config(
     expected: Option<HubKey>,
+    roots: Option<Arc<rustls::RootCertStore>>,
 ) -> Result<(Arc<rustls::ClientConfig>, Arc<PinnedKey>), rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let authorities = match roots.filter(|r| !r.is_empty()) {
+        Some(roots) => Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots,
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?
+                as Arc<dyn ServerCertVerifier>,
+        ),
+        None => None,
+    };
     let verifier = Arc::new(PinnedKey {
         expected,
         seen: Arc::default(),
         provider: Arc::clone(&provider),
+        authorities,
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
