@@ -80,24 +80,22 @@ async fn run(args: Serve) -> Result<ExitCode> {
         )
     };
     let signals = Signals::catch()?;
+    // Caught before the hub says it listens, like the others: a SIGHUP then is not fatal.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     println!("listening on {addr}");
     // The web face uses the hub's key too, unless told to stay plain.
-    let https = match (&hub.identity, args.http_plaintext) {
-        (Some(id), false) => Some(id.server_config(&[b"http/1.1"])?),
-        _ => None,
-    };
+    let https = hub.tls().is_some() && !args.http_plaintext;
     if let Some(web) = &web {
-        let scheme = if https.is_some() { "https" } else { "http" };
+        let scheme = if https { "https" } else { "http" };
         println!("{scheme}://{}/", web.local_addr()?);
     }
-    match &hub.identity {
+    match hub.tls() {
         // The key clients check, and one line that names the hub and its key together.
-        Some(id) => {
-            println!("key {}", id.fingerprint);
-            println!(
-                "connect with: troca --hub 'troca://{addr}/#{}' ls",
-                id.fingerprint
-            );
+        Some(tls) => {
+            let key = tls.identity.fingerprint;
+            println!("key {key}");
+            println!("connect with: troca --hub 'troca://{addr}/#{key}' ls");
         }
         None => eprintln!("troca: warning: the native protocol is not encrypted (--plaintext)"),
     }
@@ -115,10 +113,22 @@ async fn run(args: Serve) -> Result<ExitCode> {
             Arc::clone(&hub),
             shutdown.clone(),
             args.shutdown_grace,
-            https.clone(),
+            https,
         ))
     });
+    // SIGHUP reads a given certificate again (renewed on disk); other signals stop the hub.
+    let reload_hub = Arc::clone(&hub);
+    let reloads = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reload_hub.reload_tls() {
+                Ok(Some(key)) => eprintln!("troca: TLS certificate reloaded; key {key}"),
+                Ok(None) => {}
+                Err(e) => eprintln!("troca: cannot reload the TLS certificate: {e}"),
+            }
+        }
+    });
     signals.wait().await;
+    reloads.abort();
     eprintln!("troca: shutting down; finishing transfers in progress");
     shutdown.cancel();
     if let Some(web) = web {

@@ -308,3 +308,67 @@ fn a_ca_issued_certificate_is_accepted_through_the_trust_roots() {
     let err = fails(&run(false), 1);
     assert!(err.contains("is new to you"), "{err}");
 }
+
+/// A renewed certificate is read again on SIGHUP: new connections see the new key, without a
+/// restart.
+#[test]
+fn a_given_certificate_is_reloaded_on_sighup() {
+    let s = Scratch::new();
+    let pki = s.tmp.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let issue = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(pki.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(pki.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    issue("first");
+    std::fs::copy(pki.join("first.pem"), pki.join("hub.pem")).unwrap();
+    std::fs::copy(pki.join("first.key"), pki.join("hub.key")).unwrap();
+    let hub = Hub::start(
+        &s.share,
+        &[
+            "--tls-cert",
+            pki.join("hub.pem").to_str().unwrap(),
+            "--tls-key",
+            pki.join("hub.key").to_str().unwrap(),
+        ],
+    );
+    let first = hub.key.clone().unwrap();
+    let ls_with = |key: &str| {
+        std::process::Command::new(TROCA)
+            .current_dir(&s.client)
+            .env("XDG_DATA_HOME", s.tmp.path().join("fresh"))
+            .env("TROCA_HUB", &hub.addr)
+            .env("TROCA_HUB_KEY", key)
+            .args(["status"])
+            .output()
+            .unwrap()
+    };
+    ok(&ls_with(&first));
+    // Renew: a new key in the same files, then SIGHUP.
+    issue("second");
+    std::fs::copy(pki.join("second.pem"), pki.join("hub.pem")).unwrap();
+    std::fs::copy(pki.join("second.key"), pki.join("hub.key")).unwrap();
+    let second = {
+        use rustls::pki_types::pem::PemObject;
+        let cert =
+            rustls::pki_types::CertificateDer::from_pem_file(pki.join("second.pem")).unwrap();
+        troca_net::tls::fingerprint_of(&cert).unwrap().to_string()
+    };
+    assert_ne!(first, second);
+    hub.daemon.signal_hup();
+    let started = std::time::Instant::now();
+    while !ls_with(&second).status.success() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let err = fails(&ls_with(&first), 1);
+    assert!(err.contains(&first) && err.contains(&second), "{err}");
+}

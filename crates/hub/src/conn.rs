@@ -59,10 +59,10 @@ pub(crate) async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     // TLS first (within the handshake time), unless the hub runs in plaintext.
-    let stream = match &hub.tls {
+    let stream = match hub.tls() {
         None => Stream::Plain(stream),
-        Some(config) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.native));
             let accepted =
                 tokio::time::timeout(hub.config.handshake_timeout, acceptor.accept(stream)).await;
             match accepted {

@@ -75,6 +75,25 @@ impl Identity {
     }
 }
 
+/// An identity with the server configurations made from it: the native protocol's and the web
+/// face's (which differ by ALPN).
+#[derive(Debug)]
+pub struct Tls {
+    pub identity: Identity,
+    pub native: Arc<rustls::ServerConfig>,
+    pub http: Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    pub fn new(identity: Identity) -> Result<Tls, HubError> {
+        Ok(Tls {
+            native: identity.server_config(&[ALPN])?,
+            http: identity.server_config(&[b"http/1.1"])?,
+            identity,
+        })
+    }
+}
+
 /// The fingerprint of a certificate's public key (what clients pin and `curl --pinnedpubkey`
 /// checks): the same function the clients use.
 pub use troca_net::tls::fingerprint_of;

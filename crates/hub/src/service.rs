@@ -37,9 +37,9 @@ pub struct Hub {
     pub addresses: Arc<PerAddress>,
     /// Where the admin token is, and whether this start created it.
     pub admin_token: (PathBuf, bool),
-    /// The TLS acceptor for native connections, and the hub's identity (`None`: plaintext).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub identity: Option<crate::identity::Identity>,
+    /// The hub's TLS identity and the configurations made from it (`None`: plaintext);
+    /// replaced whole when a given certificate is reloaded.
+    tls: std::sync::RwLock<Option<Arc<crate::identity::Tls>>>,
     /// Memory for batches of small files, in KiB (see `small.rs`), shared by all connections.
     pub batch_memory: Arc<tokio::sync::Semaphore>,
     started: Instant,
@@ -105,13 +105,12 @@ impl Hub {
                 Some(crate::identity::Identity::from_files(cert, key, true)?)
             }
         };
-        let tls = match &identity {
-            Some(id) => Some(id.server_config(&[crate::identity::ALPN])?),
+        let tls = match identity {
+            Some(id) => Some(Arc::new(crate::identity::Tls::new(id)?)),
             None => None,
         };
         Ok(Self {
-            tls,
-            identity,
+            tls: std::sync::RwLock::new(tls),
             admin_token: (admin_token_path(share.state_dir()), created),
             cache: HotCache::new(config.cache_size, config.cache_max_file),
             addresses: PerAddress::new(config.max_connections_per_ip),
@@ -494,6 +493,24 @@ impl Hub {
         self.cache.invalidate_beneath(&real);
         self.tokens.forget_owners_beneath(name.as_str())?;
         removed
+    }
+
+    /// The TLS identity and configurations in use now (`None`: plaintext).
+    pub fn tls(&self) -> Option<Arc<crate::identity::Tls>> {
+        self.tls.read().expect("tls poisoned").clone()
+    }
+
+    /// Reads the operator's certificate and key again (after they were renewed), for
+    /// connections from now on; the hub's own key never changes. Returns the key in use.
+    pub fn reload_tls(&self) -> Result<Option<troca_proto::key::HubKey>, HubError> {
+        let crate::config::TlsMode::Given { cert, key } = &self.config.tls else {
+            return Ok(self.tls().map(|t| t.identity.fingerprint));
+        };
+        let fresh =
+            crate::identity::Tls::new(crate::identity::Identity::from_files(cert, key, true)?)?;
+        let fingerprint = fresh.identity.fingerprint;
+        *self.tls.write().expect("tls poisoned") = Some(Arc::new(fresh));
+        Ok(Some(fingerprint))
     }
 
     /// What `caller` may do with the files under `prefix`.

@@ -192,7 +192,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     grace: Duration,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    https: bool,
 ) -> std::io::Result<()> {
     let app = router(Arc::clone(&hub));
     let browsers = Arc::new(Browsers::default());
@@ -247,7 +247,8 @@ pub async fn serve(
             // open with a byte at a time, or with endless headers, pins neither slots nor memory.
             .header_read_timeout(hub.config.request_timeout)
             .max_buf_size(MAX_HEAD);
-        let Some(tls) = tls.clone() else {
+        // The configuration in use now (a reloaded certificate applies from the next one).
+        let Some(tls) = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http)) else {
             let conn = graceful
                 .watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
             tasks.spawn(async move {

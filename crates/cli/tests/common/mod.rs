@@ -75,6 +75,13 @@ impl Daemon {
         assert_eq!(r, 0, "kill failed");
     }
 
+    /// Sends SIGHUP (a hub reads its given certificate again).
+    pub fn signal_hup(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(r, 0, "kill failed");
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the status and stderr.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         self.signal_term();
