@@ -960,14 +960,6 @@ pub(crate) async fn mv(
                     name,
                 });
             }
-            Err(ClientError::Hub {
-                code: troca_proto::ErrorCode::AlreadyExists,
-                message,
-            }) => report.fail(format_args!(
-                "cannot move {}: {}",
-                output::safe(from),
-                output::safe(&message)
-            )),
             Err(e) => {
                 report.fail(format_args!("cannot move {}: {e}", output::safe(from)));
                 recover(global, client, &e).await?;
