@@ -404,8 +404,10 @@ fn one_address_cannot_lock_others_out_of_either_face() {
         .trim_end_matches('/')
         .to_owned();
     let mut held = Vec::with_capacity(2 * n);
+    // Each sends the first byte of what its face expects (a TLS record's type, an HTTP method),
+    // so the hub waits for more instead of rejecting it at once and freeing its room.
     for _ in 0..n {
-        for (addr, byte) in [(&hub.addr, b"\0"), (&web, b"G")] {
+        for (addr, byte) in [(&hub.addr, b"\x16"), (&web, b"G")] {
             let mut c = TcpStream::connect(addr.as_str()).unwrap();
             let _ = c.write_all(byte);
             held.push(c);
