@@ -353,6 +353,9 @@ pub enum SwarmCommand {
         /// Folder to save into (never overwrites: NAME_downloaded.EXT).
         #[arg(short, long, value_name = "DIR", default_value = ".")]
         output: PathBuf,
+        /// Also download from peers that serve without TLS (peers run with --plaintext).
+        #[arg(long)]
+        plaintext: bool,
     },
 }
 
@@ -394,6 +397,11 @@ pub struct PeerArgs {
     /// Connections one address (an IPv6 /64) may hold at once.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_connections_per_ip: usize,
+    /// Serve pieces without TLS, and download from peers that do too (a benchmark, a link
+    /// already encrypted). Peers otherwise serve TLS with a key kept in
+    /// ~/.local/share/troca/peer and registered with the tracker.
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,21 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
              use --listen 0.0.0.0:0 to share with them"
         );
     }
+    let plaintext = args.plaintext || global.plaintext;
+    let identity = if plaintext {
+        None
+    } else {
+        let state = crate::client::data_dir()
+            .context(
+                "no HOME or XDG_DATA_HOME to keep this peer's TLS key in (or say --plaintext)",
+            )?
+            .join("peer");
+        let identity =
+            troca_net::identity::Identity::load_or_create(&state).with_context(|| {
+                format!("cannot load or make the peer's key in {}", state.display())
+            })?;
+        Some(Arc::new(identity))
+    };
     let config = PeerConfig {
         dir: args.dir.clone(),
         only_images: args.only.as_deref() == Some("images"),
@@ -51,8 +66,10 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
         },
         download: download::Options {
             client_name: crate::client::client_name(global),
+            allow_plaintext: plaintext,
             ..download::Options::default()
         },
+        identity,
     };
     let shutdown = CancellationToken::new();
     let peer = Peer::start(listener, config, shutdown.clone())
@@ -60,6 +77,10 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot share {}", args.dir.display()))?;
     let signals = crate::serve::Signals::catch()?;
     println!("listening on {addr}");
+    match peer.key() {
+        Some(key) => println!("key {key}"),
+        None => println!("plaintext (no TLS)"),
+    }
     std::io::stdout().flush()?;
     let n = peer.library().files().len();
     eprintln!(

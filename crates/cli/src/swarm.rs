@@ -109,6 +109,7 @@ pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
                 tracker,
                 what,
                 output,
+                plaintext,
             } => {
                 let mut client = TrackerClient::new(resolve(&tracker.addr).await?).await?;
                 let found = troca_peer::lookup::find(&mut client, &what).await?;
@@ -118,6 +119,7 @@ pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
                 ));
                 let options = Options {
                     client_name: crate::client::client_name(global),
+                    allow_plaintext: plaintext || global.plaintext,
                     ..Options::default()
                 };
                 std::fs::create_dir_all(&output)
@@ -143,7 +145,8 @@ pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {
                     "id": blake3::Hash::from_bytes(l.file.id).to_hex().to_string(),
                     "name": l.file.name,
                     "size": l.file.size,
-                    "peers": l.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "peers": l.peers.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(),
+                    "keys": l.peers.iter().map(|p| p.key.map(|k| k.to_string())).collect::<Vec<_>>(),
                 })
             })
             .collect();

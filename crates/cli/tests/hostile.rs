@@ -598,13 +598,19 @@ fn swarm_id(path: &Path) -> troca_proto::Hash {
 }
 
 /// `troca swarm get ID` in `cwd`, run off the async workers.
-async fn swarm_get(tracker: &str, cwd: &Path, id: &troca_proto::Hash) -> std::process::Output {
+async fn swarm_get(
+    tracker: &str,
+    cwd: &Path,
+    id: &troca_proto::Hash,
+    extra: &'static [&'static str],
+) -> std::process::Output {
     let hex = blake3::Hash::from_bytes(*id).to_hex().to_string();
     let (t, cwd) = (tracker.to_owned(), cwd.to_path_buf());
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(TROCA)
             .current_dir(&cwd)
             .args(["swarm", "get", &hex, "--tracker", &t, "-o", "."])
+            .args(extra)
             .output()
             .unwrap()
     })
@@ -629,6 +635,7 @@ fn tracker_client(tracker: &str, from: &str) -> troca_tracker::client::TrackerCl
 /// honest peer nor poison the download.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liars_on_the_tracker_neither_eclipse_nor_poison_an_honest_peer() {
+    use troca_proto::key::HubKey;
     use troca_proto::tracker::FileInfo;
     let s = Scratch::new();
     let file = s.share.join("report.bin");
@@ -644,23 +651,38 @@ async fn liars_on_the_tracker_neither_eclipse_nor_poison_an_honest_peer() {
         name: name.to_owned(),
     };
     poisoner
-        .register(9, [3; 16], &[claim(size + 1, "virus.exe")])
+        .register(
+            9,
+            [3; 16],
+            Some(HubKey([3; 32])),
+            &[claim(size + 1, "virus.exe")],
+        )
         .await
         .unwrap();
     poisoner.end([3; 16]).await.unwrap();
     // Another stays, with size + 1 too.
     let mut stayer = tracker_client(&tracker.addr, "127.0.0.3");
     stayer
-        .register(9, [4; 16], &[claim(size + 1, "virus.exe")])
+        .register(
+            9,
+            [4; 16],
+            Some(HubKey([4; 32])),
+            &[claim(size + 1, "virus.exe")],
+        )
         .await
         .unwrap();
     // 32 registrations of the true claim from one address, serving nothing.
     let mut eclipse = Vec::new();
     for i in 0..32u8 {
         let mut c = tracker_client(&tracker.addr, "127.0.0.2");
-        c.register(1, [i; 16], &[claim(size, "report.bin")])
-            .await
-            .unwrap();
+        c.register(
+            1,
+            [i; 16],
+            Some(HubKey([i; 32])),
+            &[claim(size, "report.bin")],
+        )
+        .await
+        .unwrap();
         eclipse.push(c);
     }
     // The honest peer, from 127.0.0.1.
@@ -674,9 +696,11 @@ async fn liars_on_the_tracker_neither_eclipse_nor_poison_an_honest_peer() {
     let honest = loop {
         let listed = asker.list("", Some(id)).await.unwrap();
         let true_claim = listed.iter().find(|l| l.file.size == size);
-        if let Some(l) =
-            true_claim.filter(|l| l.peers.iter().any(|p| p.ip().to_string() == "127.0.0.1"))
-        {
+        if let Some(l) = true_claim.filter(|l| {
+            l.peers
+                .iter()
+                .any(|p| p.addr.ip().to_string() == "127.0.0.1")
+        }) {
             break l.clone();
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -687,12 +711,14 @@ async fn liars_on_the_tracker_neither_eclipse_nor_poison_an_honest_peer() {
         let listed = asker.list("", Some(id)).await.unwrap();
         let l = listed.iter().find(|l| l.file.size == size).unwrap();
         assert!(
-            l.peers.iter().any(|p| p.ip().to_string() == "127.0.0.1"),
+            l.peers
+                .iter()
+                .any(|p| p.addr.ip().to_string() == "127.0.0.1"),
             "{:?}",
             l.peers
         );
     }
-    let out = swarm_get(&tracker.addr, &s.client, &id).await;
+    let out = swarm_get(&tracker.addr, &s.client, &id, &[]).await;
     ok(&out);
     assert_eq!(hash_file(&s.client.join("report.bin")), hash_file(&file));
     drop(peer);
@@ -743,7 +769,7 @@ fn terminal_escapes_and_bidi_overrides_never_reach_a_terminal_raw() {
             size: 1,
             name: "a\u{1b}[31m.txt".into(),
         };
-        let err = c.register(9, [1; 16], &[f]).await.unwrap_err();
+        let err = c.register(9, [1; 16], None, &[f]).await.unwrap_err();
         assert!(err.to_string().contains("refused"), "{err}");
     });
 }
@@ -862,10 +888,13 @@ async fn a_fake_file_from_liars_costs_neither_memory_nor_disk() {
                 size,
                 name: name.into(),
             };
-            c.register(port, [i as u8 + 1; 16], &[f]).await.unwrap();
+            c.register(port, [i as u8 + 1; 16], None, &[f])
+                .await
+                .unwrap();
             liars.push(c);
         }
-        let out = swarm_get(&tracker.addr, &s.client, &id).await;
+        // The liars serve in plaintext, so the downloader must agree to it to try them.
+        let out = swarm_get(&tracker.addr, &s.client, &id, &["--plaintext"]).await;
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "{err}");
         if size == 1 << 40 {
@@ -1106,11 +1135,13 @@ fn silent_connections_do_not_lock_a_peer() {
     let s = Scratch::new();
     std::fs::write(s.share.join("a.txt"), b"a").unwrap();
     let tracker = Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    // Plaintext: the test speaks the protocol itself.
     let peer = Daemon::start(&[
         "peer".as_ref(),
         s.share.as_os_str(),
         "--tracker".as_ref(),
         tracker.addr.as_ref(),
+        "--plaintext".as_ref(),
     ]);
     let mut silent: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(&peer.addr).unwrap())

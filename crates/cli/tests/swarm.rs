@@ -56,7 +56,7 @@ async fn swarm_ls_shows_what_peers_registered() {
         size: 3,
         name: "cat.png".into(),
     };
-    peer.register(9000, [7; 16], &[file]).await.unwrap();
+    peer.register(9000, [7; 16], None, &[file]).await.unwrap();
     let out = Command::new(TROCA)
         .args(["--json", "swarm", "ls", "--tracker", &t.addr])
         .output()

@@ -372,3 +372,197 @@ fn a_given_certificate_is_reloaded_on_sighup() {
     let err = fails(&ls_with(&first), 1);
     assert!(err.contains(&first) && err.contains(&second), "{err}");
 }
+
+/// A peer that registered `files` with `tracker` from this machine, serving at `port` with
+/// `key`: what a real peer would register, put there by the test.
+fn register_at(tracker: &str, port: u16, key: troca_proto::key::HubKey, files: Vec<FileInfo>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = TrackerClient::new(tracker.parse().unwrap()).await.unwrap();
+        c.register(port, [9; 16], Some(key), &files).await.unwrap();
+        // The registration lives as long as the tracker's lifetime; the client may go.
+    });
+}
+
+use troca_proto::tracker::FileInfo;
+use troca_tracker::client::TrackerClient;
+
+/// The swarm file `path` is, as a peer registers it.
+fn swarm_file(path: &std::path::Path, name: &str) -> FileInfo {
+    let mut f = std::fs::File::open(path).unwrap();
+    let size = f.metadata().unwrap().len();
+    let (id, _) = troca_peer::library::hash_pieces(&mut f, size).unwrap();
+    FileInfo {
+        id,
+        size,
+        name: name.into(),
+    }
+}
+
+/// A peer serving TLS, with the key it prints (and registers).
+fn tls_peer(dir: &std::path::Path, tracker: &Daemon) -> (Daemon, troca_proto::key::HubKey) {
+    let (peer, lines) = Daemon::start_with_lines(
+        &[
+            "peer".as_ref(),
+            dir.as_os_str(),
+            "--tracker".as_ref(),
+            tracker.addr.as_ref(),
+        ],
+        1,
+    );
+    let key = lines[0]
+        .strip_prefix("key ")
+        .expect("a key line")
+        .parse()
+        .unwrap();
+    (peer, key)
+}
+
+/// Pieces travel between peers encrypted: a relay between a downloader and a peer sees
+/// neither the file's bytes nor its name.
+#[test]
+fn pieces_between_peers_do_not_cross_the_wire_in_the_clear() {
+    let s = Scratch::new();
+    let secret: Vec<u8> = b"the plans, "
+        .iter()
+        .copied()
+        .cycle()
+        .take(3 << 20)
+        .collect();
+    std::fs::write(s.share.join("secret-plans.bin"), &secret).unwrap();
+    let (tracker, listing) = (
+        Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]),
+        Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]),
+    );
+    let (_peer, key) = tls_peer(&s.share, &tracker);
+    // The downloader asks a tracker where the peer is listed only behind the relay.
+    let (relay, seen) = recording_proxy(&_peer.addr);
+    let port = relay.rsplit_once(':').unwrap().1.parse().unwrap();
+    let file = swarm_file(&s.share.join("secret-plans.bin"), "secret-plans.bin");
+    register_at(&listing.addr, port, key, vec![file]);
+    let out = std::process::Command::new(TROCA)
+        .current_dir(&s.client)
+        .args([
+            "swarm",
+            "get",
+            "secret-plans.bin",
+            "--tracker",
+            &listing.addr,
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        std::fs::read(s.client.join("secret-plans.bin")).unwrap(),
+        secret
+    );
+    let wire = seen.lock().unwrap().clone();
+    assert!(wire.len() > 3 << 20, "the relay carried the pieces");
+    for clear in [&b"the plans, the plans"[..], b"secret-plans", b"TRCA"] {
+        assert!(
+            !contains(&wire, clear),
+            "{:?} crossed in the clear",
+            String::from_utf8_lossy(clear)
+        );
+    }
+}
+
+/// A downloader checks a peer's key against the one the tracker lists: a server at that
+/// address with another key (someone on the path, or a stale entry) is dropped before a
+/// request, and a peer registered without TLS is used only when asked for.
+#[test]
+fn a_peer_showing_another_key_is_dropped_and_plaintext_peers_need_consent() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("notes.txt"), b"notes").unwrap();
+    let (tracker, listing) = (
+        Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]),
+        Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]),
+    );
+    let (peer, key) = tls_peer(&s.share, &tracker);
+    let port = peer.addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let file = swarm_file(&s.share.join("notes.txt"), "notes.txt");
+    let wrong = troca_proto::key::HubKey([7; 32]);
+    assert_ne!(wrong, key);
+    register_at(&listing.addr, port, wrong, vec![file]);
+    let get = |tracker: &str, extra: &[&str]| {
+        std::process::Command::new(TROCA)
+            .current_dir(&s.client)
+            .args(["swarm", "get", "notes.txt", "--tracker", tracker])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = get(&listing.addr, &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("shows key {key}")) && err.contains(&wrong.to_string()),
+        "{err}"
+    );
+    assert!(!s.client.join("notes.txt").exists());
+    // The real listing works.
+    ok(&get(&tracker.addr, &[]));
+    assert_eq!(std::fs::read(s.client.join("notes.txt")).unwrap(), b"notes");
+
+    // A plaintext peer is skipped unless the downloader says --plaintext too.
+    let plain_share = s.tmp.path().join("plain");
+    std::fs::create_dir(&plain_share).unwrap();
+    std::fs::write(plain_share.join("open.txt"), b"open").unwrap();
+    let lone = Daemon::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let (_plain, lines) = Daemon::start_with_lines(
+        &[
+            "peer".as_ref(),
+            plain_share.as_os_str(),
+            "--tracker".as_ref(),
+            lone.addr.as_ref(),
+            "--plaintext".as_ref(),
+        ],
+        1,
+    );
+    assert_eq!(lines[0], "plaintext (no TLS)");
+    wait_listed(&lone.addr, "open.txt");
+    let out = get_named(&s.client, &lone.addr, "open.txt", &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && err.contains("without TLS"),
+        "{err}"
+    );
+    ok(&get_named(
+        &s.client,
+        &lone.addr,
+        "open.txt",
+        &["--plaintext"],
+    ));
+    assert_eq!(std::fs::read(s.client.join("open.txt")).unwrap(), b"open");
+}
+
+fn get_named(
+    cwd: &std::path::Path,
+    tracker: &str,
+    name: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(TROCA)
+        .current_dir(cwd)
+        .args(["swarm", "get", name, "--tracker", tracker])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Waits until the tracker lists `name` (a peer registers just after it starts listening).
+fn wait_listed(tracker: &str, name: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = TrackerClient::new(tracker.parse().unwrap()).await.unwrap();
+        while c.list(name, None).await.unwrap().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+}

@@ -91,6 +91,7 @@ async fn simulated_peer(
             Request::Register {
                 port: 6881,
                 secret,
+                key: Some(troca_proto::key::HubKey([7; 32])),
                 files: files.clone(),
             }
         } else {
@@ -98,6 +99,7 @@ async fn simulated_peer(
                 0 => Request::Register {
                     port: 6881,
                     secret,
+                    key: Some(troca_proto::key::HubKey([7; 32])),
                     files: files.clone(),
                 },
                 7 => {

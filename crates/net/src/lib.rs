@@ -9,6 +9,7 @@ pub mod client;
 pub mod connection;
 pub mod durable;
 pub mod error;
+pub mod identity;
 pub mod iobuf;
 pub mod limits;
 pub mod sendfile;

@@ -137,3 +137,28 @@ pub(crate) fn client_config(
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok((Arc::new(config), verifier))
 }
+
+/// A TLS connection to a swarm peer that must show `key` (the one it registered with the
+/// tracker). A peer showing another key is refused before anything is sent.
+pub async fn connect_peer(
+    tcp: tokio::net::TcpStream,
+    key: HubKey,
+) -> std::io::Result<crate::stream::Stream> {
+    let (config, verifier) = client_config(Some(key), None).map_err(std::io::Error::other)?;
+    let name = ServerName::try_from("troca-peer").expect("a valid name");
+    match tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+    {
+        Ok(tls) => Ok(crate::stream::Stream::Tls(Box::new(
+            tokio_rustls::TlsStream::Client(tls),
+        ))),
+        Err(e) => Err(match *verifier.seen.lock().expect("seen key poisoned") {
+            Some(seen) if seen != key => std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("shows key {seen}, not the {key} it registered"),
+            ),
+            _ => std::io::Error::new(e.kind(), format!("TLS handshake failed ({e})")),
+        }),
+    }
+}

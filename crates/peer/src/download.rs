@@ -32,9 +32,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
 use troca_net::durable::{free_local_path, place};
+use troca_net::stream::Stream;
 use troca_net::{Connection, IoBuf, Progress};
 use troca_proto::msg::{GetPiece, Hello, Pieces};
 use troca_proto::pieces::Layout;
+use troca_proto::tracker::PeerAddr;
 use troca_proto::{Hash, Message, RemoteName, MAGIC, PROTOCOL_VERSION};
 
 /// The file to fetch, as the tracker described it.
@@ -56,6 +58,9 @@ pub struct Options {
     pub stall_timeout: Duration,
     /// The name this client gives in its `Hello`.
     pub client_name: String,
+    /// Also downloads from peers that serve without TLS (registered no key). Peers with a key
+    /// are always reached over TLS and must show that key.
+    pub allow_plaintext: bool,
 }
 
 impl Default for Options {
@@ -65,6 +70,7 @@ impl Default for Options {
             max_failures: 2,
             stall_timeout: Duration::from_secs(20),
             client_name: "troca swarm".into(),
+            allow_plaintext: false,
         }
     }
 }
@@ -141,11 +147,11 @@ pub async fn download_found<P: Progress + Send + Sync + 'static>(
 ) -> Result<Outcome, SwarmError> {
     let mut first_error = None;
     for claim in &found.claims {
-        let peers: Vec<SocketAddr> = claim
+        let peers: Vec<PeerAddr> = claim
             .peers
             .iter()
             .copied()
-            .filter(|p| !exclude.contains(p))
+            .filter(|p| !exclude.contains(&p.addr))
             .collect();
         match download(
             &found.wanted_as(claim),
@@ -195,7 +201,7 @@ fn check_space(dir: &Path, part: &Path, wanted: &Wanted) -> Result<(), SwarmErro
 /// Downloads `wanted` from `peers` into the folder `dir`.
 pub async fn download<P: Progress + Send + Sync + 'static>(
     wanted: &Wanted,
-    peers: &[SocketAddr],
+    peers: &[PeerAddr],
     dir: &Path,
     options: &Options,
     progress: Arc<P>,
@@ -259,14 +265,14 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
         .iter()
         .filter(|a| !liars.contains(a))
         .take(MAX_WORKERS);
-    for &addr in helpers {
+    for &peer in helpers {
         let shared = Arc::clone(&shared);
-        workers.spawn(async move { Worker::new(addr).run(&shared).await });
+        workers.spawn(async move { Worker::new(peer).run(&shared).await });
     }
     let mut reports: Vec<PeerReport> = liars
         .iter()
-        .map(|&addr| PeerReport {
-            addr,
+        .map(|liar| PeerReport {
+            addr: liar.addr,
             pieces: 0,
             bytes: 0,
             bad_pieces: 0,
@@ -354,22 +360,21 @@ fn place_download(part: &Path, dir: &Path, wanted: &Wanted) -> Result<PathBuf, S
 async fn fetch_hashes(
     wanted: &Wanted,
     layout: Layout,
-    peers: &[SocketAddr],
+    peers: &[PeerAddr],
     options: &Options,
-) -> Result<(Arc<[Hash]>, Vec<SocketAddr>), SwarmError> {
+) -> Result<(Arc<[Hash]>, Vec<PeerAddr>), SwarmError> {
     // A one-piece file's only piece hash is its id: nothing to ask.
     if layout.count() == 1 {
         return Ok((Arc::from(vec![wanted.id]), Vec::new()));
     }
     let mut liars = Vec::new();
     let mut reasons = Vec::new();
-    for &addr in peers {
-        let asked = tokio::time::timeout(
-            options.stall_timeout,
-            ask_hashes(addr, wanted.id, &options.client_name),
-        )
-        .await
-        .unwrap_or(Err(PeerError::Stalled));
+    for &peer in peers {
+        let addr = peer.addr;
+        let asked =
+            tokio::time::timeout(options.stall_timeout, ask_hashes(peer, wanted.id, options))
+                .await
+                .unwrap_or(Err(PeerError::Stalled));
         match asked {
             Ok((size, hashes)) => {
                 let checked = if size == wanted.size {
@@ -383,7 +388,7 @@ async fn fetch_hashes(
                     Ok(()) => return Ok((hashes.into(), liars)),
                     Err(e) => {
                         reasons.push(format!("{addr}: {e}"));
-                        liars.push(addr);
+                        liars.push(peer);
                     }
                 }
             }
@@ -394,11 +399,11 @@ async fn fetch_hashes(
 }
 
 async fn ask_hashes(
-    addr: SocketAddr,
+    peer: PeerAddr,
     id: Hash,
-    client_name: &str,
+    options: &Options,
 ) -> Result<(u64, Vec<Hash>), PeerError> {
-    let mut conn = connect(addr, client_name).await?;
+    let mut conn = connect(peer, options).await?;
     conn.send(&Pieces { id }.into()).await?;
     let mut hashes = Vec::new();
     loop {
@@ -439,7 +444,7 @@ fn unexpected(msg: &Message) -> PeerError {
     PeerError::Protocol(format!("{} message", msg.name()))
 }
 
-async fn read(conn: &mut Connection<TcpStream>) -> Result<Message, PeerError> {
+async fn read(conn: &mut Connection<Stream>) -> Result<Message, PeerError> {
     match conn.read_message().await? {
         Some(Message::Error(e)) => Err(PeerError::Refused(e.message)),
         Some(m) => Ok(m),
@@ -450,9 +455,21 @@ async fn read(conn: &mut Connection<TcpStream>) -> Result<Message, PeerError> {
     }
 }
 
-async fn connect(addr: SocketAddr, client_name: &str) -> Result<Connection<TcpStream>, PeerError> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+/// Connects to a peer: over TLS, checking the key it registered, or (when allowed) in
+/// plaintext if it registered none. Then says hello.
+async fn connect(peer: PeerAddr, options: &Options) -> Result<Connection<Stream>, PeerError> {
+    if peer.key.is_none() && !options.allow_plaintext {
+        return Err(PeerError::Refused(
+            "serves without TLS (say --plaintext to download from it anyway)".into(),
+        ));
+    }
+    let tcp = TcpStream::connect(peer.addr).await?;
+    tcp.set_nodelay(true)?;
+    let stream = match peer.key {
+        Some(key) => troca_net::tls::connect_peer(tcp, key).await?,
+        None => Stream::Plain(tcp),
+    };
+    let client_name = &options.client_name;
     let mut conn = Connection::new(stream);
     conn.set_read_size(64 * 1024);
     conn.send(
@@ -792,6 +809,7 @@ impl<P> Drop for PieceWriter<'_, P> {
 
 /// One peer's share of the work.
 struct Worker {
+    peer: PeerAddr,
     report: PeerReport,
     /// Requests sent and not yet answered, oldest first (answers come in order).
     in_flight: VecDeque<u32>,
@@ -800,10 +818,11 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(peer: PeerAddr) -> Self {
         Self {
+            peer,
             report: PeerReport {
-                addr,
+                addr: peer.addr,
                 pieces: 0,
                 bytes: 0,
                 bad_pieces: 0,
@@ -832,8 +851,7 @@ impl Worker {
 
     async fn work<P: Progress>(&mut self, shared: &Shared<P>) -> Result<(), PeerError> {
         let stall = shared.options.stall_timeout;
-        let name = &shared.options.client_name;
-        let mut conn = tokio::time::timeout(stall, connect(self.report.addr, name))
+        let mut conn = tokio::time::timeout(stall, connect(self.peer, &shared.options))
             .await
             .map_err(|_| PeerError::Stalled)??;
         let chunk = (PIECE_CHUNK as u64).min(shared.layout.piece.min(shared.layout.len.max(1)));
@@ -896,7 +914,7 @@ impl Worker {
     async fn receive_piece<P: Progress>(
         &mut self,
         shared: &Shared<P>,
-        conn: &mut Connection<TcpStream>,
+        conn: &mut Connection<Stream>,
         index: u32,
         len: u64,
         buf: &mut [u8],

@@ -40,6 +40,9 @@ pub struct PeerConfig {
     pub refresh: Duration,
     pub server: ServerConfig,
     pub download: download::Options,
+    /// The key and certificate this peer serves TLS with (`None`: plaintext), registered with
+    /// the tracker so downloaders can check it.
+    pub identity: Option<Arc<troca_net::identity::Identity>>,
 }
 
 /// Everything a peer operation can fail with.
@@ -53,6 +56,8 @@ pub enum Error {
     Lookup(#[from] LookupError),
     #[error(transparent)]
     Download(#[from] SwarmError),
+    #[error(transparent)]
+    Identity(#[from] troca_net::identity::IdentityError),
 }
 
 /// A running peer.
@@ -89,6 +94,10 @@ impl Peer {
         let mut secret = Secret::default();
         getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
         let stop = shutdown.child_token();
+        let mut server = config.server.clone();
+        if let Some(identity) = &config.identity {
+            server.tls = Some(identity.server_config(&[troca_net::tls::ALPN])?);
+        }
         let peer = Arc::new(Self {
             tracker: tokio::sync::Mutex::new(TrackerClient::new(config.tracker).await?),
             addr: listener.local_addr()?,
@@ -102,7 +111,7 @@ impl Peer {
         peer.tasks.spawn(server::run(
             listener,
             Arc::clone(&peer.library),
-            peer.config.server.clone(),
+            server,
             peer.stop.clone(),
         ));
         // A tracker that is down now may be up later: serve anyway and keep trying.
@@ -120,6 +129,11 @@ impl Peer {
         self.addr
     }
 
+    /// The key this peer's TLS shows (`None` in plaintext).
+    pub fn key(&self) -> Option<troca_proto::key::HubKey> {
+        self.config.identity.as_ref().map(|i| i.fingerprint)
+    }
+
     pub fn library(&self) -> &Library {
         &self.library
     }
@@ -132,7 +146,7 @@ impl Peer {
         self.tracker
             .lock()
             .await
-            .register(self.addr.port(), self.secret, &files)
+            .register(self.addr.port(), self.secret, self.key(), &files)
             .await?;
         tracing::info!("registered {} files with the tracker", files.len());
         Ok(())

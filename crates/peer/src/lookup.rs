@@ -3,8 +3,7 @@
 
 use crate::download::Wanted;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use troca_proto::tracker::Listed;
+use troca_proto::tracker::{Listed, PeerAddr};
 use troca_proto::Hash;
 use troca_tracker::client::{TrackerClient, TrackerError};
 
@@ -36,7 +35,7 @@ pub struct Found {
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub size: u64,
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<PeerAddr>,
 }
 
 impl Found {
@@ -105,7 +104,7 @@ fn choose(what: &str, found: Vec<Listed>) -> Result<Found, LookupError> {
 /// The claims of one id, merged by size, most peers first; the name is the one the most
 /// claimed size's holders give.
 fn claims(listed: Vec<Listed>) -> Found {
-    let mut by_size: BTreeMap<u64, (String, Vec<SocketAddr>)> = BTreeMap::new();
+    let mut by_size: BTreeMap<u64, (String, Vec<PeerAddr>)> = BTreeMap::new();
     let id = listed[0].file.id;
     for l in listed {
         let entry = by_size

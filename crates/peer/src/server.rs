@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use troca_net::connection::FrameError;
 use troca_net::limits::PerAddress;
+use troca_net::stream::Stream;
 use troca_net::Connection;
 use troca_proto::msg::{Error, PieceData, PieceHashes, Welcome, HASHES_PER_FRAME};
 use troca_proto::pieces::Layout;
@@ -34,6 +35,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Upload cap in bytes per second, shared by all connections (`None`: no cap).
     pub max_rate: Option<u64>,
+    /// TLS for every connection (`None`: plaintext).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_rate: None,
+            tls: None,
         }
     }
 }
@@ -91,6 +95,10 @@ pub async fn run(
         );
         tasks.spawn(async move {
             let _held = (permit, from_address);
+            let Some(stream) = secure(stream, &config).await else {
+                tracing::debug!("TLS handshake with {addr} failed or timed out");
+                return;
+            };
             let mut serving = Serving {
                 conn: Connection::new(stream),
                 library,
@@ -108,8 +116,22 @@ pub async fn run(
     Ok(())
 }
 
+/// The connection's stream: TLS within the handshake time when the peer has a key.
+async fn secure(tcp: TcpStream, config: &ServerConfig) -> Option<Stream> {
+    let Some(tls) = &config.tls else {
+        return Some(Stream::Plain(tcp));
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+    match tokio::time::timeout(config.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(
+            stream,
+        )))),
+        _ => None,
+    }
+}
+
 struct Serving {
-    conn: Connection<TcpStream>,
+    conn: Connection<Stream>,
     library: Arc<Library>,
     config: ServerConfig,
     limit: Option<Arc<RateLimit>>,
@@ -223,25 +245,25 @@ impl Serving {
         }
         let (start, len) = layout.range(index.into());
         self.conn.queue(&PieceData { index, len }.into());
-        self.conn.flush().await?;
         let file = &self.open.as_ref().expect("opened above").1;
+        // Whole when uncapped (sendfile on plaintext); in slices on the cap's schedule.
+        let slice = if self.limit.is_some() {
+            RATE_CHUNK
+        } else {
+            len
+        };
         let mut sent = 0;
         while sent < len {
-            let mut want = len - sent;
+            let want = slice.min(len - sent);
             if let Some(limit) = &self.limit {
-                want = want.min(RATE_CHUNK);
                 limit.take(want).await;
             }
-            let n = troca_net::sendfile::send_some(self.conn.stream(), file, start + sent, want)
+            // A file truncated under us ends the connection: it cannot carry on mid-piece.
+            let stall = self.config.idle_timeout;
+            self.conn
+                .send_file_range(file, start + sent, want, stall, |_| {})
                 .await?;
-            if n == 0 {
-                // Truncated under us: the connection cannot carry on mid-piece.
-                return Err(FrameError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file shrank while a piece was sent",
-                )));
-            }
-            sent += n as u64;
+            sent += want;
         }
         Ok(())
     }

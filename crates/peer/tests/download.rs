@@ -12,6 +12,7 @@ use troca_net::{Connection, NoProgress, Progress};
 use troca_peer::download::{download, Options, Wanted};
 use troca_peer::library::PARTIAL_DIR;
 use troca_peer::{Library, ServerConfig};
+use troca_proto::tracker::PeerAddr;
 use troca_proto::msg::{PieceData, PieceHashes, Welcome};
 use troca_proto::pieces::Layout;
 use troca_proto::{Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
@@ -61,8 +62,18 @@ fn wanted(data: &[u8], name: &str) -> Wanted {
 fn fast_options() -> Options {
     Options {
         stall_timeout: Duration::from_secs(5),
+        // These peers serve in plaintext (no identity in their configuration).
+        allow_plaintext: true,
         ..Options::default()
     }
+}
+
+/// Peers serving in plaintext, as the tracker lists them.
+fn plain(addrs: &[SocketAddr]) -> Vec<PeerAddr> {
+    addrs
+        .iter()
+        .map(|&addr| PeerAddr { addr, key: None })
+        .collect()
 }
 
 #[tokio::test]
@@ -102,7 +113,7 @@ async fn a_corrupt_peer_is_dropped_and_the_file_is_still_right() {
     let out = tempfile::tempdir().unwrap();
     let o = download(
         &wanted(&data, "f.bin"),
-        &[pc, pa, pb],
+        &plain(&[pc, pa, pb]),
         out.path(),
         &fast_options(),
         Arc::new(NoProgress),
@@ -223,7 +234,7 @@ async fn a_peer_that_dies_mid_download_costs_only_its_in_flight_pieces() {
     let out = tempfile::tempdir().unwrap();
     let o = download(
         &wanted(&data, "f.bin"),
-        &[dying, pa],
+        &plain(&[dying, pa]),
         out.path(),
         &fast_options(),
         Arc::new(NoProgress),
@@ -262,7 +273,7 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
     let progress = Arc::clone(&count);
     let first = tokio::time::timeout(
         Duration::from_millis(1500),
-        download(&want, &[slow_peer], out.path(), &fast_options(), progress),
+        download(&want, &plain(&[slow_peer]), out.path(), &fast_options(), progress),
     )
     .await;
     assert!(first.is_err(), "the first try was cut short");
@@ -294,7 +305,7 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
     let count = Arc::new(Count::default());
     let o = download(
         &want,
-        &[fast_peer],
+        &plain(&[fast_peer]),
         out.path(),
         &fast_options(),
         Arc::clone(&count),
@@ -325,7 +336,7 @@ async fn a_download_never_overwrites_a_local_file() {
     std::fs::write(out.path().join("photo.png"), b"mine").unwrap();
     let o = download(
         &wanted(&data, "photo.png"),
-        &[pa],
+        &plain(&[pa]),
         out.path(),
         &fast_options(),
         Arc::new(NoProgress),
@@ -348,7 +359,7 @@ async fn when_every_peer_is_gone_the_error_says_so_and_keeps_what_arrived() {
     let want = wanted(&data, "f.bin");
     let err = download(
         &want,
-        &[dying],
+        &plain(&[dying]),
         out.path(),
         &fast_options(),
         Arc::new(NoProgress),
@@ -386,7 +397,7 @@ async fn the_end_does_not_wait_for_the_slowest_peer() {
     let out = tempfile::tempdir().unwrap();
     let o = download(
         &wanted(&data, "f.bin"),
-        &[slow, fast],
+        &plain(&[slow, fast]),
         out.path(),
         &fast_options(),
         Arc::new(NoProgress),

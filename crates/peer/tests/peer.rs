@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use troca_net::NoProgress;
 use troca_peer::{download, Error, LookupError, Peer, PeerConfig, ServerConfig};
-use troca_proto::tracker::Listed;
+use troca_proto::tracker::{Listed, PeerAddr};
 use troca_tracker::client::TrackerClient;
 use troca_tracker::{Stats, TrackerConfig};
 
@@ -42,6 +42,13 @@ async fn peer_refreshing(
         refresh,
         server: ServerConfig::default(),
         download: download::Options::default(),
+        // Every peer of the test run shares one identity, as a user's peers do.
+        identity: Some(Arc::new(
+            troca_net::identity::Identity::load_or_create(
+                &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("peer-state"),
+            )
+            .unwrap(),
+        )),
     };
     Peer::start(listener, config, CancellationToken::new())
         .await
@@ -146,7 +153,12 @@ async fn a_name_with_two_different_contents_is_an_error_listing_both_ids() {
         .await
         .unwrap();
     assert_eq!(listed[0].peers.len(), 2, "{listed:?}");
-    assert!(listed[0].peers.contains(&me.local_addr()));
+    let mine = PeerAddr {
+        addr: me.local_addr(),
+        key: me.key(),
+    };
+    assert!(mine.key.is_some());
+    assert!(listed[0].peers.contains(&mine), "listed with its key");
 }
 
 #[tokio::test]

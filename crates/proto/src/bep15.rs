@@ -1,7 +1,7 @@
 //! BitTorrent's UDP tracker protocol (BEP 15), pure codecs, so ordinary BitTorrent clients can use
 //! a troca tracker.
 //!
-//! A BEP 15 request never starts with troca's `TRK1` magic: a connect request starts with the
+//! A BEP 15 request never starts with troca's `TRK2` magic: a connect request starts with the
 //! protocol id (`00 00 04 17 27 10 19 80`), and every other request with a connection id the
 //! tracker issued, whose first byte troca keeps at `0x80` or above ([`CONNECTION_ID_MARK`]). So
 //! the first four bytes tell the two protocols apart.
@@ -488,7 +488,7 @@ mod tests {
             }
         );
         assert!(is_bep15(&c));
-        assert!(!is_bep15(b"TRK1\x01rest"));
+        assert!(!is_bep15(b"TRK2\x01rest"));
         // An announce is 98 bytes; extensions after it are ignored.
         let mut a = Vec::new();
         Request::Announce(Announce {

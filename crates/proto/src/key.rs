@@ -8,7 +8,7 @@ use sha2::Digest;
 use std::fmt;
 
 /// The fingerprint of a hub's public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HubKey(pub [u8; 32]);
 
 /// Why a written key or connect string was refused.

@@ -1,6 +1,6 @@
 //! The swarm tracker's UDP messages (seed 004's REG, LST, UPD, END), pure codecs.
 //!
-//! Every datagram starts with `magic: [u8;4] = "TRK1"`, `kind: u8`, `txn: u32` (chosen by the
+//! Every datagram starts with `magic: [u8;4] = "TRK2"`, `kind: u8`, `txn: u32` (chosen by the
 //! client, echoed in the answer). Requests then carry `cookie: u64`: a value the tracker handed
 //! to this source address (see [`Connect`]); until a client has one, the tracker answers only
 //! `Connect`, and never with more bytes than it received, so a forged source address cannot turn
@@ -8,10 +8,11 @@
 //! paged with a cursor.
 
 use crate::codec::{DecodeError, Put, Reader};
+use crate::key::HubKey;
 use crate::{Hash, MAX_SHORT_STR};
 
 /// The first four bytes of every tracker datagram.
-pub const TRACKER_MAGIC: [u8; 4] = *b"TRK1";
+pub const TRACKER_MAGIC: [u8; 4] = *b"TRK2";
 /// The largest datagram either side sends.
 pub const MAX_DATAGRAM: usize = 1200;
 /// A peer's secret, chosen at REG, needed for UPD and END.
@@ -55,12 +56,27 @@ pub enum UpdateMode {
     Remove,
 }
 
+/// Where a peer serves, and the key its TLS certificate shows (downloaders pin it; `None`: the
+/// peer serves in plaintext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerAddr {
+    pub addr: std::net::SocketAddr,
+    pub key: Option<HubKey>,
+}
+
+impl PeerAddr {
+    /// The bytes it takes in a page.
+    pub fn encoded_len(&self) -> usize {
+        let ip = if self.addr.is_ipv4() { 4 } else { 16 };
+        1 + ip + 2 + 1 + if self.key.is_some() { 32 } else { 0 }
+    }
+}
+
 /// One file in a listing, with the peers that have it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub file: FileInfo,
-    /// `IP:PORT` of each peer's TCP server.
-    pub peers: Vec<std::net::SocketAddr>,
+    pub peers: Vec<PeerAddr>,
 }
 
 /// A tracker request.
@@ -68,11 +84,12 @@ pub struct Listed {
 pub enum Request {
     /// Asks for a cookie. Padded to [`CONNECT_LEN`] so the answer is never larger.
     Connect,
-    /// Registers (or refreshes) this address as a peer serving on `port`, with `files` as its
-    /// list (the first page; more go in `Update(Add)`).
+    /// Registers (or refreshes) this address as a peer serving on `port` with TLS under `key`
+    /// (or in plaintext), with `files` as its list (the first page; more go in `Update(Add)`).
     Register {
         port: u16,
         secret: Secret,
+        key: Option<HubKey>,
         files: Vec<FileInfo>,
     },
     /// Lists files whose id is `id`, or whose name is `filter` or ends with `/filter` when
@@ -216,11 +233,13 @@ impl Datagram<Request> {
             Request::Register {
                 port,
                 secret,
+                key,
                 files,
             } => {
                 header(out, 0x02, self.txn, self.cookie);
                 out.put_u16(*port);
                 out.extend_from_slice(secret);
+                out.put_opt_hash(key.as_ref().map(|k| &k.0));
                 put_files(out, files);
             }
             Request::List {
@@ -277,6 +296,7 @@ impl Datagram<Request> {
             0x02 => Request::Register {
                 port: r.u16()?,
                 secret: secret(&mut r)?,
+                key: r.opt_hash("key")?.map(HubKey),
                 files: read_files(&mut r)?,
             },
             0x03 => Request::List {
@@ -325,7 +345,8 @@ impl Datagram<Answer> {
                     l.file.encode(out);
                     out.put_u16(l.peers.len() as u16);
                     for p in &l.peers {
-                        put_addr(out, p);
+                        put_addr(out, &p.addr);
+                        out.put_opt_hash(p.key.as_ref().map(|k| &k.0));
                     }
                 }
                 match next {
@@ -357,7 +378,10 @@ impl Datagram<Answer> {
                     let np = r.u16()? as usize;
                     let mut peers = Vec::with_capacity(np.min(256));
                     for _ in 0..np {
-                        peers.push(read_addr(&mut r)?);
+                        peers.push(PeerAddr {
+                            addr: read_addr(&mut r)?,
+                            key: r.opt_hash("key")?.map(HubKey),
+                        });
                     }
                     files.push(Listed { file, peers });
                 }
@@ -381,12 +405,7 @@ impl Datagram<Answer> {
 
 /// The bytes a `Listed` takes in a page, to fill pages up to the datagram limit.
 pub fn listed_len(l: &Listed) -> usize {
-    l.file.encoded_len()
-        + 2
-        + l.peers
-            .iter()
-            .map(|p| if p.is_ipv4() { 7 } else { 19 })
-            .sum::<usize>()
+    l.file.encoded_len() + 2 + l.peers.iter().map(PeerAddr::encoded_len).sum::<usize>()
 }
 
 /// Bytes of a page besides its files: header, count, cursor.
@@ -411,11 +430,13 @@ mod tests {
             (
                 any::<u16>(),
                 any::<[u8; 16]>(),
+                proptest::option::of(any::<[u8; 32]>()),
                 proptest::collection::vec(file(), 0..5)
             )
-                .prop_map(|(port, secret, files)| Request::Register {
+                .prop_map(|(port, secret, key, files)| Request::Register {
                     port,
                     secret,
+                    key: key.map(HubKey),
                     files
                 }),
             (
@@ -452,10 +473,15 @@ mod tests {
             .prop_map(|(ip, port)| std::net::SocketAddr::from((ip, port)));
         let addr6 = (any::<[u16; 8]>(), any::<u16>())
             .prop_map(|(ip, port)| std::net::SocketAddr::from((ip, port)));
-        let listed = (
-            file(),
-            proptest::collection::vec(prop_oneof![addr, addr6], 0..4),
+        let peer = (
+            prop_oneof![addr, addr6],
+            proptest::option::of(any::<[u8; 32]>()),
         )
+            .prop_map(|(addr, key)| PeerAddr {
+                addr,
+                key: key.map(HubKey),
+            });
+        let listed = (file(), proptest::collection::vec(peer, 0..4))
             .prop_map(|(file, peers)| Listed { file, peers });
         prop_oneof![
             any::<u64>().prop_map(Answer::Cookie),
@@ -547,7 +573,7 @@ mod tests {
     #[test]
     fn regression_answer_with_a_cookie_field_round_trips() {
         let bytes = [
-            0x54, 0x52, 0x4b, 0x31, 0x82, 0xab, 0xec, 0xec, 0xec, 0xec, 0xec, 0xec, 0x13, 0x13,
+            0x54, 0x52, 0x4b, 0x32, 0x82, 0xab, 0xec, 0xec, 0xec, 0xec, 0xec, 0xec, 0x13, 0x13,
             0x00, 0x00, 0x0a,
         ];
         let d = Datagram::<Answer>::decode(&bytes).unwrap();

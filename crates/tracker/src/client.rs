@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
+use troca_proto::key::HubKey;
 use troca_proto::tracker::{
     listed_len, Answer, Datagram, FileInfo, Listed, Request, Secret, UpdateMode, MAX_DATAGRAM,
 };
@@ -34,8 +35,8 @@ pub struct TrackerClient {
     pub tries: u32,
 }
 
-/// Bytes of a request besides its files (header, port, secret, count, mode).
-const REQUEST_OVERHEAD: usize = 4 + 1 + 4 + 8 + 2 + 16 + 2 + 1;
+/// Bytes of a request besides its files (header, port, secret, key, count, mode).
+const REQUEST_OVERHEAD: usize = 4 + 1 + 4 + 8 + 2 + 16 + 33 + 2 + 1;
 
 impl TrackerClient {
     /// Binds a local UDP socket for talking to `tracker`.
@@ -114,11 +115,13 @@ impl TrackerClient {
         Err(TrackerError::NoAnswer(self.tracker))
     }
 
-    /// Registers as serving `files` on TCP `port`, in as many datagrams as needed.
+    /// Registers as serving `files` on TCP `port` (with TLS under `key`, or in plaintext), in
+    /// as many datagrams as needed.
     pub async fn register(
         &mut self,
         port: u16,
         secret: Secret,
+        key: Option<HubKey>,
         files: &[FileInfo],
     ) -> Result<(), TrackerError> {
         let mut pages = pages(files).into_iter();
@@ -126,6 +129,7 @@ impl TrackerClient {
         self.expect_ok(Request::Register {
             port,
             secret,
+            key,
             files: first,
         })
         .await?;

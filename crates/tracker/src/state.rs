@@ -8,15 +8,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use troca_proto::tracker::{
-    codes, listed_len, Answer, FileInfo, Listed, Request, Secret, UpdateMode, MAX_DATAGRAM,
-    PAGE_OVERHEAD,
+    codes, listed_len, Answer, FileInfo, Listed, PeerAddr, Request, Secret, UpdateMode,
+    MAX_DATAGRAM, PAGE_OVERHEAD,
 };
 use troca_proto::Hash;
 
 #[derive(Debug)]
 struct Peer {
-    /// Where others download from: the packets' source IP and the TCP port it registered.
-    serves_at: SocketAddr,
+    /// Where others download from: the packets' source IP and the TCP port it registered,
+    /// with the key its TLS shows.
+    serves_at: PeerAddr,
     /// Only a hash of the secret is kept.
     secret: blake3::Hash,
     /// Its own claims: each file's size and name as this peer gives them.
@@ -48,8 +49,9 @@ impl Indexed {
     }
 }
 
-/// The most peers listed with one file.
-const LISTED_PEERS: usize = 32;
+/// The most peers listed with one file (each with its key, 20 fill about 800 bytes of a
+/// datagram; fewer are listed when a long name leaves less room).
+const LISTED_PEERS: usize = 20;
 /// The most peers of one address (an IPv6 /64) listed with one file before every other address
 /// has had its turn, so no one address can crowd out the others.
 const LISTED_PER_ADDRESS: usize = 2;
@@ -124,8 +126,15 @@ impl State {
             Request::Register {
                 port,
                 secret,
+                key,
                 files,
-            } => self.register(from, port, &secret, files, now),
+            } => {
+                let serves_at = PeerAddr {
+                    addr: SocketAddr::new(from.ip(), port),
+                    key,
+                };
+                self.register(from, serves_at, &secret, files, now)
+            }
             Request::Update {
                 secret,
                 mode,
@@ -166,7 +175,7 @@ impl State {
     fn register(
         &mut self,
         from: SocketAddr,
-        port: u16,
+        serves_at: PeerAddr,
         secret: &Secret,
         files: Vec<FileInfo>,
         now: Instant,
@@ -190,7 +199,7 @@ impl State {
             self.peers.insert(
                 from,
                 Peer {
-                    serves_at: SocketAddr::new(from.ip(), port),
+                    serves_at,
                     secret: blake3::hash(secret),
                     files: HashMap::new(),
                     expires: now,
@@ -198,7 +207,7 @@ impl State {
             );
         }
         if let Some(p) = self.peers.get_mut(&from) {
-            p.serves_at = SocketAddr::new(from.ip(), port);
+            p.serves_at = serves_at;
         }
         self.update(from, UpdateMode::Replace, files, now)
     }
@@ -450,21 +459,25 @@ impl State {
         } else {
             entry.name()
         };
-        let peers = self.sample(&entry.holders, random);
-        Some(Listed {
+        let mut listed = Listed {
             file: FileInfo {
                 id: claim.0,
                 size: claim.1,
                 name,
             },
-            peers,
-        })
+            peers: self.sample(&entry.holders, random),
+        };
+        // A page must hold at least one file whole, or a client would page on the spot.
+        while PAGE_OVERHEAD + listed_len(&listed) > MAX_DATAGRAM {
+            listed.peers.pop();
+        }
+        Some(listed)
     }
 
     /// Up to [`LISTED_PEERS`] of `holders`' servers, in a random order: first at most
     /// [`LISTED_PER_ADDRESS`] per address, so every address gets in before any gets more, then
     /// the rest (peers behind one NAT, or on one machine, are all listed when there is room).
-    fn sample(&self, holders: &IndexSet<SocketAddr>, random: [u64; 2]) -> Vec<SocketAddr> {
+    fn sample(&self, holders: &IndexSet<SocketAddr>, random: [u64; 2]) -> Vec<PeerAddr> {
         let n = holders.len();
         if n == 0 {
             return Vec::new();
@@ -571,6 +584,7 @@ mod tests {
         let req = Request::Register {
             port: 9,
             secret: [secret; 16],
+            key: Some(troca_proto::key::HubKey([secret; 32])),
             files,
         };
         s.apply(req, from.parse().unwrap(), Instant::now())
@@ -692,6 +706,13 @@ mod tests {
         let true_claim = files.iter().find(|l| l.file.size == 100).unwrap();
         assert_eq!(true_claim.file.name, "report.pdf");
         assert_eq!(true_claim.peers.len(), 4);
+        // Each holder is listed where it serves, with the key it registered.
+        let nine = true_claim
+            .peers
+            .iter()
+            .find(|p| p.addr == "10.0.0.9:9".parse().unwrap())
+            .unwrap();
+        assert_eq!(nine.key, Some(troca_proto::key::HubKey([9; 32])));
         // The liar leaves: its claim goes with it.
         let end = Request::End { secret: [1; 16] };
         assert_eq!(
@@ -720,7 +741,31 @@ mod tests {
             };
             let peers = &files[0].peers;
             assert_eq!(peers.len(), LISTED_PEERS);
-            assert!(peers.iter().any(|p| p.ip().to_string() == "10.0.0.2"));
+            assert!(peers.iter().any(|p| p.addr.ip().to_string() == "10.0.0.2"));
         }
+    }
+
+    #[test]
+    fn a_longest_name_with_many_keyed_peers_still_fits_one_datagram() {
+        let mut s = state(TrackerConfig::default());
+        let f = file(1, 1, &"n".repeat(troca_proto::MAX_SHORT_STR));
+        for i in 1..=30u8 {
+            let from = format!("[fd00:0:0:{i}::1]:1");
+            assert_eq!(reg(&mut s, &from, i, vec![f.clone()]), Answer::Ok);
+        }
+        let page = list(&mut s, "", Some(f.id), 0, false);
+        let Answer::Page { files, .. } = &page else {
+            panic!("{page:?}")
+        };
+        assert_eq!(files.len(), 1);
+        assert!(files[0].peers.len() >= 10, "{}", files[0].peers.len());
+        let mut out = Vec::new();
+        troca_proto::tracker::Datagram {
+            txn: 1,
+            cookie: 0,
+            body: page,
+        }
+        .encode(&mut out);
+        assert!(out.len() <= MAX_DATAGRAM, "{}", out.len());
     }
 }

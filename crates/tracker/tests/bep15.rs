@@ -200,7 +200,7 @@ async fn troca_and_bittorrent_clients_share_the_port() {
     let bt = Client::new(addrs[0]).await;
     bt.announce(6881, 0, Event::Started, -1).await;
     let mut troca = TrackerClient::new(addrs[0]).await.unwrap();
-    troca.register(7000, [1; 16], &[]).await.unwrap();
+    troca.register(7000, [1; 16], None, &[]).await.unwrap();
     assert!(troca.list("", None).await.unwrap().is_empty());
     assert!(
         peers(

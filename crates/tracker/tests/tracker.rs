@@ -47,21 +47,21 @@ async fn peers_register_list_update_and_leave() {
     let t = tracker(TrackerConfig::default()).await;
     let mut a = TrackerClient::new(t.addr).await.unwrap();
     let mut b = TrackerClient::new(t.addr).await.unwrap();
-    a.register(7001, [1; 16], &[file("x.png"), file("y.png")])
+    a.register(7001, [1; 16], None, &[file("x.png"), file("y.png")])
         .await
         .unwrap();
-    b.register(7002, [2; 16], &[file("y.png"), file("z.txt")])
+    b.register(7002, [2; 16], None, &[file("y.png"), file("z.txt")])
         .await
         .unwrap();
 
     let all = a.list("", None).await.unwrap();
     assert_eq!(all.len(), 3);
     let y = all.iter().find(|l| l.file.name == "y.png").unwrap();
-    let mut ports: Vec<u16> = y.peers.iter().map(|p| p.port()).collect();
+    let mut ports: Vec<u16> = y.peers.iter().map(|p| p.addr.port()).collect();
     ports.sort();
     assert_eq!(ports, [7001, 7002]);
     assert!(
-        y.peers.iter().all(|p| p.ip().is_loopback()),
+        y.peers.iter().all(|p| p.addr.ip().is_loopback()),
         "the source address, not a claimed one"
     );
     assert_eq!(a.list("png", None).await.unwrap().len(), 2);
@@ -105,7 +105,7 @@ async fn peers_register_list_update_and_leave() {
 async fn update_and_end_need_the_secret_given_at_registration() {
     let t = tracker(TrackerConfig::default()).await;
     let mut a = TrackerClient::new(t.addr).await.unwrap();
-    a.register(7001, [1; 16], &[file("a")]).await.unwrap();
+    a.register(7001, [1; 16], None, &[file("a")]).await.unwrap();
     let wrong = a
         .update([9; 16], UpdateMode::Replace, &[])
         .await
@@ -128,7 +128,7 @@ async fn update_and_end_need_the_secret_given_at_registration() {
             ..
         }
     ));
-    let wrong = a.register(7001, [9; 16], &[]).await.unwrap_err();
+    let wrong = a.register(7001, [9; 16], None, &[]).await.unwrap_err();
     assert!(matches!(
         wrong,
         TrackerError::Refused {
@@ -166,6 +166,7 @@ async fn without_a_valid_cookie_no_answer_is_larger_than_the_request() {
     a.register(
         7001,
         [1; 16],
+        None,
         &(0..30)
             .map(|i| file(&format!("file-{i}")))
             .collect::<Vec<_>>(),
@@ -229,7 +230,7 @@ async fn thousands_of_files_are_registered_and_listed_in_pages() {
     let files: Vec<FileInfo> = (0..3000)
         .map(|i| file(&format!("photo-{i:05}.jpg")))
         .collect();
-    a.register(7001, [1; 16], &files).await.unwrap();
+    a.register(7001, [1; 16], None, &files).await.unwrap();
     let listed = a.list("", None).await.unwrap();
     assert_eq!(listed.len(), 3000);
     let mut names: Vec<&str> = listed.iter().map(|l| l.file.name.as_str()).collect();
@@ -279,8 +280,8 @@ async fn registrations_expire_unless_refreshed() {
     .await;
     let mut a = TrackerClient::new(t.addr).await.unwrap();
     let mut b = TrackerClient::new(t.addr).await.unwrap();
-    a.register(7001, [1; 16], &[file("a")]).await.unwrap();
-    b.register(7002, [2; 16], &[file("b")]).await.unwrap();
+    a.register(7001, [1; 16], None, &[file("a")]).await.unwrap();
+    b.register(7002, [2; 16], None, &[file("b")]).await.unwrap();
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         b.update([2; 16], UpdateMode::Add, &[]).await.unwrap(); // b refreshes, a does not
@@ -305,7 +306,7 @@ async fn limits_on_files_per_peer_and_peers_per_address() {
     .await;
     let mut a = TrackerClient::new(t.addr).await.unwrap();
     let six: Vec<FileInfo> = (0..6).map(|i| file(&i.to_string())).collect();
-    let e = a.register(7001, [1; 16], &six).await.unwrap_err();
+    let e = a.register(7001, [1; 16], None, &six).await.unwrap_err();
     assert!(matches!(
         e,
         TrackerError::Refused {
@@ -313,11 +314,11 @@ async fn limits_on_files_per_peer_and_peers_per_address() {
             ..
         }
     ));
-    a.register(7001, [1; 16], &six[..5]).await.unwrap();
+    a.register(7001, [1; 16], None, &six[..5]).await.unwrap();
     let mut b = TrackerClient::new(t.addr).await.unwrap();
-    b.register(7002, [2; 16], &[]).await.unwrap();
+    b.register(7002, [2; 16], None, &[]).await.unwrap();
     let mut c = TrackerClient::new(t.addr).await.unwrap();
-    let e = c.register(7003, [3; 16], &[]).await.unwrap_err();
+    let e = c.register(7003, [3; 16], None, &[]).await.unwrap_err();
     assert!(matches!(
         e,
         TrackerError::Refused {

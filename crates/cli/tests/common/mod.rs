@@ -16,6 +16,11 @@ pub struct Daemon {
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
+/// The data folder daemons (peers) run with: one for the whole test run.
+pub fn daemon_data() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-data")
+}
+
 impl Daemon {
     /// Runs `troca ARGS` and waits for its `listening on` line.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Daemon {
@@ -30,6 +35,9 @@ impl Daemon {
     ) -> (Daemon, Vec<String>) {
         let mut child = Command::new(TROCA)
             .args(args)
+            // What a peer keeps (its TLS key) stays out of the home folder of whoever runs
+            // the tests.
+            .env("XDG_DATA_HOME", daemon_data())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
