@@ -12,9 +12,9 @@ use troca_net::{Connection, NoProgress, Progress};
 use troca_peer::download::{download, Options, Wanted};
 use troca_peer::library::PARTIAL_DIR;
 use troca_peer::{Library, ServerConfig};
-use troca_proto::tracker::PeerAddr;
 use troca_proto::msg::{PieceData, PieceHashes, Welcome};
 use troca_proto::pieces::Layout;
+use troca_proto::tracker::PeerAddr;
 use troca_proto::{Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
 const MIB: usize = 1 << 20;
@@ -273,7 +273,13 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
     let progress = Arc::clone(&count);
     let first = tokio::time::timeout(
         Duration::from_millis(1500),
-        download(&want, &plain(&[slow_peer]), out.path(), &fast_options(), progress),
+        download(
+            &want,
+            &plain(&[slow_peer]),
+            out.path(),
+            &fast_options(),
+            progress,
+        ),
     )
     .await;
     assert!(first.is_err(), "the first try was cut short");
