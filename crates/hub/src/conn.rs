@@ -63,8 +63,11 @@ pub(crate) async fn serve_connection(
         None => Stream::Plain(stream),
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.native));
-            let accepted =
-                tokio::time::timeout(hub.config.handshake_timeout, acceptor.accept(stream)).await;
+            let accepted = tokio::time::timeout(
+                hub.config.handshake_timeout,
+                acceptor.accept(troca_net::stream::ReadAhead::new(stream)),
+            )
+            .await;
             match accepted {
                 Ok(Ok(tls)) => Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))),
                 Ok(Err(e)) => {

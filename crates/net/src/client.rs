@@ -509,7 +509,7 @@ async fn tls_handshake(
         .or_else(|_| rustls::pki_types::ServerName::try_from("troca-hub"))
         .expect("a valid name");
     match tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+        .connect(name, crate::stream::ReadAhead::new(tcp))
         .await
     {
         Ok(tls) => {

@@ -181,6 +181,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            // TLS may still hold the last records when the socket was full: push them out.
+            self.stream.flush().await?;
             self.wbuf.clear();
             // Don't keep a large buffer around after sending a small file's body.
             if self.wbuf.capacity() > 256 * 1024 {
@@ -199,7 +201,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes raw bytes straight to the stream (after anything queued).
     pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.flush().await?;
-        self.stream.write_all(bytes).await
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     /// Flushes and shuts down the write half, so the peer sees end of stream.
@@ -266,7 +269,9 @@ impl<S: crate::stream::Socket> Connection<S> {
             pos += n as u64;
             sent(n as u64);
         }
-        Ok(())
+        tokio::time::timeout(stall, self.stream.flush())
+            .await
+            .map_err(|_| timed_out())?
     }
 
     /// Takes in what has already arrived on the socket, without waiting, until `max` bytes are
@@ -293,9 +298,12 @@ impl<S: crate::stream::Socket> Connection<S> {
     /// still to come: the kernel wakes this reader once [`BULK_LOWAT`] bytes (or all of `dst`)
     /// have arrived rather than for every segment. The next frame read sets it back.
     pub async fn read_raw_bulk(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
-        // Over TLS the records are read by the TLS layer: the low-water mark is for plain TCP.
-        if !self.rbuf.is_empty() || self.stream.plain().is_none() {
+        if !self.rbuf.is_empty() {
             return self.read_raw(dst).await;
+        }
+        // Over TLS the records are read by the TLS layer: the low-water mark is for plain TCP.
+        if self.stream.plain().is_none() {
+            return read_available(&mut self.stream, dst).await;
         }
         let lowat = dst.len().clamp(1, BULK_LOWAT);
         let fd = self.stream.tcp().as_raw_fd();
@@ -311,6 +319,30 @@ impl<S: crate::stream::Socket> Connection<S> {
             }
         }
     }
+}
+
+/// Reads at least one byte (or end of stream) into `dst`, then whatever else the stream can
+/// give without waiting: a TLS stream hands out one record (16 KiB) per read, and a bulk reader
+/// would otherwise pay a wake-up and a timer for each.
+async fn read_available<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    dst: &mut [u8],
+) -> std::io::Result<usize> {
+    use std::task::Poll;
+    let mut into = tokio::io::ReadBuf::new(dst);
+    std::future::poll_fn(|cx| loop {
+        let before = into.filled().len();
+        match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut into) {
+            Poll::Ready(Ok(())) if into.filled().len() > before && into.remaining() > 0 => {}
+            Poll::Ready(Ok(())) => return Poll::Ready(Ok(into.filled().len())),
+            Poll::Ready(Err(e)) if before == 0 => return Poll::Ready(Err(e)),
+            // What was read is handed out; the error (or the wait) comes with the next read.
+            Poll::Ready(Err(_)) | Poll::Pending if before > 0 => return Poll::Ready(Ok(before)),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Sets `SO_RCVLOWAT`. A failure only costs wake-ups, so it is ignored.

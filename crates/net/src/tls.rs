@@ -147,7 +147,7 @@ pub async fn connect_peer(
     let (config, verifier) = client_config(Some(key), None).map_err(std::io::Error::other)?;
     let name = ServerName::try_from("troca-peer").expect("a valid name");
     match tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+        .connect(name, crate::stream::ReadAhead::new(tcp))
         .await
     {
         Ok(tls) => Ok(crate::stream::Stream::Tls(Box::new(

@@ -122,7 +122,12 @@ async fn secure(tcp: TcpStream, config: &ServerConfig) -> Option<Stream> {
         return Some(Stream::Plain(tcp));
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-    match tokio::time::timeout(config.handshake_timeout, acceptor.accept(tcp)).await {
+    match tokio::time::timeout(
+        config.handshake_timeout,
+        acceptor.accept(troca_net::stream::ReadAhead::new(tcp)),
+    )
+    .await
+    {
         Ok(Ok(stream)) => Some(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(
             stream,
         )))),

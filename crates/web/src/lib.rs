@@ -264,6 +264,7 @@ pub async fn serve(
         tasks.spawn(async move {
             let _held = (permit, from_address, held);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let stream = troca_net::stream::ReadAhead::new(stream);
             let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 _ => return,
