@@ -99,6 +99,11 @@ impl Command {
 }
 
 impl Global {
+    /// Whether a token is given (in a file, or in TROCA_TOKEN).
+    pub fn has_token(&self) -> bool {
+        self.token_file.is_some() || std::env::var("TROCA_TOKEN").is_ok_and(|t| !t.is_empty())
+    }
+
     /// Options after the command's name win over those before it, then the environment.
     pub fn resolve(before: &HubArgs, after: Option<&HubArgs>, output: Output) -> Global {
         let after = after.cloned().unwrap_or_default();

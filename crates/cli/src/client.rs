@@ -305,13 +305,15 @@ impl<'g> Link<'g> {
 struct Report<T> {
     rows: Vec<T>,
     failed: bool,
+    has_token: bool,
 }
 
 impl<T: Serialize> Report<T> {
-    fn new() -> Self {
+    fn new(global: &Global) -> Self {
         Self {
             rows: Vec::new(),
             failed: false,
+            has_token: global.has_token(),
         }
     }
 
@@ -319,6 +321,18 @@ impl<T: Serialize> Report<T> {
     fn fail(&mut self, what: impl std::fmt::Display) {
         eprintln!("troca: {what}");
         self.failed = true;
+    }
+
+    /// Says what failed and why, with what to type when the hub refused.
+    fn refused(&mut self, what: impl std::fmt::Display, e: &ClientError) {
+        let code = match e {
+            ClientError::Hub { code, .. } => Some(*code),
+            _ => None,
+        };
+        self.fail(format_args!(
+            "{what}: {e}{}",
+            output::hint(code, self.has_token)
+        ));
     }
 
     fn finish(self, global: &Global) -> Result<ExitCode> {
@@ -477,7 +491,7 @@ pub(crate) async fn put(
     if plan.is_empty() {
         eprintln!("troca: nothing to upload (the folders hold no files)");
     }
-    let mut report = Report::new();
+    let mut report = Report::new(global);
     let quiet = global.json || global.quiet;
     // Small files go back to back in batches; the rest one by one, resumable.
     let (small, large): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(file, name)| {
@@ -499,12 +513,12 @@ pub(crate) async fn put(
                     blake3: hex(&sent.blake3),
                 });
             }
-            Err(e) => report.fail(format_args!("cannot upload {}: {e}", small[i].0.display())),
+            Err(e) => report.refused(format_args!("cannot upload {}", small[i].0.display()), &e),
         })
         .await;
         tree.finish("uploaded");
         if let Err(e) = done {
-            report.fail(format_args!("the upload stopped: {e}"));
+            report.refused(format_args!("the upload stopped"), &e);
             recover(global, client, &e).await?;
         }
     }
@@ -512,7 +526,7 @@ pub(crate) async fn put(
         match put_one(client, file, Some(name), force, quiet).await {
             Ok(row) => report.rows.push(row),
             Err(e) => {
-                report.fail(format_args!("cannot upload {}: {e}", file.display()));
+                report.refused(format_args!("cannot upload {}", file.display()), &e);
                 recover(global, client, &e).await?;
             }
         }
@@ -593,7 +607,7 @@ pub(crate) async fn get(
             std::fs::create_dir_all(o).with_context(|| format!("cannot create {}", o.display()))?;
         }
     }
-    let mut report = Report::new();
+    let mut report = Report::new(global);
     let quiet = global.json || global.quiet;
     for name in names {
         let got = match folder_files(client, name).await {
@@ -607,7 +621,7 @@ pub(crate) async fn get(
             Err(e) => Err(e),
         };
         if let Err(e) = got {
-            report.fail(format_args!("cannot download {name}: {e}"));
+            report.refused(format_args!("cannot download {name}"), &e);
             recover(global, client, &e).await?;
         }
     }
@@ -649,10 +663,10 @@ async fn put_stdin(
     let quiet = global.json || global.quiet;
     let result = put_one(client, &tmp, Some(name), force, quiet).await;
     let _ = std::fs::remove_file(&tmp);
-    let mut report = Report::new();
+    let mut report = Report::new(global);
     match result {
         Ok(row) => report.rows.push(row),
-        Err(e) => report.fail(format_args!("cannot upload standard input: {e}")),
+        Err(e) => report.refused(format_args!("cannot upload standard input"), &e),
     }
     report.finish(global)
 }
@@ -775,7 +789,7 @@ async fn get_small(
                 blake3: hex(&got.blake3),
             });
         }
-        Err(e) => report.fail(format_args!("cannot download {}: {e}", wanted[i].name)),
+        Err(e) => report.refused(format_args!("cannot download {}", wanted[i].name), &e),
     })
     .await;
     tree.finish("downloaded");
@@ -855,7 +869,7 @@ pub(crate) async fn rm(
     names: &[String],
     recursive: bool,
 ) -> Result<ExitCode> {
-    let mut report = Report::new();
+    let mut report = Report::new(global);
     for name in names {
         match client.remove(name, recursive).await {
             Ok(files) => {
@@ -882,7 +896,7 @@ pub(crate) async fn rm(
                 ));
             }
             Err(e) => {
-                report.fail(format_args!("cannot remove {}: {e}", output::safe(name)));
+                report.refused(format_args!("cannot remove {}", output::safe(name)), &e);
                 recover(global, client, &e).await?;
             }
         }
@@ -901,7 +915,7 @@ pub(crate) async fn mkdir(
     client: &mut HubClient,
     names: &[String],
 ) -> Result<ExitCode> {
-    let mut report = Report::new();
+    let mut report = Report::new(global);
     for name in names {
         match client.make_folder(name).await {
             Ok(created) => {
@@ -915,7 +929,7 @@ pub(crate) async fn mkdir(
                 });
             }
             Err(e) => {
-                report.fail(format_args!("cannot create {}: {e}", output::safe(name)));
+                report.refused(format_args!("cannot create {}", output::safe(name)), &e);
                 recover(global, client, &e).await?;
             }
         }
@@ -948,7 +962,7 @@ pub(crate) async fn mv(
     } else {
         target.clone()
     };
-    let mut report = Report::new();
+    let mut report = Report::new(global);
     for from in sources {
         match client.rename(from, &target, force).await {
             Ok(name) => {
@@ -961,7 +975,7 @@ pub(crate) async fn mv(
                 });
             }
             Err(e) => {
-                report.fail(format_args!("cannot move {}: {e}", output::safe(from)));
+                report.refused(format_args!("cannot move {}", output::safe(from)), &e);
                 recover(global, client, &e).await?;
             }
         }

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use troca_net::ClientError;
 use troca_proto::json as rows;
 use troca_proto::msg::History;
+use troca_proto::ErrorCode;
 
 /// The operations, as `unknown_operation` answers list them.
 const OPERATIONS: &str =
@@ -74,9 +75,14 @@ impl From<anyhow::Error> for Failure {
             None if e.downcast_ref::<crate::known::Untrusted>().is_some() => "untrusted_hub",
             None => "internal",
         };
-        // The hub's advice names the CLI flag; here the field is what to set.
-        let message = crate::output::one_line(&e).replace("use --force", "set \"force\": true");
-        Failure::new(code, message)
+        let hint = match crate::output::hub_code(&e) {
+            Some(ErrorCode::AlreadyExists) => "; set \"force\": true to replace it",
+            Some(ErrorCode::Unauthorized | ErrorCode::Forbidden) => {
+                "; start troca json with --token-file PATH or TROCA_TOKEN to use a token"
+            }
+            _ => "",
+        };
+        Failure::new(code, format!("{}{hint}", crate::output::one_line(&e)))
     }
 }
 

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("troca: {}", output::one_line(&e));
+            eprintln!("troca: {}", output::explain(&e, global.has_token()));
             ExitCode::from(1)
         }
     }

@@ -4,6 +4,34 @@ use serde::Serialize;
 use troca_proto::Hash;
 
 /// An error and its causes on one line.
+/// What a person at the command line (or in the shell) can do about a hub's refusal, told by
+/// its code: the hub says what happened, each face says what to type.
+pub fn explain(e: &anyhow::Error, has_token: bool) -> String {
+    format!("{}{}", one_line(e), hint(hub_code(e), has_token))
+}
+
+/// The advice that goes after a refusal with `code`.
+pub fn hint(code: Option<troca_proto::ErrorCode>, has_token: bool) -> &'static str {
+    match code {
+        Some(troca_proto::ErrorCode::AlreadyExists) => "; use --force to replace it",
+        Some(troca_proto::ErrorCode::Unauthorized) => {
+            "; give it with --token-file PATH or TROCA_TOKEN"
+        }
+        Some(troca_proto::ErrorCode::Forbidden) if !has_token => {
+            " (a token is given with --token-file PATH or TROCA_TOKEN)"
+        }
+        _ => "",
+    }
+}
+
+/// The code of the hub's refusal somewhere in `e`'s chain, if it is one.
+pub fn hub_code(e: &anyhow::Error) -> Option<troca_proto::ErrorCode> {
+    e.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(troca_net::ClientError::Hub { code, .. }) => Some(*code),
+        _ => None,
+    })
+}
+
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut s = e.to_string();
     for cause in e.chain().skip(1) {

@@ -327,7 +327,7 @@ pub fn main(global: &Global) -> Result<ExitCode> {
                 eprintln!("troca: {}", one_line(&e));
             }
             Some(Err(e)) => {
-                eprintln!("troca: {}", one_line(&e));
+                eprintln!("troca: {}", crate::output::explain(&e, global.has_token()));
                 if link.after_error(&e) {
                     eprintln!("troca: the connection is gone; the next command connects again");
                 }

@@ -74,10 +74,11 @@ fn the_seeds_requests_are_answered_line_by_line() {
     assert_eq!(out[2]["file"]["size"], 9);
     assert_eq!(out[3]["ok"], false);
     assert_eq!(out[3]["error"]["code"], "already_exists");
-    assert!(out[3]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("\"force\": true"));
+    let message = out[3]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"force\": true") && !message.contains("--force"),
+        "{message}"
+    );
     assert_eq!(out[4]["files"][0]["name"], "test.txt");
     assert_eq!(out[5]["file"]["path"], "copy.txt");
     assert_eq!(

@@ -130,8 +130,7 @@ impl Caller {
                 "{what} {name:?} needs the admin token or the token that uploaded it"
             ))),
             None => Err(HubError::Forbidden(format!(
-                "{what} {name:?} needs a token: the admin token or the one that uploaded it \
-                 (--token-file or TROCA_TOKEN)"
+                "{what} {name:?} needs a token: the admin token or the one that uploaded it"
             ))),
         }
     }

@@ -12,7 +12,7 @@ pub enum HubError {
     NotAFile(String),
     #[error("folder {0:?} is not empty")]
     FolderNotEmpty(String),
-    #[error("{0:?} already exists on the hub; use --force to replace it")]
+    #[error("{0:?} already exists on the hub")]
     AlreadyExists(String),
     #[error("{0:?} is being uploaded by another client; try again when it finishes")]
     UploadInProgress(String),

@@ -182,9 +182,7 @@ impl Hub {
             }
         };
         if grant.is_none() && self.config.require_token {
-            return Err(HubError::Unauthorized(
-                "this hub requires a token: use --token-file PATH or set TROCA_TOKEN".into(),
-            ));
+            return Err(HubError::Unauthorized("this hub requires a token".into()));
         }
         Ok(Caller {
             token,

@@ -53,24 +53,15 @@ impl ApiError {
         }
     }
 
-    /// The message for a web client: the hub's, with its hints in HTTP terms rather than the
-    /// CLI's options.
+    /// The message for a web client: the hub's, with what to do in HTTP terms.
     pub fn message(&self) -> String {
-        match self {
-            ApiError::Hub(HubError::AlreadyExists(name)) => {
-                format!("{name:?} already exists on the hub; add ?overwrite=1 to replace it")
-            }
-            other => other
-                .to_string()
-                .replace(
-                    "use --token-file PATH or set TROCA_TOKEN",
-                    "send it as Authorization: Bearer TOKEN",
-                )
-                .replace(
-                    "(--token-file or TROCA_TOKEN)",
-                    "(sent as Authorization: Bearer TOKEN)",
-                ),
-        }
+        let hint = match self.code() {
+            ErrorCode::AlreadyExists => "; add ?overwrite=1 to replace it",
+            ErrorCode::Unauthorized => "; send it as Authorization: Bearer TOKEN",
+            ErrorCode::Forbidden => " (a token is sent as Authorization: Bearer TOKEN)",
+            _ => "",
+        };
+        format!("{self}{hint}")
     }
 
     /// How the history records it.

@@ -269,10 +269,12 @@ async fn uploads_land_whole_and_replacing_or_deleting_needs_rights() {
     };
     let r = f.send(again()).await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
-    assert!(json(r).await["message"]
-        .as_str()
-        .unwrap()
-        .contains("?overwrite=1"));
+    // The page's own advice, never the command line's.
+    let message = json(r).await["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("?overwrite=1") && !message.contains("--"),
+        "{message}"
+    );
     let r = f
         .send(
             put("/files/new/notes.txt?overwrite=1", b"second")
