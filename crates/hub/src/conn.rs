@@ -272,7 +272,7 @@ async fn put_small(
         .await
         .unwrap_or_else(|e| {
             (0..count)
-                .map(|_| Err(HubError::BadRequest(format!("internal task failed: {e}"))))
+                .map(|_| Err(HubError::Internal(format!("a task failed: {e}"))))
                 .collect()
         });
     for (record, result) in records.into_iter().zip(results) {
@@ -636,7 +636,10 @@ async fn receive_file(
     let mut remaining = upload.size - upload.offset;
     let received = remaining;
     let file = upload.file.try_clone()?;
-    let mut writer = Some(FileWriter::spawn(file, upload.offset, remaining)?);
+    let writer = FileWriter::spawn(file, upload.offset, remaining).await?;
+    // A resumed upload must not reopen the file while this one's last buffers are written.
+    writer.hold_until_written(upload.claim());
+    let mut writer = Some(writer);
     let mut spare: Option<IoBuf> = None;
     let mut store_err: Option<io::Error> = None;
     while remaining > 0 {

@@ -38,6 +38,9 @@ pub enum HubError {
     Forbidden(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The hub failed, not the request (a task that panicked, a response it could not build).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -67,7 +70,7 @@ impl HubError {
             HubError::Timeout(_) => ErrorCode::Timeout,
             HubError::Unauthorized(_) => ErrorCode::Unauthorized,
             HubError::Forbidden(_) => ErrorCode::Forbidden,
-            HubError::Io { .. } => ErrorCode::Internal,
+            HubError::Io { .. } | HubError::Internal(_) => ErrorCode::Internal,
         }
     }
 

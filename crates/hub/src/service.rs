@@ -77,7 +77,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, HubError> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(HubError::BadRequest(format!("internal task failed: {e}"))))
+        .unwrap_or_else(|e| Err(HubError::Internal(format!("a task failed: {e}"))))
 }
 
 impl Hub {

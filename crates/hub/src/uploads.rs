@@ -81,10 +81,17 @@ pub struct PartialUpload {
     /// resume it (its source's mtime is known). An upload that cannot resume (a web PUT, say)
     /// leaves nothing behind, however it ends.
     keep: bool,
-    _claim: Claim,
+    /// Shared with the upload's writer, which may outlive this (the name stays claimed until
+    /// both are done).
+    claim: Arc<Claim>,
 }
 
 impl PartialUpload {
+    /// The claim on the name, for what must hold it as long as the upload (its writer).
+    pub fn claim(&self) -> Arc<Claim> {
+        Arc::clone(&self.claim)
+    }
+
     /// Deletes the partial data (after a failed verification or a full disk).
     pub fn discard(mut self) {
         self.keep = false;
@@ -250,7 +257,7 @@ impl Partials {
             part,
             meta,
             keep: source_mtime_ns != 0,
-            _claim: claim,
+            claim: Arc::new(claim),
         })
     }
 

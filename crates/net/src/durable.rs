@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::iobuf::{IoBuf, ALIGN};
 
@@ -298,6 +299,8 @@ pub static BUFFER_BUDGET: BufferBudget = BufferBudget::new(64 << 20);
 #[derive(Debug)]
 pub struct FileWriter {
     full: Option<tokio::sync::mpsc::Sender<(IoBuf, usize)>>,
+    /// What must live until the last write is done (see [`FileWriter::hold_until_written`]).
+    held: Arc<std::sync::Mutex<Vec<Held>>>,
     empty: tokio::sync::mpsc::Receiver<IoBuf>,
     thread: Option<std::thread::JoinHandle<io::Result<File>>>,
     /// A buffer being filled by [`FileWriter::write_from`], and how full it is.
@@ -324,27 +327,33 @@ impl FileWriter {
     const OWN_BUFFERS: usize = 2;
 
     /// Starts writing `len` bytes to `file`, which is positioned where they go, `offset` bytes
-    /// in.
-    pub fn spawn(file: File, offset: u64, len: u64) -> io::Result<Self> {
-        Self::spawn_within(file, offset, len, &BUFFER_BUDGET)
+    /// in. Waits for a thread when [`MAX_WRITERS`] are writing.
+    pub async fn spawn(file: File, offset: u64, len: u64) -> io::Result<Self> {
+        Self::spawn_within(file, offset, len, &BUFFER_BUDGET).await
     }
 
     /// [`FileWriter::spawn`], drawing extra buffers from `budget`.
-    pub fn spawn_within(
+    pub async fn spawn_within(
         file: File,
         offset: u64,
         len: u64,
         budget: &'static BufferBudget,
     ) -> io::Result<Self> {
+        let permit = WRITERS.acquire().await.map_err(io::Error::other)?;
         let buf_len = usize::try_from(len)
             .unwrap_or(crate::CHUNK)
             .clamp(1, crate::CHUNK);
         let direct = len >= DIRECT_MIN;
         let (full, mut full_rx) = tokio::sync::mpsc::channel::<(IoBuf, usize)>(Self::BUFFERS);
         let (empty_tx, empty) = tokio::sync::mpsc::channel(Self::BUFFERS);
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let holding = Arc::clone(&held);
         let thread = std::thread::Builder::new()
             .name("troca-writer".into())
             .spawn(move || {
+                // Both go when the last write is done: the thread's place, and what callers
+                // asked to keep until then.
+                let _done = (permit, HeldUntilEnd(holding));
                 let mut sink = Sink::new(file, offset, direct);
                 while let Some(first) = full_rx.blocking_recv() {
                     let mut batch = vec![first];
@@ -365,6 +374,7 @@ impl FileWriter {
             })?;
         Ok(Self {
             full: Some(full),
+            held,
             empty,
             thread: Some(thread),
             filling: None,
@@ -373,6 +383,16 @@ impl FileWriter {
             budget,
             taken: 0,
         })
+    }
+
+    /// Keeps `guard` alive until every queued buffer is written, even if this writer is
+    /// dropped first: an upload's claim on its name, so that a resumed upload cannot reopen the
+    /// file while an abandoned one still writes to it.
+    pub fn hold_until_written(&self, guard: impl std::any::Any + Send + 'static) {
+        self.held
+            .lock()
+            .expect("held guards poisoned")
+            .push(Box::new(guard));
     }
 
     /// An empty buffer to fill: a returned one, or a new one while fewer than
@@ -447,13 +467,26 @@ impl FileWriter {
 
 impl Drop for FileWriter {
     fn drop(&mut self) {
-        // Stop the thread and wait for it, so the file is closed (and nothing more is written to
-        // it) when the writer is gone: a resumed upload may reopen it at once.
+        // The thread writes what is queued and ends on its own; nothing waits for it here (this
+        // runs on an async worker). What must outlive the last write was handed to it.
         self.full = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
         self.budget.give(std::mem::take(&mut self.taken));
+    }
+}
+
+/// The most writer threads at once; further writers wait for one to finish.
+pub const MAX_WRITERS: usize = 256;
+static WRITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_WRITERS);
+
+type Held = Box<dyn std::any::Any + Send>;
+
+/// Drops the guards it holds when the writer thread ends.
+struct HeldUntilEnd(Arc<std::sync::Mutex<Vec<Held>>>);
+
+impl Drop for HeldUntilEnd {
+    fn drop(&mut self) {
+        let guards = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(guards);
     }
 }
 
@@ -575,7 +608,9 @@ mod tests {
         let path = dir.path().join("out");
         let mut file = File::create(&path).unwrap();
         std::io::Write::write_all(&mut file, head).unwrap();
-        let mut w = FileWriter::spawn(file, head.len() as u64, len).unwrap();
+        let mut w = FileWriter::spawn(file, head.len() as u64, len)
+            .await
+            .unwrap();
         for piece in pieces {
             if copy {
                 assert!(w.write_from(piece).await);
@@ -695,8 +730,12 @@ mod tests {
         let chunk = crate::CHUNK;
         let budget: &'static BufferBudget = Box::leak(Box::new(BufferBudget::new(3 * chunk)));
         let open = |name: &str| File::create(dir.path().join(name)).unwrap();
-        let mut a = FileWriter::spawn_within(open("a"), 0, len, budget).unwrap();
-        let mut b = FileWriter::spawn_within(open("b"), 0, len, budget).unwrap();
+        let mut a = FileWriter::spawn_within(open("a"), 0, len, budget)
+            .await
+            .unwrap();
+        let mut b = FileWriter::spawn_within(open("b"), 0, len, budget)
+            .await
+            .unwrap();
         let mut held = Vec::new();
         // `a` makes its own two, then three from the budget, then waits for one to come back.
         for _ in 0..5 {
@@ -735,7 +774,9 @@ mod tests {
         let path = dir.path().join("ro");
         std::fs::write(&path, b"x").unwrap();
         // Opened read-only: every write fails.
-        let mut w = FileWriter::spawn(File::open(&path).unwrap(), 0, 1 << 20).unwrap();
+        let mut w = FileWriter::spawn(File::open(&path).unwrap(), 0, 1 << 20)
+            .await
+            .unwrap();
         let mut stopped = false;
         // More writes than the writer has buffers: however far behind its thread is, a buffer
         // runs out and waits on it, so the failure is seen.
@@ -765,5 +806,32 @@ mod tests {
         place(&a, &b, true).unwrap();
         assert_eq!(std::fs::read(&b).unwrap(), b"new");
         assert!(!a.exists());
+    }
+
+    /// A writer dropped mid-file does not wait for its thread, yet what it holds (an upload's
+    /// claim on a name) is released only once every queued buffer is on disk.
+    #[tokio::test]
+    async fn a_dropped_writer_keeps_its_guard_until_the_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let chunk = crate::CHUNK;
+        let mut w = FileWriter::spawn(File::create(&path).unwrap(), 0, 4 * chunk as u64)
+            .await
+            .unwrap();
+        let (guard, released) = tokio::sync::oneshot::channel::<()>();
+        w.hold_until_written(guard);
+        for i in 0..3u8 {
+            let mut buf = w.buffer().await.unwrap();
+            buf.fill(i + 1);
+            assert!(w.write(buf, chunk).await);
+        }
+        drop(w);
+        // The guard is dropped (the channel closes) by the thread, after its last write.
+        assert!(released.await.is_err());
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len(), 3 * chunk);
+        for (i, part) in data.chunks(chunk).enumerate() {
+            assert!(part.iter().all(|&b| b == i as u8 + 1), "buffer {i}");
+        }
     }
 }

@@ -130,7 +130,9 @@ async fn download_part(
     file.seek(SeekFrom::Start(offset)).map_err(local)?;
 
     progress.start(header.size, offset);
-    let mut writer = FileWriter::spawn(file, offset, header.size - offset).map_err(local)?;
+    let mut writer = FileWriter::spawn(file, offset, header.size - offset)
+        .await
+        .map_err(local)?;
     let mut writer_stopped = false;
     while download.remaining() > 0 {
         let Some(mut buf) = writer.buffer().await else {

@@ -286,7 +286,7 @@ pub(crate) async fn get(
     };
     response
         .body(body)
-        .map_err(|e| HubError::BadRequest(format!("cannot answer: {e}")).into())
+        .map_err(|e| HubError::Internal(format!("cannot answer: {e}")).into())
 }
 
 /// A file's bytes as a response body, read chunk by chunk as the client takes them (constant
@@ -468,7 +468,9 @@ pub(crate) async fn put(
             .try_clone()
             .map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
         let mut writer = FileWriter::spawn(file, 0, size)
+            .await
             .map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
+        writer.hold_until_written(upload.claim());
         let stall = hub.config.stall_timeout;
         let failed = loop {
             let frame = match tokio::time::timeout(stall, body.frame()).await {
