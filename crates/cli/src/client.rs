@@ -1080,7 +1080,7 @@ fn print_history(entries: Vec<HistoryEntry>) {
             if e.ok { "ok" } else { "FAILED" },
             output::size(e.bytes),
             e.duration_us as f64 / 1000.0,
-            if e.ok {
+            if e.error.is_empty() {
                 String::new()
             } else {
                 format!("  {}", output::safe(&e.error))

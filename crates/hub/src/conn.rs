@@ -710,7 +710,10 @@ async fn receive_file(
         tracing::warn!(error = %err, "upload failed");
         return Ok(Err(err));
     }
-    match hub.finish_upload(upload, theirs, put.force, caller).await {
+    match hub
+        .finish_upload(upload, Some(theirs), put.force, caller)
+        .await
+    {
         Ok(done) => {
             conn.send(&done.into()).await?;
             Ok(Ok(received))

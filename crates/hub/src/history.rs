@@ -677,11 +677,22 @@ impl Pending {
 
     /// Records the request: the bytes it moved, or why it failed.
     pub fn finish(self, history: &HistoryLog, outcome: Result<u64, String>) {
+        self.finish_noted(history, outcome, None);
+    }
+
+    /// [`Pending::finish`], with a note on a request that succeeded (kept where a failure's
+    /// reason goes), such as an upload that could not be verified.
+    pub fn finish_noted(
+        self,
+        history: &HistoryLog,
+        outcome: Result<u64, String>,
+        note: Option<&str>,
+    ) {
         if !history.enabled() {
             return;
         }
         let (ok, error, bytes) = match &outcome {
-            Ok(bytes) => (true, None, *bytes),
+            Ok(bytes) => (true, note, *bytes),
             Err(e) => (false, Some(e.as_str()), 0),
         };
         history.append(&(

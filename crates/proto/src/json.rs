@@ -103,6 +103,9 @@ pub struct HistoryRow {
     pub target: String,
     pub ok: bool,
     pub error: Option<String>,
+    /// Said of a request that succeeded, e.g. an upload that could not be verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub bytes: u64,
     pub duration_ms: f64,
 }
@@ -113,6 +116,7 @@ pub fn history(entries: Vec<HistoryEntry>) -> Vec<HistoryRow> {
         .map(|e| HistoryRow {
             id: e.id,
             time: rfc3339(e.time_ns),
+            note: (e.ok && !e.error.is_empty()).then(|| e.error.clone()),
             error: (!e.ok).then_some(e.error),
             client: e.client,
             address: e.address,

@@ -62,7 +62,24 @@ pub(crate) fn pending(visitor: &Visitor, op: &'static str, target: String) -> Pe
 const POLLED: [&str; 3] = ["status", "who", "history"];
 
 /// Runs a request that needs a caller, and records it with its outcome.
-pub(crate) async fn recorded<T, F, Fut>(
+/// What a recorded request did: its answer, the bytes it moved, and a note for the history.
+pub(crate) struct Done<T> {
+    pub value: T,
+    pub bytes: u64,
+    pub note: Option<&'static str>,
+}
+
+impl<T> From<(T, u64)> for Done<T> {
+    fn from((value, bytes): (T, u64)) -> Self {
+        Done {
+            value,
+            bytes,
+            note: None,
+        }
+    }
+}
+
+pub(crate) async fn recorded<T, D, F, Fut>(
     hub: &Arc<Hub>,
     visitor: &Visitor,
     headers: &HeaderMap,
@@ -72,19 +89,20 @@ pub(crate) async fn recorded<T, F, Fut>(
 ) -> Result<T, ApiError>
 where
     F: FnOnce(Caller) -> Fut,
-    Fut: Future<Output = Result<(T, u64), ApiError>>,
+    Fut: Future<Output = Result<D, ApiError>>,
+    D: Into<Done<T>>,
 {
     let record = pending(visitor, op, target);
     let result = match caller(hub, visitor, headers).await {
-        Ok(c) => work(c).await,
+        Ok(c) => work(c).await.map(Into::into),
         Err(e) => Err(e),
     };
     // A page refreshing its side panels says so; those looks would bury everything else.
     let polled = headers.contains_key("x-troca-poll") && POLLED.contains(&op);
     match result {
-        Ok((value, bytes)) => {
+        Ok(Done { value, bytes, note }) => {
             if !polled {
-                record.finish(&hub.history, Ok(bytes));
+                record.finish_noted(&hub.history, Ok(bytes), note);
             }
             Ok(value)
         }

@@ -5,7 +5,7 @@
 //! the native protocol's names (in the hub's service): `%2F`, `%2E%2E`, backslashes and the like
 //! reach that check as the characters they encode and are refused there like any other bad name.
 
-use crate::api::{caller, pending, recorded};
+use crate::api::{caller, pending, recorded, Done};
 use crate::error::ApiError;
 use crate::Visitor;
 use axum::body::Body;
@@ -419,6 +419,9 @@ pub(crate) struct PutQuery {
     overwrite: Option<String>,
 }
 
+/// The history's note on an upload whose sender gave no hash to check it against.
+pub(crate) const UNVERIFIED: &str = "unverified: no X-Troca-Blake3 header";
+
 /// The optional `X-Troca-Blake3` header: the sender's hash of the file, checked end to end.
 fn sender_hash(headers: &HeaderMap) -> Result<Option<Hash>, ApiError> {
     match headers.get("x-troca-blake3") {
@@ -511,7 +514,7 @@ pub(crate) async fn put(
             upload.discard();
             return Err(e.into());
         }
-        let theirs = theirs.unwrap_or_else(|| *upload.hasher.finalize().as_bytes());
+        let verified = theirs.is_some();
         let done = hub.finish_upload(upload, theirs, force, &caller).await?;
         let answer = (
             StatusCode::CREATED,
@@ -519,9 +522,14 @@ pub(crate) async fn put(
                 "name": done.name,
                 "size": done.size,
                 "blake3": blake3::Hash::from_bytes(done.blake3).to_hex().to_string(),
+                "verified": verified,
             })),
         );
-        Ok((answer.into_response(), got))
+        Ok(Done {
+            value: answer.into_response(),
+            bytes: got,
+            note: (!verified).then_some(UNVERIFIED),
+        })
     })
     .await
 }

@@ -662,3 +662,42 @@ async fn a_folder_zip_of_more_than_4_gib_uses_zip64() {
     std::io::Read::read_to_string(&mut zip.by_name("huge/small.txt").unwrap(), &mut small).unwrap();
     assert_eq!(small, "small");
 }
+
+/// An upload is verified end to end only when its sender gives a hash; one without is kept
+/// (the bytes are whole, fsynced and hashed) but said to be unverified, in the answer and in
+/// the history.
+#[tokio::test]
+async fn an_upload_without_the_senders_hash_is_recorded_as_unverified() {
+    let f = Fixture::new();
+    let r = f
+        .send(
+            put("/files/plain.txt", b"hello")
+                .body(Body::from(&b"hello"[..]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(json(r).await["verified"], false);
+    let r = f
+        .send(
+            put("/files/checked.txt", b"hello")
+                .header("x-troca-blake3", blake3::hash(b"hello").to_hex().as_str())
+                .body(Body::from(&b"hello"[..]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(json(r).await["verified"], true);
+    f.hub.history.flush();
+    let rows = json(f.get("/api/history?op=put").await).await;
+    let note = |target: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == target)
+            .unwrap_or_else(|| panic!("{target} in {rows}"))["note"]
+            .clone()
+    };
+    assert_eq!(note("plain.txt"), "unverified: no X-Troca-Blake3 header");
+    assert!(note("checked.txt").is_null());
+}
