@@ -8,7 +8,7 @@ use crate::client::{get_one, put_one, Link};
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use troca_net::ClientError;
 use troca_proto::json as rows;
@@ -102,25 +102,28 @@ async fn answer(link: &mut Link<'_>, line: &str) -> (Value, bool) {
         }
     };
     let id = request.get("id").cloned();
-    let Some(fields) = request.as_object() else {
+    let Value::Object(fields) = request else {
         let f = Failure::new(
             "bad_request",
             "a request is a JSON object with an \"operation\"",
         );
         return (failure(id, f), false);
     };
-    let op = fields
-        .get("operation")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let quit = matches!(op, "q" | "quit");
-    let result = perform(link, op, fields).await;
-    if let Err(f) = &result {
-        // A lost connection is made again for the next request.
-        if matches!(f.code, "connection" | "protocol" | "integrity") {
-            link.reset();
+    let result = match parse(fields) {
+        Ok(request) => {
+            let quit = matches!(request, Request::Q);
+            let result = perform(link, request).await;
+            if let Err(f) = &result {
+                // A lost connection is made again for the next request.
+                if matches!(f.code, "connection" | "protocol" | "integrity") {
+                    link.reset();
+                }
+            }
+            (result, quit)
         }
-    }
+        Err(f) => (Err(f), false),
+    };
+    let (result, quit) = result;
     let answer = match result {
         Ok(mut body) => {
             let mut out = Map::new();
@@ -144,26 +147,98 @@ fn failure(id: Option<Value>, f: Failure) -> Value {
     out
 }
 
-fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, Failure> {
-    match fields.get(name) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(Failure::new(
-            "bad_request",
-            format!("\"{name}\" must be a string"),
-        )),
-        None => Err(Failure::new(
-            "missing_field",
-            format!("this operation needs \"{name}\""),
-        )),
-    }
+/// One request, by its `"operation"`; fields a request does not use are ignored.
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+enum Request {
+    #[serde(alias = "quit")]
+    Q,
+    List {
+        #[serde(default)]
+        prefix: String,
+    },
+    Find {
+        text: String,
+    },
+    Upload {
+        file_path: PathBuf,
+        name: Option<String>,
+        /// The hub folder to upload into (the file keeps its name).
+        to: Option<String>,
+        #[serde(default)]
+        force: bool,
+    },
+    Download {
+        file_name: String,
+        save_to: Option<PathBuf>,
+        #[serde(default)]
+        force: bool,
+    },
+    Remove {
+        file_name: String,
+        #[serde(default)]
+        recursive: bool,
+    },
+    MakeFolder {
+        name: String,
+    },
+    Move {
+        from: String,
+        to: String,
+        #[serde(default)]
+        force: bool,
+    },
+    History {
+        #[serde(default = "default_limit")]
+        limit: u32,
+        client: Option<String>,
+        op: Option<String>,
+        #[serde(default)]
+        before: u64,
+    },
+    Register {
+        name: String,
+    },
+    ListClients,
+    Status,
+    Time,
 }
 
-fn flag(fields: &Map<String, Value>, name: &str) -> bool {
-    fields.get(name).and_then(Value::as_bool).unwrap_or(false)
+fn default_limit() -> u32 {
+    50
 }
 
-fn optional<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    fields.get(name).and_then(Value::as_str)
+/// The request a JSON object asks for, or why it is not one: the operation is checked first
+/// (missing or unknown), then its fields (missing, or of the wrong type).
+fn parse(fields: Map<String, Value>) -> Result<Request, Failure> {
+    let op = match fields.get("operation") {
+        None => {
+            return Err(Failure::new(
+                "missing_field",
+                format!("a request needs an \"operation\": one of {OPERATIONS}"),
+            ))
+        }
+        Some(Value::String(op)) => op.clone(),
+        Some(_) => {
+            return Err(Failure::new(
+                "bad_request",
+                "\"operation\" must be a string",
+            ))
+        }
+    };
+    serde_json::from_value(Value::Object(fields)).map_err(|e| {
+        let text = e.to_string();
+        if text.starts_with("unknown variant") {
+            Failure::new(
+                "unknown_operation",
+                format!("unknown operation \"{op}\"; known: {OPERATIONS}"),
+            )
+        } else if let Some(rest) = text.strip_prefix("missing field ") {
+            Failure::new("missing_field", format!("{op} needs {rest}"))
+        } else {
+            Failure::new("bad_request", format!("{op}: {text}"))
+        }
+    })
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -173,115 +248,100 @@ fn object(v: Value) -> Map<String, Value> {
     }
 }
 
-async fn perform(
-    link: &mut Link<'_>,
-    op: &str,
-    fields: &Map<String, Value>,
-) -> Result<Map<String, Value>, Failure> {
-    let force = fields
-        .get("force")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let body = match op {
-        "" => {
-            return Err(Failure::new(
-                "missing_field",
-                format!("a request needs an \"operation\": one of {OPERATIONS}"),
-            ))
-        }
-        "q" | "quit" => json!({ "bye": true }),
-        "list" => {
-            let prefix = optional(fields, "prefix").unwrap_or("");
-            let entries = link.client().await?.list(prefix).await?;
+async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Value>, Failure> {
+    let body = match request {
+        Request::Q => json!({ "bye": true }),
+        Request::List { prefix } => {
+            let entries = link.client().await?.list(&prefix).await?;
             json!({ "files": rows::files(&entries) })
         }
-        "upload" if Path::new(field(fields, "file_path")?).is_dir() => {
-            // A folder: every file in it, under the hub folder `to` (default: the top).
-            let path = PathBuf::from(field(fields, "file_path")?);
-            let naming = crate::client::Naming {
-                as_name: None,
-                to: optional(fields, "to").map(str::to_owned),
-            };
-            let plan = crate::client::upload_plan(&[path], &naming)
-                .map_err(|e| Failure::new("local", format!("{e:#}")))?;
-            let mut rows = Vec::new();
-            for (file, name) in &plan {
-                rows.push(put_one(link.client().await?, file, Some(name), force, true).await?);
-            }
-            json!({ "files": rows })
-        }
-        "upload" => {
-            let path = field(fields, "file_path")?;
-            let name = optional(fields, "name").map(str::to_owned).or_else(|| {
-                let to = optional(fields, "to")?.trim_end_matches('/');
-                let file = Path::new(path).file_name()?.to_str()?;
-                Some(format!("{to}/{file}"))
-            });
-            let row = put_one(
-                link.client().await?,
-                Path::new(path),
-                name.as_deref(),
-                force,
-                true,
-            )
-            .await?;
+        Request::Upload {
+            file_path,
+            name,
+            to,
+            force,
+        } => upload(link, file_path, name, to, force).await?,
+        Request::Download {
+            file_name,
+            save_to,
+            force,
+        } => {
+            let client = link.client().await?;
+            let row = get_one(client, &file_name, save_to.as_deref(), force, true).await?;
             json!({ "file": row })
         }
-        "download" => {
-            let name = field(fields, "file_name")?;
-            let save_to = optional(fields, "save_to").map(Path::new);
-            let row = get_one(link.client().await?, name, save_to, force, true).await?;
-            json!({ "file": row })
+        Request::Remove {
+            file_name,
+            recursive,
+        } => {
+            let files = link.client().await?.remove(&file_name, recursive).await?;
+            json!({ "removed": file_name, "files": files })
         }
-        "remove" => {
-            let name = field(fields, "file_name")?;
-            let recursive = flag(fields, "recursive");
-            let files = link.client().await?.remove(name, recursive).await?;
-            json!({ "removed": name, "files": files })
-        }
-        "make_folder" => {
-            let name = field(fields, "name")?;
-            let created = link.client().await?.make_folder(name).await?;
+        Request::MakeFolder { name } => {
+            let created = link.client().await?.make_folder(&name).await?;
             json!({ "folder": name, "created": created })
         }
-        "move" => {
-            let (from, to) = (field(fields, "from")?, field(fields, "to")?);
-            let name = link.client().await?.rename(from, to, force).await?;
+        Request::Move { from, to, force } => {
+            let name = link.client().await?.rename(&from, &to, force).await?;
             json!({ "from": from, "name": name })
         }
-        "find" => {
-            let text = field(fields, "text")?;
-            let entries = link.client().await?.find(text).await?;
+        Request::Find { text } => {
+            let entries = link.client().await?.find(&text).await?;
             json!({ "files": rows::files(&entries) })
         }
-        "history" => {
-            let limit = fields.get("limit").and_then(Value::as_u64).unwrap_or(50);
-            let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        Request::History {
+            limit,
+            client,
+            op,
+            before,
+        } => {
             let query = History {
                 limit,
-                client: optional(fields, "client").map(str::to_owned),
-                op: optional(fields, "op").map(str::to_owned),
-                before: fields.get("before").and_then(Value::as_u64).unwrap_or(0),
+                client,
+                op,
+                before,
             };
             let page = link.client().await?.history(query).await?;
             json!({ "history": rows::history(page.entries), "next_before": page.next })
         }
-        "register" => {
-            let name = field(fields, "name")?;
-            link.client().await?.register(name).await?;
+        Request::Register { name } => {
+            link.client().await?.register(&name).await?;
             json!({ "name": name })
         }
-        "list_clients" => json!({ "clients": rows::clients(link.client().await?.who().await?) }),
-        "status" => {
+        Request::ListClients => {
+            json!({ "clients": rows::clients(link.client().await?.who().await?) })
+        }
+        Request::Status => {
             json!({ "status": rows::status(&link.client().await?.status().await?) })
         }
-        "time" => rows::time(&link.client().await?.status().await?),
-        other => {
-            return Err(Failure::new(
-                "unknown_operation",
-                format!("unknown operation \"{other}\"; known: {OPERATIONS}"),
-            ))
-        }
+        Request::Time => rows::time(&link.client().await?.status().await?),
     };
     Ok(object(body))
+}
+
+/// Uploads a file (as `name`, or into the hub folder `to`), or a folder's every file.
+async fn upload(
+    link: &mut Link<'_>,
+    path: PathBuf,
+    name: Option<String>,
+    to: Option<String>,
+    force: bool,
+) -> Result<Value, Failure> {
+    if path.is_dir() {
+        let naming = crate::client::Naming { as_name: None, to };
+        let plan = crate::client::upload_plan(&[path], &naming)
+            .map_err(|e| Failure::new("local", format!("{e:#}")))?;
+        let mut rows = Vec::new();
+        for (file, name) in &plan {
+            rows.push(put_one(link.client().await?, file, Some(name), force, true).await?);
+        }
+        return Ok(json!({ "files": rows }));
+    }
+    let name = name.or_else(|| {
+        let to = to?;
+        let file = path.file_name()?.to_str()?;
+        Some(format!("{}/{file}", to.trim_end_matches('/')))
+    });
+    let row = put_one(link.client().await?, &path, name.as_deref(), force, true).await?;
+    Ok(json!({ "file": row }))
 }
