@@ -60,6 +60,10 @@ pub struct HubArgs {
     /// encrypted).
     #[arg(long)]
     pub plaintext: bool,
+    /// Give up on a hub that says nothing (no answer, no bytes of a file) for this long, e.g.
+    /// 30s, 5m (default 2m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Everything a client command needs to know, from the options before and after its name and
@@ -74,6 +78,7 @@ pub struct Global {
     pub hub_key: Option<String>,
     pub trust_new_hub: bool,
     pub plaintext: bool,
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Command {
@@ -129,6 +134,7 @@ impl Global {
             plaintext: after.plaintext
                 || before.plaintext
                 || env("TROCA_PLAINTEXT").is_some_and(|v| v == "1"),
+            timeout: after.timeout.or(before.timeout),
         }
     }
 }

@@ -143,6 +143,7 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         },
         // A hub whose key nobody pinned may still have a certificate an authority vouches for.
         roots: known.is_none().then(system_roots).flatten(),
+        silence: global.timeout,
     };
     match HubClient::connect(&addr, &options).await {
         Err(ClientError::UnknownHubKey { seen, .. }) => {

@@ -225,3 +225,65 @@ async fn a_client_that_stops_reading_a_download_is_dropped_while_others_are_serv
         "received the whole file ({got} bytes) despite stalling"
     );
 }
+
+/// A hub that goes silent mid-answer (it sent a file's header, then nothing) is given up on
+/// after `--timeout`, with a message saying so, rather than waited for for ever.
+#[test]
+fn a_client_gives_up_on_a_hub_gone_silent() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (said, silent) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut frames = Vec::new();
+        let next = |s: &mut std::net::TcpStream, frames: &mut Vec<u8>| loop {
+            if let Ok(Some((m, used))) = troca_proto::decode_frame(frames) {
+                frames.drain(..used);
+                return m;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "the client left early");
+            frames.extend_from_slice(&chunk[..n]);
+        };
+        let mut out = Vec::new();
+        assert!(matches!(
+            next(&mut s, &mut frames),
+            troca_proto::Message::Hello(_)
+        ));
+        let welcome = troca_proto::msg::Welcome {
+            version: troca_proto::PROTOCOL_VERSION,
+            server: "silent".into(),
+            max_frame: troca_proto::MAX_FRAME_LEN as u32,
+        };
+        troca_proto::encode_frame(&welcome.into(), &mut out);
+        s.write_all(&out).unwrap();
+        assert!(matches!(
+            next(&mut s, &mut frames),
+            troca_proto::Message::Get(_)
+        ));
+        let header = troca_proto::msg::FileHeader {
+            size: 1000,
+            offset: 0,
+            modified_ns: 0,
+        };
+        out.clear();
+        troca_proto::encode_frame(&header.into(), &mut out);
+        s.write_all(&out).unwrap();
+        s.write_all(&[7u8; 10]).unwrap();
+        // Holds the connection open, saying nothing more, until the client is done.
+        let _ = silent.recv();
+    });
+    let out = std::process::Command::new(TROCA)
+        .env("TROCA_HUB", &addr)
+        .env("TROCA_PLAINTEXT", "1")
+        .env_remove("TROCA_TOKEN")
+        .args(["get", "file.bin", "-o", "-", "--timeout", "1s"])
+        .output()
+        .unwrap();
+    drop(said);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the hub said nothing for 1 s"), "{err}");
+}

@@ -104,6 +104,7 @@ fn options() -> ClientOptions {
             troca_net::Trust::Key(Some(k))
         }),
         roots: None,
+        silence: None,
     }
 }
 

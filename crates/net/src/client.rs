@@ -30,7 +30,13 @@ pub struct ClientOptions {
     /// Certificate authorities that may vouch for a hub whose key is not pinned (one with a
     /// CA-issued certificate), checked against the host name in the address.
     pub roots: Option<Arc<rustls::RootCertStore>>,
+    /// How long to wait for the hub to say anything (an answer, the next bytes of a file)
+    /// before giving up; `None`: [`DEFAULT_SILENCE`].
+    pub silence: Option<std::time::Duration>,
 }
+
+/// How long a client waits by default for a hub that has gone silent mid-answer.
+pub const DEFAULT_SILENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// One page of the hub's history, and the `before` that asks for the next (0: no older entries).
 #[derive(Debug, Clone, Default)]
@@ -46,6 +52,7 @@ pub struct HubClient {
     welcome: Welcome,
     /// The hub's key, as checked in the TLS handshake (`None` in plaintext).
     hub_key: Option<troca_proto::key::HubKey>,
+    silence: std::time::Duration,
 }
 
 impl HubClient {
@@ -107,7 +114,8 @@ impl HubClient {
             .into(),
         )
         .await?;
-        let welcome = match expect(&mut conn).await? {
+        let silence = options.silence.unwrap_or(DEFAULT_SILENCE);
+        let welcome = match expect(&mut conn, silence).await? {
             Message::Welcome(w) => w,
             other => return Err(unexpected(&other)),
         };
@@ -115,6 +123,7 @@ impl HubClient {
             conn,
             welcome,
             hub_key: None,
+            silence,
         })
     }
 
@@ -152,14 +161,14 @@ impl HubClient {
 
     /// The next answer: a message, or the hub's `Error` as [`ClientError::Hub`].
     pub(crate) async fn answer(&mut self) -> Result<Message, ClientError> {
-        expect(&mut self.conn).await
+        expect(&mut self.conn, self.silence).await
     }
 
     /// Reads exactly `dst.len()` raw bytes that follow a frame.
     pub(crate) async fn read_exact_raw(&mut self, dst: &mut [u8]) -> Result<(), ClientError> {
         let mut got = 0;
         while got < dst.len() {
-            let n = self.conn.read_raw(&mut dst[got..]).await?;
+            let n = within(self.silence, self.conn.read_raw(&mut dst[got..])).await?;
             if n == 0 {
                 return Err(ClientError::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -179,7 +188,7 @@ impl HubClient {
     ) -> Result<Vec<T>, ClientError> {
         let mut all = Vec::new();
         loop {
-            match take(expect(&mut self.conn).await?) {
+            match take(expect(&mut self.conn, self.silence).await?) {
                 Ok((items, last)) => {
                     all.extend(items);
                     if last {
@@ -203,7 +212,7 @@ impl HubClient {
                 .into(),
             )
             .await?;
-        match expect(&mut self.conn).await? {
+        match expect(&mut self.conn, self.silence).await? {
             Message::Registered(_) => Ok(()),
             other => Err(unexpected(&other)),
         }
@@ -243,7 +252,7 @@ impl HubClient {
     /// The hub's clock and figures.
     pub async fn status(&mut self) -> Result<StatusInfo, ClientError> {
         self.conn.send(&Status.into()).await?;
-        match expect(&mut self.conn).await? {
+        match expect(&mut self.conn, self.silence).await? {
             Message::StatusInfo(info) => Ok(info),
             other => Err(unexpected(&other)),
         }
@@ -257,7 +266,7 @@ impl HubClient {
             recursive,
         };
         self.conn.send(&remove.into()).await?;
-        match expect(&mut self.conn).await? {
+        match expect(&mut self.conn, self.silence).await? {
             Message::Removed(r) => Ok(r.files),
             other => Err(unexpected(&other)),
         }
@@ -269,7 +278,7 @@ impl HubClient {
             name: name.to_owned(),
         };
         self.conn.send(&make.into()).await?;
-        match expect(&mut self.conn).await? {
+        match expect(&mut self.conn, self.silence).await? {
             Message::FolderMade(m) => Ok(m.created),
             other => Err(unexpected(&other)),
         }
@@ -288,7 +297,7 @@ impl HubClient {
             force,
         };
         self.conn.send(&m.into()).await?;
-        match expect(&mut self.conn).await? {
+        match expect(&mut self.conn, self.silence).await? {
             Message::Moved(m) => Ok(m.name),
             other => Err(unexpected(&other)),
         }
@@ -319,7 +328,7 @@ impl HubClient {
                 .into(),
             )
             .await?;
-        let header = match expect(&mut self.conn).await? {
+        let header = match expect(&mut self.conn, self.silence).await? {
             Message::FileHeader(h) => h,
             other => return Err(unexpected(&other)),
         };
@@ -336,7 +345,7 @@ impl HubClient {
     pub async fn put(&mut self, put: Put) -> Result<Upload<'_>, ClientError> {
         let size = put.size;
         self.conn.send(&put.into()).await?;
-        let ready = match expect(&mut self.conn).await? {
+        let ready = match expect(&mut self.conn, self.silence).await? {
             Message::PutReady(r) if r.offset <= size => r,
             Message::PutReady(r) => {
                 return Err(ClientError::Protocol(format!(
@@ -380,7 +389,11 @@ impl Download<'_> {
         let want = buf
             .len()
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let n = self.client.conn.read_raw(&mut buf[..want]).await?;
+        let n = within(
+            self.client.silence,
+            self.client.conn.read_raw(&mut buf[..want]),
+        )
+        .await?;
         if n == 0 {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -401,7 +414,7 @@ impl Download<'_> {
                 "download finished before all bytes were read".into(),
             ));
         }
-        match expect(&mut self.client.conn).await? {
+        match expect(&mut self.client.conn, self.client.silence).await? {
             Message::FileEnd(FileEnd { blake3 }) => Ok(blake3),
             other => Err(unexpected(&other)),
         }
@@ -485,7 +498,7 @@ impl Upload<'_> {
             )));
         }
         self.client.conn.send(&PutEnd { blake3 }.into()).await?;
-        match expect(&mut self.client.conn).await? {
+        match expect(&mut self.client.conn, self.client.silence).await? {
             Message::PutDone(done) => Ok(done),
             other => Err(unexpected(&other)),
         }
@@ -552,8 +565,29 @@ fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-async fn expect(conn: &mut Connection<Stream>) -> Result<Message, ClientError> {
-    match conn.read_message().await? {
+/// Waits at most `silence` for `read`: a hub that stops answering is given up on, not waited
+/// for for ever.
+async fn within<T, E>(
+    silence: std::time::Duration,
+    read: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ClientError>
+where
+    ClientError: From<E>,
+{
+    match tokio::time::timeout(silence, read).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the hub said nothing for {} s", silence.as_secs()),
+        ))),
+    }
+}
+
+async fn expect(
+    conn: &mut Connection<Stream>,
+    silence: std::time::Duration,
+) -> Result<Message, ClientError> {
+    match within(silence, conn.read_message()).await? {
         Some(Message::Error(e)) => Err(ClientError::Hub {
             code: e.code,
             message: e.message,
