@@ -142,7 +142,9 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
             troca_net::Trust::Key(known)
         },
         // A hub whose key nobody pinned may still have a certificate an authority vouches for.
-        roots: known.is_none().then(system_roots).flatten(),
+        roots: (known.is_none() && !global.plaintext)
+            .then(system_roots)
+            .flatten(),
         silence: global.timeout,
     };
     match HubClient::connect(&addr, &options).await {
