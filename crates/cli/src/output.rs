@@ -1,7 +1,6 @@
 //! Formatting for people and for machines: sizes, times, hashes, JSON rows, error lines.
 
 use serde::Serialize;
-use troca_proto::Hash;
 
 /// An error and its causes on one line.
 /// What a person at the command line (or in the shell) can do about a hub's refusal, told by
@@ -63,9 +62,7 @@ pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-pub fn hex(h: &Hash) -> String {
-    troca_net::transfer::hex(h)
-}
+pub use troca_proto::hex;
 
 /// A short local time for listings.
 pub fn local_time(ns: i64) -> String {

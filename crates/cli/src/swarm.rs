@@ -142,7 +142,7 @@ pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {
             .iter()
             .map(|l| {
                 serde_json::json!({
-                    "id": blake3::Hash::from_bytes(l.file.id).to_hex().to_string(),
+                    "id": troca_proto::hex(&l.file.id),
                     "name": l.file.name,
                     "size": l.file.size,
                     "peers": l.peers.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(),
@@ -153,7 +153,7 @@ pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {
         print_json(&rows)?;
     } else {
         for l in files {
-            let id = blake3::Hash::from_bytes(l.file.id).to_hex();
+            let id = troca_proto::hex(&l.file.id);
             println!(
                 "{}  {:>10}  {:>3} {}  {}",
                 &id[..16],
@@ -169,7 +169,7 @@ pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {
 
 /// Where a swarm download went and which peers gave what.
 pub fn print_outcome(global: &Global, o: &Outcome) -> Result<()> {
-    let id = blake3::Hash::from_bytes(o.id).to_hex().to_string();
+    let id = troca_proto::hex(&o.id);
     if global.json {
         let peers: Vec<_> = o
             .peers

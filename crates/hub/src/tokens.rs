@@ -82,9 +82,7 @@ fn new_secret() -> Result<String, HubError> {
     Ok(format!("troca_{}", hex(&bytes)))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use troca_proto::hex;
 
 fn hash(token: &str) -> blake3::Hash {
     blake3::hash(token.trim().as_bytes())

@@ -167,8 +167,8 @@ async fn fetch_one(
     if ours != theirs {
         return Err(ClientError::Integrity {
             what: f.name.clone(),
-            expected: crate::transfer::hex(&theirs),
-            actual: crate::transfer::hex(&ours),
+            expected: troca_proto::hex(&theirs),
+            actual: troca_proto::hex(&ours),
         });
     }
     let part = part_path(&f.target);

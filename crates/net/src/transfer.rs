@@ -12,6 +12,7 @@ use crate::{transfer_buffer, CHUNK};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use troca_proto::hex;
 use troca_proto::msg::Put;
 use troca_proto::Hash;
 
@@ -307,9 +308,4 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
-/// Lower-case hex, as hashes are shown everywhere.
-pub fn hex(hash: &Hash) -> String {
-    blake3::Hash::from_bytes(*hash).to_hex().to_string()
 }

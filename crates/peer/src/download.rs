@@ -212,7 +212,7 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     let layout = Layout::for_len(wanted.size);
     let (hashes, liars) = fetch_hashes(wanted, layout, peers, options).await?;
     let partial_dir = dir.join(PARTIAL_DIR);
-    let hex = blake3::Hash::from_bytes(wanted.id).to_hex();
+    let hex = troca_proto::hex(&wanted.id);
     let part_path = partial_dir.join(format!("{hex}.part"));
     let record_path = partial_dir.join(format!("{hex}.pieces"));
     check_space(dir, &part_path, wanted)?;
@@ -333,7 +333,7 @@ pub fn local_name(wanted: &Wanted) -> String {
     let base = wanted.name.rsplit('/').next().unwrap_or("");
     match RemoteName::parse(base) {
         Ok(_) if !base.starts_with('.') => base.to_owned(),
-        _ => blake3::Hash::from_bytes(wanted.id).to_hex().to_string(),
+        _ => troca_proto::hex(&wanted.id),
     }
 }
 
@@ -1010,7 +1010,7 @@ mod tests {
         };
         assert_eq!(local_name(&w("photos/cat.png")), "cat.png");
         assert_eq!(local_name(&w("../../etc/passwd")), "passwd");
-        let hex = blake3::Hash::from_bytes([7; 32]).to_hex().to_string();
+        let hex = troca_proto::hex(&[7; 32]);
         assert_eq!(local_name(&w("..")), hex);
         assert_eq!(local_name(&w("")), hex);
         assert_eq!(local_name(&w(".bashrc")), hex);

@@ -63,7 +63,7 @@ pub async fn find(tracker: &mut TrackerClient, what: &str) -> Result<Found, Look
         } else {
             let all = tracker.list("", None).await?;
             all.into_iter()
-                .filter(|l| hex(l).starts_with(&lower))
+                .filter(|l| id_hex(l).starts_with(&lower))
                 .collect()
         };
         if !found.is_empty() {
@@ -74,15 +74,15 @@ pub async fn find(tracker: &mut TrackerClient, what: &str) -> Result<Found, Look
     choose(what, found)
 }
 
-fn hex(l: &Listed) -> String {
-    blake3::Hash::from_bytes(l.file.id).to_hex().to_string()
+fn id_hex(l: &Listed) -> String {
+    troca_proto::hex(&l.file.id)
 }
 
 /// One file (one id) from the matches, or an error naming them all.
 fn choose(what: &str, found: Vec<Listed>) -> Result<Found, LookupError> {
     let mut by_id: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
     for l in found {
-        by_id.entry(hex(&l)).or_default().push(l);
+        by_id.entry(id_hex(&l)).or_default().push(l);
     }
     match by_id.len() {
         0 => Err(LookupError::NotFound(what.to_owned())),

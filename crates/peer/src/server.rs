@@ -203,7 +203,7 @@ impl Serving {
     }
 
     async fn not_found(&mut self, id: &Hash) -> Result<(), FrameError> {
-        let hex = blake3::Hash::from_bytes(*id).to_hex();
+        let hex = troca_proto::hex(id);
         self.refuse(
             ErrorCode::NotFound,
             &format!("this peer does not share {hex}"),

@@ -36,9 +36,7 @@ pub fn zoned_time(ns: i64, utc_offset_s: i32) -> String {
         .unwrap_or_default()
 }
 
-fn hex(h: &crate::Hash) -> String {
-    blake3::Hash::from_bytes(*h).to_hex().to_string()
-}
+use crate::hex;
 
 /// A file in a listing.
 #[derive(Debug, Serialize)]
@@ -56,7 +54,7 @@ pub fn files(entries: &[Entry]) -> Vec<FileRow> {
             name: e.name.clone(),
             size: e.size,
             modified: rfc3339(e.modified_ns),
-            blake3: e.blake3.as_ref().map(hex),
+            blake3: e.blake3.as_ref().map(|h| hex(h)),
         })
         .collect()
 }

@@ -46,3 +46,24 @@ pub const HASH_LEN: usize = 32;
 
 /// A BLAKE3 hash as raw bytes.
 pub type Hash = [u8; HASH_LEN];
+
+/// Lower-case hex, as hashes, ids and tokens are written everywhere.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod hex_tests {
+    #[test]
+    fn hex_matches_blake3s_own() {
+        let h = blake3::hash(b"troca");
+        assert_eq!(super::hex(h.as_bytes()), h.to_hex().as_str());
+        assert_eq!(super::hex(&[0, 0xff, 0x0a]), "00ff0a");
+    }
+}

@@ -42,7 +42,7 @@ fn remote_name(uri: &Uri) -> Result<String, ApiError> {
 }
 
 fn etag(hash: &Hash) -> String {
-    format!("\"{}\"", blake3::Hash::from_bytes(*hash).to_hex())
+    format!("\"{}\"", troca_proto::hex(hash))
 }
 
 /// Whether an `If-None-Match` list names this ETag.
@@ -521,7 +521,7 @@ pub(crate) async fn put(
             Json(serde_json::json!({
                 "name": done.name,
                 "size": done.size,
-                "blake3": blake3::Hash::from_bytes(done.blake3).to_hex().to_string(),
+                "blake3": troca_proto::hex(&done.blake3),
                 "verified": verified,
             })),
         );
