@@ -69,6 +69,9 @@ fn aria2c(dir: &std::path::Path, torrent: &std::path::Path, extra: &[&str]) -> C
 
 #[test]
 fn aria2c_clients_share_a_file_through_a_troca_tracker() {
+    if !needs("aria2c", "a real BitTorrent client") {
+        return;
+    }
     let s = Scratch::new();
     let tracker = Daemon::start(&["tracker", "--listen", "127.0.0.1:0", "--stats-every", "0"]);
     let seed_dir = s.tmp.path().join("seed");

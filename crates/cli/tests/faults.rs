@@ -95,6 +95,9 @@ async fn stale_partial_uploads_are_cleaned_after_their_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() {
+    if !needs_root("it mounts a small tmpfs to fill") {
+        return;
+    }
     let s = Scratch::new();
     let disk_dir = s.tmp.path().join("small");
     let disk = SmallDisk::mount(&disk_dir, "24m");

@@ -931,6 +931,9 @@ fn put(name: &str, size: u64) -> Put {
 /// reserved its size when it began), and the first completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_reserves_its_space_so_the_next_is_refused_at_once() {
+    if !needs_root("it mounts a small tmpfs to fill") {
+        return;
+    }
     let s = Scratch::new();
     let disk = SmallDisk::mount(&s.tmp.path().join("disk"), "64m");
     let share = disk.path.join("share");
@@ -972,6 +975,9 @@ fn partials(hub: &Hub) -> Vec<serde_json::Value> {
 /// address's budget, and gives its space to the next upload that needs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_uploads_are_budgeted_shown_and_give_way() {
+    if !needs_root("it mounts a small tmpfs to fill") {
+        return;
+    }
     let s = Scratch::new();
     let disk = SmallDisk::mount(&s.tmp.path().join("disk"), "64m");
     let share = disk.path.join("share");
@@ -1049,6 +1055,9 @@ fn an_interrupted_web_upload_leaves_nothing_behind() {
 /// memory and writes them once there is room again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_keeps_what_happened_while_the_disk_was_full() {
+    if !needs_root("it mounts a small tmpfs to fill") {
+        return;
+    }
     let s = Scratch::new();
     let disk = SmallDisk::mount(&s.tmp.path().join("disk"), "16m");
     let share = disk.path.join("share");

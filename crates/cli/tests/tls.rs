@@ -213,6 +213,9 @@ fn a_plaintext_hub_and_client_still_talk_and_mixing_them_fails_clearly() {
 
 #[test]
 fn a_web_token_and_owner_key_do_not_cross_the_wire_in_the_clear_either() {
+    if !needs("curl", "an HTTPS client to send the token") {
+        return;
+    }
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &["--https"]);
     let web = hub.web.clone().unwrap();

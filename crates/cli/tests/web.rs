@@ -17,6 +17,9 @@ fn curl(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn curl_uploads_and_downloads_ranges() {
+    if !needs("curl", "an HTTP client to drive the web face") {
+        return;
+    }
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
     let web = hub.web.clone().unwrap();
@@ -78,6 +81,9 @@ fn curl_uploads_and_downloads_ranges() {
 /// way out was dropped (every later download hashed the file again).
 #[test]
 fn a_whole_web_download_is_recorded_as_done_and_its_hash_remembered() {
+    if !needs("curl", "an HTTP client to drive the web face") {
+        return;
+    }
     let s = Scratch::new();
     // Larger than the hot cache's files, so it streams; put there by hand, so its hash is unknown.
     let size: u64 = 3 << 20;
@@ -250,6 +256,9 @@ async fn fetch_bytes(c: &Client, href: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
+    if !needs("chromedriver", "the page runs in a real Chromium") {
+        return;
+    }
     let s = Scratch::new();
     let xss = "<img src=x onerror=alert(1)>.txt";
     std::fs::write(s.share.join(xss), "not html").unwrap();
@@ -407,6 +416,9 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_chromium_folders_upload_rename_zip_and_fit_a_phone() {
+    if !needs("chromedriver", "the page runs in a real Chromium") {
+        return;
+    }
     let s = Scratch::new();
     std::fs::create_dir(s.share.join("50% off")).unwrap();
     std::fs::write(s.share.join("50% off/deal.txt"), "cheap").unwrap();
@@ -526,6 +538,9 @@ async fn in_chromium_folders_upload_rename_zip_and_fit_a_phone() {
 /// folder (`scripts/screenshots` does), checked for being real PNGs either way.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_screenshots_come_from_the_real_page() {
+    if !needs("chromedriver", "the screenshots come from a real Chromium") {
+        return;
+    }
     let s = Scratch::new();
     for (name, len) in [
         ("Holiday photos/beach.jpg", 2_400_000),
@@ -602,6 +617,9 @@ fn assert_mirrored(s: &Scratch, mirror: &std::path::Path) {
 /// `wget -r` mirrors a hub from its plain HTML listings: no JavaScript involved.
 #[test]
 fn wget_mirrors_a_hub_without_javascript() {
+    if !needs("wget", "it mirrors the hub as a user would") {
+        return;
+    }
     let (s, hub, mirror) = mirror_setup();
     let status = Command::new("wget")
         .args(["-q", "-r", "-np", "-nH", "--cut-dirs=1", "-e", "robots=off"])
@@ -618,6 +636,9 @@ fn wget_mirrors_a_hub_without_javascript() {
 /// rclone's `http` remote reads the same plain listings: it copies the whole tree.
 #[test]
 fn rclone_copies_a_hub_through_its_http_remote() {
+    if !needs("rclone", "its http remote copies the hub") {
+        return;
+    }
     let (s, hub, mirror) = mirror_setup();
     let out = Command::new("rclone")
         .args(["copy", "--http-url"])
@@ -645,6 +666,9 @@ fn spki_pin(hub: &Hub) -> String {
 /// wrong pin is refused before any request.
 #[test]
 fn curl_reaches_the_https_face_only_with_the_right_pin() {
+    if !needs("curl", "its --pinnedpubkey checks the HTTPS key") {
+        return;
+    }
     let s = Scratch::new();
     std::fs::write(s.share.join("a.txt"), "over tls").unwrap();
     let hub = Hub::start(&s.share, &["--https"]);

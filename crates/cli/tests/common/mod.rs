@@ -16,6 +16,35 @@ pub struct Daemon {
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
+/// Whether `tool` is installed. Outside CI a missing tool skips the test that needs it, saying
+/// why; with `CI` set it fails the test, since the test command installs every tool.
+pub fn needs(tool: &str, why: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    skip_unless(found, &format!("{tool} is not installed ({why})"))
+}
+
+/// Whether the tests run as root (to mount a small tmpfs); as [`needs`] otherwise.
+pub fn needs_root(why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    skip_unless(root, &format!("not running as root ({why})"))
+}
+
+fn skip_unless(ok: bool, reason: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{reason}; the test command (scripts/test) sets it up"
+        );
+        eprintln!("skipped: {reason}");
+    }
+    ok
+}
+
 /// The data folder daemons (peers) run with: one for the whole test run.
 pub fn daemon_data() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-data")
