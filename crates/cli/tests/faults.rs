@@ -23,6 +23,23 @@ async fn start_upload(hub: &Hub, name: &str, size: u64) -> HubClient {
     client
 }
 
+/// Waits until the hub no longer lists a client busy with `target` in `troca who`: it has
+/// noticed the connection is gone (or cut it), and finished with it.
+async fn until_gone(hub: &Hub, cwd: &std::path::Path, target: &str) {
+    loop {
+        let who = json(&hub.troca(cwd, &["--json", "who"]));
+        let busy = who
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["target"] == target && c["activity"] != "idle");
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn partials(share: &std::path::Path) -> Vec<String> {
     files_under(&share.join(".troca/uploads"))
 }
@@ -43,7 +60,7 @@ async fn a_client_disconnecting_mid_upload_leaves_no_file() {
         .unwrap();
     up.write(&vec![7u8; 300_000]).await.unwrap();
     drop(client);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_gone(&hub, &s.client, "half.bin").await;
 
     assert!(
         files_under(&s.share).is_empty(),
@@ -69,7 +86,7 @@ async fn a_stalled_upload_times_out_while_others_are_served() {
     std::fs::write(s.client.join("other.txt"), "other").unwrap();
     ok(&hub.troca(&s.client, &["put", "other.txt"]));
 
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until_gone(&hub, &s.client, "stalled.bin").await;
     // The hub has given up on the staller: its connection is closed.
     let err = staller.list("").await.unwrap_err();
     assert!(matches!(err, ClientError::Io(_)), "{err:?}");
@@ -212,7 +229,7 @@ async fn a_client_that_stops_reading_a_download_is_dropped_while_others_are_serv
     dl.read(&mut first).await.unwrap();
     // ... and now it reads no more.
     ok(&hub.troca(&s.client, &["get", "small.txt"]));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until_gone(&hub, &s.client, "big.bin").await;
     // The hub gave up: the rest of the stream ends early instead of arriving.
     let mut buf = vec![0u8; 1 << 20];
     let mut got = 0u64;

@@ -135,8 +135,14 @@ async fn a_changed_source_file_does_not_resume_a_stale_upload() {
     abandon_upload(&hub, &src, "f.bin", 2 * MIB).await;
     wait_for_partial(&s.share, 2 * MIB);
     // The local file changes (new mtime): the hub's partial bytes belong to another file.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    let before = std::fs::metadata(&src).unwrap().modified().unwrap();
     random_file(&src, 4 * MIB, "two");
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(before + std::time::Duration::from_secs(1))
+        .unwrap();
 
     let out = hub.troca(&s.client, &["put", "f.bin"]);
     ok(&out);

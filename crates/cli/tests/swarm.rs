@@ -106,7 +106,18 @@ fn a_file_comes_from_three_peers_and_a_peer_killed_midway_costs_nothing() {
     while !record_dir.exists() && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(800));
+    // Some pieces are in: a bit is set past the record's header (magic, id, size).
+    let some_piece = || {
+        std::fs::read_dir(&record_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pieces"))
+            .any(|e| std::fs::read(e.path()).is_ok_and(|r| r.iter().skip(44).any(|&b| b != 0)))
+    };
+    while !some_piece() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let victim = peers[1].take().unwrap();
     let victim_addr = victim.addr.clone();
     drop(victim); // SIGKILL: no END, connections cut mid-piece.
