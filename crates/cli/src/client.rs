@@ -239,14 +239,9 @@ pub(crate) fn client_name(global: &Global) -> String {
 /// `user@host`, as the seeds' clients introduced themselves.
 fn default_name() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length.
-    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".into()
-    };
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    let host = if host.is_empty() { "localhost" } else { &host };
     format!("{user}@{host}")
 }
 

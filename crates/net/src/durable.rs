@@ -31,31 +31,12 @@ pub fn rename(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
 
 #[cfg(target_os = "linux")]
 fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-    };
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
         // Filesystems without RENAME_NOREPLACE: a hard link also refuses an existing name.
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => link_then_unlink(from, to),
-        _ => Err(err),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => link_then_unlink(from, to),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -226,24 +207,10 @@ impl Sink {
 fn set_direct(file: &File, on: bool) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        let fd = file.as_raw_fd();
-        // SAFETY: fcntl with F_GETFL/F_SETFL only reads and sets this descriptor's flags.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let flags = if on {
-                flags | libc::O_DIRECT
-            } else {
-                flags & !libc::O_DIRECT
-            };
-            if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(())
+        use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+        let mut flags = fcntl_getfl(file)?;
+        flags.set(OFlags::DIRECT, on);
+        Ok(fcntl_setfl(file, flags)?)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -492,17 +459,10 @@ impl Drop for HeldUntilEnd {
 
 /// Free bytes available to this process on the filesystem holding `path` (unbounded if unknown).
 pub fn available_bytes(path: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return u64::MAX;
-    };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return u64::MAX;
+    match rustix::fs::statvfs(path) {
+        Ok(st) => st.f_bavail.saturating_mul(st.f_frsize),
+        Err(_) => u64::MAX,
     }
-    #[allow(clippy::unnecessary_cast)]
-    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
 }
 
 /// fsyncs the folder holding `path`, so a rename into it is durable.

@@ -39,16 +39,15 @@ pub const CACHE_CHUNK: usize = 128 * 1024;
 /// descriptor, and the usual soft limit (1024) would cap a hub, or a load generator, far below
 /// what the machine allows.
 pub fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for both calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        // Failing only leaves the soft limit as it was.
+        let _ = setrlimit(Resource::Nofile, raised);
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -18,16 +17,8 @@ pub async fn send_some(
     let count = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
     stream
         .async_io(Interest::WRITABLE, || {
-            let mut off = offset as libc::off_t;
-            // SAFETY: both descriptors are open for the duration of the call and `off` is a
-            // valid, writable off_t.
-            let n =
-                unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            let mut off = offset;
+            Ok(rustix::fs::sendfile(stream, file, Some(&mut off), count)?)
         })
         .await
 }
