@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use troca_net::ClientError;
 use troca_proto::json as rows;
-use troca_proto::msg::History;
 use troca_proto::ErrorCode;
 
 /// The operations, as `unknown_operation` answers list them.
@@ -188,24 +187,13 @@ enum Request {
         #[serde(default)]
         force: bool,
     },
-    History {
-        #[serde(default = "default_limit")]
-        limit: u32,
-        client: Option<String>,
-        op: Option<String>,
-        #[serde(default)]
-        before: u64,
-    },
+    History(rows::HistoryQuery),
     Register {
         name: String,
     },
     ListClients,
     Status,
     Time,
-}
-
-fn default_limit() -> u32 {
-    50
 }
 
 /// The request a JSON object asks for, or why it is not one: the operation is checked first
@@ -289,19 +277,8 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             let entries = link.client().await?.find(&text).await?;
             json!({ "files": rows::files(&entries) })
         }
-        Request::History {
-            limit,
-            client,
-            op,
-            before,
-        } => {
-            let query = History {
-                limit,
-                client,
-                op,
-                before,
-            };
-            let page = link.client().await?.history(query).await?;
+        Request::History(query) => {
+            let page = link.client().await?.history(query.into()).await?;
             json!({ "history": rows::history(page.entries), "next_before": page.next })
         }
         Request::Register { name } => {

@@ -12,14 +12,6 @@ use std::sync::Arc;
 use troca_net::client::{ClientOptions, HubClient};
 use troca_proto::msg::Put;
 
-/// A runtime for a test that drives async clients from plain code.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// How many attempts of each operation the path race makes on each face.
 fn attempts() -> u64 {
     std::env::var("TROCA_RACE_ATTEMPTS")

@@ -45,6 +45,17 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Fails naming the first of `secrets` that appears in the bytes a relay carried.
+fn none_in_the_clear(wire: &[u8], secrets: &[&[u8]]) {
+    for secret in secrets {
+        assert!(
+            !contains(wire, secret),
+            "{:?} crossed in the clear",
+            String::from_utf8_lossy(secret)
+        );
+    }
+}
+
 fn troca_via(
     hub: &Hub,
     addr: &str,
@@ -89,19 +100,16 @@ fn no_token_owner_key_or_file_name_crosses_the_wire_in_the_clear() {
     let owner_keys = std::fs::read_dir(hub.client_data().join("troca/owner-keys")).unwrap();
     let owner_key =
         std::fs::read_to_string(owner_keys.into_iter().next().unwrap().unwrap().path()).unwrap();
-    for secret in [
-        token.as_bytes(),
-        owner_key.trim().as_bytes(),
-        b"secret-plans",
-        b"the plans",
-        b"TRCA",
-    ] {
-        assert!(
-            !contains(&wire, secret),
-            "{:?} crossed in the clear",
-            String::from_utf8_lossy(secret)
-        );
-    }
+    none_in_the_clear(
+        &wire,
+        &[
+            token.as_bytes(),
+            owner_key.trim().as_bytes(),
+            b"secret-plans",
+            b"the plans",
+            b"TRCA",
+        ],
+    );
 }
 
 #[test]
@@ -244,18 +252,15 @@ fn a_web_token_and_owner_key_do_not_cross_the_wire_in_the_clear_either() {
     assert!(s.share.join("web-secret.txt").exists());
     let wire = seen.lock().unwrap().clone();
     assert!(!wire.is_empty());
-    for secret in [
-        token.as_bytes(),
-        b"my-owner-key-0123456789",
-        b"web-secret",
-        b"Bearer",
-    ] {
-        assert!(
-            !contains(&wire, secret),
-            "{:?} crossed in the clear",
-            String::from_utf8_lossy(secret)
-        );
-    }
+    none_in_the_clear(
+        &wire,
+        &[
+            token.as_bytes(),
+            b"my-owner-key-0123456789",
+            b"web-secret",
+            b"Bearer",
+        ],
+    );
 }
 
 /// A hub with a certificate from an authority the client trusts (here a throwaway CA, given as
@@ -379,11 +384,7 @@ fn a_given_certificate_is_reloaded_on_sighup() {
 /// A peer that registered `files` with `tracker` from this machine, serving at `port` with
 /// `key`: what a real peer would register, put there by the test.
 fn register_at(tracker: &str, port: u16, key: troca_proto::key::HubKey, files: Vec<FileInfo>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let mut c = TrackerClient::new(tracker.parse().unwrap()).await.unwrap();
         c.register(port, [9; 16], Some(key), &files).await.unwrap();
         // The registration lives as long as the tracker's lifetime; the client may go.
@@ -464,13 +465,7 @@ fn pieces_between_peers_do_not_cross_the_wire_in_the_clear() {
     );
     let wire = seen.lock().unwrap().clone();
     assert!(wire.len() > 3 << 20, "the relay carried the pieces");
-    for clear in [&b"the plans, the plans"[..], b"secret-plans", b"TRCA"] {
-        assert!(
-            !contains(&wire, clear),
-            "{:?} crossed in the clear",
-            String::from_utf8_lossy(clear)
-        );
-    }
+    none_in_the_clear(&wire, &[b"the plans, the plans", b"secret-plans", b"TRCA"]);
 }
 
 /// A downloader checks a peer's key against the one the tracker lists: a server at that
@@ -558,11 +553,7 @@ fn get_named(
 
 /// Waits until the tracker lists `name` (a peer registers just after it starts listening).
 fn wait_listed(tracker: &str, name: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let mut c = TrackerClient::new(tracker.parse().unwrap()).await.unwrap();
         while c.list(name, None).await.unwrap().is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

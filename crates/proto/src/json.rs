@@ -3,7 +3,7 @@
 //! Pure formatting: times are given, never read.
 
 use crate::msg::{ClientEntry, Entry, HistoryEntry, StatusInfo};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// RFC 3339 in UTC.
@@ -169,5 +169,32 @@ mod tests {
             super::zoned_time(1_700_000_000_000_000_000, -3 * 3600),
             "2023-11-14T19:13:20-03:00"
         );
+    }
+}
+
+/// What a history request asks for, as the HTTP API's query string and the JSON line mode's
+/// fields give it (the newest `limit` entries below `before`, of one client or operation).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HistoryQuery {
+    #[serde(default = "default_history_limit")]
+    pub limit: u32,
+    pub client: Option<String>,
+    pub op: Option<String>,
+    #[serde(default)]
+    pub before: u64,
+}
+
+fn default_history_limit() -> u32 {
+    50
+}
+
+impl From<HistoryQuery> for crate::msg::History {
+    fn from(q: HistoryQuery) -> Self {
+        crate::msg::History {
+            limit: q.limit,
+            client: q.client,
+            op: q.op,
+            before: q.before,
+        }
     }
 }

@@ -154,25 +154,11 @@ pub(crate) async fn clients(
     .await
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct HistoryQuery {
-    #[serde(default = "default_limit")]
-    limit: u32,
-    client: Option<String>,
-    op: Option<String>,
-    #[serde(default)]
-    before: u64,
-}
-
-fn default_limit() -> u32 {
-    50
-}
-
 pub(crate) async fn history(
     State(hub): State<Arc<Hub>>,
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
-    Query(q): Query<HistoryQuery>,
+    Query(q): Query<json::HistoryQuery>,
 ) -> Result<Response, ApiError> {
     recorded(&hub, &v, &headers, "history", String::new(), |_| async {
         let query = PageQuery {

@@ -45,6 +45,14 @@ fn skip_unless(ok: bool, reason: &str) -> bool {
     ok
 }
 
+/// A runtime for a test that drives async clients from plain code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The data folder daemons (peers) run with: one for the whole test run.
 pub fn daemon_data() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-data")
