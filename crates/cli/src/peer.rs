@@ -142,8 +142,9 @@ fn parse(line: &str) -> Option<Choice> {
 async fn menu(global: &Global, peer: &Arc<Peer>) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || read_lines(tx, done_rx));
+    // The menu first: the reader prints its prompt as soon as it starts.
     eprintln!("{MENU}");
+    std::thread::spawn(move || read_lines(tx, done_rx));
     loop {
         let line = tokio::select! {
             r = crate::serve::wait_for_signal() => { r?; return Ok(()); }
