@@ -41,6 +41,19 @@ fn recording_proxy(target: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
+/// A hub serving the certificate and key in `pki/hub.pem` and `pki/hub.key`.
+fn hub_with_given_cert(share: &std::path::Path, pki: &std::path::Path) -> Hub {
+    Hub::start(
+        share,
+        &[
+            "--tls-cert",
+            pki.join("hub.pem").to_str().unwrap(),
+            "--tls-key",
+            pki.join("hub.key").to_str().unwrap(),
+        ],
+    )
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -286,15 +299,7 @@ fn a_ca_issued_certificate_is_accepted_through_the_trust_roots() {
     std::fs::write(pki.join("ca.pem"), ca_cert.pem()).unwrap();
     std::fs::write(pki.join("hub.pem"), leaf.pem()).unwrap();
     std::fs::write(pki.join("hub.key"), leaf_key.serialize_pem()).unwrap();
-    let hub = Hub::start(
-        &s.share,
-        &[
-            "--tls-cert",
-            pki.join("hub.pem").to_str().unwrap(),
-            "--tls-key",
-            pki.join("hub.key").to_str().unwrap(),
-        ],
-    );
+    let hub = hub_with_given_cert(&s.share, &pki);
     let port = hub.addr.rsplit_once(':').unwrap().1.to_owned();
     let run = |ca: bool| {
         let mut cmd = std::process::Command::new(TROCA);
@@ -336,15 +341,7 @@ fn a_given_certificate_is_reloaded_on_sighup() {
     issue("first");
     std::fs::copy(pki.join("first.pem"), pki.join("hub.pem")).unwrap();
     std::fs::copy(pki.join("first.key"), pki.join("hub.key")).unwrap();
-    let hub = Hub::start(
-        &s.share,
-        &[
-            "--tls-cert",
-            pki.join("hub.pem").to_str().unwrap(),
-            "--tls-key",
-            pki.join("hub.key").to_str().unwrap(),
-        ],
-    );
+    let hub = hub_with_given_cert(&s.share, &pki);
     let first = hub.key.clone().unwrap();
     let ls_with = |key: &str| {
         std::process::Command::new(TROCA)
