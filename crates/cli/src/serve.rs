@@ -36,7 +36,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.request_timeout = args.request_timeout;
     config.stall_timeout = args.stall_timeout;
     config.partial_ttl = args.partial_ttl;
-    config.partial_budget = troca_hub::uploads::PartialBudget {
+    config.partial_budget = troca_hub::store::PartialBudget {
         per_address: args.partial_budget_per_ip,
         total: args.partial_budget,
     };
@@ -62,13 +62,13 @@ async fn run(args: Serve) -> Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    eprintln!("troca: sharing {}", hub.share.root().display());
+    eprintln!("troca: sharing {}", hub.location());
     // Where the admin token is, never the token itself.
-    let (token_path, created) = &hub.admin_token;
+    let token = hub.admin_token_file();
     eprintln!(
         "troca: {} admin token is in {} (readable by its owner only)",
-        if *created { "a new" } else { "the" },
-        token_path.display()
+        if token.created { "a new" } else { "the" },
+        token.path.display()
     );
     let web = if args.no_http {
         None
@@ -141,7 +141,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
             eprintln!("troca: transfers still running after the grace period; stopping");
             // Keep what the history has so far, even when cutting transfers short.
             let h = Arc::clone(&hub);
-            let _ = tokio::task::spawn_blocking(move || h.history.flush()).await;
+            let _ = tokio::task::spawn_blocking(move || h.history_log().flush()).await;
         }
     }
     Ok(ExitCode::SUCCESS)

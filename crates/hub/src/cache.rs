@@ -1,10 +1,10 @@
 //! The hot-file cache (seed 003): whole small files kept in memory, least recently used evicted
 //! first, within a byte budget, so repeated downloads of popular small files do not touch the
-//! disk. An entry is only served for the exact size and mtime it was read at; uploads and
-//! deletions through the hub drop their entry at once.
+//! store. Entries are keyed by name and served only for the exact version (size and mtime) they
+//! were read at; uploads and deletions through the hub drop their entry at once.
 
+use crate::store::Version;
 use lru::LruCache;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use troca_proto::Hash;
 
@@ -20,8 +20,7 @@ pub struct CacheStats {
 
 #[derive(Debug)]
 struct Cached {
-    size: u64,
-    mtime_ns: i64,
+    version: Version,
     hash: Hash,
     data: Arc<[u8]>,
 }
@@ -35,7 +34,7 @@ pub struct HotCache {
 
 #[derive(Debug)]
 struct Inner {
-    lru: LruCache<PathBuf, Cached>,
+    lru: LruCache<String, Cached>,
     stats: CacheStats,
 }
 
@@ -62,13 +61,11 @@ impl HotCache {
         size <= self.max_file && self.max_file > 0
     }
 
-    /// The cached bytes and hash of `path`, if they are of this exact size and mtime.
-    pub fn get(&self, path: &Path, size: u64, mtime_ns: i64) -> Option<(Arc<[u8]>, Hash)> {
+    /// The cached bytes and hash of `name`, if they are of this very version.
+    pub fn get(&self, name: &str, version: Version) -> Option<(Arc<[u8]>, Hash)> {
         let mut inner = self.lock();
-        let fresh = match inner.lru.get(path) {
-            Some(c) if c.size == size && c.mtime_ns == mtime_ns => {
-                Some((Arc::clone(&c.data), c.hash))
-            }
+        let fresh = match inner.lru.get(name) {
+            Some(c) if c.version == version => Some((Arc::clone(&c.data), c.hash)),
             Some(_) => None,
             None => None,
         };
@@ -79,7 +76,7 @@ impl HotCache {
             }
             None => {
                 // A stale entry (the file changed on disk) goes now.
-                if let Some(stale) = inner.lru.pop(path) {
+                if let Some(stale) = inner.lru.pop(name) {
                     inner.stats.bytes -= stale.data.len() as u64;
                 }
                 inner.stats.misses += 1;
@@ -89,13 +86,13 @@ impl HotCache {
     }
 
     /// Keeps a file just read from disk, evicting the least recently used to make room.
-    pub fn insert(&self, path: PathBuf, mtime_ns: i64, hash: Hash, data: Arc<[u8]>) {
+    pub fn insert(&self, name: &str, version: Version, hash: Hash, data: Arc<[u8]>) {
         let size = data.len() as u64;
-        if !self.wants(size) {
+        if !self.wants(size) || size != version.size {
             return;
         }
         let mut inner = self.lock();
-        if let Some(old) = inner.lru.pop(&path) {
+        if let Some(old) = inner.lru.pop(name) {
             inner.stats.bytes -= old.data.len() as u64;
         }
         while inner.stats.bytes + size > self.budget {
@@ -109,31 +106,30 @@ impl HotCache {
         }
         inner.stats.bytes += size;
         inner.lru.put(
-            path,
+            name.to_owned(),
             Cached {
-                size,
-                mtime_ns,
+                version,
                 hash,
                 data,
             },
         );
     }
 
-    /// Drops `path` (it was replaced or deleted).
-    pub fn invalidate(&self, path: &Path) {
+    /// Drops `name` (it was replaced or deleted).
+    pub fn invalidate(&self, name: &str) {
         let mut inner = self.lock();
-        if let Some(old) = inner.lru.pop(path) {
+        if let Some(old) = inner.lru.pop(name) {
             inner.stats.bytes -= old.data.len() as u64;
         }
     }
 
-    /// Drops every entry at `path` or beneath it (a folder moved or deleted).
-    pub fn invalidate_beneath(&self, path: &Path) {
+    /// Drops every entry of `name` or beneath it (a folder moved or deleted).
+    pub fn invalidate_beneath(&self, name: &str) {
         let mut inner = self.lock();
-        let stale: Vec<PathBuf> = inner
+        let stale: Vec<String> = inner
             .lru
             .iter()
-            .filter(|(p, _)| p.starts_with(path))
+            .filter(|(p, _)| is_at_or_beneath(p, name))
             .map(|(p, _)| p.clone())
             .collect();
         for p in stale {
@@ -152,6 +148,12 @@ impl HotCache {
     }
 }
 
+/// Whether `name` is `folder` or a name inside it.
+pub(crate) fn is_at_or_beneath(name: &str, folder: &str) -> bool {
+    name.strip_prefix(folder)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,27 +165,46 @@ mod tests {
     #[test]
     fn serves_only_the_exact_version_and_evicts_least_recently_used() {
         let c = HotCache::new(100, 60);
-        let (a, b, d) = (PathBuf::from("a"), PathBuf::from("b"), PathBuf::from("d"));
-        c.insert(a.clone(), 1, [1; 32], data(40));
-        c.insert(b.clone(), 1, [2; 32], data(40));
-        assert!(c.get(&a, 40, 1).is_some()); // a is now the most recent
-        c.insert(d.clone(), 1, [3; 32], data(40)); // evicts b
-        assert!(c.get(&b, 40, 1).is_none());
-        assert!(c.get(&a, 40, 2).is_none(), "another mtime is another file");
-        assert!(c.get(&a, 40, 1).is_none(), "and the stale entry is gone");
-        c.insert(PathBuf::from("big"), 1, [0; 32], data(61));
+        let v = |size, modified_ns| Version { size, modified_ns };
+        c.insert("a", v(40, 1), [1; 32], data(40));
+        c.insert("b", v(40, 1), [2; 32], data(40));
+        assert!(c.get("a", v(40, 1)).is_some()); // a is now the most recent
+        c.insert("d", v(40, 1), [3; 32], data(40)); // evicts b
+        assert!(c.get("b", v(40, 1)).is_none());
+        assert!(
+            c.get("a", v(40, 2)).is_none(),
+            "another mtime is another file"
+        );
+        assert!(
+            c.get("a", v(40, 1)).is_none(),
+            "and the stale entry is gone"
+        );
+        c.insert("big", v(61, 1), [0; 32], data(61));
         let s = c.stats();
         assert_eq!((s.entries, s.bytes, s.hits, s.evictions), (1, 40, 1, 1));
         assert_eq!(s.misses, 3);
-        c.invalidate(&d);
+        c.invalidate("d");
         assert_eq!(c.stats().bytes, 0);
+        c.insert("dir/x", v(1, 1), [0; 32], data(1));
+        c.insert("dirt", v(1, 1), [0; 32], data(1));
+        c.invalidate_beneath("dir");
+        assert!(c.get("dirt", v(1, 1)).is_some());
+        assert!(c.get("dir/x", v(1, 1)).is_none());
     }
 
     #[test]
     fn a_zero_budget_turns_it_off() {
         let c = HotCache::new(0, 1 << 20);
         assert!(!c.wants(1));
-        c.insert(PathBuf::from("a"), 1, [0; 32], data(1));
+        c.insert(
+            "a",
+            Version {
+                size: 1,
+                modified_ns: 1,
+            },
+            [0; 32],
+            data(1),
+        );
         assert_eq!(c.stats().entries, 0);
     }
 }

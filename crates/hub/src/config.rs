@@ -27,7 +27,7 @@ pub struct HubConfig {
     /// How long an interrupted upload is kept for resume.
     pub partial_ttl: Duration,
     /// How much interrupted upload data is kept, per address and in all.
-    pub partial_budget: crate::uploads::PartialBudget,
+    pub partial_budget: crate::store::PartialBudget,
     /// How many history entries to keep; 0 records none.
     pub history_keep: u64,
     /// The hot-file cache's byte budget (0 turns it off) and the largest file it holds.
@@ -69,7 +69,7 @@ impl HubConfig {
             idle_timeout: Duration::from_secs(15 * 60),
             stall_timeout: Duration::from_secs(30),
             partial_ttl: Duration::from_secs(24 * 60 * 60),
-            partial_budget: crate::uploads::PartialBudget {
+            partial_budget: crate::store::PartialBudget {
                 per_address: 4 << 30,
                 total: 32 << 30,
             },

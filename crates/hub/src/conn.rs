@@ -11,23 +11,23 @@ use crate::clients::Busy;
 use crate::clients::Session;
 use crate::error::HubError;
 use crate::history::{PageQuery, Pending};
-use crate::service::{now_ns, Hub, OpenFile};
+use crate::service::{now_ns, Download, Hub, Source};
 use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
+use crate::store::{Body, StoredFile};
+use crate::transfer::Incoming;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::{FrameError, Late};
-use troca_net::durable::FileWriter;
-use troca_net::{transfer_buffer, Connection, IoBuf, Stream, CACHE_CHUNK};
+use troca_net::{transfer_buffer, Connection, Stream, CACHE_CHUNK};
 use troca_proto::msg::{
     Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, History, HistoryEntries,
     HistoryEntry, Moved, Put, PutEnd, PutReady, PutSmall, Registered, Removed, Welcome,
 };
-use troca_proto::{Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use troca_proto::{Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
 /// Downloads up to this size whose hash is known go out in a single write with their header and
 /// trailer, rather than header, `sendfile`, trailer.
@@ -64,7 +64,7 @@ pub(crate) async fn serve_connection(
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.native));
             let accepted = tokio::time::timeout(
-                hub.config.handshake_timeout,
+                hub.config().handshake_timeout,
                 acceptor.accept(troca_net::stream::ReadAhead::new(stream)),
             )
             .await;
@@ -94,7 +94,7 @@ async fn session(
     peer: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnEnd> {
-    let cfg = &hub.config;
+    let cfg = &hub.config();
     let (time_ns, started) = (now_ns(), Instant::now());
     let mut hello = match tokio::time::timeout(cfg.handshake_timeout, conn.read_message()).await {
         Err(_) => return Err(refuse(conn, HubError::Timeout("no hello received".into())).await),
@@ -150,11 +150,11 @@ async fn session(
                     String::new(),
                 )
             };
-            pending.finish(&hub.history, Err(e.record_text()));
+            pending.finish(hub.history_log(), Err(e.record_text()));
             return Err(refuse(conn, e).await);
         }
     };
-    let registration = hub.clients.join(peer, &hello.client, time_ns);
+    let registration = hub.clients().join(peer, &hello.client, time_ns);
     let me = &registration.session;
     conn.send(
         &Welcome {
@@ -201,18 +201,18 @@ async fn session(
             Dispatched::Done(result) => result,
             Dispatched::Unexpected(name) => {
                 let err = HubError::BadRequest(format!("unexpected {name} message"));
-                pending.finish(&hub.history, Err(err.record_text()));
+                pending.finish(hub.history_log(), Err(err.record_text()));
                 return Err(refuse(conn, err).await);
             }
         };
         match result {
-            Ok(Ok(bytes)) => pending.finish(&hub.history, Ok(bytes)),
+            Ok(Ok(bytes)) => pending.finish(hub.history_log(), Ok(bytes)),
             Ok(Err(e)) => {
-                pending.finish(&hub.history, Err(e.record_text()));
+                pending.finish(hub.history_log(), Err(e.record_text()));
                 conn.send(&e.to_message()).await?;
             }
             Err(end) => {
-                pending.finish(&hub.history, Err(end.to_string()));
+                pending.finish(hub.history_log(), Err(end.to_string()));
                 return Err(end);
             }
         }
@@ -239,7 +239,7 @@ async fn put_small(
     // within the memory all batches share. Without any free, this file is stored on its own.
     conn.set_read_size(256 * 1024);
     let kib = (MAX_BATCH_BYTES >> 10) as u32;
-    let memory = Arc::clone(&hub.batch_memory)
+    let memory = Arc::clone(hub.batch_memory())
         .try_acquire_many_owned(kib)
         .ok();
     let mut bytes = first.data.len();
@@ -279,11 +279,11 @@ async fn put_small(
         match result {
             Ok(done) => {
                 me.received(done.size);
-                record.finish(&hub.history, Ok(done.size));
+                record.finish(hub.history_log(), Ok(done.size));
                 conn.queue(&done.into());
             }
             Err(e) => {
-                record.finish(&hub.history, Err(e.record_text()));
+                record.finish(hub.history_log(), Err(e.record_text()));
                 conn.queue(&e.to_message());
             }
         }
@@ -320,8 +320,8 @@ async fn dispatch(
                 .map_err(Into::into),
             Err(e) => Ok(Err(e)),
         },
-        Message::Get(g) => match hub.open_file(&g.name, g.offset) {
-            Ok(open) => send_file(hub, conn, me, &g.name, open).await.map(Ok),
+        Message::Get(g) => match hub.download(&g.name, g.offset) {
+            Ok(download) => send_file(hub, conn, me, download).await.map(Ok),
             Err(e) => Ok(Err(e)),
         },
         Message::Put(p) => receive_file(hub, conn, me, caller, p).await,
@@ -354,7 +354,7 @@ async fn dispatch(
             }
             Err(e) => Ok(Err(e)),
         },
-        Message::Who(_) => send_chunks(conn, hub.clients.list(), ClientList::default(), |_| {})
+        Message::Who(_) => send_chunks(conn, hub.clients().list(), ClientList::default(), |_| {})
             .await
             .map(|()| Ok(0))
             .map_err(Into::into),
@@ -419,7 +419,7 @@ async fn refuse_invalid(hub: &Hub, conn: &mut Conn, me: &Session, err: HubError)
         "invalid",
         String::new(),
     )
-    .finish(&hub.history, Err(err.record_text()));
+    .finish(hub.history_log(), Err(err.record_text()));
     refuse(conn, err).await
 }
 
@@ -523,82 +523,103 @@ async fn send_file(
     hub: &Hub,
     conn: &mut Conn,
     me: &Arc<Session>,
-    name: &str,
-    open: OpenFile,
+    download: Download,
 ) -> Result<u64, ConnEnd> {
-    let stall = hub.config.stall_timeout;
-    let len = open.size - open.offset;
-    let _busy = Busy::start(me, Activity::Downloading, name, open.size, open.offset);
+    let stall = hub.config().stall_timeout;
+    let (size, offset) = (download.size(), download.offset);
+    let len = size - offset;
+    let _busy = Busy::start(
+        me,
+        Activity::Downloading,
+        download.name.as_str(),
+        size,
+        offset,
+    );
     conn.queue(
         &FileHeader {
-            size: open.size,
-            offset: open.offset,
-            modified_ns: open.modified_ns,
+            size,
+            offset,
+            modified_ns: download.version.modified_ns,
         }
         .into(),
     );
-
-    // Small hot files come from memory; a miss reads the whole file once and keeps it.
-    if hub.cache.wants(open.size) {
-        let (data, hash) = hub.small_file(&open)?;
-        conn.queue_raw(&data[open.offset as usize..]);
-        conn.queue(&FileEnd { blake3: hash }.into());
-        step(stall, "download", conn.flush()).await?;
-        me.sent(len);
-        return Ok(len);
-    }
-
-    if let Some(hash) = open.hash {
-        if len <= SMALL_FILE {
-            // Header, body and trailer in one write.
-            let mut body = vec![0u8; len as usize];
-            open.file.read_exact_at(&mut body, open.offset)?;
-            conn.queue_raw(&body);
-        } else {
-            conn.send_file_range(&open.file, open.offset, len, stall, |n| me.sent(n))
-                .await?;
-        }
-        conn.queue(&FileEnd { blake3: hash }.into());
-        step(stall, "download", conn.flush()).await?;
-        if len <= SMALL_FILE {
+    let hash = match (&download.source, download.hash) {
+        // Small hot files come from memory, with the header and trailer in one write.
+        (Source::Memory(data), Some(hash)) => {
+            conn.queue_raw(&data[offset as usize..]);
             me.sent(len);
+            hash
         }
-        return Ok(len);
-    }
-
-    // The hash is not known yet: compute it from the bytes as they go out (and from the bytes
-    // before `offset`, when resuming), then remember it.
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = transfer_buffer(open.size, CACHE_CHUNK);
-    let mut pos = 0;
-    while pos < open.size {
-        let want = buf.len().min((open.size - pos) as usize);
-        let n = open.file.read_at(&mut buf[..want], pos)?;
-        if n == 0 {
-            return Err(short_file().into());
+        (Source::Stored(file), Some(hash)) => {
+            send_known(conn, me, file, offset, len, stall).await?;
+            hash
         }
-        hasher.update(&buf[..n]);
-        if pos + n as u64 > open.offset {
-            let from = open.offset.saturating_sub(pos) as usize;
-            step(stall, "download", conn.write_raw(&buf[from..n])).await?;
-            me.sent((n - from) as u64);
+        (Source::Stored(file), None) => {
+            let hash = send_hashing(conn, me, file, offset, stall).await?;
+            hub.remember_hash(&download, hash);
+            hash
         }
-        pos += n as u64;
-    }
-    let hash = *hasher.finalize().as_bytes();
-    hub.remember_hash(&open, hash);
+        (Source::Memory(_), None) => unreachable!("a cached file's hash is always known"),
+    };
     conn.queue(&FileEnd { blake3: hash }.into());
     step(stall, "download", conn.flush()).await?;
     Ok(len)
 }
 
-/// Ends a writer that refused a buffer and keeps why. It never stops without a reason: the
-/// upload must not be accepted with a buffer missing.
-async fn stop_writer(writer: &mut Option<FileWriter>, store_err: &mut Option<io::Error>) {
-    if let Some(w) = writer.take() {
-        let e = w.finish().await.err();
-        *store_err = Some(e.unwrap_or_else(|| io::Error::other("the file writer stopped")));
+/// The bytes of a file whose hash is known: small ones in the same write as their header and
+/// trailer, the rest with `sendfile` (when there is a file and no TLS in the way).
+async fn send_known(
+    conn: &mut Conn,
+    me: &Arc<Session>,
+    file: &StoredFile,
+    offset: u64,
+    len: u64,
+    stall: Duration,
+) -> Result<(), ConnEnd> {
+    if len <= SMALL_FILE {
+        let mut body = vec![0u8; len as usize];
+        file.read_exact_at(&mut body, offset)?;
+        conn.queue_raw(&body);
+        me.sent(len);
+        return Ok(());
     }
+    match &file.body {
+        Body::File(f) => {
+            conn.send_file_range(f, offset, len, stall, |n| me.sent(n))
+                .await?
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a file whose hash is not known yet: hashed as they go out (with the bytes
+/// before `offset`, when resuming). Returns the hash of the whole file.
+async fn send_hashing(
+    conn: &mut Conn,
+    me: &Arc<Session>,
+    file: &StoredFile,
+    offset: u64,
+    stall: Duration,
+) -> Result<Hash, ConnEnd> {
+    let size = file.version.size;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = transfer_buffer(size, CACHE_CHUNK);
+    let mut pos = 0;
+    while pos < size {
+        let want = buf.len().min((size - pos) as usize);
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(short_file().into());
+        }
+        hasher.update(&buf[..n]);
+        if pos + n as u64 > offset {
+            let from = offset.saturating_sub(pos) as usize;
+            step(stall, "download", conn.write_raw(&buf[from..n])).await?;
+            me.sent((n - from) as u64);
+        }
+        pos += n as u64;
+    }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// Receives an upload. The outer error means the connection is unusable; the inner one is a
@@ -610,114 +631,77 @@ async fn receive_file(
     caller: &Caller,
     put: Put,
 ) -> Result<Outcome, ConnEnd> {
-    let stall = hub.config.stall_timeout;
+    let stall = hub.config().stall_timeout;
     let mut upload = match hub.begin_upload(&put, caller).await {
         Ok(u) => u,
         Err(e) => return Ok(Err(e)),
     };
     conn.send(
         &PutReady {
-            offset: upload.offset,
+            offset: upload.offset(),
         }
         .into(),
     )
     .await?;
+    let received = upload.remaining();
     let _busy = Busy::start(
         me,
         Activity::Uploading,
         &put.name,
-        upload.size,
-        upload.offset,
+        upload.size(),
+        upload.offset(),
     );
-
-    // Read the announced bytes, as much as the socket holds per read, and hash each read as it
-    // lands; a writer thread stores full buffers meanwhile. If storing fails (a full disk, say),
-    // keep reading and discarding so the connection stays in step, and report it at the end.
-    let mut remaining = upload.size - upload.offset;
-    let received = remaining;
-    let file = upload.file.try_clone()?;
-    let writer = FileWriter::spawn(file, upload.offset, remaining).await?;
-    // A resumed upload must not reopen the file while this one's last buffers are written.
-    writer.hold_until_written(upload.claim());
-    let mut writer = Some(writer);
-    let mut spare: Option<IoBuf> = None;
-    let mut store_err: Option<io::Error> = None;
-    while remaining > 0 {
-        let storing = match writer.as_mut() {
-            Some(w) => w.buffer().await,
-            None => None,
-        };
-        let keep = storing.is_some();
-        if !keep {
-            stop_writer(&mut writer, &mut store_err).await;
-        }
-        let mut buf = storing
-            .or_else(|| spare.take())
-            .unwrap_or_else(|| IoBuf::new(CACHE_CHUNK));
-        let want = buf
-            .len()
-            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        let mut filled = 0;
-        while filled < want {
-            let n = step(stall, "upload", conn.read_raw_bulk(&mut buf[filled..want])).await?;
-            if n == 0 {
-                // The client left mid-upload: the partial file stays for resume.
-                return Err(ConnEnd::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client disconnected mid-upload",
-                )));
-            }
-            if keep {
-                upload.hasher.update(&buf[filled..filled + n]);
-            }
-            filled += n;
-            me.received(n as u64);
-        }
-        remaining -= filled as u64;
-        match writer.as_mut() {
-            Some(w) if keep => {
-                if !w.write(buf, filled).await {
-                    stop_writer(&mut writer, &mut store_err).await;
-                }
-            }
-            _ => spare = Some(buf),
-        }
-    }
-    if let Some(w) = writer.take() {
-        store_err = w.finish().await.err();
-    }
+    receive_bytes(conn, me, &mut upload, stall).await?;
     let theirs = match tokio::time::timeout(stall, conn.read_message()).await {
         Ok(Ok(Some(Message::PutEnd(PutEnd { blake3 })))) => blake3,
         Ok(Ok(Some(other))) => {
             let e = HubError::BadRequest(format!("expected PutEnd, got {}", other.name()));
             return Err(refuse(conn, e).await);
         }
-        Ok(Ok(None)) => {
-            return Err(ConnEnd::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "client disconnected before PutEnd",
-            )))
-        }
+        Ok(Ok(None)) => return Err(gone("client disconnected before PutEnd")),
         Ok(Err(e)) => return Err(e.into()),
-        Err(_) => {
-            return Err(refuse(conn, HubError::Timeout("upload stalled".into())).await);
-        }
+        Err(_) => return Err(refuse(conn, HubError::Timeout("upload stalled".into())).await),
     };
-    if let Some(e) = store_err {
-        let name = upload.name.to_string();
-        upload.discard();
-        let err = HubError::io(format!("cannot store {name}"), e);
-        tracing::warn!(error = %err, "upload failed");
-        return Ok(Err(err));
-    }
-    match hub
-        .finish_upload(upload, Some(theirs), put.force, caller)
-        .await
-    {
+    match upload.finish(hub, Some(theirs), put.force, caller).await {
         Ok(done) => {
             conn.send(&done.into()).await?;
             Ok(Ok(received))
         }
         Err(e) => Ok(Err(e)),
     }
+}
+
+fn gone(what: &str) -> ConnEnd {
+    ConnEnd::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        what.to_owned(),
+    ))
+}
+
+/// Reads the announced bytes straight into the writer's buffers, as much as the socket holds
+/// per read. If storing fails (a full disk, say), the bytes are still read and dropped so the
+/// connection stays in step; the failure is reported when the upload finishes.
+async fn receive_bytes(
+    conn: &mut Conn,
+    me: &Session,
+    upload: &mut Incoming,
+    stall: Duration,
+) -> Result<(), ConnEnd> {
+    while upload.remaining() > 0 {
+        let mut space = upload.space().await;
+        let mut filled = 0;
+        while filled < space.want {
+            let into = &mut space.buf[filled..space.want];
+            let n = step(stall, "upload", conn.read_raw_bulk(into)).await?;
+            if n == 0 {
+                // The client left mid-upload: the partial file stays for resume.
+                return Err(gone("client disconnected mid-upload"));
+            }
+            upload.received(&space.buf[filled..filled + n]);
+            filled += n;
+            me.received(n as u64);
+        }
+        upload.store(space, filled).await;
+    }
+    Ok(())
 }

@@ -1,17 +1,27 @@
-//! Remembered BLAKE3 hashes of shared files, keyed by path, size and modification time, so a file
+//! Remembered BLAKE3 hashes of shared files, keyed by name and version (size and modification
+//! time), so a file
 //! is hashed once rather than on every request, and not again after a restart: the hub keeps them
 //! in its state database too. A file changed on disk has a new size or mtime and so misses; the
 //! client's end-to-end check catches the rest.
 
+use crate::store::Version;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use troca_proto::Hash;
 
+/// A file's hash, for the version it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    pub name: String,
+    pub version: Version,
+    pub hash: Hash,
+}
+
 #[derive(Debug, Default)]
 pub struct HashCache {
-    known: Mutex<HashMap<PathBuf, (u64, i64, Hash)>>,
+    known: Mutex<HashMap<String, (Version, Hash)>>,
     /// Where they are kept across restarts, once attached.
     db: Mutex<Option<Connection>>,
 }
@@ -28,7 +38,9 @@ impl HashCache {
                  size INTEGER NOT NULL,
                  mtime_ns INTEGER NOT NULL,
                  hash BLOB NOT NULL
-             );",
+             );
+             -- Rows keyed by absolute path (before hashes were keyed by name) never match.
+             DELETE FROM hashes WHERE substr(path, 1, 1) = '/';",
         )?;
         {
             let mut known = self.known.lock().expect("hash cache poisoned");
@@ -45,7 +57,11 @@ impl HashCache {
             for row in rows {
                 let (p, size, mtime, hash) = row?;
                 if let Ok(hash) = <Hash>::try_from(hash.as_slice()) {
-                    known.insert(PathBuf::from(p), (size as u64, mtime, hash));
+                    let version = Version {
+                        size: size as u64,
+                        modified_ns: mtime,
+                    };
+                    known.insert(p, (version, hash));
                 }
             }
         }
@@ -53,21 +69,21 @@ impl HashCache {
         Ok(())
     }
 
-    /// The hash of `path` if it was computed for this exact size and mtime.
-    pub fn get(&self, path: &Path, size: u64, mtime_ns: i64) -> Option<Hash> {
+    /// The hash of `name` if it was computed for this very version.
+    pub fn get(&self, name: &str, version: Version) -> Option<Hash> {
         let known = self.known.lock().expect("hash cache poisoned");
-        match known.get(path) {
-            Some(&(s, m, h)) if s == size && m == mtime_ns => Some(h),
+        match known.get(name) {
+            Some(&(v, h)) if v == version => Some(h),
             _ => None,
         }
     }
 
     /// Remembers a hash (once per version of a file, so the database write is rare).
-    pub fn insert(&self, path: PathBuf, size: u64, mtime_ns: i64, hash: Hash) {
+    pub fn insert(&self, name: &str, version: Version, hash: Hash) {
         if let Some(db) = self.db.lock().expect("hash cache poisoned").as_ref() {
             let saved = db.execute(
                 "INSERT OR REPLACE INTO hashes (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)",
-                params![path.to_string_lossy(), size as i64, mtime_ns, hash.as_slice()],
+                params![name, version.size as i64, version.modified_ns, hash.as_slice()],
             );
             if let Err(e) = saved {
                 tracing::warn!(error = %e, "cannot save a file hash");
@@ -76,19 +92,24 @@ impl HashCache {
         self.known
             .lock()
             .expect("hash cache poisoned")
-            .insert(path, (size, mtime_ns, hash));
+            .insert(name.to_owned(), (version, hash));
     }
 
     /// [`HashCache::insert`] for many files, in one database transaction.
-    pub fn insert_many(&self, hashes: Vec<(PathBuf, u64, i64, Hash)>) {
+    pub fn insert_many(&self, hashes: Vec<Remembered>) {
         if let Some(db) = self.db.lock().expect("hash cache poisoned").as_mut() {
             let saved = (|| -> rusqlite::Result<()> {
                 let tx = db.transaction()?;
-                for (path, size, mtime_ns, hash) in &hashes {
+                for r in &hashes {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO hashes (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .execute(params![path.to_string_lossy(), *size as i64, mtime_ns, hash.as_slice()])?;
+                    .execute(params![
+                        r.name,
+                        r.version.size as i64,
+                        r.version.modified_ns,
+                        r.hash.as_slice()
+                    ])?;
                 }
                 tx.commit()
             })();
@@ -97,35 +118,31 @@ impl HashCache {
             }
         }
         let mut known = self.known.lock().expect("hash cache poisoned");
-        for (path, size, mtime_ns, hash) in hashes {
-            known.insert(path, (size, mtime_ns, hash));
+        for r in hashes {
+            known.insert(r.name, (r.version, r.hash));
         }
     }
 
-    /// Forgets every hash at `path` or beneath it (a folder moved or deleted): a different file
+    /// Forgets every hash of `name` or beneath it (a folder moved or deleted): a different file
     /// could later appear there with the same size and mtime.
-    pub fn forget_beneath(&self, path: &Path) {
+    pub fn forget_beneath(&self, name: &str) {
         if let Some(db) = self.db.lock().expect("hash cache poisoned").as_ref() {
-            let p = path.to_string_lossy();
             let _ = db.execute(
                 "DELETE FROM hashes WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
-                params![p],
+                params![name],
             );
         }
         self.known
             .lock()
             .expect("hash cache poisoned")
-            .retain(|p, _| !p.starts_with(path));
+            .retain(|n, _| !crate::cache::is_at_or_beneath(n, name));
     }
 
-    pub fn forget(&self, path: &Path) {
+    pub fn forget(&self, name: &str) {
         if let Some(db) = self.db.lock().expect("hash cache poisoned").as_ref() {
-            let _ = db.execute(
-                "DELETE FROM hashes WHERE path = ?1",
-                params![path.to_string_lossy()],
-            );
+            let _ = db.execute("DELETE FROM hashes WHERE path = ?1", params![name]);
         }
-        self.known.lock().expect("hash cache poisoned").remove(path);
+        self.known.lock().expect("hash cache poisoned").remove(name);
     }
 }
 
@@ -136,13 +153,18 @@ mod tests {
     #[test]
     fn a_changed_size_or_mtime_misses() {
         let c = HashCache::default();
-        let p = PathBuf::from("/x");
-        c.insert(p.clone(), 10, 5, [1; 32]);
-        assert_eq!(c.get(&p, 10, 5), Some([1; 32]));
-        assert_eq!(c.get(&p, 11, 5), None);
-        assert_eq!(c.get(&p, 10, 6), None);
-        c.forget(&p);
-        assert_eq!(c.get(&p, 10, 5), None);
+        let v = |size, modified_ns| Version { size, modified_ns };
+        c.insert("x", v(10, 5), [1; 32]);
+        assert_eq!(c.get("x", v(10, 5)), Some([1; 32]));
+        assert_eq!(c.get("x", v(11, 5)), None);
+        assert_eq!(c.get("x", v(10, 6)), None);
+        c.insert("dir/y", v(1, 1), [2; 32]);
+        c.insert("dirt", v(1, 1), [3; 32]);
+        c.forget_beneath("dir");
+        assert_eq!(c.get("dir/y", v(1, 1)), None);
+        assert_eq!(c.get("dirt", v(1, 1)), Some([3; 32]));
+        c.forget("x");
+        assert_eq!(c.get("x", v(10, 5)), None);
     }
 
     #[test]
@@ -151,13 +173,14 @@ mod tests {
         let db = dir.path().join("troca.db");
         let c = HashCache::default();
         c.attach(&db).unwrap();
-        c.insert(PathBuf::from("/a"), 1, 2, [3; 32]);
-        c.insert(PathBuf::from("/b"), 4, 5, [6; 32]);
-        c.forget(Path::new("/b"));
+        let v = |size, modified_ns| Version { size, modified_ns };
+        c.insert("a", v(1, 2), [3; 32]);
+        c.insert("b", v(4, 5), [6; 32]);
+        c.forget("b");
         drop(c);
         let again = HashCache::default();
         again.attach(&db).unwrap();
-        assert_eq!(again.get(Path::new("/a"), 1, 2), Some([3; 32]));
-        assert_eq!(again.get(Path::new("/b"), 4, 5), None);
+        assert_eq!(again.get("a", v(1, 2)), Some([3; 32]));
+        assert_eq!(again.get("b", v(4, 5)), None);
     }
 }

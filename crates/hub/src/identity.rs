@@ -23,6 +23,19 @@ impl Tls {
             identity,
         })
     }
+
+    /// The TLS a hub runs with in `mode` (`None`: plaintext); its own key lives in `state`.
+    pub fn for_mode(
+        mode: &crate::config::TlsMode,
+        state: &std::path::Path,
+    ) -> Result<Option<Arc<Tls>>, HubError> {
+        let identity = match mode {
+            crate::config::TlsMode::Plaintext => return Ok(None),
+            crate::config::TlsMode::OwnKey => Identity::load_or_create(state)?,
+            crate::config::TlsMode::Given { cert, key } => Identity::from_files(cert, key, true)?,
+        };
+        Ok(Some(Arc::new(Tls::new(identity)?)))
+    }
 }
 
 impl From<IdentityError> for HubError {

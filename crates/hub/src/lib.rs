@@ -6,9 +6,9 @@
 //! - [`server`]: accepts connections, enforces the connection limit, shuts down gracefully.
 //! - [`conn`]: speaks the native protocol on one connection (handshake, requests, raw bytes).
 //! - [`service`]: the operations themselves (list, download, upload, remove), shared by every
-//!   face so each rule lives in one place.
-//! - [`share`]: maps remote names onto the shared folder, refusing anything outside it.
-//! - [`uploads`]: partial uploads kept in the state folder for resume.
+//!   face so each rule lives in one place; [`transfer`]: the upload pipeline every face feeds.
+//! - [`store`]: where the files are kept, behind the [`store::Store`] trait ([`store::LocalStore`]:
+//!   a folder, reached through descriptors beneath its root, with partial uploads for resume).
 //! - [`clients`], [`history`], [`tokens`], [`access`], [`cache`]: who is connected, what they
 //!   asked, what they may do, and the hot files kept in memory.
 
@@ -23,10 +23,10 @@ pub mod history;
 pub mod identity;
 pub mod server;
 pub mod service;
-pub mod share;
 pub mod small;
+pub mod store;
 pub mod tokens;
-pub mod uploads;
+pub mod transfer;
 
 pub use config::HubConfig;
 pub use error::HubError;

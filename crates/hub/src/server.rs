@@ -32,10 +32,10 @@ pub async fn serve(
 ) -> Result<(), HubError> {
     let tracker = TaskTracker::new();
     tracker.spawn(clean_partials(Arc::clone(&hub), shutdown.clone()));
-    let limit = Arc::new(Semaphore::new(hub.config.max_connections));
+    let limit = Arc::new(Semaphore::new(hub.config().max_connections));
     let mut busy = Vec::new();
     troca_proto::frame::encode_frame(
-        &HubError::TooManyConnections(hub.config.max_connections).to_message(),
+        &HubError::TooManyConnections(hub.config().max_connections).to_message(),
         &mut busy,
     );
     loop {
@@ -43,16 +43,16 @@ pub async fn serve(
             break;
         };
         let slots = hub
-            .addresses
+            .addresses()
             .take(peer.ip())
             .ok_or(HubError::TooManyFromAddress(
-                hub.config.max_connections_per_ip,
+                hub.config().max_connections_per_ip,
             ));
         let permit = slots.and_then(|slot| {
             let permit = Arc::clone(&limit).try_acquire_owned();
             permit
                 .map(|p| (p, slot))
-                .map_err(|_| HubError::TooManyConnections(hub.config.max_connections))
+                .map_err(|_| HubError::TooManyConnections(hub.config().max_connections))
         });
         match permit {
             Ok(held) => {
@@ -76,16 +76,17 @@ pub async fn serve(
     tracker.wait().await;
     // Every request answered is in the history before the hub is gone.
     let h = Arc::clone(&hub);
-    let _ = tokio::task::spawn_blocking(move || h.history.flush()).await;
+    let _ = tokio::task::spawn_blocking(move || h.history_log().flush()).await;
     Ok(())
 }
 
 async fn clean_partials(hub: Arc<Hub>, shutdown: CancellationToken) {
     // Often enough that the budgets for abandoned partials hold within a minute.
-    let every = (hub.config.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let every =
+        (hub.config().partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let h = Arc::clone(&hub);
-        let removed = tokio::task::spawn_blocking(move || h.partials.clean(h.config.partial_ttl))
+        let removed = tokio::task::spawn_blocking(move || h.clean_partials())
             .await
             .unwrap_or(0);
         if removed > 0 {

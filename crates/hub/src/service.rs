@@ -7,55 +7,75 @@ use crate::cache::HotCache;
 use crate::clients::Clients;
 use crate::config::HubConfig;
 use crate::error::HubError;
+use crate::hashes::HashCache;
 use crate::history::{HistoryLog, Page, PageQuery};
-use crate::share::{is_not_found, Share};
+use crate::store::{parse, Kind, LocalStore, PartialInfo, Store, StoredFile, Version};
 use crate::tokens::{admin_token_path, db_path, Owner, Tokens};
-use crate::uploads::{PartialUpload, Partials};
-use rustix::fs::FileType;
-use std::fs::File;
+use crate::transfer::Incoming;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use troca_net::limits::PerAddress;
-use troca_net::transfer::mtime_ns;
 use troca_proto::msg::{Entry, Put, PutDone, StatusInfo};
 use troca_proto::{Hash, RemoteName};
 
 /// A shared folder and everything the hub knows about it.
 #[derive(Debug)]
 pub struct Hub {
-    pub config: HubConfig,
-    pub share: Share,
-    pub partials: Partials,
-    pub clients: Arc<Clients>,
-    pub history: HistoryLog,
-    pub tokens: Tokens,
-    pub auth_failures: AuthFailures,
-    pub cache: HotCache,
+    config: HubConfig,
+    store: Box<dyn Store>,
+    clients: Arc<Clients>,
+    history: HistoryLog,
+    tokens: Tokens,
+    auth_failures: AuthFailures,
+    cache: HotCache,
+    hashes: HashCache,
     /// Connections open per address, over every face.
-    pub addresses: Arc<PerAddress>,
+    addresses: Arc<PerAddress>,
     /// Where the admin token is, and whether this start created it.
-    pub admin_token: (PathBuf, bool),
+    admin_token: AdminTokenFile,
     /// The hub's TLS identity and the configurations made from it (`None`: plaintext);
     /// replaced whole when a given certificate is reloaded.
     tls: std::sync::RwLock<Option<Arc<crate::identity::Tls>>>,
     /// Memory for batches of small files, in KiB (see `small.rs`), shared by all connections.
-    pub batch_memory: Arc<tokio::sync::Semaphore>,
+    batch_memory: Arc<tokio::sync::Semaphore>,
     started: Instant,
 }
 
-/// A file opened for download.
-#[derive(Debug)]
-pub struct OpenFile {
-    pub file: File,
+/// The file that holds the admin token.
+#[derive(Debug, Clone)]
+pub struct AdminTokenFile {
     pub path: PathBuf,
-    pub size: u64,
+    /// Whether this start of the hub made it.
+    pub created: bool,
+}
+
+/// A file on its way to a client: what it is, and where its bytes come from.
+#[derive(Debug)]
+pub struct Download {
+    pub name: RemoteName,
+    pub version: Version,
     /// Where the bytes start: the requested offset, or 0 if that was past the end.
     pub offset: u64,
-    pub modified_ns: i64,
-    /// The hash of the whole file, if already known for this size and mtime.
+    /// The hash of the whole file, when known (always for [`Source::Memory`]).
     pub hash: Option<Hash>,
+    pub source: Source,
+}
+
+/// Where a download's bytes come from.
+#[derive(Debug)]
+pub enum Source {
+    /// The whole file, from the hot-file cache (or just read into it).
+    Memory(Arc<[u8]>),
+    /// The store.
+    Stored(StoredFile),
+}
+
+impl Download {
+    pub fn size(&self) -> u64 {
+        self.version.size
+    }
 }
 
 /// Now, in ns since the epoch.
@@ -65,14 +85,7 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-fn parse(name: &str) -> Result<RemoteName, HubError> {
-    RemoteName::parse(name).map_err(|reason| HubError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
-}
-
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
 ) -> Result<T, HubError> {
     tokio::task::spawn_blocking(f)
@@ -83,40 +96,31 @@ async fn blocking<T: Send + 'static>(
 impl Hub {
     /// Opens the shared folder and state folder named in `config`.
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
-        let share = Share::open(&config.root, &config.state_dir)?;
-        let partials = Partials::open(share.state_dir(), config.partial_budget)?;
-        let (tokens, created) = Tokens::open(share.state_dir())?;
-        let history = HistoryLog::open(&db_path(share.state_dir()), config.history_keep)?;
-        share
-            .hashes
-            .attach(&db_path(share.state_dir()))
-            .map_err(|e| crate::history::db_err(&db_path(share.state_dir()), e))?;
+        let store = LocalStore::open(&config.root, &config.state_dir, config.partial_budget)?;
+        let state = store.state_dir().to_path_buf();
+        let (tokens, created) = Tokens::open(&state)?;
+        let history = HistoryLog::open(&db_path(&state), config.history_keep)?;
+        let hashes = HashCache::default();
+        hashes
+            .attach(&db_path(&state))
+            .map_err(|e| crate::history::db_err(&db_path(&state), e))?;
         let batch_memory = Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(config.batch_memory >> 10)
                 .unwrap_or(usize::MAX)
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
-        let identity = match &config.tls {
-            crate::config::TlsMode::Plaintext => None,
-            crate::config::TlsMode::OwnKey => Some(crate::identity::Identity::load_or_create(
-                share.state_dir(),
-            )?),
-            crate::config::TlsMode::Given { cert, key } => {
-                Some(crate::identity::Identity::from_files(cert, key, true)?)
-            }
-        };
-        let tls = match identity {
-            Some(id) => Some(Arc::new(crate::identity::Tls::new(id)?)),
-            None => None,
-        };
+        let tls = crate::identity::Tls::for_mode(&config.tls, &state)?;
         Ok(Self {
             tls: std::sync::RwLock::new(tls),
-            admin_token: (admin_token_path(share.state_dir()), created),
+            admin_token: AdminTokenFile {
+                path: admin_token_path(&state),
+                created,
+            },
             cache: HotCache::new(config.cache_size, config.cache_max_file),
+            hashes,
             addresses: PerAddress::new(config.max_connections_per_ip),
             config,
-            share,
-            partials,
+            store: Box::new(store),
             clients: Arc::default(),
             history,
             tokens,
@@ -126,33 +130,118 @@ impl Hub {
         })
     }
 
-    /// Files whose names start with `prefix`.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The clients connected now, over every face.
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.clients
+    }
+
+    /// The request history.
+    pub fn history_log(&self) -> &HistoryLog {
+        &self.history
+    }
+
+    /// Connections open per address, over every face.
+    pub fn addresses(&self) -> &Arc<PerAddress> {
+        &self.addresses
+    }
+
+    /// The file that holds the admin token.
+    pub fn admin_token_file(&self) -> &AdminTokenFile {
+        &self.admin_token
+    }
+
+    /// Where the shared files are, for the operator's log.
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// Memory for batches of small files, in KiB.
+    pub(crate) fn batch_memory(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.batch_memory
+    }
+
+    /// Files whose names start with `prefix`, with their hashes where known.
     pub async fn list(self: &Arc<Self>, prefix: &str) -> Result<Vec<Entry>, HubError> {
         let hub = Arc::clone(self);
         let prefix = prefix.to_owned();
-        blocking(move || Ok(hub.share.list(&prefix))).await
+        blocking(move || Ok(hub.with_hashes(hub.store.list(&prefix)))).await
     }
 
-    /// Opens `name` for reading from `offset`.
-    pub fn open_file(&self, name: &str, offset: u64) -> Result<OpenFile, HubError> {
-        let remote = parse(name)?;
-        let (file, path) = self.share.open_existing(&remote)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| HubError::io(format!("cannot stat {name}"), e))?;
-        if !meta.is_file() {
-            return Err(HubError::NotAFile(name.to_owned()));
+    /// Fills in the hashes known for these versions.
+    fn with_hashes(&self, mut entries: Vec<Entry>) -> Vec<Entry> {
+        for e in entries.iter_mut().filter(|e| !e.name.ends_with('/')) {
+            let version = Version {
+                size: e.size,
+                modified_ns: e.modified_ns,
+            };
+            e.blake3 = self.hashes.get(&e.name, version);
         }
-        let size = meta.len();
-        let modified_ns = mtime_ns(&meta);
-        Ok(OpenFile {
-            hash: self.share.hashes.get(&path, size, modified_ns),
-            file,
-            path,
-            size,
-            offset: if offset > size { 0 } else { offset },
-            modified_ns,
+        entries
+    }
+
+    /// Opens `name` for a download from `offset`: small files from the hot-file cache (read
+    /// into it on a miss, which also learns their hash), others from the store. Reads on the
+    /// caller's thread: a lookup, and for a small file a page-cache read, cost less than a hop
+    /// to the blocking pool.
+    pub fn download(&self, name: &str, offset: u64) -> Result<Download, HubError> {
+        let name = parse(name)?;
+        let file = self.store.open(&name)?;
+        let version = file.version;
+        let offset = if offset > version.size { 0 } else { offset };
+        let known = self.hashes.get(name.as_str(), version);
+        let (source, hash) = if self.cache.wants(version.size) {
+            let (data, hash) = self
+                .small_file(&name, &file, known)
+                .map_err(|e| HubError::io(format!("cannot read {name}"), e))?;
+            (Source::Memory(data), Some(hash))
+        } else {
+            (Source::Stored(file), known)
+        };
+        Ok(Download {
+            name,
+            version,
+            offset,
+            hash,
+            source,
         })
+    }
+
+    /// The whole contents and hash of a small file, from the hot-file cache or read once and
+    /// kept there (its hash remembered too).
+    fn small_file(
+        &self,
+        name: &RemoteName,
+        file: &StoredFile,
+        known: Option<Hash>,
+    ) -> std::io::Result<(Arc<[u8]>, Hash)> {
+        if let Some(hit) = self.cache.get(name.as_str(), file.version) {
+            return Ok(hit);
+        }
+        let mut data = vec![0u8; file.version.size as usize];
+        file.read_exact_at(&mut data, 0)?;
+        let hash = known.unwrap_or_else(|| *blake3::hash(&data).as_bytes());
+        if known.is_none() && file.unchanged() {
+            self.hashes.insert(name.as_str(), file.version, hash);
+        }
+        let data: Arc<[u8]> = data.into();
+        self.cache
+            .insert(name.as_str(), file.version, hash, Arc::clone(&data));
+        Ok((data, hash))
+    }
+
+    /// Records a hash computed while sending the whole of `download`, if the file is still the
+    /// version that was hashed.
+    pub fn remember_hash(&self, download: &Download, hash: Hash) {
+        if let Source::Stored(file) = &download.source {
+            if file.unchanged() {
+                self.hashes
+                    .insert(download.name.as_str(), download.version, hash);
+            }
+        }
     }
 
     /// Checks a token (from a native `Hello` or an HTTP `Authorization` header) against the
@@ -192,33 +281,9 @@ impl Hub {
         })
     }
 
-    /// The whole contents and hash of a small file, from the hot-file cache or read once and
-    /// kept there (its hash remembered too). For files [`HotCache::wants`].
-    pub fn small_file(&self, open: &OpenFile) -> std::io::Result<(Arc<[u8]>, Hash)> {
-        if let Some(hit) = self.cache.get(&open.path, open.size, open.modified_ns) {
-            return Ok(hit);
-        }
-        let mut data = vec![0u8; open.size as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&open.file, &mut data, 0)?;
-        let hash = open.hash.unwrap_or_else(|| *blake3::hash(&data).as_bytes());
-        if open.hash.is_none() {
-            self.remember_hash(open, hash);
-        }
-        let data: Arc<[u8]> = data.into();
-        self.cache
-            .insert(open.path.clone(), open.modified_ns, hash, Arc::clone(&data));
-        Ok((data, hash))
-    }
-
-    /// Records a hash computed while serving `file`, if the file is still the one that was hashed.
-    pub fn remember_hash(&self, open: &OpenFile, hash: Hash) {
-        if let Ok(meta) = open.file.metadata() {
-            if meta.len() == open.size && mtime_ns(&meta) == open.modified_ns {
-                self.share
-                    .hashes
-                    .insert(open.path.clone(), open.size, open.modified_ns, hash);
-            }
-        }
+    /// The token records (for the faces that manage tokens).
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     /// May `caller` replace or delete `name` (`what` says which, for the refusal)? Blocking: reads
@@ -239,48 +304,53 @@ impl Hub {
         )
     }
 
-    /// Starts (or resumes) an upload: checks the name and the policy, claims the name, and opens
-    /// the partial file.
+    /// May a file go at `name`, which holds `kind` now? Not over a folder; over a file only
+    /// when `replace` and `caller` may replace it.
+    pub(crate) fn check_place(
+        &self,
+        caller: &Caller,
+        name: &RemoteName,
+        kind: Option<Kind>,
+        replace: bool,
+    ) -> Result<(), HubError> {
+        match kind {
+            None => Ok(()),
+            Some(Kind::Folder) => Err(HubError::NotAFile(name.to_string())),
+            Some(_) if !replace => Err(HubError::AlreadyExists(name.to_string())),
+            Some(_) => self.check_change(caller, name, "replacing"),
+        }
+    }
+
+    /// Starts (or resumes) an upload: checks the name and the policy, claims the name, opens
+    /// the partial data and starts its writer. The face then feeds the bytes to the
+    /// [`Incoming`] and finishes it with the sender's hash.
     pub async fn begin_upload(
         self: &Arc<Self>,
         put: &Put,
         caller: &Caller,
-    ) -> Result<PartialUpload, HubError> {
+    ) -> Result<Incoming, HubError> {
         let remote = parse(&put.name)?;
         let hub = Arc::clone(self);
         let caller = caller.clone();
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
-        blocking(move || {
+        let partial = blocking(move || {
             caller.may_create(&hub.tokens, hub.config.read_only)?;
-            let exists = match hub.share.slot(&remote, false) {
-                Ok(slot) => match slot.kind() {
-                    Ok(Some(FileType::Directory)) => {
-                        return Err(HubError::NotAFile(remote.to_string()))
-                    }
-                    Ok(kind) => kind.is_some(),
-                    Err(e) => return Err(HubError::io(format!("cannot reach {remote}"), e)),
-                },
-                // A folder on the way is missing: nothing is there yet.
-                Err(HubError::NotFound(_)) => false,
-                Err(e) => return Err(e),
-            };
-            if exists {
-                if !force {
-                    return Err(HubError::AlreadyExists(remote.to_string()));
-                }
-                hub.check_change(&caller, &remote, "replacing")?;
-            }
-            hub.partials.begin(remote, size, mtime, caller.from)
+            let kind = hub.store.kind(&remote)?;
+            hub.check_place(&caller, &remote, kind, force)?;
+            hub.store.begin_upload(remote, size, mtime, caller.from)
         })
-        .await
+        .await?;
+        Incoming::start(partial, self.config.stall_timeout).await
     }
 
-    /// Finishes an upload whose bytes have all arrived: checks the sender's hash, makes the data
-    /// durable and moves it under its name. On a hash mismatch the partial data is deleted; if
-    /// the name was taken meanwhile, it is kept so a retry with `force` resumes at the end.
-    pub async fn finish_upload(
+    /// Finishes an upload whose bytes have all arrived and been stored: checks the sender's
+    /// hash, then has the store make the data durable and put it under its name. On a hash
+    /// mismatch the partial data is deleted; if the name was taken meanwhile, it is kept so a
+    /// retry with `force` resumes at the end. Without the sender's hash (a plain HTTP PUT)
+    /// there is nothing to check against: the face records the upload as unverified.
+    pub(crate) async fn commit_upload(
         self: &Arc<Self>,
-        upload: PartialUpload,
+        upload: crate::store::PartialUpload,
         theirs: Option<Hash>,
         force: bool,
         caller: &Caller,
@@ -292,52 +362,17 @@ impl Hub {
         };
         blocking(move || {
             let ours: Hash = *upload.hasher.finalize().as_bytes();
-            // Without the sender's hash (a plain HTTP PUT) there is nothing to check against:
-            // the caller records the upload as unverified.
             if theirs.is_some_and(|theirs| ours != theirs) {
                 let name = upload.name.to_string();
                 upload.discard();
                 return Err(HubError::Integrity(name));
             }
-            let name = upload.name.clone();
-            let saved = |e| HubError::io(format!("cannot save {name}"), e);
-            upload.file.sync_all().map_err(saved)?;
-            // The hash covers what arrived; the length proves all of it was stored.
-            let stored = upload.file.metadata().map_err(saved)?.len();
-            if stored != upload.size {
-                let e = std::io::Error::other(format!("{stored} of {} bytes stored", upload.size));
-                upload.discard();
-                return Err(saved(e));
-            }
-            let slot = match hub.share.slot(&name, true) {
-                Ok(slot) => slot,
-                Err(e) => {
-                    // The name cannot be stored (its folder went away, say): nothing to resume.
-                    upload.discard();
-                    return Err(e);
-                }
-            };
-            if slot.kind().is_ok_and(|k| k == Some(FileType::Directory)) {
-                return Err(HubError::NotAFile(name.to_string()));
-            }
-            let target = slot.path();
-            slot.place(&upload.part, force).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    HubError::AlreadyExists(name.to_string())
-                } else {
-                    HubError::io(format!("cannot store {name}"), e)
-                }
-            })?;
-            let size = upload.size;
-            upload.completed();
-            hub.cache.invalidate(&target);
+            let (name, size) = (upload.name.clone(), upload.size);
+            let version = hub.store.commit(upload, force)?;
+            hub.cache.invalidate(name.as_str());
             // The uploading token owns the file now (an anonymous upload owns nothing).
             hub.tokens.set_owner(name.as_str(), uploader)?;
-            if let Ok(meta) = target.metadata() {
-                hub.share
-                    .hashes
-                    .insert(target, meta.len(), mtime_ns(&meta), ours);
-            }
+            hub.hashes.insert(name.as_str(), version, ours);
             Ok(PutDone {
                 name: name.to_string(),
                 size,
@@ -352,7 +387,7 @@ impl Hub {
         let hub = Arc::clone(self);
         let (files, bytes, partials) = blocking(move || {
             let all: Vec<Entry> = hub
-                .share
+                .store
                 .list("")
                 .into_iter()
                 .filter(|e| !e.name.ends_with('/'))
@@ -361,7 +396,7 @@ impl Hub {
             Ok((
                 files,
                 all.iter().map(|e| e.size).sum::<u64>(),
-                hub.partials.list(),
+                hub.store.partials(),
             ))
         })
         .await?;
@@ -397,11 +432,11 @@ impl Hub {
     pub async fn partial_uploads(
         self: &Arc<Self>,
         caller: &Caller,
-    ) -> Result<Vec<crate::uploads::PartialInfo>, HubError> {
+    ) -> Result<Vec<PartialInfo>, HubError> {
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
             caller.must_be_admin(&hub.tokens, "listing partial uploads")?;
-            Ok(hub.partials.list())
+            Ok(hub.store.partials())
         })
         .await
     }
@@ -415,12 +450,17 @@ impl Hub {
         let (hub, caller, key) = (Arc::clone(self), caller.clone(), key.to_owned());
         blocking(move || {
             caller.must_be_admin(&hub.tokens, "removing a partial upload")?;
-            match hub.partials.remove(&key)? {
+            match hub.store.remove_partial(&key)? {
                 true => Ok(()),
                 false => Err(HubError::NotFound(format!("partial upload {key}"))),
             }
         })
         .await
+    }
+
+    /// Deletes partial uploads untouched for the configured time. Blocking.
+    pub(crate) fn clean_partials(&self) -> usize {
+        self.store.clean_partials(self.config.partial_ttl)
     }
 
     /// Deletes `name`: a file, or a folder (an empty one, or with everything in it if
@@ -436,39 +476,32 @@ impl Hub {
         let hub = Arc::clone(self);
         let caller = caller.clone();
         blocking(move || {
-            let slot = hub.share.slot(&remote, false)?;
-            match slot.kind() {
-                Ok(Some(FileType::Directory)) => {
-                    return hub.remove_folder(&caller, &remote, &slot, recursive)
-                }
-                Ok(Some(_)) if as_folder => return Err(HubError::NotFound(format!("{remote}/"))),
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(HubError::NotFound(remote.to_string())),
-                Err(e) => return Err(HubError::io(format!("cannot reach {remote}"), e)),
+            match hub.store.kind(&remote)? {
+                Some(Kind::Folder) => return hub.remove_folder(&caller, &remote, recursive),
+                Some(_) if as_folder => return Err(HubError::NotFound(format!("{remote}/"))),
+                Some(_) => {}
+                None => return Err(HubError::NotFound(remote.to_string())),
             }
             hub.check_change(&caller, &remote, "deleting")?;
-            // Removes the entry the client named (a link, if it is one), not what it points to.
-            slot.remove().map_err(|e| {
-                if is_not_found(&e) {
-                    HubError::NotFound(remote.to_string())
-                } else {
-                    HubError::io(format!("cannot delete {remote}"), e)
-                }
-            })?;
-            let real = slot.path();
-            hub.share.hashes.forget(&real);
-            hub.cache.invalidate(&real);
+            hub.store.remove(&remote)?;
+            hub.forget(&remote);
             hub.tokens.set_owner(remote.as_str(), Owner::default())?;
             Ok(1)
         })
         .await
     }
 
+    /// Forgets what the caches hold of `name` and anything beneath it.
+    fn forget(&self, name: &RemoteName) {
+        self.hashes.forget_beneath(name.as_str());
+        self.cache.invalidate_beneath(name.as_str());
+    }
+
     /// May `caller` move or delete folder `name` as a whole? Only if it may change every file
     /// in it; an empty folder holds nobody's data, so whoever may upload may.
     fn check_folder(&self, caller: &Caller, name: &RemoteName, what: &str) -> Result<(), HubError> {
         caller.may_create(&self.tokens, self.config.read_only)?;
-        for file in self.share.files_beneath(name)? {
+        for file in self.store.files_beneath(name)? {
             if let Ok(file) = RemoteName::parse(&file) {
                 self.check_change(caller, &file, what)?;
             }
@@ -480,17 +513,14 @@ impl Hub {
         &self,
         caller: &Caller,
         name: &RemoteName,
-        slot: &crate::share::Slot,
         recursive: bool,
     ) -> Result<u64, HubError> {
-        if !recursive && !self.share.files_beneath(name)?.is_empty() {
+        if !recursive && !self.store.files_beneath(name)?.is_empty() {
             return Err(HubError::FolderNotEmpty(name.to_string()));
         }
         self.check_folder(caller, name, "deleting")?;
-        let removed = self.share.remove_tree(name);
-        let real = slot.path();
-        self.share.hashes.forget_beneath(&real);
-        self.cache.invalidate_beneath(&real);
+        let removed = self.store.remove_tree(name);
+        self.forget(name);
         self.tokens.forget_owners_beneath(name.as_str())?;
         removed
     }
@@ -533,7 +563,7 @@ impl Hub {
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
             caller.may_create(&hub.tokens, hub.config.read_only)?;
-            hub.share.make_folder(&remote)
+            hub.store.make_folder(&remote)
         })
         .await
     }
@@ -563,17 +593,11 @@ impl Hub {
         into: bool,
         force: bool,
     ) -> Result<String, HubError> {
-        let from = self.share.slot(&source, false)?;
-        let kind = match from.kind() {
-            Ok(Some(kind)) => kind,
-            Ok(None) => return Err(HubError::NotFound(source.to_string())),
-            Err(e) => return Err(HubError::io(format!("cannot reach {source}"), e)),
+        let Some(kind) = self.store.kind(&source)? else {
+            return Err(HubError::NotFound(source.to_string()));
         };
-        let target_kind = |t: &RemoteName| match self.share.slot(t, false) {
-            Ok(slot) => slot.kind().ok().flatten(),
-            Err(_) => None,
-        };
-        if into || target_kind(&target) == Some(FileType::Directory) {
+        let target_kind = |t: &RemoteName| self.store.kind(t).ok().flatten();
+        if into || target_kind(&target) == Some(Kind::Folder) {
             target = parse(&format!("{target}/{}", source.file_name()))?;
         }
         let inside = target.as_str().starts_with(&format!("{source}/"));
@@ -582,7 +606,7 @@ impl Hub {
                 "cannot move {source:?} to {target:?}: that is itself or inside it"
             )));
         }
-        if kind == FileType::Directory {
+        if kind == Kind::Folder {
             self.check_folder(caller, &source, "moving")?;
         } else {
             caller.may_create(&self.tokens, self.config.read_only)?;
@@ -590,28 +614,15 @@ impl Hub {
         }
         match target_kind(&target) {
             None => {}
-            Some(FileType::Directory) => return Err(HubError::AlreadyExists(target.to_string())),
-            Some(_) if !force || kind == FileType::Directory => {
+            Some(Kind::Folder) => return Err(HubError::AlreadyExists(target.to_string())),
+            Some(_) if !force || kind == Kind::Folder => {
                 return Err(HubError::AlreadyExists(target.to_string()))
             }
             Some(_) => self.check_change(caller, &target, "replacing")?,
         }
-        let to = self.share.slot(&target, true)?;
-        self.share
-            .rename(&from, &to, force)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EEXIST)
-                | Some(libc::ENOTEMPTY)
-                | Some(libc::EISDIR)
-                | Some(libc::ENOTDIR) => HubError::AlreadyExists(target.to_string()),
-                _ if is_not_found(&e) => HubError::NotFound(source.to_string()),
-                _ => HubError::io(format!("cannot move {source} to {target}"), e),
-            })?;
-        let (old, new) = (from.path(), to.path());
-        for path in [&old, &new] {
-            self.share.hashes.forget_beneath(path);
-            self.cache.invalidate_beneath(path);
-        }
+        self.store.rename(&source, &target, force)?;
+        self.forget(&source);
+        self.forget(&target);
         self.tokens.move_owners(source.as_str(), target.as_str())?;
         Ok(target.to_string())
     }
@@ -628,7 +639,32 @@ impl Hub {
             ));
         }
         let (hub, text) = (Arc::clone(self), text.to_owned());
-        blocking(move || Ok(hub.share.find(&text, MAX_FOUND))).await
+        blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)))).await
+    }
+
+    /// The store, for the batch of small files (`small.rs`).
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// What stores a batch learns: owners, hashes, and stale cache entries dropped.
+    pub(crate) fn stored_batch(&self, stored: &[crate::small::Stored], caller: &Caller) {
+        let uploader = Owner {
+            token_id: caller.grant.and_then(|g| g.token_id),
+            key_hash: caller.owner_key,
+        };
+        let owners: Vec<(String, Owner)> = stored
+            .iter()
+            .map(|s| (s.remembered.name.clone(), uploader))
+            .collect();
+        if let Err(e) = self.tokens.set_owners(&owners) {
+            tracing::warn!(error = %e, "cannot record the owners of a batch");
+        }
+        for s in stored {
+            self.cache.invalidate(&s.remembered.name);
+        }
+        self.hashes
+            .insert_many(stored.iter().map(|s| s.remembered.clone()).collect());
     }
 }
 

@@ -102,12 +102,12 @@ where
     match result {
         Ok(Done { value, bytes, note }) => {
             if !polled {
-                record.finish_noted(&hub.history, Ok(bytes), note);
+                record.finish_noted(hub.history_log(), Ok(bytes), note);
             }
             Ok(value)
         }
         Err(e) => {
-            record.finish(&hub.history, Err(e.record_text()));
+            record.finish(hub.history_log(), Err(e.record_text()));
             Err(e)
         }
     }
@@ -149,7 +149,7 @@ pub(crate) async fn clients(
     headers: HeaderMap,
 ) -> Result<Json<Vec<json::ClientRow>>, ApiError> {
     recorded(&hub, &v, &headers, "who", String::new(), |_| async {
-        Ok((Json(json::clients(hub.clients.list())), 0))
+        Ok((Json(json::clients(hub.clients().list())), 0))
     })
     .await
 }

@@ -16,15 +16,14 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::Deserialize;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use troca_hub::clients::Busy;
 use troca_hub::history::Pending;
-use troca_hub::service::OpenFile;
+use troca_hub::service::{Download, Source};
+use troca_hub::transfer::Incoming;
 use troca_hub::{Hub, HubError};
-use troca_net::durable::FileWriter;
 use troca_net::IoBuf;
 use troca_proto::msg::{Activity, Put};
 use troca_proto::Hash;
@@ -174,119 +173,139 @@ pub(crate) async fn get(
     }
     let head = method == Method::HEAD;
     let record = pending(&v, if head { "head" } else { "get" }, name.clone());
-    let prepared = async {
+    let opened = async {
         caller(&hub, &v, &headers).await?;
-        let open = hub.open_file(&name, 0)?;
-        // Small files come whole from the hot-file cache, which also knows their hash.
-        let small = if hub.cache.wants(open.size) {
-            Some(
-                hub.small_file(&open)
-                    .map_err(|e| HubError::io(format!("cannot read {name}"), e))?,
-            )
-        } else {
-            None
-        };
-        let hash = small.as_ref().map(|(_, h)| *h).or(open.hash);
-        Ok::<_, ApiError>((open, small, hash))
-    }
-    .await;
-    let (open, small, hash) = match prepared {
-        Ok(x) => x,
+        Ok::<_, ApiError>(hub.download(&name, 0)?)
+    };
+    let download = match opened.await {
+        Ok(d) => d,
         // A folder named without its slash: where its listing is, so relative links work.
         Err(ApiError::Hub(HubError::NotAFile(_))) => {
-            record.finish(&hub.history, Ok(0));
+            record.finish(hub.history_log(), Ok(0));
             let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
             let to = format!("{}/{query}", crate::page::href(&name));
             return Ok((StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response());
         }
         Err(e) => {
-            record.finish(&hub.history, Err(e.record_text()));
+            record.finish(hub.history_log(), Err(e.record_text()));
             return Err(e);
         }
     };
-    let tag = hash.as_ref().map(etag);
+    let tag = download.hash.as_ref().map(etag);
     if let (Some(tag), Some(inm)) = (&tag, headers.get(header::IF_NONE_MATCH)) {
         if matches_etag(inm, tag) {
-            record.finish(&hub.history, Ok(0));
+            record.finish(hub.history_log(), Ok(0));
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag.clone())]).into_response());
         }
     }
-    // A range applies only to the version the client holds (If-Range), if it names one.
-    let range_ok = headers.get(header::IF_RANGE).is_none_or(|v| {
-        tag.as_deref()
-            .is_some_and(|t| v.to_str().is_ok_and(|v| v == t))
-    });
-    let want = if range_ok {
-        match parse_range(headers.get(header::RANGE), open.size) {
-            Ok(w) => w,
-            Err(e) => {
-                record.finish(&hub.history, Err(e.record_text()));
-                return Err(e);
-            }
+    let want = match wanted(&headers, tag.as_deref(), download.size()) {
+        Ok(w) => w,
+        Err(e) => {
+            record.finish(hub.history_log(), Err(e.record_text()));
+            return Err(e);
         }
+    };
+    let response = answer_headers(&name, &download, want, tag, truthy(&q.download));
+    let body = if head {
+        record.finish(hub.history_log(), Ok(0));
+        Body::empty()
     } else {
-        Want::Full
+        body(&hub, &v, record, download, want)
     };
-    let (start, end) = match want {
-        Want::Full => (0, open.size),
-        Want::Part(a, b) => (a, b + 1),
-    };
-    let len = end - start;
+    response
+        .body(body)
+        .map_err(|e| HubError::Internal(format!("cannot answer: {e}")).into())
+}
 
+/// The part of a file of `size` bytes the request wants. A range applies only to the version
+/// the client holds (`If-Range`), if it names one.
+fn wanted(headers: &HeaderMap, tag: Option<&str>, size: u64) -> Result<Want, ApiError> {
+    let range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| tag.is_some_and(|t| v.to_str().is_ok_and(|v| v == t)));
+    if range_ok {
+        parse_range(headers.get(header::RANGE), size)
+    } else {
+        Ok(Want::Full)
+    }
+}
+
+/// Where `want` starts and ends (exclusive) in a file of `size` bytes.
+fn bounds(want: Want, size: u64) -> (u64, u64) {
+    match want {
+        Want::Full => (0, size),
+        Want::Part(a, b) => (a, b + 1),
+    }
+}
+
+/// The status and headers of a download's answer.
+fn answer_headers(
+    name: &str,
+    download: &Download,
+    want: Want,
+    tag: Option<String>,
+    attachment: bool,
+) -> axum::http::response::Builder {
+    let size = download.size();
+    let (start, end) = bounds(want, size);
     let mut response = Response::builder()
         .status(match want {
             Want::Full => StatusCode::OK,
             Want::Part(..) => StatusCode::PARTIAL_CONTENT,
         })
-        .header(header::CONTENT_TYPE, content_type(&name))
-        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, content_type(name))
+        .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(
-            header::CONTENT_DISPOSITION,
-            disposition(&name, truthy(&q.download)),
-        )
+        .header(header::CONTENT_DISPOSITION, disposition(name, attachment))
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         // A shared HTML file must not run scripts with the page's origin (and its token).
         .header(header::CONTENT_SECURITY_POLICY, "sandbox");
-    if let Some(tag) = &tag {
+    if let Some(tag) = tag {
         response = response.header(header::ETAG, tag);
     }
-    if let Some(date) = http_date(open.modified_ns) {
+    if let Some(date) = http_date(download.version.modified_ns) {
         response = response.header(header::LAST_MODIFIED, date);
     }
     if let Want::Part(a, b) = want {
-        response = response.header(
-            header::CONTENT_RANGE,
-            format!("bytes {a}-{b}/{}", open.size),
-        );
+        response = response.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{size}"));
     }
-    let body = if head || len == 0 {
-        record.finish(&hub.history, Ok(0));
-        Body::empty()
-    } else if let Some((data, _)) = small {
-        v.session.sent(len);
-        record.finish(&hub.history, Ok(len));
-        Body::from(Bytes::from_owner(data).slice(start as usize..end as usize))
-    } else {
-        let busy = Busy::start(&v.session, Activity::Downloading, &name, open.size, start);
-        // Hash what goes out when the whole file does and its hash is not known yet.
-        let hasher = (hash.is_none() && want == Want::Full).then(blake3::Hasher::new);
-        Body::from_stream(FileStream {
-            hub: Arc::clone(&hub),
-            visitor: v.clone(),
-            open,
-            pos: start,
-            end,
-            sent: 0,
-            hasher,
-            record: Some(record),
-            spares: Spares::default(),
-            _busy: busy,
-        })
-    };
     response
-        .body(body)
-        .map_err(|e| HubError::Internal(format!("cannot answer: {e}")).into())
+}
+
+/// The body of a download: from memory, or streamed from the store.
+fn body(hub: &Arc<Hub>, v: &Visitor, record: Pending, download: Download, want: Want) -> Body {
+    let (start, end) = bounds(want, download.size());
+    let len = end - start;
+    if len == 0 {
+        record.finish(hub.history_log(), Ok(0));
+        return Body::empty();
+    }
+    if let Source::Memory(data) = &download.source {
+        v.session.sent(len);
+        record.finish(hub.history_log(), Ok(len));
+        return Body::from(Bytes::from_owner(Arc::clone(data)).slice(start as usize..end as usize));
+    }
+    let busy = Busy::start(
+        &v.session,
+        Activity::Downloading,
+        download.name.as_str(),
+        download.size(),
+        start,
+    );
+    // Hash what goes out when the whole file does and its hash is not known yet.
+    let hasher = (download.hash.is_none() && want == Want::Full).then(blake3::Hasher::new);
+    Body::from_stream(FileStream {
+        hub: Arc::clone(hub),
+        visitor: v.clone(),
+        download,
+        pos: start,
+        end,
+        sent: 0,
+        hasher,
+        record: Some(record),
+        spares: Spares::default(),
+        _busy: busy,
+    })
 }
 
 /// A file's bytes as a response body, read chunk by chunk as the client takes them (constant
@@ -295,7 +314,7 @@ pub(crate) async fn get(
 struct FileStream {
     hub: Arc<Hub>,
     visitor: Visitor,
-    open: OpenFile,
+    download: Download,
     pos: u64,
     end: u64,
     sent: u64,
@@ -347,7 +366,10 @@ impl futures_core::Stream for FileStream {
         let mut buf = spare
             .filter(|b| b.len() >= want)
             .unwrap_or_else(|| IoBuf::new(want));
-        let n = match this.open.file.read_at(&mut buf[..want], this.pos) {
+        let Source::Stored(file) = &this.download.source else {
+            unreachable!("files in memory are sent whole")
+        };
+        let n = match file.read_at(&mut buf[..want], this.pos) {
             Ok(0) => Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the file shrank while it was sent",
@@ -371,7 +393,7 @@ impl futures_core::Stream for FileStream {
             }
             Err(e) => {
                 if let Some(r) = this.record.take() {
-                    r.finish(&this.hub.history, Err(format!("internal: {e}")));
+                    r.finish(this.hub.history_log(), Err(format!("internal: {e}")));
                 }
                 this.pos = this.end;
                 this.hasher = None;
@@ -387,10 +409,10 @@ impl FileStream {
     fn completed(&mut self) {
         if let Some(hasher) = self.hasher.take() {
             self.hub
-                .remember_hash(&self.open, *hasher.finalize().as_bytes());
+                .remember_hash(&self.download, *hasher.finalize().as_bytes());
         }
         if let Some(r) = self.record.take() {
-            r.finish(&self.hub.history, Ok(self.sent));
+            r.finish(self.hub.history_log(), Ok(self.sent));
         }
     }
 }
@@ -407,7 +429,7 @@ impl Drop for FileStream {
         if let Some(r) = self.record.take() {
             let left = self.end - self.pos;
             r.finish(
-                &self.hub.history,
+                self.hub.history_log(),
                 Err(format!("the client left with {left} bytes unsent")),
             );
         }
@@ -464,58 +486,12 @@ pub(crate) async fn put(
         };
         let mut upload = hub.begin_upload(&put, &caller).await?;
         let _busy = Busy::start(&v.session, Activity::Uploading, &name, size, 0);
-        let mut body = body;
-        let mut got = 0u64;
-        let file = upload
-            .file
-            .try_clone()
-            .map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
-        let mut writer = FileWriter::spawn(file, 0, size)
-            .await
-            .map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
-        writer.hold_until_written(upload.claim());
-        let stall = hub.config.stall_timeout;
-        let failed = loop {
-            let frame = match tokio::time::timeout(stall, body.frame()).await {
-                Err(_) => break Some(HubError::Timeout("upload stalled".into())),
-                Ok(None) => break None,
-                Ok(Some(Err(e))) => {
-                    break Some(HubError::BadRequest(format!("the upload broke off: {e}")))
-                }
-                Ok(Some(Ok(f))) => f,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            got += data.len() as u64;
-            if got > size {
-                break Some(HubError::BadRequest(
-                    "more bytes than Content-Length".into(),
-                ));
-            }
-            v.session.received(data.len() as u64);
-            upload.hasher.update(&data);
-            if !writer.write_from(&data).await {
-                break None;
-            }
-        };
-        // The writer's own failure (a full disk, say) comes first: it explains a stop.
-        let stored = writer.finish().await;
-        let failed = match stored {
-            Err(e) => Some(HubError::io(format!("cannot store {name}"), e)),
-            Ok(_) => failed,
-        };
-        let failed = failed.or_else(|| {
-            (got < size).then(|| {
-                HubError::BadRequest(format!("the body ended after {got} of {size} bytes"))
-            })
-        });
-        if let Some(e) = failed {
-            upload.discard();
-            return Err(e.into());
+        if let Err(e) = receive_body(body, &mut upload, v).await {
+            return Err(upload.abandon(e).await.into());
         }
+        let got = size;
         let verified = theirs.is_some();
-        let done = hub.finish_upload(upload, theirs, force, &caller).await?;
+        let done = upload.finish(hub, theirs, force, &caller).await?;
         let answer = (
             StatusCode::CREATED,
             Json(serde_json::json!({
@@ -532,6 +508,26 @@ pub(crate) async fn put(
         })
     })
     .await
+}
+
+/// Feeds a request body to an upload, each chunk as it comes (constant memory), each step
+/// within the stall timeout.
+async fn receive_body(mut body: Body, upload: &mut Incoming, v: &Visitor) -> Result<(), HubError> {
+    loop {
+        let frame = match tokio::time::timeout(upload.stall, body.frame()).await {
+            Err(_) => return Err(HubError::Timeout("upload stalled".into())),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                return Err(HubError::BadRequest(format!("the upload broke off: {e}")))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        upload.take(&data).await?;
+        v.session.received(data.len() as u64);
+    }
 }
 
 #[derive(Debug, Deserialize)]

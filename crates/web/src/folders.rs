@@ -15,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
+use troca_hub::service::Source;
 use troca_hub::{Hub, HubError};
 use troca_proto::json;
 use troca_proto::msg::Entry;
@@ -244,7 +245,7 @@ pub(crate) async fn zip(
     let entries = match listed {
         Ok(e) => e,
         Err(e) => {
-            record.finish(&hub.history, Err(e.record_text()));
+            record.finish(hub.history_log(), Err(e.record_text()));
             return Err(e);
         }
     };
@@ -261,10 +262,10 @@ pub(crate) async fn zip(
         match write_zip(&hub2, &folder2, &entries, out) {
             Ok(sent) => {
                 session.sent(sent);
-                record.finish(&hub2.history, Ok(sent));
+                record.finish(hub2.history_log(), Ok(sent));
             }
             Err(e) => {
-                record.finish(&hub2.history, Err(format!("internal: {e}")));
+                record.finish(hub2.history_log(), Err(format!("internal: {e}")));
                 // The client sees a cut-off body rather than a zip that looks whole.
                 let _ = tx.blocking_send(Err(e));
             }
@@ -319,20 +320,27 @@ fn write_zip(hub: &Hub, folder: &str, entries: &[Entry], out: ChannelWriter) -> 
             continue;
         }
         // A file deleted since the listing is left out; one that cannot be read stops the zip.
-        let open = match hub.open_file(&e.name, 0) {
-            Ok(o) => o,
+        let download = match hub.download(&e.name, 0) {
+            Ok(d) => d,
             Err(HubError::NotFound(_)) => continue,
             Err(e) => return Err(io::Error::other(e)),
         };
-        let options = options.large_file(open.size >= u64::from(u32::MAX));
+        let options = options.large_file(download.size() >= u64::from(u32::MAX));
         zip.start_file(inner, options).map_err(io::Error::other)?;
-        let mut file = (&open.file).take(open.size);
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
+        match &download.source {
+            Source::Memory(data) => zip.write_all(data)?,
+            Source::Stored(file) => {
+                let mut pos = 0;
+                while pos < download.size() {
+                    let want = buf.len().min((download.size() - pos) as usize);
+                    let n = file.read_at(&mut buf[..want], pos)?;
+                    if n == 0 {
+                        break;
+                    }
+                    zip.write_all(&buf[..n])?;
+                    pos += n as u64;
+                }
             }
-            zip.write_all(&buf[..n])?;
         }
     }
     let mut out = zip.finish().map_err(io::Error::other)?.into_inner();

@@ -66,7 +66,7 @@ async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let address = SocketAddr::from(([0, 0, 0, 0], 0));
-    let registration = hub.clients.join(address, &name, now_ns());
+    let registration = hub.clients().join(address, &name, now_ns());
     req.extensions_mut().insert(Visitor {
         session: Arc::clone(&registration.session),
         address,
@@ -116,7 +116,7 @@ struct Browsers(std::sync::Mutex<HashMap<(IpAddr, String), Weak<Registration>>>)
 impl Browsers {
     fn join(&self, hub: &Hub, address: SocketAddr, cookie: Option<String>) -> Arc<Registration> {
         let Some(cookie) = cookie else {
-            return Arc::new(hub.clients.join(address, "web", now_ns()));
+            return Arc::new(hub.clients().join(address, "web", now_ns()));
         };
         let mut all = self.0.lock().expect("browsers poisoned");
         let key = (address.ip(), cookie);
@@ -124,7 +124,7 @@ impl Browsers {
             return r;
         }
         all.retain(|_, r| r.strong_count() > 0);
-        let r = Arc::new(hub.clients.join(address, "web", now_ns()));
+        let r = Arc::new(hub.clients().join(address, "web", now_ns()));
         all.insert(key, Arc::downgrade(&r));
         r
     }
@@ -196,20 +196,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(Arc::clone(&hub));
     let browsers = Arc::new(Browsers::default());
-    let slots = Arc::new(Semaphore::new(hub.config.max_connections));
+    let slots = Arc::new(Semaphore::new(hub.config().max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let tasks = TaskTracker::new();
     loop {
         let Some((stream, address)) = troca_net::accept(&listener, &shutdown, BUSY).await else {
             break;
         };
-        let Some(from_address) = hub.addresses.take(address.ip()) else {
-            let max = hub.config.max_connections_per_ip;
+        let Some(from_address) = hub.addresses().take(address.ip()) else {
+            let max = hub.config().max_connections_per_ip;
             tasks.spawn(refuse(stream, HubError::TooManyFromAddress(max)));
             continue;
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            let max = hub.config.max_connections;
+            let max = hub.config().max_connections;
             tasks.spawn(refuse(stream, HubError::TooManyConnections(max)));
             continue;
         };
@@ -245,7 +245,7 @@ pub async fn serve(
             // A request's headers must arrive within the request timeout, however long the
             // connection was idle before, and fit in MAX_HEAD: one host holding connections
             // open with a byte at a time, or with endless headers, pins neither slots nor memory.
-            .header_read_timeout(hub.config.request_timeout)
+            .header_read_timeout(hub.config().request_timeout)
             .max_buf_size(MAX_HEAD);
         // The configuration in use now (a reloaded certificate applies from the next one).
         let Some(tls) = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http)) else {
@@ -260,7 +260,7 @@ pub async fn serve(
             continue;
         };
         // HTTPS: the TLS handshake within the request timeout, on the connection's own task.
-        let (limit, watcher) = (hub.config.request_timeout, graceful.watcher());
+        let (limit, watcher) = (hub.config().request_timeout, graceful.watcher());
         tasks.spawn(async move {
             let _held = (permit, from_address, held);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);

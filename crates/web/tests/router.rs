@@ -33,7 +33,7 @@ impl Fixture {
     }
 
     fn admin(&self) -> String {
-        std::fs::read_to_string(&self.hub.admin_token.0)
+        std::fs::read_to_string(&self.hub.admin_token_file().path)
             .unwrap()
             .trim()
             .to_owned()
@@ -103,7 +103,7 @@ async fn the_api_answers_with_the_same_fields_as_the_cli() {
         .iter()
         .any(|c| c["name"] == "web (router-test/1.0)" && c.get("connected_at").is_some()));
 
-    f.hub.history.flush();
+    f.hub.history_log().flush();
     let history = json(f.get("/api/history?limit=10").await).await;
     let ops: Vec<&str> = history
         .as_array()
@@ -414,7 +414,7 @@ async fn encoded_tricks_cannot_leave_the_shared_folder() {
     assert!(!outside.exists());
     let admin = f.admin();
     assert_eq!(
-        std::fs::read_to_string(&f.hub.admin_token.0)
+        std::fs::read_to_string(&f.hub.admin_token_file().path)
             .unwrap()
             .trim(),
         admin,
@@ -688,7 +688,7 @@ async fn an_upload_without_the_senders_hash_is_recorded_as_unverified() {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(json(r).await["verified"], true);
-    f.hub.history.flush();
+    f.hub.history_log().flush();
     let rows = json(f.get("/api/history?op=put").await).await;
     let note = |target: &str| {
         rows.as_array()

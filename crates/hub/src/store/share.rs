@@ -10,7 +10,6 @@
 //! folder is never reached, through a link or otherwise.
 
 use crate::error::HubError;
-use crate::hashes::HashCache;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
 use std::collections::VecDeque;
@@ -40,7 +39,6 @@ pub struct Share {
     state_rel: Option<String>,
     /// The root, held open: every lookup starts here.
     root_dir: OwnedFd,
-    pub hashes: HashCache,
 }
 
 /// A descriptor opened beneath the root, with the real path it had when opened.
@@ -62,7 +60,8 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// The real path of the entry (for cache keys; never used to reach the file).
+    /// The real path of the entry (for tests; never used to reach the file).
+    #[cfg(test)]
     pub fn path(&self) -> PathBuf {
         self.dir_path.join(&self.last)
     }
@@ -74,6 +73,15 @@ impl Slot {
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The size and modification time of what the name holds (not following a link).
+    pub fn version(&self) -> io::Result<super::Version> {
+        let st = rustix::fs::statat(&self.dir, self.last.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(super::Version {
+            size: st.st_size as u64,
+            modified_ns: stat_mtime_ns(&st),
+        })
     }
 
     /// Deletes the entry (a link itself, not what it points to).
@@ -211,7 +219,6 @@ impl Share {
             root,
             state,
             root_dir,
-            hashes: HashCache::default(),
         })
     }
 
@@ -341,16 +348,16 @@ impl Share {
         Err(io::Error::from_raw_os_error(libc::EXDEV))
     }
 
-    /// Opens an existing file for reading, returning it with its real path. Anything that does
+    /// Opens an existing file for reading. Anything that does
     /// not exist, leaves the share or is in the state folder is `NotFound` (not told apart, so a
     /// client cannot probe the rest of the disk).
-    pub fn open_existing(&self, name: &RemoteName) -> Result<(File, PathBuf), HubError> {
+    pub fn open_existing(&self, name: &RemoteName) -> Result<File, HubError> {
         if self.in_state(name.as_str()) {
             return Err(HubError::NotFound(name.to_string()));
         }
         // Non-blocking so that a FIFO cannot hold the request; the caller refuses non-files.
         match self.open_beneath(name.as_str(), OFlags::RDONLY | OFlags::NONBLOCK) {
-            Ok(o) => Ok((File::from(o.fd), o.path)),
+            Ok(o) => Ok(File::from(o.fd)),
             Err(e) if is_gone(&e) => Err(HubError::NotFound(name.to_string())),
             Err(e) => Err(HubError::io(format!("cannot open {name}"), e)),
         }
@@ -599,15 +606,14 @@ impl Share {
                 }
                 FileType::RegularFile if want.file(&child) => {
                     if let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                        let real = self.root.join(&child);
-                        self.push_entry(out, child, real, &st);
+                        push_entry(out, child, &st);
                     }
                 }
                 FileType::Symlink if want.file(&child) => {
                     // Followed beneath the root only, and only to a regular file.
                     if let Ok(o) = self.open_beneath(&child, OFlags::PATH) {
                         if let Ok(st) = rustix::fs::fstat(&o.fd) {
-                            self.push_entry(out, child, o.path, &st);
+                            push_entry(out, child, &st);
                         }
                     }
                 }
@@ -615,24 +621,24 @@ impl Share {
             }
         }
     }
+}
 
-    fn push_entry(&self, out: &mut Vec<Entry>, rel: String, real: PathBuf, st: &rustix::fs::Stat) {
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return;
-        }
-        // Files whose names could never be requested (control characters, say) are not listed.
-        let Ok(name) = RemoteName::parse(&rel) else {
-            return;
-        };
-        let size = st.st_size as u64;
-        let modified_ns = stat_mtime_ns(st);
-        out.push(Entry {
-            blake3: self.hashes.get(&real, size, modified_ns),
-            name: name.to_string(),
-            size,
-            modified_ns,
-        });
+fn push_entry(out: &mut Vec<Entry>, rel: String, st: &rustix::fs::Stat) {
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return;
     }
+    // Files whose names could never be requested (control characters, say) are not listed.
+    let Ok(name) = RemoteName::parse(&rel) else {
+        return;
+    };
+    let size = st.st_size as u64;
+    let modified_ns = stat_mtime_ns(st);
+    out.push(Entry {
+        blake3: None,
+        name: name.to_string(),
+        size,
+        modified_ns,
+    });
 }
 
 /// What a walk of the share collects.
@@ -830,10 +836,8 @@ mod tests {
         symlink(share.root().join("a.txt"), share.root().join("b.txt")).unwrap();
         let listed: Vec<_> = share.list("").into_iter().map(|e| e.name).collect();
         assert_eq!(listed, ["a.txt", "b.txt"]);
-        assert_eq!(
-            share.open_existing(&name("b.txt")).unwrap().1,
-            share.root().join("a.txt")
-        );
+        let read = |n| std::io::read_to_string(share.open_existing(&name(n)).unwrap()).unwrap();
+        assert_eq!(read("b.txt"), "a", "the link reaches the file it names");
     }
 
     #[test]
@@ -857,14 +861,9 @@ mod tests {
         std::fs::write(dir.path().join("outside"), b"o").unwrap();
         symlink(dir.path().join("outside"), root.join("out")).unwrap();
         symlink(root.join("a.txt"), root.join("in")).unwrap();
-        let (_, p) = share.open_existing(&name("a.txt")).unwrap();
-        assert_eq!(p, root.canonicalize().unwrap().join("a.txt"));
-        let (_, p) = share.open_existing(&name("in")).unwrap();
-        assert_eq!(
-            p,
-            root.canonicalize().unwrap().join("a.txt"),
-            "a link inside resolves"
-        );
+        let read = |n| std::io::read_to_string(share.open_existing(&name(n)).unwrap()).unwrap();
+        assert_eq!(read("a.txt"), "a");
+        assert_eq!(read("in"), "a", "a link inside resolves");
         assert!(share.open_existing(&name("out")).is_err());
         assert!(share.open_existing(&name("private/secret")).is_err());
         assert!(share.open_existing(&name("missing")).is_err());

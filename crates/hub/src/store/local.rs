@@ -1,0 +1,207 @@
+//! [`LocalStore`]: the shared folder on this machine ([`Share`], reached through descriptors
+//! beneath its root) and the partial uploads in the state folder ([`Partials`]).
+
+use super::share::{is_not_found, Share, Slot};
+use super::uploads::{Claim, PartialBudget, PartialInfo, PartialUpload, Partials};
+use super::{Body, Kind, PlaceCheck, SmallFile, Store, StoredFile, Version};
+use crate::error::HubError;
+use rustix::fs::FileType;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+use troca_net::transfer::mtime_ns;
+use troca_proto::msg::Entry;
+use troca_proto::RemoteName;
+
+/// A folder on this machine, with the hub's partial uploads in its state folder.
+#[derive(Debug)]
+pub struct LocalStore {
+    pub(super) share: Share,
+    pub(super) partials: Partials,
+}
+
+/// The version a file's metadata describes.
+pub(crate) fn version_of(meta: &std::fs::Metadata) -> Version {
+    Version {
+        size: meta.len(),
+        modified_ns: mtime_ns(meta),
+    }
+}
+
+fn kind_of(t: FileType) -> Kind {
+    match t {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Folder,
+        _ => Kind::Other,
+    }
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the shared folder `root` and the state folder `state`.
+    pub fn open(root: &Path, state: &Path, budget: PartialBudget) -> Result<Self, HubError> {
+        let share = Share::open(root, state)?;
+        let partials = Partials::open(share.state_dir(), budget)?;
+        Ok(Self { share, partials })
+    }
+
+    /// The state folder, resolved (the hub's records live there).
+    pub fn state_dir(&self) -> &Path {
+        self.share.state_dir()
+    }
+
+    /// The slot of `name`, or `None` when a folder on the way is missing.
+    fn existing_slot(&self, name: &RemoteName) -> Result<Option<Slot>, HubError> {
+        match self.share.slot(name, false) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(HubError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a slot holds now.
+pub(super) fn slot_kind(slot: &Slot, name: &RemoteName) -> Result<Option<Kind>, HubError> {
+    slot.kind()
+        .map(|k| k.map(kind_of))
+        .map_err(|e| HubError::io(format!("cannot reach {name}"), e))
+}
+
+impl Store for LocalStore {
+    fn location(&self) -> String {
+        self.share.root().display().to_string()
+    }
+
+    fn list(&self, prefix: &str) -> Vec<Entry> {
+        self.share.list(prefix)
+    }
+
+    fn find(&self, text: &str, limit: usize) -> Vec<Entry> {
+        self.share.find(text, limit)
+    }
+
+    fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError> {
+        self.share.files_beneath(folder)
+    }
+
+    fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError> {
+        match self.existing_slot(name)? {
+            Some(slot) => slot_kind(&slot, name),
+            None => Ok(None),
+        }
+    }
+
+    fn open(&self, name: &RemoteName) -> Result<StoredFile, HubError> {
+        let file = self.share.open_existing(name)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| HubError::io(format!("cannot stat {name}"), e))?;
+        if !meta.is_file() {
+            return Err(HubError::NotAFile(name.to_string()));
+        }
+        Ok(StoredFile {
+            version: version_of(&meta),
+            body: Body::File(file),
+        })
+    }
+
+    fn begin_upload(
+        &self,
+        name: RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+        from: Option<IpAddr>,
+    ) -> Result<PartialUpload, HubError> {
+        self.partials.begin(name, size, source_mtime_ns, from)
+    }
+
+    fn commit(&self, upload: PartialUpload, replace: bool) -> Result<Version, HubError> {
+        let name = upload.name.clone();
+        let saved = |e| HubError::io(format!("cannot save {name}"), e);
+        upload.file.sync_all().map_err(saved)?;
+        // The hash covers what arrived; the length proves all of it was stored.
+        let stored = upload.file.metadata().map_err(saved)?.len();
+        if stored != upload.size {
+            let e = std::io::Error::other(format!("{stored} of {} bytes stored", upload.size));
+            upload.discard();
+            return Err(saved(e));
+        }
+        let slot = match self.share.slot(&name, true) {
+            Ok(slot) => slot,
+            Err(e) => {
+                // The name cannot be stored (its folder went away, say): nothing to resume.
+                upload.discard();
+                return Err(e);
+            }
+        };
+        if slot_kind(&slot, &name).is_ok_and(|k| k == Some(Kind::Folder)) {
+            return Err(HubError::NotAFile(name.to_string()));
+        }
+        slot.place(&upload.part, replace).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                HubError::AlreadyExists(name.to_string())
+            } else {
+                HubError::io(format!("cannot store {name}"), e)
+            }
+        })?;
+        upload.completed();
+        slot.version().map_err(saved)
+    }
+
+    fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>> {
+        self.partials.claim_batch(names, bytes)
+    }
+
+    fn store_batch(
+        &self,
+        files: Vec<SmallFile>,
+        check: PlaceCheck<'_>,
+    ) -> Vec<Result<Version, HubError>> {
+        super::small::store_batch(self, files, check)
+    }
+
+    fn remove(&self, name: &RemoteName) -> Result<(), HubError> {
+        let slot = self.share.slot(name, false)?;
+        slot.remove().map_err(|e| {
+            if is_not_found(&e) {
+                HubError::NotFound(name.to_string())
+            } else {
+                HubError::io(format!("cannot delete {name}"), e)
+            }
+        })
+    }
+
+    fn remove_tree(&self, folder: &RemoteName) -> Result<u64, HubError> {
+        self.share.remove_tree(folder)
+    }
+
+    fn rename(&self, from: &RemoteName, to: &RemoteName, replace: bool) -> Result<(), HubError> {
+        let source = self.share.slot(from, false)?;
+        let target = self.share.slot(to, true)?;
+        self.share
+            .rename(&source, &target, replace)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EEXIST)
+                | Some(libc::ENOTEMPTY)
+                | Some(libc::EISDIR)
+                | Some(libc::ENOTDIR) => HubError::AlreadyExists(to.to_string()),
+                _ if is_not_found(&e) => HubError::NotFound(from.to_string()),
+                _ => HubError::io(format!("cannot move {from} to {to}"), e),
+            })
+    }
+
+    fn make_folder(&self, name: &RemoteName) -> Result<bool, HubError> {
+        self.share.make_folder(name)
+    }
+
+    fn partials(&self) -> Vec<PartialInfo> {
+        self.partials.list()
+    }
+
+    fn remove_partial(&self, key: &str) -> Result<bool, HubError> {
+        self.partials.remove(key)
+    }
+
+    fn clean_partials(&self, ttl: Duration) -> usize {
+        self.partials.clean(ttl)
+    }
+}

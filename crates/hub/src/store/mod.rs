@@ -1,0 +1,161 @@
+//! Where shared files are kept, behind one trait: [`Store`]. The hub's service holds a
+//! `dyn Store` and never reaches the files another way, so a backend is an addition: today
+//! [`LocalStore`] (a folder on this machine, reached through descriptors beneath its root).
+//!
+//! The methods block (a disk, or a network round trip): the service calls them on tokio's
+//! blocking pool. Names arrive already checked ([`RemoteName`]); the policy (who may replace or
+//! delete what) is the service's, so a store only answers what is there and does what it is
+//! told, atomically: an upload appears under its name whole and durable, or not at all.
+
+mod local;
+pub mod share;
+mod small;
+pub mod uploads;
+
+pub use local::LocalStore;
+pub use uploads::{Claim, PartialBudget, PartialInfo, PartialUpload};
+
+use crate::error::HubError;
+use std::fs::File;
+use std::net::IpAddr;
+use std::time::Duration;
+use troca_proto::msg::Entry;
+use troca_proto::{Hash, RemoteName};
+
+/// One version of a stored file: what the caches key on, with the name. A file changed in
+/// place has another size or modification time, so whatever was remembered of it misses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    pub size: u64,
+    pub modified_ns: i64,
+}
+
+/// What a name holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Folder,
+    /// A link, a device, a socket: not served, but there (so not free for an upload).
+    Other,
+}
+
+/// A file opened for reading, as it was when opened.
+#[derive(Debug)]
+pub struct StoredFile {
+    pub version: Version,
+    pub body: Body,
+}
+
+/// How a stored file's bytes are read.
+#[derive(Debug)]
+pub enum Body {
+    /// An open file: read with `pread` (page-cache reads are cheap enough for the connection's
+    /// own task) or sent with `sendfile`, the zero-copy path.
+    File(File),
+}
+
+impl StoredFile {
+    /// Reads at `pos`, as `pread` does (0 at the end).
+    pub fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        match &self.body {
+            Body::File(f) => std::os::unix::fs::FileExt::read_at(f, buf, pos),
+        }
+    }
+
+    /// Fills `buf` from `pos`, or fails if the file ends first.
+    pub fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+        match &self.body {
+            Body::File(f) => std::os::unix::fs::FileExt::read_exact_at(f, buf, pos),
+        }
+    }
+
+    /// Whether the file is still the version it was opened at (nobody wrote to it since), so a
+    /// hash computed from its bytes may be remembered for that version.
+    pub fn unchanged(&self) -> bool {
+        match &self.body {
+            Body::File(f) => f
+                .metadata()
+                .is_ok_and(|m| local::version_of(&m) == self.version),
+        }
+    }
+}
+
+/// A small file of a batch, checked and hashed by the service, to be stored with the others.
+#[derive(Debug)]
+pub struct SmallFile {
+    pub name: RemoteName,
+    pub data: Vec<u8>,
+    pub hash: Hash,
+    pub replace: bool,
+    /// Holds the name against other uploads until the batch is stored.
+    pub claim: Claim,
+}
+
+/// Asked of the service for each file of a batch, with what the name holds now: may it go
+/// there? (`Err` refuses that file alone.)
+pub type PlaceCheck<'a> = &'a dyn Fn(&RemoteName, Option<Kind>, bool) -> Result<(), HubError>;
+
+/// Shared files: listing, reading, atomic verified uploads, and changes to names.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Where the files are, for the operator's log (`/srv/share`).
+    fn location(&self) -> String;
+    /// Files whose names start with `prefix` (`blake3` unset), and each folder that holds none
+    /// as `NAME/`.
+    fn list(&self, prefix: &str) -> Vec<Entry>;
+    /// Files and folders (`NAME/`) whose names contain `text` (any case), at most `limit`.
+    fn find(&self, text: &str, limit: usize) -> Vec<Entry>;
+    /// Every file beneath folder `folder`, for a policy check before the folder is moved or
+    /// deleted as a whole.
+    fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError>;
+    /// What `name` holds now (`None`: nothing, or a folder on the way is missing).
+    fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError>;
+    /// Opens `name` for reading. `NotFound` also for anything outside the share.
+    fn open(&self, name: &RemoteName) -> Result<StoredFile, HubError>;
+
+    /// Starts, or resumes when the very same source file was being sent, an upload to `name`,
+    /// reserving its space; one upload per name at a time.
+    fn begin_upload(
+        &self,
+        name: RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+        from: Option<IpAddr>,
+    ) -> Result<PartialUpload, HubError>;
+    /// Makes a complete upload durable and puts it under its name (not over an existing file
+    /// unless `replace`, never over a folder). On a refusal the partial data is kept when the
+    /// upload could resume, and deleted when it could not.
+    fn commit(&self, upload: PartialUpload, replace: bool) -> Result<Version, HubError>;
+    /// Claims the names of a batch of small files and reserves their bytes together.
+    fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>>;
+    /// Stores a batch of small files, made durable together; `check` decides for each whether
+    /// it may go where it is going. One answer per file, in order.
+    fn store_batch(
+        &self,
+        files: Vec<SmallFile>,
+        check: PlaceCheck<'_>,
+    ) -> Vec<Result<Version, HubError>>;
+
+    /// Deletes file `name` (a link itself, never what it points to).
+    fn remove(&self, name: &RemoteName) -> Result<(), HubError>;
+    /// Deletes folder `folder` and everything in it; returns how many files went.
+    fn remove_tree(&self, folder: &RemoteName) -> Result<u64, HubError>;
+    /// Moves a file or a folder; a file at `to` is replaced only if `replace` (a folder never).
+    fn rename(&self, from: &RemoteName, to: &RemoteName, replace: bool) -> Result<(), HubError>;
+    /// Creates folder `name` (and those on the way); `false` if it was there.
+    fn make_folder(&self, name: &RemoteName) -> Result<bool, HubError>;
+
+    /// The partial uploads held, oldest first.
+    fn partials(&self) -> Vec<PartialInfo>;
+    /// Deletes partial upload `key` unless it is being sent; `false` if there is none.
+    fn remove_partial(&self, key: &str) -> Result<bool, HubError>;
+    /// Deletes partial uploads untouched for `ttl`; returns how many.
+    fn clean_partials(&self, ttl: Duration) -> usize;
+}
+
+/// Parses the name a request gave.
+pub(crate) fn parse(name: &str) -> Result<RemoteName, HubError> {
+    RemoteName::parse(name).map_err(|reason| HubError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
+}

@@ -1,0 +1,203 @@
+//! The upload pipeline every face feeds: [`Incoming`] takes the bytes of one upload as they
+//! arrive (hashing each as it lands, while it is still in the cache), hands full buffers to a
+//! writer thread, and at the end has the service check the sender's hash, commit and record.
+//! The native connection reads its socket straight into the writer's buffers; the web face
+//! copies each body chunk in.
+
+use crate::access::Caller;
+use crate::error::HubError;
+use crate::service::Hub;
+use crate::store::PartialUpload;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use troca_net::durable::FileWriter;
+use troca_net::{IoBuf, CACHE_CHUNK};
+use troca_proto::msg::PutDone;
+use troca_proto::Hash;
+
+/// An upload whose bytes are arriving.
+#[derive(Debug)]
+pub struct Incoming {
+    upload: PartialUpload,
+    /// `None` once storing failed: the bytes still arriving are read and dropped, so the
+    /// connection stays in step, and the failure is reported at the end.
+    writer: Option<FileWriter>,
+    failed: Option<io::Error>,
+    /// A buffer for dropped bytes, reused.
+    spare: Option<IoBuf>,
+    remaining: u64,
+    /// How long one step may take (for faces that wait on the writer's queue).
+    pub stall: Duration,
+}
+
+/// A buffer to fill with the next bytes of an upload: at most [`Space::want`] of them.
+#[derive(Debug)]
+pub struct Space {
+    pub buf: IoBuf,
+    pub want: usize,
+}
+
+impl Incoming {
+    /// Starts the writer of an upload just begun (or resumed).
+    pub(crate) async fn start(upload: PartialUpload, stall: Duration) -> Result<Self, HubError> {
+        let remaining = upload.size - upload.offset;
+        let cannot = |e| HubError::io(format!("cannot store {}", upload.name), e);
+        let file = upload.file.try_clone().map_err(cannot)?;
+        let writer = FileWriter::spawn(file, upload.offset, remaining)
+            .await
+            .map_err(cannot)?;
+        // A resumed upload must not reopen the file while this one's last buffers are written.
+        writer.hold_until_written(upload.claim());
+        Ok(Self {
+            upload,
+            writer: Some(writer),
+            failed: None,
+            spare: None,
+            remaining,
+            stall,
+        })
+    }
+
+    /// The name it goes to.
+    pub fn name(&self) -> &str {
+        self.upload.name.as_str()
+    }
+
+    /// Its whole size.
+    pub fn size(&self) -> u64 {
+        self.upload.size
+    }
+
+    /// Where the bytes to send start (more than 0 when resuming).
+    pub fn offset(&self) -> u64 {
+        self.upload.offset
+    }
+
+    /// Bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// A buffer for the next bytes, from the writer (waiting while the disk catches up).
+    pub async fn space(&mut self) -> Space {
+        let from_writer = match self.writer.as_mut() {
+            Some(w) => w.buffer().await,
+            None => None,
+        };
+        if from_writer.is_none() {
+            self.stop_writer().await;
+        }
+        let buf = from_writer
+            .or_else(|| self.spare.take())
+            .unwrap_or_else(|| IoBuf::new(CACHE_CHUNK));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        Space { buf, want }
+    }
+
+    /// Bytes just received into a [`Space`]: hashed now, while they are in the cache.
+    pub fn received(&mut self, bytes: &[u8]) {
+        if self.writer.is_some() {
+            self.upload.hasher.update(bytes);
+        }
+    }
+
+    /// Hands a filled [`Space`] (its first `filled` bytes, all [`Incoming::received`]) to the
+    /// writer.
+    pub async fn store(&mut self, space: Space, filled: usize) {
+        self.remaining -= filled as u64;
+        match self.writer.as_mut() {
+            Some(w) => {
+                if !w.write(space.buf, filled).await {
+                    self.stop_writer().await;
+                }
+            }
+            None => self.spare = Some(space.buf),
+        }
+    }
+
+    /// Takes bytes from a body chunk (the web face): hashes and queues them. Refuses more than
+    /// the announced size, and stops at a storing failure.
+    pub async fn take(&mut self, data: &[u8]) -> Result<(), HubError> {
+        if data.len() as u64 > self.remaining {
+            return Err(HubError::BadRequest(
+                "more bytes than Content-Length".into(),
+            ));
+        }
+        self.remaining -= data.len() as u64;
+        self.upload.hasher.update(data);
+        let stored = match self.writer.as_mut() {
+            Some(w) => w.write_from(data).await,
+            None => false,
+        };
+        if !stored {
+            self.stop_writer().await;
+            return Err(self.storing_error());
+        }
+        Ok(())
+    }
+
+    /// Ends a writer that refused a buffer and keeps why. It never stops without a reason: the
+    /// upload must not be accepted with a buffer missing.
+    async fn stop_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let e = w.finish().await.err();
+            self.failed = Some(e.unwrap_or_else(|| io::Error::other("the file writer stopped")));
+        }
+    }
+
+    /// The storing failure, taken (its OS error code says which refusal it is: a full disk).
+    fn storing_error(&mut self) -> HubError {
+        let why = self
+            .failed
+            .take()
+            .unwrap_or_else(|| io::Error::other("not stored"));
+        HubError::io(format!("cannot store {}", self.upload.name), why)
+    }
+
+    /// Waits for every byte to be written; the storing failure, if any.
+    async fn written(&mut self) -> Result<(), HubError> {
+        if let Some(w) = self.writer.take() {
+            if let Err(e) = w.finish().await {
+                self.failed = Some(e);
+            }
+        }
+        match self.failed {
+            Some(_) => Err(self.storing_error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives the upload up because of `why`, deleting its data; returns the storing failure if
+    /// there was one (it explains the rest), else `why`.
+    pub async fn abandon(mut self, why: HubError) -> HubError {
+        let stored = self.written().await;
+        self.upload.discard();
+        stored.err().unwrap_or(why)
+    }
+
+    /// Every byte has arrived: waits for them to be stored, then checks the sender's hash
+    /// (`None`: not given, so not verified), commits and records the upload.
+    pub async fn finish(
+        mut self,
+        hub: &Arc<Hub>,
+        theirs: Option<Hash>,
+        force: bool,
+        caller: &Caller,
+    ) -> Result<PutDone, HubError> {
+        if let Err(e) = self.written().await {
+            tracing::warn!(error = %e, "upload failed");
+            self.upload.discard();
+            return Err(e);
+        }
+        if self.remaining > 0 {
+            let (size, got) = (self.upload.size, self.upload.size - self.remaining);
+            let e = HubError::BadRequest(format!("the body ended after {got} of {size} bytes"));
+            self.upload.discard();
+            return Err(e);
+        }
+        hub.commit_upload(self.upload, theirs, force, caller).await
+    }
+}
