@@ -6,14 +6,15 @@ use crate::output::{self, print_json};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use troca_hub::tokens::{Role, Tokens};
+use troca_hub::records::sqlite::SqliteTokens;
+use troca_hub::records::{NewToken, Role, Tokens};
 
 /// The default share's state folder, as `troca serve` with no arguments uses.
 fn state_dir(state: Option<PathBuf>) -> PathBuf {
     state.unwrap_or_else(|| PathBuf::from("./troca-files").join(troca_proto::name::STATE_DIR_NAME))
 }
 
-fn open(state: Option<PathBuf>) -> Result<Tokens> {
+fn open(state: Option<PathBuf>) -> Result<SqliteTokens> {
     let dir = state_dir(state);
     if !dir.is_dir() {
         bail!(
@@ -22,7 +23,7 @@ fn open(state: Option<PathBuf>) -> Result<Tokens> {
         );
     }
     let (tokens, _) =
-        Tokens::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        SqliteTokens::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
     Ok(tokens)
 }
 
@@ -31,7 +32,7 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
         TokenCommand::Create { role, label, state } => {
             let role = Role::parse(&role).expect("clap checked the role");
             let now = jiff::Timestamp::now().as_nanosecond() as i64;
-            let (id, secret) = open(state)?.create(role, &label, now)?;
+            let NewToken { id, secret } = open(state)?.create(role, &label, now)?;
             // The secret, and only it, on stdout; everything else on stderr.
             println!("{secret}");
             if !global.quiet {

@@ -100,3 +100,78 @@ fn every_file_the_map_names_exists() {
         "named in ARCHITECTURE.md but missing: {missing:#?}"
     );
 }
+
+/// The modules of `crates/hub/src` (top level: a folder is one module) and the others each
+/// uses, outside its tests.
+fn hub_module_uses() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = root().join("crates/hub/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut uses: std::collections::BTreeMap<_, std::collections::BTreeSet<_>> = Default::default();
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let module = first.trim_end_matches(".rs").to_owned();
+        if module == "lib" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let entry = uses.entry(module.clone()).or_default();
+        for (i, _) in code.match_indices("crate::") {
+            let name: String = code[i + 7..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != module {
+                entry.insert(name);
+            }
+        }
+    }
+    uses
+}
+
+#[test]
+fn the_hubs_modules_use_each_other_without_cycles() {
+    let uses = hub_module_uses();
+    assert!(
+        uses.contains_key("service") && uses.contains_key("store"),
+        "{uses:?}"
+    );
+    // Depth-first; a module met again while still on the path closes a cycle.
+    fn visit<'a>(
+        m: &'a str,
+        uses: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) {
+        if let Some(at) = path.iter().position(|p| *p == m) {
+            panic!("a cycle: {}", [&path[at..], &[m]].concat().join(" -> "));
+        }
+        if !done.insert(m) {
+            return;
+        }
+        path.push(m);
+        for next in uses.get(m).into_iter().flatten() {
+            visit(next, uses, path, done);
+        }
+        path.pop();
+    }
+    let mut done = Default::default();
+    for m in uses.keys() {
+        visit(m, &uses, &mut Vec::new(), &mut done);
+    }
+    // The store and the records stand alone: they know nothing of the service or the faces.
+    for base in ["store", "records"] {
+        let theirs = &uses[base];
+        assert!(
+            theirs.iter().all(|m| m == "error"),
+            "{base} uses {theirs:?}"
+        );
+    }
+}

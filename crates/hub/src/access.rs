@@ -5,7 +5,7 @@
 //! are slowed down.
 
 use crate::error::HubError;
-use crate::tokens::{Grant, Owner, Role, Tokens};
+use crate::records::{Grant, Owner, Owners, Role, Tokens};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -31,8 +31,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who owns what this caller uploads: its token (an anonymous upload owns nothing by
+    /// token) and its owner key.
+    pub fn as_owner(&self) -> Owner {
+        Owner {
+            token_id: self.grant.and_then(|g| g.token_id),
+            key_hash: self.owner_key,
+        }
+    }
+
     /// The grant as it stands now.
-    fn current(&self, tokens: &Tokens) -> Result<Option<Grant>, HubError> {
+    fn current(&self, tokens: &dyn Tokens) -> Result<Option<Grant>, HubError> {
         match &self.token {
             None => Ok(None),
             Some(t) => match tokens.check(t)? {
@@ -45,7 +54,7 @@ impl Caller {
     }
 
     /// Is this caller an admin (by its token as it stands now)?
-    pub fn must_be_admin(&self, tokens: &Tokens, what: &str) -> Result<(), HubError> {
+    pub fn must_be_admin(&self, tokens: &dyn Tokens, what: &str) -> Result<(), HubError> {
         match self.current(tokens)? {
             Some(Grant {
                 role: Role::Admin, ..
@@ -57,7 +66,8 @@ impl Caller {
     /// What this caller may do, for a face that shows only the actions allowed (the page).
     pub fn rights(
         &self,
-        tokens: &Tokens,
+        tokens: &dyn Tokens,
+        owners: &dyn Owners,
         read_only: bool,
         prefix: &str,
     ) -> Result<Rights, HubError> {
@@ -71,7 +81,11 @@ impl Caller {
             let token_id = grant
                 .filter(|g| g.role == Role::Write)
                 .and_then(|g| g.token_id);
-            tokens.owned(prefix, token_id, self.owner_key)?
+            let owner = Owner {
+                token_id,
+                key_hash: self.owner_key,
+            };
+            owners.owned(prefix, owner)?
         };
         Ok(Rights {
             role: role.map_or("anonymous", Role::as_str),
@@ -82,7 +96,7 @@ impl Caller {
     }
 
     /// May this caller upload a new name?
-    pub fn may_create(&self, tokens: &Tokens, read_only: bool) -> Result<(), HubError> {
+    pub fn may_create(&self, tokens: &dyn Tokens, read_only: bool) -> Result<(), HubError> {
         if read_only {
             return Err(HubError::Forbidden("this hub is read-only".into()));
         }
@@ -99,7 +113,7 @@ impl Caller {
     /// May this caller replace or delete `name`, uploaded by `owner`?
     pub fn may_change(
         &self,
-        tokens: &Tokens,
+        tokens: &dyn Tokens,
         read_only: bool,
         name: &str,
         owner: Owner,
@@ -221,6 +235,8 @@ impl AuthFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::sqlite::{admin_token_path, SqliteTokens};
+    use crate::records::NewToken;
 
     #[test]
     fn repeated_failures_wait_longer_and_longer() {
@@ -257,10 +273,10 @@ mod tests {
     #[test]
     fn the_policy_follows_the_seeds() {
         let dir = tempfile::tempdir().unwrap();
-        let (tokens, _) = Tokens::open(dir.path()).unwrap();
-        let (wid, w) = tokens.create(Role::Write, "w", 0).unwrap();
-        let (_, r) = tokens.create(Role::Read, "r", 0).unwrap();
-        let admin = std::fs::read_to_string(crate::tokens::admin_token_path(dir.path())).unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        let NewToken { id: wid, secret: w } = tokens.create(Role::Write, "w", 0).unwrap();
+        let r = tokens.create(Role::Read, "r", 0).unwrap().secret;
+        let admin = std::fs::read_to_string(admin_token_path(dir.path())).unwrap();
         let caller = |t: Option<&str>| Caller {
             token: t.map(str::to_owned),
             grant: t.and_then(|t| tokens.check(t).unwrap()),

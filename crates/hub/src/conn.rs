@@ -10,7 +10,7 @@ use crate::access::Caller;
 use crate::clients::Busy;
 use crate::clients::Session;
 use crate::error::HubError;
-use crate::history::{PageQuery, Pending};
+use crate::records::{PageQuery, Pending};
 use crate::service::{now_ns, Download, Hub, Source};
 use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
 use crate::store::{Body, StoredFile};
@@ -662,7 +662,10 @@ async fn receive_file(
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => return Err(refuse(conn, HubError::Timeout("upload stalled".into())).await),
     };
-    match upload.finish(hub, Some(theirs), put.force, caller).await {
+    match hub
+        .finish_upload(upload, Some(theirs), put.force, caller)
+        .await
+    {
         Ok(done) => {
             conn.send(&done.into()).await?;
             Ok(Ok(received))

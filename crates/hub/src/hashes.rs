@@ -4,6 +4,7 @@
 //! in its state database too. A file changed on disk has a new size or mtime and so misses; the
 //! client's end-to-end check catches the rest.
 
+use crate::error::HubError;
 use crate::store::Version;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
@@ -28,20 +29,16 @@ pub struct HashCache {
 
 impl HashCache {
     /// Keeps the hashes in the database at `path` from now on, and loads those already there.
-    pub fn attach(&self, path: &Path) -> rusqlite::Result<()> {
-        let db = Connection::open(path)?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS hashes (
-                 path TEXT PRIMARY KEY,
-                 size INTEGER NOT NULL,
-                 mtime_ns INTEGER NOT NULL,
-                 hash BLOB NOT NULL
-             );
-             -- Rows keyed by absolute path (before hashes were keyed by name) never match.
-             DELETE FROM hashes WHERE substr(path, 1, 1) = '/';",
-        )?;
+    pub fn attach(&self, path: &Path) -> Result<(), HubError> {
+        // The table is made with the rest of the schema (`records/sqlite`).
+        let db = crate::records::sqlite::open_db(path)?;
+        self.load(&db)
+            .map_err(|e| crate::records::sqlite::db_err(path, e))?;
+        *self.db.lock().expect("hash cache poisoned") = Some(db);
+        Ok(())
+    }
+
+    fn load(&self, db: &Connection) -> rusqlite::Result<()> {
         {
             let mut known = self.known.lock().expect("hash cache poisoned");
             let mut stmt = db.prepare("SELECT path, size, mtime_ns, hash FROM hashes")?;
@@ -65,7 +62,6 @@ impl HashCache {
                 }
             }
         }
-        *self.db.lock().expect("hash cache poisoned") = Some(db);
         Ok(())
     }
 

@@ -9,8 +9,9 @@
 //!   face so each rule lives in one place; [`transfer`]: the upload pipeline every face feeds.
 //! - [`store`]: where the files are kept, behind the [`store::Store`] trait ([`store::LocalStore`]:
 //!   a folder, reached through descriptors beneath its root, with partial uploads for resume).
-//! - [`clients`], [`history`], [`tokens`], [`access`], [`cache`]: who is connected, what they
-//!   asked, what they may do, and the hot files kept in memory.
+//! - [`records`]: the request history, tokens and owners, behind traits (SQLite today).
+//! - [`clients`], [`access`], [`cache`], [`hashes`]: who is connected, what they may do, and
+//!   what is kept of files in memory (hot files, hashes).
 
 pub mod access;
 pub mod cache;
@@ -19,13 +20,12 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod hashes;
-pub mod history;
 pub mod identity;
+pub mod records;
 pub mod server;
 pub mod service;
 pub mod small;
 pub mod store;
-pub mod tokens;
 pub mod transfer;
 
 pub use config::HubConfig;

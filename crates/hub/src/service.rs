@@ -8,9 +8,9 @@ use crate::clients::Clients;
 use crate::config::HubConfig;
 use crate::error::HubError;
 use crate::hashes::HashCache;
-use crate::history::{HistoryLog, Page, PageQuery};
+use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
+use crate::records::{History, Owner, Owners, Page, PageQuery, Tokens};
 use crate::store::{parse, Kind, LocalStore, PartialInfo, Store, StoredFile, Version};
-use crate::tokens::{admin_token_path, db_path, Owner, Tokens};
 use crate::transfer::Incoming;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -26,8 +26,9 @@ pub struct Hub {
     config: HubConfig,
     store: Box<dyn Store>,
     clients: Arc<Clients>,
-    history: HistoryLog,
-    tokens: Tokens,
+    history: Box<dyn History>,
+    tokens: Arc<dyn Tokens>,
+    owners: Arc<dyn Owners>,
     auth_failures: AuthFailures,
     cache: HotCache,
     hashes: HashCache,
@@ -78,12 +79,7 @@ impl Download {
     }
 }
 
-/// Now, in ns since the epoch.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+pub use crate::records::now_ns;
 
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
@@ -98,12 +94,11 @@ impl Hub {
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
         let store = LocalStore::open(&config.root, &config.state_dir, config.partial_budget)?;
         let state = store.state_dir().to_path_buf();
-        let (tokens, created) = Tokens::open(&state)?;
-        let history = HistoryLog::open(&db_path(&state), config.history_keep)?;
+        let (tokens, created) = SqliteTokens::open(&state)?;
+        let tokens = Arc::new(tokens);
+        let history = SqliteHistory::open(&db_path(&state), config.history_keep)?;
         let hashes = HashCache::default();
-        hashes
-            .attach(&db_path(&state))
-            .map_err(|e| crate::history::db_err(&db_path(&state), e))?;
+        hashes.attach(&db_path(&state))?;
         let batch_memory = Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(config.batch_memory >> 10)
                 .unwrap_or(usize::MAX)
@@ -122,7 +117,8 @@ impl Hub {
             config,
             store: Box::new(store),
             clients: Arc::default(),
-            history,
+            history: Box::new(history),
+            owners: Arc::clone(&tokens) as Arc<dyn Owners>,
             tokens,
             auth_failures: AuthFailures::default(),
             batch_memory,
@@ -140,8 +136,8 @@ impl Hub {
     }
 
     /// The request history.
-    pub fn history_log(&self) -> &HistoryLog {
-        &self.history
+    pub fn history_log(&self) -> &dyn History {
+        self.history.as_ref()
     }
 
     /// Connections open per address, over every face.
@@ -282,8 +278,8 @@ impl Hub {
     }
 
     /// The token records (for the faces that manage tokens).
-    pub fn tokens(&self) -> &Tokens {
-        &self.tokens
+    pub fn tokens(&self) -> &dyn Tokens {
+        self.tokens.as_ref()
     }
 
     /// May `caller` replace or delete `name` (`what` says which, for the refusal)? Blocking: reads
@@ -294,9 +290,9 @@ impl Hub {
         name: &RemoteName,
         what: &str,
     ) -> Result<(), HubError> {
-        let owner = self.tokens.owner(name.as_str())?;
+        let owner = self.owners.owner(name.as_str())?;
         caller.may_change(
-            &self.tokens,
+            self.tokens(),
             self.config.read_only,
             name.as_str(),
             owner,
@@ -334,7 +330,7 @@ impl Hub {
         let caller = caller.clone();
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
         let partial = blocking(move || {
-            caller.may_create(&hub.tokens, hub.config.read_only)?;
+            caller.may_create(hub.tokens(), hub.config.read_only)?;
             let kind = hub.store.kind(&remote)?;
             hub.check_place(&caller, &remote, kind, force)?;
             hub.store.begin_upload(remote, size, mtime, caller.from)
@@ -343,23 +339,21 @@ impl Hub {
         Incoming::start(partial, self.config.stall_timeout).await
     }
 
-    /// Finishes an upload whose bytes have all arrived and been stored: checks the sender's
-    /// hash, then has the store make the data durable and put it under its name. On a hash
-    /// mismatch the partial data is deleted; if the name was taken meanwhile, it is kept so a
-    /// retry with `force` resumes at the end. Without the sender's hash (a plain HTTP PUT)
-    /// there is nothing to check against: the face records the upload as unverified.
-    pub(crate) async fn commit_upload(
+    /// Finishes an upload whose bytes have all arrived: waits until they are stored, checks
+    /// the sender's hash, then has the store make the data durable and put it under its name.
+    /// On a hash mismatch the partial data is deleted; if the name was taken meanwhile, it is
+    /// kept so a retry with `force` resumes at the end. Without the sender's hash (a plain
+    /// HTTP PUT) there is nothing to check against: the face records the upload as unverified.
+    pub async fn finish_upload(
         self: &Arc<Self>,
-        upload: crate::store::PartialUpload,
+        incoming: Incoming,
         theirs: Option<Hash>,
         force: bool,
         caller: &Caller,
     ) -> Result<PutDone, HubError> {
+        let upload = incoming.complete().await?;
         let hub = Arc::clone(self);
-        let uploader = Owner {
-            token_id: caller.grant.and_then(|g| g.token_id),
-            key_hash: caller.owner_key,
-        };
+        let uploader = caller.as_owner();
         blocking(move || {
             let ours: Hash = *upload.hasher.finalize().as_bytes();
             if theirs.is_some_and(|theirs| ours != theirs) {
@@ -371,7 +365,7 @@ impl Hub {
             let version = hub.store.commit(upload, force)?;
             hub.cache.invalidate(name.as_str());
             // The uploading token owns the file now (an anonymous upload owns nothing).
-            hub.tokens.set_owner(name.as_str(), uploader)?;
+            hub.owners.set_owner(name.as_str(), uploader)?;
             hub.hashes.insert(name.as_str(), version, ours);
             Ok(PutDone {
                 name: name.to_string(),
@@ -422,7 +416,7 @@ impl Hub {
         })
     }
 
-    /// One page of the history (see [`HistoryLog::query`]), on the blocking pool.
+    /// One page of the history (see [`History::query`]), on the blocking pool.
     pub async fn history(self: &Arc<Self>, query: PageQuery) -> Result<Page, HubError> {
         let hub = Arc::clone(self);
         blocking(move || hub.history.query(&query)).await
@@ -435,7 +429,7 @@ impl Hub {
     ) -> Result<Vec<PartialInfo>, HubError> {
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
-            caller.must_be_admin(&hub.tokens, "listing partial uploads")?;
+            caller.must_be_admin(hub.tokens(), "listing partial uploads")?;
             Ok(hub.store.partials())
         })
         .await
@@ -449,7 +443,7 @@ impl Hub {
     ) -> Result<(), HubError> {
         let (hub, caller, key) = (Arc::clone(self), caller.clone(), key.to_owned());
         blocking(move || {
-            caller.must_be_admin(&hub.tokens, "removing a partial upload")?;
+            caller.must_be_admin(hub.tokens(), "removing a partial upload")?;
             match hub.store.remove_partial(&key)? {
                 true => Ok(()),
                 false => Err(HubError::NotFound(format!("partial upload {key}"))),
@@ -485,7 +479,7 @@ impl Hub {
             hub.check_change(&caller, &remote, "deleting")?;
             hub.store.remove(&remote)?;
             hub.forget(&remote);
-            hub.tokens.set_owner(remote.as_str(), Owner::default())?;
+            hub.owners.set_owner(remote.as_str(), Owner::default())?;
             Ok(1)
         })
         .await
@@ -500,7 +494,7 @@ impl Hub {
     /// May `caller` move or delete folder `name` as a whole? Only if it may change every file
     /// in it; an empty folder holds nobody's data, so whoever may upload may.
     fn check_folder(&self, caller: &Caller, name: &RemoteName, what: &str) -> Result<(), HubError> {
-        caller.may_create(&self.tokens, self.config.read_only)?;
+        caller.may_create(self.tokens(), self.config.read_only)?;
         for file in self.store.files_beneath(name)? {
             if let Ok(file) = RemoteName::parse(&file) {
                 self.check_change(caller, &file, what)?;
@@ -521,7 +515,7 @@ impl Hub {
         self.check_folder(caller, name, "deleting")?;
         let removed = self.store.remove_tree(name);
         self.forget(name);
-        self.tokens.forget_owners_beneath(name.as_str())?;
+        self.owners.forget_owners_beneath(name.as_str())?;
         removed
     }
 
@@ -550,7 +544,15 @@ impl Hub {
         prefix: &str,
     ) -> Result<crate::access::Rights, HubError> {
         let (hub, caller, prefix) = (Arc::clone(self), caller.clone(), prefix.to_owned());
-        blocking(move || caller.rights(&hub.tokens, hub.config.read_only, &prefix)).await
+        blocking(move || {
+            caller.rights(
+                hub.tokens(),
+                hub.owners.as_ref(),
+                hub.config.read_only,
+                &prefix,
+            )
+        })
+        .await
     }
 
     /// Creates folder `name` (and the folders on the way); `false` if it was already there.
@@ -562,7 +564,7 @@ impl Hub {
         let remote = parse_folder(name)?;
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
-            caller.may_create(&hub.tokens, hub.config.read_only)?;
+            caller.may_create(hub.tokens(), hub.config.read_only)?;
             hub.store.make_folder(&remote)
         })
         .await
@@ -609,7 +611,7 @@ impl Hub {
         if kind == Kind::Folder {
             self.check_folder(caller, &source, "moving")?;
         } else {
-            caller.may_create(&self.tokens, self.config.read_only)?;
+            caller.may_create(self.tokens(), self.config.read_only)?;
             self.check_change(caller, &source, "moving")?;
         }
         match target_kind(&target) {
@@ -623,7 +625,7 @@ impl Hub {
         self.store.rename(&source, &target, force)?;
         self.forget(&source);
         self.forget(&target);
-        self.tokens.move_owners(source.as_str(), target.as_str())?;
+        self.owners.move_owners(source.as_str(), target.as_str())?;
         Ok(target.to_string())
     }
 
@@ -647,24 +649,16 @@ impl Hub {
         self.store.as_ref()
     }
 
-    /// What stores a batch learns: owners, hashes, and stale cache entries dropped.
-    pub(crate) fn stored_batch(&self, stored: &[crate::small::Stored], caller: &Caller) {
-        let uploader = Owner {
-            token_id: caller.grant.and_then(|g| g.token_id),
-            key_hash: caller.owner_key,
-        };
-        let owners: Vec<(String, Owner)> = stored
-            .iter()
-            .map(|s| (s.remembered.name.clone(), uploader))
-            .collect();
-        if let Err(e) = self.tokens.set_owners(&owners) {
-            tracing::warn!(error = %e, "cannot record the owners of a batch");
-        }
-        for s in stored {
-            self.cache.invalidate(&s.remembered.name);
-        }
-        self.hashes
-            .insert_many(stored.iter().map(|s| s.remembered.clone()).collect());
+    pub(crate) fn owners(&self) -> &dyn Owners {
+        self.owners.as_ref()
+    }
+
+    pub(crate) fn hashes(&self) -> &HashCache {
+        &self.hashes
+    }
+
+    pub(crate) fn cache(&self) -> &HotCache {
+        &self.cache
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::access::Caller;
 use crate::error::HubError;
 use crate::hashes::Remembered;
+use crate::records::Owned;
 use crate::service::Hub;
 use crate::store::{parse, SmallFile};
 use troca_proto::msg::{PutDone, PutSmall};
@@ -19,7 +20,7 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A file of a batch now under its name.
 #[derive(Debug)]
-pub(crate) struct Stored {
+struct Stored {
     pub remembered: Remembered,
 }
 
@@ -126,6 +127,26 @@ impl Hub {
             }
         }
         (files, indexes)
+    }
+
+    /// What stores a batch learns: owners, hashes, and stale cache entries dropped.
+    fn stored_batch(&self, stored: &[Stored], caller: &Caller) {
+        let uploader = caller.as_owner();
+        let owners: Vec<Owned> = stored
+            .iter()
+            .map(|s| Owned {
+                name: s.remembered.name.clone(),
+                owner: uploader,
+            })
+            .collect();
+        if let Err(e) = self.owners().set_owners(&owners) {
+            tracing::warn!(error = %e, "cannot record the owners of a batch");
+        }
+        for s in stored {
+            self.cache().invalidate(&s.remembered.name);
+        }
+        self.hashes()
+            .insert_many(stored.iter().map(|s| s.remembered.clone()).collect());
     }
 }
 

@@ -1,20 +1,15 @@
 //! The upload pipeline every face feeds: [`Incoming`] takes the bytes of one upload as they
-//! arrive (hashing each as it lands, while it is still in the cache), hands full buffers to a
-//! writer thread, and at the end has the service check the sender's hash, commit and record.
+//! arrive (hashing each as it lands, while it is still in the cache) and hands full buffers to a
+//! writer thread; `Hub::finish_upload` then checks the sender's hash, commits and records.
 //! The native connection reads its socket straight into the writer's buffers; the web face
 //! copies each body chunk in.
 
-use crate::access::Caller;
 use crate::error::HubError;
-use crate::service::Hub;
 use crate::store::PartialUpload;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 use troca_net::durable::FileWriter;
 use troca_net::{IoBuf, CACHE_CHUNK};
-use troca_proto::msg::PutDone;
-use troca_proto::Hash;
 
 /// An upload whose bytes are arriving.
 #[derive(Debug)]
@@ -178,15 +173,9 @@ impl Incoming {
         stored.err().unwrap_or(why)
     }
 
-    /// Every byte has arrived: waits for them to be stored, then checks the sender's hash
-    /// (`None`: not given, so not verified), commits and records the upload.
-    pub async fn finish(
-        mut self,
-        hub: &Arc<Hub>,
-        theirs: Option<Hash>,
-        force: bool,
-        caller: &Caller,
-    ) -> Result<PutDone, HubError> {
+    /// Every byte has arrived: waits for them to be stored; the upload, ready to be checked
+    /// and committed.
+    pub(crate) async fn complete(mut self) -> Result<PartialUpload, HubError> {
         if let Err(e) = self.written().await {
             tracing::warn!(error = %e, "upload failed");
             self.upload.discard();
@@ -198,6 +187,6 @@ impl Incoming {
             self.upload.discard();
             return Err(e);
         }
-        hub.commit_upload(self.upload, theirs, force, caller).await
+        Ok(self.upload)
     }
 }

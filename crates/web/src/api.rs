@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use troca_hub::access::Caller;
-use troca_hub::history::{PageQuery, Pending};
+use troca_hub::records::{PageQuery, Pending};
 use troca_hub::Hub;
 use troca_proto::json;
 

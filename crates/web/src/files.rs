@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use troca_hub::clients::Busy;
-use troca_hub::history::Pending;
+use troca_hub::records::Pending;
 use troca_hub::service::{Download, Source};
 use troca_hub::transfer::Incoming;
 use troca_hub::{Hub, HubError};
@@ -491,7 +491,7 @@ pub(crate) async fn put(
         }
         let got = size;
         let verified = theirs.is_some();
-        let done = upload.finish(hub, theirs, force, &caller).await?;
+        let done = hub.finish_upload(upload, theirs, force, &caller).await?;
         let answer = (
             StatusCode::CREATED,
             Json(serde_json::json!({

@@ -12,14 +12,14 @@
 //! written far more often than it is read. The `history` view turns the batches back into one row
 //! per request for anyone looking with `sqlite3`.
 
+use super::{db_err, open_db};
 use crate::error::HubError;
-use crate::service::now_ns;
+use crate::records::{Entry, History, Page, PageQuery, MAX_SCAN};
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use troca_proto::msg::{HistoryEntry, MAX_HISTORY_PAGE};
 
 /// Entries waiting for the writer. Past this, entries are dropped (and counted) rather than
@@ -32,36 +32,6 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Spools: more than the threads that serve connections on most machines, so each thread
 /// usually has one to itself.
 const SPOOLS: usize = 8;
-
-/// One request, owned (for callers that have no [`Pending`] to finish).
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub time_ns: i64,
-    pub client: Arc<str>,
-    pub address: Arc<str>,
-    pub op: &'static str,
-    pub target: String,
-    pub ok: bool,
-    pub error: String,
-    pub bytes: u64,
-    pub duration_us: u64,
-}
-
-impl Record {
-    fn stored(&self) -> Stored<'_> {
-        (
-            self.time_ns,
-            &self.client,
-            &self.address,
-            self.op,
-            &self.target,
-            self.ok,
-            (!self.error.is_empty()).then_some(self.error.as_str()),
-            self.bytes,
-            self.duration_us,
-        )
-    }
-}
 
 /// Entries recorded and not yet stored: their JSON back to back, and for each its start time and
 /// where it ends.
@@ -103,9 +73,9 @@ enum Cmd {
     Flush(SyncSender<()>),
 }
 
-/// The history log. With a retention of 0 it records nothing.
+/// The request history in SQLite. With a retention of 0 it records nothing.
 #[derive(Debug)]
-pub struct HistoryLog {
+pub struct SqliteHistory {
     spools: Option<Arc<Spools>>,
     tx: Option<SyncSender<Cmd>>,
     path: PathBuf,
@@ -123,60 +93,10 @@ fn my_spool() -> usize {
     MINE.with(|m| *m)
 }
 
-pub(crate) fn open_db(path: &Path) -> Result<Connection, HubError> {
-    private_file(path).map_err(|e| HubError::io(format!("cannot create {}", path.display()), e))?;
-    let mut db = Connection::open(path).map_err(|e| db_err(path, e))?;
-    db.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         PRAGMA busy_timeout = 5000;
-         -- Requests in the order they were stored (each batch sorted by start time): `entries`
-         -- is a JSON array of `count` entries, each [time_ns, client, address, op, target, ok,
-         -- error, bytes, duration_us], the first of them request number `first` (numbers count
-         -- from 1 and never repeat).
-         CREATE TABLE IF NOT EXISTS request_batches (
-             id INTEGER PRIMARY KEY,
-             first INTEGER NOT NULL,
-             count INTEGER NOT NULL,
-             entries TEXT NOT NULL
-         );
-         CREATE INDEX IF NOT EXISTS request_batches_first ON request_batches (first);
-         CREATE TABLE IF NOT EXISTS tokens (
-             id INTEGER PRIMARY KEY AUTOINCREMENT,
-             hash BLOB NOT NULL UNIQUE,
-             role TEXT NOT NULL,
-             label TEXT NOT NULL,
-             created_ns INTEGER NOT NULL,
-             revoked INTEGER NOT NULL DEFAULT 0
-         );
-         CREATE TABLE IF NOT EXISTS owners (
-             name TEXT PRIMARY KEY,
-             token_id INTEGER NOT NULL
-         );
-         -- Files uploaded without a token by a client that sent an owner key: its BLAKE3 hash.
-         CREATE TABLE IF NOT EXISTS key_owners (
-             name TEXT PRIMARY KEY,
-             key_hash BLOB NOT NULL
-         );",
-    )
-    .map_err(|e| db_err(path, e))?;
-    migrate_flat_history(&mut db).map_err(|e| db_err(path, e))?;
-    db.execute_batch(
-        "CREATE VIEW IF NOT EXISTS history AS
-             SELECT b.first + e.key AS seq, e.value ->> 0 AS time_ns, e.value ->> 1 AS client,
-                    e.value ->> 2 AS address, e.value ->> 3 AS op, e.value ->> 4 AS target,
-                    e.value ->> 5 AS ok, e.value ->> 6 AS error, e.value ->> 7 AS bytes,
-                    e.value ->> 8 AS duration_us
-             FROM request_batches b, json_each(b.entries) e;",
-    )
-    .map_err(|e| db_err(path, e))?;
-    Ok(db)
-}
-
 /// Moves the entries of the first schema's `history` table (one row per request) into batches,
 /// once. Safe against another process opening the database at the same moment: the check and
 /// the move are one immediate transaction.
-fn migrate_flat_history(db: &mut Connection) -> rusqlite::Result<()> {
+pub(super) fn migrate_flat_history(db: &mut Connection) -> rusqlite::Result<()> {
     let flat = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'history'";
     if !db.prepare(flat)?.exists([])? {
         return Ok(());
@@ -232,7 +152,9 @@ fn next_seq(db: &Connection) -> rusqlite::Result<i64> {
 /// Entries per stored batch at most, so reading the newest few never decodes much.
 const BATCH_MAX: usize = 1024;
 
-/// One entry as stored: a JSON array, in the order the `history` view names its columns.
+/// One entry as stored: a JSON array, in the order the `history` view names its columns. This
+/// and [`Loaded`] are the storage format, and [`stored`] and [`loaded`] the only code that
+/// knows the order.
 type Stored<'a> = (
     i64,
     &'a str,
@@ -258,6 +180,36 @@ type Loaded = (
     u64,
 );
 
+fn stored<'a>(e: &Entry<'a>) -> Stored<'a> {
+    (
+        e.time_ns,
+        e.client,
+        e.address,
+        e.op,
+        e.target,
+        e.ok,
+        e.error,
+        e.bytes,
+        e.duration_us,
+    )
+}
+
+fn loaded(seq: i64, e: Loaded) -> HistoryEntry {
+    let (time_ns, client, address, op, target, ok, error, bytes, duration_us) = e;
+    HistoryEntry {
+        id: seq as u64,
+        time_ns,
+        client,
+        address,
+        op,
+        target,
+        ok,
+        error: error.unwrap_or_default(),
+        bytes,
+        duration_us,
+    }
+}
+
 /// Puts entries' JSON together as one JSON array.
 fn batch_text<'a>(text: &mut Vec<u8>, entries: impl Iterator<Item = &'a [u8]>) {
     text.clear();
@@ -279,14 +231,7 @@ fn insert_batch(db: &Connection, first: i64, count: usize, text: &[u8]) -> rusql
     Ok(())
 }
 
-pub(crate) fn db_err(path: &Path, e: rusqlite::Error) -> HubError {
-    HubError::Io {
-        context: format!("database {}", path.display()),
-        source: std::io::Error::other(e),
-    }
-}
-
-impl HistoryLog {
+impl SqliteHistory {
     /// Opens (creating) the history in `db_path`, keeping at most `keep` entries.
     pub fn open(db_path: &Path, keep: u64) -> Result<Self, HubError> {
         let db = open_db(db_path)?;
@@ -320,17 +265,15 @@ impl HistoryLog {
         log.tx = Some(tx);
         Ok(log)
     }
+}
 
-    pub fn enabled(&self) -> bool {
+impl History for SqliteHistory {
+    fn enabled(&self) -> bool {
         self.spools.is_some()
     }
 
     /// Records an entry; never blocks on the writer.
-    pub fn record(&self, entry: Record) {
-        self.append(&entry.stored());
-    }
-
-    fn append(&self, entry: &Stored<'_>) {
+    fn append(&self, entry: &Entry<'_>) {
         let (Some(spools), Some(tx)) = (&self.spools, &self.tx) else {
             return;
         };
@@ -352,8 +295,8 @@ impl HistoryLog {
                 return;
             }
             let spool = &mut *spool;
-            serde_json::to_writer(&mut spool.json, entry).expect("a Vec takes any write");
-            spool.entries.push((entry.0, spool.json.len()));
+            serde_json::to_writer(&mut spool.json, &stored(entry)).expect("a Vec takes any write");
+            spool.entries.push((entry.time_ns, spool.json.len()));
         }
         // Only the first entry after the writer went idle pays for waking it.
         if spools.idle.load(Ordering::SeqCst) && spools.idle.swap(false, Ordering::SeqCst) {
@@ -362,7 +305,7 @@ impl HistoryLog {
     }
 
     /// Waits until everything recorded so far is in the database. Blocking.
-    pub fn flush(&self) {
+    fn flush(&self) {
         let Some(tx) = &self.tx else { return };
         let (done_tx, done_rx) = sync_channel(1);
         if tx.send(Cmd::Flush(done_tx)).is_ok() {
@@ -375,7 +318,7 @@ impl HistoryLog {
     /// Batches are read one at a time, newest first, and at most [`MAX_SCAN`] entries are looked
     /// at, so a request holds one page and one batch in memory and takes a bounded time whatever
     /// the history's size; the answer says where the next page starts. Blocking.
-    pub fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
+    fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
         let limit = query.limit.min(MAX_HISTORY_PAGE) as usize;
         let mut page = Page::default();
         if limit == 0 {
@@ -413,6 +356,7 @@ impl HistoryLog {
                 ))
             })?;
             for (i, e) in batch.into_iter().enumerate().rev() {
+                let e = loaded(first + i as i64, e);
                 let seq = first + i as i64;
                 if seq >= before {
                     continue;
@@ -422,7 +366,7 @@ impl HistoryLog {
                 }
                 scanned += 1;
                 if query.matches(&e) {
-                    page.entries.push(entry(seq, e));
+                    page.entries.push(e);
                 }
                 if page.entries.len() >= limit || scanned >= MAX_SCAN {
                     page.next = seq as u64;
@@ -432,70 +376,6 @@ impl HistoryLog {
         }
         Ok(page)
     }
-}
-
-/// The most entries one history request looks at, matching or not: a filter that matches
-/// little cannot make a request read the whole history.
-pub const MAX_SCAN: usize = 50_000;
-
-/// What a history request asks for.
-#[derive(Debug, Clone, Default)]
-pub struct PageQuery {
-    pub limit: u32,
-    /// Only entries with a smaller id; 0 for the newest.
-    pub before: u64,
-    pub client: Option<String>,
-    pub op: Option<String>,
-}
-
-impl PageQuery {
-    fn matches(&self, e: &Loaded) -> bool {
-        self.client.as_deref().is_none_or(|c| c == e.1)
-            && self.op.as_deref().is_none_or(|o| o == e.3)
-    }
-}
-
-/// One page of the history, and the `before` of the next (0 when there are no older entries).
-#[derive(Debug, Default)]
-pub struct Page {
-    pub entries: Vec<HistoryEntry>,
-    pub next: u64,
-}
-
-fn entry(seq: i64, e: Loaded) -> HistoryEntry {
-    HistoryEntry {
-        id: seq as u64,
-        time_ns: e.0,
-        client: e.1,
-        address: e.2,
-        op: e.3,
-        target: e.4,
-        ok: e.5,
-        error: e.6.unwrap_or_default(),
-        bytes: e.7,
-        duration_us: e.8,
-    }
-}
-
-/// Creates `path` if missing, readable and writable by its owner only (0600); SQLite gives its
-/// WAL and shared-memory files the database's mode. An existing file is made 0600 too.
-pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// The writer thread: stores what the spools gathered, trims old entries, answers flushes.
@@ -651,69 +531,11 @@ fn trim(db: &Connection, oldest: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// A request on its way into the history: who asked what, and when. Finished once, with the
-/// outcome, whichever way the request ends.
-#[derive(Debug)]
-pub struct Pending {
-    pub client: Arc<str>,
-    pub address: Arc<str>,
-    pub op: &'static str,
-    pub target: String,
-    pub time_ns: i64,
-    pub started: Instant,
-}
-
-impl Pending {
-    pub fn new(client: Arc<str>, address: Arc<str>, op: &'static str, target: String) -> Self {
-        Self {
-            client,
-            address,
-            op,
-            target,
-            time_ns: now_ns(),
-            started: Instant::now(),
-        }
-    }
-
-    /// Records the request: the bytes it moved, or why it failed.
-    pub fn finish(self, history: &HistoryLog, outcome: Result<u64, String>) {
-        self.finish_noted(history, outcome, None);
-    }
-
-    /// [`Pending::finish`], with a note on a request that succeeded (kept where a failure's
-    /// reason goes), such as an upload that could not be verified.
-    pub fn finish_noted(
-        self,
-        history: &HistoryLog,
-        outcome: Result<u64, String>,
-        note: Option<&str>,
-    ) {
-        if !history.enabled() {
-            return;
-        }
-        let (ok, error, bytes) = match &outcome {
-            Ok(bytes) => (true, note, *bytes),
-            Err(e) => (false, Some(e.as_str()), 0),
-        };
-        history.append(&(
-            self.time_ns,
-            &self.client,
-            &self.address,
-            self.op,
-            &self.target,
-            ok,
-            error,
-            bytes,
-            self.started.elapsed().as_micros() as u64,
-        ));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     /// The first page of a query, its entries only.
     fn q(
-        log: &HistoryLog,
+        log: &SqliteHistory,
         limit: u32,
         client: Option<&str>,
         op: Option<&str>,
@@ -729,24 +551,53 @@ mod tests {
 
     use super::*;
 
+    /// An entry as a test makes it (owned, unlike [`Entry`]).
+    struct Record {
+        time_ns: i64,
+        client: &'static str,
+        op: &'static str,
+        target: String,
+        ok: bool,
+        error: String,
+        bytes: u64,
+    }
+
     fn entry(i: i64, op: &'static str) -> Record {
         Record {
             time_ns: i,
-            client: if i % 2 == 0 { "even" } else { "odd" }.into(),
-            address: "127.0.0.1:1".into(),
+            client: if i % 2 == 0 { "even" } else { "odd" },
             op,
             target: format!("f{i}"),
             ok: i % 3 != 0,
             error: String::new(),
             bytes: i as u64,
-            duration_us: 1,
+        }
+    }
+
+    trait RecordIt {
+        fn record(&self, r: Record);
+    }
+
+    impl RecordIt for SqliteHistory {
+        fn record(&self, r: Record) {
+            self.append(&Entry {
+                time_ns: r.time_ns,
+                client: r.client,
+                address: "127.0.0.1:1",
+                op: r.op,
+                target: &r.target,
+                ok: r.ok,
+                error: (!r.error.is_empty()).then_some(r.error.as_str()),
+                bytes: r.bytes,
+                duration_us: 1,
+            });
         }
     }
 
     #[test]
     fn pages_are_bounded_walk_everything_once_and_a_scan_stops_early() {
         let dir = tempfile::tempdir().unwrap();
-        let log = HistoryLog::open(&dir.path().join("troca.db"), 1_000_000).unwrap();
+        let log = SqliteHistory::open(&dir.path().join("troca.db"), 1_000_000).unwrap();
         let total = MAX_SCAN as i64 + 2_500;
         for i in 0..total {
             log.record(entry(i, if i == 5 { "put" } else { "get" }));
@@ -802,7 +653,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("troca.db");
         {
-            let log = HistoryLog::open(&path, 10).unwrap();
+            let log = SqliteHistory::open(&path, 10).unwrap();
             for i in 0..25 {
                 log.record(entry(i, if i < 20 { "get" } else { "put" }));
             }
@@ -814,7 +665,7 @@ mod tests {
             let even = q(&log, 100, Some("even"), None);
             assert!(even.iter().all(|e| e.client == "even"));
         }
-        let reopened = HistoryLog::open(&path, 10).unwrap();
+        let reopened = SqliteHistory::open(&path, 10).unwrap();
         assert_eq!(q(&reopened, 3, None, None).len(), 3);
     }
 
@@ -836,7 +687,7 @@ mod tests {
             )
             .unwrap();
         }
-        let log = HistoryLog::open(&path, 10).unwrap();
+        let log = SqliteHistory::open(&path, 10).unwrap();
         let all = q(&log, 10, None, None);
         let seen: Vec<_> = all
             .iter()
@@ -868,7 +719,7 @@ mod tests {
         });
         log.flush();
         drop(log);
-        let log = HistoryLog::open(&path, 10).unwrap();
+        let log = SqliteHistory::open(&path, 10).unwrap();
         let all = q(&log, 10, None, None);
         assert_eq!(all.len(), 4);
         assert_eq!(all[0].time_ns, 40);
@@ -881,7 +732,7 @@ mod tests {
     fn the_history_view_shows_one_row_per_request() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("troca.db");
-        let log = HistoryLog::open(&path, 100).unwrap();
+        let log = SqliteHistory::open(&path, 100).unwrap();
         for i in 0..5 {
             log.record(entry(i, "get"));
         }
@@ -923,7 +774,7 @@ mod tests {
     fn old_batches_are_deleted_as_new_ones_arrive() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("troca.db");
-        let log = HistoryLog::open(&path, 3).unwrap();
+        let log = SqliteHistory::open(&path, 3).unwrap();
         for i in 0..20 {
             log.record(entry(i, "get"));
             log.flush();
@@ -943,7 +794,7 @@ mod tests {
     #[test]
     fn a_retention_of_zero_records_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let log = HistoryLog::open(&dir.path().join("db"), 0).unwrap();
+        let log = SqliteHistory::open(&dir.path().join("db"), 0).unwrap();
         log.record(entry(1, "get"));
         assert!(q(&log, 10, None, None).is_empty());
     }

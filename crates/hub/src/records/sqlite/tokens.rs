@@ -6,73 +6,20 @@
 //! database, where `troca token create|list|revoke` manage them and the hub reads them on every
 //! check (so changes apply without a restart).
 
+use super::{admin_token_path, db_err, db_path, open_db};
 use crate::error::HubError;
-use crate::history::{db_err, open_db};
+use crate::records::{Grant, NewToken, Owned, Owner, Owners, Role, TokenInfo, Tokens};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Read,
-    Write,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Write => "write",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "read" => Some(Role::Read),
-            "write" => Some(Role::Write),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
-/// Who a valid token says the client is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grant {
-    pub role: Role,
-    /// The token's id in the database; `None` for the admin token file.
-    pub token_id: Option<i64>,
-}
-
-/// A token as `troca token list` shows it (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub id: i64,
-    pub role: Role,
-    pub label: String,
-    pub created_ns: i64,
-    pub revoked: bool,
-}
-
-/// The token store of one state folder.
+/// The tokens and owners of one state folder, in its database.
 #[derive(Debug)]
-pub struct Tokens {
+pub struct SqliteTokens {
     db_path: PathBuf,
     db: Mutex<Connection>,
     admin: blake3::Hash,
-}
-
-/// Where the admin token is kept.
-pub fn admin_token_path(state: &Path) -> PathBuf {
-    state.join("admin.token")
-}
-
-/// The state database.
-pub fn db_path(state: &Path) -> PathBuf {
-    state.join("troca.db")
 }
 
 fn new_secret() -> Result<String, HubError> {
@@ -88,7 +35,7 @@ fn hash(token: &str) -> blake3::Hash {
     blake3::hash(token.trim().as_bytes())
 }
 
-impl Tokens {
+impl SqliteTokens {
     /// Opens the store, creating the admin token on first use. Returns the store and whether the
     /// admin token was created just now.
     pub fn open(state: &Path) -> Result<(Self, bool), HubError> {
@@ -116,10 +63,12 @@ impl Tokens {
             created,
         ))
     }
+}
 
+impl Tokens for SqliteTokens {
     /// Checks a token. Comparisons are of hashes, and the admin one is constant-time
     /// (`blake3::Hash` equality is), so timing says nothing about the secret.
-    pub fn check(&self, token: &str) -> Result<Option<Grant>, HubError> {
+    fn check(&self, token: &str) -> Result<Option<Grant>, HubError> {
         let h = hash(token);
         if h == self.admin {
             return Ok(Some(Grant {
@@ -145,7 +94,7 @@ impl Tokens {
     }
 
     /// Makes a new token; returns its id and the secret (shown once, never stored).
-    pub fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<(i64, String), HubError> {
+    fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<NewToken, HubError> {
         let secret = new_secret()?;
         let db = self.db.lock().expect("token database poisoned");
         db.execute(
@@ -158,10 +107,13 @@ impl Tokens {
             ],
         )
         .map_err(|e| db_err(&self.db_path, e))?;
-        Ok((db.last_insert_rowid(), secret))
+        Ok(NewToken {
+            id: db.last_insert_rowid(),
+            secret,
+        })
     }
 
-    pub fn list(&self) -> Result<Vec<TokenInfo>, HubError> {
+    fn list(&self) -> Result<Vec<TokenInfo>, HubError> {
         let db = self.db.lock().expect("token database poisoned");
         let mut stmt = db
             .prepare("SELECT id, role, label, created_ns, revoked FROM tokens ORDER BY id")
@@ -182,16 +134,18 @@ impl Tokens {
     }
 
     /// Revokes token `id`; false if there is no such token.
-    pub fn revoke(&self, id: i64) -> Result<bool, HubError> {
+    fn revoke(&self, id: i64) -> Result<bool, HubError> {
         let db = self.db.lock().expect("token database poisoned");
         let n = db
             .execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", params![id])
             .map_err(|e| db_err(&self.db_path, e))?;
         Ok(n > 0)
     }
+}
 
+impl Owners for SqliteTokens {
     /// Who uploaded `name`: the token, or the owner key, if either.
-    pub fn owner(&self, name: &str) -> Result<Owner, HubError> {
+    fn owner(&self, name: &str) -> Result<Owner, HubError> {
         let db = self.db.lock().expect("token database poisoned");
         let err = |e| db_err(&self.db_path, e);
         let token_id = db
@@ -217,7 +171,7 @@ impl Tokens {
     }
 
     /// Records who uploaded `name` (or forgets, with `Owner::default()`).
-    pub fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError> {
+    fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError> {
         let db = self.db.lock().expect("token database poisoned");
         let err = |e| db_err(&self.db_path, e);
         match owner.token_id {
@@ -240,11 +194,9 @@ impl Tokens {
         .map_err(err)?;
         Ok(())
     }
-}
 
-impl Tokens {
     /// Carries the owners of `from` (a file, or a folder and everything beneath it) over to `to`.
-    pub fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError> {
+    fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError> {
         let db = self.db.lock().expect("token database poisoned");
         let err = |e| db_err(&self.db_path, e);
         for table in ["owners", "key_owners"] {
@@ -269,15 +221,11 @@ impl Tokens {
     }
 
     /// The names starting with `prefix` uploaded with token `token_id` or owner key `key_hash`.
-    pub fn owned(
-        &self,
-        prefix: &str,
-        token_id: Option<i64>,
-        key_hash: Option<[u8; 32]>,
-    ) -> Result<std::collections::HashSet<String>, HubError> {
+    fn owned(&self, prefix: &str, owner: Owner) -> Result<HashSet<String>, HubError> {
+        let Owner { token_id, key_hash } = owner;
         let db = self.db.lock().expect("token database poisoned");
         let err = |e| db_err(&self.db_path, e);
-        let mut out = std::collections::HashSet::new();
+        let mut out = HashSet::new();
         let mut collect = |sql: &str, key: &dyn rusqlite::ToSql| -> rusqlite::Result<()> {
             let mut stmt = db.prepare(sql)?;
             let rows = stmt.query_map(params![key, prefix], |r| r.get::<_, String>(0))?;
@@ -305,11 +253,11 @@ impl Tokens {
     }
 
     /// Records the uploaders of many files in one transaction.
-    pub fn set_owners(&self, owners: &[(String, Owner)]) -> Result<(), HubError> {
+    fn set_owners(&self, owners: &[Owned]) -> Result<(), HubError> {
         let mut db = self.db.lock().expect("token database poisoned");
         let saved = (|| -> rusqlite::Result<()> {
             let tx = db.transaction()?;
-            for (name, owner) in owners {
+            for Owned { name, owner } in owners {
                 match owner.token_id {
                     Some(id) => tx
                         .prepare_cached(
@@ -339,7 +287,7 @@ impl Tokens {
     }
 
     /// Forgets the owners of folder `name` and everything beneath it.
-    pub fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError> {
+    fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError> {
         let db = self.db.lock().expect("token database poisoned");
         for table in ["owners", "key_owners"] {
             db.execute(
@@ -352,13 +300,6 @@ impl Tokens {
         }
         Ok(())
     }
-}
-
-/// Who uploaded a file: the token it came with, and the uploader's owner key (its BLAKE3 hash).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Owner {
-    pub token_id: Option<i64>,
-    pub key_hash: Option<[u8; 32]>,
 }
 
 /// Writes a secret readable by its owner only, created with mode 0600 from the start.
@@ -385,7 +326,7 @@ mod tests {
     #[test]
     fn tokens_are_checked_by_hash_and_revocable() {
         let dir = tempfile::tempdir().unwrap();
-        let (tokens, created) = Tokens::open(dir.path()).unwrap();
+        let (tokens, created) = SqliteTokens::open(dir.path()).unwrap();
         assert!(created);
         let mode = std::fs::metadata(admin_token_path(dir.path()))
             .unwrap()
@@ -395,7 +336,7 @@ mod tests {
         let admin = std::fs::read_to_string(admin_token_path(dir.path())).unwrap();
         assert_eq!(tokens.check(&admin).unwrap().unwrap().role, Role::Admin);
 
-        let (id, secret) = tokens.create(Role::Write, "ci", 0).unwrap();
+        let NewToken { id, secret } = tokens.create(Role::Write, "ci", 0).unwrap();
         assert_eq!(
             tokens.check(&secret).unwrap(),
             Some(Grant {
@@ -412,7 +353,7 @@ mod tests {
         assert_eq!(tokens.check(&secret).unwrap(), None);
         assert!(tokens.list().unwrap()[0].revoked);
         // Reopening keeps the admin token.
-        let (again, created) = Tokens::open(dir.path()).unwrap();
+        let (again, created) = SqliteTokens::open(dir.path()).unwrap();
         assert!(!created);
         assert!(again.check(&admin).unwrap().is_some());
     }
@@ -420,7 +361,7 @@ mod tests {
     #[test]
     fn owners_are_recorded_and_forgotten() {
         let dir = tempfile::tempdir().unwrap();
-        let (tokens, _) = Tokens::open(dir.path()).unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
         assert_eq!(tokens.owner("a").unwrap(), Owner::default());
         let o = Owner {
             token_id: Some(3),

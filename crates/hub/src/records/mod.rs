@@ -1,0 +1,131 @@
+//! What the hub remembers besides the files, behind three traits: the request [`History`], the
+//! access [`Tokens`] and the files' [`Owners`]. The hub holds them as trait objects; today's
+//! backend is one SQLite database in the state folder ([`sqlite`]), where the schema and the
+//! connection settings live in one place.
+//!
+//! Like the store's, these methods block (a database); the service calls them on the blocking
+//! pool, except [`History::append`], which never waits.
+
+pub mod history;
+pub mod sqlite;
+
+pub use history::{Entry, Page, PageQuery, Pending, MAX_SCAN};
+
+use crate::error::HubError;
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The request history.
+pub trait History: Send + Sync + std::fmt::Debug {
+    /// Whether entries are kept at all (a retention of 0 keeps none).
+    fn enabled(&self) -> bool;
+    /// Records one request; never waits (under overload an entry may be dropped, and counted).
+    fn append(&self, entry: &Entry<'_>);
+    /// Waits until everything appended so far is stored.
+    fn flush(&self);
+    /// One page of entries, newest first (see [`PageQuery`]).
+    fn query(&self, query: &PageQuery) -> Result<Page, HubError>;
+}
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Role::Read),
+            "write" => Some(Role::Write),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who a valid token says the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub role: Role,
+    /// The token's id in the records; `None` for the admin token file.
+    pub token_id: Option<i64>,
+}
+
+/// A token as `troca token list` shows it (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub role: Role,
+    pub label: String,
+    pub created_ns: i64,
+    pub revoked: bool,
+}
+
+/// A token just made: its id, and the secret, shown once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub id: i64,
+    pub secret: String,
+}
+
+/// Access tokens: stored as hashes, checked in constant time.
+pub trait Tokens: Send + Sync + std::fmt::Debug {
+    /// What `token` grants (`None`: not a valid token, or revoked).
+    fn check(&self, token: &str) -> Result<Option<Grant>, HubError>;
+    /// Makes a token.
+    fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<NewToken, HubError>;
+    /// Every token made, oldest first.
+    fn list(&self) -> Result<Vec<TokenInfo>, HubError>;
+    /// Revokes token `id`; `false` if there is none.
+    fn revoke(&self, id: i64) -> Result<bool, HubError>;
+}
+
+/// Who uploaded a file: the token it came with, and the uploader's owner key (its BLAKE3 hash).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub token_id: Option<i64>,
+    pub key_hash: Option<[u8; 32]>,
+}
+
+/// A file's owner, as a batch records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub name: String,
+    pub owner: Owner,
+}
+
+/// Who owns which file (the right to replace or delete it).
+pub trait Owners: Send + Sync + std::fmt::Debug {
+    /// The owner of `name` (`Owner::default()`: nobody).
+    fn owner(&self, name: &str) -> Result<Owner, HubError>;
+    /// Sets (or, with `Owner::default()`, clears) the owner of `name`.
+    fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError>;
+    /// Sets the owners of many files at once.
+    fn set_owners(&self, owners: &[Owned]) -> Result<(), HubError>;
+    /// Moves the owners of `from` and everything beneath it to `to`.
+    fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError>;
+    /// Forgets the owners of `name` and everything beneath it.
+    fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError>;
+    /// The names starting with `prefix` that `owner` uploaded (by token or by owner key).
+    fn owned(
+        &self,
+        prefix: &str,
+        owner: Owner,
+    ) -> Result<std::collections::HashSet<String>, HubError>;
+}
