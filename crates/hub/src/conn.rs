@@ -94,50 +94,127 @@ async fn session(
     peer: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnEnd> {
-    let cfg = &hub.config();
+    let Some((client, caller)) = handshake(hub, conn, peer).await? else {
+        return Ok(());
+    };
+    let registration = hub.clients().join(peer, &client, now_ns());
+    let me = &registration.session;
+    conn.send(
+        &Welcome {
+            version: PROTOCOL_VERSION,
+            server: format!("troca {}", env!("CARGO_PKG_VERSION")),
+            max_frame: MAX_FRAME_LEN as u32,
+        }
+        .into(),
+    )
+    .await?;
+    loop {
+        let cfg = hub.config();
+        let next = tokio::select! {
+            // An idle connection is simply closed at shutdown; a request in progress finishes.
+            _ = shutdown.cancelled() => return Ok(()),
+            r = conn.read_message_timed(cfg.idle_timeout, cfg.request_timeout) => r,
+        };
+        let Some(msg) = next_request(hub, conn, me, next).await? else {
+            return Ok(());
+        };
+        if let Message::PutSmall(first) = msg {
+            put_small(hub, conn, me, &caller, first).await?;
+            continue;
+        }
+        request(hub, conn, me, &caller, msg).await?;
+    }
+}
+
+/// The next request, from what reading one came to: `None` when the client closed the
+/// connection; an error (sent, recorded) when it stalled or broke the framing.
+async fn next_request(
+    hub: &Hub,
+    conn: &mut Conn,
+    me: &Session,
+    read: Result<Result<Option<Message>, FrameError>, Late>,
+) -> Result<Option<Message>, ConnEnd> {
+    match read {
+        Err(Late::Idle) => Err(refuse(conn, HubError::Timeout("idle for too long".into())).await),
+        Err(Late::Request) => {
+            let err = HubError::Timeout(format!(
+                "a request must arrive within {} s of its first byte",
+                hub.config().request_timeout.as_secs_f64()
+            ));
+            Err(refuse_invalid(hub, conn, me, err).await)
+        }
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(FrameError::Io(e))) => Err(e.into()),
+        Ok(Err(e)) => {
+            let err = HubError::BadRequest(e.to_string());
+            Err(refuse_invalid(hub, conn, me, err).await)
+        }
+    }
+}
+
+/// Answers one request and records it.
+async fn request(
+    hub: &Arc<Hub>,
+    conn: &mut Conn,
+    me: &Arc<Session>,
+    caller: &Caller,
+    msg: Message,
+) -> Result<(), ConnEnd> {
+    let (op, target) = describe(&msg);
+    let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);
+    let result = match dispatch(hub, conn, me, caller, msg).await {
+        Dispatched::Done(result) => result,
+        Dispatched::Unexpected(name) => {
+            let err = HubError::BadRequest(format!("unexpected {name} message"));
+            pending.finish(hub.history_log(), Err(err.record_text()));
+            return Err(refuse(conn, err).await);
+        }
+    };
+    match result {
+        Ok(Ok(bytes)) => pending.finish(hub.history_log(), Ok(bytes)),
+        Ok(Err(e)) => {
+            pending.finish(hub.history_log(), Err(e.record_text()));
+            conn.send(&e.to_message()).await?;
+        }
+        Err(end) => {
+            pending.finish(hub.history_log(), Err(end.to_string()));
+            return Err(end);
+        }
+    }
+    Ok(())
+}
+
+/// The `Hello`: checks the magic, the version, the client's name and its token. Returns the
+/// client's name and who it is, or `None` if it left without a word; a refusal is sent (and a
+/// failed token recorded) before the error returns.
+async fn handshake(
+    hub: &Arc<Hub>,
+    conn: &mut Conn,
+    peer: SocketAddr,
+) -> Result<Option<(String, Caller)>, ConnEnd> {
     let (time_ns, started) = (now_ns(), Instant::now());
-    let mut hello = match tokio::time::timeout(cfg.handshake_timeout, conn.read_message()).await {
+    let read = tokio::time::timeout(hub.config().handshake_timeout, conn.read_message()).await;
+    let mut hello = match read {
         Err(_) => return Err(refuse(conn, HubError::Timeout("no hello received".into())).await),
         Ok(Err(FrameError::Io(e))) => return Err(e.into()),
         Ok(Err(e)) => return Err(refuse(conn, HubError::BadRequest(e.to_string())).await),
-        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(None)) => return Ok(None),
         Ok(Ok(Some(Message::Hello(h)))) => h,
         Ok(Ok(Some(other))) => {
-            return Err(refuse(
-                conn,
-                HubError::BadRequest(format!("expected Hello, got {}", other.name())),
-            )
-            .await)
+            let e = HubError::BadRequest(format!("expected Hello, got {}", other.name()));
+            return Err(refuse(conn, e).await);
         }
     };
-    if hello.magic != MAGIC {
-        return Err(refuse(
-            conn,
-            HubError::UnsupportedVersion("not a troca client".into()),
-        )
-        .await);
-    }
-    if hello.version != PROTOCOL_VERSION {
-        let err = HubError::UnsupportedVersion(format!(
-            "protocol version {} is not supported; this hub speaks version {PROTOCOL_VERSION}",
-            hello.version
-        ));
-        return Err(refuse(conn, err).await);
-    }
-    // The name is shown to others (who, history): the same rule as Register; none is anonymous.
-    if hello.client.is_empty() {
-        hello.client = "anonymous".into();
-    }
-    if let Err(e) = check_client_name(&hello.client) {
+    if let Err(e) = check_hello(&mut hello) {
         return Err(refuse(conn, e).await);
     }
-    let caller = match hub.authenticate(hello.token.clone(), peer.ip()).await {
-        Ok(mut c) => {
-            c.owner_key = hello
+    match hub.authenticate(hello.token.clone(), peer.ip()).await {
+        Ok(mut caller) => {
+            caller.owner_key = hello
                 .owner_key
                 .as_deref()
                 .map(crate::access::owner_key_hash);
-            c
+            Ok(Some((hello.client, caller)))
         }
         Err(e) => {
             let pending = Pending {
@@ -151,72 +228,27 @@ async fn session(
                 )
             };
             pending.finish(hub.history_log(), Err(e.record_text()));
-            return Err(refuse(conn, e).await);
-        }
-    };
-    let registration = hub.clients().join(peer, &hello.client, time_ns);
-    let me = &registration.session;
-    conn.send(
-        &Welcome {
-            version: PROTOCOL_VERSION,
-            server: format!("troca {}", env!("CARGO_PKG_VERSION")),
-            max_frame: MAX_FRAME_LEN as u32,
-        }
-        .into(),
-    )
-    .await?;
-
-    loop {
-        let next = tokio::select! {
-            // An idle connection is simply closed at shutdown; a request in progress finishes.
-            _ = shutdown.cancelled() => return Ok(()),
-            r = conn.read_message_timed(cfg.idle_timeout, cfg.request_timeout) => r,
-        };
-        let msg = match next {
-            Err(Late::Idle) => {
-                return Err(refuse(conn, HubError::Timeout("idle for too long".into())).await)
-            }
-            Err(Late::Request) => {
-                let err = HubError::Timeout(format!(
-                    "a request must arrive within {} s of its first byte",
-                    cfg.request_timeout.as_secs_f64()
-                ));
-                return Err(refuse_invalid(hub, conn, me, err).await);
-            }
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(m))) => m,
-            Ok(Err(FrameError::Io(e))) => return Err(e.into()),
-            Ok(Err(e)) => {
-                let err = HubError::BadRequest(e.to_string());
-                return Err(refuse_invalid(hub, conn, me, err).await);
-            }
-        };
-        if let Message::PutSmall(first) = msg {
-            put_small(hub, conn, me, &caller, first).await?;
-            continue;
-        }
-        let (op, target) = describe(&msg);
-        let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);
-        let result = match dispatch(hub, conn, me, &caller, msg).await {
-            Dispatched::Done(result) => result,
-            Dispatched::Unexpected(name) => {
-                let err = HubError::BadRequest(format!("unexpected {name} message"));
-                pending.finish(hub.history_log(), Err(err.record_text()));
-                return Err(refuse(conn, err).await);
-            }
-        };
-        match result {
-            Ok(Ok(bytes)) => pending.finish(hub.history_log(), Ok(bytes)),
-            Ok(Err(e)) => {
-                pending.finish(hub.history_log(), Err(e.record_text()));
-                conn.send(&e.to_message()).await?;
-            }
-            Err(end) => {
-                pending.finish(hub.history_log(), Err(end.to_string()));
-                return Err(end);
-            }
+            Err(refuse(conn, e).await)
         }
     }
+}
+
+/// A `Hello`'s magic, version and client name (an empty one becomes `anonymous`).
+fn check_hello(hello: &mut troca_proto::msg::Hello) -> Result<(), HubError> {
+    if hello.magic != MAGIC {
+        return Err(HubError::UnsupportedVersion("not a troca client".into()));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        return Err(HubError::UnsupportedVersion(format!(
+            "protocol version {} is not supported; this hub speaks version {PROTOCOL_VERSION}",
+            hello.version
+        )));
+    }
+    // The name is shown to others (who, history): the same rule as Register; none is anonymous.
+    if hello.client.is_empty() {
+        hello.client = "anonymous".into();
+    }
+    check_client_name(&hello.client)
 }
 
 /// A run of `PutSmall` requests: the first, and those already arrived behind it, stored as one
@@ -228,33 +260,7 @@ async fn put_small(
     caller: &Caller,
     first: PutSmall,
 ) -> Result<(), ConnEnd> {
-    let kind = Message::from(PutSmall {
-        name: String::new(),
-        force: false,
-        blake3: [0; 32],
-        data: Vec::new(),
-    })
-    .kind();
-    // A client sending many small files sends them back to back: read them in large gulps,
-    // within the memory all batches share. Without any free, this file is stored on its own.
-    conn.set_read_size(256 * 1024);
-    let kib = (MAX_BATCH_BYTES >> 10) as u32;
-    let memory = Arc::clone(hub.batch_memory())
-        .try_acquire_many_owned(kib)
-        .ok();
-    let mut bytes = first.data.len();
-    let mut batch = vec![first];
-    while memory.is_some() && batch.len() < MAX_BATCH_FILES && bytes < MAX_BATCH_BYTES {
-        conn.read_arrived(MAX_BATCH_BYTES)?;
-        // A malformed frame ends the batch; the next read reports it.
-        match conn.buffered_of_kind(kind) {
-            Ok(Some(Message::PutSmall(p))) => {
-                bytes += p.data.len();
-                batch.push(p);
-            }
-            _ => break,
-        }
-    }
+    let (batch, memory) = gather_small(hub, conn, first)?;
     let records: Vec<Pending> = batch
         .iter()
         .map(|p| {
@@ -293,9 +299,50 @@ async fn put_small(
     Ok(())
 }
 
+/// The first `PutSmall` and those already arrived behind it, and the batch memory they hold.
+/// A client sending many small files sends them back to back: they are read in large gulps,
+/// within the memory all batches share; without any free, this file is stored on its own.
+fn gather_small(
+    hub: &Hub,
+    conn: &mut Conn,
+    first: PutSmall,
+) -> io::Result<(Vec<PutSmall>, Option<tokio::sync::OwnedSemaphorePermit>)> {
+    let kind = Message::from(PutSmall {
+        name: String::new(),
+        force: false,
+        blake3: [0; 32],
+        data: Vec::new(),
+    })
+    .kind();
+    conn.set_read_size(256 * 1024);
+    let kib = (MAX_BATCH_BYTES >> 10) as u32;
+    let memory = Arc::clone(hub.batch_memory())
+        .try_acquire_many_owned(kib)
+        .ok();
+    let mut bytes = first.data.len();
+    let mut batch = vec![first];
+    while memory.is_some() && batch.len() < MAX_BATCH_FILES && bytes < MAX_BATCH_BYTES {
+        conn.read_arrived(MAX_BATCH_BYTES)?;
+        // A malformed frame ends the batch; the next read reports it.
+        match conn.buffered_of_kind(kind) {
+            Ok(Some(Message::PutSmall(p))) => {
+                bytes += p.data.len();
+                batch.push(p);
+            }
+            _ => break,
+        }
+    }
+    Ok((batch, memory))
+}
+
 /// Sends a one-frame answer to a request that moved no file bytes.
 async fn answer(conn: &mut Conn, msg: Message) -> Result<Outcome, ConnEnd> {
-    conn.send(&msg).await.map(|()| Ok(0)).map_err(Into::into)
+    sent(conn.send(&msg).await)
+}
+
+/// An answer that moved no file bytes, sent (or the connection broken).
+fn sent(r: io::Result<()>) -> Result<Outcome, ConnEnd> {
+    r.map(|()| Ok(0)).map_err(Into::into)
 }
 
 /// What a request came to: its outcome, or a message no client may send.
@@ -314,10 +361,7 @@ async fn dispatch(
 ) -> Dispatched {
     Dispatched::Done(match msg {
         Message::List(l) => match hub.list(&l.prefix).await {
-            Ok(entries) => send_chunks(conn, entries, Entries::default(), |_| {})
-                .await
-                .map(|()| Ok(0))
-                .map_err(Into::into),
+            Ok(entries) => sent(send_chunks(conn, entries, Entries::default(), |_| {}).await),
             Err(e) => Ok(Err(e)),
         },
         Message::Get(g) => match hub.download(&g.name, g.offset) {
@@ -338,44 +382,30 @@ async fn dispatch(
             Err(e) => Ok(Err(e)),
         },
         Message::Find(f) => match hub.find(&f.text).await {
-            Ok(entries) => send_chunks(conn, entries, Entries::default(), |_| {})
-                .await
-                .map(|()| Ok(0))
-                .map_err(Into::into),
+            Ok(entries) => sent(send_chunks(conn, entries, Entries::default(), |_| {}).await),
             Err(e) => Ok(Err(e)),
         },
         Message::Register(r) => match check_client_name(&r.name) {
             Ok(()) => {
                 me.rename(&r.name);
-                conn.send(&Registered.into())
-                    .await
-                    .map(|()| Ok(0))
-                    .map_err(Into::into)
+                answer(conn, Registered.into()).await
             }
             Err(e) => Ok(Err(e)),
         },
-        Message::Who(_) => send_chunks(conn, hub.clients().list(), ClientList::default(), |_| {})
-            .await
-            .map(|()| Ok(0))
-            .map_err(Into::into),
+        Message::Who(_) => {
+            let clients = hub.clients().list();
+            sent(send_chunks(conn, clients, ClientList::default(), |_| {}).await)
+        }
         Message::History(h) => match hub.history(page_query(h)).await {
             Ok(page) => {
                 let next = page.next;
-                send_chunks(conn, page.entries, HistoryEntries::default(), |last| {
-                    last.next = next
-                })
-                .await
-                .map(|()| Ok(0))
-                .map_err(Into::into)
+                let last = |last: &mut HistoryEntries| last.next = next;
+                sent(send_chunks(conn, page.entries, HistoryEntries::default(), last).await)
             }
             Err(e) => Ok(Err(e)),
         },
         Message::Status(_) => match hub.status().await {
-            Ok(info) => conn
-                .send(&info.into())
-                .await
-                .map(|()| Ok(0))
-                .map_err(Into::into),
+            Ok(info) => answer(conn, info.into()).await,
             Err(e) => Ok(Err(e)),
         },
         other => return Dispatched::Unexpected(other.name()),

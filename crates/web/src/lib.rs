@@ -108,6 +108,67 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
+/// A web connection's stream.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<troca_net::stream::ReadAhead>>),
+}
+
+/// HTTP/1.1 as the web face serves it. A request's headers must arrive within the request
+/// timeout, however long the connection was idle before, and fit in `MAX_HEAD`: one host
+/// holding connections open with a byte at a time, or with endless headers, pins neither
+/// slots nor memory.
+fn http_builder(hub: &Hub) -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(hub.config().request_timeout)
+        .max_buf_size(MAX_HEAD);
+    http
+}
+
+/// The requests of one web connection, each handed to the router with its [`Visitor`]. The
+/// connection is registered as a client at its first request: by the page's client cookie,
+/// so one browser's several connections are one client in `troca who`.
+#[derive(Clone)]
+struct Visits {
+    app: Router,
+    hub: Arc<Hub>,
+    browsers: Arc<Browsers>,
+    address: SocketAddr,
+    registration: Arc<std::sync::Mutex<Option<Joined>>>,
+}
+
+impl Visits {
+    fn call(
+        &self,
+        mut req: Request<hyper::body::Incoming>,
+    ) -> impl std::future::Future<Output = Result<Response, std::convert::Infallible>> {
+        let session = self.session(client_cookie(req.headers()));
+        req.extensions_mut().insert(Visitor {
+            session,
+            address: self.address,
+        });
+        let mut app = self.app.clone();
+        async move { app.call(req.map(axum::body::Body::new)).await }
+    }
+
+    fn session(&self, cookie: Option<String>) -> Arc<Session> {
+        let mut mine = self.registration.lock().expect("registration poisoned");
+        // A connection first seen without the cookie joins its browser once it has one.
+        let stale = mine
+            .as_ref()
+            .is_none_or(|j| j.cookie.is_none() && cookie.is_some());
+        if stale {
+            *mine = Some(Joined {
+                registration: self.browsers.join(&self.hub, self.address, cookie.clone()),
+                cookie,
+            });
+        }
+        let joined = mine.as_ref().expect("just joined");
+        Arc::clone(&joined.registration.session)
+    }
+}
+
 /// The web clients known by the page's `troca-client` cookie (with their address): each is one
 /// registration, kept while any of its connections is open.
 #[derive(Debug, Default)]
@@ -214,64 +275,44 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // Registered at its first request: by the page's client cookie, so one browser's
-        // several connections are one client in `troca who`.
-        let registration: Arc<std::sync::Mutex<Option<Joined>>> = Arc::default();
-        let held = Arc::clone(&registration);
-        let (app, hub2, browsers) = (app.clone(), Arc::clone(&hub), Arc::clone(&browsers));
-        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            let session = {
-                let cookie = client_cookie(req.headers());
-                let mut mine = registration.lock().expect("registration poisoned");
-                // A connection first seen without the cookie joins its browser once it has one.
-                let stale = mine
-                    .as_ref()
-                    .is_none_or(|j| j.cookie.is_none() && cookie.is_some());
-                if stale {
-                    *mine = Some(Joined {
-                        registration: browsers.join(&hub2, address, cookie.clone()),
-                        cookie,
-                    });
-                }
-                let joined = mine.as_ref().expect("just joined");
-                Arc::clone(&joined.registration.session)
-            };
-            req.extensions_mut().insert(Visitor { session, address });
-            let mut app = app.clone();
-            async move { app.call(req.map(axum::body::Body::new)).await }
-        });
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(hyper_util::rt::TokioTimer::new())
-            // A request's headers must arrive within the request timeout, however long the
-            // connection was idle before, and fit in MAX_HEAD: one host holding connections
-            // open with a byte at a time, or with endless headers, pins neither slots nor memory.
-            .header_read_timeout(hub.config().request_timeout)
-            .max_buf_size(MAX_HEAD);
-        // The configuration in use now (a reloaded certificate applies from the next one).
-        let Some(tls) = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http)) else {
-            let conn = graceful
-                .watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
-            tasks.spawn(async move {
-                let _held = (permit, from_address, held);
-                if let Err(e) = conn.await {
-                    tracing::debug!(%address, "web connection ended: {e}");
-                }
-            });
-            continue;
+        let held = (permit, from_address);
+        let visits = Visits {
+            app: app.clone(),
+            hub: Arc::clone(&hub),
+            browsers: Arc::clone(&browsers),
+            address,
+            registration: Arc::default(),
         };
-        // HTTPS: the TLS handshake within the request timeout, on the connection's own task.
+        let http = http_builder(&hub);
+        // The configuration in use now (a reloaded certificate applies from the next one).
+        let tls = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http));
         let (limit, watcher) = (hub.config().request_timeout, graceful.watcher());
         tasks.spawn(async move {
-            let _held = (permit, from_address, held);
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            let stream = troca_net::stream::ReadAhead::new(stream);
-            let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                _ => return,
+            let _held = (held, Arc::clone(&visits.registration));
+            let service = hyper::service::service_fn(move |req| visits.call(req));
+            let io = match tls {
+                None => Io::Plain(stream),
+                // HTTPS: the TLS handshake within the request timeout, on the connection's task.
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    let stream = troca_net::stream::ReadAhead::new(stream);
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => Io::Tls(Box::new(s)),
+                        _ => return,
+                    }
+                }
             };
-            let conn =
-                watcher.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
-            if let Err(e) = conn.await {
+            let served = match io {
+                Io::Plain(s) => {
+                    let io = hyper_util::rt::TokioIo::new(s);
+                    watcher.watch(http.serve_connection(io, service)).await
+                }
+                Io::Tls(s) => {
+                    let io = hyper_util::rt::TokioIo::new(s);
+                    watcher.watch(http.serve_connection(io, service)).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%address, "web connection ended: {e}");
             }
         });

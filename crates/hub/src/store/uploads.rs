@@ -237,16 +237,7 @@ impl Partials {
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| io("cannot seek upload file", e))?;
         if let Some(ip) = from {
-            // Looking at every partial costs a directory walk: at most once a second.
-            let mut last = self
-                .last_budget_check
-                .lock()
-                .expect("budget clock poisoned");
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                *last = Some(std::time::Instant::now());
-                drop(last);
-                self.keep_within(Some(AddressKey::of(ip)), self.budget.per_address);
-            }
+            self.keep_within_now_and_then(ip);
         }
         Ok(PartialUpload {
             name,
@@ -259,6 +250,20 @@ impl Partials {
             keep: source_mtime_ns != 0,
             claim: Arc::new(claim),
         })
+    }
+
+    /// Keeps the abandoned partials of `ip`'s address within their budget. Looking at every
+    /// partial costs a directory walk: at most once a second.
+    fn keep_within_now_and_then(&self, ip: IpAddr) {
+        let mut last = self
+            .last_budget_check
+            .lock()
+            .expect("budget clock poisoned");
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(std::time::Instant::now());
+            drop(last);
+            self.keep_within(Some(AddressKey::of(ip)), self.budget.per_address);
+        }
     }
 
     /// Claims `name` for one upload and reserves `needed` bytes for it, giving up abandoned
