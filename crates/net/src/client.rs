@@ -101,24 +101,15 @@ impl HubClient {
 
     /// Says hello over an already connected stream.
     pub async fn handshake(stream: Stream, options: &ClientOptions) -> Result<Self, ClientError> {
-        let mut conn = Connection::new(stream);
-        conn.set_read_size(64 * 1024);
-        conn.send(
-            &Hello {
-                magic: MAGIC,
-                version: PROTOCOL_VERSION,
-                client: options.name.clone(),
-                token: options.token.clone(),
-                owner_key: options.owner_key.clone(),
-            }
-            .into(),
-        )
-        .await?;
         let silence = options.silence.unwrap_or(DEFAULT_SILENCE);
-        let welcome = match expect(&mut conn, silence).await? {
-            Message::Welcome(w) => w,
-            other => return Err(unexpected(&other)),
+        let hello = Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            client: options.name.clone(),
+            token: options.token.clone(),
+            owner_key: options.owner_key.clone(),
         };
+        let (conn, welcome) = greet(stream, hello, silence).await?;
         Ok(Self {
             conn,
             welcome,
@@ -597,6 +588,22 @@ async fn expect(
             std::io::ErrorKind::UnexpectedEof,
             "the hub closed the connection",
         ))),
+    }
+}
+
+/// The first exchange on every troca connection, to a hub or to a swarm peer: the `Hello`, and
+/// the `Welcome` back within `silence`. Returns the connection, ready for requests.
+pub async fn greet(
+    stream: Stream,
+    hello: Hello,
+    silence: std::time::Duration,
+) -> Result<(Connection<Stream>, Welcome), ClientError> {
+    let mut conn = Connection::new(stream);
+    conn.set_read_size(64 * 1024);
+    conn.send(&hello.into()).await?;
+    match expect(&mut conn, silence).await? {
+        Message::Welcome(w) => Ok((conn, w)),
+        other => Err(unexpected(&other)),
     }
 }
 

@@ -32,6 +32,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use troca_net::connection::FrameError;
 use troca_net::durable::{free_local_path, place};
+use troca_net::error::ClientError;
 use troca_net::stream::Stream;
 use troca_net::{Connection, IoBuf, Progress};
 use troca_proto::msg::{GetPiece, Hello, Pieces};
@@ -469,24 +470,21 @@ async fn connect(peer: PeerAddr, options: &Options) -> Result<Connection<Stream>
         Some(key) => troca_net::tls::connect_peer(tcp, key).await?,
         None => Stream::Plain(tcp),
     };
-    let client_name = &options.client_name;
-    let mut conn = Connection::new(stream);
-    conn.set_read_size(64 * 1024);
-    conn.send(
-        &Hello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            client: client_name.to_owned(),
-            token: None,
-            owner_key: None,
-        }
-        .into(),
-    )
-    .await?;
-    match read(&mut conn).await? {
-        Message::Welcome(_) => Ok(conn),
-        other => Err(unexpected(&other)),
-    }
+    let hello = Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        client: options.client_name.clone(),
+        token: None,
+        owner_key: None,
+    };
+    let (conn, _) = troca_net::client::greet(stream, hello, troca_net::client::DEFAULT_SILENCE)
+        .await
+        .map_err(|e| match e {
+            ClientError::Io(e) => PeerError::Io(e),
+            ClientError::Hub { message, .. } => PeerError::Refused(message),
+            other => PeerError::Protocol(other.to_string()),
+        })?;
+    Ok(conn)
 }
 
 /// Opens (or creates) the part file and its record, and finds which pieces are already held and
