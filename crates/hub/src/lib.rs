@@ -13,6 +13,11 @@
 //! - [`clients`], [`access`], [`cache`], [`hashes`]: who is connected, what they may do, and
 //!   what is kept of files in memory (hot files, hashes).
 
+// `openat2`, `renameat2`, `sendfile`, `SO_RCVLOWAT`, `O_DIRECT`, `syncfs`: Linux's. Said here, at
+// build time, rather than by a confusing error deep in a dependency.
+#[cfg(not(target_os = "linux"))]
+compile_error!("troca runs on Linux (5.6 or later)");
+
 pub mod access;
 pub mod cache;
 pub mod clients;

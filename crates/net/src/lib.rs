@@ -4,6 +4,11 @@
 //! The wire format itself lives in `troca-proto`; this crate only moves its frames and the raw
 //! file bytes between them over a byte stream.
 
+// `openat2`, `renameat2`, `sendfile`, `SO_RCVLOWAT`, `O_DIRECT`, `syncfs`: Linux's. Said here, at
+// build time, rather than by a confusing error deep in a dependency.
+#[cfg(not(target_os = "linux"))]
+compile_error!("troca runs on Linux (5.6 or later)");
+
 pub mod batch;
 pub mod client;
 pub mod connection;

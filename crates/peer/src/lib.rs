@@ -8,6 +8,11 @@
 //! - [`Peer`]: all of it together, as `troca peer` runs it: registration, refreshes, watching
 //!   the folder (changes go to the tracker as UPD), and END when it stops.
 
+// `openat2`, `renameat2`, `sendfile`, `SO_RCVLOWAT`, `O_DIRECT`, `syncfs`: Linux's. Said here, at
+// build time, rather than by a confusing error deep in a dependency.
+#[cfg(not(target_os = "linux"))]
+compile_error!("troca runs on Linux (5.6 or later)");
+
 pub mod download;
 pub mod library;
 pub mod lookup;
