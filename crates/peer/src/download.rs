@@ -18,7 +18,9 @@
 //! file (`name_downloaded.ext` then, as in seed 004).
 
 use crate::library::PARTIAL_DIR;
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::partial::{Partial, Partials};
+use crate::scheduler::{PeerId, Scheduler};
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::SocketAddr;
@@ -35,7 +37,7 @@ use troca_net::durable::{free_local_path, place};
 use troca_net::error::ClientError;
 use troca_net::stream::Stream;
 use troca_net::{Connection, IoBuf, Progress};
-use troca_proto::msg::{GetPiece, Hello, Pieces};
+use troca_proto::msg::{GetPiece, Hello, Holding, Pieces};
 use troca_proto::pieces::Layout;
 use troca_proto::tracker::PeerAddr;
 use troca_proto::{Hash, Message, RemoteName, MAGIC, PROTOCOL_VERSION};
@@ -62,6 +64,9 @@ pub struct Options {
     /// Also downloads from peers that serve without TLS (registered no key). Peers with a key
     /// are always reached over TLS and must show that key.
     pub allow_plaintext: bool,
+    /// Where to share the download while it runs, each piece once verified (`None`: not
+    /// shared until complete). The caller removes it once the file is shared whole.
+    pub share: Option<Arc<Partials>>,
 }
 
 impl Default for Options {
@@ -72,6 +77,7 @@ impl Default for Options {
             stall_timeout: Duration::from_secs(20),
             client_name: "troca swarm".into(),
             allow_plaintext: false,
+            share: None,
         }
     }
 }
@@ -199,6 +205,47 @@ fn check_space(dir: &Path, part: &Path, wanted: &Wanted) -> Result<(), SwarmErro
     Ok(())
 }
 
+/// A seed for the scheduler's random choices: different in each download, so downloaders
+/// starting together spread over different pieces.
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// Makes the download servable to other peers, if the options say to share it.
+fn share_partial(
+    options: &Options,
+    wanted: &Wanted,
+    layout: Layout,
+    hashes: &Arc<[Hash]>,
+    file: &File,
+    held: Vec<bool>,
+) -> Option<Arc<Partial>> {
+    let partials = options.share.as_ref()?;
+    let file = file.try_clone().ok()?;
+    let partial = Arc::new(Partial::new(
+        wanted.id,
+        wanted.name.clone(),
+        layout,
+        Arc::clone(hashes),
+        file,
+        held,
+    ));
+    partials.insert(Arc::clone(&partial));
+    Some(partial)
+}
+
+/// Bounds one step by the stall timeout.
+async fn within<T>(
+    stall: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, PeerError> {
+    tokio::time::timeout(stall, fut)
+        .await
+        .map_err(|_| PeerError::Stalled)
+}
+
 /// Downloads `wanted` from `peers` into the folder `dir`.
 pub async fn download<P: Progress + Send + Sync + 'static>(
     wanted: &Wanted,
@@ -245,13 +292,15 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     }
 
     let missing = held.iter().filter(|&&d| !d).count();
+    let partial = share_partial(options, wanted, layout, &hashes, &file, held.clone());
     let shared = Arc::new(Shared {
         id: wanted.id,
         layout,
         hashes,
         file,
         record,
-        schedule: Mutex::new(Schedule::new(held)),
+        schedule: Mutex::new(Scheduler::new(held, seed())),
+        partial,
         writers: Mutex::default(),
         wake: Notify::new(),
         finished: CancellationToken::new(),
@@ -266,9 +315,9 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
         .iter()
         .filter(|a| !liars.contains(a))
         .take(MAX_WORKERS);
-    for &peer in helpers {
+    for (n, &peer) in helpers.enumerate() {
         let shared = Arc::clone(&shared);
-        workers.spawn(async move { Worker::new(peer).run(&shared).await });
+        workers.spawn(async move { Worker::new(n, peer).run(&shared).await });
     }
     let mut reports: Vec<PeerReport> = liars
         .iter()
@@ -287,7 +336,7 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     }
     progress.finish();
     reports.sort_by_key(|r| r.addr);
-    let left = shared.schedule.lock().expect("not poisoned").missing;
+    let left = shared.schedule.lock().expect("not poisoned").missing();
     if left as u64 == layout.count() {
         // Nothing verified: nothing worth keeping for a resume (a liar's giant file included).
         let _ = std::fs::remove_file(&part_path);
@@ -588,113 +637,15 @@ impl Record {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PieceState {
-    Missing,
-    /// Requested from this many peers.
-    Flight(u8),
-    Done,
-}
-
-/// Which pieces are missing, in flight or done.
-#[derive(Debug)]
-struct Schedule {
-    state: Vec<PieceState>,
-    missing: usize,
-    /// No missing piece lies before this one.
-    cursor: usize,
-}
-
-/// In the end game a piece is asked of at most this many peers at once.
-const MAX_COPIES: u8 = 3;
-
-impl Schedule {
-    fn new(held: Vec<bool>) -> Self {
-        let missing = held.iter().filter(|&&d| !d).count();
-        Self {
-            state: held
-                .into_iter()
-                .map(|d| {
-                    if d {
-                        PieceState::Done
-                    } else {
-                        PieceState::Missing
-                    }
-                })
-                .collect(),
-            missing,
-            cursor: 0,
-        }
-    }
-
-    /// The next piece for a peer that already has `mine` in flight and should not be given
-    /// `avoid` (pieces it sent corrupted).
-    fn pick(&mut self, mine: &VecDeque<u32>, avoid: &HashSet<u32>) -> Option<u32> {
-        while self.cursor < self.state.len() && self.state[self.cursor] != PieceState::Missing {
-            self.cursor += 1;
-        }
-        let fresh = (self.cursor..self.state.len())
-            .find(|&i| self.state[i] == PieceState::Missing && !avoid.contains(&(i as u32)));
-        let chosen = fresh.or_else(|| {
-            // End game: double up on a piece in flight elsewhere, the least-asked first.
-            (0..self.state.len())
-                .filter(|&i| !mine.contains(&(i as u32)) && !avoid.contains(&(i as u32)))
-                .filter_map(|i| match self.state[i] {
-                    PieceState::Flight(n) if n < MAX_COPIES => Some((n, i)),
-                    _ => None,
-                })
-                .min()
-                .map(|(_, i)| i)
-        })?;
-        self.state[chosen] = match self.state[chosen] {
-            PieceState::Flight(n) => PieceState::Flight(n + 1),
-            _ => PieceState::Flight(1),
-        };
-        Some(chosen as u32)
-    }
-
-    /// A request for `index` ended without a good piece.
-    fn release(&mut self, index: u32) {
-        let i = index as usize;
-        if let PieceState::Flight(n) = self.state[i] {
-            self.state[i] = if n > 1 {
-                PieceState::Flight(n - 1)
-            } else {
-                self.cursor = self.cursor.min(i);
-                PieceState::Missing
-            };
-        }
-    }
-
-    fn any_in_flight(&self) -> bool {
-        self.state
-            .iter()
-            .any(|s| matches!(s, PieceState::Flight(_)))
-    }
-
-    fn is_done(&self, index: u32) -> bool {
-        self.state[index as usize] == PieceState::Done
-    }
-
-    /// Marks `index` done; false if another copy got there first.
-    fn complete(&mut self, index: u32) -> bool {
-        let s = &mut self.state[index as usize];
-        if *s == PieceState::Done {
-            return false;
-        }
-        *s = PieceState::Done;
-        self.missing -= 1;
-        true
-    }
-}
-
 struct Shared<P> {
     id: Hash,
     layout: Layout,
     hashes: Arc<[Hash]>,
     file: File,
     record: Record,
-    schedule: Mutex<Schedule>,
+    schedule: Mutex<Scheduler>,
+    /// The download as other peers see it while it runs (`None`: not shared).
+    partial: Option<Arc<Partial>>,
     /// Pieces being written into the part file right now. Locked before `schedule` when both
     /// are.
     writers: Mutex<HashMap<u32, Writers>>,
@@ -707,8 +658,11 @@ struct Shared<P> {
 }
 
 impl<P: Progress> Shared<P> {
-    fn release(&self, index: u32) {
-        self.schedule.lock().expect("not poisoned").release(index);
+    fn release(&self, peer: PeerId, index: u32) {
+        self.schedule
+            .lock()
+            .expect("not poisoned")
+            .release(peer, index);
         self.wake.notify_waiters();
     }
 
@@ -729,7 +683,7 @@ impl<P: Progress> Shared<P> {
 
     /// Records piece `index` once a copy that verified was written by `writer` (and, if another
     /// copy was written alongside, once what is on disk verifies too).
-    fn stored(&self, len: u64, writer: PieceWriter<'_, P>) -> io::Result<()> {
+    fn stored(&self, peer: PeerId, len: u64, writer: PieceWriter<'_, P>) -> io::Result<()> {
         let index = writer.index;
         let (fresh, all_done) = {
             let writers = self.writers.lock().expect("not poisoned");
@@ -744,16 +698,19 @@ impl<P: Progress> Shared<P> {
                     drop(s);
                     drop(writers);
                     drop(writer);
-                    self.release(index);
+                    self.release(peer, index);
                     return Ok(());
                 }
             }
-            (s.complete(index), s.missing == 0)
+            (s.complete(peer, index), s.missing() == 0)
         };
         drop(writer);
         if fresh {
             self.record.mark(index as usize)?;
             self.progress.advance(len);
+            if let Some(partial) = &self.partial {
+                partial.add(index);
+            }
         }
         if all_done {
             self.finished.cancel();
@@ -807,17 +764,27 @@ impl<P> Drop for PieceWriter<'_, P> {
 
 /// One peer's share of the work.
 struct Worker {
+    id: PeerId,
     peer: PeerAddr,
     report: PeerReport,
     /// Requests sent and not yet answered, oldest first (answers come in order).
     in_flight: VecDeque<u32>,
-    /// Pieces this peer sent corrupted: asked of others.
-    avoid: HashSet<u32>,
+    /// Whether the peer holds the whole file (else it tells of new pieces as it gets them).
+    full: bool,
+}
+
+/// What a peer sent while a worker waited for an answer or for something to ask.
+enum Heard {
+    /// A piece's header: its bytes follow.
+    Piece(u32, u64),
+    /// It refused the oldest request.
+    Refused(String),
 }
 
 impl Worker {
-    fn new(peer: PeerAddr) -> Self {
+    fn new(id: PeerId, peer: PeerAddr) -> Self {
         Self {
+            id,
             peer,
             report: PeerReport {
                 addr: peer.addr,
@@ -827,7 +794,7 @@ impl Worker {
                 dropped: None,
             },
             in_flight: VecDeque::new(),
-            avoid: HashSet::new(),
+            full: false,
         }
     }
 
@@ -837,9 +804,12 @@ impl Worker {
             r = self.work(shared) => r,
         };
         // Whatever this peer still owed goes back to the others.
-        for index in self.in_flight.drain(..) {
-            shared.release(index);
-        }
+        shared
+            .schedule
+            .lock()
+            .expect("not poisoned")
+            .remove_peer(self.id);
+        shared.wake.notify_waiters();
         if let Err(e) = result {
             tracing::info!("peer {} dropped: {e}", self.report.addr);
             self.report.dropped = Some(e.to_string());
@@ -847,64 +817,153 @@ impl Worker {
         self.report
     }
 
+    /// Connects, learns which pieces the peer holds (`Holding` → `Bitfield`), then asks for
+    /// pieces it holds, a few at a time, until nothing is missing or it cannot help.
     async fn work<P: Progress>(&mut self, shared: &Shared<P>) -> Result<(), PeerError> {
         let stall = shared.options.stall_timeout;
         let mut conn = tokio::time::timeout(stall, connect(self.peer, &shared.options))
             .await
             .map_err(|_| PeerError::Stalled)??;
+        conn.send(&Holding { id: shared.id }.into()).await?;
+        let bits = match within(stall, read(&mut conn)).await?? {
+            Message::Bitfield(b) if b.id == shared.id => b,
+            other => return Err(unexpected(&other)),
+        };
+        let held = bits.held();
+        self.full = held.iter().all(|&h| h);
+        let has = (!self.full).then_some(held);
+        shared
+            .schedule
+            .lock()
+            .expect("not poisoned")
+            .add_peer(self.id, has)
+            .map_err(|e| PeerError::Protocol(e.to_string()))?;
         let chunk = (PIECE_CHUNK as u64).min(shared.layout.piece.min(shared.layout.len.max(1)));
         let mut buf = IoBuf::new(chunk as usize);
         loop {
-            {
-                let mut schedule = shared.schedule.lock().expect("not poisoned");
-                while self.in_flight.len() < shared.options.pipeline {
-                    let Some(index) = schedule.pick(&self.in_flight, &self.avoid) else {
-                        break;
-                    };
-                    conn.queue(
-                        &GetPiece {
-                            id: shared.id,
-                            index,
-                        }
-                        .into(),
-                    );
-                    self.in_flight.push_back(index);
-                }
-            }
-            let Some(&index) = self.in_flight.front() else {
-                // Nothing this peer can be asked for now. While other peers have pieces in
-                // flight, one may come back (if they fail); when none do, what is left are
-                // pieces this peer corrupted, and it cannot help any more.
-                {
-                    let schedule = shared.schedule.lock().expect("not poisoned");
-                    if schedule.missing == 0 {
-                        return Ok(());
-                    }
-                    if !schedule.any_in_flight() {
-                        return Err(PeerError::Corrupt(self.report.bad_pieces));
-                    }
-                }
-                let woken = shared.wake.notified();
-                tokio::select! {
-                    _ = woken => {}
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            self.ask(shared, &mut conn);
+            if self.in_flight.is_empty() {
+                if !self.idle(shared, &mut conn).await? {
+                    return Ok(());
                 }
                 continue;
-            };
-            tokio::time::timeout(stall, conn.flush())
-                .await
-                .map_err(|_| PeerError::Stalled)??;
-            let len = shared.layout.range(index.into()).1 as usize;
-            match tokio::time::timeout(stall, read(&mut conn))
-                .await
-                .map_err(|_| PeerError::Stalled)??
-            {
-                Message::PieceData(d) if d.index == index && d.len == len as u64 => {}
-                other => return Err(unexpected(&other)),
             }
-            self.receive_piece(shared, &mut conn, index, len as u64, &mut buf)
-                .await?;
+            within(stall, conn.flush()).await??;
+            let index = *self.in_flight.front().expect("not empty");
+            match self.hear(shared, &mut conn).await? {
+                Heard::Piece(i, len) if i == index && len == shared.layout.range(i.into()).1 => {
+                    self.receive_piece(shared, &mut conn, index, len, &mut buf)
+                        .await?
+                }
+                Heard::Piece(i, _) => {
+                    return Err(PeerError::Protocol(format!("piece {i}, not {index}")))
+                }
+                // It said it held a piece it cannot give: as bad as a corrupt copy.
+                Heard::Refused(why) => self.bad_piece(shared, index, &why)?,
+            }
         }
+    }
+
+    /// Queues requests for pieces the peer holds, up to the pipeline.
+    fn ask<P>(&mut self, shared: &Shared<P>, conn: &mut Connection<Stream>) {
+        let mut schedule = shared.schedule.lock().expect("not poisoned");
+        while self.in_flight.len() < shared.options.pipeline {
+            let Some(index) = schedule.pick(self.id) else {
+                break;
+            };
+            conn.queue(
+                &GetPiece {
+                    id: shared.id,
+                    index,
+                }
+                .into(),
+            );
+            self.in_flight.push_back(index);
+        }
+    }
+
+    /// Nothing to ask this peer for now: waits for it to get a piece (`Have`) or for a piece
+    /// to come back to the schedule. `false` when nothing is missing; an error when it holds
+    /// everything and what is left are pieces it corrupted.
+    async fn idle<P>(
+        &mut self,
+        shared: &Shared<P>,
+        conn: &mut Connection<Stream>,
+    ) -> Result<bool, PeerError> {
+        {
+            let schedule = shared.schedule.lock().expect("not poisoned");
+            if schedule.missing() == 0 {
+                return Ok(false);
+            }
+            if self.full && !schedule.wants_from(self.id) && !schedule.any_in_flight() {
+                return Err(PeerError::Corrupt(self.report.bad_pieces));
+            }
+        }
+        let woken = shared.wake.notified();
+        tokio::select! {
+            _ = woken => Ok(true),
+            // A piece released just before `woken` was made is seen at the next look.
+            _ = tokio::time::sleep(Duration::from_millis(250)) => Ok(true),
+            // A partial holder tells of new pieces; nothing else may come unasked.
+            heard = read(conn) => match heard? {
+                Message::Have(h) if h.id == shared.id => {
+                    self.have(shared, h.index)?;
+                    Ok(true)
+                }
+                other => Err(unexpected(&other)),
+            },
+        }
+    }
+
+    fn have<P>(&self, shared: &Shared<P>, index: u32) -> Result<(), PeerError> {
+        shared
+            .schedule
+            .lock()
+            .expect("not poisoned")
+            .have(self.id, index)
+            .map_err(|e| PeerError::Protocol(e.to_string()))
+    }
+
+    /// The answer to the oldest request, taking in the `Have`s that come before it.
+    async fn hear<P>(
+        &mut self,
+        shared: &Shared<P>,
+        conn: &mut Connection<Stream>,
+    ) -> Result<Heard, PeerError> {
+        let stall = shared.options.stall_timeout;
+        loop {
+            let msg = within(stall, conn.read_message()).await??;
+            match msg {
+                Some(Message::PieceData(d)) => return Ok(Heard::Piece(d.index, d.len)),
+                Some(Message::Have(h)) if h.id == shared.id => self.have(shared, h.index)?,
+                Some(Message::Error(e)) => return Ok(Heard::Refused(e.message)),
+                Some(other) => return Err(unexpected(&other)),
+                None => {
+                    return Err(PeerError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed the connection",
+                    )))
+                }
+            }
+        }
+    }
+
+    /// `index` from this peer was bad (failed verification, or refused though claimed): asked
+    /// of others; too many and the peer is dropped.
+    fn bad_piece<P>(&mut self, shared: &Shared<P>, index: u32, why: &str) -> Result<(), PeerError> {
+        self.in_flight.retain(|&i| i != index);
+        self.report.bad_pieces += 1;
+        shared
+            .schedule
+            .lock()
+            .expect("not poisoned")
+            .corrupt(self.id, index);
+        shared.wake.notify_waiters();
+        tracing::warn!("piece {index} from {}: {why}", self.report.addr);
+        if self.report.bad_pieces >= shared.options.max_failures {
+            return Err(PeerError::Corrupt(self.report.bad_pieces));
+        }
+        Ok(())
     }
 
     /// Reads piece `index` (`len` bytes) a buffer at a time, hashing as it comes and writing it
@@ -937,67 +996,21 @@ impl Worker {
             writer.write(&buf[..n], start + got)?;
             got += n as u64;
         }
-        self.in_flight.pop_front();
         if shared.layout.finish_piece(&hasher) == shared.hashes[index as usize] {
+            self.in_flight.pop_front();
             self.report.pieces += 1;
             self.report.bytes += len;
-            shared.stored(len, writer)?;
+            shared.stored(self.id, len, writer)?;
             return Ok(());
         }
-        self.report.bad_pieces += 1;
-        self.avoid.insert(index);
         drop(writer);
-        shared.release(index);
-        tracing::warn!(
-            "piece {index} from {} failed verification",
-            self.report.addr
-        );
-        if self.report.bad_pieces >= shared.options.max_failures {
-            return Err(PeerError::Corrupt(self.report.bad_pieces));
-        }
-        Ok(())
+        self.bad_piece(shared, index, "failed verification")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_schedule_hands_out_each_piece_once_then_doubles_up_at_the_end() {
-        let mut s = Schedule::new(vec![false; 3]);
-        let (a, b) = (VecDeque::new(), VecDeque::from([0u32]));
-        let none = HashSet::new();
-        assert_eq!(s.pick(&a, &none), Some(0));
-        assert_eq!(s.pick(&a, &none), Some(1));
-        assert_eq!(s.pick(&a, &none), Some(2));
-        // End game: nothing unrequested, so a piece in flight elsewhere is asked again, but not
-        // one this peer already has in flight.
-        assert_eq!(s.pick(&b, &none), Some(1));
-        assert!(s.complete(1));
-        assert!(!s.complete(1), "the second copy is not counted again");
-        s.release(1);
-        assert_eq!(
-            s.state[1],
-            PieceState::Done,
-            "a late copy never un-does a piece"
-        );
-        s.release(0);
-        assert_eq!(s.state[0], PieceState::Missing);
-        assert_eq!(
-            s.pick(&a, &none),
-            Some(0),
-            "a released piece is handed out again"
-        );
-    }
-
-    #[test]
-    fn a_peer_is_not_given_back_a_piece_it_corrupted() {
-        let mut s = Schedule::new(vec![false; 2]);
-        let avoid = HashSet::from([0u32]);
-        assert_eq!(s.pick(&VecDeque::new(), &avoid), Some(1));
-        assert_eq!(s.pick(&VecDeque::from([1]), &avoid), None);
-    }
 
     #[test]
     fn names_from_the_network_cannot_steer_where_a_file_lands() {

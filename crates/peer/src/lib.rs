@@ -16,6 +16,8 @@ compile_error!("troca runs on Linux (5.6 or later)");
 pub mod download;
 pub mod library;
 pub mod lookup;
+pub mod partial;
+pub mod scheduler;
 pub mod server;
 mod watch;
 
@@ -70,6 +72,8 @@ pub enum Error {
 pub struct Peer {
     config: PeerConfig,
     library: Arc<Library>,
+    /// Files being downloaded, shared piece by piece meanwhile.
+    partials: Arc<partial::Partials>,
     tracker: tokio::sync::Mutex<TrackerClient>,
     secret: Secret,
     addr: SocketAddr,
@@ -108,6 +112,7 @@ impl Peer {
             addr: listener.local_addr()?,
             config,
             library,
+            partials: Arc::default(),
             secret,
             registered: AtomicBool::new(false),
             tasks: TaskTracker::new(),
@@ -116,6 +121,7 @@ impl Peer {
         peer.tasks.spawn(server::run(
             listener,
             Arc::clone(&peer.library),
+            Arc::clone(&peer.partials),
             server,
             peer.stop.clone(),
         ));

@@ -1,16 +1,20 @@
-//! The peer's TCP server: answers `Pieces` with a file's piece hashes and `GetPiece` with the
-//! piece's bytes, sent with `sendfile` straight from the page cache.
+//! The peer's TCP server: answers `Pieces` with a file's piece hashes, `GetPiece` with the
+//! piece's bytes (sent with `sendfile` straight from the page cache) and `Holding` with which
+//! pieces it holds, then a `Have` for each new one. It serves the files of its [`Library`] and
+//! those it is downloading ([`Partials`]), each piece as soon as it is verified.
 //!
 //! Files are asked for by id only, and only ids in the [`Library`] are served, so nothing outside
 //! the shared folder can be named. A file that changed on disk since it was hashed is refused
 //! (its old id no longer describes it) until the next scan re-hashes it.
 
 use crate::library::{Library, SharedFile};
+use crate::partial::{Partial, Partials};
 use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +23,7 @@ use troca_net::connection::FrameError;
 use troca_net::limits::PerAddress;
 use troca_net::stream::Stream;
 use troca_net::Connection;
-use troca_proto::msg::{Error, PieceData, PieceHashes, Welcome, HASHES_PER_FRAME};
+use troca_proto::msg::{Bitfield, Error, Have, PieceData, PieceHashes, Welcome, HASHES_PER_FRAME};
 use troca_proto::pieces::Layout;
 use troca_proto::{ErrorCode, Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -56,6 +60,7 @@ impl Default for ServerConfig {
 pub async fn run(
     listener: TcpListener,
     library: Arc<Library>,
+    partials: Arc<Partials>,
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
@@ -87,8 +92,9 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (library, config, limit, stop) = (
+        let (library, partials, config, limit, stop) = (
             Arc::clone(&library),
+            Arc::clone(&partials),
             config.clone(),
             limit.clone(),
             shutdown.clone(),
@@ -102,9 +108,11 @@ pub async fn run(
             let mut serving = Serving {
                 conn: Connection::new(stream),
                 library,
+                partials,
                 config,
                 limit,
                 open: None,
+                news: None,
             };
             if let Err(e) = serving.run(&stop).await {
                 tracing::debug!("peer connection from {addr} ended: {e}");
@@ -140,8 +148,33 @@ struct Serving {
     library: Arc<Library>,
     config: ServerConfig,
     limit: Option<Arc<RateLimit>>,
+    partials: Arc<Partials>,
     /// The file of the last piece sent, kept open for the next request (usually the next piece).
     open: Option<(Arc<SharedFile>, File)>,
+    /// The file being downloaded here that the other end asked to hear about (`Holding`).
+    news: Option<(Arc<Partial>, broadcast::Receiver<u32>)>,
+}
+
+/// What a connection does next.
+enum Next {
+    Request(Message),
+    /// A piece of the file it listens to became available (or, `None`, some were missed).
+    News(Option<u32>),
+    End,
+}
+
+/// The next piece a listener hears of; `None` if it fell behind and missed some. Never
+/// returns when nothing is listened to.
+async fn news(news: &mut Option<(Arc<Partial>, broadcast::Receiver<u32>)>) -> Option<u32> {
+    let Some((_, rx)) = news else {
+        return std::future::pending().await;
+    };
+    match rx.recv().await {
+        Ok(index) => Some(index),
+        Err(broadcast::error::RecvError::Lagged(_)) => None,
+        // The sender lives as long as the partial, which this connection holds.
+        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+    }
 }
 
 impl Serving {
@@ -153,13 +186,14 @@ impl Serving {
                 .await;
         };
         match hello? {
-            Some(Message::Hello(h)) if h.magic == MAGIC && h.version == PROTOCOL_VERSION => {}
-            Some(_) => {
+            Next::Request(Message::Hello(h))
+                if h.magic == MAGIC && h.version == PROTOCOL_VERSION => {}
+            Next::End => return Ok(()),
+            _ => {
                 return self
                     .refuse(ErrorCode::UnsupportedVersion, "expected a troca Hello")
                     .await
             }
-            None => return Ok(()),
         }
         self.conn
             .send(
@@ -171,30 +205,70 @@ impl Serving {
                 .into(),
             )
             .await?;
-        while let Some(msg) = self.next(shutdown).await? {
+        loop {
+            let msg = match self.next(shutdown).await? {
+                Next::End => return Ok(()),
+                Next::News(Some(index)) => {
+                    let id = self.news.as_ref().map(|(p, _)| p.id).unwrap_or_default();
+                    self.conn.send(&Have { id, index }.into()).await?;
+                    continue;
+                }
+                Next::News(None) => {
+                    // Fell behind: the whole bitfield again, and news from now on.
+                    if let Some((partial, _)) = self.news.take() {
+                        self.send_bitfield_of(partial).await?;
+                    }
+                    continue;
+                }
+                Next::Request(msg) => msg,
+            };
             match msg {
-                Message::Pieces(p) => match self.library.get(&p.id) {
-                    Some(f) => self.send_hashes(&f).await?,
-                    None => self.not_found(&p.id).await?,
-                },
+                Message::Pieces(p) => self.send_hashes(&p.id).await?,
                 Message::GetPiece(g) => self.send_piece(&g.id, g.index).await?,
+                Message::Holding(h) => self.send_bitfield(&h.id).await?,
                 other => {
                     let what = format!("a peer does not answer {}", other.name());
                     return self.refuse(ErrorCode::BadRequest, &what).await;
                 }
             }
         }
-        Ok(())
     }
 
-    /// The next request; `None` at a clean close, at shutdown or after the idle timeout.
-    async fn next(&mut self, shutdown: &CancellationToken) -> Result<Option<Message>, FrameError> {
+    /// The next request or piece of news; `End` at a clean close, at shutdown or after the idle
+    /// timeout.
+    async fn next(&mut self, shutdown: &CancellationToken) -> Result<Next, FrameError> {
+        let idle = self.config.idle_timeout;
+        let (conn, listening) = (&mut self.conn, &mut self.news);
         tokio::select! {
-            _ = shutdown.cancelled() => Ok(None),
-            r = tokio::time::timeout(self.config.idle_timeout, self.conn.read_message()) => {
-                r.unwrap_or(Ok(None))
-            }
+            _ = shutdown.cancelled() => Ok(Next::End),
+            r = tokio::time::timeout(idle, conn.read_message()) => match r {
+                Ok(Ok(Some(m))) => Ok(Next::Request(m)),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(None)) | Err(_) => Ok(Next::End),
+            },
+            n = news(listening) => Ok(Next::News(n)),
         }
+    }
+
+    /// Answers `Holding`: which pieces are held (all, for a shared file), then news of each new
+    /// one for a file being downloaded.
+    async fn send_bitfield(&mut self, id: &Hash) -> Result<(), FrameError> {
+        if let Some(f) = self.library.get(id) {
+            let count = Layout::for_len(f.size).count() as usize;
+            let all = Bitfield::of(*id, &vec![true; count]);
+            return self.conn.send(&all.into()).await.map_err(Into::into);
+        }
+        match self.partials.get(id) {
+            Some(partial) => self.send_bitfield_of(partial).await,
+            None => self.not_found(id).await,
+        }
+    }
+
+    async fn send_bitfield_of(&mut self, partial: Arc<Partial>) -> Result<(), FrameError> {
+        let (held, rx) = partial.subscribe();
+        let bits = Bitfield::of(partial.id, &held);
+        self.news = Some((partial, rx));
+        self.conn.send(&bits.into()).await.map_err(Into::into)
     }
 
     async fn refuse(&mut self, code: ErrorCode, message: &str) -> Result<(), FrameError> {
@@ -211,11 +285,16 @@ impl Serving {
         .await
     }
 
-    async fn send_hashes(&mut self, file: &SharedFile) -> Result<(), FrameError> {
-        let mut chunks = file.pieces.chunks(HASHES_PER_FRAME).peekable();
+    async fn send_hashes(&mut self, id: &Hash) -> Result<(), FrameError> {
+        let (size, pieces) = match (self.library.get(id), self.partials.get(id)) {
+            (Some(f), _) => (f.size, Arc::clone(&f.pieces)),
+            (None, Some(p)) => (p.layout.len, Arc::clone(&p.hashes)),
+            (None, None) => return self.not_found(id).await,
+        };
+        let mut chunks = pieces.chunks(HASHES_PER_FRAME).peekable();
         while let Some(chunk) = chunks.next() {
             let msg = PieceHashes {
-                size: file.size,
+                size,
                 hashes: chunk.to_vec(),
                 last: chunks.peek().is_none(),
             };
@@ -227,7 +306,10 @@ impl Serving {
 
     async fn send_piece(&mut self, id: &Hash, index: u32) -> Result<(), FrameError> {
         let Some(shared) = self.library.get(id) else {
-            return self.not_found(id).await;
+            return match self.partials.get(id) {
+                Some(partial) => self.send_partial_piece(&partial, index).await,
+                None => self.not_found(id).await,
+            };
         };
         let layout = Layout::for_len(shared.size);
         if u64::from(index) >= layout.count() {
@@ -251,27 +333,69 @@ impl Serving {
         let (start, len) = layout.range(index.into());
         self.conn.queue(&PieceData { index, len }.into());
         let file = &self.open.as_ref().expect("opened above").1;
-        // Whole when uncapped (sendfile on plaintext); in slices on the cap's schedule.
-        let slice = if self.limit.is_some() {
-            RATE_CHUNK
-        } else {
-            len
-        };
-        let mut sent = 0;
-        while sent < len {
-            let want = slice.min(len - sent);
-            if let Some(limit) = &self.limit {
-                limit.take(want).await;
-            }
-            // A file truncated under us ends the connection: it cannot carry on mid-piece.
-            let stall = self.config.idle_timeout;
-            self.conn
-                .send_file_range(file, start + sent, want, stall, |_| {})
-                .await?;
-            sent += want;
-        }
-        Ok(())
+        send_range(
+            &mut self.conn,
+            file,
+            start,
+            len,
+            self.limit.as_deref(),
+            self.config.idle_timeout,
+        )
+        .await
     }
+
+    /// A piece of a file being downloaded here, if it is held yet.
+    async fn send_partial_piece(
+        &mut self,
+        partial: &Partial,
+        index: u32,
+    ) -> Result<(), FrameError> {
+        if u64::from(index) >= partial.layout.count() {
+            let what = format!("piece {index} is past the end of the file");
+            return self.refuse(ErrorCode::BadRequest, &what).await;
+        }
+        if !partial.holds(index) {
+            let what = format!("piece {index} is not here yet");
+            return self.refuse(ErrorCode::NotFound, &what).await;
+        }
+        let (start, len) = partial.layout.range(index.into());
+        self.conn.queue(&PieceData { index, len }.into());
+        let limit = self.limit.as_deref();
+        send_range(
+            &mut self.conn,
+            &partial.file,
+            start,
+            len,
+            limit,
+            self.config.idle_timeout,
+        )
+        .await
+    }
+}
+
+/// Sends `len` bytes of `file` from `start`: whole when uncapped (`sendfile` on plaintext), in
+/// slices on the cap's schedule.
+async fn send_range(
+    conn: &mut Connection<Stream>,
+    file: &File,
+    start: u64,
+    len: u64,
+    limit: Option<&RateLimit>,
+    stall: Duration,
+) -> Result<(), FrameError> {
+    let slice = if limit.is_some() { RATE_CHUNK } else { len };
+    let mut sent = 0;
+    while sent < len {
+        let want = slice.min(len - sent);
+        if let Some(limit) = limit {
+            limit.take(want).await;
+        }
+        // A file truncated under us ends the connection: it cannot carry on mid-piece.
+        conn.send_file_range(file, start + sent, want, stall, |_| {})
+            .await?;
+        sent += want;
+    }
+    Ok(())
 }
 
 /// Bytes sent per slice when a rate cap applies: small enough to pace smoothly.

@@ -12,7 +12,7 @@ use troca_net::{Connection, NoProgress, Progress};
 use troca_peer::download::{download, Options, Wanted};
 use troca_peer::library::PARTIAL_DIR;
 use troca_peer::{Library, ServerConfig};
-use troca_proto::msg::{PieceData, PieceHashes, Welcome};
+use troca_proto::msg::{Bitfield, PieceData, PieceHashes, Welcome};
 use troca_proto::pieces::Layout;
 use troca_proto::tracker::PeerAddr;
 use troca_proto::{Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
@@ -39,6 +39,7 @@ async fn serve(dir: &Path, config: ServerConfig) -> (SocketAddr, CancellationTok
     tokio::spawn(troca_peer::server::run(
         listener,
         library,
+        Arc::default(),
         config,
         stop.clone(),
     ));
@@ -183,6 +184,9 @@ async fn dying_peer(data: Vec<u8>, pieces_before_dying: usize) -> SocketAddr {
                             }
                             .into(),
                         ),
+                        Ok(Some(Message::Holding(h))) => conn.queue(
+                            &Bitfield::of(h.id, &vec![true; layout.count() as usize]).into(),
+                        ),
                         Ok(Some(Message::GetPiece(g))) => {
                             let (start, len) = layout.range(g.index.into());
                             let (start, len) = (start as usize, len as usize);
@@ -300,10 +304,17 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
         !out.path().join("movie.mkv").exists(),
         "nothing under the real name"
     );
-    // Spoil the first held piece: the record says verified, the bytes say otherwise, so it is
-    // fetched again rather than trusted.
+    // Spoil the first held piece (pieces come in no fixed order): the record says verified,
+    // the bytes say otherwise, so it is fetched again rather than trusted. The record is
+    // `TRSP`, the id, the size, then a bit per piece.
+    let record = std::fs::read(part.with_extension("pieces")).unwrap();
+    let bits = &record[4 + 32 + 8..];
+    let first = (0..bits.len() * 8)
+        .find(|i| bits[i / 8] & (1 << (i % 8)) != 0)
+        .expect("a piece is held");
     let f = std::fs::File::options().write(true).open(&part).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, b"spoiled", 10).unwrap();
+    let at = first as u64 * MIB as u64 + 10;
+    std::os::unix::fs::FileExt::write_all_at(&f, b"spoiled", at).unwrap();
     drop(f);
 
     let b = share(&data, "movie.mkv");

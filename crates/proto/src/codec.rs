@@ -185,6 +185,10 @@ impl<'a> Reader<'a> {
         let len = self.u32()? as usize;
         Ok(self.take(len)?.to_vec())
     }
+    /// Exactly `n` bytes (a length the message fixed).
+    pub(crate) fn exactly(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        self.take(n)
+    }
     pub(crate) fn hash_prefix16(&mut self) -> Result<[u8; 16], DecodeError> {
         self.array::<16>()
     }

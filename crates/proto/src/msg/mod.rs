@@ -1,7 +1,8 @@
 //! Every message of the protocol, one type each, dispatched through [`Message`].
 //!
 //! Kinds `0x10`–`0x1f` and `0x90`–`0x9f` are the swarm's peer-to-peer messages ([`Pieces`],
-//! [`GetPiece`] and their answers); hubs answer them with `BadRequest`.
+//! [`GetPiece`], [`Holding`] and their answers, and the unasked [`Have`]); hubs answer them
+//! with `BadRequest`.
 //!
 //! Each type has `encode` (append the payload) and `decode` (read the payload) side by side in
 //! its module. Kinds below `0x80` travel from client to hub, kinds from `0x80` up from hub to
@@ -28,7 +29,10 @@ pub use records::{
     Status, StatusInfo, Who, MAX_HISTORY_PAGE,
 };
 pub use remove::{Remove, Removed};
-pub use swarm::{GetPiece, PieceData, PieceHashes, Pieces, HASHES_PER_FRAME};
+pub use swarm::{
+    Bitfield, GetPiece, Have, Holding, PieceData, PieceHashes, Pieces, HASHES_PER_FRAME,
+    MAX_BITFIELD_PIECES,
+};
 
 use crate::codec::{DecodeError, Put as _, Reader};
 
@@ -107,6 +111,7 @@ messages! {
     0x0e => PutSmall,
     0x10 => Pieces,
     0x11 => GetPiece,
+    0x12 => Holding,
     0x81 => Welcome,
     0x82 => Entries,
     0x83 => FileHeader,
@@ -122,6 +127,8 @@ messages! {
     0x8d => Moved,
     0x90 => PieceHashes,
     0x91 => PieceData,
+    0x92 => Bitfield,
+    0x93 => Have,
     0xff => Error,
 }
 
@@ -358,6 +365,13 @@ mod tests {
                 .prop_map(|(size, hashes, last)| PieceHashes { size, hashes, last }.into()),
             (hash(), any::<u32>()).prop_map(|(id, index)| GetPiece { id, index }.into()),
             (any::<u32>(), any::<u64>()).prop_map(|(index, len)| PieceData { index, len }.into()),
+            hash().prop_map(|id| Holding { id }.into()),
+            (hash(), any::<u32>()).prop_map(|(id, index)| Have { id, index }.into()),
+            (
+                hash(),
+                proptest::collection::vec(any::<bool>(), 1..=MAX_BITFIELD_PIECES as usize)
+            )
+                .prop_map(|(id, held)| Bitfield::of(id, &held).into()),
             (any::<u16>(), text(1024)).prop_map(|(code, message)| Error {
                 code: ErrorCode::from_u16(code),
                 message
@@ -490,5 +504,30 @@ mod tests {
             decode_frame(&buf),
             Err(DecodeError::BadValue { field: "last", .. })
         ));
+    }
+
+    #[test]
+    fn a_bitfield_is_checked_against_its_count() {
+        let held = [true, false, true];
+        let b = Bitfield::of([1; 32], &held);
+        assert_eq!(b.held(), held);
+        let decode = |count: u32, bits: &[u8]| {
+            let mut out = Vec::new();
+            Bitfield {
+                id: [1; 32],
+                count,
+                bits: bits.to_vec(),
+            }
+            .encode(&mut out);
+            Bitfield::decode(&mut Reader::new(&out))
+        };
+        assert!(decode(3, &[0b101]).is_ok());
+        assert!(decode(3, &[0b1101]).is_err(), "a bit past the last piece");
+        assert!(decode(0, &[]).is_err(), "no pieces");
+        assert!(
+            decode(MAX_BITFIELD_PIECES + 1, &[0; 513]).is_err(),
+            "too many"
+        );
+        assert!(decode(9, &[0]).is_err(), "bits missing");
     }
 }

@@ -105,3 +105,103 @@ impl PieceData {
         })
     }
 }
+
+/// The most pieces a bitfield describes: as many as a file can have.
+pub const MAX_BITFIELD_PIECES: u32 = crate::pieces::MAX_PIECES as u32;
+
+/// Asks which pieces of file `id` the peer holds, and to be told of each new one: the answer
+/// is a [`Bitfield`], then a [`Have`] whenever the peer verifies another piece, for as long as
+/// the connection lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub id: Hash,
+}
+
+impl Holding {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_hash(&self.id);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { id: r.hash()? })
+    }
+}
+
+/// Which of file `id`'s `count` pieces the peer holds: piece `i` is bit `i % 8` of byte `i / 8`;
+/// the bits past `count` are zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bitfield {
+    pub id: Hash,
+    pub count: u32,
+    pub bits: Vec<u8>,
+}
+
+impl Bitfield {
+    /// The bitfield of `held`.
+    pub fn of(id: Hash, held: &[bool]) -> Self {
+        let mut bits = vec![0u8; held.len().div_ceil(8)];
+        for (i, _) in held.iter().enumerate().filter(|(_, &h)| h) {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+        Self {
+            id,
+            count: held.len() as u32,
+            bits,
+        }
+    }
+
+    /// One flag per piece.
+    pub fn held(&self) -> Vec<bool> {
+        (0..self.count as usize)
+            .map(|i| self.bits[i / 8] & (1 << (i % 8)) != 0)
+            .collect()
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_hash(&self.id);
+        out.put_u32(self.count);
+        out.extend_from_slice(&self.bits);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let id = r.hash()?;
+        let count = r.u32()?;
+        if count == 0 || count > MAX_BITFIELD_PIECES {
+            return Err(DecodeError::BadValue {
+                field: "piece count",
+                value: count.into(),
+            });
+        }
+        let bits = r.exactly(count.div_ceil(8) as usize)?.to_vec();
+        let spare = count % 8;
+        if spare != 0 && bits[bits.len() - 1] >> spare != 0 {
+            return Err(DecodeError::BadValue {
+                field: "bits past the last piece",
+                value: u64::from(bits[bits.len() - 1]),
+            });
+        }
+        Ok(Self { id, count, bits })
+    }
+}
+
+/// The peer now holds piece `index` of file `id` (sent unasked, between answers, after a
+/// [`Holding`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Have {
+    pub id: Hash,
+    pub index: u32,
+}
+
+impl Have {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_hash(&self.id);
+        out.put_u32(self.index);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            id: r.hash()?,
+            index: r.u32()?,
+        })
+    }
+}

@@ -1,0 +1,438 @@
+//! Which piece to ask which peer for: the download's piece scheduler, with no sockets and no
+//! clock, so tests and the simulator (`troca-swarm-sim`) drive the very code downloads run.
+//!
+//! - A peer is asked only for pieces it has said it holds (a full copy holds all; a partial
+//!   holder says which in its bitfield, then one `Have` per new piece).
+//! - **Rarest first** among the peers known: of the missing pieces a peer holds, the one the
+//!   fewest known peers hold, at random among equals, so downloaders spread over different
+//!   pieces and each soon has something the others lack.
+//! - **Random first pieces**: until it holds [`RANDOM_FIRST`] pieces, a downloader picks at
+//!   random among what the peer holds (rarity says little yet, and it needs something to trade
+//!   quickly).
+//! - **End game**: once every missing piece a peer holds is already asked of someone, the peer
+//!   doubles up on those, the least-asked first (at most [`MAX_COPIES`] askers each), so the end
+//!   does not wait on the slowest peer.
+//! - A piece a peer sent corrupted is never asked of it again; a peer that leaves gives its
+//!   pieces in flight back.
+
+use std::collections::{HashMap, HashSet};
+
+/// Pieces picked at random (not rarest first) before the downloader holds this many.
+pub const RANDOM_FIRST: usize = 4;
+/// In the end game a piece is asked of at most this many peers at once.
+pub const MAX_COPIES: u8 = 3;
+
+/// A peer as the scheduler knows it: an index the caller chooses.
+pub type PeerId = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceState {
+    Missing,
+    /// Asked of this many peers.
+    Flight(u8),
+    Done,
+}
+
+/// What the scheduler knows of one peer.
+#[derive(Debug, Default)]
+struct Peer {
+    /// Which pieces it holds (`None`: all of them, a full copy).
+    has: Option<Vec<bool>>,
+    /// Pieces asked of it and not answered yet.
+    in_flight: HashSet<u32>,
+    /// Pieces it sent corrupted.
+    avoid: HashSet<u32>,
+}
+
+impl Peer {
+    fn holds(&self, index: usize) -> bool {
+        self.has.as_ref().is_none_or(|h| h[index])
+    }
+}
+
+/// The state of one download's pieces and of the peers it takes them from.
+#[derive(Debug)]
+pub struct Scheduler {
+    state: Vec<PieceState>,
+    /// How many known peers hold each piece.
+    holders: Vec<u32>,
+    peers: HashMap<PeerId, Peer>,
+    missing: usize,
+    done: usize,
+    rng: SplitMix,
+}
+
+/// Why a bitfield or a `Have` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("a bitfield of {got} pieces for a file of {want}")]
+    WrongLength { got: usize, want: usize },
+    #[error("piece {0} does not exist")]
+    NoSuchPiece(u32),
+    #[error("peer {0} is not known")]
+    UnknownPeer(PeerId),
+}
+
+impl Scheduler {
+    /// A download of `held.len()` pieces, of which those `true` are already here. `seed`
+    /// drives the random choices (tests give a fixed one).
+    pub fn new(held: Vec<bool>, seed: u64) -> Self {
+        let missing = held.iter().filter(|&&h| !h).count();
+        Self {
+            holders: vec![0; held.len()],
+            done: held.len() - missing,
+            state: held
+                .into_iter()
+                .map(|h| {
+                    if h {
+                        PieceState::Done
+                    } else {
+                        PieceState::Missing
+                    }
+                })
+                .collect(),
+            peers: HashMap::new(),
+            missing,
+            rng: SplitMix(seed),
+        }
+    }
+
+    /// How many pieces the file has.
+    pub fn count(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Pieces not done yet.
+    pub fn missing(&self) -> usize {
+        self.missing
+    }
+
+    pub fn is_done(&self, index: u32) -> bool {
+        self.state.get(index as usize) == Some(&PieceState::Done)
+    }
+
+    /// Which pieces are done, as a bitfield for other peers.
+    pub fn held(&self) -> Vec<bool> {
+        self.state.iter().map(|s| *s == PieceState::Done).collect()
+    }
+
+    /// Adds a peer: `has` says which pieces it holds (`None`: a full copy).
+    pub fn add_peer(&mut self, peer: PeerId, has: Option<Vec<bool>>) -> Result<(), Refusal> {
+        if let Some(h) = &has {
+            if h.len() != self.state.len() {
+                return Err(Refusal::WrongLength {
+                    got: h.len(),
+                    want: self.state.len(),
+                });
+            }
+        }
+        self.remove_peer(peer);
+        for (i, n) in self.holders.iter_mut().enumerate() {
+            if has.as_ref().is_none_or(|h| h[i]) {
+                *n += 1;
+            }
+        }
+        self.peers.insert(
+            peer,
+            Peer {
+                has,
+                ..Peer::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// A peer says it now holds piece `index`.
+    pub fn have(&mut self, peer: PeerId, index: u32) -> Result<(), Refusal> {
+        let i = index as usize;
+        if i >= self.state.len() {
+            return Err(Refusal::NoSuchPiece(index));
+        }
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(Refusal::UnknownPeer(peer))?;
+        if let Some(has) = &mut p.has {
+            if !has[i] {
+                has[i] = true;
+                self.holders[i] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A peer left (or was dropped): its pieces in flight go back.
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        for (i, n) in self.holders.iter_mut().enumerate() {
+            if p.holds(i) {
+                *n -= 1;
+            }
+        }
+        for index in p.in_flight {
+            self.unflight(index);
+        }
+    }
+
+    /// Whether `peer` holds any piece this download still needs.
+    pub fn wants_from(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| {
+            (0..self.state.len()).any(|i| {
+                self.state[i] != PieceState::Done && p.holds(i) && !p.avoid.contains(&(i as u32))
+            })
+        })
+    }
+
+    /// Pieces asked of `peer` and not answered.
+    pub fn in_flight(&self, peer: PeerId) -> usize {
+        self.peers.get(&peer).map_or(0, |p| p.in_flight.len())
+    }
+
+    /// Whether any piece is asked of anyone.
+    pub fn any_in_flight(&self) -> bool {
+        self.state
+            .iter()
+            .any(|s| matches!(s, PieceState::Flight(_)))
+    }
+
+    /// The next piece to ask `peer` for, marked as asked; `None` if it holds nothing needed
+    /// that may be asked of it now.
+    pub fn pick(&mut self, peer: PeerId) -> Option<u32> {
+        let p = self.peers.get(&peer)?;
+        let usable = |i: usize| {
+            p.holds(i) && !p.avoid.contains(&(i as u32)) && !p.in_flight.contains(&(i as u32))
+        };
+        let fresh: Vec<usize> = (0..self.state.len())
+            .filter(|&i| self.state[i] == PieceState::Missing && usable(i))
+            .collect();
+        let chosen = if fresh.is_empty() {
+            // End game: the least-asked piece in flight elsewhere.
+            (0..self.state.len())
+                .filter(|&i| usable(i))
+                .filter_map(|i| match self.state[i] {
+                    PieceState::Flight(n) if n < MAX_COPIES => Some((n, i)),
+                    _ => None,
+                })
+                .min()
+                .map(|(_, i)| i)?
+        } else if self.done < RANDOM_FIRST {
+            fresh[self.rng.below(fresh.len())]
+        } else {
+            let rarest = fresh.iter().map(|&i| self.holders[i]).min()?;
+            let equals: Vec<usize> = fresh
+                .into_iter()
+                .filter(|&i| self.holders[i] == rarest)
+                .collect();
+            equals[self.rng.below(equals.len())]
+        };
+        self.state[chosen] = match self.state[chosen] {
+            PieceState::Flight(n) => PieceState::Flight(n + 1),
+            _ => PieceState::Flight(1),
+        };
+        self.peers
+            .get_mut(&peer)
+            .expect("looked up above")
+            .in_flight
+            .insert(chosen as u32);
+        Some(chosen as u32)
+    }
+
+    fn unflight(&mut self, index: u32) {
+        let i = index as usize;
+        if let PieceState::Flight(n) = self.state[i] {
+            self.state[i] = if n > 1 {
+                PieceState::Flight(n - 1)
+            } else {
+                PieceState::Missing
+            };
+        }
+    }
+
+    /// A request to `peer` for `index` ended without a good piece (the peer stalled, or the
+    /// copy was dropped): the piece may be asked again.
+    pub fn release(&mut self, peer: PeerId, index: u32) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.in_flight.remove(&index) {
+                self.unflight(index);
+            }
+        }
+    }
+
+    /// `peer` sent `index` corrupted: never asked of it again.
+    pub fn corrupt(&mut self, peer: PeerId, index: u32) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.avoid.insert(index);
+        }
+        self.release(peer, index);
+    }
+
+    /// `peer`'s copy of `index` verified and is stored. Returns whether it was the first
+    /// (another copy may have got there first in the end game).
+    pub fn complete(&mut self, peer: PeerId, index: u32) -> bool {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.in_flight.remove(&index);
+        }
+        let i = index as usize;
+        if self.state[i] == PieceState::Done {
+            return false;
+        }
+        self.state[i] = PieceState::Done;
+        self.missing -= 1;
+        self.done += 1;
+        true
+    }
+}
+
+/// SplitMix64: a small, fast generator for choices that need spreading, not secrecy.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bits(s: &str) -> Vec<bool> {
+        s.chars().map(|c| c == '1').collect()
+    }
+
+    #[test]
+    fn a_peer_is_asked_only_for_pieces_it_holds() {
+        let mut s = Scheduler::new(vec![false; 4], 1);
+        s.add_peer(0, Some(bits("0100"))).unwrap();
+        assert_eq!(s.pick(0), Some(1));
+        assert_eq!(s.pick(0), None, "piece 1 is its only one, and it is asked");
+        s.have(0, 3).unwrap();
+        assert_eq!(s.pick(0), Some(3));
+        assert!(s.have(0, 9).is_err(), "no such piece");
+        assert!(
+            s.add_peer(1, Some(bits("01"))).is_err(),
+            "a bitfield of the wrong length"
+        );
+    }
+
+    #[test]
+    fn the_rarest_piece_goes_first_once_a_few_are_held() {
+        // Four pieces already here: past the random start.
+        let mut held = vec![true; RANDOM_FIRST];
+        held.extend([false; 3]);
+        let mut s = Scheduler::new(held, 7);
+        let n = RANDOM_FIRST;
+        s.add_peer(0, None).unwrap(); // holds all
+        let mut b = vec![false; n + 3];
+        b[n] = true;
+        b[n + 1] = true;
+        s.add_peer(1, Some(b)).unwrap();
+        // Piece n+2 is held by one peer only: the seeder is asked for it first.
+        assert_eq!(s.pick(0), Some((n + 2) as u32));
+    }
+
+    #[test]
+    fn the_end_game_doubles_up_and_a_leaving_peer_gives_its_pieces_back() {
+        let mut s = Scheduler::new(vec![false; 2], 3);
+        s.add_peer(0, None).unwrap();
+        s.add_peer(1, None).unwrap();
+        let a = s.pick(0).unwrap();
+        let b = s.pick(0).unwrap();
+        assert_ne!(a, b);
+        // Peer 1 finds nothing fresh: it doubles up.
+        let c = s.pick(1).unwrap();
+        assert!(c == a || c == b);
+        let d = s.pick(1).unwrap();
+        assert_ne!(c, d);
+        assert_eq!(s.pick(1), None, "never the same piece twice from one peer");
+        s.remove_peer(0);
+        assert!(s.any_in_flight(), "peer 1 still has both");
+        assert!(s.complete(1, a));
+        assert!(!s.complete(1, a), "a second copy is not news");
+        assert_eq!(s.missing(), 1);
+    }
+
+    #[test]
+    fn a_corrupted_piece_is_asked_of_others() {
+        let mut s = Scheduler::new(vec![false; 1], 3);
+        s.add_peer(0, None).unwrap();
+        s.add_peer(1, None).unwrap();
+        assert_eq!(s.pick(0), Some(0));
+        s.corrupt(0, 0);
+        assert_eq!(s.pick(0), None);
+        assert!(!s.wants_from(0));
+        assert_eq!(s.pick(1), Some(0));
+    }
+
+    proptest! {
+        /// Whatever happens, no peer is asked for a piece it lacks or twice for one piece, no
+        /// piece has more than MAX_COPIES askers, and completing what is picked finishes.
+        #[test]
+        fn random_swarms_keep_the_rules(
+            seed in any::<u64>(),
+            count in 1usize..40,
+            peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 40), 1..6),
+            steps in proptest::collection::vec((0usize..6, 0u8..5, 0u32..40), 0..300),
+        ) {
+            let mut s = Scheduler::new(vec![false; count], seed);
+            let mut has: Vec<Vec<bool>> = Vec::new();
+            for (id, p) in peers.iter().enumerate() {
+                let mut h = p[..count].to_vec();
+                // Peer 0 is a full copy, so the download can always finish.
+                if id == 0 { h = vec![true; count]; }
+                s.add_peer(id, Some(h.clone())).unwrap();
+                has.push(h);
+            }
+            let mut asked: Vec<HashSet<u32>> = vec![HashSet::new(); has.len()];
+            for (peer, action, index) in steps {
+                let peer = peer % has.len();
+                match action {
+                    0 | 1 => if let Some(i) = s.pick(peer) {
+                        prop_assert!(has[peer][i as usize], "asked for a piece it lacks");
+                        prop_assert!(asked[peer].insert(i), "asked twice");
+                    },
+                    2 => if let Some(&i) = asked[peer].iter().next() {
+                        asked[peer].remove(&i);
+                        s.complete(peer, i);
+                    },
+                    3 => if let Some(&i) = asked[peer].iter().next() {
+                        asked[peer].remove(&i);
+                        s.release(peer, i);
+                    },
+                    _ => {
+                        let i = index % count as u32;
+                        s.have(peer, i).unwrap();
+                        has[peer][i as usize] = true;
+                    }
+                }
+                for i in 0..count {
+                    let askers = asked.iter().filter(|a| a.contains(&(i as u32))).count();
+                    prop_assert!(askers <= MAX_COPIES as usize);
+                }
+            }
+            // Drain: peer 0 finishes everything.
+            for (p, a) in asked.iter_mut().enumerate() { for i in a.drain() { s.release(p, i); } }
+            for p in 1..has.len() { s.remove_peer(p); }
+            let mut rounds = 0;
+            while s.missing() > 0 {
+                let i = s.pick(0).expect("the full copy has every missing piece");
+                s.complete(0, i);
+                rounds += 1;
+                prop_assert!(rounds <= count);
+            }
+        }
+    }
+}
