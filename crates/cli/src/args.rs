@@ -351,9 +351,10 @@ pub enum SwarmCommand {
         /// Only files whose name contains this.
         filter: Option<String>,
     },
-    /// Download a file from every peer that has it at once, each piece verified.
+    /// Download a file from every peer that has it at once, each piece verified, sharing the
+    /// pieces it has with the others meanwhile.
     #[command(
-        after_help = "Examples:\n  troca swarm get 3f2a9c1b\n  troca swarm get holiday.mp4 -o ~/Videos"
+        after_help = "Examples:\n  troca swarm get 3f2a9c1b\n  troca swarm get holiday.mp4 -o ~/Videos\n  troca swarm get holiday.mp4 --listen 0.0.0.0:0 --seed 10m"
     )]
     Get {
         #[command(flatten)]
@@ -367,7 +368,32 @@ pub enum SwarmCommand {
         /// Also download from peers that serve without TLS (peers run with --plaintext).
         #[arg(long)]
         plaintext: bool,
+        /// Where to serve the pieces it has to other peers (port 0: the OS picks). 0.0.0.0:0
+        /// serves other machines.
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+        listen: String,
+        /// Keep sharing the file once it is here: for DURATION (e.g. 10m), or until stopped.
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "forever",
+              value_parser = parse_seed)]
+        seed: Option<Seed>,
+        /// Do not share while downloading (download only, as a client).
+        #[arg(long, conflicts_with = "seed")]
+        no_share: bool,
     },
+}
+
+/// How long `swarm get --seed` keeps sharing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    For(std::time::Duration),
+    UntilStopped,
+}
+
+fn parse_seed(s: &str) -> Result<Seed, String> {
+    match s {
+        "forever" => Ok(Seed::UntilStopped),
+        other => parse_duration(other).map(Seed::For),
+    }
 }
 
 /// Which tracker to ask.

@@ -39,20 +39,7 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
         );
     }
     let plaintext = args.plaintext || global.plaintext;
-    let identity = if plaintext {
-        None
-    } else {
-        let state = crate::client::data_dir()
-            .context(
-                "no HOME or XDG_DATA_HOME to keep this peer's TLS key in (or say --plaintext)",
-            )?
-            .join("peer");
-        let identity =
-            troca_net::identity::Identity::load_or_create(&state).with_context(|| {
-                format!("cannot load or make the peer's key in {}", state.display())
-            })?;
-        Some(Arc::new(identity))
-    };
+    let identity = identity(plaintext)?;
     let config = PeerConfig {
         dir: args.dir.clone(),
         only_images: args.only.as_deref() == Some("images"),
@@ -70,6 +57,7 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
             ..download::Options::default()
         },
         identity,
+        share_folder: true,
     };
     let shutdown = CancellationToken::new();
     let peer = Peer::start(listener, config, shutdown.clone())
@@ -97,6 +85,19 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     eprintln!("troca: leaving the swarm");
     peer.stop().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// This machine's peer key (made on first use in the data folder), or none in plaintext.
+pub(crate) fn identity(plaintext: bool) -> Result<Option<Arc<troca_net::identity::Identity>>> {
+    if plaintext {
+        return Ok(None);
+    }
+    let state = crate::client::data_dir()
+        .context("no HOME or XDG_DATA_HOME to keep this peer's TLS key in (or say --plaintext)")?
+        .join("peer");
+    let identity = troca_net::identity::Identity::load_or_create(&state)
+        .with_context(|| format!("cannot load or make the peer's key in {}", state.display()))?;
+    Ok(Some(Arc::new(identity)))
 }
 
 /// `one` or `many`, as `n` asks.

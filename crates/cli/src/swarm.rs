@@ -1,7 +1,7 @@
 //! `troca tracker` (runs a tracker), `troca swarm ls` and `troca swarm get` (ask one, download
 //! from its peers). `troca peer` is in `peer.rs`.
 
-use crate::args::{Global, SwarmCommand};
+use crate::args::{Global, Seed, SwarmCommand};
 use crate::output::{self, print_json};
 use crate::progress::Bar;
 use anyhow::{Context, Result};
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use troca_peer::download::{self, Options, Outcome};
+use troca_peer::{Peer, PeerConfig, ServerConfig};
 use troca_proto::tracker::Listed;
 use troca_tracker::client::TrackerClient;
 use troca_tracker::{Stats, TrackerConfig};
@@ -94,7 +95,8 @@ pub async fn resolve(tracker: &str) -> Result<SocketAddr> {
 }
 
 pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // A download serves other peers while it runs: more than one thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
@@ -110,26 +112,122 @@ pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
                 what,
                 output,
                 plaintext,
+                listen,
+                seed,
+                no_share,
             } => {
-                let mut client = TrackerClient::new(resolve(&tracker.addr).await?).await?;
-                let found = troca_peer::lookup::find(&mut client, &what).await?;
-                let bar = Arc::new(Bar::new(
-                    &download::local_name(&found.wanted()),
-                    global.quiet,
-                ));
-                let options = Options {
-                    client_name: crate::client::client_name(global),
-                    allow_plaintext: plaintext || global.plaintext,
-                    ..Options::default()
-                };
                 std::fs::create_dir_all(&output)
                     .with_context(|| format!("cannot create {}", output.display()))?;
-                let outcome = download::download_found(&found, &[], &output, &options, bar).await?;
-                print_outcome(global, &outcome)?;
-                Ok(ExitCode::SUCCESS)
+                let get = Get {
+                    tracker: resolve(&tracker.addr).await?,
+                    what,
+                    output,
+                    plaintext: plaintext || global.plaintext,
+                };
+                if no_share {
+                    get.only(global).await
+                } else {
+                    get.sharing(global, &listen, seed).await
+                }
             }
         }
     })
+}
+
+/// What `troca swarm get` was asked for.
+struct Get {
+    tracker: SocketAddr,
+    what: String,
+    output: std::path::PathBuf,
+    plaintext: bool,
+}
+
+impl Get {
+    fn options(&self, global: &Global) -> Options {
+        Options {
+            client_name: crate::client::client_name(global),
+            allow_plaintext: self.plaintext,
+            ..Options::default()
+        }
+    }
+
+    /// Downloads without sharing (`--no-share`): a client of the swarm only.
+    async fn only(self, global: &Global) -> Result<ExitCode> {
+        let mut client = TrackerClient::new(self.tracker).await?;
+        let found = troca_peer::lookup::find(&mut client, &self.what).await?;
+        let bar = Arc::new(Bar::new(
+            &download::local_name(&found.wanted()),
+            global.quiet,
+        ));
+        let options = self.options(global);
+        let outcome = download::download_found(&found, &[], &self.output, &options, bar).await?;
+        print_outcome(global, &outcome)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Downloads as a peer of the swarm: each piece it holds is served to the others (the
+    /// tracker lists it as a holder from the start), and with `--seed` the whole file after.
+    async fn sharing(self, global: &Global, listen: &str, seed: Option<Seed>) -> Result<ExitCode> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let config = PeerConfig {
+            dir: self.output.clone(),
+            only_images: false,
+            tracker: self.tracker,
+            refresh: Duration::from_secs(60),
+            server: ServerConfig::default(),
+            download: self.options(global),
+            identity: crate::peer::identity(self.plaintext)?,
+            share_folder: false,
+        };
+        let shutdown = CancellationToken::new();
+        let signals = crate::serve::Signals::catch()?;
+        let peer = Peer::start(listener, config, shutdown.clone()).await?;
+        let bar = Arc::new(Bar::new(&self.what, global.quiet));
+        let fetched = peer.fetch(&self.what, bar).await;
+        let outcome = match fetched {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = peer.stop().await;
+                return Err(e.into());
+            }
+        };
+        // Said as the user named the folder, as `--no-share` says it.
+        let mut outcome = outcome;
+        if let Some(file) = outcome.path.file_name() {
+            outcome.path = self.output.join(file);
+        }
+        print_outcome(global, &outcome)?;
+        if let Some(seed) = seed {
+            let name = outcome.path.display();
+            match seed {
+                Seed::For(d) => {
+                    eprintln!("troca: sharing {name} for {}", humantime(d));
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = signals.wait() => {}
+                    }
+                }
+                Seed::UntilStopped => {
+                    eprintln!("troca: sharing {name} until stopped (Ctrl-C)");
+                    signals.wait().await;
+                }
+            }
+        }
+        peer.stop().await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// A duration as people write it: `90s`, `10m`, `2h`.
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 pub fn print_listing(json: bool, files: &[Listed]) -> Result<()> {

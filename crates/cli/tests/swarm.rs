@@ -290,3 +290,49 @@ fn the_peer_menu_registers_lists_downloads_and_quits() {
         "quit sent END"
     );
 }
+
+/// A flash crowd: one seeder with a slow upload and four downloaders started together. Each
+/// downloader shares the pieces it has while it downloads, so they trade among themselves:
+/// their reports show pieces from each other, not only from the seeder, and every copy
+/// verifies.
+#[test]
+fn downloaders_started_together_trade_pieces_with_each_other() {
+    let s = Scratch::new();
+    let t = start_tracker();
+    let seed_dir = s.tmp.path().join("seeder");
+    std::fs::create_dir(&seed_dir).unwrap();
+    random_file(&seed_dir.join("crowd.bin"), 24 << 20, "crowd");
+    let seeder = start_peer(&seed_dir, &t, &["--max-rate", "8M"]);
+    let gets: Vec<_> = (0..4)
+        .map(|i| {
+            let dir = s.tmp.path().join(format!("down{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            let child = Command::new(TROCA)
+                .current_dir(&dir)
+                .env("TROCA_TRACKER", &t.addr)
+                .args(["--json", "swarm", "get", "crowd.bin"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (dir, child)
+        })
+        .collect();
+    let want = hash_file(&seed_dir.join("crowd.bin"));
+    let mut from_others = 0;
+    for (dir, child) in gets {
+        let out = child.wait_with_output().unwrap();
+        let report = json(&out);
+        assert_eq!(hash_file(&dir.join("crowd.bin")), want, "{report}");
+        for row in report["peers"].as_array().unwrap() {
+            if row["address"] != seeder.addr.as_str() {
+                from_others += row["pieces"].as_u64().unwrap();
+            }
+        }
+        assert!(!dir.join(".troca-swarm").exists(), "no partial left");
+    }
+    assert!(
+        from_others > 0,
+        "the downloaders got pieces from each other, not only from the seeder"
+    );
+}

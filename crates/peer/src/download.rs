@@ -67,6 +67,17 @@ pub struct Options {
     /// Where to share the download while it runs, each piece once verified (`None`: not
     /// shared until complete). The caller removes it once the file is shared whole.
     pub share: Option<Arc<Partials>>,
+    /// Where to find more peers while it runs (others who started downloading since), and how
+    /// often to look (`None`: only the peers known at the start).
+    pub discover: Option<(Arc<dyn Discover>, Duration)>,
+}
+
+/// Finds the peers holding a file (all of it, or the pieces they have so far).
+pub trait Discover: Send + Sync + std::fmt::Debug {
+    fn peers(
+        &self,
+        wanted: &Wanted,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<PeerAddr>> + Send + '_>>;
 }
 
 impl Default for Options {
@@ -78,6 +89,7 @@ impl Default for Options {
             client_name: "troca swarm".into(),
             allow_plaintext: false,
             share: None,
+            discover: None,
         }
     }
 }
@@ -205,6 +217,77 @@ fn check_space(dir: &Path, part: &Path, wanted: &Wanted) -> Result<(), SwarmErro
     Ok(())
 }
 
+/// The workers of a download, one per peer, and the peers met so far.
+struct Crew {
+    workers: JoinSet<PeerReport>,
+    known: std::collections::HashSet<SocketAddr>,
+    next: PeerId,
+}
+
+impl Crew {
+    /// Starts a worker for each peer not met before, up to [`MAX_WORKERS`] at once.
+    fn add<P: Progress + Send + Sync + 'static>(
+        &mut self,
+        shared: &Arc<Shared<P>>,
+        peers: &[PeerAddr],
+    ) {
+        for &peer in peers {
+            if self.workers.len() >= MAX_WORKERS || !self.known.insert(peer.addr) {
+                continue;
+            }
+            let (shared, id) = (Arc::clone(shared), self.next);
+            self.next += 1;
+            self.workers
+                .spawn(async move { Worker::new(id, peer).run(&shared).await });
+        }
+    }
+
+    /// Runs until every piece is here, or no worker is left and no new peer turns up; looks
+    /// for new peers now and then when the options say where.
+    async fn run<P: Progress + Send + Sync + 'static>(
+        &mut self,
+        shared: &Arc<Shared<P>>,
+        wanted: &Wanted,
+        reports: &mut Vec<PeerReport>,
+    ) {
+        let discover = shared.options.discover.clone();
+        loop {
+            let tick = async {
+                match &discover {
+                    Some((_, every)) if !shared.finished.is_cancelled() => {
+                        tokio::time::sleep(*every).await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.workers.join_next() => match r {
+                    Some(Ok(report)) => reports.push(report),
+                    Some(Err(_)) => {}
+                    None => {
+                        // Everyone is gone: one last look for new peers before giving up.
+                        let Some((d, _)) = &discover else { return };
+                        if shared.finished.is_cancelled() {
+                            return;
+                        }
+                        let found = d.peers(wanted).await;
+                        self.add(shared, &found);
+                        if self.workers.is_empty() {
+                            return;
+                        }
+                    }
+                },
+                () = tick => {
+                    if let Some((d, _)) = &discover {
+                        let found = d.peers(wanted).await;
+                        self.add(shared, &found);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A seed for the scheduler's random choices: different in each download, so downloaders
 /// starting together spread over different pieces.
 fn seed() -> u64 {
@@ -310,15 +393,6 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     if missing == 0 {
         shared.finished.cancel();
     }
-    let mut workers = JoinSet::new();
-    let helpers = peers
-        .iter()
-        .filter(|a| !liars.contains(a))
-        .take(MAX_WORKERS);
-    for (n, &peer) in helpers.enumerate() {
-        let shared = Arc::clone(&shared);
-        workers.spawn(async move { Worker::new(n, peer).run(&shared).await });
-    }
     let mut reports: Vec<PeerReport> = liars
         .iter()
         .map(|liar| PeerReport {
@@ -329,11 +403,13 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
             dropped: Some("its piece hashes do not match the file's id".into()),
         })
         .collect();
-    while let Some(r) = workers.join_next().await {
-        if let Ok(report) = r {
-            reports.push(report);
-        }
-    }
+    let mut crew = Crew {
+        workers: JoinSet::new(),
+        known: liars.iter().map(|p| p.addr).collect(),
+        next: 0,
+    };
+    crew.add(&shared, peers);
+    crew.run(&shared, wanted, &mut reports).await;
     progress.finish();
     reports.sort_by_key(|r| r.addr);
     let left = shared.schedule.lock().expect("not poisoned").missing();

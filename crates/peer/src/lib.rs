@@ -29,13 +29,47 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use troca_proto::tracker::{codes, FileInfo, Listed, Secret, UpdateMode};
+use troca_proto::tracker::{codes, FileInfo, Listed, PeerAddr, Secret, UpdateMode};
 use troca_tracker::client::{TrackerClient, TrackerError};
 
 pub use download::{Outcome, SwarmError, Wanted};
 pub use library::{Changes, Library};
 pub use lookup::LookupError;
 pub use server::ServerConfig;
+
+/// How often a download asks the tracker for peers that joined since it started.
+pub const DISCOVER_EVERY: Duration = Duration::from_secs(2);
+
+/// Finds a file's holders on the tracker (those with the whole file, and those downloading
+/// it), leaving this peer out.
+#[derive(Debug)]
+struct TrackerDiscover {
+    tracker: SocketAddr,
+    me: SocketAddr,
+}
+
+impl download::Discover for TrackerDiscover {
+    fn peers(
+        &self,
+        wanted: &Wanted,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<PeerAddr>> + Send + '_>> {
+        let (id, size) = (wanted.id, wanted.size);
+        Box::pin(async move {
+            let Ok(mut tracker) = TrackerClient::new(self.tracker).await else {
+                return Vec::new();
+            };
+            let Ok(listed) = tracker.list("", Some(id)).await else {
+                return Vec::new();
+            };
+            listed
+                .into_iter()
+                .filter(|l| l.file.size == size)
+                .flat_map(|l| l.peers)
+                .filter(|p| p.addr != self.me)
+                .collect()
+        })
+    }
+}
 
 /// How `troca peer` runs.
 #[derive(Debug, Clone)]
@@ -50,6 +84,9 @@ pub struct PeerConfig {
     /// The key and certificate this peer serves TLS with (`None`: plaintext), registered with
     /// the tracker so downloaders can check it.
     pub identity: Option<Arc<troca_net::identity::Identity>>,
+    /// Shares every file in `dir` (`troca peer`); when false only what it downloads, while and
+    /// after it downloads (`troca swarm get`: the folder may be one's Downloads).
+    pub share_folder: bool,
 }
 
 /// Everything a peer operation can fail with.
@@ -96,10 +133,12 @@ impl Peer {
             std::fs::canonicalize(&config.dir)?,
             config.only_images,
         ));
-        let scanning = Arc::clone(&library);
-        tokio::task::spawn_blocking(move || scanning.scan())
-            .await
-            .map_err(std::io::Error::other)??;
+        if config.share_folder {
+            let scanning = Arc::clone(&library);
+            tokio::task::spawn_blocking(move || scanning.scan())
+                .await
+                .map_err(std::io::Error::other)??;
+        }
         let mut secret = Secret::default();
         getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
         let stop = shutdown.child_token();
@@ -130,8 +169,10 @@ impl Peer {
             tracing::warn!("{e}; trying again every {:?}", peer.config.refresh);
         }
         peer.tasks.spawn(Arc::clone(&peer).refresh_loop());
-        let watching = watch::start(peer.library.dir(), peer.stop.clone())?;
-        peer.tasks.spawn(Arc::clone(&peer).watch_loop(watching));
+        if peer.config.share_folder {
+            let watching = watch::start(peer.library.dir(), peer.stop.clone())?;
+            peer.tasks.spawn(Arc::clone(&peer).watch_loop(watching));
+        }
         Ok(peer)
     }
 
@@ -153,7 +194,8 @@ impl Peer {
     pub async fn register(&self) -> Result<(), Error> {
         // From now on the peer wants to be registered, even if this attempt fails.
         self.registered.store(true, Ordering::Relaxed);
-        let files = self.library.files();
+        let mut files = self.library.files();
+        files.extend(self.partials.infos());
         self.tracker
             .lock()
             .await
@@ -165,6 +207,9 @@ impl Peer {
 
     /// Rescans the folder and tells the tracker what changed (the seed's UPD).
     pub async fn update(&self) -> Result<Changes, Error> {
+        if !self.config.share_folder {
+            return Ok(Changes::default());
+        }
         let scanning = Arc::clone(&self.library);
         let changes = tokio::task::spawn_blocking(move || scanning.scan())
             .await
@@ -232,17 +277,46 @@ impl Peer {
                 format!("already shared here as {}", have.name),
             )));
         }
-        let outcome = download::download_found(
-            &found,
-            &[self.addr],
-            self.library.dir(),
-            &self.config.download,
-            progress,
-        )
-        .await?;
+        // Shared while it downloads: the tracker lists this peer as a holder from the start,
+        // and its server serves each piece once verified.
+        let mut options = self.config.download.clone();
+        options.share = Some(Arc::clone(&self.partials));
+        let finder = TrackerDiscover {
+            tracker: self.config.tracker,
+            me: self.addr,
+        };
+        options.discover = Some((Arc::new(finder), DISCOVER_EVERY));
+        let wanted = found.wanted();
+        let partial = Changes {
+            added: vec![FileInfo {
+                id: wanted.id,
+                size: wanted.size,
+                name: download::local_name(&wanted),
+            }],
+            removed: Vec::new(),
+        };
+        if let Err(e) = self.announce(&partial).await {
+            tracing::warn!("cannot tell the tracker of the download: {e}");
+        }
+        let outcome =
+            download::download_found(&found, &[self.addr], self.library.dir(), &options, progress)
+                .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                self.partials.remove(&found.id);
+                let gone = Changes {
+                    added: Vec::new(),
+                    removed: partial.added,
+                };
+                let _ = self.announce(&gone).await;
+                return Err(e.into());
+            }
+        };
         let changes =
             self.library
                 .add_verified(&outcome.path, outcome.id, Arc::clone(&outcome.hashes))?;
+        self.partials.remove(&outcome.id);
         self.announce(&changes).await?;
         Ok(outcome)
     }

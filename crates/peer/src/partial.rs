@@ -94,4 +94,18 @@ impl Partials {
     pub fn remove(&self, id: &Hash) {
         self.0.lock().expect("not poisoned").remove(id);
     }
+
+    /// The files being downloaded, as the tracker is told of them.
+    pub fn infos(&self) -> Vec<troca_proto::tracker::FileInfo> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .map(|p| troca_proto::tracker::FileInfo {
+                id: p.id,
+                size: p.layout.len,
+                name: p.name.clone(),
+            })
+            .collect()
+    }
 }

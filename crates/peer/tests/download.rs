@@ -428,3 +428,85 @@ async fn the_end_does_not_wait_for_the_slowest_peer() {
     assert_eq!(f.pieces, 8, "the fast peer fetched every piece: {f:?}");
     assert!(s.dropped.is_none(), "a slow peer is not a bad one");
 }
+
+/// A peer that claims every piece in its bitfield but refuses each piece asked of it.
+async fn bitfield_liar(data: &[u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layout = Layout::for_len(data.len() as u64);
+    let hashes: Vec<_> = (0..layout.count())
+        .map(|i| {
+            let (start, len) = layout.range(i);
+            layout.piece_hash(i, &data[start as usize..(start + len) as usize])
+        })
+        .collect();
+    let size = data.len() as u64;
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let hashes = hashes.clone();
+            tokio::spawn(async move {
+                let mut conn = Connection::new(stream);
+                while let Ok(Some(msg)) = conn.read_message().await {
+                    let answer: Message = match msg {
+                        Message::Hello(_) => Welcome {
+                            version: PROTOCOL_VERSION,
+                            server: "liar".into(),
+                            max_frame: MAX_FRAME_LEN as u32,
+                        }
+                        .into(),
+                        Message::Pieces(_) => PieceHashes {
+                            size,
+                            hashes: hashes.clone(),
+                            last: true,
+                        }
+                        .into(),
+                        Message::Holding(h) => {
+                            Bitfield::of(h.id, &vec![true; layout.count() as usize]).into()
+                        }
+                        Message::GetPiece(g) => troca_proto::msg::Error::new(
+                            troca_proto::ErrorCode::NotFound,
+                            format!("piece {} is not here yet", g.index),
+                        )
+                        .into(),
+                        _ => return,
+                    };
+                    if conn.send(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_peer_lying_in_its_bitfield_is_dropped_and_the_download_completes() {
+    let data = bytes(12 * MIB, 9);
+    let a = share(&data, "f.bin");
+    // The honest peer is slow, so the liar is surely asked (and found out) meanwhile.
+    let slow = ServerConfig {
+        max_rate: Some(12 * MIB as u64),
+        ..ServerConfig::default()
+    };
+    let (honest, _s) = serve(a.path(), slow).await;
+    let liar = bitfield_liar(&data).await;
+    let out = tempfile::tempdir().unwrap();
+    let o = download(
+        &wanted(&data, "f.bin"),
+        &plain(&[liar, honest]),
+        out.path(),
+        &fast_options(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&o.path).unwrap(), data);
+    let l = o.peers.iter().find(|p| p.addr == liar).unwrap();
+    assert_eq!(l.pieces, 0);
+    assert_eq!(l.bad_pieces, Options::default().max_failures, "{l:?}");
+    assert!(l.dropped.is_some(), "{l:?}");
+    let h = o.peers.iter().find(|p| p.addr == honest).unwrap();
+    assert_eq!(h.pieces, 12, "the honest peer gave every piece");
+}

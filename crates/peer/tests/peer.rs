@@ -36,6 +36,7 @@ async fn peer_refreshing(
 ) -> Arc<Peer> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = PeerConfig {
+        share_folder: true,
         dir: dir.to_path_buf(),
         only_images: false,
         tracker,
