@@ -9,9 +9,10 @@
 //! - **Random first pieces**: until it holds [`RANDOM_FIRST`] pieces, a downloader picks at
 //!   random among what the peer holds (rarity says little yet, and it needs something to trade
 //!   quickly).
-//! - **End game**: once every missing piece a peer holds is already asked of someone, the peer
-//!   doubles up on those, the least-asked first (at most [`MAX_COPIES`] askers each), so the end
-//!   does not wait on the slowest peer.
+//! - **End game**: once every missing piece is asked of someone, a peer with nothing fresh to
+//!   give doubles up on those it holds, the least-asked first (at most [`MAX_COPIES`] askers
+//!   each), so the end does not wait on the slowest peer. Not before: a partial holder with
+//!   nothing new is left alone rather than made to send a second copy of a piece on its way.
 //! - A piece a peer sent corrupted is never asked of it again; a peer that leaves gives its
 //!   pieces in flight back.
 
@@ -207,7 +208,12 @@ impl Scheduler {
         let fresh: Vec<usize> = (0..self.state.len())
             .filter(|&i| self.state[i] == PieceState::Missing && usable(i))
             .collect();
+        let unasked = self.state.contains(&PieceState::Missing);
         let chosen = if fresh.is_empty() {
+            if unasked {
+                // Others hold pieces nobody was asked for yet: no copies before the end game.
+                return None;
+            }
             // End game: the least-asked piece in flight elsewhere.
             (0..self.state.len())
                 .filter(|&i| usable(i))

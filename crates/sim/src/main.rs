@@ -1,0 +1,121 @@
+//! `troca-swarm-sim`: the swarm's real piece scheduler driven by a discrete-event model of a
+//! crowd (see `model.rs`), printing how long each downloader took and the ratio of the last
+//! to the fluid-model lower bound.
+
+mod model;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+
+/// Simulates one seeder and N downloaders sharing a file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "troca-swarm-sim",
+    after_help = "Examples:\n  troca-swarm-sim --peers 1000\n  troca-swarm-sim --peers 100 --join-over 30 --leave 0.3 --each"
+)]
+struct Args {
+    /// Downloaders (the seeder comes on top); several give one run each, e.g. 10,100,1000.
+    #[arg(long, default_value = "10,100,1000,10000", value_delimiter = ',')]
+    peers: Vec<usize>,
+    /// The file's size in MiB.
+    #[arg(long, default_value_t = 256)]
+    file_mib: usize,
+    /// Piece size in MiB.
+    #[arg(long, default_value_t = 1)]
+    piece_mib: usize,
+    /// Upload rate of every downloader, Mbit/s.
+    #[arg(long, default_value_t = 100.0)]
+    up: f64,
+    /// Download rate of every downloader, Mbit/s.
+    #[arg(long, default_value_t = 100.0)]
+    down: f64,
+    /// The seeder's upload rate, Mbit/s.
+    #[arg(long, default_value_t = 100.0)]
+    seed_up: f64,
+    /// Round-trip time, ms.
+    #[arg(long, default_value_t = 10.0)]
+    rtt_ms: f64,
+    /// Peers each downloader learns of from the tracker (a listing holds 20).
+    #[arg(long, default_value_t = 20)]
+    neighbors: usize,
+    /// Pieces a downloader has coming at once, from different peers.
+    #[arg(long, default_value_t = 4)]
+    max_incoming: usize,
+    /// Requests a downloader keeps at one peer.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Spread the downloaders' arrivals over this many seconds (0: all at once).
+    #[arg(long, default_value_t = 0.0)]
+    join_over: f64,
+    /// The share of downloaders that leave once done (the others stay and share).
+    #[arg(long, default_value_t = 0.0)]
+    leave: f64,
+    /// Print every downloader's time, not only the percentiles.
+    #[arg(long)]
+    each: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    if a.piece_mib == 0 || a.file_mib < a.piece_mib {
+        bail!("the file must hold at least one piece");
+    }
+    let mbit = |r: f64| r * 1e6 / 8.0;
+    println!(
+        "{:>7} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>10}",
+        "peers", "bound s", "median s", "p99 s", "last s", "ratio", "upload", "extra", "events"
+    );
+    for &peers in &a.peers {
+        let setup = model::Setup {
+            peers,
+            pieces: a.file_mib / a.piece_mib,
+            piece_bytes: (a.piece_mib << 20) as f64,
+            seed_up: mbit(a.seed_up),
+            up: mbit(a.up),
+            down: mbit(a.down),
+            rtt: a.rtt_ms / 1e3,
+            neighbors: a.neighbors,
+            max_incoming: a.max_incoming.max(1),
+            pipeline: a.pipeline.max(1),
+            join_over: a.join_over,
+            leave: a.leave,
+            seed: a.seed,
+        };
+        let o = model::run(&setup);
+        let mut took: Vec<f64> = o.took.iter().flatten().copied().collect();
+        took.sort_by(f64::total_cmp);
+        let unfinished = o.took.len() - took.len();
+        let pct = |p: f64| {
+            took.get(((took.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "{peers:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>7.0}% {:>5.0}% {:>10}",
+            o.bound,
+            pct(0.5),
+            pct(0.99),
+            o.last,
+            o.last / o.bound,
+            // How busy the uploads were: bytes sent over what every upload could carry.
+            100.0 * o.sent as f64 * setup.piece_bytes
+                / ((setup.seed_up + peers as f64 * setup.up) * o.last),
+            100.0 * o.copies,
+            o.events
+        );
+        if unfinished > 0 {
+            println!("        {unfinished} downloaders never finished");
+        }
+        if a.each {
+            for (i, t) in o.took.iter().enumerate() {
+                match t {
+                    Some(t) => println!("        peer {:>6}  {t:.3} s", i + 1),
+                    None => println!("        peer {:>6}  unfinished", i + 1),
+                }
+            }
+        }
+    }
+    Ok(())
+}
