@@ -336,3 +336,38 @@ fn downloaders_started_together_trade_pieces_with_each_other() {
         "the downloaders got pieces from each other, not only from the seeder"
     );
 }
+
+/// `--no-share` only downloads: the tracker never lists the downloader, and nothing is served.
+/// Without it, the finished download leaves the tracker when `swarm get` exits.
+#[test]
+fn swarm_get_without_sharing_is_a_client_only() {
+    let s = Scratch::new();
+    let t = start_tracker();
+    let dir = s.tmp.path().join("seeder");
+    std::fs::create_dir(&dir).unwrap();
+    random_file(&dir.join("solo.bin"), 3 << 20, "solo");
+    let seeder = start_peer(&dir, &t, &[]);
+    let out = swarm(
+        &t,
+        &s.client,
+        &["--json", "swarm", "get", "solo.bin", "--no-share"],
+    );
+    let report = json(&out);
+    assert_eq!(
+        hash_file(&s.client.join("solo.bin")),
+        hash_file(&dir.join("solo.bin"))
+    );
+    assert_eq!(report["peers"][0]["address"], seeder.addr.as_str());
+    // Only the seeder is listed: the downloader never registered, or has left.
+    let rows = json(&swarm(&t, &s.client, &["--json", "swarm", "ls"]));
+    assert_eq!(rows[0]["peers"].as_array().unwrap().len(), 1, "{rows}");
+    let again = s.tmp.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    ok(&swarm(&t, &again, &["swarm", "get", "solo.bin"]));
+    let rows = json(&swarm(&t, &s.client, &["--json", "swarm", "ls"]));
+    assert_eq!(
+        rows[0]["peers"].as_array().unwrap().len(),
+        1,
+        "a sharing download leaves the tracker when it exits: {rows}"
+    );
+}

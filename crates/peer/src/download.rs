@@ -251,11 +251,14 @@ impl Crew {
         reports: &mut Vec<PeerReport>,
     ) {
         let discover = shared.options.discover.clone();
+        // Soon at first (a crowd starting together finds itself within a second), then at the
+        // options' pace.
+        let mut every = Duration::from_millis(250);
         loop {
             let tick = async {
                 match &discover {
-                    Some((_, every)) if !shared.finished.is_cancelled() => {
-                        tokio::time::sleep(*every).await
+                    Some((_, most)) if !shared.finished.is_cancelled() => {
+                        tokio::time::sleep(every.min(*most)).await
                     }
                     _ => std::future::pending().await,
                 }
@@ -282,6 +285,7 @@ impl Crew {
                         let found = d.peers(wanted).await;
                         self.add(shared, &found);
                     }
+                    every *= 2;
                 }
             }
         }
