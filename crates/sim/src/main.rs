@@ -44,6 +44,9 @@ struct Args {
     /// Requests a downloader keeps at one peer.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
+    /// Pieces an uploader sends at once (0: every piece asked of it, sharing its rate).
+    #[arg(long, default_value_t = 0)]
+    upload_slots: usize,
     /// Spread the downloaders' arrivals over this many seconds (0: all at once).
     #[arg(long, default_value_t = 0.0)]
     join_over: f64,
@@ -79,6 +82,7 @@ fn main() -> Result<()> {
             neighbors: a.neighbors,
             max_incoming: a.max_incoming.max(1),
             pipeline: a.pipeline.max(1),
+            upload_slots: a.upload_slots,
             join_over: a.join_over,
             leave: a.leave,
             seed: a.seed,

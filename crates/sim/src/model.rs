@@ -37,6 +37,9 @@ pub struct Setup {
     /// Requests a downloader keeps at one peer (troca keeps 3), so the link never idles
     /// between pieces.
     pub pipeline: usize,
+    /// Pieces an uploader sends at once, sharing its rate; the others wait their turn in
+    /// arrival order (0: all at once).
+    pub upload_slots: usize,
     /// Downloaders join at times spread evenly over this many seconds (0: all at once).
     pub join_over: f64,
     /// The share of downloaders that leave as soon as they are done (the rest stay and seed).
@@ -346,7 +349,7 @@ impl Sim {
         };
         self.nodes[from].sending.push(index);
         self.nodes[to].receiving.push(index);
-        self.reshare(from, to);
+        self.reshare(from);
     }
 
     /// A request that will not be answered: the piece goes back to `to`'s schedule.
@@ -358,23 +361,30 @@ impl Sim {
         self.ask(to);
     }
 
-    /// The shares of `from`'s uploads and `to`'s downloads changed: each transfer of theirs
-    /// counts what it moved at its old rate, takes its new rate, and gets a new finish.
-    fn reshare(&mut self, from: usize, to: usize) {
-        let _ = to;
+    /// The shares of `from`'s uploads changed: each transfer it sends counts what it moved at
+    /// its old rate, takes its new rate, and gets a new finish. Past the upload slots, a
+    /// transfer waits (no bytes move) until one ahead of it ends.
+    fn reshare(&mut self, from: usize) {
         let touched: Vec<usize> = self.nodes[from].sending.clone();
-        for i in touched {
-            let Some(t) = self.transfers[i].as_ref() else {
+        let slots = match self.setup.upload_slots {
+            0 => usize::MAX,
+            n => n,
+        };
+        let up = if from == 0 {
+            self.setup.seed_up
+        } else {
+            self.setup.up
+        };
+        let active = touched.len().min(slots);
+        for (place, i) in touched.into_iter().enumerate() {
+            if self.transfers[i].is_none() {
                 continue;
-            };
-            let (x, n) = (t.from, t.to);
-            let up = if x == 0 {
-                self.setup.seed_up
+            }
+            let rate = if place < slots {
+                (up / active as f64).min(self.setup.down)
             } else {
-                self.setup.up
+                0.0
             };
-            let _ = n;
-            let rate = (up / self.nodes[x].sending.len() as f64).min(self.setup.down);
             let now = self.now;
             let t = self.transfers[i].as_mut().expect("checked");
             t.remaining = (t.remaining - t.rate * (now - t.since) as f64 / 1e9).max(0.0);
@@ -384,9 +394,11 @@ impl Sim {
             // transfer must not end the new one.
             self.order += 1;
             t.version = self.order;
-            let when = now + at(t.remaining / rate);
-            let version = t.version;
-            self.push(when, Event::Sent { t: i, version });
+            if rate > 0.0 {
+                let when = now + at(t.remaining / rate);
+                let version = t.version;
+                self.push(when, Event::Sent { t: i, version });
+            }
         }
     }
 
@@ -402,7 +414,7 @@ impl Sim {
         self.sent += 1;
         self.nodes[t.from].sending.retain(|&i| i != index);
         self.nodes[t.to].receiving.retain(|&i| i != index);
-        self.reshare(t.from, t.to);
+        self.reshare(t.from);
         let when = self.now + at(self.setup.rtt / 2.0);
         self.push(
             when,
@@ -479,6 +491,7 @@ mod tests {
             neighbors: 8,
             max_incoming: 8,
             pipeline: 3,
+            upload_slots: 0,
             join_over: 0.0,
             leave: 0.0,
             seed: 1,
