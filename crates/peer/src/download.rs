@@ -388,6 +388,8 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
         record,
         schedule: Mutex::new(Scheduler::new(held, seed())),
         partial,
+        in_flight: Default::default(),
+        partial_peers: Default::default(),
         writers: Mutex::default(),
         wake: Notify::new(),
         finished: CancellationToken::new(),
@@ -735,7 +737,19 @@ struct Shared<P> {
     finished: CancellationToken,
     options: Options,
     progress: Arc<P>,
+    /// Requests out now, over every peer, and the peers met that hold only part of the file:
+    /// see [`CROWD_IN_FLIGHT`].
+    in_flight: std::sync::atomic::AtomicUsize,
+    partial_peers: std::sync::atomic::AtomicUsize,
 }
+
+/// The requests a download keeps out in all once it takes pieces from partial holders (a
+/// crowd), one per peer. While every peer it knows holds the whole file, it keeps `pipeline`
+/// requests at each, so every link stays busy. In a crowd a piece in flight at a busy peer
+/// cannot be asked of an idle one, and idle uploaders are what slow a crowd down
+/// (`troca-swarm-sim`, 1,000 downloaders: 1.78× the bound with 4 in flight, 3.33× with 3 at
+/// each of up to 32 peers).
+pub const CROWD_IN_FLIGHT: usize = 4;
 
 impl<P: Progress> Shared<P> {
     fn release(&self, peer: PeerId, index: u32) {
@@ -851,6 +865,8 @@ struct Worker {
     in_flight: VecDeque<u32>,
     /// Whether the peer holds the whole file (else it tells of new pieces as it gets them).
     full: bool,
+    /// Whether its bitfield arrived (and it was counted as a full copy or a partial holder).
+    registered: bool,
 }
 
 /// What a peer sent while a worker waited for an answer or for something to ask.
@@ -875,6 +891,7 @@ impl Worker {
             },
             in_flight: VecDeque::new(),
             full: false,
+            registered: false,
         }
     }
 
@@ -911,6 +928,12 @@ impl Worker {
         };
         let held = bits.held();
         self.full = held.iter().all(|&h| h);
+        self.registered = true;
+        if !self.full {
+            shared
+                .partial_peers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let has = (!self.full).then_some(held);
         shared
             .schedule
@@ -946,11 +969,18 @@ impl Worker {
 
     /// Queues requests for pieces the peer holds, up to the pipeline.
     fn ask<P>(&mut self, shared: &Shared<P>, conn: &mut Connection<Stream>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (here, cap) = if shared.partial_peers.load(Relaxed) > 0 {
+            (1, CROWD_IN_FLIGHT)
+        } else {
+            (shared.options.pipeline, usize::MAX)
+        };
         let mut schedule = shared.schedule.lock().expect("not poisoned");
-        while self.in_flight.len() < shared.options.pipeline {
+        while self.in_flight.len() < here && shared.in_flight.load(Relaxed) < cap {
             let Some(index) = schedule.pick(self.id) else {
                 break;
             };
+            shared.in_flight.fetch_add(1, Relaxed);
             conn.queue(
                 &GetPiece {
                     id: shared.id,
@@ -1028,10 +1058,22 @@ impl Worker {
         }
     }
 
+    /// `n` requests of this worker are over: room for others' (they are woken to use it).
+    fn settle<P>(&self, shared: &Shared<P>, n: usize) {
+        if n > 0 {
+            shared
+                .in_flight
+                .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            shared.wake.notify_waiters();
+        }
+    }
+
     /// `index` from this peer was bad (failed verification, or refused though claimed): asked
     /// of others; too many and the peer is dropped.
     fn bad_piece<P>(&mut self, shared: &Shared<P>, index: u32, why: &str) -> Result<(), PeerError> {
+        let before = self.in_flight.len();
         self.in_flight.retain(|&i| i != index);
+        self.settle(shared, before - self.in_flight.len());
         self.report.bad_pieces += 1;
         shared
             .schedule
@@ -1078,6 +1120,7 @@ impl Worker {
         }
         if shared.layout.finish_piece(&hasher) == shared.hashes[index as usize] {
             self.in_flight.pop_front();
+            self.settle(shared, 1);
             self.report.pieces += 1;
             self.report.bytes += len;
             shared.stored(self.id, len, writer)?;

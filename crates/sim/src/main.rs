@@ -38,11 +38,11 @@ struct Args {
     /// Peers each downloader learns of from the tracker (a listing holds 20).
     #[arg(long, default_value_t = 20)]
     neighbors: usize,
-    /// Pieces a downloader has coming at once, from different peers.
-    #[arg(long, default_value_t = 4)]
+    /// Pieces a downloader has coming at once, in all, among partial holders (one per peer).
+    #[arg(long, default_value_t = troca_peer::download::CROWD_IN_FLIGHT)]
     max_incoming: usize,
-    /// Requests a downloader keeps at one peer.
-    #[arg(long, default_value_t = 1)]
+    /// Requests a downloader keeps at each peer while all it knows hold the whole file.
+    #[arg(long, default_value_t = 3)]
     pipeline: usize,
     /// Pieces an uploader sends at once (0: every piece asked of it, sharing its rate).
     #[arg(long, default_value_t = 0)]

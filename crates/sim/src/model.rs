@@ -32,10 +32,11 @@ pub struct Setup {
     pub rtt: f64,
     /// Peers each one learns of (from the tracker), at random.
     pub neighbors: usize,
-    /// Pieces a downloader has coming (asked) at once, in all.
+    /// Pieces a downloader has coming (asked) at once, in all, once it knows partial holders
+    /// (troca: 4, one per peer).
     pub max_incoming: usize,
-    /// Requests a downloader keeps at one peer (troca keeps 3), so the link never idles
-    /// between pieces.
+    /// Requests a downloader keeps at each peer while every peer it knows holds the whole file
+    /// (troca: 3), so no link idles between pieces.
     pub pipeline: usize,
     /// Pieces an uploader sends at once, sharing its rate; the others wait their turn in
     /// arrival order (0: all at once).
@@ -284,13 +285,19 @@ impl Sim {
 
     /// `n` asks `x` for pieces it holds and `n` needs, up to the pipeline.
     fn ask_one(&mut self, n: usize, x: usize) {
+        // As `troca swarm get` does (see `CROWD_IN_FLIGHT`): among partial holders, one request
+        // at a peer and `max_incoming` in all; `pipeline` at each peer when every peer known
+        // holds the whole file (here: only the seeder is known).
+        let crowd = self.nodes[n].neighbors.iter().any(|&y| y != 0);
+        let (per_peer, cap) = if crowd {
+            (1, self.setup.max_incoming)
+        } else {
+            (self.setup.pipeline, usize::MAX)
+        };
         loop {
             let node = &mut self.nodes[n];
             let here = node.asked.get(&x).copied().unwrap_or(0);
-            if node.asked_total >= self.setup.max_incoming
-                || here >= self.setup.pipeline
-                || node.done_at.is_some()
-                || !node.joined
+            if node.asked_total >= cap || here >= per_peer || node.done_at.is_some() || !node.joined
             {
                 return;
             }
