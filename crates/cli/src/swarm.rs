@@ -171,6 +171,13 @@ impl Get {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        if addr.ip().is_loopback() && !self.tracker.ip().is_loopback() && !global.quiet {
+            eprintln!(
+                "troca: sharing the download on {addr}, which other machines cannot reach; \
+                 use --listen 0.0.0.0:0 to share with them (or --no-share)"
+            );
+        }
         let config = PeerConfig {
             dir: self.output.clone(),
             only_images: false,

@@ -137,18 +137,24 @@ async fn a_corrupt_peer_is_dropped_and_the_file_is_still_right() {
     assert!(!out.path().join(PARTIAL_DIR).exists(), "no partial left");
 }
 
-/// A peer that gives `data`'s piece hashes and then `pieces_before_dying` good pieces, then
-/// cuts the connection mid-piece and stops accepting new ones, as a killed process would.
-async fn dying_peer(data: Vec<u8>, pieces_before_dying: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+/// `data`'s piece layout and piece hashes.
+fn pieces_of(data: &[u8]) -> (Layout, Vec<troca_proto::Hash>) {
     let layout = Layout::for_len(data.len() as u64);
-    let hashes: Vec<_> = (0..layout.count())
+    let hashes = (0..layout.count())
         .map(|i| {
             let (start, len) = layout.range(i);
             layout.piece_hash(i, &data[start as usize..(start + len) as usize])
         })
         .collect();
+    (layout, hashes)
+}
+
+/// A peer that gives `data`'s piece hashes and then `pieces_before_dying` good pieces, then
+/// cuts the connection mid-piece and stops accepting new ones, as a killed process would.
+async fn dying_peer(data: Vec<u8>, pieces_before_dying: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (layout, hashes) = pieces_of(&data);
     let data = Arc::new(data);
     let served = Arc::new(AtomicU64::new(0));
     let dead = CancellationToken::new();
@@ -433,13 +439,7 @@ async fn the_end_does_not_wait_for_the_slowest_peer() {
 async fn bitfield_liar(data: &[u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let layout = Layout::for_len(data.len() as u64);
-    let hashes: Vec<_> = (0..layout.count())
-        .map(|i| {
-            let (start, len) = layout.range(i);
-            layout.piece_hash(i, &data[start as usize..(start + len) as usize])
-        })
-        .collect();
+    let (layout, hashes) = pieces_of(&data);
     let size = data.len() as u64;
     tokio::spawn(async move {
         loop {
