@@ -439,7 +439,7 @@ async fn the_end_does_not_wait_for_the_slowest_peer() {
 async fn bitfield_liar(data: &[u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (layout, hashes) = pieces_of(&data);
+    let (layout, hashes) = pieces_of(data);
     let size = data.len() as u64;
     tokio::spawn(async move {
         loop {
