@@ -441,4 +441,36 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        /// Past the random start, a pick is always among the rarest of the pieces the peer can
+        /// give: no fresh piece it holds is held by fewer known peers.
+        #[test]
+        fn past_the_start_the_rarest_piece_is_picked(
+            seed in any::<u64>(),
+            holders in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 24), 1..8),
+        ) {
+            let count = 24;
+            let mut held = vec![false; count];
+            held[..RANDOM_FIRST].iter_mut().for_each(|h| *h = true);
+            let mut s = Scheduler::new(held, seed);
+            s.add_peer(0, None).unwrap();
+            for (i, h) in holders.iter().enumerate() {
+                s.add_peer(i + 1, Some(h.clone())).unwrap();
+            }
+            while let Some(p) = s.pick(0) {
+                if s.state.iter().all(|st| *st != PieceState::Missing) {
+                    break; // The end game: no fresh piece left.
+                }
+                let fresh_min = (0..count)
+                    .filter(|&i| s.state[i] == PieceState::Missing)
+                    .map(|i| s.holders[i])
+                    .min();
+                if let Some(m) = fresh_min {
+                    prop_assert!(s.holders[p as usize] <= m, "picked {p} held by {} > {m}", s.holders[p as usize]);
+                }
+                s.complete(0, p);
+            }
+        }
+    }
 }
