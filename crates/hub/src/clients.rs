@@ -100,6 +100,11 @@ impl Session {
         *self.name.lock().expect("session poisoned") = name.into();
     }
 
+    /// A history record of a request this client makes now.
+    pub fn pending(&self, op: &'static str, target: String) -> crate::records::Pending {
+        crate::records::Pending::new(self.name(), Arc::clone(&self.address_text), op, target)
+    }
+
     /// A transfer of `total` bytes of `target` starts (`done` of them already in place).
     pub fn begin(&self, activity: Activity, target: &str, total: u64, done: u64) {
         *self.doing.lock().expect("session poisoned") = (activity, target.to_owned(), total);

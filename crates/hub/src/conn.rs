@@ -161,7 +161,7 @@ async fn request(
     msg: Message,
 ) -> Result<(), ConnEnd> {
     let (op, target) = describe(&msg);
-    let pending = Pending::new(me.name(), Arc::clone(&me.address_text), op, target);
+    let pending = me.pending(op, target);
     let result = match dispatch(hub, conn, me, caller, msg).await {
         Dispatched::Done(result) => result,
         Dispatched::Unexpected(name) => {
@@ -263,14 +263,7 @@ async fn put_small(
     let (batch, memory) = gather_small(hub, conn, first)?;
     let records: Vec<Pending> = batch
         .iter()
-        .map(|p| {
-            Pending::new(
-                me.name(),
-                Arc::clone(&me.address_text),
-                "put",
-                p.name.clone(),
-            )
-        })
+        .map(|p| me.pending("put", p.name.clone()))
         .collect();
     let count = batch.len();
     let (h, c) = (Arc::clone(hub), caller.clone());
@@ -443,13 +436,8 @@ fn check_client_name(name: &str) -> Result<(), HubError> {
 /// Records a request that broke the protocol (as the spec says: op `invalid`), then refuses it
 /// and closes the connection.
 async fn refuse_invalid(hub: &Hub, conn: &mut Conn, me: &Session, err: HubError) -> ConnEnd {
-    Pending::new(
-        me.name(),
-        Arc::clone(&me.address_text),
-        "invalid",
-        String::new(),
-    )
-    .finish(hub.history_log(), Err(err.record_text()));
+    me.pending("invalid", String::new())
+        .finish(hub.history_log(), Err(err.record_text()));
     refuse(conn, err).await
 }
 

@@ -336,7 +336,7 @@ impl Hub {
             hub.store.begin_upload(remote, size, mtime, caller.from)
         })
         .await?;
-        Incoming::start(partial, self.config.stall_timeout).await
+        Incoming::start(partial).await
     }
 
     /// Finishes an upload whose bytes have all arrived: waits until they are stored, checks
@@ -478,7 +478,9 @@ impl Hub {
             }
             hub.check_change(&caller, &remote, "deleting")?;
             hub.store.remove(&remote)?;
-            hub.forget(&remote);
+            // One file: its own entries only (a walk of the caches is for folders).
+            hub.hashes.forget(remote.as_str());
+            hub.cache.invalidate(remote.as_str());
             hub.owners.set_owner(remote.as_str(), Owner::default())?;
             Ok(1)
         })

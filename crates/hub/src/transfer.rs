@@ -7,7 +7,6 @@
 use crate::error::HubError;
 use crate::store::PartialUpload;
 use std::io;
-use std::time::Duration;
 use troca_net::durable::FileWriter;
 use troca_net::{IoBuf, CACHE_CHUNK};
 
@@ -22,8 +21,6 @@ pub struct Incoming {
     /// A buffer for dropped bytes, reused.
     spare: Option<IoBuf>,
     remaining: u64,
-    /// How long one step may take (for faces that wait on the writer's queue).
-    pub stall: Duration,
 }
 
 /// A buffer to fill with the next bytes of an upload: at most [`Space::want`] of them.
@@ -35,7 +32,7 @@ pub struct Space {
 
 impl Incoming {
     /// Starts the writer of an upload just begun (or resumed).
-    pub(crate) async fn start(upload: PartialUpload, stall: Duration) -> Result<Self, HubError> {
+    pub(crate) async fn start(upload: PartialUpload) -> Result<Self, HubError> {
         let remaining = upload.size - upload.offset;
         let cannot = |e| HubError::io(format!("cannot store {}", upload.name), e);
         let file = upload.file.try_clone().map_err(cannot)?;
@@ -50,13 +47,7 @@ impl Incoming {
             failed: None,
             spare: None,
             remaining,
-            stall,
         })
-    }
-
-    /// The name it goes to.
-    pub fn name(&self) -> &str {
-        self.upload.name.as_str()
     }
 
     /// Its whole size.

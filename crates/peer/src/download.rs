@@ -1042,18 +1042,12 @@ impl Worker {
     ) -> Result<Heard, PeerError> {
         let stall = shared.options.stall_timeout;
         loop {
-            let msg = within(stall, conn.read_message()).await??;
-            match msg {
-                Some(Message::PieceData(d)) => return Ok(Heard::Piece(d.index, d.len)),
-                Some(Message::Have(h)) if h.id == shared.id => self.have(shared, h.index)?,
-                Some(Message::Error(e)) => return Ok(Heard::Refused(e.message)),
-                Some(other) => return Err(unexpected(&other)),
-                None => {
-                    return Err(PeerError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "closed the connection",
-                    )))
-                }
+            match within(stall, read(conn)).await? {
+                Ok(Message::PieceData(d)) => return Ok(Heard::Piece(d.index, d.len)),
+                Ok(Message::Have(h)) if h.id == shared.id => self.have(shared, h.index)?,
+                Ok(other) => return Err(unexpected(&other)),
+                Err(PeerError::Refused(why)) => return Ok(Heard::Refused(why)),
+                Err(e) => return Err(e),
             }
         }
     }

@@ -372,6 +372,31 @@ mod tests {
     }
 
     #[test]
+    fn no_copies_before_every_missing_piece_is_asked() {
+        let mut s = Scheduler::new(vec![false; 2], 5);
+        s.add_peer(0, Some(bits("10"))).unwrap();
+        s.add_peer(1, None).unwrap();
+        assert_eq!(s.pick(0), Some(0));
+        // Piece 1 is asked of nobody yet: peer 1 gets it, not a second copy of piece 0.
+        assert_eq!(s.pick(1), Some(1));
+        // Now every missing piece is asked: peer 1 may double up on piece 0.
+        assert_eq!(s.pick(1), Some(0));
+        // A peer holding only piece 0, asked of another already, while piece 1 is unasked:
+        // it gets nothing rather than a copy.
+        let mut s = Scheduler::new(vec![false; 2], 5);
+        s.add_peer(0, Some(bits("10"))).unwrap();
+        s.add_peer(1, Some(bits("11"))).unwrap();
+        assert_eq!(s.pick(0), Some(0));
+        s.remove_peer(1);
+        s.add_peer(2, Some(bits("10"))).unwrap();
+        assert_eq!(
+            s.pick(2),
+            None,
+            "piece 1 is still unasked: no second copy of 0 yet"
+        );
+    }
+
+    #[test]
     fn a_corrupted_piece_is_asked_of_others() {
         let mut s = Scheduler::new(vec![false; 1], 3);
         s.add_peer(0, None).unwrap();

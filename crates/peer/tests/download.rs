@@ -510,3 +510,63 @@ async fn a_peer_lying_in_its_bitfield_is_dropped_and_the_download_completes() {
     let h = o.peers.iter().find(|p| p.addr == honest).unwrap();
     assert_eq!(h.pieces, 12, "the honest peer gave every piece");
 }
+
+/// A download shared while it runs (`Options::share`) offers, from the start of a resume, the
+/// pieces an interrupted attempt left verified.
+#[tokio::test]
+async fn a_resumed_download_shares_the_pieces_it_already_holds() {
+    let data = bytes(12 * MIB, 4);
+    let a = share(&data, "f.bin");
+    let slow = ServerConfig {
+        max_rate: Some(6 * MIB as u64),
+        ..ServerConfig::default()
+    };
+    let (peer, _s) = serve(a.path(), slow).await;
+    let out = tempfile::tempdir().unwrap();
+    let want = wanted(&data, "f.bin");
+    // A first attempt, stopped once two pieces are in.
+    let count = Arc::new(Count::default());
+    let first = {
+        let (want, dir, count) = (want.clone(), out.path().to_path_buf(), Arc::clone(&count));
+        tokio::spawn(
+            async move { download(&want, &plain(&[peer]), &dir, &fast_options(), count).await },
+        )
+    };
+    while count.0.load(Ordering::Relaxed) < 2 * MIB as u64 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.abort();
+    let _ = first.await;
+    let held = count.0.load(Ordering::Relaxed) / MIB as u64;
+
+    let partials = Arc::new(troca_peer::partial::Partials::default());
+    let options = Options {
+        share: Some(Arc::clone(&partials)),
+        ..fast_options()
+    };
+    let second = {
+        let (want, dir) = (want.clone(), out.path().to_path_buf());
+        tokio::spawn(async move {
+            download(&want, &plain(&[peer]), &dir, &options, Arc::new(NoProgress)).await
+        })
+    };
+    let partial = loop {
+        if let Some(p) = partials.get(&want.id) {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let offered = (0..12).filter(|&i| partial.holds(i)).count() as u64;
+    assert!(
+        offered >= held,
+        "{offered} pieces offered, {held} were held"
+    );
+    let o = second.await.unwrap().unwrap();
+    assert!(o.resumed_pieces >= held);
+    assert_eq!(std::fs::read(&o.path).unwrap(), data);
+    assert!(
+        (0..12).all(|i| partial.holds(i)),
+        "every piece offered by the end"
+    );
+}

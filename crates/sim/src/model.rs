@@ -9,9 +9,10 @@
 //! and end; one transfer never goes faster than the downloader's rate, and a downloader keeps
 //! only a few pieces coming at once. (Sharing each downloader's rate too, by taking the smaller
 //! of the two shares, would leave capacity unused that TCP would give to other flows: that
-//! model is pessimistic where this one may be optimistic when downloads are the bottleneck.) A downloader has one request at a time at
-//! each peer it knows (as many peers as the tracker lists). A request takes half the round trip
-//! to arrive; a piece, its bytes at its rate, plus half the round trip.
+//! model is pessimistic where this one may be optimistic when downloads are the bottleneck.)
+//! A downloader asks as `troca swarm get` does (`Sim::ask_one`): among partial holders,
+//! one request at a peer and a few in all. A request takes half the round trip to arrive; a
+//! piece, its bytes at its rate, plus half the round trip.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -87,9 +88,8 @@ struct Node {
     join_at: f64,
     done_at: Option<f64>,
     leaves_when_done: bool,
-    /// Transfers this node is sending, and receiving.
+    /// Transfers this node is sending.
     sending: Vec<usize>,
-    receiving: Vec<usize>,
     /// Requests this node has out at each neighbor, and in all.
     asked: HashMap<usize, usize>,
     asked_total: usize,
@@ -217,7 +217,6 @@ impl Sim {
                     done_at: None,
                     leaves_when_done: i > 0 && rng.below(1_000_000) < (setup.leave * 1e6) as usize,
                     sending: Vec::new(),
-                    receiving: Vec::new(),
                     asked: HashMap::new(),
                     asked_total: 0,
                 }
@@ -355,7 +354,6 @@ impl Sim {
             }
         };
         self.nodes[from].sending.push(index);
-        self.nodes[to].receiving.push(index);
         self.reshare(from);
     }
 
@@ -420,7 +418,6 @@ impl Sim {
         self.free.push(index);
         self.sent += 1;
         self.nodes[t.from].sending.retain(|&i| i != index);
-        self.nodes[t.to].receiving.retain(|&i| i != index);
         self.reshare(t.from);
         let when = self.now + at(self.setup.rtt / 2.0);
         self.push(

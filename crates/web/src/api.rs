@@ -49,12 +49,7 @@ pub(crate) async fn caller(
 
 /// A history record for a request by `visitor`.
 pub(crate) fn pending(visitor: &Visitor, op: &'static str, target: String) -> Pending {
-    Pending::new(
-        visitor.session.name(),
-        Arc::clone(&visitor.session.address_text),
-        op,
-        target,
-    )
+    visitor.session.pending(op, target)
 }
 
 /// The reads a page may repeat on a timer without each one going into the history (when sent

@@ -486,10 +486,10 @@ pub(crate) async fn put(
         };
         let mut upload = hub.begin_upload(&put, &caller).await?;
         let _busy = Busy::start(&v.session, Activity::Uploading, &name, size, 0);
-        if let Err(e) = receive_body(body, &mut upload, v).await {
+        let stall = hub.config().stall_timeout;
+        if let Err(e) = receive_body(body, &mut upload, v, stall).await {
             return Err(upload.abandon(e).await.into());
         }
-        let got = size;
         let verified = theirs.is_some();
         let done = hub.finish_upload(upload, theirs, force, &caller).await?;
         let answer = (
@@ -503,7 +503,7 @@ pub(crate) async fn put(
         );
         Ok(Done {
             value: answer.into_response(),
-            bytes: got,
+            bytes: done.size,
             note: (!verified).then_some(UNVERIFIED),
         })
     })
@@ -512,9 +512,14 @@ pub(crate) async fn put(
 
 /// Feeds a request body to an upload, each chunk as it comes (constant memory), each step
 /// within the stall timeout.
-async fn receive_body(mut body: Body, upload: &mut Incoming, v: &Visitor) -> Result<(), HubError> {
+async fn receive_body(
+    mut body: Body,
+    upload: &mut Incoming,
+    v: &Visitor,
+    stall: std::time::Duration,
+) -> Result<(), HubError> {
     loop {
-        let frame = match tokio::time::timeout(upload.stall, body.frame()).await {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
             Err(_) => return Err(HubError::Timeout("upload stalled".into())),
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => {
