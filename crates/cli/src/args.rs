@@ -145,7 +145,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  troca serve ~/shared\n  \
         troca serve ~/shared --listen 0.0.0.0:13370 --http 0.0.0.0:13380   (other machines too)\n  \
         troca serve ~/shared --read-only")]
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// List the hub's files (a folder with nothing in it shows as NAME/).
     #[command(
         after_help = "Examples:\n  troca ls\n  troca ls photos/\n  troca ls --search invoice"
@@ -576,6 +576,35 @@ pub struct Serve {
     /// The certificate's private key (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Keep the files in an S3-compatible object store instead of DIR (DIR then holds only
+    /// the hub's own state): `s3://BUCKET?endpoint=URL&region=REGION`. Needs --db. The keys
+    /// come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --store-credentials-file.
+    #[arg(long, value_name = "URL", value_parser = parse_store, requires = "db")]
+    pub store: Option<troca_hub::store::S3Address>,
+    /// A file with the object store's keys (`aws_access_key_id = …` and
+    /// `aws_secret_access_key = …` lines, as in ~/.aws/credentials).
+    #[arg(long, value_name = "PATH", requires = "store")]
+    pub store_credentials_file: Option<PathBuf>,
+    /// Keep the records (history, tokens, owners, partial uploads, who is connected) in
+    /// PostgreSQL, shared by every hub given the same address: `postgres://USER@HOST:PORT/DB`.
+    /// The password comes from PGPASSWORD or --db-password-file, never from the address.
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// A file holding the database password.
+    #[arg(long, value_name = "PATH", requires = "db")]
+    pub db_password_file: Option<PathBuf>,
+    /// How long an object no name refers to any more is kept before it is deleted, so
+    /// downloads and uploads in flight finish (object store only).
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    pub object_grace: std::time::Duration,
+    /// This hub's name among the hubs sharing one database, as `who` and `status` show it
+    /// (default: HOST:PID).
+    #[arg(long, value_name = "NAME")]
+    pub hub_name: Option<String>,
+}
+
+fn parse_store(s: &str) -> Result<troca_hub::store::S3Address, String> {
+    troca_hub::store::S3Address::parse(s)
 }
 
 /// Durations like `30s`, `15m`, `1h 30m`, `500ms`, or bare seconds (`10`).

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(anyhow::Error::new(e).context("cannot write the manual page")),
             }
         }
-        args::Command::Serve(serve) => serve::main(serve),
+        args::Command::Serve(serve) => serve::main(*serve),
         args::Command::Token(cmd) => token::main(&global, cmd),
         args::Command::Json { .. } => json::main(&global),
         args::Command::Shell { .. } => shell::main(&global),

@@ -46,6 +46,18 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.batch_memory = args.batch_memory;
     config.read_only = args.read_only;
     config.require_token = args.require_token;
+    config.store = args.store.clone().map(|mut s| {
+        s.credentials_file = args.store_credentials_file.clone();
+        s
+    });
+    config.db = args.db.clone().map(|url| troca_hub::pg::DbAddress {
+        url,
+        password_file: args.db_password_file.clone(),
+    });
+    config.object_grace = args.object_grace;
+    if let Some(name) = &args.hub_name {
+        config.hub_name = name.clone();
+    }
     config.tls = match (&args.tls_cert, &args.tls_key, args.plaintext) {
         (Some(cert), Some(key), _) => troca_hub::config::TlsMode::Given {
             cert: cert.clone(),

@@ -42,6 +42,14 @@ pub struct HubConfig {
     pub read_only: bool,
     /// Refuse clients without a valid token.
     pub require_token: bool,
+    /// Keep the files in an S3-compatible object store instead of `root` (names in `db`).
+    pub store: Option<crate::store::S3Address>,
+    /// Keep the records (and an object store's names) in PostgreSQL instead of SQLite.
+    pub db: Option<crate::pg::DbAddress>,
+    /// How long an object no name refers to is kept (downloads and uploads in flight finish).
+    pub object_grace: Duration,
+    /// This hub's name among the hubs of a group (in `who` and `status`).
+    pub hub_name: String,
 }
 
 /// How the native protocol is protected.
@@ -80,6 +88,19 @@ impl HubConfig {
             tls: TlsMode::OwnKey,
             read_only: false,
             require_token: false,
+            store: None,
+            db: None,
+            object_grace: Duration::from_secs(60 * 60),
+            hub_name: default_hub_name(),
         }
     }
+}
+
+/// The machine's name and this process, unique among the hubs of a group.
+fn default_hub_name() -> String {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    format!("{host}:{}", std::process::id())
 }

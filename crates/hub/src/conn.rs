@@ -13,8 +13,9 @@ use crate::error::HubError;
 use crate::records::{PageQuery, Pending};
 use crate::service::{now_ns, Download, Hub, Source};
 use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
-use crate::store::{Body, StoredFile};
+use crate::store::{Body, ObjectBody, StoredFile};
 use crate::transfer::Incoming;
+use futures_util::StreamExt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -606,6 +607,30 @@ async fn send_known(
             conn.send_file_range(f, offset, len, stall, |n| me.sent(n))
                 .await?
         }
+        Body::Object(o) => send_object(conn, me, o, offset, len, stall).await?,
+    }
+    Ok(())
+}
+
+/// The bytes of an object, streamed from one ranged GET as they arrive.
+async fn send_object(
+    conn: &mut Conn,
+    me: &Arc<Session>,
+    object: &ObjectBody,
+    offset: u64,
+    len: u64,
+    stall: Duration,
+) -> Result<(), ConnEnd> {
+    let mut chunks = step(stall, "download", object.stream(offset, offset + len)).await?;
+    let mut sent = 0;
+    while let Some(chunk) = step(stall, "download", async { Ok(chunks.next().await) }).await? {
+        let chunk = chunk?;
+        step(stall, "download", conn.write_raw(&chunk)).await?;
+        me.sent(chunk.len() as u64);
+        sent += chunk.len() as u64;
+    }
+    if sent != len {
+        return Err(short_file().into());
     }
     Ok(())
 }

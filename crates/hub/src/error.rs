@@ -38,6 +38,9 @@ pub enum HubError {
     Forbidden(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The object store or the database failed or could not be reached.
+    #[error("{0}")]
+    Backend(String),
     /// The hub failed, not the request (a task that panicked, a response it could not build).
     #[error("internal error: {0}")]
     Internal(String),
@@ -70,7 +73,9 @@ impl HubError {
             HubError::Timeout(_) => ErrorCode::Timeout,
             HubError::Unauthorized(_) => ErrorCode::Unauthorized,
             HubError::Forbidden(_) => ErrorCode::Forbidden,
-            HubError::Io { .. } | HubError::Internal(_) => ErrorCode::Internal,
+            HubError::Io { .. } | HubError::Internal(_) | HubError::Backend(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 

@@ -26,6 +26,7 @@ pub mod conn;
 pub mod error;
 pub mod hashes;
 pub mod identity;
+pub mod pg;
 pub mod records;
 pub mod server;
 pub mod service;

@@ -8,9 +8,12 @@ use crate::clients::Clients;
 use crate::config::HubConfig;
 use crate::error::HubError;
 use crate::hashes::HashCache;
+use crate::pg::Db;
+use crate::records::postgres::{PgHistory, PgTokens};
+use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
 use crate::records::{History, Owner, Owners, Page, PageQuery, Tokens};
-use crate::store::{parse, Kind, LocalStore, PartialInfo, Store, StoredFile, Version};
+use crate::store::{parse, Kind, LocalStore, ObjectStore, PartialInfo, Store, StoredFile, Version};
 use crate::transfer::Incoming;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -89,9 +92,65 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(HubError::Internal(format!("a task failed: {e}"))))
 }
 
-impl Hub {
-    /// Opens the shared folder and state folder named in `config`.
-    pub fn open(config: HubConfig) -> Result<Self, HubError> {
+/// Where a hub keeps files and records, as its configuration says.
+struct Backends {
+    store: Box<dyn Store>,
+    /// The hub's own state folder (its key, its admin token; with SQLite, the records).
+    state: PathBuf,
+    tokens: Arc<dyn Tokens>,
+    owners: Arc<dyn Owners>,
+    history: Box<dyn History>,
+    /// Whether the admin token was made by this start.
+    created: bool,
+    hashes: HashCache,
+}
+
+impl Backends {
+    fn open(config: &HubConfig) -> Result<Self, HubError> {
+        let Some(address) = &config.db else {
+            if config.store.is_some() {
+                return Err(HubError::BadRequest(
+                    "--store needs --db: an object store's names are kept in PostgreSQL".into(),
+                ));
+            }
+            return Self::local(config);
+        };
+        let db = crate::pg::block(Db::open(address))?;
+        let store: Box<dyn Store> = match &config.store {
+            Some(s3) => {
+                private_dir(&config.state_dir)?;
+                Box::new(ObjectStore::open(
+                    s3,
+                    db.clone(),
+                    &config.hub_name,
+                    config.object_grace,
+                )?)
+            }
+            None => Box::new(LocalStore::open(
+                &config.root,
+                &config.state_dir,
+                config.partial_budget,
+            )?),
+        };
+        let state = config
+            .state_dir
+            .canonicalize()
+            .map_err(|e| HubError::io(format!("cannot open {}", config.state_dir.display()), e))?;
+        let (admin, created) = admin_token(&state)?;
+        let tokens = Arc::new(PgTokens::new(db.clone(), admin));
+        Ok(Self {
+            store,
+            state,
+            tokens: Arc::clone(&tokens) as Arc<dyn Tokens>,
+            owners: tokens,
+            history: Box::new(PgHistory::new(db, config.history_keep)),
+            created,
+            hashes: HashCache::default(),
+        })
+    }
+
+    /// A folder on this machine and SQLite in its state folder: the embedded default.
+    fn local(config: &HubConfig) -> Result<Self, HubError> {
         let store = LocalStore::open(&config.root, &config.state_dir, config.partial_budget)?;
         let state = store.state_dir().to_path_buf();
         let (tokens, created) = SqliteTokens::open(&state)?;
@@ -99,6 +158,41 @@ impl Hub {
         let history = SqliteHistory::open(&db_path(&state), config.history_keep)?;
         let hashes = HashCache::default();
         hashes.attach(&db_path(&state))?;
+        Ok(Self {
+            store: Box::new(store),
+            state,
+            tokens: Arc::clone(&tokens) as Arc<dyn Tokens>,
+            owners: tokens,
+            history: Box::new(history),
+            created,
+            hashes,
+        })
+    }
+}
+
+/// Creates the hub's state folder, readable by its owner only.
+fn private_dir(path: &std::path::Path) -> Result<(), HubError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| HubError::io(format!("cannot create {}", path.display()), e))
+}
+
+impl Hub {
+    /// Opens the shared folder and state folder named in `config`.
+    pub fn open(config: HubConfig) -> Result<Self, HubError> {
+        let backends = Backends::open(&config)?;
+        let Backends {
+            store,
+            state,
+            tokens,
+            owners,
+            history,
+            created,
+            hashes,
+        } = backends;
         let batch_memory = Arc::new(tokio::sync::Semaphore::new(
             usize::try_from(config.batch_memory >> 10)
                 .unwrap_or(usize::MAX)
@@ -115,10 +209,10 @@ impl Hub {
             hashes,
             addresses: PerAddress::new(config.max_connections_per_ip),
             config,
-            store: Box::new(store),
+            store,
             clients: Arc::default(),
-            history: Box::new(history),
-            owners: Arc::clone(&tokens) as Arc<dyn Owners>,
+            history,
+            owners,
             tokens,
             auth_failures: AuthFailures::default(),
             batch_memory,
@@ -169,7 +263,10 @@ impl Hub {
 
     /// Fills in the hashes known for these versions.
     fn with_hashes(&self, mut entries: Vec<Entry>) -> Vec<Entry> {
-        for e in entries.iter_mut().filter(|e| !e.name.ends_with('/')) {
+        for e in entries
+            .iter_mut()
+            .filter(|e| !e.name.ends_with('/') && e.blake3.is_none())
+        {
             let version = Version {
                 size: e.size,
                 modified_ns: e.modified_ns,
@@ -188,7 +285,9 @@ impl Hub {
         let file = self.store.open(&name)?;
         let version = file.version;
         let offset = if offset > version.size { 0 } else { offset };
-        let known = self.hashes.get(name.as_str(), version);
+        let known = file
+            .hash
+            .or_else(|| self.hashes.get(name.as_str(), version));
         let (source, hash) = if self.cache.wants(version.size) {
             let (data, hash) = self
                 .small_file(&name, &file, known)
@@ -351,17 +450,16 @@ impl Hub {
         force: bool,
         caller: &Caller,
     ) -> Result<PutDone, HubError> {
-        let upload = incoming.complete().await?;
+        let (upload, ours) = incoming.complete().await?;
         let hub = Arc::clone(self);
         let uploader = caller.as_owner();
         blocking(move || {
-            let ours: Hash = *upload.hasher.finalize().as_bytes();
             if theirs.is_some_and(|theirs| ours != theirs) {
-                let name = upload.name.to_string();
+                let name = upload.name().to_string();
                 upload.discard();
                 return Err(HubError::Integrity(name));
             }
-            let (name, size) = (upload.name.clone(), upload.size);
+            let (name, size) = (upload.name().clone(), upload.size());
             let version = hub.store.commit(upload, force)?;
             hub.cache.invalidate(name.as_str());
             // The uploading token owns the file now (an anonymous upload owns nothing).

@@ -1,14 +1,61 @@
 //! The upload pipeline every face feeds: [`Incoming`] takes the bytes of one upload as they
-//! arrive (hashing each as it lands, while it is still in the cache) and hands full buffers to a
-//! writer thread; `Hub::finish_upload` then checks the sender's hash, commits and records.
-//! The native connection reads its socket straight into the writer's buffers; the web face
-//! copies each body chunk in.
+//! arrive and hands them to the store's writer: for a local file, full buffers go to a writer
+//! thread and each is hashed as it lands, while it is still in the cache; for an object store,
+//! bytes gather into parts that are hashed and sent while the next fills (`store::object::parts`).
+//! `Hub::finish_upload` then checks the sender's hash, commits and records. The native
+//! connection reads its socket straight into the writer's buffers; the web face copies each
+//! body chunk in.
 
 use crate::error::HubError;
+use crate::store::object::parts::PartWriter;
 use crate::store::PartialUpload;
 use std::io;
 use troca_net::durable::FileWriter;
 use troca_net::{IoBuf, CACHE_CHUNK};
+use troca_proto::Hash;
+
+/// Where an upload's bytes go.
+#[derive(Debug)]
+enum Writer {
+    File(FileWriter),
+    Parts(PartWriter),
+}
+
+impl Writer {
+    async fn buffer(&mut self) -> Option<IoBuf> {
+        match self {
+            Writer::File(w) => w.buffer().await,
+            Writer::Parts(w) => w.buffer().await,
+        }
+    }
+
+    async fn write(&mut self, buf: IoBuf, filled: usize) -> bool {
+        match self {
+            Writer::File(w) => w.write(buf, filled).await,
+            Writer::Parts(w) => w.write(buf, filled).await,
+        }
+    }
+
+    async fn write_from(&mut self, data: &[u8]) -> bool {
+        match self {
+            Writer::File(w) => w.write_from(data).await,
+            Writer::Parts(w) => w.write_from(data).await,
+        }
+    }
+
+    /// Waits for every byte to be stored; for parts, records them and the hash they make.
+    async fn finish(self, upload: &mut PartialUpload) -> io::Result<()> {
+        match (self, upload) {
+            (Writer::File(w), _) => w.finish().await.map(drop),
+            (Writer::Parts(w), PartialUpload::Object(u)) => {
+                let (parts, hash) = w.finish().await?;
+                u.completed(parts, hash);
+                Ok(())
+            }
+            (Writer::Parts(_), _) => Err(io::Error::other("parts of a local upload")),
+        }
+    }
+}
 
 /// An upload whose bytes are arriving.
 #[derive(Debug)]
@@ -16,7 +63,7 @@ pub struct Incoming {
     upload: PartialUpload,
     /// `None` once storing failed: the bytes still arriving are read and dropped, so the
     /// connection stays in step, and the failure is reported at the end.
-    writer: Option<FileWriter>,
+    writer: Option<Writer>,
     failed: Option<io::Error>,
     /// A buffer for dropped bytes, reused.
     spare: Option<IoBuf>,
@@ -32,15 +79,22 @@ pub struct Space {
 
 impl Incoming {
     /// Starts the writer of an upload just begun (or resumed).
-    pub(crate) async fn start(upload: PartialUpload) -> Result<Self, HubError> {
-        let remaining = upload.size - upload.offset;
-        let cannot = |e| HubError::io(format!("cannot store {}", upload.name), e);
-        let file = upload.file.try_clone().map_err(cannot)?;
-        let writer = FileWriter::spawn(file, upload.offset, remaining)
-            .await
-            .map_err(cannot)?;
-        // A resumed upload must not reopen the file while this one's last buffers are written.
-        writer.hold_until_written(upload.claim());
+    pub(crate) async fn start(mut upload: PartialUpload) -> Result<Self, HubError> {
+        let remaining = upload.size() - upload.offset();
+        let writer = match &mut upload {
+            PartialUpload::Local(u) => {
+                let cannot = |e| HubError::io(format!("cannot store {}", u.name), e);
+                let file = u.file.try_clone().map_err(cannot)?;
+                let writer = FileWriter::spawn(file, u.offset, remaining)
+                    .await
+                    .map_err(cannot)?;
+                // A resumed upload must not reopen the file while this one's last buffers are
+                // written.
+                writer.hold_until_written(u.claim());
+                Writer::File(writer)
+            }
+            PartialUpload::Object(u) => Writer::Parts(u.writer()),
+        };
         Ok(Self {
             upload,
             writer: Some(writer),
@@ -52,12 +106,12 @@ impl Incoming {
 
     /// Its whole size.
     pub fn size(&self) -> u64 {
-        self.upload.size
+        self.upload.size()
     }
 
     /// Where the bytes to send start (more than 0 when resuming).
     pub fn offset(&self) -> u64 {
-        self.upload.offset
+        self.upload.offset()
     }
 
     /// Bytes still to come.
@@ -85,8 +139,8 @@ impl Incoming {
 
     /// Bytes just received into a [`Space`]: hashed now, while they are in the cache.
     pub fn received(&mut self, bytes: &[u8]) {
-        if self.writer.is_some() {
-            self.upload.hasher.update(bytes);
+        if let (Some(_), PartialUpload::Local(u)) = (&self.writer, &mut self.upload) {
+            u.hasher.update(bytes);
         }
     }
 
@@ -113,7 +167,9 @@ impl Incoming {
             ));
         }
         self.remaining -= data.len() as u64;
-        self.upload.hasher.update(data);
+        if let PartialUpload::Local(u) = &mut self.upload {
+            u.hasher.update(data);
+        }
         let stored = match self.writer.as_mut() {
             Some(w) => w.write_from(data).await,
             None => false,
@@ -129,7 +185,7 @@ impl Incoming {
     /// upload must not be accepted with a buffer missing.
     async fn stop_writer(&mut self) {
         if let Some(w) = self.writer.take() {
-            let e = w.finish().await.err();
+            let e = w.finish(&mut self.upload).await.err();
             self.failed = Some(e.unwrap_or_else(|| io::Error::other("the file writer stopped")));
         }
     }
@@ -140,13 +196,13 @@ impl Incoming {
             .failed
             .take()
             .unwrap_or_else(|| io::Error::other("not stored"));
-        HubError::io(format!("cannot store {}", self.upload.name), why)
+        HubError::io(format!("cannot store {}", self.upload.name()), why)
     }
 
     /// Waits for every byte to be written; the storing failure, if any.
     async fn written(&mut self) -> Result<(), HubError> {
         if let Some(w) = self.writer.take() {
-            if let Err(e) = w.finish().await {
+            if let Err(e) = w.finish(&mut self.upload).await {
                 self.failed = Some(e);
             }
         }
@@ -165,19 +221,26 @@ impl Incoming {
     }
 
     /// Every byte has arrived: waits for them to be stored; the upload, ready to be checked
-    /// and committed.
-    pub(crate) async fn complete(mut self) -> Result<PartialUpload, HubError> {
+    /// and committed, and the hash of what it received.
+    pub(crate) async fn complete(mut self) -> Result<(PartialUpload, Hash), HubError> {
         if let Err(e) = self.written().await {
             tracing::warn!(error = %e, "upload failed");
             self.upload.discard();
             return Err(e);
         }
         if self.remaining > 0 {
-            let (size, got) = (self.upload.size, self.upload.size - self.remaining);
+            let (size, got) = (self.upload.size(), self.upload.size() - self.remaining);
             let e = HubError::BadRequest(format!("the body ended after {got} of {size} bytes"));
             self.upload.discard();
             return Err(e);
         }
-        Ok(self.upload)
+        let hash = match &self.upload {
+            PartialUpload::Local(u) => *u.hasher.finalize().as_bytes(),
+            PartialUpload::Object(u) => match u.hash() {
+                Some(h) => h,
+                None => return Err(HubError::Internal("an upload without its hash".into())),
+            },
+        };
+        Ok((self.upload, hash))
     }
 }

@@ -7,6 +7,7 @@
 //! pool, except [`History::append`], which never waits.
 
 pub mod history;
+pub mod postgres;
 pub mod sqlite;
 
 pub use history::{Entry, Page, PageQuery, Pending, MAX_SCAN};

@@ -2,8 +2,9 @@
 //! beneath its root) and the partial uploads in the state folder ([`Partials`]).
 
 use super::share::{is_not_found, Share, Slot};
-use super::uploads::{Claim, PartialBudget, PartialInfo, PartialUpload, Partials};
+use super::uploads::{PartialBudget, PartialInfo, Partials};
 use super::{Body, Kind, PlaceCheck, SmallFile, Store, StoredFile, Version};
+use super::{Claim, PartialUpload};
 use crate::error::HubError;
 use rustix::fs::FileType;
 use std::net::IpAddr;
@@ -101,6 +102,7 @@ impl Store for LocalStore {
         Ok(StoredFile {
             version: version_of(&meta),
             body: Body::File(file),
+            hash: None,
         })
     }
 
@@ -111,10 +113,15 @@ impl Store for LocalStore {
         source_mtime_ns: i64,
         from: Option<IpAddr>,
     ) -> Result<PartialUpload, HubError> {
-        self.partials.begin(name, size, source_mtime_ns, from)
+        self.partials
+            .begin(name, size, source_mtime_ns, from)
+            .map(PartialUpload::Local)
     }
 
     fn commit(&self, upload: PartialUpload, replace: bool) -> Result<Version, HubError> {
+        let PartialUpload::Local(upload) = upload else {
+            return Err(HubError::Internal("an upload of another store".into()));
+        };
         let name = upload.name.clone();
         let saved = |e| HubError::io(format!("cannot save {name}"), e);
         upload.file.sync_all().map_err(saved)?;
@@ -148,7 +155,11 @@ impl Store for LocalStore {
     }
 
     fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>> {
-        self.partials.claim_batch(names, bytes)
+        self.partials
+            .claim_batch(names, bytes)
+            .into_iter()
+            .map(|c| c.map(Claim::Local))
+            .collect()
     }
 
     fn store_batch(

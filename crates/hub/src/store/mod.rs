@@ -8,12 +8,14 @@
 //! told, atomically: an upload appears under its name whole and durable, or not at all.
 
 mod local;
+pub mod object;
 pub mod share;
 mod small;
 pub mod uploads;
 
 pub use local::LocalStore;
-pub use uploads::{Claim, PartialBudget, PartialInfo, PartialUpload};
+pub use object::{ObjectBody, ObjectStore, S3Address};
+pub use uploads::{LocalClaim, LocalPartial, PartialBudget, PartialInfo};
 
 use crate::error::HubError;
 use std::fs::File;
@@ -44,6 +46,8 @@ pub enum Kind {
 pub struct StoredFile {
     pub version: Version,
     pub body: Body,
+    /// The file's hash, when the store knows it (an object store always does).
+    pub hash: Option<Hash>,
 }
 
 /// How a stored file's bytes are read.
@@ -52,6 +56,55 @@ pub enum Body {
     /// An open file: read with `pread` (page-cache reads are cheap enough for the connection's
     /// own task) or sent with `sendfile`, the zero-copy path.
     File(File),
+    /// An immutable object, streamed with ranged GETs; its hash is known.
+    Object(object::ObjectBody),
+}
+
+/// An upload in progress, as the store that began it keeps it.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // One per upload, moved a few times.
+pub enum PartialUpload {
+    Local(LocalPartial),
+    Object(object::ObjectPartial),
+}
+
+impl PartialUpload {
+    pub fn name(&self) -> &RemoteName {
+        match self {
+            PartialUpload::Local(u) => &u.name,
+            PartialUpload::Object(u) => &u.name,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match self {
+            PartialUpload::Local(u) => u.size,
+            PartialUpload::Object(u) => u.size,
+        }
+    }
+
+    /// Where the bytes still to come start.
+    pub fn offset(&self) -> u64 {
+        match self {
+            PartialUpload::Local(u) => u.offset,
+            PartialUpload::Object(u) => u.offset,
+        }
+    }
+
+    /// Gives the upload up, deleting what it stored (after a failed verification, say).
+    pub fn discard(self) {
+        match self {
+            PartialUpload::Local(u) => u.discard(),
+            PartialUpload::Object(u) => u.discard(),
+        }
+    }
+}
+
+/// A name held for one upload until dropped.
+#[derive(Debug)]
+pub enum Claim {
+    Local(LocalClaim),
+    Object(object::NameClaim),
 }
 
 impl StoredFile {
@@ -59,6 +112,7 @@ impl StoredFile {
     pub fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
         match &self.body {
             Body::File(f) => std::os::unix::fs::FileExt::read_at(f, buf, pos),
+            Body::Object(o) => o.read_at(buf, pos),
         }
     }
 
@@ -66,6 +120,7 @@ impl StoredFile {
     pub fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
         match &self.body {
             Body::File(f) => std::os::unix::fs::FileExt::read_exact_at(f, buf, pos),
+            Body::Object(o) => o.read_exact_at(buf, pos),
         }
     }
 
@@ -76,6 +131,8 @@ impl StoredFile {
             Body::File(f) => f
                 .metadata()
                 .is_ok_and(|m| local::version_of(&m) == self.version),
+            // Objects never change.
+            Body::Object(_) => true,
         }
     }
 }
@@ -99,6 +156,7 @@ pub type PlaceCheck<'a> = &'a dyn Fn(&RemoteName, Option<Kind>, bool) -> Result<
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Where the files are, for the operator's log (`/srv/share`).
     fn location(&self) -> String;
+
     /// Files whose names start with `prefix` (`blake3` unset), and each folder that holds none
     /// as `NAME/`.
     fn list(&self, prefix: &str) -> Vec<Entry>;

@@ -69,7 +69,7 @@ pub struct PartialInfo {
 /// An upload in progress: the open `.part` file, positioned at `offset`, with the hash of the
 /// bytes before `offset` already computed.
 #[derive(Debug)]
-pub struct PartialUpload {
+pub struct LocalPartial {
     pub name: RemoteName,
     pub size: u64,
     pub offset: u64,
@@ -83,12 +83,12 @@ pub struct PartialUpload {
     keep: bool,
     /// Shared with the upload's writer, which may outlive this (the name stays claimed until
     /// both are done).
-    claim: Arc<Claim>,
+    claim: Arc<LocalClaim>,
 }
 
-impl PartialUpload {
+impl LocalPartial {
     /// The claim on the name, for what must hold it as long as the upload (its writer).
-    pub fn claim(&self) -> Arc<Claim> {
+    pub fn claim(&self) -> Arc<LocalClaim> {
         Arc::clone(&self.claim)
     }
 
@@ -104,7 +104,7 @@ impl PartialUpload {
     }
 }
 
-impl Drop for PartialUpload {
+impl Drop for LocalPartial {
     fn drop(&mut self) {
         if !self.keep {
             let _ = std::fs::remove_file(&self.part);
@@ -115,12 +115,12 @@ impl Drop for PartialUpload {
 
 /// Holds a name in the running set until dropped.
 #[derive(Debug)]
-pub struct Claim {
+pub struct LocalClaim {
     name: String,
     active: Arc<Mutex<HashMap<String, Running>>>,
 }
 
-impl Drop for Claim {
+impl Drop for LocalClaim {
     fn drop(&mut self) {
         self.active
             .lock()
@@ -192,7 +192,7 @@ impl Partials {
         size: u64,
         source_mtime_ns: i64,
         from: Option<IpAddr>,
-    ) -> Result<PartialUpload, HubError> {
+    ) -> Result<LocalPartial, HubError> {
         let key = blake3::hash(name.as_str().as_bytes()).to_hex();
         let part = self.dir.join(format!("{}.part", &key[..32]));
         let meta = self.dir.join(format!("{}.meta", &key[..32]));
@@ -214,7 +214,7 @@ impl Partials {
             });
         let held = std::fs::metadata(&part).map_or(0, |m| m.len());
         let offset = if same && held <= size { held } else { 0 };
-        // Claim the name and reserve the space in one step, so two uploads that together do not
+        // LocalClaim the name and reserve the space in one step, so two uploads that together do not
         // fit cannot both start; check before creating anything, so a refusal leaves nothing.
         let claim = self.claim(&name, &part, size, size - offset)?;
         let mut file = OpenOptions::new()
@@ -239,7 +239,7 @@ impl Partials {
         if let Some(ip) = from {
             self.keep_within_now_and_then(ip);
         }
-        Ok(PartialUpload {
+        Ok(LocalPartial {
             name,
             size,
             offset,
@@ -275,7 +275,11 @@ impl Partials {
 
     /// Claims the names of a batch of small uploads and reserves their `bytes` together: each
     /// name is refused if another upload holds it; all are refused if the space is short.
-    pub fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>> {
+    pub fn claim_batch(
+        &self,
+        names: &[&RemoteName],
+        bytes: u64,
+    ) -> Vec<Result<LocalClaim, HubError>> {
         let mut active = self.active.lock().expect("upload set poisoned");
         let available = self.available(&active);
         if available < bytes {
@@ -298,7 +302,7 @@ impl Partials {
                         size: 0,
                     },
                 );
-                Ok(Claim {
+                Ok(LocalClaim {
                     name: name.to_string(),
                     active: Arc::clone(&self.active),
                 })
@@ -312,7 +316,7 @@ impl Partials {
         part: &Path,
         size: u64,
         needed: u64,
-    ) -> Result<Claim, HubError> {
+    ) -> Result<LocalClaim, HubError> {
         let mut active = self.active.lock().expect("upload set poisoned");
         if active.contains_key(name.as_str()) {
             return Err(HubError::UploadInProgress(name.to_string()));
@@ -340,7 +344,7 @@ impl Partials {
                 size,
             },
         );
-        Ok(Claim {
+        Ok(LocalClaim {
             name: name.to_string(),
             active: Arc::clone(&self.active),
         })

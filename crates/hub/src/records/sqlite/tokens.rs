@@ -22,7 +22,7 @@ pub struct SqliteTokens {
     admin: blake3::Hash,
 }
 
-fn new_secret() -> Result<String, HubError> {
+pub(crate) fn new_secret() -> Result<String, HubError> {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes)
         .map_err(|e| HubError::io("cannot draw a random token", std::io::Error::other(e)))?;
@@ -31,7 +31,7 @@ fn new_secret() -> Result<String, HubError> {
 
 use troca_proto::hex;
 
-fn hash(token: &str) -> blake3::Hash {
+pub(crate) fn hash(token: &str) -> blake3::Hash {
     blake3::hash(token.trim().as_bytes())
 }
 
@@ -39,30 +39,30 @@ impl SqliteTokens {
     /// Opens the store, creating the admin token on first use. Returns the store and whether the
     /// admin token was created just now.
     pub fn open(state: &Path) -> Result<(Self, bool), HubError> {
-        let path = admin_token_path(state);
-        let (secret, created) = match std::fs::read_to_string(&path) {
-            Ok(s) if !s.trim().is_empty() => (s, false),
-            _ => {
-                let secret = new_secret()?;
-                write_private(&path, &secret)?;
-                (secret, true)
-            }
-        };
+        let (admin, created) = admin_token(state)?;
         let db_path = db_path(state);
         let db = open_db(&db_path)?;
         // Token changes (a revocation above all) must survive a power loss.
         db.execute_batch("PRAGMA synchronous = FULL;")
             .map_err(|e| db_err(&db_path, e))?;
         let db = Mutex::new(db);
-        Ok((
-            Self {
-                db_path,
-                db,
-                admin: hash(&secret),
-            },
-            created,
-        ))
+        Ok((Self { db_path, db, admin }, created))
     }
+}
+
+/// The hash of this hub's admin token (`STATE/admin.token`), made on first start; and whether
+/// it was made just now.
+pub(crate) fn admin_token(state: &Path) -> Result<(blake3::Hash, bool), HubError> {
+    let path = admin_token_path(state);
+    let (secret, created) = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => (s, false),
+        _ => {
+            let secret = new_secret()?;
+            write_private(&path, &secret)?;
+            (secret, true)
+        }
+    };
+    Ok((hash(&secret), created))
 }
 
 impl Tokens for SqliteTokens {

@@ -1,0 +1,246 @@
+//! The PostgreSQL connection every hub of a group shares: opened from a `postgres://` address
+//! (the password from `PGPASSWORD` or a file, never from the address), with the whole schema
+//! here, created under a lock so hubs starting together do not race. Records
+//! (`records::postgres`) and the object store's catalog (`store::object`) use it.
+//!
+//! The records and store traits are blocking (the service calls them on tokio's blocking
+//! pool); [`block`] runs one of this module's futures to completion from there.
+
+use crate::error::HubError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the database is and how to log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbAddress {
+    /// `postgres://USER@HOST:PORT/DB`, without a password.
+    pub url: String,
+    /// A file holding the password (else `PGPASSWORD`, else none).
+    pub password_file: Option<PathBuf>,
+}
+
+/// A pool of connections to the group's database.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    /// `HOST:PORT/DB`, for messages (never the password).
+    shown: String,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("at", &self.shown).finish()
+    }
+}
+
+/// Connections held at most (each a PostgreSQL backend process).
+const POOL_SIZE: usize = 24;
+
+/// Runs `f` to completion from blocking code: a blocking-pool thread, or a worker of a
+/// multi-thread runtime (which hands its other tasks to another worker meanwhile).
+pub fn block<F: Future>(f: F) -> F::Output {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| handle.block_on(f))
+}
+
+/// A database failure, as the hub reports it.
+pub fn db_err(e: impl std::fmt::Display) -> HubError {
+    HubError::Backend(format!("database: {e}"))
+}
+
+impl Db {
+    /// Connects (checking the address, the password and the server at once) and makes sure the
+    /// schema is there.
+    pub async fn open(address: &DbAddress) -> Result<Self, HubError> {
+        let config = pg_config(address)?;
+        let shown = shown(&config);
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| HubError::Backend(format!("database {shown}: {e}")))?;
+        let db = Self { pool, shown };
+        db.create_schema()
+            .await
+            .map_err(|e| HubError::Backend(format!("database {}: {e}", db.shown)))?;
+        Ok(db)
+    }
+
+    /// `HOST:PORT/DB`, for the operator's log.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// A connection from the pool.
+    pub async fn get(&self) -> Result<deadpool_postgres::Object, HubError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| HubError::Backend(format!("database {}: {e}", self.shown)))
+    }
+
+    async fn create_schema(&self) -> Result<(), String> {
+        let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        // One hub at a time creates the tables; the others wait, then find them there.
+        tx.batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA}"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())
+    }
+}
+
+/// The advisory lock key for schema changes.
+const SCHEMA_LOCK: i64 = 0x7472_6f63_6100;
+/// The advisory lock key that serialises changes to names (so "a file where a folder is" and
+/// "a name taken twice" are decided one change at a time, by every hub).
+pub const NAMES_LOCK: i64 = 0x7472_6f63_6101;
+
+/// Every table the group shares.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS requests (
+    id bigserial PRIMARY KEY,
+    time_ns bigint NOT NULL,
+    client text NOT NULL,
+    address text NOT NULL,
+    op text NOT NULL,
+    target text NOT NULL,
+    ok boolean NOT NULL,
+    error text NOT NULL,
+    bytes bigint NOT NULL,
+    duration_us bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_time ON requests (time_ns);
+CREATE TABLE IF NOT EXISTS tokens (
+    id bigserial PRIMARY KEY,
+    hash bytea NOT NULL UNIQUE,
+    role text NOT NULL,
+    label text NOT NULL,
+    created_ns bigint NOT NULL,
+    revoked boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS owners (
+    name text COLLATE "C" PRIMARY KEY,
+    token_id bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS key_owners (
+    name text COLLATE "C" PRIMARY KEY,
+    key_hash bytea NOT NULL
+);
+-- Each running hub, and the clients connected to it (rewritten on every heartbeat).
+CREATE TABLE IF NOT EXISTS hubs (
+    id text PRIMARY KEY,
+    address text NOT NULL,
+    started_ns bigint NOT NULL,
+    seen timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    hub text NOT NULL,
+    id bigint NOT NULL,
+    client text NOT NULL,
+    address text NOT NULL,
+    face text NOT NULL,
+    connected_ns bigint NOT NULL,
+    activity text NOT NULL,
+    PRIMARY KEY (hub, id)
+);
+-- The object store's catalog: immutable objects by content, and the names that refer to them.
+CREATE TABLE IF NOT EXISTS objects (
+    hash bytea PRIMARY KEY,
+    key text NOT NULL,
+    size bigint NOT NULL,
+    -- When it was last put to use or left unused: unused objects older than the grace period
+    -- are deleted.
+    touched timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS names (
+    name text COLLATE "C" PRIMARY KEY,
+    -- A file refers to an object; a folder (made on purpose, or left empty) to none.
+    object bytea REFERENCES objects (hash),
+    size bigint NOT NULL,
+    modified_ns bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS names_object ON names (object);
+-- Uploads in progress or interrupted, resumable through any hub.
+CREATE TABLE IF NOT EXISTS uploads (
+    key text PRIMARY KEY,
+    name text COLLATE "C" NOT NULL,
+    size bigint NOT NULL,
+    source_mtime_ns bigint NOT NULL,
+    address text NOT NULL,
+    object_key text NOT NULL,
+    upload_id text NOT NULL,
+    part_size bigint NOT NULL,
+    touched_ns bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    key text NOT NULL REFERENCES uploads (key) ON DELETE CASCADE,
+    part integer NOT NULL,
+    etag text NOT NULL,
+    -- The BLAKE3 chaining value of the part's subtree: the whole file's hash is made from these.
+    cv bytea NOT NULL,
+    PRIMARY KEY (key, part)
+);
+-- A name being uploaded, held by one hub until its lease runs out.
+CREATE TABLE IF NOT EXISTS claims (
+    name text COLLATE "C" PRIMARY KEY,
+    hub text NOT NULL,
+    expires timestamptz NOT NULL
+);
+"#;
+
+/// The connection settings of `address`, with the password from the file or `PGPASSWORD`.
+fn pg_config(address: &DbAddress) -> Result<tokio_postgres::Config, HubError> {
+    let bad = |why: &str| HubError::BadRequest(format!("--db {}: {why}", address.url));
+    if !address.url.starts_with("postgres://") && !address.url.starts_with("postgresql://") {
+        return Err(bad("expected postgres://USER@HOST:PORT/DATABASE"));
+    }
+    let mut config: tokio_postgres::Config =
+        address.url.parse().map_err(|e| bad(&format!("{e}")))?;
+    if config.get_password().is_some() {
+        return Err(HubError::BadRequest(
+            "--db: a password does not belong in the address (it would show in `ps`); \
+             set PGPASSWORD or use --db-password-file"
+                .into(),
+        ));
+    }
+    let password = match &address.password_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| HubError::io(format!("cannot read {}", path.display()), e))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        ),
+        None => std::env::var("PGPASSWORD").ok(),
+    };
+    if let Some(p) = password {
+        config.password(p);
+    }
+    config.connect_timeout(Duration::from_secs(10));
+    config.application_name("troca");
+    Ok(config)
+}
+
+fn shown(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("");
+    format!("{host}:{port}/{db}")
+}

@@ -1,0 +1,246 @@
+//! Tokens and owners in PostgreSQL (see `records::sqlite::tokens` for the rules they keep).
+
+use crate::error::HubError;
+use crate::pg::{block, db_err, Db};
+use crate::records::sqlite::tokens::{hash, new_secret};
+use crate::records::{Grant, NewToken, Owned, Owner, Owners, Role, TokenInfo, Tokens};
+use std::collections::HashSet;
+
+/// The group's tokens and owners, and this hub's admin token.
+#[derive(Debug)]
+pub struct PgTokens {
+    db: Db,
+    admin: blake3::Hash,
+}
+
+impl PgTokens {
+    pub fn new(db: Db, admin: blake3::Hash) -> Self {
+        Self { db, admin }
+    }
+}
+
+/// The rows of `table` for `name` and everything beneath it.
+fn beneath(table: &str) -> String {
+    format!("DELETE FROM {table} WHERE name = $1 OR starts_with(name, $1 || '/')")
+}
+
+impl Tokens for PgTokens {
+    /// Hashes are compared (the admin one in constant time, as `blake3::Hash` equality is).
+    fn check(&self, token: &str) -> Result<Option<Grant>, HubError> {
+        let h = hash(token);
+        if h == self.admin {
+            return Ok(Some(Grant {
+                role: Role::Admin,
+                token_id: None,
+            }));
+        }
+        block(async {
+            let c = self.db.get().await?;
+            let row = c
+                .query_opt(
+                    "SELECT id, role FROM tokens WHERE hash = $1 AND NOT revoked",
+                    &[&h.as_bytes().as_slice()],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(row.and_then(|r| {
+                Role::parse(r.get(1)).map(|role| Grant {
+                    role,
+                    token_id: Some(r.get(0)),
+                })
+            }))
+        })
+    }
+
+    fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<NewToken, HubError> {
+        let secret = new_secret()?;
+        block(async {
+            let c = self.db.get().await?;
+            let row = c
+                .query_one(
+                    "INSERT INTO tokens (hash, role, label, created_ns) VALUES ($1, $2, $3, $4)
+                     RETURNING id",
+                    &[
+                        &hash(&secret).as_bytes().as_slice(),
+                        &role.as_str(),
+                        &label,
+                        &now_ns,
+                    ],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(NewToken {
+                id: row.get(0),
+                secret,
+            })
+        })
+    }
+
+    fn list(&self) -> Result<Vec<TokenInfo>, HubError> {
+        block(async {
+            let c = self.db.get().await?;
+            let rows = c
+                .query(
+                    "SELECT id, role, label, created_ns, revoked FROM tokens ORDER BY id",
+                    &[],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| TokenInfo {
+                    id: r.get(0),
+                    role: Role::parse(r.get(1)).unwrap_or(Role::Read),
+                    label: r.get(2),
+                    created_ns: r.get(3),
+                    revoked: r.get(4),
+                })
+                .collect())
+        })
+    }
+
+    fn revoke(&self, id: i64) -> Result<bool, HubError> {
+        block(async {
+            let c = self.db.get().await?;
+            let n = c
+                .execute("UPDATE tokens SET revoked = true WHERE id = $1", &[&id])
+                .await
+                .map_err(db_err)?;
+            Ok(n > 0)
+        })
+    }
+}
+
+/// Sets or clears the owner rows of one name, inside a transaction or not.
+async fn put_owner(
+    c: &impl tokio_postgres::GenericClient,
+    name: &str,
+    owner: Owner,
+) -> Result<(), tokio_postgres::Error> {
+    match owner.token_id {
+        Some(id) => {
+            c.execute(
+                "INSERT INTO owners (name, token_id) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET token_id = excluded.token_id",
+                &[&name, &id],
+            )
+            .await?
+        }
+        None => {
+            c.execute("DELETE FROM owners WHERE name = $1", &[&name])
+                .await?
+        }
+    };
+    match owner.key_hash {
+        Some(h) => {
+            c.execute(
+                "INSERT INTO key_owners (name, key_hash) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET key_hash = excluded.key_hash",
+                &[&name, &&h[..]],
+            )
+            .await?
+        }
+        None => {
+            c.execute("DELETE FROM key_owners WHERE name = $1", &[&name])
+                .await?
+        }
+    };
+    Ok(())
+}
+
+impl Owners for PgTokens {
+    fn owner(&self, name: &str) -> Result<Owner, HubError> {
+        block(async {
+            let c = self.db.get().await?;
+            let token = c
+                .query_opt("SELECT token_id FROM owners WHERE name = $1", &[&name])
+                .await
+                .map_err(db_err)?;
+            let key = c
+                .query_opt("SELECT key_hash FROM key_owners WHERE name = $1", &[&name])
+                .await
+                .map_err(db_err)?;
+            Ok(Owner {
+                token_id: token.map(|r| r.get(0)),
+                key_hash: key.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()),
+            })
+        })
+    }
+
+    fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError> {
+        block(async {
+            let c = self.db.get().await?;
+            put_owner(&**c, name, owner).await.map_err(db_err)
+        })
+    }
+
+    fn set_owners(&self, owners: &[Owned]) -> Result<(), HubError> {
+        block(async {
+            let mut c = self.db.get().await?;
+            let tx = c.transaction().await.map_err(db_err)?;
+            for Owned { name, owner } in owners {
+                put_owner(&*tx, name, *owner).await.map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)
+        })
+    }
+
+    fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError> {
+        block(async {
+            let mut c = self.db.get().await?;
+            let tx = c.transaction().await.map_err(db_err)?;
+            for table in ["owners", "key_owners"] {
+                // The target's own records go first: what was there was replaced.
+                tx.execute(&beneath(table), &[&to]).await.map_err(db_err)?;
+                tx.execute(
+                    &format!(
+                        "UPDATE {table} SET name = $2 || substr(name, length($1) + 1)
+                         WHERE name = $1 OR starts_with(name, $1 || '/')"
+                    ),
+                    &[&from, &to],
+                )
+                .await
+                .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)
+        })
+    }
+
+    fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError> {
+        block(async {
+            let c = self.db.get().await?;
+            for table in ["owners", "key_owners"] {
+                c.execute(&beneath(table), &[&name]).await.map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn owned(&self, prefix: &str, owner: Owner) -> Result<HashSet<String>, HubError> {
+        block(async {
+            let c = self.db.get().await?;
+            let mut out = HashSet::new();
+            if let Some(id) = owner.token_id {
+                let rows = c
+                    .query(
+                        "SELECT name FROM owners WHERE token_id = $1 AND starts_with(name, $2)",
+                        &[&id, &prefix],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+            }
+            if let Some(h) = owner.key_hash {
+                let rows = c
+                    .query(
+                        "SELECT name FROM key_owners WHERE key_hash = $1 AND starts_with(name, $2)",
+                        &[&&h[..], &prefix],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+            }
+            Ok(out)
+        })
+    }
+}

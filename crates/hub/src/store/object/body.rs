@@ -1,0 +1,125 @@
+//! Reading an object: a ranged GET streamed as it arrives. Sequential reads (a download, a zip)
+//! continue one GET; a read elsewhere starts another.
+
+use crate::pg::block;
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use object_store::{GetOptions, GetRange, ObjectStore as _};
+use std::io;
+use std::sync::{Arc, Mutex};
+
+/// An object being read.
+pub struct ObjectBody {
+    s3: Arc<object_store::aws::AmazonS3>,
+    pub path: object_store::path::Path,
+    pub size: u64,
+    cursor: Mutex<Option<Cursor>>,
+}
+
+impl std::fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBody")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// A GET in progress: where its next byte is, and what has arrived but not been read.
+struct Cursor {
+    pos: u64,
+    left: Bytes,
+    stream: BoxStream<'static, io::Result<Bytes>>,
+}
+
+fn store_err(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(
+            io::ErrorKind::NotFound,
+            "the object is missing from the store",
+        ),
+        e => io::Error::other(format!("object store: {e}")),
+    }
+}
+
+impl ObjectBody {
+    pub fn new(
+        s3: Arc<object_store::aws::AmazonS3>,
+        path: object_store::path::Path,
+        size: u64,
+    ) -> Self {
+        Self {
+            s3,
+            path,
+            size,
+            cursor: Mutex::new(None),
+        }
+    }
+
+    /// The bytes `start..end`, as they arrive.
+    pub async fn stream(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
+        let got = self
+            .s3
+            .get_opts(
+                &self.path,
+                GetOptions {
+                    range: Some(GetRange::Bounded(start..end)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(store_err)?;
+        Ok(got.into_stream().map(|r| r.map_err(store_err)).boxed())
+    }
+
+    /// Reads at `pos`, as `pread` does (0 at the end). Blocking.
+    pub fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        if pos >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut held = self.cursor.lock().expect("object cursor poisoned");
+        if held.as_ref().is_none_or(|c| c.pos != pos) {
+            let stream = block(self.stream(pos, self.size))?;
+            *held = Some(Cursor {
+                pos,
+                left: Bytes::new(),
+                stream,
+            });
+        }
+        let c = held.as_mut().expect("just set");
+        if c.left.is_empty() {
+            c.left = match block(c.stream.next()) {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    *held = None;
+                    return Err(e);
+                }
+                None => return Ok(0),
+            };
+        }
+        let n = c.left.len().min(buf.len());
+        buf[..n].copy_from_slice(&c.left.split_to(n));
+        c.pos += n as u64;
+        Ok(n)
+    }
+
+    /// Fills `buf` from `pos`, or fails if the object ends first. Blocking.
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.read_at(buf, pos)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the object is shorter than recorded",
+                ));
+            }
+            buf = &mut buf[n..];
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,920 @@
+//! Files in an S3-compatible object store, with their names in PostgreSQL: [`ObjectStore`].
+//!
+//! Objects are immutable and content-addressed: each file's bytes are one object, recorded in
+//! `objects` by its BLAKE3 hash, and a name (`names`) refers to an object. Identical content is
+//! stored once; a rename is a row update; the unique name is the database's primary key, so
+//! "never replace by accident" holds whatever the store does with conditional writes. An object
+//! no name refers to is deleted once it has been unused for the grace period, so a download or
+//! an upload in flight when its name went away still finds it.
+//!
+//! Uploads stream into multipart uploads ([`parts`]), resumable through any hub of the group
+//! because the parts held are recorded in the database. One upload per name at a time across
+//! the group: a claim row with a lease the holding hub renews.
+
+mod body;
+mod catalog;
+pub mod parts;
+
+pub use body::ObjectBody;
+
+use self::catalog::{begin_change, FileRow};
+use self::parts::{part_size_for, PartWriter, StoredPart, Target};
+use super::{Body, Version};
+use super::{Claim, Kind, PartialInfo, PartialUpload, PlaceCheck, SmallFile, Store, StoredFile};
+use crate::error::HubError;
+use crate::pg::{block, db_err, Db};
+use crate::records::now_ns;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore as _, RetryConfig};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use troca_proto::{Hash, RemoteName};
+
+/// Where the objects are: `s3://BUCKET?endpoint=URL&region=R`, and where the keys are read
+/// from (`AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or a credentials file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Address {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// An AWS-style credentials file (`aws_access_key_id = …`, `aws_secret_access_key = …`).
+    pub credentials_file: Option<std::path::PathBuf>,
+}
+
+impl S3Address {
+    /// Parses `s3://BUCKET?endpoint=URL&region=R` (both parameters optional).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let rest = text
+            .strip_prefix("s3://")
+            .ok_or("expected s3://BUCKET?endpoint=URL&region=REGION")?;
+        let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let bucket = bucket.trim_end_matches('/');
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err("expected s3://BUCKET (a bucket name, no path)".into());
+        }
+        let mut address = S3Address {
+            bucket: bucket.to_owned(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            credentials_file: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("endpoint", v)) => address.endpoint = Some(v.to_owned()),
+                Some(("region", v)) => address.region = v.to_owned(),
+                _ => return Err(format!("unknown parameter {pair:?} (endpoint, region)")),
+            }
+        }
+        Ok(address)
+    }
+
+    fn shown(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("s3://{} at {e}", self.bucket),
+            None => format!("s3://{}", self.bucket),
+        }
+    }
+}
+
+/// The keys to the store: from the credentials file, else the environment.
+fn credentials(address: &S3Address) -> Result<(String, String), HubError> {
+    let missing = || {
+        HubError::BadRequest(
+            "--store: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             or give --store-credentials-file"
+                .into(),
+        )
+    };
+    if let Some(path) = &address.credentials_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| HubError::io(format!("cannot read {}", path.display()), e))?;
+        let field = |want: &str| {
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == want).then(|| v.trim().to_owned())
+            })
+        };
+        return match (field("aws_access_key_id"), field("aws_secret_access_key")) {
+            (Some(k), Some(s)) => Ok((k, s)),
+            _ => Err(missing()),
+        };
+    }
+    match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(k), Ok(s)) => Ok((k, s)),
+        _ => Err(missing()),
+    }
+}
+
+/// What every upload and download of the store shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub s3: Arc<AmazonS3>,
+    pub db: Db,
+    /// Part buffers in flight over all uploads (each [`parts::MIN_PART`] or more).
+    pub part_memory: Arc<Semaphore>,
+}
+
+/// Part buffers in flight over all uploads at once.
+const PARTS_IN_FLIGHT: usize = 32;
+/// How long a claim on a name lasts unless its hub renews it.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Files in an object store, names in the group's database.
+#[derive(Debug)]
+pub struct ObjectStore {
+    shared: Arc<Shared>,
+    shown: String,
+    /// This hub, in the claims it holds.
+    hub: String,
+    /// How long an object no name refers to is kept.
+    grace: Duration,
+}
+
+impl ObjectStore {
+    /// Connects to the store (checking the bucket is there and the keys work) and starts
+    /// renewing this hub's claims.
+    pub fn open(address: &S3Address, db: Db, hub: &str, grace: Duration) -> Result<Self, HubError> {
+        let (key, secret) = credentials(address)?;
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&address.bucket)
+            .with_region(&address.region)
+            .with_access_key_id(key)
+            .with_secret_access_key(secret)
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(20),
+                ..Default::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120))
+                    .with_allow_http(true),
+            );
+        if let Some(endpoint) = &address.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        let shown = address.shown();
+        let s3 = builder
+            .build()
+            .map_err(|e| HubError::Backend(format!("{shown}: {e}")))?;
+        let s3 = Arc::new(s3);
+        let probe = ObjectPath::from("objects");
+        block(s3.list_with_delimiter(Some(&probe)))
+            .map_err(|e| HubError::Backend(format!("cannot reach {shown}: {e}")))?;
+        let store = Self {
+            shared: Arc::new(Shared {
+                s3,
+                db,
+                part_memory: Arc::new(Semaphore::new(PARTS_IN_FLIGHT)),
+            }),
+            shown,
+            hub: hub.to_owned(),
+            grace,
+        };
+        tokio::spawn(renew_claims(
+            store.shared.db.clone(),
+            store.hub.clone(),
+            Arc::downgrade(&store.shared),
+        ));
+        Ok(store)
+    }
+
+    fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    async fn file_row(&self, name: &str) -> Result<Option<FileRow>, HubError> {
+        let c = self.db().get().await?;
+        let row = c
+            .query_opt(
+                "SELECT n.size, n.modified_ns, n.object, o.key FROM names n
+                 JOIN objects o ON o.hash = n.object WHERE n.name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.and_then(|r| {
+            Some(FileRow {
+                version: Version {
+                    size: r.get::<_, i64>(0) as u64,
+                    modified_ns: r.get(1),
+                },
+                hash: catalog::hash_of(&r.get::<_, Vec<u8>>(2))?,
+                key: r.get(3),
+            })
+        }))
+    }
+
+    /// Claims `name` for one upload (a claim whose lease ran out is taken over).
+    async fn claim(&self, name: &str) -> Result<NameClaim, HubError> {
+        let c = self.db().get().await?;
+        let got = c
+            .execute(
+                "INSERT INTO claims (name, hub, expires) VALUES ($1, $2, now() + $3 * interval '1 second')
+                 ON CONFLICT (name) DO UPDATE SET hub = excluded.hub, expires = excluded.expires
+                 WHERE claims.expires < now()",
+                &[&name, &self.hub, &(LEASE.as_secs() as f64)],
+            )
+            .await
+            .map_err(db_err)?;
+        if got == 0 {
+            return Err(HubError::UploadInProgress(name.to_owned()));
+        }
+        Ok(NameClaim {
+            name: name.to_owned(),
+            hub: self.hub.clone(),
+            db: self.db().clone(),
+        })
+    }
+
+    /// Records the object `hash` (stored at `key`) and puts it under `name`. If the content
+    /// was already stored, the new copy is deleted and the name refers to the old one.
+    async fn place(
+        &self,
+        name: &RemoteName,
+        hash: &Hash,
+        size: u64,
+        key: &str,
+        replace: bool,
+        upload_key: Option<&str>,
+    ) -> Result<Version, HubError> {
+        let mut c = self.db().get().await?;
+        let tx = begin_change(&mut c).await?;
+        // Touching the row keeps the object from the collector for the grace period; if the
+        // collector holds the row, this waits until it is gone and records this copy instead.
+        let kept: String = tx
+            .query_one(
+                "INSERT INTO objects (hash, key, size, touched) VALUES ($1, $2, $3, now())
+                 ON CONFLICT (hash) DO UPDATE SET touched = now() RETURNING key",
+                &[&hash.as_slice(), &key, &(size as i64)],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0);
+        let placed = catalog::place_file(&tx, name, hash, size, replace).await;
+        if placed.is_ok() {
+            if let Some(k) = upload_key {
+                tx.execute("DELETE FROM uploads WHERE key = $1", &[&k])
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+        } else {
+            drop(tx);
+        }
+        // A second copy (or one whose name was refused) is not kept.
+        if kept != key || placed.is_err() {
+            let _ = self.shared.s3.delete(&ObjectPath::from(key)).await;
+        }
+        placed
+    }
+
+    /// Deletes objects no name has referred to for the grace period.
+    async fn collect_garbage(&self) -> Result<usize, HubError> {
+        let mut c = self.db().get().await?;
+        let candidates: Vec<Vec<u8>> = c
+            .query(
+                "SELECT hash FROM objects o WHERE touched < now() - $1 * interval '1 second'
+                   AND NOT EXISTS (SELECT 1 FROM names n WHERE n.object = o.hash) LIMIT 1000",
+                &[&self.grace.as_secs_f64()],
+            )
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut removed = 0;
+        for hash in candidates {
+            let tx = c.transaction().await.map_err(db_err)?;
+            // Held while the object is deleted: an upload of the same content waits, then
+            // records its own copy.
+            let row = tx
+                .query_opt(
+                    "SELECT key FROM objects o WHERE hash = $1
+                       AND touched < now() - $2 * interval '1 second'
+                       AND NOT EXISTS (SELECT 1 FROM names n WHERE n.object = o.hash)
+                     FOR UPDATE",
+                    &[&hash, &self.grace.as_secs_f64()],
+                )
+                .await
+                .map_err(db_err)?;
+            let Some(row) = row else { continue };
+            let key: String = row.get(0);
+            match self.shared.s3.delete(&ObjectPath::from(key.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(HubError::Backend(format!("{}: {e}", self.shown))),
+            }
+            tx.execute("DELETE FROM objects WHERE hash = $1", &[&hash])
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Starts (or resumes) the multipart upload of `name`.
+    async fn begin(
+        &self,
+        name: RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+        from: Option<IpAddr>,
+    ) -> Result<PartialUpload, HubError> {
+        let claim = self.claim(name.as_str()).await?;
+        let key = blake3::hash(name.as_str().as_bytes()).to_hex()[..32].to_owned();
+        let address = from.map(|ip| ip.to_string()).unwrap_or_default();
+        let c = self.db().get().await?;
+        let held = c
+            .query_opt(
+                "SELECT size, source_mtime_ns, object_key, upload_id, part_size, name
+                 FROM uploads WHERE key = $1",
+                &[&key],
+            )
+            .await
+            .map_err(db_err)?;
+        let same = held.as_ref().is_some_and(|r| {
+            source_mtime_ns != 0
+                && r.get::<_, i64>(0) as u64 == size
+                && r.get::<_, i64>(1) == source_mtime_ns
+                && r.get::<_, &str>(5) == name.as_str()
+        });
+        let (target, parts) = if let (true, Some(r)) = (same, &held) {
+            let target = Target {
+                key: key.clone(),
+                path: ObjectPath::from(r.get::<_, &str>(2)),
+                upload_id: r.get(3),
+                part_size: r.get::<_, i64>(4) as u64,
+                size,
+            };
+            let parts = held_parts(&c, &key).await?;
+            (target, parts)
+        } else {
+            if let Some(r) = &held {
+                let path = ObjectPath::from(r.get::<_, &str>(2));
+                let _ = self.shared.s3.abort_multipart(&path, &r.get(3)).await;
+                c.execute("DELETE FROM uploads WHERE key = $1", &[&key])
+                    .await
+                    .map_err(db_err)?;
+            }
+            (
+                self.new_upload(&c, &key, &name, size, source_mtime_ns, &address)
+                    .await?,
+                Vec::new(),
+            )
+        };
+        let offset = (parts.len() as u64 * target.part_size).min(size);
+        Ok(PartialUpload::Object(ObjectPartial {
+            name,
+            size,
+            offset,
+            target: Arc::new(target),
+            shared: Arc::clone(&self.shared),
+            held: parts,
+            done: None,
+            keep: source_mtime_ns != 0,
+            _claim: claim,
+        }))
+    }
+
+    async fn new_upload(
+        &self,
+        c: &deadpool_postgres::Object,
+        key: &str,
+        name: &RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+        address: &str,
+    ) -> Result<Target, HubError> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| HubError::Internal(e.to_string()))?;
+        let object_key = format!("objects/{}", troca_proto::hex(&id));
+        let path = ObjectPath::from(object_key.as_str());
+        let upload_id = self
+            .shared
+            .s3
+            .create_multipart(&path)
+            .await
+            .map_err(|e| HubError::Backend(format!("{}: {e}", self.shown)))?;
+        let part_size = part_size_for(size);
+        c.execute(
+            "INSERT INTO uploads (key, name, size, source_mtime_ns, address, object_key,
+                                  upload_id, part_size, touched_ns)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &key,
+                &name.as_str(),
+                &(size as i64),
+                &source_mtime_ns,
+                &address,
+                &object_key,
+                &upload_id,
+                &(part_size as i64),
+                &now_ns(),
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+        Ok(Target {
+            key: key.to_owned(),
+            path,
+            upload_id,
+            part_size,
+            size,
+        })
+    }
+
+    async fn commit_upload(
+        &self,
+        mut upload: ObjectPartial,
+        replace: bool,
+    ) -> Result<Version, HubError> {
+        let Some((parts, hash)) = upload.done.take() else {
+            return Err(HubError::Internal(
+                "an upload committed before it completed".into(),
+            ));
+        };
+        // Refused before the parts are joined, the upload stays resumable (with --force).
+        {
+            let mut c = self.db().get().await?;
+            let tx = c.transaction().await.map_err(db_err)?;
+            match catalog::kind_in(&tx, upload.name.as_str()).await? {
+                Some(Kind::Folder) => return Err(HubError::NotAFile(upload.name.to_string())),
+                Some(_) if !replace => {
+                    return Err(HubError::AlreadyExists(upload.name.to_string()))
+                }
+                _ => {}
+            }
+        }
+        let t = Arc::clone(&upload.target);
+        let ids: Vec<PartId> = parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.etag.clone(),
+            })
+            .collect();
+        self.shared
+            .s3
+            .complete_multipart(&t.path, &t.upload_id, ids)
+            .await
+            .map_err(|e| HubError::Backend(format!("{}: {e}", self.shown)))?;
+        // Joined: the multipart upload is gone whatever happens next.
+        upload.keep = true;
+        let placed = self
+            .place(
+                &upload.name,
+                &hash,
+                upload.size,
+                t.path.as_ref(),
+                replace,
+                Some(&t.key),
+            )
+            .await;
+        if placed.is_err() {
+            let c = self.db().get().await?;
+            let _ = c
+                .execute("DELETE FROM uploads WHERE key = $1", &[&t.key])
+                .await;
+        }
+        placed
+    }
+
+    async fn store_small(
+        &self,
+        file: SmallFile,
+        check: PlaceCheck<'_>,
+    ) -> Result<Version, HubError> {
+        let kind = self.kind_of(file.name.as_str()).await?;
+        check(&file.name, kind, file.replace)?;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| HubError::Internal(e.to_string()))?;
+        let key = format!("objects/{}", troca_proto::hex(&id));
+        let size = file.data.len() as u64;
+        self.shared
+            .s3
+            .put(&ObjectPath::from(key.as_str()), file.data.into())
+            .await
+            .map_err(|e| HubError::Backend(format!("{}: {e}", self.shown)))?;
+        self.place(&file.name, &file.hash, size, &key, file.replace, None)
+            .await
+    }
+
+    async fn kind_of(&self, name: &str) -> Result<Option<Kind>, HubError> {
+        let c = self.db().get().await?;
+        let row = c
+            .query_opt("SELECT object IS NULL FROM names WHERE name = $1", &[&name])
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| if r.get(0) { Kind::Folder } else { Kind::File }))
+    }
+
+    async fn change<T>(
+        &self,
+        f: impl for<'t> AsyncFnOnce(&'t tokio_postgres::Transaction<'t>) -> Result<T, HubError>,
+    ) -> Result<T, HubError> {
+        let mut c = self.db().get().await?;
+        let tx = begin_change(&mut c).await?;
+        let out = f(&*tx).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
+    }
+
+    async fn partial_rows(&self) -> Result<Vec<PartialInfo>, HubError> {
+        let c = self.db().get().await?;
+        let rows = c
+            .query(
+                "SELECT u.key, u.name, u.size, u.address, u.touched_ns, u.part_size,
+                        (SELECT count(*) FROM upload_parts p WHERE p.key = u.key),
+                        EXISTS (SELECT 1 FROM claims c WHERE c.name = u.name AND c.expires > now())
+                 FROM uploads u ORDER BY u.touched_ns",
+                &[],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let size = r.get::<_, i64>(2) as u64;
+                let held = (r.get::<_, i64>(6) as u64 * r.get::<_, i64>(5) as u64).min(size);
+                PartialInfo {
+                    key: r.get(0),
+                    name: r.get(1),
+                    size,
+                    held,
+                    address: r.get(3),
+                    active: r.get(7),
+                    modified_ns: r.get(4),
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes an upload's parts and record.
+    async fn drop_upload(&self, key: &str) -> Result<bool, HubError> {
+        let c = self.db().get().await?;
+        let row = c
+            .query_opt(
+                "DELETE FROM uploads WHERE key = $1 RETURNING object_key, upload_id",
+                &[&key],
+            )
+            .await
+            .map_err(db_err)?;
+        let Some(r) = row else { return Ok(false) };
+        let path = ObjectPath::from(r.get::<_, &str>(0));
+        let _ = self.shared.s3.abort_multipart(&path, &r.get(1)).await;
+        // Joined but never named (the hub stopped in between): the object goes too, unless a
+        // name refers to it.
+        let named = c
+            .query_opt("SELECT 1 FROM objects WHERE key = $1", &[&path.as_ref()])
+            .await
+            .map_err(db_err)?;
+        if named.is_none() {
+            let _ = self.shared.s3.delete(&path).await;
+        }
+        Ok(true)
+    }
+}
+
+async fn held_parts(c: &deadpool_postgres::Object, key: &str) -> Result<Vec<StoredPart>, HubError> {
+    let rows = c
+        .query(
+            "SELECT part, etag, cv FROM upload_parts WHERE key = $1 ORDER BY part",
+            &[&key],
+        )
+        .await
+        .map_err(db_err)?;
+    // Only the parts from the first on, without a gap: the bytes after them are sent again.
+    let mut parts = Vec::new();
+    for r in &rows {
+        let index = r.get::<_, i32>(0) as u64;
+        let Ok(cv) = r.get::<_, Vec<u8>>(2).try_into() else {
+            break;
+        };
+        if index != parts.len() as u64 {
+            break;
+        }
+        parts.push(StoredPart {
+            index,
+            etag: r.get(1),
+            cv,
+        });
+    }
+    Ok(parts)
+}
+
+/// Renews the leases of this hub's claims while the store is open.
+async fn renew_claims(db: Db, hub: String, alive: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(LEASE / 3).await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        if let Ok(c) = db.get().await {
+            let _ = c
+                .execute(
+                    "UPDATE claims SET expires = now() + $2 * interval '1 second' WHERE hub = $1",
+                    &[&hub, &(LEASE.as_secs() as f64)],
+                )
+                .await;
+        }
+    }
+}
+
+/// A name held for one upload, across the group, until dropped.
+#[derive(Debug)]
+pub struct NameClaim {
+    name: String,
+    hub: String,
+    db: Db,
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        let (name, hub, db) = (
+            std::mem::take(&mut self.name),
+            std::mem::take(&mut self.hub),
+            self.db.clone(),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Ok(c) = db.get().await {
+                    let _ = c
+                        .execute(
+                            "DELETE FROM claims WHERE name = $1 AND hub = $2",
+                            &[&name, &hub],
+                        )
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+/// A multipart upload in progress.
+#[derive(Debug)]
+pub struct ObjectPartial {
+    pub name: RemoteName,
+    pub size: u64,
+    pub offset: u64,
+    target: Arc<Target>,
+    shared: Arc<Shared>,
+    /// The parts stored before this start.
+    held: Vec<StoredPart>,
+    /// Every part and the file's hash, once all bytes are stored.
+    done: Option<(Vec<StoredPart>, Hash)>,
+    /// Whether what was stored stays when this ends unfinished (a resumable upload).
+    keep: bool,
+    _claim: NameClaim,
+}
+
+impl ObjectPartial {
+    /// The writer that sends the bytes still to come.
+    pub fn writer(&mut self) -> PartWriter {
+        PartWriter::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.target),
+            std::mem::take(&mut self.held),
+        )
+    }
+
+    /// Every byte is stored: the parts and the hash they make.
+    pub fn completed(&mut self, parts: Vec<StoredPart>, hash: Hash) {
+        self.done = Some((parts, hash));
+    }
+
+    /// The file's hash, once complete.
+    pub fn hash(&self) -> Option<Hash> {
+        self.done.as_ref().map(|(_, h)| *h)
+    }
+
+    pub fn discard(mut self) {
+        self.keep = false;
+    }
+}
+
+impl Drop for ObjectPartial {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let (shared, target) = (Arc::clone(&self.shared), Arc::clone(&self.target));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = shared
+                    .s3
+                    .abort_multipart(&target.path, &target.upload_id)
+                    .await;
+                if let Ok(c) = shared.db.get().await {
+                    let _ = c
+                        .execute("DELETE FROM uploads WHERE key = $1", &[&target.key])
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+impl Store for ObjectStore {
+    fn location(&self) -> String {
+        format!("{} (names in {})", self.shown, self.db().shown())
+    }
+
+    fn list(&self, prefix: &str) -> Vec<troca_proto::msg::Entry> {
+        let pattern = format!("{}%", catalog::like_escape(prefix));
+        let listed: Result<Vec<_>, HubError> = block(async {
+            let c = self.db().get().await?;
+            let rows = c.query(catalog::LIST, &[&pattern]).await.map_err(db_err)?;
+            Ok(rows.iter().map(catalog::entry).collect())
+        });
+        listed.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list");
+            Vec::new()
+        })
+    }
+
+    fn find(&self, text: &str, limit: usize) -> Vec<troca_proto::msg::Entry> {
+        let found: Result<Vec<_>, HubError> = block(async {
+            let c = self.db().get().await?;
+            let rows = c
+                .query(catalog::FIND, &[&text, &(limit as i64)])
+                .await
+                .map_err(db_err)?;
+            Ok(rows.iter().map(catalog::entry).collect())
+        });
+        found.unwrap_or_default()
+    }
+
+    fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError> {
+        block(async {
+            let c = self.db().get().await?;
+            let rows = c
+                .query(catalog::FILES_BENEATH, &[&folder.as_str()])
+                .await
+                .map_err(db_err)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError> {
+        block(self.kind_of(name.as_str()))
+    }
+
+    fn open(&self, name: &RemoteName) -> Result<StoredFile, HubError> {
+        let row = block(self.file_row(name.as_str()))?;
+        let Some(row) = row else {
+            return match block(self.kind_of(name.as_str()))? {
+                Some(Kind::Folder) => Err(HubError::NotAFile(name.to_string())),
+                _ => Err(HubError::NotFound(name.to_string())),
+            };
+        };
+        let body = ObjectBody::new(
+            Arc::clone(&self.shared.s3),
+            ObjectPath::from(row.key.as_str()),
+            row.version.size,
+        );
+        Ok(StoredFile {
+            version: row.version,
+            body: Body::Object(body),
+            hash: Some(row.hash),
+        })
+    }
+
+    fn begin_upload(
+        &self,
+        name: RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+        from: Option<IpAddr>,
+    ) -> Result<PartialUpload, HubError> {
+        block(self.begin(name, size, source_mtime_ns, from))
+    }
+
+    fn commit(&self, upload: PartialUpload, replace: bool) -> Result<Version, HubError> {
+        let PartialUpload::Object(upload) = upload else {
+            return Err(HubError::Internal("an upload of another store".into()));
+        };
+        block(self.commit_upload(upload, replace))
+    }
+
+    fn claim_batch(&self, names: &[&RemoteName], _bytes: u64) -> Vec<Result<Claim, HubError>> {
+        names
+            .iter()
+            .map(|n| block(self.claim(n.as_str())).map(Claim::Object))
+            .collect()
+    }
+
+    fn store_batch(
+        &self,
+        files: Vec<SmallFile>,
+        check: PlaceCheck<'_>,
+    ) -> Vec<Result<Version, HubError>> {
+        files
+            .into_iter()
+            .map(|f| block(self.store_small(f, check)))
+            .collect()
+    }
+
+    fn remove(&self, name: &RemoteName) -> Result<(), HubError> {
+        let n = name.as_str().to_owned();
+        block(
+            self.change(async |tx| match catalog::kind_in(tx, &n).await? {
+                Some(Kind::File) => catalog::delete_beneath(tx, &n).await.map(|_| ()),
+                Some(_) => Err(HubError::NotAFile(n.clone())),
+                None => Err(HubError::NotFound(n.clone())),
+            }),
+        )
+    }
+
+    fn remove_tree(&self, folder: &RemoteName) -> Result<u64, HubError> {
+        let n = folder.as_str().to_owned();
+        block(
+            self.change(async |tx| match catalog::kind_in(tx, &n).await? {
+                Some(Kind::Folder) => catalog::delete_beneath(tx, &n).await,
+                Some(_) => Err(HubError::BadRequest(format!(
+                    "{n:?} is a file, not a folder"
+                ))),
+                None => Err(HubError::NotFound(n.clone())),
+            }),
+        )
+    }
+
+    fn rename(&self, from: &RemoteName, to: &RemoteName, replace: bool) -> Result<(), HubError> {
+        let (from, to) = (from.as_str().to_owned(), to.as_str().to_owned());
+        block(self.change(async |tx| {
+            let Some(kind) = catalog::kind_in(tx, &from).await? else {
+                return Err(HubError::NotFound(from.clone()));
+            };
+            if to.starts_with(&format!("{from}/")) || to == from {
+                return Err(HubError::BadRequest(format!(
+                    "cannot move {from:?} into itself"
+                )));
+            }
+            match catalog::kind_in(tx, &to).await? {
+                Some(Kind::File) if replace && kind == Kind::File => {
+                    catalog::delete_beneath(tx, &to).await?;
+                }
+                Some(_) => return Err(HubError::AlreadyExists(to.clone())),
+                None => {}
+            }
+            catalog::make_ancestors(tx, &to).await?;
+            catalog::move_beneath(tx, &from, &to).await
+        }))
+    }
+
+    fn make_folder(&self, name: &RemoteName) -> Result<bool, HubError> {
+        let n = name.as_str().to_owned();
+        block(
+            self.change(async |tx| match catalog::kind_in(tx, &n).await? {
+                Some(Kind::Folder) => Ok(false),
+                Some(_) => Err(HubError::AlreadyExists(n.clone())),
+                None => {
+                    catalog::make_ancestors(tx, &format!("{n}/")).await?;
+                    Ok(true)
+                }
+            }),
+        )
+    }
+
+    fn partials(&self) -> Vec<PartialInfo> {
+        block(self.partial_rows()).unwrap_or_default()
+    }
+
+    fn remove_partial(&self, key: &str) -> Result<bool, HubError> {
+        let active = block(self.partial_rows())?
+            .into_iter()
+            .any(|p| p.key == key && p.active);
+        if active {
+            return Err(HubError::UploadInProgress(key.to_owned()));
+        }
+        block(self.drop_upload(key))
+    }
+
+    fn clean_partials(&self, ttl: Duration) -> usize {
+        let stale: Vec<String> = block(self.partial_rows())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !p.active && now_ns() - p.modified_ns > ttl.as_nanos() as i64)
+            .map(|p| p.key)
+            .collect();
+        let mut removed = 0;
+        for key in stale {
+            if block(self.drop_upload(&key)).unwrap_or(false) {
+                removed += 1;
+            }
+        }
+        if let Err(e) = block(self.collect_garbage()) {
+            tracing::warn!(error = %e, "cannot delete unused objects");
+        }
+        removed
+    }
+}
