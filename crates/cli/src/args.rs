@@ -453,26 +453,38 @@ pub enum TokenCommand {
         /// A note for `token list`, e.g. who has it.
         #[arg(long, default_value = "")]
         label: String,
-        /// The hub's state folder (default: ./troca-files/.troca).
-        #[arg(long, value_name = "PATH")]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        place: TokenPlace,
     },
     /// List tokens (never their secrets).
     #[command(after_help = "Example:\n  troca token list --state ~/shared/.troca")]
     List {
-        /// The hub's state folder (default: ./troca-files/.troca).
-        #[arg(long, value_name = "PATH")]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        place: TokenPlace,
     },
     /// Revoke a token; hubs refuse it from their next check on.
     #[command(after_help = "Example:\n  troca token revoke 3")]
     Revoke {
         /// The token's id, as `token list` shows it.
         id: i64,
-        /// The hub's state folder (default: ./troca-files/.troca).
-        #[arg(long, value_name = "PATH")]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        place: TokenPlace,
     },
+}
+
+/// Where a hub's tokens are: its state folder, or the group's database.
+#[derive(Debug, Args)]
+pub struct TokenPlace {
+    /// The hub's state folder (default: ./troca-files/.troca).
+    #[arg(long, value_name = "PATH", conflicts_with = "db")]
+    pub state: Option<PathBuf>,
+    /// The database of a group of hubs (`postgres://USER@HOST:PORT/DB`, as given to `serve
+    /// --db`); the password from PGPASSWORD or --db-password-file.
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// A file holding the database password.
+    #[arg(long, value_name = "PATH", requires = "db")]
+    pub db_password_file: Option<PathBuf>,
 }
 
 /// What one tracker holds at most: a bound on its memory and on what one address can take.

@@ -1,11 +1,12 @@
 //! `troca token create|list|revoke`: manages a hub's tokens directly in its state folder, on the
 //! hub's machine. A running hub sees the changes at its next check.
 
-use crate::args::{Global, TokenCommand};
+use crate::args::{Global, TokenCommand, TokenPlace};
 use crate::output::{self, print_json};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use troca_hub::records::postgres::PgTokens;
 use troca_hub::records::sqlite::SqliteTokens;
 use troca_hub::records::{NewToken, Role, Tokens};
 
@@ -14,8 +15,20 @@ fn state_dir(state: Option<PathBuf>) -> PathBuf {
     state.unwrap_or_else(|| PathBuf::from("./troca-files").join(troca_proto::name::STATE_DIR_NAME))
 }
 
-fn open(state: Option<PathBuf>) -> Result<SqliteTokens> {
-    let dir = state_dir(state);
+fn open(place: TokenPlace) -> Result<Box<dyn Tokens>> {
+    if let Some(url) = place.db {
+        let address = troca_hub::pg::DbAddress {
+            url,
+            password_file: place.db_password_file,
+        };
+        let db = RUNTIME
+            .block_on(troca_hub::pg::Db::open(&address))
+            .context("cannot open the group's database")?;
+        // This command never checks tokens, so no admin token is needed: a hash nobody has.
+        let nobody = blake3::hash(b"no admin token here");
+        return Ok(Box::new(PgTokens::new(db, nobody)));
+    }
+    let dir = state_dir(place.state);
     if !dir.is_dir() {
         bail!(
             "{} is not a hub's state folder (run \"troca serve\" once, or pass --state PATH)",
@@ -24,15 +37,25 @@ fn open(state: Option<PathBuf>) -> Result<SqliteTokens> {
     }
     let (tokens, _) =
         SqliteTokens::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
-    Ok(tokens)
+    Ok(Box::new(tokens))
 }
+
+/// The database is reached from blocking code; this runtime runs its connections.
+static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+});
 
 pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
     match cmd {
-        TokenCommand::Create { role, label, state } => {
+        TokenCommand::Create { role, label, place } => {
             let role = Role::parse(&role).expect("clap checked the role");
             let now = jiff::Timestamp::now().as_nanosecond() as i64;
-            let NewToken { id, secret } = open(state)?.create(role, &label, now)?;
+            let NewToken { id, secret } =
+                in_runtime(|| open(place)?.create(role, &label, now).map_err(Into::into))?;
             // The secret, and only it, on stdout; everything else on stderr.
             println!("{secret}");
             if !global.quiet {
@@ -42,8 +65,8 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
                 );
             }
         }
-        TokenCommand::List { state } => {
-            let tokens = open(state)?.list()?;
+        TokenCommand::List { place } => {
+            let tokens = in_runtime(|| open(place)?.list().map_err(Into::into))?;
             if global.json {
                 let rows: Vec<_> = tokens
                     .iter()
@@ -75,8 +98,8 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
                 }
             }
         }
-        TokenCommand::Revoke { id, state } => {
-            if !open(state)?.revoke(id)? {
+        TokenCommand::Revoke { id, place } => {
+            if !in_runtime(|| open(place)?.revoke(id).map_err(Into::into))? {
                 bail!("there is no token {id}");
             }
             if !global.quiet {
@@ -85,4 +108,9 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `f` inside the runtime (the database's calls block in place on it).
+fn in_runtime<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    RUNTIME.block_on(async { tokio::task::block_in_place(f) })
 }

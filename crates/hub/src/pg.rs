@@ -10,6 +10,7 @@ use crate::error::HubError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the database is and how to log in.
@@ -21,10 +22,14 @@ pub struct DbAddress {
     pub password_file: Option<PathBuf>,
 }
 
-/// A pool of connections to the group's database.
+/// A pool of connections to the group's database, and this hub's own connection.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// One connection held for the hub's lifetime: the session locks it takes (the names being
+    /// uploaded) and its presence last exactly as long as the hub, so a hub that dies releases
+    /// them at once, without a lease to wait out.
+    session: Arc<tokio::sync::Mutex<tokio_postgres::Client>>,
     /// `HOST:PORT/DB`, for messages (never the password).
     shown: String,
 }
@@ -37,6 +42,13 @@ impl std::fmt::Debug for Db {
 
 /// Connections held at most (each a PostgreSQL backend process).
 const POOL_SIZE: usize = 24;
+
+/// Now, in ns since the epoch (what every record's times are in).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
 
 /// Runs `f` to completion from blocking code: a blocking-pool thread, or a worker of a
 /// multi-thread runtime (which hands its other tasks to another worker meanwhile).
@@ -56,6 +68,15 @@ impl Db {
     pub async fn open(address: &DbAddress) -> Result<Self, HubError> {
         let config = pg_config(address)?;
         let shown = shown(&config);
+        let (session, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| HubError::Backend(format!("cannot reach the database {shown}: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "the hub's database session ended");
+            }
+        });
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -70,7 +91,11 @@ impl Db {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| HubError::Backend(format!("database {shown}: {e}")))?;
-        let db = Self { pool, shown };
+        let db = Self {
+            pool,
+            session: Arc::new(tokio::sync::Mutex::new(session)),
+            shown,
+        };
         db.create_schema()
             .await
             .map_err(|e| HubError::Backend(format!("database {}: {e}", db.shown)))?;
@@ -80,6 +105,11 @@ impl Db {
     /// `HOST:PORT/DB`, for the operator's log.
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// The hub's own connection (see [`Db`]).
+    pub async fn session(&self) -> tokio::sync::MutexGuard<'_, tokio_postgres::Client> {
+        self.session.lock().await
     }
 
     /// A connection from the pool.
@@ -141,11 +171,13 @@ CREATE TABLE IF NOT EXISTS key_owners (
     key_hash bytea NOT NULL
 );
 -- Each running hub, and the clients connected to it (rewritten on every heartbeat).
+-- A hub is alive while its session (pid, backend_start) is.
 CREATE TABLE IF NOT EXISTS hubs (
     id text PRIMARY KEY,
     address text NOT NULL,
     started_ns bigint NOT NULL,
-    seen timestamptz NOT NULL
+    pid integer NOT NULL,
+    backend_start timestamptz NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sessions (
     hub text NOT NULL,
@@ -193,12 +225,6 @@ CREATE TABLE IF NOT EXISTS upload_parts (
     -- The BLAKE3 chaining value of the part's subtree: the whole file's hash is made from these.
     cv bytea NOT NULL,
     PRIMARY KEY (key, part)
-);
--- A name being uploaded, held by one hub until its lease runs out.
-CREATE TABLE IF NOT EXISTS claims (
-    name text COLLATE "C" PRIMARY KEY,
-    hub text NOT NULL,
-    expires timestamptz NOT NULL
 );
 "#;
 

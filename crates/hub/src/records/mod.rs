@@ -14,12 +14,7 @@ pub use history::{Entry, Page, PageQuery, Pending, MAX_SCAN};
 
 use crate::error::HubError;
 
-/// Now, in ns since the epoch.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+pub use crate::pg::now_ns;
 
 /// The request history.
 pub trait History: Send + Sync + std::fmt::Debug {

@@ -4,8 +4,8 @@
 //! "a folder moved into itself" are decided against a namespace nobody else is changing.
 
 use crate::error::HubError;
+use crate::pg::now_ns;
 use crate::pg::{db_err, NAMES_LOCK};
-use crate::records::now_ns;
 use crate::store::{Kind, Version};
 use tokio_postgres::Transaction;
 use troca_proto::msg::Entry;

@@ -8,8 +8,10 @@
 //! an upload in flight when its name went away still finds it.
 //!
 //! Uploads stream into multipart uploads ([`parts`]), resumable through any hub of the group
-//! because the parts held are recorded in the database. One upload per name at a time across
-//! the group: a claim row with a lease the holding hub renews.
+//! because the parts held are recorded in the database. An upload is held by one hub at a time
+//! with a session lock on the hub's own database connection, so a hub that dies releases it at
+//! once. Two uploads of different files to one new name run side by side; the first to commit
+//! takes the name and the other is refused (`already_exists`) and its object deleted.
 
 mod body;
 mod catalog;
@@ -22,8 +24,8 @@ use self::parts::{part_size_for, PartWriter, StoredPart, Target};
 use super::{Body, Version};
 use super::{Claim, Kind, PartialInfo, PartialUpload, PlaceCheck, SmallFile, Store, StoredFile};
 use crate::error::HubError;
+use crate::pg::now_ns;
 use crate::pg::{block, db_err, Db};
-use crate::records::now_ns;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
@@ -123,24 +125,22 @@ pub struct Shared {
 
 /// Part buffers in flight over all uploads at once.
 const PARTS_IN_FLIGHT: usize = 32;
-/// How long a claim on a name lasts unless its hub renews it.
-const LEASE: Duration = Duration::from_secs(30);
 
 /// Files in an object store, names in the group's database.
 #[derive(Debug)]
 pub struct ObjectStore {
     shared: Arc<Shared>,
     shown: String,
-    /// This hub, in the claims it holds.
-    hub: String,
+    /// The uploads this hub holds (its session's locks are re-entrant, so it must not take
+    /// one twice).
+    held: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
     /// How long an object no name refers to is kept.
     grace: Duration,
 }
 
 impl ObjectStore {
-    /// Connects to the store (checking the bucket is there and the keys work) and starts
-    /// renewing this hub's claims.
-    pub fn open(address: &S3Address, db: Db, hub: &str, grace: Duration) -> Result<Self, HubError> {
+    /// Connects to the store, checking the bucket is there and the keys work.
+    pub fn open(address: &S3Address, db: Db, grace: Duration) -> Result<Self, HubError> {
         let (key, secret) = credentials(address)?;
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&address.bucket)
@@ -178,14 +178,9 @@ impl ObjectStore {
                 part_memory: Arc::new(Semaphore::new(PARTS_IN_FLIGHT)),
             }),
             shown,
-            hub: hub.to_owned(),
+            held: Arc::default(),
             grace,
         };
-        tokio::spawn(renew_claims(
-            store.shared.db.clone(),
-            store.hub.clone(),
-            Arc::downgrade(&store.shared),
-        ));
         Ok(store)
     }
 
@@ -215,26 +210,33 @@ impl ObjectStore {
         }))
     }
 
-    /// Claims `name` for one upload (a claim whose lease ran out is taken over).
-    async fn claim(&self, name: &str) -> Result<NameClaim, HubError> {
-        let c = self.db().get().await?;
-        let got = c
-            .execute(
-                "INSERT INTO claims (name, hub, expires) VALUES ($1, $2, now() + $3 * interval '1 second')
-                 ON CONFLICT (name) DO UPDATE SET hub = excluded.hub, expires = excluded.expires
-                 WHERE claims.expires < now()",
-                &[&name, &self.hub, &(LEASE.as_secs() as f64)],
-            )
-            .await
-            .map_err(db_err)?;
-        if got == 0 {
-            return Err(HubError::UploadInProgress(name.to_owned()));
+    /// Holds upload `key` for this hub (refused if another upload holds it, here or on
+    /// another hub).
+    async fn claim(&self, key: &str) -> Result<NameClaim, HubError> {
+        let lock = lock_key(key);
+        if !self.held.lock().expect("claims poisoned").insert(lock) {
+            return Err(HubError::UploadInProgress(key.to_owned()));
         }
-        Ok(NameClaim {
-            name: name.to_owned(),
-            hub: self.hub.clone(),
+        let claim = NameClaim {
+            lock,
+            held: Arc::clone(&self.held),
             db: self.db().clone(),
-        })
+        };
+        let got: bool = self
+            .db()
+            .session()
+            .await
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
+            .await
+            .map_err(db_err)?
+            .get(0);
+        if !got {
+            // Not ours to unlock.
+            self.held.lock().expect("claims poisoned").remove(&lock);
+            std::mem::forget(claim);
+            return Err(HubError::UploadInProgress(key.to_owned()));
+        }
+        Ok(claim)
     }
 
     /// Records the object `hash` (stored at `key`) and puts it under `name`. If the content
@@ -331,8 +333,11 @@ impl ObjectStore {
         source_mtime_ns: i64,
         from: Option<IpAddr>,
     ) -> Result<PartialUpload, HubError> {
-        let claim = self.claim(name.as_str()).await?;
-        let key = blake3::hash(name.as_str().as_bytes()).to_hex()[..32].to_owned();
+        let key = upload_key(&name, size, source_mtime_ns)?;
+        let claim = self.claim(&key).await.map_err(|e| match e {
+            HubError::UploadInProgress(_) => HubError::UploadInProgress(name.to_string()),
+            e => e,
+        })?;
         let address = from.map(|ip| ip.to_string()).unwrap_or_default();
         let c = self.db().get().await?;
         let held = c
@@ -383,7 +388,7 @@ impl ObjectStore {
             held: parts,
             done: None,
             keep: source_mtime_ns != 0,
-            _claim: claim,
+            claim: Arc::new(claim),
         }))
     }
 
@@ -534,13 +539,25 @@ impl ObjectStore {
         let rows = c
             .query(
                 "SELECT u.key, u.name, u.size, u.address, u.touched_ns, u.part_size,
-                        (SELECT count(*) FROM upload_parts p WHERE p.key = u.key),
-                        EXISTS (SELECT 1 FROM claims c WHERE c.name = u.name AND c.expires > now())
+                        (SELECT count(*) FROM upload_parts p WHERE p.key = u.key)
                  FROM uploads u ORDER BY u.touched_ns",
                 &[],
             )
             .await
             .map_err(db_err)?;
+        // Uploads being sent are held by a session lock, on whichever hub.
+        let locks: std::collections::HashSet<i64> = c
+            .query(
+                "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+                 WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         Ok(rows
             .iter()
             .map(|r| {
@@ -552,7 +569,7 @@ impl ObjectStore {
                     size,
                     held,
                     address: r.get(3),
-                    active: r.get(7),
+                    active: locks.contains(&lock_key(r.get(0))),
                     modified_ns: r.get(4),
                 }
             })
@@ -612,50 +629,48 @@ async fn held_parts(c: &deadpool_postgres::Object, key: &str) -> Result<Vec<Stor
     Ok(parts)
 }
 
-/// Renews the leases of this hub's claims while the store is open.
-async fn renew_claims(db: Db, hub: String, alive: std::sync::Weak<Shared>) {
-    loop {
-        tokio::time::sleep(LEASE / 3).await;
-        if alive.upgrade().is_none() {
-            return;
-        }
-        if let Ok(c) = db.get().await {
-            let _ = c
-                .execute(
-                    "UPDATE claims SET expires = now() + $2 * interval '1 second' WHERE hub = $1",
-                    &[&hub, &(LEASE.as_secs() as f64)],
-                )
-                .await;
-        }
+/// The key of an upload in the records: the same for the same file (name, size and the
+/// source's mtime), so any hub finds it to resume; random when the source is unknown.
+fn upload_key(name: &RemoteName, size: u64, source_mtime_ns: i64) -> Result<String, HubError> {
+    if source_mtime_ns == 0 {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| HubError::Internal(e.to_string()))?;
+        return Ok(troca_proto::hex(&id));
     }
+    let mut h = blake3::Hasher::new();
+    h.update(name.as_str().as_bytes());
+    h.update(&size.to_le_bytes());
+    h.update(&source_mtime_ns.to_le_bytes());
+    Ok(h.finalize().to_hex()[..32].to_owned())
 }
 
-/// A name held for one upload, across the group, until dropped.
+/// The session lock that holds upload `key`.
+fn lock_key(key: &str) -> i64 {
+    let h = blake3::hash(key.as_bytes());
+    i64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// An upload held by this hub until dropped.
 #[derive(Debug)]
 pub struct NameClaim {
-    name: String,
-    hub: String,
+    lock: i64,
+    held: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
     db: Db,
 }
 
 impl Drop for NameClaim {
     fn drop(&mut self) {
-        let (name, hub, db) = (
-            std::mem::take(&mut self.name),
-            std::mem::take(&mut self.hub),
-            self.db.clone(),
-        );
+        let (lock, held, db) = (self.lock, Arc::clone(&self.held), self.db.clone());
+        let release = async move {
+            let _ = db
+                .session()
+                .await
+                .query_one("SELECT pg_advisory_unlock($1)", &[&lock])
+                .await;
+            held.lock().expect("claims poisoned").remove(&lock);
+        };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Ok(c) = db.get().await {
-                    let _ = c
-                        .execute(
-                            "DELETE FROM claims WHERE name = $1 AND hub = $2",
-                            &[&name, &hub],
-                        )
-                        .await;
-                }
-            });
+            rt.spawn(release);
         }
     }
 }
@@ -674,7 +689,7 @@ pub struct ObjectPartial {
     done: Option<(Vec<StoredPart>, Hash)>,
     /// Whether what was stored stays when this ends unfinished (a resumable upload).
     keep: bool,
-    _claim: NameClaim,
+    claim: Arc<NameClaim>,
 }
 
 impl ObjectPartial {
@@ -684,6 +699,7 @@ impl ObjectPartial {
             Arc::clone(&self.shared),
             Arc::clone(&self.target),
             std::mem::take(&mut self.held),
+            Arc::clone(&self.claim) as Arc<dyn std::any::Any + Send + Sync>,
         )
     }
 
@@ -809,7 +825,7 @@ impl Store for ObjectStore {
     fn claim_batch(&self, names: &[&RemoteName], _bytes: u64) -> Vec<Result<Claim, HubError>> {
         names
             .iter()
-            .map(|n| block(self.claim(n.as_str())).map(Claim::Object))
+            .map(|n| block(self.claim(&format!("small:{n}"))).map(Claim::Object))
             .collect()
     }
 

@@ -105,13 +105,29 @@ pub struct PartWriter {
     mine: Arc<Semaphore>,
     spare: Option<IoBuf>,
     failed: Option<io::Error>,
+    /// Held by each part in flight too: a part sent after the client left is still recorded
+    /// before another hub may resume the upload.
+    claim: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        // Whole parts go on to the store and the records, so a resume starts after them.
+        self.sending.detach_all();
+    }
 }
 
 impl PartWriter {
     /// Continues `target` after the parts already `held` (the first `held.len()` parts).
-    pub fn new(shared: Arc<Shared>, target: Arc<Target>, held: Vec<StoredPart>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        target: Arc<Target>,
+        held: Vec<StoredPart>,
+        claim: Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Self {
         let index = held.len() as u64;
         Self {
+            claim,
             shared,
             target,
             current: Vec::new(),
@@ -174,8 +190,12 @@ impl PartWriter {
         let index = self.index;
         self.index += 1;
         let (shared, target) = (Arc::clone(&self.shared), Arc::clone(&self.target));
-        self.sending
-            .spawn(send_part(shared, target, index, data, [mine, all]));
+        let claim = Arc::clone(&self.claim);
+        self.sending.spawn(async move {
+            let sent = send_part(shared, target, index, data, [mine, all]).await;
+            drop(claim);
+            sent
+        });
     }
 
     /// Collects the parts already sent, keeping the first failure.
@@ -202,6 +222,11 @@ impl PartWriter {
     /// Sends what is left and waits for every part: all the parts, in order, and the file's
     /// hash.
     pub async fn finish(mut self) -> io::Result<(Vec<StoredPart>, Hash)> {
+        let stored = self.wait().await;
+        stored
+    }
+
+    async fn wait(&mut self) -> io::Result<(Vec<StoredPart>, Hash)> {
         // Every full part was sent as it filled; an empty file is one empty part.
         if self.failed.is_none() && self.target.size == 0 && self.index == 0 {
             self.launch().await;
@@ -209,10 +234,10 @@ impl PartWriter {
         while let Some(done) = self.sending.join_next().await {
             self.collect(done);
         }
-        if let Some(e) = self.failed {
+        if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        let parts: Vec<StoredPart> = self.stored.into_values().collect();
+        let parts: Vec<StoredPart> = std::mem::take(&mut self.stored).into_values().collect();
         let t = &self.target;
         let expected = t.size.div_ceil(t.part_size).max(1);
         if parts.len() as u64 != expected
@@ -294,7 +319,7 @@ async fn record_part(
     .map_err(db_err)?;
     c.execute(
         "UPDATE uploads SET touched_ns = $2 WHERE key = $1",
-        &[&target.key, &crate::records::now_ns()],
+        &[&target.key, &crate::pg::now_ns()],
     )
     .await
     .map_err(db_err)?;

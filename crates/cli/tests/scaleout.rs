@@ -1,0 +1,495 @@
+//! Several hubs on one object store (Ceph RGW) and one PostgreSQL, started by the test command
+//! (`scripts/services`) once for the whole run; each test has its own bucket and database.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use troca_net::HubClient;
+use troca_proto::msg::Put;
+
+const MIB: u64 = 1 << 20;
+
+/// The engines the test command started, from the variables `scripts/services` writes.
+struct Engines {
+    pg: String,
+    pg_password: String,
+    s3: String,
+    key: String,
+    secret: String,
+}
+
+fn engines() -> Option<Engines> {
+    let var = |k: &str| std::env::var(k).ok();
+    let found = (|| {
+        Some(Engines {
+            pg: var("TROCA_TEST_PG")?,
+            pg_password: var("TROCA_TEST_PGPASSWORD")?,
+            s3: var("TROCA_TEST_S3")?,
+            key: var("TROCA_TEST_S3_KEY")?,
+            secret: var("TROCA_TEST_S3_SECRET")?,
+        })
+    })();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "TROCA_TEST_PG and TROCA_TEST_S3 are not set; the test command (scripts/test) \
+             starts PostgreSQL and Ceph RGW with scripts/services"
+        );
+        eprintln!("skipped: no PostgreSQL and object store (run scripts/services start DIR and source DIR/env)");
+    }
+    found
+}
+
+/// A group's own bucket and database, and the files holding their secrets.
+struct Group {
+    e: Engines,
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Group {
+    fn new() -> Option<Group> {
+        let e = engines()?;
+        let mut id = [0u8; 6];
+        getrandom::fill(&mut id).unwrap();
+        let name = format!("t{}", troca_proto::hex(&id));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pgpass"), &e.pg_password).unwrap();
+        std::fs::write(
+            dir.path().join("s3creds"),
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                e.key, e.secret
+            ),
+        )
+        .unwrap();
+        let g = Group { e, name, dir };
+        g.psql("postgres", &format!("CREATE DATABASE {}", g.name));
+        let made = g.s3(&["-X", "PUT"], "");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        Some(g)
+    }
+
+    /// Runs SQL in the group's database (or `db`); the output, unaligned.
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg(format!("{}/{db}", self.e.pg))
+            .args(["-XAtqc", sql])
+            .env("PGPASSWORD", &self.e.pg_password)
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        self.psql(&self.name, sql)
+    }
+
+    /// A SigV4-signed request to the group's bucket (`path` after it).
+    fn s3(&self, args: &[&str], path: &str) -> Output {
+        Command::new("curl")
+            .args(["-sf", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+            .arg(format!("{}:{}", self.e.key, self.e.secret))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            .args(args)
+            .arg(format!("{}/{}{path}", self.e.s3, self.name))
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .expect("run curl")
+    }
+
+    /// The keys of the objects in the bucket.
+    fn objects(&self) -> Vec<String> {
+        let out = self.s3(&[], "?list-type=2");
+        assert!(out.status.success());
+        let xml = String::from_utf8_lossy(&out.stdout);
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    fn store_args(&self) -> Vec<String> {
+        vec![
+            "--store".into(),
+            format!("s3://{}?endpoint={}", self.name, self.e.s3),
+            "--store-credentials-file".into(),
+            self.dir.path().join("s3creds").display().to_string(),
+            "--db".into(),
+            format!("{}/{}", self.e.pg, self.name),
+            "--db-password-file".into(),
+            self.dir.path().join("pgpass").display().to_string(),
+        ]
+    }
+
+    /// A hub of the group, its state in `state`.
+    fn hub(&self, state: &Path, name: &str, extra: &[&str]) -> Hub {
+        let mut args: Vec<String> = self.store_args();
+        args.extend(["--hub-name".into(), name.into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Hub::start(state, &args)
+    }
+}
+
+/// Runs the client against `hub` with the data folder (owner key, known hubs) `data`.
+fn troca_in(hub: &Hub, data: &Path, cwd: &Path, args: &[&str]) -> Output {
+    hub.trust_in(data);
+    Command::new(TROCA)
+        .current_dir(cwd)
+        .envs(hub.client_env())
+        .env("XDG_DATA_HOME", data)
+        .env_remove("TROCA_TOKEN")
+        .args(args)
+        .output()
+        .expect("run troca")
+}
+
+fn listing(hub: &Hub, cwd: &Path) -> String {
+    ok(&hub.troca(cwd, &["ls"]))
+}
+
+/// Waits (polling the records) until `sql` answers `want`.
+fn wait_for(g: &Group, sql: &str, want: &str) {
+    for _ in 0..1000 {
+        if g.sql(sql) == want {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{sql} never answered {want} (last: {})", g.sql(sql));
+}
+
+struct Two {
+    g: Group,
+    a: Hub,
+    b: Hub,
+    _dirs: (Scratch, Scratch),
+    client: PathBuf,
+}
+
+fn two_hubs(extra: &[&str]) -> Option<Two> {
+    let g = Group::new()?;
+    let (sa, sb) = (Scratch::new(), Scratch::new());
+    let a = g.hub(&sa.share, "hub-a", extra);
+    let b = g.hub(&sb.share, "hub-b", extra);
+    let client = sa.client.clone();
+    Some(Two {
+        g,
+        a,
+        b,
+        client,
+        _dirs: (sa, sb),
+    })
+}
+
+/// A token made for the whole group with `troca token create --db`.
+fn group_token(g: &Group, role: &str) -> String {
+    let args = g.store_args();
+    let out = Command::new(TROCA)
+        .args(["token", "create", "--role", role, "--label", "ana"])
+        .args(&args[4..])
+        .output()
+        .unwrap();
+    let token = ok(&out).trim().to_owned();
+    assert!(token.starts_with("troca_"), "{token}");
+    token
+}
+
+#[test]
+fn a_file_put_through_one_hub_is_listed_fetched_and_deleted_through_the_other() {
+    let Some(t) = two_hubs(&[]) else { return };
+    let token = group_token(&t.g, "write");
+    let src = t.client.join("one.bin");
+    random_file(&src, 20 * MIB + 12345, "scale-one");
+    ok(&t.a.troca_with(
+        &t.client,
+        &token,
+        &["put", "one.bin", "--as", "docs/one.bin"],
+    ));
+
+    assert!(listing(&t.b, &t.client).contains("docs/one.bin"));
+    let out = t.client.join("out");
+    ok(&t.b.troca(&t.client, &["get", "docs/one.bin", "-o", "out/"]));
+    assert_eq!(hash_file(&out.join("one.bin")), hash_file(&src));
+    // The bytes are one object in the bucket, the name a row in the database.
+    assert_eq!(t.g.objects().len(), 1);
+    assert_eq!(
+        t.g.sql("SELECT size FROM names WHERE name = 'docs/one.bin'"),
+        (20 * MIB + 12345).to_string()
+    );
+
+    // Someone else may not delete it; the uploading token may, through the other hub: tokens
+    // and owners are the group's.
+    fails(&t.b.troca(&t.client, &["rm", "docs/one.bin"]), 1);
+    ok(&t.b.troca_with(&t.client, &token, &["rm", "docs/one.bin"]));
+    assert!(!listing(&t.a, &t.client).contains("one.bin"));
+    let gone =
+        t.a.troca(&t.client, &["get", "docs/one.bin", "-o", "out2/"]);
+    assert!(!gone.status.success());
+
+    // Both hubs' requests are in one history, in order (hub A writes its own entries as
+    // they come, so they may take a moment to show).
+    let ops_on = |hub: &Hub| -> Vec<String> {
+        let history = ok(&hub.troca(&t.client, &["--json", "history"]));
+        let all: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+        all.iter()
+            .filter(|e| e["target"] == "docs/one.bin")
+            .map(|e| e["op"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let mut ops = ops_on(&t.b);
+    for _ in 0..500 {
+        if ops.contains(&"put".to_owned()) && ops.contains(&"rm".to_owned()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        ops = ops_on(&t.b);
+    }
+    let put = ops
+        .iter()
+        .position(|o| o == "put")
+        .expect("the put, from hub A");
+    let rm = ops
+        .iter()
+        .rposition(|o| o == "rm")
+        .expect("the rm, from hub B");
+    assert!(rm < put, "newest first: {ops:?}");
+    assert_eq!(ops, ops_on(&t.a), "the same history on both hubs");
+}
+
+#[test]
+fn a_token_made_for_the_group_works_on_every_hub() {
+    let Some(t) = two_hubs(&["--require-token"]) else {
+        return;
+    };
+    let token = group_token(&t.g, "write");
+    std::fs::write(t.client.join("a.txt"), "through a").unwrap();
+    ok(&t.a.troca_with(&t.client, &token, &["put", "a.txt"]));
+    let got = ok(&t
+        .b
+        .troca_with(&t.client, &token, &["get", "a.txt", "-o", "-"]));
+    assert_eq!(got, "through a");
+    fails(&t.b.troca(&t.client, &["ls"]), 1);
+}
+
+/// Sends the first `len` bytes of `file` as an upload and drops the connection.
+async fn abandon_upload(hub: &Hub, file: &Path, name: &str, len: u64) {
+    let meta = std::fs::metadata(file).unwrap();
+    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
+    let mut up = client
+        .put(Put {
+            name: name.into(),
+            size: meta.len(),
+            source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
+            force: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(up.offset(), 0);
+    let data = std::fs::read(file).unwrap();
+    up.write(&data[..len as usize]).await.unwrap();
+}
+
+/// The parts of uploads recorded, and session locks held on uploads.
+const PARTS: &str = "SELECT count(*) FROM upload_parts";
+const HELD: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_on_one_hub_resumes_on_the_other() {
+    let Some(t) = two_hubs(&[]) else { return };
+    let src = t.client.join("big.bin");
+    random_file(&src, 40 * MIB, "scale-resume");
+    // Two parts of 8 MiB are whole in 20 MiB: those are kept.
+    abandon_upload(&t.a, &src, "big.bin", 20 * MIB).await;
+    wait_for(&t.g, PARTS, "2");
+    wait_for(&t.g, HELD, "0");
+    assert!(
+        !listing(&t.b, &t.client).contains("big.bin"),
+        "no name before it is whole"
+    );
+
+    let out = t.b.troca(&t.client, &["put", "big.bin"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(
+        err.contains(&format!("resuming upload of big.bin at byte {}", 16 * MIB)),
+        "{err}"
+    );
+    let back = t.client.join("back");
+    ok(&t.a.troca(&t.client, &["get", "big.bin", "-o", "back/"]));
+    assert_eq!(hash_file(&back.join("big.bin")), hash_file(&src));
+    assert_eq!(t.g.sql("SELECT count(*) FROM uploads"), "0");
+}
+
+#[test]
+fn the_same_new_name_through_two_hubs_at_once_has_one_winner_and_no_orphan() {
+    let Some(t) = two_hubs(&["--object-grace", "1s", "--partial-ttl", "4s"]) else {
+        return;
+    };
+    let (one, two) = (t.client.join("one.bin"), t.client.join("two.bin"));
+    random_file(&one, 24 * MIB, "race-one");
+    random_file(&two, 24 * MIB, "race-two");
+    let (a, b, c) = (&t.a, &t.b, &t.client);
+    let (ra, rb) = std::thread::scope(|s| {
+        let ra = s.spawn(|| a.troca(c, &["put", "one.bin", "--as", "race.bin"]));
+        let rb = s.spawn(|| b.troca(c, &["put", "two.bin", "--as", "race.bin"]));
+        (ra.join().unwrap(), rb.join().unwrap())
+    });
+    assert!(
+        ra.status.success() != rb.status.success(),
+        "exactly one wins: {ra:?} {rb:?}"
+    );
+    let (winner, loser) = if ra.status.success() {
+        (&one, &rb)
+    } else {
+        (&two, &ra)
+    };
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    let back = t.client.join("back");
+    ok(&t.a.troca(&t.client, &["get", "race.bin", "-o", "back/"]));
+    assert_eq!(hash_file(&back.join("race.bin")), hash_file(winner));
+    // The loser's object is gone from the bucket; only the winner's is left.
+    for _ in 0..500 {
+        if t.g.objects().len() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(t.g.objects().len(), 1, "{:?}", t.g.objects());
+    assert_eq!(t.g.sql("SELECT count(*) FROM objects"), "1");
+}
+
+#[test]
+fn identical_content_is_stored_once_and_freed_after_its_last_name_and_the_grace_period() {
+    let Some(t) = two_hubs(&["--object-grace", "1s", "--partial-ttl", "4s"]) else {
+        return;
+    };
+    let src = t.client.join("same.bin");
+    random_file(&src, 9 * MIB, "dedup");
+    ok(&t
+        .a
+        .troca(&t.client, &["put", "same.bin", "--as", "x/one.bin"]));
+    ok(&t
+        .b
+        .troca(&t.client, &["put", "same.bin", "--as", "y/two.bin"]));
+    assert_eq!(t.g.objects().len(), 1);
+    // A rename is a row update: the object stays as it is.
+    ok(&t.a.troca(&t.client, &["mv", "x/one.bin", "z/three.bin"]));
+    assert_eq!(t.g.objects().len(), 1);
+    let admin = t.a.admin_token();
+    ok(&t.a.troca_with(&t.client, &admin, &["rm", "z/three.bin"]));
+    // Still named as y/two.bin: kept, however long it waits.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(t.g.objects().len(), 1);
+    ok(&t.a.troca_with(&t.client, &admin, &["rm", "y/two.bin"]));
+    wait_for(&t.g, "SELECT count(*) FROM objects", "0");
+    assert!(t.g.objects().is_empty(), "{:?}", t.g.objects());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_mid_upload_loses_nothing_and_shows_no_name() {
+    let Some(t) = two_hubs(&[]) else { return };
+    std::fs::write(t.client.join("before.txt"), "kept").unwrap();
+    ok(&t.a.troca(&t.client, &["put", "before.txt"]));
+    let src = t.client.join("big.bin");
+    random_file(&src, 32 * MIB, "killed");
+    let meta = std::fs::metadata(&src).unwrap();
+    let mut client = HubClient::connect(&t.a.addr, &t.a.options()).await.unwrap();
+    let mut up = client
+        .put(Put {
+            name: "big.bin".into(),
+            size: meta.len(),
+            source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
+            force: false,
+        })
+        .await
+        .unwrap();
+    let data = std::fs::read(&src).unwrap();
+    up.write(&data[..(17 * MIB) as usize]).await.unwrap();
+    wait_for(&t.g, PARTS, "2");
+    // The hub dies mid-upload, its client still connected.
+    let Two {
+        a,
+        b,
+        g,
+        client: c,
+        _dirs,
+        ..
+    } = t;
+    drop(a);
+    drop(up);
+    // Its session ended with it: the upload is free at once for any hub.
+    wait_for(&g, HELD, "0");
+    let names = listing(&b, &c);
+    assert!(
+        names.contains("before.txt") && !names.contains("big.bin"),
+        "{names}"
+    );
+    let out = b.troca(&c, &["put", "big.bin"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(err.contains(&format!("at byte {}", 16 * MIB)), "{err}");
+    ok(&b.troca(&c, &["get", "big.bin", "-o", "back/"]));
+    assert_eq!(hash_file(&c.join("back/big.bin")), hash_file(&src));
+}
+
+#[test]
+fn a_store_or_database_that_cannot_be_reached_stops_the_hub_at_start() {
+    let Some(g) = Group::new() else { return };
+    let s = Scratch::new();
+    let mut args = g.store_args();
+    args[1] = format!("s3://no-such-bucket-here?endpoint={}", g.e.s3);
+    let out = Command::new(TROCA)
+        .arg("serve")
+        .arg(&s.share)
+        .args(&args)
+        .args(["--listen", "127.0.0.1:0", "--no-http"])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    assert!(
+        err.contains("cannot reach s3://no-such-bucket-here"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(&s.share)
+        .unwrap()
+        .all(|e| e.unwrap().file_name() == ".troca"));
+
+    let mut args = g.store_args();
+    args[5] = format!("{}/no_such_database", g.e.pg);
+    let out = Command::new(TROCA)
+        .arg("serve")
+        .arg(&s.share)
+        .args(&args)
+        .args(["--listen", "127.0.0.1:0", "--no-http"])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    assert!(err.contains("no_such_database"), "{err}");
+
+    // A password in the address is refused: it would show in `ps`.
+    let mut args = g.store_args();
+    args[5] = args[5].replace("postgres://troca@", "postgres://troca:secret@");
+    let out = Command::new(TROCA)
+        .arg("serve")
+        .arg(&s.share)
+        .args(&args)
+        .args(["--listen", "127.0.0.1:0", "--no-http"])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    assert!(err.contains("PGPASSWORD"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+}
