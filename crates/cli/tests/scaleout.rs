@@ -142,19 +142,6 @@ impl Group {
     }
 }
 
-/// Runs the client against `hub` with the data folder (owner key, known hubs) `data`.
-fn troca_in(hub: &Hub, data: &Path, cwd: &Path, args: &[&str]) -> Output {
-    hub.trust_in(data);
-    Command::new(TROCA)
-        .current_dir(cwd)
-        .envs(hub.client_env())
-        .env("XDG_DATA_HOME", data)
-        .env_remove("TROCA_TOKEN")
-        .args(args)
-        .output()
-        .expect("run troca")
-}
-
 fn listing(hub: &Hub, cwd: &Path) -> String {
     ok(&hub.troca(cwd, &["ls"]))
 }
@@ -429,7 +416,6 @@ async fn a_hub_killed_mid_upload_loses_nothing_and_shows_no_name() {
         ..
     } = t;
     drop(a);
-    drop(up);
     // Its session ended with it: the upload is free at once for any hub.
     wait_for(&g, HELD, "0");
     let names = listing(&b, &c);
