@@ -1020,9 +1020,24 @@ pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitC
         print_json(&json::clients(clients))?;
         return Ok(ExitCode::SUCCESS);
     }
+    // Hubs sharing one database name the hub each client is on.
+    let hubs = clients.iter().any(|c| !c.hub.is_empty());
+    let hub_column = |h: &str| {
+        if hubs {
+            format!(" {:<16}", output::safe(h))
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<24} {:<22} {:<16} {:<32} {:>10} {:>10}",
-        "NAME", "ADDRESS", "SINCE", "DOING", "SENT", "RECEIVED"
+        "{:<24} {:<22} {:<16} {:<32} {:>10} {:>10}{}",
+        "NAME",
+        "ADDRESS",
+        "SINCE",
+        "DOING",
+        "SENT",
+        "RECEIVED",
+        hub_column("HUB")
     );
     for c in clients {
         let doing = match c.activity {
@@ -1035,13 +1050,14 @@ pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitC
             ),
         };
         println!(
-            "{:<24} {:<22} {:<16} {:<32} {:>10} {:>10}",
+            "{:<24} {:<22} {:<16} {:<32} {:>10} {:>10}{}",
             output::safe(&c.name),
             output::safe(&c.address),
             output::local_time(c.connected_ns),
             doing,
             output::size(c.bytes_sent),
-            output::size(c.bytes_received)
+            output::size(c.bytes_received),
+            hub_column(&c.hub)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -1129,6 +1145,18 @@ pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<Ex
         s.partials,
         output::size(s.partial_bytes)
     );
+    if !s.hubs.is_empty() {
+        let names: Vec<String> = s
+            .hubs
+            .iter()
+            .map(|h| output::safe(h).into_owned())
+            .collect();
+        println!(
+            "hubs         {} running: {}",
+            s.hubs.len(),
+            names.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -479,3 +479,51 @@ fn a_store_or_database_that_cannot_be_reached_stops_the_hub_at_start() {
     assert!(err.contains("PGPASSWORD"), "{err}");
     assert!(!err.contains("secret"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_shows_the_clients_of_every_hub_and_status_the_hubs_running() {
+    let Some(t) = two_hubs(&[]) else { return };
+    // A client stays connected to hub B under a name of its own.
+    let mut options = t.b.options();
+    options.name = "on-b".into();
+    let _on_b = HubClient::connect(&t.b.addr, &options).await.unwrap();
+    let who_on_a = || -> Vec<serde_json::Value> {
+        serde_json::from_str(&ok(&t.a.troca(&t.client, &["--json", "who"]))).unwrap()
+    };
+    let mut seen = who_on_a();
+    for _ in 0..300 {
+        if seen.iter().any(|c| c["name"] == "on-b") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        seen = who_on_a();
+    }
+    let b_client = seen
+        .iter()
+        .find(|c| c["name"] == "on-b")
+        .expect("B's client");
+    assert_eq!(b_client["hub"], "hub-b", "{seen:?}");
+    assert!(
+        seen.iter().any(|c| c["hub"] == "hub-a"),
+        "A's own client: {seen:?}"
+    );
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&t.a.troca(&t.client, &["--json", "status"]))).unwrap();
+    assert_eq!(status["hubs"], serde_json::json!(["hub-a", "hub-b"]));
+    // A hub that stops is gone from both at once.
+    let Two { a, b, client, .. } = t;
+    drop(b);
+    let mut status = serde_json::Value::Null;
+    for _ in 0..300 {
+        status = serde_json::from_str(&ok(&a.troca(&client, &["--json", "status"]))).unwrap();
+        if status["hubs"] == serde_json::json!(["hub-a"]) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(status["hubs"], serde_json::json!(["hub-a"]));
+    let who: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&a.troca(&client, &["--json", "who"]))).unwrap();
+    assert!(who.iter().all(|c| c["hub"] == "hub-a"), "{who:?}");
+}

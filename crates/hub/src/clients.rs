@@ -141,6 +141,7 @@ impl Session {
             total,
             bytes_sent: self.sent.load(Ordering::Relaxed),
             bytes_received: self.received.load(Ordering::Relaxed),
+            hub: String::new(),
         }
     }
 }

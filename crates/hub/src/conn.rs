@@ -387,7 +387,7 @@ async fn dispatch(
             Err(e) => Ok(Err(e)),
         },
         Message::Who(_) => {
-            let clients = hub.clients().list();
+            let clients = hub.who().await;
             sent(send_chunks(conn, clients, ClientList::default(), |_| {}).await)
         }
         Message::History(h) => match hub.history(page_query(h)).await {

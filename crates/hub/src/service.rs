@@ -9,7 +9,7 @@ use crate::config::HubConfig;
 use crate::error::HubError;
 use crate::hashes::HashCache;
 use crate::pg::Db;
-use crate::records::postgres::{PgHistory, PgTokens};
+use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
 use crate::records::{History, Owner, Owners, Page, PageQuery, Tokens};
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use troca_net::limits::PerAddress;
-use troca_proto::msg::{Entry, Put, PutDone, StatusInfo};
+use troca_proto::msg::{ClientEntry, Entry, Put, PutDone, StatusInfo};
 use troca_proto::{Hash, RemoteName};
 
 /// A shared folder and everything the hub knows about it.
@@ -32,6 +32,8 @@ pub struct Hub {
     history: Box<dyn History>,
     tokens: Arc<dyn Tokens>,
     owners: Arc<dyn Owners>,
+    /// This hub's place among the hubs sharing its database (`None`: a hub on its own).
+    presence: Option<PgPresence>,
     auth_failures: AuthFailures,
     cache: HotCache,
     hashes: HashCache,
@@ -95,6 +97,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// Where a hub keeps files and records, as its configuration says.
 struct Backends {
     store: Box<dyn Store>,
+    /// The group's database, when there is one.
+    db: Option<Db>,
     /// The hub's own state folder (its key, its admin token; with SQLite, the records).
     state: PathBuf,
     tokens: Arc<dyn Tokens>,
@@ -135,6 +139,7 @@ impl Backends {
         let tokens = Arc::new(PgTokens::new(db.clone(), admin));
         Ok(Self {
             store,
+            db: Some(db.clone()),
             state,
             tokens: Arc::clone(&tokens) as Arc<dyn Tokens>,
             owners: tokens,
@@ -155,6 +160,7 @@ impl Backends {
         hashes.attach(&db_path(&state))?;
         Ok(Self {
             store: Box::new(store),
+            db: None,
             state,
             tokens: Arc::clone(&tokens) as Arc<dyn Tokens>,
             owners: tokens,
@@ -181,6 +187,7 @@ impl Hub {
         let backends = Backends::open(&config)?;
         let Backends {
             store,
+            db,
             state,
             tokens,
             owners,
@@ -194,7 +201,21 @@ impl Hub {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
         let tls = crate::identity::Tls::for_mode(&config.tls, &state)?;
+        let clients = Arc::<Clients>::default();
+        let presence = match db {
+            Some(db) => {
+                let mine = Arc::downgrade(&clients);
+                Some(PgPresence::start(
+                    db,
+                    &config.hub_name,
+                    &config.hub_name,
+                    move || mine.upgrade().map(|c| c.list()),
+                )?)
+            }
+            None => None,
+        };
         Ok(Self {
+            presence,
             tls: std::sync::RwLock::new(tls),
             admin_token: AdminTokenFile {
                 path: admin_token_path(&state),
@@ -205,7 +226,7 @@ impl Hub {
             addresses: PerAddress::new(config.max_connections_per_ip),
             config,
             store,
-            clients: Arc::default(),
+            clients,
             history,
             owners,
             tokens,
@@ -222,6 +243,28 @@ impl Hub {
     /// The clients connected now, over every face.
     pub fn clients(&self) -> &Arc<Clients> {
         &self.clients
+    }
+
+    /// Everyone connected: to this hub, and to the others sharing its database (each with
+    /// its hub's name).
+    pub async fn who(self: &Arc<Self>) -> Vec<ClientEntry> {
+        let mut all = self.clients.list();
+        let Some(presence) = &self.presence else {
+            return all;
+        };
+        for c in &mut all {
+            c.hub = presence.name().to_owned();
+        }
+        let hub = Arc::clone(self);
+        let others = blocking(move || match &hub.presence {
+            Some(p) => p.others(),
+            None => Ok(Vec::new()),
+        });
+        match others.await {
+            Ok(others) => all.extend(others),
+            Err(e) => tracing::warn!(error = %e, "cannot list the other hubs' clients"),
+        }
+        all
     }
 
     /// The request history.
@@ -472,7 +515,7 @@ impl Hub {
     /// The hub's clock, time zone and figures.
     pub async fn status(self: &Arc<Self>) -> Result<StatusInfo, HubError> {
         let hub = Arc::clone(self);
-        let (files, bytes, partials) = blocking(move || {
+        let (files, bytes, partials, hubs) = blocking(move || {
             let all: Vec<Entry> = hub
                 .store
                 .list("")
@@ -480,10 +523,15 @@ impl Hub {
                 .filter(|e| !e.name.ends_with('/'))
                 .collect();
             let files = all.len() as u64;
+            let hubs = match &hub.presence {
+                Some(p) => p.hubs()?,
+                None => Vec::new(),
+            };
             Ok((
                 files,
                 all.iter().map(|e| e.size).sum::<u64>(),
                 hub.store.partials(),
+                hubs,
             ))
         })
         .await?;
@@ -506,6 +554,7 @@ impl Hub {
             cache_evictions: cache.evictions,
             partials: partials.len() as u64,
             partial_bytes: partials.iter().map(|p| p.held).sum(),
+            hubs,
         })
     }
 

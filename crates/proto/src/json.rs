@@ -71,6 +71,9 @@ pub struct ClientRow {
     pub total: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The hub it is on, when several share one database.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hub: String,
 }
 
 pub fn clients(clients: Vec<ClientEntry>) -> Vec<ClientRow> {
@@ -86,6 +89,7 @@ pub fn clients(clients: Vec<ClientEntry>) -> Vec<ClientRow> {
             total: c.total,
             bytes_sent: c.bytes_sent,
             bytes_received: c.bytes_received,
+            hub: c.hub,
         })
         .collect()
 }
@@ -150,6 +154,7 @@ pub fn status(s: &StatusInfo) -> Value {
             "count": s.partials,
             "bytes": s.partial_bytes,
         },
+        "hubs": s.hubs,
     })
 }
 

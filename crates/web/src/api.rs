@@ -144,7 +144,7 @@ pub(crate) async fn clients(
     headers: HeaderMap,
 ) -> Result<Json<Vec<json::ClientRow>>, ApiError> {
     recorded(&hub, &v, &headers, "who", String::new(), |_| async {
-        Ok((Json(json::clients(hub.clients().list())), 0))
+        Ok((Json(json::clients(hub.who().await)), 0))
     })
     .await
 }

@@ -167,12 +167,18 @@ mod tests {
     fn client_entry() -> impl Strategy<Value = ClientEntry> {
         (
             (text(64), text(40), any::<i64>(), 0u8..3, text(100)),
-            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                text(40),
+            ),
         )
             .prop_map(
                 |(
                     (name, address, connected_ns, a, target),
-                    (done, total, bytes_sent, bytes_received),
+                    (done, total, bytes_sent, bytes_received, hub),
                 )| {
                     ClientEntry {
                         name,
@@ -185,6 +191,7 @@ mod tests {
                         total,
                         bytes_sent,
                         bytes_received,
+                        hub,
                     }
                 },
             )
@@ -223,9 +230,10 @@ mod tests {
         (
             (any::<i64>(), text(40), any::<i32>(), any::<u64>(), text(20)),
             proptest::array::uniform11(any::<u64>()),
+            proptest::collection::vec(text(30), 0..5),
         )
             .prop_map(
-                |((time_ns, time_zone, utc_offset_s, uptime_s, version), n)| StatusInfo {
+                |((time_ns, time_zone, utc_offset_s, uptime_s, version), n, hubs)| StatusInfo {
                     time_ns,
                     time_zone,
                     utc_offset_s,
@@ -242,6 +250,7 @@ mod tests {
                     cache_evictions: n[8],
                     partials: n[9],
                     partial_bytes: n[10],
+                    hubs,
                 },
             )
     }
@@ -466,6 +475,7 @@ mod tests {
             total: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            hub: "h".repeat(255),
         };
         let mut chunk = ClientList::default();
         while chunk.has_room_for(&c) {

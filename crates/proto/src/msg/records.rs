@@ -58,7 +58,7 @@ pub enum Activity {
 }
 
 impl Activity {
-    fn to_u8(self) -> u8 {
+    pub fn to_u8(self) -> u8 {
         match self {
             Activity::Idle => 0,
             Activity::Uploading => 1,
@@ -66,7 +66,7 @@ impl Activity {
         }
     }
 
-    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+    pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
         match v {
             0 => Ok(Activity::Idle),
             1 => Ok(Activity::Uploading),
@@ -104,11 +104,23 @@ pub struct ClientEntry {
     /// Bytes the hub sent to and received from this client since it connected.
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The hub it is connected to, among the hubs sharing one database (empty for a hub on
+    /// its own).
+    pub hub: String,
 }
 
 impl ClientEntry {
     fn encoded_len(&self) -> usize {
-        2 + self.name.len() + 2 + self.address.len() + 8 + 1 + 2 + self.target.len() + 8 * 4
+        2 + self.name.len()
+            + 2
+            + self.address.len()
+            + 8
+            + 1
+            + 2
+            + self.target.len()
+            + 8 * 4
+            + 2
+            + self.hub.len()
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -121,6 +133,7 @@ impl ClientEntry {
         out.put_u64(self.total);
         out.put_u64(self.bytes_sent);
         out.put_u64(self.bytes_received);
+        out.put_str(&self.hub);
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -134,6 +147,7 @@ impl ClientEntry {
             total: r.u64()?,
             bytes_sent: r.u64()?,
             bytes_received: r.u64()?,
+            hub: r.str("hub", MAX_SHORT_STR)?,
         })
     }
 }
@@ -379,7 +393,13 @@ pub struct StatusInfo {
     /// Interrupted or running uploads the hub holds, and their bytes.
     pub partials: u64,
     pub partial_bytes: u64,
+    /// The hubs sharing this hub's database, running now (empty for a hub on its own); at most
+    /// [`MAX_HUBS`].
+    pub hubs: Vec<String>,
 }
+
+/// The most hubs a `StatusInfo` names.
+pub const MAX_HUBS: usize = 64;
 
 impl StatusInfo {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -403,6 +423,11 @@ impl StatusInfo {
         ] {
             out.put_u64(v);
         }
+        let hubs = &self.hubs[..self.hubs.len().min(MAX_HUBS)];
+        out.put_u16(hubs.len() as u16);
+        for h in hubs {
+            out.put_str(crate::codec::truncate_utf8(h, MAX_SHORT_STR));
+        }
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -423,6 +448,18 @@ impl StatusInfo {
             cache_evictions: r.u64()?,
             partials: r.u64()?,
             partial_bytes: r.u64()?,
+            hubs: {
+                let n = r.u16()? as usize;
+                if n > MAX_HUBS {
+                    return Err(DecodeError::BadValue {
+                        field: "hub count",
+                        value: n as u64,
+                    });
+                }
+                (0..n)
+                    .map(|_| r.str("hub", MAX_SHORT_STR))
+                    .collect::<Result<_, _>>()?
+            },
         })
     }
 }

@@ -6,7 +6,9 @@
 //! `troca token create` are in the database, so they work on every hub.
 
 mod history;
+mod presence;
 mod tokens;
 
 pub use history::PgHistory;
+pub use presence::PgPresence;
 pub use tokens::PgTokens;
