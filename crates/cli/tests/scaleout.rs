@@ -134,7 +134,13 @@ impl Group {
 
     /// A hub of the group, its state in `state`.
     fn hub(&self, state: &Path, name: &str, extra: &[&str]) -> Hub {
+        self.hub_via(state, name, &self.e.s3, extra)
+    }
+
+    /// A hub of the group that reaches the store at `endpoint` (a proxy, say).
+    fn hub_via(&self, state: &Path, name: &str, endpoint: &str, extra: &[&str]) -> Hub {
         let mut args: Vec<String> = self.store_args();
+        args[1] = format!("s3://{}?endpoint={endpoint}", self.name);
         args.extend(["--hub-name".into(), name.into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -526,4 +532,182 @@ async fn who_shows_the_clients_of_every_hub_and_status_the_hubs_running() {
     let who: Vec<serde_json::Value> =
         serde_json::from_str(&ok(&a.troca(&client, &["--json", "who"]))).unwrap();
     assert!(who.iter().all(|c| c["hub"] == "hub-a"), "{who:?}");
+}
+
+#[test]
+fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
+    let Some(t) = two_hubs(&[]) else { return };
+    let (web_a, web_b) = (t.a.web.clone().unwrap(), t.b.web.clone().unwrap());
+    let src = t.client.join("w.bin");
+    random_file(&src, 9 * MIB + 7, "web-put");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl").arg("-sf").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    // A browser's upload through hub A, verified by its hash header.
+    let put_url = format!("{web_a}files/web/w.bin");
+    let hash = hash_file(&src);
+    curl(&[
+        "-T",
+        src.to_str().unwrap(),
+        "-H",
+        &format!("X-Troca-Blake3: {hash}"),
+        &put_url,
+    ]);
+    // Read back through hub B: whole, a range, and the folder as a zip.
+    let whole = curl(&[&format!("{web_b}files/web/w.bin")]);
+    assert_eq!(whole, std::fs::read(&src).unwrap());
+    let part = curl(&["-r", "1000-1999", &format!("{web_b}files/web/w.bin")]);
+    assert_eq!(part, std::fs::read(&src).unwrap()[1000..2000]);
+    let zip = curl(&[&format!("{web_b}files/web/?zip")]);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+    let mut inner = Vec::new();
+    std::io::Read::read_to_end(&mut archive.by_name("web/w.bin").unwrap(), &mut inner).unwrap();
+    assert_eq!(inner, std::fs::read(&src).unwrap());
+    let rows: serde_json::Value =
+        serde_json::from_slice(&curl(&[&format!("{web_b}api/files?prefix=web/")])).unwrap();
+    assert_eq!(rows[0]["blake3"], hash.as_str(), "{rows}");
+
+    // The JSON line mode through hub B.
+    std::fs::write(t.client.join("j.txt"), "by json").unwrap();
+    let mut child = Command::new(TROCA)
+        .arg("json")
+        .current_dir(&t.client)
+        .envs(t.b.client_env())
+        .env("XDG_DATA_HOME", t.b.client_data())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, r#"{{"operation": "upload", "file_path": "j.txt"}}"#).unwrap();
+        writeln!(stdin, r#"{{"operation": "list"}}"#).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["ok"], true, "{lines:?}");
+    let names: Vec<&str> = lines[1]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"j.txt") && names.contains(&"web/w.bin"),
+        "{names:?}"
+    );
+    assert_eq!(
+        ok(&t.a.troca(&t.client, &["get", "j.txt", "-o", "-"])),
+        "by json"
+    );
+}
+
+/// A TCP proxy in front of the object store that can be cut: while down, it closes every
+/// connection it holds and every new one. The only fault injected; the store itself is real.
+struct Cut {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cut {
+    fn new(to: &str) -> Cut {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let to = to.trim_start_matches("http://").to_owned();
+        let cut = Cut {
+            addr,
+            up: std::sync::Arc::new(true.into()),
+            open: Default::default(),
+        };
+        let (up, open) = (cut.up.clone(), cut.open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if !up.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(&to) else {
+                    continue;
+                };
+                let mut held = open.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        cut
+    }
+
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_returns() {
+    let Some(g) = Group::new() else { return };
+    let cut = Cut::new(&g.e.s3);
+    let s = Scratch::new();
+    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &[]);
+    let c = &s.client;
+    random_file(&c.join("one.bin"), 3 * MIB, "outage-one");
+    random_file(&c.join("two.bin"), 3 * MIB, "outage-two");
+    ok(&hub.troca(c, &["put", "one.bin"]));
+
+    cut.down();
+    let err = fails(&hub.troca(c, &["get", "one.bin", "-o", "got/"]), 1);
+    assert!(
+        err.contains("cannot read one.bin") && err.contains("object store"),
+        "{err}"
+    );
+    assert!(!c.join("got/one.bin").exists());
+    let err = fails(&hub.troca(c, &["put", "two.bin"]), 1);
+    assert!(err.contains("two.bin"), "{err}");
+    // Names still answer (they are in the database), and no name was made for the failed put.
+    let names = ok(&hub.troca(c, &["ls"]));
+    assert!(
+        names.contains("one.bin") && !names.contains("two.bin"),
+        "{names}"
+    );
+
+    cut.up();
+    ok(&hub.troca(c, &["get", "one.bin", "-o", "got/"]));
+    assert_eq!(
+        hash_file(&c.join("got/one.bin")),
+        hash_file(&c.join("one.bin"))
+    );
+    ok(&hub.troca(c, &["put", "two.bin"]));
+    ok(&hub.troca(c, &["get", "two.bin", "-o", "got/"]));
+    assert_eq!(
+        hash_file(&c.join("got/two.bin")),
+        hash_file(&c.join("two.bin"))
+    );
 }

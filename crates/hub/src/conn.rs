@@ -358,7 +358,7 @@ async fn dispatch(
             Ok(entries) => sent(send_chunks(conn, entries, Entries::default(), |_| {}).await),
             Err(e) => Ok(Err(e)),
         },
-        Message::Get(g) => match hub.download(&g.name, g.offset) {
+        Message::Get(g) => match ready(hub.download(&g.name, g.offset)).await {
             Ok(download) => send_file(hub, conn, me, download).await.map(Ok),
             Err(e) => Ok(Err(e)),
         },
@@ -535,6 +535,24 @@ fn short_file() -> io::Error {
         io::ErrorKind::UnexpectedEof,
         "the file shrank while it was being sent",
     )
+}
+
+/// A download whose bytes can be read: an object's GET is opened before the header goes out,
+/// so a store that cannot be reached is refused in words, not by a cut connection.
+async fn ready(download: Result<Download, HubError>) -> Result<Download, HubError> {
+    let download = download?;
+    if let Source::Stored(StoredFile {
+        body: Body::Object(o),
+        ..
+    }) = &download.source
+    {
+        if download.size() - download.offset > SMALL_FILE {
+            o.prepare(download.offset, download.size())
+                .await
+                .map_err(|e| HubError::Backend(format!("cannot read {}: {e}", download.name)))?;
+        }
+    }
+    Ok(download)
 }
 
 /// Sends a download: header, raw bytes, trailer. Returns the bytes sent.

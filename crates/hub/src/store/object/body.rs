@@ -14,6 +14,14 @@ pub struct ObjectBody {
     pub path: object_store::path::Path,
     pub size: u64,
     cursor: Mutex<Option<Cursor>>,
+    /// A GET opened ahead (see [`ObjectBody::prepare`]): its range and its bytes.
+    prepared: Mutex<Option<Prepared>>,
+}
+
+struct Prepared {
+    start: u64,
+    end: u64,
+    stream: BoxStream<'static, io::Result<Bytes>>,
 }
 
 impl std::fmt::Debug for ObjectBody {
@@ -53,15 +61,33 @@ impl ObjectBody {
             path,
             size,
             cursor: Mutex::new(None),
+            prepared: Mutex::new(None),
         }
     }
 
-    /// The bytes `start..end`, as they arrive.
+    /// Opens the GET of `start..end` now, so a store that cannot be reached is an answer the
+    /// client can be given, before anything of the file is sent.
+    pub async fn prepare(&self, start: u64, end: u64) -> io::Result<()> {
+        let stream = self.get(start, end).await?;
+        *self.prepared.lock().expect("object body poisoned") =
+            Some(Prepared { start, end, stream });
+        Ok(())
+    }
+
+    /// The bytes `start..end`, as they arrive (from the GET prepared for them, if any).
     pub async fn stream(
         &self,
         start: u64,
         end: u64,
     ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
+        let prepared = self.prepared.lock().expect("object body poisoned").take();
+        match prepared {
+            Some(p) if (p.start, p.end) == (start, end) => Ok(p.stream),
+            _ => self.get(start, end).await,
+        }
+    }
+
+    async fn get(&self, start: u64, end: u64) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
         let got = self
             .s3
             .get_opts(
