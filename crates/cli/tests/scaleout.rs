@@ -711,3 +711,49 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
         hash_file(&c.join("two.bin"))
     );
 }
+
+#[test]
+fn a_hub_never_serves_a_file_another_hub_replaced_or_deleted() {
+    let Some(t) = two_hubs(&[]) else { return };
+    let admin = t.a.admin_token();
+    let c = &t.client;
+    std::fs::write(c.join("hot.txt"), "first").unwrap();
+    ok(&t.a.troca(c, &["put", "hot.txt"]));
+    // Hub B reads it twice: it remembers the name and holds the bytes in its hot cache.
+    for _ in 0..2 {
+        assert_eq!(ok(&t.b.troca(c, &["get", "hot.txt", "-o", "-"])), "first");
+    }
+    std::fs::write(c.join("hot.txt"), "second, longer").unwrap();
+    ok(&t.a.troca_with(c, &admin, &["put", "hot.txt", "--force"]));
+    // Hub A's announcement reaches B when A's change commits; B asks a moment later at most.
+    let mut got = String::new();
+    for _ in 0..100 {
+        got = ok(&t.b.troca(c, &["get", "hot.txt", "-o", "-"]));
+        if got != "first" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(got, "second, longer");
+    ok(&t
+        .a
+        .troca_with(c, &admin, &["mv", "hot.txt", "moved/hot.txt"]));
+    let mut gone = false;
+    for _ in 0..100 {
+        if !t
+            .b
+            .troca(c, &["get", "hot.txt", "-o", "-"])
+            .status
+            .success()
+        {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(gone, "B still serves a name moved away through A");
+    assert_eq!(
+        ok(&t.b.troca(c, &["get", "moved/hot.txt", "-o", "-"])),
+        "second, longer"
+    );
+}

@@ -30,6 +30,9 @@ pub struct Db {
     /// uploaded) and its presence last exactly as long as the hub, so a hub that dies releases
     /// them at once, without a lease to wait out.
     session: Arc<tokio::sync::Mutex<tokio_postgres::Client>>,
+    /// What the other hubs (and this one) say of changed names, on [`NAMES_CHANNEL`]; `None`
+    /// once the session is gone (nothing more will be heard).
+    notices: tokio::sync::broadcast::Sender<Option<String>>,
     /// `HOST:PORT/DB`, for messages (never the password).
     shown: String,
 }
@@ -72,11 +75,8 @@ impl Db {
             .connect(tokio_postgres::NoTls)
             .await
             .map_err(|e| HubError::Backend(format!("cannot reach the database {shown}: {e}")))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "the hub's database session ended");
-            }
-        });
+        let (notices, _) = tokio::sync::broadcast::channel(1024);
+        tokio::spawn(listen(connection, notices.clone()));
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -91,9 +91,14 @@ impl Db {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| HubError::Backend(format!("database {shown}: {e}")))?;
+        session
+            .batch_execute(&format!("LISTEN {NAMES_CHANNEL}"))
+            .await
+            .map_err(|e| HubError::Backend(format!("database {shown}: {e}")))?;
         let db = Self {
             pool,
             session: Arc::new(tokio::sync::Mutex::new(session)),
+            notices,
             shown,
         };
         db.create_schema()
@@ -110,6 +115,11 @@ impl Db {
     /// The hub's own connection (see [`Db`]).
     pub async fn session(&self) -> tokio::sync::MutexGuard<'_, tokio_postgres::Client> {
         self.session.lock().await
+    }
+
+    /// Hears of names changed by any hub (see [`NAMES_CHANNEL`]).
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Option<String>> {
+        self.notices.subscribe()
     }
 
     /// A connection from the pool.
@@ -131,6 +141,35 @@ impl Db {
         .map_err(|e| e.to_string())?;
         tx.commit().await.map_err(|e| e.to_string())
     }
+}
+
+/// Where a change to names is announced, `f:NAME` (a file) or `t:NAME` (it and everything
+/// beneath), so each hub drops what it remembered of them.
+pub const NAMES_CHANNEL: &str = "troca_names";
+
+/// Drives the hub's own connection, passing on what is announced on it.
+async fn listen(
+    mut connection: tokio_postgres::Connection<
+        tokio_postgres::Socket,
+        tokio_postgres::tls::NoTlsStream,
+    >,
+    notices: tokio::sync::broadcast::Sender<Option<String>>,
+) {
+    use futures_util::StreamExt;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                let _ = notices.send(Some(n.payload().to_owned()));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the hub's database session ended");
+                break;
+            }
+        }
+    }
+    let _ = notices.send(None);
 }
 
 /// The advisory lock key for schema changes.

@@ -11,6 +11,20 @@ use tokio_postgres::Transaction;
 use troca_proto::msg::Entry;
 use troca_proto::{Hash, RemoteName};
 
+/// Announces a change to names to every hub (delivered when the transaction commits).
+pub async fn announce(
+    tx: &Transaction<'_>,
+    what: &super::remembered::Forget<'_>,
+) -> Result<(), HubError> {
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&crate::pg::NAMES_CHANNEL, &what.notice()],
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
 /// A file's row: its version, its object (hash) and where the object is.
 #[derive(Debug, Clone)]
 pub struct FileRow {

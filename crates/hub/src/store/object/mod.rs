@@ -16,11 +16,13 @@
 mod body;
 mod catalog;
 pub mod parts;
+mod remembered;
 
 pub use body::ObjectBody;
 
 use self::catalog::{begin_change, FileRow};
 use self::parts::{part_size_for, PartWriter, StoredPart, Target};
+use self::remembered::{Forget, Remembered};
 use super::{Body, Version};
 use super::{Claim, Kind, PartialInfo, PartialUpload, PlaceCheck, SmallFile, Store, StoredFile};
 use crate::error::HubError;
@@ -136,6 +138,7 @@ pub struct ObjectStore {
     held: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
     /// How long an object no name refers to is kept.
     grace: Duration,
+    remembered: Arc<Remembered>,
 }
 
 impl ObjectStore {
@@ -171,7 +174,9 @@ impl ObjectStore {
         let probe = ObjectPath::from("objects");
         block(s3.list_with_delimiter(Some(&probe)))
             .map_err(|e| HubError::Backend(format!("cannot reach {shown}: {e}")))?;
+        let remembered = Remembered::new(db.notices());
         let store = Self {
+            remembered,
             shared: Arc::new(Shared {
                 s3,
                 db,
@@ -188,7 +193,20 @@ impl ObjectStore {
         &self.shared.db
     }
 
+    /// The row of file `name`: remembered, or read (and remembered).
     async fn file_row(&self, name: &str) -> Result<Option<FileRow>, HubError> {
+        if let Some(row) = self.remembered.get(name) {
+            return Ok(Some(row));
+        }
+        let mark = self.remembered.mark();
+        let row = self.read_file_row(name).await?;
+        if let Some(row) = &row {
+            self.remembered.keep(name, row.clone(), mark);
+        }
+        Ok(row)
+    }
+
+    async fn read_file_row(&self, name: &str) -> Result<Option<FileRow>, HubError> {
         let c = self.db().get().await?;
         let row = c
             .query_opt(
@@ -265,12 +283,14 @@ impl ObjectStore {
             .get(0);
         let placed = catalog::place_file(&tx, name, hash, size, replace).await;
         if placed.is_ok() {
+            catalog::announce(&tx, &Forget::File(name.as_str())).await?;
             if let Some(k) = upload_key {
                 tx.execute("DELETE FROM uploads WHERE key = $1", &[&k])
                     .await
                     .map_err(db_err)?;
             }
             tx.commit().await.map_err(db_err)?;
+            self.remembered.forget(Forget::File(name.as_str()));
         } else {
             drop(tx);
         }
@@ -523,14 +543,22 @@ impl ObjectStore {
         Ok(row.map(|r| if r.get(0) { Kind::Folder } else { Kind::File }))
     }
 
+    /// Runs a change to names, announcing (and forgetting) those in `touched` and beneath.
     async fn change<T>(
         &self,
+        touched: &[&str],
         f: impl for<'t> AsyncFnOnce(&'t tokio_postgres::Transaction<'t>) -> Result<T, HubError>,
     ) -> Result<T, HubError> {
         let mut c = self.db().get().await?;
         let tx = begin_change(&mut c).await?;
         let out = f(&*tx).await?;
+        for name in touched {
+            catalog::announce(&tx, &Forget::Tree(name)).await?;
+        }
         tx.commit().await.map_err(db_err)?;
+        for name in touched {
+            self.remembered.forget(Forget::Tree(name));
+        }
         Ok(out)
     }
 
@@ -843,7 +871,7 @@ impl Store for ObjectStore {
     fn remove(&self, name: &RemoteName) -> Result<(), HubError> {
         let n = name.as_str().to_owned();
         block(
-            self.change(async |tx| match catalog::kind_in(tx, &n).await? {
+            self.change(&[&n], async |tx| match catalog::kind_in(tx, &n).await? {
                 Some(Kind::File) => catalog::delete_beneath(tx, &n).await.map(|_| ()),
                 Some(_) => Err(HubError::NotAFile(n.clone())),
                 None => Err(HubError::NotFound(n.clone())),
@@ -854,7 +882,7 @@ impl Store for ObjectStore {
     fn remove_tree(&self, folder: &RemoteName) -> Result<u64, HubError> {
         let n = folder.as_str().to_owned();
         block(
-            self.change(async |tx| match catalog::kind_in(tx, &n).await? {
+            self.change(&[&n], async |tx| match catalog::kind_in(tx, &n).await? {
                 Some(Kind::Folder) => catalog::delete_beneath(tx, &n).await,
                 Some(_) => Err(HubError::BadRequest(format!(
                     "{n:?} is a file, not a folder"
@@ -866,7 +894,7 @@ impl Store for ObjectStore {
 
     fn rename(&self, from: &RemoteName, to: &RemoteName, replace: bool) -> Result<(), HubError> {
         let (from, to) = (from.as_str().to_owned(), to.as_str().to_owned());
-        block(self.change(async |tx| {
+        block(self.change(&[&from, &to], async |tx| {
             let Some(kind) = catalog::kind_in(tx, &from).await? else {
                 return Err(HubError::NotFound(from.clone()));
             };
@@ -890,7 +918,7 @@ impl Store for ObjectStore {
     fn make_folder(&self, name: &RemoteName) -> Result<bool, HubError> {
         let n = name.as_str().to_owned();
         block(
-            self.change(async |tx| match catalog::kind_in(tx, &n).await? {
+            self.change(&[], async |tx| match catalog::kind_in(tx, &n).await? {
                 Some(Kind::Folder) => Ok(false),
                 Some(_) => Err(HubError::AlreadyExists(n.clone())),
                 None => {
