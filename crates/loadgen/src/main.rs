@@ -10,6 +10,7 @@
 //! It runs on one thread, like redis-benchmark, so it competes with the hub for as little CPU as
 //! possible on a small machine.
 
+mod s3put;
 mod tracker;
 
 use anyhow::{bail, Context, Result};
@@ -55,6 +56,20 @@ enum Mode {
         #[arg(long)]
         echo: bool,
     },
+    /// A file sent straight to an S3 bucket as a multipart upload (the upload baseline).
+    S3Put {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value_t = 8 << 20)]
+        part: usize,
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+        file: std::path::PathBuf,
+    },
     /// A UDP server that answers each datagram with itself (the tracker benchmark's baseline).
     UdpEcho {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -86,6 +101,14 @@ fn main() -> Result<()> {
                 echo,
             } => tracker::load(target, clients, seconds, echo).await,
             Mode::UdpEcho { listen } => tracker::echo(&listen).await,
+            Mode::S3Put {
+                endpoint,
+                bucket,
+                key,
+                part,
+                in_flight,
+                file,
+            } => s3put::put(&endpoint, &bucket, &file, &key, part, in_flight).await,
         }
     })
 }

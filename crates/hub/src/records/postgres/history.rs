@@ -15,6 +15,12 @@ use troca_proto::msg::HistoryEntry;
 const QUEUE: usize = 100_000;
 /// Rows written in one statement, at most.
 const BATCH: usize = 2_000;
+/// How long the writer lets entries gather after writing a few.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn batch_was_small(n: u64) -> bool {
+    n < BATCH as u64
+}
 
 /// The group's request history.
 #[derive(Debug)]
@@ -24,9 +30,53 @@ pub struct PgHistory {
     queue: Arc<Queue>,
 }
 
+/// An entry waiting to be written: its texts in one allocation.
+#[derive(Debug)]
+struct Queued {
+    time_ns: i64,
+    ok: bool,
+    bytes: u64,
+    duration_us: u64,
+    /// client, address, op, target and error, one after the other; `ends` says where each ends.
+    text: String,
+    ends: [u32; 5],
+}
+
+impl Queued {
+    fn new(e: &Entry<'_>) -> Self {
+        let parts = [
+            e.client,
+            e.address,
+            e.op,
+            e.target,
+            e.error.unwrap_or_default(),
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 5];
+        for (i, p) in parts.iter().enumerate() {
+            text.push_str(p);
+            ends[i] = text.len() as u32;
+        }
+        Self {
+            time_ns: e.time_ns,
+            ok: e.ok,
+            bytes: e.bytes,
+            duration_us: e.duration_us,
+            text,
+            ends,
+        }
+    }
+
+    /// Text `i` (0 client, 1 address, 2 op, 3 target, 4 error).
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    entries: Mutex<Vec<HistoryEntry>>,
+    entries: Mutex<Vec<Queued>>,
     /// Wakes the writer.
     added: Notify,
     /// Entries queued so far, and written so far (for `flush`).
@@ -51,12 +101,14 @@ async fn writer(db: Db, queue: Arc<Queue>, keep: u64) {
     let mut since_trim = 0usize;
     loop {
         let notified = queue.added.notified();
-        let batch: Vec<HistoryEntry> = {
+        let batch: Vec<Queued> = {
             let mut q = queue.entries.lock().expect("history queue poisoned");
             let n = q.len().min(BATCH);
             q.drain(..n).collect()
         };
         if batch.is_empty() {
+            // Woken by a flush, or by the first entry after an idle spell; under load, entries
+            // are gathered for a moment so each statement carries many.
             notified.await;
             continue;
         }
@@ -71,13 +123,16 @@ async fn writer(db: Db, queue: Arc<Queue>, keep: u64) {
         }
         queue.written.fetch_add(n, Ordering::SeqCst);
         queue.done.notify_waiters();
+        if batch_was_small(n) {
+            tokio::time::sleep(GATHER).await;
+        }
     }
 }
 
-async fn insert(db: &Db, batch: &[HistoryEntry]) -> Result<(), HubError> {
+async fn insert(db: &Db, batch: &[Queued]) -> Result<(), HubError> {
     let c = db.get().await?;
-    let col = |f: &dyn Fn(&HistoryEntry) -> String| batch.iter().map(f).collect::<Vec<_>>();
-    let int = |f: &dyn Fn(&HistoryEntry) -> i64| batch.iter().map(f).collect::<Vec<_>>();
+    let text = |i: usize| batch.iter().map(|e| e.part(i)).collect::<Vec<_>>();
+    let int = |f: &dyn Fn(&Queued) -> i64| batch.iter().map(f).collect::<Vec<_>>();
     let oks: Vec<bool> = batch.iter().map(|e| e.ok).collect();
     // One statement for the batch: arrays unnested into rows, in the order they arrived.
     c.execute(
@@ -86,12 +141,12 @@ async fn insert(db: &Db, batch: &[HistoryEntry]) -> Result<(), HubError> {
                               $6::boolean[], $7::text[], $8::bigint[], $9::bigint[])",
         &[
             &int(&|e| e.time_ns),
-            &col(&|e| e.client.clone()),
-            &col(&|e| e.address.clone()),
-            &col(&|e| e.op.clone()),
-            &col(&|e| e.target.clone()),
+            &text(0),
+            &text(1),
+            &text(2),
+            &text(3),
             &oks,
-            &col(&|e| e.error.clone()),
+            &text(4),
             &int(&|e| e.bytes as i64),
             &int(&|e| e.duration_us as i64),
         ],
@@ -130,19 +185,12 @@ impl History for PgHistory {
                 }
                 return;
             }
-            q.push(HistoryEntry {
-                id: 0,
-                time_ns: e.time_ns,
-                client: e.client.to_owned(),
-                address: e.address.to_owned(),
-                op: e.op.to_owned(),
-                target: e.target.to_owned(),
-                ok: e.ok,
-                error: e.error.unwrap_or_default().to_owned(),
-                bytes: e.bytes,
-                duration_us: e.duration_us,
-            });
+            q.push(Queued::new(e));
             self.queue.appended.fetch_add(1, Ordering::SeqCst);
+            // Only the first entry after the writer emptied the queue wakes it.
+            if q.len() > 1 {
+                return;
+            }
         }
         self.queue.added.notify_one();
     }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 /// An object being read.
 pub struct ObjectBody {
     s3: Arc<object_store::aws::AmazonS3>,
-    pub path: object_store::path::Path,
+    /// The object's key (made a path only when read: a download from the hot cache never is).
+    key: Arc<str>,
     pub size: u64,
     cursor: Mutex<Option<Cursor>>,
     /// A GET opened ahead (see [`ObjectBody::prepare`]): its range and its bytes.
@@ -27,7 +28,7 @@ struct Prepared {
 impl std::fmt::Debug for ObjectBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectBody")
-            .field("path", &self.path)
+            .field("key", &self.key)
             .field("size", &self.size)
             .finish()
     }
@@ -51,14 +52,10 @@ fn store_err(e: object_store::Error) -> io::Error {
 }
 
 impl ObjectBody {
-    pub fn new(
-        s3: Arc<object_store::aws::AmazonS3>,
-        path: object_store::path::Path,
-        size: u64,
-    ) -> Self {
+    pub fn new(s3: Arc<object_store::aws::AmazonS3>, key: Arc<str>, size: u64) -> Self {
         Self {
             s3,
-            path,
+            key,
             size,
             cursor: Mutex::new(None),
             prepared: Mutex::new(None),
@@ -91,7 +88,7 @@ impl ObjectBody {
         let got = self
             .s3
             .get_opts(
-                &self.path,
+                &object_store::path::Path::from(&*self.key),
                 GetOptions {
                     range: Some(GetRange::Bounded(start..end)),
                     ..Default::default()

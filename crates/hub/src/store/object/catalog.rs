@@ -30,7 +30,7 @@ pub async fn announce(
 pub struct FileRow {
     pub version: Version,
     pub hash: Hash,
-    pub key: String,
+    pub key: std::sync::Arc<str>,
 }
 
 /// The folders on the way to `name` (`a`, `a/b` for `a/b/c`).

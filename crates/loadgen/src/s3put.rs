@@ -1,0 +1,71 @@
+//! `s3-put`: the upload benchmark's baseline. A file sent straight to an S3 bucket as a
+//! multipart upload, with the part size and parts in flight a hub uses, through the same S3
+//! client library, and nothing else (no hashing, no hub). Keys from AWS_ACCESS_KEY_ID and
+//! AWS_SECRET_ACCESS_KEY. Prints the seconds taken.
+
+use anyhow::{Context, Result};
+use object_store::aws::AmazonS3Builder;
+use object_store::multipart::MultipartStore;
+use object_store::path::Path;
+use object_store::ClientOptions;
+use std::io::Read;
+use tokio::task::JoinSet;
+
+pub async fn put(
+    endpoint: &str,
+    bucket: &str,
+    file: &std::path::Path,
+    key: &str,
+    part: usize,
+    in_flight: usize,
+) -> Result<()> {
+    let s3 = AmazonS3Builder::from_env()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_virtual_hosted_style_request(false)
+        .with_client_options(ClientOptions::new().with_allow_http(true))
+        .build()?;
+    let s3 = std::sync::Arc::new(s3);
+    let started = std::time::Instant::now();
+    let path = Path::from(key);
+    let id = s3.create_multipart(&path).await?;
+    let mut f = std::fs::File::open(file).context("open the file")?;
+    let mut sending = JoinSet::new();
+    let mut ids = Vec::new();
+    let mut index = 0;
+    loop {
+        let mut buf = vec![0u8; part];
+        let mut filled = 0;
+        while filled < part {
+            let n = f.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        while sending.len() >= in_flight {
+            ids.push(sending.join_next().await.expect("a part")??);
+        }
+        let (s3, path, id) = (s3.clone(), path.clone(), id.clone());
+        let i = index;
+        sending.spawn(async move {
+            s3.put_part(&path, &id, i, bytes::Bytes::from(buf).into())
+                .await
+                .map(|p| (i, p))
+        });
+        index += 1;
+    }
+    while let Some(done) = sending.join_next().await {
+        ids.push(done??);
+    }
+    ids.sort_by_key(|(i, _)| *i);
+    s3.complete_multipart(&path, &id, ids.into_iter().map(|(_, p)| p).collect())
+        .await?;
+    println!("{}", started.elapsed().as_secs_f64());
+    Ok(())
+}
