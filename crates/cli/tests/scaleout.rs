@@ -612,6 +612,10 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
         ok(&t.a.troca(&t.client, &["get", "j.txt", "-o", "-"])),
         "by json"
     );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&t.a.troca(&t.client, &["--json", "status"]))).unwrap();
+    assert_eq!(status["files"], 2, "{status}");
+    assert_eq!(status["bytes"], 9 * MIB + 7 + 7, "{status}");
 }
 
 /// A TCP proxy in front of the object store that can be cut: while down, it closes every

@@ -516,23 +516,12 @@ impl Hub {
     pub async fn status(self: &Arc<Self>) -> Result<StatusInfo, HubError> {
         let hub = Arc::clone(self);
         let (files, bytes, partials, hubs) = blocking(move || {
-            let all: Vec<Entry> = hub
-                .store
-                .list("")
-                .into_iter()
-                .filter(|e| !e.name.ends_with('/'))
-                .collect();
-            let files = all.len() as u64;
+            let totals = hub.store.totals()?;
             let hubs = match &hub.presence {
                 Some(p) => p.hubs()?,
                 None => Vec::new(),
             };
-            Ok((
-                files,
-                all.iter().map(|e| e.size).sum::<u64>(),
-                hub.store.partials(),
-                hubs,
-            ))
+            Ok((totals.files, totals.bytes, hub.store.partials(), hubs))
         })
         .await?;
         let now = jiff::Zoned::now();

@@ -32,6 +32,13 @@ pub struct Version {
     pub modified_ns: i64,
 }
 
+/// How many files a store holds, and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub files: u64,
+    pub bytes: u64,
+}
+
 /// What a name holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -160,6 +167,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Files whose names start with `prefix` (`blake3` unset), and each folder that holds none
     /// as `NAME/`.
     fn list(&self, prefix: &str) -> Vec<Entry>;
+    /// How many files there are and their bytes in all.
+    fn totals(&self) -> Result<Totals, HubError> {
+        let files: Vec<Entry> = self
+            .list("")
+            .into_iter()
+            .filter(|e| !e.name.ends_with('/'))
+            .collect();
+        Ok(Totals {
+            files: files.len() as u64,
+            bytes: files.iter().map(|e| e.size).sum(),
+        })
+    }
     /// Files and folders (`NAME/`) whose names contain `text` (any case), at most `limit`.
     fn find(&self, text: &str, limit: usize) -> Vec<Entry>;
     /// Every file beneath folder `folder`, for a policy check before the folder is moved or

@@ -786,6 +786,24 @@ impl Store for ObjectStore {
         })
     }
 
+    fn totals(&self) -> Result<super::Totals, HubError> {
+        block(async {
+            let c = self.db().get().await?;
+            let r = c
+                .query_one(
+                    "SELECT count(*), coalesce(sum(size), 0)::bigint FROM names
+                     WHERE object IS NOT NULL",
+                    &[],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(super::Totals {
+                files: r.get::<_, i64>(0) as u64,
+                bytes: r.get::<_, i64>(1) as u64,
+            })
+        })
+    }
+
     fn find(&self, text: &str, limit: usize) -> Vec<troca_proto::msg::Entry> {
         let found: Result<Vec<_>, HubError> = block(async {
             let c = self.db().get().await?;
