@@ -763,3 +763,24 @@ fn a_hub_never_serves_a_file_another_hub_replaced_or_deleted() {
         "second, longer"
     );
 }
+
+#[test]
+fn an_interrupted_get_from_the_store_resumes_where_it_stopped() {
+    let Some(t) = two_hubs(&[]) else { return };
+    let c = &t.client;
+    let src = c.join("src.bin");
+    random_file(&src, 12 * MIB + 3, "store-resume-get");
+    ok(&t.a.troca(c, &["put", "src.bin", "--as", "big.bin"]));
+    // What an interrupted download left behind: its first 5 MiB.
+    let mut held = std::fs::read(&src).unwrap();
+    held.truncate((5 * MIB) as usize);
+    std::fs::write(c.join("big.bin.part"), held).unwrap();
+    let out = t.b.troca(c, &["get", "big.bin"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(
+        err.contains(&format!("resuming big.bin at byte {}", 5 * MIB)),
+        "{err}"
+    );
+    assert_eq!(hash_file(&c.join("big.bin")), hash_file(&src));
+}
