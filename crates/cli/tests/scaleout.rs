@@ -697,6 +697,13 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
     assert!(!c.join("got/one.bin").exists());
     let err = fails(&hub.troca(c, &["put", "two.bin"]), 1);
     assert!(err.contains("two.bin"), "{err}");
+    // The web face answers with an error status, before any of the body.
+    let web = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}files/one.bin", hub.web.as_ref().unwrap()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&web.stdout), "500");
     // Names still answer (they are in the database), and no name was made for the failed put.
     let names = ok(&hub.troca(c, &["ls"]));
     assert!(

@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use troca_hub::clients::Busy;
 use troca_hub::records::Pending;
 use troca_hub::service::{Download, Source};
+use troca_hub::store::{Body as StoreBody, StoredFile};
 use troca_hub::transfer::Incoming;
 use troca_hub::{Hub, HubError};
 use troca_net::IoBuf;
@@ -205,6 +206,14 @@ pub(crate) async fn get(
             return Err(e);
         }
     };
+    if !head {
+        // An object's GET opens before the answer's headers, so a store that cannot be
+        // reached is an error status, not a body cut short.
+        if let Err(e) = prepare_object(&download, want).await {
+            record.finish(hub.history_log(), Err(e.record_text()));
+            return Err(e);
+        }
+    }
     let response = answer_headers(&name, &download, want, tag, truthy(&q.download));
     let body = if head {
         record.finish(hub.history_log(), Ok(0));
@@ -228,6 +237,24 @@ fn wanted(headers: &HeaderMap, tag: Option<&str>, size: u64) -> Result<Want, Api
     } else {
         Ok(Want::Full)
     }
+}
+
+/// Opens the GET of an object's wanted bytes (nothing to do for a file or a cached copy).
+async fn prepare_object(download: &Download, want: Want) -> Result<(), ApiError> {
+    let Source::Stored(StoredFile {
+        body: StoreBody::Object(o),
+        ..
+    }) = &download.source
+    else {
+        return Ok(());
+    };
+    let (start, end) = bounds(want, download.size());
+    if start == end {
+        return Ok(());
+    }
+    o.prepare(start, end)
+        .await
+        .map_err(|e| HubError::Backend(format!("cannot read {}: {e}", download.name)).into())
 }
 
 /// Where `want` starts and ends (exclusive) in a file of `size` bytes.
@@ -294,7 +321,15 @@ fn body(hub: &Arc<Hub>, v: &Visitor, record: Pending, download: Download, want: 
     );
     // Hash what goes out when the whole file does and its hash is not known yet.
     let hasher = (download.hash.is_none() && want == Want::Full).then(blake3::Hasher::new);
+    let object = match &download.source {
+        Source::Stored(StoredFile {
+            body: StoreBody::Object(o),
+            ..
+        }) => o.take_prepared(start, end),
+        _ => None,
+    };
     Body::from_stream(FileStream {
+        object,
         hub: Arc::clone(hub),
         visitor: v.clone(),
         download,
@@ -321,6 +356,8 @@ struct FileStream {
     hasher: Option<blake3::Hasher>,
     record: Option<Pending>,
     spares: Spares,
+    /// An object's bytes, as its GET delivers them (a file is read chunk by chunk instead).
+    object: Option<futures_core::stream::BoxStream<'static, std::io::Result<Bytes>>>,
     _busy: Busy,
 }
 
@@ -353,11 +390,27 @@ impl Drop for Chunk {
 impl futures_core::Stream for FileStream {
     type Item = std::io::Result<Bytes>;
 
-    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if this.pos >= this.end {
             this.completed();
             return Poll::Ready(None);
+        }
+        if let Some(object) = this.object.as_mut() {
+            return match object.as_mut().poll_next(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    this.pos += bytes.len() as u64;
+                    this.sent += bytes.len() as u64;
+                    this.visitor.session.sent(bytes.len() as u64);
+                    Poll::Ready(Some(Ok(bytes)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(this.failed(e)))),
+                Poll::Ready(None) => Poll::Ready(Some(Err(this.failed(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the object ended early",
+                ))))),
+            };
         }
         let want = CHUNK.min((this.end - this.pos) as usize);
         // Page-aligned, so the page-cache copy runs at full speed (see `troca_net::iobuf`), and
@@ -391,19 +444,23 @@ impl futures_core::Stream for FileStream {
                 };
                 Poll::Ready(Some(Ok(Bytes::from_owner(chunk).slice(..n))))
             }
-            Err(e) => {
-                if let Some(r) = this.record.take() {
-                    r.finish(this.hub.history_log(), Err(format!("internal: {e}")));
-                }
-                this.pos = this.end;
-                this.hasher = None;
-                Poll::Ready(Some(Err(e)))
-            }
+            Err(e) => Poll::Ready(Some(Err(this.failed(e)))),
         }
     }
 }
 
 impl FileStream {
+    /// Reading failed: records why and ends the body there.
+    fn failed(&mut self, e: std::io::Error) -> std::io::Error {
+        if let Some(r) = self.record.take() {
+            r.finish(self.hub.history_log(), Err(format!("internal: {e}")));
+        }
+        self.pos = self.end;
+        self.hasher = None;
+        self.object = None;
+        e
+    }
+
     /// Everything was handed to the connection: record the download, and remember the hash if
     /// the whole file went out.
     fn completed(&mut self) {

@@ -71,6 +71,22 @@ impl ObjectBody {
         Ok(())
     }
 
+    /// The GET [`ObjectBody::prepare`]d for `start..end`, if that is the one prepared.
+    pub fn take_prepared(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Option<BoxStream<'static, io::Result<Bytes>>> {
+        let mut prepared = self.prepared.lock().expect("object body poisoned");
+        match prepared.take() {
+            Some(p) if (p.start, p.end) == (start, end) => Some(p.stream),
+            other => {
+                *prepared = other;
+                None
+            }
+        }
+    }
+
     /// The bytes `start..end`, as they arrive (from the GET prepared for them, if any).
     pub async fn stream(
         &self,
