@@ -276,6 +276,13 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         .troca_with(&t.client, &token, &["get", "a.txt", "-o", "-"]));
     assert_eq!(got, "through a");
     fails(&t.b.troca(&t.client, &["ls"]), 1);
+    // An empty file is one empty part.
+    std::fs::write(t.client.join("empty.txt"), "").unwrap();
+    ok(&t.a.troca_with(&t.client, &token, &["put", "empty.txt"]));
+    let got = ok(&t
+        .b
+        .troca_with(&t.client, &token, &["get", "empty.txt", "-o", "-"]));
+    assert_eq!(got, "");
 }
 
 /// Sends the first `len` bytes of `file` as an upload and drops the connection.
@@ -571,8 +578,17 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     let mut inner = Vec::new();
     std::io::Read::read_to_end(&mut archive.by_name("web/w.bin").unwrap(), &mut inner).unwrap();
     assert_eq!(inner, std::fs::read(&src).unwrap());
+    // An empty file through the web face is one empty part.
+    std::fs::write(t.client.join("empty"), "").unwrap();
+    let empty = t.client.join("empty");
+    curl(&[
+        "-T",
+        empty.to_str().unwrap(),
+        &format!("{web_a}files/web/empty"),
+    ]);
+    assert!(curl(&[&format!("{web_b}files/web/empty")]).is_empty());
     let rows: serde_json::Value =
-        serde_json::from_slice(&curl(&[&format!("{web_b}api/files?prefix=web/")])).unwrap();
+        serde_json::from_slice(&curl(&[&format!("{web_b}api/files?prefix=web/w")])).unwrap();
     assert_eq!(rows[0]["blake3"], hash.as_str(), "{rows}");
 
     // The JSON line mode through hub B.
@@ -614,7 +630,7 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     );
     let status: serde_json::Value =
         serde_json::from_str(&ok(&t.a.troca(&t.client, &["--json", "status"]))).unwrap();
-    assert_eq!(status["files"], 2, "{status}");
+    assert_eq!(status["files"], 3, "{status}");
     assert_eq!(status["bytes"], 9 * MIB + 7 + 7, "{status}");
 }
 

@@ -121,12 +121,9 @@ fn credentials(address: &S3Address) -> Result<(String, String), HubError> {
 pub struct Shared {
     pub s3: Arc<AmazonS3>,
     pub db: Db,
-    /// Part buffers in flight over all uploads (each [`parts::MIN_PART`] or more).
+    /// Memory for part buffers over all uploads, in MiB ([`parts::PART_MEMORY_MIB`]).
     pub part_memory: Arc<Semaphore>,
 }
-
-/// Part buffers in flight over all uploads at once.
-const PARTS_IN_FLIGHT: usize = 32;
 
 /// Files in an object store, names in the group's database.
 #[derive(Debug)]
@@ -180,7 +177,7 @@ impl ObjectStore {
             shared: Arc::new(Shared {
                 s3,
                 db,
-                part_memory: Arc::new(Semaphore::new(PARTS_IN_FLIGHT)),
+                part_memory: Arc::new(Semaphore::new(parts::PART_MEMORY_MIB)),
             }),
             shown,
             held: Arc::default(),

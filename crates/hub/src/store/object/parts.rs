@@ -24,8 +24,10 @@ use troca_proto::Hash;
 pub const MIN_PART: u64 = 8 << 20;
 /// S3's most parts per upload.
 const MAX_PARTS: u64 = 10_000;
-/// Parts of one upload in flight at once.
+/// Parts of one upload being sent at once.
 const IN_FLIGHT: usize = 4;
+/// Memory for parts being filled or sent, over all uploads, in MiB (a part of more takes it all).
+pub const PART_MEMORY_MIB: usize = 512;
 /// Tries per part before the upload fails.
 const TRIES: u32 = 3;
 
@@ -105,6 +107,8 @@ pub struct PartWriter {
     mine: Arc<Semaphore>,
     spare: Option<IoBuf>,
     failed: Option<io::Error>,
+    /// The memory of the part being filled.
+    reserved: Option<OwnedSemaphorePermit>,
     /// Held by each part in flight too: a part sent after the client left is still recorded
     /// before another hub may resume the upload.
     claim: Arc<dyn std::any::Any + Send + Sync>,
@@ -137,6 +141,7 @@ impl PartWriter {
             mine: Arc::new(Semaphore::new(IN_FLIGHT)),
             spare: None,
             failed: None,
+            reserved: None,
         }
     }
 
@@ -159,7 +164,10 @@ impl PartWriter {
     pub async fn write_from(&mut self, mut data: &[u8]) -> bool {
         while !data.is_empty() && self.failed.is_none() {
             let want = self.part_len(self.index) as usize;
-            if self.current.capacity() == 0 {
+            if self.reserved.is_none() {
+                if !self.reserve(want).await {
+                    return false;
+                }
                 self.current.reserve_exact(want);
             }
             let take = (want - self.current.len()).min(data.len());
@@ -172,6 +180,22 @@ impl PartWriter {
         self.failed.is_none()
     }
 
+    /// Reserves the memory of a part of `len` bytes before its buffer is made, so all uploads
+    /// together hold at most [`PART_MEMORY_MIB`]; waits while others hold it.
+    async fn reserve(&mut self, len: usize) -> bool {
+        let mib = (len >> 20).clamp(1, PART_MEMORY_MIB) as u32;
+        match Arc::clone(&self.shared.part_memory)
+            .acquire_many_owned(mib)
+            .await
+        {
+            Ok(p) => {
+                self.reserved = Some(p);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn part_len(&self, index: u64) -> u64 {
         let t = &self.target;
         t.part_size.min(t.size.saturating_sub(index * t.part_size))
@@ -180,10 +204,14 @@ impl PartWriter {
     /// Sends the part just filled, waiting while too many are in flight.
     async fn launch(&mut self) {
         self.reap();
-        let (Ok(mine), Ok(all)) = (
-            Arc::clone(&self.mine).acquire_owned().await,
-            Arc::clone(&self.shared.part_memory).acquire_owned().await,
-        ) else {
+        let Ok(mine) = Arc::clone(&self.mine).acquire_owned().await else {
+            return;
+        };
+        // An empty file's one part has reserved nothing yet.
+        if self.reserved.is_none() && !self.reserve(0).await {
+            return;
+        }
+        let Some(memory) = self.reserved.take() else {
             return;
         };
         let data = std::mem::take(&mut self.current);
@@ -192,7 +220,7 @@ impl PartWriter {
         let (shared, target) = (Arc::clone(&self.shared), Arc::clone(&self.target));
         let claim = Arc::clone(&self.claim);
         self.sending.spawn(async move {
-            let sent = send_part(shared, target, index, data, [mine, all]).await;
+            let sent = send_part(shared, target, index, data, [mine, memory]).await;
             drop(claim);
             sent
         });
