@@ -609,6 +609,10 @@ pub struct Serve {
     /// downloads and uploads in flight finish (object store only).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     pub object_grace: std::time::Duration,
+    /// Memory for the parts of uploads to the object store, all uploads together (`512M`);
+    /// an upload waits for room, a part being at least 8 MiB.
+    #[arg(long, default_value = "512M", value_name = "SIZE", value_parser = parse_size, requires = "store")]
+    pub store_part_memory: u64,
     /// This hub's name among the hubs sharing one database, as `who` and `status` show it
     /// (default: HOST:PID).
     #[arg(long, value_name = "NAME")]

@@ -55,6 +55,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
         password_file: args.db_password_file.clone(),
     });
     config.object_grace = args.object_grace;
+    config.store_part_memory = args.store_part_memory;
     if let Some(name) = &args.hub_name {
         config.hub_name = name.clone();
     }

@@ -48,6 +48,8 @@ pub struct HubConfig {
     pub db: Option<crate::pg::DbAddress>,
     /// How long an object no name refers to is kept (downloads and uploads in flight finish).
     pub object_grace: Duration,
+    /// Memory for the parts of uploads to an object store, all together.
+    pub store_part_memory: u64,
     /// This hub's name among the hubs of a group (in `who` and `status`).
     pub hub_name: String,
 }
@@ -91,6 +93,7 @@ impl HubConfig {
             store: None,
             db: None,
             object_grace: Duration::from_secs(60 * 60),
+            store_part_memory: 512 << 20,
             hub_name: default_hub_name(),
         }
     }

@@ -123,7 +123,12 @@ impl Backends {
         let store: Box<dyn Store> = match &config.store {
             Some(s3) => {
                 private_dir(&config.state_dir)?;
-                Box::new(ObjectStore::open(s3, db.clone(), config.object_grace)?)
+                Box::new(ObjectStore::open(
+                    s3,
+                    db.clone(),
+                    config.object_grace,
+                    config.store_part_memory,
+                )?)
             }
             None => Box::new(LocalStore::open(
                 &config.root,

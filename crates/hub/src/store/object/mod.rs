@@ -121,8 +121,10 @@ fn credentials(address: &S3Address) -> Result<(String, String), HubError> {
 pub struct Shared {
     pub s3: Arc<AmazonS3>,
     pub db: Db,
-    /// Memory for part buffers over all uploads, in MiB ([`parts::PART_MEMORY_MIB`]).
+    /// Memory for parts being filled or sent, over all uploads, in MiB (a larger part takes
+    /// it all).
     pub part_memory: Arc<Semaphore>,
+    pub part_memory_mib: usize,
 }
 
 /// Files in an object store, names in the group's database.
@@ -139,8 +141,17 @@ pub struct ObjectStore {
 }
 
 impl ObjectStore {
-    /// Connects to the store, checking the bucket is there and the keys work.
-    pub fn open(address: &S3Address, db: Db, grace: Duration) -> Result<Self, HubError> {
+    /// Connects to the store, checking the bucket is there and the keys work. Uploads hold at
+    /// most `part_memory` bytes of parts at once, all together.
+    pub fn open(
+        address: &S3Address,
+        db: Db,
+        grace: Duration,
+        part_memory: u64,
+    ) -> Result<Self, HubError> {
+        let part_memory_mib = usize::try_from(part_memory >> 20)
+            .unwrap_or(usize::MAX)
+            .clamp(8, Semaphore::MAX_PERMITS);
         let (key, secret) = credentials(address)?;
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&address.bucket)
@@ -177,7 +188,8 @@ impl ObjectStore {
             shared: Arc::new(Shared {
                 s3,
                 db,
-                part_memory: Arc::new(Semaphore::new(parts::PART_MEMORY_MIB)),
+                part_memory: Arc::new(Semaphore::new(part_memory_mib)),
+                part_memory_mib,
             }),
             shown,
             held: Arc::default(),

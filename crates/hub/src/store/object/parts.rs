@@ -26,8 +26,6 @@ pub const MIN_PART: u64 = 8 << 20;
 const MAX_PARTS: u64 = 10_000;
 /// Parts of one upload being sent at once.
 const IN_FLIGHT: usize = 4;
-/// Memory for parts being filled or sent, over all uploads, in MiB (a part of more takes it all).
-pub const PART_MEMORY_MIB: usize = 512;
 /// Tries per part before the upload fails.
 const TRIES: u32 = 3;
 
@@ -181,9 +179,9 @@ impl PartWriter {
     }
 
     /// Reserves the memory of a part of `len` bytes before its buffer is made, so all uploads
-    /// together hold at most [`PART_MEMORY_MIB`]; waits while others hold it.
+    /// together hold at most the store's part memory; waits while others hold it.
     async fn reserve(&mut self, len: usize) -> bool {
-        let mib = (len >> 20).clamp(1, PART_MEMORY_MIB) as u32;
+        let mib = (len >> 20).clamp(1, self.shared.part_memory_mib) as u32;
         match Arc::clone(&self.shared.part_memory)
             .acquire_many_owned(mib)
             .await
