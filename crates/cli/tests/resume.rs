@@ -2,8 +2,6 @@
 
 mod common;
 use common::*;
-use troca_net::HubClient;
-use troca_proto::msg::Put;
 
 const MIB: u64 = 1 << 20;
 
@@ -66,24 +64,6 @@ fn a_part_file_longer_than_the_remote_file_is_replaced() {
         std::fs::read_to_string(s.client.join("small.txt")).unwrap(),
         "small"
     );
-}
-
-/// Starts an upload of `file` with the library client, sends `len` bytes, and drops the
-/// connection as a killed client would.
-async fn abandon_upload(hub: &Hub, file: &std::path::Path, name: &str, len: u64) {
-    let meta = std::fs::metadata(file).unwrap();
-    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
-    let mut up = client
-        .put(Put {
-            name: name.into(),
-            size: meta.len(),
-            source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
-            force: false,
-        })
-        .await
-        .unwrap();
-    assert_eq!(up.offset(), 0);
-    up.write(&prefix_of(file, len)).await.unwrap();
 }
 
 fn wait_for_partial(share: &std::path::Path, len: u64) {

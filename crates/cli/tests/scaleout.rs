@@ -285,24 +285,6 @@ fn a_token_made_for_the_group_works_on_every_hub() {
     assert_eq!(got, "");
 }
 
-/// Sends the first `len` bytes of `file` as an upload and drops the connection.
-async fn abandon_upload(hub: &Hub, file: &Path, name: &str, len: u64) {
-    let meta = std::fs::metadata(file).unwrap();
-    let mut client = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
-    let mut up = client
-        .put(Put {
-            name: name.into(),
-            size: meta.len(),
-            source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
-            force: false,
-        })
-        .await
-        .unwrap();
-    assert_eq!(up.offset(), 0);
-    let data = std::fs::read(file).unwrap();
-    up.write(&data[..len as usize]).await.unwrap();
-}
-
 /// The parts of uploads recorded, and session locks held on uploads.
 const PARTS: &str = "SELECT count(*) FROM upload_parts";
 const HELD: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
@@ -450,16 +432,20 @@ async fn a_hub_killed_mid_upload_loses_nothing_and_shows_no_name() {
 fn a_store_or_database_that_cannot_be_reached_stops_the_hub_at_start() {
     let Some(g) = Group::new() else { return };
     let s = Scratch::new();
-    let mut args = g.store_args();
-    args[1] = format!("s3://no-such-bucket-here?endpoint={}", g.e.s3);
-    let out = Command::new(TROCA)
-        .arg("serve")
-        .arg(&s.share)
-        .args(&args)
-        .args(["--listen", "127.0.0.1:0", "--no-http"])
-        .output()
-        .unwrap();
-    let err = fails(&out, 1);
+    // `troca serve` with the group's arguments, one of them changed; what it said as it stopped.
+    let refused = |at: usize, to: String| {
+        let mut args = g.store_args();
+        args[at] = to;
+        let out = Command::new(TROCA)
+            .arg("serve")
+            .arg(&s.share)
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0", "--no-http"])
+            .output()
+            .unwrap();
+        fails(&out, 1)
+    };
+    let err = refused(1, format!("s3://no-such-bucket-here?endpoint={}", g.e.s3));
     assert!(
         err.contains("cannot reach s3://no-such-bucket-here"),
         "{err}"
@@ -467,30 +453,11 @@ fn a_store_or_database_that_cannot_be_reached_stops_the_hub_at_start() {
     assert!(std::fs::read_dir(&s.share)
         .unwrap()
         .all(|e| e.unwrap().file_name() == ".troca"));
-
-    let mut args = g.store_args();
-    args[5] = format!("{}/no_such_database", g.e.pg);
-    let out = Command::new(TROCA)
-        .arg("serve")
-        .arg(&s.share)
-        .args(&args)
-        .args(["--listen", "127.0.0.1:0", "--no-http"])
-        .output()
-        .unwrap();
-    let err = fails(&out, 1);
+    let err = refused(5, format!("{}/no_such_database", g.e.pg));
     assert!(err.contains("no_such_database"), "{err}");
-
     // A password in the address is refused: it would show in `ps`.
-    let mut args = g.store_args();
-    args[5] = args[5].replace("postgres://troca@", "postgres://troca:secret@");
-    let out = Command::new(TROCA)
-        .arg("serve")
-        .arg(&s.share)
-        .args(&args)
-        .args(["--listen", "127.0.0.1:0", "--no-http"])
-        .output()
-        .unwrap();
-    let err = fails(&out, 1);
+    let with_password = g.store_args()[5].replace("postgres://troca@", "postgres://troca:secret@");
+    let err = refused(5, with_password);
     assert!(err.contains("PGPASSWORD"), "{err}");
     assert!(!err.contains("secret"), "{err}");
 }

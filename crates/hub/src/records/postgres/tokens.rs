@@ -2,7 +2,7 @@
 
 use crate::error::HubError;
 use crate::pg::{block, db_err, Db};
-use crate::records::sqlite::tokens::{hash, new_secret};
+use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
 use crate::records::{Grant, NewToken, Owned, Owner, Owners, Role, TokenInfo, Tokens};
 use std::collections::HashSet;
 
@@ -28,11 +28,8 @@ impl Tokens for PgTokens {
     /// Hashes are compared (the admin one in constant time, as `blake3::Hash` equality is).
     fn check(&self, token: &str) -> Result<Option<Grant>, HubError> {
         let h = hash(token);
-        if h == self.admin {
-            return Ok(Some(Grant {
-                role: Role::Admin,
-                token_id: None,
-            }));
+        if let Some(admin) = admin_grant(&h, &self.admin) {
+            return Ok(Some(admin));
         }
         block(async {
             let c = self.db.get().await?;

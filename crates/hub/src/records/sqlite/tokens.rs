@@ -65,16 +65,22 @@ pub(crate) fn admin_token(state: &Path) -> Result<(blake3::Hash, bool), HubError
     Ok((hash(&secret), created))
 }
 
+/// The grant of the hub's admin token, if `h` is its hash (compared in constant time, as
+/// `blake3::Hash` equality is).
+pub(crate) fn admin_grant(h: &blake3::Hash, admin: &blake3::Hash) -> Option<Grant> {
+    (h == admin).then_some(Grant {
+        role: Role::Admin,
+        token_id: None,
+    })
+}
+
 impl Tokens for SqliteTokens {
     /// Checks a token. Comparisons are of hashes, and the admin one is constant-time
     /// (`blake3::Hash` equality is), so timing says nothing about the secret.
     fn check(&self, token: &str) -> Result<Option<Grant>, HubError> {
         let h = hash(token);
-        if h == self.admin {
-            return Ok(Some(Grant {
-                role: Role::Admin,
-                token_id: None,
-            }));
+        if let Some(admin) = admin_grant(&h, &self.admin) {
+            return Ok(Some(admin));
         }
         let db = self.db.lock().expect("token database poisoned");
         let row: Option<(i64, String)> = db

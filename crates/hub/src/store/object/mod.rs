@@ -430,9 +430,7 @@ impl ObjectStore {
         source_mtime_ns: i64,
         address: &str,
     ) -> Result<Target, HubError> {
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| HubError::Internal(e.to_string()))?;
-        let object_key = format!("objects/{}", troca_proto::hex(&id));
+        let object_key = new_object_key()?;
         let path = ObjectPath::from(object_key.as_str());
         let upload_id = self
             .shared
@@ -530,9 +528,7 @@ impl ObjectStore {
     ) -> Result<Version, HubError> {
         let kind = self.kind_of(file.name.as_str()).await?;
         check(&file.name, kind, file.replace)?;
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| HubError::Internal(e.to_string()))?;
-        let key = format!("objects/{}", troca_proto::hex(&id));
+        let key = new_object_key()?;
         let size = file.data.len() as u64;
         self.shared
             .s3
@@ -664,6 +660,13 @@ async fn held_parts(c: &deadpool_postgres::Object, key: &str) -> Result<Vec<Stor
         });
     }
     Ok(parts)
+}
+
+/// A key for a new object: random, so uploads of the same content at once never share one.
+fn new_object_key() -> Result<String, HubError> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| HubError::Internal(e.to_string()))?;
+    Ok(format!("objects/{}", troca_proto::hex(&id)))
 }
 
 /// The key of an upload in the records: the same for the same file (name, size and the
