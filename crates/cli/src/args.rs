@@ -485,6 +485,10 @@ pub struct TokenPlace {
     /// A file holding the database password.
     #[arg(long, value_name = "PATH", requires = "db")]
     pub db_password_file: Option<PathBuf>,
+    /// Certificates (PEM) to trust for the database's TLS, besides the system's (TLS is used
+    /// when the server offers it; add `?sslmode=require` to the address to insist).
+    #[arg(long, value_name = "PEM", requires = "db")]
+    pub db_ca_file: Option<PathBuf>,
 }
 
 /// What one tracker holds at most: a bound on its memory and on what one address can take.
@@ -605,6 +609,10 @@ pub struct Serve {
     /// A file holding the database password.
     #[arg(long, value_name = "PATH", requires = "db")]
     pub db_password_file: Option<PathBuf>,
+    /// Certificates (PEM) to trust for the database's TLS, besides the system's (TLS is used
+    /// when the server offers it; add `?sslmode=require` to the address to insist).
+    #[arg(long, value_name = "PEM", requires = "db")]
+    pub db_ca_file: Option<PathBuf>,
     /// How long an object no name refers to any more is kept before it is deleted, so
     /// downloads and uploads in flight finish (object store only).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]

@@ -53,6 +53,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.db = args.db.clone().map(|url| troca_hub::pg::DbAddress {
         url,
         password_file: args.db_password_file.clone(),
+        ca_file: args.db_ca_file.clone(),
     });
     config.object_grace = args.object_grace;
     config.store_part_memory = args.store_part_memory;

@@ -20,6 +20,7 @@ fn open(place: TokenPlace) -> Result<Box<dyn Tokens>> {
         let address = troca_hub::pg::DbAddress {
             url,
             password_file: place.db_password_file,
+            ca_file: place.db_ca_file,
         };
         let db = RUNTIME
             .block_on(troca_hub::pg::Db::open(&address))

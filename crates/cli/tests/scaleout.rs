@@ -14,6 +14,8 @@ const MIB: u64 = 1 << 20;
 struct Engines {
     pg: String,
     pg_password: String,
+    /// The CA of the database's TLS certificate.
+    pg_ca: String,
     s3: String,
     key: String,
     secret: String,
@@ -25,6 +27,7 @@ fn engines() -> Option<Engines> {
         Some(Engines {
             pg: var("TROCA_TEST_PG")?,
             pg_password: var("TROCA_TEST_PGPASSWORD")?,
+            pg_ca: var("TROCA_TEST_PG_CA")?,
             s3: var("TROCA_TEST_S3")?,
             key: var("TROCA_TEST_S3_KEY")?,
             secret: var("TROCA_TEST_S3_SECRET")?,
@@ -126,9 +129,11 @@ impl Group {
             "--store-credentials-file".into(),
             self.dir.path().join("s3creds").display().to_string(),
             "--db".into(),
-            format!("{}/{}", self.e.pg, self.name),
+            format!("{}/{}?sslmode=require", self.e.pg, self.name),
             "--db-password-file".into(),
             self.dir.path().join("pgpass").display().to_string(),
+            "--db-ca-file".into(),
+            self.e.pg_ca.clone(),
         ]
     }
 
@@ -215,6 +220,12 @@ fn a_file_put_through_one_hub_is_listed_fetched_and_deleted_through_the_other() 
     let out = t.client.join("out");
     ok(&t.b.troca(&t.client, &["get", "docs/one.bin", "-o", "out/"]));
     assert_eq!(hash_file(&out.join("one.bin")), hash_file(&src));
+    // Every connection of the hubs to the database is encrypted.
+    let plain = t.g.sql(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+         WHERE a.application_name = 'troca' AND NOT s.ssl",
+    );
+    assert_eq!(plain, "0");
     // The bytes are one object in the bucket, the name a row in the database.
     assert_eq!(t.g.objects().len(), 1);
     assert_eq!(
@@ -460,6 +471,9 @@ fn a_store_or_database_that_cannot_be_reached_stops_the_hub_at_start() {
     let err = refused(5, with_password);
     assert!(err.contains("PGPASSWORD"), "{err}");
     assert!(!err.contains("secret"), "{err}");
+    // A database whose certificate nobody vouches for is refused, not used in clear.
+    let err = refused(9, "/dev/null".into());
+    assert!(err.contains("cannot reach the database"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

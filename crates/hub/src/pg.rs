@@ -20,6 +20,8 @@ pub struct DbAddress {
     pub url: String,
     /// A file holding the password (else `PGPASSWORD`, else none).
     pub password_file: Option<PathBuf>,
+    /// Certificates (PEM) to trust for the server's TLS, besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A pool of connections to the group's database, and this hub's own connection.
@@ -71,15 +73,16 @@ impl Db {
     pub async fn open(address: &DbAddress) -> Result<Self, HubError> {
         let config = pg_config(address)?;
         let shown = shown(&config);
+        let tls = tls_connector(address)?;
         let (session, connection) = config
-            .connect(tokio_postgres::NoTls)
+            .connect(tls.clone())
             .await
             .map_err(|e| HubError::Backend(format!("cannot reach the database {shown}: {e}")))?;
         let (notices, _) = tokio::sync::broadcast::channel(1024);
         tokio::spawn(listen(connection, notices.clone()));
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -148,13 +151,13 @@ impl Db {
 pub const NAMES_CHANNEL: &str = "troca_names";
 
 /// Drives the hub's own connection, passing on what is announced on it.
-async fn listen(
-    mut connection: tokio_postgres::Connection<
-        tokio_postgres::Socket,
-        tokio_postgres::tls::NoTlsStream,
-    >,
+async fn listen<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
     notices: tokio::sync::broadcast::Sender<Option<String>>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use futures_util::StreamExt;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     while let Some(message) = messages.next().await {
@@ -266,6 +269,37 @@ CREATE TABLE IF NOT EXISTS upload_parts (
     PRIMARY KEY (key, part)
 );
 "#;
+
+/// TLS to the database with rustls: the system's roots and `--db-ca-file`. Whether it is used
+/// is the address's `sslmode` (`require`: always; the default `prefer`: when the server offers
+/// it; `disable`: never).
+fn tls_connector(
+    address: &DbAddress,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, HubError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &address.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| HubError::io(format!("cannot read {}", path.display()), e))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert =
+                cert.map_err(|e| HubError::io(format!("cannot read {}", path.display()), e))?;
+            roots.add(cert).map_err(|e| {
+                HubError::BadRequest(format!("--db-ca-file {}: {e}", path.display()))
+            })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| HubError::Internal(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
 
 /// The connection settings of `address`, with the password from the file or `PGPASSWORD`.
 fn pg_config(address: &DbAddress) -> Result<tokio_postgres::Config, HubError> {
