@@ -478,8 +478,17 @@ pub struct TokenPlace {
     /// The hub's state folder (default: ./troca-files/.troca).
     #[arg(long, value_name = "PATH", conflicts_with = "db")]
     pub state: Option<PathBuf>,
-    /// The database of a group of hubs (`postgres://USER@HOST:PORT/DB`, as given to `serve
-    /// --db`); the password from PGPASSWORD or --db-password-file.
+    #[command(flatten)]
+    pub database: Database,
+}
+
+/// The PostgreSQL database of a group of hubs.
+#[derive(Debug, Args)]
+pub struct Database {
+    /// The PostgreSQL database of a group of hubs, `postgres://USER@HOST:PORT/DB`: the records
+    /// (history, tokens, owners, partial uploads, who is connected) every hub given the same
+    /// address shares. The password comes from PGPASSWORD or --db-password-file, never from the
+    /// address.
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
     /// A file holding the database password.
@@ -489,6 +498,17 @@ pub struct TokenPlace {
     /// when the server offers it; add `?sslmode=require` to the address to insist).
     #[arg(long, value_name = "PEM", requires = "db")]
     pub db_ca_file: Option<PathBuf>,
+}
+
+impl Database {
+    /// Where the database is, if one was given.
+    pub fn address(&self) -> Option<troca_hub::pg::DbAddress> {
+        self.db.clone().map(|url| troca_hub::pg::DbAddress {
+            url,
+            password_file: self.db_password_file.clone(),
+            ca_file: self.db_ca_file.clone(),
+        })
+    }
 }
 
 /// What one tracker holds at most: a bound on its memory and on what one address can take.
@@ -601,18 +621,8 @@ pub struct Serve {
     /// `aws_secret_access_key = …` lines, as in ~/.aws/credentials).
     #[arg(long, value_name = "PATH", requires = "store")]
     pub store_credentials_file: Option<PathBuf>,
-    /// Keep the records (history, tokens, owners, partial uploads, who is connected) in
-    /// PostgreSQL, shared by every hub given the same address: `postgres://USER@HOST:PORT/DB`.
-    /// The password comes from PGPASSWORD or --db-password-file, never from the address.
-    #[arg(long, value_name = "URL")]
-    pub db: Option<String>,
-    /// A file holding the database password.
-    #[arg(long, value_name = "PATH", requires = "db")]
-    pub db_password_file: Option<PathBuf>,
-    /// Certificates (PEM) to trust for the database's TLS, besides the system's (TLS is used
-    /// when the server offers it; add `?sslmode=require` to the address to insist).
-    #[arg(long, value_name = "PEM", requires = "db")]
-    pub db_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub database: Database,
     /// How long an object no name refers to any more is kept before it is deleted, so
     /// downloads and uploads in flight finish (object store only).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]

@@ -50,11 +50,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
         s.credentials_file = args.store_credentials_file.clone();
         s
     });
-    config.db = args.db.clone().map(|url| troca_hub::pg::DbAddress {
-        url,
-        password_file: args.db_password_file.clone(),
-        ca_file: args.db_ca_file.clone(),
-    });
+    config.db = args.database.address();
     config.object_grace = args.object_grace;
     config.store_part_memory = args.store_part_memory;
     if let Some(name) = &args.hub_name {

@@ -16,12 +16,7 @@ fn state_dir(state: Option<PathBuf>) -> PathBuf {
 }
 
 fn open(place: TokenPlace) -> Result<Box<dyn Tokens>> {
-    if let Some(url) = place.db {
-        let address = troca_hub::pg::DbAddress {
-            url,
-            password_file: place.db_password_file,
-            ca_file: place.db_ca_file,
-        };
+    if let Some(address) = place.database.address() {
         let db = RUNTIME
             .block_on(troca_hub::pg::Db::open(&address))
             .context("cannot open the group's database")?;
