@@ -298,7 +298,8 @@ fn a_token_made_for_the_group_works_on_every_hub() {
 
 /// The parts of uploads recorded, and session locks held on uploads.
 const PARTS: &str = "SELECT count(*) FROM upload_parts";
-const HELD: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
+const HELD: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cut_on_one_hub_resumes_on_the_other() {

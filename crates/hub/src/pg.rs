@@ -216,7 +216,6 @@ CREATE TABLE IF NOT EXISTS key_owners (
 -- A hub is alive while its session (pid, backend_start) is.
 CREATE TABLE IF NOT EXISTS hubs (
     id text PRIMARY KEY,
-    address text NOT NULL,
     started_ns bigint NOT NULL,
     pid integer NOT NULL,
     backend_start timestamptz NOT NULL
@@ -226,7 +225,6 @@ CREATE TABLE IF NOT EXISTS sessions (
     id bigint NOT NULL,
     client text NOT NULL,
     address text NOT NULL,
-    face text NOT NULL,
     connected_ns bigint NOT NULL,
     activity text NOT NULL,
     PRIMARY KEY (hub, id)

@@ -210,12 +210,9 @@ impl Hub {
         let presence = match db {
             Some(db) => {
                 let mine = Arc::downgrade(&clients);
-                Some(PgPresence::start(
-                    db,
-                    &config.hub_name,
-                    &config.hub_name,
-                    move || mine.upgrade().map(|c| c.list()),
-                )?)
+                Some(PgPresence::start(db, &config.hub_name, move || {
+                    mine.upgrade().map(|c| c.list())
+                })?)
             }
             None => None,
         };

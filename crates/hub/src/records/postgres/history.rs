@@ -18,10 +18,6 @@ const BATCH: usize = 2_000;
 /// How long the writer lets entries gather after writing a few.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn batch_was_small(n: u64) -> bool {
-    n < BATCH as u64
-}
-
 /// The group's request history.
 #[derive(Debug)]
 pub struct PgHistory {
@@ -123,7 +119,7 @@ async fn writer(db: Db, queue: Arc<Queue>, keep: u64) {
         }
         queue.written.fetch_add(n, Ordering::SeqCst);
         queue.done.notify_waiters();
-        if batch_was_small(n) {
+        if n < BATCH as u64 {
             tokio::time::sleep(GATHER).await;
         }
     }

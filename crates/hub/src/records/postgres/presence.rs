@@ -29,10 +29,9 @@ impl PgPresence {
     pub fn start(
         db: Db,
         hub: &str,
-        address: &str,
         clients: impl Fn() -> Option<Vec<ClientEntry>> + Send + 'static,
     ) -> Result<Self, HubError> {
-        block(register(&db, hub, address))?;
+        block(register(&db, hub))?;
         tokio::spawn(heartbeat(db.clone(), hub.to_owned(), clients));
         Ok(Self {
             db,
@@ -99,7 +98,7 @@ impl PgPresence {
     }
 }
 
-async fn register(db: &Db, hub: &str, address: &str) -> Result<(), HubError> {
+async fn register(db: &Db, hub: &str) -> Result<(), HubError> {
     let session = db.session().await;
     let taken = session
         .query_opt(
@@ -116,13 +115,12 @@ async fn register(db: &Db, hub: &str, address: &str) -> Result<(), HubError> {
     }
     session
         .execute(
-            "INSERT INTO hubs (id, address, started_ns, pid, backend_start)
-             SELECT $1, $2, $3, pid, backend_start FROM pg_stat_activity
+            "INSERT INTO hubs (id, started_ns, pid, backend_start)
+             SELECT $1, $2, pid, backend_start FROM pg_stat_activity
               WHERE pid = pg_backend_pid()
-             ON CONFLICT (id) DO UPDATE SET address = excluded.address,
-                 started_ns = excluded.started_ns, pid = excluded.pid,
+             ON CONFLICT (id) DO UPDATE SET started_ns = excluded.started_ns, pid = excluded.pid,
                  backend_start = excluded.backend_start",
-            &[&hub, &address, &now_ns()],
+            &[&hub, &now_ns()],
         )
         .await
         .map_err(db_err)?;
@@ -171,8 +169,8 @@ async fn write_clients(db: &Db, hub: &str, clients: &[ClientEntry]) -> Result<()
         })
         .to_string();
         tx.execute(
-            "INSERT INTO sessions (hub, id, client, address, face, connected_ns, activity)
-             VALUES ($1, $2, $3, $4, '', $5, $6)",
+            "INSERT INTO sessions (hub, id, client, address, connected_ns, activity)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &hub,
                 &(id as i64),

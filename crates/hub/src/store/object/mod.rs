@@ -477,16 +477,10 @@ impl ObjectStore {
             ));
         };
         // Refused before the parts are joined, the upload stays resumable (with --force).
-        {
-            let mut c = self.db().get().await?;
-            let tx = c.transaction().await.map_err(db_err)?;
-            match catalog::kind_in(&tx, upload.name.as_str()).await? {
-                Some(Kind::Folder) => return Err(HubError::NotAFile(upload.name.to_string())),
-                Some(_) if !replace => {
-                    return Err(HubError::AlreadyExists(upload.name.to_string()))
-                }
-                _ => {}
-            }
+        match self.kind_of(upload.name.as_str()).await? {
+            Some(Kind::Folder) => return Err(HubError::NotAFile(upload.name.to_string())),
+            Some(_) if !replace => return Err(HubError::AlreadyExists(upload.name.to_string())),
+            _ => {}
         }
         let t = Arc::clone(&upload.target);
         let ids: Vec<PartId> = parts

@@ -248,8 +248,7 @@ impl PartWriter {
     /// Sends what is left and waits for every part: all the parts, in order, and the file's
     /// hash.
     pub async fn finish(mut self) -> io::Result<(Vec<StoredPart>, Hash)> {
-        let stored = self.wait().await;
-        stored
+        self.wait().await
     }
 
     async fn wait(&mut self) -> io::Result<(Vec<StoredPart>, Hash)> {
