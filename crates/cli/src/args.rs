@@ -596,6 +596,13 @@ pub struct Serve {
     /// The largest file the cache holds (`1M`, or bytes).
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
     pub cache_max_file: u64,
+    /// The most WebDAV locks held at once (a client asking for more gets "busy").
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_locks: usize,
+    /// The longest a WebDAV lock is held without a refresh (a client asking for longer, or for
+    /// ever, gets this).
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_lock_time: std::time::Duration,
     /// Refuse every upload, replacement and deletion.
     #[arg(long)]
     pub read_only: bool,

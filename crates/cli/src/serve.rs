@@ -44,6 +44,8 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.cache_size = args.cache_size;
     config.cache_max_file = args.cache_max_file;
     config.batch_memory = args.batch_memory;
+    config.max_locks = args.max_locks;
+    config.max_lock_time = args.max_lock_time;
     config.read_only = args.read_only;
     config.require_token = args.require_token;
     config.store = args.store.clone().map(|mut s| {

@@ -28,6 +28,8 @@ pub struct Caller {
     pub from: Option<IpAddr>,
     /// The BLAKE3 hash of the owner key the caller presented, if any.
     pub owner_key: Option<[u8; 32]>,
+    /// The lock tokens the request presents (a WebDAV `If` header's); other faces hold none.
+    pub lock_tokens: Vec<String>,
 }
 
 impl Caller {
@@ -37,6 +39,17 @@ impl Caller {
         Owner {
             token_id: self.grant.and_then(|g| g.token_id),
             key_hash: self.owner_key,
+        }
+    }
+
+    /// Who holds the locks this caller takes: its token, or `anonymous`.
+    pub fn principal(&self) -> String {
+        match self.grant {
+            Some(Grant {
+                token_id: Some(id), ..
+            }) => format!("token {id}"),
+            Some(Grant { role, .. }) => role.as_str().to_owned(),
+            None => "anonymous".to_owned(),
         }
     }
 
@@ -282,6 +295,7 @@ mod tests {
             grant: t.and_then(|t| tokens.check(t).unwrap()),
             from: None,
             owner_key: None,
+            lock_tokens: Vec::new(),
         };
         let by = |id: i64| Owner {
             token_id: Some(id),

@@ -52,6 +52,9 @@ pub struct HubConfig {
     pub store_part_memory: u64,
     /// This hub's name among the hubs of a group (in `who` and `status`).
     pub hub_name: String,
+    /// The most locks (WebDAV's) held at once, and the longest any is held without a refresh.
+    pub max_locks: usize,
+    pub max_lock_time: Duration,
 }
 
 /// How the native protocol is protected.
@@ -95,6 +98,8 @@ impl HubConfig {
             object_grace: Duration::from_secs(60 * 60),
             store_part_memory: 512 << 20,
             hub_name: default_hub_name(),
+            max_locks: 10_000,
+            max_lock_time: Duration::from_secs(60 * 60),
         }
     }
 }

@@ -28,6 +28,13 @@ pub enum HubError {
     NoSpace { needed: u64, available: u64 },
     #[error("the hub's disk is full")]
     DiskFull,
+    #[error("{0:?} is locked (by a WebDAV client) until it is unlocked or the lock runs out")]
+    Locked(String),
+    #[error("the hub holds its maximum of {0} locks; try again when some are released")]
+    TooManyLocks(usize),
+    /// A request past one of the hub's size or count limits.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -65,10 +72,13 @@ impl HubError {
             HubError::FolderNotEmpty(_) => ErrorCode::NotEmpty,
             HubError::UploadInProgress(_)
             | HubError::TooManyConnections(_)
-            | HubError::TooManyFromAddress(_) => ErrorCode::Busy,
+            | HubError::TooManyFromAddress(_)
+            | HubError::TooManyLocks(_) => ErrorCode::Busy,
             HubError::Integrity(_) => ErrorCode::Integrity,
+            HubError::Locked(_) => ErrorCode::Locked,
             HubError::NoSpace { .. } | HubError::DiskFull => ErrorCode::NoSpace,
             HubError::BadRequest(_) => ErrorCode::BadRequest,
+            HubError::TooLarge(_) => ErrorCode::TooLarge,
             HubError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
             HubError::Timeout(_) => ErrorCode::Timeout,
             HubError::Unauthorized(_) => ErrorCode::Unauthorized,

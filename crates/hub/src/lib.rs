@@ -26,6 +26,8 @@ pub mod conn;
 pub mod error;
 pub mod hashes;
 pub mod identity;
+pub mod locks;
+pub mod names;
 pub mod pg;
 pub mod records;
 pub mod server;

@@ -212,6 +212,13 @@ CREATE TABLE IF NOT EXISTS key_owners (
     name text COLLATE "C" PRIMARY KEY,
     key_hash bytea NOT NULL
 );
+-- WebDAV's dead properties: `{namespace}name` and the element as sent.
+CREATE TABLE IF NOT EXISTS props (
+    name text COLLATE "C" NOT NULL,
+    key text NOT NULL,
+    xml text NOT NULL,
+    PRIMARY KEY (name, key)
+);
 -- Each running hub, and the clients connected to it (rewritten on every heartbeat).
 -- A hub is alive while its session (pid, backend_start) is.
 CREATE TABLE IF NOT EXISTS hubs (

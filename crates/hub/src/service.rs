@@ -8,11 +8,12 @@ use crate::clients::Clients;
 use crate::config::HubConfig;
 use crate::error::HubError;
 use crate::hashes::HashCache;
+use crate::locks::{Locks, Presented};
 use crate::pg::Db;
 use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
-use crate::records::{History, Owner, Owners, Page, PageQuery, Tokens};
+use crate::records::{History, Owners, Page, PageQuery, Tokens};
 use crate::store::{parse, Kind, LocalStore, ObjectStore, PartialInfo, Store, StoredFile, Version};
 use crate::transfer::Incoming;
 use std::net::IpAddr;
@@ -46,6 +47,8 @@ pub struct Hub {
     tls: std::sync::RwLock<Option<Arc<crate::identity::Tls>>>,
     /// Memory for batches of small files, in KiB (see `small.rs`), shared by all connections.
     batch_memory: Arc<tokio::sync::Semaphore>,
+    /// Locks on names (WebDAV's), honoured by every face.
+    locks: Locks,
     started: Instant,
 }
 
@@ -206,6 +209,7 @@ impl Hub {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
         let tls = crate::identity::Tls::for_mode(&config.tls, &state)?;
+        let locks = Locks::new(config.max_locks, config.max_lock_time);
         let clients = Arc::<Clients>::default();
         let presence = match db {
             Some(db) => {
@@ -234,6 +238,7 @@ impl Hub {
             tokens,
             auth_failures: AuthFailures::default(),
             batch_memory,
+            locks,
             started: Instant::now(),
         })
     }
@@ -413,6 +418,7 @@ impl Hub {
             grant,
             from: Some(from),
             owner_key: None,
+            lock_tokens: Vec::new(),
         })
     }
 
@@ -439,8 +445,26 @@ impl Hub {
         )
     }
 
+    /// The hub's locks (WebDAV's), for the face that takes them.
+    pub fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
+    /// May `caller` change `name` (and, when `deep`, everything beneath it) as far as the locks
+    /// go? Only by presenting the token of each lock in the way.
+    pub fn check_lock(&self, caller: &Caller, name: &str, deep: bool) -> Result<(), HubError> {
+        let principal = caller.principal();
+        let presented = Presented {
+            tokens: &caller.lock_tokens,
+            principal: Some(&principal),
+        };
+        self.locks
+            .check(name, deep, presented, Instant::now())
+            .map_err(|_| HubError::Locked(name.to_owned()))
+    }
+
     /// May a file go at `name`, which holds `kind` now? Not over a folder; over a file only
-    /// when `replace` and `caller` may replace it.
+    /// when `replace` and `caller` may replace it; not on a name locked by someone else.
     pub(crate) fn check_place(
         &self,
         caller: &Caller,
@@ -448,6 +472,7 @@ impl Hub {
         kind: Option<Kind>,
         replace: bool,
     ) -> Result<(), HubError> {
+        self.check_lock(caller, name.as_str(), false)?;
         match kind {
             None => Ok(()),
             Some(Kind::Folder) => Err(HubError::NotAFile(name.to_string())),
@@ -493,12 +518,15 @@ impl Hub {
         let (upload, ours) = incoming.complete().await?;
         let hub = Arc::clone(self);
         let uploader = caller.as_owner();
+        let caller = caller.clone();
         blocking(move || {
             if theirs.is_some_and(|theirs| ours != theirs) {
                 let name = upload.name().to_string();
                 upload.discard();
                 return Err(HubError::Integrity(name));
             }
+            // Locked while the bytes came: kept, so a retry once it is unlocked resumes.
+            hub.check_lock(&caller, upload.name().as_str(), false)?;
             let (name, size) = (upload.name().clone(), upload.size());
             let version = hub.store.commit(upload, force)?;
             hub.cache.invalidate(name.as_str());
@@ -603,6 +631,7 @@ impl Hub {
         let hub = Arc::clone(self);
         let caller = caller.clone();
         blocking(move || {
+            hub.check_lock(&caller, remote.as_str(), true)?;
             match hub.store.kind(&remote)? {
                 Some(Kind::Folder) => return hub.remove_folder(&caller, &remote, recursive),
                 Some(_) if as_folder => return Err(HubError::NotFound(format!("{remote}/"))),
@@ -614,7 +643,8 @@ impl Hub {
             // One file: its own entries only (a walk of the caches is for folders).
             hub.hashes.forget(remote.as_str());
             hub.cache.invalidate(remote.as_str());
-            hub.owners.set_owner(remote.as_str(), Owner::default())?;
+            hub.owners.forget_owners_beneath(remote.as_str())?;
+            hub.locks.forget(remote.as_str(), Instant::now());
             Ok(1)
         })
         .await
@@ -651,6 +681,7 @@ impl Hub {
         let removed = self.store.remove_tree(name);
         self.forget(name);
         self.owners.forget_owners_beneath(name.as_str())?;
+        self.locks.forget(name.as_str(), Instant::now());
         removed
     }
 
@@ -700,6 +731,7 @@ impl Hub {
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
             caller.may_create(hub.tokens(), hub.config.read_only)?;
+            hub.check_lock(&caller, remote.as_str(), false)?;
             hub.store.make_folder(&remote)
         })
         .await
@@ -743,6 +775,8 @@ impl Hub {
                 "cannot move {source:?} to {target:?}: that is itself or inside it"
             )));
         }
+        self.check_lock(caller, source.as_str(), true)?;
+        self.check_lock(caller, target.as_str(), true)?;
         if kind == Kind::Folder {
             self.check_folder(caller, &source, "moving")?;
         } else {
@@ -761,6 +795,7 @@ impl Hub {
         self.forget(&source);
         self.forget(&target);
         self.owners.move_owners(source.as_str(), target.as_str())?;
+        self.locks.forget(source.as_str(), Instant::now());
         Ok(target.to_string())
     }
 
@@ -782,6 +817,12 @@ impl Hub {
     /// The store, for the batch of small files (`small.rs`).
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// When this hub started, in nanoseconds since the Unix epoch.
+    pub(crate) fn started_ns(&self) -> i64 {
+        let ago = i64::try_from(self.started.elapsed().as_nanos()).unwrap_or(0);
+        now_ns() - ago
     }
 
     pub(crate) fn owners(&self) -> &dyn Owners {

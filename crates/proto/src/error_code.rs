@@ -32,6 +32,8 @@ pub enum ErrorCode {
     Internal,
     /// The folder holds files, and the request did not ask to delete them too.
     NotEmpty,
+    /// A lock (taken by a WebDAV client) holds the name, and the request did not present it.
+    Locked,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 12,
             ErrorCode::Internal => 13,
             ErrorCode::NotEmpty => 14,
+            ErrorCode::Locked => 15,
             ErrorCode::Other(n) => n,
         }
     }
@@ -75,6 +78,7 @@ impl ErrorCode {
             12 => ErrorCode::Timeout,
             13 => ErrorCode::Internal,
             14 => ErrorCode::NotEmpty,
+            15 => ErrorCode::Locked,
             n => ErrorCode::Other(n),
         }
     }
@@ -96,6 +100,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
             ErrorCode::NotEmpty => "not_empty",
+            ErrorCode::Locked => "locked",
             ErrorCode::Other(_) => "other",
         }
     }

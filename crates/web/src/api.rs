@@ -15,17 +15,25 @@ use troca_hub::records::{PageQuery, Pending};
 use troca_hub::Hub;
 use troca_proto::json;
 
-/// The token in `Authorization: Bearer …`, if any.
-fn bearer(headers: &HeaderMap) -> Option<String> {
+/// The token in `Authorization: Bearer TOKEN`, or the password of `Authorization: Basic`
+/// (any user name: WebDAV clients, `curl -u`, and `wget --password` only know that form).
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    let (scheme, token) = v.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
+    let (scheme, value) = v.trim().split_once(' ')?;
+    let value = value.trim();
+    let token = if scheme.eq_ignore_ascii_case("bearer") {
+        value.to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = data_encoding::BASE64.decode(value.as_bytes()).ok()?;
+        let pair = String::from_utf8(decoded).ok()?;
+        pair.split_once(':')?.1.to_owned()
+    } else {
+        return None;
+    };
+    Some(token).filter(|t| !t.is_empty())
 }
 
 /// Who is asking, by the same rules as a native `Hello` (and the same slow-down for wrong

@@ -35,6 +35,7 @@ impl ApiError {
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             },
             ErrorCode::Integrity => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Locked => StatusCode::LOCKED,
             ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,

@@ -16,6 +16,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::Deserialize;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -172,20 +173,50 @@ pub(crate) async fn get(
             None => crate::folders::listing(&hub, &v, &headers, &name).await,
         };
     }
-    let head = method == Method::HEAD;
-    let record = pending(&v, if head { "head" } else { "get" }, name.clone());
+    let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
+    // A folder named without its slash: where its listing is, so relative links work.
+    let to_folder = || {
+        let to = format!("{}/{query}", crate::page::href(&name));
+        (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response()
+    };
+    let asked = Asked {
+        head: method == Method::HEAD,
+        attachment: truthy(&q.download),
+    };
+    send_file(&hub, &v, &headers, &name, asked, to_folder).await
+}
+
+/// How a file was asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asked {
+    /// `HEAD`: the headers only.
+    pub head: bool,
+    /// Saved as a file rather than shown (`Content-Disposition: attachment`).
+    pub attachment: bool,
+}
+
+/// Answers a `GET` or `HEAD` of file `name` (ranges, ETags, `If-None-Match`), recorded in the
+/// history; `folder` answers when the name is a folder.
+pub(crate) async fn send_file(
+    hub: &Arc<Hub>,
+    v: &Visitor,
+    headers: &HeaderMap,
+    name: &str,
+    asked: Asked,
+    folder: impl FnOnce() -> Response,
+) -> Result<Response, ApiError> {
+    let head = asked.head;
+    let name = name.to_owned();
+    let record = pending(v, if head { "head" } else { "get" }, name.clone());
     let opened = async {
-        caller(&hub, &v, &headers).await?;
+        caller(hub, v, headers).await?;
         Ok::<_, ApiError>(hub.download(&name, 0)?)
     };
     let download = match opened.await {
         Ok(d) => d,
-        // A folder named without its slash: where its listing is, so relative links work.
         Err(ApiError::Hub(HubError::NotAFile(_))) => {
             record.finish(hub.history_log(), Ok(0));
-            let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
-            let to = format!("{}/{query}", crate::page::href(&name));
-            return Ok((StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response());
+            return Ok(folder());
         }
         Err(e) => {
             record.finish(hub.history_log(), Err(e.record_text()));
@@ -199,7 +230,7 @@ pub(crate) async fn get(
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag.clone())]).into_response());
         }
     }
-    let want = match wanted(&headers, tag.as_deref(), download.size()) {
+    let want = match wanted(headers, tag.as_deref(), download.size()) {
         Ok(w) => w,
         Err(e) => {
             record.finish(hub.history_log(), Err(e.record_text()));
@@ -214,12 +245,12 @@ pub(crate) async fn get(
             return Err(e);
         }
     }
-    let response = answer_headers(&name, &download, want, tag, truthy(&q.download));
+    let response = answer_headers(&name, &download, want, tag, asked.attachment);
     let body = if head {
         record.finish(hub.history_log(), Ok(0));
         Body::empty()
     } else {
-        body(&hub, &v, record, download, want)
+        body(hub, v, record, download, want)
     };
     response
         .body(body)
@@ -589,6 +620,58 @@ async fn receive_body(
         };
         upload.take(&data).await?;
         v.session.received(data.len() as u64);
+    }
+}
+
+/// A request body that fails once the client sends nothing for the stall timeout, so a
+/// client that stops mid-upload holds no partial upload open for ever.
+pub(crate) struct Patient {
+    inner: Body,
+    stall: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Patient {
+    pub(crate) fn new(inner: Body, stall: std::time::Duration) -> Self {
+        Self {
+            inner,
+            stall,
+            timer: Box::pin(tokio::time::sleep(stall)),
+        }
+    }
+}
+
+impl axum::body::HttpBody for Patient {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.stall;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(std::io::Error::other)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the upload stalled",
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -8,6 +8,7 @@
 //!   uploads and deletions. `page`: the embedded page and its assets.
 
 mod api;
+mod dav;
 mod error;
 mod files;
 mod folders;
@@ -103,7 +104,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 .put(files::put)
                 .delete(files::delete),
         )
+        .route("/dav", axum::routing::any(dav::serve))
+        .route("/dav/", axum::routing::any(dav::serve))
+        .route("/dav/{*path}", axum::routing::any(dav::serve))
         .fallback(page::not_found)
+        .layer(axum::Extension(dav::handler(&hub)))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), visitor))
         .with_state(hub)
 }

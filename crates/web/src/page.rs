@@ -101,12 +101,17 @@ pub(crate) fn escape(text: &str) -> String {
 
 /// The URL path of a file or folder: `/files/` and each part percent-encoded.
 pub(crate) fn href(name: &str) -> String {
+    format!("/files/{}", href_path(name))
+}
+
+/// `name` with each part percent-encoded, its slashes kept.
+pub(crate) fn href_path(name: &str) -> String {
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
     let parts: Vec<String> = name
         .split('/')
         .map(|p| utf8_percent_encode(p, NON_ALPHANUMERIC).to_string())
         .collect();
-    format!("/files/{}", parts.join("/"))
+    parts.join("/")
 }
 
 /// The page for `folder` (`""` for the top, or `NAME/`) listing `rows`: complete without

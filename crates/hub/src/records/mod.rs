@@ -106,7 +106,36 @@ pub struct Owned {
     pub owner: Owner,
 }
 
-/// Who owns which file (the right to replace or delete it).
+/// A dead property of a name (WebDAV's PROPPATCH): stored, never interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadProp {
+    /// `{namespace}name`, the property's identity.
+    pub key: String,
+    /// The property element as the client sent it, as XML text.
+    pub xml: String,
+}
+
+/// One change of a PROPPATCH; a PROPPATCH's changes apply in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropChange {
+    Set(DeadProp),
+    /// The key of the property to remove.
+    Remove(String),
+}
+
+/// The most dead properties one name may have, and the largest one (its XML text).
+pub const MAX_PROPS_PER_NAME: usize = 64;
+pub const MAX_PROP_BYTES: usize = 16 * 1024;
+
+/// The refusal of a property past [`MAX_PROPS_PER_NAME`].
+pub(crate) fn too_many_props() -> HubError {
+    HubError::TooLarge(format!(
+        "a name may have at most {MAX_PROPS_PER_NAME} properties"
+    ))
+}
+
+/// Who owns which file (the right to replace or delete it), and the dead properties of names:
+/// the records that follow a name when it moves and go when it goes.
 pub trait Owners: Send + Sync + std::fmt::Debug {
     /// The owner of `name` (`Owner::default()`: nobody).
     fn owner(&self, name: &str) -> Result<Owner, HubError>;
@@ -116,8 +145,15 @@ pub trait Owners: Send + Sync + std::fmt::Debug {
     fn set_owners(&self, owners: &[Owned]) -> Result<(), HubError>;
     /// Moves the owners of `from` and everything beneath it to `to`.
     fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError>;
-    /// Forgets the owners of `name` and everything beneath it.
+    /// Forgets the owners and properties of `name` and everything beneath it.
     fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError>;
+    /// The dead properties of `name`.
+    fn props(&self, name: &str) -> Result<Vec<DeadProp>, HubError>;
+    /// Applies `changes` to `name` in order, all or nothing; refused with `TooLarge` past
+    /// [`MAX_PROPS_PER_NAME`] properties.
+    fn patch_props(&self, name: &str, changes: &[PropChange]) -> Result<(), HubError>;
+    /// Copies the dead properties of `from` and everything beneath it to `to`.
+    fn copy_props(&self, from: &str, to: &str) -> Result<(), HubError>;
     /// The names starting with `prefix` that `owner` uploaded (by token or by owner key).
     fn owned(
         &self,

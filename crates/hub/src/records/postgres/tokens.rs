@@ -3,7 +3,10 @@
 use crate::error::HubError;
 use crate::pg::{block, db_err, Db};
 use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
-use crate::records::{Grant, NewToken, Owned, Owner, Owners, Role, TokenInfo, Tokens};
+use crate::records::{
+    too_many_props, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role, TokenInfo,
+    Tokens, MAX_PROPS_PER_NAME,
+};
 use std::collections::HashSet;
 
 /// The group's tokens and owners, and this hub's admin token.
@@ -186,7 +189,7 @@ impl Owners for PgTokens {
         block(async {
             let mut c = self.db.get().await?;
             let tx = c.transaction().await.map_err(db_err)?;
-            for table in ["owners", "key_owners"] {
+            for table in ["owners", "key_owners", "props"] {
                 // The target's own records go first: what was there was replaced.
                 tx.execute(&beneath(table), &[&to]).await.map_err(db_err)?;
                 tx.execute(
@@ -206,10 +209,82 @@ impl Owners for PgTokens {
     fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError> {
         block(async {
             let c = self.db.get().await?;
-            for table in ["owners", "key_owners"] {
+            for table in ["owners", "key_owners", "props"] {
                 c.execute(&beneath(table), &[&name]).await.map_err(db_err)?;
             }
             Ok(())
+        })
+    }
+
+    fn props(&self, name: &str) -> Result<Vec<DeadProp>, HubError> {
+        block(async {
+            let c = self.db.get().await?;
+            let rows = c
+                .query(
+                    "SELECT key, xml FROM props WHERE name = $1 ORDER BY key",
+                    &[&name],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| DeadProp {
+                    key: r.get(0),
+                    xml: r.get(1),
+                })
+                .collect())
+        })
+    }
+
+    fn patch_props(&self, name: &str, changes: &[PropChange]) -> Result<(), HubError> {
+        block(async {
+            let mut c = self.db.get().await?;
+            let tx = c.transaction().await.map_err(db_err)?;
+            for change in changes {
+                match change {
+                    PropChange::Remove(key) => {
+                        tx.execute(
+                            "DELETE FROM props WHERE name = $1 AND key = $2",
+                            &[&name, key],
+                        )
+                        .await
+                    }
+                    PropChange::Set(p) => {
+                        tx.execute(
+                            "INSERT INTO props (name, key, xml) VALUES ($1, $2, $3)
+                             ON CONFLICT (name, key) DO UPDATE SET xml = excluded.xml",
+                            &[&name, &p.key, &p.xml],
+                        )
+                        .await
+                    }
+                }
+                .map_err(db_err)?;
+            }
+            let count: i64 = tx
+                .query_one("SELECT count(*) FROM props WHERE name = $1", &[&name])
+                .await
+                .map_err(db_err)?
+                .get(0);
+            if count > MAX_PROPS_PER_NAME as i64 {
+                return Err(too_many_props());
+            }
+            tx.commit().await.map_err(db_err)
+        })
+    }
+
+    fn copy_props(&self, from: &str, to: &str) -> Result<(), HubError> {
+        block(async {
+            let c = self.db.get().await?;
+            c.execute(
+                "INSERT INTO props (name, key, xml)
+                 SELECT $2 || substr(name, length($1) + 1), key, xml FROM props
+                 WHERE name = $1 OR starts_with(name, $1 || '/')
+                 ON CONFLICT (name, key) DO UPDATE SET xml = excluded.xml",
+                &[&from, &to],
+            )
+            .await
+            .map(drop)
+            .map_err(db_err)
         })
     }
 

@@ -59,6 +59,13 @@ pub fn open_db(path: &Path) -> Result<Connection, HubError> {
              name TEXT PRIMARY KEY,
              key_hash BLOB NOT NULL
          );
+         -- WebDAV's dead properties: `{namespace}name` and the element as sent.
+         CREATE TABLE IF NOT EXISTS props (
+             name TEXT NOT NULL,
+             key TEXT NOT NULL,
+             xml TEXT NOT NULL,
+             PRIMARY KEY (name, key)
+         );
          -- Hashes of shared files, by name and version (size, mtime); see `hashes.rs`.
          CREATE TABLE IF NOT EXISTS hashes (
              path TEXT PRIMARY KEY,

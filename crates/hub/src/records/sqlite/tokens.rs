@@ -8,7 +8,10 @@
 
 use super::{admin_token_path, db_err, db_path, open_db};
 use crate::error::HubError;
-use crate::records::{Grant, NewToken, Owned, Owner, Owners, Role, TokenInfo, Tokens};
+use crate::records::{
+    too_many_props, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role, TokenInfo,
+    Tokens, MAX_PROPS_PER_NAME,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -205,7 +208,7 @@ impl Owners for SqliteTokens {
     fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError> {
         let db = self.db.lock().expect("token database poisoned");
         let err = |e| db_err(&self.db_path, e);
-        for table in ["owners", "key_owners"] {
+        for table in ["owners", "key_owners", "props"] {
             // The target's own records go first: what was there was replaced.
             db.execute(
                 &format!(
@@ -224,6 +227,66 @@ impl Owners for SqliteTokens {
             .map_err(err)?;
         }
         Ok(())
+    }
+
+    fn props(&self, name: &str) -> Result<Vec<DeadProp>, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let err = |e| db_err(&self.db_path, e);
+        let mut q = db
+            .prepare_cached("SELECT key, xml FROM props WHERE name = ?1 ORDER BY key")
+            .map_err(err)?;
+        let rows = q
+            .query_map(params![name], |r| {
+                Ok(DeadProp {
+                    key: r.get(0)?,
+                    xml: r.get(1)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    }
+
+    fn patch_props(&self, name: &str, changes: &[PropChange]) -> Result<(), HubError> {
+        let mut db = self.db.lock().expect("token database poisoned");
+        let err = |e| db_err(&self.db_path, e);
+        let tx = db.transaction().map_err(err)?;
+        for change in changes {
+            match change {
+                PropChange::Remove(key) => tx.execute(
+                    "DELETE FROM props WHERE name = ?1 AND key = ?2",
+                    params![name, key],
+                ),
+                PropChange::Set(p) => tx.execute(
+                    "INSERT INTO props (name, key, xml) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name, key) DO UPDATE SET xml = excluded.xml",
+                    params![name, p.key, p.xml],
+                ),
+            }
+            .map_err(err)?;
+        }
+        let count: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM props WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if count > MAX_PROPS_PER_NAME as i64 {
+            return Err(too_many_props());
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn copy_props(&self, from: &str, to: &str) -> Result<(), HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        db.execute(
+            "INSERT OR REPLACE INTO props (name, key, xml)
+             SELECT ?2 || substr(name, length(?1) + 1), key, xml FROM props
+             WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'",
+            params![from, to],
+        )
+        .map(drop)
+        .map_err(|e| db_err(&self.db_path, e))
     }
 
     /// The names starting with `prefix` uploaded with token `token_id` or owner key `key_hash`.
@@ -295,7 +358,7 @@ impl Owners for SqliteTokens {
     /// Forgets the owners of folder `name` and everything beneath it.
     fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError> {
         let db = self.db.lock().expect("token database poisoned");
-        for table in ["owners", "key_owners"] {
+        for table in ["owners", "key_owners", "props"] {
             db.execute(
                 &format!(
                     "DELETE FROM {table} WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'"

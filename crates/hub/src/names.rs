@@ -1,0 +1,160 @@
+//! Operations on names that WebDAV asks for and the other faces may use too: what a name holds
+//! ([`Hub::stat`]), a copy through the upload pipeline ([`Hub::copy`]), and the dead properties
+//! kept in the records ([`Hub::props`], [`Hub::patch_props`]).
+
+use crate::access::Caller;
+use crate::error::HubError;
+use crate::records::{DeadProp, PropChange, MAX_PROP_BYTES};
+use crate::service::{blocking, Hub, Source};
+use crate::store::{parse, Kind};
+use std::sync::Arc;
+use troca_proto::msg::{Put, PutDone};
+use troca_proto::Hash;
+
+/// What a name holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub folder: bool,
+    pub size: u64,
+    pub modified_ns: i64,
+    /// A file's BLAKE3 hash, when the hub knows it.
+    pub blake3: Option<Hash>,
+}
+
+/// Bytes read from the source per step of a copy.
+const COPY_CHUNK: usize = 1 << 20;
+
+impl Hub {
+    /// What `name` holds (`""`: the whole share, a folder). A folder's time is the hub's start
+    /// (a store keeps no time for folders).
+    pub async fn stat(self: &Arc<Self>, name: &str) -> Result<Stat, HubError> {
+        let name = name.trim_end_matches('/').to_owned();
+        let hub = Arc::clone(self);
+        blocking(move || {
+            let folder = Stat {
+                folder: true,
+                size: 0,
+                modified_ns: hub.started_ns(),
+                blake3: None,
+            };
+            if name.is_empty() {
+                return Ok(folder);
+            }
+            let remote = parse(&name)?;
+            match hub.store().kind(&remote)? {
+                Some(Kind::Folder) => Ok(folder),
+                Some(Kind::File) => {
+                    let file = hub.store().open(&remote)?;
+                    let blake3 = file
+                        .hash
+                        .or_else(|| hub.hashes().get(remote.as_str(), file.version));
+                    Ok(Stat {
+                        folder: false,
+                        size: file.version.size,
+                        modified_ns: file.version.modified_ns,
+                        blake3,
+                    })
+                }
+                Some(Kind::Other) | None => Err(HubError::NotFound(name)),
+            }
+        })
+        .await
+    }
+
+    /// Copies file `from` to `to` through the upload pipeline (partial data, hash, rename), so
+    /// a copy is checked and placed like any upload: the source's hash, when known, must match
+    /// what was written. A file at `to` is replaced only with `replace` and the right to.
+    pub async fn copy(
+        self: &Arc<Self>,
+        from: &str,
+        to: &str,
+        replace: bool,
+        caller: &Caller,
+    ) -> Result<PutDone, HubError> {
+        let source = self.download(from, 0)?;
+        let size = source.size();
+        let put = Put {
+            name: to.to_owned(),
+            size,
+            source_mtime_ns: 0,
+            force: replace,
+        };
+        let mut upload = self.begin_upload(&put, caller).await?;
+        let fed = match source.source {
+            Source::Memory(data) => upload.take(&data).await,
+            Source::Stored(file) => {
+                let file = Arc::new(file);
+                let mut pos = 0;
+                let mut fed = Ok(());
+                while pos < size && fed.is_ok() {
+                    let (file, want) = (Arc::clone(&file), COPY_CHUNK.min((size - pos) as usize));
+                    let chunk = blocking(move || {
+                        let mut buf = vec![0; want];
+                        file.read_exact_at(&mut buf, pos)
+                            .map_err(|e| HubError::io("cannot read the source of a copy", e))?;
+                        Ok(buf)
+                    })
+                    .await;
+                    fed = match chunk {
+                        Ok(buf) => upload.take(&buf).await,
+                        Err(e) => Err(e),
+                    };
+                    pos += want as u64;
+                }
+                fed
+            }
+        };
+        if let Err(e) = fed {
+            return Err(upload.abandon(e).await);
+        }
+        let done = self
+            .finish_upload(upload, source.hash, replace, caller)
+            .await?;
+        let (hub, from, to) = (Arc::clone(self), source.name.to_string(), done.name.clone());
+        blocking(move || hub.owners().copy_props(&from, &to)).await?;
+        Ok(done)
+    }
+
+    /// The dead properties of `name`.
+    pub async fn props(self: &Arc<Self>, name: &str) -> Result<Vec<DeadProp>, HubError> {
+        let (hub, name) = (Arc::clone(self), name.trim_end_matches('/').to_owned());
+        blocking(move || hub.owners().props(&name)).await
+    }
+
+    /// Sets and removes dead properties of `name` in the order given, all or nothing: by
+    /// whoever may change it (a folder: whoever may upload), not while someone else holds a
+    /// lock on it, each at most [`MAX_PROP_BYTES`] of XML.
+    pub async fn patch_props(
+        self: &Arc<Self>,
+        name: &str,
+        changes: Vec<PropChange>,
+        caller: &Caller,
+    ) -> Result<(), HubError> {
+        let too_large = changes.iter().find_map(|c| match c {
+            PropChange::Set(p) if p.xml.len() + p.key.len() > MAX_PROP_BYTES => Some(p),
+            _ => None,
+        });
+        if let Some(p) = too_large {
+            return Err(HubError::TooLarge(format!(
+                "property {} is larger than {MAX_PROP_BYTES} bytes",
+                p.key
+            )));
+        }
+        let name = name.trim_end_matches('/').to_owned();
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || {
+            caller.may_create(hub.tokens(), hub.config().read_only)?;
+            hub.check_lock(&caller, &name, false)?;
+            if !name.is_empty() {
+                let remote = parse(&name)?;
+                match hub.store().kind(&remote)? {
+                    Some(Kind::File) => hub.check_change(&caller, &remote, "changing")?,
+                    Some(Kind::Folder) => {}
+                    _ => return Err(HubError::NotFound(name)),
+                }
+            }
+            hub.owners().patch_props(&name, &changes)
+        })
+        .await
+    }
+}

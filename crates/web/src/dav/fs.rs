@@ -1,0 +1,586 @@
+//! The hub as a `dav-server` filesystem: every call is one of the hub's operations, with the
+//! request's caller, so names, rights, owners, locks and uploads follow the same rules as on
+//! every other face. A PUT is a partial upload, hashed, checked and renamed into place only when
+//! complete; one that breaks off leaves nothing under the name.
+
+use super::Ctx;
+use axum::http::StatusCode;
+use bytes::{Buf, Bytes};
+use dav_server::davpath::DavPath;
+use dav_server::fs::{
+    DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream,
+    GuardedFileSystem, OpenOptions, ReadDirMeta,
+};
+use futures_util::FutureExt;
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use troca_hub::clients::Busy;
+use troca_hub::names::Stat;
+use troca_hub::records::{DeadProp, PropChange};
+use troca_hub::service::{Download, Source};
+use troca_hub::transfer::Incoming;
+use troca_hub::{Hub, HubError};
+use troca_proto::msg::{Activity, Put};
+
+/// The filesystem `dav-server` sees.
+#[derive(Clone)]
+pub(crate) struct HubFs {
+    pub hub: Arc<Hub>,
+}
+
+/// The hub's name for a WebDAV path (`""`: the whole share), decoded once by `dav-server`.
+pub(crate) fn name_of(path: &DavPath) -> FsResult<String> {
+    let s = std::str::from_utf8(path.as_bytes()).map_err(|_| FsError::NotFound)?;
+    Ok(s.trim_matches('/').to_owned())
+}
+
+/// The WebDAV answer to a hub error. A name the hub refuses (the state folder among them) is
+/// simply not there.
+pub(crate) fn fs_err(e: HubError) -> FsError {
+    match e {
+        HubError::NotFound(_) | HubError::InvalidName { .. } => FsError::NotFound,
+        HubError::AlreadyExists(_) | HubError::FolderNotEmpty(_) => FsError::Exists,
+        HubError::NoSpace { .. } | HubError::DiskFull => FsError::InsufficientStorage,
+        HubError::TooLarge(_) => FsError::TooLarge,
+        HubError::Forbidden(_)
+        | HubError::Unauthorized(_)
+        | HubError::NotAFile(_)
+        | HubError::Locked(_)
+        | HubError::UploadInProgress(_) => FsError::Forbidden,
+        other => {
+            tracing::debug!("webdav: {other}");
+            FsError::GeneralFailure
+        }
+    }
+}
+
+/// What a name holds, as `dav-server` asks for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta(pub Stat);
+
+impl DavMetaData for Meta {
+    fn len(&self) -> u64 {
+        self.0.size
+    }
+
+    fn modified(&self) -> FsResult<SystemTime> {
+        let ns = u64::try_from(self.0.modified_ns).unwrap_or(0);
+        Ok(UNIX_EPOCH + Duration::from_nanos(ns))
+    }
+
+    fn is_dir(&self) -> bool {
+        self.0.folder
+    }
+
+    /// The BLAKE3 hash (as on `/files/`), once the hub knows it; until then size and time.
+    fn etag(&self) -> Option<String> {
+        match &self.0.blake3 {
+            Some(h) => Some(troca_proto::hex(h)),
+            None => Some(format!("{:x}-{:x}", self.0.size, self.0.modified_ns)),
+        }
+    }
+}
+
+struct Child {
+    name: String,
+    meta: Meta,
+}
+
+impl DavDirEntry for Child {
+    fn name(&self) -> Vec<u8> {
+        self.name.as_bytes().to_vec()
+    }
+
+    fn metadata(&self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
+        std::future::ready(Ok(meta)).boxed()
+    }
+}
+
+impl HubFs {
+    async fn stat(&self, name: &str) -> FsResult<Stat> {
+        self.hub.stat(name).await.map_err(fs_err)
+    }
+
+    /// The folder above `name` must be there: WebDAV does not make folders on the way.
+    async fn parent_is_folder(&self, name: &str) -> FsResult<()> {
+        let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
+        match self.stat(parent).await {
+            Ok(s) if s.folder => Ok(()),
+            _ => Err(FsError::NotFound),
+        }
+    }
+
+    /// The entries directly in folder `name`.
+    async fn children(&self, name: &str) -> FsResult<Vec<Child>> {
+        if !self.stat(name).await?.folder {
+            return Err(FsError::Forbidden);
+        }
+        let prefix = if name.is_empty() {
+            String::new()
+        } else {
+            format!("{name}/")
+        };
+        let entries = self.hub.list(&prefix).await.map_err(fs_err)?;
+        let hashes: HashMap<&str, _> = entries
+            .iter()
+            .filter_map(|e| Some((e.name.as_str(), e.blake3?)))
+            .collect();
+        let rows = crate::folders::rows(&prefix, &entries);
+        Ok(rows
+            .into_iter()
+            .map(|r| Child {
+                meta: Meta(Stat {
+                    folder: r.folder,
+                    size: if r.folder { 0 } else { r.size },
+                    modified_ns: r.modified_ns,
+                    blake3: hashes.get(r.name.as_str()).copied(),
+                }),
+                name: r.short,
+            })
+            .collect())
+    }
+
+    /// A LOCK of a name not there yet makes it, empty (RFC 4918 §7.3), under the lock just
+    /// taken for this caller (a `PUT` always says its length, so only a LOCK opens without).
+    async fn create_locked(
+        &self,
+        name: String,
+        o: OpenOptions,
+        ctx: &Ctx,
+    ) -> FsResult<Box<dyn DavFile>> {
+        let mut ctx = ctx.clone();
+        let me = ctx.caller.principal();
+        let now = std::time::Instant::now();
+        let mine = self.hub.locks().discover(&name, now).into_iter();
+        let mine = mine.filter(|l| l.name == name && l.principal.as_deref() == Some(&me));
+        ctx.caller.lock_tokens.extend(mine.map(|l| l.token));
+        let mut upload = self.open_write(name, o, &ctx).await?;
+        upload.flush().await?;
+        Ok(Box::new(upload))
+    }
+
+    async fn open_write(&self, name: String, o: OpenOptions, ctx: &Ctx) -> FsResult<Upload> {
+        let exists = self.stat(&name).await;
+        match &exists {
+            Ok(s) if s.folder => return Err(FsError::Forbidden),
+            Ok(_) if o.create_new => return Err(FsError::Exists),
+            Err(FsError::NotFound) if !o.create => return Err(FsError::NotFound),
+            _ => {}
+        }
+        self.parent_is_folder(&name).await?;
+        // The handler refuses a PUT that says no length before it gets here; a LOCK of a name
+        // not yet there makes it, empty.
+        let size = o.size.unwrap_or(0);
+        let put = Put {
+            name: name.clone(),
+            size,
+            source_mtime_ns: 0,
+            force: !o.create_new,
+        };
+        let incoming = self
+            .hub
+            .begin_upload(&put, &ctx.caller)
+            .await
+            .map_err(fs_err)?;
+        let busy = Busy::start(&ctx.visitor.session, Activity::Uploading, &name, size, 0);
+        Ok(Upload {
+            hub: Arc::clone(&self.hub),
+            ctx: ctx.clone(),
+            name,
+            force: put.force,
+            incoming: Some(incoming),
+            stored: None,
+            _busy: busy,
+        })
+    }
+}
+
+/// A dead property's key: `{namespace}name`.
+fn prop_key(p: &DavProp) -> String {
+    format!("{{{}}}{}", p.namespace.as_deref().unwrap_or(""), p.name)
+}
+
+fn prop_of(d: DeadProp, content: bool) -> DavProp {
+    let (ns, name) = d
+        .key
+        .strip_prefix('{')
+        .and_then(|k| k.split_once('}'))
+        .unwrap_or(("", d.key.as_str()));
+    DavProp {
+        name: name.to_owned(),
+        prefix: None,
+        namespace: (!ns.is_empty()).then(|| ns.to_owned()),
+        xml: content.then(|| d.xml.into_bytes()),
+    }
+}
+
+type Boxed<'a, T> = FsFuture<'a, T>;
+
+impl GuardedFileSystem<Ctx> for HubFs {
+    fn open<'a>(
+        &'a self,
+        path: &'a DavPath,
+        options: OpenOptions,
+        ctx: &'a Ctx,
+    ) -> Boxed<'a, Box<dyn DavFile>> {
+        async move {
+            let name = name_of(path)?;
+            if name.is_empty() {
+                return Err(FsError::Forbidden);
+            }
+            if options.write && options.size.is_none() {
+                return self.create_locked(name, options, ctx).await;
+            }
+            if options.write {
+                let upload = self.open_write(name, options, ctx).await?;
+                return Ok(Box::new(upload) as Box<dyn DavFile>);
+            }
+            let download = self.hub.download(&name, 0).map_err(fs_err)?;
+            Ok(Box::new(Reader {
+                download: Arc::new(download),
+                pos: 0,
+            }) as Box<dyn DavFile>)
+        }
+        .boxed()
+    }
+
+    fn read_dir<'a>(
+        &'a self,
+        path: &'a DavPath,
+        _meta: ReadDirMeta,
+        _ctx: &'a Ctx,
+    ) -> Boxed<'a, FsStream<Box<dyn DavDirEntry>>> {
+        async move {
+            let children = self.children(&name_of(path)?).await?;
+            let items = children
+                .into_iter()
+                .map(|c| Ok(Box::new(c) as Box<dyn DavDirEntry>));
+            Ok(Box::pin(futures_util::stream::iter(items)) as FsStream<_>)
+        }
+        .boxed()
+    }
+
+    fn metadata<'a>(&'a self, path: &'a DavPath, _ctx: &'a Ctx) -> Boxed<'a, Box<dyn DavMetaData>> {
+        async move {
+            let stat = self.stat(&name_of(path)?).await?;
+            Ok(Box::new(Meta(stat)) as Box<dyn DavMetaData>)
+        }
+        .boxed()
+    }
+
+    fn create_dir<'a>(&'a self, path: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, ()> {
+        async move {
+            let name = name_of(path)?;
+            if self.stat(&name).await.is_ok() {
+                return Err(FsError::Exists);
+            }
+            self.parent_is_folder(&name).await?;
+            self.hub
+                .make_folder(&name, &ctx.caller)
+                .await
+                .map(drop)
+                .map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn remove_dir<'a>(&'a self, path: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, ()> {
+        async move {
+            let name = format!("{}/", name_of(path)?);
+            self.hub
+                .remove(&name, false, &ctx.caller)
+                .await
+                .map(drop)
+                .map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn remove_file<'a>(&'a self, path: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, ()> {
+        async move {
+            self.hub
+                .remove(&name_of(path)?, false, &ctx.caller)
+                .await
+                .map(drop)
+                .map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, ()> {
+        async move {
+            let (from, to) = (name_of(from)?, name_of(to)?);
+            self.parent_is_folder(&to).await?;
+            self.hub
+                .rename(&from, &to, false, &ctx.caller)
+                .await
+                .map(drop)
+                .map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, ()> {
+        async move {
+            let (from, to) = (name_of(from)?, name_of(to)?);
+            self.hub
+                .copy(&from, &to, false, &ctx.caller)
+                .await
+                .map(drop)
+                .map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+        _ctx: &'a Ctx,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(std::future::ready(true))
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+        ctx: &'a Ctx,
+    ) -> Boxed<'a, Vec<(StatusCode, DavProp)>> {
+        async move {
+            let name = name_of(path)?;
+            let changes = patch
+                .iter()
+                .map(|(is_set, p)| match (is_set, &p.xml) {
+                    (true, Some(xml)) => PropChange::Set(DeadProp {
+                        key: prop_key(p),
+                        xml: String::from_utf8_lossy(xml).into_owned(),
+                    }),
+                    _ => PropChange::Remove(prop_key(p)),
+                })
+                .collect();
+            let status = match self.hub.patch_props(&name, changes, &ctx.caller).await {
+                Ok(()) => StatusCode::OK,
+                Err(HubError::TooLarge(_)) => StatusCode::INSUFFICIENT_STORAGE,
+                Err(HubError::Locked(_)) => StatusCode::LOCKED,
+                Err(HubError::NotFound(_)) => return Err(FsError::NotFound),
+                Err(_) => StatusCode::FORBIDDEN,
+            };
+            Ok(patch
+                .into_iter()
+                .map(|(_, mut p)| {
+                    p.xml = None;
+                    (status, p)
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn get_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        do_content: bool,
+        _ctx: &'a Ctx,
+    ) -> Boxed<'a, Vec<DavProp>> {
+        async move {
+            let props = self.hub.props(&name_of(path)?).await.map_err(fs_err)?;
+            Ok(props.into_iter().map(|d| prop_of(d, do_content)).collect())
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(
+        &'a self,
+        path: &'a DavPath,
+        prop: DavProp,
+        _ctx: &'a Ctx,
+    ) -> Boxed<'a, Vec<u8>> {
+        async move {
+            let key = prop_key(&prop);
+            let props = self.hub.props(&name_of(path)?).await.map_err(fs_err)?;
+            props
+                .into_iter()
+                .find(|d| d.key == key)
+                .map(|d| d.xml.into_bytes())
+                .ok_or(FsError::NotFound)
+        }
+        .boxed()
+    }
+}
+
+/// A file opened for reading (`dav-server` reads through it for a folder's `COPY`; a `GET` is
+/// served by the web face's own download path).
+#[derive(Debug)]
+struct Reader {
+    download: Arc<Download>,
+    pos: u64,
+}
+
+impl DavFile for Reader {
+    fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let d = &self.download;
+        let meta: Box<dyn DavMetaData> = Box::new(Meta(Stat {
+            folder: false,
+            size: d.size(),
+            modified_ns: d.version.modified_ns,
+            blake3: d.hash,
+        }));
+        std::future::ready(Ok(meta)).boxed()
+    }
+
+    fn write_buf(&mut self, _buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
+        std::future::ready(Err(FsError::Forbidden)).boxed()
+    }
+
+    fn write_bytes(&mut self, _buf: Bytes) -> FsFuture<'_, ()> {
+        std::future::ready(Err(FsError::Forbidden)).boxed()
+    }
+
+    fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
+        async move {
+            let left = self.download.size().saturating_sub(self.pos);
+            let want = count.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let (download, pos) = (Arc::clone(&self.download), self.pos);
+            let bytes = tokio::task::spawn_blocking(move || match &download.source {
+                Source::Memory(data) => Ok(Bytes::copy_from_slice(
+                    &data[pos as usize..pos as usize + want],
+                )),
+                Source::Stored(file) => {
+                    let mut buf = vec![0; want];
+                    file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+                }
+            })
+            .await
+            .map_err(|_| FsError::GeneralFailure)?
+            .map_err(|_| FsError::GeneralFailure)?;
+            self.pos += bytes.len() as u64;
+            Ok(bytes)
+        }
+        .boxed()
+    }
+
+    fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
+        let size = self.download.size();
+        let to = match pos {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => size.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let result = match to {
+            Some(n) if n <= size => {
+                self.pos = n;
+                Ok(n)
+            }
+            _ => Err(FsError::GeneralFailure),
+        };
+        std::future::ready(result).boxed()
+    }
+
+    fn flush(&mut self) -> FsFuture<'_, ()> {
+        std::future::ready(Ok(())).boxed()
+    }
+}
+
+/// A PUT on its way in: a partial upload of the announced size, put under its name by `flush`
+/// once every byte is there and hashed. Dropped before that (the client went away, the body
+/// broke off), it is discarded.
+struct Upload {
+    hub: Arc<Hub>,
+    ctx: Ctx,
+    name: String,
+    force: bool,
+    incoming: Option<Incoming>,
+    stored: Option<Stat>,
+    _busy: Busy,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("name", &self.name).finish()
+    }
+}
+
+impl Upload {
+    async fn take(&mut self, data: &[u8]) -> FsResult<()> {
+        let incoming = self.incoming.as_mut().ok_or(FsError::GeneralFailure)?;
+        incoming.take(data).await.map_err(fs_err)?;
+        self.ctx.visitor.session.received(data.len() as u64);
+        Ok(())
+    }
+}
+
+impl DavFile for Upload {
+    fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        async move {
+            let stat = match &self.stored {
+                Some(s) => s.clone(),
+                None => self.hub.stat(&self.name).await.map_err(fs_err)?,
+            };
+            Ok(Box::new(Meta(stat)) as Box<dyn DavMetaData>)
+        }
+        .boxed()
+    }
+
+    fn write_buf(&mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
+        async move {
+            while buf.has_remaining() {
+                let chunk = buf.copy_to_bytes(buf.chunk().len());
+                self.take(&chunk).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
+        async move { self.take(&buf).await }.boxed()
+    }
+
+    fn read_bytes(&mut self, _count: usize) -> FsFuture<'_, Bytes> {
+        std::future::ready(Err(FsError::Forbidden)).boxed()
+    }
+
+    /// Only where the upload is (a partial `PUT` with `Content-Range` is refused).
+    fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
+        let result = match pos {
+            SeekFrom::Start(0) | SeekFrom::Current(0) => Ok(0),
+            _ => Err(FsError::NotImplemented),
+        };
+        std::future::ready(result).boxed()
+    }
+
+    fn flush(&mut self) -> FsFuture<'_, ()> {
+        async move {
+            let Some(incoming) = self.incoming.take() else {
+                return Ok(());
+            };
+            let ctx = &self.ctx;
+            let done = self
+                .hub
+                .finish_upload(incoming, ctx.sender_hash, self.force, &ctx.caller)
+                .await
+                .map_err(fs_err)?;
+            self.stored = Some(self.hub.stat(&done.name).await.map_err(fs_err)?);
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let Some(incoming) = self.incoming.take() else {
+            return;
+        };
+        // Its data is deleted off this task: a drop cannot wait.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let why = HubError::BadRequest("the upload broke off".into());
+                incoming.abandon(why).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! WebDAV (RFC 4918, classes 1 and 2) at `/dav/`, so the hub mounts as a drive: rclone's
+//! `webdav` remote, cadaver, davfs2, and the file managers of Windows, macOS and Linux.
+//!
+//! `dav-server` speaks the protocol (XML, `If` headers, multistatus answers); behind it
+//! [`fs::HubFs`] calls the hub's own operations and [`locks::HubLocks`] keeps locks in the hub's
+//! table, honoured by every face. This module is the door: it authenticates the request (a
+//! token as HTTP Basic's password, or as a Bearer token), refuses what the hub does not serve
+//! (`Depth: infinity` listings, a `Destination` on another host or outside `/dav/`, a `PUT`
+//! without a length), serves `GET`/`HEAD` of files through the web face's own download path, and
+//! records every request in the history.
+
+mod fs;
+mod locks;
+
+use crate::api::{bearer, caller, pending};
+use crate::error::ApiError;
+use crate::files::{send_file, Asked};
+use crate::Visitor;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use dav_server::DavHandler;
+use std::sync::Arc;
+use troca_hub::access::Caller;
+use troca_hub::{Hub, HubError};
+use troca_proto::Hash;
+
+/// Where WebDAV lives on the web face.
+pub(crate) const PREFIX: &str = "/dav";
+
+/// What every filesystem call of one request knows.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    caller: Caller,
+    visitor: Visitor,
+    /// The sender's hash (`X-Troca-Blake3`), checked against a `PUT`'s bytes when sent.
+    sender_hash: Option<Hash>,
+}
+
+/// The protocol handler, made once for the hub.
+pub(crate) type Dav = Arc<DavHandler<Ctx>>;
+
+pub(crate) fn handler(hub: &Arc<Hub>) -> Dav {
+    let config = DavHandler::builder()
+        .strip_prefix(PREFIX)
+        .filesystem(Box::new(fs::HubFs {
+            hub: Arc::clone(hub),
+        }))
+        .locksystem(Box::new(locks::HubLocks {
+            hub: Arc::clone(hub),
+        }))
+        .autoindex(true);
+    Arc::new(config.build_handler())
+}
+
+/// What only a client with a token may ask for: an anonymous client may read and add new
+/// names, but never change what is there (nor lock it away from its owner), so it is asked for
+/// credentials at once rather than refused member by member.
+const CHANGES: [&str; 5] = ["DELETE", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"];
+
+/// A lock keeps a name from everyone else: only a token that may write takes one.
+fn may_lock(hub: &Hub, who: &Caller) -> Result<(), ApiError> {
+    who.may_create(hub.tokens(), hub.config().read_only)?;
+    Ok(())
+}
+
+/// The history's word for a WebDAV method.
+fn op(method: &Method) -> &'static str {
+    match method.as_str() {
+        "PROPFIND" => "list",
+        "PROPPATCH" => "props",
+        "MKCOL" => "mkdir",
+        "DELETE" => "rm",
+        "PUT" => "put",
+        "COPY" => "cp",
+        "MOVE" => "mv",
+        "LOCK" => "lock",
+        "UNLOCK" => "unlock",
+        "OPTIONS" => "options",
+        "GET" => "get",
+        "HEAD" => "head",
+        _ => "webdav",
+    }
+}
+
+/// The hub's name for the request's path (for the history and the file downloads).
+fn name_in(path: &str) -> Option<String> {
+    let raw = path.strip_prefix(PREFIX)?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    Some(decoded.trim_start_matches('/').to_owned())
+}
+
+/// The lock tokens an `If` header presents: every `<opaquelocktoken:…>` in it.
+fn lock_tokens(headers: &HeaderMap) -> Vec<String> {
+    let Some(v) = headers.get("if").and_then(|v| v.to_str().ok()) else {
+        return Vec::new();
+    };
+    v.split('<')
+        .filter_map(|s| s.split_once('>'))
+        .map(|(t, _)| t.trim())
+        .filter(|t| t.starts_with("opaquelocktoken:"))
+        .take(64)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A plain answer with a short text.
+fn plain(status: StatusCode, text: &str) -> Response {
+    (status, format!("{text}\n")).into_response()
+}
+
+/// What the hub does not serve, refused before `dav-server` sees it.
+fn refusal(req: &Request) -> Option<Response> {
+    let headers = req.headers();
+    let dots = name_in(req.uri().path())
+        .is_some_and(|n| n.split('/').any(|part| part == "." || part == ".."));
+    if dots {
+        // `%2e%2e` is `..` once decoded: no path walks out of where it says it is.
+        return Some(plain(StatusCode::BAD_REQUEST, "a path with . or .. in it"));
+    }
+    let method = req.method().as_str();
+    let depth = headers.get("depth").and_then(|v| v.to_str().ok());
+    if method == "PROPFIND" && depth.is_some_and(|d| d.eq_ignore_ascii_case("infinity")) {
+        // RFC 4918 §9.1: a listing of everything beneath, refused with this precondition.
+        let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\">\
+                    <D:propfind-finite-depth/></D:error>\n";
+        let mut r = (StatusCode::FORBIDDEN, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
+        return Some(r);
+    }
+    if method == "PUT"
+        && !headers.contains_key(header::CONTENT_LENGTH)
+        && !headers.contains_key("x-expected-entity-length")
+    {
+        return Some(plain(
+            StatusCode::LENGTH_REQUIRED,
+            "an upload needs a Content-Length",
+        ));
+    }
+    if headers
+        .get("if")
+        .is_some_and(|v| !if_header_is_safe(v.as_bytes()))
+    {
+        return Some(plain(StatusCode::BAD_REQUEST, "a malformed If header"));
+    }
+    if matches!(method, "COPY" | "MOVE") {
+        return destination_refusal(headers);
+    }
+    None
+}
+
+/// Whether `dav-server`'s `If` parser can read `v` without running off its end: it does when a
+/// `<` or `[` is never closed. Tokenizes as that parser does and says no where it would fail.
+fn if_header_is_safe(v: &[u8]) -> bool {
+    const MAX: usize = 16 * 1024;
+    let space = |c: u8| b" \t\r\n".contains(&c);
+    let special = |c: u8| b"<>()[]".contains(&c);
+    if v.len() > MAX {
+        return false;
+    }
+    let mut buf = v;
+    loop {
+        while buf.first().is_some_and(|&c| space(c)) {
+            buf = &buf[1..];
+        }
+        let Some(&first) = buf.first() else {
+            return true;
+        };
+        let close = match first {
+            b'(' | b')' => {
+                buf = &buf[1..];
+                continue;
+            }
+            b'<' => b'>',
+            b'[' => b']',
+            _ => {
+                // A word: up to the next space or special character (the parser refuses it if
+                // empty, which is safe).
+                let end = buf.iter().position(|&c| space(c) || special(c) || c < 32);
+                match end {
+                    Some(0) => return true,
+                    Some(n) => buf = &buf[n..],
+                    None => return true,
+                }
+                continue;
+            }
+        };
+        let mut i = 1;
+        let mut quoted = false;
+        loop {
+            let Some(&c) = buf.get(i) else {
+                return false;
+            };
+            if !quoted && c == close {
+                break;
+            }
+            if space(c) {
+                // The parser stops here with an error of its own.
+                return true;
+            }
+            quoted ^= c == b'"';
+            i += 1;
+        }
+        buf = &buf[i + 1..];
+    }
+}
+
+/// A `Destination` must be on this hub (the request's own host) and beneath `/dav/`.
+fn destination_refusal(headers: &HeaderMap) -> Option<Response> {
+    let dest = headers.get("destination").and_then(|v| v.to_str().ok())?;
+    let uri: axum::http::Uri = match dest.parse() {
+        Ok(u) => u,
+        Err(_) => return Some(plain(StatusCode::BAD_REQUEST, "a bad Destination")),
+    };
+    if let Some(authority) = uri.authority() {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if host.is_none_or(|h| !h.eq_ignore_ascii_case(authority.as_str())) {
+            return Some(plain(
+                StatusCode::BAD_GATEWAY,
+                "the Destination is on another server",
+            ));
+        }
+    }
+    let path = uri.path();
+    if path != PREFIX && !path.starts_with("/dav/") {
+        return Some(plain(
+            StatusCode::FORBIDDEN,
+            "the Destination is outside /dav/",
+        ));
+    }
+    None
+}
+
+/// The sender's hash in `X-Troca-Blake3`, if it is one.
+fn sender_hash(headers: &HeaderMap) -> Option<Hash> {
+    let v = headers.get("x-troca-blake3")?.to_str().ok()?;
+    blake3::Hash::from_hex(v.trim()).ok().map(|h| *h.as_bytes())
+}
+
+/// A request for credentials WebDAV clients answer (they send none until asked).
+fn challenge(why: &str) -> Response {
+    let mut r = plain(StatusCode::UNAUTHORIZED, why);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"troca\", charset=\"UTF-8\""),
+    );
+    r
+}
+
+/// Every request to `/dav` and beneath.
+pub(crate) async fn serve(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    Extension(dav): Extension<Dav>,
+    req: Request,
+) -> Response {
+    let Some(name) = name_in(req.uri().path()) else {
+        return plain(StatusCode::BAD_REQUEST, "the path is not valid UTF-8");
+    };
+    let method = req.method().clone();
+    let is_read = method == Method::GET || method == Method::HEAD;
+    if is_read && !name.is_empty() && !name.ends_with('/') {
+        return get_file(&hub, &v, req.headers(), &name, method == Method::HEAD).await;
+    }
+    if let Some(r) = refusal(&req) {
+        let record = pending(&v, op(&method), name);
+        record.finish(hub.history_log(), Err(format!("{}", r.status())));
+        return r;
+    }
+    let record = pending(&v, op(&method), name);
+    let anonymous = bearer(req.headers()).is_none();
+    if anonymous && CHANGES.contains(&method.as_str()) {
+        record.finish(hub.history_log(), Err("unauthorized: no token".into()));
+        return challenge("this needs a token (as the password)");
+    }
+    let mut who = match caller(&hub, &v, req.headers()).await {
+        Ok(c) => c,
+        Err(e) => {
+            record.finish(hub.history_log(), Err(e.record_text()));
+            return match e {
+                ApiError::Hub(HubError::Unauthorized(why)) => challenge(&why),
+                other => other.into_response(),
+            };
+        }
+    };
+    if method.as_str() == "LOCK" {
+        if let Err(e) = may_lock(&hub, &who) {
+            record.finish(hub.history_log(), Err(e.record_text()));
+            return e.into_response();
+        }
+    }
+    who.lock_tokens = lock_tokens(req.headers());
+    let put_size = (method == Method::PUT)
+        .then(|| req.headers().get(header::CONTENT_LENGTH))
+        .flatten()
+        .and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
+    let ctx = Ctx {
+        sender_hash: sender_hash(req.headers()),
+        visitor: v.clone(),
+        caller: who.clone(),
+    };
+    let stall = hub.config().stall_timeout;
+    let req = req.map(|b| Body::new(crate::files::Patient::new(b, stall)));
+    // `dav-server` parses what clients send; should it panic on some input, the client gets
+    // an error and the connection's other requests go on.
+    let handled = std::panic::AssertUnwindSafe(dav.handle_guarded(req, who.principal(), ctx));
+    let Ok(response) = futures_util::FutureExt::catch_unwind(handled).await else {
+        record.finish(
+            hub.history_log(),
+            Err("internal: the WebDAV handler failed".into()),
+        );
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request could not be handled",
+        );
+    };
+    let status = response.status();
+    let outcome = if status.is_success() || status.is_redirection() {
+        Ok(put_size.unwrap_or(0))
+    } else {
+        Err(format!("{status}"))
+    };
+    record.finish(hub.history_log(), outcome);
+    // A client that sent no credentials is asked for them rather than told no.
+    if anonymous && status == StatusCode::FORBIDDEN {
+        return challenge("this needs a token (as the password)");
+    }
+    response.map(Body::new)
+}
+
+/// `GET`/`HEAD` of a file: the web face's download path (ranges, ETags, the hot-file cache).
+async fn get_file(
+    hub: &Arc<Hub>,
+    v: &Visitor,
+    headers: &HeaderMap,
+    name: &str,
+    head: bool,
+) -> Response {
+    let asked = Asked {
+        head,
+        attachment: false,
+    };
+    let to_folder = || {
+        let to = format!("{PREFIX}/{}/", crate::page::href_path(name));
+        (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response()
+    };
+    match send_file(hub, v, headers, name, asked, to_folder).await {
+        Ok(r) => r,
+        Err(ApiError::Hub(HubError::Unauthorized(why))) => challenge(&why),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_headers_that_would_run_off_the_end_are_refused() {
+        let ok = [
+            "(<opaquelocktoken:a-b> [\"e\"]) (Not <DAV:no-lock> [\"e\"])",
+            "<http://h/dav/x> (<opaquelocktoken:a>)",
+            "(Not <DAV:no-lock>)",
+            "(<a b>)",
+            "",
+        ];
+        for v in ok {
+            assert!(if_header_is_safe(v.as_bytes()), "{v}");
+        }
+        let bad = ["(<opaquelocktoken:a", "([\"e]", "([\"e]\")", "<"];
+        for v in bad {
+            assert!(!if_header_is_safe(v.as_bytes()), "{v}");
+        }
+    }
+
+    #[test]
+    fn lock_tokens_are_read_from_the_if_header() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "if",
+            HeaderValue::from_static(
+                "<http://x/dav/a> (<opaquelocktoken:1> [\"e\"]) (Not <DAV:no-lock>)",
+            ),
+        );
+        assert_eq!(lock_tokens(&h), vec!["opaquelocktoken:1".to_owned()]);
+    }
+}
