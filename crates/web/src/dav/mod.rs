@@ -43,7 +43,11 @@ pub(crate) struct Ctx {
 pub(crate) type Dav = Arc<DavHandler<Ctx>>;
 
 pub(crate) fn handler(hub: &Arc<Hub>) -> Dav {
+    // A partial update (`PATCH`) would write into a file in place: not a thing troca does.
+    let mut methods = dav_server::DavMethodSet::all();
+    methods.remove(dav_server::DavMethod::Patch);
     let config = DavHandler::builder()
+        .methods(methods)
         .strip_prefix(PREFIX)
         .filesystem(Box::new(fs::HubFs {
             hub: Arc::clone(hub),
@@ -307,7 +311,12 @@ pub(crate) async fn serve(
         caller: who.clone(),
     };
     let stall = hub.config().stall_timeout;
-    let req = req.map(|b| Body::new(crate::files::Patient::new(b, stall)));
+    let mut req = req.map(|b| Body::new(crate::files::Patient::new(b, stall)));
+    if method.as_str() == "PROPFIND" && !req.headers().contains_key("depth") {
+        // No Depth means infinity (RFC 4918 §9.1), which the hub does not serve: one level.
+        req.headers_mut()
+            .insert("depth", HeaderValue::from_static("1"));
+    }
     // `dav-server` parses what clients send; should it panic on some input, the client gets
     // an error and the connection's other requests go on.
     let handled = std::panic::AssertUnwindSafe(dav.handle_guarded(req, who.principal(), ctx));
@@ -332,7 +341,13 @@ pub(crate) async fn serve(
     if anonymous && status == StatusCode::FORBIDDEN {
         return challenge("this needs a token (as the password)");
     }
-    response.map(Body::new)
+    let mut response = response.map(Body::new);
+    if method == Method::OPTIONS {
+        // What the hub serves: classes 1 and 2, no partial updates.
+        let h = response.headers_mut();
+        h.insert("dav", HeaderValue::from_static("1, 2"));
+    }
+    response
 }
 
 /// `GET`/`HEAD` of a file: the web face's download path (ranges, ETags, the hot-file cache).
