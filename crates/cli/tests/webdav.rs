@@ -473,6 +473,12 @@ fn anonymous_clients_read_and_add_and_are_asked_for_a_token_to_change() {
     std::fs::write(s.share.join("theirs.txt"), "theirs\n").unwrap();
     let listing = status(&["-X", "PROPFIND", "-H", "Depth: 1", &url]);
     assert_eq!(listing, "207");
+    // What Windows and macOS ask first: the classes, on the share and on the server's root.
+    for at in [url.clone(), hub.web.clone().unwrap()] {
+        let head = curl(&["-X", "OPTIONS", "-D", "-", "-o", "/dev/null", &at]);
+        let head = String::from_utf8_lossy(&head.stdout).to_lowercase();
+        assert!(head.contains("dav: 1, 2"), "{at}: {head}");
+    }
     assert_eq!(
         status(&["-T", "/etc/hostname", &format!("{url}new.txt")]),
         "201"

@@ -80,7 +80,7 @@ async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> R
 /// The HTTP face of `hub`.
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/", get(page::index))
+        .route("/", get(page::index).options(dav::root_options))
         .route("/files/", get(page::index).head(page::index))
         .route("/api/folders", axum::routing::post(folders::make_folder))
         .route("/api/move", axum::routing::post(folders::rename))

@@ -350,6 +350,19 @@ pub(crate) async fn serve(
     response
 }
 
+/// `OPTIONS /`: Windows' WebDAV client asks the server's root before the share's address.
+pub(crate) async fn root_options() -> Response {
+    let mut r = StatusCode::OK.into_response();
+    let h = r.headers_mut();
+    h.insert("dav", HeaderValue::from_static("1, 2"));
+    h.insert("ms-author-via", HeaderValue::from_static("DAV"));
+    h.insert(
+        header::ALLOW,
+        HeaderValue::from_static("OPTIONS, GET, HEAD"),
+    );
+    r
+}
+
 /// `GET`/`HEAD` of a file: the web face's download path (ranges, ETags, the hot-file cache).
 async fn get_file(
     hub: &Arc<Hub>,
