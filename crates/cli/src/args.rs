@@ -596,6 +596,9 @@ pub struct Serve {
     /// The largest file the cache holds (`1M`, or bytes).
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
     pub cache_max_file: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// The most WebDAV locks held at once (a client asking for more gets "busy").
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_locks: usize,

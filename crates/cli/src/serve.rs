@@ -44,6 +44,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
     config.cache_size = args.cache_size;
     config.cache_max_file = args.cache_max_file;
     config.batch_memory = args.batch_memory;
+    config.metrics = args.metrics.is_some();
     config.max_locks = args.max_locks;
     config.max_lock_time = args.max_lock_time;
     config.read_only = args.read_only;
@@ -91,6 +92,14 @@ async fn run(args: Serve) -> Result<ExitCode> {
                 .with_context(|| format!("cannot listen for HTTP on {}", args.http))?,
         )
     };
+    let metrics = match &args.metrics {
+        None => None,
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {a}"))?,
+        ),
+    };
     let signals = Signals::catch()?;
     // Caught before the hub says it listens, like the others: a SIGHUP then is not fatal.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -101,6 +110,9 @@ async fn run(args: Serve) -> Result<ExitCode> {
     if let Some(web) = &web {
         let scheme = if https { "https" } else { "http" };
         println!("{scheme}://{}/", web.local_addr()?);
+    }
+    if let Some(m) = &metrics {
+        println!("metrics http://{}/metrics", m.local_addr()?);
     }
     match hub.tls() {
         // The key clients check, and one line that names the hub and its key together.
@@ -128,6 +140,18 @@ async fn run(args: Serve) -> Result<ExitCode> {
             https,
         ))
     });
+    let metrics = metrics.map(|listener| {
+        let from = Arc::clone(&hub);
+        let render: troca_web::metrics::Render = Arc::new(move || {
+            let hub = Arc::clone(&from);
+            Box::pin(async move { hub.metrics_text().await.unwrap_or_default() })
+        });
+        tokio::spawn(troca_web::metrics::serve(
+            listener,
+            render,
+            shutdown.clone(),
+        ))
+    });
     // SIGHUP reads a given certificate again (renewed on disk); other signals stop the hub.
     let reload_hub = Arc::clone(&hub);
     let reloads = tokio::spawn(async move {
@@ -146,6 +170,9 @@ async fn run(args: Serve) -> Result<ExitCode> {
     if let Some(web) = web {
         // It has its own grace period for requests in progress.
         let _ = web.await;
+    }
+    if let Some(m) = metrics {
+        let _ = m.await;
     }
     match tokio::time::timeout(args.shutdown_grace, server).await {
         Ok(joined) => joined.context("the hub failed")??,

@@ -12,7 +12,16 @@ use troca_proto::msg::{Activity, ClientEntry};
 #[derive(Debug, Default)]
 pub struct Clients {
     next_id: AtomicU64,
+    /// File bytes moved by every client since the hub started.
+    totals: Arc<Totals>,
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
+}
+
+/// File bytes sent and received by all clients together, ever.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
 }
 
 /// One connection as others see it.
@@ -28,6 +37,7 @@ pub struct Session {
     done: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
+    totals: Arc<Totals>,
 }
 
 /// Removes the session from the registry when the connection ends.
@@ -61,6 +71,7 @@ impl Clients {
             done: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            totals: Arc::clone(&self.totals),
         });
         self.lock().insert(id, Arc::clone(&session));
         Registration {
@@ -80,6 +91,15 @@ impl Clients {
 
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// File bytes (sent, received) by every client since the hub started.
+    pub fn totals(&self) -> (u64, u64) {
+        let t = &self.totals;
+        (
+            t.sent.load(Ordering::Relaxed),
+            t.received.load(Ordering::Relaxed),
+        )
     }
 
     /// Transfers in progress.
@@ -102,7 +122,13 @@ impl Session {
 
     /// A history record of a request this client makes now.
     pub fn pending(&self, op: &'static str, target: String) -> crate::records::Pending {
-        crate::records::Pending::new(self.name(), Arc::clone(&self.address_text), op, target)
+        let name = self.name();
+        let mut p = crate::records::Pending::new(name, Arc::clone(&self.address_text), op, target);
+        // Web clients are named `web (AGENT)`; a WebDAV request says so itself.
+        if p.client.starts_with("web") {
+            p.face = "web";
+        }
+        p
     }
 
     /// A transfer of `total` bytes of `target` starts (`done` of them already in place).
@@ -114,12 +140,14 @@ impl Session {
     /// `n` more bytes sent to the client.
     pub fn sent(&self, n: u64) {
         self.sent.fetch_add(n, Ordering::Relaxed);
+        self.totals.sent.fetch_add(n, Ordering::Relaxed);
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `n` more bytes received from the client.
     pub fn received(&self, n: u64) {
         self.received.fetch_add(n, Ordering::Relaxed);
+        self.totals.received.fetch_add(n, Ordering::Relaxed);
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 

@@ -55,6 +55,8 @@ pub struct HubConfig {
     /// The most locks (WebDAV's) held at once, and the longest any is held without a refresh.
     pub max_locks: usize,
     pub max_lock_time: Duration,
+    /// Count requests and more for Prometheus (`--metrics`); off, nothing is counted.
+    pub metrics: bool,
 }
 
 /// How the native protocol is protected.
@@ -100,6 +102,7 @@ impl HubConfig {
             hub_name: default_hub_name(),
             max_locks: 10_000,
             max_lock_time: Duration::from_secs(60 * 60),
+            metrics: false,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod error;
 pub mod hashes;
 pub mod identity;
 pub mod locks;
+pub mod metrics;
 pub mod names;
 pub mod pg;
 pub mod records;

@@ -210,6 +210,14 @@ impl Hub {
         ));
         let tls = crate::identity::Tls::for_mode(&config.tls, &state)?;
         let locks = Locks::new(config.max_locks, config.max_lock_time);
+        let history: Box<dyn History> = if config.metrics {
+            Box::new(crate::records::Metered {
+                inner: history,
+                metrics: crate::metrics::Metrics::new(),
+            })
+        } else {
+            history
+        };
         let clients = Arc::<Clients>::default();
         let presence = match db {
             Some(db) => {
@@ -817,6 +825,30 @@ impl Hub {
     /// The store, for the batch of small files (`small.rs`).
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// The metrics as OpenMetrics text (`None` without `--metrics`).
+    pub async fn metrics_text(self: &Arc<Self>) -> Option<String> {
+        let metrics = self.history.metrics()?;
+        let hub = Arc::clone(self);
+        let partials = blocking(move || Ok(hub.store.partials()))
+            .await
+            .unwrap_or_default();
+        let (bytes_out, bytes_in) = self.clients.totals();
+        let backlog = self.history.backlog();
+        let now = crate::metrics::Snapshot {
+            connections: self.clients.count() as u64,
+            transfers: self.clients.transfers() as u64,
+            partials: partials.len() as u64,
+            partial_bytes: partials.iter().map(|p| p.held).sum(),
+            bytes_in,
+            bytes_out,
+            cache: self.cache.stats(),
+            history_queued: backlog.queued,
+            history_dropped: backlog.dropped,
+            locks: self.locks.len(Instant::now()) as u64,
+        };
+        Some(metrics.encode(&now))
     }
 
     /// When this hub started, in nanoseconds since the Unix epoch.

@@ -12,6 +12,7 @@ mod dav;
 mod error;
 mod files;
 mod folders;
+pub mod metrics;
 mod page;
 
 use axum::extract::{Request, State};

@@ -151,6 +151,8 @@ pub struct Hub {
     pub web: Option<String>,
     /// The hub's key as it printed it (`None` with `--plaintext`).
     pub key: Option<String>,
+    /// Where its metrics are (`http://ADDR/metrics`), when started with `--metrics`.
+    pub metrics: Option<String>,
     pub dir: PathBuf,
 }
 
@@ -188,13 +190,19 @@ impl Hub {
             ]);
         }
         let tls = !args.contains(&"--plaintext");
-        let extra = usize::from(with_http) + if tls { 2 } else { 0 };
+        let with_metrics = args.contains(&"--metrics");
+        let extra = usize::from(with_http) + usize::from(with_metrics) + if tls { 2 } else { 0 };
         let (daemon, lines) = Daemon::start_with_lines(&all, extra);
         let key = lines
             .iter()
             .find_map(|l| l.strip_prefix("key "))
             .map(str::to_owned);
+        let metrics = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("metrics "))
+            .map(str::to_owned);
         let hub = Hub {
+            metrics,
             addr: daemon.addr.clone(),
             web: lines.into_iter().find(|l| l.starts_with("http")),
             key,

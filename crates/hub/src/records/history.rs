@@ -54,6 +54,8 @@ pub struct Page {
 /// outcome, whichever way the request ends.
 #[derive(Debug)]
 pub struct Pending {
+    /// The face the request came through (`native`, `web`, `dav`), for the metrics.
+    pub face: &'static str,
     pub client: Arc<str>,
     pub address: Arc<str>,
     pub op: &'static str,
@@ -65,6 +67,7 @@ pub struct Pending {
 impl Pending {
     pub fn new(client: Arc<str>, address: Arc<str>, op: &'static str, target: String) -> Self {
         Self {
+            face: "native",
             client,
             address,
             op,
@@ -87,6 +90,9 @@ impl Pending {
         outcome: Result<u64, String>,
         note: Option<&str>,
     ) {
+        if let Some(m) = history.metrics() {
+            m.request(self.face, self.op, &outcome, self.started.elapsed());
+        }
         if !history.enabled() {
             return;
         }

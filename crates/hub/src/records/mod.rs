@@ -26,6 +26,49 @@ pub trait History: Send + Sync + std::fmt::Debug {
     fn flush(&self);
     /// One page of entries, newest first (see [`PageQuery`]).
     fn query(&self, query: &PageQuery) -> Result<Page, HubError>;
+    /// Entries waiting to be written, and entries dropped so far.
+    fn backlog(&self) -> Backlog {
+        Backlog::default()
+    }
+    /// The hub's metrics, when it keeps them (`--metrics`).
+    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        None
+    }
+}
+
+/// What a history has yet to write, and what it gave up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub queued: u64,
+    pub dropped: u64,
+}
+
+/// A history whose requests are also counted in the metrics.
+#[derive(Debug)]
+pub struct Metered {
+    pub inner: Box<dyn History>,
+    pub metrics: crate::metrics::Metrics,
+}
+
+impl History for Metered {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+    fn append(&self, entry: &Entry<'_>) {
+        self.inner.append(entry);
+    }
+    fn flush(&self) {
+        self.inner.flush();
+    }
+    fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
+        self.inner.query(query)
+    }
+    fn backlog(&self) -> Backlog {
+        self.inner.backlog()
+    }
+    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        Some(&self.metrics)
+    }
 }
 
 /// What a token allows.

@@ -278,7 +278,8 @@ pub(crate) async fn serve(
         record.finish(hub.history_log(), Err(format!("{}", r.status())));
         return r;
     }
-    let record = pending(&v, op(&method), name);
+    let mut record = pending(&v, op(&method), name);
+    record.face = "dav";
     let anonymous = bearer(req.headers()).is_none();
     if anonymous && CHANGES.contains(&method.as_str()) {
         record.finish(hub.history_log(), Err("unauthorized: no token".into()));

@@ -212,6 +212,14 @@ impl History for PgHistory {
     }
 
     /// Newest first, at most [`MAX_SCAN`] rows looked at per page.
+    fn backlog(&self) -> crate::records::Backlog {
+        let q = &self.queue;
+        crate::records::Backlog {
+            queued: q.entries.lock().expect("history queue poisoned").len() as u64,
+            dropped: q.dropped.load(Ordering::Relaxed),
+        }
+    }
+
     fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
         let limit = i64::from(query.limit.min(troca_proto::msg::MAX_HISTORY_PAGE));
         if limit == 0 {

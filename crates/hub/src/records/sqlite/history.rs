@@ -318,6 +318,19 @@ impl History for SqliteHistory {
     /// Batches are read one at a time, newest first, and at most [`MAX_SCAN`] entries are looked
     /// at, so a request holds one page and one batch in memory and takes a bounded time whatever
     /// the history's size; the answer says where the next page starts. Blocking.
+    fn backlog(&self) -> crate::records::Backlog {
+        let queued = self.spools.as_ref().map_or(0, |s| {
+            s.spools
+                .iter()
+                .map(|sp| sp.0.lock().expect("history spool poisoned").entries.len() as u64)
+                .sum()
+        });
+        crate::records::Backlog {
+            queued,
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
     fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
         let limit = query.limit.min(MAX_HISTORY_PAGE) as usize;
         let mut page = Page::default();
