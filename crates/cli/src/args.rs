@@ -300,6 +300,9 @@ pub enum Command {
         /// How often to print statistics on stderr (0 never).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         stats_every: std::time::Duration,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         #[command(flatten)]
         limits: TrackerLimits,
     },

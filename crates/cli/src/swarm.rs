@@ -16,12 +16,14 @@ use troca_peer::download::{self, Options, Outcome};
 use troca_peer::{Peer, PeerConfig, ServerConfig};
 use troca_proto::tracker::Listed;
 use troca_tracker::client::TrackerClient;
+use troca_tracker::metrics::TrackerMetrics;
 use troca_tracker::{Stats, TrackerConfig};
 
 pub fn tracker(
     listen: &[String],
     lifetime: Duration,
     stats_every: Duration,
+    metrics: Option<&str>,
     limits: &crate::args::TrackerLimits,
 ) -> Result<ExitCode> {
     if listen.len() > 2 {
@@ -40,9 +42,21 @@ pub fn tracker(
             println!("listening on {}", socket.local_addr()?);
             sockets.push(socket);
         }
-        std::io::stdout().flush()?;
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
+        if let Some(addr) = metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            println!("metrics http://{}/metrics", listener.local_addr()?);
+            let (from, registry) = (Arc::clone(&stats), Arc::new(TrackerMetrics::new()));
+            let render: troca_web::metrics::Render = Arc::new(move || {
+                let text = registry.encode(&from);
+                Box::pin(async move { text })
+            });
+            tokio::spawn(troca_web::metrics::serve(listener, render, stop.clone()));
+        }
+        std::io::stdout().flush()?;
         let config = TrackerConfig {
             lifetime,
             max_peers: limits.max_peers,

@@ -29,14 +29,16 @@ fn free_port() -> u16 {
 }
 
 impl Prometheus {
-    fn scraping(target: &str) -> Prometheus {
+    fn scraping(targets: &[&str]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let targets = targets.join(", ");
         let data = tempfile::tempdir().unwrap();
         let config = data.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
                 "global: {{scrape_interval: 1s}}\nscrape_configs: [{{job_name: troca, \
-                 static_configs: [{{targets: ['{target}']}}]}}]\n"
+                 static_configs: [{{targets: [{targets}]}}]}}]\n"
             ),
         )
         .unwrap();
@@ -94,7 +96,7 @@ impl Prometheus {
 }
 
 #[test]
-fn prometheus_scrapes_what_the_hub_did() {
+fn prometheus_scrapes_what_the_hub_and_the_tracker_did() {
     if !needs("prometheus", "the metrics' scraper") || !needs("curl", "an HTTP client") {
         return;
     }
@@ -132,7 +134,43 @@ fn prometheus_scrapes_what_the_hub_did() {
         "{text}"
     );
 
-    let p = Prometheus::scraping(&target);
+    // A tracker with a peer sharing two files, listed twice.
+    let tracker = Daemon::start_with_lines(
+        &[
+            "tracker",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let tracker_metrics = tracker.1[0].strip_prefix("metrics http://").unwrap();
+    let tracker_target = tracker_metrics.trim_end_matches("/metrics").to_owned();
+    let shared = s.tmp.path().join("peer");
+    std::fs::create_dir_all(&shared).unwrap();
+    random_file(&shared.join("a.bin"), 5000, "a");
+    random_file(&shared.join("b.bin"), 6000, "b");
+    let peer = Daemon::start(&[
+        "peer".as_ref(),
+        shared.as_os_str(),
+        "--tracker".as_ref(),
+        tracker.0.addr.as_ref(),
+    ]);
+    let list = || {
+        Command::new(TROCA)
+            .env("TROCA_TRACKER", &tracker.0.addr)
+            .args(["--json", "swarm", "ls"])
+            .output()
+            .unwrap()
+    };
+    // The peer registers as it starts: wait until the tracker lists both files.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while json(&list()).as_array().map_or(0, Vec::len) < 2 {
+        assert!(Instant::now() < deadline, "the peer's files never showed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let p = Prometheus::scraping(&[&target, &tracker_target]);
     let puts = r#"troca_requests_total{face="native",op="put",outcome="ok"}"#;
     assert_eq!(p.value_when(puts, |v| v > 0.0), 3.0);
     let missing = r#"troca_requests_total{op="get",outcome="not_found"}"#;
@@ -148,4 +186,14 @@ fn prometheus_scrapes_what_the_hub_did() {
     assert_eq!(p.value_when(took, |v| v > 0.0), 3.0);
     // A gauge says how things are now: nothing is being transferred once the test is done.
     assert_eq!(p.value_when("troca_transfers", |_| true), 0.0);
+    assert_eq!(p.value_when("troca_tracker_files", |v| v > 0.0), 2.0);
+    assert_eq!(p.value_when("troca_tracker_peers", |v| v > 0.0), 1.0);
+    let registered = r#"troca_tracker_datagrams_total{kind="register"}"#;
+    assert!(p.value_when(registered, |v| v > 0.0) >= 1.0);
+    let lists = r#"troca_tracker_datagrams_total{kind="list"}"#;
+    let listed = p.value_when(lists, |v| v > 0.0);
+    assert!(listed >= 1.0);
+    let answers = p.value_when("troca_tracker_answers_total", |v| v >= listed);
+    assert!(answers >= listed);
+    drop(peer);
 }

@@ -10,6 +10,7 @@
 
 pub mod client;
 mod cookie;
+pub mod metrics;
 mod state;
 mod torrents;
 
@@ -70,6 +71,26 @@ pub struct Stats {
     /// BitTorrent info-hashes with peers, and those peers.
     pub torrents: AtomicU64,
     pub torrent_peers: AtomicU64,
+    /// Well-formed requests by kind (see [`KINDS`]).
+    pub kinds: [AtomicU64; KINDS.len()],
+    /// Datagrams sent in answer.
+    pub answers: AtomicU64,
+}
+
+/// The kinds of request counted in [`Stats::kinds`]: troca's, then BEP 15's.
+pub const KINDS: [&str; 8] = [
+    "connect",
+    "register",
+    "list",
+    "update",
+    "end",
+    "bt_connect",
+    "bt_announce",
+    "bt_scrape",
+];
+
+fn count_kind(stats: &Stats, kind: usize) {
+    stats.kinds[kind].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Serves on `socket` until `shutdown` is cancelled.
@@ -128,6 +149,7 @@ pub async fn run_on(
                     // Never answer an address that has not proven itself with more than it sent.
                     if let Some(proven) = proven {
                         if proven || out.len() <= n {
+                            stats.answers.fetch_add(1, Ordering::Relaxed);
                             send(socket, &out, from).await;
                         }
                     }
@@ -169,6 +191,16 @@ fn handle(
         stats.dropped.fetch_add(1, Ordering::Relaxed);
         return None;
     };
+    count_kind(
+        stats,
+        match &req.body {
+            Request::Connect => 0,
+            Request::Register { .. } => 1,
+            Request::List { .. } => 2,
+            Request::Update { .. } => 3,
+            Request::End { .. } => 4,
+        },
+    );
     let now = Instant::now();
     let proven = state.cookies.valid(from, req.cookie, now);
     let body = if matches!(req.body, Request::Connect) {
@@ -205,6 +237,14 @@ fn handle_bep15(
         stats.dropped.fetch_add(1, Ordering::Relaxed);
         return None;
     };
+    count_kind(
+        stats,
+        match &req {
+            bep15::Request::Connect { .. } => 5,
+            bep15::Request::Announce(_) => 6,
+            bep15::Request::Scrape { .. } => 7,
+        },
+    );
     let now = Instant::now();
     let (connection_id, transaction_id) = match &req {
         bep15::Request::Connect { transaction_id } => {
