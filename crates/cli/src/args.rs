@@ -287,6 +287,20 @@ pub enum Command {
         #[command(flatten)]
         hub: HubArgs,
     },
+    /// Ask a hub on this machine whether it is serving (a container's health check): exits 0
+    /// if it answers `status` in time, 1 if not. Its key is read from the hub's state folder.
+    #[command(after_help = "Example:\n  troca health --state /data/.troca")]
+    Health {
+        /// The hub's native address.
+        #[arg(long, default_value = "127.0.0.1:13370", value_name = "ADDR")]
+        hub: String,
+        /// The hub's state folder: its key is pinned from there (else the hub is plaintext).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Run a swarm tracker (UDP): which peers share which files.
     #[command(after_help = "Examples:\n  troca tracker\n  troca tracker --listen 0.0.0.0:13377")]
     Tracker {

@@ -100,6 +100,7 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         | Command::Json { .. }
         | Command::Shell { .. }
         | Command::Tracker { .. }
+        | Command::Health { .. }
         | Command::Swarm(_)
         | Command::Peer(_)
         | Command::Completions { .. }

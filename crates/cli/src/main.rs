@@ -44,6 +44,11 @@ fn main() -> ExitCode {
         args::Command::Token(cmd) => token::main(&global, cmd),
         args::Command::Json { .. } => json::main(&global),
         args::Command::Shell { .. } => shell::main(&global),
+        args::Command::Health {
+            hub,
+            state,
+            timeout,
+        } => serve::health(&hub, state.as_deref(), timeout),
         args::Command::Tracker {
             listen,
             lifetime,

@@ -186,6 +186,59 @@ async fn run(args: Serve) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `troca health`: asks the hub at `hub` for its status, pinned to the key in `state` (the
+/// hub's own state folder, so no prompt and no known_hubs); exit 0 if it answers in `limit`.
+pub fn health(
+    hub: &str,
+    state: Option<&std::path::Path>,
+    limit: std::time::Duration,
+) -> Result<ExitCode> {
+    let trust = match state {
+        Some(dir) => {
+            let tls = dir.join("tls");
+            anyhow::ensure!(
+                tls.is_dir(),
+                "no key in {} (is the hub running there?)",
+                tls.display()
+            );
+            let identity = troca_net::identity::Identity::load_or_create(dir)
+                .with_context(|| format!("cannot read the hub's key in {}", dir.display()))?;
+            troca_net::Trust::Key(Some(identity.fingerprint))
+        }
+        None => troca_net::Trust::Plaintext,
+    };
+    let options = troca_net::ClientOptions {
+        name: "health".into(),
+        trust,
+        silence: Some(limit),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let asked = runtime.block_on(async {
+        let ask = async {
+            let mut client = troca_net::HubClient::connect(hub, &options).await?;
+            client.status().await
+        };
+        tokio::time::timeout(limit, ask).await
+    });
+    match asked {
+        Ok(Ok(status)) => {
+            println!("ok: {} files", status.files);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(e)) => {
+            eprintln!("troca health: {hub}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!("troca health: {hub}: no answer within {limit:?}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// Waits for SIGTERM or SIGINT (Ctrl-C).
 pub async fn wait_for_signal() -> Result<()> {
     Signals::catch()?.wait().await;
