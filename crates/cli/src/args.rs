@@ -431,6 +431,9 @@ pub struct PeerArgs {
     /// The folder to share; downloads land here too (created if missing).
     #[arg(default_value = "troca-peer")]
     pub dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     #[command(flatten)]
     pub tracker: TrackerAddr,
     /// Where to serve pieces (port 0: the OS picks). 0.0.0.0:0 serves other machines.

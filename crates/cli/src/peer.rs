@@ -40,6 +40,15 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     }
     let plaintext = args.plaintext || global.plaintext;
     let identity = identity(plaintext)?;
+    let stats = Arc::new(troca_peer::stats::PeerStats::default());
+    let metrics = match &args.metrics {
+        None => None,
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {a}"))?,
+        ),
+    };
     let config = PeerConfig {
         dir: args.dir.clone(),
         only_images: args.only.as_deref() == Some("images"),
@@ -49,11 +58,13 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
             max_rate: args.max_rate,
             max_connections: args.max_connections.max(1),
             max_connections_per_ip: args.max_connections_per_ip.max(1),
+            stats: Arc::clone(&stats),
             ..ServerConfig::default()
         },
         download: download::Options {
             client_name: crate::client::client_name(global),
             allow_plaintext: plaintext,
+            stats: Arc::clone(&stats),
             ..download::Options::default()
         },
         identity,
@@ -68,6 +79,19 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     match peer.key() {
         Some(key) => println!("key {key}"),
         None => println!("plaintext (no TLS)"),
+    }
+    if let Some(listener) = metrics {
+        println!("metrics http://{}/metrics", listener.local_addr()?);
+        let registry = Arc::new(troca_peer::stats::PeerMetrics::new());
+        let render: troca_web::metrics::Render = Arc::new(move || {
+            let text = registry.encode(&stats);
+            Box::pin(async move { text })
+        });
+        tokio::spawn(troca_web::metrics::serve(
+            listener,
+            render,
+            shutdown.clone(),
+        ));
     }
     std::io::stdout().flush()?;
     let n = peer.library().files().len();

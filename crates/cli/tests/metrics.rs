@@ -96,7 +96,7 @@ impl Prometheus {
 }
 
 #[test]
-fn prometheus_scrapes_what_the_hub_and_the_tracker_did() {
+fn prometheus_scrapes_what_a_hub_a_tracker_and_a_peer_did() {
     if !needs("prometheus", "the metrics' scraper") || !needs("curl", "an HTTP client") {
         return;
     }
@@ -151,12 +151,23 @@ fn prometheus_scrapes_what_the_hub_and_the_tracker_did() {
     std::fs::create_dir_all(&shared).unwrap();
     random_file(&shared.join("a.bin"), 5000, "a");
     random_file(&shared.join("b.bin"), 6000, "b");
-    let peer = Daemon::start(&[
-        "peer".as_ref(),
-        shared.as_os_str(),
-        "--tracker".as_ref(),
-        tracker.0.addr.as_ref(),
-    ]);
+    let (peer, peer_lines) = Daemon::start_with_lines(
+        &[
+            "peer".as_ref(),
+            shared.as_os_str(),
+            "--tracker".as_ref(),
+            tracker.0.addr.as_ref(),
+            "--metrics".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+        2,
+    );
+    let peer_target = peer_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics http://"))
+        .expect("the peer's metrics address")
+        .trim_end_matches("/metrics")
+        .to_owned();
     let list = || {
         Command::new(TROCA)
             .env("TROCA_TRACKER", &tracker.0.addr)
@@ -170,7 +181,26 @@ fn prometheus_scrapes_what_the_hub_and_the_tracker_did() {
         assert!(Instant::now() < deadline, "the peer's files never showed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let p = Prometheus::scraping(&[&target, &tracker_target]);
+    // One file fetched from the peer through the swarm: one piece served.
+    let fetched = s.tmp.path().join("fetched");
+    std::fs::create_dir_all(&fetched).unwrap();
+    let got = Command::new(TROCA)
+        .current_dir(&fetched)
+        .env("TROCA_TRACKER", &tracker.0.addr)
+        .env("XDG_DATA_HOME", s.tmp.path().join("swarm-data"))
+        .args(["swarm", "get", "a.bin", "--no-share"])
+        .output()
+        .unwrap();
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(
+        hash_file(&fetched.join("a.bin")),
+        hash_file(&shared.join("a.bin"))
+    );
+    let p = Prometheus::scraping(&[&target, &tracker_target, &peer_target]);
     let puts = r#"troca_requests_total{face="native",op="put",outcome="ok"}"#;
     assert_eq!(p.value_when(puts, |v| v > 0.0), 3.0);
     let missing = r#"troca_requests_total{op="get",outcome="not_found"}"#;
@@ -195,5 +225,14 @@ fn prometheus_scrapes_what_the_hub_and_the_tracker_did() {
     assert!(listed >= 1.0);
     let answers = p.value_when("troca_tracker_answers_total", |v| v >= listed);
     assert!(answers >= listed);
+    assert_eq!(
+        p.value_when("troca_peer_pieces_served_total", |v| v > 0.0),
+        1.0
+    );
+    assert_eq!(
+        p.value_when("troca_peer_bytes_served_total", |v| v > 0.0),
+        5000.0
+    );
+    assert_eq!(p.value_when("troca_peer_bad_pieces_total", |_| true), 0.0);
     drop(peer);
 }

@@ -20,6 +20,7 @@
 use crate::library::PARTIAL_DIR;
 use crate::partial::{Partial, Partials};
 use crate::scheduler::{PeerId, Scheduler};
+use crate::stats::PeerStats;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -70,6 +71,8 @@ pub struct Options {
     /// Where to find more peers while it runs (others who started downloading since), and how
     /// often to look (`None`: only the peers known at the start).
     pub discover: Option<(Arc<dyn Discover>, Duration)>,
+    /// Counts pieces received, bad pieces and peers dropped, for the metrics.
+    pub stats: Arc<crate::stats::PeerStats>,
 }
 
 /// Finds the peers holding a file (all of it, or the pieces they have so far).
@@ -90,6 +93,7 @@ impl Default for Options {
             allow_plaintext: false,
             share: None,
             discover: None,
+            stats: Arc::default(),
         }
     }
 }
@@ -909,6 +913,7 @@ impl Worker {
         shared.wake.notify_waiters();
         if let Err(e) = result {
             tracing::info!("peer {} dropped: {e}", self.report.addr);
+            PeerStats::add(&shared.options.stats.peers_dropped, 1);
             self.report.dropped = Some(e.to_string());
         }
         self.report
@@ -1069,6 +1074,7 @@ impl Worker {
         self.in_flight.retain(|&i| i != index);
         self.settle(shared, before - self.in_flight.len());
         self.report.bad_pieces += 1;
+        PeerStats::add(&shared.options.stats.bad_pieces, 1);
         shared
             .schedule
             .lock()
@@ -1117,6 +1123,8 @@ impl Worker {
             self.settle(shared, 1);
             self.report.pieces += 1;
             self.report.bytes += len;
+            PeerStats::add(&shared.options.stats.pieces_received, 1);
+            PeerStats::add(&shared.options.stats.bytes_received, len);
             shared.stored(self.id, len, writer)?;
             return Ok(());
         }

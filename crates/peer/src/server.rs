@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub max_rate: Option<u64>,
     /// TLS for every connection (`None`: plaintext).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Counts what is served, for the metrics.
+    pub stats: Arc<crate::stats::PeerStats>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +54,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             max_rate: None,
             tls: None,
+            stats: Arc::default(),
         }
     }
 }
@@ -341,7 +344,16 @@ impl Serving {
             self.limit.as_deref(),
             self.config.idle_timeout,
         )
-        .await
+        .await?;
+        self.served(len);
+        Ok(())
+    }
+
+    /// A piece of `len` bytes went out.
+    fn served(&self, len: u64) {
+        let stats = &self.config.stats;
+        crate::stats::PeerStats::add(&stats.pieces_served, 1);
+        crate::stats::PeerStats::add(&stats.bytes_served, len);
     }
 
     /// A piece of a file being downloaded here, if it is held yet.
@@ -369,7 +381,9 @@ impl Serving {
             limit,
             self.config.idle_timeout,
         )
-        .await
+        .await?;
+        self.served(len);
+        Ok(())
     }
 }
 
