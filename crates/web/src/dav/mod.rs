@@ -273,63 +273,31 @@ pub(crate) async fn serve(
     if is_read && !name.is_empty() && !name.ends_with('/') {
         return get_file(&hub, &v, req.headers(), &name, method == Method::HEAD).await;
     }
+    let mut record = pending(&v, op(&method), name);
+    record.face = "dav";
     if let Some(r) = refusal(&req) {
-        let record = pending(&v, op(&method), name);
         record.finish(hub.history_log(), Err(format!("{}", r.status())));
         return r;
     }
-    let mut record = pending(&v, op(&method), name);
-    record.face = "dav";
-    let anonymous = bearer(req.headers()).is_none();
-    if anonymous && CHANGES.contains(&method.as_str()) {
-        record.finish(hub.history_log(), Err("unauthorized: no token".into()));
-        return challenge("this needs a token (as the password)");
-    }
-    let mut who = match caller(&hub, &v, req.headers()).await {
-        Ok(c) => c,
-        Err(e) => {
-            record.finish(hub.history_log(), Err(e.record_text()));
-            return match e {
-                ApiError::Hub(HubError::Unauthorized(why)) => challenge(&why),
-                other => other.into_response(),
-            };
+    let who = match authorize(&hub, &v, req.headers(), method.as_str()).await {
+        Ok(who) => who,
+        Err((response, why)) => {
+            record.finish(hub.history_log(), Err(why));
+            return response;
         }
     };
-    if method.as_str() == "LOCK" {
-        if let Err(e) = may_lock(&hub, &who) {
-            record.finish(hub.history_log(), Err(e.record_text()));
-            return e.into_response();
-        }
-    }
-    who.lock_tokens = lock_tokens(req.headers());
+    let anonymous = who.token.is_none();
     let put_size = (method == Method::PUT)
         .then(|| req.headers().get(header::CONTENT_LENGTH))
         .flatten()
         .and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
-    let ctx = Ctx {
-        sender_hash: sender_hash(req.headers()),
-        visitor: v.clone(),
-        caller: who.clone(),
-    };
-    let stall = hub.config().stall_timeout;
-    let mut req = req.map(|b| Body::new(crate::files::Patient::new(b, stall)));
-    if method.as_str() == "PROPFIND" && !req.headers().contains_key("depth") {
-        // No Depth means infinity (RFC 4918 §9.1), which the hub does not serve: one level.
-        req.headers_mut()
-            .insert("depth", HeaderValue::from_static("1"));
-    }
-    // `dav-server` parses what clients send; should it panic on some input, the client gets
-    // an error and the connection's other requests go on.
-    let handled = std::panic::AssertUnwindSafe(dav.handle_guarded(req, who.principal(), ctx));
-    let Ok(response) = futures_util::FutureExt::catch_unwind(handled).await else {
+    let Some(response) = handle(&hub, &dav, &v, req, who).await else {
         record.finish(
             hub.history_log(),
             Err("internal: the WebDAV handler failed".into()),
         );
-        return plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the request could not be handled",
-        );
+        let why = "the request could not be handled";
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, why);
     };
     let status = response.status();
     let outcome = if status.is_success() || status.is_redirection() {
@@ -349,6 +317,65 @@ pub(crate) async fn serve(
         h.insert("dav", HeaderValue::from_static("1, 2"));
     }
     response
+}
+
+/// Who is asking, with the lock tokens it presents; or the answer that refuses it, and why
+/// (for the history).
+async fn authorize(
+    hub: &Arc<Hub>,
+    v: &Visitor,
+    headers: &HeaderMap,
+    method: &str,
+) -> Result<Caller, (Response, String)> {
+    if bearer(headers).is_none() && CHANGES.contains(&method) {
+        let ask = challenge("this needs a token (as the password)");
+        return Err((ask, "unauthorized: no token".into()));
+    }
+    let mut who = match caller(hub, v, headers).await {
+        Ok(c) => c,
+        Err(e) => {
+            let why = e.record_text();
+            let answer = match e {
+                ApiError::Hub(HubError::Unauthorized(text)) => challenge(&text),
+                other => other.into_response(),
+            };
+            return Err((answer, why));
+        }
+    };
+    if method == "LOCK" {
+        if let Err(e) = may_lock(hub, &who) {
+            let why = e.record_text();
+            return Err((e.into_response(), why));
+        }
+    }
+    who.lock_tokens = lock_tokens(headers);
+    Ok(who)
+}
+
+/// Hands the request to `dav-server` (its body failing after the stall timeout), with one
+/// level for a `PROPFIND` without `Depth`. `None` if it panicked: `dav-server` parses what
+/// clients send, and a panic on some input must cost that request only.
+async fn handle(
+    hub: &Arc<Hub>,
+    dav: &Dav,
+    v: &Visitor,
+    req: Request,
+    who: Caller,
+) -> Option<axum::http::Response<dav_server::body::Body>> {
+    let ctx = Ctx {
+        sender_hash: sender_hash(req.headers()),
+        visitor: v.clone(),
+        caller: who.clone(),
+    };
+    let stall = hub.config().stall_timeout;
+    let mut req = req.map(|b| Body::new(crate::files::Patient::new(b, stall)));
+    if req.method().as_str() == "PROPFIND" && !req.headers().contains_key("depth") {
+        // No Depth means infinity (RFC 4918 §9.1), which the hub does not serve: one level.
+        req.headers_mut()
+            .insert("depth", HeaderValue::from_static("1"));
+    }
+    let handled = std::panic::AssertUnwindSafe(dav.handle_guarded(req, who.principal(), ctx));
+    futures_util::FutureExt::catch_unwind(handled).await.ok()
 }
 
 /// `OPTIONS /`: Windows' WebDAV client asks the server's root before the share's address.
