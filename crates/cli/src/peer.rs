@@ -41,14 +41,7 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     let plaintext = args.plaintext || global.plaintext;
     let identity = identity(plaintext)?;
     let stats = Arc::new(troca_peer::stats::PeerStats::default());
-    let metrics = match &args.metrics {
-        None => None,
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {a}"))?,
-        ),
-    };
+    let metrics = crate::serve::metrics_listener(args.metrics.as_deref()).await?;
     let config = PeerConfig {
         dir: args.dir.clone(),
         only_images: args.only.as_deref() == Some("images"),

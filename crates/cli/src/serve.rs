@@ -92,14 +92,7 @@ async fn run(args: Serve) -> Result<ExitCode> {
                 .with_context(|| format!("cannot listen for HTTP on {}", args.http))?,
         )
     };
-    let metrics = match &args.metrics {
-        None => None,
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {a}"))?,
-        ),
-    };
+    let metrics = metrics_listener(args.metrics.as_deref()).await?;
     let signals = Signals::catch()?;
     // Caught before the hub says it listens, like the others: a SIGHUP then is not fatal.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -184,6 +177,17 @@ async fn run(args: Serve) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The listener of `--metrics ADDR`, if asked for.
+pub(crate) async fn metrics_listener(
+    addr: Option<&str>,
+) -> Result<Option<tokio::net::TcpListener>> {
+    let Some(a) = addr else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(a)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {a}"))?;
+    Ok(Some(listener))
 }
 
 /// `troca health`: asks the hub at `hub` for its status, pinned to the key in `state` (the

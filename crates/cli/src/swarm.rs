@@ -44,10 +44,7 @@ pub fn tracker(
         }
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
-        if let Some(addr) = metrics {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        if let Some(listener) = crate::serve::metrics_listener(metrics).await? {
             println!("metrics http://{}/metrics", listener.local_addr()?);
             let (from, registry) = (Arc::clone(&stats), Arc::new(TrackerMetrics::new()));
             let render: troca_web::metrics::Render = Arc::new(move || {
