@@ -611,3 +611,45 @@ fn dead_properties_follow_a_moved_file_and_go_with_a_deleted_one() {
     ]);
     assert!(!String::from_utf8_lossy(&props.stdout).contains("blue"));
 }
+
+#[test]
+fn a_put_cut_short_leaves_nothing_under_its_name() {
+    use std::io::{Read, Write};
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let host = web.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    let head =
+        format!("PUT /dav/cut.bin HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n\r\n");
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&[7u8; 1000]).unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    // The hub answers (or closes) once it sees the body end early.
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    assert!(!s.share.join("cut.bin").exists());
+    let listing = ok(&hub.troca(&s.client, &["ls"]));
+    assert!(!listing.contains("cut.bin"), "{listing}");
+    // Its partial upload goes (waited for: it is dropped off the request's task).
+    let bearer = format!("Authorization: Bearer {}", hub.admin_token());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let held = curl(&["-H", &bearer, &format!("{web}api/partials")]);
+        if String::from_utf8_lossy(&held.stdout).trim() == "[]" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partial upload stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The same name takes a whole upload afterwards.
+    let url = format!("{web}dav/cut.bin");
+    assert_eq!(status(&["-T", "/etc/hostname", &url]), "201");
+    assert_eq!(
+        std::fs::read(s.share.join("cut.bin")).unwrap(),
+        std::fs::read("/etc/hostname").unwrap()
+    );
+}
