@@ -1,18 +1,21 @@
 //! Prometheus metrics of a hub (`troca serve --metrics ADDR`), with the `prometheus-client`
 //! crate. Off by default: without `--metrics` nothing is counted here at all.
 //!
-//! Requests are counted where every face records them, when a [`Pending`](crate::records::Pending)
-//! is finished: by face (`native`, `web`, `dav`), operation (the history's `op`) and outcome
+//! Requests are counted where every face records them, when a `Pending`
+//! is finished (in `records`): by face (`native`, `web`, `dav`), operation (the history's `op`) and outcome
 //! (`ok`, or the error code). What the hub already keeps (connections, transfers, partial
 //! uploads, the cache's figures, the history's backlog) is read when Prometheus scrapes.
 //! Counters only ever grow; gauges say how things are now.
 
+use crate::error::HubError;
+use crate::records::{Backlog, Entry, History, Observer, Page, PageQuery};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::time::Duration;
 use troca_proto::ErrorCode;
 
@@ -159,23 +162,6 @@ impl Metrics {
         }
     }
 
-    /// Counts one finished request.
-    pub fn request(
-        &self,
-        face: &'static str,
-        op: &'static str,
-        result: &Result<u64, String>,
-        took: Duration,
-    ) {
-        let outcome = outcome(result);
-        self.requests
-            .get_or_create(&RequestLabels { face, op, outcome })
-            .inc();
-        self.latency
-            .get_or_create(&OpLabels { face, op })
-            .observe(took.as_secs_f64());
-    }
-
     /// The metrics as OpenMetrics text, with the hub's state as `now` says.
     pub fn encode(&self, now: &Snapshot) -> String {
         let set = |g: &Gauge, v: u64| {
@@ -200,6 +186,53 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("a String takes any write");
         out
+    }
+}
+
+impl Observer for Metrics {
+    /// Counts one finished request.
+    fn request(
+        &self,
+        face: &'static str,
+        op: &'static str,
+        result: &Result<u64, String>,
+        took: Duration,
+    ) {
+        let outcome = outcome(result);
+        self.requests
+            .get_or_create(&RequestLabels { face, op, outcome })
+            .inc();
+        self.latency
+            .get_or_create(&OpLabels { face, op })
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// A history whose requests are also counted in the metrics.
+#[derive(Debug)]
+pub struct Metered {
+    pub inner: Box<dyn History>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl History for Metered {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+    fn append(&self, entry: &Entry<'_>) {
+        self.inner.append(entry);
+    }
+    fn flush(&self) {
+        self.inner.flush();
+    }
+    fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
+        self.inner.query(query)
+    }
+    fn backlog(&self) -> Backlog {
+        self.inner.backlog()
+    }
+    fn observer(&self) -> Option<&dyn Observer> {
+        Some(self.metrics.as_ref())
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Hub {
     batch_memory: Arc<tokio::sync::Semaphore>,
     /// Locks on names (WebDAV's), honoured by every face.
     locks: Locks,
+    /// What `--metrics` shows (`None`: not kept).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     started: Instant,
 }
 
@@ -210,13 +212,15 @@ impl Hub {
         ));
         let tls = crate::identity::Tls::for_mode(&config.tls, &state)?;
         let locks = Locks::new(config.max_locks, config.max_lock_time);
-        let history: Box<dyn History> = if config.metrics {
-            Box::new(crate::records::Metered {
+        let metrics = config
+            .metrics
+            .then(|| Arc::new(crate::metrics::Metrics::new()));
+        let history: Box<dyn History> = match &metrics {
+            Some(m) => Box::new(crate::metrics::Metered {
                 inner: history,
-                metrics: crate::metrics::Metrics::new(),
-            })
-        } else {
-            history
+                metrics: Arc::clone(m),
+            }),
+            None => history,
         };
         let clients = Arc::<Clients>::default();
         let presence = match db {
@@ -247,6 +251,7 @@ impl Hub {
             auth_failures: AuthFailures::default(),
             batch_memory,
             locks,
+            metrics,
             started: Instant::now(),
         })
     }
@@ -829,7 +834,7 @@ impl Hub {
 
     /// The metrics as OpenMetrics text (`None` without `--metrics`).
     pub async fn metrics_text(self: &Arc<Self>) -> Option<String> {
-        let metrics = self.history.metrics()?;
+        let metrics = self.metrics.as_ref()?;
         let hub = Arc::clone(self);
         let partials = blocking(move || Ok(hub.store.partials()))
             .await

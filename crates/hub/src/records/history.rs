@@ -90,8 +90,8 @@ impl Pending {
         outcome: Result<u64, String>,
         note: Option<&str>,
     ) {
-        if let Some(m) = history.metrics() {
-            m.request(self.face, self.op, &outcome, self.started.elapsed());
+        if let Some(o) = history.observer() {
+            o.request(self.face, self.op, &outcome, self.started.elapsed());
         }
         if !history.enabled() {
             return;

@@ -30,10 +30,21 @@ pub trait History: Send + Sync + std::fmt::Debug {
     fn backlog(&self) -> Backlog {
         Backlog::default()
     }
-    /// The hub's metrics, when it keeps them (`--metrics`).
-    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+    /// Who else is told of each finished request (the metrics, with `--metrics`).
+    fn observer(&self) -> Option<&dyn Observer> {
         None
     }
+}
+
+/// Told of every finished request, with how it went and how long it took.
+pub trait Observer: Send + Sync {
+    fn request(
+        &self,
+        face: &'static str,
+        op: &'static str,
+        result: &Result<u64, String>,
+        took: std::time::Duration,
+    );
 }
 
 /// What a history has yet to write, and what it gave up.
@@ -41,34 +52,6 @@ pub trait History: Send + Sync + std::fmt::Debug {
 pub struct Backlog {
     pub queued: u64,
     pub dropped: u64,
-}
-
-/// A history whose requests are also counted in the metrics.
-#[derive(Debug)]
-pub struct Metered {
-    pub inner: Box<dyn History>,
-    pub metrics: crate::metrics::Metrics,
-}
-
-impl History for Metered {
-    fn enabled(&self) -> bool {
-        self.inner.enabled()
-    }
-    fn append(&self, entry: &Entry<'_>) {
-        self.inner.append(entry);
-    }
-    fn flush(&self) {
-        self.inner.flush();
-    }
-    fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
-        self.inner.query(query)
-    }
-    fn backlog(&self) -> Backlog {
-        self.inner.backlog()
-    }
-    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
-        Some(&self.metrics)
-    }
 }
 
 /// What a token allows.
