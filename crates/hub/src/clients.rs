@@ -12,8 +12,9 @@ use troca_proto::msg::{Activity, ClientEntry};
 #[derive(Debug, Default)]
 pub struct Clients {
     next_id: AtomicU64,
-    /// File bytes moved by every client since the hub started.
-    totals: Arc<Totals>,
+    /// File bytes moved by every client since the hub started, when counted (`--metrics`: one
+    /// counter shared by every connection is a cost only worth paying for them).
+    totals: Option<Arc<Totals>>,
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
 }
 
@@ -37,7 +38,7 @@ pub struct Session {
     done: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
-    totals: Arc<Totals>,
+    totals: Option<Arc<Totals>>,
 }
 
 /// Removes the session from the registry when the connection ends.
@@ -71,7 +72,7 @@ impl Clients {
             done: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
-            totals: Arc::clone(&self.totals),
+            totals: self.totals.clone(),
         });
         self.lock().insert(id, Arc::clone(&session));
         Registration {
@@ -93,13 +94,23 @@ impl Clients {
         self.lock().len()
     }
 
-    /// File bytes (sent, received) by every client since the hub started.
+    /// A registry that also counts every client's file bytes together.
+    pub fn counting() -> Self {
+        Self {
+            totals: Some(Arc::default()),
+            ..Self::default()
+        }
+    }
+
+    /// File bytes (sent, received) by every client since the hub started (zero unless
+    /// [`Clients::counting`]).
     pub fn totals(&self) -> (u64, u64) {
-        let t = &self.totals;
-        (
-            t.sent.load(Ordering::Relaxed),
-            t.received.load(Ordering::Relaxed),
-        )
+        self.totals.as_ref().map_or((0, 0), |t| {
+            (
+                t.sent.load(Ordering::Relaxed),
+                t.received.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Transfers in progress.
@@ -140,14 +151,18 @@ impl Session {
     /// `n` more bytes sent to the client.
     pub fn sent(&self, n: u64) {
         self.sent.fetch_add(n, Ordering::Relaxed);
-        self.totals.sent.fetch_add(n, Ordering::Relaxed);
+        if let Some(t) = &self.totals {
+            t.sent.fetch_add(n, Ordering::Relaxed);
+        }
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `n` more bytes received from the client.
     pub fn received(&self, n: u64) {
         self.received.fetch_add(n, Ordering::Relaxed);
-        self.totals.received.fetch_add(n, Ordering::Relaxed);
+        if let Some(t) = &self.totals {
+            t.received.fetch_add(n, Ordering::Relaxed);
+        }
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 

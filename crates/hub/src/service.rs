@@ -222,7 +222,11 @@ impl Hub {
             }),
             None => history,
         };
-        let clients = Arc::<Clients>::default();
+        let clients = Arc::new(if config.metrics {
+            Clients::counting()
+        } else {
+            Clients::default()
+        });
         let presence = match db {
             Some(db) => {
                 let mine = Arc::downgrade(&clients);

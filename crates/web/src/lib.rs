@@ -80,6 +80,13 @@ async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> R
 
 /// The HTTP face of `hub`.
 pub fn router(hub: Arc<Hub>) -> Router {
+    // The WebDAV handler goes to its routes alone (a layer would touch every request).
+    let dav = {
+        let handler = dav::handler(&hub);
+        axum::routing::any(move |hub, visitor, req| {
+            dav::serve(hub, visitor, Arc::clone(&handler), req)
+        })
+    };
     Router::new()
         .route("/", get(page::index).options(dav::root_options))
         .route("/files/", get(page::index).head(page::index))
@@ -105,11 +112,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 .put(files::put)
                 .delete(files::delete),
         )
-        .route("/dav", axum::routing::any(dav::serve))
-        .route("/dav/", axum::routing::any(dav::serve))
-        .route("/dav/{*path}", axum::routing::any(dav::serve))
+        .route("/dav", dav.clone())
+        .route("/dav/", dav.clone())
+        .route("/dav/{*path}", dav)
         .fallback(page::not_found)
-        .layer(axum::Extension(dav::handler(&hub)))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), visitor))
         .with_state(hub)
 }

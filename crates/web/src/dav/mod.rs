@@ -262,7 +262,7 @@ fn challenge(why: &str) -> Response {
 pub(crate) async fn serve(
     State(hub): State<Arc<Hub>>,
     Extension(v): Extension<Visitor>,
-    Extension(dav): Extension<Dav>,
+    dav: Dav,
     req: Request,
 ) -> Response {
     let Some(name) = name_in(req.uri().path()) else {
