@@ -163,12 +163,10 @@ impl HubFs {
     }
 
     async fn open_write(&self, name: String, o: OpenOptions, ctx: &Ctx) -> FsResult<Upload> {
-        let exists = self.stat(&name).await;
-        match &exists {
-            Ok(s) if s.folder => return Err(FsError::Forbidden),
-            Ok(_) if o.create_new => return Err(FsError::Exists),
-            Err(FsError::NotFound) if !o.create => return Err(FsError::NotFound),
-            _ => {}
+        // `dav-server` has looked the name up and checked `If-Match`/`If-None-Match` already;
+        // a folder there, or a file where `create_new` says none, the upload itself refuses.
+        if !o.create && self.stat(&name).await.is_err() {
+            return Err(FsError::NotFound);
         }
         self.parent_is_folder(&name).await?;
         // The handler refuses a PUT that says no length before it gets here; a LOCK of a name
