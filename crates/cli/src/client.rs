@@ -237,7 +237,7 @@ pub(crate) fn client_name(global: &Global) -> String {
     global.name.clone().unwrap_or_else(default_name)
 }
 
-/// `user@host`, as the seeds' clients introduced themselves.
+/// `user@host`, as a client introduces itself by default.
 fn default_name() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
     let uname = rustix::system::uname();
@@ -542,7 +542,7 @@ pub(crate) struct GetRow {
 }
 
 /// Downloads one file into `output` (a folder, or a file name) or the current folder, never
-/// overwriting unless `force` (the seed's `_downloaded` names); says what it did unless `quiet`.
+/// overwriting unless `force` (a free `NAME_downloaded` name instead); says what it did unless `quiet`.
 pub(crate) async fn get_one(
     client: &mut HubClient,
     name: &str,

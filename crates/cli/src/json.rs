@@ -1,4 +1,4 @@
-//! `troca json`: seed 000's JSON requests, one per line on stdin, each answered by one JSON line
+//! `troca json`: JSON requests, one per line on stdin, each answered by one JSON line
 //! on stdout, in order. Nothing else is ever written to stdout. A malformed line or an unknown
 //! operation gets an error answer and the next line is read. The work is done by the same code as
 //! the one-shot commands.

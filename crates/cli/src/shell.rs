@@ -1,6 +1,6 @@
-//! `troca shell`: the seeds' interactive client, done properly. One connection kept open (made
+//! `troca shell`: an interactive client. One connection kept open (made
 //! again when lost), line editing, history across sessions, completion of commands, remote names
-//! and local paths, shell-style quoting, and the seeds' Portuguese command names. Each command
+//! and local paths, shell-style quoting, and Portuguese command names. Each command
 //! runs through the same code as the one-shot command of the same name.
 
 use crate::args::Global;
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use troca_proto::msg::History;
 
-/// A command, its names (English first, then the seeds' Portuguese), arguments and purpose.
+/// A command, its names (English first, then Portuguese), arguments and purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cmd {
     Ls,

@@ -1,4 +1,4 @@
-//! Tokens and roles: the seeds' policy (anyone may read and add; replacing and deleting need the
+//! Tokens and roles: the default policy (anyone may read and add; replacing and deleting need the
 //! admin token or the uploader's token), read/write/admin tokens, revocation without a restart,
 //! `--read-only`, `--require-token`, and secrets kept out of output.
 

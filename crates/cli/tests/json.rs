@@ -1,4 +1,4 @@
-//! The JSON line mode: seed 000's requests, malformed lines and unknown operations, answered one
+//! The JSON line mode: requests, malformed lines and unknown operations, answered one
 //! line each, in order, with the request's id echoed.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Nothing is overwritten unless asked: remote names need `--force`, local files get the seed's
+//! Nothing is overwritten unless asked: remote names need `--force`, local files get free
 //! `_downloaded` names.
 
 mod common;

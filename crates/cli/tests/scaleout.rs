@@ -845,3 +845,46 @@ fn webdav_works_unchanged_on_the_object_store_with_properties_in_postgres() {
     assert_eq!(hash_file(&back), hash_file(&src));
     assert!(listing(&t.a, &t.client).contains("docs/e.bin"));
 }
+
+#[test]
+fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
+    let Some(g) = Group::new() else { return };
+    let s = Scratch::new();
+    let hub = g.hub(&s.share, "hub-a", &[]);
+    // 2,500 names in one folder (pages of the listing are 1,024), written straight into the
+    // records, around names that sort just before and after the folder's `/`.
+    let hash = "'\\x".to_owned() + &"ab".repeat(32) + "'::bytea";
+    g.sql(&format!(
+        "INSERT INTO objects (hash, key, size) VALUES ({hash}, 'x', 1);
+         INSERT INTO names (name, object, size, modified_ns) VALUES
+            ('many', NULL, 0, 0), ('e', NULL, 0, 0),
+            ('many-x', {hash}, 1, 0), ('many.y', {hash}, 1, 0), ('e-1', {hash}, 1, 0),
+            ('many0', {hash}, 1, 0);
+         INSERT INTO names (name, object, size, modified_ns)
+            SELECT 'many/f' || lpad(i::text, 5, '0'), {hash}, 1, 0
+            FROM generate_series(1, 2500) i;"
+    ));
+    let mut want = vec!["e-1", "e/", "many-x", "many.y"];
+    let inside: Vec<String> = (1..=2500).map(|i| format!("many/f{i:05}")).collect();
+    want.extend(inside.iter().map(String::as_str));
+    want.push("many0");
+
+    let native = ok(&hub.troca(&s.client, &["ls", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&native).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, want, "the native listing");
+
+    let web = hub.web.clone().unwrap();
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{web}api/files")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, want, "the web API's listing");
+
+    let only = ok(&hub.troca(&s.client, &["ls", "--json", "many/"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&only).unwrap();
+    assert_eq!(rows.len(), 2500, "a prefix's listing, over three pages");
+}

@@ -1,4 +1,4 @@
-//! The hot-file cache (seed 003): whole small files kept in memory, least recently used evicted
+//! The hot-file cache: whole small files kept in memory, least recently used evicted
 //! first, within a byte budget, so repeated downloads of popular small files do not touch the
 //! store. Entries are keyed by name and served only for the exact version (size and mtime) they
 //! were read at; uploads and deletions through the hub drop their entry at once.

@@ -11,7 +11,7 @@ use crate::clients::Busy;
 use crate::clients::Session;
 use crate::error::HubError;
 use crate::records::{PageQuery, Pending};
-use crate::service::{now_ns, Download, Hub, Source};
+use crate::service::{now_ns, Download, Hub, Listing, Source};
 use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
 use crate::store::{Body, ObjectBody, StoredFile};
 use crate::transfer::Incoming;
@@ -354,10 +354,7 @@ async fn dispatch(
     msg: Message,
 ) -> Dispatched {
     Dispatched::Done(match msg {
-        Message::List(l) => match hub.list(&l.prefix).await {
-            Ok(entries) => sent(send_chunks(conn, entries, Entries::default(), |_| {}).await),
-            Err(e) => Ok(Err(e)),
-        },
+        Message::List(l) => send_listing(conn, hub.list(&l.prefix)).await,
         Message::Get(g) => match ready(hub.download(&g.name, g.offset)).await {
             Ok(download) => send_file(hub, conn, me, download).await.map(Ok),
             Err(e) => Ok(Err(e)),
@@ -475,7 +472,7 @@ macro_rules! chunk_impl {
 }
 chunk_impl!(ClientList, troca_proto::msg::ClientEntry);
 
-// `Entries` predates the generic chunks and names its items `entries`.
+// `Entries` names its items `entries`.
 impl Chunk<troca_proto::msg::Entry> for Entries {
     fn has_room(&self, item: &troca_proto::msg::Entry) -> bool {
         self.has_room_for(item)
@@ -505,6 +502,31 @@ async fn send_chunks<T, C: Chunk<T>>(
     finish(&mut chunk);
     conn.queue(&chunk.into());
     conn.flush().await
+}
+
+/// Sends a listing a page at a time, each sent before the next is read, so the connection
+/// holds one page whatever the share's size. A page that cannot be read ends the answer with
+/// an `Error` (what came before it is then void).
+async fn send_listing(conn: &mut Conn, mut listing: Listing) -> Result<Outcome, ConnEnd> {
+    let mut chunk = Entries::default();
+    loop {
+        match listing.next_page().await {
+            Ok(Some(page)) => {
+                for item in page {
+                    if !chunk.has_room(&item) {
+                        conn.queue(&std::mem::take(&mut chunk).into());
+                    }
+                    chunk.push(item);
+                }
+                conn.flush().await?;
+            }
+            Ok(None) => break,
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    chunk.set_last();
+    conn.queue(&chunk.into());
+    sent(conn.flush().await)
 }
 
 fn page_query(h: History) -> PageQuery {

@@ -40,4 +40,4 @@ pub mod transfer;
 pub use config::HubConfig;
 pub use error::HubError;
 pub use server::{run, serve};
-pub use service::Hub;
+pub use service::{Hub, Listing};

@@ -253,6 +253,9 @@ CREATE TABLE IF NOT EXISTS names (
     modified_ns bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS names_object ON names (object);
+-- The order of a listing: a folder sorts as `NAME/`, as it is listed.
+CREATE INDEX IF NOT EXISTS names_listed
+    ON names (((CASE WHEN object IS NULL THEN name || '/' ELSE name END) COLLATE "C"));
 -- Uploads in progress or interrupted, resumable through any hub.
 CREATE TABLE IF NOT EXISTS uploads (
     key text PRIMARY KEY,

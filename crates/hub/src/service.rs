@@ -14,7 +14,10 @@ use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
 use crate::records::{History, Owners, Page, PageQuery, Tokens};
-use crate::store::{parse, Kind, LocalStore, ObjectStore, PartialInfo, Store, StoredFile, Version};
+use crate::store::{
+    parse, Kind, ListPage, ListQuery, LocalStore, ObjectStore, PartialInfo, Store, StoredFile,
+    Version,
+};
 use crate::transfer::Incoming;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -52,6 +55,63 @@ pub struct Hub {
     /// What `--metrics` shows (`None`: not kept).
     metrics: Option<Arc<crate::metrics::Metrics>>,
     started: Instant,
+}
+
+fn page_after<'a>(prefix: &'a str, after: &'a Option<String>) -> ListQuery<'a> {
+    ListQuery {
+        after: after.as_deref(),
+        ..ListQuery::first(prefix)
+    }
+}
+
+/// A listing read a page at a time, in byte order of the names.
+#[derive(Debug)]
+pub struct Listing {
+    hub: Arc<Hub>,
+    prefix: String,
+    after: Option<String>,
+    done: bool,
+}
+
+impl Listing {
+    /// The next page (`None` once the listing is over; a page may be empty only when the
+    /// whole listing is).
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Entry>>, HubError> {
+        if self.done {
+            return Ok(None);
+        }
+        let hub = Arc::clone(&self.hub);
+        let (prefix, after) = (self.prefix.clone(), self.after.take());
+        let page = blocking(move || hub.list_page_blocking(page_after(&prefix, &after))).await?;
+        Ok(Some(self.advance(page)))
+    }
+
+    /// [`Listing::next_page`] on a thread that may block (the blocking pool's).
+    pub fn next_page_blocking(&mut self) -> Result<Option<Vec<Entry>>, HubError> {
+        if self.done {
+            return Ok(None);
+        }
+        let after = self.after.take();
+        let page = self
+            .hub
+            .list_page_blocking(page_after(&self.prefix, &after))?;
+        Ok(Some(self.advance(page)))
+    }
+
+    fn advance(&mut self, page: ListPage) -> Vec<Entry> {
+        self.done = page.next.is_none();
+        self.after = page.next;
+        page.entries
+    }
+
+    /// Every page, read into one list: for the faces that answer a listing as a whole.
+    pub async fn all(mut self) -> Result<Vec<Entry>, HubError> {
+        let mut out = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            out.extend(page);
+        }
+        Ok(out)
+    }
 }
 
 /// The file that holds the admin token.
@@ -316,11 +376,22 @@ impl Hub {
         &self.batch_memory
     }
 
-    /// Files whose names start with `prefix`, with their hashes where known.
-    pub async fn list(self: &Arc<Self>, prefix: &str) -> Result<Vec<Entry>, HubError> {
-        let hub = Arc::clone(self);
-        let prefix = prefix.to_owned();
-        blocking(move || Ok(hub.with_hashes(hub.store.list(&prefix)))).await
+    /// The names starting with `prefix`, with their hashes where known, to be read a page at a
+    /// time ([`Listing::next_page`]): whatever the share's size, a listing holds one page.
+    pub fn list(self: &Arc<Self>, prefix: &str) -> Listing {
+        Listing {
+            hub: Arc::clone(self),
+            prefix: prefix.to_owned(),
+            after: None,
+            done: false,
+        }
+    }
+
+    /// One page of a listing, with the hashes known. Blocking.
+    pub fn list_page_blocking(&self, query: ListQuery<'_>) -> Result<ListPage, HubError> {
+        let mut page = self.store.list(query)?;
+        page.entries = self.with_hashes(page.entries);
+        Ok(page)
     }
 
     /// Fills in the hashes known for these versions.

@@ -503,7 +503,7 @@ pub fn part_path(target: &Path) -> PathBuf {
 }
 
 /// A local path for saving `target` without overwriting anything: `target` itself if free, else
-/// `stem_downloaded.ext`, then `stem_downloaded_2.ext`, `_3`, … (the seed's convention).
+/// `stem_downloaded.ext`, then `stem_downloaded_2.ext`, `_3`, ….
 pub fn free_local_path(target: &Path) -> PathBuf {
     if !exists(target) {
         return target.to_path_buf();

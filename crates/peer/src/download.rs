@@ -15,7 +15,7 @@
 //!   the data after a crash costs only a re-download of those pieces.
 //!
 //! The finished file is fsynced and renamed into `DIR` under its name, never over an existing
-//! file (`name_downloaded.ext` then, as in seed 004).
+//! file (`name_downloaded.ext` then, as the hub's downloads do).
 
 use crate::library::PARTIAL_DIR;
 use crate::partial::{Partial, Partials};

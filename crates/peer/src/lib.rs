@@ -1,4 +1,4 @@
-//! A swarm peer (seed 004): shares a folder's files with other peers in verified pieces, keeps a
+//! A swarm peer: shares a folder's files with other peers in verified pieces, keeps a
 //! tracker told what it shares, and downloads files from every peer that has them at once.
 //!
 //! - [`library`]: the shared files, their ids (BLAKE3) and piece hashes.
@@ -191,7 +191,7 @@ impl Peer {
         &self.library
     }
 
-    /// Registers (again) with every shared file (the seed's REG).
+    /// Registers (again) with every shared file (REG).
     pub async fn register(&self) -> Result<(), Error> {
         // From now on the peer wants to be registered, even if this attempt fails.
         self.registered.store(true, Ordering::Relaxed);
@@ -206,7 +206,7 @@ impl Peer {
         Ok(())
     }
 
-    /// Rescans the folder and tells the tracker what changed (the seed's UPD).
+    /// Rescans the folder and tells the tracker what changed (UPD).
     pub async fn update(&self) -> Result<Changes, Error> {
         if !self.config.share_folder {
             return Ok(Changes::default());
@@ -253,7 +253,7 @@ impl Peer {
         Ok(())
     }
 
-    /// Leaves the swarm (the seed's END); the folder is still served to peers that ask.
+    /// Leaves the swarm (END); the folder is still served to peers that ask.
     pub async fn leave(&self) -> Result<(), Error> {
         self.registered.store(false, Ordering::Relaxed);
         self.tracker.lock().await.end(self.secret).await?;

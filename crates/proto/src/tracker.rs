@@ -1,4 +1,4 @@
-//! The swarm tracker's UDP messages (seed 004's REG, LST, UPD, END), pure codecs.
+//! The swarm tracker's UDP messages (REG, LST, UPD, END), pure codecs.
 //!
 //! Every datagram starts with `magic: [u8;4] = "TRK2"`, `kind: u8`, `txn: u32` (chosen by the
 //! client, echoed in the answer). Requests then carry `cookie: u64`: a value the tracker handed

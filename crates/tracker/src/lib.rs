@@ -1,4 +1,4 @@
-//! The troca swarm tracker as a library: [`run`] answers seed 004's REG, LST, UPD and END over UDP
+//! The troca swarm tracker as a library: [`run`] answers REG, LST, UPD and END over UDP
 //! until a shutdown token is cancelled, and on the same port BitTorrent's UDP tracker protocol
 //! (BEP 15: connect, announce, scrape), told apart by the first bytes of each datagram. It only
 //! knows which peer (by the source address of its packets) shares which files; file bytes never

@@ -2,18 +2,22 @@
 
 use crate::error::ApiError;
 use crate::Visitor;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use troca_hub::access::Caller;
 use troca_hub::records::{PageQuery, Pending};
-use troca_hub::Hub;
+use troca_hub::{Hub, Listing};
 use troca_proto::json;
+use troca_proto::msg::Entry;
 
 /// The token in `Authorization: Bearer TOKEN`, or the password of `Authorization: Basic`
 /// (any user name: WebDAV clients, `curl -u`, and `wget --password` only know that form).
@@ -127,12 +131,64 @@ pub(crate) async fn files(
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
     Query(q): Query<FilesQuery>,
-) -> Result<Json<Vec<json::FileRow>>, ApiError> {
+) -> Result<Response, ApiError> {
     let prefix = q.prefix.clone();
     recorded(&hub, &v, &headers, "list", q.prefix, |_| async {
-        Ok((Json(json::files(&hub.list(&prefix).await?)), 0))
+        let mut listing = hub.list(&prefix);
+        // The first page is read before answering, so a refusal is still a status code.
+        let first = listing.next_page().await?.unwrap_or_default();
+        Ok((json_listing(first, listing), 0))
     })
     .await
+}
+
+/// A listing as one JSON array, written a page at a time. A page that cannot be read cuts the
+/// body short (the array never closes), so a client cannot take part of a listing for all.
+fn json_listing(first: Vec<Entry>, listing: Listing) -> Response {
+    struct State {
+        page: Option<Vec<Entry>>,
+        listing: Listing,
+        started: bool,
+    }
+    let state = State {
+        page: Some(first),
+        listing,
+        started: false,
+    };
+    let body = futures_util::stream::unfold(Some(state), |state| async move {
+        let mut st = state?;
+        let page = match st.page.take() {
+            Some(page) => Some(page),
+            None => match st.listing.next_page().await {
+                Ok(page) => page,
+                Err(e) => return Some((Err(io::Error::other(e.to_string())), None)),
+            },
+        };
+        let Some(page) = page else {
+            return Some((Ok(Bytes::from_static(b"]")), None));
+        };
+        let mut out = Vec::with_capacity(page.len() * 128 + 2);
+        for row in json::files(&page) {
+            out.push(if st.started { b',' } else { b'[' });
+            st.started = true;
+            serde_json::to_writer(&mut out, &row)
+                .map_err(io::Error::other)
+                .ok()?;
+        }
+        if !st.started {
+            out.push(b'[');
+            st.started = true;
+        }
+        Some((Ok(Bytes::from(out)), Some(st)))
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 pub(crate) async fn status(

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use std::io::{self, Write};
 use std::sync::Arc;
 use troca_hub::service::Source;
-use troca_hub::{Hub, HubError};
+use troca_hub::{Hub, HubError, Listing};
 use troca_proto::json;
 use troca_proto::msg::Entry;
 
@@ -137,26 +137,51 @@ pub(crate) struct Row {
     pub size: u64,
     pub files: u64,
     pub modified_ns: i64,
+    /// A file's hash, when the hub knows it.
+    pub blake3: Option<troca_proto::Hash>,
 }
 
-/// The entries directly in `folder` (`""` or `NAME/`), folders first, from a listing of
-/// everything beneath it.
-pub(crate) fn rows(folder: &str, entries: &[Entry]) -> Vec<Row> {
-    let mut folders: std::collections::BTreeMap<String, Row> = Default::default();
-    let mut files = Vec::new();
-    for e in entries {
+/// The entries directly in `folder` (`""` or `NAME/`), folders first, each folder with the
+/// files and bytes beneath it: built from a listing of everything beneath, a page at a time,
+/// so it holds no more than the folder's own entries. `None` when nothing is listed there.
+pub(crate) async fn folder_rows(
+    hub: &Arc<Hub>,
+    folder: &str,
+) -> Result<Option<Vec<Row>>, HubError> {
+    let mut listing = hub.list(folder);
+    let mut rows = Rows::default();
+    while let Some(page) = listing.next_page().await? {
+        for e in &page {
+            rows.add(folder, e);
+        }
+    }
+    Ok(rows.listed.then(|| rows.finish()))
+}
+
+/// The rows of a folder being gathered from its listing.
+#[derive(Debug, Default)]
+struct Rows {
+    folders: std::collections::BTreeMap<String, Row>,
+    files: Vec<Row>,
+    listed: bool,
+}
+
+impl Rows {
+    fn add(&mut self, folder: &str, e: &Entry) {
+        self.listed = true;
         let Some(rest) = e.name.strip_prefix(folder) else {
-            continue;
+            return;
         };
         match rest.split_once('/') {
             Some((sub, inner)) => {
-                let row = folders.entry(sub.to_owned()).or_insert_with(|| Row {
+                let row = self.folders.entry(sub.to_owned()).or_insert_with(|| Row {
                     short: sub.to_owned(),
                     name: format!("{folder}{sub}/"),
                     folder: true,
                     size: 0,
                     files: 0,
                     modified_ns: 0,
+                    blake3: None,
                 });
                 if !inner.is_empty() {
                     row.files += 1;
@@ -164,18 +189,22 @@ pub(crate) fn rows(folder: &str, entries: &[Entry]) -> Vec<Row> {
                 }
                 row.modified_ns = row.modified_ns.max(e.modified_ns);
             }
-            None if !rest.is_empty() => files.push(Row {
+            None if !rest.is_empty() => self.files.push(Row {
                 short: rest.to_owned(),
                 name: e.name.clone(),
                 folder: false,
                 size: e.size,
                 files: 1,
                 modified_ns: e.modified_ns,
+                blake3: e.blake3,
             }),
             None => {}
         }
     }
-    folders.into_values().chain(files).collect()
+
+    fn finish(self) -> Vec<Row> {
+        self.folders.into_values().chain(self.files).collect()
+    }
 }
 
 /// A folder's listing as a page that works without JavaScript (plain links, which `wget -r`
@@ -189,11 +218,12 @@ pub(crate) async fn listing(
     let folder = folder.to_owned();
     let shown = folder.clone();
     let answer = recorded(hub, v, headers, "list", folder.clone(), |_| async move {
-        let entries = hub.list(&folder).await?;
-        if entries.is_empty() && !folder.is_empty() {
-            return Err(HubError::NotFound(folder).into());
-        }
-        let html = page::folder_page(&shown, &rows(&folder, &entries), None);
+        let rows = match folder_rows(hub, &folder).await? {
+            Some(rows) => rows,
+            None if folder.is_empty() => Vec::new(),
+            None => return Err(HubError::NotFound(folder).into()),
+        };
+        let html = page::folder_page(&shown, &rows, None);
         let mut response = page::html(html);
         if crate::client_cookie(headers).is_none() {
             let cookie = format!(
@@ -235,14 +265,14 @@ pub(crate) async fn zip(
     let record = crate::api::pending(v, "zip", folder.to_owned());
     let listed = async {
         caller(hub, v, headers).await?;
-        let entries = hub.list(folder).await?;
-        if entries.is_empty() {
-            return Err(ApiError::from(HubError::NotFound(folder.to_owned())));
+        let mut listing = hub.list(folder);
+        match listing.next_page().await? {
+            Some(first) if !first.is_empty() => Ok((first, listing)),
+            _ => Err(ApiError::from(HubError::NotFound(folder.to_owned()))),
         }
-        Ok(entries)
     }
     .await;
-    let entries = match listed {
+    let (first, rest) = match listed {
         Ok(e) => e,
         Err(e) => {
             record.finish(hub.history_log(), Err(e.record_text()));
@@ -259,7 +289,7 @@ pub(crate) async fn zip(
             buf: BytesMut::with_capacity(ZIP_CHUNK),
             sent: 0,
         };
-        match write_zip(&hub2, &folder2, &entries, out) {
+        match write_zip(&hub2, &folder2, first, rest, out) {
             Ok(sent) => {
                 session.sent(sent);
                 record.finish(hub2.history_log(), Ok(sent));
@@ -301,51 +331,71 @@ impl futures_core::Stream for ZipStream {
     }
 }
 
-/// Writes the zip of `folder`; returns the bytes sent. Blocking.
-fn write_zip(hub: &Hub, folder: &str, entries: &[Entry], out: ChannelWriter) -> io::Result<u64> {
-    use zip::write::SimpleFileOptions;
+/// Writes the zip of `folder` from the first page of its listing and the rest; returns the
+/// bytes sent. Blocking.
+fn write_zip(
+    hub: &Hub,
+    folder: &str,
+    first: Vec<Entry>,
+    mut rest: Listing,
+    out: ChannelWriter,
+) -> io::Result<u64> {
     let mut zip = zip::ZipWriter::new_stream(out);
     // Names inside the zip start with the folder's own name, as `zip -r photos` makes them.
     let parent_len = folder.trim_end_matches('/').rfind('/').map_or(0, |i| i + 1);
     let mut buf = vec![0u8; ZIP_CHUNK];
-    for e in entries {
-        let inner = &e.name[parent_len..];
-        let options = SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .last_modified_time(dos_time(e.modified_ns))
-            .large_file(e.size >= u64::from(u32::MAX));
-        if e.name.ends_with('/') {
-            zip.add_directory(inner, options)
-                .map_err(io::Error::other)?;
-            continue;
+    let mut page = Some(first);
+    while let Some(entries) = page {
+        for e in &entries {
+            add_to_zip(hub, &mut zip, &e.name[parent_len..], e, &mut buf)?;
         }
-        // A file deleted since the listing is left out; one that cannot be read stops the zip.
-        let download = match hub.download(&e.name, 0) {
-            Ok(d) => d,
-            Err(HubError::NotFound(_)) => continue,
-            Err(e) => return Err(io::Error::other(e)),
-        };
-        let options = options.large_file(download.size() >= u64::from(u32::MAX));
-        zip.start_file(inner, options).map_err(io::Error::other)?;
-        match &download.source {
-            Source::Memory(data) => zip.write_all(data)?,
-            Source::Stored(file) => {
-                let mut pos = 0;
-                while pos < download.size() {
-                    let want = buf.len().min((download.size() - pos) as usize);
-                    let n = file.read_at(&mut buf[..want], pos)?;
-                    if n == 0 {
-                        break;
-                    }
-                    zip.write_all(&buf[..n])?;
-                    pos += n as u64;
-                }
-            }
-        }
+        page = rest.next_page_blocking().map_err(io::Error::other)?;
     }
     let mut out = zip.finish().map_err(io::Error::other)?.into_inner();
     out.flush()?;
     Ok(out.sent)
+}
+
+/// Adds entry `e` to the zip as `inner`: a folder, or a file read through the hub (one deleted
+/// since it was listed is left out; one that cannot be read stops the zip).
+fn add_to_zip(
+    hub: &Hub,
+    zip: &mut zip::ZipWriter<zip::write::StreamWriter<ChannelWriter>>,
+    inner: &str,
+    e: &Entry,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    use zip::write::SimpleFileOptions;
+    let options = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(dos_time(e.modified_ns))
+        .large_file(e.size >= u64::from(u32::MAX));
+    if e.name.ends_with('/') {
+        return zip.add_directory(inner, options).map_err(io::Error::other);
+    }
+    let download = match hub.download(&e.name, 0) {
+        Ok(d) => d,
+        Err(HubError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(io::Error::other(e)),
+    };
+    let options = options.large_file(download.size() >= u64::from(u32::MAX));
+    zip.start_file(inner, options).map_err(io::Error::other)?;
+    match &download.source {
+        Source::Memory(data) => zip.write_all(data)?,
+        Source::Stored(file) => {
+            let mut pos = 0;
+            while pos < download.size() {
+                let want = buf.len().min((download.size() - pos) as usize);
+                let n = file.read_at(&mut buf[..want], pos)?;
+                if n == 0 {
+                    break;
+                }
+                zip.write_all(&buf[..n])?;
+                pos += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The DOS time a zip entry keeps (local time, 2 s steps, from 1980).
@@ -426,7 +476,11 @@ mod tests {
             entry("a/empty/", 0),
             entry("top.txt", 1),
         ];
-        let r = rows("a/", &all);
+        let mut rows = Rows::default();
+        for e in &all {
+            rows.add("a/", e);
+        }
+        let r = rows.finish();
         let shown: Vec<(&str, bool, u64, u64)> = r
             .iter()
             .map(|r| (r.short.as_str(), r.folder, r.files, r.size))

@@ -3,7 +3,7 @@
 
 use super::share::{is_not_found, Share, Slot};
 use super::uploads::{PartialBudget, PartialInfo, Partials};
-use super::{Body, Kind, PlaceCheck, SmallFile, Store, StoredFile, Version};
+use super::{Body, Kind, ListPage, ListQuery, PlaceCheck, SmallFile, Store, StoredFile, Version};
 use super::{Claim, PartialUpload};
 use crate::error::HubError;
 use rustix::fs::FileType;
@@ -72,8 +72,8 @@ impl Store for LocalStore {
         self.share.root().display().to_string()
     }
 
-    fn list(&self, prefix: &str) -> Vec<Entry> {
-        self.share.list(prefix)
+    fn list(&self, query: ListQuery<'_>) -> Result<ListPage, HubError> {
+        Ok(self.share.list(query))
     }
 
     fn find(&self, text: &str, limit: usize) -> Vec<Entry> {

@@ -39,6 +39,54 @@ pub struct Totals {
     pub bytes: u64,
 }
 
+/// How many entries a page of a listing holds at most: what a store reads, and the hub holds,
+/// for one page whatever the share's size.
+pub const LIST_PAGE: usize = 1024;
+
+/// One page of a listing: which names, and where the page starts.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    /// Names starting with this (`""`: every name).
+    pub prefix: &'a str,
+    /// Only names after this one (the `next` of the page before).
+    pub after: Option<&'a str>,
+    /// At most this many entries (at least one is asked for).
+    pub limit: usize,
+}
+
+impl<'a> ListQuery<'a> {
+    /// The first page of the names starting with `prefix`.
+    pub fn first(prefix: &'a str) -> Self {
+        Self {
+            prefix,
+            after: None,
+            limit: LIST_PAGE,
+        }
+    }
+}
+
+/// A page of a listing, in byte order of the names (a folder as `NAME/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub entries: Vec<Entry>,
+    /// The last name of this page, to ask for the next one after it; `None` when this page
+    /// ends the listing.
+    pub next: Option<String>,
+}
+
+impl ListPage {
+    /// Ends a page from up to `limit + 1` entries collected in order: the extra one only says
+    /// that there are more.
+    pub fn from_collected(mut entries: Vec<Entry>, limit: usize) -> Self {
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next = more
+            .then(|| entries.last().map(|e| e.name.clone()))
+            .flatten();
+        Self { entries, next }
+    }
+}
+
 /// What a name holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -164,20 +212,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Where the files are, for the operator's log (`/srv/share`).
     fn location(&self) -> String;
 
-    /// Files whose names start with `prefix` (`blake3` unset), and each folder that holds none
-    /// as `NAME/`.
-    fn list(&self, prefix: &str) -> Vec<Entry>;
-    /// How many files there are and their bytes in all.
+    /// A page of the files whose names start with `query.prefix` (`blake3` unset), and of the
+    /// folders among them that hold none, as `NAME/`; in byte order of those names, so a
+    /// listing goes on after the last name of a page whatever changed in between.
+    fn list(&self, query: ListQuery<'_>) -> Result<ListPage, HubError>;
+    /// How many files there are and their bytes in all (a page at a time).
     fn totals(&self) -> Result<Totals, HubError> {
-        let files: Vec<Entry> = self
-            .list("")
-            .into_iter()
-            .filter(|e| !e.name.ends_with('/'))
-            .collect();
-        Ok(Totals {
-            files: files.len() as u64,
-            bytes: files.iter().map(|e| e.size).sum(),
-        })
+        let mut totals = Totals::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(ListQuery {
+                after: after.as_deref(),
+                ..ListQuery::first("")
+            })?;
+            for e in page.entries.iter().filter(|e| !e.name.ends_with('/')) {
+                totals.files += 1;
+                totals.bytes += e.size;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(totals),
+            }
+        }
     }
     /// Files and folders (`NAME/`) whose names contain `text` (any case), at most `limit`.
     fn find(&self, text: &str, limit: usize) -> Vec<Entry>;

@@ -9,6 +9,7 @@
 //! descriptor obtained the same way. Links that stay inside the share are followed; the state
 //! folder is never reached, through a link or otherwise.
 
+use super::{ListPage, ListQuery};
 use crate::error::HubError;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -425,24 +426,29 @@ impl Share {
         opened.ok_or_else(|| HubError::NotFound(name.to_string()))
     }
 
-    /// Lists the files whose names start with `prefix`, sorted by name within each folder, and
-    /// each folder that holds none as `NAME/` (size 0). Blocking: walks the disk, folder by folder
-    /// through descriptors.
-    pub fn list(&self, prefix: &str) -> Vec<Entry> {
-        let mut out = Vec::new();
-        self.walk(&self.root_dir, "", &Want::Prefix(prefix), 0, &mut out);
-        out
+    /// A page of the files whose names start with `query.prefix`, and of the folders among them
+    /// that hold none as `NAME/` (size 0), in byte order of those names. Blocking: walks the
+    /// disk folder by folder through descriptors, entering only the folders that can hold names
+    /// of the page, so a page costs about the same wherever it starts.
+    pub fn list(&self, query: ListQuery<'_>) -> ListPage {
+        let limit = query.limit.max(1);
+        let mut walk = ListWalk {
+            prefix: query.prefix,
+            out: Vec::new(),
+            limit,
+        };
+        self.list_folder(&self.root_dir, "", query.after, 0, &mut walk);
+        ListPage::from_collected(walk.out, limit)
     }
-
     /// The files and folders (`NAME/`) whose names contain `text` (any case), at most `limit`.
     /// Blocking, like [`Share::list`].
     pub fn find(&self, text: &str, limit: usize) -> Vec<Entry> {
         let mut out = Vec::new();
-        let want = Want::Search {
+        let want = Want {
             text: text.to_lowercase(),
             limit,
         };
-        self.walk(&self.root_dir, "", &want, 0, &mut out);
+        self.search(&self.root_dir, "", &want, 0, &mut out);
         out
     }
 
@@ -547,74 +553,102 @@ impl Share {
         Ok(())
     }
 
-    fn walk(&self, dir: &OwnedFd, rel: &str, want: &Want<'_>, depth: usize, out: &mut Vec<Entry>) {
-        let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
-            return;
-        };
-        let mut children: Vec<(Vec<u8>, FileType)> = reader
-            .filter_map(Result::ok)
-            .map(|e| (e.file_name().to_bytes().to_vec(), e.file_type()))
-            .filter(|(n, _)| n != b"." && n != b"..")
-            .collect();
-        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (name, kind) in children {
-            if want.full(out) {
+    /// Lists folder `dir` (at `rel`) into `walk`, only names after `after` (`None`: all).
+    fn list_folder(
+        &self,
+        dir: &OwnedFd,
+        rel: &str,
+        after: Option<&str>,
+        depth: usize,
+        walk: &mut ListWalk<'_>,
+    ) {
+        for child in sorted_children(dir, rel) {
+            if walk.full() {
                 return;
             }
-            let Ok(name) = std::str::from_utf8(&name) else {
-                continue;
-            };
-            let child = if rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if self.in_state(&child) {
+            if self.in_state(&child.name) {
                 continue;
             }
-            let kind = match kind {
-                FileType::Unknown => rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_or(FileType::Unknown, |st| FileType::from_raw_mode(st.st_mode)),
-                k => k,
-            };
-            match kind {
+            match child.kind {
                 FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
-                    let as_folder = format!("{child}/");
-                    if !want.enters(&as_folder) {
-                        continue;
-                    }
-                    let Ok(sub) = open_child_folder(dir, name.as_bytes()) else {
+                    let key = format!("{}/", child.name);
+                    let Some(inner_after) = enter(&key, walk.prefix, after) else {
                         continue;
                     };
-                    let before = out.len();
-                    self.walk(&sub, &child, want, depth + 1, out);
-                    if want.folder(&as_folder, out.len() == before)
-                        && RemoteName::parse(&child).is_ok()
+                    let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
+                        continue;
+                    };
+                    let before = walk.out.len();
+                    self.list_folder(&sub, &child.name, inner_after, depth + 1, walk);
+                    let listed = after.is_none_or(|a| key.as_str() > a);
+                    if listed
+                        && walk.out.len() == before
+                        && key.starts_with(walk.prefix)
+                        && RemoteName::parse(&child.name).is_ok()
                     {
                         let modified_ns =
                             rustix::fs::fstat(&sub).map_or(0, |st| stat_mtime_ns(&st));
-                        out.insert(
-                            before,
-                            Entry {
-                                name: as_folder,
-                                size: 0,
-                                modified_ns,
-                                blake3: None,
-                            },
-                        );
+                        walk.out.push(Entry {
+                            name: key,
+                            size: 0,
+                            modified_ns,
+                            blake3: None,
+                        });
                     }
                 }
-                FileType::RegularFile if want.file(&child) => {
-                    if let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                        push_entry(out, child, &st);
+                FileType::RegularFile | FileType::Symlink
+                    if child.name.starts_with(walk.prefix)
+                        && after.is_none_or(|a| child.name.as_str() > a) =>
+                {
+                    if let Some(st) = self.file_stat(dir, rel, &child) {
+                        push_entry(&mut walk.out, child.name, &st);
                     }
                 }
-                FileType::Symlink if want.file(&child) => {
-                    // Followed beneath the root only, and only to a regular file.
-                    if let Ok(o) = self.open_beneath(&child, OFlags::PATH) {
-                        if let Ok(st) = rustix::fs::fstat(&o.fd) {
-                            push_entry(out, child, &st);
-                        }
+                _ => {}
+            }
+        }
+    }
+
+    /// What a file of a listing is: a link is followed beneath the root only, and listed only
+    /// if it reaches a regular file (checked by [`push_entry`]).
+    fn file_stat(&self, dir: &OwnedFd, rel: &str, child: &Child) -> Option<rustix::fs::Stat> {
+        if child.kind == FileType::Symlink {
+            let o = self.open_beneath(&child.name, OFlags::PATH).ok()?;
+            return rustix::fs::fstat(&o.fd).ok();
+        }
+        rustix::fs::statat(dir, child.own(rel), AtFlags::SYMLINK_NOFOLLOW).ok()
+    }
+
+    /// Searches folder `dir` (at `rel`) into `out`, a folder's own entry before its contents.
+    fn search(&self, dir: &OwnedFd, rel: &str, want: &Want, depth: usize, out: &mut Vec<Entry>) {
+        for child in sorted_children(dir, rel) {
+            if want.full(out) {
+                return;
+            }
+            if self.in_state(&child.name) {
+                continue;
+            }
+            match child.kind {
+                FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
+                    let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
+                        continue;
+                    };
+                    let as_folder = format!("{}/", child.name);
+                    if want.folder(&as_folder) && RemoteName::parse(&child.name).is_ok() {
+                        let modified_ns =
+                            rustix::fs::fstat(&sub).map_or(0, |st| stat_mtime_ns(&st));
+                        out.push(Entry {
+                            name: as_folder,
+                            size: 0,
+                            modified_ns,
+                            blake3: None,
+                        });
+                    }
+                    self.search(&sub, &child.name, want, depth + 1, out);
+                }
+                FileType::RegularFile | FileType::Symlink if want.file(&child.name) => {
+                    if let Some(st) = self.file_stat(dir, rel, &child) {
+                        push_entry(out, child.name, &st);
                     }
                 }
                 _ => {}
@@ -641,45 +675,121 @@ fn push_entry(out: &mut Vec<Entry>, rel: String, st: &rustix::fs::Stat) {
     });
 }
 
-/// What a walk of the share collects.
-enum Want<'a> {
-    /// Files whose names start with this, and the folders among them that hold none.
-    Prefix(&'a str),
-    /// Files and folders whose names contain this (already lower case), up to `limit`.
-    Search { text: String, limit: usize },
+/// What a search of the share collects: files and folders whose names contain `text` (already
+/// lower case), up to `limit`.
+struct Want {
+    text: String,
+    limit: usize,
 }
 
-impl Want<'_> {
+impl Want {
     fn full(&self, out: &[Entry]) -> bool {
-        matches!(self, Want::Search { limit, .. } if out.len() >= *limit)
-    }
-
-    /// Whether the walk goes into folder `as_folder` (`NAME/`).
-    fn enters(&self, as_folder: &str) -> bool {
-        match self {
-            Want::Prefix(p) => as_folder.starts_with(p) || p.starts_with(as_folder),
-            Want::Search { .. } => true,
-        }
+        out.len() >= self.limit
     }
 
     fn file(&self, name: &str) -> bool {
-        match self {
-            Want::Prefix(p) => name.starts_with(p),
-            Want::Search { text, .. } => name.to_lowercase().contains(text.as_str()),
+        name.to_lowercase().contains(self.text.as_str())
+    }
+
+    /// Whether folder `as_folder` (`NAME/`) is an entry of its own.
+    fn folder(&self, as_folder: &str) -> bool {
+        let own = as_folder.trim_end_matches('/');
+        let own = own.rsplit('/').next().unwrap_or(own);
+        own.to_lowercase().contains(self.text.as_str())
+    }
+}
+
+/// A page of a listing being collected: up to `limit + 1` entries, the last only saying that
+/// there are more.
+struct ListWalk<'a> {
+    prefix: &'a str,
+    out: Vec<Entry>,
+    limit: usize,
+}
+
+impl ListWalk<'_> {
+    fn full(&self) -> bool {
+        self.out.len() > self.limit
+    }
+}
+
+/// Whether a listing enters folder `key` (`NAME/`), and if so after which name inside it:
+/// `Some(None)` when all of it comes after `after`, `Some(after)` when `after` is inside it,
+/// `None` when none of it can be listed (outside the prefix, or all of it before `after`).
+fn enter<'a>(key: &str, prefix: &str, after: Option<&'a str>) -> Option<Option<&'a str>> {
+    if !(key.starts_with(prefix) || prefix.starts_with(key)) {
+        return None;
+    }
+    match after {
+        None => Some(None),
+        // Every name beneath `key` starts with it, so compares with `after` as `key` does,
+        // unless `after` itself is beneath it.
+        Some(a) if key > a => Some(None),
+        Some(a) if a.starts_with(key) => Some(Some(a)),
+        Some(_) => None,
+    }
+}
+
+/// An entry of a folder being listed, with its whole name.
+struct Child {
+    name: String,
+    kind: FileType,
+}
+
+impl Child {
+    /// Its name inside its folder.
+    fn own<'a>(&'a self, rel: &str) -> &'a str {
+        if rel.is_empty() {
+            &self.name
+        } else {
+            &self.name[rel.len() + 1..]
         }
     }
 
-    /// Whether folder `as_folder` is an entry of its own (`empty`: nothing listed beneath it).
-    fn folder(&self, as_folder: &str, empty: bool) -> bool {
-        match self {
-            Want::Prefix(p) => empty && as_folder.starts_with(p),
-            Want::Search { text, .. } => {
-                let own = as_folder.trim_end_matches('/');
-                let own = own.rsplit('/').next().unwrap_or(own);
-                own.to_lowercase().contains(text.as_str())
-            }
-        }
+    /// The key it sorts by: a folder as `NAME/`, since every name inside it starts so, which
+    /// makes a walk in this order list whole names in byte order.
+    fn sort_key(&self) -> (&[u8], &[u8]) {
+        let slash: &[u8] = if self.kind == FileType::Directory {
+            b"/"
+        } else {
+            b""
+        };
+        (self.name.as_bytes(), slash)
     }
+}
+
+/// The entries of folder `dir` (at `rel`) with UTF-8 names, kinds resolved without following
+/// links, in listing order. An unreadable folder has none.
+fn sorted_children(dir: &OwnedFd, rel: &str) -> Vec<Child> {
+    let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Child> = reader
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let own = std::str::from_utf8(e.file_name().to_bytes()).ok()?;
+            if own == "." || own == ".." {
+                return None;
+            }
+            let kind = match e.file_type() {
+                FileType::Unknown => rustix::fs::statat(dir, own, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_or(FileType::Unknown, |st| FileType::from_raw_mode(st.st_mode)),
+                k => k,
+            };
+            let name = if rel.is_empty() {
+                own.to_owned()
+            } else {
+                format!("{rel}/{own}")
+            };
+            Some(Child { name, kind })
+        })
+        .collect();
+    out.sort_unstable_by(|a, b| {
+        let (an, aslash) = a.sort_key();
+        let (bn, bslash) = b.sort_key();
+        an.iter().chain(aslash).cmp(bn.iter().chain(bslash))
+    });
+    out
 }
 
 /// The entries of a folder (without `.` and `..`), kinds resolved without following links.
@@ -826,7 +936,11 @@ mod tests {
         ));
         assert!(share.slot(&name("up/new.txt"), false).is_err());
         assert!(share.slot(&name("up/new.txt"), true).is_err());
-        assert!(share.list("").is_empty(), "{:?}", share.list(""));
+        assert!(
+            share.list(ListQuery::first("")).entries.is_empty(),
+            "{:?}",
+            share.list(ListQuery::first("")).entries
+        );
     }
 
     #[test]
@@ -834,7 +948,12 @@ mod tests {
         let (_dir, share) = share();
         std::fs::write(share.root().join("a.txt"), b"a").unwrap();
         symlink(share.root().join("a.txt"), share.root().join("b.txt")).unwrap();
-        let listed: Vec<_> = share.list("").into_iter().map(|e| e.name).collect();
+        let listed: Vec<_> = share
+            .list(ListQuery::first(""))
+            .entries
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(listed, ["a.txt", "b.txt"]);
         let read = |n| std::io::read_to_string(share.open_existing(&name(n)).unwrap()).unwrap();
         assert_eq!(read("b.txt"), "a", "the link reaches the file it names");
@@ -845,7 +964,7 @@ mod tests {
         let (_dir, share) = share();
         std::fs::write(share.state_dir().join("x"), b"x").unwrap();
         symlink(share.state_dir(), share.root().join("st")).unwrap();
-        assert!(share.list("").is_empty());
+        assert!(share.list(ListQuery::first("")).entries.is_empty());
         assert!(share.open_existing(&name("st/x")).is_err());
         assert!(share.slot(&name("st/y"), true).is_err());
     }
@@ -891,9 +1010,167 @@ mod tests {
             let p = share.slot(&name(n), true).unwrap().path();
             std::fs::write(p, n).unwrap();
         }
-        let all: Vec<_> = share.list("").into_iter().map(|e| e.name).collect();
+        let all: Vec<_> = share
+            .list(ListQuery::first(""))
+            .entries
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(all, ["a.txt", "b.txt", "sub/c.txt", "sub/d.txt"]);
-        let sub: Vec<_> = share.list("sub/").into_iter().map(|e| e.name).collect();
+        let sub: Vec<_> = share
+            .list(ListQuery::first("sub/"))
+            .entries
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(sub, ["sub/c.txt", "sub/d.txt"]);
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// A tree: files and empty folders, with names whose characters sort on both sides of `/`
+    /// (`-` and `.` before it, letters after), where a folder-by-folder walk and byte order
+    /// part ways unless the walk is careful.
+    fn tree() -> impl Strategy<Value = (BTreeSet<String>, BTreeSet<String>)> {
+        let part = proptest::sample::select(vec!["a", "b", "a-c", "a.d", "b0", "z"]);
+        let path = proptest::collection::vec(part, 1..4).prop_map(|p| p.join("/"));
+        (
+            proptest::collection::btree_set(path.clone(), 0..24),
+            proptest::collection::btree_set(path, 0..6),
+        )
+    }
+
+    /// Makes the tree on disk; returns what a listing must show: every file, and each folder
+    /// with nothing beneath it as `NAME/`, in byte order.
+    fn make(root: &Path, files: &BTreeSet<String>, folders: &BTreeSet<String>) -> Vec<String> {
+        let mut made_files = BTreeSet::new();
+        for f in files {
+            // A name already a folder (or beneath a file) cannot also be a file.
+            let p = root.join(f);
+            if std::fs::create_dir_all(p.parent().unwrap()).is_ok()
+                && !p.is_dir()
+                && std::fs::write(&p, f).is_ok()
+            {
+                made_files.insert(f.clone());
+            }
+        }
+        for d in folders {
+            let _ = std::fs::create_dir_all(root.join(d));
+        }
+        let mut dirs = BTreeSet::new();
+        for e in walkdir(root) {
+            if e.1 {
+                dirs.insert(e.0);
+            }
+        }
+        let mut want: Vec<String> = made_files.into_iter().collect();
+        for d in &dirs {
+            let inside = format!("{d}/");
+            if !want.iter().any(|f| f.starts_with(&inside))
+                && !dirs.iter().any(|o| o.starts_with(&inside))
+            {
+                want.push(inside);
+            }
+        }
+        want.sort();
+        want
+    }
+
+    /// Every path beneath `root` (relative), with whether it is a folder.
+    fn walkdir(root: &Path) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+                if rel == ".troca" {
+                    continue;
+                }
+                let is_dir = p.is_dir();
+                if is_dir {
+                    todo.push(p);
+                }
+                out.push((rel, is_dir));
+            }
+        }
+        out
+    }
+
+    /// A listing read page by page, `limit` entries a page.
+    fn paged(share: &Share, prefix: &str, limit: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = share.list(ListQuery {
+                prefix,
+                after: after.as_deref(),
+                limit,
+            });
+            assert!(page.entries.len() <= limit);
+            out.extend(page.entries.into_iter().map(|e| e.name));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn pages_join_into_the_whole_listing_in_byte_order(
+            (files, folders) in tree(),
+            limit in 1usize..6,
+            prefix in proptest::sample::select(vec!["", "a", "a/", "a-", "b", "z/a"]),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("share");
+            let share = Share::open(&root, &root.join(".troca")).unwrap();
+            let want: Vec<String> = make(&root, &files, &folders)
+                .into_iter()
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            let whole: Vec<String> = share
+                .list(ListQuery { prefix, after: None, limit: 10_000 })
+                .entries
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            prop_assert_eq!(&whole, &want);
+            prop_assert_eq!(paged(&share, prefix, limit), want);
+        }
+    }
+
+    #[test]
+    fn a_page_goes_on_after_a_name_that_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        let share = Share::open(&root, &root.join(".troca")).unwrap();
+        for n in ["a/1", "a/2", "a/3", "b/1"] {
+            std::fs::create_dir_all(root.join(n).parent().unwrap()).unwrap();
+            std::fs::write(root.join(n), n).unwrap();
+        }
+        let first = share.list(ListQuery {
+            prefix: "",
+            after: None,
+            limit: 2,
+        });
+        assert_eq!(first.next.as_deref(), Some("a/2"));
+        std::fs::remove_file(root.join("a/2")).unwrap();
+        let rest = share.list(ListQuery {
+            prefix: "",
+            after: first.next.as_deref(),
+            limit: 10,
+        });
+        let names: Vec<_> = rest.entries.into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["a/3", "b/1"]);
+        assert_eq!(rest.next, None);
     }
 }

@@ -12,7 +12,6 @@ use dav_server::fs::{
     GuardedFileSystem, OpenOptions, ReadDirMeta,
 };
 use futures_util::FutureExt;
-use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -123,12 +122,10 @@ impl HubFs {
         } else {
             format!("{name}/")
         };
-        let entries = self.hub.list(&prefix).await.map_err(fs_err)?;
-        let hashes: HashMap<&str, _> = entries
-            .iter()
-            .filter_map(|e| Some((e.name.as_str(), e.blake3?)))
-            .collect();
-        let rows = crate::folders::rows(&prefix, &entries);
+        let rows = crate::folders::folder_rows(&self.hub, &prefix)
+            .await
+            .map_err(fs_err)?
+            .unwrap_or_default();
         Ok(rows
             .into_iter()
             .map(|r| Child {
@@ -136,7 +133,7 @@ impl HubFs {
                     folder: r.folder,
                     size: if r.folder { 0 } else { r.size },
                     modified_ns: r.modified_ns,
-                    blake3: hashes.get(r.name.as_str()).copied(),
+                    blake3: r.blake3,
                 }),
                 name: r.short,
             })

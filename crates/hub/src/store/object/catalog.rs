@@ -77,11 +77,17 @@ pub fn like_escape(text: &str) -> String {
     out
 }
 
+/// A page of a listing: the names (a folder as `NAME/`, listed only when nothing is beneath
+/// it) matching pattern `$1`, after `$2`, at most `$3`, in byte order of the names as listed;
+/// the `names_listed` index holds that order.
 pub const LIST: &str = "SELECT n.name, n.object, n.size, n.modified_ns FROM names n
-     WHERE n.name LIKE $1 ESCAPE '\\'
+     WHERE (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\"
+             LIKE $1 ESCAPE '\\'
+       AND (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\" > $2
        AND (n.object IS NOT NULL OR NOT EXISTS (
             SELECT 1 FROM names m WHERE m.name > n.name || '/' AND m.name < n.name || '0'))
-     ORDER BY n.name";
+     ORDER BY (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\"
+     LIMIT $3";
 
 pub const FIND: &str = "SELECT name, object, size, modified_ns FROM names
      WHERE strpos(lower(name), lower($1)) > 0 ORDER BY name LIMIT $2";

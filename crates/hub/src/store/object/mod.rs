@@ -779,16 +779,20 @@ impl Store for ObjectStore {
         format!("{} (names in {})", self.shown, self.db().shown())
     }
 
-    fn list(&self, prefix: &str) -> Vec<troca_proto::msg::Entry> {
-        let pattern = format!("{}%", catalog::like_escape(prefix));
-        let listed: Result<Vec<_>, HubError> = block(async {
+    fn list(&self, query: super::ListQuery<'_>) -> Result<super::ListPage, HubError> {
+        let pattern = format!("{}%", catalog::like_escape(query.prefix));
+        let after = query.after.unwrap_or("");
+        let limit = query.limit.max(1);
+        // One more than asked: it only says whether there are more.
+        let rows = (limit + 1) as i64;
+        block(async {
             let c = self.db().get().await?;
-            let rows = c.query(catalog::LIST, &[&pattern]).await.map_err(db_err)?;
-            Ok(rows.iter().map(catalog::entry).collect())
-        });
-        listed.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot list");
-            Vec::new()
+            let rows = c
+                .query(catalog::LIST, &[&pattern, &after, &rows])
+                .await
+                .map_err(db_err)?;
+            let entries = rows.iter().map(catalog::entry).collect();
+            Ok(super::ListPage::from_collected(entries, limit))
         })
     }
 
