@@ -888,3 +888,35 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
     let rows: Vec<serde_json::Value> = serde_json::from_str(&only).unwrap();
     assert_eq!(rows.len(), 2500, "a prefix's listing, over three pages");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_uploads_on_the_store_are_kept_within_the_budget_of_their_address() {
+    let Some(g) = Group::new() else { return };
+    let s = Scratch::new();
+    let hub = g.hub(&s.share, "hub-a", &["--partial-budget-per-ip", "20M"]);
+    for (i, name) in ["first.bin", "second.bin"].iter().enumerate() {
+        let src = s.client.join(name);
+        random_file(&src, 40 * MIB, name);
+        // Two whole parts of 8 MiB each are kept: 16 MiB.
+        abandon_upload(&hub, &src, name, 20 * MIB).await;
+        wait_for(&g, PARTS, &(2 * (i + 1)).to_string());
+        wait_for(&g, HELD, "0");
+    }
+    // 32 MiB held for one address, over its 20 MiB: the next upload that begins gives up the
+    // oldest, parts and multipart upload in the store alike.
+    assert_eq!(g.sql("SELECT count(*) FROM uploads"), "2");
+    let third = s.client.join("third.bin");
+    random_file(&third, 9 * MIB, "third");
+    ok(&hub.troca(&s.client, &["put", "third.bin"]));
+    assert_eq!(g.sql("SELECT name FROM uploads"), "second.bin");
+    assert_eq!(g.sql(PARTS), "2");
+    let multipart = g.s3(&[], "?uploads=");
+    assert!(multipart.status.success());
+    let xml = String::from_utf8_lossy(&multipart.stdout);
+    assert_eq!(xml.matches("<UploadId>").count(), 1, "{xml}");
+    // The one kept still resumes.
+    let out = hub.troca(&s.client, &["put", "second.bin"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(err.contains("resuming upload of second.bin"), "{err}");
+}

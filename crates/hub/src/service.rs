@@ -193,6 +193,7 @@ impl Backends {
                     db.clone(),
                     config.object_grace,
                     config.store_part_memory,
+                    config.partial_budget,
                 )?)
             }
             None => Box::new(LocalStore::open(

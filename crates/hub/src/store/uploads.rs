@@ -30,6 +30,31 @@ pub struct PartialBudget {
     pub total: u64,
 }
 
+/// The abandoned partials (given oldest first) to give up, oldest first, so that those of
+/// `address` (everyone's, for `None`) take at most `budget` bytes: their keys.
+pub fn beyond_budget(
+    abandoned: &[PartialInfo],
+    address: Option<AddressKey>,
+    budget: u64,
+) -> Vec<String> {
+    let mine: Vec<&PartialInfo> = abandoned
+        .iter()
+        .filter(|p| {
+            address.is_none_or(|a| p.address.parse().is_ok_and(|ip| AddressKey::of(ip) == a))
+        })
+        .collect();
+    let mut held: u64 = mine.iter().map(|p| p.held).sum();
+    let mut gone = Vec::new();
+    for p in mine {
+        if held <= budget {
+            break;
+        }
+        held -= p.held;
+        gone.push(p.key.clone());
+    }
+    gone
+}
+
 /// The sub-folder of the uploads folder where batches of small files are written.
 const SMALL_DIR: &str = "small";
 
@@ -426,21 +451,12 @@ impl Partials {
     /// `None`) take at most `budget` bytes. Returns how many were removed.
     fn keep_within(&self, address: Option<AddressKey>, budget: u64) -> usize {
         let active = self.active.lock().expect("upload set poisoned");
-        let mut mine: Vec<PartialInfo> = self.abandoned(&active);
-        if let Some(a) = address {
-            mine.retain(|p| p.address.parse().is_ok_and(|ip| AddressKey::of(ip) == a));
+        let abandoned = self.abandoned(&active);
+        let gone = beyond_budget(&abandoned, address, budget);
+        for key in &gone {
+            self.remove_key(key);
         }
-        let mut held: u64 = mine.iter().map(|p| p.held).sum();
-        let mut removed = 0;
-        for p in mine {
-            if held <= budget {
-                break;
-            }
-            self.remove_key(&p.key);
-            held -= p.held;
-            removed += 1;
-        }
-        removed
+        gone.len()
     }
 
     /// Deletes abandoned partials untouched for longer than `ttl`, then the oldest abandoned

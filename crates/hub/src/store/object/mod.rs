@@ -23,6 +23,8 @@ pub use body::ObjectBody;
 use self::catalog::{begin_change, FileRow};
 use self::parts::{part_size_for, PartWriter, StoredPart, Target};
 use self::remembered::{Forget, Remembered};
+use super::uploads::beyond_budget;
+use super::PartialBudget;
 use super::{Body, Version};
 use super::{Claim, Kind, PartialInfo, PartialUpload, PlaceCheck, SmallFile, Store, StoredFile};
 use crate::error::HubError;
@@ -32,10 +34,12 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore as _, RetryConfig};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use troca_net::limits::AddressKey;
 use troca_proto::{Hash, RemoteName};
 
 /// Where the objects are: `s3://BUCKET?endpoint=URL&region=R`, and where the keys are read
@@ -138,16 +142,20 @@ pub struct ObjectStore {
     /// How long an object no name refers to is kept.
     grace: Duration,
     remembered: Arc<Remembered>,
+    /// How many bytes of abandoned uploads are kept for resume, per address and in all.
+    budget: PartialBudget,
 }
 
 impl ObjectStore {
     /// Connects to the store, checking the bucket is there and the keys work. Uploads hold at
-    /// most `part_memory` bytes of parts at once, all together.
+    /// most `part_memory` bytes of parts at once, all together; abandoned ones are kept
+    /// within `budget`.
     pub fn open(
         address: &S3Address,
         db: Db,
         grace: Duration,
         part_memory: u64,
+        budget: PartialBudget,
     ) -> Result<Self, HubError> {
         let part_memory_mib = usize::try_from(part_memory >> 20)
             .unwrap_or(usize::MAX)
@@ -194,6 +202,7 @@ impl ObjectStore {
             shown,
             held: Arc::default(),
             grace,
+            budget,
         };
         Ok(store)
     }
@@ -401,6 +410,9 @@ impl ObjectStore {
                     .await
                     .map_err(db_err)?;
             }
+            if let Some(ip) = from {
+                self.keep_within_budget(Some(ip)).await?;
+            }
             (
                 self.new_upload(&c, &key, &name, size, source_mtime_ns, &address)
                     .await?,
@@ -601,6 +613,51 @@ impl ObjectStore {
                 }
             })
             .collect())
+    }
+
+    /// Gives up abandoned uploads, oldest first, beyond the budgets: those of `address` (of
+    /// each address, for `None`), then everyone's. Returns how many went.
+    async fn keep_within_budget(&self, address: Option<IpAddr>) -> Result<usize, HubError> {
+        let abandoned: Vec<PartialInfo> = self
+            .partial_rows()
+            .await?
+            .into_iter()
+            .filter(|p| !p.active)
+            .collect();
+        let addresses: HashSet<AddressKey> = match address {
+            Some(ip) => HashSet::from([AddressKey::of(ip)]),
+            None => abandoned
+                .iter()
+                .filter_map(|p| p.address.parse().ok().map(AddressKey::of))
+                .collect(),
+        };
+        let mut gone: HashSet<String> = HashSet::new();
+        for a in addresses {
+            gone.extend(beyond_budget(&abandoned, Some(a), self.budget.per_address));
+        }
+        let left: Vec<PartialInfo> = abandoned
+            .into_iter()
+            .filter(|p| !gone.contains(&p.key))
+            .collect();
+        gone.extend(beyond_budget(&left, None, self.budget.total));
+        let mut removed = 0;
+        for key in gone {
+            if self.drop_abandoned(&key).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes an upload nobody is sending: claimed first, so an upload resumed meanwhile
+    /// (through any hub) is left alone. Returns whether it went.
+    async fn drop_abandoned(&self, key: &str) -> Result<bool, HubError> {
+        let _claim = match self.claim(key).await {
+            Ok(claim) => claim,
+            Err(HubError::UploadInProgress(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.drop_upload(key).await
     }
 
     /// Deletes an upload's parts and record.
@@ -980,9 +1037,13 @@ impl Store for ObjectStore {
             .collect();
         let mut removed = 0;
         for key in stale {
-            if block(self.drop_upload(&key)).unwrap_or(false) {
+            if block(self.drop_abandoned(&key)).unwrap_or(false) {
                 removed += 1;
             }
+        }
+        match block(self.keep_within_budget(None)) {
+            Ok(n) => removed += n,
+            Err(e) => tracing::warn!(error = %e, "cannot keep interrupted uploads within budget"),
         }
         if let Err(e) = block(self.collect_garbage()) {
             tracing::warn!(error = %e, "cannot delete unused objects");
