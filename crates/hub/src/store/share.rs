@@ -562,46 +562,52 @@ impl Share {
         depth: usize,
         walk: &mut ListWalk<'_>,
     ) {
-        for child in sorted_children(dir, rel) {
+        let prefix = walk.prefix;
+        // Only what the page can hold is kept (and sorted): the names after `after`, and the
+        // folder `after` is in.
+        let keep = |key: &str, kind: FileType| {
+            if kind == FileType::Directory {
+                enter(key, prefix, after).is_some()
+            } else {
+                key.starts_with(prefix) && after.is_none_or(|a| key > a)
+            }
+        };
+        for child in sorted_children(dir, rel, &keep) {
             if walk.full() {
                 return;
             }
-            if self.in_state(&child.name) {
+            if self.in_state(child.name()) {
                 continue;
             }
             match child.kind {
                 FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
-                    let key = format!("{}/", child.name);
-                    let Some(inner_after) = enter(&key, walk.prefix, after) else {
+                    let Some(inner_after) = enter(&child.key, prefix, after) else {
                         continue;
                     };
                     let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
                         continue;
                     };
                     let before = walk.out.len();
-                    self.list_folder(&sub, &child.name, inner_after, depth + 1, walk);
-                    let listed = after.is_none_or(|a| key.as_str() > a);
+                    self.list_folder(&sub, child.name(), inner_after, depth + 1, walk);
+                    let listed = after.is_none_or(|a| child.key.as_str() > a);
                     if listed
                         && walk.out.len() == before
-                        && key.starts_with(walk.prefix)
-                        && RemoteName::parse(&child.name).is_ok()
+                        && child.key.starts_with(prefix)
+                        && RemoteName::parse(child.name()).is_ok()
                     {
                         let modified_ns =
                             rustix::fs::fstat(&sub).map_or(0, |st| stat_mtime_ns(&st));
                         walk.out.push(Entry {
-                            name: key,
+                            name: child.key,
                             size: 0,
                             modified_ns,
                             blake3: None,
                         });
                     }
                 }
-                FileType::RegularFile | FileType::Symlink
-                    if child.name.starts_with(walk.prefix)
-                        && after.is_none_or(|a| child.name.as_str() > a) =>
-                {
+                FileType::RegularFile | FileType::Symlink => {
                     if let Some(st) = self.file_stat(dir, rel, &child) {
-                        push_entry(&mut walk.out, child.name, &st);
+                        push_entry(&mut walk.out, child.key, &st);
                     }
                 }
                 _ => {}
@@ -613,7 +619,7 @@ impl Share {
     /// if it reaches a regular file (checked by [`push_entry`]).
     fn file_stat(&self, dir: &OwnedFd, rel: &str, child: &Child) -> Option<rustix::fs::Stat> {
         if child.kind == FileType::Symlink {
-            let o = self.open_beneath(&child.name, OFlags::PATH).ok()?;
+            let o = self.open_beneath(child.name(), OFlags::PATH).ok()?;
             return rustix::fs::fstat(&o.fd).ok();
         }
         rustix::fs::statat(dir, child.own(rel), AtFlags::SYMLINK_NOFOLLOW).ok()
@@ -621,11 +627,11 @@ impl Share {
 
     /// Searches folder `dir` (at `rel`) into `out`, a folder's own entry before its contents.
     fn search(&self, dir: &OwnedFd, rel: &str, want: &Want, depth: usize, out: &mut Vec<Entry>) {
-        for child in sorted_children(dir, rel) {
+        for child in sorted_children(dir, rel, &|_, _| true) {
             if want.full(out) {
                 return;
             }
-            if self.in_state(&child.name) {
+            if self.in_state(child.name()) {
                 continue;
             }
             match child.kind {
@@ -633,22 +639,21 @@ impl Share {
                     let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
                         continue;
                     };
-                    let as_folder = format!("{}/", child.name);
-                    if want.folder(&as_folder) && RemoteName::parse(&child.name).is_ok() {
+                    if want.folder(&child.key) && RemoteName::parse(child.name()).is_ok() {
                         let modified_ns =
                             rustix::fs::fstat(&sub).map_or(0, |st| stat_mtime_ns(&st));
                         out.push(Entry {
-                            name: as_folder,
+                            name: child.key.clone(),
                             size: 0,
                             modified_ns,
                             blake3: None,
                         });
                     }
-                    self.search(&sub, &child.name, want, depth + 1, out);
+                    self.search(&sub, child.name(), want, depth + 1, out);
                 }
-                FileType::RegularFile | FileType::Symlink if want.file(&child.name) => {
+                FileType::RegularFile | FileType::Symlink if want.file(&child.key) => {
                     if let Some(st) = self.file_stat(dir, rel, &child) {
-                        push_entry(out, child.name, &st);
+                        push_entry(out, child.key, &st);
                     }
                 }
                 _ => {}
@@ -732,38 +737,41 @@ fn enter<'a>(key: &str, prefix: &str, after: Option<&'a str>) -> Option<Option<&
 
 /// An entry of a folder being listed, with its whole name.
 struct Child {
-    name: String,
+    /// Its whole name, a folder's followed by `/`: the key a listing sorts by, since every
+    /// name inside a folder starts so, which makes a walk in this order list whole names in
+    /// byte order.
+    key: String,
     kind: FileType,
 }
 
 impl Child {
-    /// Its name inside its folder.
-    fn own<'a>(&'a self, rel: &str) -> &'a str {
-        if rel.is_empty() {
-            &self.name
+    /// Its whole name.
+    fn name(&self) -> &str {
+        if self.kind == FileType::Directory {
+            &self.key[..self.key.len() - 1]
         } else {
-            &self.name[rel.len() + 1..]
+            &self.key
         }
     }
 
-    /// The key it sorts by: a folder as `NAME/`, since every name inside it starts so, which
-    /// makes a walk in this order list whole names in byte order.
-    fn sort_key(&self) -> (&[u8], &[u8]) {
-        let slash: &[u8] = if self.kind == FileType::Directory {
-            b"/"
+    /// Its name inside its folder.
+    fn own<'a>(&'a self, rel: &str) -> &'a str {
+        let name = self.name();
+        if rel.is_empty() {
+            name
         } else {
-            b""
-        };
-        (self.name.as_bytes(), slash)
+            &name[rel.len() + 1..]
+        }
     }
 }
 
-/// The entries of folder `dir` (at `rel`) with UTF-8 names, kinds resolved without following
-/// links, in listing order. An unreadable folder has none.
-fn sorted_children(dir: &OwnedFd, rel: &str) -> Vec<Child> {
+/// The entries of folder `dir` (at `rel`) with UTF-8 names whose keys `keep` accepts, kinds
+/// resolved without following links, in listing order. An unreadable folder has none.
+fn sorted_children(dir: &OwnedFd, rel: &str, keep: &dyn Fn(&str, FileType) -> bool) -> Vec<Child> {
     let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
         return Vec::new();
     };
+    let mut key = String::new();
     let mut out: Vec<Child> = reader
         .filter_map(Result::ok)
         .filter_map(|e| {
@@ -776,19 +784,22 @@ fn sorted_children(dir: &OwnedFd, rel: &str) -> Vec<Child> {
                     .map_or(FileType::Unknown, |st| FileType::from_raw_mode(st.st_mode)),
                 k => k,
             };
-            let name = if rel.is_empty() {
-                own.to_owned()
-            } else {
-                format!("{rel}/{own}")
-            };
-            Some(Child { name, kind })
+            key.clear();
+            if !rel.is_empty() {
+                key.push_str(rel);
+                key.push('/');
+            }
+            key.push_str(own);
+            if kind == FileType::Directory {
+                key.push('/');
+            }
+            keep(&key, kind).then(|| Child {
+                key: key.clone(),
+                kind,
+            })
         })
         .collect();
-    out.sort_unstable_by(|a, b| {
-        let (an, aslash) = a.sort_key();
-        let (bn, bslash) = b.sort_key();
-        an.iter().chain(aslash).cmp(bn.iter().chain(bslash))
-    });
+    out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     out
 }
 
