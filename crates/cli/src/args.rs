@@ -396,6 +396,10 @@ pub enum SwarmCommand {
         /// Do not share while downloading (download only, as a client).
         #[arg(long, conflicts_with = "seed")]
         no_share: bool,
+        /// Pieces sent to other peers at once; past it a request is answered busy and the
+        /// downloader asks someone else (0: no limit).
+        #[arg(long, default_value_t = troca_peer::server::DEFAULT_UPLOAD_SLOTS, value_name = "N")]
+        upload_slots: usize,
     },
 }
 
@@ -454,6 +458,10 @@ pub struct PeerArgs {
     /// Connections one address (an IPv6 /64) may hold at once.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_connections_per_ip: usize,
+    /// Pieces sent to other peers at once; past it a request is answered busy and the
+    /// downloader asks someone else (0: no limit).
+    #[arg(long, default_value_t = troca_peer::server::DEFAULT_UPLOAD_SLOTS, value_name = "N")]
+    pub upload_slots: usize,
     /// Serve pieces without TLS, and download from peers that do too (a benchmark, a link
     /// already encrypted). Peers otherwise serve TLS with a key kept in
     /// ~/.local/share/troca/peer and registered with the tracker.

@@ -51,6 +51,7 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
             max_rate: args.max_rate,
             max_connections: args.max_connections.max(1),
             max_connections_per_ip: args.max_connections_per_ip.max(1),
+            upload_slots: args.upload_slots,
             stats: Arc::clone(&stats),
             ..ServerConfig::default()
         },

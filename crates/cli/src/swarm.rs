@@ -126,6 +126,7 @@ pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
                 listen,
                 seed,
                 no_share,
+                upload_slots,
             } => {
                 std::fs::create_dir_all(&output)
                     .with_context(|| format!("cannot create {}", output.display()))?;
@@ -134,6 +135,7 @@ pub fn main(global: &Global, cmd: SwarmCommand) -> Result<ExitCode> {
                     what,
                     output,
                     plaintext: plaintext || global.plaintext,
+                    upload_slots,
                 };
                 if no_share {
                     get.only(global).await
@@ -151,6 +153,7 @@ struct Get {
     what: String,
     output: std::path::PathBuf,
     plaintext: bool,
+    upload_slots: usize,
 }
 
 impl Get {
@@ -194,7 +197,10 @@ impl Get {
             only_images: false,
             tracker: self.tracker,
             refresh: Duration::from_secs(60),
-            server: ServerConfig::default(),
+            server: ServerConfig {
+                upload_slots: self.upload_slots,
+                ..ServerConfig::default()
+            },
             download: self.options(global),
             identity: crate::peer::identity(self.plaintext)?,
             share_folder: false,

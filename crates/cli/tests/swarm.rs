@@ -371,3 +371,73 @@ fn swarm_get_without_sharing_is_a_client_only() {
         "a sharing download leaves the tracker when it exits: {rows}"
     );
 }
+
+/// A peer sends at most `--upload-slots` pieces at once: the other requests are answered busy,
+/// the downloaders hear `SlotFree` when a slot opens and ask again, and every download
+/// completes and verifies.
+#[test]
+fn requests_past_the_upload_slots_are_answered_busy_and_asked_again_when_one_frees() {
+    let s = Scratch::new();
+    let t = start_tracker();
+    let seed_dir = s.tmp.path().join("seeder");
+    std::fs::create_dir(&seed_dir).unwrap();
+    random_file(&seed_dir.join("slots.bin"), 12 << 20, "slots");
+    let (_seeder, lines) = Daemon::start_with_lines(
+        &[
+            "peer".as_ref(),
+            seed_dir.as_os_str(),
+            "--tracker".as_ref(),
+            t.addr.as_ref(),
+            "--upload-slots".as_ref(),
+            "1".as_ref(),
+            "--max-rate".as_ref(),
+            "16M".as_ref(),
+            "--metrics".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+        2,
+    );
+    let metrics = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics "))
+        .expect("the peer's metrics address")
+        .to_owned();
+    // Three downloaders that only download: each asks the seeder for 3 pieces at once.
+    let gets: Vec<_> = (0..3)
+        .map(|i| {
+            let dir = s.tmp.path().join(format!("down{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            let child = Command::new(TROCA)
+                .current_dir(&dir)
+                .env("TROCA_TRACKER", &t.addr)
+                .args(["swarm", "get", "slots.bin", "--no-share"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (dir, child)
+        })
+        .collect();
+    let want = hash_file(&seed_dir.join("slots.bin"));
+    for (dir, child) in gets {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(hash_file(&dir.join("slots.bin")), want);
+    }
+    let scraped = Command::new("curl")
+        .args(["-sf", &metrics])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&scraped.stdout);
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert!(value("troca_peer_busy_answers_total ") > 0, "{text}");
+    // Every piece went out once per downloader: refusals cost no extra copies.
+    assert_eq!(value("troca_peer_pieces_served_total "), 3 * 12);
+}

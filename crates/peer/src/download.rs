@@ -41,7 +41,7 @@ use troca_net::{Connection, IoBuf, Progress};
 use troca_proto::msg::{GetPiece, Hello, Holding, Pieces};
 use troca_proto::pieces::Layout;
 use troca_proto::tracker::PeerAddr;
-use troca_proto::{Hash, Message, RemoteName, MAGIC, PROTOCOL_VERSION};
+use troca_proto::{ErrorCode, Hash, Message, RemoteName, MAGIC, PROTOCOL_VERSION};
 
 /// The file to fetch, as the tracker described it.
 #[derive(Debug, Clone)]
@@ -568,6 +568,9 @@ enum PeerError {
     Frame(#[from] FrameError),
     #[error("refused: {0}")]
     Refused(String),
+    /// Every upload slot of the peer is sending: ask others until it sends `SlotFree`.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("sent something unexpected: {0}")]
     Protocol(String),
     #[error("stalled")]
@@ -582,6 +585,7 @@ fn unexpected(msg: &Message) -> PeerError {
 
 async fn read(conn: &mut Connection<Stream>) -> Result<Message, PeerError> {
     match conn.read_message().await? {
+        Some(Message::Error(e)) if e.code == ErrorCode::Busy => Err(PeerError::Busy(e.message)),
         Some(Message::Error(e)) => Err(PeerError::Refused(e.message)),
         Some(m) => Ok(m),
         None => Err(PeerError::Io(io::Error::new(
@@ -871,6 +875,8 @@ struct Worker {
     full: bool,
     /// Whether its bitfield arrived (and it was counted as a full copy or a partial holder).
     registered: bool,
+    /// It answered a request busy and has not sent `SlotFree` since: nothing is asked of it.
+    busy: bool,
 }
 
 /// What a peer sent while a worker waited for an answer or for something to ask.
@@ -879,6 +885,8 @@ enum Heard {
     Piece(u32, u64),
     /// It refused the oldest request.
     Refused(String),
+    /// Its upload slots were all sending: the oldest request goes to others.
+    Busy,
 }
 
 impl Worker {
@@ -896,6 +904,7 @@ impl Worker {
             in_flight: VecDeque::new(),
             full: false,
             registered: false,
+            busy: false,
         }
     }
 
@@ -968,13 +977,17 @@ impl Worker {
                 }
                 // It said it held a piece it cannot give: as bad as a corrupt copy.
                 Heard::Refused(why) => self.bad_piece(shared, index, &why)?,
+                Heard::Busy => self.turned_away(shared, index),
             }
         }
     }
 
-    /// Queues requests for pieces the peer holds, up to the pipeline.
+    /// Queues requests for pieces the peer holds, up to the pipeline (none while it is busy).
     fn ask<P>(&mut self, shared: &Shared<P>, conn: &mut Connection<Stream>) {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.busy {
+            return;
+        }
         let (here, cap) = if shared.partial_peers.load(Relaxed) > 0 {
             (1, CROWD_IN_FLIGHT)
         } else {
@@ -1019,10 +1032,15 @@ impl Worker {
             _ = woken => Ok(true),
             // A piece released just before `woken` was made is seen at the next look.
             _ = tokio::time::sleep(Duration::from_millis(250)) => Ok(true),
-            // A partial holder tells of new pieces; nothing else may come unasked.
+            // A partial holder tells of new pieces, a busy peer of a free slot; nothing else
+            // may come unasked.
             heard = read(conn) => match heard? {
                 Message::Have(h) if h.id == shared.id => {
                     self.have(shared, h.index)?;
+                    Ok(true)
+                }
+                Message::SlotFree(_) => {
+                    self.busy = false;
                     Ok(true)
                 }
                 other => Err(unexpected(&other)),
@@ -1050,8 +1068,10 @@ impl Worker {
             match within(stall, read(conn)).await? {
                 Ok(Message::PieceData(d)) => return Ok(Heard::Piece(d.index, d.len)),
                 Ok(Message::Have(h)) if h.id == shared.id => self.have(shared, h.index)?,
+                Ok(Message::SlotFree(_)) => self.busy = false,
                 Ok(other) => return Err(unexpected(&other)),
                 Err(PeerError::Refused(why)) => return Ok(Heard::Refused(why)),
+                Err(PeerError::Busy(_)) => return Ok(Heard::Busy),
                 Err(e) => return Err(e),
             }
         }
@@ -1065,6 +1085,21 @@ impl Worker {
                 .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
             shared.wake.notify_waiters();
         }
+    }
+
+    /// The peer was busy for `index`: it goes back to the schedule for others, and this peer
+    /// is asked nothing more until it sends `SlotFree`.
+    fn turned_away<P>(&mut self, shared: &Shared<P>, index: u32) {
+        let before = self.in_flight.len();
+        self.in_flight.retain(|&i| i != index);
+        self.settle(shared, before - self.in_flight.len());
+        self.busy = true;
+        shared
+            .schedule
+            .lock()
+            .expect("not poisoned")
+            .release(self.id, index);
+        shared.wake.notify_waiters();
     }
 
     /// `index` from this peer was bad (failed verification, or refused though claimed): asked

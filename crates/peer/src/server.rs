@@ -3,6 +3,13 @@
 //! pieces it holds, then a `Have` for each new one. It serves the files of its [`Library`] and
 //! those it is downloading ([`Partials`]), each piece as soon as it is verified.
 //!
+//! **Upload slots.** A peer sends at most `upload_slots` pieces at once (4 by default), over all
+//! its connections. A `GetPiece` that finds them all sending is answered `Error(Busy)` at once,
+//! and the connection is sent `SlotFree` when one opens: the downloader asks someone else
+//! meanwhile, instead of waiting behind others for a share of this peer's link while another
+//! peer sits idle. Each piece then goes out at a larger share of the link, so it can be passed
+//! on sooner (`troca-swarm-sim`: what a crowd gains).
+//!
 //! Files are asked for by id only, and only ids in the [`Library`] are served, so nothing outside
 //! the shared folder can be named. A file that changed on disk since it was hashed is refused
 //! (its old id no longer describes it) until the next scan re-hashes it.
@@ -23,7 +30,9 @@ use troca_net::connection::FrameError;
 use troca_net::limits::PerAddress;
 use troca_net::stream::Stream;
 use troca_net::Connection;
-use troca_proto::msg::{Bitfield, Error, Have, PieceData, PieceHashes, Welcome, HASHES_PER_FRAME};
+use troca_proto::msg::{
+    Bitfield, Error, Have, PieceData, PieceHashes, SlotFree, Welcome, HASHES_PER_FRAME,
+};
 use troca_proto::pieces::Layout;
 use troca_proto::{ErrorCode, Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -41,6 +50,9 @@ pub struct ServerConfig {
     pub max_rate: Option<u64>,
     /// TLS for every connection (`None`: plaintext).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Pieces sent at once, over all connections (0: no limit); past it a request is answered
+    /// busy, and `SlotFree` follows when one opens.
+    pub upload_slots: usize,
     /// Counts what is served, for the metrics.
     pub stats: Arc<crate::stats::PeerStats>,
 }
@@ -54,8 +66,71 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             max_rate: None,
             tls: None,
+            upload_slots: DEFAULT_UPLOAD_SLOTS,
             stats: Arc::default(),
         }
+    }
+}
+
+/// Pieces a peer sends at once unless told otherwise: with as many requests out per downloader
+/// in a crowd (`download::CROWD_IN_FLIGHT`), each link is shared evenly both ways.
+pub const DEFAULT_UPLOAD_SLOTS: usize = 4;
+
+/// The upload slots of a peer, shared by its connections.
+#[derive(Debug)]
+struct UploadSlots {
+    slots: Option<Arc<Semaphore>>,
+    /// Counts the slots given back: a connection refused at one value hears of the next.
+    freed: tokio::sync::watch::Sender<u64>,
+}
+
+impl UploadSlots {
+    fn new(count: usize) -> Self {
+        Self {
+            slots: (count > 0).then(|| Arc::new(Semaphore::new(count))),
+            freed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// A slot, held until the guard drops; `Err` with a receiver that hears when one is
+    /// given back, if all are taken.
+    fn take(self: &Arc<Self>) -> Result<Slot, tokio::sync::watch::Receiver<u64>> {
+        let Some(sem) = &self.slots else {
+            return Ok(Slot(None));
+        };
+        match Arc::clone(sem).try_acquire_owned() {
+            Ok(permit) => Ok(Slot(Some((permit, Arc::clone(self))))),
+            Err(_) => {
+                let mut rx = self.freed.subscribe();
+                rx.borrow_and_update();
+                Err(rx)
+            }
+        }
+    }
+}
+
+/// A piece being sent holds one slot.
+struct Slot(Option<(tokio::sync::OwnedSemaphorePermit, Arc<UploadSlots>)>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((permit, slots)) = self.0.take() {
+            drop(permit);
+            slots.freed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// Waits until a slot is given back, for a connection owed a `SlotFree`; never returns for
+/// one that is not.
+async fn slot_freed(refused: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match refused {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -68,6 +143,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let uploads = Arc::new(UploadSlots::new(config.upload_slots));
     let limit = config.max_rate.map(|r| Arc::new(RateLimit::new(r)));
     let per_address = PerAddress::new(config.max_connections_per_ip);
     let tasks = TaskTracker::new();
@@ -95,12 +171,13 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (library, partials, config, limit, stop) = (
+        let (library, partials, config, limit, stop, uploads) = (
             Arc::clone(&library),
             Arc::clone(&partials),
             config.clone(),
             limit.clone(),
             shutdown.clone(),
+            Arc::clone(&uploads),
         );
         tasks.spawn(async move {
             let _held = (permit, from_address);
@@ -116,6 +193,8 @@ pub async fn run(
                 limit,
                 open: None,
                 news: None,
+                uploads,
+                refused: None,
             };
             if let Err(e) = serving.run(&stop).await {
                 tracing::debug!("peer connection from {addr} ended: {e}");
@@ -156,6 +235,9 @@ struct Serving {
     open: Option<(Arc<SharedFile>, File)>,
     /// The file being downloaded here that the other end asked to hear about (`Holding`).
     news: Option<(Arc<Partial>, broadcast::Receiver<u32>)>,
+    uploads: Arc<UploadSlots>,
+    /// Set once a request was answered busy: a `SlotFree` is owed when a slot is given back.
+    refused: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// What a connection does next.
@@ -163,6 +245,8 @@ enum Next {
     Request(Message),
     /// A piece of the file it listens to became available (or, `None`, some were missed).
     News(Option<u32>),
+    /// An upload slot was given back since this connection was answered busy.
+    SlotFree,
     End,
 }
 
@@ -223,6 +307,11 @@ impl Serving {
                     }
                     continue;
                 }
+                Next::SlotFree => {
+                    self.refused = None;
+                    self.conn.send(&SlotFree.into()).await?;
+                    continue;
+                }
                 Next::Request(msg) => msg,
             };
             match msg {
@@ -241,9 +330,10 @@ impl Serving {
     /// timeout.
     async fn next(&mut self, shutdown: &CancellationToken) -> Result<Next, FrameError> {
         let idle = self.config.idle_timeout;
-        let (conn, listening) = (&mut self.conn, &mut self.news);
+        let (conn, listening, refused) = (&mut self.conn, &mut self.news, &mut self.refused);
         tokio::select! {
             _ = shutdown.cancelled() => Ok(Next::End),
+            () = slot_freed(refused) => Ok(Next::SlotFree),
             r = tokio::time::timeout(idle, conn.read_message()) => match r {
                 Ok(Ok(Some(m))) => Ok(Next::Request(m)),
                 Ok(Err(e)) => Err(e),
@@ -333,6 +423,9 @@ impl Serving {
             self.open = None;
             return self.not_found(id).await;
         }
+        let Some(_slot) = self.slot().await? else {
+            return Ok(());
+        };
         let (start, len) = layout.range(index.into());
         self.conn.queue(&PieceData { index, len }.into());
         let file = &self.open.as_ref().expect("opened above").1;
@@ -347,6 +440,21 @@ impl Serving {
         .await?;
         self.served(len);
         Ok(())
+    }
+
+    /// An upload slot for the piece about to be sent; `None` when all are sending, having
+    /// answered the request busy (a `SlotFree` is then owed).
+    async fn slot(&mut self) -> Result<Option<Slot>, FrameError> {
+        match self.uploads.take() {
+            Ok(slot) => Ok(Some(slot)),
+            Err(rx) => {
+                crate::stats::PeerStats::add(&self.config.stats.busy_answers, 1);
+                self.refused = Some(rx);
+                let why = "every upload slot is sending; SlotFree follows when one is free";
+                self.refuse(ErrorCode::Busy, why).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// A piece of `len` bytes went out.
@@ -370,6 +478,9 @@ impl Serving {
             let what = format!("piece {index} is not here yet");
             return self.refuse(ErrorCode::NotFound, &what).await;
         }
+        let Some(_slot) = self.slot().await? else {
+            return Ok(());
+        };
         let (start, len) = partial.layout.range(index.into());
         self.conn.queue(&PieceData { index, len }.into());
         let limit = self.limit.as_deref();
@@ -438,5 +549,33 @@ impl RateLimit {
             at
         };
         tokio::time::sleep_until(at).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn past_the_slots_a_request_is_refused_and_hears_when_one_is_given_back() {
+        let slots = Arc::new(UploadSlots::new(2));
+        let first = slots.take().expect("a slot");
+        let _second = slots.take().expect("a slot");
+        let Err(rx) = slots.take() else {
+            panic!("a third slot out of two")
+        };
+        // Nothing given back yet: the refused connection has nothing to hear.
+        assert!(!rx.has_changed().unwrap());
+        let mut refused = Some(rx);
+        drop(first);
+        slot_freed(&mut refused).await;
+        assert!(slots.take().is_ok(), "the slot given back is free");
+    }
+
+    #[tokio::test]
+    async fn no_slots_means_no_limit() {
+        let slots = Arc::new(UploadSlots::new(0));
+        let held: Vec<Slot> = (0..100).map(|_| slots.take().expect("a slot")).collect();
+        assert_eq!(held.len(), 100);
     }
 }

@@ -1,5 +1,5 @@
 //! What a peer counts for its metrics (`troca peer --metrics ADDR`): pieces it served and
-//! received, bad pieces, peers dropped. The server and the downloads share one [`PeerStats`]
+//! received, bad pieces, peers dropped, requests answered busy. The server and the downloads share one [`PeerStats`]
 //! (atomics: the data path takes no lock); [`PeerMetrics`] renders it when Prometheus scrapes.
 
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +18,8 @@ pub struct PeerStats {
     pub bad_pieces: AtomicU64,
     /// Peers a download gave up on (bad pieces, stalls, broken connections).
     pub peers_dropped: AtomicU64,
+    /// Requests for pieces answered busy (every upload slot sending).
+    pub busy_answers: AtomicU64,
 }
 
 impl PeerStats {
@@ -30,7 +32,7 @@ impl PeerStats {
 #[derive(Debug)]
 pub struct PeerMetrics {
     registry: Registry,
-    counters: [Counter; 6],
+    counters: [Counter; 7],
 }
 
 impl Default for PeerMetrics {
@@ -42,7 +44,7 @@ impl Default for PeerMetrics {
 impl PeerMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("troca_peer");
-        let counters: [Counter; 6] = Default::default();
+        let counters: [Counter; 7] = Default::default();
         let names = [
             ("pieces_served", "Pieces sent to other peers"),
             ("bytes_served", "Bytes of pieces sent to other peers"),
@@ -53,6 +55,10 @@ impl PeerMetrics {
                 "Pieces that failed verification or were refused",
             ),
             ("peers_dropped", "Peers a download gave up on"),
+            (
+                "busy_answers",
+                "Requests for pieces answered busy (every upload slot sending)",
+            ),
         ];
         for ((name, help), c) in names.into_iter().zip(&counters) {
             registry.register(name, help, c.clone());
@@ -69,6 +75,7 @@ impl PeerMetrics {
             &stats.bytes_received,
             &stats.bad_pieces,
             &stats.peers_dropped,
+            &stats.busy_answers,
         ];
         for (c, total) in self.counters.iter().zip(now) {
             let (total, seen) = (total.load(Ordering::Relaxed), c.get());

@@ -44,9 +44,17 @@ struct Args {
     /// Requests a downloader keeps at each peer while all it knows hold the whole file.
     #[arg(long, default_value_t = 3)]
     pipeline: usize,
-    /// Pieces an uploader sends at once (0: every piece asked of it, sharing its rate).
-    #[arg(long, default_value_t = 0)]
+    /// Pieces an uploader sends at once (0: every piece asked of it, sharing its rate). Past
+    /// them a request is answered busy, as troca's peers do.
+    #[arg(long, default_value_t = troca_peer::server::DEFAULT_UPLOAD_SLOTS)]
     upload_slots: usize,
+    /// Past the upload slots, a request waits its turn at the uploader instead of being
+    /// answered busy.
+    #[arg(long)]
+    wait_for_slots: bool,
+    /// Print how busy the links are every simulated second (stderr).
+    #[arg(long)]
+    trace: bool,
     /// Spread the downloaders' arrivals over this many seconds (0: all at once).
     #[arg(long, default_value_t = 0.0)]
     join_over: f64,
@@ -83,6 +91,8 @@ fn main() -> Result<()> {
             max_incoming: a.max_incoming.max(1),
             pipeline: a.pipeline.max(1),
             upload_slots: a.upload_slots,
+            busy: !a.wait_for_slots,
+            trace: a.trace,
             join_over: a.join_over,
             leave: a.leave,
             seed: a.seed,

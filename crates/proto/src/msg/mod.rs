@@ -1,7 +1,7 @@
 //! Every message of the protocol, one type each, dispatched through [`Message`].
 //!
 //! Kinds `0x10`–`0x1f` and `0x90`–`0x9f` are the swarm's peer-to-peer messages ([`Pieces`],
-//! [`GetPiece`], [`Holding`] and their answers, and the unasked [`Have`]); hubs answer them
+//! [`GetPiece`], [`Holding`] and their answers, and the unasked [`Have`] and [`SlotFree`]); hubs answer them
 //! with `BadRequest`.
 //!
 //! Each type has `encode` (append the payload) and `decode` (read the payload) side by side in
@@ -30,7 +30,7 @@ pub use records::{
 };
 pub use remove::{Remove, Removed};
 pub use swarm::{
-    Bitfield, GetPiece, Have, Holding, PieceData, PieceHashes, Pieces, HASHES_PER_FRAME,
+    Bitfield, GetPiece, Have, Holding, PieceData, PieceHashes, Pieces, SlotFree, HASHES_PER_FRAME,
     MAX_BITFIELD_PIECES,
 };
 
@@ -129,6 +129,7 @@ messages! {
     0x91 => PieceData,
     0x92 => Bitfield,
     0x93 => Have,
+    0x94 => SlotFree,
     0xff => Error,
 }
 
@@ -376,6 +377,7 @@ mod tests {
             (any::<u32>(), any::<u64>()).prop_map(|(index, len)| PieceData { index, len }.into()),
             hash().prop_map(|id| Holding { id }.into()),
             (hash(), any::<u32>()).prop_map(|(id, index)| Have { id, index }.into()),
+            Just(SlotFree.into()),
             (
                 hash(),
                 proptest::collection::vec(any::<bool>(), 1..=MAX_BITFIELD_PIECES as usize)

@@ -205,3 +205,16 @@ impl Have {
         })
     }
 }
+
+/// An upload slot is free: sent unasked, once, to a downloader whose `GetPiece` this peer
+/// answered `Error(Busy)` (all its slots were sending), so it may ask again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotFree;
+
+impl SlotFree {
+    pub(crate) fn encode(&self, _out: &mut [u8]) {}
+
+    pub(crate) fn decode(_r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self)
+    }
+}
