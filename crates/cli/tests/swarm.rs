@@ -33,6 +33,30 @@ fn swarm(tracker: &Daemon, cwd: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `n` downloaders started at once, each running `troca ARGS` in its own folder (`downI`).
+fn downloaders(
+    s: &Scratch,
+    t: &Daemon,
+    n: usize,
+    args: &[&str],
+) -> Vec<(std::path::PathBuf, std::process::Child)> {
+    (0..n)
+        .map(|i| {
+            let dir = s.tmp.path().join(format!("down{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            let child = Command::new(TROCA)
+                .current_dir(&dir)
+                .env("TROCA_TRACKER", &t.addr)
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (dir, child)
+        })
+        .collect()
+}
+
 /// The names the tracker lists, sorted.
 fn listed(tracker: &Daemon) -> Vec<String> {
     let out = swarm(tracker, Path::new("."), &["--json", "swarm", "ls"]);
@@ -303,21 +327,7 @@ fn downloaders_started_together_trade_pieces_with_each_other() {
     std::fs::create_dir(&seed_dir).unwrap();
     random_file(&seed_dir.join("crowd.bin"), 24 << 20, "crowd");
     let seeder = start_peer(&seed_dir, &t, &["--max-rate", "8M"]);
-    let gets: Vec<_> = (0..4)
-        .map(|i| {
-            let dir = s.tmp.path().join(format!("down{i}"));
-            std::fs::create_dir(&dir).unwrap();
-            let child = Command::new(TROCA)
-                .current_dir(&dir)
-                .env("TROCA_TRACKER", &t.addr)
-                .args(["--json", "swarm", "get", "crowd.bin"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            (dir, child)
-        })
-        .collect();
+    let gets = downloaders(&s, &t, 4, &["--json", "swarm", "get", "crowd.bin"]);
     let want = hash_file(&seed_dir.join("crowd.bin"));
     let mut from_others = 0;
     for (dir, child) in gets {
@@ -403,20 +413,7 @@ fn requests_past_the_upload_slots_are_answered_busy_and_asked_again_when_one_fre
         .expect("the peer's metrics address")
         .to_owned();
     // Three downloaders that only download: each asks the seeder for 3 pieces at once.
-    let gets: Vec<_> = (0..3)
-        .map(|i| {
-            let dir = s.tmp.path().join(format!("down{i}"));
-            std::fs::create_dir(&dir).unwrap();
-            let child = Command::new(TROCA)
-                .current_dir(&dir)
-                .env("TROCA_TRACKER", &t.addr)
-                .args(["swarm", "get", "slots.bin", "--no-share"])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            (dir, child)
-        })
-        .collect();
+    let gets = downloaders(&s, &t, 3, &["swarm", "get", "slots.bin", "--no-share"]);
     let want = hash_file(&seed_dir.join("slots.bin"));
     for (dir, child) in gets {
         let out = child.wait_with_output().unwrap();

@@ -1087,12 +1087,17 @@ impl Worker {
         }
     }
 
-    /// The peer was busy for `index`: it goes back to the schedule for others, and this peer
-    /// is asked nothing more until it sends `SlotFree`.
-    fn turned_away<P>(&mut self, shared: &Shared<P>, index: u32) {
+    /// The request for `index` got its answer: one fewer in flight.
+    fn answered<P>(&mut self, shared: &Shared<P>, index: u32) {
         let before = self.in_flight.len();
         self.in_flight.retain(|&i| i != index);
         self.settle(shared, before - self.in_flight.len());
+    }
+
+    /// The peer was busy for `index`: it goes back to the schedule for others, and this peer
+    /// is asked nothing more until it sends `SlotFree`.
+    fn turned_away<P>(&mut self, shared: &Shared<P>, index: u32) {
+        self.answered(shared, index);
         self.busy = true;
         shared
             .schedule
@@ -1105,9 +1110,7 @@ impl Worker {
     /// `index` from this peer was bad (failed verification, or refused though claimed): asked
     /// of others; too many and the peer is dropped.
     fn bad_piece<P>(&mut self, shared: &Shared<P>, index: u32, why: &str) -> Result<(), PeerError> {
-        let before = self.in_flight.len();
-        self.in_flight.retain(|&i| i != index);
-        self.settle(shared, before - self.in_flight.len());
+        self.answered(shared, index);
         self.report.bad_pieces += 1;
         PeerStats::add(&shared.options.stats.bad_pieces, 1);
         shared
