@@ -8,7 +8,8 @@
 //! and the connection is sent `SlotFree` when one opens: the downloader asks someone else
 //! meanwhile, instead of waiting behind others for a share of this peer's link while another
 //! peer sits idle. Each piece then goes out at a larger share of the link, so it can be passed
-//! on sooner (`troca-swarm-sim`: what a crowd gains).
+//! on sooner (`troca-swarm-sim`: what a crowd gains). One address holds at most half the
+//! slots, and a piece must go out in its time, so slow receivers cannot keep them all.
 //!
 //! Files are asked for by id only, and only ids in the [`Library`] are served, so nothing outside
 //! the shared folder can be named. A file that changed on disk since it was hashed is refused
@@ -18,6 +19,7 @@ use crate::library::{Library, SharedFile};
 use crate::partial::{Partial, Partials};
 use std::fs::File;
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use troca_net::connection::FrameError;
-use troca_net::limits::PerAddress;
+use troca_net::limits::{AddressKey, PerAddress};
 use troca_net::stream::Stream;
 use troca_net::Connection;
 use troca_proto::msg::{
@@ -76,10 +78,15 @@ impl Default for ServerConfig {
 /// in a crowd (`download::CROWD_IN_FLIGHT`), each link is shared evenly both ways.
 pub const DEFAULT_UPLOAD_SLOTS: usize = 4;
 
-/// The upload slots of a peer, shared by its connections.
+/// The upload slots of a peer, shared by its connections. One address (an IPv6 /64) holds at
+/// most half of them, so a few slow or hostile connections cannot keep every slot from the
+/// rest of the swarm (and a piece must go out within its time: see `Serving::send_timed`).
 #[derive(Debug)]
 struct UploadSlots {
     slots: Option<Arc<Semaphore>>,
+    /// Slots each address holds now.
+    held: Mutex<std::collections::HashMap<AddressKey, usize>>,
+    per_address: usize,
     /// Counts the slots given back: a connection refused at one value hears of the next.
     freed: tokio::sync::watch::Sender<u64>,
 }
@@ -88,19 +95,38 @@ impl UploadSlots {
     fn new(count: usize) -> Self {
         Self {
             slots: (count > 0).then(|| Arc::new(Semaphore::new(count))),
+            held: Mutex::default(),
+            per_address: (count / 2).max(1),
             freed: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    /// A slot, held until the guard drops; `Err` with a receiver that hears when one is
-    /// given back, if all are taken.
-    fn take(self: &Arc<Self>) -> Result<Slot, tokio::sync::watch::Receiver<u64>> {
+    /// A slot for a piece to `ip`, held until the guard drops; `Err` with a receiver that
+    /// hears when one is given back, if all are taken or `ip`'s address holds its share.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, tokio::sync::watch::Receiver<u64>> {
         let Some(sem) = &self.slots else {
-            return Ok(Slot(None));
+            return Ok(Slot { _taken: None });
         };
-        match Arc::clone(sem).try_acquire_owned() {
-            Ok(permit) => Ok(Slot(Some((permit, Arc::clone(self))))),
-            Err(_) => {
+        let address = AddressKey::of(ip);
+        let mut held = self.held.lock().expect("slots poisoned");
+        let mine = held.get(&address).copied().unwrap_or(0);
+        let permit = if mine < self.per_address {
+            Arc::clone(sem).try_acquire_owned().ok()
+        } else {
+            None
+        };
+        match permit {
+            Some(permit) => {
+                held.insert(address, mine + 1);
+                Ok(Slot {
+                    _taken: Some(Taken {
+                        permit: Some(permit),
+                        slots: Arc::clone(self),
+                        address,
+                    }),
+                })
+            }
+            None => {
                 let mut rx = self.freed.subscribe();
                 rx.borrow_and_update();
                 Err(rx)
@@ -109,15 +135,31 @@ impl UploadSlots {
     }
 }
 
-/// A piece being sent holds one slot.
-struct Slot(Option<(tokio::sync::OwnedSemaphorePermit, Arc<UploadSlots>)>);
+/// A piece being sent holds one slot (`None`: slots are off); dropped, it gives it back.
+struct Slot {
+    _taken: Option<Taken>,
+}
 
-impl Drop for Slot {
+struct Taken {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slots: Arc<UploadSlots>,
+    address: AddressKey,
+}
+
+impl Drop for Taken {
     fn drop(&mut self) {
-        if let Some((permit, slots)) = self.0.take() {
-            drop(permit);
-            slots.freed.send_modify(|n| *n = n.wrapping_add(1));
+        {
+            let mut held = self.slots.held.lock().expect("slots poisoned");
+            if let Some(n) = held.get_mut(&self.address) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&self.address);
+                }
+            }
         }
+        // Given back before those refused hear of it, so the first to ask again gets it.
+        drop(self.permit.take());
+        self.slots.freed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -195,6 +237,7 @@ pub async fn run(
                 news: None,
                 uploads,
                 refused: None,
+                from: addr.ip(),
             };
             if let Err(e) = serving.run(&stop).await {
                 tracing::debug!("peer connection from {addr} ended: {e}");
@@ -238,6 +281,8 @@ struct Serving {
     uploads: Arc<UploadSlots>,
     /// Set once a request was answered busy: a `SlotFree` is owed when a slot is given back.
     refused: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Where the connection comes from (its address's share of the slots).
+    from: IpAddr,
 }
 
 /// What a connection does next.
@@ -428,16 +473,17 @@ impl Serving {
         };
         let (start, len) = layout.range(index.into());
         self.conn.queue(&PieceData { index, len }.into());
+        let within = self.piece_time(len);
         let file = &self.open.as_ref().expect("opened above").1;
-        send_range(
+        let sending = send_range(
             &mut self.conn,
             file,
             start,
             len,
             self.limit.as_deref(),
             self.config.idle_timeout,
-        )
-        .await?;
+        );
+        in_time(within, sending).await?;
         self.served(len);
         Ok(())
     }
@@ -445,7 +491,7 @@ impl Serving {
     /// An upload slot for the piece about to be sent; `None` when all are sending, having
     /// answered the request busy (a `SlotFree` is then owed).
     async fn slot(&mut self) -> Result<Option<Slot>, FrameError> {
-        match self.uploads.take() {
+        match self.uploads.take(self.from) {
             Ok(slot) => Ok(Some(slot)),
             Err(rx) => {
                 crate::stats::PeerStats::add(&self.config.stats.busy_answers, 1);
@@ -455,6 +501,17 @@ impl Serving {
                 Ok(None)
             }
         }
+    }
+
+    /// How long a piece of `len` bytes may take to go out: the idle timeout, plus its time at
+    /// the upload cap shared by every slot. A receiver slower than that loses its connection,
+    /// and gives its slot back.
+    fn piece_time(&self, len: u64) -> Duration {
+        let capped = self.limit.as_ref().map_or(Duration::ZERO, |l| {
+            let share = (l.bytes_per_s / self.config.upload_slots.max(1) as u64).max(1);
+            Duration::from_secs_f64(len as f64 / share as f64)
+        });
+        self.config.idle_timeout + capped
     }
 
     /// A piece of `len` bytes went out.
@@ -483,18 +540,33 @@ impl Serving {
         };
         let (start, len) = partial.layout.range(index.into());
         self.conn.queue(&PieceData { index, len }.into());
+        let within = self.piece_time(len);
         let limit = self.limit.as_deref();
-        send_range(
+        let sending = send_range(
             &mut self.conn,
             &partial.file,
             start,
             len,
             limit,
             self.config.idle_timeout,
-        )
-        .await?;
+        );
+        in_time(within, sending).await?;
         self.served(len);
         Ok(())
+    }
+}
+
+/// Runs `sending` (a piece going out) unless it takes longer than `within`.
+async fn in_time(
+    within: Duration,
+    sending: impl std::future::Future<Output = Result<(), FrameError>>,
+) -> Result<(), FrameError> {
+    match tokio::time::timeout(within, sending).await {
+        Ok(done) => done,
+        Err(_) => Err(FrameError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "a piece took longer than its time to send",
+        ))),
     }
 }
 
@@ -559,9 +631,10 @@ mod tests {
     #[tokio::test]
     async fn past_the_slots_a_request_is_refused_and_hears_when_one_is_given_back() {
         let slots = Arc::new(UploadSlots::new(2));
-        let first = slots.take().expect("a slot");
-        let _second = slots.take().expect("a slot");
-        let Err(rx) = slots.take() else {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = slots.take(a).expect("a slot");
+        let _second = slots.take(b).expect("a slot");
+        let Err(rx) = slots.take(b) else {
             panic!("a third slot out of two")
         };
         // Nothing given back yet: the refused connection has nothing to hear.
@@ -569,13 +642,36 @@ mod tests {
         let mut refused = Some(rx);
         drop(first);
         slot_freed(&mut refused).await;
-        assert!(slots.take().is_ok(), "the slot given back is free");
+        assert!(slots.take(a).is_ok(), "the slot given back is free");
+    }
+
+    #[tokio::test]
+    async fn one_address_holds_at_most_half_the_slots() {
+        let slots = Arc::new(UploadSlots::new(4));
+        let hostile: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_net: IpAddr = "2001:db8::2".parse().unwrap();
+        let held: Vec<Slot> = (0..2)
+            .map(|_| slots.take(hostile).expect("a slot"))
+            .collect();
+        assert!(slots.take(hostile).is_err(), "a third for one address");
+        assert!(
+            slots.take(same_net).is_err(),
+            "the same /64 is the same address"
+        );
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(slots.take(other).is_ok(), "others still get the rest");
+        drop(held);
+        assert!(
+            slots.take(hostile).is_ok(),
+            "given back, they count no more"
+        );
     }
 
     #[tokio::test]
     async fn no_slots_means_no_limit() {
         let slots = Arc::new(UploadSlots::new(0));
-        let held: Vec<Slot> = (0..100).map(|_| slots.take().expect("a slot")).collect();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let held: Vec<Slot> = (0..100).map(|_| slots.take(ip).expect("a slot")).collect();
         assert_eq!(held.len(), 100);
     }
 }
