@@ -462,6 +462,10 @@ pub struct PeerArgs {
     /// downloader asks someone else (0: no limit).
     #[arg(long, default_value_t = troca_peer::server::DEFAULT_UPLOAD_SLOTS, value_name = "N")]
     pub upload_slots: usize,
+    /// A connection silent for this long is closed; a piece must also go out within it (plus
+    /// its time at --max-rate), or the connection is closed and its upload slot freed.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
     /// Serve pieces without TLS, and download from peers that do too (a benchmark, a link
     /// already encrypted). Peers otherwise serve TLS with a key kept in
     /// ~/.local/share/troca/peer and registered with the tracker.

@@ -438,3 +438,63 @@ fn requests_past_the_upload_slots_are_answered_busy_and_asked_again_when_one_fre
     // Every piece went out once per downloader: refusals cost no extra copies.
     assert_eq!(value("troca_peer_pieces_served_total "), 3 * 12);
 }
+
+/// A downloader that takes its pieces a trickle at a time cannot keep a peer's only upload
+/// slot: its piece must go out within the idle timeout (and no write may stall that long), so
+/// its connection is closed, the slot is freed, and an honest downloader gets the file while
+/// the slow one is still far from having its pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_too_slow_for_a_piece_loses_its_upload_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Scratch::new();
+    let t = start_tracker();
+    let seed_dir = s.tmp.path().join("seeder");
+    std::fs::create_dir(&seed_dir).unwrap();
+    let path = seed_dir.join("slow.bin");
+    random_file(&path, 8 << 20, "slow");
+    let id = *blake3::hash(&std::fs::read(&path).unwrap()).as_bytes();
+    let seeder = start_peer(
+        &seed_dir,
+        &t,
+        &["--plaintext", "--upload-slots", "1", "--idle-timeout", "3s"],
+    );
+    // The hostile downloader: a tiny receive window, every piece asked for, then a trickle.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(seeder.addr.parse().unwrap()).await.unwrap();
+    let mut out = Vec::new();
+    let hello = troca_proto::msg::Hello {
+        magic: troca_proto::MAGIC,
+        version: troca_proto::PROTOCOL_VERSION,
+        client: "slow".into(),
+        token: None,
+        owner_key: None,
+    };
+    troca_proto::encode_frame(&hello.into(), &mut out);
+    for index in 0..8 {
+        troca_proto::encode_frame(&troca_proto::msg::GetPiece { id, index }.into(), &mut out);
+    }
+    tcp.write_all(&out).await.unwrap();
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&got);
+    let trickle = tokio::spawn(async move {
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+            counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // The honest downloader, started while the slow one holds the only slot.
+    let dir = s.tmp.path().join("honest");
+    std::fs::create_dir(&dir).unwrap();
+    let honest = swarm(
+        &t,
+        &dir,
+        &["swarm", "get", "slow.bin", "--no-share", "--plaintext"],
+    );
+    ok(&honest);
+    assert_eq!(hash_file(&dir.join("slow.bin")), hash_file(&path));
+    let slow = got.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(slow < 8 << 20, "the slow one had only {slow} bytes");
+    trickle.abort();
+}
