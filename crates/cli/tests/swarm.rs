@@ -14,6 +14,16 @@ fn start_tracker() -> Daemon {
 
 /// `troca peer DIR` registered with `tracker`, with extra `args`.
 fn start_peer(dir: &Path, tracker: &Daemon, args: &[&str]) -> Daemon {
+    start_peer_with_lines(dir, tracker, args, 0).0
+}
+
+/// [`start_peer`], also returning the `extra` lines it prints after `listening on`.
+fn start_peer_with_lines(
+    dir: &Path,
+    tracker: &Daemon,
+    args: &[&str],
+    extra: usize,
+) -> (Daemon, Vec<String>) {
     let mut all = vec![
         "peer".as_ref(),
         dir.as_os_str(),
@@ -21,7 +31,7 @@ fn start_peer(dir: &Path, tracker: &Daemon, args: &[&str]) -> Daemon {
         tracker.addr.as_ref(),
     ];
     all.extend(args.iter().map(std::ffi::OsStr::new));
-    Daemon::start(&all)
+    Daemon::start_with_lines(&all, extra)
 }
 
 fn swarm(tracker: &Daemon, cwd: &Path, args: &[&str]) -> Output {
@@ -31,6 +41,14 @@ fn swarm(tracker: &Daemon, cwd: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// A folder for a seeder holding one random file `name` of `bytes`; returns the folder.
+fn seeder_folder(s: &Scratch, name: &str, bytes: u64) -> std::path::PathBuf {
+    let dir = s.tmp.path().join("seeder");
+    std::fs::create_dir(&dir).unwrap();
+    random_file(&dir.join(name), bytes, name);
+    dir
 }
 
 /// `n` downloaders started at once, each running `troca ARGS` in its own folder (`downI`).
@@ -323,9 +341,7 @@ fn the_peer_menu_registers_lists_downloads_and_quits() {
 fn downloaders_started_together_trade_pieces_with_each_other() {
     let s = Scratch::new();
     let t = start_tracker();
-    let seed_dir = s.tmp.path().join("seeder");
-    std::fs::create_dir(&seed_dir).unwrap();
-    random_file(&seed_dir.join("crowd.bin"), 24 << 20, "crowd");
+    let seed_dir = seeder_folder(&s, "crowd.bin", 24 << 20);
     let seeder = start_peer(&seed_dir, &t, &["--max-rate", "8M"]);
     let gets = downloaders(&s, &t, 4, &["--json", "swarm", "get", "crowd.bin"]);
     let want = hash_file(&seed_dir.join("crowd.bin"));
@@ -353,9 +369,7 @@ fn downloaders_started_together_trade_pieces_with_each_other() {
 fn swarm_get_without_sharing_is_a_client_only() {
     let s = Scratch::new();
     let t = start_tracker();
-    let dir = s.tmp.path().join("seeder");
-    std::fs::create_dir(&dir).unwrap();
-    random_file(&dir.join("solo.bin"), 3 << 20, "solo");
+    let dir = seeder_folder(&s, "solo.bin", 3 << 20);
     let seeder = start_peer(&dir, &t, &[]);
     let out = swarm(
         &t,
@@ -389,24 +403,16 @@ fn swarm_get_without_sharing_is_a_client_only() {
 fn requests_past_the_upload_slots_are_answered_busy_and_asked_again_when_one_frees() {
     let s = Scratch::new();
     let t = start_tracker();
-    let seed_dir = s.tmp.path().join("seeder");
-    std::fs::create_dir(&seed_dir).unwrap();
-    random_file(&seed_dir.join("slots.bin"), 12 << 20, "slots");
-    let (_seeder, lines) = Daemon::start_with_lines(
-        &[
-            "peer".as_ref(),
-            seed_dir.as_os_str(),
-            "--tracker".as_ref(),
-            t.addr.as_ref(),
-            "--upload-slots".as_ref(),
-            "1".as_ref(),
-            "--max-rate".as_ref(),
-            "16M".as_ref(),
-            "--metrics".as_ref(),
-            "127.0.0.1:0".as_ref(),
-        ],
-        2,
-    );
+    let seed_dir = seeder_folder(&s, "slots.bin", 12 << 20);
+    let args = [
+        "--upload-slots",
+        "1",
+        "--max-rate",
+        "16M",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    let (_seeder, lines) = start_peer_with_lines(&seed_dir, &t, &args, 2);
     let metrics = lines
         .iter()
         .find_map(|l| l.strip_prefix("metrics "))
@@ -448,10 +454,8 @@ async fn a_receiver_too_slow_for_a_piece_loses_its_upload_slot() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = Scratch::new();
     let t = start_tracker();
-    let seed_dir = s.tmp.path().join("seeder");
-    std::fs::create_dir(&seed_dir).unwrap();
+    let seed_dir = seeder_folder(&s, "slow.bin", 8 << 20);
     let path = seed_dir.join("slow.bin");
-    random_file(&path, 8 << 20, "slow");
     let id = *blake3::hash(&std::fs::read(&path).unwrap()).as_bytes();
     let seeder = start_peer(
         &seed_dir,
@@ -475,13 +479,21 @@ async fn a_receiver_too_slow_for_a_piece_loses_its_upload_slot() {
         troca_proto::encode_frame(&troca_proto::msg::GetPiece { id, index }.into(), &mut out);
     }
     tcp.write_all(&out).await.unwrap();
-    let got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = std::sync::Arc::clone(&got);
+    // Once the honest download is done, it reads what is left at full speed, to its end.
+    let drain = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let draining = std::sync::Arc::clone(&drain);
     let trickle = tokio::spawn(async move {
-        let mut buf = [0u8; 1024];
-        while let Ok(n @ 1..) = tcp.read(&mut buf).await {
-            counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let (mut got, mut buf) = (0u64, vec![0u8; 1 << 16]);
+        loop {
+            let fast = draining.load(std::sync::atomic::Ordering::Relaxed);
+            let want = if fast { buf.len() } else { 1024 };
+            match tcp.read(&mut buf[..want]).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got += n as u64,
+            }
+            if !fast {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     });
     // The honest downloader, started while the slow one holds the only slot.
@@ -494,7 +506,10 @@ async fn a_receiver_too_slow_for_a_piece_loses_its_upload_slot() {
     );
     ok(&honest);
     assert_eq!(hash_file(&dir.join("slow.bin")), hash_file(&path));
-    let slow = got.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(slow < 8 << 20, "the slow one had only {slow} bytes");
-    trickle.abort();
+    drain.store(true, std::sync::atomic::Ordering::Relaxed);
+    let slow = trickle.await.unwrap();
+    assert!(
+        slow < 8 << 20,
+        "the peer closed the slow connection before its pieces were all sent ({slow} bytes came)"
+    );
 }

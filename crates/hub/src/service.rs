@@ -57,13 +57,6 @@ pub struct Hub {
     started: Instant,
 }
 
-fn page_after<'a>(prefix: &'a str, after: &'a Option<String>) -> ListQuery<'a> {
-    ListQuery {
-        after: after.as_deref(),
-        ..ListQuery::first(prefix)
-    }
-}
-
 /// A listing read a page at a time, in byte order of the names.
 #[derive(Debug)]
 pub struct Listing {
@@ -82,7 +75,9 @@ impl Listing {
         }
         let hub = Arc::clone(&self.hub);
         let (prefix, after) = (self.prefix.clone(), self.after.take());
-        let page = blocking(move || hub.list_page_blocking(page_after(&prefix, &after))).await?;
+        let page =
+            blocking(move || hub.list_page_blocking(ListQuery::after(&prefix, after.as_deref())))
+                .await?;
         Ok(Some(self.advance(page)))
     }
 
@@ -94,7 +89,7 @@ impl Listing {
         let after = self.after.take();
         let page = self
             .hub
-            .list_page_blocking(page_after(&self.prefix, &after))?;
+            .list_page_blocking(ListQuery::after(&self.prefix, after.as_deref()))?;
         Ok(Some(self.advance(page)))
     }
 
@@ -102,15 +97,6 @@ impl Listing {
         self.done = page.next.is_none();
         self.after = page.next;
         page.entries
-    }
-
-    /// Every page, read into one list: for the faces that answer a listing as a whole.
-    pub async fn all(mut self) -> Result<Vec<Entry>, HubError> {
-        let mut out = Vec::new();
-        while let Some(page) = self.next_page().await? {
-            out.extend(page);
-        }
-        Ok(out)
     }
 }
 

@@ -1096,15 +1096,10 @@ impl Worker {
 
     /// The peer was busy for `index`: it goes back to the schedule for others, and this peer
     /// is asked nothing more until it sends `SlotFree`.
-    fn turned_away<P>(&mut self, shared: &Shared<P>, index: u32) {
+    fn turned_away<P: Progress>(&mut self, shared: &Shared<P>, index: u32) {
         self.answered(shared, index);
         self.busy = true;
-        shared
-            .schedule
-            .lock()
-            .expect("not poisoned")
-            .release(self.id, index);
-        shared.wake.notify_waiters();
+        shared.release(self.id, index);
     }
 
     /// `index` from this peer was bad (failed verification, or refused though claimed): asked

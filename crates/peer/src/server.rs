@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use troca_net::connection::FrameError;
-use troca_net::limits::{AddressKey, PerAddress};
+use troca_net::limits::{AddressSlot, PerAddress};
 use troca_net::stream::Stream;
 use troca_net::Connection;
 use troca_proto::msg::{
@@ -84,9 +84,8 @@ pub const DEFAULT_UPLOAD_SLOTS: usize = 4;
 #[derive(Debug)]
 struct UploadSlots {
     slots: Option<Arc<Semaphore>>,
-    /// Slots each address holds now.
-    held: Mutex<std::collections::HashMap<AddressKey, usize>>,
-    per_address: usize,
+    /// Slots each address holds now, at most half of them.
+    per_address: Arc<PerAddress>,
     /// Counts the slots given back: a connection refused at one value hears of the next.
     freed: tokio::sync::watch::Sender<u64>,
 }
@@ -95,8 +94,7 @@ impl UploadSlots {
     fn new(count: usize) -> Self {
         Self {
             slots: (count > 0).then(|| Arc::new(Semaphore::new(count))),
-            held: Mutex::default(),
-            per_address: (count / 2).max(1),
+            per_address: PerAddress::new((count / 2).max(1)),
             freed: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -107,26 +105,19 @@ impl UploadSlots {
         let Some(sem) = &self.slots else {
             return Ok(Slot { _taken: None });
         };
-        let address = AddressKey::of(ip);
-        let mut held = self.held.lock().expect("slots poisoned");
-        let mine = held.get(&address).copied().unwrap_or(0);
-        let permit = if mine < self.per_address {
-            Arc::clone(sem).try_acquire_owned().ok()
-        } else {
-            None
-        };
-        match permit {
-            Some(permit) => {
-                held.insert(address, mine + 1);
-                Ok(Slot {
-                    _taken: Some(Taken {
-                        permit: Some(permit),
-                        slots: Arc::clone(self),
-                        address,
-                    }),
-                })
-            }
-            None => {
+        let address = self.per_address.take(ip);
+        let permit = address
+            .as_ref()
+            .and_then(|_| Arc::clone(sem).try_acquire_owned().ok());
+        match (permit, address) {
+            (Some(permit), Some(address)) => Ok(Slot {
+                _taken: Some(Taken {
+                    permit: Some(permit),
+                    address: Some(address),
+                    slots: Arc::clone(self),
+                }),
+            }),
+            _ => {
                 let mut rx = self.freed.subscribe();
                 rx.borrow_and_update();
                 Err(rx)
@@ -142,23 +133,15 @@ struct Slot {
 
 struct Taken {
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    address: Option<AddressSlot>,
     slots: Arc<UploadSlots>,
-    address: AddressKey,
 }
 
 impl Drop for Taken {
     fn drop(&mut self) {
-        {
-            let mut held = self.slots.held.lock().expect("slots poisoned");
-            if let Some(n) = held.get_mut(&self.address) {
-                *n -= 1;
-                if *n == 0 {
-                    held.remove(&self.address);
-                }
-            }
-        }
         // Given back before those refused hear of it, so the first to ask again gets it.
         drop(self.permit.take());
+        drop(self.address.take());
         self.slots.freed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }

@@ -57,9 +57,15 @@ pub struct ListQuery<'a> {
 impl<'a> ListQuery<'a> {
     /// The first page of the names starting with `prefix`.
     pub fn first(prefix: &'a str) -> Self {
+        Self::after(prefix, None)
+    }
+
+    /// The page of the names starting with `prefix` that comes after name `after` (`None`: the
+    /// first page).
+    pub fn after(prefix: &'a str, after: Option<&'a str>) -> Self {
         Self {
             prefix,
-            after: None,
+            after,
             limit: LIST_PAGE,
         }
     }
@@ -221,10 +227,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let mut totals = Totals::default();
         let mut after: Option<String> = None;
         loop {
-            let page = self.list(ListQuery {
-                after: after.as_deref(),
-                ..ListQuery::first("")
-            })?;
+            let page = self.list(ListQuery::after("", after.as_deref()))?;
             for e in page.entries.iter().filter(|e| !e.name.ends_with('/')) {
                 totals.files += 1;
                 totals.bytes += e.size;

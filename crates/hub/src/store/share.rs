@@ -595,14 +595,7 @@ impl Share {
                         && child.key.starts_with(prefix)
                         && RemoteName::parse(child.name()).is_ok()
                     {
-                        let modified_ns =
-                            rustix::fs::fstat(&sub).map_or(0, |st| stat_mtime_ns(&st));
-                        walk.out.push(Entry {
-                            name: child.key,
-                            size: 0,
-                            modified_ns,
-                            blake3: None,
-                        });
+                        walk.out.push(folder_entry(child.key, &sub));
                     }
                 }
                 FileType::RegularFile | FileType::Symlink => {
@@ -640,14 +633,7 @@ impl Share {
                         continue;
                     };
                     if want.folder(&child.key) && RemoteName::parse(child.name()).is_ok() {
-                        let modified_ns =
-                            rustix::fs::fstat(&sub).map_or(0, |st| stat_mtime_ns(&st));
-                        out.push(Entry {
-                            name: child.key.clone(),
-                            size: 0,
-                            modified_ns,
-                            blake3: None,
-                        });
+                        out.push(folder_entry(child.key.clone(), &sub));
                     }
                     self.search(&sub, child.name(), want, depth + 1, out);
                 }
@@ -659,6 +645,16 @@ impl Share {
                 _ => {}
             }
         }
+    }
+}
+
+/// Folder `name` (`NAME/`, open as `dir`) as an entry of its own.
+fn folder_entry(name: String, dir: &OwnedFd) -> Entry {
+    Entry {
+        name,
+        size: 0,
+        modified_ns: rustix::fs::fstat(dir).map_or(0, |st| stat_mtime_ns(&st)),
+        blake3: None,
     }
 }
 
@@ -779,11 +775,7 @@ fn sorted_children(dir: &OwnedFd, rel: &str, keep: &dyn Fn(&str, FileType) -> bo
             if own == "." || own == ".." {
                 return None;
             }
-            let kind = match e.file_type() {
-                FileType::Unknown => rustix::fs::statat(dir, own, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_or(FileType::Unknown, |st| FileType::from_raw_mode(st.st_mode)),
-                k => k,
-            };
+            let kind = kind_of(dir, &e).unwrap_or(FileType::Unknown);
             key.clear();
             if !rel.is_empty() {
                 key.push_str(rel);
@@ -803,6 +795,17 @@ fn sorted_children(dir: &OwnedFd, rel: &str, keep: &dyn Fn(&str, FileType) -> bo
     out
 }
 
+/// What entry `e` of folder `dir` is, without following a link (asked of the disk when the
+/// folder's listing does not say).
+fn kind_of(dir: &OwnedFd, e: &rustix::fs::DirEntry) -> io::Result<FileType> {
+    Ok(match e.file_type() {
+        FileType::Unknown => FileType::from_raw_mode(
+            rustix::fs::statat(dir, e.file_name(), AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+        ),
+        k => k,
+    })
+}
+
 /// The entries of a folder (without `.` and `..`), kinds resolved without following links.
 fn children(dir: &OwnedFd) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
     let mut out = Vec::new();
@@ -813,12 +816,7 @@ fn children(dir: &OwnedFd) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
             continue;
         }
         let name = OsStr::from_bytes(name).to_owned();
-        let kind = match e.file_type() {
-            FileType::Unknown => FileType::from_raw_mode(
-                rustix::fs::statat(dir, e.file_name(), AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-            ),
-            k => k,
-        };
+        let kind = kind_of(dir, &e)?;
         out.push((name, kind));
     }
     Ok(out)
