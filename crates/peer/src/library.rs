@@ -318,7 +318,8 @@ mod tests {
     #[test]
     fn ids_are_the_blake3_of_the_contents_and_pieces_merge_up_to_them() {
         let d = tempfile::tempdir().unwrap();
-        let big: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i| (i % 251) as u8).collect();
+        let piece = troca_proto::pieces::MIN_PIECE as usize;
+        let big: Vec<u8> = (0..3 * piece + 5).map(|i| (i % 251) as u8).collect();
         write(d.path(), "big.bin", &big);
         write(d.path(), "sub/small.txt", b"hello");
         let lib = Library::new(d.path().to_path_buf(), false);

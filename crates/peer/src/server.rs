@@ -74,9 +74,11 @@ impl Default for ServerConfig {
     }
 }
 
-/// Pieces a peer sends at once unless told otherwise: with as many requests out per downloader
-/// in a crowd (`download::CROWD_IN_FLIGHT`), each link is shared evenly both ways.
-pub const DEFAULT_UPLOAD_SLOTS: usize = 4;
+/// Pieces a peer sends at once unless told otherwise. Fewer requests out per downloader than
+/// this (`download::CROWD_IN_FLIGHT` is more) would leave slots empty in a crowd; one address
+/// holds at most half, which is also what a downloader keeps at a full copy
+/// (`download::Options::pipeline`).
+pub const DEFAULT_UPLOAD_SLOTS: usize = 8;
 
 /// The upload slots of a peer, shared by its connections. One address (an IPv6 /64) holds at
 /// most half of them, so a few slow or hostile connections cannot keep every slot from the

@@ -17,7 +17,8 @@ use troca_proto::pieces::Layout;
 use troca_proto::tracker::PeerAddr;
 use troca_proto::{Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
-const MIB: usize = 1 << 20;
+/// The pieces of files this small (sizes and rates below are counted in them).
+const PIECE: usize = troca_proto::pieces::MIN_PIECE as usize;
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
@@ -79,7 +80,7 @@ fn plain(addrs: &[SocketAddr]) -> Vec<PeerAddr> {
 
 #[tokio::test]
 async fn a_corrupt_peer_is_dropped_and_the_file_is_still_right() {
-    let data = bytes(24 * MIB + 77, 1);
+    let data = bytes(24 * PIECE + 77, 1);
     let (a, b, c) = (
         share(&data, "f.bin"),
         share(&data, "f.bin"),
@@ -89,7 +90,7 @@ async fn a_corrupt_peer_is_dropped_and_the_file_is_still_right() {
     // enough, however loaded the machine, for the corrupt peer to fail as often as it takes to
     // be dropped (else the download could end first, and this test would see it fail once).
     let good = || ServerConfig {
-        max_rate: Some(12 * MIB as u64),
+        max_rate: Some(12 * PIECE as u64),
         ..ServerConfig::default()
     };
     let (pa, _sa) = serve(a.path(), good()).await;
@@ -100,7 +101,7 @@ async fn a_corrupt_peer_is_dropped_and_the_file_is_still_right() {
     let path = c.path().join("f.bin");
     let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
     let mut rotten = data.clone();
-    for piece in rotten.chunks_mut(MIB) {
+    for piece in rotten.chunks_mut(PIECE) {
         piece[0] ^= 0xff;
     }
     std::fs::write(&path, &rotten).unwrap();
@@ -232,11 +233,11 @@ async fn dying_peer(data: Vec<u8>, pieces_before_dying: usize) -> SocketAddr {
 
 #[tokio::test]
 async fn a_peer_that_dies_mid_download_costs_only_its_in_flight_pieces() {
-    let data = bytes(16 * MIB, 2);
+    let data = bytes(16 * PIECE, 2);
     let a = share(&data, "f.bin");
     // The healthy peer is slow, so the dying one is surely asked for pieces before it dies.
     let slow = ServerConfig {
-        max_rate: Some(16 * MIB as u64),
+        max_rate: Some(16 * PIECE as u64),
         ..ServerConfig::default()
     };
     let (pa, _sa) = serve(a.path(), slow).await;
@@ -270,10 +271,10 @@ impl Progress for Count {
 
 #[tokio::test]
 async fn an_interrupted_download_resumes_from_its_verified_pieces() {
-    let data = bytes(20 * MIB, 3);
+    let data = bytes(20 * PIECE, 3);
     let a = share(&data, "movie.mkv");
     let slow = ServerConfig {
-        max_rate: Some(8 * MIB as u64),
+        max_rate: Some(8 * PIECE as u64),
         ..ServerConfig::default()
     };
     let (slow_peer, stop_slow) = serve(a.path(), slow).await;
@@ -296,7 +297,7 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
     stop_slow.cancel();
     let held = count.0.load(Ordering::Relaxed);
     assert!(
-        held >= 2 * MIB as u64,
+        held >= 2 * PIECE as u64,
         "some pieces arrived first ({held} bytes)"
     );
     let hex = blake3::Hash::from_bytes(want.id).to_hex();
@@ -319,7 +320,7 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
         .find(|i| bits[i / 8] & (1 << (i % 8)) != 0)
         .expect("a piece is held");
     let f = std::fs::File::options().write(true).open(&part).unwrap();
-    let at = first as u64 * MIB as u64 + 10;
+    let at = first as u64 * PIECE as u64 + 10;
     std::os::unix::fs::FileExt::write_all_at(&f, b"spoiled", at).unwrap();
     drop(f);
 
@@ -336,7 +337,7 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
     .await
     .unwrap();
     assert_eq!(std::fs::read(&o.path).unwrap(), data);
-    let held_pieces = held / MIB as u64;
+    let held_pieces = held / PIECE as u64;
     assert_eq!(
         o.resumed_pieces,
         held_pieces - 1,
@@ -344,7 +345,7 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
     );
     assert_eq!(
         count.0.load(Ordering::Relaxed),
-        data.len() as u64 - o.resumed_pieces * MIB as u64,
+        data.len() as u64 - o.resumed_pieces * PIECE as u64,
         "only the missing pieces were downloaded"
     );
     assert!(!out.path().join(PARTIAL_DIR).exists());
@@ -352,7 +353,7 @@ async fn an_interrupted_download_resumes_from_its_verified_pieces() {
 
 #[tokio::test]
 async fn a_download_never_overwrites_a_local_file() {
-    let data = bytes(3 * MIB, 4);
+    let data = bytes(3 * PIECE, 4);
     let a = share(&data, "photo.png");
     let (pa, _s) = serve(a.path(), ServerConfig::default()).await;
     let out = tempfile::tempdir().unwrap();
@@ -376,7 +377,7 @@ async fn a_download_never_overwrites_a_local_file() {
 
 #[tokio::test]
 async fn when_every_peer_is_gone_the_error_says_so_and_keeps_what_arrived() {
-    let data = bytes(6 * MIB, 5);
+    let data = bytes(6 * PIECE, 5);
     let dying = dying_peer(data.clone(), 2).await;
     let out = tempfile::tempdir().unwrap();
     let want = wanted(&data, "f.bin");
@@ -406,7 +407,7 @@ async fn when_every_peer_is_gone_the_error_says_so_and_keeps_what_arrived() {
 
 #[tokio::test]
 async fn the_end_does_not_wait_for_the_slowest_peer() {
-    let data = bytes(8 * MIB, 6);
+    let data = bytes(8 * PIECE, 6);
     let (a, b) = (share(&data, "f.bin"), share(&data, "f.bin"));
     // So slow that one piece from it would take 16 s: if the download waited for the pieces it
     // was asked for, it would end with pieces from it. In the end game the fast peer fetches
@@ -483,11 +484,11 @@ async fn bitfield_liar(data: &[u8]) -> SocketAddr {
 
 #[tokio::test]
 async fn a_peer_lying_in_its_bitfield_is_dropped_and_the_download_completes() {
-    let data = bytes(12 * MIB, 9);
+    let data = bytes(12 * PIECE, 9);
     let a = share(&data, "f.bin");
     // The honest peer is slow, so the liar is surely asked (and found out) meanwhile.
     let slow = ServerConfig {
-        max_rate: Some(12 * MIB as u64),
+        max_rate: Some(12 * PIECE as u64),
         ..ServerConfig::default()
     };
     let (honest, _s) = serve(a.path(), slow).await;
@@ -515,10 +516,10 @@ async fn a_peer_lying_in_its_bitfield_is_dropped_and_the_download_completes() {
 /// pieces an interrupted attempt left verified.
 #[tokio::test]
 async fn a_resumed_download_shares_the_pieces_it_already_holds() {
-    let data = bytes(12 * MIB, 4);
+    let data = bytes(12 * PIECE, 4);
     let a = share(&data, "f.bin");
     let slow = ServerConfig {
-        max_rate: Some(6 * MIB as u64),
+        max_rate: Some(6 * PIECE as u64),
         ..ServerConfig::default()
     };
     let (peer, _s) = serve(a.path(), slow).await;
@@ -532,13 +533,13 @@ async fn a_resumed_download_shares_the_pieces_it_already_holds() {
             async move { download(&want, &plain(&[peer]), &dir, &fast_options(), count).await },
         )
     };
-    while count.0.load(Ordering::Relaxed) < 2 * MIB as u64 {
+    while count.0.load(Ordering::Relaxed) < 2 * PIECE as u64 {
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     first.abort();
     let _ = first.await;
-    let held = count.0.load(Ordering::Relaxed) / MIB as u64;
+    let held = count.0.load(Ordering::Relaxed) / PIECE as u64;
 
     let partials = Arc::new(troca_peer::partial::Partials::default());
     let options = Options {

@@ -20,9 +20,9 @@ struct Args {
     /// The file's size in MiB.
     #[arg(long, default_value_t = 256)]
     file_mib: usize,
-    /// Piece size in MiB.
-    #[arg(long, default_value_t = 1)]
-    piece_mib: usize,
+    /// Piece size in KiB (default: troca's own for a file of that size).
+    #[arg(long)]
+    piece_kib: Option<usize>,
     /// Upload rate of every downloader, Mbit/s.
     #[arg(long, default_value_t = 100.0)]
     up: f64,
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = troca_peer::download::CROWD_IN_FLIGHT)]
     max_incoming: usize,
     /// Requests a downloader keeps at each peer while all it knows hold the whole file.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = troca_peer::download::DEFAULT_PIPELINE)]
     pipeline: usize,
     /// Pieces an uploader sends at once (0: every piece asked of it, sharing its rate). Past
     /// them a request is answered busy, as troca's peers do.
@@ -70,7 +70,11 @@ struct Args {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if a.piece_mib == 0 || a.file_mib < a.piece_mib {
+    let file_bytes = (a.file_mib as u64) << 20;
+    let piece_kib = a
+        .piece_kib
+        .unwrap_or_else(|| (troca_proto::pieces::Layout::for_len(file_bytes).piece >> 10) as usize);
+    if piece_kib == 0 || a.file_mib * 1024 < piece_kib {
         bail!("the file must hold at least one piece");
     }
     let mbit = |r: f64| r * 1e6 / 8.0;
@@ -81,8 +85,8 @@ fn main() -> Result<()> {
     for &peers in &a.peers {
         let setup = model::Setup {
             peers,
-            pieces: a.file_mib / a.piece_mib,
-            piece_bytes: (a.piece_mib << 20) as f64,
+            pieces: a.file_mib * 1024 / piece_kib,
+            piece_bytes: (piece_kib << 10) as f64,
             seed_up: mbit(a.seed_up),
             up: mbit(a.up),
             down: mbit(a.down),
