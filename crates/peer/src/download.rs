@@ -760,8 +760,8 @@ struct Shared<P> {
 /// requests at each, so every link stays busy. In a crowd a piece in flight at a busy peer
 /// cannot be asked of an idle one, and idle uploaders are what slow a crowd down. A few more
 /// than a peer's upload slots, so the slots stay full while some requests are answered busy
-/// (`troca-swarm-sim`, 1,000 downloaders: 1.24× the fluid bound with 8 in flight, 1.19× with
-/// 12; 3 at each of up to 32 peers was 3.33×).
+/// (`troca-swarm-sim`, 1,000 downloaders, three seeds: 1.19–1.24× the fluid bound with 8 in
+/// flight, 1.19–1.21× with 12; 3 at each of up to 32 peers was 3.33×).
 pub const CROWD_IN_FLIGHT: usize = 12;
 
 impl<P: Progress> Shared<P> {
