@@ -16,7 +16,7 @@
 //! - A piece a peer sent corrupted is never asked of it again; a peer that leaves gives its
 //!   pieces in flight back.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// Pieces picked at random (not rarest first) before the downloader holds this many.
 pub const RANDOM_FIRST: usize = 4;
@@ -34,11 +34,42 @@ enum PieceState {
     Done,
 }
 
+/// A set of piece indexes, 64 to a word, so a pick looks at the pieces a peer can give a word
+/// at a time rather than one by one (a file has up to 4,096 pieces, and a crowd picks often).
+#[derive(Debug, Clone, Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn from_bools(b: &[bool]) -> Self {
+        let mut words = vec![0u64; b.len().div_ceil(64)];
+        for (i, _) in b.iter().enumerate().filter(|(_, &x)| x) {
+            words[i / 64] |= 1 << (i % 64);
+        }
+        Self(words)
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, i: usize, on: bool) {
+        if on {
+            self.0[i / 64] |= 1 << (i % 64);
+        } else {
+            self.0[i / 64] &= !(1 << (i % 64));
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.0.iter().any(|&w| w != 0)
+    }
+}
+
 /// What the scheduler knows of one peer.
 #[derive(Debug, Default)]
 struct Peer {
     /// Which pieces it holds (`None`: all of them, a full copy).
-    has: Option<Vec<bool>>,
+    has: Option<Bits>,
     /// Pieces asked of it and not answered yet.
     in_flight: HashSet<u32>,
     /// Pieces it sent corrupted.
@@ -47,7 +78,12 @@ struct Peer {
 
 impl Peer {
     fn holds(&self, index: usize) -> bool {
-        self.has.as_ref().is_none_or(|h| h[index])
+        self.has.as_ref().is_none_or(|h| h.get(index))
+    }
+
+    /// Which of the pieces in word `k` of a set it holds.
+    fn word(&self, k: usize) -> u64 {
+        self.has.as_ref().map_or(u64::MAX, |h| h.0[k])
     }
 }
 
@@ -55,6 +91,8 @@ impl Peer {
 #[derive(Debug)]
 pub struct Scheduler {
     state: Vec<PieceState>,
+    /// The pieces in state `Missing` (asked of nobody, not done), kept beside `state`.
+    unasked: Bits,
     /// How many known peers hold each piece.
     holders: Vec<u32>,
     peers: HashMap<PeerId, Peer>,
@@ -79,7 +117,9 @@ impl Scheduler {
     /// drives the random choices (tests give a fixed one).
     pub fn new(held: Vec<bool>, seed: u64) -> Self {
         let missing = held.iter().filter(|&&h| !h).count();
+        let needed: Vec<bool> = held.iter().map(|&h| !h).collect();
         Self {
+            unasked: Bits::from_bools(&needed),
             holders: vec![0; held.len()],
             done: held.len() - missing,
             state: held
@@ -92,7 +132,7 @@ impl Scheduler {
                     }
                 })
                 .collect(),
-            peers: HashMap::new(),
+            peers: HashMap::default(),
             missing,
             rng: SplitMix(seed),
         }
@@ -136,7 +176,7 @@ impl Scheduler {
         self.peers.insert(
             peer,
             Peer {
-                has,
+                has: has.as_deref().map(Bits::from_bools),
                 ..Peer::default()
             },
         );
@@ -154,8 +194,8 @@ impl Scheduler {
             .get_mut(&peer)
             .ok_or(Refusal::UnknownPeer(peer))?;
         if let Some(has) = &mut p.has {
-            if !has[i] {
-                has[i] = true;
+            if !has.get(i) {
+                has.set(i, true);
                 self.holders[i] += 1;
             }
         }
@@ -202,41 +242,36 @@ impl Scheduler {
     /// that may be asked of it now.
     pub fn pick(&mut self, peer: PeerId) -> Option<u32> {
         let p = self.peers.get(&peer)?;
-        let usable = |i: usize| {
-            p.holds(i) && !p.avoid.contains(&(i as u32)) && !p.in_flight.contains(&(i as u32))
-        };
-        let fresh: Vec<usize> = (0..self.state.len())
-            .filter(|&i| self.state[i] == PieceState::Missing && usable(i))
-            .collect();
-        let unasked = self.state.contains(&PieceState::Missing);
-        let chosen = if fresh.is_empty() {
-            if unasked {
+        let fresh = self.fresh_count(p);
+        let chosen = if fresh == 0 {
+            if self.unasked.any() {
                 // Others hold pieces nobody was asked for yet: no copies before the end game.
                 return None;
             }
-            // End game: the least-asked piece in flight elsewhere.
-            (0..self.state.len())
-                .filter(|&i| usable(i))
-                .filter_map(|i| match self.state[i] {
-                    PieceState::Flight(n) if n < MAX_COPIES => Some((n, i)),
-                    _ => None,
-                })
-                .min()
-                .map(|(_, i)| i)?
+            self.end_game(p)?
         } else if self.done < RANDOM_FIRST {
-            fresh[self.rng.below(fresh.len())]
+            let k = self.rng.below(fresh);
+            self.fresh(p).nth(k)?
         } else {
-            let rarest = fresh.iter().map(|&i| self.holders[i]).min()?;
-            let equals: Vec<usize> = fresh
-                .into_iter()
+            // The fewest holders, and how many pieces have that few, in one pass.
+            let (rarest, equals) =
+                self.fresh(p)
+                    .fold((u32::MAX, 0), |(least, n), i| match self.holders[i] {
+                        h if h < least => (h, 1),
+                        h if h == least => (least, n + 1),
+                        _ => (least, n),
+                    });
+            let k = self.rng.below(equals);
+            self.fresh(p)
                 .filter(|&i| self.holders[i] == rarest)
-                .collect();
-            equals[self.rng.below(equals.len())]
+                .nth(k)?
         };
         self.state[chosen] = match self.state[chosen] {
             PieceState::Flight(n) => PieceState::Flight(n + 1),
             _ => PieceState::Flight(1),
         };
+        self.unasked.set(chosen, false);
+        debug_assert!(!p_in_flight(self, peer, chosen), "asked twice");
         self.peers
             .get_mut(&peer)
             .expect("looked up above")
@@ -245,12 +280,57 @@ impl Scheduler {
         Some(chosen as u32)
     }
 
+    /// The pieces asked of nobody that `p` holds and may be asked for, in order. (None of them
+    /// is in `p`'s flight: a piece in flight is not `Missing`.)
+    fn fresh<'a>(&'a self, p: &'a Peer) -> impl Iterator<Item = usize> + 'a {
+        self.unasked
+            .0
+            .iter()
+            .enumerate()
+            .flat_map(move |(k, &w)| {
+                let mut w = w & p.word(k);
+                std::iter::from_fn(move || {
+                    let bit = w.trailing_zeros() as usize;
+                    w &= w.wrapping_sub(1);
+                    (bit < 64).then_some(k * 64 + bit)
+                })
+            })
+            .filter(move |&i| p.avoid.is_empty() || !p.avoid.contains(&(i as u32)))
+    }
+
+    /// How many pieces `fresh` gives, a word at a time when no piece is to be avoided.
+    fn fresh_count(&self, p: &Peer) -> usize {
+        if !p.avoid.is_empty() {
+            return self.fresh(p).count();
+        }
+        let words = self.unasked.0.iter().enumerate();
+        words
+            .map(|(k, &w)| (w & p.word(k)).count_ones() as usize)
+            .sum()
+    }
+
+    /// End game: the least-asked piece `p` holds that is in flight elsewhere.
+    fn end_game(&self, p: &Peer) -> Option<usize> {
+        let usable = |i: usize| {
+            p.holds(i) && !p.avoid.contains(&(i as u32)) && !p.in_flight.contains(&(i as u32))
+        };
+        (0..self.state.len())
+            .filter(|&i| usable(i))
+            .filter_map(|i| match self.state[i] {
+                PieceState::Flight(n) if n < MAX_COPIES => Some((n, i)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, i)| i)
+    }
+
     fn unflight(&mut self, index: u32) {
         let i = index as usize;
         if let PieceState::Flight(n) = self.state[i] {
             self.state[i] = if n > 1 {
                 PieceState::Flight(n - 1)
             } else {
+                self.unasked.set(i, true);
                 PieceState::Missing
             };
         }
@@ -285,10 +365,18 @@ impl Scheduler {
             return false;
         }
         self.state[i] = PieceState::Done;
+        self.unasked.set(i, false);
         self.missing -= 1;
         self.done += 1;
         true
     }
+}
+
+/// Whether `peer` has `index` in flight (for a debug check).
+fn p_in_flight(s: &Scheduler, peer: PeerId, index: usize) -> bool {
+    s.peers
+        .get(&peer)
+        .is_some_and(|p| p.in_flight.contains(&(index as u32)))
 }
 
 /// SplitMix64: a small, fast generator for choices that need spreading, not secrecy.
@@ -427,7 +515,7 @@ mod tests {
                 s.add_peer(id, Some(h.clone())).unwrap();
                 has.push(h);
             }
-            let mut asked: Vec<HashSet<u32>> = vec![HashSet::new(); has.len()];
+            let mut asked: Vec<HashSet<u32>> = vec![HashSet::default(); has.len()];
             for (peer, action, index) in steps {
                 let peer = peer % has.len();
                 match action {
@@ -452,6 +540,7 @@ mod tests {
                 for i in 0..count {
                     let askers = asked.iter().filter(|a| a.contains(&(i as u32))).count();
                     prop_assert!(askers <= MAX_COPIES as usize);
+                    prop_assert_eq!(s.unasked.get(i), s.state[i] == PieceState::Missing);
                 }
             }
             // Drain: peer 0 finishes everything.

@@ -17,8 +17,9 @@
 //! rate of one piece: it gave 1.15× the bound for 10 downloaders where 8 real ones in network
 //! namespaces took 1.26×; sharing each download rate, as here, gives 1.27×.
 
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 use troca_peer::scheduler::{Scheduler, SplitMix};
 
 /// What to simulate.
@@ -83,8 +84,6 @@ struct Transfer {
     /// Bytes per second now, since `since`.
     rate: f64,
     since: At,
-    /// Bumped at each rate change: a finish event of an older version is stale.
-    version: u64,
     /// In one of its uploader's slots (moving bytes), not waiting.
     active: bool,
 }
@@ -121,11 +120,8 @@ enum Event {
         to: usize,
         piece: u32,
     },
-    /// Transfer `t` has sent its last byte (if still at `version`).
-    Sent {
-        t: usize,
-        version: u64,
-    },
+    /// Transfer `t` has sent its last byte.
+    Sent(usize),
     /// A piece from `from` has fully arrived at `to`.
     Arrived {
         from: usize,
@@ -156,6 +152,9 @@ struct Sim {
     setup: Setup,
     nodes: Vec<Node>,
     queue: BinaryHeap<Reverse<(At, u64, Event)>>,
+    /// When each transfer moving bytes sends its last one, apart from `queue`: a rate
+    /// changes many times per piece, and moving its one entry keeps the queues small.
+    finishes: Finishes,
     now: At,
     order: u64,
     transfers: Vec<Option<Transfer>>,
@@ -168,7 +167,7 @@ pub fn run(setup: &Setup) -> Outcome {
     let mut sim = Sim::new(setup.clone());
     let mut events = 0;
     let mut next_trace = 0;
-    while let Some(Reverse((when, _, event))) = sim.queue.pop() {
+    while let Some((when, event)) = sim.next() {
         sim.now = when;
         events += 1;
         if setup.trace && when >= next_trace {
@@ -178,7 +177,7 @@ pub fn run(setup: &Setup) -> Outcome {
         match event {
             Event::Join(n) => sim.join(n),
             Event::Request { from, to, piece } => sim.request(from, to, piece),
-            Event::Sent { t, version } => sim.sent(t, version),
+            Event::Sent(t) => sim.sent(t),
             Event::Arrived { from, to, piece } => sim.arrived(from, to, piece),
             Event::Busy { from, to, piece } => sim.busy(from, to, piece),
             Event::Free { from, to } => sim.free(from, to),
@@ -215,11 +214,11 @@ impl Sim {
     fn new(setup: Setup) -> Self {
         let mut rng = SplitMix(setup.seed);
         let total = setup.peers + 1;
-        let mut neighbors: Vec<HashSet<usize>> = vec![HashSet::new(); total];
+        let mut neighbors: Vec<HashSet<usize>> = vec![HashSet::default(); total];
         for n in 1..total {
             // `neighbors` distinct others at random (all of them in a small swarm).
             let want = setup.neighbors.min(total - 1);
-            let mut picked = HashSet::new();
+            let mut picked = HashSet::default();
             while picked.len() < want {
                 let other = rng.below(total);
                 if other != n {
@@ -253,9 +252,9 @@ impl Sim {
                     leaves_when_done: i > 0 && rng.below(1_000_000) < (setup.leave * 1e6) as usize,
                     sending: Vec::new(),
                     incoming: Vec::new(),
-                    asked: HashMap::new(),
+                    asked: HashMap::default(),
                     asked_total: 0,
-                    busy: HashSet::new(),
+                    busy: HashSet::default(),
                     refused: Vec::new(),
                 }
             })
@@ -264,6 +263,7 @@ impl Sim {
             setup,
             nodes,
             queue: BinaryHeap::new(),
+            finishes: Finishes::default(),
             now: 0,
             order: 0,
             transfers: Vec::new(),
@@ -275,6 +275,16 @@ impl Sim {
             sim.push(when, Event::Join(i));
         }
         sim
+    }
+
+    /// The next event, of both queues: the earliest, and of equals the first queued.
+    fn next(&mut self) -> Option<(At, Event)> {
+        let event = self.queue.peek().map(|Reverse((w, o, _))| (*w, *o));
+        match (event, self.finishes.peek()) {
+            (Some(e), Some(f)) if f < e => self.finishes.pop().map(|(w, t)| (w, Event::Sent(t))),
+            (None, Some(_)) => self.finishes.pop().map(|(w, t)| (w, Event::Sent(t))),
+            _ => self.queue.pop().map(|Reverse((w, _, e))| (w, e)),
+        }
     }
 
     fn push(&mut self, when: At, event: Event) {
@@ -391,7 +401,6 @@ impl Sim {
             remaining: self.setup.piece_bytes,
             rate: 0.0,
             since: self.now,
-            version: 0,
             active: false,
         };
         let index = match self.free.pop() {
@@ -479,7 +488,7 @@ impl Sim {
             .collect();
         caps.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut left = up;
-        let mut rates: HashMap<usize, f64> = HashMap::new();
+        let mut rates: HashMap<usize, f64> = HashMap::default();
         let n = caps.len();
         for (k, (cap, i)) in caps.into_iter().enumerate() {
             let share = left / (n - k) as f64;
@@ -497,26 +506,20 @@ impl Sim {
                 continue;
             }
             t.rate = rate;
-            // Unique across all transfers: a slot is reused, and a stale finish of its former
-            // transfer must not end the new one.
-            self.order += 1;
-            t.version = self.order;
             if rate > 0.0 {
                 let when = now + at(t.remaining / rate);
-                let version = t.version;
-                self.push(when, Event::Sent { t: i, version });
+                self.order += 1;
+                self.finishes.set(i, when, self.order);
+            } else {
+                self.finishes.remove(i);
             }
         }
     }
 
-    fn sent(&mut self, index: usize, version: u64) {
-        let Some(t) = self.transfers[index].as_ref() else {
-            return;
-        };
-        if t.version != version {
-            return;
-        }
-        let t = self.transfers[index].take().expect("checked");
+    fn sent(&mut self, index: usize) {
+        let t = self.transfers[index]
+            .take()
+            .expect("a finish is queued only for a transfer");
         self.free.push(index);
         self.sent += 1;
         self.nodes[t.from].sending.retain(|&i| i != index);
@@ -621,6 +624,95 @@ impl Sim {
             if let Some(s) = self.nodes[y].sched.as_mut() {
                 s.remove_peer(n);
             }
+        }
+    }
+}
+
+/// A min-heap of transfers by finish time, with each transfer's place in it, so a new rate
+/// moves the transfer's one entry instead of leaving a stale one behind.
+#[derive(Debug, Default)]
+struct Finishes {
+    /// (when, order of queuing, transfer).
+    heap: Vec<(At, u64, usize)>,
+    /// Each transfer's index in `heap`, or `usize::MAX`.
+    place: Vec<usize>,
+}
+
+impl Finishes {
+    fn peek(&self) -> Option<(At, u64)> {
+        self.heap.first().map(|&(w, o, _)| (w, o))
+    }
+
+    fn set(&mut self, t: usize, when: At, order: u64) {
+        if self.place.len() <= t {
+            self.place.resize(t + 1, usize::MAX);
+        }
+        let i = match self.place[t] {
+            usize::MAX => {
+                self.heap.push((when, order, t));
+                self.heap.len() - 1
+            }
+            i => {
+                self.heap[i] = (when, order, t);
+                i
+            }
+        };
+        self.place[t] = i;
+        let i = self.up(i);
+        self.down(i);
+    }
+
+    fn remove(&mut self, t: usize) {
+        let Some(&i) = self.place.get(t).filter(|&&i| i != usize::MAX) else {
+            return;
+        };
+        self.place[t] = usize::MAX;
+        let last = self.heap.pop().expect("an entry is placed");
+        if i < self.heap.len() {
+            self.heap[i] = last;
+            self.place[last.2] = i;
+            let i = self.up(i);
+            self.down(i);
+        }
+    }
+
+    fn pop(&mut self) -> Option<(At, usize)> {
+        let &(when, _, t) = self.heap.first()?;
+        self.remove(t);
+        Some((when, t))
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.place[self.heap[a].2] = a;
+        self.place[self.heap[b].2] = b;
+    }
+
+    fn up(&mut self, mut i: usize) -> usize {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[parent] <= self.heap[i] {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+        i
+    }
+
+    fn down(&mut self, mut i: usize) {
+        loop {
+            let mut least = i;
+            for child in [2 * i + 1, 2 * i + 2] {
+                if child < self.heap.len() && self.heap[child] < self.heap[least] {
+                    least = child;
+                }
+            }
+            if least == i {
+                return;
+            }
+            self.swap(i, least);
+            i = least;
         }
     }
 }
