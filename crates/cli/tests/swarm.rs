@@ -441,6 +441,8 @@ fn requests_past_the_upload_slots_are_answered_busy_and_asked_again_when_one_fre
             .unwrap_or_else(|| panic!("{name} in {text}"))
     };
     assert!(value("troca_peer_busy_answers_total ") > 0, "{text}");
+    // Downloaders that do not share are never deferred (nobody could give them the piece).
+    assert_eq!(value("troca_peer_pieces_deferred_total "), 0, "{text}");
     // Every piece went out once per downloader: refusals cost no extra copies.
     let pieces = troca_proto::pieces::Layout::for_len(12 << 20).count();
     assert_eq!(value("troca_peer_pieces_served_total "), 3 * pieces);
@@ -516,4 +518,125 @@ async fn a_receiver_too_slow_for_a_piece_loses_its_upload_slot() {
         slow < asked,
         "the peer closed the slow connection before its pieces were all sent ({slow} of {asked} bytes came)"
     );
+}
+
+/// A connection to a peer that has said hello, as a downloader's.
+async fn peer_connection(
+    addr: &str,
+    recv_buffer: Option<u32>,
+) -> troca_net::connection::Connection<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let mut conn = troca_net::connection::Connection::new(tcp);
+    let hello = troca_proto::msg::Hello {
+        magic: troca_proto::MAGIC,
+        version: troca_proto::PROTOCOL_VERSION,
+        client: "test".into(),
+        token: None,
+        owner_key: None,
+    };
+    conn.send(&hello.into()).await.unwrap();
+    let welcome = conn.read_message().await.unwrap();
+    assert!(
+        matches!(welcome, Some(troca_proto::msg::Message::Welcome(_))),
+        "{welcome:?}"
+    );
+    conn
+}
+
+/// Initial seeding: while some piece has gone to no sharing downloader, a seeder answers busy
+/// a request for a piece it gave one still connected, sends the pieces nobody has, says
+/// `SlotFree` when a slot is given back, and serves the piece again once its holder is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_sends_each_piece_once_before_any_twice() {
+    use troca_proto::msg::{GetPiece, Holding, Message};
+    let s = Scratch::new();
+    let t = start_tracker();
+    let seed_dir = seeder_folder(&s, "crowd.bin", 8 << 20);
+    let id = *blake3::hash(&std::fs::read(seed_dir.join("crowd.bin")).unwrap()).as_bytes();
+    let layout = troca_proto::pieces::Layout::for_len(8 << 20);
+    let last = layout.count() as u32 - 1;
+    let seeder = start_peer(&seed_dir, &t, &["--plaintext", "--upload-slots", "4"]);
+    // A sharing downloader that asks for every piece but the last and reads nothing: the
+    // first pieces go out to it, and one stays sending (more than the kernel's buffers hold).
+    let mut a = peer_connection(&seeder.addr, Some(4096)).await;
+    a.send(&Holding { id, sharing: true }.into()).await.unwrap();
+    assert!(matches!(
+        a.read_message().await.unwrap(),
+        Some(Message::Bitfield(_))
+    ));
+    for index in 0..last {
+        a.queue(&GetPiece { id, index }.into());
+    }
+    a.flush().await.unwrap();
+    // Another sharing downloader asks for piece 0, which `a` holds: busy.
+    let mut b = peer_connection(&seeder.addr, None).await;
+    b.send(&Holding { id, sharing: true }.into()).await.unwrap();
+    assert!(matches!(
+        b.read_message().await.unwrap(),
+        Some(Message::Bitfield(_))
+    ));
+    b.send(&GetPiece { id, index: 0 }.into()).await.unwrap();
+    match b.read_message().await.unwrap() {
+        Some(Message::Error(e)) => assert_eq!(e.code, troca_proto::ErrorCode::Busy, "{e:?}"),
+        other => panic!("piece 0 should wait while piece {last} has gone to nobody: {other:?}"),
+    }
+    // The last piece, which nobody has: sent, and its slot given back brings the SlotFree.
+    b.send(&GetPiece { id, index: last }.into()).await.unwrap();
+    let (_, len) = layout.range(last.into());
+    read_piece(&mut b, last, len).await;
+    assert!(matches!(
+        b.read_message().await.unwrap(),
+        Some(Message::SlotFree(_))
+    ));
+    // `a` leaves: piece 0 is nobody's any more, and the seeder sends it (asked again after
+    // each SlotFree, for as long as `a`'s connection takes to end at the seeder).
+    drop(a);
+    loop {
+        b.send(&GetPiece { id, index: 0 }.into()).await.unwrap();
+        match b.read_message().await.unwrap() {
+            Some(Message::PieceData(p)) => {
+                assert_eq!(p.index, 0);
+                let mut rest = vec![0u8; p.len as usize];
+                read_exactly(&mut b, &mut rest).await;
+                break;
+            }
+            Some(Message::Error(e)) if e.code == troca_proto::ErrorCode::Busy => {
+                let next = b.read_message().await.unwrap();
+                assert!(matches!(next, Some(Message::SlotFree(_))), "{next:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Reads a `PieceData` header for `index` and its `len` bytes.
+async fn read_piece(
+    conn: &mut troca_net::connection::Connection<tokio::net::TcpStream>,
+    index: u32,
+    len: u64,
+) {
+    match conn.read_message().await.unwrap() {
+        Some(troca_proto::msg::Message::PieceData(p)) => {
+            assert_eq!((p.index, p.len), (index, len));
+        }
+        other => panic!("piece {index}: {other:?}"),
+    }
+    let mut bytes = vec![0u8; len as usize];
+    read_exactly(conn, &mut bytes).await;
+}
+
+async fn read_exactly(
+    conn: &mut troca_net::connection::Connection<tokio::net::TcpStream>,
+    dst: &mut [u8],
+) {
+    let mut got = 0;
+    while got < dst.len() {
+        let n = conn.read_raw(&mut dst[got..]).await.unwrap();
+        assert!(n > 0, "the connection ended inside a piece");
+        got += n;
+    }
 }

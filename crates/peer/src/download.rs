@@ -940,7 +940,15 @@ impl Worker {
         let mut conn = tokio::time::timeout(stall, connect(self.peer, &shared.options))
             .await
             .map_err(|_| PeerError::Stalled)??;
-        conn.send(&Holding { id: shared.id }.into()).await?;
+        let sharing = shared.options.share.is_some();
+        conn.send(
+            &Holding {
+                id: shared.id,
+                sharing,
+            }
+            .into(),
+        )
+        .await?;
         let bits = match within(stall, read(&mut conn)).await?? {
             Message::Bitfield(b) if b.id == shared.id => b,
             other => return Err(unexpected(&other)),

@@ -19,6 +19,7 @@ pub mod lookup;
 pub mod partial;
 pub mod scheduler;
 pub mod server;
+pub mod spread;
 pub mod stats;
 mod watch;
 

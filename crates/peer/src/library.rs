@@ -6,11 +6,12 @@
 //! a link could point outside the folder. With `only_images`, a file is shared only if its first
 //! bytes are an image's signature (what it is, not what its name says).
 
+use crate::spread::Spread;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use troca_proto::pieces::Layout;
 use troca_proto::tracker::FileInfo;
 use troca_proto::{Hash, MAX_SHORT_STR};
@@ -26,6 +27,9 @@ pub struct SharedFile {
     pub id: Hash,
     /// The chaining value of each piece (see `troca_proto::pieces`).
     pub pieces: Arc<[Hash]>,
+    /// How far its pieces went, for initial seeding (see [`crate::spread`]): for a file found
+    /// in the folder, not for one downloaded here (others in the crowd hold its pieces too).
+    pub spread: Option<Mutex<Spread>>,
 }
 
 impl SharedFile {
@@ -190,6 +194,7 @@ impl Library {
             mtime_ns: troca_net::transfer::mtime_ns(&meta),
             id,
             pieces,
+            spread: None,
         });
         let mut inner = self.inner.write().expect("not poisoned");
         let before = inner.listing();
@@ -225,6 +230,7 @@ impl Library {
             size: meta.len(),
             mtime_ns: troca_net::transfer::mtime_ns(meta),
             id,
+            spread: Some(Mutex::new(Spread::new(pieces.len()))),
             pieces: pieces.into(),
         }))
     }

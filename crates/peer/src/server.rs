@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// Pieces sent at once, over all connections (0: no limit); past it a request is answered
     /// busy, and `SlotFree` follows when one opens.
     pub upload_slots: usize,
+    /// Initial seeding (see [`crate::spread`]): while some piece of a file found in the folder
+    /// has gone to no sharing downloader, a request for one that has is answered busy.
+    pub super_seed: bool,
     /// Counts what is served, for the metrics.
     pub stats: Arc<crate::stats::PeerStats>,
 }
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             max_rate: None,
             tls: None,
             upload_slots: DEFAULT_UPLOAD_SLOTS,
+            super_seed: true,
             stats: Arc::default(),
         }
     }
@@ -86,6 +90,7 @@ pub const DEFAULT_UPLOAD_SLOTS: usize = 8;
 #[derive(Debug)]
 struct UploadSlots {
     slots: Option<Arc<Semaphore>>,
+    count: usize,
     /// Slots each address holds now, at most half of them.
     per_address: Arc<PerAddress>,
     /// Counts the slots given back: a connection refused at one value hears of the next.
@@ -96,6 +101,7 @@ impl UploadSlots {
     fn new(count: usize) -> Self {
         Self {
             slots: (count > 0).then(|| Arc::new(Semaphore::new(count))),
+            count,
             per_address: PerAddress::new((count / 2).max(1)),
             freed: tokio::sync::watch::Sender::new(0),
         }
@@ -123,6 +129,63 @@ impl UploadSlots {
                 let mut rx = self.freed.subscribe();
                 rx.borrow_and_update();
                 Err(rx)
+            }
+        }
+    }
+}
+
+impl UploadSlots {
+    /// A receiver that hears when a slot is next given back, if any is taken now (so one will
+    /// be); `None` when none is, or slots are off. Subscribed before looking, so a slot given
+    /// back in between is not missed.
+    fn watch_if_sending(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let sem = self.slots.as_ref()?;
+        let mut rx = self.freed.subscribe();
+        rx.borrow_and_update();
+        (sem.available_permits() < self.count).then_some(rx)
+    }
+}
+
+/// The pieces of one shared file given on a connection whose downloader shares them, counted
+/// in the file's [`crate::spread::Spread`] until the connection closes or asks about another file.
+struct Given {
+    file: Arc<SharedFile>,
+    /// One bit per piece.
+    pieces: Vec<u64>,
+}
+
+impl Given {
+    fn new(file: Arc<SharedFile>) -> Self {
+        let words = (file.pieces.len()).div_ceil(64);
+        Self {
+            file,
+            pieces: vec![0; words],
+        }
+    }
+
+    fn give(&mut self, index: u32) {
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        let (Some(w), Some(spread)) = (self.pieces.get_mut(word), &self.file.spread) else {
+            return;
+        };
+        if *w & bit == 0 {
+            *w |= bit;
+            spread.lock().expect("not poisoned").give(index);
+        }
+    }
+}
+
+impl Drop for Given {
+    fn drop(&mut self) {
+        let Some(spread) = &self.file.spread else {
+            return;
+        };
+        let mut spread = spread.lock().expect("not poisoned");
+        for (k, &w) in self.pieces.iter().enumerate() {
+            let mut w = w;
+            while w != 0 {
+                spread.take_back((k * 64) as u32 + w.trailing_zeros());
+                w &= w - 1;
             }
         }
     }
@@ -223,6 +286,7 @@ pub async fn run(
                 uploads,
                 refused: None,
                 from: addr.ip(),
+                given: None,
             };
             if let Err(e) = serving.run(&stop).await {
                 tracing::debug!("peer connection from {addr} ended: {e}");
@@ -268,6 +332,8 @@ struct Serving {
     refused: Option<tokio::sync::watch::Receiver<u64>>,
     /// Where the connection comes from (its address's share of the slots).
     from: IpAddr,
+    /// The shared file the other end said it shares as it downloads, and what it got of it.
+    given: Option<Given>,
 }
 
 /// What a connection does next.
@@ -347,7 +413,7 @@ impl Serving {
             match msg {
                 Message::Pieces(p) => self.send_hashes(&p.id).await?,
                 Message::GetPiece(g) => self.send_piece(&g.id, g.index).await?,
-                Message::Holding(h) => self.send_bitfield(&h.id).await?,
+                Message::Holding(h) => self.send_bitfield(&h.id, h.sharing).await?,
                 other => {
                     let what = format!("a peer does not answer {}", other.name());
                     return self.refuse(ErrorCode::BadRequest, &what).await;
@@ -375,8 +441,14 @@ impl Serving {
 
     /// Answers `Holding`: which pieces are held (all, for a shared file), then news of each new
     /// one for a file being downloaded.
-    async fn send_bitfield(&mut self, id: &Hash) -> Result<(), FrameError> {
+    async fn send_bitfield(&mut self, id: &Hash, sharing: bool) -> Result<(), FrameError> {
+        // A second `Holding` is about another file, or the same one again: what was given
+        // before counts no more (and again from now on, if it still shares).
+        self.given = None;
         if let Some(f) = self.library.get(id) {
+            if sharing && f.spread.is_some() {
+                self.given = Some(Given::new(Arc::clone(&f)));
+            }
             let count = Layout::for_len(f.size).count() as usize;
             let all = Bitfield::of(*id, &vec![true; count]);
             return self.conn.send(&all.into()).await.map_err(Into::into);
@@ -453,9 +525,19 @@ impl Serving {
             self.open = None;
             return self.not_found(id).await;
         }
+        if self.defer(&shared, index).await? {
+            return Ok(());
+        }
         let Some(_slot) = self.slot().await? else {
             return Ok(());
         };
+        if let Some(given) = self
+            .given
+            .as_mut()
+            .filter(|g| Arc::ptr_eq(&g.file, &shared))
+        {
+            given.give(index);
+        }
         let (start, len) = layout.range(index.into());
         self.conn.queue(&PieceData { index, len }.into());
         let within = self.piece_time(len);
@@ -486,6 +568,27 @@ impl Serving {
                 Ok(None)
             }
         }
+    }
+
+    /// Initial seeding: answers busy (a `SlotFree` then owed) a request for a piece a sharing
+    /// downloader has from here while another has gone to none, if a slot is sending (so the
+    /// `SlotFree` will come). Returns whether it did.
+    async fn defer(&mut self, shared: &SharedFile, index: u32) -> Result<bool, FrameError> {
+        let Some(spread) = shared.spread.as_ref().filter(|_| self.config.super_seed) else {
+            return Ok(false);
+        };
+        let Some(rx) = self.uploads.watch_if_sending() else {
+            return Ok(false);
+        };
+        if !spread.lock().expect("not poisoned").defers(index) {
+            return Ok(false);
+        }
+        crate::stats::PeerStats::add(&self.config.stats.busy_answers, 1);
+        crate::stats::PeerStats::add(&self.config.stats.pieces_deferred, 1);
+        self.refused = Some(rx);
+        let why = "this piece is already out in the crowd; ask others for it (SlotFree follows)";
+        self.refuse(ErrorCode::Busy, why).await?;
+        Ok(true)
     }
 
     /// How long a piece of `len` bytes may take to go out: the idle timeout, plus its time at

@@ -18,8 +18,10 @@ pub struct PeerStats {
     pub bad_pieces: AtomicU64,
     /// Peers a download gave up on (bad pieces, stalls, broken connections).
     pub peers_dropped: AtomicU64,
-    /// Requests for pieces answered busy (every upload slot sending).
+    /// Requests for pieces answered busy (every upload slot sending, or deferred).
     pub busy_answers: AtomicU64,
+    /// Of those, requests deferred by initial seeding (the piece is already out in the crowd).
+    pub pieces_deferred: AtomicU64,
 }
 
 impl PeerStats {
@@ -32,7 +34,7 @@ impl PeerStats {
 #[derive(Debug)]
 pub struct PeerMetrics {
     registry: Registry,
-    counters: [Counter; 7],
+    counters: [Counter; 8],
 }
 
 impl Default for PeerMetrics {
@@ -44,7 +46,7 @@ impl Default for PeerMetrics {
 impl PeerMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("troca_peer");
-        let counters: [Counter; 7] = Default::default();
+        let counters: [Counter; 8] = Default::default();
         let names = [
             ("pieces_served", "Pieces sent to other peers"),
             ("bytes_served", "Bytes of pieces sent to other peers"),
@@ -57,7 +59,11 @@ impl PeerMetrics {
             ("peers_dropped", "Peers a download gave up on"),
             (
                 "busy_answers",
-                "Requests for pieces answered busy (every upload slot sending)",
+                "Requests for pieces answered busy (every upload slot sending, or deferred)",
+            ),
+            (
+                "pieces_deferred",
+                "Requests deferred by initial seeding: the piece is already out in the crowd",
             ),
         ];
         for ((name, help), c) in names.into_iter().zip(&counters) {
@@ -76,6 +82,7 @@ impl PeerMetrics {
             &stats.bad_pieces,
             &stats.peers_dropped,
             &stats.busy_answers,
+            &stats.pieces_deferred,
         ];
         for (c, total) in self.counters.iter().zip(now) {
             let (total, seen) = (total.load(Ordering::Relaxed), c.get());

@@ -48,6 +48,13 @@ struct Args {
     /// them a request is answered busy, as troca's peers do.
     #[arg(long, default_value_t = troca_peer::server::DEFAULT_UPLOAD_SLOTS)]
     upload_slots: usize,
+    /// The seeder's upload slots (default: as every other peer's).
+    #[arg(long)]
+    seed_slots: Option<usize>,
+    /// The seeder answers every request, even for a piece it gave someone while another piece
+    /// has gone to no one (troca's seeders defer those: initial seeding).
+    #[arg(long)]
+    no_super_seed: bool,
     /// Past the upload slots, a request waits its turn at the uploader instead of being
     /// answered busy.
     #[arg(long)]
@@ -79,8 +86,18 @@ fn main() -> Result<()> {
     }
     let mbit = |r: f64| r * 1e6 / 8.0;
     println!(
-        "{:>7} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>10}",
-        "peers", "bound s", "median s", "p99 s", "last s", "ratio", "upload", "extra", "events"
+        "{:>7} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>6} {:>8} {:>10}",
+        "peers",
+        "bound s",
+        "median s",
+        "p99 s",
+        "last s",
+        "ratio",
+        "upload",
+        "extra",
+        "seed+",
+        "seeded s",
+        "events"
     );
     for &peers in &a.peers {
         let setup = model::Setup {
@@ -95,6 +112,8 @@ fn main() -> Result<()> {
             max_incoming: a.max_incoming.max(1),
             pipeline: a.pipeline.max(1),
             upload_slots: a.upload_slots,
+            seed_slots: a.seed_slots,
+            super_seed: !a.no_super_seed,
             busy: !a.wait_for_slots,
             trace: a.trace,
             join_over: a.join_over,
@@ -111,7 +130,7 @@ fn main() -> Result<()> {
                 .unwrap_or(f64::NAN)
         };
         println!(
-            "{peers:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>7.0}% {:>5.0}% {:>10}",
+            "{peers:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>7.0}% {:>5.0}% {:>5.1}% {:>8.2} {:>10}",
             o.bound,
             pct(0.5),
             pct(0.99),
@@ -121,6 +140,8 @@ fn main() -> Result<()> {
             100.0 * o.sent as f64 * setup.piece_bytes
                 / ((setup.seed_up + peers as f64 * setup.up) * o.last),
             100.0 * o.copies,
+            100.0 * o.seed_copies,
+            o.seed_all_out,
             o.events
         );
         if unfinished > 0 {

@@ -21,6 +21,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use troca_peer::scheduler::{Scheduler, SplitMix};
+use troca_peer::spread::Spread;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -46,6 +47,12 @@ pub struct Setup {
     /// Pieces an uploader sends at once, sharing its rate; the others wait their turn in
     /// arrival order (0: all at once).
     pub upload_slots: usize,
+    /// The seeder's upload slots, if not `upload_slots`.
+    pub seed_slots: Option<usize>,
+    /// Initial seeding, as troca's seeders do (`troca_peer::spread`): the seeder answers busy
+    /// a request for a piece it gave a downloader still here while another piece has gone to
+    /// none, if it is sending something (so a `SlotFree` follows).
+    pub super_seed: bool,
     /// Past the upload slots, a request is answered busy instead of waiting (as troca's peers
     /// do): the downloader asks others, and asks this uploader again once it says a slot is
     /// free (`SlotFree`).
@@ -72,6 +79,10 @@ pub struct Outcome {
     /// Pieces sent, copies included, and the share of them that were extra copies.
     pub sent: u64,
     pub copies: f64,
+    /// The seeder's pieces sent beyond one of each, as a share of the file.
+    pub seed_copies: f64,
+    /// When the seeder had sent every piece at least once.
+    pub seed_all_out: f64,
 }
 
 /// A piece on its way.
@@ -109,6 +120,8 @@ struct Node {
     busy: HashSet<usize>,
     /// Downloaders this node refused as busy, told when a slot frees.
     refused: Vec<usize>,
+    /// Pieces the seeder gave this node.
+    from_seed: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,6 +173,11 @@ struct Sim {
     transfers: Vec<Option<Transfer>>,
     free: Vec<usize>,
     sent: u64,
+    seed_sent: u64,
+    /// How far the seeder's pieces went (troca's own count, for initial seeding).
+    spread: Spread,
+    seed_pieces: HashSet<u32>,
+    seed_all_out: At,
 }
 
 /// Runs the model to the end.
@@ -199,6 +217,8 @@ pub fn run(setup: &Setup) -> Outcome {
         events,
         sent: sim.sent,
         copies: (sim.sent as f64 - needed).max(0.0) / needed,
+        seed_copies: (sim.seed_sent as f64 - setup.pieces as f64).max(0.0) / setup.pieces as f64,
+        seed_all_out: sim.seed_all_out as f64 / 1e9,
     }
 }
 
@@ -256,9 +276,11 @@ impl Sim {
                     asked_total: 0,
                     busy: HashSet::default(),
                     refused: Vec::new(),
+                    from_seed: Vec::new(),
                 }
             })
             .collect();
+        let pieces = setup.pieces;
         let mut sim = Sim {
             setup,
             nodes,
@@ -269,12 +291,24 @@ impl Sim {
             transfers: Vec::new(),
             free: Vec::new(),
             sent: 0,
+            seed_sent: 0,
+            spread: Spread::new(pieces),
+            seed_pieces: HashSet::default(),
+            seed_all_out: 0,
         };
         for i in 0..total {
             let when = at(sim.nodes[i].join_at);
             sim.push(when, Event::Join(i));
         }
         sim
+    }
+
+    /// How many pieces `n` sends at once.
+    fn slots_of(&self, n: usize) -> usize {
+        match self.setup.seed_slots {
+            Some(s) if n == 0 => s,
+            _ => self.setup.upload_slots,
+        }
     }
 
     /// The next event, of both queues: the earliest, and of equals the first queued.
@@ -385,14 +419,24 @@ impl Sim {
             self.give_back(from, to, piece);
             return;
         }
-        let slots = self.setup.upload_slots;
-        if self.setup.busy && slots > 0 && self.nodes[from].sending.len() >= slots {
+        let slots = self.slots_of(from);
+        // As troca's full copies do: a piece that went to a downloader still here waits
+        // while some piece has gone to none, and while a slot will open (`SlotFree`).
+        let again = from == 0
+            && self.setup.super_seed
+            && !self.nodes[0].sending.is_empty()
+            && self.spread.defers(piece);
+        if again || self.setup.busy && slots > 0 && self.nodes[from].sending.len() >= slots {
             if !self.nodes[from].refused.contains(&to) {
                 self.nodes[from].refused.push(to);
             }
             let when = self.now + at(self.setup.rtt / 2.0);
             self.push(when, Event::Busy { from, to, piece });
             return;
+        }
+        if from == 0 {
+            self.spread.give(piece);
+            self.nodes[to].from_seed.push(piece);
         }
         let t = Transfer {
             from,
@@ -431,7 +475,7 @@ impl Sim {
     /// it; so the rates change at `from` and at every uploader sending to a downloader whose
     /// count of pieces coming changed.
     fn reshare(&mut self, from: usize) {
-        let slots = match self.setup.upload_slots {
+        let slots = match self.slots_of(from) {
             0 => usize::MAX,
             n => n,
         };
@@ -522,6 +566,12 @@ impl Sim {
             .expect("a finish is queued only for a transfer");
         self.free.push(index);
         self.sent += 1;
+        if t.from == 0 {
+            self.seed_sent += 1;
+            if self.seed_pieces.insert(t.piece) {
+                self.seed_all_out = self.now;
+            }
+        }
         self.nodes[t.from].sending.retain(|&i| i != index);
         self.nodes[t.to].incoming.retain(|&i| i != index);
         let others = self.uploaders_to(t.to);
@@ -619,6 +669,9 @@ impl Sim {
     /// `n` leaves: it sends what it started, answers no more, and its neighbors forget it.
     fn leave(&mut self, n: usize) {
         self.nodes[n].left = true;
+        for piece in std::mem::take(&mut self.nodes[n].from_seed) {
+            self.spread.take_back(piece);
+        }
         let neighbors = self.nodes[n].neighbors.clone();
         for y in neighbors {
             if let Some(s) = self.nodes[y].sched.as_mut() {
@@ -734,6 +787,8 @@ mod tests {
             max_incoming: 8,
             pipeline: 3,
             upload_slots: 0,
+            seed_slots: None,
+            super_seed: false,
             busy: false,
             trace: false,
             join_over: 0.0,

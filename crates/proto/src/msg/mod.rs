@@ -375,7 +375,7 @@ mod tests {
                 .prop_map(|(size, hashes, last)| PieceHashes { size, hashes, last }.into()),
             (hash(), any::<u32>()).prop_map(|(id, index)| GetPiece { id, index }.into()),
             (any::<u32>(), any::<u64>()).prop_map(|(index, len)| PieceData { index, len }.into()),
-            hash().prop_map(|id| Holding { id }.into()),
+            (hash(), any::<bool>()).prop_map(|(id, sharing)| Holding { id, sharing }.into()),
             (hash(), any::<u32>()).prop_map(|(id, index)| Have { id, index }.into()),
             Just(SlotFree.into()),
             (

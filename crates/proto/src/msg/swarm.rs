@@ -111,19 +111,25 @@ pub const MAX_BITFIELD_PIECES: u32 = crate::pieces::MAX_PIECES as u32;
 
 /// Asks which pieces of file `id` the peer holds, and to be told of each new one: the answer
 /// is a [`Bitfield`], then a [`Have`] whenever the peer verifies another piece, for as long as
-/// the connection lasts.
+/// the connection lasts. `sharing` says the asker serves the pieces it gets to others (a
+/// partial holder), so a full copy may send it pieces the rest of the crowd lacks first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holding {
     pub id: Hash,
+    pub sharing: bool,
 }
 
 impl Holding {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.put_hash(&self.id);
+        out.put_bool(self.sharing);
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { id: r.hash()? })
+        Ok(Self {
+            id: r.hash()?,
+            sharing: r.bool("sharing")?,
+        })
     }
 }
 
