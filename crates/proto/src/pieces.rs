@@ -16,7 +16,8 @@ use crate::Hash;
 /// The smallest piece. Small pieces pass on sooner: a downloader can share a piece once it
 /// holds all of it, so a crowd's first pieces spread, and its last ones arrive, in a quarter of
 /// the time of 1 MiB pieces (`troca-swarm-sim`, 1,000 downloaders: 1.32× the fluid bound with
-/// 1 MiB, 1.21× with 256 KiB and the other defaults; see docs/PERFORMANCE.md).
+/// 1 MiB, 1.21× with 256 KiB, the slots and requests of today, no initial seeding; see
+/// docs/PERFORMANCE.md).
 pub const MIN_PIECE: u64 = 256 << 10;
 /// Pieces double in size until a file has at most this many.
 pub const MAX_PIECES: u64 = 4096;
