@@ -16,8 +16,10 @@
 /// What a seeder knows of how far one file's pieces have gone.
 #[derive(Debug, Clone)]
 pub struct Spread {
-    /// For each piece, the sharing downloaders still connected it was given to.
+    /// For each piece, the sharing downloaders still connected it was given to (allocated at
+    /// the first, so a folder of files nobody fetches costs nothing).
     given: Vec<u32>,
+    count: usize,
     /// Pieces given to none of them.
     never: usize,
     /// Every piece went out once: no request waits any more.
@@ -28,7 +30,8 @@ impl Spread {
     /// A file of `count` pieces, none given yet.
     pub fn new(count: usize) -> Self {
         Self {
-            given: vec![0; count],
+            given: Vec::new(),
+            count,
             never: count,
             done: count == 0,
         }
@@ -42,6 +45,9 @@ impl Spread {
 
     /// `index` goes to a sharing downloader.
     pub fn give(&mut self, index: u32) {
+        if self.given.is_empty() {
+            self.given = vec![0; self.count];
+        }
         let Some(n) = self.given.get_mut(index as usize) else {
             return;
         };
