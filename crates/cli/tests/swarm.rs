@@ -559,7 +559,11 @@ async fn a_seeder_sends_each_piece_once_before_any_twice() {
     let id = *blake3::hash(&std::fs::read(seed_dir.join("crowd.bin")).unwrap()).as_bytes();
     let layout = troca_proto::pieces::Layout::for_len(8 << 20);
     let last = layout.count() as u32 - 1;
-    let seeder = start_peer(&seed_dir, &t, &["--plaintext", "--upload-slots", "4"]);
+    let seeder = start_peer(
+        &seed_dir,
+        &t,
+        &["--plaintext", "--upload-slots", "4", "--super-seed"],
+    );
     // A sharing downloader that asks for every piece but the last and reads nothing: the
     // first pieces go out to it, and one stays sending (more than the kernel's buffers hold).
     let mut a = peer_connection(&seeder.addr, Some(4096)).await;

@@ -56,7 +56,9 @@ pub struct ServerConfig {
     /// busy, and `SlotFree` follows when one opens.
     pub upload_slots: usize,
     /// Initial seeding (see [`crate::spread`]): while some piece of a file found in the folder
-    /// has gone to no sharing downloader, a request for one that has is answered busy.
+    /// has gone to no sharing downloader, a request for one that has is answered busy. Off
+    /// unless asked for: it pays only in large crowds of sharers, and a receiver that stalls
+    /// a slot can make a deferred downloader wait for its `SlotFree` (up to the idle timeout).
     pub super_seed: bool,
     /// Counts what is served, for the metrics.
     pub stats: Arc<crate::stats::PeerStats>,
@@ -72,7 +74,7 @@ impl Default for ServerConfig {
             max_rate: None,
             tls: None,
             upload_slots: DEFAULT_UPLOAD_SLOTS,
-            super_seed: true,
+            super_seed: false,
             stats: Arc::default(),
         }
     }

@@ -51,10 +51,10 @@ struct Args {
     /// The seeder's upload slots (default: as every other peer's).
     #[arg(long)]
     seed_slots: Option<usize>,
-    /// The seeder answers every request, even for a piece it gave someone while another piece
-    /// has gone to no one (troca's seeders defer those: initial seeding).
+    /// Initial seeding (`troca peer --super-seed`): the seeder defers a request for a piece it
+    /// gave a downloader still here while another piece has gone to no one.
     #[arg(long)]
-    no_super_seed: bool,
+    super_seed: bool,
     /// Past the upload slots, a request waits its turn at the uploader instead of being
     /// answered busy.
     #[arg(long)]
@@ -113,7 +113,7 @@ fn main() -> Result<()> {
             pipeline: a.pipeline.max(1),
             upload_slots: a.upload_slots,
             seed_slots: a.seed_slots,
-            super_seed: !a.no_super_seed,
+            super_seed: a.super_seed,
             busy: !a.wait_for_slots,
             trace: a.trace,
             join_over: a.join_over,
