@@ -448,7 +448,7 @@ impl Serving {
         // before counts no more (and again from now on, if it still shares).
         self.given = None;
         if let Some(f) = self.library.get(id) {
-            if sharing && f.spread.is_some() {
+            if sharing && self.config.super_seed && f.spread.is_some() {
                 self.given = Some(Given::new(Arc::clone(&f)));
             }
             let count = Layout::for_len(f.size).count() as usize;
