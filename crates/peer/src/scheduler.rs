@@ -271,12 +271,13 @@ impl Scheduler {
             _ => PieceState::Flight(1),
         };
         self.unasked.set(chosen, false);
-        debug_assert!(!p_in_flight(self, peer, chosen), "asked twice");
-        self.peers
+        let first_ask = self
+            .peers
             .get_mut(&peer)
             .expect("looked up above")
             .in_flight
             .insert(chosen as u32);
+        debug_assert!(first_ask, "asked twice");
         Some(chosen as u32)
     }
 
@@ -370,13 +371,6 @@ impl Scheduler {
         self.done += 1;
         true
     }
-}
-
-/// Whether `peer` has `index` in flight (for a debug check).
-fn p_in_flight(s: &Scheduler, peer: PeerId, index: usize) -> bool {
-    s.peers
-        .get(&peer)
-        .is_some_and(|p| p.in_flight.contains(&(index as u32)))
 }
 
 /// SplitMix64: a small, fast generator for choices that need spreading, not secrecy.

@@ -134,9 +134,7 @@ impl UploadSlots {
             }
         }
     }
-}
 
-impl UploadSlots {
     /// A receiver that hears when a slot is next given back, if any is taken now (so one will
     /// be); `None` when none is, or slots are off. Subscribed before looking, so a slot given
     /// back in between is not missed.
@@ -158,7 +156,7 @@ struct Given {
 
 impl Given {
     fn new(file: Arc<SharedFile>) -> Self {
-        let words = (file.pieces.len()).div_ceil(64);
+        let words = file.pieces.len().div_ceil(64);
         Self {
             file,
             pieces: vec![0; words],

@@ -22,7 +22,8 @@ pub struct Spread {
     count: usize,
     /// Pieces given to none of them.
     never: usize,
-    /// Every piece went out once: no request waits any more.
+    /// Every piece went out once (`never` reached 0): no request waits any more, whatever
+    /// `never` is later.
     done: bool,
 }
 
@@ -40,7 +41,7 @@ impl Spread {
     /// Whether a request for `index` should wait: a sharing downloader has it from here, and
     /// some piece has gone to none of them yet.
     pub fn defers(&self, index: u32) -> bool {
-        !self.done && self.never > 0 && self.given.get(index as usize).is_some_and(|&n| n > 0)
+        !self.done && self.given.get(index as usize).is_some_and(|&n| n > 0)
     }
 
     /// `index` goes to a sharing downloader.

@@ -1,11 +1,11 @@
 //! File identity and pieces for the swarm (pure computation: no I/O).
 //!
 //! A file's id is the BLAKE3 hash of its contents. For transfer it is cut into pieces: aligned,
-//! power-of-two ranges of at least 256 KiB (BitTorrent's usual size), doubled until a file has at most [`MAX_PIECES`]. Each
-//! piece has a BLAKE3 *chaining value* (the hash of that subtree of the BLAKE3 tree), so a peer can
-//! send the list of chaining values, the downloader checks that they merge up to the file's id,
-//! and then checks every piece against its entry as it arrives. A file of a single piece has no
-//! subtrees: its one "chaining value" is the file's hash itself.
+//! power-of-two ranges of at least 256 KiB (BitTorrent's usual size), doubled until a file has at
+//! most [`MAX_PIECES`]. Each piece has a BLAKE3 *chaining value* (the hash of that subtree of the
+//! BLAKE3 tree), so a peer can send the list of chaining values, the downloader checks that they
+//! merge up to the file's id, and then checks every piece against its entry as it arrives. A
+//! file of a single piece has no subtrees: its one "chaining value" is the file's hash itself.
 
 use blake3::hazmat::{
     left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode,

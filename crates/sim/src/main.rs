@@ -48,9 +48,6 @@ struct Args {
     /// them a request is answered busy, as troca's peers do.
     #[arg(long, default_value_t = troca_peer::server::DEFAULT_UPLOAD_SLOTS)]
     upload_slots: usize,
-    /// The seeder's upload slots (default: as every other peer's).
-    #[arg(long)]
-    seed_slots: Option<usize>,
     /// Initial seeding (`troca peer --super-seed`): the seeder defers a request for a piece it
     /// gave a downloader still here while another piece has gone to no one.
     #[arg(long)]
@@ -112,7 +109,6 @@ fn main() -> Result<()> {
             max_incoming: a.max_incoming.max(1),
             pipeline: a.pipeline.max(1),
             upload_slots: a.upload_slots,
-            seed_slots: a.seed_slots,
             super_seed: a.super_seed,
             busy: !a.wait_for_slots,
             trace: a.trace,

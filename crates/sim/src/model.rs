@@ -47,8 +47,6 @@ pub struct Setup {
     /// Pieces an uploader sends at once, sharing its rate; the others wait their turn in
     /// arrival order (0: all at once).
     pub upload_slots: usize,
-    /// The seeder's upload slots, if not `upload_slots`.
-    pub seed_slots: Option<usize>,
     /// Initial seeding, as troca's seeders do (`troca_peer::spread`): the seeder answers busy
     /// a request for a piece it gave a downloader still here while another piece has gone to
     /// none, if it is sending something (so a `SlotFree` follows).
@@ -303,14 +301,6 @@ impl Sim {
         sim
     }
 
-    /// How many pieces `n` sends at once.
-    fn slots_of(&self, n: usize) -> usize {
-        match self.setup.seed_slots {
-            Some(s) if n == 0 => s,
-            _ => self.setup.upload_slots,
-        }
-    }
-
     /// The next event, of both queues: the earliest, and of equals the first queued.
     fn next(&mut self) -> Option<(At, Event)> {
         let event = self.queue.peek().map(|Reverse((w, o, _))| (*w, *o));
@@ -419,7 +409,7 @@ impl Sim {
             self.give_back(from, to, piece);
             return;
         }
-        let slots = self.slots_of(from);
+        let slots = self.setup.upload_slots;
         // As troca's full copies do: a piece that went to a downloader still here waits
         // while some piece has gone to none, and while a slot will open (`SlotFree`).
         let again = from == 0
@@ -475,7 +465,7 @@ impl Sim {
     /// it; so the rates change at `from` and at every uploader sending to a downloader whose
     /// count of pieces coming changed.
     fn reshare(&mut self, from: usize) {
-        let slots = match self.slots_of(from) {
+        let slots = match self.setup.upload_slots {
             0 => usize::MAX,
             n => n,
         };
@@ -787,7 +777,6 @@ mod tests {
             max_incoming: 8,
             pipeline: 3,
             upload_slots: 0,
-            seed_slots: None,
             super_seed: false,
             busy: false,
             trace: false,
