@@ -626,8 +626,9 @@ pub struct Serve {
     /// Memory for hot small files (`64M`, `1G`, or bytes; 0 turns the cache off).
     #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: u64,
-    /// Memory all clients together may use for batches of small files being stored (`64M`); a
-    /// client that finds none free has its files stored one at a time.
+    /// Memory all clients together may use for small files held until they are stored: batches
+    /// of small files, and web and WebDAV uploads of at most 1 MiB (`64M`); a client that finds
+    /// none free has its files streamed to disk one at a time.
     #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
     pub batch_memory: u64,
     /// The largest file the cache holds (`1M`, or bytes).

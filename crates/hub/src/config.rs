@@ -33,8 +33,9 @@ pub struct HubConfig {
     /// The hot-file cache's byte budget (0 turns it off) and the largest file it holds.
     pub cache_size: u64,
     pub cache_max_file: u64,
-    /// Memory all connections together may hold for batches of small files being stored; a
-    /// connection that finds none free stores its files one at a time.
+    /// Memory all connections together may hold for small files until they are stored
+    /// (batches, and web uploads of at most `MEMORY_UPLOAD_MAX`); a connection that finds none
+    /// free streams its files to disk one at a time.
     pub batch_memory: u64,
     /// Whether and how the native protocol is encrypted.
     pub tls: TlsMode,

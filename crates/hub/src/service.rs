@@ -15,8 +15,8 @@ use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
 use crate::records::{History, Owners, Page, PageQuery, Tokens};
 use crate::store::{
-    parse, Kind, ListPage, ListQuery, LocalStore, ObjectStore, PartialInfo, Store, StoredFile,
-    Version,
+    parse, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore, PartialInfo,
+    PartialUpload, SmallFile, Store, StoredFile, Version, MEMORY_UPLOAD_MAX,
 };
 use crate::transfer::Incoming;
 use std::net::IpAddr;
@@ -568,14 +568,39 @@ impl Hub {
         let hub = Arc::clone(self);
         let caller = caller.clone();
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
+        let memory = self.memory_for_upload(put);
         let partial = blocking(move || {
             caller.may_create(hub.tokens(), hub.config.read_only)?;
             let kind = hub.store.kind(&remote)?;
             hub.check_place(&caller, &remote, kind, force)?;
-            hub.store.begin_upload(remote, size, mtime, caller.from)
+            let Some(memory) = memory else {
+                return hub.store.begin_upload(remote, size, mtime, caller.from);
+            };
+            let claim = hub.store.claim_batch(&[&remote], size).pop();
+            let claim = claim.unwrap_or_else(|| Err(HubError::Internal("no claim".into())))?;
+            Ok(PartialUpload::Memory(MemoryUpload {
+                name: remote,
+                size,
+                data: Vec::new(),
+                claim,
+                _memory: memory,
+            }))
         })
         .await?;
         Incoming::start(partial).await
+    }
+
+    /// Memory to gather `put` in, when it is small, could never resume (its source's time is
+    /// unknown, as for every web upload) and `--batch-memory` has room; else it streams to the
+    /// store.
+    fn memory_for_upload(&self, put: &Put) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if put.source_mtime_ns != 0 || put.size > MEMORY_UPLOAD_MAX {
+            return None;
+        }
+        let kib = u32::try_from(put.size.div_ceil(1024).max(1)).ok()?;
+        Arc::clone(&self.batch_memory)
+            .try_acquire_many_owned(kib)
+            .ok()
     }
 
     /// Finishes an upload whose bytes have all arrived: waits until they are stored, checks
@@ -603,7 +628,10 @@ impl Hub {
             // Locked while the bytes came: kept, so a retry once it is unlocked resumes.
             hub.check_lock(&caller, upload.name().as_str(), false)?;
             let (name, size) = (upload.name().clone(), upload.size());
-            let version = hub.store.commit(upload, force)?;
+            let version = match upload {
+                PartialUpload::Memory(u) => hub.store_held(u, ours, force, &caller)?,
+                upload => hub.store.commit(upload, force)?,
+            };
             hub.cache.invalidate(name.as_str());
             // The uploading token owns the file now (an anonymous upload owns nothing).
             hub.owners.set_owner(name.as_str(), uploader)?;
@@ -615,6 +643,28 @@ impl Hub {
             })
         })
         .await
+    }
+
+    /// Stores an upload gathered in memory, as a batch of one: checked again against what its
+    /// name holds now, since nothing held the name's place on disk while the bytes came.
+    fn store_held(
+        &self,
+        upload: MemoryUpload,
+        hash: Hash,
+        force: bool,
+        caller: &Caller,
+    ) -> Result<Version, HubError> {
+        let file = SmallFile {
+            name: upload.name,
+            data: upload.data,
+            hash,
+            replace: force,
+            claim: upload.claim,
+        };
+        let check =
+            |name: &RemoteName, kind, replace| self.check_place(caller, name, kind, replace);
+        let stored = self.store.store_batch(vec![file], &check).pop();
+        stored.unwrap_or_else(|| Err(HubError::Internal("not stored".into())))
     }
 
     /// The hub's clock, time zone and figures.

@@ -2,9 +2,11 @@
 //! arrive and hands them to the store's writer: for a local file, full buffers go to a writer
 //! thread and each is hashed as it lands, while it is still in the cache; for an object store,
 //! bytes gather into parts that are hashed and sent while the next fills (`store::object::parts`).
-//! `Hub::finish_upload` then checks the sender's hash, commits and records. The native
-//! connection reads its socket straight into the writer's buffers; the web face copies each
-//! body chunk in.
+//! A small upload that can never resume (a web or WebDAV `PUT`) skips both: its bytes gather in
+//! memory (within `--batch-memory`) and are stored as a batch of one, which costs no thread, no
+//! partial file and no record of it. `Hub::finish_upload` then checks the sender's hash,
+//! commits and records. The native connection reads its socket straight into the writer's
+//! buffers; the web face copies each body chunk in.
 
 use crate::error::HubError;
 use crate::store::object::parts::PartWriter;
@@ -14,11 +16,19 @@ use troca_net::durable::FileWriter;
 use troca_net::{IoBuf, CACHE_CHUNK};
 use troca_proto::Hash;
 
+/// The bytes of a [`MemoryUpload`] as they come, and a buffer lent to the native face.
+#[derive(Debug, Default)]
+struct Held {
+    data: Vec<u8>,
+    spare: Option<IoBuf>,
+}
+
 /// Where an upload's bytes go.
 #[derive(Debug)]
 enum Writer {
     File(FileWriter),
     Parts(PartWriter),
+    Memory(Held),
 }
 
 impl Writer {
@@ -26,6 +36,7 @@ impl Writer {
         match self {
             Writer::File(w) => w.buffer().await,
             Writer::Parts(w) => w.buffer().await,
+            Writer::Memory(h) => Some(h.spare.take().unwrap_or_else(|| IoBuf::new(CACHE_CHUNK))),
         }
     }
 
@@ -33,6 +44,11 @@ impl Writer {
         match self {
             Writer::File(w) => w.write(buf, filled).await,
             Writer::Parts(w) => w.write(buf, filled).await,
+            Writer::Memory(h) => {
+                h.data.extend_from_slice(&buf[..filled]);
+                h.spare = Some(buf);
+                true
+            }
         }
     }
 
@@ -40,6 +56,10 @@ impl Writer {
         match self {
             Writer::File(w) => w.write_from(data).await,
             Writer::Parts(w) => w.write_from(data).await,
+            Writer::Memory(h) => {
+                h.data.extend_from_slice(data);
+                true
+            }
         }
     }
 
@@ -52,7 +72,13 @@ impl Writer {
                 u.completed(parts, hash);
                 Ok(())
             }
-            (Writer::Parts(_), _) => Err(io::Error::other("parts of a local upload")),
+            (Writer::Memory(h), PartialUpload::Memory(u)) => {
+                u.data = h.data;
+                Ok(())
+            }
+            (Writer::Parts(_) | Writer::Memory(_), _) => Err(io::Error::other(
+                "an upload's bytes in another store's writer",
+            )),
         }
     }
 }
@@ -94,6 +120,10 @@ impl Incoming {
                 Writer::File(writer)
             }
             PartialUpload::Object(u) => Writer::Parts(u.writer()),
+            PartialUpload::Memory(u) => Writer::Memory(Held {
+                data: Vec::with_capacity(usize::try_from(u.size).unwrap_or(0)),
+                spare: None,
+            }),
         };
         Ok(Self {
             upload,
@@ -240,6 +270,7 @@ impl Incoming {
                 Some(h) => h,
                 None => return Err(HubError::Internal("an upload without its hash".into())),
             },
+            PartialUpload::Memory(u) => *blake3::hash(&u.data).as_bytes(),
         };
         Ok((self.upload, hash))
     }

@@ -701,3 +701,99 @@ async fn an_upload_without_the_senders_hash_is_recorded_as_unverified() {
     assert_eq!(note("plain.txt"), "unverified: no X-Troca-Blake3 header");
     assert!(note("checked.txt").is_null());
 }
+
+/// Files in the hub's partial-upload folder (not its folder for small files).
+fn partial_files(f: &Fixture) -> usize {
+    std::fs::read_dir(f.dir.path().join(".troca/uploads"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "small")
+        .count()
+}
+
+/// A PUT of `name` announcing `size` bytes whose body is fed through the returned sender.
+fn fed_put(
+    f: &Fixture,
+    name: &str,
+    size: usize,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<Response>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    let request = req(Method::PUT, &format!("/files/{name}"))
+        .header(header::CONTENT_LENGTH, size)
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let router = troca_web::router(Arc::clone(&f.hub));
+    (
+        tx,
+        tokio::spawn(async move { router.oneshot(request).await.unwrap() }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_upload_gathers_in_memory_within_the_batch_memory_and_holds_its_name() {
+    // With --batch-memory the bytes wait in memory: no partial file. Without it, they stream
+    // to one. Either way the name is held until the upload ends, and it lands whole.
+    for (memory, partials_while_sending) in [(64 << 20, 0), (0, 2)] {
+        let f = Fixture::with(|c| c.batch_memory = memory);
+        let (tx, sending) = fed_put(&f, "a.txt", 10);
+        tx.send(bytes::Bytes::from_static(b"hello")).await.unwrap();
+        // Once the first is under way (it holds the name then), a second is refused as busy.
+        for _ in 0..10_000 {
+            if f.hub.status().await.unwrap().transfers == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let r = f
+            .send(
+                put("/files/a.txt", b"other")
+                    .body(Body::from(&b"other"[..]))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CONFLICT, "memory {memory}");
+        let message = json(r).await["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("being uploaded"), "{message}");
+        assert_eq!(partial_files(&f), partials_while_sending, "memory {memory}");
+        tx.send(bytes::Bytes::from_static(b" you")).await.unwrap();
+        tx.send(bytes::Bytes::from_static(b"!")).await.unwrap();
+        drop(tx);
+        let r = sending.await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "memory {memory}");
+        assert_eq!(
+            json(r).await["blake3"],
+            blake3::hash(b"hello you!").to_hex().as_str()
+        );
+        assert_eq!(
+            std::fs::read(f.dir.path().join("a.txt")).unwrap(),
+            b"hello you!"
+        );
+        assert_eq!(partial_files(&f), 0, "memory {memory}");
+        let small = f.dir.path().join(".troca/uploads/small");
+        assert_eq!(
+            std::fs::read_dir(small).unwrap().count(),
+            0,
+            "memory {memory}"
+        );
+
+        // Cut off half-way: nothing under the name, and the name is free again.
+        let (tx, sending) = fed_put(&f, "b.txt", 10);
+        tx.send(bytes::Bytes::from_static(b"half")).await.unwrap();
+        drop(tx);
+        assert_eq!(sending.await.unwrap().status(), StatusCode::BAD_REQUEST);
+        assert!(!f.dir.path().join("b.txt").exists());
+        let r = f
+            .send(
+                put("/files/b.txt", b"whole")
+                    .body(Body::from(&b"whole"[..]))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "memory {memory}");
+    }
+}

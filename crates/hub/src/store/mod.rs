@@ -127,6 +127,9 @@ pub enum Body {
 pub enum PartialUpload {
     Local(LocalPartial),
     Object(object::ObjectPartial),
+    /// A small upload held in memory until whole, then stored as a batch of one
+    /// ([`Store::store_batch`]); no store has begun anything for it but the claim.
+    Memory(MemoryUpload),
 }
 
 impl PartialUpload {
@@ -134,6 +137,7 @@ impl PartialUpload {
         match self {
             PartialUpload::Local(u) => &u.name,
             PartialUpload::Object(u) => &u.name,
+            PartialUpload::Memory(u) => &u.name,
         }
     }
 
@@ -141,6 +145,7 @@ impl PartialUpload {
         match self {
             PartialUpload::Local(u) => u.size,
             PartialUpload::Object(u) => u.size,
+            PartialUpload::Memory(u) => u.size,
         }
     }
 
@@ -149,6 +154,7 @@ impl PartialUpload {
         match self {
             PartialUpload::Local(u) => u.offset,
             PartialUpload::Object(u) => u.offset,
+            PartialUpload::Memory(_) => 0,
         }
     }
 
@@ -157,8 +163,25 @@ impl PartialUpload {
         match self {
             PartialUpload::Local(u) => u.discard(),
             PartialUpload::Object(u) => u.discard(),
+            PartialUpload::Memory(_) => {}
         }
     }
+}
+
+/// The largest upload held in memory until whole (see `transfer.rs`).
+pub const MEMORY_UPLOAD_MAX: u64 = 1024 * 1024;
+
+/// A small upload gathered in memory.
+#[derive(Debug)]
+pub struct MemoryUpload {
+    pub name: RemoteName,
+    pub size: u64,
+    /// Every byte, once the writer has finished.
+    pub data: Vec<u8>,
+    /// Holds the name against other uploads until it is stored.
+    pub claim: Claim,
+    /// Its share of `--batch-memory`, given back when it is stored or dropped.
+    pub _memory: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A name held for one upload until dropped.

@@ -2,7 +2,8 @@
 //! `STATE/uploads/small/`, then the whole batch made durable with one `syncfs`, renamed into
 //! place, and each folder that received a file fsync'd once. No file is visible under its name
 //! before it is durable, and a batch of 500 files costs two or three flushes instead of a
-//! thousand.
+//! thousand. A batch of a few files fsyncs each instead: `syncfs` would also wait for whatever
+//! else is being written to the disk (a large upload, say), which a few files should not.
 
 use super::local::{slot_kind, LocalStore};
 use super::share::Slot;
@@ -12,6 +13,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use troca_proto::RemoteName;
+
+/// Batches of at most this many files fsync each file rather than the whole filesystem.
+const SYNC_EACH_MAX: usize = 4;
 
 /// A file of the batch that passed its checks and is written, not yet under its name.
 struct Staged {
@@ -33,16 +37,17 @@ pub(super) fn store_batch(
     let mut answers: Vec<Option<Result<Version, HubError>>> = Vec::new();
     answers.resize_with(files.len(), || None);
     let dir = store.partials.small_dir();
+    let sync_each = files.len() <= SYNC_EACH_MAX;
     let mut staged = Vec::new();
     // One lookup per folder, not per file: the files of a batch mostly share a few.
     let mut folders: HashMap<String, Option<Slot>> = HashMap::new();
     for (index, file) in files.into_iter().enumerate() {
-        match stage(store, index, file, &dir, &mut folders, check) {
+        match stage(store, index, file, &dir, &mut folders, check, sync_each) {
             Ok(s) => staged.push(s),
             Err(e) => answers[index] = Some(Err(e)),
         }
     }
-    for (index, result) in commit(store, staged) {
+    for (index, result) in commit(store, staged, sync_each) {
         answers[index] = Some(result);
     }
     answers
@@ -51,7 +56,7 @@ pub(super) fn store_batch(
         .collect()
 }
 
-/// Checks where one file goes and writes it to the batch folder.
+/// Checks where one file goes and writes it to the batch folder (durably if `sync`).
 fn stage(
     store: &LocalStore,
     index: usize,
@@ -59,6 +64,7 @@ fn stage(
     dir: &Path,
     folders: &mut HashMap<String, Option<Slot>>,
     check: PlaceCheck<'_>,
+    sync: bool,
 ) -> Result<Staged, HubError> {
     let name = file.name;
     let slot = slot_for(store, &name, folders)?;
@@ -71,7 +77,11 @@ fn stage(
         "{index}-{}",
         blake3::hash(name.as_str().as_bytes()).to_hex()
     ));
-    write_new(&temp, &file.data).map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
+    if let Err(e) = write_new(&temp, &file.data, sync) {
+        // Half-written (a full disk): gone, so the name can be tried again.
+        let _ = std::fs::remove_file(&temp);
+        return Err(HubError::io(format!("cannot store {name}"), e));
+    }
     Ok(Staged {
         index,
         slot,
@@ -103,13 +113,21 @@ fn slot_for(
     Ok(answer)
 }
 
-/// Makes the staged files durable together, renames each into place and fsyncs each folder
-/// once.
-fn commit(store: &LocalStore, staged: Vec<Staged>) -> Vec<(usize, Result<Version, HubError>)> {
+/// Makes the staged files durable together (unless each `synced` already), renames each into
+/// place and fsyncs each folder once.
+fn commit(
+    store: &LocalStore,
+    staged: Vec<Staged>,
+    synced: bool,
+) -> Vec<(usize, Result<Version, HubError>)> {
     if staged.is_empty() {
         return Vec::new();
     }
-    if let Err(e) = sync_filesystem(&store.partials.small_dir()) {
+    let durable = match synced {
+        true => Ok(()),
+        false => sync_filesystem(&store.partials.small_dir()),
+    };
+    if let Err(e) = durable {
         for s in &staged {
             let _ = std::fs::remove_file(&s.temp);
         }
@@ -164,13 +182,17 @@ fn place(
     Ok(version)
 }
 
-/// Creates `path` (which must not exist) holding `data`, without syncing it.
-fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Creates `path` (which must not exist) holding `data`, made durable if `sync`.
+fn write_new(path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)?;
-    f.write_all(data)
+    f.write_all(data)?;
+    if sync {
+        f.sync_data()?;
+    }
+    Ok(())
 }
 
 /// Flushes everything written on the filesystem that holds `path`: one flush for a whole batch
