@@ -77,10 +77,13 @@ impl HashCache {
     /// Remembers a hash (once per version of a file, so the database write is rare).
     pub fn insert(&self, name: &str, version: Version, hash: Hash) {
         if let Some(db) = self.db.lock().expect("hash cache poisoned").as_ref() {
-            let saved = db.execute(
-                "INSERT OR REPLACE INTO hashes (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)",
-                params![name, version.size as i64, version.modified_ns, hash.as_slice()],
-            );
+            let saved = db
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO hashes (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![name, version.size as i64, version.modified_ns, hash.as_slice()])
+                });
             if let Err(e) = saved {
                 tracing::warn!(error = %e, "cannot save a file hash");
             }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod hashes;
+pub mod held;
 pub mod identity;
 pub mod locks;
 pub mod metrics;

@@ -16,7 +16,7 @@ use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTok
 use crate::records::{History, Owners, Page, PageQuery, Tokens};
 use crate::store::{
     parse, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore, PartialInfo,
-    PartialUpload, SmallFile, Store, StoredFile, Version, MEMORY_UPLOAD_MAX,
+    PartialUpload, Store, StoredFile, Version, MEMORY_UPLOAD_MAX,
 };
 use crate::transfer::Incoming;
 use std::net::IpAddr;
@@ -50,6 +50,8 @@ pub struct Hub {
     tls: std::sync::RwLock<Option<Arc<crate::identity::Tls>>>,
     /// Memory for batches of small files, in KiB (see `small.rs`), shared by all connections.
     batch_memory: Arc<tokio::sync::Semaphore>,
+    /// Small uploads held in memory, waiting to be stored together (see `small.rs`).
+    held: crate::held::HeldQueue,
     /// Locks on names (WebDAV's), honoured by every face.
     locks: Locks,
     /// What `--metrics` shows (`None`: not kept).
@@ -301,6 +303,7 @@ impl Hub {
             tokens,
             auth_failures: AuthFailures::default(),
             batch_memory,
+            held: Default::default(),
             locks,
             metrics,
             started: Instant::now(),
@@ -583,7 +586,7 @@ impl Hub {
                 size,
                 data: Vec::new(),
                 claim,
-                _memory: memory,
+                memory,
             }))
         })
         .await?;
@@ -616,6 +619,9 @@ impl Hub {
         caller: &Caller,
     ) -> Result<PutDone, HubError> {
         let (upload, ours) = incoming.complete().await?;
+        if let PartialUpload::Memory(held) = upload {
+            return self.finish_held(held, ours, theirs, force, caller).await;
+        }
         let hub = Arc::clone(self);
         let uploader = caller.as_owner();
         let caller = caller.clone();
@@ -628,10 +634,7 @@ impl Hub {
             // Locked while the bytes came: kept, so a retry once it is unlocked resumes.
             hub.check_lock(&caller, upload.name().as_str(), false)?;
             let (name, size) = (upload.name().clone(), upload.size());
-            let version = match upload {
-                PartialUpload::Memory(u) => hub.store_held(u, ours, force, &caller)?,
-                upload => hub.store.commit(upload, force)?,
-            };
+            let version = hub.store.commit(upload, force)?;
             hub.cache.invalidate(name.as_str());
             // The uploading token owns the file now (an anonymous upload owns nothing).
             hub.owners.set_owner(name.as_str(), uploader)?;
@@ -645,26 +648,27 @@ impl Hub {
         .await
     }
 
-    /// Stores an upload gathered in memory, as a batch of one: checked again against what its
-    /// name holds now, since nothing held the name's place on disk while the bytes came.
-    fn store_held(
-        &self,
-        upload: MemoryUpload,
-        hash: Hash,
+    /// [`Hub::finish_upload`] for an upload held in memory: stored with the others that finish
+    /// meanwhile (see `small.rs`).
+    async fn finish_held(
+        self: &Arc<Self>,
+        held: MemoryUpload,
+        ours: Hash,
+        theirs: Option<Hash>,
         force: bool,
         caller: &Caller,
-    ) -> Result<Version, HubError> {
-        let file = SmallFile {
-            name: upload.name,
-            data: upload.data,
-            hash,
-            replace: force,
-            claim: upload.claim,
-        };
-        let check =
-            |name: &RemoteName, kind, replace| self.check_place(caller, name, kind, replace);
-        let stored = self.store.store_batch(vec![file], &check).pop();
-        stored.unwrap_or_else(|| Err(HubError::Internal("not stored".into())))
+    ) -> Result<PutDone, HubError> {
+        if theirs.is_some_and(|theirs| ours != theirs) {
+            return Err(HubError::Integrity(held.name.to_string()));
+        }
+        self.check_lock(caller, held.name.as_str(), false)?;
+        let (name, size) = (held.name.to_string(), held.size);
+        self.store_held(held, ours, force, caller).await?;
+        Ok(PutDone {
+            name,
+            size,
+            blake3: ours,
+        })
     }
 
     /// The hub's clock, time zone and figures.
@@ -972,6 +976,10 @@ impl Hub {
     pub(crate) fn started_ns(&self) -> i64 {
         let ago = i64::try_from(self.started.elapsed().as_nanos()).unwrap_or(0);
         now_ns() - ago
+    }
+
+    pub(crate) fn held(&self) -> &crate::held::HeldQueue {
+        &self.held
     }
 
     pub(crate) fn owners(&self) -> &dyn Owners {

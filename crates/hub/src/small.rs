@@ -2,15 +2,24 @@
 //! here (name, rights, its hash) and the store keeps the batch as one (on the local disk: one
 //! `syncfs` for the lot, see `store/small.rs`); owners and hashes are recorded in one
 //! transaction each.
+//!
+//! Small uploads held in memory (a web or WebDAV `PUT`, one file per request) are stored
+//! together too, by group commit: the first to finish stores itself at once, and those that
+//! finish while a store runs wait for it to end, then go together in the next. One client
+//! waits no longer than before; many at once share the flushes.
 
 use crate::access::Caller;
 use crate::error::HubError;
 use crate::hashes::Remembered;
+use crate::held::{Held, Storing};
 use crate::records::Owned;
 use crate::service::Hub;
-use crate::store::{parse, SmallFile};
+use crate::store::{parse, MemoryUpload, SmallFile, Version};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::oneshot;
 use troca_proto::msg::{PutDone, PutSmall};
-use troca_proto::RemoteName;
+use troca_proto::{Hash, RemoteName};
 
 /// The most files one batch holds.
 pub const MAX_BATCH_FILES: usize = 1024;
@@ -147,6 +156,90 @@ impl Hub {
         }
         self.hashes()
             .insert_many(stored.iter().map(|s| s.remembered.clone()).collect());
+    }
+}
+
+impl Hub {
+    /// Stores an upload held in memory, with whatever others finish meanwhile: checked again
+    /// against what its name holds now, since nothing held the name's place on disk while the
+    /// bytes came.
+    pub(crate) async fn store_held(
+        self: &Arc<Self>,
+        upload: MemoryUpload,
+        hash: Hash,
+        force: bool,
+        caller: &Caller,
+    ) -> Result<Version, HubError> {
+        let (answer, answered) = oneshot::channel();
+        let file = SmallFile {
+            name: upload.name,
+            data: upload.data,
+            hash,
+            replace: force,
+            claim: upload.claim,
+        };
+        let caller = caller.clone();
+        let job = Held {
+            file,
+            caller,
+            answer,
+            memory: upload.memory,
+        };
+        if self.held().push(job) {
+            let hub = Arc::clone(self);
+            tokio::task::spawn_blocking(move || hub.store_held_batches());
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(HubError::Internal("the upload was not stored".into())))
+    }
+
+    /// Stores queued held uploads, a batch at a time, until none is left. Blocking.
+    fn store_held_batches(&self) {
+        let _storing = Storing(self.held());
+        while let Some(jobs) = self.held().next(MAX_BATCH_FILES) {
+            let callers: HashMap<String, Caller> = jobs
+                .iter()
+                .map(|j| (j.file.name.to_string(), j.caller.clone()))
+                .collect();
+            let check = |name: &RemoteName, kind, replace| match callers.get(name.as_str()) {
+                Some(caller) => self.check_place(caller, name, kind, replace),
+                None => Err(HubError::Internal("a file of no upload".into())),
+            };
+            let mut files = Vec::with_capacity(jobs.len());
+            let mut waiting = Vec::with_capacity(jobs.len());
+            let mut memory = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                waiting.push((j.file.name.to_string(), j.file.hash, j.caller, j.answer));
+                files.push(j.file);
+                memory.push(j.memory);
+            }
+            let results = self.store().store_batch(files, &check);
+            let (mut stored, mut owners, mut answers) = (Vec::new(), Vec::new(), Vec::new());
+            for ((name, hash, caller, answer), result) in waiting.into_iter().zip(results) {
+                if let Ok(version) = &result {
+                    self.cache().invalidate(&name);
+                    owners.push(Owned {
+                        name: name.clone(),
+                        owner: caller.as_owner(),
+                    });
+                    stored.push(Remembered {
+                        name,
+                        version: *version,
+                        hash,
+                    });
+                }
+                answers.push((answer, result));
+            }
+            if let Err(e) = self.owners().set_owners(&owners) {
+                tracing::warn!(error = %e, "cannot record the owners of uploads");
+            }
+            self.hashes().insert_many(stored);
+            // Answered once recorded: an uploader may act on its file as soon as it hears.
+            for (answer, result) in answers {
+                let _ = answer.send(result);
+            }
+        }
     }
 }
 

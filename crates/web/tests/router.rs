@@ -797,3 +797,59 @@ async fn a_small_upload_gathers_in_memory_within_the_batch_memory_and_holds_its_
         assert_eq!(r.status(), StatusCode::CREATED, "memory {memory}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_uploads_at_once_each_land_whole_and_one_name_goes_to_one() {
+    let f = Arc::new(Fixture::new());
+    let body_of = |i: usize| format!("file {i} ").repeat(i + 1).into_bytes();
+    std::fs::create_dir(f.dir.path().join("many")).unwrap();
+    let mut sending = Vec::new();
+    for i in 0..64 {
+        let (f, data) = (Arc::clone(&f), body_of(i));
+        sending.push(tokio::spawn(async move {
+            let r = f
+                .send(
+                    req(Method::PUT, &format!("/dav/many/f{i}.txt"))
+                        .header(header::CONTENT_LENGTH, data.len())
+                        .body(Body::from(data))
+                        .unwrap(),
+                )
+                .await;
+            r.status()
+        }));
+    }
+    for (i, s) in sending.into_iter().enumerate() {
+        assert_eq!(s.await.unwrap(), StatusCode::CREATED, "f{i}");
+        let stored = std::fs::read(f.dir.path().join(format!("many/f{i}.txt"))).unwrap();
+        assert_eq!(stored, body_of(i), "f{i}");
+    }
+
+    // Eight uploads of one new name at once: one is stored, the others refused.
+    let mut sending = Vec::new();
+    for i in 0..8 {
+        let (f, data) = (Arc::clone(&f), body_of(i));
+        sending.push(tokio::spawn(async move {
+            f.send(
+                req(Method::PUT, "/files/one.txt")
+                    .header(header::CONTENT_LENGTH, data.len())
+                    .body(Body::from(data))
+                    .unwrap(),
+            )
+            .await
+            .status()
+        }));
+    }
+    let mut won = Vec::new();
+    for (i, s) in sending.into_iter().enumerate() {
+        match s.await.unwrap() {
+            StatusCode::CREATED => won.push(i),
+            StatusCode::CONFLICT => {}
+            other => panic!("upload {i}: {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let stored = std::fs::read(f.dir.path().join("one.txt")).unwrap();
+    assert_eq!(stored, body_of(won[0]));
+    let small = f.dir.path().join(".troca/uploads/small");
+    assert_eq!(std::fs::read_dir(small).unwrap().count(), 0);
+}

@@ -181,7 +181,7 @@ pub struct MemoryUpload {
     /// Holds the name against other uploads until it is stored.
     pub claim: Claim,
     /// Its share of `--batch-memory`, given back when it is stored or dropped.
-    pub _memory: tokio::sync::OwnedSemaphorePermit,
+    pub memory: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A name held for one upload until dropped.

@@ -179,29 +179,13 @@ impl Owners for SqliteTokens {
         })
     }
 
-    /// Records who uploaded `name` (or forgets, with `Owner::default()`).
+    /// Records who uploaded `name` (or forgets, with `Owner::default()`): one transaction of
+    /// cached statements, as for a batch.
     fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError> {
-        let db = self.db.lock().expect("token database poisoned");
-        let err = |e| db_err(&self.db_path, e);
-        match owner.token_id {
-            Some(id) => db.execute(
-                "INSERT INTO owners (name, token_id) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET token_id = excluded.token_id",
-                params![name, id],
-            ),
-            None => db.execute("DELETE FROM owners WHERE name = ?1", params![name]),
-        }
-        .map_err(err)?;
-        match owner.key_hash {
-            Some(h) => db.execute(
-                "INSERT INTO key_owners (name, key_hash) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash",
-                params![name, &h[..]],
-            ),
-            None => db.execute("DELETE FROM key_owners WHERE name = ?1", params![name]),
-        }
-        .map_err(err)?;
-        Ok(())
+        self.set_owners(&[Owned {
+            name: name.to_owned(),
+            owner,
+        }])
     }
 
     /// Carries the owners of `from` (a file, or a folder and everything beneath it) over to `to`.
