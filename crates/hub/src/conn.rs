@@ -749,8 +749,8 @@ async fn receive_file(
         .finish_upload(upload, Some(theirs), put.force, caller)
         .await
     {
-        Ok(done) => {
-            conn.send(&done.into()).await?;
+        Ok(uploaded) => {
+            conn.send(&uploaded.done.into()).await?;
             Ok(Ok(received))
         }
         Err(e) => Ok(Err(e)),

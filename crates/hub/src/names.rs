@@ -109,7 +109,8 @@ impl Hub {
         }
         let done = self
             .finish_upload(upload, source.hash, replace, caller)
-            .await?;
+            .await?
+            .done;
         let (hub, from, to) = (Arc::clone(self), source.name.to_string(), done.name.clone());
         blocking(move || hub.owners().copy_props(&from, &to)).await?;
         Ok(done)

@@ -59,6 +59,13 @@ pub struct Hub {
     started: Instant,
 }
 
+/// An upload under its name: what its client is told, and the version stored.
+#[derive(Debug)]
+pub struct Uploaded {
+    pub done: PutDone,
+    pub version: Version,
+}
+
 /// A listing read a page at a time, in byte order of the names.
 #[derive(Debug)]
 pub struct Listing {
@@ -617,7 +624,7 @@ impl Hub {
         theirs: Option<Hash>,
         force: bool,
         caller: &Caller,
-    ) -> Result<PutDone, HubError> {
+    ) -> Result<Uploaded, HubError> {
         let (upload, ours) = incoming.complete().await?;
         if let PartialUpload::Memory(held) = upload {
             return self.finish_held(held, ours, theirs, force, caller).await;
@@ -639,11 +646,12 @@ impl Hub {
             // The uploading token owns the file now (an anonymous upload owns nothing).
             hub.owners.set_owner(name.as_str(), uploader)?;
             hub.hashes.insert(name.as_str(), version, ours);
-            Ok(PutDone {
+            let done = PutDone {
                 name: name.to_string(),
                 size,
                 blake3: ours,
-            })
+            };
+            Ok(Uploaded { done, version })
         })
         .await
     }
@@ -657,18 +665,19 @@ impl Hub {
         theirs: Option<Hash>,
         force: bool,
         caller: &Caller,
-    ) -> Result<PutDone, HubError> {
+    ) -> Result<Uploaded, HubError> {
         if theirs.is_some_and(|theirs| ours != theirs) {
             return Err(HubError::Integrity(held.name.to_string()));
         }
         self.check_lock(caller, held.name.as_str(), false)?;
         let (name, size) = (held.name.to_string(), held.size);
-        self.store_held(held, ours, force, caller).await?;
-        Ok(PutDone {
+        let version = self.store_held(held, ours, force, caller).await?;
+        let done = PutDone {
             name,
             size,
             blake3: ours,
-        })
+        };
+        Ok(Uploaded { done, version })
     }
 
     /// The hub's clock, time zone and figures.

@@ -553,12 +553,18 @@ impl DavFile for Upload {
                 return Ok(());
             };
             let ctx = &self.ctx;
-            let done = self
+            let up = self
                 .hub
                 .finish_upload(incoming, ctx.sender_hash, self.force, &ctx.caller)
                 .await
                 .map_err(fs_err)?;
-            self.stored = Some(self.hub.stat(&done.name).await.map_err(fs_err)?);
+            // What is stored now, for the answer's ETag, without looking it up again.
+            self.stored = Some(Stat {
+                folder: false,
+                size: up.version.size,
+                modified_ns: up.version.modified_ns,
+                blake3: Some(up.done.blake3),
+            });
             Ok(())
         }
         .boxed()
