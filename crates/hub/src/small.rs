@@ -208,39 +208,52 @@ impl Hub {
             };
             let mut files = Vec::with_capacity(jobs.len());
             let mut waiting = Vec::with_capacity(jobs.len());
-            let mut memory = Vec::with_capacity(jobs.len());
             for j in jobs {
-                waiting.push((j.file.name.to_string(), j.file.hash, j.caller, j.answer));
+                waiting.push(Waiter {
+                    name: j.file.name.to_string(),
+                    hash: j.file.hash,
+                    owner: j.caller.as_owner(),
+                    answer: j.answer,
+                    _memory: j.memory,
+                });
                 files.push(j.file);
-                memory.push(j.memory);
             }
             let results = self.store().store_batch(files, &check);
-            let (mut stored, mut owners, mut answers) = (Vec::new(), Vec::new(), Vec::new());
-            for ((name, hash, caller, answer), result) in waiting.into_iter().zip(results) {
-                if let Ok(version) = &result {
-                    self.cache().invalidate(&name);
+            let (mut stored, mut owners) = (Vec::new(), Vec::new());
+            for (w, result) in waiting.iter().zip(&results) {
+                if let Ok(version) = result {
+                    self.cache().invalidate(&w.name);
                     owners.push(Owned {
-                        name: name.clone(),
-                        owner: caller.as_owner(),
+                        name: w.name.clone(),
+                        owner: w.owner,
                     });
                     stored.push(Remembered {
-                        name,
+                        name: w.name.clone(),
                         version: *version,
-                        hash,
+                        hash: w.hash,
                     });
                 }
-                answers.push((answer, result));
             }
             if let Err(e) = self.owners().set_owners(&owners) {
                 tracing::warn!(error = %e, "cannot record the owners of uploads");
             }
             self.hashes().insert_many(stored);
             // Answered once recorded: an uploader may act on its file as soon as it hears.
-            for (answer, result) in answers {
-                let _ = answer.send(result);
+            for (w, result) in waiting.into_iter().zip(results) {
+                let _ = w.answer.send(result);
             }
         }
     }
+}
+
+/// A held upload in the batch being stored: what is recorded of it, and who hears the answer.
+struct Waiter {
+    name: String,
+    hash: Hash,
+    owner: crate::records::Owner,
+    answer: oneshot::Sender<Result<Version, HubError>>,
+    /// Its share of `--batch-memory`, given back once it is stored.
+    _memory: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The same refusal again, for every file of a batch refused as a whole.

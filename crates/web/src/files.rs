@@ -579,7 +579,10 @@ pub(crate) async fn put(
             return Err(upload.abandon(e).await.into());
         }
         let verified = theirs.is_some();
-        let done = hub.finish_upload(upload, theirs, force, &caller).await?.done;
+        let done = hub
+            .finish_upload(upload, theirs, force, &caller)
+            .await?
+            .done;
         let answer = (
             StatusCode::CREATED,
             Json(serde_json::json!({
