@@ -626,9 +626,33 @@ impl Hub {
         caller: &Caller,
     ) -> Result<Uploaded, HubError> {
         let (upload, ours) = incoming.complete().await?;
-        if let PartialUpload::Memory(held) = upload {
-            return self.finish_held(held, ours, theirs, force, caller).await;
-        }
+        let (name, size) = (upload.name().to_string(), upload.size());
+        let version = match upload {
+            // Nothing was written for it: a mismatch just drops the bytes. The checks of its
+            // place (lock included) run when its batch is stored.
+            PartialUpload::Memory(_) if theirs.is_some_and(|theirs| ours != theirs) => {
+                return Err(HubError::Integrity(name));
+            }
+            PartialUpload::Memory(held) => self.store_held(held, ours, force, caller).await?,
+            upload => self.commit(upload, ours, theirs, force, caller).await?,
+        };
+        let done = PutDone {
+            name,
+            size,
+            blake3: ours,
+        };
+        Ok(Uploaded { done, version })
+    }
+
+    /// [`Hub::finish_upload`] of an upload the store began: checked, committed, recorded.
+    async fn commit(
+        self: &Arc<Self>,
+        upload: PartialUpload,
+        ours: Hash,
+        theirs: Option<Hash>,
+        force: bool,
+        caller: &Caller,
+    ) -> Result<Version, HubError> {
         let hub = Arc::clone(self);
         let uploader = caller.as_owner();
         let caller = caller.clone();
@@ -640,44 +664,15 @@ impl Hub {
             }
             // Locked while the bytes came: kept, so a retry once it is unlocked resumes.
             hub.check_lock(&caller, upload.name().as_str(), false)?;
-            let (name, size) = (upload.name().clone(), upload.size());
+            let name = upload.name().clone();
             let version = hub.store.commit(upload, force)?;
             hub.cache.invalidate(name.as_str());
             // The uploading token owns the file now (an anonymous upload owns nothing).
             hub.owners.set_owner(name.as_str(), uploader)?;
             hub.hashes.insert(name.as_str(), version, ours);
-            let done = PutDone {
-                name: name.to_string(),
-                size,
-                blake3: ours,
-            };
-            Ok(Uploaded { done, version })
+            Ok(version)
         })
         .await
-    }
-
-    /// [`Hub::finish_upload`] for an upload held in memory: stored with the others that finish
-    /// meanwhile (see `small.rs`).
-    async fn finish_held(
-        self: &Arc<Self>,
-        held: MemoryUpload,
-        ours: Hash,
-        theirs: Option<Hash>,
-        force: bool,
-        caller: &Caller,
-    ) -> Result<Uploaded, HubError> {
-        if theirs.is_some_and(|theirs| ours != theirs) {
-            return Err(HubError::Integrity(held.name.to_string()));
-        }
-        self.check_lock(caller, held.name.as_str(), false)?;
-        let (name, size) = (held.name.to_string(), held.size);
-        let version = self.store_held(held, ours, force, caller).await?;
-        let done = PutDone {
-            name,
-            size,
-            blake3: ours,
-        };
-        Ok(Uploaded { done, version })
     }
 
     /// The hub's clock, time zone and figures.

@@ -3,8 +3,8 @@
 //! thread and each is hashed as it lands, while it is still in the cache; for an object store,
 //! bytes gather into parts that are hashed and sent while the next fills (`store::object::parts`).
 //! A small upload that can never resume (a web or WebDAV `PUT`) skips both: its bytes gather in
-//! memory (within `--batch-memory`) and are stored as a batch of one, which costs no thread, no
-//! partial file and no record of it. `Hub::finish_upload` then checks the sender's hash,
+//! memory (within `--batch-memory`) and are stored in a batch with any others that finish at
+//! the same time (`small.rs`), which costs no thread, no partial file and no record of it. `Hub::finish_upload` then checks the sender's hash,
 //! commits and records. The native connection reads its socket straight into the writer's
 //! buffers; the web face copies each body chunk in.
 
@@ -16,9 +16,9 @@ use troca_net::durable::FileWriter;
 use troca_net::{IoBuf, CACHE_CHUNK};
 use troca_proto::Hash;
 
-/// The bytes of a [`MemoryUpload`] as they come, and a buffer lent to the native face.
+/// The bytes of a [`crate::store::MemoryUpload`] as they come, and a buffer lent to the native face.
 #[derive(Debug, Default)]
-struct Held {
+struct Gathered {
     data: Vec<u8>,
     spare: Option<IoBuf>,
 }
@@ -28,7 +28,7 @@ struct Held {
 enum Writer {
     File(FileWriter),
     Parts(PartWriter),
-    Memory(Held),
+    Memory(Gathered),
 }
 
 impl Writer {
@@ -120,7 +120,7 @@ impl Incoming {
                 Writer::File(writer)
             }
             PartialUpload::Object(u) => Writer::Parts(u.writer()),
-            PartialUpload::Memory(u) => Writer::Memory(Held {
+            PartialUpload::Memory(u) => Writer::Memory(Gathered {
                 data: Vec::with_capacity(usize::try_from(u.size).unwrap_or(0)),
                 spare: None,
             }),

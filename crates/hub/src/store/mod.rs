@@ -127,7 +127,7 @@ pub enum Body {
 pub enum PartialUpload {
     Local(LocalPartial),
     Object(object::ObjectPartial),
-    /// A small upload held in memory until whole, then stored as a batch of one
+    /// A small upload held in memory until whole, then stored in a batch
     /// ([`Store::store_batch`]); no store has begun anything for it but the claim.
     Memory(MemoryUpload),
 }
