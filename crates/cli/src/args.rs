@@ -462,11 +462,12 @@ pub struct PeerArgs {
     /// downloader asks someone else (0: no limit).
     #[arg(long, default_value_t = troca_peer::server::DEFAULT_UPLOAD_SLOTS, value_name = "N")]
     pub upload_slots: usize,
-    /// Initial seeding, for a new file wanted by a large crowd: while some piece has gone to
-    /// nobody, a request for a piece a downloader that shares already has from here is
-    /// answered busy, so the crowd gets each piece from this peer once before any twice.
+    /// Turn initial seeding off. With it (the default), while some piece of a file in the
+    /// folder has gone to nobody, a sharing downloader's request for a piece another already
+    /// has from here is deferred (once): it asks for another piece at once, and the crowd gets
+    /// each piece from this peer once before any twice.
     #[arg(long)]
-    pub super_seed: bool,
+    pub no_super_seed: bool,
     /// A connection silent for this long is closed; a piece must also go out within it (plus
     /// its time at --max-rate), or the connection is closed and its upload slot freed.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]

@@ -52,7 +52,7 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
             max_connections: args.max_connections.max(1),
             max_connections_per_ip: args.max_connections_per_ip.max(1),
             upload_slots: args.upload_slots,
-            super_seed: args.super_seed,
+            super_seed: !args.no_super_seed,
             idle_timeout: args.idle_timeout,
             stats: Arc::clone(&stats),
             ..ServerConfig::default()

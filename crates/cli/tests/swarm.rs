@@ -547,9 +547,10 @@ async fn peer_connection(
     conn
 }
 
-/// Initial seeding: while some piece has gone to no sharing downloader, a seeder answers busy
-/// a request for a piece it gave one still connected, sends the pieces nobody has, says
-/// `SlotFree` when a slot is given back, and serves the piece again once its holder is gone.
+/// Initial seeding, on by default: while some piece has gone to no sharing downloader, a
+/// seeder answers `Deferred` a sharing downloader's request for a piece it gave one still
+/// connected, sends the pieces nobody has at once (no `SlotFree` to wait for), and sends a
+/// deferred piece when the same connection asks for it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeder_sends_each_piece_once_before_any_twice() {
     use troca_proto::msg::{GetPiece, Holding, Message};
@@ -559,11 +560,7 @@ async fn a_seeder_sends_each_piece_once_before_any_twice() {
     let id = *blake3::hash(&std::fs::read(seed_dir.join("crowd.bin")).unwrap()).as_bytes();
     let layout = troca_proto::pieces::Layout::for_len(8 << 20);
     let last = layout.count() as u32 - 1;
-    let seeder = start_peer(
-        &seed_dir,
-        &t,
-        &["--plaintext", "--upload-slots", "4", "--super-seed"],
-    );
+    let seeder = start_peer(&seed_dir, &t, &["--plaintext", "--upload-slots", "4"]);
     // A sharing downloader that asks for every piece but the last and reads nothing: the
     // first pieces go out to it, and one stays sending (more than the kernel's buffers hold).
     let mut a = peer_connection(&seeder.addr, Some(4096)).await;
@@ -576,22 +573,22 @@ async fn a_seeder_sends_each_piece_once_before_any_twice() {
         a.queue(&GetPiece { id, index }.into());
     }
     a.flush().await.unwrap();
-    // Another sharing downloader asks for piece 0, which `a` holds: busy.
     let mut b = peer_connection(&seeder.addr, None).await;
     b.send(&Holding { id, sharing: true }.into()).await.unwrap();
     assert!(matches!(
         b.read_message().await.unwrap(),
         Some(Message::Bitfield(_))
     ));
-    // Until `a`'s connection stalls, there are moments between its pieces when no slot is
-    // sending, and then nothing is deferred (no `SlotFree` would follow): so ask until it has.
+    // Another sharing downloader asks for piece 0, which `a` holds. Until `a`'s connection
+    // stalls there are moments between its pieces when no slot is sending, and then nothing is
+    // deferred (the link would idle): so ask until it is.
     let (_, len0) = layout.range(0);
     let mut tries = 0;
     loop {
         b.send(&GetPiece { id, index: 0 }.into()).await.unwrap();
         match b.read_message().await.unwrap() {
             Some(Message::Error(e)) => {
-                assert_eq!(e.code, troca_proto::ErrorCode::Busy, "{e:?}");
+                assert_eq!(e.code, troca_proto::ErrorCode::Deferred, "{e:?}");
                 break;
             }
             header => read_piece(&mut b, header, 0, len0).await,
@@ -599,41 +596,32 @@ async fn a_seeder_sends_each_piece_once_before_any_twice() {
         tries += 1;
         assert!(
             tries < 1000,
-            "piece 0 should wait while piece {last} has gone to nobody"
+            "piece 0 should be deferred while piece {last} has gone to nobody"
         );
     }
-    // The last piece, which nobody has: sent. The `SlotFree` owed comes with the next slot
-    // given back, `a`'s or this piece's, so before or after the piece.
+    // The last piece, which nobody has: sent at once, with no `SlotFree` before it.
     b.send(&GetPiece { id, index: last }.into()).await.unwrap();
     let (_, len) = layout.range(last.into());
-    let mut header = b.read_message().await.unwrap();
-    let slot_free = matches!(header, Some(Message::SlotFree(_)));
-    if slot_free {
-        header = b.read_message().await.unwrap();
-    }
+    let header = b.read_message().await.unwrap();
     read_piece(&mut b, header, last, len).await;
-    if !slot_free {
-        let next = b.read_message().await.unwrap();
-        assert!(matches!(next, Some(Message::SlotFree(_))), "{next:?}");
-    }
-    // `a` leaves: piece 0 is nobody's any more, and the seeder sends it (asked again after
-    // each SlotFree, for as long as `a`'s connection takes to end at the seeder).
-    drop(a);
-    loop {
-        b.send(&GetPiece { id, index: 0 }.into()).await.unwrap();
-        match b.read_message().await.unwrap() {
-            Some(Message::PieceData(p)) => {
-                assert_eq!(p.index, 0);
-                let mut rest = vec![0u8; p.len as usize];
-                read_exactly(&mut b, &mut rest).await;
-                break;
-            }
-            Some(Message::Error(e)) if e.code == troca_proto::ErrorCode::Busy => {
-                let next = b.read_message().await.unwrap();
-                assert!(matches!(next, Some(Message::SlotFree(_))), "{next:?}");
-            }
-            other => panic!("{other:?}"),
-        }
+    // Asked again on the same connection, the deferred piece is sent: a downloader with
+    // nothing else to ask never waits on a deferral.
+    b.send(&GetPiece { id, index: 0 }.into()).await.unwrap();
+    let header = b.read_message().await.unwrap();
+    read_piece(&mut b, header, 0, len0).await;
+    // A downloader that does not share is never deferred: nobody could give it the piece.
+    let mut c = peer_connection(&seeder.addr, None).await;
+    c.send(&Holding { id, sharing: false }.into())
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.read_message().await.unwrap(),
+        Some(Message::Bitfield(_))
+    ));
+    c.send(&GetPiece { id, index: 0 }.into()).await.unwrap();
+    match c.read_message().await.unwrap() {
+        Some(Message::Error(e)) => assert_eq!(e.code, troca_proto::ErrorCode::Busy, "{e:?}"),
+        header => read_piece(&mut c, header, 0, len0).await,
     }
 }
 

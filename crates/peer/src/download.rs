@@ -575,6 +575,9 @@ enum PeerError {
     /// Every upload slot of the peer is sending: ask others until it sends `SlotFree`.
     #[error("busy: {0}")]
     Busy(String),
+    /// The peer sends this piece to others first (initial seeding): ask it for another.
+    #[error("deferred: {0}")]
+    Deferred(String),
     #[error("sent something unexpected: {0}")]
     Protocol(String),
     #[error("stalled")]
@@ -590,6 +593,9 @@ fn unexpected(msg: &Message) -> PeerError {
 async fn read(conn: &mut Connection<Stream>) -> Result<Message, PeerError> {
     match conn.read_message().await? {
         Some(Message::Error(e)) if e.code == ErrorCode::Busy => Err(PeerError::Busy(e.message)),
+        Some(Message::Error(e)) if e.code == ErrorCode::Deferred => {
+            Err(PeerError::Deferred(e.message))
+        }
         Some(Message::Error(e)) => Err(PeerError::Refused(e.message)),
         Some(m) => Ok(m),
         None => Err(PeerError::Io(io::Error::new(
@@ -892,6 +898,8 @@ enum Heard {
     Refused(String),
     /// Its upload slots were all sending: the oldest request goes to others.
     Busy,
+    /// It sends the oldest request's piece to others first: asked of others.
+    Deferred,
 }
 
 impl Worker {
@@ -991,6 +999,7 @@ impl Worker {
                 // It said it held a piece it cannot give: as bad as a corrupt copy.
                 Heard::Refused(why) => self.bad_piece(shared, index, &why)?,
                 Heard::Busy => self.turned_away(shared, index),
+                Heard::Deferred => self.deferred(shared, index),
             }
         }
     }
@@ -1085,6 +1094,7 @@ impl Worker {
                 Ok(other) => return Err(unexpected(&other)),
                 Err(PeerError::Refused(why)) => return Ok(Heard::Refused(why)),
                 Err(PeerError::Busy(_)) => return Ok(Heard::Busy),
+                Err(PeerError::Deferred(_)) => return Ok(Heard::Deferred),
                 Err(e) => return Err(e),
             }
         }
@@ -1113,6 +1123,17 @@ impl Worker {
         self.answered(shared, index);
         self.busy = true;
         shared.release(self.id, index);
+    }
+
+    /// The peer deferred `index`: asked of others, and this peer is asked for another now.
+    fn deferred<P>(&mut self, shared: &Shared<P>, index: u32) {
+        self.answered(shared, index);
+        shared
+            .schedule
+            .lock()
+            .expect("not poisoned")
+            .defer(self.id, index);
+        shared.wake.notify_waiters();
     }
 
     /// `index` from this peer was bad (failed verification, or refused though claimed): asked

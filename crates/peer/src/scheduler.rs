@@ -15,6 +15,12 @@
 //!   nothing new is left alone rather than made to send a second copy of a piece on its way.
 //! - A piece a peer sent corrupted is never asked of it again; a peer that leaves gives its
 //!   pieces in flight back.
+//! - **Deferred pieces**: a seeder spreading a new file sends each piece once before any twice
+//!   and answers a request for one already out in the crowd `Deferred` (see
+//!   [`crate::spread`]). Such a piece is not asked of that peer again while the download has
+//!   anything else to do; only when nothing is in flight anywhere and nothing else may be
+//!   asked are the deferrals forgotten, and the peer (which defers a piece once a connection)
+//!   sends it. So a deferral never stalls a download, however the seeder counts.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -74,6 +80,8 @@ struct Peer {
     in_flight: HashSet<u32>,
     /// Pieces it sent corrupted.
     avoid: HashSet<u32>,
+    /// Pieces it deferred (it sends them to others first).
+    deferred: HashSet<u32>,
 }
 
 impl Peer {
@@ -84,6 +92,17 @@ impl Peer {
     /// Which of the pieces in word `k` of a set it holds.
     fn word(&self, k: usize) -> u64 {
         self.has.as_ref().map_or(u64::MAX, |h| h.0[k])
+    }
+
+    /// Whether `index` may not be asked of it now (it sent it corrupted, or deferred it).
+    fn skips(&self, index: usize) -> bool {
+        let i = index as u32;
+        self.avoid.contains(&i) || self.deferred.contains(&i)
+    }
+
+    /// Whether any piece is to be skipped (else a pick may count a word at a time).
+    fn skips_any(&self) -> bool {
+        !self.avoid.is_empty() || !self.deferred.is_empty()
     }
 }
 
@@ -98,6 +117,8 @@ pub struct Scheduler {
     peers: HashMap<PeerId, Peer>,
     missing: usize,
     done: usize,
+    /// Deferrals remembered, over every peer.
+    deferrals: usize,
     rng: SplitMix,
 }
 
@@ -134,6 +155,7 @@ impl Scheduler {
                 .collect(),
             peers: HashMap::default(),
             missing,
+            deferrals: 0,
             rng: SplitMix(seed),
         }
     }
@@ -207,6 +229,7 @@ impl Scheduler {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
+        self.deferrals -= p.deferred.len();
         for (i, n) in self.holders.iter_mut().enumerate() {
             if p.holds(i) {
                 *n -= 1;
@@ -241,6 +264,20 @@ impl Scheduler {
     /// The next piece to ask `peer` for, marked as asked; `None` if it holds nothing needed
     /// that may be asked of it now.
     pub fn pick(&mut self, peer: PeerId) -> Option<u32> {
+        let picked = self.pick_now(peer);
+        if picked.is_some() || self.deferrals == 0 || self.any_in_flight() {
+            return picked;
+        }
+        // Nothing in flight anywhere, and nothing but deferred pieces left to ask: the
+        // deferrals are forgotten (a peer defers a piece once a connection, so it sends them).
+        for p in self.peers.values_mut() {
+            p.deferred.clear();
+        }
+        self.deferrals = 0;
+        self.pick_now(peer)
+    }
+
+    fn pick_now(&mut self, peer: PeerId) -> Option<u32> {
         let p = self.peers.get(&peer)?;
         let fresh = self.fresh_count(p);
         let chosen = if fresh == 0 {
@@ -296,12 +333,12 @@ impl Scheduler {
                     (bit < 64).then_some(k * 64 + bit)
                 })
             })
-            .filter(move |&i| p.avoid.is_empty() || !p.avoid.contains(&(i as u32)))
+            .filter(move |&i| !p.skips_any() || !p.skips(i))
     }
 
-    /// How many pieces `fresh` gives, a word at a time when no piece is to be avoided.
+    /// How many pieces `fresh` gives, a word at a time when no piece is to be skipped.
     fn fresh_count(&self, p: &Peer) -> usize {
-        if !p.avoid.is_empty() {
+        if p.skips_any() {
             return self.fresh(p).count();
         }
         let words = self.unasked.0.iter().enumerate();
@@ -312,9 +349,7 @@ impl Scheduler {
 
     /// End game: the least-asked piece `p` holds that is in flight elsewhere.
     fn end_game(&self, p: &Peer) -> Option<usize> {
-        let usable = |i: usize| {
-            p.holds(i) && !p.avoid.contains(&(i as u32)) && !p.in_flight.contains(&(i as u32))
-        };
+        let usable = |i: usize| p.holds(i) && !p.skips(i) && !p.in_flight.contains(&(i as u32));
         (0..self.state.len())
             .filter(|&i| usable(i))
             .filter_map(|i| match self.state[i] {
@@ -345,6 +380,17 @@ impl Scheduler {
                 self.unflight(index);
             }
         }
+    }
+
+    /// `peer` deferred `index` (it sends it to others first): asked of others, and not of it
+    /// again while anything else may be asked (see [`Scheduler::pick`]).
+    pub fn defer(&mut self, peer: PeerId, index: u32) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.deferred.insert(index) {
+                self.deferrals += 1;
+            }
+        }
+        self.release(peer, index);
     }
 
     /// `peer` sent `index` corrupted: never asked of it again.
@@ -479,6 +525,26 @@ mod tests {
     }
 
     #[test]
+    fn a_deferred_piece_waits_until_nothing_else_may_be_asked() {
+        let mut s = Scheduler::new(vec![false; 2], 9);
+        s.add_peer(0, None).unwrap();
+        let a = s.pick(0).unwrap();
+        s.defer(0, a);
+        let b = s.pick(0).unwrap();
+        assert_ne!(a, b, "the seeder is asked for something else at once");
+        assert_eq!(s.pick(0), None, "{a} is deferred there while {b} is coming");
+        // Another peer that holds it is asked for it.
+        s.add_peer(1, Some(vec![a == 0, a == 1])).unwrap();
+        assert_eq!(s.pick(1), Some(a));
+        s.release(1, a);
+        assert!(s.complete(0, b));
+        // Nothing in flight, nothing else to ask: the deferral is forgotten.
+        assert_eq!(s.pick(0), Some(a));
+        assert!(s.complete(0, a));
+        assert_eq!(s.missing(), 0);
+    }
+
+    #[test]
     fn a_corrupted_piece_is_asked_of_others() {
         let mut s = Scheduler::new(vec![false; 1], 3);
         s.add_peer(0, None).unwrap();
@@ -498,7 +564,7 @@ mod tests {
             seed in any::<u64>(),
             count in 1usize..40,
             peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 40), 1..6),
-            steps in proptest::collection::vec((0usize..6, 0u8..5, 0u32..40), 0..300),
+            steps in proptest::collection::vec((0usize..6, 0u8..6, 0u32..40), 0..300),
         ) {
             let mut s = Scheduler::new(vec![false; count], seed);
             let mut has: Vec<Vec<bool>> = Vec::new();
@@ -510,12 +576,26 @@ mod tests {
                 has.push(h);
             }
             let mut asked: Vec<HashSet<u32>> = vec![HashSet::default(); has.len()];
+            let mut deferred: Vec<HashSet<u32>> = vec![HashSet::default(); has.len()];
             for (peer, action, index) in steps {
                 let peer = peer % has.len();
                 match action {
-                    0 | 1 => if let Some(i) = s.pick(peer) {
-                        prop_assert!(has[peer][i as usize], "asked for a piece it lacks");
-                        prop_assert!(asked[peer].insert(i), "asked twice");
+                    0 => {
+                        // Deferrals may be forgotten only by a pick with nothing in flight (a
+                        // request for a piece done already, an end game's copy, is not).
+                        if asked.iter().flatten().all(|&i| s.is_done(i)) {
+                            deferred.iter_mut().for_each(|d| d.clear());
+                        }
+                        if let Some(i) = s.pick(peer) {
+                            prop_assert!(has[peer][i as usize], "asked for a piece it lacks");
+                            prop_assert!(!deferred[peer].contains(&i), "deferred {i} asked while others were in flight");
+                            prop_assert!(asked[peer].insert(i), "asked twice");
+                        }
+                    },
+                    1 => if let Some(&i) = asked[peer].iter().next() {
+                        asked[peer].remove(&i);
+                        deferred[peer].insert(i);
+                        s.defer(peer, i);
                     },
                     2 => if let Some(&i) = asked[peer].iter().next() {
                         asked[peer].remove(&i);

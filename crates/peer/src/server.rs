@@ -56,9 +56,8 @@ pub struct ServerConfig {
     /// busy, and `SlotFree` follows when one opens.
     pub upload_slots: usize,
     /// Initial seeding (see [`crate::spread`]): while some piece of a file found in the folder
-    /// has gone to no sharing downloader, a request for one that has is answered busy. Off
-    /// unless asked for: it pays only in large crowds of sharers, and a receiver that stalls
-    /// a slot can make a deferred downloader wait for its `SlotFree` (up to the idle timeout).
+    /// has gone to no sharing downloader, a sharing downloader's request for one that has is
+    /// answered `Deferred` (once per piece and connection), and it asks for another at once.
     pub super_seed: bool,
     /// Counts what is served, for the metrics.
     pub stats: Arc<crate::stats::PeerStats>,
@@ -74,7 +73,7 @@ impl Default for ServerConfig {
             max_rate: None,
             tls: None,
             upload_slots: DEFAULT_UPLOAD_SLOTS,
-            super_seed: false,
+            super_seed: true,
             stats: Arc::default(),
         }
     }
@@ -135,14 +134,11 @@ impl UploadSlots {
         }
     }
 
-    /// A receiver that hears when a slot is next given back, if any is taken now (so one will
-    /// be); `None` when none is, or slots are off. Subscribed before looking, so a slot given
-    /// back in between is not missed.
-    fn watch_if_sending(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        let sem = self.slots.as_ref()?;
-        let mut rx = self.freed.subscribe();
-        rx.borrow_and_update();
-        (sem.available_permits() < self.count).then_some(rx)
+    /// Whether some slot is sending now (so deferring a request leaves the link busy).
+    fn sending(&self) -> bool {
+        self.slots
+            .as_ref()
+            .is_some_and(|sem| sem.available_permits() < self.count)
     }
 }
 
@@ -152,6 +148,9 @@ struct Given {
     file: Arc<SharedFile>,
     /// One bit per piece.
     pieces: Vec<u64>,
+    /// The pieces deferred on this connection, one bit each: a piece is deferred once, so a
+    /// downloader that asks again (it has nothing else to do) is served.
+    deferred: Vec<u64>,
 }
 
 impl Given {
@@ -160,7 +159,22 @@ impl Given {
         Self {
             file,
             pieces: vec![0; words],
+            deferred: vec![0; words],
         }
+    }
+
+    /// Whether a request for `index` is deferred: the file's spread says so, and it was not
+    /// deferred on this connection before (then it is marked).
+    fn defers(&mut self, index: u32) -> bool {
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        let (Some(w), Some(spread)) = (self.deferred.get_mut(word), &self.file.spread) else {
+            return false;
+        };
+        if *w & bit != 0 || !spread.lock().expect("not poisoned").defers(index) {
+            return false;
+        }
+        *w |= bit;
+        true
     }
 
     fn give(&mut self, index: u32) {
@@ -570,24 +584,23 @@ impl Serving {
         }
     }
 
-    /// Initial seeding: answers busy (a `SlotFree` then owed) a request for a piece a sharing
-    /// downloader has from here while another has gone to none, if a slot is sending (so the
-    /// `SlotFree` will come). Returns whether it did.
-    async fn defer(&mut self, shared: &SharedFile, index: u32) -> Result<bool, FrameError> {
-        let Some(spread) = shared.spread.as_ref().filter(|_| self.config.super_seed) else {
-            return Ok(false);
-        };
-        let Some(rx) = self.uploads.watch_if_sending() else {
-            return Ok(false);
-        };
-        if !spread.lock().expect("not poisoned").defers(index) {
+    /// Initial seeding: answers `Deferred` a request from a sharing downloader for a piece a
+    /// sharing downloader has from here while another has gone to none, if a slot is sending
+    /// (so the link stays busy), once per piece and connection. Returns whether it did.
+    async fn defer(&mut self, shared: &Arc<SharedFile>, index: u32) -> Result<bool, FrameError> {
+        let sending = self.uploads.sending();
+        let deferred = self
+            .given
+            .as_mut()
+            .filter(|g| sending && Arc::ptr_eq(&g.file, shared))
+            .is_some_and(|g| g.defers(index));
+        if !deferred {
             return Ok(false);
         }
-        crate::stats::PeerStats::add(&self.config.stats.busy_answers, 1);
         crate::stats::PeerStats::add(&self.config.stats.pieces_deferred, 1);
-        self.refused = Some(rx);
-        let why = "this piece is already out in the crowd; ask others for it (SlotFree follows)";
-        self.refuse(ErrorCode::Busy, why).await?;
+        let why =
+            "this piece is already out in the crowd; ask others for it, and this peer for another";
+        self.refuse(ErrorCode::Deferred, why).await?;
         Ok(true)
     }
 

@@ -4,12 +4,15 @@
 //! The downloaders choose what to ask for, rarest first among the peers *they* know; two that
 //! do not know each other may ask the seeder for the same piece while another piece has left
 //! it for no one. So the seeder counts, for each piece, the sharing downloaders still connected
-//! that it gave the piece to. A request for a piece some of them hold, while another piece has
-//! gone to none, is answered busy (with a `SlotFree` to follow, as when every slot is sending):
-//! the downloader asks others for it and asks the seeder for something else. Once every piece
-//! has gone out, the seeder answers every request, for good: it is then one holder among many.
-//! (BitTorrent's super-seeding, BEP 16, hides pieces in the bitfield for the same end; troca's
-//! seeder shows them all and defers the request instead, so a lone downloader never waits.)
+//! that it gave the piece to. A sharing downloader's request for a piece some of them hold,
+//! while another piece has gone to none, is answered `Deferred` if a slot is sending (so the
+//! link stays busy): the downloader asks others for it and asks the seeder for something else
+//! at once. A piece is deferred once per connection, so a downloader with nothing else left to
+//! ask (the scheduler asks again only then) is served, and no deferral can stall a download,
+//! whatever several seeders' counts say. Once every piece has gone out, the seeder answers
+//! every request, for good: it is then one holder among many. (BitTorrent's super-seeding,
+//! BEP 16, hides pieces in the bitfield for the same end; troca's seeder shows them all and
+//! defers the request instead, so a lone downloader never waits.)
 //!
 //! No sockets and no clock: the peer's server and `troca-swarm-sim` run this same code.
 

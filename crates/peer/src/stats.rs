@@ -1,5 +1,5 @@
 //! What a peer counts for its metrics (`troca peer --metrics ADDR`): pieces it served and
-//! received, bad pieces, peers dropped, requests answered busy. The server and the downloads share one [`PeerStats`]
+//! received, bad pieces, peers dropped, requests answered busy or deferred. The server and the downloads share one [`PeerStats`]
 //! (atomics: the data path takes no lock); [`PeerMetrics`] renders it when Prometheus scrapes.
 
 use prometheus_client::metrics::counter::Counter;
@@ -18,9 +18,9 @@ pub struct PeerStats {
     pub bad_pieces: AtomicU64,
     /// Peers a download gave up on (bad pieces, stalls, broken connections).
     pub peers_dropped: AtomicU64,
-    /// Requests for pieces answered busy (every upload slot sending, or deferred).
+    /// Requests for pieces answered busy (every upload slot sending).
     pub busy_answers: AtomicU64,
-    /// Of those, requests deferred by initial seeding (the piece is already out in the crowd).
+    /// Requests answered `Deferred` by initial seeding (the piece is already out in the crowd).
     pub pieces_deferred: AtomicU64,
 }
 
@@ -59,11 +59,11 @@ impl PeerMetrics {
             ("peers_dropped", "Peers a download gave up on"),
             (
                 "busy_answers",
-                "Requests for pieces answered busy (every upload slot sending, or deferred)",
+                "Requests for pieces answered busy (every upload slot sending)",
             ),
             (
                 "pieces_deferred",
-                "Requests deferred by initial seeding: the piece is already out in the crowd",
+                "Requests answered deferred by initial seeding: the piece is already out in the crowd",
             ),
         ];
         for ((name, help), c) in names.into_iter().zip(&counters) {

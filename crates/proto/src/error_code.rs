@@ -34,6 +34,9 @@ pub enum ErrorCode {
     NotEmpty,
     /// A lock (taken by a WebDAV client) holds the name, and the request did not present it.
     Locked,
+    /// A peer spreading a new file sends this piece to others first: ask it for another piece
+    /// now, and others for this one (asked again on the same connection, it is sent).
+    Deferred,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::Internal => 13,
             ErrorCode::NotEmpty => 14,
             ErrorCode::Locked => 15,
+            ErrorCode::Deferred => 16,
             ErrorCode::Other(n) => n,
         }
     }
@@ -79,6 +83,7 @@ impl ErrorCode {
             13 => ErrorCode::Internal,
             14 => ErrorCode::NotEmpty,
             15 => ErrorCode::Locked,
+            16 => ErrorCode::Deferred,
             n => ErrorCode::Other(n),
         }
     }
@@ -101,6 +106,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::NotEmpty => "not_empty",
             ErrorCode::Locked => "locked",
+            ErrorCode::Deferred => "deferred",
             ErrorCode::Other(_) => "other",
         }
     }

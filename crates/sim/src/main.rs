@@ -48,10 +48,11 @@ struct Args {
     /// them a request is answered busy, as troca's peers do.
     #[arg(long, default_value_t = troca_peer::server::DEFAULT_UPLOAD_SLOTS)]
     upload_slots: usize,
-    /// Initial seeding (`troca peer --super-seed`): the seeder defers a request for a piece it
-    /// gave a downloader still here while another piece has gone to no one.
+    /// Turn initial seeding off (as `troca peer --no-super-seed`). With it, the seeder defers a
+    /// request for a piece it gave a downloader still here while another piece has gone to no
+    /// one, once per downloader and piece.
     #[arg(long)]
-    super_seed: bool,
+    no_super_seed: bool,
     /// Past the upload slots, a request waits its turn at the uploader instead of being
     /// answered busy.
     #[arg(long)]
@@ -109,7 +110,7 @@ fn main() -> Result<()> {
             max_incoming: a.max_incoming.max(1),
             pipeline: a.pipeline.max(1),
             upload_slots: a.upload_slots,
-            super_seed: a.super_seed,
+            super_seed: !a.no_super_seed,
             busy: !a.wait_for_slots,
             trace: a.trace,
             join_over: a.join_over,

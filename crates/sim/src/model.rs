@@ -47,9 +47,10 @@ pub struct Setup {
     /// Pieces an uploader sends at once, sharing its rate; the others wait their turn in
     /// arrival order (0: all at once).
     pub upload_slots: usize,
-    /// Initial seeding, as troca's seeders do (`troca_peer::spread`): the seeder answers busy
-    /// a request for a piece it gave a downloader still here while another piece has gone to
-    /// none, if it is sending something (so a `SlotFree` follows).
+    /// Initial seeding, as troca's seeders do (`troca_peer::spread`): the seeder answers
+    /// `Deferred` a request for a piece it gave a downloader still here while another piece
+    /// has gone to none, if it is sending something, once per downloader and piece; the
+    /// downloader asks for something else at once.
     pub super_seed: bool,
     /// Past the upload slots, a request is answered busy instead of waiting (as troca's peers
     /// do): the downloader asks others, and asks this uploader again once it says a slot is
@@ -120,6 +121,8 @@ struct Node {
     refused: Vec<usize>,
     /// Pieces the seeder gave this node.
     from_seed: Vec<u32>,
+    /// Pieces the seeder deferred for this node (each is deferred once).
+    deferred: HashSet<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -141,6 +144,12 @@ enum Event {
     },
     /// `from` answered `to`'s request for `piece`: busy.
     Busy {
+        from: usize,
+        to: usize,
+        piece: u32,
+    },
+    /// `from` answered `to`'s request for `piece`: deferred (initial seeding).
+    Deferred {
         from: usize,
         to: usize,
         piece: u32,
@@ -196,6 +205,7 @@ pub fn run(setup: &Setup) -> Outcome {
             Event::Sent(t) => sim.sent(t),
             Event::Arrived { from, to, piece } => sim.arrived(from, to, piece),
             Event::Busy { from, to, piece } => sim.busy(from, to, piece),
+            Event::Deferred { from, to, piece } => sim.deferred(from, to, piece),
             Event::Free { from, to } => sim.free(from, to),
         }
     }
@@ -275,6 +285,7 @@ impl Sim {
                     busy: HashSet::default(),
                     refused: Vec::new(),
                     from_seed: Vec::new(),
+                    deferred: HashSet::default(),
                 }
             })
             .collect();
@@ -410,13 +421,19 @@ impl Sim {
             return;
         }
         let slots = self.setup.upload_slots;
-        // As troca's full copies do: a piece that went to a downloader still here waits
-        // while some piece has gone to none, and while a slot will open (`SlotFree`).
-        let again = from == 0
+        // As troca's full copies do: a piece that went to a downloader still here is deferred
+        // (once for each downloader) while some piece has gone to none, if a slot is sending.
+        let defer = from == 0
             && self.setup.super_seed
             && !self.nodes[0].sending.is_empty()
-            && self.spread.defers(piece);
-        if again || self.setup.busy && slots > 0 && self.nodes[from].sending.len() >= slots {
+            && self.spread.defers(piece)
+            && self.nodes[to].deferred.insert(piece);
+        if defer {
+            let when = self.now + at(self.setup.rtt / 2.0);
+            self.push(when, Event::Deferred { from, to, piece });
+            return;
+        }
+        if self.setup.busy && slots > 0 && self.nodes[from].sending.len() >= slots {
             if !self.nodes[from].refused.contains(&to) {
                 self.nodes[from].refused.push(to);
             }
@@ -615,6 +632,15 @@ impl Sim {
         self.give_back(from, to, piece);
     }
 
+    /// `from` deferred `piece`: `to` asks others for it, and `from` for something else.
+    fn deferred(&mut self, from: usize, to: usize, piece: u32) {
+        self.unask(to, from);
+        if let Some(s) = self.nodes[to].sched.as_mut() {
+            s.defer(from, piece);
+        }
+        self.ask(to);
+    }
+
     /// `from` has a slot free for `to` again.
     fn free(&mut self, from: usize, to: usize) {
         self.nodes[to].busy.remove(&from);
@@ -807,5 +833,25 @@ mod tests {
         };
         let o = run(&s);
         assert!(o.took.iter().all(Option::is_some), "{:?}", o.took);
+    }
+
+    #[test]
+    fn initial_seeding_spares_the_seeder_copies_and_everyone_finishes() {
+        let with_slots = |super_seed| Setup {
+            upload_slots: 4,
+            busy: true,
+            super_seed,
+            pieces: 128,
+            ..crowd(60)
+        };
+        let (off, on) = (run(&with_slots(false)), run(&with_slots(true)));
+        assert!(on.took.iter().all(Option::is_some), "{:?}", on.took);
+        assert!(
+            on.seed_copies < off.seed_copies,
+            "the seeder sent {} extra with it, {} without",
+            on.seed_copies,
+            off.seed_copies
+        );
+        assert!(on.seed_all_out < off.seed_all_out);
     }
 }
