@@ -53,7 +53,10 @@ struct Group {
 
 impl Group {
     fn new() -> Option<Group> {
-        let e = engines()?;
+        Some(Group::with(engines()?))
+    }
+
+    fn with(e: Engines) -> Group {
         let mut id = [0u8; 6];
         getrandom::fill(&mut id).unwrap();
         let name = format!("t{}", troca_proto::hex(&id));
@@ -75,7 +78,7 @@ impl Group {
             "{}",
             String::from_utf8_lossy(&made.stderr)
         );
-        Some(g)
+        g
     }
 
     /// Runs SQL in the group's database (or `db`); the output, unaligned.
@@ -919,4 +922,115 @@ async fn interrupted_uploads_on_the_store_are_kept_within_the_budget_of_their_ad
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(&out);
     assert!(err.contains("resuming upload of second.bin"), "{err}");
+}
+
+/// The second Ceph cluster `scripts/services` starts: three OSDs, three copies of each object
+/// (a write is accepted while two are up).
+struct Replicated {
+    conf: PathBuf,
+}
+
+impl Replicated {
+    fn ceph(&self, args: &[&str]) -> String {
+        let out = Command::new("ceph")
+            .args(args)
+            .env("CEPH_CONF", &self.conf)
+            .output()
+            .expect("run ceph");
+        ok(&out)
+    }
+
+    /// Waits until the monitor counts `up` OSDs up.
+    fn wait_up(&self, up: u64) {
+        for _ in 0..600 {
+            let stat: serde_json::Value =
+                serde_json::from_str(&self.ceph(&["osd", "stat", "-f", "json"])).unwrap();
+            if stat["num_up_osds"] == up {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the store never had {up} OSDs up");
+    }
+}
+
+/// OSD 1 stopped (SIGTERM, as a node going down) until dropped, then started again.
+struct Stopped<'a> {
+    cluster: &'a Replicated,
+}
+
+impl<'a> Stopped<'a> {
+    fn osd_1(cluster: &'a Replicated) -> Stopped<'a> {
+        let dir = cluster.conf.parent().unwrap();
+        let pid = std::fs::read_to_string(dir.join("run/osd.1.pid")).unwrap();
+        let pid = pid.trim().parse::<i32>().unwrap();
+        ok(&Command::new("kill").arg(pid.to_string()).output().unwrap());
+        cluster.wait_up(2);
+        Stopped { cluster }
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("ceph-osd")
+            .args(["--id", "1"])
+            .env("CEPH_CONF", &self.cluster.conf)
+            .output();
+        self.cluster.wait_up(3);
+    }
+}
+
+/// A store of three nodes keeping three copies, one node stopped: every file stored before is
+/// still read whole (by a hub just started, so none comes from its memory), and uploads are
+/// still accepted and read back.
+#[test]
+fn with_one_of_three_store_nodes_down_every_file_reads_and_uploads_go_on() {
+    let Some(e) = engines() else { return };
+    let (Ok(s3), Ok(dir)) = (
+        std::env::var("TROCA_TEST_S3_REPLICATED"),
+        std::env::var("TROCA_TEST_CEPH_REPLICATED"),
+    ) else {
+        assert!(std::env::var_os("CI").is_none(), "no three-node store");
+        return;
+    };
+    let cluster = Replicated {
+        conf: Path::new(&dir).join("ceph.conf"),
+    };
+    cluster.wait_up(3);
+    let g = Group::with(Engines { s3, ..e });
+    let (sa, sb) = (Scratch::new(), Scratch::new());
+    let a = g.hub(&sa.share, "hub-a", &[]);
+    let c = &sa.client;
+    let sizes = [0, 4 << 10, MIB, 20 * MIB + 3];
+    for (i, len) in sizes.iter().enumerate() {
+        random_file(
+            &c.join(format!("before{i}.bin")),
+            *len,
+            &format!("before{i}"),
+        );
+        ok(&a.troca(c, &["put", &format!("before{i}.bin")]));
+    }
+    let stopped = Stopped::osd_1(&cluster);
+    let b = g.hub(&sb.share, "hub-b", &[]);
+    for i in 0..sizes.len() {
+        let name = format!("before{i}.bin");
+        ok(&b.troca(c, &["get", &name, "-o", "got/"]));
+        assert_eq!(
+            hash_file(&c.join("got").join(&name)),
+            hash_file(&c.join(&name))
+        );
+    }
+    for (i, len) in sizes.iter().enumerate() {
+        let name = format!("during{i}.bin");
+        random_file(&c.join(&name), *len, &name);
+        ok(&b.troca(c, &["put", &name]));
+        ok(&a.troca(c, &["get", &name, "-o", "got/"]));
+        assert_eq!(
+            hash_file(&c.join("got").join(&name)),
+            hash_file(&c.join(&name))
+        );
+    }
+    drop(stopped);
+    let names = listing(&a, c);
+    assert_eq!(names.matches(".bin").count(), 2 * sizes.len(), "{names}");
 }
