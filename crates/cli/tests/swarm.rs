@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use troca_proto::tracker::FileInfo;
 use troca_tracker::client::TrackerClient;
@@ -652,4 +652,71 @@ async fn read_exactly(
         assert!(n > 0, "the connection ended inside a piece");
         got += n;
     }
+}
+
+/// A peer the tracker lists that cannot serve yet (here: nothing listens on its address; in a
+/// crowd, a downloader registered before it holds anything) is tried again at the next look
+/// for peers, and gives pieces once it can, instead of being written off for the download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_could_not_serve_at_first_is_tried_again() {
+    use std::io::BufRead;
+    let s = Scratch::new();
+    let t = start_tracker();
+    let seed_dir = seeder_folder(&s, "late.bin", 24 << 20);
+    let id = *blake3::hash(&std::fs::read(seed_dir.join("late.bin")).unwrap()).as_bytes();
+    let _seeder = start_peer(&seed_dir, &t, &["--plaintext", "--max-rate", "4M"]);
+    // An address listed for the file where no peer listens yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut fake = TrackerClient::new(t.addr.parse().unwrap()).await.unwrap();
+    let file = FileInfo {
+        id,
+        size: 24 << 20,
+        name: "late.bin".into(),
+    };
+    fake.register(port, [9; 16], None, &[file]).await.unwrap();
+    let dir = s.tmp.path().join("getter");
+    std::fs::create_dir(&dir).unwrap();
+    let mut get = Command::new(TROCA)
+        .current_dir(&dir)
+        .env("TROCA_TRACKER", &t.addr)
+        .env("TROCA_LOG", "troca_peer=info")
+        .args(["--plaintext", "--json", "swarm", "get", "late.bin"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the download has given up on that address a first time, a peer with the file
+    // starts there.
+    let late = format!("127.0.0.1:{port}");
+    let mut stderr = std::io::BufReader::new(get.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no first try");
+        if line.contains(&late) && line.contains("dropped") {
+            break;
+        }
+    }
+    let late_dir = s.tmp.path().join("late");
+    std::fs::create_dir(&late_dir).unwrap();
+    std::fs::copy(seed_dir.join("late.bin"), late_dir.join("late.bin")).unwrap();
+    let listen = ["--plaintext", "--listen", late.as_str()];
+    let _late_peer = start_peer(&late_dir, &t, &listen);
+    let out = get.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(
+        hash_file(&dir.join("late.bin")),
+        hash_file(&seed_dir.join("late.bin"))
+    );
+    let from_late = report["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == late.as_str())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(from_late["pieces"].as_u64().unwrap() > 0, "{report}");
 }

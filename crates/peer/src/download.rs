@@ -227,9 +227,25 @@ fn check_space(dir: &Path, part: &Path, wanted: &Wanted) -> Result<(), SwarmErro
 
 /// The workers of a download, one per peer, and the peers met so far.
 struct Crew {
-    workers: JoinSet<PeerReport>,
+    workers: JoinSet<Ended>,
     known: std::collections::HashSet<SocketAddr>,
+    /// Workers started for each peer: one that could not begin (it was not listening yet, or
+    /// did not have the file yet: a downloader registers before it holds anything) is tried
+    /// again when the tracker lists it again, up to [`TRIES`] times.
+    tries: std::collections::HashMap<SocketAddr, u8>,
+    /// Peers forgotten to be tried again, not listed again yet.
+    retry: std::collections::HashSet<SocketAddr>,
     next: PeerId,
+}
+
+/// How many times a download tries a peer that could not begin serving it.
+const TRIES: u8 = 5;
+
+/// How a worker ended: its report, and whether the peer said what it holds (else it never
+/// began serving this download).
+struct Ended {
+    report: PeerReport,
+    met: bool,
 }
 
 impl Crew {
@@ -243,6 +259,8 @@ impl Crew {
             if self.workers.len() >= MAX_WORKERS || !self.known.insert(peer.addr) {
                 continue;
             }
+            *self.tries.entry(peer.addr).or_default() += 1;
+            self.retry.remove(&peer.addr);
             let (shared, id) = (Arc::clone(shared), self.next);
             self.next += 1;
             self.workers
@@ -273,13 +291,18 @@ impl Crew {
             };
             tokio::select! {
                 r = self.workers.join_next() => match r {
-                    Some(Ok(report)) => reports.push(report),
+                    Some(Ok(ended)) => self.ended(shared, ended, reports),
                     Some(Err(_)) => {}
                     None => {
                         // Everyone is gone: one last look for new peers before giving up.
-                        let Some((d, _)) = &discover else { return };
+                        let Some((d, most)) = &discover else { return };
                         if shared.finished.is_cancelled() {
                             return;
+                        }
+                        if !self.retry.is_empty() {
+                            // Peers to try again are, in their time.
+                            tokio::time::sleep(every.min(*most)).await;
+                            every *= 2;
                         }
                         let found = d.peers(wanted).await;
                         self.add(shared, &found);
@@ -296,6 +319,25 @@ impl Crew {
                     every *= 2;
                 }
             }
+        }
+    }
+}
+
+impl Crew {
+    /// Keeps the report of a worker that ended, or forgets the peer (to be tried again at the
+    /// next look) if it never began serving and has tries left.
+    fn ended<P>(&mut self, shared: &Shared<P>, ended: Ended, reports: &mut Vec<PeerReport>) {
+        let addr = ended.report.addr;
+        let again = !ended.met
+            && ended.report.dropped.is_some()
+            && !shared.finished.is_cancelled()
+            && shared.options.discover.is_some()
+            && self.tries.get(&addr).is_some_and(|&n| n < TRIES);
+        if again {
+            self.known.remove(&addr);
+            self.retry.insert(addr);
+        } else {
+            reports.push(ended.report);
         }
     }
 }
@@ -420,6 +462,8 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     let mut crew = Crew {
         workers: JoinSet::new(),
         known: liars.iter().map(|p| p.addr).collect(),
+        tries: Default::default(),
+        retry: Default::default(),
         next: 0,
     };
     crew.add(&shared, peers);
@@ -921,7 +965,7 @@ impl Worker {
         }
     }
 
-    async fn run<P: Progress>(mut self, shared: &Shared<P>) -> PeerReport {
+    async fn run<P: Progress>(mut self, shared: &Shared<P>) -> Ended {
         let result = tokio::select! {
             _ = shared.finished.cancelled() => Ok(()),
             r = self.work(shared) => r,
@@ -938,7 +982,10 @@ impl Worker {
             PeerStats::add(&shared.options.stats.peers_dropped, 1);
             self.report.dropped = Some(e.to_string());
         }
-        self.report
+        Ended {
+            report: self.report,
+            met: self.registered,
+        }
     }
 
     /// Connects, learns which pieces the peer holds (`Holding` → `Bitfield`), then asks for
