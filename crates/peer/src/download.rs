@@ -321,9 +321,7 @@ impl Crew {
             }
         }
     }
-}
 
-impl Crew {
     /// Keeps the report of a worker that ended, or forgets the peer (to be tried again at the
     /// next look) if it never began serving and has tries left.
     fn ended<P>(&mut self, shared: &Shared<P>, ended: Ended, reports: &mut Vec<PeerReport>) {
