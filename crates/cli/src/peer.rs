@@ -1,6 +1,6 @@
-//! `troca peer DIR`: shares DIR with the swarm until stopped. In a terminal it also shows seed
-//! 004's menu (1 register, 2 list files, 3 download, 4 update registration, 5 leave, 6 quit) and
-//! takes typed commands; otherwise it just serves. It leaves the swarm (END) when it stops.
+//! `troca peer DIR`: shares DIR with the swarm until stopped. In a terminal it also shows the
+//! numbered menu (1 register, 2 list files, 3 download, 4 update registration, 5 leave, 6 quit)
+//! and takes typed commands; otherwise it just serves. It leaves the swarm (END) when it stops.
 
 use crate::args::{Global, PeerArgs};
 use crate::progress::Bar;
