@@ -963,8 +963,7 @@ impl<'a> Stopped<'a> {
     fn osd_1(cluster: &'a Replicated) -> Stopped<'a> {
         let dir = cluster.conf.parent().unwrap();
         let pid = std::fs::read_to_string(dir.join("run/osd.1.pid")).unwrap();
-        let pid = pid.trim().parse::<i32>().unwrap();
-        ok(&Command::new("kill").arg(pid.to_string()).output().unwrap());
+        ok(&Command::new("kill").arg(pid.trim()).output().unwrap());
         cluster.wait_up(2);
         Stopped { cluster }
     }
@@ -1010,6 +1009,16 @@ fn with_one_of_three_store_nodes_down_every_file_reads_and_uploads_go_on() {
         );
         ok(&a.troca(c, &["put", &format!("before{i}.bin")]));
     }
+    // Every object is on all three nodes (and a write needs two of them).
+    let pool = ["osd", "pool", "get", "default.rgw.buckets.data"];
+    assert_eq!(
+        cluster.ceph(&[&pool[..], &["size"]].concat()).trim(),
+        "size: 3"
+    );
+    assert_eq!(
+        cluster.ceph(&[&pool[..], &["min_size"]].concat()).trim(),
+        "min_size: 2"
+    );
     let stopped = Stopped::osd_1(&cluster);
     let b = g.hub(&sb.share, "hub-b", &[]);
     for i in 0..sizes.len() {

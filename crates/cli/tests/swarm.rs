@@ -547,13 +547,32 @@ async fn peer_connection(
     conn
 }
 
+/// A downloader's connection to a peer that has said it wants file `id` (`sharing` or not)
+/// and heard which pieces the peer holds.
+async fn holding(
+    addr: &str,
+    recv_buffer: Option<u32>,
+    id: troca_proto::Hash,
+    sharing: bool,
+) -> troca_net::connection::Connection<tokio::net::TcpStream> {
+    let mut conn = peer_connection(addr, recv_buffer).await;
+    let holding = troca_proto::msg::Holding { id, sharing };
+    conn.send(&holding.into()).await.unwrap();
+    let bits = conn.read_message().await.unwrap();
+    assert!(
+        matches!(bits, Some(troca_proto::msg::Message::Bitfield(_))),
+        "{bits:?}"
+    );
+    conn
+}
+
 /// Initial seeding, on by default: while some piece has gone to no sharing downloader, a
 /// seeder answers `Deferred` a sharing downloader's request for a piece it gave one still
 /// connected, sends the pieces nobody has at once (no `SlotFree` to wait for), and sends a
 /// deferred piece when the same connection asks for it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeder_sends_each_piece_once_before_any_twice() {
-    use troca_proto::msg::{GetPiece, Holding, Message};
+    use troca_proto::msg::{GetPiece, Message};
     let s = Scratch::new();
     let t = start_tracker();
     let seed_dir = seeder_folder(&s, "crowd.bin", 8 << 20);
@@ -563,22 +582,12 @@ async fn a_seeder_sends_each_piece_once_before_any_twice() {
     let seeder = start_peer(&seed_dir, &t, &["--plaintext", "--upload-slots", "4"]);
     // A sharing downloader that asks for every piece but the last and reads nothing: the
     // first pieces go out to it, and one stays sending (more than the kernel's buffers hold).
-    let mut a = peer_connection(&seeder.addr, Some(4096)).await;
-    a.send(&Holding { id, sharing: true }.into()).await.unwrap();
-    assert!(matches!(
-        a.read_message().await.unwrap(),
-        Some(Message::Bitfield(_))
-    ));
+    let mut a = holding(&seeder.addr, Some(4096), id, true).await;
     for index in 0..last {
         a.queue(&GetPiece { id, index }.into());
     }
     a.flush().await.unwrap();
-    let mut b = peer_connection(&seeder.addr, None).await;
-    b.send(&Holding { id, sharing: true }.into()).await.unwrap();
-    assert!(matches!(
-        b.read_message().await.unwrap(),
-        Some(Message::Bitfield(_))
-    ));
+    let mut b = holding(&seeder.addr, None, id, true).await;
     // Another sharing downloader asks for piece 0, which `a` holds. Until `a`'s connection
     // stalls there are moments between its pieces when no slot is sending, and then nothing is
     // deferred (the link would idle): so ask until it is.
@@ -610,14 +619,7 @@ async fn a_seeder_sends_each_piece_once_before_any_twice() {
     let header = b.read_message().await.unwrap();
     read_piece(&mut b, header, 0, len0).await;
     // A downloader that does not share is never deferred: nobody could give it the piece.
-    let mut c = peer_connection(&seeder.addr, None).await;
-    c.send(&Holding { id, sharing: false }.into())
-        .await
-        .unwrap();
-    assert!(matches!(
-        c.read_message().await.unwrap(),
-        Some(Message::Bitfield(_))
-    ));
+    let mut c = holding(&seeder.addr, None, id, false).await;
     c.send(&GetPiece { id, index: 0 }.into()).await.unwrap();
     match c.read_message().await.unwrap() {
         Some(Message::Error(e)) => assert_eq!(e.code, troca_proto::ErrorCode::Busy, "{e:?}"),

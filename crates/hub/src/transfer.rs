@@ -4,9 +4,10 @@
 //! bytes gather into parts that are hashed and sent while the next fills (`store::object::parts`).
 //! A small upload that can never resume (a web or WebDAV `PUT`) skips both: its bytes gather in
 //! memory (within `--batch-memory`) and are stored in a batch with any others that finish at
-//! the same time (`small.rs`), which costs no thread, no partial file and no record of it. `Hub::finish_upload` then checks the sender's hash,
-//! commits and records. The native connection reads its socket straight into the writer's
-//! buffers; the web face copies each body chunk in.
+//! the same time (`small.rs`), which costs no thread, no partial file and no record of it.
+//! `Hub::finish_upload` then checks the sender's hash, commits and records. The native
+//! connection reads its socket straight into the writer's buffers; the web face copies each
+//! body chunk in.
 
 use crate::error::HubError;
 use crate::store::object::parts::PartWriter;
@@ -16,7 +17,8 @@ use troca_net::durable::FileWriter;
 use troca_net::{IoBuf, CACHE_CHUNK};
 use troca_proto::Hash;
 
-/// The bytes of a [`crate::store::MemoryUpload`] as they come, and a buffer lent to the native face.
+/// The bytes of a [`crate::store::MemoryUpload`] as they come, and a buffer lent to the native
+/// face.
 #[derive(Debug, Default)]
 struct Gathered {
     data: Vec<u8>,
