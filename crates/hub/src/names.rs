@@ -26,39 +26,36 @@ const COPY_CHUNK: usize = 1 << 20;
 
 impl Hub {
     /// What `name` holds (`""`: the whole share, a folder). A folder's time is the hub's start
-    /// (a store keeps no time for folders).
+    /// (a store keeps no time for folders). Looked up on the caller's thread, as a download
+    /// opens its file: one lookup costs less than a hop to the blocking pool.
     pub async fn stat(self: &Arc<Self>, name: &str) -> Result<Stat, HubError> {
-        let name = name.trim_end_matches('/').to_owned();
-        let hub = Arc::clone(self);
-        blocking(move || {
-            let folder = Stat {
-                folder: true,
-                size: 0,
-                modified_ns: hub.started_ns(),
-                blake3: None,
-            };
-            if name.is_empty() {
-                return Ok(folder);
+        let name = name.trim_end_matches('/');
+        let folder = Stat {
+            folder: true,
+            size: 0,
+            modified_ns: self.started_ns(),
+            blake3: None,
+        };
+        if name.is_empty() {
+            return Ok(folder);
+        }
+        let remote = parse(name)?;
+        // One lookup: `open` says `NotAFile` for a folder and only for a folder.
+        match self.store().open(&remote) {
+            Ok(file) => {
+                let blake3 = file
+                    .hash
+                    .or_else(|| self.hashes().get(remote.as_str(), file.version));
+                Ok(Stat {
+                    folder: false,
+                    size: file.version.size,
+                    modified_ns: file.version.modified_ns,
+                    blake3,
+                })
             }
-            let remote = parse(&name)?;
-            match hub.store().kind(&remote)? {
-                Some(Kind::Folder) => Ok(folder),
-                Some(Kind::File) => {
-                    let file = hub.store().open(&remote)?;
-                    let blake3 = file
-                        .hash
-                        .or_else(|| hub.hashes().get(remote.as_str(), file.version));
-                    Ok(Stat {
-                        folder: false,
-                        size: file.version.size,
-                        modified_ns: file.version.modified_ns,
-                        blake3,
-                    })
-                }
-                Some(Kind::Other) | None => Err(HubError::NotFound(name)),
-            }
-        })
-        .await
+            Err(HubError::NotAFile(_)) => Ok(folder),
+            Err(e) => Err(e),
+        }
     }
 
     /// Copies file `from` to `to` through the upload pipeline (partial data, hash, rename), so
@@ -118,6 +115,10 @@ impl Hub {
 
     /// The dead properties of `name`.
     pub async fn props(self: &Arc<Self>, name: &str) -> Result<Vec<DeadProp>, HubError> {
+        // Nearly always none at all: then no hop to the blocking pool either.
+        if !self.owners().may_have_props() {
+            return Ok(Vec::new());
+        }
         let (hub, name) = (Arc::clone(self), name.trim_end_matches('/').to_owned());
         blocking(move || hub.owners().props(&name)).await
     }

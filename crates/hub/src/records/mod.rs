@@ -173,6 +173,11 @@ pub trait Owners: Send + Sync + std::fmt::Debug {
     fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError>;
     /// Forgets the owners and properties of `name` and everything beneath it.
     fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError>;
+    /// False only when no name has a dead property, so [`Owners::props`] of any name is
+    /// empty and may be skipped; a backend that cannot tell cheaply says true.
+    fn may_have_props(&self) -> bool {
+        true
+    }
     /// The dead properties of `name`.
     fn props(&self, name: &str) -> Result<Vec<DeadProp>, HubError>;
     /// Applies `changes` to `name` in order, all or nothing; refused with `TooLarge` past

@@ -96,8 +96,12 @@ impl Store for LocalStore {
         let meta = file
             .metadata()
             .map_err(|e| HubError::io(format!("cannot stat {name}"), e))?;
-        if !meta.is_file() {
+        if meta.is_dir() {
             return Err(HubError::NotAFile(name.to_string()));
+        }
+        // A FIFO, a socket or a device is not shared: as if nothing were there.
+        if !meta.is_file() {
+            return Err(HubError::NotFound(name.to_string()));
         }
         Ok(StoredFile {
             version: version_of(&meta),

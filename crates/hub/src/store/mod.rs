@@ -268,7 +268,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError>;
     /// What `name` holds now (`None`: nothing, or a folder on the way is missing).
     fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError>;
-    /// Opens `name` for reading. `NotFound` also for anything outside the share.
+    /// Opens `name` for reading. `NotAFile` when it is a folder; `NotFound` when nothing is
+    /// there, for anything outside the share and for what is neither a file nor a folder.
     fn open(&self, name: &RemoteName) -> Result<StoredFile, HubError>;
 
     /// Starts, or resumes when the very same source file was being sent, an upload to `name`,

@@ -15,6 +15,7 @@ use crate::records::{
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// The tokens and owners of one state folder, in its database.
@@ -23,6 +24,9 @@ pub struct SqliteTokens {
     db_path: PathBuf,
     db: Mutex<Connection>,
     admin: blake3::Hash,
+    /// False while the database holds no dead property at all (nearly always: only WebDAV's
+    /// PROPPATCH adds them), so a PROPFIND's lookups need no query. Once true it stays true.
+    any_props: AtomicBool,
 }
 
 pub(crate) fn new_secret() -> Result<String, HubError> {
@@ -48,8 +52,20 @@ impl SqliteTokens {
         // Token changes (a revocation above all) must survive a power loss.
         db.execute_batch("PRAGMA synchronous = FULL;")
             .map_err(|e| db_err(&db_path, e))?;
+        let any: bool = db
+            .query_row("SELECT EXISTS (SELECT 1 FROM props)", [], |r| r.get(0))
+            .map_err(|e| db_err(&db_path, e))?;
         let db = Mutex::new(db);
-        Ok((Self { db_path, db, admin }, created))
+        let any_props = AtomicBool::new(any);
+        Ok((
+            Self {
+                db_path,
+                db,
+                admin,
+                any_props,
+            },
+            created,
+        ))
     }
 }
 
@@ -213,7 +229,14 @@ impl Owners for SqliteTokens {
         Ok(())
     }
 
+    fn may_have_props(&self) -> bool {
+        self.any_props.load(Ordering::Acquire)
+    }
+
     fn props(&self, name: &str) -> Result<Vec<DeadProp>, HubError> {
+        if !self.may_have_props() {
+            return Ok(Vec::new());
+        }
         let db = self.db.lock().expect("token database poisoned");
         let err = |e| db_err(&self.db_path, e);
         let mut q = db
@@ -232,6 +255,11 @@ impl Owners for SqliteTokens {
 
     fn patch_props(&self, name: &str, changes: &[PropChange]) -> Result<(), HubError> {
         let mut db = self.db.lock().expect("token database poisoned");
+        // Raised before the rows exist, under the lock: a lookup that still sees it false
+        // comes before this change, as it would without the flag.
+        if changes.iter().any(|c| matches!(c, PropChange::Set(_))) {
+            self.any_props.store(true, Ordering::Release);
+        }
         let err = |e| db_err(&self.db_path, e);
         let tx = db.transaction().map_err(err)?;
         for change in changes {
@@ -424,5 +452,31 @@ mod tests {
         assert_eq!(tokens.owner("a").unwrap(), o);
         tokens.set_owner("a", Owner::default()).unwrap();
         assert_eq!(tokens.owner("a").unwrap(), Owner::default());
+    }
+
+    #[test]
+    fn dead_properties_are_looked_up_only_once_there_are_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        assert!(!tokens.may_have_props(), "a new database holds none");
+        let remove = [PropChange::Remove("{x:}a".into())];
+        tokens.patch_props("f", &remove).unwrap();
+        assert!(!tokens.may_have_props(), "removing adds none");
+        let prop = DeadProp {
+            key: "{x:}a".into(),
+            xml: "<a xmlns=\"x:\">1</a>".into(),
+        };
+        tokens
+            .patch_props("f", &[PropChange::Set(prop.clone())])
+            .unwrap();
+        assert!(tokens.may_have_props());
+        assert_eq!(tokens.props("f").unwrap(), vec![prop.clone()]);
+        drop(tokens);
+        let (again, _) = SqliteTokens::open(dir.path()).unwrap();
+        assert!(
+            again.may_have_props(),
+            "the database says so at the next start"
+        );
+        assert_eq!(again.props("f").unwrap(), vec![prop]);
     }
 }
