@@ -1,7 +1,9 @@
 //! `troca-loadgen`: drives a hub through the real client library for the benchmarks.
 //!
 //! - `get`: N connections each download random files under a prefix (hash-verified, as the CLI
-//!   does) for a fixed time; prints requests/s and latency percentiles as one JSON line.
+//!   does) for a fixed time; prints requests/s and latency percentiles as one JSON line. With
+//!   `--pipeline K` each connection keeps K requests in flight, as a folder download does, so
+//!   that the load generator costs less per request than the hubs it measures.
 //! - `idle`: opens N connections, completes the handshake on each, holds them, and checks the
 //!   hub still answers a listing on a fresh connection meanwhile.
 //!
@@ -16,6 +18,7 @@ mod tracker;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::time::{Duration, Instant};
+use troca_net::batch::get_pipelined;
 use troca_net::transfer::download_to_writer;
 use troca_net::{ClientOptions, HubClient, NoProgress};
 
@@ -37,6 +40,9 @@ enum Mode {
         /// Download the files whose names start with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Requests kept in flight on each connection (1: each waits for its answer).
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
     },
     Idle {
         #[arg(long, default_value_t = 10_000)]
@@ -89,7 +95,15 @@ fn main() -> Result<()> {
                 connections,
                 seconds,
                 prefix,
-            } => get(&args.hub, connections, seconds, &prefix).await,
+                pipeline,
+            } => {
+                let load = GetLoad {
+                    connections,
+                    seconds,
+                    pipeline,
+                };
+                get(&args.hub, &prefix, load).await
+            }
             Mode::Idle {
                 connections,
                 hold_seconds,
@@ -131,7 +145,15 @@ fn options() -> ClientOptions {
     }
 }
 
-async fn get(hub: &str, connections: usize, seconds: u64, prefix: &str) -> Result<()> {
+/// How hard `get` drives a hub.
+#[derive(Clone, Copy)]
+struct GetLoad {
+    connections: usize,
+    seconds: u64,
+    pipeline: usize,
+}
+
+async fn get(hub: &str, prefix: &str, load: GetLoad) -> Result<()> {
     let names: Vec<String> = HubClient::connect(hub, &options())
         .await?
         .list(prefix)
@@ -143,26 +165,45 @@ async fn get(hub: &str, connections: usize, seconds: u64, prefix: &str) -> Resul
         bail!("no files under {prefix:?}");
     }
     let names = std::rc::Rc::new(names);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let deadline = Instant::now() + Duration::from_secs(load.seconds);
     let local = tokio::task::LocalSet::new();
     let mut tasks = Vec::new();
-    for worker in 0..connections {
+    for worker in 0..load.connections {
         let (names, hub) = (names.clone(), hub.to_owned());
         tasks.push(local.spawn_local(async move {
             let mut client = HubClient::connect(&hub, &options()).await?;
-            let mut latencies = Vec::new();
             // A cheap deterministic spread over the files, different per worker.
             let mut i = worker * 7919;
-            while Instant::now() < deadline {
-                let name = &names[i % names.len()];
+            let mut pick = move || {
+                let name = names[i % names.len()].clone();
                 i = i
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407)
                     >> 1;
-                let start = Instant::now();
-                download_to_writer(&mut client, name, &mut std::io::sink(), &NoProgress).await?;
-                latencies.push(start.elapsed());
+                name
+            };
+            let mut latencies = Vec::new();
+            if load.pipeline <= 1 {
+                while Instant::now() < deadline {
+                    let start = Instant::now();
+                    download_to_writer(&mut client, &pick(), &mut std::io::sink(), &NoProgress)
+                        .await?;
+                    latencies.push(start.elapsed());
+                }
+                return anyhow::Ok(latencies);
             }
+            let (mut asked, mut answered) = (Vec::new(), Vec::new());
+            let next = || {
+                (Instant::now() < deadline).then(|| {
+                    asked.push(Instant::now());
+                    pick()
+                })
+            };
+            let got = |_: &str, _: &[u8]| answered.push(Instant::now());
+            get_pipelined(&mut client, load.pipeline, next, got).await?;
+            // Answers come in the order asked.
+            let waited = answered.iter().zip(&asked).map(|(a, s)| *a - *s);
+            latencies.extend(waited);
             anyhow::Ok(latencies)
         }));
     }
