@@ -171,10 +171,10 @@ async fn get(hub: &str, prefix: &str, load: GetLoad) -> Result<()> {
     for worker in 0..load.connections {
         let (names, hub) = (names.clone(), hub.to_owned());
         tasks.push(local.spawn_local(async move {
-            let mut client = HubClient::connect(&hub, &options()).await?;
+            let client = HubClient::connect(&hub, &options()).await?;
             // A cheap deterministic spread over the files, different per worker.
             let mut i = worker * 7919;
-            let mut pick = move || {
+            let pick = move || {
                 let name = names[i % names.len()].clone();
                 i = i
                     .wrapping_mul(6364136223846793005)
@@ -182,29 +182,7 @@ async fn get(hub: &str, prefix: &str, load: GetLoad) -> Result<()> {
                     >> 1;
                 name
             };
-            let mut latencies = Vec::new();
-            if load.pipeline <= 1 {
-                while Instant::now() < deadline {
-                    let start = Instant::now();
-                    download_to_writer(&mut client, &pick(), &mut std::io::sink(), &NoProgress)
-                        .await?;
-                    latencies.push(start.elapsed());
-                }
-                return anyhow::Ok(latencies);
-            }
-            let (mut asked, mut answered) = (Vec::new(), Vec::new());
-            let next = || {
-                (Instant::now() < deadline).then(|| {
-                    asked.push(Instant::now());
-                    pick()
-                })
-            };
-            let got = |_: &str, _: &[u8]| answered.push(Instant::now());
-            get_pipelined(&mut client, load.pipeline, next, got).await?;
-            // Answers come in the order asked.
-            let waited = answered.iter().zip(&asked).map(|(a, s)| *a - *s);
-            latencies.extend(waited);
-            anyhow::Ok(latencies)
+            requests(client, pick, load.pipeline, deadline).await
         }));
     }
     let started = Instant::now();
@@ -231,6 +209,37 @@ async fn get(hub: &str, prefix: &str, load: GetLoad) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// One connection's downloads of `pick`'s names until `deadline`, `pipeline` at a time; the
+/// time each waited for its answer.
+async fn requests(
+    mut client: HubClient,
+    mut pick: impl FnMut() -> String,
+    pipeline: usize,
+    deadline: Instant,
+) -> Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    if pipeline <= 1 {
+        while Instant::now() < deadline {
+            let start = Instant::now();
+            download_to_writer(&mut client, &pick(), &mut std::io::sink(), &NoProgress).await?;
+            latencies.push(start.elapsed());
+        }
+        return Ok(latencies);
+    }
+    let (mut asked, mut answered) = (Vec::new(), Vec::new());
+    let next = || {
+        (Instant::now() < deadline).then(|| {
+            asked.push(Instant::now());
+            pick()
+        })
+    };
+    let got = |_: &str, _: &[u8]| answered.push(Instant::now());
+    get_pipelined(&mut client, pipeline, next, got).await?;
+    // Answers come in the order asked.
+    latencies.extend(answered.iter().zip(&asked).map(|(a, s)| *a - *s));
+    Ok(latencies)
 }
 
 async fn idle(hub: &str, connections: usize, hold_seconds: u64) -> Result<()> {
