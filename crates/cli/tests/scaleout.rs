@@ -625,6 +625,8 @@ struct Cut {
     addr: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    /// The first line each connection sent to the store (its first request).
+    first_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Cut {
@@ -638,8 +640,9 @@ impl Cut {
             addr,
             up: std::sync::Arc::new(true.into()),
             open: Default::default(),
+            first_lines: Default::default(),
         };
-        let (up, open) = (cut.up.clone(), cut.open.clone());
+        let (up, open, lines) = (cut.up.clone(), cut.open.clone(), cut.first_lines.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -652,11 +655,18 @@ impl Cut {
                 let mut held = open.lock().unwrap();
                 held.push(client.try_clone().unwrap());
                 held.push(server.try_clone().unwrap());
-                for (mut from, mut into) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (mut from, mut into, lines) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        Some(lines.clone()),
+                    ),
+                    (server, client, None),
                 ] {
                     std::thread::spawn(move || {
+                        if let Some(lines) = lines {
+                            let _ = first_line(&mut from, &mut into, &lines);
+                        }
                         let _ = std::io::copy(&mut from, &mut into);
                         let _ = into.shutdown(std::net::Shutdown::Write);
                     });
@@ -676,6 +686,39 @@ impl Cut {
     fn up(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// How many connections began with a GET of a presigned URL (the hub's own GETs, made to
+    /// splice their bodies to a plain client).
+    fn presigned_gets(&self) -> usize {
+        let lines = self.first_lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.starts_with("GET ") && l.contains("X-Amz-Signature="))
+            .count()
+    }
+}
+
+/// Passes on the bytes up to the end of the first line, and records that line.
+fn first_line(
+    from: &mut std::net::TcpStream,
+    into: &mut std::net::TcpStream,
+    lines: &std::sync::Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 * 1024 && !line.ends_with(b"\n") {
+        if from.read(&mut byte)? == 0 {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    into.write_all(&line)?;
+    lines
+        .lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&line).into_owned());
+    Ok(())
 }
 
 #[test]
@@ -724,6 +767,47 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
         hash_file(&c.join("got/two.bin")),
         hash_file(&c.join("two.bin"))
     );
+}
+
+/// A plain client's download takes the object's bytes from a GET of the hub's own (spliced to
+/// the client, never copied through the hub): whole, resumed from an offset, and again after
+/// the store was gone for a moment.
+#[test]
+fn a_plaintext_download_from_the_store_comes_whole_through_the_hubs_own_get() {
+    let Some(g) = Group::new() else { return };
+    let cut = Cut::new(&g.e.s3);
+    let s = Scratch::new();
+    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &["--plaintext"]);
+    let c = &s.client;
+    let src = c.join("src.bin");
+    random_file(&src, 9 * MIB + 5, "spliced-get");
+    ok(&hub.troca(c, &["put", "src.bin", "--as", "big.bin"]));
+    let before = cut.presigned_gets();
+    ok(&hub.troca(c, &["get", "big.bin", "-o", "whole/"]));
+    assert_eq!(hash_file(&c.join("whole/big.bin")), hash_file(&src));
+    assert_eq!(
+        cut.presigned_gets(),
+        before + 1,
+        "the hub did not GET it itself"
+    );
+    // Resumed: the GET starts at the offset.
+    let mut held = std::fs::read(&src).unwrap();
+    held.truncate((3 * MIB + 11) as usize);
+    std::fs::write(c.join("big.bin.part"), held).unwrap();
+    let out = hub.troca(c, &["get", "big.bin"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(err.contains("resuming big.bin at byte"), "{err}");
+    assert_eq!(hash_file(&c.join("big.bin")), hash_file(&src));
+    assert_eq!(cut.presigned_gets(), before + 2);
+    // The store gone: a clear error and nothing under the real name; back: served again.
+    cut.down();
+    let err = fails(&hub.troca(c, &["get", "big.bin", "-o", "gone/"]), 1);
+    assert!(err.contains("cannot read big.bin"), "{err}");
+    assert!(!c.join("gone/big.bin").exists());
+    cut.up();
+    ok(&hub.troca(c, &["get", "big.bin", "-o", "back/"]));
+    assert_eq!(hash_file(&c.join("back/big.bin")), hash_file(&src));
 }
 
 #[test]

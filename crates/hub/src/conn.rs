@@ -355,7 +355,7 @@ async fn dispatch(
 ) -> Dispatched {
     Dispatched::Done(match msg {
         Message::List(l) => send_listing(conn, hub.list(&l.prefix)).await,
-        Message::Get(g) => match ready(hub.download(&g.name, g.offset)).await {
+        Message::Get(g) => match ready(hub.download(&g.name, g.offset), plain(conn)).await {
             Ok(download) => send_file(hub, conn, me, download).await.map(Ok),
             Err(e) => Ok(Err(e)),
         },
@@ -559,9 +559,15 @@ fn short_file() -> io::Error {
     )
 }
 
+/// Whether bytes may go to the client's socket directly (no TLS in the way).
+fn plain(conn: &Conn) -> bool {
+    troca_net::Socket::plain(conn.stream()).is_some()
+}
+
 /// A download whose bytes can be read: an object's GET is opened before the header goes out,
-/// so a store that cannot be reached is refused in words, not by a cut connection.
-async fn ready(download: Result<Download, HubError>) -> Result<Download, HubError> {
+/// so a store that cannot be reached is refused in words, not by a cut connection. `plain`: the
+/// client's socket takes bytes directly, so the GET may be spliced to it.
+async fn ready(download: Result<Download, HubError>, plain: bool) -> Result<Download, HubError> {
     let download = download?;
     if let Source::Stored(StoredFile {
         body: Body::Object(o),
@@ -569,7 +575,7 @@ async fn ready(download: Result<Download, HubError>) -> Result<Download, HubErro
     }) = &download.source
     {
         if download.size() - download.offset > SMALL_FILE {
-            o.prepare(download.offset, download.size())
+            o.prepare(download.offset, download.size(), plain)
                 .await
                 .map_err(|e| HubError::Backend(format!("cannot read {}: {e}", download.name)))?;
         }
@@ -652,7 +658,8 @@ async fn send_known(
     Ok(())
 }
 
-/// The bytes of an object, streamed from one ranged GET as they arrive.
+/// The bytes of an object, from one ranged GET: spliced from its socket to the client's when
+/// it was opened for that, else streamed through the S3 client as they arrive.
 async fn send_object(
     conn: &mut Conn,
     me: &Arc<Session>,
@@ -661,7 +668,17 @@ async fn send_object(
     len: u64,
     stall: Duration,
 ) -> Result<(), ConnEnd> {
-    let mut chunks = step(stall, "download", object.stream(offset, offset + len)).await?;
+    let end = offset + len;
+    if let Some(raw) = object.take_raw(offset, end).filter(|_| plain(conn)) {
+        step(stall, "download", conn.write_raw(&raw.early)).await?;
+        me.sent(raw.early.len() as u64);
+        let rest = len - raw.early.len() as u64;
+        let spliced = conn
+            .send_spliced(&raw.tcp, rest, stall, |n| me.sent(n))
+            .await;
+        return Ok(spliced.expect("a plain connection")?);
+    }
+    let mut chunks = step(stall, "download", object.stream(offset, end)).await?;
     let mut sent = 0;
     while let Some(chunk) = step(stall, "download", async { Ok(chunks.next().await) }).await? {
         let chunk = chunk?;

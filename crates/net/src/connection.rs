@@ -274,6 +274,44 @@ impl<S: crate::stream::Socket> Connection<S> {
             .map_err(|_| timed_out())?
     }
 
+    /// Sends `len` bytes arriving on `from` (after anything queued) with `splice`, never copied
+    /// through this process. Only on a plain socket: `None` if TLS stands in the way (the caller
+    /// reads and writes them instead). `sent` hears of each step; each is bounded by `stall`.
+    pub async fn send_spliced(
+        &mut self,
+        from: &tokio::net::TcpStream,
+        len: u64,
+        stall: std::time::Duration,
+        mut sent: impl FnMut(u64),
+    ) -> Option<std::io::Result<()>> {
+        self.stream.plain()?;
+        let timed_out =
+            || std::io::Error::new(std::io::ErrorKind::TimedOut, "the transfer stalled");
+        let run = async {
+            tokio::time::timeout(stall, self.flush())
+                .await
+                .map_err(|_| timed_out())??;
+            let to = self.stream.plain().expect("checked above");
+            let mut pipe = crate::splice::Splice::new()?;
+            let mut left = len;
+            while left > 0 {
+                let n = tokio::time::timeout(stall, pipe.step(from, to, left))
+                    .await
+                    .map_err(|_| timed_out())??;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the source ended early",
+                    ));
+                }
+                left -= n as u64;
+                sent(n as u64);
+            }
+            Ok(())
+        };
+        Some(run.await)
+    }
+
     /// Takes in what has already arrived on the socket, without waiting, until `max` bytes are
     /// buffered. End of stream is left for the next read to report.
     pub fn read_arrived(&mut self, max: usize) -> std::io::Result<()> {

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod iobuf;
 pub mod limits;
 pub mod sendfile;
+pub mod splice;
 pub mod stream;
 pub mod tls;
 pub mod transfer;

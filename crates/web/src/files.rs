@@ -283,7 +283,7 @@ async fn prepare_object(download: &Download, want: Want) -> Result<(), ApiError>
     if start == end {
         return Ok(());
     }
-    o.prepare(start, end)
+    o.prepare(start, end, false)
         .await
         .map_err(|e| HubError::Backend(format!("cannot read {}: {e}", download.name)).into())
 }

@@ -1,12 +1,17 @@
 //! Reading an object: a ranged GET streamed as it arrives. Sequential reads (a download, a zip)
-//! continue one GET; a read elsewhere starts another.
+//! continue one GET; a read elsewhere starts another. A download to a plain connection may
+//! instead take the GET's socket itself ([`RawGet`]), to pass the bytes on with `splice`.
 
 use crate::pg::block;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
+use object_store::signer::Signer as _;
 use object_store::{GetOptions, GetRange, ObjectStore as _};
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 /// An object being read.
 pub struct ObjectBody {
@@ -16,14 +21,39 @@ pub struct ObjectBody {
     pub size: u64,
     cursor: Mutex<Option<Cursor>>,
     /// A GET opened ahead (see [`ObjectBody::prepare`]): its range and its bytes.
-    prepared: Mutex<Option<Prepared>>,
+    prepared: Mutex<Option<Box<Prepared>>>,
 }
 
 struct Prepared {
     start: u64,
     end: u64,
-    stream: BoxStream<'static, io::Result<Bytes>>,
+    opened: Opened,
 }
+
+/// How a prepared GET's bytes will be read.
+enum Opened {
+    /// Through the S3 client, as a stream of buffers.
+    Stream(BoxStream<'static, io::Result<Bytes>>),
+    /// Straight from the socket.
+    Raw(RawGet),
+}
+
+/// A ranged GET on a connection of its own whose body is still in the socket, so it can be sent
+/// on with `splice` without passing through the hub's memory (the S3 client would read every
+/// byte into a buffer first). Made from a presigned URL, for a store reached over plain HTTP
+/// (over HTTPS the hub must decrypt the bytes anyway, so the S3 client is used).
+#[derive(Debug)]
+pub struct RawGet {
+    pub tcp: TcpStream,
+    /// Body bytes that arrived together with the response's head.
+    pub early: Vec<u8>,
+}
+
+/// How long a presigned URL stays valid: it is used at once.
+const PRESIGNED_FOR: Duration = Duration::from_secs(300);
+/// The most a response's head may take before its body, and how long it may take to come.
+const HEAD_LIMIT: usize = 16 * 1024;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for ObjectBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,27 +93,53 @@ impl ObjectBody {
     }
 
     /// Opens the GET of `start..end` now, so a store that cannot be reached is an answer the
-    /// client can be given, before anything of the file is sent.
-    pub async fn prepare(&self, start: u64, end: u64) -> io::Result<()> {
-        let stream = self.get(start, end).await?;
+    /// client can be given, before anything of the file is sent. `raw`: the bytes will go to a
+    /// plain socket, so take the GET's own socket if the store allows ([`ObjectBody::take_raw`]).
+    pub async fn prepare(&self, start: u64, end: u64, raw: bool) -> io::Result<()> {
+        let got = if raw {
+            self.open_raw(start, end).await
+        } else {
+            None
+        };
+        let opened = match got {
+            Some(got) => Opened::Raw(got),
+            None => Opened::Stream(self.get(start, end).await?),
+        };
         *self.prepared.lock().expect("object body poisoned") =
-            Some(Prepared { start, end, stream });
+            Some(Box::new(Prepared { start, end, opened }));
         Ok(())
     }
 
-    /// The GET [`ObjectBody::prepare`]d for `start..end`, if that is the one prepared.
+    /// What was [`ObjectBody::prepare`]d for `start..end`, if that is the range prepared.
+    fn take(&self, start: u64, end: u64) -> Option<Opened> {
+        let mut prepared = self.prepared.lock().expect("object body poisoned");
+        match prepared.take() {
+            Some(p) if (p.start, p.end) == (start, end) => Some(p.opened),
+            other => {
+                *prepared = other;
+                None
+            }
+        }
+    }
+
+    /// The GET [`ObjectBody::prepare`]d for `start..end` as a stream, if that is the one
+    /// prepared.
     pub fn take_prepared(
         &self,
         start: u64,
         end: u64,
     ) -> Option<BoxStream<'static, io::Result<Bytes>>> {
-        let mut prepared = self.prepared.lock().expect("object body poisoned");
-        match prepared.take() {
-            Some(p) if (p.start, p.end) == (start, end) => Some(p.stream),
-            other => {
-                *prepared = other;
-                None
-            }
+        match self.take(start, end)? {
+            Opened::Stream(stream) => Some(stream),
+            Opened::Raw(_) => None,
+        }
+    }
+
+    /// The GET of `start..end` prepared with its own socket, if it was.
+    pub fn take_raw(&self, start: u64, end: u64) -> Option<RawGet> {
+        match self.take(start, end)? {
+            Opened::Raw(raw) => Some(raw),
+            Opened::Stream(_) => None,
         }
     }
 
@@ -93,10 +149,57 @@ impl ObjectBody {
         start: u64,
         end: u64,
     ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
-        let prepared = self.prepared.lock().expect("object body poisoned").take();
-        match prepared {
-            Some(p) if (p.start, p.end) == (start, end) => Ok(p.stream),
-            _ => self.get(start, end).await,
+        match self.take_prepared(start, end) {
+            Some(stream) => Ok(stream),
+            None => self.get(start, end).await,
+        }
+    }
+
+    /// A ranged GET of `start..end` on a connection of its own, its head read and checked.
+    /// `None` when the store is not reached over plain HTTP or answers anything but the range
+    /// asked for: the S3 client then makes the request again, with its retries and its errors.
+    async fn open_raw(&self, start: u64, end: u64) -> Option<RawGet> {
+        let path = object_store::path::Path::from(&*self.key);
+        let url = self
+            .s3
+            .signed_url(http::Method::GET, &path, PRESIGNED_FOR)
+            .await
+            .ok()?;
+        if url.scheme() != "http" {
+            return None;
+        }
+        let host = url.host_str()?;
+        let port = url.port_or_known_default()?;
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let request = format!(
+            "GET {}?{} HTTP/1.1\r\nHost: {authority}\r\nRange: bytes={start}-{}\r\n\
+             Connection: close\r\n\r\n",
+            url.path(),
+            url.query().unwrap_or_default(),
+            end - 1,
+        );
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+        let opened = tokio::time::timeout(HEAD_TIMEOUT, async {
+            let mut tcp = TcpStream::connect((bare_host, port)).await?;
+            tcp.set_nodelay(true)?;
+            tcp.write_all(request.as_bytes()).await?;
+            let early = read_range_head(&mut tcp, end - start).await?;
+            Ok::<_, io::Error>(RawGet { tcp, early })
+        })
+        .await;
+        match opened {
+            Ok(Ok(raw)) => Some(raw),
+            Ok(Err(e)) => {
+                tracing::debug!(
+                    "a direct GET of {} failed ({e}); using the S3 client",
+                    self.key
+                );
+                None
+            }
+            Err(_) => None,
         }
     }
 
@@ -160,5 +263,44 @@ impl ObjectBody {
             pos += n as u64;
         }
         Ok(())
+    }
+}
+
+/// Reads the head of the answer to a ranged GET of `len` bytes; returns the body bytes that
+/// came with it. Anything but `206 Partial Content` with that length is an error.
+async fn read_range_head(tcp: &mut TcpStream, len: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        if buf.len() >= HEAD_LIMIT {
+            return Err(io::Error::other("the response's head is too long"));
+        }
+        buf.reserve(4096);
+        if tcp.read_buf(&mut buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 48];
+        let mut head = httparse::Response::new(&mut headers);
+        let parsed = head.parse(&buf).map_err(io::Error::other)?;
+        let httparse::Status::Complete(head_len) = parsed else {
+            continue;
+        };
+        if head.code != Some(206) {
+            return Err(io::Error::other(format!("status {:?}", head.code)));
+        }
+        let header = |name: &str| {
+            head.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned())
+        };
+        if header("transfer-encoding").is_some() {
+            return Err(io::Error::other("a body in chunks"));
+        }
+        if header("content-length").and_then(|v| v.trim().parse::<u64>().ok()) != Some(len) {
+            return Err(io::Error::other("not the length asked for"));
+        }
+        let mut early = buf.split_off(head_len);
+        early.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        return Ok(early);
     }
 }
