@@ -195,7 +195,8 @@ CREATE TABLE IF NOT EXISTS requests (
     bytes bigint NOT NULL,
     duration_us bigint NOT NULL
 );
-CREATE INDEX IF NOT EXISTS requests_time ON requests (time_ns);
+-- History is paged by id; an index on time cost each request's row a third more work.
+DROP INDEX IF EXISTS requests_time;
 CREATE TABLE IF NOT EXISTS tokens (
     id bigserial PRIMARY KEY,
     hash bytea NOT NULL UNIQUE,
