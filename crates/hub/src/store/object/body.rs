@@ -304,3 +304,76 @@ async fn read_range_head(tcp: &mut TcpStream, len: u64) -> io::Result<Vec<u8>> {
         return Ok(early);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head `answer` (sent in pieces of `piece` bytes) read as the answer to a GET of `len`.
+    async fn head_of(answer: Vec<u8>, piece: usize, len: u64) -> io::Result<Vec<u8>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            for chunk in answer.chunks(piece) {
+                s.write_all(chunk).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let got = read_range_head(&mut tcp, len).await;
+        server.await.unwrap();
+        got
+    }
+
+    fn answer(head: &str, body: &[u8]) -> Vec<u8> {
+        let mut a = head.replace('\n', "\r\n").into_bytes();
+        a.extend_from_slice(body);
+        a
+    }
+
+    /// A 206 with the length asked for: the body bytes that came with the head are handed back,
+    /// however the head was split.
+    #[tokio::test]
+    async fn a_partial_content_head_gives_back_the_early_body() {
+        let ok = answer(
+            "HTTP/1.1 206 Partial Content\nContent-Range: bytes 5-14/100\nContent-Length: 10\n\n",
+            b"0123456789",
+        );
+        for piece in [1, 7, 4096] {
+            let early = head_of(ok.clone(), piece, 10).await.unwrap();
+            assert!(b"0123456789".starts_with(&early), "{early:?}");
+        }
+        assert_eq!(head_of(ok, 4096, 10).await.unwrap(), b"0123456789");
+    }
+
+    /// Anything else is refused (so the S3 client makes the request instead): another status,
+    /// another length, a chunked body, a head that never ends, a connection closed early.
+    #[tokio::test]
+    async fn any_other_answer_is_refused() {
+        let refused = [
+            answer("HTTP/1.1 200 OK\nContent-Length: 10\n\n", b"0123456789"),
+            answer("HTTP/1.1 403 Forbidden\nContent-Length: 0\n\n", b""),
+            answer(
+                "HTTP/1.1 206 Partial Content\nContent-Length: 9\n\n",
+                b"012345678",
+            ),
+            answer(
+                "HTTP/1.1 206 Partial Content\nTransfer-Encoding: chunked\nContent-Length: 10\n\n",
+                b"",
+            ),
+            answer("HTTP/1.1 206 Partial Content\nContent-Length: 10\n", b""),
+            [
+                b"HTTP/1.1 206 Partial Content\r\n".to_vec(),
+                vec![b'x'; 20_000],
+            ]
+            .concat(),
+            b"not http at all\r\n\r\n".to_vec(),
+        ];
+        for a in refused {
+            let shown = String::from_utf8_lossy(&a[..a.len().min(60)]).into_owned();
+            assert!(head_of(a, 4096, 10).await.is_err(), "accepted: {shown}");
+        }
+    }
+}
