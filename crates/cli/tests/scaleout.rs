@@ -769,9 +769,9 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
     );
 }
 
-/// A plain client's download takes the object's bytes from a GET of the hub's own (spliced to
-/// the client, never copied through the hub): whole, resumed from an offset, and again after
-/// the store was gone for a moment.
+/// A plain client's large download takes the object's bytes from a GET of the hub's own
+/// (spliced to the client, never copied through the hub): whole, resumed from an offset, and
+/// again after the store was gone for a moment; a smaller one goes through the S3 client.
 #[test]
 fn a_plaintext_download_from_the_store_comes_whole_through_the_hubs_own_get() {
     let Some(g) = Group::new() else { return };
@@ -780,7 +780,7 @@ fn a_plaintext_download_from_the_store_comes_whole_through_the_hubs_own_get() {
     let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &["--plaintext"]);
     let c = &s.client;
     let src = c.join("src.bin");
-    random_file(&src, 9 * MIB + 5, "spliced-get");
+    random_file(&src, 17 * MIB + 5, "spliced-get");
     ok(&hub.troca(c, &["put", "src.bin", "--as", "big.bin"]));
     let before = cut.presigned_gets();
     ok(&hub.troca(c, &["get", "big.bin", "-o", "whole/"]));
@@ -792,7 +792,7 @@ fn a_plaintext_download_from_the_store_comes_whole_through_the_hubs_own_get() {
     );
     // Resumed: the GET starts at the offset.
     let mut held = std::fs::read(&src).unwrap();
-    held.truncate((3 * MIB + 11) as usize);
+    held.truncate(100_003);
     std::fs::write(c.join("big.bin.part"), held).unwrap();
     let out = hub.troca(c, &["get", "big.bin"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -800,6 +800,18 @@ fn a_plaintext_download_from_the_store_comes_whole_through_the_hubs_own_get() {
     assert!(err.contains("resuming big.bin at byte"), "{err}");
     assert_eq!(hash_file(&c.join("big.bin")), hash_file(&src));
     assert_eq!(cut.presigned_gets(), before + 2);
+    random_file(&c.join("mid.bin"), 3 * MIB, "not-spliced");
+    ok(&hub.troca(c, &["put", "mid.bin"]));
+    ok(&hub.troca(c, &["get", "mid.bin", "-o", "mid/"]));
+    assert_eq!(
+        hash_file(&c.join("mid/mid.bin")),
+        hash_file(&c.join("mid.bin"))
+    );
+    assert_eq!(
+        cut.presigned_gets(),
+        before + 2,
+        "a small download took a GET of its own"
+    );
     // The store gone: a clear error and nothing under the real name; back: served again.
     cut.down();
     let err = fails(&hub.troca(c, &["get", "big.bin", "-o", "gone/"]), 1);

@@ -34,6 +34,12 @@ use troca_proto::{Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 /// trailer, rather than header, `sendfile`, trailer.
 const SMALL_FILE: u64 = 256 * 1024;
 
+/// Downloads from an object store of at least this many bytes take a GET of their own, spliced
+/// to a plain client; smaller ones use the S3 client's pooled connections. A GET of its own is
+/// a new connection, left in `TIME_WAIT` when it closes first: at this size a hub could not open
+/// them fast enough to run out of ports (a few hundred a second at several GB/s).
+const SPLICED_OBJECT: u64 = 16 * 1024 * 1024;
+
 /// Why a connection ended early; logged, never sent (the client already got an `Error`, or the
 /// connection is unusable).
 #[derive(Debug, thiserror::Error)]
@@ -574,10 +580,15 @@ async fn ready(download: Result<Download, HubError>, plain: bool) -> Result<Down
         ..
     }) = &download.source
     {
-        if download.size() - download.offset > SMALL_FILE {
-            o.prepare(download.offset, download.size(), plain)
-                .await
-                .map_err(|e| HubError::Backend(format!("cannot read {}: {e}", download.name)))?;
+        let len = download.size() - download.offset;
+        if len > SMALL_FILE {
+            o.prepare(
+                download.offset,
+                download.size(),
+                plain && len >= SPLICED_OBJECT,
+            )
+            .await
+            .map_err(|e| HubError::Backend(format!("cannot read {}: {e}", download.name)))?;
         }
     }
     Ok(download)
