@@ -14,12 +14,11 @@ use tokio::net::TcpStream;
 /// makes steps smaller.
 const PIPE_SIZE: usize = 1024 * 1024;
 
-/// A pipe between two sockets, and how many bytes are in it.
+/// A pipe between two sockets.
 #[derive(Debug)]
 pub struct Splice {
     read_end: OwnedFd,
     write_end: OwnedFd,
-    held: usize,
     capacity: usize,
 }
 
@@ -31,14 +30,13 @@ impl Splice {
         Ok(Self {
             read_end,
             write_end,
-            held: 0,
             capacity,
         })
     }
 
     /// Moves up to `max` bytes from `from` to `to`; returns how many (0: `from` ended). Waits
     /// for `from` to have bytes and for `to` to take them, and sends all it took before it
-    /// returns, so a failure leaves nothing behind in the pipe unaccounted for.
+    /// returns, so each step begins with an empty pipe.
     pub async fn step(&mut self, from: &TcpStream, to: &TcpStream, max: u64) -> io::Result<usize> {
         // Only an empty pipe is filled: with room left in it, a `splice` from the socket can
         // only stop short because the socket is empty, so `EAGAIN` means just that.
@@ -57,9 +55,8 @@ impl Splice {
                 )?)
             })
             .await?;
-        self.held = taken;
-        while self.held > 0 {
-            let held = self.held;
+        let mut held = taken;
+        while held > 0 {
             let sent = to
                 .async_io(Interest::WRITABLE, || {
                     Ok(splice(
@@ -72,7 +69,7 @@ impl Splice {
                     )?)
                 })
                 .await?;
-            self.held -= sent;
+            held -= sent;
         }
         Ok(taken)
     }

@@ -234,9 +234,6 @@ impl Owners for SqliteTokens {
     }
 
     fn props(&self, name: &str) -> Result<Vec<DeadProp>, HubError> {
-        if !self.may_have_props() {
-            return Ok(Vec::new());
-        }
         let db = self.db.lock().expect("token database poisoned");
         let err = |e| db_err(&self.db_path, e);
         let mut q = db
