@@ -277,6 +277,103 @@ fn a_file_put_through_one_hub_is_listed_fetched_and_deleted_through_the_other() 
     assert_eq!(on_a, ops_on(&t.b), "the same history on both hubs");
 }
 
+/// The entries of `troca --json history ARGS` on `hub`: (id, op, client, target, bytes).
+fn history(hub: &Hub, cwd: &Path, args: &[&str]) -> Vec<(u64, String, String, String, u64)> {
+    let mut all = vec!["--json", "history"];
+    all.extend(args);
+    let out = ok(&hub.troca(cwd, &all));
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    entries
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            let n = |k: &str| e[k].as_u64().unwrap_or(u64::MAX);
+            (n("id"), s("op"), s("client"), s("target"), n("bytes"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_history_of_one_row_per_request_moves_into_blocks_in_order_and_pages_through_them() {
+    let Some(g) = Group::new() else { return };
+    // The table as hubs that wrote a row per request kept it, with gaps in its ids.
+    g.sql(
+        "CREATE TABLE requests (id bigserial PRIMARY KEY, time_ns bigint NOT NULL,
+           client text NOT NULL, address text NOT NULL, op text NOT NULL, target text NOT NULL,
+           ok boolean NOT NULL, error text NOT NULL, bytes bigint NOT NULL,
+           duration_us bigint NOT NULL);
+         INSERT INTO requests
+           SELECT 3 * i, i, 'c' || (i % 3), '10.0.0.1:1', CASE WHEN i % 2 = 0 THEN 'get' ELSE 'put' END,
+                  'dossiê/f' || i, i % 5 <> 0, CASE WHEN i % 5 = 0 THEN 'not_found: f' || i ELSE '' END,
+                  i, 7
+           FROM generate_series(1, 4500) AS i",
+    );
+    let s = Scratch::new();
+    let hub = g.hub(&s.share, "hub-a", &[]);
+    assert_eq!(g.sql("SELECT to_regclass('requests') IS NULL"), "t");
+    assert_eq!(
+        g.sql("SELECT string_agg(first || ':' || count, ' ' ORDER BY first) FROM request_blocks"),
+        "1:2000 2001:2000 4001:500",
+        "renumbered from 1, in blocks of 2,000"
+    );
+
+    // The newest old entry is 4500, and every field came through.
+    let page = history(&hub, &s.client, &["--client", "c0", "--limit", "3"]);
+    let want = |i: u64| {
+        let op = if i % 2 == 0 { "get" } else { "put" };
+        (i, op.to_owned(), "c0".to_owned(), format!("dossiê/f{i}"), i)
+    };
+    assert_eq!(page, vec![want(4500), want(4497), want(4494)]);
+    let failed = ok(&hub.troca(
+        &s.client,
+        &[
+            "--json", "history", "--op", "get", "--limit", "1", "--before", "4491",
+        ],
+    ));
+    let failed: Vec<serde_json::Value> = serde_json::from_str(&failed).unwrap();
+    assert_eq!(failed[0]["id"], 4490);
+    assert_eq!(failed[0]["ok"], false);
+    assert_eq!(failed[0]["error"], "not_found: f4490");
+    assert_eq!(failed[0]["time"], "1970-01-01T00:00:00.00000449Z");
+    assert_eq!(failed[0]["duration_ms"], 0.007);
+
+    // A filtered page that crosses blocks, then the pages after it, down to the first entry.
+    let puts = history(
+        &hub,
+        &s.client,
+        &["--op", "put", "--before", "2100", "--limit", "100"],
+    );
+    let ids: Vec<u64> = puts.iter().map(|e| e.0).collect();
+    assert_eq!(
+        ids,
+        (1900..2100)
+            .rev()
+            .filter(|i| i % 2 == 1)
+            .collect::<Vec<_>>()
+    );
+    let mut seen = 0;
+    let mut before = 4501;
+    loop {
+        let page = history(
+            &hub,
+            &s.client,
+            &["--limit", "1000", "--before", &before.to_string()],
+        );
+        let Some(last) = page.last() else { break };
+        for (k, e) in page.iter().enumerate() {
+            assert_eq!(e.0, before - 1 - k as u64, "no entry lost or out of order");
+        }
+        seen += page.len();
+        before = last.0;
+    }
+    assert_eq!(seen, 4500);
+
+    // New requests follow on from the moved ones.
+    ok(&hub.troca(&s.client, &["ls"]));
+    let newest = history(&hub, &s.client, &["--op", "list", "--limit", "1"]);
+    assert!(newest[0].0 > 4500, "{newest:?}");
+}
+
 #[test]
 fn a_token_made_for_the_group_works_on_every_hub() {
     let Some(t) = two_hubs(&["--require-token"]) else {

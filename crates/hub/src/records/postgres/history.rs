@@ -1,10 +1,14 @@
-//! The request history in PostgreSQL: one row per request, every hub of the group writing to
-//! the same table, so `troca history` on any hub shows them all. Recording never waits: entries
-//! queue in memory (bounded; under overload the excess is dropped and counted) and a task
-//! writes what has queued in one statement.
+//! The request history in PostgreSQL, every hub of the group writing to the same tables, so
+//! `troca history` on any hub shows them all. Entries are kept in blocks: a row holds the
+//! entries one hub wrote at once, encoded one after another ([`block`]), numbered from the
+//! row's `first`. A row per request cost the database as much CPU as the hub spent serving
+//! the request; a block costs it a small part of a microsecond an entry. Recording never waits:
+//! entries are encoded into the block being filled (bounded; under overload the excess is
+//! dropped and counted) and a task writes what has gathered in one statement.
 
+use super::block;
 use crate::error::HubError;
-use crate::pg::{block, db_err, Db};
+use crate::pg::{self, db_err, Db};
 use crate::records::{Entry, History, Page, PageQuery, MAX_SCAN};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,10 +17,14 @@ use troca_proto::msg::HistoryEntry;
 
 /// Entries waiting to be written, at most.
 const QUEUE: usize = 100_000;
-/// Rows written in one statement, at most.
-const BATCH: usize = 2_000;
+/// Their encoded bytes, at most.
+const QUEUE_BYTES: usize = 32 << 20;
+/// Entries in one block, at most: a page of the history reads whole blocks.
+const BLOCK: u32 = 2_000;
 /// How long the writer lets entries gather after writing a few.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+/// Blocks read at a time while a page is gathered.
+const READ_BLOCKS: i64 = 4;
 
 /// The group's request history.
 #[derive(Debug)]
@@ -26,53 +34,24 @@ pub struct PgHistory {
     queue: Arc<Queue>,
 }
 
-/// An entry waiting to be written: its texts in one allocation.
-#[derive(Debug)]
-struct Queued {
-    time_ns: i64,
-    ok: bool,
-    bytes: u64,
-    duration_us: u64,
-    /// client, address, op, target and error, one after the other; `ends` says where each ends.
-    text: String,
-    ends: [u32; 5],
+/// Entries encoded, in order, waiting to be written.
+#[derive(Debug, Default)]
+struct Waiting {
+    blocks: Vec<Filling>,
+    entries: usize,
+    bytes: usize,
 }
 
-impl Queued {
-    fn new(e: &Entry<'_>) -> Self {
-        let parts = [
-            e.client,
-            e.address,
-            e.op,
-            e.target,
-            e.error.unwrap_or_default(),
-        ];
-        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ends = [0u32; 5];
-        for (i, p) in parts.iter().enumerate() {
-            text.push_str(p);
-            ends[i] = text.len() as u32;
-        }
-        Self {
-            time_ns: e.time_ns,
-            ok: e.ok,
-            bytes: e.bytes,
-            duration_us: e.duration_us,
-            text,
-            ends,
-        }
-    }
-
-    /// Text `i` (0 client, 1 address, 2 op, 3 target, 4 error).
-    fn part(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
-    }
+/// A block being filled.
+#[derive(Debug, Default)]
+struct Filling {
+    data: Vec<u8>,
+    count: u32,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    entries: Mutex<Vec<Queued>>,
+    waiting: Mutex<Waiting>,
     /// Wakes the writer.
     added: Notify,
     /// Entries queued so far, and written so far (for `flush`).
@@ -97,65 +76,62 @@ async fn writer(db: Db, queue: Arc<Queue>, keep: u64) {
     let mut since_trim = 0usize;
     loop {
         let notified = queue.added.notified();
-        let batch: Vec<Queued> = {
-            let mut q = queue.entries.lock().expect("history queue poisoned");
-            let n = q.len().min(BATCH);
-            q.drain(..n).collect()
-        };
-        if batch.is_empty() {
+        let taken = std::mem::take(&mut *queue.waiting.lock().expect("history queue poisoned"));
+        if taken.entries == 0 {
             // Woken by a flush, or by the first entry after an idle spell; under load, entries
             // are gathered for a moment so each statement carries many.
             notified.await;
             continue;
         }
-        let n = batch.len() as u64;
-        if let Err(e) = insert(&db, &batch).await {
+        let n = taken.entries as u64;
+        if let Err(e) = insert(&db, &taken.blocks).await {
             tracing::warn!(error = %e, lost = n, "cannot record requests");
         }
-        since_trim += batch.len();
+        since_trim += taken.entries;
         if since_trim >= 10_000 {
             since_trim = 0;
             let _ = trim(&db, keep).await;
         }
         queue.written.fetch_add(n, Ordering::SeqCst);
         queue.done.notify_waiters();
-        if n < BATCH as u64 {
+        if n < u64::from(BLOCK) {
             tokio::time::sleep(GATHER).await;
         }
     }
 }
 
-async fn insert(db: &Db, batch: &[Queued]) -> Result<(), HubError> {
+/// Writes the blocks in one statement. Their ids are taken from `request_ids`, whose row stays
+/// locked until the statement commits: blocks commit in the order of their ids, whichever hub
+/// writes them, so a reader never sees a later block before an earlier one.
+async fn insert(db: &Db, blocks: &[Filling]) -> Result<(), HubError> {
     let c = db.get().await?;
-    let text = |i: usize| batch.iter().map(|e| e.part(i)).collect::<Vec<_>>();
-    let int = |f: &dyn Fn(&Queued) -> i64| batch.iter().map(f).collect::<Vec<_>>();
-    let oks: Vec<bool> = batch.iter().map(|e| e.ok).collect();
-    // One statement for the batch: arrays unnested into rows, in the order they arrived.
+    let total: i64 = blocks.iter().map(|b| i64::from(b.count)).sum();
+    let mut skips = Vec::with_capacity(blocks.len());
+    let mut skipped = 0i64;
+    for b in blocks {
+        skips.push(skipped);
+        skipped += i64::from(b.count);
+    }
+    let counts: Vec<i32> = blocks.iter().map(|b| b.count as i32).collect();
+    let data: Vec<&[u8]> = blocks.iter().map(|b| b.data.as_slice()).collect();
     c.execute(
-        "INSERT INTO requests (time_ns, client, address, op, target, ok, error, bytes, duration_us)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::boolean[], $7::text[], $8::bigint[], $9::bigint[])",
-        &[
-            &int(&|e| e.time_ns),
-            &text(0),
-            &text(1),
-            &text(2),
-            &text(3),
-            &oks,
-            &text(4),
-            &int(&|e| e.bytes as i64),
-            &int(&|e| e.duration_us as i64),
-        ],
+        "WITH ids AS (UPDATE request_ids SET next = next + $1 RETURNING next - $1 AS base)
+         INSERT INTO request_blocks (first, count, entries)
+         SELECT ids.base + b.skip, b.count, b.entries
+         FROM ids, unnest($2::bigint[], $3::integer[], $4::bytea[]) AS b (skip, count, entries)",
+        &[&total, &skips, &counts, &data],
     )
     .await
     .map_err(db_err)?;
     Ok(())
 }
 
+/// Deletes the blocks whose entries are all older than the newest `keep`.
 async fn trim(db: &Db, keep: u64) -> Result<(), HubError> {
     let c = db.get().await?;
     c.execute(
-        "DELETE FROM requests WHERE id <= (SELECT max(id) FROM requests) - $1",
+        "DELETE FROM request_blocks
+         WHERE first + count <= (SELECT next FROM request_ids) - $1",
         &[&(keep as i64)],
     )
     .await
@@ -173,18 +149,28 @@ impl History for PgHistory {
             return;
         }
         {
-            let mut q = self.queue.entries.lock().expect("history queue poisoned");
-            if q.len() >= QUEUE {
+            let mut w = self.queue.waiting.lock().expect("history queue poisoned");
+            if w.entries >= QUEUE || w.bytes >= QUEUE_BYTES {
+                drop(w);
                 let n = self.queue.dropped.fetch_add(1, Ordering::Relaxed);
                 if n % 10_000 == 0 {
                     tracing::warn!(dropped = n + 1, "history cannot keep up; entries dropped");
                 }
                 return;
             }
-            q.push(Queued::new(e));
+            if w.blocks.last().is_none_or(|b| b.count >= BLOCK) {
+                w.blocks.push(Filling::default());
+            }
+            let filling = w.blocks.last_mut().expect("a block is being filled");
+            let before = filling.data.len();
+            block::encode(&mut filling.data, e);
+            filling.count += 1;
+            let added = filling.data.len() - before;
+            w.entries += 1;
+            w.bytes += added;
             self.queue.appended.fetch_add(1, Ordering::SeqCst);
             // Only the first entry after the writer emptied the queue wakes it.
-            if q.len() > 1 {
+            if w.entries > 1 {
                 return;
             }
         }
@@ -198,7 +184,7 @@ impl History for PgHistory {
         }
         let target = self.queue.appended.load(Ordering::SeqCst);
         let queue = Arc::clone(&self.queue);
-        block(async move {
+        pg::block(async move {
             loop {
                 let done = queue.done.notified();
                 if queue.written.load(Ordering::SeqCst) >= target {
@@ -211,71 +197,85 @@ impl History for PgHistory {
         });
     }
 
-    /// Newest first, at most [`MAX_SCAN`] rows looked at per page.
     fn backlog(&self) -> crate::records::Backlog {
         let q = &self.queue;
         crate::records::Backlog {
-            queued: q.entries.lock().expect("history queue poisoned").len() as u64,
+            queued: q.waiting.lock().expect("history queue poisoned").entries as u64,
             dropped: q.dropped.load(Ordering::Relaxed),
         }
     }
 
+    /// Newest first, at most [`MAX_SCAN`] entries looked at per page.
     fn query(&self, query: &PageQuery) -> Result<Page, HubError> {
-        let limit = i64::from(query.limit.min(troca_proto::msg::MAX_HISTORY_PAGE));
+        let limit = query.limit.min(troca_proto::msg::MAX_HISTORY_PAGE) as usize;
         if limit == 0 {
             return Ok(Page::default());
         }
         self.flush();
-        block(async {
-            let c = self.db.get().await?;
-            let top: i64 = match query.before {
-                0 => c
-                    .query_one("SELECT coalesce(max(id), 0) + 1 FROM requests", &[])
-                    .await
-                    .map_err(db_err)?
-                    .get(0),
-                b => b as i64,
-            };
-            let floor = top - MAX_SCAN as i64;
-            let rows = c
-                .query(
-                    "SELECT id, time_ns, client, address, op, target, ok, error, bytes, duration_us
-                     FROM requests
-                     WHERE id < $1 AND id >= $2
-                       AND ($3::text IS NULL OR client = $3) AND ($4::text IS NULL OR op = $4)
-                     ORDER BY id DESC LIMIT $5",
-                    &[&top, &floor, &query.client, &query.op, &limit],
-                )
-                .await
-                .map_err(db_err)?;
-            let entries: Vec<HistoryEntry> = rows.iter().map(row_entry).collect();
-            let next = if entries.len() as i64 == limit {
-                entries.last().map_or(0, |e| e.id)
-            } else {
-                // Scanned the whole window: go on below it if anything is there.
-                let older: Option<i64> = c
-                    .query_one("SELECT max(id) FROM requests WHERE id < $1", &[&floor])
-                    .await
-                    .map_err(db_err)?
-                    .get(0);
-                older.map_or(0, |_| floor.max(0) as u64)
-            };
-            Ok(Page { entries, next })
-        })
+        pg::block(page(&self.db, query, limit))
     }
 }
 
-fn row_entry(r: &tokio_postgres::Row) -> HistoryEntry {
-    HistoryEntry {
-        id: r.get::<_, i64>(0) as u64,
-        time_ns: r.get(1),
-        client: r.get(2),
-        address: r.get(3),
-        op: r.get(4),
-        target: r.get(5),
-        ok: r.get(6),
-        error: r.get(7),
-        bytes: r.get::<_, i64>(8) as u64,
-        duration_us: r.get::<_, i64>(9) as u64,
+/// Reads blocks from the newest below `query.before` down, keeping the entries that match,
+/// until the page is full or [`MAX_SCAN`] ids have been passed.
+async fn page(db: &Db, query: &PageQuery, limit: usize) -> Result<Page, HubError> {
+    let c = db.get().await?;
+    let top: i64 = match query.before {
+        0 => c
+            .query_one("SELECT next FROM request_ids", &[])
+            .await
+            .map_err(db_err)?
+            .get(0),
+        b => b as i64,
+    };
+    let floor = top - MAX_SCAN as i64;
+    let mut entries = Vec::new();
+    let mut below = top;
+    'blocks: loop {
+        let rows = c
+            .query(
+                "SELECT first, count, entries FROM request_blocks
+                 WHERE first < $1 AND first + count > $2 ORDER BY first DESC LIMIT $3",
+                &[&below, &floor, &READ_BLOCKS],
+            )
+            .await
+            .map_err(db_err)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let first: i64 = row.get(0);
+            let count: i32 = row.get(1);
+            let data: &[u8] = row.get(2);
+            let block = block::decode(data, first as u64, count as usize).map_err(|e| {
+                HubError::Internal(format!("the history block from id {first} is damaged: {e}"))
+            })?;
+            let wanted = |e: &HistoryEntry| {
+                (e.id as i64) < top && (e.id as i64) >= floor && query.matches(e)
+            };
+            for e in block.into_iter().rev().filter(wanted) {
+                entries.push(e);
+                if entries.len() == limit {
+                    break 'blocks;
+                }
+            }
+            below = first;
+        }
     }
+    let next = if entries.len() == limit {
+        entries.last().map_or(0, |e| e.id)
+    } else if floor > 1 {
+        // Scanned the whole window: go on below it if anything is there.
+        let older = c
+            .query_opt(
+                "SELECT 1 FROM request_blocks WHERE first < $1 LIMIT 1",
+                &[&floor],
+            )
+            .await
+            .map_err(db_err)?;
+        older.map_or(0, |_| floor as u64)
+    } else {
+        0
+    };
+    Ok(Page { entries, next })
 }

@@ -5,6 +5,7 @@
 //! Each hub keeps its own admin token file (its state folder); tokens made with
 //! `troca token create` are in the database, so they work on every hub.
 
+mod block;
 mod history;
 mod presence;
 mod tokens;
