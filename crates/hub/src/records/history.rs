@@ -38,8 +38,13 @@ pub struct PageQuery {
 impl PageQuery {
     /// Whether an entry passes the query's filters.
     pub fn matches(&self, e: &HistoryEntry) -> bool {
-        self.client.as_deref().is_none_or(|c| c == e.client)
-            && self.op.as_deref().is_none_or(|o| o == e.op)
+        self.matches_names(&e.client, &e.op)
+    }
+
+    /// Whether an entry of this client and operation passes the query's filters.
+    pub fn matches_names(&self, client: &str, op: &str) -> bool {
+        self.client.as_deref().is_none_or(|c| c == client)
+            && self.op.as_deref().is_none_or(|o| o == op)
     }
 }
 

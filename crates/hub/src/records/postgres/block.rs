@@ -37,8 +37,41 @@ pub fn encode(out: &mut Vec<u8>, e: &Entry<'_>) {
     }
 }
 
+/// One stored entry, its texts borrowed from the block: a page keeps few of the entries it
+/// looks at, so only those it keeps are copied out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored<'a> {
+    pub id: u64,
+    pub time_ns: i64,
+    pub client: &'a str,
+    pub address: &'a str,
+    pub op: &'a str,
+    pub target: &'a str,
+    pub ok: bool,
+    pub error: &'a str,
+    pub bytes: u64,
+    pub duration_us: u64,
+}
+
+impl Stored<'_> {
+    pub fn to_entry(self) -> HistoryEntry {
+        HistoryEntry {
+            id: self.id,
+            time_ns: self.time_ns,
+            client: self.client.to_owned(),
+            address: self.address.to_owned(),
+            op: self.op.to_owned(),
+            target: self.target.to_owned(),
+            ok: self.ok,
+            error: self.error.to_owned(),
+            bytes: self.bytes,
+            duration_us: self.duration_us,
+        }
+    }
+}
+
 /// The `count` entries of a block whose first entry has id `first`.
-pub fn decode(data: &[u8], first: u64, count: usize) -> Result<Vec<HistoryEntry>, BlockError> {
+pub fn decode(data: &[u8], first: u64, count: usize) -> Result<Vec<Stored<'_>>, BlockError> {
     // Each entry takes at least 45 bytes, so a damaged count cannot make this allocate much.
     let mut entries = Vec::with_capacity(count.min(data.len() / 45));
     let mut r = Reader(data);
@@ -54,7 +87,7 @@ pub fn decode(data: &[u8], first: u64, count: usize) -> Result<Vec<HistoryEntry>
     Ok(entries)
 }
 
-fn entry(r: &mut Reader<'_>, id: u64) -> Result<HistoryEntry, BlockError> {
+fn entry<'a>(r: &mut Reader<'a>, id: u64) -> Result<Stored<'a>, BlockError> {
     let time_ns = i64::from_be_bytes(r.array()?);
     let ok = match r.array::<1>()?[0] {
         0 => false,
@@ -63,7 +96,7 @@ fn entry(r: &mut Reader<'_>, id: u64) -> Result<HistoryEntry, BlockError> {
     };
     let bytes = u64::from_be_bytes(r.array()?);
     let duration_us = u64::from_be_bytes(r.array()?);
-    Ok(HistoryEntry {
+    Ok(Stored {
         id,
         time_ns,
         client: r.text()?,
@@ -79,8 +112,8 @@ fn entry(r: &mut Reader<'_>, id: u64) -> Result<HistoryEntry, BlockError> {
 
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], BlockError> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BlockError> {
         if self.0.len() < n {
             return Err(BlockError::Truncated);
         }
@@ -95,10 +128,9 @@ impl Reader<'_> {
         Ok(a)
     }
 
-    fn text(&mut self) -> Result<String, BlockError> {
+    fn text(&mut self) -> Result<&'a str, BlockError> {
         let len = u32::from_be_bytes(self.array()?) as usize;
-        let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| BlockError::BadUtf8)
+        std::str::from_utf8(self.take(len)?).map_err(|_| BlockError::BadUtf8)
     }
 }
 
@@ -166,9 +198,10 @@ mod tests {
                 prop_assert_eq!(b.bytes, o.bytes);
                 prop_assert_eq!(b.duration_us, o.duration_us);
                 prop_assert_eq!(
-                    [&b.client, &b.address, &b.op, &b.target, &b.error],
+                    [b.client, b.address, b.op, b.target, b.error],
                     [&o.texts[0], &o.texts[1], &o.texts[2], &o.texts[3], &o.texts[4]]
                 );
+                prop_assert_eq!(b.to_entry().target, o.texts[3].clone());
             }
         }
 
@@ -217,6 +250,6 @@ mod tests {
         encode(&mut data, &e);
         let back = decode(&data, 7, 1).unwrap();
         assert_eq!(back[0].error.len(), troca_proto::MAX_ERROR_MESSAGE);
-        assert!(error.starts_with(&back[0].error));
+        assert!(error.starts_with(back[0].error));
     }
 }

@@ -13,7 +13,6 @@ use crate::records::{Entry, History, Page, PageQuery, MAX_SCAN};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
-use troca_proto::msg::HistoryEntry;
 
 /// Entries waiting to be written, at most.
 const QUEUE: usize = 100_000;
@@ -250,11 +249,11 @@ async fn page(db: &Db, query: &PageQuery, limit: usize) -> Result<Page, HubError
             let block = block::decode(data, first as u64, count as usize).map_err(|e| {
                 HubError::Internal(format!("the history block from id {first} is damaged: {e}"))
             })?;
-            let wanted = |e: &HistoryEntry| {
-                (e.id as i64) < top && (e.id as i64) >= floor && query.matches(e)
+            let wanted = |e: &&block::Stored<'_>| {
+                (e.id as i64) < top && (e.id as i64) >= floor && query.matches_names(e.client, e.op)
             };
-            for e in block.into_iter().rev().filter(wanted) {
-                entries.push(e);
+            for e in block.iter().rev().filter(wanted) {
+                entries.push(e.to_entry());
                 if entries.len() == limit {
                     break 'blocks;
                 }
