@@ -37,35 +37,28 @@ pub fn encode(out: &mut Vec<u8>, e: &Entry<'_>) {
     }
 }
 
-/// One stored entry, its texts borrowed from the block: a page keeps few of the entries it
-/// looks at, so only those it keeps are copied out.
+/// One stored entry and its id, its texts borrowed from the block: a page keeps few of the
+/// entries it looks at, so only those it keeps are copied out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored<'a> {
     pub id: u64,
-    pub time_ns: i64,
-    pub client: &'a str,
-    pub address: &'a str,
-    pub op: &'a str,
-    pub target: &'a str,
-    pub ok: bool,
-    pub error: &'a str,
-    pub bytes: u64,
-    pub duration_us: u64,
+    pub entry: Entry<'a>,
 }
 
 impl Stored<'_> {
     pub fn to_entry(self) -> HistoryEntry {
+        let e = self.entry;
         HistoryEntry {
             id: self.id,
-            time_ns: self.time_ns,
-            client: self.client.to_owned(),
-            address: self.address.to_owned(),
-            op: self.op.to_owned(),
-            target: self.target.to_owned(),
-            ok: self.ok,
-            error: self.error.to_owned(),
-            bytes: self.bytes,
-            duration_us: self.duration_us,
+            time_ns: e.time_ns,
+            client: e.client.to_owned(),
+            address: e.address.to_owned(),
+            op: e.op.to_owned(),
+            target: e.target.to_owned(),
+            ok: e.ok,
+            error: e.error.unwrap_or_default().to_owned(),
+            bytes: e.bytes,
+            duration_us: e.duration_us,
         }
     }
 }
@@ -96,18 +89,18 @@ fn entry<'a>(r: &mut Reader<'a>, id: u64) -> Result<Stored<'a>, BlockError> {
     };
     let bytes = u64::from_be_bytes(r.array()?);
     let duration_us = u64::from_be_bytes(r.array()?);
-    Ok(Stored {
-        id,
+    let entry = Entry {
         time_ns,
         client: r.text()?,
         address: r.text()?,
         op: r.text()?,
         target: r.text()?,
         ok,
-        error: r.text()?,
+        error: Some(r.text()?).filter(|e| !e.is_empty()),
         bytes,
         duration_us,
-    })
+    };
+    Ok(Stored { id, entry })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -193,14 +186,7 @@ mod tests {
             prop_assert_eq!(back.len(), items.len());
             for (i, (b, o)) in back.iter().zip(&items).enumerate() {
                 prop_assert_eq!(b.id, first + i as u64);
-                prop_assert_eq!(b.time_ns, o.time_ns);
-                prop_assert_eq!(b.ok, o.ok);
-                prop_assert_eq!(b.bytes, o.bytes);
-                prop_assert_eq!(b.duration_us, o.duration_us);
-                prop_assert_eq!(
-                    [b.client, b.address, b.op, b.target, b.error],
-                    [&o.texts[0], &o.texts[1], &o.texts[2], &o.texts[3], &o.texts[4]]
-                );
+                prop_assert_eq!(b.entry, o.entry());
                 prop_assert_eq!(b.to_entry().target, o.texts[3].clone());
             }
         }
@@ -249,7 +235,8 @@ mod tests {
         let mut data = Vec::new();
         encode(&mut data, &e);
         let back = decode(&data, 7, 1).unwrap();
-        assert_eq!(back[0].error.len(), troca_proto::MAX_ERROR_MESSAGE);
-        assert!(error.starts_with(back[0].error));
+        let kept = back[0].entry.error.unwrap();
+        assert_eq!(kept.len(), troca_proto::MAX_ERROR_MESSAGE);
+        assert!(error.starts_with(kept));
     }
 }

@@ -250,7 +250,9 @@ async fn page(db: &Db, query: &PageQuery, limit: usize) -> Result<Page, HubError
                 HubError::Internal(format!("the history block from id {first} is damaged: {e}"))
             })?;
             let wanted = |e: &&block::Stored<'_>| {
-                (e.id as i64) < top && (e.id as i64) >= floor && query.matches_names(e.client, e.op)
+                (e.id as i64) < top
+                    && (e.id as i64) >= floor
+                    && query.matches_names(e.entry.client, e.entry.op)
             };
             for e in block.iter().rev().filter(wanted) {
                 entries.push(e.to_entry());
