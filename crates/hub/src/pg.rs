@@ -190,8 +190,15 @@ CREATE TABLE IF NOT EXISTS request_blocks (
     count integer NOT NULL,
     entries bytea NOT NULL
 );
--- Kept as written: compressing every block would cost more CPU than the space is worth.
-ALTER TABLE request_blocks ALTER COLUMN entries SET STORAGE EXTERNAL;
+-- Kept as written: compressing every block would cost more CPU than the space is worth. (Only
+-- once: the change locks the table against every hub's writes.)
+DO $$
+BEGIN
+  IF (SELECT attstorage FROM pg_attribute
+      WHERE attrelid = 'request_blocks'::regclass AND attname = 'entries') <> 'e' THEN
+    ALTER TABLE request_blocks ALTER COLUMN entries SET STORAGE EXTERNAL;
+  END IF;
+END $$;
 -- The next entry's id. A block takes its ids here, and the row stays locked until the block
 -- commits, so blocks commit in the order of their ids.
 CREATE TABLE IF NOT EXISTS request_ids (
