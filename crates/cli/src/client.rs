@@ -22,30 +22,35 @@ pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     runtime.block_on(run(global, command))
 }
 
+/// What is wrong with how a command is used, if anything, whatever the hub holds.
+fn misuse(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Put {
+            files,
+            as_name: Some(_),
+            ..
+        } if files.len() > 1 => Some("--as takes a single FILE"),
+        Command::Get {
+            names,
+            output: Some(o),
+            ..
+        } if names.len() > 1 => {
+            if o == Path::new("-") {
+                Some("-o - takes a single NAME")
+            } else if o.exists() && !o.is_dir() {
+                Some("with several NAMEs, -o must be a folder")
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
 async fn run(global: &Global, command: Command) -> Result<ExitCode> {
     // Check what can be checked before connecting, so usage errors don't depend on the hub.
-    if let Command::Put {
-        files,
-        as_name: Some(_),
-        ..
-    } = &command
-    {
-        if files.len() > 1 {
-            return usage("--as takes a single FILE");
-        }
-    }
-    if let Command::Get {
-        names,
-        output: Some(o),
-        ..
-    } = &command
-    {
-        if names.len() > 1 && o == Path::new("-") {
-            return usage("-o - takes a single NAME");
-        }
-        if names.len() > 1 && o.exists() && !o.is_dir() {
-            return usage("with several NAMEs, -o must be a folder");
-        }
+    if let Some(wrong) = misuse(&command) {
+        return usage(wrong);
     }
     let mut client = connect(global).await?;
     match command {

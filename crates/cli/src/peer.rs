@@ -38,34 +38,9 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
              use --listen 0.0.0.0:0 to share with them"
         );
     }
-    let plaintext = args.plaintext || global.plaintext;
-    let identity = identity(plaintext)?;
     let stats = Arc::new(troca_peer::stats::PeerStats::default());
     let metrics = crate::serve::metrics_listener(args.metrics.as_deref()).await?;
-    let config = PeerConfig {
-        dir: args.dir.clone(),
-        only_images: args.only.as_deref() == Some("images"),
-        tracker,
-        refresh: args.refresh,
-        server: ServerConfig {
-            max_rate: args.max_rate,
-            max_connections: args.max_connections.max(1),
-            max_connections_per_ip: args.max_connections_per_ip.max(1),
-            upload_slots: args.upload_slots,
-            super_seed: !args.no_super_seed,
-            idle_timeout: args.idle_timeout,
-            stats: Arc::clone(&stats),
-            ..ServerConfig::default()
-        },
-        download: download::Options {
-            client_name: crate::client::client_name(global),
-            allow_plaintext: plaintext,
-            stats: Arc::clone(&stats),
-            ..download::Options::default()
-        },
-        identity,
-        share_folder: true,
-    };
+    let config = peer_config(global, &args, tracker, &stats)?;
     let shutdown = CancellationToken::new();
     let peer = Peer::start(listener, config, shutdown.clone())
         .await
@@ -105,6 +80,40 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     eprintln!("troca: leaving the swarm");
     peer.stop().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The peer's settings, from the command line.
+fn peer_config(
+    global: &Global,
+    args: &PeerArgs,
+    tracker: std::net::SocketAddr,
+    stats: &Arc<troca_peer::stats::PeerStats>,
+) -> Result<PeerConfig> {
+    let plaintext = args.plaintext || global.plaintext;
+    Ok(PeerConfig {
+        dir: args.dir.clone(),
+        only_images: args.only.as_deref() == Some("images"),
+        tracker,
+        refresh: args.refresh,
+        server: ServerConfig {
+            max_rate: args.max_rate,
+            max_connections: args.max_connections.max(1),
+            max_connections_per_ip: args.max_connections_per_ip.max(1),
+            upload_slots: args.upload_slots,
+            super_seed: !args.no_super_seed,
+            idle_timeout: args.idle_timeout,
+            stats: Arc::clone(stats),
+            ..ServerConfig::default()
+        },
+        download: download::Options {
+            client_name: crate::client::client_name(global),
+            allow_plaintext: plaintext,
+            stats: Arc::clone(stats),
+            ..download::Options::default()
+        },
+        identity: identity(plaintext)?,
+        share_folder: true,
+    })
 }
 
 /// This machine's peer key (made on first use in the data folder), or none in plaintext.

@@ -26,6 +26,52 @@ async fn run(args: Serve) -> Result<ExitCode> {
             args.dir.display()
         );
     }
+    let hub = Arc::new(
+        troca_hub::Hub::open(hub_config(&args))
+            .with_context(|| format!("cannot share {}", args.dir.display()))?,
+    );
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("troca: sharing {}", hub.location());
+    // Where the admin token is, never the token itself.
+    let token = hub.admin_token_file();
+    eprintln!(
+        "troca: {} admin token is in {} (readable by its owner only)",
+        if token.created { "a new" } else { "the" },
+        token.path.display()
+    );
+    let web = if args.no_http {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(&args.http)
+                .await
+                .with_context(|| format!("cannot listen for HTTP on {}", args.http))?,
+        )
+    };
+    let metrics = metrics_listener(args.metrics.as_deref()).await?;
+    let signals = Signals::catch()?;
+    // Caught before the hub says it listens, like the others: a SIGHUP then is not fatal.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    // The web face uses the hub's key too, unless told to stay plain.
+    let https = hub.tls().is_some() && !args.http_plaintext;
+    print_addresses(&hub, &listener, web.as_ref(), metrics.as_ref(), https)?;
+
+    let shutdown = CancellationToken::new();
+    let faces = Faces::start(&hub, listener, web, metrics, https, &args, &shutdown);
+    let reloads = tokio::spawn(reload_on_hangup(Arc::clone(&hub), hup));
+    signals.wait().await;
+    reloads.abort();
+    eprintln!("troca: shutting down; finishing transfers in progress");
+    shutdown.cancel();
+    faces.stop(&hub, args.shutdown_grace).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The hub's settings, from the command line.
+fn hub_config(args: &Serve) -> HubConfig {
     let mut config = HubConfig::new(&args.dir);
     if let Some(state) = &args.state {
         config.state_dir = state.clone();
@@ -67,44 +113,24 @@ async fn run(args: Serve) -> Result<ExitCode> {
         (_, _, true) => troca_hub::config::TlsMode::Plaintext,
         _ => troca_hub::config::TlsMode::OwnKey,
     };
-    let hub = Arc::new(
-        troca_hub::Hub::open(config)
-            .with_context(|| format!("cannot share {}", args.dir.display()))?,
-    );
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    config
+}
+
+/// Prints where the hub listens, on stdout (scripts read these lines), and its key.
+fn print_addresses(
+    hub: &troca_hub::Hub,
+    listener: &tokio::net::TcpListener,
+    web: Option<&tokio::net::TcpListener>,
+    metrics: Option<&tokio::net::TcpListener>,
+    https: bool,
+) -> Result<()> {
     let addr = listener.local_addr()?;
-    eprintln!("troca: sharing {}", hub.location());
-    // Where the admin token is, never the token itself.
-    let token = hub.admin_token_file();
-    eprintln!(
-        "troca: {} admin token is in {} (readable by its owner only)",
-        if token.created { "a new" } else { "the" },
-        token.path.display()
-    );
-    let web = if args.no_http {
-        None
-    } else {
-        Some(
-            tokio::net::TcpListener::bind(&args.http)
-                .await
-                .with_context(|| format!("cannot listen for HTTP on {}", args.http))?,
-        )
-    };
-    let metrics = metrics_listener(args.metrics.as_deref()).await?;
-    let signals = Signals::catch()?;
-    // Caught before the hub says it listens, like the others: a SIGHUP then is not fatal.
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot handle SIGHUP")?;
     println!("listening on {addr}");
-    // The web face uses the hub's key too, unless told to stay plain.
-    let https = hub.tls().is_some() && !args.http_plaintext;
-    if let Some(web) = &web {
+    if let Some(web) = web {
         let scheme = if https { "https" } else { "http" };
         println!("{scheme}://{}/", web.local_addr()?);
     }
-    if let Some(m) = &metrics {
+    if let Some(m) = metrics {
         println!("metrics http://{}/metrics", m.local_addr()?);
     }
     match hub.tls() {
@@ -117,66 +143,90 @@ async fn run(args: Serve) -> Result<ExitCode> {
         None => eprintln!("troca: warning: the native protocol is not encrypted (--plaintext)"),
     }
     std::io::stdout().flush()?;
+    Ok(())
+}
 
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(troca_hub::serve(
-        listener,
-        Arc::clone(&hub),
-        shutdown.clone(),
-    ));
-    let web = web.map(|web| {
-        tokio::spawn(troca_web::serve(
-            web,
-            Arc::clone(&hub),
-            shutdown.clone(),
-            args.shutdown_grace,
-            https,
-        ))
-    });
-    let metrics = metrics.map(|listener| {
-        let from = Arc::clone(&hub);
-        let render: troca_web::metrics::Render = Arc::new(move || {
-            let hub = Arc::clone(&from);
-            Box::pin(async move { hub.metrics_text().await.unwrap_or_default() })
-        });
-        tokio::spawn(troca_web::metrics::serve(
+/// SIGHUP reads a given certificate again (renewed on disk); other signals stop the hub.
+async fn reload_on_hangup(hub: Arc<troca_hub::Hub>, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        match hub.reload_tls() {
+            Ok(Some(key)) => eprintln!("troca: TLS certificate reloaded; key {key}"),
+            Ok(None) => {}
+            Err(e) => eprintln!("troca: cannot reload the TLS certificate: {e}"),
+        }
+    }
+}
+
+/// The tasks serving the hub: the native protocol, the web face and the metrics.
+struct Faces {
+    server: tokio::task::JoinHandle<Result<(), troca_hub::HubError>>,
+    web: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    metrics: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Faces {
+    fn start(
+        hub: &Arc<troca_hub::Hub>,
+        listener: tokio::net::TcpListener,
+        web: Option<tokio::net::TcpListener>,
+        metrics: Option<tokio::net::TcpListener>,
+        https: bool,
+        args: &Serve,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let server = tokio::spawn(troca_hub::serve(
             listener,
-            render,
+            Arc::clone(hub),
             shutdown.clone(),
-        ))
-    });
-    // SIGHUP reads a given certificate again (renewed on disk); other signals stop the hub.
-    let reload_hub = Arc::clone(&hub);
-    let reloads = tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match reload_hub.reload_tls() {
-                Ok(Some(key)) => eprintln!("troca: TLS certificate reloaded; key {key}"),
-                Ok(None) => {}
-                Err(e) => eprintln!("troca: cannot reload the TLS certificate: {e}"),
+        ));
+        let web = web.map(|web| {
+            tokio::spawn(troca_web::serve(
+                web,
+                Arc::clone(hub),
+                shutdown.clone(),
+                args.shutdown_grace,
+                https,
+            ))
+        });
+        let metrics = metrics.map(|listener| {
+            let from = Arc::clone(hub);
+            let render: troca_web::metrics::Render = Arc::new(move || {
+                let hub = Arc::clone(&from);
+                Box::pin(async move { hub.metrics_text().await.unwrap_or_default() })
+            });
+            tokio::spawn(troca_web::metrics::serve(
+                listener,
+                render,
+                shutdown.clone(),
+            ))
+        });
+        Self {
+            server,
+            web,
+            metrics,
+        }
+    }
+
+    /// Waits for the faces to stop once shutdown is cancelled: the web face within its own
+    /// grace period, transfers on the native protocol for up to `grace`.
+    async fn stop(self, hub: &Arc<troca_hub::Hub>, grace: std::time::Duration) -> Result<()> {
+        if let Some(web) = self.web {
+            let _ = web.await;
+        }
+        if let Some(m) = self.metrics {
+            let _ = m.await;
+        }
+        match tokio::time::timeout(grace, self.server).await {
+            Ok(joined) => joined.context("the hub failed")??,
+            Err(_) => {
+                eprintln!("troca: transfers still running after the grace period; stopping");
+                // Keep what the history has so far, even when cutting transfers short.
+                let h = Arc::clone(hub);
+                let _ = tokio::task::spawn_blocking(move || h.history_log().flush()).await;
             }
         }
-    });
-    signals.wait().await;
-    reloads.abort();
-    eprintln!("troca: shutting down; finishing transfers in progress");
-    shutdown.cancel();
-    if let Some(web) = web {
-        // It has its own grace period for requests in progress.
-        let _ = web.await;
+        Ok(())
     }
-    if let Some(m) = metrics {
-        let _ = m.await;
-    }
-    match tokio::time::timeout(args.shutdown_grace, server).await {
-        Ok(joined) => joined.context("the hub failed")??,
-        Err(_) => {
-            eprintln!("troca: transfers still running after the grace period; stopping");
-            // Keep what the history has so far, even when cutting transfers short.
-            let h = Arc::clone(&hub);
-            let _ = tokio::task::spawn_blocking(move || h.history_log().flush()).await;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The listener of `--metrics ADDR`, if asked for.

@@ -242,16 +242,7 @@ pub fn main(global: &Global) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let remote = Rc::new(RefCell::new(Vec::new()));
-    // Tab lists the candidates (as bash does) rather than cycling through them.
-    let config = rustyline::Config::builder()
-        .completion_type(rustyline::CompletionType::List)
-        .build();
-    let mut editor: Editor<ShellHelper, DefaultHistory> =
-        Editor::with_config(config).context("cannot start the line editor")?;
-    editor.set_helper(Some(ShellHelper {
-        remote: Rc::clone(&remote),
-        files: FilenameCompleter::new(),
-    }));
+    let mut editor = line_editor(&remote)?;
     let history = history_path();
     if let Some(h) = &history {
         let _ = editor.load_history(h);
@@ -290,52 +281,27 @@ pub fn main(global: &Global) -> Result<ExitCode> {
             continue;
         }
         let _ = editor.add_history_entry(line.as_str());
-        let words = match shell_words::split(&line) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("troca: {e} (close the quote)");
-                continue;
-            }
-        };
-        let Some(cmd) = lookup(&words[0]) else {
-            eprintln!("troca: no command \"{}\"; type help for the list", words[0]);
+        let Some((cmd, words)) = parse_line(&line) else {
             continue;
         };
         match cmd {
             Cmd::Quit => break,
-            Cmd::Help => {
-                println!("{}", help(words.get(1).map(String::as_str)));
-                continue;
-            }
-            _ => {}
-        }
-        // Ctrl-C stops the command, not the shell: the prompt comes back (and the history is
-        // saved on the way out as usual). A transfer cut short leaves the connection in an
-        // unknown state, so the next command connects again.
-        let outcome = runtime.block_on(async {
-            tokio::select! {
-                r = run(&mut link, cmd, &words[1..]) => Some(r),
-                _ = interrupts.recv() => None,
-            }
-        });
-        match outcome {
-            None => {
-                eprintln!("troca: cancelled");
-                link.reset();
-            }
-            Some(Err(e)) if e.downcast_ref::<Usage>().is_some() => {
-                eprintln!("troca: {}", one_line(&e));
-            }
-            Some(Err(e)) => {
-                eprintln!("troca: {}", crate::output::explain(&e, global.has_token()));
-                if link.after_error(&e) {
-                    eprintln!("troca: the connection is gone; the next command connects again");
+            Cmd::Help => println!("{}", help(words.get(1).map(String::as_str))),
+            _ => {
+                let outcome = runtime.block_on(async {
+                    tokio::select! {
+                        r = run(&mut link, cmd, &words[1..]) => Some(r),
+                        _ = interrupts.recv() => None,
+                    }
+                });
+                report(outcome, &mut link, global);
+                if matches!(
+                    cmd,
+                    Cmd::Ls | Cmd::Put | Cmd::Get | Cmd::Rm | Cmd::Mkdir | Cmd::Mv
+                ) {
+                    refresh(&runtime, &mut link, &remote);
                 }
             }
-            Some(Ok(())) => {}
-        }
-        if matches!(cmd, Cmd::Ls | Cmd::Put | Cmd::Get | Cmd::Rm) {
-            refresh(&runtime, &mut link, &remote);
         }
     }
     if let Some(h) = &history {
@@ -345,6 +311,59 @@ pub fn main(global: &Global) -> Result<ExitCode> {
         let _ = editor.save_history(h);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The line editor, completing commands, local paths and the hub's names from `remote`.
+fn line_editor(remote: &Rc<RefCell<Vec<String>>>) -> Result<Editor<ShellHelper, DefaultHistory>> {
+    // Tab lists the candidates (as bash does) rather than cycling through them.
+    let config = rustyline::Config::builder()
+        .completion_type(rustyline::CompletionType::List)
+        .build();
+    let mut editor: Editor<ShellHelper, DefaultHistory> =
+        Editor::with_config(config).context("cannot start the line editor")?;
+    editor.set_helper(Some(ShellHelper {
+        remote: Rc::clone(remote),
+        files: FilenameCompleter::new(),
+    }));
+    Ok(editor)
+}
+
+/// The command a line names and its words, or `None` (said why) if it names none.
+fn parse_line(line: &str) -> Option<(Cmd, Vec<String>)> {
+    let words = match shell_words::split(line) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("troca: {e} (close the quote)");
+            return None;
+        }
+    };
+    let Some(cmd) = lookup(&words[0]) else {
+        eprintln!("troca: no command \"{}\"; type help for the list", words[0]);
+        return None;
+    };
+    Some((cmd, words))
+}
+
+/// Says how a command went. Ctrl-C (`None`) stops the command, not the shell: the prompt comes
+/// back. A transfer cut short leaves the connection in an unknown state, so the next command
+/// connects again.
+fn report(outcome: Option<Result<()>>, link: &mut Link<'_>, global: &Global) {
+    match outcome {
+        None => {
+            eprintln!("troca: cancelled");
+            link.reset();
+        }
+        Some(Err(e)) if e.downcast_ref::<Usage>().is_some() => {
+            eprintln!("troca: {}", one_line(&e));
+        }
+        Some(Err(e)) => {
+            eprintln!("troca: {}", crate::output::explain(&e, global.has_token()));
+            if link.after_error(&e) {
+                eprintln!("troca: the connection is gone; the next command connects again");
+            }
+        }
+        Some(Ok(())) => {}
+    }
 }
 
 /// Reloads the remote names that completion offers.

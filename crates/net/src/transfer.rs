@@ -2,8 +2,9 @@
 //! into a `.part` file that is renamed only once its BLAKE3 hash matches the hub's, downloads to
 //! any writer (stdout), and resumable uploads.
 //!
-//! File I/O here is ordinary blocking I/O on the calling task: the client does one transfer at a
-//! time, and handing each chunk to another thread would cost more than the write itself.
+//! Per-chunk file I/O here is ordinary blocking I/O on the calling task (page-cache speed, and
+//! handing each chunk to another thread would cost more than the copy); what may take long
+//! (hashing the part a resume keeps, fsync) runs on the blocking pool.
 
 use crate::client::HubClient;
 use crate::durable::{hash_prefix, part_path, place, FileWriter};
@@ -113,23 +114,17 @@ async fn download_part(
     // nothing behind.
     let mut download = client.get(name, held).await?;
     let header = download.header().clone();
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(part)
-        .map_err(local)?;
     // The hub starts at 0 if what we hold is longer than its file.
     let offset = header.offset;
-    let mut hasher = blake3::Hasher::new();
     if offset > 0 {
         progress.note(&format!("resuming {name} at byte {offset}"));
-        hash_prefix(&mut file, offset, &mut hasher).map_err(local)?;
     }
-    file.set_len(offset).map_err(local)?;
-    file.seek(SeekFrom::Start(offset)).map_err(local)?;
-
+    let (file, mut hasher) = {
+        let part = part.to_path_buf();
+        blocking(move || open_part(&part, offset))
+            .await
+            .map_err(local)?
+    };
     progress.start(header.size, offset);
     let mut writer = FileWriter::spawn(file, offset, header.size - offset)
         .await
@@ -173,13 +168,40 @@ async fn download_part(
             actual: hex(&ours),
         }));
     }
-    file.sync_all().map_err(local)?;
+    blocking(move || file.sync_all()).await.map_err(local)?;
     Ok(Fetched {
         path: part.to_path_buf(),
         size: header.size,
         blake3: ours,
         resumed_from: offset,
     })
+}
+
+/// Runs disk work that may take long (hashing what a resume keeps, fsync) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Opens (or creates) the `.part` file, hashes the `offset` bytes it keeps, cuts off anything
+/// after them and places the cursor there.
+fn open_part(part: &Path, offset: u64) -> std::io::Result<(File, blake3::Hasher)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part)?;
+    let mut hasher = blake3::Hasher::new();
+    if offset > 0 {
+        hash_prefix(&mut file, offset, &mut hasher)?;
+    }
+    file.set_len(offset)?;
+    file.seek(SeekFrom::Start(offset))?;
+    Ok((file, hasher))
 }
 
 /// Downloads `name` into `out` (stdout, say). The bytes are written as they arrive, so a
@@ -258,7 +280,13 @@ pub async fn upload_path(
     let mut hasher = blake3::Hasher::new();
     if offset > 0 {
         progress.note(&format!("resuming upload of {name} at byte {offset}"));
-        hash_prefix(&mut file, offset, &mut hasher).map_err(local)?;
+        let (held, prefix) = blocking(move || {
+            let mut hasher = blake3::Hasher::new();
+            hash_prefix(&mut file, offset, &mut hasher).map(|()| (file, hasher))
+        })
+        .await
+        .map_err(local)?;
+        (file, hasher) = (held, prefix);
     }
     progress.start(size, offset);
     let mut buf = transfer_buffer(size - offset, CHUNK);

@@ -249,6 +249,17 @@ struct Ended {
 }
 
 impl Crew {
+    /// A crew that knows the peers already found lying (never asked for pieces).
+    fn new(liars: &[PeerAddr]) -> Self {
+        Self {
+            workers: JoinSet::new(),
+            known: liars.iter().map(|p| p.addr).collect(),
+            tries: HashMap::new(),
+            retry: std::collections::HashSet::new(),
+            next: 0,
+        }
+    }
+
     /// Starts a worker for each peer not met before, up to [`MAX_WORKERS`] at once.
     fn add<P: Progress + Send + Sync + 'static>(
         &mut self,
@@ -381,6 +392,51 @@ async fn within<T>(
         .map_err(|_| PeerError::Stalled)
 }
 
+/// Where a download keeps its work until it is done: `DIR/.troca-swarm/ID.part` and its record.
+#[derive(Debug, Clone)]
+struct PartPaths {
+    folder: PathBuf,
+    part: PathBuf,
+    record: PathBuf,
+}
+
+impl PartPaths {
+    fn new(dir: &Path, wanted: &Wanted) -> Self {
+        let folder = dir.join(PARTIAL_DIR);
+        let hex = troca_proto::hex(&wanted.id);
+        Self {
+            part: folder.join(format!("{hex}.part")),
+            record: folder.join(format!("{hex}.pieces")),
+            folder,
+        }
+    }
+
+    /// Removes the record and the part file's folder once nothing more is to come. The folder
+    /// goes only when empty: other downloads may be under way in it.
+    fn clean_up(&self) {
+        let _ = std::fs::remove_file(&self.record);
+        let _ = std::fs::remove_dir(&self.folder);
+    }
+}
+
+/// The part file as a download finds it: open, with the pieces it already holds verified.
+struct Opened {
+    file: File,
+    record: Record,
+    held: Vec<bool>,
+}
+
+/// Runs disk work (space checks, re-hashing a partial download, fsync, rename) on the blocking
+/// pool: the same runtime serves other peers while a download runs.
+async fn on_disk<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> Result<T, SwarmError> + Send + 'static,
+) -> Result<T, SwarmError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| local(path)(io::Error::other(e)))?
+}
+
 /// Downloads `wanted` from `peers` into the folder `dir`.
 pub async fn download<P: Progress + Send + Sync + 'static>(
     wanted: &Wanted,
@@ -394,25 +450,67 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     }
     let layout = Layout::for_len(wanted.size);
     let (hashes, liars) = fetch_hashes(wanted, layout, peers, options).await?;
-    let partial_dir = dir.join(PARTIAL_DIR);
-    let hex = troca_proto::hex(&wanted.id);
-    let part_path = partial_dir.join(format!("{hex}.part"));
-    let record_path = partial_dir.join(format!("{hex}.pieces"));
-    check_space(dir, &part_path, wanted)?;
-    std::fs::create_dir_all(&partial_dir).map_err(local(&partial_dir))?;
+    let paths = PartPaths::new(dir, wanted);
     let opened = {
-        let (part, record, wanted, hashes) = (
-            part_path.clone(),
-            record_path.clone(),
+        let (dir, paths, wanted, hashes) = (
+            dir.to_path_buf(),
+            paths.clone(),
             wanted.clone(),
             Arc::clone(&hashes),
         );
-        // Re-hashing what an interrupted download left is disk work: off the async workers.
-        tokio::task::spawn_blocking(move || open_partial(&part, &record, &wanted, layout, &hashes))
-            .await
-            .map_err(|e| local(&part_path)(io::Error::other(e)))?
+        on_disk(&paths.part.clone(), move || {
+            check_space(&dir, &paths.part, &wanted)?;
+            open_partial(&paths, &wanted, layout, &hashes)
+        })
+        .await?
     };
-    let (file, record, held) = opened?;
+    let resumed_pieces = note_resume(&*progress, wanted, layout, &opened.held);
+    let shared = Arc::new(Shared::new(
+        wanted, layout, hashes, opened, options, progress,
+    ));
+    let mut reports: Vec<PeerReport> = liars.iter().map(liar_report).collect();
+    let mut crew = Crew::new(&liars);
+    crew.add(&shared, peers);
+    crew.run(&shared, wanted, &mut reports).await;
+    shared.progress.finish();
+    reports.sort_by_key(|r| r.addr);
+    let left = shared.schedule.lock().expect("not poisoned").missing();
+    if left > 0 {
+        if left as u64 == layout.count() {
+            // Nothing verified: nothing worth keeping for a resume (a liar's giant file included).
+            let paths = paths.clone();
+            on_disk(&paths.part.clone(), move || {
+                let _ = std::fs::remove_file(&paths.part);
+                paths.clean_up();
+                Ok(())
+            })
+            .await?;
+        }
+        return Err(incomplete(left as u64, layout.count(), &reports));
+    }
+    let shared = Arc::into_inner(shared).expect("every worker has ended");
+    let (file, hashes) = (shared.file, shared.hashes);
+    let path = {
+        let (dir, wanted) = (dir.to_path_buf(), wanted.clone());
+        on_disk(&paths.part.clone(), move || {
+            place_download(file, &paths, &dir, &wanted)
+        })
+        .await?
+    };
+    Ok(Outcome {
+        path,
+        size: wanted.size,
+        id: wanted.id,
+        resumed_pieces,
+        pieces: layout.count(),
+        hashes,
+        peers: reports,
+    })
+}
+
+/// Tells what an interrupted download left and counts (once more) for the progress; returns
+/// the pieces already held.
+fn note_resume(progress: &dyn Progress, wanted: &Wanted, layout: Layout, held: &[bool]) -> u64 {
     let resumed_pieces = held.iter().filter(|&&d| d).count() as u64;
     let resumed_bytes: u64 = (0..layout.count())
         .filter(|&i| held[i as usize])
@@ -425,88 +523,33 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
             layout.count()
         ));
     }
+    resumed_pieces
+}
 
-    let missing = held.iter().filter(|&&d| !d).count();
-    let partial = share_partial(options, wanted, layout, &hashes, &file, held.clone());
-    let shared = Arc::new(Shared {
-        id: wanted.id,
-        layout,
-        hashes,
-        file,
-        record,
-        schedule: Mutex::new(Scheduler::new(held, seed())),
-        partial,
-        in_flight: Default::default(),
-        partial_peers: Default::default(),
-        writers: Mutex::default(),
-        wake: Notify::new(),
-        finished: CancellationToken::new(),
-        options: options.clone(),
-        progress: Arc::clone(&progress),
-    });
-    if missing == 0 {
-        shared.finished.cancel();
+/// The report of a peer whose piece hashes did not add up to the file's id: it was never asked
+/// for a piece.
+fn liar_report(liar: &PeerAddr) -> PeerReport {
+    PeerReport {
+        addr: liar.addr,
+        pieces: 0,
+        bytes: 0,
+        bad_pieces: 0,
+        dropped: Some("its piece hashes do not match the file's id".into()),
     }
-    let mut reports: Vec<PeerReport> = liars
+}
+
+/// A download that ended with pieces missing, and why each peer stopped.
+fn incomplete(missing: u64, total: u64, reports: &[PeerReport]) -> SwarmError {
+    let why = reports
         .iter()
-        .map(|liar| PeerReport {
-            addr: liar.addr,
-            pieces: 0,
-            bytes: 0,
-            bad_pieces: 0,
-            dropped: Some("its piece hashes do not match the file's id".into()),
-        })
-        .collect();
-    let mut crew = Crew {
-        workers: JoinSet::new(),
-        known: liars.iter().map(|p| p.addr).collect(),
-        tries: Default::default(),
-        retry: Default::default(),
-        next: 0,
-    };
-    crew.add(&shared, peers);
-    crew.run(&shared, wanted, &mut reports).await;
-    progress.finish();
-    reports.sort_by_key(|r| r.addr);
-    let left = shared.schedule.lock().expect("not poisoned").missing();
-    if left as u64 == layout.count() {
-        // Nothing verified: nothing worth keeping for a resume (a liar's giant file included).
-        let _ = std::fs::remove_file(&part_path);
-        let _ = std::fs::remove_file(&record_path);
-        let _ = std::fs::remove_dir(&partial_dir);
+        .filter_map(|r| r.dropped.as_ref().map(|d| format!("{}: {d}", r.addr)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    SwarmError::Incomplete {
+        missing,
+        total,
+        why,
     }
-    if left > 0 {
-        let why = reports
-            .iter()
-            .filter_map(|r| r.dropped.as_ref().map(|d| format!("{}: {d}", r.addr)))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(SwarmError::Incomplete {
-            missing: left as u64,
-            total: layout.count(),
-            why,
-        });
-    }
-
-    let shared = Arc::into_inner(shared).expect("every worker has ended");
-    shared
-        .file
-        .set_len(wanted.size)
-        .map_err(local(&part_path))?;
-    shared.file.sync_all().map_err(local(&part_path))?;
-    let path = place_download(&part_path, dir, wanted)?;
-    let _ = std::fs::remove_file(&record_path);
-    // Only removed when empty: other downloads may be under way in the same folder.
-    let _ = std::fs::remove_dir(&partial_dir);
-    Ok(Outcome {
-        path,
-        size: wanted.size,
-        id: wanted.id,
-        resumed_pieces,
-        pieces: layout.count(),
-        hashes: shared.hashes,
-        peers: reports,
-    })
 }
 
 /// The local name for a download: the last part of its shared name if that is a valid name
@@ -519,14 +562,25 @@ pub fn local_name(wanted: &Wanted) -> String {
     }
 }
 
-/// Moves the finished part file into `dir` under a free name.
-fn place_download(part: &Path, dir: &Path, wanted: &Wanted) -> Result<PathBuf, SwarmError> {
+/// Makes the finished part file durable and moves it into `dir` under a free name.
+fn place_download(
+    file: File,
+    paths: &PartPaths,
+    dir: &Path,
+    wanted: &Wanted,
+) -> Result<PathBuf, SwarmError> {
+    file.set_len(wanted.size).map_err(local(&paths.part))?;
+    file.sync_all().map_err(local(&paths.part))?;
+    drop(file);
     let target = dir.join(local_name(wanted));
     // Another process may take the free name first; then the next free one is tried.
     for _ in 0..16 {
         let to = free_local_path(&target);
-        match place(part, &to, false) {
-            Ok(()) => return Ok(to),
+        match place(&paths.part, &to, false) {
+            Ok(()) => {
+                paths.clean_up();
+                return Ok(to);
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(local(&to)(e)),
         }
@@ -681,21 +735,21 @@ async fn connect(peer: PeerAddr, options: &Options) -> Result<Connection<Stream>
 /// Opens (or creates) the part file and its record, and finds which pieces are already held and
 /// still verify.
 fn open_partial(
-    part_path: &Path,
-    record_path: &Path,
+    paths: &PartPaths,
     wanted: &Wanted,
     layout: Layout,
     hashes: &[Hash],
-) -> Result<(File, Record, Vec<bool>), SwarmError> {
+) -> Result<Opened, SwarmError> {
     let count = layout.count() as usize;
+    std::fs::create_dir_all(&paths.folder).map_err(local(&paths.folder))?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(part_path)
-        .map_err(local(part_path))?;
-    let previous = Record::load(record_path, wanted, count);
+        .open(&paths.part)
+        .map_err(local(&paths.part))?;
+    let previous = Record::load(&paths.record, wanted, count);
     let mut held = vec![false; count];
     if let Some(bits) = &previous {
         // Each piece the record says is here is hashed again, a chunk at a time.
@@ -707,12 +761,12 @@ fn open_partial(
             }
         }
     } else {
-        file.set_len(0).map_err(local(part_path))?;
+        file.set_len(0).map_err(local(&paths.part))?;
     }
     // Not extended to the full size: pieces extend it as they land, so a download that gets
     // nothing leaves nothing large behind.
-    let record = Record::create(record_path, wanted, &held).map_err(local(record_path))?;
-    Ok((file, record, held))
+    let record = Record::create(&paths.record, wanted, &held).map_err(local(&paths.record))?;
+    Ok(Opened { file, record, held })
 }
 
 /// The hash of piece `index` as the part file holds it, read a buffer at a time.
@@ -871,6 +925,46 @@ impl<P: Progress> Shared<P> {
             self.finished.cancel();
         }
         Ok(())
+    }
+}
+
+impl<P: Progress> Shared<P> {
+    fn new(
+        wanted: &Wanted,
+        layout: Layout,
+        hashes: Arc<[Hash]>,
+        opened: Opened,
+        options: &Options,
+        progress: Arc<P>,
+    ) -> Self {
+        let partial = share_partial(
+            options,
+            wanted,
+            layout,
+            &hashes,
+            &opened.file,
+            opened.held.clone(),
+        );
+        let finished = CancellationToken::new();
+        if opened.held.iter().all(|&h| h) {
+            finished.cancel();
+        }
+        Self {
+            id: wanted.id,
+            layout,
+            hashes,
+            file: opened.file,
+            record: opened.record,
+            schedule: Mutex::new(Scheduler::new(opened.held, seed())),
+            partial,
+            in_flight: Default::default(),
+            partial_peers: Default::default(),
+            writers: Mutex::default(),
+            wake: Notify::new(),
+            finished,
+            options: options.clone(),
+            progress,
+        }
     }
 }
 

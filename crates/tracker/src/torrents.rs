@@ -114,6 +114,57 @@ impl Swarm {
         }
     }
 
+    /// Notes a peer that announced: its state and when it expires, or a new peer if there is
+    /// `room` for one.
+    fn heard(&mut self, addr: PeerAddr, seeder: bool, expires: u32, room: bool) {
+        match self.find(addr) {
+            Some(i) => {
+                let p = &mut self.peers[i];
+                if p.seeder != seeder {
+                    if seeder {
+                        self.seeders += 1;
+                    } else {
+                        self.seeders -= 1;
+                    }
+                }
+                p.seeder = seeder;
+                p.expires = expires;
+            }
+            None if room => {
+                self.push(Peer {
+                    addr,
+                    seeder,
+                    expires,
+                });
+                if seeder {
+                    self.seeders += 1;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Up to `want` peers other than `to`, IPv6 or IPv4 ones as `v6` says, going round from
+    /// `start`.
+    fn pick(&self, want: usize, start: u64, to: PeerAddr, v6: bool) -> Vec<SocketAddr> {
+        let n = self.peers.len();
+        let mut peers = Vec::with_capacity(want.min(n));
+        if n == 0 {
+            return peers;
+        }
+        let start = (start % n as u64) as usize;
+        for k in 0..n {
+            if peers.len() == want {
+                break;
+            }
+            let p = &self.peers[(start + k) % n];
+            if p.addr != to && p.addr.is_ipv6() == v6 {
+                peers.push(p.addr.get());
+            }
+        }
+        peers
+    }
+
     fn leechers(&self) -> u32 {
         self.peers.len() as u32 - self.seeders
     }
@@ -182,33 +233,8 @@ impl Torrents {
         if a.event == Event::Stopped {
             swarm.remove(addr);
         } else {
-            let seeder = a.left == 0;
-            match swarm.find(addr) {
-                Some(i) => {
-                    let p = &mut swarm.peers[i];
-                    if p.seeder != seeder {
-                        if seeder {
-                            swarm.seeders += 1;
-                        } else {
-                            swarm.seeders -= 1;
-                        }
-                    }
-                    p.seeder = seeder;
-                    p.expires = expires;
-                }
-                None if room => {
-                    swarm.push(Peer {
-                        addr,
-                        seeder,
-                        expires,
-                    });
-                    if seeder {
-                        swarm.seeders += 1;
-                    }
-                }
-                // Full: the announce is answered but not remembered.
-                None => {}
-            }
+            // Full: the announce is answered but a new peer is not remembered.
+            swarm.heard(addr, a.left == 0, expires, room);
             if a.event == Event::Completed {
                 swarm.completed += 1;
             }
@@ -226,26 +252,12 @@ impl Torrents {
             .min(cap);
         let start = self.next_random();
         let swarm = self.swarms.get(&a.info_hash).expect("just used");
-        let n = swarm.peers.len();
-        let mut peers = Vec::with_capacity(want.min(n));
-        if n > 0 {
-            let start = (start % n as u64) as usize;
-            for k in 0..n {
-                if peers.len() == want {
-                    break;
-                }
-                let p = &swarm.peers[(start + k) % n];
-                if p.addr != addr && p.addr.is_ipv6() == source.is_ipv6() {
-                    peers.push(p.addr.get());
-                }
-            }
-        }
         let answer = Answer {
             leechers: swarm.leechers(),
             seeders: swarm.seeders,
-            peers,
+            peers: swarm.pick(want, start, addr, source.is_ipv6()),
         };
-        if n == 0 {
+        if swarm.peers.is_empty() {
             self.swarms.remove(&a.info_hash);
         }
         answer

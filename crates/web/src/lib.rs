@@ -258,6 +258,43 @@ async fn refuse(mut stream: tokio::net::TcpStream, why: HubError) {
     .await;
 }
 
+/// Serves one connection's requests: over TLS (the handshake within the request timeout, on
+/// the connection's task) when `tls` is given.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    visits: Visits,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let (address, http) = (visits.address, http_builder(&visits.hub));
+    let limit = visits.hub.config().request_timeout;
+    let service = hyper::service::service_fn(move |req| visits.call(req));
+    let io = match tls {
+        None => Io::Plain(stream),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let stream = troca_net::stream::ReadAhead::new(stream);
+            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => Io::Tls(Box::new(s)),
+                _ => return,
+            }
+        }
+    };
+    let served = match io {
+        Io::Plain(s) => {
+            let io = hyper_util::rt::TokioIo::new(s);
+            watcher.watch(http.serve_connection(io, service)).await
+        }
+        Io::Tls(s) => {
+            let io = hyper_util::rt::TokioIo::new(s);
+            watcher.watch(http.serve_connection(io, service)).await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%address, "web connection ended: {e}");
+    }
+}
+
 /// Serves the HTTP face on `listener` until `shutdown`, then lets requests in progress finish
 /// for up to `grace`. Each connection is registered as a client of the hub while it is open.
 pub async fn serve(
@@ -295,38 +332,12 @@ pub async fn serve(
             address,
             registration: Arc::default(),
         };
-        let http = http_builder(&hub);
         // The configuration in use now (a reloaded certificate applies from the next one).
         let tls = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http));
-        let (limit, watcher) = (hub.config().request_timeout, graceful.watcher());
+        let watcher = graceful.watcher();
         tasks.spawn(async move {
             let _held = (held, Arc::clone(&visits.registration));
-            let service = hyper::service::service_fn(move |req| visits.call(req));
-            let io = match tls {
-                None => Io::Plain(stream),
-                // HTTPS: the TLS handshake within the request timeout, on the connection's task.
-                Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                    let stream = troca_net::stream::ReadAhead::new(stream);
-                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => Io::Tls(Box::new(s)),
-                        _ => return,
-                    }
-                }
-            };
-            let served = match io {
-                Io::Plain(s) => {
-                    let io = hyper_util::rt::TokioIo::new(s);
-                    watcher.watch(http.serve_connection(io, service)).await
-                }
-                Io::Tls(s) => {
-                    let io = hyper_util::rt::TokioIo::new(s);
-                    watcher.watch(http.serve_connection(io, service)).await
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(%address, "web connection ended: {e}");
-            }
+            serve_connection(stream, tls, visits, watcher).await;
         });
     }
     drop(listener);
