@@ -785,7 +785,9 @@ async fn get_small(
                     got.path.display()
                 ));
             }
-            tree.done("downloaded", &got.path.display().to_string(), got.size);
+            // As a large file's line says it: the hub's name, then where it landed.
+            let to = format!("{name} to {}", got.path.display());
+            tree.done("downloaded", &to, got.size);
             report.rows.push(GetRow {
                 name: name.clone(),
                 path: got.path.display().to_string(),

@@ -17,7 +17,7 @@ use troca_proto::ErrorCode;
 /// The operations, as `unknown_operation` answers list them.
 const OPERATIONS: &str =
     "list, find, upload, download, remove, make_folder, move, history, register, list_clients, \
-     status, time, q";
+     status, time, q (or quit)";
 
 pub fn main(global: &Global) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
