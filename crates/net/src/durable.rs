@@ -203,6 +203,25 @@ impl Sink {
     }
 }
 
+/// Whether `file` lives in memory (tmpfs, as `/tmp` and `/dev/shm` often are, or ramfs): no
+/// disk to overlap with and nothing for direct I/O to skip; a write there is only a copy.
+fn in_memory(file: &File) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        // `f_type` is an i64 here and another integer on other architectures.
+        #[allow(clippy::unnecessary_cast)]
+        rustix::fs::fstatfs(file)
+            .is_ok_and(|s| matches!(s.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        false
+    }
+}
+
 /// Turns `O_DIRECT` on or off for `file`.
 fn set_direct(file: &File, on: bool) -> io::Result<()> {
     #[cfg(target_os = "linux")]
@@ -263,8 +282,14 @@ pub static BUFFER_BUDGET: BufferBudget = BufferBudget::new(64 << 20);
 /// memory in use stays at a few chunks whatever the file size, and beyond two of them is drawn
 /// from a [`BufferBudget`] shared by all writers. Large transfers are written with direct I/O
 /// (see `Sink`).
+///
+/// A file in memory (tmpfs) is written on the caller's task instead, from the buffer just
+/// filled: a write there is a copy, and a copy made on the core that received the bytes reads
+/// them from its own cache, where a writer thread on the other core would fetch them across.
 #[derive(Debug)]
 pub struct FileWriter {
+    /// Set when the file is in memory: writes happen in [`FileWriter::write`] itself.
+    inline: Option<Inline>,
     full: Option<tokio::sync::mpsc::Sender<(IoBuf, usize)>>,
     /// What must live until the last write is done (see [`FileWriter::hold_until_written`]).
     held: Arc<std::sync::Mutex<Vec<Held>>>,
@@ -306,10 +331,13 @@ impl FileWriter {
         len: u64,
         budget: &'static BufferBudget,
     ) -> io::Result<Self> {
-        let permit = WRITERS.acquire().await.map_err(io::Error::other)?;
         let buf_len = usize::try_from(len)
             .unwrap_or(crate::CHUNK)
             .clamp(1, crate::CHUNK);
+        if in_memory(&file) {
+            return Ok(Self::inline(file, buf_len, budget));
+        }
+        let permit = WRITERS.acquire().await.map_err(io::Error::other)?;
         let direct = len >= DIRECT_MIN;
         let (full, mut full_rx) = tokio::sync::mpsc::channel::<(IoBuf, usize)>(Self::BUFFERS);
         let (empty_tx, empty) = tokio::sync::mpsc::channel(Self::BUFFERS);
@@ -340,6 +368,7 @@ impl FileWriter {
                 Ok(sink.file)
             })?;
         Ok(Self {
+            inline: None,
             full: Some(full),
             held,
             empty,
@@ -350,6 +379,27 @@ impl FileWriter {
             budget,
             taken: 0,
         })
+    }
+
+    /// A writer that writes on the caller's task, with one buffer.
+    fn inline(file: File, buf_len: usize, budget: &'static BufferBudget) -> Self {
+        let (_, empty) = tokio::sync::mpsc::channel(1);
+        Self {
+            inline: Some(Inline {
+                file,
+                spare: None,
+                failed: None,
+            }),
+            full: None,
+            held: Arc::default(),
+            empty,
+            thread: None,
+            filling: None,
+            buf_len,
+            made: 0,
+            budget,
+            taken: 0,
+        }
     }
 
     /// Keeps `guard` alive until every queued buffer is written, even if this writer is
@@ -366,6 +416,17 @@ impl FileWriter {
     /// [`FileWriter::BUFFERS`] exist and the budget allows. `None` means the writer stopped (a
     /// write failed); [`FileWriter::finish`] says why.
     pub async fn buffer(&mut self) -> Option<IoBuf> {
+        if let Some(inline) = &mut self.inline {
+            if inline.failed.is_some() {
+                return None;
+            }
+            return Some(
+                inline
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| IoBuf::new(self.buf_len)),
+            );
+        }
         if let Ok(buf) = self.empty.try_recv() {
             return Some(buf);
         }
@@ -384,6 +445,9 @@ impl FileWriter {
     /// Queues the first `len` bytes of `buf` for writing. Returns false if the writer stopped.
     /// Every buffer but the last should be full: direct I/O needs whole blocks.
     pub async fn write(&mut self, buf: IoBuf, len: usize) -> bool {
+        if let Some(inline) = &mut self.inline {
+            return inline.write(buf, len);
+        }
         match &self.full {
             Some(tx) => tx.send((buf, len)).await.is_ok(),
             None => false,
@@ -421,6 +485,12 @@ impl FileWriter {
         if let Some((buf, filled)) = self.filling.take() {
             self.write(buf, filled).await;
         }
+        if let Some(inline) = self.inline.take() {
+            return match inline.failed {
+                Some(e) => Err(e),
+                None => Ok(inline.file),
+            };
+        }
         self.full = None;
         let thread = self.thread.take();
         match tokio::task::spawn_blocking(move || thread.map(std::thread::JoinHandle::join)).await {
@@ -438,6 +508,31 @@ impl Drop for FileWriter {
         // runs on an async worker). What must outlive the last write was handed to it.
         self.full = None;
         self.budget.give(std::mem::take(&mut self.taken));
+    }
+}
+
+/// The file of an inline [`FileWriter`], its one buffer between writes, and the first error.
+#[derive(Debug)]
+struct Inline {
+    file: File,
+    spare: Option<IoBuf>,
+    failed: Option<io::Error>,
+}
+
+impl Inline {
+    /// Writes the first `len` bytes of `buf` and keeps it for the next fill. False once a
+    /// write has failed.
+    fn write(&mut self, buf: IoBuf, len: usize) -> bool {
+        use std::io::Write;
+        if self.failed.is_some() {
+            return false;
+        }
+        if let Err(e) = self.file.write_all(&buf[..len]) {
+            self.failed = Some(e);
+            return false;
+        }
+        self.spare = Some(buf);
+        true
     }
 }
 
@@ -538,6 +633,17 @@ fn exists(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file in memory (tmpfs) is written inline, never by a writer thread; a file elsewhere (here procfs, the one filesystem every Linux test machine has that is
+    /// surely not tmpfs) is not taken for one in memory.
+    #[test]
+    fn memory_filesystems_are_told_from_others() {
+        let memfd = rustix::fs::memfd_create("troca-test", rustix::fs::MemfdFlags::CLOEXEC)
+            .expect("memfd_create");
+        assert!(in_memory(&File::from(memfd)));
+        let proc = File::open("/proc/self/stat").expect("procfs");
+        assert!(!in_memory(&proc));
+    }
     use proptest::strategy::Strategy;
     use std::time::Duration;
 
@@ -563,10 +669,34 @@ mod tests {
 
     /// Writes `pieces` through a [`FileWriter`] started `head.len()` bytes into a file that holds
     /// `head`, as a transfer of `len` bytes, and returns what the file then holds.
+    /// What a writer leaves in a file that held `head`, given `pieces`: written once into a
+    /// file in a temporary folder and once into one in memory (inline), which must agree.
     async fn written(head: &[u8], len: u64, pieces: &[Vec<u8>], copy: bool) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out");
-        let mut file = File::create(&path).unwrap();
+        let on_disk = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("out"))
+            .unwrap();
+        let memfd = rustix::fs::memfd_create("troca-test", rustix::fs::MemfdFlags::CLOEXEC)
+            .expect("memfd_create");
+        let memory = File::from(memfd);
+        assert!(in_memory(&memory));
+        let first = write_through(on_disk, head, len, pieces, copy).await;
+        let second = write_through(memory, head, len, pieces, copy).await;
+        assert!(first == second, "the inline writer wrote other bytes");
+        first
+    }
+
+    async fn write_through(
+        mut file: File,
+        head: &[u8],
+        len: u64,
+        pieces: &[Vec<u8>],
+        copy: bool,
+    ) -> Vec<u8> {
+        use std::io::Read;
         std::io::Write::write_all(&mut file, head).unwrap();
         let mut w = FileWriter::spawn(file, head.len() as u64, len)
             .await
@@ -580,8 +710,11 @@ mod tests {
                 assert!(w.write(buf, piece.len()).await);
             }
         }
-        drop(w.finish().await.unwrap());
-        std::fs::read(&path).unwrap()
+        let mut file = w.finish().await.unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).unwrap();
+        out
     }
 
     /// Bytes that differ from block to block, so a misplaced block shows.
