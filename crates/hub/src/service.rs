@@ -149,9 +149,7 @@ pub use crate::records::now_ns;
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
 ) -> Result<T, HubError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(HubError::Internal(format!("a task failed: {e}"))))
+    troca_net::blocking(f, |e| HubError::Internal(format!("a task failed: {e}"))).await
 }
 
 /// Where a hub keeps files and records, as its configuration says.

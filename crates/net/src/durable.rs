@@ -633,9 +633,12 @@ fn exists(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
+    use std::time::Duration;
 
-    /// A file in memory (tmpfs) is written inline, never by a writer thread; a file elsewhere (here procfs, the one filesystem every Linux test machine has that is
-    /// surely not tmpfs) is not taken for one in memory.
+    /// A file in memory (tmpfs) is written inline, never by a writer thread; a file elsewhere
+    /// (here procfs, which every Linux test machine has and which is surely not tmpfs) is not
+    /// taken for one in memory.
     #[test]
     fn memory_filesystems_are_told_from_others() {
         let memfd = rustix::fs::memfd_create("troca-test", rustix::fs::MemfdFlags::CLOEXEC)
@@ -644,8 +647,6 @@ mod tests {
         let proc = File::open("/proc/self/stat").expect("procfs");
         assert!(!in_memory(&proc));
     }
-    use proptest::strategy::Strategy;
-    use std::time::Duration;
 
     #[test]
     fn free_local_path_follows_the_downloaded_convention() {
@@ -667,8 +668,6 @@ mod tests {
         assert_eq!(free_local_path(&dot), dir.path().join(".bashrc_downloaded"));
     }
 
-    /// Writes `pieces` through a [`FileWriter`] started `head.len()` bytes into a file that holds
-    /// `head`, as a transfer of `len` bytes, and returns what the file then holds.
     /// What a writer leaves in a file that held `head`, given `pieces`: written once into a
     /// file in a temporary folder and once into one in memory (inline), which must agree.
     async fn written(head: &[u8], len: u64, pieces: &[Vec<u8>], copy: bool) -> Vec<u8> {
@@ -689,6 +688,8 @@ mod tests {
         first
     }
 
+    /// Writes `pieces` through a [`FileWriter`] started `head.len()` bytes into `file` after
+    /// `head`, as a transfer of `len` bytes, and returns what the file then holds.
     async fn write_through(
         mut file: File,
         head: &[u8],

@@ -41,6 +41,19 @@ pub const CHUNK: usize = 1024 * 1024;
 /// to a socket): small enough to stay in that core's cache between the passes.
 pub const CACHE_CHUNK: usize = 128 * 1024;
 
+/// Runs `work` on tokio's blocking pool, off the async workers: disk work that may take long
+/// (fsync, hashing a whole file, a rename's flush). A task that could not finish (it panicked,
+/// or the runtime is shutting down) becomes an error through `failed`.
+pub async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    failed: impl FnOnce(std::io::Error) -> E,
+) -> Result<T, E> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(e) => Err(failed(std::io::Error::other(e))),
+    }
+}
+
 /// Lifts this process's soft limit on open files to the hard limit. Every connection is a file
 /// descriptor, and the usual soft limit (1024) would cap a hub, or a load generator, far below
 /// what the machine allows.

@@ -9,7 +9,7 @@
 use crate::client::HubClient;
 use crate::durable::{hash_prefix, part_path, place, FileWriter};
 use crate::error::ClientError;
-use crate::{transfer_buffer, CHUNK};
+use crate::{blocking, transfer_buffer, CHUNK};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -121,7 +121,7 @@ async fn download_part(
     }
     let (file, mut hasher) = {
         let part = part.to_path_buf();
-        blocking(move || open_part(&part, offset))
+        blocking(move || open_part(&part, offset), |e| e)
             .await
             .map_err(local)?
     };
@@ -168,22 +168,15 @@ async fn download_part(
             actual: hex(&ours),
         }));
     }
-    blocking(move || file.sync_all()).await.map_err(local)?;
+    blocking(move || file.sync_all(), |e| e)
+        .await
+        .map_err(local)?;
     Ok(Fetched {
         path: part.to_path_buf(),
         size: header.size,
         blake3: ours,
         resumed_from: offset,
     })
-}
-
-/// Runs disk work that may take long (hashing what a resume keeps, fsync) on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(std::io::Error::other)?
 }
 
 /// Opens (or creates) the `.part` file, hashes the `offset` bytes it keeps, cuts off anything
@@ -280,10 +273,13 @@ pub async fn upload_path(
     let mut hasher = blake3::Hasher::new();
     if offset > 0 {
         progress.note(&format!("resuming upload of {name} at byte {offset}"));
-        let (held, prefix) = blocking(move || {
-            let mut hasher = blake3::Hasher::new();
-            hash_prefix(&mut file, offset, &mut hasher).map(|()| (file, hasher))
-        })
+        let (held, prefix) = blocking(
+            move || {
+                let mut hasher = blake3::Hasher::new();
+                hash_prefix(&mut file, offset, &mut hasher).map(|()| (file, hasher))
+            },
+            |e| e,
+        )
         .await
         .map_err(local)?;
         (file, hasher) = (held, prefix);

@@ -432,9 +432,7 @@ async fn on_disk<T: Send + 'static>(
     path: &Path,
     work: impl FnOnce() -> Result<T, SwarmError> + Send + 'static,
 ) -> Result<T, SwarmError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| local(path)(io::Error::other(e)))?
+    troca_net::blocking(work, local(path)).await
 }
 
 /// Downloads `wanted` from `peers` into the folder `dir`.
@@ -508,8 +506,8 @@ pub async fn download<P: Progress + Send + Sync + 'static>(
     })
 }
 
-/// Tells what an interrupted download left and counts (once more) for the progress; returns
-/// the pieces already held.
+/// Starts the progress with what an interrupted download left (and says so); returns the
+/// pieces already held.
 fn note_resume(progress: &dyn Progress, wanted: &Wanted, layout: Layout, held: &[bool]) -> u64 {
     let resumed_pieces = held.iter().filter(|&&d| d).count() as u64;
     let resumed_bytes: u64 = (0..layout.count())
@@ -867,6 +865,45 @@ struct Shared<P> {
 pub const CROWD_IN_FLIGHT: usize = 12;
 
 impl<P: Progress> Shared<P> {
+    /// The state of a download whose part file is open, shared by its workers.
+    fn new(
+        wanted: &Wanted,
+        layout: Layout,
+        hashes: Arc<[Hash]>,
+        opened: Opened,
+        options: &Options,
+        progress: Arc<P>,
+    ) -> Self {
+        let partial = share_partial(
+            options,
+            wanted,
+            layout,
+            &hashes,
+            &opened.file,
+            opened.held.clone(),
+        );
+        let finished = CancellationToken::new();
+        if opened.held.iter().all(|&h| h) {
+            finished.cancel();
+        }
+        Self {
+            id: wanted.id,
+            layout,
+            hashes,
+            file: opened.file,
+            record: opened.record,
+            schedule: Mutex::new(Scheduler::new(opened.held, seed())),
+            partial,
+            in_flight: Default::default(),
+            partial_peers: Default::default(),
+            writers: Mutex::default(),
+            wake: Notify::new(),
+            finished,
+            options: options.clone(),
+            progress,
+        }
+    }
+
     fn release(&self, peer: PeerId, index: u32) {
         self.schedule
             .lock()
@@ -925,46 +962,6 @@ impl<P: Progress> Shared<P> {
             self.finished.cancel();
         }
         Ok(())
-    }
-}
-
-impl<P: Progress> Shared<P> {
-    fn new(
-        wanted: &Wanted,
-        layout: Layout,
-        hashes: Arc<[Hash]>,
-        opened: Opened,
-        options: &Options,
-        progress: Arc<P>,
-    ) -> Self {
-        let partial = share_partial(
-            options,
-            wanted,
-            layout,
-            &hashes,
-            &opened.file,
-            opened.held.clone(),
-        );
-        let finished = CancellationToken::new();
-        if opened.held.iter().all(|&h| h) {
-            finished.cancel();
-        }
-        Self {
-            id: wanted.id,
-            layout,
-            hashes,
-            file: opened.file,
-            record: opened.record,
-            schedule: Mutex::new(Scheduler::new(opened.held, seed())),
-            partial,
-            in_flight: Default::default(),
-            partial_peers: Default::default(),
-            writers: Mutex::default(),
-            wake: Notify::new(),
-            finished,
-            options: options.clone(),
-            progress,
-        }
     }
 }
 
