@@ -1,5 +1,6 @@
-//! Several hubs on one object store (Ceph RGW) and one PostgreSQL, started by the test command
-//! (`scripts/services`) once for the whole run; each test has its own bucket and database.
+//! Several hubs on one object store (Ceph RGW; Garage for a second engine) and one PostgreSQL,
+//! started by the test command (`scripts/services`) once for the whole run; each test has its
+//! own bucket and database.
 
 mod common;
 use common::*;
@@ -11,6 +12,7 @@ use troca_proto::msg::Put;
 const MIB: u64 = 1 << 20;
 
 /// The engines the test command started, from the variables `scripts/services` writes.
+#[derive(Clone)]
 struct Engines {
     pg: String,
     pg_password: String,
@@ -181,17 +183,23 @@ struct Two {
 
 fn two_hubs(extra: &[&str]) -> Option<Two> {
     let g = Group::new()?;
+    let s3 = g.e.s3.clone();
+    Some(two_hubs_on(g, [&s3, &s3], extra))
+}
+
+/// Two hubs of group `g`, each reaching the store at its own endpoint.
+fn two_hubs_on(g: Group, endpoints: [&str; 2], extra: &[&str]) -> Two {
     let (sa, sb) = (Scratch::new(), Scratch::new());
-    let a = g.hub(&sa.share, "hub-a", extra);
-    let b = g.hub(&sb.share, "hub-b", extra);
+    let a = g.hub_via(&sa.share, "hub-a", endpoints[0], extra);
+    let b = g.hub_via(&sb.share, "hub-b", endpoints[1], extra);
     let client = sa.client.clone();
-    Some(Two {
+    Two {
         g,
         a,
         b,
         client,
         _dirs: (sa, sb),
-    })
+    }
 }
 
 /// A token made for the whole group with `troca token create --db`.
@@ -428,11 +436,19 @@ async fn an_upload_cut_on_one_hub_resumes_on_the_other() {
     assert_eq!(t.g.sql("SELECT count(*) FROM uploads"), "0");
 }
 
+/// The settings of a race: deleted objects go after a second.
+const RACE: &[&str] = &["--object-grace", "1s", "--partial-ttl", "4s"];
+
 #[test]
 fn the_same_new_name_through_two_hubs_at_once_has_one_winner_and_no_orphan() {
-    let Some(t) = two_hubs(&["--object-grace", "1s", "--partial-ttl", "4s"]) else {
-        return;
-    };
+    if let Some(t) = two_hubs(RACE) {
+        one_winner_and_no_orphan(t);
+    }
+}
+
+/// The same new name uploaded through both hubs at once: one wins, the other is told the name
+/// exists, the winner's bytes are what is read back, and the loser's object leaves the store.
+fn one_winner_and_no_orphan(t: Two) {
     let (one, two) = (t.client.join("one.bin"), t.client.join("two.bin"));
     random_file(&one, 24 * MIB, "race-one");
     random_file(&two, 24 * MIB, "race-two");
@@ -1234,5 +1250,127 @@ fn with_one_of_three_store_nodes_down_every_file_reads_and_uploads_go_on() {
     }
     drop(stopped);
     let names = listing(&a, c);
+    assert_eq!(names.matches(".bin").count(), 2 * sizes.len(), "{names}");
+}
+
+/// Garage's three nodes (`scripts/services`), each in its own network namespace, keeping three
+/// copies of each object: a second S3 engine, written apart from Ceph.
+struct Garage {
+    e: Engines,
+    /// Each node's S3 endpoint.
+    endpoints: Vec<String>,
+    /// The folder of the nodes' folders (n1, n2, n3), each with its pid and `start` script.
+    dir: PathBuf,
+}
+
+fn garage() -> Option<Garage> {
+    let e = engines()?;
+    let var = |k: &str| std::env::var(k).ok();
+    let (Some(s3), Some(key), Some(secret), Some(dir)) = (
+        var("TROCA_TEST_GARAGE"),
+        var("TROCA_TEST_GARAGE_KEY"),
+        var("TROCA_TEST_GARAGE_SECRET"),
+        var("TROCA_TEST_GARAGE_DIR"),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "TROCA_TEST_GARAGE is not set: scripts/services starts Garage when it finds its binary"
+        );
+        eprintln!("skipped: no Garage cluster");
+        return None;
+    };
+    let endpoints: Vec<String> = s3.split(' ').map(str::to_owned).collect();
+    assert_eq!(endpoints.len(), 3);
+    let e = Engines {
+        s3: endpoints[0].clone(),
+        key,
+        secret,
+        ..e
+    };
+    Some(Garage {
+        e,
+        endpoints,
+        dir: dir.into(),
+    })
+}
+
+/// A Garage node killed (SIGKILL, as a machine that fails) until dropped, then started again.
+struct Down {
+    node: PathBuf,
+}
+
+impl Down {
+    fn node(cluster: &Garage, i: usize) -> Down {
+        let node = cluster.dir.join(format!("n{i}"));
+        let pid = std::fs::read_to_string(node.join("pid")).unwrap();
+        let pid = pid.trim();
+        ok(&Command::new("kill").args(["-KILL", pid]).output().unwrap());
+        let proc = Path::new("/proc").join(pid);
+        while proc.exists()
+            && !std::fs::read_to_string(proc.join("stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Down { node }
+    }
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new("sh").arg(self.node.join("start")).output();
+    }
+}
+
+/// On a second engine, Garage, the race for a new name has one winner too: the records decide
+/// it, whatever the store does with conditional writes.
+#[test]
+fn on_garage_the_same_new_name_through_two_hubs_at_once_has_one_winner() {
+    let Some(cluster) = garage() else { return };
+    let g = Group::with(cluster.e);
+    let [one, two] = [&cluster.endpoints[0], &cluster.endpoints[1]];
+    one_winner_and_no_orphan(two_hubs_on(g, [one, two], RACE));
+}
+
+/// Garage's nodes each in their own network namespace, one killed: every file stored before
+/// reads whole through a hub on another node (started after the kill, so nothing comes from its
+/// memory), and uploads through either hub go on and read back.
+#[test]
+fn on_garage_with_one_of_three_nodes_down_every_file_reads_and_uploads_go_on() {
+    let Some(cluster) = garage() else { return };
+    let g = Group::with(cluster.e.clone());
+    let (sa, sb) = (Scratch::new(), Scratch::new());
+    let a = g.hub_via(&sa.share, "hub-a", &cluster.endpoints[0], &[]);
+    let c = &sa.client;
+    let sizes = [0, 4 << 10, MIB, 20 * MIB + 3];
+    for (i, len) in sizes.iter().enumerate() {
+        let name = format!("before{i}.bin");
+        random_file(&c.join(&name), *len, &name);
+        ok(&a.troca(c, &["put", &name]));
+    }
+    let down = Down::node(&cluster, 3);
+    let b = g.hub_via(&sb.share, "hub-b", &cluster.endpoints[1], &[]);
+    for i in 0..sizes.len() {
+        let name = format!("before{i}.bin");
+        ok(&b.troca(c, &["get", &name, "-o", "got/"]));
+        assert_eq!(
+            hash_file(&c.join("got").join(&name)),
+            hash_file(&c.join(&name))
+        );
+    }
+    for (i, len) in sizes.iter().enumerate() {
+        let name = format!("during{i}.bin");
+        random_file(&c.join(&name), *len, &name);
+        let (up, down) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
+        ok(&up.troca(c, &["put", &name]));
+        ok(&down.troca(c, &["get", &name, "-o", "got/"]));
+        assert_eq!(
+            hash_file(&c.join("got").join(&name)),
+            hash_file(&c.join(&name))
+        );
+    }
+    drop(down);
+    let names = listing(&b, c);
     assert_eq!(names.matches(".bin").count(), 2 * sizes.len(), "{names}");
 }
