@@ -1206,49 +1206,59 @@ fn with_one_of_three_store_nodes_down_every_file_reads_and_uploads_go_on() {
     };
     cluster.wait_up(3);
     let g = Group::with(Engines { s3, ..e });
+    let s3 = g.e.s3.clone();
+    every_file_reads_and_uploads_go_on(&g, [&s3, &s3], || {
+        // Every object is on all three nodes (and a write needs two of them).
+        let pool = ["osd", "pool", "get", "default.rgw.buckets.data"];
+        assert_eq!(
+            cluster.ceph(&[&pool[..], &["size"]].concat()).trim(),
+            "size: 3"
+        );
+        assert_eq!(
+            cluster.ceph(&[&pool[..], &["min_size"]].concat()).trim(),
+            "min_size: 2"
+        );
+        Stopped::osd_1(&cluster)
+    });
+}
+
+/// Files put through hub A read whole through hub B, started after `fail` (so none comes from
+/// its memory), while what `fail` returns lasts; files put meanwhile through either hub read
+/// back through the other; then every name is listed.
+fn every_file_reads_and_uploads_go_on<D>(
+    g: &Group,
+    endpoints: [&str; 2],
+    fail: impl FnOnce() -> D,
+) {
     let (sa, sb) = (Scratch::new(), Scratch::new());
-    let a = g.hub(&sa.share, "hub-a", &[]);
+    let a = g.hub_via(&sa.share, "hub-a", endpoints[0], &[]);
     let c = &sa.client;
     let sizes = [0, 4 << 10, MIB, 20 * MIB + 3];
     for (i, len) in sizes.iter().enumerate() {
-        random_file(
-            &c.join(format!("before{i}.bin")),
-            *len,
-            &format!("before{i}"),
-        );
-        ok(&a.troca(c, &["put", &format!("before{i}.bin")]));
-    }
-    // Every object is on all three nodes (and a write needs two of them).
-    let pool = ["osd", "pool", "get", "default.rgw.buckets.data"];
-    assert_eq!(
-        cluster.ceph(&[&pool[..], &["size"]].concat()).trim(),
-        "size: 3"
-    );
-    assert_eq!(
-        cluster.ceph(&[&pool[..], &["min_size"]].concat()).trim(),
-        "min_size: 2"
-    );
-    let stopped = Stopped::osd_1(&cluster);
-    let b = g.hub(&sb.share, "hub-b", &[]);
-    for i in 0..sizes.len() {
         let name = format!("before{i}.bin");
-        ok(&b.troca(c, &["get", &name, "-o", "got/"]));
+        random_file(&c.join(&name), *len, &name);
+        ok(&a.troca(c, &["put", &name]));
+    }
+    let failed = fail();
+    let b = g.hub_via(&sb.share, "hub-b", endpoints[1], &[]);
+    let read_back = |hub: &Hub, name: &str| {
+        ok(&hub.troca(c, &["get", name, "-o", "got/"]));
         assert_eq!(
-            hash_file(&c.join("got").join(&name)),
-            hash_file(&c.join(&name))
+            hash_file(&c.join("got").join(name)),
+            hash_file(&c.join(name))
         );
+    };
+    for i in 0..sizes.len() {
+        read_back(&b, &format!("before{i}.bin"));
     }
     for (i, len) in sizes.iter().enumerate() {
         let name = format!("during{i}.bin");
         random_file(&c.join(&name), *len, &name);
-        ok(&b.troca(c, &["put", &name]));
-        ok(&a.troca(c, &["get", &name, "-o", "got/"]));
-        assert_eq!(
-            hash_file(&c.join("got").join(&name)),
-            hash_file(&c.join(&name))
-        );
+        let (sender, reader) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
+        ok(&sender.troca(c, &["put", &name]));
+        read_back(reader, &name);
     }
-    drop(stopped);
+    drop(failed);
     let names = listing(&a, c);
     assert_eq!(names.matches(".bin").count(), 2 * sizes.len(), "{names}");
 }
@@ -1340,37 +1350,6 @@ fn on_garage_the_same_new_name_through_two_hubs_at_once_has_one_winner() {
 fn on_garage_with_one_of_three_nodes_down_every_file_reads_and_uploads_go_on() {
     let Some(cluster) = garage() else { return };
     let g = Group::with(cluster.e.clone());
-    let (sa, sb) = (Scratch::new(), Scratch::new());
-    let a = g.hub_via(&sa.share, "hub-a", &cluster.endpoints[0], &[]);
-    let c = &sa.client;
-    let sizes = [0, 4 << 10, MIB, 20 * MIB + 3];
-    for (i, len) in sizes.iter().enumerate() {
-        let name = format!("before{i}.bin");
-        random_file(&c.join(&name), *len, &name);
-        ok(&a.troca(c, &["put", &name]));
-    }
-    let down = Down::node(&cluster, 3);
-    let b = g.hub_via(&sb.share, "hub-b", &cluster.endpoints[1], &[]);
-    for i in 0..sizes.len() {
-        let name = format!("before{i}.bin");
-        ok(&b.troca(c, &["get", &name, "-o", "got/"]));
-        assert_eq!(
-            hash_file(&c.join("got").join(&name)),
-            hash_file(&c.join(&name))
-        );
-    }
-    for (i, len) in sizes.iter().enumerate() {
-        let name = format!("during{i}.bin");
-        random_file(&c.join(&name), *len, &name);
-        let (up, down) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
-        ok(&up.troca(c, &["put", &name]));
-        ok(&down.troca(c, &["get", &name, "-o", "got/"]));
-        assert_eq!(
-            hash_file(&c.join("got").join(&name)),
-            hash_file(&c.join(&name))
-        );
-    }
-    drop(down);
-    let names = listing(&b, c);
-    assert_eq!(names.matches(".bin").count(), 2 * sizes.len(), "{names}");
+    let [one, two] = [&cluster.endpoints[0], &cluster.endpoints[1]];
+    every_file_reads_and_uploads_go_on(&g, [one, two], || Down::node(&cluster, 3));
 }
