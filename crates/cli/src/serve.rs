@@ -102,6 +102,7 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.db = args.database.address();
     config.object_grace = args.object_grace;
     config.store_part_memory = args.store_part_memory;
+    config.store_timeout = args.store_timeout;
     if let Some(name) = &args.hub_name {
         config.hub_name = name.clone();
     }

@@ -1133,6 +1133,52 @@ async fn interrupted_uploads_on_the_store_are_kept_within_the_budget_of_their_ad
     assert!(err.contains("resuming upload of second.bin"), "{err}");
 }
 
+/// A download read more slowly than the store lets one request last (`--store-timeout`, two
+/// minutes by default) comes whole: the hub goes on with a new GET from where the last one
+/// stopped. Over TLS, where the bytes pass through the S3 client; once, such a download broke
+/// off mid-way with "peer closed connection".
+#[test]
+fn a_download_slower_than_the_stores_time_limit_comes_whole() {
+    let Some(g) = Group::new() else { return };
+    let s = Scratch::new();
+    let hub = g.hub(&s.share, "hub-a", &["--store-timeout", "1s"]);
+    assert!(hub.key.is_some(), "the hub speaks TLS");
+    let src = s.client.join("slow.bin");
+    random_file(&src, 32 * MIB, "slow");
+    ok(&hub.troca(&s.client, &["put", "slow.bin"]));
+    let mut child = Command::new(TROCA)
+        .current_dir(&s.client)
+        .envs(hub.client_env())
+        .env("XDG_DATA_HOME", hub.client_data())
+        .args(["-q", "get", "slow.bin", "-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 256 << 10]);
+    let began = std::time::Instant::now();
+    loop {
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        // A slow reader: 2 MiB a second, so the read outlasts the store's time limit many
+        // times over (more than the S3 client's own retries of a broken body cover).
+        let due = std::time::Duration::from_secs_f64(got.len() as f64 / (2 << 20) as f64);
+        if let Some(wait) = due.checked_sub(began.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        began.elapsed() > std::time::Duration::from_secs(10),
+        "not slower than the limit"
+    );
+    assert_eq!(got.len() as u64, 32 * MIB);
+    assert_eq!(blake3::hash(&got).to_hex().to_string(), hash_file(&src));
+}
+
 /// The second Ceph cluster `scripts/services` starts: three OSDs, three copies of each object
 /// (a write is accepted while two are up).
 struct Replicated {

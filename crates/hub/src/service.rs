@@ -187,6 +187,7 @@ impl Backends {
                     config.object_grace,
                     config.store_part_memory,
                     config.partial_budget,
+                    config.store_timeout,
                 )?)
             }
             None => Box::new(LocalStore::open(

@@ -203,19 +203,28 @@ impl ObjectBody {
         }
     }
 
+    /// The bytes `start..end` through the S3 client, a GET at a time: a read that fails part
+    /// way (the client's time limit reached while a slow reader takes the bytes, a dropped
+    /// connection) goes on with a new GET of the rest, up to [`REOPENS`] times in a row
+    /// without a byte between. The S3 client retries a broken body itself only within its
+    /// first seconds. The object never changes (its key is its hash).
     async fn get(&self, start: u64, end: u64) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
-        let got = self
-            .s3
-            .get_opts(
-                &object_store::path::Path::from(&*self.key),
-                GetOptions {
-                    range: Some(GetRange::Bounded(start..end)),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(store_err)?;
-        Ok(got.into_stream().map(|r| r.map_err(store_err)).boxed())
+        let first = open_range(&self.s3, &self.key, start, end).await?;
+        let rest = Rest {
+            s3: Arc::clone(&self.s3),
+            key: Arc::clone(&self.key),
+            pos: start,
+            end,
+            stream: first,
+            failed: 0,
+        };
+        Ok(futures_util::stream::unfold(Some(rest), |rest| async move {
+            let mut rest = rest?;
+            let item = rest.next().await?;
+            let more = item.is_ok().then_some(rest);
+            Some((item, more))
+        })
+        .boxed())
     }
 
     /// Reads at `pos`, as `pread` does (0 at the end). Blocking.
@@ -263,6 +272,68 @@ impl ObjectBody {
             pos += n as u64;
         }
         Ok(())
+    }
+}
+
+/// How many times in a row a read of an object may fail and be taken up again.
+const REOPENS: u32 = 3;
+
+/// A ranged GET of `start..end` through the S3 client.
+async fn open_range(
+    s3: &object_store::aws::AmazonS3,
+    key: &str,
+    start: u64,
+    end: u64,
+) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
+    let got = s3
+        .get_opts(
+            &object_store::path::Path::from(key),
+            GetOptions {
+                range: Some(GetRange::Bounded(start..end)),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(store_err)?;
+    Ok(got.into_stream().map(|r| r.map_err(store_err)).boxed())
+}
+
+/// What is left of a read through the S3 client: where it is and the GET it reads from.
+struct Rest {
+    s3: Arc<object_store::aws::AmazonS3>,
+    key: Arc<str>,
+    pos: u64,
+    end: u64,
+    stream: BoxStream<'static, io::Result<Bytes>>,
+    /// Failures since the last byte.
+    failed: u32,
+}
+
+impl Rest {
+    /// The next bytes, opening a GET of the rest after a failure; `None` at the end.
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            match self.stream.next().await? {
+                Ok(bytes) => {
+                    self.pos += bytes.len() as u64;
+                    self.failed = 0;
+                    return Some(Ok(bytes));
+                }
+                Err(e) if self.failed >= REOPENS || self.pos >= self.end => return Some(Err(e)),
+                Err(e) => {
+                    self.failed += 1;
+                    tracing::debug!(
+                        "reading {} stopped at {} ({e}); reading on",
+                        self.key,
+                        self.pos
+                    );
+                    match open_range(&self.s3, &self.key, self.pos, self.end).await {
+                        Ok(stream) => self.stream = stream,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -149,13 +149,14 @@ pub struct ObjectStore {
 impl ObjectStore {
     /// Connects to the store, checking the bucket is there and the keys work. Uploads hold at
     /// most `part_memory` bytes of parts at once, all together; abandoned ones are kept
-    /// within `budget`.
+    /// within `budget`. No request takes longer than `timeout`.
     pub fn open(
         address: &S3Address,
         db: Db,
         grace: Duration,
         part_memory: u64,
         budget: PartialBudget,
+        timeout: Duration,
     ) -> Result<Self, HubError> {
         let part_memory_mib = usize::try_from(part_memory >> 20)
             .unwrap_or(usize::MAX)
@@ -174,7 +175,7 @@ impl ObjectStore {
             .with_client_options(
                 ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120))
+                    .with_timeout(timeout)
                     .with_allow_http(true),
             );
         if let Some(endpoint) = &address.endpoint {
