@@ -680,10 +680,11 @@ pub struct Serve {
     /// an upload waits for room, a part being at least 8 MiB.
     #[arg(long, default_value = "512M", value_name = "SIZE", value_parser = parse_size, requires = "store")]
     pub store_part_memory: u64,
-    /// The longest one request to the object store may take. A download still being read
-    /// then goes on with a new request from where it stopped; anything else fails with an
-    /// error saying so.
-    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration, requires = "store")]
+    /// How long a request to the object store may go without a byte moving either way (a
+    /// store that stopped answering). A slow link is fine while bytes move. A download still
+    /// being read goes on with a new request from where it stopped; anything else is tried
+    /// again, then fails with an error saying so.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, requires = "store")]
     pub store_timeout: std::time::Duration,
     /// This hub's name among the hubs sharing one database, as `who` and `status` show it
     /// (default: HOST:PID).

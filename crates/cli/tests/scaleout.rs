@@ -733,10 +733,13 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
 }
 
 /// A TCP proxy in front of the object store that can be cut: while down, it closes every
-/// connection it holds and every new one. The only fault injected; the store itself is real.
+/// connection it holds and every new one. It can also go silent (hold every byte, close
+/// nothing, as a store cut off from its peers does) and pace what is sent to the store (a slow
+/// link). The only faults injected; the store itself is real.
 struct Cut {
     addr: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    gate: std::sync::Arc<Gate>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
     /// The first line each connection sent to the store (its first request).
     first_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -752,10 +755,12 @@ impl Cut {
         let cut = Cut {
             addr,
             up: std::sync::Arc::new(true.into()),
+            gate: Default::default(),
             open: Default::default(),
             first_lines: Default::default(),
         };
         let (up, open, lines) = (cut.up.clone(), cut.open.clone(), cut.first_lines.clone());
+        let gate = cut.gate.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -768,19 +773,21 @@ impl Cut {
                 let mut held = open.lock().unwrap();
                 held.push(client.try_clone().unwrap());
                 held.push(server.try_clone().unwrap());
-                for (mut from, mut into, lines) in [
+                for (mut from, mut into, lines, paced) in [
                     (
                         client.try_clone().unwrap(),
                         server.try_clone().unwrap(),
                         Some(lines.clone()),
+                        true,
                     ),
-                    (server, client, None),
+                    (server, client, None, false),
                 ] {
+                    let gate = gate.clone();
                     std::thread::spawn(move || {
                         if let Some(lines) = lines {
                             let _ = first_line(&mut from, &mut into, &lines);
                         }
-                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = gate.copy(&mut from, &mut into, paced);
                         let _ = into.shutdown(std::net::Shutdown::Write);
                     });
                 }
@@ -800,6 +807,21 @@ impl Cut {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Holds every byte from now on, both ways, closing nothing.
+    fn silent(&self) {
+        self.gate.set(|g| g.silent = true);
+    }
+
+    /// Passes bytes on again.
+    fn speaking(&self) {
+        self.gate.set(|g| g.silent = false);
+    }
+
+    /// Sends to the store at most `bytes_per_s` a second on each connection.
+    fn pace(&self, bytes_per_s: u64) {
+        self.gate.set(|g| g.pace = Some(bytes_per_s));
+    }
+
     /// How many connections began with a GET of a presigned URL (the hub's own GETs, made to
     /// splice their bodies to a plain client).
     fn presigned_gets(&self) -> usize {
@@ -808,6 +830,60 @@ impl Cut {
             .iter()
             .filter(|l| l.starts_with("GET ") && l.contains("X-Amz-Signature="))
             .count()
+    }
+}
+
+/// What [`Cut`] does to the bytes it passes on.
+#[derive(Default)]
+struct Gate {
+    state: std::sync::Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    silent: bool,
+    pace: Option<u64>,
+}
+
+impl Gate {
+    fn set(&self, change: impl FnOnce(&mut GateState)) {
+        change(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+
+    /// Copies `from` to `into`, holding each read while the gate is silent, and pacing it when
+    /// `paced` and a pace is set.
+    fn copy(
+        &self,
+        from: &mut std::net::TcpStream,
+        into: &mut std::net::TcpStream,
+        paced: bool,
+    ) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let mut buf = vec![0u8; 64 << 10];
+        let began = std::time::Instant::now();
+        let mut sent = 0u64;
+        loop {
+            let n = from.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut state = self.state.lock().unwrap();
+            while state.silent {
+                state = self.changed.wait(state).unwrap();
+            }
+            let pace = state.pace.filter(|_| paced);
+            drop(state);
+            into.write_all(&buf[..n])?;
+            sent += n as u64;
+            if let Some(rate) = pace {
+                let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
     }
 }
 
@@ -879,6 +955,71 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
     assert_eq!(
         hash_file(&c.join("got/two.bin")),
         hash_file(&c.join("two.bin"))
+    );
+}
+
+/// A store that stops answering without closing anything (a node cut off from its peers, a
+/// hung gateway): requests fail after `--store-timeout` without progress, the client hears the
+/// store's error (not the hub's silence), nothing half-made stays, and service resumes when the
+/// store speaks again.
+#[test]
+fn a_silent_store_fails_requests_after_the_time_limit_and_service_resumes() {
+    let Some(g) = Group::new() else { return };
+    let cut = Cut::new(&g.e.s3);
+    let s = Scratch::new();
+    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &["--store-timeout", "1s"]);
+    let c = &s.client;
+    random_file(&c.join("one.bin"), 3 * MIB, "silent-one");
+    random_file(&c.join("two.bin"), 3 * MIB, "silent-two");
+    ok(&hub.troca(c, &["put", "one.bin"]));
+
+    cut.silent();
+    let err = fails(&hub.troca(c, &["get", "one.bin", "-o", "got/"]), 1);
+    assert!(err.contains("moved no byte for 1 s"), "{err}");
+    assert!(!c.join("got/one.bin").exists());
+    let err = fails(&hub.troca(c, &["put", "two.bin"]), 1);
+    assert!(
+        err.contains("two.bin") && err.contains("moved no byte for 1 s"),
+        "{err}"
+    );
+    let names = ok(&hub.troca(c, &["ls"]));
+    assert!(!names.contains("two.bin"), "{names}");
+
+    cut.speaking();
+    ok(&hub.troca(c, &["put", "two.bin"]));
+    for name in ["one.bin", "two.bin"] {
+        ok(&hub.troca(c, &["get", name, "-o", "got/"]));
+        assert_eq!(
+            hash_file(&c.join("got").join(name)),
+            hash_file(&c.join(name))
+        );
+    }
+}
+
+/// A store behind a slow link: each part of an upload takes longer than `--store-timeout` to
+/// send, and the upload still comes whole, since the limit is on time without progress.
+#[test]
+fn an_upload_over_a_link_slower_than_the_stores_time_limit_comes_whole() {
+    let Some(g) = Group::new() else { return };
+    let cut = Cut::new(&g.e.s3);
+    cut.pace(2 << 20);
+    let s = Scratch::new();
+    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &["--store-timeout", "3s"]);
+    let c = &s.client;
+    // Two parts of 8 MiB, each paced to 2 MiB/s on its own connection: 4 s a part. (The
+    // limit is above the 2 s that the kernel's 4 MiB send buffer takes to drain at that pace
+    // once the hub has handed it the last byte.)
+    random_file(&c.join("slow.bin"), 16 * MIB, "slow-link");
+    let began = std::time::Instant::now();
+    ok(&hub.troca(c, &["put", "slow.bin"]));
+    assert!(
+        began.elapsed() > std::time::Duration::from_secs(4),
+        "the link was not slower than the limit"
+    );
+    ok(&hub.troca(c, &["get", "slow.bin", "-o", "got/"]));
+    assert_eq!(
+        hash_file(&c.join("got/slow.bin")),
+        hash_file(&c.join("slow.bin"))
     );
 }
 
@@ -1133,10 +1274,11 @@ async fn interrupted_uploads_on_the_store_are_kept_within_the_budget_of_their_ad
     assert!(err.contains("resuming upload of second.bin"), "{err}");
 }
 
-/// A download read more slowly than the store lets one request last (`--store-timeout`, two
-/// minutes by default) comes whole: the hub goes on with a new GET from where the last one
-/// stopped. Over TLS, where the bytes pass through the S3 client; once, such a download broke
-/// off mid-way with "peer closed connection".
+/// A download read so slowly that it lasts many times `--store-timeout` comes whole: the wait
+/// for a slow reader is not the store's silence, and a GET the store ends meanwhile goes on
+/// with a new GET from where it stopped. Over TLS, where the bytes pass through the S3 client;
+/// once, with a limit on a request's whole time, such a download broke off mid-way with "peer
+/// closed connection".
 #[test]
 fn a_download_slower_than_the_stores_time_limit_comes_whole() {
     let Some(g) = Group::new() else { return };

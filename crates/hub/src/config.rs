@@ -51,7 +51,7 @@ pub struct HubConfig {
     pub object_grace: Duration,
     /// Memory for the parts of uploads to an object store, all together.
     pub store_part_memory: u64,
-    /// The longest one request to an object store may take.
+    /// How long a request to an object store may go without a byte moving.
     pub store_timeout: Duration,
     /// This hub's name among the hubs of a group (in `who` and `status`).
     pub hub_name: String,
@@ -102,7 +102,7 @@ impl HubConfig {
             db: None,
             object_grace: Duration::from_secs(60 * 60),
             store_part_memory: 512 << 20,
-            store_timeout: Duration::from_secs(120),
+            store_timeout: Duration::from_secs(30),
             hub_name: default_hub_name(),
             max_locks: 10_000,
             max_lock_time: Duration::from_secs(60 * 60),

@@ -15,6 +15,7 @@
 
 mod body;
 mod catalog;
+mod http;
 pub mod parts;
 mod remembered;
 
@@ -149,7 +150,7 @@ pub struct ObjectStore {
 impl ObjectStore {
     /// Connects to the store, checking the bucket is there and the keys work. Uploads hold at
     /// most `part_memory` bytes of parts at once, all together; abandoned ones are kept
-    /// within `budget`. No request takes longer than `timeout`.
+    /// within `budget`. A request fails after `timeout` without progress.
     pub fn open(
         address: &S3Address,
         db: Db,
@@ -172,12 +173,11 @@ impl ObjectStore {
                 retry_timeout: Duration::from_secs(20),
                 ..Default::default()
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(timeout)
-                    .with_allow_http(true),
-            );
+            .with_client_options(ClientOptions::new().with_allow_http(true))
+            .with_http_connector(http::Connector {
+                connect: Duration::from_secs(5),
+                idle: timeout,
+            });
         if let Some(endpoint) = &address.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
