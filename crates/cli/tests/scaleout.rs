@@ -958,6 +958,56 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
     );
 }
 
+/// The database ending every connection of the group (a restart, a failover) loses no
+/// service: each hub makes its own session again when it needs it (an upload's lock) or within
+/// a second (its heartbeat), registers again as running, and hears of changes again, so what
+/// it remembers of names is never stale.
+#[test]
+fn every_hub_goes_on_after_the_database_ends_its_connections() {
+    let Some(t) = two_hubs(&[]) else { return };
+    let c = &t.client;
+    random_file(&c.join("one.bin"), MIB, "db-one");
+    random_file(&c.join("one-v2.bin"), MIB + 1, "db-one-v2");
+    random_file(&c.join("two.bin"), MIB, "db-two");
+    ok(&t.a.troca(c, &["put", "one.bin"]));
+    ok(&t.b.troca(c, &["get", "one.bin", "-o", "b1/"]));
+
+    let ended = t.g.sql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    assert!(ended.parse::<u32>().unwrap() >= 2, "{ended}");
+    // An upload takes a lock on its hub's own session: made again on the spot.
+    ok(&t.a.troca(c, &["put", "two.bin"]));
+    ok(&t.b.troca(c, &["get", "two.bin", "-o", "b1/"]));
+    assert_eq!(
+        hash_file(&c.join("b1/two.bin")),
+        hash_file(&c.join("two.bin"))
+    );
+    // Both hubs count as running again.
+    let mut hubs = serde_json::Value::Null;
+    for _ in 0..500 {
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&t.b.troca(c, &["--json", "status"]))).unwrap();
+        hubs = status["hubs"].clone();
+        if hubs == serde_json::json!(["hub-a", "hub-b"]) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(hubs, serde_json::json!(["hub-a", "hub-b"]));
+    // B remembers one.bin again, and forgets it when A replaces it.
+    ok(&t.b.troca(c, &["get", "one.bin", "-o", "b2/"]));
+    ok(&t
+        .a
+        .troca(c, &["put", "one-v2.bin", "--as", "one.bin", "--force"]));
+    ok(&t.b.troca(c, &["get", "one.bin", "-o", "b3/"]));
+    assert_eq!(
+        hash_file(&c.join("b3/one.bin")),
+        hash_file(&c.join("one-v2.bin"))
+    );
+}
+
 /// A store that stops answering without closing anything (a node cut off from its peers, a
 /// hung gateway): requests fail after `--store-timeout` without progress, the client hears the
 /// store's error (not the hub's silence), nothing half-made stays, and service resumes when the

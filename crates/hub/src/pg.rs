@@ -30,11 +30,14 @@ pub struct Db {
     pool: Pool,
     /// One connection held for the hub's lifetime: the session locks it takes (the names being
     /// uploaded) and its presence last exactly as long as the hub, so a hub that dies releases
-    /// them at once, without a lease to wait out.
-    session: Arc<tokio::sync::Mutex<tokio_postgres::Client>>,
-    /// What the other hubs (and this one) say of changed names, on [`NAMES_CHANNEL`]; `None`
-    /// once the session is gone (nothing more will be heard).
-    notices: tokio::sync::broadcast::Sender<Option<String>>,
+    /// them at once, without a lease to wait out. Made again when it ends (the database
+    /// restarted, the connection was cut).
+    session: Arc<tokio::sync::Mutex<Session>>,
+    /// What the other hubs (and this one) say of changed names, on [`NAMES_CHANNEL`], and when
+    /// the session is lost or listening again.
+    notices: tokio::sync::broadcast::Sender<Notice>,
+    /// How to make the session again.
+    address: Arc<Address>,
     /// `HOST:PORT/DB`, for messages (never the password).
     shown: String,
 }
@@ -44,6 +47,33 @@ impl std::fmt::Debug for Db {
         f.debug_struct("Db").field("at", &self.shown).finish()
     }
 }
+
+/// Where the database is and how to talk to it.
+struct Address {
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+/// The hub's own connection, and how many times it has been made.
+struct Session {
+    client: tokio_postgres::Client,
+    made: u64,
+}
+
+/// What is heard on the hub's own connection.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A change to names, as announced on [`NAMES_CHANNEL`].
+    Changed(String),
+    /// Session number N ended: announcements may be missed until a later one listens.
+    Lost(u64),
+    /// Session number N listens (whatever was announced before it was missed).
+    Listening(u64),
+}
+
+/// How long the database may leave what was sent to it unacknowledged before the connection
+/// is given up (the hub's own session is then made again when next needed).
+const DB_SILENCE: Duration = Duration::from_secs(30);
 
 /// Connections held at most (each a PostgreSQL backend process).
 const POOL_SIZE: usize = 24;
@@ -74,15 +104,13 @@ impl Db {
         let config = pg_config(address)?;
         let shown = shown(&config);
         let tls = tls_connector(address)?;
-        let (session, connection) = config
-            .connect(tls.clone())
+        let (notices, _) = tokio::sync::broadcast::channel(1024);
+        let session = connect_session(&config, &tls, &notices, 1)
             .await
             .map_err(|e| HubError::Backend(format!("cannot reach the database {shown}: {e}")))?;
-        let (notices, _) = tokio::sync::broadcast::channel(1024);
-        tokio::spawn(listen(connection, notices.clone()));
         let manager = Manager::from_config(
-            config,
-            tls,
+            config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -94,14 +122,14 @@ impl Db {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| HubError::Backend(format!("database {shown}: {e}")))?;
-        session
-            .batch_execute(&format!("LISTEN {NAMES_CHANNEL}"))
-            .await
-            .map_err(|e| HubError::Backend(format!("database {shown}: {e}")))?;
         let db = Self {
             pool,
-            session: Arc::new(tokio::sync::Mutex::new(session)),
+            session: Arc::new(tokio::sync::Mutex::new(Session {
+                client: session,
+                made: 1,
+            })),
             notices,
+            address: Arc::new(Address { config, tls }),
             shown,
         };
         db.create_schema()
@@ -115,13 +143,38 @@ impl Db {
         &self.shown
     }
 
-    /// The hub's own connection (see [`Db`]).
-    pub async fn session(&self) -> tokio::sync::MutexGuard<'_, tokio_postgres::Client> {
-        self.session.lock().await
+    /// The hub's own connection (see [`Db`]), made again first if it ended.
+    pub async fn session(
+        &self,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, tokio_postgres::Client>, HubError> {
+        let mut session = self.session.lock().await;
+        self.revive(&mut session).await?;
+        Ok(tokio::sync::MutexGuard::map(session, |s| &mut s.client))
+    }
+
+    /// How many times the hub's own connection has been made, making it again if it ended:
+    /// a change means what was tied to the old one (its locks, the hub's presence) is gone.
+    pub async fn session_made(&self) -> Result<u64, HubError> {
+        let mut session = self.session.lock().await;
+        self.revive(&mut session).await?;
+        Ok(session.made)
+    }
+
+    async fn revive(&self, session: &mut Session) -> Result<(), HubError> {
+        if !session.client.is_closed() {
+            return Ok(());
+        }
+        let made = session.made + 1;
+        let client = connect_session(&self.address.config, &self.address.tls, &self.notices, made)
+            .await
+            .map_err(|e| HubError::Backend(format!("database {}: {e}", self.shown)))?;
+        *session = Session { client, made };
+        tracing::info!("the hub's database session is back");
+        Ok(())
     }
 
     /// Hears of names changed by any hub (see [`NAMES_CHANNEL`]).
-    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Option<String>> {
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
         self.notices.subscribe()
     }
 
@@ -150,10 +203,28 @@ impl Db {
 /// beneath), so each hub drops what it remembered of them.
 pub const NAMES_CHANNEL: &str = "troca_names";
 
+/// Makes the hub's own connection, number `made`: connected, driven by a task of its own, and
+/// listening.
+async fn connect_session(
+    config: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
+    notices: &tokio::sync::broadcast::Sender<Notice>,
+    made: u64,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tls.clone()).await?;
+    tokio::spawn(listen(connection, notices.clone(), made));
+    client
+        .batch_execute(&format!("LISTEN {NAMES_CHANNEL}"))
+        .await?;
+    let _ = notices.send(Notice::Listening(made));
+    Ok(client)
+}
+
 /// Drives the hub's own connection, passing on what is announced on it.
 async fn listen<S, T>(
     mut connection: tokio_postgres::Connection<S, T>,
-    notices: tokio::sync::broadcast::Sender<Option<String>>,
+    notices: tokio::sync::broadcast::Sender<Notice>,
+    made: u64,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -163,16 +234,16 @@ async fn listen<S, T>(
     while let Some(message) = messages.next().await {
         match message {
             Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                let _ = notices.send(Some(n.payload().to_owned()));
+                let _ = notices.send(Notice::Changed(n.payload().to_owned()));
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = %e, "the hub's database session ended");
+                tracing::warn!(error = %e, "the hub's database session ended");
                 break;
             }
         }
     }
-    let _ = notices.send(None);
+    let _ = notices.send(Notice::Lost(made));
 }
 
 /// The advisory lock key for schema changes.
@@ -375,6 +446,13 @@ fn pg_config(address: &DbAddress) -> Result<tokio_postgres::Config, HubError> {
         config.password(p);
     }
     config.connect_timeout(Duration::from_secs(10));
+    // A database cut off (not closed) would otherwise hold a connection for the kernel's
+    // retransmission time, about 15 minutes: drop it once what was sent stays unacknowledged
+    // for 30 s, or an idle connection's probes go unanswered as long.
+    config.tcp_user_timeout(DB_SILENCE);
+    config.keepalives_idle(DB_SILENCE / 3);
+    config.keepalives_interval(DB_SILENCE / 6);
+    config.keepalives_retries(3);
     config.application_name("troca");
     Ok(config)
 }

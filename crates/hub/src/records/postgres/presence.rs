@@ -1,7 +1,8 @@
 //! Which hubs of a group run now, and who is connected to each. A hub registers itself with
 //! its own database session (pid and start time), so it counts as running exactly while that
 //! session lives: a hub that dies drops out at once, with no timeout to wait for. Every second
-//! it rewrites the list of its clients; `who` on any hub reads everyone's.
+//! it rewrites the list of its clients (`who` on any hub reads everyone's), and registers again
+//! if its session had to be made again (the database restarted).
 
 use crate::error::HubError;
 use crate::pg::{block, db_err, now_ns, Db};
@@ -31,8 +32,11 @@ impl PgPresence {
         hub: &str,
         clients: impl Fn() -> Option<Vec<ClientEntry>> + Send + 'static,
     ) -> Result<Self, HubError> {
-        block(register(&db, hub))?;
-        tokio::spawn(heartbeat(db.clone(), hub.to_owned(), clients));
+        let made = block(async {
+            register(&db, hub).await?;
+            db.session_made().await
+        })?;
+        tokio::spawn(heartbeat(db.clone(), hub.to_owned(), made, clients));
         Ok(Self {
             db,
             hub: hub.to_owned(),
@@ -99,7 +103,7 @@ impl PgPresence {
 }
 
 async fn register(db: &Db, hub: &str) -> Result<(), HubError> {
-    let session = db.session().await;
+    let session = db.session().await?;
     let taken = session
         .query_opt(
             &format!("SELECT 1 FROM hubs h WHERE id = $1 AND {ALIVE}"),
@@ -134,6 +138,7 @@ async fn register(db: &Db, hub: &str) -> Result<(), HubError> {
 async fn heartbeat(
     db: Db,
     hub: String,
+    mut registered: u64,
     clients: impl Fn() -> Option<Vec<ClientEntry>> + Send + 'static,
 ) {
     let mut last = None;
@@ -142,6 +147,17 @@ async fn heartbeat(
         let Some(now) = clients() else {
             return;
         };
+        match db.session_made().await {
+            Ok(made) if made != registered => match register(&db, &hub).await {
+                Ok(()) => {
+                    registered = made;
+                    last = None;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot register the hub again"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the hub's database session is still lost"),
+        }
         if last.as_ref() == Some(&now) {
             continue;
         }

@@ -262,7 +262,7 @@ impl ObjectStore {
         let got: bool = self
             .db()
             .session()
-            .await
+            .await?
             .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
             .await
             .map_err(db_err)?
@@ -754,11 +754,12 @@ impl Drop for NameClaim {
     fn drop(&mut self) {
         let (lock, held, db) = (self.lock, Arc::clone(&self.held), self.db.clone());
         let release = async move {
-            let _ = db
-                .session()
-                .await
-                .query_one("SELECT pg_advisory_unlock($1)", &[&lock])
-                .await;
+            // A session made again since no longer holds the lock: nothing to release.
+            if let Ok(session) = db.session().await {
+                let _ = session
+                    .query_one("SELECT pg_advisory_unlock($1)", &[&lock])
+                    .await;
+            }
             held.lock().expect("claims poisoned").remove(&lock);
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

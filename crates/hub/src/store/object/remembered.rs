@@ -2,10 +2,11 @@
 //! no database round trip: name → (version, hash, object). Every change to names is announced
 //! by the hub that makes it (PostgreSQL `NOTIFY`, delivered when its transaction commits), and
 //! each hub forgets what the announcement names; its own changes it forgets at once. If
-//! announcements are missed (too many at once) everything is forgotten; if the hub's session
-//! ends, nothing is remembered from then on.
+//! announcements are missed (too many at once) everything is forgotten; while the hub's session
+//! is lost (until a new one listens), nothing is remembered.
 
 use super::catalog::FileRow;
+use crate::pg::Notice;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,7 +43,7 @@ impl Forget<'_> {
 
 impl Remembered {
     /// Starts listening to `notices`.
-    pub fn new(notices: Receiver<Option<String>>) -> Arc<Self> {
+    pub fn new(notices: Receiver<Notice>) -> Arc<Self> {
         let me = Arc::new(Self {
             rows: Mutex::new(LruCache::new(NonZeroUsize::new(ENTRIES).expect("not zero"))),
             changes: AtomicU64::new(0),
@@ -101,19 +102,32 @@ impl Remembered {
     }
 }
 
-async fn hear(me: std::sync::Weak<Remembered>, mut notices: Receiver<Option<String>>) {
+async fn hear(me: std::sync::Weak<Remembered>, mut notices: Receiver<Notice>) {
+    // The session listening now (an older one's end, heard late, changes nothing).
+    let mut current = 1;
     loop {
         let heard = notices.recv().await;
         let Some(me) = me.upgrade() else { return };
         match heard {
-            Ok(Some(n)) => match n.split_once(':') {
+            Ok(Notice::Changed(n)) => match n.split_once(':') {
                 Some(("f", name)) => me.forget(Forget::File(name)),
                 Some(("t", name)) => me.forget(Forget::Tree(name)),
                 _ => me.forget_all(),
             },
             Err(RecvError::Lagged(_)) => me.forget_all(),
-            Ok(None) | Err(RecvError::Closed) => {
-                // Nothing more will be heard: remember nothing from now on.
+            Ok(Notice::Lost(n)) if n >= current => {
+                // Changes may go unheard: remember nothing until a session listens again.
+                me.live.store(false, Ordering::Release);
+                me.forget_all();
+            }
+            Ok(Notice::Lost(_)) => {}
+            Ok(Notice::Listening(n)) => {
+                // What was announced in between is lost: start afresh.
+                current = current.max(n);
+                me.forget_all();
+                me.live.store(true, Ordering::Release);
+            }
+            Err(RecvError::Closed) => {
                 me.live.store(false, Ordering::Release);
                 me.forget_all();
                 return;
