@@ -39,6 +39,8 @@ impl HttpConnector for Connector {
     fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
         let client = reqwest::Client::builder()
             .connect_timeout(self.connect)
+            // As object_store's own client: HTTP/2's flow control slows large transfers.
+            .http1_only()
             .tcp_nodelay(true)
             .user_agent(concat!("troca/", env!("CARGO_PKG_VERSION")))
             .build()
