@@ -1008,6 +1008,102 @@ fn every_hub_goes_on_after_the_database_ends_its_connections() {
     );
 }
 
+/// A store reached over HTTPS (here Ceph's gateway behind a TLS front whose certificate comes
+/// from a throwaway authority, trusted as the system's through SSL_CERT_FILE): uploads and
+/// downloads go through whole; without that authority the hub refuses to start, saying why.
+#[test]
+fn a_store_over_https_is_trusted_through_the_systems_authorities() {
+    let Some(g) = Group::new() else { return };
+    let s = Scratch::new();
+    let pki = s.tmp.path().join("pki");
+    let front = tls_front(&g.e.s3, &pki);
+    // Each test runs in a process of its own: the hubs started here inherit this.
+    std::env::set_var("SSL_CERT_FILE", pki.join("ca.pem"));
+    let hub = g.hub_via(&s.share, "hub-a", &front, &[]);
+    let c = &s.client;
+    random_file(&c.join("tls.bin"), 20 * MIB + 3, "https-store");
+    ok(&hub.troca(c, &["put", "tls.bin"]));
+    ok(&hub.troca(c, &["get", "tls.bin", "-o", "got/"]));
+    assert_eq!(
+        hash_file(&c.join("got/tls.bin")),
+        hash_file(&c.join("tls.bin"))
+    );
+    drop(hub);
+    std::env::set_var("SSL_CERT_FILE", pki.join("none.pem"));
+    std::env::set_var("SSL_CERT_DIR", pki.join("none"));
+    let mut args = g.store_args();
+    args[1] = format!("s3://{}?endpoint={front}", g.name);
+    let out = Command::new(TROCA)
+        .arg("serve")
+        .arg(s.tmp.path().join("untrusted"))
+        .args(&args)
+        .args(["--listen", "127.0.0.1:0", "--no-http"])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    assert!(
+        err.contains("cannot reach") && err.contains(&front),
+        "{err}"
+    );
+}
+
+/// An HTTPS front for the store at `to`: a certificate for 127.0.0.1 from a throwaway
+/// authority (its certificate in `pki/ca.pem`). Returns the front's `https://` address.
+fn tls_front(to: &str, pki: &Path) -> String {
+    std::fs::create_dir_all(pki).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "throwaway store CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    std::fs::write(pki.join("ca.pem"), ca_cert.pem()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("https://{}", listener.local_addr().unwrap());
+    let to = to.trim_start_matches("http://").to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, to) = (acceptor.clone(), to.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut store) = tokio::net::TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut store).await;
+                });
+            }
+        });
+    });
+    addr
+}
+
 /// A store that stops answering without closing anything (a node cut off from its peers, a
 /// hung gateway): requests fail after `--store-timeout` without progress, the client hears the
 /// store's error (not the hub's silence), nothing half-made stays, and service resumes when the
