@@ -169,7 +169,6 @@ impl Db {
             .await
             .map_err(|e| HubError::Backend(format!("database {}: {e}", self.shown)))?;
         *session = Session { client, made };
-        tracing::info!("the hub's database session is back");
         Ok(())
     }
 

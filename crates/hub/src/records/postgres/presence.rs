@@ -142,21 +142,34 @@ async fn heartbeat(
     clients: impl Fn() -> Option<Vec<ClientEntry>> + Send + 'static,
 ) {
     let mut last = None;
+    // Said once when the database is lost and once when it is back, not every second.
+    let mut lost = false;
     loop {
         tokio::time::sleep(EVERY).await;
         let Some(now) = clients() else {
             return;
         };
         match db.session_made().await {
-            Ok(made) if made != registered => match register(&db, &hub).await {
-                Ok(()) => {
-                    registered = made;
-                    last = None;
+            Ok(made) => {
+                if std::mem::take(&mut lost) || made != registered {
+                    tracing::warn!("the hub's database session is back");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot register the hub again"),
-            },
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "the hub's database session is still lost"),
+                if made != registered {
+                    match register(&db, &hub).await {
+                        Ok(()) => {
+                            registered = made;
+                            last = None;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot register the hub again"),
+                    }
+                }
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut lost, true) {
+                    tracing::warn!(error = %e, "the hub's database session is lost; trying again every second");
+                }
+                continue;
+            }
         }
         if last.as_ref() == Some(&now) {
             continue;
