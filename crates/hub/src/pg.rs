@@ -152,6 +152,16 @@ impl Db {
         Ok(tokio::sync::MutexGuard::map(session, |s| &mut s.client))
     }
 
+    /// The hub's own connection if it has not ended, without making it again (what was tied to
+    /// an ended one, a lock, went with it).
+    pub async fn session_if_alive(
+        &self,
+    ) -> Option<tokio::sync::MappedMutexGuard<'_, tokio_postgres::Client>> {
+        let session = self.session.lock().await;
+        (!session.client.is_closed())
+            .then(|| tokio::sync::MutexGuard::map(session, |s| &mut s.client))
+    }
+
     /// How many times the hub's own connection has been made, making it again if it ended:
     /// a change means what was tied to the old one (its locks, the hub's presence) is gone.
     pub async fn session_made(&self) -> Result<u64, HubError> {

@@ -204,8 +204,8 @@ impl ObjectBody {
     }
 
     /// The bytes `start..end` through the S3 client, a GET at a time: a read that fails part
-    /// way (the client's time limit reached while a slow reader takes the bytes, a dropped
-    /// connection) goes on with a new GET of the rest, up to [`REOPENS`] times in a row
+    /// way (the store silent for `--store-timeout`, a connection it closed while a slow reader
+    /// took the bytes) goes on with a new GET of the rest, up to [`REOPENS`] times in a row
     /// without a byte between. The S3 client retries a broken body itself only within its
     /// first seconds. The object never changes (its key is its hash).
     async fn get(&self, start: u64, end: u64) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {

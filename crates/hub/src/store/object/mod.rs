@@ -754,8 +754,9 @@ impl Drop for NameClaim {
     fn drop(&mut self) {
         let (lock, held, db) = (self.lock, Arc::clone(&self.held), self.db.clone());
         let release = async move {
-            // A session made again since no longer holds the lock: nothing to release.
-            if let Ok(session) = db.session().await {
+            // If the session ended, the lock went with it: nothing to release, and no reason
+            // to connect again (during an outage each would wait out the connect timeout).
+            if let Some(session) = db.session_if_alive().await {
                 let _ = session
                     .query_one("SELECT pg_advisory_unlock($1)", &[&lock])
                     .await;
