@@ -681,9 +681,10 @@ pub struct Serve {
     #[arg(long, default_value = "512M", value_name = "SIZE", value_parser = parse_size, requires = "store")]
     pub store_part_memory: u64,
     /// How long a request to the object store may go without a byte moving either way (a
-    /// store that stopped answering). A slow link is fine while bytes move. A download still
-    /// being read goes on with a new request from where it stopped; anything else is tried
-    /// again, then fails with an error saying so.
+    /// store that stopped answering). A slow link is fine while bytes move. A request that
+    /// fails (the store restarting, or silent) is tried again while it began less than twice
+    /// this long ago, then fails with an error saying so; a download still being read goes on
+    /// with a new request from where it stopped.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, requires = "store")]
     pub store_timeout: std::time::Duration,
     /// This hub's name among the hubs sharing one database, as `who` and `status` show it

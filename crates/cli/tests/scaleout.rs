@@ -741,6 +741,8 @@ struct Cut {
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     gate: std::sync::Arc<Gate>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    /// How many connections were closed at once because the proxy was down.
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The first line each connection sent to the store (its first request).
     first_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -757,14 +759,17 @@ impl Cut {
             up: std::sync::Arc::new(true.into()),
             gate: Default::default(),
             open: Default::default(),
+            refused: Default::default(),
             first_lines: Default::default(),
         };
         let (up, open, lines) = (cut.up.clone(), cut.open.clone(), cut.first_lines.clone());
+        let refused = cut.refused.clone();
         let gate = cut.gate.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
                 if !up.load(Ordering::SeqCst) {
+                    refused.fetch_add(1, Ordering::SeqCst);
                     continue; // dropped: closed at once
                 }
                 let Ok(server) = TcpStream::connect(&to) else {
@@ -805,6 +810,17 @@ impl Cut {
 
     fn up(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits until `n` connections have been closed at once since the proxy went down.
+    fn wait_refused(&self, n: usize) {
+        for _ in 0..3000 {
+            if self.refused.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("fewer than {n} connections came while the store was down");
     }
 
     /// Holds every byte from now on, both ways, closing nothing.
@@ -915,7 +931,8 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
     let Some(g) = Group::new() else { return };
     let cut = Cut::new(&g.e.s3);
     let s = Scratch::new();
-    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &[]);
+    // A request is tried again for as long as this limit: kept short, so each error comes soon.
+    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &["--store-timeout", "2s"]);
     let c = &s.client;
     random_file(&c.join("one.bin"), 3 * MIB, "outage-one");
     random_file(&c.join("two.bin"), 3 * MIB, "outage-two");
@@ -1142,6 +1159,48 @@ fn a_silent_store_fails_requests_after_the_time_limit_and_service_resumes() {
     }
 }
 
+/// A store that restarts (its address closing every connection for a while) within
+/// `--store-timeout`: a put and a get made meanwhile wait for it and come whole, with no error.
+#[test]
+fn a_put_and_a_get_made_while_the_store_restarts_come_whole_once_it_is_back() {
+    let Some(g) = Group::new() else { return };
+    let cut = Cut::new(&g.e.s3);
+    let s = Scratch::new();
+    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &["--store-timeout", "60s"]);
+    let c = &s.client;
+    random_file(&c.join("one.bin"), 3 * MIB, "restart-one");
+    random_file(&c.join("two.bin"), 12 * MIB, "restart-two");
+    ok(&hub.troca(c, &["put", "one.bin"]));
+
+    cut.down();
+    let spawn = |args: &[&str]| {
+        Command::new(TROCA)
+            .current_dir(c)
+            .envs(hub.client_env())
+            .env("XDG_DATA_HOME", hub.client_data())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let get = spawn(&["get", "one.bin", "-o", "got/"]);
+    let put = spawn(&["put", "two.bin"]);
+    // Both have found the store gone and kept trying: more tries than a request made once
+    // had in all (4), so the outage lasts longer than that.
+    cut.wait_refused(12);
+    cut.up();
+    ok(&get.wait_with_output().unwrap());
+    ok(&put.wait_with_output().unwrap());
+    ok(&hub.troca(c, &["get", "two.bin", "-o", "got/"]));
+    for name in ["one.bin", "two.bin"] {
+        assert_eq!(
+            hash_file(&c.join("got").join(name)),
+            hash_file(&c.join(name))
+        );
+    }
+}
+
 /// A store behind a slow link: each part of an upload takes longer than `--store-timeout` to
 /// send, and the upload still comes whole, since the limit is on time without progress.
 #[test]
@@ -1177,7 +1236,13 @@ fn a_plaintext_download_from_the_store_comes_whole_through_the_hubs_own_get() {
     let Some(g) = Group::new() else { return };
     let cut = Cut::new(&g.e.s3);
     let s = Scratch::new();
-    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &["--plaintext"]);
+    // (A short limit: the outage below is tried again for twice as long before it is said.)
+    let hub = g.hub_via(
+        &s.share,
+        "hub-a",
+        &cut.addr,
+        &["--plaintext", "--store-timeout", "2s"],
+    );
     let c = &s.client;
     let src = c.join("src.bin");
     random_file(&src, 17 * MIB + 5, "spliced-get");

@@ -34,7 +34,7 @@ use crate::pg::{block, db_err, Db};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore as _, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore as _, RetryConfig};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -90,6 +90,32 @@ impl S3Address {
 }
 
 /// The keys to the store: from the credentials file, else the environment.
+/// How a request that fails is tried again once the hub runs: while it began less than twice
+/// `limit` (`--store-timeout`) ago, after pauses growing from 0.1 s to at most 5 s. So a store
+/// that restarts or a link that flaps within that time is ridden through (and one back is used
+/// within 5 s), a request cut off by one silence of `limit` is tried once more, and none takes
+/// much over twice `limit` in all (65 s by default, within the client's 120 s).
+fn retry_within(limit: Duration) -> RetryConfig {
+    RetryConfig {
+        max_retries: 100,
+        retry_timeout: limit.saturating_mul(2),
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+    }
+}
+
+/// The check at start: one more try, quickly.
+fn retry_once() -> RetryConfig {
+    RetryConfig {
+        max_retries: 1,
+        retry_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
 fn credentials(address: &S3Address) -> Result<(String, String), HubError> {
     let missing = || {
         HubError::BadRequest(
@@ -163,34 +189,34 @@ impl ObjectStore {
             .unwrap_or(usize::MAX)
             .clamp(8, Semaphore::MAX_PERMITS);
         let (key, secret) = credentials(address)?;
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&address.bucket)
-            .with_region(&address.region)
-            .with_access_key_id(key)
-            .with_secret_access_key(secret)
-            .with_retry(RetryConfig {
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(20),
-                ..Default::default()
-            })
-            .with_client_options(ClientOptions::new().with_allow_http(true))
-            .with_http_connector(http::Connector {
-                connect: Duration::from_secs(5),
-                idle: timeout,
-            });
-        if let Some(endpoint) = &address.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
-        }
         let shown = address.shown();
-        let s3 = builder
-            .build()
-            .map_err(|e| HubError::Backend(format!("{shown}: {e}")))?;
-        let s3 = Arc::new(s3);
+        let build = |retry: RetryConfig| {
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(&address.bucket)
+                .with_region(&address.region)
+                .with_access_key_id(&key)
+                .with_secret_access_key(&secret)
+                .with_retry(retry)
+                .with_client_options(ClientOptions::new().with_allow_http(true))
+                .with_http_connector(http::Connector {
+                    connect: Duration::from_secs(5),
+                    idle: timeout,
+                });
+            if let Some(endpoint) = &address.endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
+            }
+            builder
+                .build()
+                .map_err(|e| HubError::Backend(format!("{shown}: {e}")))
+        };
+        // At start a store that cannot be reached is said at once (a wrong address is the
+        // likely cause); once running, a request is tried again while the store restarts.
         let probe = ObjectPath::from("objects");
-        block(s3.list_with_delimiter(Some(&probe)))
+        block(build(retry_once())?.list_with_delimiter(Some(&probe)))
             .map_err(|e| HubError::Backend(format!("cannot reach {shown}: {e}")))?;
+        let s3 = Arc::new(build(retry_within(timeout))?);
         let remembered = Remembered::new(db.notices());
         let store = Self {
             remembered,
