@@ -749,6 +749,16 @@ struct Cut {
 
 impl Cut {
     fn new(to: &str) -> Cut {
+        Cut::with(to, true)
+    }
+
+    /// A proxy that records nothing of what passes (for a protocol other than HTTP, whose
+    /// first message is no line).
+    fn raw(to: &str) -> Cut {
+        Cut::with(to, false)
+    }
+
+    fn with(to: &str, record_lines: bool) -> Cut {
         use std::net::{TcpListener, TcpStream};
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -782,7 +792,7 @@ impl Cut {
                     (
                         client.try_clone().unwrap(),
                         server.try_clone().unwrap(),
-                        Some(lines.clone()),
+                        record_lines.then(|| lines.clone()),
                         true,
                     ),
                     (server, client, None, false),
@@ -972,6 +982,55 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
     assert_eq!(
         hash_file(&c.join("got/two.bin")),
         hash_file(&c.join("two.bin"))
+    );
+}
+
+/// A database that cannot be connected to for a while (restarting, failing over; here its
+/// address closes every connection): a put and a listing made meanwhile wait for it and
+/// succeed once it is back, rather than failing at once.
+#[test]
+fn requests_made_while_the_database_restarts_wait_for_it() {
+    let Some(g) = Group::new() else { return };
+    let cut = Cut::raw(g.e.pg.trim_start_matches("postgres://troca@"));
+    let s = Scratch::new();
+    let mut args = g.store_args();
+    assert_eq!(args[4], "--db");
+    args[5] = format!(
+        "postgres://troca@{}/{}?sslmode=require",
+        cut.addr.trim_start_matches("http://"),
+        g.name
+    );
+    args.extend(["--hub-name".into(), "hub-a".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let hub = Hub::start(&s.share, &args);
+    let c = &s.client;
+    std::fs::write(c.join("before.txt"), "before").unwrap();
+    ok(&hub.troca(c, &["put", "before.txt"]));
+    random_file(&c.join("during.bin"), 3 * MIB, "db-restart");
+
+    cut.down();
+    let spawn = |args: &[&str]| {
+        Command::new(TROCA)
+            .current_dir(c)
+            .envs(hub.client_env())
+            .env("XDG_DATA_HOME", hub.client_data())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let put = spawn(&["put", "during.bin"]);
+    let ls = spawn(&["ls"]);
+    cut.wait_refused(12);
+    cut.up();
+    ok(&put.wait_with_output().unwrap());
+    let names = ok(&ls.wait_with_output().unwrap());
+    assert!(names.contains("before.txt"), "{names}");
+    ok(&hub.troca(c, &["get", "during.bin", "-o", "got/"]));
+    assert_eq!(
+        hash_file(&c.join("got/during.bin")),
+        hash_file(&c.join("during.bin"))
     );
 }
 

@@ -75,6 +75,65 @@ pub enum Notice {
 /// is given up (the hub's own session is then made again when next needed).
 const DB_SILENCE: Duration = Duration::from_secs(30);
 
+/// How long a request waits for a database that cannot be connected to (restarting, failing
+/// over) before it fails: tried again after pauses growing from 0.1 s to 2 s.
+const DB_RESTART_WAIT: Duration = Duration::from_secs(20);
+
+/// Runs `attempt` until it succeeds, fails for good, or [`DB_RESTART_WAIT`] has passed. Only a
+/// connection that could not be made is tried again: a query that failed on a connection is
+/// not, since what it did may have been done.
+async fn patiently<T, F, Fut>(mut attempt: F) -> Result<T, ConnectError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ConnectError>>,
+{
+    let began = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Err(e) if e.passing() && began.elapsed() + pause < DB_RESTART_WAIT => {
+                tracing::debug!("the database cannot be reached ({e}); trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Why a connection to the database could not be made (or taken from the pool).
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl ConnectError {
+    /// Whether it may pass: the server unreachable, starting or stopping, not a wrong password,
+    /// a missing database or a full pool.
+    fn passing(&self) -> bool {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        match self {
+            ConnectError::Pool(PoolError::Backend(e)) | ConnectError::Postgres(e) => passing_pg(e),
+            ConnectError::Pool(PoolError::Timeout(TimeoutType::Create)) => true,
+            ConnectError::Pool(_) => false,
+        }
+    }
+}
+
+fn passing_pg(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        // The server is starting up, shutting down, or was told to end connections.
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("57P") || code.starts_with("08")
+        }
+        None => true,
+    }
+}
+
 /// Connections held at most (each a PostgreSQL backend process).
 const POOL_SIZE: usize = 24;
 
@@ -175,9 +234,12 @@ impl Db {
             return Ok(());
         }
         let made = session.made + 1;
-        let client = connect_session(&self.address.config, &self.address.tls, &self.notices, made)
-            .await
-            .map_err(|e| HubError::Backend(format!("database {}: {e}", self.shown)))?;
+        let address = &self.address;
+        let client = patiently(|| async {
+            Ok(connect_session(&address.config, &address.tls, &self.notices, made).await?)
+        })
+        .await
+        .map_err(|e| HubError::Backend(format!("database {}: {e}", self.shown)))?;
         *session = Session { client, made };
         Ok(())
     }
@@ -189,8 +251,7 @@ impl Db {
 
     /// A connection from the pool.
     pub async fn get(&self) -> Result<deadpool_postgres::Object, HubError> {
-        self.pool
-            .get()
+        patiently(|| async { Ok(self.pool.get().await?) })
             .await
             .map_err(|e| HubError::Backend(format!("database {}: {e}", self.shown)))
     }
