@@ -162,6 +162,19 @@ fn listing(hub: &Hub, cwd: &Path) -> String {
     ok(&hub.troca(cwd, &["ls"]))
 }
 
+/// Starts the client with `args` in `cwd` against `hub`, without waiting for it.
+fn spawn_troca(hub: &Hub, cwd: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(TROCA)
+        .current_dir(cwd)
+        .envs(hub.client_env())
+        .env("XDG_DATA_HOME", hub.client_data())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Waits (polling the records) until `sql` answers `want`.
 fn wait_for(g: &Group, sql: &str, want: &str) {
     for _ in 0..1000 {
@@ -1009,19 +1022,8 @@ fn requests_made_while_the_database_restarts_wait_for_it() {
     random_file(&c.join("during.bin"), 3 * MIB, "db-restart");
 
     cut.down();
-    let spawn = |args: &[&str]| {
-        Command::new(TROCA)
-            .current_dir(c)
-            .envs(hub.client_env())
-            .env("XDG_DATA_HOME", hub.client_data())
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let put = spawn(&["put", "during.bin"]);
-    let ls = spawn(&["ls"]);
+    let put = spawn_troca(&hub, c, &["put", "during.bin"]);
+    let ls = spawn_troca(&hub, c, &["ls"]);
     cut.wait_refused(12);
     cut.up();
     ok(&put.wait_with_output().unwrap());
@@ -1232,19 +1234,8 @@ fn a_put_and_a_get_made_while_the_store_restarts_come_whole_once_it_is_back() {
     ok(&hub.troca(c, &["put", "one.bin"]));
 
     cut.down();
-    let spawn = |args: &[&str]| {
-        Command::new(TROCA)
-            .current_dir(c)
-            .envs(hub.client_env())
-            .env("XDG_DATA_HOME", hub.client_data())
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let get = spawn(&["get", "one.bin", "-o", "got/"]);
-    let put = spawn(&["put", "two.bin"]);
+    let get = spawn_troca(&hub, c, &["get", "one.bin", "-o", "got/"]);
+    let put = spawn_troca(&hub, c, &["put", "two.bin"]);
     // Both have found the store gone and kept trying: more tries than a request made once
     // had in all (4), so the outage lasts longer than that.
     cut.wait_refused(12);
