@@ -683,8 +683,9 @@ pub struct Serve {
     /// How long a request to the object store may go without a byte moving either way (a
     /// store that stopped answering). A slow link is fine while bytes move. A request that
     /// fails (the store restarting, or silent) is tried again while it began less than twice
-    /// this long ago, then fails with an error saying so; a download still being read goes on
-    /// with a new request from where it stopped.
+    /// this long ago, then fails with an error saying so (at most three times this long in
+    /// all: above 40s a client may give up first); a download still being read goes on with a
+    /// new request from where it stopped.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, requires = "store")]
     pub store_timeout: std::time::Duration,
     /// This hub's name among the hubs sharing one database, as `who` and `status` show it

@@ -89,12 +89,12 @@ impl S3Address {
     }
 }
 
-/// The keys to the store: from the credentials file, else the environment.
 /// How a request that fails is tried again once the hub runs: while it began less than twice
 /// `limit` (`--store-timeout`) ago, after pauses growing from 0.1 s to at most 5 s. So a store
 /// that restarts or a link that flaps within that time is ridden through (and one back is used
-/// within 5 s), a request cut off by one silence of `limit` is tried once more, and none takes
-/// much over twice `limit` in all (65 s by default, within the client's 120 s).
+/// within 5 s), and a request cut off by one silence of `limit` is tried once more. A last
+/// try may begin just before twice `limit` and wait `limit` in silence: none takes over three
+/// times `limit` in all (90 s by default, within the client's 120 s).
 fn retry_within(limit: Duration) -> RetryConfig {
     RetryConfig {
         max_retries: 100,
@@ -116,6 +116,7 @@ fn retry_once() -> RetryConfig {
     }
 }
 
+/// The keys to the store: from the credentials file, else the environment.
 fn credentials(address: &S3Address) -> Result<(String, String), HubError> {
     let missing = || {
         HubError::BadRequest(
