@@ -134,12 +134,27 @@ impl Group {
             "--store-credentials-file".into(),
             self.dir.path().join("s3creds").display().to_string(),
             "--db".into(),
-            format!("{}/{}?sslmode=require", self.e.pg, self.name),
+            self.db_url(&self.e.pg),
             "--db-password-file".into(),
             self.dir.path().join("pgpass").display().to_string(),
             "--db-ca-file".into(),
             self.e.pg_ca.clone(),
         ]
+    }
+
+    /// The group's database on the server at `server` (`postgres://USER@HOST:PORT`).
+    fn db_url(&self, server: &str) -> String {
+        format!("{server}/{}?sslmode=require", self.name)
+    }
+
+    /// A hub of the group that reaches the database at `host_port` (a proxy, say).
+    fn hub_with_db_via(&self, state: &Path, name: &str, host_port: &str) -> Hub {
+        let mut args: Vec<String> = self.store_args();
+        let db = args.iter().position(|a| a == "--db").expect("--db given") + 1;
+        args[db] = self.db_url(&format!("postgres://troca@{host_port}"));
+        args.extend(["--hub-name".into(), name.into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Hub::start(state, &args)
     }
 
     /// A hub of the group, its state in `state`.
@@ -843,7 +858,7 @@ impl Cut {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        panic!("fewer than {n} connections came while the store was down");
+        panic!("fewer than {n} connections came while the proxy was down");
     }
 
     /// Holds every byte from now on, both ways, closing nothing.
@@ -1006,16 +1021,7 @@ fn requests_made_while_the_database_restarts_wait_for_it() {
     let Some(g) = Group::new() else { return };
     let cut = Cut::raw(g.e.pg.trim_start_matches("postgres://troca@"));
     let s = Scratch::new();
-    let mut args = g.store_args();
-    assert_eq!(args[4], "--db");
-    args[5] = format!(
-        "postgres://troca@{}/{}?sslmode=require",
-        cut.addr.trim_start_matches("http://"),
-        g.name
-    );
-    args.extend(["--hub-name".into(), "hub-a".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let hub = Hub::start(&s.share, &args);
+    let hub = g.hub_with_db_via(&s.share, "hub-a", cut.addr.trim_start_matches("http://"));
     let c = &s.client;
     std::fs::write(c.join("before.txt"), "before").unwrap();
     ok(&hub.troca(c, &["put", "before.txt"]));
@@ -1236,8 +1242,8 @@ fn a_put_and_a_get_made_while_the_store_restarts_come_whole_once_it_is_back() {
     cut.down();
     let get = spawn_troca(&hub, c, &["get", "one.bin", "-o", "got/"]);
     let put = spawn_troca(&hub, c, &["put", "two.bin"]);
-    // Both have found the store gone and kept trying: more tries than a request made once
-    // had in all (4), so the outage lasts longer than that.
+    // Both have found the store gone and kept trying: more connections than the two could
+    // have made when each request had 4 tries in all, so the outage outlasts those.
     cut.wait_refused(12);
     cut.up();
     ok(&get.wait_with_output().unwrap());
