@@ -69,14 +69,13 @@ pub(crate) async fn serve_connection(
     let stream = match hub.tls() {
         None => Stream::Plain(stream),
         Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.native));
             let accepted = tokio::time::timeout(
                 hub.config().handshake_timeout,
-                acceptor.accept(troca_net::stream::ReadAhead::new(stream)),
+                troca_net::sealed::accept(stream, Arc::clone(&tls.native)),
             )
             .await;
             match accepted {
-                Ok(Ok(tls)) => Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))),
+                Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;

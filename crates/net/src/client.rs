@@ -512,16 +512,10 @@ async fn tls_handshake(
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .or_else(|_| rustls::pki_types::ServerName::try_from("troca-hub"))
         .expect("a valid name");
-    match tokio_rustls::TlsConnector::from(config)
-        .connect(name, crate::stream::ReadAhead::new(tcp))
-        .await
-    {
+    match crate::sealed::connect(tcp, config, name).await {
         Ok(tls) => {
             let seen = *verifier.seen.lock().expect("seen key poisoned");
-            Ok((
-                Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))),
-                seen,
-            ))
+            Ok((Stream::Tls(Box::new(tls)), seen))
         }
         Err(e) => {
             let seen = *verifier.seen.lock().expect("seen key poisoned");

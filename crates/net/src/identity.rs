@@ -86,6 +86,8 @@ impl Identity {
                 IdentityError::Invalid(format!("the TLS key does not fit its certificate: {e}"))
             })?;
         config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        // After the handshake the native protocol seals its own records (`sealed`).
+        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 }

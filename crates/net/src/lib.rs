@@ -17,6 +17,8 @@ pub mod error;
 pub mod identity;
 pub mod iobuf;
 pub mod limits;
+pub mod record;
+pub mod sealed;
 pub mod sendfile;
 pub mod splice;
 pub mod stream;

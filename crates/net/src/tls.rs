@@ -135,6 +135,8 @@ pub(crate) fn client_config(
         .with_custom_certificate_verifier(Arc::clone(&verifier) as Arc<dyn ServerCertVerifier>)
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
+    // After the handshake records are sealed here, not by rustls (`sealed`).
+    config.enable_secret_extraction = true;
     Ok((Arc::new(config), verifier))
 }
 
@@ -146,13 +148,8 @@ pub async fn connect_peer(
 ) -> std::io::Result<crate::stream::Stream> {
     let (config, verifier) = client_config(Some(key), None).map_err(std::io::Error::other)?;
     let name = ServerName::try_from("troca-peer").expect("a valid name");
-    match tokio_rustls::TlsConnector::from(config)
-        .connect(name, crate::stream::ReadAhead::new(tcp))
-        .await
-    {
-        Ok(tls) => Ok(crate::stream::Stream::Tls(Box::new(
-            tokio_rustls::TlsStream::Client(tls),
-        ))),
+    match crate::sealed::connect(tcp, config, name).await {
+        Ok(tls) => Ok(crate::stream::Stream::Tls(Box::new(tls))),
         Err(e) => Err(match *verifier.seen.lock().expect("seen key poisoned") {
             Some(seen) if seen != key => std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,

@@ -317,16 +317,13 @@ async fn secure(tcp: TcpStream, config: &ServerConfig) -> Option<Stream> {
     let Some(tls) = &config.tls else {
         return Some(Stream::Plain(tcp));
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
     match tokio::time::timeout(
         config.handshake_timeout,
-        acceptor.accept(troca_net::stream::ReadAhead::new(tcp)),
+        troca_net::sealed::accept(tcp, Arc::clone(tls)),
     )
     .await
     {
-        Ok(Ok(stream)) => Some(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(
-            stream,
-        )))),
+        Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
         _ => None,
     }
 }
