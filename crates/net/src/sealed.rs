@@ -6,7 +6,7 @@
 //! session tickets.
 //!
 //! Buffers are held only while they hold bytes (idle connections cost no buffer) and come from
-//! a small per-thread pool, as for [`crate::stream::ReadAhead`].
+//! a small per-thread pool, so a busy connection does not allocate per read.
 
 use crate::record::{self, Joiner, Keys, Kind, PostHandshake, RecordError};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// Bytes read from the socket per call, at most (as [`crate::stream::READ_AHEAD`]).
+/// Bytes read from the socket per call, at most. rustls's own reads take 4 KiB each (several
+/// system calls per record); larger reads than this gained nothing and cost memory per
+/// connection (see `docs/PERFORMANCE.md`).
 const READ_AHEAD: usize = 64 * 1024;
 /// A read buffer: what one call may bring, and room for the record it may end inside.
 const READ_BUF: usize = READ_AHEAD + record::MAX_RECORD;

@@ -123,7 +123,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
 /// A web connection's stream.
 enum Io {
     Plain(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<troca_net::stream::ReadAhead>>),
+    Tls(Box<troca_net::sealed::Sealed<tokio::net::TcpStream>>),
 }
 
 /// HTTP/1.1 as the web face serves it. A request's headers must arrive within the request
@@ -272,9 +272,7 @@ async fn serve_connection(
     let io = match tls {
         None => Io::Plain(stream),
         Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            let stream = troca_net::stream::ReadAhead::new(stream);
-            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            match tokio::time::timeout(limit, troca_net::sealed::accept(stream, tls)).await {
                 Ok(Ok(s)) => Io::Tls(Box::new(s)),
                 _ => return,
             }
