@@ -459,6 +459,31 @@ impl Upload<'_> {
         offset: u64,
         len: u64,
     ) -> Result<(), ClientError> {
+        self.send_file_seen(file, offset, len, |_| {}).await
+    }
+
+    /// Sends the next `len` bytes of the file over TLS, read straight into the records that
+    /// carry them and hashed into `hasher` on the way: one read, no copy in between.
+    pub async fn send_file_hashed(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        hasher: &mut blake3::Hasher,
+    ) -> Result<(), ClientError> {
+        self.send_file_seen(file, offset, len, |bytes| {
+            hasher.update(bytes);
+        })
+        .await
+    }
+
+    async fn send_file_seen(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        seen: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
         if len > self.remaining {
             return Err(ClientError::Protocol(
                 "the file grew while it was being sent".into(),
@@ -468,7 +493,7 @@ impl Upload<'_> {
         let forever = std::time::Duration::from_secs(u64::MAX / 4);
         self.client
             .conn
-            .send_file_range(file, offset, len, forever, |_| {})
+            .send_file_range_seen(file, offset, len, forever, |_| {}, seen)
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => {

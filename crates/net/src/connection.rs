@@ -214,57 +214,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
 impl<S: crate::stream::Socket> Connection<S> {
     /// Sends `len` bytes of `file` from `offset` (after anything queued): with `sendfile` on a
-    /// plain socket (no copy through this process), else read into a buffer and written (TLS
-    /// must encrypt them here). `sent` hears of each step; each step is bounded by `stall`.
+    /// plain socket (no copy through this process), else read straight into the TLS records
+    /// that carry them. `sent` hears of each step; each step is bounded by `stall`.
     pub async fn send_file_range(
         &mut self,
         file: &std::fs::File,
         offset: u64,
         len: u64,
         stall: std::time::Duration,
-        mut sent: impl FnMut(u64),
+        sent: impl FnMut(u64),
     ) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
+        self.send_file_range_seen(file, offset, len, stall, sent, |_| {})
+            .await
+    }
+
+    /// [`Connection::send_file_range`], showing `seen` the bytes when they pass through this
+    /// process: over TLS, so the sender can hash what it seals. With `sendfile` they never do,
+    /// and `seen` is not called.
+    pub async fn send_file_range_seen(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        stall: std::time::Duration,
+        mut sent: impl FnMut(u64),
+        mut seen: impl FnMut(&[u8]),
+    ) -> std::io::Result<()> {
         let timed_out =
             || std::io::Error::new(std::io::ErrorKind::TimedOut, "the transfer stalled");
         tokio::time::timeout(stall, self.flush())
             .await
             .map_err(|_| timed_out())??;
-        let short = || {
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file shrank while it was being sent",
-            )
-        };
         let mut pos = offset;
         let end = offset + len;
-        let mut buf = if self.stream.plain().is_some() {
-            None
-        } else {
-            Some(crate::IoBuf::new(crate::CHUNK))
-        };
         while pos < end {
-            let n = match (self.stream.plain(), buf.as_mut()) {
-                (Some(tcp), _) => tokio::time::timeout(
-                    stall,
-                    crate::sendfile::send_some(tcp, file, pos, end - pos),
-                )
-                .await
-                .map_err(|_| timed_out())??,
-                (None, Some(buf)) => {
-                    let want = buf
-                        .len()
-                        .min(usize::try_from(end - pos).unwrap_or(usize::MAX));
-                    let n = file.read_at(&mut buf[..want], pos)?;
-                    tokio::time::timeout(stall, self.stream.write_all(&buf[..n]))
-                        .await
-                        .map_err(|_| timed_out())??;
-                    n
-                }
-                (None, None) => unreachable!("a buffer is made for TLS"),
+            let step = if let Some(tcp) = self.stream.plain() {
+                tokio::time::timeout(stall, crate::sendfile::send_some(tcp, file, pos, end - pos))
+                    .await
+            } else {
+                let sealed = self
+                    .stream
+                    .sealed()
+                    .ok_or_else(|| std::io::Error::other("a stream is either plain or TLS"))?;
+                tokio::time::timeout(stall, sealed.send_file_at(file, pos, end - pos, &mut seen))
+                    .await
             };
+            let n = step.map_err(|_| timed_out())??;
             if n == 0 {
-                return Err(short());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was being sent",
+                ));
             }
             pos += n as u64;
             sent(n as u64);

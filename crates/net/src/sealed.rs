@@ -568,6 +568,93 @@ impl<S: AsyncWrite + Unpin> Sealed<S> {
     }
 }
 
+/// Records filled from a file per call of [`Sealed::send_file_at`].
+const FILE_RECORDS: usize = 4;
+
+impl<S: AsyncWrite + Unpin> Sealed<S> {
+    /// Sends up to 1 MiB of `file` from `offset` (at most `len` bytes), read straight into
+    /// the records that carry them: no copy between the read and the sealing. `seen` is shown
+    /// each record's bytes before they are sealed (to hash them). Returns the bytes taken from
+    /// the file (0 at its end); the last of them are sent by the next write or flush, if not
+    /// at once.
+    pub async fn send_file_at(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        mut seen: impl FnMut(&[u8]),
+    ) -> io::Result<usize> {
+        let want = len.min(crate::CHUNK as u64);
+        let mut done = 0;
+        while done < want {
+            let n = self
+                .seal_from_file(file, offset + done, want - done, &mut seen)
+                .await?;
+            if n == 0 {
+                break;
+            }
+            done += n as u64;
+        }
+        Ok(usize::try_from(done).expect("at most a chunk"))
+    }
+
+    /// Up to four records' worth of [`Sealed::send_file_at`].
+    async fn seal_from_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        mut seen: impl FnMut(&[u8]),
+    ) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await?;
+        self.update_key_if_due()?;
+        let base = self.sealed;
+        let buf = self
+            .wbuf
+            .get_or_insert_with(|| take(&WRITE_POOL, WRITE_BUF));
+        let want = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(FILE_RECORDS * record::MAX_PLAINTEXT);
+        let n = read_into_records(file, offset, &mut buf[base..], want)?;
+        let mut at = base;
+        for content in (0..n).step_by(record::MAX_PLAINTEXT) {
+            let take = (n - content).min(record::MAX_PLAINTEXT);
+            seen(&buf[at + record::HEADER..at + record::HEADER + take]);
+            at += self.tx.seal(Kind::ApplicationData, &mut buf[at..], take);
+        }
+        self.sealed = at;
+        // Sent now if the socket takes it.
+        if let Poll::Ready(Err(e)) =
+            std::future::poll_fn(|cx| Poll::Ready(self.poll_drain(cx))).await
+        {
+            return Err(e);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads up to `want` bytes of `file` at `offset` with one `preadv`, into the content slots
+/// of consecutive full records laid out from the start of `buf`.
+fn read_into_records(
+    file: &std::fs::File,
+    offset: u64,
+    buf: &mut [u8],
+    want: usize,
+) -> io::Result<usize> {
+    let stride = record::MAX_PLAINTEXT + record::OVERHEAD;
+    let mut slots = Vec::with_capacity(FILE_RECORDS);
+    let (mut rest, mut left) = (buf, want);
+    while left > 0 {
+        let (slot, tail) = rest.split_at_mut(stride.min(rest.len()));
+        let take = left.min(record::MAX_PLAINTEXT);
+        slots.push(io::IoSliceMut::new(
+            &mut slot[record::HEADER..record::HEADER + take],
+        ));
+        (rest, left) = (tail, left - take);
+    }
+    Ok(rustix::io::preadv(file, &mut slots, offset)?)
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Sealed<S> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -813,6 +900,52 @@ mod tests {
         sender.await.unwrap();
         assert!(read.is_ok(), "the end of the response never arrived");
         assert!(got == body);
+    }
+
+    /// A file's range goes out read straight into records: a standard TLS client gets exactly
+    /// those bytes, `seen` is shown them in order, and a file shorter than promised is an error.
+    #[tokio::test]
+    async fn a_file_range_sealed_where_it_is_read_arrives_whole() {
+        let c = configs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (near, far) = tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
+        let (server, client) = tokio::join!(
+            accept(near.unwrap().0, Arc::clone(&c.server)),
+            tokio_rustls::TlsConnector::from(Arc::clone(&c.client)).connect(name(), far.unwrap()),
+        );
+        let server = crate::Stream::Tls(Box::new(server.unwrap()));
+        let mut client = client.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(3 * 1024 * 1024 + 12_345, 11);
+        std::fs::write(dir.path().join("f"), &data).unwrap();
+        let file = std::fs::File::open(dir.path().join("f")).unwrap();
+        let (offset, len) = (777u64, 2 * 1024 * 1024 + 5_000u64);
+        let range = &data[offset as usize..(offset + len) as usize];
+        let mut conn = crate::Connection::new(server);
+        let mut seen = Vec::new();
+        let mut got = vec![0u8; range.len()];
+        let stall = std::time::Duration::from_secs(30);
+        let (sent, read) = tokio::join!(
+            conn.send_file_range_seen(
+                &file,
+                offset,
+                len,
+                stall,
+                |_| {},
+                |b| seen.extend_from_slice(b)
+            ),
+            client.read_exact(&mut got),
+        );
+        sent.unwrap();
+        read.unwrap();
+        assert!(got == range, "the bytes sent are the file's");
+        assert!(seen == range, "seen was shown exactly the bytes sent");
+        let short = conn
+            .send_file_range(&file, data.len() as u64 - 10, 100, stall, |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof, "{short}");
     }
 
     /// A byte changed on the way is an error, never data.

@@ -23,6 +23,10 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin {
     fn tcp(&self) -> &TcpStream;
     /// The TCP socket, if nothing (no TLS) stands between it and the protocol.
     fn plain(&self) -> Option<&TcpStream>;
+    /// The TLS stream, which can seal a file's bytes where they are read.
+    fn sealed(&mut self) -> Option<&mut crate::sealed::Sealed<TcpStream>> {
+        None
+    }
 }
 
 impl Socket for TcpStream {
@@ -45,6 +49,12 @@ impl Socket for Stream {
         match self {
             Stream::Plain(s) => Some(s),
             Stream::Tls(_) => None,
+        }
+    }
+    fn sealed(&mut self) -> Option<&mut crate::sealed::Sealed<TcpStream>> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(t),
         }
     }
 }

@@ -291,19 +291,23 @@ pub async fn upload_path(
         let want = buf
             .len()
             .min(usize::try_from(upload.remaining()).unwrap_or(usize::MAX));
-        let n = file.read(&mut buf[..want]).map_err(local)?;
-        if n == 0 {
-            // Let the hub see the short upload and discard it rather than hang.
-            break;
-        }
-        hasher.update(&buf[..n]);
-        if upload.is_plain() {
+        let n = if upload.is_plain() {
+            let n = file.read(&mut buf[..want]).map_err(local)?;
+            if n == 0 {
+                // Let the hub see the short upload and discard it rather than hang.
+                break;
+            }
+            hasher.update(&buf[..n]);
             // The bytes just read go out from the page cache, not from `buf`: one copy fewer.
             upload.send_file(&file, pos, n as u64).await?;
+            n
         } else {
-            // TLS encrypts them here anyway: from the buffer that holds them.
-            upload.write(&buf[..n]).await?;
-        }
+            // Read into the TLS records that carry them, hashed there: no copy in between.
+            upload
+                .send_file_hashed(&file, pos, want as u64, &mut hasher)
+                .await?;
+            want
+        };
         pos += n as u64;
         progress.advance(n as u64);
     }
