@@ -192,31 +192,26 @@ trait Handshaking {
     fn done(&self) -> bool;
 }
 
-impl Handshaking for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn done(&self) -> bool {
-        !self.is_handshaking()
-    }
+/// The two sides' unbuffered connections offer the same methods on different types.
+macro_rules! handshaking {
+    ($conn:ty, $data:ty) => {
+        impl Handshaking for $conn {
+            type Data = $data;
+            fn process<'c, 'i>(
+                &'c mut self,
+                incoming: &'i mut [u8],
+            ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+                self.process_tls_records(incoming)
+            }
+            fn done(&self) -> bool {
+                !self.is_handshaking()
+            }
+        }
+    };
 }
 
-impl Handshaking for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn done(&self) -> bool {
-        !self.is_handshaking()
-    }
-}
+handshaking!(UnbufferedClientConnection, ClientConnectionData);
+handshaking!(UnbufferedServerConnection, ServerConnectionData);
 
 /// Where a handshake left its bytes.
 struct Handshaken {
