@@ -311,32 +311,19 @@ where
 }
 
 /// After a failed handshake, sends the alert rustls made for it, if it can. `incoming` is
-/// what the failed step left (rustls may still refer to it).
+/// what the failed step left (rustls may still refer to it). rustls is asked once only: the
+/// alert, if any, comes first; asking again would make it read the same bad bytes again (and
+/// assert that it never sends two fatal alerts).
 async fn send_alert<C, S>(conn: &mut C, io: &mut S, incoming: &mut [u8], outgoing: &mut Vec<u8>)
 where
     C: Handshaking,
     S: AsyncWrite + Unpin,
 {
-    let mut encoded = 0;
-    for _ in 0..4 {
-        match conn.process(incoming).state {
-            Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                outgoing.resize(encoded + 512, 0);
-                match data.encode(&mut outgoing[encoded..]) {
-                    Ok(n) => encoded += n,
-                    Err(_) => return,
-                }
-            }
-            Ok(ConnectionState::TransmitTlsData(data)) => {
-                let _ = io.write_all(&outgoing[..encoded]).await;
-                data.done();
-                return;
-            }
-            _ => break,
+    if let Ok(ConnectionState::EncodeTlsData(mut data)) = conn.process(incoming).state {
+        outgoing.resize(512, 0);
+        if let Ok(n) = data.encode(outgoing) {
+            let _ = io.write_all(&outgoing[..n]).await;
         }
-    }
-    if encoded > 0 {
-        let _ = io.write_all(&outgoing[..encoded]).await;
     }
 }
 
@@ -941,6 +928,31 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof, "{short}");
+    }
+
+    /// A server that answers without TLS (a `--plaintext` hub) is a clear error, and the
+    /// client ends with a fatal alert: no panic, however the bytes arrive.
+    #[tokio::test]
+    async fn a_server_answering_without_tls_is_an_error_and_an_alert() {
+        let c = configs();
+        let (mut near, far) = pipe();
+        near.write_all(b"\x00\x00\x00\x10not a TLS record at all")
+            .await
+            .unwrap();
+        let err = connect(far, Arc::clone(&c.client), name())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("InvalidContentType"), "{err}");
+        let mut sent = Vec::new();
+        near.read_to_end(&mut sent).await.unwrap();
+        let mut kinds = Vec::new();
+        let mut at = 0;
+        while at + 5 <= sent.len() {
+            kinds.push(sent[at]);
+            at += 5 + usize::from(u16::from_be_bytes([sent[at + 3], sent[at + 4]]));
+        }
+        assert_eq!(kinds, [22, 21], "a ClientHello, then an alert");
     }
 
     /// A byte changed on the way is an error, never data.
