@@ -272,8 +272,9 @@ where
                     early.extend_from_slice(record.payload);
                 }
             }
-            ConnectionState::WriteTraffic(_) => need_more = true,
-            ConnectionState::BlockedHandshake => need_more = true,
+            ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake => {
+                need_more = true;
+            }
             ConnectionState::PeerClosed | ConnectionState::Closed => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

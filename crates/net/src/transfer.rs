@@ -285,13 +285,14 @@ pub async fn upload_path(
         (file, hasher) = (held, prefix);
     }
     progress.start(size, offset);
-    let mut buf = transfer_buffer(size - offset, CHUNK);
+    let plain = upload.is_plain();
+    // Over TLS the file is read straight into the records: no buffer of ours to fill.
+    let mut buf = transfer_buffer(if plain { size - offset } else { 0 }, CHUNK);
     let mut pos = offset;
     while upload.remaining() > 0 {
-        let want = buf
-            .len()
-            .min(usize::try_from(upload.remaining()).unwrap_or(usize::MAX));
-        let n = if upload.is_plain() {
+        let want = usize::try_from(upload.remaining()).unwrap_or(usize::MAX);
+        let n = if plain {
+            let want = want.min(buf.len());
             let n = file.read(&mut buf[..want]).map_err(local)?;
             if n == 0 {
                 // Let the hub see the short upload and discard it rather than hang.
@@ -303,6 +304,7 @@ pub async fn upload_path(
             n
         } else {
             // Read into the TLS records that carry them, hashed there: no copy in between.
+            let want = want.min(CHUNK);
             upload
                 .send_file_hashed(&file, pos, want as u64, &mut hasher)
                 .await?;
