@@ -196,11 +196,13 @@ pub enum Command {
     #[command(after_help = "Examples:\n  troca put report.pdf holiday.mp4\n  \
         troca put photos/ --to trips          (trips/photos/...)\n  \
         troca put draft.txt --as notes/today.txt --force\n  \
-        pg_dump db | troca put - --as db.sql")]
+        pg_dump db | troca put - --as db.sql\n  \
+        troca put <(pg_dump db) --as db.sql")]
     Put {
         #[command(flatten)]
         hub: HubArgs,
-        /// Files or folders to upload.
+        /// Files or folders to upload (`-` for standard input; a pipe is read once). In a
+        /// folder, symbolic links and special files are left out, each named on stderr.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// The name to store a single file under (default: its file name).

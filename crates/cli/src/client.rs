@@ -430,15 +430,71 @@ pub(crate) struct Naming {
     pub to: Option<String>,
 }
 
-/// What to upload: each file with the name it gets. A folder gives every regular file below it
-/// (links and other kinds skipped), named by its path from the folder's parent, so `put photos`
-/// stores `photos/2024/a.jpg`; a file is named `--as`, or its file name; both under `--to`.
-pub(crate) fn upload_plan(files: &[PathBuf], naming: &Naming) -> Result<Vec<(PathBuf, String)>> {
+/// What to upload: each file with the name it gets, and what was left out.
+#[derive(Debug, Default)]
+pub(crate) struct UploadPlan {
+    pub files: Vec<(PathBuf, String)>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A local entry under a folder that is not uploaded, and why.
+#[derive(Debug)]
+pub(crate) struct Skipped {
+    pub path: PathBuf,
+    pub why: SkipReason,
+}
+
+#[derive(Debug)]
+pub(crate) enum SkipReason {
+    /// A symbolic link: not followed (it may point outside the folder, or loop).
+    Link,
+    /// A FIFO, socket or device: reading one could block for ever.
+    Special,
+    /// A name the hub could not store as written (names are UTF-8).
+    NotUtf8,
+    /// A folder or file that could not be read.
+    Unreadable(String),
+}
+
+impl SkipReason {
+    /// Whether leaving the entry out means the upload failed (what the user meant to send was
+    /// not sent), rather than a choice troca makes for every folder.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, SkipReason::NotUtf8 | SkipReason::Unreadable(_))
+    }
+
+    /// A word for scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SkipReason::Link => "link",
+            SkipReason::Special => "special",
+            SkipReason::NotUtf8 => "not_utf8",
+            SkipReason::Unreadable(_) => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Link => f.write_str("a symbolic link (links are not followed)"),
+            SkipReason::Special => f.write_str("not a regular file (a FIFO, socket or device)"),
+            SkipReason::NotUtf8 => f.write_str("its name is not valid UTF-8"),
+            SkipReason::Unreadable(e) => write!(f, "cannot read it: {e}"),
+        }
+    }
+}
+
+/// Plans the upload of `files`. A folder gives every regular file below it, named by its path
+/// from the folder's parent, so `put photos` stores `photos/2024/a.jpg`; links, special files,
+/// names that are not UTF-8 and what cannot be read are left out and listed. A file is named
+/// `--as`, or its file name; both under `--to`.
+pub(crate) fn upload_plan(files: &[PathBuf], naming: &Naming) -> Result<UploadPlan> {
     let prefix = match naming.to.as_deref().map(|t| t.trim_matches('/')) {
         Some(t) if !t.is_empty() => format!("{t}/"),
         _ => String::new(),
     };
-    let mut plan = Vec::new();
+    let mut plan = UploadPlan::default();
     for path in files {
         if !path.is_dir() {
             let name = match (&naming.as_name, path.file_name().and_then(|n| n.to_str())) {
@@ -446,39 +502,74 @@ pub(crate) fn upload_plan(files: &[PathBuf], naming: &Naming) -> Result<Vec<(Pat
                 (None, Some(n)) => format!("{prefix}{n}"),
                 (None, None) => anyhow::bail!("{}: not a file name", path.display()),
             };
-            plan.push((path.clone(), name));
+            plan.files.push((path.clone(), name));
             continue;
         }
         let top = std::fs::canonicalize(path)
-            .ok()
-            .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
-            .unwrap_or_default();
-        let walker = walkdir::WalkDir::new(path)
-            .follow_links(false)
-            .sort_by_file_name();
-        for entry in walker {
-            let entry = entry.with_context(|| format!("cannot read {}", path.display()))?;
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(path)
-                .expect("below the folder walked");
-            let rel: Vec<&str> = rel
-                .components()
-                .filter_map(|c| c.as_os_str().to_str())
-                .collect();
-            let mut name = prefix.clone();
-            if !top.is_empty() {
-                name.push_str(&top);
-                name.push('/');
-            }
-            name.push_str(&rel.join("/"));
-            plan.push((entry.path().to_path_buf(), name));
-        }
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let Some(top) = top.file_name().map(|n| n.to_str()) else {
+            // `/` itself: its files go under `--to` as they are.
+            plan_folder(path, &prefix, &mut plan);
+            continue;
+        };
+        let Some(top) = top else {
+            let why = SkipReason::NotUtf8;
+            plan.skipped.push(Skipped {
+                path: path.clone(),
+                why,
+            });
+            continue;
+        };
+        plan_folder(path, &format!("{prefix}{top}/"), &mut plan);
     }
     Ok(plan)
+}
+
+/// Adds the regular files below `folder` to `plan`, named `prefix` + their path from it.
+fn plan_folder(folder: &Path, prefix: &str, plan: &mut UploadPlan) {
+    let walker = walkdir::WalkDir::new(folder)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                let path = e.path().unwrap_or(folder).to_path_buf();
+                let why = SkipReason::Unreadable(
+                    e.io_error()
+                        .map_or_else(|| e.to_string(), |io| io.to_string()),
+                );
+                plan.skipped.push(Skipped { path, why });
+                continue;
+            }
+        };
+        let kind = entry.file_type();
+        let why = if kind.is_dir() {
+            continue;
+        } else if kind.is_symlink() {
+            SkipReason::Link
+        } else if !kind.is_file() {
+            SkipReason::Special
+        } else {
+            let rel = entry
+                .path()
+                .strip_prefix(folder)
+                .expect("below the folder walked");
+            let rel: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+            match rel {
+                Some(rel) => {
+                    let name = format!("{prefix}{}", rel.join("/"));
+                    plan.files.push((entry.path().to_path_buf(), name));
+                    continue;
+                }
+                None => SkipReason::NotUtf8,
+            }
+        };
+        plan.skipped.push(Skipped {
+            path: entry.path().to_path_buf(),
+            why,
+        });
+    }
 }
 
 pub(crate) async fn put(
@@ -491,12 +582,35 @@ pub(crate) async fn put(
     if files.iter().any(|f| f == Path::new("-")) {
         return put_stdin(global, client, files, naming, force).await;
     }
-    let plan = upload_plan(files, naming)?;
-    if plan.is_empty() {
-        eprintln!("troca: nothing to upload (the folders hold no files)");
+    let UploadPlan {
+        files: mut plan,
+        skipped,
+    } = upload_plan(files, naming)?;
+    // A pipe named on the command line (`put <(pg_dump db) --as db.sql`, a FIFO) is read
+    // once into a temporary file, like standard input.
+    let mut spooled = Vec::new();
+    for (file, name) in &mut plan {
+        if std::fs::metadata(&*file).is_ok_and(|m| !m.is_file()) {
+            let copy = spool(Some(file.clone()), name)
+                .await
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            *file = copy.0.clone();
+            spooled.push(copy);
+        }
     }
     let mut report = Report::new(global);
     let quiet = global.json || global.quiet;
+    for s in &skipped {
+        let what = format_args!("skipped {}: {}", s.path.display(), s.why);
+        match s.why.is_failure() {
+            true => report.fail(what),
+            false if !global.quiet => eprintln!("troca: {what}"),
+            false => {}
+        }
+    }
+    if plan.is_empty() && skipped.is_empty() {
+        eprintln!("troca: nothing to upload (the folders hold no files)");
+    }
     // Small files go back to back in batches; the rest one by one, resumable.
     let (small, large): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(file, name)| {
         std::fs::metadata(file).is_ok_and(|m| m.is_file() && PutSmall::fits(name, m.len()))
@@ -644,35 +758,52 @@ async fn put_stdin(
     let Some(name) = naming.as_name.as_deref().filter(|_| files.len() == 1) else {
         anyhow::bail!("put - reads standard input: give it alone, with --as NAME");
     };
-    let tmp = std::env::temp_dir().join(format!(
-        "troca-stdin-{}-{}",
-        std::process::id(),
-        super::output::hex(blake3::hash(name.as_bytes()).as_bytes())
-    ));
-    let copied = tokio::task::spawn_blocking({
-        let tmp = tmp.clone();
-        move || -> std::io::Result<u64> {
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            std::io::copy(&mut std::io::stdin().lock(), &mut out)
-        }
-    })
-    .await?;
-    if let Err(e) = copied {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).context("cannot read standard input");
-    }
+    let copy = spool(None, name)
+        .await
+        .context("cannot read standard input")?;
     let quiet = global.json || global.quiet;
-    let result = put_one(client, &tmp, Some(name), force, quiet).await;
-    let _ = std::fs::remove_file(&tmp);
+    let result = put_one(client, &copy.0, Some(name), force, quiet).await;
     let mut report = Report::new(global);
     match result {
         Ok(row) => report.rows.push(row),
         Err(e) => report.refused(format_args!("cannot upload standard input"), &e),
     }
     report.finish(global)
+}
+
+/// What a pipe or standard input gave, in a temporary file deleted when this is dropped.
+struct Spooled(PathBuf);
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Copies `source` (standard input if `None`) into a new temporary file. A pipe has no size
+/// and cannot be read twice; an upload needs both (the size first, then the bytes, to hash
+/// and to resume).
+async fn spool(source: Option<PathBuf>, name: &str) -> std::io::Result<Spooled> {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let copy = Spooled(std::env::temp_dir().join(format!(
+        "troca-stdin-{}-{n}-{}",
+        std::process::id(),
+        super::output::hex(blake3::hash(name.as_bytes()).as_bytes())
+    )));
+    let path = copy.0.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        match source {
+            Some(source) => std::io::copy(&mut std::fs::File::open(source)?, &mut out),
+            None => std::io::copy(&mut std::io::stdin().lock(), &mut out),
+        }
+    })
+    .await??;
+    Ok(copy)
 }
 
 /// The files in folder `name` on the hub, if it names a folder (`NAME/`, or a name with files

@@ -309,10 +309,15 @@ async fn upload(
         let plan = crate::client::upload_plan(&[path], &naming)
             .map_err(|e| Failure::new("local", format!("{e:#}")))?;
         let mut rows = Vec::new();
-        for (file, name) in &plan {
+        for (file, name) in &plan.files {
             rows.push(put_one(link.client().await?, file, Some(name), force, true).await?);
         }
-        return Ok(json!({ "files": rows }));
+        let skipped: Vec<Value> = plan
+            .skipped
+            .iter()
+            .map(|s| json!({ "path": s.path.display().to_string(), "reason": s.why.code(), "message": s.why.to_string() }))
+            .collect();
+        return Ok(json!({ "files": rows, "skipped": skipped }));
     }
     let name = name.or_else(|| {
         let to = to?;

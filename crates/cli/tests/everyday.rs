@@ -142,6 +142,52 @@ fn put_dash_uploads_standard_input_under_its_as_name() {
 }
 
 #[test]
+fn a_folders_links_and_special_files_are_named_as_skipped_and_a_named_pipe_is_read_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let tree = s.client.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/kept.txt"), "kept").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", tree.join("link")).unwrap();
+    std::os::unix::fs::symlink("..", tree.join("sub/loop")).unwrap();
+    let fifo = tree.join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let bad = tree.join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("inside.txt"), "x").unwrap();
+    // A name that is not UTF-8 cannot be stored as written: a failure, not a silent rename.
+    let err = fails(&hub.troca(&s.client, &["put", "tree"]), 1);
+    assert_eq!(files_under(&s.share), ["tree/sub/kept.txt"]);
+    for (what, why) in [
+        ("tree/link", "a symbolic link"),
+        ("tree/sub/loop", "a symbolic link"),
+        ("tree/fifo", "not a regular file"),
+        ("name/inside.txt", "not valid UTF-8"),
+    ] {
+        let found = err
+            .lines()
+            .any(|l| l.starts_with("troca: skipped tree/") && l.contains(what) && l.contains(why));
+        assert!(found, "{what}: {err}");
+    }
+    // Named on the command line, a pipe is read once into a temporary file, like `put -`.
+    let writer = std::thread::spawn(move || std::fs::write(fifo, "through a pipe"));
+    ok(&hub.troca(&s.client, &["put", "tree/fifo", "--as", "piped.txt"]));
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(s.share.join("piped.txt")).unwrap(),
+        b"through a pipe"
+    );
+}
+
+#[test]
 fn an_uploader_without_a_token_may_undo_its_own_uploads_and_nobody_elses() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);

@@ -157,6 +157,7 @@ fn folders_through_json_requests() {
     std::fs::create_dir_all(s.client.join("album/day 1")).unwrap();
     random_file(&s.client.join("album/a.jpg"), 5_000, "a");
     random_file(&s.client.join("album/day 1/b.jpg"), 6_000, "b");
+    std::os::unix::fs::symlink("a.jpg", s.client.join("album/link.jpg")).unwrap();
     let hub = Hub::start(&s.share, &[]);
     let out = run_script(
         &hub,
@@ -175,6 +176,12 @@ fn folders_through_json_requests() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(uploaded, ["trips/album/a.jpg", "trips/album/day 1/b.jpg"]);
+    // A link is not followed, and the answer says so.
+    assert_eq!(out[0]["skipped"][0]["reason"], "link", "{}", out[0]);
+    assert!(out[0]["skipped"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("album/link.jpg"));
     assert_eq!(out[1]["created"], true);
     assert_eq!(out[2]["name"], "archive/2026/album", "{out:?}");
     assert_eq!(
