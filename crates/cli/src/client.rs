@@ -410,7 +410,13 @@ pub(crate) async fn put_one(
         },
     };
     let bar = Bar::new(&name, quiet);
-    let sent = upload_path(client, file, &name, force, &bar).await?;
+    let sent = match upload_path(client, file, &name, force, &bar).await {
+        Ok(sent) => sent,
+        Err(e) if is_taken(&e) => {
+            return identical_on_hub(client, file, &name, quiet).await?.ok_or(e);
+        }
+        Err(e) => return Err(e),
+    };
     if !quiet {
         eprintln!("uploaded {} ({})", sent.name, output::size(sent.size));
     }
@@ -615,30 +621,9 @@ pub(crate) async fn put(
     let (small, large): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(file, name)| {
         std::fs::metadata(file).is_ok_and(|m| m.is_file() && PutSmall::fits(name, m.len()))
     });
+    let mut taken = Vec::new();
     if !small.is_empty() {
-        let total: u64 = small
-            .iter()
-            .filter_map(|(f, _)| std::fs::metadata(f).ok())
-            .map(|m| m.len())
-            .sum();
-        let tree = TreeBar::new(small.len(), total, quiet);
-        let done = troca_net::batch::upload_small(client, &small, force, |i, r| match r {
-            Ok(sent) => {
-                tree.done("uploaded", &sent.name, sent.size);
-                report.rows.push(PutRow {
-                    name: sent.name,
-                    size: sent.size,
-                    blake3: hex(&sent.blake3),
-                });
-            }
-            Err(e) => report.refused(format_args!("cannot upload {}", small[i].0.display()), &e),
-        })
-        .await;
-        tree.finish("uploaded");
-        if let Err(e) = done {
-            report.refused(format_args!("the upload stopped"), &e);
-            recover(global, client, &e).await?;
-        }
+        put_small(global, client, &small, force, &mut report, &mut taken).await?;
     }
     for (file, name) in &large {
         match put_one(client, file, Some(name), force, quiet).await {
@@ -649,7 +634,111 @@ pub(crate) async fn put(
             }
         }
     }
+    for t in taken {
+        settle_taken(client, t, quiet, &mut report).await?;
+    }
     report.finish(global)
+}
+
+/// A file refused because its name is taken on the hub.
+struct Taken {
+    file: PathBuf,
+    name: String,
+    error: ClientError,
+}
+
+fn is_taken(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Hub {
+            code: troca_proto::ErrorCode::AlreadyExists,
+            ..
+        }
+    )
+}
+
+/// The small files of an upload, back to back in batches; those whose names are taken go to
+/// `taken`.
+async fn put_small(
+    global: &Global,
+    client: &mut HubClient,
+    small: &[(PathBuf, String)],
+    force: bool,
+    report: &mut Report<PutRow>,
+    taken: &mut Vec<Taken>,
+) -> Result<()> {
+    let quiet = global.json || global.quiet;
+    let total: u64 = small
+        .iter()
+        .filter_map(|(f, _)| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let tree = TreeBar::new(small.len(), total, quiet);
+    let done = troca_net::batch::upload_small(client, small, force, |i, r| match r {
+        Ok(sent) => {
+            tree.done("uploaded", &sent.name, sent.size);
+            report.rows.push(PutRow {
+                name: sent.name,
+                size: sent.size,
+                blake3: hex(&sent.blake3),
+            });
+        }
+        Err(error) if is_taken(&error) => taken.push(Taken {
+            file: small[i].0.clone(),
+            name: small[i].1.clone(),
+            error,
+        }),
+        Err(e) => report.refused(format_args!("cannot upload {}", small[i].0.display()), &e),
+    })
+    .await;
+    tree.finish("uploaded");
+    if let Err(e) = done {
+        report.refused(format_args!("the upload stopped"), &e);
+        recover(global, client, &e).await?;
+    }
+    Ok(())
+}
+
+/// A name taken by a file the same as ours is not a failure: uploading a folder again sends
+/// only what is new. Anything else stays refused.
+async fn settle_taken(
+    client: &mut HubClient,
+    t: Taken,
+    quiet: bool,
+    report: &mut Report<PutRow>,
+) -> Result<()> {
+    match identical_on_hub(client, &t.file, &t.name, quiet).await? {
+        Some(row) => report.rows.push(row),
+        None => report.refused(format_args!("cannot upload {}", t.file.display()), &t.error),
+    }
+    Ok(())
+}
+
+/// When the hub's file `name` is the same as the local `file`, says so (unless `quiet`) and
+/// gives its row.
+async fn identical_on_hub(
+    client: &mut HubClient,
+    file: &Path,
+    name: &str,
+    quiet: bool,
+) -> Result<Option<PutRow>, ClientError> {
+    let Some(entry) = entry_of(client, name).await? else {
+        return Ok(None);
+    };
+    if !same_content(file, entry.size, entry.blake3).await {
+        return Ok(None);
+    }
+    if !quiet {
+        eprintln!(
+            "troca: {} is already on the hub (identical)",
+            output::safe(name)
+        );
+    }
+    Ok(Some(PutRow {
+        name: name.to_owned(),
+        size: entry.size,
+        blake3: hex(&entry.blake3.expect("compared")),
+    }))
 }
 
 #[derive(Serialize)]
@@ -675,6 +764,11 @@ pub(crate) async fn get_one(
         Some(o) => o.to_path_buf(),
         None => base.to_path_buf(),
     };
+    if !force && wanted.is_file() {
+        if let Some(row) = already_here(client, name, &wanted, quiet).await? {
+            return Ok(row);
+        }
+    }
     let target = if force {
         wanted.clone()
     } else {
@@ -702,6 +796,31 @@ pub(crate) async fn get_one(
         size: f.size,
         blake3: hex(&f.blake3),
     })
+}
+
+/// When `local` already holds the hub's file `name`, says so (unless `quiet`) and gives its
+/// row: getting a folder again fetches only what changed, rather than `_downloaded` copies.
+async fn already_here(
+    client: &mut HubClient,
+    name: &str,
+    local: &Path,
+    quiet: bool,
+) -> Result<Option<GetRow>, ClientError> {
+    let Some(entry) = entry_of(client, name).await? else {
+        return Ok(None);
+    };
+    if !same_content(local, entry.size, entry.blake3).await {
+        return Ok(None);
+    }
+    if !quiet {
+        eprintln!("troca: {} is already here (identical)", local.display());
+    }
+    Ok(Some(GetRow {
+        name: name.to_owned(),
+        path: local.display().to_string(),
+        size: entry.size,
+        blake3: hex(&entry.blake3.expect("compared")),
+    }))
 }
 
 pub(crate) async fn get(
@@ -769,6 +888,32 @@ async fn put_stdin(
         Err(e) => report.refused(format_args!("cannot upload standard input"), &e),
     }
     report.finish(global)
+}
+
+/// Whether the local file `path` holds exactly what the hub holds: the same size and BLAKE3
+/// hash. Without the hub's hash (not computed yet) nothing is assumed.
+async fn same_content(path: &Path, size: u64, blake3: Option<troca_proto::Hash>) -> bool {
+    let Some(theirs) = blake3 else { return false };
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size) {
+        return false;
+    }
+    let path = path.to_path_buf();
+    let ours = tokio::task::spawn_blocking(move || -> std::io::Result<blake3::Hash> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(std::fs::File::open(path)?)?;
+        Ok(hasher.finalize())
+    })
+    .await;
+    matches!(ours, Ok(Ok(h)) if h.as_bytes() == &theirs)
+}
+
+/// The hub's entry for the file `name`, if there is one.
+async fn entry_of(client: &mut HubClient, name: &str) -> Result<Option<Entry>, ClientError> {
+    Ok(client
+        .list(name)
+        .await?
+        .into_iter()
+        .find(|e| e.name == name))
 }
 
 /// What a pipe or standard input gave, in a temporary file deleted when this is dropped.
@@ -882,6 +1027,8 @@ async fn get_small(
 ) -> Result<(), ClientError> {
     let mut wanted = Vec::with_capacity(files.len());
     let mut made: std::collections::HashSet<PathBuf> = Default::default();
+    // Files already here, the same as on the hub: not fetched again.
+    let mut here = Vec::new();
     for f in files {
         let Some(rel) = f.name.get(parent_len..) else {
             continue;
@@ -891,6 +1038,16 @@ async fn get_small(
             continue;
         }
         let target = root.join(rel);
+        if !force && same_content(&target, f.size, f.blake3).await {
+            here.push(target.display().to_string());
+            report.rows.push(GetRow {
+                name: f.name.clone(),
+                path: target.display().to_string(),
+                size: f.size,
+                blake3: hex(&f.blake3.expect("compared")),
+            });
+            continue;
+        }
         if let Some(dir) = target.parent() {
             if !made.contains(dir) {
                 std::fs::create_dir_all(dir).map_err(|e| ClientError::local(dir, e))?;
@@ -903,6 +1060,9 @@ async fn get_small(
             target,
             replace: force,
         });
+    }
+    if !quiet {
+        say_already_here(&here);
     }
     let tree = TreeBar::new(wanted.len(), wanted.iter().map(|w| w.size).sum(), quiet);
     let done = troca_net::batch::download_small(client, &wanted, |i, r| match r {
@@ -931,6 +1091,18 @@ async fn get_small(
     .await;
     tree.finish("downloaded");
     done
+}
+
+/// Names the local files left as they were because they already hold the hub's: each one in a
+/// log, or a count on a terminal when there are many.
+fn say_already_here(paths: &[String]) {
+    if paths.len() > 20 && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("troca: {} files are already here (identical)", paths.len());
+        return;
+    }
+    for p in paths {
+        eprintln!("troca: {p} is already here (identical)");
+    }
 }
 
 /// Progress for many small files: one bar for them all on a terminal and, for more than a few,

@@ -177,8 +177,18 @@ fn a_tree_of_small_files_goes_up_and_down_whole() {
             hash_file(&tree.join(&name))
         );
     }
-    ok(&hub.troca(&s.client, &["get", "tree", "-o", "back"]));
+    // Again: what is already here is left alone; a file changed here is kept, and the hub's
+    // saved beside it.
+    std::fs::write(s.client.join("back/tree/d0/f0.bin"), "changed here").unwrap();
+    let out = hub.troca(&s.client, &["get", "tree", "-o", "back"]);
+    ok(&out);
     assert!(s.client.join("back/tree/d0/f0_downloaded.bin").exists());
+    assert_eq!(
+        files_under(&s.client.join("back/tree")).len(),
+        files_under(&tree).len() + 1,
+        "only the changed file came again"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already here"));
     assert!(files_under(&s.client.join("back"))
         .iter()
         .all(|n| !n.ends_with(".part")));

@@ -40,6 +40,8 @@ fn run_script(hub: &Hub, cwd: &std::path::Path, lines: &[&str]) -> Vec<Value> {
 fn the_seeds_requests_are_answered_line_by_line() {
     let s = Scratch::new();
     std::fs::write(s.client.join("test.txt"), "seed test").unwrap();
+    std::fs::create_dir(s.client.join("other")).unwrap();
+    std::fs::write(s.client.join("other/test.txt"), "another test").unwrap();
     let hub = Hub::start(&s.share, &[]);
     let out = run_script(
         &hub,
@@ -48,7 +50,7 @@ fn the_seeds_requests_are_answered_line_by_line() {
             r#"{"operation": "register", "name": "name"}"#,
             r#"{"operation": "list"}"#,
             r#"{"operation": "upload", "file_path": "test.txt", "id": 1}"#,
-            r#"{"operation": "upload", "file_path": "test.txt"}"#,
+            r#"{"operation": "upload", "file_path": "other/test.txt"}"#,
             r#"{"operation": "list"}"#,
             r#"{"operation": "download", "file_name": "test.txt", "save_to": "copy.txt"}"#,
             r#"{"operation": "download", "file_name": "test.txt"}"#,
@@ -85,7 +87,9 @@ fn the_seeds_requests_are_answered_line_by_line() {
         std::fs::read_to_string(s.client.join("copy.txt")).unwrap(),
         "seed test"
     );
-    assert_eq!(out[6]["file"]["path"], "test_downloaded.txt");
+    // test.txt is here already, identical: not downloaded again, nor copied beside it.
+    assert_eq!(out[6]["file"]["path"], "test.txt");
+    assert!(!s.client.join("test_downloaded.txt").exists());
     assert_eq!(out[7]["error"]["code"], "bad_json");
     assert_eq!(out[8]["error"]["code"], "bad_request");
     assert_eq!(out[9]["error"]["code"], "unknown_operation");

@@ -33,6 +33,60 @@ fn an_existing_remote_name_is_refused_without_force() {
     );
 }
 
+/// Putting or getting a folder again moves only what differs: a file identical on both sides
+/// (same size and BLAKE3) is left as it is and is not a failure; a different one is still
+/// refused (put) or saved beside (get).
+#[test]
+fn a_folder_sent_again_sends_only_what_is_new_and_refuses_what_changed() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let tree = s.client.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("small.txt"), "small").unwrap();
+    random_file(&tree.join("sub/big.bin"), 3 << 20, "big");
+    ok(&hub.troca(&s.client, &["put", "tree"]));
+    std::fs::write(tree.join("sub/new.txt"), "new").unwrap();
+    let out = hub.troca(&s.client, &["put", "tree"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in ["tree/small.txt", "tree/sub/big.bin"] {
+        assert!(
+            err.contains(&format!("{name} is already on the hub")),
+            "{err}"
+        );
+    }
+    assert!(err.contains("uploaded tree/sub/new.txt"), "{err}");
+    let out = hub.troca(&s.client, &["--json", "put", "tree"]);
+    assert_eq!(
+        json(&out).as_array().unwrap().len(),
+        3,
+        "every file has its row"
+    );
+    assert_eq!(
+        std::fs::read(s.share.join("tree/sub/new.txt")).unwrap(),
+        b"new"
+    );
+    // Changed here: refused as before, and the hub's copy untouched.
+    std::fs::write(tree.join("small.txt"), "edited").unwrap();
+    let err = fails(&hub.troca(&s.client, &["put", "tree"]), 1);
+    assert!(
+        err.contains("already exists") && err.contains("tree/small.txt"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(s.share.join("tree/small.txt")).unwrap(),
+        b"small"
+    );
+    // The other way: a file already here is not fetched again, nor saved as a copy.
+    let out = hub.troca(&s.client, &["get", "tree/sub/big.bin", "-o", "tree/sub/"]);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already here"),
+        "{out:?}"
+    );
+    assert!(!tree.join("sub/big_downloaded.bin").exists());
+}
+
 #[test]
 fn get_saves_beside_an_existing_file_as_downloaded() {
     let s = Scratch::new();
