@@ -317,16 +317,24 @@ impl<S: crate::stream::Socket> Connection<S> {
     pub fn read_arrived(&mut self, max: usize) -> std::io::Result<()> {
         while self.rbuf.len() < max {
             self.rbuf.reserve((max - self.rbuf.len()).min(256 * 1024));
-            // Only a plain socket can be read without waiting; over TLS the run is what has
-            // been decrypted already.
-            let Some(tcp) = self.stream.plain() else {
-                break;
+            let got = match self.stream.plain() {
+                Some(tcp) => match tcp.try_read_buf(&mut self.rbuf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                    got => Some(got?),
+                },
+                // Over TLS, what the socket holds is opened without waiting: polled once with
+                // a waker that does nothing. Whoever reads next polls again with its own.
+                None => {
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    let stream = std::pin::Pin::new(&mut self.stream);
+                    match tokio_util::io::poll_read_buf(stream, &mut cx, &mut self.rbuf) {
+                        std::task::Poll::Ready(got) => Some(got?),
+                        std::task::Poll::Pending => None,
+                    }
+                }
             };
-            match tcp.try_read_buf(&mut self.rbuf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+            if matches!(got, None | Some(0)) {
+                break;
             }
         }
         Ok(())
@@ -547,6 +555,61 @@ mod tests {
         .expect("the 400 bytes are read though 1000 are awaited")
         .unwrap();
         assert_eq!(n, 400);
+        drop(send.await.unwrap());
+    }
+
+    /// Over TLS too, what has arrived is taken without waiting: a run of small uploads sent
+    /// back to back is gathered as it arrives, not one read's worth at a time (which made the
+    /// hub store them in batches of a few files, each with its own flush).
+    #[tokio::test]
+    async fn over_tls_what_has_arrived_is_taken_without_waiting() {
+        use troca_proto::msg::PutSmall;
+        let state = tempfile::tempdir().unwrap();
+        let identity = crate::identity::Identity::load_or_create(state.path()).unwrap();
+        let server = identity.server_config(&[crate::tls::ALPN]).unwrap();
+        let (client, _) = crate::tls::client_config(Some(identity.fingerprint), None).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("troca-hub").unwrap();
+        let (near, far) = tcp_pair().await;
+        let (near, far) = tokio::join!(
+            crate::sealed::accept(near, server),
+            crate::sealed::connect(far, client, name)
+        );
+        let mut rx = Connection::new(crate::stream::Stream::Tls(Box::new(near.unwrap())));
+        let mut tx = Connection::new(crate::stream::Stream::Tls(Box::new(far.unwrap())));
+        const FILES: usize = 300;
+        let file = |i: usize| PutSmall {
+            name: format!("f{i}"),
+            force: false,
+            blake3: [0; 32],
+            data: vec![i as u8; 4096],
+        };
+        let kind = Message::from(file(0)).kind();
+        let send = tokio::spawn(async move {
+            for i in 0..FILES {
+                tx.queue(&file(i).into());
+            }
+            tx.flush().await.unwrap();
+            tx
+        });
+        assert_eq!(rx.read_message().await.unwrap(), Some(file(0).into()));
+        let mut got = 1;
+        // Only what `read_arrived` takes in is looked at here: without it reading the socket,
+        // this would never end.
+        let gathered = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while got < FILES {
+                rx.read_arrived(usize::MAX).unwrap();
+                while let Some(msg) = rx.buffered_of_kind(kind).unwrap() {
+                    assert_eq!(msg, file(got).into());
+                    got += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(
+            gathered.is_ok(),
+            "only {got} of {FILES} files were taken in"
+        );
         drop(send.await.unwrap());
     }
 }
