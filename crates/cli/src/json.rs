@@ -309,15 +309,27 @@ async fn upload(
         let plan = crate::client::upload_plan(&[path], &naming)
             .map_err(|e| Failure::new("local", format!("{e:#}")))?;
         let mut rows = Vec::new();
+        // A file the hub refuses is listed and the rest still go; a lost connection ends it.
+        let mut failed = Vec::new();
         for (file, name) in &plan.files {
-            rows.push(put_one(link.client().await?, file, Some(name), force, true).await?);
+            match put_one(link.client().await?, file, Some(name), force, true).await {
+                Ok(row) => rows.push(row),
+                Err(e @ ClientError::Hub { .. }) => {
+                    let f = Failure::from(e);
+                    failed.push(json!({
+                        "path": file.display().to_string(),
+                        "error": { "code": f.code, "message": f.message },
+                    }));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let skipped: Vec<Value> = plan
             .skipped
             .iter()
             .map(|s| json!({ "path": s.path.display().to_string(), "reason": s.why.code(), "message": s.why.to_string() }))
             .collect();
-        return Ok(json!({ "files": rows, "skipped": skipped }));
+        return Ok(json!({ "files": rows, "skipped": skipped, "failed": failed }));
     }
     let name = name.or_else(|| {
         let to = to?;

@@ -205,4 +205,17 @@ fn folders_through_json_requests() {
     assert_eq!(out[1]["files"], 2, "{}", out[1]);
     assert!(!s.share.join("archive").exists());
     assert!(s.share.join("trips").is_dir(), "only what was named goes");
+    // Sent again after a change here: the identical file counts as sent, the changed one is
+    // listed as refused, and the answer is still one line.
+    let again = r#"{"operation": "upload", "file_path": "album", "to": "again"}"#;
+    run_script(&hub, &s.client, &[again]);
+    random_file(&s.client.join("album/a.jpg"), 5_000, "changed");
+    let out = run_script(&hub, &s.client, &[again]);
+    assert_eq!(out[0]["ok"], true, "{}", out[0]);
+    assert_eq!(out[0]["files"][0]["name"], "again/album/day 1/b.jpg");
+    assert_eq!(out[0]["failed"][0]["error"]["code"], "already_exists");
+    assert!(out[0]["failed"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("album/a.jpg"));
 }
