@@ -111,6 +111,34 @@ fn serving_a_file_says_it_is_not_a_folder() {
     assert!(err.contains("is a file, not a folder"), "{err}");
 }
 
+/// A second hub on a state folder in use would clear the first one's uploads in progress:
+/// it is refused, naming the process that holds it, and the first goes on serving.
+#[test]
+fn a_second_hub_on_the_same_state_folder_is_refused() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let out = std::process::Command::new(TROCA)
+        .args([
+            "serve",
+            s.share.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-http",
+        ])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    let pid = hub.daemon.child.id();
+    assert!(
+        err.contains(&format!(
+            "another hub (process {pid}) is using the state folder"
+        )),
+        "{err}"
+    );
+    std::fs::write(s.client.join("a.txt"), "a").unwrap();
+    ok(&hub.troca(&s.client, &["put", "a.txt"]));
+}
+
 #[test]
 fn put_dash_uploads_standard_input_under_its_as_name() {
     use std::io::Write;

@@ -35,6 +35,7 @@ pub mod records;
 pub mod server;
 pub mod service;
 pub mod small;
+pub mod state_lock;
 pub mod store;
 pub mod transfer;
 

@@ -30,6 +30,8 @@ use troca_proto::{Hash, RemoteName};
 /// A shared folder and everything the hub knows about it.
 #[derive(Debug)]
 pub struct Hub {
+    /// Held for as long as the hub runs: one hub per state folder.
+    _state_lock: crate::state_lock::StateLock,
     config: HubConfig,
     store: Box<dyn Store>,
     clients: Arc<Clients>,
@@ -236,6 +238,17 @@ impl Backends {
     }
 }
 
+/// Makes the state folder if missing (and the shared folder first, when it holds it) and takes
+/// it, before anything in it is read or cleared.
+fn lock_state(config: &HubConfig) -> Result<crate::state_lock::StateLock, HubError> {
+    if config.state_dir.starts_with(&config.root) {
+        std::fs::create_dir_all(&config.root)
+            .map_err(|e| HubError::io(format!("cannot create {}", config.root.display()), e))?;
+    }
+    private_dir(&config.state_dir)?;
+    crate::state_lock::StateLock::acquire(&config.state_dir)
+}
+
 /// Creates the hub's state folder, readable by its owner only.
 fn private_dir(path: &std::path::Path) -> Result<(), HubError> {
     use std::os::unix::fs::DirBuilderExt;
@@ -249,6 +262,7 @@ fn private_dir(path: &std::path::Path) -> Result<(), HubError> {
 impl Hub {
     /// Opens the shared folder and state folder named in `config`.
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
+        let state_lock = lock_state(&config)?;
         let backends = Backends::open(&config)?;
         let Backends {
             store,
@@ -293,6 +307,7 @@ impl Hub {
         };
         Ok(Self {
             presence,
+            _state_lock: state_lock,
             tls: std::sync::RwLock::new(tls),
             admin_token: AdminTokenFile {
                 path: admin_token_path(&state),
