@@ -722,12 +722,9 @@ async fn identical_on_hub(
     name: &str,
     quiet: bool,
 ) -> Result<Option<PutRow>, ClientError> {
-    let Some(entry) = entry_of(client, name).await? else {
+    let Some((size, blake3)) = identical(client, name, file).await? else {
         return Ok(None);
     };
-    if !same_content(file, entry.size, entry.blake3).await {
-        return Ok(None);
-    }
     if !quiet {
         eprintln!(
             "troca: {} is already on the hub (identical)",
@@ -736,9 +733,26 @@ async fn identical_on_hub(
     }
     Ok(Some(PutRow {
         name: name.to_owned(),
-        size: entry.size,
-        blake3: hex(&entry.blake3.expect("compared")),
+        size,
+        blake3: hex(&blake3),
     }))
+}
+
+/// The size and hash of the hub's file `name`, when the local file `local` holds the same.
+async fn identical(
+    client: &mut HubClient,
+    name: &str,
+    local: &Path,
+) -> Result<Option<(u64, troca_proto::Hash)>, ClientError> {
+    let Some(entry) = entry_of(client, name).await? else {
+        return Ok(None);
+    };
+    Ok(match entry.blake3 {
+        Some(hash) if same_content(local, entry.size, entry.blake3).await => {
+            Some((entry.size, hash))
+        }
+        _ => None,
+    })
 }
 
 #[derive(Serialize)]
@@ -806,20 +820,17 @@ async fn already_here(
     local: &Path,
     quiet: bool,
 ) -> Result<Option<GetRow>, ClientError> {
-    let Some(entry) = entry_of(client, name).await? else {
+    let Some((size, blake3)) = identical(client, name, local).await? else {
         return Ok(None);
     };
-    if !same_content(local, entry.size, entry.blake3).await {
-        return Ok(None);
-    }
     if !quiet {
         eprintln!("troca: {} is already here (identical)", local.display());
     }
     Ok(Some(GetRow {
         name: name.to_owned(),
         path: local.display().to_string(),
-        size: entry.size,
-        blake3: hex(&entry.blake3.expect("compared")),
+        size,
+        blake3: hex(&blake3),
     }))
 }
 
