@@ -617,27 +617,62 @@ pub(crate) async fn put(
     if plan.is_empty() && skipped.is_empty() {
         eprintln!("troca: nothing to upload (the folders hold no files)");
     }
-    // Small files go back to back in batches; the rest one by one, resumable.
+    send_plan(global, client, plan, force, quiet, &mut report).await?;
+    report.finish(global)
+}
+
+/// Where an upload's outcomes go: the command line's report, or the JSON mode's answer.
+pub(crate) trait UploadSink {
+    fn sent(&mut self, row: PutRow);
+    fn refused(&mut self, file: &Path, e: &ClientError);
+    /// The connection broke: files not answered yet were neither stored nor refused.
+    fn stopped(&mut self, e: &ClientError);
+}
+
+impl UploadSink for Report<PutRow> {
+    fn sent(&mut self, row: PutRow) {
+        self.rows.push(row);
+    }
+    fn refused(&mut self, file: &Path, e: &ClientError) {
+        Report::refused(self, format_args!("cannot upload {}", file.display()), e);
+    }
+    fn stopped(&mut self, e: &ClientError) {
+        Report::refused(self, format_args!("the upload stopped"), e);
+    }
+}
+
+/// Sends each file of `plan` under its name: small ones back to back in batches, the rest one
+/// by one (resumable). A name taken by an identical file counts as sent. After a broken
+/// connection the hub is reached again and the rest still go. The one upload path of every
+/// face that sends folders.
+pub(crate) async fn send_plan(
+    global: &Global,
+    client: &mut HubClient,
+    plan: Vec<(PathBuf, String)>,
+    force: bool,
+    quiet: bool,
+    sink: &mut impl UploadSink,
+) -> Result<()> {
     let (small, large): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(file, name)| {
         std::fs::metadata(file).is_ok_and(|m| m.is_file() && PutSmall::fits(name, m.len()))
     });
     let mut taken = Vec::new();
     if !small.is_empty() {
-        put_small(global, client, &small, force, &mut report, &mut taken).await?;
+        put_small(global, client, &small, force, quiet, sink, &mut taken).await?;
     }
     for (file, name) in &large {
         match put_one(client, file, Some(name), force, quiet).await {
-            Ok(row) => report.rows.push(row),
+            Ok(row) => sink.sent(row),
             Err(e) => {
-                report.refused(format_args!("cannot upload {}", file.display()), &e);
+                sink.refused(file, &e);
                 recover(global, client, &e).await?;
             }
         }
     }
     for t in taken {
-        settle_taken(client, t, quiet, &mut report).await?;
+        settle_taken(client, t, quiet, sink).await?;
     }
-    report.finish(global)
+    Ok(())
 }
 
 /// A file refused because its name is taken on the hub.
@@ -664,10 +699,10 @@ async fn put_small(
     client: &mut HubClient,
     small: &[(PathBuf, String)],
     force: bool,
-    report: &mut Report<PutRow>,
+    quiet: bool,
+    sink: &mut impl UploadSink,
     taken: &mut Vec<Taken>,
 ) -> Result<()> {
-    let quiet = global.json || global.quiet;
     let total: u64 = small
         .iter()
         .filter_map(|(f, _)| std::fs::metadata(f).ok())
@@ -677,7 +712,7 @@ async fn put_small(
     let done = troca_net::batch::upload_small(client, small, force, |i, r| match r {
         Ok(sent) => {
             tree.done("uploaded", &sent.name, sent.size);
-            report.rows.push(PutRow {
+            sink.sent(PutRow {
                 name: sent.name,
                 size: sent.size,
                 blake3: hex(&sent.blake3),
@@ -688,12 +723,12 @@ async fn put_small(
             name: small[i].1.clone(),
             error,
         }),
-        Err(e) => report.refused(format_args!("cannot upload {}", small[i].0.display()), &e),
+        Err(e) => sink.refused(&small[i].0, &e),
     })
     .await;
     tree.finish("uploaded");
     if let Err(e) = done {
-        report.refused(format_args!("the upload stopped"), &e);
+        sink.stopped(&e);
         recover(global, client, &e).await?;
     }
     Ok(())
@@ -705,11 +740,11 @@ async fn settle_taken(
     client: &mut HubClient,
     t: Taken,
     quiet: bool,
-    report: &mut Report<PutRow>,
+    sink: &mut impl UploadSink,
 ) -> Result<()> {
     match identical_on_hub(client, &t.file, &t.name, quiet).await? {
-        Some(row) => report.rows.push(row),
-        None => report.refused(format_args!("cannot upload {}", t.file.display()), &t.error),
+        Some(row) => sink.sent(row),
+        None => sink.refused(&t.file, &t.error),
     }
     Ok(())
 }

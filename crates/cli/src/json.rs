@@ -296,6 +296,39 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
     Ok(object(body))
 }
 
+/// A folder upload's answer: what was sent, and what the hub refused (the rest still go).
+#[derive(Default)]
+struct FolderUpload {
+    files: Vec<crate::client::PutRow>,
+    failed: Vec<Value>,
+}
+
+impl crate::client::UploadSink for FolderUpload {
+    fn sent(&mut self, row: crate::client::PutRow) {
+        self.files.push(row);
+    }
+    fn refused(&mut self, file: &std::path::Path, e: &ClientError) {
+        self.failed.push(refusal(Some(file), e));
+    }
+    fn stopped(&mut self, e: &ClientError) {
+        self.failed.push(refusal(None, e));
+    }
+}
+
+/// One entry of `failed`: the file (none when the connection broke mid-batch), and why.
+fn refusal(file: Option<&std::path::Path>, e: &ClientError) -> Value {
+    let code = match e {
+        ClientError::Hub { code, .. } => code.as_str(),
+        ClientError::Local { .. } => "local",
+        ClientError::Integrity { .. } => "integrity",
+        _ => "connection",
+    };
+    json!({
+        "path": file.map(|f| f.display().to_string()),
+        "error": { "code": code, "message": e.to_string() },
+    })
+}
+
 /// Uploads a file (as `name`, or into the hub folder `to`), or a folder's every file.
 async fn upload(
     link: &mut Link<'_>,
@@ -308,28 +341,17 @@ async fn upload(
         let naming = crate::client::Naming { as_name: None, to };
         let plan = crate::client::upload_plan(&[path], &naming)
             .map_err(|e| Failure::new("local", format!("{e:#}")))?;
-        let mut rows = Vec::new();
-        // A file the hub refuses is listed and the rest still go; a lost connection ends it.
-        let mut failed = Vec::new();
-        for (file, name) in &plan.files {
-            match put_one(link.client().await?, file, Some(name), force, true).await {
-                Ok(row) => rows.push(row),
-                Err(e @ ClientError::Hub { .. }) => {
-                    let f = Failure::from(e);
-                    failed.push(json!({
-                        "path": file.display().to_string(),
-                        "error": { "code": f.code, "message": f.message },
-                    }));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let mut answer = FolderUpload::default();
+        let global = link.global;
+        let client = link.client().await?;
+        crate::client::send_plan(global, client, plan.files, force, true, &mut answer).await?;
         let skipped: Vec<Value> = plan
             .skipped
             .iter()
             .map(|s| json!({ "path": s.path.display().to_string(), "reason": s.why.code(), "message": s.why.to_string() }))
             .collect();
-        return Ok(json!({ "files": rows, "skipped": skipped, "failed": failed }));
+        let FolderUpload { files, failed } = answer;
+        return Ok(json!({ "files": files, "skipped": skipped, "failed": failed }));
     }
     let name = name.or_else(|| {
         let to = to?;
