@@ -669,9 +669,7 @@ pub(crate) async fn send_plan(
             }
         }
     }
-    for t in taken {
-        settle_taken(client, t, quiet, sink).await?;
-    }
+    settle_taken(client, taken, quiet, sink).await?;
     Ok(())
 }
 
@@ -735,20 +733,35 @@ async fn put_small(
 }
 
 /// A name taken by a file the same as ours is not a failure: uploading a folder again sends
-/// only what is new. Anything else stays refused.
+/// only what is new. Anything else stays refused. The hub's entries are asked for together.
 async fn settle_taken(
     client: &mut HubClient,
-    t: Taken,
+    taken: Vec<Taken>,
     quiet: bool,
     sink: &mut impl UploadSink,
 ) -> Result<()> {
-    match identical_on_hub(client, &t.file, &t.name, quiet).await? {
-        Some(row) => sink.sent(row),
-        None => sink.refused(&t.file, &t.error),
+    let names: Vec<String> = taken.iter().map(|t| t.name.clone()).collect();
+    let entries = client.entries_of(&names).await?;
+    for (t, entry) in taken.into_iter().zip(entries) {
+        match same_as(entry, &t.file).await {
+            Some((size, blake3)) => {
+                if !quiet {
+                    eprintln!(
+                        "troca: {} is already on the hub (identical)",
+                        output::safe(&t.name)
+                    );
+                }
+                sink.sent(PutRow {
+                    name: t.name,
+                    size,
+                    blake3: hex(&blake3),
+                });
+            }
+            None => sink.refused(&t.file, &t.error),
+        }
     }
     Ok(())
 }
-
 /// When the hub's file `name` is the same as the local `file`, says so (unless `quiet`) and
 /// gives its row.
 async fn identical_on_hub(
@@ -779,15 +792,16 @@ async fn identical(
     name: &str,
     local: &Path,
 ) -> Result<Option<(u64, troca_proto::Hash)>, ClientError> {
-    let Some(entry) = entry_of(client, name).await? else {
-        return Ok(None);
-    };
-    Ok(match entry.blake3 {
-        Some(hash) if same_content(local, entry.size, entry.blake3).await => {
-            Some((entry.size, hash))
-        }
-        _ => None,
-    })
+    Ok(same_as(entry_of(client, name).await?, local).await)
+}
+
+/// The size and hash of the hub's `entry`, when the local file `local` holds the same.
+async fn same_as(entry: Option<Entry>, local: &Path) -> Option<(u64, troca_proto::Hash)> {
+    let entry = entry?;
+    let hash = entry.blake3?;
+    same_content(local, entry.size, Some(hash))
+        .await
+        .then_some((entry.size, hash))
 }
 
 #[derive(Serialize)]

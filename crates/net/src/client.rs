@@ -140,6 +140,33 @@ impl HubClient {
         .await
     }
 
+    /// The hub's entry for each of `names` (`None` where it has no such file), asked for back
+    /// to back, a window at a time, rather than one round trip each.
+    pub async fn entries_of(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<Option<Entry>>, ClientError> {
+        const WINDOW: usize = 256;
+        let mut out = Vec::with_capacity(names.len());
+        for window in names.chunks(WINDOW) {
+            for name in window {
+                let prefix = name.clone();
+                self.conn.queue(&List { prefix }.into());
+            }
+            self.conn.flush().await?;
+            for name in window {
+                let entries = self
+                    .read_chunks(|m| match m {
+                        Message::Entries(Entries { entries, last }) => Ok((entries, last)),
+                        other => Err(other.name()),
+                    })
+                    .await?;
+                out.push(entries.into_iter().find(|e| &e.name == name));
+            }
+        }
+        Ok(out)
+    }
+
     /// Queues a request without sending it (for requests sent back to back: see `batch.rs`).
     pub(crate) fn queue(&mut self, msg: &Message) {
         self.conn.queue(msg);
