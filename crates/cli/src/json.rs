@@ -63,14 +63,7 @@ impl Failure {
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         let code = match e.downcast_ref::<ClientError>() {
-            Some(ClientError::Hub { code, .. }) => code.as_str(),
-            Some(ClientError::Connect { .. }) | Some(ClientError::Io(_)) => "connection",
-            Some(ClientError::Local { .. }) => "local",
-            Some(ClientError::Integrity { .. }) => "integrity",
-            Some(ClientError::Protocol(_)) => "protocol",
-            Some(ClientError::UnknownHubKey { .. } | ClientError::HubKeyMismatch { .. }) => {
-                "untrusted_hub"
-            }
+            Some(client) => code_of(client),
             None if e.downcast_ref::<crate::known::Untrusted>().is_some() => "untrusted_hub",
             None => "internal",
         };
@@ -82,6 +75,18 @@ impl From<anyhow::Error> for Failure {
             _ => "",
         };
         Failure::new(code, format!("{}{hint}", crate::output::one_line(&e)))
+    }
+}
+
+/// The JSON mode's code for a client error.
+fn code_of(e: &ClientError) -> &'static str {
+    match e {
+        ClientError::Hub { code, .. } => code.as_str(),
+        ClientError::Connect { .. } | ClientError::Io(_) => "connection",
+        ClientError::Local { .. } => "local",
+        ClientError::Integrity { .. } => "integrity",
+        ClientError::Protocol(_) => "protocol",
+        ClientError::UnknownHubKey { .. } | ClientError::HubKeyMismatch { .. } => "untrusted_hub",
     }
 }
 
@@ -317,15 +322,9 @@ impl crate::client::UploadSink for FolderUpload {
 
 /// One entry of `failed`: the file (none when the connection broke mid-batch), and why.
 fn refusal(file: Option<&std::path::Path>, e: &ClientError) -> Value {
-    let code = match e {
-        ClientError::Hub { code, .. } => code.as_str(),
-        ClientError::Local { .. } => "local",
-        ClientError::Integrity { .. } => "integrity",
-        _ => "connection",
-    };
     json!({
         "path": file.map(|f| f.display().to_string()),
-        "error": { "code": code, "message": e.to_string() },
+        "error": { "code": code_of(e), "message": e.to_string() },
     })
 }
 

@@ -92,21 +92,22 @@ fn completions_and_the_manual_are_printed() {
     assert!(man.contains(".TH troca 1"), "{man}");
 }
 
+/// Runs `troca serve DIR` on a free port, for a start that must fail, until it ends.
+fn serve_expecting_an_end(dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(TROCA)
+        .arg("serve")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--no-http"])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn serving_a_file_says_it_is_not_a_folder() {
     let s = Scratch::new();
     let file = s.tmp.path().join("notes.txt");
     std::fs::write(&file, "x").unwrap();
-    let out = std::process::Command::new(TROCA)
-        .args([
-            "serve",
-            file.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--no-http",
-        ])
-        .output()
-        .unwrap();
+    let out = serve_expecting_an_end(&file);
     let err = fails(&out, 1);
     assert!(err.contains("is a file, not a folder"), "{err}");
 }
@@ -117,16 +118,7 @@ fn serving_a_file_says_it_is_not_a_folder() {
 fn a_second_hub_on_the_same_state_folder_is_refused() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
-    let out = std::process::Command::new(TROCA)
-        .args([
-            "serve",
-            s.share.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--no-http",
-        ])
-        .output()
-        .unwrap();
+    let out = serve_expecting_an_end(&s.share);
     let err = fails(&out, 1);
     let pid = hub.daemon.child.id();
     assert!(
