@@ -343,7 +343,17 @@ async fn upload(
         let mut answer = FolderUpload::default();
         let global = link.global;
         let client = link.client().await?;
-        crate::client::send_plan(global, client, plan.files, force, true, &mut answer).await?;
+        let folders = &plan.folders;
+        crate::client::send_plan(
+            global,
+            client,
+            plan.files,
+            folders,
+            force,
+            true,
+            &mut answer,
+        )
+        .await?;
         let skipped: Vec<Value> = plan
             .skipped
             .iter()

@@ -49,12 +49,30 @@ fn a_folder_sent_again_sends_only_what_is_new_and_refuses_what_changed() {
     let out = hub.troca(&s.client, &["put", "tree"]);
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
-    for name in ["tree/small.txt", "tree/sub/big.bin"] {
-        assert!(
-            err.contains(&format!("{name} is already on the hub")),
-            "{err}"
-        );
-    }
+    assert!(
+        err.contains("2 files already on the hub (identical), not sent again"),
+        "{err}"
+    );
+    // Found by listing the folder's place: neither was sent to be refused.
+    let history = json(&hub.troca(&s.client, &["--json", "history", "--limit", "200"]));
+    let puts_of = |name: &str| {
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["op"] == "put" && e["target"] == name)
+            .count()
+    };
+    assert_eq!(puts_of("tree/small.txt"), 1, "{history}");
+    assert_eq!(puts_of("tree/sub/big.bin"), 1, "{history}");
+    // A file named on its own is sent, refused, then found the same.
+    let out = hub.troca(&s.client, &["put", "tree/sub/big.bin", "--to", "tree/sub"]);
+    ok(&out);
+    let alone = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        alone.contains("tree/sub/big.bin is already on the hub (identical)"),
+        "{alone}"
+    );
     assert!(err.contains("uploaded tree/sub/new.txt"), "{err}");
     let out = hub.troca(&s.client, &["--json", "put", "tree"]);
     assert_eq!(
