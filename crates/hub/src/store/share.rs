@@ -113,6 +113,43 @@ impl Slot {
         }
     }
 
+    /// A new file without a name (`O_TMPFILE`) in this name's folder, for [`Slot::link_unnamed`]
+    /// to name once it is durable. Until then no entry exists, so nothing half-written can be
+    /// seen, and one that is dropped simply vanishes. Fails where the filesystem has no such
+    /// files (callers then write under a temporary name).
+    pub fn create_unnamed(&self) -> io::Result<File> {
+        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&*self.dir, ".", flags, Mode::from(0o644))?;
+        Ok(File::from(fd))
+    }
+
+    /// Gives `file`, from [`Slot::create_unnamed`], this name; refuses a taken name
+    /// (`AlreadyExists`). The folder's entry is not fsync'd ([`Slot::sync_dir`]).
+    pub fn link_unnamed(&self, file: &File) -> io::Result<()> {
+        let by_fd = rustix::fs::linkat(
+            file,
+            "",
+            &*self.dir,
+            self.last.as_str(),
+            AtFlags::EMPTY_PATH,
+        );
+        match by_fd {
+            // Without CAP_DAC_READ_SEARCH (kernels before 6.10), by the descriptor's path.
+            Err(Errno::NOENT | Errno::PERM) => {
+                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    path.as_str(),
+                    &*self.dir,
+                    self.last.as_str(),
+                    AtFlags::SYMLINK_FOLLOW,
+                )?;
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Makes the folder's entries durable.
     pub fn sync_dir(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.dir)?;
@@ -926,6 +963,26 @@ mod tests {
 
     fn name(s: &str) -> RemoteName {
         RemoteName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn an_unnamed_file_has_no_entry_until_it_is_linked_and_never_takes_a_taken_name() {
+        let (_dir, share) = share();
+        share.make_folder(&name("docs")).unwrap();
+        let slot = share.slot(&name("docs/a.txt"), false).unwrap();
+        let mut file = slot.create_unnamed().unwrap();
+        io::Write::write_all(&mut file, b"hello").unwrap();
+        let folder = share.root().join("docs");
+        assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+        slot.link_unnamed(&file).unwrap();
+        assert_eq!(std::fs::read(folder.join("a.txt")).unwrap(), b"hello");
+        let mut other = slot.create_unnamed().unwrap();
+        io::Write::write_all(&mut other, b"other").unwrap();
+        let taken = slot.link_unnamed(&other).unwrap_err();
+        assert_eq!(taken.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(folder.join("a.txt")).unwrap(), b"hello");
+        drop(other);
+        assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 1);
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! A batch of small files on the local disk: each written to its own file in
-//! `STATE/uploads/small/`, then the whole batch made durable with one `syncfs`, renamed into
-//! place, and each folder that received a file fsync'd once. No file is visible under its name
-//! before it is durable, and a batch of 500 files costs two or three flushes instead of a
-//! thousand. A batch of a few files fsyncs each instead: `syncfs` would also wait for whatever
-//! else is being written to the disk (a large upload, say), which a few files should not.
+//! A batch of small files on the local disk: each written to a file without a name in its
+//! folder (`O_TMPFILE`; where that is not possible, or a file replaces another, to a file in
+//! `STATE/uploads/small/`), then the whole batch made durable with one `syncfs`, linked or
+//! renamed into place, and each folder that received a file fsync'd once. No file is visible
+//! under its name before it is durable, and a batch of 500 files costs two or three flushes
+//! instead of a thousand. A batch of a few files fsyncs each instead: `syncfs` would also wait
+//! for whatever else is being written to the disk (a large upload, say), which a few files
+//! should not.
 
 use super::local::{slot_kind, LocalStore};
 use super::share::Slot;
@@ -11,7 +13,10 @@ use super::{Claim, PlaceCheck, SmallFile, Version};
 use crate::error::HubError;
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use troca_proto::RemoteName;
 
 /// Batches of at most this many files fsync each file rather than the whole filesystem.
@@ -21,11 +26,67 @@ const SYNC_EACH_MAX: usize = 4;
 struct Staged {
     index: usize,
     name: RemoteName,
-    /// The name's folder, when it existed at the check (else made when placing).
-    slot: Option<Slot>,
-    temp: PathBuf,
+    slot: Slot,
+    written: Written,
     replace: bool,
     _claim: Claim,
+}
+
+/// Where a staged file's bytes are until it is placed.
+enum Written {
+    /// A file without a name, in its folder (see [`Slot::create_unnamed`]).
+    Unnamed(Unnamed),
+    /// A file in the batch folder, renamed into place.
+    Named(PathBuf),
+}
+
+impl Written {
+    /// Drops what was written.
+    fn discard(self) {
+        if let Written::Named(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Files held open without a name, hub-wide. Each holds a descriptor until its batch is
+/// placed, so together they may take only a share of the process's descriptors (an eighth),
+/// the rest being for connections; a file beyond that is written in the batch folder.
+static UNNAMED_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+fn unnamed_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let open = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let open = open.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        (open / 8).clamp(16, 16 * 1024)
+    })
+}
+
+/// A file without a name, counted in [`UNNAMED_OPEN`] while it is open.
+struct Unnamed(std::fs::File);
+
+impl Unnamed {
+    /// A new one in `slot`'s folder; `None` when the budget is spent or the filesystem cannot.
+    fn create(slot: &Slot) -> Option<Unnamed> {
+        if UNNAMED_OPEN.fetch_add(1, Ordering::Relaxed) >= unnamed_limit() {
+            UNNAMED_OPEN.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        match slot.create_unnamed() {
+            Ok(file) => Some(Unnamed(file)),
+            Err(_) => {
+                UNNAMED_OPEN.fetch_sub(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Unnamed {
+    fn drop(&mut self) {
+        UNNAMED_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// See [`super::Store::store_batch`].
@@ -73,23 +134,52 @@ fn stage(
         None => None,
     };
     check(&name, kind, file.replace)?;
-    let temp = dir.join(format!(
-        "{index}-{}",
-        blake3::hash(name.as_str().as_bytes()).to_hex()
-    ));
-    if let Err(e) = write_new(&temp, &file.data, sync) {
-        // Half-written (a full disk): gone, so the name can be tried again.
-        let _ = std::fs::remove_file(&temp);
-        return Err(HubError::io(format!("cannot store {name}"), e));
-    }
+    let slot = match slot {
+        Some(slot) => slot,
+        // Allowed: its folders are made now, so that it can be written there.
+        None => make_folders(store, &name, folders)?,
+    };
+    let temp = || {
+        dir.join(format!(
+            "{index}-{}",
+            blake3::hash(name.as_str().as_bytes()).to_hex()
+        ))
+    };
+    let unnamed = (!file.replace).then(|| Unnamed::create(&slot)).flatten();
+    let written = write_staged(unnamed, temp, &file.data, sync)
+        .map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
     Ok(Staged {
         index,
         slot,
         name,
-        temp,
+        written,
         replace: file.replace,
         _claim: file.claim,
     })
+}
+
+/// Writes one file of the batch: into `unnamed` when there is one (one folder entry made
+/// when it is placed, none removed), else to a new file at `temp()`.
+fn write_staged(
+    unnamed: Option<Unnamed>,
+    temp: impl FnOnce() -> PathBuf,
+    data: &[u8],
+    sync: bool,
+) -> std::io::Result<Written> {
+    if let Some(mut f) = unnamed {
+        f.0.write_all(data)?;
+        if sync {
+            f.0.sync_data()?;
+        }
+        return Ok(Written::Unnamed(f));
+    }
+    let temp = temp();
+    if let Err(e) = write_new(&temp, data, sync) {
+        // Half-written (a full disk): gone, so the name can be tried again.
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(Written::Named(temp))
 }
 
 /// The slot of `name` from the batch's folders (looked up once per folder); `None` if its
@@ -113,6 +203,18 @@ fn slot_for(
     Ok(answer)
 }
 
+/// Makes the folders `name` needs and remembers its folder for the rest of the batch.
+fn make_folders(
+    store: &LocalStore,
+    name: &RemoteName,
+    folders: &mut HashMap<String, Option<Slot>>,
+) -> Result<Slot, HubError> {
+    let slot = store.share.slot(name, true)?;
+    let parent = name.as_str().rsplit_once('/').map_or("", |(p, _)| p);
+    folders.insert(parent.to_owned(), Some(slot.sibling(name.file_name())));
+    Ok(slot)
+}
+
 /// Makes the staged files durable together (unless each `synced` already), renames each into
 /// place and fsyncs each folder once.
 fn commit(
@@ -125,15 +227,13 @@ fn commit(
     }
     let durable = match synced {
         true => Ok(()),
-        false => sync_filesystem(&store.partials.small_dir()),
+        false => sync_filesystems(&staged, &store.partials.small_dir()),
     };
     if let Err(e) = durable {
-        for s in &staged {
-            let _ = std::fs::remove_file(&s.temp);
-        }
         return staged
             .into_iter()
             .map(|s| {
+                s.written.discard();
                 let e = std::io::Error::new(e.kind(), e.to_string());
                 let refused = HubError::io("cannot make the files durable", e);
                 (s.index, Err(refused))
@@ -143,9 +243,9 @@ fn commit(
     let mut folders: HashMap<PathBuf, Slot> = HashMap::new();
     let mut out = Vec::with_capacity(staged.len());
     for s in staged {
-        let result = place(store, &s, &mut folders);
+        let result = place(&s, &mut folders);
         if result.is_err() {
-            let _ = std::fs::remove_file(&s.temp);
+            s.written.discard();
         }
         out.push((s.index, result));
     }
@@ -158,23 +258,19 @@ fn commit(
 }
 
 /// Renames one staged file under its name; returns the version stored.
-fn place(
-    store: &LocalStore,
-    s: &Staged,
-    folders: &mut HashMap<PathBuf, Slot>,
-) -> Result<Version, HubError> {
-    let slot = match &s.slot {
-        Some(slot) => slot.sibling(s.name.file_name()),
-        None => store.share.slot(&s.name, true)?,
+fn place(s: &Staged, folders: &mut HashMap<PathBuf, Slot>) -> Result<Version, HubError> {
+    let slot = s.slot.sibling(s.name.file_name());
+    let placed = match &s.written {
+        Written::Unnamed(file) => slot.link_unnamed(&file.0),
+        Written::Named(temp) => slot.place_unsynced(temp, s.replace),
     };
-    slot.place_unsynced(&s.temp, s.replace)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EISDIR) => HubError::NotAFile(s.name.to_string()),
-            _ if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                HubError::AlreadyExists(s.name.to_string())
-            }
-            _ => HubError::io(format!("cannot store {}", s.name), e),
-        })?;
+    placed.map_err(|e| match e.raw_os_error() {
+        Some(libc::EISDIR) => HubError::NotAFile(s.name.to_string()),
+        _ if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            HubError::AlreadyExists(s.name.to_string())
+        }
+        _ => HubError::io(format!("cannot store {}", s.name), e),
+    })?;
     let version = slot
         .version()
         .map_err(|e| HubError::io(format!("cannot store {}", s.name), e))?;
@@ -195,10 +291,110 @@ fn write_new(path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Flushes everything written on the filesystem that holds `path`: one flush for a whole batch
-/// rather than one per file.
-fn sync_filesystem(path: &Path) -> std::io::Result<()> {
-    let dir = std::fs::File::open(path)?;
-    rustix::fs::syncfs(&dir)?;
+/// Flushes everything written on the filesystems that hold the staged files: one flush for a
+/// whole batch rather than one per file. Unnamed files are in the share, the others in the
+/// state folder (`small_dir`), which may be another filesystem.
+fn sync_filesystems(staged: &[Staged], small_dir: &Path) -> std::io::Result<()> {
+    let mut synced = Vec::new();
+    let unnamed = staged.iter().find_map(|s| match &s.written {
+        Written::Unnamed(f) => Some(&f.0),
+        Written::Named(_) => None,
+    });
+    let named = staged
+        .iter()
+        .any(|s| matches!(s.written, Written::Named(_)));
+    let mut sync = |fd: &std::fs::File| -> std::io::Result<()> {
+        let dev = fd.metadata()?.dev();
+        if !synced.contains(&dev) {
+            rustix::fs::syncfs(fd)?;
+            synced.push(dev);
+        }
+        Ok(())
+    };
+    if let Some(file) = unnamed {
+        sync(file)?;
+    }
+    if named {
+        sync(&std::fs::File::open(small_dir)?)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::uploads::PartialBudget;
+    use crate::store::Store;
+
+    fn files(store: &LocalStore, names: &[&str], replace: bool) -> Vec<SmallFile> {
+        let names: Vec<RemoteName> = names
+            .iter()
+            .map(|n| RemoteName::parse(n).unwrap())
+            .collect();
+        let refs: Vec<&RemoteName> = names.iter().collect();
+        let claims = store.claim_batch(&refs, 0);
+        names
+            .into_iter()
+            .zip(claims)
+            .map(|(name, claim)| SmallFile {
+                data: format!("{name} {replace}").into_bytes(),
+                hash: [0; 32],
+                replace,
+                claim: claim.unwrap(),
+                name,
+            })
+            .collect()
+    }
+
+    /// A batch stores each file under its name whichever way it is staged: unnamed in its
+    /// folder, or (replacing, or with the hub's budget of unnamed files spent) in the batch
+    /// folder; nothing is left behind.
+    #[test]
+    fn a_batch_is_stored_whole_however_its_files_are_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = PartialBudget {
+            per_address: 1 << 20,
+            total: 1 << 20,
+        };
+        let root = dir.path().join("share");
+        let store = LocalStore::open(&root, &root.join(".troca"), budget).unwrap();
+        let allow: PlaceCheck<'_> = &|_, _, _| Ok(());
+        let names = [
+            "new/a.txt",
+            "new/deeper/b.txt",
+            "c.txt",
+            "new/d.txt",
+            "e.txt",
+        ];
+        let first = store_batch(&store, files(&store, &names, false), allow);
+        assert!(first.iter().all(Result::is_ok), "{first:?}");
+        let again = store_batch(&store, files(&store, &names[..2], true), allow);
+        assert!(again.iter().all(Result::is_ok), "{again:?}");
+        // Every unnamed file taken: the rest go through the batch folder.
+        let spent = UNNAMED_OPEN.fetch_add(usize::MAX / 2, Ordering::Relaxed);
+        let more = ["new/f.txt", "g.txt"];
+        let last = store_batch(&store, files(&store, &more, false), allow);
+        UNNAMED_OPEN.fetch_sub(usize::MAX / 2, Ordering::Relaxed);
+        assert!(
+            last.iter().all(Result::is_ok),
+            "{last:?} ({spent} open before)"
+        );
+        for (name, replaced) in names
+            .iter()
+            .map(|n| (n, names[..2].contains(n)))
+            .chain(more.iter().map(|n| (n, false)))
+        {
+            let held = std::fs::read_to_string(root.join(name)).unwrap();
+            assert_eq!(held, format!("{name} {replaced}"));
+        }
+        let left = std::fs::read_dir(store.partials.small_dir())
+            .unwrap()
+            .count();
+        assert_eq!(left, 0, "the batch folder is empty");
+        let taken = store_batch(&store, files(&store, &names[2..3], false), allow);
+        assert!(
+            matches!(taken[0], Err(HubError::AlreadyExists(_))),
+            "{taken:?}"
+        );
+    }
 }
