@@ -1,11 +1,12 @@
 //! Many small files over one connection, fast: requests sent back to back without waiting for
 //! each answer (the answers come in order), and durability batched. Uploads go as `PutSmall`
 //! frames, which the hub stores in batches; downloads are pipelined `Get`s whose files are
-//! written, made durable together (one `syncfs`), then renamed into place, with one fsync per
-//! folder. Nothing appears under its name before it is durable, as with single transfers.
+//! written without a name in their folders (`O_TMPFILE`; else as `NAME.part`), made durable
+//! together (one `syncfs`), then linked (or renamed) into place, with one fsync per folder.
+//! Nothing appears under its name before it is durable, as with single transfers.
 
 use crate::client::HubClient;
-use crate::durable::{free_local_path, part_path};
+use crate::durable::{create_unnamed, free_local_path, link_unnamed, part_path};
 use crate::error::ClientError;
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
@@ -118,10 +119,10 @@ pub async fn download_small(
             );
         }
         client.flush().await?;
-        let mut written: Vec<(usize, PathBuf, Hash, u64)> = Vec::with_capacity(chunk.len());
+        let mut written: Vec<Fetched> = Vec::with_capacity(chunk.len());
         for (i, f) in chunk.iter().enumerate() {
-            match fetch_one(client, f).await {
-                Ok((part, hash, size)) => written.push((base + i, part, hash, size)),
+            match fetch_one(client, f, base + i).await {
+                Ok(fetched) => written.push(fetched),
                 // Refused, unwritable or corrupt: that file fails, the connection is still in step.
                 Err(
                     e @ (ClientError::Hub { .. }
@@ -136,17 +137,62 @@ pub async fn download_small(
     Ok(())
 }
 
-/// Reads one pipelined answer into `TARGET.part`; returns the part, the hash and the size.
+/// A downloaded file of a batch, written, not yet under its name.
+struct Fetched {
+    index: usize,
+    staged: Staged,
+    blake3: Hash,
+    size: u64,
+}
+
+/// Where a downloaded file's bytes wait for their batch to be durable.
+enum Staged {
+    /// Without a name, in the target's folder.
+    Unnamed(std::fs::File),
+    /// Beside the target, as `NAME.part`.
+    Part(PathBuf),
+}
+
+impl Staged {
+    fn discard(self) {
+        if let Staged::Part(part) = self {
+            let _ = std::fs::remove_file(part);
+        }
+    }
+}
+
+/// Reads one pipelined answer and writes it, unnamed in the target's folder where it may be
+/// (a file that replaces another is written as `TARGET.part`).
 async fn fetch_one(
     client: &mut HubClient,
     f: &SmallGet,
-) -> Result<(PathBuf, Hash, u64), ClientError> {
+    index: usize,
+) -> Result<Fetched, ClientError> {
     let mut data = Vec::new();
-    let (hash, size) = read_whole(client, &f.name, &mut data).await?;
-    let part = part_path(&f.target);
-    let wrote = std::fs::File::create(&part).and_then(|mut file| file.write_all(&data));
-    wrote.map_err(|e| ClientError::local(&part, e))?;
-    Ok((part, hash, size))
+    let (blake3, size) = read_whole(client, &f.name, &mut data).await?;
+    let unnamed = match f.replace {
+        true => None,
+        false => create_unnamed(parent_of(&f.target)).ok(),
+    };
+    let staged = match unnamed {
+        Some(mut file) => {
+            let wrote = file.write_all(&data);
+            wrote.map_err(|e| ClientError::local(&f.target, e))?;
+            Staged::Unnamed(file)
+        }
+        None => {
+            let part = part_path(&f.target);
+            let wrote = std::fs::File::create(&part).and_then(|mut file| file.write_all(&data));
+            wrote.map_err(|e| ClientError::local(&part, e))?;
+            Staged::Part(part)
+        }
+    };
+    Ok(Fetched {
+        index,
+        staged,
+        blake3,
+        size,
+    })
 }
 
 /// Reads the answer to a pipelined `Get` of a whole file into `data` and checks it against the
@@ -219,31 +265,38 @@ pub async fn get_pipelined(
     }
 }
 
-/// Makes a batch of written parts durable (one `syncfs`), renames each under its name, and
+/// Makes a batch of written files durable (one `syncfs`), puts each under its name, and
 /// fsyncs each folder once.
 fn settle(
     files: &[SmallGet],
-    written: Vec<(usize, PathBuf, Hash, u64)>,
+    written: Vec<Fetched>,
     report: &mut impl FnMut(usize, Result<SmallGot, ClientError>),
 ) {
-    let Some((_, first, _, _)) = written.first() else {
+    let Some(first) = written.first() else {
         return;
     };
-    let synced = std::fs::File::open(parent_of(first)).and_then(|d| Ok(rustix::fs::syncfs(&d)?));
+    let synced = std::fs::File::open(parent_of(&files[first.index].target))
+        .and_then(|d| Ok(rustix::fs::syncfs(&d)?));
     let mut folders: HashSet<PathBuf> = HashSet::new();
-    for (index, part, blake3, size) in written {
+    for Fetched {
+        index,
+        staged,
+        blake3,
+        size,
+    } in written
+    {
         let f = &files[index];
         let placed = synced
             .as_ref()
             .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
-            .and_then(|()| place_part(&part, &f.target, f.replace));
+            .and_then(|()| put_in_place(&staged, &f.target, f.replace));
         match placed {
             Ok(path) => {
                 folders.insert(parent_of(&path).to_path_buf());
                 report(index, Ok(SmallGot { path, size, blake3 }));
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&part);
+                staged.discard();
                 report(index, Err(ClientError::local(&f.target, e)));
             }
         }
@@ -252,6 +305,24 @@ fn settle(
         if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
             tracing::warn!(folder = %dir.display(), error = %e, "cannot fsync a folder");
         }
+    }
+}
+
+/// Puts a staged file at `target`, or at a free name beside it if `target` exists and may not
+/// be replaced. Returns where it went.
+fn put_in_place(staged: &Staged, target: &Path, replace: bool) -> std::io::Result<PathBuf> {
+    let file = match staged {
+        Staged::Part(part) => return place_part(part, target, replace),
+        Staged::Unnamed(file) => file,
+    };
+    match link_unnamed(file, target) {
+        Ok(()) => Ok(target.to_path_buf()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let free = free_local_path(target);
+            link_unnamed(file, &free)?;
+            Ok(free)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -20,6 +20,54 @@ pub fn place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
     sync_parent(to)
 }
 
+/// A new file without a name in the folder `dir` (`O_TMPFILE`), for [`link_unnamed`] to name
+/// once it is durable: nothing half-written is ever seen, and one that is dropped vanishes.
+/// Fails where the filesystem has no such files (write under a temporary name instead).
+#[cfg(target_os = "linux")]
+pub fn create_unnamed(dir: &Path) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags, CWD};
+    // As `File::create`: what the umask leaves of 0666.
+    let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+    Ok(File::from(rustix::fs::openat(
+        CWD,
+        dir,
+        flags,
+        Mode::from(0o666),
+    )?))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn create_unnamed(_dir: &Path) -> io::Result<File> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Names `file`, from [`create_unnamed`] in `to`'s folder, `to`; refuses a taken name
+/// (`AlreadyExists`). The folder is not fsync'd.
+#[cfg(target_os = "linux")]
+pub fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    use rustix::fs::{linkat, AtFlags, CWD};
+    use std::os::fd::AsRawFd;
+    match linkat(file, "", CWD, to, AtFlags::EMPTY_PATH) {
+        // Without CAP_DAC_READ_SEARCH (kernels before 6.10), by the descriptor's path.
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM) => {
+            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            Ok(linkat(
+                CWD,
+                path.as_str(),
+                CWD,
+                to,
+                AtFlags::SYMLINK_FOLLOW,
+            )?)
+        }
+        other => Ok(other?),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn link_unnamed(_file: &File, _to: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 /// [`place`] without the folder's fsync (for a batch that fsyncs each folder once).
 pub fn rename(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
     if replace {

@@ -119,7 +119,7 @@ impl Slot {
     /// files (callers then write under a temporary name).
     pub fn create_unnamed(&self) -> io::Result<File> {
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&*self.dir, ".", flags, Mode::from(0o644))?;
+        let fd = rustix::fs::openat(&*self.dir, ".", flags, Mode::from(0o666))?;
         Ok(File::from(fd))
     }
 
