@@ -20,6 +20,39 @@ pub fn place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
     sync_parent(to)
 }
 
+/// Batches of at least this many items are cut in runs for [`in_parallel`].
+const PARALLEL_MIN: usize = 64;
+/// The most threads one batch uses.
+const BATCH_THREADS: usize = 4;
+
+/// `f` applied to each of `items`, in order; a large batch (of files to create or name) is cut
+/// in runs of neighbours, each on its own thread. Creating and naming many small files is
+/// mostly the kernel's work, which runs on any core; the files of one folder mostly stay on
+/// one thread. Blocking: call it off the async runtime's workers.
+pub fn in_parallel<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(BATCH_THREADS));
+    if threads < 2 || items.len() < PARALLEL_MIN {
+        return items.into_iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let mut runs = Vec::with_capacity(threads);
+    while !items.is_empty() {
+        let rest = items.split_off(per.min(items.len()));
+        runs.push(std::mem::replace(&mut items, rest));
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = runs
+            .into_iter()
+            .map(|run| scope.spawn(move || run.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// A new file without a name in the folder `dir` (`O_TMPFILE`), for [`link_unnamed`] to name
 /// once it is durable: nothing half-written is ever seen, and one that is dropped vanishes.
 /// Fails where the filesystem has no such files (write under a temporary name instead).
@@ -683,6 +716,23 @@ mod tests {
     use super::*;
     use proptest::strategy::Strategy;
     use std::time::Duration;
+
+    proptest::proptest! {
+        /// Cut in runs or not, every item is done once and the answers keep their order.
+        #[test]
+        fn in_parallel_keeps_every_item_in_order(items in proptest::collection::vec(0u32..1000, 0..300)) {
+            let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+            let doubled = in_parallel(items.clone(), |x| {
+                threads.lock().unwrap().insert(std::thread::current().id());
+                x * 2
+            });
+            proptest::prop_assert_eq!(doubled, items.iter().map(|x| x * 2).collect::<Vec<_>>());
+            let parallel = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+            if parallel && items.len() >= PARALLEL_MIN {
+                proptest::prop_assert!(threads.lock().unwrap().len() > 1);
+            }
+        }
+    }
 
     /// A file in memory (tmpfs) is written inline, never by a writer thread; a file elsewhere
     /// (here procfs, which every Linux test machine has and which is surely not tmpfs) is not

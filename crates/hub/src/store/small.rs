@@ -17,6 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use troca_net::durable::in_parallel;
 use troca_proto::RemoteName;
 
 /// Batches of at most this many files fsync each file rather than the whole filesystem.
@@ -89,6 +90,13 @@ impl Drop for Unnamed {
     }
 }
 
+/// A file of the batch whose place is checked and whose folder exists, not yet written.
+struct Planned {
+    index: usize,
+    slot: Slot,
+    file: SmallFile,
+}
+
 /// See [`super::Store::store_batch`].
 pub(super) fn store_batch(
     store: &LocalStore,
@@ -99,13 +107,20 @@ pub(super) fn store_batch(
     answers.resize_with(files.len(), || None);
     let dir = store.partials.small_dir();
     let sync_each = files.len() <= SYNC_EACH_MAX;
-    let mut staged = Vec::new();
+    let mut planned = Vec::new();
     // One lookup per folder, not per file: the files of a batch mostly share a few.
     let mut folders: HashMap<String, Option<Slot>> = HashMap::new();
     for (index, file) in files.into_iter().enumerate() {
-        match stage(store, index, file, &dir, &mut folders, check, sync_each) {
-            Ok(s) => staged.push(s),
+        match plan(store, index, file, &mut folders, check) {
+            Ok(p) => planned.push(p),
             Err(e) => answers[index] = Some(Err(e)),
+        }
+    }
+    let mut staged = Vec::with_capacity(planned.len());
+    for written in in_parallel(planned, |p| write(p, &dir, sync_each)) {
+        match written {
+            Ok(s) => staged.push(s),
+            Err((index, e)) => answers[index] = Some(Err(e)),
         }
     }
     for (index, result) in commit(store, staged, sync_each) {
@@ -117,28 +132,33 @@ pub(super) fn store_batch(
         .collect()
 }
 
-/// Checks where one file goes and writes it to the batch folder (durably if `sync`).
-fn stage(
+/// Checks where one file goes, making its folders if it may go there.
+fn plan(
     store: &LocalStore,
     index: usize,
     file: SmallFile,
-    dir: &Path,
     folders: &mut HashMap<String, Option<Slot>>,
     check: PlaceCheck<'_>,
-    sync: bool,
-) -> Result<Staged, HubError> {
-    let name = file.name;
-    let slot = slot_for(store, &name, folders)?;
+) -> Result<Planned, HubError> {
+    let slot = slot_for(store, &file.name, folders)?;
     let kind = match &slot {
-        Some(slot) => slot_kind(slot, &name)?,
+        Some(slot) => slot_kind(slot, &file.name)?,
         None => None,
     };
-    check(&name, kind, file.replace)?;
+    check(&file.name, kind, file.replace)?;
     let slot = match slot {
         Some(slot) => slot,
         // Allowed: its folders are made now, so that it can be written there.
-        None => make_folders(store, &name, folders)?,
+        None => make_folders(store, &file.name, folders)?,
     };
+    Ok(Planned { index, slot, file })
+}
+
+/// Writes one planned file (durably if `sync`): unnamed in its folder, or in the batch folder
+/// `dir`.
+fn write(p: Planned, dir: &Path, sync: bool) -> Result<Staged, (usize, HubError)> {
+    let Planned { index, slot, file } = p;
+    let name = file.name;
     let temp = || {
         dir.join(format!(
             "{index}-{}",
@@ -146,8 +166,10 @@ fn stage(
         ))
     };
     let unnamed = (!file.replace).then(|| Unnamed::create(&slot)).flatten();
-    let written = write_staged(unnamed, temp, &file.data, sync)
-        .map_err(|e| HubError::io(format!("cannot store {name}"), e))?;
+    let written = match write_staged(unnamed, temp, &file.data, sync) {
+        Ok(w) => w,
+        Err(e) => return Err((index, HubError::io(format!("cannot store {name}"), e))),
+    };
     Ok(Staged {
         index,
         slot,
@@ -240,14 +262,23 @@ fn commit(
             })
             .collect();
     }
-    let mut folders: HashMap<PathBuf, Slot> = HashMap::new();
-    let mut out = Vec::with_capacity(staged.len());
-    for s in staged {
-        let result = place(&s, &mut folders);
-        if result.is_err() {
-            s.written.discard();
+    let placed = in_parallel(staged, |s| {
+        let result = place(&s);
+        match result {
+            Ok(_) => (s.index, result, Some(s.slot)),
+            Err(_) => {
+                s.written.discard();
+                (s.index, result, None)
+            }
         }
-        out.push((s.index, result));
+    });
+    let mut folders: HashMap<PathBuf, Slot> = HashMap::new();
+    let mut out = Vec::with_capacity(placed.len());
+    for (index, result, slot) in placed {
+        if let Some(slot) = slot {
+            folders.entry(slot.dir_path().to_path_buf()).or_insert(slot);
+        }
+        out.push((index, result));
     }
     for (dir, slot) in &folders {
         if let Err(e) = slot.sync_dir() {
@@ -257,9 +288,9 @@ fn commit(
     out
 }
 
-/// Renames one staged file under its name; returns the version stored.
-fn place(s: &Staged, folders: &mut HashMap<PathBuf, Slot>) -> Result<Version, HubError> {
-    let slot = s.slot.sibling(s.name.file_name());
+/// Puts one staged file under its name; returns the version stored.
+fn place(s: &Staged) -> Result<Version, HubError> {
+    let slot = &s.slot;
     let placed = match &s.written {
         Written::Unnamed(file) => slot.link_unnamed(&file.0),
         Written::Named(temp) => slot.place_unsynced(temp, s.replace),
@@ -271,11 +302,8 @@ fn place(s: &Staged, folders: &mut HashMap<PathBuf, Slot>) -> Result<Version, Hu
         }
         _ => HubError::io(format!("cannot store {}", s.name), e),
     })?;
-    let version = slot
-        .version()
-        .map_err(|e| HubError::io(format!("cannot store {}", s.name), e))?;
-    folders.entry(slot.dir_path().to_path_buf()).or_insert(slot);
-    Ok(version)
+    slot.version()
+        .map_err(|e| HubError::io(format!("cannot store {}", s.name), e))
 }
 
 /// Creates `path` (which must not exist) holding `data`, made durable if `sync`.
