@@ -600,9 +600,10 @@ pub(crate) async fn put(
         folders,
     } = upload_plan(files, naming)?;
     // A pipe named on the command line (`put <(pg_dump db) --as db.sql`, a FIFO) is read
-    // once into a temporary file, like standard input.
+    // once into a temporary file, like standard input. (A folder's files are regular.)
+    let named: std::collections::HashSet<&PathBuf> = files.iter().collect();
     let mut spooled = Vec::new();
-    for (file, name) in &mut plan {
+    for (file, name) in plan.iter_mut().filter(|(f, _)| named.contains(f)) {
         if std::fs::metadata(&*file).is_ok_and(|m| !m.is_file()) {
             let copy = spool(Some(file.clone()), name)
                 .await
@@ -672,12 +673,25 @@ pub(crate) async fn send_plan(
             }
         },
     };
+    let mut small_bytes = 0;
     let (small, large): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(file, name)| {
-        std::fs::metadata(file).is_ok_and(|m| m.is_file() && PutSmall::fits(name, m.len()))
+        let size = std::fs::metadata(file)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let small = size.is_some_and(|size| PutSmall::fits(name, size));
+        if small {
+            small_bytes += size.unwrap_or(0);
+        }
+        small
     });
     let mut taken = Vec::new();
     if !small.is_empty() {
-        put_small(global, client, &small, force, quiet, sink, &mut taken).await?;
+        let small = SmallFiles {
+            files: &small,
+            bytes: small_bytes,
+        };
+        put_small(global, client, small, force, quiet, sink, &mut taken).await?;
     }
     for (file, name) in &large {
         match put_one(client, file, Some(name), force, quiet).await {
@@ -774,23 +788,29 @@ fn is_taken(e: &ClientError) -> bool {
     )
 }
 
+/// The small files of an upload (local path, name) and their bytes, for the progress bar.
+#[derive(Clone, Copy)]
+struct SmallFiles<'a> {
+    files: &'a [(PathBuf, String)],
+    bytes: u64,
+}
+
 /// The small files of an upload, back to back in batches; those whose names are taken go to
 /// `taken`.
 async fn put_small(
     global: &Global,
     client: &mut HubClient,
-    small: &[(PathBuf, String)],
+    small: SmallFiles<'_>,
     force: bool,
     quiet: bool,
     sink: &mut impl UploadSink,
     taken: &mut Vec<Taken>,
 ) -> Result<()> {
-    let total: u64 = small
-        .iter()
-        .filter_map(|(f, _)| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    let tree = TreeBar::new(small.len(), total, quiet);
+    let SmallFiles {
+        files: small,
+        bytes,
+    } = small;
+    let tree = TreeBar::new(small.len(), bytes, quiet);
     let done = troca_net::batch::upload_small(client, small, force, |i, r| match r {
         Ok(sent) => {
             tree.done("uploaded", &sent.name, sent.size);
