@@ -100,8 +100,10 @@ pub struct SmallGot {
 }
 
 /// Downloads `files`, pipelined, calling `report` with each index and outcome in order. Each
-/// file is verified against the hub's hash, written beside its target as `NAME.part`, and put
-/// under its name only after its batch is durable.
+/// file is verified against the hub's hash, written as it arrives without a name in its
+/// target's folder (or as `NAME.part`), and put under its name only after its batch is durable.
+/// (Writing on other threads was slower here: 0.63 s -> 0.68 s for 10,000 files, the hand-offs
+/// costing more than the second core gave.)
 pub async fn download_small(
     client: &mut HubClient,
     files: &[SmallGet],
