@@ -58,6 +58,34 @@ pub fn in_parallel<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Syn
 /// Fails where the filesystem has no such files (write under a temporary name instead).
 #[cfg(target_os = "linux")]
 pub fn create_unnamed(dir: &Path) -> io::Result<File> {
+    if !unnamed_files_link() {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    open_unnamed(dir)
+}
+
+/// Whether this process can give a file without a name a name ([`link_unnamed`]): by its
+/// descriptor, or through `/proc`. Asked once, in the temporary folder; where that folder has
+/// no such files, each filesystem answers when one is created.
+pub fn unnamed_files_link() -> bool {
+    static LINKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LINKS.get_or_init(|| {
+        let dir = std::env::temp_dir();
+        let Ok(file) = open_unnamed(&dir) else {
+            return true;
+        };
+        let probe = dir.join(format!(".troca-link-probe-{}", std::process::id()));
+        let linked = link_unnamed(&file, &probe);
+        let _ = std::fs::remove_file(&probe);
+        if let Err(e) = &linked {
+            tracing::debug!(error = %e, "files without a name cannot be linked; using temporary names");
+        }
+        linked.is_ok()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn open_unnamed(dir: &Path) -> io::Result<File> {
     use rustix::fs::{Mode, OFlags, CWD};
     // As `File::create`: what the umask leaves of 0666.
     let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
@@ -71,6 +99,11 @@ pub fn create_unnamed(dir: &Path) -> io::Result<File> {
 
 #[cfg(not(target_os = "linux"))]
 pub fn create_unnamed(_dir: &Path) -> io::Result<File> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_unnamed(_dir: &Path) -> io::Result<File> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
@@ -716,6 +749,20 @@ mod tests {
     use super::*;
     use proptest::strategy::Strategy;
     use std::time::Duration;
+
+    #[test]
+    fn an_unnamed_file_is_named_only_when_linked() {
+        assert!(unnamed_files_link(), "links work on the test machines");
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = create_unnamed(dir.path()).unwrap();
+        io::Write::write_all(&mut file, b"data").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let target = dir.path().join("a.txt");
+        link_unnamed(&file, &target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"data");
+        let again = link_unnamed(&file, &target).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+    }
 
     proptest::proptest! {
         /// Cut in runs or not, every item is done once and the answers keep their order.

@@ -118,6 +118,9 @@ impl Slot {
     /// seen, and one that is dropped simply vanishes. Fails where the filesystem has no such
     /// files (callers then write under a temporary name).
     pub fn create_unnamed(&self) -> io::Result<File> {
+        if !troca_net::durable::unnamed_files_link() {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&*self.dir, ".", flags, Mode::from(0o666))?;
         Ok(File::from(fd))
