@@ -663,13 +663,13 @@ pub(crate) async fn send_plan(
     quiet: bool,
     sink: &mut impl UploadSink,
 ) -> Result<()> {
-    let plan = match force {
-        true => plan,
+    let (plan, listed) = match force {
+        true => (plan, HashMap::new()),
         false => match leave_out_identical(client, plan, folders, quiet, sink).await {
-            Ok(rest) => rest,
+            Ok(Sorted { rest, listed }) => (rest, listed),
             Err(Unlisted { plan, error }) => {
                 recover(global, client, &error).await?;
-                plan
+                (plan, HashMap::new())
             }
         },
     };
@@ -702,7 +702,7 @@ pub(crate) async fn send_plan(
             }
         }
     }
-    settle_taken(client, taken, quiet, sink).await?;
+    settle_taken(client, taken, listed, quiet, sink).await?;
     Ok(())
 }
 
@@ -710,6 +710,14 @@ pub(crate) async fn send_plan(
 struct Unlisted {
     plan: Vec<(PathBuf, String)>,
     error: ClientError,
+}
+
+/// A plan with the files already on the hub left out.
+struct Sorted {
+    rest: Vec<(PathBuf, String)>,
+    /// The hub's entries for names of `rest` it holds (with other contents, or a hash it has not
+    /// computed yet): the hub will refuse them, and they need not be asked for again.
+    listed: HashMap<String, Entry>,
 }
 
 /// The files of `plan` that are not already on the hub: each place in `folders` is listed once,
@@ -721,7 +729,7 @@ async fn leave_out_identical(
     folders: &[String],
     quiet: bool,
     sink: &mut impl UploadSink,
-) -> Result<Vec<(PathBuf, String)>, Unlisted> {
+) -> Result<Sorted, Unlisted> {
     let mut theirs: HashMap<String, Entry> = HashMap::new();
     // An empty place is the whole hub (`put /`): not worth listing.
     for place in folders.iter().filter(|p| !p.is_empty()) {
@@ -732,7 +740,8 @@ async fn leave_out_identical(
     }
     let known: Vec<Option<Entry>> = plan.iter().map(|(_, n)| theirs.remove(n)).collect();
     if known.iter().all(Option::is_none) {
-        return Ok(plan);
+        let listed = HashMap::new();
+        return Ok(Sorted { rest: plan, listed });
     }
     let checks = plan
         .iter()
@@ -743,15 +752,16 @@ async fn leave_out_identical(
         });
     let same = held_here(checks).await;
     let mut rest = Vec::with_capacity(plan.len());
+    let mut listed = HashMap::new();
     let mut identical = 0usize;
     for ((file, entry), same) in plan.into_iter().zip(known).zip(same) {
-        match entry.filter(|_| same) {
+        match entry {
             Some(Entry {
                 name,
                 size,
                 blake3: Some(hash),
                 ..
-            }) => {
+            }) if same => {
                 identical += 1;
                 sink.sent(PutRow {
                     name,
@@ -759,7 +769,11 @@ async fn leave_out_identical(
                     blake3: hex(&hash),
                 });
             }
-            _ => rest.push(file),
+            Some(other) => {
+                listed.insert(other.name.clone(), other);
+                rest.push(file);
+            }
+            None => rest.push(file),
         }
     }
     if identical > 0 && !quiet {
@@ -768,7 +782,7 @@ async fn leave_out_identical(
             if identical == 1 { "file" } else { "files" }
         );
     }
-    Ok(rest)
+    Ok(Sorted { rest, listed })
 }
 
 /// A file refused because its name is taken on the hub.
@@ -837,17 +851,38 @@ async fn put_small(
 }
 
 /// A name taken by a file the same as ours is not a failure: uploading a folder again sends
-/// only what is new. Anything else stays refused. The hub's entries are asked for together.
+/// only what is new. Anything else stays refused. The hub's entries are taken from `listed`,
+/// or asked for together; the local files are compared in one task.
 async fn settle_taken(
     client: &mut HubClient,
     taken: Vec<Taken>,
+    listed: HashMap<String, Entry>,
     quiet: bool,
     sink: &mut impl UploadSink,
 ) -> Result<()> {
-    let names: Vec<String> = taken.iter().map(|t| t.name.clone()).collect();
-    let entries = client.entries_of(&names).await?;
-    for (t, entry) in taken.into_iter().zip(entries) {
-        match same_as(entry, &t.file).await {
+    let from_listing: Vec<Option<Entry>> =
+        taken.iter().map(|t| listed.get(&t.name).cloned()).collect();
+    let unlisted: Vec<String> = taken
+        .iter()
+        .zip(&from_listing)
+        .filter(|(_, e)| e.is_none())
+        .map(|(t, _)| t.name.clone())
+        .collect();
+    let mut asked = client.entries_of(&unlisted).await?.into_iter();
+    let entries: Vec<Option<Entry>> = from_listing
+        .into_iter()
+        .map(|e| e.or_else(|| asked.next().flatten()))
+        .collect();
+    let checks = taken.iter().zip(&entries).map(|(t, e)| match e {
+        Some(e) => Held::new(&t.file, e.size, e.blake3),
+        None => Held::new(&t.file, 0, None),
+    });
+    let same = held_here(checks).await;
+    for ((t, entry), same) in taken.into_iter().zip(entries).zip(same) {
+        let theirs = entry
+            .filter(|_| same)
+            .and_then(|e| Some((e.size, e.blake3?)));
+        match theirs {
             Some((size, blake3)) => {
                 if !quiet {
                     eprintln!(
