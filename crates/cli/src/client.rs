@@ -746,10 +746,7 @@ async fn leave_out_identical(
     let checks = plan
         .iter()
         .zip(&known)
-        .map(|((file, _), entry)| match entry {
-            Some(e) => Held::new(file, e.size, e.blake3),
-            None => Held::new(file, 0, None),
-        });
+        .map(|((file, _), entry)| Held::of(file, entry.as_ref()));
     let same = held_here(checks).await;
     let mut rest = Vec::with_capacity(plan.len());
     let mut listed = HashMap::new();
@@ -873,10 +870,10 @@ async fn settle_taken(
         .into_iter()
         .map(|e| e.or_else(|| asked.next().flatten()))
         .collect();
-    let checks = taken.iter().zip(&entries).map(|(t, e)| match e {
-        Some(e) => Held::new(&t.file, e.size, e.blake3),
-        None => Held::new(&t.file, 0, None),
-    });
+    let checks = taken
+        .iter()
+        .zip(&entries)
+        .map(|(t, e)| Held::of(&t.file, e.as_ref()));
     let same = held_here(checks).await;
     for ((t, entry), same) in taken.into_iter().zip(entries).zip(same) {
         let theirs = entry
@@ -901,6 +898,7 @@ async fn settle_taken(
     }
     Ok(())
 }
+
 /// When the hub's file `name` is the same as the local `file`, says so (unless `quiet`) and
 /// gives its row.
 async fn identical_on_hub(
@@ -938,9 +936,8 @@ async fn identical(
 async fn same_as(entry: Option<Entry>, local: &Path) -> Option<(u64, troca_proto::Hash)> {
     let entry = entry?;
     let hash = entry.blake3?;
-    same_content(local, entry.size, Some(hash))
-        .await
-        .then_some((entry.size, hash))
+    let same = held_here(std::iter::once(Held::of(local, Some(&entry)))).await;
+    same[0].then_some((entry.size, hash))
 }
 
 #[derive(Serialize)]
@@ -1089,15 +1086,6 @@ async fn put_stdin(
     report.finish(global)
 }
 
-/// Whether the local file `path` holds exactly what the hub holds: the same size and BLAKE3
-/// hash. Without the hub's hash (not computed yet) nothing is assumed.
-async fn same_content(path: &Path, size: u64, blake3: Option<troca_proto::Hash>) -> bool {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || holds(&path, size, blake3))
-        .await
-        .unwrap_or(false)
-}
-
 /// A local file to compare with what the hub holds.
 struct Held {
     path: PathBuf,
@@ -1106,17 +1094,19 @@ struct Held {
 }
 
 impl Held {
-    fn new(path: &Path, size: u64, blake3: Option<troca_proto::Hash>) -> Held {
+    /// The local file `path` and the hub's entry for its name (`None`: the hub has none).
+    fn of(path: &Path, entry: Option<&Entry>) -> Held {
         Held {
             path: path.to_path_buf(),
-            size,
-            blake3,
+            size: entry.map_or(0, |e| e.size),
+            blake3: entry.and_then(|e| e.blake3),
         }
     }
 }
 
-/// [`same_content`] for many files, in one task off the runtime: one hand-off per file would
-/// cost more than the check (10,000 files of a folder: half a second).
+/// Whether each local file holds exactly what the hub holds (see [`holds`]), checked in one
+/// task off the runtime: one hand-off per file would cost more than the check (10,000 files of
+/// a folder: half a second).
 async fn held_here(files: impl Iterator<Item = Held>) -> Vec<bool> {
     let files: Vec<Held> = files.collect();
     let count = files.len();
@@ -1130,7 +1120,8 @@ async fn held_here(files: impl Iterator<Item = Held>) -> Vec<bool> {
     .unwrap_or_else(|_| vec![false; count])
 }
 
-/// [`same_content`], blocking.
+/// Whether the local file `path` holds exactly what the hub holds: the same size and BLAKE3
+/// hash. Without the hub's hash (not computed yet) nothing is assumed. Blocking.
 fn holds(path: &Path, size: u64, blake3: Option<troca_proto::Hash>) -> bool {
     let Some(theirs) = blake3 else { return false };
     if !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size) {
@@ -1276,7 +1267,7 @@ async fn get_small(
     // Files already here, the same as on the hub: not fetched again.
     let same = match force {
         true => vec![false; files.len()],
-        false => held_here(files.iter().map(|(f, t)| Held::new(t, f.size, f.blake3))).await,
+        false => held_here(files.iter().map(|(f, t)| Held::of(t, Some(f)))).await,
     };
     let mut here = Vec::new();
     for ((f, target), same) in files.into_iter().zip(same) {

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -56,12 +57,17 @@ pub fn in_parallel<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Syn
 /// A new file without a name in the folder `dir` (`O_TMPFILE`), for [`link_unnamed`] to name
 /// once it is durable: nothing half-written is ever seen, and one that is dropped vanishes.
 /// Fails where the filesystem has no such files (write under a temporary name instead).
-#[cfg(target_os = "linux")]
 pub fn create_unnamed(dir: &Path) -> io::Result<File> {
+    create_unnamed_at(rustix::fs::CWD, dir)
+}
+
+/// [`create_unnamed`] in the folder `path` relative to `dir` (the hub's folders are reached
+/// through descriptors beneath its root).
+pub fn create_unnamed_at(dir: impl AsFd, path: impl rustix::path::Arg) -> io::Result<File> {
     if !unnamed_files_link() {
         return Err(io::ErrorKind::Unsupported.into());
     }
-    open_unnamed(dir)
+    open_unnamed(dir, path)
 }
 
 /// Whether this process can give a file without a name a name ([`link_unnamed`]): by its
@@ -71,7 +77,7 @@ pub fn unnamed_files_link() -> bool {
     static LINKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *LINKS.get_or_init(|| {
         let dir = std::env::temp_dir();
-        let Ok(file) = open_unnamed(&dir) else {
+        let Ok(file) = open_unnamed(rustix::fs::CWD, &dir) else {
             return true;
         };
         let probe = dir.join(format!(".troca-link-probe-{}", std::process::id()));
@@ -85,42 +91,42 @@ pub fn unnamed_files_link() -> bool {
 }
 
 #[cfg(target_os = "linux")]
-fn open_unnamed(dir: &Path) -> io::Result<File> {
-    use rustix::fs::{Mode, OFlags, CWD};
+fn open_unnamed(dir: impl AsFd, path: impl rustix::path::Arg) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
     // As `File::create`: what the umask leaves of 0666.
     let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
-    Ok(File::from(rustix::fs::openat(
-        CWD,
-        dir,
-        flags,
-        Mode::from(0o666),
-    )?))
+    let fd = rustix::fs::openat(dir, path, flags, Mode::from(0o666))?;
+    Ok(File::from(fd))
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn create_unnamed(_dir: &Path) -> io::Result<File> {
-    Err(io::ErrorKind::Unsupported.into())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_unnamed(_dir: &Path) -> io::Result<File> {
+fn open_unnamed(_dir: impl AsFd, _path: impl rustix::path::Arg) -> io::Result<File> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
 /// Names `file`, from [`create_unnamed`] in `to`'s folder, `to`; refuses a taken name
 /// (`AlreadyExists`). The folder is not fsync'd.
-#[cfg(target_os = "linux")]
 pub fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    link_unnamed_at(file, rustix::fs::CWD, to)
+}
+
+/// [`link_unnamed`] to the name `to` relative to `dir`.
+#[cfg(target_os = "linux")]
+pub fn link_unnamed_at(
+    file: &File,
+    dir: impl AsFd,
+    to: impl rustix::path::Arg + Copy,
+) -> io::Result<()> {
     use rustix::fs::{linkat, AtFlags, CWD};
     use std::os::fd::AsRawFd;
-    match linkat(file, "", CWD, to, AtFlags::EMPTY_PATH) {
+    match linkat(file, "", &dir, to, AtFlags::EMPTY_PATH) {
         // Without CAP_DAC_READ_SEARCH (kernels before 6.10), by the descriptor's path.
         Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM) => {
             let path = format!("/proc/self/fd/{}", file.as_raw_fd());
             Ok(linkat(
                 CWD,
                 path.as_str(),
-                CWD,
+                dir,
                 to,
                 AtFlags::SYMLINK_FOLLOW,
             )?)
@@ -130,7 +136,11 @@ pub fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn link_unnamed(_file: &File, _to: &Path) -> io::Result<()> {
+pub fn link_unnamed_at(
+    _file: &File,
+    _dir: impl AsFd,
+    _to: impl rustix::path::Arg + Copy,
+) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

@@ -118,39 +118,13 @@ impl Slot {
     /// seen, and one that is dropped simply vanishes. Fails where the filesystem has no such
     /// files (callers then write under a temporary name).
     pub fn create_unnamed(&self) -> io::Result<File> {
-        if !troca_net::durable::unnamed_files_link() {
-            return Err(io::ErrorKind::Unsupported.into());
-        }
-        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&*self.dir, ".", flags, Mode::from(0o666))?;
-        Ok(File::from(fd))
+        troca_net::durable::create_unnamed_at(&*self.dir, ".")
     }
 
     /// Gives `file`, from [`Slot::create_unnamed`], this name; refuses a taken name
     /// (`AlreadyExists`). The folder's entry is not fsync'd ([`Slot::sync_dir`]).
     pub fn link_unnamed(&self, file: &File) -> io::Result<()> {
-        let by_fd = rustix::fs::linkat(
-            file,
-            "",
-            &*self.dir,
-            self.last.as_str(),
-            AtFlags::EMPTY_PATH,
-        );
-        match by_fd {
-            // Without CAP_DAC_READ_SEARCH (kernels before 6.10), by the descriptor's path.
-            Err(Errno::NOENT | Errno::PERM) => {
-                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-                rustix::fs::linkat(
-                    rustix::fs::CWD,
-                    path.as_str(),
-                    &*self.dir,
-                    self.last.as_str(),
-                    AtFlags::SYMLINK_FOLLOW,
-                )?;
-                Ok(())
-            }
-            other => Ok(other?),
-        }
+        troca_net::durable::link_unnamed_at(file, &*self.dir, self.last.as_str())
     }
 
     /// Makes the folder's entries durable.
