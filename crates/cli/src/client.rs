@@ -1111,9 +1111,20 @@ async fn held_here(files: impl Iterator<Item = Held>) -> Vec<bool> {
     let files: Vec<Held> = files.collect();
     let count = files.len();
     tokio::task::spawn_blocking(move || {
+        // A folder that is not there holds none of its files: one look, not one per file
+        // (a fresh download of a tree).
+        let mut folders: HashMap<&Path, bool> = HashMap::new();
         files
             .iter()
-            .map(|f| holds(&f.path, f.size, f.blake3))
+            .map(|f| {
+                let folder = f.path.parent().unwrap_or(Path::new("."));
+                let folder = match folder.as_os_str().is_empty() {
+                    true => Path::new("."),
+                    false => folder,
+                };
+                *folders.entry(folder).or_insert_with(|| folder.is_dir())
+                    && holds(&f.path, f.size, f.blake3)
+            })
             .collect()
     })
     .await

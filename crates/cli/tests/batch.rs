@@ -248,3 +248,59 @@ async fn pipelined_gets_come_back_whole_and_in_order() {
         .unwrap_err();
     assert!(err.to_string().contains("missing.bin"), "{err}");
 }
+
+/// `download_small` over several batches (the requests run a batch ahead, and batches are put
+/// in place while the next arrives): every file is reported once, whole and under its name, a
+/// name the hub does not have fails alone wherever it falls in a batch, and nothing else is
+/// left in the folder.
+#[tokio::test(flavor = "current_thread")]
+async fn small_downloads_over_several_batches_each_end_once() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let missing = [0, 255, 256, 511, 700];
+    let out = s.client.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut wanted = Vec::new();
+    for i in 0..701usize {
+        let name = format!("q{i}.bin");
+        if !missing.contains(&i) {
+            let data: Vec<u8> = (0..(i * 97 % 5000)).map(|b| (b * 13 + i) as u8).collect();
+            std::fs::write(s.share.join(&name), data).unwrap();
+        }
+        wanted.push(troca_net::batch::SmallGet {
+            name: name.clone(),
+            size: 0,
+            target: out.join(&name),
+            replace: false,
+        });
+    }
+    let mut client = troca_net::HubClient::connect(&hub.addr, &hub.options())
+        .await
+        .unwrap();
+    let mut ended: Vec<Option<Result<std::path::PathBuf, String>>> = vec![None; wanted.len()];
+    troca_net::batch::download_small(&mut client, &wanted, |i, r| {
+        assert!(ended[i].is_none(), "file {i} reported twice");
+        ended[i] = Some(r.map(|got| got.path).map_err(|e| e.to_string()));
+    })
+    .await
+    .unwrap();
+    for (i, end) in ended.into_iter().enumerate() {
+        let name = format!("q{i}.bin");
+        match end.unwrap_or_else(|| panic!("file {i} never reported")) {
+            Ok(path) => {
+                assert!(!missing.contains(&i), "{name} cannot have come");
+                assert_eq!(path, out.join(&name));
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    std::fs::read(s.share.join(&name)).unwrap()
+                );
+            }
+            Err(e) => assert!(missing.contains(&i) && e.contains(&name), "{name}: {e}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        701 - missing.len(),
+        "only the downloaded files are in the folder"
+    );
+}
