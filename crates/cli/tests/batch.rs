@@ -194,6 +194,44 @@ fn a_tree_of_small_files_goes_up_and_down_whole() {
         .all(|n| !n.ends_with(".part")));
 }
 
+/// Runs of `PutSmall` sent in one go fill several batches, stored two at a time: every file is
+/// answered in order, a file sent again (with `force`) in the next batch replaces the earlier
+/// one rather than racing it, and a request after the run is answered after all of it.
+#[test]
+fn batches_in_flight_together_keep_the_order_of_their_files() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--plaintext"]);
+    let mut raw = Raw::connect(&hub.addr, "key-one");
+    // The same 600 names, six times: any two batches in a row share names.
+    let mut msgs = Vec::new();
+    for round in 0..6 {
+        for i in 0..600 {
+            let data = format!("round {round} file {i}");
+            msgs.push(small(
+                &format!("r/d{}/n{i}", i % 5),
+                data.as_bytes(),
+                round > 0,
+            ));
+        }
+    }
+    msgs.push(troca_proto::msg::Status.into());
+    raw.send(&msgs);
+    for (n, m) in msgs[..3600].iter().enumerate() {
+        let Message::PutSmall(sent) = m else {
+            unreachable!()
+        };
+        match raw.read() {
+            Message::PutDone(done) => assert_eq!(done.name, sent.name, "answer {n}"),
+            other => panic!("answer {n} ({}): {other:?}", sent.name),
+        }
+    }
+    assert!(matches!(raw.read(), Message::StatusInfo(_)));
+    for i in 0..600 {
+        let got = std::fs::read_to_string(s.share.join(format!("r/d{}/n{i}", i % 5))).unwrap();
+        assert_eq!(got, format!("round 5 file {i}"));
+    }
+}
+
 /// With no batch memory left (here: none at all), small files are still stored, one at a time.
 #[test]
 fn without_batch_memory_small_files_go_one_at_a_time() {

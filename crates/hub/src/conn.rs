@@ -26,7 +26,7 @@ use troca_net::connection::{FrameError, Late};
 use troca_net::{transfer_buffer, Connection, Stream, CACHE_CHUNK};
 use troca_proto::msg::{
     Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, History, HistoryEntries,
-    HistoryEntry, Moved, Put, PutEnd, PutReady, PutSmall, Registered, Removed, Welcome,
+    HistoryEntry, Moved, Put, PutDone, PutEnd, PutReady, PutSmall, Registered, Removed, Welcome,
 };
 use troca_proto::{Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -257,8 +257,11 @@ fn check_hello(hello: &mut troca_proto::msg::Hello) -> Result<(), HubError> {
     check_client_name(&hello.client)
 }
 
-/// A run of `PutSmall` requests: the first, and those already arrived behind it, stored as one
-/// batch (see `small.rs`), each answered and recorded on its own, in order.
+/// A run of `PutSmall` requests, stored in batches (see `small.rs`), each file answered and
+/// recorded on its own, in order. While a batch is stored on the blocking pool, the frames that
+/// arrive are gathered into the next; once that one is full it is stored as well, so that one
+/// batch's writing overlaps the other's flush. At most two batches are in flight, and a batch
+/// that names a file of the one in flight waits for it, to see that file stored.
 async fn put_small(
     hub: &Arc<Hub>,
     conn: &mut Conn,
@@ -266,72 +269,205 @@ async fn put_small(
     caller: &Caller,
     first: PutSmall,
 ) -> Result<(), ConnEnd> {
-    let (batch, memory) = gather_small(hub, conn, first)?;
-    let records: Vec<Pending> = batch
-        .iter()
-        .map(|p| me.pending("put", p.name.clone()))
-        .collect();
-    let count = batch.len();
-    let (h, c) = (Arc::clone(hub), caller.clone());
-    let results = tokio::task::spawn_blocking(move || h.put_small_batch(batch, &c))
-        .await
-        .unwrap_or_else(|e| {
-            (0..count)
-                .map(|_| Err(HubError::Internal(format!("a task failed: {e}"))))
-                .collect()
-        });
-    for (record, result) in records.into_iter().zip(results) {
-        match result {
-            Ok(done) => {
-                me.received(done.size);
-                record.finish(hub.history_log(), Ok(done.size));
-                conn.queue(&done.into());
+    let mut storing = Storing::start(hub, me, caller, gather_small(hub, conn, first)?);
+    loop {
+        let next = gather_while_storing(hub, conn, &mut storing).await;
+        let Some(next) = next else {
+            storing.answer(hub, me, conn).await?;
+            // Something may have come in the meantime: a new run, or another request.
+            conn.read_arrived(MAX_BATCH_BYTES)?;
+            match conn.buffered_of_kind(put_small_kind()) {
+                Ok(Some(Message::PutSmall(first))) => {
+                    storing = Storing::start(hub, me, caller, gather_small(hub, conn, first)?);
+                    continue;
+                }
+                _ => return Ok(()),
             }
-            Err(e) => {
-                record.finish(hub.history_log(), Err(e.record_text()));
-                conn.queue(&e.to_message());
-            }
+        };
+        if storing.names_any(&next.files) {
+            storing.answer(hub, me, conn).await?;
+            storing = Storing::start(hub, me, caller, next);
+            continue;
         }
+        let before = std::mem::replace(&mut storing, Storing::start(hub, me, caller, next));
+        before.answer(hub, me, conn).await?;
     }
-    drop(memory);
-    conn.flush().await?;
-    Ok(())
 }
 
-/// The first `PutSmall` and those already arrived behind it, and the batch memory they hold.
-/// A client sending many small files sends them back to back: they are read in large gulps,
-/// within the memory all batches share; without any free, this file is stored on its own.
-fn gather_small(
+/// A batch of `PutSmall` requests and the share of the hub's batch memory it holds (`None`:
+/// none was free, and the batch is one file).
+struct Gathered {
+    files: Vec<PutSmall>,
+    memory: Option<tokio::sync::OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl Gathered {
+    fn full(&self) -> bool {
+        self.memory.is_none()
+            || self.files.len() >= MAX_BATCH_FILES
+            || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    /// Takes the `PutSmall` frames already buffered, until full. `false` once something else
+    /// is next (another request, or a malformed frame, which the next read reports).
+    fn take_buffered(&mut self, conn: &mut Conn) -> bool {
+        while !self.full() {
+            match conn.buffered_of_kind(put_small_kind()) {
+                Ok(Some(Message::PutSmall(p))) => {
+                    self.bytes += p.data.len();
+                    self.files.push(p);
+                }
+                Ok(_) => return conn.buffered_kind().is_none_or(|k| k == put_small_kind()),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A batch being stored on the blocking pool, with its history entries.
+struct Storing {
+    names: std::collections::HashSet<String>,
+    records: Vec<Pending>,
+    task: Option<tokio::task::JoinHandle<Vec<Result<PutDone, HubError>>>>,
+    results: Option<Vec<Result<PutDone, HubError>>>,
+    _memory: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Storing {
+    fn start(hub: &Arc<Hub>, me: &Session, caller: &Caller, batch: Gathered) -> Storing {
+        let records = batch
+            .files
+            .iter()
+            .map(|p| me.pending("put", p.name.clone()))
+            .collect();
+        let names = batch.files.iter().map(|p| p.name.clone()).collect();
+        let (h, c, files) = (Arc::clone(hub), caller.clone(), batch.files);
+        Storing {
+            names,
+            records,
+            task: Some(tokio::task::spawn_blocking(move || {
+                h.put_small_batch(files, &c)
+            })),
+            results: None,
+            _memory: batch.memory,
+        }
+    }
+
+    fn names_any(&self, files: &[PutSmall]) -> bool {
+        files.iter().any(|f| self.names.contains(&f.name))
+    }
+
+    /// Waits until the batch is stored. Cancel-safe.
+    async fn stored(&mut self) {
+        if let Some(task) = self.task.as_mut() {
+            let count = self.records.len();
+            let results = task.await.unwrap_or_else(|e| {
+                (0..count)
+                    .map(|_| Err(HubError::Internal(format!("a task failed: {e}"))))
+                    .collect()
+            });
+            self.task = None;
+            self.results = Some(results);
+        }
+    }
+
+    /// Waits for the batch, then answers and records each file, in order.
+    async fn answer(mut self, hub: &Hub, me: &Session, conn: &mut Conn) -> Result<(), ConnEnd> {
+        self.stored().await;
+        let results = self.results.take().unwrap_or_default();
+        for (record, result) in self.records.into_iter().zip(results) {
+            match result {
+                Ok(done) => {
+                    me.received(done.size);
+                    record.finish(hub.history_log(), Ok(done.size));
+                    conn.queue(&done.into());
+                }
+                Err(e) => {
+                    record.finish(hub.history_log(), Err(e.record_text()));
+                    conn.queue(&e.to_message());
+                }
+            }
+        }
+        conn.flush().await?;
+        Ok(())
+    }
+}
+
+/// While `storing` runs, gathers the `PutSmall` frames that arrive into a next batch. Returns
+/// it once full, or once `storing` is done with whatever came (`None`: nothing did, or no
+/// batch memory was free).
+async fn gather_while_storing(
     hub: &Hub,
     conn: &mut Conn,
-    first: PutSmall,
-) -> io::Result<(Vec<PutSmall>, Option<tokio::sync::OwnedSemaphorePermit>)> {
-    let kind = Message::from(PutSmall {
+    storing: &mut Storing,
+) -> Option<Gathered> {
+    let mut next = Gathered {
+        files: Vec::new(),
+        memory: Some(batch_memory(hub)?),
+        bytes: 0,
+    };
+    let mut open = true;
+    loop {
+        open = open && next.take_buffered(conn);
+        if next.full() {
+            return Some(next);
+        }
+        if !open {
+            storing.stored().await;
+            break;
+        }
+        tokio::select! {
+            () = storing.stored() => break,
+            // The end of the stream, or an error, is for the next read to report.
+            read = conn.read_more() => open = matches!(read, Ok(n) if n > 0),
+        }
+    }
+    match next.files.is_empty() {
+        true => None,
+        false => Some(next),
+    }
+}
+
+/// The frame kind of `PutSmall`.
+fn put_small_kind() -> u8 {
+    Message::from(PutSmall {
         name: String::new(),
         force: false,
         blake3: [0; 32],
         data: Vec::new(),
     })
-    .kind();
-    conn.set_read_size(256 * 1024);
+    .kind()
+}
+
+/// A batch's share of the hub's batch memory, if one is free.
+fn batch_memory(hub: &Hub) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let kib = (MAX_BATCH_BYTES >> 10) as u32;
-    let memory = Arc::clone(hub.batch_memory())
+    Arc::clone(hub.batch_memory())
         .try_acquire_many_owned(kib)
-        .ok();
-    let mut bytes = first.data.len();
-    let mut batch = vec![first];
-    while memory.is_some() && batch.len() < MAX_BATCH_FILES && bytes < MAX_BATCH_BYTES {
+        .ok()
+}
+
+/// The first `PutSmall` and those already arrived behind it, with the batch memory they hold.
+/// A client sending many small files sends them back to back: they are read in large gulps,
+/// within the memory all batches share; without any free, this file is stored on its own.
+fn gather_small(hub: &Hub, conn: &mut Conn, first: PutSmall) -> io::Result<Gathered> {
+    conn.set_read_size(256 * 1024);
+    let mut batch = Gathered {
+        bytes: first.data.len(),
+        files: vec![first],
+        memory: batch_memory(hub),
+    };
+    while !batch.full() {
         conn.read_arrived(MAX_BATCH_BYTES)?;
-        // A malformed frame ends the batch; the next read reports it.
-        match conn.buffered_of_kind(kind) {
-            Ok(Some(Message::PutSmall(p))) => {
-                bytes += p.data.len();
-                batch.push(p);
-            }
-            _ => break,
+        let before = batch.files.len();
+        batch.take_buffered(conn);
+        if batch.files.len() == before {
+            break;
         }
     }
-    Ok((batch, memory))
+    Ok(batch)
 }
 
 /// Sends a one-frame answer to a request that moved no file bytes.

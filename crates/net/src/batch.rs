@@ -17,8 +17,8 @@ use troca_proto::{Hash, Message};
 
 /// Requests in flight at most, and their bytes: enough to keep the link and the hub busy, small
 /// enough that neither side's buffers fill.
-const WINDOW: usize = 2048;
-const WINDOW_BYTES: usize = 16 * 1024 * 1024;
+const WINDOW: usize = 8192;
+const WINDOW_BYTES: usize = 64 * 1024 * 1024;
 /// Downloaded files made durable together.
 const DOWNLOAD_BATCH: usize = 256;
 /// The largest file [`download_small`] takes (it holds one file in memory at a time).

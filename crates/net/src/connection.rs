@@ -147,6 +147,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The kind of the next buffered frame, once its header has arrived; reads nothing.
+    pub fn buffered_kind(&self) -> Option<u8> {
+        self.rbuf.get(FRAME_HEADER_LEN).copied()
+    }
+
+    /// Waits for more bytes and buffers them; 0 at the end of the stream. Cancel-safe: for a
+    /// receiver that takes in frames while it waits for something else.
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        self.rbuf.reserve(self.read_size);
+        self.lower_lowat();
+        self.stream.read_buf(&mut self.rbuf).await
+    }
+
     /// Reads raw bytes that follow a frame: first whatever is already buffered, then straight from
     /// the stream into `dst` (no extra copy). Returns 0 only at end of stream.
     pub async fn read_raw(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
