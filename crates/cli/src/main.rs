@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A folder download holds a descriptor for each file of its batches until they are named.
+    troca_net::raise_fd_limit();
     let global = args::Global::resolve(&args.hub, args.command.hub_args(), args.output);
     let result = match args.command {
         args::Command::Completions { shell } => {

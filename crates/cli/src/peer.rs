@@ -18,7 +18,6 @@ const MENU: &str = "\
            leave|deixar | quit|sair | help|ajuda";
 
 pub fn main(global: &Global, args: PeerArgs) -> Result<ExitCode> {
-    troca_net::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use troca_hub::HubConfig;
 
 pub fn main(args: Serve) -> Result<ExitCode> {
-    troca_net::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -232,6 +232,30 @@ fn batches_in_flight_together_keep_the_order_of_their_files() {
     }
 }
 
+/// A folder download keeps each file of its batches open until they are named: where the
+/// process may open only 64 files (soft and hard limit), the batches shrink to fit, and every
+/// file still comes.
+#[test]
+fn a_folder_download_fits_a_small_limit_on_open_files() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    for i in 0..300 {
+        let path = s.share.join(format!("many/d{}/f{i}.txt", i % 3));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("file {i}")).unwrap();
+    }
+    let mut cmd = std::process::Command::new("sh");
+    cmd.current_dir(&s.client)
+        .envs(hub.client_env())
+        .env("XDG_DATA_HOME", hub.client_data())
+        .args(["-c", "ulimit -n 64 && exec \"$0\" get many -o back", TROCA]);
+    ok(&cmd.output().unwrap());
+    assert_eq!(
+        files_under(&s.client.join("back/many")),
+        files_under(&s.share.join("many"))
+    );
+}
+
 /// With no batch memory left (here: none at all), small files are still stored, one at a time.
 #[test]
 fn without_batch_memory_small_files_go_one_at_a_time() {

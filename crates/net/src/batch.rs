@@ -19,8 +19,17 @@ use troca_proto::{Hash, Message};
 /// enough that neither side's buffers fill.
 const WINDOW: usize = 8192;
 const WINDOW_BYTES: usize = 64 * 1024 * 1024;
-/// Downloaded files made durable together.
+/// Downloaded files made durable together, at most.
 const DOWNLOAD_BATCH: usize = 256;
+
+/// Downloaded files made durable together: [`DOWNLOAD_BATCH`], or fewer where this process may
+/// open few files. Each file of a batch stays open, without a name, until the batch is placed,
+/// and two batches may be open at once: together they take at most a quarter of the limit.
+fn download_batch() -> usize {
+    let open = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let open = open.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    (open / 8).clamp(1, DOWNLOAD_BATCH)
+}
 /// The largest file [`download_small`] takes (it holds one file in memory at a time).
 pub const MAX_SMALL_GET: u64 = 1024 * 1024;
 
@@ -114,7 +123,8 @@ pub async fn download_small(
     files: &[SmallGet],
     mut report: impl FnMut(usize, Result<SmallGot, ClientError>),
 ) -> Result<(), ClientError> {
-    let batches: Vec<&[SmallGet]> = files.chunks(DOWNLOAD_BATCH).collect();
+    let size = download_batch();
+    let batches: Vec<&[SmallGet]> = files.chunks(size).collect();
     let mut settling: Option<Settling> = None;
     let mut fetched = Ok(());
     for (b, chunk) in batches.iter().enumerate() {
@@ -125,7 +135,7 @@ pub async fn download_small(
             ask(client, next);
         }
         let written = match client.flush().await {
-            Ok(()) => fetch_batch(client, chunk, b * DOWNLOAD_BATCH, &mut report).await,
+            Ok(()) => fetch_batch(client, chunk, b * size, &mut report).await,
             Err(e) => Err(e),
         };
         if let Some(before) = settling.take() {
