@@ -302,8 +302,17 @@ fn place(s: &Staged) -> Result<Version, HubError> {
         }
         _ => HubError::io(format!("cannot store {}", s.name), e),
     })?;
-    slot.version()
-        .map_err(|e| HubError::io(format!("cannot store {}", s.name), e))
+    let version = match &s.written {
+        // The same file, without looking its name up again (linking leaves its times as they were).
+        Written::Unnamed(file) => rustix::fs::fstat(&file.0)
+            .map(|st| Version {
+                size: st.st_size as u64,
+                modified_ns: super::share::stat_mtime_ns(&st),
+            })
+            .map_err(std::io::Error::from),
+        Written::Named(_) => slot.version(),
+    };
+    version.map_err(|e| HubError::io(format!("cannot store {}", s.name), e))
 }
 
 /// Creates `path` (which must not exist) holding `data`, made durable if `sync`.

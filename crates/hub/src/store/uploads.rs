@@ -377,8 +377,11 @@ impl Partials {
 
     /// Free space, less what running uploads announced and have not written yet.
     fn available(&self, active: &HashMap<String, Running>) -> u64 {
+        // A small file's claim promises nothing (its bytes are already in memory): only
+        // uploads with a size are looked at, not every file of the batches in flight.
         let promised: u64 = active
             .values()
+            .filter(|r| r.size > 0)
             .map(|r| {
                 r.size
                     .saturating_sub(std::fs::metadata(&r.part).map_or(0, |m| m.len()))
