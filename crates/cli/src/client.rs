@@ -1191,7 +1191,7 @@ async fn spool(source: Option<PathBuf>, name: &str) -> std::io::Result<Spooled> 
 }
 
 /// The files in folder `name` on the hub, if it names a folder (`NAME/`, or a name with files
-/// below it and no file of its own).
+/// below it: no store lets a name be a file and a folder at once, so it has no file of its own).
 async fn folder_files(
     client: &mut HubClient,
     name: &str,
@@ -1204,9 +1204,7 @@ async fn folder_files(
     if inside.is_empty() {
         return Ok(None);
     }
-    if !name.ends_with('/') && client.list(folder).await?.iter().any(|e| e.name == folder) {
-        return Ok(None);
-    }
+    // (Listing `folder` itself to be sure would walk the whole tree a second time.)
     Ok(Some(inside))
 }
 
