@@ -738,10 +738,13 @@ async fn leave_out_identical(
             Err(error) => return Err(Unlisted { plan, error }),
         }
     }
-    let known: Vec<Option<Entry>> = plan.iter().map(|(_, n)| theirs.remove(n)).collect();
+    let mut known: Vec<Option<Entry>> = plan.iter().map(|(_, n)| theirs.remove(n)).collect();
     if known.iter().all(Option::is_none) {
         let listed = HashMap::new();
         return Ok(Sorted { rest: plan, listed });
+    }
+    if let Err(error) = learn_hashes(client, &plan, &mut known).await {
+        return Err(Unlisted { plan, error });
     }
     let checks = plan
         .iter()
@@ -780,6 +783,58 @@ async fn leave_out_identical(
         );
     }
     Ok(Sorted { rest, listed })
+}
+
+/// Asks the hub for the hashes it has not computed yet (files put in its folder by other
+/// means) of the listed files that have the size of their local counterparts: without them no
+/// such file could be found identical, and each would be sent only to be refused as taken.
+async fn learn_hashes(
+    client: &mut HubClient,
+    plan: &[(PathBuf, String)],
+    known: &mut [Option<Entry>],
+) -> Result<(), ClientError> {
+    let unhashed: Vec<(usize, PathBuf)> = known
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.as_ref().is_some_and(|e| e.blake3.is_none()))
+        .map(|(i, _)| (i, plan[i].0.clone()))
+        .collect();
+    if unhashed.is_empty() {
+        return Ok(());
+    }
+    let local = tokio::task::spawn_blocking(move || {
+        let size = |path: &Path| std::fs::metadata(path).ok().map(|m| m.len());
+        let sized = unhashed
+            .into_iter()
+            .filter_map(|(i, path)| Some((i, size(&path)?)));
+        sized.collect::<Vec<(usize, u64)>>()
+    })
+    .await
+    .unwrap_or_default();
+    // Only a file with the same size here can be identical.
+    let wanted: Vec<usize> = local
+        .into_iter()
+        .filter(|&(i, size)| known[i].as_ref().is_some_and(|e| e.size == size))
+        .map(|(i, _)| i)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let ask: Vec<troca_net::batch::SizedName> = wanted
+        .iter()
+        .filter_map(|&i| known[i].as_ref())
+        .map(|e| troca_net::batch::SizedName {
+            name: e.name.clone(),
+            size: e.size,
+        })
+        .collect();
+    let hashes = troca_net::batch::hashes_of(client, &ask).await?;
+    for (i, hash) in wanted.into_iter().zip(hashes) {
+        if let Some(e) = known[i].as_mut() {
+            e.blake3 = hash;
+        }
+    }
+    Ok(())
 }
 
 /// A file refused because its name is taken on the hub.

@@ -256,6 +256,44 @@ fn a_folder_download_fits_a_small_limit_on_open_files() {
     );
 }
 
+/// `hashes_of` asks for files' hashes as `Get`s from their ends: a file with the size given
+/// yields its hash without its bytes; one of another size (whose bytes then come, and are
+/// skipped) or a missing one yields `None`; the connection stays in step for what follows.
+#[tokio::test(flavor = "current_thread")]
+async fn hashes_are_asked_for_without_the_bytes() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(s.share.join("h.bin"), &body).unwrap();
+    let mut client = troca_net::HubClient::connect(&hub.addr, &hub.options())
+        .await
+        .unwrap();
+    let ask = |name: &str, size: u64| troca_net::batch::SizedName {
+        name: name.into(),
+        size,
+    };
+    let got = troca_net::batch::hashes_of(
+        &mut client,
+        &[
+            ask("h.bin", 300_000),
+            ask("h.bin", 400_000),
+            ask("h.bin", 100_000),
+            ask("missing.bin", 5),
+            ask("h.bin", 300_000),
+        ],
+    )
+    .await
+    .unwrap();
+    let hash = *blake3::hash(&body).as_bytes();
+    assert_eq!(got, [Some(hash), None, None, None, Some(hash)]);
+    let mut names = std::iter::once("h.bin".to_owned());
+    let mut whole = Vec::new();
+    troca_net::batch::get_pipelined(&mut client, 1, || names.next(), |_, d| whole = d.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(whole, body);
+}
+
 /// With no batch memory left (here: none at all), small files are still stored, one at a time.
 #[test]
 fn without_batch_memory_small_files_go_one_at_a_time() {

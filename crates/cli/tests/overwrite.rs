@@ -33,6 +33,49 @@ fn an_existing_remote_name_is_refused_without_force() {
     );
 }
 
+/// Files put in the hub's folder by other means (a copy, rsync) have no hash on the hub yet: a
+/// folder sent again asks the hub for them, so the identical ones are not sent, while one that
+/// only has the same size is still refused as taken.
+#[test]
+fn a_folder_sent_again_over_files_copied_to_the_hub_sends_none_that_are_identical() {
+    let s = Scratch::new();
+    let tree = s.client.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::create_dir_all(s.share.join("tree/sub")).unwrap();
+    for (name, body) in [
+        ("a.txt", "same a"),
+        ("sub/b.bin", "same b"),
+        ("c.txt", "ours c"),
+    ] {
+        std::fs::write(tree.join(name), body).unwrap();
+    }
+    std::fs::write(s.share.join("tree/a.txt"), "same a").unwrap();
+    std::fs::write(s.share.join("tree/sub/b.bin"), "same b").unwrap();
+    std::fs::write(s.share.join("tree/c.txt"), "hubs c").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let err = fails(&hub.troca(&s.client, &["put", "tree"]), 1);
+    assert!(
+        err.contains("2 files already on the hub (identical), not sent again"),
+        "{err}"
+    );
+    assert!(
+        err.contains("already exists") && err.contains("tree/c.txt"),
+        "{err}"
+    );
+    let history = json(&hub.troca(&s.client, &["--json", "history", "--op", "put"]));
+    let targets: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["target"].as_str())
+        .collect();
+    assert_eq!(targets, ["tree/c.txt"], "only the changed file was sent");
+    assert_eq!(
+        std::fs::read(s.share.join("tree/c.txt")).unwrap(),
+        b"hubs c"
+    );
+}
+
 /// Putting or getting a folder again moves only what differs: a file identical on both sides
 /// (same size and BLAKE3) is left as it is and is not a failure; a different one is still
 /// refused (put) or saved beside (get).

@@ -318,6 +318,65 @@ async fn read_whole(
     Ok((ours, header.size))
 }
 
+/// Hash requests sent together, at most.
+const HASH_WINDOW: usize = 1024;
+
+/// A file of the hub's whose BLAKE3 hash is wanted: its name and the size it is known to have.
+#[derive(Debug, Clone)]
+pub struct SizedName {
+    pub name: String,
+    pub size: u64,
+}
+
+/// The hub's BLAKE3 hash of each file, asked for as a `Get` from the file's end: no byte is
+/// sent, and the hub hashes a file it had not hashed yet (and remembers it), as a download
+/// would. `None` where the hub refuses (the file is gone) or the file no longer has that size.
+pub async fn hashes_of(
+    client: &mut HubClient,
+    files: &[SizedName],
+) -> Result<Vec<Option<Hash>>, ClientError> {
+    let mut out = Vec::with_capacity(files.len());
+    for window in files.chunks(HASH_WINDOW) {
+        for f in window {
+            client.queue(
+                &Get {
+                    name: f.name.clone(),
+                    offset: f.size,
+                }
+                .into(),
+            );
+        }
+        client.flush().await?;
+        for f in window {
+            out.push(hash_from_end(client, f.size).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the answer to a `Get` from offset `size`: the file's hash if it still has that size.
+async fn hash_from_end(client: &mut HubClient, size: u64) -> Result<Option<Hash>, ClientError> {
+    let unexpected = |m: Message| ClientError::Protocol(format!("unexpected {}", m.name()));
+    let header = match client.answer().await {
+        Ok(Message::FileHeader(h)) => h,
+        Ok(other) => return Err(unexpected(other)),
+        Err(ClientError::Hub { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // A file that has shrunk comes whole (from 0), one that has grown from `size`: skipped.
+    let mut left = header.size.saturating_sub(header.offset);
+    let mut skip = vec![0u8; left.min(64 * 1024) as usize];
+    while left > 0 {
+        let n = left.min(skip.len() as u64) as usize;
+        client.read_exact_raw(&mut skip[..n]).await?;
+        left -= n as u64;
+    }
+    match client.answer().await? {
+        Message::FileEnd(end) => Ok((header.size == size).then_some(end.blake3)),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// Downloads small files into memory over one connection, keeping up to `depth` `Get`s in
 /// flight: `next` names the next file (`None`: ask for no more), `got` receives each verified
 /// file in the order asked. Requests go out half a window at a time, in one write.
