@@ -1172,11 +1172,7 @@ async fn held_here(files: impl Iterator<Item = Held>) -> Vec<bool> {
         files
             .iter()
             .map(|f| {
-                let folder = f.path.parent().unwrap_or(Path::new("."));
-                let folder = match folder.as_os_str().is_empty() {
-                    true => Path::new("."),
-                    false => folder,
-                };
+                let folder = troca_net::durable::folder_of(&f.path);
                 *folders.entry(folder).or_insert_with(|| folder.is_dir())
                     && holds(&f.path, f.size, f.blake3)
             })

@@ -7,7 +7,7 @@
 //! Nothing appears under its name before it is durable, as with single transfers.
 
 use crate::client::HubClient;
-use crate::durable::{create_unnamed, free_local_path, link_unnamed, part_path};
+use crate::durable::{create_unnamed, folder_of, free_local_path, link_unnamed, part_path};
 use crate::error::ClientError;
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
@@ -262,7 +262,7 @@ async fn fetch_one(
     let (blake3, size) = read_whole(client, &f.name, &mut data).await?;
     let unnamed = match f.replace {
         true => None,
-        false => create_unnamed(parent_of(&f.target)).ok(),
+        false => create_unnamed(folder_of(&f.target)).ok(),
     };
     let staged = match unnamed {
         Some(mut file) => {
@@ -423,7 +423,7 @@ fn settle(written: Vec<Fetched>) -> Vec<Settled> {
         return Vec::new();
     };
     let synced =
-        std::fs::File::open(parent_of(&first.target)).and_then(|d| Ok(rustix::fs::syncfs(&d)?));
+        std::fs::File::open(folder_of(&first.target)).and_then(|d| Ok(rustix::fs::syncfs(&d)?));
     let mut folders: HashSet<PathBuf> = HashSet::new();
     let mut settled = Vec::with_capacity(written.len());
     for f in written {
@@ -433,7 +433,7 @@ fn settle(written: Vec<Fetched>) -> Vec<Settled> {
             .and_then(|()| put_in_place(&f.staged, &f.target, f.replace));
         let outcome = match placed {
             Ok(path) => {
-                folders.insert(parent_of(&path).to_path_buf());
+                folders.insert(folder_of(&path).to_path_buf());
                 Ok(SmallGot {
                     path,
                     size: f.size,
@@ -488,12 +488,5 @@ fn place_part(part: &Path, target: &Path, replace: bool) -> std::io::Result<Path
             Ok(free)
         }
         Err(e) => Err(e),
-    }
-}
-
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
     }
 }

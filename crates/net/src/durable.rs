@@ -684,13 +684,17 @@ pub fn available_bytes(path: &Path) -> u64 {
     }
 }
 
-/// fsyncs the folder holding `path`, so a rename into it is durable.
-pub fn sync_parent(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
+/// The folder holding `path`: its parent, or `.` for a bare name.
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
+    }
+}
+
+/// fsyncs the folder holding `path`, so a rename into it is durable.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    File::open(folder_of(path))?.sync_all()
 }
 
 /// Feeds the first `len` bytes of `file` to `hasher` (used to resume: the bytes already held

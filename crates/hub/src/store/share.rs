@@ -79,10 +79,7 @@ impl Slot {
     /// The size and modification time of what the name holds (not following a link).
     pub fn version(&self) -> io::Result<super::Version> {
         let st = rustix::fs::statat(&self.dir, self.last.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
-        Ok(super::Version {
-            size: st.st_size as u64,
-            modified_ns: stat_mtime_ns(&st),
-        })
+        Ok(version_of_stat(&st))
     }
 
     /// Deletes the entry (a link itself, not what it points to).
@@ -858,6 +855,14 @@ fn empty_folder(dir: &OwnedFd, depth: usize, removed: &mut u64) -> io::Result<()
         }
     }
     Ok(())
+}
+
+/// The version (size and modification time) `st` describes.
+pub fn version_of_stat(st: &rustix::fs::Stat) -> super::Version {
+    super::Version {
+        size: st.st_size as u64,
+        modified_ns: stat_mtime_ns(st),
+    }
 }
 
 /// The mtime of `st` in ns since the epoch, as [`troca_net::transfer::mtime_ns`] gives it.

@@ -305,10 +305,7 @@ fn place(s: &Staged) -> Result<Version, HubError> {
     let version = match &s.written {
         // The same file, without looking its name up again (linking leaves its times as they were).
         Written::Unnamed(file) => rustix::fs::fstat(&file.0)
-            .map(|st| Version {
-                size: st.st_size as u64,
-                modified_ns: super::share::stat_mtime_ns(&st),
-            })
+            .map(|st| super::share::version_of_stat(&st))
             .map_err(std::io::Error::from),
         Written::Named(_) => slot.version(),
     };
