@@ -404,3 +404,104 @@ async fn small_downloads_over_several_batches_each_end_once() {
         "only the downloaded files are in the folder"
     );
 }
+
+/// A TCP relay to `target` that passes the client's bytes on, and the hub's until `limit` of
+/// them have gone by: then it closes both sides, as a link that drops mid-answer.
+fn cutting_proxy(target: &str, limit: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let target = target.to_owned();
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let server = TcpStream::connect(&target).unwrap();
+        let (mut up_from, mut up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = up_from.read(&mut buf) {
+                if n == 0 || up_to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut from, mut to) = (server, client);
+        let mut left = limit;
+        let mut buf = [0u8; 65536];
+        while left > 0 {
+            match from.read(&mut buf[..left.min(65536)]) {
+                Ok(n) if n > 0 && to.write_all(&buf[..n]).is_ok() => left -= n,
+                _ => break,
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    });
+    addr
+}
+
+/// A link that drops in the middle of a folder download: the files that arrived whole before
+/// it are durable and under their names, reported once each, in the order asked; the download
+/// fails; nothing half-written or unnamed is left in the folder.
+#[tokio::test(flavor = "current_thread")]
+async fn a_folder_download_cut_midway_keeps_what_arrived_and_nothing_else() {
+    // As the client does at start: batches as large as they go (the limit decides their size).
+    let nofile = rustix::process::Resource::Nofile;
+    let mut limit = rustix::process::getrlimit(nofile);
+    limit.current = limit.maximum;
+    let _ = rustix::process::setrlimit(nofile, limit);
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let out = s.client.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut wanted = Vec::new();
+    for i in 0..700usize {
+        let name = format!("c{i:03}.bin");
+        let data: Vec<u8> = (0..1000).map(|b| (b * 7 + i) as u8).collect();
+        std::fs::write(s.share.join(&name), data).unwrap();
+        wanted.push(troca_net::batch::SmallGet {
+            name,
+            size: 1000,
+            target: out.join(format!("c{i:03}.bin")),
+            replace: false,
+        });
+    }
+    // About 300 files' answers (each a little over 1,000 bytes), past the first batches.
+    let proxy = cutting_proxy(&hub.addr, 350_000);
+    let mut client = troca_net::HubClient::connect(&proxy, &hub.options())
+        .await
+        .unwrap();
+    let mut ended: Vec<Option<bool>> = vec![None; wanted.len()];
+    let result = troca_net::batch::download_small(&mut client, &wanted, |i, r| {
+        assert!(ended[i].is_none(), "file {i} reported twice");
+        ended[i] = Some(r.is_ok());
+    })
+    .await;
+    assert!(result.is_err(), "the download cannot have ended well");
+    let got = ended.iter().take_while(|e| **e == Some(true)).count();
+    // About 1,090 bytes went by per file (320 files here): those of the batch the link dropped
+    // in are kept too, not only the batches before it (256 files, at most 256 per batch).
+    assert!((290..700).contains(&got), "{got} files came whole");
+    assert!(
+        ended[got..].iter().all(Option::is_none),
+        "files after the cut are not reported: {:?}",
+        &ended[got..got + 5]
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let expected: Vec<String> = (0..got).map(|i| format!("c{i:03}.bin")).collect();
+    assert_eq!(
+        left, expected,
+        "only the files that came whole are in the folder"
+    );
+    for name in &left {
+        assert_eq!(
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(s.share.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}

@@ -21,14 +21,19 @@ const WINDOW: usize = 8192;
 const WINDOW_BYTES: usize = 64 * 1024 * 1024;
 /// Downloaded files made durable together, at most.
 const DOWNLOAD_BATCH: usize = 256;
+/// Batches of downloaded files being made durable and named at once, while the next arrives.
+/// One `syncfs` waits mostly on the disk and the kernel's writeback thread, so a second and a
+/// third batch keep the blocking pool's threads busy meanwhile.
+const SETTLING: usize = 3;
 
 /// Downloaded files made durable together: [`DOWNLOAD_BATCH`], or fewer where this process may
 /// open few files. Each file of a batch stays open, without a name, until the batch is placed,
-/// and two batches may be open at once: together they take at most a quarter of the limit.
+/// and [`SETTLING`] batches and the one arriving may be open at once: together they take at
+/// most a quarter of the limit.
 fn download_batch() -> usize {
     let open = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let open = open.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    (open / 8).clamp(1, DOWNLOAD_BATCH)
+    (open / (4 * (SETTLING + 1))).clamp(1, DOWNLOAD_BATCH)
 }
 /// The largest file [`download_small`] takes (it holds one file in memory at a time).
 pub const MAX_SMALL_GET: u64 = 1024 * 1024;
@@ -113,11 +118,12 @@ pub struct SmallGot {
 /// verified against the hub's hash, written as it arrives without a name in its target's folder
 /// (or as `NAME.part`), and put under its name only after its batch is durable.
 ///
-/// The requests run one batch ahead of the answers, and a batch is made durable and named on
-/// the blocking pool while the next one arrives: the hub never waits for this side's `syncfs`,
-/// and the two halves of the kernel's work (creating and writing; linking and closing) run on
-/// both cores. (Writing each file on another thread was slower: 0.63 s -> 0.68 s for 10,000
-/// files, the hand-offs costing more than the second core gave. A batch is one hand-off.)
+/// The requests run one batch ahead of the answers, and batches are made durable and named on
+/// the blocking pool ([`SETTLING`] at once) while the next one arrives: the hub never waits for
+/// this side's `syncfs`, and the two halves of the kernel's work (creating and writing; linking
+/// and closing) run on both cores. (Writing each file on another thread was slower: 0.63 s ->
+/// 0.68 s for 10,000 files, the hand-offs costing more than the second core gave. A batch is
+/// one hand-off.) Files are reported batch by batch, in order.
 pub async fn download_small(
     client: &mut HubClient,
     files: &[SmallGet],
@@ -125,7 +131,7 @@ pub async fn download_small(
 ) -> Result<(), ClientError> {
     let size = download_batch();
     let batches: Vec<&[SmallGet]> = files.chunks(size).collect();
-    let mut settling: Option<Settling> = None;
+    let mut settling: VecDeque<Settling> = VecDeque::with_capacity(SETTLING);
     let mut fetched = Ok(());
     for (b, chunk) in batches.iter().enumerate() {
         if b == 0 {
@@ -134,23 +140,27 @@ pub async fn download_small(
         if let Some(next) = batches.get(b + 1) {
             ask(client, next);
         }
-        let written = match client.flush().await {
+        let fetch = match client.flush().await {
             Ok(()) => fetch_batch(client, chunk, b * size, &mut report).await,
-            Err(e) => Err(e),
+            Err(e) => Fetch {
+                written: Vec::new(),
+                broken: Some(e),
+            },
         };
-        if let Some(before) = settling.take() {
-            before.finish(&mut report).await;
-        }
-        match written {
-            Ok(written) => settling = Some(Settling::start(written)),
-            Err(e) => {
-                fetched = Err(e);
-                break;
+        while settling.len() >= SETTLING {
+            if let Some(oldest) = settling.pop_front() {
+                oldest.finish(&mut report).await;
             }
         }
+        // The files written before a connection broke are still made durable and named.
+        settling.push_back(Settling::start(fetch.written));
+        if let Some(e) = fetch.broken {
+            fetched = Err(e);
+            break;
+        }
     }
-    if let Some(last) = settling {
-        last.finish(&mut report).await;
+    for batch in settling {
+        batch.finish(&mut report).await;
     }
     fetched
 }
@@ -168,15 +178,22 @@ fn ask(client: &mut HubClient, batch: &[SmallGet]) {
     }
 }
 
+/// What the answers to one batch's `Get`s gave: the files written, and the error that ended
+/// the connection, if one did.
+struct Fetch {
+    written: Vec<Fetched>,
+    broken: Option<ClientError>,
+}
+
 /// Reads the answers to one batch's `Get`s, writing each file unnamed. A file refused by the
 /// hub, unwritable or corrupt is reported and the rest go on; an error that ends the connection
-/// is returned.
+/// ends the batch.
 async fn fetch_batch(
     client: &mut HubClient,
     batch: &[SmallGet],
     base: usize,
     report: &mut impl FnMut(usize, Result<SmallGot, ClientError>),
-) -> Result<Vec<Fetched>, ClientError> {
+) -> Fetch {
     let mut written: Vec<Fetched> = Vec::with_capacity(batch.len());
     for (i, f) in batch.iter().enumerate() {
         match fetch_one(client, f, base + i).await {
@@ -187,14 +204,18 @@ async fn fetch_batch(
                 | ClientError::Local { .. }
                 | ClientError::Integrity { .. }),
             ) => report(base + i, Err(e)),
-            // The files written so far are still made durable and named by the caller.
             Err(e) => {
-                Settling::start(written).finish(report).await;
-                return Err(e);
+                return Fetch {
+                    written,
+                    broken: Some(e),
+                }
             }
         }
     }
-    Ok(written)
+    Fetch {
+        written,
+        broken: None,
+    }
 }
 
 /// A batch being made durable and named on the blocking pool.
