@@ -637,6 +637,10 @@ pub struct Serve {
     /// The largest file the cache holds (`1M`, or bytes).
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
     pub cache_max_file: u64,
+    /// How many files' BLAKE3 hashes are kept in memory, the most recently used (about 150
+    /// bytes each); the state database keeps them all.
+    #[arg(long, default_value_t = troca_hub::hashes::DEFAULT_ENTRIES, value_name = "N")]
+    pub hash_cache: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,

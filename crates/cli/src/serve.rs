@@ -88,6 +88,7 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.history_keep = args.history_keep;
     config.cache_size = args.cache_size;
     config.cache_max_file = args.cache_max_file;
+    config.hash_cache = args.hash_cache;
     config.batch_memory = args.batch_memory;
     config.metrics = args.metrics.is_some();
     config.max_locks = args.max_locks;

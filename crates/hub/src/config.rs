@@ -33,6 +33,9 @@ pub struct HubConfig {
     /// The hot-file cache's byte budget (0 turns it off) and the largest file it holds.
     pub cache_size: u64,
     pub cache_max_file: u64,
+    /// How many files' hashes are kept in memory (the state database keeps them all, on the
+    /// local backend).
+    pub hash_cache: usize,
     /// Memory all connections together may hold for small files until they are stored
     /// (batches, and web uploads of at most `MEMORY_UPLOAD_MAX`); a connection that finds none
     /// free streams its files to disk one at a time.
@@ -94,6 +97,7 @@ impl HubConfig {
             history_keep: 1_000_000,
             cache_size: 64 << 20,
             cache_max_file: 1 << 20,
+            hash_cache: crate::hashes::DEFAULT_ENTRIES,
             batch_memory: 64 << 20,
             tls: TlsMode::OwnKey,
             read_only: false,

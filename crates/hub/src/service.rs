@@ -212,7 +212,7 @@ impl Backends {
             owners: tokens,
             history: Box::new(PgHistory::new(db, config.history_keep)),
             created,
-            hashes: HashCache::default(),
+            hashes: HashCache::new(config.hash_cache),
         })
     }
 
@@ -223,7 +223,7 @@ impl Backends {
         let (tokens, created) = SqliteTokens::open(&state)?;
         let tokens = Arc::new(tokens);
         let history = SqliteHistory::open(&db_path(&state), config.history_keep)?;
-        let hashes = HashCache::default();
+        let hashes = HashCache::new(config.hash_cache);
         hashes.attach(&db_path(&state))?;
         Ok(Self {
             store: Box::new(store),
@@ -407,15 +407,22 @@ impl Hub {
 
     /// Fills in the hashes known for these versions.
     fn with_hashes(&self, mut entries: Vec<Entry>) -> Vec<Entry> {
-        for e in entries
-            .iter_mut()
-            .filter(|e| !e.name.ends_with('/') && e.blake3.is_none())
-        {
-            let version = Version {
-                size: e.size,
-                modified_ns: e.modified_ns,
-            };
-            e.blake3 = self.hashes.get(&e.name, version);
+        // Files (not folders) whose store did not give their hash.
+        let unknown = |e: &&Entry| !e.name.ends_with('/') && e.blake3.is_none();
+        let wanted: Vec<(&str, Version)> = entries
+            .iter()
+            .filter(unknown)
+            .map(|e| {
+                let version = Version {
+                    size: e.size,
+                    modified_ns: e.modified_ns,
+                };
+                (e.name.as_str(), version)
+            })
+            .collect();
+        let found = self.hashes.get_page(&wanted);
+        for (e, hash) in entries.iter_mut().filter(|e| unknown(&&**e)).zip(found) {
+            e.blake3 = hash;
         }
         entries
     }
@@ -429,15 +436,15 @@ impl Hub {
         let file = self.store.open(&name)?;
         let version = file.version;
         let offset = if offset > version.size { 0 } else { offset };
-        let known = file
-            .hash
-            .or_else(|| self.hashes.get(name.as_str(), version));
         let (source, hash) = if self.cache.wants(version.size) {
             let (data, hash) = self
-                .small_file(&name, &file, known)
+                .small_file(&name, &file)
                 .map_err(|e| HubError::io(format!("cannot read {name}"), e))?;
             (Source::Memory(data), Some(hash))
         } else {
+            let known = file
+                .hash
+                .or_else(|| self.hashes.get(name.as_str(), version));
             (Source::Stored(file), known)
         };
         Ok(Download {
@@ -455,11 +462,13 @@ impl Hub {
         &self,
         name: &RemoteName,
         file: &StoredFile,
-        known: Option<Hash>,
     ) -> std::io::Result<(Arc<[u8]>, Hash)> {
         if let Some(hit) = self.cache.get(name.as_str(), file.version) {
             return Ok(hit);
         }
+        let known = file
+            .hash
+            .or_else(|| self.hashes.get(name.as_str(), file.version));
         let mut data = vec![0u8; file.version.size as usize];
         file.read_exact_at(&mut data, 0)?;
         let hash = known.unwrap_or_else(|| *blake3::hash(&data).as_bytes());
