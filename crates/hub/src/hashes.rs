@@ -294,20 +294,31 @@ mod tests {
         assert_eq!(c.get("x", v(10, 5)), None);
     }
 
+    fn sized(size: u64) -> Version {
+        Version {
+            size,
+            modified_ns: 7,
+        }
+    }
+
+    /// A cache of two hashes in memory on a new database, after `{prefix}f0` to `{prefix}f4`
+    /// (file `i` of size `i`, hash `[i; 32]`) were remembered.
+    fn five_in_a_cache_of_two(prefix: &str) -> (tempfile::TempDir, HashCache) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = HashCache::new(2);
+        c.attach(&dir.path().join("troca.db")).unwrap();
+        for i in 0..5u8 {
+            c.insert(&format!("{prefix}f{i}"), sized(i.into()), [i; 32]);
+        }
+        (dir, c)
+    }
+
     /// Memory holds the most recently used hashes only; the database answers for the rest,
     /// and a forgotten or replaced one is not brought back from it.
     #[test]
     fn memory_keeps_only_the_newest_and_the_database_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = HashCache::new(2);
-        c.attach(&dir.path().join("troca.db")).unwrap();
-        let v = |size| Version {
-            size,
-            modified_ns: 7,
-        };
-        for i in 0..5u8 {
-            c.insert(&format!("f{i}"), v(i.into()), [i; 32]);
-        }
+        let (_dir, c) = five_in_a_cache_of_two("");
+        let v = sized;
         assert_eq!(c.lock().lru.len(), 2, "memory stays within its bound");
         for i in 0..5u8 {
             assert_eq!(c.get(&format!("f{i}"), v(i.into())), Some([i; 32]), "f{i}");
@@ -327,16 +338,8 @@ mod tests {
     /// version, and keeps none of those it read in memory.
     #[test]
     fn a_page_finds_hashes_in_memory_and_in_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = HashCache::new(2);
-        c.attach(&dir.path().join("troca.db")).unwrap();
-        let v = |size| Version {
-            size,
-            modified_ns: 3,
-        };
-        for i in 0..5u8 {
-            c.insert(&format!("d/f{i}"), v(i.into()), [i; 32]);
-        }
+        let (_dir, c) = five_in_a_cache_of_two("d/");
+        let v = sized;
         let page = [
             ("d/f0", v(0)),
             ("d/f1", v(1)),
@@ -346,10 +349,21 @@ mod tests {
             ("d/never", v(1)),
         ];
         let found = c.get_page(&page);
-        let want = [Some([0; 32]), Some([1; 32]), None, Some([3; 32]), Some([4; 32]), None];
+        let want = [
+            Some([0; 32]),
+            Some([1; 32]),
+            None,
+            Some([3; 32]),
+            Some([4; 32]),
+            None,
+        ];
         assert_eq!(found, want);
         let in_memory: Vec<String> = c.lock().lru.iter().map(|(n, _)| n.clone()).collect();
-        assert_eq!(in_memory, ["d/f4", "d/f3"], "the page left memory as it was");
+        assert_eq!(
+            in_memory,
+            ["d/f4", "d/f3"],
+            "the page left memory as it was"
+        );
     }
 
     /// Without a database (a hub on an object store keeps hashes in its catalog) memory is
