@@ -6,8 +6,9 @@
 
 use crate::error::HubError;
 use crate::records::{Grant, Owner, Owners, Role, Tokens};
-use std::collections::HashMap;
+use lru::LruCache;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use troca_net::limits::AddressKey;
@@ -184,10 +185,11 @@ impl Rights {
 /// Slows down addresses that keep presenting wrong tokens: one guess at a time per address
 /// (an IPv6 /64), each wrong one answered later than the one before. A right token does not
 /// reset the count (else a read token would buy an attacker fresh guesses); failures are
-/// forgotten after ten minutes without one.
-#[derive(Debug, Default)]
+/// forgotten after ten minutes without one, and at most [`AuthFailures::ADDRESSES`] addresses
+/// are remembered (the least recently seen go first), so many addresses cannot fill memory.
+#[derive(Debug)]
 pub struct AuthFailures {
-    recent: Mutex<HashMap<AddressKey, Guesses>>,
+    recent: Mutex<LruCache<AddressKey, Guesses>>,
 }
 
 #[derive(Debug)]
@@ -198,26 +200,37 @@ struct Guesses {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+impl Guesses {
+    fn new() -> Self {
+        Guesses {
+            failures: 0,
+            last: Instant::now(),
+            turn: Arc::default(),
+        }
+    }
+}
+
+impl Default for AuthFailures {
+    fn default() -> Self {
+        let most = NonZeroUsize::new(Self::ADDRESSES).expect("a bound above zero");
+        Self {
+            recent: Mutex::new(LruCache::new(most)),
+        }
+    }
+}
+
 impl AuthFailures {
     /// Failures are forgotten after this long without another.
     const MEMORY: Duration = Duration::from_secs(600);
+    /// Addresses remembered at most.
+    pub const ADDRESSES: usize = 65_536;
 
     /// Waits for this address's turn to have a token checked; hold the guard until the answer
     /// (and its delay) is over.
     pub async fn turn(&self, ip: IpAddr) -> tokio::sync::OwnedMutexGuard<()> {
         let turn = {
             let mut recent = self.recent.lock().expect("auth failures poisoned");
-            let now = Instant::now();
-            if recent.len() > 1024 {
-                recent.retain(|_, g| {
-                    Arc::strong_count(&g.turn) > 1 || now.duration_since(g.last) < Self::MEMORY
-                });
-            }
-            let g = recent.entry(AddressKey::of(ip)).or_insert_with(|| Guesses {
-                failures: 0,
-                last: now,
-                turn: Arc::default(),
-            });
+            let g = recent.get_or_insert_mut(AddressKey::of(ip), Guesses::new);
             Arc::clone(&g.turn)
         };
         turn.lock_owned().await
@@ -228,11 +241,7 @@ impl AuthFailures {
     pub fn failed(&self, ip: IpAddr) -> Duration {
         let mut recent = self.recent.lock().expect("auth failures poisoned");
         let now = Instant::now();
-        let g = recent.entry(AddressKey::of(ip)).or_insert_with(|| Guesses {
-            failures: 0,
-            last: now,
-            turn: Arc::default(),
-        });
+        let g = recent.get_or_insert_mut(AddressKey::of(ip), Guesses::new);
         if now.duration_since(g.last) >= Self::MEMORY {
             g.failures = 0;
         }
@@ -243,6 +252,12 @@ impl AuthFailures {
             n => Duration::from_millis(250 << (n - 3).min(5)),
         }
     }
+
+    /// Addresses remembered now.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.recent.lock().expect("auth failures poisoned").len()
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +265,26 @@ mod tests {
     use super::*;
     use crate::records::sqlite::{admin_token_path, SqliteTokens};
     use crate::records::NewToken;
+
+    /// Wrong tokens from more addresses than are remembered: memory stays within the bound, and
+    /// the address seen last still has its count.
+    #[test]
+    fn wrong_tokens_from_many_addresses_are_remembered_within_a_bound() {
+        let f = AuthFailures::default();
+        let many = AuthFailures::ADDRESSES + 1000;
+        for i in 0..many as u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            f.failed(ip);
+        }
+        assert_eq!(f.remembered(), AuthFailures::ADDRESSES);
+        let last = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + many as u32 - 1));
+        f.failed(last);
+        assert_eq!(
+            f.failed(last),
+            Duration::from_millis(250),
+            "its third failure"
+        );
+    }
 
     #[test]
     fn repeated_failures_wait_longer_and_longer() {
