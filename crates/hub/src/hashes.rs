@@ -7,7 +7,7 @@
 use crate::error::HubError;
 use crate::store::Version;
 use lru::LruCache;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -174,33 +174,7 @@ impl HashCache {
 
     /// `name`'s row in the database.
     fn stored(&self, name: &str) -> Option<(Version, Hash)> {
-        let reader = self.reader.lock().expect("hash cache poisoned");
-        let row = reader
-            .as_ref()?
-            .prepare_cached("SELECT size, mtime_ns, hash FROM hashes WHERE path = ?1")
-            .and_then(|mut s| {
-                s.query_row(params![name], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                })
-                .optional()
-            });
-        let (size, modified_ns, hash) = match row {
-            Ok(row) => row?,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read a file hash");
-                return None;
-            }
-        };
-        let hash = <Hash>::try_from(hash.as_slice()).ok()?;
-        let version = Version {
-            size: size as u64,
-            modified_ns,
-        };
-        Some((version, hash))
+        self.stored_many(&[name]).remove(name)
     }
 
     /// Remembers a hash (once per version of a file, so the database write is rare).

@@ -408,10 +408,10 @@ impl Hub {
     /// Fills in the hashes known for these versions.
     fn with_hashes(&self, mut entries: Vec<Entry>) -> Vec<Entry> {
         // Files (not folders) whose store did not give their hash.
-        let unknown = |e: &&Entry| !e.name.ends_with('/') && e.blake3.is_none();
+        let unknown = |e: &Entry| !e.name.ends_with('/') && e.blake3.is_none();
         let wanted: Vec<(&str, Version)> = entries
             .iter()
-            .filter(unknown)
+            .filter(|e| unknown(e))
             .map(|e| {
                 let version = Version {
                     size: e.size,
@@ -421,7 +421,7 @@ impl Hub {
             })
             .collect();
         let found = self.hashes.get_page(&wanted);
-        for (e, hash) in entries.iter_mut().filter(|e| unknown(&&**e)).zip(found) {
+        for (e, hash) in entries.iter_mut().filter(|e| unknown(e)).zip(found) {
             e.blake3 = hash;
         }
         entries
