@@ -32,11 +32,18 @@ impl PgPresence {
         hub: &str,
         clients: impl Fn() -> Option<Vec<ClientEntry>> + Send + 'static,
     ) -> Result<Self, HubError> {
+        // Registering again (after the database ended the session) keeps this start time, so
+        // the hubs keep their order in `troca status`.
+        let started_ns = now_ns();
         let made = block(async {
-            register(&db, hub).await?;
+            register(&db, hub, started_ns).await?;
             db.session_made().await
         })?;
-        tokio::spawn(heartbeat(db.clone(), hub.to_owned(), made, clients));
+        let me = Registered {
+            hub: hub.to_owned(),
+            started_ns,
+        };
+        tokio::spawn(heartbeat(db.clone(), me, made, clients));
         Ok(Self {
             db,
             hub: hub.to_owned(),
@@ -102,7 +109,13 @@ impl PgPresence {
     }
 }
 
-async fn register(db: &Db, hub: &str) -> Result<(), HubError> {
+/// This hub, as it registers in the `hubs` table.
+struct Registered {
+    hub: String,
+    started_ns: i64,
+}
+
+async fn register(db: &Db, hub: &str, started_ns: i64) -> Result<(), HubError> {
     let session = db.session().await?;
     let taken = session
         .query_opt(
@@ -124,7 +137,7 @@ async fn register(db: &Db, hub: &str) -> Result<(), HubError> {
               WHERE pid = pg_backend_pid()
              ON CONFLICT (id) DO UPDATE SET started_ns = excluded.started_ns, pid = excluded.pid,
                  backend_start = excluded.backend_start",
-            &[&hub, &now_ns()],
+            &[&hub, &started_ns],
         )
         .await
         .map_err(db_err)?;
@@ -137,7 +150,7 @@ async fn register(db: &Db, hub: &str) -> Result<(), HubError> {
 
 async fn heartbeat(
     db: Db,
-    hub: String,
+    me: Registered,
     mut registered: u64,
     clients: impl Fn() -> Option<Vec<ClientEntry>> + Send + 'static,
 ) {
@@ -155,7 +168,7 @@ async fn heartbeat(
                     tracing::warn!("the hub's database session is back");
                 }
                 if made != registered {
-                    match register(&db, &hub).await {
+                    match register(&db, &me.hub, me.started_ns).await {
                         Ok(()) => {
                             registered = made;
                             last = None;
@@ -174,7 +187,7 @@ async fn heartbeat(
         if last.as_ref() == Some(&now) {
             continue;
         }
-        match write_clients(&db, &hub, &now).await {
+        match write_clients(&db, &me.hub, &now).await {
             Ok(()) => last = Some(now),
             Err(e) => tracing::warn!(error = %e, "cannot record who is connected"),
         }
