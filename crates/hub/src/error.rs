@@ -48,6 +48,11 @@ pub enum HubError {
     /// The object store or the database failed or could not be reached.
     #[error("{0}")]
     Backend(String),
+    /// The database ended the connection a statement was sent on, saying so (SQLSTATE class
+    /// 57P: restarting, or told to by an administrator) instead of answering: the statement
+    /// was not done, so it may be sent again on another connection.
+    #[error("{0}")]
+    ConnectionEnded(String),
     /// The hub failed, not the request (a task that panicked, a response it could not build).
     #[error("internal error: {0}")]
     Internal(String),
@@ -83,9 +88,10 @@ impl HubError {
             HubError::Timeout(_) => ErrorCode::Timeout,
             HubError::Unauthorized(_) => ErrorCode::Unauthorized,
             HubError::Forbidden(_) => ErrorCode::Forbidden,
-            HubError::Io { .. } | HubError::Internal(_) | HubError::Backend(_) => {
-                ErrorCode::Internal
-            }
+            HubError::Io { .. }
+            | HubError::Internal(_)
+            | HubError::Backend(_)
+            | HubError::ConnectionEnded(_) => ErrorCode::Internal,
         }
     }
 

@@ -58,6 +58,8 @@ struct Address {
 struct Session {
     client: tokio_postgres::Client,
     made: u64,
+    /// Found not to answer (its close may not have been read yet).
+    ended: bool,
 }
 
 /// What is heard on the hub's own connection.
@@ -151,9 +153,28 @@ pub fn block<F: Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| handle.block_on(f))
 }
 
-/// A database failure, as the hub reports it.
-pub fn db_err(e: impl std::fmt::Display) -> HubError {
-    HubError::Backend(format!("database: {e}"))
+/// A database failure, as the hub reports it: with the server's own words when it sent some
+/// (`Display` alone says only "db error"), and as [`HubError::ConnectionEnded`] when the server
+/// ended the connection instead of answering.
+pub fn db_err(e: tokio_postgres::Error) -> HubError {
+    let Some(db) = e.as_db_error() else {
+        return HubError::Backend(format!("database: {e}"));
+    };
+    let text = format!("database: {} ({})", db.message(), db.code().code());
+    if db.code().code().starts_with("57P") {
+        HubError::ConnectionEnded(text)
+    } else {
+        HubError::Backend(text)
+    }
+}
+
+/// A failed `COMMIT`, as the hub reports it. Never [`HubError::ConnectionEnded`]: whether a
+/// commit the server did not answer was done is unknown, so it is not sent again.
+pub fn commit_err(e: tokio_postgres::Error) -> HubError {
+    match db_err(e) {
+        HubError::ConnectionEnded(text) => HubError::Backend(text),
+        other => other,
+    }
 }
 
 impl Db {
@@ -186,6 +207,7 @@ impl Db {
             session: Arc::new(tokio::sync::Mutex::new(Session {
                 client: session,
                 made: 1,
+                ended: false,
             })),
             notices,
             address: Arc::new(Address { config, tls }),
@@ -217,7 +239,7 @@ impl Db {
         &self,
     ) -> Option<tokio::sync::MappedMutexGuard<'_, tokio_postgres::Client>> {
         let session = self.session.lock().await;
-        (!session.client.is_closed())
+        (!session.ended && !session.client.is_closed())
             .then(|| tokio::sync::MutexGuard::map(session, |s| &mut s.client))
     }
 
@@ -230,7 +252,7 @@ impl Db {
     }
 
     async fn revive(&self, session: &mut Session) -> Result<(), HubError> {
-        if !session.client.is_closed() {
+        if !session.ended && !session.client.is_closed() {
             return Ok(());
         }
         let made = session.made + 1;
@@ -240,13 +262,57 @@ impl Db {
         })
         .await
         .map_err(|e| HubError::Backend(format!("database {}: {e}", self.shown)))?;
-        *session = Session { client, made };
+        *session = Session {
+            client,
+            made,
+            ended: false,
+        };
         Ok(())
     }
 
     /// Hears of names changed by any hub (see [`NAMES_CHANNEL`]).
     pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
         self.notices.subscribe()
+    }
+
+    /// Runs `op` (statements on the pool's connections or the hub's own) from blocking code,
+    /// as [`Db::again`] does.
+    pub fn run<T>(&self, op: impl AsyncFnMut() -> Result<T, HubError>) -> Result<T, HubError> {
+        block(self.again(op))
+    }
+
+    /// Runs `op`, and once more if the database ended a connection instead of answering it
+    /// ([`HubError::ConnectionEnded`]: nothing was done). The database ends every connection
+    /// at once when it restarts or an administrator ends them, and one it has just ended can
+    /// still look open until its close is read: so the pool's idle connections are dropped,
+    /// and the hub's own connection is checked with a round trip, before the second try.
+    pub async fn again<T>(
+        &self,
+        mut op: impl AsyncFnMut() -> Result<T, HubError>,
+    ) -> Result<T, HubError> {
+        match op().await {
+            Err(HubError::ConnectionEnded(why)) => {
+                self.recover(&why).await;
+                op().await
+            }
+            done => done,
+        }
+    }
+
+    /// What [`Db::again`] does before its second try (for callers that cannot use it: a
+    /// closure borrowing in a spawned task is not `Send` to rustc yet).
+    pub async fn recover(&self, why: &str) {
+        tracing::info!("{why}: trying again on a new connection");
+        self.pool.retain(|_, _| false);
+        self.check_session().await;
+    }
+
+    /// Makes the hub's own connection again now if it does not answer.
+    async fn check_session(&self) {
+        let mut session = self.session.lock().await;
+        if session.client.simple_query("").await.is_err() {
+            session.ended = true;
+        }
     }
 
     /// A connection from the pool.
@@ -536,4 +602,174 @@ fn shown(config: &tokio_postgres::Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().unwrap_or("");
     format!("{host}:{port}/{db}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A database of its own on the test server (`scripts/services`), and a connection
+    /// outside the hub's to end the hub's with; `None` (skipped) where there is none.
+    struct TestDb {
+        db: Db,
+        admin: tokio_postgres::Client,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn test_db() -> Option<TestDb> {
+        let (Ok(server), Ok(password), Ok(ca)) = (
+            std::env::var("TROCA_TEST_PG"),
+            std::env::var("TROCA_TEST_PGPASSWORD"),
+            std::env::var("TROCA_TEST_PG_CA"),
+        ) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TROCA_TEST_PG is not set; scripts/test starts PostgreSQL with scripts/services"
+            );
+            eprintln!("skipped: no PostgreSQL (scripts/services start DIR; . DIR/env)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pass"), password).unwrap();
+        let address = |db: &str| DbAddress {
+            url: format!("{server}/{db}?sslmode=require"),
+            password_file: Some(dir.path().join("pass")),
+            ca_file: Some(ca.clone().into()),
+        };
+        let admin = async |a: &DbAddress| {
+            let (client, connection) = pg_config(a)
+                .unwrap()
+                .connect(tls_connector(a).unwrap())
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+        };
+        let name = format!(
+            "pgtest{}",
+            blake3::hash(dir.path().as_os_str().as_encoded_bytes())
+        )[..20]
+            .to_owned();
+        admin(&address("postgres"))
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let db = Db::open(&address(&name)).await.unwrap();
+        let admin = admin(&address(&name)).await;
+        Some(TestDb {
+            db,
+            admin,
+            _dir: dir,
+        })
+    }
+
+    impl TestDb {
+        /// Ends backend `pid` once it is running a statement.
+        async fn end_when_busy(&self, pid: i32) {
+            loop {
+                let busy: i64 = self
+                    .admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                         WHERE pid = $1 AND state = 'active'",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if busy == 1 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            self.admin
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn pid(c: &tokio_postgres::Client) -> i32 {
+        c.query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// The database ends a pooled connection while a statement runs on it: the statement
+    /// fails with the server's words, and is sent once more on a new connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_on_an_ended_connection_is_sent_again_on_a_new_one() {
+        let Some(t) = test_db().await else { return };
+        let tries = AtomicU32::new(0);
+        let mut first = None;
+        let answered: Result<i32, HubError> =
+            t.db.again(async || {
+                let c = t.db.get().await?;
+                if tries.fetch_add(1, Ordering::SeqCst) > 0 {
+                    return Ok(pid(&c).await);
+                }
+                let (slept, ()) = tokio::join!(
+                    c.query_one("SELECT pg_sleep(60)", &[]),
+                    t.end_when_busy(pid(&c).await)
+                );
+                let e = db_err(slept.expect_err("the statement was ended"));
+                first = Some(e.to_string());
+                Err(e)
+            })
+            .await;
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        let first = first.unwrap();
+        assert!(
+            first.contains("terminating connection") && first.contains("57P01"),
+            "{first}"
+        );
+        assert!(answered.unwrap() > 0);
+    }
+
+    /// The same for the hub's own connection: made again (with a new number) and used.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_hubs_own_connection_ended_is_made_again_for_the_second_try() {
+        let Some(t) = test_db().await else { return };
+        let before = t.db.session_made().await.unwrap();
+        let tries = AtomicU32::new(0);
+        let answered: Result<(), HubError> =
+            t.db.again(async || {
+                let session = t.db.session().await?;
+                if tries.fetch_add(1, Ordering::SeqCst) > 0 {
+                    return session.simple_query("").await.map(|_| ()).map_err(db_err);
+                }
+                let (slept, ()) = tokio::join!(
+                    session.query_one("SELECT pg_sleep(60)", &[]),
+                    t.end_when_busy(pid(&session).await)
+                );
+                Err(db_err(slept.expect_err("the statement was ended")))
+            })
+            .await;
+        answered.unwrap();
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        assert_eq!(t.db.session_made().await.unwrap(), before + 1);
+    }
+
+    /// A statement that failed for any other reason is not sent again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_refused_by_the_database_is_not_sent_again() {
+        let Some(t) = test_db().await else { return };
+        let tries = AtomicU32::new(0);
+        let refused =
+            t.db.again(async || {
+                tries.fetch_add(1, Ordering::SeqCst);
+                let c = t.db.get().await?;
+                c.query_one("SELECT 1 / 0", &[]).await.map_err(db_err)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+        assert!(
+            matches!(&refused, HubError::Backend(m) if m.contains("division by zero")),
+            "{refused:?}"
+        );
+    }
 }

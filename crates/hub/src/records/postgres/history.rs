@@ -83,7 +83,12 @@ async fn writer(db: Db, queue: Arc<Queue>, keep: u64) {
             continue;
         }
         let n = taken.entries as u64;
-        if let Err(e) = insert(&db, &taken.blocks).await {
+        let mut inserted = insert(&db, &taken.blocks).await;
+        if let Err(HubError::ConnectionEnded(why)) = &inserted {
+            db.recover(why).await;
+            inserted = insert(&db, &taken.blocks).await;
+        }
+        if let Err(e) = inserted {
             tracing::warn!(error = %e, lost = n, "cannot record requests");
         }
         since_trim += taken.entries;
@@ -211,7 +216,7 @@ impl History for PgHistory {
             return Ok(Page::default());
         }
         self.flush();
-        pg::block(page(&self.db, query, limit))
+        self.db.run(async || page(&self.db, query, limit).await)
     }
 }
 

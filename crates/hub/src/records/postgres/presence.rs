@@ -5,7 +5,7 @@
 //! if its session had to be made again (the database restarted).
 
 use crate::error::HubError;
-use crate::pg::{block, db_err, now_ns, Db};
+use crate::pg::{commit_err, db_err, now_ns, Db};
 use std::time::Duration;
 use troca_proto::msg::{Activity, ClientEntry};
 
@@ -35,7 +35,7 @@ impl PgPresence {
         // Registering again (after the database ended the session) keeps this start time, so
         // the hubs keep their order in `troca status`.
         let started_ns = now_ns();
-        let made = block(async {
+        let made = db.run(async || {
             register(&db, hub, started_ns).await?;
             db.session_made().await
         })?;
@@ -56,7 +56,7 @@ impl PgPresence {
 
     /// The clients of the other hubs running now, as they last wrote them down.
     pub fn others(&self) -> Result<Vec<ClientEntry>, HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let rows = c
                 .query(
@@ -95,7 +95,7 @@ impl PgPresence {
 
     /// The names of the hubs running now, this one among them.
     pub fn hubs(&self) -> Result<Vec<String>, HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let rows = c
                 .query(
@@ -225,5 +225,5 @@ async fn write_clients(db: &Db, hub: &str, clients: &[ClientEntry]) -> Result<()
         .await
         .map_err(db_err)?;
     }
-    tx.commit().await.map_err(db_err)
+    tx.commit().await.map_err(commit_err)
 }

@@ -1,7 +1,7 @@
 //! Tokens and owners in PostgreSQL (see `records::sqlite::tokens` for the rules they keep).
 
 use crate::error::HubError;
-use crate::pg::{block, db_err, Db};
+use crate::pg::{commit_err, db_err, Db};
 use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
 use crate::records::{
     too_many_props, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role, TokenInfo,
@@ -34,7 +34,7 @@ impl Tokens for PgTokens {
         if let Some(admin) = admin_grant(&h, &self.admin) {
             return Ok(Some(admin));
         }
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let row = c
                 .query_opt(
@@ -54,7 +54,7 @@ impl Tokens for PgTokens {
 
     fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<NewToken, HubError> {
         let secret = new_secret()?;
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let row = c
                 .query_one(
@@ -71,13 +71,13 @@ impl Tokens for PgTokens {
                 .map_err(db_err)?;
             Ok(NewToken {
                 id: row.get(0),
-                secret,
+                secret: secret.clone(),
             })
         })
     }
 
     fn list(&self) -> Result<Vec<TokenInfo>, HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let rows = c
                 .query(
@@ -100,7 +100,7 @@ impl Tokens for PgTokens {
     }
 
     fn revoke(&self, id: i64) -> Result<bool, HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let n = c
                 .execute("UPDATE tokens SET revoked = true WHERE id = $1", &[&id])
@@ -150,7 +150,7 @@ async fn put_owner(
 
 impl Owners for PgTokens {
     fn owner(&self, name: &str) -> Result<Owner, HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let token = c
                 .query_opt("SELECT token_id FROM owners WHERE name = $1", &[&name])
@@ -168,25 +168,25 @@ impl Owners for PgTokens {
     }
 
     fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             put_owner(&**c, name, owner).await.map_err(db_err)
         })
     }
 
     fn set_owners(&self, owners: &[Owned]) -> Result<(), HubError> {
-        block(async {
+        self.db.run(async || {
             let mut c = self.db.get().await?;
             let tx = c.transaction().await.map_err(db_err)?;
             for Owned { name, owner } in owners {
                 put_owner(&*tx, name, *owner).await.map_err(db_err)?;
             }
-            tx.commit().await.map_err(db_err)
+            tx.commit().await.map_err(commit_err)
         })
     }
 
     fn move_owners(&self, from: &str, to: &str) -> Result<(), HubError> {
-        block(async {
+        self.db.run(async || {
             let mut c = self.db.get().await?;
             let tx = c.transaction().await.map_err(db_err)?;
             for table in ["owners", "key_owners", "props"] {
@@ -202,12 +202,12 @@ impl Owners for PgTokens {
                 .await
                 .map_err(db_err)?;
             }
-            tx.commit().await.map_err(db_err)
+            tx.commit().await.map_err(commit_err)
         })
     }
 
     fn forget_owners_beneath(&self, name: &str) -> Result<(), HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             for table in ["owners", "key_owners", "props"] {
                 c.execute(&beneath(table), &[&name]).await.map_err(db_err)?;
@@ -217,7 +217,7 @@ impl Owners for PgTokens {
     }
 
     fn props(&self, name: &str) -> Result<Vec<DeadProp>, HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let rows = c
                 .query(
@@ -237,7 +237,7 @@ impl Owners for PgTokens {
     }
 
     fn patch_props(&self, name: &str, changes: &[PropChange]) -> Result<(), HubError> {
-        block(async {
+        self.db.run(async || {
             let mut c = self.db.get().await?;
             let tx = c.transaction().await.map_err(db_err)?;
             for change in changes {
@@ -268,12 +268,12 @@ impl Owners for PgTokens {
             if count > MAX_PROPS_PER_NAME as i64 {
                 return Err(too_many_props());
             }
-            tx.commit().await.map_err(db_err)
+            tx.commit().await.map_err(commit_err)
         })
     }
 
     fn copy_props(&self, from: &str, to: &str) -> Result<(), HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             c.execute(
                 "INSERT INTO props (name, key, xml)
@@ -289,7 +289,7 @@ impl Owners for PgTokens {
     }
 
     fn owned(&self, prefix: &str, owner: Owner) -> Result<HashSet<String>, HubError> {
-        block(async {
+        self.db.run(async || {
             let c = self.db.get().await?;
             let mut out = HashSet::new();
             if let Some(id) = owner.token_id {

@@ -30,7 +30,7 @@ use super::{Body, Version};
 use super::{Claim, Kind, PartialInfo, PartialUpload, PlaceCheck, SmallFile, Store, StoredFile};
 use crate::error::HubError;
 use crate::pg::now_ns;
-use crate::pg::{block, db_err, Db};
+use crate::pg::{block, commit_err, db_err, Db};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
@@ -253,6 +253,12 @@ impl ObjectStore {
     }
 
     async fn read_file_row(&self, name: &str) -> Result<Option<FileRow>, HubError> {
+        self.db()
+            .again(async || self.read_file_row_once(name).await)
+            .await
+    }
+
+    async fn read_file_row_once(&self, name: &str) -> Result<Option<FileRow>, HubError> {
         let c = self.db().get().await?;
         let row = c
             .query_opt(
@@ -288,12 +294,15 @@ impl ObjectStore {
         };
         let got: bool = self
             .db()
-            .session()
-            .await?
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
-            .await
-            .map_err(db_err)?
-            .get(0);
+            .again(async || {
+                let session = self.db().session().await?;
+                let row = session
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
+                    .await
+                    .map_err(db_err)?;
+                Ok(row.get(0))
+            })
+            .await?;
         if !got {
             // Not ours to unlock.
             self.held.lock().expect("claims poisoned").remove(&lock);
@@ -306,6 +315,23 @@ impl ObjectStore {
     /// Records the object `hash` (stored at `key`) and puts it under `name`. If the content
     /// was already stored, the new copy is deleted and the name refers to the old one.
     async fn place(
+        &self,
+        name: &RemoteName,
+        hash: &Hash,
+        size: u64,
+        key: &str,
+        replace: bool,
+        upload_key: Option<&str>,
+    ) -> Result<Version, HubError> {
+        self.db()
+            .again(async || {
+                self.place_once(name, hash, size, key, replace, upload_key)
+                    .await
+            })
+            .await
+    }
+
+    async fn place_once(
         &self,
         name: &RemoteName,
         hash: &Hash,
@@ -335,7 +361,7 @@ impl ObjectStore {
                     .await
                     .map_err(db_err)?;
             }
-            tx.commit().await.map_err(db_err)?;
+            tx.commit().await.map_err(commit_err)?;
             self.remembered.forget(Forget::File(name.as_str()));
         } else {
             drop(tx);
@@ -385,7 +411,7 @@ impl ObjectStore {
             tx.execute("DELETE FROM objects WHERE hash = $1", &[&hash])
                 .await
                 .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)?;
+            tx.commit().await.map_err(commit_err)?;
             removed += 1;
         }
         Ok(removed)
@@ -405,15 +431,22 @@ impl ObjectStore {
             e => e,
         })?;
         let address = from.map(|ip| ip.to_string()).unwrap_or_default();
-        let c = self.db().get().await?;
-        let held = c
-            .query_opt(
-                "SELECT size, source_mtime_ns, object_key, upload_id, part_size, name
-                 FROM uploads WHERE key = $1",
-                &[&key],
-            )
-            .await
-            .map_err(db_err)?;
+        // The connection that answered this is used for the rest.
+        let (c, held) = self
+            .db()
+            .again(async || {
+                let c = self.db().get().await?;
+                let held = c
+                    .query_opt(
+                        "SELECT size, source_mtime_ns, object_key, upload_id, part_size, name
+                         FROM uploads WHERE key = $1",
+                        &[&key],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                Ok((c, held))
+            })
+            .await?;
         let same = held.as_ref().is_some_and(|r| {
             source_mtime_ns != 0
                 && r.get::<_, i64>(0) as u64 == size
@@ -574,11 +607,15 @@ impl ObjectStore {
     }
 
     async fn kind_of(&self, name: &str) -> Result<Option<Kind>, HubError> {
-        let c = self.db().get().await?;
-        let row = c
-            .query_opt("SELECT object IS NULL FROM names WHERE name = $1", &[&name])
-            .await
-            .map_err(db_err)?;
+        let row = self
+            .db()
+            .again(async || {
+                let c = self.db().get().await?;
+                c.query_opt("SELECT object IS NULL FROM names WHERE name = $1", &[&name])
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
         Ok(row.map(|r| if r.get(0) { Kind::Folder } else { Kind::File }))
     }
 
@@ -586,15 +623,21 @@ impl ObjectStore {
     async fn change<T>(
         &self,
         touched: &[&str],
-        f: impl for<'t> AsyncFnOnce(&'t tokio_postgres::Transaction<'t>) -> Result<T, HubError>,
+        f: impl for<'t> AsyncFn(&'t tokio_postgres::Transaction<'t>) -> Result<T, HubError>,
     ) -> Result<T, HubError> {
-        let mut c = self.db().get().await?;
-        let tx = begin_change(&mut c).await?;
-        let out = f(&*tx).await?;
-        for name in touched {
-            catalog::announce(&tx, &Forget::Tree(name)).await?;
-        }
-        tx.commit().await.map_err(db_err)?;
+        let out = self
+            .db()
+            .again(async || {
+                let mut c = self.db().get().await?;
+                let tx = begin_change(&mut c).await?;
+                let out = f(&*tx).await?;
+                for name in touched {
+                    catalog::announce(&tx, &Forget::Tree(name)).await?;
+                }
+                tx.commit().await.map_err(commit_err)?;
+                Ok(out)
+            })
+            .await?;
         for name in touched {
             self.remembered.forget(Forget::Tree(name));
         }
@@ -602,6 +645,12 @@ impl ObjectStore {
     }
 
     async fn partial_rows(&self) -> Result<Vec<PartialInfo>, HubError> {
+        self.db()
+            .again(async || self.partial_rows_once().await)
+            .await
+    }
+
+    async fn partial_rows_once(&self) -> Result<Vec<PartialInfo>, HubError> {
         let c = self.db().get().await?;
         let rows = c
             .query(
@@ -872,7 +921,7 @@ impl Store for ObjectStore {
         let limit = query.limit.max(1);
         // One more than asked: it only says whether there are more.
         let rows = (limit + 1) as i64;
-        block(async {
+        self.db().run(async || {
             let c = self.db().get().await?;
             let rows = c
                 .query(catalog::LIST, &[&pattern, &after, &rows])
@@ -884,7 +933,7 @@ impl Store for ObjectStore {
     }
 
     fn totals(&self) -> Result<super::Totals, HubError> {
-        block(async {
+        self.db().run(async || {
             let c = self.db().get().await?;
             let r = c
                 .query_one(
@@ -902,7 +951,7 @@ impl Store for ObjectStore {
     }
 
     fn find(&self, text: &str, limit: usize) -> Vec<troca_proto::msg::Entry> {
-        let found: Result<Vec<_>, HubError> = block(async {
+        let found: Result<Vec<_>, HubError> = self.db().run(async || {
             let c = self.db().get().await?;
             let rows = c
                 .query(catalog::FIND, &[&text, &(limit as i64)])
@@ -914,7 +963,7 @@ impl Store for ObjectStore {
     }
 
     fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError> {
-        block(async {
+        self.db().run(async || {
             let c = self.db().get().await?;
             let rows = c
                 .query(catalog::FILES_BENEATH, &[&folder.as_str()])

@@ -329,6 +329,21 @@ async fn record_part(
     target: &Target,
     part: &StoredPart,
 ) -> Result<(), crate::error::HubError> {
+    // Both statements may be sent again: the part is recorded by its number.
+    match record_part_once(shared, target, part).await {
+        Err(crate::error::HubError::ConnectionEnded(why)) => {
+            shared.db.recover(&why).await;
+            record_part_once(shared, target, part).await
+        }
+        done => done,
+    }
+}
+
+async fn record_part_once(
+    shared: &Shared,
+    target: &Target,
+    part: &StoredPart,
+) -> Result<(), crate::error::HubError> {
     let c = shared.db.get().await?;
     c.execute(
         "INSERT INTO upload_parts (key, part, etag, cv) VALUES ($1, $2, $3, $4)
