@@ -312,34 +312,26 @@ impl ObjectStore {
         Ok(claim)
     }
 
-    /// Records the object `hash` (stored at `key`) and puts it under `name`. If the content
-    /// was already stored, the new copy is deleted and the name refers to the old one.
-    async fn place(
-        &self,
-        name: &RemoteName,
-        hash: &Hash,
-        size: u64,
-        key: &str,
-        replace: bool,
-        upload_key: Option<&str>,
-    ) -> Result<Version, HubError> {
-        self.db()
-            .again(async || {
-                self.place_once(name, hash, size, key, replace, upload_key)
-                    .await
-            })
-            .await
+    /// Records the object `p.hash` (stored at `p.key`) and puts it under `p.name`. If the
+    /// content was already stored, the new copy is deleted and the name refers to the old one.
+    async fn place(&self, p: Placing<'_>) -> Result<Version, HubError> {
+        let placed = self.db().again(async || self.place_once(&p).await).await;
+        if let Err(HubError::ConnectionEnded(_)) = &placed {
+            // Ended twice before its commit: nothing refers to the new copy.
+            let _ = self.shared.s3.delete(&ObjectPath::from(p.key)).await;
+        }
+        placed
     }
 
-    async fn place_once(
-        &self,
-        name: &RemoteName,
-        hash: &Hash,
-        size: u64,
-        key: &str,
-        replace: bool,
-        upload_key: Option<&str>,
-    ) -> Result<Version, HubError> {
+    async fn place_once(&self, p: &Placing<'_>) -> Result<Version, HubError> {
+        let Placing {
+            name,
+            hash,
+            size,
+            key,
+            replace,
+            upload_key,
+        } = *p;
         let mut c = self.db().get().await?;
         let tx = begin_change(&mut c).await?;
         // Touching the row keeps the object from the collector for the grace period; if the
@@ -354,6 +346,10 @@ impl ObjectStore {
             .map_err(db_err)?
             .get(0);
         let placed = catalog::place_file(&tx, name, hash, size, replace).await;
+        if let Err(HubError::ConnectionEnded(_)) = placed {
+            // Nothing was done: the copy is placed on the next try.
+            return placed;
+        }
         if placed.is_ok() {
             catalog::announce(&tx, &Forget::File(name.as_str())).await?;
             if let Some(k) = upload_key {
@@ -570,14 +566,14 @@ impl ObjectStore {
         // Joined: the multipart upload is gone whatever happens next.
         upload.keep = true;
         let placed = self
-            .place(
-                &upload.name,
-                &hash,
-                upload.size,
-                t.path.as_ref(),
+            .place(Placing {
+                name: &upload.name,
+                hash: &hash,
+                size: upload.size,
+                key: t.path.as_ref(),
                 replace,
-                Some(&t.key),
-            )
+                upload_key: Some(&t.key),
+            })
             .await;
         if placed.is_err() {
             let c = self.db().get().await?;
@@ -602,8 +598,15 @@ impl ObjectStore {
             .put(&ObjectPath::from(key.as_str()), file.data.into())
             .await
             .map_err(|e| HubError::Backend(format!("{}: {e}", self.shown)))?;
-        self.place(&file.name, &file.hash, size, &key, file.replace, None)
-            .await
+        self.place(Placing {
+            name: &file.name,
+            hash: &file.hash,
+            size,
+            key: &key,
+            replace: file.replace,
+            upload_key: None,
+        })
+        .await
     }
 
     async fn kind_of(&self, name: &str) -> Result<Option<Kind>, HubError> {
@@ -908,6 +911,19 @@ impl Drop for ObjectPartial {
             });
         }
     }
+}
+
+/// A new object to record, and the name to put it under.
+#[derive(Clone, Copy)]
+struct Placing<'a> {
+    name: &'a RemoteName,
+    hash: &'a Hash,
+    size: u64,
+    /// Where the object is stored.
+    key: &'a str,
+    replace: bool,
+    /// The multipart upload it came from, whose record goes with it.
+    upload_key: Option<&'a str>,
 }
 
 impl Store for ObjectStore {
