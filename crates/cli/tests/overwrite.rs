@@ -247,3 +247,31 @@ fn rm_deletes_and_reports_missing_files() {
     let err = fails(&hub.troca_with(&s.client, &admin, &["rm", "gone.txt"]), 1);
     assert!(err.contains("no file named \"gone.txt\""), "{err}");
 }
+
+/// A small file sent to a folder's name is refused as a folder, with or without `--force`,
+/// and the folder keeps what it holds; a file sent to a free name in a folder of several goes.
+#[test]
+fn a_file_sent_to_a_folders_name_is_refused_and_the_folder_kept() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    std::fs::create_dir_all(s.share.join("docs")).unwrap();
+    std::fs::write(s.share.join("docs/inside.txt"), "kept").unwrap();
+    std::fs::write(s.client.join("note.txt"), "a note").unwrap();
+    for force in [false, true] {
+        let mut args = vec!["put", "note.txt", "--as", "docs"];
+        if force {
+            args.push("--force");
+        }
+        let err = fails(&hub.troca_with(&s.client, &hub.admin_token(), &args), 1);
+        assert!(err.contains("is a folder"), "--force {force}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(s.share.join("docs/inside.txt")).unwrap(),
+            "kept"
+        );
+    }
+    ok(&hub.troca(&s.client, &["put", "note.txt", "--as", "docs/note.txt"]));
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("docs/note.txt")).unwrap(),
+        "a note"
+    );
+}
