@@ -1411,11 +1411,7 @@ struct TreeBar {
 impl TreeBar {
     fn new(files: usize, total: u64, quiet: bool) -> TreeBar {
         use troca_net::Progress;
-        let label = if files == 1 {
-            "1 file".to_owned()
-        } else {
-            format!("{files} files")
-        };
+        let label = output::count(files as u64, "file", "files");
         let bar = Bar::new(&label, quiet);
         bar.start(total, 0);
         TreeBar {
@@ -1731,22 +1727,27 @@ pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<Ex
     }
     println!("uptime       {}", output::duration(s.uptime_s));
     println!("version      troca {}", s.version);
-    println!("shared       {} files, {}", s.files, output::size(s.bytes));
+    let count = output::count;
+    println!(
+        "shared       {}, {}",
+        count(s.files, "file", "files"),
+        output::size(s.bytes)
+    );
     println!(
         "clients      {} connected, {} transferring",
         s.clients, s.transfers
     );
     println!(
-        "cache        {} files, {}; {} hits, {} misses, {} evictions",
-        s.cache_entries,
+        "cache        {}, {}; {}, {}, {}",
+        count(s.cache_entries, "file", "files"),
         output::size(s.cache_bytes),
-        s.cache_hits,
-        s.cache_misses,
-        s.cache_evictions
+        count(s.cache_hits, "hit", "hits"),
+        count(s.cache_misses, "miss", "misses"),
+        count(s.cache_evictions, "eviction", "evictions")
     );
     println!(
-        "partials     {} uploads held for resume or running, {}",
-        s.partials,
+        "partials     {} held for resume or running, {}",
+        count(s.partials, "upload", "uploads"),
         output::size(s.partial_bytes)
     );
     if !s.hubs.is_empty() {

@@ -97,6 +97,12 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// `1 file`, `3 files`: a count and its noun, singular for one.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Sizes in binary units: `512 B`, `1.5 KiB`, `3.2 GiB`.
 pub fn size(bytes: u64) -> String {
     troca_proto::json::human_size(bytes)

@@ -66,8 +66,8 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     std::io::stdout().flush()?;
     let n = peer.library().files().len();
     eprintln!(
-        "troca: sharing {n} {} from {} with tracker {tracker}",
-        plural(n, "file", "files"),
+        "troca: sharing {} from {} with tracker {tracker}",
+        crate::output::count(n as u64, "file", "files"),
         peer.library().dir().display()
     );
 
@@ -126,15 +126,6 @@ pub(crate) fn identity(plaintext: bool) -> Result<Option<Arc<troca_net::identity
     let identity = troca_net::identity::Identity::load_or_create(&state)
         .with_context(|| format!("cannot load or make the peer's key in {}", state.display()))?;
     Ok(Some(Arc::new(identity)))
-}
-
-/// `one` or `many`, as `n` asks.
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 {
-        one
-    } else {
-        many
-    }
 }
 
 /// What the person asked for.
@@ -200,8 +191,8 @@ async fn act(global: &Global, peer: &Arc<Peer>, choice: Choice) -> Result<()> {
             peer.register().await?;
             let n = peer.library().files().len();
             eprintln!(
-                "joined the swarm, sharing {n} {}",
-                plural(n, "file", "files")
+                "joined the swarm, sharing {}",
+                crate::output::count(n as u64, "file", "files")
             );
         }
         Choice::List(filter) => print_listing(global.json, &peer.list(&filter).await?)?,

@@ -280,7 +280,10 @@ pub fn health(
     });
     match asked {
         Ok(Ok(status)) => {
-            println!("ok: {} files", status.files);
+            println!(
+                "ok: {}",
+                crate::output::count(status.files, "file", "files")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Ok(Err(e)) => {

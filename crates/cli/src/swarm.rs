@@ -63,7 +63,12 @@ pub fn tracker(
             max_files: limits.max_files,
             ..TrackerConfig::default()
         };
-        let server = tokio::spawn(troca_tracker::run_on(sockets, config, Arc::clone(&stats), stop.clone()));
+        let server = tokio::spawn(troca_tracker::run_on(
+            sockets,
+            config,
+            Arc::clone(&stats),
+            stop.clone(),
+        ));
         let printer = (!stats_every.is_zero()).then(|| {
             let stats = Arc::clone(&stats);
             tokio::spawn(async move {
@@ -71,15 +76,18 @@ pub fn tracker(
                 loop {
                     tokio::time::sleep(stats_every).await;
                     let n = stats.requests.load(Ordering::Relaxed);
+                    let count = |c: &std::sync::atomic::AtomicU64, one, many| {
+                        output::count(c.load(Ordering::Relaxed), one, many)
+                    };
                     eprintln!(
-                        "troca tracker: {} peers, {} files, {} torrents, {} BitTorrent peers, {:.1} requests/s, {} dropped, {} bad cookies",
-                        stats.peers.load(Ordering::Relaxed),
-                        stats.files.load(Ordering::Relaxed),
-                        stats.torrents.load(Ordering::Relaxed),
-                        stats.torrent_peers.load(Ordering::Relaxed),
+                        "troca tracker: {}, {}, {}, {}, {:.1} requests/s, {} dropped, {}",
+                        count(&stats.peers, "peer", "peers"),
+                        count(&stats.files, "file", "files"),
+                        count(&stats.torrents, "torrent", "torrents"),
+                        count(&stats.torrent_peers, "BitTorrent peer", "BitTorrent peers"),
                         (n - last) as f64 / stats_every.as_secs_f64(),
                         stats.dropped.load(Ordering::Relaxed),
-                        stats.bad_cookies.load(Ordering::Relaxed),
+                        count(&stats.bad_cookies, "bad cookie", "bad cookies"),
                     );
                     last = n;
                 }
@@ -330,9 +338,9 @@ pub fn print_outcome(global: &Global, o: &Outcome) -> Result<()> {
             match &p.dropped {
                 Some(why) => eprintln!("  {}  dropped: {}", p.addr, output::safe(why)),
                 None => eprintln!(
-                    "  {}  {} pieces, {}",
+                    "  {}  {}, {}",
                     p.addr,
-                    p.pieces,
+                    output::count(p.pieces, "piece", "pieces"),
                     output::size(p.bytes)
                 ),
             }

@@ -308,3 +308,33 @@ fn folders_on_the_hub_from_the_command_line() {
         "{history}"
     );
 }
+
+/// `troca status` counts in words that agree with the number: one file, one hit, two files.
+#[test]
+fn status_says_one_file_and_two_files() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    std::fs::write(s.client.join("a.txt"), "one").unwrap();
+    ok(&hub.troca(&s.client, &["put", "a.txt"]));
+    ok(&hub.troca(&s.client, &["get", "a.txt", "-o", "-"]));
+    ok(&hub.troca(&s.client, &["get", "a.txt", "-o", "-"]));
+    let status = ok(&hub.troca(&s.client, &["status"]));
+    let line = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {status}"))
+            .to_owned()
+    };
+    assert!(line("shared ").contains(" 1 file, "), "{status}");
+    assert!(
+        line("cache ").contains("1 file, ")
+            && line("cache ").contains("1 hit, 1 miss, 0 evictions"),
+        "{status}"
+    );
+    assert!(line("partials ").contains("0 uploads held"), "{status}");
+    std::fs::write(s.client.join("b.txt"), "two").unwrap();
+    ok(&hub.troca(&s.client, &["put", "b.txt"]));
+    let status = ok(&hub.troca(&s.client, &["status"]));
+    assert!(status.contains(" 2 files, "), "{status}");
+}

@@ -203,7 +203,7 @@ impl Peer {
             .await
             .register(self.addr.port(), self.secret, self.key(), &files)
             .await?;
-        tracing::info!("registered {} files with the tracker", files.len());
+        tracing::info!(files = files.len(), "registered with the tracker");
         Ok(())
     }
 
@@ -247,9 +247,9 @@ impl Peer {
                 .await?;
         }
         tracing::info!(
-            "told the tracker: {} files added, {} removed",
-            changes.added.len(),
-            changes.removed.len()
+            added = changes.added.len(),
+            removed = changes.removed.len(),
+            "told the tracker of changed files"
         );
         Ok(())
     }
