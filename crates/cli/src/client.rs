@@ -778,8 +778,8 @@ async fn leave_out_identical(
     }
     if identical > 0 && !quiet {
         eprintln!(
-            "troca: {identical} {} already on the hub (identical), not sent again",
-            if identical == 1 { "file" } else { "files" }
+            "troca: {} already on the hub (identical), not sent again",
+            output::count(identical as u64, "file", "files")
         );
     }
     Ok(Sorted { rest, listed })
@@ -1447,9 +1447,8 @@ impl TreeBar {
         use troca_net::Progress;
         self.bar.finish();
         if !self.quiet && self.terminal {
-            let n = self.files.get();
-            let files = if n == 1 { "file" } else { "files" };
-            eprintln!("{verb} {n} {files} ({})", output::size(self.bytes.get()));
+            let files = output::count(self.files.get(), "file", "files");
+            eprintln!("{verb} {files} ({})", output::size(self.bytes.get()));
         }
     }
 }

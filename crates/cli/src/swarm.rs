@@ -327,12 +327,11 @@ pub fn print_outcome(global: &Global, o: &Outcome) -> Result<()> {
     if !global.quiet {
         let helped = o.peers.iter().filter(|p| p.pieces > 0).count();
         eprintln!(
-            "troca: saved {} ({}, {} {}, verified) from {helped} {}",
+            "troca: saved {} ({}, {}, verified) from {}",
             o.path.display(),
             output::size(o.size),
-            o.pieces,
-            if o.pieces == 1 { "piece" } else { "pieces" },
-            if helped == 1 { "peer" } else { "peers" },
+            output::count(o.pieces, "piece", "pieces"),
+            output::count(helped as u64, "peer", "peers"),
         );
         for p in &o.peers {
             match &p.dropped {
