@@ -155,12 +155,16 @@ pub enum Command {
         hub: HubArgs,
         /// Only names starting with this, e.g. `photos/`.
         prefix: Option<String>,
-        /// Instead: every file and folder, in any folder, whose name contains TEXT (any case).
+        /// Instead: every file and folder, in any folder, whose own name contains TEXT (any
+        /// case); a TEXT with a `/` is looked for in whole names.
         #[arg(long, short = 's', value_name = "TEXT", conflicts_with = "prefix")]
         search: Option<String>,
     },
     /// Find files and folders whose names contain TEXT (any case), in every folder.
-    #[command(after_help = "Example:\n  troca find report")]
+    ///
+    /// TEXT is looked for in each file's and folder's own name; a TEXT with a `/` in whole names
+    /// (`2026/inv` finds `taxes/2026/invoice.pdf`).
+    #[command(after_help = "Examples:\n  troca find report\n  troca find 2026/inv")]
     Find {
         #[command(flatten)]
         hub: HubArgs,
@@ -578,113 +582,153 @@ pub struct Serve {
     pub dir: PathBuf,
     /// Address for the native protocol; port 0 picks a free port. Use 0.0.0.0:13370 to expose
     /// the hub to the network.
-    #[arg(long, default_value = "127.0.0.1:13370", value_name = "ADDR")]
+    #[arg(
+        help_heading = "Addresses",
+        long,
+        default_value = "127.0.0.1:13370",
+        value_name = "ADDR"
+    )]
     pub listen: String,
     /// Address for the web page and HTTP API; 0.0.0.0:13380 exposes it.
-    #[arg(long, default_value = "127.0.0.1:13380", value_name = "ADDR")]
+    #[arg(
+        help_heading = "Addresses",
+        long,
+        default_value = "127.0.0.1:13380",
+        value_name = "ADDR"
+    )]
     pub http: String,
     /// Serve the native protocol only (no web page, no HTTP API).
-    #[arg(long, conflicts_with = "http")]
+    #[arg(help_heading = "Addresses", long, conflicts_with = "http")]
     pub no_http: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
+    #[arg(help_heading = "Addresses", long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Serve the native protocol without encryption (for benchmarks, or a link that is already
+    /// encrypted); clients must say --plaintext too.
+    #[arg(help_heading = "Encryption", long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub plaintext: bool,
     /// Serve the web page and HTTP API over plain HTTP (on loopback, or behind a reverse proxy
     /// that does TLS); by default they use HTTPS with the hub's key.
-    #[arg(long)]
+    #[arg(help_heading = "Encryption", long)]
     pub http_plaintext: bool,
-    /// Where the hub keeps its state (default: DIR/.troca).
-    #[arg(long, value_name = "PATH")]
-    pub state: Option<PathBuf>,
+    /// A certificate chain (PEM) to use instead of the hub's own key (with --tls-key).
+    #[arg(
+        help_heading = "Encryption",
+        long,
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(
+        help_heading = "Encryption",
+        long,
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse every upload, replacement and deletion.
+    #[arg(help_heading = "Access", long)]
+    pub read_only: bool,
+    /// Refuse clients without a valid token.
+    #[arg(help_heading = "Access", long)]
+    pub require_token: bool,
     /// Connections served at once.
-    #[arg(long, default_value_t = 16384)]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 16384,
+        value_name = "N"
+    )]
     pub max_connections: usize,
     /// Connections one address may hold open at once, native and web together (an IPv6 /64
     /// counts as one address). More are told the hub is busy.
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    #[arg(help_heading = "Limits", long, default_value_t = 256, value_name = "N")]
     pub max_connections_per_ip: usize,
     /// How long a client may take to send a request once it has begun (a native request frame,
     /// an HTTP request's headers).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub request_timeout: std::time::Duration,
     /// How long a connection may stay idle between requests.
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: std::time::Duration,
     /// How long a transfer may go without progress before it is abandoned.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub stall_timeout: std::time::Duration,
+    /// How long to wait for transfers in progress at shutdown.
+    #[arg(help_heading = "Limits", long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: std::time::Duration,
     /// How long interrupted uploads are kept for resume.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub partial_ttl: std::time::Duration,
     /// Bytes of interrupted uploads kept for resume per address (an IPv6 /64); beyond it the
     /// oldest go first. Any of them also goes when a new upload needs its space.
-    #[arg(long, default_value = "4G", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(help_heading = "Limits", long, default_value = "4G", value_name = "SIZE", value_parser = parse_size)]
     pub partial_budget_per_ip: u64,
     /// Bytes of interrupted uploads kept for resume in all.
-    #[arg(long, default_value = "32G", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(help_heading = "Limits", long, default_value = "32G", value_name = "SIZE", value_parser = parse_size)]
     pub partial_budget: u64,
-    /// How long to wait for transfers in progress at shutdown.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_grace: std::time::Duration,
-    /// How many history entries to keep (0 records none).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub history_keep: u64,
-    /// Memory for hot small files (`64M`, `1G`, or bytes; 0 turns the cache off).
-    #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
-    pub cache_size: u64,
-    /// Memory all clients together may use for small files held until they are stored: batches
-    /// of small files, and web and WebDAV uploads of at most 1 MiB (`64M`); a client that finds
-    /// none free has its files streamed to disk one at a time.
-    #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
-    pub batch_memory: u64,
-    /// The largest file the cache holds (`1M`, or bytes).
-    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
-    pub cache_max_file: u64,
-    /// How many files' BLAKE3 hashes are kept in memory, the most recently used (about 150
-    /// bytes each); the state database keeps them all.
-    #[arg(long, default_value_t = troca_hub::hashes::DEFAULT_ENTRIES, value_name = "N")]
-    pub hash_cache: usize,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<String>,
     /// The most WebDAV locks held at once (a client asking for more gets "busy").
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
     pub max_locks: usize,
     /// The longest a WebDAV lock is held without a refresh (a client asking for longer, or for
     /// ever, gets this).
-    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(help_heading = "Limits", long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     pub max_lock_time: std::time::Duration,
-    /// Refuse every upload, replacement and deletion.
-    #[arg(long)]
-    pub read_only: bool,
-    /// Refuse clients without a valid token.
-    #[arg(long)]
-    pub require_token: bool,
-    /// Serve the native protocol without encryption (for benchmarks, or a link that is already
-    /// encrypted); clients must say --plaintext too.
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
-    pub plaintext: bool,
-    /// A certificate chain (PEM) to use instead of the hub's own key (with --tls-key).
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    /// Memory for hot small files (`64M`, `1G`, or bytes; 0 turns the cache off).
+    #[arg(help_heading = "Memory", long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// The largest file the cache holds (`1M`, or bytes).
+    #[arg(help_heading = "Memory", long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
+    pub cache_max_file: u64,
+    /// Memory all clients together may use for small files held until they are stored: batches
+    /// of small files, and web and WebDAV uploads of at most 1 MiB (`64M`); a client that finds
+    /// none free has its files streamed to disk one at a time.
+    #[arg(help_heading = "Memory", long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
+    pub batch_memory: u64,
+    /// How many files' BLAKE3 hashes are kept in memory, the most recently used (about 150
+    /// bytes each); the state database keeps them all.
+    #[arg(help_heading = "Memory", long, default_value_t = troca_hub::hashes::DEFAULT_ENTRIES, value_name = "N")]
+    pub hash_cache: usize,
+    /// Where the hub keeps its state (default: DIR/.troca).
+    #[arg(help_heading = "State and history", long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// How many history entries to keep (0 records none).
+    #[arg(
+        help_heading = "State and history",
+        long,
+        default_value_t = 1_000_000,
+        value_name = "N"
+    )]
+    pub history_keep: u64,
     /// Keep the files in an S3-compatible object store instead of DIR (DIR then holds only
     /// the hub's own state): `s3://BUCKET?endpoint=URL&region=REGION`. Needs --db. The keys
     /// come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --store-credentials-file.
-    #[arg(long, value_name = "URL", value_parser = parse_store, requires = "db")]
+    #[arg(help_heading = "Object store and database", long, value_name = "URL", value_parser = parse_store, requires = "db")]
     pub store: Option<troca_hub::store::S3Address>,
     /// A file with the object store's keys (`aws_access_key_id = …` and
     /// `aws_secret_access_key = …` lines, as in ~/.aws/credentials).
-    #[arg(long, value_name = "PATH", requires = "store")]
+    #[arg(
+        help_heading = "Object store and database",
+        long,
+        value_name = "PATH",
+        requires = "store"
+    )]
     pub store_credentials_file: Option<PathBuf>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Object store and database")]
     pub database: Database,
     /// How long an object no name refers to any more is kept before it is deleted, so
     /// downloads and uploads in flight finish (object store only).
-    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(help_heading = "Object store and database", long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     pub object_grace: std::time::Duration,
     /// Memory for the parts of uploads to the object store, all uploads together (`512M`);
     /// an upload waits for room, a part being at least 8 MiB.
-    #[arg(long, default_value = "512M", value_name = "SIZE", value_parser = parse_size, requires = "store")]
+    #[arg(help_heading = "Object store and database", long, default_value = "512M", value_name = "SIZE", value_parser = parse_size, requires = "store")]
     pub store_part_memory: u64,
     /// How long a request to the object store may go without a byte moving either way (a
     /// store that stopped answering). A slow link is fine while bytes move. A request that
@@ -692,11 +736,11 @@ pub struct Serve {
     /// this long ago, then fails with an error saying so (at most three times this long in
     /// all: above 40s a client may give up first); a download still being read goes on with a
     /// new request from where it stopped.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, requires = "store")]
+    #[arg(help_heading = "Object store and database", long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, requires = "store")]
     pub store_timeout: std::time::Duration,
     /// This hub's name among the hubs sharing one database, as `who` and `status` show it
     /// (default: HOST:PID).
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = "Object store and database", long, value_name = "NAME")]
     pub hub_name: Option<String>,
 }
 

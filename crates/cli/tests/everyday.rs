@@ -295,6 +295,13 @@ fn folders_on_the_hub_from_the_command_line() {
     // Search in every folder, any case; then remove a whole folder.
     let found = ok(&hub.troca(&s.client, &["find", "FIRST"]));
     assert!(found.contains("photos/2026/first.txt"), "{found}");
+    // Each entry's own name, not the folders it is in; a text with a `/` looks at whole names.
+    let found = json(&hub.troca(&s.client, &["--json", "find", "phot"]));
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["name"], "photos/", "{found}");
+    let found = json(&hub.troca(&s.client, &["--json", "find", "2026/f"]));
+    assert_eq!(found[0]["name"], "photos/2026/first.txt", "{found}");
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
     let found = json(&hub.troca(&s.client, &["--json", "ls", "--search", "old"]));
     assert_eq!(found[0]["name"], "notes/old/", "{found}");
     let err = fails(&hub.troca(&s.client, &["rm", "notes"]), 1);

@@ -716,6 +716,17 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     let rows: serde_json::Value =
         serde_json::from_slice(&curl(&[&format!("{web_b}api/files?prefix=web/w")])).unwrap();
     assert_eq!(rows[0]["blake3"], hash.as_str(), "{rows}");
+    // A search looks at each entry's own name, or at whole names for a text with a `/`.
+    let find = |q: &str| -> Vec<String> {
+        let rows: serde_json::Value =
+            serde_json::from_slice(&curl(&[&format!("{web_a}api/find?q={q}")])).unwrap();
+        let rows = rows.as_array().unwrap().iter();
+        rows.map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(find("WE"), ["web/"]);
+    assert_eq!(find("b/w"), ["web/w.bin"]);
+    assert_eq!(find("web/"), ["web/", "web/empty", "web/w.bin"]);
 
     // The JSON line mode through hub B.
     std::fs::write(t.client.join("j.txt"), "by json").unwrap();

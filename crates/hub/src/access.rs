@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_follows_the_seeds() {
+    fn reading_writing_and_deleting_follow_roles_and_owners() {
         let dir = tempfile::tempdir().unwrap();
         let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
         let NewToken { id: wid, secret: w } = tokens.create(Role::Write, "w", 0).unwrap();

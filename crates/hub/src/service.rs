@@ -955,7 +955,8 @@ impl Hub {
         Ok(target.to_string())
     }
 
-    /// The files and folders whose names contain `text` (any case), at most [`MAX_FOUND`].
+    /// The files and folders whose own names contain `text` (any case), or whose whole names do
+    /// when `text` holds a `/`; at most [`MAX_FOUND`].
     pub async fn find(self: &Arc<Self>, text: &str) -> Result<Vec<Entry>, HubError> {
         let text = text.trim();
         if text.is_empty() {
@@ -967,7 +968,7 @@ impl Hub {
             ));
         }
         let (hub, text) = (Arc::clone(self), text.to_owned());
-        blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)))).await
+        blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)?))).await
     }
 
     /// The store, for the batch of small files (`small.rs`).

@@ -76,8 +76,8 @@ impl Store for LocalStore {
         Ok(self.share.list(query))
     }
 
-    fn find(&self, text: &str, limit: usize) -> Vec<Entry> {
-        self.share.find(text, limit)
+    fn find(&self, text: &str, limit: usize) -> Result<Vec<Entry>, HubError> {
+        Ok(self.share.find(text, limit))
     }
 
     fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError> {

@@ -261,8 +261,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             }
         }
     }
-    /// Files and folders (`NAME/`) whose names contain `text` (any case), at most `limit`.
-    fn find(&self, text: &str, limit: usize) -> Vec<Entry>;
+    /// Files and folders (`NAME/`) whose own names contain `text` (any case), or whose whole
+    /// names do when `text` holds a `/`; at most `limit`.
+    fn find(&self, text: &str, limit: usize) -> Result<Vec<Entry>, HubError>;
     /// Every file beneath folder `folder`, for a policy check before the folder is moved or
     /// deleted as a whole.
     fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError>;

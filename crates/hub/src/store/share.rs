@@ -451,14 +451,12 @@ impl Share {
         self.list_folder(&self.root_dir, "", query.after, 0, &mut walk);
         ListPage::from_collected(walk.out, limit)
     }
-    /// The files and folders (`NAME/`) whose names contain `text` (any case), at most `limit`.
+    /// The files and folders (`NAME/`) whose own names contain `text` (any case), or whose whole
+    /// names do when `text` holds a `/`; at most `limit`.
     /// Blocking, like [`Share::list`].
     pub fn find(&self, text: &str, limit: usize) -> Vec<Entry> {
         let mut out = Vec::new();
-        let want = Want {
-            text: text.to_lowercase(),
-            limit,
-        };
+        let want = Want::new(text, limit);
         self.search(&self.root_dir, "", &want, 0, &mut out);
         out
     }
@@ -643,12 +641,12 @@ impl Share {
                     let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
                         continue;
                     };
-                    if want.folder(&child.key) && RemoteName::parse(child.name()).is_ok() {
+                    if want.matches(&child.key) && RemoteName::parse(child.name()).is_ok() {
                         out.push(folder_entry(child.key.clone(), &sub));
                     }
                     self.search(&sub, child.name(), want, depth + 1, out);
                 }
-                FileType::RegularFile | FileType::Symlink if want.file(&child.key) => {
+                FileType::RegularFile | FileType::Symlink if want.matches(&child.key) => {
                     if let Some(st) = self.file_stat(dir, rel, &child) {
                         push_entry(out, child.key, &st);
                     }
@@ -691,23 +689,34 @@ fn push_entry(out: &mut Vec<Entry>, rel: String, st: &rustix::fs::Stat) {
 /// lower case), up to `limit`.
 struct Want {
     text: String,
+    /// The text names a path (it holds a `/`): it is looked for in whole names, not only in
+    /// each entry's own name.
+    whole: bool,
     limit: usize,
 }
 
 impl Want {
+    fn new(text: &str, limit: usize) -> Want {
+        Want {
+            text: text.to_lowercase(),
+            whole: text.contains('/'),
+            limit,
+        }
+    }
+
     fn full(&self, out: &[Entry]) -> bool {
         out.len() >= self.limit
     }
 
-    fn file(&self, name: &str) -> bool {
+    /// Whether the file or folder named `name` (`NAME/` for a folder) is found.
+    fn matches(&self, name: &str) -> bool {
+        let name = if self.whole {
+            name
+        } else {
+            let own = name.trim_end_matches('/');
+            own.rsplit('/').next().unwrap_or(own)
+        };
         name.to_lowercase().contains(self.text.as_str())
-    }
-
-    /// Whether folder `as_folder` (`NAME/`) is an entry of its own.
-    fn folder(&self, as_folder: &str) -> bool {
-        let own = as_folder.trim_end_matches('/');
-        let own = own.rsplit('/').next().unwrap_or(own);
-        own.to_lowercase().contains(self.text.as_str())
     }
 }
 

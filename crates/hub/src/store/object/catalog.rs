@@ -89,8 +89,12 @@ pub const LIST: &str = "SELECT n.name, n.object, n.size, n.modified_ns FROM name
      ORDER BY (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\"
      LIMIT $3";
 
+/// `$3`: whether `$1` is looked for in whole names (a folder's ending in `/`) rather than in
+/// each entry's own name.
 pub const FIND: &str = "SELECT name, object, size, modified_ns FROM names
-     WHERE strpos(lower(name), lower($1)) > 0 ORDER BY name LIMIT $2";
+     WHERE strpos(lower(CASE WHEN $3 THEN name || CASE WHEN object IS NULL THEN '/' ELSE '' END
+                            ELSE substring(name from '[^/]*$') END), lower($1)) > 0
+     ORDER BY name LIMIT $2";
 
 pub const FILES_BENEATH: &str = "SELECT name FROM names
      WHERE object IS NOT NULL AND name > $1 || '/' AND name < $1 || '0' ORDER BY name";

@@ -966,16 +966,18 @@ impl Store for ObjectStore {
         })
     }
 
-    fn find(&self, text: &str, limit: usize) -> Vec<troca_proto::msg::Entry> {
-        let found: Result<Vec<_>, HubError> = self.db().run(async || {
+    fn find(&self, text: &str, limit: usize) -> Result<Vec<troca_proto::msg::Entry>, HubError> {
+        self.db().run(async || {
             let c = self.db().get().await?;
             let rows = c
-                .query(catalog::FIND, &[&text, &(limit as i64)])
+                .query(
+                    catalog::FIND,
+                    &[&text, &(limit as i64), &text.contains('/')],
+                )
                 .await
                 .map_err(db_err)?;
             Ok(rows.iter().map(catalog::entry).collect())
-        });
-        found.unwrap_or_default()
+        })
     }
 
     fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError> {
