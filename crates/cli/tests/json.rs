@@ -39,7 +39,7 @@ fn run_script(hub: &Hub, cwd: &std::path::Path, lines: &[&str]) -> Vec<Value> {
 #[test]
 fn the_json_requests_upload_list_download_and_delete_answer_line_by_line() {
     let s = Scratch::new();
-    std::fs::write(s.client.join("test.txt"), "a test").unwrap();
+    std::fs::write(s.client.join("test.txt"), "test file").unwrap();
     std::fs::create_dir(s.client.join("other")).unwrap();
     std::fs::write(s.client.join("other/test.txt"), "another test").unwrap();
     let hub = Hub::start(&s.share, &[]);
@@ -85,7 +85,7 @@ fn the_json_requests_upload_list_download_and_delete_answer_line_by_line() {
     assert_eq!(out[5]["file"]["path"], "copy.txt");
     assert_eq!(
         std::fs::read_to_string(s.client.join("copy.txt")).unwrap(),
-        "a test"
+        "test file"
     );
     // test.txt is here already, identical: not downloaded again, nor copied beside it.
     assert_eq!(out[6]["file"]["path"], "test.txt");
