@@ -60,10 +60,14 @@ pub struct HubArgs {
     /// encrypted).
     #[arg(long)]
     pub plaintext: bool,
-    /// Give up on a hub that says nothing (no answer, no bytes of a file) for this long, e.g.
-    /// 30s, 5m (default 2m).
+    /// Give up on a hub that says nothing (no answer, no bytes of a file) or takes no byte of
+    /// an upload for this long, e.g. 30s, 5m (default 2m).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<std::time::Duration>,
+    /// How many times a transfer cut off by a lost connection is taken up again where it
+    /// stopped, after pauses of 1s, 2s, 4s… (default 5; 0 never).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 }
 
 /// Everything a client command needs to know, from the options before and after its name and
@@ -79,6 +83,8 @@ pub struct Global {
     pub trust_new_hub: bool,
     pub plaintext: bool,
     pub timeout: Option<std::time::Duration>,
+    /// Tries after the first for a transfer cut off by a lost connection.
+    pub retries: u32,
 }
 
 impl Command {
@@ -135,6 +141,10 @@ impl Global {
                 || before.plaintext
                 || env("TROCA_PLAINTEXT").is_some_and(|v| v == "1"),
             timeout: after.timeout.or(before.timeout),
+            retries: after
+                .retries
+                .or(before.retries)
+                .unwrap_or(crate::retry::DEFAULT_RETRIES),
         }
     }
 }

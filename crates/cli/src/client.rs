@@ -4,13 +4,14 @@
 use crate::args::{Command, Global};
 use crate::output::{self, hex, print_json};
 use crate::progress::Bar;
+use crate::retry::Retries;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use troca_net::durable::free_local_path;
-use troca_net::transfer::{download_to_path, download_to_writer, upload_path};
+use troca_net::transfer::{download_to_path, download_to_writer, upload_path, Streamed};
 use troca_net::{ClientError, ClientOptions, HubClient};
 use troca_proto::json;
 use troca_proto::msg::{Activity, Entry, History, HistoryEntry, PutSmall};
@@ -694,7 +695,17 @@ pub(crate) async fn send_plan(
         put_small(global, client, small, force, quiet, sink, &mut taken).await?;
     }
     for (file, name) in &large {
-        match put_one(client, file, Some(name), force, quiet).await {
+        let mut retries = Retries::new(global);
+        let sent = loop {
+            let e = match put_one(client, file, Some(name), force, quiet).await {
+                Ok(row) => break Ok(row),
+                Err(e) => e,
+            };
+            if !retries.again(client, &upload_of(name), &e).await {
+                break Err(e);
+            }
+        };
+        match sent {
             Ok(row) => sink.sent(row),
             Err(e) => {
                 sink.refused(file, &e);
@@ -877,28 +888,49 @@ async fn put_small(
         bytes,
     } = small;
     let tree = TreeBar::new(small.len(), bytes, quiet);
-    let done = troca_net::batch::upload_small(client, small, force, |i, r| match r {
-        Ok(sent) => {
-            tree.done("uploaded", &sent.name, sent.size);
-            sink.sent(PutRow {
-                name: sent.name,
-                size: sent.size,
-                blake3: hex(&sent.blake3),
-            });
+    let mut retries = Retries::new(global);
+    // The files not answered yet: all of them, then those a lost connection left.
+    let mut left: Vec<(PathBuf, String)> = small.to_vec();
+    loop {
+        let mut answered = vec![false; left.len()];
+        let done = troca_net::batch::upload_small(client, &left, force, |i, r| {
+            answered[i] = true;
+            match r {
+                Ok(sent) => {
+                    tree.done("uploaded", &sent.name, sent.size);
+                    sink.sent(PutRow {
+                        name: sent.name,
+                        size: sent.size,
+                        blake3: hex(&sent.blake3),
+                    });
+                }
+                // Also a file stored before the connection was lost, and sent again.
+                Err(error) if is_taken(&error) => taken.push(Taken {
+                    file: left[i].0.clone(),
+                    name: left[i].1.clone(),
+                    error,
+                }),
+                Err(e) => sink.refused(&left[i].0, &e),
+            }
+        })
+        .await;
+        let Err(e) = done else { break };
+        left = left
+            .into_iter()
+            .zip(answered)
+            .filter_map(|(file, answered)| (!answered).then_some(file))
+            .collect();
+        let what = format!(
+            "upload of {}",
+            output::count(left.len() as u64, "file", "files")
+        );
+        if left.is_empty() || !retries.again(client, &what, &e).await {
+            sink.stopped(&e);
+            recover(global, client, &e).await?;
+            break;
         }
-        Err(error) if is_taken(&error) => taken.push(Taken {
-            file: small[i].0.clone(),
-            name: small[i].1.clone(),
-            error,
-        }),
-        Err(e) => sink.refused(&small[i].0, &e),
-    })
-    .await;
-    tree.finish("uploaded");
-    if let Err(e) = done {
-        sink.stopped(&e);
-        recover(global, client, &e).await?;
     }
+    tree.finish("uploaded");
     Ok(())
 }
 
@@ -1082,10 +1114,7 @@ pub(crate) async fn get(
     force: bool,
 ) -> Result<ExitCode> {
     if output_path.as_deref() == Some(Path::new("-")) {
-        let bar = Bar::new(&names[0], global.quiet);
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        download_to_writer(client, &names[0], &mut out, &bar).await?;
+        get_to_stdout(global, client, &names[0]).await?;
         return Ok(ExitCode::SUCCESS);
     }
     // A folder to save into is made if missing: `-o dl/`, or `-o dl` with several names.
@@ -1095,18 +1124,31 @@ pub(crate) async fn get(
             std::fs::create_dir_all(o).with_context(|| format!("cannot create {}", o.display()))?;
         }
     }
-    let mut report = Report::new(global);
+    let mut report: Report<GetRow> = Report::new(global);
     let quiet = global.json || global.quiet;
     for name in names {
-        let got = match folder_files(client, name).await {
-            Ok(Some(files)) => {
-                let root = output_path.clone().unwrap_or_else(|| PathBuf::from("."));
-                get_folder(client, name, &files, &root, force, quiet, &mut report).await
+        let mut retries = Retries::new(global);
+        let got = loop {
+            let got = match folder_files(client, name).await {
+                Ok(Some(files)) => {
+                    let root = output_path.clone().unwrap_or_else(|| PathBuf::from("."));
+                    // Another try takes only what the ones before did not bring.
+                    let done: HashSet<&str> = report.rows.iter().map(|r| r.name.as_str()).collect();
+                    let files: Vec<Entry> = files
+                        .into_iter()
+                        .filter(|f| !done.contains(f.name.as_str()))
+                        .collect();
+                    get_folder(client, name, &files, &root, force, quiet, &mut report).await
+                }
+                Ok(None) => get_one(client, name, output_path.as_deref(), force, quiet)
+                    .await
+                    .map(|row| report.rows.push(row)),
+                Err(e) => Err(e),
+            };
+            let Err(e) = got else { break Ok(()) };
+            if !retries.again(client, &download_of(name), &e).await {
+                break Err(e);
             }
-            Ok(None) => get_one(client, name, output_path.as_deref(), force, quiet)
-                .await
-                .map(|row| report.rows.push(row)),
-            Err(e) => Err(e),
         };
         if let Err(e) = got {
             report.refused(format_args!("cannot download {name}"), &e);
@@ -1114,6 +1156,33 @@ pub(crate) async fn get(
         }
     }
     report.finish(global)
+}
+
+/// `get NAME -o -`: the file to standard output, taken up again from the bytes already written
+/// when the connection is lost.
+async fn get_to_stdout(global: &Global, client: &mut HubClient, name: &str) -> Result<()> {
+    let bar = Bar::new(name, global.quiet);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut streamed = Streamed::default();
+    let mut retries = Retries::new(global);
+    loop {
+        let e = match download_to_writer(client, name, &mut out, &bar, &mut streamed).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if !retries.again(client, &download_of(name), &e).await {
+            return Err(e.into());
+        }
+    }
+}
+
+fn upload_of(name: &str) -> String {
+    format!("upload of {}", output::safe(name))
+}
+
+fn download_of(name: &str) -> String {
+    format!("download of {}", output::safe(name))
 }
 
 /// `put - --as NAME`: standard input, kept in a temporary file first (the protocol announces a
@@ -1132,7 +1201,16 @@ async fn put_stdin(
         .await
         .context("cannot read standard input")?;
     let quiet = global.json || global.quiet;
-    let result = put_one(client, &copy.0, Some(name), force, quiet).await;
+    let mut retries = Retries::new(global);
+    let result = loop {
+        let e = match put_one(client, &copy.0, Some(name), force, quiet).await {
+            Ok(row) => break Ok(row),
+            Err(e) => e,
+        };
+        if !retries.again(client, &upload_of(name), &e).await {
+            break Err(e);
+        }
+    };
     let mut report = Report::new(global);
     match result {
         Ok(row) => report.rows.push(row),

@@ -5,6 +5,7 @@
 
 use crate::args::Global;
 use crate::client::{get_one, put_one, Link};
+use crate::retry::Retries;
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, Write};
@@ -259,8 +260,18 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             save_to,
             force,
         } => {
-            let client = link.client().await?;
-            let row = get_one(client, &file_name, save_to.as_deref(), force, true).await?;
+            let (global, client) = (link.global, link.client().await?);
+            let mut retries = Retries::new(global);
+            let row = loop {
+                let e = match get_one(client, &file_name, save_to.as_deref(), force, true).await {
+                    Ok(row) => break row,
+                    Err(e) => e,
+                };
+                let what = format!("download of {}", crate::output::safe(&file_name));
+                if !retries.again(client, &what, &e).await {
+                    return Err(e.into());
+                }
+            };
             json!({ "file": row })
         }
         Request::Remove {
@@ -367,6 +378,20 @@ async fn upload(
         let file = path.file_name()?.to_str()?;
         Some(format!("{}/{file}", to.trim_end_matches('/')))
     });
-    let row = put_one(link.client().await?, &path, name.as_deref(), force, true).await?;
+    let (global, client) = (link.global, link.client().await?);
+    let mut retries = Retries::new(global);
+    let row = loop {
+        let e = match put_one(client, &path, name.as_deref(), force, true).await {
+            Ok(row) => break row,
+            Err(e) => e,
+        };
+        let what = format!(
+            "upload of {}",
+            crate::output::safe(&path.display().to_string())
+        );
+        if !retries.again(client, &what, &e).await {
+            return Err(e.into());
+        }
+    };
     Ok(json!({ "file": row }))
 }

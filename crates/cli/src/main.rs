@@ -8,6 +8,7 @@ mod known;
 mod output;
 mod peer;
 mod progress;
+mod retry;
 mod serve;
 mod shell;
 mod swarm;

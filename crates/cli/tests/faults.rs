@@ -4,6 +4,8 @@
 
 mod common;
 use common::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use troca_net::{ClientError, HubClient};
 use troca_proto::msg::Put;
@@ -299,11 +301,269 @@ fn a_client_gives_up_on_a_hub_gone_silent() {
         .env("TROCA_HUB", &addr)
         .env("TROCA_PLAINTEXT", "1")
         .env_remove("TROCA_TOKEN")
-        .args(["get", "file.bin", "-o", "-", "--timeout", "1s"])
+        .args([
+            "get",
+            "file.bin",
+            "-o",
+            "-",
+            "--timeout",
+            "1s",
+            "--retries",
+            "1",
+        ])
         .output()
         .unwrap();
     drop(said);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("the hub said nothing for 1 s"), "{err}");
+    // Tried once more (the hub takes the connection but never welcomes it), then given up.
+    assert!(err.contains("trying again in 1s (1 of 1)"), "{err}");
+}
+
+/// Which way a [`cutting_proxy`] counts bytes before it cuts.
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    ToHub,
+    ToClient,
+}
+
+/// A proxy to `target` that cuts the first connection (both ways at once) once `after` bytes
+/// have gone `way`; connections after it pass whole. Returns its address and how many
+/// connections it cut.
+fn cutting_proxy(target: &str, way: Way, after: u64) -> (String, Arc<AtomicU64>) {
+    proxy(target, way, after, false)
+}
+
+/// Like [`cutting_proxy`], but the first connection is left open, silent: no byte more is
+/// passed `way` (a peer that stopped reading, or a link that died without a word).
+fn stalling_proxy(target: &str, way: Way, after: u64) -> (String, Arc<AtomicU64>) {
+    proxy(target, way, after, true)
+}
+
+fn proxy(target: &str, way: Way, after: u64, stall: bool) -> (String, Arc<AtomicU64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cuts = Arc::new(AtomicU64::new(0));
+    let (target, seen_cuts) = (target.to_owned(), Arc::clone(&cuts));
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            let Ok(hub) = std::net::TcpStream::connect(&target) else {
+                return;
+            };
+            let pairs = [
+                (
+                    Way::ToHub,
+                    client.try_clone().unwrap(),
+                    hub.try_clone().unwrap(),
+                ),
+                (
+                    Way::ToClient,
+                    hub.try_clone().unwrap(),
+                    client.try_clone().unwrap(),
+                ),
+            ];
+            for (this_way, mut from, mut to) in pairs {
+                let limit = (n == 0 && this_way == way).then_some(after);
+                let (cuts, ends) = (
+                    Arc::clone(&seen_cuts),
+                    [client.try_clone().unwrap(), hub.try_clone().unwrap()],
+                );
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    let mut moved = 0u64;
+                    while let Ok(got) = std::io::Read::read(&mut from, &mut buf) {
+                        let n = match limit {
+                            Some(limit) => got.min((limit - moved) as usize),
+                            None => got,
+                        };
+                        if got == 0 || std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                            break;
+                        }
+                        moved += n as u64;
+                        if limit == Some(moved) {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            if stall {
+                                // Hold both ends open, reading nothing more, until the test ends.
+                                let _held = (from, to, ends);
+                                loop {
+                                    std::thread::park();
+                                }
+                            }
+                            for end in &ends {
+                                let _ = end.shutdown(std::net::Shutdown::Both);
+                            }
+                            return;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, cuts)
+}
+
+/// The client through `proxy` to `hub`, trusting the hub's key.
+fn troca_through(
+    hub: &Hub,
+    proxy: &str,
+    cwd: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(TROCA)
+        .current_dir(cwd)
+        .env("XDG_DATA_HOME", hub.client_data())
+        .env("TROCA_HUB", proxy)
+        .env("TROCA_HUB_KEY", hub.key.as_ref().unwrap())
+        .env_remove("TROCA_TOKEN")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A download and an upload cut off by a lost connection are taken up again where they stopped,
+/// in the same command: the file arrives whole, and only the rest is sent again.
+#[test]
+fn a_transfer_cut_off_by_a_lost_connection_resumes_in_the_same_command() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let size = 24 * 1024 * 1024 + 5;
+    random_file(&s.share.join("big.bin"), size, "cut-get");
+    let want = hash_file(&s.share.join("big.bin"));
+
+    // Into a file: the `.part` file is resumed.
+    let (proxy, cuts) = cutting_proxy(&hub.addr, Way::ToClient, 5 << 20);
+    let out = troca_through(&hub, &proxy, &s.client, &["get", "big.bin"]);
+    let said = ok(&out) + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(cuts.load(Ordering::SeqCst), 1, "the proxy cut once");
+    assert!(said.contains("trying again in 1s (1 of 5)"), "{said}");
+    assert!(said.contains("resuming big.bin at byte"), "{said}");
+    assert_eq!(hash_file(&s.client.join("big.bin")), want);
+
+    // To standard output: it goes on from the bytes already written.
+    let (proxy, cuts) = cutting_proxy(&hub.addr, Way::ToClient, 7 << 20);
+    let out = troca_through(
+        &hub,
+        &proxy,
+        &s.client,
+        &["-q", "get", "big.bin", "-o", "-"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cuts.load(Ordering::SeqCst), 1, "the proxy cut once");
+    assert_eq!(out.stdout.len() as u64, size);
+    assert_eq!(blake3::hash(&out.stdout).to_hex().as_str(), want);
+
+    // An upload: the hub keeps what arrived, and the next try sends the rest.
+    let (proxy, cuts) = cutting_proxy(&hub.addr, Way::ToHub, 6 << 20);
+    let out = troca_through(
+        &hub,
+        &proxy,
+        &s.client,
+        &["put", "big.bin", "--as", "again.bin"],
+    );
+    let said = ok(&out) + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(cuts.load(Ordering::SeqCst), 1, "the proxy cut once");
+    assert!(
+        said.contains("resuming upload of again.bin at byte"),
+        "{said}"
+    );
+    assert_eq!(hash_file(&s.share.join("again.bin")), want);
+
+    // Without tries again, the command fails as before and the next one resumes.
+    std::fs::remove_file(s.client.join("big.bin")).unwrap();
+    let (proxy, _) = cutting_proxy(&hub.addr, Way::ToClient, 5 << 20);
+    let out = troca_through(
+        &hub,
+        &proxy,
+        &s.client,
+        &["get", "big.bin", "--retries", "0"],
+    );
+    let err = fails(&out, 1);
+    assert!(err.contains("cannot download big.bin"), "{err}");
+    assert!(s.client.join("big.bin.part").exists(), "{err}");
+    assert!(!s.client.join("big.bin").exists());
+}
+
+/// A folder of small files cut off mid-way: the files not answered are sent again, and every
+/// one arrives once, whole.
+#[test]
+fn a_folder_upload_cut_off_sends_the_files_not_answered_again() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let dir = s.client.join("many");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..400 {
+        random_file(
+            &dir.join(format!("f{i:03}.bin")),
+            20_000,
+            &format!("many-{i}"),
+        );
+    }
+    let (proxy, cuts) = cutting_proxy(&hub.addr, Way::ToHub, 3 << 20);
+    let out = troca_through(&hub, &proxy, &s.client, &["--json", "put", "many"]);
+    let rows = json(&out);
+    assert_eq!(cuts.load(Ordering::SeqCst), 1, "the proxy cut once");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trying again"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rows.as_array().unwrap().len(), 400, "{rows}");
+    for i in 0..400 {
+        let name = format!("f{i:03}.bin");
+        assert_eq!(
+            hash_file(&s.share.join("many").join(&name)),
+            hash_file(&dir.join(&name)),
+            "{name}"
+        );
+    }
+
+    // And back: a folder download cut off fetches what it had not.
+    let back = s.client.join("back");
+    let (proxy, cuts) = cutting_proxy(&hub.addr, Way::ToClient, 3 << 20);
+    let out = troca_through(
+        &hub,
+        &proxy,
+        &s.client,
+        &["--json", "get", "many", "-o", "back"],
+    );
+    let rows = json(&out);
+    assert_eq!(cuts.load(Ordering::SeqCst), 1, "the proxy cut once");
+    assert_eq!(rows.as_array().unwrap().len(), 400, "{rows}");
+    for i in 0..400 {
+        let name = format!("f{i:03}.bin");
+        assert_eq!(
+            hash_file(&back.join("many").join(&name)),
+            hash_file(&dir.join(&name)),
+            "{name}"
+        );
+    }
+}
+
+/// An upload to a hub that stops taking bytes, the connection still open: the client gives up
+/// after `--timeout` instead of waiting for ever, and its next try sends the rest.
+#[test]
+fn an_upload_to_a_hub_that_stops_reading_is_given_up_on_and_tried_again() {
+    let s = Scratch::new();
+    // The hub drops the stalled upload soon, so the next try may take it up.
+    let hub = Hub::start(&s.share, &["--stall-timeout", "1s"]);
+    let file = s.client.join("big.bin");
+    random_file(&file, 64 * 1024 * 1024, "stalled-put");
+    let (proxy, stalls) = stalling_proxy(&hub.addr, Way::ToHub, 6 << 20);
+    let out = troca_through(
+        &hub,
+        &proxy,
+        &s.client,
+        &["put", "big.bin", "--timeout", "2s"],
+    );
+    let said = ok(&out) + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stalls.load(Ordering::SeqCst), 1, "the proxy stalled once");
+    assert!(said.contains("took no byte for 2 s"), "{said}");
+    assert_eq!(hash_file(&s.share.join("big.bin")), hash_file(&file));
 }

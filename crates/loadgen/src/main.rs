@@ -223,7 +223,14 @@ async fn requests(
     if pipeline <= 1 {
         while Instant::now() < deadline {
             let start = Instant::now();
-            download_to_writer(&mut client, &pick(), &mut std::io::sink(), &NoProgress).await?;
+            download_to_writer(
+                &mut client,
+                &pick(),
+                &mut std::io::sink(),
+                &NoProgress,
+                &mut Default::default(),
+            )
+            .await?;
             latencies.push(start.elapsed());
         }
         return Ok(latencies);

@@ -516,16 +516,20 @@ impl Upload<'_> {
                 "the file grew while it was being sent".into(),
             ));
         }
-        // No stall bound on the client's side: the hub ends a stalled transfer.
-        let forever = std::time::Duration::from_secs(u64::MAX / 4);
+        // A hub that takes no byte for as long as it may stay silent is given up on.
+        let stall = self.client.silence;
         self.client
             .conn
-            .send_file_range_seen(file, offset, len, forever, |_| {}, seen)
+            .send_file_range_seen(file, offset, len, stall, |_| {}, seen)
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => {
                     ClientError::Protocol("the file shrank while it was being sent".into())
                 }
+                std::io::ErrorKind::TimedOut => ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the hub took no byte for {} s", stall.as_secs()),
+                )),
                 _ => ClientError::Io(e),
             })?;
         self.remaining -= len;
@@ -646,6 +650,7 @@ pub async fn greet(
 ) -> Result<(Connection<Stream>, Welcome), ClientError> {
     let mut conn = Connection::new(stream);
     conn.set_read_size(64 * 1024);
+    conn.set_write_stall(silence);
     conn.send(&hello.into()).await?;
     match expect(&mut conn, silence).await? {
         Message::Welcome(w) => Ok((conn, w)),

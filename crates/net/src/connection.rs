@@ -30,6 +30,9 @@ pub struct Connection<S> {
     /// The socket whose `SO_RCVLOWAT` [`Connection::read_raw_bulk`] raised, to lower again
     /// before anything else is read.
     raised_lowat: Option<RawFd>,
+    /// How long a write may wait without the peer taking a byte before it fails (`None`: as
+    /// long as it takes; the hub bounds its transfers its own way).
+    write_stall: Option<std::time::Duration>,
 }
 
 /// How many bytes a bulk read waits for before the kernel wakes the reader (`SO_RCVLOWAT`), or
@@ -65,7 +68,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             wbuf: Vec::new(),
             read_size: 4 * 1024,
             raised_lowat: None,
+            write_stall: None,
         }
+    }
+
+    /// Makes every write fail with `TimedOut` once the peer has taken no byte for `stall`: a
+    /// client must not wait for ever on a hub that stopped reading, or a link that died
+    /// without a word.
+    pub fn set_write_stall(&mut self, stall: std::time::Duration) {
+        self.write_stall = Some(stall);
     }
 
     /// How much to read at once when no frame length says otherwise. A client, which has one
@@ -193,9 +204,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Sends everything queued in one write.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
+            let stall = self.write_stall;
+            let (stream, wbuf) = (&mut self.stream, &self.wbuf);
+            match stall {
+                None => stream.write_all(wbuf).await?,
+                Some(stall) => write_all_within(stream, wbuf, stall).await?,
+            }
             // TLS may still hold the last records when the socket was full: push them out.
-            self.stream.flush().await?;
+            match stall {
+                None => self.stream.flush().await?,
+                Some(stall) => within_stall(stall, self.stream.flush()).await?,
+            }
             self.wbuf.clear();
             // Don't keep a large buffer around after sending a small file's body.
             if self.wbuf.capacity() > 256 * 1024 {
@@ -214,14 +233,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes raw bytes straight to the stream (after anything queued).
     pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.flush().await?;
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
+        match self.write_stall {
+            None => {
+                self.stream.write_all(bytes).await?;
+                self.stream.flush().await
+            }
+            Some(stall) => {
+                write_all_within(&mut self.stream, bytes, stall).await?;
+                within_stall(stall, self.stream.flush()).await
+            }
+        }
     }
 
     /// Flushes and shuts down the write half, so the peer sees end of stream.
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
         self.flush().await?;
         self.stream.shutdown().await
+    }
+}
+
+/// Writes all of `bytes`, failing once a write has waited `stall` without the peer taking any.
+async fn write_all_within<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    mut bytes: &[u8],
+    stall: std::time::Duration,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = within_stall(stall, stream.write(bytes)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// `step`, failing with `TimedOut` if it takes longer than `stall`.
+async fn within_stall<T>(
+    stall: std::time::Duration,
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(stall, step).await {
+        Ok(done) => done,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the peer took no byte for {} s", stall.as_secs()),
+        )),
     }
 }
 

@@ -197,22 +197,40 @@ fn open_part(part: &Path, offset: u64) -> std::io::Result<(File, blake3::Hasher)
     Ok((file, hasher))
 }
 
-/// Downloads `name` into `out` (stdout, say). The bytes are written as they arrive, so a
-/// verification failure is reported after the fact, as an error the caller must surface.
+/// What a download into a writer has written so far, for another try to go on from.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    written: u64,
+    hasher: blake3::Hasher,
+}
+
+/// Downloads `name` into `out` (stdout, say), from the bytes `streamed` says are already
+/// written (none at first). The bytes are written as they arrive, so a verification failure is
+/// reported after the fact, as an error the caller must surface.
 pub async fn download_to_writer(
     client: &mut HubClient,
     name: &str,
     out: &mut dyn Write,
     progress: &dyn Progress,
+    streamed: &mut Streamed,
 ) -> Result<(u64, Hash), ClientError> {
-    let mut download = client.get(name, 0).await?;
-    let size = download.header().size;
-    progress.start(size, 0);
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = transfer_buffer(size, CHUNK);
+    let mut download = client.get(name, streamed.written).await?;
+    let header = download.header().clone();
+    if header.offset != streamed.written {
+        // The hub's file is now shorter than what was written: it changed.
+        return Err(ClientError::Protocol(format!(
+            "{name} changed on the hub after {} bytes of it were written out",
+            streamed.written
+        )));
+    }
+    if streamed.written > 0 {
+        progress.note(&format!("resuming {name} at byte {}", streamed.written));
+    }
+    progress.start(header.size, header.offset);
+    let mut buf = transfer_buffer(header.size, CHUNK);
     // Each read goes where the one before it ended, so buffer offsets follow stream offsets (see
     // `iobuf`: copies run faster when both sides sit alike within their pages).
-    let mut at = 0;
+    let mut at = (streamed.written % buf.len() as u64) as usize;
     loop {
         if at == buf.len() {
             at = 0;
@@ -222,9 +240,10 @@ pub async fn download_to_writer(
             break;
         }
         let got = &buf[at..at + n];
-        hasher.update(got);
+        streamed.hasher.update(got);
         out.write_all(got)
             .map_err(|e| ClientError::local(Path::new("output"), e))?;
+        streamed.written += n as u64;
         progress.advance(n as u64);
         at += n;
     }
@@ -232,7 +251,7 @@ pub async fn download_to_writer(
     out.flush()
         .map_err(|e| ClientError::local(Path::new("output"), e))?;
     progress.finish();
-    let ours: Hash = *hasher.finalize().as_bytes();
+    let ours: Hash = *streamed.hasher.finalize().as_bytes();
     if ours != theirs {
         return Err(ClientError::Integrity {
             what: format!("download of {name}"),
@@ -240,7 +259,7 @@ pub async fn download_to_writer(
             actual: hex(&ours),
         });
     }
-    Ok((size, ours))
+    Ok((header.size, ours))
 }
 
 /// Uploads the file at `path` as `name`, resuming an interrupted upload of the same file.
