@@ -695,16 +695,11 @@ pub(crate) async fn send_plan(
         put_small(global, client, small, force, quiet, sink, &mut taken).await?;
     }
     for (file, name) in &large {
-        let mut retries = Retries::new(global);
-        let sent = loop {
-            let e = match put_one(client, file, Some(name), force, quiet).await {
-                Ok(row) => break Ok(row),
-                Err(e) => e,
-            };
-            if !retries.again(client, &upload_of(name), &e).await {
-                break Err(e);
-            }
-        };
+        let sent = Retries::new(global)
+            .run(client, &upload_of(name), async |c| {
+                put_one(c, file, Some(name), force, quiet).await
+            })
+            .await;
         match sent {
             Ok(row) => sink.sent(row),
             Err(e) => {
@@ -1127,29 +1122,26 @@ pub(crate) async fn get(
     let mut report: Report<GetRow> = Report::new(global);
     let quiet = global.json || global.quiet;
     for name in names {
-        let mut retries = Retries::new(global);
-        let got = loop {
-            let got = match folder_files(client, name).await {
-                Ok(Some(files)) => {
-                    let root = output_path.clone().unwrap_or_else(|| PathBuf::from("."));
-                    // Another try takes only what the ones before did not bring.
-                    let done: HashSet<&str> = report.rows.iter().map(|r| r.name.as_str()).collect();
-                    let files: Vec<Entry> = files
-                        .into_iter()
-                        .filter(|f| !done.contains(f.name.as_str()))
-                        .collect();
-                    get_folder(client, name, &files, &root, force, quiet, &mut report).await
+        let got = Retries::new(global)
+            .run(client, &download_of(name), async |c| {
+                match folder_files(c, name).await? {
+                    Some(files) => {
+                        let root = output_path.clone().unwrap_or_else(|| PathBuf::from("."));
+                        // Another try takes only what the ones before did not bring.
+                        let done: HashSet<&str> =
+                            report.rows.iter().map(|r| r.name.as_str()).collect();
+                        let files: Vec<Entry> = files
+                            .into_iter()
+                            .filter(|f| !done.contains(f.name.as_str()))
+                            .collect();
+                        get_folder(c, name, &files, &root, force, quiet, &mut report).await
+                    }
+                    None => get_one(c, name, output_path.as_deref(), force, quiet)
+                        .await
+                        .map(|row| report.rows.push(row)),
                 }
-                Ok(None) => get_one(client, name, output_path.as_deref(), force, quiet)
-                    .await
-                    .map(|row| report.rows.push(row)),
-                Err(e) => Err(e),
-            };
-            let Err(e) = got else { break Ok(()) };
-            if !retries.again(client, &download_of(name), &e).await {
-                break Err(e);
-            }
-        };
+            })
+            .await;
         if let Err(e) = got {
             report.refused(format_args!("cannot download {name}"), &e);
             recover(global, client, &e).await?;
@@ -1165,16 +1157,12 @@ async fn get_to_stdout(global: &Global, client: &mut HubClient, name: &str) -> R
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut streamed = Streamed::default();
-    let mut retries = Retries::new(global);
-    loop {
-        let e = match download_to_writer(client, name, &mut out, &bar, &mut streamed).await {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        if !retries.again(client, &download_of(name), &e).await {
-            return Err(e.into());
-        }
-    }
+    Retries::new(global)
+        .run(client, &download_of(name), async |c| {
+            download_to_writer(c, name, &mut out, &bar, &mut streamed).await
+        })
+        .await?;
+    Ok(())
 }
 
 fn upload_of(name: &str) -> String {
@@ -1201,16 +1189,11 @@ async fn put_stdin(
         .await
         .context("cannot read standard input")?;
     let quiet = global.json || global.quiet;
-    let mut retries = Retries::new(global);
-    let result = loop {
-        let e = match put_one(client, &copy.0, Some(name), force, quiet).await {
-            Ok(row) => break Ok(row),
-            Err(e) => e,
-        };
-        if !retries.again(client, &upload_of(name), &e).await {
-            break Err(e);
-        }
-    };
+    let result = Retries::new(global)
+        .run(client, &upload_of(name), async |c| {
+            put_one(c, &copy.0, Some(name), force, quiet).await
+        })
+        .await;
     let mut report = Report::new(global);
     match result {
         Ok(row) => report.rows.push(row),

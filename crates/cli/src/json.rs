@@ -261,17 +261,12 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             force,
         } => {
             let (global, client) = (link.global, link.client().await?);
-            let mut retries = Retries::new(global);
-            let row = loop {
-                let e = match get_one(client, &file_name, save_to.as_deref(), force, true).await {
-                    Ok(row) => break row,
-                    Err(e) => e,
-                };
-                let what = format!("download of {}", crate::output::safe(&file_name));
-                if !retries.again(client, &what, &e).await {
-                    return Err(e.into());
-                }
-            };
+            let what = format!("download of {}", crate::output::safe(&file_name));
+            let row = Retries::new(global)
+                .run(client, &what, async |c| {
+                    get_one(c, &file_name, save_to.as_deref(), force, true).await
+                })
+                .await?;
             json!({ "file": row })
         }
         Request::Remove {
@@ -379,19 +374,14 @@ async fn upload(
         Some(format!("{}/{file}", to.trim_end_matches('/')))
     });
     let (global, client) = (link.global, link.client().await?);
-    let mut retries = Retries::new(global);
-    let row = loop {
-        let e = match put_one(client, &path, name.as_deref(), force, true).await {
-            Ok(row) => break row,
-            Err(e) => e,
-        };
-        let what = format!(
-            "upload of {}",
-            crate::output::safe(&path.display().to_string())
-        );
-        if !retries.again(client, &what, &e).await {
-            return Err(e.into());
-        }
-    };
+    let what = format!(
+        "upload of {}",
+        crate::output::safe(&path.display().to_string())
+    );
+    let row = Retries::new(global)
+        .run(client, &what, async |c| {
+            put_one(c, &path, name.as_deref(), force, true).await
+        })
+        .await?;
     Ok(json!({ "file": row }))
 }

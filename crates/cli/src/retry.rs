@@ -40,6 +40,25 @@ impl<'a> Retries<'a> {
         Retries { global, used: 0 }
     }
 
+    /// Runs `transfer` on `client`, and again on a new connection after each lost one while
+    /// tries are left.
+    pub async fn run<T>(
+        &mut self,
+        client: &mut HubClient,
+        what: &str,
+        mut transfer: impl AsyncFnMut(&mut HubClient) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        loop {
+            let e = match transfer(client).await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            if !self.again(client, what, &e).await {
+                return Err(e);
+            }
+        }
+    }
+
     /// After `err` cut off the transfer of `what`: `true` once `client` is connected again for
     /// another try; `false` when `err` is not worth another try or none is left (the caller
     /// reports `err`). Says on stderr what it does, unless quiet.
