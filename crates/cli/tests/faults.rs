@@ -567,3 +567,41 @@ fn an_upload_to_a_hub_that_stops_reading_is_given_up_on_and_tried_again() {
     assert!(said.contains("took no byte for 2 s"), "{said}");
     assert_eq!(hash_file(&s.share.join("big.bin")), hash_file(&file));
 }
+
+/// A download to standard output goes on across a hub killed and started again: the client
+/// connects again once the hub is back and takes the file from the bytes it already wrote out.
+#[test]
+fn a_download_to_stdout_goes_on_across_a_hub_restart() {
+    use std::io::Read;
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--no-http"]);
+    let size: u64 = 96 * 1024 * 1024;
+    random_file(&s.share.join("big.bin"), size, "restart");
+    let want = hash_file(&s.share.join("big.bin"));
+    let mut child = std::process::Command::new(TROCA)
+        .current_dir(&s.client)
+        .envs(hub.client_env())
+        .env("XDG_DATA_HOME", hub.client_data())
+        .args(["get", "big.bin", "-o", "-", "--retries", "8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // The first bytes arrive; the client then waits on this test to read more, mid-file.
+    let mut got = vec![0u8; 8 << 20];
+    stdout.read_exact(&mut got).unwrap();
+    // The hub is killed and started again on the same port with the same state (and key).
+    let addr = hub.addr.clone();
+    drop(hub);
+    let hub = Hub::start_on(&s.share, &addr, &["--no-http"]);
+    stdout.read_to_end(&mut got).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("trying again"), "{said}");
+    assert!(said.contains("resuming big.bin at byte"), "{said}");
+    assert_eq!(got.len() as u64, size);
+    assert_eq!(blake3::hash(&got).to_hex().as_str(), want);
+    drop(hub);
+}
