@@ -1352,14 +1352,25 @@ async fn get_folder(
             continue;
         }
         if let Some(dir) = local.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ClientError::Local {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                let e = ClientError::local(dir, e);
+                report.refused(
+                    format_args!("cannot download {}", output::safe(&f.name)),
+                    &e,
+                );
+                continue;
+            }
         }
-        report
-            .rows
-            .push(get_one(client, &f.name, Some(&local), force, quiet).await?);
+        match get_one(client, &f.name, Some(&local), force, quiet).await {
+            Ok(row) => report.rows.push(row),
+            // A lost connection ends the folder (to be taken up again); one file refused or
+            // corrupt is that file's failure, and the rest still come.
+            Err(e) if crate::retry::transient(&e) => return Err(e),
+            Err(e) => report.refused(
+                format_args!("cannot download {}", output::safe(&f.name)),
+                &e,
+            ),
+        }
     }
     Ok(())
 }
@@ -1404,7 +1415,14 @@ async fn get_small(
         }
         if let Some(dir) = target.parent() {
             if !made.contains(dir) {
-                std::fs::create_dir_all(dir).map_err(|e| ClientError::local(dir, e))?;
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    let e = ClientError::local(dir, e);
+                    report.refused(
+                        format_args!("cannot download {}", output::safe(&f.name)),
+                        &e,
+                    );
+                    continue;
+                }
                 made.insert(dir.to_path_buf());
             }
         }

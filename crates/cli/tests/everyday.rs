@@ -345,3 +345,36 @@ fn status_says_one_file_and_two_files() {
     let status = ok(&hub.troca(&s.client, &["status"]));
     assert!(status.contains(" 2 files, "), "{status}");
 }
+
+/// One file of a folder download that cannot be saved (a local file is where its folder would
+/// go) fails alone: the command says which and exits 1, and every other file, small or large,
+/// still arrives.
+#[test]
+fn a_file_of_a_folder_that_cannot_be_saved_fails_alone() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    for (name, len) in [
+        ("f/blocked/big.bin", 3 << 20),
+        ("f/blocked/small.txt", 10),
+        ("f/big.bin", 3 << 20),
+        ("f/small.txt", 10),
+        ("f/z/last.bin", 2 << 20),
+    ] {
+        let path = s.share.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        random_file(&path, len, name);
+    }
+    std::fs::create_dir_all(s.client.join("out/f")).unwrap();
+    std::fs::write(s.client.join("out/f/blocked"), "a file, not a folder").unwrap();
+    let out = hub.troca(&s.client, &["get", "f", "-o", "out"]);
+    let err = fails(&out, 1);
+    assert!(err.contains("cannot download f/blocked/big.bin"), "{err}");
+    assert!(err.contains("cannot download f/blocked/small.txt"), "{err}");
+    for name in ["f/big.bin", "f/small.txt", "f/z/last.bin"] {
+        assert_eq!(
+            hash_file(&s.client.join("out").join(name)),
+            hash_file(&s.share.join(name)),
+            "{name}"
+        );
+    }
+}
