@@ -551,8 +551,8 @@ fn a_folder_upload_cut_off_sends_the_files_not_answered_again() {
 #[test]
 fn an_upload_to_a_hub_that_stops_reading_is_given_up_on_and_tried_again() {
     let s = Scratch::new();
-    // The hub drops the stalled upload soon, so the next try may take it up.
-    let hub = Hub::start(&s.share, &["--stall-timeout", "1s"]);
+    // The hub would wait long on the stalled connection: the next try takes the upload over.
+    let hub = Hub::start(&s.share, &[]);
     let file = s.client.join("big.bin");
     random_file(&file, 64 * 1024 * 1024, "stalled-put");
     let (proxy, stalls) = stalling_proxy(&hub.addr, Way::ToHub, 6 << 20);
@@ -604,4 +604,146 @@ fn a_download_to_stdout_goes_on_across_a_hub_restart() {
     assert_eq!(got.len() as u64, size);
     assert_eq!(blake3::hash(&got).to_hex().as_str(), want);
     drop(hub);
+}
+
+/// A client that sends request after request and reads no answer: once the answers fill the
+/// socket, the hub gives up on it after `--stall-timeout` instead of holding the connection
+/// (and its slot) for ever.
+#[test]
+fn a_client_that_reads_no_answers_is_dropped() {
+    use std::io::Write;
+    use troca_proto::msg::{Hello, List};
+    let s = Scratch::new();
+    for i in 0..200 {
+        let name = format!("a-long-name-to-fill-the-listing-{i:03}.txt");
+        std::fs::write(s.share.join(name), "x").unwrap();
+    }
+    let hub = Hub::start(&s.share, &["--plaintext", "--stall-timeout", "1s"]);
+    let mut raw = std::net::TcpStream::connect(&hub.addr).unwrap();
+    let hello = Hello {
+        magic: troca_proto::MAGIC,
+        version: troca_proto::PROTOCOL_VERSION,
+        client: "never-reads".into(),
+        token: None,
+        owner_key: None,
+    };
+    let mut frames = Vec::new();
+    troca_proto::encode_frame(&hello.into(), &mut frames);
+    raw.write_all(&frames).unwrap();
+    frames.clear();
+    let list = troca_proto::Message::from(List {
+        prefix: String::new(),
+    });
+    for _ in 0..1000 {
+        troca_proto::encode_frame(&list, &mut frames);
+    }
+    // A thousand listings of 200 names, far more than the sockets' buffers hold, and not a
+    // byte read: the hub's writes stop, then so do its reads of this socket.
+    let never_reads = |c: &serde_json::Value| c["name"] == "never-reads";
+    until_who(&hub, &s.client, |who| who.iter().any(never_reads));
+    raw.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = raw.write_all(&frames);
+    until_who(&hub, &s.client, |who| !who.iter().any(never_reads));
+}
+
+/// The same on the web face: a download the client never reads.
+#[test]
+fn a_web_client_that_reads_nothing_is_dropped() {
+    use std::io::Write;
+    let s = Scratch::new();
+    // Far larger than the sockets' buffers.
+    random_file(&s.share.join("big.bin"), 64 << 20, "web-stall");
+    let hub = Hub::start(&s.share, &["--stall-timeout", "1s"]);
+    let web = hub.web.clone().unwrap();
+    let web = web.trim_start_matches("http://").trim_end_matches('/');
+    let mut raw = std::net::TcpStream::connect(web).unwrap();
+    raw.write_all(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let downloading = |c: &serde_json::Value| c["target"] == "big.bin";
+    until_who(&hub, &s.client, |who| who.iter().any(downloading));
+    until_who(&hub, &s.client, |who| !who.iter().any(downloading));
+}
+
+/// Waits until `troca who`'s clients satisfy `seen`; fails a minute on.
+fn until_who(hub: &Hub, cwd: &std::path::Path, seen: impl Fn(&[serde_json::Value]) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let who = json(&hub.troca(cwd, &["--json", "who"]));
+        if seen(who.as_array().unwrap()) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "a minute on: {who}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An upload whose link died without a word (the hub still waits on the old connection) is
+/// taken over at once by its owner's next try, long before the hub's stall timeout, and goes
+/// on from the bytes the hub holds. Another owner is still told the name is busy.
+#[test]
+fn an_upload_on_a_dead_link_is_taken_over_by_its_owner_at_once() {
+    let s = Scratch::new();
+    // The hub would wait ten minutes on the dead connection.
+    let hub = Hub::start(&s.share, &["--stall-timeout", "600s"]);
+    let file = s.client.join("big.bin");
+    random_file(&file, 64 << 20, "taken-over");
+
+    // The owner's upload stalls in the proxy; the hub waits on it.
+    let (proxy, stalls) = stalling_proxy(&hub.addr, Way::ToHub, 6 << 20);
+    let args = ["put", "big.bin", "--timeout", "600s", "--retries", "0"];
+    let stalled = std::process::Command::new(TROCA)
+        .current_dir(&s.client)
+        .env("XDG_DATA_HOME", hub.client_data())
+        .env("TROCA_HUB", &proxy)
+        .env("TROCA_HUB_KEY", hub.key.as_ref().unwrap())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stalled = Killed(stalled);
+    let uploading = |c: &serde_json::Value| c["target"] == "big.bin";
+    until_who(&hub, &s.client, |who| {
+        stalls.load(Ordering::SeqCst) == 1 && who.iter().any(uploading)
+    });
+
+    // Someone else: busy.
+    let other = s.client.join("other-data");
+    let out = std::process::Command::new(TROCA)
+        .current_dir(&s.client)
+        .env("XDG_DATA_HOME", &other)
+        .envs(hub.client_env())
+        .env("TROCA_HUB_KEY", hub.key.as_ref().unwrap())
+        .env_remove("TROCA_TOKEN")
+        .args(["put", "big.bin", "--retries", "0"])
+        .output()
+        .unwrap();
+    let err = fails(&out, 1);
+    assert!(err.contains("being uploaded by another client"), "{err}");
+
+    // The owner again, on a new connection: the old one is stopped, the rest sent.
+    let out = troca_through(
+        &hub,
+        &proxy,
+        &s.client,
+        &["put", "big.bin", "--retries", "0"],
+    );
+    let said = ok(&out) + &String::from_utf8_lossy(&out.stderr);
+    let at = said
+        .split("resuming upload of big.bin at byte ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(at.is_some_and(|at| at > 0 && at <= 6 << 20), "{said}");
+    assert_eq!(hash_file(&s.share.join("big.bin")), hash_file(&file));
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -88,6 +88,8 @@ pub(crate) async fn serve_connection(
         }
     };
     let mut conn = Connection::new(stream);
+    // A client that reads no answer must not hold its connection for ever.
+    conn.set_write_stall(hub.config().stall_timeout);
     match session(&hub, &mut conn, peer, &shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(e) => tracing::debug!(%peer, error = %e, "connection ended"),
@@ -897,8 +899,18 @@ async fn receive_file(
         upload.size(),
         upload.offset(),
     );
-    receive_bytes(conn, me, &mut upload, stall).await?;
-    let theirs = match tokio::time::timeout(stall, conn.read_message()).await {
+    let taken = upload.taken_over();
+    let name = upload.name();
+    let received_all = tokio::select! {
+        r = receive_bytes(conn, me, &mut upload, stall) => r,
+        () = taken.cancelled() => return Err(refuse(conn, HubError::TakenOver(name)).await),
+    };
+    received_all?;
+    let end = tokio::select! {
+        r = tokio::time::timeout(stall, conn.read_message()) => r,
+        () = taken.cancelled() => return Err(refuse(conn, HubError::TakenOver(name)).await),
+    };
+    let theirs = match end {
         Ok(Ok(Some(Message::PutEnd(PutEnd { blake3 })))) => blake3,
         Ok(Ok(Some(other))) => {
             let e = HubError::BadRequest(format!("expected PutEnd, got {}", other.name()));

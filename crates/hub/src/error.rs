@@ -16,6 +16,8 @@ pub enum HubError {
     AlreadyExists(String),
     #[error("{0:?} is being uploaded by another client; try again when it finishes")]
     UploadInProgress(String),
+    #[error("the upload of {0:?} was begun again by its owner on another connection, which carries it on")]
+    TakenOver(String),
     #[error("the hub is serving its maximum of {0} connections; try again shortly")]
     TooManyConnections(usize),
     #[error("too many connections from your address (the hub allows {0} per address); close some and try again")]
@@ -80,6 +82,7 @@ impl HubError {
             | HubError::TooManyFromAddress(_)
             | HubError::TooManyLocks(_) => ErrorCode::Busy,
             HubError::Integrity(_) => ErrorCode::Integrity,
+            HubError::TakenOver(_) => ErrorCode::TakenOver,
             HubError::Locked(_) => ErrorCode::Locked,
             HubError::NoSpace { .. } | HubError::DiskFull => ErrorCode::NoSpace,
             HubError::BadRequest(_) => ErrorCode::BadRequest,

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod names;
 pub mod pg;
 pub mod records;
+pub mod running;
 pub mod server;
 pub mod service;
 pub mod small;

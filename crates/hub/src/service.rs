@@ -22,7 +22,7 @@ use crate::transfer::Incoming;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use troca_net::limits::PerAddress;
 use troca_proto::msg::{ClientEntry, Entry, Put, PutDone, StatusInfo};
 use troca_proto::{Hash, RemoteName};
@@ -54,6 +54,8 @@ pub struct Hub {
     batch_memory: Arc<tokio::sync::Semaphore>,
     /// Small uploads held in memory, waiting to be stored together (see `small.rs`).
     held: crate::held::HeldQueue,
+    /// Resumable uploads their owners may take over from a dead connection.
+    running: Arc<crate::running::Running>,
     /// Locks on names (WebDAV's), honoured by every face.
     locks: Locks,
     /// What `--metrics` shows (`None`: not kept).
@@ -325,6 +327,7 @@ impl Hub {
             auth_failures: AuthFailures::default(),
             batch_memory,
             held: Default::default(),
+            running: Default::default(),
             locks,
             metrics,
             started: Instant::now(),
@@ -592,7 +595,56 @@ impl Hub {
     /// Starts (or resumes) an upload: checks the name and the policy, claims the name, opens
     /// the partial data and starts its writer. The face then feeds the bytes to the
     /// [`Incoming`] and finishes it with the sender's hash.
+    ///
+    /// If the same owner's resumable upload of the name still runs here (its connection
+    /// likely died without a word), that one is stopped and this one takes it up.
     pub async fn begin_upload(
+        self: &Arc<Self>,
+        put: &Put,
+        caller: &Caller,
+    ) -> Result<Incoming, HubError> {
+        let mut incoming = match self.begin_upload_once(put, caller).await {
+            Err(HubError::UploadInProgress(name)) => self.take_over(put, caller, name).await?,
+            other => other?,
+        };
+        if let Some(owner) = caller.owner_key.filter(|_| put.source_mtime_ns != 0) {
+            incoming.run_as(self.running.register(&incoming.name(), owner));
+        }
+        Ok(incoming)
+    }
+
+    /// Stops the same owner's upload of `name` running on another connection, waits until its
+    /// last bytes are written, and begins again from them; else `name` is busy, as before.
+    async fn take_over(
+        self: &Arc<Self>,
+        put: &Put,
+        caller: &Caller,
+        name: String,
+    ) -> Result<Incoming, HubError> {
+        let busy = || HubError::UploadInProgress(name.clone());
+        let owner = caller.owner_key.filter(|_| put.source_mtime_ns != 0);
+        let Some(gone) = owner.and_then(|owner| self.running.stop(&name, &owner)) else {
+            return Err(busy());
+        };
+        let stall = self.config.stall_timeout;
+        if tokio::time::timeout(stall, gone.wait()).await.is_err() {
+            return Err(busy());
+        }
+        tracing::info!(name = %name, "an upload taken over by its owner's new connection");
+        // An object store's claim is let go by a task just after: a few short tries.
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.begin_upload_once(put, caller).await {
+                Err(HubError::UploadInProgress(_)) if pause < Duration::from_secs(1) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn begin_upload_once(
         self: &Arc<Self>,
         put: &Put,
         caller: &Caller,

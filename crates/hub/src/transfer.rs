@@ -10,9 +10,12 @@
 //! body chunk in.
 
 use crate::error::HubError;
+use crate::running::RunningUpload;
 use crate::store::object::parts::PartWriter;
 use crate::store::PartialUpload;
 use std::io;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use troca_net::durable::FileWriter;
 use troca_net::{IoBuf, CACHE_CHUNK};
 use troca_proto::Hash;
@@ -96,6 +99,8 @@ pub struct Incoming {
     /// A buffer for dropped bytes, reused.
     spare: Option<IoBuf>,
     remaining: u64,
+    /// Its place among the uploads its owner may take over (see `running.rs`).
+    running: Option<Arc<RunningUpload>>,
 }
 
 /// A buffer to fill with the next bytes of an upload: at most [`Space::want`] of them.
@@ -133,7 +138,30 @@ impl Incoming {
             failed: None,
             spare: None,
             remaining,
+            running: None,
         })
+    }
+
+    /// Enters the upload among those its owner may take over. Its file writer holds the entry
+    /// too: the owner's next try waits for the last bytes to be written.
+    pub(crate) fn run_as(&mut self, running: Arc<RunningUpload>) {
+        if let Some(Writer::File(w)) = &self.writer {
+            w.hold_until_written(Arc::clone(&running));
+        }
+        self.running = Some(running);
+    }
+
+    /// Cancelled when the owner takes the upload over from another connection (never, for an
+    /// upload nobody may take over).
+    pub fn taken_over(&self) -> CancellationToken {
+        self.running
+            .as_ref()
+            .map_or_else(CancellationToken::new, |r| r.stopped())
+    }
+
+    /// The name it is stored under.
+    pub fn name(&self) -> String {
+        self.upload.name().to_string()
     }
 
     /// Its whole size.

@@ -21,6 +21,7 @@ pub mod record;
 pub mod sealed;
 pub mod sendfile;
 pub mod splice;
+pub mod stall;
 pub mod stream;
 pub mod tls;
 pub mod transfer;

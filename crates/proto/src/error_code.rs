@@ -37,6 +37,9 @@ pub enum ErrorCode {
     /// A peer spreading a new file sends this piece to others first: ask it for another piece
     /// now, and others for this one (asked again on the same connection, it is sent).
     Deferred,
+    /// The same owner began this upload again on another connection, which carries it on:
+    /// this one is over (not worth trying again, or the two would take it from each other).
+    TakenOver,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::NotEmpty => 14,
             ErrorCode::Locked => 15,
             ErrorCode::Deferred => 16,
+            ErrorCode::TakenOver => 17,
             ErrorCode::Other(n) => n,
         }
     }
@@ -84,6 +88,7 @@ impl ErrorCode {
             14 => ErrorCode::NotEmpty,
             15 => ErrorCode::Locked,
             16 => ErrorCode::Deferred,
+            17 => ErrorCode::TakenOver,
             n => ErrorCode::Other(n),
         }
     }
@@ -107,6 +112,7 @@ impl ErrorCode {
             ErrorCode::NotEmpty => "not_empty",
             ErrorCode::Locked => "locked",
             ErrorCode::Deferred => "deferred",
+            ErrorCode::TakenOver => "taken_over",
             ErrorCode::Other(_) => "other",
         }
     }

@@ -35,6 +35,7 @@ use troca_hub::clients::Session;
 use troca_hub::error::HubError;
 use troca_hub::service::now_ns;
 use troca_hub::Hub;
+use troca_net::stall::WriteStall;
 
 pub use error::ApiError;
 
@@ -268,6 +269,8 @@ async fn serve_connection(
 ) {
     let (address, http) = (visits.address, http_builder(&visits.hub));
     let limit = visits.hub.config().request_timeout;
+    // A client that asks and reads nothing must not hold its connection for ever.
+    let stall = visits.hub.config().stall_timeout;
     let service = hyper::service::service_fn(move |req| visits.call(req));
     let io = match tls {
         None => Io::Plain(stream),
@@ -280,11 +283,11 @@ async fn serve_connection(
     };
     let served = match io {
         Io::Plain(s) => {
-            let io = hyper_util::rt::TokioIo::new(s);
+            let io = hyper_util::rt::TokioIo::new(WriteStall::new(s, stall));
             watcher.watch(http.serve_connection(io, service)).await
         }
         Io::Tls(s) => {
-            let io = hyper_util::rt::TokioIo::new(s);
+            let io = hyper_util::rt::TokioIo::new(WriteStall::new(s, stall));
             watcher.watch(http.serve_connection(io, service)).await
         }
     };

@@ -1,0 +1,142 @@
+//! Resumable uploads running on this hub, by name, with the owner each runs for. A client whose
+//! link dies without a word (a half-open connection: a laptop that changed networks, a NAT that
+//! forgot the flow) leaves its upload holding the name until `--stall-timeout`; when the same
+//! owner comes back on a new connection for the same name, the old upload is stopped at once
+//! and the new one takes it up where its bytes end. Another owner is still told the name is busy.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The uploads of this hub that their owner may take over.
+#[derive(Debug, Default)]
+pub(crate) struct Running {
+    uploads: Mutex<HashMap<String, Entry>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    owner: [u8; 32],
+    stop: CancellationToken,
+    gone: watch::Receiver<()>,
+}
+
+/// An upload's place in [`Running`], shared by its connection and its file writer: when both
+/// have let go (the last bytes written), the name is free for the owner's next try.
+#[derive(Debug)]
+pub struct RunningUpload {
+    running: Arc<Running>,
+    name: String,
+    id: u64,
+    stop: CancellationToken,
+    _gone: watch::Sender<()>,
+}
+
+/// The end of an upload stopped for its owner, to wait on.
+#[derive(Debug)]
+pub(crate) struct Gone(watch::Receiver<()>);
+
+impl Running {
+    /// Enters `name`'s upload, run for `owner`.
+    pub(crate) fn register(self: &Arc<Self>, name: &str, owner: [u8; 32]) -> Arc<RunningUpload> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stop = CancellationToken::new();
+        let (tx, rx) = watch::channel(());
+        let entry = Entry {
+            id,
+            owner,
+            stop: stop.clone(),
+            gone: rx,
+        };
+        self.uploads
+            .lock()
+            .expect("running uploads poisoned")
+            .insert(name.to_owned(), entry);
+        Arc::new(RunningUpload {
+            running: Arc::clone(self),
+            name: name.to_owned(),
+            id,
+            stop,
+            _gone: tx,
+        })
+    }
+
+    /// Stops `name`'s upload if `owner` runs it; `None` if no upload of it runs here for them.
+    pub(crate) fn stop(&self, name: &str, owner: &[u8; 32]) -> Option<Gone> {
+        let uploads = self.uploads.lock().expect("running uploads poisoned");
+        let entry = uploads.get(name)?;
+        // Compared in constant time, as everything derived from a secret.
+        if blake3::Hash::from(entry.owner) != blake3::Hash::from(*owner) {
+            return None;
+        }
+        entry.stop.cancel();
+        Some(Gone(entry.gone.clone()))
+    }
+}
+
+impl RunningUpload {
+    /// Cancelled when the owner takes the upload over from another connection.
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+impl Drop for RunningUpload {
+    fn drop(&mut self) {
+        let mut uploads = self
+            .running
+            .uploads
+            .lock()
+            .expect("running uploads poisoned");
+        if uploads.get(&self.name).is_some_and(|e| e.id == self.id) {
+            uploads.remove(&self.name);
+        }
+    }
+}
+
+impl Gone {
+    /// Waits until the stopped upload has let go of its name.
+    pub(crate) async fn wait(mut self) {
+        // Never changed: it returns when the sender goes, with the last holder.
+        while self.0.changed().await.is_ok() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_owner_stops_an_upload_and_waits_for_its_last_holder() {
+        let running = Arc::new(Running::default());
+        let upload = running.register("a.bin", [1; 32]);
+        let writer = Arc::clone(&upload);
+        assert!(running.stop("a.bin", &[2; 32]).is_none(), "another owner");
+        assert!(running.stop("b.bin", &[1; 32]).is_none(), "another name");
+        assert!(!upload.stopped().is_cancelled());
+
+        let gone = running.stop("a.bin", &[1; 32]).expect("its owner");
+        assert!(upload.stopped().is_cancelled());
+        let waiting = tokio::spawn(gone.wait());
+        drop(upload);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the writer still holds it");
+        drop(writer);
+        waiting.await.unwrap();
+        assert!(running.stop("a.bin", &[1; 32]).is_none(), "forgotten");
+    }
+
+    #[test]
+    fn an_older_entry_going_does_not_forget_a_newer_one() {
+        let running = Arc::new(Running::default());
+        let old = running.register("a.bin", [1; 32]);
+        let new = running.register("a.bin", [1; 32]);
+        drop(old);
+        assert!(running.stop("a.bin", &[1; 32]).is_some());
+        assert!(new.stopped().is_cancelled());
+    }
+}
