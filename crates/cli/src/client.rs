@@ -143,7 +143,7 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
     let mut options = ClientOptions {
         name: client_name(global),
         token,
-        owner_key: owner_key(&addr),
+        owner_key: owner_key(&addr, known.as_ref()),
         trust: if global.plaintext {
             troca_net::Trust::Plaintext
         } else {
@@ -159,6 +159,7 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         Err(ClientError::UnknownHubKey { seen, .. }) => {
             crate::known::decide_new(&addr, seen, global.trust_new_hub)?;
             options.trust = troca_net::Trust::Key(Some(seen));
+            options.owner_key = owner_key(&addr, Some(&seen));
             Ok(HubClient::connect(&addr, &options).await?)
         }
         Err(ClientError::HubKeyMismatch { expected, seen, .. }) if pinned.is_none() => {
@@ -185,14 +186,57 @@ pub(crate) fn data_dir() -> Option<PathBuf> {
     Some(base.join("troca"))
 }
 
-/// This client's owner key for the hub at `addr`: made at random on first use and kept in
-/// `DATA/owner-keys/ADDR` (0600). What it uploads without a token, it may replace and delete
-/// again. `None` where there is nowhere to keep it.
-fn owner_key(addr: &str) -> Option<String> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// This client's owner key for a hub: made at random on first use and kept in
+/// `DATA/owner-keys/` (0600). What it uploads without a token, it may replace and delete
+/// again. When the hub's key is known before connecting (pinned, or in `known_hubs`), the
+/// owner key goes with the hub's key (`key-FINGERPRINT`), so the same hub reached by another
+/// name or address knows the same owner; a key kept for the address before is taken over.
+/// Else (a plaintext hub, a certificate from an authority) it goes with `addr`. `None` where
+/// there is nowhere to keep it.
+pub(crate) fn owner_key(addr: &str, hub: Option<&troca_proto::key::HubKey>) -> Option<String> {
     let dir = data_dir()?.join("owner-keys");
-    let file: String = addr
-        .chars()
+    let by_address = dir.join(file_name_for(addr));
+    let path = match hub {
+        Some(key) => dir.join(format!("key-{key}")),
+        None => by_address.clone(),
+    };
+    if let Some(key) = read_owner_key(&path) {
+        return Some(key);
+    }
+    let key = match read_owner_key(&by_address) {
+        Some(earlier) => earlier,
+        None => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).ok()?;
+            hex(&bytes)
+        }
+    };
+    std::fs::create_dir_all(&dir).ok()?;
+    write_owner_key(&path, &key)
+        .ok()
+        // Another process made it first: theirs stands.
+        .or_else(|| read_owner_key(&path))
+}
+
+fn read_owner_key(path: &std::path::Path) -> Option<String> {
+    let key = std::fs::read_to_string(path).ok()?;
+    Some(key.trim().to_owned()).filter(|k| !k.is_empty())
+}
+
+fn write_owner_key(path: &std::path::Path, key: &str) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    std::io::Write::write_all(&mut f, key.as_bytes())?;
+    Ok(key.to_owned())
+}
+
+/// `addr` as a file name: letters, digits, `.` and `-` kept, the rest `_`.
+fn file_name_for(addr: &str) -> String {
+    addr.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c
@@ -200,23 +244,7 @@ fn owner_key(addr: &str) -> Option<String> {
                 '_'
             }
         })
-        .collect();
-    let path = dir.join(file);
-    if let Ok(key) = std::fs::read_to_string(&path) {
-        return Some(key.trim().to_owned()).filter(|k| !k.is_empty());
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).ok()?;
-    let key = hex(&bytes);
-    std::fs::create_dir_all(&dir).ok()?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .ok()?;
-    std::io::Write::write_all(&mut f, key.as_bytes()).ok()?;
-    Some(key)
+        .collect()
 }
 
 /// `addr` with `port` added when it has none: `host`, `192.0.2.1`, `::1` and `[::1]` get it;

@@ -378,3 +378,35 @@ fn a_file_of_a_folder_that_cannot_be_saved_fails_alone() {
         );
     }
 }
+
+/// Owner keys go with the hub's key, not the address typed: the same hub reached by another
+/// name knows the same owner. A key kept for the address before is taken over.
+#[test]
+fn an_owner_is_known_whatever_address_reaches_the_hub() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    // A key kept for this address (as clients kept them before).
+    let keys = hub.client_data().join("troca/owner-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let kept = "0f".repeat(32);
+    std::fs::write(keys.join(hub.addr.replace(':', "_")), &kept).unwrap();
+
+    std::fs::write(s.client.join("mine.txt"), "mine").unwrap();
+    ok(&hub.troca(&s.client, &["put", "mine.txt"]));
+    let by_key = keys.join(format!("key-{}", hub.key.as_ref().unwrap()));
+    assert_eq!(std::fs::read_to_string(&by_key).unwrap(), kept);
+
+    // Another name for the same hub: the same owner, who may delete it.
+    let port = hub.addr.rsplit_once(':').unwrap().1;
+    let out = std::process::Command::new(TROCA)
+        .current_dir(&s.client)
+        .env("XDG_DATA_HOME", hub.client_data())
+        .env("TROCA_HUB", format!("localhost:{port}"))
+        .env("TROCA_HUB_KEY", hub.key.as_ref().unwrap())
+        .env_remove("TROCA_TOKEN")
+        .args(["rm", "mine.txt"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(!s.share.join("mine.txt").exists());
+}

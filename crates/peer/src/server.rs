@@ -289,8 +289,11 @@ pub async fn run(
                 tracing::debug!("TLS handshake with {addr} failed or timed out");
                 return;
             };
+            let mut conn = Connection::new(stream);
+            // A downloader that asks and reads no answer must not hold its slot for ever.
+            conn.set_write_stall(config.idle_timeout);
             let mut serving = Serving {
-                conn: Connection::new(stream),
+                conn,
                 library,
                 partials,
                 config,
