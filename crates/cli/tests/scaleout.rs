@@ -464,6 +464,66 @@ async fn an_upload_cut_on_one_hub_resumes_on_the_other() {
     assert_eq!(t.g.sql("SELECT count(*) FROM uploads"), "0");
 }
 
+/// Hubs of a group behind one name share one key. An upload held by one of them on a link that
+/// died without a word (that hub would wait ten minutes on it) is taken over at once by its
+/// owner's new try through the other, which goes on from the parts stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_on_a_dead_link_to_one_hub_is_taken_over_through_the_other() {
+    let Some(g) = Group::new() else { return };
+    let (sa, sb) = (Scratch::new(), Scratch::new());
+    let s3 = g.e.s3.clone();
+    let a = g.hub_via(&sa.share, "hub-a", &s3, &["--stall-timeout", "600s"]);
+    // B takes A's key, as hubs behind one name do.
+    let tls = sb.share.join(".troca/tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for pem in ["cert.pem", "key.pem"] {
+        std::fs::copy(sa.share.join(".troca/tls").join(pem), tls.join(pem)).unwrap();
+    }
+    let b = g.hub_via(&sb.share, "hub-b", &s3, &[]);
+    assert_eq!(a.key, b.key);
+
+    // The owner's key, as its client keeps it for this hub key.
+    ok(&b.troca(&sb.client, &["ls"]));
+    let keys = b.client_data().join("troca/owner-keys");
+    let owner_key =
+        std::fs::read_to_string(keys.join(format!("key-{}", b.key.as_ref().unwrap()))).unwrap();
+    let src = sb.client.join("big.bin");
+    random_file(&src, 40 * MIB, "scale-taken-over");
+    let meta = std::fs::metadata(&src).unwrap();
+    let options = troca_net::ClientOptions {
+        owner_key: Some(owner_key.trim().to_owned()),
+        ..a.options()
+    };
+    let mut dead = HubClient::connect(&a.addr, &options).await.unwrap();
+    let mut up = dead
+        .put(Put {
+            name: "big.bin".into(),
+            size: meta.len(),
+            source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
+            force: false,
+        })
+        .await
+        .unwrap();
+    up.write(&std::fs::read(&src).unwrap()[..20 * MIB as usize])
+        .await
+        .unwrap();
+    // Two parts of 8 MiB are stored; the rest waits on a link that says nothing more.
+    wait_for(&g, PARTS, "2");
+
+    let out = b.troca(&sb.client, &["put", "big.bin", "--retries", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(
+        err.contains(&format!("resuming upload of big.bin at byte {}", 16 * MIB)),
+        "{err}"
+    );
+    let back = sb.client.join("back");
+    ok(&a.troca(&sb.client, &["get", "big.bin", "-o", "back/"]));
+    assert_eq!(hash_file(&back.join("big.bin")), hash_file(&src));
+    // The dead link: the first connection, open until here.
+    drop(dead);
+}
+
 /// The settings of a race: deleted objects go after a second.
 const RACE: &[&str] = &["--object-grace", "1s", "--partial-ttl", "4s"];
 

@@ -67,6 +67,9 @@ struct Session {
 pub enum Notice {
     /// A change to names, as announced on [`NAMES_CHANNEL`].
     Changed(String),
+    /// An owner's new try at an upload another hub may hold, as asked on [`UPLOADS_CHANNEL`]
+    /// (`OWNER:NAME`, the owner key's hash in hex; see `running.rs`).
+    TakeOver(String),
     /// Session number N ended: announcements may be missed until a later one listens.
     Lost(u64),
     /// Session number N listens (whatever was announced before it was missed).
@@ -339,6 +342,9 @@ impl Db {
 /// beneath), so each hub drops what it remembered of them.
 pub const NAMES_CHANNEL: &str = "troca_names";
 
+/// Where a hub asks the others to stop an upload its owner began again through it.
+pub const UPLOADS_CHANNEL: &str = "troca_uploads";
+
 /// Makes the hub's own connection, number `made`: connected, driven by a task of its own, and
 /// listening.
 async fn connect_session(
@@ -350,7 +356,7 @@ async fn connect_session(
     let (client, connection) = config.connect(tls.clone()).await?;
     tokio::spawn(listen(connection, notices.clone(), made));
     client
-        .batch_execute(&format!("LISTEN {NAMES_CHANNEL}"))
+        .batch_execute(&format!("LISTEN {NAMES_CHANNEL}; LISTEN {UPLOADS_CHANNEL}"))
         .await?;
     let _ = notices.send(Notice::Listening(made));
     Ok(client)
@@ -370,7 +376,11 @@ async fn listen<S, T>(
     while let Some(message) = messages.next().await {
         match message {
             Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                let _ = notices.send(Notice::Changed(n.payload().to_owned()));
+                let payload = n.payload().to_owned();
+                let _ = notices.send(match n.channel() {
+                    UPLOADS_CHANNEL => Notice::TakeOver(payload),
+                    _ => Notice::Changed(payload),
+                });
             }
             Ok(_) => {}
             Err(e) => {

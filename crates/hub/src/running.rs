@@ -3,11 +3,14 @@
 //! forgot the flow) leaves its upload holding the name until `--stall-timeout`; when the same
 //! owner comes back on a new connection for the same name, the old upload is stopped at once
 //! and the new one takes it up where its bytes end. Another owner is still told the name is busy.
+//! Hubs sharing a database ask each other on a PostgreSQL channel
+//! ([`crate::pg::UPLOADS_CHANNEL`]), so the owner's new try may come through any of them.
 
+use crate::pg::{Db, Notice, UPLOADS_CHANNEL};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The uploads of this hub that their owner may take over.
@@ -15,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Running {
     uploads: Mutex<HashMap<String, Entry>>,
     next_id: AtomicU64,
+    /// The database shared with other hubs, to ask them (`None`: a hub on its own).
+    group: Option<Db>,
 }
 
 #[derive(Debug)]
@@ -41,6 +46,34 @@ pub struct RunningUpload {
 pub(crate) struct Gone(watch::Receiver<()>);
 
 impl Running {
+    /// The uploads of a hub in a group sharing `db`: what the others ask of it is heard (until
+    /// the hub goes), and it may ask them.
+    pub(crate) fn in_group(db: Db) -> Arc<Self> {
+        let notices = db.notices();
+        let running = Arc::new(Self {
+            group: Some(db),
+            ..Self::default()
+        });
+        tokio::spawn(hear(Arc::downgrade(&running), notices));
+        running
+    }
+
+    /// Asks the other hubs of the group to stop `name`'s upload if `owner` runs it there; false
+    /// if there is no group to ask (or it cannot be reached).
+    pub(crate) async fn ask_others(&self, name: &str, owner: &[u8; 32]) -> bool {
+        let Some(db) = &self.group else {
+            return false;
+        };
+        let asking = format!("{}:{name}", blake3::Hash::from(*owner).to_hex());
+        let Ok(conn) = db.get().await else {
+            return false;
+        };
+        let channel = UPLOADS_CHANNEL.to_owned();
+        conn.execute("SELECT pg_notify($1, $2)", &[&channel, &asking])
+            .await
+            .is_ok()
+    }
+
     /// Enters `name`'s upload, run for `owner`.
     pub(crate) fn register(self: &Arc<Self>, name: &str, owner: [u8; 32]) -> Arc<RunningUpload> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -75,6 +108,30 @@ impl Running {
         }
         entry.stop.cancel();
         Some(Gone(entry.gone.clone()))
+    }
+}
+
+/// Stops what the other hubs ask for, while `running` lives.
+async fn hear(running: Weak<Running>, mut notices: broadcast::Receiver<Notice>) {
+    loop {
+        let heard = notices.recv().await;
+        let Some(running) = running.upgrade() else {
+            return;
+        };
+        match heard {
+            Ok(Notice::TakeOver(asked)) => {
+                let Some((owner, name)) = asked.split_once(':') else {
+                    continue;
+                };
+                if let Ok(owner) = blake3::Hash::from_hex(owner) {
+                    if running.stop(name, owner.as_bytes()).is_some() {
+                        tracing::info!(%name, "an upload taken over by its owner through another hub");
+                    }
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

@@ -298,6 +298,10 @@ impl Hub {
         } else {
             Clients::default()
         });
+        let running = match &db {
+            Some(db) => crate::running::Running::in_group(db.clone()),
+            None => Arc::default(),
+        };
         let presence = match db {
             Some(db) => {
                 let mine = Arc::downgrade(&clients);
@@ -327,7 +331,7 @@ impl Hub {
             auth_failures: AuthFailures::default(),
             batch_memory,
             held: Default::default(),
-            running: Default::default(),
+            running,
             locks,
             metrics,
             started: Instant::now(),
@@ -622,20 +626,27 @@ impl Hub {
         name: String,
     ) -> Result<Incoming, HubError> {
         let busy = || HubError::UploadInProgress(name.clone());
-        let owner = caller.owner_key.filter(|_| put.source_mtime_ns != 0);
-        let Some(gone) = owner.and_then(|owner| self.running.stop(&name, &owner)) else {
+        let Some(owner) = caller.owner_key.filter(|_| put.source_mtime_ns != 0) else {
             return Err(busy());
         };
-        let stall = self.config.stall_timeout;
-        if tokio::time::timeout(stall, gone.wait()).await.is_err() {
-            return Err(busy());
+        match self.running.stop(&name, &owner) {
+            Some(gone) => {
+                let stall = self.config.stall_timeout;
+                if tokio::time::timeout(stall, gone.wait()).await.is_err() {
+                    return Err(busy());
+                }
+                tracing::info!(name = %name, "an upload taken over by its owner's new connection");
+            }
+            // Perhaps another hub of the group holds it: asked, it lets go if it is the owner's.
+            None if self.running.ask_others(&name, &owner).await => {}
+            None => return Err(busy()),
         }
-        tracing::info!(name = %name, "an upload taken over by its owner's new connection");
-        // An object store's claim is let go by a task just after: a few short tries.
+        // An object store's claim is let go by a task just after (on another hub, once it has
+        // heard): short tries, then the client's own.
         let mut pause = Duration::from_millis(5);
         loop {
             match self.begin_upload_once(put, caller).await {
-                Err(HubError::UploadInProgress(_)) if pause < Duration::from_secs(1) => {
+                Err(HubError::UploadInProgress(_)) if pause < Duration::from_secs(2) => {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
