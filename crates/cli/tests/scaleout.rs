@@ -7,7 +7,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use troca_net::HubClient;
-use troca_proto::msg::Put;
 
 const MIB: u64 = 1 << 20;
 
@@ -489,21 +488,12 @@ async fn an_upload_on_a_dead_link_to_one_hub_is_taken_over_through_the_other() {
         std::fs::read_to_string(keys.join(format!("key-{}", b.key.as_ref().unwrap()))).unwrap();
     let src = sb.client.join("big.bin");
     random_file(&src, 40 * MIB, "scale-taken-over");
-    let meta = std::fs::metadata(&src).unwrap();
     let options = troca_net::ClientOptions {
         owner_key: Some(owner_key.trim().to_owned()),
         ..a.options()
     };
     let mut dead = HubClient::connect(&a.addr, &options).await.unwrap();
-    let mut up = dead
-        .put(Put {
-            name: "big.bin".into(),
-            size: meta.len(),
-            source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
-            force: false,
-        })
-        .await
-        .unwrap();
+    let mut up = dead.put(resumable_put(&src, "big.bin")).await.unwrap();
     up.write(&std::fs::read(&src).unwrap()[..20 * MIB as usize])
         .await
         .unwrap();
@@ -605,17 +595,8 @@ async fn a_hub_killed_mid_upload_loses_nothing_and_shows_no_name() {
     ok(&t.a.troca(&t.client, &["put", "before.txt"]));
     let src = t.client.join("big.bin");
     random_file(&src, 32 * MIB, "killed");
-    let meta = std::fs::metadata(&src).unwrap();
     let mut client = HubClient::connect(&t.a.addr, &t.a.options()).await.unwrap();
-    let mut up = client
-        .put(Put {
-            name: "big.bin".into(),
-            size: meta.len(),
-            source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
-            force: false,
-        })
-        .await
-        .unwrap();
+    let mut up = client.put(resumable_put(&src, "big.bin")).await.unwrap();
     let data = std::fs::read(&src).unwrap();
     up.write(&data[..(17 * MIB) as usize]).await.unwrap();
     wait_for(&t.g, PARTS, "2");

@@ -447,20 +447,22 @@ impl Drop for SmallDisk {
 
 /// Starts an upload of `file` with the library client, sends its first `len` bytes, and drops
 /// the connection as a killed client would.
-pub async fn abandon_upload(hub: &Hub, file: &Path, name: &str, len: u64) {
+/// A `Put` of all of `file` as `name` that may resume (its source's time is given).
+pub fn resumable_put(file: &Path, name: &str) -> troca_proto::msg::Put {
     let meta = std::fs::metadata(file).unwrap();
+    troca_proto::msg::Put {
+        name: name.into(),
+        size: meta.len(),
+        source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
+        force: false,
+    }
+}
+
+pub async fn abandon_upload(hub: &Hub, file: &Path, name: &str, len: u64) {
     let mut client = troca_net::HubClient::connect(&hub.addr, &hub.options())
         .await
         .unwrap();
-    let mut up = client
-        .put(troca_proto::msg::Put {
-            name: name.into(),
-            size: meta.len(),
-            source_mtime_ns: troca_net::transfer::mtime_ns(&meta),
-            force: false,
-        })
-        .await
-        .unwrap();
+    let mut up = client.put(resumable_put(file, name)).await.unwrap();
     assert_eq!(up.offset(), 0);
     let mut data = std::fs::read(file).unwrap();
     data.truncate(len as usize);
