@@ -662,7 +662,8 @@ pub struct Serve {
     /// How long a connection may stay idle between requests.
     #[arg(help_heading = "Limits", long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: std::time::Duration,
-    /// How long a transfer may go without progress before it is abandoned.
+    /// How long a transfer may go without progress, or a client without taking a byte of an
+    /// answer, before its connection is dropped.
     #[arg(help_heading = "Limits", long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub stall_timeout: std::time::Duration,
     /// How long to wait for transfers in progress at shutdown.
