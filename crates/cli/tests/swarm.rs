@@ -722,3 +722,44 @@ async fn a_peer_that_could_not_serve_at_first_is_tried_again() {
         .unwrap_or_else(|| panic!("{report}"));
     assert!(from_late["pieces"].as_u64().unwrap() > 0, "{report}");
 }
+
+/// A downloader that asks and asks and reads no answer is dropped once the peer's answers have
+/// waited `--idle-timeout` for it, instead of holding the connection for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloader_that_reads_no_answers_is_dropped() {
+    use std::time::{Duration, Instant};
+    let s = Scratch::new();
+    let t = start_tracker();
+    let seed_dir = seeder_folder(&s, "asked.bin", 8 << 20);
+    let id = *blake3::hash(&std::fs::read(seed_dir.join("asked.bin")).unwrap()).as_bytes();
+    let seeder = start_peer(&seed_dir, &t, &["--plaintext", "--idle-timeout", "1s"]);
+    let mut conn = holding(&seeder.addr, Some(4096), id, false).await;
+    let mut asks = Vec::new();
+    for _ in 0..1000 {
+        let ask = troca_proto::msg::Holding { id, sharing: false };
+        troca_proto::encode_frame(&ask.into(), &mut asks);
+    }
+    // Each `Holding` is answered with a `Bitfield`, none read: the answers fill the sockets'
+    // buffers, the peer's writes stop, then its reads. Once it gives up, it closes a socket
+    // holding unread requests: the kernel resets the connection, and a write here fails.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), conn.write_raw(&asks)).await {
+            Ok(Err(e)) => {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ),
+                    "{e}"
+                );
+                break;
+            }
+            Ok(Ok(())) | Err(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the peer still holds a downloader that reads nothing, a minute on"
+        );
+    }
+}
