@@ -164,6 +164,8 @@ pub struct Shared {
 pub struct ObjectStore {
     shared: Arc<Shared>,
     shown: String,
+    /// `--store-timeout`: how long a request may go without progress.
+    timeout: Duration,
     /// The uploads this hub holds (its session's locks are re-entrant, so it must not take
     /// one twice).
     held: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
@@ -228,6 +230,7 @@ impl ObjectStore {
                 part_memory_mib,
             }),
             shown,
+            timeout,
             held: Arc::default(),
             grace,
             budget,
@@ -490,6 +493,29 @@ impl ObjectStore {
         }))
     }
 
+    /// Begins a multipart upload, trying again while the store is away, within twice
+    /// `--store-timeout` as every request. The S3 client does not repeat this `POST` when a
+    /// connection ends under it (it might have been done); done twice, it only leaves an empty
+    /// upload that nothing completes. A refusal the store states (no such bucket, no right)
+    /// is not tried again.
+    async fn create_multipart(&self, path: &ObjectPath) -> Result<String, HubError> {
+        let began = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.shared.s3.create_multipart(path).await {
+                Ok(id) => return Ok(id),
+                Err(e @ object_store::Error::Generic { .. })
+                    if began.elapsed() + pause < self.timeout.saturating_mul(2) =>
+                {
+                    tracing::info!(error = %e, "beginning an upload in the store: trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(HubError::Backend(format!("{}: {e}", self.shown))),
+            }
+        }
+    }
+
     async fn new_upload(
         &self,
         c: &deadpool_postgres::Object,
@@ -501,12 +527,7 @@ impl ObjectStore {
     ) -> Result<Target, HubError> {
         let object_key = new_object_key()?;
         let path = ObjectPath::from(object_key.as_str());
-        let upload_id = self
-            .shared
-            .s3
-            .create_multipart(&path)
-            .await
-            .map_err(|e| HubError::Backend(format!("{}: {e}", self.shown)))?;
+        let upload_id = self.create_multipart(&path).await?;
         let part_size = part_size_for(size);
         c.execute(
             "INSERT INTO uploads (key, name, size, source_mtime_ns, address, object_key,
