@@ -369,6 +369,11 @@ impl<T: Serialize> Report<T> {
         ));
     }
 
+    /// A file of a folder that could not be downloaded (the rest still come).
+    fn download_failed(&mut self, name: &str, e: &ClientError) {
+        self.refused(format_args!("cannot download {}", output::safe(name)), e);
+    }
+
     fn finish(self, global: &Global) -> Result<ExitCode> {
         if global.json {
             print_json(&self.rows)?;
@@ -1382,10 +1387,7 @@ async fn get_folder(
         if let Some(dir) = local.parent() {
             if let Err(e) = std::fs::create_dir_all(dir) {
                 let e = ClientError::local(dir, e);
-                report.refused(
-                    format_args!("cannot download {}", output::safe(&f.name)),
-                    &e,
-                );
+                report.download_failed(&f.name, &e);
                 continue;
             }
         }
@@ -1394,10 +1396,7 @@ async fn get_folder(
             // A lost connection ends the folder (to be taken up again); one file refused or
             // corrupt is that file's failure, and the rest still come.
             Err(e) if crate::retry::transient(&e) => return Err(e),
-            Err(e) => report.refused(
-                format_args!("cannot download {}", output::safe(&f.name)),
-                &e,
-            ),
+            Err(e) => report.download_failed(&f.name, &e),
         }
     }
     Ok(())
@@ -1445,10 +1444,7 @@ async fn get_small(
             if !made.contains(dir) {
                 if let Err(e) = std::fs::create_dir_all(dir) {
                     let e = ClientError::local(dir, e);
-                    report.refused(
-                        format_args!("cannot download {}", output::safe(&f.name)),
-                        &e,
-                    );
+                    report.download_failed(&f.name, &e);
                     continue;
                 }
                 made.insert(dir.to_path_buf());
