@@ -827,6 +827,12 @@ struct Cut {
     first_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// What passes through one connection of [`Cut`]: whether the store's next answer is lost.
+#[derive(Default)]
+struct Link {
+    lose_answer: std::sync::atomic::AtomicBool,
+}
+
 impl Cut {
     fn new(to: &str) -> Cut {
         Cut::with(to, true)
@@ -868,7 +874,8 @@ impl Cut {
                 let mut held = open.lock().unwrap();
                 held.push(client.try_clone().unwrap());
                 held.push(server.try_clone().unwrap());
-                for (mut from, mut into, lines, paced) in [
+                let link = std::sync::Arc::new(Link::default());
+                for (mut from, mut into, lines, to_store) in [
                     (
                         client.try_clone().unwrap(),
                         server.try_clone().unwrap(),
@@ -877,12 +884,12 @@ impl Cut {
                     ),
                     (server, client, None, false),
                 ] {
-                    let gate = gate.clone();
+                    let (gate, link) = (gate.clone(), link.clone());
                     std::thread::spawn(move || {
                         if let Some(lines) = lines {
                             let _ = first_line(&mut from, &mut into, &lines);
                         }
-                        let _ = gate.copy(&mut from, &mut into, paced);
+                        let _ = gate.copy(&mut from, &mut into, to_store, &link);
                         let _ = into.shutdown(std::net::Shutdown::Write);
                     });
                 }
@@ -928,6 +935,18 @@ impl Cut {
         self.gate.set(|g| g.pace = Some(bytes_per_s));
     }
 
+    /// Loses the store's answer to the next completion of a multipart upload: the request
+    /// reaches the store, which carries it out, and the connection is then closed instead of
+    /// the answer passed on.
+    fn lose_next_completion(&self) {
+        self.gate.set(|g| g.lose_completion = true);
+    }
+
+    /// How many completions' answers were lost.
+    fn completions_lost(&self) -> usize {
+        self.gate.state.lock().unwrap().completions_lost
+    }
+
     /// How many connections began with a GET of a presigned URL (the hub's own GETs, made to
     /// splice their bodies to a plain client).
     fn presigned_gets(&self) -> usize {
@@ -950,6 +969,9 @@ struct Gate {
 struct GateState {
     silent: bool,
     pace: Option<u64>,
+    /// The next request completing a multipart upload is to have its answer lost.
+    lose_completion: bool,
+    completions_lost: usize,
 }
 
 impl Gate {
@@ -958,15 +980,18 @@ impl Gate {
         self.changed.notify_all();
     }
 
-    /// Copies `from` to `into`, holding each read while the gate is silent, and pacing it when
-    /// `paced` and a pace is set.
+    /// Copies `from` to `into`, holding each read while the gate is silent, and pacing what
+    /// goes `to_store` when a pace is set. An answer the link is to lose is read and dropped,
+    /// and the client's side closed.
     fn copy(
         &self,
         from: &mut std::net::TcpStream,
         into: &mut std::net::TcpStream,
-        paced: bool,
+        to_store: bool,
+        link: &Link,
     ) -> std::io::Result<()> {
         use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
         let mut buf = vec![0u8; 64 << 10];
         let began = std::time::Instant::now();
         let mut sent = 0u64;
@@ -979,7 +1004,17 @@ impl Gate {
             while state.silent {
                 state = self.changed.wait(state).unwrap();
             }
-            let pace = state.pace.filter(|_| paced);
+            if to_store && state.lose_completion && completes_an_upload(&buf[..n]) {
+                // Marked before the request goes on, so the answer cannot pass first.
+                state.lose_completion = false;
+                link.lose_answer.store(true, Ordering::SeqCst);
+            }
+            if !to_store && link.lose_answer.load(Ordering::SeqCst) {
+                state.completions_lost += 1;
+                let _ = into.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
+            let pace = state.pace.filter(|_| to_store);
             drop(state);
             into.write_all(&buf[..n])?;
             sent += n as u64;
@@ -991,6 +1026,14 @@ impl Gate {
             }
         }
     }
+}
+
+/// Whether `bytes` hold the request line of a multipart upload's completion (a `POST` with an
+/// upload id; its beginning is `POST …?uploads`). The test's files never hold such a line.
+fn completes_an_upload(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .any(|l| l.starts_with("POST ") && l.contains("uploadId=") && l.ends_with(" HTTP/1.1"))
 }
 
 /// Passes on the bytes up to the end of the first line, and records that line.
@@ -1307,6 +1350,40 @@ fn a_put_and_a_get_made_while_the_store_restarts_come_whole_once_it_is_back() {
             hash_file(&c.join(name))
         );
     }
+}
+
+/// The store carries out an upload's completion and its answer is lost (the connection ends
+/// first): the S3 client sends the completion again. Ceph answers that as done; Garage no
+/// longer knows the upload (below). Either way the put succeeds at once, whole.
+#[test]
+fn a_completion_whose_answer_is_lost_still_completes_the_upload() {
+    let Some(g) = Group::new() else { return };
+    let endpoint = g.e.s3.clone();
+    completion_lost(g, &endpoint);
+}
+
+/// Garage answers a completion sent again with "no such upload": the hub finds the object
+/// joined (its key is new to each upload) and counts that as done.
+#[test]
+fn on_garage_a_completion_whose_answer_is_lost_still_completes_the_upload() {
+    let Some(cluster) = garage() else { return };
+    completion_lost(Group::with(cluster.e), &cluster.endpoints[0]);
+}
+
+fn completion_lost(g: Group, endpoint: &str) {
+    let cut = Cut::new(endpoint);
+    let s = Scratch::new();
+    let hub = g.hub_via(&s.share, "hub-a", &cut.addr, &[]);
+    let c = &s.client;
+    random_file(&c.join("joined.bin"), 12 * MIB, "lost-answer");
+    cut.lose_next_completion();
+    ok(&hub.troca(c, &["--retries", "0", "put", "joined.bin"]));
+    assert_eq!(cut.completions_lost(), 1, "no completion's answer was lost");
+    ok(&hub.troca(c, &["get", "joined.bin", "-o", "got/"]));
+    assert_eq!(
+        hash_file(&c.join("got/joined.bin")),
+        hash_file(&c.join("joined.bin"))
+    );
 }
 
 /// A store behind a slow link: each part of an upload takes longer than `--store-timeout` to

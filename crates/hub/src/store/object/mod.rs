@@ -579,11 +579,7 @@ impl ObjectStore {
                 content_id: p.etag.clone(),
             })
             .collect();
-        self.shared
-            .s3
-            .complete_multipart(&t.path, &t.upload_id, ids)
-            .await
-            .map_err(|e| HubError::Backend(format!("{}: {e}", self.shown)))?;
+        self.complete_multipart(&t, ids).await?;
         // Joined: the multipart upload is gone whatever happens next.
         upload.keep = true;
         let placed = self
@@ -603,6 +599,28 @@ impl ObjectStore {
                 .await;
         }
         placed
+    }
+
+    /// Joins an upload's parts into its object. The S3 client sends the completion again when
+    /// its connection ends before the answer; if the first one was carried out, the store then
+    /// no longer knows the upload and says so. The object's key is new for each upload, so an
+    /// object there of the upload's size can only be this upload, joined: that counts as done.
+    async fn complete_multipart(&self, t: &Target, ids: Vec<PartId>) -> Result<(), HubError> {
+        let Err(e) = self
+            .shared
+            .s3
+            .complete_multipart(&t.path, &t.upload_id, ids)
+            .await
+        else {
+            return Ok(());
+        };
+        match self.shared.s3.head(&t.path).await {
+            Ok(meta) if meta.size == t.size => {
+                tracing::info!(error = %e, "joining an upload's parts: the store had done it");
+                Ok(())
+            }
+            _ => Err(HubError::Backend(format!("{}: {e}", self.shown))),
+        }
     }
 
     async fn store_small(
