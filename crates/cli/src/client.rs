@@ -1412,6 +1412,46 @@ async fn get_small(
     quiet: bool,
     report: &mut Report<GetRow>,
 ) -> Result<(), ClientError> {
+    let wanted = small_wanted(files, parent_len, root, force, quiet, report).await;
+    let tree = TreeBar::new(wanted.len(), wanted.iter().map(|w| w.size).sum(), quiet);
+    let done = troca_net::batch::download_small(client, &wanted, |i, r| match r {
+        Ok(got) => {
+            let name = &wanted[i].name;
+            if got.path != wanted[i].target {
+                tree.note(&format!(
+                    "{} exists; saved {} as {}",
+                    wanted[i].target.display(),
+                    output::safe(name),
+                    got.path.display()
+                ));
+            }
+            // As a large file's line says it: the hub's name, then where it landed.
+            let to = format!("{name} to {}", got.path.display());
+            tree.done("downloaded", &to, got.size);
+            report.rows.push(GetRow {
+                name: name.clone(),
+                path: got.path.display().to_string(),
+                size: got.size,
+                blake3: hex(&got.blake3),
+            });
+        }
+        Err(e) => report.refused(format_args!("cannot download {}", wanted[i].name), &e),
+    })
+    .await;
+    tree.finish("downloaded");
+    done
+}
+
+/// Which of a folder download's small files are to be fetched, and where: those already here
+/// (the same as on the hub) are reported and left, and each target's folder is made.
+async fn small_wanted(
+    files: &[&Entry],
+    parent_len: usize,
+    root: &Path,
+    force: bool,
+    quiet: bool,
+    report: &mut Report<GetRow>,
+) -> Vec<troca_net::batch::SmallGet> {
     let mut wanted = Vec::with_capacity(files.len());
     let mut made: std::collections::HashSet<PathBuf> = Default::default();
     // Names come from the hub: each part must be a plain name, never `..` or absolute.
@@ -1460,33 +1500,7 @@ async fn get_small(
     if !quiet {
         say_already_here(&here);
     }
-    let tree = TreeBar::new(wanted.len(), wanted.iter().map(|w| w.size).sum(), quiet);
-    let done = troca_net::batch::download_small(client, &wanted, |i, r| match r {
-        Ok(got) => {
-            let name = &wanted[i].name;
-            if got.path != wanted[i].target {
-                tree.note(&format!(
-                    "{} exists; saved {} as {}",
-                    wanted[i].target.display(),
-                    output::safe(name),
-                    got.path.display()
-                ));
-            }
-            // As a large file's line says it: the hub's name, then where it landed.
-            let to = format!("{name} to {}", got.path.display());
-            tree.done("downloaded", &to, got.size);
-            report.rows.push(GetRow {
-                name: name.clone(),
-                path: got.path.display().to_string(),
-                size: got.size,
-                blake3: hex(&got.blake3),
-            });
-        }
-        Err(e) => report.refused(format_args!("cannot download {}", wanted[i].name), &e),
-    })
-    .await;
-    tree.finish("downloaded");
-    done
+    wanted
 }
 
 /// Names the local files left as they were because they already hold the hub's: each one in a

@@ -246,10 +246,7 @@ where
         match state {
             ConnectionState::EncodeTlsData(mut data) => loop {
                 match data.encode(&mut outgoing[encoded..]) {
-                    Ok(n) => {
-                        encoded += n;
-                        break;
-                    }
+                    Ok(n) => break encoded += n,
                     Err(EncodeError::InsufficientSize(e)) => {
                         outgoing.resize(encoded + e.required_size, 0);
                     }
@@ -276,10 +273,7 @@ where
                 need_more = true;
             }
             ConnectionState::PeerClosed | ConnectionState::Closed => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the connection closed during the TLS handshake",
-                ))
+                return Err(closed_in_handshake())
             }
             _ => return Err(invalid("unexpected early data in the TLS handshake")),
         }
@@ -293,22 +287,35 @@ where
             });
         }
         if need_more {
-            if used == incoming.len() {
-                if incoming.len() >= MAX_HANDSHAKE {
-                    return Err(invalid("a TLS handshake message over the limit"));
-                }
-                incoming.resize(incoming.len() * 2, 0);
-            }
-            let n = io.read(&mut incoming[used..]).await?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the connection closed during the TLS handshake",
-                ));
-            }
-            used += n;
+            used += read_more(io, &mut incoming, used).await?;
         }
     }
+}
+
+/// Reads more of the handshake after the `used` bytes of `incoming`, growing it (within
+/// `MAX_HANDSHAKE`) when full; how many bytes came.
+async fn read_more<S: AsyncRead + Unpin>(
+    io: &mut S,
+    incoming: &mut Vec<u8>,
+    used: usize,
+) -> io::Result<usize> {
+    if used == incoming.len() {
+        if incoming.len() >= MAX_HANDSHAKE {
+            return Err(invalid("a TLS handshake message over the limit"));
+        }
+        incoming.resize(incoming.len() * 2, 0);
+    }
+    match io.read(&mut incoming[used..]).await? {
+        0 => Err(closed_in_handshake()),
+        n => Ok(n),
+    }
+}
+
+fn closed_in_handshake() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the connection closed during the TLS handshake",
+    )
 }
 
 /// After a failed handshake, sends the alert rustls made for it, if it can. `incoming` is

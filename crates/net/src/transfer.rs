@@ -129,28 +129,9 @@ async fn download_part(
     let mut writer = FileWriter::spawn(file, offset, header.size - offset)
         .await
         .map_err(local)?;
-    let mut writer_stopped = false;
-    while download.remaining() > 0 {
-        let Some(mut buf) = writer.buffer().await else {
-            writer_stopped = true;
-            break;
-        };
-        // Fill the buffer before handing it over (fewer, larger writes to the disk), hashing
-        // each read as it lands, while it is still in this core's caches.
-        let mut filled = 0;
-        while filled < buf.len() && download.remaining() > 0 {
-            let n = download.read(&mut buf[filled..]).await?;
-            hasher.update(&buf[filled..filled + n]);
-            filled += n;
-        }
-        if !writer.write(buf, filled).await {
-            writer_stopped = true;
-            break;
-        }
-        progress.advance(filled as u64);
-    }
+    let written = receive(&mut download, &mut writer, &mut hasher, progress).await?;
     let file = writer.finish().await.map_err(local)?;
-    if writer_stopped {
+    if !written {
         return Err(local(std::io::Error::other("the download stopped writing")).into());
     }
     let theirs = download.finish().await?;
@@ -177,6 +158,34 @@ async fn download_part(
         blake3: ours,
         resumed_from: offset,
     })
+}
+
+/// Receives the rest of `download` into `writer`, hashing it; `false` if the writer stopped
+/// taking bytes (its error comes from [`FileWriter::finish`]).
+async fn receive(
+    download: &mut crate::client::Download<'_>,
+    writer: &mut FileWriter,
+    hasher: &mut blake3::Hasher,
+    progress: &dyn Progress,
+) -> Result<bool, ClientError> {
+    while download.remaining() > 0 {
+        let Some(mut buf) = writer.buffer().await else {
+            return Ok(false);
+        };
+        // Fill the buffer before handing it over (fewer, larger writes to the disk), hashing
+        // each read as it lands, while it is still in this core's caches.
+        let mut filled = 0;
+        while filled < buf.len() && download.remaining() > 0 {
+            let n = download.read(&mut buf[filled..]).await?;
+            hasher.update(&buf[filled..filled + n]);
+            filled += n;
+        }
+        if !writer.write(buf, filled).await {
+            return Ok(false);
+        }
+        progress.advance(filled as u64);
+    }
+    Ok(true)
 }
 
 /// Opens (or creates) the `.part` file, hashes the `offset` bytes it keeps, cuts off anything
@@ -304,34 +313,12 @@ pub async fn upload_path(
         (file, hasher) = (held, prefix);
     }
     progress.start(size, offset);
-    let plain = upload.is_plain();
-    // Over TLS the file is read straight into the records: no buffer of ours to fill.
-    let mut buf = transfer_buffer(if plain { size - offset } else { 0 }, CHUNK);
-    let mut pos = offset;
-    while upload.remaining() > 0 {
-        let want = usize::try_from(upload.remaining()).unwrap_or(usize::MAX);
-        let n = if plain {
-            let want = want.min(buf.len());
-            let n = file.read(&mut buf[..want]).map_err(local)?;
-            if n == 0 {
-                // Let the hub see the short upload and discard it rather than hang.
-                break;
-            }
-            hasher.update(&buf[..n]);
-            // The bytes just read go out from the page cache, not from `buf`: one copy fewer.
-            upload.send_file(&file, pos, n as u64).await?;
-            n
-        } else {
-            // Read into the TLS records that carry them, hashed there: no copy in between.
-            let want = want.min(CHUNK);
-            upload
-                .send_file_hashed(&file, pos, want as u64, &mut hasher)
-                .await?;
-            want
-        };
-        pos += n as u64;
-        progress.advance(n as u64);
-    }
+    send_body(&mut upload, &file, offset, &mut hasher, progress)
+        .await
+        .map_err(|e| match e {
+            SendFailure::Read(e) => local(e),
+            SendFailure::Client(e) => e,
+        })?;
     let ours: Hash = *hasher.finalize().as_bytes();
     let done = upload.finish(ours).await;
     progress.finish();
@@ -349,6 +336,57 @@ pub async fn upload_path(
         blake3: done.blake3,
         resumed_from: offset,
     })
+}
+
+/// Why sending a file's bytes stopped: reading the file, or the connection.
+enum SendFailure {
+    Read(std::io::Error),
+    Client(ClientError),
+}
+
+impl From<ClientError> for SendFailure {
+    fn from(e: ClientError) -> Self {
+        SendFailure::Client(e)
+    }
+}
+
+/// Sends `file` from `offset` on as the upload's body, hashing it.
+async fn send_body(
+    upload: &mut crate::client::Upload<'_>,
+    mut file: &File,
+    offset: u64,
+    hasher: &mut blake3::Hasher,
+    progress: &dyn Progress,
+) -> Result<(), SendFailure> {
+    let plain = upload.is_plain();
+    // Over TLS the file is read straight into the records: no buffer of ours to fill.
+    let mut buf = transfer_buffer(if plain { upload.remaining() } else { 0 }, CHUNK);
+    let mut pos = offset;
+    while upload.remaining() > 0 {
+        let want = usize::try_from(upload.remaining()).unwrap_or(usize::MAX);
+        let n = if plain {
+            let want = want.min(buf.len());
+            let n = file.read(&mut buf[..want]).map_err(SendFailure::Read)?;
+            if n == 0 {
+                // Let the hub see the short upload and discard it rather than hang.
+                break;
+            }
+            hasher.update(&buf[..n]);
+            // The bytes just read go out from the page cache, not from `buf`: one copy fewer.
+            upload.send_file(file, pos, n as u64).await?;
+            n
+        } else {
+            // Read into the TLS records that carry them, hashed there: no copy in between.
+            let want = want.min(CHUNK);
+            upload
+                .send_file_hashed(file, pos, want as u64, hasher)
+                .await?;
+            want
+        };
+        pos += n as u64;
+        progress.advance(n as u64);
+    }
+    Ok(())
 }
 
 /// A file's modification time in nanoseconds since the epoch (0 if unavailable).

@@ -429,56 +429,14 @@ impl ObjectStore {
             HubError::UploadInProgress(_) => HubError::UploadInProgress(name.to_string()),
             e => e,
         })?;
-        let address = from.map(|ip| ip.to_string()).unwrap_or_default();
-        // The connection that answered this is used for the rest.
-        let (c, held) = self
-            .db()
-            .again(async || {
-                let c = self.db().get().await?;
-                let held = c
-                    .query_opt(
-                        "SELECT size, source_mtime_ns, object_key, upload_id, part_size, name
-                         FROM uploads WHERE key = $1",
-                        &[&key],
-                    )
-                    .await
-                    .map_err(db_err)?;
-                Ok((c, held))
-            })
-            .await?;
-        let same = held.as_ref().is_some_and(|r| {
-            source_mtime_ns != 0
-                && r.get::<_, i64>(0) as u64 == size
-                && r.get::<_, i64>(1) == source_mtime_ns
-                && r.get::<_, &str>(5) == name.as_str()
-        });
-        let (target, parts) = if let (true, Some(r)) = (same, &held) {
-            let target = Target {
-                key: key.clone(),
-                path: ObjectPath::from(r.get::<_, &str>(2)),
-                upload_id: r.get(3),
-                part_size: r.get::<_, i64>(4) as u64,
-                size,
-            };
-            let parts = held_parts(&c, &key).await?;
-            (target, parts)
-        } else {
-            if let Some(r) = &held {
-                let path = ObjectPath::from(r.get::<_, &str>(2));
-                let _ = self.shared.s3.abort_multipart(&path, &r.get(3)).await;
-                c.execute("DELETE FROM uploads WHERE key = $1", &[&key])
-                    .await
-                    .map_err(db_err)?;
-            }
-            if let Some(ip) = from {
-                self.keep_within_budget(Some(ip)).await?;
-            }
-            (
-                self.new_upload(&c, &key, &name, size, source_mtime_ns, &address)
-                    .await?,
-                Vec::new(),
-            )
+        let asked = Asked {
+            key,
+            name: &name,
+            size,
+            source_mtime_ns,
+            from,
         };
+        let (target, parts) = self.resume_or_start(&asked).await?;
         let offset = (parts.len() as u64 * target.part_size).min(size);
         Ok(PartialUpload::Object(ObjectPartial {
             name,
@@ -491,6 +449,56 @@ impl ObjectStore {
             keep: source_mtime_ns != 0,
             claim: Arc::new(claim),
         }))
+    }
+
+    /// The upload recorded under the asked key with the parts it holds, when it is the same
+    /// file (name, size and source time); otherwise a new one, the old one dropped.
+    async fn resume_or_start(
+        &self,
+        asked: &Asked<'_>,
+    ) -> Result<(Target, Vec<StoredPart>), HubError> {
+        let key = &asked.key;
+        // The connection that answered this is used for the rest.
+        let (c, held) = self
+            .db()
+            .again(async || {
+                let c = self.db().get().await?;
+                let held = c
+                    .query_opt(
+                        "SELECT size, source_mtime_ns, object_key, upload_id, part_size, name
+                         FROM uploads WHERE key = $1",
+                        &[key],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                Ok((c, held))
+            })
+            .await?;
+        if let Some(r) = &held {
+            let same = asked.source_mtime_ns != 0
+                && r.get::<_, i64>(0) as u64 == asked.size
+                && r.get::<_, i64>(1) == asked.source_mtime_ns
+                && r.get::<_, &str>(5) == asked.name.as_str();
+            if same {
+                let target = Target {
+                    key: key.clone(),
+                    path: ObjectPath::from(r.get::<_, &str>(2)),
+                    upload_id: r.get(3),
+                    part_size: r.get::<_, i64>(4) as u64,
+                    size: asked.size,
+                };
+                return Ok((target, held_parts(&c, key).await?));
+            }
+            let path = ObjectPath::from(r.get::<_, &str>(2));
+            let _ = self.shared.s3.abort_multipart(&path, &r.get(3)).await;
+            c.execute("DELETE FROM uploads WHERE key = $1", &[key])
+                .await
+                .map_err(db_err)?;
+        }
+        if let Some(ip) = asked.from {
+            self.keep_within_budget(Some(ip)).await?;
+        }
+        Ok((self.new_upload(&c, asked).await?, Vec::new()))
     }
 
     /// Begins a multipart upload, trying again while the store is away, within twice
@@ -519,12 +527,17 @@ impl ObjectStore {
     async fn new_upload(
         &self,
         c: &deadpool_postgres::Object,
-        key: &str,
-        name: &RemoteName,
-        size: u64,
-        source_mtime_ns: i64,
-        address: &str,
+        asked: &Asked<'_>,
     ) -> Result<Target, HubError> {
+        let Asked {
+            key,
+            name,
+            size,
+            source_mtime_ns,
+            from,
+        } = asked;
+        let (size, source_mtime_ns) = (*size, *source_mtime_ns);
+        let address = from.map(|ip| ip.to_string()).unwrap_or_default();
         let object_key = new_object_key()?;
         let path = ObjectPath::from(object_key.as_str());
         let upload_id = self.create_multipart(&path).await?;
@@ -803,6 +816,16 @@ impl ObjectStore {
         }
         Ok(true)
     }
+}
+
+/// What an upload asks for, as [`ObjectStore::begin`] passes it on.
+struct Asked<'a> {
+    /// The upload's key in the records.
+    key: String,
+    name: &'a RemoteName,
+    size: u64,
+    source_mtime_ns: i64,
+    from: Option<IpAddr>,
 }
 
 async fn held_parts(c: &deadpool_postgres::Object, key: &str) -> Result<Vec<StoredPart>, HubError> {
