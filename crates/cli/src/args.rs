@@ -679,6 +679,11 @@ pub struct Serve {
     /// Bytes of interrupted uploads kept for resume in all.
     #[arg(help_heading = "Limits", long, default_value = "32G", value_name = "SIZE", value_parser = parse_size)]
     pub partial_budget: u64,
+    /// Free space to leave on the disk of the shared folder: an upload that would leave less is
+    /// refused ("not enough space"), so uploads never fill the disk (`1%`, `10G`; 0 turns it
+    /// off). Not used with --store.
+    #[arg(help_heading = "Limits", long, default_value = "1%", value_name = "SIZE|PERCENT", value_parser = parse_keep_free)]
+    pub keep_free: troca_hub::store::KeepFree,
     /// The most WebDAV locks held at once (a client asking for more gets "busy").
     #[arg(
         help_heading = "Limits",
@@ -790,6 +795,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+/// A size (`10G`) or a share of the disk (`1%`, `0.5%`).
+fn parse_keep_free(s: &str) -> Result<troca_hub::store::KeepFree, String> {
+    use troca_hub::store::KeepFree;
+    let Some(p) = s.trim().strip_suffix('%') else {
+        return parse_size(s).map(KeepFree::Bytes);
+    };
+    match p.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(KeepFree::Percent(p)),
+        _ => Err(format!("{s:?} is not a share of the disk like 1% or 0.5%")),
+    }
+}
+
 /// Byte rates like `800K`, `20M`, `1G` (a size per second, `/s` optional), above zero.
 fn parse_rate(s: &str) -> Result<u64, String> {
     let n = parse_size(s.trim().trim_end_matches("/s"))
@@ -836,5 +853,17 @@ mod tests {
             check(sub, "troca", &mut missing);
         }
         assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn free_space_to_keep_is_a_size_or_a_share_of_the_disk() {
+        use troca_hub::store::KeepFree;
+        assert_eq!(parse_keep_free("1%"), Ok(KeepFree::Percent(1.0)));
+        assert_eq!(parse_keep_free(" 0.5 %"), Ok(KeepFree::Percent(0.5)));
+        assert_eq!(parse_keep_free("10G"), Ok(KeepFree::Bytes(10 << 30)));
+        assert_eq!(parse_keep_free("0"), Ok(KeepFree::Bytes(0)));
+        for bad in ["101%", "-1%", "x%", "lots"] {
+            assert!(parse_keep_free(bad).is_err(), "{bad}");
+        }
     }
 }

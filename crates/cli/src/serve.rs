@@ -85,6 +85,7 @@ fn hub_config(args: &Serve) -> HubConfig {
         per_address: args.partial_budget_per_ip,
         total: args.partial_budget,
     };
+    config.keep_free = args.keep_free;
     config.history_keep = args.history_keep;
     config.cache_size = args.cache_size;
     config.cache_max_file = args.cache_max_file;

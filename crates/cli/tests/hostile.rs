@@ -949,6 +949,51 @@ async fn an_upload_reserves_its_space_so_the_next_is_refused_at_once() {
     drop(hub);
 }
 
+/// `--keep-free` leaves room on the disk: an upload that would eat into it is refused on every
+/// path (a large file, a small one in a batch, the web face, WebDAV), while one that leaves it
+/// goes through, and reading goes on.
+#[test]
+fn uploads_leave_the_space_to_keep_free_on_every_face() {
+    if !needs_root("it mounts a small tmpfs") {
+        return;
+    }
+    let s = Scratch::new();
+    let disk = SmallDisk::mount(&s.tmp.path().join("disk"), "64m");
+    let share = disk.path.join("share");
+    let c = &s.client;
+    random_file(&c.join("one.bin"), 20 << 20, "keep-free-one");
+    random_file(&c.join("two.bin"), 20 << 20, "keep-free-two");
+    std::fs::write(c.join("note.txt"), "a small file").unwrap();
+    {
+        // Half of 64 MiB kept free: the first 20 MiB fit, the next do not (44 MiB would
+        // still be free on the disk).
+        let hub = Hub::start(&share, &["--keep-free", "50%"]);
+        ok(&hub.troca(c, &["put", "one.bin"]));
+        let err = fails(&hub.troca(c, &["put", "two.bin"]), 1);
+        assert!(err.contains("not enough space"), "{err}");
+        assert!(!share.join("two.bin").exists());
+    }
+    let hub = Hub::start(&share, &["--keep-free", "100%"]);
+    let err = fails(&hub.troca(c, &["put", "note.txt"]), 1);
+    assert!(err.contains("not enough space"), "{err}");
+    let mut http = Http::connect(hub.web.as_deref().unwrap());
+    for path in ["/files/web.txt", "/dav/dav.txt"] {
+        let (status, body) = http.request("PUT", path, "", b"a small file");
+        assert_eq!(status, 507, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+    ok(&hub.troca(c, &["get", "one.bin", "-o", "got/"]));
+    assert_eq!(
+        hash_file(&c.join("got/one.bin")),
+        hash_file(&c.join("one.bin"))
+    );
+    let names: Vec<String> = std::fs::read_dir(&share)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".troca")
+        .collect();
+    assert_eq!(names, ["one.bin"]);
+}
+
 /// The admin's view of the partial uploads (`GET /api/partials`).
 fn partials(hub: &Hub) -> Vec<serde_json::Value> {
     let mut http = Http::connect(hub.web.as_deref().unwrap());

@@ -28,6 +28,9 @@ pub struct HubConfig {
     pub partial_ttl: Duration,
     /// How much interrupted upload data is kept, per address and in all.
     pub partial_budget: crate::store::PartialBudget,
+    /// Free space left on the disk of the shared folder: uploads that would leave less are
+    /// refused.
+    pub keep_free: crate::store::KeepFree,
     /// How many history entries to keep; 0 records none.
     pub history_keep: u64,
     /// The hot-file cache's byte budget (0 turns it off) and the largest file it holds.
@@ -94,6 +97,7 @@ impl HubConfig {
                 per_address: 4 << 30,
                 total: 32 << 30,
             },
+            keep_free: crate::store::KeepFree::default(),
             history_keep: 1_000_000,
             cache_size: 64 << 20,
             cache_max_file: 1 << 20,

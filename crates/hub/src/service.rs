@@ -198,6 +198,7 @@ impl Backends {
                 &config.root,
                 &config.state_dir,
                 config.partial_budget,
+                config.keep_free,
             )?),
         };
         let state = config
@@ -220,7 +221,12 @@ impl Backends {
 
     /// A folder on this machine and SQLite in its state folder: the embedded default.
     fn local(config: &HubConfig) -> Result<Self, HubError> {
-        let store = LocalStore::open(&config.root, &config.state_dir, config.partial_budget)?;
+        let store = LocalStore::open(
+            &config.root,
+            &config.state_dir,
+            config.partial_budget,
+            config.keep_free,
+        )?;
         let state = store.state_dir().to_path_buf();
         let (tokens, created) = SqliteTokens::open(&state)?;
         let tokens = Arc::new(tokens);

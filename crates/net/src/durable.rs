@@ -678,10 +678,25 @@ impl Drop for HeldUntilEnd {
 
 /// Free bytes available to this process on the filesystem holding `path` (unbounded if unknown).
 pub fn available_bytes(path: &Path) -> u64 {
-    match rustix::fs::statvfs(path) {
-        Ok(st) => st.f_bavail.saturating_mul(st.f_frsize),
-        Err(_) => u64::MAX,
-    }
+    space(path).map_or(u64::MAX, |s| s.available)
+}
+
+/// The size of a filesystem and what of it is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes this process may still write.
+    pub available: u64,
+    /// Bytes the filesystem holds in all.
+    pub total: u64,
+}
+
+/// The space of the filesystem holding `path` (`None` if unknown).
+pub fn space(path: &Path) -> Option<Space> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(Space {
+        available: st.f_bavail.saturating_mul(st.f_frsize),
+        total: st.f_blocks.saturating_mul(st.f_frsize),
+    })
 }
 
 /// The folder holding `path`: its parent, or `.` for a bare name.

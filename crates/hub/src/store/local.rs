@@ -2,7 +2,7 @@
 //! beneath its root) and the partial uploads in the state folder ([`Partials`]).
 
 use super::share::{is_not_found, Share, Slot};
-use super::uploads::{PartialBudget, PartialInfo, Partials};
+use super::uploads::{KeepFree, PartialBudget, PartialInfo, Partials};
 use super::{Body, Kind, ListPage, ListQuery, PlaceCheck, SmallFile, Store, StoredFile, Version};
 use super::{Claim, PartialUpload};
 use crate::error::HubError;
@@ -39,9 +39,14 @@ fn kind_of(t: FileType) -> Kind {
 
 impl LocalStore {
     /// Opens (creating if needed) the shared folder `root` and the state folder `state`.
-    pub fn open(root: &Path, state: &Path, budget: PartialBudget) -> Result<Self, HubError> {
+    pub fn open(
+        root: &Path,
+        state: &Path,
+        budget: PartialBudget,
+        keep_free: KeepFree,
+    ) -> Result<Self, HubError> {
         let share = Share::open(root, state)?;
-        let partials = Partials::open(share.state_dir(), budget)?;
+        let partials = Partials::open(share.state_dir(), budget, keep_free)?;
         Ok(Self { share, partials })
     }
 

@@ -15,7 +15,7 @@ pub mod uploads;
 
 pub use local::LocalStore;
 pub use object::{ObjectBody, ObjectStore, S3Address};
-pub use uploads::{LocalClaim, LocalPartial, PartialBudget, PartialInfo};
+pub use uploads::{KeepFree, LocalClaim, LocalPartial, PartialBudget, PartialInfo};
 
 use crate::error::HubError;
 use std::fs::File;

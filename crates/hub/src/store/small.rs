@@ -357,7 +357,7 @@ fn sync_filesystems(staged: &[Staged], small_dir: &Path) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::uploads::PartialBudget;
+    use crate::store::uploads::{KeepFree, PartialBudget};
     use crate::store::Store;
 
     fn files(store: &LocalStore, names: &[&str], replace: bool) -> Vec<SmallFile> {
@@ -391,7 +391,8 @@ mod tests {
             total: 1 << 20,
         };
         let root = dir.path().join("share");
-        let store = LocalStore::open(&root, &root.join(".troca"), budget).unwrap();
+        let store =
+            LocalStore::open(&root, &root.join(".troca"), budget, KeepFree::Bytes(0)).unwrap();
         let allow: PlaceCheck<'_> = &|_, _, _| Ok(());
         let names = [
             "new/a.txt",

@@ -30,6 +30,38 @@ pub struct PartialBudget {
     pub total: u64,
 }
 
+/// Free space the hub leaves on the disk of its folder (`--keep-free`): an upload that would
+/// leave less is refused, so uploads cannot fill the disk under the hub's own records, or
+/// under whatever else shares that disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeepFree {
+    Bytes(u64),
+    /// A share of the filesystem's size, in percent.
+    Percent(f64),
+}
+
+impl Default for KeepFree {
+    /// 1% of the disk, as Syncthing keeps by default.
+    fn default() -> Self {
+        KeepFree::Percent(1.0)
+    }
+}
+
+impl KeepFree {
+    /// The bytes to leave free on a filesystem of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            KeepFree::Bytes(n) => n,
+            KeepFree::Percent(p) => (total as f64 * p.clamp(0.0, 100.0) / 100.0) as u64,
+        }
+    }
+
+    /// The bytes an upload may still take, of `space`.
+    pub fn usable(self, space: troca_net::durable::Space) -> u64 {
+        space.available.saturating_sub(self.bytes(space.total))
+    }
+}
+
 /// The abandoned partials (given oldest first) to give up, oldest first, so that those of
 /// `address` (everyone's, for `None`) take at most `budget` bytes: their keys.
 pub fn beyond_budget(
@@ -63,6 +95,7 @@ const SMALL_DIR: &str = "small";
 pub struct Partials {
     dir: PathBuf,
     budget: PartialBudget,
+    keep_free: KeepFree,
     active: Arc<Mutex<HashMap<String, Running>>>,
     last_budget_check: Mutex<Option<std::time::Instant>>,
 }
@@ -192,7 +225,11 @@ impl Meta {
 }
 
 impl Partials {
-    pub fn open(state: &Path, budget: PartialBudget) -> Result<Self, HubError> {
+    pub fn open(
+        state: &Path,
+        budget: PartialBudget,
+        keep_free: KeepFree,
+    ) -> Result<Self, HubError> {
         let dir = state.join("uploads");
         std::fs::create_dir_all(&dir)
             .map_err(|e| HubError::io(format!("cannot create {}", dir.display()), e))?;
@@ -204,6 +241,7 @@ impl Partials {
         Ok(Self {
             dir,
             budget,
+            keep_free,
             active: Arc::default(),
             last_budget_check: Mutex::default(),
         })
@@ -291,8 +329,6 @@ impl Partials {
         }
     }
 
-    /// Claims `name` for one upload and reserves `needed` bytes for it, giving up abandoned
-    /// partials (oldest first) if the disk would not hold it otherwise.
     /// Where the files of a batch of small uploads are written before they are renamed.
     pub fn small_dir(&self) -> PathBuf {
         self.dir.join(SMALL_DIR)
@@ -335,6 +371,8 @@ impl Partials {
             .collect()
     }
 
+    /// Claims `name` for one upload and reserves `needed` bytes for it, giving up abandoned
+    /// partials (oldest first) if the disk would not hold it otherwise.
     fn claim(
         &self,
         name: &RemoteName,
@@ -375,7 +413,8 @@ impl Partials {
         })
     }
 
-    /// Free space, less what running uploads announced and have not written yet.
+    /// Free space, less what `--keep-free` leaves and what running uploads announced and have
+    /// not written yet.
     fn available(&self, active: &HashMap<String, Running>) -> u64 {
         // A small file's claim promises nothing (its bytes are already in memory): only
         // uploads with a size are looked at, not every file of the batches in flight.
@@ -387,7 +426,9 @@ impl Partials {
                     .saturating_sub(std::fs::metadata(&r.part).map_or(0, |m| m.len()))
             })
             .sum();
-        troca_net::durable::available_bytes(&self.dir).saturating_sub(promised)
+        troca_net::durable::space(&self.dir)
+            .map_or(u64::MAX, |s| self.keep_free.usable(s))
+            .saturating_sub(promised)
     }
 
     /// Every partial upload, oldest first.
@@ -512,9 +553,48 @@ mod tests {
     }
 
     #[test]
+    fn the_space_to_keep_free_is_taken_off_what_uploads_may_use() {
+        use troca_net::durable::Space;
+        let disk = Space {
+            available: 300,
+            total: 1000,
+        };
+        assert_eq!(KeepFree::Bytes(0).usable(disk), 300);
+        assert_eq!(KeepFree::Bytes(100).usable(disk), 200);
+        assert_eq!(KeepFree::Bytes(400).usable(disk), 0);
+        assert_eq!(KeepFree::Percent(1.0).usable(disk), 290);
+        assert_eq!(KeepFree::Percent(100.0).usable(disk), 0);
+    }
+
+    /// With the whole disk to keep free, no upload is claimed, of a batch or alone; with none,
+    /// both are.
+    #[test]
+    fn an_upload_that_would_leave_less_than_the_space_to_keep_free_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = Partials::open(dir.path(), BUDGET, KeepFree::Percent(100.0)).unwrap();
+        let n = name("a.txt");
+        let refused = full.claim_batch(&[&n], 1);
+        assert!(matches!(
+            refused[0],
+            Err(HubError::NoSpace {
+                needed: 1,
+                available: 0
+            })
+        ));
+        let part = dir.path().join("x.part");
+        assert!(matches!(
+            full.claim(&n, &part, 1, 1),
+            Err(HubError::NoSpace { .. })
+        ));
+        let open = Partials::open(dir.path(), BUDGET, KeepFree::Bytes(0)).unwrap();
+        assert!(open.claim_batch(&[&n], 1)[0].is_ok());
+        assert!(open.claim(&name("b.txt"), &part, 1, 1).is_ok());
+    }
+
+    #[test]
     fn a_second_upload_of_the_same_name_is_busy_until_the_first_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Partials::open(dir.path(), BUDGET).unwrap();
+        let p = Partials::open(dir.path(), BUDGET, KeepFree::Bytes(0)).unwrap();
         let first = p.begin(name("a"), 10, 1, None).unwrap();
         assert!(matches!(
             p.begin(name("a"), 10, 1, None),
@@ -527,7 +607,7 @@ mod tests {
     #[test]
     fn only_the_same_file_resumes() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Partials::open(dir.path(), BUDGET).unwrap();
+        let p = Partials::open(dir.path(), BUDGET, KeepFree::Bytes(0)).unwrap();
         let mut up = p.begin(name("a"), 10, 7, None).unwrap();
         up.file.write_all(b"01234").unwrap();
         drop(up);
@@ -550,7 +630,7 @@ mod tests {
             per_address: 10,
             total: u64::MAX,
         };
-        let p = Partials::open(dir.path(), budget).unwrap();
+        let p = Partials::open(dir.path(), budget, KeepFree::Bytes(0)).unwrap();
         let from = Some("10.0.0.1".parse().unwrap());
         for n in ["a", "b", "c"] {
             let mut up = p.begin(name(n), 100, 1, from).unwrap();
@@ -577,7 +657,7 @@ mod tests {
     #[test]
     fn clean_removes_only_old_idle_partials() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Partials::open(dir.path(), BUDGET).unwrap();
+        let p = Partials::open(dir.path(), BUDGET, KeepFree::Bytes(0)).unwrap();
         drop(p.begin(name("old"), 1, 1, None).unwrap());
         // mtimes come from a coarse clock; make sure "old" is measurably in the past.
         std::thread::sleep(Duration::from_millis(30));
