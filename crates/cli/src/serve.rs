@@ -92,6 +92,7 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.hash_cache = args.hash_cache;
     config.batch_memory = args.batch_memory;
     config.metrics = args.metrics.is_some();
+    config.max_searches = args.max_searches.max(1);
     config.max_locks = args.max_locks;
     config.max_lock_time = args.max_lock_time;
     config.read_only = args.read_only;

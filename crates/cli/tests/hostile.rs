@@ -994,6 +994,45 @@ fn uploads_leave_the_space_to_keep_free_on_every_face() {
     assert_eq!(names, ["one.bin"]);
 }
 
+/// A search may look at every name of the share. Sixty-four at once from one address run one
+/// after the other: the hub takes on no thread for each (without the bound its blocking pool
+/// grew by one thread per search in flight), and every one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_from_one_address_run_one_at_a_time() {
+    let s = Scratch::new();
+    for d in 0..40 {
+        let folder = s.share.join(format!("folder{d}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for f in 0..500 {
+            std::fs::File::create(folder.join(format!("file{f}.txt"))).unwrap();
+        }
+    }
+    let hub = Hub::start(&s.share, &[]);
+    let pid = hub.daemon.child.id();
+    let threads = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line[8..].trim().parse::<usize>().unwrap()
+    };
+    let mut clients = Vec::new();
+    for _ in 0..64 {
+        clients.push(HubClient::connect(&hub.addr, &hub.options()).await.unwrap());
+    }
+    // One search first, so the threads every search needs are there before counting.
+    let found = clients[0].find("file499").await.unwrap();
+    assert_eq!(found.len(), 40);
+    let before = threads();
+    let searches: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| tokio::spawn(async move { c.find("nothing-like-this").await }))
+        .collect();
+    for s in searches {
+        assert!(s.await.unwrap().unwrap().is_empty());
+    }
+    let grew = threads().saturating_sub(before);
+    assert!(grew <= 4, "the hub took on {grew} threads for 64 searches");
+}
+
 /// The admin's view of the partial uploads (`GET /api/partials`).
 fn partials(hub: &Hub) -> Vec<serde_json::Value> {
     let mut http = Http::connect(hub.web.as_deref().unwrap());

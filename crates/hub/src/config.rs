@@ -61,6 +61,8 @@ pub struct HubConfig {
     pub store_timeout: Duration,
     /// This hub's name among the hubs of a group (in `who` and `status`).
     pub hub_name: String,
+    /// Searches of the whole share running at once (each address runs one at a time).
+    pub max_searches: usize,
     /// The most locks (WebDAV's) held at once, and the longest any is held without a refresh.
     pub max_locks: usize,
     pub max_lock_time: Duration,
@@ -112,6 +114,7 @@ impl HubConfig {
             store_part_memory: 512 << 20,
             store_timeout: Duration::from_secs(30),
             hub_name: default_hub_name(),
+            max_searches: 4,
             max_locks: 10_000,
             max_lock_time: Duration::from_secs(60 * 60),
             metrics: false,

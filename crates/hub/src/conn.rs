@@ -515,7 +515,7 @@ async fn dispatch(
             Ok(name) => answer(conn, Moved { name }.into()).await,
             Err(e) => Ok(Err(e)),
         },
-        Message::Find(f) => match hub.find(&f.text).await {
+        Message::Find(f) => match hub.find(&f.text, caller.from).await {
             Ok(entries) => sent(send_chunks(conn, entries, Entries::default(), |_| {}).await),
             Err(e) => Ok(Err(e)),
         },

@@ -45,6 +45,8 @@ pub struct Hub {
     hashes: HashCache,
     /// Connections open per address, over every face.
     addresses: Arc<PerAddress>,
+    /// Turns at searching the whole share (`find`).
+    searches: troca_net::limits::Turns,
     /// Where the admin token is, and whether this start created it.
     admin_token: AdminTokenFile,
     /// The hub's TLS identity and the configurations made from it (`None`: plaintext);
@@ -328,6 +330,7 @@ impl Hub {
             cache: HotCache::new(config.cache_size, config.cache_max_file),
             hashes,
             addresses: PerAddress::new(config.max_connections_per_ip),
+            searches: troca_net::limits::Turns::new(config.max_searches),
             config,
             store,
             clients,
@@ -1025,8 +1028,13 @@ impl Hub {
     }
 
     /// The files and folders whose own names contain `text` (any case), or whose whole names do
-    /// when `text` holds a `/`; at most [`MAX_FOUND`].
-    pub async fn find(self: &Arc<Self>, text: &str) -> Result<Vec<Entry>, HubError> {
+    /// when `text` holds a `/`; at most [`MAX_FOUND`]. A search may look at every name of the
+    /// share, so each address searches once at a time, and `--max-searches` at most run at once.
+    pub async fn find(
+        self: &Arc<Self>,
+        text: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Vec<Entry>, HubError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(HubError::BadRequest("nothing to search for".into()));
@@ -1037,6 +1045,7 @@ impl Hub {
             ));
         }
         let (hub, text) = (Arc::clone(self), text.to_owned());
+        let _turn = self.searches.take(from).await;
         blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)?))).await
     }
 

@@ -1,5 +1,7 @@
 //! Connections per address, shared by every face of a server: one host (or one IPv6 /64, what a
-//! single subscriber usually gets) cannot take the connection slots everyone else needs.
+//! single subscriber usually gets) cannot take the connection slots everyone else needs. And
+//! turns for costly work a short request can ask for (a search of the whole share): one at a
+//! time per address, a few in all, so no address keeps the machine busy with them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -71,9 +73,118 @@ impl Drop for AddressSlot {
     }
 }
 
+/// Turns at a costly operation: one address runs one at a time, and at most `total` run at
+/// once; the rest wait in line.
+#[derive(Debug)]
+pub struct Turns {
+    total: Arc<tokio::sync::Semaphore>,
+    /// Each address with someone running or waiting: its lock, and how many hold or wait for
+    /// it (the entry goes when that falls to zero).
+    own: Mutex<HashMap<AddressKey, Line>>,
+}
+
+#[derive(Debug, Default)]
+struct Line {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    users: usize,
+}
+
+/// A turn, held until dropped.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    // Dropped in this order: the address's lock before its place in line is given up.
+    _total: tokio::sync::OwnedSemaphorePermit,
+    _own: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _place: Option<InLine<'a>>,
+}
+
+/// A place in an address's line: counted from the start of the wait, so a wait given up
+/// (its request dropped) leaves nothing behind either.
+#[derive(Debug)]
+struct InLine<'a> {
+    turns: &'a Turns,
+    key: AddressKey,
+}
+
+impl Turns {
+    pub fn new(total: usize) -> Self {
+        Self {
+            total: Arc::new(tokio::sync::Semaphore::new(total.max(1))),
+            own: Mutex::default(),
+        }
+    }
+
+    /// Waits for a turn of `from`'s (an unknown address waits for the total only).
+    pub async fn take(&self, from: Option<IpAddr>) -> Turn<'_> {
+        let (place, own) = match from.map(AddressKey::of) {
+            Some(key) => {
+                let lock = {
+                    let mut own = self.own.lock().expect("turns poisoned");
+                    let line = own.entry(key).or_default();
+                    line.users += 1;
+                    Arc::clone(&line.lock)
+                };
+                let place = InLine { turns: self, key };
+                (Some(place), Some(lock.lock_owned().await))
+            }
+            None => (None, None),
+        };
+        let total = Arc::clone(&self.total)
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        Turn {
+            _total: total,
+            _own: own,
+            _place: place,
+        }
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        let mut own = self.turns.own.lock().expect("turns poisoned");
+        if let Some(line) = own.get_mut(&self.key) {
+            line.users -= 1;
+            if line.users == 0 {
+                own.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_takes_one_turn_at_a_time_within_the_total() {
+        let turns = Turns::new(2);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let first = turns.take(Some(a)).await;
+        let wait = std::time::Duration::from_millis(20);
+        assert!(
+            tokio::time::timeout(wait, turns.take(Some(a)))
+                .await
+                .is_err(),
+            "a second turn of one address waits"
+        );
+        let other = turns.take(Some(b)).await;
+        assert!(
+            tokio::time::timeout(wait, turns.take(Some(c)))
+                .await
+                .is_err(),
+            "past the total, a third address waits"
+        );
+        drop(first);
+        let again = turns.take(Some(a)).await;
+        drop((again, other));
+        assert!(turns.own.lock().unwrap().is_empty(), "no address is kept");
+    }
 
     #[test]
     fn an_address_is_capped_and_its_slots_come_back() {

@@ -94,9 +94,14 @@ pub(crate) async fn find(
     Query(q): Query<FindQuery>,
 ) -> Result<Json<Vec<json::FileRow>>, ApiError> {
     let hub = &hub;
-    recorded(hub, &v, &headers, "find", q.q.clone(), |_| async move {
-        Ok((Json(json::files(&hub.find(&q.q).await?)), 0))
-    })
+    recorded(
+        hub,
+        &v,
+        &headers,
+        "find",
+        q.q.clone(),
+        |caller| async move { Ok((Json(json::files(&hub.find(&q.q, caller.from).await?)), 0)) },
+    )
     .await
 }
 
