@@ -1600,7 +1600,7 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
     let Some(g) = Group::new() else { return };
     let s = Scratch::new();
     let hub = g.hub(&s.share, "hub-a", &[]);
-    // 2,500 names in one folder (pages of the listing are 1,024), written straight into the
+    // 20,000 names in one folder (pages of the listing are 8,192), written straight into the
     // records, around names that sort just before and after the folder's `/`.
     let hash = "'\\x".to_owned() + &"ab".repeat(32) + "'::bytea";
     g.sql(&format!(
@@ -1611,10 +1611,10 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
             ('many0', {hash}, 1, 0);
          INSERT INTO names (name, object, size, modified_ns)
             SELECT 'many/f' || lpad(i::text, 5, '0'), {hash}, 1, 0
-            FROM generate_series(1, 2500) i;"
+            FROM generate_series(1, 20000) i;"
     ));
     let mut want = vec!["e-1", "e/", "many-x", "many.y"];
-    let inside: Vec<String> = (1..=2500).map(|i| format!("many/f{i:05}")).collect();
+    let inside: Vec<String> = (1..=20_000).map(|i| format!("many/f{i:05}")).collect();
     want.extend(inside.iter().map(String::as_str));
     want.push("many0");
 
@@ -1635,7 +1635,7 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
 
     let only = ok(&hub.troca(&s.client, &["ls", "--json", "many/"]));
     let rows: Vec<serde_json::Value> = serde_json::from_str(&only).unwrap();
-    assert_eq!(rows.len(), 2500, "a prefix's listing, over three pages");
+    assert_eq!(rows.len(), 20_000, "a prefix's listing, over three pages");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -406,10 +406,15 @@ impl Hub {
     /// The names starting with `prefix`, with their hashes where known, to be read a page at a
     /// time ([`Listing::next_page`]): whatever the share's size, a listing holds one page.
     pub fn list(self: &Arc<Self>, prefix: &str) -> Listing {
+        self.list_after(prefix, None)
+    }
+
+    /// [`Hub::list`] of the names after `after` only.
+    pub fn list_after(self: &Arc<Self>, prefix: &str, after: Option<String>) -> Listing {
         Listing {
             hub: Arc::clone(self),
             prefix: prefix.to_owned(),
-            after: None,
+            after,
             done: false,
         }
     }

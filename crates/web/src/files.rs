@@ -151,6 +151,8 @@ fn http_date(ns: i64) -> Option<HeaderValue> {
 pub(crate) struct GetQuery {
     download: Option<String>,
     zip: Option<String>,
+    /// A folder's listing from the row after this one.
+    after: Option<String>,
 }
 
 fn truthy(v: &Option<String>) -> bool {
@@ -170,7 +172,10 @@ pub(crate) async fn get(
     if name.is_empty() || name.ends_with('/') {
         return match q.zip {
             Some(_) => crate::folders::zip(&hub, &v, &headers, &name).await,
-            None => crate::folders::listing(&hub, &v, &headers, &name).await,
+            None => {
+                let after = q.after.as_deref();
+                crate::folders::listing(&hub, &v, &headers, &name, after).await
+            }
         };
     }
     let query = uri.query().map_or(String::new(), |q| format!("?{q}"));

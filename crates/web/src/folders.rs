@@ -146,89 +146,162 @@ pub(crate) struct Row {
     pub blake3: Option<troca_proto::Hash>,
 }
 
-/// The entries directly in `folder` (`""` or `NAME/`), folders first, each folder with the
-/// files and bytes beneath it: built from a listing of everything beneath, a page at a time,
-/// so it holds no more than the folder's own entries. `None` when nothing is listed there.
-pub(crate) async fn folder_rows(
-    hub: &Arc<Hub>,
-    folder: &str,
-) -> Result<Option<Vec<Row>>, HubError> {
-    let mut listing = hub.list(folder);
-    let mut rows = Rows::default();
-    while let Some(page) = listing.next_page().await? {
-        for e in &page {
-            rows.add(folder, e);
-        }
-    }
-    Ok(rows.listed.then(|| rows.finish()))
+/// The entries directly in `folder` (`""` or `NAME/`), each sub-folder with the files and
+/// bytes beneath it, one at a time in byte order of their names (a folder's with its `/`):
+/// read from a listing of everything beneath, a page at a time, holding one row in the making.
+/// So a folder of any size costs the same memory.
+pub(crate) struct RowWalk {
+    folder: String,
+    listing: Listing,
+    page: std::vec::IntoIter<Entry>,
+    fold: RowFold,
+    ready: std::collections::VecDeque<Row>,
+    /// Whether the listing has ended.
+    done: bool,
 }
 
-/// The rows of a folder being gathered from its listing.
+impl RowWalk {
+    /// The rows of `folder`, from the first, or from those after `after` (a row's name).
+    pub(crate) fn new(hub: &Arc<Hub>, folder: &str, after: Option<&str>) -> Self {
+        let fold = RowFold {
+            // Rows after a folder's: none of what is beneath it again.
+            skip: after.filter(|a| a.ends_with('/')).map(str::to_owned),
+            ..RowFold::default()
+        };
+        Self {
+            folder: folder.to_owned(),
+            listing: hub.list_after(folder, after.map(str::to_owned)),
+            page: Vec::new().into_iter(),
+            fold,
+            ready: Default::default(),
+            done: false,
+        }
+    }
+
+    /// The next row (`None` once there are no more).
+    pub(crate) async fn next(&mut self) -> Result<Option<Row>, HubError> {
+        loop {
+            if let Some(row) = self.ready.pop_front() {
+                return Ok(Some(row));
+            }
+            if let Some(e) = self.page.next() {
+                self.fold.add(&self.folder, e, &mut self.ready);
+                continue;
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.listing.next_page().await? {
+                Some(page) => self.page = page.into_iter(),
+                None => {
+                    self.done = true;
+                    self.ready.extend(self.fold.current.take());
+                }
+            }
+        }
+    }
+
+    /// Whether the listing held anything at all (so far).
+    pub(crate) fn listed(&self) -> bool {
+        self.fold.listed
+    }
+}
+
+/// Rows from a listing in byte order: a sub-folder's row gathers the entries beneath it, which
+/// come one after the other, and is complete once an entry outside it comes.
 #[derive(Debug, Default)]
-struct Rows {
-    folders: std::collections::BTreeMap<String, Row>,
-    files: Vec<Row>,
+struct RowFold {
+    current: Option<Row>,
+    /// A folder (`NAME/`) whose entries are not to be shown.
+    skip: Option<String>,
     listed: bool,
 }
 
-impl Rows {
-    fn add(&mut self, folder: &str, e: &Entry) {
+impl RowFold {
+    fn add(&mut self, folder: &str, e: Entry, out: &mut std::collections::VecDeque<Row>) {
         self.listed = true;
         let Some(rest) = e.name.strip_prefix(folder) else {
             return;
         };
+        if self.skip.as_ref().is_some_and(|s| e.name.starts_with(s)) {
+            return;
+        }
         match rest.split_once('/') {
             Some((sub, inner)) => {
-                let row = self.folders.entry(sub.to_owned()).or_insert_with(|| Row {
-                    short: sub.to_owned(),
-                    name: format!("{folder}{sub}/"),
-                    folder: true,
-                    size: 0,
-                    files: 0,
-                    modified_ns: 0,
-                    blake3: None,
-                });
+                if self.current.as_ref().is_none_or(|r| r.short != sub) {
+                    out.extend(self.current.take());
+                    self.current = Some(Row {
+                        short: sub.to_owned(),
+                        name: format!("{folder}{sub}/"),
+                        folder: true,
+                        size: 0,
+                        files: 0,
+                        modified_ns: 0,
+                        blake3: None,
+                    });
+                }
+                let row = self.current.as_mut().expect("just made");
                 if !inner.is_empty() {
                     row.files += 1;
                     row.size += e.size;
                 }
                 row.modified_ns = row.modified_ns.max(e.modified_ns);
             }
-            None if !rest.is_empty() => self.files.push(Row {
-                short: rest.to_owned(),
-                name: e.name.clone(),
-                folder: false,
-                size: e.size,
-                files: 1,
-                modified_ns: e.modified_ns,
-                blake3: e.blake3,
-            }),
+            None if !rest.is_empty() => {
+                out.extend(self.current.take());
+                out.push_back(Row {
+                    short: rest.to_owned(),
+                    name: e.name,
+                    folder: false,
+                    size: e.size,
+                    files: 1,
+                    modified_ns: e.modified_ns,
+                    blake3: e.blake3,
+                });
+            }
             None => {}
         }
     }
+}
 
-    fn finish(self) -> Vec<Row> {
-        self.folders.into_values().chain(self.files).collect()
-    }
+/// The most rows on one page of a folder's listing; a link leads to the next.
+pub(crate) const PAGE_ROWS: usize = 5_000;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    pub(crate) after: Option<String>,
 }
 
 /// A folder's listing as a page that works without JavaScript (plain links, which `wget -r`
-/// and rclone's http remote follow); the page's script enhances it.
+/// and rclone's http remote follow); the page's script enhances it. At most [`PAGE_ROWS`]
+/// rows a page (folders first), with a link to the next.
 pub(crate) async fn listing(
     hub: &Arc<Hub>,
     v: &Visitor,
     headers: &HeaderMap,
     folder: &str,
+    after: Option<&str>,
 ) -> Result<Response, ApiError> {
     let folder = folder.to_owned();
     let shown = folder.clone();
     let answer = recorded(hub, v, headers, "list", folder.clone(), |_| async move {
-        let rows = match folder_rows(hub, &folder).await? {
-            Some(rows) => rows,
-            None if folder.is_empty() => Vec::new(),
-            None => return Err(HubError::NotFound(folder).into()),
+        let mut walk = RowWalk::new(hub, &folder, after);
+        let mut rows = Vec::new();
+        while rows.len() < PAGE_ROWS {
+            match walk.next().await? {
+                Some(row) => rows.push(row),
+                None => break,
+            }
+        }
+        if !walk.listed() && !folder.is_empty() && after.is_none() {
+            return Err(HubError::NotFound(folder).into());
+        }
+        let more = match rows.last() {
+            Some(last) if walk.next().await?.is_some() => Some(last.name.clone()),
+            _ => None,
         };
-        let html = page::folder_page(&shown, &rows, None);
+        rows.sort_by_key(|r| !r.folder);
+        let html = page::folder_page(&shown, &rows, more.as_deref(), None);
         let mut response = page::html(html);
         if crate::client_cookie(headers).is_none() {
             let cookie = format!(
@@ -246,7 +319,7 @@ pub(crate) async fn listing(
     match answer {
         // The page still loads, empty, so its script can ask for a token.
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
-            let html = page::folder_page("", &[], Some("This hub asks for a token."));
+            let html = page::folder_page("", &[], None, Some("This hub asks for a token."));
             let mut r = page::html(html);
             *r.status_mut() = StatusCode::UNAUTHORIZED;
             r.headers_mut().insert(
@@ -472,20 +545,29 @@ mod tests {
         }
     }
 
+    fn fold(folder: &str, all: &[Entry], skip: Option<&str>) -> Vec<Row> {
+        let mut fold = RowFold {
+            skip: skip.map(str::to_owned),
+            ..RowFold::default()
+        };
+        let mut out = std::collections::VecDeque::new();
+        for e in all {
+            fold.add(folder, e.clone(), &mut out);
+        }
+        out.extend(fold.current.take());
+        out.into()
+    }
+
     #[test]
-    fn rows_group_sub_folders_and_list_files() {
+    fn rows_group_sub_folders_and_list_files_in_order() {
         let all = [
             entry("a/b/c.txt", 3),
             entry("a/b/d.txt", 4),
             entry("a/e.txt", 5),
             entry("a/empty/", 0),
-            entry("top.txt", 1),
+            entry("a/z/y.txt", 6),
         ];
-        let mut rows = Rows::default();
-        for e in &all {
-            rows.add("a/", e);
-        }
-        let r = rows.finish();
+        let r = fold("a/", &all, None);
         let shown: Vec<(&str, bool, u64, u64)> = r
             .iter()
             .map(|r| (r.short.as_str(), r.folder, r.files, r.size))
@@ -494,10 +576,17 @@ mod tests {
             shown,
             [
                 ("b", true, 2, 7),
+                ("e.txt", false, 1, 5),
                 ("empty", true, 0, 0),
-                ("e.txt", false, 1, 5)
+                ("z", true, 1, 6)
             ]
         );
         assert_eq!(r[0].name, "a/b/");
+        // The next page after folder `b/` leaves out what is beneath it.
+        let after: Vec<String> = fold("a/", &all, Some("a/b/"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(after, ["a/e.txt", "a/empty/", "a/z/"]);
     }
 }

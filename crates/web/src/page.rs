@@ -43,8 +43,9 @@ pub(crate) async fn index(
     axum::extract::State(hub): axum::extract::State<std::sync::Arc<troca_hub::Hub>>,
     axum::Extension(v): axum::Extension<crate::Visitor>,
     headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<crate::folders::PageQuery>,
 ) -> Result<Response, crate::ApiError> {
-    crate::folders::listing(&hub, &v, &headers, "").await
+    crate::folders::listing(&hub, &v, &headers, "", q.after.as_deref()).await
 }
 
 /// A page of HTML with the page's headers.
@@ -115,10 +116,12 @@ pub(crate) fn href_path(name: &str) -> String {
 }
 
 /// The page for `folder` (`""` for the top, or `NAME/`) listing `rows`: complete without
-/// JavaScript, every name escaped.
+/// JavaScript, every name escaped. With `more` (the last row's name), a link to the rows
+/// after it, which the page's script hides (it lists everything itself).
 pub(crate) fn folder_page(
     folder: &str,
     rows: &[crate::folders::Row],
+    more: Option<&str>,
     refused: Option<&str>,
 ) -> String {
     let mut crumbs = String::from("<a href=\"/files/\">home</a>");
@@ -167,6 +170,13 @@ pub(crate) fn folder_page(
             "<tr class=\"empty\"><td colspan=\"4\">{text}</td></tr>"
         ));
     }
+    let more = more.map_or(String::new(), |last| {
+        let after = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
+        format!(
+            "<p class=\"more\" id=\"more\"><a href=\"{}?after={after}\">More in this folder</a></p>",
+            href(folder)
+        )
+    });
     let title = if folder.is_empty() {
         "home".to_owned()
     } else {
@@ -179,6 +189,7 @@ pub(crate) fn folder_page(
             ("folder", &escape(folder)),
             ("crumbs", &crumbs),
             ("rows", &body),
+            ("more", &more),
         ],
     )
 }

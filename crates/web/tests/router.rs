@@ -853,3 +853,52 @@ async fn small_uploads_at_once_each_land_whole_and_one_name_goes_to_one() {
     let small = f.dir.path().join(".troca/uploads/small");
     assert_eq!(std::fs::read_dir(small).unwrap().count(), 0);
 }
+
+/// A folder larger than a page of its listing: the page without JavaScript shows a page of
+/// rows (folders first) and links to the next, which goes on where it stopped, so following
+/// the links (as `wget -r` does) reaches every entry once. A sub-folder's row at a page's end
+/// does not come back on the next with what is beneath it.
+#[tokio::test]
+async fn a_large_folder_lists_a_page_at_a_time_with_a_link_to_the_next() {
+    let f = Fixture::new();
+    let total = 12_000;
+    for i in 0..total {
+        f.write(&format!("big/f{i:05}.txt"), b"");
+    }
+    for sub in ["big/a-sub/x.txt", "big/f05000/y.txt", "big/f05000/z.txt"] {
+        f.write(sub, b"12");
+    }
+    let href = |name: &str| format!("href=\"/files/big/{name}\"");
+    let mut seen = Vec::new();
+    let mut uri = "/files/big/".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = body_text(f.get(&uri).await).await;
+        pages += 1;
+        let rows: Vec<&str> = page
+            .split("<tr data-name=\"")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap())
+            .collect();
+        assert!(rows.len() <= 5_000, "{} rows on one page", rows.len());
+        if pages == 1 {
+            assert_eq!(rows[0], "big/a-sub/", "folders first");
+            assert!(page.contains(&href("a%2Dsub/")));
+        }
+        seen.extend(rows.iter().map(|r| r.to_string()));
+        let Some(more) = page
+            .split("<p class=\"more\" id=\"more\"><a href=\"")
+            .nth(1)
+        else {
+            break;
+        };
+        uri = more.split('"').next().unwrap().replace("&amp;", "&");
+    }
+    assert_eq!(pages, 3);
+    let mut want: Vec<String> = (0..total).map(|i| format!("big/f{i:05}.txt")).collect();
+    want.extend(["big/a-sub/".to_owned(), "big/f05000/".to_owned()]);
+    want.sort();
+    seen.sort();
+    assert_eq!(seen.len(), want.len(), "every entry once");
+    assert_eq!(seen, want);
+}

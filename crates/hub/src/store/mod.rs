@@ -41,7 +41,7 @@ pub struct Totals {
 
 /// How many entries a page of a listing holds at most: what a store reads, and the hub holds,
 /// for one page whatever the share's size.
-pub const LIST_PAGE: usize = 1024;
+pub const LIST_PAGE: usize = 8192;
 
 /// One page of a listing: which names, and where the page starts.
 #[derive(Debug, Clone, Copy)]

@@ -581,39 +581,63 @@ impl Share {
                 key.starts_with(prefix) && after.is_none_or(|a| key > a)
             }
         };
-        for child in sorted_children(dir, rel, &keep) {
-            if walk.full() {
+        // A page holds a few of a large folder's entries: the folder is read for the first
+        // of them only, and read again if the page has room for more.
+        let mut from: Option<String> = None;
+        loop {
+            let room = (walk.limit + 1).saturating_sub(walk.out.len()) + FIRST_SLACK;
+            let first = first_children(dir, rel, &keep, from.as_deref(), room);
+            for child in first.children {
+                if walk.full() {
+                    return;
+                }
+                from = Some(child.key.clone());
+                self.list_child(dir, rel, child, after, depth, walk);
+            }
+            if !first.more || walk.full() {
                 return;
             }
-            if self.in_state(child.name()) {
-                continue;
-            }
-            match child.kind {
-                FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
-                    let Some(inner_after) = enter(&child.key, prefix, after) else {
-                        continue;
-                    };
-                    let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
-                        continue;
-                    };
-                    let before = walk.out.len();
-                    self.list_folder(&sub, child.name(), inner_after, depth + 1, walk);
-                    let listed = after.is_none_or(|a| child.key.as_str() > a);
-                    if listed
-                        && walk.out.len() == before
-                        && child.key.starts_with(prefix)
-                        && RemoteName::parse(child.name()).is_ok()
-                    {
-                        walk.out.push(folder_entry(child.key, &sub));
-                    }
+        }
+    }
+
+    /// [`Share::list_folder`] of one entry of `dir`: a file, or a folder entered.
+    fn list_child(
+        &self,
+        dir: &OwnedFd,
+        rel: &str,
+        child: Child,
+        after: Option<&str>,
+        depth: usize,
+        walk: &mut ListWalk<'_>,
+    ) {
+        if self.in_state(child.name()) {
+            return;
+        }
+        match child.kind {
+            FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
+                let Some(inner_after) = enter(&child.key, walk.prefix, after) else {
+                    return;
+                };
+                let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
+                    return;
+                };
+                let before = walk.out.len();
+                self.list_folder(&sub, child.name(), inner_after, depth + 1, walk);
+                let listed = after.is_none_or(|a| child.key.as_str() > a);
+                if listed
+                    && walk.out.len() == before
+                    && child.key.starts_with(walk.prefix)
+                    && RemoteName::parse(child.name()).is_ok()
+                {
+                    walk.out.push(folder_entry(child.key, &sub));
                 }
-                FileType::RegularFile | FileType::Symlink => {
-                    if let Some(st) = self.file_stat(dir, rel, &child) {
-                        push_entry(&mut walk.out, child.key, &st);
-                    }
-                }
-                _ => {}
             }
+            FileType::RegularFile | FileType::Symlink => {
+                if let Some(st) = self.file_stat(dir, rel, &child) {
+                    push_entry(&mut walk.out, child.key, &st);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -783,6 +807,91 @@ impl Child {
 
 /// The entries of folder `dir` (at `rel`) with UTF-8 names whose keys `keep` accepts, kinds
 /// resolved without following links, in listing order. An unreadable folder has none.
+/// Entries a listing's read of a folder keeps beyond the room left on its page: some may add
+/// nothing to it (the state folder, a name the hub refuses, a link that leads nowhere), and
+/// the folder is then read again. None in tests, so that the property tests' small pages read
+/// folders again and again.
+const FIRST_SLACK: usize = if cfg!(test) { 0 } else { 16 };
+
+/// The first entries of a folder, in key order, and whether it holds more.
+struct FirstChildren {
+    children: Vec<Child>,
+    more: bool,
+}
+
+impl PartialEq for Child {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Child {}
+impl PartialOrd for Child {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Child {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// The first `cap` entries of `dir` (at `rel`) by key, of those `keep` accepts whose keys come
+/// after `from`: a bounded heap, so a page of a large folder holds its page, not the folder.
+fn first_children(
+    dir: &OwnedFd,
+    rel: &str,
+    keep: &dyn Fn(&str, FileType) -> bool,
+    from: Option<&str>,
+    cap: usize,
+) -> FirstChildren {
+    let mut heap = std::collections::BinaryHeap::<Child>::with_capacity(cap.min(4096) + 1);
+    let mut more = false;
+    let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
+        return FirstChildren {
+            children: Vec::new(),
+            more,
+        };
+    };
+    let mut key = String::new();
+    for e in reader.filter_map(Result::ok) {
+        let Ok(own) = std::str::from_utf8(e.file_name().to_bytes()) else {
+            continue;
+        };
+        if own == "." || own == ".." {
+            continue;
+        }
+        let kind = kind_of(dir, &e).unwrap_or(FileType::Unknown);
+        key.clear();
+        if !rel.is_empty() {
+            key.push_str(rel);
+            key.push('/');
+        }
+        key.push_str(own);
+        if kind == FileType::Directory {
+            key.push('/');
+        }
+        if from.is_some_and(|f| key.as_str() <= f) || !keep(&key, kind) {
+            continue;
+        }
+        if heap.len() == cap {
+            more = true;
+            if heap.peek().is_some_and(|last| key >= last.key) {
+                continue;
+            }
+            heap.pop();
+        }
+        heap.push(Child {
+            key: key.clone(),
+            kind,
+        });
+    }
+    FirstChildren {
+        children: heap.into_sorted_vec(),
+        more,
+    }
+}
+
 fn sorted_children(dir: &OwnedFd, rel: &str, keep: &dyn Fn(&str, FileType) -> bool) -> Vec<Child> {
     let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
         return Vec::new();

@@ -225,6 +225,9 @@ async function loadFiles() {
   if (r.status === 401 && !token) { await askToken("This hub asks for a token before it shows its files."); return; }
   if (!r.ok) { say(await problem(r, folder || "this folder")); return; }
   files = await r.json();
+  // The server's page holds a share of a large folder, with a link to the rest: all is here now.
+  const more = $("#more");
+  if (more) more.hidden = true;
   for (const id of ["#upload-label", "#upload-folder-label", "#new-folder"]) $(id).hidden = !rights.may_upload;
   $("#drop").hidden = !rights.may_upload;
   $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role})`;

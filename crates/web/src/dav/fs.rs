@@ -87,6 +87,19 @@ struct Child {
     meta: Meta,
 }
 
+/// A folder's row as a WebDAV entry.
+fn child(r: crate::folders::Row) -> Child {
+    Child {
+        meta: Meta(Stat {
+            folder: r.folder,
+            size: if r.folder { 0 } else { r.size },
+            modified_ns: r.modified_ns,
+            blake3: r.blake3,
+        }),
+        name: r.short,
+    }
+}
+
 impl DavDirEntry for Child {
     fn name(&self) -> Vec<u8> {
         self.name.as_bytes().to_vec()
@@ -113,7 +126,8 @@ impl HubFs {
     }
 
     /// The entries directly in folder `name`.
-    async fn children(&self, name: &str) -> FsResult<Vec<Child>> {
+    /// The entries of folder `name`, one at a time as its listing is read.
+    async fn children(&self, name: &str) -> FsResult<crate::folders::RowWalk> {
         if !self.stat(name).await?.folder {
             return Err(FsError::Forbidden);
         }
@@ -122,22 +136,7 @@ impl HubFs {
         } else {
             format!("{name}/")
         };
-        let rows = crate::folders::folder_rows(&self.hub, &prefix)
-            .await
-            .map_err(fs_err)?
-            .unwrap_or_default();
-        Ok(rows
-            .into_iter()
-            .map(|r| Child {
-                meta: Meta(Stat {
-                    folder: r.folder,
-                    size: if r.folder { 0 } else { r.size },
-                    modified_ns: r.modified_ns,
-                    blake3: r.blake3,
-                }),
-                name: r.short,
-            })
-            .collect())
+        Ok(crate::folders::RowWalk::new(&self.hub, &prefix, None))
     }
 
     /// A LOCK of a name not there yet makes it, empty (RFC 4918 §7.3), under the lock just
@@ -249,11 +248,19 @@ impl GuardedFileSystem<Ctx> for HubFs {
         _ctx: &'a Ctx,
     ) -> Boxed<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
-            let children = self.children(&name_of(path)?).await?;
-            let items = children
-                .into_iter()
-                .map(|c| Ok(Box::new(c) as Box<dyn DavDirEntry>));
-            Ok(Box::pin(futures_util::stream::iter(items)) as FsStream<_>)
+            let walk = self.children(&name_of(path)?).await?;
+            let items = futures_util::stream::unfold(Some(walk), |walk| async move {
+                let mut walk = walk?;
+                match walk.next().await {
+                    Ok(Some(r)) => {
+                        Some((Ok(Box::new(child(r)) as Box<dyn DavDirEntry>), Some(walk)))
+                    }
+                    Ok(None) => None,
+                    // The listing failed part-way: said once, then the stream ends.
+                    Err(e) => Some((Err(fs_err(e)), None)),
+                }
+            });
+            Ok(Box::pin(items) as FsStream<_>)
         }
         .boxed()
     }
