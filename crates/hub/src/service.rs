@@ -16,7 +16,7 @@ use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTok
 use crate::records::{History, Owners, Page, PageQuery, Tokens};
 use crate::store::{
     parse, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore, PartialInfo,
-    PartialUpload, Store, StoredFile, Version, MEMORY_UPLOAD_MAX,
+    PartialUpload, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
 };
 use crate::transfer::Incoming;
 use std::net::IpAddr;
@@ -63,6 +63,8 @@ pub struct Hub {
     /// What `--metrics` shows (`None`: not kept).
     metrics: Option<Arc<crate::metrics::Metrics>>,
     started: Instant,
+    /// The last count of the files and bytes shared (`status`), one count at a time.
+    counted: tokio::sync::Mutex<Option<Counted>>,
 }
 
 /// An upload under its name: what its client is told, and the version stored.
@@ -70,6 +72,47 @@ pub struct Hub {
 pub struct Uploaded {
     pub done: PutDone,
     pub version: Version,
+}
+
+/// A count of the files shared, and what it cost.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    totals: Totals,
+    at: Instant,
+    took: Duration,
+}
+
+impl Counted {
+    /// Counts quicker than this are always made anew.
+    const QUICK: Duration = Duration::from_millis(20);
+
+    fn fresh(&self) -> bool {
+        self.took >= Self::QUICK
+            && self.at.elapsed() < self.took.saturating_mul(20).min(Duration::from_secs(60))
+    }
+}
+
+#[cfg(test)]
+mod counted_tests {
+    use super::*;
+
+    fn counted(took_ms: u64, ago_ms: u64) -> Counted {
+        Counted {
+            totals: Totals::default(),
+            at: Instant::now() - Duration::from_millis(ago_ms),
+            took: Duration::from_millis(took_ms),
+        }
+    }
+
+    #[test]
+    fn a_long_count_is_reused_for_twenty_times_as_long_and_a_quick_one_never() {
+        assert!(!counted(2, 0).fresh(), "a quick count is made anew");
+        assert!(counted(100, 0).fresh());
+        assert!(counted(100, 1_900).fresh());
+        assert!(!counted(100, 2_100).fresh());
+        assert!(counted(10_000, 59_000).fresh(), "at most a minute");
+        assert!(!counted(10_000, 61_000).fresh());
+    }
 }
 
 /// A listing read a page at a time, in byte order of the names.
@@ -344,6 +387,7 @@ impl Hub {
             locks,
             metrics,
             started: Instant::now(),
+            counted: Default::default(),
         })
     }
 
@@ -777,14 +821,15 @@ impl Hub {
 
     /// The hub's clock, time zone and figures.
     pub async fn status(self: &Arc<Self>) -> Result<StatusInfo, HubError> {
+        let totals = self.totals().await?;
+        let (files, bytes) = (totals.files, totals.bytes);
         let hub = Arc::clone(self);
-        let (files, bytes, partials, hubs) = blocking(move || {
-            let totals = hub.store.totals()?;
+        let (partials, hubs) = blocking(move || {
             let hubs = match &hub.presence {
                 Some(p) => p.hubs()?,
                 None => Vec::new(),
             };
-            Ok((totals.files, totals.bytes, hub.store.partials(), hubs))
+            Ok((hub.store.partials(), hubs))
         })
         .await?;
         let now = jiff::Zoned::now();
@@ -808,6 +853,27 @@ impl Hub {
             partial_bytes: partials.iter().map(|p| p.held).sum(),
             hubs,
         })
+    }
+
+    /// The files and bytes shared. Counting walks the whole share, which a page polling the
+    /// status would otherwise make the hub do again and again: a count that took long is
+    /// reused for twenty times as long (at most a minute), so counting takes at most a
+    /// twentieth of a thread whoever asks; a quick one (a small share) is always made anew.
+    /// Those asking together share one count.
+    async fn totals(self: &Arc<Self>) -> Result<Totals, HubError> {
+        let mut counted = self.counted.lock().await;
+        if let Some(c) = counted.as_ref().filter(|c| c.fresh()) {
+            return Ok(c.totals);
+        }
+        let hub = Arc::clone(self);
+        let began = Instant::now();
+        let totals = blocking(move || hub.store.totals()).await?;
+        *counted = Some(Counted {
+            totals,
+            at: Instant::now(),
+            took: began.elapsed(),
+        });
+        Ok(totals)
     }
 
     /// One page of the history (see [`History::query`]), on the blocking pool.
