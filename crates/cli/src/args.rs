@@ -684,8 +684,9 @@ pub struct Serve {
     /// off). Not used with --store.
     #[arg(help_heading = "Limits", long, default_value = "1%", value_name = "SIZE|PERCENT", value_parser = parse_keep_free)]
     pub keep_free: troca_hub::store::KeepFree,
-    /// Searches of the whole share (`find`) running at once; more wait in line, and each
-    /// address searches once at a time.
+    /// Walks of the share for a short answer running at once (a search, `find`; a folder's
+    /// web page, which counts what each sub-folder holds); more wait in line, and each address
+    /// runs one at a time.
     #[arg(help_heading = "Limits", long, default_value_t = 4, value_name = "N")]
     pub max_searches: usize,
     /// The most WebDAV locks held at once (a client asking for more gets "busy").

@@ -995,9 +995,10 @@ fn uploads_leave_the_space_to_keep_free_on_every_face() {
     assert_eq!(names, ["one.bin"]);
 }
 
-/// A search may look at every name of the share. Sixty-four at once from one address run one
+/// A search may look at every name of the share, and a folder's page at every name beneath it
+/// (to count what each sub-folder holds). Sixty-four of each at once from one address run one
 /// after the other: the hub takes on no thread for each (without the bound its blocking pool
-/// grew by one thread per search in flight), and every one is answered.
+/// grew by one thread per walk in flight), and every one is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_from_one_address_run_one_at_a_time() {
     let s = Scratch::new();
@@ -1032,6 +1033,24 @@ async fn searches_from_one_address_run_one_at_a_time() {
     }
     let grew = threads().saturating_sub(before);
     assert!(grew <= 4, "the hub took on {grew} threads for 64 searches");
+
+    let web = hub.web.clone().unwrap();
+    let pages: Vec<_> = (0..64)
+        .map(|_| {
+            let web = web.clone();
+            std::thread::spawn(move || Http::connect(&web).request("GET", "/files/", "", b""))
+        })
+        .collect();
+    for p in pages {
+        let (status, body) = p.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains("folder39/"));
+    }
+    let grew = threads().saturating_sub(before);
+    assert!(
+        grew <= 4,
+        "the hub took on {grew} threads for 64 folder pages"
+    );
 }
 
 /// The admin's view of the partial uploads (`GET /api/partials`).

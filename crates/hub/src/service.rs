@@ -1120,6 +1120,13 @@ impl Hub {
         blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)?))).await
     }
 
+    /// A turn at walking the share for a short answer (a search; a folder's page, which counts
+    /// what each sub-folder holds): one per address at a time, `--max-searches` in all. Held
+    /// while the walk runs, never while an answer is sent.
+    pub async fn walk_turn(&self, from: Option<IpAddr>) -> troca_net::limits::Turn<'_> {
+        self.searches.take(from).await
+    }
+
     /// The store, for the batch of small files (`small.rs`).
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()

@@ -284,37 +284,46 @@ pub(crate) async fn listing(
 ) -> Result<Response, ApiError> {
     let folder = folder.to_owned();
     let shown = folder.clone();
-    let answer = recorded(hub, v, headers, "list", folder.clone(), |_| async move {
-        let mut walk = RowWalk::new(hub, &folder, after);
-        let mut rows = Vec::new();
-        while rows.len() < PAGE_ROWS {
-            match walk.next().await? {
-                Some(row) => rows.push(row),
-                None => break,
+    let answer = recorded(
+        hub,
+        v,
+        headers,
+        "list",
+        folder.clone(),
+        |caller| async move {
+            let turn = hub.walk_turn(caller.from).await;
+            let mut walk = RowWalk::new(hub, &folder, after);
+            let mut rows = Vec::new();
+            while rows.len() < PAGE_ROWS {
+                match walk.next().await? {
+                    Some(row) => rows.push(row),
+                    None => break,
+                }
             }
-        }
-        if !walk.listed() && !folder.is_empty() && after.is_none() {
-            return Err(HubError::NotFound(folder).into());
-        }
-        let more = match rows.last() {
-            Some(last) if walk.next().await?.is_some() => Some(last.name.clone()),
-            _ => None,
-        };
-        rows.sort_by_key(|r| !r.folder);
-        let html = page::folder_page(&shown, &rows, more.as_deref(), None);
-        let mut response = page::html(html);
-        if crate::client_cookie(headers).is_none() {
-            let cookie = format!(
-                "{}={}; Path=/; SameSite=Strict; HttpOnly",
-                crate::CLIENT_COOKIE,
-                crate::new_client_cookie()
-            );
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, v);
+            if !walk.listed() && !folder.is_empty() && after.is_none() {
+                return Err(HubError::NotFound(folder).into());
             }
-        }
-        Ok((response, 0))
-    })
+            let more = match rows.last() {
+                Some(last) if walk.next().await?.is_some() => Some(last.name.clone()),
+                _ => None,
+            };
+            drop(turn);
+            rows.sort_by_key(|r| !r.folder);
+            let html = page::folder_page(&shown, &rows, more.as_deref(), None);
+            let mut response = page::html(html);
+            if crate::client_cookie(headers).is_none() {
+                let cookie = format!(
+                    "{}={}; Path=/; SameSite=Strict; HttpOnly",
+                    crate::CLIENT_COOKIE,
+                    crate::new_client_cookie()
+                );
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    response.headers_mut().insert(header::SET_COOKIE, v);
+                }
+            }
+            Ok((response, 0))
+        },
+    )
     .await;
     match answer {
         // The page still loads, empty, so its script can ask for a token.
