@@ -1369,7 +1369,14 @@ async fn get_folder(
     let (small, large): (Vec<&Entry>, Vec<&Entry>) = files
         .iter()
         .partition(|f| !f.name.ends_with('/') && f.size <= troca_net::batch::MAX_SMALL_GET);
-    get_small(client, &small, parent_len, root, force, quiet, report).await?;
+    let plan = SmallPlan {
+        files: &small,
+        parent_len,
+        root,
+        force,
+        quiet,
+    };
+    get_small(client, plan, report).await?;
     for f in large {
         let Some(rel) = f.name.get(parent_len..) else {
             continue;
@@ -1402,17 +1409,25 @@ async fn get_folder(
     Ok(())
 }
 
+/// The small files of a folder download, and where they go.
+#[derive(Clone, Copy)]
+struct SmallPlan<'a> {
+    files: &'a [&'a Entry],
+    /// How much of each name is the folder's parent (left out of the local path).
+    parent_len: usize,
+    root: &'a Path,
+    force: bool,
+    quiet: bool,
+}
+
 /// The small files of a folder download, pipelined and made durable in batches.
 async fn get_small(
     client: &mut HubClient,
-    files: &[&Entry],
-    parent_len: usize,
-    root: &Path,
-    force: bool,
-    quiet: bool,
+    plan: SmallPlan<'_>,
     report: &mut Report<GetRow>,
 ) -> Result<(), ClientError> {
-    let wanted = small_wanted(files, parent_len, root, force, quiet, report).await;
+    let quiet = plan.quiet;
+    let wanted = small_wanted(plan, report).await;
     let tree = TreeBar::new(wanted.len(), wanted.iter().map(|w| w.size).sum(), quiet);
     let done = troca_net::batch::download_small(client, &wanted, |i, r| match r {
         Ok(got) => {
@@ -1445,13 +1460,16 @@ async fn get_small(
 /// Which of a folder download's small files are to be fetched, and where: those already here
 /// (the same as on the hub) are reported and left, and each target's folder is made.
 async fn small_wanted(
-    files: &[&Entry],
-    parent_len: usize,
-    root: &Path,
-    force: bool,
-    quiet: bool,
+    plan: SmallPlan<'_>,
     report: &mut Report<GetRow>,
 ) -> Vec<troca_net::batch::SmallGet> {
+    let SmallPlan {
+        files,
+        parent_len,
+        root,
+        force,
+        quiet,
+    } = plan;
     let mut wanted = Vec::with_capacity(files.len());
     let mut made: std::collections::HashSet<PathBuf> = Default::default();
     // Names come from the hub: each part must be a plain name, never `..` or absolute.

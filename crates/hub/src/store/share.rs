@@ -805,8 +805,6 @@ impl Child {
     }
 }
 
-/// The entries of folder `dir` (at `rel`) with UTF-8 names whose keys `keep` accepts, kinds
-/// resolved without following links, in listing order. An unreadable folder has none.
 /// Entries a listing's read of a folder keeps beyond the room left on its page: some may add
 /// nothing to it (the state folder, a name the hub refuses, a link that leads nowhere), and
 /// the folder is then read again. None in tests, so that the property tests' small pages read
@@ -892,36 +890,10 @@ fn first_children(
     }
 }
 
+/// The entries of folder `dir` (at `rel`) with UTF-8 names whose keys `keep` accepts, kinds
+/// resolved without following links, in listing order. An unreadable folder has none.
 fn sorted_children(dir: &OwnedFd, rel: &str, keep: &dyn Fn(&str, FileType) -> bool) -> Vec<Child> {
-    let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
-        return Vec::new();
-    };
-    let mut key = String::new();
-    let mut out: Vec<Child> = reader
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let own = std::str::from_utf8(e.file_name().to_bytes()).ok()?;
-            if own == "." || own == ".." {
-                return None;
-            }
-            let kind = kind_of(dir, &e).unwrap_or(FileType::Unknown);
-            key.clear();
-            if !rel.is_empty() {
-                key.push_str(rel);
-                key.push('/');
-            }
-            key.push_str(own);
-            if kind == FileType::Directory {
-                key.push('/');
-            }
-            keep(&key, kind).then(|| Child {
-                key: key.clone(),
-                kind,
-            })
-        })
-        .collect();
-    out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    out
+    first_children(dir, rel, keep, None, usize::MAX).children
 }
 
 /// What entry `e` of folder `dir` is, without following a link (asked of the disk when the
