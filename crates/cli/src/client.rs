@@ -194,7 +194,15 @@ pub(crate) fn data_dir() -> Option<PathBuf> {
 /// Else (a plaintext hub, a certificate from an authority) it goes with `addr`. `None` where
 /// there is nowhere to keep it.
 pub(crate) fn owner_key(addr: &str, hub: Option<&troca_proto::key::HubKey>) -> Option<String> {
-    let dir = data_dir()?.join("owner-keys");
+    owner_key_in(&data_dir()?.join("owner-keys"), addr, hub)
+}
+
+/// [`owner_key`], kept in folder `dir`.
+fn owner_key_in(
+    dir: &std::path::Path,
+    addr: &str,
+    hub: Option<&troca_proto::key::HubKey>,
+) -> Option<String> {
     let by_address = dir.join(file_name_for(addr));
     let path = match hub {
         Some(key) => dir.join(format!("key-{key}")),
@@ -211,7 +219,7 @@ pub(crate) fn owner_key(addr: &str, hub: Option<&troca_proto::key::HubKey>) -> O
             hex(&bytes)
         }
     };
-    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::create_dir_all(dir).ok()?;
     write_owner_key(&path, &key)
         .ok()
         // Another process made it first: theirs stands.
@@ -223,15 +231,27 @@ fn read_owner_key(path: &std::path::Path) -> Option<String> {
     Some(key.trim().to_owned()).filter(|k| !k.is_empty())
 }
 
+/// Writes `key` at `path` unless a key is there: written whole under a name of this process's
+/// own, then linked into place, which fails if another process's key got there first. (Made
+/// in place, a key could be read half-written, or empty, by a process starting at that very
+/// moment, which then went on without one.)
 fn write_owner_key(path: &std::path::Path, key: &str) -> std::io::Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    std::io::Write::write_all(&mut f, key.as_bytes())?;
-    Ok(key.to_owned())
+    let mut unique = [0u8; 8];
+    getrandom::fill(&mut unique).map_err(std::io::Error::other)?;
+    let own = path.with_extension(format!("new-{}", hex(&unique)));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&own)?;
+        std::io::Write::write_all(&mut f, key.as_bytes())?;
+        f.sync_all()?;
+        std::fs::hard_link(&own, path)
+    })();
+    let _ = std::fs::remove_file(&own);
+    written.map(|()| key.to_owned())
 }
 
 /// `addr` as a file name: letters, digits, `.` and `-` kept, the rest `_`.
@@ -1911,7 +1931,27 @@ pub(crate) async fn time(global: &Global, client: &mut HubClient) -> Result<Exit
 
 #[cfg(test)]
 mod tests {
-    use super::with_default_port;
+    use super::{owner_key_in, with_default_port};
+
+    /// Processes that start at once for the same hub all get one key: none goes without, none
+    /// gets a key another replaces, and no temporary file stays.
+    #[test]
+    fn an_owner_key_made_by_many_at_once_is_one_key() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let keys: Vec<Option<String>> = std::thread::scope(|s| {
+                let made: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| owner_key_in(dir.path(), "127.0.0.1:13370", None)))
+                    .collect();
+                made.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let first = keys[0].clone().expect("a key");
+            assert_eq!(first.len(), 64, "round {round}");
+            assert!(keys.iter().all(|k| k.as_ref() == Some(&first)), "{keys:?}");
+            let files = std::fs::read_dir(dir.path()).unwrap().count();
+            assert_eq!(files, 1, "round {round}");
+        }
+    }
 
     #[test]
     fn a_hub_address_without_a_port_gets_the_default() {
