@@ -1116,7 +1116,7 @@ impl Hub {
             ));
         }
         let (hub, text) = (Arc::clone(self), text.to_owned());
-        let _turn = self.searches.take(from).await;
+        let _turn = self.walk_turn(from).await;
         blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)?))).await
     }
 

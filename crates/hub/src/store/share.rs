@@ -587,16 +587,18 @@ impl Share {
         loop {
             let room = (walk.limit + 1).saturating_sub(walk.out.len()) + FIRST_SLACK;
             let first = first_children(dir, rel, &keep, from.as_deref(), room);
+            // Where the next read of this folder starts, if the page has room after these.
+            let last = first.children.last().map(|c| c.key.clone());
             for child in first.children {
                 if walk.full() {
                     return;
                 }
-                from = Some(child.key.clone());
                 self.list_child(dir, rel, child, after, depth, walk);
             }
             if !first.more || walk.full() {
                 return;
             }
+            from = last;
         }
     }
 
