@@ -684,6 +684,23 @@ pub struct Serve {
     /// off). Not used with --store.
     #[arg(help_heading = "Limits", long, default_value = "1%", value_name = "SIZE|PERCENT", value_parser = parse_keep_free)]
     pub keep_free: troca_hub::store::KeepFree,
+    /// Bytes one address (an IPv6 /64) may upload without a token per --upload-quota-window;
+    /// what it stored drains away steadily over the window, so it may go on little by little.
+    /// Uploads with a token are not counted. 0 turns it off.
+    #[arg(help_heading = "Limits", long, default_value = "64G", value_name = "SIZE", value_parser = parse_size)]
+    pub upload_quota_per_ip: u64,
+    /// Files (and folders made) one address may upload without a token per
+    /// --upload-quota-window. 0 turns it off.
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 100_000,
+        value_name = "N"
+    )]
+    pub upload_files_per_ip: u64,
+    /// The window of the upload quotas above.
+    #[arg(help_heading = "Limits", long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub upload_quota_window: std::time::Duration,
     /// Walks of the share for a short answer running at once (a search, `find`; a folder's
     /// web page, which counts what each sub-folder holds); more wait in line, and each address
     /// runs one at a time.

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use troca_net::durable::free_local_path;
 use troca_net::transfer::{download_to_path, download_to_writer, upload_path, Streamed};
 use troca_net::{ClientError, ClientOptions, HubClient};
-use troca_proto::json;
 use troca_proto::msg::{Activity, Entry, History, HistoryEntry, PutSmall};
+use troca_proto::{json, ErrorCode};
 
 pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -360,6 +360,9 @@ struct Report<T> {
     rows: Vec<T>,
     failed: bool,
     has_token: bool,
+    /// Refusals over the upload quota after the first, which said why: counted, not printed
+    /// (a folder's every remaining file would repeat it).
+    over_quota: u64,
 }
 
 impl<T: Serialize> Report<T> {
@@ -368,6 +371,7 @@ impl<T: Serialize> Report<T> {
             rows: Vec::new(),
             failed: false,
             has_token: global.has_token(),
+            over_quota: 0,
         }
     }
 
@@ -383,6 +387,12 @@ impl<T: Serialize> Report<T> {
             ClientError::Hub { code, .. } => Some(*code),
             _ => None,
         };
+        if code == Some(ErrorCode::Quota) {
+            self.over_quota += 1;
+            if self.over_quota > 1 {
+                return;
+            }
+        }
         self.fail(format_args!(
             "{what}: {e}{}",
             output::hint(code, self.has_token)
@@ -395,6 +405,11 @@ impl<T: Serialize> Report<T> {
     }
 
     fn finish(self, global: &Global) -> Result<ExitCode> {
+        if self.over_quota > 1 {
+            let more = self.over_quota - 1;
+            let files = if more == 1 { "file" } else { "files" };
+            eprintln!("troca: {more} more {files} refused for the same reason (the upload quota)");
+        }
         if global.json {
             print_json(&self.rows)?;
         }

@@ -16,7 +16,7 @@ pub fn hint(code: Option<troca_proto::ErrorCode>, has_token: bool) -> &'static s
         Some(troca_proto::ErrorCode::Unauthorized) => {
             "; give it with --token-file PATH or TROCA_TOKEN"
         }
-        Some(troca_proto::ErrorCode::Forbidden) if !has_token => {
+        Some(troca_proto::ErrorCode::Forbidden | troca_proto::ErrorCode::Quota) if !has_token => {
             " (a token is given with --token-file PATH or TROCA_TOKEN)"
         }
         _ => "",

@@ -86,6 +86,11 @@ fn hub_config(args: &Serve) -> HubConfig {
         total: args.partial_budget,
     };
     config.keep_free = args.keep_free;
+    config.upload_quota = troca_hub::quota::QuotaLimits {
+        bytes: args.upload_quota_per_ip,
+        files: args.upload_files_per_ip,
+        window: args.upload_quota_window,
+    };
     config.history_keep = args.history_keep;
     config.cache_size = args.cache_size;
     config.cache_max_file = args.cache_max_file;

@@ -203,6 +203,8 @@ fn native_path_operations_never_leave_the_share_while_a_folder_is_swapped() {
 /// A keep-alive HTTP/1.1 connection speaking just enough to send a request and read the answer.
 struct Http {
     reader: BufReader<TcpStream>,
+    /// The last answer's headers, names in lower case.
+    headers: Vec<(String, String)>,
 }
 
 impl Http {
@@ -215,6 +217,7 @@ impl Http {
         stream.set_nodelay(true).unwrap();
         Http {
             reader: BufReader::new(stream),
+            headers: Vec::new(),
         }
     }
 
@@ -231,6 +234,7 @@ impl Http {
         self.reader.read_line(&mut line).unwrap();
         let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
         let mut len = 0usize;
+        self.headers.clear();
         loop {
             line.clear();
             self.reader.read_line(&mut line).unwrap();
@@ -241,6 +245,8 @@ impl Http {
                 if k.eq_ignore_ascii_case("content-length") {
                     len = v.trim().parse().unwrap();
                 }
+                let header = (k.to_ascii_lowercase(), v.trim().to_owned());
+                self.headers.push(header);
             }
         }
         let mut body = vec![0u8; len];
@@ -429,6 +435,7 @@ fn one_address_cannot_lock_others_out_of_either_face() {
     assert_eq!(listed.len(), 1);
     let mut http = Http {
         reader: BufReader::new(connect_from_elsewhere(&web)),
+        headers: Vec::new(),
     };
     assert_eq!(
         http.request("GET", "/files/hello.txt", "", b""),
@@ -993,6 +1000,77 @@ fn uploads_leave_the_space_to_keep_free_on_every_face() {
         .filter(|n| n != ".troca")
         .collect();
     assert_eq!(names, ["one.bin"]);
+}
+
+/// An address without a token uploads within its quota (bytes and files per window), on
+/// every face; a batch stores the files that fit and refuses the rest, saying why once; a
+/// token lifts the quota.
+#[test]
+fn uploads_from_one_address_stay_within_its_quota_on_every_face() {
+    let s = Scratch::new();
+    let c = &s.client;
+    random_file(&c.join("first.bin"), 700 << 10, "quota-first");
+    random_file(&c.join("second.bin"), 700 << 10, "quota-second");
+    std::fs::create_dir(c.join("tree")).unwrap();
+    for i in 0..10 {
+        std::fs::write(c.join(format!("tree/f{i}.txt")), format!("file {i}")).unwrap();
+    }
+    let quota = [
+        "--upload-quota-per-ip",
+        "1M",
+        "--upload-files-per-ip",
+        "6",
+        "--upload-quota-window",
+        "1h",
+    ];
+    let hub = Hub::start(&s.share, &quota);
+    ok(&hub.troca(c, &["put", "first.bin"]));
+    let err = fails(&hub.troca(c, &["put", "second.bin"]), 1);
+    assert!(
+        err.contains("may upload 1.0 MiB an hour without a token") && err.contains("try again in"),
+        "{err}"
+    );
+    assert!(err.contains("--token-file"), "{err}");
+    assert!(!s.share.join("second.bin").exists());
+
+    // One file used of six: five of the folder's ten go, the rest are refused in one line.
+    let err = fails(&hub.troca(c, &["put", "tree"]), 1);
+    assert_eq!(err.matches("6 files an hour").count(), 1, "{err}");
+    assert!(
+        err.contains("4 more files refused for the same reason"),
+        "{err}"
+    );
+    assert!(err.contains("has used 6 files"), "{err}");
+    assert_eq!(std::fs::read_dir(s.share.join("tree")).unwrap().count(), 5);
+    let err = fails(&hub.troca(c, &["mkdir", "more"]), 1);
+    assert!(err.contains("6 files an hour"), "{err}");
+
+    let mut http = Http::connect(hub.web.as_deref().unwrap());
+    let (status, body) = http.request("PUT", "/files/web.txt", "", b"a small file");
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    let retry = http.headers.iter().find(|(k, _)| k == "retry-after");
+    let retry: u64 = retry.expect("Retry-After").1.parse().unwrap();
+    // A file's share of an hour drains in 10 minutes.
+    assert!((1..=600).contains(&retry), "{retry}");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "quota");
+    assert_eq!(body["retry_after"], retry);
+    let mut http = Http::connect(hub.web.as_deref().unwrap());
+    let (status, _) = http.request("PUT", "/dav/dav.txt", "", b"a small file");
+    assert_eq!(status, 507);
+
+    // With a token nothing is counted.
+    ok(&hub.troca_with(c, &hub.admin_token(), &["put", "second.bin"]));
+    assert_eq!(
+        hash_file(&s.share.join("second.bin")),
+        hash_file(&c.join("second.bin"))
+    );
+    let names: Vec<String> = std::fs::read_dir(&s.share)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".troca")
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
 }
 
 /// A search may look at every name of the share, and a folder's page at every name beneath it

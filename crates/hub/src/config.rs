@@ -66,6 +66,8 @@ pub struct HubConfig {
     /// The most locks (WebDAV's) held at once, and the longest any is held without a refresh.
     pub max_locks: usize,
     pub max_lock_time: Duration,
+    /// What an address without a token may upload per window.
+    pub upload_quota: crate::quota::QuotaLimits,
     /// Count requests and more for Prometheus (`--metrics`); off, nothing is counted.
     pub metrics: bool,
 }
@@ -117,6 +119,7 @@ impl HubConfig {
             max_searches: 4,
             max_locks: 10_000,
             max_lock_time: Duration::from_secs(60 * 60),
+            upload_quota: crate::quota::QuotaLimits::DEFAULT,
             metrics: false,
         }
     }

@@ -30,6 +30,12 @@ pub enum HubError {
     NoSpace { needed: u64, available: u64 },
     #[error("the hub's disk is full")]
     DiskFull,
+    /// An address without a token past its upload quota; when it may try again, if ever.
+    #[error("{message}")]
+    Quota {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("{0:?} is locked (by a WebDAV client) until it is unlocked or the lock runs out")]
     Locked(String),
     #[error("the hub holds its maximum of {0} locks; try again when some are released")]
@@ -85,6 +91,7 @@ impl HubError {
             HubError::TakenOver(_) => ErrorCode::TakenOver,
             HubError::Locked(_) => ErrorCode::Locked,
             HubError::NoSpace { .. } | HubError::DiskFull => ErrorCode::NoSpace,
+            HubError::Quota { .. } => ErrorCode::Quota,
             HubError::BadRequest(_) => ErrorCode::BadRequest,
             HubError::TooLarge(_) => ErrorCode::TooLarge,
             HubError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,

@@ -31,6 +31,7 @@ pub mod locks;
 pub mod metrics;
 pub mod names;
 pub mod pg;
+pub mod quota;
 pub mod records;
 pub mod running;
 pub mod server;

@@ -10,6 +10,7 @@ use crate::error::HubError;
 use crate::hashes::HashCache;
 use crate::locks::{Locks, Presented};
 use crate::pg::Db;
+use crate::quota::{Amount, QuotaHold};
 use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
@@ -47,6 +48,8 @@ pub struct Hub {
     addresses: Arc<PerAddress>,
     /// Turns at searching the whole share (`find`).
     searches: troca_net::limits::Turns,
+    /// What each address without a token has uploaded lately.
+    quota: Arc<crate::quota::UploadQuota>,
     /// Where the admin token is, and whether this start created it.
     admin_token: AdminTokenFile,
     /// The hub's TLS identity and the configurations made from it (`None`: plaintext);
@@ -374,6 +377,7 @@ impl Hub {
             hashes,
             addresses: PerAddress::new(config.max_connections_per_ip),
             searches: troca_net::limits::Turns::new(config.max_searches),
+            quota: crate::quota::UploadQuota::new(config.upload_quota),
             config,
             store,
             clients,
@@ -723,25 +727,48 @@ impl Hub {
         let caller = caller.clone();
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
         let memory = self.memory_for_upload(put);
-        let partial = blocking(move || {
+        let (partial, quota) = blocking(move || {
             caller.may_create(hub.tokens(), hub.config.read_only)?;
             let kind = hub.store.kind(&remote)?;
             hub.check_place(&caller, &remote, kind, force)?;
+            let quota = hub.count_upload(
+                &caller,
+                Amount {
+                    bytes: size,
+                    files: 1,
+                },
+            )?;
             let Some(memory) = memory else {
-                return hub.store.begin_upload(remote, size, mtime, caller.from);
+                let partial = hub.store.begin_upload(remote, size, mtime, caller.from)?;
+                return Ok((partial, quota));
             };
             let claim = hub.store.claim_batch(&[&remote], size).pop();
             let claim = claim.unwrap_or_else(|| Err(HubError::Internal("no claim".into())))?;
-            Ok(PartialUpload::Memory(MemoryUpload {
+            let partial = PartialUpload::Memory(MemoryUpload {
                 name: remote,
                 size,
                 data: Vec::new(),
                 claim,
                 memory,
-            }))
+            });
+            Ok((partial, quota))
         })
         .await?;
-        Incoming::start(partial).await
+        let mut incoming = Incoming::start(partial).await?;
+        incoming.count_against(quota);
+        Ok(incoming)
+    }
+
+    /// Holds `amount` of the caller's upload quota: callers with a token are not counted.
+    pub(crate) fn count_upload(
+        &self,
+        caller: &Caller,
+        amount: Amount,
+    ) -> Result<Option<QuotaHold>, HubError> {
+        match caller.grant {
+            Some(_) => Ok(None),
+            None => self.quota.reserve(caller.from, amount),
+        }
     }
 
     /// Memory to gather `put` in, when it is small, could never resume (its source's time is
@@ -764,11 +791,12 @@ impl Hub {
     /// HTTP PUT) there is nothing to check against: the face records the upload as unverified.
     pub async fn finish_upload(
         self: &Arc<Self>,
-        incoming: Incoming,
+        mut incoming: Incoming,
         theirs: Option<Hash>,
         force: bool,
         caller: &Caller,
     ) -> Result<Uploaded, HubError> {
+        let quota = incoming.take_quota();
         let (upload, ours) = incoming.complete().await?;
         let (name, size) = (upload.name().to_string(), upload.size());
         let version = match upload {
@@ -780,6 +808,9 @@ impl Hub {
             PartialUpload::Memory(held) => self.store_held(held, ours, force, caller).await?,
             upload => self.commit(upload, ours, theirs, force, caller).await?,
         };
+        if let Some(quota) = quota {
+            quota.keep();
+        }
         let done = PutDone {
             name,
             size,
@@ -1031,7 +1062,13 @@ impl Hub {
         blocking(move || {
             caller.may_create(hub.tokens(), hub.config.read_only)?;
             hub.check_lock(&caller, remote.as_str(), false)?;
-            hub.store.make_folder(&remote)
+            // A folder takes an inode, as a file does.
+            let quota = hub.count_upload(&caller, Amount { bytes: 0, files: 1 })?;
+            let made = hub.store.make_folder(&remote)?;
+            if let (true, Some(quota)) = (made, quota) {
+                quota.keep();
+            }
+            Ok(made)
         })
         .await
     }
@@ -1128,6 +1165,10 @@ impl Hub {
     }
 
     /// The store, for the batch of small files (`small.rs`).
+    pub(crate) fn quota(&self) -> &Arc<crate::quota::UploadQuota> {
+        &self.quota
+    }
+
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
     }

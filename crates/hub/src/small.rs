@@ -12,6 +12,7 @@ use crate::access::Caller;
 use crate::error::HubError;
 use crate::hashes::Remembered;
 use crate::held::{Held, Storing};
+use crate::quota::{Amount, QuotaHold};
 use crate::records::Owned;
 use crate::service::Hub;
 use crate::store::{parse, MemoryUpload, SmallFile, Version};
@@ -65,6 +66,7 @@ impl Hub {
         if let Err(e) = caller.may_create(self.tokens(), self.config().read_only) {
             return batch.iter().map(|_| Err(again(&e))).collect();
         }
+        let (batch, quota, refused) = self.admit_batch(batch, caller);
         let mut answers: Vec<Option<Result<PutDone, HubError>>> = Vec::new();
         answers.resize_with(batch.len(), || None);
         let (files, indexes) = self.checked(batch, &mut answers);
@@ -92,11 +94,49 @@ impl Hub {
                 done
             }));
         }
+        if let Some(quota) = quota {
+            quota.keep_part(Amount {
+                bytes: stored.iter().map(|s| s.remembered.version.size).sum(),
+                files: stored.len() as u64,
+            });
+        }
         self.stored_batch(&stored, caller);
         answers
             .into_iter()
             .map(|a| a.unwrap_or_else(|| Err(HubError::BadRequest("not stored".into()))))
+            .chain(refused)
             .collect()
+    }
+
+    /// The files of a batch the caller's upload quota lets through (the first ones), the
+    /// quota they hold, and the refusals of the rest.
+    fn admit_batch(
+        &self,
+        mut batch: Vec<PutSmall>,
+        caller: &Caller,
+    ) -> (
+        Vec<PutSmall>,
+        Option<QuotaHold>,
+        Vec<Result<PutDone, HubError>>,
+    ) {
+        if caller.grant.is_some() {
+            return (batch, None, Vec::new());
+        }
+        let amounts: Vec<Amount> = batch
+            .iter()
+            .map(|p| Amount {
+                bytes: p.data.len() as u64,
+                files: 1,
+            })
+            .collect();
+        let admitted = self.quota().admit(caller.from, &amounts);
+        let refused = batch.split_off(admitted.count);
+        let refusal = admitted.refusal;
+        let refused = refused
+            .iter()
+            .map(|_| Err(again(refusal.as_ref().expect("a refusal for the rest"))))
+            .collect();
+        (batch, admitted.hold, refused)
     }
 
     /// The files of a batch whose names parse, whose names could be claimed and whose hashes
@@ -261,6 +301,13 @@ fn again(e: &HubError) -> HubError {
     match e {
         HubError::Forbidden(m) => HubError::Forbidden(m.clone()),
         HubError::Unauthorized(m) => HubError::Unauthorized(m.clone()),
+        HubError::Quota {
+            message,
+            retry_after,
+        } => HubError::Quota {
+            message: message.clone(),
+            retry_after: *retry_after,
+        },
         other => HubError::BadRequest(other.to_string()),
     }
 }

@@ -10,6 +10,7 @@
 //! body chunk in.
 
 use crate::error::HubError;
+use crate::quota::QuotaHold;
 use crate::running::RunningUpload;
 use crate::store::object::parts::PartWriter;
 use crate::store::PartialUpload;
@@ -101,6 +102,8 @@ pub struct Incoming {
     remaining: u64,
     /// Its place among the uploads its owner may take over (see `running.rs`).
     running: Option<Arc<RunningUpload>>,
+    /// Its share of its address's upload quota, held until it is stored or given up.
+    quota: Option<QuotaHold>,
 }
 
 /// A buffer to fill with the next bytes of an upload: at most [`Space::want`] of them.
@@ -139,11 +142,21 @@ impl Incoming {
             spare: None,
             remaining,
             running: None,
+            quota: None,
         })
     }
 
     /// Enters the upload among those its owner may take over. Its file writer holds the entry
     /// too: the owner's next try waits for the last bytes to be written.
+    pub(crate) fn count_against(&mut self, quota: Option<QuotaHold>) {
+        self.quota = quota;
+    }
+
+    /// The quota share, for the caller to keep once the upload is stored.
+    pub(crate) fn take_quota(&mut self) -> Option<QuotaHold> {
+        self.quota.take()
+    }
+
     pub(crate) fn run_as(&mut self, running: Arc<RunningUpload>) {
         if let Some(Writer::File(w)) = &self.writer {
             w.hold_until_written(Arc::clone(&running));

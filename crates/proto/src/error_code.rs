@@ -40,6 +40,9 @@ pub enum ErrorCode {
     /// The same owner began this upload again on another connection, which carries it on:
     /// this one is over (not worth trying again, or the two would take it from each other).
     TakenOver,
+    /// The caller's address, uploading without a token, is past the hub's upload quota for
+    /// now (the message says when it may try again).
+    Quota,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::Locked => 15,
             ErrorCode::Deferred => 16,
             ErrorCode::TakenOver => 17,
+            ErrorCode::Quota => 18,
             ErrorCode::Other(n) => n,
         }
     }
@@ -89,6 +93,7 @@ impl ErrorCode {
             15 => ErrorCode::Locked,
             16 => ErrorCode::Deferred,
             17 => ErrorCode::TakenOver,
+            18 => ErrorCode::Quota,
             n => ErrorCode::Other(n),
         }
     }
@@ -113,6 +118,7 @@ impl ErrorCode {
             ErrorCode::Locked => "locked",
             ErrorCode::Deferred => "deferred",
             ErrorCode::TakenOver => "taken_over",
+            ErrorCode::Quota => "quota",
             ErrorCode::Other(_) => "other",
         }
     }

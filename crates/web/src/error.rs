@@ -39,6 +39,7 @@ impl ApiError {
             ErrorCode::Integrity => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Locked => StatusCode::LOCKED,
             ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::Quota => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
@@ -63,7 +64,9 @@ impl ApiError {
         let hint = match self.code() {
             ErrorCode::AlreadyExists => "; add ?overwrite=1 to replace it",
             ErrorCode::Unauthorized => "; send it as Authorization: Bearer TOKEN",
-            ErrorCode::Forbidden => " (a token is sent as Authorization: Bearer TOKEN)",
+            ErrorCode::Forbidden | ErrorCode::Quota => {
+                " (a token is sent as Authorization: Bearer TOKEN)"
+            }
             _ => "",
         };
         format!("{self}{hint}")
@@ -78,14 +81,27 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code().to_string(),
             "message": self.message(),
         });
+        let retry_after = match &self {
+            ApiError::Hub(HubError::Quota {
+                retry_after: Some(wait),
+                ..
+            }) => Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            body["retry_after"] = secs.into();
+        }
         let mut r = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+        }
+        if let Some(secs) = retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, secs.into());
         }
         if let ApiError::BadRange(size) = self {
             if let Ok(v) = format!("bytes */{size}").parse() {

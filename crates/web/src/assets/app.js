@@ -132,6 +132,9 @@ async function problem(r, name) {
     case "not_empty": return `The folder ${name} is not empty.`;
     case "no_space": return "The hub has no room left for this.";
     case "busy": return "The hub is busy; try again in a moment.";
+    case "quota": return "This hub takes no more uploads from your address for now" +
+      (body.retry_after ? `; try again in ${Math.ceil(body.retry_after / 60)} min` : "") +
+      ". A token lifts the limit: use the Token button to enter one.";
     default: return body.message || `The hub answered ${r.status} ${r.statusText}.`;
   }
 }
@@ -348,7 +351,7 @@ function upload(file, name, overwrite = false) {
         resolve(await upload(file, name, true));
         return;
       }
-      if ((xhr.status === 401 || xhr.status === 403) && await askToken(await problem(r, name))) {
+      if ([401, 403, 429].includes(xhr.status) && await askToken(await problem(r, name))) {
         resolve(await upload(file, name, overwrite));
         return;
       }

@@ -41,7 +41,10 @@ pub(crate) fn fs_err(e: HubError) -> FsError {
     match e {
         HubError::NotFound(_) | HubError::InvalidName { .. } => FsError::NotFound,
         HubError::AlreadyExists(_) | HubError::FolderNotEmpty(_) => FsError::Exists,
-        HubError::NoSpace { .. } | HubError::DiskFull => FsError::InsufficientStorage,
+        // RFC 4331: a quota exceeded is "insufficient storage".
+        HubError::NoSpace { .. } | HubError::DiskFull | HubError::Quota { .. } => {
+            FsError::InsufficientStorage
+        }
         HubError::TooLarge(_) => FsError::TooLarge,
         HubError::Forbidden(_)
         | HubError::Unauthorized(_)

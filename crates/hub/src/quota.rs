@@ -1,0 +1,486 @@
+//! How much one address may upload without a token: at most so many bytes and so many files
+//! (folders made count as files) per window, counted as a leaky bucket. What an address stored
+//! drains away at a steady pace (the whole allowance over one window), so an address that
+//! reached its bound may upload again little by little, and one that keeps under it never
+//! notices. Uploads running count as if stored until they end; a failed one gives its share
+//! back. Callers with a token are not counted: whoever gave them the token trusts them.
+//!
+//! The arithmetic takes the time as an argument ([`UploadQuota::reserve_at`]); only
+//! [`UploadQuota::reserve`] reads the clock.
+
+use crate::error::HubError;
+use lru::LruCache;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use troca_net::limits::AddressKey;
+use troca_proto::json::human_size;
+
+/// The bounds; 0 turns either off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLimits {
+    pub bytes: u64,
+    pub files: u64,
+    /// How long what an address stored counts against it (draining steadily meanwhile).
+    pub window: Duration,
+}
+
+impl QuotaLimits {
+    /// 64 GiB and 100,000 files an hour.
+    pub const DEFAULT: QuotaLimits = QuotaLimits {
+        bytes: 64 << 30,
+        files: 100_000,
+        window: Duration::from_secs(3600),
+    };
+
+    fn off(&self) -> bool {
+        (self.bytes == 0 && self.files == 0) || self.window.is_zero()
+    }
+}
+
+/// What an upload (or a batch of them) adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Amount {
+    pub bytes: u64,
+    pub files: u64,
+}
+
+/// One address's count.
+#[derive(Debug)]
+struct Usage {
+    /// Stored, as drained at `at`.
+    stored: Amount,
+    at: Instant,
+    /// Running uploads' shares, not draining.
+    held: Amount,
+}
+
+/// The uploads of addresses without a token, each address within [`QuotaLimits`].
+#[derive(Debug)]
+pub struct UploadQuota {
+    limits: QuotaLimits,
+    table: Mutex<LruCache<AddressKey, Usage>>,
+}
+
+/// A share of an address's allowance, held by an upload until it ends: [`QuotaHold::keep`]
+/// counts it as stored; dropping the hold gives it back.
+#[derive(Debug)]
+pub struct QuotaHold {
+    quota: Arc<UploadQuota>,
+    key: AddressKey,
+    amount: Amount,
+}
+
+/// What [`UploadQuota::admit`] let through: the first `count` amounts, held together.
+#[derive(Debug)]
+pub struct Admitted {
+    pub hold: Option<QuotaHold>,
+    pub count: usize,
+    /// Why the amount after them was refused (`None` if all were let through).
+    pub refusal: Option<HubError>,
+}
+
+/// Which bound a refusal is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Bytes,
+    Files,
+}
+
+impl UploadQuota {
+    /// Addresses counted at most; the least recently seen are forgotten first.
+    pub const ADDRESSES: usize = 65_536;
+
+    pub fn new(limits: QuotaLimits) -> Arc<Self> {
+        let most = NonZeroUsize::new(Self::ADDRESSES).expect("a bound above zero");
+        Arc::new(Self {
+            limits,
+            table: Mutex::new(LruCache::new(most)),
+        })
+    }
+
+    /// Holds `amount` of the allowance of `from` (an address without a token), or says why not
+    /// and when to try again. `None` when nothing is counted (quota off, or no address).
+    pub fn reserve(
+        self: &Arc<Self>,
+        from: Option<IpAddr>,
+        amount: Amount,
+    ) -> Result<Option<QuotaHold>, HubError> {
+        self.reserve_at(from, amount, Instant::now())
+    }
+
+    pub(crate) fn reserve_at(
+        self: &Arc<Self>,
+        from: Option<IpAddr>,
+        amount: Amount,
+        now: Instant,
+    ) -> Result<Option<QuotaHold>, HubError> {
+        let admitted = self.admit_at(from, &[amount], now);
+        match admitted.refusal {
+            Some(refusal) => Err(refusal),
+            None => Ok(admitted.hold),
+        }
+    }
+
+    /// Holds the allowance for as many of `amounts` as fit, in order (the files of a batch),
+    /// and says why the next did not.
+    pub fn admit(self: &Arc<Self>, from: Option<IpAddr>, amounts: &[Amount]) -> Admitted {
+        self.admit_at(from, amounts, Instant::now())
+    }
+
+    pub(crate) fn admit_at(
+        self: &Arc<Self>,
+        from: Option<IpAddr>,
+        amounts: &[Amount],
+        now: Instant,
+    ) -> Admitted {
+        let Some(ip) = from.filter(|_| !self.limits.off()) else {
+            return Admitted {
+                hold: None,
+                count: amounts.len(),
+                refusal: None,
+            };
+        };
+        let key = AddressKey::of(ip);
+        let mut table = self.table.lock().expect("upload quota poisoned");
+        let usage = table.get_or_insert_mut(key, || Usage {
+            stored: Amount::default(),
+            at: now,
+            held: Amount::default(),
+        });
+        self.drain(usage, now);
+        let (mut held, mut count, mut refusal) = (Amount::default(), 0, None);
+        for amount in amounts {
+            if let Err(e) = self.fits(usage, held, *amount) {
+                refusal = Some(e);
+                break;
+            }
+            held.bytes += amount.bytes;
+            held.files += amount.files;
+            count += 1;
+        }
+        usage.held.bytes += held.bytes;
+        usage.held.files += held.files;
+        let hold = (count > 0).then(|| QuotaHold {
+            quota: Arc::clone(self),
+            key,
+            amount: held,
+        });
+        Admitted {
+            hold,
+            count,
+            refusal,
+        }
+    }
+
+    /// Whether `amount` fits after `before` (the files of its batch let through already).
+    fn fits(&self, usage: &Usage, before: Amount, amount: Amount) -> Result<(), HubError> {
+        self.check(usage, before, amount, Bound::Bytes)?;
+        self.check(usage, before, amount, Bound::Files)
+    }
+
+    /// Takes away what drained since the count was last looked at.
+    fn drain(&self, usage: &mut Usage, now: Instant) {
+        let elapsed = now.saturating_duration_since(usage.at).as_nanos();
+        let window = self.limits.window.as_nanos().max(1);
+        let drained =
+            |limit: u64| u64::try_from(elapsed * u128::from(limit) / window).unwrap_or(u64::MAX);
+        usage.stored.bytes = usage
+            .stored
+            .bytes
+            .saturating_sub(drained(self.limits.bytes));
+        usage.stored.files = usage
+            .stored
+            .files
+            .saturating_sub(drained(self.limits.files));
+        usage.at = now;
+    }
+
+    fn check(
+        &self,
+        usage: &Usage,
+        before: Amount,
+        amount: Amount,
+        bound: Bound,
+    ) -> Result<(), HubError> {
+        let pick = |a: Amount| match bound {
+            Bound::Bytes => a.bytes,
+            Bound::Files => a.files,
+        };
+        let limit = pick(self.limits.into());
+        let held = pick(usage.held) + pick(before);
+        let (stored, want) = (pick(usage.stored), pick(amount));
+        if limit == 0 || stored + held + want <= limit {
+            return Ok(());
+        }
+        let text = |n: u64| match (bound, n) {
+            (Bound::Bytes, _) => human_size(n),
+            (Bound::Files, 1) => "1 file".to_owned(),
+            (Bound::Files, _) => format!("{n} files"),
+        };
+        let per = window_text(self.limits.window);
+        if want > limit {
+            return Err(HubError::Quota {
+                message: format!(
+                    "{} is more than an address may upload without a token ({} {per}); \
+                     upload it with a token",
+                    text(want),
+                    text(limit)
+                ),
+                retry_after: None,
+            });
+        }
+        // Stored drains; held does not, so with others running the wait is a floor.
+        let excess = stored + held + want - limit;
+        let wait = self.limits.window.mul_f64(excess as f64 / limit as f64);
+        Err(HubError::Quota {
+            message: format!(
+                "your address may upload {} {per} without a token, and has used {}; \
+                 try again in {}, or upload with a token",
+                text(limit),
+                text(stored + held),
+                wait_text(wait)
+            ),
+            retry_after: Some(wait),
+        })
+    }
+
+    fn release(&self, key: AddressKey, amount: Amount, keep: bool) {
+        let mut table = self.table.lock().expect("upload quota poisoned");
+        // Forgotten meanwhile (many other addresses came): nothing to give back.
+        let Some(usage) = table.peek_mut(&key) else {
+            return;
+        };
+        usage.held.bytes = usage.held.bytes.saturating_sub(amount.bytes);
+        usage.held.files = usage.held.files.saturating_sub(amount.files);
+        if keep {
+            let now = Instant::now();
+            self.drain(usage, now);
+            usage.stored.bytes = usage.stored.bytes.saturating_add(amount.bytes);
+            usage.stored.files = usage.stored.files.saturating_add(amount.files);
+        }
+    }
+}
+
+impl From<QuotaLimits> for Amount {
+    fn from(l: QuotaLimits) -> Self {
+        Amount {
+            bytes: l.bytes,
+            files: l.files,
+        }
+    }
+}
+
+impl QuotaHold {
+    /// The upload is stored: its share counts against its address (draining from now on).
+    pub fn keep(self) {
+        let all = self.amount;
+        self.keep_part(all);
+    }
+
+    /// Only `part` of what was held was stored (some files of a batch were refused): that
+    /// counts, the rest is given back.
+    pub fn keep_part(mut self, part: Amount) {
+        let held = std::mem::take(&mut self.amount);
+        let part = Amount {
+            bytes: part.bytes.min(held.bytes),
+            files: part.files.min(held.files),
+        };
+        self.quota.release(self.key, part, true);
+        let rest = Amount {
+            bytes: held.bytes - part.bytes,
+            files: held.files - part.files,
+        };
+        self.quota.release(self.key, rest, false);
+    }
+}
+
+impl Drop for QuotaHold {
+    fn drop(&mut self) {
+        if self.amount != Amount::default() {
+            self.quota.release(self.key, self.amount, false);
+        }
+    }
+}
+
+/// `an hour`, `every 30 minutes`, … for a window.
+fn window_text(window: Duration) -> String {
+    let s = window.as_secs();
+    match s {
+        86_400 => "a day".into(),
+        3_600 => "an hour".into(),
+        60 => "a minute".into(),
+        _ if s % 86_400 == 0 => format!("every {} days", s / 86_400),
+        _ if s % 3_600 == 0 => format!("every {} hours", s / 3_600),
+        _ if s % 60 == 0 => format!("every {} minutes", s / 60),
+        _ => format!("every {s} seconds"),
+    }
+}
+
+/// A wait, rounded up to what a person reads: `40 s`, `12 min`, `3 h 5 min`.
+fn wait_text(wait: Duration) -> String {
+    let s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3_599 => format!("{} min", s.div_ceil(60)),
+        _ => format!("{} h {} min", s / 3_600, (s % 3_600).div_ceil(60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn quota(bytes: u64, files: u64) -> Arc<UploadQuota> {
+        UploadQuota::new(QuotaLimits {
+            bytes,
+            files,
+            window: HOUR,
+        })
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    fn bytes(n: u64) -> Amount {
+        Amount { bytes: n, files: 1 }
+    }
+
+    #[test]
+    fn stored_uploads_count_until_they_drain() {
+        let q = quota(1000, 0);
+        let t0 = Instant::now();
+        q.reserve_at(ip("10.0.0.1"), bytes(600), t0)
+            .unwrap()
+            .unwrap()
+            .keep();
+        let refused = q.reserve_at(ip("10.0.0.1"), bytes(600), t0).unwrap_err();
+        let HubError::Quota { retry_after, .. } = &refused else {
+            panic!("{refused:?}")
+        };
+        // 200 bytes too many, at 1000 an hour: 12 minutes (and a little: `keep` read the clock).
+        let wait = retry_after.unwrap();
+        assert!(wait <= HOUR / 5 && wait > HOUR / 6, "{wait:?}");
+        assert!(
+            refused.to_string().contains("try again in 12 min"),
+            "{refused}"
+        );
+        // Another address is not affected.
+        assert!(q.reserve_at(ip("10.0.0.2"), bytes(1000), t0).is_ok());
+        // Once enough has drained, it fits.
+        let later = t0 + HOUR / 4;
+        q.reserve_at(ip("10.0.0.1"), bytes(600), later)
+            .unwrap()
+            .unwrap()
+            .keep();
+    }
+
+    #[test]
+    fn running_uploads_hold_their_share_and_give_it_back_when_they_fail() {
+        let q = quota(1000, 0);
+        let t0 = Instant::now();
+        let running = q.reserve_at(ip("10.0.0.1"), bytes(700), t0).unwrap();
+        assert!(q.reserve_at(ip("10.0.0.1"), bytes(700), t0).is_err());
+        drop(running);
+        assert!(q.reserve_at(ip("10.0.0.1"), bytes(700), t0).is_ok());
+    }
+
+    #[test]
+    fn a_batch_counts_what_it_stored() {
+        let q = quota(0, 10);
+        let t0 = Instant::now();
+        let hold = q.reserve_at(
+            ip("10.0.0.1"),
+            Amount {
+                bytes: 80,
+                files: 8,
+            },
+            t0,
+        );
+        hold.unwrap().unwrap().keep_part(Amount {
+            bytes: 30,
+            files: 3,
+        });
+        // 3 stored: 7 more fit, 8 do not.
+        assert!(q
+            .reserve_at(ip("10.0.0.1"), Amount { bytes: 0, files: 8 }, t0)
+            .is_err());
+        assert!(q
+            .reserve_at(ip("10.0.0.1"), Amount { bytes: 0, files: 7 }, t0)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_batch_lets_through_the_files_that_fit_in_order() {
+        let q = quota(1000, 3);
+        let t0 = Instant::now();
+        let files = [bytes(400), bytes(400), bytes(400), bytes(1)];
+        let admitted = q.admit_at(ip("10.0.0.1"), &files, t0);
+        assert_eq!(admitted.count, 2);
+        assert!(matches!(admitted.refusal, Some(HubError::Quota { .. })));
+        admitted.hold.unwrap().keep();
+        // One file and 200 bytes left.
+        let admitted = q.admit_at(ip("10.0.0.1"), &[bytes(1), bytes(1)], t0);
+        assert_eq!(admitted.count, 1);
+        let refusal = admitted.refusal.unwrap().to_string();
+        assert!(refusal.contains("3 files an hour"), "{refusal}");
+        // The file let through counts as used.
+        assert!(refusal.contains("has used 3 files"), "{refusal}");
+    }
+
+    #[test]
+    fn one_ipv6_subnet_is_one_address() {
+        let q = quota(1000, 0);
+        let t0 = Instant::now();
+        q.reserve_at(ip("2001:db8::1"), bytes(1000), t0)
+            .unwrap()
+            .unwrap()
+            .keep();
+        assert!(q.reserve_at(ip("2001:db8::ffff:2"), bytes(1), t0).is_err());
+        assert!(q.reserve_at(ip("2001:db8:0:1::1"), bytes(1), t0).is_ok());
+    }
+
+    #[test]
+    fn an_upload_larger_than_the_whole_allowance_is_refused_for_good() {
+        let q = quota(1000, 0);
+        let e = q
+            .reserve_at(ip("10.0.0.1"), bytes(1001), Instant::now())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                HubError::Quota {
+                    retry_after: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("upload it with a token"), "{e}");
+    }
+
+    #[test]
+    fn nothing_is_counted_when_off_or_without_an_address() {
+        let q = quota(0, 0);
+        assert!(q
+            .reserve(ip("10.0.0.1"), bytes(u64::MAX))
+            .unwrap()
+            .is_none());
+        let q = quota(10, 10);
+        assert!(q.reserve(None, bytes(u64::MAX)).unwrap().is_none());
+    }
+
+    #[test]
+    fn texts() {
+        assert_eq!(window_text(HOUR), "an hour");
+        assert_eq!(window_text(HOUR * 2), "every 2 hours");
+        assert_eq!(window_text(Duration::from_secs(1800)), "every 30 minutes");
+        assert_eq!(wait_text(Duration::from_millis(100)), "1 s");
+        assert_eq!(wait_text(Duration::from_secs(61)), "2 min");
+        assert_eq!(wait_text(Duration::from_secs(3_700)), "1 h 2 min");
+    }
+}
