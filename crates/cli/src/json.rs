@@ -70,7 +70,7 @@ impl From<anyhow::Error> for Failure {
         };
         let hint = match crate::output::hub_code(&e) {
             Some(ErrorCode::AlreadyExists) => "; set \"force\": true to replace it",
-            Some(ErrorCode::Unauthorized | ErrorCode::Forbidden) => {
+            Some(ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::Quota) => {
                 "; start troca json with --token-file PATH or TROCA_TOKEN to use a token"
             }
             _ => "",
