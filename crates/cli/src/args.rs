@@ -498,7 +498,10 @@ pub struct PeerArgs {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Make a token; prints it, and only it, once.
-    #[command(after_help = "Example:\n  troca token create --role write --label ana > ana.token")]
+    #[command(
+        after_help = "Examples:\n  troca token create --role write --label ana > ana.token\n  \
+                      troca token create --role read --expires 7d > guest.token"
+    )]
     Create {
         /// What it allows: read (list and download), write (also upload, and change its own
         /// uploads), admin (everything).
@@ -507,6 +510,10 @@ pub enum TokenCommand {
         /// A note for `token list`, e.g. who has it.
         #[arg(long, default_value = "")]
         label: String,
+        /// How long it is accepted, e.g. `7d`, `12h`, `2w`; hubs refuse it afterwards (default:
+        /// until revoked).
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires: Option<std::time::Duration>,
         #[command(flatten)]
         place: TokenPlace,
     },
@@ -794,6 +801,26 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
     d.try_into()
         .map_err(|_| "durations cannot be negative".to_owned())
+}
+
+/// A token's lifetime: days (`7d`) and weeks (`2w`) besides what [`parse_duration`] takes;
+/// above zero.
+fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let unit = match t.chars().last() {
+        Some('d') => Some(86_400),
+        Some('w') => Some(7 * 86_400),
+        _ => None,
+    };
+    let by_unit = unit.and_then(|u| Some(t[..t.len() - 1].trim().parse::<u64>().ok()? * u));
+    let d = match by_unit {
+        Some(secs) => std::time::Duration::from_secs(secs),
+        None => parse_duration(t)?,
+    };
+    if d.is_zero() {
+        return Err("a token's lifetime must be above zero".into());
+    }
+    Ok(d)
 }
 
 /// Sizes like `64M`, `1G`, `512K`, `2T` (binary multiples, an optional `B` or `iB`), or bytes;

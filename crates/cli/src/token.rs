@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use troca_hub::records::postgres::PgTokens;
 use troca_hub::records::sqlite::SqliteTokens;
-use troca_hub::records::{NewToken, Role, Tokens};
+use troca_hub::records::{NewToken, Role, TokenInfo, TokenSpec, Tokens};
 
 /// The default share's state folder, as `troca serve` with no arguments uses.
 fn state_dir(state: Option<PathBuf>) -> PathBuf {
@@ -47,52 +47,38 @@ static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLo
 
 pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
     match cmd {
-        TokenCommand::Create { role, label, place } => {
+        TokenCommand::Create {
+            role,
+            label,
+            expires,
+            place,
+        } => {
             let role = Role::parse(&role).expect("clap checked the role");
-            let now = jiff::Timestamp::now().as_nanosecond() as i64;
+            let now = now_ns();
+            let expires_ns = expires.map(|d| now.saturating_add(d.as_nanos() as i64));
+            let spec = TokenSpec {
+                role,
+                label: &label,
+                expires_ns,
+            };
             let NewToken { id, secret } =
-                in_runtime(|| open(place)?.create(role, &label, now).map_err(Into::into))?;
+                in_runtime(|| open(place)?.create(spec, now).map_err(Into::into))?;
             // The secret, and only it, on stdout; everything else on stderr.
             println!("{secret}");
             if !global.quiet {
+                let until = match expires_ns {
+                    Some(at) => format!(", accepted until {}", output::local_time(at)),
+                    None => String::new(),
+                };
                 eprintln!(
-                    "troca: created {} token {id}; it is shown only now, so keep it safe",
+                    "troca: created {} token {id}{until}; it is shown only now, so keep it safe",
                     role.as_str()
                 );
             }
         }
         TokenCommand::List { place } => {
             let tokens = in_runtime(|| open(place)?.list().map_err(Into::into))?;
-            if global.json {
-                let rows: Vec<_> = tokens
-                    .iter()
-                    .map(|t| {
-                        serde_json::json!({
-                            "id": t.id,
-                            "role": t.role.as_str(),
-                            "label": t.label,
-                            "created": troca_proto::json::rfc3339(t.created_ns),
-                            "revoked": t.revoked,
-                        })
-                    })
-                    .collect();
-                print_json(&rows)?;
-            } else {
-                println!(
-                    "{:>4}  {:<6} {:<16} {:<8} LABEL",
-                    "ID", "ROLE", "CREATED", "STATE"
-                );
-                for t in tokens {
-                    println!(
-                        "{:>4}  {:<6} {:<16} {:<8} {}",
-                        t.id,
-                        t.role.as_str(),
-                        output::local_time(t.created_ns),
-                        if t.revoked { "revoked" } else { "active" },
-                        t.label
-                    );
-                }
-            }
+            list(global, &tokens, now_ns())?;
         }
         TokenCommand::Revoke { id, place } => {
             if !in_runtime(|| open(place)?.revoke(id).map_err(Into::into))? {
@@ -104,6 +90,50 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `token list`: a table, or JSON rows.
+fn list(global: &Global, tokens: &[TokenInfo], now: i64) -> Result<()> {
+    if global.json {
+        let rows: Vec<_> = tokens
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id,
+                    "role": t.role.as_str(),
+                    "label": t.label,
+                    "created": troca_proto::json::rfc3339(t.created_ns),
+                    "expires": t.expires_ns.map(troca_proto::json::rfc3339),
+                    "state": t.state(now),
+                    "revoked": t.revoked,
+                })
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    println!(
+        "{:>4}  {:<6} {:<16} {:<16} {:<8} LABEL",
+        "ID", "ROLE", "CREATED", "EXPIRES", "STATE"
+    );
+    for t in tokens {
+        let expires = t
+            .expires_ns
+            .map_or_else(|| "never".into(), output::local_time);
+        println!(
+            "{:>4}  {:<6} {:<16} {:<16} {:<8} {}",
+            t.id,
+            t.role.as_str(),
+            output::local_time(t.created_ns),
+            expires,
+            t.state(now),
+            output::safe(&t.label)
+        );
+    }
+    Ok(())
+}
+
+fn now_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
 }
 
 /// Runs `f` inside the runtime (the database's calls block in place on it).

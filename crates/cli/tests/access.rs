@@ -113,6 +113,63 @@ fn a_revoked_token_is_refused_without_a_restart_and_wrong_tokens_are_recorded() 
     );
 }
 
+/// A token made with `--expires` works until then and is refused after, without a restart;
+/// `token list` says which have expired.
+#[test]
+fn a_token_is_refused_once_it_expires() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let state = hub.dir.join(".troca");
+    let create = |lifetime: &str| {
+        let out = Command::new(TROCA)
+            .args(["token", "create", "--role", "read", "--expires", lifetime])
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("accepted until"), "{err}");
+        ok(&out).trim().to_owned()
+    };
+    let (day, second) = (create("1d"), create("1s"));
+    ok(&hub.troca_with(&s.client, &day, &["ls"]));
+    let states = || {
+        let list = ok(&Command::new(TROCA)
+            .args(["--json", "token", "list", "--state"])
+            .arg(&state)
+            .output()
+            .unwrap());
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+        rows.iter()
+            .map(|r| r["state"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    // The one-second token's expiry is the event waited for.
+    let mut tries = 0;
+    while states() != ["active", "expired"] {
+        tries += 1;
+        assert!(tries < 600, "{:?}", states());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = fails(&hub.troca_with(&s.client, &second, &["ls"]), 1);
+    assert!(err.contains("wrong, revoked or expired"), "{err}");
+    ok(&hub.troca_with(&s.client, &day, &["ls"]));
+    let table = ok(&Command::new(TROCA)
+        .args(["token", "list", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap());
+    assert!(
+        table.contains("EXPIRES") && table.contains("expired"),
+        "{table}"
+    );
+    let bad = Command::new(TROCA)
+        .args(["token", "create", "--role", "read", "--expires", "0s"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("above zero"));
+}
+
 #[test]
 fn read_only_refuses_every_write_even_the_admins() {
     let s = Scratch::new();

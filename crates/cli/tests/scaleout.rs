@@ -231,9 +231,14 @@ fn two_hubs_on(g: Group, endpoints: [&str; 2], extra: &[&str]) -> Two {
 
 /// A token made for the whole group with `troca token create --db`.
 fn group_token(g: &Group, role: &str) -> String {
+    group_token_with(g, role, &[])
+}
+
+fn group_token_with(g: &Group, role: &str, extra: &[&str]) -> String {
     let args = g.store_args();
     let out = Command::new(TROCA)
         .args(["token", "create", "--role", role, "--label", "ana"])
+        .args(extra)
         .args(&args[4..])
         .output()
         .unwrap();
@@ -429,6 +434,20 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         .b
         .troca_with(&t.client, &token, &["get", "empty.txt", "-o", "-"]));
     assert_eq!(got, "");
+
+    // A token that expires is refused by every hub once it has.
+    let brief = group_token_with(&t.g, "read", &["--expires", "1s"]);
+    wait_for(
+        &t.g,
+        "SELECT count(*) FROM tokens
+         WHERE expires_ns < (extract(epoch FROM clock_timestamp()) * 1e9)::bigint",
+        "1",
+    );
+    for hub in [&t.a, &t.b] {
+        let err = fails(&hub.troca_with(&t.client, &brief, &["ls"]), 1);
+        assert!(err.contains("wrong, revoked or expired"), "{err}");
+    }
+    ok(&t.b.troca_with(&t.client, &token, &["ls"]));
 }
 
 /// The parts of uploads recorded, and session locks held on uploads.

@@ -61,7 +61,7 @@ impl Caller {
             Some(t) => match tokens.check(t)? {
                 Some(g) => Ok(Some(g)),
                 None => Err(HubError::Unauthorized(
-                    "your token is no longer valid (revoked?)".into(),
+                    "your token is no longer valid (revoked or expired?)".into(),
                 )),
             },
         }
@@ -264,7 +264,7 @@ impl AuthFailures {
 mod tests {
     use super::*;
     use crate::records::sqlite::{admin_token_path, SqliteTokens};
-    use crate::records::NewToken;
+    use crate::records::{NewToken, TokenSpec};
 
     /// Wrong tokens from more addresses than are remembered: memory stays within the bound, and
     /// the address seen last still has its count.
@@ -322,8 +322,13 @@ mod tests {
     fn reading_writing_and_deleting_follow_roles_and_owners() {
         let dir = tempfile::tempdir().unwrap();
         let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
-        let NewToken { id: wid, secret: w } = tokens.create(Role::Write, "w", 0).unwrap();
-        let r = tokens.create(Role::Read, "r", 0).unwrap().secret;
+        let spec = |role, label| TokenSpec {
+            role,
+            label,
+            expires_ns: None,
+        };
+        let NewToken { id: wid, secret: w } = tokens.create(spec(Role::Write, "w"), 0).unwrap();
+        let r = tokens.create(spec(Role::Read, "r"), 0).unwrap().secret;
         let admin = std::fs::read_to_string(admin_token_path(dir.path())).unwrap();
         let caller = |t: Option<&str>| Caller {
             token: t.map(str::to_owned),

@@ -459,6 +459,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_ns bigint NOT NULL,
     revoked boolean NOT NULL DEFAULT false
 );
+-- When a token stops being accepted (NULL: never); added after the table was first made.
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS expires_ns bigint;
 CREATE TABLE IF NOT EXISTS owners (
     name text COLLATE "C" PRIMARY KEY,
     token_id bigint NOT NULL

@@ -581,7 +581,7 @@ impl Hub {
                         let wait = self.auth_failures.failed(from);
                         tokio::time::sleep(wait).await;
                         return Err(HubError::Unauthorized(
-                            "the token is not valid (wrong, or revoked)".into(),
+                            "the token is not valid (wrong, revoked or expired)".into(),
                         ));
                     }
                 }

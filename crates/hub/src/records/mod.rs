@@ -97,6 +97,29 @@ pub struct TokenInfo {
     pub label: String,
     pub created_ns: i64,
     pub revoked: bool,
+    /// When it stops being accepted, if ever.
+    pub expires_ns: Option<i64>,
+}
+
+impl TokenInfo {
+    /// `active`, `revoked` or `expired`, at `now_ns`.
+    pub fn state(&self, now_ns: i64) -> &'static str {
+        match self.expires_ns {
+            _ if self.revoked => "revoked",
+            Some(at) if at <= now_ns => "expired",
+            _ => "active",
+        }
+    }
+}
+
+/// A token to make.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenSpec<'a> {
+    pub role: Role,
+    /// A note for `token list`.
+    pub label: &'a str,
+    /// When it stops being accepted, if ever.
+    pub expires_ns: Option<i64>,
 }
 
 /// A token just made: its id, and the secret, shown once.
@@ -108,10 +131,10 @@ pub struct NewToken {
 
 /// Access tokens: stored as hashes, checked in constant time.
 pub trait Tokens: Send + Sync + std::fmt::Debug {
-    /// What `token` grants (`None`: not a valid token, or revoked).
+    /// What `token` grants (`None`: not a valid token, revoked, or expired).
     fn check(&self, token: &str) -> Result<Option<Grant>, HubError>;
     /// Makes a token.
-    fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<NewToken, HubError>;
+    fn create(&self, spec: TokenSpec<'_>, now_ns: i64) -> Result<NewToken, HubError>;
     /// Every token made, oldest first.
     fn list(&self) -> Result<Vec<TokenInfo>, HubError>;
     /// Revokes token `id`; `false` if there is none.

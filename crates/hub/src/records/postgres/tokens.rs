@@ -5,7 +5,7 @@ use crate::pg::{commit_err, db_err, Db};
 use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
 use crate::records::{
     too_many_props, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role, TokenInfo,
-    Tokens, MAX_PROPS_PER_NAME,
+    TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use std::collections::HashSet;
 
@@ -38,8 +38,9 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let row = c
                 .query_opt(
-                    "SELECT id, role FROM tokens WHERE hash = $1 AND NOT revoked",
-                    &[&h.as_bytes().as_slice()],
+                    "SELECT id, role FROM tokens WHERE hash = $1 AND NOT revoked
+                     AND (expires_ns IS NULL OR expires_ns > $2)",
+                    &[&h.as_bytes().as_slice(), &crate::pg::now_ns()],
                 )
                 .await
                 .map_err(db_err)?;
@@ -52,19 +53,20 @@ impl Tokens for PgTokens {
         })
     }
 
-    fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<NewToken, HubError> {
+    fn create(&self, spec: TokenSpec<'_>, now_ns: i64) -> Result<NewToken, HubError> {
         let secret = new_secret()?;
         self.db.run(async || {
             let c = self.db.get().await?;
             let row = c
                 .query_one(
-                    "INSERT INTO tokens (hash, role, label, created_ns) VALUES ($1, $2, $3, $4)
-                     RETURNING id",
+                    "INSERT INTO tokens (hash, role, label, created_ns, expires_ns)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
                     &[
                         &hash(&secret).as_bytes().as_slice(),
-                        &role.as_str(),
-                        &label,
+                        &spec.role.as_str(),
+                        &spec.label,
                         &now_ns,
+                        &spec.expires_ns,
                     ],
                 )
                 .await
@@ -81,7 +83,8 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let rows = c
                 .query(
-                    "SELECT id, role, label, created_ns, revoked FROM tokens ORDER BY id",
+                    "SELECT id, role, label, created_ns, revoked, expires_ns FROM tokens
+                     ORDER BY id",
                     &[],
                 )
                 .await
@@ -94,6 +97,7 @@ impl Tokens for PgTokens {
                     label: r.get(2),
                     created_ns: r.get(3),
                     revoked: r.get(4),
+                    expires_ns: r.get(5),
                 })
                 .collect())
         })

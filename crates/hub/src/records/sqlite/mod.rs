@@ -18,6 +18,19 @@ pub fn db_path(state: &Path) -> PathBuf {
     state.join("troca.db")
 }
 
+/// A database made before tokens could expire gains the column (none of its tokens expire).
+fn add_token_expiry(db: &Connection) -> rusqlite::Result<()> {
+    let has: bool = db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'expires_ns')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        db.execute_batch("ALTER TABLE tokens ADD COLUMN expires_ns INTEGER;")?;
+    }
+    Ok(())
+}
+
 /// Where the admin token is kept.
 pub fn admin_token_path(state: &Path) -> PathBuf {
     state.join("admin.token")
@@ -48,7 +61,8 @@ pub fn open_db(path: &Path) -> Result<Connection, HubError> {
              role TEXT NOT NULL,
              label TEXT NOT NULL,
              created_ns INTEGER NOT NULL,
-             revoked INTEGER NOT NULL DEFAULT 0
+             revoked INTEGER NOT NULL DEFAULT 0,
+             expires_ns INTEGER
          );
          CREATE TABLE IF NOT EXISTS owners (
              name TEXT PRIMARY KEY,
@@ -78,6 +92,7 @@ pub fn open_db(path: &Path) -> Result<Connection, HubError> {
     )
     .map_err(|e| db_err(path, e))?;
     history::migrate_flat_history(&mut db).map_err(|e| db_err(path, e))?;
+    add_token_expiry(&db).map_err(|e| db_err(path, e))?;
     db.execute_batch(
         "CREATE VIEW IF NOT EXISTS history AS
              SELECT b.first + e.key AS seq, e.value ->> 0 AS time_ns, e.value ->> 1 AS client,

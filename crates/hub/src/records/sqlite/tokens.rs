@@ -10,7 +10,7 @@ use super::{admin_token_path, db_err, db_path, open_db};
 use crate::error::HubError;
 use crate::records::{
     too_many_props, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role, TokenInfo,
-    Tokens, MAX_PROPS_PER_NAME,
+    TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
@@ -104,8 +104,9 @@ impl Tokens for SqliteTokens {
         let db = self.db.lock().expect("token database poisoned");
         let row: Option<(i64, String)> = db
             .query_row(
-                "SELECT id, role FROM tokens WHERE hash = ?1 AND revoked = 0",
-                params![h.as_bytes().as_slice()],
+                "SELECT id, role FROM tokens WHERE hash = ?1 AND revoked = 0
+                 AND (expires_ns IS NULL OR expires_ns > ?2)",
+                params![h.as_bytes().as_slice(), crate::pg::now_ns()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -119,16 +120,18 @@ impl Tokens for SqliteTokens {
     }
 
     /// Makes a new token; returns its id and the secret (shown once, never stored).
-    fn create(&self, role: Role, label: &str, now_ns: i64) -> Result<NewToken, HubError> {
+    fn create(&self, spec: TokenSpec<'_>, now_ns: i64) -> Result<NewToken, HubError> {
         let secret = new_secret()?;
         let db = self.db.lock().expect("token database poisoned");
         db.execute(
-            "INSERT INTO tokens (hash, role, label, created_ns) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO tokens (hash, role, label, created_ns, expires_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 hash(&secret).as_bytes().as_slice(),
-                role.as_str(),
-                label,
-                now_ns
+                spec.role.as_str(),
+                spec.label,
+                now_ns,
+                spec.expires_ns,
             ],
         )
         .map_err(|e| db_err(&self.db_path, e))?;
@@ -141,7 +144,9 @@ impl Tokens for SqliteTokens {
     fn list(&self) -> Result<Vec<TokenInfo>, HubError> {
         let db = self.db.lock().expect("token database poisoned");
         let mut stmt = db
-            .prepare("SELECT id, role, label, created_ns, revoked FROM tokens ORDER BY id")
+            .prepare(
+                "SELECT id, role, label, created_ns, revoked, expires_ns FROM tokens ORDER BY id",
+            )
             .map_err(|e| db_err(&self.db_path, e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -151,6 +156,7 @@ impl Tokens for SqliteTokens {
                     label: r.get(2)?,
                     created_ns: r.get(3)?,
                     revoked: r.get(4)?,
+                    expires_ns: r.get(5)?,
                 })
             })
             .map_err(|e| db_err(&self.db_path, e))?;
@@ -402,6 +408,54 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn a_token_is_refused_once_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        let now = crate::pg::now_ns();
+        let made = |expires_ns| {
+            let spec = TokenSpec {
+                role: Role::Read,
+                label: "guest",
+                expires_ns: Some(expires_ns),
+            };
+            tokens.create(spec, now).unwrap().secret
+        };
+        let (past, future) = (made(now - 1), made(now + 3_600_000_000_000));
+        assert_eq!(tokens.check(&past).unwrap(), None);
+        assert_eq!(tokens.check(&future).unwrap().unwrap().role, Role::Read);
+        let list = tokens.list().unwrap();
+        assert_eq!(list[0].state(now), "expired");
+        assert_eq!(list[1].state(now), "active");
+        assert_eq!(list[1].expires_ns, Some(now + 3_600_000_000_000));
+    }
+
+    /// A state database made before tokens could expire gains the column on opening, and its
+    /// tokens stay valid for ever.
+    #[test]
+    fn an_older_database_gains_token_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        old.execute_batch(
+            "CREATE TABLE tokens (id INTEGER PRIMARY KEY AUTOINCREMENT, hash BLOB NOT NULL UNIQUE,
+                 role TEXT NOT NULL, label TEXT NOT NULL, created_ns INTEGER NOT NULL,
+                 revoked INTEGER NOT NULL DEFAULT 0);",
+        )
+        .unwrap();
+        old.execute(
+            "INSERT INTO tokens (hash, role, label, created_ns) VALUES (?1, 'write', 'old', 0)",
+            params![hash("troca_old").as_bytes().as_slice()],
+        )
+        .unwrap();
+        drop(old);
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        assert_eq!(
+            tokens.check("troca_old").unwrap().unwrap().role,
+            Role::Write
+        );
+        assert_eq!(tokens.list().unwrap()[0].expires_ns, None);
+    }
+
+    #[test]
     fn tokens_are_checked_by_hash_and_revocable() {
         let dir = tempfile::tempdir().unwrap();
         let (tokens, created) = SqliteTokens::open(dir.path()).unwrap();
@@ -414,7 +468,12 @@ mod tests {
         let admin = std::fs::read_to_string(admin_token_path(dir.path())).unwrap();
         assert_eq!(tokens.check(&admin).unwrap().unwrap().role, Role::Admin);
 
-        let NewToken { id, secret } = tokens.create(Role::Write, "ci", 0).unwrap();
+        let spec = TokenSpec {
+            role: Role::Write,
+            label: "ci",
+            expires_ns: None,
+        };
+        let NewToken { id, secret } = tokens.create(spec, 0).unwrap();
         assert_eq!(
             tokens.check(&secret).unwrap(),
             Some(Grant {
