@@ -414,6 +414,125 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     c.close().await.unwrap();
 }
 
+/// What [`CuttingRelay`] saw.
+#[derive(Debug, Default)]
+struct Relayed {
+    /// Bytes the browser sent in requests that begin with `PUT `.
+    put_bytes: std::sync::atomic::AtomicU64,
+    /// Connections cut: the upload once past the limit, then every repeat of it without
+    /// `Content-Range` (a browser retrying on its own), never the page's resumed `PUT`.
+    cuts: std::sync::atomic::AtomicU64,
+    /// `PUT`s that carried `Content-Range` (the page going on from what the hub holds).
+    ranged_puts: std::sync::atomic::AtomicU64,
+}
+
+/// A TCP relay in front of the web face, for a link that drops during an upload: the first
+/// connection to carry more than `limit` bytes of a `PUT` is cut there, and so is every later
+/// `PUT` that comes without `Content-Range` (Chromium sends a request again by itself after a
+/// reset, twice here; those must fail too, so the page's own retry is what completes the file).
+fn cutting_relay(target: &str, limit: u64) -> (String, std::sync::Arc<Relayed>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}/", listener.local_addr().unwrap());
+    let target = target
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let seen = std::sync::Arc::new(Relayed::default());
+    let shared = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let server = std::net::TcpStream::connect(&target).unwrap();
+            let (mut back_from, mut back_to) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut back_from, &mut back_to);
+                let _ = back_to.shutdown(std::net::Shutdown::Both);
+            });
+            let seen = std::sync::Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let (mut from, mut to) = (client, server);
+                let mut buf = vec![0u8; 65536];
+                let mut in_put = 0u64;
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let head = String::from_utf8_lossy(&buf[..n.min(4096)]).to_ascii_lowercase();
+                    if head.starts_with("put ") {
+                        in_put = 0;
+                        if head.contains("content-range:") {
+                            seen.ranged_puts.fetch_add(1, SeqCst);
+                        } else if seen.cuts.load(SeqCst) > 0 {
+                            seen.cuts.fetch_add(1, SeqCst);
+                            break;
+                        }
+                    }
+                    if head.starts_with("put ") || in_put > 0 {
+                        in_put += n as u64;
+                        seen.put_bytes.fetch_add(n as u64, SeqCst);
+                    }
+                    if in_put > limit && seen.cuts.load(SeqCst) == 0 {
+                        seen.cuts.fetch_add(1, SeqCst);
+                        break;
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                let _ = from.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A large upload from the page whose connection drops goes on from what the hub holds: the
+/// file lands whole, and the browser sent little more than the file once.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_chromium_an_upload_cut_off_goes_on_from_what_the_hub_holds() {
+    use std::sync::atomic::Ordering::SeqCst;
+    if !needs("chromedriver", "the page runs in a real Chromium") {
+        return;
+    }
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let size = 12u64 << 20;
+    let (relay, seen) = cutting_relay(hub.web.as_deref().unwrap(), 5 << 20);
+    let driver = chromedriver();
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(&relay).await.unwrap();
+    wait_until(&c, "the listing", |_| true).await;
+    let file = s.client.join("video.mp4");
+    random_file(&file, size, "browser-resume");
+    c.find(Locator::Css("#upload"))
+        .await
+        .unwrap()
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    wait_until(&c, "the uploaded file", |t| t.contains("video.mp4")).await;
+    assert_eq!(hash_file(&s.share.join("video.mp4")), hash_file(&file));
+    assert!(
+        seen.cuts.load(SeqCst) >= 2,
+        "the upload and the browser's own retries were cut"
+    );
+    assert_eq!(
+        seen.ranged_puts.load(SeqCst),
+        1,
+        "the page went on with Content-Range"
+    );
+    let sent = seen.put_bytes.load(SeqCst);
+    assert!(
+        sent < size + (1 << 20),
+        "sent {sent} bytes for {size}: started over"
+    );
+    c.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn in_chromium_folders_upload_rename_zip_and_fit_a_phone() {
     if !needs("chromedriver", "the page runs in a real Chromium") {

@@ -771,6 +771,24 @@ impl Hub {
         }
     }
 
+    /// Where an upload of this very file (name, size, source time) would resume: the bytes an
+    /// interrupted one left, for a caller who may upload.
+    pub async fn resumable(
+        self: &Arc<Self>,
+        name: &str,
+        size: u64,
+        source_mtime_ns: i64,
+        caller: &Caller,
+    ) -> Result<u64, HubError> {
+        let remote = parse(name)?;
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || {
+            caller.may_create(hub.tokens(), hub.config.read_only)?;
+            hub.store.resumable(&remote, size, source_mtime_ns)
+        })
+        .await
+    }
+
     /// Memory to gather `put` in, when it is small, could never resume (its source's time is
     /// unknown, as for every web upload) and `--batch-memory` has room; else it streams to the
     /// store.

@@ -293,6 +293,21 @@ impl Incoming {
         stored.err().unwrap_or(why)
     }
 
+    /// The sender broke off (`why`): what was stored stays for a later upload of the same file
+    /// to resume, when one could; else as [`Incoming::abandon`].
+    pub async fn interrupted(mut self, why: HubError) -> HubError {
+        if !self.upload.may_resume() {
+            return self.abandon(why).await;
+        }
+        match self.written().await {
+            Ok(()) => why,
+            Err(stored) => {
+                self.upload.discard();
+                stored
+            }
+        }
+    }
+
     /// Every byte has arrived: waits for them to be stored; the upload, ready to be checked
     /// and committed, and the hash of what it received.
     pub(crate) async fn complete(mut self) -> Result<(PartialUpload, Hash), HubError> {

@@ -15,6 +15,9 @@ pub enum ApiError {
     LengthRequired,
     #[error("requested range not satisfiable (the file has {0} bytes)")]
     BadRange(u64),
+    /// A resumed upload's body starts past what the hub holds of the file.
+    #[error("the hub holds the first {0} bytes of this file: send the rest from there")]
+    SendFrom(u64),
 }
 
 impl ApiError {
@@ -22,6 +25,7 @@ impl ApiError {
         let hub = match self {
             ApiError::LengthRequired => return StatusCode::LENGTH_REQUIRED,
             ApiError::BadRange(_) => return StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::SendFrom(_) => return StatusCode::CONFLICT,
             ApiError::Hub(e) => e,
         };
         match hub.code() {
@@ -55,7 +59,7 @@ impl ApiError {
         match self {
             ApiError::Hub(e) => e.code(),
             ApiError::LengthRequired => ErrorCode::BadRequest,
-            ApiError::BadRange(_) => ErrorCode::BadRequest,
+            ApiError::BadRange(_) | ApiError::SendFrom(_) => ErrorCode::BadRequest,
         }
     }
 
@@ -95,6 +99,9 @@ impl IntoResponse for ApiError {
         if let Some(secs) = retry_after {
             body["retry_after"] = secs.into();
         }
+        if let ApiError::SendFrom(offset) = self {
+            body["offset"] = offset.into();
+        }
         let mut r = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
@@ -102,6 +109,10 @@ impl IntoResponse for ApiError {
         }
         if let Some(secs) = retry_after {
             r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        if let ApiError::SendFrom(offset) = self {
+            r.headers_mut()
+                .insert("x-troca-offset", header::HeaderValue::from(offset));
         }
         if let ApiError::BadRange(size) = self {
             if let Ok(v) = format!("bytes */{size}").parse() {

@@ -565,23 +565,30 @@ pub(crate) async fn put(
     let target = name.clone();
     let (hub, v, headers) = (&hub, &v, &headers);
     recorded(hub, v, headers, "put", target, |caller| async move {
-        let size: u64 = headers
+        let length: u64 = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|l| l.to_str().ok()?.parse().ok())
             .ok_or(ApiError::LengthRequired)?;
+        let part = BodyPart::of(headers, length)?;
         let theirs = sender_hash(headers)?;
         let put = Put {
             name: name.clone(),
-            size,
-            // Unknown: a web upload never resumes an earlier one.
-            source_mtime_ns: 0,
+            size: part.size,
+            // Unknown unless the sender says (0): such an upload never resumes.
+            source_mtime_ns: part.modified_ns,
             force,
         };
         let mut upload = hub.begin_upload(&put, &caller).await?;
-        let _busy = Busy::start(&v.session, Activity::Uploading, &name, size, 0);
+        let resumed = upload.offset();
+        if part.start > resumed {
+            // Dropped, not abandoned: what the hub holds stays for the sender's next try.
+            return Err(ApiError::SendFrom(resumed));
+        }
+        let _busy = Busy::start(&v.session, Activity::Uploading, &name, part.size, resumed);
         let stall = hub.config().stall_timeout;
-        if let Err(e) = receive_body(body, &mut upload, v, stall).await {
-            return Err(upload.abandon(e).await.into());
+        let skip = resumed - part.start;
+        if let Err(e) = receive_body(body, &mut upload, v, stall, skip).await {
+            return Err(upload.interrupted(e).await.into());
         }
         let verified = theirs.is_some();
         let done = hub
@@ -595,6 +602,7 @@ pub(crate) async fn put(
                 "size": done.size,
                 "blake3": troca_proto::hex(&done.blake3),
                 "verified": verified,
+                "resumed_from": resumed,
             })),
         );
         Ok(Done {
@@ -606,13 +614,70 @@ pub(crate) async fn put(
     .await
 }
 
+/// What a `PUT`'s body holds: bytes `start..` of a file of `size` bytes last modified at
+/// `modified_ns` (0: unknown, so the upload can never resume), from `Content-Range` and
+/// `X-Troca-Modified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BodyPart {
+    start: u64,
+    size: u64,
+    modified_ns: i64,
+}
+
+impl BodyPart {
+    fn of(headers: &HeaderMap, length: u64) -> Result<Self, ApiError> {
+        let bad = |m: &str| ApiError::Hub(HubError::BadRequest(m.to_owned()));
+        let modified_ns = match headers.get("x-troca-modified") {
+            None => 0,
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|ms| *ms > 0)
+                .and_then(|ms| ms.checked_mul(1_000_000))
+                .ok_or_else(|| bad("X-Troca-Modified is not a time in milliseconds"))?,
+        };
+        let Some(range) = headers.get(header::CONTENT_RANGE) else {
+            return Ok(Self {
+                start: 0,
+                size: length,
+                modified_ns,
+            });
+        };
+        if modified_ns == 0 {
+            return Err(bad("a PUT of part of a file needs X-Troca-Modified"));
+        }
+        let (start, size) = range
+            .to_str()
+            .ok()
+            .and_then(content_range)
+            .filter(|(start, size)| start + length == *size)
+            .ok_or_else(|| bad("Content-Range must be bytes START-END/SIZE, to the file's end"))?;
+        Ok(Self {
+            start,
+            size,
+            modified_ns,
+        })
+    }
+}
+
+/// `bytes START-END/SIZE` with END the last byte: (START, SIZE).
+fn content_range(s: &str) -> Option<(u64, u64)> {
+    let (range, size) = s.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end, size): (u64, u64, u64) =
+        (start.parse().ok()?, end.parse().ok()?, size.parse().ok()?);
+    (start <= end && end + 1 == size).then_some((start, size))
+}
+
 /// Feeds a request body to an upload, each chunk as it comes (constant memory), each step
-/// within the stall timeout.
+/// within the stall timeout; the first `skip` bytes (held already) are dropped.
 async fn receive_body(
     mut body: Body,
     upload: &mut Incoming,
     v: &Visitor,
     stall: std::time::Duration,
+    mut skip: u64,
 ) -> Result<(), HubError> {
     loop {
         let frame = match tokio::time::timeout(stall, body.frame()).await {
@@ -626,8 +691,10 @@ async fn receive_body(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        upload.take(&data).await?;
         v.session.received(data.len() as u64);
+        let dropped = skip.min(data.len() as u64);
+        skip -= dropped;
+        upload.take(&data[dropped as usize..]).await?;
     }
 }
 

@@ -106,6 +106,29 @@ pub(crate) async fn find(
 }
 
 #[derive(Debug, Deserialize)]
+pub(crate) struct ResumeQuery {
+    name: String,
+    size: u64,
+    /// The file's modification time, in milliseconds since the epoch (`File.lastModified`).
+    modified: i64,
+}
+
+/// Where an upload of this very file (name, size, time) would resume: `{"offset": N}`, the
+/// bytes an interrupted upload of it left on the hub (0 if none). Not recorded: a page asks
+/// before each try.
+pub(crate) async fn resume(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Query(q): Query<ResumeQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = caller(&hub, &v, &headers).await?;
+    let modified_ns = q.modified.max(0).saturating_mul(1_000_000);
+    let offset = hub.resumable(&q.name, q.size, modified_ns, &caller).await?;
+    Ok(Json(serde_json::json!({ "offset": offset })))
+}
+
+#[derive(Debug, Deserialize)]
 pub(crate) struct MeQuery {
     #[serde(default)]
     prefix: String,

@@ -95,6 +95,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/move", axum::routing::post(folders::rename))
         .route("/api/find", get(folders::find))
         .route("/api/me", get(folders::me))
+        .route("/api/resume", get(folders::resume))
         .route("/app.js", get(page::script))
         .route("/app.css", get(page::style))
         .route("/api/files", get(api::files))

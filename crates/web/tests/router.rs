@@ -902,3 +902,104 @@ async fn a_large_folder_lists_a_page_at_a_time_with_a_link_to_the_next() {
     assert_eq!(seen.len(), want.len(), "every entry once");
     assert_eq!(seen, want);
 }
+
+/// An upload that says its file's time (`X-Troca-Modified`) leaves what it stored when its
+/// body breaks off; `/api/resume` says how much, and a `PUT` of the rest (`Content-Range`)
+/// completes it, verified whole. A `PUT` starting past what the hub holds is told where to
+/// start; one starting before it has the overlap dropped. Without the time nothing stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_upload_cut_off_resumes_from_what_the_hub_holds() {
+    let f = Fixture::new();
+    let data: Vec<u8> = (0..9 * 1024 * 1024 + 4321)
+        .map(|i| (i * 13 % 251) as u8)
+        .collect();
+    let size = data.len();
+    let modified = "1764900000000";
+    let first = 4 * 1024 * 1024 + 17;
+    let cut = futures_util::stream::iter(vec![
+        Ok(bytes::Bytes::copy_from_slice(&data[..first])),
+        Err(std::io::Error::other("the link dropped")),
+    ]);
+    let r = f
+        .send(
+            req(Method::PUT, "/files/big.bin")
+                .header(header::CONTENT_LENGTH, size)
+                .header("x-troca-modified", modified)
+                .body(Body::from_stream(cut))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let resume =
+        |modified: &str| format!("/api/resume?name=big.bin&size={size}&modified={modified}");
+    let held = json(f.get(&resume(modified)).await).await["offset"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(held, first as u64, "every byte received was kept");
+    assert_eq!(
+        json(f.get(&resume("1764900000001")).await).await["offset"],
+        0
+    );
+    assert!(!f.dir.path().join("big.bin").exists());
+
+    // Past what the hub holds: told where to start, and nothing is lost.
+    let past = held as usize + 1;
+    let r = f
+        .send(
+            req(Method::PUT, "/files/big.bin")
+                .header(header::CONTENT_LENGTH, size - past)
+                .header("x-troca-modified", modified)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {past}-{}/{size}", size - 1),
+                )
+                .body(Body::from(data[past..].to_vec()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        h(&r, header::HeaderName::from_static("x-troca-offset")),
+        held.to_string()
+    );
+    assert_eq!(json(f.get(&resume(modified)).await).await["offset"], held);
+
+    // From a little before: the overlap is dropped, the rest lands, verified end to end.
+    let from = held as usize - 1000;
+    let r = f
+        .send(
+            req(Method::PUT, "/files/big.bin")
+                .header(header::CONTENT_LENGTH, size - from)
+                .header("x-troca-modified", modified)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {from}-{}/{size}", size - 1),
+                )
+                .header("x-troca-blake3", blake3::hash(&data).to_hex().as_str())
+                .body(Body::from(data[from..].to_vec()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let done = json(r).await;
+    assert_eq!(done["resumed_from"], held);
+    assert_eq!(done["verified"], true);
+    assert_eq!(std::fs::read(f.dir.path().join("big.bin")).unwrap(), data);
+    assert_eq!(partial_files(&f), 0);
+
+    // Without the file's time, a cut upload leaves nothing behind.
+    let cut = futures_util::stream::iter(vec![
+        Ok(bytes::Bytes::copy_from_slice(&data[..first])),
+        Err(std::io::Error::other("the link dropped")),
+    ]);
+    let r = f
+        .send(
+            req(Method::PUT, "/files/other.bin")
+                .header(header::CONTENT_LENGTH, size)
+                .body(Body::from_stream(cut))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(partial_files(&f), 0);
+}

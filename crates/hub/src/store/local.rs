@@ -127,6 +127,15 @@ impl Store for LocalStore {
             .map(PartialUpload::Local)
     }
 
+    fn resumable(
+        &self,
+        name: &RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+    ) -> Result<u64, HubError> {
+        Ok(self.partials.resumable(name, size, source_mtime_ns))
+    }
+
     fn commit(&self, upload: PartialUpload, replace: bool) -> Result<Version, HubError> {
         let PartialUpload::Local(upload) = upload else {
             return Err(HubError::Internal("an upload of another store".into()));

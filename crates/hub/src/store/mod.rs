@@ -158,6 +158,15 @@ impl PartialUpload {
         }
     }
 
+    /// Whether what it stored stays, if it ends unfinished, for a later upload to resume.
+    pub fn may_resume(&self) -> bool {
+        match self {
+            PartialUpload::Local(u) => u.may_resume(),
+            PartialUpload::Object(u) => u.may_resume(),
+            PartialUpload::Memory(_) => false,
+        }
+    }
+
     /// Gives the upload up, deleting what it stored (after a failed verification, say).
     pub fn discard(self) {
         match self {
@@ -282,6 +291,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         source_mtime_ns: i64,
         from: Option<IpAddr>,
     ) -> Result<PartialUpload, HubError>;
+    /// How many bytes of this very file (name, size, source time) an interrupted upload
+    /// holds: where a new upload of it would resume. 0 if none, or if the time is unknown.
+    fn resumable(
+        &self,
+        name: &RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+    ) -> Result<u64, HubError>;
     /// Makes a complete upload durable and puts it under its name (not over an existing file
     /// unless `replace`, never over a folder). On a refusal the partial data is kept when the
     /// upload could resume, and deleted when it could not.

@@ -150,6 +150,11 @@ impl LocalPartial {
         Arc::clone(&self.claim)
     }
 
+    /// Whether the data stays if the upload ends unfinished.
+    pub fn may_resume(&self) -> bool {
+        self.keep
+    }
+
     /// Deletes the partial data (after a failed verification or a full disk).
     pub fn discard(mut self) {
         self.keep = false;
@@ -247,6 +252,31 @@ impl Partials {
         })
     }
 
+    /// The partial data and record files of uploads to `name`.
+    fn paths(&self, name: &RemoteName) -> (PathBuf, PathBuf) {
+        let key = blake3::hash(name.as_str().as_bytes()).to_hex();
+        let part = self.dir.join(format!("{}.part", &key[..32]));
+        let meta = self.dir.join(format!("{}.meta", &key[..32]));
+        (part, meta)
+    }
+
+    /// The bytes held of an upload of the very same file: same name, size and source mtime (an
+    /// unknown mtime, 0, never matches, since then nothing says the file is the same).
+    pub fn resumable(&self, name: &RemoteName, size: u64, source_mtime_ns: i64) -> u64 {
+        let (part, meta) = self.paths(name);
+        let same = source_mtime_ns != 0
+            && Meta::read(&meta).is_some_and(|held| {
+                (held.size, held.mtime_ns, held.name.as_str())
+                    == (size, source_mtime_ns, name.as_str())
+            });
+        let held = std::fs::metadata(&part).map_or(0, |m| m.len());
+        if same && held <= size {
+            held
+        } else {
+            0
+        }
+    }
+
     /// Starts or resumes the upload of `size` bytes to `name` for a client at `from`. Blocking:
     /// may hash what is held, and give up abandoned partials to make room.
     pub fn begin(
@@ -256,9 +286,7 @@ impl Partials {
         source_mtime_ns: i64,
         from: Option<IpAddr>,
     ) -> Result<LocalPartial, HubError> {
-        let key = blake3::hash(name.as_str().as_bytes()).to_hex();
-        let part = self.dir.join(format!("{}.part", &key[..32]));
-        let meta = self.dir.join(format!("{}.meta", &key[..32]));
+        let (part, meta) = self.paths(&name);
         let address = from.map(|ip| ip.to_string()).unwrap_or_default();
         let record = Meta {
             size,
@@ -268,15 +296,7 @@ impl Partials {
         };
         let io = |what: &str, e| HubError::io(format!("{what} for {name}"), e);
 
-        // Resume only an upload of the very same file: same name, size and source mtime (an
-        // unknown mtime, 0, never matches, since then nothing says the file is the same).
-        let same = source_mtime_ns != 0
-            && Meta::read(&meta).is_some_and(|held| {
-                (held.size, held.mtime_ns, held.name)
-                    == (size, source_mtime_ns, record.name.clone())
-            });
-        let held = std::fs::metadata(&part).map_or(0, |m| m.len());
-        let offset = if same && held <= size { held } else { 0 };
+        let offset = self.resumable(&name, size, source_mtime_ns);
         // LocalClaim the name and reserve the space in one step, so two uploads that together do not
         // fit cannot both start; check before creating anything, so a refusal leaves nothing.
         let claim = self.claim(&name, &part, size, size - offset)?;

@@ -331,36 +331,86 @@ async function newFolder() {
   await refreshAll();
 }
 
-// One upload with its own progress bar; asks before replacing a file.
-function upload(file, name, overwrite = false) {
-  const bar = el("progress", { max: file.size || 1, value: 0 });
-  const item = el("li", {}, el("span", { textContent: name }), bar);
-  $("#uploads").append(item);
+// Files larger than this go on, after a lost connection, from what the hub holds; how many
+// times an upload is tried in all.
+const RESUMABLE = 1 << 20;
+const TRIES = 6;
+
+function resumable(file) {
+  return file.size > RESUMABLE && file.lastModified > 0;
+}
+
+// Sends `file` from byte `from` once: the answer, or null when the connection was lost.
+function send(file, name, overwrite, from, bar) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", href(name) + (overwrite ? "?overwrite=1" : ""));
     for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
-    xhr.upload.addEventListener("progress", (e) => { bar.value = e.loaded; });
+    if (resumable(file)) {
+      xhr.setRequestHeader("X-Troca-Modified", String(file.lastModified));
+      if (from > 0) xhr.setRequestHeader("Content-Range", `bytes ${from}-${file.size - 1}/${file.size}`);
+    }
+    xhr.upload.addEventListener("progress", (e) => { bar.value = from + e.loaded; });
     xhr.addEventListener("load", async () => {
-      item.remove();
       const r = new Response(xhr.responseText, { status: xhr.status });
-      if (xhr.status === 201) { resolve(true); return; }
-      const body = await r.clone().json().catch(() => ({}));
-      if (xhr.status === 409 && !overwrite && body.error === "already_exists" &&
-          await ask({ title: `Replace ${name}?`, text: `${name} already exists on the hub.`, ok: "Replace", danger: true })) {
-        resolve(await upload(file, name, true));
-        return;
-      }
-      if ([401, 403, 429].includes(xhr.status) && await askToken(await problem(r, name))) {
-        resolve(await upload(file, name, overwrite));
-        return;
-      }
-      say(`Cannot upload ${name}: ${await problem(r, name)}`);
-      resolve(false);
+      resolve({ status: xhr.status, r, body: await r.clone().json().catch(() => ({})) });
     });
-    xhr.addEventListener("error", () => { item.remove(); say(`Cannot upload ${name}: the connection to the hub was lost.`); resolve(false); });
-    xhr.send(file);
+    xhr.addEventListener("error", () => resolve(null));
+    xhr.send(from > 0 ? file.slice(from) : file);
   });
+}
+
+// How much of `file` an earlier upload to `name` left on the hub (0 if none, or unknown).
+async function held(file, name) {
+  if (!resumable(file)) return 0;
+  const q = new URLSearchParams({ name, size: file.size, modified: file.lastModified });
+  try {
+    const r = await api(`/api/resume?${q}`);
+    return r.ok ? (await r.json()).offset || 0 : 0;
+  } catch (_) {
+    return 0;
+  }
+}
+
+// Sends `file`; a large one whose connection is lost goes on from what the hub holds, after
+// pauses of 1, 2, 4… s. The last answer, or null if the connection was lost every time.
+async function sendAll(file, name, overwrite, bar) {
+  let from = await held(file, name);
+  for (let tries = 1; ; tries++) {
+    const answer = await send(file, name, overwrite, from, bar);
+    if (answer && answer.status === 409 && typeof answer.body.offset === "number") {
+      from = answer.body.offset; // the hub holds less than asked for: from there
+      continue;
+    }
+    const lost = !answer || [408, 502, 503, 504].includes(answer.status);
+    if (!lost || !resumable(file) || tries >= TRIES) return answer;
+    await new Promise((done) => setTimeout(done, 1000 << (tries - 1)));
+    from = await held(file, name);
+  }
+}
+
+// One upload with its own progress bar; asks before replacing a file.
+async function upload(file, name, overwrite = false) {
+  const bar = el("progress", { max: file.size || 1, value: 0 });
+  const item = el("li", {}, el("span", { textContent: name }), bar);
+  $("#uploads").append(item);
+  const answer = await sendAll(file, name, overwrite, bar);
+  item.remove();
+  if (!answer) {
+    say(`Cannot upload ${name}: the connection to the hub was lost.`);
+    return false;
+  }
+  const { status, r, body } = answer;
+  if (status === 201) return true;
+  if (status === 409 && !overwrite && body.error === "already_exists" &&
+      await ask({ title: `Replace ${name}?`, text: `${name} already exists on the hub.`, ok: "Replace", danger: true })) {
+    return upload(file, name, true);
+  }
+  if ([401, 403, 429].includes(status) && await askToken(await problem(r, name))) {
+    return upload(file, name, overwrite);
+  }
+  say(`Cannot upload ${name}: ${await problem(r, name)}`);
+  return false;
 }
 
 // Uploads [file, relative name] pairs into this folder, a few at a time.

@@ -451,6 +451,36 @@ impl ObjectStore {
         }))
     }
 
+    /// Where an upload of this very file would resume: its whole parts held, from the first.
+    async fn resumable_at(
+        &self,
+        name: &RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+    ) -> Result<u64, HubError> {
+        if source_mtime_ns == 0 {
+            return Ok(0);
+        }
+        let key = upload_key(name, size, source_mtime_ns)?;
+        self.db()
+            .again(async || {
+                let c = self.db().get().await?;
+                let row = c
+                    .query_opt(
+                        "SELECT part_size FROM uploads
+                         WHERE key = $1 AND size = $2 AND source_mtime_ns = $3 AND name = $4",
+                        &[&key, &(size as i64), &source_mtime_ns, &name.as_str()],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                let Some(row) = row else { return Ok(0) };
+                let part_size = row.get::<_, i64>(0) as u64;
+                let parts = held_parts(&c, &key).await?.len() as u64;
+                Ok((parts * part_size).min(size))
+            })
+            .await
+    }
+
     /// The upload recorded under the asked key with the parts it holds, when it is the same
     /// file (name, size and source time); otherwise a new one, the old one dropped.
     async fn resume_or_start(
@@ -951,6 +981,11 @@ impl ObjectPartial {
     pub fn discard(mut self) {
         self.keep = false;
     }
+
+    /// Whether its parts stay if the upload ends unfinished.
+    pub fn may_resume(&self) -> bool {
+        self.keep
+    }
 }
 
 impl Drop for ObjectPartial {
@@ -1085,6 +1120,15 @@ impl Store for ObjectStore {
         from: Option<IpAddr>,
     ) -> Result<PartialUpload, HubError> {
         block(self.begin(name, size, source_mtime_ns, from))
+    }
+
+    fn resumable(
+        &self,
+        name: &RemoteName,
+        size: u64,
+        source_mtime_ns: i64,
+    ) -> Result<u64, HubError> {
+        block(self.resumable_at(name, size, source_mtime_ns))
     }
 
     fn commit(&self, upload: PartialUpload, replace: bool) -> Result<Version, HubError> {
