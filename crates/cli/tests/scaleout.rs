@@ -729,6 +729,57 @@ async fn who_shows_the_clients_of_every_hub_and_status_the_hubs_running() {
     assert!(who.iter().all(|c| c["hub"] == "hub-a"), "{who:?}");
 }
 
+/// A web upload cut off on one hub goes on through the other from the parts stored: the
+/// group's records say what each hub holds of it.
+#[test]
+fn a_web_upload_cut_on_one_hub_resumes_through_the_other() {
+    use std::io::Write;
+    let Some(t) = two_hubs(&[]) else { return };
+    let src = t.client.join("r.bin");
+    random_file(&src, 20 * MIB + 5, "web-resume");
+    let data = std::fs::read(&src).unwrap();
+    let (size, modified) = (data.len(), "1764900000000");
+    let web_a = t.a.web.clone().unwrap();
+    let addr = web_a.trim_start_matches("http://").trim_end_matches('/');
+    let mut cut = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "PUT /files/r.bin HTTP/1.1\r\nHost: hub\r\nContent-Length: {size}\r\n\
+         X-Troca-Modified: {modified}\r\n\r\n"
+    );
+    cut.write_all(head.as_bytes()).unwrap();
+    cut.write_all(&data[..10 * MIB as usize]).unwrap();
+    // One part of 8 MiB is stored; then the link drops.
+    wait_for(&t.g, PARTS, "1");
+    drop(cut);
+    wait_for(&t.g, HELD, "0");
+
+    let web_b = t.b.web.clone().unwrap();
+    let asked = format!("{web_b}api/resume?name=r.bin&size={size}&modified={modified}");
+    let out = Command::new("curl").args(["-sf", &asked]).output().unwrap();
+    let held: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(held["offset"], 8 * MIB, "{held}");
+    let rest = t.client.join("rest");
+    std::fs::write(&rest, &data[8 * MIB as usize..]).unwrap();
+    let range = format!("Content-Range: bytes {}-{}/{size}", 8 * MIB, size - 1);
+    let out = Command::new("curl")
+        .args(["-sf", "-T"])
+        .arg(&rest)
+        .args(["-H", &format!("X-Troca-Modified: {modified}"), "-H", &range])
+        .args(["-H", &format!("X-Troca-Blake3: {}", hash_file(&src))])
+        .arg(format!("{web_b}files/r.bin"))
+        .output()
+        .unwrap();
+    let done: serde_json::Value = serde_json::from_slice(&ok(&out).into_bytes()).unwrap();
+    assert_eq!(done["resumed_from"], 8 * MIB, "{done}");
+    assert_eq!(done["verified"], true, "{done}");
+    let got = Command::new("curl")
+        .args(["-sf", &format!("{web_a}files/r.bin")])
+        .output()
+        .unwrap();
+    assert!(got.stdout == data, "the file came back whole");
+    assert_eq!(t.g.sql("SELECT count(*) FROM uploads"), "0");
+}
+
 #[test]
 fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     let Some(t) = two_hubs(&[]) else { return };

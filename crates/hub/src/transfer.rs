@@ -69,6 +69,18 @@ impl Writer {
         }
     }
 
+    /// The sender broke off: waits for what is on its way to be stored, whole or not.
+    async fn stop(self) -> io::Result<()> {
+        match self {
+            Writer::File(w) => w.finish().await.map(drop),
+            Writer::Parts(w) => {
+                w.stop().await;
+                Ok(())
+            }
+            Writer::Memory(_) => Ok(()),
+        }
+    }
+
     /// Waits for every byte to be stored; for parts, records them and the hash they make.
     async fn finish(self, upload: &mut PartialUpload) -> io::Result<()> {
         match (self, upload) {
@@ -299,13 +311,19 @@ impl Incoming {
         if !self.upload.may_resume() {
             return self.abandon(why).await;
         }
-        match self.written().await {
-            Ok(()) => why,
-            Err(stored) => {
-                self.upload.discard();
-                stored
-            }
+        if let Some(Err(e)) = match self.writer.take() {
+            Some(w) => Some(w.stop().await),
+            None => None,
+        } {
+            self.failed.get_or_insert(e);
         }
+        if self.failed.is_none() {
+            return why;
+        }
+        // Storing failed (a full disk): what is held may be wrong, so it goes.
+        let stored = self.storing_error();
+        self.upload.discard();
+        stored
     }
 
     /// Every byte has arrived: waits for them to be stored; the upload, ready to be checked

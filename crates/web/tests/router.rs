@@ -903,6 +903,14 @@ async fn a_large_folder_lists_a_page_at_a_time_with_a_link_to_the_next() {
     assert_eq!(seen, want);
 }
 
+/// A request body that brings `sent`, then breaks off.
+fn cut_off(sent: &[u8]) -> Body {
+    Body::from_stream(futures_util::stream::iter(vec![
+        Ok(bytes::Bytes::copy_from_slice(sent)),
+        Err(std::io::Error::other("the link dropped")),
+    ]))
+}
+
 /// An upload that says its file's time (`X-Troca-Modified`) leaves what it stored when its
 /// body breaks off; `/api/resume` says how much, and a `PUT` of the rest (`Content-Range`)
 /// completes it, verified whole. A `PUT` starting past what the hub holds is told where to
@@ -916,16 +924,13 @@ async fn a_web_upload_cut_off_resumes_from_what_the_hub_holds() {
     let size = data.len();
     let modified = "1764900000000";
     let first = 4 * 1024 * 1024 + 17;
-    let cut = futures_util::stream::iter(vec![
-        Ok(bytes::Bytes::copy_from_slice(&data[..first])),
-        Err(std::io::Error::other("the link dropped")),
-    ]);
+    let cut = cut_off(&data[..first]);
     let r = f
         .send(
             req(Method::PUT, "/files/big.bin")
                 .header(header::CONTENT_LENGTH, size)
                 .header("x-troca-modified", modified)
-                .body(Body::from_stream(cut))
+                .body(cut)
                 .unwrap(),
         )
         .await;
@@ -988,15 +993,12 @@ async fn a_web_upload_cut_off_resumes_from_what_the_hub_holds() {
     assert_eq!(partial_files(&f), 0);
 
     // Without the file's time, a cut upload leaves nothing behind.
-    let cut = futures_util::stream::iter(vec![
-        Ok(bytes::Bytes::copy_from_slice(&data[..first])),
-        Err(std::io::Error::other("the link dropped")),
-    ]);
+    let cut = cut_off(&data[..first]);
     let r = f
         .send(
             req(Method::PUT, "/files/other.bin")
                 .header(header::CONTENT_LENGTH, size)
-                .body(Body::from_stream(cut))
+                .body(cut)
                 .unwrap(),
         )
         .await;

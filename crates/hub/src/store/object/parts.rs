@@ -245,6 +245,14 @@ impl PartWriter {
         }
     }
 
+    /// The sender broke off: waits for the parts on their way (each recorded as it is stored,
+    /// for a later upload to resume from), sending no partial one.
+    pub async fn stop(mut self) {
+        while let Some(done) = self.sending.join_next().await {
+            self.collect(done);
+        }
+    }
+
     /// Sends what is left and waits for every part: all the parts, in order, and the file's
     /// hash.
     pub async fn finish(mut self) -> io::Result<(Vec<StoredPart>, Hash)> {
