@@ -219,3 +219,29 @@ fn folders_through_json_requests() {
         .unwrap()
         .ends_with("album/a.jpg"));
 }
+
+/// Past the upload quota of an address without a token, the JSON mode answers with the code
+/// `quota` and says how to start it with a token.
+#[test]
+fn an_upload_past_the_quota_is_answered_with_its_code() {
+    let s = Scratch::new();
+    std::fs::write(s.client.join("one.txt"), "one").unwrap();
+    std::fs::write(s.client.join("two.txt"), "two").unwrap();
+    let hub = Hub::start(&s.share, &["--upload-files-per-ip", "1"]);
+    let out = run_script(
+        &hub,
+        &s.client,
+        &[
+            r#"{"operation": "upload", "file_path": "one.txt"}"#,
+            r#"{"operation": "upload", "file_path": "two.txt"}"#,
+        ],
+    );
+    assert!(out[0].get("error").is_none(), "{}", out[0]);
+    assert_eq!(out[1]["error"]["code"], "quota", "{}", out[1]);
+    let message = out[1]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 file an hour") && message.contains("TROCA_TOKEN"),
+        "{message}"
+    );
+    assert!(!s.share.join("two.txt").exists());
+}
