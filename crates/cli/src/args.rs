@@ -500,7 +500,8 @@ pub enum TokenCommand {
     /// Make a token; prints it, and only it, once.
     #[command(
         after_help = "Examples:\n  troca token create --role write --label ana > ana.token\n  \
-                      troca token create --role read --expires 7d > guest.token"
+                      troca token create --role read --expires 7d > guest.token\n  \
+                      troca token create --role write --folder clients/acme > acme.token"
     )]
     Create {
         /// What it allows: read (list and download), write (also upload, and change its own
@@ -514,6 +515,11 @@ pub enum TokenCommand {
         /// until revoked).
         #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
         expires: Option<std::time::Duration>,
+        /// Hold it to this folder of the share: it lists, reads and (by its role) changes only
+        /// what is in it, and sees nothing of the rest, whatever anonymous clients may do
+        /// (default: the whole share).
+        #[arg(long, value_name = "FOLDER", value_parser = parse_folder)]
+        folder: Option<String>,
         #[command(flatten)]
         place: TokenPlace,
     },
@@ -821,6 +827,18 @@ fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
         return Err("a token's lifetime must be above zero".into());
     }
     Ok(d)
+}
+
+/// A folder of the share a token is held to, by the usual name rule (`/` at either end
+/// allowed and dropped).
+fn parse_folder(s: &str) -> Result<String, String> {
+    let t = s.trim().trim_matches('/');
+    if t.is_empty() {
+        return Err("name a folder of the share, e.g. clients/acme".into());
+    }
+    troca_proto::name::RemoteName::parse(t)
+        .map(|n| n.as_str().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Sizes like `64M`, `1G`, `512K`, `2T` (binary multiples, an optional `B` or `iB`), or bytes;

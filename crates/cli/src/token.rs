@@ -51,6 +51,7 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
             role,
             label,
             expires,
+            folder,
             place,
         } => {
             let role = Role::parse(&role).expect("clap checked the role");
@@ -60,6 +61,7 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
                 role,
                 label: &label,
                 expires_ns,
+                folder: folder.as_deref(),
             };
             let NewToken { id, secret } =
                 in_runtime(|| open(place)?.create(spec, now).map_err(Into::into))?;
@@ -70,8 +72,13 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
                     Some(at) => format!(", accepted until {}", output::local_time(at)),
                     None => String::new(),
                 };
+                let reach = match &folder {
+                    Some(f) => format!(" for {}/", output::safe(f)),
+                    None => String::new(),
+                };
                 eprintln!(
-                    "troca: created {} token {id}{until}; it is shown only now, so keep it safe",
+                    "troca: created {} token {id}{reach}{until}; it is shown only now, so keep \
+                     it safe",
                     role.as_str()
                 );
             }
@@ -106,26 +113,32 @@ fn list(global: &Global, tokens: &[TokenInfo], now: i64) -> Result<()> {
                     "expires": t.expires_ns.map(troca_proto::json::rfc3339),
                     "state": t.state(now),
                     "revoked": t.revoked,
+                    "folder": t.folder,
                 })
             })
             .collect();
         return print_json(&rows);
     }
     println!(
-        "{:>4}  {:<6} {:<16} {:<16} {:<8} LABEL",
-        "ID", "ROLE", "CREATED", "EXPIRES", "STATE"
+        "{:>4}  {:<6} {:<16} {:<16} {:<8} {:<16} LABEL",
+        "ID", "ROLE", "CREATED", "EXPIRES", "STATE", "FOLDER"
     );
     for t in tokens {
         let expires = t
             .expires_ns
             .map_or_else(|| "never".into(), output::local_time);
+        let folder = t
+            .folder
+            .as_deref()
+            .map_or_else(|| "(all)".into(), |f| format!("{}/", output::safe(f)));
         println!(
-            "{:>4}  {:<6} {:<16} {:<16} {:<8} {}",
+            "{:>4}  {:<6} {:<16} {:<16} {:<8} {:<16} {}",
             t.id,
             t.role.as_str(),
             output::local_time(t.created_ns),
             expires,
             t.state(now),
+            folder,
             output::safe(&t.label)
         );
     }

@@ -216,3 +216,159 @@ fn the_admin_token_is_private_and_never_printed() {
     assert!(stderr.contains("admin.token"), "says where it is: {stderr}");
     assert!(!stderr.contains(&admin), "never the token itself");
 }
+
+/// `curl` of the hub's web face with a token (as a header read from a file, so it stays out of
+/// the arguments): the status and the body.
+fn web(token_header: &std::path::Path, args: &[&str]) -> (String, Vec<u8>) {
+    let mut all = vec!["-s", "-o", "-", "-w", "\n%{http_code}", "-H"];
+    let header = format!("@{}", token_header.display());
+    all.push(&header);
+    all.extend_from_slice(args);
+    let out = Command::new("curl").args(&all).output().unwrap();
+    let mut body = out.stdout;
+    let at = body.iter().rposition(|b| *b == b'\n').unwrap();
+    let status = String::from_utf8(body.split_off(at)).unwrap();
+    (status.trim().to_owned(), body)
+}
+
+#[test]
+fn a_token_held_to_a_folder_reaches_only_that_folder_on_every_face() {
+    let s = Scratch::new();
+    for (name, text) in [
+        ("clients/acme/a.txt", "a"),
+        ("clients/bob/b.txt", "b"),
+        ("top.txt", "t"),
+    ] {
+        let path = s.share.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let hub = Hub::start(&s.share, &["--require-token"]);
+    let out = Command::new(TROCA)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "write",
+            "--folder",
+            "/clients/acme/",
+        ])
+        .arg("--state")
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("for clients/acme/"), "{err}");
+    let acme = ok(&out).trim().to_owned();
+    let troca = |args: &[&str]| hub.troca_with(&s.client, &acme, args);
+
+    // Native: listings, searches and reads see only the folder.
+    let listed = ok(&troca(&["ls"]));
+    assert!(listed.contains("clients/acme/a.txt"), "{listed}");
+    assert!(
+        !listed.contains("bob") && !listed.contains("top.txt"),
+        "{listed}"
+    );
+    assert!(ok(&troca(&["ls", "clients/bob/"])).is_empty());
+    let found = ok(&troca(&["find", "txt"]));
+    assert!(
+        found.contains("clients/acme/a.txt") && !found.contains("b.txt"),
+        "{found}"
+    );
+    let err = fails(&troca(&["get", "clients/bob/b.txt", "-o", "-"]), 1);
+    assert!(err.contains("outside clients/acme/"), "{err}");
+    assert_eq!(ok(&troca(&["get", "clients/acme/a.txt", "-o", "-"])), "a");
+
+    // Writes: in the folder by the token's role, nowhere else, and never the folder itself.
+    std::fs::write(s.client.join("f.txt"), "f").unwrap();
+    ok(&troca(&["put", "f.txt", "--to", "clients/acme"]));
+    let err = fails(&troca(&["put", "f.txt"]), 1);
+    assert!(err.contains("outside clients/acme/"), "{err}");
+    let err = fails(&troca(&["put", "f.txt", "--as", "clients/bob/f.txt"]), 1);
+    assert!(err.contains("outside clients/acme/"), "{err}");
+    let err = fails(&troca(&["mv", "clients/acme/f.txt", "clients/f.txt"]), 1);
+    assert!(err.contains("outside clients/acme/"), "{err}");
+    ok(&troca(&["mv", "clients/acme/f.txt", "clients/acme/g.txt"]));
+    ok(&troca(&["mkdir", "clients/acme/sub"]));
+    assert!(fails(&troca(&["mkdir", "elsewhere"]), 1).contains("outside"));
+    assert!(fails(&troca(&["rm", "-r", "clients/acme"]), 1).contains("outside"));
+    assert!(fails(&troca(&["rm", "top.txt"]), 1).contains("outside"));
+    ok(&troca(&["rm", "clients/acme/g.txt"]));
+    assert!(s.share.join("top.txt").exists() && s.share.join("clients/bob/b.txt").exists());
+
+    // Others' requests show only where they touch the folder.
+    let admin = hub.admin_token();
+    ok(&hub.troca_with(&s.client, &admin, &["get", "top.txt", "-o", "-"]));
+    let history = json(&hub.troca_with(&s.client, &acme, &["--json", "history"]));
+    let targets: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    assert!(targets.contains(&"clients/acme/a.txt"), "{targets:?}");
+    assert!(
+        targets.iter().all(|t| t.starts_with("clients/acme")),
+        "{targets:?}"
+    );
+
+    // The web face and WebDAV, with the token as a Bearer header.
+    if !needs("curl", "an HTTP client") {
+        return;
+    }
+    let header = s.tmp.path().join("auth");
+    std::fs::write(&header, format!("Authorization: Bearer {acme}\n")).unwrap();
+    let web_url = hub.web.clone().unwrap();
+    let at = |path: &str| format!("{web_url}{path}");
+    let (code, body) = web(&header, &[&at("files/clients/acme/a.txt")]);
+    assert_eq!((code.as_str(), body.as_slice()), ("200", &b"a"[..]));
+    assert_eq!(web(&header, &[&at("files/clients/bob/b.txt")]).0, "403");
+    assert_eq!(web(&header, &[&at("files/top.txt")]).0, "403");
+    let (code, body) = web(&header, &[&at("api/files?prefix=")]);
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(code, "200");
+    assert!(
+        body.contains("clients/acme/a.txt") && !body.contains("b.txt"),
+        "{body}"
+    );
+    let (code, body) = web(&header, &[&at("files/clients/")]);
+    let page = String::from_utf8_lossy(&body);
+    assert!(
+        code == "200" && page.contains("acme") && !page.contains("bob"),
+        "{page}"
+    );
+    let (code, zip) = web(&header, &[&at("files/clients/?zip")]);
+    let has = |name: &[u8]| zip.windows(name.len()).any(|w| w == name);
+    assert!(
+        code == "200" && has(b"clients/acme/a.txt") && !has(b"b.txt"),
+        "{code}"
+    );
+    assert_eq!(
+        web(
+            &header,
+            &["-X", "PUT", "--data-binary", "x", &at("files/top2.txt")]
+        )
+        .0,
+        "403"
+    );
+    let (code, body) = web(
+        &header,
+        &["-X", "PROPFIND", "-H", "Depth: 1", &at("dav/clients/")],
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        code == "207" && body.contains("acme") && !body.contains("bob"),
+        "{body}"
+    );
+    assert_eq!(web(&header, &[&at("dav/clients/bob/b.txt")]).0, "403");
+    assert_eq!(
+        web(&header, &["-X", "PROPFIND", &at("dav/top.txt")]).0,
+        "403"
+    );
+    let lock =
+        "<?xml version=\"1.0\"?><lockinfo xmlns=\"DAV:\"><lockscope><exclusive/></lockscope>\
+                <locktype><write/></locktype></lockinfo>";
+    let locked = web(&header, &["-X", "LOCK", "--data", lock, &at("dav/top.txt")]).0;
+    assert_eq!(locked, "403");
+    ok(&hub.troca_with(&s.client, &admin, &["rm", "top.txt"]));
+}

@@ -38,19 +38,77 @@ impl Caller {
     /// token) and its owner key.
     pub fn as_owner(&self) -> Owner {
         Owner {
-            token_id: self.grant.and_then(|g| g.token_id),
+            token_id: self.grant.as_ref().and_then(|g| g.token_id),
             key_hash: self.owner_key,
         }
     }
 
     /// Who holds the locks this caller takes: its token, or `anonymous`.
     pub fn principal(&self) -> String {
-        match self.grant {
+        match &self.grant {
             Some(Grant {
                 token_id: Some(id), ..
             }) => format!("token {id}"),
             Some(Grant { role, .. }) => role.as_str().to_owned(),
             None => "anonymous".to_owned(),
+        }
+    }
+
+    /// The folder this caller's token holds it to, if any (as the token was at the handshake:
+    /// writes check it again, as they do the token).
+    pub fn folder(&self) -> Option<&str> {
+        self.grant.as_ref().and_then(|g| g.folder.as_deref())
+    }
+
+    /// May this caller see `name` (a file, or a folder ending in `/`)? Everything, unless its
+    /// token is held to a folder: then that folder and what is in it.
+    pub fn sees(&self, name: &str) -> bool {
+        self.folder().is_none_or(|f| within(f, name))
+    }
+
+    /// May this caller read or place `name`? Refused, without looking at the share, outside
+    /// the folder its token is held to.
+    pub fn must_reach(&self, name: &str) -> Result<(), HubError> {
+        match self.folder() {
+            Some(f) if !within(f, name) => Err(outside(f, name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Caller::must_reach`] for a name to move or delete, which for a token held to a folder
+    /// must be in it, never the folder itself.
+    pub fn must_reach_inside(&self, name: &str) -> Result<(), HubError> {
+        match self.folder() {
+            Some(f) if !beneath(f, name) => Err(outside(f, name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Is `name` a folder on the way to the one this caller's token is held to (`""`, the
+    /// share, included)?
+    pub fn on_the_way(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('/');
+        self.folder().is_some_and(|f| {
+            name.is_empty()
+                || f.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// What a listing of the names starting with `prefix` covers for this caller: `prefix`
+    /// itself, or its token's folder where that lies under `prefix`; `None` when the two do
+    /// not meet (the listing is empty).
+    pub fn listing_prefix(&self, prefix: &str) -> Option<String> {
+        let Some(f) = self.folder() else {
+            return Some(prefix.to_owned());
+        };
+        let root = format!("{f}/");
+        if prefix.starts_with(&root) {
+            Some(prefix.to_owned())
+        } else if root.starts_with(prefix) {
+            Some(root)
+        } else {
+            None
         }
     }
 
@@ -67,11 +125,13 @@ impl Caller {
         }
     }
 
-    /// Is this caller an admin (by its token as it stands now)?
+    /// Is this caller an admin of the whole share (by its token as it stands now)?
     pub fn must_be_admin(&self, tokens: &dyn Tokens, what: &str) -> Result<(), HubError> {
         match self.current(tokens)? {
             Some(Grant {
-                role: Role::Admin, ..
+                role: Role::Admin,
+                folder: None,
+                ..
             }) => Ok(()),
             _ => Err(HubError::Forbidden(format!("{what} needs the admin token"))),
         }
@@ -86,9 +146,13 @@ impl Caller {
         prefix: &str,
     ) -> Result<Rights, HubError> {
         let grant = self.current(tokens)?;
-        let role = grant.map(|g| g.role);
-        let may_upload = !read_only && role != Some(Role::Read);
-        let admin = !read_only && role == Some(Role::Admin);
+        let role = grant.as_ref().map(|g| g.role);
+        let reaches = grant
+            .as_ref()
+            .and_then(|g| g.folder.as_deref())
+            .is_none_or(|f| within(f, prefix));
+        let may_upload = !read_only && role != Some(Role::Read) && reaches;
+        let admin = may_upload && role == Some(Role::Admin);
         let owned = if !may_upload || admin {
             Default::default()
         } else {
@@ -109,8 +173,13 @@ impl Caller {
         })
     }
 
-    /// May this caller upload a new name?
-    pub fn may_create(&self, tokens: &dyn Tokens, read_only: bool) -> Result<(), HubError> {
+    /// May this caller upload a new name (or make a folder) at `name`?
+    pub fn may_create(
+        &self,
+        tokens: &dyn Tokens,
+        read_only: bool,
+        name: &str,
+    ) -> Result<(), HubError> {
         if read_only {
             return Err(HubError::Forbidden("this hub is read-only".into()));
         }
@@ -120,11 +189,15 @@ impl Caller {
             }) => Err(HubError::Forbidden(
                 "a read token cannot upload; ask for a write token".into(),
             )),
+            Some(Grant {
+                folder: Some(f), ..
+            }) if !within(&f, name) => Err(outside(&f, name)),
             _ => Ok(()),
         }
     }
 
-    /// May this caller replace or delete `name`, uploaded by `owner`?
+    /// May this caller replace or delete `name`, uploaded by `owner`? A token held to a folder
+    /// reaches what is in it, never the folder itself.
     pub fn may_change(
         &self,
         tokens: &dyn Tokens,
@@ -137,13 +210,20 @@ impl Caller {
             return Err(HubError::Forbidden("this hub is read-only".into()));
         }
         let own_key = self.owner_key.is_some() && self.owner_key == owner.key_hash;
-        match self.current(tokens)? {
+        let grant = self.current(tokens)?;
+        if let Some(f) = grant.as_ref().and_then(|g| g.folder.as_deref()) {
+            if !beneath(f, name) {
+                return Err(outside(f, name));
+            }
+        }
+        match grant {
             Some(Grant {
                 role: Role::Admin, ..
             }) => Ok(()),
             Some(Grant {
                 role: Role::Write,
                 token_id: Some(id),
+                ..
             }) if owner.token_id == Some(id) => Ok(()),
             // The same client that uploaded it, by its owner key (a read token reads only).
             Some(Grant {
@@ -162,6 +242,26 @@ impl Caller {
             ))),
         }
     }
+}
+
+/// Is `name` (a file, or a folder with or without its trailing `/`) `folder` or in it?
+fn within(folder: &str, name: &str) -> bool {
+    name.strip_prefix(folder)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Is `name` in `folder` (not `folder` itself)?
+fn beneath(folder: &str, name: &str) -> bool {
+    name.strip_prefix(folder)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+/// The refusal of a name outside the folder a token is held to.
+fn outside(folder: &str, name: &str) -> HubError {
+    HubError::Forbidden(format!(
+        "{name:?} is outside {folder}/, the only folder this token reaches"
+    ))
 }
 
 /// What a caller may do under a folder: upload, change everything (admin), or change the
@@ -326,6 +426,7 @@ mod tests {
             role,
             label,
             expires_ns: None,
+            folder: None,
         };
         let NewToken { id: wid, secret: w } = tokens.create(spec(Role::Write, "w"), 0).unwrap();
         let r = tokens.create(spec(Role::Read, "r"), 0).unwrap().secret;
@@ -342,12 +443,12 @@ mod tests {
             key_hash: None,
         };
         let anon = caller(None);
-        assert!(anon.may_create(&tokens, false).is_ok());
-        assert!(anon.may_create(&tokens, true).is_err());
+        assert!(anon.may_create(&tokens, false, "f").is_ok());
+        assert!(anon.may_create(&tokens, true, "f").is_err());
         assert!(anon
             .may_change(&tokens, false, "f", Owner::default(), "deleting")
             .is_err());
-        assert!(caller(Some(&r)).may_create(&tokens, false).is_err());
+        assert!(caller(Some(&r)).may_create(&tokens, false, "f").is_err());
         let writer = caller(Some(&w));
         assert!(writer
             .may_change(&tokens, false, "f", by(wid), "deleting")
@@ -385,8 +486,92 @@ mod tests {
             .is_err());
         tokens.revoke(wid).unwrap();
         assert!(matches!(
-            writer.may_create(&tokens, false),
+            writer.may_create(&tokens, false, "f"),
             Err(HubError::Unauthorized(_))
         ));
+    }
+
+    #[test]
+    fn a_token_held_to_a_folder_reaches_only_what_is_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        let spec = |role, folder| TokenSpec {
+            role,
+            label: "",
+            expires_ns: None,
+            folder: Some(folder),
+        };
+        let held = |role| {
+            let secret = tokens.create(spec(role, "c/acme"), 0).unwrap().secret;
+            Caller {
+                grant: tokens.check(&secret).unwrap(),
+                token: Some(secret),
+                ..Caller::default()
+            }
+        };
+        let (writer, admin) = (held(Role::Write), held(Role::Admin));
+        assert_eq!(writer.folder(), Some("c/acme"));
+        for name in ["c/acme", "c/acme/", "c/acme/a.txt", "c/acme/x/y"] {
+            assert!(
+                writer.sees(name) && writer.must_reach(name).is_ok(),
+                "{name}"
+            );
+        }
+        for name in [
+            "",
+            "c",
+            "c/acme2",
+            "c/acme2/a",
+            "c/acm",
+            "d/c/acme/a",
+            "a.txt",
+        ] {
+            assert!(!writer.sees(name), "{name}");
+            assert!(matches!(
+                writer.must_reach(name),
+                Err(HubError::Forbidden(_))
+            ));
+        }
+        // Listings: what lies on the way leads into the folder; the rest lists nothing.
+        let listed = |prefix| writer.listing_prefix(prefix);
+        assert_eq!(listed("").as_deref(), Some("c/acme/"));
+        assert_eq!(listed("c/").as_deref(), Some("c/acme/"));
+        assert_eq!(listed("c/ac").as_deref(), Some("c/acme/"));
+        assert_eq!(listed("c/acme/x/").as_deref(), Some("c/acme/x/"));
+        assert_eq!(listed("c/b/"), None);
+        assert_eq!(listed("c/acme2/"), None);
+        assert!(writer.on_the_way("") && writer.on_the_way("c") && writer.on_the_way("c/"));
+        assert!(!writer.on_the_way("c/acme") && !writer.on_the_way("d"));
+        // Writing: within its folder by its role; the folder itself is never moved or deleted.
+        assert!(writer.may_create(&tokens, false, "c/acme/new.txt").is_ok());
+        assert!(writer.may_create(&tokens, false, "c/new.txt").is_err());
+        let any = Owner::default();
+        assert!(admin
+            .may_change(&tokens, false, "c/acme/f", any, "deleting")
+            .is_ok());
+        assert!(admin
+            .may_change(&tokens, false, "c/acme", any, "deleting")
+            .is_err());
+        assert!(admin
+            .may_change(&tokens, false, "c/other", any, "deleting")
+            .is_err());
+        assert!(admin
+            .must_be_admin(&tokens, "listing partial uploads")
+            .is_err());
+        // A client's own uploads outside the folder are out of its token's reach too.
+        let keyed = Caller {
+            owner_key: Some(owner_key_hash("k")),
+            ..writer.clone()
+        };
+        let mine = Owner {
+            token_id: None,
+            key_hash: Some(owner_key_hash("k")),
+        };
+        assert!(keyed
+            .may_change(&tokens, false, "c/acme/f", mine, "deleting")
+            .is_ok());
+        assert!(keyed
+            .may_change(&tokens, false, "elsewhere", mine, "deleting")
+            .is_err());
     }
 }

@@ -497,11 +497,13 @@ async fn dispatch(
     msg: Message,
 ) -> Dispatched {
     Dispatched::Done(match msg {
-        Message::List(l) => send_listing(conn, hub.list(&l.prefix)).await,
-        Message::Get(g) => match ready(hub.download(&g.name, g.offset), plain(conn)).await {
-            Ok(download) => send_file(hub, conn, me, download).await.map(Ok),
-            Err(e) => Ok(Err(e)),
-        },
+        Message::List(l) => send_listing(conn, hub.list(caller, &l.prefix)).await,
+        Message::Get(g) => {
+            match ready(hub.download(caller, &g.name, g.offset), plain(conn)).await {
+                Ok(download) => send_file(hub, conn, me, download).await.map(Ok),
+                Err(e) => Ok(Err(e)),
+            }
+        }
         Message::Put(p) => receive_file(hub, conn, me, caller, p).await,
         Message::Remove(r) => match hub.remove(&r.name, r.recursive, caller).await {
             Ok(files) => answer(conn, Removed { files }.into()).await,
@@ -515,7 +517,7 @@ async fn dispatch(
             Ok(name) => answer(conn, Moved { name }.into()).await,
             Err(e) => Ok(Err(e)),
         },
-        Message::Find(f) => match hub.find(&f.text, caller.from).await {
+        Message::Find(f) => match hub.find(&f.text, caller).await {
             Ok(entries) => sent(send_chunks(conn, entries, Entries::default(), |_| {}).await),
             Err(e) => Ok(Err(e)),
         },
@@ -527,10 +529,10 @@ async fn dispatch(
             Err(e) => Ok(Err(e)),
         },
         Message::Who(_) => {
-            let clients = hub.who().await;
+            let clients = hub.who(caller).await;
             sent(send_chunks(conn, clients, ClientList::default(), |_| {}).await)
         }
-        Message::History(h) => match hub.history(page_query(h)).await {
+        Message::History(h) => match hub.history(page_query(h), caller).await {
             Ok(page) => {
                 let next = page.next;
                 let last = |last: &mut HistoryEntries| last.next = next;

@@ -28,7 +28,9 @@ impl Hub {
     /// What `name` holds (`""`: the whole share, a folder). A folder's time is the hub's start
     /// (a store keeps no time for folders). Looked up on the caller's thread, as a download
     /// opens its file: one lookup costs less than a hop to the blocking pool.
-    pub async fn stat(self: &Arc<Self>, name: &str) -> Result<Stat, HubError> {
+    /// A caller whose token is held to a folder sees the folders on the way to it as empty
+    /// but for the next one on the way, and nothing else outside it.
+    pub async fn stat(self: &Arc<Self>, caller: &Caller, name: &str) -> Result<Stat, HubError> {
         let name = name.trim_end_matches('/');
         let folder = Stat {
             folder: true,
@@ -36,9 +38,10 @@ impl Hub {
             modified_ns: self.started_ns(),
             blake3: None,
         };
-        if name.is_empty() {
+        if name.is_empty() || caller.on_the_way(name) {
             return Ok(folder);
         }
+        caller.must_reach(name)?;
         let remote = parse(name)?;
         // One lookup: `open` says `NotAFile` for a folder and only for a folder.
         match self.store().open(&remote) {
@@ -68,7 +71,7 @@ impl Hub {
         replace: bool,
         caller: &Caller,
     ) -> Result<PutDone, HubError> {
-        let source = self.download(from, 0)?;
+        let source = self.download(caller, from, 0)?;
         let size = source.size();
         let put = Put {
             name: to.to_owned(),
@@ -114,11 +117,16 @@ impl Hub {
     }
 
     /// The dead properties of `name`.
-    pub async fn props(self: &Arc<Self>, name: &str) -> Result<Vec<DeadProp>, HubError> {
+    pub async fn props(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Vec<DeadProp>, HubError> {
         // Nearly always none at all: then no hop to the blocking pool either.
-        if !self.owners().may_have_props() {
+        if !self.owners().may_have_props() || caller.on_the_way(name) {
             return Ok(Vec::new());
         }
+        caller.must_reach(name)?;
         let (hub, name) = (Arc::clone(self), name.trim_end_matches('/').to_owned());
         blocking(move || hub.owners().props(&name)).await
     }
@@ -145,7 +153,7 @@ impl Hub {
         let name = name.trim_end_matches('/').to_owned();
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
-            caller.may_create(hub.tokens(), hub.config().read_only)?;
+            caller.may_create(hub.tokens(), hub.config().read_only, &name)?;
             hub.check_lock(&caller, &name, false)?;
             if !name.is_empty() {
                 let remote = parse(&name)?;

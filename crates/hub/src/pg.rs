@@ -461,6 +461,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 -- When a token stops being accepted (NULL: never); added after the table was first made.
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS expires_ns bigint;
+-- The folder a token is held to (NULL: the whole share); added later too.
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS folder text;
 CREATE TABLE IF NOT EXISTS owners (
     name text COLLATE "C" PRIMARY KEY,
     token_id bigint NOT NULL

@@ -125,14 +125,16 @@ pub struct Listing {
     prefix: String,
     after: Option<String>,
     done: bool,
+    /// The caller may see none of these names: one empty page.
+    nothing: bool,
 }
 
 impl Listing {
     /// The next page (`None` once the listing is over; a page may be empty only when the
     /// whole listing is).
     pub async fn next_page(&mut self) -> Result<Option<Vec<Entry>>, HubError> {
-        if self.done {
-            return Ok(None);
+        if let Some(end) = self.end() {
+            return Ok(end);
         }
         let hub = Arc::clone(&self.hub);
         let (prefix, after) = (self.prefix.clone(), self.after.take());
@@ -144,14 +146,27 @@ impl Listing {
 
     /// [`Listing::next_page`] on a thread that may block (the blocking pool's).
     pub fn next_page_blocking(&mut self) -> Result<Option<Vec<Entry>>, HubError> {
-        if self.done {
-            return Ok(None);
+        if let Some(end) = self.end() {
+            return Ok(end);
         }
         let after = self.after.take();
         let page = self
             .hub
             .list_page_blocking(ListQuery::after(&self.prefix, after.as_deref()))?;
         Ok(Some(self.advance(page)))
+    }
+
+    /// What to answer without reading the store: nothing more, or the one empty page of a
+    /// listing the caller may not see.
+    fn end(&mut self) -> Option<Option<Vec<Entry>>> {
+        if self.done {
+            return Some(None);
+        }
+        if self.nothing {
+            self.done = true;
+            return Some(Some(Vec::new()));
+        }
+        None
     }
 
     fn advance(&mut self, page: ListPage) -> Vec<Entry> {
@@ -406,7 +421,17 @@ impl Hub {
 
     /// Everyone connected: to this hub, and to the others sharing its database (each with
     /// its hub's name).
-    pub async fn who(self: &Arc<Self>) -> Vec<ClientEntry> {
+    /// A caller whose token is held to a folder sees what others move only within it.
+    pub async fn who(self: &Arc<Self>, caller: &Caller) -> Vec<ClientEntry> {
+        let mut all = self.everyone().await;
+        for c in all.iter_mut().filter(|c| !caller.sees(&c.target)) {
+            c.target.clear();
+            (c.done, c.total) = (0, 0);
+        }
+        all
+    }
+
+    async fn everyone(self: &Arc<Self>) -> Vec<ClientEntry> {
         let mut all = self.clients.list();
         let Some(presence) = &self.presence else {
             return all;
@@ -453,15 +478,23 @@ impl Hub {
 
     /// The names starting with `prefix`, with their hashes where known, to be read a page at a
     /// time ([`Listing::next_page`]): whatever the share's size, a listing holds one page.
-    pub fn list(self: &Arc<Self>, prefix: &str) -> Listing {
-        self.list_after(prefix, None)
+    /// A caller whose token is held to a folder lists only what is in it.
+    pub fn list(self: &Arc<Self>, caller: &Caller, prefix: &str) -> Listing {
+        self.list_after(caller, prefix, None)
     }
 
     /// [`Hub::list`] of the names after `after` only.
-    pub fn list_after(self: &Arc<Self>, prefix: &str, after: Option<String>) -> Listing {
+    pub fn list_after(
+        self: &Arc<Self>,
+        caller: &Caller,
+        prefix: &str,
+        after: Option<String>,
+    ) -> Listing {
+        let covered = caller.listing_prefix(prefix);
         Listing {
             hub: Arc::clone(self),
-            prefix: prefix.to_owned(),
+            nothing: covered.is_none(),
+            prefix: covered.unwrap_or_default(),
             after,
             done: false,
         }
@@ -500,7 +533,12 @@ impl Hub {
     /// into it on a miss, which also learns their hash), others from the store. Reads on the
     /// caller's thread: a lookup, and for a small file a page-cache read, cost less than a hop
     /// to the blocking pool.
-    pub fn download(&self, name: &str, offset: u64) -> Result<Download, HubError> {
+    pub fn download(&self, caller: &Caller, name: &str, offset: u64) -> Result<Download, HubError> {
+        if caller.on_the_way(name) {
+            // A folder on the way to the caller's own, which it may open (it holds that one).
+            return Err(HubError::NotAFile(name.to_owned()));
+        }
+        caller.must_reach(name)?;
         let name = parse(name)?;
         let file = self.store.open(&name)?;
         let version = file.version;
@@ -649,6 +687,7 @@ impl Hub {
         kind: Option<Kind>,
         replace: bool,
     ) -> Result<(), HubError> {
+        caller.must_reach(name.as_str())?;
         self.check_lock(caller, name.as_str(), false)?;
         match kind {
             None => Ok(()),
@@ -728,7 +767,7 @@ impl Hub {
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
         let memory = self.memory_for_upload(put);
         let (partial, quota) = blocking(move || {
-            caller.may_create(hub.tokens(), hub.config.read_only)?;
+            caller.may_create(hub.tokens(), hub.config.read_only, remote.as_str())?;
             let kind = hub.store.kind(&remote)?;
             hub.check_place(&caller, &remote, kind, force)?;
             let quota = hub.count_upload(
@@ -783,7 +822,7 @@ impl Hub {
         let remote = parse(name)?;
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
-            caller.may_create(hub.tokens(), hub.config.read_only)?;
+            caller.may_create(hub.tokens(), hub.config.read_only, remote.as_str())?;
             hub.store.resumable(&remote, size, source_mtime_ns)
         })
         .await
@@ -926,9 +965,16 @@ impl Hub {
     }
 
     /// One page of the history (see [`History::query`]), on the blocking pool.
-    pub async fn history(self: &Arc<Self>, query: PageQuery) -> Result<Page, HubError> {
+    /// A caller whose token is held to a folder sees only the requests about what is in it.
+    pub async fn history(
+        self: &Arc<Self>,
+        query: PageQuery,
+        caller: &Caller,
+    ) -> Result<Page, HubError> {
         let hub = Arc::clone(self);
-        blocking(move || hub.history.query(&query)).await
+        let mut page = blocking(move || hub.history.query(&query)).await?;
+        page.entries.retain(|e| caller.sees(&e.target));
+        Ok(page)
     }
 
     /// The partial uploads held (admins only), oldest first.
@@ -979,6 +1025,8 @@ impl Hub {
         let hub = Arc::clone(self);
         let caller = caller.clone();
         blocking(move || {
+            // Before any lookup, so that a refusal says nothing of what is there.
+            caller.must_reach_inside(remote.as_str())?;
             hub.check_lock(&caller, remote.as_str(), true)?;
             match hub.store.kind(&remote)? {
                 Some(Kind::Folder) => return hub.remove_folder(&caller, &remote, recursive),
@@ -1007,7 +1055,8 @@ impl Hub {
     /// May `caller` move or delete folder `name` as a whole? Only if it may change every file
     /// in it; an empty folder holds nobody's data, so whoever may upload may.
     fn check_folder(&self, caller: &Caller, name: &RemoteName, what: &str) -> Result<(), HubError> {
-        caller.may_create(self.tokens(), self.config.read_only)?;
+        caller.must_reach_inside(name.as_str())?;
+        caller.may_create(self.tokens(), self.config.read_only, name.as_str())?;
         for file in self.store.files_beneath(name)? {
             if let Ok(file) = RemoteName::parse(&file) {
                 self.check_change(caller, &file, what)?;
@@ -1078,7 +1127,7 @@ impl Hub {
         let remote = parse_folder(name)?;
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
-            caller.may_create(hub.tokens(), hub.config.read_only)?;
+            caller.may_create(hub.tokens(), hub.config.read_only, remote.as_str())?;
             hub.check_lock(&caller, remote.as_str(), false)?;
             // A folder takes an inode, as a file does.
             let quota = hub.count_upload(&caller, Amount { bytes: 0, files: 1 })?;
@@ -1116,6 +1165,9 @@ impl Hub {
         into: bool,
         force: bool,
     ) -> Result<String, HubError> {
+        // Before any lookup, so that a refusal says nothing of what is there.
+        caller.must_reach_inside(source.as_str())?;
+        caller.must_reach(target.as_str())?;
         let Some(kind) = self.store.kind(&source)? else {
             return Err(HubError::NotFound(source.to_string()));
         };
@@ -1131,10 +1183,10 @@ impl Hub {
         }
         self.check_lock(caller, source.as_str(), true)?;
         self.check_lock(caller, target.as_str(), true)?;
+        caller.may_create(self.tokens(), self.config.read_only, target.as_str())?;
         if kind == Kind::Folder {
             self.check_folder(caller, &source, "moving")?;
         } else {
-            caller.may_create(self.tokens(), self.config.read_only)?;
             self.check_change(caller, &source, "moving")?;
         }
         match target_kind(&target) {
@@ -1159,7 +1211,7 @@ impl Hub {
     pub async fn find(
         self: &Arc<Self>,
         text: &str,
-        from: Option<IpAddr>,
+        caller: &Caller,
     ) -> Result<Vec<Entry>, HubError> {
         let text = text.trim();
         if text.is_empty() {
@@ -1171,8 +1223,11 @@ impl Hub {
             ));
         }
         let (hub, text) = (Arc::clone(self), text.to_owned());
-        let _turn = self.walk_turn(from).await;
-        blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)?))).await
+        let _turn = self.walk_turn(caller.from).await;
+        let mut found =
+            blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)?))).await?;
+        found.retain(|e| caller.sees(&e.name));
+        Ok(found)
     }
 
     /// A turn at walking the share for a short answer (a search; a folder's page, which counts

@@ -63,7 +63,10 @@ impl Hub {
         batch: Vec<PutSmall>,
         caller: &Caller,
     ) -> Vec<Result<PutDone, HubError>> {
-        if let Err(e) = caller.may_create(self.tokens(), self.config().read_only) {
+        // The token and its role, once for the batch (at the folder it reaches); each name's
+        // place is checked as it is stored (`check_place`).
+        let reach = caller.folder().unwrap_or("").to_owned();
+        if let Err(e) = caller.may_create(self.tokens(), self.config().read_only, &reach) {
             return batch.iter().map(|_| Err(again(&e))).collect();
         }
         let (batch, quota, refused) = self.admit_batch(batch, caller);

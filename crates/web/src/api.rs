@@ -133,8 +133,9 @@ pub(crate) async fn files(
     Query(q): Query<FilesQuery>,
 ) -> Result<Response, ApiError> {
     let prefix = q.prefix.clone();
-    recorded(&hub, &v, &headers, "list", q.prefix, |_| async {
-        let mut listing = hub.list(&prefix);
+    let h = &hub;
+    recorded(&hub, &v, &headers, "list", q.prefix, |caller| async move {
+        let mut listing = h.list(&caller, &prefix);
         // The first page is read before answering, so a refusal is still a status code.
         let first = listing.next_page().await?.unwrap_or_default();
         Ok((json_listing(first, listing), 0))
@@ -207,9 +208,15 @@ pub(crate) async fn clients(
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<json::ClientRow>>, ApiError> {
-    recorded(&hub, &v, &headers, "who", String::new(), |_| async {
-        Ok((Json(json::clients(hub.who().await)), 0))
-    })
+    let h = &hub;
+    recorded(
+        &hub,
+        &v,
+        &headers,
+        "who",
+        String::new(),
+        |caller| async move { Ok((Json(json::clients(h.who(&caller).await)), 0)) },
+    )
     .await
 }
 
@@ -219,29 +226,37 @@ pub(crate) async fn history(
     headers: HeaderMap,
     Query(q): Query<json::HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    recorded(&hub, &v, &headers, "history", String::new(), |_| async {
-        let query = PageQuery {
-            limit: q.limit,
-            before: q.before,
-            client: q.client,
-            op: q.op,
-        };
-        let limit = query.limit.min(troca_proto::msg::MAX_HISTORY_PAGE);
-        let filters = next_page_filters(&query);
-        let page = hub.history(query).await?;
-        let mut response = Json(json::history(page.entries)).into_response();
-        // The next page, as GitHub's API and RFC 8288 give it.
-        if page.next != 0 {
-            let link = format!(
-                "</api/history?limit={limit}&before={}{filters}>; rel=\"next\"",
-                page.next
-            );
-            if let Ok(v) = HeaderValue::from_str(&link) {
-                response.headers_mut().insert(header::LINK, v);
+    let h = &hub;
+    recorded(
+        &hub,
+        &v,
+        &headers,
+        "history",
+        String::new(),
+        |caller| async move {
+            let query = PageQuery {
+                limit: q.limit,
+                before: q.before,
+                client: q.client,
+                op: q.op,
+            };
+            let limit = query.limit.min(troca_proto::msg::MAX_HISTORY_PAGE);
+            let filters = next_page_filters(&query);
+            let page = h.history(query, &caller).await?;
+            let mut response = Json(json::history(page.entries)).into_response();
+            // The next page, as GitHub's API and RFC 8288 give it.
+            if page.next != 0 {
+                let link = format!(
+                    "</api/history?limit={limit}&before={}{filters}>; rel=\"next\"",
+                    page.next
+                );
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    response.headers_mut().insert(header::LINK, v);
+                }
             }
-        }
-        Ok((response, 0))
-    })
+            Ok((response, 0))
+        },
+    )
     .await
 }
 

@@ -214,8 +214,8 @@ pub(crate) async fn send_file(
     let name = name.to_owned();
     let record = pending(v, if head { "head" } else { "get" }, name.clone());
     let opened = async {
-        caller(hub, v, headers).await?;
-        Ok::<_, ApiError>(hub.download(&name, 0)?)
+        let caller = caller(hub, v, headers).await?;
+        Ok::<_, ApiError>(hub.download(&caller, &name, 0)?)
     };
     let download = match opened.await {
         Ok(d) => d,

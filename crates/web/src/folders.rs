@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use std::io::{self, Write};
 use std::sync::Arc;
+use troca_hub::access::Caller;
 use troca_hub::service::Source;
 use troca_hub::{Hub, HubError, Listing};
 use troca_proto::json;
@@ -100,7 +101,7 @@ pub(crate) async fn find(
         &headers,
         "find",
         q.q.clone(),
-        |caller| async move { Ok((Json(json::files(&hub.find(&q.q, caller.from).await?)), 0)) },
+        |caller| async move { Ok((Json(json::files(&hub.find(&q.q, &caller).await?)), 0)) },
     )
     .await
 }
@@ -184,8 +185,9 @@ pub(crate) struct RowWalk {
 }
 
 impl RowWalk {
-    /// The rows of `folder`, from the first, or from those after `after` (a row's name).
-    pub(crate) fn new(hub: &Arc<Hub>, folder: &str, after: Option<&str>) -> Self {
+    /// The rows of `folder` that `caller` may see, from the first, or from those after `after`
+    /// (a row's name).
+    pub(crate) fn new(hub: &Arc<Hub>, caller: &Caller, folder: &str, after: Option<&str>) -> Self {
         let fold = RowFold {
             // Rows after a folder's: none of what is beneath it again.
             skip: after.filter(|a| a.ends_with('/')).map(str::to_owned),
@@ -193,7 +195,7 @@ impl RowWalk {
         };
         Self {
             folder: folder.to_owned(),
-            listing: hub.list_after(folder, after.map(str::to_owned)),
+            listing: hub.list_after(caller, folder, after.map(str::to_owned)),
             page: Vec::new().into_iter(),
             fold,
             ready: Default::default(),
@@ -315,7 +317,7 @@ pub(crate) async fn listing(
         folder.clone(),
         |caller| async move {
             let turn = hub.walk_turn(caller.from).await;
-            let mut walk = RowWalk::new(hub, &folder, after);
+            let mut walk = RowWalk::new(hub, &caller, &folder, after);
             let mut rows = Vec::new();
             while rows.len() < PAGE_ROWS {
                 match walk.next().await? {
@@ -374,15 +376,15 @@ pub(crate) async fn zip(
 ) -> Result<Response, ApiError> {
     let record = crate::api::pending(v, "zip", folder.to_owned());
     let listed = async {
-        caller(hub, v, headers).await?;
-        let mut listing = hub.list(folder);
+        let caller = caller(hub, v, headers).await?;
+        let mut listing = hub.list(&caller, folder);
         match listing.next_page().await? {
-            Some(first) if !first.is_empty() => Ok((first, listing)),
+            Some(first) if !first.is_empty() => Ok((first, listing, caller)),
             _ => Err(ApiError::from(HubError::NotFound(folder.to_owned()))),
         }
     }
     .await;
-    let (first, rest) = match listed {
+    let (first, rest, caller) = match listed {
         Ok(e) => e,
         Err(e) => {
             record.finish(hub.history_log(), Err(e.record_text()));
@@ -399,7 +401,12 @@ pub(crate) async fn zip(
             buf: BytesMut::with_capacity(ZIP_CHUNK),
             sent: 0,
         };
-        match write_zip(&hub2, &folder2, first, rest, out) {
+        let listed = Listed {
+            folder: &folder2,
+            first,
+            rest,
+        };
+        match write_zip(&hub2, &caller, listed, out) {
             Ok(sent) => {
                 session.sent(sent);
                 record.finish(hub2.history_log(), Ok(sent));
@@ -441,15 +448,25 @@ impl futures_core::Stream for ZipStream {
     }
 }
 
-/// Writes the zip of `folder` from the first page of its listing and the rest; returns the
-/// bytes sent. Blocking.
+/// A folder to zip: its name, the first page of its listing and the rest.
+struct Listed<'a> {
+    folder: &'a str,
+    first: Vec<Entry>,
+    rest: Listing,
+}
+
+/// Writes the zip of a folder, its files read as `caller`; returns the bytes sent. Blocking.
 fn write_zip(
     hub: &Hub,
-    folder: &str,
-    first: Vec<Entry>,
-    mut rest: Listing,
+    caller: &Caller,
+    listed: Listed<'_>,
     out: ChannelWriter,
 ) -> io::Result<u64> {
+    let Listed {
+        folder,
+        first,
+        mut rest,
+    } = listed;
     let mut zip = zip::ZipWriter::new_stream(out);
     // Names inside the zip start with the folder's own name, as `zip -r photos` makes them.
     let parent_len = folder.trim_end_matches('/').rfind('/').map_or(0, |i| i + 1);
@@ -457,7 +474,7 @@ fn write_zip(
     let mut page = Some(first);
     while let Some(entries) = page {
         for e in &entries {
-            add_to_zip(hub, &mut zip, &e.name[parent_len..], e, &mut buf)?;
+            add_to_zip(hub, caller, &mut zip, &e.name[parent_len..], e, &mut buf)?;
         }
         page = rest.next_page_blocking().map_err(io::Error::other)?;
     }
@@ -470,6 +487,7 @@ fn write_zip(
 /// since it was listed is left out; one that cannot be read stops the zip).
 fn add_to_zip(
     hub: &Hub,
+    caller: &Caller,
     zip: &mut zip::ZipWriter<zip::write::StreamWriter<ChannelWriter>>,
     inner: &str,
     e: &Entry,
@@ -483,7 +501,7 @@ fn add_to_zip(
     if e.name.ends_with('/') {
         return zip.add_directory(inner, options).map_err(io::Error::other);
     }
-    let download = match hub.download(&e.name, 0) {
+    let download = match hub.download(caller, &e.name, 0) {
         Ok(d) => d,
         Err(HubError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(io::Error::other(e)),

@@ -13,6 +13,7 @@ pub mod sqlite;
 pub use history::{Entry, Page, PageQuery, Pending, MAX_SCAN};
 
 use crate::error::HubError;
+use std::sync::Arc;
 
 pub use crate::pg::now_ns;
 
@@ -82,11 +83,13 @@ impl Role {
 }
 
 /// Who a valid token says the client is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub role: Role,
     /// The token's id in the records; `None` for the admin token file.
     pub token_id: Option<i64>,
+    /// The folder the token is held to (`None`: the whole share).
+    pub folder: Option<Arc<str>>,
 }
 
 /// A token as `troca token list` shows it (never the secret).
@@ -99,6 +102,8 @@ pub struct TokenInfo {
     pub revoked: bool,
     /// When it stops being accepted, if ever.
     pub expires_ns: Option<i64>,
+    /// The folder it is held to, if any.
+    pub folder: Option<String>,
 }
 
 impl TokenInfo {
@@ -120,6 +125,8 @@ pub struct TokenSpec<'a> {
     pub label: &'a str,
     /// When it stops being accepted, if ever.
     pub expires_ns: Option<i64>,
+    /// The folder it is held to (a valid name, without a trailing `/`), if any.
+    pub folder: Option<&'a str>,
 }
 
 /// A token just made: its id, and the secret, shown once.

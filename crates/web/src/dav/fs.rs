@@ -115,14 +115,14 @@ impl DavDirEntry for Child {
 }
 
 impl HubFs {
-    async fn stat(&self, name: &str) -> FsResult<Stat> {
-        self.hub.stat(name).await.map_err(fs_err)
+    async fn stat(&self, ctx: &Ctx, name: &str) -> FsResult<Stat> {
+        self.hub.stat(&ctx.caller, name).await.map_err(fs_err)
     }
 
     /// The folder above `name` must be there: WebDAV does not make folders on the way.
-    async fn parent_is_folder(&self, name: &str) -> FsResult<()> {
+    async fn parent_is_folder(&self, ctx: &Ctx, name: &str) -> FsResult<()> {
         let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
-        match self.stat(parent).await {
+        match self.stat(ctx, parent).await {
             Ok(s) if s.folder => Ok(()),
             _ => Err(FsError::NotFound),
         }
@@ -130,8 +130,8 @@ impl HubFs {
 
     /// The entries directly in folder `name`.
     /// The entries of folder `name`, one at a time as its listing is read.
-    async fn children(&self, name: &str) -> FsResult<crate::folders::RowWalk> {
-        if !self.stat(name).await?.folder {
+    async fn children(&self, ctx: &Ctx, name: &str) -> FsResult<crate::folders::RowWalk> {
+        if !self.stat(ctx, name).await?.folder {
             return Err(FsError::Forbidden);
         }
         let prefix = if name.is_empty() {
@@ -139,7 +139,12 @@ impl HubFs {
         } else {
             format!("{name}/")
         };
-        Ok(crate::folders::RowWalk::new(&self.hub, &prefix, None))
+        Ok(crate::folders::RowWalk::new(
+            &self.hub,
+            &ctx.caller,
+            &prefix,
+            None,
+        ))
     }
 
     /// A LOCK of a name not there yet makes it, empty (RFC 4918 §7.3), under the lock just
@@ -164,10 +169,10 @@ impl HubFs {
     async fn open_write(&self, name: String, o: OpenOptions, ctx: &Ctx) -> FsResult<Upload> {
         // `dav-server` has looked the name up and checked `If-Match`/`If-None-Match` already;
         // a folder there, or a file where `create_new` says none, the upload itself refuses.
-        if !o.create && self.stat(&name).await.is_err() {
+        if !o.create && self.stat(ctx, &name).await.is_err() {
             return Err(FsError::NotFound);
         }
-        self.parent_is_folder(&name).await?;
+        self.parent_is_folder(ctx, &name).await?;
         // The handler refuses a PUT that says no length before it gets here; a LOCK of a name
         // not yet there makes it, empty.
         let size = o.size.unwrap_or(0);
@@ -235,7 +240,7 @@ impl GuardedFileSystem<Ctx> for HubFs {
                 let upload = self.open_write(name, options, ctx).await?;
                 return Ok(Box::new(upload) as Box<dyn DavFile>);
             }
-            let download = self.hub.download(&name, 0).map_err(fs_err)?;
+            let download = self.hub.download(&ctx.caller, &name, 0).map_err(fs_err)?;
             Ok(Box::new(Reader {
                 download: Arc::new(download),
                 pos: 0,
@@ -248,10 +253,10 @@ impl GuardedFileSystem<Ctx> for HubFs {
         &'a self,
         path: &'a DavPath,
         _meta: ReadDirMeta,
-        _ctx: &'a Ctx,
+        ctx: &'a Ctx,
     ) -> Boxed<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
-            let walk = self.children(&name_of(path)?).await?;
+            let walk = self.children(ctx, &name_of(path)?).await?;
             let items = futures_util::stream::unfold(Some(walk), |walk| async move {
                 let mut walk = walk?;
                 match walk.next().await {
@@ -268,9 +273,9 @@ impl GuardedFileSystem<Ctx> for HubFs {
         .boxed()
     }
 
-    fn metadata<'a>(&'a self, path: &'a DavPath, _ctx: &'a Ctx) -> Boxed<'a, Box<dyn DavMetaData>> {
+    fn metadata<'a>(&'a self, path: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, Box<dyn DavMetaData>> {
         async move {
-            let stat = self.stat(&name_of(path)?).await?;
+            let stat = self.stat(ctx, &name_of(path)?).await?;
             Ok(Box::new(Meta(stat)) as Box<dyn DavMetaData>)
         }
         .boxed()
@@ -279,10 +284,10 @@ impl GuardedFileSystem<Ctx> for HubFs {
     fn create_dir<'a>(&'a self, path: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, ()> {
         async move {
             let name = name_of(path)?;
-            if self.stat(&name).await.is_ok() {
+            if self.stat(ctx, &name).await.is_ok() {
                 return Err(FsError::Exists);
             }
-            self.parent_is_folder(&name).await?;
+            self.parent_is_folder(ctx, &name).await?;
             self.hub
                 .make_folder(&name, &ctx.caller)
                 .await
@@ -318,7 +323,7 @@ impl GuardedFileSystem<Ctx> for HubFs {
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, ()> {
         async move {
             let (from, to) = (name_of(from)?, name_of(to)?);
-            self.parent_is_folder(&to).await?;
+            self.parent_is_folder(ctx, &to).await?;
             self.hub
                 .rename(&from, &to, false, &ctx.caller)
                 .await
@@ -388,10 +393,14 @@ impl GuardedFileSystem<Ctx> for HubFs {
         &'a self,
         path: &'a DavPath,
         do_content: bool,
-        _ctx: &'a Ctx,
+        ctx: &'a Ctx,
     ) -> Boxed<'a, Vec<DavProp>> {
         async move {
-            let props = self.hub.props(&name_of(path)?).await.map_err(fs_err)?;
+            let props = self
+                .hub
+                .props(&ctx.caller, &name_of(path)?)
+                .await
+                .map_err(fs_err)?;
             Ok(props.into_iter().map(|d| prop_of(d, do_content)).collect())
         }
         .boxed()
@@ -401,11 +410,15 @@ impl GuardedFileSystem<Ctx> for HubFs {
         &'a self,
         path: &'a DavPath,
         prop: DavProp,
-        _ctx: &'a Ctx,
+        ctx: &'a Ctx,
     ) -> Boxed<'a, Vec<u8>> {
         async move {
             let key = prop_key(&prop);
-            let props = self.hub.props(&name_of(path)?).await.map_err(fs_err)?;
+            let props = self
+                .hub
+                .props(&ctx.caller, &name_of(path)?)
+                .await
+                .map_err(fs_err)?;
             props
                 .into_iter()
                 .find(|d| d.key == key)
@@ -522,7 +535,11 @@ impl DavFile for Upload {
         async move {
             let stat = match &self.stored {
                 Some(s) => s.clone(),
-                None => self.hub.stat(&self.name).await.map_err(fs_err)?,
+                None => self
+                    .hub
+                    .stat(&self.ctx.caller, &self.name)
+                    .await
+                    .map_err(fs_err)?,
             };
             Ok(Box::new(Meta(stat)) as Box<dyn DavMetaData>)
         }

@@ -65,8 +65,12 @@ pub(crate) fn handler(hub: &Arc<Hub>) -> Dav {
 const CHANGES: [&str; 5] = ["DELETE", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"];
 
 /// A lock keeps a name from everyone else: only a token that may write takes one.
-fn may_lock(hub: &Hub, who: &Caller) -> Result<(), ApiError> {
-    who.may_create(hub.tokens(), hub.config().read_only)?;
+fn may_lock(hub: &Hub, who: &Caller, name: &str) -> Result<(), ApiError> {
+    who.may_create(
+        hub.tokens(),
+        hub.config().read_only,
+        name.trim_end_matches('/'),
+    )?;
     Ok(())
 }
 
@@ -273,13 +277,13 @@ pub(crate) async fn serve(
     if is_read && !name.is_empty() && !name.ends_with('/') {
         return get_file(&hub, &v, req.headers(), &name, method == Method::HEAD).await;
     }
-    let mut record = pending(&v, op(&method), name);
+    let mut record = pending(&v, op(&method), name.clone());
     record.face = "dav";
     if let Some(r) = refusal(&req) {
         record.finish(hub.history_log(), Err(format!("{}", r.status())));
         return r;
     }
-    let who = match authorize(&hub, &v, req.headers(), method.as_str()).await {
+    let who = match authorize(&hub, &v, req.headers(), method.as_str(), &name).await {
         Ok(who) => who,
         Err((response, why)) => {
             record.finish(hub.history_log(), Err(why));
@@ -326,6 +330,7 @@ async fn authorize(
     v: &Visitor,
     headers: &HeaderMap,
     method: &str,
+    name: &str,
 ) -> Result<Caller, (Response, String)> {
     if bearer(headers).is_none() && CHANGES.contains(&method) {
         let ask = challenge("this needs a token (as the password)");
@@ -343,7 +348,7 @@ async fn authorize(
         }
     };
     if method == "LOCK" {
-        if let Err(e) = may_lock(hub, &who) {
+        if let Err(e) = may_lock(hub, &who, name) {
             let why = e.record_text();
             return Err((e.into_response(), why));
         }

@@ -38,7 +38,7 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let row = c
                 .query_opt(
-                    "SELECT id, role FROM tokens WHERE hash = $1 AND NOT revoked
+                    "SELECT id, role, folder FROM tokens WHERE hash = $1 AND NOT revoked
                      AND (expires_ns IS NULL OR expires_ns > $2)",
                     &[&h.as_bytes().as_slice(), &crate::pg::now_ns()],
                 )
@@ -48,6 +48,7 @@ impl Tokens for PgTokens {
                 Role::parse(r.get(1)).map(|role| Grant {
                     role,
                     token_id: Some(r.get(0)),
+                    folder: r.get::<_, Option<String>>(2).map(Into::into),
                 })
             }))
         })
@@ -59,14 +60,15 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let row = c
                 .query_one(
-                    "INSERT INTO tokens (hash, role, label, created_ns, expires_ns)
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                     &[
                         &hash(&secret).as_bytes().as_slice(),
                         &spec.role.as_str(),
                         &spec.label,
                         &now_ns,
                         &spec.expires_ns,
+                        &spec.folder,
                     ],
                 )
                 .await
@@ -83,7 +85,7 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let rows = c
                 .query(
-                    "SELECT id, role, label, created_ns, revoked, expires_ns FROM tokens
+                    "SELECT id, role, label, created_ns, revoked, expires_ns, folder FROM tokens
                      ORDER BY id",
                     &[],
                 )
@@ -98,6 +100,7 @@ impl Tokens for PgTokens {
                     created_ns: r.get(3),
                     revoked: r.get(4),
                     expires_ns: r.get(5),
+                    folder: r.get(6),
                 })
                 .collect())
         })

@@ -18,15 +18,18 @@ pub fn db_path(state: &Path) -> PathBuf {
     state.join("troca.db")
 }
 
-/// A database made before tokens could expire gains the column (none of its tokens expire).
-fn add_token_expiry(db: &Connection) -> rusqlite::Result<()> {
-    let has: bool = db.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'expires_ns')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
-        db.execute_batch("ALTER TABLE tokens ADD COLUMN expires_ns INTEGER;")?;
+/// A database made before tokens could expire, or be held to a folder, gains the columns (none
+/// of its tokens expire; each reaches the whole share).
+fn add_token_columns(db: &Connection) -> rusqlite::Result<()> {
+    for (column, kind) in [("expires_ns", "INTEGER"), ("folder", "TEXT")] {
+        let has: bool = db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('tokens') WHERE name = ?1)",
+            [column],
+            |r| r.get(0),
+        )?;
+        if !has {
+            db.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {column} {kind};"))?;
+        }
     }
     Ok(())
 }
@@ -62,7 +65,8 @@ pub fn open_db(path: &Path) -> Result<Connection, HubError> {
              label TEXT NOT NULL,
              created_ns INTEGER NOT NULL,
              revoked INTEGER NOT NULL DEFAULT 0,
-             expires_ns INTEGER
+             expires_ns INTEGER,
+             folder TEXT
          );
          CREATE TABLE IF NOT EXISTS owners (
              name TEXT PRIMARY KEY,
@@ -92,7 +96,7 @@ pub fn open_db(path: &Path) -> Result<Connection, HubError> {
     )
     .map_err(|e| db_err(path, e))?;
     history::migrate_flat_history(&mut db).map_err(|e| db_err(path, e))?;
-    add_token_expiry(&db).map_err(|e| db_err(path, e))?;
+    add_token_columns(&db).map_err(|e| db_err(path, e))?;
     db.execute_batch(
         "CREATE VIEW IF NOT EXISTS history AS
              SELECT b.first + e.key AS seq, e.value ->> 0 AS time_ns, e.value ->> 1 AS client,

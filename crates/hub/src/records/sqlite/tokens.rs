@@ -90,6 +90,7 @@ pub(crate) fn admin_grant(h: &blake3::Hash, admin: &blake3::Hash) -> Option<Gran
     (h == admin).then_some(Grant {
         role: Role::Admin,
         token_id: None,
+        folder: None,
     })
 }
 
@@ -102,19 +103,20 @@ impl Tokens for SqliteTokens {
             return Ok(Some(admin));
         }
         let db = self.db.lock().expect("token database poisoned");
-        let row: Option<(i64, String)> = db
+        let row: Option<(i64, String, Option<String>)> = db
             .query_row(
-                "SELECT id, role FROM tokens WHERE hash = ?1 AND revoked = 0
+                "SELECT id, role, folder FROM tokens WHERE hash = ?1 AND revoked = 0
                  AND (expires_ns IS NULL OR expires_ns > ?2)",
                 params![h.as_bytes().as_slice(), crate::pg::now_ns()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(|e| db_err(&self.db_path, e))?;
-        Ok(row.and_then(|(id, role)| {
+        Ok(row.and_then(|(id, role, folder)| {
             Role::parse(&role).map(|role| Grant {
                 role,
                 token_id: Some(id),
+                folder: folder.map(Into::into),
             })
         }))
     }
@@ -124,14 +126,15 @@ impl Tokens for SqliteTokens {
         let secret = new_secret()?;
         let db = self.db.lock().expect("token database poisoned");
         db.execute(
-            "INSERT INTO tokens (hash, role, label, created_ns, expires_ns)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 hash(&secret).as_bytes().as_slice(),
                 spec.role.as_str(),
                 spec.label,
                 now_ns,
                 spec.expires_ns,
+                spec.folder,
             ],
         )
         .map_err(|e| db_err(&self.db_path, e))?;
@@ -145,7 +148,8 @@ impl Tokens for SqliteTokens {
         let db = self.db.lock().expect("token database poisoned");
         let mut stmt = db
             .prepare(
-                "SELECT id, role, label, created_ns, revoked, expires_ns FROM tokens ORDER BY id",
+                "SELECT id, role, label, created_ns, revoked, expires_ns, folder FROM tokens
+                 ORDER BY id",
             )
             .map_err(|e| db_err(&self.db_path, e))?;
         let rows = stmt
@@ -157,6 +161,7 @@ impl Tokens for SqliteTokens {
                     created_ns: r.get(3)?,
                     revoked: r.get(4)?,
                     expires_ns: r.get(5)?,
+                    folder: r.get(6)?,
                 })
             })
             .map_err(|e| db_err(&self.db_path, e))?;
@@ -414,6 +419,7 @@ mod tests {
         let now = crate::pg::now_ns();
         let made = |expires_ns| {
             let spec = TokenSpec {
+                folder: None,
                 role: Role::Read,
                 label: "guest",
                 expires_ns: Some(expires_ns),
@@ -469,6 +475,7 @@ mod tests {
         assert_eq!(tokens.check(&admin).unwrap().unwrap().role, Role::Admin);
 
         let spec = TokenSpec {
+            folder: Some("clients/acme"),
             role: Role::Write,
             label: "ci",
             expires_ns: None,
@@ -478,8 +485,13 @@ mod tests {
             tokens.check(&secret).unwrap(),
             Some(Grant {
                 role: Role::Write,
-                token_id: Some(id)
+                token_id: Some(id),
+                folder: Some("clients/acme".into()),
             })
+        );
+        assert_eq!(
+            tokens.list().unwrap()[0].folder.as_deref(),
+            Some("clients/acme")
         );
         assert_eq!(tokens.check("troca_wrong").unwrap(), None);
         // Only the hash is stored.
