@@ -448,6 +448,22 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         assert!(err.contains("wrong, revoked or expired"), "{err}");
     }
     ok(&t.b.troca_with(&t.client, &token, &["ls"]));
+
+    // A token held to a folder is held to it by every hub (the object store's listing too).
+    let held = group_token_with(&t.g, "write", &["--folder", "team"]);
+    ok(&t
+        .a
+        .troca_with(&t.client, &held, &["put", "a.txt", "--to", "team"]));
+    let listed = ok(&t.b.troca_with(&t.client, &held, &["ls"]));
+    assert!(
+        listed.contains("team/a.txt") && !listed.contains("empty.txt"),
+        "{listed}"
+    );
+    let err = fails(
+        &t.b.troca_with(&t.client, &held, &["get", "a.txt", "-o", "-"]),
+        1,
+    );
+    assert!(err.contains("outside team/"), "{err}");
 }
 
 /// The parts of uploads recorded, and session locks held on uploads.

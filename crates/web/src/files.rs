@@ -581,7 +581,10 @@ pub(crate) async fn put(
         let mut upload = hub.begin_upload(&put, &caller).await?;
         let resumed = upload.offset();
         if part.start > resumed {
-            // Dropped, not abandoned: what the hub holds stays for the sender's next try.
+            // Stopped, not abandoned: what the hub holds stays for the sender's next try, and
+            // the name is let go before the answer (its writer done), so that try finds it free.
+            let why = HubError::BadRequest(format!("the body starts past byte {resumed}"));
+            drop(upload.interrupted(why).await);
             return Err(ApiError::SendFrom(resumed));
         }
         let _busy = Busy::start(&v.session, Activity::Uploading, &name, part.size, resumed);

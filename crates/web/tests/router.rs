@@ -1005,3 +1005,48 @@ async fn a_web_upload_cut_off_resumes_from_what_the_hub_holds() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(partial_files(&f), 0);
 }
+
+/// A `PUT` starting past what the hub holds is told where to start, and the name is free again
+/// by the time it is told: the sender's next `PUT`, sent at once, is never refused as "being
+/// uploaded". (The upload's writer thread used to hold the name until it ended on its own;
+/// here that lost the race several times in 300 tries.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_told_where_to_start_has_let_go_of_the_name() {
+    let f = Fixture::new();
+    let data: Vec<u8> = (0..9 * 1024 * 1024 + 4321)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let size = data.len();
+    let modified = "1764900000000";
+    let first = 4 * 1024 * 1024 + 17;
+    let r = f
+        .send(
+            req(Method::PUT, "/files/big.bin")
+                .header(header::CONTENT_LENGTH, size)
+                .header("x-troca-modified", modified)
+                .body(cut_off(&data[..first]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let past = first + 1;
+    for _ in 0..300 {
+        let r = f
+            .send(
+                req(Method::PUT, "/files/big.bin")
+                    .header(header::CONTENT_LENGTH, size - past)
+                    .header("x-troca-modified", modified)
+                    .header(
+                        header::CONTENT_RANGE,
+                        format!("bytes {past}-{}/{size}", size - 1),
+                    )
+                    .body(Body::from(data[past..].to_vec()))
+                    .unwrap(),
+            )
+            .await;
+        let offset = r.headers().get("x-troca-offset").cloned();
+        let (status, body) = (r.status(), json(r).await);
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(offset.unwrap(), first.to_string().as_str());
+    }
+}
