@@ -904,6 +904,30 @@ async fn a_large_folder_lists_a_page_at_a_time_with_a_link_to_the_next() {
 }
 
 /// A request body that brings `sent`, then breaks off.
+/// A `PUT` of `big.bin` (the file `data`, last modified at `modified`) from byte `from` on,
+/// without its body.
+fn rest_of(data: &[u8], from: usize, modified: &str) -> axum::http::request::Builder {
+    let size = data.len();
+    req(Method::PUT, "/files/big.bin")
+        .header(header::CONTENT_LENGTH, size - from)
+        .header("x-troca-modified", modified)
+        .header(
+            header::CONTENT_RANGE,
+            format!("bytes {from}-{}/{size}", size - 1),
+        )
+}
+
+/// A request's body: `data` from byte `from` on.
+trait BodyFrom {
+    fn body_from(self, data: &[u8], from: usize) -> Request<Body>;
+}
+
+impl BodyFrom for axum::http::request::Builder {
+    fn body_from(self, data: &[u8], from: usize) -> Request<Body> {
+        self.body(Body::from(data[from..].to_vec())).unwrap()
+    }
+}
+
 fn cut_off(sent: &[u8]) -> Body {
     Body::from_stream(futures_util::stream::iter(vec![
         Ok(bytes::Bytes::copy_from_slice(sent)),
@@ -950,17 +974,7 @@ async fn a_web_upload_cut_off_resumes_from_what_the_hub_holds() {
     // Past what the hub holds: told where to start, and nothing is lost.
     let past = held as usize + 1;
     let r = f
-        .send(
-            req(Method::PUT, "/files/big.bin")
-                .header(header::CONTENT_LENGTH, size - past)
-                .header("x-troca-modified", modified)
-                .header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {past}-{}/{size}", size - 1),
-                )
-                .body(Body::from(data[past..].to_vec()))
-                .unwrap(),
-        )
+        .send(rest_of(&data, past, modified).body_from(&data, past))
         .await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(
@@ -973,16 +987,9 @@ async fn a_web_upload_cut_off_resumes_from_what_the_hub_holds() {
     let from = held as usize - 1000;
     let r = f
         .send(
-            req(Method::PUT, "/files/big.bin")
-                .header(header::CONTENT_LENGTH, size - from)
-                .header("x-troca-modified", modified)
-                .header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {from}-{}/{size}", size - 1),
-                )
+            rest_of(&data, from, modified)
                 .header("x-troca-blake3", blake3::hash(&data).to_hex().as_str())
-                .body(Body::from(data[from..].to_vec()))
-                .unwrap(),
+                .body_from(&data, from),
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -1032,17 +1039,7 @@ async fn a_put_told_where_to_start_has_let_go_of_the_name() {
     let past = first + 1;
     for _ in 0..300 {
         let r = f
-            .send(
-                req(Method::PUT, "/files/big.bin")
-                    .header(header::CONTENT_LENGTH, size - past)
-                    .header("x-troca-modified", modified)
-                    .header(
-                        header::CONTENT_RANGE,
-                        format!("bytes {past}-{}/{size}", size - 1),
-                    )
-                    .body(Body::from(data[past..].to_vec()))
-                    .unwrap(),
-            )
+            .send(rest_of(&data, past, modified).body_from(&data, past))
             .await;
         let offset = r.headers().get("x-troca-offset").cloned();
         let (status, body) = (r.status(), json(r).await);
