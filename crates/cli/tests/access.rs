@@ -324,6 +324,18 @@ fn a_token_held_to_a_folder_reaches_only_that_folder_on_every_face() {
     assert_eq!((code.as_str(), body.as_slice()), ("200", &b"a"[..]));
     assert_eq!(web(&header, &[&at("files/clients/bob/b.txt")]).0, "403");
     assert_eq!(web(&header, &[&at("files/top.txt")]).0, "403");
+    let me = |prefix: &str| {
+        let (code, body) = web(&header, &[&at(&format!("api/me?prefix={prefix}"))]);
+        assert_eq!(code, "200");
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let (root, inside) = (me(""), me("clients/acme/"));
+    assert_eq!(root["folder"], "clients/acme");
+    assert_eq!(
+        (root["role"].as_str(), root["may_upload"].as_bool()),
+        (Some("write"), Some(false))
+    );
+    assert_eq!(inside["may_upload"], true);
     let (code, body) = web(&header, &[&at("api/files?prefix=")]);
     let body = String::from_utf8(body).unwrap();
     assert_eq!(code, "200");

@@ -149,6 +149,7 @@ pub(crate) async fn me(
     owned.sort();
     Ok(Json(serde_json::json!({
         "role": rights.role,
+        "folder": caller.folder(),
         "may_upload": rights.may_upload,
         "may_change_all": rights.admin,
         "owned": owned,

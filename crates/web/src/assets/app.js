@@ -8,7 +8,7 @@
 const $ = (sel) => document.querySelector(sel);
 const folder = document.body.dataset.folder || "";
 let files = [];          // everything beneath this folder, from /api/files
-let rights = { role: "anonymous", may_upload: false, may_change_all: false, owned: [] };
+let rights = { role: "anonymous", folder: null, may_upload: false, may_change_all: false, owned: [] };
 let owned = new Set();
 let token = sessionStorage.getItem("troca-token") || "";
 let lastSeen = null;     // when the hub last answered
@@ -126,6 +126,7 @@ async function problem(r, name) {
     case "unauthorized": return "This needs a valid token. Use the Token button to enter one.";
     case "forbidden": return rights.role === "anonymous"
       ? "Only the one who uploaded it, or someone with a token that allows it, can do that."
+      : rights.folder ? `Your token reaches only the folder ${rights.folder}/.`
       : "Your token does not allow that.";
     case "already_exists": return `${name} already exists here.`;
     case "not_found": return `${name} is no longer on the hub.`;
@@ -233,7 +234,8 @@ async function loadFiles() {
   if (more) more.hidden = true;
   for (const id of ["#upload-label", "#upload-folder-label", "#new-folder"]) $(id).hidden = !rights.may_upload;
   $("#drop").hidden = !rights.may_upload;
-  $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role})`;
+  const reach = rights.folder ? `, ${rights.folder}/` : "";
+  $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role}${reach})`;
   if (!searching()) render();
 }
 
