@@ -809,3 +809,49 @@ fn curl_reaches_the_https_face_only_with_the_right_pin() {
     let plain = curl(&[&web.replace("https://", "http://")]);
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("over tls"));
 }
+
+/// A token held to a folder, given to the page of a hub that asks for one: the page shows the
+/// folders on the way to it and what is in it, nothing else, and names the folder on its
+/// Token button.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_chromium_a_token_held_to_a_folder_sees_only_that_folder() {
+    if !needs("chromedriver", "the page runs in a real Chromium") {
+        return;
+    }
+    let s = Scratch::new();
+    for name in ["clients/acme/plan.txt", "clients/bob/secret.txt", "top.txt"] {
+        let path = s.share.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, name).unwrap();
+    }
+    let hub = Hub::start(&s.share, &["--require-token"]);
+    let out = Command::new(TROCA)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "write",
+            "--folder",
+            "clients/acme",
+        ])
+        .arg("--state")
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let token = ok(&out).trim().to_owned();
+    let web = hub.web.clone().unwrap();
+    let driver = chromedriver();
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(&web).await.unwrap();
+    answer_dialog(&c, Some(&token)).await;
+    let text = wait_until(&c, "the folder on the way", |t| t.contains("clients/")).await;
+    assert!(!text.contains("top.txt"), "{text}");
+    let button = c.find(Locator::Css("#token-button")).await.unwrap();
+    assert_eq!(button.text().await.unwrap(), "Token (write, clients/acme/)");
+    c.goto(&format!("{web}files/clients/")).await.unwrap();
+    let text = wait_until(&c, "the token's folder", |t| t.contains("acme/")).await;
+    assert!(!text.contains("bob"), "{text}");
+    c.goto(&format!("{web}files/clients/acme/")).await.unwrap();
+    wait_until(&c, "the token's files", |t| t.contains("plan.txt")).await;
+    c.close().await.unwrap();
+}

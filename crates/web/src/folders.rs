@@ -310,6 +310,9 @@ pub(crate) async fn listing(
 ) -> Result<Response, ApiError> {
     let folder = folder.to_owned();
     let shown = folder.clone();
+    // The page a hub that asks for a token first sends: the same folder, empty, for its
+    // script to fill once it has one.
+    let asked = folder.clone();
     let answer = recorded(
         hub,
         v,
@@ -354,7 +357,7 @@ pub(crate) async fn listing(
     match answer {
         // The page still loads, empty, so its script can ask for a token.
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
-            let html = page::folder_page("", &[], None, Some("This hub asks for a token."));
+            let html = page::folder_page(&asked, &[], None, Some("This hub asks for a token."));
             let mut r = page::html(html);
             *r.status_mut() = StatusCode::UNAUTHORIZED;
             r.headers_mut().insert(
