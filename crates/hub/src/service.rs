@@ -421,6 +421,7 @@ impl Hub {
 
     /// Everyone connected: to this hub, and to the others sharing its database (each with
     /// its hub's name).
+    ///
     /// A caller whose token is held to a folder sees what others move only within it.
     pub async fn who(self: &Arc<Self>, caller: &Caller) -> Vec<ClientEntry> {
         let mut all = self.everyone().await;
@@ -478,6 +479,7 @@ impl Hub {
 
     /// The names starting with `prefix`, with their hashes where known, to be read a page at a
     /// time ([`Listing::next_page`]): whatever the share's size, a listing holds one page.
+    ///
     /// A caller whose token is held to a folder lists only what is in it.
     pub fn list(self: &Arc<Self>, caller: &Caller, prefix: &str) -> Listing {
         self.list_after(caller, prefix, None)
@@ -965,6 +967,7 @@ impl Hub {
     }
 
     /// One page of the history (see [`History::query`]), on the blocking pool.
+    ///
     /// A caller whose token is held to a folder sees only the requests about what is in it.
     pub async fn history(
         self: &Arc<Self>,
