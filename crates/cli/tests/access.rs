@@ -234,32 +234,17 @@ fn web(token_header: &std::path::Path, args: &[&str]) -> (String, Vec<u8>) {
 #[test]
 fn a_token_held_to_a_folder_reaches_only_that_folder_on_every_face() {
     let s = Scratch::new();
-    for (name, text) in [
-        ("clients/acme/a.txt", "a"),
-        ("clients/bob/b.txt", "b"),
-        ("top.txt", "t"),
-    ] {
-        let path = s.share.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    write_tree(
+        &s.share,
+        &[
+            ("clients/acme/a.txt", "a"),
+            ("clients/bob/b.txt", "b"),
+            ("top.txt", "t"),
+        ],
+    );
     let hub = Hub::start(&s.share, &["--require-token"]);
-    let out = Command::new(TROCA)
-        .args([
-            "token",
-            "create",
-            "--role",
-            "write",
-            "--folder",
-            "/clients/acme/",
-        ])
-        .arg("--state")
-        .arg(hub.dir.join(".troca"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (acme, err) = folder_token(&hub, "write", "/clients/acme/");
     assert!(err.contains("for clients/acme/"), "{err}");
-    let acme = ok(&out).trim().to_owned();
     let troca = |args: &[&str]| hub.troca_with(&s.client, &acme, args);
 
     // Native: listings, searches and reads see only the folder.

@@ -819,26 +819,10 @@ async fn in_chromium_a_token_held_to_a_folder_sees_only_that_folder() {
         return;
     }
     let s = Scratch::new();
-    for name in ["clients/acme/plan.txt", "clients/bob/secret.txt", "top.txt"] {
-        let path = s.share.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, name).unwrap();
-    }
+    let names = ["clients/acme/plan.txt", "clients/bob/secret.txt", "top.txt"];
+    write_tree(&s.share, &names.map(|n| (n, n)));
     let hub = Hub::start(&s.share, &["--require-token"]);
-    let out = Command::new(TROCA)
-        .args([
-            "token",
-            "create",
-            "--role",
-            "write",
-            "--folder",
-            "clients/acme",
-        ])
-        .arg("--state")
-        .arg(hub.dir.join(".troca"))
-        .output()
-        .unwrap();
-    let token = ok(&out).trim().to_owned();
+    let (token, _) = folder_token(&hub, "write", "clients/acme");
     let web = hub.web.clone().unwrap();
     let driver = chromedriver();
     let c = browser(&driver, 1280, 900).await;

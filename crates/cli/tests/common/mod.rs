@@ -468,3 +468,25 @@ pub async fn abandon_upload(hub: &Hub, file: &Path, name: &str, len: u64) {
     data.truncate(len as usize);
     up.write(&data).await.unwrap();
 }
+
+/// Writes each `(name, contents)` under `root`, making the folders on the way.
+pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
+    for (name, contents) in files {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+}
+
+/// A token of `role` held to `folder`, made in `hub`'s state folder; and what the command said
+/// on stderr.
+pub fn folder_token(hub: &Hub, role: &str, folder: &str) -> (String, String) {
+    let out = Command::new(TROCA)
+        .args(["token", "create", "--role", role, "--folder", folder])
+        .arg("--state")
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    (ok(&out).trim().to_owned(), said)
+}
