@@ -68,6 +68,10 @@ pub struct HubArgs {
     /// stopped, after pauses of 1s, 2s, 4s… (default 5; 0 never).
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
+    /// Move at most this many bytes a second each way, over all connections to the hub, e.g.
+    /// 500K, 20M (also TROCA_MAX_RATE; default no limit).
+    #[arg(long, value_parser = parse_rate, value_name = "BYTES/S")]
+    pub max_rate: Option<u64>,
 }
 
 /// Everything a client command needs to know, from the options before and after its name and
@@ -85,6 +89,8 @@ pub struct Global {
     pub timeout: Option<std::time::Duration>,
     /// Tries after the first for a transfer cut off by a lost connection.
     pub retries: u32,
+    /// Bytes a second each way, over all of this process's connections (`None`: no limit).
+    pub max_rate: Option<u64>,
 }
 
 impl Command {
@@ -145,6 +151,10 @@ impl Global {
                 .retries
                 .or(before.retries)
                 .unwrap_or(crate::retry::DEFAULT_RETRIES),
+            max_rate: after
+                .max_rate
+                .or(before.max_rate)
+                .or_else(|| env("TROCA_MAX_RATE").and_then(|r| parse_rate(&r).ok())),
         }
     }
 }
@@ -714,6 +724,19 @@ pub struct Serve {
     /// The window of the upload quotas above.
     #[arg(help_heading = "Limits", long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub upload_quota_window: std::time::Duration,
+    /// How fast clients may download from the hub, all together, in bytes a second (`50M`);
+    /// by default as fast as the network goes. Every face: native, web, WebDAV.
+    #[arg(help_heading = "Limits", long, value_parser = parse_rate, value_name = "BYTES/S")]
+    pub max_download_rate: Option<u64>,
+    /// How fast one address (an IPv6 /64) may download from the hub, in bytes a second.
+    #[arg(help_heading = "Limits", long, value_parser = parse_rate, value_name = "BYTES/S")]
+    pub max_download_rate_per_ip: Option<u64>,
+    /// How fast clients may upload to the hub, all together, in bytes a second.
+    #[arg(help_heading = "Limits", long, value_parser = parse_rate, value_name = "BYTES/S")]
+    pub max_upload_rate: Option<u64>,
+    /// How fast one address (an IPv6 /64) may upload to the hub, in bytes a second.
+    #[arg(help_heading = "Limits", long, value_parser = parse_rate, value_name = "BYTES/S")]
+    pub max_upload_rate_per_ip: Option<u64>,
     /// Walks of the share for a short answer running at once (a search, `find`; a folder's
     /// web page, which counts what each sub-folder holds); more wait in line, and each address
     /// runs one at a time.

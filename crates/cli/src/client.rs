@@ -154,6 +154,7 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
             .then(system_roots)
             .flatten(),
         silence: global.timeout,
+        pacer: global.max_rate.map(pacer),
     };
     match HubClient::connect(&addr, &options).await {
         Err(ClientError::UnknownHubKey { seen, .. }) => {
@@ -167,6 +168,16 @@ pub(crate) async fn connect(global: &Global) -> Result<HubClient> {
         }
         other => Ok(other?),
     }
+}
+
+/// This process's bandwidth limit: one for all its connections to hubs, so a folder's transfer
+/// taken up again on a new connection, or the shell's next command, stays within it.
+fn pacer(rate: u64) -> std::sync::Arc<troca_net::pace::Pacer> {
+    static PACER: std::sync::OnceLock<std::sync::Arc<troca_net::pace::Pacer>> =
+        std::sync::OnceLock::new();
+    std::sync::Arc::clone(
+        PACER.get_or_init(|| std::sync::Arc::new(troca_net::pace::Pacer::each_way(rate))),
+    )
 }
 
 /// The system's certificate authorities (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), for

@@ -91,6 +91,17 @@ fn hub_config(args: &Serve) -> HubConfig {
         files: args.upload_files_per_ip,
         window: args.upload_quota_window,
     };
+    // What the hub sends is what its clients download.
+    config.rates = troca_net::pace::Limits {
+        send: troca_net::pace::Limit {
+            total: args.max_download_rate,
+            per_address: args.max_download_rate_per_ip,
+        },
+        receive: troca_net::pace::Limit {
+            total: args.max_upload_rate,
+            per_address: args.max_upload_rate_per_ip,
+        },
+    };
     config.history_keep = args.history_keep;
     config.cache_size = args.cache_size;
     config.cache_max_file = args.cache_max_file;

@@ -156,3 +156,86 @@ fn a_restarted_hub_still_knows_the_hashes_it_computed() {
         "known without hashing again"
     );
 }
+
+/// Asserts that `what` took at least `secs`: a lower bound, which a slow machine only makes
+/// easier to meet, so it cannot fail for being slow; without a limit these transfers take
+/// milliseconds on loopback.
+fn took_at_least(what: &str, started: std::time::Instant, secs: f64) {
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        took >= secs,
+        "{what} took {took:.2} s, under the {secs} s its limit allows"
+    );
+}
+
+/// The hub's bandwidth limits hold on every face (native, web, WebDAV), both ways, and so does
+/// a client's own `--max-rate` against a hub without any; the bytes arrive intact.
+#[test]
+fn bandwidth_limits_hold_on_every_face_and_for_a_client() {
+    if !needs("curl", "an HTTP client to drive the web face") {
+        return;
+    }
+    let s = Scratch::new();
+    let c = &s.client;
+    random_file(&s.share.join("down.bin"), 2 << 20, "rate-down");
+    random_file(&c.join("up.bin"), 2 << 20, "rate-up");
+    let want_down = hash_file(&s.share.join("down.bin"));
+    let want_up = hash_file(&c.join("up.bin"));
+    let limits = [
+        "--max-download-rate",
+        "2M",
+        "--max-upload-rate-per-ip",
+        "2M",
+    ];
+    let hub = Hub::start(&s.share, &limits);
+    let web = hub.web.clone().unwrap();
+    // 2 MiB at 2 MiB/s: a second, less the burst of 50 ms a limit lets through at once.
+    let secs = 0.9;
+
+    let t = std::time::Instant::now();
+    ok(&hub.troca(c, &["get", "down.bin", "-o", "native.bin"]));
+    took_at_least("a native download", t, secs);
+    assert_eq!(hash_file(&c.join("native.bin")), want_down);
+
+    let t = std::time::Instant::now();
+    ok(&hub.troca(c, &["put", "up.bin", "--as", "native-up.bin"]));
+    took_at_least("a native upload", t, secs);
+    assert_eq!(hash_file(&s.share.join("native-up.bin")), want_up);
+
+    for (face, path) in [("web", "files"), ("WebDAV", "dav")] {
+        let got = c.join(format!("{face}.bin"));
+        let t = std::time::Instant::now();
+        let url = format!("{web}{path}/down.bin");
+        let out = curl(&["-f", "-o", got.to_str().unwrap(), &url]);
+        assert!(out.status.success(), "{out:?}");
+        took_at_least(&format!("a {face} download"), t, secs);
+        assert_eq!(hash_file(&got), want_down);
+
+        let t = std::time::Instant::now();
+        let url = format!("{web}{path}/{face}-up.bin");
+        let out = curl(&["-f", "-T", c.join("up.bin").to_str().unwrap(), &url]);
+        assert!(out.status.success(), "{out:?}");
+        took_at_least(&format!("a {face} upload"), t, secs);
+        assert_eq!(hash_file(&s.share.join(format!("{face}-up.bin"))), want_up);
+    }
+
+    let other = Scratch::new();
+    random_file(&other.share.join("down.bin"), 2 << 20, "rate-down");
+    let free = Hub::start(&other.share, &[]);
+    let t = std::time::Instant::now();
+    ok(&free.troca(c, &["--max-rate", "2M", "get", "down.bin", "-o", "own.bin"]));
+    took_at_least("a download held to the client's --max-rate", t, secs);
+    assert_eq!(hash_file(&c.join("own.bin")), want_down);
+    let t = std::time::Instant::now();
+    ok(&free.troca(c, &["put", "up.bin", "--max-rate", "2M"]));
+    took_at_least("an upload held to the client's --max-rate", t, secs);
+    assert_eq!(hash_file(&other.share.join("up.bin")), want_up);
+}
+
+fn curl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test installs it)")
+}

@@ -68,6 +68,9 @@ pub struct HubConfig {
     pub max_lock_time: Duration,
     /// What an address without a token may upload per window.
     pub upload_quota: crate::quota::QuotaLimits,
+    /// How fast clients may download and upload, all together and per address (none by
+    /// default).
+    pub rates: troca_net::pace::Limits,
     /// Count requests and more for Prometheus (`--metrics`); off, nothing is counted.
     pub metrics: bool,
 }
@@ -120,6 +123,7 @@ impl HubConfig {
             max_locks: 10_000,
             max_lock_time: Duration::from_secs(60 * 60),
             upload_quota: crate::quota::QuotaLimits::DEFAULT,
+            rates: troca_net::pace::Limits::default(),
             metrics: false,
         }
     }

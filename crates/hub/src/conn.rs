@@ -90,6 +90,7 @@ pub(crate) async fn serve_connection(
     let mut conn = Connection::new(stream);
     // A client that reads no answer must not hold its connection for ever.
     conn.set_write_stall(hub.config().stall_timeout);
+    conn.set_pace(hub.pace(peer.ip()));
     match session(&hub, &mut conn, peer, &shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(e) => tracing::debug!(%peer, error = %e, "connection ended"),

@@ -46,6 +46,8 @@ pub struct Hub {
     hashes: HashCache,
     /// Connections open per address, over every face.
     addresses: Arc<PerAddress>,
+    /// Bandwidth limits, over every face.
+    pacer: troca_net::pace::Pacer,
     /// Turns at searching the whole share (`find`).
     searches: troca_net::limits::Turns,
     /// What each address without a token has uploaded lately.
@@ -391,6 +393,7 @@ impl Hub {
             cache: HotCache::new(config.cache_size, config.cache_max_file),
             hashes,
             addresses: PerAddress::new(config.max_connections_per_ip),
+            pacer: troca_net::pace::Pacer::new(config.rates),
             searches: troca_net::limits::Turns::new(config.max_searches),
             quota: crate::quota::UploadQuota::new(config.upload_quota),
             config,
@@ -460,6 +463,11 @@ impl Hub {
     /// Connections open per address, over every face.
     pub fn addresses(&self) -> &Arc<PerAddress> {
         &self.addresses
+    }
+
+    /// The bandwidth limits of a new connection from `ip`, over any face (`None`: none).
+    pub fn pace(&self, ip: std::net::IpAddr) -> Option<troca_net::pace::Pace> {
+        self.pacer.pace(ip)
     }
 
     /// The file that holds the admin token.

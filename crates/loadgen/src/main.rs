@@ -142,6 +142,7 @@ fn options() -> ClientOptions {
         }),
         roots: None,
         silence: None,
+        pacer: None,
     }
 }
 

@@ -33,6 +33,8 @@ pub struct ClientOptions {
     /// How long to wait for the hub to say anything (an answer, the next bytes of a file)
     /// before giving up; `None`: [`DEFAULT_SILENCE`].
     pub silence: Option<std::time::Duration>,
+    /// Bandwidth limits shared by every connection made with these options (`None`: none).
+    pub pacer: Option<Arc<crate::pace::Pacer>>,
 }
 
 /// How long a client waits by default for a hub that has gone silent mid-answer.
@@ -109,7 +111,8 @@ impl HubClient {
             token: options.token.clone(),
             owner_key: options.owner_key.clone(),
         };
-        let (conn, welcome) = greet(stream, hello, silence).await?;
+        let (mut conn, welcome) = greet(stream, hello, silence).await?;
+        conn.set_pace(options.pacer.as_ref().and_then(|p| p.shared_pace()));
         Ok(Self {
             conn,
             welcome,

@@ -4,6 +4,8 @@
 //! Writes are queued and sent with one `write_all`, so a response (header, small file body,
 //! trailer) leaves in one segment instead of several small ones.
 
+use crate::pace::{Gate, Pace};
+use bytes::BufMut;
 use bytes::{Buf, BytesMut};
 use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -33,6 +35,8 @@ pub struct Connection<S> {
     /// How long a write may wait without the peer taking a byte before it fails (`None`: as
     /// long as it takes; the hub bounds its transfers its own way).
     write_stall: Option<std::time::Duration>,
+    /// Bandwidth limits, if any: every read and write waits for its gate and is charged.
+    pace: Option<Box<Pace>>,
 }
 
 /// How many bytes a bulk read waits for before the kernel wakes the reader (`SO_RCVLOWAT`), or
@@ -69,7 +73,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             read_size: 4 * 1024,
             raised_lowat: None,
             write_stall: None,
+            pace: None,
         }
+    }
+
+    /// Holds this connection to bandwidth limits (`None`, or a pace without limits: none).
+    pub fn set_pace(&mut self, pace: Option<Pace>) {
+        self.pace = pace.filter(Pace::is_limited).map(Box::new);
+    }
+
+    /// The receiving gate, if reads are limited.
+    fn receive_gate(&mut self) -> Option<&mut Gate> {
+        self.pace
+            .as_deref_mut()
+            .map(|p| &mut p.receive)
+            .filter(|g| g.is_limited())
+    }
+
+    /// The sending gate, if writes are limited.
+    fn send_gate(&mut self) -> Option<&mut Gate> {
+        self.pace
+            .as_deref_mut()
+            .map(|p| &mut p.send)
+            .filter(|g| g.is_limited())
+    }
+
+    /// Waits until the next write may go; the most it may send at once.
+    async fn send_ready(&mut self) -> usize {
+        match self.send_gate() {
+            Some(gate) => {
+                gate.ready().await;
+                gate.quantum()
+            }
+            None => usize::MAX,
+        }
+    }
+
+    /// Charges `n` bytes sent past the stream (`sendfile`, `splice`, sealed file records).
+    fn charge_sent(&mut self, n: usize) {
+        if let Some(gate) = self.send_gate() {
+            gate.charge(n);
+        }
+    }
+
+    /// Reads into the buffer, within the receiving gate if there is one.
+    async fn read_into_buffer(&mut self) -> std::io::Result<usize> {
+        let Some(gate) = self.pace.as_deref_mut().map(|p| &mut p.receive) else {
+            return self.stream.read_buf(&mut self.rbuf).await;
+        };
+        gate.ready().await;
+        let room = gate.quantum();
+        let n = self
+            .stream
+            .read_buf(&mut (&mut self.rbuf).limit(room))
+            .await?;
+        gate.charge(n);
+        Ok(n)
+    }
+
+    /// Reads from the stream into `dst`, within the receiving gate if there is one.
+    async fn read_stream(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        let Some(gate) = self.pace.as_deref_mut().map(|p| &mut p.receive) else {
+            return self.stream.read(dst).await;
+        };
+        gate.ready().await;
+        let room = dst.len().min(gate.quantum());
+        let n = self.stream.read(&mut dst[..room]).await?;
+        gate.charge(n);
+        Ok(n)
     }
 
     /// Makes every write fail with `TimedOut` once the peer has taken no byte for `stall`: a
@@ -110,7 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             self.rbuf.reserve(want);
             self.lower_lowat();
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            if self.read_into_buffer().await? == 0 {
                 return if self.rbuf.is_empty() {
                     Ok(None)
                 } else {
@@ -131,7 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.rbuf.is_empty() {
             self.rbuf.reserve(self.read_size);
             self.lower_lowat();
-            match tokio::time::timeout(idle, self.stream.read_buf(&mut self.rbuf)).await {
+            match tokio::time::timeout(idle, self.read_into_buffer()).await {
                 Err(_) => return Err(Late::Idle),
                 Ok(Err(e)) => return Ok(Err(e.into())),
                 Ok(Ok(0)) => return Ok(Ok(None)),
@@ -168,7 +239,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
         self.rbuf.reserve(self.read_size);
         self.lower_lowat();
-        self.stream.read_buf(&mut self.rbuf).await
+        self.read_into_buffer().await
     }
 
     /// Reads raw bytes that follow a frame: first whatever is already buffered, then straight from
@@ -181,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Ok(n);
         }
         self.lower_lowat();
-        self.stream.read(dst).await
+        self.read_stream(dst).await
     }
 
     /// Back to waking on every byte, for frames and other small reads.
@@ -205,10 +276,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
             let stall = self.write_stall;
+            let gate = self.pace.as_deref_mut().map(|p| &mut p.send);
             let (stream, wbuf) = (&mut self.stream, &self.wbuf);
-            match stall {
-                None => stream.write_all(wbuf).await?,
-                Some(stall) => write_all_within(stream, wbuf, stall).await?,
+            match (stall, gate) {
+                (None, None) => stream.write_all(wbuf).await?,
+                (stall, gate) => write_all_within(stream, wbuf, stall, gate).await?,
             }
             // TLS may still hold the last records when the socket was full: push them out.
             match stall {
@@ -233,13 +305,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes raw bytes straight to the stream (after anything queued).
     pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.flush().await?;
-        match self.write_stall {
-            None => {
+        let gate = self.pace.as_deref_mut().map(|p| &mut p.send);
+        match (self.write_stall, gate) {
+            (None, None) => {
                 self.stream.write_all(bytes).await?;
                 self.stream.flush().await
             }
-            Some(stall) => {
-                write_all_within(&mut self.stream, bytes, stall).await?;
+            (None, gate) => {
+                write_all_within(&mut self.stream, bytes, None, gate).await?;
+                self.stream.flush().await
+            }
+            (Some(stall), gate) => {
+                write_all_within(&mut self.stream, bytes, Some(stall), gate).await?;
                 within_stall(stall, self.stream.flush()).await
             }
         }
@@ -252,16 +329,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// Writes all of `bytes`, failing once a write has waited `stall` without the peer taking any.
+/// Writes all of `bytes`, failing once a write has waited `stall` without the peer taking any,
+/// and within `gate`'s limits (its waits are not the peer's stall).
 async fn write_all_within<W: AsyncWrite + Unpin>(
     stream: &mut W,
     mut bytes: &[u8],
-    stall: std::time::Duration,
+    stall: Option<std::time::Duration>,
+    mut gate: Option<&mut Gate>,
 ) -> std::io::Result<()> {
     while !bytes.is_empty() {
-        let n = within_stall(stall, stream.write(bytes)).await?;
+        let mut room = bytes.len();
+        if let Some(gate) = gate.as_deref_mut().filter(|g| g.is_limited()) {
+            gate.ready().await;
+            room = room.min(gate.quantum());
+        }
+        let n = match stall {
+            Some(stall) => within_stall(stall, stream.write(&bytes[..room])).await?,
+            None => stream.write(&bytes[..room]).await?,
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if let Some(gate) = gate.as_deref_mut() {
+            gate.charge(n);
         }
         bytes = &bytes[n..];
     }
@@ -318,16 +408,15 @@ impl<S: crate::stream::Socket> Connection<S> {
         let mut pos = offset;
         let end = offset + len;
         while pos < end {
+            let want = (end - pos).min(self.send_ready().await as u64);
             let step = if let Some(tcp) = self.stream.plain() {
-                tokio::time::timeout(stall, crate::sendfile::send_some(tcp, file, pos, end - pos))
-                    .await
+                tokio::time::timeout(stall, crate::sendfile::send_some(tcp, file, pos, want)).await
             } else {
                 let sealed = self
                     .stream
                     .sealed()
                     .ok_or_else(|| std::io::Error::other("a stream is either plain or TLS"))?;
-                tokio::time::timeout(stall, sealed.send_file_at(file, pos, end - pos, &mut seen))
-                    .await
+                tokio::time::timeout(stall, sealed.send_file_at(file, pos, want, &mut seen)).await
             };
             let n = step.map_err(|_| timed_out())??;
             if n == 0 {
@@ -336,6 +425,7 @@ impl<S: crate::stream::Socket> Connection<S> {
                     "the file shrank while it was being sent",
                 ));
             }
+            self.charge_sent(n);
             pos += n as u64;
             sent(n as u64);
         }
@@ -361,13 +451,15 @@ impl<S: crate::stream::Socket> Connection<S> {
             tokio::time::timeout(stall, self.flush())
                 .await
                 .map_err(|_| timed_out())??;
-            let to = self.stream.plain().expect("checked above");
             let mut pipe = crate::splice::Splice::new()?;
             let mut left = len;
             while left > 0 {
-                let n = tokio::time::timeout(stall, pipe.step(from, to, left))
+                let want = left.min(self.send_ready().await as u64);
+                let to = self.stream.plain().expect("checked above");
+                let n = tokio::time::timeout(stall, pipe.step(from, to, want))
                     .await
                     .map_err(|_| timed_out())??;
+                self.charge_sent(n);
                 if n == 0 {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -385,6 +477,21 @@ impl<S: crate::stream::Socket> Connection<S> {
     /// Takes in what has already arrived on the socket, without waiting, until `max` bytes are
     /// buffered. End of stream is left for the next read to report.
     pub fn read_arrived(&mut self, max: usize) -> std::io::Result<()> {
+        let before = self.rbuf.len();
+        let max = match self.receive_gate() {
+            Some(gate) if gate.is_closed() => return Ok(()),
+            Some(gate) => max.min(before.saturating_add(gate.quantum())),
+            None => max,
+        };
+        let read = self.take_arrived(max);
+        let taken = self.rbuf.len() - before;
+        if let Some(gate) = self.receive_gate() {
+            gate.charge(taken);
+        }
+        read
+    }
+
+    fn take_arrived(&mut self, max: usize) -> std::io::Result<()> {
         while self.rbuf.len() < max {
             self.rbuf.reserve((max - self.rbuf.len()).min(256 * 1024));
             let got = match self.stream.plain() {
@@ -414,7 +521,8 @@ impl<S: crate::stream::Socket> Connection<S> {
     /// still to come: the kernel wakes this reader once [`BULK_LOWAT`] bytes (or all of `dst`)
     /// have arrived rather than for every segment. The next frame read sets it back.
     pub async fn read_raw_bulk(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
-        if !self.rbuf.is_empty() {
+        // Under a limit, reads are small and paced: waiting for half a megabyte would not do.
+        if !self.rbuf.is_empty() || self.receive_gate().is_some() {
             return self.read_raw(dst).await;
         }
         // Over TLS the records are read by the TLS layer: the low-water mark is for plain TCP.

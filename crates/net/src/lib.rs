@@ -17,6 +17,7 @@ pub mod error;
 pub mod identity;
 pub mod iobuf;
 pub mod limits;
+pub mod pace;
 pub mod record;
 pub mod sealed;
 pub mod sendfile;

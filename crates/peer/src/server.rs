@@ -20,16 +20,16 @@ use crate::partial::{Partial, Partials};
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use troca_net::connection::FrameError;
 use troca_net::limits::{AddressSlot, PerAddress};
+use troca_net::pace::{Limit, Limits, Pacer};
 use troca_net::stream::Stream;
 use troca_net::Connection;
 use troca_proto::msg::{
@@ -248,7 +248,16 @@ pub async fn run(
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let uploads = Arc::new(UploadSlots::new(config.upload_slots));
-    let limit = config.max_rate.map(|r| Arc::new(RateLimit::new(r)));
+    // The cap is on what this peer sends, shared by all its connections.
+    let limit = config.max_rate.map(|rate| {
+        Arc::new(Pacer::new(Limits {
+            send: Limit {
+                total: Some(rate),
+                per_address: None,
+            },
+            ..Limits::default()
+        }))
+    });
     let per_address = PerAddress::new(config.max_connections_per_ip);
     let tasks = TaskTracker::new();
     let busy = |why: &str| {
@@ -292,6 +301,7 @@ pub async fn run(
             let mut conn = Connection::new(stream);
             // A downloader that asks and reads no answer must not hold its slot for ever.
             conn.set_write_stall(config.idle_timeout);
+            conn.set_pace(limit.as_ref().and_then(|p| p.shared_pace()));
             let mut serving = Serving {
                 conn,
                 library,
@@ -335,7 +345,8 @@ struct Serving {
     conn: Connection<Stream>,
     library: Arc<Library>,
     config: ServerConfig,
-    limit: Option<Arc<RateLimit>>,
+    /// The upload cap, which this connection's sends are held to.
+    limit: Option<Arc<Pacer>>,
     partials: Arc<Partials>,
     /// The file of the last piece sent, kept open for the next request (usually the next piece).
     open: Option<(Arc<SharedFile>, File)>,
@@ -556,14 +567,7 @@ impl Serving {
         self.conn.queue(&PieceData { index, len }.into());
         let within = self.piece_time(len);
         let file = &self.open.as_ref().expect("opened above").1;
-        let sending = send_range(
-            &mut self.conn,
-            file,
-            start,
-            len,
-            self.limit.as_deref(),
-            self.config.idle_timeout,
-        );
+        let sending = send_range(&mut self.conn, file, start, len, self.config.idle_timeout);
         in_time(within, sending).await?;
         self.served(len);
         Ok(())
@@ -608,8 +612,9 @@ impl Serving {
     /// the upload cap shared by every slot. A receiver slower than that loses its connection,
     /// and gives its slot back.
     fn piece_time(&self, len: u64) -> Duration {
-        let capped = self.limit.as_ref().map_or(Duration::ZERO, |l| {
-            let share = (l.bytes_per_s / self.config.upload_slots.max(1) as u64).max(1);
+        let rate = self.limit.as_ref().and_then(|l| l.limits().send.total);
+        let capped = rate.map_or(Duration::ZERO, |rate| {
+            let share = (rate / self.config.upload_slots.max(1) as u64).max(1);
             Duration::from_secs_f64(len as f64 / share as f64)
         });
         self.config.idle_timeout + capped
@@ -642,13 +647,11 @@ impl Serving {
         let (start, len) = partial.layout.range(index.into());
         self.conn.queue(&PieceData { index, len }.into());
         let within = self.piece_time(len);
-        let limit = self.limit.as_deref();
         let sending = send_range(
             &mut self.conn,
             &partial.file,
             start,
             len,
-            limit,
             self.config.idle_timeout,
         );
         in_time(within, sending).await?;
@@ -671,58 +674,19 @@ async fn in_time(
     }
 }
 
-/// Sends `len` bytes of `file` from `start`: whole when uncapped (`sendfile` on plaintext), in
-/// slices on the cap's schedule.
+/// Sends `len` bytes of `file` from `start` (on the cap's schedule, if there is one: the
+/// connection is held to it).
 async fn send_range(
     conn: &mut Connection<Stream>,
     file: &File,
     start: u64,
     len: u64,
-    limit: Option<&RateLimit>,
     stall: Duration,
 ) -> Result<(), FrameError> {
-    let slice = if limit.is_some() { RATE_CHUNK } else { len };
-    let mut sent = 0;
-    while sent < len {
-        let want = slice.min(len - sent);
-        if let Some(limit) = limit {
-            limit.take(want).await;
-        }
-        // A file truncated under us ends the connection: it cannot carry on mid-piece.
-        conn.send_file_range(file, start + sent, want, stall, |_| {})
-            .await?;
-        sent += want;
-    }
+    // A file truncated under us ends the connection: it cannot carry on mid-piece.
+    conn.send_file_range(file, start, len, stall, |_| {})
+        .await?;
     Ok(())
-}
-
-/// Bytes sent per slice when a rate cap applies: small enough to pace smoothly.
-const RATE_CHUNK: u64 = 64 * 1024;
-
-/// A shared upload cap: each slice reserves its share of time on one schedule.
-#[derive(Debug)]
-struct RateLimit {
-    bytes_per_s: u64,
-    next: Mutex<Instant>,
-}
-
-impl RateLimit {
-    fn new(bytes_per_s: u64) -> Self {
-        Self {
-            bytes_per_s: bytes_per_s.max(1),
-            next: Mutex::new(Instant::now()),
-        }
-    }
-
-    async fn take(&self, n: u64) {
-        let at = {
-            let mut next = self.next.lock().expect("not poisoned");
-            let at = (*next).max(Instant::now());
-            *next = at + Duration::from_secs_f64(n as f64 / self.bytes_per_s as f64);
-            at
-        };
-        tokio::time::sleep_until(at).await;
-    }
 }
 
 #[cfg(test)]

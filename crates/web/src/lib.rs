@@ -20,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use troca_hub::clients::Session;
 use troca_hub::error::HubError;
 use troca_hub::service::now_ns;
 use troca_hub::Hub;
+use troca_net::pace::Paced;
 use troca_net::stall::WriteStall;
 
 pub use error::ApiError;
@@ -272,6 +274,8 @@ async fn serve_connection(
     let limit = visits.hub.config().request_timeout;
     // A client that asks and reads nothing must not hold its connection for ever.
     let stall = visits.hub.config().stall_timeout;
+    // Outside the stall timer: waiting for the bandwidth limit is not the client's stall.
+    let pace = visits.hub.pace(address.ip());
     let service = hyper::service::service_fn(move |req| visits.call(req));
     let io = match tls {
         None => Io::Plain(stream),
@@ -284,11 +288,11 @@ async fn serve_connection(
     };
     let served = match io {
         Io::Plain(s) => {
-            let io = hyper_util::rt::TokioIo::new(WriteStall::new(s, stall));
+            let io = TokioIo::new(Paced::new(WriteStall::new(s, stall), pace));
             watcher.watch(http.serve_connection(io, service)).await
         }
         Io::Tls(s) => {
-            let io = hyper_util::rt::TokioIo::new(WriteStall::new(s, stall));
+            let io = TokioIo::new(Paced::new(WriteStall::new(s, stall), pace));
             watcher.watch(http.serve_connection(io, service)).await
         }
     };
