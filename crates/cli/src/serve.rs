@@ -40,6 +40,9 @@ async fn run(args: Serve) -> Result<ExitCode> {
         if token.created { "a new" } else { "the" },
         token.path.display()
     );
+    if let Some(limits) = rate_limits(hub.config().rates) {
+        eprintln!("troca: {limits}");
+    }
     let web = if args.no_http {
         None
     } else {
@@ -67,6 +70,28 @@ async fn run(args: Serve) -> Result<ExitCode> {
     shutdown.cancel();
     faces.stop(&hub, args.shutdown_grace).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bandwidth limits in words, for the person starting the hub (`None`: there are none).
+fn rate_limits(rates: troca_net::pace::Limits) -> Option<String> {
+    let one = |what: &str, limit: troca_net::pace::Limit| {
+        let rate = |r: u64| format!("{}/s", crate::output::size(r));
+        match (limit.total, limit.per_address) {
+            (None, None) => None,
+            (Some(t), None) => Some(format!("{what} at most {} in all", rate(t))),
+            (None, Some(a)) => Some(format!("{what} at most {} per address", rate(a))),
+            (Some(t), Some(a)) => Some(format!(
+                "{what} at most {} in all, {} per address",
+                rate(t),
+                rate(a)
+            )),
+        }
+    };
+    let parts: Vec<String> = [one("downloads", rates.send), one("uploads", rates.receive)]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The hub's settings, from the command line.
