@@ -225,6 +225,12 @@ async function loadFiles() {
   if (me.ok) {
     rights = await me.json();
     owned = new Set(rights.owned);
+    // A token held to a folder sees nothing on the way there but the way: go straight in.
+    const own = rights.folder ? rights.folder + "/" : null;
+    if (own && own !== folder && own.startsWith(folder)) {
+      location.replace(href(own));
+      return;
+    }
   }
   if (r.status === 401 && !token) { await askToken("This hub asks for a token before it shows its files."); return; }
   if (!r.ok) { say(await problem(r, folder || "this folder")); return; }
