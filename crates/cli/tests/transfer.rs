@@ -239,3 +239,48 @@ fn curl(args: &[&str]) -> std::process::Output {
         .output()
         .expect("curl is installed (scripts/test installs it)")
 }
+
+/// A download keeps the time the file has on the hub, as `rsync -t` and `wget` keep theirs: a
+/// large file (streamed), a folder's small files (in batches), and a file fetched again over
+/// an older copy with `--force`.
+#[test]
+fn downloads_keep_the_time_files_have_on_the_hub() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let s = Scratch::new();
+    random_file(&s.share.join("big.bin"), 3 << 20, "dated-big");
+    write_tree(&s.share, &[("dated/a.txt", "a"), ("dated/sub/b.txt", "b")]);
+    let times = [
+        ("big.bin", 1_577_934_245),
+        ("dated/a.txt", 1_300_000_000),
+        ("dated/sub/b.txt", 1_400_000_123),
+    ];
+    let set = |path: &std::path::Path, secs: u64| {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    };
+    for (name, secs) in times {
+        set(&s.share.join(name), secs);
+    }
+    let hub = Hub::start(&s.share, &[]);
+    ok(&hub.troca(&s.client, &["get", "big.bin", "dated"]));
+    let modified = |name: &str| {
+        let m = std::fs::metadata(s.client.join(name)).unwrap();
+        m.modified().unwrap().duration_since(UNIX_EPOCH).unwrap()
+    };
+    for (name, secs) in times {
+        assert_eq!(modified(name), Duration::from_secs(secs), "{name}");
+    }
+    set(&s.share.join("dated/a.txt"), 1_600_000_000);
+    std::fs::write(s.share.join("dated/a.txt"), "a, changed").unwrap();
+    set(&s.share.join("dated/a.txt"), 1_600_000_000);
+    ok(&hub.troca(
+        &s.client,
+        &["get", "--force", "dated/a.txt", "-o", "dated/"],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("dated/a.txt")).unwrap(),
+        "a, changed"
+    );
+    assert_eq!(modified("dated/a.txt"), Duration::from_secs(1_600_000_000));
+}

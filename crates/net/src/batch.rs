@@ -7,12 +7,14 @@
 //! Nothing appears under its name before it is durable, as with single transfers.
 
 use crate::client::HubClient;
-use crate::durable::{create_unnamed, folder_of, free_local_path, link_unnamed, part_path};
+use crate::durable::{
+    create_unnamed, folder_of, free_local_path, link_unnamed, part_path, set_modified_ns,
+};
 use crate::error::ClientError;
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use troca_proto::msg::{Get, PutDone, PutSmall};
+use troca_proto::msg::{FileHeader, Get, PutDone, PutSmall};
 use troca_proto::{Hash, Message};
 
 /// Requests in flight at most, and their bytes: enough to keep the link and the hub busy, small
@@ -280,20 +282,26 @@ async fn fetch_one(
     index: usize,
 ) -> Result<Fetched, ClientError> {
     let mut data = Vec::new();
-    let (blake3, size) = read_whole(client, &f.name, &mut data).await?;
+    let (blake3, header) = read_whole(client, &f.name, &mut data).await?;
+    let (size, modified) = (header.size, header.modified_ns);
     let unnamed = match f.replace {
         true => None,
         false => create_unnamed(folder_of(&f.target)).ok(),
     };
     let staged = match unnamed {
         Some(mut file) => {
-            let wrote = file.write_all(&data);
+            let wrote = file
+                .write_all(&data)
+                .and_then(|()| set_modified_ns(&file, modified));
             wrote.map_err(|e| ClientError::local(&f.target, e))?;
             Staged::Unnamed(file)
         }
         None => {
             let part = part_path(&f.target);
-            let wrote = std::fs::File::create(&part).and_then(|mut file| file.write_all(&data));
+            let wrote = std::fs::File::create(&part).and_then(|mut file| {
+                file.write_all(&data)?;
+                set_modified_ns(&file, modified)
+            });
             wrote.map_err(|e| ClientError::local(&part, e))?;
             Staged::Part(part)
         }
@@ -309,12 +317,12 @@ async fn fetch_one(
 }
 
 /// Reads the answer to a pipelined `Get` of a whole file into `data` and checks it against the
-/// hub's hash; returns the hash and the file's size.
+/// hub's hash; returns the hash and the file's header (its size and time).
 async fn read_whole(
     client: &mut HubClient,
     name: &str,
     data: &mut Vec<u8>,
-) -> Result<(Hash, u64), ClientError> {
+) -> Result<(Hash, FileHeader), ClientError> {
     let unexpected = |m: Message| ClientError::Protocol(format!("unexpected {}", m.name()));
     let header = match client.answer().await? {
         Message::FileHeader(h) => h,
@@ -336,7 +344,7 @@ async fn read_whole(
             actual: troca_proto::hex(&ours),
         });
     }
-    Ok((ours, header.size))
+    Ok((ours, header))
 }
 
 /// Hash requests sent together, at most.

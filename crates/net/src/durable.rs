@@ -700,6 +700,19 @@ pub fn space(path: &Path) -> Option<Space> {
 }
 
 /// The folder holding `path`: its parent, or `.` for a bare name.
+/// Gives `file` the modification time `ns` (nanoseconds since the epoch; 0 or less: unknown,
+/// left as it is): a downloaded file keeps the time it has on the hub, as `rsync -t` and `wget`
+/// keep theirs.
+pub fn set_modified_ns(file: &File, ns: i64) -> io::Result<()> {
+    let Ok(ns) = u64::try_from(ns) else {
+        return Ok(());
+    };
+    if ns == 0 {
+        return Ok(());
+    }
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
+}
+
 pub fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

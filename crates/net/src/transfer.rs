@@ -149,9 +149,16 @@ async fn download_part(
             actual: hex(&ours),
         }));
     }
-    blocking(move || file.sync_all(), |e| e)
-        .await
-        .map_err(local)?;
+    let modified = header.modified_ns;
+    blocking(
+        move || {
+            crate::durable::set_modified_ns(&file, modified)?;
+            file.sync_all()
+        },
+        |e| e,
+    )
+    .await
+    .map_err(local)?;
     Ok(Fetched {
         path: part.to_path_buf(),
         size: header.size,
