@@ -60,6 +60,12 @@ async fn run(args: Serve) -> Result<ExitCode> {
     // The web face uses the hub's key too, unless told to stay plain.
     let https = hub.tls().is_some() && !args.http_plaintext;
     print_addresses(&hub, &listener, web.as_ref(), metrics.as_ref(), https)?;
+    // On a thread of its own, never waited for: a large share's walk must not hold up serving,
+    // nor the exit.
+    let walked = Arc::clone(&hub);
+    let _ = std::thread::Builder::new()
+        .name("unserved".into())
+        .spawn(move || report_unserved(&walked));
 
     let shutdown = CancellationToken::new();
     let faces = Faces::start(&hub, listener, web, metrics, https, &args, &shutdown);
@@ -70,6 +76,51 @@ async fn run(args: Serve) -> Result<ExitCode> {
     shutdown.cancel();
     faces.stop(&hub, args.shutdown_grace).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many entries of the share the walk for what cannot be served looks at, at most.
+const UNSERVED_BUDGET: u64 = 1_000_000;
+
+/// Tells the person sharing what in the folder the hub cannot serve (names it cannot carry,
+/// FIFOs and the like), which would otherwise only be missing from every listing.
+fn report_unserved(hub: &troca_hub::Hub) {
+    use crate::output::count;
+    let Some(found) = hub.unserved(UNSERVED_BUDGET) else {
+        return;
+    };
+    let mut kinds = Vec::new();
+    if found.names > 0 {
+        kinds.push(format!(
+            "{} that cannot be served (not UTF-8, or with control characters)",
+            count(found.names, "name", "names")
+        ));
+    }
+    if found.special > 0 {
+        kinds.push(format!(
+            "{} (FIFOs, sockets, devices)",
+            count(found.special, "special file", "special files")
+        ));
+    }
+    if found.links > 0 {
+        kinds.push(match found.links {
+            1 => "1 link that leads out of the share or nowhere".to_owned(),
+            n => format!("{n} links that lead out of the share or nowhere"),
+        });
+    }
+    if kinds.is_empty() {
+        return;
+    }
+    let within = if found.partial {
+        format!(" in its first {UNSERVED_BUDGET} entries")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "troca: not shared from {}{within}: {}. For example {}",
+        hub.location(),
+        kinds.join("; "),
+        found.examples.join(", ")
+    );
 }
 
 /// The bandwidth limits in words, for the person starting the hub (`None`: there are none).

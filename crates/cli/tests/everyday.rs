@@ -410,3 +410,41 @@ fn an_owner_is_known_whatever_address_reaches_the_hub() {
     ok(&out);
     assert!(!s.share.join("mine.txt").exists());
 }
+
+/// A folder shared as it is may hold what the hub cannot serve: it says so when it starts,
+/// naming a few (escaped), rather than leaving them silently missing from every listing; what
+/// it can serve is served, and its own state folder is not counted.
+#[test]
+fn serve_names_what_it_cannot_share() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    std::fs::write(s.share.join("fine.txt"), "fine").unwrap();
+    std::fs::write(s.share.join("new\nline.txt"), "x").unwrap();
+    let bad = std::ffi::OsStr::from_bytes(b"bad\xffname.txt");
+    std::fs::write(s.share.join(bad), "x").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", s.share.join("out")).unwrap();
+    std::os::unix::fs::symlink("fine.txt", s.share.join("in")).unwrap();
+    let fifo = std::ffi::CString::new(s.share.join("pipe").as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let hub = Hub::start(&s.share, &[]);
+    let said = hub.daemon.wait_for_stderr("troca: not shared from");
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("troca: not shared from"))
+        .unwrap();
+    assert!(line.contains("2 names that cannot be served"), "{line}");
+    assert!(line.contains("1 special file"), "{line}");
+    assert!(line.contains("1 link that leads out"), "{line}");
+    assert!(line.contains(r#""new\nline.txt""#), "{line}");
+    assert!(line.contains(r#""bad\xFFname.txt""#), "{line}");
+    assert!(
+        !line.contains(".troca") && !line.contains("fine.txt"),
+        "{line}"
+    );
+    let listed = ok(&hub.troca(&s.client, &["ls"]));
+    assert!(
+        listed.contains("fine.txt") && listed.contains("in"),
+        "{listed}"
+    );
+}

@@ -480,6 +480,12 @@ impl Hub {
         self.store.location()
     }
 
+    /// What the shared folder holds that cannot be served, from a walk of at most `budget`
+    /// entries (blocking: run it off the async workers).
+    pub fn unserved(&self, budget: u64) -> Option<crate::store::share::Unserved> {
+        self.store.unserved(budget)
+    }
+
     /// Memory for batches of small files, in KiB.
     pub(crate) fn batch_memory(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.batch_memory

@@ -2,7 +2,7 @@
 //! drop), the real client run against it, and helpers to make and compare files.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -14,6 +14,8 @@ pub struct Daemon {
     pub child: Child,
     pub addr: String,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// What it has written to stderr so far.
+    said: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// Whether `tool` is installed. Outside CI a missing tool skips the test that needs it, saying
@@ -97,17 +99,24 @@ impl Daemon {
             .collect();
         // Keep draining so the process never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let mut err = child.stderr.take().unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let heard = std::sync::Arc::clone(&said);
         let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
+            let mut line = String::new();
+            while err.read_line(&mut line).is_ok_and(|n| n > 0) {
+                heard.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+            let all = heard.lock().unwrap().clone();
+            all
         });
         (
             Daemon {
                 child,
                 addr,
                 stderr: Some(stderr),
+                said,
             },
             lines,
         )
@@ -118,6 +127,22 @@ impl Daemon {
         // SAFETY: plain kill(2) on our own child's pid.
         let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(r, 0, "kill failed");
+    }
+
+    /// Waits until the process has written `text` to stderr; returns all it wrote so far.
+    pub fn wait_for_stderr(&self, text: &str) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let said = self.said.lock().unwrap().clone();
+            if said.contains(text) {
+                return said;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "timed out waiting for {text:?} on stderr; it said: {said}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGHUP (a hub reads its given certificate again).

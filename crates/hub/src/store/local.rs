@@ -77,6 +77,10 @@ impl Store for LocalStore {
         self.share.root().display().to_string()
     }
 
+    fn unserved(&self, budget: u64) -> Option<super::share::Unserved> {
+        Some(self.share.unserved(budget))
+    }
+
     fn list(&self, query: ListQuery<'_>) -> Result<ListPage, HubError> {
         Ok(self.share.list(query))
     }

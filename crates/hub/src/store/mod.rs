@@ -250,6 +250,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Where the files are, for the operator's log (`/srv/share`).
     fn location(&self) -> String;
 
+    /// What a walk of at most `budget` entries finds that cannot be served (`None`: nothing
+    /// can be there, as in an object store, whose names all came through the hub).
+    fn unserved(&self, _budget: u64) -> Option<share::Unserved> {
+        None
+    }
+
     /// A page of the files whose names start with `query.prefix` (`blake3` unset), and of the
     /// folders among them that hold none, as `NAME/`; in byte order of those names, so a
     /// listing goes on after the last name of a page whatever changed in between.

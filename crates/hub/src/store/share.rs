@@ -683,6 +683,103 @@ impl Share {
     }
 }
 
+/// What a walk of the share found that the hub cannot serve, so the person sharing hears of
+/// it: names that are not UTF-8 or that the name rule refuses (control characters, say), and
+/// entries that are neither files, folders nor links (FIFOs, sockets, devices).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unserved {
+    /// Entries whose names cannot be served.
+    pub names: u64,
+    /// Entries of another kind than files, folders and links.
+    pub special: u64,
+    /// Links that lead out of the share, or nowhere.
+    pub links: u64,
+    /// A few of them, as quoted paths (escapes shown, never raw bytes).
+    pub examples: Vec<String>,
+    /// Whether the walk stopped at its budget before the end.
+    pub partial: bool,
+}
+
+impl Unserved {
+    /// How many examples are kept.
+    const EXAMPLES: usize = 5;
+
+    fn note(&mut self, rel: &str, name: &OsStr, what: Unservable) {
+        *match what {
+            Unservable::Name => &mut self.names,
+            Unservable::Special => &mut self.special,
+            Unservable::Link => &mut self.links,
+        } += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples
+                .push(format!("{:?}", Path::new(rel).join(name)));
+        }
+    }
+}
+
+/// Why an entry cannot be served.
+#[derive(Debug, Clone, Copy)]
+enum Unservable {
+    Name,
+    Special,
+    Link,
+}
+
+impl Share {
+    /// Walks the share (at most `budget` entries) for what cannot be served.
+    pub fn unserved(&self, budget: u64) -> Unserved {
+        let mut found = Unserved::default();
+        let mut left = budget;
+        self.find_unserved(&self.root_dir, "", 0, &mut left, &mut found);
+        found
+    }
+
+    fn find_unserved(
+        &self,
+        dir: &OwnedFd,
+        rel: &str,
+        depth: usize,
+        left: &mut u64,
+        out: &mut Unserved,
+    ) {
+        let Ok(entries) = children(dir) else {
+            return;
+        };
+        for (name, kind) in entries {
+            if *left == 0 {
+                out.partial = true;
+                return;
+            }
+            *left -= 1;
+            let path = name.to_str().map(|n| match rel {
+                "" => n.to_owned(),
+                _ => format!("{rel}/{n}"),
+            });
+            if path.as_deref().is_some_and(|p| self.in_state(p)) {
+                continue;
+            }
+            let Some(path) = path.filter(|p| RemoteName::parse(p).is_ok()) else {
+                out.note(rel, &name, Unservable::Name);
+                continue;
+            };
+            match kind {
+                FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
+                    if let Ok(sub) = open_child_folder(dir, &*name) {
+                        self.find_unserved(&sub, &path, depth + 1, left, out);
+                    }
+                }
+                FileType::Symlink => {
+                    if self.open_beneath(&path, OFlags::PATH).is_err() {
+                        out.note(rel, &name, Unservable::Link);
+                    }
+                }
+                FileType::Directory | FileType::RegularFile => {}
+                _ => out.note(rel, &name, Unservable::Special),
+            }
+        }
+    }
+}
+
 /// Folder `name` (`NAME/`, open as `dir`) as an entry of its own.
 fn folder_entry(name: String, dir: &OwnedFd) -> Entry {
     Entry {
