@@ -232,14 +232,6 @@ fn bandwidth_limits_hold_on_every_face_and_for_a_client() {
     assert_eq!(hash_file(&other.share.join("up.bin")), want_up);
 }
 
-fn curl(args: &[&str]) -> std::process::Output {
-    std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "60"])
-        .args(args)
-        .output()
-        .expect("curl is installed (scripts/test installs it)")
-}
-
 /// A download keeps the time the file has on the hub, as `rsync -t` and `wget` keep theirs: a
 /// large file (streamed), a folder's small files (in batches), and a file fetched again over
 /// an older copy with `--force`.

@@ -7,14 +7,6 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn curl(args: &[&str]) -> std::process::Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "30"])
-        .args(args)
-        .output()
-        .expect("curl is installed (scripts/test installs it)")
-}
-
 #[test]
 fn curl_uploads_and_downloads_ranges() {
     if !needs("curl", "an HTTP client to drive the web face") {

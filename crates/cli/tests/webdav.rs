@@ -8,14 +8,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn curl(args: &[&str]) -> Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "30"])
-        .args(args)
-        .output()
-        .expect("curl is installed (scripts/test installs it)")
-}
-
 /// The status code of a curl request (`-w %{http_code}`, body discarded).
 fn status(args: &[&str]) -> String {
     let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];

@@ -359,6 +359,15 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// Runs curl, quiet but for errors, giving up after a minute.
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test installs it)")
+}
+
 /// Asserts the command failed with `code` and returns its stderr.
 #[track_caller]
 pub fn fails(out: &Output, code: i32) -> String {
