@@ -64,6 +64,7 @@ fn small(name: &str, data: &[u8], force: bool) -> Message {
         name: name.into(),
         force,
         blake3: *blake3::hash(data).as_bytes(),
+        modified_ns: 0,
         data: data.to_vec(),
     }
     .into()

@@ -276,3 +276,83 @@ fn downloads_keep_the_time_files_have_on_the_hub() {
     );
     assert_eq!(modified("dated/a.txt"), Duration::from_secs(1_600_000_000));
 }
+
+/// An upload keeps the time its source file has, on the hub as on the way back: a large file
+/// (streamed), a folder's small files (in batches), and a web upload that says its file's time
+/// (`X-Troca-Modified`, as the page sends it), small or large.
+#[test]
+fn uploads_keep_the_time_their_files_have() {
+    use std::time::{Duration, UNIX_EPOCH};
+    if !needs("curl", "an HTTP client to drive the web face") {
+        return;
+    }
+    let s = Scratch::new();
+    let c = &s.client;
+    random_file(&c.join("big.bin"), 3 << 20, "kept-big");
+    write_tree(c, &[("tree/a.txt", "a"), ("tree/sub/b.txt", "b")]);
+    let times = [
+        ("big.bin", 1_577_934_245),
+        ("tree/a.txt", 1_300_000_000),
+        ("tree/sub/b.txt", 1_400_000_123),
+    ];
+    for (name, secs) in times {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(c.join(name))
+            .unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+    let hub = Hub::start(&s.share, &[]);
+    ok(&hub.troca(c, &["put", "big.bin", "tree"]));
+    let on_hub = |name: &str| {
+        let m = std::fs::metadata(s.share.join(name)).unwrap();
+        m.modified().unwrap().duration_since(UNIX_EPOCH).unwrap()
+    };
+    for (name, secs) in times {
+        assert_eq!(on_hub(name), Duration::from_secs(secs), "{name}");
+    }
+    let listed = json(&hub.troca(c, &["--json", "ls", "tree/"]));
+    let a = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "tree/a.txt");
+    assert!(
+        a.is_some_and(|a| a["modified"].as_str().unwrap().starts_with("2011-03-13")),
+        "{listed}"
+    );
+
+    let web = hub.web.clone().unwrap();
+    random_file(&c.join("web-big.bin"), 2 << 20, "kept-web");
+    for (file, ms) in [
+        ("big.bin", 1_234_567_890_123i64),
+        ("web-big.bin", 1_111_111_111_000),
+    ] {
+        let url = format!("{web}files/web/{file}");
+        let header = format!("X-Troca-Modified: {ms}");
+        let out = curl(&[
+            "-f",
+            "-T",
+            c.join(file).to_str().unwrap(),
+            "-H",
+            &header,
+            &url,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let want = Duration::from_millis(ms as u64);
+        assert_eq!(on_hub(&format!("web/{file}")), want, "{file}");
+    }
+    // A small one, gathered in memory and stored with others, keeps its time too.
+    std::fs::write(c.join("small.txt"), "small").unwrap();
+    let out = curl(&[
+        "-f",
+        "-T",
+        c.join("small.txt").to_str().unwrap(),
+        "-H",
+        "X-Troca-Modified: 1000000000000",
+        &format!("{web}files/web/small.txt"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(on_hub("web/small.txt"), Duration::from_secs(1_000_000_000));
+}

@@ -439,6 +439,7 @@ fn put_small_kind() -> u8 {
         name: String::new(),
         force: false,
         blake3: [0; 32],
+        modified_ns: 0,
         data: Vec::new(),
     })
     .kind()

@@ -805,6 +805,7 @@ impl Hub {
                 data: Vec::new(),
                 claim,
                 memory,
+                modified_ns: mtime,
             });
             Ok((partial, quota))
         })
@@ -844,11 +845,10 @@ impl Hub {
         .await
     }
 
-    /// Memory to gather `put` in, when it is small, could never resume (its source's time is
-    /// unknown, as for every web upload) and `--batch-memory` has room; else it streams to the
-    /// store.
+    /// Memory to gather `put` in, when it is small (not worth resuming) and `--batch-memory`
+    /// has room; else it streams to the store.
     fn memory_for_upload(&self, put: &Put) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if put.source_mtime_ns != 0 || put.size > MEMORY_UPLOAD_MAX {
+        if put.size > MEMORY_UPLOAD_MAX {
             return None;
         }
         let kib = u32::try_from(put.size.div_ceil(1024).max(1)).ok()?;

@@ -166,6 +166,7 @@ impl Hub {
                         name,
                         data: put.data,
                         hash: put.blake3,
+                        modified_ns: put.modified_ns,
                         replace: put.force,
                         claim,
                     })
@@ -218,6 +219,7 @@ impl Hub {
             name: upload.name,
             data: upload.data,
             hash,
+            modified_ns: upload.modified_ns,
             replace: force,
             claim: upload.claim,
         };

@@ -55,8 +55,8 @@ pub async fn upload_small(
     while next < files.len() || !sent.is_empty() {
         while next < files.len() && sent.len() < WINDOW && in_flight < WINDOW_BYTES {
             let (path, name) = &files[next];
-            match std::fs::read(path) {
-                Ok(data) => {
+            match read_with_time(path) {
+                Ok((data, modified_ns)) => {
                     in_flight += data.len();
                     sent.push_back((next, data.len()));
                     client.queue(
@@ -64,6 +64,7 @@ pub async fn upload_small(
                             name: name.clone(),
                             force,
                             blake3: *blake3::hash(&data).as_bytes(),
+                            modified_ns,
                             data,
                         }
                         .into(),
@@ -272,6 +273,15 @@ impl Staged {
             let _ = std::fs::remove_file(part);
         }
     }
+}
+
+/// A small file's bytes and modification time.
+fn read_with_time(path: &Path) -> std::io::Result<(Vec<u8>, i64)> {
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut file, &mut data)?;
+    Ok((data, crate::transfer::mtime_ns(&meta)))
 }
 
 /// Reads one pipelined answer and writes it, unnamed in the target's folder where it may be

@@ -759,6 +759,7 @@ mod tests {
             name: format!("f{i}"),
             force: false,
             blake3: [0; 32],
+            modified_ns: 0,
             data: vec![i as u8; 4096],
         };
         let kind = Message::from(file(0)).kind();

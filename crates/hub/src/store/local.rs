@@ -146,6 +146,7 @@ impl Store for LocalStore {
         };
         let name = upload.name.clone();
         let saved = |e| HubError::io(format!("cannot save {name}"), e);
+        troca_net::durable::set_modified_ns(&upload.file, upload.modified_ns).map_err(saved)?;
         upload.file.sync_all().map_err(saved)?;
         // The hash covers what arrived; the length proves all of it was stored.
         let stored = upload.file.metadata().map_err(saved)?.len();

@@ -191,6 +191,8 @@ pub struct MemoryUpload {
     pub claim: Claim,
     /// Its share of `--batch-memory`, given back when it is stored or dropped.
     pub memory: tokio::sync::OwnedSemaphorePermit,
+    /// The source file's modification time (0: unknown).
+    pub modified_ns: i64,
 }
 
 /// A name held for one upload until dropped.
@@ -236,6 +238,9 @@ pub struct SmallFile {
     pub name: RemoteName,
     pub data: Vec<u8>,
     pub hash: Hash,
+    /// The source file's modification time, which the stored file is given (0: unknown, the
+    /// time it is stored).
+    pub modified_ns: i64,
     pub replace: bool,
     /// Holds the name against other uploads until the batch is stored.
     pub claim: Claim,

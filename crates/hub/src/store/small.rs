@@ -166,7 +166,7 @@ fn write(p: Planned, dir: &Path, sync: bool) -> Result<Staged, (usize, HubError)
         ))
     };
     let unnamed = (!file.replace).then(|| Unnamed::create(&slot)).flatten();
-    let written = match write_staged(unnamed, temp, &file.data, sync) {
+    let written = match write_staged(unnamed, temp, &file.data, file.modified_ns, sync) {
         Ok(w) => w,
         Err(e) => return Err((index, HubError::io(format!("cannot store {name}"), e))),
     };
@@ -186,17 +186,19 @@ fn write_staged(
     unnamed: Option<Unnamed>,
     temp: impl FnOnce() -> PathBuf,
     data: &[u8],
+    modified_ns: i64,
     sync: bool,
 ) -> std::io::Result<Written> {
     if let Some(mut f) = unnamed {
         f.0.write_all(data)?;
+        troca_net::durable::set_modified_ns(&f.0, modified_ns)?;
         if sync {
             f.0.sync_data()?;
         }
         return Ok(Written::Unnamed(f));
     }
     let temp = temp();
-    if let Err(e) = write_new(&temp, data, sync) {
+    if let Err(e) = write_new(&temp, data, modified_ns, sync) {
         // Half-written (a full disk): gone, so the name can be tried again.
         let _ = std::fs::remove_file(&temp);
         return Err(e);
@@ -313,12 +315,13 @@ fn place(s: &Staged) -> Result<Version, HubError> {
 }
 
 /// Creates `path` (which must not exist) holding `data`, made durable if `sync`.
-fn write_new(path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
+fn write_new(path: &Path, data: &[u8], modified_ns: i64, sync: bool) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)?;
     f.write_all(data)?;
+    troca_net::durable::set_modified_ns(&f, modified_ns)?;
     if sync {
         f.sync_data()?;
     }
@@ -373,6 +376,7 @@ mod tests {
             .map(|(name, claim)| SmallFile {
                 data: format!("{name} {replace}").into_bytes(),
                 hash: [0; 32],
+                modified_ns: 1_500_000_000_000_000_000,
                 replace,
                 claim: claim.unwrap(),
                 name,
@@ -421,7 +425,14 @@ mod tests {
         {
             let held = std::fs::read_to_string(root.join(name)).unwrap();
             assert_eq!(held, format!("{name} {replaced}"));
+            // Each keeps its source's time, however it was staged.
+            let at = std::fs::metadata(root.join(name)).unwrap().modified();
+            let source = std::time::Duration::from_nanos(1_500_000_000_000_000_000);
+            assert_eq!(at.unwrap(), std::time::UNIX_EPOCH + source, "{name}");
         }
+        assert!(first
+            .iter()
+            .all(|v| v.as_ref().unwrap().modified_ns == 1_500_000_000_000_000_000));
         let left = std::fs::read_dir(store.partials.small_dir())
             .unwrap()
             .count();

@@ -134,6 +134,8 @@ pub struct LocalPartial {
     pub file: File,
     pub hasher: blake3::Hasher,
     pub part: PathBuf,
+    /// The source file's modification time (0: unknown), which the stored file is given.
+    pub modified_ns: i64,
     meta: PathBuf,
     /// Whether the data stays if the upload ends unfinished: only when a later `Put` could
     /// resume it (its source's mtime is known). An upload that cannot resume (a web PUT, say)
@@ -329,6 +331,7 @@ impl Partials {
             file,
             hasher,
             part,
+            modified_ns: source_mtime_ns,
             meta,
             keep: source_mtime_ns != 0,
             claim: Arc::new(claim),

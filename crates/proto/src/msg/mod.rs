@@ -298,12 +298,14 @@ mod tests {
                 text(300),
                 any::<bool>(),
                 hash(),
+                any::<i64>(),
                 proptest::collection::vec(any::<u8>(), 0..2000)
             )
-                .prop_map(|(name, force, blake3, data)| PutSmall {
+                .prop_map(|(name, force, blake3, modified_ns, data)| PutSmall {
                     name,
                     force,
                     blake3,
+                    modified_ns,
                     data
                 }
                 .into()),

@@ -101,13 +101,16 @@ pub struct PutSmall {
     pub force: bool,
     /// The BLAKE3 hash of `data`, as the sender has it.
     pub blake3: Hash,
+    /// The source file's modification time (ns since the epoch, 0 if unknown): the stored
+    /// file is given it.
+    pub modified_ns: i64,
     pub data: Vec<u8>,
 }
 
 impl PutSmall {
     /// Bytes the frame takes besides the name and the data: length, kind, the name's length,
-    /// `force`, the hash, the data's length.
-    pub const OVERHEAD: usize = 4 + 1 + 2 + 1 + 32 + 4;
+    /// `force`, the hash, the time, the data's length.
+    pub const OVERHEAD: usize = 4 + 1 + 2 + 1 + 32 + 8 + 4;
 
     /// Whether a file of `size` bytes named `name` fits in one `PutSmall` frame.
     pub fn fits(name: &str, size: u64) -> bool {
@@ -118,6 +121,7 @@ impl PutSmall {
         out.put_str(&self.name);
         out.put_bool(self.force);
         out.put_hash(&self.blake3);
+        out.put_i64(self.modified_ns);
         out.put_bytes(&self.data);
     }
 
@@ -126,6 +130,7 @@ impl PutSmall {
             name: r.str("name", MAX_WIRE_NAME)?,
             force: r.bool("force")?,
             blake3: r.hash()?,
+            modified_ns: r.i64()?,
             data: r.bytes()?,
         })
     }

@@ -354,9 +354,10 @@ function send(file, name, overwrite, from, bar) {
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", href(name) + (overwrite ? "?overwrite=1" : ""));
     for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
-    if (resumable(file)) {
-      xhr.setRequestHeader("X-Troca-Modified", String(file.lastModified));
-      if (from > 0) xhr.setRequestHeader("Content-Range", `bytes ${from}-${file.size - 1}/${file.size}`);
+    // The file's time: the hub gives the stored file it, and knows a resumed upload by it.
+    if (file.lastModified > 0) xhr.setRequestHeader("X-Troca-Modified", String(file.lastModified));
+    if (resumable(file) && from > 0) {
+      xhr.setRequestHeader("Content-Range", `bytes ${from}-${file.size - 1}/${file.size}`);
     }
     xhr.upload.addEventListener("progress", (e) => { bar.value = from + e.loaded; });
     xhr.addEventListener("load", async () => {

@@ -160,6 +160,7 @@ pub async fn place_file(
     hash: &Hash,
     size: u64,
     replace: bool,
+    source_modified_ns: i64,
 ) -> Result<Version, HubError> {
     let n = name.as_str();
     make_ancestors(tx, n).await?;
@@ -173,7 +174,11 @@ pub async fn place_file(
         Some(Some(prev)) => touch_objects(tx, &[prev]).await?,
         None => {}
     }
-    let modified_ns = now_ns();
+    // The source's time when the uploader said it, as a file on disk is given it.
+    let modified_ns = match source_modified_ns {
+        t if t > 0 => t,
+        _ => now_ns(),
+    };
     // The primary key is the last word: whatever raced past the checks, one row per name.
     let placed = tx
         .execute(

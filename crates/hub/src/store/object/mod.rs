@@ -334,6 +334,7 @@ impl ObjectStore {
             key,
             replace,
             upload_key,
+            modified_ns,
         } = *p;
         let mut c = self.db().get().await?;
         let tx = begin_change(&mut c).await?;
@@ -348,7 +349,7 @@ impl ObjectStore {
             .await
             .map_err(db_err)?
             .get(0);
-        let placed = catalog::place_file(&tx, name, hash, size, replace).await;
+        let placed = catalog::place_file(&tx, name, hash, size, replace, modified_ns).await;
         if let Err(HubError::ConnectionEnded(_)) = placed {
             // Nothing was done: the copy is placed on the next try.
             return placed;
@@ -448,6 +449,7 @@ impl ObjectStore {
             done: None,
             keep: source_mtime_ns != 0,
             claim: Arc::new(claim),
+            modified_ns: source_mtime_ns,
         }))
     }
 
@@ -633,6 +635,7 @@ impl ObjectStore {
                 key: t.path.as_ref(),
                 replace,
                 upload_key: Some(&t.key),
+                modified_ns: upload.modified_ns,
             })
             .await;
         if placed.is_err() {
@@ -687,6 +690,7 @@ impl ObjectStore {
             key: &key,
             replace: file.replace,
             upload_key: None,
+            modified_ns: file.modified_ns,
         })
         .await
     }
@@ -955,6 +959,8 @@ pub struct ObjectPartial {
     /// Whether what was stored stays when this ends unfinished (a resumable upload).
     keep: bool,
     claim: Arc<NameClaim>,
+    /// The source file's modification time (0: unknown).
+    modified_ns: i64,
 }
 
 impl ObjectPartial {
@@ -1021,6 +1027,8 @@ struct Placing<'a> {
     replace: bool,
     /// The multipart upload it came from, whose record goes with it.
     upload_key: Option<&'a str>,
+    /// The source file's modification time (0: unknown, so the time it is placed).
+    modified_ns: i64,
 }
 
 impl Store for ObjectStore {
