@@ -253,24 +253,54 @@ fn a_file_put_through_one_hub_is_listed_fetched_and_deleted_through_the_other() 
     let token = group_token(&t.g, "write");
     let src = t.client.join("one.bin");
     random_file(&src, 20 * MIB + 12345, "scale-one");
+    write_tree(&t.client, &[("a.txt", "a"), ("b.txt", "b")]);
+    let dated = |name: &str, secs: u64| {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(t.client.join(name));
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        f.unwrap().set_modified(at).unwrap();
+    };
+    dated("one.bin", 1_500_000_000);
+    dated("a.txt", 1_400_000_000);
     ok(&t.a.troca_with(
         &t.client,
         &token,
         &["put", "one.bin", "--as", "docs/one.bin"],
     ));
+    // Two small files go in a batch.
+    ok(&t.a.troca_with(
+        &t.client,
+        &token,
+        &["put", "a.txt", "b.txt", "--to", "docs/"],
+    ));
 
     assert!(listing(&t.b, &t.client).contains("docs/one.bin"));
     let out = t.client.join("out");
-    ok(&t.b.troca(&t.client, &["get", "docs/one.bin", "-o", "out/"]));
+    ok(&t.b.troca(
+        &t.client,
+        &["get", "docs/one.bin", "docs/a.txt", "-o", "out/"],
+    ));
     assert_eq!(hash_file(&out.join("one.bin")), hash_file(&src));
+    // Each keeps its source's time, through the catalog and back.
+    let modified = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    assert_eq!(modified(&out.join("one.bin")), modified(&src));
+    assert_eq!(
+        modified(&out.join("a.txt")),
+        modified(&t.client.join("a.txt"))
+    );
+    assert_eq!(
+        t.g.sql("SELECT modified_ns / 1000000000 FROM names WHERE name = 'docs/a.txt'"),
+        "1400000000"
+    );
     // Every connection of the hubs to the database is encrypted.
     let plain = t.g.sql(
         "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
          WHERE a.application_name = 'troca' AND NOT s.ssl",
     );
     assert_eq!(plain, "0");
-    // The bytes are one object in the bucket, the name a row in the database.
-    assert_eq!(t.g.objects().len(), 1);
+    // The bytes are objects in the bucket (one per content), the names rows in the database.
+    assert_eq!(t.g.objects().len(), 3);
     assert_eq!(
         t.g.sql("SELECT size FROM names WHERE name = 'docs/one.bin'"),
         (20 * MIB + 12345).to_string()
