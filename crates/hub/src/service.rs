@@ -332,6 +332,17 @@ fn private_dir(path: &std::path::Path) -> Result<(), HubError> {
         .map_err(|e| HubError::io(format!("cannot create {}", path.display()), e))
 }
 
+/// Which uploads that say their source's time may resume (and are kept when cut off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Every one (the native protocol).
+    WhenTimed,
+    /// Those over `MEMORY_UPLOAD_MAX`: smaller ones are gathered in memory and stored in
+    /// batches, their time only given to the file (the web face, whose page sends every
+    /// file's time).
+    WhenTimedAndLarge,
+}
+
 impl Hub {
     /// Opens the shared folder and state folder named in `config`.
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
@@ -724,11 +735,25 @@ impl Hub {
         put: &Put,
         caller: &Caller,
     ) -> Result<Incoming, HubError> {
-        let mut incoming = match self.begin_upload_once(put, caller).await {
-            Err(HubError::UploadInProgress(name)) => self.take_over(put, caller, name).await?,
+        self.begin_upload_with(put, caller, Resume::WhenTimed).await
+    }
+
+    /// [`Hub::begin_upload`], saying which uploads may resume.
+    pub async fn begin_upload_with(
+        self: &Arc<Self>,
+        put: &Put,
+        caller: &Caller,
+        resume: Resume,
+    ) -> Result<Incoming, HubError> {
+        let resumable = put.source_mtime_ns != 0
+            && (resume == Resume::WhenTimed || put.size > MEMORY_UPLOAD_MAX);
+        let mut incoming = match self.begin_upload_once(put, caller, resumable).await {
+            Err(HubError::UploadInProgress(name)) => {
+                self.take_over(put, caller, name, resumable).await?
+            }
             other => other?,
         };
-        if let Some(owner) = caller.owner_key.filter(|_| put.source_mtime_ns != 0) {
+        if let Some(owner) = caller.owner_key.filter(|_| resumable) {
             incoming.run_as(self.running.register(&incoming.name(), owner));
         }
         Ok(incoming)
@@ -741,9 +766,10 @@ impl Hub {
         put: &Put,
         caller: &Caller,
         name: String,
+        resumable: bool,
     ) -> Result<Incoming, HubError> {
         let busy = || HubError::UploadInProgress(name.clone());
-        let Some(owner) = caller.owner_key.filter(|_| put.source_mtime_ns != 0) else {
+        let Some(owner) = caller.owner_key.filter(|_| resumable) else {
             return Err(busy());
         };
         match self.running.stop(&name, &owner) {
@@ -762,7 +788,7 @@ impl Hub {
         // heard): short tries, then the client's own.
         let mut pause = Duration::from_millis(5);
         loop {
-            match self.begin_upload_once(put, caller).await {
+            match self.begin_upload_once(put, caller, resumable).await {
                 Err(HubError::UploadInProgress(_)) if pause < Duration::from_secs(2) => {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
@@ -776,12 +802,13 @@ impl Hub {
         self: &Arc<Self>,
         put: &Put,
         caller: &Caller,
+        resumable: bool,
     ) -> Result<Incoming, HubError> {
         let remote = parse(&put.name)?;
         let hub = Arc::clone(self);
         let caller = caller.clone();
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
-        let memory = self.memory_for_upload(put);
+        let memory = self.memory_for_upload(put, resumable);
         let (partial, quota) = blocking(move || {
             caller.may_create(hub.tokens(), hub.config.read_only, remote.as_str())?;
             let kind = hub.store.kind(&remote)?;
@@ -845,10 +872,14 @@ impl Hub {
         .await
     }
 
-    /// Memory to gather `put` in, when it is small (not worth resuming) and `--batch-memory`
-    /// has room; else it streams to the store.
-    fn memory_for_upload(&self, put: &Put) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if put.size > MEMORY_UPLOAD_MAX {
+    /// Memory to gather `put` in, when it is small, may not resume, and `--batch-memory` has
+    /// room; else it streams to the store.
+    fn memory_for_upload(
+        &self,
+        put: &Put,
+        resumable: bool,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if resumable || put.size > MEMORY_UPLOAD_MAX {
             return None;
         }
         let kib = u32::try_from(put.size.div_ceil(1024).max(1)).ok()?;

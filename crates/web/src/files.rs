@@ -578,7 +578,8 @@ pub(crate) async fn put(
             source_mtime_ns: part.modified_ns,
             force,
         };
-        let mut upload = hub.begin_upload(&put, &caller).await?;
+        let resume = troca_hub::service::Resume::WhenTimedAndLarge;
+        let mut upload = hub.begin_upload_with(&put, &caller, resume).await?;
         let resumed = upload.offset();
         if part.start > resumed {
             // Stopped, not abandoned: what the hub holds stays for the sender's next try, and
