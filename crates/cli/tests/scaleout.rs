@@ -254,15 +254,8 @@ fn a_file_put_through_one_hub_is_listed_fetched_and_deleted_through_the_other() 
     let src = t.client.join("one.bin");
     random_file(&src, 20 * MIB + 12345, "scale-one");
     write_tree(&t.client, &[("a.txt", "a"), ("b.txt", "b")]);
-    let dated = |name: &str, secs: u64| {
-        let f = std::fs::File::options()
-            .write(true)
-            .open(t.client.join(name));
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-        f.unwrap().set_modified(at).unwrap();
-    };
-    dated("one.bin", 1_500_000_000);
-    dated("a.txt", 1_400_000_000);
+    set_mtime(&t.client.join("one.bin"), 1_500_000_000);
+    set_mtime(&t.client.join("a.txt"), 1_400_000_000);
     ok(&t.a.troca_with(
         &t.client,
         &token,

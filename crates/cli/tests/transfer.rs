@@ -246,13 +246,8 @@ fn downloads_keep_the_time_files_have_on_the_hub() {
         ("dated/a.txt", 1_300_000_000),
         ("dated/sub/b.txt", 1_400_000_123),
     ];
-    let set = |path: &std::path::Path, secs: u64| {
-        let f = std::fs::File::options().write(true).open(path).unwrap();
-        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
-            .unwrap();
-    };
     for (name, secs) in times {
-        set(&s.share.join(name), secs);
+        set_mtime(&s.share.join(name), secs);
     }
     let hub = Hub::start(&s.share, &[]);
     ok(&hub.troca(&s.client, &["get", "big.bin", "dated"]));
@@ -263,9 +258,8 @@ fn downloads_keep_the_time_files_have_on_the_hub() {
     for (name, secs) in times {
         assert_eq!(modified(name), Duration::from_secs(secs), "{name}");
     }
-    set(&s.share.join("dated/a.txt"), 1_600_000_000);
     std::fs::write(s.share.join("dated/a.txt"), "a, changed").unwrap();
-    set(&s.share.join("dated/a.txt"), 1_600_000_000);
+    set_mtime(&s.share.join("dated/a.txt"), 1_600_000_000);
     ok(&hub.troca(
         &s.client,
         &["get", "--force", "dated/a.txt", "-o", "dated/"],
@@ -296,12 +290,7 @@ fn uploads_keep_the_time_their_files_have() {
         ("tree/sub/b.txt", 1_400_000_123),
     ];
     for (name, secs) in times {
-        let f = std::fs::File::options()
-            .write(true)
-            .open(c.join(name))
-            .unwrap();
-        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
-            .unwrap();
+        set_mtime(&c.join(name), secs);
     }
     let hub = Hub::start(&s.share, &[]);
     ok(&hub.troca(c, &["put", "big.bin", "tree"]));

@@ -307,18 +307,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.flush().await?;
         let gate = self.pace.as_deref_mut().map(|p| &mut p.send);
         match (self.write_stall, gate) {
-            (None, None) => {
-                self.stream.write_all(bytes).await?;
-                self.stream.flush().await
-            }
-            (None, gate) => {
-                write_all_within(&mut self.stream, bytes, None, gate).await?;
-                self.stream.flush().await
-            }
-            (Some(stall), gate) => {
-                write_all_within(&mut self.stream, bytes, Some(stall), gate).await?;
-                within_stall(stall, self.stream.flush()).await
-            }
+            (None, None) => self.stream.write_all(bytes).await?,
+            (stall, gate) => write_all_within(&mut self.stream, bytes, stall, gate).await?,
+        }
+        match self.write_stall {
+            None => self.stream.flush().await,
+            Some(stall) => within_stall(stall, self.stream.flush()).await,
         }
     }
 

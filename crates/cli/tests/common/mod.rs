@@ -359,6 +359,13 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// Gives the file at `path` the modification time `secs` seconds after the epoch.
+pub fn set_mtime(path: &Path, secs: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    f.set_modified(at).unwrap();
+}
+
 /// Runs curl, quiet but for errors, giving up after a minute.
 pub fn curl(args: &[&str]) -> Output {
     Command::new("curl")
