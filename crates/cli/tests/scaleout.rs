@@ -878,6 +878,48 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     assert_eq!(find("b/w"), ["web/w.bin"]);
     assert_eq!(find("web/"), ["web/", "web/empty", "web/w.bin"]);
 
+    // A WebDAV client's times are the catalog's: given through hub A, seen through hub B.
+    let last_modified = |name: &str| -> String {
+        let head = curl(&["-I", &format!("{web_b}files/{name}")]);
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        let line = head.lines().find(|l| l.starts_with("last-modified:"));
+        line.unwrap_or_default().trim().to_owned()
+    };
+    for (name, from) in [("web/t-small", &empty), ("web/t-large", &src)] {
+        let put = format!("{web_a}dav/{name}");
+        curl(&[
+            "-T",
+            from.to_str().unwrap(),
+            "-H",
+            "X-OC-Mtime: 1000000000",
+            &put,
+        ]);
+        assert_eq!(
+            last_modified(name),
+            "last-modified: sun, 09 sep 2001 01:46:40 gmt"
+        );
+    }
+    let admin = format!("anyone:{}", group_token(&t.g, "admin"));
+    let set = "<?xml version=\"1.0\"?><D:propertyupdate xmlns:D=\"DAV:\"><D:set><D:prop>\
+               <D:lastmodified>1100000000</D:lastmodified></D:prop></D:set></D:propertyupdate>";
+    let answer = curl(&[
+        "-u",
+        &admin,
+        "-X",
+        "PROPPATCH",
+        "-d",
+        set,
+        &format!("{web_b}dav/web/t-large"),
+    ]);
+    assert!(String::from_utf8_lossy(&answer).contains("200 OK"));
+    assert_eq!(
+        last_modified("web/t-large"),
+        "last-modified: tue, 09 nov 2004 11:33:20 gmt"
+    );
+    for name in ["web/t-small", "web/t-large"] {
+        curl(&["-u", &admin, "-X", "DELETE", &format!("{web_a}dav/{name}")]);
+    }
+
     // The JSON line mode through hub B.
     std::fs::write(t.client.join("j.txt"), "by json").unwrap();
     let mut child = Command::new(TROCA)

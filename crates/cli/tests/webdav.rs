@@ -84,6 +84,11 @@ fn make_tree(dir: &Path, count: usize) {
 
 /// rclone with a `dv:` webdav remote on `url`, authenticated with `token`.
 fn rclone(url: &str, token: &str, args: &[&str]) -> Output {
+    rclone_as("other", url, token, args)
+}
+
+/// [`rclone`] taking the server for `vendor` (`owncloud` keeps files' times).
+fn rclone_as(vendor: &str, url: &str, token: &str, args: &[&str]) -> Output {
     let mut obscure = Command::new("rclone")
         .args(["obscure", "-"])
         .stdin(Stdio::piped())
@@ -101,7 +106,7 @@ fn rclone(url: &str, token: &str, args: &[&str]) -> Output {
         .env("RCLONE_CONFIG", "/dev/null")
         .env("RCLONE_CONFIG_DV_TYPE", "webdav")
         .env("RCLONE_CONFIG_DV_URL", url)
-        .env("RCLONE_CONFIG_DV_VENDOR", "other")
+        .env("RCLONE_CONFIG_DV_VENDOR", vendor)
         .env("RCLONE_CONFIG_DV_USER", "rclone")
         .env("RCLONE_CONFIG_DV_PASS", pass.trim())
         .args(args)
@@ -164,6 +169,216 @@ fn rclone_copies_a_tree_both_ways_and_syncs() {
     let listed = rclone(&url, &token, &["lsf", "-R", "dv:"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(!listed.contains(".troca"), "{listed}");
+}
+
+/// The modification time of `path`, in whole seconds.
+fn mtime_secs(path: &Path) -> u64 {
+    let t = std::fs::metadata(path).unwrap().modified().unwrap();
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn rclone_keeps_the_times_of_the_files_it_copies_up_and_a_second_copy_sends_nothing() {
+    if !needs("rclone", "a WebDAV client people use") {
+        return;
+    }
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let (url, token) = (dav(&hub), hub.admin_token());
+    let tree = s.client.join("tree");
+    make_tree(&tree, 30);
+    // Large enough to stream to disk rather than be gathered in memory.
+    random_file(&tree.join("d0/big.bin"), 3 << 20, "big");
+    let theirs = files_under(&tree);
+    let day = 86_400;
+    for (i, f) in theirs.iter().enumerate() {
+        set_mtime(&tree.join(f), 1_000_000_000 + i as u64 * day);
+    }
+    // ownCloud's `X-OC-Mtime`, which rclone sends for that vendor (and `nextcloud`, `rclone`).
+    let up = rclone_as(
+        "owncloud",
+        &url,
+        &token,
+        &["copy", "-v", tree.to_str().unwrap(), "dv:t"],
+    );
+    let log = String::from_utf8_lossy(&up.stderr);
+    assert!(up.status.success(), "{log}");
+    assert_eq!(log.matches(": Copied").count(), theirs.len(), "{log}");
+    for f in &theirs {
+        let (ours, sent) = (s.share.join("t").join(f), tree.join(f));
+        assert_eq!(mtime_secs(&ours), mtime_secs(&sent), "{f}");
+        assert_eq!(hash_file(&ours), hash_file(&sent), "{f}");
+    }
+    // Sizes and times agree, so a second copy has nothing to send (before, every file went
+    // again: its time on the hub was that of the copy).
+    let again = rclone_as(
+        "owncloud",
+        &url,
+        &token,
+        &["copy", "-v", tree.to_str().unwrap(), "dv:t"],
+    );
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log}");
+    assert_eq!(log.matches(": Copied").count(), 0, "{log}");
+    // Downloads keep them too (rclone reads `getlastmodified`).
+    let back = s.client.join("back");
+    let down = rclone_as(
+        "owncloud",
+        &url,
+        &token,
+        &["copy", "dv:t", back.to_str().unwrap()],
+    );
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    for f in &theirs {
+        assert_eq!(mtime_secs(&back.join(f)), mtime_secs(&tree.join(f)), "{f}");
+    }
+}
+
+/// A `PROPPATCH` body setting `props` (already in XML).
+fn propertyupdate(props: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:propertyupdate xmlns:D=\"DAV:\" \
+         xmlns:Z=\"urn:schemas-microsoft-com:\"><D:set><D:prop>{props}</D:prop></D:set>\
+         </D:propertyupdate>"
+    )
+}
+
+#[test]
+fn clients_set_a_files_time_as_rclone_windows_and_the_rfc_say_and_bad_times_change_nothing() {
+    if !needs("curl", "an HTTP client") {
+        return;
+    }
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let (url, auth) = (dav(&hub), basic(&hub.admin_token()));
+    let file = s.share.join("f.txt");
+    // A PUT saying its time: kept, and said so.
+    let put = curl(&[
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-u",
+        &auth,
+        "-T",
+        "/etc/hostname",
+        "-H",
+        "X-OC-Mtime: 1000000000",
+        &format!("{url}f.txt"),
+    ]);
+    let head = String::from_utf8_lossy(&put.stdout).to_lowercase();
+    assert!(head.contains("http/1.1 201"), "{head}");
+    assert!(head.contains("x-oc-mtime: accepted"), "{head}");
+    assert_eq!(mtime_secs(&file), 1_000_000_000);
+    let patch = |body: &str, name: &str| {
+        let out = curl(&[
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-u",
+            &auth,
+            "-X",
+            "PROPPATCH",
+            "-H",
+            "Content-Type: application/xml",
+            "-d",
+            body,
+            &format!("{url}{name}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // rclone's (owncloud and nextcloud vendors): Unix seconds in DAV:lastmodified.
+    let rclone = propertyupdate("<lastmodified xmlns=\"DAV:\">1100000000</lastmodified>");
+    let answer = patch(&rclone, "f.txt");
+    assert!(answer.ends_with("207"), "{answer}");
+    assert!(
+        answer.contains("lastmodified") && answer.contains("200 OK"),
+        "{answer}"
+    );
+    assert_eq!(mtime_secs(&file), 1_100_000_000);
+    // Windows' Explorer: Win32LastModifiedTime among properties the hub keeps none of.
+    let windows = propertyupdate(
+        "<Z:Win32CreationTime>Mon, 13 Nov 2023 10:00:00 GMT</Z:Win32CreationTime>\
+         <Z:Win32LastModifiedTime>Tue, 14 Nov 2023 22:13:20 GMT</Z:Win32LastModifiedTime>\
+         <Z:Win32FileAttributes>00000020</Z:Win32FileAttributes>",
+    );
+    let answer = patch(&windows, "f.txt");
+    assert!(answer.ends_with("207"), "{answer}");
+    assert_eq!(answer.matches("200 OK").count(), 3, "{answer}");
+    assert_eq!(mtime_secs(&file), 1_700_000_000);
+    // The RFC's own property, an HTTP date.
+    let rfc =
+        propertyupdate("<D:getlastmodified>Sun, 09 Sep 2001 01:46:40 GMT</D:getlastmodified>");
+    assert!(patch(&rfc, "f.txt").ends_with("207"));
+    assert_eq!(mtime_secs(&file), 1_000_000_000);
+    // What clients list shows the new time.
+    let listed = curl(&[
+        "-s",
+        "-u",
+        &auth,
+        "-X",
+        "PROPFIND",
+        "-H",
+        "Depth: 0",
+        &format!("{url}f.txt"),
+    ]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("Sun, 09 Sep 2001 01:46:40 GMT"), "{listed}");
+    // A value that is no time changes nothing, the good one beside it included.
+    let bad = propertyupdate(
+        "<lastmodified xmlns=\"DAV:\">soon</lastmodified>\
+         <Z:Win32LastModifiedTime>Tue, 14 Nov 2023 22:13:20 GMT</Z:Win32LastModifiedTime>",
+    );
+    let answer = patch(&bad, "f.txt");
+    assert!(
+        answer.contains("409 Conflict") && answer.contains("424 Failed Dependency"),
+        "{answer}"
+    );
+    assert_eq!(mtime_secs(&file), 1_000_000_000);
+    let bad_put = status(&[
+        "-u",
+        &auth,
+        "-T",
+        "/etc/hostname",
+        "-H",
+        "X-OC-Mtime: -1",
+        &format!("{url}g.txt"),
+    ]);
+    assert_eq!(bad_put, "400");
+    assert!(!s.share.join("g.txt").exists());
+    // A folder keeps no time: Windows is told yes, as it needs; DAV's property, no.
+    assert_eq!(
+        status(&["-u", &auth, "-X", "MKCOL", &format!("{url}d/")]),
+        "201"
+    );
+    let answer = patch(&windows, "d/");
+    assert!(
+        answer.ends_with("207") && answer.matches("200 OK").count() == 3,
+        "{answer}"
+    );
+    let answer = patch(&rclone, "d/");
+    assert!(answer.contains("403 Forbidden"), "{answer}");
+    // Without a token, nothing: asked for one.
+    let anonymous = status(&["-X", "PROPPATCH", "-d", &rclone, &format!("{url}f.txt")]);
+    assert_eq!(anonymous, "401");
+    assert_eq!(
+        status(&[
+            "-u",
+            &auth,
+            "-X",
+            "PROPPATCH",
+            "-d",
+            &rclone,
+            &format!("{url}nothing.txt")
+        ]),
+        "404"
+    );
+    assert_eq!(mtime_secs(&file), 1_000_000_000);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Operations on names that WebDAV asks for and the other faces may use too: what a name holds
 //! ([`Hub::stat`]), a copy through the upload pipeline ([`Hub::copy`]), and the dead properties
-//! kept in the records ([`Hub::props`], [`Hub::patch_props`]).
+//! kept in the records ([`Hub::props`], [`Hub::patch_props`]), and a file's time
+//! ([`Hub::set_modified`]).
 
 use crate::access::Caller;
 use crate::error::HubError;
@@ -164,6 +165,47 @@ impl Hub {
                 }
             }
             hub.owners().patch_props(&name, &changes)
+        })
+        .await
+    }
+
+    /// Gives file `name` the modification time `modified_ns` (a WebDAV client keeping its
+    /// source's time): by whoever may change it, not while someone else holds a lock on it.
+    /// A folder keeps no time: `NotAFile`. What was known of the file's hash stays known.
+    pub async fn set_modified(
+        self: &Arc<Self>,
+        name: &str,
+        modified_ns: i64,
+        caller: &Caller,
+    ) -> Result<Stat, HubError> {
+        if modified_ns <= 0 {
+            return Err(HubError::BadRequest("a time before 1970".into()));
+        }
+        let remote = parse(name.trim_end_matches('/'))?;
+        caller.must_reach(remote.as_str())?;
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || {
+            caller.may_create(hub.tokens(), hub.config().read_only, remote.as_str())?;
+            hub.check_lock(&caller, remote.as_str(), false)?;
+            match hub.store().kind(&remote)? {
+                Some(Kind::File) => hub.check_change(&caller, &remote, "changing")?,
+                Some(_) => return Err(HubError::NotAFile(remote.to_string())),
+                None => return Err(HubError::NotFound(remote.to_string())),
+            }
+            let retimed = hub.store().set_modified(&remote, modified_ns)?;
+            hub.cache().invalidate(remote.as_str());
+            // Read from the very file retimed: its hash, if known, is the same.
+            let known = hub.hashes().get(remote.as_str(), retimed.before);
+            if let Some(hash) = known {
+                hub.hashes().insert(remote.as_str(), retimed.after, hash);
+            }
+            let version = retimed.after;
+            Ok(Stat {
+                folder: false,
+                size: version.size,
+                modified_ns: version.modified_ns,
+                blake3: known,
+            })
         })
         .await
     }

@@ -341,6 +341,9 @@ pub enum Resume {
     /// batches, their time only given to the file (the web face, whose page sends every
     /// file's time).
     WhenTimedAndLarge,
+    /// None: the time is only given to the file (WebDAV, which has no way to resume; a
+    /// part of the same file held from another face is not taken up by mistake).
+    Never,
 }
 
 impl Hub {
@@ -746,7 +749,11 @@ impl Hub {
         resume: Resume,
     ) -> Result<Incoming, HubError> {
         let resumable = put.source_mtime_ns != 0
-            && (resume == Resume::WhenTimed || put.size > MEMORY_UPLOAD_MAX);
+            && match resume {
+                Resume::WhenTimed => true,
+                Resume::WhenTimedAndLarge => put.size > MEMORY_UPLOAD_MAX,
+                Resume::Never => false,
+            };
         let mut incoming = match self.begin_upload_once(put, caller, resumable).await {
             Err(HubError::UploadInProgress(name)) => {
                 self.take_over(put, caller, name, resumable).await?
@@ -821,7 +828,13 @@ impl Hub {
                 },
             )?;
             let Some(memory) = memory else {
-                let partial = hub.store.begin_upload(remote, size, mtime, caller.from)?;
+                // The source's time is what a resumed upload is matched by: given to the store
+                // only when this one may resume, else only to the file it makes.
+                let key = if resumable { mtime } else { 0 };
+                let mut partial = hub.store.begin_upload(remote, size, key, caller.from)?;
+                if mtime != 0 {
+                    partial.give_time(mtime);
+                }
                 return Ok((partial, quota));
             };
             let claim = hub.store.claim_batch(&[&remote], size).pop();

@@ -32,6 +32,14 @@ pub struct Version {
     pub modified_ns: i64,
 }
 
+/// A file's versions either side of a change of its time, read from the very file changed (so
+/// what was known of the one is known of the other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retimed {
+    pub before: Version,
+    pub after: Version,
+}
+
 /// How many files a store holds, and their bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -164,6 +172,16 @@ impl PartialUpload {
             PartialUpload::Local(u) => u.may_resume(),
             PartialUpload::Object(u) => u.may_resume(),
             PartialUpload::Memory(_) => false,
+        }
+    }
+
+    /// Gives the stored file the source's time `ns` (not 0) without making the upload
+    /// resumable: its time was not the key it began with.
+    pub fn give_time(&mut self, ns: i64) {
+        match self {
+            PartialUpload::Local(u) => u.modified_ns = ns,
+            PartialUpload::Object(u) => u.give_time(ns),
+            PartialUpload::Memory(u) => u.modified_ns = ns,
         }
     }
 
@@ -330,6 +348,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn remove_tree(&self, folder: &RemoteName) -> Result<u64, HubError>;
     /// Moves a file or a folder; a file at `to` is replaced only if `replace` (a folder never).
     fn rename(&self, from: &RemoteName, to: &RemoteName, replace: bool) -> Result<(), HubError>;
+    /// Gives file `name` the modification time `modified_ns` (a WebDAV client setting it):
+    /// `NotAFile` for a folder, whose time no store keeps.
+    fn set_modified(&self, name: &RemoteName, modified_ns: i64) -> Result<Retimed, HubError>;
     /// Creates folder `name` (and those on the way); `false` if it was there.
     fn make_folder(&self, name: &RemoteName) -> Result<bool, HubError>;
 

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use troca_hub::clients::Busy;
 use troca_hub::names::Stat;
 use troca_hub::records::{DeadProp, PropChange};
-use troca_hub::service::{Download, Source};
+use troca_hub::service::{Download, Resume, Source};
 use troca_hub::transfer::Incoming;
 use troca_hub::{Hub, HubError};
 use troca_proto::msg::{Activity, Put};
@@ -179,12 +179,13 @@ impl HubFs {
         let put = Put {
             name: name.clone(),
             size,
-            source_mtime_ns: 0,
+            source_mtime_ns: ctx.modified_ns,
             force: !o.create_new,
         };
+        // WebDAV has no way to resume: a time given is only the file's.
         let incoming = self
             .hub
-            .begin_upload(&put, &ctx.caller)
+            .begin_upload_with(&put, &ctx.caller, Resume::Never)
             .await
             .map_err(fs_err)?;
         let busy = Busy::start(&ctx.visitor.session, Activity::Uploading, &name, size, 0);

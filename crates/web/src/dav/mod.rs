@@ -6,11 +6,12 @@
 //! table, honoured by every face. This module is the door: it authenticates the request (a
 //! token as HTTP Basic's password, or as a Bearer token), refuses what the hub does not serve
 //! (`Depth: infinity` listings, a `Destination` on another host or outside `/dav/`, a `PUT`
-//! without a length), serves `GET`/`HEAD` of files through the web face's own download path, and
-//! records every request in the history.
+//! without a length), serves `GET`/`HEAD` of files through the web face's own download path,
+//! keeps the times clients give files ([`times`]), and records every request in the history.
 
 mod fs;
 mod locks;
+mod times;
 
 use crate::api::{bearer, caller, pending};
 use crate::error::ApiError;
@@ -37,6 +38,8 @@ pub(crate) struct Ctx {
     visitor: Visitor,
     /// The sender's hash (`X-Troca-Blake3`), checked against a `PUT`'s bytes when sent.
     sender_hash: Option<Hash>,
+    /// The time a `PUT` gives its file (`X-OC-Mtime`), in nanoseconds; 0: now.
+    modified_ns: i64,
 }
 
 /// The protocol handler, made once for the hub.
@@ -142,6 +145,12 @@ fn refusal(req: &Request) -> Option<Response> {
             HeaderValue::from_static("application/xml; charset=utf-8"),
         );
         return Some(r);
+    }
+    if method == "PUT" && times::oc_mtime(headers).is_err() {
+        return Some(plain(
+            StatusCode::BAD_REQUEST,
+            "X-OC-Mtime is not a time in Unix seconds",
+        ));
     }
     if method == "PUT"
         && !headers.contains_key(header::CONTENT_LENGTH)
@@ -295,7 +304,8 @@ pub(crate) async fn serve(
         .then(|| req.headers().get(header::CONTENT_LENGTH))
         .flatten()
         .and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
-    let Some(response) = handle(&hub, &dav, &v, req, who).await else {
+    let timed = method == Method::PUT && req.headers().contains_key("x-oc-mtime");
+    let Some(mut response) = answer(&hub, &dav, &v, req, who, &name).await else {
         record.finish(
             hub.history_log(),
             Err("internal: the WebDAV handler failed".into()),
@@ -314,13 +324,38 @@ pub(crate) async fn serve(
     if anonymous && status == StatusCode::FORBIDDEN {
         return challenge("this needs a token (as the password)");
     }
-    let mut response = response.map(Body::new);
+    let h = response.headers_mut();
     if method == Method::OPTIONS {
         // What the hub serves: classes 1 and 2, no partial updates.
-        let h = response.headers_mut();
         h.insert("dav", HeaderValue::from_static("1, 2"));
     }
+    if timed && status.is_success() {
+        // ownCloud's word that the file has the time it was given.
+        h.insert("x-oc-mtime", HeaderValue::from_static("accepted"));
+    }
     response
+}
+
+/// The answer to a request the door let through: a `PROPPATCH` of times only is answered
+/// here, anything else by `dav-server`.
+async fn answer(
+    hub: &Arc<Hub>,
+    dav: &Dav,
+    v: &Visitor,
+    req: Request,
+    who: Caller,
+    name: &str,
+) -> Option<Response> {
+    let req = if req.method().as_str() == "PROPPATCH" {
+        match times::patch(hub, name, req, &who).await {
+            times::Patched::Done(r) => return Some(r),
+            times::Patched::NotOurs(req) => req,
+        }
+    } else {
+        req
+    };
+    let response = handle(hub, dav, v, req, who).await?;
+    Some(response.map(Body::new))
 }
 
 /// Who is asking, with the lock tokens it presents; or the answer that refuses it, and why
@@ -369,6 +404,8 @@ async fn handle(
 ) -> Option<axum::http::Response<dav_server::body::Body>> {
     let ctx = Ctx {
         sender_hash: sender_hash(req.headers()),
+        // Refused at the door when not a time.
+        modified_ns: times::oc_mtime(req.headers()).ok().flatten().unwrap_or(0),
         visitor: v.clone(),
         caller: who.clone(),
     };

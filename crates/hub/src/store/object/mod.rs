@@ -26,7 +26,7 @@ use self::parts::{part_size_for, PartWriter, StoredPart, Target};
 use self::remembered::{Forget, Remembered};
 use super::uploads::beyond_budget;
 use super::PartialBudget;
-use super::{Body, Version};
+use super::{Body, Retimed, Version};
 use super::{Claim, Kind, PartialInfo, PartialUpload, PlaceCheck, SmallFile, Store, StoredFile};
 use crate::error::HubError;
 use crate::pg::now_ns;
@@ -964,6 +964,11 @@ pub struct ObjectPartial {
 }
 
 impl ObjectPartial {
+    /// The time the stored file gets (see [`PartialUpload::give_time`]).
+    pub fn give_time(&mut self, ns: i64) {
+        self.modified_ns = ns;
+    }
+
     /// The writer that sends the bytes still to come.
     pub fn writer(&mut self) -> PartWriter {
         PartWriter::new(
@@ -1208,6 +1213,40 @@ impl Store for ObjectStore {
             }
             catalog::make_ancestors(tx, &to).await?;
             catalog::move_beneath(tx, &from, &to).await
+        }))
+    }
+
+    fn set_modified(&self, name: &RemoteName, modified_ns: i64) -> Result<Retimed, HubError> {
+        let n = name.as_str().to_owned();
+        block(self.change(&[&n], async |tx| {
+            let row = tx
+                .query_opt(
+                    "SELECT object IS NULL, size, modified_ns FROM names WHERE name = $1",
+                    &[&n],
+                )
+                .await
+                .map_err(db_err)?;
+            let Some(row) = row else {
+                return Err(HubError::NotFound(n.clone()));
+            };
+            if row.get::<_, bool>(0) {
+                // A folder's row is there for its name only: no time is shown for it.
+                return Err(HubError::NotAFile(n.clone()));
+            }
+            tx.execute(
+                "UPDATE names SET modified_ns = $2 WHERE name = $1",
+                &[&n, &modified_ns],
+            )
+            .await
+            .map_err(db_err)?;
+            let size = row.get::<_, i64>(1) as u64;
+            Ok(Retimed {
+                before: Version {
+                    size,
+                    modified_ns: row.get(2),
+                },
+                after: Version { size, modified_ns },
+            })
         }))
     }
 
