@@ -89,6 +89,15 @@ fn rclone(url: &str, token: &str, args: &[&str]) -> Output {
 
 /// [`rclone`] taking the server for `vendor` (`owncloud` keeps files' times).
 fn rclone_as(vendor: &str, url: &str, token: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new("rclone");
+    rclone_cmd(&mut cmd, vendor, url, token)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Sets `cmd` up as rclone with the `dv:` remote.
+fn rclone_cmd<'c>(cmd: &'c mut Command, vendor: &str, url: &str, token: &str) -> &'c mut Command {
     let mut obscure = Command::new("rclone")
         .args(["obscure", "-"])
         .stdin(Stdio::piped())
@@ -102,16 +111,12 @@ fn rclone_as(vendor: &str, url: &str, token: &str, args: &[&str]) -> Output {
         .write_all(token.as_bytes())
         .unwrap();
     let pass = String::from_utf8(obscure.wait_with_output().unwrap().stdout).unwrap();
-    Command::new("rclone")
-        .env("RCLONE_CONFIG", "/dev/null")
+    cmd.env("RCLONE_CONFIG", "/dev/null")
         .env("RCLONE_CONFIG_DV_TYPE", "webdav")
         .env("RCLONE_CONFIG_DV_URL", url)
         .env("RCLONE_CONFIG_DV_VENDOR", vendor)
         .env("RCLONE_CONFIG_DV_USER", "rclone")
         .env("RCLONE_CONFIG_DV_PASS", pass.trim())
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]
@@ -379,6 +384,99 @@ fn clients_set_a_files_time_as_rclone_windows_and_the_rfc_say_and_bad_times_chan
         "404"
     );
     assert_eq!(mtime_secs(&file), 1_000_000_000);
+}
+
+#[test]
+fn bodies_of_unknown_length_are_gathered_within_bounds_then_stored_whole() {
+    if !needs("rclone", "a WebDAV client people use") {
+        return;
+    }
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let (url, token) = (dav(&hub), hub.admin_token());
+    let web = hub.web.clone().unwrap();
+    // Past the memory a small upload is gathered in, and past several steps of the checks.
+    let big = s.client.join("big.bin");
+    random_file(&big, 20 << 20, "unsized");
+    let small = s.client.join("small.txt");
+    std::fs::write(&small, "a few bytes").unwrap();
+    let chunked = "Transfer-Encoding: chunked";
+    for (file, to) in [
+        (&big, format!("{web}files/big.bin")),
+        (&big, format!("{url}big-dav.bin")),
+        (&small, format!("{web}files/small.txt")),
+        (&small, format!("{url}small-dav.txt")),
+    ] {
+        let sent = status(&["-H", chunked, "-T", file.to_str().unwrap(), &to]);
+        assert_eq!(sent, "201", "{to}");
+    }
+    for (ours, theirs) in [
+        ("big.bin", &big),
+        ("big-dav.bin", &big),
+        ("small.txt", &small),
+        ("small-dav.txt", &small),
+    ] {
+        assert_eq!(hash_file(&s.share.join(ours)), hash_file(theirs), "{ours}");
+    }
+    // rclone's streamed upload (`rcat`, and a mount writing as it goes) with a vendor that
+    // streams: before, `411 Length Required`.
+    let mut rcat = Command::new("rclone");
+    let piped = std::fs::File::open(&big).unwrap();
+    let out = rclone_cmd(&mut rcat, "owncloud", &url, &token)
+        .args(["rcat", "dv:rcat.bin"])
+        .stdin(piped)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hash_file(&s.share.join("rcat.bin")), hash_file(&big));
+    // Refused before its bytes when it could not be stored anyway: no rights to replace.
+    let replace = status(&[
+        "-H",
+        chunked,
+        "-T",
+        small.to_str().unwrap(),
+        &format!("{url}big-dav.bin"),
+    ]);
+    assert_eq!(replace, "401");
+    assert_eq!(hash_file(&s.share.join("big-dav.bin")), hash_file(&big));
+    // Nothing is left in the state folder's uploads.
+    let uploads = s.share.join(".troca/uploads");
+    let left: Vec<_> = std::fs::read_dir(&uploads)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    hub.terminate();
+
+    // Gathering holds to the same bounds as an upload: the room on the disk, and a quota.
+    let full = Scratch::new();
+    let hub = Hub::start(&full.share, &["--keep-free", "100%"]);
+    let to = format!("{}files/x.bin", hub.web.clone().unwrap());
+    assert_eq!(
+        status(&["-H", chunked, "-T", big.to_str().unwrap(), &to]),
+        "507"
+    );
+    hub.terminate();
+    let held = Scratch::new();
+    let hub = Hub::start(&held.share, &["--upload-quota-per-ip", "12M"]);
+    let to = format!("{}files/x.bin", hub.web.clone().unwrap());
+    assert_eq!(
+        status(&["-H", chunked, "-T", big.to_str().unwrap(), &to]),
+        "429"
+    );
+    assert!(!held.share.join("x.bin").exists());
+    // Within it, the same client may still send what fits.
+    let to = format!("{}files/y.txt", hub.web.clone().unwrap());
+    assert_eq!(
+        status(&["-H", chunked, "-T", small.to_str().unwrap(), &to]),
+        "201"
+    );
+    assert!(!full.share.join("x.bin").exists());
 }
 
 #[test]

@@ -37,6 +37,7 @@ pub mod running;
 pub mod server;
 pub mod service;
 pub mod small;
+pub mod spool;
 pub mod state_lock;
 pub mod store;
 pub mod transfer;

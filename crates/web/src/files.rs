@@ -20,9 +20,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use troca_hub::access::Caller;
 use troca_hub::clients::Busy;
 use troca_hub::records::Pending;
 use troca_hub::service::{Download, Source};
+use troca_hub::spool::Spool;
 use troca_hub::store::{Body as StoreBody, StoredFile};
 use troca_hub::transfer::Incoming;
 use troca_hub::{Hub, HubError};
@@ -565,10 +567,16 @@ pub(crate) async fn put(
     let target = name.clone();
     let (hub, v, headers) = (&hub, &v, &headers);
     recorded(hub, v, headers, "put", target, |caller| async move {
-        let length: u64 = headers
+        let length = headers
             .get(header::CONTENT_LENGTH)
-            .and_then(|l| l.to_str().ok()?.parse().ok())
-            .ok_or(ApiError::LengthRequired)?;
+            .and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
+        let length = match length {
+            Some(length) => length,
+            None if unsized_body(headers) => {
+                return put_unsized(hub, v, headers, name, force, body, &caller).await;
+            }
+            None => return Err(ApiError::LengthRequired),
+        };
         let part = BodyPart::of(headers, length)?;
         let theirs = sender_hash(headers)?;
         let put = Put {
@@ -616,6 +624,75 @@ pub(crate) async fn put(
         })
     })
     .await
+}
+
+/// Whether a body comes without its length (sent chunked) and whole: not a part of a file.
+pub(crate) fn unsized_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) && !headers.contains_key(header::CONTENT_RANGE)
+}
+
+/// A `PUT` whose length is known only at its end: gathered by the hub first
+/// ([`troca_hub::spool`]), then stored as any other; it never resumes.
+async fn put_unsized(
+    hub: &Arc<Hub>,
+    v: &Visitor,
+    headers: &HeaderMap,
+    name: String,
+    force: bool,
+    body: Body,
+    caller: &Caller,
+) -> Result<Done<Response>, ApiError> {
+    let theirs = sender_hash(headers)?;
+    let modified_ns = BodyPart::of(headers, 0)?.modified_ns;
+    let _busy = Busy::start(&v.session, Activity::Uploading, &name, 0, 0);
+    let put = Put {
+        name,
+        size: 0,
+        source_mtime_ns: modified_ns,
+        force,
+    };
+    let mut spool = hub.spool(put, caller).await?;
+    receive_into(body, &mut spool, v, hub.config().stall_timeout).await?;
+    let done = spool.upload(theirs).await?.done;
+    let verified = theirs.is_some();
+    let answer = (
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "name": done.name,
+            "size": done.size,
+            "blake3": troca_proto::hex(&done.blake3),
+            "verified": verified,
+            "resumed_from": 0,
+        })),
+    );
+    Ok(Done {
+        value: answer.into_response(),
+        bytes: done.size,
+        note: (!verified).then_some(UNVERIFIED),
+    })
+}
+
+/// Feeds a request body to a [`Spool`], each chunk as it comes, within the stall timeout.
+pub(crate) async fn receive_into(
+    mut body: Body,
+    spool: &mut Spool,
+    v: &Visitor,
+    stall: std::time::Duration,
+) -> Result<(), HubError> {
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(HubError::Timeout("upload stalled".into())),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                return Err(HubError::BadRequest(format!("the upload broke off: {e}")))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            v.session.received(data.len() as u64);
+            spool.take(&data).await?;
+        }
+    }
 }
 
 /// What a `PUT`'s body holds: bytes `start..` of a file of `size` bytes last modified at

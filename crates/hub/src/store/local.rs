@@ -223,6 +223,10 @@ impl Store for LocalStore {
             })
     }
 
+    fn room(&self) -> Option<u64> {
+        Some(self.partials.room())
+    }
+
     fn set_modified(&self, name: &RemoteName, modified_ns: i64) -> Result<Retimed, HubError> {
         let file = self.share.open_existing(name)?;
         let fail = |e| HubError::io(format!("cannot set the time of {name}"), e);

@@ -348,6 +348,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn remove_tree(&self, folder: &RemoteName) -> Result<u64, HubError>;
     /// Moves a file or a folder; a file at `to` is replaced only if `replace` (a folder never).
     fn rename(&self, from: &RemoteName, to: &RemoteName, replace: bool) -> Result<(), HubError>;
+    /// Bytes uploads may still take in all, when the store can tell (a local disk, less what
+    /// `--keep-free` leaves and uploads running now are promised).
+    fn room(&self) -> Option<u64> {
+        None
+    }
     /// Gives file `name` the modification time `modified_ns` (a WebDAV client setting it):
     /// `NotAFile` for a folder, whose time no store keeps.
     fn set_modified(&self, name: &RemoteName, modified_ns: i64) -> Result<Retimed, HubError>;

@@ -438,6 +438,13 @@ impl Partials {
 
     /// Free space, less what `--keep-free` leaves and what running uploads announced and have
     /// not written yet.
+    /// Bytes an upload may still take on this disk: what `--keep-free` leaves, less what the
+    /// uploads running now are promised.
+    pub fn room(&self) -> u64 {
+        let active = self.active.lock().expect("upload set poisoned");
+        self.available(&active)
+    }
+
     fn available(&self, active: &HashMap<String, Running>) -> u64 {
         // A small file's claim promises nothing (its bytes are already in memory): only
         // uploads with a size are looked at, not every file of the batches in flight.

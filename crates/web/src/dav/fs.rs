@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use troca_hub::clients::Busy;
 use troca_hub::names::Stat;
 use troca_hub::records::{DeadProp, PropChange};
-use troca_hub::service::{Download, Resume, Source};
+use troca_hub::service::{Download, Resume, Source, Uploaded};
+use troca_hub::spool::Spool;
 use troca_hub::transfer::Incoming;
 use troca_hub::{Hub, HubError};
 use troca_proto::msg::{Activity, Put};
@@ -173,8 +174,10 @@ impl HubFs {
             return Err(FsError::NotFound);
         }
         self.parent_is_folder(ctx, &name).await?;
-        // The handler refuses a PUT that says no length before it gets here; a LOCK of a name
-        // not yet there makes it, empty.
+        if o.size.is_none() && ctx.unsized_put {
+            return self.gather(name, o, ctx).await;
+        }
+        // A LOCK of a name not yet there makes it, empty.
         let size = o.size.unwrap_or(0);
         let put = Put {
             name: name.clone(),
@@ -194,7 +197,28 @@ impl HubFs {
             ctx: ctx.clone(),
             name,
             force: put.force,
-            incoming: Some(incoming),
+            sink: Some(Sink::Stream(Box::new(incoming))),
+            stored: None,
+            _busy: busy,
+        })
+    }
+
+    /// A `PUT` of unknown length: gathered by the hub, stored once it ends.
+    async fn gather(&self, name: String, o: OpenOptions, ctx: &Ctx) -> FsResult<Upload> {
+        let put = Put {
+            name: name.clone(),
+            size: 0,
+            source_mtime_ns: ctx.modified_ns,
+            force: !o.create_new,
+        };
+        let spool = self.hub.spool(put, &ctx.caller).await.map_err(fs_err)?;
+        let busy = Busy::start(&ctx.visitor.session, Activity::Uploading, &name, 0, 0);
+        Ok(Upload {
+            hub: Arc::clone(&self.hub),
+            ctx: ctx.clone(),
+            name,
+            force: !o.create_new,
+            sink: Some(Sink::Gather(Box::new(spool))),
             stored: None,
             _busy: busy,
         })
@@ -234,7 +258,7 @@ impl GuardedFileSystem<Ctx> for HubFs {
             if name.is_empty() {
                 return Err(FsError::Forbidden);
             }
-            if options.write && options.size.is_none() {
+            if options.write && options.size.is_none() && !ctx.unsized_put {
                 return self.create_locked(name, options, ctx).await;
             }
             if options.write {
@@ -503,17 +527,26 @@ impl DavFile for Reader {
     }
 }
 
-/// A PUT on its way in: a partial upload of the announced size, put under its name by `flush`
-/// once every byte is there and hashed. Dropped before that (the client went away, the body
-/// broke off), it is discarded.
+/// A PUT on its way in: a partial upload of the announced size (or, for a body of unknown
+/// length, what the hub gathers of it), put under its name by `flush` once every byte is there
+/// and hashed. Dropped before that (the client went away, the body broke off), it is
+/// discarded.
 struct Upload {
     hub: Arc<Hub>,
     ctx: Ctx,
     name: String,
     force: bool,
-    incoming: Option<Incoming>,
+    sink: Option<Sink>,
     stored: Option<Stat>,
     _busy: Busy,
+}
+
+/// Where an upload's bytes go.
+enum Sink {
+    /// The length was announced: straight into the hub's upload pipeline.
+    Stream(Box<Incoming>),
+    /// Not announced: gathered, then uploaded once the body ends.
+    Gather(Box<Spool>),
 }
 
 impl std::fmt::Debug for Upload {
@@ -524,10 +557,26 @@ impl std::fmt::Debug for Upload {
 
 impl Upload {
     async fn take(&mut self, data: &[u8]) -> FsResult<()> {
-        let incoming = self.incoming.as_mut().ok_or(FsError::GeneralFailure)?;
-        incoming.take(data).await.map_err(fs_err)?;
+        let taken = match self.sink.as_mut().ok_or(FsError::GeneralFailure)? {
+            Sink::Stream(incoming) => incoming.take(data).await,
+            Sink::Gather(spool) => spool.take(data).await,
+        };
+        taken.map_err(fs_err)?;
         self.ctx.visitor.session.received(data.len() as u64);
         Ok(())
+    }
+
+    /// Stores what arrived under the name.
+    async fn finish(&mut self, sink: Sink) -> Result<Uploaded, HubError> {
+        let ctx = &self.ctx;
+        match sink {
+            Sink::Stream(incoming) => {
+                let hub = &self.hub;
+                hub.finish_upload(*incoming, ctx.sender_hash, self.force, &ctx.caller)
+                    .await
+            }
+            Sink::Gather(spool) => spool.upload(ctx.sender_hash).await,
+        }
     }
 }
 
@@ -577,15 +626,10 @@ impl DavFile for Upload {
 
     fn flush(&mut self) -> FsFuture<'_, ()> {
         async move {
-            let Some(incoming) = self.incoming.take() else {
+            let Some(sink) = self.sink.take() else {
                 return Ok(());
             };
-            let ctx = &self.ctx;
-            let up = self
-                .hub
-                .finish_upload(incoming, ctx.sender_hash, self.force, &ctx.caller)
-                .await
-                .map_err(fs_err)?;
+            let up = self.finish(sink).await.map_err(fs_err)?;
             // What is stored now, for the answer's ETag, without looking it up again.
             self.stored = Some(Stat {
                 folder: false,
@@ -601,7 +645,8 @@ impl DavFile for Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        let Some(incoming) = self.incoming.take() else {
+        let Some(Sink::Stream(incoming)) = self.sink.take() else {
+            // A gathered body is let go with its file.
             return;
         };
         // Its data is deleted off this task: a drop cannot wait.

@@ -40,6 +40,8 @@ pub(crate) struct Ctx {
     sender_hash: Option<Hash>,
     /// The time a `PUT` gives its file (`X-OC-Mtime`), in nanoseconds; 0: now.
     modified_ns: i64,
+    /// A `PUT` whose body comes without its length (chunked): gathered, then stored.
+    unsized_put: bool,
 }
 
 /// The protocol handler, made once for the hub.
@@ -155,10 +157,11 @@ fn refusal(req: &Request) -> Option<Response> {
     if method == "PUT"
         && !headers.contains_key(header::CONTENT_LENGTH)
         && !headers.contains_key("x-expected-entity-length")
+        && !crate::files::unsized_body(headers)
     {
         return Some(plain(
             StatusCode::LENGTH_REQUIRED,
-            "an upload needs a Content-Length",
+            "an upload needs a Content-Length, or a body sent chunked",
         ));
     }
     if headers
@@ -406,6 +409,10 @@ async fn handle(
         sender_hash: sender_hash(req.headers()),
         // Refused at the door when not a time.
         modified_ns: times::oc_mtime(req.headers()).ok().flatten().unwrap_or(0),
+        unsized_put: req.method() == Method::PUT
+            && !req.headers().contains_key(header::CONTENT_LENGTH)
+            && !req.headers().contains_key("x-expected-entity-length")
+            && crate::files::unsized_body(req.headers()),
         visitor: v.clone(),
         caller: who.clone(),
     };

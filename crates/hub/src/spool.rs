@@ -1,0 +1,197 @@
+//! Uploads whose length is not known before they end: an HTTP body sent chunked (`curl -T -`
+//! from a pipe, rclone's streamed uploads, a WebDAV client writing as it goes). The upload
+//! pipeline needs the size first (it reserves the space, holds the quota, sizes an object
+//! store's parts, and refuses a body that ends early or runs over), so such a body is gathered
+//! first: in memory up to [`MEMORY_UPLOAD_MAX`], beyond that in an unnamed file in the state
+//! folder, which vanishes when closed, the hub stopping included. Each step of
+//! [`SPOOL_STEP`] is checked against the room uploads may take and, for a client without a
+//! token, its upload quota, so gathering cannot fill the disk or pass a quota either. Once
+//! whole it is uploaded as any other, with its length known. The cost: its bytes are written
+//! twice, and the disk holds them twice while it is stored.
+
+use crate::access::Caller;
+use crate::error::HubError;
+use crate::quota::{Amount, QuotaHold};
+use crate::service::{blocking, Hub, Resume, Uploaded};
+use crate::store::{parse, MEMORY_UPLOAD_MAX};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use troca_proto::msg::Put;
+use troca_proto::Hash;
+
+/// How far ahead room and quota are checked while a body is gathered.
+pub const SPOOL_STEP: u64 = 8 << 20;
+
+/// Bytes read back from the gathered file per step of its upload.
+const FEED: usize = 1 << 20;
+
+/// A body being gathered until it ends (see the module's words).
+pub struct Spool {
+    hub: Arc<Hub>,
+    caller: Caller,
+    /// The upload, its size set once the body ends.
+    put: Put,
+    memory: Vec<u8>,
+    file: Option<tokio::fs::File>,
+    len: u64,
+    /// How far room and quota have been checked.
+    covered: u64,
+    holds: Vec<QuotaHold>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool").field("len", &self.len).finish()
+    }
+}
+
+impl Hub {
+    /// Starts gathering `put` (its size unknown) for `caller`, once the upload is allowed as far
+    /// as can be told before its bytes (the name, rights, a lock, the file there now), so a
+    /// refused one is refused before it sends them.
+    pub async fn spool(self: &Arc<Self>, put: Put, caller: &Caller) -> Result<Spool, HubError> {
+        let remote = parse(&put.name)?;
+        let (hub, who, force) = (Arc::clone(self), caller.clone(), put.force);
+        blocking(move || {
+            who.may_create(hub.tokens(), hub.config().read_only, remote.as_str())?;
+            let kind = hub.store().kind(&remote)?;
+            hub.check_place(&who, &remote, kind, force)
+        })
+        .await?;
+        Ok(Spool {
+            hub: Arc::clone(self),
+            caller: caller.clone(),
+            put,
+            memory: Vec::new(),
+            file: None,
+            len: 0,
+            covered: 0,
+            holds: Vec::new(),
+        })
+    }
+
+    /// Bytes a gathered body may still take: the store's room, and the state folder's disk
+    /// less what `--keep-free` leaves on it.
+    fn spool_room(&self) -> u64 {
+        let state = troca_net::durable::space(&self.config().state_dir)
+            .map_or(u64::MAX, |s| self.config().keep_free.usable(s));
+        self.store().room().unwrap_or(u64::MAX).min(state)
+    }
+}
+
+impl Spool {
+    /// Bytes gathered so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the next bytes of the body.
+    pub async fn take(&mut self, data: &[u8]) -> Result<(), HubError> {
+        let end = self.len + data.len() as u64;
+        if end > self.covered {
+            self.cover(end).await?;
+        }
+        if self.file.is_none() && end <= MEMORY_UPLOAD_MAX {
+            self.memory.extend_from_slice(data);
+        } else {
+            let file = match self.file.as_mut() {
+                Some(f) => f,
+                None => self.spill().await?,
+            };
+            file.write_all(data).await.map_err(spool_err)?;
+        }
+        self.len = end;
+        Ok(())
+    }
+
+    /// Moves what memory holds to a new unnamed file in the state folder.
+    async fn spill(&mut self) -> Result<&mut tokio::fs::File, HubError> {
+        let dir = self.hub.config().state_dir.clone();
+        let file = blocking(move || tempfile::tempfile_in(&dir).map_err(spool_err)).await?;
+        let mut file = tokio::fs::File::from_std(file);
+        file.write_all(&std::mem::take(&mut self.memory))
+            .await
+            .map_err(spool_err)?;
+        Ok(self.file.insert(file))
+    }
+
+    /// Checks room and quota up to the step past `end`.
+    async fn cover(&mut self, end: u64) -> Result<(), HubError> {
+        let want = end.div_ceil(SPOOL_STEP).max(1) * SPOOL_STEP;
+        let more = want - self.covered;
+        let amount = Amount {
+            bytes: more,
+            files: 0,
+        };
+        if let Some(hold) = self.hub.count_upload(&self.caller, amount)? {
+            self.holds.push(hold);
+        }
+        let hub = Arc::clone(&self.hub);
+        let room = blocking(move || Ok(hub.spool_room())).await?;
+        if room < more {
+            return Err(HubError::NoSpace {
+                needed: want,
+                available: self.covered + room,
+            });
+        }
+        self.covered = want;
+        Ok(())
+    }
+
+    /// Uploads what was gathered, checked against the sender's hash when given. It never
+    /// resumes (its sender would send it all again anyway): a time given is the file's.
+    pub async fn upload(self, theirs: Option<Hash>) -> Result<Uploaded, HubError> {
+        let Spool {
+            hub,
+            caller,
+            mut put,
+            memory,
+            mut file,
+            len,
+            holds,
+            ..
+        } = self;
+        put.size = len;
+        // The upload holds its own quota for the whole: the steps' holds go just before.
+        drop(holds);
+        let mut incoming = hub.begin_upload_with(&put, &caller, Resume::Never).await?;
+        let fed = match file.as_mut() {
+            None => incoming.take(&memory).await,
+            Some(file) => feed(file, &mut incoming).await,
+        };
+        if let Err(e) = fed {
+            return Err(incoming.abandon(e).await);
+        }
+        hub.finish_upload(incoming, theirs, put.force, &caller)
+            .await
+    }
+}
+
+/// Reads the gathered file from its start into the upload.
+async fn feed(
+    file: &mut tokio::fs::File,
+    incoming: &mut crate::transfer::Incoming,
+) -> Result<(), HubError> {
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(spool_err)?;
+    let mut buf = vec![0u8; FEED];
+    loop {
+        let n = file.read(&mut buf).await.map_err(spool_err)?;
+        if n == 0 {
+            return Ok(());
+        }
+        incoming.take(&buf[..n]).await?;
+    }
+}
+
+fn spool_err(e: std::io::Error) -> HubError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        return HubError::DiskFull;
+    }
+    HubError::io("cannot gather an upload of unknown length", e)
+}
