@@ -15,7 +15,8 @@ use crate::quota::{Amount, QuotaHold};
 use crate::service::{blocking, Hub, Resume, Uploaded};
 use crate::store::{parse, MEMORY_UPLOAD_MAX};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use troca_proto::msg::Put;
 use troca_proto::Hash;
 
@@ -32,7 +33,7 @@ pub struct Spool {
     /// The upload, its size set once the body ends.
     put: Put,
     memory: Vec<u8>,
-    file: Option<tokio::fs::File>,
+    file: Option<std::fs::File>,
     len: u64,
     /// How far room and quota have been checked.
     covered: u64,
@@ -95,28 +96,36 @@ impl Spool {
         if end > self.covered {
             self.cover(end).await?;
         }
-        if self.file.is_none() && end <= MEMORY_UPLOAD_MAX {
-            self.memory.extend_from_slice(data);
-        } else {
-            let file = match self.file.as_mut() {
-                Some(f) => f,
-                None => self.spill().await?,
-            };
-            file.write_all(data).await.map_err(spool_err)?;
-        }
+        self.memory.extend_from_slice(data);
         self.len = end;
+        // Written out a whole buffer at a time: one hop to the blocking pool per MiB, not per
+        // frame of the body.
+        let spilled = self.file.is_some() && self.memory.len() >= FEED;
+        if spilled || self.memory.len() as u64 > MEMORY_UPLOAD_MAX {
+            self.write_out().await?;
+        }
         Ok(())
     }
 
-    /// Moves what memory holds to a new unnamed file in the state folder.
-    async fn spill(&mut self) -> Result<&mut tokio::fs::File, HubError> {
+    /// Appends what memory holds to the unnamed file (made the first time, in the state
+    /// folder), keeping the buffer for the next bytes.
+    async fn write_out(&mut self) -> Result<(), HubError> {
+        let file = self.file.take();
+        let buf = std::mem::take(&mut self.memory);
         let dir = self.hub.config().state_dir.clone();
-        let file = blocking(move || tempfile::tempfile_in(&dir).map_err(spool_err)).await?;
-        let mut file = tokio::fs::File::from_std(file);
-        file.write_all(&std::mem::take(&mut self.memory))
-            .await
-            .map_err(spool_err)?;
-        Ok(self.file.insert(file))
+        let (file, mut buf) = blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                None => tempfile::tempfile_in(&dir).map_err(spool_err)?,
+            };
+            (&file).write_all(&buf).map_err(spool_err)?;
+            Ok((file, buf))
+        })
+        .await?;
+        buf.clear();
+        self.memory = buf;
+        self.file = Some(file);
+        Ok(())
     }
 
     /// Checks room and quota up to the step past `end`.
@@ -159,9 +168,9 @@ impl Spool {
         // The upload holds its own quota for the whole: the steps' holds go just before.
         drop(holds);
         let mut incoming = hub.begin_upload_with(&put, &caller, Resume::Never).await?;
-        let fed = match file.as_mut() {
+        let fed = match file.take() {
             None => incoming.take(&memory).await,
-            Some(file) => feed(file, &mut incoming).await,
+            Some(file) => feed(file, memory, &mut incoming).await,
         };
         if let Err(e) = fed {
             return Err(incoming.abandon(e).await);
@@ -171,22 +180,30 @@ impl Spool {
     }
 }
 
-/// Reads the gathered file from its start into the upload.
+/// Reads the gathered file from its start into the upload, then what memory still holds.
 async fn feed(
-    file: &mut tokio::fs::File,
+    file: std::fs::File,
+    tail: Vec<u8>,
     incoming: &mut crate::transfer::Incoming,
 ) -> Result<(), HubError> {
-    file.seek(std::io::SeekFrom::Start(0))
-        .await
-        .map_err(spool_err)?;
+    let file = Arc::new(file);
     let mut buf = vec![0u8; FEED];
+    let mut at = 0u64;
     loop {
-        let n = file.read(&mut buf).await.map_err(spool_err)?;
+        let f = Arc::clone(&file);
+        let (back, n) = blocking(move || {
+            let n = f.read_at(&mut buf, at).map_err(spool_err)?;
+            Ok((buf, n))
+        })
+        .await?;
+        buf = back;
         if n == 0 {
-            return Ok(());
+            break;
         }
         incoming.take(&buf[..n]).await?;
+        at += n as u64;
     }
+    incoming.take(&tail).await
 }
 
 fn spool_err(e: std::io::Error) -> HubError {
