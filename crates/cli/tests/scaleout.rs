@@ -854,6 +854,26 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     let mut inner = Vec::new();
     std::io::Read::read_to_end(&mut archive.by_name("web/w.bin").unwrap(), &mut inner).unwrap();
     assert_eq!(inner, std::fs::read(&src).unwrap());
+    // A body of unknown length (chunked) is gathered by hub A, then stored as any other.
+    curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-T",
+        src.to_str().unwrap(),
+        &format!("{web_a}files/web/chunked.bin"),
+    ]);
+    let back = curl(&[&format!("{web_b}files/web/chunked.bin")]);
+    assert!(
+        back == std::fs::read(&src).unwrap(),
+        "the chunked upload differs"
+    );
+    curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &format!("Authorization: Bearer {}", group_token(&t.g, "admin")),
+        &format!("{web_a}files/web/chunked.bin"),
+    ]);
     // An empty file through the web face is one empty part.
     std::fs::write(t.client.join("empty"), "").unwrap();
     let empty = t.client.join("empty");

@@ -14,9 +14,9 @@ use crate::error::HubError;
 use crate::quota::{Amount, QuotaHold};
 use crate::service::{blocking, Hub, Resume, Uploaded};
 use crate::store::{parse, MEMORY_UPLOAD_MAX};
-use std::sync::Arc;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use troca_proto::msg::Put;
 use troca_proto::Hash;
 
