@@ -607,21 +607,7 @@ pub(crate) async fn put(
             .finish_upload(upload, theirs, force, &caller)
             .await?
             .done;
-        let answer = (
-            StatusCode::CREATED,
-            Json(serde_json::json!({
-                "name": done.name,
-                "size": done.size,
-                "blake3": troca_proto::hex(&done.blake3),
-                "verified": verified,
-                "resumed_from": resumed,
-            })),
-        );
-        Ok(Done {
-            value: answer.into_response(),
-            bytes: done.size,
-            note: (!verified).then_some(UNVERIFIED),
-        })
+        Ok(stored(done, verified, resumed))
     })
     .await
 }
@@ -655,6 +641,11 @@ async fn put_unsized(
     receive_into(body, &mut spool, v, hub.config().stall_timeout).await?;
     let done = spool.upload(theirs).await?.done;
     let verified = theirs.is_some();
+    Ok(stored(done, verified, 0))
+}
+
+/// The answer to a stored `PUT`: what was stored, and whether the sender's hash said so.
+fn stored(done: troca_proto::msg::PutDone, verified: bool, resumed: u64) -> Done<Response> {
     let answer = (
         StatusCode::CREATED,
         Json(serde_json::json!({
@@ -662,35 +653,46 @@ async fn put_unsized(
             "size": done.size,
             "blake3": troca_proto::hex(&done.blake3),
             "verified": verified,
-            "resumed_from": 0,
+            "resumed_from": resumed,
         })),
     );
-    Ok(Done {
+    Done {
         value: answer.into_response(),
         bytes: done.size,
         note: (!verified).then_some(UNVERIFIED),
-    })
+    }
 }
 
 /// Feeds a request body to a [`Spool`], each chunk as it comes, within the stall timeout.
-pub(crate) async fn receive_into(
+async fn receive_into(
     mut body: Body,
     spool: &mut Spool,
     v: &Visitor,
     stall: std::time::Duration,
 ) -> Result<(), HubError> {
+    while let Some(data) = next_chunk(&mut body, stall).await? {
+        v.session.received(data.len() as u64);
+        spool.take(&data).await?;
+    }
+    Ok(())
+}
+
+/// The next bytes of a request body (`None` at its end), within the stall timeout.
+async fn next_chunk(
+    body: &mut Body,
+    stall: std::time::Duration,
+) -> Result<Option<Bytes>, HubError> {
     loop {
         let frame = match tokio::time::timeout(stall, body.frame()).await {
             Err(_) => return Err(HubError::Timeout("upload stalled".into())),
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Ok(Some(Err(e))) => {
                 return Err(HubError::BadRequest(format!("the upload broke off: {e}")))
             }
             Ok(Some(Ok(f))) => f,
         };
         if let Ok(data) = frame.into_data() {
-            v.session.received(data.len() as u64);
-            spool.take(&data).await?;
+            return Ok(Some(data));
         }
     }
 }
@@ -760,23 +762,13 @@ async fn receive_body(
     stall: std::time::Duration,
     mut skip: u64,
 ) -> Result<(), HubError> {
-    loop {
-        let frame = match tokio::time::timeout(stall, body.frame()).await {
-            Err(_) => return Err(HubError::Timeout("upload stalled".into())),
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(e))) => {
-                return Err(HubError::BadRequest(format!("the upload broke off: {e}")))
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
+    while let Some(data) = next_chunk(&mut body, stall).await? {
         v.session.received(data.len() as u64);
         let dropped = skip.min(data.len() as u64);
         skip -= dropped;
         upload.take(&data[dropped as usize..]).await?;
     }
+    Ok(())
 }
 
 /// A request body that fails once the client sends nothing for the stall timeout, so a
