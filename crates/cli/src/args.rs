@@ -761,8 +761,9 @@ pub struct Serve {
     #[arg(help_heading = "Memory", long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
     pub cache_max_file: u64,
     /// Memory all clients together may use for small files held until they are stored: batches
-    /// of small files, and web and WebDAV uploads of at most 1 MiB (`64M`); a client that finds
-    /// none free has its files streamed to disk one at a time.
+    /// of small files, web and WebDAV uploads of at most 1 MiB, and bodies sent without their
+    /// length, 1 MiB each, while they are gathered (`64M`); a client that finds none free has
+    /// its files streamed to disk one at a time.
     #[arg(help_heading = "Memory", long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
     pub batch_memory: u64,
     /// How many files' BLAKE3 hashes are kept in memory, the most recently used (about 150

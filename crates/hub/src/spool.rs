@@ -2,8 +2,10 @@
 //! from a pipe, rclone's streamed uploads, a WebDAV client writing as it goes). The upload
 //! pipeline needs the size first (it reserves the space, holds the quota, sizes an object
 //! store's parts, and refuses a body that ends early or runs over), so such a body is gathered
-//! first: in memory up to [`MEMORY_UPLOAD_MAX`], beyond that in an unnamed file in the state
-//! folder, which vanishes when closed, the hub stopping included. Each step of
+//! first: in memory up to [`MEMORY_UPLOAD_MAX`] (taken from `--batch-memory`, as small uploads'
+//! memory is; through a 64 KiB buffer of its own when that has no room), beyond that in an
+//! unnamed file in the state folder, which vanishes when closed, the hub stopping included.
+//! Each step of
 //! [`SPOOL_STEP`] is checked against the room uploads may take and, for a client without a
 //! token, its upload quota, so gathering cannot fill the disk or pass a quota either. Once
 //! whole it is uploaded as any other, with its length known. The cost: its bytes are written
@@ -23,8 +25,9 @@ use troca_proto::Hash;
 /// How far ahead room and quota are checked while a body is gathered.
 pub const SPOOL_STEP: u64 = 8 << 20;
 
-/// Bytes read back from the gathered file per step of its upload.
-const FEED: usize = 1 << 20;
+/// The buffer of a body gathered while `--batch-memory` has no room for a whole small one:
+/// written out each time it fills (a hop to the blocking pool each time: slower, and rare).
+const SMALL_BUFFER: usize = 64 << 10;
 
 /// A body being gathered until it ends (see the module's words).
 pub struct Spool {
@@ -32,7 +35,12 @@ pub struct Spool {
     caller: Caller,
     /// The upload, its size set once the body ends.
     put: Put,
+    /// Bytes not yet written out: the whole body while it is small.
     memory: Vec<u8>,
+    /// The share of `--batch-memory` `memory` takes, if any, and how much it may hold (0: not
+    /// chosen yet).
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    cap: usize,
     file: Option<std::fs::File>,
     len: u64,
     /// How far room and quota have been checked.
@@ -64,6 +72,8 @@ impl Hub {
             caller: caller.clone(),
             put,
             memory: Vec::new(),
+            permit: None,
+            cap: 0,
             file: None,
             len: 0,
             covered: 0,
@@ -96,15 +106,31 @@ impl Spool {
         if end > self.covered {
             self.cover(end).await?;
         }
+        if self.cap == 0 {
+            self.reserve_buffer();
+        }
         self.memory.extend_from_slice(data);
         self.len = end;
-        // Written out a whole buffer at a time: one hop to the blocking pool per MiB, not per
-        // frame of the body.
-        let spilled = self.file.is_some() && self.memory.len() >= FEED;
-        if spilled || self.memory.len() as u64 > MEMORY_UPLOAD_MAX {
+        // Written out a whole buffer at a time: one hop to the blocking pool per buffer, not
+        // per frame of the body.
+        if self.memory.len() >= self.cap {
             self.write_out().await?;
         }
         Ok(())
+    }
+
+    /// Takes the buffer's memory from `--batch-memory`, shared by all clients, when it has
+    /// room for a whole small body: then a small body is never written out, and a large one
+    /// goes out a MiB at a time. Else the body goes through a small buffer of its own, as the
+    /// connection's other buffers are (never waiting: a body cannot be held up by others').
+    fn reserve_buffer(&mut self) {
+        let memory = Arc::clone(self.hub.batch_memory());
+        let whole = (MEMORY_UPLOAD_MAX >> 10) as u32;
+        // A whole small body fits, and one KiB more tells it is not small.
+        (self.permit, self.cap) = match memory.try_acquire_many_owned(whole + 1) {
+            Ok(p) => (Some(p), MEMORY_UPLOAD_MAX as usize + 1024),
+            Err(_) => (None, SMALL_BUFFER),
+        };
     }
 
     /// Appends what memory holds to the unnamed file (made the first time, in the state
@@ -153,7 +179,11 @@ impl Spool {
 
     /// Uploads what was gathered, checked against the sender's hash when given. It never
     /// resumes (its sender would send it all again anyway): a time given is the file's.
-    pub async fn upload(self, theirs: Option<Hash>) -> Result<Uploaded, HubError> {
+    pub async fn upload(mut self, theirs: Option<Hash>) -> Result<Uploaded, HubError> {
+        if self.file.is_some() && !self.memory.is_empty() {
+            // All of it in the file, so the buffer can read it back.
+            self.write_out().await?;
+        }
         let Spool {
             hub,
             caller,
@@ -162,6 +192,7 @@ impl Spool {
             mut file,
             len,
             holds,
+            cap,
             ..
         } = self;
         put.size = len;
@@ -170,7 +201,7 @@ impl Spool {
         let mut incoming = hub.begin_upload_with(&put, &caller, Resume::Never).await?;
         let fed = match file.take() {
             None => incoming.take(&memory).await,
-            Some(file) => feed(file, memory, &mut incoming).await,
+            Some(file) => feed(file, memory, cap, &mut incoming).await,
         };
         if let Err(e) = fed {
             return Err(incoming.abandon(e).await);
@@ -180,14 +211,15 @@ impl Spool {
     }
 }
 
-/// Reads the gathered file from its start into the upload, then what memory still holds.
+/// Reads the gathered file from its start into the upload, `cap` bytes at a time, in `buf`.
 async fn feed(
     file: std::fs::File,
-    tail: Vec<u8>,
+    mut buf: Vec<u8>,
+    cap: usize,
     incoming: &mut crate::transfer::Incoming,
 ) -> Result<(), HubError> {
     let file = Arc::new(file);
-    let mut buf = vec![0u8; FEED];
+    buf.resize(cap, 0);
     let mut at = 0u64;
     loop {
         let f = Arc::clone(&file);
@@ -198,12 +230,11 @@ async fn feed(
         .await?;
         buf = back;
         if n == 0 {
-            break;
+            return Ok(());
         }
         incoming.take(&buf[..n]).await?;
         at += n as u64;
     }
-    incoming.take(&tail).await
 }
 
 fn spool_err(e: std::io::Error) -> HubError {
