@@ -418,6 +418,18 @@ fn bodies_of_unknown_length_are_gathered_within_bounds_then_stored_whole() {
     ] {
         assert_eq!(hash_file(&s.share.join(ours)), hash_file(theirs), "{ours}");
     }
+    // The history has what was stored.
+    let history = json(&hub.troca(&s.client, &["--json", "history", "--op", "put"]));
+    let entry = |target: &str| {
+        let all = history.as_array().unwrap().iter();
+        all.clone()
+            .find(|e| e["target"] == target)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for target in ["big.bin", "big-dav.bin"] {
+        assert_eq!(entry(target)["bytes"], 20 << 20, "{history}");
+    }
     // rclone's streamed upload (`rcat`, and a mount writing as it goes) with a vendor that
     // streams: before, `411 Length Required`.
     let mut rcat = Command::new("rclone");

@@ -308,6 +308,8 @@ pub(crate) async fn serve(
         .flatten()
         .and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
     let timed = method == Method::PUT && req.headers().contains_key("x-oc-mtime");
+    // A body sent without its length: the history gets the size stored, looked up after.
+    let unsized_put = (method == Method::PUT && put_size.is_none()).then(|| who.clone());
     let Some(mut response) = answer(&hub, &dav, &v, req, who, &name).await else {
         record.finish(
             hub.history_log(),
@@ -318,7 +320,11 @@ pub(crate) async fn serve(
     };
     let status = response.status();
     let outcome = if status.is_success() || status.is_redirection() {
-        Ok(put_size.unwrap_or(0))
+        let stored = match unsized_put {
+            Some(who) => hub.stat(&who, &name).await.map_or(0, |s| s.size),
+            None => 0,
+        };
+        Ok(put_size.unwrap_or(stored))
     } else {
         Err(format!("{status}"))
     };
