@@ -153,18 +153,9 @@ impl Hub {
         }
         let name = name.trim_end_matches('/').to_owned();
         let (hub, caller) = (Arc::clone(self), caller.clone());
-        blocking(move || {
-            caller.may_create(hub.tokens(), hub.config().read_only, &name)?;
-            hub.check_lock(&caller, &name, false)?;
-            if !name.is_empty() {
-                let remote = parse(&name)?;
-                match hub.store().kind(&remote)? {
-                    Some(Kind::File) => hub.check_change(&caller, &remote, "changing")?,
-                    Some(Kind::Folder) => {}
-                    _ => return Err(HubError::NotFound(name)),
-                }
-            }
-            hub.owners().patch_props(&name, &changes)
+        blocking(move || match hub.may_change(&caller, &name)? {
+            Some(Kind::File | Kind::Folder) => hub.owners().patch_props(&name, &changes),
+            _ => Err(HubError::NotFound(name)),
         })
         .await
     }
@@ -185,10 +176,8 @@ impl Hub {
         caller.must_reach(remote.as_str())?;
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
-            caller.may_create(hub.tokens(), hub.config().read_only, remote.as_str())?;
-            hub.check_lock(&caller, remote.as_str(), false)?;
-            match hub.store().kind(&remote)? {
-                Some(Kind::File) => hub.check_change(&caller, &remote, "changing")?,
+            match hub.may_change(&caller, remote.as_str())? {
+                Some(Kind::File) => {}
                 Some(_) => return Err(HubError::NotAFile(remote.to_string())),
                 None => return Err(HubError::NotFound(remote.to_string())),
             }
@@ -208,5 +197,22 @@ impl Hub {
             })
         })
         .await
+    }
+
+    /// May `caller` change what `name` holds (its properties, its time)? The rights of
+    /// uploading there, no one else's lock on it, and for a file the right to replace it. Says
+    /// what it holds (the whole share, `""`, is a folder). Blocking.
+    fn may_change(&self, caller: &Caller, name: &str) -> Result<Option<Kind>, HubError> {
+        caller.may_create(self.tokens(), self.config().read_only, name)?;
+        self.check_lock(caller, name, false)?;
+        if name.is_empty() {
+            return Ok(Some(Kind::Folder));
+        }
+        let remote = parse(name)?;
+        let kind = self.store().kind(&remote)?;
+        if kind == Some(Kind::File) {
+            self.check_change(caller, &remote, "changing")?;
+        }
+        Ok(kind)
     }
 }

@@ -727,6 +727,19 @@ impl Hub {
         }
     }
 
+    /// May `caller` upload a file to `name` (replacing what is there if `replace`)? As far as
+    /// can be told before its bytes: the rights, the place, a lock. Blocking.
+    pub(crate) fn may_upload(
+        &self,
+        caller: &Caller,
+        name: &RemoteName,
+        replace: bool,
+    ) -> Result<(), HubError> {
+        caller.may_create(self.tokens(), self.config.read_only, name.as_str())?;
+        let kind = self.store.kind(name)?;
+        self.check_place(caller, name, kind, replace)
+    }
+
     /// Starts (or resumes) an upload: checks the name and the policy, claims the name, opens
     /// the partial data and starts its writer. The face then feeds the bytes to the
     /// [`Incoming`] and finishes it with the sender's hash.
@@ -817,9 +830,7 @@ impl Hub {
         let (size, mtime, force) = (put.size, put.source_mtime_ns, put.force);
         let memory = self.memory_for_upload(put, resumable);
         let (partial, quota) = blocking(move || {
-            caller.may_create(hub.tokens(), hub.config.read_only, remote.as_str())?;
-            let kind = hub.store.kind(&remote)?;
-            hub.check_place(&caller, &remote, kind, force)?;
+            hub.may_upload(&caller, &remote, force)?;
             let quota = hub.count_upload(
                 &caller,
                 Amount {

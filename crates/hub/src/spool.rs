@@ -61,12 +61,7 @@ impl Hub {
     pub async fn spool(self: &Arc<Self>, put: Put, caller: &Caller) -> Result<Spool, HubError> {
         let remote = parse(&put.name)?;
         let (hub, who, force) = (Arc::clone(self), caller.clone(), put.force);
-        blocking(move || {
-            who.may_create(hub.tokens(), hub.config().read_only, remote.as_str())?;
-            let kind = hub.store().kind(&remote)?;
-            hub.check_place(&who, &remote, kind, force)
-        })
-        .await?;
+        blocking(move || hub.may_upload(&who, &remote, force)).await?;
         Ok(Spool {
             hub: Arc::clone(self),
             caller: caller.clone(),
@@ -91,15 +86,6 @@ impl Hub {
 }
 
 impl Spool {
-    /// Bytes gathered so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Takes the next bytes of the body.
     pub async fn take(&mut self, data: &[u8]) -> Result<(), HubError> {
         let end = self.len + data.len() as u64;

@@ -154,11 +154,7 @@ fn refusal(req: &Request) -> Option<Response> {
             "X-OC-Mtime is not a time in Unix seconds",
         ));
     }
-    if method == "PUT"
-        && !headers.contains_key(header::CONTENT_LENGTH)
-        && !headers.contains_key("x-expected-entity-length")
-        && !crate::files::unsized_body(headers)
-    {
+    if method == "PUT" && !says_length(headers) && !crate::files::unsized_body(headers) {
         return Some(plain(
             StatusCode::LENGTH_REQUIRED,
             "an upload needs a Content-Length, or a body sent chunked",
@@ -174,6 +170,12 @@ fn refusal(req: &Request) -> Option<Response> {
         return destination_refusal(headers);
     }
     None
+}
+
+/// Whether an upload says its length: `Content-Length`, or `X-Expected-Entity-Length` as
+/// macOS's Finder sends beside a chunked body.
+fn says_length(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::CONTENT_LENGTH) || headers.contains_key("x-expected-entity-length")
 }
 
 /// Whether `dav-server`'s `If` parser can read `v` without running off its end: it does when a
@@ -416,8 +418,7 @@ async fn handle(
         // Refused at the door when not a time.
         modified_ns: times::oc_mtime(req.headers()).ok().flatten().unwrap_or(0),
         unsized_put: req.method() == Method::PUT
-            && !req.headers().contains_key(header::CONTENT_LENGTH)
-            && !req.headers().contains_key("x-expected-entity-length")
+            && !says_length(req.headers())
             && crate::files::unsized_body(req.headers()),
         visitor: v.clone(),
         caller: who.clone(),
