@@ -1392,6 +1392,13 @@ async fn folder_files(
         return Ok(None);
     }
     let inside = client.list(&format!("{folder}/")).await?;
+    if inside.is_empty() && name.ends_with('/') {
+        // `NAME/` names a folder: never taken for a file.
+        return Err(ClientError::Hub {
+            code: ErrorCode::NotFound,
+            message: format!("no folder named {folder:?} on the hub"),
+        });
+    }
     if inside.is_empty() {
         return Ok(None);
     }

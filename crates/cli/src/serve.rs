@@ -103,8 +103,8 @@ fn report_unserved(hub: &troca_hub::Hub) {
     }
     if found.links > 0 {
         kinds.push(match found.links {
-            1 => "1 link that leads out of the share or nowhere".to_owned(),
-            n => format!("{n} links that lead out of the share or nowhere"),
+            1 => "1 link that leads out of the share, back to it, or nowhere".to_owned(),
+            n => format!("{n} links that lead out of the share, back to it, or nowhere"),
         });
     }
     if kinds.is_empty() {

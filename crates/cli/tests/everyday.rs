@@ -448,3 +448,101 @@ fn serve_names_what_it_cannot_share() {
         "{listed}"
     );
 }
+
+#[test]
+fn a_link_to_a_folder_inside_the_share_is_a_folder_on_every_face() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[("photos/a.txt", "a"), ("photos/2024/b.txt", "b")],
+    );
+    std::os::unix::fs::symlink("photos", s.share.join("fotos")).unwrap();
+    // A link to its own folder: a loop, listed, never walked into unasked.
+    std::os::unix::fs::symlink(".", s.share.join("photos/2024/again")).unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let names = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| l.rsplit("  ").next().unwrap().to_owned())
+            .collect()
+    };
+    let all = ok(&hub.troca(&s.client, &["ls"]));
+    assert_eq!(
+        names(&all),
+        [
+            "fotos/",
+            "photos/2024/again/",
+            "photos/2024/b.txt",
+            "photos/a.txt"
+        ]
+    );
+    let inside = ok(&hub.troca(&s.client, &["ls", "fotos/"]));
+    assert_eq!(
+        names(&inside),
+        ["fotos/2024/again/", "fotos/2024/b.txt", "fotos/a.txt"]
+    );
+    let found = ok(&hub.troca(&s.client, &["find", "again"]));
+    assert_eq!(names(&found), ["photos/2024/again/"]);
+
+    // A download of the link brings the folder it reaches, under the link's name.
+    ok(&hub.troca(&s.client, &["get", "fotos", "-o", "dl"]));
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("dl/fotos/a.txt")).unwrap(),
+        "a"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("dl/fotos/2024/b.txt")).unwrap(),
+        "b"
+    );
+    // A name ending in `/` is a folder, or nothing: never a file of that name.
+    let said = fails(&hub.troca(&s.client, &["get", "nothing/", "-o", "dl/"]), 1);
+    assert!(said.contains(r#"no folder named "nothing""#), "{said}");
+    assert!(!s.client.join("dl_downloaded").exists());
+
+    // The web face: the HTTP API, the page without JavaScript, a zip, WebDAV.
+    let web = hub.web.clone().unwrap();
+    let api = curl(&[&format!("{web}api/files?prefix=fotos/2024/")]);
+    let api: serde_json::Value = serde_json::from_slice(&api.stdout).unwrap();
+    let api: Vec<&str> = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(api, ["fotos/2024/again/", "fotos/2024/b.txt"]);
+    let page = String::from_utf8(curl(&[&format!("{web}files/")]).stdout).unwrap();
+    assert!(page.contains(r#"href="/files/fotos/""#), "{page}");
+    let zip = s.client.join("fotos.zip");
+    ok(&curl(&[
+        "-o",
+        zip.to_str().unwrap(),
+        &format!("{web}files/fotos/?zip"),
+    ]));
+    let zip = std::fs::read(&zip).unwrap();
+    let listed = String::from_utf8_lossy(&zip);
+    assert!(listed.contains("fotos/2024/b.txt") && listed.contains("fotos/a.txt"));
+    let dav = curl(&[
+        "-X",
+        "PROPFIND",
+        "-H",
+        "Depth: 1",
+        &format!("{web}dav/fotos/"),
+    ]);
+    let dav = String::from_utf8(dav.stdout).unwrap();
+    for href in ["/dav/fotos/2024/", "/dav/fotos/a.txt"] {
+        assert!(
+            dav.contains(&format!("<D:href>{href}</D:href>")),
+            "{href} in {dav}"
+        );
+    }
+
+    // Deleting the link deletes the link, never what it reaches.
+    ok(&hub.troca_with(&s.client, &hub.admin_token(), &["rm", "-r", "fotos"]));
+    assert!(!s.share.join("fotos").exists());
+    for (f, text) in [("photos/a.txt", "a"), ("photos/2024/b.txt", "b")] {
+        assert_eq!(
+            std::fs::read_to_string(s.share.join(f)).unwrap(),
+            text,
+            "{f} is kept"
+        );
+    }
+}

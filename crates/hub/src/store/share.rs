@@ -586,7 +586,8 @@ impl Share {
         let mut from: Option<String> = None;
         loop {
             let room = (walk.limit + 1).saturating_sub(walk.out.len()) + FIRST_SLACK;
-            let first = first_children(dir, rel, &keep, from.as_deref(), room);
+            let link = |name: &str| self.link_kind(name);
+            let first = first_children(dir, rel, &keep, from.as_deref(), room, &link);
             // Where the next read of this folder starts, if the page has room after these.
             let last = first.children.last().map(|c| c.key.clone());
             for child in first.children {
@@ -616,11 +617,26 @@ impl Share {
             return;
         }
         match child.kind {
+            // A link to a folder is entered only when the listing is of what is inside it.
+            FileType::Directory if child.linked && !walk.prefix.starts_with(&child.key) => {
+                let listed = after.is_none_or(|a| child.key.as_str() > a);
+                if let Some(sub) = self.open_linked_folder(child.name()).filter(|_| listed) {
+                    if child.key.starts_with(walk.prefix) && RemoteName::parse(child.name()).is_ok()
+                    {
+                        walk.out.push(folder_entry(child.key, &sub));
+                    }
+                }
+            }
             FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
                 let Some(inner_after) = enter(&child.key, walk.prefix, after) else {
                     return;
                 };
-                let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
+                let sub = if child.linked {
+                    self.open_linked_folder(child.name())
+                } else {
+                    open_child_folder(dir, child.own(rel)).ok()
+                };
+                let Some(sub) = sub else {
                     return;
                 };
                 let before = walk.out.len();
@@ -643,6 +659,41 @@ impl Share {
         }
     }
 
+    /// What link `name` reaches, for a listing: `Directory` for a folder that may be listed
+    /// (inside the share, not holding the state folder), else `Symlink` (a file, or nothing).
+    fn link_kind(&self, name: &str) -> FileType {
+        match self.linked_folder(name, OFlags::PATH) {
+            Some(_) => FileType::Directory,
+            None => FileType::Symlink,
+        }
+    }
+
+    /// Whether link `name` reaches a file or a folder that may be listed.
+    fn link_serves(&self, name: &str) -> bool {
+        let Ok(o) = self.open_beneath(name, OFlags::PATH) else {
+            return false;
+        };
+        match rustix::fs::fstat(&o.fd).map(|st| FileType::from_raw_mode(st.st_mode)) {
+            Ok(FileType::RegularFile) => true,
+            Ok(FileType::Directory) => !self.state.starts_with(&o.path),
+            _ => false,
+        }
+    }
+
+    /// Opens the folder link `name` reaches, if it may be listed.
+    fn open_linked_folder(&self, name: &str) -> Option<OwnedFd> {
+        self.linked_folder(name, OFlags::RDONLY | OFlags::DIRECTORY)
+    }
+
+    /// The folder link `name` reaches, opened with `flags`: never one that holds the state
+    /// folder (the share itself, say), whose walk would show it under another name.
+    fn linked_folder(&self, name: &str, flags: OFlags) -> Option<OwnedFd> {
+        let o = self.open_beneath(name, flags).ok()?;
+        let st = rustix::fs::fstat(&o.fd).ok()?;
+        let folder = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        (folder && !self.state.starts_with(&o.path)).then_some(o.fd)
+    }
+
     /// What a file of a listing is: a link is followed beneath the root only, and listed only
     /// if it reaches a regular file (checked by [`push_entry`]).
     fn file_stat(&self, dir: &OwnedFd, rel: &str, child: &Child) -> Option<rustix::fs::Stat> {
@@ -654,8 +705,10 @@ impl Share {
     }
 
     /// Searches folder `dir` (at `rel`) into `out`, a folder's own entry before its contents.
+    /// A link to a folder may be found, never searched: what it holds is found where it is.
     fn search(&self, dir: &OwnedFd, rel: &str, want: &Want, depth: usize, out: &mut Vec<Entry>) {
-        for child in sorted_children(dir, rel, &|_, _| true) {
+        let link = |name: &str| self.link_kind(name);
+        for child in sorted_children(dir, rel, &|_, _| true, &link) {
             if want.full(out) {
                 return;
             }
@@ -663,6 +716,14 @@ impl Share {
                 continue;
             }
             match child.kind {
+                FileType::Directory if child.linked => {
+                    let sub = self.open_linked_folder(child.name());
+                    if let Some(sub) = sub.filter(|_| want.matches(&child.key)) {
+                        if RemoteName::parse(child.name()).is_ok() {
+                            out.push(folder_entry(child.key.clone(), &sub));
+                        }
+                    }
+                }
                 FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
                     let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
                         continue;
@@ -692,7 +753,8 @@ pub struct Unserved {
     pub names: u64,
     /// Entries of another kind than files, folders and links.
     pub special: u64,
-    /// Links that lead out of the share, or nowhere.
+    /// Links that lead out of the share, to the share itself (or a folder holding its state),
+    /// or nowhere.
     pub links: u64,
     /// A few of them, as quoted paths (escapes shown, never raw bytes).
     pub examples: Vec<String>,
@@ -769,7 +831,7 @@ impl Share {
                     }
                 }
                 FileType::Symlink => {
-                    if self.open_beneath(&path, OFlags::PATH).is_err() {
+                    if !self.link_serves(&path) {
                         out.note(rel, &name, Unservable::Link);
                     }
                 }
@@ -881,6 +943,9 @@ struct Child {
     /// byte order.
     key: String,
     kind: FileType,
+    /// A link that reaches a folder inside the share: listed as a folder, entered only by a
+    /// listing of what is inside it, so that a walk never loops or lists a folder twice.
+    linked: bool,
 }
 
 impl Child {
@@ -935,20 +1000,24 @@ impl Ord for Child {
 
 /// The first `cap` entries of `dir` (at `rel`) by key, of those `keep` accepts whose keys come
 /// after `from`: a bounded heap, so a page of a large folder holds its page, not the folder.
+/// `link` says what a link (by whole name) reaches, asked only of links the page could hold.
 fn first_children(
     dir: &OwnedFd,
     rel: &str,
     keep: &dyn Fn(&str, FileType) -> bool,
     from: Option<&str>,
     cap: usize,
+    link: &dyn Fn(&str) -> FileType,
 ) -> FirstChildren {
-    let mut heap = std::collections::BinaryHeap::<Child>::with_capacity(cap.min(4096) + 1);
-    let mut more = false;
+    let mut firsts = Firsts {
+        heap: std::collections::BinaryHeap::with_capacity(cap.min(4096) + 1),
+        cap,
+        more: false,
+        keep,
+        from,
+    };
     let Ok(reader) = rustix::fs::Dir::read_from(dir) else {
-        return FirstChildren {
-            children: Vec::new(),
-            more,
-        };
+        return firsts.done();
     };
     let mut key = String::new();
     for e in reader.filter_map(Result::ok) {
@@ -965,34 +1034,104 @@ fn first_children(
             key.push('/');
         }
         key.push_str(own);
-        if kind == FileType::Directory {
-            key.push('/');
-        }
-        if from.is_some_and(|f| key.as_str() <= f) || !keep(&key, kind) {
-            continue;
-        }
-        if heap.len() == cap {
-            more = true;
-            if heap.peek().is_some_and(|last| key >= last.key) {
-                continue;
+        match kind {
+            FileType::Directory => {
+                key.push('/');
+                firsts.offer(&key, kind, false);
             }
-            heap.pop();
+            FileType::Symlink => firsts.offer_link(&mut key, link),
+            _ => firsts.offer(&key, kind, false),
         }
-        heap.push(Child {
-            key: key.clone(),
-            kind,
-        });
     }
-    FirstChildren {
-        children: heap.into_sorted_vec(),
-        more,
+    firsts.done()
+}
+
+/// [`first_children`] collecting.
+struct Firsts<'a> {
+    heap: std::collections::BinaryHeap<Child>,
+    cap: usize,
+    more: bool,
+    keep: &'a dyn Fn(&str, FileType) -> bool,
+    from: Option<&'a str>,
+}
+
+/// Whether [`Firsts`] would take an entry.
+#[derive(PartialEq)]
+enum Taken {
+    /// Not for this listing at all.
+    No,
+    /// For this listing, beyond what the page holds.
+    Beyond,
+    Yes,
+}
+
+impl Firsts<'_> {
+    fn takes(&self, key: &str, kind: FileType) -> Taken {
+        if self.from.is_some_and(|f| key <= f) || !(self.keep)(key, kind) {
+            Taken::No
+        } else if self.heap.len() == self.cap
+            && self
+                .heap
+                .peek()
+                .is_some_and(|last| key >= last.key.as_str())
+        {
+            Taken::Beyond
+        } else {
+            Taken::Yes
+        }
+    }
+
+    fn offer(&mut self, key: &str, kind: FileType, linked: bool) {
+        match self.takes(key, kind) {
+            Taken::No => return,
+            Taken::Beyond => {
+                self.more = true;
+                return;
+            }
+            Taken::Yes => {}
+        }
+        if self.heap.len() == self.cap {
+            self.more = true;
+            self.heap.pop();
+        }
+        let key = key.to_owned();
+        self.heap.push(Child { key, kind, linked });
+    }
+
+    /// A link's key depends on what it reaches (a folder's ends with `/`): it is asked only if
+    /// the page could take it either way, so a folder of many links costs a page's worth.
+    fn offer_link(&mut self, key: &mut String, link: &dyn Fn(&str) -> FileType) {
+        let folder = format!("{key}/");
+        let as_file = self.takes(key, FileType::Symlink);
+        let as_folder = self.takes(&folder, FileType::Directory);
+        if as_file != Taken::Yes && as_folder != Taken::Yes {
+            self.more |= as_file == Taken::Beyond || as_folder == Taken::Beyond;
+            return;
+        }
+        match link(key) {
+            FileType::Directory => self.offer(&folder, FileType::Directory, true),
+            kind => self.offer(key, kind, false),
+        }
+    }
+
+    fn done(self) -> FirstChildren {
+        FirstChildren {
+            children: self.heap.into_sorted_vec(),
+            more: self.more,
+        }
     }
 }
 
 /// The entries of folder `dir` (at `rel`) with UTF-8 names whose keys `keep` accepts, kinds
-/// resolved without following links, in listing order. An unreadable folder has none.
-fn sorted_children(dir: &OwnedFd, rel: &str, keep: &dyn Fn(&str, FileType) -> bool) -> Vec<Child> {
-    first_children(dir, rel, keep, None, usize::MAX).children
+/// resolved without following links (but for [`first_children`]'s `link`), in listing order.
+/// An unreadable folder has none.
+fn sorted_children(
+    dir: &OwnedFd,
+    rel: &str,
+    keep: &dyn Fn(&str, FileType) -> bool,
+    link: &dyn Fn(&str) -> FileType,
+) -> Vec<Child> {
+    first_children(dir, rel, keep, None, usize::MAX, link).children
 }
 
 /// What entry `e` of folder `dir` is, without following a link (asked of the disk when the
@@ -1269,6 +1408,7 @@ mod listing_tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+    use std::os::unix::fs::symlink;
 
     /// A tree: files and empty folders, with names whose characters sort on both sides of `/`
     /// (`-` and `.` before it, letters after), where a folder-by-folder walk and byte order
@@ -1383,6 +1523,137 @@ mod listing_tests {
             prop_assert_eq!(&whole, &want);
             prop_assert_eq!(paged(&share, prefix, limit), want);
         }
+    }
+
+    /// Links (named `l` mostly) in the folders of a tree (`""`: the root), each to a path of
+    /// it, which may not exist.
+    fn links() -> impl Strategy<Value = Vec<(String, &'static str, String)>> {
+        let part = proptest::sample::select(vec!["a", "b", "a-c", "z"]);
+        let path = proptest::collection::vec(part, 0..3).prop_map(|p| p.join("/"));
+        let name = proptest::sample::select(vec!["l", "l", "m", "0"]);
+        proptest::collection::vec((path.clone(), name, path), 0..6)
+    }
+
+    /// Makes link `at/name` to `to`, relative, as people make them.
+    fn make_link(root: &Path, at: &str, name: &str, to: &str) {
+        let up = if at.is_empty() {
+            0
+        } else {
+            at.split('/').count()
+        };
+        let target = format!("{}{to}", "../".repeat(up));
+        let target = if target.is_empty() {
+            ".".to_owned()
+        } else {
+            target
+        };
+        let _ = symlink(target, root.join(at).join(name));
+    }
+
+    /// What a listing of `prefix` must show, walked with std: files and links to files, each
+    /// folder with nothing beneath it as `NAME/`, and a link to a folder as `NAME/` unless the
+    /// listing is of what is inside it. The share itself is never reached through a link.
+    fn model(root: &Path, dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in read {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let key = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if key == ".troca" {
+                continue;
+            }
+            let path = dir.join(&name);
+            let linked = path.symlink_metadata().unwrap().is_symlink();
+            let Ok(meta) = path.metadata() else { continue };
+            let real = path.canonicalize().unwrap();
+            let folder = format!("{key}/");
+            if !meta.is_dir() {
+                if key.starts_with(prefix) && real.starts_with(root) {
+                    out.push(key);
+                }
+            } else if linked && (real == root || !real.starts_with(root)) {
+            } else if linked && !prefix.starts_with(&folder) {
+                if folder.starts_with(prefix) {
+                    out.push(folder);
+                }
+            } else if folder.starts_with(prefix) || prefix.starts_with(&folder) {
+                let before = out.len();
+                model(root, &path, &key, prefix, out);
+                if out.len() == before && folder.starts_with(prefix) {
+                    out.push(folder);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn links_to_folders_list_as_folders_and_open_to_a_listing_of_their_inside(
+            (files, folders) in tree(),
+            links in links(),
+            limit in 1usize..6,
+            prefix in proptest::sample::select(
+                vec!["", "l", "l/", "l/a", "l/l/", "a/l/", "a/l/l/b", "b/l/", "a-"]
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("share");
+            let share = Share::open(&root, &root.join(".troca")).unwrap();
+            make(&root, &files, &folders);
+            for (at, name, to) in &links {
+                make_link(&root, at, name, to);
+            }
+            let root = root.canonicalize().unwrap();
+            let mut want = Vec::new();
+            model(&root, &root, "", prefix, &mut want);
+            want.sort();
+            let whole: Vec<String> = share
+                .list(ListQuery { prefix, after: None, limit: 10_000 })
+                .entries
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            prop_assert_eq!(&whole, &want);
+            prop_assert_eq!(paged(&share, prefix, limit), want);
+        }
+    }
+
+    #[test]
+    fn a_link_to_the_share_or_the_state_is_no_folder_and_a_search_does_not_enter_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        let share = Share::open(&root, &root.join(".troca")).unwrap();
+        std::fs::create_dir_all(root.join("photos/2024")).unwrap();
+        std::fs::write(root.join("photos/2024/b.txt"), b"b").unwrap();
+        symlink("photos", root.join("fotos")).unwrap();
+        symlink(".", root.join("photos/2024/top")).unwrap();
+        symlink("../..", root.join("photos/2024/up")).unwrap();
+        symlink(".troca", root.join("st")).unwrap();
+        let list = |prefix| -> Vec<String> {
+            let page = share.list(ListQuery::first(prefix));
+            page.entries.into_iter().map(|e| e.name).collect()
+        };
+        assert_eq!(
+            list(""),
+            ["fotos/", "photos/2024/b.txt", "photos/2024/top/"]
+        );
+        assert_eq!(list("fotos/"), ["fotos/2024/b.txt", "fotos/2024/top/"]);
+        assert_eq!(
+            list("fotos/2024/top/top/"),
+            ["fotos/2024/top/top/b.txt", "fotos/2024/top/top/top/"],
+            "a loop goes only as deep as the name asked for"
+        );
+        assert!(list("photos/2024/up/").is_empty(), "the share itself");
+        assert!(list("st/").is_empty(), "the state folder");
+        let found: Vec<String> = share.find("o", 100).into_iter().map(|e| e.name).collect();
+        assert_eq!(found, ["fotos/", "photos/", "photos/2024/top/"]);
     }
 
     #[test]
