@@ -535,9 +535,42 @@ fn a_link_to_a_folder_inside_the_share_is_a_folder_on_every_face() {
         );
     }
 
-    // Deleting the link deletes the link, never what it reaches.
+    // Deleting or moving a link takes the link, never what it reaches: on the command line,
+    // and through WebDAV, whose delete of a folder walks what it holds.
+    let admin = format!("x:{}", hub.admin_token());
+    let dav = |method: &str, name: &str, extra: &[&str]| -> String {
+        let url = format!("{web}dav/{name}");
+        let mut args = vec![
+            "-u",
+            &admin,
+            "-X",
+            method,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        ok(&curl(&args))
+    };
+    let to = format!("Destination: {web}dav/bilder");
+    assert_eq!(dav("MOVE", "fotos/", &["-H", &to]), "201");
+    assert!(s
+        .share
+        .join("bilder")
+        .symlink_metadata()
+        .unwrap()
+        .is_symlink());
+    assert_eq!(dav("DELETE", "bilder/", &[]), "204");
+    std::fs::create_dir(s.share.join("other")).unwrap();
+    std::os::unix::fs::symlink("../photos", s.share.join("other/l")).unwrap();
+    assert_eq!(dav("DELETE", "other/", &[]), "204");
+    std::os::unix::fs::symlink("photos", s.share.join("fotos")).unwrap();
     ok(&hub.troca_with(&s.client, &hub.admin_token(), &["rm", "-r", "fotos"]));
-    assert!(!s.share.join("fotos").exists());
+    for gone in ["fotos", "bilder", "other"] {
+        assert!(s.share.join(gone).symlink_metadata().is_err(), "{gone}");
+    }
     for (f, text) in [("photos/a.txt", "a"), ("photos/2024/b.txt", "b")] {
         assert_eq!(
             std::fs::read_to_string(s.share.join(f)).unwrap(),

@@ -62,6 +62,18 @@ impl Hub {
         }
     }
 
+    /// Whether `name` is a link (on a store that has them) rather than what it reaches: what a
+    /// delete or a move takes as itself, never walking into the folder it may lead to.
+    pub fn is_link(&self, caller: &Caller, name: &str) -> Result<bool, HubError> {
+        let name = name.trim_end_matches('/');
+        if !self.store().has_links() || name.is_empty() || caller.on_the_way(name) {
+            return Ok(false);
+        }
+        caller.must_reach(name)?;
+        // One lookup of the last component, like a stat: no hop to the blocking pool.
+        Ok(self.store().kind(&parse(name)?)? == Some(Kind::Other))
+    }
+
     /// Copies file `from` to `to` through the upload pipeline (partial data, hash, rename), so
     /// a copy is checked and placed like any upload: the source's hash, when known, must match
     /// what was written. A file at `to` is replaced only with `replace` and the right to.

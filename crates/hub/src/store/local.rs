@@ -93,6 +93,10 @@ impl Store for LocalStore {
         self.share.files_beneath(folder)
     }
 
+    fn has_links(&self) -> bool {
+        true
+    }
+
     fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError> {
         match self.existing_slot(name)? {
             Some(slot) => slot_kind(&slot, name),

@@ -307,6 +307,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError>;
     /// What `name` holds now (`None`: nothing, or a folder on the way is missing).
     fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError>;
+    /// Whether names may be links ([`Kind::Other`]), so that [`Store::kind`] is worth asking
+    /// before a delete or a move walks a folder.
+    fn has_links(&self) -> bool {
+        false
+    }
     /// Opens `name` for reading. `NotAFile` when it is a folder; `NotFound` when nothing is
     /// there, for anything outside the share and for what is neither a file nor a folder.
     fn open(&self, name: &RemoteName) -> Result<StoredFile, HubError>;

@@ -86,9 +86,37 @@ impl DavMetaData for Meta {
     }
 }
 
+/// A link to a folder, as a delete or a move of a tree sees it: itself, not a folder to walk.
+#[derive(Debug, Clone)]
+struct Link(Meta);
+
+impl DavMetaData for Link {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn modified(&self) -> FsResult<SystemTime> {
+        self.0.modified()
+    }
+
+    fn is_dir(&self) -> bool {
+        false
+    }
+
+    fn is_symlink(&self) -> bool {
+        true
+    }
+
+    fn etag(&self) -> Option<String> {
+        self.0.etag()
+    }
+}
+
 struct Child {
     name: String,
     meta: Meta,
+    /// A link to a folder, asked for by a walk that takes links as themselves.
+    link: bool,
 }
 
 /// A folder's row as a WebDAV entry.
@@ -101,6 +129,7 @@ fn child(r: crate::folders::Row) -> Child {
             blake3: r.blake3,
         }),
         name: r.short,
+        link: false,
     }
 }
 
@@ -110,7 +139,11 @@ impl DavDirEntry for Child {
     }
 
     fn metadata(&self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
+        let meta: Box<dyn DavMetaData> = if self.link {
+            Box::new(Link(self.meta.clone()))
+        } else {
+            Box::new(self.meta.clone())
+        };
         std::future::ready(Ok(meta)).boxed()
     }
 }
@@ -118,6 +151,11 @@ impl DavDirEntry for Child {
 impl HubFs {
     async fn stat(&self, ctx: &Ctx, name: &str) -> FsResult<Stat> {
         self.hub.stat(&ctx.caller, name).await.map_err(fs_err)
+    }
+
+    /// Whether `name` is a link (one that cannot be looked at counts as none).
+    fn is_link(&self, ctx: &Ctx, name: &str) -> bool {
+        self.hub.is_link(&ctx.caller, name).unwrap_or(false)
     }
 
     /// The folder above `name` must be there: WebDAV does not make folders on the way.
@@ -274,23 +312,34 @@ impl GuardedFileSystem<Ctx> for HubFs {
         .boxed()
     }
 
+    /// A delete or a copy walks with `DataSymlink`: a link to a folder is then itself, so a
+    /// delete removes the link, never the files of the folder it leads to.
     fn read_dir<'a>(
         &'a self,
         path: &'a DavPath,
-        _meta: ReadDirMeta,
+        meta: ReadDirMeta,
         ctx: &'a Ctx,
     ) -> Boxed<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
             let walk = self.children(ctx, &name_of(path)?).await?;
-            let items = futures_util::stream::unfold(Some(walk), |walk| async move {
-                let mut walk = walk?;
-                match walk.next().await {
-                    Ok(Some(r)) => {
-                        Some((Ok(Box::new(child(r)) as Box<dyn DavDirEntry>), Some(walk)))
+            // Asked of each folder entry only by a walk that takes links as themselves.
+            let links = matches!(meta, ReadDirMeta::DataSymlink)
+                .then(|| Arc::new((self.clone(), ctx.clone())));
+            let items = futures_util::stream::unfold(Some(walk), move |walk| {
+                let links = links.clone();
+                async move {
+                    let mut walk = walk?;
+                    match walk.next().await {
+                        Ok(Some(r)) => {
+                            let link =
+                                r.folder && links.is_some_and(|l| l.0.is_link(&l.1, &r.name));
+                            let c = Child { link, ..child(r) };
+                            Some((Ok(Box::new(c) as Box<dyn DavDirEntry>), Some(walk)))
+                        }
+                        Ok(None) => None,
+                        // The listing failed part-way: said once, then the stream ends.
+                        Err(e) => Some((Err(fs_err(e)), None)),
                     }
-                    Ok(None) => None,
-                    // The listing failed part-way: said once, then the stream ends.
-                    Err(e) => Some((Err(fs_err(e)), None)),
                 }
             });
             Ok(Box::pin(items) as FsStream<_>)
@@ -302,6 +351,23 @@ impl GuardedFileSystem<Ctx> for HubFs {
         async move {
             let stat = self.stat(ctx, &name_of(path)?).await?;
             Ok(Box::new(Meta(stat)) as Box<dyn DavMetaData>)
+        }
+        .boxed()
+    }
+
+    /// A link to a folder is itself here: a delete or a move takes the link.
+    fn symlink_metadata<'a>(
+        &'a self,
+        path: &'a DavPath,
+        ctx: &'a Ctx,
+    ) -> Boxed<'a, Box<dyn DavMetaData>> {
+        async move {
+            let name = name_of(path)?;
+            let meta = Meta(self.stat(ctx, &name).await?);
+            if meta.0.folder && self.is_link(ctx, &name) {
+                return Ok(Box::new(Link(meta)) as Box<dyn DavMetaData>);
+            }
+            Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }
         .boxed()
     }

@@ -60,6 +60,8 @@ pub(crate) fn handler(hub: &Arc<Hub>) -> Dav {
         .locksystem(Box::new(locks::HubLocks {
             hub: Arc::clone(hub),
         }))
+        // A listing shows a link to a folder as the folder; a delete or a move takes the link.
+        .hide_symlinks(false)
         .autoindex(true);
     Arc::new(config.build_handler())
 }
