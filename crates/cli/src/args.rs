@@ -511,7 +511,8 @@ pub enum TokenCommand {
     #[command(
         after_help = "Examples:\n  troca token create --role write --label ana > ana.token\n  \
                       troca token create --role read --expires 7d > guest.token\n  \
-                      troca token create --role write --folder clients/acme > acme.token"
+                      troca token create --role write --folder clients/acme > acme.token\n  \
+                      troca token create --role write --quota 10G --label ana > ana.token"
     )]
     Create {
         /// What it allows: read (list and download), write (also upload, and change its own
@@ -530,6 +531,14 @@ pub enum TokenCommand {
         /// (default: the whole share).
         #[arg(long, value_name = "FOLDER", value_parser = parse_folder)]
         folder: Option<String>,
+        /// The most its uploads may keep on the hub at once, e.g. `10G`: an upload that would
+        /// pass it is refused ("quota"); what it deletes, or replaces with less, frees room
+        /// (default: no bound)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        quota: Option<u64>,
+        /// The most files its uploads may keep on the hub at once (default: no bound)
+        #[arg(long, value_name = "N")]
+        quota_files: Option<u64>,
         #[command(flatten)]
         place: TokenPlace,
     },

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use troca_hub::records::postgres::PgTokens;
 use troca_hub::records::sqlite::SqliteTokens;
-use troca_hub::records::{NewToken, Role, TokenInfo, TokenSpec, Tokens};
+use troca_hub::records::{Amount, NewToken, Role, TokenInfo, TokenSpec, Tokens};
 
 /// The default share's state folder, as `troca serve` with no arguments uses.
 fn state_dir(state: Option<PathBuf>) -> PathBuf {
@@ -52,9 +52,22 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
             label,
             expires,
             folder,
+            quota,
+            quota_files,
             place,
         } => {
             let role = Role::parse(&role).expect("clap checked the role");
+            if quota == Some(0) || quota_files == Some(0) {
+                bail!("a quota of 0 would refuse every upload: leave it out for no bound");
+            }
+            let quota = Amount {
+                bytes: quota.unwrap_or(0),
+                files: quota_files.unwrap_or(0),
+            };
+            if role == Role::Read && quota != Amount::default() {
+                bail!("a read token uploads nothing: a quota is for write and admin tokens");
+            }
+
             let now = now_ns();
             let expires_ns = expires.map(|d| now.saturating_add(d.as_nanos() as i64));
             let spec = TokenSpec {
@@ -62,6 +75,7 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
                 label: &label,
                 expires_ns,
                 folder: folder.as_deref(),
+                quota,
             };
             let NewToken { id, secret } =
                 in_runtime(|| open(place)?.create(spec, now).map_err(Into::into))?;
@@ -114,14 +128,17 @@ fn list(global: &Global, tokens: &[TokenInfo], now: i64) -> Result<()> {
                     "state": t.state(now),
                     "revoked": t.revoked,
                     "folder": t.folder,
+                    "quota": (t.quota != Amount::default())
+                        .then(|| serde_json::json!({"bytes": t.quota.bytes, "files": t.quota.files})),
+                    "used": {"bytes": t.used.bytes, "files": t.used.files},
                 })
             })
             .collect();
         return print_json(&rows);
     }
     println!(
-        "{:>4}  {:<6} {:<16} {:<16} {:<8} {:<16} LABEL",
-        "ID", "ROLE", "CREATED", "EXPIRES", "STATE", "FOLDER"
+        "{:>4}  {:<6} {:<16} {:<16} {:<8} {:<16} {:<24} LABEL",
+        "ID", "ROLE", "CREATED", "EXPIRES", "STATE", "FOLDER", "STORED"
     );
     for t in tokens {
         let expires = t
@@ -132,17 +149,31 @@ fn list(global: &Global, tokens: &[TokenInfo], now: i64) -> Result<()> {
             .as_deref()
             .map_or_else(|| "(all)".into(), |f| format!("{}/", output::safe(f)));
         println!(
-            "{:>4}  {:<6} {:<16} {:<16} {:<8} {:<16} {}",
+            "{:>4}  {:<6} {:<16} {:<16} {:<8} {:<16} {:<24} {}",
             t.id,
             t.role.as_str(),
             output::local_time(t.created_ns),
             expires,
             t.state(now),
             folder,
+            stored(t),
             output::safe(&t.label)
         );
     }
     Ok(())
+}
+
+/// What a token's uploads keep on the hub, against its quota if it has one: `1.2 GiB of 10 GiB`.
+fn stored(t: &TokenInfo) -> String {
+    use troca_proto::json::human_size;
+    let bytes = match t.quota.bytes {
+        0 => human_size(t.used.bytes),
+        q => format!("{} of {}", human_size(t.used.bytes), human_size(q)),
+    };
+    match t.quota.files {
+        0 => bytes,
+        q => format!("{bytes}, {} of {q} files", t.used.files),
+    }
 }
 
 fn now_ns() -> i64 {

@@ -369,3 +369,76 @@ fn a_token_held_to_a_folder_reaches_only_that_folder_on_every_face() {
     assert_eq!(locked, "403");
     ok(&hub.troca_with(&s.client, &admin, &["rm", "top.txt"]));
 }
+
+#[test]
+fn a_tokens_quota_bounds_what_its_uploads_keep_on_every_face_and_deleting_frees_room() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let out = Command::new(TROCA)
+        .args(["token", "create", "--role", "write", "--label", "q"])
+        .args(["--quota", "1M", "--quota-files", "3", "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let q = ok(&out).trim().to_owned();
+    let c = &s.client;
+    random_file(&c.join("a.bin"), 600 << 10, "a");
+    random_file(&c.join("b.bin"), 600 << 10, "b");
+    random_file(&c.join("small.bin"), 300 << 10, "s");
+
+    ok(&hub.troca_with(c, &q, &["put", "a.bin"]));
+    let err = fails(&hub.troca_with(c, &q, &["put", "b.bin"]), 1);
+    assert!(
+        err.contains("this token may keep 1.0 MiB on the hub and keeps 600.0 KiB"),
+        "{err}"
+    );
+    assert!(!s.share.join("b.bin").exists());
+    // Replacing its own file takes only what it adds.
+    ok(&hub.troca_with(c, &q, &["put", "--force", "b.bin", "--as", "a.bin"]));
+    ok(&hub.troca_with(c, &q, &["put", "small.bin"]));
+
+    // The web face and WebDAV say 507, and write nothing.
+    let web = hub.web.clone().unwrap();
+    let bearer = format!("Authorization: Bearer {q}");
+    let put = |url: &str| {
+        let file = c.join("b.bin");
+        let args = [
+            "-H",
+            &bearer,
+            "-T",
+            file.to_str().unwrap(),
+            "-o",
+            "/dev/null",
+        ];
+        ok(&curl(&[&args[..], &["-w", "%{http_code}", url]].concat()))
+    };
+    assert_eq!(put(&format!("{web}files/web.bin")), "507");
+    assert_eq!(put(&format!("{web}dav/dav.bin")), "507");
+    assert!(!s.share.join("web.bin").exists() && !s.share.join("dav.bin").exists());
+
+    // Deleting frees room; then the files bound holds a batch of small files to what fits.
+    ok(&hub.troca_with(c, &q, &["rm", "a.bin"]));
+    assert_eq!(put(&format!("{web}files/web.bin")), "201");
+    std::fs::create_dir(c.join("tiny")).unwrap();
+    for n in 0..3 {
+        std::fs::write(c.join(format!("tiny/{n}.txt")), format!("{n}")).unwrap();
+    }
+    let err = fails(&hub.troca_with(c, &q, &["put", "tiny"]), 1);
+    assert!(
+        err.contains("may keep 3 files on the hub and keeps 3 files"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(s.share.join("tiny")).unwrap().count(), 1);
+
+    // `token list` says what it keeps, against its quota.
+    let out = Command::new(TROCA)
+        .args(["--json", "token", "list", "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let listed = json(&out);
+    let row = &listed[0];
+    assert_eq!(row["quota"]["bytes"], 1 << 20);
+    assert_eq!(row["used"]["files"], 3);
+    assert_eq!(row["used"]["bytes"], (600 << 10) + (300 << 10) + 1);
+}

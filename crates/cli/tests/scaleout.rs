@@ -487,6 +487,38 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         1,
     );
     assert!(err.contains("outside team/"), "{err}");
+
+    // A token's quota counts what it keeps through every hub.
+    let q = group_token_with(&t.g, "write", &["--quota", "10K"]);
+    random_file(&t.client.join("six.bin"), 6 << 10, "six");
+    ok(&t
+        .a
+        .troca_with(&t.client, &q, &["put", "six.bin", "--as", "q1"]));
+    let err = fails(
+        &t.b.troca_with(&t.client, &q, &["put", "six.bin", "--as", "q2"]),
+        1,
+    );
+    assert!(
+        err.contains("may keep 10.0 KiB on the hub and keeps 6.0 KiB"),
+        "{err}"
+    );
+    ok(&t.b.troca_with(&t.client, &q, &["rm", "q1"]));
+    ok(&t
+        .b
+        .troca_with(&t.client, &q, &["put", "six.bin", "--as", "q2"]));
+    let args = t.g.store_args();
+    let out = Command::new(TROCA)
+        .args(["--json", "token", "list"])
+        .args(&args[4..])
+        .output()
+        .unwrap();
+    let rows = json(&out);
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["quota"]["bytes"] == 10 << 10);
+    assert_eq!(row.expect("the quota token")["used"]["bytes"], 6 << 10);
 }
 
 /// The parts of uploads recorded, and session locks held on uploads.

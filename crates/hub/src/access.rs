@@ -427,6 +427,7 @@ mod tests {
             label,
             expires_ns: None,
             folder: None,
+            quota: Default::default(),
         };
         let NewToken { id: wid, secret: w } = tokens.create(spec(Role::Write, "w"), 0).unwrap();
         let r = tokens.create(spec(Role::Read, "r"), 0).unwrap().secret;
@@ -500,6 +501,7 @@ mod tests {
             label: "",
             expires_ns: None,
             folder: Some(folder),
+            quota: Default::default(),
         };
         let held = |role| {
             let secret = tokens.create(spec(role, "c/acme"), 0).unwrap().secret;

@@ -36,6 +36,9 @@ pub enum HubError {
         message: String,
         retry_after: Option<std::time::Duration>,
     },
+    /// A token past its quota: what its uploads may keep on the hub at once.
+    #[error("{0}")]
+    TokenQuota(String),
     #[error("{0:?} is locked (by a WebDAV client) until it is unlocked or the lock runs out")]
     Locked(String),
     #[error("the hub holds its maximum of {0} locks; try again when some are released")]
@@ -91,7 +94,7 @@ impl HubError {
             HubError::TakenOver(_) => ErrorCode::TakenOver,
             HubError::Locked(_) => ErrorCode::Locked,
             HubError::NoSpace { .. } | HubError::DiskFull => ErrorCode::NoSpace,
-            HubError::Quota { .. } => ErrorCode::Quota,
+            HubError::Quota { .. } | HubError::TokenQuota(_) => ErrorCode::Quota,
             HubError::BadRequest(_) => ErrorCode::BadRequest,
             HubError::TooLarge(_) => ErrorCode::TooLarge,
             HubError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,

@@ -463,10 +463,16 @@ CREATE TABLE IF NOT EXISTS tokens (
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS expires_ns bigint;
 -- The folder a token is held to (NULL: the whole share); added later too.
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS folder text;
+-- What a token's uploads may keep on the hub (0: no bound); added later too.
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS quota_bytes bigint NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS quota_files bigint NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS owners (
     name text COLLATE "C" PRIMARY KEY,
     token_id bigint NOT NULL
 );
+-- The file's size when stored, what it counts against its token's quota; added later.
+ALTER TABLE owners ADD COLUMN IF NOT EXISTS size bigint NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS owners_token ON owners (token_id);
 CREATE TABLE IF NOT EXISTS key_owners (
     name text COLLATE "C" PRIMARY KEY,
     key_hash bytea NOT NULL

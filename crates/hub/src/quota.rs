@@ -7,6 +7,10 @@
 //!
 //! The arithmetic takes the time as an argument ([`UploadQuota::reserve_at`]); only
 //! [`UploadQuota::reserve`] reads the clock.
+//!
+//! A token may have a quota of its own ([`TokenQuotas`]): what its uploads keep on the hub at
+//! once, counted from the records of the files it owns (each with its size when stored), plus
+//! what its uploads running on this hub hold. Deleting frees room; nothing drains.
 
 use crate::error::HubError;
 use lru::LruCache;
@@ -63,13 +67,26 @@ pub struct UploadQuota {
     table: Mutex<LruCache<AddressKey, Usage>>,
 }
 
-/// A share of an address's allowance, held by an upload until it ends: [`QuotaHold::keep`]
-/// counts it as stored; dropping the hold gives it back.
+/// A share of an address's allowance, or of a token's quota, held by an upload until it ends:
+/// [`QuotaHold::keep`] counts it as stored (a token's by the record of the file, now written);
+/// dropping the hold gives it back.
 #[derive(Debug)]
 pub struct QuotaHold {
-    quota: Arc<UploadQuota>,
-    key: AddressKey,
+    holder: Holder,
     amount: Amount,
+}
+
+/// Whose quota a [`QuotaHold`] is of.
+#[derive(Debug)]
+enum Holder {
+    Address {
+        quota: Arc<UploadQuota>,
+        key: AddressKey,
+    },
+    Token {
+        quotas: Arc<TokenQuotas>,
+        id: i64,
+    },
 }
 
 /// What [`UploadQuota::admit`] let through: the first `count` amounts, held together.
@@ -79,6 +96,16 @@ pub struct Admitted {
     pub count: usize,
     /// Why the amount after them was refused (`None` if all were let through).
     pub refusal: Option<HubError>,
+}
+
+impl Admitted {
+    /// The hold of a single amount, or why it was refused.
+    pub fn into_hold(self) -> Result<Option<QuotaHold>, HubError> {
+        match self.refusal {
+            Some(refusal) => Err(refusal),
+            None => Ok(self.hold),
+        }
+    }
 }
 
 /// Which bound a refusal is about.
@@ -163,8 +190,10 @@ impl UploadQuota {
         usage.held.bytes += held.bytes;
         usage.held.files += held.files;
         let hold = (count > 0).then(|| QuotaHold {
-            quota: Arc::clone(self),
-            key,
+            holder: Holder::Address {
+                quota: Arc::clone(self),
+                key,
+            },
             amount: held,
         });
         Admitted {
@@ -287,21 +316,119 @@ impl QuotaHold {
             bytes: part.bytes.min(held.bytes),
             files: part.files.min(held.files),
         };
-        self.quota.release(self.key, part, true);
+        self.release(part, true);
         let rest = Amount {
             bytes: held.bytes - part.bytes,
             files: held.files - part.files,
         };
-        self.quota.release(self.key, rest, false);
+        self.release(rest, false);
+    }
+
+    fn release(&self, amount: Amount, keep: bool) {
+        match &self.holder {
+            Holder::Address { quota, key } => quota.release(*key, amount, keep),
+            // Kept or not, the records count what was stored from now on.
+            Holder::Token { quotas, id } => quotas.release(*id, amount),
+        }
     }
 }
 
 impl Drop for QuotaHold {
     fn drop(&mut self) {
         if self.amount != Amount::default() {
-            self.quota.release(self.key, self.amount, false);
+            self.release(self.amount, false);
         }
     }
+}
+
+/// What the uploads running on this hub hold of their tokens' quotas. What the tokens' files
+/// keep on the hub is the records' to say (and the caller's to read, since the records may be
+/// shared by several hubs); two uploads of one token on two hubs at once may pass its quota
+/// by what the other holds.
+#[derive(Debug, Default)]
+pub struct TokenQuotas {
+    held: Mutex<std::collections::HashMap<i64, Amount>>,
+}
+
+impl TokenQuotas {
+    /// Holds as many of `amounts` as fit within token `id`'s `quota` (0: no bound on that),
+    /// given what its files keep now (`stored`), in order, and says why the next did not.
+    pub fn admit(
+        self: &Arc<Self>,
+        id: i64,
+        quota: Amount,
+        stored: Amount,
+        amounts: &[Amount],
+    ) -> Admitted {
+        let mut table = self.held.lock().expect("token quotas poisoned");
+        let running = table.entry(id).or_default();
+        let used = Amount {
+            bytes: stored.bytes.saturating_add(running.bytes),
+            files: stored.files.saturating_add(running.files),
+        };
+        let (mut held, mut count, mut refusal) = (Amount::default(), 0, None);
+        for amount in amounts {
+            if let Err(e) = token_fits(quota, used, held, *amount) {
+                refusal = Some(e);
+                break;
+            }
+            held.bytes += amount.bytes;
+            held.files += amount.files;
+            count += 1;
+        }
+        running.bytes += held.bytes;
+        running.files += held.files;
+        let hold = (count > 0).then(|| QuotaHold {
+            holder: Holder::Token {
+                quotas: Arc::clone(self),
+                id,
+            },
+            amount: held,
+        });
+        Admitted {
+            hold,
+            count,
+            refusal,
+        }
+    }
+
+    fn release(&self, id: i64, amount: Amount) {
+        let mut table = self.held.lock().expect("token quotas poisoned");
+        if let Some(running) = table.get_mut(&id) {
+            running.bytes = running.bytes.saturating_sub(amount.bytes);
+            running.files = running.files.saturating_sub(amount.files);
+            if *running == Amount::default() {
+                table.remove(&id);
+            }
+        }
+    }
+}
+
+/// Whether `amount` fits a token's `quota` after `used` (its files and running uploads) and
+/// `before` (the files of its batch let through already).
+fn token_fits(quota: Amount, used: Amount, before: Amount, amount: Amount) -> Result<(), HubError> {
+    for bound in [Bound::Bytes, Bound::Files] {
+        let pick = |a: Amount| match bound {
+            Bound::Bytes => a.bytes,
+            Bound::Files => a.files,
+        };
+        let (limit, used) = (pick(quota), pick(used) + pick(before));
+        if limit == 0 || used + pick(amount) <= limit {
+            continue;
+        }
+        let text = |n: u64| match bound {
+            Bound::Bytes => human_size(n),
+            Bound::Files => format!("{n} file{}", if n == 1 { "" } else { "s" }),
+        };
+        return Err(HubError::TokenQuota(format!(
+            "this token may keep {} on the hub and keeps {}; {} more would pass that: \
+             delete some of its files, or ask for a larger quota",
+            text(limit),
+            text(used),
+            text(pick(amount))
+        )));
+    }
+    Ok(())
 }
 
 /// `an hour`, `every 30 minutes`, … for a window.
@@ -333,6 +460,40 @@ mod tests {
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_tokens_running_uploads_hold_their_share_until_they_end() {
+        let quotas = Arc::new(TokenQuotas::default());
+        let q = Amount {
+            bytes: 100,
+            files: 3,
+        };
+        let stored = Amount {
+            bytes: 40,
+            files: 1,
+        };
+        let a = |bytes| Amount { bytes, files: 1 };
+        let first = quotas.admit(7, q, stored, &[a(50)]).into_hold().unwrap();
+        // 40 stored and 50 running: 20 more would pass 100.
+        let e = quotas
+            .admit(7, q, stored, &[a(20)])
+            .into_hold()
+            .unwrap_err();
+        assert!(e.to_string().contains("keeps 90 B; 20 B more"), "{e}");
+        // Another token is its own.
+        assert!(quotas.admit(8, q, stored, &[a(60)]).into_hold().is_ok());
+        drop(first);
+        // A batch: what fits, in order; the files bound stops the third.
+        let batch = quotas.admit(7, q, stored, &[a(10), a(10), a(10)]);
+        assert_eq!(batch.count, 2);
+        assert!(batch.refusal.unwrap().to_string().contains("3 files"));
+        batch.hold.unwrap().keep();
+        // Kept or dropped, a hold lets go: the records count what was stored.
+        assert!(quotas.held.lock().unwrap().get(&7).is_none());
+        // No bound on a zero.
+        let open = Amount { bytes: 0, files: 0 };
+        assert_eq!(quotas.admit(7, open, stored, &[a(u64::MAX / 2)]).count, 1);
+    }
 
     fn quota(bytes: u64, files: u64) -> Arc<UploadQuota> {
         UploadQuota::new(QuotaLimits {

@@ -52,6 +52,8 @@ pub struct Hub {
     searches: troca_net::limits::Turns,
     /// What each address without a token has uploaded lately.
     quota: Arc<crate::quota::UploadQuota>,
+    /// What uploads running here hold of their tokens' quotas.
+    token_quotas: Arc<crate::quota::TokenQuotas>,
     /// Where the admin token is, and whether this start created it.
     admin_token: AdminTokenFile,
     /// The hub's TLS identity and the configurations made from it (`None`: plaintext);
@@ -410,6 +412,7 @@ impl Hub {
             pacer: troca_net::pace::Pacer::new(config.rates),
             searches: troca_net::limits::Turns::new(config.max_searches),
             quota: crate::quota::UploadQuota::new(config.upload_quota),
+            token_quotas: Arc::default(),
             config,
             store,
             clients,
@@ -831,13 +834,16 @@ impl Hub {
         let memory = self.memory_for_upload(put, resumable);
         let (partial, quota) = blocking(move || {
             hub.may_upload(&caller, &remote, force)?;
-            let quota = hub.count_upload(
-                &caller,
-                Amount {
-                    bytes: size,
-                    files: 1,
-                },
-            )?;
+            let whole = Amount {
+                bytes: size,
+                files: 1,
+            };
+            let quota = match hub.count_upload(&caller, whole)? {
+                Some(hold) => Some(hold),
+                None => hub
+                    .count_token_upload(&caller, &[(Some(&remote), size, force)])
+                    .into_hold()?,
+            };
             let Some(memory) = memory else {
                 // The source's time is what a resumed upload is matched by: given to the store
                 // only when this one may resume, else only to the file it makes.
@@ -864,6 +870,74 @@ impl Hub {
         let mut incoming = Incoming::start(partial).await?;
         incoming.count_against(quota);
         Ok(incoming)
+    }
+
+    /// Holds what uploads of `files` (each a name, a size, and whether it replaces what is
+    /// there) take of the quota of the caller's token, as many as fit, in order. A file that
+    /// replaces one of the token's own takes only what it adds; one without a name (refused
+    /// when stored) takes nothing. Nothing is held for a caller
+    /// whose token has no quota, or without a token (see [`Hub::count_upload`]).
+    pub(crate) fn count_token_upload(
+        &self,
+        caller: &Caller,
+        files: &[(Option<&RemoteName>, u64, bool)],
+    ) -> crate::quota::Admitted {
+        let all = crate::quota::Admitted {
+            hold: None,
+            count: files.len(),
+            refusal: None,
+        };
+        let Some(grant) = caller.grant.as_ref() else {
+            return all;
+        };
+        let Some(id) = grant.token_id.filter(|_| grant.quota != Amount::default()) else {
+            return all;
+        };
+        let counted = || -> Result<(Amount, Vec<Amount>), HubError> {
+            let stored = self.owners.usage(id)?;
+            let amounts = files
+                .iter()
+                .map(|&(name, size, replace)| match name {
+                    Some(name) => self.added_by(id, name, size, replace),
+                    None => Ok(Amount::default()),
+                })
+                .collect::<Result<_, _>>()?;
+            Ok((stored, amounts))
+        };
+        match counted() {
+            Ok((stored, amounts)) => self.token_quotas.admit(id, grant.quota, stored, &amounts),
+            Err(e) => crate::quota::Admitted {
+                hold: None,
+                count: 0,
+                refusal: Some(e),
+            },
+        }
+    }
+
+    /// What storing `size` bytes at `name` adds to token `id`'s files: less what it replaces
+    /// of the token's own.
+    fn added_by(
+        &self,
+        id: i64,
+        name: &RemoteName,
+        size: u64,
+        replace: bool,
+    ) -> Result<Amount, HubError> {
+        let new = Amount {
+            bytes: size,
+            files: 1,
+        };
+        if !replace || self.owners.owner(name.as_str())?.token_id != Some(id) {
+            return Ok(new);
+        }
+        match self.store.open(name) {
+            Ok(old) => Ok(Amount {
+                bytes: size.saturating_sub(old.version.size),
+                files: 0,
+            }),
+            Err(HubError::NotFound(_) | HubError::NotAFile(_)) => Ok(new),
+            Err(e) => Err(e),
+        }
     }
 
     /// Holds `amount` of the caller's upload quota: callers with a token are not counted.
@@ -971,7 +1045,8 @@ impl Hub {
             let version = hub.store.commit(upload, force)?;
             hub.cache.invalidate(name.as_str());
             // The uploading token owns the file now (an anonymous upload owns nothing).
-            hub.owners.set_owner(name.as_str(), uploader)?;
+            hub.owners
+                .set_owner(name.as_str(), uploader, version.size)?;
             hub.hashes.insert(name.as_str(), version, ours);
             Ok(version)
         })

@@ -97,13 +97,15 @@ impl Hub {
                 done
             }));
         }
+        // Recorded first: a token's quota counts its files from their records once its hold
+        // is let go.
+        self.stored_batch(&stored, caller);
         if let Some(quota) = quota {
             quota.keep_part(Amount {
                 bytes: stored.iter().map(|s| s.remembered.version.size).sum(),
                 files: stored.len() as u64,
             });
         }
-        self.stored_batch(&stored, caller);
         answers
             .into_iter()
             .map(|a| a.unwrap_or_else(|| Err(HubError::BadRequest("not stored".into()))))
@@ -122,17 +124,18 @@ impl Hub {
         Option<QuotaHold>,
         Vec<Result<PutDone, HubError>>,
     ) {
-        if caller.grant.is_some() {
-            return (batch, None, Vec::new());
-        }
-        let amounts: Vec<Amount> = batch
-            .iter()
-            .map(|p| Amount {
-                bytes: p.data.len() as u64,
-                files: 1,
-            })
-            .collect();
-        let admitted = self.quota().admit(caller.from, &amounts);
+        let admitted = if caller.grant.is_some() {
+            self.admit_for_token(&batch, caller)
+        } else {
+            let amounts: Vec<Amount> = batch
+                .iter()
+                .map(|p| Amount {
+                    bytes: p.data.len() as u64,
+                    files: 1,
+                })
+                .collect();
+            self.quota().admit(caller.from, &amounts)
+        };
         let refused = batch.split_off(admitted.count);
         let refusal = admitted.refusal;
         let refused = refused
@@ -140,6 +143,18 @@ impl Hub {
             .map(|_| Err(again(refusal.as_ref().expect("a refusal for the rest"))))
             .collect();
         (batch, admitted.hold, refused)
+    }
+
+    /// [`Hub::admit_batch`] for a caller with a token: its quota, if it has one. A name that
+    /// does not parse adds nothing (it is refused as it is stored).
+    fn admit_for_token(&self, batch: &[PutSmall], caller: &Caller) -> crate::quota::Admitted {
+        let names: Vec<Option<RemoteName>> = batch.iter().map(|p| parse(&p.name).ok()).collect();
+        let files: Vec<(Option<&RemoteName>, u64, bool)> = batch
+            .iter()
+            .zip(&names)
+            .map(|(p, n)| (n.as_ref(), p.data.len() as u64, p.force))
+            .collect();
+        self.count_token_upload(caller, &files)
     }
 
     /// The files of a batch whose names parse, whose names could be claimed and whose hashes
@@ -190,6 +205,7 @@ impl Hub {
             .map(|s| Owned {
                 name: s.remembered.name.clone(),
                 owner: uploader,
+                size: s.remembered.version.size,
             })
             .collect();
         if let Err(e) = self.owners().set_owners(&owners) {
@@ -271,6 +287,7 @@ impl Hub {
                     owners.push(Owned {
                         name: w.name.clone(),
                         owner: w.owner,
+                        size: version.size,
                     });
                     stored.push(Remembered {
                         name: w.name.clone(),
@@ -313,6 +330,7 @@ fn again(e: &HubError) -> HubError {
             message: message.clone(),
             retry_after: *retry_after,
         },
+        HubError::TokenQuota(m) => HubError::TokenQuota(m.clone()),
         other => HubError::BadRequest(other.to_string()),
     }
 }

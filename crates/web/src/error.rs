@@ -43,6 +43,10 @@ impl ApiError {
             ErrorCode::Integrity => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Locked => StatusCode::LOCKED,
             ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            // A token's quota is room it may keep, which waiting does not bring (RFC 4918).
+            ErrorCode::Quota if matches!(hub, HubError::TokenQuota(_)) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             ErrorCode::Quota => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,

@@ -13,6 +13,7 @@ pub mod sqlite;
 pub use history::{Entry, Page, PageQuery, Pending, MAX_SCAN};
 
 use crate::error::HubError;
+pub use crate::quota::Amount;
 use std::sync::Arc;
 
 pub use crate::pg::now_ns;
@@ -90,6 +91,8 @@ pub struct Grant {
     pub token_id: Option<i64>,
     /// The folder the token is held to (`None`: the whole share).
     pub folder: Option<Arc<str>>,
+    /// What its uploads may keep on the hub at once (0 bytes or files: no bound on that).
+    pub quota: Amount,
 }
 
 /// A token as `troca token list` shows it (never the secret).
@@ -104,6 +107,10 @@ pub struct TokenInfo {
     pub expires_ns: Option<i64>,
     /// The folder it is held to, if any.
     pub folder: Option<String>,
+    /// What its uploads may keep on the hub at once (0: no bound).
+    pub quota: Amount,
+    /// What its uploads keep on the hub now, as the records know it.
+    pub used: Amount,
 }
 
 impl TokenInfo {
@@ -127,6 +134,8 @@ pub struct TokenSpec<'a> {
     pub expires_ns: Option<i64>,
     /// The folder it is held to (a valid name, without a trailing `/`), if any.
     pub folder: Option<&'a str>,
+    /// What its uploads may keep on the hub at once (0: no bound).
+    pub quota: Amount,
 }
 
 /// A token just made: its id, and the secret, shown once.
@@ -155,11 +164,13 @@ pub struct Owner {
     pub key_hash: Option<[u8; 32]>,
 }
 
-/// A file's owner, as a batch records it.
+/// A file's owner, as a batch records it, with the file's size (what it counts against its
+/// token's quota).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owned {
     pub name: String,
     pub owner: Owner,
+    pub size: u64,
 }
 
 /// A dead property of a name (WebDAV's PROPPATCH): stored, never interpreted.
@@ -195,8 +206,11 @@ pub(crate) fn too_many_props() -> HubError {
 pub trait Owners: Send + Sync + std::fmt::Debug {
     /// The owner of `name` (`Owner::default()`: nobody).
     fn owner(&self, name: &str) -> Result<Owner, HubError>;
-    /// Sets (or, with `Owner::default()`, clears) the owner of `name`.
-    fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError>;
+    /// Sets (or, with `Owner::default()`, clears) the owner of `name`, a file of `size` bytes.
+    fn set_owner(&self, name: &str, owner: Owner, size: u64) -> Result<(), HubError>;
+    /// What token `id`'s uploads keep on the hub: the files it owns and their sizes as
+    /// recorded when each was stored.
+    fn usage(&self, id: i64) -> Result<Amount, HubError>;
     /// Sets the owners of many files at once.
     fn set_owners(&self, owners: &[Owned]) -> Result<(), HubError>;
     /// Moves the owners of `from` and everything beneath it to `to`.

@@ -43,9 +43,10 @@ pub(crate) fn fs_err(e: HubError) -> FsError {
         HubError::NotFound(_) | HubError::InvalidName { .. } => FsError::NotFound,
         HubError::AlreadyExists(_) | HubError::FolderNotEmpty(_) => FsError::Exists,
         // RFC 4331: a quota exceeded is "insufficient storage".
-        HubError::NoSpace { .. } | HubError::DiskFull | HubError::Quota { .. } => {
-            FsError::InsufficientStorage
-        }
+        HubError::NoSpace { .. }
+        | HubError::DiskFull
+        | HubError::Quota { .. }
+        | HubError::TokenQuota(_) => FsError::InsufficientStorage,
         HubError::TooLarge(_) => FsError::TooLarge,
         HubError::Forbidden(_)
         | HubError::Unauthorized(_)

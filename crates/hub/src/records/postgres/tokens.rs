@@ -4,8 +4,8 @@ use crate::error::HubError;
 use crate::pg::{commit_err, db_err, Db};
 use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
 use crate::records::{
-    too_many_props, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role, TokenInfo,
-    TokenSpec, Tokens, MAX_PROPS_PER_NAME,
+    too_many_props, Amount, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role,
+    TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use std::collections::HashSet;
 
@@ -38,8 +38,8 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let row = c
                 .query_opt(
-                    "SELECT id, role, folder FROM tokens WHERE hash = $1 AND NOT revoked
-                     AND (expires_ns IS NULL OR expires_ns > $2)",
+                    "SELECT id, role, folder, quota_bytes, quota_files FROM tokens
+                     WHERE hash = $1 AND NOT revoked AND (expires_ns IS NULL OR expires_ns > $2)",
                     &[&h.as_bytes().as_slice(), &crate::pg::now_ns()],
                 )
                 .await
@@ -49,6 +49,7 @@ impl Tokens for PgTokens {
                     role,
                     token_id: Some(r.get(0)),
                     folder: r.get::<_, Option<String>>(2).map(Into::into),
+                    quota: amount(&r, 3),
                 })
             }))
         })
@@ -60,8 +61,9 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let row = c
                 .query_one(
-                    "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder,
+                                         quota_bytes, quota_files)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                     &[
                         &hash(&secret).as_bytes().as_slice(),
                         &spec.role.as_str(),
@@ -69,6 +71,8 @@ impl Tokens for PgTokens {
                         &now_ns,
                         &spec.expires_ns,
                         &spec.folder,
+                        &pg_count(spec.quota.bytes),
+                        &pg_count(spec.quota.files),
                     ],
                 )
                 .await
@@ -85,8 +89,12 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let rows = c
                 .query(
-                    "SELECT id, role, label, created_ns, revoked, expires_ns, folder FROM tokens
-                     ORDER BY id",
+                    "SELECT id, role, label, created_ns, revoked, expires_ns, folder, quota_bytes,
+                            quota_files,
+                            (SELECT COALESCE(SUM(size), 0)::bigint FROM owners
+                             WHERE token_id = tokens.id),
+                            (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id)
+                     FROM tokens ORDER BY id",
                     &[],
                 )
                 .await
@@ -101,6 +109,8 @@ impl Tokens for PgTokens {
                     revoked: r.get(4),
                     expires_ns: r.get(5),
                     folder: r.get(6),
+                    quota: amount(r, 7),
+                    used: amount(r, 9),
                 })
                 .collect())
         })
@@ -118,18 +128,34 @@ impl Tokens for PgTokens {
     }
 }
 
+/// An amount read from two `bigint` columns (bytes, then files) at `at`.
+fn amount(r: &tokio_postgres::Row, at: usize) -> Amount {
+    let count = |i| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
+    Amount {
+        bytes: count(at),
+        files: count(at + 1),
+    }
+}
+
+/// A count as a `bigint`.
+fn pg_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Sets or clears the owner rows of one name, inside a transaction or not.
 async fn put_owner(
     c: &impl tokio_postgres::GenericClient,
     name: &str,
     owner: Owner,
+    size: u64,
 ) -> Result<(), tokio_postgres::Error> {
     match owner.token_id {
         Some(id) => {
             c.execute(
-                "INSERT INTO owners (name, token_id) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET token_id = excluded.token_id",
-                &[&name, &id],
+                "INSERT INTO owners (name, token_id, size) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET token_id = excluded.token_id,
+                                                  size = excluded.size",
+                &[&name, &id, &pg_count(size)],
             )
             .await?
         }
@@ -174,10 +200,25 @@ impl Owners for PgTokens {
         })
     }
 
-    fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError> {
+    fn set_owner(&self, name: &str, owner: Owner, size: u64) -> Result<(), HubError> {
         self.db.run(async || {
             let c = self.db.get().await?;
-            put_owner(&**c, name, owner).await.map_err(db_err)
+            put_owner(&**c, name, owner, size).await.map_err(db_err)
+        })
+    }
+
+    fn usage(&self, id: i64) -> Result<Amount, HubError> {
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            let r = c
+                .query_one(
+                    "SELECT COALESCE(SUM(size), 0)::bigint, COUNT(*) FROM owners
+                     WHERE token_id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(amount(&r, 0))
         })
     }
 
@@ -185,8 +226,8 @@ impl Owners for PgTokens {
         self.db.run(async || {
             let mut c = self.db.get().await?;
             let tx = c.transaction().await.map_err(db_err)?;
-            for Owned { name, owner } in owners {
-                put_owner(&*tx, name, *owner).await.map_err(db_err)?;
+            for Owned { name, owner, size } in owners {
+                put_owner(&*tx, name, *owner, *size).await.map_err(db_err)?;
             }
             tx.commit().await.map_err(commit_err)
         })

@@ -18,20 +18,28 @@ pub fn db_path(state: &Path) -> PathBuf {
     state.join("troca.db")
 }
 
-/// A database made before tokens could expire, or be held to a folder, gains the columns (none
-/// of its tokens expire; each reaches the whole share).
+/// A database made before tokens could expire, be held to a folder or have a quota gains the
+/// columns (none of its tokens expire; each reaches the whole share, without a quota), and its
+/// owners their files' sizes (0 for the files stored before: they count from their next upload).
 fn add_token_columns(db: &Connection) -> rusqlite::Result<()> {
-    for (column, kind) in [("expires_ns", "INTEGER"), ("folder", "TEXT")] {
+    let columns = [
+        ("tokens", "expires_ns", "INTEGER"),
+        ("tokens", "folder", "TEXT"),
+        ("tokens", "quota_bytes", "INTEGER NOT NULL DEFAULT 0"),
+        ("tokens", "quota_files", "INTEGER NOT NULL DEFAULT 0"),
+        ("owners", "size", "INTEGER NOT NULL DEFAULT 0"),
+    ];
+    for (table, column, kind) in columns {
         let has: bool = db.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('tokens') WHERE name = ?1)",
-            [column],
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            [table, column],
             |r| r.get(0),
         )?;
         if !has {
-            db.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {column} {kind};"))?;
+            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
         }
     }
-    Ok(())
+    db.execute_batch("CREATE INDEX IF NOT EXISTS owners_token ON owners (token_id);")
 }
 
 /// Where the admin token is kept.

@@ -9,8 +9,8 @@
 use super::{admin_token_path, db_err, db_path, open_db};
 use crate::error::HubError;
 use crate::records::{
-    too_many_props, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role, TokenInfo,
-    TokenSpec, Tokens, MAX_PROPS_PER_NAME,
+    too_many_props, Amount, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role,
+    TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
@@ -91,6 +91,7 @@ pub(crate) fn admin_grant(h: &blake3::Hash, admin: &blake3::Hash) -> Option<Gran
         role: Role::Admin,
         token_id: None,
         folder: None,
+        quota: Amount::default(),
     })
 }
 
@@ -103,20 +104,21 @@ impl Tokens for SqliteTokens {
             return Ok(Some(admin));
         }
         let db = self.db.lock().expect("token database poisoned");
-        let row: Option<(i64, String, Option<String>)> = db
+        let row: Option<(i64, String, Option<String>, Amount)> = db
             .query_row(
-                "SELECT id, role, folder FROM tokens WHERE hash = ?1 AND revoked = 0
-                 AND (expires_ns IS NULL OR expires_ns > ?2)",
+                "SELECT id, role, folder, quota_bytes, quota_files FROM tokens
+                 WHERE hash = ?1 AND revoked = 0 AND (expires_ns IS NULL OR expires_ns > ?2)",
                 params![h.as_bytes().as_slice(), crate::pg::now_ns()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?)),
             )
             .optional()
             .map_err(|e| db_err(&self.db_path, e))?;
-        Ok(row.and_then(|(id, role, folder)| {
+        Ok(row.and_then(|(id, role, folder, quota)| {
             Role::parse(&role).map(|role| Grant {
                 role,
                 token_id: Some(id),
                 folder: folder.map(Into::into),
+                quota,
             })
         }))
     }
@@ -126,8 +128,9 @@ impl Tokens for SqliteTokens {
         let secret = new_secret()?;
         let db = self.db.lock().expect("token database poisoned");
         db.execute(
-            "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder, quota_bytes,
+                                 quota_files)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 hash(&secret).as_bytes().as_slice(),
                 spec.role.as_str(),
@@ -135,6 +138,8 @@ impl Tokens for SqliteTokens {
                 now_ns,
                 spec.expires_ns,
                 spec.folder,
+                sql_count(spec.quota.bytes),
+                sql_count(spec.quota.files),
             ],
         )
         .map_err(|e| db_err(&self.db_path, e))?;
@@ -148,8 +153,11 @@ impl Tokens for SqliteTokens {
         let db = self.db.lock().expect("token database poisoned");
         let mut stmt = db
             .prepare(
-                "SELECT id, role, label, created_ns, revoked, expires_ns, folder FROM tokens
-                 ORDER BY id",
+                "SELECT id, role, label, created_ns, revoked, expires_ns, folder, quota_bytes,
+                        quota_files,
+                        (SELECT COALESCE(SUM(size), 0) FROM owners WHERE token_id = tokens.id),
+                        (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id)
+                 FROM tokens ORDER BY id",
             )
             .map_err(|e| db_err(&self.db_path, e))?;
         let rows = stmt
@@ -162,6 +170,8 @@ impl Tokens for SqliteTokens {
                     revoked: r.get(4)?,
                     expires_ns: r.get(5)?,
                     folder: r.get(6)?,
+                    quota: amount(r, 7)?,
+                    used: amount(r, 9)?,
                 })
             })
             .map_err(|e| db_err(&self.db_path, e))?;
@@ -208,11 +218,22 @@ impl Owners for SqliteTokens {
 
     /// Records who uploaded `name` (or forgets, with `Owner::default()`): one transaction of
     /// cached statements, as for a batch.
-    fn set_owner(&self, name: &str, owner: Owner) -> Result<(), HubError> {
+    fn set_owner(&self, name: &str, owner: Owner, size: u64) -> Result<(), HubError> {
         self.set_owners(&[Owned {
             name: name.to_owned(),
             owner,
+            size,
         }])
+    }
+
+    fn usage(&self, id: i64) -> Result<Amount, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        db.query_row(
+            "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM owners WHERE token_id = ?1",
+            params![id],
+            |r| amount(r, 0),
+        )
+        .map_err(|e| db_err(&self.db_path, e))
     }
 
     /// Carries the owners of `from` (a file, or a folder and everything beneath it) over to `to`.
@@ -346,14 +367,15 @@ impl Owners for SqliteTokens {
         let mut db = self.db.lock().expect("token database poisoned");
         let saved = (|| -> rusqlite::Result<()> {
             let tx = db.transaction()?;
-            for Owned { name, owner } in owners {
+            for Owned { name, owner, size } in owners {
                 match owner.token_id {
                     Some(id) => tx
                         .prepare_cached(
-                            "INSERT INTO owners (name, token_id) VALUES (?1, ?2)
-                             ON CONFLICT(name) DO UPDATE SET token_id = excluded.token_id",
+                            "INSERT INTO owners (name, token_id, size) VALUES (?1, ?2, ?3)
+                             ON CONFLICT(name) DO UPDATE SET token_id = excluded.token_id,
+                                                             size = excluded.size",
                         )?
-                        .execute(params![name, id])?,
+                        .execute(params![name, id, sql_count(*size)])?,
                     None => tx
                         .prepare_cached("DELETE FROM owners WHERE name = ?1")?
                         .execute(params![name])?,
@@ -407,6 +429,20 @@ fn write_private(path: &Path, secret: &str) -> Result<(), HubError> {
         .map_err(|e| HubError::io(format!("cannot write {}", path.display()), e))
 }
 
+/// An amount read from two columns (bytes, then files) at `at`.
+fn amount(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Amount> {
+    let count = |i| r.get::<_, i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
+    Ok(Amount {
+        bytes: count(at)?,
+        files: count(at + 1)?,
+    })
+}
+
+/// A count as SQLite's integers hold it.
+fn sql_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +459,7 @@ mod tests {
                 role: Role::Read,
                 label: "guest",
                 expires_ns: Some(expires_ns),
+                quota: Amount::default(),
             };
             tokens.create(spec, now).unwrap().secret
         };
@@ -444,7 +481,9 @@ mod tests {
         old.execute_batch(
             "CREATE TABLE tokens (id INTEGER PRIMARY KEY AUTOINCREMENT, hash BLOB NOT NULL UNIQUE,
                  role TEXT NOT NULL, label TEXT NOT NULL, created_ns INTEGER NOT NULL,
-                 revoked INTEGER NOT NULL DEFAULT 0);",
+                 revoked INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE owners (name TEXT PRIMARY KEY, token_id INTEGER NOT NULL);
+             INSERT INTO owners VALUES ('before.txt', 1);",
         )
         .unwrap();
         old.execute(
@@ -459,6 +498,9 @@ mod tests {
             Role::Write
         );
         assert_eq!(tokens.list().unwrap()[0].expires_ns, None);
+        // No quota; a file stored before sizes were kept counts as a file of 0 bytes.
+        assert_eq!(tokens.list().unwrap()[0].quota, Amount::default());
+        assert_eq!(tokens.usage(1).unwrap(), Amount { bytes: 0, files: 1 });
     }
 
     #[test]
@@ -479,6 +521,10 @@ mod tests {
             role: Role::Write,
             label: "ci",
             expires_ns: None,
+            quota: Amount {
+                bytes: 10 << 30,
+                files: 0,
+            },
         };
         let NewToken { id, secret } = tokens.create(spec, 0).unwrap();
         assert_eq!(
@@ -487,6 +533,10 @@ mod tests {
                 role: Role::Write,
                 token_id: Some(id),
                 folder: Some("clients/acme".into()),
+                quota: Amount {
+                    bytes: 10 << 30,
+                    files: 0
+                },
             })
         );
         assert_eq!(
@@ -516,10 +566,59 @@ mod tests {
             token_id: Some(3),
             key_hash: Some([9; 32]),
         };
-        tokens.set_owner("a", o).unwrap();
+        tokens.set_owner("a", o, 5).unwrap();
         assert_eq!(tokens.owner("a").unwrap(), o);
-        tokens.set_owner("a", Owner::default()).unwrap();
+        tokens.set_owner("a", Owner::default(), 5).unwrap();
         assert_eq!(tokens.owner("a").unwrap(), Owner::default());
+    }
+
+    /// What a token keeps follows its files: stored, replaced, moved, deleted.
+    #[test]
+    fn a_tokens_usage_is_the_sizes_of_the_files_it_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        let by = |id| Owner {
+            token_id: Some(id),
+            key_hash: None,
+        };
+        let owned = |name: &str, id, size| Owned {
+            name: name.to_owned(),
+            owner: by(id),
+            size,
+        };
+        let usage = |id| tokens.usage(id).unwrap();
+        tokens
+            .set_owners(&[owned("d/a", 1, 10), owned("d/b", 1, 20), owned("c", 2, 7)])
+            .unwrap();
+        assert_eq!(
+            usage(1),
+            Amount {
+                bytes: 30,
+                files: 2
+            }
+        );
+        tokens.set_owner("d/a", by(1), 4).unwrap();
+        assert_eq!(
+            usage(1),
+            Amount {
+                bytes: 24,
+                files: 2
+            }
+        );
+        // Replaced by another token: no longer the first's.
+        tokens.set_owner("d/b", by(2), 1).unwrap();
+        assert_eq!(usage(1), Amount { bytes: 4, files: 1 });
+        assert_eq!(usage(2), Amount { bytes: 8, files: 2 });
+        tokens.move_owners("d", "e").unwrap();
+        assert_eq!(usage(1), Amount { bytes: 4, files: 1 });
+        tokens.forget_owners_beneath("e").unwrap();
+        assert_eq!(usage(1), Amount::default());
+        assert_eq!(usage(2), Amount { bytes: 7, files: 1 });
+        let listed = tokens.list().unwrap();
+        assert!(
+            listed.is_empty(),
+            "usage is of owners; no tokens were made here"
+        );
     }
 
     #[test]
