@@ -441,4 +441,12 @@ fn a_tokens_quota_bounds_what_its_uploads_keep_on_every_face_and_deleting_frees_
     assert_eq!(row["quota"]["bytes"], 1 << 20);
     assert_eq!(row["used"]["files"], 3);
     assert_eq!(row["used"]["bytes"], (600 << 10) + (300 << 10) + 1);
+    // The page learns the same from /api/me.
+    let me = curl(&["-H", &bearer, &format!("{web}api/me")]);
+    let me: serde_json::Value = serde_json::from_slice(&me.stdout).unwrap();
+    assert_eq!(me["quota"]["bytes"], 1 << 20);
+    assert_eq!(me["quota"]["used_files"], 3);
+    let me = curl(&[&format!("{web}api/me")]);
+    let me: serde_json::Value = serde_json::from_slice(&me.stdout).unwrap();
+    assert!(me["quota"].is_null(), "{me}");
 }

@@ -341,6 +341,13 @@ impl Drop for QuotaHold {
     }
 }
 
+/// A token's quota, and what its files keep on the hub now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUse {
+    pub quota: Amount,
+    pub used: Amount,
+}
+
 /// What the uploads running on this hub hold of their tokens' quotas. What the tokens' files
 /// keep on the hub is the records' to say (and the caller's to read, since the records may be
 /// shared by several hubs); two uploads of one token on two hubs at once may pass its quota

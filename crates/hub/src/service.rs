@@ -1265,6 +1265,22 @@ impl Hub {
         .await
     }
 
+    /// The quota of the caller's token and what it keeps now, if it has one.
+    pub async fn token_use(
+        self: &Arc<Self>,
+        caller: &Caller,
+    ) -> Result<Option<crate::quota::TokenUse>, HubError> {
+        let Some(grant) = caller.grant.as_ref() else {
+            return Ok(None);
+        };
+        let Some(id) = grant.token_id.filter(|_| grant.quota != Amount::default()) else {
+            return Ok(None);
+        };
+        let (hub, quota) = (Arc::clone(self), grant.quota);
+        let used = blocking(move || hub.owners.usage(id)).await?;
+        Ok(Some(crate::quota::TokenUse { quota, used }))
+    }
+
     /// Creates folder `name` (and the folders on the way); `false` if it was already there.
     pub async fn make_folder(
         self: &Arc<Self>,

@@ -145,6 +145,14 @@ pub(crate) async fn me(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let caller = caller(&hub, &v, &headers).await?;
     let rights = hub.rights(&caller, &q.prefix).await?;
+    let quota = hub.token_use(&caller).await?.map(|u| {
+        serde_json::json!({
+            "bytes": u.quota.bytes,
+            "files": u.quota.files,
+            "used_bytes": u.used.bytes,
+            "used_files": u.used.files,
+        })
+    });
     let mut owned: Vec<&String> = rights.owned.iter().collect();
     owned.sort();
     Ok(Json(serde_json::json!({
@@ -153,6 +161,7 @@ pub(crate) async fn me(
         "may_upload": rights.may_upload,
         "may_change_all": rights.admin,
         "owned": owned,
+        "quota": quota,
     })))
 }
 

@@ -241,7 +241,10 @@ async function loadFiles() {
   for (const id of ["#upload-label", "#upload-folder-label", "#new-folder"]) $(id).hidden = !rights.may_upload;
   $("#drop").hidden = !rights.may_upload;
   const reach = rights.folder ? `, ${rights.folder}/` : "";
-  $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role}${reach})`;
+  const q = rights.quota;
+  const kept = q && q.bytes ? `, ${size(q.used_bytes)} of ${size(q.bytes)} used`
+    : q && q.files ? `, ${q.used_files} of ${q.files} files` : "";
+  $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role}${reach}${kept})`;
   if (!searching()) render();
 }
 
