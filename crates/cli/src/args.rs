@@ -556,6 +556,22 @@ pub enum TokenCommand {
         #[command(flatten)]
         place: TokenPlace,
     },
+    /// Change a token's quota; hubs use it from their next check of the token on.
+    #[command(after_help = "Examples:\n  troca token quota 3 --quota 20G\n  \
+                      troca token quota 3 --quota 0 --quota-files 0   (no bound)")]
+    Quota {
+        /// The token's id, as `token list` shows it.
+        id: i64,
+        /// The most its uploads may keep on the hub at once; 0 for no bound (default: as it was)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        quota: Option<u64>,
+        /// The most files its uploads may keep on the hub at once; 0 for no bound (default: as
+        /// it was)
+        #[arg(long, value_name = "N")]
+        quota_files: Option<u64>,
+        #[command(flatten)]
+        place: TokenPlace,
+    },
 }
 
 /// Where a hub's tokens are: its state folder, or the group's database.

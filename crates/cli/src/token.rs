@@ -101,6 +101,12 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
             let tokens = in_runtime(|| open(place)?.list().map_err(Into::into))?;
             list(global, &tokens, now_ns())?;
         }
+        TokenCommand::Quota {
+            id,
+            quota,
+            quota_files,
+            place,
+        } => set_quota(global, id, (quota, quota_files), place)?,
         TokenCommand::Revoke { id, place } => {
             if !in_runtime(|| open(place)?.revoke(id).map_err(Into::into))? {
                 bail!("there is no token {id}");
@@ -111,6 +117,41 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `token quota`: a new bound for bytes, files or both; the other as it was.
+fn set_quota(
+    global: &Global,
+    id: i64,
+    (bytes, files): (Option<u64>, Option<u64>),
+    place: TokenPlace,
+) -> Result<()> {
+    if bytes.is_none() && files.is_none() {
+        bail!("say the new quota: --quota SIZE, --quota-files N, or both (0: no bound)");
+    }
+    let records = in_runtime(|| open(place))?;
+    let tokens = in_runtime(|| records.list().map_err(Into::into))?;
+    let Some(old) = tokens.iter().find(|t| t.id == id) else {
+        bail!("there is no token {id}");
+    };
+    if old.role == Role::Read {
+        bail!("token {id} is a read token, which uploads nothing: a quota is for write and admin tokens");
+    }
+    let quota = Amount {
+        bytes: bytes.unwrap_or(old.quota.bytes),
+        files: files.unwrap_or(old.quota.files),
+    };
+    if !in_runtime(|| records.set_quota(id, quota).map_err(Into::into))? {
+        bail!("there is no token {id}");
+    }
+    if !global.quiet {
+        let new = TokenInfo {
+            quota,
+            ..old.clone()
+        };
+        eprintln!("troca: token {id} keeps {}", stored(&new));
+    }
+    Ok(())
 }
 
 /// `token list`: a table, or JSON rows.

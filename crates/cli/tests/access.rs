@@ -449,4 +449,22 @@ fn a_tokens_quota_bounds_what_its_uploads_keep_on_every_face_and_deleting_frees_
     let me = curl(&[&format!("{web}api/me")]);
     let me: serde_json::Value = serde_json::from_slice(&me.stdout).unwrap();
     assert!(me["quota"].is_null(), "{me}");
+
+    // A quota changed on the hub's machine holds from the token's next check.
+    let out = Command::new(TROCA)
+        .args([
+            "token",
+            "quota",
+            &row["id"].to_string(),
+            "--quota-files",
+            "0",
+            "--state",
+        ])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("of 1.0 MiB"));
+    ok(&hub.troca_with(c, &q, &["put", "tiny"]));
+    assert_eq!(std::fs::read_dir(s.share.join("tiny")).unwrap().count(), 3);
 }

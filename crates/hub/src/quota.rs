@@ -43,12 +43,7 @@ impl QuotaLimits {
     }
 }
 
-/// What an upload (or a batch of them) adds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Amount {
-    pub bytes: u64,
-    pub files: u64,
-}
+pub use crate::records::Amount;
 
 /// One address's count.
 #[derive(Debug)]

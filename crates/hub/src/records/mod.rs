@@ -13,8 +13,14 @@ pub mod sqlite;
 pub use history::{Entry, Page, PageQuery, Pending, MAX_SCAN};
 
 use crate::error::HubError;
-pub use crate::quota::Amount;
 use std::sync::Arc;
+
+/// Bytes and files: what an upload (or a batch of them) adds, what a token keeps, a quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Amount {
+    pub bytes: u64,
+    pub files: u64,
+}
 
 pub use crate::pg::now_ns;
 
@@ -155,6 +161,8 @@ pub trait Tokens: Send + Sync + std::fmt::Debug {
     fn list(&self) -> Result<Vec<TokenInfo>, HubError>;
     /// Revokes token `id`; `false` if there is none.
     fn revoke(&self, id: i64) -> Result<bool, HubError>;
+    /// Gives token `id` a new quota (0: no bound on that); `false` if there is none.
+    fn set_quota(&self, id: i64, quota: Amount) -> Result<bool, HubError>;
 }
 
 /// Who uploaded a file: the token it came with, and the uploader's owner key (its BLAKE3 hash).

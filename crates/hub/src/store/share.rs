@@ -1479,6 +1479,16 @@ mod listing_tests {
         out
     }
 
+    /// A listing read in one page.
+    fn whole(share: &Share, prefix: &str) -> Vec<String> {
+        let page = share.list(ListQuery {
+            prefix,
+            after: None,
+            limit: 10_000,
+        });
+        page.entries.into_iter().map(|e| e.name).collect()
+    }
+
     /// A listing read page by page, `limit` entries a page.
     fn paged(share: &Share, prefix: &str, limit: usize) -> Vec<String> {
         let mut out = Vec::new();
@@ -1514,13 +1524,7 @@ mod listing_tests {
                 .into_iter()
                 .filter(|n| n.starts_with(prefix))
                 .collect();
-            let whole: Vec<String> = share
-                .list(ListQuery { prefix, after: None, limit: 10_000 })
-                .entries
-                .into_iter()
-                .map(|e| e.name)
-                .collect();
-            prop_assert_eq!(&whole, &want);
+            prop_assert_eq!(&whole(&share, prefix), &want);
             prop_assert_eq!(paged(&share, prefix, limit), want);
         }
     }
@@ -1614,13 +1618,7 @@ mod listing_tests {
             let mut want = Vec::new();
             model(&root, &root, "", prefix, &mut want);
             want.sort();
-            let whole: Vec<String> = share
-                .list(ListQuery { prefix, after: None, limit: 10_000 })
-                .entries
-                .into_iter()
-                .map(|e| e.name)
-                .collect();
-            prop_assert_eq!(&whole, &want);
+            prop_assert_eq!(&whole(&share, prefix), &want);
             prop_assert_eq!(paged(&share, prefix, limit), want);
         }
     }

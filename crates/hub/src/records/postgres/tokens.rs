@@ -126,6 +126,20 @@ impl Tokens for PgTokens {
             Ok(n > 0)
         })
     }
+
+    fn set_quota(&self, id: i64, quota: Amount) -> Result<bool, HubError> {
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            let n = c
+                .execute(
+                    "UPDATE tokens SET quota_bytes = $2, quota_files = $3 WHERE id = $1",
+                    &[&id, &pg_count(quota.bytes), &pg_count(quota.files)],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(n > 0)
+        })
+    }
 }
 
 /// An amount read from two `bigint` columns (bytes, then files) at `at`.

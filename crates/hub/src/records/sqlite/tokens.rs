@@ -187,6 +187,17 @@ impl Tokens for SqliteTokens {
             .map_err(|e| db_err(&self.db_path, e))?;
         Ok(n > 0)
     }
+
+    fn set_quota(&self, id: i64, quota: Amount) -> Result<bool, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let n = db
+            .execute(
+                "UPDATE tokens SET quota_bytes = ?2, quota_files = ?3 WHERE id = ?1",
+                params![id, sql_count(quota.bytes), sql_count(quota.files)],
+            )
+            .map_err(|e| db_err(&self.db_path, e))?;
+        Ok(n > 0)
+    }
 }
 
 impl Owners for SqliteTokens {
