@@ -531,14 +531,8 @@ pub enum TokenCommand {
         /// (default: the whole share).
         #[arg(long, value_name = "FOLDER", value_parser = parse_folder)]
         folder: Option<String>,
-        /// The most its uploads may keep on the hub at once, e.g. `10G`: an upload that would
-        /// pass it is refused ("quota"); what it deletes, or replaces with less, frees room
-        /// (default: no bound)
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        quota: Option<u64>,
-        /// The most files its uploads may keep on the hub at once (default: no bound)
-        #[arg(long, value_name = "N")]
-        quota_files: Option<u64>,
+        #[command(flatten)]
+        quota: QuotaArgs,
         #[command(flatten)]
         place: TokenPlace,
     },
@@ -562,16 +556,24 @@ pub enum TokenCommand {
     Quota {
         /// The token's id, as `token list` shows it.
         id: i64,
-        /// The most its uploads may keep on the hub at once; 0 for no bound (default: as it was)
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        quota: Option<u64>,
-        /// The most files its uploads may keep on the hub at once; 0 for no bound (default: as
-        /// it was)
-        #[arg(long, value_name = "N")]
-        quota_files: Option<u64>,
+        #[command(flatten)]
+        quota: QuotaArgs,
         #[command(flatten)]
         place: TokenPlace,
     },
+}
+
+/// A token's quota, when it is made or changed (left out: none when made, unchanged when
+/// changed).
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// The most its uploads may keep on the hub at once, e.g. `10G`: an upload that would pass
+    /// it is refused ("quota"); what it deletes, or replaces with less, frees room (0: no bound)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub quota: Option<u64>,
+    /// The most files its uploads may keep on the hub at once (0: no bound)
+    #[arg(long, value_name = "N")]
+    pub quota_files: Option<u64>,
 }
 
 /// Where a hub's tokens are: its state folder, or the group's database.

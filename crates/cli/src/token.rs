@@ -1,7 +1,7 @@
 //! `troca token create|list|revoke`: manages a hub's tokens directly in its state folder, on the
 //! hub's machine. A running hub sees the changes at its next check.
 
-use crate::args::{Global, TokenCommand, TokenPlace};
+use crate::args::{Global, QuotaArgs, TokenCommand, TokenPlace};
 use crate::output::{self, print_json};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -53,16 +53,12 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
             expires,
             folder,
             quota,
-            quota_files,
             place,
         } => {
             let role = Role::parse(&role).expect("clap checked the role");
-            if quota == Some(0) || quota_files == Some(0) {
-                bail!("a quota of 0 would refuse every upload: leave it out for no bound");
-            }
             let quota = Amount {
-                bytes: quota.unwrap_or(0),
-                files: quota_files.unwrap_or(0),
+                bytes: quota.quota.unwrap_or(0),
+                files: quota.quota_files.unwrap_or(0),
             };
             if role == Role::Read && quota != Amount::default() {
                 bail!("a read token uploads nothing: a quota is for write and admin tokens");
@@ -101,12 +97,7 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
             let tokens = in_runtime(|| open(place)?.list().map_err(Into::into))?;
             list(global, &tokens, now_ns())?;
         }
-        TokenCommand::Quota {
-            id,
-            quota,
-            quota_files,
-            place,
-        } => set_quota(global, id, (quota, quota_files), place)?,
+        TokenCommand::Quota { id, quota, place } => set_quota(global, id, quota, place)?,
         TokenCommand::Revoke { id, place } => {
             if !in_runtime(|| open(place)?.revoke(id).map_err(Into::into))? {
                 bail!("there is no token {id}");
@@ -120,12 +111,8 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
 }
 
 /// `token quota`: a new bound for bytes, files or both; the other as it was.
-fn set_quota(
-    global: &Global,
-    id: i64,
-    (bytes, files): (Option<u64>, Option<u64>),
-    place: TokenPlace,
-) -> Result<()> {
+fn set_quota(global: &Global, id: i64, asked: QuotaArgs, place: TokenPlace) -> Result<()> {
+    let (bytes, files) = (asked.quota, asked.quota_files);
     if bytes.is_none() && files.is_none() {
         bail!("say the new quota: --quota SIZE, --quota-files N, or both (0: no bound)");
     }
