@@ -887,10 +887,7 @@ impl Hub {
             count: files.len(),
             refusal: None,
         };
-        let Some(grant) = caller.grant.as_ref() else {
-            return all;
-        };
-        let Some(id) = grant.token_id.filter(|_| grant.quota != Amount::default()) else {
+        let Some((id, quota)) = caller.grant.as_ref().and_then(|g| g.quota()) else {
             return all;
         };
         let counted = || -> Result<(Amount, Vec<Amount>), HubError> {
@@ -905,7 +902,7 @@ impl Hub {
             Ok((stored, amounts))
         };
         match counted() {
-            Ok((stored, amounts)) => self.token_quotas.admit(id, grant.quota, stored, &amounts),
+            Ok((stored, amounts)) => self.token_quotas.admit(id, quota, stored, &amounts),
             Err(e) => crate::quota::Admitted {
                 hold: None,
                 count: 0,
@@ -1270,13 +1267,10 @@ impl Hub {
         self: &Arc<Self>,
         caller: &Caller,
     ) -> Result<Option<crate::quota::TokenUse>, HubError> {
-        let Some(grant) = caller.grant.as_ref() else {
+        let Some((id, quota)) = caller.grant.as_ref().and_then(|g| g.quota()) else {
             return Ok(None);
         };
-        let Some(id) = grant.token_id.filter(|_| grant.quota != Amount::default()) else {
-            return Ok(None);
-        };
-        let (hub, quota) = (Arc::clone(self), grant.quota);
+        let hub = Arc::clone(self);
         let used = blocking(move || hub.owners.usage(id)).await?;
         Ok(Some(crate::quota::TokenUse { quota, used }))
     }

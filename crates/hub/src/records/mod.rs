@@ -101,6 +101,14 @@ pub struct Grant {
     pub quota: Amount,
 }
 
+impl Grant {
+    /// The token's id and its quota, if it has one.
+    pub fn quota(&self) -> Option<(i64, Amount)> {
+        let id = self.token_id.filter(|_| self.quota != Amount::default())?;
+        Some((id, self.quota))
+    }
+}
+
 /// A token as `troca token list` shows it (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
