@@ -412,7 +412,7 @@ impl Download<'_> {
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = within(
             self.client.silence,
-            self.client.conn.read_raw(&mut buf[..want]),
+            self.client.conn.read_raw_bulk(&mut buf[..want]),
         )
         .await?;
         if n == 0 {

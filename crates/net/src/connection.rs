@@ -519,22 +519,39 @@ impl<S: crate::stream::Socket> Connection<S> {
         if !self.rbuf.is_empty() || self.receive_gate().is_some() {
             return self.read_raw(dst).await;
         }
-        // Over TLS the records are read by the TLS layer: the low-water mark is for plain TCP.
-        if self.stream.plain().is_none() {
-            return read_available(&mut self.stream, dst).await;
+        // Over TLS the mark counts the bytes still to come that the TLS layer does not
+        // already hold (records are larger than their content, so as many will come).
+        let held = self.stream.sealed().map(|s| s.held());
+        let lowat = dst
+            .len()
+            .saturating_sub(held.unwrap_or(0))
+            .clamp(1, BULK_LOWAT);
+        let tls = held.is_some();
+        if lowat == 1 {
+            // Nothing to wait for beyond a byte (a short tail): no system call for the mark.
+            self.lower_lowat();
+            return self.read_bulk_once(dst, tls).await;
         }
-        let lowat = dst.len().clamp(1, BULK_LOWAT);
         let fd = self.stream.tcp().as_raw_fd();
         set_recv_lowat(fd, lowat);
-        self.raised_lowat = (lowat > 1).then_some(fd);
+        self.raised_lowat = Some(fd);
         // A slow sender must not look stalled, nor its progress go unseen: if the mark is not
-        // reached soon, take what has come. (Reading a `TcpStream` is cancel-safe.)
-        match tokio::time::timeout(BULK_PATIENCE, self.stream.read(dst)).await {
+        // reached soon, take what has come. (Reading either stream is cancel-safe.)
+        match tokio::time::timeout(BULK_PATIENCE, self.read_bulk_once(dst, tls)).await {
             Ok(read) => read,
             Err(_) => {
                 self.lower_lowat();
-                self.stream.read(dst).await
+                self.read_bulk_once(dst, tls).await
             }
+        }
+    }
+
+    /// One bulk read: from plain TCP, what one read gives; over TLS, every record that can be
+    /// had without waiting once the first has come (a TLS stream hands out one at a time).
+    async fn read_bulk_once(&mut self, dst: &mut [u8], tls: bool) -> std::io::Result<usize> {
+        match tls {
+            true => read_available(&mut self.stream, dst).await,
+            false => self.stream.read(dst).await,
         }
     }
 }
@@ -730,12 +747,11 @@ mod tests {
         drop(send.await.unwrap());
     }
 
-    /// Over TLS too, what has arrived is taken without waiting: a run of small uploads sent
-    /// back to back is gathered as it arrives, not one read's worth at a time (which made the
-    /// hub store them in batches of a few files, each with its own flush).
-    #[tokio::test]
-    async fn over_tls_what_has_arrived_is_taken_without_waiting() {
-        use troca_proto::msg::PutSmall;
+    /// Two connections talking TLS over loopback TCP: the hub's end, then the client's.
+    async fn tls_pair() -> (
+        Connection<crate::stream::Stream>,
+        Connection<crate::stream::Stream>,
+    ) {
         let state = tempfile::tempdir().unwrap();
         let identity = crate::identity::Identity::load_or_create(state.path()).unwrap();
         let server = identity.server_config(&[crate::tls::ALPN]).unwrap();
@@ -746,8 +762,72 @@ mod tests {
             crate::sealed::accept(near, server),
             crate::sealed::connect(far, client, name)
         );
-        let mut rx = Connection::new(crate::stream::Stream::Tls(Box::new(near.unwrap())));
-        let mut tx = Connection::new(crate::stream::Stream::Tls(Box::new(far.unwrap())));
+        let near = Connection::new(crate::stream::Stream::Tls(Box::new(near.unwrap())));
+        let far = Connection::new(crate::stream::Stream::Tls(Box::new(far.unwrap())));
+        (near, far)
+    }
+
+    /// Over TLS a bulk read also waits for the kernel's low-water mark, counted from what the
+    /// TLS layer does not already hold: every byte arrives, reads of exactly what is still to
+    /// come end, and the frame after them is not held back.
+    #[tokio::test]
+    async fn over_tls_bulk_bytes_then_a_frame_arrive_whole() {
+        let (mut rx, mut tx) = tls_pair().await;
+        let body: Vec<u8> = (0..3 * BULK_LOWAT + 12_345).map(|i| i as u8).collect();
+        let (all_read, read_them) = tokio::sync::oneshot::channel::<()>();
+        let send = {
+            let body = body.clone();
+            tokio::spawn(async move {
+                // A frame first, so the body's start arrives with it and is held by TLS.
+                tx.queue(&List { prefix: "p".into() }.into());
+                tx.queue_raw(&body);
+                tx.flush().await.unwrap();
+                read_them.await.unwrap();
+                tx.queue(
+                    &Get {
+                        name: "x".into(),
+                        offset: 1,
+                    }
+                    .into(),
+                );
+                tx.flush().await.unwrap();
+                tx
+            })
+        };
+        let within = std::time::Duration::from_secs(10);
+        assert_eq!(
+            rx.read_message().await.unwrap(),
+            Some(List { prefix: "p".into() }.into())
+        );
+        let mut got = vec![0u8; body.len()];
+        let mut filled = 0;
+        while filled < got.len() {
+            // At most 1 MiB at a time, ending exactly where the body does.
+            let end = (filled + (1 << 20)).min(got.len());
+            let n = tokio::time::timeout(within, rx.read_raw_bulk(&mut got[filled..end]))
+                .await
+                .expect("bulk bytes arrive")
+                .unwrap();
+            assert!(n > 0);
+            filled += n;
+        }
+        assert!(got == body, "the bytes read are the bytes sent");
+        all_read.send(()).unwrap();
+        let msg = tokio::time::timeout(within, rx.read_message())
+            .await
+            .expect("the frame is not held back")
+            .unwrap();
+        assert!(matches!(msg, Some(Message::Get(g)) if g.offset == 1));
+        drop(send.await.unwrap());
+    }
+
+    /// Over TLS too, what has arrived is taken without waiting: a run of small uploads sent
+    /// back to back is gathered as it arrives, not one read's worth at a time (which made the
+    /// hub store them in batches of a few files, each with its own flush).
+    #[tokio::test]
+    async fn over_tls_what_has_arrived_is_taken_without_waiting() {
+        use troca_proto::msg::PutSmall;
+        let (mut rx, mut tx) = tls_pair().await;
         const FILES: usize = 300;
         let file = |i: usize| PutSmall {
             name: format!("f{i}"),

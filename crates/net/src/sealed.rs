@@ -139,6 +139,11 @@ impl<S> Sealed<S> {
         &self.io
     }
 
+    /// Bytes read from the socket and not yet handed out, opened or not.
+    pub fn held(&self) -> usize {
+        self.early.len() + self.raw.len() + self.plain.len()
+    }
+
     fn new(
         io: S,
         secrets: rustls::ExtractedSecrets,
