@@ -567,6 +567,16 @@ fn a_link_to_a_folder_inside_the_share_is_a_folder_on_every_face() {
     std::os::unix::fs::symlink("../photos", s.share.join("other/l")).unwrap();
     assert_eq!(dav("DELETE", "other/", &[]), "204");
     std::os::unix::fs::symlink("photos", s.share.join("fotos")).unwrap();
+    // With the slash, the name means the folder it leads to: refused, saying how to delete
+    // the link instead.
+    let err = fails(
+        &hub.troca_with(&s.client, &hub.admin_token(), &["rm", "-r", "fotos/"]),
+        1,
+    );
+    assert!(
+        err.contains("\"fotos\" is a link to a folder") && err.contains("without the slash"),
+        "{err}"
+    );
     ok(&hub.troca_with(&s.client, &hub.admin_token(), &["rm", "-r", "fotos"]));
     for gone in ["fotos", "bilder", "other"] {
         assert!(s.share.join(gone).symlink_metadata().is_err(), "{gone}");

@@ -1174,6 +1174,14 @@ impl Hub {
             hub.check_lock(&caller, remote.as_str(), true)?;
             match hub.store.kind(&remote)? {
                 Some(Kind::Folder) => return hub.remove_folder(&caller, &remote, recursive),
+                // A link listed as a folder: its name without the slash is the link itself,
+                // and what it leads to is never deleted through it.
+                Some(Kind::Other) if as_folder && hub.store.has_links() => {
+                    return Err(HubError::BadRequest(format!(
+                        "\"{remote}\" is a link to a folder; delete the link with its name \
+                         without the slash, which leaves what it leads to"
+                    )))
+                }
                 Some(_) if as_folder => return Err(HubError::NotFound(format!("{remote}/"))),
                 Some(_) => {}
                 None => return Err(HubError::NotFound(remote.to_string())),
