@@ -983,3 +983,55 @@ fn a_put_cut_short_leaves_nothing_under_its_name() {
         std::fs::read("/etc/hostname").unwrap()
     );
 }
+
+/// `rclone about` (RFC 4331's quota properties) on the root of the mount, as JSON.
+fn about(url: &str, token: &str) -> serde_json::Value {
+    let out = rclone(url, token, &["about", "--json", "dv:"]);
+    serde_json::from_str(&ok(&out)).expect("rclone about --json prints JSON")
+}
+
+#[test]
+fn a_drive_shows_the_space_its_token_may_use() {
+    if !needs("rclone", "a WebDAV client people use") {
+        return;
+    }
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let url = dav(&hub);
+    let state = hub.dir.join(".troca");
+    let make = |args: &[&str]| -> String {
+        let out = Command::new(TROCA)
+            .args(["token", "create", "--state"])
+            .arg(&state)
+            .args(args)
+            .output()
+            .unwrap();
+        ok(&out).trim().to_owned()
+    };
+    let quota = make(&["--role", "write", "--quota", "10M"]);
+    let read = make(&["--role", "read"]);
+    random_file(&s.client.join("three.bin"), 3_000_000, "3");
+    random_file(&s.share.join("mine.bin"), 1_000, "other");
+    let up = rclone(
+        &url,
+        &quota,
+        &["copy", s.client.join("three.bin").to_str().unwrap(), "dv:q"],
+    );
+    ok(&up);
+
+    // A token with a quota: its own files against its quota.
+    let seen = about(&url, &quota);
+    assert_eq!(seen["used"], 3_000_000, "{seen}");
+    assert_eq!(seen["total"], 10 << 20, "{seen}");
+    assert_eq!(seen["free"], (10 << 20) - 3_000_000, "{seen}");
+    // The admin: the whole share against its disk, with room to add.
+    let seen = about(&url, &hub.admin_token());
+    assert_eq!(seen["used"], 3_001_000, "{seen}");
+    let free = seen["free"].as_u64().unwrap();
+    assert!(free > 0, "{seen}");
+    assert_eq!(seen["total"].as_u64().unwrap(), 3_001_000 + free, "{seen}");
+    // A read token may add nothing.
+    let seen = about(&url, &read);
+    assert_eq!(seen["free"], 0, "{seen}");
+    assert_eq!(seen["used"], 3_001_000, "{seen}");
+}

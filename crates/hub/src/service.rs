@@ -28,6 +28,14 @@ use troca_net::limits::PerAddress;
 use troca_proto::msg::{ClientEntry, Entry, Put, PutDone, StatusInfo};
 use troca_proto::{Hash, RemoteName};
 
+/// Bytes as a caller sees them: used, and how many more may be added (`None`: the store
+/// cannot tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub used: u64,
+    pub available: Option<u64>,
+}
+
 /// A shared folder and everything the hub knows about it.
 #[derive(Debug)]
 pub struct Hub {
@@ -1281,6 +1289,37 @@ impl Hub {
         let hub = Arc::clone(self);
         let used = blocking(move || hub.owners.usage(id)).await?;
         Ok(Some(crate::quota::TokenUse { quota, used }))
+    }
+
+    /// The space `caller` sees (what a WebDAV client shows as a drive's used and free bytes):
+    /// with a token held to a quota of bytes, what its files keep and what it may still add;
+    /// otherwise what the share holds and what uploads may still take, when the store can tell
+    /// (a local disk: free space less `--keep-free` and what running uploads are promised).
+    /// Nothing may be added by a caller that cannot upload.
+    pub async fn space(self: &Arc<Self>, caller: &Caller) -> Result<Space, HubError> {
+        let hub = Arc::clone(self);
+        let room = blocking(move || Ok(hub.store.room())).await?;
+        let read = caller
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.role == crate::records::Role::Read);
+        let room = match self.config.read_only || read {
+            true => Some(0),
+            false => room,
+        };
+        if let Some(token) = self.token_use(caller).await? {
+            if token.quota.bytes > 0 {
+                let left = token.quota.bytes.saturating_sub(token.used.bytes);
+                return Ok(Space {
+                    used: token.used.bytes,
+                    available: Some(room.map_or(left, |r| r.min(left))),
+                });
+            }
+        }
+        Ok(Space {
+            used: self.totals().await?.bytes,
+            available: room,
+        })
     }
 
     /// Creates folder `name` (and the folders on the way); `false` if it was already there.

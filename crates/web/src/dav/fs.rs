@@ -437,6 +437,18 @@ impl GuardedFileSystem<Ctx> for HubFs {
         .boxed()
     }
 
+    /// RFC 4331's quota, which file managers show as a drive's used and free space: as the
+    /// hub sees it for this caller (its token's quota, or the share and its disk). dav-server
+    /// answers it for the root of the mount (elsewhere it takes the entry's own size as used).
+    fn get_quota<'a>(&'a self, ctx: &'a Ctx) -> Boxed<'a, (u64, Option<u64>)> {
+        async move {
+            let space = self.hub.space(&ctx.caller).await.map_err(fs_err)?;
+            let total = space.available.map(|a| space.used.saturating_add(a));
+            Ok((space.used, total))
+        }
+        .boxed()
+    }
+
     fn have_props<'a>(
         &'a self,
         _path: &'a DavPath,
