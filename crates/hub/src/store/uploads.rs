@@ -436,10 +436,8 @@ impl Partials {
         })
     }
 
-    /// Free space, less what `--keep-free` leaves and what running uploads announced and have
-    /// not written yet.
-    /// Bytes an upload may still take on this disk: what `--keep-free` leaves, less what the
-    /// uploads running now are promised.
+    /// Bytes an upload may still take on this disk: its free space less what `--keep-free`
+    /// leaves and what the uploads running now announced and have not written yet.
     pub fn room(&self) -> u64 {
         let active = self.active.lock().expect("upload set poisoned");
         self.available(&active)
