@@ -818,8 +818,8 @@ fn curl_reaches_the_https_face_only_with_the_right_pin() {
 }
 
 /// A token held to a folder, given to the page of a hub that asks for one: the page shows the
-/// folders on the way to it and what is in it, nothing else, and names the folder on its
-/// Token button.
+/// folders on the way to it and what is in it, nothing else, and names the folder and what the
+/// token keeps of its quota on its Token button.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_chromium_a_token_held_to_a_folder_sees_only_that_folder() {
     if !needs("chromedriver", "the page runs in a real Chromium") {
@@ -829,7 +829,26 @@ async fn in_chromium_a_token_held_to_a_folder_sees_only_that_folder() {
     let names = ["clients/acme/plan.txt", "clients/bob/secret.txt", "top.txt"];
     write_tree(&s.share, &names.map(|n| (n, n)));
     let hub = Hub::start(&s.share, &["--require-token"]);
-    let (token, _) = folder_token(&hub, "write", "clients/acme");
+    let out = std::process::Command::new(TROCA)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "write",
+            "--folder",
+            "clients/acme",
+        ])
+        .args(["--quota", "1M", "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let token = ok(&out).trim().to_owned();
+    random_file(&s.client.join("report.bin"), 300 << 10, "r");
+    ok(&hub.troca_with(
+        &s.client,
+        &token,
+        &["put", "report.bin", "--to", "clients/acme/"],
+    ));
     let web = hub.web.clone().unwrap();
     let driver = chromedriver();
     let c = browser(&driver, 1280, 900).await;
@@ -841,7 +860,10 @@ async fn in_chromium_a_token_held_to_a_folder_sees_only_that_folder() {
     let at = c.current_url().await.unwrap();
     assert_eq!(at.path(), "/files/clients/acme/");
     let button = c.find(Locator::Css("#token-button")).await.unwrap();
-    assert_eq!(button.text().await.unwrap(), "Token (write, clients/acme/)");
+    assert_eq!(
+        button.text().await.unwrap(),
+        "Token (write, clients/acme/, 300.0 KiB of 1.0 MiB used)"
+    );
     // So does a folder on the way.
     c.goto(&format!("{web}files/clients/")).await.unwrap();
     wait_for_path(&c, "/files/clients/acme/").await;
