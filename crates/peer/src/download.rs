@@ -1308,7 +1308,7 @@ impl Worker {
         let mut got = 0u64;
         while got < len {
             let want = buf.len().min((len - got) as usize);
-            let n = tokio::time::timeout(stall, conn.read_raw(&mut buf[..want]))
+            let n = tokio::time::timeout(stall, conn.read_raw_bulk(&mut buf[..want]))
                 .await
                 .map_err(|_| PeerError::Stalled)??;
             if n == 0 {
