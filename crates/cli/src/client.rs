@@ -98,7 +98,7 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
                 op,
                 before: before.unwrap_or(0),
             };
-            history(global, &mut client, query).await
+            history(global, &mut client, query, HistoryFace::CommandLine).await
         }
         Command::Status { .. } => status(global, &mut client).await,
         Command::Time { .. } => time(global, &mut client).await,
@@ -1850,12 +1850,38 @@ pub(crate) async fn who(global: &Global, client: &mut HubClient) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where a history page's "older entries" hint comes from: the command line, or the shell
+/// (whose `history` takes a count and `--before` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HistoryFace {
+    CommandLine,
+    Shell,
+}
+
+/// The command that shows the page after the one `query` asked for, which ends before `next`.
+fn next_history_page(query: &History, next: u64, face: HistoryFace) -> String {
+    match face {
+        HistoryFace::Shell => format!("history {} --before {next}", query.limit),
+        HistoryFace::CommandLine => {
+            let mut cmd = format!("troca history --limit {}", query.limit);
+            for (flag, value) in [("--client", &query.client), ("--op", &query.op)] {
+                if let Some(v) = value {
+                    cmd.push_str(&format!(" {flag} {}", output::shell_word(v)));
+                }
+            }
+            format!("{cmd} --before {next}")
+        }
+    }
+}
+
 pub(crate) async fn history(
     global: &Global,
     client: &mut HubClient,
     query: History,
+    face: HistoryFace,
 ) -> Result<ExitCode> {
-    let page = client.history(query).await?;
+    let hint = |next| next_history_page(&query, next, face);
+    let page = client.history(query.clone()).await?;
     if global.json {
         print_json(&json::history(page.entries))?;
     } else if page.entries.is_empty() {
@@ -1864,7 +1890,7 @@ pub(crate) async fn history(
         print_history(page.entries);
     }
     if page.next != 0 {
-        eprintln!("older entries: troca history --before {}", page.next);
+        eprintln!("older entries: {}", output::safe(&hint(page.next)));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -62,6 +62,16 @@ pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `s` as one word a POSIX shell reads back as `s`: as it is when it holds only characters no
+/// shell treats specially, else in single quotes.
+pub fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "-_.,:/@%+=".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 pub use troca_proto::hex;
 
 /// A short local time for listings.
@@ -117,6 +127,29 @@ pub fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shell_word_reads_back_as_itself() {
+        for s in [
+            "ana",
+            "ana@lab",
+            "",
+            "ana maria",
+            "it's",
+            "$HOME",
+            "a;b",
+            "`x`",
+            "*",
+        ] {
+            let word = shell_word(s);
+            let back = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {word}")])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(back.stdout).unwrap(), s, "{word}");
+        }
+        assert_eq!(shell_word("ana@lab"), "ana@lab");
+    }
 
     #[test]
     fn sizes_use_binary_units() {

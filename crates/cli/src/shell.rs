@@ -82,11 +82,16 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
         "TEXT",
         "find files and folders whose names contain TEXT",
     ),
-    (Cmd::Who, &["who", "clientes"], "", "who is connected"),
+    (
+        Cmd::Who,
+        &["who", "quem", "clientes"],
+        "",
+        "who is connected",
+    ),
     (
         Cmd::History,
         &["history", "historico", "histórico"],
-        "[N]",
+        "[N] [--before ID]",
         "the last N requests",
     ),
     (Cmd::Status, &["status", "estado"], "", "the hub's status"),
@@ -459,6 +464,36 @@ fn split_options(
     Ok(out)
 }
 
+/// `history [N] [--before ID]`: the last N entries (20), older than entry ID if given.
+fn history_query(cmd: Cmd, words: &[String]) -> Result<History> {
+    fn number<T: std::str::FromStr>(what: &str, w: &str) -> Result<T, Usage> {
+        w.parse()
+            .map_err(|_| Usage(format!("history takes {what}, not {w:?}")))
+    }
+    let mut query = History {
+        limit: 20,
+        client: None,
+        op: None,
+        before: 0,
+    };
+    let mut it = words.iter();
+    let mut counted = false;
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "--before" => {
+                let id = it.next().ok_or_else(|| usage(cmd))?;
+                query.before = number("an entry's id after --before", id)?;
+            }
+            _ if !counted => {
+                query.limit = number("a number of entries", w)?;
+                counted = true;
+            }
+            _ => return Err(usage(cmd).into()),
+        }
+    }
+    Ok(query)
+}
+
 async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
     let global = link.global;
     match cmd {
@@ -508,20 +543,9 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             client::who(global, link.client().await?).await?;
         }
         Cmd::History => {
-            let w = args(cmd, words, 0, 1)?;
-            let n = match w.first() {
-                Some(n) => n
-                    .parse()
-                    .map_err(|_| Usage(format!("history takes a number of entries, not {n:?}")))?,
-                None => 20,
-            };
-            let query = History {
-                limit: n,
-                client: None,
-                op: None,
-                before: 0,
-            };
-            client::history(global, link.client().await?, query).await?;
+            let query = history_query(cmd, words)?;
+            let face = client::HistoryFace::Shell;
+            client::history(global, link.client().await?, query, face).await?;
         }
         Cmd::Status => {
             args(cmd, words, 0, 0)?;
@@ -569,7 +593,7 @@ mod tests {
     }
 
     #[test]
-    fn every_seed_name_finds_its_command() {
+    fn every_portuguese_name_finds_its_command() {
         for (word, cmd) in [
             ("listar", Cmd::Ls),
             ("enviar", Cmd::Put),
@@ -581,6 +605,7 @@ mod tests {
             ("renomear", Cmd::Mv),
             ("procurar", Cmd::Find),
             ("clientes", Cmd::Who),
+            ("quem", Cmd::Who),
             ("historico", Cmd::History),
             ("hora", Cmd::Time),
             ("ajuda", Cmd::Help),

@@ -128,6 +128,28 @@ fn history_survives_a_restart_and_records_refusals() {
         one[0]["op"], "history",
         "newest first: the previous history request"
     );
+
+    // A page that leaves older entries says the command that shows them, with the same
+    // filters; run as said, it does.
+    let said = succeeds(&hub.troca(&s.client, &["history", "--limit", "1", "--op", "history"]));
+    let hint = said
+        .lines()
+        .find_map(|l| l.strip_prefix("older entries: troca "))
+        .unwrap_or_else(|| panic!("a hint to the next page: {said}"));
+    let words: Vec<&str> = hint.split(' ').collect();
+    assert_eq!(&words[..5], ["history", "--limit", "1", "--op", "history"]);
+    let mut args = vec!["--json"];
+    args.extend(&words);
+    let next = json(&hub.troca(&s.client, &args));
+    let next = next.as_array().unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0]["op"], "history");
+}
+
+/// The stderr of a command that succeeded.
+fn succeeds(out: &std::process::Output) -> String {
+    ok(out);
+    String::from_utf8(out.stderr.clone()).unwrap()
 }
 
 #[test]

@@ -61,6 +61,21 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
     p.exp_string("troca> ").unwrap();
     p.send_line("hora").unwrap();
     p.exp_regex(r"\d{4}-\d{2}-\d{2}T").unwrap();
+    // The history says how to see older entries in the shell's own words, and that works.
+    p.send_line("historico 1").unwrap();
+    let (_, said) = p
+        .exp_regex(r"older entries: history 1 --before \d+")
+        .unwrap();
+    let first: u64 = said.rsplit(' ').next().unwrap().parse().unwrap();
+    p.send_line(&format!("historico 1 --before {first}"))
+        .unwrap();
+    let (_, said) = p
+        .exp_regex(r"older entries: history 1 --before \d+")
+        .unwrap();
+    let next: u64 = said.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(next < first, "{next} after {first}");
+    p.send_line("quem").unwrap();
+    p.exp_string("RECEIVED").unwrap();
 
     // As on the command line: several names, and --force (which is not a file name).
     p.send_line("baixar notes-2026.txt other.bin --force")
