@@ -655,6 +655,21 @@ mod tests {
         (a.unwrap(), b.unwrap().0)
     }
 
+    /// Tells the sender the bulk bytes are read, then reads the frame it sends next: a raised
+    /// `SO_RCVLOWAT` left in place would hold it back.
+    async fn the_frame_after<S: AsyncRead + AsyncWrite + Unpin>(
+        rx: &mut Connection<S>,
+        all_read: tokio::sync::oneshot::Sender<()>,
+    ) {
+        all_read.send(()).unwrap();
+        let within = std::time::Duration::from_secs(10);
+        let msg = tokio::time::timeout(within, rx.read_message())
+            .await
+            .expect("the frame is not held back")
+            .unwrap();
+        assert!(matches!(msg, Some(Message::Get(g)) if g.offset == 1));
+    }
+
     #[tokio::test]
     async fn a_frame_after_bulk_bytes_is_read_at_once() {
         // A raised SO_RCVLOWAT left in place would keep a small frame waiting for bytes that
@@ -693,12 +708,7 @@ mod tests {
             filled += n;
         }
         assert_eq!(got, body);
-        all_read.send(()).unwrap();
-        let msg = tokio::time::timeout(within, rx.read_message())
-            .await
-            .expect("the frame is not held back")
-            .unwrap();
-        assert!(matches!(msg, Some(Message::Get(g)) if g.offset == 1));
+        the_frame_after(&mut rx, all_read).await;
         drop(send.await.unwrap());
     }
 
@@ -812,12 +822,7 @@ mod tests {
             filled += n;
         }
         assert!(got == body, "the bytes read are the bytes sent");
-        all_read.send(()).unwrap();
-        let msg = tokio::time::timeout(within, rx.read_message())
-            .await
-            .expect("the frame is not held back")
-            .unwrap();
-        assert!(matches!(msg, Some(Message::Get(g)) if g.offset == 1));
+        the_frame_after(&mut rx, all_read).await;
         drop(send.await.unwrap());
     }
 
