@@ -446,9 +446,18 @@ fn a_tokens_quota_bounds_what_its_uploads_keep_on_every_face_and_deleting_frees_
     let me: serde_json::Value = serde_json::from_slice(&me.stdout).unwrap();
     assert_eq!(me["quota"]["bytes"], 1 << 20);
     assert_eq!(me["quota"]["used_files"], 3);
+    assert_eq!(
+        me["room"],
+        (1 << 20) - (900 << 10) - 1,
+        "the quota's rest: {me}"
+    );
     let me = curl(&[&format!("{web}api/me")]);
     let me: serde_json::Value = serde_json::from_slice(&me.stdout).unwrap();
     assert!(me["quota"].is_null(), "{me}");
+    assert!(
+        me["room"].as_u64().unwrap() > 1 << 20,
+        "the disk's room: {me}"
+    );
 
     // A quota changed on the hub's machine holds from the token's next check.
     let out = Command::new(TROCA)

@@ -864,6 +864,12 @@ async fn in_chromium_a_token_held_to_a_folder_sees_only_that_folder() {
         button.text().await.unwrap(),
         "Token (write, clients/acme/, 300.0 KiB of 1.0 MiB used)"
     );
+    // What it may still upload: its quota's rest, the disk having more room.
+    let room = c.find(Locator::Css("#room")).await.unwrap();
+    assert_eq!(
+        room.text().await.unwrap(),
+        "724.0 KiB free for your uploads"
+    );
     // So does a folder on the way.
     c.goto(&format!("{web}files/clients/")).await.unwrap();
     wait_for_path(&c, "/files/clients/acme/").await;

@@ -1293,32 +1293,41 @@ impl Hub {
 
     /// The space `caller` sees (what a WebDAV client shows as a drive's used and free bytes):
     /// with a token held to a quota of bytes, what its files keep and what it may still add;
-    /// otherwise what the share holds and what uploads may still take, when the store can tell
-    /// (a local disk: free space less `--keep-free` and what running uploads are promised).
-    /// Nothing may be added by a caller that cannot upload.
+    /// otherwise what the share holds and what uploads may still take (see [`Hub::room_for`]).
     pub async fn space(self: &Arc<Self>, caller: &Caller) -> Result<Space, HubError> {
-        let hub = Arc::clone(self);
-        let room = blocking(move || Ok(hub.store.room())).await?;
+        let token = self.token_use(caller).await?;
+        let available = self.room_for(caller, token.as_ref()).await?;
+        let used = match token {
+            Some(t) if t.quota.bytes > 0 => t.used.bytes,
+            _ => self.totals().await?.bytes,
+        };
+        Ok(Space { used, available })
+    }
+
+    /// The bytes `caller` may still upload, when the store can tell (a local disk: its free
+    /// space less `--keep-free` and what running uploads are promised), and within what its
+    /// token's quota leaves (`token`, as [`Hub::token_use`] says); 0 for a caller that cannot
+    /// upload.
+    pub async fn room_for(
+        self: &Arc<Self>,
+        caller: &Caller,
+        token: Option<&crate::quota::TokenUse>,
+    ) -> Result<Option<u64>, HubError> {
         let read = caller
             .grant
             .as_ref()
             .is_some_and(|g| g.role == crate::records::Role::Read);
-        let room = match self.config.read_only || read {
-            true => Some(0),
-            false => room,
-        };
-        if let Some(token) = self.token_use(caller).await? {
-            if token.quota.bytes > 0 {
-                let left = token.quota.bytes.saturating_sub(token.used.bytes);
-                return Ok(Space {
-                    used: token.used.bytes,
-                    available: Some(room.map_or(left, |r| r.min(left))),
-                });
-            }
+        if self.config.read_only || read {
+            return Ok(Some(0));
         }
-        Ok(Space {
-            used: self.totals().await?.bytes,
-            available: room,
+        let hub = Arc::clone(self);
+        let room = blocking(move || Ok(hub.store.room())).await?;
+        let left = token
+            .filter(|t| t.quota.bytes > 0)
+            .map(|t| t.quota.bytes.saturating_sub(t.used.bytes));
+        Ok(match (room, left) {
+            (Some(r), Some(l)) => Some(r.min(l)),
+            (room, left) => room.or(left),
         })
     }
 

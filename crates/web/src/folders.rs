@@ -145,7 +145,9 @@ pub(crate) async fn me(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let caller = caller(&hub, &v, &headers).await?;
     let rights = hub.rights(&caller, &q.prefix).await?;
-    let quota = hub.token_use(&caller).await?.map(|u| {
+    let token = hub.token_use(&caller).await?;
+    let room = hub.room_for(&caller, token.as_ref()).await?;
+    let quota = token.map(|u| {
         serde_json::json!({
             "bytes": u.quota.bytes,
             "files": u.quota.files,
@@ -162,6 +164,7 @@ pub(crate) async fn me(
         "may_change_all": rights.admin,
         "owned": owned,
         "quota": quota,
+        "room": room,
     })))
 }
 

@@ -245,6 +245,9 @@ async function loadFiles() {
   const kept = q && q.bytes ? `, ${size(q.used_bytes)} of ${size(q.bytes)} used`
     : q && q.files ? `, ${q.used_files} of ${q.files} files` : "";
   $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role}${reach}${kept})`;
+  // What you may still upload here: the disk's room, within your token's quota.
+  $("#room").hidden = !rights.may_upload || typeof rights.room !== "number";
+  $("#room").textContent = $("#room").hidden ? "" : `${size(rights.room)} free for your uploads`;
   if (!searching()) render();
 }
 
