@@ -151,7 +151,7 @@ impl Caller {
             .as_ref()
             .and_then(|g| g.folder.as_deref())
             .is_none_or(|f| within(f, prefix));
-        let may_upload = !read_only && role != Some(Role::Read) && reaches;
+        let may_upload = role_uploads(read_only, role) && reaches;
         let admin = may_upload && role == Some(Role::Admin);
         let owned = if !may_upload || admin {
             Default::default()
@@ -280,6 +280,12 @@ impl Rights {
     pub fn may_change(&self, name: &str) -> bool {
         self.admin || (self.may_upload && self.owned.contains(name))
     }
+}
+
+/// Whether a caller of `role` (`None`: without a token) may upload at all, somewhere, on a hub
+/// that is `read_only` or not.
+pub fn role_uploads(read_only: bool, role: Option<Role>) -> bool {
+    !read_only && role != Some(Role::Read)
 }
 
 /// Slows down addresses that keep presenting wrong tokens: one guess at a time per address

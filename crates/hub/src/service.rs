@@ -1313,11 +1313,8 @@ impl Hub {
         caller: &Caller,
         token: Option<&crate::quota::TokenUse>,
     ) -> Result<Option<u64>, HubError> {
-        let read = caller
-            .grant
-            .as_ref()
-            .is_some_and(|g| g.role == crate::records::Role::Read);
-        if self.config.read_only || read {
+        let role = caller.grant.as_ref().map(|g| g.role);
+        if !crate::access::role_uploads(self.config.read_only, role) {
             return Ok(Some(0));
         }
         let hub = Arc::clone(self);
