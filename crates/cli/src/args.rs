@@ -324,7 +324,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// How long to wait for the answer.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
         timeout: std::time::Duration,
     },
     /// Run a swarm tracker (UDP): which peers share which files.
@@ -335,10 +335,10 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:13377", value_name = "ADDR", num_args = 1, action = clap::ArgAction::Append)]
         listen: Vec<String>,
         /// How long a registration lasts unless refreshed.
-        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
         lifetime: std::time::Duration,
         /// How often to print statistics on stderr (0 never).
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         stats_every: std::time::Duration,
         /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
         #[arg(long, value_name = "ADDR")]
@@ -451,7 +451,8 @@ pub struct TrackerAddr {
         long = "tracker",
         value_name = "HOST:PORT",
         default_value = "127.0.0.1:13377",
-        env = "TROCA_TRACKER"
+        env = "TROCA_TRACKER",
+        hide_env = true
     )]
     pub addr: String,
 }
@@ -473,7 +474,7 @@ pub struct PeerArgs {
     #[arg(long, value_parser = ["images"], value_name = "KIND")]
     pub only: Option<String>,
     /// How often to refresh the registration with the tracker.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub refresh: std::time::Duration,
     /// Upload cap for all other peers together, e.g. 500K, 20M (bytes per second).
     #[arg(long, value_parser = parse_rate, value_name = "BYTES/S")]
@@ -496,7 +497,7 @@ pub struct PeerArgs {
     pub no_super_seed: bool,
     /// A connection silent for this long is closed; a piece must also go out within it (plus
     /// its time at --max-rate), or the connection is closed and its upload slot freed.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: std::time::Duration,
     /// Serve pieces without TLS, and download from peers that do too (a benchmark, a link
     /// already encrypted). Peers otherwise serve TLS with a key kept in

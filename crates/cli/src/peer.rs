@@ -77,7 +77,11 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
         signals.wait().await;
     }
     eprintln!("troca: leaving the swarm");
-    peer.stop().await?;
+    if let Err(e) = peer.stop().await {
+        // Not this peer's fault, and nothing is lost: the tracker drops it when its
+        // registration lapses.
+        eprintln!("troca: warning: the tracker did not hear this peer leave ({e}); it forgets peers that stop refreshing");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -230,6 +230,33 @@ fn a_peer_tells_the_tracker_about_new_files_and_leaves_when_stopped() {
     assert!(listed(&t).is_empty(), "END removed its files");
 }
 
+/// A tracker gone quiet (a socket that hears and never answers) does not turn stopping a peer
+/// into a failure: the peer says so and exits as usual.
+#[test]
+fn a_peer_whose_tracker_is_silent_still_stops_cleanly() {
+    let s = Scratch::new();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    std::fs::write(s.share.join("one.txt"), "1").unwrap();
+    let args = [
+        "peer".as_ref(),
+        s.share.as_os_str(),
+        "--tracker".as_ref(),
+        addr.as_ref(),
+    ];
+    let (p, _) = Daemon::start_with_lines(&args, 0);
+    let (status, err) = p.terminate();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("leaving the swarm"), "{err}");
+    assert!(err.contains("did not hear this peer leave"), "{err}");
+    let mut heard = [0u8; 2048];
+    silent.set_nonblocking(true).unwrap();
+    assert!(
+        silent.recv_from(&mut heard).is_ok(),
+        "it tried to tell the tracker"
+    );
+}
+
 #[test]
 fn swarm_get_of_an_ambiguous_name_lists_the_ids() {
     let s = Scratch::new();

@@ -106,6 +106,10 @@ pub enum Error {
     Identity(#[from] troca_net::identity::IdentityError),
 }
 
+/// How long a stopping peer gives the tracker to hear it leave. A tracker that does not hear it
+/// forgets the peer once its registration lapses, so waiting longer would only delay the exit.
+pub const LEAVE_WITHIN: Duration = Duration::from_secs(1);
+
 /// A running peer.
 #[derive(Debug)]
 pub struct Peer {
@@ -328,10 +332,13 @@ impl Peer {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        if self.registered.load(Ordering::Relaxed) {
-            self.leave().await?;
+        if !self.registered.load(Ordering::Relaxed) {
+            return Ok(());
         }
-        Ok(())
+        match tokio::time::timeout(LEAVE_WITHIN, self.leave()).await {
+            Ok(left) => left,
+            Err(_) => Err(TrackerError::NoAnswer(self.config.tracker).into()),
+        }
     }
 
     async fn refresh_loop(self: Arc<Self>) {

@@ -193,3 +193,35 @@ async fn a_peer_started_before_its_tracker_registers_once_it_is_up() {
     ));
     until(t, "a late registration", |n| n == ["early.txt"]).await;
 }
+
+/// A tracker that has gone quiet (here a socket that hears and never answers) does not hold a
+/// stopping peer for long: the clock is tokio's paused one, so the bound is checked exactly.
+#[tokio::test(start_paused = true)]
+async fn a_peer_whose_tracker_is_silent_stops_within_the_bound() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), b"a").unwrap();
+    // Start registers, hears nothing, and serves anyway.
+    let p = peer(dir.path(), silent.local_addr().unwrap()).await;
+    let began = tokio::time::Instant::now();
+    let stopped = p.stop().await;
+    assert!(
+        matches!(
+            stopped,
+            Err(Error::Tracker(
+                troca_tracker::client::TrackerError::NoAnswer(_)
+            ))
+        ),
+        "{stopped:?}"
+    );
+    assert!(
+        began.elapsed() <= troca_peer::LEAVE_WITHIN,
+        "stopping took {:?}",
+        began.elapsed()
+    );
+    let mut heard = [0u8; 2048];
+    assert!(
+        silent.try_recv_from(&mut heard).is_ok(),
+        "the peer tried to tell the tracker"
+    );
+}
