@@ -634,6 +634,13 @@ pub struct TrackerLimits {
     /// Files registered over all peers (one shared by three peers counts three; ~200 bytes each).
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub max_files: usize,
+    /// BitTorrent peers remembered over all torrents (one in three torrents counts three). Past
+    /// it an announce is answered but a new peer is not remembered.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub max_torrent_peers: usize,
+    /// BitTorrent peers remembered from one address (an IPv6 /64), over all torrents.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_torrent_peers_per_ip: usize,
 }
 
 #[derive(Debug, Args)]

@@ -61,7 +61,8 @@ pub fn tracker(
             max_files_per_peer: limits.max_files_per_peer,
             max_files_per_ip: limits.max_files_per_ip,
             max_files: limits.max_files,
-            ..TrackerConfig::default()
+            max_torrent_peers: limits.max_torrent_peers,
+            max_torrent_peers_per_ip: limits.max_torrent_peers_per_ip,
         };
         let server = tokio::spawn(troca_tracker::run_on(
             sockets,
@@ -79,8 +80,18 @@ pub fn tracker(
                     let count = |c: &std::sync::atomic::AtomicU64, one, many| {
                         output::count(c.load(Ordering::Relaxed), one, many)
                     };
+                    let unrecorded = stats.torrent_peers_unrecorded.load(Ordering::Relaxed);
+                    let full = if unrecorded == 0 {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} not remembered for lack of room (--max-torrent-peers, \
+                             --max-torrent-peers-per-ip)",
+                            output::count(unrecorded, "BitTorrent peer", "BitTorrent peers")
+                        )
+                    };
                     eprintln!(
-                        "troca tracker: {}, {}, {}, {}, {:.1} requests/s, {} dropped, {}",
+                        "troca tracker: {}, {}, {}, {}, {:.1} requests/s, {} dropped, {}{full}",
                         count(&stats.peers, "peer", "peers"),
                         count(&stats.files, "file", "files"),
                         count(&stats.torrents, "torrent", "torrents"),

@@ -42,6 +42,9 @@ pub struct TrackerConfig {
     /// BitTorrent peers remembered over all info-hashes (beyond it, announces are answered but
     /// not recorded).
     pub max_torrent_peers: usize,
+    /// BitTorrent peers remembered from one address (an IPv4 address or an IPv6 /64), over all
+    /// info-hashes: one address cannot fill the table and keep everyone else out of it.
+    pub max_torrent_peers_per_ip: usize,
 }
 
 impl Default for TrackerConfig {
@@ -54,6 +57,7 @@ impl Default for TrackerConfig {
             max_peers: 100_000,
             max_files: 1_000_000,
             max_torrent_peers: 1_000_000,
+            max_torrent_peers_per_ip: 10_000,
         }
     }
 }
@@ -71,6 +75,9 @@ pub struct Stats {
     /// BitTorrent info-hashes with peers, and those peers.
     pub torrents: AtomicU64,
     pub torrent_peers: AtomicU64,
+    /// BitTorrent announces of a new peer answered but not remembered: the table, or its
+    /// address's share of it, was full.
+    pub torrent_peers_unrecorded: AtomicU64,
     /// Well-formed requests by kind (see [`KINDS`]).
     pub kinds: [AtomicU64; KINDS.len()],
     /// Datagrams sent in answer.
@@ -131,6 +138,7 @@ pub async fn run_on(
                 stats.files.store(state.file_count() as u64, Ordering::Relaxed);
                 stats.torrents.store(state.torrents.torrent_count() as u64, Ordering::Relaxed);
                 stats.torrent_peers.store(state.torrents.peer_count() as u64, Ordering::Relaxed);
+                stats.torrent_peers_unrecorded.store(state.torrents.unrecorded(), Ordering::Relaxed);
                 continue;
             }
             r = sockets[0].recv_from(&mut buf) => (0, r),

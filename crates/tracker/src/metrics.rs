@@ -22,6 +22,7 @@ pub struct TrackerMetrics {
     answers: Counter,
     dropped: Counter,
     bad_cookies: Counter,
+    torrent_peers_unrecorded: Counter,
     peers: Gauge,
     files: Gauge,
     torrents: Gauge,
@@ -66,6 +67,10 @@ impl TrackerMetrics {
             "bad_cookies",
             "Requests refused for a missing or stale cookie",
         );
+        let torrent_peers_unrecorded = counter(
+            "torrent_peers_unrecorded",
+            "BitTorrent announces of a new peer answered without remembering it (the table, or its address's share, was full)",
+        );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
             r.register(name, help, g.clone());
@@ -76,6 +81,7 @@ impl TrackerMetrics {
             answers,
             dropped,
             bad_cookies,
+            torrent_peers_unrecorded,
             peers: gauge("peers", "Peers registered"),
             files: gauge("files", "Files listed"),
             torrents: gauge("torrents", "BitTorrent info-hashes with peers"),
@@ -92,6 +98,10 @@ impl TrackerMetrics {
         catch_up(&self.answers, read(&stats.answers));
         catch_up(&self.dropped, read(&stats.dropped));
         catch_up(&self.bad_cookies, read(&stats.bad_cookies));
+        catch_up(
+            &self.torrent_peers_unrecorded,
+            read(&stats.torrent_peers_unrecorded),
+        );
         let set = |g: &Gauge, a: &AtomicU64| {
             g.set(i64::try_from(read(a)).unwrap_or(i64::MAX));
         };

@@ -103,7 +103,14 @@ impl State {
             by_name: HashMap::new(),
             registered: 0,
             rng: seed | 1,
-            torrents: Torrents::new(config.lifetime, config.max_torrent_peers, seed),
+            torrents: Torrents::new(
+                config.lifetime,
+                crate::torrents::Bounds {
+                    peers: config.max_torrent_peers,
+                    peers_per_ip: config.max_torrent_peers_per_ip,
+                },
+                seed,
+            ),
             config,
         }
     }
@@ -556,9 +563,10 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a
 }
 
-/// Addresses counted together: an IPv4 address, or an IPv6 /64.
-fn address_key(ip: IpAddr) -> u128 {
-    match ip {
+/// Addresses counted together: an IPv4 address (also as a socket bound to `[::]` sees it,
+/// mapped into IPv6), or an IPv6 /64.
+pub(crate) fn address_key(ip: IpAddr) -> u128 {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => (u128::from(v6) >> 64) << 64 | 1 << 32,
     }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 // A fast hasher with a per-process random seed: info-hashes and addresses come from the network,
 // so the seed keeps them from being chosen to collide, and SipHash cost a tenth of the time here.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use crate::state::address_key;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use troca_proto::bep15::{Announce, Event, InfoHash, ScrapeStats};
@@ -98,9 +99,10 @@ impl Swarm {
         }
     }
 
-    fn remove(&mut self, addr: PeerAddr) {
+    /// Forgets a peer; false if the swarm did not know it.
+    fn remove(&mut self, addr: PeerAddr) -> bool {
         let Some(i) = self.find(addr) else {
-            return;
+            return false;
         };
         let gone = self.peers.swap_remove(i);
         if gone.seeder {
@@ -112,36 +114,32 @@ impl Swarm {
                 index.insert(moved.addr, i as u32);
             }
         }
+        true
     }
 
-    /// Notes a peer that announced: its state and when it expires, or a new peer if there is
-    /// `room` for one.
-    fn heard(&mut self, addr: PeerAddr, seeder: bool, expires: u32, room: bool) {
-        match self.find(addr) {
-            Some(i) => {
-                let p = &mut self.peers[i];
-                if p.seeder != seeder {
-                    if seeder {
-                        self.seeders += 1;
-                    } else {
-                        self.seeders -= 1;
-                    }
-                }
-                p.seeder = seeder;
-                p.expires = expires;
+    /// Notes a known peer's state and when it expires; false if the swarm does not know it.
+    fn refresh(&mut self, addr: PeerAddr, seeder: bool, expires: u32) -> bool {
+        let Some(i) = self.find(addr) else {
+            return false;
+        };
+        let p = &mut self.peers[i];
+        if p.seeder != seeder {
+            if seeder {
+                self.seeders += 1;
+            } else {
+                self.seeders -= 1;
             }
-            None if room => {
-                self.push(Peer {
-                    addr,
-                    seeder,
-                    expires,
-                });
-                if seeder {
-                    self.seeders += 1;
-                }
-            }
-            None => {}
         }
+        p.seeder = seeder;
+        p.expires = expires;
+        true
+    }
+
+    fn add(&mut self, peer: Peer) {
+        if peer.seeder {
+            self.seeders += 1;
+        }
+        self.push(peer);
     }
 
     /// Up to `want` peers other than `to`, IPv6 or IPv4 ones as `v6` says, going round from
@@ -177,10 +175,23 @@ pub(crate) struct Torrents {
     lifetime: Duration,
     /// Expiry times are kept as seconds since this instant (4 bytes, not an `Instant`'s 16).
     epoch: Instant,
-    max_peers: usize,
+    bounds: Bounds,
     peers: usize,
+    /// Peers remembered from each address (see [`address_key`]).
+    per_ip: Map<u128, u32>,
+    /// Announces of a new peer answered but not remembered, for want of room.
+    unrecorded: u64,
     /// A cheap generator for where to start picking peers (no need for strength here).
     rng: u64,
+}
+
+/// How many BitTorrent peers the tracker remembers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// Over all info-hashes.
+    pub peers: usize,
+    /// From one address, over all info-hashes.
+    pub peers_per_ip: usize,
 }
 
 /// An announce's answer, before encoding.
@@ -192,15 +203,22 @@ pub(crate) struct Answer {
 }
 
 impl Torrents {
-    pub(crate) fn new(lifetime: Duration, max_peers: usize, seed: u64) -> Self {
+    pub(crate) fn new(lifetime: Duration, bounds: Bounds, seed: u64) -> Self {
         Self {
             swarms: Map::default(),
             lifetime,
             epoch: Instant::now(),
-            max_peers,
+            bounds,
             peers: 0,
+            per_ip: Map::default(),
+            unrecorded: 0,
             rng: seed | 1,
         }
+    }
+
+    /// Announces of a new peer answered without remembering it, since the tracker started.
+    pub(crate) fn unrecorded(&self) -> u64 {
+        self.unrecorded
     }
 
     pub(crate) fn peer_count(&self) -> usize {
@@ -227,20 +245,34 @@ impl Torrents {
     pub(crate) fn announce(&mut self, a: &Announce, source: SocketAddr, now: Instant) -> Answer {
         let addr = PeerAddr::new(SocketAddr::new(source.ip(), a.port));
         let expires = self.seconds(now + self.lifetime);
-        let room = self.peers < self.max_peers;
+        let key = address_key(source.ip());
         let swarm = self.swarms.entry(a.info_hash).or_default();
-        let before = swarm.peers.len();
+        let seeder = a.left == 0;
         if a.event == Event::Stopped {
-            swarm.remove(addr);
+            if swarm.remove(addr) {
+                self.peers -= 1;
+                forget_one(&mut self.per_ip, key);
+            }
         } else {
-            // Full: the announce is answered but a new peer is not remembered.
-            swarm.heard(addr, a.left == 0, expires, room);
+            if !swarm.refresh(addr, seeder, expires) {
+                let from_here = self.per_ip.get(&key).map_or(0, |&n| n as usize);
+                if self.peers < self.bounds.peers && from_here < self.bounds.peers_per_ip {
+                    swarm.add(Peer {
+                        addr,
+                        seeder,
+                        expires,
+                    });
+                    self.peers += 1;
+                    *self.per_ip.entry(key).or_default() += 1;
+                } else {
+                    // Full: the announce is answered, but the new peer is not remembered.
+                    self.unrecorded += 1;
+                }
+            }
             if a.event == Event::Completed {
                 swarm.completed += 1;
             }
         }
-        let after = swarm.peers.len();
-        self.peers = self.peers + after - before;
 
         let cap = if source.is_ipv6() {
             MAX_NUM_WANT_V6
@@ -282,6 +314,7 @@ impl Torrents {
     pub(crate) fn expire(&mut self, now: Instant) {
         let now = self.seconds(now);
         let mut removed = 0;
+        let per_ip = &mut self.per_ip;
         self.swarms.retain(|_, s| {
             let stale: Vec<PeerAddr> = s
                 .peers
@@ -292,6 +325,7 @@ impl Torrents {
             removed += stale.len();
             for a in stale {
                 s.remove(a);
+                forget_one(per_ip, address_key(a.get().ip()));
             }
             !s.peers.is_empty()
         });
@@ -299,9 +333,26 @@ impl Torrents {
     }
 }
 
+/// One peer fewer from the address `key`.
+fn forget_one(per_ip: &mut Map<u128, u32>, key: u128) {
+    if let Some(n) = per_ip.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            per_ip.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bounds(peers: usize, peers_per_ip: usize) -> Bounds {
+        Bounds {
+            peers,
+            peers_per_ip,
+        }
+    }
 
     fn announce(port: u16, left: u64, event: Event, num_want: i32) -> Announce {
         Announce {
@@ -322,7 +373,7 @@ mod tests {
 
     #[test]
     fn announces_list_others_never_the_announcer_and_stopped_leaves() {
-        let mut t = Torrents::new(Duration::from_secs(60), 1000, 42);
+        let mut t = Torrents::new(Duration::from_secs(60), bounds(1000, 1000), 42);
         let now = Instant::now();
         let src = |last: u8| SocketAddr::from(([10, 0, 0, last], 40000));
         let a = t.announce(&announce(6881, 0, Event::Started, -1), src(1), now);
@@ -345,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_large_swarm_indexes_its_peers_and_still_removes_them() {
-        let mut t = Torrents::new(Duration::from_secs(60), 100_000, 3);
+        let mut t = Torrents::new(Duration::from_secs(60), bounds(100_000, 100_000), 3);
         let now = Instant::now();
         let src = |i: u8| SocketAddr::from(([10, 2, 0, i], 9));
         for i in 0..40 {
@@ -386,7 +437,7 @@ mod tests {
 
     #[test]
     fn num_want_is_honoured_within_the_cap() {
-        let mut t = Torrents::new(Duration::from_secs(60), 100_000, 7);
+        let mut t = Torrents::new(Duration::from_secs(60), bounds(100_000, 100_000), 7);
         let now = Instant::now();
         for i in 0..300u32 {
             let src = SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8], 1));
@@ -417,5 +468,89 @@ mod tests {
             .announce(&announce(1, 1, Event::None, 50), v6, now)
             .peers
             .is_empty());
+    }
+
+    #[test]
+    fn one_address_cannot_fill_the_table() {
+        let mut t = Torrents::new(Duration::from_secs(60), bounds(100, 3), 5);
+        let now = Instant::now();
+        let greedy = SocketAddr::from(([10, 0, 0, 1], 1));
+        for port in 1..=10 {
+            t.announce(&announce(port, 1, Event::Started, 0), greedy, now);
+        }
+        assert_eq!(t.peer_count(), 3, "its share, and no more");
+        assert_eq!(t.unrecorded(), 7);
+        // Its known peers still refresh, and others still get in.
+        t.announce(&announce(2, 0, Event::None, 0), greedy, now);
+        let other = SocketAddr::from(([10, 0, 0, 2], 1));
+        let seen = t.announce(&announce(9, 1, Event::Started, 50), other, now);
+        assert_eq!(seen.peers.len(), 3);
+        assert_eq!((seen.seeders, seen.leechers), (1, 3));
+        // A peer that stops, or expires, gives its address room again.
+        t.announce(&announce(1, 1, Event::Stopped, 0), greedy, now);
+        t.announce(&announce(11, 1, Event::Started, 0), greedy, now);
+        assert_eq!(t.peer_count(), 4);
+        t.announce(&announce(12, 1, Event::Started, 0), greedy, now);
+        assert_eq!(t.peer_count(), 4, "full again");
+        t.expire(now + Duration::from_secs(61));
+        assert_eq!(t.peer_count(), 0);
+        t.announce(&announce(13, 1, Event::Started, 0), greedy, now);
+        assert_eq!(t.peer_count(), 1);
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_counts_as_one_address_and_mapped_ipv4_as_itself() {
+        let mut t = Torrents::new(Duration::from_secs(60), bounds(100, 2), 5);
+        let now = Instant::now();
+        for i in 1..=5u16 {
+            let src: SocketAddr = format!("[2001:db8:0:1::{i:x}]:1").parse().unwrap();
+            t.announce(&announce(i, 1, Event::Started, 0), src, now);
+        }
+        assert_eq!(t.peer_count(), 2, "one /64");
+        for i in 1..=3u8 {
+            let src: SocketAddr = format!("[::ffff:10.0.0.{i}]:1").parse().unwrap();
+            t.announce(&announce(1, 1, Event::Started, 0), src, now);
+        }
+        assert_eq!(
+            t.peer_count(),
+            5,
+            "three IPv4 addresses seen through an IPv6 socket"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives, the count of peers is what the swarms hold, each address's count
+        /// is what it has in them and within its bound, and the total within its own.
+        #[test]
+        fn counts_match_the_swarms_and_stay_within_bounds(
+            steps in proptest::collection::vec((0u8..6, 0u8..4, 1u16..8, 0u8..4), 1..300),
+        ) {
+            let mut t = Torrents::new(Duration::from_secs(60), bounds(12, 4), 9);
+            let start = Instant::now();
+            for (n, (ip, hash, port, what)) in steps.into_iter().enumerate() {
+                let now = start + Duration::from_secs(n as u64);
+                if what == 3 && n % 7 == 0 {
+                    t.expire(now);
+                    continue;
+                }
+                let event = [Event::Started, Event::None, Event::Completed, Event::Stopped][usize::from(what)];
+                let mut a = announce(port, u64::from(what % 2), event, 5);
+                a.info_hash = [hash; 20];
+                t.announce(&a, SocketAddr::from(([10, 0, 0, ip], 1)), now);
+                let held: usize = t.swarms.values().map(|s| s.peers.len()).sum();
+                proptest::prop_assert_eq!(t.peer_count(), held);
+                proptest::prop_assert!(held <= 12);
+                let mut by_ip = Map::<u128, u32>::default();
+                for s in t.swarms.values() {
+                    proptest::prop_assert!(!s.peers.is_empty());
+                    proptest::prop_assert_eq!(s.seeders as usize, s.peers.iter().filter(|p| p.seeder).count());
+                    for p in &s.peers {
+                        *by_ip.entry(address_key(p.addr.get().ip())).or_default() += 1;
+                    }
+                }
+                proptest::prop_assert!(by_ip.values().all(|&c| c <= 4));
+                proptest::prop_assert_eq!(&by_ip, &t.per_ip);
+            }
+        }
     }
 }
