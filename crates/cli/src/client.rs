@@ -1975,7 +1975,43 @@ pub(crate) async fn status(global: &Global, client: &mut HubClient) -> Result<Ex
             names.join(", ")
         );
     }
+    print_standing(&s.you);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lines of `status` about the asking client: who it is to the hub, and what it may add.
+fn print_standing(you: &troca_proto::msg::Standing) {
+    use troca_proto::msg::CallerRole;
+    let role = match you.role {
+        CallerRole::Anonymous => "no token",
+        CallerRole::Read => "read token (list and download)",
+        CallerRole::Write => "write token",
+        CallerRole::Admin => "admin token",
+    };
+    match &you.folder {
+        Some(f) => println!("you          {role}, held to {}/", output::safe(f)),
+        None => println!("you          {role}"),
+    }
+    let room = match (you.may_upload, you.room) {
+        (false, _) => "none: you may not upload here".to_owned(),
+        (true, Some(room)) => format!("{} free for your uploads", output::size(room)),
+        (true, None) => "not known (the store does not say)".to_owned(),
+    };
+    println!("room         {room}");
+    if let Some(q) = you.quota {
+        let bytes = match q.bytes {
+            0 => format!("{} (no bound)", output::size(q.used_bytes)),
+            b => format!("{} of {}", output::size(q.used_bytes), output::size(b)),
+        };
+        let files = match q.files {
+            0 => format!(
+                "{} (no bound)",
+                output::count(q.used_files, "file", "files")
+            ),
+            f => format!("{} of {}", q.used_files, output::count(f, "file", "files")),
+        };
+        println!("quota        your token keeps {bytes}, {files}");
+    }
 }
 
 pub(crate) async fn time(global: &Global, client: &mut HubClient) -> Result<ExitCode> {

@@ -37,6 +37,11 @@ fn roles_decide_who_may_upload_replace_and_delete() {
     ok(&hub.troca_with(&s.client, &read, &["ls"]));
     let err = fails(&hub.troca_with(&s.client, &read, &["put", "f.txt"]), 1);
     assert!(err.contains("read token cannot upload"), "{err}");
+    let status = ok(&hub.troca_with(&s.client, &read, &["status"]));
+    assert!(
+        status.contains("you          read token (list and download)\nroom         none: you may not upload here"),
+        "{status}"
+    );
 
     // write: uploads, and may delete what it uploaded, not another's file.
     ok(&hub.troca_with(&s.client, &w1, &["put", "f.txt", "--as", "mine.txt"]));
@@ -182,6 +187,10 @@ fn read_only_refuses_every_write_even_the_admins() {
     fails(&hub.troca_with(&s.client, &admin, &["rm", "a.txt"]), 1);
     ok(&hub.troca(&s.client, &["get", "a.txt"]));
     assert_eq!(files_under(&s.share), ["a.txt"]);
+    let status = json(&hub.troca_with(&s.client, &admin, &["--json", "status"]));
+    assert_eq!(status["you"]["role"], "admin", "{status}");
+    assert_eq!(status["you"]["may_upload"], false, "{status}");
+    assert_eq!(status["you"]["room"], 0, "{status}");
 }
 
 #[test]
@@ -246,6 +255,11 @@ fn a_token_held_to_a_folder_reaches_only_that_folder_on_every_face() {
     let (acme, err) = folder_token(&hub, "write", "/clients/acme/");
     assert!(err.contains("for clients/acme/"), "{err}");
     let troca = |args: &[&str]| hub.troca_with(&s.client, &acme, args);
+    let status = ok(&troca(&["status"]));
+    assert!(
+        status.contains("you          write token, held to clients/acme/\n"),
+        "{status}"
+    );
 
     // Native: listings, searches and reads see only the folder.
     let listed = ok(&troca(&["ls"]));
@@ -451,6 +465,21 @@ fn a_tokens_quota_bounds_what_its_uploads_keep_on_every_face_and_deleting_frees_
         (1 << 20) - (900 << 10) - 1,
         "the quota's rest: {me}"
     );
+    // `troca status` says the same, for people and for scripts.
+    let status = ok(&hub.troca_with(c, &q, &["status"]));
+    assert!(status.contains("you          write token\n"), "{status}");
+    assert!(
+        status.contains("room         124.0 KiB free for your uploads"),
+        "{status}"
+    );
+    assert!(
+        status.contains("quota        your token keeps 900.0 KiB of 1.0 MiB, 3 of 3 files"),
+        "{status}"
+    );
+    let status = json(&hub.troca_with(c, &q, &["--json", "status"]));
+    assert_eq!(status["you"]["room"], me["room"], "{status}");
+    assert_eq!(status["you"]["quota"], me["quota"], "{status}");
+    assert_eq!(status["you"]["role"], "write");
     let me = curl(&[&format!("{web}api/me")]);
     let me: serde_json::Value = serde_json::from_slice(&me.stdout).unwrap();
     assert!(me["quota"].is_null(), "{me}");

@@ -542,7 +542,7 @@ async fn dispatch(
             }
             Err(e) => Ok(Err(e)),
         },
-        Message::Status(_) => match hub.status().await {
+        Message::Status(_) => match hub.status(caller).await {
             Ok(info) => answer(conn, info.into()).await,
             Err(e) => Ok(Err(e)),
         },

@@ -14,7 +14,7 @@ use crate::quota::{Amount, QuotaHold};
 use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
-use crate::records::{History, Owners, Page, PageQuery, Tokens};
+use crate::records::{History, Owners, Page, PageQuery, Role, Tokens};
 use crate::store::{
     parse, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore, PartialInfo,
     PartialUpload, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
@@ -25,7 +25,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use troca_net::limits::PerAddress;
-use troca_proto::msg::{ClientEntry, Entry, Put, PutDone, StatusInfo};
+use troca_proto::msg::{
+    CallerRole, ClientEntry, Entry, Put, PutDone, QuotaUse, Standing, StatusInfo,
+};
 use troca_proto::{Hash, RemoteName};
 
 /// Bytes as a caller sees them: used, and how many more may be added (`None`: the store
@@ -1059,7 +1061,8 @@ impl Hub {
     }
 
     /// The hub's clock, time zone and figures.
-    pub async fn status(self: &Arc<Self>) -> Result<StatusInfo, HubError> {
+    pub async fn status(self: &Arc<Self>, caller: &Caller) -> Result<StatusInfo, HubError> {
+        let you = self.standing(caller).await?;
         let totals = self.totals().await?;
         let (files, bytes) = (totals.files, totals.bytes);
         let hub = Arc::clone(self);
@@ -1091,6 +1094,32 @@ impl Hub {
             partials: partials.len() as u64,
             partial_bytes: partials.iter().map(|p| p.held).sum(),
             hubs,
+            you: Box::new(you),
+        })
+    }
+
+    /// What `caller` may do here: its role, the folder its token reaches, whether it may
+    /// upload, how much more (see [`Hub::room_for`]), and its token's quota.
+    pub async fn standing(self: &Arc<Self>, caller: &Caller) -> Result<Standing, HubError> {
+        let role = caller.grant.as_ref().map(|g| g.role);
+        let token = self.token_use(caller).await?;
+        let room = self.room_for(caller, token.as_ref()).await?;
+        Ok(Standing {
+            role: match role {
+                None => CallerRole::Anonymous,
+                Some(Role::Read) => CallerRole::Read,
+                Some(Role::Write) => CallerRole::Write,
+                Some(Role::Admin) => CallerRole::Admin,
+            },
+            may_upload: crate::access::role_uploads(self.config.read_only, role),
+            folder: caller.folder().map(str::to_owned),
+            room,
+            quota: token.map(|t| QuotaUse {
+                bytes: t.quota.bytes,
+                files: t.quota.files,
+                used_bytes: t.used.bytes,
+                used_files: t.used.files,
+            }),
         })
     }
 

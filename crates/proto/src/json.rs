@@ -2,7 +2,7 @@
 //! mode and the HTTP API all build their answers here, so a field means the same in each.
 //! Pure formatting: times are given, never read.
 
-use crate::msg::{ClientEntry, Entry, HistoryEntry, StatusInfo};
+use crate::msg::{ClientEntry, Entry, HistoryEntry, Standing, StatusInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -155,6 +155,23 @@ pub fn status(s: &StatusInfo) -> Value {
             "bytes": s.partial_bytes,
         },
         "hubs": s.hubs,
+        "you": standing(&s.you),
+    })
+}
+
+/// What the asking client may do: as `GET /api/me` says it, without the names it owns.
+pub fn standing(y: &Standing) -> Value {
+    json!({
+        "role": y.role.as_str(),
+        "may_upload": y.may_upload,
+        "folder": y.folder,
+        "room": y.room,
+        "quota": y.quota.map(|q| json!({
+            "bytes": q.bytes,
+            "files": q.files,
+            "used_bytes": q.used_bytes,
+            "used_files": q.used_files,
+        })),
     })
 }
 

@@ -197,9 +197,15 @@ pub(crate) async fn status(
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    recorded(&hub, &v, &headers, "status", String::new(), |_| async {
-        Ok((Json(json::status(&hub.status().await?)), 0))
-    })
+    let asked = Arc::clone(&hub);
+    recorded(
+        &hub,
+        &v,
+        &headers,
+        "status",
+        String::new(),
+        |c| async move { Ok((Json(json::status(&asked.status(&c).await?)), 0)) },
+    )
     .await
 }
 

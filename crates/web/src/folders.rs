@@ -145,27 +145,14 @@ pub(crate) async fn me(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let caller = caller(&hub, &v, &headers).await?;
     let rights = hub.rights(&caller, &q.prefix).await?;
-    let token = hub.token_use(&caller).await?;
-    let room = hub.room_for(&caller, token.as_ref()).await?;
-    let quota = token.map(|u| {
-        serde_json::json!({
-            "bytes": u.quota.bytes,
-            "files": u.quota.files,
-            "used_bytes": u.used.bytes,
-            "used_files": u.used.files,
-        })
-    });
+    let mut me = troca_proto::json::standing(&hub.standing(&caller).await?);
     let mut owned: Vec<&String> = rights.owned.iter().collect();
     owned.sort();
-    Ok(Json(serde_json::json!({
-        "role": rights.role,
-        "folder": caller.folder(),
-        "may_upload": rights.may_upload,
-        "may_change_all": rights.admin,
-        "owned": owned,
-        "quota": quota,
-        "room": room,
-    })))
+    // Under `prefix`: a token held to another folder may upload elsewhere, not here.
+    me["may_upload"] = rights.may_upload.into();
+    me["may_change_all"] = rights.admin.into();
+    me["owned"] = serde_json::json!(owned);
+    Ok(Json(me))
 }
 
 /// One line of a folder's listing: a sub-folder (with what it holds) or a file.

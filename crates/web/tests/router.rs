@@ -744,7 +744,7 @@ async fn a_small_upload_gathers_in_memory_within_the_batch_memory_and_holds_its_
         tx.send(bytes::Bytes::from_static(b"hello")).await.unwrap();
         // Once the first is under way (it holds the name then), a second is refused as busy.
         for _ in 0..10_000 {
-            if f.hub.status().await.unwrap().transfers == 1 {
+            if f.hub.status(&Default::default()).await.unwrap().transfers == 1 {
                 break;
             }
             tokio::task::yield_now().await;

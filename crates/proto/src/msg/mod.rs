@@ -25,8 +25,8 @@ pub use hello::{Hello, Welcome};
 pub use list::{Entries, Entry, List};
 pub use put::{Put, PutDone, PutEnd, PutReady, PutSmall};
 pub use records::{
-    Activity, ClientEntry, ClientList, History, HistoryEntries, HistoryEntry, Register, Registered,
-    Status, StatusInfo, Who, MAX_HISTORY_PAGE,
+    Activity, CallerRole, ClientEntry, ClientList, History, HistoryEntries, HistoryEntry, QuotaUse,
+    Register, Registered, Standing, Status, StatusInfo, Who, MAX_HISTORY_PAGE,
 };
 pub use remove::{Remove, Removed};
 pub use swarm::{
@@ -227,31 +227,57 @@ mod tests {
             )
     }
 
+    fn standing() -> impl Strategy<Value = Standing> {
+        (
+            0u8..4,
+            any::<bool>(),
+            proptest::option::of(text(80)),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(proptest::array::uniform4(any::<u64>())),
+        )
+            .prop_map(|(role, may_upload, folder, room, quota)| Standing {
+                role: CallerRole::from_u8(role).expect("0..4"),
+                may_upload,
+                folder,
+                room,
+                quota: quota.map(|q| QuotaUse {
+                    bytes: q[0],
+                    files: q[1],
+                    used_bytes: q[2],
+                    used_files: q[3],
+                }),
+            })
+    }
+
     fn status_info() -> impl Strategy<Value = StatusInfo> {
         (
             (any::<i64>(), text(40), any::<i32>(), any::<u64>(), text(20)),
             proptest::array::uniform11(any::<u64>()),
             proptest::collection::vec(text(30), 0..5),
+            standing(),
         )
             .prop_map(
-                |((time_ns, time_zone, utc_offset_s, uptime_s, version), n, hubs)| StatusInfo {
-                    time_ns,
-                    time_zone,
-                    utc_offset_s,
-                    uptime_s,
-                    version,
-                    files: n[0],
-                    bytes: n[1],
-                    clients: n[2],
-                    transfers: n[3],
-                    cache_entries: n[4],
-                    cache_bytes: n[5],
-                    cache_hits: n[6],
-                    cache_misses: n[7],
-                    cache_evictions: n[8],
-                    partials: n[9],
-                    partial_bytes: n[10],
-                    hubs,
+                |((time_ns, time_zone, utc_offset_s, uptime_s, version), n, hubs, you)| {
+                    StatusInfo {
+                        time_ns,
+                        time_zone,
+                        utc_offset_s,
+                        uptime_s,
+                        version,
+                        files: n[0],
+                        bytes: n[1],
+                        clients: n[2],
+                        transfers: n[3],
+                        cache_entries: n[4],
+                        cache_bytes: n[5],
+                        cache_hits: n[6],
+                        cache_misses: n[7],
+                        cache_evictions: n[8],
+                        partials: n[9],
+                        partial_bytes: n[10],
+                        hubs,
+                        you: Box::new(you),
+                    }
                 },
             )
     }

@@ -396,6 +396,128 @@ pub struct StatusInfo {
     /// The hubs sharing this hub's database, running now (empty for a hub on its own); at most
     /// [`MAX_HUBS`].
     pub hubs: Vec<String>,
+    /// What the asking client may do here (boxed: every `Message` is as large as its largest
+    /// kind, and this rare one would otherwise make them all a hundred bytes larger).
+    pub you: Box<Standing>,
+}
+
+/// What a client may do on a hub, as the hub sees it: its role, where its token reaches, and
+/// how much it may still upload.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Standing {
+    pub role: CallerRole,
+    /// Whether it may upload at all (not a read token, not a read-only hub, …).
+    pub may_upload: bool,
+    /// The folder its token is held to (`None`: the whole share).
+    pub folder: Option<String>,
+    /// The bytes it may still upload: the disk's room within what its token's quota leaves
+    /// (`None` when nothing says, as on an object store without a quota).
+    pub room: Option<u64>,
+    /// Its token's quota and what the token keeps now (`None`: a token without one, or none).
+    pub quota: Option<QuotaUse>,
+}
+
+/// A token's quota (0: no bound on that) and what its files keep now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaUse {
+    pub bytes: u64,
+    pub files: u64,
+    pub used_bytes: u64,
+    pub used_files: u64,
+}
+
+/// Who a client is to a hub: no token, or a token of one of the three roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallerRole {
+    #[default]
+    Anonymous,
+    Read,
+    Write,
+    Admin,
+}
+
+impl CallerRole {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            CallerRole::Anonymous => 0,
+            CallerRole::Read => 1,
+            CallerRole::Write => 2,
+            CallerRole::Admin => 3,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            0 => Ok(CallerRole::Anonymous),
+            1 => Ok(CallerRole::Read),
+            2 => Ok(CallerRole::Write),
+            3 => Ok(CallerRole::Admin),
+            v => Err(DecodeError::BadValue {
+                field: "role",
+                value: v.into(),
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallerRole::Anonymous => "anonymous",
+            CallerRole::Read => "read",
+            CallerRole::Write => "write",
+            CallerRole::Admin => "admin",
+        }
+    }
+}
+
+impl Standing {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(self.role.to_u8());
+        out.put_bool(self.may_upload);
+        out.put_opt_str(
+            self.folder
+                .as_deref()
+                .map(|f| crate::codec::truncate_utf8(f, MAX_WIRE_NAME)),
+        );
+        match self.room {
+            None => out.put_u8(0),
+            Some(room) => {
+                out.put_u8(1);
+                out.put_u64(room);
+            }
+        }
+        match &self.quota {
+            None => out.put_u8(0),
+            Some(q) => {
+                out.put_u8(1);
+                for v in [q.bytes, q.files, q.used_bytes, q.used_files] {
+                    out.put_u64(v);
+                }
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            role: CallerRole::from_u8(r.u8()?)?,
+            may_upload: r.bool("may_upload")?,
+            folder: r.opt_str("folder", MAX_WIRE_NAME)?,
+            room: if r.bool("room")? {
+                Some(r.u64()?)
+            } else {
+                None
+            },
+            quota: if r.bool("quota")? {
+                Some(QuotaUse {
+                    bytes: r.u64()?,
+                    files: r.u64()?,
+                    used_bytes: r.u64()?,
+                    used_files: r.u64()?,
+                })
+            } else {
+                None
+            },
+        })
+    }
 }
 
 /// The most hubs a `StatusInfo` names.
@@ -428,6 +550,7 @@ impl StatusInfo {
         for h in hubs {
             out.put_str(crate::codec::truncate_utf8(h, MAX_SHORT_STR));
         }
+        self.you.encode(out);
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -460,6 +583,7 @@ impl StatusInfo {
                     .map(|_| r.str("hub", MAX_SHORT_STR))
                     .collect::<Result<_, _>>()?
             },
+            you: Box::new(Standing::decode(r)?),
         })
     }
 }
