@@ -517,9 +517,33 @@ fn a_link_to_a_folder_inside_the_share_is_a_folder_on_every_face() {
         zip.to_str().unwrap(),
         &format!("{web}files/fotos/?zip"),
     ]));
-    let zip = std::fs::read(&zip).unwrap();
-    let listed = String::from_utf8_lossy(&zip);
-    assert!(listed.contains("fotos/2024/b.txt") && listed.contains("fotos/a.txt"));
+    // Info-ZIP's unzip tests every entry's CRC-32, then unpacks the same files byte for byte.
+    let unzipped = s.client.join("unzipped");
+    let out = std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(&zip)
+        .output()
+        .expect("unzip (scripts/test installs it)");
+    assert!(ok(&out).contains("No errors detected"), "{out:?}");
+    ok(&std::process::Command::new("unzip")
+        .arg("-q")
+        .arg(&zip)
+        .arg("-d")
+        .arg(&unzipped)
+        .output()
+        .unwrap());
+    let got = files_under(&unzipped);
+    assert!(
+        got.contains(&"fotos/2024/b.txt".to_owned()) && got.contains(&"fotos/a.txt".to_owned()),
+        "{got:?}"
+    );
+    for name in &got {
+        assert_eq!(
+            std::fs::read(unzipped.join(name)).unwrap(),
+            std::fs::read(s.share.join(name)).unwrap(),
+            "{name}"
+        );
+    }
     let dav = curl(&[
         "-X",
         "PROPFIND",

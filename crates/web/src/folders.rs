@@ -7,6 +7,7 @@
 use crate::api::{caller, recorded};
 use crate::error::ApiError;
 use crate::page;
+use crate::zipstream::{DosTime, ZipStream};
 use crate::Visitor;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -421,7 +422,7 @@ pub(crate) async fn zip(
             }
         }
     });
-    let stream = ZipStream(rx);
+    let stream = ZipBody(rx);
     let disposition = crate::files::disposition(&format!("{base}.zip"), true);
     Ok((
         [
@@ -438,9 +439,9 @@ pub(crate) async fn zip(
 
 /// The zip's bytes as they come from the writing thread.
 #[derive(Debug)]
-struct ZipStream(tokio::sync::mpsc::Receiver<io::Result<Bytes>>);
+struct ZipBody(tokio::sync::mpsc::Receiver<io::Result<Bytes>>);
 
-impl futures_core::Stream for ZipStream {
+impl futures_core::Stream for ZipBody {
     type Item = io::Result<Bytes>;
 
     fn poll_next(
@@ -470,47 +471,51 @@ fn write_zip(
         first,
         mut rest,
     } = listed;
-    let mut zip = zip::ZipWriter::new_stream(out);
+    let mut zip = ZipStream::new(out);
     // Names inside the zip start with the folder's own name, as `zip -r photos` makes them.
     let parent_len = folder.trim_end_matches('/').rfind('/').map_or(0, |i| i + 1);
     let mut buf = vec![0u8; ZIP_CHUNK];
+    let tz = jiff::tz::TimeZone::system();
     let mut page = Some(first);
     while let Some(entries) = page {
         for e in &entries {
-            add_to_zip(hub, caller, &mut zip, &e.name[parent_len..], e, &mut buf)?;
+            let inner = &e.name[parent_len..];
+            add_to_zip(hub, caller, &mut zip, Named { inner, e, tz: &tz }, &mut buf)?;
         }
         page = rest.next_page_blocking().map_err(io::Error::other)?;
     }
-    let mut out = zip.finish().map_err(io::Error::other)?.into_inner();
+    let mut out = zip.finish(&mut buf)?;
     out.flush()?;
     Ok(out.sent)
 }
 
-/// Adds entry `e` to the zip as `inner`: a folder, or a file read through the hub (one deleted
-/// since it was listed is left out; one that cannot be read stops the zip).
+/// An entry of the listing and the name it takes in the zip.
+struct Named<'a> {
+    inner: &'a str,
+    e: &'a Entry,
+    tz: &'a jiff::tz::TimeZone,
+}
+
+/// Adds an entry to the zip: a folder, or a file read through the hub (one deleted since it
+/// was listed is left out; one that cannot be read stops the zip).
 fn add_to_zip(
     hub: &Hub,
     caller: &Caller,
-    zip: &mut zip::ZipWriter<zip::write::StreamWriter<ChannelWriter>>,
-    inner: &str,
-    e: &Entry,
+    zip: &mut ZipStream<ChannelWriter>,
+    named: Named<'_>,
     buf: &mut [u8],
 ) -> io::Result<()> {
-    use zip::write::SimpleFileOptions;
-    let options = SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .last_modified_time(dos_time(e.modified_ns))
-        .large_file(e.size >= u64::from(u32::MAX));
+    let Named { inner, e, tz } = named;
+    let modified = DosTime::from_ns(e.modified_ns, tz);
     if e.name.ends_with('/') {
-        return zip.add_directory(inner, options).map_err(io::Error::other);
+        return zip.add_folder(inner, modified);
     }
     let download = match hub.download(caller, &e.name, 0) {
         Ok(d) => d,
         Err(HubError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(io::Error::other(e)),
     };
-    let options = options.large_file(download.size() >= u64::from(u32::MAX));
-    zip.start_file(inner, options).map_err(io::Error::other)?;
+    zip.start_file(inner, modified, download.size())?;
     match &download.source {
         Source::Memory(data) => zip.write_all(data)?,
         Source::Stored(file) => {
@@ -527,23 +532,6 @@ fn add_to_zip(
         }
     }
     Ok(())
-}
-
-/// The DOS time a zip entry keeps (local time, 2 s steps, from 1980).
-fn dos_time(ns: i64) -> zip::DateTime {
-    let Ok(t) = jiff::Timestamp::from_nanosecond(i128::from(ns)) else {
-        return zip::DateTime::default();
-    };
-    let d = t.to_zoned(jiff::tz::TimeZone::system()).datetime();
-    zip::DateTime::from_date_and_time(
-        d.year().clamp(1980, 2107) as u16,
-        d.month() as u8,
-        d.day() as u8,
-        d.hour() as u8,
-        d.minute() as u8,
-        d.second() as u8,
-    )
-    .unwrap_or_default()
 }
 
 /// A `Write` that hands full chunks to an HTTP body through a bounded channel, waiting when the

@@ -14,6 +14,7 @@ mod files;
 mod folders;
 pub mod metrics;
 mod page;
+mod zipstream;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};

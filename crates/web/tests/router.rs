@@ -638,6 +638,13 @@ async fn a_folder_zip_of_more_than_4_gib_uses_zip64() {
         }
     }
     drop(out);
+    // Info-ZIP's unzip reads the zip64 fields and checks every CRC-32 too.
+    let tested = std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(&out_path)
+        .output()
+        .expect("unzip (scripts/test installs it)");
+    assert!(tested.status.success(), "{tested:?}");
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&out_path).unwrap()).unwrap();
     let entry = zip.by_name("huge/sparse.bin").unwrap();
     assert_eq!(entry.size(), len);
