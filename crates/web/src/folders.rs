@@ -471,7 +471,7 @@ fn write_zip(
         first,
         mut rest,
     } = listed;
-    let mut zip = ZipStream::new(out);
+    let mut zip = ZipStream::new(out, hub.config().state_dir.clone());
     // Names inside the zip start with the folder's own name, as `zip -r photos` makes them.
     let parent_len = folder.trim_end_matches('/').rfind('/').map_or(0, |i| i + 1);
     let mut buf = vec![0u8; ZIP_CHUNK];

@@ -97,9 +97,10 @@ struct Finished<'a> {
     offset: u64,
 }
 
-/// The central directory as it grows: in memory, then in a temporary file.
+/// The central directory as it grows: in memory, then in a temporary file in `spill`.
 #[derive(Debug, Default)]
 struct Central {
+    spill: std::path::PathBuf,
     held: Vec<u8>,
     spilled: Option<io::BufWriter<std::fs::File>>,
     len: u64,
@@ -113,7 +114,7 @@ impl Central {
         }
         self.held.extend_from_slice(record);
         if self.held.len() >= HELD {
-            let mut file = io::BufWriter::new(tempfile::tempfile()?);
+            let mut file = io::BufWriter::new(tempfile::tempfile_in(&self.spill)?);
             file.write_all(&self.held)?;
             self.held = Vec::new();
             self.spilled = Some(file);
@@ -152,13 +153,18 @@ pub struct ZipStream<W: Write> {
 }
 
 impl<W: Write> ZipStream<W> {
-    pub fn new(out: W) -> Self {
+    /// A zip written to `out`, its central directory spilling past [`HELD`] bytes into an
+    /// unnamed file in folder `spill` (the hub's state folder: on its disk, never a tmpfs).
+    pub fn new(out: W, spill: std::path::PathBuf) -> Self {
         Self {
             out,
             at: 0,
             entries: 0,
             open: None,
-            central: Central::default(),
+            central: Central {
+                spill,
+                ..Central::default()
+            },
             scratch: Vec::with_capacity(512),
         }
     }
@@ -420,7 +426,7 @@ mod tests {
     }
 
     fn zipped(items: &[Item]) -> Vec<u8> {
-        let mut z = ZipStream::new(Vec::new());
+        let mut z = ZipStream::new(Vec::new(), std::env::temp_dir());
         let t = DosTime::from_ns(1_700_000_000_000_000_000, &jiff::tz::TimeZone::UTC);
         for item in items {
             match item {
@@ -511,7 +517,7 @@ mod tests {
 
     #[test]
     fn a_file_that_grows_past_what_its_header_said_is_refused() {
-        let mut z = ZipStream::new(io::sink());
+        let mut z = ZipStream::new(io::sink(), std::env::temp_dir());
         z.start_file("a", DosTime::default(), 1).unwrap();
         z.open.as_mut().unwrap().size = FULL_32;
         let err = z.finish(&mut [0u8; 16]).unwrap_err();
