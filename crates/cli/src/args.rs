@@ -622,13 +622,13 @@ pub struct TrackerLimits {
     /// Peers registered in all; more are refused.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_peers: usize,
-    /// Peers one IP address may register.
+    /// Peers one address (an IPv6 /64) may register.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_peers_per_ip: usize,
     /// Files one peer may register.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_files_per_peer: usize,
-    /// Files all the peers of one IP address may register together.
+    /// Files all the peers of one address (an IPv6 /64) may register together.
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub max_files_per_ip: usize,
     /// Files registered over all peers (one shared by three peers counts three; ~200 bytes each).

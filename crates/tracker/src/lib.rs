@@ -30,9 +30,10 @@ pub struct TrackerConfig {
     /// How long a registration lasts unless refreshed (any REG, UPD from the peer refreshes it).
     pub lifetime: Duration,
     pub max_files_per_peer: usize,
+    /// Peers registered from one address: an IPv4 address, or an IPv6 /64 (what one
+    /// subscriber gets, so one cannot take all the room by using many of its addresses).
     pub max_peers_per_ip: usize,
-    /// Files registered by all the peers of one address (an IPv6 /64 is not grouped here: the
-    /// per-IP caps count exact addresses).
+    /// Files registered by all the peers of one address (grouped as for `max_peers_per_ip`).
     pub max_files_per_ip: usize,
     /// Peers registered in all.
     pub max_peers: usize,

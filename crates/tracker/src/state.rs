@@ -64,7 +64,8 @@ pub(crate) struct State {
     config: TrackerConfig,
     pub(crate) cookies: Cookies,
     peers: HashMap<SocketAddr, Peer>,
-    per_ip: HashMap<IpAddr, PerIp>,
+    /// What each address holds, by [`address_key`] (an IPv4 address, an IPv6 /64).
+    per_ip: HashMap<u128, PerIp>,
     index: BTreeMap<Claim, Indexed>,
     /// Claims by the last part of their names (as given by any holder), for LST by name.
     by_name: HashMap<String, BTreeSet<Claim>>,
@@ -195,7 +196,7 @@ impl State {
                 );
             }
         } else {
-            let ip = self.per_ip.entry(from.ip()).or_default();
+            let ip = self.per_ip.entry(address_key(from.ip())).or_default();
             if ip.peers >= self.config.max_peers_per_ip {
                 return error(codes::TOO_MANY_PEERS, "too many peers from this address");
             }
@@ -225,7 +226,10 @@ impl State {
         if held + adding > c.max_files_per_peer {
             return Err(error(codes::TOO_MANY_FILES, "too many files for one peer"));
         }
-        let ip = self.per_ip.get(&from.ip()).map_or(0, |p| p.files);
+        let ip = self
+            .per_ip
+            .get(&address_key(from.ip()))
+            .map_or(0, |p| p.files);
         if ip + adding > c.max_files_per_ip {
             return Err(error(
                 codes::TOO_MANY_FILES,
@@ -310,7 +314,10 @@ impl State {
             .or_default()
             .insert(claim);
         self.registered += 1;
-        self.per_ip.entry(holder.ip()).or_default().files += 1;
+        self.per_ip
+            .entry(address_key(holder.ip()))
+            .or_default()
+            .files += 1;
     }
 
     fn unindex(&mut self, f: &FileInfo, holder: SocketAddr) {
@@ -322,7 +329,7 @@ impl State {
             return;
         }
         self.registered -= 1;
-        if let Some(ip) = self.per_ip.get_mut(&holder.ip()) {
+        if let Some(ip) = self.per_ip.get_mut(&address_key(holder.ip())) {
             ip.files -= 1;
         }
         let name_gone = match entry.names.get_mut(&f.name) {
@@ -359,10 +366,10 @@ impl State {
             for f in peer.files.values() {
                 self.unindex(f, from);
             }
-            if let Some(ip) = self.per_ip.get_mut(&from.ip()) {
+            if let Some(ip) = self.per_ip.get_mut(&address_key(from.ip())) {
                 ip.peers -= 1;
                 if ip.peers == 0 {
-                    self.per_ip.remove(&from.ip());
+                    self.per_ip.remove(&address_key(from.ip()));
                 }
             }
         }
@@ -646,6 +653,46 @@ mod tests {
             Answer::Ok
         );
         assert_eq!(reg(&mut s, "10.0.0.5:1", 6, batch(5)), Answer::Ok);
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_one_address_for_the_bounds() {
+        let mut s = state(TrackerConfig {
+            max_peers_per_ip: 2,
+            max_files_per_ip: 3,
+            ..TrackerConfig::default()
+        });
+        // Two addresses of one /64 fill its peers; a third of them is refused.
+        assert_eq!(
+            reg(&mut s, "[2001:db8:1:1::1]:1", 1, vec![file(1, 1, "a")]),
+            Answer::Ok
+        );
+        assert_eq!(
+            reg(&mut s, "[2001:db8:1:1::2]:1", 2, vec![file(2, 1, "b")]),
+            Answer::Ok
+        );
+        assert!(refused(
+            &reg(&mut s, "[2001:db8:1:1::3]:1", 3, vec![]),
+            codes::TOO_MANY_PEERS
+        ));
+        // Its files are counted together too.
+        let more = Request::Update {
+            secret: [2; 16],
+            mode: UpdateMode::Add,
+            files: vec![file(3, 1, "c"), file(4, 1, "d")],
+        };
+        let from = "[2001:db8:1:1::2]:1".parse().unwrap();
+        assert!(refused(
+            &s.apply(more, from, Instant::now()),
+            codes::TOO_MANY_FILES
+        ));
+        // Another /64 is another address.
+        assert_eq!(reg(&mut s, "[2001:db8:1:2::1]:1", 4, vec![]), Answer::Ok);
+        // Leaving gives the room back to the /64.
+        let end = Request::End { secret: [1; 16] };
+        let from = "[2001:db8:1:1::1]:1".parse().unwrap();
+        assert_eq!(s.apply(end, from, Instant::now()), Answer::Ok);
+        assert_eq!(reg(&mut s, "[2001:db8:1:1::3]:1", 3, vec![]), Answer::Ok);
     }
 
     #[test]
