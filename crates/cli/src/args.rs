@@ -657,6 +657,10 @@ pub struct Serve {
         value_name = "ADDR"
     )]
     pub listen: String,
+    /// Not an option: says which ones to use instead (people coming from other file servers
+    /// try it first, and clap's nearest match would be `--max-upload-rate-per-ip`).
+    #[arg(long, hide = true, value_name = "PORT", value_parser = no_port)]
+    pub port: Option<String>,
     /// Address for the web page and HTTP API; 0.0.0.0:13380 exposes it.
     #[arg(
         help_heading = "Addresses",
@@ -856,6 +860,15 @@ pub struct Serve {
 
 fn parse_store(s: &str) -> Result<troca_hub::store::S3Address, String> {
     troca_hub::store::S3Address::parse(s)
+}
+
+/// `--port N` is refused with what to write instead.
+fn no_port(port: &str) -> Result<String, String> {
+    Err(format!(
+        "troca serve has no --port: use --listen 127.0.0.1:{port} (this machine only) or \
+         --listen 0.0.0.0:{port} (the network) for the native protocol, and --http ADDR for \
+         the web page"
+    ))
 }
 
 /// Durations like `30s`, `15m`, `1h 30m`, `500ms`, or bare seconds (`10`).

@@ -112,6 +112,25 @@ fn serving_a_file_says_it_is_not_a_folder() {
     assert!(err.contains("is a file, not a folder"), "{err}");
 }
 
+/// `--port`, what other file servers take, says what troca takes instead (a usage error:
+/// nothing is served).
+#[test]
+fn serve_port_says_which_options_to_use() {
+    let s = Scratch::new();
+    let out = std::process::Command::new(TROCA)
+        .arg("serve")
+        .arg(&s.share)
+        .args(["--port", "8080"])
+        .output()
+        .unwrap();
+    let err = fails(&out, 2);
+    assert!(
+        err.contains("use --listen 127.0.0.1:8080 (this machine only) or --listen 0.0.0.0:8080"),
+        "{err}"
+    );
+    assert!(!s.share.join(".troca").exists(), "nothing was started");
+}
+
 /// A second hub on a state folder in use would clear the first one's uploads in progress:
 /// it is refused, naming the process that holds it, and the first goes on serving.
 #[test]
