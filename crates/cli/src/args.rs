@@ -789,6 +789,14 @@ pub struct Serve {
         value_name = "N"
     )]
     pub max_locks: usize,
+    /// The most WebDAV locks one token holds at once, so one cannot take them all.
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 1_000,
+        value_name = "N"
+    )]
+    pub max_locks_per_token: usize,
     /// The longest a WebDAV lock is held without a refresh (a client asking for longer, or for
     /// ever, gets this).
     #[arg(help_heading = "Limits", long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]

@@ -186,6 +186,7 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.metrics = args.metrics.is_some();
     config.max_searches = args.max_searches.max(1);
     config.max_locks = args.max_locks;
+    config.max_locks_per_token = args.max_locks_per_token;
     config.max_lock_time = args.max_lock_time;
     config.read_only = args.read_only;
     config.require_token = args.require_token;

@@ -65,6 +65,8 @@ pub struct HubConfig {
     pub max_searches: usize,
     /// The most locks (WebDAV's) held at once, and the longest any is held without a refresh.
     pub max_locks: usize,
+    /// The most WebDAV locks one token (or the admin) holds at once.
+    pub max_locks_per_token: usize,
     pub max_lock_time: Duration,
     /// What an address without a token may upload per window.
     pub upload_quota: crate::quota::QuotaLimits,
@@ -121,6 +123,7 @@ impl HubConfig {
             hub_name: default_hub_name(),
             max_searches: 4,
             max_locks: 10_000,
+            max_locks_per_token: 1_000,
             max_lock_time: Duration::from_secs(60 * 60),
             upload_quota: crate::quota::QuotaLimits::DEFAULT,
             rates: troca_net::pace::Limits::default(),

@@ -39,6 +39,8 @@ pub enum Refusal {
     Conflict(Box<Lock>),
     /// The table holds its maximum of locks.
     Full(usize),
+    /// The one asking holds its maximum of locks.
+    TooMany(usize),
 }
 
 /// A request for a lock.
@@ -66,6 +68,8 @@ pub struct Presented<'a> {
 pub struct Locks {
     all: std::sync::Mutex<Vec<Lock>>,
     max: usize,
+    /// The most one principal (a token) may hold, so one token cannot fill the table.
+    max_per_holder: usize,
     max_time: Duration,
 }
 
@@ -96,7 +100,16 @@ impl Locks {
         Self {
             all: Default::default(),
             max,
+            max_per_holder: max,
             max_time,
+        }
+    }
+
+    /// The same, one principal holding at most `n` of them.
+    pub fn per_holder(self, n: usize) -> Self {
+        Self {
+            max_per_holder: n,
+            ..self
         }
     }
 
@@ -111,6 +124,13 @@ impl Locks {
         let mut all = self.live(now);
         if all.len() >= self.max {
             return Err(Refusal::Full(self.max));
+        }
+        let held = all
+            .iter()
+            .filter(|l| l.principal.as_deref() == req.principal)
+            .count();
+        if held >= self.max_per_holder {
+            return Err(Refusal::TooMany(self.max_per_holder));
         }
         let in_way = all.iter().find(|l| {
             let overlaps = l.covers(req.name) || (req.deep && within(&l.name, req.name));
@@ -260,6 +280,29 @@ mod tests {
 
     fn none() -> Presented<'static> {
         Presented::default()
+    }
+
+    #[test]
+    fn one_holder_cannot_take_the_whole_table() {
+        let locks = Locks::new(10, HOUR).per_holder(2);
+        let now = Instant::now();
+        locks.lock(req("a", false, false), now).unwrap();
+        locks.lock(req("b", false, false), now).unwrap();
+        assert_eq!(
+            locks.lock(req("c", false, false), now),
+            Err(Refusal::TooMany(2))
+        );
+        let other = LockRequest {
+            principal: Some("token 7"),
+            ..req("c", false, false)
+        };
+        assert!(
+            locks.lock(other, now).is_ok(),
+            "another holder still gets its own"
+        );
+        // Its locks running out gives it room again.
+        let later = now + HOUR + Duration::from_secs(1);
+        assert!(locks.lock(req("d", false, false), later).is_ok());
     }
 
     #[test]

@@ -379,7 +379,8 @@ impl Hub {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
         let tls = crate::identity::Tls::for_mode(&config.tls, &state)?;
-        let locks = Locks::new(config.max_locks, config.max_lock_time);
+        let locks = Locks::new(config.max_locks, config.max_lock_time)
+            .per_holder(config.max_locks_per_token);
         let metrics = config
             .metrics
             .then(|| Arc::new(crate::metrics::Metrics::new()));

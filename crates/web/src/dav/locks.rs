@@ -101,6 +101,13 @@ impl DavLockSystem for HubLocks {
                 tracing::warn!("the hub holds its maximum of {max} locks; a LOCK was refused");
                 Err(refused(path))
             }
+            Err(Refusal::TooMany(max)) => {
+                tracing::warn!(
+                    "{} holds its maximum of {max} locks; a LOCK was refused",
+                    principal.unwrap_or("anonymous")
+                );
+                Err(refused(path))
+            }
         };
         ready(result)
     }
