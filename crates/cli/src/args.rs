@@ -657,8 +657,10 @@ pub struct Serve {
         value_name = "ADDR"
     )]
     pub listen: String,
-    /// Not an option: says which ones to use instead (people coming from other file servers
-    /// try it first, and clap's nearest match would be `--max-upload-rate-per-ip`).
+    /// troca has no --port: it says to use --listen (and --http) instead.
+    // Hidden from help, yet still in completions (clap_complete lists hidden options): people
+    // coming from other file servers try it first, and clap's nearest match would be
+    // `--max-upload-rate-per-ip`.
     #[arg(long, hide = true, value_name = "PORT", value_parser = no_port)]
     pub port: Option<String>,
     /// Address for the web page and HTTP API; 0.0.0.0:13380 exposes it.

@@ -80,9 +80,18 @@ async fn run(global: &Global, args: PeerArgs) -> Result<ExitCode> {
     if let Err(e) = peer.stop().await {
         // Not this peer's fault, and nothing is lost: the tracker drops it when its
         // registration lapses.
-        eprintln!("troca: warning: the tracker did not hear this peer leave ({e}); it forgets peers that stop refreshing");
+        unheard_leave(&e);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says that stopping could not tell the tracker (a warning: nothing is lost, and the tracker
+/// forgets a peer whose registration lapses).
+pub(crate) fn unheard_leave(e: &troca_peer::Error) {
+    eprintln!(
+        "troca: warning: the tracker did not hear this peer leave ({e}); it forgets peers \
+         that stop refreshing"
+    );
 }
 
 /// The peer's settings, from the command line.

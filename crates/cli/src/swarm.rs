@@ -261,7 +261,7 @@ impl Get {
         if let Err(e) = peer.stop().await {
             // The file is here and verified; a tracker that did not hear us leave drops this
             // peer when its registration lapses.
-            eprintln!("troca: warning: the tracker did not hear this peer leave ({e}); it forgets peers that stop refreshing");
+            crate::peer::unheard_leave(&e);
         }
         Ok(ExitCode::SUCCESS)
     }

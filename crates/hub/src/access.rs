@@ -166,7 +166,6 @@ impl Caller {
             owners.owned(prefix, owner)?
         };
         Ok(Rights {
-            role: role.map_or("anonymous", Role::as_str),
             may_upload,
             admin,
             owned,
@@ -268,8 +267,6 @@ fn outside(folder: &str, name: &str) -> HubError {
 /// files it uploaded (`owned`).
 #[derive(Debug, Clone, Default)]
 pub struct Rights {
-    /// `admin`, `write`, `read` or `anonymous`.
-    pub role: &'static str,
     pub may_upload: bool,
     pub admin: bool,
     pub owned: std::collections::HashSet<String>,

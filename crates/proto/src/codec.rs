@@ -44,6 +44,7 @@ pub(crate) trait Put {
     fn put_hash(&mut self, h: &Hash);
     fn put_opt_str(&mut self, s: Option<&str>);
     fn put_opt_hash(&mut self, h: Option<&Hash>);
+    fn put_opt_u64(&mut self, v: Option<u64>);
     /// A `u32` length, then the bytes.
     fn put_bytes(&mut self, b: &[u8]);
 }
@@ -98,6 +99,16 @@ impl Put for Vec<u8> {
             Some(h) => {
                 self.put_u8(1);
                 self.put_hash(h);
+            }
+        }
+    }
+
+    fn put_opt_u64(&mut self, v: Option<u64>) {
+        match v {
+            None => self.put_u8(0),
+            Some(v) => {
+                self.put_u8(1);
+                self.put_u64(v);
             }
         }
     }
@@ -212,6 +223,13 @@ impl<'a> Reader<'a> {
     pub(crate) fn opt_hash(&mut self, field: &'static str) -> Result<Option<Hash>, DecodeError> {
         if self.tag(field)? {
             self.hash().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+    pub(crate) fn opt_u64(&mut self, field: &'static str) -> Result<Option<u64>, DecodeError> {
+        if self.tag(field)? {
+            self.u64().map(Some)
         } else {
             Ok(None)
         }

@@ -478,13 +478,7 @@ impl Standing {
                 .as_deref()
                 .map(|f| crate::codec::truncate_utf8(f, MAX_WIRE_NAME)),
         );
-        match self.room {
-            None => out.put_u8(0),
-            Some(room) => {
-                out.put_u8(1);
-                out.put_u64(room);
-            }
-        }
+        out.put_opt_u64(self.room);
         match &self.quota {
             None => out.put_u8(0),
             Some(q) => {
@@ -501,11 +495,7 @@ impl Standing {
             role: CallerRole::from_u8(r.u8()?)?,
             may_upload: r.bool("may_upload")?,
             folder: r.opt_str("folder", MAX_WIRE_NAME)?,
-            room: if r.bool("room")? {
-                Some(r.u64()?)
-            } else {
-                None
-            },
+            room: r.opt_u64("room")?,
             quota: if r.bool("quota")? {
                 Some(QuotaUse {
                     bytes: r.u64()?,
