@@ -506,3 +506,73 @@ fn a_tokens_quota_bounds_what_its_uploads_keep_on_every_face_and_deleting_frees_
     ok(&hub.troca_with(c, &q, &["put", "tiny"]));
     assert_eq!(std::fs::read_dir(s.share.join("tiny")).unwrap().count(), 3);
 }
+
+/// The shared folder is also a folder its users edit. A file uploaded with a token and then
+/// deleted by hand no longer counts against the token's quota, and whoever uploaded a file (by
+/// token or by owner key) gets no rights over one put in its place, or changed, by other means.
+#[test]
+fn files_changed_outside_the_hub_are_no_longer_their_uploaders() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let out = Command::new(TROCA)
+        .args(["token", "create", "--role", "write", "--label", "q"])
+        .args(["--quota-files", "2", "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let q = ok(&out).trim().to_owned();
+    let c = &s.client;
+    for name in ["a.txt", "b.txt", "c.txt", "d.txt", "mine.txt"] {
+        std::fs::write(c.join(name), name).unwrap();
+    }
+    ok(&hub.troca_with(c, &q, &["put", "a.txt", "b.txt"]));
+    let err = fails(&hub.troca_with(c, &q, &["put", "c.txt"]), 1);
+    assert!(err.contains("may keep 2 files"), "{err}");
+
+    // Deleted by hand: the next upload finds the room it left.
+    std::fs::remove_file(s.share.join("a.txt")).unwrap();
+    ok(&hub.troca_with(c, &q, &["put", "c.txt"]));
+    let err = fails(&hub.troca_with(c, &q, &["put", "d.txt"]), 1);
+    assert!(err.contains("keeps 2 files"), "b.txt and c.txt: {err}");
+
+    // Another file put in b.txt's place by hand is not the token's.
+    std::fs::remove_file(s.share.join("b.txt")).unwrap();
+    std::fs::write(s.share.join("b.txt"), "someone else's").unwrap();
+    set_mtime(&s.share.join("b.txt"), 1_000_000_000);
+    let err = fails(&hub.troca_with(c, &q, &["rm", "b.txt"]), 1);
+    assert!(
+        err.contains("needs the admin token or the token that uploaded it"),
+        "{err}"
+    );
+    fails(
+        &hub.troca_with(c, &q, &["put", "--force", "d.txt", "--as", "b.txt"]),
+        1,
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("b.txt")).unwrap(),
+        "someone else's"
+    );
+    // Nor does it count against its quota any more.
+    ok(&hub.troca_with(c, &q, &["put", "d.txt"]));
+
+    // The same for an upload without a token, owned by its client's owner key: its own,
+    // untouched, it may delete; once changed by hand, not.
+    ok(&hub.troca(c, &["put", "mine.txt", "--as", "anon.txt"]));
+    ok(&hub.troca(c, &["put", "mine.txt"]));
+    ok(&hub.troca(c, &["rm", "mine.txt"]));
+    std::fs::write(s.share.join("anon.txt"), "edited by hand").unwrap();
+    let err = fails(&hub.troca(c, &["rm", "anon.txt"]), 1);
+    assert!(err.contains("needs a token"), "{err}");
+    assert!(s.share.join("anon.txt").exists());
+
+    // `token list` counts what the token's uploads still keep: c.txt and d.txt.
+    let listed = json(
+        &Command::new(TROCA)
+            .args(["--json", "token", "list", "--state"])
+            .arg(hub.dir.join(".troca"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(listed[0]["used"]["files"], 2, "{listed}");
+    assert_eq!(listed[0]["used"]["bytes"], 10, "{listed}");
+}

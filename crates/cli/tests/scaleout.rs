@@ -2140,3 +2140,48 @@ fn on_garage_with_one_of_three_nodes_down_every_file_reads_and_uploads_go_on() {
     let [one, two] = [&cluster.endpoints[0], &cluster.endpoints[1]];
     every_file_reads_and_uploads_go_on(&g, [one, two], || Down::node(&cluster, 3));
 }
+
+/// A hub keeping its files in a local folder and its records in PostgreSQL: a file deleted by
+/// hand stops counting against its token's quota, one edited by hand is no longer its
+/// uploader's, and one retimed by the hub still is.
+#[test]
+fn on_postgresql_files_changed_outside_the_hub_are_no_longer_their_uploaders() {
+    let Some(g) = Group::new() else { return };
+    let s = Scratch::new();
+    let args = g.store_args();
+    let hub = Hub::start(
+        &s.share,
+        &args[4..].iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let q = group_token_with(&g, "write", &["--quota-files", "2"]);
+    let c = &s.client;
+    write_tree(
+        c,
+        &[
+            ("a.txt", "a"),
+            ("b.txt", "b"),
+            ("c.txt", "c"),
+            ("mine.txt", "m"),
+        ],
+    );
+    ok(&hub.troca_with(c, &q, &["put", "a.txt", "b.txt"]));
+    let err = fails(&hub.troca_with(c, &q, &["put", "c.txt"]), 1);
+    assert!(err.contains("may keep 2 files"), "{err}");
+    std::fs::remove_file(s.share.join("a.txt")).unwrap();
+    ok(&hub.troca_with(c, &q, &["put", "c.txt"]));
+    assert_eq!(
+        g.sql("SELECT string_agg(name, ',' ORDER BY name) FROM owners"),
+        "b.txt,c.txt"
+    );
+
+    std::fs::write(s.share.join("b.txt"), "edited by hand").unwrap();
+    let err = fails(&hub.troca_with(c, &q, &["rm", "b.txt"]), 1);
+    assert!(err.contains("the token that uploaded it"), "{err}");
+    ok(&hub.troca_with(c, &q, &["rm", "c.txt"]));
+
+    ok(&hub.troca(c, &["put", "mine.txt"]));
+    set_mtime(&s.share.join("mine.txt"), 1_000_000_000);
+    let err = fails(&hub.troca(c, &["rm", "mine.txt"]), 1);
+    assert!(err.contains("needs a token"), "{err}");
+    assert!(s.share.join("mine.txt").exists());
+}

@@ -384,6 +384,39 @@ fn clients_set_a_files_time_as_rclone_windows_and_the_rfc_say_and_bad_times_chan
         "404"
     );
     assert_eq!(mtime_secs(&file), 1_000_000_000);
+    // A file keeps its uploader through a new time: the token that put it may still delete it.
+    let (writer, _) = folder_token(&hub, "write", "w");
+    let writer = basic(&writer);
+    assert_eq!(
+        status(&["-u", &writer, "-X", "MKCOL", &format!("{url}w/")]),
+        "201"
+    );
+    let put = [
+        "-u",
+        &writer,
+        "-T",
+        "/etc/hostname",
+        &format!("{url}w/t.txt"),
+    ];
+    assert_eq!(status(&put), "201");
+    let out = curl(&[
+        "-s",
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-u",
+        &writer,
+        "-X",
+        "PROPPATCH",
+        "-d",
+        &rclone,
+        &format!("{url}w/t.txt"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "207");
+    assert_eq!(mtime_secs(&s.share.join("w/t.txt")), 1_100_000_000);
+    let delete = ["-u", &writer, "-X", "DELETE", &format!("{url}w/t.txt")];
+    assert_eq!(status(&delete), "204");
 }
 
 #[test]

@@ -40,7 +40,9 @@ pub mod small;
 pub mod spool;
 pub mod state_lock;
 pub mod store;
+pub mod sweep;
 pub mod transfer;
+pub mod version;
 
 pub use config::HubConfig;
 pub use error::HubError;

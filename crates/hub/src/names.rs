@@ -195,6 +195,7 @@ impl Hub {
             }
             let retimed = hub.store().set_modified(&remote, modified_ns)?;
             hub.cache().invalidate(remote.as_str());
+            hub.owners().retime(remote.as_str(), retimed)?;
             // Read from the very file retimed: its hash, if known, is the same.
             let known = hub.hashes().get(remote.as_str(), retimed.before);
             if let Some(hash) = known {

@@ -477,6 +477,10 @@ CREATE TABLE IF NOT EXISTS key_owners (
     name text COLLATE "C" PRIMARY KEY,
     key_hash bytea NOT NULL
 );
+-- The version (size, mtime) of the file the upload left; NULL for owners recorded before.
+ALTER TABLE owners ADD COLUMN IF NOT EXISTS mtime_ns bigint;
+ALTER TABLE key_owners ADD COLUMN IF NOT EXISTS size bigint NOT NULL DEFAULT 0;
+ALTER TABLE key_owners ADD COLUMN IF NOT EXISTS mtime_ns bigint;
 -- WebDAV's dead properties: `{namespace}name` and the element as sent.
 CREATE TABLE IF NOT EXISTS props (
     name text COLLATE "C" NOT NULL,

@@ -14,6 +14,7 @@
 
 use crate::error::HubError;
 use lru::LruCache;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -457,6 +458,31 @@ fn wait_text(wait: Duration) -> String {
     }
 }
 
+/// Where the sweep of each token's records for a refused upload goes on (the hub's `sweep`
+/// module): a page at a time, so each refused upload looks at a bounded number of
+/// files, and the next one at the next page. Only tokens in the middle of their records are
+/// held.
+#[derive(Debug, Default)]
+pub struct TokenSweeps(Mutex<HashMap<i64, String>>);
+
+impl TokenSweeps {
+    /// The name after which token `id`'s next page starts (`None`: from its first record).
+    pub(crate) fn cursor(&self, id: i64) -> Option<String> {
+        let at = self.0.lock().expect("token sweeps poisoned");
+        at.get(&id).cloned()
+    }
+
+    /// Notes where token `id`'s next page starts (`None`: its records were all looked at, so
+    /// the next sweep starts again from the first).
+    pub(crate) fn go_on(&self, id: i64, next: Option<String>) {
+        let mut at = self.0.lock().expect("token sweeps poisoned");
+        match next {
+            Some(name) => at.insert(id, name),
+            None => at.remove(&id),
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,5 +671,21 @@ mod tests {
         assert_eq!(wait_text(Duration::from_millis(100)), "1 s");
         assert_eq!(wait_text(Duration::from_secs(61)), "2 min");
         assert_eq!(wait_text(Duration::from_secs(3_700)), "1 h 2 min");
+    }
+
+    #[test]
+    fn a_tokens_sweep_goes_on_where_it_stopped_and_starts_over_at_the_end() {
+        let sweeps = TokenSweeps::default();
+        assert_eq!(sweeps.cursor(1), None);
+        sweeps.go_on(1, Some("m".into()));
+        sweeps.go_on(2, Some("x".into()));
+        assert_eq!(sweeps.cursor(1).as_deref(), Some("m"));
+        sweeps.go_on(1, None);
+        assert_eq!(sweeps.cursor(1), None);
+        assert_eq!(
+            sweeps.0.lock().unwrap().len(),
+            1,
+            "only tokens midway are held"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Accepting connections: the connection limit, the periodic clean-up of stale partial uploads,
-//! and graceful shutdown (stop accepting, close idle connections, let requests in progress
+//! Accepting connections: the connection limit, the periodic clean-up of stale partial uploads
+//! and of owner records of files changed outside the hub, and graceful shutdown (stop accepting, close idle connections, let requests in progress
 //! finish).
 
 use crate::config::HubConfig;
@@ -32,6 +32,7 @@ pub async fn serve(
 ) -> Result<(), HubError> {
     let tracker = TaskTracker::new();
     tracker.spawn(clean_partials(Arc::clone(&hub), shutdown.clone()));
+    tracker.spawn(sweep_owners(Arc::clone(&hub), shutdown.clone()));
     let limit = Arc::new(Semaphore::new(hub.config().max_connections));
     let mut busy = Vec::new();
     troca_proto::frame::encode_frame(
@@ -95,6 +96,30 @@ async fn clean_partials(hub: Arc<Hub>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Sweeps the owner records of files gone or changed outside the hub: at start, then every
+/// [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY).
+async fn sweep_owners(hub: Arc<Hub>, shutdown: CancellationToken) {
+    if !hub.store().changed_outside() {
+        return;
+    }
+    loop {
+        let h = Arc::clone(&hub);
+        match tokio::task::spawn_blocking(move || h.sweep_owners(None)).await {
+            Ok(Ok(swept)) if swept.forgotten + swept.stamped > 0 => tracing::info!(
+                forgotten = swept.forgotten,
+                stamped = swept.stamped,
+                "owner records of files gone or changed outside the hub"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot sweep the owner records"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(crate::sweep::SWEEP_EVERY) => {}
         }
     }
 }

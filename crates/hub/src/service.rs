@@ -14,7 +14,7 @@ use crate::quota::{Amount, QuotaHold};
 use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
-use crate::records::{History, Owners, Page, PageQuery, Role, Tokens};
+use crate::records::{History, Owner, Owners, Page, PageQuery, Role, Tokens};
 use crate::store::{
     parse, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore, PartialInfo,
     PartialUpload, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
@@ -64,6 +64,8 @@ pub struct Hub {
     quota: Arc<crate::quota::UploadQuota>,
     /// What uploads running here hold of their tokens' quotas.
     token_quotas: Arc<crate::quota::TokenQuotas>,
+    /// When each token's owner records were last swept for a refused upload.
+    token_sweeps: crate::quota::TokenSweeps,
     /// Where the admin token is, and whether this start created it.
     admin_token: AdminTokenFile,
     /// The hub's TLS identity and the configurations made from it (`None`: plaintext);
@@ -424,6 +426,7 @@ impl Hub {
             searches: troca_net::limits::Turns::new(config.max_searches),
             quota: crate::quota::UploadQuota::new(config.upload_quota),
             token_quotas: Arc::default(),
+            token_sweeps: Default::default(),
             config,
             store,
             clients,
@@ -694,7 +697,7 @@ impl Hub {
         name: &RemoteName,
         what: &str,
     ) -> Result<(), HubError> {
-        let owner = self.owners.owner(name.as_str())?;
+        let owner = self.owner_now(name)?;
         caller.may_change(
             self.tokens(),
             self.config.read_only,
@@ -702,6 +705,14 @@ impl Hub {
             owner,
             what,
         )
+    }
+
+    /// The owner of the file at `name` as it is now: on a store other programs may change, only
+    /// the uploader of this very version (a file put there by other means belongs to nobody).
+    /// Blocking.
+    pub(crate) fn owner_now(&self, name: &RemoteName) -> Result<Owner, HubError> {
+        let now = self.store.version_now(name)?;
+        self.owners.owner(name.as_str(), now)
     }
 
     /// The hub's locks (WebDAV's), for the face that takes them.
@@ -912,14 +923,22 @@ impl Hub {
                 .collect::<Result<_, _>>()?;
             Ok((stored, amounts))
         };
-        match counted() {
+        let admit = || match counted() {
             Ok((stored, amounts)) => self.token_quotas.admit(id, quota, stored, &amounts),
             Err(e) => crate::quota::Admitted {
                 hold: None,
                 count: 0,
                 refusal: Some(e),
             },
+        };
+        let admitted = admit();
+        // Files deleted by hand may still count: forgotten, the quota may have room after all.
+        let over = matches!(admitted.refusal, Some(HubError::TokenQuota(_)));
+        if over && self.resweep_token(id) {
+            drop(admitted);
+            return admit();
         }
+        admitted
     }
 
     /// What storing `size` bytes at `name` adds to token `id`'s files: less what it replaces
@@ -935,7 +954,7 @@ impl Hub {
             bytes: size,
             files: 1,
         };
-        if !replace || self.owners.owner(name.as_str())?.token_id != Some(id) {
+        if !replace || self.owner_now(name)?.token_id != Some(id) {
             return Ok(new);
         }
         match self.store.open(name) {
@@ -1053,8 +1072,7 @@ impl Hub {
             let version = hub.store.commit(upload, force)?;
             hub.cache.invalidate(name.as_str());
             // The uploading token owns the file now (an anonymous upload owns nothing).
-            hub.owners
-                .set_owner(name.as_str(), uploader, version.size)?;
+            hub.owners.set_owner(name.as_str(), uploader, version)?;
             hub.hashes.insert(name.as_str(), version, ours);
             Ok(version)
         })
@@ -1518,6 +1536,10 @@ impl Hub {
 
     pub(crate) fn held(&self) -> &crate::held::HeldQueue {
         &self.held
+    }
+
+    pub(crate) fn token_sweeps(&self) -> &crate::quota::TokenSweeps {
+        &self.token_sweeps
     }
 
     pub(crate) fn owners(&self) -> &dyn Owners {

@@ -205,7 +205,7 @@ impl Hub {
             .map(|s| Owned {
                 name: s.remembered.name.clone(),
                 owner: uploader,
-                size: s.remembered.version.size,
+                version: s.remembered.version,
             })
             .collect();
         if let Err(e) = self.owners().set_owners(&owners) {
@@ -287,7 +287,7 @@ impl Hub {
                     owners.push(Owned {
                         name: w.name.clone(),
                         owner: w.owner,
-                        size: version.size,
+                        version: *version,
                     });
                     stored.push(Remembered {
                         name: w.name.clone(),

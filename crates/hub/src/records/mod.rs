@@ -13,6 +13,7 @@ pub mod sqlite;
 pub use history::{Entry, Page, PageQuery, Pending, MAX_SCAN};
 
 use crate::error::HubError;
+use crate::version::{Retimed, Version};
 use std::sync::Arc;
 
 /// Bytes and files: what an upload (or a batch of them) adds, what a token keeps, a quota.
@@ -180,13 +181,22 @@ pub struct Owner {
     pub key_hash: Option<[u8; 32]>,
 }
 
-/// A file's owner, as a batch records it, with the file's size (what it counts against its
-/// token's quota).
+/// A file's owner, as a batch records it, with the version the upload left: its size is what
+/// the file counts against its token's quota, and on a store other programs may change (a
+/// folder on this machine) the owner keeps its rights only while the file is that version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owned {
     pub name: String,
     pub owner: Owner,
-    pub size: u64,
+    pub version: Version,
+}
+
+/// An owner record as kept: a name, and the version of the file its upload left (`None`: a
+/// record made before versions were kept, trusted by its name until a sweep stamps it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub name: String,
+    pub version: Option<Version>,
 }
 
 /// A dead property of a name (WebDAV's PROPPATCH): stored, never interpreted.
@@ -220,10 +230,29 @@ pub(crate) fn too_many_props() -> HubError {
 /// Who owns which file (the right to replace or delete it), and the dead properties of names:
 /// the records that follow a name when it moves and go when it goes.
 pub trait Owners: Send + Sync + std::fmt::Debug {
-    /// The owner of `name` (`Owner::default()`: nobody).
-    fn owner(&self, name: &str) -> Result<Owner, HubError>;
-    /// Sets (or, with `Owner::default()`, clears) the owner of `name`, a file of `size` bytes.
-    fn set_owner(&self, name: &str, owner: Owner, size: u64) -> Result<(), HubError>;
+    /// The owner of `name` (`Owner::default()`: nobody). With `now`, the version the file is
+    /// now, only an owner whose upload left that version: a file replaced or changed by other
+    /// means than the hub belongs to nobody.
+    fn owner(&self, name: &str, now: Option<Version>) -> Result<Owner, HubError>;
+    /// Sets (or, with `Owner::default()`, clears) the owner of `name`, a file its upload left
+    /// at `version`.
+    fn set_owner(&self, name: &str, owner: Owner, version: Version) -> Result<(), HubError>;
+    /// The hub gave `name` a new time: its owner records follow the file to its new version
+    /// (only those that were of the version before).
+    fn retime(&self, name: &str, retimed: Retimed) -> Result<(), HubError>;
+    /// Owner records in name order after `after`, at most `limit`: of token `token`, or all
+    /// (by token and by owner key) with `None`.
+    fn recorded(
+        &self,
+        token: Option<i64>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, HubError>;
+    /// Forgets owner records whose file is gone or changed, each only if it still holds the
+    /// version it was read with (an upload recorded meanwhile stays).
+    fn forget_stale(&self, stale: &[Recorded]) -> Result<(), HubError>;
+    /// Gives records made before versions were kept the version their file has now.
+    fn stamp(&self, found: &[Recorded]) -> Result<(), HubError>;
     /// What token `id`'s uploads keep on the hub: the files it owns and their sizes as
     /// recorded when each was stored.
     fn usage(&self, id: i64) -> Result<Amount, HubError>;

@@ -104,6 +104,18 @@ impl Store for LocalStore {
         }
     }
 
+    fn changed_outside(&self) -> bool {
+        true
+    }
+
+    fn version_now(&self, name: &RemoteName) -> Result<Option<Version>, HubError> {
+        let Some(slot) = self.existing_slot(name)? else {
+            return Ok(None);
+        };
+        slot.file_version()
+            .map_err(|e| HubError::io(format!("cannot stat {name}"), e))
+    }
+
     fn open(&self, name: &RemoteName) -> Result<StoredFile, HubError> {
         let file = self.share.open_existing(name)?;
         let meta = file

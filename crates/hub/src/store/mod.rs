@@ -13,6 +13,7 @@ pub mod share;
 mod small;
 pub mod uploads;
 
+pub use crate::version::{Retimed, Version};
 pub use local::LocalStore;
 pub use object::{ObjectBody, ObjectStore, S3Address};
 pub use uploads::{KeepFree, LocalClaim, LocalPartial, PartialBudget, PartialInfo};
@@ -23,22 +24,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 use troca_proto::msg::Entry;
 use troca_proto::{Hash, RemoteName};
-
-/// One version of a stored file: what the caches key on, with the name. A file changed in
-/// place has another size or modification time, so whatever was remembered of it misses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Version {
-    pub size: u64,
-    pub modified_ns: i64,
-}
-
-/// A file's versions either side of a change of its time, read from the very file changed (so
-/// what was known of the one is known of the other).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retimed {
-    pub before: Version,
-    pub after: Version,
-}
 
 /// How many files a store holds, and their bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -307,6 +292,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError>;
     /// What `name` holds now (`None`: nothing, or a folder on the way is missing).
     fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError>;
+    /// Whether other programs may change the files (a folder on this machine, not an object
+    /// store whose names all come through hubs): then an owner's rights hold only for the
+    /// version of a file its upload left, and the hub sweeps records of files gone.
+    fn changed_outside(&self) -> bool {
+        false
+    }
+    /// The version of the file at `name` now (`None`: no file there), on a store whose files
+    /// may be [changed outside](Store::changed_outside) the hub; `None` on any other.
+    fn version_now(&self, _name: &RemoteName) -> Result<Option<Version>, HubError> {
+        Ok(None)
+    }
     /// Whether names may be links ([`Kind::Other`]), so that [`Store::kind`] is worth asking
     /// before a delete or a move walks a folder.
     fn has_links(&self) -> bool {

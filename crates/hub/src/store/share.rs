@@ -82,6 +82,18 @@ impl Slot {
         Ok(version_of_stat(&st))
     }
 
+    /// The version of the regular file at the name (`None`: nothing, or not a file), in one
+    /// look.
+    pub fn file_version(&self) -> io::Result<Option<super::Version>> {
+        match rustix::fs::statat(&self.dir, self.last.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                Ok(Some(version_of_stat(&st)))
+            }
+            Ok(_) | Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes the entry (a link itself, not what it points to).
     pub fn remove(&self) -> io::Result<()> {
         rustix::fs::unlinkat(&self.dir, self.last.as_str(), AtFlags::empty())?;

@@ -4,9 +4,10 @@ use crate::error::HubError;
 use crate::pg::{commit_err, db_err, Db};
 use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
 use crate::records::{
-    too_many_props, Amount, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role,
-    TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
+    too_many_props, Amount, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Recorded,
+    Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
+use crate::version::{Retimed, Version};
 use std::collections::HashSet;
 
 /// The group's tokens and owners, and this hub's admin token.
@@ -161,15 +162,16 @@ async fn put_owner(
     c: &impl tokio_postgres::GenericClient,
     name: &str,
     owner: Owner,
-    size: u64,
+    version: Version,
 ) -> Result<(), tokio_postgres::Error> {
+    let (size, mtime) = (pg_count(version.size), version.modified_ns);
     match owner.token_id {
         Some(id) => {
             c.execute(
-                "INSERT INTO owners (name, token_id, size) VALUES ($1, $2, $3)
+                "INSERT INTO owners (name, token_id, size, mtime_ns) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET token_id = excluded.token_id,
-                                                  size = excluded.size",
-                &[&name, &id, &pg_count(size)],
+                     size = excluded.size, mtime_ns = excluded.mtime_ns",
+                &[&name, &id, &size, &mtime],
             )
             .await?
         }
@@ -181,9 +183,10 @@ async fn put_owner(
     match owner.key_hash {
         Some(h) => {
             c.execute(
-                "INSERT INTO key_owners (name, key_hash) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET key_hash = excluded.key_hash",
-                &[&name, &&h[..]],
+                "INSERT INTO key_owners (name, key_hash, size, mtime_ns) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET key_hash = excluded.key_hash,
+                     size = excluded.size, mtime_ns = excluded.mtime_ns",
+                &[&name, &&h[..], &size, &mtime],
             )
             .await?
         }
@@ -195,16 +198,38 @@ async fn put_owner(
     Ok(())
 }
 
+/// A record's condition of holding for the file's version now (`$2` its time, `$3` its size;
+/// no time: no check). A record made before versions were kept holds by its name.
+const OF_VERSION_NOW: &str =
+    "($2::bigint IS NULL OR mtime_ns IS NULL OR (mtime_ns = $2::bigint AND size = $3::bigint))";
+
+/// The columns of a version, as a record keeps them (`None`: not known).
+fn version_columns(v: Option<Version>) -> (Option<i64>, i64) {
+    match v {
+        Some(v) => (Some(v.modified_ns), pg_count(v.size)),
+        None => (None, 0),
+    }
+}
+
 impl Owners for PgTokens {
-    fn owner(&self, name: &str) -> Result<Owner, HubError> {
+    fn owner(&self, name: &str, now: Option<Version>) -> Result<Owner, HubError> {
+        let (mtime, size) = version_columns(now);
         self.db.run(async || {
             let c = self.db.get().await?;
             let token = c
-                .query_opt("SELECT token_id FROM owners WHERE name = $1", &[&name])
+                .query_opt(
+                    &format!("SELECT token_id FROM owners WHERE name = $1 AND {OF_VERSION_NOW}"),
+                    &[&name, &mtime, &size],
+                )
                 .await
                 .map_err(db_err)?;
             let key = c
-                .query_opt("SELECT key_hash FROM key_owners WHERE name = $1", &[&name])
+                .query_opt(
+                    &format!(
+                        "SELECT key_hash FROM key_owners WHERE name = $1 AND {OF_VERSION_NOW}"
+                    ),
+                    &[&name, &mtime, &size],
+                )
                 .await
                 .map_err(db_err)?;
             Ok(Owner {
@@ -214,10 +239,125 @@ impl Owners for PgTokens {
         })
     }
 
-    fn set_owner(&self, name: &str, owner: Owner, size: u64) -> Result<(), HubError> {
+    fn set_owner(&self, name: &str, owner: Owner, version: Version) -> Result<(), HubError> {
         self.db.run(async || {
             let c = self.db.get().await?;
-            put_owner(&**c, name, owner, size).await.map_err(db_err)
+            put_owner(&**c, name, owner, version).await.map_err(db_err)
+        })
+    }
+
+    fn retime(&self, name: &str, retimed: Retimed) -> Result<(), HubError> {
+        let (before, after) = (retimed.before, retimed.after);
+        let (b_size, a_size) = (pg_count(before.size), pg_count(after.size));
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            for table in ["owners", "key_owners"] {
+                c.execute(
+                    &format!(
+                        "UPDATE {table} SET mtime_ns = $4, size = $5
+                         WHERE name = $1 AND {OF_VERSION_NOW}"
+                    ),
+                    &[
+                        &name,
+                        &before.modified_ns,
+                        &b_size,
+                        &after.modified_ns,
+                        &a_size,
+                    ],
+                )
+                .await
+                .map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recorded(
+        &self,
+        token: Option<i64>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, HubError> {
+        let sql = match token {
+            Some(_) => {
+                "SELECT name, size, mtime_ns FROM owners WHERE token_id = $1 AND name > $2
+                 ORDER BY name LIMIT $3"
+            }
+            None => {
+                "SELECT name, size, mtime_ns FROM owners WHERE $1::bigint IS NULL AND name > $2
+                 UNION SELECT name, size, mtime_ns FROM key_owners WHERE name > $2
+                 ORDER BY name LIMIT $3"
+            }
+        };
+        let (after, limit) = (
+            after.unwrap_or(""),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        );
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            let rows = c
+                .query(sql, &[&token, &after, &limit])
+                .await
+                .map_err(db_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let size = u64::try_from(r.get::<_, i64>(1)).unwrap_or(0);
+                    Recorded {
+                        name: r.get(0),
+                        version: r
+                            .get::<_, Option<i64>>(2)
+                            .map(|modified_ns| Version { size, modified_ns }),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn forget_stale(&self, stale: &[Recorded]) -> Result<(), HubError> {
+        self.db.run(async || {
+            let mut c = self.db.get().await?;
+            let tx = c.transaction().await.map_err(db_err)?;
+            for r in stale {
+                let (mtime, size) = version_columns(r.version);
+                for table in ["owners", "key_owners"] {
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {table} WHERE name = $1
+                             AND mtime_ns IS NOT DISTINCT FROM $2::bigint
+                             AND ($2::bigint IS NULL OR size = $3::bigint)"
+                        ),
+                        &[&r.name, &mtime, &size],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                }
+            }
+            tx.commit().await.map_err(commit_err)
+        })
+    }
+
+    fn stamp(&self, found: &[Recorded]) -> Result<(), HubError> {
+        self.db.run(async || {
+            let mut c = self.db.get().await?;
+            let tx = c.transaction().await.map_err(db_err)?;
+            for r in found {
+                let (Some(mtime), size) = version_columns(r.version) else {
+                    continue;
+                };
+                for table in ["owners", "key_owners"] {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {table} SET mtime_ns = $2, size = $3
+                             WHERE name = $1 AND mtime_ns IS NULL"
+                        ),
+                        &[&r.name, &mtime, &size],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                }
+            }
+            tx.commit().await.map_err(commit_err)
         })
     }
 
@@ -240,8 +380,15 @@ impl Owners for PgTokens {
         self.db.run(async || {
             let mut c = self.db.get().await?;
             let tx = c.transaction().await.map_err(db_err)?;
-            for Owned { name, owner, size } in owners {
-                put_owner(&*tx, name, *owner, *size).await.map_err(db_err)?;
+            for Owned {
+                name,
+                owner,
+                version,
+            } in owners
+            {
+                put_owner(&*tx, name, *owner, *version)
+                    .await
+                    .map_err(db_err)?;
             }
             tx.commit().await.map_err(commit_err)
         })

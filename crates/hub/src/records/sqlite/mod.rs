@@ -20,7 +20,8 @@ pub fn db_path(state: &Path) -> PathBuf {
 
 /// A database made before tokens could expire, be held to a folder or have a quota gains the
 /// columns (none of its tokens expire; each reaches the whole share, without a quota), and its
-/// owners their files' sizes (0 for the files stored before: they count from their next upload).
+/// owners their files' versions (unknown for the files stored before, until the hub's sweep of
+/// its owners stamps them with what is there).
 fn add_token_columns(db: &Connection) -> rusqlite::Result<()> {
     let columns = [
         ("tokens", "expires_ns", "INTEGER"),
@@ -28,6 +29,10 @@ fn add_token_columns(db: &Connection) -> rusqlite::Result<()> {
         ("tokens", "quota_bytes", "INTEGER NOT NULL DEFAULT 0"),
         ("tokens", "quota_files", "INTEGER NOT NULL DEFAULT 0"),
         ("owners", "size", "INTEGER NOT NULL DEFAULT 0"),
+        // The version (size, mtime) the upload left; NULL for owners recorded before.
+        ("owners", "mtime_ns", "INTEGER"),
+        ("key_owners", "size", "INTEGER NOT NULL DEFAULT 0"),
+        ("key_owners", "mtime_ns", "INTEGER"),
     ];
     for (table, column, kind) in columns {
         let has: bool = db.query_row(

@@ -9,9 +9,10 @@
 use super::{admin_token_path, db_err, db_path, open_db};
 use crate::error::HubError;
 use crate::records::{
-    too_many_props, Amount, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Role,
-    TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
+    too_many_props, Amount, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Recorded,
+    Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
+use crate::version::{Retimed, Version};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -200,26 +201,42 @@ impl Tokens for SqliteTokens {
     }
 }
 
+/// A record's condition of holding for the file's version now (`?2` its time, `?3` its size;
+/// no time: no check). A record made before versions were kept holds by its name.
+const OF_VERSION_NOW: &str = "(?2 IS NULL OR mtime_ns IS NULL OR (mtime_ns = ?2 AND size = ?3))";
+
+/// The columns of a version, as a record keeps them (`None`: not known).
+fn version_columns(v: Option<Version>) -> (Option<i64>, i64) {
+    match v {
+        Some(v) => (Some(v.modified_ns), sql_count(v.size)),
+        None => (None, 0),
+    }
+}
+
 impl Owners for SqliteTokens {
-    /// Who uploaded `name`: the token, or the owner key, if either.
-    fn owner(&self, name: &str) -> Result<Owner, HubError> {
+    /// Who uploaded `name`: the token, or the owner key, if either (with `now`, of that
+    /// version of the file).
+    fn owner(&self, name: &str, now: Option<Version>) -> Result<Owner, HubError> {
         let db = self.db.lock().expect("token database poisoned");
         let err = |e| db_err(&self.db_path, e);
+        let (mtime, size) = version_columns(now);
         let token_id = db
-            .query_row(
-                "SELECT token_id FROM owners WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached(&format!(
+                "SELECT token_id FROM owners WHERE name = ?1 AND {OF_VERSION_NOW}"
+            ))
+            .and_then(|mut q| {
+                q.query_row(params![name, mtime, size], |r| r.get(0))
+                    .optional()
+            })
             .map_err(err)?;
         let key_hash: Option<Vec<u8>> = db
-            .query_row(
-                "SELECT key_hash FROM key_owners WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached(&format!(
+                "SELECT key_hash FROM key_owners WHERE name = ?1 AND {OF_VERSION_NOW}"
+            ))
+            .and_then(|mut q| {
+                q.query_row(params![name, mtime, size], |r| r.get(0))
+                    .optional()
+            })
             .map_err(err)?;
         Ok(Owner {
             token_id,
@@ -229,12 +246,107 @@ impl Owners for SqliteTokens {
 
     /// Records who uploaded `name` (or forgets, with `Owner::default()`): one transaction of
     /// cached statements, as for a batch.
-    fn set_owner(&self, name: &str, owner: Owner, size: u64) -> Result<(), HubError> {
+    fn set_owner(&self, name: &str, owner: Owner, version: Version) -> Result<(), HubError> {
         self.set_owners(&[Owned {
             name: name.to_owned(),
             owner,
-            size,
+            version,
         }])
+    }
+
+    fn retime(&self, name: &str, retimed: Retimed) -> Result<(), HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let (before, after) = (retimed.before, retimed.after);
+        for table in ["owners", "key_owners"] {
+            db.prepare_cached(&format!(
+                "UPDATE {table} SET mtime_ns = ?4, size = ?5 WHERE name = ?1 AND {OF_VERSION_NOW}"
+            ))
+            .and_then(|mut q| {
+                q.execute(params![
+                    name,
+                    before.modified_ns,
+                    sql_count(before.size),
+                    after.modified_ns,
+                    sql_count(after.size)
+                ])
+            })
+            .map_err(|e| db_err(&self.db_path, e))?;
+        }
+        Ok(())
+    }
+
+    fn recorded(
+        &self,
+        token: Option<i64>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let sql = match token {
+            Some(_) => {
+                "SELECT name, size, mtime_ns FROM owners WHERE token_id = ?1 AND name > ?2
+                 ORDER BY name LIMIT ?3"
+            }
+            None => {
+                "SELECT name, size, mtime_ns FROM owners WHERE ?1 IS NULL AND name > ?2
+                 UNION SELECT name, size, mtime_ns FROM key_owners WHERE name > ?2
+                 ORDER BY name LIMIT ?3"
+            }
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let read = || -> rusqlite::Result<Vec<Recorded>> {
+            let mut q = db.prepare_cached(sql)?;
+            let rows = q.query_map(params![token, after.unwrap_or(""), limit], |r| {
+                let mtime: Option<i64> = r.get(2)?;
+                let size = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+                Ok(Recorded {
+                    name: r.get(0)?,
+                    version: mtime.map(|modified_ns| Version { size, modified_ns }),
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| db_err(&self.db_path, e))
+    }
+
+    fn forget_stale(&self, stale: &[Recorded]) -> Result<(), HubError> {
+        let mut db = self.db.lock().expect("token database poisoned");
+        let forgot = (|| -> rusqlite::Result<()> {
+            let tx = db.transaction()?;
+            for r in stale {
+                let (mtime, size) = version_columns(r.version);
+                for table in ["owners", "key_owners"] {
+                    tx.prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE name = ?1 AND mtime_ns IS ?2
+                         AND (?2 IS NULL OR size = ?3)"
+                    ))?
+                    .execute(params![r.name, mtime, size])?;
+                }
+            }
+            tx.commit()
+        })();
+        forgot.map_err(|e| db_err(&self.db_path, e))
+    }
+
+    fn stamp(&self, found: &[Recorded]) -> Result<(), HubError> {
+        let mut db = self.db.lock().expect("token database poisoned");
+        let stamped = (|| -> rusqlite::Result<()> {
+            let tx = db.transaction()?;
+            for r in found {
+                let (Some(mtime), size) = version_columns(r.version) else {
+                    continue;
+                };
+                for table in ["owners", "key_owners"] {
+                    tx.prepare_cached(&format!(
+                        "UPDATE {table} SET mtime_ns = ?2, size = ?3
+                         WHERE name = ?1 AND mtime_ns IS NULL"
+                    ))?
+                    .execute(params![r.name, mtime, size])?;
+                }
+            }
+            tx.commit()
+        })();
+        stamped.map_err(|e| db_err(&self.db_path, e))
     }
 
     fn usage(&self, id: i64) -> Result<Amount, HubError> {
@@ -378,15 +490,22 @@ impl Owners for SqliteTokens {
         let mut db = self.db.lock().expect("token database poisoned");
         let saved = (|| -> rusqlite::Result<()> {
             let tx = db.transaction()?;
-            for Owned { name, owner, size } in owners {
+            for Owned {
+                name,
+                owner,
+                version,
+            } in owners
+            {
+                let (size, mtime) = (sql_count(version.size), version.modified_ns);
                 match owner.token_id {
                     Some(id) => tx
                         .prepare_cached(
-                            "INSERT INTO owners (name, token_id, size) VALUES (?1, ?2, ?3)
+                            "INSERT INTO owners (name, token_id, size, mtime_ns)
+                             VALUES (?1, ?2, ?3, ?4)
                              ON CONFLICT(name) DO UPDATE SET token_id = excluded.token_id,
-                                                             size = excluded.size",
+                                 size = excluded.size, mtime_ns = excluded.mtime_ns",
                         )?
-                        .execute(params![name, id, sql_count(*size)])?,
+                        .execute(params![name, id, size, mtime])?,
                     None => tx
                         .prepare_cached("DELETE FROM owners WHERE name = ?1")?
                         .execute(params![name])?,
@@ -394,10 +513,12 @@ impl Owners for SqliteTokens {
                 match owner.key_hash {
                     Some(h) => tx
                         .prepare_cached(
-                            "INSERT INTO key_owners (name, key_hash) VALUES (?1, ?2)
-                             ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash",
+                            "INSERT INTO key_owners (name, key_hash, size, mtime_ns)
+                             VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash,
+                                 size = excluded.size, mtime_ns = excluded.mtime_ns",
                         )?
-                        .execute(params![name, &h[..]])?,
+                        .execute(params![name, &h[..], size, mtime])?,
                     None => tx
                         .prepare_cached("DELETE FROM key_owners WHERE name = ?1")?
                         .execute(params![name])?,
@@ -568,19 +689,143 @@ mod tests {
         assert!(again.check(&admin).unwrap().is_some());
     }
 
+    fn sized(size: u64) -> Version {
+        Version {
+            size,
+            modified_ns: 1_000,
+        }
+    }
+
+    /// An owner holds the file its upload left: not one put in its place by other means, and
+    /// its record follows a new time the hub gives the file.
     #[test]
-    fn owners_are_recorded_and_forgotten() {
+    fn an_owner_holds_only_the_version_its_upload_left() {
         let dir = tempfile::tempdir().unwrap();
         let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
-        assert_eq!(tokens.owner("a").unwrap(), Owner::default());
         let o = Owner {
             token_id: Some(3),
             key_hash: Some([9; 32]),
         };
-        tokens.set_owner("a", o, 5).unwrap();
-        assert_eq!(tokens.owner("a").unwrap(), o);
-        tokens.set_owner("a", Owner::default(), 5).unwrap();
-        assert_eq!(tokens.owner("a").unwrap(), Owner::default());
+        let (left, other) = (
+            sized(5),
+            Version {
+                size: 5,
+                modified_ns: 2_000,
+            },
+        );
+        tokens.set_owner("a", o, left).unwrap();
+        assert_eq!(tokens.owner("a", Some(left)).unwrap(), o);
+        assert_eq!(tokens.owner("a", Some(other)).unwrap(), Owner::default());
+        assert_eq!(tokens.owner("a", Some(sized(6))).unwrap(), Owner::default());
+        tokens
+            .retime(
+                "a",
+                Retimed {
+                    before: left,
+                    after: other,
+                },
+            )
+            .unwrap();
+        assert_eq!(tokens.owner("a", Some(other)).unwrap(), o);
+        assert_eq!(tokens.owner("a", Some(left)).unwrap(), Owner::default());
+        // A retime of another version (a file changed meanwhile) moves nothing.
+        tokens
+            .retime(
+                "a",
+                Retimed {
+                    before: left,
+                    after: sized(9),
+                },
+            )
+            .unwrap();
+        assert_eq!(tokens.owner("a", Some(other)).unwrap(), o);
+    }
+
+    /// A sweep forgets what it found stale only if the record is still the one it read, and
+    /// stamps records from before versions were kept.
+    #[test]
+    fn stale_owners_are_forgotten_unless_recorded_again_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        let o = Owner {
+            token_id: Some(3),
+            key_hash: Some([9; 32]),
+        };
+        tokens.set_owner("a", o, sized(5)).unwrap();
+        tokens.set_owner("b", o, sized(6)).unwrap();
+        let read = tokens.recorded(None, None, 10).unwrap();
+        assert_eq!(
+            read,
+            vec![
+                Recorded {
+                    name: "a".into(),
+                    version: Some(sized(5))
+                },
+                Recorded {
+                    name: "b".into(),
+                    version: Some(sized(6))
+                },
+            ]
+        );
+        assert_eq!(tokens.recorded(Some(3), Some("a"), 10).unwrap(), read[1..]);
+        assert_eq!(tokens.recorded(Some(4), None, 10).unwrap(), []);
+        // "b" is uploaded again after the sweep read it: its new record stays.
+        tokens.set_owner("b", o, sized(7)).unwrap();
+        tokens.forget_stale(&read).unwrap();
+        assert_eq!(tokens.owner("a", None).unwrap(), Owner::default());
+        assert_eq!(tokens.owner("b", None).unwrap(), o);
+        assert_eq!(tokens.usage(3).unwrap(), Amount { bytes: 7, files: 1 });
+
+        // A record from before versions were kept holds by name until it is stamped.
+        {
+            let db = tokens.db.lock().unwrap();
+            db.execute_batch(
+                "INSERT INTO owners (name, token_id) VALUES ('old', 3);
+                 INSERT INTO key_owners (name, key_hash) VALUES ('old', zeroblob(32));",
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            tokens.owner("old", Some(sized(1))).unwrap().token_id,
+            Some(3)
+        );
+        let unstamped = Recorded {
+            name: "old".into(),
+            version: None,
+        };
+        assert!(tokens
+            .recorded(None, None, 10)
+            .unwrap()
+            .contains(&unstamped));
+        tokens
+            .stamp(&[Recorded {
+                name: "old".into(),
+                version: Some(sized(2)),
+            }])
+            .unwrap();
+        assert_eq!(
+            tokens.owner("old", Some(sized(1))).unwrap(),
+            Owner::default()
+        );
+        let stamped = tokens.owner("old", Some(sized(2))).unwrap();
+        assert_eq!(stamped.token_id, Some(3));
+        assert_eq!(stamped.key_hash, Some([0; 32]));
+        assert_eq!(tokens.usage(3).unwrap(), Amount { bytes: 9, files: 2 });
+    }
+
+    #[test]
+    fn owners_are_recorded_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        assert_eq!(tokens.owner("a", None).unwrap(), Owner::default());
+        let o = Owner {
+            token_id: Some(3),
+            key_hash: Some([9; 32]),
+        };
+        tokens.set_owner("a", o, sized(5)).unwrap();
+        assert_eq!(tokens.owner("a", None).unwrap(), o);
+        tokens.set_owner("a", Owner::default(), sized(5)).unwrap();
+        assert_eq!(tokens.owner("a", None).unwrap(), Owner::default());
     }
 
     /// What a token keeps follows its files: stored, replaced, moved, deleted.
@@ -595,7 +840,7 @@ mod tests {
         let owned = |name: &str, id, size| Owned {
             name: name.to_owned(),
             owner: by(id),
-            size,
+            version: sized(size),
         };
         let usage = |id| tokens.usage(id).unwrap();
         tokens
@@ -608,7 +853,7 @@ mod tests {
                 files: 2
             }
         );
-        tokens.set_owner("d/a", by(1), 4).unwrap();
+        tokens.set_owner("d/a", by(1), sized(4)).unwrap();
         assert_eq!(
             usage(1),
             Amount {
@@ -617,7 +862,7 @@ mod tests {
             }
         );
         // Replaced by another token: no longer the first's.
-        tokens.set_owner("d/b", by(2), 1).unwrap();
+        tokens.set_owner("d/b", by(2), sized(1)).unwrap();
         assert_eq!(usage(1), Amount { bytes: 4, files: 1 });
         assert_eq!(usage(2), Amount { bytes: 8, files: 2 });
         tokens.move_owners("d", "e").unwrap();
