@@ -64,7 +64,7 @@ pub struct Hub {
     quota: Arc<crate::quota::UploadQuota>,
     /// What uploads running here hold of their tokens' quotas.
     token_quotas: Arc<crate::quota::TokenQuotas>,
-    /// When each token's owner records were last swept for a refused upload.
+    /// Where each token's sweep of its owner records for a refused upload goes on.
     token_sweeps: crate::quota::TokenSweeps,
     /// Where the admin token is, and whether this start created it.
     admin_token: AdminTokenFile,
