@@ -17,7 +17,7 @@ use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTok
 use crate::records::{History, Owner, Owners, Page, PageQuery, Role, Tokens};
 use crate::store::{
     parse, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore, PartialInfo,
-    PartialUpload, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
+    PartialUpload, Seen, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
 };
 use crate::transfer::Incoming;
 use std::net::IpAddr;
@@ -698,6 +698,17 @@ impl Hub {
         what: &str,
     ) -> Result<(), HubError> {
         let owner = self.owner_now(name)?;
+        self.may_change_owned(caller, name, owner, what)
+    }
+
+    /// [`Hub::check_change`] of a file whose owner was read already.
+    fn may_change_owned(
+        &self,
+        caller: &Caller,
+        name: &RemoteName,
+        owner: Owner,
+        what: &str,
+    ) -> Result<(), HubError> {
         caller.may_change(
             self.tokens(),
             self.config.read_only,
@@ -711,7 +722,7 @@ impl Hub {
     /// the uploader of this very version (a file put there by other means belongs to nobody).
     /// Blocking.
     pub(crate) fn owner_now(&self, name: &RemoteName) -> Result<Owner, HubError> {
-        let now = self.store.version_now(name)?;
+        let now = self.store.seen(name)?.version;
         self.owners.owner(name.as_str(), now)
     }
 
@@ -733,22 +744,26 @@ impl Hub {
             .map_err(|_| HubError::Locked(name.to_owned()))
     }
 
-    /// May a file go at `name`, which holds `kind` now? Not over a folder; over a file only
-    /// when `replace` and `caller` may replace it; not on a name locked by someone else.
+    /// May a file go at `name`, which holds what was `seen` there now? Not over a folder; over
+    /// a file only when `replace` and `caller` may replace it (its owner read for the version
+    /// seen); not on a name locked by someone else.
     pub(crate) fn check_place(
         &self,
         caller: &Caller,
         name: &RemoteName,
-        kind: Option<Kind>,
+        seen: Seen,
         replace: bool,
     ) -> Result<(), HubError> {
         caller.must_reach(name.as_str())?;
         self.check_lock(caller, name.as_str(), false)?;
-        match kind {
+        match seen.kind {
             None => Ok(()),
             Some(Kind::Folder) => Err(HubError::NotAFile(name.to_string())),
             Some(_) if !replace => Err(HubError::AlreadyExists(name.to_string())),
-            Some(_) => self.check_change(caller, name, "replacing"),
+            Some(_) => {
+                let owner = self.owners.owner(name.as_str(), seen.version)?;
+                self.may_change_owned(caller, name, owner, "replacing")
+            }
         }
     }
 
@@ -761,8 +776,8 @@ impl Hub {
         replace: bool,
     ) -> Result<(), HubError> {
         caller.may_create(self.tokens(), self.config.read_only, name.as_str())?;
-        let kind = self.store.kind(name)?;
-        self.check_place(caller, name, kind, replace)
+        let seen = self.store.seen(name)?;
+        self.check_place(caller, name, seen, replace)
     }
 
     /// Starts (or resumes) an upload: checks the name and the policy, claims the name, opens

@@ -82,7 +82,7 @@ impl Hub {
             })
             .collect();
         let check =
-            |name: &RemoteName, kind, replace| self.check_place(caller, name, kind, replace);
+            |name: &RemoteName, seen, replace| self.check_place(caller, name, seen, replace);
         let results = self.store().store_batch(files, &check);
         let mut stored = Vec::with_capacity(results.len());
         for ((index, done), result) in indexes.into_iter().zip(done).zip(results) {
@@ -263,8 +263,8 @@ impl Hub {
                 .iter()
                 .map(|j| (j.file.name.to_string(), j.caller.clone()))
                 .collect();
-            let check = |name: &RemoteName, kind, replace| match callers.get(name.as_str()) {
-                Some(caller) => self.check_place(caller, name, kind, replace),
+            let check = |name: &RemoteName, seen, replace| match callers.get(name.as_str()) {
+                Some(caller) => self.check_place(caller, name, seen, replace),
                 None => Err(HubError::Internal("a file of no upload".into())),
             };
             let mut files = Vec::with_capacity(jobs.len());

@@ -72,8 +72,8 @@ impl Hub {
         for r in page {
             swept.seen += 1;
             let now = match RemoteName::parse(&r.name) {
-                Ok(name) => match self.store().version_now(&name) {
-                    Ok(now) => now,
+                Ok(name) => match self.store().seen(&name) {
+                    Ok(seen) => seen.version,
                     // Unreadable for now (a folder's mode, say): looked at next time.
                     Err(_) => continue,
                 },

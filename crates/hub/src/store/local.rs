@@ -3,7 +3,8 @@
 
 use super::share::{is_not_found, Share, Slot};
 use super::uploads::{KeepFree, PartialBudget, PartialInfo, Partials};
-use super::{Body, Kind, ListPage, ListQuery, PlaceCheck, SmallFile, Store, StoredFile, Version};
+use super::Version;
+use super::{Body, Kind, ListPage, ListQuery, PlaceCheck, Seen, SmallFile, Store, StoredFile};
 use super::{Claim, PartialUpload, Retimed};
 use crate::error::HubError;
 use rustix::fs::FileType;
@@ -72,6 +73,18 @@ pub(super) fn slot_kind(slot: &Slot, name: &RemoteName) -> Result<Option<Kind>, 
         .map_err(|e| HubError::io(format!("cannot reach {name}"), e))
 }
 
+/// What the slot's name holds, and a file's version, in one look.
+pub(super) fn slot_seen(slot: &Slot, name: &RemoteName) -> Result<Seen, HubError> {
+    match slot.seen() {
+        Ok(Some((kind, version))) => Ok(Seen {
+            kind: Some(kind_of(kind)),
+            version,
+        }),
+        Ok(None) => Ok(Seen::default()),
+        Err(e) => Err(HubError::io(format!("cannot reach {name}"), e)),
+    }
+}
+
 impl Store for LocalStore {
     fn location(&self) -> String {
         self.share.root().display().to_string()
@@ -108,12 +121,11 @@ impl Store for LocalStore {
         true
     }
 
-    fn version_now(&self, name: &RemoteName) -> Result<Option<Version>, HubError> {
-        let Some(slot) = self.existing_slot(name)? else {
-            return Ok(None);
-        };
-        slot.file_version()
-            .map_err(|e| HubError::io(format!("cannot stat {name}"), e))
+    fn seen(&self, name: &RemoteName) -> Result<Seen, HubError> {
+        match self.existing_slot(name)? {
+            Some(slot) => slot_seen(&slot, name),
+            None => Ok(Seen::default()),
+        }
     }
 
     fn open(&self, name: &RemoteName) -> Result<StoredFile, HubError> {

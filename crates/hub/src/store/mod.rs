@@ -249,9 +249,18 @@ pub struct SmallFile {
     pub claim: Claim,
 }
 
+/// What a name holds, as a store found it in one look: its kind, and the version of the file
+/// there on a store whose files may be [changed outside](Store::changed_outside) the hub (what
+/// an owner's rights are checked against; `None` on any other store).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub kind: Option<Kind>,
+    pub version: Option<Version>,
+}
+
 /// Asked of the service for each file of a batch, with what the name holds now: may it go
 /// there? (`Err` refuses that file alone.)
-pub type PlaceCheck<'a> = &'a dyn Fn(&RemoteName, Option<Kind>, bool) -> Result<(), HubError>;
+pub type PlaceCheck<'a> = &'a dyn Fn(&RemoteName, Seen, bool) -> Result<(), HubError>;
 
 /// Shared files: listing, reading, atomic verified uploads, and changes to names.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -298,10 +307,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn changed_outside(&self) -> bool {
         false
     }
-    /// The version of the file at `name` now (`None`: no file there), on a store whose files
-    /// may be [changed outside](Store::changed_outside) the hub; `None` on any other.
-    fn version_now(&self, _name: &RemoteName) -> Result<Option<Version>, HubError> {
-        Ok(None)
+    /// What `name` holds now, with the version of a file on a store whose files may be
+    /// [changed outside](Store::changed_outside) the hub.
+    fn seen(&self, name: &RemoteName) -> Result<Seen, HubError> {
+        Ok(Seen {
+            kind: self.kind(name)?,
+            version: None,
+        })
     }
     /// Whether names may be links ([`Kind::Other`]), so that [`Store::kind`] is worth asking
     /// before a delete or a move walks a folder.

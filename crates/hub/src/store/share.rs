@@ -82,14 +82,16 @@ impl Slot {
         Ok(version_of_stat(&st))
     }
 
-    /// The version of the regular file at the name (`None`: nothing, or not a file), in one
-    /// look.
-    pub fn file_version(&self) -> io::Result<Option<super::Version>> {
+    /// What is at the name now, without following a link, and the version of a regular file
+    /// there, in one look.
+    pub fn seen(&self) -> io::Result<Option<(FileType, Option<super::Version>)>> {
         match rustix::fs::statat(&self.dir, self.last.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                Ok(Some(version_of_stat(&st)))
+            Ok(st) => {
+                let kind = FileType::from_raw_mode(st.st_mode);
+                let version = (kind == FileType::RegularFile).then(|| version_of_stat(&st));
+                Ok(Some((kind, version)))
             }
-            Ok(_) | Err(Errno::NOENT) => Ok(None),
+            Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

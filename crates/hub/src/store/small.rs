@@ -7,7 +7,7 @@
 //! for whatever else is being written to the disk (a large upload, say), which a few files
 //! should not.
 
-use super::local::{slot_kind, LocalStore};
+use super::local::{slot_seen, LocalStore};
 use super::share::Slot;
 use super::{Claim, PlaceCheck, SmallFile, Version};
 use crate::error::HubError;
@@ -141,11 +141,11 @@ fn plan(
     check: PlaceCheck<'_>,
 ) -> Result<Planned, HubError> {
     let slot = slot_for(store, &file.name, folders)?;
-    let kind = match &slot {
-        Some(slot) => slot_kind(slot, &file.name)?,
-        None => None,
+    let seen = match &slot {
+        Some(slot) => slot_seen(slot, &file.name)?,
+        None => super::Seen::default(),
     };
-    check(&file.name, kind, file.replace)?;
+    check(&file.name, seen, file.replace)?;
     let slot = match slot {
         Some(slot) => slot,
         // Allowed: its folders are made now, so that it can be written there.

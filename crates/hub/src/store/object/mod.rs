@@ -675,7 +675,11 @@ impl ObjectStore {
         check: PlaceCheck<'_>,
     ) -> Result<Version, HubError> {
         let kind = self.kind_of(file.name.as_str()).await?;
-        check(&file.name, kind, file.replace)?;
+        let seen = super::Seen {
+            kind,
+            version: None,
+        };
+        check(&file.name, seen, file.replace)?;
         let key = new_object_key()?;
         let size = file.data.len() as u64;
         self.shared
