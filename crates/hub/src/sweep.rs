@@ -24,8 +24,6 @@ pub const PAGE: usize = 1024;
 /// What a sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
-    /// Records looked at.
-    pub seen: u64,
     /// Records forgotten: their file is gone, or is not the version the upload left.
     pub forgotten: u64,
     /// Records from before versions were kept, given the version their file has now.
@@ -40,7 +38,6 @@ impl Hub {
         let mut after: Option<String> = None;
         loop {
             let (page, next) = self.sweep_page(token, after.as_deref())?;
-            swept.seen += page.seen;
             swept.forgotten += page.forgotten;
             swept.stamped += page.stamped;
             match next {
@@ -70,7 +67,6 @@ impl Hub {
             .flatten();
         let (mut stale, mut found) = (Vec::new(), Vec::new());
         for r in page {
-            swept.seen += 1;
             let now = match RemoteName::parse(&r.name) {
                 Ok(name) => match self.store().seen(&name) {
                     Ok(seen) => seen.version,

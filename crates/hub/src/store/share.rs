@@ -69,11 +69,7 @@ impl Slot {
 
     /// What is at the name now, without following a link: `None` if nothing.
     pub fn kind(&self) -> io::Result<Option<FileType>> {
-        match rustix::fs::statat(&self.dir, self.last.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
-            Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.seen()?.map(|(kind, _)| kind))
     }
 
     /// The size and modification time of what the name holds (not following a link).
