@@ -227,6 +227,12 @@ impl Http {
             "{method} {path} HTTP/1.1\r\nHost: hub\r\nContent-Length: {}\r\n{headers}\r\n",
             body.len()
         );
+        self.send(method, &head, body)
+    }
+
+    /// Sends `head` (ending in its empty line) and `body` as they are, the whole of both before
+    /// reading a byte of the answer, as many simple clients do; returns the status and body.
+    fn send(&mut self, method: &str, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let s = self.reader.get_mut();
         s.write_all(head.as_bytes()).unwrap();
         s.write_all(body).unwrap();
@@ -254,6 +260,54 @@ impl Http {
             self.reader.read_exact(&mut body).unwrap();
         }
         (status, body)
+    }
+}
+
+/// An upload refused before or part-way through its body (here by the address's quota) is
+/// answered, even to a client that sends all of its body before reading: the hub reads the
+/// rest and throws it away rather than closing on unread bytes, which would reset the
+/// connection under the answer. The connection then serves the next request.
+#[test]
+fn a_refused_upload_is_answered_to_a_client_that_sends_all_before_reading() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--upload-quota-per-ip", "12M"]);
+    let body = vec![7u8; 20 << 20];
+    let mut http = Http::connect(hub.web.as_deref().unwrap());
+    // With its length: refused before a byte of it is read.
+    let (status, answer) = http.request("PUT", "/files/sized.bin", "", &body);
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&answer));
+    let (status, _) = http.request("GET", "/api/status", "", b"");
+    assert_eq!(status, 200);
+    // Chunked: refused once 12 MiB came.
+    let mut chunked = Vec::new();
+    for piece in body.chunks(1 << 20) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    for path in ["/files/chunked.bin", "/dav/chunked.bin"] {
+        let head =
+            format!("PUT {path} HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let (status, answer) = http.send("PUT", &head, &chunked);
+        assert!(
+            status == 429 || status == 507,
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&answer)
+        );
+        // WebDAV's refusal of a PUT closes the connection, once its answer is out.
+        let closes = http
+            .headers
+            .contains(&("connection".into(), "close".into()));
+        assert_eq!(closes, path.starts_with("/dav/"), "{path}");
+        if closes {
+            http = Http::connect(hub.web.as_deref().unwrap());
+        }
+        let (status, _) = http.request("GET", "/api/status", "", b"");
+        assert_eq!(status, 200);
+    }
+    for name in ["sized.bin", "chunked.bin"] {
+        assert!(!s.share.join(name).exists(), "{name}");
     }
 }
 

@@ -12,6 +12,7 @@ mod dav;
 mod error;
 mod files;
 mod folders;
+mod linger;
 pub mod metrics;
 mod page;
 mod zipstream;
@@ -166,7 +167,12 @@ impl Visits {
             address: self.address,
         });
         let mut app = self.app.clone();
-        async move { app.call(req.map(axum::body::Body::new)).await }
+        // A body let go part-way is read to its end for up to the request timeout, so that its
+        // client, still sending, gets the answer rather than a reset.
+        let waits = linger::waits_for_continue(req.headers());
+        let within = self.hub.config().request_timeout;
+        let req = req.map(|b| axum::body::Body::new(linger::Lingering::new(b, waits, within)));
+        async move { app.call(req).await }
     }
 
     fn session(&self, cookie: Option<String>) -> Arc<Session> {
