@@ -507,6 +507,82 @@ fn a_tokens_quota_bounds_what_its_uploads_keep_on_every_face_and_deleting_frees_
     assert_eq!(std::fs::read_dir(s.share.join("tiny")).unwrap().count(), 3);
 }
 
+/// What the page asks `/api/me` for: the names under a folder its visitor may change. They
+/// come a page at a time however many it uploaded (here by token and by owner key at once, so
+/// each name has two records and pages end between a name's two), and only while each file is
+/// what its upload left: a file edited by hand shows no Delete the hub would then refuse.
+#[test]
+fn the_page_learns_every_file_its_visitor_may_change_and_no_other() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let w = token(&hub, "write");
+    let c = &s.client;
+    std::fs::create_dir(c.join("many")).unwrap();
+    let names: Vec<String> = (0..1500).map(|i| format!("many/f{i:04}.txt")).collect();
+    for name in &names {
+        std::fs::write(c.join(name), name).unwrap();
+    }
+    ok(&hub.troca_with(c, &w, &["put", "many"]));
+    // One name recorded by token alone, first in order: pages then end between a name's two.
+    let web = hub.web.clone().unwrap();
+    let bearer = format!("Authorization: Bearer {w}");
+    let put = curl(&["-H", &bearer, "-T", "-", &format!("{web}files/many/a.txt")]);
+    ok(&put);
+    std::fs::write(s.share.join("many/theirs.txt"), "put there by hand").unwrap();
+    // The owner key the client sent beside its token.
+    let keys = std::fs::read_dir(hub.client_data().join("troca/owner-keys")).unwrap();
+    let keys: Vec<_> = keys.map(|e| e.unwrap().path()).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = std::fs::read_to_string(&keys[0]).unwrap().trim().to_owned();
+    let me = |headers: &[String], prefix: &str| -> serde_json::Value {
+        let mut args: Vec<&str> = Vec::new();
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        let url = format!("{web}api/me?prefix={prefix}");
+        args.push(&url);
+        let out = curl(&args);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let owned = |me: &serde_json::Value| -> Vec<String> {
+        let all = me["owned"].as_array().unwrap().iter();
+        all.map(|n| n.as_str().unwrap().to_owned()).collect()
+    };
+    let both = [bearer.clone(), format!("X-Troca-Owner: {key}")];
+    let by_key = names.clone();
+    let mut names = names;
+    names.insert(0, "many/a.txt".into());
+    for (headers, expected) in [
+        (&both[..], &names),
+        (&both[..1], &names),
+        (&both[1..], &by_key),
+    ] {
+        let got = me(headers, "many/");
+        assert_eq!(got["may_upload"], true);
+        assert_eq!(got["may_change_all"], false);
+        assert_eq!(&owned(&got), expected, "{headers:?}");
+    }
+    // A folder's share of them, and none of another's.
+    let tens = owned(&me(&both, "many/f00"));
+    assert_eq!(tens, by_key[..100], "many/f00");
+    assert!(owned(&me(&both, "other/")).is_empty());
+
+    // Edited by hand, a file is no longer its uploader's, on the page as on every face.
+    std::fs::write(s.share.join("many/f0007.txt"), "edited by hand").unwrap();
+    let mut left = names.clone();
+    left.retain(|n| n != "many/f0007.txt");
+    assert_eq!(owned(&me(&both, "many/")), left);
+    let err = fails(&hub.troca_with(c, &w, &["rm", "many/f0007.txt"]), 1);
+    assert!(err.contains("the token that uploaded it"), "{err}");
+    // An admin may change everything, and is sent no list.
+    let admin = me(
+        &[format!("Authorization: Bearer {}", hub.admin_token())],
+        "",
+    );
+    assert_eq!(admin["may_change_all"], true);
+    assert!(owned(&admin).is_empty());
+}
+
 /// The shared folder is also a folder its users edit. A file uploaded with a token and then
 /// deleted by hand no longer counts against the token's quota, and whoever uploaded a file (by
 /// token or by owner key) gets no rights over one put in its place, or changed, by other means.

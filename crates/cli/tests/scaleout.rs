@@ -2177,6 +2177,14 @@ fn on_postgresql_files_changed_outside_the_hub_are_no_longer_their_uploaders() {
     std::fs::write(s.share.join("b.txt"), "edited by hand").unwrap();
     let err = fails(&hub.troca_with(c, &q, &["rm", "b.txt"]), 1);
     assert!(err.contains("the token that uploaded it"), "{err}");
+    // The page is told the same: c.txt is the token's to change, b.txt no longer.
+    let me = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {q}"),
+        &format!("{}api/me", hub.web.clone().unwrap()),
+    ]);
+    let me: serde_json::Value = serde_json::from_slice(&me.stdout).unwrap();
+    assert_eq!(me["owned"], serde_json::json!(["c.txt"]), "{me}");
     ok(&hub.troca_with(c, &q, &["rm", "c.txt"]));
 
     ok(&hub.troca(c, &["put", "mine.txt"]));

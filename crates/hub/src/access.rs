@@ -5,7 +5,7 @@
 //! are slowed down.
 
 use crate::error::HubError;
-use crate::records::{Grant, Owner, Owners, Role, Tokens};
+use crate::records::{Grant, Owner, Role, Tokens};
 use lru::LruCache;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -137,11 +137,11 @@ impl Caller {
         }
     }
 
-    /// What this caller may do, for a face that shows only the actions allowed (the page).
+    /// What this caller may do under `prefix`, for a face that shows only the actions
+    /// allowed (the page).
     pub fn rights(
         &self,
         tokens: &dyn Tokens,
-        owners: &dyn Owners,
         read_only: bool,
         prefix: &str,
     ) -> Result<Rights, HubError> {
@@ -153,22 +153,16 @@ impl Caller {
             .is_none_or(|f| within(f, prefix));
         let may_upload = role_uploads(read_only, role) && reaches;
         let admin = may_upload && role == Some(Role::Admin);
-        let owned = if !may_upload || admin {
-            Default::default()
-        } else {
-            let token_id = grant
+        let owner = (may_upload && !admin).then(|| Owner {
+            token_id: grant
                 .filter(|g| g.role == Role::Write)
-                .and_then(|g| g.token_id);
-            let owner = Owner {
-                token_id,
-                key_hash: self.owner_key,
-            };
-            owners.owned(prefix, owner)?
-        };
+                .and_then(|g| g.token_id),
+            key_hash: self.owner_key,
+        });
         Ok(Rights {
             may_upload,
             admin,
-            owned,
+            owner,
         })
     }
 
@@ -264,19 +258,14 @@ fn outside(folder: &str, name: &str) -> HubError {
 }
 
 /// What a caller may do under a folder: upload, change everything (admin), or change the
-/// files it uploaded (`owned`).
+/// files it uploaded: those `owner` uploaded (`Hub::owned` lists them).
 #[derive(Debug, Clone, Default)]
 pub struct Rights {
     pub may_upload: bool,
     pub admin: bool,
-    pub owned: std::collections::HashSet<String>,
-}
-
-impl Rights {
-    /// May the caller replace, move or delete file `name`?
-    pub fn may_change(&self, name: &str) -> bool {
-        self.admin || (self.may_upload && self.owned.contains(name))
-    }
+    /// Whose files the caller may change besides: `None` when there is no list to give (an
+    /// admin changes all, a caller that cannot upload none).
+    pub owner: Option<Owner>,
 }
 
 /// Whether a caller of `role` (`None`: without a token) may upload at all, somewhere, on a hub

@@ -30,6 +30,7 @@ pub mod identity;
 pub mod locks;
 pub mod metrics;
 pub mod names;
+pub mod owned;
 pub mod pg;
 pub mod quota;
 pub mod records;

@@ -472,7 +472,9 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 -- The file's size when stored, what it counts against its token's quota; added later.
 ALTER TABLE owners ADD COLUMN IF NOT EXISTS size bigint NOT NULL DEFAULT 0;
-CREATE INDEX IF NOT EXISTS owners_token ON owners (token_id);
+-- A token's names in order: what it owns under a folder is read a page at a time.
+CREATE INDEX IF NOT EXISTS owners_token_name ON owners (token_id, name);
+DROP INDEX IF EXISTS owners_token;
 CREATE TABLE IF NOT EXISTS key_owners (
     name text COLLATE "C" PRIMARY KEY,
     key_hash bytea NOT NULL

@@ -1330,15 +1330,7 @@ impl Hub {
         prefix: &str,
     ) -> Result<crate::access::Rights, HubError> {
         let (hub, caller, prefix) = (Arc::clone(self), caller.clone(), prefix.to_owned());
-        blocking(move || {
-            caller.rights(
-                hub.tokens(),
-                hub.owners.as_ref(),
-                hub.config.read_only,
-                &prefix,
-            )
-        })
-        .await
+        blocking(move || caller.rights(hub.tokens(), hub.config.read_only, &prefix)).await
     }
 
     /// The quota of the caller's token and what it keeps now, if it has one.

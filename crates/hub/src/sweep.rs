@@ -66,14 +66,18 @@ impl Hub {
             .then(|| page.last().map(|r| r.name.clone()))
             .flatten();
         let (mut stale, mut found) = (Vec::new(), Vec::new());
-        for r in page {
-            let now = match RemoteName::parse(&r.name) {
-                Ok(name) => match self.store().seen(&name) {
-                    Ok(seen) => seen.version,
-                    // Unreadable for now (a folder's mode, say): looked at next time.
-                    Err(_) => continue,
-                },
-                Err(_) => None,
+        let names: Vec<Option<RemoteName>> = page
+            .iter()
+            .map(|r| RemoteName::parse(&r.name).ok())
+            .collect();
+        let valid: Vec<RemoteName> = names.iter().flatten().cloned().collect();
+        let mut seen = self.store().seen_each(&valid).into_iter();
+        for (r, name) in page.into_iter().zip(names) {
+            let now = match name.map(|_| seen.next()) {
+                Some(Some(Ok(seen))) => seen.version,
+                // Unreadable for now (a folder's mode, say): looked at next time.
+                Some(_) => continue,
+                None => None,
             };
             match (now, r.version) {
                 (None, _) => stale.push(r),

@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -137,23 +138,74 @@ pub(crate) struct MeQuery {
 }
 
 /// What the visitor may do: its role, whether it may upload, and which names under `prefix`
-/// it may change (all of them for an admin).
+/// it may change (all of them for an admin). Those names are sent a page at a time as they are
+/// read: a client may have uploaded any number of them.
 pub(crate) async fn me(
     State(hub): State<Arc<Hub>>,
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
     Query(q): Query<MeQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let caller = caller(&hub, &v, &headers).await?;
     let rights = hub.rights(&caller, &q.prefix).await?;
     let mut me = troca_proto::json::standing(&hub.standing(&caller).await?);
-    let mut owned: Vec<&String> = rights.owned.iter().collect();
-    owned.sort();
     // Under `prefix`: a token held to another folder may upload elsewhere, not here.
     me["may_upload"] = rights.may_upload.into();
     me["may_change_all"] = rights.admin.into();
-    me["owned"] = serde_json::json!(owned);
-    Ok(Json(me))
+    let Some(owner) = rights.owner else {
+        me["owned"] = serde_json::json!([]);
+        return Ok(Json(me).into_response());
+    };
+    // The first page before answering, so that a failure is still a status code.
+    let first = hub.owned(owner, &q.prefix, None).await?;
+    let mut head = serde_json::to_vec(&me).map_err(|e| HubError::Internal(e.to_string()))?;
+    head.pop(); // its `}`: the names come last.
+    head.extend_from_slice(b",\"owned\":[");
+    let pages = OwnedPages {
+        hub,
+        owner,
+        prefix: q.prefix,
+        page: Some(first),
+        started: false,
+    };
+    let body = futures_util::stream::once(async { Ok(Bytes::from(head)) })
+        .chain(futures_util::stream::unfold(Some(pages), OwnedPages::next));
+    let json = HeaderValue::from_static("application/json");
+    Ok(([(header::CONTENT_TYPE, json)], Body::from_stream(body)).into_response())
+}
+
+/// The rest of `/api/me`'s names, a page at a time. A page that cannot be read cuts the body
+/// short (the JSON never closes), so a client cannot take part of the list for all of it.
+struct OwnedPages {
+    hub: Arc<Hub>,
+    owner: troca_hub::records::Owner,
+    prefix: String,
+    /// The page to send next: read, or to be read after `next`.
+    page: Option<troca_hub::owned::OwnedPage>,
+    started: bool,
+}
+
+impl OwnedPages {
+    async fn next(state: Option<Self>) -> Option<(io::Result<Bytes>, Option<Self>)> {
+        let mut st = state?;
+        let page = st.page.take()?;
+        let mut out = Vec::with_capacity(page.names.len() * 64 + 2);
+        for name in &page.names {
+            if std::mem::replace(&mut st.started, true) {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, name).ok()?;
+        }
+        let Some(after) = page.next else {
+            out.extend_from_slice(b"]}");
+            return Some((Ok(Bytes::from(out)), None));
+        };
+        match st.hub.owned(st.owner, &st.prefix, Some(after)).await {
+            Ok(next) => st.page = Some(next),
+            Err(e) => return Some((Err(io::Error::other(e.to_string())), None)),
+        }
+        Some((Ok(Bytes::from(out)), Some(st)))
+    }
 }
 
 /// One line of a folder's listing: a sub-folder (with what it holds) or a file.

@@ -274,10 +274,59 @@ pub trait Owners: Send + Sync + std::fmt::Debug {
     fn patch_props(&self, name: &str, changes: &[PropChange]) -> Result<(), HubError>;
     /// Copies the dead properties of `from` and everything beneath it to `to`.
     fn copy_props(&self, from: &str, to: &str) -> Result<(), HubError>;
-    /// The names starting with `prefix` that `owner` uploaded (by token or by owner key).
+    /// The records of the names starting with `prefix` that `owner` uploaded (by token and by
+    /// owner key), in name order after `after`, at most `limit`: a name recorded both ways
+    /// comes twice.
     fn owned(
         &self,
         prefix: &str,
         owner: Owner,
-    ) -> Result<std::collections::HashSet<String>, HubError>;
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, HubError>;
+}
+
+/// The first name past every name that starts with `prefix` in byte order (`None`: no such
+/// name, for `""` or a prefix of only U+10FFFF): the upper end of an index's range. UTF-8
+/// keeps the order of code points, so it is `prefix` with its last character raised by one.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=0x10FFFF).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_prefixs_end_is_past_its_names_and_before_the_rest() {
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("d/"), Some("d0".into()));
+        assert_eq!(prefix_end("a\u{D7FF}"), Some("a\u{E000}".into()));
+        assert_eq!(prefix_end("a\u{10FFFF}"), Some("b".into()));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn names_with_the_prefix_sort_before_its_end_and_no_other_between(
+            prefix in "\\PC{0,4}", rest in "\\PC{0,4}", other in "\\PC{0,6}",
+        ) {
+            let end = prefix_end(&prefix);
+            let within = |name: &str| {
+                name.as_bytes() >= prefix.as_bytes()
+                    && end.as_ref().is_none_or(|e| name.as_bytes() < e.as_bytes())
+            };
+            prop_assert!(within(&format!("{prefix}{rest}")), "{:?}", end);
+            prop_assert_eq!(within(&other), other.starts_with(&prefix), "{:?}", end);
+        }
+    }
 }

@@ -128,6 +128,32 @@ impl Store for LocalStore {
         }
     }
 
+    /// One lookup of each folder in turn (its descriptor held while its names come, then
+    /// closed), rather than one per name.
+    fn seen_each(&self, names: &[RemoteName]) -> Vec<Result<Seen, HubError>> {
+        let mut folder: Option<(&str, Option<Slot>)> = None;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let parent = name.as_str().rsplit_once('/').map_or("", |(p, _)| p);
+            if folder.as_ref().is_none_or(|(known, _)| *known != parent) {
+                match self.existing_slot(name) {
+                    Ok(slot) => folder = Some((parent, slot)),
+                    Err(e) => {
+                        folder = None;
+                        out.push(Err(e));
+                        continue;
+                    }
+                }
+            }
+            let slot = folder.as_ref().and_then(|(_, s)| s.as_ref());
+            out.push(match slot {
+                Some(s) => slot_seen(&s.sibling(name.file_name()), name),
+                None => Ok(Seen::default()),
+            });
+        }
+        out
+    }
+
     fn open(&self, name: &RemoteName) -> Result<StoredFile, HubError> {
         let file = self.share.open_existing(name)?;
         let meta = file
@@ -288,5 +314,74 @@ impl Store for LocalStore {
 
     fn clean_partials(&self, ttl: Duration) -> usize {
         self.partials.clean(ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::uploads::{KeepFree, PartialBudget};
+
+    /// Looking at many names a folder at a time sees what looking at each alone sees: files,
+    /// folders, links, nothing, and names in folders that are missing or are files.
+    #[test]
+    fn names_seen_a_folder_at_a_time_are_seen_as_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        let budget = PartialBudget {
+            per_address: 1 << 20,
+            total: 1 << 20,
+        };
+        let store =
+            LocalStore::open(&root, &root.join(".troca"), budget, KeepFree::Bytes(0)).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/one.txt"), "1").unwrap();
+        std::fs::write(root.join("a/two.txt"), "22").unwrap();
+        std::fs::write(root.join("a/b/three.txt"), "333").unwrap();
+        std::fs::write(root.join("top.txt"), "4444").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("a/link")).unwrap();
+        let names: Vec<RemoteName> = [
+            "a/b",
+            "a/b/three.txt",
+            "a/gone.txt",
+            "a/link",
+            "a/one.txt",
+            "a/two.txt",
+            "missing/x.txt",
+            "top.txt",
+            "top.txt/inside",
+            "a/one.txt",
+        ]
+        .iter()
+        .map(|n| RemoteName::parse(n).unwrap())
+        .collect();
+        let each: Vec<String> = store
+            .seen_each(&names)
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect();
+        let alone: Vec<String> = names
+            .iter()
+            .map(|n| format!("{:?}", store.seen(n)))
+            .collect();
+        assert_eq!(each, alone);
+        let sizes: Vec<Option<u64>> = store
+            .seen_each(&names)
+            .into_iter()
+            .map(|s| s.ok().and_then(|s| s.version).map(|v| v.size))
+            .collect();
+        let want = [
+            None,
+            Some(3),
+            None,
+            None,
+            Some(1),
+            Some(2),
+            None,
+            Some(4),
+            None,
+            Some(1),
+        ];
+        assert_eq!(sizes, want);
     }
 }

@@ -315,6 +315,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             version: None,
         })
     }
+    /// [`Store::seen`] of each of `names`, in order; one look at each folder where the store
+    /// can (so names in order, a folder's together, cost a look each).
+    fn seen_each(&self, names: &[RemoteName]) -> Vec<Result<Seen, HubError>> {
+        names.iter().map(|n| self.seen(n)).collect()
+    }
     /// Whether names may be links ([`Kind::Other`]), so that [`Store::kind`] is worth asking
     /// before a delete or a move walks a folder.
     fn has_links(&self) -> bool {

@@ -8,7 +8,6 @@ use crate::records::{
     Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use crate::version::{Retimed, Version};
-use std::collections::HashSet;
 
 /// The group's tokens and owners, and this hub's admin token.
 #[derive(Debug)]
@@ -211,6 +210,17 @@ fn version_columns(v: Option<Version>) -> (Option<i64>, i64) {
     }
 }
 
+/// A record read as `name, size, mtime_ns`.
+fn recorded_row(r: &tokio_postgres::Row) -> Recorded {
+    let size = u64::try_from(r.get::<_, i64>(1)).unwrap_or(0);
+    Recorded {
+        name: r.get(0),
+        version: r
+            .get::<_, Option<i64>>(2)
+            .map(|modified_ns| Version { size, modified_ns }),
+    }
+}
+
 impl Owners for PgTokens {
     fn owner(&self, name: &str, now: Option<Version>) -> Result<Owner, HubError> {
         let (mtime, size) = version_columns(now);
@@ -299,18 +309,7 @@ impl Owners for PgTokens {
                 .query(sql, &[&token, &after, &limit])
                 .await
                 .map_err(db_err)?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let size = u64::try_from(r.get::<_, i64>(1)).unwrap_or(0);
-                    Recorded {
-                        name: r.get(0),
-                        version: r
-                            .get::<_, Option<i64>>(2)
-                            .map(|modified_ns| Version { size, modified_ns }),
-                    }
-                })
-                .collect())
+            Ok(rows.iter().map(recorded_row).collect())
         })
     }
 
@@ -497,31 +496,59 @@ impl Owners for PgTokens {
         })
     }
 
-    fn owned(&self, prefix: &str, owner: Owner) -> Result<HashSet<String>, HubError> {
+    /// As SQLite's: each table the owner may be in read along an index in name order, within
+    /// the prefix's range.
+    fn owned(
+        &self,
+        prefix: &str,
+        owner: Owner,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, HubError> {
+        let key = owner.key_hash.map(|h| h.to_vec());
+        let end = crate::records::prefix_end(prefix);
+        let (after, limit) = (
+            after.unwrap_or(""),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        );
+        // The owner's own parameters first, numbered as they come: PostgreSQL wants every
+        // parameter used.
+        let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        let mut parts = Vec::new();
+        if let Some(id) = &owner.token_id {
+            args.push(id);
+            parts.push(format!("owners WHERE token_id = ${}", args.len()));
+        }
+        if let Some(key) = &key {
+            args.push(key);
+            parts.push(format!("key_owners WHERE key_hash = ${}", args.len()));
+        }
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = args.len();
+        let range = format!(
+            "name >= ${} AND (${}::text IS NULL OR name < ${}) AND name > ${}",
+            n + 1,
+            n + 2,
+            n + 2,
+            n + 3
+        );
+        let selects: Vec<String> = parts
+            .iter()
+            .map(|from| format!("SELECT name, size, mtime_ns FROM {from} AND {range}"))
+            .collect();
+        let sql = format!(
+            "{} ORDER BY name LIMIT ${}",
+            selects.join(" UNION ALL "),
+            n + 4
+        );
+        let rest: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&prefix, &end, &after, &limit];
+        args.extend(rest);
         self.db.run(async || {
             let c = self.db.get().await?;
-            let mut out = HashSet::new();
-            if let Some(id) = owner.token_id {
-                let rows = c
-                    .query(
-                        "SELECT name FROM owners WHERE token_id = $1 AND starts_with(name, $2)",
-                        &[&id, &prefix],
-                    )
-                    .await
-                    .map_err(db_err)?;
-                out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
-            }
-            if let Some(h) = owner.key_hash {
-                let rows = c
-                    .query(
-                        "SELECT name FROM key_owners WHERE key_hash = $1 AND starts_with(name, $2)",
-                        &[&&h[..], &prefix],
-                    )
-                    .await
-                    .map_err(db_err)?;
-                out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
-            }
-            Ok(out)
+            let rows = c.query(&sql, &args).await.map_err(db_err)?;
+            Ok(rows.iter().map(recorded_row).collect())
         })
     }
 }

@@ -14,7 +14,6 @@ use crate::records::{
 };
 use crate::version::{Retimed, Version};
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -213,6 +212,16 @@ fn version_columns(v: Option<Version>) -> (Option<i64>, i64) {
     }
 }
 
+/// A record read as `name, size, mtime_ns`.
+fn recorded_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recorded> {
+    let mtime: Option<i64> = r.get(2)?;
+    let size = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+    Ok(Recorded {
+        name: r.get(0)?,
+        version: mtime.map(|modified_ns| Version { size, modified_ns }),
+    })
+}
+
 impl Owners for SqliteTokens {
     /// Who uploaded `name`: the token, or the owner key, if either (with `now`, of that
     /// version of the file).
@@ -296,14 +305,7 @@ impl Owners for SqliteTokens {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let read = || -> rusqlite::Result<Vec<Recorded>> {
             let mut q = db.prepare_cached(sql)?;
-            let rows = q.query_map(params![token, after.unwrap_or(""), limit], |r| {
-                let mtime: Option<i64> = r.get(2)?;
-                let size = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
-                Ok(Recorded {
-                    name: r.get(0)?,
-                    version: mtime.map(|modified_ns| Version { size, modified_ns }),
-                })
-            })?;
+            let rows = q.query_map(params![token, after.unwrap_or(""), limit], recorded_row)?;
             rows.collect()
         };
         read().map_err(|e| db_err(&self.db_path, e))
@@ -453,36 +455,42 @@ impl Owners for SqliteTokens {
         .map_err(|e| db_err(&self.db_path, e))
     }
 
-    /// The names starting with `prefix` uploaded with token `token_id` or owner key `key_hash`.
-    fn owned(&self, prefix: &str, owner: Owner) -> Result<HashSet<String>, HubError> {
+    /// The records of names starting with `prefix` uploaded with the owner's token or key,
+    /// after `after`: each table read along an index in name order, within the prefix's range,
+    /// and only a table the owner may be in (so a page never scans one without a match).
+    fn owned(
+        &self,
+        prefix: &str,
+        owner: Owner,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, HubError> {
         let Owner { token_id, key_hash } = owner;
+        let range = "name >= ?3 AND (?4 IS NULL OR name < ?4) AND name > ?5";
+        let parts: Vec<String> = [
+            token_id.map(|_| "owners WHERE token_id = ?1"),
+            key_hash.map(|_| "key_owners WHERE key_hash = ?2"),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|from| format!("SELECT name, size, mtime_ns FROM {from} AND {range}"))
+        .collect();
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!("{} ORDER BY name LIMIT ?6", parts.join(" UNION ALL "));
+        let key = key_hash.map(|h| h.to_vec());
+        let end = crate::records::prefix_end(prefix);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let db = self.db.lock().expect("token database poisoned");
-        let err = |e| db_err(&self.db_path, e);
-        let mut out = HashSet::new();
-        let mut collect = |sql: &str, key: &dyn rusqlite::ToSql| -> rusqlite::Result<()> {
-            let mut stmt = db.prepare(sql)?;
-            let rows = stmt.query_map(params![key, prefix], |r| r.get::<_, String>(0))?;
-            for name in rows {
-                out.insert(name?);
-            }
-            Ok(())
+        let read = || -> rusqlite::Result<Vec<Recorded>> {
+            let mut q = db.prepare_cached(&sql)?;
+            let after = after.unwrap_or("");
+            let args = params![token_id, key, prefix, end, after, limit];
+            let rows = q.query_map(args, recorded_row)?;
+            rows.collect()
         };
-        let within = "substr(name, 1, length(?2)) = ?2";
-        if let Some(id) = token_id {
-            collect(
-                &format!("SELECT name FROM owners WHERE token_id = ?1 AND {within}"),
-                &id,
-            )
-            .map_err(err)?;
-        }
-        if let Some(h) = key_hash {
-            collect(
-                &format!("SELECT name FROM key_owners WHERE key_hash = ?1 AND {within}"),
-                &&h[..],
-            )
-            .map_err(err)?;
-        }
-        Ok(out)
+        read().map_err(|e| db_err(&self.db_path, e))
     }
 
     /// Records the uploaders of many files in one transaction.
@@ -698,6 +706,45 @@ mod tests {
 
     /// An owner holds the file its upload left: not one put in its place by other means, and
     /// its record follows a new time the hub gives the file.
+    #[test]
+    fn what_an_owner_uploaded_is_read_in_name_order_a_page_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        let (by_token, by_key) = (Some(3), Some([9; 32]));
+        let both = Owner {
+            token_id: by_token,
+            key_hash: by_key,
+        };
+        let set = |name: &str, token_id, key_hash| {
+            let owner = Owner { token_id, key_hash };
+            tokens.set_owner(name, owner, sized(1)).unwrap();
+        };
+        set("d/b", by_token, by_key);
+        set("d/a", by_token, None);
+        set("d/c", None, by_key);
+        set("d/e", Some(4), Some([8; 32]));
+        set("e/a", by_token, by_key);
+        set("d", by_token, by_key);
+        let names = |owner, after, limit| -> Vec<String> {
+            let rows = tokens.owned("d/", owner, after, limit).unwrap();
+            rows.into_iter().map(|r| r.name).collect()
+        };
+        // Each record of each name, in order; a name recorded both ways comes twice.
+        assert_eq!(names(both, None, 100), ["d/a", "d/b", "d/b", "d/c"]);
+        assert_eq!(names(both, None, 2), ["d/a", "d/b"]);
+        assert_eq!(names(both, Some("d/a"), 2), ["d/b", "d/b"]);
+        assert_eq!(names(both, Some("d/b"), 2), ["d/c"]);
+        let token_only = Owner {
+            token_id: by_token,
+            key_hash: None,
+        };
+        assert_eq!(names(token_only, None, 100), ["d/a", "d/b"]);
+        assert!(names(Owner::default(), None, 100).is_empty());
+        let rows = tokens.owned("", both, None, 100).unwrap();
+        assert_eq!(rows.len(), 8, "{rows:?}");
+        assert!(rows.iter().all(|r| r.version == Some(sized(1))));
+    }
+
     #[test]
     fn an_owner_holds_only_the_version_its_upload_left() {
         let dir = tempfile::tempdir().unwrap();
