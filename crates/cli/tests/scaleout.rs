@@ -2193,3 +2193,43 @@ fn on_postgresql_files_changed_outside_the_hub_are_no_longer_their_uploaders() {
     assert!(err.contains("needs a token"), "{err}");
     assert!(s.share.join("mine.txt").exists());
 }
+
+/// On the object store a folder goes whole (moved, or deleted with `-r`) only for someone who
+/// may change every file in it, however many it holds: its files are read from the catalog a
+/// page at a time, and the one not theirs is on the second page. Without `-r` only an empty
+/// folder goes.
+#[test]
+fn on_the_object_store_a_folder_goes_whole_only_for_who_may_change_every_file_in_it() {
+    let Some(g) = Group::new() else { return };
+    let s = Scratch::new();
+    let args = g.store_args();
+    let hub = Hub::start(&s.share, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let w = group_token(&g, "write");
+    let c = &s.client;
+    std::fs::create_dir(c.join("big")).unwrap();
+    for i in 0..1100 {
+        std::fs::write(c.join(format!("big/f{i:04}.txt")), format!("{i}")).unwrap();
+    }
+    ok(&hub.troca_with(c, &w, &["put", "big"]));
+    std::fs::write(c.join("zz.txt"), "theirs").unwrap();
+    ok(&hub.troca_as(c, "other", None, &["put", "zz.txt", "--as", "big/zz.txt"]));
+
+    let err = fails(&hub.troca_with(c, &w, &["rm", "-r", "big"]), 1);
+    assert!(err.contains("needs"), "{err}");
+    let err = fails(&hub.troca_with(c, &w, &["mv", "big", "moved"]), 1);
+    assert!(err.contains("needs"), "{err}");
+    let err = fails(&hub.troca_with(c, &hub.admin_token(), &["rm", "big"]), 1);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(
+        g.sql("SELECT count(*) FROM names WHERE name LIKE 'big/%' AND object IS NOT NULL"),
+        "1101"
+    );
+    // Theirs gone, the folder is all the token's.
+    ok(&hub.troca_as(c, "other", None, &["rm", "big/zz.txt"]));
+    ok(&hub.troca_with(c, &w, &["mv", "big", "moved"]));
+    ok(&hub.troca_with(c, &w, &["rm", "-r", "moved"]));
+    assert_eq!(
+        g.sql("SELECT count(*) FROM names WHERE object IS NOT NULL"),
+        "0"
+    );
+}

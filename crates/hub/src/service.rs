@@ -1280,12 +1280,11 @@ impl Hub {
     fn check_folder(&self, caller: &Caller, name: &RemoteName, what: &str) -> Result<(), HubError> {
         caller.must_reach_inside(name.as_str())?;
         caller.may_create(self.tokens(), self.config.read_only, name.as_str())?;
-        for file in self.store.files_beneath(name)? {
-            if let Ok(file) = RemoteName::parse(&file) {
-                self.check_change(caller, &file, what)?;
-            }
-        }
-        Ok(())
+        self.store
+            .each_file_beneath(name, &mut |file| match RemoteName::parse(file) {
+                Ok(file) => self.check_change(caller, &file, what),
+                Err(_) => Ok(()),
+            })
     }
 
     fn remove_folder(
@@ -1294,8 +1293,10 @@ impl Hub {
         name: &RemoteName,
         recursive: bool,
     ) -> Result<u64, HubError> {
-        if !recursive && !self.store.files_beneath(name)?.is_empty() {
-            return Err(HubError::FolderNotEmpty(name.to_string()));
+        if !recursive {
+            // The first file found is enough.
+            let full = || HubError::FolderNotEmpty(name.to_string());
+            self.store.each_file_beneath(name, &mut |_| Err(full()))?;
         }
         self.check_folder(caller, name, "deleting")?;
         let removed = self.store.remove_tree(name);

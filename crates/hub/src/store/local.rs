@@ -102,8 +102,12 @@ impl Store for LocalStore {
         Ok(self.share.find(text, limit))
     }
 
-    fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError> {
-        self.share.files_beneath(folder)
+    fn each_file_beneath(
+        &self,
+        folder: &RemoteName,
+        each: &mut dyn FnMut(&str) -> Result<(), HubError>,
+    ) -> Result<(), HubError> {
+        self.share.each_file_beneath(folder, each)
     }
 
     fn has_links(&self) -> bool {

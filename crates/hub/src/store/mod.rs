@@ -296,9 +296,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Files and folders (`NAME/`) whose own names contain `text` (any case), or whose whole
     /// names do when `text` holds a `/`; at most `limit`.
     fn find(&self, text: &str, limit: usize) -> Result<Vec<Entry>, HubError>;
-    /// Every file beneath folder `folder`, for a policy check before the folder is moved or
-    /// deleted as a whole.
-    fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError>;
+    /// Calls `each` with every file beneath folder `folder`, until it fails: for a policy
+    /// check before the folder is moved or deleted as a whole. In constant memory, whatever
+    /// the folder holds.
+    fn each_file_beneath(
+        &self,
+        folder: &RemoteName,
+        each: &mut dyn FnMut(&str) -> Result<(), HubError>,
+    ) -> Result<(), HubError>;
     /// What `name` holds now (`None`: nothing, or a folder on the way is missing).
     fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError>;
     /// Whether other programs may change the files (a folder on this machine, not an object

@@ -492,14 +492,16 @@ impl Share {
         Ok(created)
     }
 
-    /// Every file beneath folder `name` (links as entries, not followed), for a policy check
-    /// before the whole folder is moved or deleted. Blocking.
-    pub fn files_beneath(&self, name: &RemoteName) -> Result<Vec<String>, HubError> {
+    /// Calls `each` with every file beneath folder `name` (links as entries, not followed)
+    /// until it fails, reading each folder an entry at a time: for a policy check before the
+    /// whole folder is moved or deleted, in constant memory whatever it holds. Blocking.
+    pub fn each_file_beneath(
+        &self,
+        name: &RemoteName,
+        each: &mut dyn FnMut(&str) -> Result<(), HubError>,
+    ) -> Result<(), HubError> {
         let dir = self.open_folder(name)?;
-        let mut out = Vec::new();
-        self.collect_names(&dir, name.as_str(), 0, &mut out)
-            .map_err(|e| HubError::io(format!("cannot read folder {name}"), e))?;
-        Ok(out)
+        walk_files(&dir, name.as_str(), 0, each)
     }
 
     fn open_folder(&self, name: &RemoteName) -> Result<OwnedFd, HubError> {
@@ -514,28 +516,6 @@ impl Share {
             }
             Err(e) => Err(HubError::io(format!("cannot open folder {name}"), e)),
         }
-    }
-
-    fn collect_names(
-        &self,
-        dir: &OwnedFd,
-        rel: &str,
-        depth: usize,
-        out: &mut Vec<String>,
-    ) -> io::Result<()> {
-        if depth >= MAX_LIST_DEPTH {
-            return Err(io::Error::other("folders nested too deep"));
-        }
-        for (name, kind) in children(dir)? {
-            let child = format!("{rel}/{}", name.to_string_lossy());
-            if kind == FileType::Directory {
-                let sub = open_child_folder(dir, &name)?;
-                self.collect_names(&sub, &child, depth + 1, out)?;
-            } else {
-                out.push(child);
-            }
-        }
-        Ok(())
     }
 
     /// Deletes folder `name` and everything in it (links themselves, never what they point to),
@@ -1169,6 +1149,34 @@ fn children(dir: &OwnedFd) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
         out.push((name, kind));
     }
     Ok(out)
+}
+
+/// [`Share::each_file_beneath`] from folder `dir`, named `rel`.
+fn walk_files(
+    dir: &OwnedFd,
+    rel: &str,
+    depth: usize,
+    each: &mut dyn FnMut(&str) -> Result<(), HubError>,
+) -> Result<(), HubError> {
+    let unread = |e: io::Error| HubError::io(format!("cannot read folder {rel}"), e);
+    if depth >= MAX_LIST_DEPTH {
+        return Err(unread(io::Error::other("folders nested too deep")));
+    }
+    for e in rustix::fs::Dir::read_from(dir).map_err(|e| unread(e.into()))? {
+        let e = e.map_err(|e| unread(e.into()))?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let child = format!("{rel}/{}", String::from_utf8_lossy(name));
+        if kind_of(dir, &e).map_err(unread)? == FileType::Directory {
+            let sub = open_child_folder(dir, e.file_name()).map_err(unread)?;
+            walk_files(&sub, &child, depth + 1, each)?;
+        } else {
+            each(&child)?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens sub-folder `name` of `dir`, never through a link.

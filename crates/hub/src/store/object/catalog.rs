@@ -97,7 +97,7 @@ pub const FIND: &str = "SELECT name, object, size, modified_ns FROM names
      ORDER BY name LIMIT $2";
 
 pub const FILES_BENEATH: &str = "SELECT name FROM names
-     WHERE object IS NOT NULL AND name > $1 || '/' AND name < $1 || '0' ORDER BY name";
+     WHERE object IS NOT NULL AND name > $2 AND name < $1 || '0' ORDER BY name LIMIT $3";
 
 /// Starts a change to names: takes the lock every hub takes for one.
 pub async fn begin_change<'a>(

@@ -1094,15 +1094,33 @@ impl Store for ObjectStore {
         })
     }
 
-    fn files_beneath(&self, folder: &RemoteName) -> Result<Vec<String>, HubError> {
-        self.db().run(async || {
-            let c = self.db().get().await?;
-            let rows = c
-                .query(catalog::FILES_BENEATH, &[&folder.as_str()])
-                .await
-                .map_err(db_err)?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
-        })
+    /// A page of names at a time, each page after the last name of the one before.
+    fn each_file_beneath(
+        &self,
+        folder: &RemoteName,
+        each: &mut dyn FnMut(&str) -> Result<(), HubError>,
+    ) -> Result<(), HubError> {
+        const PAGE: i64 = 1024;
+        let mut after = format!("{folder}/");
+        loop {
+            let page: Vec<String> = self.db().run(async || {
+                let c = self.db().get().await?;
+                let args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&folder.as_str(), &after, &PAGE];
+                let rows = c
+                    .query(catalog::FILES_BENEATH, &args)
+                    .await
+                    .map_err(db_err)?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            })?;
+            for name in &page {
+                each(name)?;
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => after.clone_from(last),
+                _ => return Ok(()),
+            }
+        }
     }
 
     fn kind(&self, name: &RemoteName) -> Result<Option<Kind>, HubError> {
