@@ -2203,7 +2203,10 @@ fn on_the_object_store_a_folder_goes_whole_only_for_who_may_change_every_file_in
     let Some(g) = Group::new() else { return };
     let s = Scratch::new();
     let args = g.store_args();
-    let hub = Hub::start(&s.share, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let hub = Hub::start(
+        &s.share,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let w = group_token(&g, "write");
     let c = &s.client;
     std::fs::create_dir(c.join("big")).unwrap();

@@ -1137,8 +1137,16 @@ fn kind_of(dir: &OwnedFd, e: &rustix::fs::DirEntry) -> io::Result<FileType> {
 
 /// The entries of a folder (without `.` and `..`), kinds resolved without following links.
 fn children(dir: &OwnedFd) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
+    some_children(dir, usize::MAX)
+}
+
+/// The first `limit` entries of a folder as it reads, as [`children`] gives them.
+fn some_children(dir: &OwnedFd, limit: usize) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
     let mut out = Vec::new();
     for e in rustix::fs::Dir::read_from(dir)? {
+        if out.len() >= limit {
+            break;
+        }
         let e = e?;
         let name = e.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -1185,22 +1193,33 @@ fn open_child_folder(dir: &OwnedFd, name: impl rustix::path::Arg) -> io::Result<
     Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
+/// Entries read, then deleted, at a time when a folder is emptied: a folder of any size costs
+/// that much memory (a folder is not read on while its entries are deleted).
+const EMPTY_BATCH: usize = 4096;
+
 /// Deletes everything inside `dir`, deepest first, counting the files.
 fn empty_folder(dir: &OwnedFd, depth: usize, removed: &mut u64) -> io::Result<()> {
     if depth >= MAX_LIST_DEPTH {
         return Err(io::Error::other("folders nested too deep"));
     }
-    for (name, kind) in children(dir)? {
-        if kind == FileType::Directory {
-            let sub = open_child_folder(dir, &name)?;
-            empty_folder(&sub, depth + 1, removed)?;
-            rustix::fs::unlinkat(dir, &name, AtFlags::REMOVEDIR)?;
-        } else {
-            rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
-            *removed += 1;
+    loop {
+        // Read from the start each time: what was read is gone.
+        let batch = some_children(dir, EMPTY_BATCH)?;
+        let last = batch.len() < EMPTY_BATCH;
+        for (name, kind) in batch {
+            if kind == FileType::Directory {
+                let sub = open_child_folder(dir, &name)?;
+                empty_folder(&sub, depth + 1, removed)?;
+                rustix::fs::unlinkat(dir, &name, AtFlags::REMOVEDIR)?;
+            } else {
+                rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
+                *removed += 1;
+            }
+        }
+        if last {
+            return Ok(());
         }
     }
-    Ok(())
 }
 
 /// The version (size and modification time) `st` describes.
@@ -1639,6 +1658,38 @@ mod listing_tests {
             prop_assert_eq!(&whole(&share, prefix), &want);
             prop_assert_eq!(paged(&share, prefix, limit), want);
         }
+    }
+
+    /// A folder larger than a batch of its entries is emptied whole, every file counted,
+    /// sub-folders and links with it (never what a link points to); a walk of its files sees
+    /// each once.
+    #[test]
+    fn a_folder_larger_than_a_batch_is_removed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        let share = Share::open(&root, &root.join(".troca")).unwrap();
+        std::fs::create_dir_all(root.join("big/sub")).unwrap();
+        let files = EMPTY_BATCH + 10;
+        for i in 0..files {
+            std::fs::write(root.join(format!("big/f{i}")), b"").unwrap();
+        }
+        std::fs::write(root.join("big/sub/inner"), b"").unwrap();
+        std::fs::write(root.join("kept.txt"), b"kept").unwrap();
+        symlink("../kept.txt", root.join("big/link")).unwrap();
+        let big = RemoteName::parse("big").unwrap();
+        let mut walked = std::collections::HashSet::new();
+        share
+            .each_file_beneath(&big, &mut |n| {
+                assert!(walked.insert(n.to_owned()), "{n} twice");
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(walked.len(), files + 2);
+        assert!(walked.contains("big/sub/inner") && walked.contains("big/link"));
+        let removed = share.remove_tree(&big).unwrap();
+        assert_eq!(removed, (files + 2) as u64);
+        assert!(!root.join("big").exists());
+        assert_eq!(std::fs::read(root.join("kept.txt")).unwrap(), b"kept");
     }
 
     #[test]
