@@ -180,7 +180,7 @@ struct OwnedPages {
     hub: Arc<Hub>,
     owner: troca_hub::records::Owner,
     prefix: String,
-    /// The page to send next: read, or to be read after `next`.
+    /// The page read, to send next.
     page: Option<troca_hub::owned::OwnedPage>,
     started: bool,
 }
