@@ -54,56 +54,15 @@ pub fn tracker(
             tokio::spawn(troca_web::metrics::serve(listener, render, stop.clone()));
         }
         std::io::stdout().flush()?;
-        let config = TrackerConfig {
-            lifetime,
-            max_peers: limits.max_peers,
-            max_peers_per_ip: limits.max_peers_per_ip,
-            max_files_per_peer: limits.max_files_per_peer,
-            max_files_per_ip: limits.max_files_per_ip,
-            max_files: limits.max_files,
-            max_torrent_peers: limits.max_torrent_peers,
-            max_torrent_peers_per_ip: limits.max_torrent_peers_per_ip,
-        };
+        let config = tracker_config(lifetime, limits);
         let server = tokio::spawn(troca_tracker::run_on(
             sockets,
             config,
             Arc::clone(&stats),
             stop.clone(),
         ));
-        let printer = (!stats_every.is_zero()).then(|| {
-            let stats = Arc::clone(&stats);
-            tokio::spawn(async move {
-                let mut last = 0;
-                loop {
-                    tokio::time::sleep(stats_every).await;
-                    let n = stats.requests.load(Ordering::Relaxed);
-                    let count = |c: &std::sync::atomic::AtomicU64, one, many| {
-                        output::count(c.load(Ordering::Relaxed), one, many)
-                    };
-                    let unrecorded = stats.torrent_peers_unrecorded.load(Ordering::Relaxed);
-                    let full = if unrecorded == 0 {
-                        String::new()
-                    } else {
-                        format!(
-                            ", {} not remembered for lack of room (--max-torrent-peers, \
-                             --max-torrent-peers-per-ip)",
-                            output::count(unrecorded, "BitTorrent peer", "BitTorrent peers")
-                        )
-                    };
-                    eprintln!(
-                        "troca tracker: {}, {}, {}, {}, {:.1} requests/s, {} dropped, {}{full}",
-                        count(&stats.peers, "peer", "peers"),
-                        count(&stats.files, "file", "files"),
-                        count(&stats.torrents, "torrent", "torrents"),
-                        count(&stats.torrent_peers, "BitTorrent peer", "BitTorrent peers"),
-                        (n - last) as f64 / stats_every.as_secs_f64(),
-                        stats.dropped.load(Ordering::Relaxed),
-                        count(&stats.bad_cookies, "bad cookie", "bad cookies"),
-                    );
-                    last = n;
-                }
-            })
-        });
+        let printer = (!stats_every.is_zero())
+            .then(|| tokio::spawn(print_stats(Arc::clone(&stats), stats_every)));
         signals.wait().await;
         stop.cancel();
         if let Some(p) = printer {
@@ -112,6 +71,53 @@ pub fn tracker(
         server.await??;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The tracker's configuration from its command line.
+fn tracker_config(lifetime: Duration, limits: &crate::args::TrackerLimits) -> TrackerConfig {
+    TrackerConfig {
+        lifetime,
+        max_peers: limits.max_peers,
+        max_peers_per_ip: limits.max_peers_per_ip,
+        max_files_per_peer: limits.max_files_per_peer,
+        max_files_per_ip: limits.max_files_per_ip,
+        max_files: limits.max_files,
+        max_torrent_peers: limits.max_torrent_peers,
+        max_torrent_peers_per_ip: limits.max_torrent_peers_per_ip,
+    }
+}
+
+/// Prints what the tracker holds and serves on stderr every `every`, until aborted.
+async fn print_stats(stats: Arc<Stats>, every: Duration) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(every).await;
+        let n = stats.requests.load(Ordering::Relaxed);
+        let count = |c: &std::sync::atomic::AtomicU64, one, many| {
+            output::count(c.load(Ordering::Relaxed), one, many)
+        };
+        let unrecorded = stats.torrent_peers_unrecorded.load(Ordering::Relaxed);
+        let full = if unrecorded == 0 {
+            String::new()
+        } else {
+            format!(
+                ", {} not remembered for lack of room (--max-torrent-peers, \
+                 --max-torrent-peers-per-ip)",
+                output::count(unrecorded, "BitTorrent peer", "BitTorrent peers")
+            )
+        };
+        eprintln!(
+            "troca tracker: {}, {}, {}, {}, {:.1} requests/s, {} dropped, {}{full}",
+            count(&stats.peers, "peer", "peers"),
+            count(&stats.files, "file", "files"),
+            count(&stats.torrents, "torrent", "torrents"),
+            count(&stats.torrent_peers, "BitTorrent peer", "BitTorrent peers"),
+            (n - last) as f64 / every.as_secs_f64(),
+            stats.dropped.load(Ordering::Relaxed),
+            count(&stats.bad_cookies, "bad cookie", "bad cookies"),
+        );
+        last = n;
+    }
 }
 
 /// The tracker's address, resolved.

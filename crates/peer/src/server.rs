@@ -247,18 +247,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
-    let uploads = Arc::new(UploadSlots::new(config.upload_slots));
-    // The cap is on what this peer sends, shared by all its connections.
-    let limit = config.max_rate.map(|rate| {
-        Arc::new(Pacer::new(Limits {
-            send: Limit {
-                total: Some(rate),
-                per_address: None,
-            },
-            ..Limits::default()
-        }))
-    });
     let per_address = PerAddress::new(config.max_connections_per_ip);
+    let shared = Shared {
+        uploads: Arc::new(UploadSlots::new(config.upload_slots)),
+        limit: send_pacer(config.max_rate),
+        library,
+        partials,
+        config,
+    };
     let tasks = TaskTracker::new();
     let busy = |why: &str| {
         let mut out = Vec::new();
@@ -284,45 +280,72 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (library, partials, config, limit, stop, uploads) = (
-            Arc::clone(&library),
-            Arc::clone(&partials),
-            config.clone(),
-            limit.clone(),
-            shutdown.clone(),
-            Arc::clone(&uploads),
-        );
+        let (shared, stop) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move {
             let _held = (permit, from_address);
-            let Some(stream) = secure(stream, &config).await else {
-                tracing::debug!("TLS handshake with {addr} failed or timed out");
-                return;
-            };
-            let mut conn = Connection::new(stream);
-            // A downloader that asks and reads no answer must not hold its slot for ever.
-            conn.set_write_stall(config.idle_timeout);
-            conn.set_pace(limit.as_ref().and_then(|p| p.shared_pace()));
-            let mut serving = Serving {
-                conn,
-                library,
-                partials,
-                config,
-                limit,
-                open: None,
-                news: None,
-                uploads,
-                refused: None,
-                from: addr.ip(),
-                given: None,
-            };
-            if let Err(e) = serving.run(&stop).await {
-                tracing::debug!("peer connection from {addr} ended: {e}");
-            }
+            serve_peer(stream, addr, shared, stop).await;
         });
     }
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// What every connection of a peer shares.
+#[derive(Clone)]
+struct Shared {
+    library: Arc<Library>,
+    partials: Arc<Partials>,
+    config: ServerConfig,
+    /// The cap on what this peer sends, if any.
+    limit: Option<Arc<Pacer>>,
+    uploads: Arc<UploadSlots>,
+}
+
+/// The cap on what a peer sends (`max_rate`), shared by all its connections.
+fn send_pacer(max_rate: Option<u64>) -> Option<Arc<Pacer>> {
+    max_rate.map(|rate| {
+        Arc::new(Pacer::new(Limits {
+            send: Limit {
+                total: Some(rate),
+                per_address: None,
+            },
+            ..Limits::default()
+        }))
+    })
+}
+
+/// Serves one downloader's connection until it ends or `stop`.
+async fn serve_peer(
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    shared: Shared,
+    stop: CancellationToken,
+) {
+    let Some(stream) = secure(stream, &shared.config).await else {
+        tracing::debug!("TLS handshake with {addr} failed or timed out");
+        return;
+    };
+    let mut conn = Connection::new(stream);
+    // A downloader that asks and reads no answer must not hold its slot for ever.
+    conn.set_write_stall(shared.config.idle_timeout);
+    conn.set_pace(shared.limit.as_ref().and_then(|p| p.shared_pace()));
+    let mut serving = Serving {
+        conn,
+        library: shared.library,
+        partials: shared.partials,
+        config: shared.config,
+        limit: shared.limit,
+        open: None,
+        news: None,
+        uploads: shared.uploads,
+        refused: None,
+        from: addr.ip(),
+        given: None,
+    };
+    if let Err(e) = serving.run(&stop).await {
+        tracing::debug!("peer connection from {addr} ended: {e}");
+    }
 }
 
 /// The connection's stream: TLS within the handshake time when the peer has a key.

@@ -286,6 +286,19 @@ fn handle_bep15(
         .encode(out);
         return Some(false);
     }
+    answer_bep15(state, req, transaction_id, from, now, out);
+    Some(true)
+}
+
+/// Answers a BEP 15 announce or scrape whose connection id was checked.
+fn answer_bep15(
+    state: &mut State,
+    req: bep15::Request,
+    transaction_id: u32,
+    from: SocketAddr,
+    now: Instant,
+    out: &mut Vec<u8>,
+) {
     let interval = (state.lifetime().as_secs() / 2).max(1) as u32;
     match req {
         bep15::Request::Announce(a) => {
@@ -304,7 +317,6 @@ fn handle_bep15(
             stats: state.torrents.scrape(&info_hashes),
         }
         .encode(out),
-        bep15::Request::Connect { .. } => unreachable!("answered above"),
+        bep15::Request::Connect { .. } => unreachable!("answered before the cookie check"),
     }
-    Some(true)
 }

@@ -124,45 +124,9 @@ pub(crate) fn folder_page(
     more: Option<&str>,
     refused: Option<&str>,
 ) -> String {
-    let mut crumbs = String::from("<a href=\"/files/\">home</a>");
-    let mut acc = String::new();
-    for part in folder.split('/').filter(|p| !p.is_empty()) {
-        acc.push_str(part);
-        acc.push('/');
-        crumbs.push_str(&format!(
-            " / <a href=\"{}\">{}</a>",
-            href(&acc),
-            escape(part)
-        ));
-    }
     let mut body = String::new();
     for r in rows {
-        let when = troca_proto::json::rfc3339(r.modified_ns);
-        let shown: String = when.chars().take(16).collect::<String>().replace('T', " ");
-        let (class, label, size) = if r.folder {
-            let files = match r.files {
-                1 => "1 file".to_owned(),
-                n => format!("{n} files"),
-            };
-            ("name folder", format!("{}/", r.short), files)
-        } else {
-            (
-                "name",
-                r.short.clone(),
-                troca_proto::json::human_size(r.size),
-            )
-        };
-        body.push_str(&format!(
-            "<tr data-name=\"{name}\" data-size=\"{bytes}\"><td class=\"{class}\"><a href=\"{href}\">{label}</a>\
-             <span class=\"meta\">{size} · {shown} UTC</span></td>\
-             <td class=\"num\">{size}</td><td class=\"when\"><time datetime=\"{when}\">{shown} UTC</time></td>\
-             <td class=\"actions\"></td></tr>\n",
-            name = escape(&r.name),
-            bytes = r.size,
-            href = href(&r.name),
-            label = escape(&label),
-            size = escape(&size),
-        ));
+        push_row(&mut body, r);
     }
     if rows.is_empty() {
         let text = escape(refused.unwrap_or("No files here yet."));
@@ -187,11 +151,57 @@ pub(crate) fn folder_page(
         &[
             ("title", &escape(&title)),
             ("folder", &escape(folder)),
-            ("crumbs", &crumbs),
+            ("crumbs", &crumbs(folder)),
             ("rows", &body),
             ("more", &more),
         ],
     )
+}
+
+/// The links to `folder` and each folder on the way, from the top.
+fn crumbs(folder: &str) -> String {
+    let mut crumbs = String::from("<a href=\"/files/\">home</a>");
+    let mut acc = String::new();
+    for part in folder.split('/').filter(|p| !p.is_empty()) {
+        acc.push_str(part);
+        acc.push('/');
+        crumbs.push_str(&format!(
+            " / <a href=\"{}\">{}</a>",
+            href(&acc),
+            escape(part)
+        ));
+    }
+    crumbs
+}
+
+/// One row of a folder's table, every name escaped.
+fn push_row(body: &mut String, r: &crate::folders::Row) {
+    let when = troca_proto::json::rfc3339(r.modified_ns);
+    let shown: String = when.chars().take(16).collect::<String>().replace('T', " ");
+    let (class, label, size) = if r.folder {
+        let files = match r.files {
+            1 => "1 file".to_owned(),
+            n => format!("{n} files"),
+        };
+        ("name folder", format!("{}/", r.short), files)
+    } else {
+        (
+            "name",
+            r.short.clone(),
+            troca_proto::json::human_size(r.size),
+        )
+    };
+    body.push_str(&format!(
+        "<tr data-name=\"{name}\" data-size=\"{bytes}\"><td class=\"{class}\"><a href=\"{href}\">{label}</a>\
+         <span class=\"meta\">{size} · {shown} UTC</span></td>\
+         <td class=\"num\">{size}</td><td class=\"when\"><time datetime=\"{when}\">{shown} UTC</time></td>\
+         <td class=\"actions\"></td></tr>\n",
+        name = escape(&r.name),
+        bytes = r.size,
+        href = href(&r.name),
+        label = escape(&label),
+        size = escape(&size),
+    ));
 }
 
 pub(crate) async fn script() -> Response {
