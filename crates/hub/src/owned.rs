@@ -9,7 +9,6 @@ use crate::error::HubError;
 use crate::records::{Owner, Recorded};
 use crate::service::{blocking, Hub};
 use std::sync::Arc;
-use troca_proto::RemoteName;
 
 /// Owner records read for one page of [`Hub::owned`].
 pub const OWNED_PAGE: usize = 1024;
@@ -63,24 +62,22 @@ impl Hub {
     /// The names of `rows` (in name order, a name's records side by side) of which a record
     /// holds the file's version now. Blocking.
     fn still_owned(&self, rows: &[Recorded]) -> Result<Vec<String>, HubError> {
-        let groups = rows.chunk_by(|a, b| a.name == b.name);
+        let groups: Vec<&[Recorded]> = rows.chunk_by(|a, b| a.name == b.name).collect();
         if !self.store().changed_outside() {
-            return Ok(groups.map(|g| g[0].name.clone()).collect());
+            return Ok(groups.iter().map(|g| g[0].name.clone()).collect());
         }
-        let named: Vec<(RemoteName, &[Recorded])> = groups
-            .filter_map(|g| Some((RemoteName::parse(&g[0].name).ok()?, g)))
-            .collect();
-        let names: Vec<RemoteName> = named.iter().map(|(n, _)| n.clone()).collect();
-        let seen = self.store().seen_each(&names);
-        let mut out = Vec::with_capacity(names.len());
-        for ((name, group), seen) in named.into_iter().zip(seen) {
-            let now = seen?.version;
+        let versions = self.versions_now(groups.iter().map(|g| g[0].name.as_str()));
+        let mut out = Vec::with_capacity(groups.len());
+        for (group, now) in groups.into_iter().zip(versions) {
+            let Some(now) = now.transpose()? else {
+                continue;
+            };
             if now.is_none()
                 || group
                     .iter()
                     .any(|r| r.version.is_none_or(|v| Some(v) == now))
             {
-                out.push(name.as_str().to_owned());
+                out.push(group[0].name.clone());
             }
         }
         Ok(out)

@@ -12,6 +12,7 @@
 use crate::error::HubError;
 use crate::records::Recorded;
 use crate::service::Hub;
+use crate::version::Version;
 use std::time::Duration;
 use troca_proto::RemoteName;
 
@@ -66,17 +67,12 @@ impl Hub {
             .then(|| page.last().map(|r| r.name.clone()))
             .flatten();
         let (mut stale, mut found) = (Vec::new(), Vec::new());
-        let names: Vec<Option<RemoteName>> = page
-            .iter()
-            .map(|r| RemoteName::parse(&r.name).ok())
-            .collect();
-        let valid: Vec<RemoteName> = names.iter().flatten().cloned().collect();
-        let mut seen = self.store().seen_each(&valid).into_iter();
-        for (r, name) in page.into_iter().zip(names) {
-            let now = match name.map(|_| seen.next()) {
-                Some(Some(Ok(seen))) => seen.version,
+        let versions = self.versions_now(page.iter().map(|r| r.name.as_str()));
+        for (r, now) in page.into_iter().zip(versions) {
+            let now = match now {
+                Some(Ok(now)) => now,
                 // Unreadable for now (a folder's mode, say): looked at next time.
-                Some(_) => continue,
+                Some(Err(_)) => continue,
                 None => None,
             };
             match (now, r.version) {
@@ -94,6 +90,24 @@ impl Hub {
         self.owners().forget_stale(&stale)?;
         self.owners().stamp(&found)?;
         Ok((swept, next))
+    }
+
+    /// The version of the file at each of `names` now (`Ok(None)`: none there), one look at
+    /// each folder for the names in it; `None` for a name no file may have. Blocking.
+    pub(crate) fn versions_now<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+    ) -> Vec<Option<Result<Option<Version>, HubError>>> {
+        let names: Vec<Option<RemoteName>> = names.map(|n| RemoteName::parse(n).ok()).collect();
+        let valid: Vec<RemoteName> = names.iter().flatten().cloned().collect();
+        let mut seen = self.store().seen_each(&valid).into_iter();
+        names
+            .iter()
+            .map(|n| {
+                let seen = n.as_ref().and_then(|_| seen.next())?;
+                Some(seen.map(|s| s.version))
+            })
+            .collect()
     }
 
     /// Sweeps the next page of token `id`'s records before its quota refuses an upload;

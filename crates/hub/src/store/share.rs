@@ -1142,21 +1142,27 @@ fn children(dir: &OwnedFd) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
 
 /// The first `limit` entries of a folder as it reads, as [`children`] gives them.
 fn some_children(dir: &OwnedFd, limit: usize) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
-    let mut out = Vec::new();
-    for e in rustix::fs::Dir::read_from(dir)? {
-        if out.len() >= limit {
-            break;
-        }
-        let e = e?;
+    entries(dir)?.take(limit).collect()
+}
+
+/// A folder's entries one at a time as it reads (without `.` and `..`), kinds resolved
+/// without following links.
+fn entries(
+    dir: &OwnedFd,
+) -> io::Result<impl Iterator<Item = io::Result<(std::ffi::OsString, FileType)>> + '_> {
+    let read = rustix::fs::Dir::read_from(dir)?;
+    Ok(read.filter_map(move |e| {
+        let e = match e {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e.into())),
+        };
         let name = e.file_name().to_bytes();
         if name == b"." || name == b".." {
-            continue;
+            return None;
         }
         let name = OsStr::from_bytes(name).to_owned();
-        let kind = kind_of(dir, &e)?;
-        out.push((name, kind));
-    }
-    Ok(out)
+        Some(kind_of(dir, &e).map(|kind| (name, kind)))
+    }))
 }
 
 /// [`Share::each_file_beneath`] from folder `dir`, named `rel`.
@@ -1170,15 +1176,11 @@ fn walk_files(
     if depth >= MAX_LIST_DEPTH {
         return Err(unread(io::Error::other("folders nested too deep")));
     }
-    for e in rustix::fs::Dir::read_from(dir).map_err(|e| unread(e.into()))? {
-        let e = e.map_err(|e| unread(e.into()))?;
-        let name = e.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let child = format!("{rel}/{}", String::from_utf8_lossy(name));
-        if kind_of(dir, &e).map_err(unread)? == FileType::Directory {
-            let sub = open_child_folder(dir, e.file_name()).map_err(unread)?;
+    for entry in entries(dir).map_err(unread)? {
+        let (name, kind) = entry.map_err(unread)?;
+        let child = format!("{rel}/{}", name.to_string_lossy());
+        if kind == FileType::Directory {
+            let sub = open_child_folder(dir, &*name).map_err(unread)?;
             walk_files(&sub, &child, depth + 1, each)?;
         } else {
             each(&child)?;

@@ -222,6 +222,23 @@ fn recorded_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recorded> {
     })
 }
 
+impl SqliteTokens {
+    /// The owner records `sql` selects (`name, size, mtime_ns`) with `args`.
+    fn read_records(
+        &self,
+        db: &Connection,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Recorded>, HubError> {
+        let read = || -> rusqlite::Result<Vec<Recorded>> {
+            let mut q = db.prepare_cached(sql)?;
+            let rows = q.query_map(args, recorded_row)?;
+            rows.collect()
+        };
+        read().map_err(|e| db_err(&self.db_path, e))
+    }
+}
+
 impl Owners for SqliteTokens {
     /// Who uploaded `name`: the token, or the owner key, if either (with `now`, of that
     /// version of the file).
@@ -303,12 +320,7 @@ impl Owners for SqliteTokens {
             }
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let read = || -> rusqlite::Result<Vec<Recorded>> {
-            let mut q = db.prepare_cached(sql)?;
-            let rows = q.query_map(params![token, after.unwrap_or(""), limit], recorded_row)?;
-            rows.collect()
-        };
-        read().map_err(|e| db_err(&self.db_path, e))
+        self.read_records(&db, sql, params![token, after.unwrap_or(""), limit])
     }
 
     fn forget_stale(&self, stale: &[Recorded]) -> Result<(), HubError> {
@@ -483,14 +495,8 @@ impl Owners for SqliteTokens {
         let end = crate::records::prefix_end(prefix);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let db = self.db.lock().expect("token database poisoned");
-        let read = || -> rusqlite::Result<Vec<Recorded>> {
-            let mut q = db.prepare_cached(&sql)?;
-            let after = after.unwrap_or("");
-            let args = params![token_id, key, prefix, end, after, limit];
-            let rows = q.query_map(args, recorded_row)?;
-            rows.collect()
-        };
-        read().map_err(|e| db_err(&self.db_path, e))
+        let after = after.unwrap_or("");
+        self.read_records(&db, &sql, params![token_id, key, prefix, end, after, limit])
     }
 
     /// Records the uploaders of many files in one transaction.
@@ -704,8 +710,8 @@ mod tests {
         }
     }
 
-    /// An owner holds the file its upload left: not one put in its place by other means, and
-    /// its record follows a new time the hub gives the file.
+    /// What an owner uploaded under a folder: both tables' records in name order, a page at a
+    /// time, and nothing of another owner or folder.
     #[test]
     fn what_an_owner_uploaded_is_read_in_name_order_a_page_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
@@ -745,6 +751,8 @@ mod tests {
         assert!(rows.iter().all(|r| r.version == Some(sized(1))));
     }
 
+    /// An owner holds the file its upload left: not one put in its place by other means, and
+    /// its record follows a new time the hub gives the file.
     #[test]
     fn an_owner_holds_only_the_version_its_upload_left() {
         let dir = tempfile::tempdir().unwrap();
