@@ -465,10 +465,13 @@ impl Share {
     /// names do when `text` holds a `/`; at most `limit`.
     /// Blocking, like [`Share::list`].
     pub fn find(&self, text: &str, limit: usize) -> Vec<Entry> {
-        let mut out = Vec::new();
-        let want = Want::new(text, limit);
-        self.search(&self.root_dir, "", &want, 0, &mut out);
-        out
+        let want = Want::new(text, limit.max(1));
+        let mut found = Found {
+            want: &want,
+            kept: std::collections::BinaryHeap::new(),
+        };
+        self.search(&self.root_dir, "", 0, &mut found);
+        found.done()
     }
 
     /// Creates folder `name` (and any missing folders on the way); `false` if it was there.
@@ -694,43 +697,140 @@ impl Share {
         rustix::fs::statat(dir, child.own(rel), AtFlags::SYMLINK_NOFOLLOW).ok()
     }
 
-    /// Searches folder `dir` (at `rel`) into `out`, a folder's own entry before its contents.
-    /// A link to a folder may be found, never searched: what it holds is found where it is.
-    fn search(&self, dir: &OwnedFd, rel: &str, want: &Want, depth: usize, out: &mut Vec<Entry>) {
-        let link = |name: &str| self.link_kind(name);
-        for child in sorted_children(dir, rel, &|_, _| true, &link) {
-            if want.full(out) {
-                return;
-            }
-            if self.in_state(child.name()) {
+    /// Searches folder `dir` (at `rel`) in the order it reads, keeping the first matches by
+    /// name in `found`. A link to a folder may be found, never searched: what it holds is found
+    /// where it is.
+    fn search(&self, dir: &OwnedFd, rel: &str, depth: usize, found: &mut Found) {
+        let Ok(read) = entries(dir) else {
+            return;
+        };
+        for (own, kind) in read.filter_map(Result::ok) {
+            let Some(own) = own.to_str() else {
+                continue;
+            };
+            let name = match rel {
+                "" => own.to_owned(),
+                _ => format!("{rel}/{own}"),
+            };
+            if self.in_state(&name) {
                 continue;
             }
-            match child.kind {
-                FileType::Directory if child.linked => {
-                    let sub = self.open_linked_folder(child.name());
-                    if let Some(sub) = sub.filter(|_| want.matches(&child.key)) {
-                        if RemoteName::parse(child.name()).is_ok() {
-                            out.push(folder_entry(child.key.clone(), &sub));
-                        }
-                    }
-                }
+            match kind {
                 FileType::Directory if depth + 1 < MAX_LIST_DEPTH => {
-                    let Ok(sub) = open_child_folder(dir, child.own(rel)) else {
-                        continue;
-                    };
-                    if want.matches(&child.key) && RemoteName::parse(child.name()).is_ok() {
-                        out.push(folder_entry(child.key.clone(), &sub));
-                    }
-                    self.search(&sub, child.name(), want, depth + 1, out);
+                    self.search_folder(dir, own, name, depth, found);
                 }
-                FileType::RegularFile | FileType::Symlink if want.matches(&child.key) => {
-                    if let Some(st) = self.file_stat(dir, rel, &child) {
-                        push_entry(out, child.key, &st);
+                FileType::RegularFile if found.takes(&name) => {
+                    let st = rustix::fs::statat(dir, own, AtFlags::SYMLINK_NOFOLLOW);
+                    if let Some(e) = st.ok().and_then(|st| file_entry(name, &st)) {
+                        found.add(e);
                     }
                 }
+                FileType::Symlink => self.found_link(name, found),
                 _ => {}
             }
         }
+    }
+
+    /// Folder `own` of `dir` (whole name `name`): found if it matches, then searched, unless
+    /// every name in it comes after the matches already found.
+    fn search_folder(&self, dir: &OwnedFd, own: &str, name: String, depth: usize, f: &mut Found) {
+        let key = format!("{name}/");
+        if !f.could_take(&key) {
+            return;
+        }
+        let Ok(sub) = open_child_folder(dir, own) else {
+            return;
+        };
+        if f.takes(&key) && RemoteName::parse(&name).is_ok() {
+            f.add(folder_entry(key, &sub));
+        }
+        self.search(&sub, &name, depth + 1, f);
+    }
+
+    /// Link `name`, found as the folder or the file it reaches. What it reaches is asked only
+    /// when either would be kept.
+    fn found_link(&self, name: String, found: &mut Found) {
+        let key = format!("{name}/");
+        if !found.takes(&name) && !found.takes(&key) {
+            return;
+        }
+        if let Some(folder) = self.linked_folder(&name, OFlags::PATH) {
+            if found.takes(&key) && RemoteName::parse(&name).is_ok() {
+                found.add(folder_entry(key, &folder));
+            }
+        } else if found.takes(&name) {
+            let Ok(o) = self.open_beneath(&name, OFlags::PATH) else {
+                return;
+            };
+            if let Some(e) = rustix::fs::fstat(&o.fd)
+                .ok()
+                .and_then(|st| file_entry(name, &st))
+            {
+                found.add(e);
+            }
+        }
+    }
+}
+
+/// The matches of a search: the first `limit` by name of all it has seen, walking folders in
+/// the order they read. A search holds its answer and one open folder a level, never a
+/// folder's names; each folder is read once, and one whose names all come after the last
+/// match kept (once there are `limit`) is not read at all. Since a folder's whole names all
+/// start with its own, the first by name are the ones a walk in name order would find first.
+struct Found<'a> {
+    want: &'a Want,
+    kept: std::collections::BinaryHeap<ByName>,
+}
+
+/// An entry, ordered by its name.
+struct ByName(Entry);
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+impl Eq for ByName {}
+impl PartialOrd for ByName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.name.cmp(&other.0.name)
+    }
+}
+
+impl Found<'_> {
+    /// Whether a name starting with `key` could still be kept.
+    fn could_take(&self, key: &str) -> bool {
+        self.kept.len() < self.want.limit
+            || self
+                .kept
+                .peek()
+                .is_some_and(|last| key < last.0.name.as_str())
+    }
+
+    /// Whether the entry named `key` (`NAME/` for a folder) would be kept.
+    fn takes(&self, key: &str) -> bool {
+        self.want.matches(key) && self.could_take(key)
+    }
+
+    /// Keeps `e`, dropping the last by name past the limit.
+    fn add(&mut self, e: Entry) {
+        self.kept.push(ByName(e));
+        if self.kept.len() > self.want.limit {
+            self.kept.pop();
+        }
+    }
+
+    fn done(self) -> Vec<Entry> {
+        self.kept
+            .into_sorted_vec()
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
     }
 }
 
@@ -794,10 +894,11 @@ impl Share {
         left: &mut u64,
         out: &mut Unserved,
     ) {
-        let Ok(entries) = children(dir) else {
+        let Ok(read) = entries(dir) else {
             return;
         };
-        for (name, kind) in entries {
+        // Read as it goes (one open folder a level), so a folder of any size costs no memory.
+        for (name, kind) in read.filter_map(Result::ok) {
             if *left == 0 {
                 out.partial = true;
                 return;
@@ -843,21 +944,22 @@ fn folder_entry(name: String, dir: &OwnedFd) -> Entry {
 }
 
 fn push_entry(out: &mut Vec<Entry>, rel: String, st: &rustix::fs::Stat) {
+    out.extend(file_entry(rel, st));
+}
+
+/// File `rel` as an entry, if it is a regular file whose name may be served.
+fn file_entry(rel: String, st: &rustix::fs::Stat) -> Option<Entry> {
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return;
+        return None;
     }
     // Files whose names could never be requested (control characters, say) are not listed.
-    let Ok(name) = RemoteName::parse(&rel) else {
-        return;
-    };
-    let size = st.st_size as u64;
-    let modified_ns = stat_mtime_ns(st);
-    out.push(Entry {
+    let name = RemoteName::parse(&rel).ok()?;
+    Some(Entry {
         blake3: None,
         name: name.to_string(),
-        size,
-        modified_ns,
-    });
+        size: st.st_size as u64,
+        modified_ns: stat_mtime_ns(st),
+    })
 }
 
 /// What a search of the share collects: files and folders whose names contain `text` (already
@@ -877,10 +979,6 @@ impl Want {
             whole: text.contains('/'),
             limit,
         }
-    }
-
-    fn full(&self, out: &[Entry]) -> bool {
-        out.len() >= self.limit
     }
 
     /// Whether the file or folder named `name` (`NAME/` for a folder) is found.
@@ -1112,18 +1210,6 @@ impl Firsts<'_> {
     }
 }
 
-/// The entries of folder `dir` (at `rel`) with UTF-8 names whose keys `keep` accepts, kinds
-/// resolved without following links (but for [`first_children`]'s `link`), in listing order.
-/// An unreadable folder has none.
-fn sorted_children(
-    dir: &OwnedFd,
-    rel: &str,
-    keep: &dyn Fn(&str, FileType) -> bool,
-    link: &dyn Fn(&str) -> FileType,
-) -> Vec<Child> {
-    first_children(dir, rel, keep, None, usize::MAX, link).children
-}
-
 /// What entry `e` of folder `dir` is, without following a link (asked of the disk when the
 /// folder's listing does not say).
 fn kind_of(dir: &OwnedFd, e: &rustix::fs::DirEntry) -> io::Result<FileType> {
@@ -1135,12 +1221,7 @@ fn kind_of(dir: &OwnedFd, e: &rustix::fs::DirEntry) -> io::Result<FileType> {
     })
 }
 
-/// The entries of a folder (without `.` and `..`), kinds resolved without following links.
-fn children(dir: &OwnedFd) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
-    some_children(dir, usize::MAX)
-}
-
-/// The first `limit` entries of a folder as it reads, as [`children`] gives them.
+/// The first `limit` entries of a folder as it reads, as [`entries`] gives them.
 fn some_children(dir: &OwnedFd, limit: usize) -> io::Result<Vec<(std::ffi::OsString, FileType)>> {
     entries(dir)?.take(limit).collect()
 }
@@ -1749,5 +1830,65 @@ mod listing_tests {
         let names: Vec<_> = rest.entries.into_iter().map(|e| e.name).collect();
         assert_eq!(names, ["a/3", "b/1"]);
         assert_eq!(rest.next, None);
+    }
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every file and folder under `root` (but the state folder) whose own name holds `text`,
+    /// by whole name: what a search must find, worked out the slow way.
+    fn all_matches(root: &Path, rel: &str, text: &str, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(root.join(rel)).unwrap() {
+            let e = e.unwrap();
+            let own = e.file_name().into_string().unwrap();
+            let name = if rel.is_empty() {
+                own.clone()
+            } else {
+                format!("{rel}/{own}")
+            };
+            if name == ".troca" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                if own.contains(text) {
+                    out.push(format!("{name}/"));
+                }
+                all_matches(root, &name, text, out);
+            } else if own.contains(text) {
+                out.push(name);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A search keeps the first matches by name, whatever order the folders read in and
+        /// however many it may keep: the same as finding them all and taking the first.
+        #[test]
+        fn a_search_finds_the_first_matches_by_name(
+            paths in proptest::collection::vec("[ab]{1,2}(/[ab]{1,2}){0,3}", 1..40),
+            limit in 1usize..12,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("share");
+            let share = Share::open(&root, &root.join(".troca")).unwrap();
+            for p in &paths {
+                // A path under a file, or one that is a folder already, is left out.
+                let path = root.join(p);
+                if std::fs::create_dir_all(path.parent().unwrap()).is_ok() {
+                    let _ = std::fs::write(&path, p.as_bytes());
+                }
+            }
+            let mut all = Vec::new();
+            all_matches(&root, "", "a", &mut all);
+            all.sort();
+            all.truncate(limit);
+            let found: Vec<String> = share.find("a", limit).into_iter().map(|e| e.name).collect();
+            prop_assert_eq!(found, all);
+        }
     }
 }
