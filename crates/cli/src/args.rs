@@ -743,6 +743,23 @@ pub struct Serve {
     /// Bytes of interrupted uploads kept for resume in all.
     #[arg(help_heading = "Limits", long, default_value = "32G", value_name = "SIZE", value_parser = parse_size)]
     pub partial_budget: u64,
+    /// How many interrupted uploads are kept for resume per address (an IPv6 /64), however
+    /// small; beyond it the oldest go first.
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 1_000,
+        value_name = "N"
+    )]
+    pub partial_files_per_ip: u64,
+    /// How many interrupted uploads are kept for resume in all.
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub partial_files: u64,
     /// Free space to leave on the disk of the shared folder: an upload that would leave less is
     /// refused ("not enough space"), so uploads never fill the disk (`1%`, `10G`; 0 turns it
     /// off). Not used with --store.

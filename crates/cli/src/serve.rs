@@ -158,8 +158,14 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.stall_timeout = args.stall_timeout;
     config.partial_ttl = args.partial_ttl;
     config.partial_budget = troca_hub::store::PartialBudget {
-        per_address: args.partial_budget_per_ip,
-        total: args.partial_budget,
+        per_address: troca_hub::store::PartialLimit {
+            bytes: args.partial_budget_per_ip,
+            files: args.partial_files_per_ip,
+        },
+        total: troca_hub::store::PartialLimit {
+            bytes: args.partial_budget,
+            files: args.partial_files,
+        },
     };
     config.keep_free = args.keep_free;
     config.upload_quota = troca_hub::quota::QuotaLimits {

@@ -1260,6 +1260,36 @@ async fn abandoned_uploads_are_budgeted_shown_and_give_way() {
     assert!(partials(&hub).is_empty());
 }
 
+/// Uploads begun and dropped at once hold almost no bytes, so no byte budget ever removes
+/// them; a client making many would fill the state folder with them, and every walk of them
+/// (each new upload's budget check, `status`) would grow. They are kept within a count: of six
+/// begun by one address, three stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_begun_and_dropped_are_kept_within_a_count() {
+    let s = Scratch::new();
+    let flags = ["--partial-files-per-ip", "3", "--partial-ttl", "20s"];
+    let hub = Hub::start(&s.share, &flags);
+    for i in 0..6 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let stream = socket.connect(hub.addr.parse().unwrap()).await.unwrap();
+        let mut c = HubClient::over(stream, &hub.addr, &hub.options())
+            .await
+            .unwrap();
+        let mut up = c.put(put(&format!("f{i}.bin"), 1 << 30)).await.unwrap();
+        up.write(&[1]).await.unwrap();
+        drop(c);
+    }
+    // The hub looks at its partials now and then (each new upload's check, at most once a
+    // second, and a sweep every quarter of --partial-ttl): wait until it has trimmed them.
+    wait_until("the partials are trimmed to their count", || {
+        partials(&hub).len() <= 3
+    });
+    let left = partials(&hub);
+    assert_eq!(left.len(), 3, "the newest three stay: {left:?}");
+    assert!(left.iter().all(|p| p["address"] == "127.0.0.2"), "{left:?}");
+}
+
 /// A web PUT broken off mid-body cannot be resumed (HTTP has no way to), so it leaves nothing
 /// behind: no partial held for a day in the state folder.
 #[test]

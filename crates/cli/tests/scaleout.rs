@@ -1873,6 +1873,29 @@ async fn interrupted_uploads_on_the_store_are_kept_within_the_budget_of_their_ad
     assert!(err.contains("resuming upload of second.bin"), "{err}");
 }
 
+/// Counted too, whatever they hold: with one interrupted upload kept per address, the next
+/// upload that begins gives up the older of two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_uploads_on_the_store_are_kept_within_their_count() {
+    let Some(g) = Group::new() else { return };
+    let s = Scratch::new();
+    let hub = g.hub(&s.share, "hub-a", &["--partial-files-per-ip", "1"]);
+    for (i, name) in ["first.bin", "second.bin"].iter().enumerate() {
+        let src = s.client.join(name);
+        random_file(&src, 20 * MIB, name);
+        // One whole part of 8 MiB each is kept.
+        abandon_upload(&hub, &src, name, 10 * MIB).await;
+        wait_for(&g, PARTS, &(i + 1).to_string());
+        wait_for(&g, HELD, "0");
+    }
+    assert_eq!(g.sql("SELECT count(*) FROM uploads"), "2");
+    let third = s.client.join("third.bin");
+    random_file(&third, 9 * MIB, "third");
+    ok(&hub.troca(&s.client, &["put", "third.bin"]));
+    assert_eq!(g.sql("SELECT name FROM uploads"), "second.bin");
+    assert_eq!(g.sql(PARTS), "1");
+}
+
 /// A download read so slowly that it lasts many times `--store-timeout` comes whole: the wait
 /// for a slow reader is not the store's silence, and a GET the store ends meanwhile goes on
 /// with a new GET from where it stopped. Over TLS, where the bytes pass through the S3 client;

@@ -103,8 +103,14 @@ impl HubConfig {
             stall_timeout: Duration::from_secs(30),
             partial_ttl: Duration::from_secs(24 * 60 * 60),
             partial_budget: crate::store::PartialBudget {
-                per_address: 4 << 30,
-                total: 32 << 30,
+                per_address: crate::store::PartialLimit {
+                    bytes: 4 << 30,
+                    files: 1_000,
+                },
+                total: crate::store::PartialLimit {
+                    bytes: 32 << 30,
+                    files: 10_000,
+                },
             },
             keep_free: crate::store::KeepFree::default(),
             history_keep: 1_000_000,

@@ -324,7 +324,7 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::uploads::{KeepFree, PartialBudget};
+    use crate::store::uploads::{KeepFree, PartialBudget, PartialLimit};
 
     /// Looking at many names a folder at a time sees what looking at each alone sees: files,
     /// folders, links, nothing, and names in folders that are missing or are files.
@@ -333,8 +333,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("share");
         let budget = PartialBudget {
-            per_address: 1 << 20,
-            total: 1 << 20,
+            per_address: PartialLimit::NONE,
+            total: PartialLimit::NONE,
         };
         let store =
             LocalStore::open(&root, &root.join(".troca"), budget, KeepFree::Bytes(0)).unwrap();

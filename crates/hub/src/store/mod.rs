@@ -16,7 +16,7 @@ pub mod uploads;
 pub use crate::version::{Retimed, Version};
 pub use local::LocalStore;
 pub use object::{ObjectBody, ObjectStore, S3Address};
-pub use uploads::{KeepFree, LocalClaim, LocalPartial, PartialBudget, PartialInfo};
+pub use uploads::{KeepFree, LocalClaim, LocalPartial, PartialBudget, PartialInfo, PartialLimit};
 
 use crate::error::HubError;
 use std::fs::File;

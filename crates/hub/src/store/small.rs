@@ -360,7 +360,7 @@ fn sync_filesystems(staged: &[Staged], small_dir: &Path) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::uploads::{KeepFree, PartialBudget};
+    use crate::store::uploads::{KeepFree, PartialBudget, PartialLimit};
     use crate::store::Store;
 
     fn files(store: &LocalStore, names: &[&str], replace: bool) -> Vec<SmallFile> {
@@ -391,8 +391,8 @@ mod tests {
     fn a_batch_is_stored_whole_however_its_files_are_staged() {
         let dir = tempfile::tempdir().unwrap();
         let budget = PartialBudget {
-            per_address: 1 << 20,
-            total: 1 << 20,
+            per_address: PartialLimit::NONE,
+            total: PartialLimit::NONE,
         };
         let root = dir.path().join("share");
         let store =

@@ -24,10 +24,27 @@ use troca_proto::RemoteName;
 /// How much abandoned partial data is kept for resume.
 #[derive(Debug, Clone, Copy)]
 pub struct PartialBudget {
-    /// Abandoned partials of one address (an IPv6 /64), in bytes.
-    pub per_address: u64,
-    /// Abandoned partials of everyone, in bytes.
-    pub total: u64,
+    /// Abandoned partials of one address (an IPv6 /64).
+    pub per_address: PartialLimit,
+    /// Abandoned partials of everyone.
+    pub total: PartialLimit,
+}
+
+/// A bound on abandoned partials: their bytes, and how many there are. The count matters on
+/// its own: a client may begin uploads and send nothing, and each such partial still takes
+/// entries in the state folder (or rows in the database) and time in every walk of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialLimit {
+    pub bytes: u64,
+    pub files: u64,
+}
+
+impl PartialLimit {
+    /// No bound at all.
+    pub const NONE: PartialLimit = PartialLimit {
+        bytes: u64::MAX,
+        files: u64::MAX,
+    };
 }
 
 /// Free space the hub leaves on the disk of its folder (`--keep-free`): an upload that would
@@ -63,11 +80,11 @@ impl KeepFree {
 }
 
 /// The abandoned partials (given oldest first) to give up, oldest first, so that those of
-/// `address` (everyone's, for `None`) take at most `budget` bytes: their keys.
+/// `address` (everyone's, for `None`) are within `budget`: their keys.
 pub fn beyond_budget(
     abandoned: &[PartialInfo],
     address: Option<AddressKey>,
-    budget: u64,
+    budget: PartialLimit,
 ) -> Vec<String> {
     let mine: Vec<&PartialInfo> = abandoned
         .iter()
@@ -76,12 +93,14 @@ pub fn beyond_budget(
         })
         .collect();
     let mut held: u64 = mine.iter().map(|p| p.held).sum();
+    let mut count = mine.len() as u64;
     let mut gone = Vec::new();
     for p in mine {
-        if held <= budget {
+        if held <= budget.bytes && count <= budget.files {
             break;
         }
         held -= p.held;
+        count -= 1;
         gone.push(p.key.clone());
     }
     gone
@@ -520,8 +539,8 @@ impl Partials {
     }
 
     /// Gives up abandoned partials, oldest first, until those of `address` (or everyone's, for
-    /// `None`) take at most `budget` bytes. Returns how many were removed.
-    fn keep_within(&self, address: Option<AddressKey>, budget: u64) -> usize {
+    /// `None`) are within `budget`. Returns how many were removed.
+    fn keep_within(&self, address: Option<AddressKey>, budget: PartialLimit) -> usize {
         let active = self.active.lock().expect("upload set poisoned");
         let abandoned = self.abandoned(&active);
         let gone = beyond_budget(&abandoned, address, budget);
@@ -572,8 +591,8 @@ mod tests {
     use std::io::Write;
 
     const BUDGET: PartialBudget = PartialBudget {
-        per_address: u64::MAX,
-        total: u64::MAX,
+        per_address: PartialLimit::NONE,
+        total: PartialLimit::NONE,
     };
 
     fn name(s: &str) -> RemoteName {
@@ -655,8 +674,11 @@ mod tests {
     fn an_addresss_abandoned_partials_are_kept_within_its_budget() {
         let dir = tempfile::tempdir().unwrap();
         let budget = PartialBudget {
-            per_address: 10,
-            total: u64::MAX,
+            per_address: PartialLimit {
+                bytes: 10,
+                files: u64::MAX,
+            },
+            total: PartialLimit::NONE,
         };
         let p = Partials::open(dir.path(), budget, KeepFree::Bytes(0)).unwrap();
         let from = Some("10.0.0.1".parse().unwrap());
@@ -679,6 +701,42 @@ mod tests {
             left,
             ["c", "z"],
             "the oldest go until 10 bytes or fewer are held"
+        );
+    }
+
+    /// Uploads begun and left with nothing sent hold no bytes, yet each is a partial: they are
+    /// bounded by their count, per address and in all, the oldest going first.
+    #[test]
+    fn empty_partials_are_kept_within_their_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = PartialBudget {
+            per_address: PartialLimit {
+                bytes: u64::MAX,
+                files: 2,
+            },
+            total: PartialLimit {
+                bytes: u64::MAX,
+                files: 3,
+            },
+        };
+        let p = Partials::open(dir.path(), budget, KeepFree::Bytes(0)).unwrap();
+        for (n, ip) in [
+            ("a", "10.0.0.1"),
+            ("b", "10.0.0.1"),
+            ("c", "10.0.0.1"),
+            ("x", "10.0.0.2"),
+            ("y", "10.0.0.2"),
+        ] {
+            drop(p.begin(name(n), 100, 1, Some(ip.parse().unwrap())).unwrap());
+            // mtimes come from a coarse clock: keep them apart.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(p.clean(Duration::from_secs(3600)), 2);
+        let left: Vec<String> = p.list().into_iter().map(|i| i.name).collect();
+        assert_eq!(
+            left,
+            ["c", "x", "y"],
+            "the oldest of 10.0.0.1 goes for its own count, then the oldest left for the total"
         );
     }
 
