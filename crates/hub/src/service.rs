@@ -83,7 +83,16 @@ pub struct Hub {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     started: Instant,
     /// The last count of the files and bytes shared (`status`), one count at a time.
-    counted: tokio::sync::Mutex<Option<Counted>>,
+    counted: tokio::sync::Mutex<Option<Counted<Totals>>>,
+    /// The last count of the partial uploads held (`status`, the metrics), likewise.
+    partials_counted: tokio::sync::Mutex<Option<Counted<PartialTotals>>>,
+}
+
+/// How many partial uploads are held, and their bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct PartialTotals {
+    count: u64,
+    bytes: u64,
 }
 
 /// An upload under its name: what its client is told, and the version stored.
@@ -93,15 +102,37 @@ pub struct Uploaded {
     pub version: Version,
 }
 
-/// A count of the files shared, and what it cost.
+/// A count (of the files shared, of the partial uploads held), and what it cost: one that
+/// walks much is given again for a while, so that asking often (a page polling `status`)
+/// cannot keep the hub walking.
 #[derive(Debug, Clone, Copy)]
-struct Counted {
-    totals: Totals,
+struct Counted<T> {
+    value: T,
     at: Instant,
     took: Duration,
 }
 
-impl Counted {
+impl<T: Copy + Send + 'static> Counted<T> {
+    /// The count in `slot` if it is fresh, else `count` made anew on the blocking pool (one
+    /// at a time: who asks meanwhile waits for it).
+    async fn get(
+        slot: &tokio::sync::Mutex<Option<Counted<T>>>,
+        count: impl FnOnce() -> Result<T, HubError> + Send + 'static,
+    ) -> Result<T, HubError> {
+        let mut counted = slot.lock().await;
+        if let Some(c) = counted.as_ref().filter(|c| c.fresh()) {
+            return Ok(c.value);
+        }
+        let began = Instant::now();
+        let value = blocking(count).await?;
+        *counted = Some(Counted {
+            value,
+            at: Instant::now(),
+            took: began.elapsed(),
+        });
+        Ok(value)
+    }
+
     /// Counts quicker than this are always made anew.
     const QUICK: Duration = Duration::from_millis(20);
 
@@ -115,9 +146,9 @@ impl Counted {
 mod counted_tests {
     use super::*;
 
-    fn counted(took_ms: u64, ago_ms: u64) -> Counted {
+    fn counted(took_ms: u64, ago_ms: u64) -> Counted<Totals> {
         Counted {
-            totals: Totals::default(),
+            value: Totals::default(),
             at: Instant::now() - Duration::from_millis(ago_ms),
             took: Duration::from_millis(took_ms),
         }
@@ -441,6 +472,7 @@ impl Hub {
             metrics,
             started: Instant::now(),
             counted: Default::default(),
+            partials_counted: Default::default(),
         })
     }
 
@@ -1099,13 +1131,11 @@ impl Hub {
         let you = self.standing(caller).await?;
         let totals = self.totals().await?;
         let (files, bytes) = (totals.files, totals.bytes);
+        let partials = self.partial_totals().await?;
         let hub = Arc::clone(self);
-        let (partials, hubs) = blocking(move || {
-            let hubs = match &hub.presence {
-                Some(p) => p.hubs()?,
-                None => Vec::new(),
-            };
-            Ok((hub.store.partials(), hubs))
+        let hubs = blocking(move || match &hub.presence {
+            Some(p) => p.hubs(),
+            None => Ok(Vec::new()),
         })
         .await?;
         let now = jiff::Zoned::now();
@@ -1125,8 +1155,8 @@ impl Hub {
             cache_hits: cache.hits,
             cache_misses: cache.misses,
             cache_evictions: cache.evictions,
-            partials: partials.len() as u64,
-            partial_bytes: partials.iter().map(|p| p.held).sum(),
+            partials: partials.count,
+            partial_bytes: partials.bytes,
             hubs,
             you: Box::new(you),
         })
@@ -1163,19 +1193,22 @@ impl Hub {
     /// twentieth of a thread whoever asks; a quick one (a small share) is always made anew.
     /// Those asking together share one count.
     async fn totals(self: &Arc<Self>) -> Result<Totals, HubError> {
-        let mut counted = self.counted.lock().await;
-        if let Some(c) = counted.as_ref().filter(|c| c.fresh()) {
-            return Ok(c.totals);
-        }
         let hub = Arc::clone(self);
-        let began = Instant::now();
-        let totals = blocking(move || hub.store.totals()).await?;
-        *counted = Some(Counted {
-            totals,
-            at: Instant::now(),
-            took: began.elapsed(),
-        });
-        Ok(totals)
+        Counted::get(&self.counted, move || hub.store.totals()).await
+    }
+
+    /// How many partial uploads are held, and their bytes: a walk of them all (at most
+    /// `--partial-files` and those begun since the last sweep), counted as [`Hub::totals`].
+    async fn partial_totals(self: &Arc<Self>) -> Result<PartialTotals, HubError> {
+        let hub = Arc::clone(self);
+        Counted::get(&self.partials_counted, move || {
+            let all = hub.store.partials();
+            Ok(PartialTotals {
+                count: all.len() as u64,
+                bytes: all.iter().map(|p| p.held).sum(),
+            })
+        })
+        .await
     }
 
     /// One page of the history (see [`History::query`]), on the blocking pool.
@@ -1515,17 +1548,14 @@ impl Hub {
     /// The metrics as OpenMetrics text (`None` without `--metrics`).
     pub async fn metrics_text(self: &Arc<Self>) -> Option<String> {
         let metrics = self.metrics.as_ref()?;
-        let hub = Arc::clone(self);
-        let partials = blocking(move || Ok(hub.store.partials()))
-            .await
-            .unwrap_or_default();
+        let partials = self.partial_totals().await.unwrap_or_default();
         let (bytes_out, bytes_in) = self.clients.totals();
         let backlog = self.history.backlog();
         let now = crate::metrics::Snapshot {
             connections: self.clients.count() as u64,
             transfers: self.clients.transfers() as u64,
-            partials: partials.len() as u64,
-            partial_bytes: partials.iter().map(|p| p.held).sum(),
+            partials: partials.count,
+            partial_bytes: partials.bytes,
             bytes_in,
             bytes_out,
             cache: self.cache.stats(),

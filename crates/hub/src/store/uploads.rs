@@ -11,7 +11,7 @@
 //! up, oldest first, when an upload needs their space.
 
 use crate::error::HubError;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::net::IpAddr;
@@ -80,23 +80,42 @@ impl KeepFree {
 }
 
 /// The abandoned partials (given oldest first) to give up, oldest first, so that those of
-/// `address` (everyone's, for `None`) are within `budget`: their keys.
+/// each address (only `only`'s, if given) are within `budget.per_address`, and then everyone's
+/// within `budget.total`: their keys. One pass over them, grouped by address, so that a sweep
+/// of many addresses' partials costs no more than a look at one's.
 pub fn beyond_budget(
     abandoned: &[PartialInfo],
-    address: Option<AddressKey>,
-    budget: PartialLimit,
+    only: Option<AddressKey>,
+    budget: PartialBudget,
+) -> HashSet<String> {
+    let mut by_address: HashMap<AddressKey, Vec<&PartialInfo>> = HashMap::new();
+    for p in abandoned {
+        let Ok(ip) = p.address.parse() else { continue };
+        let key = AddressKey::of(ip);
+        if only.is_none_or(|o| o == key) {
+            by_address.entry(key).or_default().push(p);
+        }
+    }
+    let mut gone = HashSet::new();
+    for mine in by_address.values() {
+        gone.extend(oldest_beyond(mine.iter().copied(), budget.per_address));
+    }
+    let left = abandoned.iter().filter(|p| !gone.contains(&p.key));
+    let over = oldest_beyond(left, budget.total);
+    gone.extend(over);
+    gone
+}
+
+/// The first of `partials` (oldest first) to give up for the rest to be within `limit`.
+fn oldest_beyond<'a>(
+    partials: impl Iterator<Item = &'a PartialInfo> + Clone,
+    limit: PartialLimit,
 ) -> Vec<String> {
-    let mine: Vec<&PartialInfo> = abandoned
-        .iter()
-        .filter(|p| {
-            address.is_none_or(|a| p.address.parse().is_ok_and(|ip| AddressKey::of(ip) == a))
-        })
-        .collect();
-    let mut held: u64 = mine.iter().map(|p| p.held).sum();
-    let mut count = mine.len() as u64;
+    let mut held: u64 = partials.clone().map(|p| p.held).sum();
+    let mut count = partials.clone().count() as u64;
     let mut gone = Vec::new();
-    for p in mine {
-        if held <= budget.bytes && count <= budget.files {
+    for p in partials {
+        if held <= limit.bytes && count <= limit.files {
             break;
         }
         held -= p.held;
@@ -367,7 +386,7 @@ impl Partials {
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(std::time::Instant::now());
             drop(last);
-            self.keep_within(Some(AddressKey::of(ip)), self.budget.per_address);
+            self.keep_within(Some(AddressKey::of(ip)));
         }
     }
 
@@ -538,12 +557,13 @@ impl Partials {
         let _ = std::fs::remove_file(self.dir.join(format!("{key}.meta")));
     }
 
-    /// Gives up abandoned partials, oldest first, until those of `address` (or everyone's, for
-    /// `None`) are within `budget`. Returns how many were removed.
-    fn keep_within(&self, address: Option<AddressKey>, budget: PartialLimit) -> usize {
+    /// Gives up abandoned partials, oldest first, until those of `only`'s address (or of each
+    /// address, for `None`), and then everyone's, are within their budgets. Returns how many
+    /// were removed.
+    fn keep_within(&self, only: Option<AddressKey>) -> usize {
         let active = self.active.lock().expect("upload set poisoned");
         let abandoned = self.abandoned(&active);
-        let gone = beyond_budget(&abandoned, address, budget);
+        let gone = beyond_budget(&abandoned, only, self.budget);
         for key in &gone {
             self.remove_key(key);
         }
@@ -566,15 +586,7 @@ impl Partials {
                 removed += 1;
             }
         }
-        let addresses: std::collections::HashSet<AddressKey> = self
-            .list()
-            .iter()
-            .filter_map(|p| p.address.parse().ok().map(AddressKey::of))
-            .collect();
-        for a in addresses {
-            removed += self.keep_within(Some(a), self.budget.per_address);
-        }
-        removed + self.keep_within(None, self.budget.total)
+        removed + self.keep_within(None)
     }
 }
 

@@ -35,7 +35,6 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore as _, RetryConfig};
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -794,22 +793,7 @@ impl ObjectStore {
             .into_iter()
             .filter(|p| !p.active)
             .collect();
-        let addresses: HashSet<AddressKey> = match address {
-            Some(ip) => HashSet::from([AddressKey::of(ip)]),
-            None => abandoned
-                .iter()
-                .filter_map(|p| p.address.parse().ok().map(AddressKey::of))
-                .collect(),
-        };
-        let mut gone: HashSet<String> = HashSet::new();
-        for a in addresses {
-            gone.extend(beyond_budget(&abandoned, Some(a), self.budget.per_address));
-        }
-        let left: Vec<PartialInfo> = abandoned
-            .into_iter()
-            .filter(|p| !gone.contains(&p.key))
-            .collect();
-        gone.extend(beyond_budget(&left, None, self.budget.total));
+        let gone = beyond_budget(&abandoned, address.map(AddressKey::of), self.budget);
         let mut removed = 0;
         for key in gone {
             if self.drop_abandoned(&key).await? {
