@@ -64,6 +64,24 @@ fn file(client: usize, k: usize) -> FileInfo {
     }
 }
 
+/// One simulated peer: its socket, the files it shares, and what it measured.
+struct Peer {
+    c: usize,
+    socket: Rc<UdpSocket>,
+    echo: bool,
+    txn: u32,
+    cookie: u64,
+    secret: [u8; 16],
+    files: Vec<FileInfo>,
+    next_file: usize,
+    /// Requests answered so far, Connects aside: what picks the next request of the mix.
+    i: usize,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    latencies: Vec<Duration>,
+    lost: u64,
+}
+
 async fn simulated_peer(
     target: SocketAddr,
     c: usize,
@@ -73,107 +91,131 @@ async fn simulated_peer(
     let ip = Ipv4Addr::new(127, 1 + (c / 250) as u8, (c % 250) as u8, 1);
     let socket = UdpSocket::bind((ip, 0)).await?;
     socket.connect(target).await?;
-    let socket = Rc::new(socket);
-    let mut txn = 0u32;
-    let mut buf = vec![0u8; 2048];
-    let mut out = Vec::with_capacity(MAX_DATAGRAM);
-    let secret = [c as u8; 16];
-    let mut files: Vec<FileInfo> = (0..10).map(|k| file(c, k)).collect();
-    let mut next_file = 10;
-    let mut cookie = 0u64;
-    let mut latencies = Vec::new();
-    let mut lost = 0;
-    let mut i = 0usize;
+    let mut peer = Peer {
+        c,
+        socket: Rc::new(socket),
+        echo,
+        txn: 0,
+        cookie: 0,
+        secret: [c as u8; 16],
+        files: (0..10).map(|k| file(c, k)).collect(),
+        next_file: 10,
+        i: 0,
+        buf: vec![0u8; 2048],
+        out: Vec::with_capacity(MAX_DATAGRAM),
+        latencies: Vec::new(),
+        lost: 0,
+    };
     loop {
-        let body = if !echo && cookie == 0 {
-            Request::Connect
-        } else if i == 0 {
-            Request::Register {
-                port: 6881,
-                secret,
-                key: Some(troca_proto::key::HubKey([7; 32])),
-                files: files.clone(),
-            }
-        } else {
-            match i % 10 {
-                0 => Request::Register {
-                    port: 6881,
-                    secret,
-                    key: Some(troca_proto::key::HubKey([7; 32])),
-                    files: files.clone(),
-                },
-                7 => {
-                    let f = file(c, next_file);
-                    next_file += 1;
-                    files.push(f.clone());
-                    Request::Update {
-                        secret,
-                        mode: UpdateMode::Add,
-                        files: vec![f],
-                    }
-                }
-                8 => Request::Update {
-                    secret,
-                    mode: UpdateMode::Remove,
-                    files: vec![files.remove(0)],
-                },
-                _ => Request::List {
-                    filter: format!("photo-{:04}", (c * 7 + i) % 100 / 10),
-                    id: None,
-                    cursor: 0,
-                    whole_name: false,
-                },
-            }
-        };
+        let body = peer.next_request();
         if Instant::now() >= deadline {
-            // Leave, so the next run starts from the same state (not timed).
-            if !echo && cookie != 0 {
-                out.clear();
-                Datagram {
-                    txn: txn.wrapping_add(1),
-                    cookie,
-                    body: Request::End { secret },
-                }
-                .encode(&mut out);
-                socket.send(&out).await?;
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await;
-            }
-            return Ok((latencies, lost));
+            peer.leave().await?;
+            return Ok((peer.latencies, peer.lost));
         }
-        txn = txn.wrapping_add(1);
-        out.clear();
+        peer.ask(body).await?;
+    }
+}
+
+impl Peer {
+    /// The next request of the mix: a Connect while it has no cookie, a Register first, then
+    /// 7 in 10 LST, 2 in 10 UPD, 1 in 10 REG.
+    fn next_request(&mut self) -> Request {
+        if !self.echo && self.cookie == 0 {
+            return Request::Connect;
+        }
+        let (c, i, secret) = (self.c, self.i, self.secret);
+        let register = || Request::Register {
+            port: 6881,
+            secret,
+            key: Some(troca_proto::key::HubKey([7; 32])),
+            files: self.files.clone(),
+        };
+        if i == 0 {
+            return register();
+        }
+        match i % 10 {
+            0 => register(),
+            7 => {
+                let f = file(c, self.next_file);
+                self.next_file += 1;
+                self.files.push(f.clone());
+                Request::Update {
+                    secret,
+                    mode: UpdateMode::Add,
+                    files: vec![f],
+                }
+            }
+            8 => Request::Update {
+                secret,
+                mode: UpdateMode::Remove,
+                files: vec![self.files.remove(0)],
+            },
+            _ => Request::List {
+                filter: format!("photo-{:04}", (c * 7 + i) % 100 / 10),
+                id: None,
+                cursor: 0,
+                whole_name: false,
+            },
+        }
+    }
+
+    /// Sends END, so the next run starts from the same state (not timed).
+    async fn leave(&mut self) -> Result<()> {
+        if self.echo || self.cookie == 0 {
+            return Ok(());
+        }
+        self.out.clear();
+        Datagram {
+            txn: self.txn.wrapping_add(1),
+            cookie: self.cookie,
+            body: Request::End {
+                secret: self.secret,
+            },
+        }
+        .encode(&mut self.out);
+        self.socket.send(&self.out).await?;
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), self.socket.recv(&mut self.buf)).await;
+        Ok(())
+    }
+
+    /// Sends `body` and waits for its answer (half a second, else it counts as lost).
+    async fn ask(&mut self, body: Request) -> Result<()> {
+        self.txn = self.txn.wrapping_add(1);
+        self.out.clear();
         let is_connect = matches!(body, Request::Connect);
-        Datagram { txn, cookie, body }.encode(&mut out);
+        Datagram {
+            txn: self.txn,
+            cookie: self.cookie,
+            body,
+        }
+        .encode(&mut self.out);
         let start = Instant::now();
-        socket.send(&out).await?;
-        match tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await {
-            Err(_) => {
-                lost += 1;
-                continue;
-            }
-            Ok(n) => {
-                let n = n?;
-                latencies.push(start.elapsed());
-                if echo {
-                    i += 1;
-                    continue;
-                }
-                match Datagram::<Answer>::decode(&buf[..n]) {
-                    Ok(d) => match d.body {
-                        Answer::Cookie(k) => cookie = k,
-                        Answer::Error { code, message } => {
-                            bail!("tracker refused ({code}): {message}")
-                        }
-                        _ => {}
-                    },
-                    Err(e) => bail!("bad answer: {e}"),
-                }
-            }
+        self.socket.send(&self.out).await?;
+        let answer =
+            tokio::time::timeout(Duration::from_millis(500), self.socket.recv(&mut self.buf));
+        let Ok(n) = answer.await else {
+            self.lost += 1;
+            return Ok(());
+        };
+        let n = n?;
+        self.latencies.push(start.elapsed());
+        if self.echo {
+            self.i += 1;
+            return Ok(());
+        }
+        match Datagram::<Answer>::decode(&self.buf[..n]) {
+            Ok(d) => match d.body {
+                Answer::Cookie(k) => self.cookie = k,
+                Answer::Error { code, message } => bail!("tracker refused ({code}): {message}"),
+                _ => {}
+            },
+            Err(e) => bail!("bad answer: {e}"),
         }
         if !is_connect {
-            i += 1;
+            self.i += 1;
         }
+        Ok(())
     }
 }
 
