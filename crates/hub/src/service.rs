@@ -391,6 +391,22 @@ pub enum Resume {
     Never,
 }
 
+/// What a hub in a group (sharing a database) keeps with the others: the uploads running on
+/// every hub, and its own presence (its clients, with a heartbeat). Alone, neither.
+fn in_group(
+    db: Option<crate::pg::Db>,
+    hub_name: &str,
+    clients: &Arc<Clients>,
+) -> Result<(Arc<crate::running::Running>, Option<PgPresence>), HubError> {
+    let Some(db) = db else {
+        return Ok((Arc::default(), None));
+    };
+    let running = crate::running::Running::in_group(db.clone());
+    let mine = Arc::downgrade(clients);
+    let presence = PgPresence::start(db, hub_name, move || mine.upgrade().map(|c| c.list()))?;
+    Ok((running, Some(presence)))
+}
+
 impl Hub {
     /// Opens the shared folder and state folder named in `config`.
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
@@ -429,19 +445,7 @@ impl Hub {
         } else {
             Clients::default()
         });
-        let running = match &db {
-            Some(db) => crate::running::Running::in_group(db.clone()),
-            None => Arc::default(),
-        };
-        let presence = match db {
-            Some(db) => {
-                let mine = Arc::downgrade(&clients);
-                Some(PgPresence::start(db, &config.hub_name, move || {
-                    mine.upgrade().map(|c| c.list())
-                })?)
-            }
-            None => None,
-        };
+        let (running, presence) = in_group(db, &config.hub_name, &clients)?;
         Ok(Self {
             presence,
             _state_lock: state_lock,
