@@ -1781,6 +1781,13 @@ pub(crate) async fn find(global: &Global, client: &mut HubClient, text: &str) ->
     } else {
         print_entries(&entries);
     }
+    if entries.len() >= troca_hub::service::MAX_FOUND && !global.quiet {
+        eprintln!(
+            "troca: a search answers at most {} names, the first by name: there may be more; \
+             search for more of the name to narrow it",
+            troca_hub::service::MAX_FOUND
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

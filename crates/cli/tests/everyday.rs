@@ -335,6 +335,34 @@ fn folders_on_the_hub_from_the_command_line() {
     );
 }
 
+/// A search answers at most 5,000 names, the first by name; when it may have left some out
+/// it says so on stderr, and a narrower one answers whole without the note.
+#[test]
+fn a_search_that_may_have_left_names_out_says_so() {
+    let s = Scratch::new();
+    for i in 0..5_001 {
+        std::fs::write(s.share.join(format!("photo-{i:05}.jpg")), "").unwrap();
+    }
+    let hub = Hub::start(&s.share, &[]);
+    let out = hub.troca(&s.client, &["find", "photo"]);
+    let found = ok(&out);
+    assert_eq!(found.lines().count(), 5_000);
+    assert!(found.lines().next().unwrap().ends_with("photo-00000.jpg"));
+    assert!(found.lines().last().unwrap().ends_with("photo-04999.jpg"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("at most 5000 names") && err.contains("narrow"),
+        "{err}"
+    );
+    let out = hub.troca(&s.client, &["find", "photo-0499"]);
+    assert_eq!(ok(&out).lines().count(), 10);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `troca status` counts in words that agree with the number: one file, one hit, two files.
 #[test]
 fn status_says_one_file_and_two_files() {

@@ -331,6 +331,25 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
         .unwrap();
     wait_until(&c, "home again", |t| t.contains("photo.jpg")).await;
 
+    // A search that may have left names out says so.
+    std::fs::create_dir(s.share.join("many")).unwrap();
+    for i in 0..5_001 {
+        std::fs::write(s.share.join(format!("many/clip-{i:05}.ogg")), "").unwrap();
+    }
+    c.find(Locator::Css("#search"))
+        .await
+        .unwrap()
+        .send_keys("clip")
+        .await
+        .unwrap();
+    let t = wait_until(&c, "the note", |t| {
+        t.contains("Only the first 5,000 matches")
+    })
+    .await;
+    assert!(t.contains("clip-04999.ogg") && !t.contains("clip-05000.ogg"));
+    c.refresh().await.unwrap();
+    wait_until(&c, "home again", |t| t.contains("photo.jpg")).await;
+
     // Delete what this browser uploaded: its owner key is enough, no token asked.
     click(&c, "button[aria-label='Delete photo.jpg']").await;
     assert_eq!(answer_dialog(&c, None).await, "Delete photo.jpg?");

@@ -274,6 +274,8 @@ async function search() {
     return row({ ...f, name: f.name, short, folder: isFolder, count: 0 }, true);
   });
   if (rows.length === 0) rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: `No file or folder name contains “${q}”.` })));
+  // The hub answers at most this many, the first by name.
+  if (rows.length >= 5000) rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: "Only the first 5,000 matches are shown. Type more of the name to narrow the search." })));
   $("#files tbody").replaceChildren(...rows);
 }
 
