@@ -1198,6 +1198,16 @@ fn partials(hub: &Hub) -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// A client of `hub` from loopback address `ip`.
+async fn client_from(hub: &Hub, ip: &str) -> HubClient {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(hub.addr.parse().unwrap()).await.unwrap();
+    HubClient::over(stream, &hub.addr, &hub.options())
+        .await
+        .unwrap()
+}
+
 /// A client that sends most of a large upload to a small disk and vanishes does not keep
 /// everyone else out: its partial shows in status and to the admin, is kept within its
 /// address's budget, and gives its space to the next upload that needs it.
@@ -1215,12 +1225,7 @@ async fn abandoned_uploads_are_budgeted_shown_and_give_way() {
         ("small.bin", 10u64 << 20, 8usize << 20),
         ("big.bin", 50 << 20, 48 << 20),
     ] {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        let stream = socket.connect(hub.addr.parse().unwrap()).await.unwrap();
-        let mut c = HubClient::over(stream, &hub.addr, &hub.options())
-            .await
-            .unwrap();
+        let mut c = client_from(&hub, "127.0.0.2").await;
         let mut up = c.put(put(name, size)).await.unwrap();
         up.write(&vec![1u8; sent]).await.unwrap();
         drop(c);
@@ -1270,12 +1275,7 @@ async fn uploads_begun_and_dropped_are_kept_within_a_count() {
     let flags = ["--partial-files-per-ip", "3", "--partial-ttl", "20s"];
     let hub = Hub::start(&s.share, &flags);
     for i in 0..6 {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        let stream = socket.connect(hub.addr.parse().unwrap()).await.unwrap();
-        let mut c = HubClient::over(stream, &hub.addr, &hub.options())
-            .await
-            .unwrap();
+        let mut c = client_from(&hub, "127.0.0.2").await;
         let mut up = c.put(put(&format!("f{i}.bin"), 1 << 30)).await.unwrap();
         up.write(&[1]).await.unwrap();
         drop(c);

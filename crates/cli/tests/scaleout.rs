@@ -1841,19 +1841,25 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
     assert_eq!(rows.len(), 20_000, "a prefix's listing, over three pages");
 }
 
+/// Uploads `first.bin` and then `second.bin` (each twice `sent` long) and abandons each after
+/// `sent` bytes, waiting until the store holds `parts` of each and no hub still sends them.
+async fn abandon_two(g: &Group, s: &Scratch, hub: &Hub, sent: u64, parts: usize) {
+    for (i, name) in ["first.bin", "second.bin"].iter().enumerate() {
+        let src = s.client.join(name);
+        random_file(&src, 2 * sent, name);
+        abandon_upload(hub, &src, name, sent).await;
+        wait_for(g, PARTS, &(parts * (i + 1)).to_string());
+        wait_for(g, HELD, "0");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_uploads_on_the_store_are_kept_within_the_budget_of_their_address() {
     let Some(g) = Group::new() else { return };
     let s = Scratch::new();
     let hub = g.hub(&s.share, "hub-a", &["--partial-budget-per-ip", "20M"]);
-    for (i, name) in ["first.bin", "second.bin"].iter().enumerate() {
-        let src = s.client.join(name);
-        random_file(&src, 40 * MIB, name);
-        // Two whole parts of 8 MiB each are kept: 16 MiB.
-        abandon_upload(&hub, &src, name, 20 * MIB).await;
-        wait_for(&g, PARTS, &(2 * (i + 1)).to_string());
-        wait_for(&g, HELD, "0");
-    }
+    // Two whole parts of 8 MiB each are kept: 16 MiB.
+    abandon_two(&g, &s, &hub, 20 * MIB, 2).await;
     // 32 MiB held for one address, over its 20 MiB: the next upload that begins gives up the
     // oldest, parts and multipart upload in the store alike.
     assert_eq!(g.sql("SELECT count(*) FROM uploads"), "2");
@@ -1880,14 +1886,8 @@ async fn interrupted_uploads_on_the_store_are_kept_within_their_count() {
     let Some(g) = Group::new() else { return };
     let s = Scratch::new();
     let hub = g.hub(&s.share, "hub-a", &["--partial-files-per-ip", "1"]);
-    for (i, name) in ["first.bin", "second.bin"].iter().enumerate() {
-        let src = s.client.join(name);
-        random_file(&src, 20 * MIB, name);
-        // One whole part of 8 MiB each is kept.
-        abandon_upload(&hub, &src, name, 10 * MIB).await;
-        wait_for(&g, PARTS, &(i + 1).to_string());
-        wait_for(&g, HELD, "0");
-    }
+    // One whole part of 8 MiB each is kept.
+    abandon_two(&g, &s, &hub, 10 * MIB, 1).await;
     assert_eq!(g.sql("SELECT count(*) FROM uploads"), "2");
     let third = s.client.join("third.bin");
     random_file(&third, 9 * MIB, "third");
