@@ -468,7 +468,7 @@ impl Share {
         let want = Want::new(text, limit.max(1));
         let mut found = Found {
             want: &want,
-            kept: std::collections::BinaryHeap::new(),
+            kept: std::collections::BTreeMap::new(),
         };
         self.search(&self.root_dir, "", 0, &mut found);
         found.done()
@@ -773,33 +773,14 @@ impl Share {
 }
 
 /// The matches of a search: the first `limit` by name of all it has seen, walking folders in
-/// the order they read. A search holds its answer and one open folder a level, never a
-/// folder's names; each folder is read once, and one whose names all come after the last
-/// match kept (once there are `limit`) is not read at all. Since a folder's whole names all
-/// start with its own, the first by name are the ones a walk in name order would find first.
+/// the order they read (kept sorted, the last dropped past the limit). A search holds its
+/// answer and one open folder a level, never a folder's names; each folder is read once, and
+/// one whose names all come after the last match kept (once there are `limit`) is not read at
+/// all. Since a folder's whole names all start with its own, the first by name are the ones a
+/// walk in name order would find first.
 struct Found<'a> {
     want: &'a Want,
-    kept: std::collections::BinaryHeap<ByName>,
-}
-
-/// An entry, ordered by its name.
-struct ByName(Entry);
-
-impl PartialEq for ByName {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.name == other.0.name
-    }
-}
-impl Eq for ByName {}
-impl PartialOrd for ByName {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for ByName {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.name.cmp(&other.0.name)
-    }
+    kept: std::collections::BTreeMap<String, Entry>,
 }
 
 impl Found<'_> {
@@ -808,8 +789,8 @@ impl Found<'_> {
         self.kept.len() < self.want.limit
             || self
                 .kept
-                .peek()
-                .is_some_and(|last| key < last.0.name.as_str())
+                .last_key_value()
+                .is_some_and(|(last, _)| key < last.as_str())
     }
 
     /// Whether the entry named `key` (`NAME/` for a folder) would be kept.
@@ -819,18 +800,14 @@ impl Found<'_> {
 
     /// Keeps `e`, dropping the last by name past the limit.
     fn add(&mut self, e: Entry) {
-        self.kept.push(ByName(e));
+        self.kept.insert(e.name.clone(), e);
         if self.kept.len() > self.want.limit {
-            self.kept.pop();
+            self.kept.pop_last();
         }
     }
 
     fn done(self) -> Vec<Entry> {
-        self.kept
-            .into_sorted_vec()
-            .into_iter()
-            .map(|e| e.0)
-            .collect()
+        self.kept.into_values().collect()
     }
 }
 
