@@ -254,19 +254,7 @@ pub fn main(global: &Global) -> Result<ExitCode> {
     }
 
     let mut link = Link::new(global);
-    match runtime.block_on(link.client()) {
-        Ok(c) => {
-            let server = c.welcome().server.clone();
-            println!(
-                "connected to {} ({server}); type help, or quit to leave",
-                global.hub
-            );
-        }
-        Err(e) => eprintln!(
-            "troca: {}; will try again at the next command",
-            one_line(&e)
-        ),
-    }
+    greet(&runtime, &mut link, global);
     refresh(&runtime, &mut link, &remote);
 
     // Caught from the start, so a Ctrl-C during a command never kills the shell.
@@ -316,6 +304,24 @@ pub fn main(global: &Global) -> Result<ExitCode> {
         let _ = editor.save_history(h);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects at the start and says to what; a hub that cannot be reached yet is tried again at
+/// the next command.
+fn greet(runtime: &tokio::runtime::Runtime, link: &mut Link, global: &Global) {
+    match runtime.block_on(link.client()) {
+        Ok(c) => {
+            let server = c.welcome().server.clone();
+            println!(
+                "connected to {} ({server}); type help, or quit to leave",
+                global.hub
+            );
+        }
+        Err(e) => eprintln!(
+            "troca: {}; will try again at the next command",
+            one_line(&e)
+        ),
+    }
 }
 
 /// The line editor, completing commands, local paths and the hub's names from `remote`.
@@ -502,18 +508,7 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             let prefix = w.first().map_or("", String::as_str);
             client::ls(global, link.client().await?, prefix).await?;
         }
-        Cmd::Put => {
-            let w = split_options(cmd, words, &[("as", &["--as"]), ("to", &["--to"])])?;
-            if w.value("as").is_some() && w.operands.len() > 1 {
-                return Err(Usage("--as names one file; give one FILE with it".into()).into());
-            }
-            let files: Vec<PathBuf> = w.operands.iter().map(PathBuf::from).collect();
-            let naming = client::Naming {
-                as_name: w.value("as"),
-                to: w.value("to"),
-            };
-            client::put(global, link.client().await?, &files, &naming, w.force).await?;
-        }
+        Cmd::Put => put(link, cmd, words).await?,
         Cmd::Get => {
             let w = split_options(cmd, words, &[("output", &["-o", "--output"])])?;
             let out = w.value("output").map(PathBuf::from);
@@ -563,6 +558,22 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
         }
         Cmd::Help | Cmd::Quit => unreachable!("handled by the loop"),
     }
+    Ok(())
+}
+
+/// `put FILE... [--as NAME] [--to FOLDER/] [--force]`.
+async fn put(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
+    let w = split_options(cmd, words, &[("as", &["--as"]), ("to", &["--to"])])?;
+    if w.value("as").is_some() && w.operands.len() > 1 {
+        return Err(Usage("--as names one file; give one FILE with it".into()).into());
+    }
+    let files: Vec<PathBuf> = w.operands.iter().map(PathBuf::from).collect();
+    let naming = client::Naming {
+        as_name: w.value("as"),
+        to: w.value("to"),
+    };
+    let global = link.global;
+    client::put(global, link.client().await?, &files, &naming, w.force).await?;
     Ok(())
 }
 
