@@ -157,16 +157,7 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.request_timeout = args.request_timeout;
     config.stall_timeout = args.stall_timeout;
     config.partial_ttl = args.partial_ttl;
-    config.partial_budget = troca_hub::store::PartialBudget {
-        per_address: troca_hub::store::PartialLimit {
-            bytes: args.partial_budget_per_ip,
-            files: args.partial_files_per_ip,
-        },
-        total: troca_hub::store::PartialLimit {
-            bytes: args.partial_budget,
-            files: args.partial_files,
-        },
-    };
+    config.partial_budget = partial_budget(args);
     config.keep_free = args.keep_free;
     config.upload_quota = troca_hub::quota::QuotaLimits {
         bytes: args.upload_quota_per_ip,
@@ -216,6 +207,21 @@ fn hub_config(args: &Serve) -> HubConfig {
         _ => troca_hub::config::TlsMode::OwnKey,
     };
     config
+}
+
+/// What interrupted uploads may keep, per address and in all.
+fn partial_budget(args: &Serve) -> troca_hub::store::PartialBudget {
+    use troca_hub::store::PartialLimit;
+    troca_hub::store::PartialBudget {
+        per_address: PartialLimit {
+            bytes: args.partial_budget_per_ip,
+            files: args.partial_files_per_ip,
+        },
+        total: PartialLimit {
+            bytes: args.partial_budget,
+            files: args.partial_files,
+        },
+    }
 }
 
 /// Prints where the hub listens, on stdout (scripts read these lines), and its key.
