@@ -740,7 +740,8 @@ pub struct Serve {
     /// oldest go first. Any of them also goes when a new upload needs its space.
     #[arg(help_heading = "Limits", long, default_value = "4G", value_name = "SIZE", value_parser = parse_size)]
     pub partial_budget_per_ip: u64,
-    /// Bytes of interrupted uploads kept for resume in all.
+    /// Bytes of interrupted uploads kept for resume in all; beyond it the oldest of the address
+    /// holding the most go first.
     #[arg(help_heading = "Limits", long, default_value = "32G", value_name = "SIZE", value_parser = parse_size)]
     pub partial_budget: u64,
     /// How many interrupted uploads are kept for resume per address (an IPv6 /64), however
@@ -752,7 +753,8 @@ pub struct Serve {
         value_name = "N"
     )]
     pub partial_files_per_ip: u64,
-    /// How many interrupted uploads are kept for resume in all.
+    /// How many interrupted uploads are kept for resume in all; beyond it the oldest of the
+    /// address holding the most go first.
     #[arg(
         help_heading = "Limits",
         long,

@@ -11,7 +11,7 @@
 //! up, oldest first, when an upload needs their space.
 
 use crate::error::HubError;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::net::IpAddr;
@@ -79,40 +79,43 @@ impl KeepFree {
     }
 }
 
-/// The abandoned partials (given oldest first) to give up, oldest first, so that those of
-/// each address (only `only`'s, if given) are within `budget.per_address`, and then everyone's
-/// within `budget.total`: their keys. One pass over them, grouped by address, so that a sweep
-/// of many addresses' partials costs no more than a look at one's.
+/// The abandoned partials (given oldest first) to give up so that those of each address (only
+/// `only`'s, if given) are within `budget.per_address`, the oldest of it first, and then
+/// everyone's within `budget.total` ([`fairly_beyond`]): their keys. One pass over them,
+/// grouped by address, so that a sweep of many addresses' partials costs no more than a look
+/// at one's.
 pub fn beyond_budget(
     abandoned: &[PartialInfo],
     only: Option<AddressKey>,
     budget: PartialBudget,
 ) -> HashSet<String> {
-    let mut by_address: HashMap<AddressKey, Vec<&PartialInfo>> = HashMap::new();
+    let mut by_address: HashMap<Option<AddressKey>, Vec<&PartialInfo>> = HashMap::new();
     for p in abandoned {
-        let Ok(ip) = p.address.parse() else { continue };
-        let key = AddressKey::of(ip);
-        if only.is_none_or(|o| o == key) {
-            by_address.entry(key).or_default().push(p);
-        }
+        let key = p.address.parse().ok().map(AddressKey::of);
+        by_address.entry(key).or_default().push(p);
     }
     let mut gone = HashSet::new();
-    for mine in by_address.values() {
-        gone.extend(oldest_beyond(mine.iter().copied(), budget.per_address));
+    for (key, mine) in &by_address {
+        if key.is_some() && only.is_none_or(|o| Some(o) == *key) {
+            gone.extend(oldest_beyond(mine, budget.per_address));
+        }
     }
-    let left = abandoned.iter().filter(|p| !gone.contains(&p.key));
-    let over = oldest_beyond(left, budget.total);
-    gone.extend(over);
+    let left = by_address
+        .into_values()
+        .map(|mine| {
+            mine.into_iter()
+                .filter(|p| !gone.contains(&p.key))
+                .collect()
+        })
+        .collect();
+    gone.extend(fairly_beyond(left, budget.total));
     gone
 }
 
 /// The first of `partials` (oldest first) to give up for the rest to be within `limit`.
-fn oldest_beyond<'a>(
-    partials: impl Iterator<Item = &'a PartialInfo> + Clone,
-    limit: PartialLimit,
-) -> Vec<String> {
-    let mut held: u64 = partials.clone().map(|p| p.held).sum();
-    let mut count = partials.clone().count() as u64;
+fn oldest_beyond(partials: &[&PartialInfo], limit: PartialLimit) -> Vec<String> {
+    let mut held: u64 = partials.iter().map(|p| p.held).sum();
+    let mut count = partials.len() as u64;
     let mut gone = Vec::new();
     for p in partials {
         if held <= limit.bytes && count <= limit.files {
@@ -122,6 +125,42 @@ fn oldest_beyond<'a>(
         count -= 1;
         gone.push(p.key.clone());
     }
+    gone
+}
+
+/// The partials to give up, from `groups` (an address's each, oldest first), for all of them
+/// to be within `limit`: each time the oldest of the address holding the most, by count while
+/// there are too many, then by bytes. So a flood of partials from a few addresses costs those
+/// addresses theirs, not an older one of someone who holds a few.
+fn fairly_beyond(groups: Vec<VecDeque<&PartialInfo>>, limit: PartialLimit) -> Vec<String> {
+    let mut groups = groups;
+    let mut count: u64 = groups.iter().map(|g| g.len() as u64).sum();
+    let mut held: u64 = groups.iter().flatten().map(|p| p.held).sum();
+    let mut gone = Vec::new();
+    let by_count = |g: &VecDeque<&PartialInfo>| g.len() as u64;
+    let by_bytes = |g: &VecDeque<&PartialInfo>| g.iter().map(|p| p.held).sum::<u64>();
+    let mut phase = |measure: &dyn Fn(&VecDeque<&PartialInfo>) -> u64,
+                     over: &dyn Fn(u64, u64) -> bool| {
+        // Each group is in the heap once: only the one popped changes before it goes back.
+        let rank = |g: &VecDeque<&PartialInfo>, i: usize| {
+            let oldest = g.front().map_or(i64::MAX, |p| p.modified_ns);
+            (measure(g), std::cmp::Reverse(oldest), i)
+        };
+        let mut heap: std::collections::BinaryHeap<_> =
+            groups.iter().enumerate().map(|(i, g)| rank(g, i)).collect();
+        while over(count, held) {
+            let Some((_, _, i)) = heap.pop() else { break };
+            let Some(p) = groups[i].pop_front() else {
+                continue;
+            };
+            count -= 1;
+            held -= p.held;
+            gone.push(p.key.clone());
+            heap.push(rank(&groups[i], i));
+        }
+    };
+    phase(&by_count, &|count, _| count > limit.files);
+    phase(&by_bytes, &|_, held| held > limit.bytes);
     gone
 }
 
@@ -750,6 +789,49 @@ mod tests {
             ["c", "x", "y"],
             "the oldest of 10.0.0.1 goes for its own count, then the oldest left for the total"
         );
+    }
+
+    /// Over the total, the address holding the most gives up its oldest first: a flood from
+    /// one address does not cost someone else their older upload, by count or by bytes.
+    #[test]
+    fn over_the_total_the_address_holding_the_most_gives_way() {
+        for (total, sizes) in [
+            (
+                PartialLimit {
+                    bytes: u64::MAX,
+                    files: 3,
+                },
+                0,
+            ),
+            (
+                PartialLimit {
+                    bytes: 30,
+                    files: u64::MAX,
+                },
+                10,
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let budget = PartialBudget {
+                per_address: PartialLimit::NONE,
+                total,
+            };
+            let p = Partials::open(dir.path(), budget, KeepFree::Bytes(0)).unwrap();
+            for (n, ip) in [
+                ("mine", "10.0.0.1"),
+                ("f1", "10.0.0.2"),
+                ("f2", "10.0.0.2"),
+                ("f3", "10.0.0.2"),
+            ] {
+                let mut up = p.begin(name(n), 100, 1, Some(ip.parse().unwrap())).unwrap();
+                up.file.write_all(&vec![0; sizes]).unwrap();
+                drop(up);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(p.clean(Duration::from_secs(3600)), 1, "{total:?}");
+            let left: Vec<String> = p.list().into_iter().map(|i| i.name).collect();
+            assert_eq!(left, ["mine", "f2", "f3"], "{total:?}");
+        }
     }
 
     #[test]
