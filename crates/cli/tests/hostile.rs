@@ -1244,6 +1244,11 @@ async fn abandoned_uploads_are_budgeted_shown_and_give_way() {
     assert!(held.iter().all(|r| r["address"] == "127.0.0.2"), "{held:?}");
     let status = json(&hub.troca(&s.client, &["--json", "status"]));
     assert_eq!(status["partial_uploads"]["count"], 2, "{status}");
+    // An upload that would not fit even in their space is refused, and costs them nothing.
+    let mut c = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();
+    let refused = c.put(put("huge.bin", 1 << 30)).await.err().unwrap();
+    assert!(refused.to_string().contains("space"), "{refused}");
+    assert_eq!(partials(&hub).len(), 2);
     // Someone else's 30 MiB upload needs the space: the oldest abandoned partials give way.
     let body = vec![9u8; 30 << 20];
     let mut c = HubClient::connect(&hub.addr, &hub.options()).await.unwrap();

@@ -488,6 +488,12 @@ impl Partials {
         if available < needed {
             let mut abandoned = self.abandoned(&active);
             abandoned.retain(|p| p.key != key_of(part));
+            // Only if giving them all up would make room: an upload too large for the disk
+            // anyway must not cost everyone their partials before it is refused.
+            let could_free: u64 = abandoned.iter().map(|p| p.held).sum();
+            if available.saturating_add(could_free) < needed {
+                abandoned.clear();
+            }
             for p in abandoned {
                 if available >= needed {
                     break;
