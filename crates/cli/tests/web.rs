@@ -201,6 +201,16 @@ async fn wait_until(c: &Client, what: &str, check: impl Fn(&str) -> bool) -> Str
 }
 
 /// Clicks the first element matching `css`.
+/// Types `text` into the element `css` selects (a file input takes a path).
+async fn type_into(c: &Client, css: &str, text: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
@@ -293,12 +303,7 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     // Upload through the file input.
     let upload = s.client.join("photo.jpg");
     random_file(&upload, 300 * 1024, "browser");
-    c.find(Locator::Css("#upload"))
-        .await
-        .unwrap()
-        .send_keys(upload.to_str().unwrap())
-        .await
-        .unwrap();
+    type_into(&c, "#upload", upload.to_str().unwrap()).await;
     wait_until(&c, "the uploaded file", |t| t.contains("photo.jpg")).await;
     assert_eq!(hash_file(&s.share.join("photo.jpg")), hash_file(&upload));
 
@@ -315,12 +320,7 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     click(&c, "a[href='/files/albums/']").await;
     let t = wait_until(&c, "the folder", |t| t.contains("song.ogg")).await;
     assert!(!t.contains("photo.jpg"), "{t}");
-    c.find(Locator::Css("#search"))
-        .await
-        .unwrap()
-        .send_keys("phot")
-        .await
-        .unwrap();
+    type_into(&c, "#search", "phot").await;
     let t = wait_until(&c, "the search", |t| t.contains("photo.jpg")).await;
     assert!(!t.contains("song.ogg"), "{t}");
     c.find(Locator::LinkText("home"))
@@ -336,12 +336,7 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     for i in 0..5_001 {
         std::fs::write(s.share.join(format!("many/clip-{i:05}.ogg")), "").unwrap();
     }
-    c.find(Locator::Css("#search"))
-        .await
-        .unwrap()
-        .send_keys("clip")
-        .await
-        .unwrap();
+    type_into(&c, "#search", "clip").await;
     let t = wait_until(&c, "the note", |t| {
         t.contains("Only the first 5,000 matches")
     })
@@ -534,12 +529,7 @@ async fn in_chromium_an_upload_cut_off_goes_on_from_what_the_hub_holds() {
     wait_until(&c, "the listing", |_| true).await;
     let file = s.client.join("video.mp4");
     random_file(&file, size, "browser-resume");
-    c.find(Locator::Css("#upload"))
-        .await
-        .unwrap()
-        .send_keys(file.to_str().unwrap())
-        .await
-        .unwrap();
+    type_into(&c, "#upload", file.to_str().unwrap()).await;
     wait_until(&c, "the uploaded file", |t| t.contains("video.mp4")).await;
     assert_eq!(hash_file(&s.share.join("video.mp4")), hash_file(&file));
     assert!(
@@ -594,12 +584,7 @@ async fn in_chromium_folders_upload_rename_zip_and_fit_a_phone() {
     std::fs::create_dir_all(tree.join("day 2")).unwrap();
     random_file(&tree.join("tram.jpg"), 200_000, "tram");
     random_file(&tree.join("day 2/castle.jpg"), 150_000, "castle");
-    c.find(Locator::Css("#upload-folder"))
-        .await
-        .unwrap()
-        .send_keys(tree.to_str().unwrap())
-        .await
-        .unwrap();
+    type_into(&c, "#upload-folder", tree.to_str().unwrap()).await;
     wait_until(&c, "the uploaded folder", |t| t.contains("lisbon/")).await;
     let start = Instant::now();
     while !s.share.join("trips/lisbon/day 2/castle.jpg").exists() {
