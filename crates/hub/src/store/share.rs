@@ -708,10 +708,7 @@ impl Share {
             let Some(own) = own.to_str() else {
                 continue;
             };
-            let name = match rel {
-                "" => own.to_owned(),
-                _ => format!("{rel}/{own}"),
-            };
+            let name = whole_name(rel, own);
             if self.in_state(&name) {
                 continue;
             }
@@ -881,10 +878,7 @@ impl Share {
                 return;
             }
             *left -= 1;
-            let path = name.to_str().map(|n| match rel {
-                "" => n.to_owned(),
-                _ => format!("{rel}/{n}"),
-            });
+            let path = name.to_str().map(|n| whole_name(rel, n));
             if path.as_deref().is_some_and(|p| self.in_state(p)) {
                 continue;
             }
@@ -907,6 +901,14 @@ impl Share {
                 _ => out.note(rel, &name, Unservable::Special),
             }
         }
+    }
+}
+
+/// The whole name of entry `own` of the folder named `rel` (`""`: the share itself).
+fn whole_name(rel: &str, own: &str) -> String {
+    match rel {
+        "" => own.to_owned(),
+        _ => format!("{rel}/{own}"),
     }
 }
 

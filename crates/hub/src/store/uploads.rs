@@ -132,36 +132,53 @@ fn oldest_beyond(partials: &[&PartialInfo], limit: PartialLimit) -> Vec<String> 
 /// to be within `limit`: each time the oldest of the address holding the most, by count while
 /// there are too many, then by bytes. So a flood of partials from a few addresses costs those
 /// addresses theirs, not an older one of someone who holds a few.
-fn fairly_beyond(groups: Vec<VecDeque<&PartialInfo>>, limit: PartialLimit) -> Vec<String> {
-    let mut groups = groups;
-    let mut count: u64 = groups.iter().map(|g| g.len() as u64).sum();
-    let mut held: u64 = groups.iter().flatten().map(|p| p.held).sum();
-    let mut gone = Vec::new();
-    let by_count = |g: &VecDeque<&PartialInfo>| g.len() as u64;
-    let by_bytes = |g: &VecDeque<&PartialInfo>| g.iter().map(|p| p.held).sum::<u64>();
-    let mut phase = |measure: &dyn Fn(&VecDeque<&PartialInfo>) -> u64,
-                     over: &dyn Fn(u64, u64) -> bool| {
-        // Each group is in the heap once: only the one popped changes before it goes back.
-        let rank = |g: &VecDeque<&PartialInfo>, i: usize| {
-            let oldest = g.front().map_or(i64::MAX, |p| p.modified_ns);
-            (measure(g), std::cmp::Reverse(oldest), i)
-        };
-        let mut heap: std::collections::BinaryHeap<_> =
-            groups.iter().enumerate().map(|(i, g)| rank(g, i)).collect();
-        while over(count, held) {
-            let Some((_, _, i)) = heap.pop() else { break };
-            let Some(p) = groups[i].pop_front() else {
-                continue;
-            };
-            count -= 1;
-            held -= p.held;
-            gone.push(p.key.clone());
-            heap.push(rank(&groups[i], i));
-        }
+fn fairly_beyond(mut groups: Vec<VecDeque<&PartialInfo>>, limit: PartialLimit) -> Vec<String> {
+    let mut left = Held {
+        count: groups.iter().map(|g| g.len() as u64).sum(),
+        bytes: groups.iter().flatten().map(|p| p.held).sum(),
     };
-    phase(&by_count, &|count, _| count > limit.files);
-    phase(&by_bytes, &|_, held| held > limit.bytes);
+    let mut gone = Vec::new();
+    let count = |g: &VecDeque<&PartialInfo>| g.len() as u64;
+    let over_count = |h: &Held| h.count > limit.files;
+    give_way(&mut groups, count, &mut left, over_count, &mut gone);
+    let bytes = |g: &VecDeque<&PartialInfo>| g.iter().map(|p| p.held).sum();
+    let over_bytes = |h: &Held| h.bytes > limit.bytes;
+    give_way(&mut groups, bytes, &mut left, over_bytes, &mut gone);
     gone
+}
+
+/// What partials hold: how many, and their bytes.
+struct Held {
+    count: u64,
+    bytes: u64,
+}
+
+/// Gives up partials while `over` what is `left`, each time the oldest of the group that
+/// `measure` finds largest (of two as large, the one whose oldest is older), into `gone`.
+fn give_way(
+    groups: &mut [VecDeque<&PartialInfo>],
+    measure: impl Fn(&VecDeque<&PartialInfo>) -> u64,
+    left: &mut Held,
+    over: impl Fn(&Held) -> bool,
+    gone: &mut Vec<String>,
+) {
+    let rank = |g: &VecDeque<&PartialInfo>, i: usize| {
+        let oldest = g.front().map_or(i64::MAX, |p| p.modified_ns);
+        (measure(g), std::cmp::Reverse(oldest), i)
+    };
+    // Each group is in the heap once: only the one popped changes before it goes back.
+    let mut heap: std::collections::BinaryHeap<_> =
+        groups.iter().enumerate().map(|(i, g)| rank(g, i)).collect();
+    while over(left) {
+        let Some((_, _, i)) = heap.pop() else { break };
+        let Some(p) = groups[i].pop_front() else {
+            continue;
+        };
+        left.count -= 1;
+        left.bytes -= p.held;
+        gone.push(p.key.clone());
+        heap.push(rank(&groups[i], i));
+    }
 }
 
 /// The sub-folder of the uploads folder where batches of small files are written.
@@ -793,7 +810,8 @@ mod tests {
         assert_eq!(
             left,
             ["c", "x", "y"],
-            "the oldest of 10.0.0.1 goes for its own count, then the oldest left for the total"
+            "the oldest of 10.0.0.1 goes for its own count; then, of two addresses holding as \
+             many, the one whose oldest is older gives it up for the total"
         );
     }
 
