@@ -384,6 +384,43 @@ fn a_token_held_to_a_folder_reaches_only_that_folder_on_every_face() {
     ok(&hub.troca_with(&s.client, &admin, &["rm", "top.txt"]));
 }
 
+/// A token held to a folder searches only that folder: 5,001 matches elsewhere, sorting before
+/// it, neither crowd out its own nor make its answer look cut.
+#[test]
+fn a_search_by_a_token_held_to_a_folder_looks_only_in_it() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.share.join("archive")).unwrap();
+    for i in 0..5_001 {
+        std::fs::write(s.share.join(format!("archive/x-{i:05}.txt")), "").unwrap();
+    }
+    write_tree(
+        &s.share,
+        &[("clients/acme/x.txt", "x"), ("clients/x.txt", "")],
+    );
+    let hub = Hub::start(&s.share, &[]);
+    let (acme, _) = folder_token(&hub, "read", "clients/acme");
+    let names = |out: &std::process::Output| -> Vec<String> {
+        let rows = json(out);
+        let rows = rows.as_array().unwrap().iter();
+        rows.map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let out = hub.troca_with(&s.client, &acme, &["--json", "find", "x"]);
+    assert_eq!(names(&out), ["clients/acme/x.txt"]);
+    let out = hub.troca_with(&s.client, &acme, &["find", "x"]);
+    assert!(ok(&out).ends_with("clients/acme/x.txt\n"));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The folder itself is found, as it is listed; the one holding it is not.
+    let out = hub.troca_with(&s.client, &acme, &["--json", "find", "c"]);
+    assert_eq!(names(&out), ["clients/acme/"]);
+    let anyone = ok(&hub.troca(&s.client, &["find", "x"]));
+    assert_eq!(anyone.lines().count(), 5_000, "the share's first 5,000");
+}
+
 #[test]
 fn a_tokens_quota_bounds_what_its_uploads_keep_on_every_face_and_deleting_frees_room() {
     let s = Scratch::new();

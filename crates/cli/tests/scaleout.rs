@@ -487,6 +487,18 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         1,
     );
     assert!(err.contains("outside team/"), "{err}");
+    let found = json(&t.b.troca_with(&t.client, &held, &["--json", "find", "a"]));
+    let found: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        found,
+        ["team/", "team/a.txt"],
+        "a search within the folder only"
+    );
 
     // A token's quota counts what it keeps through every hub.
     let q = group_token_with(&t.g, "write", &["--quota", "10K"]);

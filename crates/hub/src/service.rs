@@ -16,8 +16,8 @@ use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
 use crate::records::{History, Owner, Owners, Page, PageQuery, Role, Tokens};
 use crate::store::{
-    parse, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore, PartialInfo,
-    PartialUpload, Seen, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
+    parse, FindQuery, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore,
+    PartialInfo, PartialUpload, Seen, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
 };
 use crate::transfer::Incoming;
 use std::net::IpAddr;
@@ -1509,8 +1509,9 @@ impl Hub {
     }
 
     /// The files and folders whose own names contain `text` (any case), or whose whole names do
-    /// when `text` holds a `/`; at most [`MAX_FOUND`]. A search may look at every name of the
-    /// share, so each address searches once at a time, and `--max-searches` at most run at once.
+    /// when `text` holds a `/`; at most [`MAX_FOUND`], looked for only in the folder a token is
+    /// held to. A search may look at every name of the share, so each address searches once at
+    /// a time, and `--max-searches` at most run at once.
     pub async fn find(
         self: &Arc<Self>,
         text: &str,
@@ -1525,10 +1526,18 @@ impl Hub {
                 "the text to search for is too long".into(),
             ));
         }
-        let (hub, text) = (Arc::clone(self), text.to_owned());
+        let hub = Arc::clone(self);
+        let (text, within) = (text.to_owned(), caller.folder().map(str::to_owned));
         let _turn = self.walk_turn(caller.from).await;
-        let mut found =
-            blocking(move || Ok(hub.with_hashes(hub.store.find(&text, MAX_FOUND)?))).await?;
+        let mut found = blocking(move || {
+            let query = FindQuery {
+                text: &text,
+                within: within.as_deref(),
+                limit: MAX_FOUND,
+            };
+            Ok(hub.with_hashes(hub.store.find(query)?))
+        })
+        .await?;
         found.retain(|e| caller.sees(&e.name));
         Ok(found)
     }

@@ -4,7 +4,9 @@
 use super::share::{is_not_found, Share, Slot};
 use super::uploads::{KeepFree, PartialBudget, PartialInfo, Partials};
 use super::Version;
-use super::{Body, Kind, ListPage, ListQuery, PlaceCheck, Seen, SmallFile, Store, StoredFile};
+use super::{
+    Body, FindQuery, Kind, ListPage, ListQuery, PlaceCheck, Seen, SmallFile, Store, StoredFile,
+};
 use super::{Claim, PartialUpload, Retimed};
 use crate::error::HubError;
 use rustix::fs::FileType;
@@ -98,8 +100,8 @@ impl Store for LocalStore {
         Ok(self.share.list(query))
     }
 
-    fn find(&self, text: &str, limit: usize) -> Result<Vec<Entry>, HubError> {
-        Ok(self.share.find(text, limit))
+    fn find(&self, query: FindQuery<'_>) -> Result<Vec<Entry>, HubError> {
+        Ok(self.share.find(query))
     }
 
     fn each_file_beneath(

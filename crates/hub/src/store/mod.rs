@@ -36,6 +36,17 @@ pub struct Totals {
 /// for one page whatever the share's size.
 pub const LIST_PAGE: usize = 8192;
 
+/// A search: files and folders (`NAME/`) whose own names contain `text` (any case), or whose
+/// whole names do when `text` holds a `/`; the first `limit` by name.
+#[derive(Debug, Clone, Copy)]
+pub struct FindQuery<'a> {
+    pub text: &'a str,
+    /// Only this folder (`NAME/` included) and what is beneath it, for a token held to it: the
+    /// rest of the share is not looked at, so the limit counts only what the caller may see.
+    pub within: Option<&'a str>,
+    pub limit: usize,
+}
+
 /// One page of a listing: which names, and where the page starts.
 #[derive(Debug, Clone, Copy)]
 pub struct ListQuery<'a> {
@@ -293,9 +304,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             }
         }
     }
-    /// Files and folders (`NAME/`) whose own names contain `text` (any case), or whose whole
-    /// names do when `text` holds a `/`; at most `limit`.
-    fn find(&self, text: &str, limit: usize) -> Result<Vec<Entry>, HubError>;
+    /// The first files and folders by name that `query` asks for.
+    fn find(&self, query: FindQuery<'_>) -> Result<Vec<Entry>, HubError>;
     /// Calls `each` with every file beneath folder `folder`, until it fails: for a policy
     /// check before the folder is moved or deleted as a whole. In constant memory, whatever
     /// the folder holds.

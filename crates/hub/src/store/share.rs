@@ -9,7 +9,7 @@
 //! descriptor obtained the same way. Links that stay inside the share are followed; the state
 //! folder is never reached, through a link or otherwise.
 
-use super::{ListPage, ListQuery};
+use super::{FindQuery, ListPage, ListQuery};
 use crate::error::HubError;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -461,17 +461,44 @@ impl Share {
         self.list_folder(&self.root_dir, "", query.after, 0, &mut walk);
         ListPage::from_collected(walk.out, limit)
     }
-    /// The files and folders (`NAME/`) whose own names contain `text` (any case), or whose whole
-    /// names do when `text` holds a `/`; at most `limit`.
+    /// The first files and folders by name that `query` asks for (see [`FindQuery`]).
     /// Blocking, like [`Share::list`].
-    pub fn find(&self, text: &str, limit: usize) -> Vec<Entry> {
-        let want = Want::new(text, limit.max(1));
+    pub fn find(&self, query: FindQuery<'_>) -> Vec<Entry> {
+        let want = Want::new(query.text, query.limit.max(1));
         let mut found = Found {
             want: &want,
             kept: std::collections::BTreeMap::new(),
         };
-        self.search(&self.root_dir, "", 0, &mut found);
+        match query.within {
+            None => self.search(&self.root_dir, "", 0, &mut found),
+            Some(folder) => self.search_within(folder, &mut found),
+        }
         found.done()
+    }
+
+    /// Searches folder `folder` (found itself if it matches) and what it holds, reached as a
+    /// listing reaches it: through links inside the share, never into the state folder.
+    fn search_within(&self, folder: &str, found: &mut Found) {
+        let folder = folder.trim_end_matches('/');
+        if folder.is_empty() || self.in_state(folder) || RemoteName::parse(folder).is_err() {
+            return;
+        }
+        let Ok(o) = self.open_beneath(folder, OFlags::RDONLY | OFlags::DIRECTORY) else {
+            return;
+        };
+        // Reached through a link, the state folder inside it would go by another name, which
+        // the walk could not tell: such a folder is not searched (nor listed).
+        if o.path != self.root.join(folder) && self.state.starts_with(&o.path) {
+            return;
+        }
+        let key = format!("{folder}/");
+        if found.takes(&key) {
+            found.add(folder_entry(key, &o.fd));
+        }
+        let depth = folder.split('/').count();
+        if depth < MAX_LIST_DEPTH {
+            self.search(&o.fd, folder, depth, found);
+        }
     }
 
     /// Creates folder `name` (and any missing folders on the way); `false` if it was there.
@@ -1781,8 +1808,23 @@ mod listing_tests {
         );
         assert!(list("photos/2024/up/").is_empty(), "the share itself");
         assert!(list("st/").is_empty(), "the state folder");
-        let found: Vec<String> = share.find("o", 100).into_iter().map(|e| e.name).collect();
-        assert_eq!(found, ["fotos/", "photos/", "photos/2024/top/"]);
+        let find = |within| -> Vec<String> {
+            let query = FindQuery {
+                text: "o",
+                within,
+                limit: 100,
+            };
+            share.find(query).into_iter().map(|e| e.name).collect()
+        };
+        assert_eq!(find(None), ["fotos/", "photos/", "photos/2024/top/"]);
+        assert_eq!(
+            find(Some("fotos")),
+            ["fotos/", "fotos/2024/top/"],
+            "a token held to a link's folder searches what it reaches"
+        );
+        assert!(find(Some("photos/2024/up")).is_empty(), "the share itself");
+        assert!(find(Some("st")).is_empty(), "the state folder");
+        assert!(find(Some(".troca")).is_empty(), "the state folder");
     }
 
     #[test]
@@ -1851,6 +1893,7 @@ mod search_tests {
         fn a_search_finds_the_first_matches_by_name(
             paths in proptest::collection::vec("[ab]{1,2}(/[ab]{1,2}){0,3}", 1..40),
             limit in 1usize..12,
+            within in proptest::option::of("[ab]{1,2}(/[ab]{1,2}){0,1}"),
         ) {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path().join("share");
@@ -1864,9 +1907,16 @@ mod search_tests {
             }
             let mut all = Vec::new();
             all_matches(&root, "", "a", &mut all);
+            // A search within a folder finds what a search of the share finds in it.
+            if let Some(w) = &within {
+                let folder = format!("{w}/");
+                let is_folder = root.join(w).is_dir();
+                all.retain(|n| is_folder && n.starts_with(&folder));
+            }
             all.sort();
             all.truncate(limit);
-            let found: Vec<String> = share.find("a", limit).into_iter().map(|e| e.name).collect();
+            let query = FindQuery { text: "a", within: within.as_deref(), limit };
+            let found: Vec<String> = share.find(query).into_iter().map(|e| e.name).collect();
             prop_assert_eq!(found, all);
         }
     }

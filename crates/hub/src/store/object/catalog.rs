@@ -92,7 +92,8 @@ pub const LIST: &str = "SELECT n.name, n.object, n.size, n.modified_ns FROM name
 /// `$3`: whether `$1` is looked for in whole names (a folder's ending in `/`) rather than in
 /// each entry's own name.
 pub const FIND: &str = "SELECT name, object, size, modified_ns FROM names
-     WHERE strpos(lower(CASE WHEN $3 THEN name || CASE WHEN object IS NULL THEN '/' ELSE '' END
+     WHERE ($4::text IS NULL OR name = $4 OR (name > $4 || '/' AND name < $4 || '0'))
+       AND strpos(lower(CASE WHEN $3 THEN name || CASE WHEN object IS NULL THEN '/' ELSE '' END
                             ELSE substring(name from '[^/]*$') END), lower($1)) > 0
      ORDER BY name LIMIT $2";
 

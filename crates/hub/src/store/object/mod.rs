@@ -26,7 +26,7 @@ use self::parts::{part_size_for, PartWriter, StoredPart, Target};
 use self::remembered::{Forget, Remembered};
 use super::uploads::beyond_budget;
 use super::PartialBudget;
-use super::{Body, Retimed, Version};
+use super::{Body, FindQuery, Retimed, Version};
 use super::{Claim, Kind, PartialInfo, PartialUpload, PlaceCheck, SmallFile, Store, StoredFile};
 use crate::error::HubError;
 use crate::pg::now_ns;
@@ -1064,16 +1064,14 @@ impl Store for ObjectStore {
         })
     }
 
-    fn find(&self, text: &str, limit: usize) -> Result<Vec<troca_proto::msg::Entry>, HubError> {
+    fn find(&self, query: FindQuery<'_>) -> Result<Vec<troca_proto::msg::Entry>, HubError> {
+        let within = query.within.map(|f| f.trim_end_matches('/'));
+        let text = query.text;
         self.db().run(async || {
             let c = self.db().get().await?;
-            let rows = c
-                .query(
-                    catalog::FIND,
-                    &[&text, &(limit as i64), &text.contains('/')],
-                )
-                .await
-                .map_err(db_err)?;
+            let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&text, &(query.limit as i64), &text.contains('/'), &within];
+            let rows = c.query(catalog::FIND, &args).await.map_err(db_err)?;
             Ok(rows.iter().map(catalog::entry).collect())
         })
     }
