@@ -802,6 +802,15 @@ pub struct Serve {
     /// runs one at a time.
     #[arg(help_heading = "Limits", long, default_value_t = 4, value_name = "N")]
     pub max_searches: usize,
+    /// The most names one search looks at; past them it answers the matches it found and
+    /// says it may have left names out (0: no bound).
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 2_000_000,
+        value_name = "N"
+    )]
+    pub search_names: u64,
     /// The most WebDAV locks held at once (a client asking for more gets "busy").
     #[arg(
         help_heading = "Limits",

@@ -1770,25 +1770,37 @@ pub(crate) async fn mv(
 
 /// Files and folders whose names contain `text`, in every folder.
 pub(crate) async fn find(global: &Global, client: &mut HubClient, text: &str) -> Result<ExitCode> {
-    let entries = client.find(text).await?;
+    let found = client.find(text).await?;
+    let entries = &found.entries;
     if global.json {
-        print_json(&json::files(&entries))?;
-    } else if entries.is_empty() {
+        print_json(&json::files(entries))?;
+    } else if entries.is_empty() && !found.cut {
         eprintln!(
             "troca: no file or folder name contains {:?}",
             output::safe(text)
         );
     } else {
-        print_entries(&entries);
+        print_entries(entries);
     }
-    if entries.len() >= troca_hub::service::MAX_FOUND && !global.quiet {
-        eprintln!(
-            "troca: a search answers at most {} names, the first by name: there may be more; \
-             search for more of the name to narrow it",
-            troca_hub::service::MAX_FOUND
-        );
+    if found.cut && !global.quiet {
+        eprintln!("troca: {}", cut_search(entries.len()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a search that may have left names out did, in words.
+pub(crate) fn cut_search(found: usize) -> String {
+    let most = troca_hub::service::MAX_FOUND;
+    if found >= most {
+        format!(
+            "a search answers at most {most} names, the first by name: there may be more; \
+             search for more of the name to narrow it"
+        )
+    } else {
+        "the hub stopped looking at the most names it lets a search look at \
+         (serve --search-names): there may be more"
+            .to_owned()
+    }
 }
 
 /// One line per entry: size, time, name (a folder as `NAME/`, without a size).

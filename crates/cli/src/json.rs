@@ -285,8 +285,8 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             json!({ "from": from, "name": name })
         }
         Request::Find { text } => {
-            let entries = link.client().await?.find(&text).await?;
-            json!({ "files": rows::files(&entries) })
+            let found = link.client().await?.find(&text).await?;
+            json!({ "files": rows::files(&found.entries), "cut": found.cut })
         }
         Request::History(query) => {
             let page = link.client().await?.history(query.into()).await?;

@@ -182,6 +182,10 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.batch_memory = args.batch_memory;
     config.metrics = args.metrics.is_some();
     config.max_searches = args.max_searches.max(1);
+    config.search_names = match args.search_names {
+        0 => u64::MAX,
+        n => n,
+    };
     config.max_locks = args.max_locks;
     config.max_locks_per_token = args.max_locks_per_token;
     config.max_lock_time = args.max_lock_time;

@@ -3,6 +3,8 @@
 mod common;
 
 use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 #[test]
 fn sizes_take_units_and_durations_bare_seconds() {
@@ -361,6 +363,69 @@ fn a_search_that_may_have_left_names_out_says_so() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A hub looks at a bounded number of names for one search (`--search-names`): past them it
+/// answers what it found, and every face says the answer may be incomplete; a search with no
+/// such bound in the way says nothing.
+#[test]
+fn a_search_stopped_at_its_budget_says_so_on_every_face() {
+    let s = Scratch::new();
+    for i in 0..300 {
+        std::fs::write(s.share.join(format!("f-{i:03}")), "").unwrap();
+    }
+    let hub = Hub::start(&s.share, &["--search-names", "100"]);
+    let out = hub.troca(&s.client, &["find", "f-"]);
+    let found = ok(&out).lines().count();
+    assert!((1..=100).contains(&found), "{found} names");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--search-names") && err.contains("there may be more"),
+        "{err}"
+    );
+    // A search that finds nothing in what it looked at says so, not "no name contains".
+    let out = hub.troca(&s.client, &["find", "nothing"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--search-names") && !err.contains("no file"),
+        "{err}"
+    );
+
+    // The JSON line mode.
+    let mut child = Command::new(TROCA)
+        .arg("json")
+        .env("TROCA_HUB", &hub.addr)
+        .env("XDG_DATA_HOME", hub.client_data())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ask = b"{\"operation\": \"find\", \"text\": \"f-\"}\n";
+    child.stdin.take().unwrap().write_all(ask).unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(answer["cut"], true, "{answer}");
+
+    // The web face, in a header beside the same rows.
+    let web = hub.web.clone().unwrap();
+    let out = curl(&["-i", &format!("{web}api/find?q=f-")]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.contains("\r\nx-troca-cut: 1\r\n"), "{text}");
+
+    // Within the budget: the whole answer, and no word of a cut.
+    drop(hub);
+    let hub = Hub::start(&s.share, &["--search-names", "1000"]);
+    let out = hub.troca(&s.client, &["find", "f-"]);
+    assert_eq!(ok(&out).lines().count(), 300);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = curl(&["-i", &format!("{}api/find?q=f-", hub.web.clone().unwrap())]);
+    assert!(!String::from_utf8_lossy(&out.stdout)
+        .to_lowercase()
+        .contains("x-troca-cut"));
 }
 
 /// `troca status` counts in words that agree with the number: one file, one hit, two files.

@@ -941,6 +941,15 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     assert_eq!(find("WE"), ["web/"]);
     assert_eq!(find("b/w"), ["web/w.bin"]);
     assert_eq!(find("web/"), ["web/", "web/empty", "web/w.bin"]);
+    // A hub held to a few names per search looks at the first by name, and says it stopped.
+    let few = Scratch::new();
+    let c = t.g.hub(&few.share, "hub-c", &["--search-names", "2"]);
+    let out = c.troca(&t.client, &["find", "w"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--search-names"), "{err}");
+    let names = ok(&c.troca(&t.client, &["--json", "find", "w"]));
+    let all = ok(&t.a.troca(&t.client, &["--json", "find", "w"]));
+    assert!(names.len() < all.len(), "{names} against {all}");
 
     // A WebDAV client's times are the catalog's: given through hub A, seen through hub B.
     let last_modified = |name: &str| -> String {
@@ -1851,6 +1860,13 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
     let only = ok(&hub.troca(&s.client, &["ls", "--json", "many/"]));
     let rows: Vec<serde_json::Value> = serde_json::from_str(&only).unwrap();
     assert_eq!(rows.len(), 20_000, "a prefix's listing, over three pages");
+    // A search answers the first 5,000 by name and says there may be more.
+    let out = hub.troca(&s.client, &["find", "f0"]);
+    let found = ok(&out);
+    assert_eq!(found.lines().count(), 5_000);
+    assert!(found.lines().last().unwrap().ends_with("many/f05000"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 5000 names"), "{err}");
 }
 
 /// Uploads `first.bin` and then `second.bin` (each twice `sent` long) and abandons each after

@@ -184,6 +184,7 @@ fn trickling_hub() -> String {
                             _ => troca_proto::msg::Entries {
                                 entries: Vec::new(),
                                 last: true,
+                                cut: false,
                             }
                             .into(),
                         };

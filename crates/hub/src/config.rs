@@ -63,6 +63,8 @@ pub struct HubConfig {
     pub hub_name: String,
     /// Searches of the whole share running at once (each address runs one at a time).
     pub max_searches: usize,
+    /// The most names one search looks at before it answers what it found, marked cut.
+    pub search_names: u64,
     /// The most locks (WebDAV's) held at once, and the longest any is held without a refresh.
     pub max_locks: usize,
     /// The most WebDAV locks one token (or the admin) holds at once.
@@ -128,6 +130,7 @@ impl HubConfig {
             store_timeout: Duration::from_secs(30),
             hub_name: default_hub_name(),
             max_searches: 4,
+            search_names: 2_000_000,
             max_locks: 10_000,
             max_locks_per_token: 1_000,
             max_lock_time: Duration::from_secs(60 * 60),

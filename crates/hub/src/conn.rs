@@ -520,7 +520,10 @@ async fn dispatch(
             Err(e) => Ok(Err(e)),
         },
         Message::Find(f) => match hub.find(&f.text, caller).await {
-            Ok(entries) => sent(send_chunks(conn, entries, Entries::default(), |_| {}).await),
+            Ok(found) => {
+                let cut = |last: &mut Entries| last.cut = found.cut;
+                sent(send_chunks(conn, found.entries, Entries::default(), cut).await)
+            }
             Err(e) => Ok(Err(e)),
         },
         Message::Register(r) => match check_client_name(&r.name) {

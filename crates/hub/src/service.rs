@@ -16,7 +16,7 @@ use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
 use crate::records::{History, Owner, Owners, Page, PageQuery, Role, Tokens};
 use crate::store::{
-    parse, FindQuery, Kind, ListPage, ListQuery, LocalStore, MemoryUpload, ObjectStore,
+    parse, FindQuery, Kind, ListPage, ListQuery, LocalStore, Matches, MemoryUpload, ObjectStore,
     PartialInfo, PartialUpload, Seen, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
 };
 use crate::transfer::Incoming;
@@ -1512,11 +1512,7 @@ impl Hub {
     /// when `text` holds a `/`; at most [`MAX_FOUND`], looked for only in the folder a token is
     /// held to. A search may look at every name of the share, so each address searches once at
     /// a time, and `--max-searches` at most run at once.
-    pub async fn find(
-        self: &Arc<Self>,
-        text: &str,
-        caller: &Caller,
-    ) -> Result<Vec<Entry>, HubError> {
+    pub async fn find(self: &Arc<Self>, text: &str, caller: &Caller) -> Result<Matches, HubError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(HubError::BadRequest("nothing to search for".into()));
@@ -1529,16 +1525,20 @@ impl Hub {
         let hub = Arc::clone(self);
         let (text, within) = (text.to_owned(), caller.folder().map(str::to_owned));
         let _turn = self.walk_turn(caller.from).await;
+        let budget = self.config.search_names;
         let mut found = blocking(move || {
             let query = FindQuery {
                 text: &text,
                 within: within.as_deref(),
                 limit: MAX_FOUND,
+                budget,
             };
-            Ok(hub.with_hashes(hub.store.find(query)?))
+            let mut found = hub.store.find(query)?;
+            found.entries = hub.with_hashes(found.entries);
+            Ok(found)
         })
         .await?;
-        found.retain(|e| caller.sees(&e.name));
+        found.entries.retain(|e| caller.sees(&e.name));
         Ok(found)
     }
 

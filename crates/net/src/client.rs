@@ -47,6 +47,14 @@ pub struct HistoryPage {
     pub next: u64,
 }
 
+/// What a search found, and whether the hub says it may have left names out (it answers at
+/// most 5,000, and looks at a bounded number of names).
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub entries: Vec<Entry>,
+    pub cut: bool,
+}
+
 /// A connection to a hub that has completed the handshake.
 #[derive(Debug)]
 pub struct HubClient {
@@ -137,7 +145,7 @@ impl HubClient {
             )
             .await?;
         self.read_chunks(|m| match m {
-            Message::Entries(Entries { entries, last }) => Ok((entries, last)),
+            Message::Entries(Entries { entries, last, .. }) => Ok((entries, last)),
             other => Err(other.name()),
         })
         .await
@@ -160,7 +168,7 @@ impl HubClient {
             for name in window {
                 let entries = self
                     .read_chunks(|m| match m {
-                        Message::Entries(Entries { entries, last }) => Ok((entries, last)),
+                        Message::Entries(Entries { entries, last, .. }) => Ok((entries, last)),
                         other => Err(other.name()),
                     })
                     .await?;
@@ -325,16 +333,24 @@ impl HubClient {
     }
 
     /// The files and folders (`NAME/`) whose names contain `text`, in any case.
-    pub async fn find(&mut self, text: &str) -> Result<Vec<Entry>, ClientError> {
+    pub async fn find(&mut self, text: &str) -> Result<Found, ClientError> {
         let find = Find {
             text: text.to_owned(),
         };
         self.conn.send(&find.into()).await?;
-        self.read_chunks(|m| match m {
-            Message::Entries(Entries { entries, last }) => Ok((entries, last)),
-            other => Err(other.name()),
-        })
-        .await
+        let mut found = Found::default();
+        loop {
+            match expect(&mut self.conn, self.silence).await? {
+                Message::Entries(e) => {
+                    found.entries.extend(e.entries);
+                    if e.last {
+                        found.cut = e.cut;
+                        return Ok(found);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
     }
 
     /// Starts a download from `offset`. Read the bytes with [`Download::read`] until it returns

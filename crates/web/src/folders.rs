@@ -95,7 +95,7 @@ pub(crate) async fn find(
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
     Query(q): Query<FindQuery>,
-) -> Result<Json<Vec<json::FileRow>>, ApiError> {
+) -> Result<Response, ApiError> {
     let hub = &hub;
     recorded(
         hub,
@@ -103,10 +103,22 @@ pub(crate) async fn find(
         &headers,
         "find",
         q.q.clone(),
-        |caller| async move { Ok((Json(json::files(&hub.find(&q.q, &caller).await?)), 0)) },
+        |caller| async move {
+            let found = hub.find(&q.q, &caller).await?;
+            let mut response = Json(json::files(&found.entries)).into_response();
+            if found.cut {
+                let h = response.headers_mut();
+                h.insert(SEARCH_CUT, HeaderValue::from_static("1"));
+            }
+            Ok((response, 0))
+        },
     )
     .await
 }
+
+/// Set on a search's answer that may have left names out: it holds the most a search answers,
+/// or the hub stopped at the most names it lets a search look at.
+const SEARCH_CUT: &str = "x-troca-cut";
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ResumeQuery {

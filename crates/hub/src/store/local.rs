@@ -7,14 +7,13 @@ use super::Version;
 use super::{
     Body, FindQuery, Kind, ListPage, ListQuery, PlaceCheck, Seen, SmallFile, Store, StoredFile,
 };
-use super::{Claim, PartialUpload, Retimed};
+use super::{Claim, Matches, PartialUpload, Retimed};
 use crate::error::HubError;
 use rustix::fs::FileType;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 use troca_net::transfer::mtime_ns;
-use troca_proto::msg::Entry;
 use troca_proto::RemoteName;
 
 /// A folder on this machine, with the hub's partial uploads in its state folder.
@@ -100,7 +99,7 @@ impl Store for LocalStore {
         Ok(self.share.list(query))
     }
 
-    fn find(&self, query: FindQuery<'_>) -> Result<Vec<Entry>, HubError> {
+    fn find(&self, query: FindQuery<'_>) -> Result<Matches, HubError> {
         Ok(self.share.find(query))
     }
 

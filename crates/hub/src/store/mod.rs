@@ -45,6 +45,19 @@ pub struct FindQuery<'a> {
     /// rest of the share is not looked at, so the limit counts only what the caller may see.
     pub within: Option<&'a str>,
     pub limit: usize,
+    /// The most names the search looks at (`--search-names`): past them it answers what it
+    /// found, marked cut.
+    pub budget: u64,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matches {
+    /// The first matches by name, at most the query's `limit`.
+    pub entries: Vec<Entry>,
+    /// Whether names may have been left out: more matched than the limit, or the search
+    /// stopped at its budget before it had looked at every name.
+    pub cut: bool,
 }
 
 /// One page of a listing: which names, and where the page starts.
@@ -305,7 +318,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         }
     }
     /// The first files and folders by name that `query` asks for.
-    fn find(&self, query: FindQuery<'_>) -> Result<Vec<Entry>, HubError>;
+    fn find(&self, query: FindQuery<'_>) -> Result<Matches, HubError>;
     /// Calls `each` with every file beneath folder `folder`, until it fails: for a policy
     /// check before the folder is moved or deleted as a whole. In constant memory, whatever
     /// the folder holds.

@@ -9,7 +9,7 @@
 //! descriptor obtained the same way. Links that stay inside the share are followed; the state
 //! folder is never reached, through a link or otherwise.
 
-use super::{FindQuery, ListPage, ListQuery};
+use super::{FindQuery, ListPage, ListQuery, Matches};
 use crate::error::HubError;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -463,11 +463,13 @@ impl Share {
     }
     /// The first files and folders by name that `query` asks for (see [`FindQuery`]).
     /// Blocking, like [`Share::list`].
-    pub fn find(&self, query: FindQuery<'_>) -> Vec<Entry> {
+    pub fn find(&self, query: FindQuery<'_>) -> Matches {
         let want = Want::new(query.text, query.limit.max(1));
         let mut found = Found {
             want: &want,
             kept: std::collections::BTreeMap::new(),
+            left: query.budget,
+            cut: false,
         };
         match query.within {
             None => self.search(&self.root_dir, "", 0, &mut found),
@@ -732,6 +734,9 @@ impl Share {
             return;
         };
         for (own, kind) in read.filter_map(Result::ok) {
+            if !found.looks() {
+                return;
+            }
             let Some(own) = own.to_str() else {
                 continue;
             };
@@ -760,6 +765,8 @@ impl Share {
     fn search_folder(&self, dir: &OwnedFd, own: &str, name: String, depth: usize, f: &mut Found) {
         let key = format!("{name}/");
         if !f.could_take(&key) {
+            // What it holds might have matched.
+            f.cut = true;
             return;
         }
         let Ok(sub) = open_child_folder(dir, own) else {
@@ -805,9 +812,23 @@ impl Share {
 struct Found<'a> {
     want: &'a Want,
     kept: std::collections::BTreeMap<String, Entry>,
+    /// How many more names it may look at.
+    left: u64,
+    /// Whether it left names out: dropped a match past the limit, or stopped at its budget.
+    cut: bool,
 }
 
 impl Found<'_> {
+    /// Takes one name from the budget; `false` (and the answer cut) once there is none left.
+    fn looks(&mut self) -> bool {
+        if self.left == 0 {
+            self.cut = true;
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+
     /// Whether a name starting with `key` could still be kept.
     fn could_take(&self, key: &str) -> bool {
         self.kept.len() < self.want.limit
@@ -817,9 +838,15 @@ impl Found<'_> {
                 .is_some_and(|(last, _)| key < last.as_str())
     }
 
-    /// Whether the entry named `key` (`NAME/` for a folder) would be kept.
-    fn takes(&self, key: &str) -> bool {
-        self.want.matches(key) && self.could_take(key)
+    /// Whether the entry named `key` (`NAME/` for a folder) would be kept. A match that would
+    /// not cuts the answer.
+    fn takes(&mut self, key: &str) -> bool {
+        if !self.want.matches(key) {
+            return false;
+        }
+        let takes = self.could_take(key);
+        self.cut |= !takes;
+        takes
     }
 
     /// Keeps `e`, dropping the last by name past the limit.
@@ -827,11 +854,15 @@ impl Found<'_> {
         self.kept.insert(e.name.clone(), e);
         if self.kept.len() > self.want.limit {
             self.kept.pop_last();
+            self.cut = true;
         }
     }
 
-    fn done(self) -> Vec<Entry> {
-        self.kept.into_values().collect()
+    fn done(self) -> Matches {
+        Matches {
+            entries: self.kept.into_values().collect(),
+            cut: self.cut,
+        }
     }
 }
 
@@ -1813,8 +1844,14 @@ mod listing_tests {
                 text: "o",
                 within,
                 limit: 100,
+                budget: u64::MAX,
             };
-            share.find(query).into_iter().map(|e| e.name).collect()
+            share
+                .find(query)
+                .entries
+                .into_iter()
+                .map(|e| e.name)
+                .collect()
         };
         assert_eq!(find(None), ["fotos/", "photos/", "photos/2024/top/"]);
         assert_eq!(
@@ -1914,10 +1951,64 @@ mod search_tests {
                 all.retain(|n| is_folder && n.starts_with(&folder));
             }
             all.sort();
+            let matched = all.len();
             all.truncate(limit);
-            let query = FindQuery { text: "a", within: within.as_deref(), limit };
-            let found: Vec<String> = share.find(query).into_iter().map(|e| e.name).collect();
+            let query = FindQuery { text: "a", within: within.as_deref(), limit, budget: u64::MAX };
+            let found = share.find(query);
+            // Cut when more matched than it answers; never when fewer did (when exactly as
+            // many did, a folder it did not need to read may have held more).
+            prop_assert!(matched <= limit || found.cut);
+            prop_assert!(matched >= limit || !found.cut);
+            let found: Vec<String> = found.entries.into_iter().map(|e| e.name).collect();
             prop_assert_eq!(found, all);
         }
+
+        /// A search held to a budget of names answers some of the matches, in order, and says
+        /// it stopped when it had to; with budget enough, it answers what an unbounded one does.
+        #[test]
+        fn a_search_stops_at_its_budget_and_says_so(
+            paths in proptest::collection::vec("[ab]{1,2}(/[ab]{1,2}){0,3}", 1..40),
+            limit in 1usize..12,
+            budget in 0u64..60,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("share");
+            let share = Share::open(&root, &root.join(".troca")).unwrap();
+            for p in &paths {
+                let path = root.join(p);
+                if std::fs::create_dir_all(path.parent().unwrap()).is_ok() {
+                    let _ = std::fs::write(&path, p.as_bytes());
+                }
+            }
+            let mut all = Vec::new();
+            all_matches(&root, "", "a", &mut all);
+            all.sort();
+            let find = |budget| share.find(FindQuery { text: "a", within: None, limit, budget });
+            let whole = find(u64::MAX);
+            let found = find(budget);
+            let names: Vec<&String> = found.entries.iter().map(|e| &e.name).collect();
+            prop_assert!(names.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(names.iter().all(|n| all.contains(n)));
+            let entries = entries_beneath(&root);
+            if budget >= entries {
+                prop_assert_eq!(&found, &whole);
+            } else if all.len() < limit {
+                // Nothing could be skipped: every name had to be looked at.
+                prop_assert!(found.cut);
+            }
+        }
+    }
+
+    /// How many entries a search of the share reads: every one, the state folder's own entry
+    /// but not what it holds.
+    fn entries_beneath(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let inner = e.file_type().unwrap().is_dir() && e.file_name() != ".troca";
+                1 + if inner { entries_beneath(&e.path()) } else { 0 }
+            })
+            .sum()
     }
 }

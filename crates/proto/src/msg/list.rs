@@ -63,7 +63,14 @@ impl Entry {
 pub struct Entries {
     pub entries: Vec<Entry>,
     pub last: bool,
+    /// Set on the last chunk of a search that may have left names out: it reached its most
+    /// answers, or the most names it may look at. Never set on a listing.
+    pub cut: bool,
 }
+
+/// The flags byte that ends an `Entries` frame.
+const LAST: u8 = 1;
+const CUT: u8 = 2;
 
 impl Entries {
     /// Whether `entry` still fits in this chunk's frame.
@@ -78,7 +85,7 @@ impl Entries {
         for e in &self.entries {
             e.encode(out);
         }
-        out.put_bool(self.last);
+        out.put_u8((u8::from(self.last) * LAST) | (u8::from(self.cut) * CUT));
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -95,9 +102,17 @@ impl Entries {
         for _ in 0..count {
             entries.push(Entry::decode(r)?);
         }
+        let flags = r.u8()?;
+        if flags & !(LAST | CUT) != 0 {
+            return Err(DecodeError::BadValue {
+                field: "flags",
+                value: flags.into(),
+            });
+        }
         Ok(Self {
             entries,
-            last: r.bool("last")?,
+            last: flags & LAST != 0,
+            cut: flags & CUT != 0,
         })
     }
 }

@@ -345,8 +345,12 @@ mod tests {
                 }
                 .into()
             }),
-            (proptest::collection::vec(entry(), 0..20), any::<bool>())
-                .prop_map(|(entries, last)| Entries { entries, last }.into()),
+            (
+                proptest::collection::vec(entry(), 0..20),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(entries, last, cut)| Entries { entries, last, cut }.into()),
             (any::<u64>(), any::<u64>(), any::<i64>()).prop_map(|(a, b, modified_ns)| {
                 // A header never starts past the end of its file.
                 FileHeader {
@@ -538,11 +542,38 @@ mod tests {
     #[test]
     fn booleans_other_than_zero_or_one_are_refused() {
         let mut buf = Vec::new();
-        encode_frame(&Entries::default().into(), &mut buf);
-        *buf.last_mut().unwrap() = 2;
+        let chunk = HistoryEntries {
+            items: Vec::new(),
+            last: true,
+            next: 0,
+        };
+        encode_frame(&chunk.into(), &mut buf);
+        // The bool comes before the 8 bytes of `next`.
+        let at = buf.len() - 9;
+        buf[at] = 2;
         assert!(matches!(
             decode_frame(&buf),
             Err(DecodeError::BadValue { field: "last", .. })
+        ));
+    }
+
+    #[test]
+    fn an_entries_flag_unknown_is_refused() {
+        let flags = |byte: u8| {
+            let mut buf = Vec::new();
+            encode_frame(&Entries::default().into(), &mut buf);
+            *buf.last_mut().unwrap() = byte;
+            decode_frame(&buf).map(|m| m.unwrap().0)
+        };
+        let both = Entries {
+            entries: Vec::new(),
+            last: true,
+            cut: true,
+        };
+        assert_eq!(flags(3).unwrap(), Message::Entries(both));
+        assert!(matches!(
+            flags(4),
+            Err(DecodeError::BadValue { field: "flags", .. })
         ));
     }
 

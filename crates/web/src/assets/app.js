@@ -274,8 +274,13 @@ async function search() {
     return row({ ...f, name: f.name, short, folder: isFolder, count: 0 }, true);
   });
   if (rows.length === 0) rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: `No file or folder name contains “${q}”.` })));
-  // The hub answers at most this many, the first by name.
-  if (rows.length >= 5000) rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: "Only the first 5,000 matches are shown. Type more of the name to narrow the search." })));
+  // The hub answers at most 5,000, the first by name, and looks at a bounded number of names.
+  if (r.headers.get("X-Troca-Cut")) {
+    const why = found.length >= 5000
+      ? "Only the first 5,000 matches are shown. Type more of the name to narrow the search."
+      : "The hub stopped looking before the end of the share: there may be more matches.";
+    rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: why })));
+  }
   $("#files tbody").replaceChildren(...rows);
 }
 

@@ -91,9 +91,20 @@ pub const LIST: &str = "SELECT n.name, n.object, n.size, n.modified_ns FROM name
 
 /// `$3`: whether `$1` is looked for in whole names (a folder's ending in `/`) rather than in
 /// each entry's own name.
-pub const FIND: &str = "SELECT name, object, size, modified_ns FROM names
-     WHERE ($4::text IS NULL OR name = $4 OR (name > $4 || '/' AND name < $4 || '0'))
-       AND strpos(lower(CASE WHEN $3 THEN name || CASE WHEN object IS NULL THEN '/' ELSE '' END
+/// Whether there are more than $2 names in the folder $1 (or in all, for NULL): whether a
+/// search held to its budget of $2 names left some unlooked at.
+pub const FIND_PAST: &str = "SELECT 1 FROM names
+     WHERE ($1::text IS NULL OR name = $1 OR (name > $1 || '/' AND name < $1 || '0'))
+     ORDER BY name OFFSET $2 LIMIT 1";
+
+/// A search: $1 the text, $2 how many, $3 whole names, $4 the folder it is held to (or NULL),
+/// $5 the most names it looks at (the first by name, walked in the index's order, so it stops
+/// as soon as it has $2).
+pub const FIND: &str = "SELECT name, object, size, modified_ns FROM
+     (SELECT * FROM names
+      WHERE ($4::text IS NULL OR name = $4 OR (name > $4 || '/' AND name < $4 || '0'))
+      ORDER BY name LIMIT $5) AS looked
+     WHERE strpos(lower(CASE WHEN $3 THEN name || CASE WHEN object IS NULL THEN '/' ELSE '' END
                             ELSE substring(name from '[^/]*$') END), lower($1)) > 0
      ORDER BY name LIMIT $2";
 

@@ -26,7 +26,7 @@ use self::parts::{part_size_for, PartWriter, StoredPart, Target};
 use self::remembered::{Forget, Remembered};
 use super::uploads::beyond_budget;
 use super::PartialBudget;
-use super::{Body, FindQuery, Retimed, Version};
+use super::{Body, FindQuery, Matches, Retimed, Version};
 use super::{Claim, Kind, PartialInfo, PartialUpload, PlaceCheck, SmallFile, Store, StoredFile};
 use crate::error::HubError;
 use crate::pg::now_ns;
@@ -1064,15 +1064,25 @@ impl Store for ObjectStore {
         })
     }
 
-    fn find(&self, query: FindQuery<'_>) -> Result<Vec<troca_proto::msg::Entry>, HubError> {
+    /// Looks at the first `budget` names by name, and stops as soon as it has one answer more
+    /// than asked (so it knows more matched). Only a search that found fewer asks whether it
+    /// left names unlooked at.
+    fn find(&self, query: FindQuery<'_>) -> Result<Matches, HubError> {
         let within = query.within.map(|f| f.trim_end_matches('/'));
-        let text = query.text;
+        let (text, more) = (query.text, query.limit as i64 + 1);
+        let budget = i64::try_from(query.budget).unwrap_or(i64::MAX);
         self.db().run(async || {
             let c = self.db().get().await?;
-            let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&text, &(query.limit as i64), &text.contains('/'), &within];
+            let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&text, &more, &text.contains('/'), &within, &budget];
             let rows = c.query(catalog::FIND, &args).await.map_err(db_err)?;
-            Ok(rows.iter().map(catalog::entry).collect())
+            let mut entries: Vec<_> = rows.iter().map(catalog::entry).collect();
+            let cut = entries.len() > query.limit
+                || (c.query_opt(catalog::FIND_PAST, &[&within, &budget]).await)
+                    .map_err(db_err)?
+                    .is_some();
+            entries.truncate(query.limit);
+            Ok(Matches { entries, cut })
         })
     }
 
