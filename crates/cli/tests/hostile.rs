@@ -1056,6 +1056,32 @@ fn uploads_leave_the_space_to_keep_free_on_every_face() {
     assert_eq!(names, ["one.bin"]);
 }
 
+/// A folder's zip keeps its list of files on disk once it outgrows memory (a MiB), and that
+/// file, too, leaves `--keep-free` of the disk: past it the zip stops, cut off (never a zip that
+/// looks whole), and the history says why; a small folder's zip still comes whole.
+#[test]
+fn a_zip_too_large_to_list_in_memory_leaves_the_space_to_keep_free() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.share.join("many")).unwrap();
+    for i in 0..20_000 {
+        std::fs::write(s.share.join(format!("many/file-{i:05}.txt")), "").unwrap();
+    }
+    write_tree(&s.share, &[("few/a.txt", "a"), ("few/b.txt", "b")]);
+    let hub = Hub::start(&s.share, &["--keep-free", "100%"]);
+    let web = hub.web.clone().unwrap();
+    let few = curl(&["-f", &format!("{web}files/few/?zip")]);
+    assert!(few.status.success());
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(few.stdout)).unwrap();
+    assert_eq!(archive.len(), 2, "its two files");
+    let many = curl(&["-f", "-o", "/dev/null", &format!("{web}files/many/?zip")]);
+    assert!(
+        !many.status.success(),
+        "a cut-off zip must not end as a whole one"
+    );
+    let history = ok(&hub.troca(&s.client, &["history", "--op", "zip"]));
+    assert!(history.contains("no_space"), "{history}");
+}
+
 /// An address without a token uploads within its quota (bytes and files per window), on
 /// every face; a batch stores the files that fit and refuses the rest, saying why once; a
 /// token lifts the quota.

@@ -79,9 +79,18 @@ impl Hub {
     /// Bytes a gathered body may still take: the store's room, and the state folder's disk
     /// less what `--keep-free` leaves on it.
     fn spool_room(&self) -> u64 {
-        let state = troca_net::durable::space(&self.config().state_dir)
-            .map_or(u64::MAX, |s| self.config().keep_free.usable(s));
-        self.store().room().unwrap_or(u64::MAX).min(state)
+        self.store()
+            .room()
+            .unwrap_or(u64::MAX)
+            .min(self.scratch_room())
+    }
+
+    /// Bytes the hub's unnamed scratch files in its state folder (a body being gathered, a
+    /// zip's central directory) may still take: its disk's free space less `--keep-free`.
+    /// Blocking (a `statvfs`).
+    pub fn scratch_room(&self) -> u64 {
+        troca_net::durable::space(&self.config().state_dir)
+            .map_or(u64::MAX, |s| self.config().keep_free.usable(s))
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::api::{caller, recorded};
 use crate::error::ApiError;
 use crate::page;
-use crate::zipstream::{DosTime, ZipStream};
+use crate::zipstream::{DosTime, Spill, ZipStream};
 use crate::Visitor;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -480,7 +480,11 @@ pub(crate) async fn zip(
                 record.finish(hub2.history_log(), Ok(sent));
             }
             Err(e) => {
-                record.finish(hub2.history_log(), Err(format!("internal: {e}")));
+                let code = match e.kind() {
+                    io::ErrorKind::StorageFull => "no_space",
+                    _ => "internal",
+                };
+                record.finish(hub2.history_log(), Err(format!("{code}: {e}")));
                 // The client sees a cut-off body rather than a zip that looks whole.
                 let _ = tx.blocking_send(Err(e));
             }
@@ -525,7 +529,7 @@ struct Listed<'a> {
 
 /// Writes the zip of a folder, its files read as `caller`; returns the bytes sent. Blocking.
 fn write_zip(
-    hub: &Hub,
+    hub: &Arc<Hub>,
     caller: &Caller,
     listed: Listed<'_>,
     out: ChannelWriter,
@@ -535,7 +539,12 @@ fn write_zip(
         first,
         mut rest,
     } = listed;
-    let mut zip = ZipStream::new(out, hub.config().state_dir.clone());
+    let hub_room = Arc::clone(hub);
+    let spill = Spill {
+        dir: hub.config().state_dir.clone(),
+        room: Box::new(move || hub_room.scratch_room()),
+    };
+    let mut zip = ZipStream::new(out, spill);
     // Names inside the zip start with the folder's own name, as `zip -r photos` makes them.
     let parent_len = folder.trim_end_matches('/').rfind('/').map_or(0, |i| i + 1);
     let mut buf = vec![0u8; ZIP_CHUNK];

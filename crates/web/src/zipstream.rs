@@ -97,28 +97,80 @@ struct Finished<'a> {
     offset: u64,
 }
 
+/// Where a central directory too large for memory goes: an unnamed file in `dir`, which may
+/// take no more than `room` says is left (checked before each [`HELD`] bytes of it).
+pub struct Spill {
+    pub dir: std::path::PathBuf,
+    pub room: Box<dyn Fn() -> u64 + Send>,
+}
+
+#[cfg(test)]
+impl Spill {
+    /// A spill into `dir` that never runs out of room.
+    pub fn unbounded(dir: std::path::PathBuf) -> Spill {
+        Spill {
+            dir,
+            room: Box::new(|| u64::MAX),
+        }
+    }
+}
+
+/// No room at all (what is left behind once a zip's directory has been written).
+impl Default for Spill {
+    fn default() -> Spill {
+        Spill {
+            dir: std::path::PathBuf::new(),
+            room: Box::new(|| 0),
+        }
+    }
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill").field("dir", &self.dir).finish()
+    }
+}
+
 /// The central directory as it grows: in memory, then in a temporary file in `spill`.
 #[derive(Debug, Default)]
 struct Central {
-    spill: std::path::PathBuf,
+    spill: Spill,
     held: Vec<u8>,
     spilled: Option<io::BufWriter<std::fs::File>>,
     len: u64,
+    /// Where the spill file may grow to before the room is asked again.
+    checked_to: u64,
 }
 
 impl Central {
     fn push(&mut self, record: &[u8]) -> io::Result<()> {
         self.len += record.len() as u64;
+        if self.spilled.is_some() && self.len > self.checked_to {
+            self.check_room()?;
+        }
         if let Some(file) = &mut self.spilled {
             return file.write_all(record);
         }
         self.held.extend_from_slice(record);
         if self.held.len() >= HELD {
-            let mut file = io::BufWriter::new(tempfile::tempfile_in(&self.spill)?);
+            self.check_room()?;
+            let mut file = io::BufWriter::new(tempfile::tempfile_in(&self.spill.dir)?);
             file.write_all(&self.held)?;
             self.held = Vec::new();
             self.spilled = Some(file);
         }
+        Ok(())
+    }
+
+    /// Refuses to grow the spill file by another [`HELD`] bytes without that much room.
+    fn check_room(&mut self) -> io::Result<()> {
+        if (self.spill.room)() < HELD as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "the hub's disk has no room left (--keep-free) for this zip's list of files",
+            ));
+        }
+        self.checked_to = self.len + HELD as u64;
         Ok(())
     }
 
@@ -154,8 +206,8 @@ pub struct ZipStream<W: Write> {
 
 impl<W: Write> ZipStream<W> {
     /// A zip written to `out`, its central directory spilling past [`HELD`] bytes into an
-    /// unnamed file in folder `spill` (the hub's state folder: on its disk, never a tmpfs).
-    pub fn new(out: W, spill: std::path::PathBuf) -> Self {
+    /// unnamed file (in the hub's state folder: on its disk, never a tmpfs).
+    pub fn new(out: W, spill: Spill) -> Self {
         Self {
             out,
             at: 0,
@@ -426,7 +478,7 @@ mod tests {
     }
 
     fn zipped(items: &[Item]) -> Vec<u8> {
-        let mut z = ZipStream::new(Vec::new(), std::env::temp_dir());
+        let mut z = ZipStream::new(Vec::new(), Spill::unbounded(std::env::temp_dir()));
         let t = DosTime::from_ns(1_700_000_000_000_000_000, &jiff::tz::TimeZone::UTC);
         for item in items {
             match item {
@@ -505,6 +557,42 @@ mod tests {
         assert_eq!(got[69_999], ("f/69999.txt".to_owned(), b"69999".to_vec()));
     }
 
+    /// The directory's spill file grows only while the disk has room for its next MiB: asked
+    /// before it is made, and again each MiB after.
+    #[test]
+    fn a_spilled_directory_stops_at_the_room_left() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let zip_of = |rooms: Vec<u64>| {
+            let asked = std::sync::Arc::new(AtomicU64::new(0));
+            let counted = std::sync::Arc::clone(&asked);
+            let room = move || {
+                let i = counted.fetch_add(1, Ordering::Relaxed) as usize;
+                rooms.get(i).copied().unwrap_or(0)
+            };
+            let spill = Spill {
+                dir: std::env::temp_dir(),
+                room: Box::new(room),
+            };
+            let mut z = ZipStream::new(io::sink(), spill);
+            let t = DosTime::default();
+            let made = (0..70_000).try_for_each(|i| z.add_folder(&format!("f/{i:05}/"), t));
+            let finished = made.and_then(|()| z.finish(&mut [0u8; 4096]).map(drop));
+            (finished, asked.load(Ordering::Relaxed))
+        };
+        let (full, asked) = zip_of(vec![0]);
+        assert_eq!(full.unwrap_err().kind(), io::ErrorKind::StorageFull);
+        assert_eq!(asked, 1, "refused before the spill file was made");
+        let (later, asked) = zip_of(vec![u64::MAX, 0]);
+        assert_eq!(later.unwrap_err().kind(), io::ErrorKind::StorageFull);
+        assert_eq!(asked, 2, "refused a MiB later");
+        let (whole, asked) = zip_of(vec![u64::MAX; 10]);
+        whole.unwrap();
+        assert!(
+            (2..10).contains(&asked),
+            "asked {asked} times for a few MiB"
+        );
+    }
+
     #[test]
     fn dos_times_are_local_in_two_second_steps_and_clamped() {
         let utc = jiff::tz::TimeZone::UTC;
@@ -517,7 +605,7 @@ mod tests {
 
     #[test]
     fn a_file_that_grows_past_what_its_header_said_is_refused() {
-        let mut z = ZipStream::new(io::sink(), std::env::temp_dir());
+        let mut z = ZipStream::new(io::sink(), Spill::unbounded(std::env::temp_dir()));
         z.start_file("a", DosTime::default(), 1).unwrap();
         z.open.as_mut().unwrap().size = FULL_32;
         let err = z.finish(&mut [0u8; 16]).unwrap_err();
