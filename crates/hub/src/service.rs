@@ -174,6 +174,8 @@ pub struct Listing {
     done: bool,
     /// The caller may see none of these names: one empty page.
     nothing: bool,
+    /// Only what folder `prefix` holds directly ([`ListQuery::children`]).
+    children: bool,
 }
 
 impl Listing {
@@ -184,10 +186,15 @@ impl Listing {
             return Ok(end);
         }
         let hub = Arc::clone(&self.hub);
-        let (prefix, after) = (self.prefix.clone(), self.after.take());
-        let page =
-            blocking(move || hub.list_page_blocking(ListQuery::after(&prefix, after.as_deref())))
-                .await?;
+        let (prefix, after, children) = (self.prefix.clone(), self.after.take(), self.children);
+        let page = blocking(move || {
+            let query = ListQuery {
+                children,
+                ..ListQuery::after(&prefix, after.as_deref())
+            };
+            hub.list_page_blocking(query)
+        })
+        .await?;
         Ok(Some(self.advance(page)))
     }
 
@@ -197,9 +204,11 @@ impl Listing {
             return Ok(end);
         }
         let after = self.after.take();
-        let page = self
-            .hub
-            .list_page_blocking(ListQuery::after(&self.prefix, after.as_deref()))?;
+        let query = ListQuery {
+            children: self.children,
+            ..ListQuery::after(&self.prefix, after.as_deref())
+        };
+        let page = self.hub.list_page_blocking(query)?;
         Ok(Some(self.advance(page)))
     }
 
@@ -580,6 +589,26 @@ impl Hub {
             prefix: covered.unwrap_or_default(),
             after,
             done: false,
+            children: false,
+        }
+    }
+
+    /// What folder `folder` (`""` or `NAME/`) holds directly, a page at a time: its files and
+    /// its folders (`NAME/`), after `after`, without reading what is beneath them. Nothing for
+    /// a caller who may not see the whole folder (one on the way to a token's folder).
+    pub fn list_children(
+        self: &Arc<Self>,
+        caller: &Caller,
+        folder: &str,
+        after: Option<String>,
+    ) -> Listing {
+        Listing {
+            hub: Arc::clone(self),
+            nothing: !caller.sees(folder),
+            prefix: folder.to_owned(),
+            after,
+            done: false,
+            children: true,
         }
     }
 

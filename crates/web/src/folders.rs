@@ -297,6 +297,54 @@ impl RowWalk {
     }
 }
 
+/// The rows of what a folder holds directly, each sub-folder as itself (no count of what is
+/// beneath it, which is never read): what a WebDAV `PROPFIND` of depth 1 answers, at the cost
+/// of the folder's own entries, whatever the folders in it hold.
+pub(crate) struct ChildWalk {
+    folder: String,
+    listing: Listing,
+    page: std::vec::IntoIter<Entry>,
+}
+
+impl ChildWalk {
+    /// The rows of `folder` (`""` or `NAME/`), which `caller` sees whole.
+    pub(crate) fn new(hub: &Arc<Hub>, caller: &Caller, folder: &str) -> Self {
+        Self {
+            folder: folder.to_owned(),
+            listing: hub.list_children(caller, folder, None),
+            page: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next row (`None` once there are no more).
+    pub(crate) async fn next(&mut self) -> Result<Option<Row>, HubError> {
+        loop {
+            if let Some(e) = self.page.next() {
+                // Only names in the folder (never the folder itself, which a client would
+                // take for a child of itself).
+                let own = e.name.strip_prefix(&self.folder).unwrap_or_default();
+                let own = own.trim_end_matches('/');
+                if own.is_empty() || own.contains('/') {
+                    continue;
+                }
+                return Ok(Some(Row {
+                    short: own.to_owned(),
+                    folder: e.name.ends_with('/'),
+                    size: e.size,
+                    files: 0,
+                    modified_ns: e.modified_ns,
+                    blake3: e.blake3,
+                    name: e.name,
+                }));
+            }
+            match self.listing.next_page().await? {
+                Some(page) => self.page = page.into_iter(),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 /// Rows from a listing in byte order: a sub-folder's row gathers the entries beneath it, which
 /// come one after the other, and is complete once an entry outside it comes.
 #[derive(Debug, Default)]

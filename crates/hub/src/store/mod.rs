@@ -69,6 +69,9 @@ pub struct ListQuery<'a> {
     pub after: Option<&'a str>,
     /// At most this many entries (at least one is asked for).
     pub limit: usize,
+    /// Only what is directly in folder `prefix` (`""` or ending in `/`): its files, and every
+    /// folder in it as `NAME/`, none entered. Costs what the folder holds, not what is beneath.
+    pub children: bool,
 }
 
 impl<'a> ListQuery<'a> {
@@ -84,6 +87,15 @@ impl<'a> ListQuery<'a> {
             prefix,
             after,
             limit: LIST_PAGE,
+            children: false,
+        }
+    }
+
+    /// [`ListQuery::after`] of only what is directly in folder `prefix`.
+    pub fn children_after(prefix: &'a str, after: Option<&'a str>) -> Self {
+        Self {
+            children: true,
+            ..Self::after(prefix, after)
         }
     }
 }

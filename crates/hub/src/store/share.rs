@@ -457,6 +457,7 @@ impl Share {
             prefix: query.prefix,
             out: Vec::new(),
             limit,
+            children: query.children,
         };
         self.list_folder(&self.root_dir, "", query.after, 0, &mut walk);
         ListPage::from_collected(walk.out, limit)
@@ -639,6 +640,9 @@ impl Share {
             return;
         }
         match child.kind {
+            FileType::Directory if walk.lists_as_child(&child.key) => {
+                self.list_as_child(dir, rel, child, after, walk);
+            }
             // A link to a folder is entered only when the listing is of what is inside it.
             FileType::Directory if child.linked && !walk.prefix.starts_with(&child.key) => {
                 let listed = after.is_none_or(|a| child.key.as_str() > a);
@@ -664,7 +668,9 @@ impl Share {
                 let before = walk.out.len();
                 self.list_folder(&sub, child.name(), inner_after, depth + 1, walk);
                 let listed = after.is_none_or(|a| child.key.as_str() > a);
+                // A listing of children lists what is in the folder, never the folder itself.
                 if listed
+                    && !walk.children
                     && walk.out.len() == before
                     && child.key.starts_with(walk.prefix)
                     && RemoteName::parse(child.name()).is_ok()
@@ -678,6 +684,30 @@ impl Share {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Folder `child` of a listing of children: itself, never entered.
+    fn list_as_child(
+        &self,
+        dir: &OwnedFd,
+        rel: &str,
+        child: Child,
+        after: Option<&str>,
+        walk: &mut ListWalk<'_>,
+    ) {
+        if after.is_some_and(|a| child.key.as_str() <= a)
+            || RemoteName::parse(child.name()).is_err()
+        {
+            return;
+        }
+        let sub = if child.linked {
+            self.open_linked_folder(child.name())
+        } else {
+            open_child_folder(dir, child.own(rel)).ok()
+        };
+        if let Some(sub) = sub {
+            walk.out.push(folder_entry(child.key, &sub));
         }
     }
 
@@ -1036,11 +1066,23 @@ struct ListWalk<'a> {
     prefix: &'a str,
     out: Vec<Entry>,
     limit: usize,
+    /// Only what is directly in folder `prefix` ([`ListQuery::children`]).
+    children: bool,
 }
 
 impl ListWalk<'_> {
     fn full(&self) -> bool {
         self.out.len() > self.limit
+    }
+
+    /// Whether folder `key` (`NAME/`) is one to list as itself, not enter: one directly in
+    /// the folder a listing of children lists.
+    fn lists_as_child(&self, key: &str) -> bool {
+        self.children
+            && key
+                .strip_prefix(self.prefix)
+                .and_then(|rest| rest.strip_suffix('/'))
+                .is_some_and(|own| !own.is_empty() && !own.contains('/'))
     }
 }
 
@@ -1639,9 +1681,8 @@ mod listing_tests {
     /// A listing read in one page.
     fn whole(share: &Share, prefix: &str) -> Vec<String> {
         let page = share.list(ListQuery {
-            prefix,
-            after: None,
             limit: 10_000,
+            ..ListQuery::after(prefix, None)
         });
         page.entries.into_iter().map(|e| e.name).collect()
     }
@@ -1652,9 +1693,8 @@ mod listing_tests {
         let mut after: Option<String> = None;
         loop {
             let page = share.list(ListQuery {
-                prefix,
-                after: after.as_deref(),
                 limit,
+                ..ListQuery::after(prefix, after.as_deref())
             });
             assert!(page.entries.len() <= limit);
             out.extend(page.entries.into_iter().map(|e| e.name));
@@ -1683,6 +1723,50 @@ mod listing_tests {
                 .collect();
             prop_assert_eq!(&whole(&share, prefix), &want);
             prop_assert_eq!(paged(&share, prefix, limit), want);
+        }
+
+        /// A listing of children, page by page, is what the folder holds directly: its files,
+        /// and each folder in it as `NAME/` (empty or not), in byte order.
+        #[test]
+        fn a_listing_of_children_is_what_the_folder_holds(
+            (files, folders) in tree(),
+            limit in 1usize..6,
+            folder in proptest::sample::select(vec!["", "a/", "b/", "a/a/", "z/", "e/", "a/e/"]),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("share");
+            let share = Share::open(&root, &root.join(".troca")).unwrap();
+            make(&root, &files, &folders);
+            // Empty folders, which a listing of everything shows as themselves: a listing of
+            // what one holds shows nothing, never the folder itself.
+            std::fs::create_dir_all(root.join("e")).unwrap();
+            if root.join("a").is_dir() {
+                std::fs::create_dir_all(root.join("a/e")).unwrap();
+            }
+            let mut want: Vec<String> = match std::fs::read_dir(root.join(folder)) {
+                Ok(read) => read
+                    .map(|e| e.unwrap())
+                    .filter(|e| e.file_name() != ".troca")
+                    .map(|e| {
+                        let slash = if e.file_type().unwrap().is_dir() { "/" } else { "" };
+                        format!("{folder}{}{slash}", e.file_name().to_str().unwrap())
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            want.sort();
+            let mut got = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let query = ListQuery { limit, ..ListQuery::children_after(folder, after.as_deref()) };
+                let page = share.list(query);
+                got.extend(page.entries.into_iter().map(|e| e.name));
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            prop_assert_eq!(got, want);
         }
     }
 
@@ -1874,16 +1958,14 @@ mod listing_tests {
             std::fs::write(root.join(n), n).unwrap();
         }
         let first = share.list(ListQuery {
-            prefix: "",
-            after: None,
             limit: 2,
+            ..ListQuery::after("", None)
         });
         assert_eq!(first.next.as_deref(), Some("a/2"));
         std::fs::remove_file(root.join("a/2")).unwrap();
         let rest = share.list(ListQuery {
-            prefix: "",
-            after: first.next.as_deref(),
             limit: 10,
+            ..ListQuery::after("", first.next.as_deref())
         });
         let names: Vec<_> = rest.entries.into_iter().map(|e| e.name).collect();
         assert_eq!(names, ["a/3", "b/1"]);

@@ -121,6 +121,21 @@ struct Child {
 }
 
 /// A folder's row as a WebDAV entry.
+/// What a folder holds, as a `PROPFIND` of depth 1 lists it.
+enum Children {
+    Direct(crate::folders::ChildWalk),
+    OnTheWay(crate::folders::RowWalk),
+}
+
+impl Children {
+    async fn next(&mut self) -> Result<Option<crate::folders::Row>, troca_hub::HubError> {
+        match self {
+            Children::Direct(w) => w.next().await,
+            Children::OnTheWay(w) => w.next().await,
+        }
+    }
+}
+
 fn child(r: crate::folders::Row) -> Child {
     Child {
         meta: Meta(Stat {
@@ -170,7 +185,7 @@ impl HubFs {
 
     /// The entries directly in folder `name`.
     /// The entries of folder `name`, one at a time as its listing is read.
-    async fn children(&self, ctx: &Ctx, name: &str) -> FsResult<crate::folders::RowWalk> {
+    async fn children(&self, ctx: &Ctx, name: &str) -> FsResult<Children> {
         if !self.stat(ctx, name).await?.folder {
             return Err(FsError::Forbidden);
         }
@@ -179,12 +194,14 @@ impl HubFs {
         } else {
             format!("{name}/")
         };
-        Ok(crate::folders::RowWalk::new(
-            &self.hub,
-            &ctx.caller,
-            &prefix,
-            None,
-        ))
+        let (hub, caller) = (&self.hub, &ctx.caller);
+        // A folder on the way to a token's folder shows only the way there, which only the
+        // walk of everything beneath it knows.
+        Ok(if caller.sees(&prefix) {
+            Children::Direct(crate::folders::ChildWalk::new(hub, caller, &prefix))
+        } else {
+            Children::OnTheWay(crate::folders::RowWalk::new(hub, caller, &prefix, None))
+        })
     }
 
     /// A LOCK of a name not there yet makes it, empty (RFC 4918 §7.3), under the lock just

@@ -89,15 +89,24 @@ pub const LIST: &str = "SELECT n.name, n.object, n.size, n.modified_ns FROM name
      ORDER BY (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\"
      LIMIT $3";
 
-/// `$3`: whether `$1` is looked for in whole names (a folder's ending in `/`) rather than in
-/// each entry's own name.
+/// What folder $1 (`""`, or a name ending in `/`) holds directly, after $2, at most $3: every
+/// folder on the way to a name has its row, so a folder's children are the rows one step
+/// beneath it (read from the index's range for the folder, not the whole table).
+pub const CHILDREN: &str = "SELECT n.name, n.object, n.size, n.modified_ns FROM names n
+     WHERE n.name > $1 AND ($1 = '' OR n.name < left($1, -1) || '0')
+       AND strpos(substr(n.name, length($1) + 1), '/') = 0
+       AND (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\" > $2
+     ORDER BY (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\"
+     LIMIT $3";
+
 /// Whether there are more than $2 names in the folder $1 (or in all, for NULL): whether a
 /// search held to its budget of $2 names left some unlooked at.
 pub const FIND_PAST: &str = "SELECT 1 FROM names
      WHERE ($1::text IS NULL OR name = $1 OR (name > $1 || '/' AND name < $1 || '0'))
      ORDER BY name OFFSET $2 LIMIT 1";
 
-/// A search: $1 the text, $2 how many, $3 whole names, $4 the folder it is held to (or NULL),
+/// A search: $1 the text, $2 how many, $3 whether $1 is looked for in whole names (a folder's
+/// ending in `/`) rather than in each entry's own name, $4 the folder it is held to (or NULL),
 /// $5 the most names it looks at (the first by name, walked in the index's order, so it stops
 /// as soon as it has $2).
 pub const FIND: &str = "SELECT name, object, size, modified_ns FROM

@@ -1037,10 +1037,14 @@ impl Store for ObjectStore {
         let rows = (limit + 1) as i64;
         self.db().run(async || {
             let c = self.db().get().await?;
-            let rows = c
-                .query(catalog::LIST, &[&pattern, &after, &rows])
-                .await
-                .map_err(db_err)?;
+            let rows = if query.children {
+                let args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&query.prefix, &after, &rows];
+                c.query(catalog::CHILDREN, &args).await
+            } else {
+                c.query(catalog::LIST, &[&pattern, &after, &rows]).await
+            }
+            .map_err(db_err)?;
             let entries = rows.iter().map(catalog::entry).collect();
             Ok(super::ListPage::from_collected(entries, limit))
         })
