@@ -2014,16 +2014,7 @@ mod search_tests {
             limit in 1usize..12,
             within in proptest::option::of("[ab]{1,2}(/[ab]{1,2}){0,1}"),
         ) {
-            let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("share");
-            let share = Share::open(&root, &root.join(".troca")).unwrap();
-            for p in &paths {
-                // A path under a file, or one that is a folder already, is left out.
-                let path = root.join(p);
-                if std::fs::create_dir_all(path.parent().unwrap()).is_ok() {
-                    let _ = std::fs::write(&path, p.as_bytes());
-                }
-            }
+            let (_dir, root, share) = share_of(&paths);
             let mut all = Vec::new();
             all_matches(&root, "", "a", &mut all);
             // A search within a folder finds what a search of the share finds in it.
@@ -2053,15 +2044,7 @@ mod search_tests {
             limit in 1usize..12,
             budget in 0u64..60,
         ) {
-            let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("share");
-            let share = Share::open(&root, &root.join(".troca")).unwrap();
-            for p in &paths {
-                let path = root.join(p);
-                if std::fs::create_dir_all(path.parent().unwrap()).is_ok() {
-                    let _ = std::fs::write(&path, p.as_bytes());
-                }
-            }
+            let (_dir, root, share) = share_of(&paths);
             let mut all = Vec::new();
             all_matches(&root, "", "a", &mut all);
             all.sort();
@@ -2079,6 +2062,21 @@ mod search_tests {
                 prop_assert!(found.cut);
             }
         }
+    }
+
+    /// A share holding a file at each of `paths` (one under a file, or one that is a folder
+    /// already, is left out): the folder that holds it, its root, and the share.
+    fn share_of(paths: &[String]) -> (tempfile::TempDir, PathBuf, Share) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        let share = Share::open(&root, &root.join(".troca")).unwrap();
+        for p in paths {
+            let path = root.join(p);
+            if std::fs::create_dir_all(path.parent().unwrap()).is_ok() {
+                let _ = std::fs::write(&path, p.as_bytes());
+            }
+        }
+        (dir, root, share)
     }
 
     /// How many entries a search of the share reads: every one, the state folder's own entry
