@@ -1867,6 +1867,37 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
     assert!(found.lines().last().unwrap().ends_with("many/f05000"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at most 5000 names"), "{err}");
+    // WebDAV lists what a folder holds directly: the root without what is beneath its
+    // folders, and the folder's 20,000 over three pages of its children.
+    let propfind = |path: &str| -> Vec<String> {
+        let out = Command::new("curl")
+            .args(["-sf", "-X", "PROPFIND", "-H", "Depth: 1"])
+            .arg(format!("{web}dav/{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let xml = String::from_utf8(out.stdout).unwrap();
+        let hrefs = xml.split("<D:href>").skip(1);
+        hrefs
+            .map(|h| h.split('<').next().unwrap().to_owned())
+            .collect()
+    };
+    let root = propfind("");
+    assert_eq!(
+        root,
+        [
+            "/dav/",
+            "/dav/e-1",
+            "/dav/e/",
+            "/dav/many-x",
+            "/dav/many.y",
+            "/dav/many/",
+            "/dav/many0"
+        ]
+    );
+    let inside = propfind("many/");
+    assert_eq!(inside.len(), 20_001, "the folder and what it holds");
+    assert_eq!(inside[20_000], "/dav/many/f20000");
 }
 
 /// Uploads `first.bin` and then `second.bin` (each twice `sent` long) and abandons each after

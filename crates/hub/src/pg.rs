@@ -527,6 +527,10 @@ CREATE INDEX IF NOT EXISTS names_object ON names (object);
 -- The order of a listing: a folder sorts as `NAME/`, as it is listed.
 CREATE INDEX IF NOT EXISTS names_listed
     ON names (((CASE WHEN object IS NULL THEN name || '/' ELSE name END) COLLATE "C"));
+-- What a folder holds directly, in listing order: by the folder a name is in (`""` or `F/`).
+CREATE INDEX IF NOT EXISTS names_children
+    ON names ((regexp_replace(name, '[^/]*$', '') COLLATE "C"),
+              ((CASE WHEN object IS NULL THEN name || '/' ELSE name END) COLLATE "C"));
 -- Uploads in progress or interrupted, resumable through any hub.
 CREATE TABLE IF NOT EXISTS uploads (
     key text PRIMARY KEY,

@@ -90,11 +90,10 @@ pub const LIST: &str = "SELECT n.name, n.object, n.size, n.modified_ns FROM name
      LIMIT $3";
 
 /// What folder $1 (`""`, or a name ending in `/`) holds directly, after $2, at most $3: every
-/// folder on the way to a name has its row, so a folder's children are the rows one step
-/// beneath it (read from the index's range for the folder, not the whole table).
+/// folder on the way to a name has its row, so a folder's children are the rows whose folder
+/// is $1, read in order from the `names_children` index (what is beneath them is not read).
 pub const CHILDREN: &str = "SELECT n.name, n.object, n.size, n.modified_ns FROM names n
-     WHERE n.name > $1 AND ($1 = '' OR n.name < left($1, -1) || '0')
-       AND strpos(substr(n.name, length($1) + 1), '/') = 0
+     WHERE regexp_replace(n.name, '[^/]*$', '') COLLATE \"C\" = $1
        AND (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\" > $2
      ORDER BY (CASE WHEN n.object IS NULL THEN n.name || '/' ELSE n.name END) COLLATE \"C\"
      LIMIT $3";
