@@ -1567,6 +1567,7 @@ impl Hub {
             Ok(found)
         })
         .await?;
+        // The store looked only in the caller's folder; checked again here, at the boundary.
         found.entries.retain(|e| caller.sees(&e.name));
         Ok(found)
     }

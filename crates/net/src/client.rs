@@ -213,7 +213,7 @@ impl HubClient {
     /// expected message (or names any other, which is a protocol error).
     async fn read_chunks<T>(
         &mut self,
-        take: impl Fn(Message) -> Result<(Vec<T>, bool), &'static str>,
+        mut take: impl FnMut(Message) -> Result<(Vec<T>, bool), &'static str>,
     ) -> Result<Vec<T>, ClientError> {
         let mut all = Vec::new();
         loop {
@@ -338,19 +338,17 @@ impl HubClient {
             text: text.to_owned(),
         };
         self.conn.send(&find.into()).await?;
-        let mut found = Found::default();
-        loop {
-            match expect(&mut self.conn, self.silence).await? {
+        let mut cut = false;
+        let entries = self
+            .read_chunks(|m| match m {
                 Message::Entries(e) => {
-                    found.entries.extend(e.entries);
-                    if e.last {
-                        found.cut = e.cut;
-                        return Ok(found);
-                    }
+                    cut = e.cut;
+                    Ok((e.entries, e.last))
                 }
-                other => return Err(unexpected(&other)),
-            }
-        }
+                other => Err(other.name()),
+            })
+            .await?;
+        Ok(Found { entries, cut })
     }
 
     /// Starts a download from `offset`. Read the bytes with [`Download::read`] until it returns

@@ -494,14 +494,7 @@ impl Share {
         if o.path != self.root.join(folder) && self.state.starts_with(&o.path) {
             return;
         }
-        let key = format!("{folder}/");
-        if found.takes(&key) {
-            found.add(folder_entry(key, &o.fd));
-        }
-        let depth = folder.split('/').count();
-        if depth < MAX_LIST_DEPTH {
-            self.search(&o.fd, folder, depth, found);
-        }
+        self.search_opened(&o.fd, folder, folder.split('/').count(), found);
     }
 
     /// Creates folder `name` (and any missing folders on the way); `false` if it was there.
@@ -657,11 +650,7 @@ impl Share {
                 let Some(inner_after) = enter(&child.key, walk.prefix, after) else {
                     return;
                 };
-                let sub = if child.linked {
-                    self.open_linked_folder(child.name())
-                } else {
-                    open_child_folder(dir, child.own(rel)).ok()
-                };
+                let sub = self.open_listed_folder(dir, rel, &child);
                 let Some(sub) = sub else {
                     return;
                 };
@@ -701,13 +690,18 @@ impl Share {
         {
             return;
         }
-        let sub = if child.linked {
+        let sub = self.open_listed_folder(dir, rel, &child);
+        if let Some(sub) = sub {
+            walk.out.push(folder_entry(child.key, &sub));
+        }
+    }
+
+    /// Folder `child` of `dir` (at `rel`), opened for a listing: through its link, if it is one.
+    fn open_listed_folder(&self, dir: &OwnedFd, rel: &str, child: &Child) -> Option<OwnedFd> {
+        if child.linked {
             self.open_linked_folder(child.name())
         } else {
             open_child_folder(dir, child.own(rel)).ok()
-        };
-        if let Some(sub) = sub {
-            walk.out.push(folder_entry(child.key, &sub));
         }
     }
 
@@ -802,10 +796,18 @@ impl Share {
         let Ok(sub) = open_child_folder(dir, own) else {
             return;
         };
-        if f.takes(&key) && RemoteName::parse(&name).is_ok() {
-            f.add(folder_entry(key, &sub));
+        self.search_opened(&sub, &name, depth + 1, f);
+    }
+
+    /// Folder `name`, open as `dir` at `depth`: found if it matches, then searched.
+    fn search_opened(&self, dir: &OwnedFd, name: &str, depth: usize, f: &mut Found) {
+        let key = format!("{name}/");
+        if f.takes(&key) && RemoteName::parse(name).is_ok() {
+            f.add(folder_entry(key, dir));
         }
-        self.search(&sub, &name, depth + 1, f);
+        if depth < MAX_LIST_DEPTH {
+            self.search(dir, name, depth, f);
+        }
     }
 
     /// Link `name`, found as the folder or the file it reaches. What it reaches is asked only
