@@ -811,6 +811,16 @@ pub struct Serve {
         value_name = "N"
     )]
     pub search_names: u64,
+    /// The most names a folder's web page reads beneath its sub-folders to show the files and
+    /// bytes each holds; past them the other sub-folders are shown without counts (0: no
+    /// bound).
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 100_000,
+        value_name = "N"
+    )]
+    pub count_names: u64,
     /// The most WebDAV locks held at once (a client asking for more gets "busy").
     #[arg(
         help_heading = "Limits",

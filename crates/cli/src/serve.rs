@@ -186,6 +186,10 @@ fn hub_config(args: &Serve) -> HubConfig {
         0 => u64::MAX,
         n => n,
     };
+    config.count_names = match args.count_names {
+        0 => u64::MAX,
+        n => n,
+    };
     config.max_locks = args.max_locks;
     config.max_locks_per_token = args.max_locks_per_token;
     config.max_lock_time = args.max_lock_time;

@@ -689,3 +689,81 @@ fn files_changed_outside_the_hub_are_no_longer_their_uploaders() {
     assert_eq!(listed[0]["used"]["files"], 2, "{listed}");
     assert_eq!(listed[0]["used"]["bytes"], 10, "{listed}");
 }
+
+/// A folder's page marks the rows its visitor may rename or delete, as the hub decides them:
+/// an owner key's own files, and the folders all of whose files are its own (an empty one
+/// holds nobody's); everything for the admin; never the folder a token is held to. Each mark
+/// is checked against the hub: what is marked deletes, what is not is refused.
+#[test]
+fn a_folder_page_marks_what_its_visitor_may_change_as_the_hub_decides() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let key = format!("X-Troca-Owner: {}", "7".repeat(64));
+    for name in ["mine/a.txt", "mine/deep/b.txt", "mixed/m.txt", "k.txt"] {
+        ok(&curl(&[
+            "-f",
+            "-H",
+            &key,
+            "-T",
+            "-",
+            &format!("{web}files/{name}"),
+        ]));
+    }
+    write_tree(
+        &s.share,
+        &[("mixed/theirs.txt", "by hand"), ("theirs.txt", "by hand")],
+    );
+    std::fs::create_dir(s.share.join("empty")).unwrap();
+    let marked = |headers: &[&str]| -> Vec<String> {
+        let (rows, _) = folder_page(&hub, "", None, headers);
+        rows.into_iter()
+            .filter(|r| r.mine)
+            .map(|r| r.name)
+            .collect()
+    };
+    assert_eq!(marked(&[&key]), ["empty/", "mine/", "k.txt"]);
+    assert_eq!(
+        marked(&[]),
+        ["empty/"],
+        "without the key, only what is nobody's"
+    );
+    let admin = format!("Authorization: Bearer {}", hub.admin_token());
+    let everything = ["empty/", "mine/", "mixed/", "k.txt", "theirs.txt"];
+    assert_eq!(marked(&[&admin]), everything);
+    // Inside a folder, its files one by one.
+    let (rows, _) = folder_page(&hub, "mixed/", None, &[&key]);
+    let mine: Vec<(&str, bool)> = rows.iter().map(|r| (r.name.as_str(), r.mine)).collect();
+    assert_eq!(mine, [("mixed/m.txt", true), ("mixed/theirs.txt", false)]);
+
+    // A token held to mine/ sees the way there, which it may not move or delete.
+    let (held, _) = folder_token(&hub, "write", "mine");
+    let bearer = format!("Authorization: Bearer {held}");
+    let (rows, _) = folder_page(&hub, "", None, &[&bearer]);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].name.as_str(), rows[0].mine), ("mine/", false));
+
+    // The hub agrees: what is unmarked is refused, what is marked goes.
+    let delete = |name: &str| -> String {
+        let url = format!("{web}files/{name}?recursive=1");
+        let out = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            "-H",
+            &key,
+            &url,
+        ]);
+        ok(&out)
+    };
+    assert_eq!(delete("mixed/"), "403");
+    assert_eq!(delete("theirs.txt"), "403");
+    for name in ["empty/", "mine/", "k.txt"] {
+        assert_eq!(delete(name), "204", "{name}");
+    }
+    assert!(!s.share.join("mine").exists() && s.share.join("mixed/m.txt").exists());
+}

@@ -344,6 +344,20 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     assert!(t.contains("clip-04999.ogg") && !t.contains("clip-05000.ogg"));
     c.refresh().await.unwrap();
     wait_until(&c, "home again", |t| t.contains("photo.jpg")).await;
+    // The page asked for its own folder's rows, never for everything beneath it.
+    let asked = c
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let asked: Vec<String> = serde_json::from_value(asked).unwrap();
+    assert!(
+        asked.iter().any(|u| u.ends_with("/me?prefix=&owned=0")),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|u| u.contains("/api/files")), "{asked:?}");
 
     // Delete what this browser uploaded: its owner key is enough, no token asked.
     click(&c, "button[aria-label='Delete photo.jpg']").await;
@@ -879,4 +893,75 @@ async fn in_chromium_a_token_held_to_a_folder_sees_only_that_folder() {
     wait_for_path(&c, "/files/clients/acme/").await;
     wait_until(&c, "the token's files again", |t| t.contains("plan.txt")).await;
     c.close().await.unwrap();
+}
+
+/// A folder's page costs what the folder holds and a bounded count beneath it: each sub-folder
+/// shows its files and bytes while `--count-names` allows (an empty folder beneath counts as no
+/// file), the rest show none; and its pages follow the folder's own entries, a folder's
+/// contents never among them.
+#[test]
+fn a_folder_page_counts_within_its_bound_and_pages_by_its_own_entries() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            ("a/one.txt", "1"),
+            ("b/1.txt", "1"),
+            ("b/2.txt", "22"),
+            ("b/3.txt", "333"),
+            ("c/1.txt", "1"),
+            ("c/2.txt", "2"),
+            ("top.txt", "top"),
+            ("many/zz-sub/1.txt", "1"),
+            ("many/zz-sub/2.txt", "2"),
+        ],
+    );
+    std::fs::create_dir(s.share.join("a/empty")).unwrap();
+    for i in 0..5_001 {
+        std::fs::write(s.share.join(format!("many/f{i:05}.txt")), "").unwrap();
+    }
+    // a/ reads two names, b/ the three left: c/ and many/ find none left.
+    let hub = Hub::start(&s.share, &["--count-names", "5"]);
+    let (rows, more) = folder_page(&hub, "", None, &[]);
+    assert_eq!(more, None);
+    let got: Vec<(&str, Option<u64>, Option<u64>)> = rows
+        .iter()
+        .map(|r| (r.name.as_str(), r.files, r.size))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a/", Some(1), Some(1)),
+            ("b/", Some(3), Some(6)),
+            ("c/", None, None),
+            ("many/", None, None),
+            ("top.txt", Some(1), Some(3)),
+        ]
+    );
+    let html = ok(&curl(&[&format!("{}files/", hub.web.clone().unwrap())]));
+    assert!(html.contains("<td class=\"num\">—</td>"), "{html}");
+
+    // 5,002 rows: a full page, then the rest after its last name.
+    let (first, more) = folder_page(&hub, "many/", None, &[]);
+    assert_eq!(first.len(), 5_000);
+    assert_eq!(more.as_deref(), Some("many/f04999.txt"));
+    let (rest, end) = folder_page(&hub, "many/", more.as_deref(), &[]);
+    assert_eq!(end, None);
+    let names: Vec<&str> = rest.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["many/zz-sub/", "many/f05000.txt"], "folders first");
+    assert_eq!(rest[0].files, Some(2));
+    // After a folder's row: the rows after it, none of what it holds.
+    let (after_a, _) = folder_page(&hub, "", Some("a/"), &[]);
+    assert_eq!(after_a[0].name, "b/");
+    assert_eq!(after_a.len(), 4);
+    // A folder that is not there.
+    let missing = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{}files/nowhere/", hub.web.clone().unwrap()),
+    ]);
+    assert_eq!(ok(&missing), "404");
 }

@@ -65,6 +65,10 @@ pub struct HubConfig {
     pub max_searches: usize,
     /// The most names one search looks at before it answers what it found, marked cut.
     pub search_names: u64,
+    /// The most names a folder's web page reads beneath its sub-folders to show what each
+    /// holds (and the most of the visitor's own names it reads); past them the rest of its
+    /// sub-folders are shown without counts.
+    pub count_names: u64,
     /// The most locks (WebDAV's) held at once, and the longest any is held without a refresh.
     pub max_locks: usize,
     /// The most WebDAV locks one token (or the admin) holds at once.
@@ -131,6 +135,7 @@ impl HubConfig {
             hub_name: default_hub_name(),
             max_searches: 4,
             search_names: 2_000_000,
+            count_names: 100_000,
             max_locks: 10_000,
             max_locks_per_token: 1_000,
             max_lock_time: Duration::from_secs(60 * 60),

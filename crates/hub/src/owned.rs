@@ -48,15 +48,20 @@ impl Hub {
         after: Option<String>,
     ) -> Result<OwnedPage, HubError> {
         let (hub, prefix) = (Arc::clone(self), prefix.to_owned());
-        blocking(move || {
-            let mut rows = hub
-                .owners()
-                .owned(&prefix, owner, after.as_deref(), OWNED_PAGE)?;
-            let next = cut(&mut rows, OWNED_PAGE);
-            let names = hub.still_owned(&rows)?;
-            Ok(OwnedPage { names, next })
-        })
-        .await
+        blocking(move || hub.owned_blocking(owner, &prefix, after.as_deref())).await
+    }
+
+    /// [`Hub::owned`] on a thread that may block.
+    pub fn owned_blocking(
+        &self,
+        owner: Owner,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<OwnedPage, HubError> {
+        let mut rows = self.owners().owned(prefix, owner, after, OWNED_PAGE)?;
+        let next = cut(&mut rows, OWNED_PAGE);
+        let names = self.still_owned(&rows)?;
+        Ok(OwnedPage { names, next })
     }
 
     /// The names of `rows` (in name order, a name's records side by side) of which a record

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use std::io::{self, Write};
 use std::sync::Arc;
-use troca_hub::access::Caller;
+use troca_hub::access::{Caller, Rights};
 use troca_hub::service::Source;
 use troca_hub::{Hub, HubError, Listing};
 use troca_proto::json;
@@ -147,11 +147,13 @@ pub(crate) async fn resume(
 pub(crate) struct MeQuery {
     #[serde(default)]
     prefix: String,
+    /// `0` leaves the names out (a folder's page marks its own rows).
+    owned: Option<String>,
 }
 
 /// What the visitor may do: its role, whether it may upload, and which names under `prefix`
-/// it may change (all of them for an admin). Those names are sent a page at a time as they are
-/// read: a client may have uploaded any number of them.
+/// it may change (all of them for an admin; none listed with `owned=0`). Those names are sent
+/// a page at a time as they are read: a client may have uploaded any number of them.
 pub(crate) async fn me(
     State(hub): State<Arc<Hub>>,
     Extension(v): Extension<Visitor>,
@@ -164,7 +166,8 @@ pub(crate) async fn me(
     // Under `prefix`: a token held to another folder may upload elsewhere, not here.
     me["may_upload"] = rights.may_upload.into();
     me["may_change_all"] = rights.admin.into();
-    let Some(owner) = rights.owner else {
+    let listed = q.owned.as_deref() != Some("0");
+    let Some(owner) = rights.owner.filter(|_| listed) else {
         me["owned"] = serde_json::json!([]);
         return Ok(Json(me).into_response());
     };
@@ -220,7 +223,7 @@ impl OwnedPages {
     }
 }
 
-/// One line of a folder's listing: a sub-folder (with what it holds) or a file.
+/// One line of a folder's listing: a sub-folder (with what it holds, once counted) or a file.
 #[derive(Debug)]
 pub(crate) struct Row {
     /// The last part of the name (a folder's without its `/`).
@@ -228,78 +231,97 @@ pub(crate) struct Row {
     /// The whole name (a folder's ending in `/`).
     pub name: String,
     pub folder: bool,
+    /// A file's bytes; a counted folder's, those of every file beneath it.
     pub size: u64,
+    /// The files beneath a counted folder (1 for a file).
     pub files: u64,
+    /// Whether `size` and `files` are known: always for a file; for a folder, once its page
+    /// read everything beneath it within the page's budget ([`fill_in`]).
+    pub counted: bool,
     pub modified_ns: i64,
     /// A file's hash, when the hub knows it.
     pub blake3: Option<troca_proto::Hash>,
+    /// Whether the visitor may rename or delete it, as far as its page knows (the hub checks
+    /// again when asked).
+    pub mine: bool,
 }
 
-/// The entries directly in `folder` (`""` or `NAME/`), each sub-folder with the files and
-/// bytes beneath it, one at a time in byte order of their names (a folder's with its `/`):
-/// read from a listing of everything beneath, a page at a time, holding one row in the making.
-/// So a folder of any size costs the same memory.
-pub(crate) struct RowWalk {
-    folder: String,
-    listing: Listing,
-    page: std::vec::IntoIter<Entry>,
-    fold: RowFold,
-    ready: std::collections::VecDeque<Row>,
-    /// Whether the listing has ended.
-    done: bool,
+impl Row {
+    /// The row of `e`, an entry directly in a folder, whose own name is `short`.
+    fn of(short: &str, e: Entry) -> Self {
+        let folder = e.name.ends_with('/');
+        Row {
+            short: short.to_owned(),
+            folder,
+            size: if folder { 0 } else { e.size },
+            files: u64::from(!folder),
+            counted: !folder,
+            modified_ns: e.modified_ns,
+            blake3: e.blake3,
+            mine: false,
+            name: e.name,
+        }
+    }
 }
 
-impl RowWalk {
-    /// The rows of `folder` that `caller` may see, from the first, or from those after `after`
-    /// (a row's name).
+/// What a folder holds directly, one row at a time in byte order of the names (a folder's with
+/// its `/`), each sub-folder as itself: what a WebDAV `PROPFIND` of depth 1 and a folder's page
+/// list, at the cost of the folder's own entries, whatever the folders in it hold.
+pub(crate) enum FolderRows {
+    Direct(ChildWalk),
+    /// A folder on the way to the one the caller's token is held to shows only the way there,
+    /// the sub-folder `way`, once the token's folder holds anything.
+    OnTheWay {
+        way: Option<String>,
+        listing: Listing,
+    },
+}
+
+impl FolderRows {
+    /// The rows of `folder` (`""` or `NAME/`) that `caller` sees, after row `after`.
     pub(crate) fn new(hub: &Arc<Hub>, caller: &Caller, folder: &str, after: Option<&str>) -> Self {
-        let fold = RowFold {
-            // Rows after a folder's: none of what is beneath it again.
-            skip: after.filter(|a| a.ends_with('/')).map(str::to_owned),
-            ..RowFold::default()
-        };
-        Self {
-            folder: folder.to_owned(),
-            listing: hub.list_after(caller, folder, after.map(str::to_owned)),
-            page: Vec::new().into_iter(),
-            fold,
-            ready: Default::default(),
-            done: false,
+        if caller.sees(folder) {
+            return FolderRows::Direct(ChildWalk::new(hub, caller, folder, after));
+        }
+        // The token's folder, where it lies beneath `folder`: the way is its next part.
+        let way = caller.listing_prefix(folder).and_then(|root| {
+            let part = root.strip_prefix(folder)?.split('/').next()?;
+            let way = format!("{folder}{part}/");
+            let shown = after.is_none_or(|a| a < way.as_str());
+            (!part.is_empty() && shown).then_some(way)
+        });
+        FolderRows::OnTheWay {
+            way,
+            listing: hub.list(caller, folder),
         }
     }
 
     /// The next row (`None` once there are no more).
     pub(crate) async fn next(&mut self) -> Result<Option<Row>, HubError> {
-        loop {
-            if let Some(row) = self.ready.pop_front() {
-                return Ok(Some(row));
-            }
-            if let Some(e) = self.page.next() {
-                self.fold.add(&self.folder, e, &mut self.ready);
-                continue;
-            }
-            if self.done {
-                return Ok(None);
-            }
-            match self.listing.next_page().await? {
-                Some(page) => self.page = page.into_iter(),
-                None => {
-                    self.done = true;
-                    self.ready.extend(self.fold.current.take());
-                }
+        match self {
+            FolderRows::Direct(w) => w.next().await,
+            FolderRows::OnTheWay { way, listing } => {
+                let Some(name) = way.take() else {
+                    return Ok(None);
+                };
+                // One page says whether there is anything: what the token's folder holds
+                // is not read further.
+                let held = listing.next_page().await?.is_some_and(|p| !p.is_empty());
+                let short = name.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+                let folder = Entry {
+                    name: name.clone(),
+                    size: 0,
+                    modified_ns: 0,
+                    blake3: None,
+                };
+                Ok(held.then(|| Row::of(short, folder)))
             }
         }
     }
-
-    /// Whether the listing held anything at all (so far).
-    pub(crate) fn listed(&self) -> bool {
-        self.fold.listed
-    }
 }
 
-/// The rows of what a folder holds directly, each sub-folder as itself (no count of what is
-/// beneath it, which is never read): what a WebDAV `PROPFIND` of depth 1 answers, at the cost
-/// of the folder's own entries, whatever the folders in it hold.
+/// The rows of what a folder holds directly, each sub-folder as itself (what is beneath it is
+/// never read).
 pub(crate) struct ChildWalk {
     folder: String,
     listing: Listing,
@@ -307,17 +329,17 @@ pub(crate) struct ChildWalk {
 }
 
 impl ChildWalk {
-    /// The rows of `folder` (`""` or `NAME/`), which `caller` sees whole.
-    pub(crate) fn new(hub: &Arc<Hub>, caller: &Caller, folder: &str) -> Self {
+    /// The rows of `folder` (`""` or `NAME/`), which `caller` sees whole, after row `after`.
+    fn new(hub: &Arc<Hub>, caller: &Caller, folder: &str, after: Option<&str>) -> Self {
         Self {
             folder: folder.to_owned(),
-            listing: hub.list_children(caller, folder, None),
+            listing: hub.list_children(caller, folder, after.map(str::to_owned)),
             page: Vec::new().into_iter(),
         }
     }
 
     /// The next row (`None` once there are no more).
-    pub(crate) async fn next(&mut self) -> Result<Option<Row>, HubError> {
+    async fn next(&mut self) -> Result<Option<Row>, HubError> {
         loop {
             if let Some(e) = self.page.next() {
                 // Only names in the folder (never the folder itself, which a client would
@@ -327,77 +349,13 @@ impl ChildWalk {
                 if own.is_empty() || own.contains('/') {
                     continue;
                 }
-                return Ok(Some(Row {
-                    short: own.to_owned(),
-                    folder: e.name.ends_with('/'),
-                    size: e.size,
-                    files: 0,
-                    modified_ns: e.modified_ns,
-                    blake3: e.blake3,
-                    name: e.name,
-                }));
+                let own = own.to_owned();
+                return Ok(Some(Row::of(&own, e)));
             }
             match self.listing.next_page().await? {
                 Some(page) => self.page = page.into_iter(),
                 None => return Ok(None),
             }
-        }
-    }
-}
-
-/// Rows from a listing in byte order: a sub-folder's row gathers the entries beneath it, which
-/// come one after the other, and is complete once an entry outside it comes.
-#[derive(Debug, Default)]
-struct RowFold {
-    current: Option<Row>,
-    /// A folder (`NAME/`) whose entries are not to be shown.
-    skip: Option<String>,
-    listed: bool,
-}
-
-impl RowFold {
-    fn add(&mut self, folder: &str, e: Entry, out: &mut std::collections::VecDeque<Row>) {
-        self.listed = true;
-        let Some(rest) = e.name.strip_prefix(folder) else {
-            return;
-        };
-        if self.skip.as_ref().is_some_and(|s| e.name.starts_with(s)) {
-            return;
-        }
-        match rest.split_once('/') {
-            Some((sub, inner)) => {
-                if self.current.as_ref().is_none_or(|r| r.short != sub) {
-                    out.extend(self.current.take());
-                    self.current = Some(Row {
-                        short: sub.to_owned(),
-                        name: format!("{folder}{sub}/"),
-                        folder: true,
-                        size: 0,
-                        files: 0,
-                        modified_ns: 0,
-                        blake3: None,
-                    });
-                }
-                let row = self.current.as_mut().expect("just made");
-                if !inner.is_empty() {
-                    row.files += 1;
-                    row.size += e.size;
-                }
-                row.modified_ns = row.modified_ns.max(e.modified_ns);
-            }
-            None if !rest.is_empty() => {
-                out.extend(self.current.take());
-                out.push_back(Row {
-                    short: rest.to_owned(),
-                    name: e.name,
-                    folder: false,
-                    size: e.size,
-                    files: 1,
-                    modified_ns: e.modified_ns,
-                    blake3: e.blake3,
-                });
-            }
-            None => {}
         }
     }
 }
@@ -421,7 +379,6 @@ pub(crate) async fn listing(
     after: Option<&str>,
 ) -> Result<Response, ApiError> {
     let folder = folder.to_owned();
-    let shown = folder.clone();
     // The page a hub that asks for a token first sends: the same folder, empty, for its
     // script to fill once it has one.
     let asked = folder.clone();
@@ -433,24 +390,9 @@ pub(crate) async fn listing(
         folder.clone(),
         |caller| async move {
             let turn = hub.walk_turn(caller.from).await;
-            let mut walk = RowWalk::new(hub, &caller, &folder, after);
-            let mut rows = Vec::new();
-            while rows.len() < PAGE_ROWS {
-                match walk.next().await? {
-                    Some(row) => rows.push(row),
-                    None => break,
-                }
-            }
-            if !walk.listed() && !folder.is_empty() && after.is_none() {
-                return Err(HubError::NotFound(folder).into());
-            }
-            let more = match rows.last() {
-                Some(last) if walk.next().await?.is_some() => Some(last.name.clone()),
-                _ => None,
-            };
+            let page = folder_rows(hub, &caller, &folder, after).await?;
             drop(turn);
-            rows.sort_by_key(|r| !r.folder);
-            let html = page::folder_page(&shown, &rows, more.as_deref(), None);
+            let html = page::folder_page(&folder, &page.rows, page.more.as_deref(), None);
             let mut response = page::html(html);
             if crate::client_cookie(headers).is_none() {
                 let cookie = format!(
@@ -479,6 +421,183 @@ pub(crate) async fn listing(
             Ok(r)
         }
         other => other,
+    }
+}
+
+/// One page of a folder's rows.
+struct RowPage {
+    /// Folders first, each kind in byte order.
+    rows: Vec<Row>,
+    /// The last row's name, when more rows follow it.
+    more: Option<String>,
+}
+
+/// The page of folder `folder`'s rows after `after`, filled in ([`fill_in`]).
+async fn folder_rows(
+    hub: &Arc<Hub>,
+    caller: &Caller,
+    folder: &str,
+    after: Option<&str>,
+) -> Result<RowPage, HubError> {
+    let mut walk = FolderRows::new(hub, caller, folder, after);
+    let mut rows = Vec::new();
+    while rows.len() < PAGE_ROWS {
+        match walk.next().await? {
+            Some(row) => rows.push(row),
+            None => break,
+        }
+    }
+    let more = match rows.last() {
+        Some(last) if walk.next().await?.is_some() => Some(last.name.clone()),
+        _ => None,
+    };
+    let first = after.is_none() && !folder.is_empty();
+    if rows.is_empty() && first && !hub.stat(caller, folder).await?.folder {
+        return Err(HubError::NotFound(folder.to_owned()));
+    }
+    let rights = hub.rights(caller, folder).await?;
+    let (hub, caller) = (Arc::clone(hub), caller.clone());
+    let (folder, after) = (folder.to_owned(), after.map(str::to_owned));
+    let mut rows = troca_net::blocking(
+        move || {
+            let seen = Seen {
+                folder: &folder,
+                after: after.as_deref(),
+            };
+            fill_in(&hub, &caller, &rights, seen, &mut rows)?;
+            Ok(rows)
+        },
+        |e| HubError::Internal(format!("a task failed: {e}")),
+    )
+    .await?;
+    rows.sort_by_key(|r| !r.folder);
+    Ok(RowPage { rows, more })
+}
+
+/// Where a page of rows lies: in `folder`, after row `after`.
+#[derive(Debug, Clone, Copy)]
+struct Seen<'a> {
+    folder: &'a str,
+    after: Option<&'a str>,
+}
+
+/// What a folder's page adds to its rows (in byte order of their names): the files and bytes
+/// beneath each sub-folder, read within `--count-names` (past them the other sub-folders stay
+/// uncounted), and which rows the visitor may rename or delete: everything for an admin;
+/// for a client, what it uploaded and the folders in which every file is its own, as the hub
+/// checks them. Blocking.
+fn fill_in(
+    hub: &Arc<Hub>,
+    caller: &Caller,
+    rights: &Rights,
+    seen: Seen<'_>,
+    rows: &mut [Row],
+) -> Result<(), HubError> {
+    let budget = hub.config().count_names;
+    let mut left = budget;
+    let mut mine = Mine {
+        hub,
+        owner: if rights.admin { None } else { rights.owner },
+        prefix: seen.folder,
+        after: seen.after.map(str::to_owned),
+        page: Vec::new().into_iter().peekable(),
+        done: false,
+        left: budget,
+    };
+    for row in rows.iter_mut() {
+        let reached = caller.must_reach_inside(&row.name).is_ok();
+        if row.folder {
+            let owned = count_beneath(hub, caller, row, &mut left, &mut mine)?;
+            let all_owned = rights.may_upload && row.counted && owned == row.files;
+            row.mine = reached && (rights.admin || all_owned);
+        } else {
+            row.mine = reached && (rights.admin || mine.holds(&row.name)?);
+        }
+    }
+    Ok(())
+}
+
+/// Counts the files and bytes beneath folder row `row` (and when the newest changed), if
+/// `left` names are enough to read them all; returns how many of those files `mine` holds.
+fn count_beneath(
+    hub: &Arc<Hub>,
+    caller: &Caller,
+    row: &mut Row,
+    left: &mut u64,
+    mine: &mut Mine<'_>,
+) -> Result<u64, HubError> {
+    if *left == 0 {
+        return Ok(0);
+    }
+    let mut listing = hub.list(caller, &row.name);
+    let (mut files, mut size, mut newest, mut owned) = (0, 0, row.modified_ns, 0);
+    while let Some(page) = listing.next_page_blocking()? {
+        for e in page {
+            if *left == 0 {
+                return Ok(0);
+            }
+            *left -= 1;
+            newest = newest.max(e.modified_ns);
+            // An empty folder beneath is listed as itself: no file.
+            if !e.name.ends_with('/') {
+                files += 1;
+                size += e.size;
+                owned += u64::from(mine.holds(&e.name)?);
+            }
+        }
+    }
+    row.files = files;
+    row.size = size;
+    row.modified_ns = newest;
+    row.counted = true;
+    Ok(owned)
+}
+
+/// The names the visitor uploaded beneath a page's folder ([`Hub::owned`]), read in byte order
+/// as the page asks about its names (which come in byte order too), within a budget.
+struct Mine<'a> {
+    hub: &'a Hub,
+    /// `None`: no names to read (an admin changes all, a visitor who cannot upload none).
+    owner: Option<troca_hub::records::Owner>,
+    prefix: &'a str,
+    /// The name the next page starts after.
+    after: Option<String>,
+    page: std::iter::Peekable<std::vec::IntoIter<String>>,
+    /// Whether no more pages are to be read (the last was, or the budget is spent).
+    done: bool,
+    /// Records that may still be read.
+    left: u64,
+}
+
+impl Mine<'_> {
+    /// Whether `name` is the visitor's; every name asked about comes after the one before.
+    fn holds(&mut self, name: &str) -> Result<bool, HubError> {
+        loop {
+            while self.page.next_if(|n| n.as_str() < name).is_some() {}
+            if let Some(n) = self.page.peek() {
+                return Ok(n == name);
+            }
+            if self.done || self.owner.is_none() {
+                return Ok(false);
+            }
+            self.read()?;
+        }
+    }
+
+    fn read(&mut self) -> Result<(), HubError> {
+        let Some(owner) = self.owner else {
+            return Ok(());
+        };
+        let page = self
+            .hub
+            .owned_blocking(owner, self.prefix, self.after.as_deref())?;
+        self.left = self
+            .left
+            .saturating_sub(troca_hub::owned::OWNED_PAGE as u64);
+        self.done = page.next.is_none() || self.left == 0;
+        self.after = page.next;
+        self.page = page.names.into_iter().peekable();
+        Ok(())
     }
 }
 
@@ -691,64 +810,5 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(name: &str, size: u64) -> Entry {
-        Entry {
-            name: name.into(),
-            size,
-            modified_ns: 0,
-            blake3: None,
-        }
-    }
-
-    fn fold(folder: &str, all: &[Entry], skip: Option<&str>) -> Vec<Row> {
-        let mut fold = RowFold {
-            skip: skip.map(str::to_owned),
-            ..RowFold::default()
-        };
-        let mut out = std::collections::VecDeque::new();
-        for e in all {
-            fold.add(folder, e.clone(), &mut out);
-        }
-        out.extend(fold.current.take());
-        out.into()
-    }
-
-    #[test]
-    fn rows_group_sub_folders_and_list_files_in_order() {
-        let all = [
-            entry("a/b/c.txt", 3),
-            entry("a/b/d.txt", 4),
-            entry("a/e.txt", 5),
-            entry("a/empty/", 0),
-            entry("a/z/y.txt", 6),
-        ];
-        let r = fold("a/", &all, None);
-        let shown: Vec<(&str, bool, u64, u64)> = r
-            .iter()
-            .map(|r| (r.short.as_str(), r.folder, r.files, r.size))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                ("b", true, 2, 7),
-                ("e.txt", false, 1, 5),
-                ("empty", true, 0, 0),
-                ("z", true, 1, 6)
-            ]
-        );
-        assert_eq!(r[0].name, "a/b/");
-        // The next page after folder `b/` leaves out what is beneath it.
-        let after: Vec<String> = fold("a/", &all, Some("a/b/"))
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        assert_eq!(after, ["a/e.txt", "a/empty/", "a/z/"]);
     }
 }

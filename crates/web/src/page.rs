@@ -174,30 +174,35 @@ fn crumbs(folder: &str) -> String {
     crumbs
 }
 
-/// One row of a folder's table, every name escaped.
+/// One row of a folder's table, every name escaped. Its `data-` attributes are what the
+/// page's script reads: the name, the bytes and files (a folder's, once counted), and whether
+/// the visitor may rename or delete it.
 fn push_row(body: &mut String, r: &crate::folders::Row) {
     let when = troca_proto::json::rfc3339(r.modified_ns);
     let shown: String = when.chars().take(16).collect::<String>().replace('T', " ");
-    let (class, label, size) = if r.folder {
-        let files = match r.files {
-            1 => "1 file".to_owned(),
-            n => format!("{n} files"),
-        };
-        ("name folder", format!("{}/", r.short), files)
-    } else {
-        (
+    let (class, label, size) = match (r.folder, r.files) {
+        (false, _) => (
             "name",
             r.short.clone(),
             troca_proto::json::human_size(r.size),
-        )
+        ),
+        (true, _) if !r.counted => ("name folder", format!("{}/", r.short), "—".to_owned()),
+        (true, 1) => ("name folder", format!("{}/", r.short), "1 file".to_owned()),
+        (true, n) => ("name folder", format!("{}/", r.short), format!("{n} files")),
     };
+    let counted = if r.counted {
+        format!(" data-size=\"{}\" data-files=\"{}\"", r.size, r.files)
+    } else {
+        " title=\"Not counted: this page reads a bounded number of names beneath its folders\""
+            .to_owned()
+    };
+    let mine = if r.mine { " data-mine=\"1\"" } else { "" };
     body.push_str(&format!(
-        "<tr data-name=\"{name}\" data-size=\"{bytes}\"><td class=\"{class}\"><a href=\"{href}\">{label}</a>\
+        "<tr data-name=\"{name}\"{counted}{mine}><td class=\"{class}\"><a href=\"{href}\">{label}</a>\
          <span class=\"meta\">{size} · {shown} UTC</span></td>\
          <td class=\"num\">{size}</td><td class=\"when\"><time datetime=\"{when}\">{shown} UTC</time></td>\
          <td class=\"actions\"></td></tr>\n",
         name = escape(&r.name),
-        bytes = r.size,
         href = href(&r.name),
         label = escape(&label),
         size = escape(&size),

@@ -531,3 +531,76 @@ pub fn folder_token(hub: &Hub, role: &str, folder: &str) -> (String, String) {
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     (ok(&out).trim().to_owned(), said)
 }
+
+/// One row of a folder's web page, as its `data-` attributes give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRow {
+    pub name: String,
+    /// The files beneath a folder (1 for a file); `None` for a folder the page did not count.
+    pub files: Option<u64>,
+    pub size: Option<u64>,
+    /// Whether the page offers its visitor to rename or delete it.
+    pub mine: bool,
+}
+
+/// The rows of a folder's web page, and the name its link to the next rows starts after.
+/// Names must need no escaping.
+pub fn page_rows(html: &str) -> (Vec<PageRow>, Option<String>) {
+    let attr = |tag: &str, key: &str| -> Option<String> {
+        let at = tag.find(&format!(" {key}=\""))? + key.len() + 3;
+        Some(tag[at..].split('"').next()?.to_owned())
+    };
+    let rows = html.split("<tr data-name=\"").skip(1).map(|rest| {
+        let tag = format!(" data-name=\"{}", rest.split('>').next().unwrap());
+        PageRow {
+            name: attr(&tag, "data-name").unwrap(),
+            files: attr(&tag, "data-files").map(|n| n.parse().unwrap()),
+            size: attr(&tag, "data-size").map(|n| n.parse().unwrap()),
+            mine: attr(&tag, "data-mine").is_some(),
+        }
+    });
+    let more = html.split("?after=").nth(1).map(|rest| {
+        let encoded = rest.split('"').next().unwrap();
+        percent_decode(encoded)
+    });
+    (rows.collect(), more)
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The rows of the web page of `folder` (`""` or `NAME/`), after `after`, fetched by `curl`
+/// with `headers`.
+pub fn folder_page(
+    hub: &Hub,
+    folder: &str,
+    after: Option<&str>,
+    headers: &[&str],
+) -> (Vec<PageRow>, Option<String>) {
+    let web = hub.web.clone().unwrap();
+    let mut url = format!("{web}files/{folder}");
+    if let Some(a) = after {
+        let a: String = a.bytes().map(|b| format!("%{b:02X}")).collect();
+        url.push_str(&format!("?after={a}"));
+    }
+    let mut args = vec!["-f"];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.push(&url);
+    let out = curl(&args);
+    page_rows(&ok(&out))
+}

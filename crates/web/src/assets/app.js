@@ -2,14 +2,14 @@
 // script); this script adds what needs one: uploads of files and folders (button or drag and
 // drop, a progress bar each), new folders, rename/move, delete (only where this visitor may),
 // search across every folder, a token dialog, and the hub's status, clients and activity.
-// Every name goes onto the page with textContent, never as HTML.
+// Every name goes onto the page with textContent, or in the hub's page (which escapes it),
+// never as HTML made here.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 const folder = document.body.dataset.folder || "";
-let files = [];          // everything beneath this folder, from /api/files
-let rights = { role: "anonymous", folder: null, may_upload: false, may_change_all: false, owned: [] };
-let owned = new Set();
+let shownRows = [];      // this folder's rows, as the hub's page sends them
+let rights = { role: "anonymous", folder: null, may_upload: false, may_change_all: false };
 let token = sessionStorage.getItem("troca-token") || "";
 let lastSeen = null;     // when the hub last answered
 
@@ -141,37 +141,19 @@ async function problem(r, name) {
 }
 
 // ---- The listing.
+//
+// The hub sends this folder's rows as HTML, a page at a time, each marked with what this
+// script needs: its name, what a folder holds (once counted), and whether this visitor may
+// rename or delete it. The script asks for the same page again with the visitor's token and
+// owner key, and adds the buttons.
 
-function mayChange(name) {
-  return rights.may_change_all || (rights.may_upload && owned.has(name));
-}
-
-// A folder may be moved or deleted when every file in it may be.
-function mayChangeFolder(prefix) {
-  if (rights.may_change_all) return true;
-  if (!rights.may_upload) return false;
-  return files.every((f) => !f.name.startsWith(prefix) || f.name.endsWith("/") || owned.has(f.name));
-}
-
-function rowsHere() {
-  const subs = new Map();
-  const here = [];
-  for (const f of files) {
-    if (!f.name.startsWith(folder)) continue;
-    const rest = f.name.slice(folder.length);
-    const slash = rest.indexOf("/");
-    if (slash >= 0) {
-      const sub = rest.slice(0, slash);
-      const s = subs.get(sub) || { name: folder + sub + "/", short: sub, folder: true, count: 0, size: 0, modified: f.modified };
-      if (slash < rest.length - 1) { s.count++; s.size += f.size; }
-      if (f.modified > s.modified) s.modified = f.modified;
-      subs.set(sub, s);
-    } else if (rest) {
-      here.push({ ...f, short: rest, folder: false });
-    }
-  }
-  const folders = [...subs.values()].sort((a, b) => a.short.localeCompare(b.short));
-  return folders.concat(here.sort((a, b) => a.short.localeCompare(b.short)));
+// What the actions need to know of a row: its name, and a folder's files (null: not counted).
+function itemOf(tr) {
+  const name = tr.dataset.name;
+  const isFolder = name.endsWith("/");
+  const bare = isFolder ? name.slice(0, -1) : name;
+  const count = tr.dataset.files === undefined ? null : Number(tr.dataset.files);
+  return { name, short: bare.slice(bare.lastIndexOf("/") + 1), folder: isFolder, count };
 }
 
 function actionButton(text, label, onClick, danger = false) {
@@ -181,10 +163,14 @@ function actionButton(text, label, onClick, danger = false) {
   return b;
 }
 
-function row(item, showFull = false) {
-  const shown = showFull ? item.name : (item.folder ? item.short + "/" : item.short);
-  const link = el("a", { href: href(item.name) + (item.folder ? "" : "?download=1"), textContent: shown });
-  if (!item.folder) {
+// Adds to a row what needs this script: a download that carries the token, and Rename and
+// Delete where the visitor may.
+function enhance(tr) {
+  if (!tr.dataset.name) return tr;
+  const item = itemOf(tr);
+  const link = tr.querySelector("td.name a");
+  if (!item.folder && link) {
+    link.href = href(item.name) + "?download=1";
     link.setAttribute("download", item.short);
     link.addEventListener("click", (ev) => {
       if (!token) return; // a plain link works without a token
@@ -192,39 +178,52 @@ function row(item, showFull = false) {
       download(item);
     });
   }
-  const actions = el("td", { className: "actions" });
-  const allowed = item.folder ? mayChangeFolder(item.name) : mayChange(item.name);
-  if (allowed) {
-    actions.append(
+  const actions = tr.querySelector("td.actions");
+  if (actions && tr.dataset.mine) {
+    actions.replaceChildren(
       actionButton("Rename", `Rename or move ${item.short}`, () => rename(item)),
       actionButton("Delete", `Delete ${item.short}`, () => remove(item), true));
   }
-  const sizeText = item.folder ? plural(item.count, "file", "files") : size(item.size);
-  const time = el("time", { dateTime: item.modified, textContent: when(item.modified) });
-  return el("tr", {},
-    el("td", { className: item.folder ? "name folder" : "name" }, link,
-      el("span", { className: "meta", textContent: `${sizeText} · ${when(item.modified)}` })),
+  return tr;
+}
+
+// A row for a search's match, shown with its whole name.
+function foundRow(f) {
+  const isFolder = f.name.endsWith("/");
+  const sizeText = isFolder ? "" : size(f.size);
+  const tr = el("tr", {},
+    el("td", { className: isFolder ? "name folder" : "name" },
+      el("a", { href: href(f.name), textContent: f.name }),
+      el("span", { className: "meta", textContent: `${sizeText} · ${when(f.modified)}` })),
     el("td", { className: "num", textContent: sizeText }),
-    el("td", { className: "when" }, time),
-    actions);
+    el("td", { className: "when" }, el("time", { dateTime: f.modified, textContent: when(f.modified) })),
+    el("td", { className: "actions" }));
+  tr.dataset.name = f.name;
+  // Which of a search's matches a client uploaded is not asked: its folder's page shows them.
+  if (rights.may_change_all) tr.dataset.mine = "1";
+  return enhance(tr);
 }
 
 function render() {
-  const items = rowsHere();
-  const rows = items.map((i) => row(i));
-  if (rows.length === 0) rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: "No files here yet." })));
-  $("#files tbody").replaceChildren(...rows);
-  $("#zip").hidden = !folder || items.length === 0;
+  $("#files tbody").replaceChildren(...shownRows);
+  $("#zip").hidden = !folder || !shownRows.some((tr) => tr.dataset.name);
+}
+
+// Puts the page's link to its next rows where it belongs (or takes it away).
+function placeMore(fresh) {
+  const old = $("#more");
+  if (old && fresh) old.replaceWith(fresh);
+  else if (old) old.remove();
+  else if (fresh) $("#files").after(fresh);
 }
 
 async function loadFiles() {
   const [r, me] = await Promise.all([
-    api(`/api/files?prefix=${encodeURIComponent(folder)}`),
-    api(`/api/me?prefix=${encodeURIComponent(folder)}`),
+    api(location.pathname + location.search),
+    api(`/api/me?prefix=${encodeURIComponent(folder)}&owned=0`),
   ]);
   if (me.ok) {
     rights = await me.json();
-    owned = new Set(rights.owned);
     // A token held to a folder sees nothing on the way there but the way: go straight in.
     const own = rights.folder ? rights.folder + "/" : null;
     if (own && own !== folder && own.startsWith(folder)) {
@@ -234,10 +233,10 @@ async function loadFiles() {
   }
   if (r.status === 401 && !token) { await askToken("This hub asks for a token before it shows its files."); return; }
   if (!r.ok) { say(await problem(r, folder || "this folder")); return; }
-  files = await r.json();
-  // The server's page holds a share of a large folder, with a link to the rest: all is here now.
-  const more = $("#more");
-  if (more) more.hidden = true;
+  const page = new DOMParser().parseFromString(await r.text(), "text/html");
+  shownRows = [...page.querySelectorAll("#files tbody tr")].map((tr) => enhance(document.adoptNode(tr)));
+  const more = page.querySelector("#more");
+  placeMore(more && document.adoptNode(more));
   for (const id of ["#upload-label", "#upload-folder-label", "#new-folder"]) $(id).hidden = !rights.may_upload;
   $("#drop").hidden = !rights.may_upload;
   const reach = rights.folder ? `, ${rights.folder}/` : "";
@@ -267,12 +266,7 @@ async function search() {
   const r = await api(`/api/find?q=${encodeURIComponent(q)}`);
   if (!r.ok) { say(await problem(r, q)); return; }
   const found = await r.json();
-  const rows = found.map((f) => {
-    const isFolder = f.name.endsWith("/");
-    const name = isFolder ? f.name.slice(0, -1) : f.name;
-    const short = name.slice(name.lastIndexOf("/") + 1);
-    return row({ ...f, name: f.name, short, folder: isFolder, count: 0 }, true);
-  });
+  const rows = found.map(foundRow);
   if (rows.length === 0) rows.push(el("tr", { className: "empty" }, el("td", { colSpan: 4, textContent: `No file or folder name contains “${q}”.` })));
   // The hub answers at most 5,000, the first by name, and looks at a bounded number of names.
   if (r.headers.get("X-Troca-Cut")) {
@@ -300,9 +294,9 @@ async function download(f) {
 }
 
 async function remove(item) {
-  const text = item.folder
-    ? `The folder ${item.name} and the ${plural(item.count, "file", "files")} in it will be deleted from the hub.`
-    : `${item.name} will be deleted from the hub.`;
+  const text = !item.folder ? `${item.name} will be deleted from the hub.`
+    : item.count === null ? `The folder ${item.name} and everything in it will be deleted from the hub.`
+    : `The folder ${item.name} and the ${plural(item.count, "file", "files")} in it will be deleted from the hub.`;
   if (!await ask({ title: `Delete ${item.short}?`, text, ok: "Delete", danger: true })) return;
   const r = await api(href(item.name) + (item.folder ? "?recursive=1" : ""), { method: "DELETE" });
   if (!r.ok) { say(`Cannot delete ${item.name}: ${await problem(r, item.name)}`); return; }

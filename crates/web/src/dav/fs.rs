@@ -4,6 +4,7 @@
 //! complete; one that breaks off leaves nothing under the name.
 
 use super::Ctx;
+use crate::folders::FolderRows;
 use axum::http::StatusCode;
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
@@ -121,21 +122,6 @@ struct Child {
 }
 
 /// A folder's row as a WebDAV entry.
-/// What a folder holds, as a `PROPFIND` of depth 1 lists it.
-enum Children {
-    Direct(crate::folders::ChildWalk),
-    OnTheWay(crate::folders::RowWalk),
-}
-
-impl Children {
-    async fn next(&mut self) -> Result<Option<crate::folders::Row>, troca_hub::HubError> {
-        match self {
-            Children::Direct(w) => w.next().await,
-            Children::OnTheWay(w) => w.next().await,
-        }
-    }
-}
-
 fn child(r: crate::folders::Row) -> Child {
     Child {
         meta: Meta(Stat {
@@ -185,7 +171,7 @@ impl HubFs {
 
     /// The entries directly in folder `name`.
     /// The entries of folder `name`, one at a time as its listing is read.
-    async fn children(&self, ctx: &Ctx, name: &str) -> FsResult<Children> {
+    async fn children(&self, ctx: &Ctx, name: &str) -> FsResult<FolderRows> {
         if !self.stat(ctx, name).await?.folder {
             return Err(FsError::Forbidden);
         }
@@ -195,13 +181,7 @@ impl HubFs {
             format!("{name}/")
         };
         let (hub, caller) = (&self.hub, &ctx.caller);
-        // A folder on the way to a token's folder shows only the way there, which only the
-        // walk of everything beneath it knows.
-        Ok(if caller.sees(&prefix) {
-            Children::Direct(crate::folders::ChildWalk::new(hub, caller, &prefix))
-        } else {
-            Children::OnTheWay(crate::folders::RowWalk::new(hub, caller, &prefix, None))
-        })
+        Ok(FolderRows::new(hub, caller, &prefix, None))
     }
 
     /// A LOCK of a name not there yet makes it, empty (RFC 4918 §7.3), under the lock just
