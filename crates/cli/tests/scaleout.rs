@@ -941,6 +941,30 @@ fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     assert_eq!(find("WE"), ["web/"]);
     assert_eq!(find("b/w"), ["web/w.bin"]);
     assert_eq!(find("web/"), ["web/", "web/empty", "web/w.bin"]);
+    // A folder's page on the store, through either hub: what a sub-folder holds, and the rows
+    // an owner key may change.
+    let key = format!("X-Troca-Owner: {}", "5".repeat(64));
+    let mine_url = format!("{web_a}files/web/mine.txt");
+    curl(&["-H", &key, "-T", empty.to_str().unwrap(), &mine_url]);
+    let (rows, _) = folder_page(&t.b, "web/", None, &[&key]);
+    let marks: Vec<(&str, bool)> = rows.iter().map(|r| (r.name.as_str(), r.mine)).collect();
+    let want = [
+        ("web/empty", false),
+        ("web/mine.txt", true),
+        ("web/w.bin", false),
+    ];
+    assert_eq!(marks, want);
+    let (rows, _) = folder_page(&t.b, "", None, &[&key]);
+    let folder = rows.iter().find(|r| r.name == "web/").unwrap();
+    assert_eq!((folder.files, folder.mine), (Some(3), false));
+    // What is marked, the key deletes, through the other hub.
+    curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &key,
+        &format!("{web_b}files/web/mine.txt"),
+    ]);
     // A hub held to a few names per search looks at the first by name, and says it stopped.
     let few = Scratch::new();
     let c = t.g.hub(&few.share, "hub-c", &["--search-names", "2"]);
@@ -1898,6 +1922,21 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
     let inside = propfind("many/");
     assert_eq!(inside.len(), 20_001, "the folder and what it holds");
     assert_eq!(inside[20_000], "/dav/many/f20000");
+    // The web page of the root counts the folder's 20,000 and its empty folder; the folder's
+    // own page holds 5,000 rows and links to the rest.
+    let (rows, more) = folder_page(&hub, "", None, &[]);
+    let got: Vec<(&str, Option<u64>)> = rows.iter().map(|r| (r.name.as_str(), r.files)).collect();
+    let want = [
+        ("e/", Some(0)),
+        ("many/", Some(20_000)),
+        ("e-1", Some(1)),
+        ("many-x", Some(1)),
+        ("many.y", Some(1)),
+        ("many0", Some(1)),
+    ];
+    assert_eq!((got, more), (want.to_vec(), None));
+    let (first, more) = folder_page(&hub, "many/", None, &[]);
+    assert_eq!((first.len(), more.as_deref()), (5_000, Some("many/f05000")));
 }
 
 /// Uploads `first.bin` and then `second.bin` (each twice `sent` long) and abandons each after

@@ -482,10 +482,10 @@ struct Seen<'a> {
 }
 
 /// What a folder's page adds to its rows (in byte order of their names): the files and bytes
-/// beneath each sub-folder, read within `--count-names` (past them the other sub-folders stay
-/// uncounted), and which rows the visitor may rename or delete: everything for an admin;
-/// for a client, what it uploaded and the folders in which every file is its own, as the hub
-/// checks them. Blocking.
+/// beneath each sub-folder, from one listing of what is beneath the folder from its first row
+/// on, read until `--count-names` names (the sub-folders it did not reach stay uncounted); and
+/// which rows the visitor may rename or delete: everything for an admin; for a client, what it
+/// uploaded and the folders in which every file is its own, as the hub checks them. Blocking.
 fn fill_in(
     hub: &Arc<Hub>,
     caller: &Caller,
@@ -493,64 +493,119 @@ fn fill_in(
     seen: Seen<'_>,
     rows: &mut [Row],
 ) -> Result<(), HubError> {
-    let budget = hub.config().count_names;
-    let mut left = budget;
-    let mut mine = Mine {
-        hub,
-        owner: if rights.admin { None } else { rights.owner },
-        prefix: seen.folder,
-        after: seen.after.map(str::to_owned),
-        page: Vec::new().into_iter().peekable(),
-        done: false,
-        left: budget,
+    let Some(first) = rows.first().map(|r| r.name.clone()) else {
+        return Ok(());
     };
-    for row in rows.iter_mut() {
-        let reached = caller.must_reach_inside(&row.name).is_ok();
-        if row.folder {
-            let owned = count_beneath(hub, caller, row, &mut left, &mut mine)?;
-            let all_owned = rights.may_upload && row.counted && owned == row.files;
-            row.mine = reached && (rights.admin || all_owned);
-        } else {
-            row.mine = reached && (rights.admin || mine.holds(&row.name)?);
+    let budget = hub.config().count_names;
+    let mut tally = Tally {
+        caller,
+        rights,
+        rows,
+        at: 0,
+        owned: 0,
+        left: budget,
+        stopped: false,
+        mine: Mine {
+            hub,
+            owner: if rights.admin { None } else { rights.owner },
+            prefix: seen.folder,
+            after: seen.after.map(str::to_owned),
+            page: Vec::new().into_iter().peekable(),
+            done: false,
+            left: budget,
+        },
+    };
+    // What is beneath the first row comes right after its name.
+    let mut listing = hub.list_after(caller, seen.folder, Some(first));
+    'read: while let Some(page) = listing.next_page_blocking()? {
+        for e in page {
+            if !tally.add(e)? {
+                break 'read;
+            }
         }
     }
-    Ok(())
+    tally.finish()
 }
 
-/// Counts the files and bytes beneath folder row `row` (and when the newest changed), if
-/// `left` names are enough to read them all; returns how many of those files `mine` holds.
-fn count_beneath(
-    hub: &Arc<Hub>,
-    caller: &Caller,
-    row: &mut Row,
-    left: &mut u64,
-    mine: &mut Mine<'_>,
-) -> Result<u64, HubError> {
-    if *left == 0 {
-        return Ok(0);
-    }
-    let mut listing = hub.list(caller, &row.name);
-    let (mut files, mut size, mut newest, mut owned) = (0, 0, row.modified_ns, 0);
-    while let Some(page) = listing.next_page_blocking()? {
-        for e in page {
-            if *left == 0 {
-                return Ok(0);
+/// A page's rows filled in from a listing of what is beneath them, both in byte order.
+struct Tally<'a, 'r> {
+    caller: &'a Caller,
+    rights: &'a Rights,
+    rows: &'r mut [Row],
+    /// The row the listing has reached.
+    at: usize,
+    /// Of the files counted in folder row `at`, those the visitor uploaded.
+    owned: u64,
+    /// Names that may still be read.
+    left: u64,
+    /// Whether the names ran out before the listing reached the end of the rows.
+    stopped: bool,
+    mine: Mine<'a>,
+}
+
+impl Tally<'_, '_> {
+    /// Adds entry `e`; `false` once no more are wanted.
+    fn add(&mut self, e: Entry) -> Result<bool, HubError> {
+        // The rows before it, which it is not beneath, are complete.
+        while let Some(row) = self.rows.get(self.at) {
+            let beneath = row.folder && e.name.starts_with(&row.name);
+            if beneath || row.name.as_str() >= e.name.as_str() {
+                break;
             }
-            *left -= 1;
-            newest = newest.max(e.modified_ns);
-            // An empty folder beneath is listed as itself: no file.
-            if !e.name.ends_with('/') {
-                files += 1;
-                size += e.size;
-                owned += u64::from(mine.holds(&e.name)?);
+            self.close()?;
+        }
+        if self.at == self.rows.len() {
+            return Ok(false);
+        }
+        if self.left == 0 {
+            self.stopped = true;
+            return Ok(false);
+        }
+        self.left -= 1;
+        let row = &mut self.rows[self.at];
+        if !row.folder || e.name == row.name {
+            return Ok(true);
+        }
+        row.modified_ns = row.modified_ns.max(e.modified_ns);
+        // An empty folder beneath is listed as itself: no file.
+        if !e.name.ends_with('/') {
+            row.files += 1;
+            row.size += e.size;
+            self.owned += u64::from(self.mine.holds(&e.name)?);
+        }
+        Ok(true)
+    }
+
+    /// Row `at` is complete (all beneath a folder counted): marks it, and goes to the next.
+    fn close(&mut self) -> Result<(), HubError> {
+        let row = &mut self.rows[self.at];
+        let reached = self.caller.must_reach_inside(&row.name).is_ok();
+        let (admin, may_upload) = (self.rights.admin, self.rights.may_upload);
+        if row.folder {
+            row.counted = true;
+            let all_owned = may_upload && std::mem::take(&mut self.owned) == row.files;
+            row.mine = reached && (admin || all_owned);
+        } else {
+            row.mine = reached && (admin || self.mine.holds(&row.name)?);
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    /// The listing is over: the rows left are complete, unless the names ran out, which
+    /// leaves the folders among them uncounted.
+    fn finish(mut self) -> Result<(), HubError> {
+        while self.at < self.rows.len() {
+            if self.stopped && self.rows[self.at].folder {
+                let row = &mut self.rows[self.at];
+                (row.files, row.size, row.mine) = (0, 0, false);
+                self.at += 1;
+            } else {
+                self.close()?;
             }
         }
+        Ok(())
     }
-    row.files = files;
-    row.size = size;
-    row.modified_ns = newest;
-    row.counted = true;
-    Ok(owned)
 }
 
 /// The names the visitor uploaded beneath a page's folder ([`Hub::owned`]), read in byte order
