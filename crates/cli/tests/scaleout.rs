@@ -1922,6 +1922,53 @@ fn a_listing_longer_than_a_page_comes_whole_and_in_byte_order_on_every_face() {
     let inside = propfind("many/");
     assert_eq!(inside.len(), 20_001, "the folder and what it holds");
     assert_eq!(inside[20_000], "/dav/many/f20000");
+    // Dead properties, read a batch of entries at a time, each on its own entry.
+    let admin = format!("Authorization: Bearer {}", group_token(&g, "admin"));
+    for name in ["f00002", "f19999"] {
+        let body = format!(
+            "<?xml version=\"1.0\"?><D:propertyupdate xmlns:D=\"DAV:\" xmlns:Z=\"urn:x\">\
+             <D:set><D:prop><Z:tag>{name}</Z:tag></D:prop></D:set></D:propertyupdate>"
+        );
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "PROPPATCH",
+                "-H",
+                &admin,
+                "--data-binary",
+                &body,
+            ])
+            .arg(format!("{web}dav/many/{name}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let out = Command::new("curl")
+        .args(["-sf", "-X", "PROPFIND", "-H", "Depth: 1"])
+        .arg(format!("{web}dav/many/"))
+        .output()
+        .unwrap();
+    let xml = String::from_utf8(out.stdout).unwrap();
+    let tagged: Vec<(&str, &str)> = xml
+        .split("<D:response>")
+        .filter_map(|r| {
+            let href = r.split("<D:href>").nth(1)?.split('<').next()?;
+            let tag = r
+                .split("tag xmlns")
+                .nth(1)?
+                .split('>')
+                .nth(1)?
+                .split('<')
+                .next()?;
+            Some((href, tag))
+        })
+        .collect();
+    let want = [
+        ("/dav/many/f00002", "f00002"),
+        ("/dav/many/f19999", "f19999"),
+    ];
+    assert_eq!(tagged, want, "{}", &xml[..xml.len().min(2000)]);
     // The web page of the root counts the folder's 20,000 and its empty folder; the folder's
     // own page holds 5,000 rows and links to the rest.
     let (rows, more) = folder_page(&hub, "", None, &[]);

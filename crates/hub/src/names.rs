@@ -1,7 +1,7 @@
 //! Operations on names that WebDAV asks for and the other faces may use too: what a name holds
 //! ([`Hub::stat`]), a copy through the upload pipeline ([`Hub::copy`]), and the dead properties
-//! kept in the records ([`Hub::props`], [`Hub::patch_props`]), and a file's time
-//! ([`Hub::set_modified`]).
+//! kept in the records ([`Hub::props`], [`Hub::patch_props`]; for a listing, many names at
+//! once: [`Hub::props_of`]), and a file's time ([`Hub::set_modified`]).
 
 use crate::access::Caller;
 use crate::error::HubError;
@@ -20,6 +20,29 @@ pub struct Stat {
     pub modified_ns: i64,
     /// A file's BLAKE3 hash, when the hub knows it.
     pub blake3: Option<Hash>,
+}
+
+/// The most bytes of dead properties [`Hub::props_of`] reads at once.
+pub const PROPS_AHEAD_BYTES: usize = 4 << 20;
+
+/// The dead properties of a batch of names, read at once ([`Hub::props_of`]).
+#[derive(Debug, Default)]
+pub struct PropsAhead {
+    /// The names answered (without a folder's `/`): those not in `props` have none.
+    covered: std::collections::HashSet<String>,
+    /// Those that have some; `None`: left out to keep within [`PROPS_AHEAD_BYTES`].
+    props: std::collections::HashMap<String, Option<Vec<DeadProp>>>,
+}
+
+impl PropsAhead {
+    /// The dead properties of `name`, when this batch holds them (`None`: ask by name).
+    pub fn get(&self, name: &str) -> Option<Vec<DeadProp>> {
+        let name = name.trim_end_matches('/');
+        match self.props.get(name) {
+            Some(props) => props.clone(),
+            None => self.covered.contains(name).then(Vec::new),
+        }
+    }
 }
 
 /// Bytes read from the source per step of a copy.
@@ -142,6 +165,32 @@ impl Hub {
         caller.must_reach(name)?;
         let (hub, name) = (Arc::clone(self), name.trim_end_matches('/').to_owned());
         blocking(move || hub.owners().props(&name)).await
+    }
+
+    /// The dead properties of each of `names`, as [`Hub::props`] gives them, read at once
+    /// (two queries on PostgreSQL, where a query per name is what a listing of many would
+    /// cost), within [`PROPS_AHEAD_BYTES`]. Names the caller may not reach are left to be asked
+    /// for by name, which refuses them.
+    pub async fn props_of(
+        self: &Arc<Self>,
+        caller: &Caller,
+        names: &[String],
+    ) -> Result<PropsAhead, HubError> {
+        let mut ahead = PropsAhead::default();
+        let bare = |n: &&String| n.trim_end_matches('/').to_owned();
+        // A folder on the way to a token's folder has none, as `props` says.
+        let (way, rest): (Vec<&String>, Vec<&String>) =
+            names.iter().partition(|n| caller.on_the_way(n));
+        ahead.covered = way.iter().map(bare).collect();
+        let reached = rest.into_iter().filter(|n| caller.must_reach(n).is_ok());
+        let asked: Vec<String> = reached.map(|n| bare(&n)).collect();
+        if self.owners().may_have_props() && !asked.is_empty() {
+            let (hub, asked) = (Arc::clone(self), asked.clone());
+            let found = blocking(move || hub.owners().props_of(&asked, PROPS_AHEAD_BYTES)).await?;
+            ahead.props = found.into_iter().map(|f| (f.name, f.props)).collect();
+        }
+        ahead.covered.extend(asked);
+        Ok(ahead)
     }
 
     /// Sets and removes dead properties of `name` in the order given, all or nothing: by

@@ -728,6 +728,66 @@ mod tests {
             .get(0)
     }
 
+    /// Dead properties of many names read at once answer what each name's own read does, in
+    /// the order asked, within the bytes given and past them marked as left out: the same on
+    /// PostgreSQL (two queries) as on SQLite (one per name).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_properties_of_many_names_are_each_names_own_within_the_bytes() {
+        let Some(t) = test_db().await else { return };
+        let db = t.db.clone();
+        tokio::task::spawn_blocking(move || props_of_many_checked(db))
+            .await
+            .unwrap();
+    }
+
+    fn props_of_many_checked(db: Db) {
+        use crate::records::{DeadProp, NamedProps, Owners, PropChange};
+        let pg = crate::records::postgres::PgTokens::new(db, blake3::hash(b"a"));
+        let dir = tempfile::tempdir().unwrap();
+        let (lite, _) = crate::records::sqlite::tokens::SqliteTokens::open(dir.path()).unwrap();
+        // Names with 0 to 3 properties of growing size; `b` has none.
+        let names: Vec<String> = ["a", "b", "c/d", "c/e", "z"].map(String::from).to_vec();
+        let prop = |i: usize, n: usize| DeadProp {
+            key: format!("{{x:}}p{n}"),
+            xml: format!("<p{n} xmlns=\"x:\">{}</p{n}>", "v".repeat(100 * i)),
+        };
+        for (i, name) in names.iter().enumerate() {
+            let set: Vec<PropChange> = (0..i % 4).map(|n| PropChange::Set(prop(i, n))).collect();
+            pg.patch_props(name, &set).unwrap();
+            lite.patch_props(name, &set).unwrap();
+        }
+        let mut asked = names.clone();
+        asked.insert(1, "nowhere".into());
+        for bytes in [0, 150, 700, usize::MAX] {
+            let mut want = Vec::new();
+            let mut used = 0;
+            for name in &asked {
+                let own = lite.props(name).unwrap();
+                assert_eq!(pg.props(name).unwrap(), own, "{name}");
+                if own.is_empty() {
+                    continue;
+                }
+                used += own.iter().map(|p| p.key.len() + p.xml.len()).sum::<usize>();
+                let props = (used <= bytes).then_some(own);
+                want.push(NamedProps {
+                    name: name.clone(),
+                    props,
+                });
+            }
+            assert!(want.iter().any(|w| w.props.is_some()) || bytes < 150);
+            assert_eq!(
+                pg.props_of(&asked, bytes).unwrap(),
+                want,
+                "PostgreSQL, {bytes} bytes"
+            );
+            assert_eq!(
+                lite.props_of(&asked, bytes).unwrap(),
+                want,
+                "SQLite, {bytes} bytes"
+            );
+        }
+    }
+
     /// The database ends a pooled connection while a statement runs on it: the statement
     /// fails with the server's words, and is sent once more on a new connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

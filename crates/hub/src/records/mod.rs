@@ -208,6 +208,15 @@ pub struct DeadProp {
     pub xml: String,
 }
 
+/// The dead properties of one name of many asked for at once ([`Owners::props_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedProps {
+    pub name: String,
+    /// `None`: the name has some, left out to keep the answer within its bytes (ask for them
+    /// by name).
+    pub props: Option<Vec<DeadProp>>,
+}
+
 /// One change of a PROPPATCH; a PROPPATCH's changes apply in the order sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PropChange {
@@ -269,6 +278,28 @@ pub trait Owners: Send + Sync + std::fmt::Debug {
     }
     /// The dead properties of `name`.
     fn props(&self, name: &str) -> Result<Vec<DeadProp>, HubError>;
+    /// The dead properties of each of `names` that has any, in the order of `names`: whole
+    /// while their keys and XML add up to at most `bytes`, past that marked as left out.
+    fn props_of(&self, names: &[String], bytes: usize) -> Result<Vec<NamedProps>, HubError> {
+        let mut out = Vec::new();
+        let mut used = 0;
+        for name in names {
+            let props = self.props(name)?;
+            if props.is_empty() {
+                continue;
+            }
+            used += props
+                .iter()
+                .map(|p| p.key.len() + p.xml.len())
+                .sum::<usize>();
+            let props = (used <= bytes).then_some(props);
+            out.push(NamedProps {
+                name: name.clone(),
+                props,
+            });
+        }
+        Ok(out)
+    }
     /// Applies `changes` to `name` in order, all or nothing; refused with `TooLarge` past
     /// [`MAX_PROPS_PER_NAME`] properties.
     fn patch_props(&self, name: &str, changes: &[PropChange]) -> Result<(), HubError>;

@@ -121,6 +121,44 @@ struct Child {
     link: bool,
 }
 
+/// Entries of a folder read ahead for a `PROPFIND`, with their dead properties.
+const PROPS_BATCH: usize = 256;
+
+/// A folder's entries as `read_dir` gives them, a batch at a time.
+struct Listed {
+    fs: HubFs,
+    ctx: Ctx,
+    walk: FolderRows,
+    ready: std::collections::VecDeque<crate::folders::Row>,
+    /// Whether to ask whether each folder is a link.
+    links: bool,
+    /// Whether to read the batch's dead properties ahead.
+    props: bool,
+}
+
+impl Listed {
+    async fn next(&mut self) -> Result<Option<Child>, HubError> {
+        if self.ready.is_empty() {
+            while self.ready.len() < PROPS_BATCH {
+                match self.walk.next().await? {
+                    Some(r) => self.ready.push_back(r),
+                    None => break,
+                }
+            }
+            if self.props && !self.ready.is_empty() {
+                let names: Vec<String> = self.ready.iter().map(|r| r.name.clone()).collect();
+                let ahead = self.fs.hub.props_of(&self.ctx.caller, &names).await?;
+                *self.ctx.ahead.lock().expect("props poisoned") = ahead;
+            }
+        }
+        let Some(r) = self.ready.pop_front() else {
+            return Ok(None);
+        };
+        let link = self.links && r.folder && self.fs.is_link(&self.ctx, &r.name);
+        Ok(Some(Child { link, ..child(r) }))
+    }
+}
+
 /// A folder's row as a WebDAV entry.
 fn child(r: crate::folders::Row) -> Child {
     Child {
@@ -153,6 +191,15 @@ impl DavDirEntry for Child {
 impl HubFs {
     async fn stat(&self, ctx: &Ctx, name: &str) -> FsResult<Stat> {
         self.hub.stat(&ctx.caller, name).await.map_err(fs_err)
+    }
+
+    /// The dead properties of `name`: from the batch a listing read ahead, or asked for.
+    async fn dead_props(&self, ctx: &Ctx, name: &str) -> FsResult<Vec<DeadProp>> {
+        let ahead = ctx.ahead.lock().expect("props poisoned").get(name);
+        match ahead {
+            Some(props) => Ok(props),
+            None => self.hub.props(&ctx.caller, name).await.map_err(fs_err),
+        }
     }
 
     /// Whether `name` is a link (one that cannot be looked at counts as none).
@@ -311,7 +358,9 @@ impl GuardedFileSystem<Ctx> for HubFs {
     }
 
     /// A delete or a copy walks with `DataSymlink`: a link to a folder is then itself, so a
-    /// delete removes the link, never the files of the folder it leads to.
+    /// delete removes the link, never the files of the folder it leads to. A `PROPFIND` walks
+    /// with `Data`, and asks for each entry's dead properties next: they are read a batch of
+    /// entries at a time ([`Hub::props_of`]).
     fn read_dir<'a>(
         &'a self,
         path: &'a DavPath,
@@ -320,24 +369,22 @@ impl GuardedFileSystem<Ctx> for HubFs {
     ) -> Boxed<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
             let walk = self.children(ctx, &name_of(path)?).await?;
-            // Asked of each folder entry only by a walk that takes links as themselves.
-            let links = matches!(meta, ReadDirMeta::DataSymlink)
-                .then(|| Arc::new((self.clone(), ctx.clone())));
-            let items = futures_util::stream::unfold(Some(walk), move |walk| {
-                let links = links.clone();
-                async move {
-                    let mut walk = walk?;
-                    match walk.next().await {
-                        Ok(Some(r)) => {
-                            let link =
-                                r.folder && links.is_some_and(|l| l.0.is_link(&l.1, &r.name));
-                            let c = Child { link, ..child(r) };
-                            Some((Ok(Box::new(c) as Box<dyn DavDirEntry>), Some(walk)))
-                        }
-                        Ok(None) => None,
-                        // The listing failed part-way: said once, then the stream ends.
-                        Err(e) => Some((Err(fs_err(e)), None)),
-                    }
+            let listed = Listed {
+                fs: self.clone(),
+                ctx: ctx.clone(),
+                walk,
+                ready: Default::default(),
+                // Asked of each folder entry only by a walk that takes links as themselves.
+                links: matches!(meta, ReadDirMeta::DataSymlink),
+                props: matches!(meta, ReadDirMeta::Data),
+            };
+            let items = futures_util::stream::unfold(Some(listed), |listed| async move {
+                let mut listed = listed?;
+                match listed.next().await {
+                    Ok(Some(c)) => Some((Ok(Box::new(c) as Box<dyn DavDirEntry>), Some(listed))),
+                    Ok(None) => None,
+                    // The listing failed part-way: said once, then the stream ends.
+                    Err(e) => Some((Err(fs_err(e)), None)),
                 }
             });
             Ok(Box::pin(items) as FsStream<_>)
@@ -497,11 +544,7 @@ impl GuardedFileSystem<Ctx> for HubFs {
         ctx: &'a Ctx,
     ) -> Boxed<'a, Vec<DavProp>> {
         async move {
-            let props = self
-                .hub
-                .props(&ctx.caller, &name_of(path)?)
-                .await
-                .map_err(fs_err)?;
+            let props = self.dead_props(ctx, &name_of(path)?).await?;
             Ok(props.into_iter().map(|d| prop_of(d, do_content)).collect())
         }
         .boxed()
@@ -515,11 +558,7 @@ impl GuardedFileSystem<Ctx> for HubFs {
     ) -> Boxed<'a, Vec<u8>> {
         async move {
             let key = prop_key(&prop);
-            let props = self
-                .hub
-                .props(&ctx.caller, &name_of(path)?)
-                .await
-                .map_err(fs_err)?;
+            let props = self.dead_props(ctx, &name_of(path)?).await?;
             props
                 .into_iter()
                 .find(|d| d.key == key)

@@ -42,6 +42,8 @@ pub(crate) struct Ctx {
     modified_ns: i64,
     /// A `PUT` whose body comes without its length (chunked): gathered, then stored.
     unsized_put: bool,
+    /// The dead properties of the entries a `PROPFIND`'s listing read last.
+    ahead: Arc<std::sync::Mutex<troca_hub::names::PropsAhead>>,
 }
 
 /// The protocol handler, made once for the hub.
@@ -424,6 +426,7 @@ async fn handle(
             && crate::files::unsized_body(req.headers()),
         visitor: v.clone(),
         caller: who.clone(),
+        ahead: Default::default(),
     };
     let stall = hub.config().stall_timeout;
     let mut req = req.map(|b| Body::new(crate::files::Patient::new(b, stall)));

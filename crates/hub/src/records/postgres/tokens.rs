@@ -4,8 +4,8 @@ use crate::error::HubError;
 use crate::pg::{commit_err, db_err, Db};
 use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
 use crate::records::{
-    too_many_props, Amount, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Recorded,
-    Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
+    too_many_props, Amount, DeadProp, Grant, NamedProps, NewToken, Owned, Owner, Owners,
+    PropChange, Recorded, Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use crate::version::{Retimed, Version};
 
@@ -421,6 +421,57 @@ impl Owners for PgTokens {
                 c.execute(&beneath(table), &[&name]).await.map_err(db_err)?;
             }
             Ok(())
+        })
+    }
+
+    /// Two queries whatever the number of names: which have properties and how many bytes,
+    /// then those that fit.
+    fn props_of(&self, names: &[String], bytes: usize) -> Result<Vec<NamedProps>, HubError> {
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            let sizes = c
+                .query(
+                    "SELECT name, sum(octet_length(key) + octet_length(xml))::int8 FROM props
+                     WHERE name = ANY($1) GROUP BY name",
+                    &[&names],
+                )
+                .await
+                .map_err(db_err)?;
+            let sizes: std::collections::HashMap<String, i64> =
+                sizes.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let (mut out, mut whole, mut used) = (Vec::new(), Vec::new(), 0);
+            for name in names.iter().filter(|n| sizes.contains_key(*n)) {
+                used += usize::try_from(sizes[name]).unwrap_or(usize::MAX);
+                if used <= bytes {
+                    whole.push(name.clone());
+                }
+                out.push(NamedProps {
+                    name: name.clone(),
+                    props: None,
+                });
+            }
+            if whole.is_empty() {
+                return Ok(out);
+            }
+            let rows = c
+                .query(
+                    "SELECT name, key, xml FROM props WHERE name = ANY($1) ORDER BY name, key",
+                    &[&whole],
+                )
+                .await
+                .map_err(db_err)?;
+            let mut found: std::collections::HashMap<String, Vec<DeadProp>> = Default::default();
+            for r in &rows {
+                let prop = DeadProp {
+                    key: r.get(1),
+                    xml: r.get(2),
+                };
+                found.entry(r.get(0)).or_default().push(prop);
+            }
+            for o in &mut out {
+                o.props = found.remove(&o.name);
+            }
+            Ok(out)
         })
     }
 
