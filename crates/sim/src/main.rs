@@ -82,7 +82,6 @@ fn main() -> Result<()> {
     if piece_kib == 0 || a.file_mib * 1024 < piece_kib {
         bail!("the file must hold at least one piece");
     }
-    let mbit = |r: f64| r * 1e6 / 8.0;
     println!(
         "{:>7} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>6} {:>8} {:>10}",
         "peers",
@@ -98,60 +97,72 @@ fn main() -> Result<()> {
         "events"
     );
     for &peers in &a.peers {
-        let setup = model::Setup {
-            peers,
-            pieces: a.file_mib * 1024 / piece_kib,
-            piece_bytes: (piece_kib << 10) as f64,
-            seed_up: mbit(a.seed_up),
-            up: mbit(a.up),
-            down: mbit(a.down),
-            rtt: a.rtt_ms / 1e3,
-            neighbors: a.neighbors,
-            max_incoming: a.max_incoming.max(1),
-            pipeline: a.pipeline.max(1),
-            upload_slots: a.upload_slots,
-            super_seed: !a.no_super_seed,
-            busy: !a.wait_for_slots,
-            trace: a.trace,
-            join_over: a.join_over,
-            leave: a.leave,
-            seed: a.seed,
-        };
+        let setup = setup(&a, peers, piece_kib);
         let o = model::run(&setup);
-        let mut took: Vec<f64> = o.took.iter().flatten().copied().collect();
-        took.sort_by(f64::total_cmp);
-        let unfinished = o.took.len() - took.len();
-        let pct = |p: f64| {
-            took.get(((took.len() as f64 - 1.0) * p) as usize)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
-        println!(
-            "{peers:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>7.0}% {:>5.0}% {:>5.1}% {:>8.2} {:>10}",
-            o.bound,
-            pct(0.5),
-            pct(0.99),
-            o.last,
-            o.last / o.bound,
-            // How busy the uploads were: bytes sent over what every upload could carry.
-            100.0 * o.sent as f64 * setup.piece_bytes
-                / ((setup.seed_up + peers as f64 * setup.up) * o.last),
-            100.0 * o.copies,
-            100.0 * o.seed_copies,
-            o.seed_all_out,
-            o.events
-        );
-        if unfinished > 0 {
-            println!("        {unfinished} downloaders never finished");
-        }
-        if a.each {
-            for (i, t) in o.took.iter().enumerate() {
-                match t {
-                    Some(t) => println!("        peer {:>6}  {t:.3} s", i + 1),
-                    None => println!("        peer {:>6}  unfinished", i + 1),
-                }
+        report(&setup, &o, a.each);
+    }
+    Ok(())
+}
+
+/// The model's set-up for one run of `peers` downloaders.
+fn setup(a: &Args, peers: usize, piece_kib: usize) -> model::Setup {
+    let mbit = |r: f64| r * 1e6 / 8.0;
+    model::Setup {
+        peers,
+        pieces: a.file_mib * 1024 / piece_kib,
+        piece_bytes: (piece_kib << 10) as f64,
+        seed_up: mbit(a.seed_up),
+        up: mbit(a.up),
+        down: mbit(a.down),
+        rtt: a.rtt_ms / 1e3,
+        neighbors: a.neighbors,
+        max_incoming: a.max_incoming.max(1),
+        pipeline: a.pipeline.max(1),
+        upload_slots: a.upload_slots,
+        super_seed: !a.no_super_seed,
+        busy: !a.wait_for_slots,
+        trace: a.trace,
+        join_over: a.join_over,
+        leave: a.leave,
+        seed: a.seed,
+    }
+}
+
+/// One run's row of the table (and, with `each`, every downloader's time).
+fn report(setup: &model::Setup, o: &model::Outcome, each: bool) {
+    let peers = setup.peers;
+    let mut took: Vec<f64> = o.took.iter().flatten().copied().collect();
+    took.sort_by(f64::total_cmp);
+    let unfinished = o.took.len() - took.len();
+    let pct = |p: f64| {
+        took.get(((took.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{peers:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>7.0}% {:>5.0}% {:>5.1}% {:>8.2} {:>10}",
+        o.bound,
+        pct(0.5),
+        pct(0.99),
+        o.last,
+        o.last / o.bound,
+        // How busy the uploads were: bytes sent over what every upload could carry.
+        100.0 * o.sent as f64 * setup.piece_bytes
+            / ((setup.seed_up + peers as f64 * setup.up) * o.last),
+        100.0 * o.copies,
+        100.0 * o.seed_copies,
+        o.seed_all_out,
+        o.events
+    );
+    if unfinished > 0 {
+        println!("        {unfinished} downloaders never finished");
+    }
+    if each {
+        for (i, t) in o.took.iter().enumerate() {
+            match t {
+                Some(t) => println!("        peer {:>6}  {t:.3} s", i + 1),
+                None => println!("        peer {:>6}  unfinished", i + 1),
             }
         }
     }
-    Ok(())
 }

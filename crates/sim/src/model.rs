@@ -238,56 +238,67 @@ pub fn bound(s: &Setup) -> f64 {
     f * (1.0 / s.seed_up).max(1.0 / s.down).max(n / all_up)
 }
 
+/// Each node's neighbours: every downloader picks `neighbors` distinct others at random (all
+/// of them in a small swarm), and is a neighbour of those it picked.
+fn random_neighbors(setup: &Setup, rng: &mut SplitMix) -> Vec<HashSet<usize>> {
+    let total = setup.peers + 1;
+    let mut neighbors: Vec<HashSet<usize>> = vec![HashSet::default(); total];
+    for n in 1..total {
+        let want = setup.neighbors.min(total - 1);
+        let mut picked = HashSet::default();
+        while picked.len() < want {
+            let other = rng.below(total);
+            if other != n {
+                picked.insert(other);
+            }
+        }
+        for other in picked {
+            neighbors[n].insert(other);
+            neighbors[other].insert(n);
+        }
+    }
+    neighbors
+}
+
+impl Node {
+    /// Node `i` (0: the seeder) with neighbours `set`, before it joins.
+    fn new(setup: &Setup, i: usize, set: HashSet<usize>, rng: &mut SplitMix) -> Self {
+        let mut nb: Vec<usize> = set.into_iter().collect();
+        nb.sort_unstable();
+        let join_at = if i == 0 || setup.peers < 2 {
+            0.0
+        } else {
+            setup.join_over * (i - 1) as f64 / (setup.peers - 1) as f64
+        };
+        Node {
+            sched: (i > 0)
+                .then(|| Scheduler::new(vec![false; setup.pieces], setup.seed ^ i as u64)),
+            neighbors: nb,
+            joined: false,
+            left: false,
+            join_at,
+            done_at: None,
+            leaves_when_done: i > 0 && rng.below(1_000_000) < (setup.leave * 1e6) as usize,
+            sending: Vec::new(),
+            incoming: Vec::new(),
+            asked: HashMap::default(),
+            asked_total: 0,
+            busy: HashSet::default(),
+            refused: Vec::new(),
+            from_seed: Vec::new(),
+            deferred: HashSet::default(),
+        }
+    }
+}
+
 impl Sim {
     fn new(setup: Setup) -> Self {
         let mut rng = SplitMix(setup.seed);
-        let total = setup.peers + 1;
-        let mut neighbors: Vec<HashSet<usize>> = vec![HashSet::default(); total];
-        for n in 1..total {
-            // `neighbors` distinct others at random (all of them in a small swarm).
-            let want = setup.neighbors.min(total - 1);
-            let mut picked = HashSet::default();
-            while picked.len() < want {
-                let other = rng.below(total);
-                if other != n {
-                    picked.insert(other);
-                }
-            }
-            for other in picked {
-                neighbors[n].insert(other);
-                neighbors[other].insert(n);
-            }
-        }
+        let neighbors = random_neighbors(&setup, &mut rng);
         let nodes = neighbors
             .into_iter()
             .enumerate()
-            .map(|(i, set)| {
-                let mut nb: Vec<usize> = set.into_iter().collect();
-                nb.sort_unstable();
-                let join_at = if i == 0 || setup.peers < 2 {
-                    0.0
-                } else {
-                    setup.join_over * (i - 1) as f64 / (setup.peers - 1) as f64
-                };
-                Node {
-                    sched: (i > 0)
-                        .then(|| Scheduler::new(vec![false; setup.pieces], setup.seed ^ i as u64)),
-                    neighbors: nb,
-                    joined: false,
-                    left: false,
-                    join_at,
-                    done_at: None,
-                    leaves_when_done: i > 0 && rng.below(1_000_000) < (setup.leave * 1e6) as usize,
-                    sending: Vec::new(),
-                    incoming: Vec::new(),
-                    asked: HashMap::default(),
-                    asked_total: 0,
-                    busy: HashSet::default(),
-                    refused: Vec::new(),
-                    from_seed: Vec::new(),
-                    deferred: HashSet::default(),
-                }
-            })
+            .map(|(i, set)| Node::new(&setup, i, set, &mut rng))
             .collect();
         let pieces = setup.pieces;
         let mut sim = Sim {
@@ -305,7 +316,7 @@ impl Sim {
             seed_pieces: HashSet::default(),
             seed_all_out: 0,
         };
-        for i in 0..total {
+        for i in 0..sim.nodes.len() {
             let when = at(sim.nodes[i].join_at);
             sim.push(when, Event::Join(i));
         }
