@@ -497,24 +497,9 @@ fn fill_in(
         return Ok(());
     };
     let budget = hub.config().count_names;
-    let mut tally = Tally {
-        caller,
-        rights,
-        rows,
-        at: 0,
-        owned: 0,
-        left: budget,
-        stopped: false,
-        mine: Mine {
-            hub,
-            owner: if rights.admin { None } else { rights.owner },
-            prefix: seen.folder,
-            after: seen.after.map(str::to_owned),
-            page: Vec::new().into_iter().peekable(),
-            done: false,
-            left: budget,
-        },
-    };
+    let owner = if rights.admin { None } else { rights.owner };
+    let mine = Mine::new(hub.as_ref(), owner, seen, budget);
+    let mut tally = Tally::new(caller, rights, rows, budget, mine);
     // What is beneath the first row comes right after its name.
     let mut listing = hub.list_after(caller, seen.folder, Some(first));
     'read: while let Some(page) = listing.next_page_blocking()? {
@@ -543,7 +528,26 @@ struct Tally<'a, 'r> {
     mine: Mine<'a>,
 }
 
-impl Tally<'_, '_> {
+impl<'a, 'r> Tally<'a, 'r> {
+    fn new(
+        caller: &'a Caller,
+        rights: &'a Rights,
+        rows: &'r mut [Row],
+        budget: u64,
+        mine: Mine<'a>,
+    ) -> Self {
+        Tally {
+            caller,
+            rights,
+            rows,
+            at: 0,
+            owned: 0,
+            left: budget,
+            stopped: false,
+            mine,
+        }
+    }
+
     /// Adds entry `e`; `false` once no more are wanted.
     fn add(&mut self, e: Entry) -> Result<bool, HubError> {
         // The rows before it, which it is not beneath, are complete.
@@ -563,7 +567,9 @@ impl Tally<'_, '_> {
         }
         self.left -= 1;
         let row = &mut self.rows[self.at];
-        if !row.folder || e.name == row.name {
+        // Only what is beneath a folder row counts (a name made since the rows were read may
+        // fall between them).
+        if !row.folder || e.name == row.name || !e.name.starts_with(&row.name) {
             return Ok(true);
         }
         row.modified_ns = row.modified_ns.max(e.modified_ns);
@@ -611,7 +617,7 @@ impl Tally<'_, '_> {
 /// The names the visitor uploaded beneath a page's folder ([`Hub::owned`]), read in byte order
 /// as the page asks about its names (which come in byte order too), within a budget.
 struct Mine<'a> {
-    hub: &'a Hub,
+    hub: &'a dyn OwnedSource,
     /// `None`: no names to read (an admin changes all, a visitor who cannot upload none).
     owner: Option<troca_hub::records::Owner>,
     prefix: &'a str,
@@ -624,7 +630,46 @@ struct Mine<'a> {
     left: u64,
 }
 
-impl Mine<'_> {
+/// Where the names a visitor uploaded are read from: the hub's records.
+trait OwnedSource {
+    fn owned_page(
+        &self,
+        owner: troca_hub::records::Owner,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<troca_hub::owned::OwnedPage, HubError>;
+}
+
+impl OwnedSource for Hub {
+    fn owned_page(
+        &self,
+        owner: troca_hub::records::Owner,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<troca_hub::owned::OwnedPage, HubError> {
+        self.owned_blocking(owner, prefix, after)
+    }
+}
+
+impl<'a> Mine<'a> {
+    /// The names `owner` uploaded in the page's folder from its rows on (`None`: none to read).
+    fn new(
+        hub: &'a dyn OwnedSource,
+        owner: Option<troca_hub::records::Owner>,
+        seen: Seen<'a>,
+        budget: u64,
+    ) -> Self {
+        Mine {
+            hub,
+            owner,
+            prefix: seen.folder,
+            after: seen.after.map(str::to_owned),
+            page: Vec::new().into_iter().peekable(),
+            done: false,
+            left: budget,
+        }
+    }
+
     /// Whether `name` is the visitor's; every name asked about comes after the one before.
     fn holds(&mut self, name: &str) -> Result<bool, HubError> {
         loop {
@@ -645,7 +690,7 @@ impl Mine<'_> {
         };
         let page = self
             .hub
-            .owned_blocking(owner, self.prefix, self.after.as_deref())?;
+            .owned_page(owner, self.prefix, self.after.as_deref())?;
         self.left = self
             .left
             .saturating_sub(troca_hub::owned::OWNED_PAGE as u64);
@@ -865,5 +910,145 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troca_hub::owned::OwnedPage;
+    use troca_hub::records::Owner;
+
+    /// The visitor's names, given two a page.
+    struct Owned(Vec<&'static str>);
+
+    impl OwnedSource for Owned {
+        fn owned_page(
+            &self,
+            _: Owner,
+            _: &str,
+            after: Option<&str>,
+        ) -> Result<OwnedPage, HubError> {
+            let rest: Vec<String> = self
+                .0
+                .iter()
+                .filter(|n| after.is_none_or(|a| **n > a))
+                .map(|n| n.to_string())
+                .collect();
+            let names: Vec<String> = rest.iter().take(2).cloned().collect();
+            let next = (rest.len() > 2).then(|| names[1].clone());
+            Ok(OwnedPage { names, next })
+        }
+    }
+
+    fn row(name: &str) -> Row {
+        let short = name.trim_end_matches('/').rsplit('/').next().unwrap();
+        let e = Entry {
+            name: name.into(),
+            size: 1,
+            modified_ns: 0,
+            blake3: None,
+        };
+        Row::of(short, e)
+    }
+
+    fn entry(name: &str, size: u64) -> Entry {
+        Entry {
+            name: name.into(),
+            size,
+            modified_ns: 0,
+            blake3: None,
+        }
+    }
+
+    /// The rows of `names` filled in from `beneath` (after the first row, as the page reads
+    /// it) within `budget`, for a client who uploaded `owned`: (name, files, bytes, mine), a
+    /// folder's files `None` when not counted.
+    fn filled(
+        names: &[&str],
+        beneath: &[Entry],
+        budget: u64,
+        owned: Vec<&'static str>,
+    ) -> Vec<(String, Option<u64>, u64, bool)> {
+        let mut rows: Vec<Row> = names.iter().map(|n| row(n)).collect();
+        let rights = Rights {
+            may_upload: true,
+            admin: false,
+            owner: Some(Owner::default()),
+        };
+        let caller = Caller::default();
+        let source = Owned(owned);
+        let seen = Seen {
+            folder: "",
+            after: None,
+        };
+        let mine = Mine::new(&source, rights.owner, seen, u64::MAX);
+        let mut tally = Tally::new(&caller, &rights, &mut rows, budget, mine);
+        for e in beneath {
+            if !tally.add(e.clone()).unwrap() {
+                break;
+            }
+        }
+        tally.finish().unwrap();
+        rows.into_iter()
+            .map(|r| (r.name, r.counted.then_some(r.files), r.size, r.mine))
+            .collect()
+    }
+
+    #[test]
+    fn a_page_counts_each_folder_and_marks_what_its_visitor_uploaded() {
+        let names = ["a/", "b.txt", "c/", "e/", "f.txt"];
+        let beneath = [
+            entry("a/x", 2),
+            entry("a/y/", 0), // an empty folder: no file
+            entry("a/y2/z", 3),
+            entry("b.txt", 5),
+            entry("c/1", 1),
+            entry("d.txt", 9), // made since the rows were read: in no row
+            entry("f.txt", 4),
+        ];
+        let own = vec!["a/x", "a/y2/z", "b.txt", "c/0-gone", "f.txt"];
+        let got = filled(&names, &beneath, u64::MAX, own);
+        let want = [
+            ("a/", Some(2), 5, true),
+            ("b.txt", Some(1), 1, true),
+            ("c/", Some(1), 1, false),
+            // Empty: whoever may upload may change it.
+            ("e/", Some(0), 0, true),
+            ("f.txt", Some(1), 1, true),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(n, f, s, m)| (n.to_string(), *f, *s, *m))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn past_its_bound_a_page_leaves_the_folders_uncounted_and_still_marks_files() {
+        let names = ["a/", "b/", "c.txt", "d/"];
+        let beneath = [
+            entry("a/1", 1),
+            entry("a/2", 1),
+            entry("b/1", 1),
+            entry("b/2", 1),
+            entry("c.txt", 1),
+        ];
+        // Three names: a/ is counted, b/ is not, nor d/ which the listing never reached.
+        let got = filled(&names, &beneath, 3, vec!["a/1", "a/2", "c.txt"]);
+        let want = [
+            ("a/", Some(2), 2, true),
+            ("b/", None, 0, false),
+            ("c.txt", Some(1), 1, true),
+            ("d/", None, 0, false),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(n, f, s, m)| (n.to_string(), *f, *s, *m))
+            .collect();
+        assert_eq!(got, want);
+        // Exactly enough: every folder counted.
+        let got = filled(&names, &beneath, 5, vec![]);
+        assert!(got.iter().all(|r| r.1.is_some()), "{got:?}");
     }
 }
