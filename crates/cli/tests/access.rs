@@ -736,6 +736,34 @@ fn a_folder_page_marks_what_its_visitor_may_change_as_the_hub_decides() {
     let mine: Vec<(&str, bool)> = rows.iter().map(|r| (r.name.as_str(), r.mine)).collect();
     assert_eq!(mine, [("mixed/m.txt", true), ("mixed/theirs.txt", false)]);
 
+    // A search marks the files the same way; a folder only for the admin.
+    let found = |headers: &[&str]| -> Vec<(String, bool)> {
+        let mut args = vec!["-f"];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        let url = format!("{web}api/find?q=t");
+        args.push(&url);
+        let rows: serde_json::Value = serde_json::from_slice(&curl(&args).stdout).unwrap();
+        let rows = rows.as_array().unwrap().iter();
+        rows.map(|r| (r["name"].as_str().unwrap().into(), r["mine"] == true))
+            .collect()
+    };
+    let by_key = found(&[&key]);
+    let want = [
+        ("empty/", false),
+        ("k.txt", true),
+        ("mine/a.txt", true),
+        ("mine/deep/b.txt", true),
+        ("mixed/m.txt", true),
+        ("mixed/theirs.txt", false),
+        ("theirs.txt", false),
+    ];
+    let want: Vec<(String, bool)> = want.iter().map(|(n, m)| (n.to_string(), *m)).collect();
+    assert_eq!(by_key, want);
+    assert!(found(&[]).iter().all(|(_, m)| !m));
+    assert!(found(&[&admin]).iter().all(|(_, m)| *m));
+
     // A token held to mine/ sees the way there, which it may not move or delete.
     let (held, _) = folder_token(&hub, "write", "mine");
     let bearer = format!("Authorization: Bearer {held}");

@@ -323,6 +323,9 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     type_into(&c, "#search", "phot").await;
     let t = wait_until(&c, "the search", |t| t.contains("photo.jpg")).await;
     assert!(!t.contains("song.ogg"), "{t}");
+    // What this browser uploaded it may delete from the search's matches too.
+    let delete = Locator::Css("button[aria-label='Delete photo.jpg']");
+    assert!(c.find(delete).await.is_ok(), "no Delete among the matches");
     c.find(Locator::LinkText("home"))
         .await
         .unwrap()

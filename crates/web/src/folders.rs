@@ -105,7 +105,10 @@ pub(crate) async fn find(
         q.q.clone(),
         |caller| async move {
             let found = hub.find(&q.q, &caller).await?;
-            let mut response = Json(json::files(&found.entries)).into_response();
+            let mine = found_mine(hub, &caller, &found.entries).await?;
+            let rows = json::files(&found.entries).into_iter().zip(mine);
+            let rows: Vec<FoundRow> = rows.map(|(row, mine)| FoundRow { row, mine }).collect();
+            let mut response = Json(rows).into_response();
             if found.cut {
                 let h = response.headers_mut();
                 h.insert(SEARCH_CUT, HeaderValue::from_static("1"));
@@ -114,6 +117,60 @@ pub(crate) async fn find(
         },
     )
     .await
+}
+
+/// A search's match, and whether the visitor may rename or delete it.
+#[derive(Debug, serde::Serialize)]
+struct FoundRow {
+    #[serde(flatten)]
+    row: json::FileRow,
+    mine: bool,
+}
+
+/// Which of a search's matches (in byte order) the visitor may rename or delete: every one for
+/// an admin; for a client, the files it uploaded (read beside the matches, in name order,
+/// within `--count-names`). A folder only for an admin: a search does not read what it holds.
+async fn found_mine(
+    hub: &Arc<Hub>,
+    caller: &Caller,
+    found: &[Entry],
+) -> Result<Vec<bool>, HubError> {
+    let reach = caller.folder().map(|f| format!("{f}/")).unwrap_or_default();
+    let rights = hub.rights(caller, &reach).await?;
+    let reached: Vec<bool> = found
+        .iter()
+        .map(|e| caller.must_reach_inside(&e.name).is_ok())
+        .collect();
+    if rights.admin || rights.owner.is_none() {
+        return Ok(reached.into_iter().map(|r| r && rights.admin).collect());
+    }
+    let files: Vec<Option<String>> = found
+        .iter()
+        .map(|e| (!e.name.ends_with('/')).then(|| e.name.clone()))
+        .collect();
+    let hub = Arc::clone(hub);
+    let owned = troca_net::blocking(
+        move || {
+            let seen = Seen {
+                folder: &reach,
+                after: None,
+            };
+            let budget = hub.config().count_names;
+            let mut mine = Mine::new(hub.as_ref(), rights.owner, seen, budget);
+            let held = |name: &Option<String>| name.as_deref().map_or(Ok(false), |n| mine.holds(n));
+            files
+                .iter()
+                .map(held)
+                .collect::<Result<Vec<bool>, HubError>>()
+        },
+        |e| HubError::Internal(format!("a task failed: {e}")),
+    )
+    .await?;
+    Ok(owned
+        .into_iter()
+        .zip(reached)
+        .map(|(o, r)| o && r)
+        .collect())
 }
 
 /// Set on a search's answer that may have left names out: it holds the most a search answers,

@@ -199,8 +199,7 @@ function foundRow(f) {
     el("td", { className: "when" }, el("time", { dateTime: f.modified, textContent: when(f.modified) })),
     el("td", { className: "actions" }));
   tr.dataset.name = f.name;
-  // Which of a search's matches a client uploaded is not asked: its folder's page shows them.
-  if (rights.may_change_all) tr.dataset.mine = "1";
+  if (f.mine) tr.dataset.mine = "1";
   return enhance(tr);
 }
 
