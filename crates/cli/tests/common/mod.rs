@@ -561,25 +561,10 @@ pub fn page_rows(html: &str) -> (Vec<PageRow>, Option<String>) {
     });
     let more = html.split("?after=").nth(1).map(|rest| {
         let encoded = rest.split('"').next().unwrap();
-        percent_decode(encoded)
+        let decoded = percent_encoding::percent_decode_str(encoded);
+        decoded.decode_utf8().unwrap().into_owned()
     });
     (rows.collect(), more)
-}
-
-fn percent_decode(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// The rows of the web page of `folder` (`""` or `NAME/`), after `after`, fetched by `curl`
@@ -593,7 +578,7 @@ pub fn folder_page(
     let web = hub.web.clone().unwrap();
     let mut url = format!("{web}files/{folder}");
     if let Some(a) = after {
-        let a: String = a.bytes().map(|b| format!("%{b:02X}")).collect();
+        let a = percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC);
         url.push_str(&format!("?after={a}"));
     }
     let mut args = vec!["-f"];
