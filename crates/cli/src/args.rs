@@ -677,6 +677,16 @@ pub struct Serve {
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
     #[arg(help_heading = "Addresses", long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// A reverse proxy in front of the web face (an address, or a network such as
+    /// 10.0.0.0/8; repeat it or separate with commas). Its requests are taken to come from the
+    /// client its X-Forwarded-For names, so each client behind it has its own limits, quotas
+    /// and place in `troca who`; without it they would all share the proxy's.
+    #[arg(
+        help_heading = "Addresses",
+        long = "trusted-proxy",
+        value_name = "ADDR[/PREFIX]"
+    )]
+    pub trusted_proxies: Vec<troca_hub::config::TrustedProxies>,
     /// Serve the native protocol without encryption (for benchmarks, or a link that is already
     /// encrypted); clients must say --plaintext too.
     #[arg(help_heading = "Encryption", long, conflicts_with_all = ["tls_cert", "tls_key"])]

@@ -181,6 +181,8 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.hash_cache = args.hash_cache;
     config.batch_memory = args.batch_memory;
     config.metrics = args.metrics.is_some();
+    config.trusted_proxies =
+        troca_hub::config::TrustedProxies::merged(args.trusted_proxies.clone());
     config.max_searches = args.max_searches.max(1);
     config.search_names = match args.search_names {
         0 => u64::MAX,

@@ -968,3 +968,265 @@ fn a_folder_page_counts_within_its_bound_and_pages_by_its_own_entries() {
     ]);
     assert_eq!(ok(&missing), "404");
 }
+
+/// A real nginx in front of a hub's web face, on a free port, as the README shows it.
+struct Nginx {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    url: String,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // A graceful stop, so that the master takes its worker with it.
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill has no memory preconditions; the pid is our own child's, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts nginx in `dir` proxying to the hub at `web` (`http://HOST:PORT/`), and waits until it
+/// accepts connections.
+fn nginx_in_front_of(web: &str, dir: &std::path::Path) -> Nginx {
+    let upstream = web.trim_start_matches("http://").trim_end_matches('/');
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;"
+    } else {
+        ""
+    };
+    let d = dir.display();
+    let conf = format!(
+        "{user}\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         upstream troca {{ server {upstream}; keepalive 8; }}\n\
+         server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
+         location / {{\n      proxy_pass http://troca;\n      proxy_http_version 1.1;\n\
+         proxy_set_header Connection \"\";\n      proxy_set_header X-Forwarded-Host $http_host;\n\
+         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+         proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut child = Command::new("nginx")
+        .args(["-e", &format!("{d}/error.log"), "-p", &format!("{d}"), "-c"])
+        .arg(&path)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            panic!("nginx stopped ({status}): {log}");
+        }
+        assert!(Instant::now() < deadline, "nginx did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Nginx {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// curl from `from` (a loopback address of its own, as another machine would be).
+fn curl_from(from: &str, args: &[&str]) -> (u16, String) {
+    let mut all = vec!["--interface", from, "-o", "-", "-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    let out = curl(&all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("a status code");
+    (code.parse().expect("a status code"), body.to_owned())
+}
+
+/// Opens a download from `from` through `url` and reads none of it, so the request stays in
+/// flight: it holds its place among its client's connections until dropped.
+fn held_download(
+    rt: &tokio::runtime::Runtime,
+    from: &str,
+    url: &str,
+    name: &str,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let server: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut stream = socket.connect(server).await.unwrap();
+        let head = format!("GET /files/{name} HTTP/1.1\r\nHost: {server}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream
+    })
+}
+
+#[test]
+fn behind_a_trusted_proxy_each_client_has_its_own_address_limits_and_place() {
+    if !needs("nginx", "a reverse proxy in front of the web face") {
+        return;
+    }
+    let s = Scratch::new();
+    let share = s.share.clone();
+    random_file(&share.join("big.bin"), 64 << 20, "big");
+    std::fs::write(share.join("small.txt"), b"small").unwrap();
+    let hub = Hub::start(
+        &share,
+        &[
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--max-connections-per-ip",
+            "2",
+            "--upload-files-per-ip",
+            "1",
+        ],
+    );
+    let proxy = nginx_in_front_of(hub.web.as_deref().unwrap(), s.tmp.path());
+    let at = |path: &str| format!("{}{path}", proxy.url);
+    let (a, b) = ("127.0.0.2", "127.0.0.3");
+
+    // Each client behind the proxy has its own upload quota, and cannot claim another's
+    // address: nginx appends the address it saw, which the hub reads first.
+    let put = |from: &str, name: &str, extra: &[&str]| {
+        let mut args = vec!["-T", "-", &at(&format!("/files/{name}"))[..]]
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|e| e.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl_from(from, &args).0
+    };
+    assert_eq!(put(a, "a1.txt", &[]), 201);
+    assert_eq!(
+        put(a, "a2.txt", &[]),
+        429,
+        "the second file is past a's quota"
+    );
+    assert_eq!(
+        put(a, "a2.txt", &["-H", "X-Forwarded-For: 198.51.100.1"]),
+        429
+    );
+    assert_eq!(put(b, "b1.txt", &[]), 201, "b's quota is its own");
+
+    // The history says who uploaded what, by the clients' addresses.
+    let (code, history) = curl_from(
+        b,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {}", hub.admin_token()),
+            &at("/api/history?op=put"),
+        ],
+    );
+    assert_eq!(code, 200, "{history}");
+    let rows: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let by = |target: &str| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["target"] == target)
+            .map(|r| r["address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(by("a1.txt"), [a]);
+    assert_eq!(by("b1.txt"), [b]);
+
+    // Connections per address count each client's requests in flight, not the proxy's
+    // connections: a holds two downloads, a third is refused, b is served meanwhile.
+    let rt = runtime();
+    let held = [
+        held_download(&rt, a, &proxy.url, "big.bin"),
+        held_download(&rt, a, &proxy.url, "big.bin"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, who) = curl_from(b, &[&at("/api/clients")]);
+        let who: serde_json::Value = serde_json::from_str(&who).unwrap();
+        let downloading = who
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["address"] == a && c["target"] == "big.bin")
+            .count();
+        if downloading == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a's downloads never showed in who: {who}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, body) = curl_from(a, &[&at("/files/small.txt")]);
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("too many connections from your address"),
+        "{body}"
+    );
+    assert_eq!(
+        curl_from(b, &[&at("/files/small.txt")]),
+        (200, "small".to_owned())
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl_from(a, &[&at("/files/small.txt")]).0 != 200 {
+        assert!(Instant::now() < deadline, "a's places were not given back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // WebDAV's MOVE names its Destination by the host the client asked for, which the hub
+    // takes from the proxy's X-Forwarded-Host; the same header from a client is not believed.
+    let admin = format!("troca:{}", hub.admin_token());
+    let dest = format!("Destination: {}", at("/dav/moved.txt"));
+    let (code, body) = curl_from(
+        b,
+        &["-u", &admin, "-X", "MOVE", "-H", &dest, &at("/dav/a1.txt")],
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        curl_from(b, &[&at("/files/moved.txt")]),
+        (200, String::new())
+    );
+    let direct = hub.web.as_deref().unwrap().trim_end_matches('/');
+    let forged = format!(
+        "X-Forwarded-Host: {}",
+        proxy.url.trim_start_matches("http://")
+    );
+    let (code, body) = curl_from(
+        b,
+        &[
+            "-u",
+            &admin,
+            "-X",
+            "MOVE",
+            "-H",
+            &dest,
+            "-H",
+            &forged,
+            &format!("{direct}/dav/b1.txt"),
+        ],
+    );
+    assert_eq!(code, 502, "{body}");
+
+    // A hub that trusts no proxy says, once, how to tell a proxy's clients apart.
+    drop(proxy);
+    let other = s.tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let plain = Hub::start(&other, &[]);
+    let url = format!("{}api/status", plain.web.as_deref().unwrap());
+    assert_eq!(
+        curl_from(a, &["-H", "X-Forwarded-For: 203.0.113.9", &url]).0,
+        200
+    );
+    plain
+        .daemon
+        .wait_for_stderr("start the hub with --trusted-proxy 127.0.0.2");
+}

@@ -65,7 +65,11 @@ impl Clients {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session {
             address,
-            address_text: address.to_string().into(),
+            // A client a reverse proxy names has no port of its own to show.
+            address_text: match address.port() {
+                0 => address.ip().to_string().into(),
+                _ => address.to_string().into(),
+            },
             connected_ns: now_ns,
             name: Mutex::new(name.into()),
             doing: Mutex::new((Activity::Idle, String::new(), 0)),
@@ -176,7 +180,7 @@ impl Session {
         let (activity, target, total) = self.doing.lock().expect("session poisoned").clone();
         ClientEntry {
             name: self.name().to_string(),
-            address: self.address.to_string(),
+            address: self.address_text.to_string(),
             connected_ns: self.connected_ns,
             activity,
             target,

@@ -81,6 +81,53 @@ pub struct HubConfig {
     pub rates: troca_net::pace::Limits,
     /// Count requests and more for Prometheus (`--metrics`); off, nothing is counted.
     pub metrics: bool,
+    /// The reverse proxies whose `X-Forwarded-For` says which client a web request is from.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The addresses of reverse proxies trusted to say who their clients are (`--trusted-proxy`):
+/// networks, each an address with an optional prefix length.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<ipnet::IpNet>) -> Self {
+        Self(nets)
+    }
+
+    /// All of `lists` as one (the flag given several times).
+    pub fn merged(lists: impl IntoIterator<Item = Self>) -> Self {
+        Self(lists.into_iter().flat_map(|l| l.0).collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` (an IPv4 address written as IPv6, `::ffff:a.b.c.d`, counts as itself) is
+    /// one of them.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = String;
+
+    /// `ADDR` or `ADDR/PREFIX`, several separated by commas.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let net = |part: &str| -> Result<ipnet::IpNet, String> {
+            let part = part.trim();
+            part.parse::<ipnet::IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("{part:?} is not an address or a network (ADDR or ADDR/PREFIX)")
+                })
+        };
+        s.split(',').map(net).collect::<Result<_, _>>().map(Self)
+    }
 }
 
 /// How the native protocol is protected.
@@ -142,6 +189,7 @@ impl HubConfig {
             upload_quota: crate::quota::QuotaLimits::DEFAULT,
             rates: troca_net::pace::Limits::default(),
             metrics: false,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -314,6 +315,23 @@ impl Pacer {
     }
 }
 
+/// A connection's pace that its server changes between requests: a reverse proxy's connection
+/// carries the requests of many clients, each under its own address's limits.
+#[derive(Debug, Default)]
+pub struct PaceSwitch {
+    /// How many times the pace was set: a stream takes the new one when this moves.
+    sets: AtomicU64,
+    next: Mutex<Option<Pace>>,
+}
+
+impl PaceSwitch {
+    /// The pace from the stream's next read or write on.
+    pub fn set(&self, pace: Option<Pace>) {
+        *self.next.lock().expect("pace switch poisoned") = pace;
+        self.sets.fetch_add(1, Ordering::Release);
+    }
+}
+
 /// A stream under a [`Pace`], for servers that hand the stream to someone else (the HTTP
 /// face's hyper): each read and write waits for its gate, moves at most a quantum, and is
 /// charged. Without a pace it passes everything through.
@@ -321,6 +339,8 @@ impl Pacer {
 pub struct Paced<S> {
     inner: S,
     pace: Option<Box<Pace>>,
+    /// Where a new pace comes from, and how many times it was set when last taken.
+    switch: Option<(Arc<PaceSwitch>, u64)>,
     read_wait: Option<Pin<Box<tokio::time::Sleep>>>,
     write_wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -330,8 +350,30 @@ impl<S> Paced<S> {
         Self {
             inner,
             pace: pace.filter(Pace::is_limited).map(Box::new),
+            switch: None,
             read_wait: None,
             write_wait: None,
+        }
+    }
+
+    /// A stream whose pace `switch` sets (none until it does).
+    pub fn switched(inner: S, switch: Arc<PaceSwitch>) -> Self {
+        let mut paced = Self::new(inner, None);
+        paced.switch = Some((switch, 0));
+        paced
+    }
+
+    /// Takes the switch's pace if it was set since last taken.
+    fn refresh(&mut self) {
+        let Some((switch, seen)) = &mut self.switch else {
+            return;
+        };
+        let sets = switch.sets.load(Ordering::Acquire);
+        if sets != *seen {
+            *seen = sets;
+            let pace = switch.next.lock().expect("pace switch poisoned").take();
+            self.pace = pace.filter(Pace::is_limited).map(Box::new);
+            (self.read_wait, self.write_wait) = (None, None);
         }
     }
 }
@@ -361,6 +403,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Paced<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.refresh();
         let Some(pace) = this.pace.as_deref_mut() else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
@@ -388,6 +431,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Paced<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.refresh();
         let Some(pace) = this.pace.as_deref_mut().filter(|p| p.send.is_limited()) else {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         };
@@ -399,10 +443,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Paced<S> {
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.as_mut().get_mut().refresh();
         if self.pace.as_ref().is_some_and(|p| p.send.is_limited()) {
             let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
             return self.poll_write(cx, first);
@@ -411,6 +456,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Paced<S> {
     }
 
     fn is_write_vectored(&self) -> bool {
+        // A switched stream may be limited later; its vectored writes then send one slice.
         self.pace.as_ref().is_none_or(|p| !p.send.is_limited()) && self.inner.is_write_vectored()
     }
 
@@ -452,6 +498,30 @@ mod tests {
         assert_eq!(Bucket::new(1_000_000, t0).quantum(), 50_000);
         assert_eq!(Bucket::new(1_000, t0).quantum(), MIN_QUANTUM);
         assert_eq!(Bucket::new(10_000_000_000, t0).quantum(), MAX_QUANTUM);
+    }
+
+    #[tokio::test]
+    async fn a_switched_stream_moves_under_the_pace_last_set() {
+        use tokio::io::AsyncWriteExt;
+        let pacer = Pacer::new(Limits {
+            send: Limit {
+                total: None,
+                per_address: Some(1_000),
+            },
+            receive: Limit::default(),
+        });
+        let switch = Arc::new(PaceSwitch::default());
+        let (near, _far) = tokio::io::duplex(1 << 20);
+        let mut paced = Paced::switched(near, Arc::clone(&switch));
+        let data = vec![7u8; 100_000];
+        // No pace set yet: a write takes all it is given.
+        assert_eq!(paced.write(&data).await.unwrap(), data.len());
+        // At 1 KB/s a write takes one quantum.
+        switch.set(pacer.pace("192.0.2.1".parse().unwrap()));
+        assert_eq!(paced.write(&data).await.unwrap(), MIN_QUANTUM as usize);
+        // Another request, without a limit: all again, at once.
+        switch.set(None);
+        assert_eq!(paced.write(&data).await.unwrap(), data.len());
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod dav;
 mod error;
 mod files;
 mod folders;
+mod forwarded;
 mod linger;
 pub mod metrics;
 mod page;
@@ -38,7 +39,7 @@ use troca_hub::clients::Session;
 use troca_hub::error::HubError;
 use troca_hub::service::now_ns;
 use troca_hub::Hub;
-use troca_net::pace::Paced;
+use troca_net::pace::{PaceSwitch, Paced};
 use troca_net::stall::WriteStall;
 
 pub use error::ApiError;
@@ -47,7 +48,11 @@ pub use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Visitor {
     pub session: Arc<Session>,
+    /// The client's address: its connection's, or, through a trusted reverse proxy, the one
+    /// the proxy names (with port 0).
     pub address: SocketAddr,
+    /// The trusted reverse proxy the request came through, if any.
+    pub via: Option<IpAddr>,
 }
 
 /// The name a web client shows in `troca who` and the history, from its User-Agent.
@@ -77,6 +82,7 @@ async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> R
     req.extensions_mut().insert(Visitor {
         session: Arc::clone(&registration.session),
         address,
+        via: None,
     });
     let response = next.run(req).await;
     drop(registration);
@@ -146,13 +152,18 @@ fn http_builder(hub: &Hub) -> hyper::server::conn::http1::Builder {
 
 /// The requests of one web connection, each handed to the router with its [`Visitor`]. The
 /// connection is registered as a client at its first request: by the page's client cookie,
-/// so one browser's several connections are one client in `troca who`.
+/// so one browser's several connections are one client in `troca who`. A trusted reverse
+/// proxy's connection carries the requests of many clients: each request is its client's.
 #[derive(Clone)]
 struct Visits {
     app: Router,
     hub: Arc<Hub>,
     browsers: Arc<Browsers>,
     address: SocketAddr,
+    /// Whether `address` is a trusted reverse proxy.
+    proxied: bool,
+    /// Behind a proxy with bandwidth limits: each request's client's pace.
+    pace: Option<Arc<PaceSwitch>>,
     registration: Arc<std::sync::Mutex<Option<Joined>>>,
 }
 
@@ -161,34 +172,103 @@ impl Visits {
         &self,
         mut req: Request<hyper::body::Incoming>,
     ) -> impl std::future::Future<Output = Result<Response, std::convert::Infallible>> {
-        let session = self.session(client_cookie(req.headers()));
-        req.extensions_mut().insert(Visitor {
-            session,
-            address: self.address,
-        });
+        let address = self.client(req.headers());
+        // Behind a proxy each request counts as a connection of its client while it runs (the
+        // proxy's own connections are not counted against its address).
+        let slot = self
+            .proxied
+            .then(|| self.hub.addresses().take(address.ip()));
+        let refused = matches!(slot, Some(None));
+        if !refused {
+            if let Some(switch) = &self.pace {
+                switch.set(self.hub.pace(address.ip()));
+            }
+            let session = self.session(address, client_cookie(req.headers()));
+            let via = self.proxied.then_some(self.address.ip());
+            req.extensions_mut().insert(Visitor {
+                session,
+                address,
+                via,
+            });
+        }
         let mut app = self.app.clone();
+        let max = self.hub.config().max_connections_per_ip;
         // A body let go part-way is read to its end for up to the request timeout, so that its
         // client, still sending, gets the answer rather than a reset.
         let waits = linger::waits_for_continue(req.headers());
         let within = self.hub.config().request_timeout;
         let req = req.map(|b| axum::body::Body::new(linger::Lingering::new(b, waits, within)));
-        async move { app.call(req).await }
+        async move {
+            if refused {
+                let busy = ApiError::from(HubError::TooManyFromAddress(max));
+                return Ok(axum::response::IntoResponse::into_response(busy));
+            }
+            let response = app.call(req).await?;
+            Ok(match slot.flatten() {
+                Some(slot) => response.map(|body| axum::body::Body::new(Holding { body, slot })),
+                None => response,
+            })
+        }
     }
 
-    fn session(&self, cookie: Option<String>) -> Arc<Session> {
+    /// The address a request is from: the connection's, or the client a trusted proxy names.
+    fn client(&self, headers: &axum::http::HeaderMap) -> SocketAddr {
+        let trusted = &self.hub.config().trusted_proxies;
+        if !self.proxied {
+            forwarded::notice_untrusted(self.address.ip(), headers, trusted);
+            return self.address;
+        }
+        SocketAddr::new(
+            forwarded::client_address(self.address.ip(), headers, trusted),
+            0,
+        )
+    }
+
+    fn session(&self, address: SocketAddr, cookie: Option<String>) -> Arc<Session> {
         let mut mine = self.registration.lock().expect("registration poisoned");
-        // A connection first seen without the cookie joins its browser once it has one.
-        let stale = mine
-            .as_ref()
-            .is_none_or(|j| j.cookie.is_none() && cookie.is_some());
+        // A connection first seen without the cookie joins its browser once it has one; a
+        // proxy's joins each request's client.
+        let stale = mine.as_ref().is_none_or(|j| {
+            (j.cookie.is_none() && cookie.is_some())
+                || (self.proxied && (j.address != address || j.cookie != cookie))
+        });
         if stale {
             *mine = Some(Joined {
-                registration: self.browsers.join(&self.hub, self.address, cookie.clone()),
+                registration: self.browsers.join(&self.hub, address, cookie.clone()),
                 cookie,
+                address,
             });
         }
         let joined = mine.as_ref().expect("just joined");
         Arc::clone(&joined.registration.session)
+    }
+}
+
+/// A response's body that holds its request's place among its client's connections until it
+/// is sent (behind a reverse proxy, where a request stands for a connection).
+struct Holding {
+    body: axum::body::Body,
+    #[allow(dead_code)] // held, never read: dropping it frees the place
+    slot: troca_net::limits::AddressSlot,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -214,11 +294,12 @@ impl Browsers {
     }
 }
 
-/// A connection's registration, and the cookie it was made for.
+/// A connection's registration, and the cookie and address it was made for.
 #[derive(Debug)]
 struct Joined {
     registration: Arc<Registration>,
     cookie: Option<String>,
+    address: SocketAddr,
 }
 
 /// The name of the cookie that groups one browser's connections into one client. It carries no
@@ -282,7 +363,10 @@ async fn serve_connection(
     // A client that asks and reads nothing must not hold its connection for ever.
     let stall = visits.hub.config().stall_timeout;
     // Outside the stall timer: waiting for the bandwidth limit is not the client's stall.
-    let pace = visits.hub.pace(address.ip());
+    let pace = visits
+        .pace
+        .clone()
+        .ok_or_else(|| visits.hub.pace(address.ip()));
     let service = hyper::service::service_fn(move |req| visits.call(req));
     let io = match tls {
         None => Io::Plain(stream),
@@ -295,16 +379,24 @@ async fn serve_connection(
     };
     let served = match io {
         Io::Plain(s) => {
-            let io = TokioIo::new(Paced::new(WriteStall::new(s, stall), pace));
+            let io = TokioIo::new(paced(WriteStall::new(s, stall), pace));
             watcher.watch(http.serve_connection(io, service)).await
         }
         Io::Tls(s) => {
-            let io = TokioIo::new(Paced::new(WriteStall::new(s, stall), pace));
+            let io = TokioIo::new(paced(WriteStall::new(s, stall), pace));
             watcher.watch(http.serve_connection(io, service)).await
         }
     };
     if let Err(e) = served {
         tracing::debug!(%address, "web connection ended: {e}");
+    }
+}
+
+/// `stream` under its connection's pace, or under a switch that each request sets.
+fn paced<S>(stream: S, pace: Result<Arc<PaceSwitch>, Option<troca_net::pace::Pace>>) -> Paced<S> {
+    match pace {
+        Ok(switch) => Paced::switched(stream, switch),
+        Err(pace) => Paced::new(stream, pace),
     }
 }
 
@@ -326,7 +418,14 @@ pub async fn serve(
         let Some((stream, address)) = troca_net::accept(&listener, &shutdown, BUSY).await else {
             break;
         };
-        let Some(from_address) = hub.addresses().take(address.ip()) else {
+        // A trusted proxy's connections count against the total only: each of its requests
+        // counts against its client's address instead.
+        let proxied = hub.config().trusted_proxies.contains(address.ip());
+        let from_address = if proxied {
+            None
+        } else if let Some(slot) = hub.addresses().take(address.ip()) {
+            Some(slot)
+        } else {
             let max = hub.config().max_connections_per_ip;
             tasks.spawn(refuse(stream, HubError::TooManyFromAddress(max)));
             continue;
@@ -343,6 +442,8 @@ pub async fn serve(
             hub: Arc::clone(&hub),
             browsers: Arc::clone(&browsers),
             address,
+            proxied,
+            pace: (proxied && !hub.config().rates.is_none()).then(Arc::default),
             registration: Arc::default(),
         };
         // The configuration in use now (a reloaded certificate applies from the next one).

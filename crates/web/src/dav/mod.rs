@@ -171,7 +171,11 @@ fn refusal(req: &Request) -> Option<Response> {
         return Some(plain(StatusCode::BAD_REQUEST, "a malformed If header"));
     }
     if matches!(method, "COPY" | "MOVE") {
-        return destination_refusal(headers);
+        let proxied = req
+            .extensions()
+            .get::<crate::Visitor>()
+            .is_some_and(|v| v.via.is_some());
+        return destination_refusal(headers, proxied);
     }
     None
 }
@@ -238,16 +242,27 @@ fn if_header_is_safe(v: &[u8]) -> bool {
     }
 }
 
-/// A `Destination` must be on this hub (the request's own host) and beneath `/dav/`.
-fn destination_refusal(headers: &HeaderMap) -> Option<Response> {
+/// A `Destination` must be on this hub (the request's own host, or through a trusted reverse
+/// proxy the host its client asked for, `X-Forwarded-Host`) and beneath `/dav/`.
+fn destination_refusal(headers: &HeaderMap, proxied: bool) -> Option<Response> {
     let dest = headers.get("destination").and_then(|v| v.to_str().ok())?;
     let uri: axum::http::Uri = match dest.parse() {
         Ok(u) => u,
         Err(_) => return Some(plain(StatusCode::BAD_REQUEST, "a bad Destination")),
     };
     if let Some(authority) = uri.authority() {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        if host.is_none_or(|h| !h.eq_ignore_ascii_case(authority.as_str())) {
+        let forwarded = headers
+            .get_all("x-forwarded-host")
+            .iter()
+            .filter(|_| proxied)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        let mut hosts = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .into_iter()
+            .chain(forwarded);
+        if !hosts.any(|h| h.trim().eq_ignore_ascii_case(authority.as_str())) {
             return Some(plain(
                 StatusCode::BAD_GATEWAY,
                 "the Destination is on another server",
