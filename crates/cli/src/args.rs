@@ -677,10 +677,11 @@ pub struct Serve {
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
     #[arg(help_heading = "Addresses", long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// A reverse proxy in front of the web face (an address, or a network such as
-    /// 10.0.0.0/8; repeat it or separate with commas). Its requests are taken to come from the
-    /// client its X-Forwarded-For names, so each client behind it has its own limits, quotas
-    /// and place in `troca who`; without it they would all share the proxy's.
+    /// A reverse proxy or load balancer in front of the hub (an address, or a network such as
+    /// 10.0.0.0/8; repeat it or separate with commas). Its connections are taken to be for the
+    /// client its PROXY protocol header names (both faces), or its web requests for the client
+    /// their X-Forwarded-For names, so each client behind it has its own limits, quotas and
+    /// place in `troca who`; without it they would all share the proxy's.
     #[arg(
         help_heading = "Addresses",
         long = "trusted-proxy",

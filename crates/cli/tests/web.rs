@@ -1230,3 +1230,141 @@ fn behind_a_trusted_proxy_each_client_has_its_own_address_limits_and_place() {
         .daemon
         .wait_for_stderr("start the hub with --trusted-proxy 127.0.0.2");
 }
+
+/// A free port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// HAProxy in TCP mode in front of both of a hub's faces, connecting to the hub from
+/// 127.0.0.5 and naming each client with the PROXY protocol (version 2 to the native
+/// protocol, version 1 to the web face). Stopped when dropped.
+struct HaProxy {
+    child: Child,
+    native: u16,
+    web: u16,
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn haproxy_in_front_of(hub: &Hub, dir: &std::path::Path) -> HaProxy {
+    let web = hub.web.as_deref().unwrap();
+    let web = web.trim_start_matches("http://").trim_end_matches('/');
+    let (native, front) = (free_port(), free_port());
+    let conf = format!(
+        "global\n  maxconn 256\ndefaults\n  mode tcp\n  timeout connect 10s\n  timeout client 60s\n\
+         timeout server 60s\nlisten native\n  bind 127.0.0.1:{native}\n\
+         server hub {} send-proxy-v2 source 127.0.0.5\nlisten web\n  bind 127.0.0.1:{front}\n\
+         server hub {web} send-proxy source 127.0.0.5\n",
+        hub.addr
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, conf).unwrap();
+    let mut child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("haproxy runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in [native, front] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+                panic!("haproxy stopped ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "haproxy did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    HaProxy {
+        child,
+        native,
+        web: front,
+    }
+}
+
+#[test]
+fn behind_a_tcp_proxy_the_proxy_protocol_names_each_client_on_both_faces() {
+    if !needs("haproxy", "a TCP proxy in front of both faces") {
+        return;
+    }
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &["--trusted-proxy", "127.0.0.5"]);
+    let proxy = haproxy_in_front_of(&hub, s.tmp.path());
+    std::fs::write(s.client.join("native.txt"), b"through the proxy").unwrap();
+
+    // The native protocol through the proxy, TLS end to end: the client checks the hub's own
+    // key, and the hub sees the client's address, not the proxy's.
+    let through = format!(
+        "troca://127.0.0.1:{}/#{}",
+        proxy.native,
+        hub.key.as_deref().unwrap()
+    );
+    let out = Command::new(TROCA)
+        .current_dir(&s.client)
+        .env("TROCA_HUB", &through)
+        .env("XDG_DATA_HOME", hub.client_data())
+        .env_remove("TROCA_TOKEN")
+        .args(["put", "native.txt"])
+        .output()
+        .unwrap();
+    ok(&out);
+
+    // The web face through the proxy, from a client address of its own.
+    let (code, body) = curl_from(
+        "127.0.0.2",
+        &[
+            "-T",
+            "-",
+            &format!("http://127.0.0.1:{}/files/web.txt", proxy.web),
+        ],
+    );
+    assert_eq!(code, 201, "{body}");
+
+    let history = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {}", hub.admin_token()),
+        &format!("{}api/history?op=put", hub.web.as_deref().unwrap()),
+    ]);
+    let rows: serde_json::Value = serde_json::from_str(&ok(&history)).unwrap();
+    let from = |target: &str| -> String {
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == target);
+        row.unwrap_or_else(|| panic!("{target} in {rows}"))["address"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(from("native.txt").starts_with("127.0.0.1:"), "{rows}");
+    assert!(from("web.txt").starts_with("127.0.0.2:"), "{rows}");
+
+    // A header from an address the hub does not trust is not believed: it is no request.
+    use std::io::{Read, Write};
+    let web = hub
+        .web
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut raw = std::net::TcpStream::connect(web).unwrap();
+    raw.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 4711 80\r\nGET /api/status HTTP/1.1\r\nHost: hub\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}

@@ -43,34 +43,23 @@ pub async fn serve(
         let Some((stream, peer)) = troca_net::accept(&listener, &shutdown, &busy).await else {
             break;
         };
-        let slots = hub
-            .addresses()
-            .take(peer.ip())
-            .ok_or(HubError::TooManyFromAddress(
-                hub.config().max_connections_per_ip,
-            ));
-        let permit = slots.and_then(|slot| {
-            let permit = Arc::clone(&limit).try_acquire_owned();
-            permit
-                .map(|p| (p, slot))
-                .map_err(|_| HubError::TooManyConnections(hub.config().max_connections))
+        let (hub, shutdown) = (Arc::clone(&hub), shutdown.clone());
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            let max = hub.config().max_connections;
+            tracker.spawn(refuse(stream, HubError::TooManyConnections(max)));
+            continue;
+        };
+        tracker.spawn(async move {
+            let Some((stream, peer)) = client_of(&hub, stream, peer).await else {
+                return;
+            };
+            let Some(slot) = hub.addresses().take(peer.ip()) else {
+                let max = hub.config().max_connections_per_ip;
+                return refuse(stream, HubError::TooManyFromAddress(max)).await;
+            };
+            serve_connection(hub, stream, peer, shutdown).await;
+            drop((permit, slot));
         });
-        match permit {
-            Ok(held) => {
-                let (hub, shutdown) = (Arc::clone(&hub), shutdown.clone());
-                tracker.spawn(async move {
-                    serve_connection(hub, stream, peer, shutdown).await;
-                    drop(held);
-                });
-            }
-            Err(refusal) => {
-                tracker.spawn(async move {
-                    let mut conn = troca_net::Connection::new(stream);
-                    let _ = conn.send(&refusal.to_message()).await;
-                    let _ = conn.shutdown().await;
-                });
-            }
-        }
     }
     drop(listener);
     tracker.close();
@@ -79,6 +68,34 @@ pub async fn serve(
     let h = Arc::clone(&hub);
     let _ = tokio::task::spawn_blocking(move || h.history_log().flush()).await;
     Ok(())
+}
+
+/// The client a connection is for: its peer, or, from a trusted proxy that begins with a PROXY
+/// protocol header, the client the header names (`None`: a header that cannot be read within
+/// the handshake timeout; the connection is dropped).
+pub async fn client_of(
+    hub: &Hub,
+    mut stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    if !hub.config().trusted_proxies.contains(peer.ip()) {
+        return Some((stream, peer));
+    }
+    let within = hub.config().handshake_timeout;
+    match troca_net::proxy_header::read_client(&mut stream, within).await {
+        Ok(client) => Some((stream, client.unwrap_or(peer))),
+        Err(e) => {
+            tracing::debug!(%peer, "dropped a connection from a trusted proxy: {e}");
+            None
+        }
+    }
+}
+
+/// Tells a connection the hub will not serve why, and closes it.
+async fn refuse(stream: tokio::net::TcpStream, why: HubError) {
+    let mut conn = troca_net::Connection::new(stream);
+    let _ = conn.send(&why.to_message()).await;
+    let _ = conn.shutdown().await;
 }
 
 async fn clean_partials(hub: Arc<Hub>, shutdown: CancellationToken) {

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod iobuf;
 pub mod limits;
 pub mod pace;
+pub mod proxy_header;
 pub mod record;
 pub mod sealed;
 pub mod sendfile;

@@ -39,6 +39,7 @@ use troca_hub::clients::Session;
 use troca_hub::error::HubError;
 use troca_hub::service::now_ns;
 use troca_hub::Hub;
+use troca_net::limits::AddressSlot;
 use troca_net::pace::{PaceSwitch, Paced};
 use troca_net::stall::WriteStall;
 
@@ -249,7 +250,7 @@ impl Visits {
 struct Holding {
     body: axum::body::Body,
     #[allow(dead_code)] // held, never read: dropping it frees the place
-    slot: troca_net::limits::AddressSlot,
+    slot: AddressSlot,
 }
 
 impl http_body::Body for Holding {
@@ -400,6 +401,30 @@ fn paced<S>(stream: S, pace: Result<Arc<PaceSwitch>, Option<troca_net::pace::Pac
     }
 }
 
+/// Who a new connection is for, and its place among its address's connections: the client a
+/// trusted proxy's PROXY protocol header names, if it sends one; a trusted proxy's connection
+/// (sending HTTP, its clients named by `X-Forwarded-For`) counts against the total only, each
+/// of its requests against its client's address instead. `None`: refused or dropped.
+async fn admit(
+    stream: tokio::net::TcpStream,
+    mut visits: Visits,
+) -> Option<(tokio::net::TcpStream, Visits, Option<AddressSlot>)> {
+    let hub = Arc::clone(&visits.hub);
+    let (stream, address) = troca_hub::server::client_of(&hub, stream, visits.address).await?;
+    visits.address = address;
+    visits.proxied = hub.config().trusted_proxies.contains(address.ip());
+    if visits.proxied {
+        visits.pace = (!hub.config().rates.is_none()).then(Arc::default);
+        return Some((stream, visits, None));
+    }
+    let Some(slot) = hub.addresses().take(address.ip()) else {
+        let max = hub.config().max_connections_per_ip;
+        refuse(stream, HubError::TooManyFromAddress(max)).await;
+        return None;
+    };
+    Some((stream, visits, Some(slot)))
+}
+
 /// Serves the HTTP face on `listener` until `shutdown`, then lets requests in progress finish
 /// for up to `grace`. Each connection is registered as a client of the hub while it is open.
 pub async fn serve(
@@ -418,39 +443,29 @@ pub async fn serve(
         let Some((stream, address)) = troca_net::accept(&listener, &shutdown, BUSY).await else {
             break;
         };
-        // A trusted proxy's connections count against the total only: each of its requests
-        // counts against its client's address instead.
-        let proxied = hub.config().trusted_proxies.contains(address.ip());
-        let from_address = if proxied {
-            None
-        } else if let Some(slot) = hub.addresses().take(address.ip()) {
-            Some(slot)
-        } else {
-            let max = hub.config().max_connections_per_ip;
-            tasks.spawn(refuse(stream, HubError::TooManyFromAddress(max)));
-            continue;
-        };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             let max = hub.config().max_connections;
             tasks.spawn(refuse(stream, HubError::TooManyConnections(max)));
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let held = (permit, from_address);
         let visits = Visits {
             app: app.clone(),
             hub: Arc::clone(&hub),
             browsers: Arc::clone(&browsers),
             address,
-            proxied,
-            pace: (proxied && !hub.config().rates.is_none()).then(Arc::default),
+            proxied: false,
+            pace: None,
             registration: Arc::default(),
         };
         // The configuration in use now (a reloaded certificate applies from the next one).
         let tls = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http));
         let watcher = graceful.watcher();
         tasks.spawn(async move {
-            let _held = (held, Arc::clone(&visits.registration));
+            let Some((stream, visits, from_address)) = admit(stream, visits).await else {
+                return;
+            };
+            let _held = (permit, from_address, Arc::clone(&visits.registration));
             serve_connection(stream, tls, visits, watcher).await;
         });
     }
