@@ -677,6 +677,17 @@ pub struct Serve {
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep ADDR private).
     #[arg(help_heading = "Addresses", long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Serve the web page, HTTP API and WebDAV beneath this path (`/troca`: the page at
+    /// /troca/, WebDAV at /troca/dav/), for a reverse proxy that forwards one path of its site.
+    #[arg(
+        help_heading = "Addresses",
+        long,
+        value_name = "PATH",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = troca_hub::config::web_prefix
+    )]
+    pub path_prefix: String,
     /// A reverse proxy or load balancer in front of the hub (an address, or a network such as
     /// 10.0.0.0/8; repeat it or separate with commas). Its connections are taken to be for the
     /// client its PROXY protocol header names (both faces), or its web requests for the client

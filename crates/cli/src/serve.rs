@@ -181,6 +181,7 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.hash_cache = args.hash_cache;
     config.batch_memory = args.batch_memory;
     config.metrics = args.metrics.is_some();
+    config.web_prefix = args.path_prefix.clone();
     config.trusted_proxies =
         troca_hub::config::TrustedProxies::merged(args.trusted_proxies.clone());
     config.max_searches = args.max_searches.max(1);
@@ -246,7 +247,8 @@ fn print_addresses(
     println!("listening on {addr}");
     if let Some(web) = web {
         let scheme = if https { "https" } else { "http" };
-        println!("{scheme}://{}/", web.local_addr()?);
+        let prefix = &hub.config().web_prefix;
+        println!("{scheme}://{}{prefix}/", web.local_addr()?);
     }
     if let Some(m) = metrics {
         println!("metrics http://{}/metrics", m.local_addr()?);

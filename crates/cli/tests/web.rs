@@ -986,10 +986,11 @@ impl Drop for Nginx {
     }
 }
 
-/// Starts nginx in `dir` proxying to the hub at `web` (`http://HOST:PORT/`), and waits until it
-/// accepts connections.
-fn nginx_in_front_of(web: &str, dir: &std::path::Path) -> Nginx {
-    let upstream = web.trim_start_matches("http://").trim_end_matches('/');
+/// Starts nginx in `dir` proxying `location` (`/`, or a path such as `/troca/`, passed on
+/// whole) to the hub at `web` (`http://HOST:PORT/`), and waits until it accepts connections.
+fn nginx_in_front_of(web: &str, dir: &std::path::Path, location: &str) -> Nginx {
+    let upstream = web.trim_start_matches("http://");
+    let upstream = upstream.split('/').next().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1009,7 +1010,7 @@ fn nginx_in_front_of(web: &str, dir: &std::path::Path) -> Nginx {
          fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          upstream troca {{ server {upstream}; keepalive 8; }}\n\
          server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
-         location / {{\n      proxy_pass http://troca;\n      proxy_http_version 1.1;\n\
+         location {location} {{\n      proxy_pass http://troca;\n      proxy_http_version 1.1;\n\
          proxy_set_header Connection \"\";\n      proxy_set_header X-Forwarded-Host $http_host;\n\
          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
          proxy_buffering off;\n      proxy_request_buffering off;\n    }}\n  }}\n}}\n"
@@ -1090,7 +1091,7 @@ fn behind_a_trusted_proxy_each_client_has_its_own_address_limits_and_place() {
             "1",
         ],
     );
-    let proxy = nginx_in_front_of(hub.web.as_deref().unwrap(), s.tmp.path());
+    let proxy = nginx_in_front_of(hub.web.as_deref().unwrap(), s.tmp.path(), "/");
     let at = |path: &str| format!("{}{path}", proxy.url);
     let (a, b) = ("127.0.0.2", "127.0.0.3");
 
@@ -1367,4 +1368,109 @@ fn behind_a_tcp_proxy_the_proxy_protocol_names_each_client_on_both_faces() {
     let mut answer = String::new();
     let _ = raw.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn beneath_a_path_prefix_the_page_its_script_and_webdav_work_behind_nginx() {
+    if !needs("nginx", "a reverse proxy that forwards one path")
+        || !needs("chromedriver", "the page runs in a real Chromium")
+    {
+        return;
+    }
+    let s = Scratch::new();
+    std::fs::create_dir(s.share.join("docs")).unwrap();
+    std::fs::write(s.share.join("docs/notes.txt"), "notes").unwrap();
+    let hub = Hub::start(
+        &s.share,
+        &["--path-prefix", "/troca", "--trusted-proxy", "127.0.0.1"],
+    );
+    let web = hub.web.clone().unwrap();
+    assert!(web.ends_with("/troca/"), "the printed address: {web}");
+    // The hub itself answers only beneath its prefix.
+    let root = web.trim_end_matches("troca/");
+    let status = |url: &str| curl(&["-o", "/dev/null", "-w", "%{http_code}", url]);
+    assert_eq!(ok(&status(&format!("{root}files/"))), "404");
+    let proxy = nginx_in_front_of(&web, s.tmp.path(), "/troca/");
+    let site = format!("{}/troca/", proxy.url);
+
+    // The page through the proxy: its links, its script's requests and its uploads all stay
+    // beneath the prefix.
+    let driver = chromedriver();
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(&site).await.unwrap();
+    wait_until(&c, "the listing", |t| t.contains("docs/")).await;
+    let upload = s.client.join("photo.jpg");
+    random_file(&upload, 200 * 1024, "prefix");
+    type_into(&c, "#upload", upload.to_str().unwrap()).await;
+    wait_until(&c, "the uploaded file", |t| t.contains("photo.jpg")).await;
+    assert_eq!(hash_file(&s.share.join("photo.jpg")), hash_file(&upload));
+    let link = c.find(Locator::LinkText("photo.jpg")).await.unwrap();
+    let href = link.attr("href").await.unwrap().unwrap();
+    assert_eq!(href, "/troca/files/photo.jpg?download=1");
+    assert_eq!(
+        fetch_bytes(&c, &href).await,
+        std::fs::read(&upload).unwrap()
+    );
+    click(&c, "a[href='/troca/files/docs/']").await;
+    wait_until(&c, "the folder", |t| t.contains("notes.txt")).await;
+    let asked = c
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let asked: Vec<String> = serde_json::from_value(asked).unwrap();
+    assert!(asked.iter().any(|p| p == "/troca/api/me"), "{asked:?}");
+    assert!(asked.iter().all(|p| p.starts_with("/troca/")), "{asked:?}");
+    c.close().await.unwrap();
+
+    // WebDAV beneath the prefix: listings name it, and a MOVE's Destination carries it.
+    let admin = format!("troca:{}", hub.admin_token());
+    let listing = curl(&[
+        "-u",
+        &admin,
+        "-X",
+        "PROPFIND",
+        "-H",
+        "Depth: 1",
+        &format!("{site}dav/docs/"),
+    ]);
+    let listing = ok(&listing);
+    assert!(
+        listing.contains("<D:href>/troca/dav/docs/notes.txt</D:href>"),
+        "{listing}"
+    );
+    let dest = format!("Destination: {site}dav/docs/moved.txt");
+    let moved = curl(&[
+        "-u",
+        &admin,
+        "-X",
+        "MOVE",
+        "-H",
+        &dest,
+        "-w",
+        "%{http_code}",
+        &format!("{site}dav/docs/notes.txt"),
+    ]);
+    assert_eq!(ok(&moved), "201");
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("docs/moved.txt")).unwrap(),
+        "notes"
+    );
+    let outside = format!("Destination: {}/dav/docs/x.txt", proxy.url);
+    let refused = curl(&[
+        "-u",
+        &admin,
+        "-X",
+        "MOVE",
+        "-H",
+        &outside,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{site}dav/docs/moved.txt"),
+    ]);
+    assert_eq!(ok(&refused), "403");
 }

@@ -83,6 +83,27 @@ pub struct HubConfig {
     pub metrics: bool,
     /// The reverse proxies whose `X-Forwarded-For` says which client a web request is from.
     pub trusted_proxies: TrustedProxies,
+    /// The path the web face is served beneath (`/troca`; empty: the root), from `--path-prefix`.
+    pub web_prefix: String,
+}
+
+/// A web face's path prefix as given (`troca`, `/troca/`, `/a/b`) in its one form: `""` for
+/// the root, else `/` and segments of URL-safe characters, without a trailing `/`.
+pub fn web_prefix(given: &str) -> Result<String, String> {
+    let mut out = String::new();
+    for seg in given.split('/').filter(|s| !s.is_empty()) {
+        let safe = seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+        if !safe || seg == "." || seg == ".." {
+            return Err(format!(
+                "{given:?}: a path prefix is made of segments of letters, digits, -, ., _ and ~"
+            ));
+        }
+        out.push('/');
+        out.push_str(seg);
+    }
+    Ok(out)
 }
 
 /// The addresses of reverse proxies trusted to say who their clients are (`--trusted-proxy`):
@@ -190,6 +211,7 @@ impl HubConfig {
             rates: troca_net::pace::Limits::default(),
             metrics: false,
             trusted_proxies: TrustedProxies::default(),
+            web_prefix: String::new(),
         }
     }
 }

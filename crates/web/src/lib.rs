@@ -20,7 +20,7 @@ mod zipstream;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -99,7 +99,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
             dav::serve(hub, visitor, Arc::clone(&handler), req)
         })
     };
-    Router::new()
+    let app = Router::new()
         .route("/", get(page::index).options(dav::root_options))
         .route("/files/", get(page::index).head(page::index))
         .route("/api/folders", axum::routing::post(folders::make_folder))
@@ -130,7 +130,47 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/dav/{*path}", dav)
         .fallback(page::not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), visitor))
-        .with_state(hub)
+        .with_state(Arc::clone(&hub));
+    let prefix: Arc<str> = hub.config().web_prefix.as_str().into();
+    if prefix.is_empty() {
+        return app;
+    }
+    // Beneath a path (`--path-prefix`): the same routes there, and nothing elsewhere.
+    Router::new()
+        .fallback_service(app)
+        .layer(middleware::from_fn(move |req, next| {
+            beneath(Arc::clone(&prefix), req, next)
+        }))
+}
+
+/// A request beneath the web face's path `prefix`, handed on without it; its bare prefix is
+/// sent to the prefix's `/`; anything else is not found.
+async fn beneath(prefix: Arc<str>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let Some(rest) = path.strip_prefix(&*prefix) else {
+        return page::not_found().await;
+    };
+    if rest.is_empty() {
+        let query = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
+        let to = format!("{prefix}/{query}");
+        return (
+            axum::http::StatusCode::MOVED_PERMANENTLY,
+            [(axum::http::header::LOCATION, to)],
+        )
+            .into_response();
+    }
+    if !rest.starts_with('/') {
+        return page::not_found().await;
+    }
+    let rest = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    match rest.parse() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return page::not_found().await,
+    }
+    next.run(req).await
 }
 
 /// A web connection's stream.

@@ -100,9 +100,10 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
-/// The URL path of a file or folder: `/files/` and each part percent-encoded.
-pub(crate) fn href(name: &str) -> String {
-    format!("/files/{}", href_path(name))
+/// The URL path of a file or folder beneath the web face's `base` (`--path-prefix`): `/files/`
+/// and each part percent-encoded.
+pub(crate) fn href(base: &str, name: &str) -> String {
+    format!("{base}/files/{}", href_path(name))
 }
 
 /// `name` with each part percent-encoded, its slashes kept.
@@ -119,6 +120,7 @@ pub(crate) fn href_path(name: &str) -> String {
 /// JavaScript, every name escaped. With `more` (the last row's name), a link to the rows
 /// after it, which the page's script hides (it lists everything itself).
 pub(crate) fn folder_page(
+    base: &str,
     folder: &str,
     rows: &[crate::folders::Row],
     more: Option<&str>,
@@ -126,7 +128,7 @@ pub(crate) fn folder_page(
 ) -> String {
     let mut body = String::new();
     for r in rows {
-        push_row(&mut body, r);
+        push_row(&mut body, base, r);
     }
     if rows.is_empty() {
         let text = escape(refused.unwrap_or("No files here yet."));
@@ -138,7 +140,7 @@ pub(crate) fn folder_page(
         let after = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
         format!(
             "<p class=\"more\" id=\"more\"><a href=\"{}?after={after}\">More in this folder</a></p>",
-            href(folder)
+            href(base, folder)
         )
     });
     let title = if folder.is_empty() {
@@ -150,8 +152,9 @@ pub(crate) fn folder_page(
         INDEX,
         &[
             ("title", &escape(&title)),
+            ("base", base),
             ("folder", &escape(folder)),
-            ("crumbs", &crumbs(folder)),
+            ("crumbs", &crumbs(base, folder)),
             ("rows", &body),
             ("more", &more),
         ],
@@ -159,15 +162,15 @@ pub(crate) fn folder_page(
 }
 
 /// The links to `folder` and each folder on the way, from the top.
-fn crumbs(folder: &str) -> String {
-    let mut crumbs = String::from("<a href=\"/files/\">home</a>");
+fn crumbs(base: &str, folder: &str) -> String {
+    let mut crumbs = format!("<a href=\"{base}/files/\">home</a>");
     let mut acc = String::new();
     for part in folder.split('/').filter(|p| !p.is_empty()) {
         acc.push_str(part);
         acc.push('/');
         crumbs.push_str(&format!(
             " / <a href=\"{}\">{}</a>",
-            href(&acc),
+            href(base, &acc),
             escape(part)
         ));
     }
@@ -177,7 +180,7 @@ fn crumbs(folder: &str) -> String {
 /// One row of a folder's table, every name escaped. Its `data-` attributes are what the
 /// page's script reads: the name, the bytes and files (a folder's, once counted), and whether
 /// the visitor may rename or delete it.
-fn push_row(body: &mut String, r: &crate::folders::Row) {
+fn push_row(body: &mut String, base: &str, r: &crate::folders::Row) {
     let when = troca_proto::json::rfc3339(r.modified_ns);
     let shown: String = when.chars().take(16).collect::<String>().replace('T', " ");
     let (class, label, size) = match (r.folder, r.files) {
@@ -203,7 +206,7 @@ fn push_row(body: &mut String, r: &crate::folders::Row) {
          <td class=\"num\">{size}</td><td class=\"when\"><time datetime=\"{when}\">{shown} UTC</time></td>\
          <td class=\"actions\"></td></tr>\n",
         name = escape(&r.name),
-        href = href(&r.name),
+        href = href(base, &r.name),
         label = escape(&label),
         size = escape(&size),
     ));

@@ -8,6 +8,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const folder = document.body.dataset.folder || "";
+const base = document.body.dataset.base || "";   // the path the hub is served beneath
 let shownRows = [];      // this folder's rows, as the hub's page sends them
 let rights = { role: "anonymous", folder: null, may_upload: false, may_change_all: false };
 let token = sessionStorage.getItem("troca-token") || "";
@@ -21,7 +22,7 @@ function el(tag, props, ...children) {
 }
 
 function href(name) {
-  return "/files/" + name.split("/").map(encodeURIComponent).join("/");
+  return base + "/files/" + name.split("/").map(encodeURIComponent).join("/");
 }
 
 function size(n) {
@@ -114,7 +115,8 @@ function headers(extra = {}) {
 }
 
 async function api(path, opts = {}) {
-  const r = await fetch(path, { ...opts, headers: headers(opts.headers || {}) });
+  const url = path.startsWith("/api/") ? base + path : path;
+  const r = await fetch(url, { ...opts, headers: headers(opts.headers || {}) });
   lastSeen = new Date();
   return r;
 }

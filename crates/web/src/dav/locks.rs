@@ -15,8 +15,9 @@ pub(crate) struct HubLocks {
 }
 
 /// The lock as `dav-server` shows it (lock discovery, the `Lock-Token` header).
-fn to_dav(l: Lock) -> DavLock {
-    let mut encoded = String::from(super::PREFIX);
+fn to_dav(base: &str, l: Lock) -> DavLock {
+    let prefix = format!("{base}{}", super::PREFIX);
+    let mut encoded = prefix.clone();
     for part in l.name.split('/').filter(|p| !p.is_empty()) {
         encoded.push('/');
         encoded.extend(percent_encoding::utf8_percent_encode(
@@ -28,7 +29,7 @@ fn to_dav(l: Lock) -> DavLock {
         encoded.push('/');
     }
     let mut path = DavPath::new(&encoded).unwrap_or_else(|_| DavPath::new("/").expect("root"));
-    let _ = path.set_prefix(super::PREFIX);
+    let _ = path.set_prefix(&prefix);
     let left = l.expires.saturating_duration_since(Instant::now());
     DavLock {
         token: l.token,
@@ -95,8 +96,8 @@ impl DavLockSystem for HubLocks {
             folder: path.is_collection(),
         };
         let result = match self.hub.locks().lock(req, Instant::now()) {
-            Ok(l) => Ok(to_dav(l)),
-            Err(Refusal::Conflict(l)) => Err(to_dav(*l)),
+            Ok(l) => Ok(to_dav(&self.hub.config().web_prefix, l)),
+            Err(Refusal::Conflict(l)) => Err(to_dav(&self.hub.config().web_prefix, *l)),
             Err(Refusal::Full(max)) => {
                 tracing::warn!("the hub holds its maximum of {max} locks; a LOCK was refused");
                 Err(refused(path))
@@ -125,7 +126,7 @@ impl DavLockSystem for HubLocks {
     ) -> LsFuture<'_, Result<DavLock, ()>> {
         let lock = name(path)
             .and_then(|n| self.hub.locks().refresh(&n, token, timeout, Instant::now()))
-            .map(to_dav);
+            .map(|l| to_dav(&self.hub.config().web_prefix, l));
         ready(lock.ok_or(()))
     }
 
@@ -148,7 +149,7 @@ impl DavLockSystem for HubLocks {
             .hub
             .locks()
             .check(&name, deep, presented, Instant::now())
-            .map_err(|l| to_dav(*l));
+            .map_err(|l| to_dav(&self.hub.config().web_prefix, *l));
         ready(result)
     }
 
@@ -156,7 +157,12 @@ impl DavLockSystem for HubLocks {
         let locks = name(path)
             .map(|n| self.hub.locks().discover(&n, Instant::now()))
             .unwrap_or_default();
-        ready(locks.into_iter().map(to_dav).collect())
+        ready(
+            locks
+                .into_iter()
+                .map(|l| to_dav(&self.hub.config().web_prefix, l))
+                .collect(),
+        )
     }
 
     fn delete(&self, path: &DavPath) -> LsFuture<'_, Result<(), ()>> {

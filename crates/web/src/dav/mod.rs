@@ -55,7 +55,7 @@ pub(crate) fn handler(hub: &Arc<Hub>) -> Dav {
     methods.remove(dav_server::DavMethod::Patch);
     let config = DavHandler::builder()
         .methods(methods)
-        .strip_prefix(PREFIX)
+        .strip_prefix(format!("{}{PREFIX}", hub.config().web_prefix))
         .filesystem(Box::new(fs::HubFs {
             hub: Arc::clone(hub),
         }))
@@ -131,7 +131,7 @@ fn plain(status: StatusCode, text: &str) -> Response {
 }
 
 /// What the hub does not serve, refused before `dav-server` sees it.
-fn refusal(req: &Request) -> Option<Response> {
+fn refusal(req: &Request, base: &str) -> Option<Response> {
     let headers = req.headers();
     let dots = name_in(req.uri().path())
         .is_some_and(|n| n.split('/').any(|part| part == "." || part == ".."));
@@ -175,7 +175,7 @@ fn refusal(req: &Request) -> Option<Response> {
             .extensions()
             .get::<crate::Visitor>()
             .is_some_and(|v| v.via.is_some());
-        return destination_refusal(headers, proxied);
+        return destination_refusal(headers, proxied, base);
     }
     None
 }
@@ -243,8 +243,9 @@ fn if_header_is_safe(v: &[u8]) -> bool {
 }
 
 /// A `Destination` must be on this hub (the request's own host, or through a trusted reverse
-/// proxy the host its client asked for, `X-Forwarded-Host`) and beneath `/dav/`.
-fn destination_refusal(headers: &HeaderMap, proxied: bool) -> Option<Response> {
+/// proxy the host its client asked for, `X-Forwarded-Host`) and beneath `/dav/` (beneath the
+/// web face's `base`, its `--path-prefix`).
+fn destination_refusal(headers: &HeaderMap, proxied: bool, base: &str) -> Option<Response> {
     let dest = headers.get("destination").and_then(|v| v.to_str().ok())?;
     let uri: axum::http::Uri = match dest.parse() {
         Ok(u) => u,
@@ -269,7 +270,7 @@ fn destination_refusal(headers: &HeaderMap, proxied: bool) -> Option<Response> {
             ));
         }
     }
-    let path = uri.path();
+    let path = uri.path().strip_prefix(base).unwrap_or("");
     if path != PREFIX && !path.starts_with("/dav/") {
         return Some(plain(
             StatusCode::FORBIDDEN,
@@ -312,7 +313,7 @@ pub(crate) async fn serve(
     }
     let mut record = pending(&v, op(&method), name.clone());
     record.face = "dav";
-    if let Some(r) = refusal(&req) {
+    if let Some(r) = refusal(&req, &hub.config().web_prefix) {
         record.finish(hub.history_log(), Err(format!("{}", r.status())));
         return r;
     }
@@ -445,6 +446,14 @@ async fn handle(
     };
     let stall = hub.config().stall_timeout;
     let mut req = req.map(|b| Body::new(crate::files::Patient::new(b, stall)));
+    // Beneath a path prefix, dav-server names what it lists by the whole path, as clients see it.
+    let base = &hub.config().web_prefix;
+    if !base.is_empty() {
+        let whole = format!("{base}{}", req.uri());
+        if let Ok(uri) = whole.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
     if req.method().as_str() == "PROPFIND" && !req.headers().contains_key("depth") {
         // No Depth means infinity (RFC 4918 §9.1), which the hub does not serve: one level.
         req.headers_mut()
@@ -480,7 +489,8 @@ async fn get_file(
         attachment: false,
     };
     let to_folder = || {
-        let to = format!("{PREFIX}/{}/", crate::page::href_path(name));
+        let base = &hub.config().web_prefix;
+        let to = format!("{base}{PREFIX}/{}/", crate::page::href_path(name));
         (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response()
     };
     match send_file(hub, v, headers, name, asked, to_folder).await {
