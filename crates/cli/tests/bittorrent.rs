@@ -35,14 +35,6 @@ fn bencode(v: &B<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn aria2c(dir: &std::path::Path, torrent: &std::path::Path, extra: &[&str]) -> Command {
     let mut c = Command::new("aria2c");
     c.arg(format!("--dir={}", dir.display()))

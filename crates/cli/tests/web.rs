@@ -109,11 +109,7 @@ impl Drop for Driver {
 }
 
 fn chromedriver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -259,6 +255,33 @@ async fn in_page(c: &Client, script: &str, args: Vec<serde_json::Value>) -> serd
 }
 
 /// The bytes at `href`, fetched by the page.
+/// Every URL the page has requested since it loaded (its script's requests and its assets).
+async fn requested(c: &Client) -> Vec<String> {
+    let asked = c
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(asked).unwrap()
+}
+
+/// Uploads a `len`-byte `photo.jpg` through the page's file input, checks it arrived whole, then
+/// downloads it through the page's own link (which must be `href`) in the browser and compares
+/// the bytes.
+async fn upload_and_fetch(c: &Client, s: &Scratch, len: u64, href: &str) {
+    let upload = s.client.join("photo.jpg");
+    random_file(&upload, len, "browser");
+    type_into(c, "#upload", upload.to_str().unwrap()).await;
+    wait_until(c, "the uploaded file", |t| t.contains("photo.jpg")).await;
+    assert_eq!(hash_file(&s.share.join("photo.jpg")), hash_file(&upload));
+    let link = c.find(Locator::LinkText("photo.jpg")).await.unwrap();
+    let shown = link.attr("href").await.unwrap().unwrap();
+    assert_eq!(shown, href);
+    assert_eq!(fetch_bytes(c, href).await, std::fs::read(&upload).unwrap());
+}
+
 async fn fetch_bytes(c: &Client, href: &str) -> Vec<u8> {
     let got = in_page(
         c,
@@ -300,21 +323,8 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     assert_eq!(imgs, 0);
     assert!(c.get_alert_text().await.is_err(), "no alert is open");
 
-    // Upload through the file input.
-    let upload = s.client.join("photo.jpg");
-    random_file(&upload, 300 * 1024, "browser");
-    type_into(&c, "#upload", upload.to_str().unwrap()).await;
-    wait_until(&c, "the uploaded file", |t| t.contains("photo.jpg")).await;
-    assert_eq!(hash_file(&s.share.join("photo.jpg")), hash_file(&upload));
-
-    // Download through the page's own link, in the browser, and compare the bytes.
-    let link = c.find(Locator::LinkText("photo.jpg")).await.unwrap();
-    let href = link.attr("href").await.unwrap().unwrap();
-    assert_eq!(href, "/files/photo.jpg?download=1");
-    assert_eq!(
-        fetch_bytes(&c, &href).await,
-        std::fs::read(&upload).unwrap()
-    );
+    // Upload through the file input, download through the page's own link.
+    upload_and_fetch(&c, &s, 300 * 1024, "/files/photo.jpg?download=1").await;
 
     // Folders are pages of their own; the search looks in every folder.
     click(&c, "a[href='/files/albums/']").await;
@@ -348,14 +358,7 @@ async fn in_chromium_the_page_uploads_lists_downloads_and_deletes() {
     c.refresh().await.unwrap();
     wait_until(&c, "home again", |t| t.contains("photo.jpg")).await;
     // The page asked for its own folder's rows, never for everything beneath it.
-    let asked = c
-        .execute(
-            "return performance.getEntriesByType('resource').map(e => e.name)",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let asked: Vec<String> = serde_json::from_value(asked).unwrap();
+    let asked = requested(&c).await;
     assert!(
         asked.iter().any(|u| u.ends_with("/me?prefix=&owned=0")),
         "{asked:?}"
@@ -969,6 +972,30 @@ fn a_folder_page_counts_within_its_bound_and_pages_by_its_own_entries() {
     assert_eq!(ok(&missing), "404");
 }
 
+/// Starts a proxy and waits until it accepts connections on each of `ports`; what it says on
+/// stderr goes to `log` (where nginx writes its errors too), shown if it stops.
+fn listening(mut cmd: Command, ports: &[u16], log: &std::path::Path) -> Child {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let said = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("{name} stopped ({status}): {said}");
+            }
+            assert!(Instant::now() < deadline, "{name} did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    child
+}
+
 /// A real nginx in front of a hub's web face, on a free port, as the README shows it.
 struct Nginx {
     child: Child,
@@ -991,11 +1018,7 @@ impl Drop for Nginx {
 fn nginx_in_front_of(web: &str, dir: &std::path::Path, location: &str) -> Nginx {
     let upstream = web.trim_start_matches("http://");
     let upstream = upstream.split('/').next().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // SAFETY: geteuid has no preconditions and cannot fail.
     let user = if unsafe { libc::geteuid() } == 0 {
         "user root;"
@@ -1017,24 +1040,12 @@ fn nginx_in_front_of(web: &str, dir: &std::path::Path, location: &str) -> Nginx 
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
-    let mut child = Command::new("nginx")
+    let mut nginx = Command::new("nginx");
+    nginx
         .args(["-e", &format!("{d}/error.log"), "-p", &format!("{d}"), "-c"])
         .arg(&path)
-        .args(["-g", "daemon off;"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-            panic!("nginx stopped ({status}): {log}");
-        }
-        assert!(Instant::now() < deadline, "nginx did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .args(["-g", "daemon off;"]);
+    let child = listening(nginx, &[port], &dir.join("error.log"));
     Nginx {
         child,
         url: format!("http://127.0.0.1:{port}"),
@@ -1232,15 +1243,6 @@ fn behind_a_trusted_proxy_each_client_has_its_own_address_limits_and_place() {
         .wait_for_stderr("start the hub with --trusted-proxy 127.0.0.2");
 }
 
-/// A free port on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// HAProxy in TCP mode in front of both of a hub's faces, connecting to the hub from
 /// 127.0.0.5 and naming each client with the PROXY protocol (version 2 to the native
 /// protocol, version 1 to the web face). Stopped when dropped.
@@ -1270,26 +1272,9 @@ fn haproxy_in_front_of(hub: &Hub, dir: &std::path::Path) -> HaProxy {
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, conf).unwrap();
-    let mut child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("haproxy runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for port in [native, front] {
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-                panic!("haproxy stopped ({status}): {err}");
-            }
-            assert!(Instant::now() < deadline, "haproxy did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    let mut haproxy = Command::new("haproxy");
+    haproxy.args(["-db", "-f"]).arg(&path);
+    let child = listening(haproxy, &[native, front], &dir.join("haproxy.log"));
     HaProxy {
         child,
         native,
@@ -1399,30 +1384,16 @@ async fn beneath_a_path_prefix_the_page_its_script_and_webdav_work_behind_nginx(
     let c = browser(&driver, 1280, 900).await;
     c.goto(&site).await.unwrap();
     wait_until(&c, "the listing", |t| t.contains("docs/")).await;
-    let upload = s.client.join("photo.jpg");
-    random_file(&upload, 200 * 1024, "prefix");
-    type_into(&c, "#upload", upload.to_str().unwrap()).await;
-    wait_until(&c, "the uploaded file", |t| t.contains("photo.jpg")).await;
-    assert_eq!(hash_file(&s.share.join("photo.jpg")), hash_file(&upload));
-    let link = c.find(Locator::LinkText("photo.jpg")).await.unwrap();
-    let href = link.attr("href").await.unwrap().unwrap();
-    assert_eq!(href, "/troca/files/photo.jpg?download=1");
-    assert_eq!(
-        fetch_bytes(&c, &href).await,
-        std::fs::read(&upload).unwrap()
-    );
+    upload_and_fetch(&c, &s, 200 * 1024, "/troca/files/photo.jpg?download=1").await;
     click(&c, "a[href='/troca/files/docs/']").await;
     wait_until(&c, "the folder", |t| t.contains("notes.txt")).await;
-    let asked = c
-        .execute(
-            "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let asked: Vec<String> = serde_json::from_value(asked).unwrap();
-    assert!(asked.iter().any(|p| p == "/troca/api/me"), "{asked:?}");
-    assert!(asked.iter().all(|p| p.starts_with("/troca/")), "{asked:?}");
+    let asked = requested(&c).await;
+    let paths: Vec<&str> = asked
+        .iter()
+        .map(|u| u.split_once("/troca/").map_or(u.as_str(), |(_, p)| p))
+        .collect();
+    assert!(paths.iter().any(|p| p.starts_with("api/me?")), "{asked:?}");
+    assert!(asked.iter().all(|u| u.starts_with(&site)), "{asked:?}");
     c.close().await.unwrap();
 
     // WebDAV beneath the prefix: listings name it, and a MOVE's Destination carries it.

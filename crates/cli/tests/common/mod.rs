@@ -47,6 +47,15 @@ fn skip_unless(ok: bool, reason: &str) -> bool {
     ok
 }
 
+/// A free port on loopback (for a tool that cannot be told to pick one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A runtime for a test that drives async clients from plain code.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
