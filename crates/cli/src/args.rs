@@ -824,6 +824,10 @@ pub struct Serve {
     /// runs one at a time.
     #[arg(help_heading = "Limits", long, default_value_t = 4, value_name = "N")]
     pub max_searches: usize,
+    /// Folders downloaded as a .zip at once (each holds a thread for as long as its reader
+    /// takes); more wait in line, and each address gets one at a time.
+    #[arg(help_heading = "Limits", long, default_value_t = 16, value_name = "N")]
+    pub max_zips: usize,
     /// The most names one search looks at; past them it answers the matches it found and
     /// says it may have left names out (0: no bound).
     #[arg(

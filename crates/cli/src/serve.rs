@@ -185,6 +185,7 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.trusted_proxies =
         troca_hub::config::TrustedProxies::merged(args.trusted_proxies.clone());
     config.max_searches = args.max_searches.max(1);
+    config.max_zips = args.max_zips.max(1);
     config.search_names = match args.search_names {
         0 => u64::MAX,
         n => n,

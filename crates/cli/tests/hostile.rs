@@ -1543,3 +1543,92 @@ fn a_hub_out_of_descriptors_answers_busy() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn zips_read_slowly_take_at_most_their_bound_of_threads_and_the_rest_wait() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.share.join("big")).unwrap();
+    random_file(&s.share.join("big/data.bin"), 32 << 20, "zip");
+    let hub = Hub::start(&s.share, &["--max-zips", "2"]);
+    let pid = hub.daemon.child.id();
+    let threads = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line[8..].trim().parse::<usize>().unwrap()
+    };
+    let web = hub.web.clone().unwrap();
+    let zip_url = format!("{web}files/big/?zip");
+    // One zip read whole first, so the threads a zip needs are there before counting.
+    ok(&curl(&["-o", "/dev/null", &zip_url]));
+    let before = threads();
+
+    // Twelve readers from twelve addresses ask for the folder as a zip and read nothing.
+    let addr = web.trim_start_matches("http://").trim_end_matches('/');
+    let rt = runtime();
+    let held: Vec<std::net::TcpStream> = (10..22)
+        .map(|i| {
+            let stream = rt.block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket
+                    .bind(format!("127.0.0.{i}:0").parse().unwrap())
+                    .unwrap();
+                socket.connect(addr.parse().unwrap()).await.unwrap()
+            });
+            let mut stream = stream.into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            let head = format!("GET /files/big/?zip HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .collect();
+    let answered = |held: &[std::net::TcpStream]| {
+        held.iter()
+            .filter(|s| s.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0))
+            .count()
+    };
+    let arrived = || {
+        let who = curl(&[&format!("{web}api/clients")]);
+        let who: serde_json::Value = serde_json::from_str(&ok(&who)).unwrap();
+        who.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["address"].as_str()?.parse::<std::net::SocketAddr>().ok())
+            .filter(|a| matches!(a.ip(), std::net::IpAddr::V4(v4) if (10..22).contains(&v4.octets()[3])))
+            .count()
+    };
+    wait_until("every zip request reached the hub", || arrived() == 12);
+    wait_until("two zips are being written", || answered(&held) >= 2);
+
+    // Meanwhile the hub serves others, uploads (which need its blocking pool) included.
+    let up = s.client.join("note.txt");
+    std::fs::write(&up, "still here").unwrap();
+    let put = curl(&[
+        "-T",
+        up.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{web}files/note.txt"),
+    ]);
+    assert_eq!(ok(&put), "201");
+    assert_eq!(
+        answered(&held),
+        2,
+        "more zips than --max-zips were written at once"
+    );
+    let grew = threads().saturating_sub(before);
+    assert!(
+        grew <= 4,
+        "the hub took on {grew} threads for 12 zips read slowly"
+    );
+
+    // A reader that goes away gives its turn to one that waits.
+    let (running, mut waiting): (Vec<_>, Vec<_>) = held
+        .into_iter()
+        .partition(|s| s.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0));
+    drop(running);
+    wait_until("a waiting zip is written", || answered(&waiting) >= 1);
+    waiting.clear();
+}

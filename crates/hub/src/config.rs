@@ -63,6 +63,8 @@ pub struct HubConfig {
     pub hub_name: String,
     /// Searches of the whole share running at once (each address runs one at a time).
     pub max_searches: usize,
+    /// Folders written as zips at once (each address one at a time).
+    pub max_zips: usize,
     /// The most names one search looks at before it answers what it found, marked cut.
     pub search_names: u64,
     /// The most names a folder's web page reads beneath its sub-folders to show what each
@@ -202,6 +204,7 @@ impl HubConfig {
             store_timeout: Duration::from_secs(30),
             hub_name: default_hub_name(),
             max_searches: 4,
+            max_zips: 16,
             search_names: 2_000_000,
             count_names: 100_000,
             max_locks: 10_000,

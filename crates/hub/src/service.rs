@@ -60,6 +60,8 @@ pub struct Hub {
     pacer: troca_net::pace::Pacer,
     /// Turns at searching the whole share (`find`).
     searches: troca_net::limits::Turns,
+    /// Turns at writing a folder as a zip.
+    zips: troca_net::limits::Turns,
     /// What each address without a token has uploaded lately.
     quota: Arc<crate::quota::UploadQuota>,
     /// What uploads running here hold of their tokens' quotas.
@@ -468,6 +470,7 @@ impl Hub {
             addresses: PerAddress::new(config.max_connections_per_ip),
             pacer: troca_net::pace::Pacer::new(config.rates),
             searches: troca_net::limits::Turns::new(config.max_searches),
+            zips: troca_net::limits::Turns::new(config.max_zips),
             quota: crate::quota::UploadQuota::new(config.upload_quota),
             token_quotas: Arc::default(),
             token_sweeps: Default::default(),
@@ -1575,8 +1578,15 @@ impl Hub {
     /// A turn at walking the share for a short answer (a search; a folder's page, which counts
     /// what each sub-folder holds): one per address at a time, `--max-searches` in all. Held
     /// while the walk runs, never while an answer is sent.
-    pub async fn walk_turn(&self, from: Option<IpAddr>) -> troca_net::limits::Turn<'_> {
+    pub async fn walk_turn(&self, from: Option<IpAddr>) -> troca_net::limits::Turn {
         self.searches.take(from).await
+    }
+
+    /// A turn at writing a folder as a zip, which holds a thread of the blocking pool for as
+    /// long as its client takes to read it: one per address at a time, `--max-zips` in all, so
+    /// slow readers cannot take the threads every upload and record needs.
+    pub async fn zip_turn(&self, from: Option<IpAddr>) -> troca_net::limits::Turn {
+        self.zips.take(from).await
     }
 
     /// The store, for the batch of small files (`small.rs`).

@@ -80,7 +80,7 @@ pub struct Turns {
     total: Arc<tokio::sync::Semaphore>,
     /// Each address with someone running or waiting: its lock, and how many hold or wait for
     /// it (the entry goes when that falls to zero).
-    own: Mutex<HashMap<AddressKey, Line>>,
+    own: Arc<Mutex<HashMap<AddressKey, Line>>>,
 }
 
 #[derive(Debug, Default)]
@@ -89,20 +89,20 @@ struct Line {
     users: usize,
 }
 
-/// A turn, held until dropped.
+/// A turn, held until dropped (owned, so it may go with work handed to another thread).
 #[derive(Debug)]
-pub struct Turn<'a> {
+pub struct Turn {
     // Dropped in this order: the address's lock before its place in line is given up.
     _total: tokio::sync::OwnedSemaphorePermit,
     _own: Option<tokio::sync::OwnedMutexGuard<()>>,
-    _place: Option<InLine<'a>>,
+    _place: Option<InLine>,
 }
 
 /// A place in an address's line: counted from the start of the wait, so a wait given up
 /// (its request dropped) leaves nothing behind either.
 #[derive(Debug)]
-struct InLine<'a> {
-    turns: &'a Turns,
+struct InLine {
+    own: Arc<Mutex<HashMap<AddressKey, Line>>>,
     key: AddressKey,
 }
 
@@ -110,12 +110,12 @@ impl Turns {
     pub fn new(total: usize) -> Self {
         Self {
             total: Arc::new(tokio::sync::Semaphore::new(total.max(1))),
-            own: Mutex::default(),
+            own: Arc::default(),
         }
     }
 
     /// Waits for a turn of `from`'s (an unknown address waits for the total only).
-    pub async fn take(&self, from: Option<IpAddr>) -> Turn<'_> {
+    pub async fn take(&self, from: Option<IpAddr>) -> Turn {
         let (place, own) = match from.map(AddressKey::of) {
             Some(key) => {
                 let lock = {
@@ -124,7 +124,10 @@ impl Turns {
                     line.users += 1;
                     Arc::clone(&line.lock)
                 };
-                let place = InLine { turns: self, key };
+                let place = InLine {
+                    own: Arc::clone(&self.own),
+                    key,
+                };
                 (Some(place), Some(lock.lock_owned().await))
             }
             None => (None, None),
@@ -141,9 +144,9 @@ impl Turns {
     }
 }
 
-impl Drop for InLine<'_> {
+impl Drop for InLine {
     fn drop(&mut self) {
-        let mut own = self.turns.own.lock().expect("turns poisoned");
+        let mut own = self.own.lock().expect("turns poisoned");
         if let Some(line) = own.get_mut(&self.key) {
             line.users -= 1;
             if line.users == 0 {

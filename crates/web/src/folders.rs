@@ -772,14 +772,17 @@ pub(crate) async fn zip(
     let record = crate::api::pending(v, "zip", folder.to_owned());
     let listed = async {
         let caller = caller(hub, v, headers).await?;
+        // The writer holds a blocking thread until its reader has taken the whole zip, and a
+        // listing begun holds one for its next page: neither before the turn.
+        let turn = hub.zip_turn(caller.from).await;
         let mut listing = hub.list(&caller, folder);
         match listing.next_page().await? {
-            Some(first) if !first.is_empty() => Ok((first, listing, caller)),
+            Some(first) if !first.is_empty() => Ok((first, listing, caller, turn)),
             _ => Err(ApiError::from(HubError::NotFound(folder.to_owned()))),
         }
     }
     .await;
-    let (first, rest, caller) = match listed {
+    let (first, rest, caller, turn) = match listed {
         Ok(e) => e,
         Err(e) => {
             record.finish(hub.history_log(), Err(e.record_text()));
@@ -791,6 +794,7 @@ pub(crate) async fn zip(
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let (hub2, folder2, session) = (Arc::clone(hub), folder.to_owned(), Arc::clone(&v.session));
     tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let out = ChannelWriter {
             tx: tx.clone(),
             buf: BytesMut::with_capacity(ZIP_CHUNK),
