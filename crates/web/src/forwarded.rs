@@ -32,9 +32,8 @@ pub(crate) fn client_address(
     if !trusted.contains(client) {
         return client;
     }
-    let values: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
     let mut looked = 0;
-    for value in values.into_iter().rev() {
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
         let Ok(text) = value.to_str() else {
             return client;
         };

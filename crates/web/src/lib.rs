@@ -246,7 +246,9 @@ impl Visits {
             }
             let response = app.call(req).await?;
             Ok(match slot.flatten() {
-                Some(slot) => response.map(|body| axum::body::Body::new(Holding { body, slot })),
+                Some(slot) => {
+                    response.map(|body| axum::body::Body::new(Holding { body, _slot: slot }))
+                }
                 None => response,
             })
         }
@@ -289,8 +291,8 @@ impl Visits {
 /// is sent (behind a reverse proxy, where a request stands for a connection).
 struct Holding {
     body: axum::body::Body,
-    #[allow(dead_code)] // held, never read: dropping it frees the place
-    slot: AddressSlot,
+    /// Held, never read: dropping it frees the place.
+    _slot: AddressSlot,
 }
 
 impl http_body::Body for Holding {
