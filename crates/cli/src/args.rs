@@ -100,6 +100,9 @@ impl Command {
             Command::Ls { hub, .. }
             | Command::Find { hub, .. }
             | Command::Mkdir { hub, .. }
+            | Command::Share { hub, .. }
+            | Command::Shares { hub }
+            | Command::Unshare { hub, .. }
             | Command::Mv { hub, .. }
             | Command::Put { hub, .. }
             | Command::Get { hub, .. }
@@ -199,6 +202,37 @@ pub enum Command {
         /// The folders to create.
         #[arg(required = true, value_name = "FOLDER")]
         names: Vec<String>,
+    },
+    /// Make links that let anyone who has one download a file, or a folder and what is in it,
+    /// until the link expires (needs a write or admin token). Prints each link on stdout.
+    #[command(
+        after_help = "Examples:\n  troca share report.pdf\n  troca share photos/trip/ --expires 2d\n  \
+        troca shares          (your links)\n  troca unshare 12       (revokes link 12)"
+    )]
+    Share {
+        #[command(flatten)]
+        hub: HubArgs,
+        /// The files and folders to share.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// How long each link works (`12h`, `7d`, `2w`); by default the hub's `--share-time`
+        /// (7 days), at most its `--max-share-time` (30 days).
+        #[arg(long, value_parser = parse_lifetime, value_name = "DURATION")]
+        expires: Option<std::time::Duration>,
+    },
+    /// List the share links your token made (with the admin token: every one).
+    Shares {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Revoke share links (yours; with the admin token, any): they stop working at once.
+    #[command(after_help = "Example:\n  troca unshare 12")]
+    Unshare {
+        #[command(flatten)]
+        hub: HubArgs,
+        /// The links' ids, as `troca share` and `troca shares` show them.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
     },
     /// Move or rename files and folders on the hub (needs the right to change each one).
     #[command(
@@ -688,6 +722,11 @@ pub struct Serve {
         value_parser = troca_hub::config::web_prefix
     )]
     pub path_prefix: String,
+    /// The web face's address as people outside reach it (`https://files.example.org/troca`),
+    /// for the links `troca share` prints; by default the host a client reached the hub by,
+    /// with the web face's port.
+    #[arg(help_heading = "Addresses", long, value_name = "URL", value_parser = public_url)]
+    pub public_url: Option<String>,
     /// A reverse proxy or load balancer in front of the hub (an address, or a network such as
     /// 10.0.0.0/8; repeat it or separate with commas). Its connections are taken to be for the
     /// client its PROXY protocol header names (both faces), or its web requests for the client
@@ -828,6 +867,20 @@ pub struct Serve {
     /// takes); more wait in line, and each address gets one at a time.
     #[arg(help_heading = "Limits", long, default_value_t = 16, value_name = "N")]
     pub max_zips: usize,
+    /// How long a share link lasts when its maker does not say (`troca share --expires`).
+    #[arg(help_heading = "Limits", long, default_value = "7d", value_parser = parse_lifetime, value_name = "DURATION")]
+    pub share_time: std::time::Duration,
+    /// The longest a share link may last.
+    #[arg(help_heading = "Limits", long, default_value = "30d", value_parser = parse_lifetime, value_name = "DURATION")]
+    pub max_share_time: std::time::Duration,
+    /// Share links one token may have working at once.
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 1_000,
+        value_name = "N"
+    )]
+    pub max_shares_per_token: usize,
     /// The most names one search looks at; past them it answers the matches it found and
     /// says it may have left names out (0: no bound).
     #[arg(
@@ -955,9 +1008,22 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|_| "durations cannot be negative".to_owned())
 }
 
+/// `--public-url`: an http or https URL without a query, kept without its trailing `/`.
+fn public_url(s: &str) -> Result<String, String> {
+    let t = s.trim().trim_end_matches('/');
+    let rest = t
+        .strip_prefix("https://")
+        .or_else(|| t.strip_prefix("http://"))
+        .ok_or("the public URL starts with https:// (or http://)")?;
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) || rest.chars().any(char::is_control) {
+        return Err("the public URL is a scheme, a host and an optional path".into());
+    }
+    Ok(t.to_owned())
+}
+
 /// A token's lifetime: days (`7d`) and weeks (`2w`) besides what [`parse_duration`] takes;
 /// above zero.
-fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     let unit = match t.chars().last() {
         Some('d') => Some(86_400),

@@ -64,6 +64,11 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             ls(global, &mut client, prefix.as_deref().unwrap_or("")).await
         }
         Command::Mkdir { names, .. } => mkdir(global, &mut client, &names).await,
+        Command::Share { names, expires, .. } => {
+            crate::share::share(global, &mut client, &names, expires).await
+        }
+        Command::Shares { .. } => crate::share::shares(global, &mut client).await,
+        Command::Unshare { ids, .. } => crate::share::unshare(global, &mut client, &ids).await,
         Command::Mv { names, force, .. } => mv(global, &mut client, &names, force).await,
         Command::Put {
             files,
@@ -367,8 +372,8 @@ impl<'g> Link<'g> {
 }
 
 /// What a command did to each of its arguments: rows for `--json`, and whether any failed.
-struct Report<T> {
-    rows: Vec<T>,
+pub(crate) struct Report<T> {
+    pub(crate) rows: Vec<T>,
     failed: bool,
     has_token: bool,
     /// Refusals over the upload quota after the first, which said why: counted, not printed
@@ -377,7 +382,7 @@ struct Report<T> {
 }
 
 impl<T: Serialize> Report<T> {
-    fn new(global: &Global) -> Self {
+    pub(crate) fn new(global: &Global) -> Self {
         Self {
             rows: Vec::new(),
             failed: false,
@@ -393,7 +398,7 @@ impl<T: Serialize> Report<T> {
     }
 
     /// Says what failed and why, with what to type when the hub refused.
-    fn refused(&mut self, what: impl std::fmt::Display, e: &ClientError) {
+    pub(crate) fn refused(&mut self, what: impl std::fmt::Display, e: &ClientError) {
         let code = match e {
             ClientError::Hub { code, .. } => Some(*code),
             _ => None,
@@ -415,7 +420,7 @@ impl<T: Serialize> Report<T> {
         self.refused(format_args!("cannot download {}", output::safe(name)), e);
     }
 
-    fn finish(self, global: &Global) -> Result<ExitCode> {
+    pub(crate) fn finish(self, global: &Global) -> Result<ExitCode> {
         if self.over_quota > 1 {
             let more = self.over_quota - 1;
             let files = if more == 1 { "file" } else { "files" };
@@ -434,7 +439,11 @@ impl<T: Serialize> Report<T> {
 
 /// After a failed transfer: a refusal leaves the connection in step, anything else (a broken
 /// stream, a local write error mid-download) may not, so start a fresh one.
-async fn recover(global: &Global, client: &mut HubClient, err: &ClientError) -> Result<()> {
+pub(crate) async fn recover(
+    global: &Global,
+    client: &mut HubClient,
+    err: &ClientError,
+) -> Result<()> {
     if !matches!(err, ClientError::Hub { .. }) {
         *client = connect(global).await?;
     }

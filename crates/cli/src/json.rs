@@ -17,8 +17,8 @@ use troca_proto::ErrorCode;
 
 /// The operations, as `unknown_operation` answers list them.
 const OPERATIONS: &str =
-    "list, find, upload, download, remove, make_folder, move, history, register, list_clients, \
-     status, time, q (or quit)";
+    "list, find, upload, download, remove, make_folder, move, share, list_shares, unshare, \
+     history, register, list_clients, status, time, q (or quit)";
 
 pub fn main(global: &Global) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -193,6 +193,15 @@ enum Request {
         #[serde(default)]
         force: bool,
     },
+    Share {
+        name: String,
+        /// Seconds the link works (the hub's default when absent).
+        expires_s: Option<u64>,
+    },
+    ListShares,
+    Unshare {
+        id: u64,
+    },
     History(rows::HistoryQuery),
     Register {
         name: String,
@@ -287,6 +296,27 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
         Request::Find { text } => {
             let found = link.client().await?.find(&text).await?;
             json!({ "files": rows::files(&found.entries), "cut": found.cut })
+        }
+        Request::Share { name, expires_s } => {
+            let shared = link
+                .client()
+                .await?
+                .share(&name, expires_s.unwrap_or(0))
+                .await?;
+            json!({
+                "id": shared.id,
+                "name": shared.name,
+                "link": crate::share::link(link.global, &shared),
+                "expires": troca_proto::json::rfc3339(shared.expires_ns),
+            })
+        }
+        Request::ListShares => {
+            let shares = link.client().await?.shares().await?;
+            json!({ "shares": crate::share::rows(shares) })
+        }
+        Request::Unshare { id } => {
+            link.client().await?.unshare(id).await?;
+            json!({ "unshared": id })
         }
         Request::History(query) => {
             let page = link.client().await?.history(query.into()).await?;

@@ -10,6 +10,7 @@ mod peer;
 mod progress;
 mod retry;
 mod serve;
+mod share;
 mod shell;
 mod swarm;
 mod token;

@@ -25,8 +25,20 @@ async fn run(args: Serve) -> Result<ExitCode> {
             args.dir.display()
         );
     }
+    // The web face is bound first: share links name its port.
+    let web = if args.no_http {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(&args.http)
+                .await
+                .with_context(|| format!("cannot listen for HTTP on {}", args.http))?,
+        )
+    };
+    let mut config = hub_config(&args);
+    config.web_base = web_base(&args, web.as_ref())?;
     let hub = Arc::new(
-        troca_hub::Hub::open(hub_config(&args))
+        troca_hub::Hub::open(config)
             .with_context(|| format!("cannot share {}", args.dir.display()))?,
     );
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -43,15 +55,6 @@ async fn run(args: Serve) -> Result<ExitCode> {
     if let Some(limits) = rate_limits(hub.config().rates) {
         eprintln!("troca: {limits}");
     }
-    let web = if args.no_http {
-        None
-    } else {
-        Some(
-            tokio::net::TcpListener::bind(&args.http)
-                .await
-                .with_context(|| format!("cannot listen for HTTP on {}", args.http))?,
-        )
-    };
     let metrics = metrics_listener(args.metrics.as_deref()).await?;
     let signals = Signals::catch()?;
     // Caught before the hub says it listens, like the others: a SIGHUP then is not fatal.
@@ -186,6 +189,11 @@ fn hub_config(args: &Serve) -> HubConfig {
         troca_hub::config::TrustedProxies::merged(args.trusted_proxies.clone());
     config.max_searches = args.max_searches.max(1);
     config.max_zips = args.max_zips.max(1);
+    config.shares = troca_hub::config::ShareLimits {
+        default_time: args.share_time.min(args.max_share_time),
+        max_time: args.max_share_time,
+        per_token: args.max_shares_per_token,
+    };
     config.search_names = match args.search_names {
         0 => u64::MAX,
         n => n,
@@ -219,6 +227,21 @@ fn hub_config(args: &Serve) -> HubConfig {
         _ => troca_hub::config::TlsMode::OwnKey,
     };
     config
+}
+
+/// The web face's address as share links give it: `--public-url`, or its scheme and port with
+/// `*` for the host (the client puts in the one it reached the hub by); empty without one.
+fn web_base(args: &Serve, web: Option<&tokio::net::TcpListener>) -> Result<String> {
+    if let Some(url) = &args.public_url {
+        return Ok(url.clone());
+    }
+    let Some(web) = web else {
+        return Ok(String::new());
+    };
+    let plain = args.plaintext || args.http_plaintext;
+    let scheme = if plain { "http" } else { "https" };
+    let port = web.local_addr()?.port();
+    Ok(format!("{scheme}://*:{port}{}", args.path_prefix))
 }
 
 /// What interrupted uploads may keep, per address and in all.

@@ -30,6 +30,9 @@ enum Cmd {
     Mkdir,
     Mv,
     Find,
+    Share,
+    Shares,
+    Unshare,
     Who,
     History,
     Status,
@@ -81,6 +84,19 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
         &["find", "procurar", "buscar"],
         "TEXT",
         "find files and folders whose names contain TEXT",
+    ),
+    (
+        Cmd::Share,
+        &["share", "compartilhar", "partilhar"],
+        "NAME... [--expires DURATION]",
+        "make links that let anyone download NAME (7d, 12h; needs a write token)",
+    ),
+    (Cmd::Shares, &["shares", "links"], "", "your share links"),
+    (
+        Cmd::Unshare,
+        &["unshare", "revogar"],
+        "ID...",
+        "revoke share links",
     ),
     (
         Cmd::Who,
@@ -188,7 +204,8 @@ impl Completer for ShellHelper {
             (Some(Some(Cmd::Get)), _) if matches!(earlier.last(), Some(&"-o" | &"--output")) => {
                 self.files.complete_path(line, pos)
             }
-            (Some(Some(Cmd::Get | Cmd::Rm | Cmd::Mv)), n) | (Some(Some(Cmd::Ls)), n @ 1)
+            (Some(Some(Cmd::Get | Cmd::Rm | Cmd::Mv | Cmd::Share)), n)
+            | (Some(Some(Cmd::Ls)), n @ 1)
                 if n >= 1 =>
             {
                 let remote = self.remote.borrow();
@@ -533,6 +550,30 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             let w = args(cmd, words, 1, 1)?;
             client::find(global, link.client().await?, &w[0]).await?;
         }
+        Cmd::Share => {
+            let w = split_options(cmd, words, &[("expires", &["--expires"])])?;
+            if w.operands.is_empty() {
+                return Err(usage(cmd).into());
+            }
+            let expires = match w.value("expires") {
+                Some(e) => Some(crate::args::parse_lifetime(&e).map_err(Usage)?),
+                None => None,
+            };
+            crate::share::share(global, link.client().await?, &w.operands, expires).await?;
+        }
+        Cmd::Shares => {
+            args(cmd, words, 0, 0)?;
+            crate::share::shares(global, link.client().await?).await?;
+        }
+        Cmd::Unshare => {
+            let w = args(cmd, words, 1, usize::MAX)?;
+            let ids = w
+                .iter()
+                .map(|id| id.parse::<u64>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| Usage("unshare takes the links' numbers (see: shares)".into()))?;
+            crate::share::unshare(global, link.client().await?, &ids).await?;
+        }
         Cmd::Who => {
             args(cmd, words, 0, 0)?;
             client::who(global, link.client().await?).await?;
@@ -615,6 +656,9 @@ mod tests {
             ("mover", Cmd::Mv),
             ("renomear", Cmd::Mv),
             ("procurar", Cmd::Find),
+            ("compartilhar", Cmd::Share),
+            ("partilhar", Cmd::Share),
+            ("revogar", Cmd::Unshare),
             ("clientes", Cmd::Who),
             ("quem", Cmd::Who),
             ("historico", Cmd::History),

@@ -72,6 +72,7 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
                 expires_ns,
                 folder: folder.as_deref(),
                 quota,
+                made_by: None,
             };
             let NewToken { id, secret } =
                 in_runtime(|| open(place)?.create(spec, now).map_err(Into::into))?;

@@ -125,6 +125,21 @@ impl Caller {
         }
     }
 
+    /// The grant (as it stands now) under which this caller may make share links: a write or
+    /// admin token's. A share lets anyone who has its link read what it shares, so a client
+    /// without a token, or with a read token, cannot hand out what it was given.
+    pub fn sharer(&self, tokens: &dyn Tokens) -> Result<Grant, HubError> {
+        match self.current(tokens)? {
+            Some(g) if g.role != Role::Read => Ok(g),
+            Some(_) => Err(HubError::Forbidden(
+                "a read token cannot make share links; that needs a write or admin token".into(),
+            )),
+            None => Err(HubError::Forbidden(
+                "share links need a write or admin token (--token-file)".into(),
+            )),
+        }
+    }
+
     /// Is this caller an admin of the whole share (by its token as it stands now)?
     pub fn must_be_admin(&self, tokens: &dyn Tokens, what: &str) -> Result<(), HubError> {
         match self.current(tokens)? {
@@ -420,6 +435,7 @@ mod tests {
             expires_ns: None,
             folder: None,
             quota: Default::default(),
+            made_by: None,
         };
         let NewToken { id: wid, secret: w } = tokens.create(spec(Role::Write, "w"), 0).unwrap();
         let r = tokens.create(spec(Role::Read, "r"), 0).unwrap().secret;
@@ -494,6 +510,7 @@ mod tests {
             expires_ns: None,
             folder: Some(folder),
             quota: Default::default(),
+            made_by: None,
         };
         let held = |role| {
             let secret = tokens.create(spec(role, "c/acme"), 0).unwrap().secret;

@@ -87,6 +87,30 @@ pub struct HubConfig {
     pub trusted_proxies: TrustedProxies,
     /// The path the web face is served beneath (`/troca`; empty: the root), from `--path-prefix`.
     pub web_prefix: String,
+    /// Share links: how long one lasts when its maker does not say, the longest it may last,
+    /// and how many one token may have working at once.
+    pub shares: ShareLimits,
+    /// The web face's address as share links give it: `--public-url`, or `SCHEME://*:PORT` and
+    /// the prefix, `*` standing for the host a client reached the hub by (empty: no web face).
+    pub web_base: String,
+}
+
+/// What share links may be (`--share-time`, `--max-share-time`, `--max-shares-per-token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareLimits {
+    pub default_time: Duration,
+    pub max_time: Duration,
+    pub per_token: usize,
+}
+
+impl Default for ShareLimits {
+    fn default() -> Self {
+        Self {
+            default_time: Duration::from_secs(7 * 86_400),
+            max_time: Duration::from_secs(30 * 86_400),
+            per_token: 1_000,
+        }
+    }
 }
 
 /// A web face's path prefix as given (`troca`, `/troca/`, `/a/b`) in its one form: `""` for
@@ -215,6 +239,8 @@ impl HubConfig {
             metrics: false,
             trusted_proxies: TrustedProxies::default(),
             web_prefix: String::new(),
+            shares: ShareLimits::default(),
+            web_base: String::new(),
         }
     }
 }

@@ -26,7 +26,8 @@ use troca_net::connection::{FrameError, Late};
 use troca_net::{transfer_buffer, Connection, Stream, CACHE_CHUNK};
 use troca_proto::msg::{
     Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, History, HistoryEntries,
-    HistoryEntry, Moved, Put, PutDone, PutEnd, PutReady, PutSmall, Registered, Removed, Welcome,
+    HistoryEntry, Moved, Put, PutDone, PutEnd, PutReady, PutSmall, Registered, Removed, ShareList,
+    Shared, Unshared, Welcome,
 };
 use troca_proto::{Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -526,6 +527,33 @@ async fn dispatch(
             }
             Err(e) => Ok(Err(e)),
         },
+        Message::Share(m) => {
+            let time = (m.expires_s > 0).then(|| std::time::Duration::from_secs(m.expires_s));
+            match hub.share(caller, &m.name, time).await {
+                Ok(made) => {
+                    let shared = Shared {
+                        id: u64::try_from(made.id).unwrap_or(0),
+                        secret: made.secret,
+                        name: made.name,
+                        expires_ns: made.expires_ns,
+                        web: hub.config().web_base.clone(),
+                    };
+                    answer(conn, shared.into()).await
+                }
+                Err(e) => Ok(Err(e)),
+            }
+        }
+        Message::Shares(_) => match hub.shares(caller).await {
+            Ok(list) => sent(send_chunks(conn, list, ShareList::default(), |_| {}).await),
+            Err(e) => Ok(Err(e)),
+        },
+        Message::Unshare(m) => {
+            let id = i64::try_from(m.id).unwrap_or(i64::MAX);
+            match hub.unshare(caller, id).await {
+                Ok(()) => answer(conn, Unshared { id: m.id }.into()).await,
+                Err(e) => Ok(Err(e)),
+            }
+        }
         Message::Register(r) => match check_client_name(&r.name) {
             Ok(()) => {
                 me.rename(&r.name);
@@ -563,6 +591,9 @@ fn describe(msg: &Message) -> (&'static str, String) {
         Message::MakeFolder(m) => ("mkdir", m.name.clone()),
         Message::Move(m) => ("mv", format!("{} -> {}", m.from, m.to)),
         Message::Find(f) => ("find", f.text.clone()),
+        Message::Share(m) => ("share", m.name.clone()),
+        Message::Shares(_) => ("shares", String::new()),
+        Message::Unshare(m) => ("unshare", m.id.to_string()),
         Message::Register(r) => ("register", r.name.clone()),
         Message::Who(_) => ("who", String::new()),
         Message::History(_) => ("history", String::new()),
@@ -635,6 +666,7 @@ impl Chunk<troca_proto::msg::Entry> for Entries {
     }
 }
 chunk_impl!(HistoryEntries, HistoryEntry);
+chunk_impl!(ShareList, troca_proto::msg::ShareEntry);
 
 async fn send_chunks<T, C: Chunk<T>>(
     conn: &mut Conn,

@@ -466,6 +466,8 @@ ALTER TABLE tokens ADD COLUMN IF NOT EXISTS folder text;
 -- What a token's uploads may keep on the hub (0: no bound); added later too.
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS quota_bytes bigint NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS quota_files bigint NOT NULL DEFAULT 0;
+-- A share link's maker (0: a hub's admin token file; NULL: not a share); added later too.
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS made_by bigint;
 CREATE TABLE IF NOT EXISTS owners (
     name text COLLATE "C" PRIMARY KEY,
     token_id bigint NOT NULL

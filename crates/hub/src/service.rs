@@ -30,6 +30,9 @@ use troca_proto::msg::{
 };
 use troca_proto::{Hash, RemoteName};
 
+mod shares;
+pub use shares::{share_path, ShareMade};
+
 /// Bytes as a caller sees them: used, and how many more may be added (`None`: the store
 /// cannot tell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

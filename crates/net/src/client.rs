@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use troca_proto::msg::{
     ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Find, Get, Hello, History,
-    HistoryEntry, List, MakeFolder, Move, Put, PutDone, PutEnd, PutReady, Register, Remove, Status,
-    StatusInfo, Welcome, Who,
+    HistoryEntry, List, MakeFolder, Move, Put, PutDone, PutEnd, PutReady, Register, Remove, Share,
+    ShareEntry, ShareList, Shared, Shares, Status, StatusInfo, Unshare, Welcome, Who,
 };
 use troca_proto::{Hash, Message, MAGIC, PROTOCOL_VERSION};
 
@@ -309,6 +309,38 @@ impl HubClient {
         self.conn.send(&make.into()).await?;
         match expect(&mut self.conn, self.silence).await? {
             Message::FolderMade(m) => Ok(m.created),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asks for a share link to `name` lasting `expires_s` seconds (0: the hub's default).
+    pub async fn share(&mut self, name: &str, expires_s: u64) -> Result<Shared, ClientError> {
+        let share = Share {
+            name: name.to_owned(),
+            expires_s,
+        };
+        self.conn.send(&share.into()).await?;
+        match expect(&mut self.conn, self.silence).await? {
+            Message::Shared(m) => Ok(m),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The share links this client's token made (an admin's: every one), newest first.
+    pub async fn shares(&mut self) -> Result<Vec<ShareEntry>, ClientError> {
+        self.conn.send(&Shares.into()).await?;
+        self.read_chunks(|m| match m {
+            Message::ShareList(ShareList { items, last }) => Ok((items, last)),
+            other => Err(other.name()),
+        })
+        .await
+    }
+
+    /// Revokes share link `id`.
+    pub async fn unshare(&mut self, id: u64) -> Result<(), ClientError> {
+        self.conn.send(&Unshare { id }.into()).await?;
+        match expect(&mut self.conn, self.silence).await? {
+            Message::Unshared(_) => Ok(()),
             other => Err(unexpected(&other)),
         }
     }

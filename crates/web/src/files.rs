@@ -183,10 +183,7 @@ pub(crate) async fn get(
     let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
     // A folder named without its slash: where its listing is, so relative links work.
     let to_folder = || {
-        let to = format!(
-            "{}/{query}",
-            crate::page::href(&hub.config().web_prefix, &name)
-        );
+        let to = format!("{}/{query}", crate::page::href(&v.base, &name));
         (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response()
     };
     let asked = Asked {

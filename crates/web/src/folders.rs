@@ -449,15 +449,14 @@ pub(crate) async fn listing(
             let turn = hub.walk_turn(caller.from).await;
             let page = folder_rows(hub, &caller, &folder, after).await?;
             drop(turn);
-            let base = &hub.config().web_prefix;
-            let html = page::folder_page(base, &folder, &page.rows, page.more.as_deref(), None);
+            let html = page::folder_page(v, &folder, &page.rows, page.more.as_deref(), None);
             let mut response = page::html(html);
             if crate::client_cookie(headers).is_none() {
                 let cookie = format!(
                     "{}={}; Path={}/; SameSite=Strict; HttpOnly",
                     crate::CLIENT_COOKIE,
                     crate::new_client_cookie(),
-                    hub.config().web_prefix
+                    v.base
                 );
                 if let Ok(v) = HeaderValue::from_str(&cookie) {
                     response.headers_mut().insert(header::SET_COOKIE, v);
@@ -471,7 +470,7 @@ pub(crate) async fn listing(
         // The page still loads, empty, so its script can ask for a token.
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
             let why = Some("This hub asks for a token.");
-            let html = page::folder_page(&hub.config().web_prefix, &asked, &[], None, why);
+            let html = page::folder_page(v, &asked, &[], None, why);
             let mut r = page::html(html);
             *r.status_mut() = StatusCode::UNAUTHORIZED;
             r.headers_mut().insert(

@@ -16,6 +16,7 @@ mod forwarded;
 mod linger;
 pub mod metrics;
 mod page;
+mod share;
 mod zipstream;
 
 use axum::extract::{Request, State};
@@ -54,7 +55,17 @@ pub struct Visitor {
     pub address: SocketAddr,
     /// The trusted reverse proxy the request came through, if any.
     pub via: Option<IpAddr>,
+    /// The path the request's pages and links live beneath: `--path-prefix`, and a share
+    /// link's `/s/TOKEN` when the request came through one.
+    pub base: Arc<str>,
+    /// Whether the request came through a share link.
+    pub shared: bool,
 }
+
+/// The path a request's pages and links live beneath (see [`Visitor::base`]), as [`entry`]
+/// found it.
+#[derive(Clone)]
+struct Base(Arc<str>);
 
 /// The name a web client shows in `troca who` and the history, from its User-Agent.
 fn visitor_name(req: &Request) -> String {
@@ -80,10 +91,15 @@ async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> R
     }
     let address = SocketAddr::from(([0, 0, 0, 0], 0));
     let registration = hub.clients().join(address, &name, now_ns());
+    let base = req.extensions().get::<Base>().map(|b| Arc::clone(&b.0));
     req.extensions_mut().insert(Visitor {
         session: Arc::clone(&registration.session),
         address,
         via: None,
+        shared: base
+            .as_ref()
+            .is_some_and(|b| b.len() > hub.config().web_prefix.len()),
+        base: base.unwrap_or_else(|| hub.config().web_prefix.as_str().into()),
     });
     let response = next.run(req).await;
     drop(registration);
@@ -114,6 +130,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/clients", get(api::clients))
         .route("/api/history", get(api::history))
         .route("/api/partials", get(api::partials))
+        .route("/api/shares", get(share::list).post(share::make))
+        .route("/api/shares/{id}", axum::routing::delete(share::revoke))
         .route(
             "/api/partials/{key}",
             axum::routing::delete(api::remove_partial),
@@ -131,46 +149,68 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .fallback(page::not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), visitor))
         .with_state(Arc::clone(&hub));
+    // Beneath a path (`--path-prefix`): the same routes there, and nothing elsewhere; and
+    // beneath a share link's `/s/TOKEN`.
     let prefix: Arc<str> = hub.config().web_prefix.as_str().into();
-    if prefix.is_empty() {
-        return app;
-    }
-    // Beneath a path (`--path-prefix`): the same routes there, and nothing elsewhere.
     Router::new()
         .fallback_service(app)
         .layer(middleware::from_fn(move |req, next| {
-            beneath(Arc::clone(&prefix), req, next)
+            entry(Arc::clone(&prefix), req, next)
         }))
 }
 
-/// A request beneath the web face's path `prefix`, handed on without it; its bare prefix is
-/// sent to the prefix's `/`; anything else is not found.
-async fn beneath(prefix: Arc<str>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+/// A request handed on without the web face's path `prefix` and a share link's `/s/TOKEN`,
+/// with the path its links live beneath ([`Base`]). The bare prefix (or share) is sent to its
+/// `/`; anything outside the prefix is not found.
+async fn entry(prefix: Arc<str>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
     let Some(rest) = path.strip_prefix(&*prefix) else {
         return page::not_found().await;
     };
     if rest.is_empty() {
-        let query = req.uri().query().map_or(String::new(), |q| format!("?{q}"));
-        let to = format!("{prefix}/{query}");
-        return (
-            axum::http::StatusCode::MOVED_PERMANENTLY,
-            [(axum::http::header::LOCATION, to)],
-        )
-            .into_response();
+        return moved_to(format!("{prefix}/"), req.uri().query());
     }
     if !rest.starts_with('/') {
         return page::not_found().await;
     }
+    let (base, rest) = match share::through_link(&prefix, rest, &mut req) {
+        share::Through::Not => (Arc::clone(&prefix), rest.to_owned()),
+        share::Through::Link { base, rest } => (base, rest),
+        share::Through::Refused(response) => return response,
+    };
     let rest = match req.uri().query() {
         Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
+        None => rest,
     };
     match rest.parse() {
         Ok(uri) => *req.uri_mut() = uri,
         Err(_) => return page::not_found().await,
     }
-    next.run(req).await
+    let shared = base.len() > prefix.len();
+    if let Some(v) = req.extensions_mut().get_mut::<Visitor>() {
+        v.base = Arc::clone(&base);
+        v.shared = shared;
+    }
+    req.extensions_mut().insert(Base(base));
+    let response = next.run(req).await;
+    if shared && response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        // Whoever follows a dead link is told so in words, not asked for a token.
+        return share::dead_link();
+    }
+    response
+}
+
+/// A permanent redirect to `to`, with the request's query.
+fn moved_to(to: String, query: Option<&str>) -> Response {
+    let to = match query {
+        Some(q) => format!("{to}?{q}"),
+        None => to,
+    };
+    (
+        axum::http::StatusCode::MOVED_PERMANENTLY,
+        [(axum::http::header::LOCATION, to)],
+    )
+        .into_response()
 }
 
 /// A web connection's stream.
@@ -230,6 +270,8 @@ impl Visits {
                 session,
                 address,
                 via,
+                base: self.hub.config().web_prefix.as_str().into(),
+                shared: false,
             });
         }
         let mut app = self.app.clone();

@@ -120,12 +120,13 @@ pub(crate) fn href_path(name: &str) -> String {
 /// JavaScript, every name escaped. With `more` (the last row's name), a link to the rows
 /// after it, which the page's script hides (it lists everything itself).
 pub(crate) fn folder_page(
-    base: &str,
+    at: &crate::Visitor,
     folder: &str,
     rows: &[crate::folders::Row],
     more: Option<&str>,
     refused: Option<&str>,
 ) -> String {
+    let base = &*at.base;
     let mut body = String::new();
     for r in rows {
         push_row(&mut body, base, r);
@@ -153,6 +154,7 @@ pub(crate) fn folder_page(
         &[
             ("title", &escape(&title)),
             ("base", base),
+            ("share", if at.shared { "1" } else { "" }),
             ("folder", &escape(folder)),
             ("crumbs", &crumbs(base, folder)),
             ("rows", &body),

@@ -126,6 +126,9 @@ pub struct TokenInfo {
     pub quota: Amount,
     /// What its uploads keep on the hub now, as the records know it.
     pub used: Amount,
+    /// For a share link: the token that made it ([`SHARED_BY_ADMIN_FILE`] for the hub's admin
+    /// token file); `None` for a token made on the hub's machine.
+    pub made_by: Option<i64>,
 }
 
 impl TokenInfo {
@@ -151,7 +154,14 @@ pub struct TokenSpec<'a> {
     pub folder: Option<&'a str>,
     /// What its uploads may keep on the hub at once (0: no bound).
     pub quota: Amount,
+    /// For a share link, the token that made it (see [`TokenInfo::made_by`]). A share is
+    /// accepted only while the token that made it is.
+    pub made_by: Option<i64>,
 }
+
+/// What [`TokenInfo::made_by`] holds for a share link made with the hub's admin token file,
+/// which has no id.
+pub const SHARED_BY_ADMIN_FILE: i64 = 0;
 
 /// A token just made: its id, and the secret, shown once.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,10 @@ mod get;
 mod hello;
 mod list;
 mod put;
+#[macro_use]
 mod records;
 mod remove;
+mod share;
 mod swarm;
 
 pub use error::Error;
@@ -29,6 +31,7 @@ pub use records::{
     Register, Registered, Standing, Status, StatusInfo, Who, MAX_HISTORY_PAGE,
 };
 pub use remove::{Remove, Removed};
+pub use share::{Share, ShareEntry, ShareList, Shared, Shares, Unshare, Unshared};
 pub use swarm::{
     Bitfield, GetPiece, Have, Holding, PieceData, PieceHashes, Pieces, SlotFree, HASHES_PER_FRAME,
     MAX_BITFIELD_PIECES,
@@ -109,9 +112,12 @@ messages! {
     0x0c => Move,
     0x0d => Find,
     0x0e => PutSmall,
+    0x0f => Share,
     0x10 => Pieces,
     0x11 => GetPiece,
     0x12 => Holding,
+    0x20 => Shares,
+    0x21 => Unshare,
     0x81 => Welcome,
     0x82 => Entries,
     0x83 => FileHeader,
@@ -125,11 +131,14 @@ messages! {
     0x8b => StatusInfo,
     0x8c => FolderMade,
     0x8d => Moved,
+    0x8e => Shared,
+    0x8f => ShareList,
     0x90 => PieceHashes,
     0x91 => PieceData,
     0x92 => Bitfield,
     0x93 => Have,
     0x94 => SlotFree,
+    0xa0 => Unshared,
     0xff => Error,
 }
 
@@ -282,6 +291,27 @@ mod tests {
             )
     }
 
+    fn share_entry() -> impl Strategy<Value = ShareEntry> {
+        (
+            any::<u64>(),
+            text(300),
+            any::<i64>(),
+            any::<i64>(),
+            text(16),
+            text(40),
+        )
+            .prop_map(
+                |(id, name, created_ns, expires_ns, state, made_by)| ShareEntry {
+                    id,
+                    name,
+                    created_ns,
+                    expires_ns,
+                    state,
+                    made_by,
+                },
+            )
+    }
+
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
             (
@@ -337,6 +367,27 @@ mod tests {
                 .into()),
             any::<bool>().prop_map(|created| FolderMade { created }.into()),
             text(300).prop_map(|name| Moved { name }.into()),
+            (text(300), any::<u64>())
+                .prop_map(|(name, expires_s)| Share { name, expires_s }.into()),
+            (any::<u64>(), text(60), text(300), any::<i64>(), text(100)).prop_map(
+                |(id, secret, name, expires_ns, web)| Shared {
+                    id,
+                    secret,
+                    name,
+                    expires_ns,
+                    web
+                }
+                .into()
+            ),
+            Just(Shares.into()),
+            proptest::collection::vec(share_entry(), 0..20).prop_flat_map(|items| any::<bool>()
+                .prop_map(move |last| ShareList {
+                    items: items.clone(),
+                    last
+                }
+                .into())),
+            any::<u64>().prop_map(|id| Unshare { id }.into()),
+            any::<u64>().prop_map(|id| Unshared { id }.into()),
             (any::<u16>(), text(255), any::<u32>()).prop_map(|(version, server, max_frame)| {
                 Welcome {
                     version,

@@ -9,9 +9,11 @@
 const $ = (sel) => document.querySelector(sel);
 const folder = document.body.dataset.folder || "";
 const base = document.body.dataset.base || "";   // the path the hub is served beneath
+// Opened through a share link: its path carries the only token, for reading.
+const shared = document.body.dataset.share === "1";
 let shownRows = [];      // this folder's rows, as the hub's page sends them
 let rights = { role: "anonymous", folder: null, may_upload: false, may_change_all: false };
-let token = sessionStorage.getItem("troca-token") || "";
+let token = shared ? "" : sessionStorage.getItem("troca-token") || "";
 let lastSeen = null;     // when the hub last answered
 
 function el(tag, props, ...children) {
@@ -175,16 +177,20 @@ function enhance(tr) {
     link.href = href(item.name) + "?download=1";
     link.setAttribute("download", item.short);
     link.addEventListener("click", (ev) => {
-      if (!token) return; // a plain link works without a token
+      if (!token) return; // a plain link works without a token (and carries a share link's)
       ev.preventDefault();
       download(item);
     });
   }
   const actions = tr.querySelector("td.actions");
-  if (actions && tr.dataset.mine) {
-    actions.replaceChildren(
-      actionButton("Rename", `Rename or move ${item.short}`, () => rename(item)),
-      actionButton("Delete", `Delete ${item.short}`, () => remove(item), true));
+  if (actions) {
+    const buttons = [];
+    if (mayShare()) buttons.push(actionButton("Share", `Make a link to ${item.short}`, () => share(item)));
+    if (tr.dataset.mine) {
+      buttons.push(actionButton("Rename", `Rename or move ${item.short}`, () => rename(item)),
+        actionButton("Delete", `Delete ${item.short}`, () => remove(item), true));
+    }
+    actions.replaceChildren(...buttons);
   }
   return tr;
 }
@@ -245,6 +251,7 @@ async function loadFiles() {
   const kept = q && q.bytes ? `, ${size(q.used_bytes)} of ${size(q.bytes)} used`
     : q && q.files ? `, ${q.used_files} of ${q.files} files` : "";
   $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role}${reach}${kept})`;
+  if (shared) $("#status").textContent = `Shared with you: ${rights.folder || ""}`;
   // What you may still upload here: the disk's room, within your token's quota.
   $("#room").hidden = !rights.may_upload || typeof rights.room !== "number";
   $("#room").textContent = $("#room").hidden ? "" : `${size(rights.room)} free for your uploads`;
@@ -311,6 +318,38 @@ async function move(from, to, force = false) {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ from, to, force }),
   });
+}
+
+// A write or admin token may hand out links that let anyone who has one read a file or folder.
+function mayShare() {
+  return !shared && (rights.role === "write" || rights.role === "admin");
+}
+
+async function share(item) {
+  const days = await ask({
+    title: `Share ${item.short}`,
+    text: `Anyone who has the link can download ${item.folder ? "this folder and everything in it" : "this file"}, ` +
+      "without a token, until it expires or you revoke it.",
+    label: "Days the link works", value: "7", ok: "Make link",
+  });
+  if (days === null) return;
+  const n = Number(days);
+  if (!(n > 0)) { say("The number of days must be above zero."); return; }
+  const r = await api("/api/shares", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name: item.name, expires_s: Math.round(n * 86400) }),
+  });
+  if (!r.ok) { say(`Cannot share ${item.name}: ${await problem(r, item.name)}`); return; }
+  const made = await r.json();
+  const link = location.origin + made.path;
+  const copy = await ask({
+    title: `Link to ${item.short}`,
+    text: `Works until ${new Date(made.expires).toLocaleString()} (link ${made.id}; \`troca unshare ${made.id}\` revokes it).`,
+    label: "Link", value: link, ok: "Copy",
+  });
+  if (copy !== null && navigator.clipboard) await navigator.clipboard.writeText(link).catch(() => {});
+  say("");
 }
 
 async function rename(item) {
@@ -516,12 +555,12 @@ async function refreshAll() {
   } catch (_) {
     showUnreachable();
   }
-  refreshSide();
+  if (!shared) refreshSide();
 }
 
 function setup() {
   $("#search").hidden = false;
-  $("#token-button").hidden = false;
+  $("#token-button").hidden = shared;
   $("#search").addEventListener("input", searchSoon);
   $("#zip").href = href(folder) + "?zip";
   $("#new-folder").addEventListener("click", newFolder);
@@ -547,7 +586,7 @@ function setup() {
   refreshAll();
   // Refreshing the side panels is marked as polling, so it stays out of the history; and only
   // while someone looks.
-  setInterval(() => { if (document.visibilityState === "visible") refreshSide(); }, 10000);
+  if (!shared) setInterval(() => { if (document.visibilityState === "visible") refreshSide(); }, 10000);
 }
 
 setup();

@@ -38,8 +38,11 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let row = c
                 .query_opt(
-                    "SELECT id, role, folder, quota_bytes, quota_files FROM tokens
-                     WHERE hash = $1 AND NOT revoked AND (expires_ns IS NULL OR expires_ns > $2)",
+                    "SELECT id, role, folder, quota_bytes, quota_files FROM tokens t
+                     WHERE hash = $1 AND NOT revoked AND (expires_ns IS NULL OR expires_ns > $2)
+                       AND (made_by IS NULL OR made_by = 0 OR EXISTS (
+                           SELECT 1 FROM tokens p WHERE p.id = t.made_by AND NOT p.revoked
+                               AND (p.expires_ns IS NULL OR p.expires_ns > $2)))",
                     &[&h.as_bytes().as_slice(), &crate::pg::now_ns()],
                 )
                 .await
@@ -62,8 +65,8 @@ impl Tokens for PgTokens {
             let row = c
                 .query_one(
                     "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder,
-                                         quota_bytes, quota_files)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                                         quota_bytes, quota_files, made_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                     &[
                         &hash(&secret).as_bytes().as_slice(),
                         &spec.role.as_str(),
@@ -73,6 +76,7 @@ impl Tokens for PgTokens {
                         &spec.folder,
                         &pg_count(spec.quota.bytes),
                         &pg_count(spec.quota.files),
+                        &spec.made_by,
                     ],
                 )
                 .await
@@ -93,7 +97,7 @@ impl Tokens for PgTokens {
                             quota_files,
                             (SELECT COALESCE(SUM(size), 0)::bigint FROM owners
                              WHERE token_id = tokens.id),
-                            (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id)
+                            (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id), made_by
                      FROM tokens ORDER BY id",
                     &[],
                 )
@@ -111,6 +115,7 @@ impl Tokens for PgTokens {
                     folder: r.get(6),
                     quota: amount(r, 7),
                     used: amount(r, 9),
+                    made_by: r.get(11),
                 })
                 .collect())
         })

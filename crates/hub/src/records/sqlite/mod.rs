@@ -28,6 +28,8 @@ fn add_token_columns(db: &Connection) -> rusqlite::Result<()> {
         ("tokens", "folder", "TEXT"),
         ("tokens", "quota_bytes", "INTEGER NOT NULL DEFAULT 0"),
         ("tokens", "quota_files", "INTEGER NOT NULL DEFAULT 0"),
+        // A share link's maker (0: the admin token file); NULL for other tokens.
+        ("tokens", "made_by", "INTEGER"),
         ("owners", "size", "INTEGER NOT NULL DEFAULT 0"),
         // The version (size, mtime) the upload left; NULL for owners recorded before.
         ("owners", "mtime_ns", "INTEGER"),

@@ -106,8 +106,11 @@ impl Tokens for SqliteTokens {
         let db = self.db.lock().expect("token database poisoned");
         let row: Option<(i64, String, Option<String>, Amount)> = db
             .query_row(
-                "SELECT id, role, folder, quota_bytes, quota_files FROM tokens
-                 WHERE hash = ?1 AND revoked = 0 AND (expires_ns IS NULL OR expires_ns > ?2)",
+                "SELECT id, role, folder, quota_bytes, quota_files FROM tokens t
+                 WHERE hash = ?1 AND revoked = 0 AND (expires_ns IS NULL OR expires_ns > ?2)
+                   AND (made_by IS NULL OR made_by = 0 OR EXISTS (
+                       SELECT 1 FROM tokens p WHERE p.id = t.made_by AND p.revoked = 0
+                           AND (p.expires_ns IS NULL OR p.expires_ns > ?2)))",
                 params![h.as_bytes().as_slice(), crate::pg::now_ns()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?)),
             )
@@ -129,8 +132,8 @@ impl Tokens for SqliteTokens {
         let db = self.db.lock().expect("token database poisoned");
         db.execute(
             "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder, quota_bytes,
-                                 quota_files)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                 quota_files, made_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 hash(&secret).as_bytes().as_slice(),
                 spec.role.as_str(),
@@ -140,6 +143,7 @@ impl Tokens for SqliteTokens {
                 spec.folder,
                 sql_count(spec.quota.bytes),
                 sql_count(spec.quota.files),
+                spec.made_by,
             ],
         )
         .map_err(|e| db_err(&self.db_path, e))?;
@@ -156,7 +160,7 @@ impl Tokens for SqliteTokens {
                 "SELECT id, role, label, created_ns, revoked, expires_ns, folder, quota_bytes,
                         quota_files,
                         (SELECT COALESCE(SUM(size), 0) FROM owners WHERE token_id = tokens.id),
-                        (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id)
+                        (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id), made_by
                  FROM tokens ORDER BY id",
             )
             .map_err(|e| db_err(&self.db_path, e))?;
@@ -172,6 +176,7 @@ impl Tokens for SqliteTokens {
                     folder: r.get(6)?,
                     quota: amount(r, 7)?,
                     used: amount(r, 9)?,
+                    made_by: r.get(11)?,
                 })
             })
             .map_err(|e| db_err(&self.db_path, e))?;
@@ -606,6 +611,7 @@ mod tests {
                 label: "guest",
                 expires_ns: Some(expires_ns),
                 quota: Amount::default(),
+                made_by: None,
             };
             tokens.create(spec, now).unwrap().secret
         };
@@ -671,6 +677,7 @@ mod tests {
                 bytes: 10 << 30,
                 files: 0,
             },
+            made_by: None,
         };
         let NewToken { id, secret } = tokens.create(spec, 0).unwrap();
         assert_eq!(

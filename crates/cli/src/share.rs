@@ -1,0 +1,174 @@
+//! `troca share`, `shares` and `unshare`: links that let anyone who has one download a file or
+//! a folder from the hub's web face until they expire, made and revoked over the native
+//! protocol with a write or admin token.
+
+use crate::args::Global;
+use crate::client::{recover, with_default_port, Report};
+use crate::output::{self, print_json};
+use anyhow::Result;
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::Duration;
+use troca_net::HubClient;
+use troca_proto::json::rfc3339;
+use troca_proto::msg::{ShareEntry, Shared};
+
+#[derive(Serialize)]
+struct ShareRow {
+    id: u64,
+    name: String,
+    link: Option<String>,
+    expires: String,
+}
+
+/// The link to a share: on the web face's address as the hub gives it, `*` standing for the
+/// host this client reached the hub by. `None` when the hub has no web face.
+pub(crate) fn link(global: &Global, shared: &Shared) -> Option<String> {
+    if shared.web.is_empty() {
+        return None;
+    }
+    let host = link_host(global);
+    let base = shared.web.replacen("://*", &format!("://{host}"), 1);
+    Some(base + &troca_hub::service::share_path(&shared.secret, &shared.name))
+}
+
+/// The host of `--hub` as a URL writes it (an IPv6 address in brackets).
+fn link_host(global: &Global) -> String {
+    let address = troca_proto::key::ConnectString::parse(&global.hub)
+        .map(|t| t.address)
+        .unwrap_or_else(|_| global.hub.clone());
+    let address = with_default_port(&address, 13370);
+    let host = address.rsplit_once(':').map_or(&*address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// `troca share NAME...`: one link per name on stdout, what each shares and until when on
+/// stderr.
+pub(crate) async fn share(
+    global: &Global,
+    client: &mut HubClient,
+    names: &[String],
+    expires: Option<Duration>,
+) -> Result<ExitCode> {
+    let mut report = Report::new(global);
+    let secs = expires.map_or(0, |d| d.as_secs().max(1));
+    for name in names {
+        match client.share(name, secs).await {
+            Ok(shared) => {
+                let link = link(global, &shared);
+                let until = output::local_time(shared.expires_ns);
+                if !global.json {
+                    match &link {
+                        Some(l) => println!("{l}"),
+                        None => eprintln!(
+                            "troca: the hub has no web face (--no-http): link {} has no address; \
+                             its token is accepted by a web face on the same records",
+                            shared.id
+                        ),
+                    }
+                    if !global.quiet {
+                        eprintln!(
+                            "troca: {} shared until {until} (link {}; `troca unshare {}` revokes it)",
+                            output::safe(&shared.name),
+                            shared.id,
+                            shared.id
+                        );
+                    }
+                }
+                report.rows.push(ShareRow {
+                    id: shared.id,
+                    name: shared.name,
+                    link,
+                    expires: rfc3339(shared.expires_ns),
+                });
+            }
+            Err(e) => {
+                report.refused(format_args!("cannot share {}", output::safe(name)), &e);
+                recover(global, client, &e).await?;
+            }
+        }
+    }
+    report.finish(global)
+}
+
+#[derive(Serialize)]
+pub(crate) struct ListedShare {
+    id: u64,
+    name: String,
+    state: String,
+    created: String,
+    expires: String,
+    made_by: String,
+}
+
+/// Share links as JSON rows.
+pub(crate) fn rows(shares: Vec<ShareEntry>) -> Vec<ListedShare> {
+    shares
+        .into_iter()
+        .map(|s| ListedShare {
+            id: s.id,
+            name: s.name,
+            state: s.state,
+            created: rfc3339(s.created_ns),
+            expires: rfc3339(s.expires_ns),
+            made_by: s.made_by,
+        })
+        .collect()
+}
+
+/// `troca shares`: the links this client's token made, newest first.
+pub(crate) async fn shares(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
+    let shares = client.shares().await?;
+    if global.json {
+        print_json(&rows(shares))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if shares.is_empty() {
+        eprintln!("troca: no share links (troca share NAME makes one)");
+    }
+    for s in shares {
+        println!(
+            "{:>6}  {:<8} {:<16}  {:<9}  {}",
+            s.id,
+            s.state,
+            output::local_time(s.expires_ns),
+            s.made_by,
+            output::safe(&s.name)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    id: u64,
+}
+
+/// `troca unshare ID...`.
+pub(crate) async fn unshare(
+    global: &Global,
+    client: &mut HubClient,
+    ids: &[u64],
+) -> Result<ExitCode> {
+    let mut report = Report::new(global);
+    for &id in ids {
+        match client.unshare(id).await {
+            Ok(()) => {
+                if !global.json && !global.quiet {
+                    eprintln!("troca: share link {id} revoked");
+                }
+                report.rows.push(Revoked { id });
+            }
+            Err(e) => {
+                report.refused(format_args!("cannot revoke share link {id}"), &e);
+                recover(global, client, &e).await?;
+            }
+        }
+    }
+    report.finish(global)
+}

@@ -1,0 +1,345 @@
+//! Share links: made with a write or admin token on every face, they let anyone who has one
+//! read what they share (a file, or a folder with its page, files and zip) through the web face
+//! with a browser, curl or wget, and nothing else; they are bounded in time and number, and stop
+//! working when revoked, when they expire, or when the token that made them does.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// A token of `role` made in `hub`'s state folder.
+fn token(hub: &Hub, role: &str) -> String {
+    let out = Command::new(TROCA)
+        .args(["token", "create", "--role", role, "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    ok(&out).trim().to_owned()
+}
+
+/// The status and body of a GET of `url`.
+fn fetch(url: &str) -> (u16, String) {
+    let out = curl(&["-o", "-", "-w", "\n%{http_code}", url]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
+}
+
+/// `troca share` as JSON rows: `[{id, name, link, expires}]`.
+fn share(hub: &Hub, cwd: &std::path::Path, token: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--json", "share"];
+    all.extend_from_slice(args);
+    json(&hub.troca_with(cwd, token, &all))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn link(row: &Value) -> String {
+    row["link"].as_str().unwrap().to_owned()
+}
+
+/// The share link's own base (`…/s/TOKEN`), from a link to something it shares.
+fn share_base(link: &str) -> String {
+    let at = link.find("/files/").unwrap();
+    link[..at].to_owned()
+}
+
+#[test]
+fn a_share_link_reads_what_it_shares_and_nothing_else_until_revoked() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            ("photos/a.txt", "hello"),
+            ("photos/sub/b.txt", "bee"),
+            ("other/secret.txt", "not for you"),
+            ("report.pdf", "the report"),
+        ],
+    );
+    let hub = Hub::start(&s.share, &["--require-token"]);
+    let web = hub.web.clone().unwrap();
+    let (write, read) = (token(&hub, "write"), token(&hub, "read"));
+
+    // A read token cannot hand out what it was given.
+    let err = fails(&hub.troca_with(&s.client, &read, &["share", "photos/"]), 1);
+    assert!(err.contains("read token cannot make share links"), "{err}");
+
+    let rows = share(&hub, &s.client, &write, &["photos", "report.pdf"]);
+    assert_eq!(rows[0]["name"], "photos/", "{rows:?}");
+    assert_eq!(rows[1]["name"], "report.pdf", "{rows:?}");
+    let (folder, file) = (link(&rows[0]), link(&rows[1]));
+    // On the web face the client reached, as the hub printed it.
+    assert!(
+        folder.starts_with(web.trim_end_matches('/')),
+        "{folder} vs {web}"
+    );
+    assert!(file.ends_with("/files/report.pdf"), "{file}");
+    let base = share_base(&folder);
+
+    // The folder's page, its files, a sub-folder and its zip; every link stays in the share.
+    let (status, page) = fetch(&folder);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-share=\"1\""), "{page}");
+    let path = &base[base.find("/s/").unwrap()..];
+    for href in page.split("href=\"").skip(1) {
+        let href = href.split('"').next().unwrap();
+        assert!(href.starts_with(path), "a link out of the share: {href}");
+    }
+    assert_eq!(fetch(&format!("{folder}a.txt")), (200, "hello".into()));
+    assert_eq!(fetch(&format!("{folder}sub/b.txt")), (200, "bee".into()));
+    let zip = s.tmp.path().join("photos.zip");
+    let out = curl(&["-o", zip.to_str().unwrap(), &format!("{folder}?zip")]);
+    assert!(out.status.success());
+    let listed = Command::new("unzip").arg("-l").arg(&zip).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("a.txt") && listed.contains("sub/b.txt"),
+        "{listed}"
+    );
+    // A file's link saves under its own name with `curl -O`.
+    let out = Command::new("curl")
+        .args(["-sS", "-O", &file])
+        .current_dir(&s.client)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(s.client.join("report.pdf")).unwrap(),
+        "the report"
+    );
+
+    // Nothing outside what it shares, and nothing but reading.
+    let (status, body) = fetch(&format!("{base}/files/other/secret.txt"));
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains("not for you"));
+    let (status, _) = fetch(&format!("{}/files/photos/a.txt", share_base(&file)));
+    assert_eq!(status, 403, "a file's link reaches that file only");
+    std::fs::write(s.client.join("new.txt"), "new").unwrap();
+    let put = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-T",
+        s.client.join("new.txt").to_str().unwrap(),
+        &format!("{folder}new.txt"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "405");
+    assert!(!s.share.join("photos/new.txt").exists());
+    for closed in [
+        "/dav/",
+        "/api/status",
+        "/api/clients",
+        "/api/history",
+        "/api/shares",
+    ] {
+        let (status, _) = fetch(&format!("{base}{closed}"));
+        assert_eq!(status, 404, "{closed}");
+    }
+
+    // Listed for the token that made them (newest first), never with their secrets.
+    let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["report.pdf", "photos/"]);
+    assert!(!listed
+        .to_string()
+        .contains(&base[base.rfind('/').unwrap() + 1..]));
+    fails(&hub.troca_with(&s.client, &read, &["shares"]), 1);
+
+    // Revoked: it stops working at once, and says so in words.
+    let id = rows[0]["id"].as_u64().unwrap().to_string();
+    ok(&hub.troca_with(&s.client, &write, &["unshare", &id]));
+    let (status, body) = fetch(&folder);
+    assert_eq!(status, 401);
+    assert!(body.contains("This share link does not work"), "{body}");
+    assert_eq!(fetch(&file), (200, "the report".into()));
+
+    // The history records the share, never its secret.
+    let admin = hub.admin_token();
+    let history = ok(&hub.troca_with(&s.client, &admin, &["--json", "history"]));
+    let entries: Vec<Value> = serde_json::from_str(&history).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["op"] == "share" && e["target"] == "photos" && e["ok"] == true),
+        "{history}"
+    );
+    let secret = &base[base.rfind('/').unwrap() + 1..];
+    assert!(!history.contains(secret), "{history}");
+}
+
+#[test]
+fn a_share_link_lives_only_as_long_as_the_token_that_made_it() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("a.txt", "a")]);
+    let hub = Hub::start(&s.share, &[]);
+    let write = token(&hub, "write");
+    let rows = share(&hub, &s.client, &write, &["a.txt"]);
+    let a = link(&rows[0]);
+    assert_eq!(fetch(&a), (200, "a".into()));
+    let state = hub.dir.join(".troca");
+    let list = json(
+        &Command::new(TROCA)
+            .args(["--json", "token", "list", "--state"])
+            .arg(&state)
+            .output()
+            .unwrap(),
+    );
+    let maker = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "write")
+        .unwrap()["id"]
+        .to_string();
+    ok(&Command::new(TROCA)
+        .args(["token", "revoke", &maker, "--state"])
+        .arg(&state)
+        .output()
+        .unwrap());
+    assert_eq!(fetch(&a).0, 401, "the maker's token is revoked");
+}
+
+#[test]
+fn share_links_are_bounded_in_time_and_number_and_expire() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("a.txt", "a"), ("b.txt", "b")]);
+    let hub = Hub::start(
+        &s.share,
+        &["--max-share-time", "2d", "--max-shares-per-token", "2"],
+    );
+    let (write, other) = (token(&hub, "write"), token(&hub, "write"));
+    let err = fails(
+        &hub.troca_with(&s.client, &write, &["share", "a.txt", "--expires", "3d"]),
+        1,
+    );
+    assert!(err.contains("lasts at most 2 days"), "{err}");
+
+    let first = share(&hub, &s.client, &write, &["a.txt"]);
+    share(&hub, &s.client, &write, &["b.txt"]);
+    let err = fails(&hub.troca_with(&s.client, &write, &["share", "a.txt"]), 1);
+    assert!(err.contains("2 share links working"), "{err}");
+    // Another token's links are its own: it cannot see or revoke these.
+    let id = first[0]["id"].as_u64().unwrap().to_string();
+    let err = fails(&hub.troca_with(&s.client, &other, &["unshare", &id]), 1);
+    assert!(err.contains("share link"), "{err}");
+    assert_eq!(fetch(&link(&first[0])).0, 200);
+    // The admin sees every link, and who made each.
+    let all = json(&hub.troca_with(&s.client, &hub.admin_token(), &["--json", "shares"]));
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert!(
+        all[0]["made_by"].as_str().unwrap().starts_with("token "),
+        "{all}"
+    );
+    ok(&hub.troca_with(&s.client, &hub.admin_token(), &["unshare", &id]));
+    assert_eq!(fetch(&link(&first[0])).0, 401);
+
+    // Room again; a link of one second expires, which is the event waited for.
+    let short = share(&hub, &s.client, &write, &["a.txt", "--expires", "1s"]);
+    let mut tries = 0;
+    loop {
+        let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
+        let state = listed[0]["state"].as_str().unwrap().to_owned();
+        if state == "expired" {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 600, "{listed}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(fetch(&link(&short[0])).0, 401);
+}
+
+#[test]
+fn the_page_and_the_json_mode_make_and_revoke_share_links() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("docs/a.txt", "a")]);
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let write = token(&hub, "write");
+    let header = s.tmp.path().join("auth");
+    std::fs::write(&header, format!("Authorization: Bearer {write}")).unwrap();
+    let auth = format!("@{}", header.display());
+
+    // The HTTP API the page uses.
+    let out = curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        r#"{"name":"docs/","expires_s":3600}"#,
+        &format!("{web}api/shares"),
+    ]);
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = made["path"].as_str().unwrap();
+    assert!(
+        path.starts_with("/s/troca_") && path.ends_with("/files/docs/"),
+        "{made}"
+    );
+    let url = format!("{}{path}a.txt", web.trim_end_matches('/'));
+    assert_eq!(fetch(&url), (200, "a".into()));
+    let out = curl(&["-H", &auth, &format!("{web}api/shares")]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "docs/", "{listed}");
+    let anonymous = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{web}api/shares"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "403");
+    let id = made["id"].to_string();
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "DELETE",
+        "-H",
+        &auth,
+        &format!("{web}api/shares/{id}"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "204");
+    assert_eq!(fetch(&url).0, 401);
+
+    // The JSON line mode.
+    let mut child = Command::new(TROCA)
+        .arg("json")
+        .current_dir(&s.client)
+        .envs(hub.client_env())
+        .env("XDG_DATA_HOME", hub.client_data())
+        .env("TROCA_TOKEN", &write)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"operation":"share","name":"docs/a.txt","id":1}}"#
+    )
+    .unwrap();
+    writeln!(stdin, r#"{{"operation":"list_shares","id":2}}"#).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let link = lines[0]["link"].as_str().unwrap();
+    assert_eq!(fetch(link), (200, "a".into()));
+    assert_eq!(lines[1]["shares"][0]["name"], "docs/a.txt", "{lines:?}");
+    assert_eq!(lines[1]["shares"][0]["state"], "active", "{lines:?}");
+}

@@ -1,0 +1,182 @@
+//! Share links: a read token held to one file or folder, made by a client with a write or
+//! admin token, lasting a bounded time, and working only while the token that made it does.
+//! The link carries the token in its path (`/s/TOKEN/files/NAME`), so that anyone given it
+//! reads what it shares with a browser, `curl` or `wget`, and nothing else.
+
+use super::{blocking, parse_folder, Hub};
+use crate::access::Caller;
+use crate::error::HubError;
+use crate::records::{Amount, Role, TokenInfo, TokenSpec, SHARED_BY_ADMIN_FILE};
+use crate::store::Kind;
+use std::sync::Arc;
+use std::time::Duration;
+use troca_proto::msg::ShareEntry;
+
+/// A share link just made: its token's id and secret (shown once), what it shares (a folder's
+/// name ends in `/`), and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareMade {
+    pub id: i64,
+    pub secret: String,
+    pub name: String,
+    pub expires_ns: i64,
+}
+
+/// A share link's path beneath the web face's base: `/s/SECRET/files/NAME`, each part of the
+/// name percent-encoded.
+pub fn share_path(secret: &str, name: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    // RFC 3986's unreserved characters stay as they are, so `curl -O` and `wget` save
+    // `report.pdf` under that name.
+    const PART: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let parts: Vec<String> = name
+        .split('/')
+        .map(|p| utf8_percent_encode(p, PART).to_string())
+        .collect();
+    format!("/s/{secret}/files/{}", parts.join("/"))
+}
+
+/// `30 days`, `12 hours`, `90 seconds`: a share link's longest life in words.
+fn lasting(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        86_400 => "1 day".into(),
+        _ if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        3_600 => "1 hour".into(),
+        _ if s % 3_600 == 0 => format!("{} hours", s / 3_600),
+        _ => format!("{s} seconds"),
+    }
+}
+
+impl Hub {
+    /// Makes a share link for `name` lasting `time` (`None`: the hub's default), for a caller
+    /// with a write or admin token that reaches `name`. Refused past `--max-share-time`, or
+    /// when the caller's token already has `--max-shares-per-token` links working.
+    pub async fn share(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        time: Option<Duration>,
+    ) -> Result<ShareMade, HubError> {
+        let remote = parse_folder(name)?;
+        let limits = self.config.shares;
+        let time = time.unwrap_or(limits.default_time);
+        if time > limits.max_time {
+            return Err(HubError::BadRequest(format!(
+                "a share link lasts at most {} on this hub",
+                lasting(limits.max_time)
+            )));
+        }
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || {
+            let grant = caller.sharer(hub.tokens())?;
+            caller.must_reach(remote.as_str())?;
+            let name = match hub.store.kind(&remote)? {
+                None => return Err(HubError::NotFound(remote.to_string())),
+                Some(Kind::Folder) => format!("{remote}/"),
+                Some(_) => remote.to_string(),
+            };
+            let made_by = grant.token_id.unwrap_or(SHARED_BY_ADMIN_FILE);
+            let now = crate::records::now_ns();
+            let working = hub
+                .tokens()
+                .list()?
+                .iter()
+                .filter(|t| t.made_by == Some(made_by) && t.state(now) == "active")
+                .count();
+            if working >= limits.per_token {
+                return Err(HubError::TooLarge(format!(
+                    "this token has {working} share links working, the most this hub allows; \
+                     revoke some first (troca unshare ID)"
+                )));
+            }
+            let expires_ns = now.saturating_add(i64::try_from(time.as_nanos()).unwrap_or(i64::MAX));
+            let label = format!("share of {name}");
+            let new = hub.tokens().create(
+                TokenSpec {
+                    role: Role::Read,
+                    label: &label,
+                    expires_ns: Some(expires_ns),
+                    folder: Some(remote.as_str()),
+                    quota: Amount::default(),
+                    made_by: Some(made_by),
+                },
+                now,
+            )?;
+            Ok(ShareMade {
+                id: new.id,
+                secret: new.secret,
+                name,
+                expires_ns,
+            })
+        })
+        .await
+    }
+
+    /// The share links `caller` made, newest first; every one for an admin of the whole share.
+    pub async fn shares(self: &Arc<Self>, caller: &Caller) -> Result<Vec<ShareEntry>, HubError> {
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || {
+            let now = crate::records::now_ns();
+            let mut shares: Vec<ShareEntry> = hub
+                .visible_shares(&caller)?
+                .into_iter()
+                .map(|t| share_entry(&t, now))
+                .collect();
+            shares.reverse();
+            Ok(shares)
+        })
+        .await
+    }
+
+    /// Revokes share link `id`, if `caller` made it (an admin of the whole share: any).
+    pub async fn unshare(self: &Arc<Self>, caller: &Caller, id: i64) -> Result<(), HubError> {
+        let (hub, caller) = (Arc::clone(self), caller.clone());
+        blocking(move || {
+            if !hub.visible_shares(&caller)?.iter().any(|t| t.id == id) {
+                return Err(HubError::NotFound(format!("share link {id}")));
+            }
+            hub.tokens().revoke(id)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The share links `caller` may list and revoke, oldest first.
+    fn visible_shares(&self, caller: &Caller) -> Result<Vec<TokenInfo>, HubError> {
+        let grant = caller.sharer(self.tokens())?;
+        let everyone = grant.role == Role::Admin && grant.folder.is_none();
+        let mine = grant.token_id.unwrap_or(SHARED_BY_ADMIN_FILE);
+        Ok(self
+            .tokens()
+            .list()?
+            .into_iter()
+            .filter(|t| t.made_by.is_some_and(|by| everyone || by == mine))
+            .collect())
+    }
+}
+
+/// A share link as listed: its folder's name ends in `/` when it names one (as made).
+fn share_entry(t: &TokenInfo, now: i64) -> ShareEntry {
+    let name = t
+        .label
+        .strip_prefix("share of ")
+        .map(str::to_owned)
+        .or_else(|| t.folder.clone())
+        .unwrap_or_default();
+    ShareEntry {
+        id: u64::try_from(t.id).unwrap_or(0),
+        name,
+        created_ns: t.created_ns,
+        expires_ns: t.expires_ns.unwrap_or(i64::MAX),
+        state: t.state(now).to_owned(),
+        made_by: match t.made_by {
+            Some(SHARED_BY_ADMIN_FILE) | None => "admin".to_owned(),
+            Some(id) => format!("token {id}"),
+        },
+    }
+}

@@ -1,0 +1,188 @@
+//! Share links on the web face: `/s/TOKEN/…` is the page, files and zips a share link's token
+//! reaches, read-only; and the API that makes, lists and revokes links for the page
+//! (`POST /api/shares`, `GET /api/shares`, `DELETE /api/shares/ID`).
+
+use crate::api::recorded;
+use crate::{ApiError, Visitor};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use troca_hub::Hub;
+
+/// What a request's path says about share links.
+pub(crate) enum Through {
+    /// Not through a share link.
+    Not,
+    /// Through one: the path its links live beneath, and the rest of the path.
+    Link { base: Arc<str>, rest: String },
+    /// Through one, for something a share link does not reach.
+    Refused(Response),
+}
+
+/// The longest token a share link's path may carry.
+const MAX_TOKEN: usize = 128;
+
+/// What a share link reaches: the page and its script, files, folders and zips, and the API
+/// reads the page makes. Not WebDAV, the hub's status, who is connected or the history.
+fn reached(rest: &str) -> bool {
+    matches!(
+        rest,
+        "/" | "/app.js" | "/app.css" | "/api/me" | "/api/files" | "/api/find"
+    ) || rest.starts_with("/files/")
+}
+
+/// A request beneath `/s/TOKEN/` (after the web face's `prefix`) goes on as one that presents
+/// TOKEN (in place of any it carried), for reading only.
+pub(crate) fn through_link(prefix: &str, rest: &str, req: &mut Request) -> Through {
+    let Some(link) = rest.strip_prefix("/s/") else {
+        return Through::Not;
+    };
+    let (token, rest) = link.split_once('/').map_or((link, ""), |(t, r)| (t, r));
+    let valid = !token.is_empty()
+        && token.len() <= MAX_TOKEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Through::Refused(not_found());
+    }
+    let base: Arc<str> = format!("{prefix}/s/{token}").into();
+    if rest.is_empty() && !link.ends_with('/') {
+        return Through::Refused(crate::moved_to(format!("{base}/"), req.uri().query()));
+    }
+    let rest = format!("/{rest}");
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let allow = [(header::ALLOW, "GET, HEAD")];
+        let why = "a share link is for reading only";
+        return Through::Refused((StatusCode::METHOD_NOT_ALLOWED, allow, why).into_response());
+    }
+    if !reached(&rest) {
+        return Through::Refused(not_found());
+    }
+    let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+        return Through::Refused(not_found());
+    };
+    let headers = req.headers_mut();
+    headers.insert(header::AUTHORIZATION, bearer);
+    // The link is the only credential: no owner key rides along.
+    headers.remove("x-troca-owner");
+    Through::Link { base, rest }
+}
+
+/// The answer to a share link that does not work (any more).
+pub(crate) fn dead_link() -> Response {
+    let why = "This share link does not work: it has expired, was revoked, or was copied \
+               incompletely. Ask whoever sent it for a new one.\n";
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        why,
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such page").into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NewShare {
+    name: String,
+    /// Seconds the link works; the hub's default when absent.
+    #[serde(default)]
+    expires_s: Option<u64>,
+}
+
+/// `POST /api/shares {name, expires_s}`: a new share link, as `{id, name, path, expires}`
+/// where `path` is the link's path on this web face (with its prefix).
+pub(crate) async fn make(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Json(body): Json<NewShare>,
+) -> Result<Response, ApiError> {
+    let hub = &hub;
+    let prefix = hub.config().web_prefix.clone();
+    let name = body.name;
+    let time = body.expires_s.filter(|&s| s > 0).map(Duration::from_secs);
+    recorded(
+        hub,
+        &v,
+        &headers,
+        "share",
+        name.clone(),
+        |caller| async move {
+            let made = hub.share(&caller, &name, time).await?;
+            let path = troca_hub::service::share_path(&made.secret, &made.name);
+            let answer = serde_json::json!({
+                "id": made.id,
+                "name": made.name,
+                "path": format!("{prefix}{path}"),
+                "expires": troca_proto::json::rfc3339(made.expires_ns),
+            });
+            Ok(((StatusCode::CREATED, Json(answer)).into_response(), 0))
+        },
+    )
+    .await
+}
+
+/// `GET /api/shares`: the caller's share links, newest first.
+pub(crate) async fn list(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let hub = &hub;
+    recorded(
+        hub,
+        &v,
+        &headers,
+        "shares",
+        String::new(),
+        |caller| async move {
+            let rows: Vec<_> = hub
+                .shares(&caller)
+                .await?
+                .into_iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id,
+                        "name": s.name,
+                        "state": s.state,
+                        "created": troca_proto::json::rfc3339(s.created_ns),
+                        "expires": troca_proto::json::rfc3339(s.expires_ns),
+                        "made_by": s.made_by,
+                    })
+                })
+                .collect();
+            Ok((Json(rows).into_response(), 0))
+        },
+    )
+    .await
+}
+
+/// `DELETE /api/shares/ID`: revokes a share link.
+pub(crate) async fn revoke(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let hub = &hub;
+    recorded(
+        hub,
+        &v,
+        &headers,
+        "unshare",
+        id.to_string(),
+        |caller| async move {
+            hub.unshare(&caller, id).await?;
+            Ok((StatusCode::NO_CONTENT.into_response(), 0))
+        },
+    )
+    .await
+}
