@@ -901,6 +901,100 @@ async fn in_chromium_a_token_held_to_a_folder_sees_only_that_folder() {
     c.close().await.unwrap();
 }
 
+/// A write token's page offers Share on each row and hands out a link; opened in a browser with
+/// nothing else, the link shows what it shares (no token asked for, no side panels), its files
+/// download, and a file's link goes straight to the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
+    if !needs("chromedriver", "the page runs in a real Chromium") {
+        return;
+    }
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[("trip/a.txt", "sea"), ("trip/b.txt", "sand"), ("home.txt", "h")],
+    );
+    let hub = Hub::start(&s.share, &["--require-token"]);
+    let out = std::process::Command::new(TROCA)
+        .args(["token", "create", "--role", "write", "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let token = ok(&out).trim().to_owned();
+    let web = hub.web.clone().unwrap();
+    let driver = chromedriver();
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(&web).await.unwrap();
+    answer_dialog(&c, Some(&token)).await;
+    wait_until(&c, "the share's folders", |t| t.contains("trip/")).await;
+    click(&c, "button[aria-label='Make a link to trip']").await;
+    assert_eq!(answer_dialog(&c, Some("2")).await, "Share trip");
+    // The second dialog holds the link.
+    let started = Instant::now();
+    let link = loop {
+        let value = c
+            .execute(
+                "const d = document.querySelector('#dialog');
+                 return d.open && document.querySelector('#dialog-title').textContent
+                   === 'Link to trip' ? document.querySelector('#dialog-input').value : null",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if let Some(v) = value.as_str() {
+            break v.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no link shown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    click(&c, "#dialog-cancel").await;
+    assert!(link.starts_with(&format!("{web}s/troca_")), "{link}");
+    assert!(link.ends_with("/files/trip/"), "{link}");
+    c.close().await.unwrap();
+
+    // Someone else, with nothing but the link.
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(&link).await.unwrap();
+    let text = wait_until(&c, "the shared folder", |t| t.contains("b.txt")).await;
+    assert!(text.contains("a.txt") && !text.contains("home.txt"), "{text}");
+    let status = c.find(Locator::Css("#status")).await.unwrap();
+    assert_eq!(status.text().await.unwrap(), "Shared with you: trip");
+    let asked = c
+        .execute("return document.querySelector('#dialog').open", vec![])
+        .await
+        .unwrap();
+    assert_eq!(asked, serde_json::json!(false), "no token asked for");
+    let a = c.find(Locator::LinkText("a.txt")).await.unwrap();
+    let href = a.attr("href").await.unwrap().unwrap();
+    assert_eq!(fetch_bytes(&c, &href).await, b"sea");
+    let asked_for = requested(&c).await;
+    assert!(
+        asked_for
+            .iter()
+            .all(|u| u.contains("/s/troca_") || u.ends_with("/favicon.ico")),
+        "everything through the link: {asked_for:?}"
+    );
+    // The top of the link goes to what it shares.
+    let top = &link[..link.find("/files/").unwrap() + 1];
+    c.goto(top).await.unwrap();
+    let path = url_path(&link);
+    wait_for_path(&c, &path).await;
+    // So does a file's link's: to the file itself.
+    let made = json(&hub.troca_with(&s.client, &token, &["--json", "share", "home.txt"]));
+    let file = made[0]["link"].as_str().unwrap();
+    c.goto(&file[..file.find("/files/").unwrap() + 1])
+        .await
+        .unwrap();
+    wait_for_path(&c, &url_path(file)).await;
+    c.close().await.unwrap();
+}
+
+/// The path of a URL.
+fn url_path(url: &str) -> String {
+    let rest = &url[url.find("://").unwrap() + 3..];
+    rest[rest.find('/').unwrap()..].to_owned()
+}
+
 /// A folder's page costs what the folder holds and a bounded count beneath it: each sub-folder
 /// shows its files and bytes while `--count-names` allows (an empty folder beneath counts as no
 /// file), the rest show none; and its pages follow the folder's own entries, a folder's

@@ -1,7 +1,8 @@
 // The troca page. The hub sends each folder's listing as plain HTML (it works without this
 // script); this script adds what needs one: uploads of files and folders (button or drag and
 // drop, a progress bar each), new folders, rename/move, delete (only where this visitor may),
-// search across every folder, a token dialog, and the hub's status, clients and activity.
+// search across every folder, share links, a token dialog, and the hub's status, clients and
+// activity. Opened through a share link, it shows what the link shares and nothing else.
 // Every name goes onto the page with textContent, or in the hub's page (which escapes it),
 // never as HTML made here.
 "use strict";
@@ -234,7 +235,10 @@ async function loadFiles() {
     // A token held to a folder sees nothing on the way there but the way: go straight in.
     const own = rights.folder ? rights.folder + "/" : null;
     if (own && own !== folder && own.startsWith(folder)) {
-      location.replace(href(own));
+      // A share link's may be a file: named without its slash, the hub sends a folder on to
+      // its page and a file as itself (the link's path carries its token, as a page's own
+      // navigation could not).
+      location.replace(href(shared ? rights.folder : own));
       return;
     }
   }
