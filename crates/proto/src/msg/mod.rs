@@ -52,6 +52,9 @@ macro_rules! messages {
         }
 
         impl Message {
+            /// Every kind byte, in the table's order.
+            pub const KINDS: &'static [u8] = &[$($kind,)*];
+
             /// The kind byte that identifies this message on the wire.
             pub fn kind(&self) -> u8 {
                 match self {
@@ -517,14 +520,23 @@ mod tests {
 
     #[test]
     fn the_fuzz_seed_corpus_holds_a_frame_of_every_kind() {
-        let frames: Vec<Vec<u8>> = crate::testkit::samples(message(), 96)
-            .iter()
-            .map(|m| {
+        // Two of each kind, the first the samples give.
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        let mut seen = std::collections::HashMap::<u8, usize>::new();
+        for m in crate::testkit::samples(message(), 2_000) {
+            let n = seen.entry(m.kind()).or_default();
+            if *n < 2 {
+                *n += 1;
                 let mut buf = Vec::new();
-                encode_frame(m, &mut buf);
-                buf
-            })
+                encode_frame(&m, &mut buf);
+                frames.push(buf);
+            }
+        }
+        let missing: Vec<&u8> = Message::KINDS
+            .iter()
+            .filter(|k| !seen.contains_key(k))
             .collect();
+        assert!(missing.is_empty(), "no sample of kinds {missing:x?}");
         crate::testkit::seed_corpus("frame_decode", &frames, |b| {
             matches!(decode_frame(b), Ok(Some(_)))
         });
