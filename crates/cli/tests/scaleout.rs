@@ -500,6 +500,21 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         "a search within the folder only"
     );
 
+    // A share link made through one hub works through the other, until revoked through it.
+    let made = json(&t.a.troca_with(&t.client, &held, &["--json", "share", "team/a.txt"]));
+    let link = made[0]["link"].as_str().unwrap();
+    let path = &link[link.find("/s/").unwrap()..];
+    let on_b = format!(
+        "{}{path}",
+        t.b.web.as_deref().unwrap().trim_end_matches('/')
+    );
+    let got = curl(&["-s", "-w", " %{http_code}", &on_b]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "through a 200");
+    let id = made[0]["id"].to_string();
+    ok(&t.b.troca_with(&t.client, &held, &["unshare", &id]));
+    let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", link]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "401");
+
     // A token's quota counts what it keeps through every hub.
     let q = group_token_with(&t.g, "write", &["--quota", "10K"]);
     random_file(&t.client.join("six.bin"), 6 << 10, "six");

@@ -912,7 +912,11 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
     let s = Scratch::new();
     write_tree(
         &s.share,
-        &[("trip/a.txt", "sea"), ("trip/b.txt", "sand"), ("home.txt", "h")],
+        &[
+            ("trip/a.txt", "sea"),
+            ("trip/b.txt", "sand"),
+            ("home.txt", "h"),
+        ],
     );
     let hub = Hub::start(&s.share, &["--require-token"]);
     let out = std::process::Command::new(TROCA)
@@ -956,7 +960,10 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
     let c = browser(&driver, 1280, 900).await;
     c.goto(&link).await.unwrap();
     let text = wait_until(&c, "the shared folder", |t| t.contains("b.txt")).await;
-    assert!(text.contains("a.txt") && !text.contains("home.txt"), "{text}");
+    assert!(
+        text.contains("a.txt") && !text.contains("home.txt"),
+        "{text}"
+    );
     let status = c.find(Locator::Css("#status")).await.unwrap();
     assert_eq!(status.text().await.unwrap(), "Shared with you: trip");
     let asked = c
