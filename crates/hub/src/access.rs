@@ -290,7 +290,8 @@ pub fn role_uploads(read_only: bool, role: Option<Role>) -> bool {
 }
 
 /// Slows down addresses that keep presenting wrong tokens: one guess at a time per address
-/// (an IPv6 /64), each wrong one answered later than the one before. A right token does not
+/// (an IPv6 /64) once it has presented a wrong one, each wrong one answered later than the one
+/// before. A right token does not
 /// reset the count (else a read token would buy an attacker fresh guesses); failures are
 /// forgotten after ten minutes without one, and at most [`AuthFailures::ADDRESSES`] addresses
 /// are remembered (the least recently seen go first), so many addresses cannot fill memory.
@@ -331,6 +332,17 @@ impl AuthFailures {
     const MEMORY: Duration = Duration::from_secs(600);
     /// Addresses remembered at most.
     pub const ADDRESSES: usize = 65_536;
+
+    /// Whether this address presented a wrong token in the last ten minutes. Only such an
+    /// address has its tokens checked one at a time: the checks of every other run side by
+    /// side (a browser's, a WebDAV client's parallel requests), and a burst of guesses made
+    /// before its first refusal is bounded by its connections (`--max-connections-per-ip`).
+    pub fn guessing(&self, ip: IpAddr) -> bool {
+        let mut recent = self.recent.lock().expect("auth failures poisoned");
+        recent
+            .get(&AddressKey::of(ip))
+            .is_some_and(|g| g.failures > 0 && g.last.elapsed() < Self::MEMORY)
+    }
 
     /// Waits for this address's turn to have a token checked; hold the guard until the answer
     /// (and its delay) is over.

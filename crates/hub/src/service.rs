@@ -727,8 +727,12 @@ impl Hub {
         let grant = match &token {
             None => None,
             Some(t) => {
-                // One guess at a time per address: parallel connections gain nothing.
-                let _turn = self.auth_failures.turn(from).await;
+                // One guess at a time from an address that has guessed wrong: parallel
+                // connections gain it nothing.
+                let _turn = match self.auth_failures.guessing(from) {
+                    true => Some(self.auth_failures.turn(from).await),
+                    false => None,
+                };
                 let hub = Arc::clone(self);
                 let t = t.clone();
                 match blocking(move || hub.tokens.check(&t)).await? {

@@ -62,8 +62,8 @@ pub struct Visitor {
     pub shared: bool,
 }
 
-/// The path a request's pages and links live beneath (see [`Visitor::base`]), as [`entry`]
-/// found it.
+/// The path a share link's request's pages and links live beneath (see [`Visitor::base`]), for
+/// a [`Visitor`] made after it came through the link (router tests).
 #[derive(Clone)]
 struct Base(Arc<str>);
 
@@ -96,9 +96,7 @@ async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> R
         session: Arc::clone(&registration.session),
         address,
         via: None,
-        shared: base
-            .as_ref()
-            .is_some_and(|b| b.len() > hub.config().web_prefix.len()),
+        shared: base.is_some(),
         base: base.unwrap_or_else(|| hub.config().web_prefix.as_str().into()),
     });
     let response = next.run(req).await;
@@ -115,7 +113,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
             dav::serve(hub, visitor, Arc::clone(&handler), req)
         })
     };
-    let app = Router::new()
+    let inner = Router::new()
         .route("/", get(page::index).options(dav::root_options))
         .route("/files/", get(page::index).head(page::index))
         .route("/api/folders", axum::routing::post(folders::make_folder))
@@ -149,21 +147,28 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .fallback(page::not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), visitor))
         .with_state(Arc::clone(&hub));
-    // Beneath a path (`--path-prefix`): the same routes there, and nothing elsewhere; and
-    // beneath a share link's `/s/TOKEN`.
     let prefix: Arc<str> = hub.config().web_prefix.as_str().into();
+    // A share link's `/s/TOKEN/…`: the same routes again, through the link (`share.rs`).
+    let through = {
+        let (prefix, inner) = (Arc::clone(&prefix), inner.clone());
+        axum::routing::any(move |req| share::through(Arc::clone(&prefix), inner.clone(), req))
+    };
+    let app = inner.route("/s/{*link}", through);
+    if prefix.is_empty() {
+        return app;
+    }
+    // Beneath a path (`--path-prefix`): the same routes there, and nothing elsewhere.
     Router::new()
         .fallback_service(app)
         .layer(middleware::from_fn(move |req, next| {
-            entry(Arc::clone(&prefix), req, next)
+            beneath(Arc::clone(&prefix), req, next)
         }))
 }
 
-/// A request handed on without the web face's path `prefix` and a share link's `/s/TOKEN`,
-/// with the path its links live beneath ([`Base`]). The bare prefix (or share) is sent to its
-/// `/`; anything outside the prefix is not found.
-async fn entry(prefix: Arc<str>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
+/// A request beneath the web face's path `prefix`, handed on without it; its bare prefix is
+/// sent to the prefix's `/`; anything else is not found.
+async fn beneath(prefix: Arc<str>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
     let Some(rest) = path.strip_prefix(&*prefix) else {
         return page::not_found().await;
     };
@@ -173,31 +178,30 @@ async fn entry(prefix: Arc<str>, mut req: Request, next: Next) -> Response {
     if !rest.starts_with('/') {
         return page::not_found().await;
     }
-    let (base, rest) = match share::through_link(&prefix, rest, &mut req) {
-        share::Through::Not => (Arc::clone(&prefix), rest.to_owned()),
-        share::Through::Link { base, rest } => (base, rest),
-        share::Through::Refused(response) => return response,
-    };
-    let rest = match req.uri().query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest,
-    };
-    match rest.parse() {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return page::not_found().await,
+    let rest = rest.to_owned();
+    match with_path(&req, &rest) {
+        Some(uri) => *req.uri_mut() = uri,
+        None => return page::not_found().await,
     }
-    let shared = base.len() > prefix.len();
+    next.run(req).await
+}
+
+/// The request's URI with `path` in place of its path, its query kept.
+fn with_path(req: &Request, path: &str) -> Option<axum::http::Uri> {
+    match req.uri().query() {
+        Some(q) => format!("{path}?{q}").parse().ok(),
+        None => path.parse().ok(),
+    }
+}
+
+/// Puts the request's pages and links beneath `base` ([`Visitor::base`]), through a share link
+/// when `shared`.
+fn place(req: &mut Request, base: Arc<str>, shared: bool) {
     if let Some(v) = req.extensions_mut().get_mut::<Visitor>() {
         v.base = Arc::clone(&base);
         v.shared = shared;
     }
     req.extensions_mut().insert(Base(base));
-    let response = next.run(req).await;
-    if shared && response.status() == axum::http::StatusCode::UNAUTHORIZED {
-        // Whoever follows a dead link is told so in words, not asked for a token.
-        return share::dead_link();
-    }
-    response
 }
 
 /// A permanent redirect to `to`, with the request's query.
@@ -246,6 +250,8 @@ struct Visits {
     /// Behind a proxy with bandwidth limits: each request's client's pace.
     pace: Option<Arc<PaceSwitch>>,
     registration: Arc<std::sync::Mutex<Option<Joined>>>,
+    /// `--path-prefix`, each request's [`Visitor::base`] unless a share link's.
+    base: Arc<str>,
 }
 
 impl Visits {
@@ -270,7 +276,7 @@ impl Visits {
                 session,
                 address,
                 via,
-                base: self.hub.config().web_prefix.as_str().into(),
+                base: Arc::clone(&self.base),
                 shared: false,
             });
         }
@@ -519,6 +525,7 @@ pub async fn serve(
     https: bool,
 ) -> std::io::Result<()> {
     let app = router(Arc::clone(&hub));
+    let base: Arc<str> = hub.config().web_prefix.as_str().into();
     let browsers = Arc::new(Browsers::default());
     let slots = Arc::new(Semaphore::new(hub.config().max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -541,6 +548,7 @@ pub async fn serve(
             proxied: false,
             pace: None,
             registration: Arc::default(),
+            base: Arc::clone(&base),
         };
         // The configuration in use now (a reloaded certificate applies from the next one).
         let tls = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http));

@@ -1,5 +1,5 @@
 //! Share links on the web face: `/s/TOKEN/…` is the page, files and zips a share link's token
-//! reaches, read-only; and the API that makes, lists and revokes links for the page
+//! reaches, read-only (every other route, for reading only, through the link); and the API that makes, lists and revokes links for the page
 //! (`POST /api/shares`, `GET /api/shares`, `DELETE /api/shares/ID`).
 
 use crate::api::recorded;
@@ -7,21 +7,13 @@ use crate::{ApiError, Visitor};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Router;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt;
 use troca_hub::Hub;
-
-/// What a request's path says about share links.
-pub(crate) enum Through {
-    /// Not through a share link.
-    Not,
-    /// Through one: the path its links live beneath, and the rest of the path.
-    Link { base: Arc<str>, rest: String },
-    /// Through one, for something a share link does not reach.
-    Refused(Response),
-}
 
 /// The longest token a share link's path may carry.
 const MAX_TOKEN: usize = 128;
@@ -35,42 +27,52 @@ fn reached(rest: &str) -> bool {
     ) || rest.starts_with("/files/")
 }
 
-/// A request beneath `/s/TOKEN/` (after the web face's `prefix`) goes on as one that presents
-/// TOKEN (in place of any it carried), for reading only.
-pub(crate) fn through_link(prefix: &str, rest: &str, req: &mut Request) -> Through {
-    let Some(link) = rest.strip_prefix("/s/") else {
-        return Through::Not;
-    };
-    let (token, rest) = link.split_once('/').map_or((link, ""), |(t, r)| (t, r));
+/// A request beneath `/s/TOKEN/` (after the web face's `prefix`), served by `app` as the same
+/// request without that part, presenting TOKEN (in place of any it carried), for reading only;
+/// its pages' links stay beneath the link.
+pub(crate) async fn through(prefix: Arc<str>, app: Router, mut req: Request) -> Response {
+    let path = req.uri().path();
+    let link = path.strip_prefix("/s/").unwrap_or_default();
+    let (token, rest) = link.split_once('/').unwrap_or((link, ""));
     let valid = !token.is_empty()
         && token.len() <= MAX_TOKEN
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
-        return Through::Refused(not_found());
+        return not_found();
     }
     let base: Arc<str> = format!("{prefix}/s/{token}").into();
-    if rest.is_empty() && !link.ends_with('/') {
-        return Through::Refused(crate::moved_to(format!("{base}/"), req.uri().query()));
+    if !link.contains('/') {
+        return crate::moved_to(format!("{base}/"), req.uri().query());
     }
     let rest = format!("/{rest}");
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let allow = [(header::ALLOW, "GET, HEAD")];
         let why = "a share link is for reading only";
-        return Through::Refused((StatusCode::METHOD_NOT_ALLOWED, allow, why).into_response());
+        return (StatusCode::METHOD_NOT_ALLOWED, allow, why).into_response();
     }
     if !reached(&rest) {
-        return Through::Refused(not_found());
+        return not_found();
     }
-    let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return Through::Refused(not_found());
+    let (Ok(bearer), Some(uri)) = (
+        HeaderValue::from_str(&format!("Bearer {token}")),
+        crate::with_path(&req, &rest),
+    ) else {
+        return not_found();
     };
+    *req.uri_mut() = uri;
     let headers = req.headers_mut();
     headers.insert(header::AUTHORIZATION, bearer);
     // The link is the only credential: no owner key rides along.
     headers.remove("x-troca-owner");
-    Through::Link { base, rest }
+    crate::place(&mut req, base, true);
+    let Ok(response) = app.oneshot(req).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        // Whoever follows a dead link is told so in words, not asked for a token.
+        return dead_link();
+    }
+    response
 }
 
 /// The answer to a share link that does not work (any more).

@@ -104,17 +104,21 @@ impl Tokens for SqliteTokens {
             return Ok(Some(admin));
         }
         let db = self.db.lock().expect("token database poisoned");
+        // Prepared once per connection: a check runs with every request that carries a token.
         let row: Option<(i64, String, Option<String>, Amount)> = db
-            .query_row(
+            .prepare_cached(
                 "SELECT id, role, folder, quota_bytes, quota_files FROM tokens t
                  WHERE hash = ?1 AND revoked = 0 AND (expires_ns IS NULL OR expires_ns > ?2)
                    AND (made_by IS NULL OR made_by = 0 OR EXISTS (
                        SELECT 1 FROM tokens p WHERE p.id = t.made_by AND p.revoked = 0
                            AND (p.expires_ns IS NULL OR p.expires_ns > ?2)))",
-                params![h.as_bytes().as_slice(), crate::pg::now_ns()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?)),
             )
-            .optional()
+            .and_then(|mut stmt| {
+                stmt.query_row(params![h.as_bytes().as_slice(), crate::pg::now_ns()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?))
+                })
+                .optional()
+            })
             .map_err(|e| db_err(&self.db_path, e))?;
         Ok(row.and_then(|(id, role, folder, quota)| {
             Role::parse(&role).map(|role| Grant {
