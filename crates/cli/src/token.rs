@@ -160,6 +160,8 @@ fn list(global: &Global, tokens: &[TokenInfo], now: i64) -> Result<()> {
                     "quota": (t.quota != Amount::default())
                         .then(|| serde_json::json!({"bytes": t.quota.bytes, "files": t.quota.files})),
                     "used": {"bytes": t.used.bytes, "files": t.used.files},
+                    // A share link's maker: a token's id, or 0 for the admin token file.
+                    "shared_by": t.made_by,
                 })
             })
             .collect();
@@ -177,6 +179,11 @@ fn list(global: &Global, tokens: &[TokenInfo], now: i64) -> Result<()> {
             .folder
             .as_deref()
             .map_or_else(|| "(all)".into(), |f| format!("{}/", output::safe(f)));
+        let label = match t.made_by {
+            Some(0) => format!("{} (by the admin token)", t.label),
+            Some(by) => format!("{} (by token {by})", t.label),
+            None => t.label.clone(),
+        };
         println!(
             "{:>4}  {:<6} {:<16} {:<16} {:<8} {:<16} {:<24} {}",
             t.id,
@@ -186,7 +193,7 @@ fn list(global: &Global, tokens: &[TokenInfo], now: i64) -> Result<()> {
             t.state(now),
             folder,
             stored(t),
-            output::safe(&t.label)
+            output::safe(&label)
         );
     }
     Ok(())

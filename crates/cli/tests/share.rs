@@ -200,6 +200,15 @@ fn a_share_link_lives_only_as_long_as_the_token_that_made_it() {
         .find(|t| t["role"] == "write")
         .unwrap()["id"]
         .to_string();
+    // On the hub's machine, `token list` shows the link, labelled, and which token made it.
+    let link_row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == "share of a.txt")
+        .unwrap();
+    assert_eq!(link_row["shared_by"].to_string(), maker, "{list}");
+    assert_eq!(link_row["folder"], "a.txt", "{list}");
     ok(&Command::new(TROCA)
         .args(["token", "revoke", &maker, "--state"])
         .arg(&state)
@@ -342,4 +351,35 @@ fn the_page_and_the_json_mode_make_and_revoke_share_links() {
     assert_eq!(fetch(link), (200, "a".into()));
     assert_eq!(lines[1]["shares"][0]["name"], "docs/a.txt", "{lines:?}");
     assert_eq!(lines[1]["shares"][0]["state"], "active", "{lines:?}");
+}
+
+#[test]
+fn beneath_a_path_prefix_a_share_link_keeps_its_links_beneath_both() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("docs/a.txt", "a"), ("top.txt", "t")]);
+    let hub = Hub::start(&s.share, &["--path-prefix", "/hub"]);
+    let write = token(&hub, "write");
+    let rows = share(&hub, &s.client, &write, &["docs/"]);
+    let folder = link(&rows[0]);
+    assert!(folder.contains("/hub/s/troca_"), "{folder}");
+    let (status, page) = fetch(&folder);
+    assert_eq!(status, 200, "{page}");
+    let base = share_base(&folder);
+    let path = &base[base.find("/hub/s/").unwrap()..];
+    for href in page.split("href=\"").skip(1) {
+        let href = href.split('"').next().unwrap();
+        assert!(href.starts_with(path), "a link out of the share: {href}");
+    }
+    assert_eq!(fetch(&format!("{folder}a.txt")), (200, "a".into()));
+    // The link's bare top goes to its `/`, and nothing of it is reached outside the prefix.
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &base,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("301 {base}/"));
+    let outside = folder.replace("/hub/s/", "/s/");
+    assert_eq!(fetch(&outside).0, 404);
 }
