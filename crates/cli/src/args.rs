@@ -221,6 +221,7 @@ pub enum Command {
         expires: Option<std::time::Duration>,
     },
     /// List the share links your token made (with the admin token: every one).
+    #[command(after_help = "Examples:\n  troca shares\n  troca --json shares")]
     Shares {
         #[command(flatten)]
         hub: HubArgs,
