@@ -1322,6 +1322,25 @@ fn first_line(
     Ok(())
 }
 
+/// Asks the hub's `/api/health` until it answers `status`; returns the answer.
+fn health_until(hub: &Hub, status: u16) -> serde_json::Value {
+    let url = format!("{}api/health", hub.web.as_ref().unwrap());
+    let started = std::time::Instant::now();
+    loop {
+        let out = curl(&["-s", "-w", "\n%{http_code}", &url]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        if code == status.to_string() {
+            return serde_json::from_str(body).unwrap();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "health stayed {code}: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_returns() {
     let Some(g) = Group::new() else { return };
@@ -1333,8 +1352,15 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
     random_file(&c.join("one.bin"), 3 * MIB, "outage-one");
     random_file(&c.join("two.bin"), 3 * MIB, "outage-two");
     ok(&hub.troca(c, &["put", "one.bin"]));
+    assert_eq!(health_until(&hub, 200)["hub"], "hub-a");
 
     cut.down();
+    // A load balancer's check says the store is gone (once its last answer, a second old, is).
+    let said = health_until(&hub, 503);
+    assert_eq!(
+        said["error"], "the hub cannot reach where its files are",
+        "{said}"
+    );
     let err = fails(&hub.troca(c, &["get", "one.bin", "-o", "got/"]), 1);
     assert!(
         err.contains("cannot read one.bin") && err.contains("object store"),
@@ -1358,6 +1384,7 @@ fn the_store_gone_for_a_moment_gives_clear_errors_and_service_resumes_when_it_re
     );
 
     cut.up();
+    health_until(&hub, 200);
     ok(&hub.troca(c, &["get", "one.bin", "-o", "got/"]));
     assert_eq!(
         hash_file(&c.join("got/one.bin")),
@@ -1388,8 +1415,11 @@ fn requests_made_while_the_database_restarts_wait_for_it() {
     cut.down();
     let put = spawn_troca(&hub, c, &["put", "during.bin"]);
     let ls = spawn_troca(&hub, c, &["ls"]);
+    let said = health_until(&hub, 503);
+    assert_eq!(said["error"], "the hub cannot reach its database", "{said}");
     cut.wait_refused(12);
     cut.up();
+    health_until(&hub, 200);
     ok(&put.wait_with_output().unwrap());
     let names = ok(&ls.wait_with_output().unwrap());
     assert!(names.contains("before.txt"), "{names}");

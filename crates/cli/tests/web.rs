@@ -98,6 +98,51 @@ fn a_whole_web_download_is_recorded_as_done_and_its_hash_remembered() {
     assert_eq!(listed[0]["blake3"], hash_file(&back).as_str(), "{listed}");
 }
 
+/// `/api/health` answers a load balancer without a token, without a history entry and without
+/// the checker becoming a client; and says when the shared folder is gone.
+#[test]
+fn the_health_check_needs_no_token_leaves_no_record_and_sees_the_folder_go() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("a.txt"), "a").unwrap();
+    let hub = Hub::start(&s.share, &["--require-token", "--hub-name", "front-1"]);
+    let url = format!("{}api/health", hub.web.clone().unwrap());
+    let admin = hub.admin_token();
+    let history = || json(&hub.troca_with(&s.client, &admin, &["--json", "history"]));
+    let before = history().as_array().unwrap().len();
+    for _ in 0..5 {
+        let out = curl(&["-s", "-w", " %{http_code}", &url]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            r#"{"hub":"front-1","ok":true} 200"#
+        );
+    }
+    let after = history();
+    // The one request more is the first `history` itself.
+    assert_eq!(after.as_array().unwrap().len(), before + 1, "{after}");
+    let clients = json(&hub.troca_with(&s.client, &admin, &["--json", "who"]));
+    assert_eq!(
+        clients.as_array().unwrap().len(),
+        1,
+        "only the asker: {clients}"
+    );
+
+    std::fs::remove_dir_all(&s.share).unwrap();
+    let started = Instant::now();
+    loop {
+        let out = curl(&["-s", "-w", " %{http_code}", &url]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.ends_with(" 503") {
+            assert!(text.contains("cannot reach where its files are"), "{text}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The details go to the hub's log, once.
+    let (_, log) = hub.terminate();
+    assert_eq!(log.matches("was deleted").count(), 1, "{log}");
+}
+
 /// chromedriver on a free port, killed on drop.
 struct Driver(Child, u16);
 

@@ -156,6 +156,22 @@ pub fn block<F: Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| handle.block_on(f))
 }
 
+/// Whether `db` answers a query within `within` (a health check). Blocking.
+pub fn answers(db: &Db, within: Duration) -> Result<(), HubError> {
+    let asked = async {
+        let c = db.get().await?;
+        c.query_one("SELECT 1", &[]).await.map_err(db_err)
+    };
+    match block(tokio::time::timeout(within, asked)) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(HubError::Backend(format!(
+            "database {} did not answer within {within:?}",
+            db.shown()
+        ))),
+    }
+}
+
 /// A database failure, as the hub reports it: with the server's own words when it sent some
 /// (`Display` alone says only "db error"), and as [`HubError::ConnectionEnded`] when the server
 /// ended the connection instead of answering.

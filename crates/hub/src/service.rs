@@ -30,7 +30,9 @@ use troca_proto::msg::{
 };
 use troca_proto::{Hash, RemoteName};
 
+mod health;
 mod shares;
+pub use health::Unhealthy;
 pub use shares::{share_path, ShareMade};
 
 /// Bytes as a caller sees them: used, and how many more may be added (`None`: the store
@@ -91,6 +93,8 @@ pub struct Hub {
     counted: tokio::sync::Mutex<Option<Counted<Totals>>>,
     /// The last count of the partial uploads held (`status`, the metrics), likewise.
     partials_counted: tokio::sync::Mutex<Option<Counted<PartialTotals>>>,
+    /// The last health check's answer, and when (`health.rs`).
+    health: health::LastCheck,
 }
 
 /// How many partial uploads are held, and their bytes.
@@ -492,6 +496,7 @@ impl Hub {
             started: Instant::now(),
             counted: Default::default(),
             partials_counted: Default::default(),
+            health: Default::default(),
         })
     }
 

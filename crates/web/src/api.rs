@@ -338,3 +338,25 @@ pub(crate) async fn remove_partial(
     )
     .await
 }
+
+/// `GET /api/health`: `200 {"ok": true, "hub": NAME}` while the hub can serve, `503 {"ok":
+/// false, "error": …}` when its store or database cannot be reached. Needs no token, is not
+/// recorded, and makes no one a client (see `Hub::health`).
+pub(crate) async fn health(State(hub): State<Arc<Hub>>) -> Response {
+    health_answer(&hub).await
+}
+
+pub(crate) async fn health_answer(hub: &Arc<Hub>) -> Response {
+    let (status, body) = match hub.health().await {
+        Ok(()) => (
+            axum::http::StatusCode::OK,
+            serde_json::json!({ "ok": true, "hub": hub.config().hub_name }),
+        ),
+        Err(error) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "ok": false, "hub": hub.config().hub_name, "error": error.to_string() }),
+        ),
+    };
+    let no_store = [(axum::http::header::CACHE_CONTROL, "no-store")];
+    (status, no_store, Json(body)).into_response()
+}

@@ -129,6 +129,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/history", get(api::history))
         .route("/api/partials", get(api::partials))
         .route("/api/shares", get(share::list).post(share::make))
+        .route("/api/health", get(api::health))
         .route("/api/shares/{id}", axum::routing::delete(share::revoke))
         .route(
             "/api/partials/{key}",
@@ -252,6 +253,9 @@ struct Visits {
     registration: Arc<std::sync::Mutex<Option<Joined>>>,
     /// `--path-prefix`, each request's [`Visitor::base`] unless a share link's.
     base: Arc<str>,
+    /// Where health checks ask (`/api/health` beneath the prefix): answered without making
+    /// the checker a client.
+    health: Arc<str>,
 }
 
 impl Visits {
@@ -259,14 +263,14 @@ impl Visits {
         &self,
         mut req: Request<hyper::body::Incoming>,
     ) -> impl std::future::Future<Output = Result<Response, std::convert::Infallible>> {
+        let checked = (req.uri().path() == &*self.health).then(|| Arc::clone(&self.hub));
         let address = self.client(req.headers());
         // Behind a proxy each request counts as a connection of its client while it runs (the
         // proxy's own connections are not counted against its address).
-        let slot = self
-            .proxied
-            .then(|| self.hub.addresses().take(address.ip()));
+        let slot =
+            (self.proxied && checked.is_none()).then(|| self.hub.addresses().take(address.ip()));
         let refused = matches!(slot, Some(None));
-        if !refused {
+        if !refused && checked.is_none() {
             if let Some(switch) = &self.pace {
                 switch.set(self.hub.pace(address.ip()));
             }
@@ -288,6 +292,9 @@ impl Visits {
         let within = self.hub.config().request_timeout;
         let req = req.map(|b| axum::body::Body::new(linger::Lingering::new(b, waits, within)));
         async move {
+            if let Some(hub) = checked {
+                return Ok(api::health_answer(&hub).await);
+            }
             if refused {
                 let busy = ApiError::from(HubError::TooManyFromAddress(max));
                 return Ok(axum::response::IntoResponse::into_response(busy));
@@ -526,6 +533,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(Arc::clone(&hub));
     let base: Arc<str> = hub.config().web_prefix.as_str().into();
+    let health: Arc<str> = format!("{base}/api/health").into();
     let browsers = Arc::new(Browsers::default());
     let slots = Arc::new(Semaphore::new(hub.config().max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -549,6 +557,7 @@ pub async fn serve(
             pace: None,
             registration: Arc::default(),
             base: Arc::clone(&base),
+            health: Arc::clone(&health),
         };
         // The configuration in use now (a reloaded certificate applies from the next one).
         let tls = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http));

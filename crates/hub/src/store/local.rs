@@ -91,6 +91,10 @@ impl Store for LocalStore {
         self.share.root().display().to_string()
     }
 
+    fn health(&self, _within: std::time::Duration) -> Result<(), HubError> {
+        self.share.health()
+    }
+
     fn unserved(&self, budget: u64) -> Option<super::share::Unserved> {
         Some(self.share.unserved(budget))
     }

@@ -303,6 +303,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Where the files are, for the operator's log (`/srv/share`).
     fn location(&self) -> String;
 
+    /// Whether the store can serve now, within `within` (a load balancer's health check): the
+    /// shared folder still there; an object store answering. Blocking.
+    fn health(&self, within: std::time::Duration) -> Result<(), HubError>;
+
     /// What a walk of at most `budget` entries finds that cannot be served (`None`: nothing
     /// can be there, as in an object store, whose names all came through the hub).
     fn unserved(&self, _budget: u64) -> Option<share::Unserved> {

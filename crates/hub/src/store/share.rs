@@ -206,6 +206,19 @@ impl Slot {
 }
 
 impl Share {
+    /// Whether the shared folder is still there: a folder deleted (or its disk gone) under a
+    /// running hub keeps its descriptor, with no links left.
+    pub fn health(&self) -> Result<(), HubError> {
+        let st = rustix::fs::fstat(&self.root_dir)
+            .map_err(|e| HubError::io("the shared folder", std::io::Error::from(e)))?;
+        if st.st_nlink == 0 {
+            return Err(HubError::Backend(format!(
+                "the shared folder {} was deleted",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
     /// Opens (creating if needed) the shared folder and the state folder (mode 0700: it holds
     /// the history, owners and token hashes).
     pub fn open(root: &Path, state: &Path) -> Result<Self, HubError> {

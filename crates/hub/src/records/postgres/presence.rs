@@ -54,6 +54,11 @@ impl PgPresence {
         &self.hub
     }
 
+    /// Whether the database answers within `within` (a health check). Blocking.
+    pub fn health(&self, within: std::time::Duration) -> Result<(), HubError> {
+        crate::pg::answers(&self.db, within)
+    }
+
     /// The clients of the other hubs running now, as they last wrote them down.
     pub fn others(&self) -> Result<Vec<ClientEntry>, HubError> {
         self.db.run(async || {

@@ -1029,6 +1029,26 @@ impl Store for ObjectStore {
         format!("{} (names in {})", self.shown, self.db().shown())
     }
 
+    fn health(&self, within: Duration) -> Result<(), HubError> {
+        let probe = ObjectPath::from("objects");
+        let s3 = &self.shared.s3;
+        match block(tokio::time::timeout(
+            within,
+            s3.list_with_delimiter(Some(&probe)),
+        )) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(HubError::Backend(format!("{}: {e}", self.shown))),
+            Err(_) => {
+                return Err(HubError::Backend(format!(
+                    "{} did not answer within {within:?}",
+                    self.shown
+                )))
+            }
+        }
+        // Its database, the hub's records', is the hub's to check.
+        Ok(())
+    }
+
     fn list(&self, query: super::ListQuery<'_>) -> Result<super::ListPage, HubError> {
         let pattern = format!("{}%", catalog::like_escape(query.prefix));
         let after = query.after.unwrap_or("");
