@@ -999,7 +999,7 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
     click(&c, "#dialog-cancel").await;
     assert!(link.starts_with(&format!("{web}s/troca_")), "{link}");
     assert!(link.ends_with("/files/trip/"), "{link}");
-    c.close().await.unwrap();
+    let maker = c;
 
     // Someone else, with nothing but the link.
     let c = browser(&driver, 1280, 900).await;
@@ -1039,6 +1039,29 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
         .unwrap();
     wait_for_path(&c, &url_path(file)).await;
     c.close().await.unwrap();
+
+    // The maker's page lists its links and revokes one.
+    click(&maker, "#links-button").await;
+    let listed = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let list = c.find(Locator::Css("#links-list")).await.unwrap();
+            list.text().await.unwrap()
+        }
+    };
+    let started = Instant::now();
+    while !listed(&maker).await.contains("trip/ · until") {
+        assert!(started.elapsed() < Duration::from_secs(10), "no link listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    click(&maker, "button[aria-label='Revoke the link to trip/']").await;
+    while !listed(&maker).await.contains("trip/ · revoked") {
+        assert!(started.elapsed() < Duration::from_secs(10), "not revoked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = curl(&["-o", "/dev/null", "-w", "%{http_code}", &link]);
+    assert_eq!(String::from_utf8_lossy(&gone.stdout), "401");
+    maker.close().await.unwrap();
 }
 
 /// The path of a URL.

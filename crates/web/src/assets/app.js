@@ -256,6 +256,7 @@ async function loadFiles() {
     : q && q.files ? `, ${q.used_files} of ${q.files} files` : "";
   $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role}${reach}${kept})`;
   if (shared) $("#status").textContent = `Shared with you: ${rights.folder || ""}`;
+  $("#links-button").hidden = !mayShare();
   // What you may still upload here: the disk's room, within your token's quota.
   $("#room").hidden = !rights.may_upload || typeof rights.room !== "number";
   $("#room").textContent = $("#room").hidden ? "" : `${size(rights.room)} free for your uploads`;
@@ -354,6 +355,30 @@ async function share(item) {
   });
   if (copy !== null && navigator.clipboard) await navigator.clipboard.writeText(link).catch(() => {});
   say("");
+}
+
+// The visitor's share links, each with what it shares, until when, and a Revoke button.
+async function showLinks() {
+  const r = await api("/api/shares");
+  if (!r.ok) { say(await problem(r, "share links")); return; }
+  const links = await r.json();
+  $("#links-none").hidden = links.length > 0;
+  $("#links-list").replaceChildren(...links.map((l) => {
+    const active = l.state === "active";
+    const text = el("span", {
+      textContent: `${l.name} · ${active ? "until " + new Date(l.expires).toLocaleString() : l.state}`,
+    });
+    const li = el("li", { className: active ? "" : "gone" }, text);
+    if (active) {
+      li.append(actionButton("Revoke", `Revoke the link to ${l.name}`, async () => {
+        const gone = await api(`/api/shares/${l.id}`, { method: "DELETE" });
+        if (!gone.ok) { say(await problem(gone, l.name)); return; }
+        await showLinks();
+      }, true));
+    }
+    return li;
+  }));
+  if (!$("#links").open) $("#links").showModal();
 }
 
 async function rename(item) {
@@ -577,6 +602,8 @@ function setup() {
     e.target.value = "";
   });
   $("#token-button").addEventListener("click", () => askToken());
+  $("#links-button").addEventListener("click", showLinks);
+  $("#links-close").addEventListener("click", () => $("#links").close());
   const drop = $("#drop");
   for (const ev of ["dragenter", "dragover"]) {
     document.addEventListener(ev, (e) => { e.preventDefault(); if (rights.may_upload) drop.classList.add("over"); });
