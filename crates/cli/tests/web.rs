@@ -1051,7 +1051,10 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
     };
     let started = Instant::now();
     while !listed(&maker).await.contains("trip/ · until") {
-        assert!(started.elapsed() < Duration::from_secs(10), "no link listed");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no link listed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     click(&maker, "button[aria-label='Revoke the link to trip/']").await;
