@@ -250,3 +250,45 @@ fn ctrl_c_stops_a_transfer_and_returns_to_the_prompt() {
         .expect("history saved");
     assert!(history.contains("get big.bin"), "{history}");
 }
+
+/// Share links from the shell, by their Portuguese names: made, listed, revoked; a slip in
+/// an id is a usage error that keeps the connection.
+#[test]
+fn the_shell_makes_lists_and_revokes_share_links() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("other.bin"), "other").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let out = Command::new(TROCA)
+        .args(["token", "create", "--role", "write", "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let token = ok(&out).trim().to_owned();
+    hub.trust_in(&s.tmp.path().join(".local/share"));
+    let mut cmd = Command::new(TROCA);
+    cmd.arg("shell")
+        .current_dir(&s.client)
+        .envs(hub.client_env())
+        .env("HOME", s.tmp.path())
+        .env_remove("XDG_DATA_HOME")
+        .env("TROCA_TOKEN", &token);
+    let mut p = spawn_command(cmd, Some(15_000)).expect("start troca shell");
+    p.exp_string("troca> ").unwrap();
+    p.send_line("compartilhar other.bin --expires 1d").unwrap();
+    p.exp_string("/s/troca_").unwrap();
+    p.exp_string("other.bin shared until").unwrap();
+    p.exp_string("troca> ").unwrap();
+    p.send_line("links").unwrap();
+    p.exp_string("active").unwrap();
+    p.exp_string("other.bin").unwrap();
+    p.exp_string("troca> ").unwrap();
+    p.send_line("revogar x").unwrap();
+    p.exp_string("unshare takes the links' numbers").unwrap();
+    p.exp_string("troca> ").unwrap();
+    // The write token is token 1; its link, token 2.
+    p.send_line("revogar 2").unwrap();
+    p.exp_string("share link 2 revoked").unwrap();
+    p.exp_string("troca> ").unwrap();
+    p.send_line("sair").unwrap();
+    p.exp_eof().unwrap();
+}
