@@ -383,3 +383,33 @@ fn beneath_a_path_prefix_a_share_link_keeps_its_links_beneath_both() {
     let outside = folder.replace("/hub/s/", "/s/");
     assert_eq!(fetch(&outside).0, 404);
 }
+
+#[test]
+fn a_link_names_the_public_url_when_given_and_none_without_a_web_face() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("a b.txt", "a")]);
+    let hub = Hub::start(
+        &s.share,
+        &["--public-url", "https://files.example.org/hub/"],
+    );
+    let write = token(&hub, "write");
+    let rows = share(&hub, &s.client, &write, &["a b.txt"]);
+    let link = link(&rows[0]);
+    assert!(
+        link.starts_with("https://files.example.org/hub/s/troca_")
+            && link.ends_with("/files/a%20b.txt"),
+        "{link}"
+    );
+    drop(hub);
+
+    let s = Scratch::new();
+    write_tree(&s.share, &[("a.txt", "a")]);
+    let hub = Hub::start(&s.share, &["--no-http"]);
+    let write = token(&hub, "write");
+    let rows = share(&hub, &s.client, &write, &["a.txt"]);
+    assert!(rows[0]["link"].is_null(), "{rows:?}");
+    let out = hub.troca_with(&s.client, &write, &["share", "a.txt"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no web face"), "{said}");
+    assert!(ok(&out).is_empty(), "no link on stdout");
+}
