@@ -36,7 +36,10 @@ async fn run(args: Serve) -> Result<ExitCode> {
         )
     };
     let mut config = hub_config(&args);
-    config.web_base = web_base(&args, web.as_ref())?;
+    // The web face uses the hub's key too, unless told to stay plain.
+    let plaintext = matches!(config.tls, troca_hub::config::TlsMode::Plaintext);
+    let https = !plaintext && !args.http_plaintext;
+    config.web_base = web_base(&args, web.as_ref(), https)?;
     let hub = Arc::new(
         troca_hub::Hub::open(config)
             .with_context(|| format!("cannot share {}", args.dir.display()))?,
@@ -60,8 +63,6 @@ async fn run(args: Serve) -> Result<ExitCode> {
     // Caught before the hub says it listens, like the others: a SIGHUP then is not fatal.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
-    // The web face uses the hub's key too, unless told to stay plain.
-    let https = hub.tls().is_some() && !args.http_plaintext;
     print_addresses(&hub, &listener, web.as_ref(), metrics.as_ref(), https)?;
     // On a thread of its own, never waited for: a large share's walk must not hold up serving,
     // nor the exit.
@@ -231,15 +232,14 @@ fn hub_config(args: &Serve) -> HubConfig {
 
 /// The web face's address as share links give it: `--public-url`, or its scheme and port with
 /// `*` for the host (the client puts in the one it reached the hub by); empty without one.
-fn web_base(args: &Serve, web: Option<&tokio::net::TcpListener>) -> Result<String> {
+fn web_base(args: &Serve, web: Option<&tokio::net::TcpListener>, https: bool) -> Result<String> {
     if let Some(url) = &args.public_url {
         return Ok(url.clone());
     }
     let Some(web) = web else {
         return Ok(String::new());
     };
-    let plain = args.plaintext || args.http_plaintext;
-    let scheme = if plain { "http" } else { "https" };
+    let scheme = if https { "https" } else { "http" };
     let port = web.local_addr()?.port();
     Ok(format!("{scheme}://*:{port}{}", args.path_prefix))
 }

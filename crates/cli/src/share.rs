@@ -35,11 +35,9 @@ pub(crate) fn link(global: &Global, shared: &Shared) -> Option<String> {
 /// The host of `--hub` as a URL writes it (an IPv6 address in brackets).
 fn link_host(global: &Global) -> String {
     let address = troca_proto::key::ConnectString::parse(&global.hub)
-        .map(|t| t.address)
-        .unwrap_or_else(|_| global.hub.clone());
+        .map_or_else(|_| global.hub.clone(), |t| t.address);
     let address = with_default_port(&address, 13370);
-    let host = address.rsplit_once(':').map_or(&*address, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = troca_net::client::host_of(&address);
     if host.contains(':') {
         format!("[{host}]")
     } else {

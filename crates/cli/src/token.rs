@@ -180,7 +180,9 @@ fn list(global: &Global, tokens: &[TokenInfo], now: i64) -> Result<()> {
             .as_deref()
             .map_or_else(|| "(all)".into(), |f| format!("{}/", output::safe(f)));
         let label = match t.made_by {
-            Some(0) => format!("{} (by the admin token)", t.label),
+            Some(troca_hub::records::SHARED_BY_ADMIN_FILE) => {
+                format!("{} (by the admin token)", t.label)
+            }
             Some(by) => format!("{} (by token {by})", t.label),
             None => t.label.clone(),
         };

@@ -119,12 +119,27 @@ fn the_health_check_needs_no_token_leaves_no_record_and_sees_the_folder_go() {
     let after = history();
     // The one request more is the first `history` itself.
     assert_eq!(after.as_array().unwrap().len(), before + 1, "{after}");
+    // A checker that keeps its connection open is still no client.
+    let web_addr = hub.web.clone().unwrap();
+    let web_addr = web_addr.trim_start_matches("http://").trim_end_matches('/');
+    let mut held = std::net::TcpStream::connect(web_addr).unwrap();
+    let ask = b"GET /api/health HTTP/1.1\r\nHost: hub\r\nUser-Agent: checker/1\r\n\r\n";
+    std::io::Write::write_all(&mut held, ask).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"}") {
+        let n = std::io::Read::read(&mut held, &mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     let clients = json(&hub.troca_with(&s.client, &admin, &["--json", "who"]));
     assert_eq!(
         clients.as_array().unwrap().len(),
         1,
         "only the asker: {clients}"
     );
+    drop(held);
 
     std::fs::remove_dir_all(&s.share).unwrap();
     let started = Instant::now();

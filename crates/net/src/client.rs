@@ -650,7 +650,7 @@ async fn tls_handshake(
 }
 
 /// The host in `HOST:PORT` (without the brackets of an IPv6 address).
-fn host_of(addr: &str) -> &str {
+pub fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')
 }

@@ -195,12 +195,12 @@ fn with_path(req: &Request, path: &str) -> Option<axum::http::Uri> {
     }
 }
 
-/// Puts the request's pages and links beneath `base` ([`Visitor::base`]), through a share link
-/// when `shared`.
-fn place(req: &mut Request, base: Arc<str>, shared: bool) {
+/// Marks the request as come through a share link, its pages and links beneath `base`
+/// ([`Visitor::base`]).
+fn through_link(req: &mut Request, base: Arc<str>) {
     if let Some(v) = req.extensions_mut().get_mut::<Visitor>() {
         v.base = Arc::clone(&base);
-        v.shared = shared;
+        v.shared = true;
     }
     req.extensions_mut().insert(Base(base));
 }

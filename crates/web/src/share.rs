@@ -1,5 +1,5 @@
-//! Share links on the web face: `/s/TOKEN/…` is the page, files and zips a share link's token
-//! reaches, read-only (every other route, for reading only, through the link); and the API that makes, lists and revokes links for the page
+//! Share links on the web face: beneath `/s/TOKEN/`, the page, files and zips the link's token
+//! reaches, for reading only; and the API that makes, lists and revokes links for the page
 //! (`POST /api/shares`, `GET /api/shares`, `DELETE /api/shares/ID`).
 
 use crate::api::recorded;
@@ -40,7 +40,7 @@ pub(crate) async fn through(prefix: Arc<str>, app: Router, mut req: Request) -> 
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
-        return not_found();
+        return crate::page::not_found().await;
     }
     let base: Arc<str> = format!("{prefix}/s/{token}").into();
     if !link.contains('/') {
@@ -53,20 +53,20 @@ pub(crate) async fn through(prefix: Arc<str>, app: Router, mut req: Request) -> 
         return (StatusCode::METHOD_NOT_ALLOWED, allow, why).into_response();
     }
     if !reached(&rest) {
-        return not_found();
+        return crate::page::not_found().await;
     }
     let (Ok(bearer), Some(uri)) = (
         HeaderValue::from_str(&format!("Bearer {token}")),
         crate::with_path(&req, &rest),
     ) else {
-        return not_found();
+        return crate::page::not_found().await;
     };
     *req.uri_mut() = uri;
     let headers = req.headers_mut();
     headers.insert(header::AUTHORIZATION, bearer);
     // The link is the only credential: no owner key rides along.
     headers.remove("x-troca-owner");
-    crate::place(&mut req, base, true);
+    crate::through_link(&mut req, base);
     let Ok(response) = app.oneshot(req).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         // Whoever follows a dead link is told so in words, not asked for a token.
@@ -76,7 +76,7 @@ pub(crate) async fn through(prefix: Arc<str>, app: Router, mut req: Request) -> 
 }
 
 /// The answer to a share link that does not work (any more).
-pub(crate) fn dead_link() -> Response {
+fn dead_link() -> Response {
     let why = "This share link does not work: it has expired, was revoked, or was copied \
                incompletely. Ask whoever sent it for a new one.\n";
     (
@@ -85,10 +85,6 @@ pub(crate) fn dead_link() -> Response {
         why,
     )
         .into_response()
-}
-
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "no such page").into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,10 +83,9 @@ impl Hub {
             let made_by = grant.token_id.unwrap_or(SHARED_BY_ADMIN_FILE);
             let now = crate::records::now_ns();
             let working = hub
-                .tokens()
-                .list()?
+                .shares_of(Some(made_by))?
                 .iter()
-                .filter(|t| t.made_by == Some(made_by) && t.state(now) == "active")
+                .filter(|t| t.state(now) == "active")
                 .count();
             if working >= limits.per_token {
                 return Err(HubError::TooLarge(format!(
@@ -146,17 +145,20 @@ impl Hub {
         .await
     }
 
-    /// The share links `caller` may list and revoke, oldest first.
+    /// The share links `caller` may list and revoke, oldest first: its own, or every one for
+    /// an admin of the whole share.
     fn visible_shares(&self, caller: &Caller) -> Result<Vec<TokenInfo>, HubError> {
         let grant = caller.sharer(self.tokens())?;
         let everyone = grant.role == Role::Admin && grant.folder.is_none();
         let mine = grant.token_id.unwrap_or(SHARED_BY_ADMIN_FILE);
-        Ok(self
-            .tokens()
-            .list()?
-            .into_iter()
-            .filter(|t| t.made_by.is_some_and(|by| everyone || by == mine))
-            .collect())
+        self.shares_of((!everyone).then_some(mine))
+    }
+
+    /// The share links made by `maker` (`None`: by anyone), oldest first.
+    fn shares_of(&self, maker: Option<i64>) -> Result<Vec<TokenInfo>, HubError> {
+        let mut links = self.tokens().list()?;
+        links.retain(|t| t.made_by.is_some() && maker.is_none_or(|m| t.made_by == Some(m)));
+        Ok(links)
     }
 }
 

@@ -350,7 +350,7 @@ async function share(item) {
   const link = location.origin + made.path;
   const copy = await ask({
     title: `Link to ${item.short}`,
-    text: `Works until ${new Date(made.expires).toLocaleString()} (link ${made.id}; \`troca unshare ${made.id}\` revokes it).`,
+    text: `Works until ${new Date(made.expires).toLocaleString()}. Share links lists it, to revoke it.`,
     label: "Link", value: link, ok: "Copy",
   });
   if (copy !== null && navigator.clipboard) await navigator.clipboard.writeText(link).catch(() => {});
