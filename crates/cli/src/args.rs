@@ -205,8 +205,11 @@ pub enum Command {
     },
     /// Make links that let anyone who has one download a file, or a folder and what is in it,
     /// until the link expires (needs a write or admin token). Prints each link on stdout.
+    /// With --upload, a link to a folder that lets anyone send new files into it, and see
+    /// nothing of what it holds.
     #[command(
         after_help = "Examples:\n  troca share report.pdf\n  troca share photos/trip/ --expires 2d\n  \
+        troca share --upload inbox/ --max-size 2G   (anyone with the link can send files)\n  \
         troca shares          (your links)\n  troca unshare 12       (revokes link 12)"
     )]
     Share {
@@ -219,6 +222,17 @@ pub enum Command {
         /// (7 days), at most its `--max-share-time` (30 days).
         #[arg(long, value_parser = parse_lifetime, value_name = "DURATION")]
         expires: Option<std::time::Duration>,
+        /// Upload links: anyone who has one sends new files into the folder (never replacing
+        /// one), and lists and downloads nothing. What comes in is yours to move and delete.
+        #[arg(long)]
+        upload: bool,
+        /// The most an upload link takes, in all (by default the hub's --max-share-upload).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "upload")]
+        max_size: Option<u64>,
+        /// The most files an upload link takes (by default the hub's
+        /// --max-share-upload-files).
+        #[arg(long, value_name = "N", requires = "upload")]
+        max_files: Option<u64>,
     },
     /// List the share links your token made (with the admin token: every one).
     #[command(after_help = "Examples:\n  troca shares\n  troca --json shares")]
@@ -552,8 +566,9 @@ pub enum TokenCommand {
     )]
     Create {
         /// What it allows: read (list and download), write (also upload, and change its own
-        /// uploads), admin (everything).
-        #[arg(long, value_parser = ["read", "write", "admin"])]
+        /// uploads), admin (everything), upload (send new files only: it lists, downloads
+        /// and changes nothing, as an upload link).
+        #[arg(long, value_parser = ["read", "write", "admin", "upload"])]
         role: String,
         /// A note for `token list`, e.g. who has it.
         #[arg(long, default_value = "")]
@@ -882,6 +897,18 @@ pub struct Serve {
         value_name = "N"
     )]
     pub max_shares_per_token: usize,
+    /// The most an upload link takes in all (`troca share --upload`), and what one takes
+    /// unless its maker asks for less (0: no bound).
+    #[arg(help_heading = "Limits", long, default_value = "10G", value_name = "SIZE", value_parser = parse_size)]
+    pub max_share_upload: u64,
+    /// The most files an upload link takes (0: no bound).
+    #[arg(
+        help_heading = "Limits",
+        long,
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_share_upload_files: u64,
     /// The most names one search looks at; past them it answers the matches it found and
     /// says it may have left names out (0: no bound).
     #[arg(

@@ -64,8 +64,19 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             ls(global, &mut client, prefix.as_deref().unwrap_or("")).await
         }
         Command::Mkdir { names, .. } => mkdir(global, &mut client, &names).await,
-        Command::Share { names, expires, .. } => {
-            crate::share::share(global, &mut client, &names, expires).await
+        Command::Share {
+            names,
+            expires,
+            upload,
+            max_size,
+            max_files,
+            ..
+        } => {
+            let upload = upload.then_some(troca_proto::msg::UploadBounds {
+                bytes: max_size.unwrap_or(0),
+                files: max_files.unwrap_or(0),
+            });
+            crate::share::share(global, &mut client, &names, expires, upload).await
         }
         Command::Shares { .. } => crate::share::shares(global, &mut client).await,
         Command::Unshare { ids, .. } => crate::share::unshare(global, &mut client, &ids).await,
@@ -2015,6 +2026,7 @@ fn print_standing(you: &troca_proto::msg::Standing) {
         CallerRole::Read => "read token (list and download)",
         CallerRole::Write => "write token",
         CallerRole::Admin => "admin token",
+        CallerRole::Upload => "upload token (sends new files, sees nothing)",
     };
     match &you.folder {
         Some(f) => println!("you          {role}, held to {}/", output::safe(f)),

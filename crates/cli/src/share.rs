@@ -1,6 +1,6 @@
 //! `troca share`, `shares` and `unshare`: links that let anyone who has one download a file or
-//! a folder from the hub's web face until they expire, made and revoked over the native
-//! protocol with a write or admin token.
+//! a folder from the hub's web face (or send files into a folder) until they expire, made and
+//! revoked over the native protocol with a write or admin token.
 
 use crate::args::Global;
 use crate::client::{recover, with_default_port, Report};
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use troca_net::HubClient;
 use troca_proto::json::rfc3339;
-use troca_proto::msg::{ShareEntry, Shared};
+use troca_proto::msg::{ShareEntry, Shared, UploadBounds, UploadUse};
 
 #[derive(Serialize)]
 struct ShareRow {
@@ -19,6 +19,7 @@ struct ShareRow {
     name: String,
     link: Option<String>,
     expires: String,
+    upload: bool,
 }
 
 /// The link to a share: on the web face's address as the hub gives it, `*` standing for the
@@ -45,18 +46,24 @@ fn link_host(global: &Global) -> String {
     }
 }
 
-/// `troca share NAME...`: one link per name on stdout, what each shares and until when on
-/// stderr.
+/// `troca share NAME...`: one link per name on stdout, what each shares (or takes, for an
+/// upload link) and until when on stderr.
 pub(crate) async fn share(
     global: &Global,
     client: &mut HubClient,
     names: &[String],
     expires: Option<Duration>,
+    upload: Option<UploadBounds>,
 ) -> Result<ExitCode> {
     let mut report = Report::new(global);
     let secs = expires.map_or(0, |d| d.as_secs().max(1));
+    let done = if upload.is_some() {
+        "takes new files"
+    } else {
+        "shared"
+    };
     for name in names {
-        match client.share(name, secs).await {
+        match client.share(name, secs, upload).await {
             Ok(shared) => {
                 let link = link(global, &shared);
                 let until = output::local_time(shared.expires_ns);
@@ -71,7 +78,7 @@ pub(crate) async fn share(
                     }
                     if !global.quiet {
                         eprintln!(
-                            "troca: {} shared until {until} (link {}; `troca unshare {}` revokes it)",
+                            "troca: {} {done} until {until} (link {}; `troca unshare {}` revokes it)",
                             output::safe(&shared.name),
                             shared.id,
                             shared.id
@@ -83,6 +90,7 @@ pub(crate) async fn share(
                     name: shared.name,
                     link,
                     expires: rfc3339(shared.expires_ns),
+                    upload: upload.is_some(),
                 });
             }
             Err(e) => {
@@ -102,6 +110,27 @@ pub(crate) struct ListedShare {
     created: String,
     expires: String,
     made_by: String,
+    /// An upload link's bounds and what came in through it; `null` for a read link.
+    upload: Option<ListedUpload>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ListedUpload {
+    max_bytes: u64,
+    max_files: u64,
+    bytes: u64,
+    files: u64,
+}
+
+impl From<UploadUse> for ListedUpload {
+    fn from(u: UploadUse) -> Self {
+        Self {
+            max_bytes: u.bytes,
+            max_files: u.files,
+            bytes: u.used_bytes,
+            files: u.used_files,
+        }
+    }
 }
 
 /// Share links as JSON rows.
@@ -115,6 +144,7 @@ pub(crate) fn rows(shares: Vec<ShareEntry>) -> Vec<ListedShare> {
             created: rfc3339(s.created_ns),
             expires: rfc3339(s.expires_ns),
             made_by: s.made_by,
+            upload: s.upload.map(ListedUpload::from),
         })
         .collect()
 }
@@ -130,13 +160,22 @@ pub(crate) async fn shares(global: &Global, client: &mut HubClient) -> Result<Ex
         eprintln!("troca: no share links (troca share NAME makes one)");
     }
     for s in shares {
+        let what = match s.upload {
+            None => output::safe(&s.name).to_string(),
+            Some(u) => format!(
+                "upload to {} ({} file{}, {} so far)",
+                output::safe(&s.name),
+                u.used_files,
+                if u.used_files == 1 { "" } else { "s" },
+                troca_proto::json::human_size(u.used_bytes)
+            ),
+        };
         println!(
-            "{:>6}  {:<8} {:<16}  {:<9}  {}",
+            "{:>6}  {:<8} {:<16}  {:<9}  {what}",
             s.id,
             s.state,
             output::local_time(s.expires_ns),
             s.made_by,
-            output::safe(&s.name)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -31,6 +31,7 @@ enum Cmd {
     Mv,
     Find,
     Share,
+    Request,
     Shares,
     Unshare,
     Who,
@@ -90,6 +91,12 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
         &["share", "compartilhar", "partilhar"],
         "NAME... [--expires DURATION]",
         "make links that let anyone download NAME (7d, 12h; needs a write token)",
+    ),
+    (
+        Cmd::Request,
+        &["request", "receber", "pedir"],
+        "FOLDER... [--expires DURATION]",
+        "make links that let anyone send files into FOLDER, seeing nothing (needs a write token)",
     ),
     (Cmd::Shares, &["shares", "links"], "", "your share links"),
     (
@@ -550,7 +557,7 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             let w = args(cmd, words, 1, 1)?;
             client::find(global, link.client().await?, &w[0]).await?;
         }
-        Cmd::Share => {
+        Cmd::Share | Cmd::Request => {
             let w = split_options(cmd, words, &[("expires", &["--expires"])])?;
             if w.operands.is_empty() {
                 return Err(usage(cmd).into());
@@ -559,7 +566,9 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
                 Some(e) => Some(crate::args::parse_lifetime(&e).map_err(Usage)?),
                 None => None,
             };
-            crate::share::share(global, link.client().await?, &w.operands, expires).await?;
+            let upload = (cmd == Cmd::Request).then(troca_proto::msg::UploadBounds::default);
+            let client = link.client().await?;
+            crate::share::share(global, client, &w.operands, expires, upload).await?;
         }
         Cmd::Shares => {
             args(cmd, words, 0, 0)?;
@@ -659,6 +668,8 @@ mod tests {
             ("compartilhar", Cmd::Share),
             ("partilhar", Cmd::Share),
             ("revogar", Cmd::Unshare),
+            ("receber", Cmd::Request),
+            ("pedir", Cmd::Request),
             ("clientes", Cmd::Who),
             ("quem", Cmd::Who),
             ("historico", Cmd::History),

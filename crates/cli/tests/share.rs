@@ -1,7 +1,8 @@
 //! Share links: made with a write or admin token on every face, they let anyone who has one
 //! read what they share (a file, or a folder with its page, files and zip) through the web face
 //! with a browser, curl or wget, and nothing else; they are bounded in time and number, and stop
-//! working when revoked, when they expire, or when the token that made them does.
+//! working when revoked, when they expire, or when the token that made them does. Upload links
+//! let anyone who has one send new files into a folder, within a quota, and see nothing.
 
 mod common;
 use common::*;
@@ -39,6 +40,16 @@ fn share(hub: &Hub, cwd: &std::path::Path, token: &str, args: &[&str]) -> Vec<Va
 
 fn link(row: &Value) -> String {
     row["link"].as_str().unwrap().to_owned()
+}
+
+/// The status of a request made with curl's `args`, and its body.
+fn status_of(args: &[&str]) -> (u16, String) {
+    let mut all = vec!["-o", "-", "-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    let out = curl(&all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
 }
 
 /// The share link's own base (`…/s/TOKEN`), from a link to something it shares.
@@ -127,7 +138,11 @@ fn a_share_link_reads_what_it_shares_and_nothing_else_until_revoked() {
         s.client.join("new.txt").to_str().unwrap(),
         &format!("{folder}new.txt"),
     ]);
-    assert_eq!(String::from_utf8_lossy(&put.stdout), "405");
+    assert_eq!(
+        String::from_utf8_lossy(&put.stdout),
+        "403",
+        "a read link uploads nothing"
+    );
     assert!(!s.share.join("photos/new.txt").exists());
     for closed in [
         "/dav/",
@@ -412,4 +427,189 @@ fn a_link_names_the_public_url_when_given_and_none_without_a_web_face() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("no web face"), "{said}");
     assert!(ok(&out).is_empty(), "no link on stdout");
+}
+
+#[test]
+fn an_upload_link_takes_new_files_within_its_quota_and_shows_nothing() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            ("inbox/old.txt", "private"),
+            ("other/secret.txt", "not for you"),
+        ],
+    );
+    let hub = Hub::start(&s.share, &["--require-token"]);
+    let (write, other, read) = (
+        token(&hub, "write"),
+        token(&hub, "write"),
+        token(&hub, "read"),
+    );
+    let err = fails(
+        &hub.troca_with(&s.client, &read, &["share", "--upload", "inbox/"]),
+        1,
+    );
+    assert!(err.contains("read token cannot make share links"), "{err}");
+    let err = fails(
+        &hub.troca_with(&s.client, &write, &["share", "--upload", "inbox/old.txt"]),
+        1,
+    );
+    assert!(err.contains("goes to a folder"), "{err}");
+    let rows = share(
+        &hub,
+        &s.client,
+        &write,
+        &["--upload", "inbox", "--max-files", "3"],
+    );
+    assert_eq!(rows[0]["upload"], true, "{rows:?}");
+    let link = link(&rows[0]);
+    assert!(link.ends_with("/files/inbox/"), "{link}");
+    let base = share_base(&link);
+
+    // `curl -T FILE LINK` sends a file under its own name.
+    for (name, text) in [("a.txt", "from a stranger"), ("old.txt", "replaced?")] {
+        std::fs::write(s.client.join(name), text).unwrap();
+    }
+    let a = s.client.join("a.txt");
+    let (status, body) = status_of(&["-T", a.to_str().unwrap(), &link]);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("inbox/a.txt")).unwrap(),
+        "from a stranger"
+    );
+
+    // Nothing is read through it: not what it sent, not what was there, not the folder.
+    for url in [
+        format!("{link}a.txt"),
+        format!("{link}old.txt"),
+        format!("{link}?zip"),
+        format!("{base}/api/files?prefix=inbox/"),
+        format!("{base}/api/find?q=old"),
+        format!("{base}/files/other/secret.txt"),
+    ] {
+        let (status, body) = fetch(&url);
+        assert_eq!(status, 403, "{url}: {body}");
+        assert!(
+            !body.contains("private") && !body.contains("stranger"),
+            "{body}"
+        );
+    }
+    let (status, page) = fetch(&link);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-upload=\"1\""), "{page}");
+    assert!(
+        !page.contains("old.txt") && !page.contains("a.txt"),
+        "{page}"
+    );
+    // The share's top sends the visitor on to the link's folder.
+    let (status, _) = fetch(&format!("{base}/"));
+    assert_eq!(status, 303);
+
+    // Never over a file: a name taken is refused, with or without asking to replace.
+    let old = s.client.join("old.txt");
+    let (status, body) = status_of(&["-T", old.to_str().unwrap(), &link]);
+    assert_eq!(status, 409, "{body}");
+    let over = format!("{link}old.txt?overwrite=1");
+    let (status, body) = status_of(&["-T", old.to_str().unwrap(), &over]);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        std::fs::read_to_string(s.share.join("inbox/old.txt")).unwrap(),
+        "private"
+    );
+    // Nowhere but its folder, and nothing but uploads.
+    let elsewhere = format!("{base}/files/other/x.txt");
+    assert_eq!(status_of(&["-T", a.to_str().unwrap(), &elsewhere]).0, 403);
+    assert!(!s.share.join("other/x.txt").exists());
+    let deleted = status_of(&["-X", "DELETE", &format!("{link}a.txt")]);
+    assert_eq!(deleted.0, 405);
+    assert!(s.share.join("inbox/a.txt").exists());
+
+    // The link's token on the native face: it uploads, and lists, reads and shares nothing.
+    let secret = &base[base.rfind('/').unwrap() + 1..];
+    std::fs::write(s.client.join("b.txt"), "bee").unwrap();
+    ok(&hub.troca_with(&s.client, secret, &["put", "b.txt", "--to", "inbox/"]));
+    for args in [
+        &["ls", "inbox/"][..],
+        &["get", "inbox/old.txt", "-o", "-"],
+        &["find", "old"],
+        &["rm", "inbox/b.txt"],
+        &["share", "inbox/"],
+    ] {
+        let err = fails(&hub.troca_with(&s.client, secret, args), 1);
+        assert!(
+            err.contains("only uploads new files") || err.contains("cannot make share links"),
+            "{args:?}: {err}"
+        );
+    }
+    let status = ok(&hub.troca_with(&s.client, secret, &["status"]));
+    assert!(status.contains("upload token"), "{status}");
+
+    // Within its quota of three files.
+    std::fs::write(s.client.join("c.txt"), "c").unwrap();
+    std::fs::write(s.client.join("d.txt"), "d").unwrap();
+    let c = s.client.join("c.txt");
+    assert_eq!(status_of(&["-T", c.to_str().unwrap(), &link]).0, 201);
+    let d = s.client.join("d.txt");
+    let (status, body) = status_of(&["-T", d.to_str().unwrap(), &link]);
+    assert_eq!(status, 507, "{body}");
+    assert!(!s.share.join("inbox/d.txt").exists());
+
+    // What came in is its maker's to move and delete, and no other writer's.
+    let err = fails(
+        &hub.troca_with(&s.client, &other, &["rm", "inbox/a.txt"]),
+        1,
+    );
+    assert!(err.contains("needs the admin token"), "{err}");
+    ok(&hub.troca_with(&s.client, &write, &["rm", "inbox/a.txt"]));
+    ok(&hub.troca_with(&s.client, &write, &["mv", "inbox/b.txt", "inbox/bee.txt"]));
+    let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
+    let upload = &listed[0]["upload"];
+    assert_eq!(upload["max_files"], 3, "{listed}");
+    assert_eq!(upload["files"], 2, "{listed}");
+    assert_eq!(
+        upload["max_bytes"],
+        10u64 << 30,
+        "the hub's most by default: {listed}"
+    );
+    // Room again after the maker's delete: one more file goes in.
+    assert_eq!(status_of(&["-T", d.to_str().unwrap(), &link]).0, 201);
+
+    // Revoked, it takes nothing more.
+    let id = rows[0]["id"].as_u64().unwrap().to_string();
+    ok(&hub.troca_with(&s.client, &write, &["unshare", &id]));
+    std::fs::write(s.client.join("e.txt"), "e").unwrap();
+    let e = s.client.join("e.txt");
+    let (status, body) = status_of(&["-T", e.to_str().unwrap(), &link]);
+    assert_eq!(status, 401, "{body}");
+    assert!(!s.share.join("inbox/e.txt").exists());
+}
+
+#[test]
+fn an_upload_link_is_bounded_by_the_hubs_most() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("inbox/.keep", "")]);
+    let hub = Hub::start(
+        &s.share,
+        &["--max-share-upload", "1M", "--max-share-upload-files", "0"],
+    );
+    let write = token(&hub, "write");
+    let err = fails(
+        &hub.troca_with(
+            &s.client,
+            &write,
+            &["share", "--upload", "inbox/", "--max-size", "2M"],
+        ),
+        1,
+    );
+    assert!(err.contains("takes at most 1.0 MiB"), "{err}");
+    let rows = share(&hub, &s.client, &write, &["--upload", "inbox/"]);
+    let link = link(&rows[0]);
+    let big = s.client.join("big.bin");
+    std::fs::write(&big, vec![7u8; (1 << 20) + 1]).unwrap();
+    let (status, body) = status_of(&["-T", big.to_str().unwrap(), &link]);
+    assert_eq!(status, 507, "{body}");
+    assert!(!s.share.join("inbox/big.bin").exists());
+    let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
+    assert_eq!(listed[0]["upload"]["max_bytes"], 1 << 20, "{listed}");
+    assert_eq!(listed[0]["upload"]["max_files"], 0, "{listed}");
 }

@@ -1082,6 +1082,118 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
     maker.close().await.unwrap();
 }
 
+/// A write token's page asks for files in the folder it shows; whoever opens the upload link
+/// sees only a place to send files, sends two of the same name (the second numbered, nothing
+/// replaced), and never what the folder held; the maker's list counts what came in.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_chromium_an_upload_link_sends_files_and_shows_nothing_of_the_folder() {
+    if !needs("chromedriver", "the page runs in a real Chromium") {
+        return;
+    }
+    let s = Scratch::new();
+    write_tree(&s.share, &[("inbox/old.txt", "private")]);
+    let hub = Hub::start(&s.share, &["--require-token"]);
+    let out = std::process::Command::new(TROCA)
+        .args(["token", "create", "--role", "write", "--state"])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let token = ok(&out).trim().to_owned();
+    let web = hub.web.clone().unwrap();
+    let driver = chromedriver();
+    let maker = browser(&driver, 1280, 900).await;
+    maker.goto(&format!("{web}files/inbox/")).await.unwrap();
+    answer_dialog(&maker, Some(&token)).await;
+    wait_until(&maker, "the folder", |t| t.contains("old.txt")).await;
+    click(&maker, "#request-button").await;
+    assert_eq!(
+        answer_dialog(&maker, Some("3")).await,
+        "Ask for files in inbox"
+    );
+    let started = Instant::now();
+    let link = loop {
+        let value = maker
+            .execute(
+                "const d = document.querySelector('#dialog');
+                 return d.open && document.querySelector('#dialog-title').textContent
+                   === 'Link to send files to inbox' ? document.querySelector('#dialog-input').value : null",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if let Some(v) = value.as_str() {
+            break v.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no link shown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    click(&maker, "#dialog-cancel").await;
+    assert!(link.ends_with("/files/inbox/"), "{link}");
+
+    // A stranger with the link: a place to send files, and nothing of what the folder holds.
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(&link).await.unwrap();
+    let text = wait_until(&c, "the upload page", |t| t.contains("Nothing sent")).await;
+    assert!(!text.contains("old.txt"), "{text}");
+    let status = c.find(Locator::Css("#status")).await.unwrap();
+    let started = Instant::now();
+    while !status
+        .text()
+        .await
+        .unwrap()
+        .starts_with("Send files to inbox/")
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no status");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for hidden in [
+        "#search",
+        "#zip",
+        "#new-folder",
+        "#links-button",
+        "#token-button",
+    ] {
+        let shown = c.find(Locator::Css(hidden)).await.unwrap();
+        assert!(!shown.is_displayed().await.unwrap(), "{hidden} shown");
+    }
+    let (first, second) = (s.client.join("a/report.txt"), s.client.join("b/report.txt"));
+    for (path, text) in [(&first, "first"), (&second, "second")] {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    type_into(&c, "#upload", first.to_str().unwrap()).await;
+    wait_until(&c, "the first file sent", |t| t.contains("report.txt")).await;
+    type_into(&c, "#upload", second.to_str().unwrap()).await;
+    let text = wait_until(&c, "the second, numbered", |t| t.contains("report (2).txt")).await;
+    assert!(!text.contains("old.txt"), "{text}");
+    let read = |name: &str| std::fs::read_to_string(s.share.join("inbox").join(name)).unwrap();
+    assert_eq!(read("report.txt"), "first");
+    assert_eq!(read("report (2).txt"), "second");
+    assert_eq!(read("old.txt"), "private");
+    let asked_for = requested(&c).await;
+    assert!(
+        asked_for
+            .iter()
+            .all(|u| u.contains("/s/troca_") || u.ends_with("/favicon.ico")),
+        "everything through the link: {asked_for:?}"
+    );
+    c.close().await.unwrap();
+
+    // The maker's list says what came in.
+    click(&maker, "#links-button").await;
+    let started = Instant::now();
+    loop {
+        let list = maker.find(Locator::Css("#links-list")).await.unwrap();
+        let text = list.text().await.unwrap();
+        if text.contains("files sent to inbox/ (2 files") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    maker.close().await.unwrap();
+}
+
 /// The path of a URL.
 fn url_path(url: &str) -> String {
     let rest = &url[url.find("://").unwrap() + 3..];

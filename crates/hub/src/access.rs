@@ -1,6 +1,7 @@
-//! The access policy, as the seeds had it: anyone who can reach the hub may list, download and
-//! upload new names; replacing or deleting a file needs the admin token or the token that
-//! uploaded it. A `read` token may only read. `--read-only` refuses every write and
+//! The access policy: anyone who can reach the hub may list, download and upload new names;
+//! replacing or deleting a file needs the admin token or the token that uploaded it. A `read`
+//! token may only read; an `upload` token (an upload link's) may only upload new names, and
+//! reads nothing, not even what it uploaded. `--read-only` refuses every write and
 //! `--require-token` every client without a valid token. Repeated wrong tokens from one address
 //! are slowed down.
 
@@ -60,15 +61,37 @@ impl Caller {
         self.grant.as_ref().and_then(|g| g.folder.as_deref())
     }
 
-    /// May this caller see `name` (a file, or a folder ending in `/`)? Everything, unless its
-    /// token is held to a folder: then that folder and what is in it.
-    pub fn sees(&self, name: &str) -> bool {
-        self.folder().is_none_or(|f| within(f, name))
+    /// Does this caller's token only upload (an upload link's)? Then it sees no name, and
+    /// reads, moves and deletes none.
+    pub fn uploads_only(&self) -> bool {
+        matches!(
+            self.grant,
+            Some(Grant {
+                role: Role::Upload,
+                ..
+            })
+        )
     }
 
-    /// May this caller read or place `name`? Refused, without looking at the share, outside
-    /// the folder its token is held to.
+    /// May this caller see `name` (a file, or a folder ending in `/`)? Everything, unless its
+    /// token is held to a folder: then that folder and what is in it; nothing when its token
+    /// only uploads.
+    pub fn sees(&self, name: &str) -> bool {
+        !self.uploads_only() && self.folder().is_none_or(|f| within(f, name))
+    }
+
+    /// May this caller read `name`? Refused, without looking at the share, outside the folder
+    /// its token is held to, and everywhere to a token that only uploads.
     pub fn must_reach(&self, name: &str) -> Result<(), HubError> {
+        if self.uploads_only() {
+            return Err(uploads_only());
+        }
+        self.must_place(name)
+    }
+
+    /// May this caller put a new file at `name` (as far as where it is goes)? Refused outside
+    /// the folder its token is held to.
+    pub fn must_place(&self, name: &str) -> Result<(), HubError> {
         match self.folder() {
             Some(f) if !within(f, name) => Err(outside(f, name)),
             _ => Ok(()),
@@ -78,6 +101,9 @@ impl Caller {
     /// [`Caller::must_reach`] for a name to move or delete, which for a token held to a folder
     /// must be in it, never the folder itself.
     pub fn must_reach_inside(&self, name: &str) -> Result<(), HubError> {
+        if self.uploads_only() {
+            return Err(uploads_only());
+        }
         match self.folder() {
             Some(f) if !beneath(f, name) => Err(outside(f, name)),
             _ => Ok(()),
@@ -99,6 +125,9 @@ impl Caller {
     /// itself, or its token's folder where that lies under `prefix`; `None` when the two do
     /// not meet (the listing is empty).
     pub fn listing_prefix(&self, prefix: &str) -> Option<String> {
+        if self.uploads_only() {
+            return None;
+        }
         let Some(f) = self.folder() else {
             return Some(prefix.to_owned());
         };
@@ -126,14 +155,17 @@ impl Caller {
     }
 
     /// The grant (as it stands now) under which this caller may make share links: a write or
-    /// admin token's. A share lets anyone who has its link read what it shares, so a client
-    /// without a token, or with a read token, cannot hand out what it was given.
+    /// admin token's. A share lets anyone who has its link read what it shares (or upload
+    /// there), so a client without a token, or with a read or upload token, cannot hand out
+    /// what it was given.
     pub fn sharer(&self, tokens: &dyn Tokens) -> Result<Grant, HubError> {
         match self.current(tokens)? {
-            Some(g) if g.role != Role::Read => Ok(g),
-            Some(_) => Err(HubError::Forbidden(
-                "a read token cannot make share links; that needs a write or admin token".into(),
-            )),
+            Some(g) if matches!(g.role, Role::Write | Role::Admin) => Ok(g),
+            Some(g) => Err(HubError::Forbidden(format!(
+                "a{} {} token cannot make share links; that needs a write or admin token",
+                if g.role == Role::Upload { "n" } else { "" },
+                g.role.as_str()
+            ))),
             None => Err(HubError::Forbidden(
                 "share links need a write or admin token (--token-file)".into(),
             )),
@@ -168,7 +200,7 @@ impl Caller {
             .is_none_or(|f| within(f, prefix));
         let may_upload = role_uploads(read_only, role) && reaches;
         let admin = may_upload && role == Some(Role::Admin);
-        let owner = (may_upload && !admin).then(|| Owner {
+        let owner = (may_upload && !admin && role != Some(Role::Upload)).then(|| Owner {
             token_id: grant
                 .filter(|g| g.role == Role::Write)
                 .and_then(|g| g.token_id),
@@ -232,7 +264,7 @@ impl Caller {
                 role: Role::Write,
                 token_id: Some(id),
                 ..
-            }) if owner.token_id == Some(id) => Ok(()),
+            }) if owner.token_id == Some(id) || made_it(tokens, id, owner)? => Ok(()),
             // The same client that uploaded it, by its owner key (a read token reads only).
             Some(Grant {
                 role: Role::Write, ..
@@ -250,6 +282,24 @@ impl Caller {
             ))),
         }
     }
+}
+
+/// Did the token `id` make the share link that uploaded a file of `owner`'s? What comes in
+/// through an upload link is its maker's to change.
+fn made_it(tokens: &dyn Tokens, id: i64, owner: Owner) -> Result<bool, HubError> {
+    match owner.token_id {
+        Some(link) if link != id => Ok(tokens.maker(link)? == Some(id)),
+        _ => Ok(false),
+    }
+}
+
+/// The refusal of a read (or move, or delete) to a token that only uploads.
+pub fn uploads_only() -> HubError {
+    HubError::Forbidden(
+        "this token (an upload link's) only uploads new files: it lists, reads, moves and \
+         deletes nothing"
+            .into(),
+    )
 }
 
 /// Is `name` (a file, or a folder with or without its trailing `/`) `folder` or in it?
@@ -596,5 +646,56 @@ mod tests {
         assert!(keyed
             .may_change(&tokens, false, "elsewhere", mine, "deleting")
             .is_err());
+    }
+
+    #[test]
+    fn an_upload_token_places_new_names_in_its_folder_and_reaches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        let spec = |role, made_by| TokenSpec {
+            role,
+            label: "",
+            expires_ns: None,
+            folder: Some("inbox"),
+            quota: Default::default(),
+            made_by,
+        };
+        let maker = tokens.create(spec(Role::Write, None), 0).unwrap();
+        let other = tokens.create(spec(Role::Write, None), 0).unwrap();
+        let link = tokens
+            .create(spec(Role::Upload, Some(maker.id)), 0)
+            .unwrap();
+        let caller = |secret: &str| Caller {
+            grant: tokens.check(secret).unwrap(),
+            token: Some(secret.to_owned()),
+            ..Caller::default()
+        };
+        let up = caller(&link.secret);
+        assert!(up.uploads_only());
+        assert!(up.may_create(&tokens, false, "inbox/new.txt").is_ok());
+        assert!(up.may_create(&tokens, false, "elsewhere.txt").is_err());
+        assert!(up.must_place("inbox/new.txt").is_ok());
+        assert!(up.must_place("other/new.txt").is_err());
+        for name in ["inbox", "inbox/", "inbox/a.txt"] {
+            assert!(!up.sees(name), "{name}");
+            assert!(up.must_reach(name).is_err(), "{name}");
+        }
+        assert!(up.must_reach_inside("inbox/a.txt").is_err());
+        assert_eq!(up.listing_prefix(""), None);
+        assert_eq!(up.listing_prefix("inbox/"), None);
+        assert!(up.sharer(&tokens).is_err());
+        let rights = up.rights(&tokens, false, "inbox/").unwrap();
+        assert!(rights.may_upload && !rights.admin && rights.owner.is_none());
+        // What it sent is its maker's to change, and nobody else's but an admin's.
+        let sent = Owner {
+            token_id: Some(link.id),
+            key_hash: None,
+        };
+        let change = |c: &Caller| c.may_change(&tokens, false, "inbox/a.txt", sent, "deleting");
+        assert!(change(&up).is_err());
+        assert!(change(&caller(&maker.secret)).is_ok());
+        assert!(change(&caller(&other.secret)).is_err());
+        assert_eq!(tokens.maker(link.id).unwrap(), Some(maker.id));
+        assert_eq!(tokens.maker(maker.id).unwrap(), None);
     }
 }

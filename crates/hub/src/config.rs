@@ -95,12 +95,16 @@ pub struct HubConfig {
     pub web_base: String,
 }
 
-/// What share links may be (`--share-time`, `--max-share-time`, `--max-shares-per-token`).
+/// What share links may be (`--share-time`, `--max-share-time`, `--max-shares-per-token`,
+/// `--max-share-upload`, `--max-share-upload-files`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShareLimits {
     pub default_time: Duration,
     pub max_time: Duration,
     pub per_token: usize,
+    /// The most an upload link may bring in (and what one gets unless it asks for less); 0
+    /// bytes or files: no bound on that.
+    pub upload: crate::records::Amount,
 }
 
 impl Default for ShareLimits {
@@ -109,6 +113,10 @@ impl Default for ShareLimits {
             default_time: Duration::from_secs(7 * 86_400),
             max_time: Duration::from_secs(30 * 86_400),
             per_token: 1_000,
+            upload: crate::records::Amount {
+                bytes: 10 << 30,
+                files: 10_000,
+            },
         }
     }
 }

@@ -529,7 +529,7 @@ async fn dispatch(
         },
         Message::Share(m) => {
             let time = (m.expires_s > 0).then(|| std::time::Duration::from_secs(m.expires_s));
-            match hub.share(caller, &m.name, time).await {
+            match hub.share(caller, &m.name, time, m.upload).await {
                 Ok(made) => {
                     let shared = Shared {
                         id: u64::try_from(made.id).unwrap_or(0),

@@ -183,6 +183,8 @@ pub struct Listing {
     done: bool,
     /// The caller may see none of these names: one empty page.
     nothing: bool,
+    /// The caller's token only uploads: the listing is refused.
+    refused: bool,
     /// Only what folder `prefix` holds directly ([`ListQuery::children`]).
     children: bool,
 }
@@ -191,7 +193,7 @@ impl Listing {
     /// The next page (`None` once the listing is over; a page may be empty only when the
     /// whole listing is).
     pub async fn next_page(&mut self) -> Result<Option<Vec<Entry>>, HubError> {
-        if let Some(end) = self.end() {
+        if let Some(end) = self.end()? {
             return Ok(end);
         }
         let hub = Arc::clone(&self.hub);
@@ -209,7 +211,7 @@ impl Listing {
 
     /// [`Listing::next_page`] on a thread that may block (the blocking pool's).
     pub fn next_page_blocking(&mut self) -> Result<Option<Vec<Entry>>, HubError> {
-        if let Some(end) = self.end() {
+        if let Some(end) = self.end()? {
             return Ok(end);
         }
         let after = self.after.take();
@@ -222,16 +224,19 @@ impl Listing {
     }
 
     /// What to answer without reading the store: nothing more, or the one empty page of a
-    /// listing the caller may not see.
-    fn end(&mut self) -> Option<Option<Vec<Entry>>> {
+    /// listing the caller may not see; a refusal to a caller that only uploads.
+    fn end(&mut self) -> Result<Option<Option<Vec<Entry>>>, HubError> {
+        if self.refused {
+            return Err(crate::access::uploads_only());
+        }
         if self.done {
-            return Some(None);
+            return Ok(Some(None));
         }
         if self.nothing {
             self.done = true;
-            return Some(Some(Vec::new()));
+            return Ok(Some(Some(Vec::new())));
         }
-        None
+        Ok(None)
     }
 
     fn advance(&mut self, page: ListPage) -> Vec<Entry> {
@@ -597,6 +602,7 @@ impl Hub {
         Listing {
             hub: Arc::clone(self),
             nothing: covered.is_none(),
+            refused: caller.uploads_only(),
             prefix: covered.unwrap_or_default(),
             after,
             done: false,
@@ -616,6 +622,7 @@ impl Hub {
         Listing {
             hub: Arc::clone(self),
             nothing: !caller.sees(folder),
+            refused: caller.uploads_only(),
             prefix: folder.to_owned(),
             after,
             done: false,
@@ -837,7 +844,7 @@ impl Hub {
         seen: Seen,
         replace: bool,
     ) -> Result<(), HubError> {
-        caller.must_reach(name.as_str())?;
+        caller.must_place(name.as_str())?;
         self.check_lock(caller, name.as_str(), false)?;
         match seen.kind {
             None => Ok(()),
@@ -1225,6 +1232,7 @@ impl Hub {
                 Some(Role::Read) => CallerRole::Read,
                 Some(Role::Write) => CallerRole::Write,
                 Some(Role::Admin) => CallerRole::Admin,
+                Some(Role::Upload) => CallerRole::Upload,
             },
             may_upload: crate::access::role_uploads(self.config.read_only, role),
             folder: caller.folder().map(str::to_owned),
@@ -1561,6 +1569,9 @@ impl Hub {
     /// a time, and `--max-searches` at most run at once.
     pub async fn find(self: &Arc<Self>, text: &str, caller: &Caller) -> Result<Matches, HubError> {
         let text = text.trim();
+        if caller.uploads_only() {
+            return Err(crate::access::uploads_only());
+        }
         if text.is_empty() {
             return Err(HubError::BadRequest("nothing to search for".into()));
         }

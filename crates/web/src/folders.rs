@@ -446,6 +446,9 @@ pub(crate) async fn listing(
         "list",
         folder.clone(),
         |caller| async move {
+            if caller.uploads_only() {
+                return Ok((upload_page(v, &caller, &folder), 0));
+            }
             let turn = hub.walk_turn(caller.from).await;
             let page = folder_rows(hub, &caller, &folder, after).await?;
             drop(turn);
@@ -481,6 +484,17 @@ pub(crate) async fn listing(
         }
         other => other,
     }
+}
+
+/// The page of an upload link: its folder's name and a place to drop files, and nothing of
+/// what the folder holds. Any other folder sends the visitor on to the link's.
+fn upload_page(v: &Visitor, caller: &Caller, folder: &str) -> Response {
+    let own = caller.folder().map(|f| format!("{f}/")).unwrap_or_default();
+    if own != folder {
+        let to = page::href(&v.base, &own);
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
+    }
+    page::html(page::upload_page(v, &own))
 }
 
 /// One page of a folder's rows.

@@ -155,10 +155,34 @@ pub(crate) fn folder_page(
             ("title", &escape(&title)),
             ("base", base),
             ("share", if at.shared { "1" } else { "" }),
+            ("upload", ""),
             ("folder", &escape(folder)),
             ("crumbs", &crumbs(base, folder)),
             ("rows", &body),
             ("more", &more),
+        ],
+    )
+}
+
+/// The page of an upload link into `folder` (`NAME/`): the page's script sends files there;
+/// nothing of what it holds is shown.
+pub(crate) fn upload_page(at: &crate::Visitor, folder: &str) -> String {
+    let name = escape(folder.trim_end_matches('/'));
+    let text = "Nothing sent from this page yet. You cannot see what others sent.";
+    fill(
+        INDEX,
+        &[
+            ("title", &format!("Send files to {name}")),
+            ("base", &at.base),
+            ("share", if at.shared { "1" } else { "" }),
+            ("upload", "1"),
+            ("folder", &escape(folder)),
+            ("crumbs", &format!("Send files to <strong>{name}/</strong>")),
+            (
+                "rows",
+                &format!("<tr class=\"empty\"><td colspan=\"4\">{text}</td></tr>"),
+            ),
+            ("more", ""),
         ],
     )
 }

@@ -1,6 +1,7 @@
 //! Share links on the web face: beneath `/s/TOKEN/`, the page, files and zips the link's token
-//! reaches, for reading only; and the API that makes, lists and revokes links for the page
-//! (`POST /api/shares`, `GET /api/shares`, `DELETE /api/shares/ID`).
+//! reaches, for reading; for an upload link, the page and uploads into its folder (the hub's
+//! service refuses each what its token does not allow); and the API that makes, lists and
+//! revokes links for the page (`POST /api/shares`, `GET /api/shares`, `DELETE /api/shares/ID`).
 
 use crate::api::recorded;
 use crate::{ApiError, Visitor};
@@ -14,17 +15,29 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 use troca_hub::Hub;
+use troca_proto::msg::UploadBounds;
 
 /// The longest token a share link's path may carry.
 const MAX_TOKEN: usize = 128;
 
-/// What a share link reaches: the page and its script, files, folders and zips, and the API
-/// reads the page makes. Not WebDAV, the hub's status, who is connected or the history.
+/// What a share link reaches: the page and its script, files, folders and zips, the API reads
+/// the page makes, and where an upload resumes. Not WebDAV, the hub's status, who is connected
+/// or the history.
 fn reached(rest: &str) -> bool {
     matches!(
         rest,
-        "/" | "/app.js" | "/app.css" | "/api/me" | "/api/files" | "/api/find"
+        "/" | "/app.js" | "/app.css" | "/api/me" | "/api/files" | "/api/find" | "/api/resume"
     ) || rest.starts_with("/files/")
+}
+
+/// What a share link may ask: to read, and to upload (`PUT`), which only an upload link's
+/// token is allowed.
+fn allowed(method: &Method, rest: &str) -> bool {
+    match *method {
+        Method::GET | Method::HEAD => true,
+        Method::PUT => rest.starts_with("/files/"),
+        _ => false,
+    }
 }
 
 /// A request beneath `/s/TOKEN/` (after the web face's `prefix`), served by `app` as the same
@@ -47,9 +60,9 @@ pub(crate) async fn through(prefix: Arc<str>, app: Router, mut req: Request) -> 
         return crate::moved_to(format!("{base}/"), req.uri().query());
     }
     let rest = format!("/{rest}");
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let allow = [(header::ALLOW, "GET, HEAD")];
-        let why = "a share link is for reading only";
+    if !allowed(req.method(), &rest) {
+        let allow = [(header::ALLOW, "GET, HEAD, PUT")];
+        let why = "a share link reads files, or uploads new ones; nothing else";
         return (StatusCode::METHOD_NOT_ALLOWED, allow, why).into_response();
     }
     if !reached(&rest) {
@@ -93,10 +106,19 @@ pub(crate) struct NewShare {
     /// Seconds the link works; the hub's default when absent.
     #[serde(default)]
     expires_s: Option<u64>,
+    /// An upload link into folder `name`, rather than a read link.
+    #[serde(default)]
+    upload: bool,
+    /// An upload link's most bytes and files in all (absent or 0: the hub's most).
+    #[serde(default)]
+    max_bytes: u64,
+    #[serde(default)]
+    max_files: u64,
 }
 
-/// `POST /api/shares {name, expires_s}`: a new share link, as `{id, name, path, expires}`
-/// where `path` is the link's path on this web face (with its prefix).
+/// `POST /api/shares {name, expires_s, upload, max_bytes, max_files}`: a new share link, as
+/// `{id, name, path, expires, upload}` where `path` is the link's path on this web face (with
+/// its prefix).
 pub(crate) async fn make(
     State(hub): State<Arc<Hub>>,
     Extension(v): Extension<Visitor>,
@@ -107,6 +129,10 @@ pub(crate) async fn make(
     let prefix = hub.config().web_prefix.clone();
     let name = body.name;
     let time = body.expires_s.filter(|&s| s > 0).map(Duration::from_secs);
+    let upload = body.upload.then_some(UploadBounds {
+        bytes: body.max_bytes,
+        files: body.max_files,
+    });
     recorded(
         hub,
         &v,
@@ -114,13 +140,14 @@ pub(crate) async fn make(
         "share",
         name.clone(),
         |caller| async move {
-            let made = hub.share(&caller, &name, time).await?;
+            let made = hub.share(&caller, &name, time, upload).await?;
             let path = troca_hub::service::share_path(&made.secret, &made.name);
             let answer = serde_json::json!({
                 "id": made.id,
                 "name": made.name,
                 "path": format!("{prefix}{path}"),
                 "expires": troca_proto::json::rfc3339(made.expires_ns),
+                "upload": upload.is_some(),
             });
             Ok(((StatusCode::CREATED, Json(answer)).into_response(), 0))
         },
@@ -154,6 +181,12 @@ pub(crate) async fn list(
                         "created": troca_proto::json::rfc3339(s.created_ns),
                         "expires": troca_proto::json::rfc3339(s.expires_ns),
                         "made_by": s.made_by,
+                        "upload": s.upload.map(|u| serde_json::json!({
+                            "max_bytes": u.bytes,
+                            "max_files": u.files,
+                            "bytes": u.used_bytes,
+                            "files": u.used_files,
+                        })),
                     })
                 })
                 .collect();

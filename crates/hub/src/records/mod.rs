@@ -64,11 +64,14 @@ pub struct Backlog {
 }
 
 /// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Read,
     Write,
     Admin,
+    /// Uploads new names into its folder and nothing else: it lists, reads, replaces and
+    /// deletes nothing (an upload link's, which strangers hold).
+    Upload,
 }
 
 impl Role {
@@ -77,6 +80,7 @@ impl Role {
             Role::Read => "read",
             Role::Write => "write",
             Role::Admin => "admin",
+            Role::Upload => "upload",
         }
     }
 
@@ -85,6 +89,7 @@ impl Role {
             "read" => Some(Role::Read),
             "write" => Some(Role::Write),
             "admin" => Some(Role::Admin),
+            "upload" => Some(Role::Upload),
             _ => None,
         }
     }
@@ -187,6 +192,8 @@ pub trait Tokens: Send + Sync + std::fmt::Debug {
     fn revoke(&self, id: i64) -> Result<bool, HubError>;
     /// Gives token `id` a new quota (0: no bound on that); `false` if there is none.
     fn set_quota(&self, id: i64, quota: Amount) -> Result<bool, HubError>;
+    /// The token that made share link `id` (`None`: `id` is no share link, or no token).
+    fn maker(&self, id: i64) -> Result<Option<i64>, HubError>;
 }
 
 /// Who uploaded a file: the token it came with, and the uploader's owner key (its BLAKE3 hash).

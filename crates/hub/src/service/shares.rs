@@ -2,6 +2,10 @@
 //! admin token, lasting a bounded time, and working only while the token that made it does.
 //! The link carries the token in its path (`/s/TOKEN/files/NAME`), so that anyone given it
 //! reads what it shares with a browser, `curl` or `wget`, and nothing else.
+//!
+//! An upload link is the same with an `upload` token held to a folder: anyone given it sends
+//! new files there (within the link's quota) and sees nothing, not even what others sent.
+//! What comes in is its maker's to move and delete.
 
 use super::{blocking, parse_folder, Hub};
 use crate::access::Caller;
@@ -10,7 +14,7 @@ use crate::records::{Amount, Role, TokenInfo, TokenSpec, SHARED_BY_ADMIN_FILE};
 use crate::store::Kind;
 use std::sync::Arc;
 use std::time::Duration;
-use troca_proto::msg::ShareEntry;
+use troca_proto::msg::{ShareEntry, UploadBounds, UploadUse};
 
 /// A share link just made: its token's id and secret (shown once), what it shares (a folder's
 /// name ends in `/`), and when it stops working.
@@ -52,15 +56,41 @@ fn lasting(d: Duration) -> String {
     }
 }
 
+/// What an upload link may bring in: what was asked for (0: the most), within the hub's
+/// most (`--max-share-upload`, `--max-share-upload-files`; 0: no bound).
+fn upload_quota(asked: UploadBounds, most: Amount) -> Result<Amount, HubError> {
+    let pick = |asked: u64, most: u64| match (asked, most) {
+        (0, m) => Some(m),
+        (a, m) if m == 0 || a <= m => Some(a),
+        _ => None,
+    };
+    let bytes = pick(asked.bytes, most.bytes).ok_or_else(|| {
+        HubError::BadRequest(format!(
+            "an upload link takes at most {} on this hub",
+            troca_proto::json::human_size(most.bytes)
+        ))
+    })?;
+    let files = pick(asked.files, most.files).ok_or_else(|| {
+        HubError::BadRequest(format!(
+            "an upload link takes at most {} files on this hub",
+            most.files
+        ))
+    })?;
+    Ok(Amount { bytes, files })
+}
+
 impl Hub {
     /// Makes a share link for `name` lasting `time` (`None`: the hub's default), for a caller
-    /// with a write or admin token that reaches `name`. Refused past `--max-share-time`, or
-    /// when the caller's token already has `--max-shares-per-token` links working.
+    /// with a write or admin token that reaches `name`: a read link, or with `upload` an
+    /// upload link into folder `name` within those bounds. Refused past `--max-share-time`
+    /// or `--max-share-upload`, or when the caller's token already has
+    /// `--max-shares-per-token` links working.
     pub async fn share(
         self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         time: Option<Duration>,
+        upload: Option<UploadBounds>,
     ) -> Result<ShareMade, HubError> {
         let remote = parse_folder(name)?;
         let limits = self.config.shares;
@@ -71,15 +101,27 @@ impl Hub {
                 lasting(limits.max_time)
             )));
         }
+        let quota = match upload {
+            Some(asked) => Some(upload_quota(asked, limits.upload)?),
+            None => None,
+        };
         let (hub, caller) = (Arc::clone(self), caller.clone());
         blocking(move || {
             let grant = caller.sharer(hub.tokens())?;
             caller.must_reach(remote.as_str())?;
-            let name = match hub.store.kind(&remote)? {
-                None => return Err(HubError::NotFound(remote.to_string())),
-                Some(Kind::Folder) => format!("{remote}/"),
-                Some(_) => remote.to_string(),
+            let name = match (hub.store.kind(&remote)?, quota) {
+                (None, _) => return Err(HubError::NotFound(remote.to_string())),
+                (Some(Kind::Folder), _) => format!("{remote}/"),
+                (Some(_), None) => remote.to_string(),
+                (Some(_), Some(_)) => {
+                    return Err(HubError::BadRequest(format!(
+                        "{remote} is a file; an upload link goes to a folder"
+                    )))
+                }
             };
+            if quota.is_some() {
+                caller.may_create(hub.tokens(), hub.config.read_only, remote.as_str())?;
+            }
             let made_by = grant.token_id.unwrap_or(SHARED_BY_ADMIN_FILE);
             let now = crate::records::now_ns();
             let working = hub
@@ -97,11 +139,15 @@ impl Hub {
             let label = format!("share of {name}");
             let new = hub.tokens().create(
                 TokenSpec {
-                    role: Role::Read,
+                    role: if quota.is_some() {
+                        Role::Upload
+                    } else {
+                        Role::Read
+                    },
                     label: &label,
                     expires_ns: Some(expires_ns),
                     folder: Some(remote.as_str()),
-                    quota: Amount::default(),
+                    quota: quota.unwrap_or_default(),
                     made_by: Some(made_by),
                 },
                 now,
@@ -180,5 +226,11 @@ fn share_entry(t: &TokenInfo, now: i64) -> ShareEntry {
             Some(SHARED_BY_ADMIN_FILE) | None => "admin".to_owned(),
             Some(id) => format!("token {id}"),
         },
+        upload: (t.role == Role::Upload).then_some(UploadUse {
+            bytes: t.quota.bytes,
+            files: t.quota.files,
+            used_bytes: t.used.bytes,
+            used_files: t.used.files,
+        }),
     }
 }

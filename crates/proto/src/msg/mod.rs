@@ -31,7 +31,9 @@ pub use records::{
     Register, Registered, Standing, Status, StatusInfo, Who, MAX_HISTORY_PAGE,
 };
 pub use remove::{Remove, Removed};
-pub use share::{Share, ShareEntry, ShareList, Shared, Shares, Unshare, Unshared};
+pub use share::{
+    Share, ShareEntry, ShareList, Shared, Shares, Unshare, Unshared, UploadBounds, UploadUse,
+};
 pub use swarm::{
     Bitfield, GetPiece, Have, Holding, PieceData, PieceHashes, Pieces, SlotFree, HASHES_PER_FRAME,
     MAX_BITFIELD_PIECES,
@@ -302,15 +304,22 @@ mod tests {
             any::<i64>(),
             text(16),
             text(40),
+            proptest::option::of(any::<[u64; 4]>()),
         )
             .prop_map(
-                |(id, name, created_ns, expires_ns, state, made_by)| ShareEntry {
+                |(id, name, created_ns, expires_ns, state, made_by, upload)| ShareEntry {
                     id,
                     name,
                     created_ns,
                     expires_ns,
                     state,
                     made_by,
+                    upload: upload.map(|[bytes, files, used_bytes, used_files]| UploadUse {
+                        bytes,
+                        files,
+                        used_bytes,
+                        used_files,
+                    }),
                 },
             )
     }
@@ -370,8 +379,17 @@ mod tests {
                 .into()),
             any::<bool>().prop_map(|created| FolderMade { created }.into()),
             text(300).prop_map(|name| Moved { name }.into()),
-            (text(300), any::<u64>())
-                .prop_map(|(name, expires_s)| Share { name, expires_s }.into()),
+            (
+                text(300),
+                any::<u64>(),
+                proptest::option::of(any::<(u64, u64)>())
+            )
+                .prop_map(|(name, expires_s, upload)| Share {
+                    name,
+                    expires_s,
+                    upload: upload.map(|(bytes, files)| UploadBounds { bytes, files }),
+                }
+                .into()),
             (any::<u64>(), text(60), text(300), any::<i64>(), text(100)).prop_map(
                 |(id, secret, name, expires_ns, web)| Shared {
                     id,

@@ -426,7 +426,7 @@ pub struct QuotaUse {
     pub used_files: u64,
 }
 
-/// Who a client is to a hub: no token, or a token of one of the three roles.
+/// Who a client is to a hub: no token, or a token of one of the four roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CallerRole {
     #[default]
@@ -434,6 +434,8 @@ pub enum CallerRole {
     Read,
     Write,
     Admin,
+    /// An upload link's token: it uploads new names and reads nothing.
+    Upload,
 }
 
 impl CallerRole {
@@ -443,6 +445,7 @@ impl CallerRole {
             CallerRole::Read => 1,
             CallerRole::Write => 2,
             CallerRole::Admin => 3,
+            CallerRole::Upload => 4,
         }
     }
 
@@ -452,6 +455,7 @@ impl CallerRole {
             1 => Ok(CallerRole::Read),
             2 => Ok(CallerRole::Write),
             3 => Ok(CallerRole::Admin),
+            4 => Ok(CallerRole::Upload),
             v => Err(DecodeError::BadValue {
                 field: "role",
                 value: v.into(),
@@ -465,6 +469,7 @@ impl CallerRole {
             CallerRole::Read => "read",
             CallerRole::Write => "write",
             CallerRole::Admin => "admin",
+            CallerRole::Upload => "upload",
         }
     }
 }

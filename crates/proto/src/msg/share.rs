@@ -10,23 +10,45 @@ use crate::MAX_SHORT_STR;
 const MAX_LINK_TEXT: usize = 4096;
 
 /// Asks the hub for a link that lets anyone who has it read `name` (a file, or a folder and
-/// everything in it) for `expires_s` seconds (0: the hub's default).
+/// everything in it), or with `upload` send new files into folder `name` and nothing else,
+/// for `expires_s` seconds (0: the hub's default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
     pub name: String,
     pub expires_s: u64,
+    /// An upload link's bounds, `None` for a read link.
+    pub upload: Option<UploadBounds>,
+}
+
+/// What an upload link may bring in, in all: bytes and files (0: the hub's most).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadBounds {
+    pub bytes: u64,
+    pub files: u64,
 }
 
 impl Share {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.put_str(&self.name);
         out.put_u64(self.expires_s);
+        out.put_bool(self.upload.is_some());
+        if let Some(b) = self.upload {
+            out.put_u64(b.bytes);
+            out.put_u64(b.files);
+        }
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Self {
             name: r.str("name", MAX_WIRE_NAME)?,
             expires_s: r.u64()?,
+            upload: match r.bool("upload")? {
+                false => None,
+                true => Some(UploadBounds {
+                    bytes: r.u64()?,
+                    files: r.u64()?,
+                }),
+            },
         })
     }
 }
@@ -86,11 +108,24 @@ pub struct ShareEntry {
     pub state: String,
     /// Who made it: `token N`, or `admin` for the hub's admin token file.
     pub made_by: String,
+    /// An upload link's bounds (0: none) and what came in through it so far; `None` for a
+    /// read link.
+    pub upload: Option<UploadUse>,
+}
+
+/// An upload link's bounds and what came in through it (what its files keep now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadUse {
+    pub bytes: u64,
+    pub files: u64,
+    pub used_bytes: u64,
+    pub used_files: u64,
 }
 
 impl ShareEntry {
     fn encoded_len(&self) -> usize {
-        8 + 2 + self.name.len() + 8 + 8 + 2 + self.state.len() + 2 + self.made_by.len()
+        let upload = if self.upload.is_some() { 33 } else { 1 };
+        8 + 2 + self.name.len() + 8 + 8 + 2 + self.state.len() + 2 + self.made_by.len() + upload
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -100,6 +135,12 @@ impl ShareEntry {
         out.put_i64(self.expires_ns);
         out.put_str(&self.state);
         out.put_str(&self.made_by);
+        out.put_bool(self.upload.is_some());
+        if let Some(u) = self.upload {
+            for v in [u.bytes, u.files, u.used_bytes, u.used_files] {
+                out.put_u64(v);
+            }
+        }
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -110,6 +151,15 @@ impl ShareEntry {
             expires_ns: r.i64()?,
             state: r.str("state", MAX_SHORT_STR)?,
             made_by: r.str("made_by", MAX_SHORT_STR)?,
+            upload: match r.bool("upload")? {
+                false => None,
+                true => Some(UploadUse {
+                    bytes: r.u64()?,
+                    files: r.u64()?,
+                    used_bytes: r.u64()?,
+                    used_files: r.u64()?,
+                }),
+            },
         })
     }
 }

@@ -2,7 +2,8 @@
 // script); this script adds what needs one: uploads of files and folders (button or drag and
 // drop, a progress bar each), new folders, rename/move, delete (only where this visitor may),
 // search across every folder, share links, a token dialog, and the hub's status, clients and
-// activity. Opened through a share link, it shows what the link shares and nothing else.
+// activity. Opened through a share link, it shows what the link shares and nothing else;
+// through an upload link, only a place to send files and what this page sent.
 // Every name goes onto the page with textContent, or in the hub's page (which escapes it),
 // never as HTML made here.
 "use strict";
@@ -12,6 +13,8 @@ const folder = document.body.dataset.folder || "";
 const base = document.body.dataset.base || "";   // the path the hub is served beneath
 // Opened through a share link: its path carries the only token, for reading.
 const shared = document.body.dataset.share === "1";
+// A token (an upload link's) that sends files into this folder and sees nothing.
+const uploadOnly = document.body.dataset.upload === "1";
 let shownRows = [];      // this folder's rows, as the hub's page sends them
 let rights = { role: "anonymous", folder: null, may_upload: false, may_change_all: false };
 let token = shared ? "" : sessionStorage.getItem("troca-token") || "";
@@ -129,7 +132,8 @@ async function problem(r, name) {
   const body = await r.json().catch(() => ({}));
   switch (body.error) {
     case "unauthorized": return "This needs a valid token. Use the Token button to enter one.";
-    case "forbidden": return rights.role === "anonymous"
+    case "forbidden": return uploadOnly ? "This link only sends new files; it cannot do that."
+      : rights.role === "anonymous"
       ? "Only the one who uploaded it, or someone with a token that allows it, can do that."
       : rights.folder ? `Your token reaches only the folder ${rights.folder}/.`
       : "Your token does not allow that.";
@@ -138,7 +142,9 @@ async function problem(r, name) {
     case "not_empty": return `The folder ${name} is not empty.`;
     case "no_space": return "The hub has no room left for this.";
     case "busy": return "The hub is busy; try again in a moment.";
-    case "quota": return "This hub takes no more uploads from your address for now" +
+    case "quota": return uploadOnly
+      ? "This link takes no more files: what was sent through it has reached what its maker allowed."
+      : "This hub takes no more uploads from your address for now" +
       (body.retry_after ? `; try again in ${Math.ceil(body.retry_after / 60)} min` : "") +
       ". A token lifts the limit: use the Token button to enter one.";
     default: return body.message || `The hub answered ${r.status} ${r.statusText}.`;
@@ -225,7 +231,22 @@ function placeMore(fresh) {
   else if (fresh) $("#files").after(fresh);
 }
 
+// The page of an upload link: where files go, and how much more the link takes.
+async function loadUploadPage() {
+  const me = await api(`/api/me?prefix=${encodeURIComponent(folder)}&owned=0`);
+  if (!me.ok) { say(await problem(me, folder)); return; }
+  rights = await me.json();
+  for (const id of ["#upload-label", "#upload-folder-label", "#drop"]) $(id).hidden = !rights.may_upload;
+  const q = rights.quota;
+  const left = [];
+  if (q && q.bytes) left.push(`${size(Math.max(0, q.bytes - q.used_bytes))}`);
+  if (q && q.files) left.push(plural(Math.max(0, q.files - q.used_files), "file", "files"));
+  $("#status").textContent = `Send files to ${rights.folder || folder}/` +
+    (left.length ? ` · this link takes ${left.join(" or ")} more` : "");
+}
+
 async function loadFiles() {
+  if (uploadOnly) return loadUploadPage();
   const [r, me] = await Promise.all([
     api(location.pathname + location.search),
     api(`/api/me?prefix=${encodeURIComponent(folder)}&owned=0`),
@@ -257,6 +278,7 @@ async function loadFiles() {
   $("#token-button").textContent = rights.role === "anonymous" ? "Token…" : `Token (${rights.role}${reach}${kept})`;
   if (shared) $("#status").textContent = `Shared with you: ${rights.folder || ""}`;
   $("#links-button").hidden = !mayShare();
+  $("#request-button").hidden = !mayShare() || !folder;
   // What you may still upload here: the disk's room, within your token's quota.
   $("#room").hidden = !rights.may_upload || typeof rights.room !== "number";
   $("#room").textContent = $("#room").hidden ? "" : `${size(rights.room)} free for your uploads`;
@@ -330,12 +352,16 @@ function mayShare() {
   return !shared && (rights.role === "write" || rights.role === "admin");
 }
 
-async function share(item) {
+// A link to read `item`, or with `upload` one to send files into folder `item`.
+async function share(item, upload = false) {
+  const text = upload
+    ? `Anyone who has the link can send files into ${item.name}, without a token and without ` +
+      "seeing what is in it, until it expires or you revoke it. What they send is yours to rename and delete."
+    : `Anyone who has the link can download ${item.folder ? "this folder and everything in it" : "this file"}, ` +
+      "without a token, until it expires or you revoke it.";
   const days = await ask({
-    title: `Share ${item.short}`,
-    text: `Anyone who has the link can download ${item.folder ? "this folder and everything in it" : "this file"}, ` +
-      "without a token, until it expires or you revoke it.",
-    label: "Days the link works", value: "7", ok: "Make link",
+    title: upload ? `Ask for files in ${item.short}` : `Share ${item.short}`,
+    text, label: "Days the link works", value: "7", ok: "Make link",
   });
   if (days === null) return;
   const n = Number(days);
@@ -343,13 +369,13 @@ async function share(item) {
   const r = await api("/api/shares", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ name: item.name, expires_s: Math.round(n * 86400) }),
+    body: JSON.stringify({ name: item.name, expires_s: Math.round(n * 86400), upload }),
   });
   if (!r.ok) { say(`Cannot share ${item.name}: ${await problem(r, item.name)}`); return; }
   const made = await r.json();
   const link = location.origin + made.path;
   const copy = await ask({
-    title: `Link to ${item.short}`,
+    title: upload ? `Link to send files to ${item.short}` : `Link to ${item.short}`,
     text: `Works until ${new Date(made.expires).toLocaleString()}. Share links lists it, to revoke it.`,
     label: "Link", value: link, ok: "Copy",
   });
@@ -365,8 +391,11 @@ async function showLinks() {
   $("#links-none").hidden = links.length > 0;
   $("#links-list").replaceChildren(...links.map((l) => {
     const active = l.state === "active";
+    const what = l.upload
+      ? `files sent to ${l.name} (${plural(l.upload.files, "file", "files")}, ${size(l.upload.bytes)} so far)`
+      : l.name;
     const text = el("span", {
-      textContent: `${l.name} · ${active ? "until " + new Date(l.expires).toLocaleString() : l.state}`,
+      textContent: `${what} · ${active ? "until " + new Date(l.expires).toLocaleString() : l.state}`,
     });
     const li = el("li", { className: active ? "" : "gone" }, text);
     if (active) {
@@ -474,8 +503,31 @@ async function sendAll(file, name, overwrite, bar) {
   }
 }
 
-// One upload with its own progress bar; asks before replacing a file.
-async function upload(file, name, overwrite = false) {
+// `name` with ` (n)` before its extension: what an upload link sends a file as when the
+// folder holds one by its name already (it never replaces one).
+function numbered(name, n) {
+  const slash = name.lastIndexOf("/") + 1;
+  const dot = name.lastIndexOf(".");
+  const cut = dot > slash ? dot : name.length;
+  return `${name.slice(0, cut)} (${n})${name.slice(cut)}`;
+}
+
+// Shows a file this page sent through an upload link, under the name it went in as.
+function sent(name, bytes) {
+  const empty = $("#files tbody tr.empty");
+  if (empty) empty.remove();
+  const short = name.slice(folder.length);
+  $("#files tbody").append(el("tr", {},
+    el("td", { className: "name", textContent: short }),
+    el("td", { className: "num", textContent: size(bytes) }),
+    el("td", { className: "when", textContent: "sent" }),
+    el("td", { className: "actions" })));
+}
+
+// One upload with its own progress bar; asks before replacing a file. Through an upload
+// link, a name taken already is numbered instead (`report (2).pdf`), up to 100 times.
+async function upload(file, wanted, overwrite = false, taken = 0) {
+  const name = taken ? numbered(wanted, taken + 1) : wanted;
   const bar = el("progress", { max: file.size || 1, value: 0 });
   const item = el("li", {}, el("span", { textContent: name }), bar);
   $("#uploads").append(item);
@@ -486,12 +538,16 @@ async function upload(file, name, overwrite = false) {
     return false;
   }
   const { status, r, body } = answer;
+  if (status === 201 && uploadOnly) sent(body.name || name, file.size);
   if (status === 201) return true;
+  if (uploadOnly && status === 409 && body.error === "already_exists" && taken < 99) {
+    return upload(file, wanted, false, taken + 1);
+  }
   if (status === 409 && !overwrite && body.error === "already_exists" &&
       await ask({ title: `Replace ${name}?`, text: `${name} already exists on the hub.`, ok: "Replace", danger: true })) {
     return upload(file, name, true);
   }
-  if ([401, 403, 429].includes(status) && await askToken(await problem(r, name))) {
+  if (!shared && !uploadOnly && [401, 403, 429].includes(status) && await askToken(await problem(r, name))) {
     return upload(file, name, overwrite);
   }
   say(`Cannot upload ${name}: ${await problem(r, name)}`);
@@ -588,7 +644,7 @@ async function refreshAll() {
 }
 
 function setup() {
-  $("#search").hidden = false;
+  $("#search").hidden = uploadOnly;
   $("#token-button").hidden = shared;
   $("#search").addEventListener("input", searchSoon);
   $("#zip").href = href(folder) + "?zip";
@@ -603,6 +659,10 @@ function setup() {
   });
   $("#token-button").addEventListener("click", () => askToken());
   $("#links-button").addEventListener("click", showLinks);
+  $("#request-button").addEventListener("click", () => {
+    const short = folder.slice(0, -1).split("/").pop();
+    share({ name: folder, short, folder: true }, true);
+  });
   $("#links-close").addEventListener("click", () => $("#links").close());
   const drop = $("#drop");
   for (const ev of ["dragenter", "dragover"]) {

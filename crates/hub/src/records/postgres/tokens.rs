@@ -149,6 +149,17 @@ impl Tokens for PgTokens {
             Ok(n > 0)
         })
     }
+
+    fn maker(&self, id: i64) -> Result<Option<i64>, HubError> {
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            let row = c
+                .query_opt("SELECT made_by FROM tokens WHERE id = $1", &[&id])
+                .await
+                .map_err(db_err)?;
+            Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+        })
+    }
 }
 
 /// An amount read from two `bigint` columns (bytes, then files) at `at`.

@@ -211,6 +211,18 @@ impl Tokens for SqliteTokens {
             .map_err(|e| db_err(&self.db_path, e))?;
         Ok(n > 0)
     }
+
+    fn maker(&self, id: i64) -> Result<Option<i64>, HubError> {
+        use rusqlite::OptionalExtension;
+        let db = self.db.lock().expect("token database poisoned");
+        let made_by: Option<Option<i64>> = db
+            .query_row("SELECT made_by FROM tokens WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| db_err(&self.db_path, e))?;
+        Ok(made_by.flatten())
+    }
 }
 
 /// A record's condition of holding for the file's version now (`?2` its time, `?3` its size;
