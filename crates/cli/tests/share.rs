@@ -509,6 +509,10 @@ fn an_upload_link_takes_new_files_within_its_quota_and_shows_nothing() {
     let old = s.client.join("old.txt");
     let (status, body) = status_of(&["-T", old.to_str().unwrap(), &link]);
     assert_eq!(status, 409, "{body}");
+    assert!(
+        !body.contains("overwrite"),
+        "no hint a link cannot use: {body}"
+    );
     let over = format!("{link}old.txt?overwrite=1");
     let (status, body) = status_of(&["-T", old.to_str().unwrap(), &over]);
     assert_eq!(status, 403, "{body}");

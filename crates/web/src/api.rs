@@ -115,7 +115,10 @@ where
         }
         Err(e) => {
             record.finish(hub.history_log(), Err(e.record_text()));
-            Err(e)
+            match e {
+                ApiError::Hub(e) if visitor.shared => Err(ApiError::Linked(e)),
+                e => Err(e),
+            }
         }
     }
 }

@@ -11,6 +11,10 @@ use troca_proto::ErrorCode;
 pub enum ApiError {
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// A hub error answered through a share link: the same, without the hints about tokens
+    /// and `?overwrite=1`, which a link's visitor cannot use.
+    #[error(transparent)]
+    Linked(HubError),
     #[error("an upload needs a Content-Length")]
     LengthRequired,
     #[error("requested range not satisfiable (the file has {0} bytes)")]
@@ -26,7 +30,7 @@ impl ApiError {
             ApiError::LengthRequired => return StatusCode::LENGTH_REQUIRED,
             ApiError::BadRange(_) => return StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::SendFrom(_) => return StatusCode::CONFLICT,
-            ApiError::Hub(e) => e,
+            ApiError::Hub(e) | ApiError::Linked(e) => e,
         };
         match hub.code() {
             ErrorCode::BadRequest | ErrorCode::InvalidName | ErrorCode::UnsupportedVersion => {
@@ -61,7 +65,7 @@ impl ApiError {
     /// The protocol's code, as text (`not_found`, …).
     pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Hub(e) => e.code(),
+            ApiError::Hub(e) | ApiError::Linked(e) => e.code(),
             ApiError::LengthRequired => ErrorCode::BadRequest,
             ApiError::BadRange(_) | ApiError::SendFrom(_) => ErrorCode::BadRequest,
         }
@@ -69,6 +73,9 @@ impl ApiError {
 
     /// The message for a web client: the hub's, with what to do in HTTP terms.
     pub fn message(&self) -> String {
+        if let ApiError::Linked(_) = self {
+            return self.to_string();
+        }
         let hint = match self.code() {
             ErrorCode::AlreadyExists => "; add ?overwrite=1 to replace it",
             ErrorCode::Unauthorized => "; send it as Authorization: Bearer TOKEN",
