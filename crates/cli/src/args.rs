@@ -362,8 +362,9 @@ pub enum Command {
         #[command(flatten)]
         hub: HubArgs,
     },
-    /// Ask a hub on this machine whether it is serving (a container's health check): exits 0
-    /// if it answers `status` in time, 1 if not. Its key is read from the hub's state folder.
+    /// Ask a hub on this machine whether it can serve (a container's health check): exits 0
+    /// if it says so in time (it reaches its files and its database), 1 if not. Needs no
+    /// token; the hub's key is read from its state folder.
     #[command(after_help = "Example:\n  troca health --state /data/.troca")]
     Health {
         /// The hub's native address.

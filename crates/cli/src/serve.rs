@@ -388,8 +388,9 @@ pub(crate) async fn metrics_listener(
     Ok(Some(listener))
 }
 
-/// `troca health`: asks the hub at `hub` for its status, pinned to the key in `state` (the
-/// hub's own state folder, so no prompt and no known_hubs); exit 0 if it answers in `limit`.
+/// `troca health`: asks the hub at `hub` whether it can serve (its files' store and its
+/// database answer), pinned to the key in `state` (the hub's own state folder, so no prompt
+/// and no known_hubs), without a token; exit 0 if it says so within `limit`.
 pub fn health(
     hub: &str,
     state: Option<&std::path::Path>,
@@ -419,19 +420,20 @@ pub fn health(
         .enable_all()
         .build()?;
     let asked = runtime.block_on(async {
-        let ask = async {
-            let mut client = troca_net::HubClient::connect(hub, &options).await?;
-            client.status().await
-        };
+        let ask = troca_net::HubClient::health(hub, &options);
         tokio::time::timeout(limit, ask).await
     });
     match asked {
-        Ok(Ok(status)) => {
-            println!(
-                "ok: {}",
-                crate::output::count(status.files, "file", "files")
-            );
+        Ok(Ok(report)) if report.ok => {
+            println!("ok: {}", crate::output::safe(&report.hub));
             Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(report)) => {
+            eprintln!(
+                "troca health: {hub}: {}",
+                crate::output::safe(&report.error)
+            );
+            Ok(ExitCode::FAILURE)
         }
         Ok(Err(e)) => {
             eprintln!("troca health: {hub}: {e}");

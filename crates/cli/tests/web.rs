@@ -98,8 +98,9 @@ fn a_whole_web_download_is_recorded_as_done_and_its_hash_remembered() {
     assert_eq!(listed[0]["blake3"], hash_file(&back).as_str(), "{listed}");
 }
 
-/// `/api/health` answers a load balancer without a token, without a history entry and without
-/// the checker becoming a client; and says when the shared folder is gone.
+/// `/api/health` (and `troca health`, over the native protocol) answers a load balancer without
+/// a token, without a history entry and without the checker becoming a client; and says when
+/// the shared folder is gone.
 #[test]
 fn the_health_check_needs_no_token_leaves_no_record_and_sees_the_folder_go() {
     let s = Scratch::new();
@@ -115,6 +116,27 @@ fn the_health_check_needs_no_token_leaves_no_record_and_sees_the_folder_go() {
             String::from_utf8_lossy(&out.stdout),
             r#"{"hub":"front-1","ok":true} 200"#
         );
+    }
+    // The container's check, natively: no token either, even on a hub that requires one.
+    // Its key, kept where deleting the share below leaves it.
+    let state = s.tmp.path().join("kept");
+    std::fs::create_dir(&state).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(hub.dir.join(".troca/tls"))
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let native = || {
+        std::process::Command::new(TROCA)
+            .args(["health", "--hub", &hub.addr, "--state"])
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(ok(&native()), "ok: front-1\n");
     }
     let after = history();
     // The one request more is the first `history` itself.
@@ -153,6 +175,8 @@ fn the_health_check_needs_no_token_leaves_no_record_and_sees_the_folder_go() {
         assert!(started.elapsed() < Duration::from_secs(20), "{text}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let err = fails(&native(), 1);
+    assert!(err.contains("cannot reach where its files are"), "{err}");
     // The details go to the hub's log, once.
     let (_, log) = hub.terminate();
     assert_eq!(log.matches("was deleted").count(), 1, "{log}");

@@ -167,7 +167,7 @@ impl Caller {
                 g.role.as_str()
             ))),
             None => Err(HubError::Forbidden(
-                "share links need a write or admin token (--token-file)".into(),
+                "share links need a write or admin token".into(),
             )),
         }
     }

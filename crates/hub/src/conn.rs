@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use troca_net::connection::{FrameError, Late};
 use troca_net::{transfer_buffer, Connection, Stream, CACHE_CHUNK};
 use troca_proto::msg::{
-    Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, History, HistoryEntries,
-    HistoryEntry, Moved, Put, PutDone, PutEnd, PutReady, PutSmall, Registered, Removed, ShareList,
-    Shared, Unshared, Welcome,
+    Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, HealthReport, History,
+    HistoryEntries, HistoryEntry, Moved, Put, PutDone, PutEnd, PutReady, PutSmall, Registered,
+    Removed, ShareList, Shared, Unshared, Welcome,
 };
 use troca_proto::{Hash, Message, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -210,6 +210,12 @@ async fn handshake(
         Ok(Err(e)) => return Err(refuse(conn, HubError::BadRequest(e.to_string())).await),
         Ok(Ok(None)) => return Ok(None),
         Ok(Ok(Some(Message::Hello(h)))) => h,
+        // A health check in place of a hello: answered without a token, then closed; the
+        // checker is no client and is not recorded.
+        Ok(Ok(Some(Message::Health(_)))) => {
+            conn.send(&health_report(hub).await.into()).await?;
+            return Ok(None);
+        }
         Ok(Ok(Some(other))) => {
             let e = HubError::BadRequest(format!("expected Hello, got {}", other.name()));
             return Err(refuse(conn, e).await);
@@ -240,6 +246,16 @@ async fn handshake(
             pending.finish(hub.history_log(), Err(e.record_text()));
             Err(refuse(conn, e).await)
         }
+    }
+}
+
+/// Whether the hub can serve, as `HealthReport` says it (`Hub::health`).
+async fn health_report(hub: &Arc<Hub>) -> HealthReport {
+    let checked = hub.health().await;
+    HealthReport {
+        ok: checked.is_ok(),
+        hub: hub.config().hub_name.clone(),
+        error: checked.err().map(|e| e.to_string()).unwrap_or_default(),
     }
 }
 
@@ -577,6 +593,7 @@ async fn dispatch(
             Ok(info) => answer(conn, info.into()).await,
             Err(e) => Ok(Err(e)),
         },
+        Message::Health(_) => answer(conn, health_report(hub).await.into()).await,
         other => return Dispatched::Unexpected(other.name()),
     })
 }
@@ -598,6 +615,7 @@ fn describe(msg: &Message) -> (&'static str, String) {
         Message::Who(_) => ("who", String::new()),
         Message::History(_) => ("history", String::new()),
         Message::Status(_) => ("status", String::new()),
+        Message::Health(_) => ("health", String::new()),
         other => ("invalid", other.name().to_owned()),
     }
 }

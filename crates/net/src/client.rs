@@ -10,9 +10,10 @@ use crate::stream::Stream;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use troca_proto::msg::{
-    ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Find, Get, Hello, History,
-    HistoryEntry, List, MakeFolder, Move, Put, PutDone, PutEnd, PutReady, Register, Remove, Share,
-    ShareEntry, ShareList, Shared, Shares, Status, StatusInfo, Unshare, UploadBounds, Welcome, Who,
+    ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Find, Get, Health, HealthReport,
+    Hello, History, HistoryEntry, List, MakeFolder, Move, Put, PutDone, PutEnd, PutReady, Register,
+    Remove, Share, ShareEntry, ShareList, Shared, Shares, Status, StatusInfo, Unshare,
+    UploadBounds, Welcome, Who,
 };
 use troca_proto::{Hash, Message, MAGIC, PROTOCOL_VERSION};
 
@@ -68,20 +69,23 @@ pub struct HubClient {
 impl HubClient {
     /// Connects to `addr` (`HOST:PORT`) and says hello.
     pub async fn connect(addr: &str, options: &ClientOptions) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| {
-            let reason = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    "connection refused (is \"troca serve\" running?)".to_owned()
-                }
-                _ => e.to_string(),
-            };
-            ClientError::Connect {
-                addr: addr.to_owned(),
-                reason,
-            }
-        })?;
-        stream.set_nodelay(true)?;
+        let stream = dial(addr).await?;
         Self::over(stream, addr, options).await
+    }
+
+    /// Asks the hub at `addr` whether it can serve, without a hello (so without a token): a
+    /// health check's one question, after which the hub closes the connection.
+    pub async fn health(addr: &str, options: &ClientOptions) -> Result<HealthReport, ClientError> {
+        let stream = dial(addr).await?;
+        let (stream, _) = secure(stream, addr, options).await?;
+        let silence = options.silence.unwrap_or(DEFAULT_SILENCE);
+        let mut conn = Connection::new(stream);
+        conn.set_write_stall(silence);
+        conn.send(&Health.into()).await?;
+        match expect(&mut conn, silence).await? {
+            Message::HealthReport(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Talks to the hub at `addr` over an already connected socket: TLS as `options.trust`
@@ -91,14 +95,7 @@ impl HubClient {
         addr: &str,
         options: &ClientOptions,
     ) -> Result<Self, ClientError> {
-        let (stream, key) = match options.trust {
-            crate::tls::Trust::Plaintext => (Stream::Plain(stream), None),
-            crate::tls::Trust::Key(expected) => {
-                let (stream, seen) =
-                    tls_handshake(addr, stream, expected, options.roots.clone()).await?;
-                (stream, seen)
-            }
-        };
+        let (stream, key) = secure(stream, addr, options).await?;
         let mut client = Self::handshake(stream, options).await?;
         client.hub_key = key;
         Ok(client)
@@ -711,6 +708,38 @@ pub async fn greet(
     match expect(&mut conn, silence).await? {
         Message::Welcome(w) => Ok((conn, w)),
         other => Err(unexpected(&other)),
+    }
+}
+
+/// A TCP connection to `addr`, without Nagle's delay.
+async fn dial(addr: &str) -> Result<TcpStream, ClientError> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| {
+        let reason = match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused (is \"troca serve\" running?)".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        ClientError::Connect {
+            addr: addr.to_owned(),
+            reason,
+        }
+    })?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// TLS over `stream` as `options.trust` says (none in plaintext), with the hub's key as checked.
+async fn secure(
+    stream: TcpStream,
+    addr: &str,
+    options: &ClientOptions,
+) -> Result<(Stream, Option<troca_proto::key::HubKey>), ClientError> {
+    match options.trust {
+        crate::tls::Trust::Plaintext => Ok((Stream::Plain(stream), None)),
+        crate::tls::Trust::Key(expected) => {
+            tls_handshake(addr, stream, expected, options.roots.clone()).await
+        }
     }
 }
 

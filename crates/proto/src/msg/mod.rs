@@ -11,6 +11,7 @@
 mod error;
 mod folders;
 mod get;
+mod health;
 mod hello;
 mod list;
 mod put;
@@ -23,6 +24,7 @@ mod swarm;
 pub use error::Error;
 pub use folders::{Find, FolderMade, MakeFolder, Move, Moved};
 pub use get::{FileEnd, FileHeader, Get};
+pub use health::{Health, HealthReport};
 pub use hello::{Hello, Welcome};
 pub use list::{Entries, Entry, List};
 pub use put::{Put, PutDone, PutEnd, PutReady, PutSmall};
@@ -123,6 +125,7 @@ messages! {
     0x12 => Holding,
     0x20 => Shares,
     0x21 => Unshare,
+    0x22 => Health,
     0x81 => Welcome,
     0x82 => Entries,
     0x83 => FileHeader,
@@ -144,6 +147,7 @@ messages! {
     0x93 => Have,
     0x94 => SlotFree,
     0xa0 => Unshared,
+    0xa1 => HealthReport,
     0xff => Error,
 }
 
@@ -409,6 +413,13 @@ mod tests {
                 .into())),
             any::<u64>().prop_map(|id| Unshare { id }.into()),
             any::<u64>().prop_map(|id| Unshared { id }.into()),
+            Just(Health.into()),
+            (any::<bool>(), text(60), text(200)).prop_map(|(ok, hub, error)| HealthReport {
+                ok,
+                hub,
+                error
+            }
+            .into()),
             (any::<u16>(), text(255), any::<u32>()).prop_map(|(version, server, max_frame)| {
                 Welcome {
                     version,
