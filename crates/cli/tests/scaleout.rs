@@ -515,6 +515,54 @@ fn a_token_made_for_the_group_works_on_every_hub() {
     let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", link]);
     assert_eq!(String::from_utf8_lossy(&got.stdout), "401");
 
+    // An upload link made through one hub takes files through the other, shows none of them,
+    // and what came in is its maker's to delete through either (its maker read from the
+    // database).
+    let made = json(&t.a.troca_with(
+        &t.client,
+        &held,
+        &["--json", "share", "--upload", "team/", "--max-files", "1"],
+    ));
+    let link = made[0]["link"].as_str().unwrap();
+    let path = &link[link.find("/s/").unwrap()..];
+    let on_b = format!(
+        "{}{path}",
+        t.b.web.as_deref().unwrap().trim_end_matches('/')
+    );
+    std::fs::write(t.client.join("sent.txt"), "sent").unwrap();
+    let sent = t.client.join("sent.txt");
+    let put = |url: &str| {
+        let out = curl(
+            &["-s", "-o", "/dev/null", "-w", "%{http_code}", "-T"]
+                .into_iter()
+                .chain([sent.to_str().unwrap(), url])
+                .collect::<Vec<_>>(),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(put(&on_b), "201");
+    let got = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{link}sent.txt"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "403", "not read back");
+    assert_eq!(
+        put(&format!("{link}again.txt")),
+        "507",
+        "its one file, counted by the group"
+    );
+    let other = group_token_with(&t.g, "write", &[]);
+    let err = fails(
+        &t.a.troca_with(&t.client, &other, &["rm", "team/sent.txt"]),
+        1,
+    );
+    assert!(err.contains("needs the admin token"), "{err}");
+    ok(&t.a.troca_with(&t.client, &held, &["rm", "team/sent.txt"]));
+
     // A token's quota counts what it keeps through every hub.
     let q = group_token_with(&t.g, "write", &["--quota", "10K"]);
     random_file(&t.client.join("six.bin"), 6 << 10, "six");
