@@ -193,19 +193,7 @@ enum Request {
         #[serde(default)]
         force: bool,
     },
-    Share {
-        name: String,
-        /// Seconds the link works (the hub's default when absent).
-        expires_s: Option<u64>,
-        /// An upload link into folder `name`.
-        #[serde(default)]
-        upload: bool,
-        /// An upload link's most bytes and files (absent: the hub's most).
-        #[serde(default)]
-        max_bytes: u64,
-        #[serde(default)]
-        max_files: u64,
-    },
+    Share(rows::ShareQuery),
     ListShares,
     Unshare {
         id: u64,
@@ -305,28 +293,18 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             let found = link.client().await?.find(&text).await?;
             json!({ "files": rows::files(&found.entries), "cut": found.cut })
         }
-        Request::Share {
-            name,
-            expires_s,
-            upload,
-            max_bytes,
-            max_files,
-        } => {
-            let bounds = upload.then_some(troca_proto::msg::UploadBounds {
-                bytes: max_bytes,
-                files: max_files,
-            });
+        Request::Share(asked) => {
             let shared = link
                 .client()
                 .await?
-                .share(&name, expires_s.unwrap_or(0), bounds)
+                .share(&asked.name, asked.expires_s.unwrap_or(0), asked.bounds())
                 .await?;
             json!({
                 "id": shared.id,
                 "name": shared.name,
                 "link": crate::share::link(link.global, &shared),
                 "expires": troca_proto::json::rfc3339(shared.expires_ns),
-                "upload": upload,
+                "upload": asked.upload,
             })
         }
         Request::ListShares => {

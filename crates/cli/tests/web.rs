@@ -1018,24 +1018,7 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
     click(&c, "button[aria-label='Make a link to trip']").await;
     assert_eq!(answer_dialog(&c, Some("2")).await, "Share trip");
     // The second dialog holds the link.
-    let started = Instant::now();
-    let link = loop {
-        let value = c
-            .execute(
-                "const d = document.querySelector('#dialog');
-                 return d.open && document.querySelector('#dialog-title').textContent
-                   === 'Link to trip' ? document.querySelector('#dialog-input').value : null",
-                vec![],
-            )
-            .await
-            .unwrap();
-        if let Some(v) = value.as_str() {
-            break v.to_owned();
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "no link shown");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    click(&c, "#dialog-cancel").await;
+    let link = link_shown(&c, "Link to trip").await;
     assert!(link.starts_with(&format!("{web}s/troca_")), "{link}");
     assert!(link.ends_with("/files/trip/"), "{link}");
     let maker = c;
@@ -1134,24 +1117,7 @@ async fn in_chromium_an_upload_link_sends_files_and_shows_nothing_of_the_folder(
         answer_dialog(&maker, Some("3")).await,
         "Ask for files in inbox"
     );
-    let started = Instant::now();
-    let link = loop {
-        let value = maker
-            .execute(
-                "const d = document.querySelector('#dialog');
-                 return d.open && document.querySelector('#dialog-title').textContent
-                   === 'Link to send files to inbox' ? document.querySelector('#dialog-input').value : null",
-                vec![],
-            )
-            .await
-            .unwrap();
-        if let Some(v) = value.as_str() {
-            break v.to_owned();
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "no link shown");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    click(&maker, "#dialog-cancel").await;
+    let link = link_shown(&maker, "Link to send files to inbox").await;
     assert!(link.ends_with("/files/inbox/"), "{link}");
 
     // A stranger with the link: a place to send files, and nothing of what the folder holds.
@@ -1216,6 +1182,31 @@ async fn in_chromium_an_upload_link_sends_files_and_shows_nothing_of_the_folder(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     maker.close().await.unwrap();
+}
+
+/// The link the page's dialog titled `title` shows, once it is open; the dialog is closed.
+async fn link_shown(c: &Client, title: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let value = c
+            .execute(
+                "const d = document.querySelector('#dialog');
+                 return d.open && document.querySelector('#dialog-title').textContent
+                   === arguments[0] ? document.querySelector('#dialog-input').value : null",
+                vec![serde_json::json!(title)],
+            )
+            .await
+            .unwrap();
+        if let Some(v) = value.as_str() {
+            click(c, "#dialog-cancel").await;
+            return v.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {title:?} shown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The path of a URL.

@@ -194,6 +194,33 @@ mod tests {
     }
 }
 
+/// What a share request asks for, as the HTTP API's body and the JSON line mode's fields give
+/// it: a link to `name` lasting `expires_s` seconds (absent or 0: the hub's default); with
+/// `upload`, an upload link into folder `name` taking at most `max_bytes` and `max_files` in
+/// all (0: the hub's most).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShareQuery {
+    pub name: String,
+    #[serde(default)]
+    pub expires_s: Option<u64>,
+    #[serde(default)]
+    pub upload: bool,
+    #[serde(default)]
+    pub max_bytes: u64,
+    #[serde(default)]
+    pub max_files: u64,
+}
+
+impl ShareQuery {
+    /// The bounds of an upload link; `None` for a read link.
+    pub fn bounds(&self) -> Option<crate::msg::UploadBounds> {
+        self.upload.then_some(crate::msg::UploadBounds {
+            bytes: self.max_bytes,
+            files: self.max_files,
+        })
+    }
+}
+
 /// What a history request asks for, as the HTTP API's query string and the JSON line mode's
 /// fields give it (the newest `limit` entries below `before`, of one client or operation).
 #[derive(Debug, Clone, Deserialize)]

@@ -10,12 +10,11 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use axum::{Extension, Json};
-use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 use troca_hub::Hub;
-use troca_proto::msg::UploadBounds;
+use troca_proto::json::ShareQuery;
 
 /// The longest token a share link's path may carry.
 const MAX_TOKEN: usize = 128;
@@ -100,22 +99,6 @@ fn dead_link() -> Response {
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct NewShare {
-    name: String,
-    /// Seconds the link works; the hub's default when absent.
-    #[serde(default)]
-    expires_s: Option<u64>,
-    /// An upload link into folder `name`, rather than a read link.
-    #[serde(default)]
-    upload: bool,
-    /// An upload link's most bytes and files in all (absent or 0: the hub's most).
-    #[serde(default)]
-    max_bytes: u64,
-    #[serde(default)]
-    max_files: u64,
-}
-
 /// `POST /api/shares {name, expires_s, upload, max_bytes, max_files}`: a new share link, as
 /// `{id, name, path, expires, upload}` where `path` is the link's path on this web face (with
 /// its prefix).
@@ -123,16 +106,13 @@ pub(crate) async fn make(
     State(hub): State<Arc<Hub>>,
     Extension(v): Extension<Visitor>,
     headers: HeaderMap,
-    Json(body): Json<NewShare>,
+    Json(body): Json<ShareQuery>,
 ) -> Result<Response, ApiError> {
     let hub = &hub;
     let prefix = hub.config().web_prefix.clone();
-    let name = body.name;
     let time = body.expires_s.filter(|&s| s > 0).map(Duration::from_secs);
-    let upload = body.upload.then_some(UploadBounds {
-        bytes: body.max_bytes,
-        files: body.max_files,
-    });
+    let upload = body.bounds();
+    let name = body.name;
     recorded(
         hub,
         &v,
