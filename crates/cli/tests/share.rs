@@ -617,3 +617,49 @@ fn an_upload_link_is_bounded_by_the_hubs_most() {
     assert_eq!(listed[0]["upload"]["max_bytes"], 1 << 20, "{listed}");
     assert_eq!(listed[0]["upload"]["max_files"], 0, "{listed}");
 }
+
+#[test]
+fn a_token_with_a_quota_hands_out_no_more_room_than_it_has() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("inbox/.keep", "")]);
+    let hub = Hub::start(&s.share, &[]);
+    let out = Command::new(TROCA)
+        .args([
+            "token", "create", "--role", "write", "--quota", "10K", "--state",
+        ])
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    let write = ok(&out).trim().to_owned();
+    let first = share(&hub, &s.client, &write, &["--upload", "inbox/"]);
+    let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
+    assert_eq!(
+        listed[0]["upload"]["max_bytes"],
+        10 << 10,
+        "cut to its room: {listed}"
+    );
+    let err = fails(
+        &hub.troca_with(&s.client, &write, &["share", "--upload", "inbox/"]),
+        1,
+    );
+    assert!(err.contains("may take at most 0 B"), "{err}");
+    let id = first[0]["id"].as_u64().unwrap().to_string();
+    ok(&hub.troca_with(&s.client, &write, &["unshare", &id]));
+    let err = fails(
+        &hub.troca_with(
+            &s.client,
+            &write,
+            &["share", "--upload", "inbox/", "--max-size", "20K"],
+        ),
+        1,
+    );
+    assert!(err.contains("may take at most 10.0 KiB"), "{err}");
+    share(
+        &hub,
+        &s.client,
+        &write,
+        &["--upload", "inbox/", "--max-size", "4K"],
+    );
+    let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
+    assert_eq!(listed[0]["upload"]["max_bytes"], 4 << 10, "{listed}");
+}

@@ -79,6 +79,48 @@ fn upload_quota(asked: UploadBounds, most: Amount) -> Result<Amount, HubError> {
     Ok(Amount { bytes, files })
 }
 
+fn add(a: Amount, b: Amount) -> Amount {
+    Amount {
+        bytes: a.bytes.saturating_add(b.bytes),
+        files: a.files.saturating_add(b.files),
+    }
+}
+
+/// An upload link's `bounds` within what its maker's quota `own` leaves after `taken` (what
+/// the maker's files keep and its working upload links may take): a token cannot hand out
+/// more room than it has. A bound asked for past that is refused; one left to the hub's most
+/// is cut to it.
+fn within_makers_quota(
+    bounds: Amount,
+    asked: UploadBounds,
+    own: Amount,
+    taken: Amount,
+) -> Result<Amount, HubError> {
+    let fit = |bound: u64, asked: u64, own: u64, taken: u64, text: &dyn Fn(u64) -> String| {
+        if own == 0 {
+            return Ok(bound);
+        }
+        let left = own.saturating_sub(taken);
+        let cut = if bound == 0 { left } else { bound.min(left) };
+        if (asked != 0 && asked > left) || cut == 0 {
+            return Err(HubError::TokenQuota(format!(
+                "this token may keep {}, and its files and upload links take {}: an upload \
+                 link it makes may take at most {}",
+                text(own),
+                text(taken),
+                text(left)
+            )));
+        }
+        Ok(cut)
+    };
+    let size = |n: u64| troca_proto::json::human_size(n);
+    let files = |n: u64| format!("{n} file{}", if n == 1 { "" } else { "s" });
+    Ok(Amount {
+        bytes: fit(bounds.bytes, asked.bytes, own.bytes, taken.bytes, &size)?,
+        files: fit(bounds.files, asked.files, own.files, taken.files, &files)?,
+    })
+}
+
 impl Hub {
     /// Makes a share link for `name` lasting `time` (`None`: the hub's default), for a caller
     /// with a write or admin token that reaches `name`: a read link, or with `upload` an
@@ -124,17 +166,27 @@ impl Hub {
             }
             let made_by = grant.token_id.unwrap_or(SHARED_BY_ADMIN_FILE);
             let now = crate::records::now_ns();
-            let working = hub
-                .shares_of(Some(made_by))?
-                .iter()
-                .filter(|t| t.state(now) == "active")
-                .count();
+            let mut links = hub.shares_of(Some(made_by))?;
+            links.retain(|t| t.state(now) == "active");
+            let working = links.len();
             if working >= limits.per_token {
                 return Err(HubError::TooLarge(format!(
                     "this token has {working} share links working, the most this hub allows; \
                      revoke some first (troca unshare ID)"
                 )));
             }
+            let quota = match (quota, upload, grant.quota()) {
+                (Some(bounds), Some(asked), Some((id, own))) => {
+                    let promised = links
+                        .iter()
+                        .filter(|t| t.role == Role::Upload)
+                        .fold(Amount::default(), |sum, t| add(sum, t.quota));
+                    let used = hub.tokens().list()?.into_iter().find(|t| t.id == id);
+                    let taken = add(used.map(|t| t.used).unwrap_or_default(), promised);
+                    Some(within_makers_quota(bounds, asked, own, taken)?)
+                }
+                (quota, ..) => quota,
+            };
             let expires_ns = now.saturating_add(i64::try_from(time.as_nanos()).unwrap_or(i64::MAX));
             let label = format!("share of {name}");
             let new = hub.tokens().create(
