@@ -12,12 +12,7 @@ use std::process::{Command, Stdio};
 
 /// A token of `role` made in `hub`'s state folder.
 fn token(hub: &Hub, role: &str) -> String {
-    let out = Command::new(TROCA)
-        .args(["token", "create", "--role", role, "--state"])
-        .arg(hub.dir.join(".troca"))
-        .output()
-        .unwrap();
-    ok(&out).trim().to_owned()
+    make_token(hub, role, &[])
 }
 
 /// The status and body of a GET of `url`.
@@ -623,14 +618,7 @@ fn a_token_with_a_quota_hands_out_no_more_room_than_it_has() {
     let s = Scratch::new();
     write_tree(&s.share, &[("inbox/.keep", "")]);
     let hub = Hub::start(&s.share, &[]);
-    let out = Command::new(TROCA)
-        .args([
-            "token", "create", "--role", "write", "--quota", "10K", "--state",
-        ])
-        .arg(hub.dir.join(".troca"))
-        .output()
-        .unwrap();
-    let write = ok(&out).trim().to_owned();
+    let write = make_token(&hub, "write", &["--quota", "10K"]);
     let first = share(&hub, &s.client, &write, &["--upload", "inbox/"]);
     let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
     assert_eq!(

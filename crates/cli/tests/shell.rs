@@ -258,12 +258,7 @@ fn the_shell_makes_lists_and_revokes_share_links() {
     let s = Scratch::new();
     std::fs::write(s.share.join("other.bin"), "other").unwrap();
     let hub = Hub::start(&s.share, &[]);
-    let out = Command::new(TROCA)
-        .args(["token", "create", "--role", "write", "--state"])
-        .arg(hub.dir.join(".troca"))
-        .output()
-        .unwrap();
-    let token = ok(&out).trim().to_owned();
+    let token = make_token(&hub, "write", &[]);
     hub.trust_in(&s.tmp.path().join(".local/share"));
     let mut cmd = Command::new(TROCA);
     cmd.arg("shell")

@@ -1003,12 +1003,7 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
         ],
     );
     let hub = Hub::start(&s.share, &["--require-token"]);
-    let out = std::process::Command::new(TROCA)
-        .args(["token", "create", "--role", "write", "--state"])
-        .arg(hub.dir.join(".troca"))
-        .output()
-        .unwrap();
-    let token = ok(&out).trim().to_owned();
+    let token = make_token(&hub, "write", &[]);
     let web = hub.web.clone().unwrap();
     let driver = chromedriver();
     let c = browser(&driver, 1280, 900).await;
@@ -1100,12 +1095,7 @@ async fn in_chromium_an_upload_link_sends_files_and_shows_nothing_of_the_folder(
     let s = Scratch::new();
     write_tree(&s.share, &[("inbox/old.txt", "private")]);
     let hub = Hub::start(&s.share, &["--require-token"]);
-    let out = std::process::Command::new(TROCA)
-        .args(["token", "create", "--role", "write", "--state"])
-        .arg(hub.dir.join(".troca"))
-        .output()
-        .unwrap();
-    let token = ok(&out).trim().to_owned();
+    let token = make_token(&hub, "write", &[]);
     let web = hub.web.clone().unwrap();
     let driver = chromedriver();
     let maker = browser(&driver, 1280, 900).await;

@@ -282,8 +282,7 @@ impl UploadQuota {
         if keep {
             let now = Instant::now();
             self.drain(usage, now);
-            usage.stored.bytes = usage.stored.bytes.saturating_add(amount.bytes);
-            usage.stored.files = usage.stored.files.saturating_add(amount.files);
+            usage.stored = usage.stored.plus(amount);
         }
     }
 }
@@ -365,10 +364,7 @@ impl TokenQuotas {
     ) -> Admitted {
         let mut table = self.held.lock().expect("token quotas poisoned");
         let running = table.entry(id).or_default();
-        let used = Amount {
-            bytes: stored.bytes.saturating_add(running.bytes),
-            files: stored.files.saturating_add(running.files),
-        };
+        let used = stored.plus(*running);
         let (mut held, mut count, mut refusal) = (Amount::default(), 0, None);
         for amount in amounts {
             if let Err(e) = token_fits(quota, used, held, *amount) {

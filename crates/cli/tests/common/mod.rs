@@ -528,6 +528,18 @@ pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// A token of `role` made in `hub`'s state folder, with `extra` options of `token create`.
+pub fn make_token(hub: &Hub, role: &str, extra: &[&str]) -> String {
+    let out = Command::new(TROCA)
+        .args(["token", "create", "--role", role])
+        .args(extra)
+        .arg("--state")
+        .arg(hub.dir.join(".troca"))
+        .output()
+        .unwrap();
+    ok(&out).trim().to_owned()
+}
+
 /// A token of `role` held to `folder`, made in `hub`'s state folder; and what the command said
 /// on stderr.
 pub fn folder_token(hub: &Hub, role: &str, folder: &str) -> (String, String) {

@@ -23,6 +23,16 @@ pub struct Amount {
     pub files: u64,
 }
 
+impl Amount {
+    /// Both amounts together (at most `u64::MAX` of each).
+    pub fn plus(self, other: Amount) -> Amount {
+        Amount {
+            bytes: self.bytes.saturating_add(other.bytes),
+            files: self.files.saturating_add(other.files),
+        }
+    }
+}
+
 pub use crate::pg::now_ns;
 
 /// The request history.

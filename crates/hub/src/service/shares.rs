@@ -79,13 +79,6 @@ fn upload_quota(asked: UploadBounds, most: Amount) -> Result<Amount, HubError> {
     Ok(Amount { bytes, files })
 }
 
-fn add(a: Amount, b: Amount) -> Amount {
-    Amount {
-        bytes: a.bytes.saturating_add(b.bytes),
-        files: a.files.saturating_add(b.files),
-    }
-}
-
 /// An upload link's `bounds` within what its maker's quota `own` leaves after `taken` (what
 /// the maker's files keep and its working upload links may take): a token cannot hand out
 /// more room than it has. A bound asked for past that is refused; one left to the hub's most
@@ -166,7 +159,14 @@ impl Hub {
             }
             let made_by = grant.token_id.unwrap_or(SHARED_BY_ADMIN_FILE);
             let now = crate::records::now_ns();
-            let mut links = hub.shares_of(Some(made_by))?;
+            // One read of the tokens: the maker's links, and what the maker's files keep.
+            let all = hub.tokens().list()?;
+            let kept = grant
+                .token_id
+                .and_then(|id| all.iter().find(|t| t.id == id))
+                .map(|t| t.used)
+                .unwrap_or_default();
+            let mut links = links_made(all, Some(made_by));
             links.retain(|t| t.state(now) == "active");
             let working = links.len();
             if working >= limits.per_token {
@@ -176,13 +176,11 @@ impl Hub {
                 )));
             }
             let quota = match (quota, upload, grant.quota()) {
-                (Some(bounds), Some(asked), Some((id, own))) => {
-                    let promised = links
+                (Some(bounds), Some(asked), Some((_, own))) => {
+                    let taken = links
                         .iter()
                         .filter(|t| t.role == Role::Upload)
-                        .fold(Amount::default(), |sum, t| add(sum, t.quota));
-                    let used = hub.tokens().list()?.into_iter().find(|t| t.id == id);
-                    let taken = add(used.map(|t| t.used).unwrap_or_default(), promised);
+                        .fold(kept, |sum, t| sum.plus(t.quota));
                     Some(within_makers_quota(bounds, asked, own, taken)?)
                 }
                 (quota, ..) => quota,
@@ -254,10 +252,14 @@ impl Hub {
 
     /// The share links made by `maker` (`None`: by anyone), oldest first.
     fn shares_of(&self, maker: Option<i64>) -> Result<Vec<TokenInfo>, HubError> {
-        let mut links = self.tokens().list()?;
-        links.retain(|t| t.made_by.is_some() && maker.is_none_or(|m| t.made_by == Some(m)));
-        Ok(links)
+        Ok(links_made(self.tokens().list()?, maker))
     }
+}
+
+/// The share links among `tokens` made by `maker` (`None`: by anyone), in their order.
+fn links_made(mut tokens: Vec<TokenInfo>, maker: Option<i64>) -> Vec<TokenInfo> {
+    tokens.retain(|t| t.made_by.is_some() && maker.is_none_or(|m| t.made_by == Some(m)));
+    tokens
 }
 
 /// A share link as listed: its folder's name ends in `/` when it names one (as made).
