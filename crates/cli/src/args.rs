@@ -847,11 +847,11 @@ pub struct Serve {
     pub keep_free: troca_hub::store::KeepFree,
     /// Bytes one address (an IPv6 /64) may upload without a token per --upload-quota-window;
     /// what it stored drains away steadily over the window, so it may go on little by little.
-    /// Uploads with a token are not counted. 0 turns it off.
+    /// Uploads with a token are not counted, except through upload links. 0 turns it off.
     #[arg(help_heading = "Limits", long, default_value = "64G", value_name = "SIZE", value_parser = parse_size)]
     pub upload_quota_per_ip: u64,
-    /// Files (and folders made) one address may upload without a token per
-    /// --upload-quota-window. 0 turns it off.
+    /// Files (and folders made) one address may upload without a token (or through upload
+    /// links) per --upload-quota-window. 0 turns it off.
     #[arg(
         help_heading = "Limits",
         long,

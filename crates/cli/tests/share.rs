@@ -651,3 +651,68 @@ fn a_token_with_a_quota_hands_out_no_more_room_than_it_has() {
     let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
     assert_eq!(listed[0]["upload"]["max_bytes"], 4 << 10, "{listed}");
 }
+
+/// Anyone may hold an upload link, so what an address sends through links counts against its
+/// address's quota (`--upload-quota-per-ip`, `--upload-files-per-ip`), as uploads without a
+/// token do, on the web and the native face, over all the links it uses; the maker's own
+/// uploads are not counted.
+#[test]
+fn what_one_address_sends_through_upload_links_stays_within_its_quota() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("inbox/.keep", ""), ("drop/.keep", "")]);
+    let quota = ["--upload-files-per-ip", "4", "--upload-quota-per-ip", "1M"];
+    let hub = Hub::start(&s.share, &quota);
+    let write = token(&hub, "write");
+    let first = link(&share(&hub, &s.client, &write, &["--upload", "inbox/"])[0]);
+    let second = link(&share(&hub, &s.client, &write, &["--upload", "drop/"])[0]);
+    let base = share_base(&second);
+    let secret = &base[base.rfind('/').unwrap() + 1..];
+
+    let big = s.client.join("big.bin");
+    std::fs::write(&big, vec![7u8; (1 << 20) + 1]).unwrap();
+    let (status, body) = status_of(&["-T", big.to_str().unwrap(), &first]);
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("more than an address may upload through share links (1.0 MiB an hour)"),
+        "{body}"
+    );
+    assert!(!s.share.join("inbox/big.bin").exists());
+
+    let one = s.client.join("one.txt");
+    std::fs::write(&one, "one").unwrap();
+    assert_eq!(status_of(&["-T", one.to_str().unwrap(), &first]).0, 201);
+    assert_eq!(status_of(&["-T", one.to_str().unwrap(), &second]).0, 201);
+    // The native face, a folder of three in one batch: two fit, the third is refused.
+    write_tree(
+        &s.client,
+        &[("tree/a", "a"), ("tree/b", "b"), ("tree/c", "c")],
+    );
+    let err = fails(
+        &hub.troca_with(&s.client, secret, &["put", "tree", "--to", "drop/"]),
+        1,
+    );
+    assert!(
+        err.contains("may upload 4 files an hour through share links and without a token"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("--token-file"),
+        "no hint a link cannot use: {err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(s.share.join("drop/tree"))
+            .unwrap()
+            .count(),
+        2
+    );
+    let two = s.client.join("two.txt");
+    std::fs::write(&two, "two").unwrap();
+    let (status, body) = status_of(&["-T", two.to_str().unwrap(), &first]);
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("has used 4 files"), "{body}");
+    assert!(!s.share.join("inbox/two.txt").exists());
+
+    // The links' maker, with a token of its own, is not counted.
+    ok(&hub.troca_with(&s.client, &write, &["put", "two.txt", "--to", "inbox/"]));
+    assert!(s.share.join("inbox/two.txt").exists());
+}

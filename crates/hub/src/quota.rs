@@ -1,9 +1,12 @@
-//! How much one address may upload without a token: at most so many bytes and so many files
-//! (folders made count as files) per window, counted as a leaky bucket. What an address stored
+//! How much one address may upload without a token of its own (none, or an upload link's): at
+//! most so many bytes and so many files (folders made count as files) per window, counted as a
+//! leaky bucket. What an address stored
 //! drains away at a steady pace (the whole allowance over one window), so an address that
 //! reached its bound may upload again little by little, and one that keeps under it never
 //! notices. Uploads running count as if stored until they end; a failed one gives its share
-//! back. Callers with a token are not counted: whoever gave them the token trusts them.
+//! back. Callers with a token are not counted: whoever gave them the token trusts them. An
+//! upload link's token is not one given to a person (anyone holding the link uses it), so its
+//! uploads count against their address as well as against the link's own bound.
 //!
 //! The arithmetic takes the time as an argument ([`UploadQuota::reserve_at`]); only
 //! [`UploadQuota::reserve`] reads the clock.
@@ -46,6 +49,15 @@ impl QuotaLimits {
 
 pub use crate::records::Amount;
 
+/// Who an address uploads as: the words of a refusal differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploader {
+    /// Without a token.
+    NoToken,
+    /// Through an upload link (whose token anyone holding the link uses).
+    Link,
+}
+
 /// One address's count.
 #[derive(Debug)]
 struct Usage {
@@ -70,6 +82,8 @@ pub struct UploadQuota {
 pub struct QuotaHold {
     holder: Holder,
     amount: Amount,
+    /// Another quota the same upload holds a share of (an upload link's address and token).
+    also: Option<Box<QuotaHold>>,
 }
 
 /// Whose quota a [`QuotaHold`] is of.
@@ -104,6 +118,15 @@ impl Admitted {
     }
 }
 
+/// What one amount asks of an address's allowance, after `before` (the files of its batch let
+/// through already).
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    who: Uploader,
+    before: Amount,
+    amount: Amount,
+}
+
 /// Which bound a refusal is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bound {
@@ -127,19 +150,21 @@ impl UploadQuota {
     /// and when to try again. `None` when nothing is counted (quota off, or no address).
     pub fn reserve(
         self: &Arc<Self>,
+        who: Uploader,
         from: Option<IpAddr>,
         amount: Amount,
     ) -> Result<Option<QuotaHold>, HubError> {
-        self.reserve_at(from, amount, Instant::now())
+        self.reserve_at(who, from, amount, Instant::now())
     }
 
     pub(crate) fn reserve_at(
         self: &Arc<Self>,
+        who: Uploader,
         from: Option<IpAddr>,
         amount: Amount,
         now: Instant,
     ) -> Result<Option<QuotaHold>, HubError> {
-        let admitted = self.admit_at(from, &[amount], now);
+        let admitted = self.admit_at(who, from, &[amount], now);
         match admitted.refusal {
             Some(refusal) => Err(refusal),
             None => Ok(admitted.hold),
@@ -148,12 +173,18 @@ impl UploadQuota {
 
     /// Holds the allowance for as many of `amounts` as fit, in order (the files of a batch),
     /// and says why the next did not.
-    pub fn admit(self: &Arc<Self>, from: Option<IpAddr>, amounts: &[Amount]) -> Admitted {
-        self.admit_at(from, amounts, Instant::now())
+    pub fn admit(
+        self: &Arc<Self>,
+        who: Uploader,
+        from: Option<IpAddr>,
+        amounts: &[Amount],
+    ) -> Admitted {
+        self.admit_at(who, from, amounts, Instant::now())
     }
 
     pub(crate) fn admit_at(
         self: &Arc<Self>,
+        who: Uploader,
         from: Option<IpAddr>,
         amounts: &[Amount],
         now: Instant,
@@ -175,7 +206,7 @@ impl UploadQuota {
         self.drain(usage, now);
         let (mut held, mut count, mut refusal) = (Amount::default(), 0, None);
         for amount in amounts {
-            if let Err(e) = self.fits(usage, held, *amount) {
+            if let Err(e) = self.fits(who, usage, held, *amount) {
                 refusal = Some(e);
                 break;
             }
@@ -191,6 +222,7 @@ impl UploadQuota {
                 key,
             },
             amount: held,
+            also: None,
         });
         Admitted {
             hold,
@@ -200,9 +232,20 @@ impl UploadQuota {
     }
 
     /// Whether `amount` fits after `before` (the files of its batch let through already).
-    fn fits(&self, usage: &Usage, before: Amount, amount: Amount) -> Result<(), HubError> {
-        self.check(usage, before, amount, Bound::Bytes)?;
-        self.check(usage, before, amount, Bound::Files)
+    fn fits(
+        &self,
+        who: Uploader,
+        usage: &Usage,
+        before: Amount,
+        amount: Amount,
+    ) -> Result<(), HubError> {
+        let at = Asked {
+            who,
+            before,
+            amount,
+        };
+        self.check(usage, at, Bound::Bytes)?;
+        self.check(usage, at, Bound::Files)
     }
 
     /// Takes away what drained since the count was last looked at.
@@ -222,13 +265,12 @@ impl UploadQuota {
         usage.at = now;
     }
 
-    fn check(
-        &self,
-        usage: &Usage,
-        before: Amount,
-        amount: Amount,
-        bound: Bound,
-    ) -> Result<(), HubError> {
+    fn check(&self, usage: &Usage, asked: Asked, bound: Bound) -> Result<(), HubError> {
+        let Asked {
+            who,
+            before,
+            amount,
+        } = asked;
         let pick = |a: Amount| match bound {
             Bound::Bytes => a.bytes,
             Bound::Files => a.files,
@@ -246,23 +288,34 @@ impl UploadQuota {
         };
         let per = window_text(self.limits.window);
         if want > limit {
-            return Err(HubError::Quota {
-                message: format!(
+            let message = match who {
+                Uploader::NoToken => format!(
                     "{} is more than an address may upload without a token ({} {per}); \
                      upload it with a token",
                     text(want),
                     text(limit)
                 ),
+                Uploader::Link => format!(
+                    "{} is more than an address may upload through share links ({} {per})",
+                    text(want),
+                    text(limit)
+                ),
+            };
+            return Err(HubError::Quota {
+                message,
                 retry_after: None,
             });
         }
         // Stored drains; held does not, so with others running the wait is a floor.
         let excess = stored + held + want - limit;
         let wait = self.limits.window.mul_f64(excess as f64 / limit as f64);
+        let (how, or) = match who {
+            Uploader::NoToken => ("without a token", ", or upload with a token"),
+            Uploader::Link => ("through share links and without a token", ""),
+        };
         Err(HubError::Quota {
             message: format!(
-                "your address may upload {} {per} without a token, and has used {}; \
-                 try again in {}, or upload with a token",
+                "your address may upload {} {per} {how}, and has used {}; try again in {}{or}",
                 text(limit),
                 text(stored + held),
                 wait_text(wait)
@@ -297,6 +350,21 @@ impl From<QuotaLimits> for Amount {
 }
 
 impl QuotaHold {
+    /// One hold of both: what is kept of it is kept of each, what is given back is given back
+    /// to each.
+    pub fn join(first: Option<QuotaHold>, second: Option<QuotaHold>) -> Option<QuotaHold> {
+        match (first, second) {
+            (Some(mut first), Some(second)) => {
+                first.also = Some(Box::new(match first.also.take() {
+                    Some(also) => QuotaHold::join(Some(*also), Some(second)).expect("both"),
+                    None => second,
+                }));
+                Some(first)
+            }
+            (one, None) | (None, one) => one,
+        }
+    }
+
     /// The upload is stored: its share counts against its address (draining from now on).
     pub fn keep(self) {
         let all = self.amount;
@@ -306,6 +374,9 @@ impl QuotaHold {
     /// Only `part` of what was held was stored (some files of a batch were refused): that
     /// counts, the rest is given back.
     pub fn keep_part(mut self, part: Amount) {
+        if let Some(also) = self.also.take() {
+            also.keep_part(part);
+        }
         let held = std::mem::take(&mut self.amount);
         let part = Amount {
             bytes: part.bytes.min(held.bytes),
@@ -383,6 +454,7 @@ impl TokenQuotas {
                 id,
             },
             amount: held,
+            also: None,
         });
         Admitted {
             hold,
@@ -481,6 +553,7 @@ impl TokenSweeps {
 
 #[cfg(test)]
 mod tests {
+    use super::Uploader::NoToken;
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -539,11 +612,13 @@ mod tests {
     fn stored_uploads_count_until_they_drain() {
         let q = quota(1000, 0);
         let t0 = Instant::now();
-        q.reserve_at(ip("10.0.0.1"), bytes(600), t0)
+        q.reserve_at(NoToken, ip("10.0.0.1"), bytes(600), t0)
             .unwrap()
             .unwrap()
             .keep();
-        let refused = q.reserve_at(ip("10.0.0.1"), bytes(600), t0).unwrap_err();
+        let refused = q
+            .reserve_at(NoToken, ip("10.0.0.1"), bytes(600), t0)
+            .unwrap_err();
         let HubError::Quota { retry_after, .. } = &refused else {
             panic!("{refused:?}")
         };
@@ -555,10 +630,12 @@ mod tests {
             "{refused}"
         );
         // Another address is not affected.
-        assert!(q.reserve_at(ip("10.0.0.2"), bytes(1000), t0).is_ok());
+        assert!(q
+            .reserve_at(NoToken, ip("10.0.0.2"), bytes(1000), t0)
+            .is_ok());
         // Once enough has drained, it fits.
         let later = t0 + HOUR / 4;
-        q.reserve_at(ip("10.0.0.1"), bytes(600), later)
+        q.reserve_at(NoToken, ip("10.0.0.1"), bytes(600), later)
             .unwrap()
             .unwrap()
             .keep();
@@ -568,10 +645,16 @@ mod tests {
     fn running_uploads_hold_their_share_and_give_it_back_when_they_fail() {
         let q = quota(1000, 0);
         let t0 = Instant::now();
-        let running = q.reserve_at(ip("10.0.0.1"), bytes(700), t0).unwrap();
-        assert!(q.reserve_at(ip("10.0.0.1"), bytes(700), t0).is_err());
+        let running = q
+            .reserve_at(NoToken, ip("10.0.0.1"), bytes(700), t0)
+            .unwrap();
+        assert!(q
+            .reserve_at(NoToken, ip("10.0.0.1"), bytes(700), t0)
+            .is_err());
         drop(running);
-        assert!(q.reserve_at(ip("10.0.0.1"), bytes(700), t0).is_ok());
+        assert!(q
+            .reserve_at(NoToken, ip("10.0.0.1"), bytes(700), t0)
+            .is_ok());
     }
 
     #[test]
@@ -579,6 +662,7 @@ mod tests {
         let q = quota(0, 10);
         let t0 = Instant::now();
         let hold = q.reserve_at(
+            NoToken,
             ip("10.0.0.1"),
             Amount {
                 bytes: 80,
@@ -592,11 +676,41 @@ mod tests {
         });
         // 3 stored: 7 more fit, 8 do not.
         assert!(q
-            .reserve_at(ip("10.0.0.1"), Amount { bytes: 0, files: 8 }, t0)
+            .reserve_at(NoToken, ip("10.0.0.1"), Amount { bytes: 0, files: 8 }, t0)
             .is_err());
         assert!(q
-            .reserve_at(ip("10.0.0.1"), Amount { bytes: 0, files: 7 }, t0)
+            .reserve_at(NoToken, ip("10.0.0.1"), Amount { bytes: 0, files: 7 }, t0)
             .is_ok());
+    }
+
+    #[test]
+    fn a_joined_hold_keeps_and_gives_back_on_both_quotas() {
+        let (a, b) = (quota(0, 10), quota(0, 10));
+        let t0 = Instant::now();
+        let files = |n| Amount { bytes: 0, files: n };
+        let take = |q: &Arc<UploadQuota>, n| q.reserve_at(NoToken, ip("10.0.0.1"), files(n), t0);
+        let joined = QuotaHold::join(take(&a, 4).unwrap(), take(&b, 6).unwrap()).unwrap();
+        // Held: 6 fit in `a` and 4 in `b`, no more.
+        assert!(take(&a, 7).is_err() && take(&b, 5).is_err());
+        joined.keep_part(files(3));
+        // 3 kept in each, the rest given back.
+        assert!(take(&a, 7).is_ok() && take(&b, 7).is_ok());
+        assert!(take(&a, 8).is_err() && take(&b, 8).is_err());
+        let dropped = QuotaHold::join(None, take(&b, 2).unwrap());
+        drop(dropped);
+        assert!(take(&b, 7).is_ok());
+        let refused = q_link(&a).unwrap_err().to_string();
+        assert!(refused.contains("through share links"), "{refused}");
+        assert!(!refused.contains("with a token"), "{refused}");
+    }
+
+    /// `a`'s refusal of more than it allows, to an upload link's address.
+    fn q_link(q: &Arc<UploadQuota>) -> Result<Option<QuotaHold>, HubError> {
+        let all = Amount {
+            bytes: 0,
+            files: 11,
+        };
+        q.reserve_at(Uploader::Link, ip("10.0.0.1"), all, Instant::now())
     }
 
     #[test]
@@ -604,12 +718,12 @@ mod tests {
         let q = quota(1000, 3);
         let t0 = Instant::now();
         let files = [bytes(400), bytes(400), bytes(400), bytes(1)];
-        let admitted = q.admit_at(ip("10.0.0.1"), &files, t0);
+        let admitted = q.admit_at(NoToken, ip("10.0.0.1"), &files, t0);
         assert_eq!(admitted.count, 2);
         assert!(matches!(admitted.refusal, Some(HubError::Quota { .. })));
         admitted.hold.unwrap().keep();
         // One file and 200 bytes left.
-        let admitted = q.admit_at(ip("10.0.0.1"), &[bytes(1), bytes(1)], t0);
+        let admitted = q.admit_at(NoToken, ip("10.0.0.1"), &[bytes(1), bytes(1)], t0);
         assert_eq!(admitted.count, 1);
         let refusal = admitted.refusal.unwrap().to_string();
         assert!(refusal.contains("3 files an hour"), "{refusal}");
@@ -621,19 +735,23 @@ mod tests {
     fn one_ipv6_subnet_is_one_address() {
         let q = quota(1000, 0);
         let t0 = Instant::now();
-        q.reserve_at(ip("2001:db8::1"), bytes(1000), t0)
+        q.reserve_at(NoToken, ip("2001:db8::1"), bytes(1000), t0)
             .unwrap()
             .unwrap()
             .keep();
-        assert!(q.reserve_at(ip("2001:db8::ffff:2"), bytes(1), t0).is_err());
-        assert!(q.reserve_at(ip("2001:db8:0:1::1"), bytes(1), t0).is_ok());
+        assert!(q
+            .reserve_at(NoToken, ip("2001:db8::ffff:2"), bytes(1), t0)
+            .is_err());
+        assert!(q
+            .reserve_at(NoToken, ip("2001:db8:0:1::1"), bytes(1), t0)
+            .is_ok());
     }
 
     #[test]
     fn an_upload_larger_than_the_whole_allowance_is_refused_for_good() {
         let q = quota(1000, 0);
         let e = q
-            .reserve_at(ip("10.0.0.1"), bytes(1001), Instant::now())
+            .reserve_at(NoToken, ip("10.0.0.1"), bytes(1001), Instant::now())
             .unwrap_err();
         assert!(
             matches!(
@@ -652,11 +770,11 @@ mod tests {
     fn nothing_is_counted_when_off_or_without_an_address() {
         let q = quota(0, 0);
         assert!(q
-            .reserve(ip("10.0.0.1"), bytes(u64::MAX))
+            .reserve(NoToken, ip("10.0.0.1"), bytes(u64::MAX))
             .unwrap()
             .is_none());
         let q = quota(10, 10);
-        assert!(q.reserve(None, bytes(u64::MAX)).unwrap().is_none());
+        assert!(q.reserve(NoToken, None, bytes(u64::MAX)).unwrap().is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::error::HubError;
 use crate::hashes::HashCache;
 use crate::locks::{Locks, Presented};
 use crate::pg::Db;
-use crate::quota::{Amount, QuotaHold};
+use crate::quota::{Amount, QuotaHold, Uploader};
 use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
@@ -965,12 +965,11 @@ impl Hub {
                 bytes: size,
                 files: 1,
             };
-            let quota = match hub.count_upload(&caller, whole)? {
-                Some(hold) => Some(hold),
-                None => hub
-                    .count_token_upload(&caller, &[(Some(&remote), size, force)])
-                    .into_hold()?,
-            };
+            let address = hub.count_upload(&caller, whole)?;
+            let token = hub
+                .count_token_upload(&caller, &[(Some(&remote), size, force)])
+                .into_hold()?;
+            let quota = QuotaHold::join(address, token);
             let Some(memory) = memory else {
                 // The source's time is what a resumed upload is matched by: given to the store
                 // only when this one may resume, else only to the file it makes.
@@ -1072,15 +1071,25 @@ impl Hub {
         }
     }
 
-    /// Holds `amount` of the caller's upload quota: callers with a token are not counted.
+    /// Holds `amount` of the allowance of the caller's address: callers with a token are not
+    /// counted, unless it is an upload link's (anyone holding the link uses it).
     pub(crate) fn count_upload(
         &self,
         caller: &Caller,
         amount: Amount,
     ) -> Result<Option<QuotaHold>, HubError> {
+        match self.uploader(caller) {
+            Some(who) => self.quota.reserve(who, caller.from, amount),
+            None => Ok(None),
+        }
+    }
+
+    /// Who the caller uploads as, if its address is counted (see [`Hub::count_upload`]).
+    pub(crate) fn uploader(&self, caller: &Caller) -> Option<Uploader> {
         match caller.grant {
-            Some(_) => Ok(None),
-            None => self.quota.reserve(caller.from, amount),
+            None => Some(Uploader::NoToken),
+            Some(_) if caller.uploads_only() => Some(Uploader::Link),
+            Some(_) => None,
         }
     }
 

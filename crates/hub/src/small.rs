@@ -12,7 +12,7 @@ use crate::access::Caller;
 use crate::error::HubError;
 use crate::hashes::Remembered;
 use crate::held::{Held, Storing};
-use crate::quota::{Amount, QuotaHold};
+use crate::quota::{Admitted, Amount, QuotaHold};
 use crate::records::Owned;
 use crate::service::Hub;
 use crate::store::{parse, MemoryUpload, SmallFile, Version};
@@ -124,17 +124,33 @@ impl Hub {
         Option<QuotaHold>,
         Vec<Result<PutDone, HubError>>,
     ) {
-        let admitted = if caller.grant.is_some() {
-            self.admit_for_token(&batch, caller)
+        let admitted = match self.uploader(caller) {
+            Some(who) => {
+                let amounts: Vec<Amount> = batch
+                    .iter()
+                    .map(|p| Amount {
+                        bytes: p.data.len() as u64,
+                        files: 1,
+                    })
+                    .collect();
+                self.quota().admit(who, caller.from, &amounts)
+            }
+            None => Admitted {
+                hold: None,
+                count: batch.len(),
+                refusal: None,
+            },
+        };
+        // An upload link's files count against its address and its own bound too.
+        let admitted = if admitted.count > 0 && caller.grant.is_some() {
+            let token = self.admit_for_token(&batch[..admitted.count], caller);
+            Admitted {
+                hold: QuotaHold::join(admitted.hold, token.hold),
+                count: token.count,
+                refusal: token.refusal.or(admitted.refusal),
+            }
         } else {
-            let amounts: Vec<Amount> = batch
-                .iter()
-                .map(|p| Amount {
-                    bytes: p.data.len() as u64,
-                    files: 1,
-                })
-                .collect();
-            self.quota().admit(caller.from, &amounts)
+            admitted
         };
         let refused = batch.split_off(admitted.count);
         let refusal = admitted.refusal;
