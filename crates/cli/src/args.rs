@@ -209,6 +209,7 @@ pub enum Command {
     /// nothing of what it holds.
     #[command(
         after_help = "Examples:\n  troca share report.pdf\n  troca share photos/trip/ --expires 2d\n  \
+        troca share secret.pdf --max-downloads 1   (works for one download)\n  \
         troca share --upload inbox/ --max-size 2G   (anyone with the link can send files)\n  \
         troca shares          (your links)\n  troca unshare 12       (revokes link 12)"
     )]
@@ -233,6 +234,10 @@ pub enum Command {
         /// --max-share-upload-files).
         #[arg(long, value_name = "N", requires = "upload")]
         max_files: Option<u64>,
+        /// How many downloads each link allows, then stops working: each file downloaded
+        /// through it counts (a resumed one again), and a folder's zip counts once.
+        #[arg(long, value_name = "N", conflicts_with = "upload", value_parser = clap::value_parser!(u64).range(1..))]
+        max_downloads: Option<u64>,
     },
     /// List the share links your token made (with the admin token: every one).
     #[command(after_help = "Examples:\n  troca shares\n  troca --json shares")]

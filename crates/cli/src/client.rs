@@ -70,13 +70,19 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             upload,
             max_size,
             max_files,
+            max_downloads,
             ..
         } => {
             let upload = upload.then_some(troca_proto::msg::UploadBounds {
                 bytes: max_size.unwrap_or(0),
                 files: max_files.unwrap_or(0),
             });
-            crate::share::share(global, &mut client, &names, expires, upload).await
+            let terms = crate::share::Terms {
+                expires,
+                upload,
+                max_downloads: max_downloads.unwrap_or(0),
+            };
+            crate::share::share(global, &mut client, &names, terms).await
         }
         Command::Shares { .. } => crate::share::shares(global, &mut client).await,
         Command::Unshare { ids, .. } => crate::share::unshare(global, &mut client, &ids).await,

@@ -294,17 +294,20 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             json!({ "files": rows::files(&found.entries), "cut": found.cut })
         }
         Request::Share(asked) => {
-            let shared = link
-                .client()
-                .await?
-                .share(&asked.name, asked.expires_s.unwrap_or(0), asked.bounds())
-                .await?;
+            let ask = troca_proto::msg::Share {
+                name: asked.name.clone(),
+                expires_s: asked.expires_s.unwrap_or(0),
+                upload: asked.bounds(),
+                max_downloads: asked.max_downloads,
+            };
+            let shared = link.client().await?.share(ask).await?;
             json!({
                 "id": shared.id,
                 "name": shared.name,
                 "link": crate::share::link(link.global, &shared),
                 "expires": troca_proto::json::rfc3339(shared.expires_ns),
                 "upload": asked.upload,
+                "max_downloads": asked.max_downloads,
             })
         }
         Request::ListShares => {

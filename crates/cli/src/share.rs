@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use troca_net::HubClient;
 use troca_proto::json::rfc3339;
-use troca_proto::msg::{ShareEntry, Shared, UploadBounds, UploadUse};
+use troca_proto::msg::{Share, ShareEntry, Shared, UploadBounds, UploadUse};
 
 #[derive(Serialize)]
 struct ShareRow {
@@ -20,6 +20,7 @@ struct ShareRow {
     link: Option<String>,
     expires: String,
     upload: bool,
+    max_downloads: u64,
 }
 
 /// The link to a share: on the web face's address as the hub gives it, `*` standing for the
@@ -46,24 +47,46 @@ fn link_host(global: &Global) -> String {
     }
 }
 
+/// What the links `troca share` makes are to be.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Terms {
+    /// How long each works (`None`: the hub's default).
+    pub expires: Option<Duration>,
+    /// An upload link's bounds; `None` for a read link.
+    pub upload: Option<UploadBounds>,
+    /// A read link's most downloads (0: no bound).
+    pub max_downloads: u64,
+}
+
 /// `troca share NAME...`: one link per name on stdout, what each shares (or takes, for an
 /// upload link) and until when on stderr.
 pub(crate) async fn share(
     global: &Global,
     client: &mut HubClient,
     names: &[String],
-    expires: Option<Duration>,
-    upload: Option<UploadBounds>,
+    terms: Terms,
 ) -> Result<ExitCode> {
     let mut report = Report::new(global);
+    let Terms {
+        expires,
+        upload,
+        max_downloads,
+    } = terms;
     let secs = expires.map_or(0, |d| d.as_secs().max(1));
-    let done = if upload.is_some() {
-        "takes new files"
-    } else {
-        "shared"
+    let done = match (upload, max_downloads) {
+        (Some(_), _) => "takes new files".to_owned(),
+        (None, 0) => "shared".to_owned(),
+        (None, 1) => "shared for one download".to_owned(),
+        (None, n) => format!("shared for {n} downloads"),
     };
     for name in names {
-        match client.share(name, secs, upload).await {
+        let ask = Share {
+            name: name.clone(),
+            expires_s: secs,
+            upload,
+            max_downloads,
+        };
+        match client.share(ask).await {
             Ok(shared) => {
                 let link = link(global, &shared);
                 let until = output::local_time(shared.expires_ns);
@@ -91,6 +114,7 @@ pub(crate) async fn share(
                     link,
                     expires: rfc3339(shared.expires_ns),
                     upload: upload.is_some(),
+                    max_downloads,
                 });
             }
             Err(e) => {
@@ -112,6 +136,9 @@ pub(crate) struct ListedShare {
     made_by: String,
     /// An upload link's bounds and what came in through it; `null` for a read link.
     upload: Option<ListedUpload>,
+    /// A read link's most downloads (0: no bound), and how many began.
+    max_downloads: u64,
+    downloads: u64,
 }
 
 #[derive(Serialize)]
@@ -145,6 +172,8 @@ pub(crate) fn rows(shares: Vec<ShareEntry>) -> Vec<ListedShare> {
             expires: rfc3339(s.expires_ns),
             made_by: s.made_by,
             upload: s.upload.map(ListedUpload::from),
+            max_downloads: s.max_downloads,
+            downloads: s.downloads,
         })
         .collect()
 }
@@ -161,6 +190,12 @@ pub(crate) async fn shares(global: &Global, client: &mut HubClient) -> Result<Ex
     }
     for s in shares {
         let what = match s.upload {
+            None if s.max_downloads > 0 => format!(
+                "{} ({} of {} downloads)",
+                output::safe(&s.name),
+                s.downloads,
+                s.max_downloads
+            ),
             None => output::safe(&s.name).to_string(),
             Some(u) => format!(
                 "upload to {} ({} file{}, {} so far)",

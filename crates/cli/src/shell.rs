@@ -89,7 +89,7 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
     (
         Cmd::Share,
         &["share", "compartilhar", "partilhar"],
-        "NAME... [--expires DURATION]",
+        "NAME... [--expires DURATION] [--max-downloads N]",
         "make links that let anyone download NAME (7d, 12h; needs a write token)",
     ),
     (
@@ -494,6 +494,17 @@ fn split_options(
     Ok(out)
 }
 
+/// The options `share` and `request` take (an upload link counts no downloads).
+fn share_options(cmd: Cmd) -> &'static [(&'static str, &'static [&'static str])] {
+    match cmd {
+        Cmd::Request => &[("expires", &["--expires"])],
+        _ => &[
+            ("expires", &["--expires"]),
+            ("downloads", &["--max-downloads"]),
+        ],
+    }
+}
+
 /// `history [N] [--before ID]`: the last N entries (20), older than entry ID if given.
 fn history_query(cmd: Cmd, words: &[String]) -> Result<History> {
     fn number<T: std::str::FromStr>(what: &str, w: &str) -> Result<T, Usage> {
@@ -558,7 +569,7 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             client::find(global, link.client().await?, &w[0]).await?;
         }
         Cmd::Share | Cmd::Request => {
-            let w = split_options(cmd, words, &[("expires", &["--expires"])])?;
+            let w = split_options(cmd, words, share_options(cmd))?;
             if w.operands.is_empty() {
                 return Err(usage(cmd).into());
             }
@@ -566,9 +577,19 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
                 Some(e) => Some(crate::args::parse_lifetime(&e).map_err(Usage)?),
                 None => None,
             };
-            let upload = (cmd == Cmd::Request).then(troca_proto::msg::UploadBounds::default);
-            let client = link.client().await?;
-            crate::share::share(global, client, &w.operands, expires, upload).await?;
+            let max_downloads = match w.value("downloads") {
+                Some(n) => match n.parse::<u64>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(Usage(format!("{n}: a number of downloads, 1 or more")).into()),
+                },
+                None => 0,
+            };
+            let terms = crate::share::Terms {
+                expires,
+                upload: (cmd == Cmd::Request).then(troca_proto::msg::UploadBounds::default),
+                max_downloads,
+            };
+            crate::share::share(global, link.client().await?, &w.operands, terms).await?;
         }
         Cmd::Shares => {
             args(cmd, words, 0, 0)?;

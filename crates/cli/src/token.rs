@@ -73,6 +73,7 @@ pub fn main(global: &Global, cmd: TokenCommand) -> Result<ExitCode> {
                 folder: folder.as_deref(),
                 quota,
                 made_by: None,
+                max_downloads: 0,
             };
             let NewToken { id, secret } =
                 in_runtime(|| open(place)?.create(spec, now).map_err(Into::into))?;

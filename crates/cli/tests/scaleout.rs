@@ -515,6 +515,26 @@ fn a_token_made_for_the_group_works_on_every_hub() {
     let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", link]);
     assert_eq!(String::from_utf8_lossy(&got.stdout), "401");
 
+    // A link for one download, made through one hub and used through the other, is spent
+    // for both: the count is the group's.
+    let made = json(&t.a.troca_with(
+        &t.client,
+        &held,
+        &["--json", "share", "team/a.txt", "--max-downloads", "1"],
+    ));
+    let link = made[0]["link"].as_str().unwrap();
+    let path = &link[link.find("/s/").unwrap()..];
+    let on_b = format!(
+        "{}{path}",
+        t.b.web.as_deref().unwrap().trim_end_matches('/')
+    );
+    let got = curl(&["-s", "-w", " %{http_code}", &on_b]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "through a 200");
+    for url in [link, on_b.as_str()] {
+        let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", url]);
+        assert_eq!(String::from_utf8_lossy(&got.stdout), "401", "{url}");
+    }
+
     // An upload link made through one hub takes files through the other, shows none of them,
     // and what came in is its maker's to delete through either (its maker read from the
     // database).

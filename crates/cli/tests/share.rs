@@ -716,3 +716,107 @@ fn what_one_address_sends_through_upload_links_stays_within_its_quota() {
     ok(&hub.troca_with(&s.client, &write, &["put", "two.txt", "--to", "inbox/"]));
     assert!(s.share.join("inbox/two.txt").exists());
 }
+
+/// A read link may allow only so many downloads, counted on every face as each begins (a
+/// file's bytes, a folder's zip as one; a `HEAD` is none) and in the records, so its maker sees
+/// them; once spent the link is refused like an expired one, and listed as used up.
+#[test]
+fn a_share_link_allows_only_so_many_downloads() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            ("report.txt", "the report"),
+            ("docs/a.txt", "a"),
+            ("docs/b.txt", "b"),
+        ],
+    );
+    let hub = Hub::start(&s.share, &[]);
+    let write = token(&hub, "write");
+    let out = hub.troca_with(
+        &s.client,
+        &write,
+        &["share", "report.txt", "--max-downloads", "2"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("shared for 2 downloads"), "{stderr}");
+    let file = ok(&out).trim().to_owned();
+    let base = share_base(&file);
+    let secret = &base[base.rfind('/').unwrap() + 1..];
+    let used = || {
+        let listed = json(&hub.troca_with(&s.client, &write, &["--json", "shares"]));
+        let row = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "report.txt")
+            .unwrap()
+            .clone();
+        (
+            row["downloads"].as_u64().unwrap(),
+            row["state"].as_str().unwrap().to_owned(),
+        )
+    };
+
+    assert_eq!(status_of(&["-I", &file]).0, 200);
+    assert_eq!(used(), (0, "active".to_owned()), "a HEAD downloads nothing");
+    assert_eq!(fetch(&file), (200, "the report".to_owned()));
+    assert_eq!(used(), (1, "active".to_owned()));
+    // The link's token on the native face counts the same.
+    let got = ok(&hub.troca_with(&s.client, secret, &["get", "report.txt", "-o", "-"]));
+    assert_eq!(got, "the report");
+    assert_eq!(used(), (2, "used up".to_owned()));
+    let (status, body) = fetch(&file);
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains("the report"), "{body}");
+    let err = fails(
+        &hub.troca_with(&s.client, secret, &["get", "report.txt", "-o", "-"]),
+        1,
+    );
+    assert!(err.contains("not valid"), "{err}");
+    let listed = ok(&hub.troca_with(&s.client, &write, &["shares"]));
+    assert!(
+        listed.contains("used up") && listed.contains("(2 of 2 downloads)"),
+        "{listed}"
+    );
+
+    // A folder's zip counts once, whatever it holds.
+    let rows = share(&hub, &s.client, &write, &["docs/", "--max-downloads", "1"]);
+    let folder = link(&rows[0]);
+    let zip = s.client.join("docs.zip");
+    let fetched = curl(&["-sf", "-o", zip.to_str().unwrap(), &format!("{folder}?zip")]);
+    assert!(fetched.status.success(), "{fetched:?}");
+    let unzipped = std::process::Command::new("unzip")
+        .args(["-p", zip.to_str().unwrap(), "docs/b.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(unzipped.stdout, b"b");
+    assert_eq!(fetch(&format!("{folder}a.txt")).0, 401);
+
+    // An upload link counts no downloads.
+    let refused = fails(
+        &hub.troca_with(
+            &s.client,
+            &write,
+            &["share", "--upload", "docs/", "--max-downloads", "1"],
+        ),
+        2,
+    );
+    assert!(refused.contains("cannot be used with"), "{refused}");
+    let web = hub.web.as_deref().unwrap();
+    let body = r#"{"name":"docs/","upload":true,"max_downloads":1}"#;
+    let auth = format!("Authorization: Bearer {write}");
+    let (status, answer) = status_of(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        body,
+        &format!("{web}api/shares"),
+    ]);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("counts no downloads"), "{answer}");
+}

@@ -1084,6 +1084,76 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
     maker.close().await.unwrap();
 }
 
+/// The page's share dialog makes a link for so many downloads: the link's dialog says so, the
+/// maker's list counts them, and once spent the link is refused and listed as used up.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_chromium_a_link_made_for_one_download_is_spent_by_it() {
+    if !needs("chromedriver", "the page runs in a real Chromium") {
+        return;
+    }
+    let s = Scratch::new();
+    write_tree(&s.share, &[("plan.txt", "the plan")]);
+    let hub = Hub::start(&s.share, &["--require-token"]);
+    let token = make_token(&hub, "write", &[]);
+    let driver = chromedriver();
+    let c = browser(&driver, 1280, 900).await;
+    c.goto(hub.web.as_deref().unwrap()).await.unwrap();
+    answer_dialog(&c, Some(&token)).await;
+    wait_until(&c, "the share's files", |t| t.contains("plan.txt")).await;
+    click(&c, "button[aria-label='Make a link to plan.txt']").await;
+    let extra = c.find(Locator::Css("#dialog-extra-input")).await.unwrap();
+    extra.send_keys("1").await.unwrap();
+    assert_eq!(answer_dialog(&c, None).await, "Share plan.txt");
+    let started = Instant::now();
+    let text = loop {
+        let text = c
+            .execute(
+                "return document.querySelector('#dialog-title').textContent === 'Link to plan.txt'
+                   ? document.querySelector('#dialog-text').textContent : null",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if let Some(t) = text.as_str() {
+            break t.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no link shown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains(", for 1 download."), "{text}");
+    let link = link_shown(&c, "Link to plan.txt").await;
+
+    let listed = |want: &'static str| {
+        let c = c.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                click(&c, "#links-button").await;
+                let list = c.find(Locator::Css("#links-list")).await.unwrap();
+                let text = list.text().await.unwrap();
+                c.execute("document.querySelector('#links').close()", vec![])
+                    .await
+                    .unwrap();
+                if text.contains(want) {
+                    return text;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{want:?} not in {text:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    listed("plan.txt (0 of 1 download)").await;
+    let got = curl(&["-s", "-w", " %{http_code}", &link]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "the plan 200");
+    let gone = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &link]);
+    assert_eq!(String::from_utf8_lossy(&gone.stdout), "401");
+    listed("plan.txt (1 of 1 download) · used up").await;
+    c.close().await.unwrap();
+}
+
 /// A write token's page asks for files in the folder it shows; whoever opens the upload link
 /// sees only a place to send files, sends two of the same name (the second numbered, nothing
 /// replaced), and never what the folder held; the maker's list counts what came in.

@@ -498,6 +498,7 @@ mod tests {
             folder: None,
             quota: Default::default(),
             made_by: None,
+            max_downloads: 0,
         };
         let NewToken { id: wid, secret: w } = tokens.create(spec(Role::Write, "w"), 0).unwrap();
         let r = tokens.create(spec(Role::Read, "r"), 0).unwrap().secret;
@@ -573,6 +574,7 @@ mod tests {
             folder: Some(folder),
             quota: Default::default(),
             made_by: None,
+            max_downloads: 0,
         };
         let held = |role| {
             let secret = tokens.create(spec(role, "c/acme"), 0).unwrap().secret;
@@ -659,6 +661,7 @@ mod tests {
             folder: Some("inbox"),
             quota: Default::default(),
             made_by,
+            max_downloads: 0,
         };
         let maker = tokens.create(spec(Role::Write, None), 0).unwrap();
         let other = tokens.create(spec(Role::Write, None), 0).unwrap();

@@ -11,7 +11,7 @@ use crate::clients::Busy;
 use crate::clients::Session;
 use crate::error::HubError;
 use crate::records::{PageQuery, Pending};
-use crate::service::{now_ns, Download, Hub, Listing, Source};
+use crate::service::{now_ns, Download, Hub, Listing, ShareAsk, Source};
 use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
 use crate::store::{Body, ObjectBody, StoredFile};
 use crate::transfer::Incoming;
@@ -518,7 +518,13 @@ async fn dispatch(
     Dispatched::Done(match msg {
         Message::List(l) => send_listing(conn, hub.list(caller, &l.prefix)).await,
         Message::Get(g) => {
-            match ready(hub.download(caller, &g.name, g.offset), plain(conn)).await {
+            let opened = hub.download(caller, &g.name, g.offset);
+            // A share link that allows only so many downloads counts this one.
+            let counted = match opened {
+                Ok(download) => hub.count_download(caller).await.map(|()| download),
+                Err(e) => Err(e),
+            };
+            match ready(counted, plain(conn)).await {
                 Ok(download) => send_file(hub, conn, me, download).await.map(Ok),
                 Err(e) => Ok(Err(e)),
             }
@@ -544,8 +550,8 @@ async fn dispatch(
             Err(e) => Ok(Err(e)),
         },
         Message::Share(m) => {
-            let time = (m.expires_s > 0).then(|| std::time::Duration::from_secs(m.expires_s));
-            match hub.share(caller, &m.name, time, m.upload).await {
+            let ask = ShareAsk::new(m.expires_s, m.upload, m.max_downloads);
+            match hub.share(caller, &m.name, ask).await {
                 Ok(made) => {
                     let shared = Shared {
                         id: u64::try_from(made.id).unwrap_or(0),

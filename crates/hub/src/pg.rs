@@ -484,6 +484,9 @@ ALTER TABLE tokens ADD COLUMN IF NOT EXISTS quota_bytes bigint NOT NULL DEFAULT 
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS quota_files bigint NOT NULL DEFAULT 0;
 -- A share link's maker (0: a hub's admin token file; NULL: not a share); added later too.
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS made_by bigint;
+-- A share link's downloads: how many it allows (0: no bound) and how many began; added later.
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS max_downloads bigint NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS downloads bigint NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS owners (
     name text COLLATE "C" PRIMARY KEY,
     token_id bigint NOT NULL

@@ -33,7 +33,7 @@ use troca_proto::{Hash, RemoteName};
 mod health;
 mod shares;
 pub use health::Unhealthy;
-pub use shares::{share_path, ShareMade};
+pub use shares::{share_path, ShareAsk, ShareMade};
 
 /// Bytes as a caller sees them: used, and how many more may be added (`None`: the store
 /// cannot tell).
@@ -718,6 +718,27 @@ impl Hub {
         Ok((data, hash))
     }
 
+    /// Counts a download the caller begins (a file's bytes from any offset, or a folder's zip)
+    /// against its share link, if the link allows only so many: refused once they are spent.
+    /// Nothing to do, and no hop, for any other caller.
+    pub async fn count_download(self: &Arc<Self>, caller: &Caller) -> Result<(), HubError> {
+        let Some(id) = caller
+            .grant
+            .as_ref()
+            .filter(|g| g.max_downloads > 0)
+            .and_then(|g| g.token_id)
+        else {
+            return Ok(());
+        };
+        let hub = Arc::clone(self);
+        match blocking(move || hub.tokens.count_download(id)).await? {
+            true => Ok(()),
+            false => Err(HubError::Unauthorized(
+                "this share link's downloads are used up".into(),
+            )),
+        }
+    }
+
     /// Records a hash computed while sending the whole of `download`, if the file is still the
     /// version that was hashed.
     pub fn remember_hash(&self, download: &Download, hash: Hash) {
@@ -756,7 +777,9 @@ impl Hub {
                         let wait = self.auth_failures.failed(from);
                         tokio::time::sleep(wait).await;
                         return Err(HubError::Unauthorized(
-                            "the token is not valid (wrong, revoked or expired)".into(),
+                            "the token is not valid (wrong, revoked or expired, or a link used \
+                             up)"
+                            .into(),
                         ));
                     }
                 }

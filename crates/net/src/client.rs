@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use troca_proto::msg::{
     ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Find, Get, Health, HealthReport,
     Hello, History, HistoryEntry, List, MakeFolder, Move, Put, PutDone, PutEnd, PutReady, Register,
-    Remove, Share, ShareEntry, ShareList, Shared, Shares, Status, StatusInfo, Unshare,
-    UploadBounds, Welcome, Who,
+    Remove, Share, ShareEntry, ShareList, Shared, Shares, Status, StatusInfo, Unshare, Welcome,
+    Who,
 };
 use troca_proto::{Hash, Message, MAGIC, PROTOCOL_VERSION};
 
@@ -310,19 +310,8 @@ impl HubClient {
         }
     }
 
-    /// Asks for a share link to `name` lasting `expires_s` seconds (0: the hub's default): a
-    /// read link, or with `upload` an upload link into folder `name`.
-    pub async fn share(
-        &mut self,
-        name: &str,
-        expires_s: u64,
-        upload: Option<UploadBounds>,
-    ) -> Result<Shared, ClientError> {
-        let share = Share {
-            name: name.to_owned(),
-            expires_s,
-            upload,
-        };
+    /// Asks for a share link as `share` says: a read link, or an upload link into a folder.
+    pub async fn share(&mut self, share: Share) -> Result<Shared, ClientError> {
         self.conn.send(&share.into()).await?;
         match expect(&mut self.conn, self.silence).await? {
             Message::Shared(m) => Ok(m),

@@ -209,6 +209,9 @@ pub struct ShareQuery {
     pub max_bytes: u64,
     #[serde(default)]
     pub max_files: u64,
+    /// A read link's most downloads (0: no bound).
+    #[serde(default)]
+    pub max_downloads: u64,
 }
 
 impl ShareQuery {

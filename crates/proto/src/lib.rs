@@ -33,7 +33,7 @@ pub const MAGIC: [u8; 4] = *b"TRCA";
 
 /// The protocol version this crate speaks. A hub answers a `Hello` of another version with
 /// [`ErrorCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The longest client name or token accepted in a `Hello`, in bytes.
 pub const MAX_SHORT_STR: usize = 255;

@@ -217,10 +217,11 @@ pub(crate) async fn send_file(
     let record = pending(v, if head { "head" } else { "get" }, name.clone());
     let opened = async {
         let caller = caller(hub, v, headers).await?;
-        Ok::<_, ApiError>(hub.download(&caller, &name, 0)?)
+        let download = hub.download(&caller, &name, 0)?;
+        Ok::<_, ApiError>((caller, download))
     };
-    let download = match opened.await {
-        Ok(d) => d,
+    let (caller, download) = match opened.await {
+        Ok(opened) => opened,
         Err(ApiError::Hub(HubError::NotAFile(_))) => {
             record.finish(hub.history_log(), Ok(0));
             return Ok(folder());
@@ -245,6 +246,12 @@ pub(crate) async fn send_file(
         }
     };
     if !head {
+        // A share link that allows only so many downloads counts this one.
+        let counted = hub.count_download(&caller).await;
+        if let Err(e) = counted {
+            record.finish(hub.history_log(), Err(e.to_string()));
+            return Err(linked(v, e));
+        }
         // An object's GET opens before the answer's headers, so a store that cannot be
         // reached is an error status, not a body cut short.
         if let Err(e) = prepare_object(&download, want).await {
@@ -262,6 +269,14 @@ pub(crate) async fn send_file(
     response
         .body(body)
         .map_err(|e| HubError::Internal(format!("cannot answer: {e}")).into())
+}
+
+/// A hub error as a visitor through a share link sees it (without hints about tokens).
+pub(crate) fn linked(v: &Visitor, e: HubError) -> ApiError {
+    match v.shared {
+        true => ApiError::Linked(e),
+        false => ApiError::Hub(e),
+    }
 }
 
 /// The part of a file of `size` bytes the request wants. A range applies only to the version

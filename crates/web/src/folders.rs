@@ -789,10 +789,14 @@ pub(crate) async fn zip(
         // listing begun holds one for its next page: neither before the turn.
         let turn = hub.zip_turn(caller.from).await;
         let mut listing = hub.list(&caller, folder);
-        match listing.next_page().await? {
-            Some(first) if !first.is_empty() => Ok((first, listing, caller, turn)),
-            _ => Err(ApiError::from(HubError::NotFound(folder.to_owned()))),
-        }
+        let first = match listing.next_page().await? {
+            Some(first) if !first.is_empty() => first,
+            _ => return Err(ApiError::from(HubError::NotFound(folder.to_owned()))),
+        };
+        // A share link that allows only so many downloads counts a zip as one.
+        let counted = hub.count_download(&caller).await;
+        counted.map_err(|e| crate::files::linked(v, e))?;
+        Ok((first, listing, caller, turn))
     }
     .await;
     let (first, rest, caller, turn) = match listed {

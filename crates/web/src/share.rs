@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use axum::{Extension, Json};
 use std::sync::Arc;
-use std::time::Duration;
 use tower::ServiceExt;
+use troca_hub::service::ShareAsk;
 use troca_hub::Hub;
 use troca_proto::json::ShareQuery;
 
@@ -99,8 +99,8 @@ fn dead_link() -> Response {
         .into_response()
 }
 
-/// `POST /api/shares {name, expires_s, upload, max_bytes, max_files}`: a new share link, as
-/// `{id, name, path, expires, upload}` where `path` is the link's path on this web face (with
+/// `POST /api/shares {name, expires_s, upload, max_bytes, max_files, max_downloads}`: a new
+/// share link, as `{id, name, path, expires, upload, max_downloads}` where `path` is the link's path on this web face (with
 /// its prefix).
 pub(crate) async fn make(
     State(hub): State<Arc<Hub>>,
@@ -110,8 +110,8 @@ pub(crate) async fn make(
 ) -> Result<Response, ApiError> {
     let hub = &hub;
     let prefix = hub.config().web_prefix.clone();
-    let time = body.expires_s.filter(|&s| s > 0).map(Duration::from_secs);
     let upload = body.bounds();
+    let ask = ShareAsk::new(body.expires_s.unwrap_or(0), upload, body.max_downloads);
     let name = body.name;
     recorded(
         hub,
@@ -120,7 +120,7 @@ pub(crate) async fn make(
         "share",
         name.clone(),
         |caller| async move {
-            let made = hub.share(&caller, &name, time, upload).await?;
+            let made = hub.share(&caller, &name, ask).await?;
             let path = troca_hub::service::share_path(&made.secret, &made.name);
             let answer = serde_json::json!({
                 "id": made.id,
@@ -128,6 +128,7 @@ pub(crate) async fn make(
                 "path": format!("{prefix}{path}"),
                 "expires": troca_proto::json::rfc3339(made.expires_ns),
                 "upload": upload.is_some(),
+                "max_downloads": ask.max_downloads,
             });
             Ok(((StatusCode::CREATED, Json(answer)).into_response(), 0))
         },
@@ -167,6 +168,8 @@ pub(crate) async fn list(
                             "bytes": u.used_bytes,
                             "files": u.used_files,
                         })),
+                        "max_downloads": s.max_downloads,
+                        "downloads": s.downloads,
                     })
                 })
                 .collect();

@@ -115,6 +115,9 @@ pub struct Grant {
     pub folder: Option<Arc<str>>,
     /// What its uploads may keep on the hub at once (0 bytes or files: no bound on that).
     pub quota: Amount,
+    /// For a share link: how many downloads it allows in all (0: no bound). Each is counted
+    /// with [`Tokens::count_download`] as it begins.
+    pub max_downloads: u64,
 }
 
 impl Grant {
@@ -144,14 +147,31 @@ pub struct TokenInfo {
     /// For a share link: the token that made it ([`SHARED_BY_ADMIN_FILE`] for the hub's admin
     /// token file); `None` for a token made on the hub's machine.
     pub made_by: Option<i64>,
+    /// How many downloads it allows in all (0: no bound), and how many it has begun.
+    pub downloads: Downloads,
+}
+
+/// A share link's downloads: how many it allows in all (0: no bound), and how many began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Downloads {
+    pub most: u64,
+    pub used: u64,
+}
+
+impl Downloads {
+    /// Has it no download left?
+    pub fn spent(&self) -> bool {
+        self.most > 0 && self.used >= self.most
+    }
 }
 
 impl TokenInfo {
-    /// `active`, `revoked` or `expired`, at `now_ns`.
+    /// `active`, `revoked`, `expired` or `used up` (no download left), at `now_ns`.
     pub fn state(&self, now_ns: i64) -> &'static str {
         match self.expires_ns {
             _ if self.revoked => "revoked",
             Some(at) if at <= now_ns => "expired",
+            _ if self.downloads.spent() => "used up",
             _ => "active",
         }
     }
@@ -172,6 +192,9 @@ pub struct TokenSpec<'a> {
     /// For a share link, the token that made it (see [`TokenInfo::made_by`]). A share is
     /// accepted only while the token that made it is.
     pub made_by: Option<i64>,
+    /// How many downloads it allows in all (0: no bound); once they are spent it is refused
+    /// as an expired one is.
+    pub max_downloads: u64,
 }
 
 /// What [`TokenInfo::made_by`] holds for a share link made with the hub's admin token file,
@@ -204,6 +227,10 @@ pub trait Tokens: Send + Sync + std::fmt::Debug {
     fn set_quota(&self, id: i64, quota: Amount) -> Result<bool, HubError>;
     /// The token that made share link `id` (`None`: `id` is no share link, or no token).
     fn maker(&self, id: i64) -> Result<Option<i64>, HubError>;
+    /// Counts a download begun with token `id`, if its downloads are bounded: `false` when
+    /// none is left (the count and the check in one step, so hubs sharing the records never
+    /// let more through between them).
+    fn count_download(&self, id: i64) -> Result<bool, HubError>;
 }
 
 /// Who uploaded a file: the token it came with, and the uploader's owner key (its BLAKE3 hash).

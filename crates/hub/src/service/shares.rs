@@ -26,6 +26,28 @@ pub struct ShareMade {
     pub expires_ns: i64,
 }
 
+/// What a share link is asked to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShareAsk {
+    /// How long it lasts (`None`: the hub's default).
+    pub time: Option<Duration>,
+    /// An upload link's bounds; `None` for a read link.
+    pub upload: Option<UploadBounds>,
+    /// A read link's most downloads (0: no bound).
+    pub max_downloads: u64,
+}
+
+impl ShareAsk {
+    /// As the faces receive it: a life of `expires_s` seconds (0: the hub's default).
+    pub fn new(expires_s: u64, upload: Option<UploadBounds>, max_downloads: u64) -> Self {
+        Self {
+            time: (expires_s > 0).then(|| Duration::from_secs(expires_s)),
+            upload,
+            max_downloads,
+        }
+    }
+}
+
 /// A share link's path beneath the web face's base: `/s/SECRET/files/NAME`, each part of the
 /// name percent-encoded.
 pub fn share_path(secret: &str, name: &str) -> String {
@@ -115,20 +137,30 @@ fn within_makers_quota(
 }
 
 impl Hub {
-    /// Makes a share link for `name` lasting `time` (`None`: the hub's default), for a caller
-    /// with a write or admin token that reaches `name`: a read link, or with `upload` an
-    /// upload link into folder `name` within those bounds. Refused past `--max-share-time`
-    /// or `--max-share-upload`, or when the caller's token already has
-    /// `--max-shares-per-token` links working.
+    /// Makes a share link for `name` as `ask`ed, for a caller with a write or admin token
+    /// that reaches `name`: a read link (for so many downloads, if asked), or an upload link
+    /// into folder `name` within its bounds. Refused past `--max-share-time` or
+    /// `--max-share-upload`, or when the caller's token already has `--max-shares-per-token`
+    /// links working.
     pub async fn share(
         self: &Arc<Self>,
         caller: &Caller,
         name: &str,
-        time: Option<Duration>,
-        upload: Option<UploadBounds>,
+        ask: ShareAsk,
     ) -> Result<ShareMade, HubError> {
         let remote = parse_folder(name)?;
         let limits = self.config.shares;
+        let ShareAsk {
+            time,
+            upload,
+            max_downloads,
+        } = ask;
+        if upload.is_some() && max_downloads > 0 {
+            return Err(HubError::BadRequest(
+                "an upload link counts no downloads: a bound on downloads is for links that read"
+                    .into(),
+            ));
+        }
         let time = time.unwrap_or(limits.default_time);
         if time > limits.max_time {
             return Err(HubError::BadRequest(format!(
@@ -199,6 +231,7 @@ impl Hub {
                     folder: Some(remote.as_str()),
                     quota: quota.unwrap_or_default(),
                     made_by: Some(made_by),
+                    max_downloads,
                 },
                 now,
             )?;
@@ -286,5 +319,7 @@ fn share_entry(t: &TokenInfo, now: i64) -> ShareEntry {
             used_bytes: t.used.bytes,
             used_files: t.used.files,
         }),
+        max_downloads: t.downloads.most,
+        downloads: t.downloads.used,
     }
 }

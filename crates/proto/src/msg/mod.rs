@@ -309,21 +309,26 @@ mod tests {
             text(16),
             text(40),
             proptest::option::of(any::<[u64; 4]>()),
+            any::<[u64; 2]>(),
         )
             .prop_map(
-                |(id, name, created_ns, expires_ns, state, made_by, upload)| ShareEntry {
-                    id,
-                    name,
-                    created_ns,
-                    expires_ns,
-                    state,
-                    made_by,
-                    upload: upload.map(|[bytes, files, used_bytes, used_files]| UploadUse {
-                        bytes,
-                        files,
-                        used_bytes,
-                        used_files,
-                    }),
+                |(id, name, created_ns, expires_ns, state, made_by, upload, [most, used])| {
+                    ShareEntry {
+                        id,
+                        name,
+                        created_ns,
+                        expires_ns,
+                        state,
+                        made_by,
+                        upload: upload.map(|[bytes, files, used_bytes, used_files]| UploadUse {
+                            bytes,
+                            files,
+                            used_bytes,
+                            used_files,
+                        }),
+                        max_downloads: most,
+                        downloads: used,
+                    }
                 },
             )
     }
@@ -386,12 +391,14 @@ mod tests {
             (
                 text(300),
                 any::<u64>(),
-                proptest::option::of(any::<(u64, u64)>())
+                proptest::option::of(any::<(u64, u64)>()),
+                any::<u64>(),
             )
-                .prop_map(|(name, expires_s, upload)| Share {
+                .prop_map(|(name, expires_s, upload, max_downloads)| Share {
                     name,
                     expires_s,
                     upload: upload.map(|(bytes, files)| UploadBounds { bytes, files }),
+                    max_downloads,
                 }
                 .into()),
             (any::<u64>(), text(60), text(300), any::<i64>(), text(100)).prop_map(

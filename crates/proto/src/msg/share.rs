@@ -11,13 +11,15 @@ const MAX_LINK_TEXT: usize = 4096;
 
 /// Asks the hub for a link that lets anyone who has it read `name` (a file, or a folder and
 /// everything in it), or with `upload` send new files into folder `name` and nothing else,
-/// for `expires_s` seconds (0: the hub's default).
+/// for `expires_s` seconds (0: the hub's default); a read link for at most `max_downloads`
+/// downloads (0: no bound).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
     pub name: String,
     pub expires_s: u64,
     /// An upload link's bounds, `None` for a read link.
     pub upload: Option<UploadBounds>,
+    pub max_downloads: u64,
 }
 
 /// What an upload link may bring in, in all: bytes and files (0: the hub's most).
@@ -36,6 +38,7 @@ impl Share {
             out.put_u64(b.bytes);
             out.put_u64(b.files);
         }
+        out.put_u64(self.max_downloads);
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -49,6 +52,7 @@ impl Share {
                     files: r.u64()?,
                 }),
             },
+            max_downloads: r.u64()?,
         })
     }
 }
@@ -104,13 +108,16 @@ pub struct ShareEntry {
     pub name: String,
     pub created_ns: i64,
     pub expires_ns: i64,
-    /// `active`, `revoked` or `expired`.
+    /// `active`, `revoked`, `expired` or `used up` (no download left).
     pub state: String,
     /// Who made it: `token N`, or `admin` for the hub's admin token file.
     pub made_by: String,
     /// An upload link's bounds (0: none) and what came in through it so far; `None` for a
     /// read link.
     pub upload: Option<UploadUse>,
+    /// How many downloads it allows (0: no bound), and how many began.
+    pub max_downloads: u64,
+    pub downloads: u64,
 }
 
 /// An upload link's bounds and what came in through it (what its files keep now).
@@ -125,7 +132,8 @@ pub struct UploadUse {
 impl ShareEntry {
     fn encoded_len(&self) -> usize {
         let upload = if self.upload.is_some() { 33 } else { 1 };
-        8 + 2 + self.name.len() + 8 + 8 + 2 + self.state.len() + 2 + self.made_by.len() + upload
+        let texts = 2 + self.name.len() + 2 + self.state.len() + 2 + self.made_by.len();
+        8 + texts + 8 + 8 + upload + 16
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -141,6 +149,8 @@ impl ShareEntry {
                 out.put_u64(v);
             }
         }
+        out.put_u64(self.max_downloads);
+        out.put_u64(self.downloads);
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -160,6 +170,8 @@ impl ShareEntry {
                     used_files: r.u64()?,
                 }),
             },
+            max_downloads: r.u64()?,
+            downloads: r.u64()?,
         })
     }
 }

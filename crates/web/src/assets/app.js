@@ -52,7 +52,9 @@ function say(text) { $("#message").textContent = text || ""; }
 
 // ---- Dialogs: one <dialog> for questions, names and tokens.
 
-function ask({ title, text = "", label = "", value = "", ok = "OK", secret = false, danger = false }) {
+// A dialog: a question (resolves true or null), or one field (its text or null), or with
+// `extra` ({ label, value, placeholder }) two fields (both texts as an array, or null).
+function ask({ title, text = "", label = "", value = "", ok = "OK", secret = false, danger = false, extra = null }) {
   const d = $("#dialog");
   $("#dialog-title").textContent = title;
   $("#dialog-text").textContent = text;
@@ -61,19 +63,25 @@ function ask({ title, text = "", label = "", value = "", ok = "OK", secret = fal
   $("#dialog-label-text").textContent = label;
   input.type = secret ? "password" : "text";
   input.value = value;
+  const second = $("#dialog-extra-input");
+  $("#dialog-extra").hidden = !extra;
+  $("#dialog-extra-text").textContent = extra ? extra.label : "";
+  second.value = extra ? extra.value || "" : "";
+  second.placeholder = extra ? extra.placeholder || "" : "";
+  const answer = () => (extra ? [input.value, second.value] : input.value);
   const okButton = $("#dialog-ok");
   okButton.textContent = ok;
   okButton.classList.toggle("danger", danger);
   return new Promise((resolve) => {
     const done = (answer) => {
       okButton.onclick = null; $("#dialog-cancel").onclick = null; input.onkeydown = null;
-      d.onclose = null;
+      second.onkeydown = null; d.onclose = null;
       if (d.open) d.close();
       resolve(answer);
     };
-    okButton.onclick = () => done(label ? input.value : true);
+    okButton.onclick = () => done(label ? answer() : true);
     $("#dialog-cancel").onclick = () => done(null);
-    input.onkeydown = (e) => { if (e.key === "Enter") { e.preventDefault(); done(input.value); } };
+    input.onkeydown = second.onkeydown = (e) => { if (e.key === "Enter") { e.preventDefault(); done(answer()); } };
     d.onclose = () => done(null);
     d.showModal();
     if (label) { input.focus(); input.select(); } else okButton.focus();
@@ -359,24 +367,32 @@ async function share(item, upload = false) {
       "seeing what is in it, until it expires or you revoke it. What they send is yours to rename and delete."
     : `Anyone who has the link can download ${item.folder ? "this folder and everything in it" : "this file"}, ` +
       "without a token, until it expires or you revoke it.";
-  const days = await ask({
+  // A link to read may stop after so many downloads (each file fetched, or a zip).
+  const extra = upload ? null
+    : { label: "Downloads allowed (empty: any number)", placeholder: "any number" };
+  const answer = await ask({
     title: upload ? `Ask for files in ${item.short}` : `Share ${item.short}`,
-    text, label: "Days the link works", value: "7", ok: "Make link",
+    text, label: "Days the link works", value: "7", ok: "Make link", extra,
   });
-  if (days === null) return;
+  if (answer === null) return;
+  const [days, downloads] = upload ? [answer, ""] : answer;
   const n = Number(days);
   if (!(n > 0)) { say("The number of days must be above zero."); return; }
+  const most = downloads.trim() === "" ? 0 : Number(downloads);
+  if (!(Number.isInteger(most) && most >= 0)) { say("The number of downloads must be a whole number."); return; }
   const r = await api("/api/shares", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ name: item.name, expires_s: Math.round(n * 86400), upload }),
+    body: JSON.stringify({ name: item.name, expires_s: Math.round(n * 86400), upload, max_downloads: most }),
   });
   if (!r.ok) { say(`Cannot share ${item.name}: ${await problem(r, item.name)}`); return; }
   const made = await r.json();
   const link = location.origin + made.path;
   const copy = await ask({
     title: upload ? `Link to send files to ${item.short}` : `Link to ${item.short}`,
-    text: `Works until ${new Date(made.expires).toLocaleString()}. Share links lists it, to revoke it.`,
+    text: `Works until ${new Date(made.expires).toLocaleString()}` +
+      (made.max_downloads ? `, for ${plural(made.max_downloads, "download", "downloads")}` : "") +
+      ". Share links lists it, to revoke it.",
     label: "Link", value: link, ok: "Copy",
   });
   if (copy !== null && navigator.clipboard) await navigator.clipboard.writeText(link).catch(() => {});
@@ -393,6 +409,7 @@ async function showLinks() {
     const active = l.state === "active";
     const what = l.upload
       ? `files sent to ${l.name} (${plural(l.upload.files, "file", "files")}, ${size(l.upload.bytes)} so far)`
+      : l.max_downloads ? `${l.name} (${l.downloads} of ${plural(l.max_downloads, "download", "downloads")})`
       : l.name;
     const text = el("span", {
       textContent: `${what} · ${active ? "until " + new Date(l.expires).toLocaleString() : l.state}`,

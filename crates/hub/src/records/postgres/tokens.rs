@@ -4,7 +4,7 @@ use crate::error::HubError;
 use crate::pg::{commit_err, db_err, Db};
 use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
 use crate::records::{
-    too_many_props, Amount, DeadProp, Grant, NamedProps, NewToken, Owned, Owner, Owners,
+    too_many_props, Amount, DeadProp, Downloads, Grant, NamedProps, NewToken, Owned, Owner, Owners,
     PropChange, Recorded, Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use crate::version::{Retimed, Version};
@@ -42,8 +42,9 @@ impl Tokens for PgTokens {
             let c = self.db.get().await?;
             let row = c
                 .query_opt(
-                    "SELECT id, role, folder, quota_bytes, quota_files FROM tokens t
+                    "SELECT id, role, folder, quota_bytes, quota_files, max_downloads FROM tokens t
                      WHERE hash = $1 AND NOT revoked AND (expires_ns IS NULL OR expires_ns > $2)
+                       AND (max_downloads = 0 OR downloads < max_downloads)
                        AND (made_by IS NULL OR made_by = 0 OR EXISTS (
                            SELECT 1 FROM tokens p WHERE p.id = t.made_by AND NOT p.revoked
                                AND (p.expires_ns IS NULL OR p.expires_ns > $2)))",
@@ -57,6 +58,7 @@ impl Tokens for PgTokens {
                     token_id: Some(r.get(0)),
                     folder: r.get::<_, Option<String>>(2).map(Into::into),
                     quota: amount(&r, 3),
+                    max_downloads: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
                 })
             }))
         })
@@ -69,8 +71,8 @@ impl Tokens for PgTokens {
             let row = c
                 .query_one(
                     "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder,
-                                         quota_bytes, quota_files, made_by)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                                         quota_bytes, quota_files, made_by, max_downloads)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
                     &[
                         &hash(&secret).as_bytes().as_slice(),
                         &spec.role.as_str(),
@@ -81,6 +83,7 @@ impl Tokens for PgTokens {
                         &pg_count(spec.quota.bytes),
                         &pg_count(spec.quota.files),
                         &spec.made_by,
+                        &pg_count(spec.max_downloads),
                     ],
                 )
                 .await
@@ -101,7 +104,8 @@ impl Tokens for PgTokens {
                             quota_files,
                             (SELECT COALESCE(SUM(size), 0)::bigint FROM owners
                              WHERE token_id = tokens.id),
-                            (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id), made_by
+                            (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id), made_by,
+                            max_downloads, downloads
                      FROM tokens ORDER BY id",
                     &[],
                 )
@@ -120,6 +124,10 @@ impl Tokens for PgTokens {
                     quota: amount(r, 7),
                     used: amount(r, 9),
                     made_by: r.get(11),
+                    downloads: Downloads {
+                        most: u64::try_from(r.get::<_, i64>(12)).unwrap_or(0),
+                        used: u64::try_from(r.get::<_, i64>(13)).unwrap_or(0),
+                    },
                 })
                 .collect())
         })
@@ -158,6 +166,21 @@ impl Tokens for PgTokens {
                 .await
                 .map_err(db_err)?;
             Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+        })
+    }
+
+    fn count_download(&self, id: i64) -> Result<bool, HubError> {
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            let n = c
+                .execute(
+                    "UPDATE tokens SET downloads = downloads + 1
+                     WHERE id = $1 AND (max_downloads = 0 OR downloads < max_downloads)",
+                    &[&id],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(n > 0)
         })
     }
 }

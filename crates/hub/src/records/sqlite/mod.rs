@@ -30,6 +30,9 @@ fn add_token_columns(db: &Connection) -> rusqlite::Result<()> {
         ("tokens", "quota_files", "INTEGER NOT NULL DEFAULT 0"),
         // A share link's maker (0: the admin token file); NULL for other tokens.
         ("tokens", "made_by", "INTEGER"),
+        // A share link's downloads: how many it allows (0: no bound) and how many began.
+        ("tokens", "max_downloads", "INTEGER NOT NULL DEFAULT 0"),
+        ("tokens", "downloads", "INTEGER NOT NULL DEFAULT 0"),
         ("owners", "size", "INTEGER NOT NULL DEFAULT 0"),
         // The version (size, mtime) the upload left; NULL for owners recorded before.
         ("owners", "mtime_ns", "INTEGER"),

@@ -9,8 +9,8 @@
 use super::{admin_token_path, db_err, db_path, open_db};
 use crate::error::HubError;
 use crate::records::{
-    too_many_props, Amount, DeadProp, Grant, NewToken, Owned, Owner, Owners, PropChange, Recorded,
-    Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
+    too_many_props, Amount, DeadProp, Downloads, Grant, NewToken, Owned, Owner, Owners, PropChange,
+    Recorded, Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use crate::version::{Retimed, Version};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -92,6 +92,7 @@ pub(crate) fn admin_grant(h: &blake3::Hash, admin: &blake3::Hash) -> Option<Gran
         token_id: None,
         folder: None,
         quota: Amount::default(),
+        max_downloads: 0,
     })
 }
 
@@ -109,27 +110,30 @@ impl Tokens for SqliteTokens {
         }
         let db = self.db.lock().expect("token database poisoned");
         // Prepared once per connection: a check runs with every request that carries a token.
-        let row: Option<(i64, String, Option<String>, Amount)> = db
+        let row: Option<(i64, String, Option<String>, Amount, u64)> = db
             .prepare_cached(
-                "SELECT id, role, folder, quota_bytes, quota_files FROM tokens t
+                "SELECT id, role, folder, quota_bytes, quota_files, max_downloads FROM tokens t
                  WHERE hash = ?1 AND revoked = 0 AND (expires_ns IS NULL OR expires_ns > ?2)
+                   AND (max_downloads = 0 OR downloads < max_downloads)
                    AND (made_by IS NULL OR made_by = 0 OR EXISTS (
                        SELECT 1 FROM tokens p WHERE p.id = t.made_by AND p.revoked = 0
                            AND (p.expires_ns IS NULL OR p.expires_ns > ?2)))",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![h.as_bytes().as_slice(), crate::pg::now_ns()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?))
+                    let most = u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0);
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?, most))
                 })
                 .optional()
             })
             .map_err(|e| db_err(&self.db_path, e))?;
-        Ok(row.and_then(|(id, role, folder, quota)| {
+        Ok(row.and_then(|(id, role, folder, quota, max_downloads)| {
             Role::parse(&role).map(|role| Grant {
                 role,
                 token_id: Some(id),
                 folder: folder.map(Into::into),
                 quota,
+                max_downloads,
             })
         }))
     }
@@ -140,8 +144,8 @@ impl Tokens for SqliteTokens {
         let db = self.db.lock().expect("token database poisoned");
         db.execute(
             "INSERT INTO tokens (hash, role, label, created_ns, expires_ns, folder, quota_bytes,
-                                 quota_files, made_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                 quota_files, made_by, max_downloads)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 hash(&secret).as_bytes().as_slice(),
                 spec.role.as_str(),
@@ -152,6 +156,7 @@ impl Tokens for SqliteTokens {
                 sql_count(spec.quota.bytes),
                 sql_count(spec.quota.files),
                 spec.made_by,
+                sql_count(spec.max_downloads),
             ],
         )
         .map_err(|e| db_err(&self.db_path, e))?;
@@ -168,7 +173,8 @@ impl Tokens for SqliteTokens {
                 "SELECT id, role, label, created_ns, revoked, expires_ns, folder, quota_bytes,
                         quota_files,
                         (SELECT COALESCE(SUM(size), 0) FROM owners WHERE token_id = tokens.id),
-                        (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id), made_by
+                        (SELECT COUNT(*) FROM owners WHERE token_id = tokens.id), made_by,
+                        max_downloads, downloads
                  FROM tokens ORDER BY id",
             )
             .map_err(|e| db_err(&self.db_path, e))?;
@@ -185,6 +191,10 @@ impl Tokens for SqliteTokens {
                     quota: amount(r, 7)?,
                     used: amount(r, 9)?,
                     made_by: r.get(11)?,
+                    downloads: Downloads {
+                        most: u64::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
+                        used: u64::try_from(r.get::<_, i64>(13)?).unwrap_or(0),
+                    },
                 })
             })
             .map_err(|e| db_err(&self.db_path, e))?;
@@ -222,6 +232,18 @@ impl Tokens for SqliteTokens {
             .optional()
             .map_err(|e| db_err(&self.db_path, e))?;
         Ok(made_by.flatten())
+    }
+
+    fn count_download(&self, id: i64) -> Result<bool, HubError> {
+        let db = self.db.lock().expect("token database poisoned");
+        let n = db
+            .prepare_cached(
+                "UPDATE tokens SET downloads = downloads + 1
+                 WHERE id = ?1 AND (max_downloads = 0 OR downloads < max_downloads)",
+            )
+            .and_then(|mut stmt| stmt.execute([id]))
+            .map_err(|e| db_err(&self.db_path, e))?;
+        Ok(n > 0)
     }
 }
 
@@ -617,6 +639,7 @@ fn sql_count(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::SHARED_BY_ADMIN_FILE;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -632,6 +655,7 @@ mod tests {
                 expires_ns: Some(expires_ns),
                 quota: Amount::default(),
                 made_by: None,
+                max_downloads: 0,
             };
             tokens.create(spec, now).unwrap().secret
         };
@@ -642,6 +666,41 @@ mod tests {
         assert_eq!(list[0].state(now), "expired");
         assert_eq!(list[1].state(now), "active");
         assert_eq!(list[1].expires_ns, Some(now + 3_600_000_000_000));
+    }
+
+    /// A share link's downloads are counted while any are left, and once they are spent the
+    /// link is refused and listed as used up; a token without a bound counts nothing.
+    #[test]
+    fn a_links_downloads_are_counted_until_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        let spec = |max_downloads| TokenSpec {
+            role: Role::Read,
+            label: "share of a.txt",
+            expires_ns: None,
+            folder: Some("a.txt"),
+            quota: Amount::default(),
+            made_by: Some(SHARED_BY_ADMIN_FILE),
+            max_downloads,
+        };
+        let link = tokens.create(spec(2), 0).unwrap();
+        let open = tokens.create(spec(0), 0).unwrap();
+        assert_eq!(
+            tokens.check(&link.secret).unwrap().unwrap().max_downloads,
+            2
+        );
+        assert!(tokens.count_download(link.id).unwrap());
+        assert!(tokens.count_download(link.id).unwrap());
+        assert!(!tokens.count_download(link.id).unwrap(), "none left");
+        assert_eq!(tokens.check(&link.secret).unwrap(), None);
+        let listed = tokens.list().unwrap();
+        assert_eq!(listed[0].downloads, Downloads { most: 2, used: 2 });
+        assert_eq!(listed[0].state(1), "used up");
+        for _ in 0..3 {
+            assert!(tokens.count_download(open.id).unwrap());
+        }
+        assert!(tokens.check(&open.secret).unwrap().is_some());
+        assert_eq!(tokens.list().unwrap()[1].state(1), "active");
     }
 
     /// A state database made before tokens could expire gains the column on opening, and its
@@ -698,6 +757,7 @@ mod tests {
                 files: 0,
             },
             made_by: None,
+            max_downloads: 0,
         };
         let NewToken { id, secret } = tokens.create(spec, 0).unwrap();
         assert_eq!(
@@ -710,6 +770,7 @@ mod tests {
                     bytes: 10 << 30,
                     files: 0
                 },
+                max_downloads: 0,
             })
         );
         assert_eq!(
