@@ -210,6 +210,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  troca share report.pdf\n  troca share photos/trip/ --expires 2d\n  \
         troca share secret.pdf --max-downloads 1   (works for one download)\n  \
+        troca share --upload photos/ --qr   (a code to scan with a phone, to send photos)\n  \
         troca share --upload inbox/ --max-size 2G   (anyone with the link can send files)\n  \
         troca shares          (your links)\n  troca unshare 12       (revokes link 12)"
     )]
@@ -238,6 +239,9 @@ pub enum Command {
         /// through it counts (a resumed one again), and a folder's zip counts once.
         #[arg(long, value_name = "N", conflicts_with = "upload", value_parser = clap::value_parser!(u64).range(1..))]
         max_downloads: Option<u64>,
+        /// Also show each link as a QR code (on stderr), for a phone to scan.
+        #[arg(long)]
+        qr: bool,
     },
     /// List the share links your token made (with the admin token: every one).
     #[command(after_help = "Examples:\n  troca shares\n  troca --json shares")]

@@ -71,6 +71,7 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             max_size,
             max_files,
             max_downloads,
+            qr,
             ..
         } => {
             let upload = upload.then_some(troca_proto::msg::UploadBounds {
@@ -81,6 +82,7 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
                 expires,
                 upload,
                 max_downloads: max_downloads.unwrap_or(0),
+                qr,
             };
             crate::share::share(global, &mut client, &names, terms).await
         }

@@ -56,6 +56,26 @@ pub(crate) struct Terms {
     pub upload: Option<UploadBounds>,
     /// A read link's most downloads (0: no bound).
     pub max_downloads: u64,
+    /// Also show each link as a QR code (on stderr), for a phone to scan.
+    pub qr: bool,
+}
+
+/// `text` as a QR code drawn with half blocks, two rows of modules a line, quiet zone included:
+/// black on white on a terminal (whatever its colours), else dark blocks on the page's ground.
+pub(crate) fn qr_text(text: &str, terminal: bool) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::M).ok()?;
+    let drawn = code.render::<Dense1x2>().quiet_zone(true).build();
+    if !terminal {
+        return Some(drawn + "\n");
+    }
+    // Black on white, each line reset so the terminal's own colours come back after it.
+    Some(
+        drawn
+            .lines()
+            .map(|l| format!("\x1b[38;5;16;48;5;231m{l}\x1b[0m\n"))
+            .collect(),
+    )
 }
 
 /// `troca share NAME...`: one link per name on stdout, what each shares (or takes, for an
@@ -71,6 +91,7 @@ pub(crate) async fn share(
         expires,
         upload,
         max_downloads,
+        qr,
     } = terms;
     let secs = expires.map_or(0, |d| d.as_secs().max(1));
     let done = match (upload, max_downloads) {
@@ -98,6 +119,13 @@ pub(crate) async fn share(
                              its token is accepted by a web face on the same records",
                             shared.id
                         ),
+                    }
+                    if let (true, Some(l)) = (qr, &link) {
+                        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                        match qr_text(l, terminal) {
+                            Some(code) => eprint!("{code}"),
+                            None => eprintln!("troca: the link is too long for a QR code"),
+                        }
                     }
                     if !global.quiet {
                         eprintln!(

@@ -89,13 +89,13 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
     (
         Cmd::Share,
         &["share", "compartilhar", "partilhar"],
-        "NAME... [--expires DURATION] [--max-downloads N]",
+        "NAME... [--expires DURATION] [--max-downloads N] [--qr]",
         "make links that let anyone download NAME (7d, 12h; needs a write token)",
     ),
     (
         Cmd::Request,
         &["request", "receber", "pedir"],
-        "FOLDER... [--expires DURATION]",
+        "FOLDER... [--expires DURATION] [--qr]",
         "make links that let anyone send files into FOLDER, seeing nothing (needs a write token)",
     ),
     (Cmd::Shares, &["shares", "links"], "", "your share links"),
@@ -446,6 +446,8 @@ struct Words {
     operands: Vec<String>,
     force: bool,
     recursive: bool,
+    /// `--qr`, for `share` and `request`.
+    qr: bool,
     /// Options with a value, by the flag's first spelling in `value_flags`.
     values: Vec<(&'static str, String)>,
 }
@@ -476,6 +478,7 @@ fn split_options(
             "--recursive" | "-r" | "-R" if matches!(cmd, Cmd::Rm | Cmd::Put | Cmd::Get) => {
                 out.recursive = true
             }
+            "--qr" if matches!(cmd, Cmd::Share | Cmd::Request) => out.qr = true,
             flag => match value_flags
                 .iter()
                 .find(|(_, spellings)| spellings.contains(&flag))
@@ -588,6 +591,7 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
                 expires,
                 upload: (cmd == Cmd::Request).then(troca_proto::msg::UploadBounds::default),
                 max_downloads,
+                qr: w.qr,
             };
             crate::share::share(global, link.client().await?, &w.operands, terms).await?;
         }

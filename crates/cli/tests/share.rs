@@ -820,3 +820,45 @@ fn a_share_link_allows_only_so_many_downloads() {
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("counts no downloads"), "{answer}");
 }
+
+/// `troca share --qr` draws each link as a QR code on stderr (stdout keeps the link alone),
+/// which a scanner reads back as that very link; the web face draws one for the page too,
+/// within a bound on its text.
+#[test]
+fn a_link_comes_as_a_qr_code_a_scanner_reads() {
+    let s = Scratch::new();
+    write_tree(&s.share, &[("inbox/.keep", ""), ("notes.txt", "n")]);
+    let hub = Hub::start(&s.share, &[]);
+    let write = token(&hub, "write");
+    let out = hub.troca_with(&s.client, &write, &["share", "--upload", "inbox/", "--qr"]);
+    let link = ok(&out).trim().to_owned();
+    assert!(link.contains("/s/troca_"), "{link}");
+    let drawn = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !drawn.contains('\x1b'),
+        "no colours off a terminal: {drawn}"
+    );
+    assert_eq!(scan_terminal_qr(&drawn), link);
+
+    let web = hub.web.as_deref().unwrap();
+    let svg = curl(&[
+        "-f",
+        "-X",
+        "POST",
+        "--data-binary",
+        &link,
+        &format!("{web}api/qr"),
+    ]);
+    assert!(svg.status.success(), "{svg:?}");
+    let svg = String::from_utf8_lossy(&svg.stdout).into_owned();
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{svg}");
+    let long = "x".repeat(2049);
+    let (status, _) = status_of(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        &long,
+        &format!("{web}api/qr"),
+    ]);
+    assert_eq!(status, 413);
+}

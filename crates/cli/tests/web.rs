@@ -1084,8 +1084,9 @@ async fn in_chromium_a_write_token_shares_a_folder_and_the_link_opens_it() {
     maker.close().await.unwrap();
 }
 
-/// The page's share dialog makes a link for so many downloads: the link's dialog says so, the
-/// maker's list counts them, and once spent the link is refused and listed as used up.
+/// The page's share dialog makes a link for so many downloads: the link's dialog says so and
+/// shows a QR code of it that a scanner reads back, the maker's list counts them, and once
+/// spent the link is refused and listed as used up.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_chromium_a_link_made_for_one_download_is_spent_by_it() {
     if !needs("chromedriver", "the page runs in a real Chromium") {
@@ -1121,7 +1122,29 @@ async fn in_chromium_a_link_made_for_one_download_is_spent_by_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(text.contains(", for 1 download."), "{text}");
+    // Beside the link, a QR code of it, for a phone: what a scanner reads off the screen.
+    let picture = c.find(Locator::Css("#dialog-image")).await.unwrap();
+    let started = Instant::now();
+    while c
+        .execute(
+            "return document.querySelector('#dialog-image').naturalWidth",
+            vec![],
+        )
+        .await
+        .unwrap()
+        == serde_json::json!(0)
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no QR code");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let png = picture.screenshot().await.unwrap();
+    let grey = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+        .unwrap()
+        .to_luma8();
+    let (w, h) = (grey.width() as usize, grey.height() as usize);
+    let scanned = scan_qr(w, h, |x, y| grey.get_pixel(x as u32, y as u32).0[0]);
     let link = link_shown(&c, "Link to plan.txt").await;
+    assert_eq!(scanned, link);
 
     let listed = |want: &'static str| {
         let c = c.clone();

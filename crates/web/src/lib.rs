@@ -16,6 +16,7 @@ mod forwarded;
 mod linger;
 pub mod metrics;
 mod page;
+pub mod qr;
 mod share;
 mod zipstream;
 
@@ -130,6 +131,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/partials", get(api::partials))
         .route("/api/shares", get(share::list).post(share::make))
         .route("/api/health", get(api::health))
+        .route("/api/qr", axum::routing::post(qr::qr))
         .route("/api/shares/{id}", axum::routing::delete(share::revoke))
         .route(
             "/api/partials/{key}",

@@ -610,3 +610,42 @@ pub fn folder_page(
     let out = curl(&args);
     page_rows(&ok(&out))
 }
+
+/// The text of the one QR code in a picture of `width` × `height` pixels whose luminance at
+/// (x, y) is `grey(x, y)` (0 black, 255 white), as a phone's scanner would read it.
+#[allow(dead_code)]
+pub fn scan_qr(width: usize, height: usize, grey: impl FnMut(usize, usize) -> u8) -> String {
+    let mut picture = rqrr::PreparedImage::prepare_from_greyscale(width, height, grey);
+    let grids = picture.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the picture");
+    grids[0].decode().expect("a QR code that decodes").1
+}
+
+/// The text of a QR code drawn in a terminal with half blocks (`▀`, `▄`, `█`; two rows of
+/// modules a line), each module drawn 4 pixels wide for the scanner.
+#[allow(dead_code)]
+pub fn scan_terminal_qr(drawn: &str) -> String {
+    let lines: Vec<Vec<char>> = drawn
+        .lines()
+        .filter(|l| l.contains(['▀', '▄', '█']))
+        .map(|l| l.chars().collect())
+        .collect();
+    let width = lines.iter().map(Vec::len).max().unwrap();
+    let dark = |x: usize, y: usize| {
+        let c = lines[y / 2].get(x).copied().unwrap_or(' ');
+        matches!((c, y % 2), ('█', _) | ('▀', 0) | ('▄', 1))
+    };
+    const SCALE: usize = 4;
+    let margin = 4 * SCALE;
+    let (w, h) = (
+        width * SCALE + 2 * margin,
+        lines.len() * 2 * SCALE + 2 * margin,
+    );
+    scan_qr(w, h, |x, y| {
+        let inside = x >= margin && y >= margin && x < w - margin && y < h - margin;
+        match inside && dark((x - margin) / SCALE, (y - margin) / SCALE) {
+            true => 0,
+            false => 255,
+        }
+    })
+}

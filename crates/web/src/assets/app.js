@@ -53,11 +53,16 @@ function say(text) { $("#message").textContent = text || ""; }
 // ---- Dialogs: one <dialog> for questions, names and tokens.
 
 // A dialog: a question (resolves true or null), or one field (its text or null), or with
-// `extra` ({ label, value, placeholder }) two fields (both texts as an array, or null).
-function ask({ title, text = "", label = "", value = "", ok = "OK", secret = false, danger = false, extra = null }) {
+// `extra` ({ label, value, placeholder }) two fields (both texts as an array, or null). An
+// `image` (a URL) is shown below the text, with `imageAlt` as its description.
+function ask({ title, text = "", label = "", value = "", ok = "OK", secret = false, danger = false, extra = null,
+  image = null, imageAlt = "" }) {
   const d = $("#dialog");
   $("#dialog-title").textContent = title;
   $("#dialog-text").textContent = text;
+  const picture = $("#dialog-image");
+  picture.hidden = !image;
+  if (image) { picture.src = image; picture.alt = imageAlt; } else picture.removeAttribute("src");
   const input = $("#dialog-input");
   $("#dialog-label").hidden = !label;
   $("#dialog-label-text").textContent = label;
@@ -389,6 +394,7 @@ async function share(item, upload = false) {
   const made = await r.json();
   const link = location.origin + made.path;
   const copy = await ask({
+    image: await qrCode(link), imageAlt: `A QR code of the link to ${item.short}, to scan with a phone`,
     title: upload ? `Link to send files to ${item.short}` : `Link to ${item.short}`,
     text: `Works until ${new Date(made.expires).toLocaleString()}` +
       (made.max_downloads ? `, for ${plural(made.max_downloads, "download", "downloads")}` : "") +
@@ -397,6 +403,15 @@ async function share(item, upload = false) {
   });
   if (copy !== null && navigator.clipboard) await navigator.clipboard.writeText(link).catch(() => {});
   say("");
+}
+
+// `text` as a QR code image (a data: URL), drawn by the hub; null if it cannot be. The link
+// goes in the body, so its secret stays out of any access log.
+async function qrCode(text) {
+  const r = await api("/api/qr", { method: "POST", headers: { "Content-Type": "text/plain" }, body: text })
+    .catch(() => null);
+  if (!r || !r.ok) return null;
+  return "data:image/svg+xml;charset=utf-8," + encodeURIComponent(await r.text());
 }
 
 // The visitor's share links, each with what it shares, until when, and a Revoke button.
