@@ -1068,3 +1068,95 @@ fn a_drive_shows_the_space_its_token_may_use() {
     assert_eq!(seen["free"], 0, "{seen}");
     assert_eq!(seen["used"], 3_001_000, "{seen}");
 }
+
+/// A folder's share link mounts over WebDAV beneath it (`…/s/TOKEN/dav/`): rclone copies what
+/// it shares, byte for byte, and sees nothing beside it; a listing's names stay beneath the
+/// link; nothing is written, locked or deleted through it, and a link that counts downloads
+/// counts each file rclone fetches.
+#[test]
+fn a_share_link_mounts_what_it_shares_over_webdav_for_reading() {
+    if !needs("rclone", "a WebDAV client people use") {
+        return;
+    }
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            ("trip/a.txt", "sea"),
+            ("trip/day/b.txt", "sand"),
+            ("home.txt", "h"),
+        ],
+    );
+    let hub = Hub::start(&s.share, &[]);
+    let write = make_token(&hub, "write", &[]);
+    let made = json(&hub.troca_with(&s.client, &write, &["--json", "share", "trip/"]));
+    let link = made[0]["link"].as_str().unwrap().to_owned();
+    let base = &link[..link.find("/files/").unwrap()];
+    let url = format!("{base}/dav/");
+
+    let listed = rclone(&url, "unused", &["lsf", "-R", "dv:"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("trip/day/b.txt"), "{listed}");
+    assert!(!listed.contains("home.txt"), "{listed}");
+    let back = s.client.join("back");
+    let down = rclone(&url, "unused", &["copy", "dv:trip", back.to_str().unwrap()]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(back.join("day/b.txt")).unwrap(),
+        "sand"
+    );
+    assert_eq!(std::fs::read_to_string(back.join("a.txt")).unwrap(), "sea");
+
+    // A listing names what it lists by paths beneath the link.
+    let path = &base[base.find("/s/").unwrap()..];
+    let found = curl(&["-X", "PROPFIND", "-H", "Depth: 1", &format!("{url}trip/")]);
+    let found = String::from_utf8_lossy(&found.stdout).into_owned();
+    assert!(
+        found.contains(&format!("<D:href>{path}/dav/trip/day/</D:href>")),
+        "{found}"
+    );
+    // Nothing changes through it.
+    std::fs::write(s.client.join("new.txt"), "new").unwrap();
+    let new = s.client.join("new.txt");
+    assert_eq!(
+        status(&["-T", new.to_str().unwrap(), &format!("{url}trip/new.txt")]),
+        "403"
+    );
+    for method in ["DELETE", "MKCOL", "LOCK", "MOVE", "PROPPATCH"] {
+        assert_eq!(
+            status(&["-X", method, &format!("{url}trip/a.txt")]),
+            "405",
+            "{method}"
+        );
+    }
+    assert!(!s.share.join("trip/new.txt").exists() && s.share.join("trip/a.txt").exists());
+
+    // Each file fetched counts against a link's downloads.
+    let made = json(&hub.troca_with(
+        &s.client,
+        &write,
+        &["--json", "share", "trip/", "--max-downloads", "2"],
+    ));
+    let counted = made[0]["link"].as_str().unwrap();
+    let url = format!("{}/dav/", &counted[..counted.find("/files/").unwrap()]);
+    let again = s.client.join("again");
+    let down = rclone(
+        &url,
+        "unused",
+        &["copy", "dv:trip", again.to_str().unwrap()],
+    );
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        status(&[&format!("{url}trip/a.txt")]),
+        "401",
+        "two files: both spent"
+    );
+}

@@ -109,7 +109,7 @@ async fn visitor(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> R
 pub fn router(hub: Arc<Hub>) -> Router {
     // The WebDAV handler goes to its routes alone (a layer would touch every request).
     let dav = {
-        let handler = dav::handler(&hub);
+        let handler = dav::handler(&hub, &hub.config().web_prefix);
         axum::routing::any(move |hub, visitor, req| {
             dav::serve(hub, visitor, Arc::clone(&handler), req)
         })

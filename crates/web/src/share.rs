@@ -1,5 +1,5 @@
 //! Share links on the web face: beneath `/s/TOKEN/`, the page, files and zips the link's token
-//! reaches, for reading; for an upload link, the page and uploads into its folder (the hub's
+//! reaches, and WebDAV (`/s/TOKEN/dav/`, to mount them), for reading; for an upload link, the page and uploads into its folder (the hub's
 //! service refuses each what its token does not allow); and the API that makes, lists and
 //! revokes links for the page (`POST /api/shares`, `GET /api/shares`, `DELETE /api/shares/ID`).
 
@@ -20,21 +20,30 @@ use troca_proto::json::ShareQuery;
 const MAX_TOKEN: usize = 128;
 
 /// What a share link reaches: the page and its script, files, folders and zips, the API reads
-/// the page makes, and where an upload resumes. Not WebDAV, the hub's status, who is connected
-/// or the history.
+/// the page makes, where an upload resumes, and WebDAV (to mount what it shares). Not the
+/// hub's status, who is connected or the history.
 fn reached(rest: &str) -> bool {
     matches!(
         rest,
         "/" | "/app.js" | "/app.css" | "/api/me" | "/api/files" | "/api/find" | "/api/resume"
     ) || rest.starts_with("/files/")
+        || is_dav(rest)
 }
 
-/// What a share link may ask: to read, and to upload (`PUT`), which only an upload link's
-/// token is allowed.
+fn is_dav(rest: &str) -> bool {
+    rest == "/dav" || rest.starts_with("/dav/")
+}
+
+/// The methods a share link may use, as `Allow` says.
+const ALLOW: &str = "GET, HEAD, PUT, OPTIONS, PROPFIND";
+
+/// What a share link may ask: to read (through WebDAV too, which also lists and asks what it
+/// offers), and to upload (`PUT`), which only an upload link's token is allowed.
 fn allowed(method: &Method, rest: &str) -> bool {
-    match *method {
-        Method::GET | Method::HEAD => true,
-        Method::PUT => rest.starts_with("/files/"),
+    match method.as_str() {
+        "GET" | "HEAD" => true,
+        "PUT" => rest.starts_with("/files/") || is_dav(rest),
+        "OPTIONS" | "PROPFIND" => is_dav(rest),
         _ => false,
     }
 }
@@ -60,7 +69,7 @@ pub(crate) async fn through(prefix: Arc<str>, app: Router, mut req: Request) -> 
     }
     let rest = format!("/{rest}");
     if !allowed(req.method(), &rest) {
-        let allow = [(header::ALLOW, "GET, HEAD, PUT")];
+        let allow = [(header::ALLOW, ALLOW)];
         let why = "a share link reads files, or uploads new ones; nothing else";
         return (StatusCode::METHOD_NOT_ALLOWED, allow, why).into_response();
     }

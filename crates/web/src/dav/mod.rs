@@ -46,16 +46,19 @@ pub(crate) struct Ctx {
     ahead: Arc<std::sync::Mutex<troca_hub::names::PropsAhead>>,
 }
 
-/// The protocol handler, made once for the hub.
+/// The protocol handler, made once for the hub (and for each request through a share link,
+/// whose paths lie beneath the link).
 pub(crate) type Dav = Arc<DavHandler<Ctx>>;
 
-pub(crate) fn handler(hub: &Arc<Hub>) -> Dav {
+/// The handler of requests beneath `base` (`--path-prefix`, or a share link's `/s/TOKEN`
+/// beneath it) + `/dav`.
+pub(crate) fn handler(hub: &Arc<Hub>, base: &str) -> Dav {
     // A partial update (`PATCH`) would write into a file in place: not a thing troca does.
     let mut methods = dav_server::DavMethodSet::all();
     methods.remove(dav_server::DavMethod::Patch);
     let config = DavHandler::builder()
         .methods(methods)
-        .strip_prefix(format!("{}{PREFIX}", hub.config().web_prefix))
+        .strip_prefix(format!("{base}{PREFIX}"))
         .filesystem(Box::new(fs::HubFs {
             hub: Arc::clone(hub),
         }))
@@ -313,7 +316,7 @@ pub(crate) async fn serve(
     }
     let mut record = pending(&v, op(&method), name.clone());
     record.face = "dav";
-    if let Some(r) = refusal(&req, &hub.config().web_prefix) {
+    if let Some(r) = refusal(&req, &v.base) {
         record.finish(hub.history_log(), Err(format!("{}", r.status())));
         return r;
     }
@@ -446,8 +449,9 @@ async fn handle(
     };
     let stall = hub.config().stall_timeout;
     let mut req = req.map(|b| Body::new(crate::files::Patient::new(b, stall)));
-    // Beneath a path prefix, dav-server names what it lists by the whole path, as clients see it.
-    let base = &hub.config().web_prefix;
+    // Beneath a path prefix (or a link), dav-server names what it lists by the whole path, as
+    // clients see it.
+    let base = &v.base;
     if !base.is_empty() {
         let whole = format!("{base}{}", req.uri());
         if let Ok(uri) = whole.parse() {
@@ -459,6 +463,14 @@ async fn handle(
         req.headers_mut()
             .insert("depth", HeaderValue::from_static("1"));
     }
+    let beneath_link;
+    let dav = match v.shared {
+        true => {
+            beneath_link = handler(hub, &v.base);
+            &beneath_link
+        }
+        false => dav,
+    };
     let handled = std::panic::AssertUnwindSafe(dav.handle_guarded(req, who.principal(), ctx));
     futures_util::FutureExt::catch_unwind(handled).await.ok()
 }
@@ -489,8 +501,7 @@ async fn get_file(
         attachment: false,
     };
     let to_folder = || {
-        let base = &hub.config().web_prefix;
-        let to = format!("{base}{PREFIX}/{}/", crate::page::href_path(name));
+        let to = format!("{}{PREFIX}/{}/", v.base, crate::page::href_path(name));
         (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response()
     };
     match send_file(hub, v, headers, name, asked, to_folder).await {
