@@ -229,6 +229,13 @@ fn two_hubs_on(g: Group, endpoints: [&str; 2], extra: &[&str]) -> Two {
     }
 }
 
+/// A share link as it is reached through `hub`'s web face.
+fn link_through(link: &str, hub: &Hub) -> String {
+    let path = &link[link.find("/s/").unwrap()..];
+    let web = hub.web.as_deref().unwrap().trim_end_matches('/');
+    format!("{web}{path}")
+}
+
 /// A token made for the whole group with `troca token create --db`.
 fn group_token(g: &Group, role: &str) -> String {
     group_token_with(g, role, &[])
@@ -503,11 +510,7 @@ fn a_token_made_for_the_group_works_on_every_hub() {
     // A share link made through one hub works through the other, until revoked through it.
     let made = json(&t.a.troca_with(&t.client, &held, &["--json", "share", "team/a.txt"]));
     let link = made[0]["link"].as_str().unwrap();
-    let path = &link[link.find("/s/").unwrap()..];
-    let on_b = format!(
-        "{}{path}",
-        t.b.web.as_deref().unwrap().trim_end_matches('/')
-    );
+    let on_b = link_through(link, &t.b);
     let got = curl(&["-s", "-w", " %{http_code}", &on_b]);
     assert_eq!(String::from_utf8_lossy(&got.stdout), "through a 200");
     let id = made[0]["id"].to_string();
@@ -523,11 +526,7 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         &["--json", "share", "team/a.txt", "--max-downloads", "1"],
     ));
     let link = made[0]["link"].as_str().unwrap();
-    let path = &link[link.find("/s/").unwrap()..];
-    let on_b = format!(
-        "{}{path}",
-        t.b.web.as_deref().unwrap().trim_end_matches('/')
-    );
+    let on_b = link_through(link, &t.b);
     let got = curl(&["-s", "-w", " %{http_code}", &on_b]);
     assert_eq!(String::from_utf8_lossy(&got.stdout), "through a 200");
     for url in [link, on_b.as_str()] {
@@ -544,11 +543,7 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         &["--json", "share", "--upload", "team/", "--max-files", "1"],
     ));
     let link = made[0]["link"].as_str().unwrap();
-    let path = &link[link.find("/s/").unwrap()..];
-    let on_b = format!(
-        "{}{path}",
-        t.b.web.as_deref().unwrap().trim_end_matches('/')
-    );
+    let on_b = link_through(link, &t.b);
     std::fs::write(t.client.join("sent.txt"), "sent").unwrap();
     let sent = t.client.join("sent.txt");
     let put = |url: &str| {

@@ -1105,22 +1105,7 @@ async fn in_chromium_a_link_made_for_one_download_is_spent_by_it() {
     let extra = c.find(Locator::Css("#dialog-extra-input")).await.unwrap();
     extra.send_keys("1").await.unwrap();
     assert_eq!(answer_dialog(&c, None).await, "Share plan.txt");
-    let started = Instant::now();
-    let text = loop {
-        let text = c
-            .execute(
-                "return document.querySelector('#dialog-title').textContent === 'Link to plan.txt'
-                   ? document.querySelector('#dialog-text').textContent : null",
-                vec![],
-            )
-            .await
-            .unwrap();
-        if let Some(t) = text.as_str() {
-            break t.to_owned();
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "no link shown");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let text = dialog_shown(&c, "Link to plan.txt", "#dialog-text").await;
     assert!(text.contains(", for 1 download."), "{text}");
     // Beside the link, a QR code of it, for a phone: what a scanner reads off the screen.
     let picture = c.find(Locator::Css("#dialog-image")).await.unwrap();
@@ -1269,19 +1254,28 @@ async fn in_chromium_an_upload_link_sends_files_and_shows_nothing_of_the_folder(
 
 /// The link the page's dialog titled `title` shows, once it is open; the dialog is closed.
 async fn link_shown(c: &Client, title: &str) -> String {
+    let link = dialog_shown(c, title, "#dialog-input").await;
+    click(c, "#dialog-cancel").await;
+    link
+}
+
+/// What the page's dialog titled `title` holds in `what` (an input's value, else its text),
+/// once it is open; the dialog stays open.
+async fn dialog_shown(c: &Client, title: &str, what: &str) -> String {
     let started = Instant::now();
     loop {
         let value = c
             .execute(
                 "const d = document.querySelector('#dialog');
-                 return d.open && document.querySelector('#dialog-title').textContent
-                   === arguments[0] ? document.querySelector('#dialog-input').value : null",
-                vec![serde_json::json!(title)],
+                 if (!d.open || document.querySelector('#dialog-title').textContent !== arguments[0])
+                   return null;
+                 const e = document.querySelector(arguments[1]);
+                 return e.value !== undefined ? e.value : e.textContent",
+                vec![serde_json::json!(title), serde_json::json!(what)],
             )
             .await
             .unwrap();
         if let Some(v) = value.as_str() {
-            click(c, "#dialog-cancel").await;
             return v.to_owned();
         }
         assert!(
