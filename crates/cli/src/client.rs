@@ -83,10 +83,11 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
                 upload,
                 max_downloads: max_downloads.unwrap_or(0),
                 qr,
+                shell: false,
             };
             crate::share::share(global, &mut client, &names, terms).await
         }
-        Command::Shares { .. } => crate::share::shares(global, &mut client).await,
+        Command::Shares { .. } => crate::share::shares(global, &mut client, false).await,
         Command::Unshare { ids, .. } => crate::share::unshare(global, &mut client, &ids).await,
         Command::Mv { names, force, .. } => mv(global, &mut client, &names, force).await,
         Command::Put {

@@ -58,6 +58,17 @@ pub(crate) struct Terms {
     pub max_downloads: u64,
     /// Also show each link as a QR code (on stderr), for a phone to scan.
     pub qr: bool,
+    /// Asked in the shell: its notes name the shell's commands, not the command line's.
+    pub shell: bool,
+}
+
+/// A command as the user types it: `troca unshare 3` on the command line, `unshare 3` in the
+/// shell.
+fn typed(shell: bool, command: &str) -> String {
+    match shell {
+        true => command.to_owned(),
+        false => format!("troca {command}"),
+    }
 }
 
 /// `text` as a QR code drawn with half blocks, two rows of modules a line, quiet zone included:
@@ -92,6 +103,7 @@ pub(crate) async fn share(
         upload,
         max_downloads,
         qr,
+        shell,
     } = terms;
     let secs = expires.map_or(0, |d| d.as_secs().max(1));
     let done = match (upload, max_downloads) {
@@ -129,10 +141,10 @@ pub(crate) async fn share(
                     }
                     if !global.quiet {
                         eprintln!(
-                            "troca: {} {done} until {until} (link {}; `troca unshare {}` revokes it)",
+                            "troca: {} {done} until {until} (link {}; `{}` revokes it)",
                             output::safe(&shared.name),
                             shared.id,
-                            shared.id
+                            typed(shell, &format!("unshare {}", shared.id))
                         );
                     }
                 }
@@ -207,14 +219,19 @@ pub(crate) fn rows(shares: Vec<ShareEntry>) -> Vec<ListedShare> {
 }
 
 /// `troca shares`: the links this client's token made, newest first.
-pub(crate) async fn shares(global: &Global, client: &mut HubClient) -> Result<ExitCode> {
+pub(crate) async fn shares(
+    global: &Global,
+    client: &mut HubClient,
+    shell: bool,
+) -> Result<ExitCode> {
     let shares = client.shares().await?;
     if global.json {
         print_json(&rows(shares))?;
         return Ok(ExitCode::SUCCESS);
     }
     if shares.is_empty() {
-        eprintln!("troca: no share links (troca share NAME makes one)");
+        let make = typed(shell, "share NAME");
+        eprintln!("troca: no share links ({make} makes one)");
     }
     for s in shares {
         let what = match s.upload {

@@ -592,12 +592,13 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
                 upload: (cmd == Cmd::Request).then(troca_proto::msg::UploadBounds::default),
                 max_downloads,
                 qr: w.qr,
+                shell: true,
             };
             crate::share::share(global, link.client().await?, &w.operands, terms).await?;
         }
         Cmd::Shares => {
             args(cmd, words, 0, 0)?;
-            crate::share::shares(global, link.client().await?).await?;
+            crate::share::shares(global, link.client().await?, true).await?;
         }
         Cmd::Unshare => {
             let w = args(cmd, words, 1, usize::MAX)?;

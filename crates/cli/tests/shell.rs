@@ -272,10 +272,20 @@ fn the_shell_makes_lists_and_revokes_share_links() {
     p.send_line("compartilhar other.bin --expires 1d").unwrap();
     p.exp_string("/s/troca_").unwrap();
     p.exp_string("other.bin shared until").unwrap();
+    // The note names the shell's own command.
+    p.exp_string("(link 2; `unshare 2` revokes it)").unwrap();
     p.exp_string("troca> ").unwrap();
     p.send_line("links").unwrap();
     p.exp_string("active").unwrap();
     p.exp_string("other.bin").unwrap();
+    p.exp_string("troca> ").unwrap();
+    // A link for so many downloads, as on the command line.
+    p.send_line("share other.bin --max-downloads 3").unwrap();
+    p.exp_string("other.bin shared for 3 downloads until")
+        .unwrap();
+    p.exp_string("troca> ").unwrap();
+    p.send_line("links").unwrap();
+    p.exp_string("other.bin (0 of 3 downloads)").unwrap();
     p.exp_string("troca> ").unwrap();
     p.send_line("revogar x").unwrap();
     p.exp_string("unshare takes the links' numbers").unwrap();
