@@ -227,6 +227,14 @@ impl Drop for Taken {
 
 /// Waits until a slot is given back, for a connection owed a `SlotFree`; never returns for
 /// one that is not.
+/// `f`'s output, unless `limit` (if any) passes first.
+async fn within<F: std::future::Future>(limit: Option<Duration>, f: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
 async fn slot_freed(refused: &mut Option<tokio::sync::watch::Receiver<u64>>) {
     match refused {
         Some(rx) => {
@@ -471,17 +479,19 @@ impl Serving {
     }
 
     /// The next request or piece of news; `End` at a clean close, at shutdown or after the idle
-    /// timeout.
+    /// timeout. A connection answered busy is not idle: it waits for this peer's `SlotFree`,
+    /// which comes within the time the slots' pieces may take (each bounded), and its idle time
+    /// starts again once that is sent.
     async fn next(&mut self, shutdown: &CancellationToken) -> Result<Next, FrameError> {
-        let idle = self.config.idle_timeout;
+        let idle = self.refused.is_none().then_some(self.config.idle_timeout);
         let (conn, listening, refused) = (&mut self.conn, &mut self.news, &mut self.refused);
         tokio::select! {
             _ = shutdown.cancelled() => Ok(Next::End),
             () = slot_freed(refused) => Ok(Next::SlotFree),
-            r = tokio::time::timeout(idle, conn.read_message()) => match r {
-                Ok(Ok(Some(m))) => Ok(Next::Request(m)),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(None)) | Err(_) => Ok(Next::End),
+            r = within(idle, conn.read_message()) => match r {
+                Some(Ok(Some(m))) => Ok(Next::Request(m)),
+                Some(Err(e)) => Err(e),
+                Some(Ok(None)) | None => Ok(Next::End),
             },
             n = news(listening) => Ok(Next::News(n)),
         }
