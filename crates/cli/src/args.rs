@@ -554,8 +554,9 @@ pub struct PeerArgs {
     /// each piece from this peer once before any twice.
     #[arg(long)]
     pub no_super_seed: bool,
-    /// A connection silent for this long is closed; a piece must also go out within it (plus
-    /// its time at --max-rate), or the connection is closed and its upload slot freed.
+    /// A connection silent for this long is closed (not while it waits for an upload slot);
+    /// a piece must also go out within it (plus its time at --max-rate), or the connection is
+    /// closed and its upload slot freed.
     #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: std::time::Duration,
     /// Serve pieces without TLS, and download from peers that do too (a benchmark, a link
