@@ -248,9 +248,9 @@ pub(crate) async fn send_file(
     if !head {
         // A share link that allows only so many downloads counts this one.
         let counted = hub.count_download(&caller).await;
-        if let Err(e) = counted {
-            record.finish(hub.history_log(), Err(e.to_string()));
-            return Err(linked(v, e));
+        if let Err(e) = counted.map_err(|e| linked(v, e)) {
+            record.finish(hub.history_log(), Err(e.record_text()));
+            return Err(e);
         }
         // An object's GET opens before the answer's headers, so a store that cannot be
         // reached is an error status, not a body cut short.
