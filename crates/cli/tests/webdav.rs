@@ -1124,7 +1124,7 @@ fn a_share_link_mounts_what_it_shares_over_webdav_for_reading() {
     let new = s.client.join("new.txt");
     assert_eq!(
         status(&["-T", new.to_str().unwrap(), &format!("{url}trip/new.txt")]),
-        "403"
+        "405"
     );
     for method in ["DELETE", "MKCOL", "LOCK", "MOVE", "PROPPATCH"] {
         assert_eq!(
@@ -1134,6 +1134,21 @@ fn a_share_link_mounts_what_it_shares_over_webdav_for_reading() {
         );
     }
     assert!(!s.share.join("trip/new.txt").exists() && s.share.join("trip/a.txt").exists());
+    // WebDAV through an upload link reads nothing and takes nothing either (its uploads go
+    // through the link's page or `PUT …/files/…`).
+    write_tree(&s.share, &[("inbox/.keep", "")]);
+    let made = json(&hub.troca_with(
+        &s.client,
+        &write,
+        &["--json", "share", "--upload", "inbox/"],
+    ));
+    let upload = made[0]["link"].as_str().unwrap();
+    let drop = format!(
+        "{}/dav/inbox/new.txt",
+        &upload[..upload.find("/files/").unwrap()]
+    );
+    assert_eq!(status(&["-T", new.to_str().unwrap(), &drop]), "405");
+    assert!(!s.share.join("inbox/new.txt").exists());
 
     // Each file fetched counts against a link's downloads.
     let made = json(&hub.troca_with(

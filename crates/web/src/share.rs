@@ -38,11 +38,13 @@ fn is_dav(rest: &str) -> bool {
 const ALLOW: &str = "GET, HEAD, PUT, OPTIONS, PROPFIND";
 
 /// What a share link may ask: to read (through WebDAV too, which also lists and asks what it
-/// offers), and to upload (`PUT`), which only an upload link's token is allowed.
+/// offers), and to upload (`PUT` of `/files/…`), which only an upload link's token is allowed.
+/// WebDAV is for reading only: its uploads look at the folder first, which an upload link
+/// may not.
 fn allowed(method: &Method, rest: &str) -> bool {
     match method.as_str() {
         "GET" | "HEAD" => true,
-        "PUT" => rest.starts_with("/files/") || is_dav(rest),
+        "PUT" => rest.starts_with("/files/"),
         "OPTIONS" | "PROPFIND" => is_dav(rest),
         _ => false,
     }
