@@ -236,7 +236,8 @@ pub enum Command {
         #[arg(long, value_name = "N", requires = "upload")]
         max_files: Option<u64>,
         /// How many downloads each link allows, then stops working: each file downloaded
-        /// through it counts (a resumed one again), and a folder's zip counts once.
+        /// through it counts, and a folder's zip once; a cut download resumed from the same
+        /// address counts no more.
         #[arg(long, value_name = "N", conflicts_with = "upload", value_parser = clap::value_parser!(u64).range(1..))]
         max_downloads: Option<u64>,
         /// Also show each link as a QR code (on stderr), for a phone to scan.

@@ -533,6 +533,9 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", url]);
         assert_eq!(String::from_utf8_lossy(&got.stdout), "401", "{url}");
     }
+    // Yet the download it counted goes on through either hub (the group's records know it).
+    let got = curl(&["-s", "-r", "4-", "-w", " %{http_code}", link]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "ugh a 206");
 
     // An upload link made through one hub takes files through the other, shows none of them,
     // and what came in is its maker's to delete through either (its maker read from the

@@ -714,6 +714,61 @@ fn what_one_address_sends_through_upload_links_stays_within_its_quota() {
 /// A read link may allow only so many downloads, counted on every face as each begins (a
 /// file's bytes, a folder's zip as one; a `HEAD` is none) and in the records, so its maker sees
 /// them; once spent the link is refused like an expired one, and listed as used up.
+/// A download cut short through a link for one download goes on where it stopped (curl's
+/// `-C -`, as a browser resumes) without spending another: from the same address, for the same
+/// file. A new download from the start, or from another address, is refused.
+#[test]
+fn a_cut_download_through_a_link_for_one_download_goes_on_where_it_stopped() {
+    let s = Scratch::new();
+    let whole: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(s.share.join("film.bin"), &whole).unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let write = token(&hub, "write");
+    let rows = share(
+        &hub,
+        &s.client,
+        &write,
+        &["film.bin", "--max-downloads", "1"],
+    );
+    let file = link(&rows[0]);
+    let part = s.client.join("film.bin");
+    let part_path = part.to_str().unwrap();
+    let cut = |args: &[&str]| {
+        let mut all = vec!["-s", "-o", part_path, "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&curl(&all).stdout).into_owned()
+    };
+
+    // The first 100,000 bytes, then the connection is gone: the link's one download is spent.
+    assert_eq!(cut(&["-r", "0-99999", &file]), "206");
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 100_000);
+    let listed = ok(&hub.troca_with(&s.client, &write, &["shares"]));
+    assert!(listed.contains("(1 of 1 downloads)"), "{listed}");
+    assert_eq!(fetch(&file).0, 401, "a new download is refused");
+
+    // Elsewhere, the same range is a download of its own, and none is left.
+    let other = [
+        "--interface",
+        "127.0.0.2",
+        "-o",
+        "/dev/null",
+        "-r",
+        "100000-",
+    ];
+    assert_eq!(status_of(&[&other[..], &[&file]].concat()).0, 401);
+
+    // Here, it goes on where it stopped, and the file is whole.
+    assert_eq!(cut(&["-C", "-", &file]), "206");
+    assert_eq!(std::fs::read(&part).unwrap(), whole);
+    let listed = ok(&hub.troca_with(&s.client, &write, &["shares"]));
+    assert!(listed.contains("(1 of 1 downloads)"), "{listed}");
+    assert_eq!(
+        status_of(&["-r", "0-", &file]).0,
+        401,
+        "from the start: new"
+    );
+}
+
 #[test]
 fn a_share_link_allows_only_so_many_downloads() {
     let s = Scratch::new();

@@ -521,7 +521,11 @@ async fn dispatch(
             let opened = hub.download(caller, &g.name, g.offset);
             // A share link that allows only so many downloads counts this one.
             let counted = match opened {
-                Ok(download) => hub.count_download(caller).await.map(|()| download),
+                Ok(download) => {
+                    let (name, resumed) = (download.name.as_str(), download.offset > 0);
+                    let counted = hub.count_download(caller, name, resumed).await;
+                    counted.map(|()| download)
+                }
                 Err(e) => Err(e),
             };
             match ready(counted, plain(conn)).await {

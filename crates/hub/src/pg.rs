@@ -487,6 +487,14 @@ ALTER TABLE tokens ADD COLUMN IF NOT EXISTS made_by bigint;
 -- A share link's downloads: how many it allows (0: no bound) and how many began; added later.
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS max_downloads bigint NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS downloads bigint NOT NULL DEFAULT 0;
+-- The downloads a share link counted: a download cut and continued from the same address is
+-- not counted again. At most one row per download counted.
+CREATE TABLE IF NOT EXISTS link_downloads (
+    token_id bigint NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    address text NOT NULL,
+    PRIMARY KEY (token_id, name, address)
+);
 CREATE TABLE IF NOT EXISTS owners (
     name text COLLATE "C" PRIMARY KEY,
     token_id bigint NOT NULL

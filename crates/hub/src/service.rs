@@ -14,7 +14,7 @@ use crate::quota::{Amount, QuotaHold, Uploader};
 use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
-use crate::records::{History, Owner, Owners, Page, PageQuery, Role, Tokens};
+use crate::records::{Grant, History, LinkFetch, Owner, Owners, Page, PageQuery, Role, Tokens};
 use crate::store::{
     parse, FindQuery, Kind, ListPage, ListQuery, LocalStore, Matches, MemoryUpload, ObjectStore,
     PartialInfo, PartialUpload, Seen, Store, StoredFile, Totals, Version, MEMORY_UPLOAD_MAX,
@@ -718,10 +718,17 @@ impl Hub {
         Ok((data, hash))
     }
 
-    /// Counts a download the caller begins (a file's bytes from any offset, or a folder's zip)
-    /// against its share link, if the link allows only so many: refused once they are spent.
-    /// Nothing to do, and no hop, for any other caller.
-    pub async fn count_download(self: &Arc<Self>, caller: &Caller) -> Result<(), HubError> {
+    /// Counts a download the caller begins (a file's bytes, or a folder's zip, `name` with its
+    /// `/`) against its share link, if the link allows only so many: refused once they are
+    /// spent. One that starts past the first byte (`resumed`) and continues a download the link
+    /// counted for the same name and address is not counted again. Nothing to do, and no hop,
+    /// for any other caller.
+    pub async fn count_download(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        resumed: bool,
+    ) -> Result<(), HubError> {
         let Some(id) = caller
             .grant
             .as_ref()
@@ -731,7 +738,17 @@ impl Hub {
             return Ok(());
         };
         let hub = Arc::clone(self);
-        match blocking(move || hub.tokens.count_download(id)).await? {
+        let name = name.to_owned();
+        let address = caller.from.map(|a| a.to_string()).unwrap_or_default();
+        let counted = blocking(move || {
+            let fetch = LinkFetch {
+                name: &name,
+                address: &address,
+                resumed: resumed && !address.is_empty(),
+            };
+            hub.tokens.count_download(id, &fetch)
+        });
+        match counted.await? {
             true => Ok(()),
             false => Err(HubError::Unauthorized(
                 "this share link's downloads are used up".into(),
@@ -757,33 +774,33 @@ impl Hub {
         token: Option<String>,
         from: IpAddr,
     ) -> Result<Caller, HubError> {
+        self.authenticate_for(token, from, None).await
+    }
+
+    /// [`Hub::authenticate`] for a download of `name` that starts past its first byte: a share
+    /// link whose downloads are spent is still let through for it if it continues a download
+    /// the link counted for that name and address (a cut download resumed).
+    pub async fn authenticate_resume(
+        self: &Arc<Self>,
+        token: Option<String>,
+        from: IpAddr,
+        name: &str,
+    ) -> Result<Caller, HubError> {
+        self.authenticate_for(token, from, Some(name)).await
+    }
+
+    async fn authenticate_for(
+        self: &Arc<Self>,
+        token: Option<String>,
+        from: IpAddr,
+        resume: Option<&str>,
+    ) -> Result<Caller, HubError> {
         // The admin token file's needs no records (nor a hand-off to read them).
         let admin = token.as_deref().and_then(|t| self.tokens.admin(t));
         let grant = match &token {
             None => None,
             Some(_) if admin.is_some() => admin,
-            Some(t) => {
-                // One guess at a time from an address that has guessed wrong: parallel
-                // connections gain it nothing.
-                let _turn = match self.auth_failures.guessing(from) {
-                    true => Some(self.auth_failures.turn(from).await),
-                    false => None,
-                };
-                let hub = Arc::clone(self);
-                let t = t.clone();
-                match blocking(move || hub.tokens.check(&t)).await? {
-                    Some(grant) => Some(grant),
-                    None => {
-                        let wait = self.auth_failures.failed(from);
-                        tokio::time::sleep(wait).await;
-                        return Err(HubError::Unauthorized(
-                            "the token is not valid (wrong, revoked or expired, or a link used \
-                             up)"
-                            .into(),
-                        ));
-                    }
-                }
-            }
+            Some(t) => Some(self.check_token(t, from, resume).await?),
         };
         if grant.is_none() && self.config.require_token {
             return Err(HubError::Unauthorized("this hub requires a token".into()));
@@ -795,6 +812,50 @@ impl Hub {
             owner_key: None,
             lock_tokens: Vec::new(),
         })
+    }
+
+    /// The grant of a token from the records (or of a spent link, for `resume`), or a refusal
+    /// after the pause repeated failures from `from` earn.
+    async fn check_token(
+        self: &Arc<Self>,
+        token: &str,
+        from: IpAddr,
+        resume: Option<&str>,
+    ) -> Result<Grant, HubError> {
+        // One guess at a time from an address that has guessed wrong: parallel connections
+        // gain it nothing.
+        let _turn = match self.auth_failures.guessing(from) {
+            true => Some(self.auth_failures.turn(from).await),
+            false => None,
+        };
+        let hub = Arc::clone(self);
+        let token = token.to_owned();
+        let resume = resume.map(str::to_owned);
+        let checked = blocking(move || match hub.tokens.check(&token)? {
+            Some(grant) => Ok(Some(grant)),
+            None => match &resume {
+                Some(name) => {
+                    let address = from.to_string();
+                    let fetch = LinkFetch {
+                        name,
+                        address: &address,
+                        resumed: true,
+                    };
+                    hub.tokens.check_resume(&token, &fetch)
+                }
+                None => Ok(None),
+            },
+        });
+        match checked.await? {
+            Some(grant) => Ok(grant),
+            None => {
+                let wait = self.auth_failures.failed(from);
+                tokio::time::sleep(wait).await;
+                Err(HubError::Unauthorized(
+                    "the token is not valid (wrong, revoked or expired, or a link used up)".into(),
+                ))
+            }
+        }
     }
 
     /// The token records (for the faces that manage tokens).

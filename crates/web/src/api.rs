@@ -47,9 +47,22 @@ pub(crate) async fn caller(
     visitor: &Visitor,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
-    let mut caller = hub
-        .authenticate(bearer(headers), visitor.address.ip())
-        .await?;
+    caller_resuming(hub, visitor, headers, None).await
+}
+
+/// [`caller`] for a download of `resume` that starts past its first byte, which a share link
+/// whose downloads are spent still allows if it continues one the link counted.
+pub(crate) async fn caller_resuming(
+    hub: &Arc<Hub>,
+    visitor: &Visitor,
+    headers: &HeaderMap,
+    resume: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let (token, from) = (bearer(headers), visitor.address.ip());
+    let mut caller = match resume {
+        Some(name) => hub.authenticate_resume(token, from, name).await?,
+        None => hub.authenticate(token, from).await?,
+    };
     // The page keeps an owner key of its own, as the CLI does, sent in this header.
     caller.owner_key = headers
         .get("x-troca-owner")

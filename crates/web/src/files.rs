@@ -5,7 +5,7 @@
 //! the native protocol's names (in the hub's service): `%2F`, `%2E%2E`, backslashes and the like
 //! reach that check as the characters they encode and are refused there like any other bad name.
 
-use crate::api::{caller, pending, recorded, Done};
+use crate::api::{caller_resuming, pending, recorded, Done};
 use crate::error::ApiError;
 use crate::Visitor;
 use axum::body::Body;
@@ -215,8 +215,14 @@ pub(crate) async fn send_file(
     let head = asked.head;
     let name = name.to_owned();
     let record = pending(v, if head { "head" } else { "get" }, name.clone());
+    // A cut download continued: allowed by a share link whose downloads are spent, if it
+    // counted this one.
+    let resuming = !head
+        && matches!(parse_range(headers.get(header::RANGE), u64::MAX), Ok(Want::Part(a, _)) if a > 0);
+    let canonical = troca_proto::RemoteName::parse(&name).ok();
+    let resume = canonical.as_ref().filter(|_| resuming).map(|n| n.as_str());
     let opened = async {
-        let caller = caller(hub, v, headers).await?;
+        let caller = caller_resuming(hub, v, headers, resume).await?;
         let download = hub.download(&caller, &name, 0)?;
         Ok::<_, ApiError>((caller, download))
     };
@@ -247,8 +253,9 @@ pub(crate) async fn send_file(
     };
     if !head {
         // A share link that allows only so many downloads counts this one.
-        let counted = hub.count_download(&caller).await;
-        if let Err(e) = counted.map_err(|e| linked(v, e)) {
+        let resumed = matches!(want, Want::Part(a, _) if a > 0);
+        let counted = hub.count_download(&caller, download.name.as_str(), resumed);
+        if let Err(e) = counted.await.map_err(|e| linked(v, e)) {
             record.finish(hub.history_log(), Err(e.record_text()));
             return Err(e);
         }

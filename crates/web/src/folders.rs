@@ -794,7 +794,7 @@ pub(crate) async fn zip(
             _ => return Err(ApiError::from(HubError::NotFound(folder.to_owned()))),
         };
         // A share link that allows only so many downloads counts a zip as one.
-        let counted = hub.count_download(&caller).await;
+        let counted = hub.count_download(&caller, folder, false).await;
         counted.map_err(|e| crate::files::linked(v, e))?;
         Ok((first, listing, caller, turn))
     }

@@ -227,10 +227,26 @@ pub trait Tokens: Send + Sync + std::fmt::Debug {
     fn set_quota(&self, id: i64, quota: Amount) -> Result<bool, HubError>;
     /// The token that made share link `id` (`None`: `id` is no share link, or no token).
     fn maker(&self, id: i64) -> Result<Option<i64>, HubError>;
+    /// What share link `token` grants for `fetch` once its downloads are spent: a grant only
+    /// if the link is valid otherwise and `fetch` continues a download it counted (the same
+    /// name, from the same address).
+    fn check_resume(&self, token: &str, fetch: &LinkFetch<'_>) -> Result<Option<Grant>, HubError>;
     /// Counts a download begun with token `id`, if its downloads are bounded: `false` when
     /// none is left (the count and the check in one step, so hubs sharing the records never
-    /// let more through between them).
-    fn count_download(&self, id: i64) -> Result<bool, HubError>;
+    /// let more through between them). A fetch that continues a download counted already
+    /// (the same name, from the same address) is not counted again.
+    fn count_download(&self, id: i64, fetch: &LinkFetch<'_>) -> Result<bool, HubError>;
+}
+
+/// A download through a share link whose downloads are bounded, as its count needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkFetch<'a> {
+    /// The file's name (a folder's, with its `/`, for its zip).
+    pub name: &'a str,
+    /// Where it is asked from (an address as text).
+    pub address: &'a str,
+    /// It starts past the file's first byte: a download that was cut, going on.
+    pub resumed: bool,
 }
 
 /// Who uploaded a file: the token it came with, and the uploader's owner key (its BLAKE3 hash).

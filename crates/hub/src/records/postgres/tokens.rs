@@ -4,10 +4,11 @@ use crate::error::HubError;
 use crate::pg::{commit_err, db_err, Db};
 use crate::records::sqlite::tokens::{admin_grant, hash, new_secret};
 use crate::records::{
-    too_many_props, Amount, DeadProp, Downloads, Grant, NamedProps, NewToken, Owned, Owner, Owners,
-    PropChange, Recorded, Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
+    too_many_props, Amount, DeadProp, Downloads, Grant, LinkFetch, NamedProps, NewToken, Owned,
+    Owner, Owners, PropChange, Recorded, Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use crate::version::{Retimed, Version};
+use tokio_postgres::types::ToSql;
 
 /// The group's tokens and owners, and this hub's admin token.
 #[derive(Debug)]
@@ -38,29 +39,28 @@ impl Tokens for PgTokens {
         if let Some(admin) = admin_grant(&h, &self.admin) {
             return Ok(Some(admin));
         }
+        let sql = grant_query("(max_downloads = 0 OR downloads < max_downloads)");
         self.db.run(async || {
             let c = self.db.get().await?;
-            let row = c
-                .query_opt(
-                    "SELECT id, role, folder, quota_bytes, quota_files, max_downloads FROM tokens t
-                     WHERE hash = $1 AND NOT revoked AND (expires_ns IS NULL OR expires_ns > $2)
-                       AND (max_downloads = 0 OR downloads < max_downloads)
-                       AND (made_by IS NULL OR made_by = 0 OR EXISTS (
-                           SELECT 1 FROM tokens p WHERE p.id = t.made_by AND NOT p.revoked
-                               AND (p.expires_ns IS NULL OR p.expires_ns > $2)))",
-                    &[&h.as_bytes().as_slice(), &crate::pg::now_ns()],
-                )
-                .await
-                .map_err(db_err)?;
-            Ok(row.and_then(|r| {
-                Role::parse(r.get(1)).map(|role| Grant {
-                    role,
-                    token_id: Some(r.get(0)),
-                    folder: r.get::<_, Option<String>>(2).map(Into::into),
-                    quota: amount(&r, 3),
-                    max_downloads: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
-                })
-            }))
+            let args: [&(dyn ToSql + Sync); 2] = [&h.as_bytes().as_slice(), &crate::pg::now_ns()];
+            let row = c.query_opt(&sql, &args).await.map_err(db_err)?;
+            Ok(row.and_then(|r| grant(&r)))
+        })
+    }
+
+    fn check_resume(&self, token: &str, fetch: &LinkFetch<'_>) -> Result<Option<Grant>, HubError> {
+        let h = hash(token);
+        let sql = grant_query(
+            "max_downloads > 0 AND EXISTS (SELECT 1 FROM link_downloads d
+                 WHERE d.token_id = t.id AND d.name = $3 AND d.address = $4)",
+        );
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            let now = crate::pg::now_ns();
+            let args: [&(dyn ToSql + Sync); 4] =
+                [&h.as_bytes().as_slice(), &now, &fetch.name, &fetch.address];
+            let row = c.query_opt(&sql, &args).await.map_err(db_err)?;
+            Ok(row.and_then(|r| grant(&r)))
         })
     }
 
@@ -169,20 +169,56 @@ impl Tokens for PgTokens {
         })
     }
 
-    fn count_download(&self, id: i64) -> Result<bool, HubError> {
+    fn count_download(&self, id: i64, fetch: &LinkFetch<'_>) -> Result<bool, HubError> {
+        // One statement: a continued download already counted is let through; any other
+        // takes one of the link's downloads, if one is left, and is remembered.
         self.db.run(async || {
             let c = self.db.get().await?;
-            let n = c
-                .execute(
-                    "UPDATE tokens SET downloads = downloads + 1
-                     WHERE id = $1 AND (max_downloads = 0 OR downloads < max_downloads)",
-                    &[&id],
+            let row = c
+                .query_one(
+                    "WITH seen AS (
+                         SELECT 1 FROM link_downloads
+                         WHERE $4 AND token_id = $1 AND name = $2 AND address = $3
+                     ), counted AS (
+                         UPDATE tokens SET downloads = downloads + 1
+                         WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM seen)
+                           AND (max_downloads = 0 OR downloads < max_downloads)
+                         RETURNING id
+                     ), kept AS (
+                         INSERT INTO link_downloads (token_id, name, address)
+                         SELECT id, $2, $3 FROM counted ON CONFLICT DO NOTHING
+                     )
+                     SELECT EXISTS (SELECT 1 FROM seen) OR EXISTS (SELECT 1 FROM counted)",
+                    &[&id, &fetch.name, &fetch.address, &fetch.resumed],
                 )
                 .await
                 .map_err(db_err)?;
-            Ok(n > 0)
+            Ok(row.get::<_, bool>(0))
         })
     }
+}
+
+/// The query of a token's grant by its hash (`$1`), valid at `$2`, on `condition` besides.
+fn grant_query(condition: &str) -> String {
+    format!(
+        "SELECT id, role, folder, quota_bytes, quota_files, max_downloads FROM tokens t
+         WHERE hash = $1 AND NOT revoked AND (expires_ns IS NULL OR expires_ns > $2)
+           AND {condition}
+           AND (made_by IS NULL OR made_by = 0 OR EXISTS (
+               SELECT 1 FROM tokens p WHERE p.id = t.made_by AND NOT p.revoked
+                   AND (p.expires_ns IS NULL OR p.expires_ns > $2)))"
+    )
+}
+
+/// The grant a row of a [`grant_query`] holds.
+fn grant(r: &tokio_postgres::Row) -> Option<Grant> {
+    Role::parse(r.get(1)).map(|role| Grant {
+        role,
+        token_id: Some(r.get(0)),
+        folder: r.get::<_, Option<String>>(2).map(Into::into),
+        quota: amount(r, 3),
+        max_downloads: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+    })
 }
 
 /// An amount read from two `bigint` columns (bytes, then files) at `at`.

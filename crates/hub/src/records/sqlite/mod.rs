@@ -99,6 +99,15 @@ pub fn open_db(path: &Path) -> Result<Connection, HubError> {
              name TEXT PRIMARY KEY,
              key_hash BLOB NOT NULL
          );
+         -- The downloads a share link counted: a download cut and continued from the same
+         -- address is not counted again. At most one row per download counted, so a link's
+         -- rows are bounded by its `max_downloads`.
+         CREATE TABLE IF NOT EXISTS link_downloads (
+             token_id INTEGER NOT NULL,
+             name TEXT NOT NULL,
+             address TEXT NOT NULL,
+             PRIMARY KEY (token_id, name, address)
+         );
          -- WebDAV's dead properties: `{namespace}name` and the element as sent.
          CREATE TABLE IF NOT EXISTS props (
              name TEXT NOT NULL,

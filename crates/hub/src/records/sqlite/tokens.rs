@@ -9,8 +9,8 @@
 use super::{admin_token_path, db_err, db_path, open_db};
 use crate::error::HubError;
 use crate::records::{
-    too_many_props, Amount, DeadProp, Downloads, Grant, NewToken, Owned, Owner, Owners, PropChange,
-    Recorded, Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
+    too_many_props, Amount, DeadProp, Downloads, Grant, LinkFetch, NewToken, Owned, Owner, Owners,
+    PropChange, Recorded, Role, TokenInfo, TokenSpec, Tokens, MAX_PROPS_PER_NAME,
 };
 use crate::version::{Retimed, Version};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -109,33 +109,23 @@ impl Tokens for SqliteTokens {
             return Ok(Some(admin));
         }
         let db = self.db.lock().expect("token database poisoned");
+        let now = crate::pg::now_ns();
         // Prepared once per connection: a check runs with every request that carries a token.
-        let row: Option<(i64, String, Option<String>, Amount, u64)> = db
-            .prepare_cached(
-                "SELECT id, role, folder, quota_bytes, quota_files, max_downloads FROM tokens t
-                 WHERE hash = ?1 AND revoked = 0 AND (expires_ns IS NULL OR expires_ns > ?2)
-                   AND (max_downloads = 0 OR downloads < max_downloads)
-                   AND (made_by IS NULL OR made_by = 0 OR EXISTS (
-                       SELECT 1 FROM tokens p WHERE p.id = t.made_by AND p.revoked = 0
-                           AND (p.expires_ns IS NULL OR p.expires_ns > ?2)))",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(params![h.as_bytes().as_slice(), crate::pg::now_ns()], |r| {
-                    let most = u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0);
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?, most))
-                })
-                .optional()
-            })
-            .map_err(|e| db_err(&self.db_path, e))?;
-        Ok(row.and_then(|(id, role, folder, quota, max_downloads)| {
-            Role::parse(&role).map(|role| Grant {
-                role,
-                token_id: Some(id),
-                folder: folder.map(Into::into),
-                quota,
-                max_downloads,
-            })
-        }))
+        let sql = grant_query("(max_downloads = 0 OR downloads < max_downloads)");
+        query_grant(&db, &sql, params![h.as_bytes().as_slice(), now])
+            .map_err(|e| db_err(&self.db_path, e))
+    }
+
+    fn check_resume(&self, token: &str, fetch: &LinkFetch<'_>) -> Result<Option<Grant>, HubError> {
+        let h = hash(token);
+        let db = self.db.lock().expect("token database poisoned");
+        let now = crate::pg::now_ns();
+        let sql = grant_query(
+            "max_downloads > 0 AND EXISTS (SELECT 1 FROM link_downloads d
+                 WHERE d.token_id = t.id AND d.name = ?3 AND d.address = ?4)",
+        );
+        let args = params![h.as_bytes().as_slice(), now, fetch.name, fetch.address];
+        query_grant(&db, &sql, args).map_err(|e| db_err(&self.db_path, e))
     }
 
     /// Makes a new token; returns its id and the secret (shown once, never stored).
@@ -234,17 +224,72 @@ impl Tokens for SqliteTokens {
         Ok(made_by.flatten())
     }
 
-    fn count_download(&self, id: i64) -> Result<bool, HubError> {
-        let db = self.db.lock().expect("token database poisoned");
-        let n = db
-            .prepare_cached(
-                "UPDATE tokens SET downloads = downloads + 1
-                 WHERE id = ?1 AND (max_downloads = 0 OR downloads < max_downloads)",
-            )
-            .and_then(|mut stmt| stmt.execute([id]))
-            .map_err(|e| db_err(&self.db_path, e))?;
-        Ok(n > 0)
+    fn count_download(&self, id: i64, fetch: &LinkFetch<'_>) -> Result<bool, HubError> {
+        let mut db = self.db.lock().expect("token database poisoned");
+        let mut counted = || -> rusqlite::Result<bool> {
+            let tx = db.transaction()?;
+            let key = params![id, fetch.name, fetch.address];
+            let seen = fetch.resumed
+                && tx
+                    .prepare_cached(
+                        "SELECT 1 FROM link_downloads
+                         WHERE token_id = ?1 AND name = ?2 AND address = ?3",
+                    )?
+                    .exists(key)?;
+            if seen {
+                return Ok(true);
+            }
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tokens SET downloads = downloads + 1
+                     WHERE id = ?1 AND (max_downloads = 0 OR downloads < max_downloads)",
+                )?
+                .execute([id])?;
+            if n > 0 {
+                tx.prepare_cached("INSERT OR IGNORE INTO link_downloads VALUES (?1, ?2, ?3)")?
+                    .execute(key)?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        };
+        counted().map_err(|e| db_err(&self.db_path, e))
     }
+}
+
+/// The query of a token's grant by its hash (`?1`), valid at `?2`, on `condition` besides.
+fn grant_query(condition: &str) -> String {
+    format!(
+        "SELECT id, role, folder, quota_bytes, quota_files, max_downloads FROM tokens t
+         WHERE hash = ?1 AND revoked = 0 AND (expires_ns IS NULL OR expires_ns > ?2)
+           AND {condition}
+           AND (made_by IS NULL OR made_by = 0 OR EXISTS (
+               SELECT 1 FROM tokens p WHERE p.id = t.made_by AND p.revoked = 0
+                   AND (p.expires_ns IS NULL OR p.expires_ns > ?2)))"
+    )
+}
+
+/// The grant `sql` (a [`grant_query`]) finds with `args`, if any.
+fn query_grant(
+    db: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Option<Grant>> {
+    let row: Option<(i64, String, Option<String>, Amount, u64)> = db
+        .prepare_cached(sql)?
+        .query_row(args, |r| {
+            let most = u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0);
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?, most))
+        })
+        .optional()?;
+    Ok(row.and_then(|(id, role, folder, quota, max_downloads)| {
+        Role::parse(&role).map(|role| Grant {
+            role,
+            token_id: Some(id),
+            folder: folder.map(Into::into),
+            quota,
+            max_downloads,
+        })
+    }))
 }
 
 /// A record's condition of holding for the file's version now (`?2` its time, `?3` its size;
@@ -671,7 +716,7 @@ mod tests {
     /// A share link's downloads are counted while any are left, and once they are spent the
     /// link is refused and listed as used up; a token without a bound counts nothing.
     #[test]
-    fn a_links_downloads_are_counted_until_spent() {
+    fn a_links_downloads_are_counted_until_spent_and_cut_ones_go_on() {
         let dir = tempfile::tempdir().unwrap();
         let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
         let spec = |max_downloads| TokenSpec {
@@ -689,15 +734,48 @@ mod tests {
             tokens.check(&link.secret).unwrap().unwrap().max_downloads,
             2
         );
-        assert!(tokens.count_download(link.id).unwrap());
-        assert!(tokens.count_download(link.id).unwrap());
-        assert!(!tokens.count_download(link.id).unwrap(), "none left");
+        let fetch = |address, resumed| LinkFetch {
+            name: "a.txt",
+            address,
+            resumed,
+        };
+        let (here, there) = ("192.0.2.1", "192.0.2.2");
+        assert!(tokens.count_download(link.id, &fetch(here, false)).unwrap());
+        // Going on with a cut download counts nothing more; from elsewhere, it counts.
+        assert!(tokens.count_download(link.id, &fetch(here, true)).unwrap());
+        assert!(tokens.count_download(link.id, &fetch(there, true)).unwrap());
+        assert!(
+            !tokens.count_download(link.id, &fetch(here, false)).unwrap(),
+            "none left"
+        );
         assert_eq!(tokens.check(&link.secret).unwrap(), None);
         let listed = tokens.list().unwrap();
         assert_eq!(listed[0].downloads, Downloads { most: 2, used: 2 });
         assert_eq!(listed[0].state(1), "used up");
+        // Spent, the link still lets the downloads it counted go on, and nothing else.
+        for address in [here, there] {
+            let resumed = tokens.check_resume(&link.secret, &fetch(address, true));
+            assert_eq!(resumed.unwrap().unwrap().token_id, Some(link.id));
+            assert!(tokens
+                .count_download(link.id, &fetch(address, true))
+                .unwrap());
+        }
+        let elsewhere = fetch("192.0.2.3", true);
+        assert_eq!(tokens.check_resume(&link.secret, &elsewhere).unwrap(), None);
+        assert!(!tokens.count_download(link.id, &elsewhere).unwrap());
+        let other_file = LinkFetch {
+            name: "b.txt",
+            ..fetch(here, true)
+        };
+        assert_eq!(
+            tokens.check_resume(&link.secret, &other_file).unwrap(),
+            None
+        );
+        assert!(tokens.revoke(link.id).unwrap());
+        let revoked = tokens.check_resume(&link.secret, &fetch(here, true));
+        assert_eq!(revoked.unwrap(), None, "revoked, nothing goes on");
         for _ in 0..3 {
-            assert!(tokens.count_download(open.id).unwrap());
+            assert!(tokens.count_download(open.id, &fetch(here, false)).unwrap());
         }
         assert!(tokens.check(&open.secret).unwrap().is_some());
         assert_eq!(tokens.list().unwrap()[1].state(1), "active");
