@@ -171,12 +171,13 @@ pub enum Command {
     Serve(Box<Serve>),
     /// List the hub's files (a folder with nothing in it shows as NAME/).
     #[command(
-        after_help = "Examples:\n  troca ls\n  troca ls photos/\n  troca ls --search invoice"
+        after_help = "Examples:\n  troca ls\n  troca ls photos/\n  troca ls 'photos/*.jpg'\n  troca ls --search invoice"
     )]
     Ls {
         #[command(flatten)]
         hub: HubArgs,
-        /// Only names starting with this, e.g. `photos/`.
+        /// Only names starting with this, e.g. `photos/`; or, with a quoted wildcard (as for
+        /// `get`), the names it matches and what is in the folders it matches.
         prefix: Option<String>,
         /// Instead: every file and folder, in any folder, whose own name contains TEXT (any
         /// case); a TEXT with a `/` is looked for in whole names.
@@ -217,7 +218,7 @@ pub enum Command {
     Share {
         #[command(flatten)]
         hub: HubArgs,
-        /// The files and folders to share.
+        /// The files and folders to share (wildcards as for `get`).
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         /// How long each link works (`12h`, `7d`, `2w`); by default the hub's `--share-time`
@@ -262,13 +263,14 @@ pub enum Command {
     /// Move or rename files and folders on the hub (needs the right to change each one).
     #[command(
         after_help = "Examples:\n  troca mv draft.txt report.txt\n  troca mv a.jpg b.jpg photos/\n  \
-        troca mv --force new.txt old.txt   (replaces old.txt)"
+        troca mv --force new.txt old.txt   (replaces old.txt)\n  \
+        troca mv 'draft-*' drafts/"
     )]
     Mv {
         #[command(flatten)]
         hub: HubArgs,
-        /// What to move, then where: a new name, or a folder (ending in / or existing) to move
-        /// them into.
+        /// What to move (wildcards as for `get`), then where: a new name, or a folder (ending
+        /// in / or existing) to move them into.
         #[arg(required = true, num_args = 2.., value_name = "NAME")]
         names: Vec<String>,
         /// Replace a file that already has the new name.
@@ -304,12 +306,15 @@ pub enum Command {
     /// Download files and folders from the hub (`NAME/` or a folder's name takes everything in it).
     #[command(
         after_help = "Examples:\n  troca get holiday.mp4\n  troca get a.txt b.txt -o downloads/\n  \
-        troca get trips/photos -o backup     (backup/photos/...)\n  troca get big.iso -o - | sha256sum"
+        troca get trips/photos -o backup     (backup/photos/...)\n  troca get big.iso -o - | sha256sum\n  \
+        troca get 'photos/*.jpg' -o pics/    (quoted: the hub's names, not yours)\n  \
+        troca get '**/*.pdf' -o pdfs/        (every PDF, in every folder)"
     )]
     Get {
         #[command(flatten)]
         hub: HubArgs,
-        /// The files or folders to download.
+        /// The files or folders to download. Quoted wildcards pick names on the hub: `*` and
+        /// `?` within a folder, `**` across folders, `[abc]`; `\*` is a plain `*`.
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         /// Where to save: a folder, a file name (one NAME), or - for stdout.
@@ -323,11 +328,13 @@ pub enum Command {
         recursive: bool,
     },
     /// Delete files and folders on the hub (what you uploaded, or anything with the admin token).
-    #[command(after_help = "Examples:\n  troca rm notes.txt\n  troca rm -r old-photos/")]
+    #[command(
+        after_help = "Examples:\n  troca rm notes.txt\n  troca rm -r old-photos/\n  troca rm 'logs/*.tmp'"
+    )]
     Rm {
         #[command(flatten)]
         hub: HubArgs,
-        /// The files (or empty folders) to delete.
+        /// The files (or empty folders) to delete (wildcards as for `get`).
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         /// Delete folders with everything in them.

@@ -24,6 +24,24 @@ pub fn main(global: &Global, command: Command) -> Result<ExitCode> {
     runtime.block_on(run(global, command))
 }
 
+/// `mv`'s names with the wildcards of what to move expanded (not of where to: a plain name).
+pub(crate) async fn expand_sources(
+    client: &mut HubClient,
+    names: &[String],
+) -> Result<Vec<String>, ClientError> {
+    let Some((target, sources)) = names.split_last() else {
+        return Ok(Vec::new());
+    };
+    let mut all = crate::glob::expand(client, sources).await?;
+    all.push(crate::glob::plain(target));
+    Ok(all)
+}
+
+/// Whether share terms make upload links (whose folders may not exist yet: no wildcards).
+pub(crate) fn upload_link(terms: &crate::share::Terms) -> bool {
+    terms.upload.is_some()
+}
+
 /// What is wrong with how a command is used, if anything, whatever the hub holds.
 fn misuse(command: &Command) -> Option<&'static str> {
     match command {
@@ -36,16 +54,21 @@ fn misuse(command: &Command) -> Option<&'static str> {
             names,
             output: Some(o),
             ..
-        } if names.len() > 1 => {
-            if o == Path::new("-") {
-                Some("-o - takes a single NAME")
-            } else if o.exists() && !o.is_dir() {
-                Some("with several NAMEs, -o must be a folder")
-            } else {
-                None
-            }
-        }
+        } => several_into(o, names.len()),
         _ => None,
+    }
+}
+
+/// What is wrong with saving `count` downloads to `output`, if anything.
+fn several_into(output: &Path, count: usize) -> Option<&'static str> {
+    if count < 2 {
+        None
+    } else if output == Path::new("-") {
+        Some("-o - takes a single NAME (a wildcard may match several: quote one name)")
+    } else if output.exists() && !output.is_dir() {
+        Some("with several NAMEs, -o must be a folder")
+    } else {
+        None
     }
 }
 
@@ -65,7 +88,7 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
         }
         Command::Mkdir { names, .. } => mkdir(global, &mut client, &names).await,
         Command::Share {
-            names,
+            mut names,
             expires,
             upload,
             max_size,
@@ -85,11 +108,17 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
                 qr,
                 shell: false,
             };
+            if !upload_link(&terms) {
+                names = crate::glob::expand(&mut client, &names).await?;
+            }
             crate::share::share(global, &mut client, &names, terms).await
         }
         Command::Shares { .. } => crate::share::shares(global, &mut client, false).await,
         Command::Unshare { ids, .. } => crate::share::unshare(global, &mut client, &ids).await,
-        Command::Mv { names, force, .. } => mv(global, &mut client, &names, force).await,
+        Command::Mv { names, force, .. } => {
+            let expanded = expand_sources(&mut client, &names).await?;
+            mv(global, &mut client, &expanded, force).await
+        }
         Command::Put {
             files,
             as_name,
@@ -105,10 +134,16 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             output,
             force,
             ..
-        } => get(global, &mut client, &names, output, force).await,
+        } => {
+            let expanded = crate::glob::expand(&mut client, &names).await?;
+            get(global, &mut client, &expanded, output, force).await
+        }
         Command::Rm {
             names, recursive, ..
-        } => rm(global, &mut client, &names, recursive).await,
+        } => {
+            let expanded = crate::glob::expand(&mut client, &names).await?;
+            rm(global, &mut client, &expanded, recursive).await
+        }
         Command::Who { .. } => who(global, &mut client).await,
         Command::History {
             limit,
@@ -471,13 +506,22 @@ pub(crate) async fn recover(
 }
 
 pub(crate) async fn ls(global: &Global, client: &mut HubClient, prefix: &str) -> Result<ExitCode> {
-    let entries = client.list(prefix).await?;
+    let pattern = crate::glob::Pattern::new(prefix);
+    let entries = match &pattern {
+        Some(p) => {
+            let mut entries = client.list(p.prefix()).await?;
+            entries.retain(|e| p.shows(&e.name));
+            entries
+        }
+        None => client.list(prefix).await?,
+    };
     if global.json {
         print_json(&json::files(&entries))?;
     } else if entries.is_empty() {
         // On stderr, so scripts reading stdout still see nothing.
         match prefix {
             "" => eprintln!("troca: the hub shares no files"),
+            p if pattern.is_some() => eprintln!("troca: no names match {:?}", output::safe(p)),
             p => eprintln!(
                 "troca: no files whose names start with {:?}",
                 output::safe(p)
@@ -1216,6 +1260,13 @@ pub(crate) async fn get(
     output_path: Option<PathBuf>,
     force: bool,
 ) -> Result<ExitCode> {
+    // A wildcard may have made one NAME several.
+    if let Some(wrong) = output_path
+        .as_deref()
+        .and_then(|o| several_into(o, names.len()))
+    {
+        return usage(wrong);
+    }
     if output_path.as_deref() == Some(Path::new("-")) {
         get_to_stdout(global, client, &names[0]).await?;
         return Ok(ExitCode::SUCCESS);

@@ -3,6 +3,7 @@
 
 mod args;
 mod client;
+mod glob;
 mod json;
 mod known;
 mod output;

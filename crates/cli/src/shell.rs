@@ -550,11 +550,15 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
         Cmd::Get => {
             let w = split_options(cmd, words, &[("output", &["-o", "--output"])])?;
             let out = w.value("output").map(PathBuf::from);
-            client::get(global, link.client().await?, &w.operands, out, w.force).await?;
+            let c = link.client().await?;
+            let names = crate::glob::expand(c, &w.operands).await?;
+            client::get(global, c, &names, out, w.force).await?;
         }
         Cmd::Rm => {
             let w = split_options(cmd, words, &[])?;
-            client::rm(global, link.client().await?, &w.operands, w.recursive).await?;
+            let c = link.client().await?;
+            let names = crate::glob::expand(c, &w.operands).await?;
+            client::rm(global, c, &names, w.recursive).await?;
         }
         Cmd::Mkdir => {
             let w = args(cmd, words, 1, usize::MAX)?;
@@ -565,7 +569,9 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             if w.operands.len() < 2 {
                 return Err(usage(cmd).into());
             }
-            client::mv(global, link.client().await?, &w.operands, w.force).await?;
+            let c = link.client().await?;
+            let names = client::expand_sources(c, &w.operands).await?;
+            client::mv(global, c, &names, w.force).await?;
         }
         Cmd::Find => {
             let w = args(cmd, words, 1, 1)?;
@@ -594,7 +600,12 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
                 qr: w.qr,
                 shell: true,
             };
-            crate::share::share(global, link.client().await?, &w.operands, terms).await?;
+            let c = link.client().await?;
+            let names = match client::upload_link(&terms) {
+                true => w.operands.clone(),
+                false => crate::glob::expand(c, &w.operands).await?,
+            };
+            crate::share::share(global, c, &names, terms).await?;
         }
         Cmd::Shares => {
             args(cmd, words, 0, 0)?;

@@ -725,3 +725,84 @@ fn a_link_to_a_folder_inside_the_share_is_a_folder_on_every_face() {
         );
     }
 }
+
+/// Wildcards pick names on the hub, as a shell picks files (and as scp and sftp do): `*` and
+/// `?` within a folder, `**` across them, a backslash for a plain character; a pattern that
+/// matches nothing is a name of its own.
+#[test]
+fn wildcards_pick_names_on_the_hub_for_get_rm_mv_share_and_ls() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            ("a.pdf", "a"),
+            ("b.pdf", "b"),
+            ("notes.txt", "n"),
+            ("docs/c.pdf", "c"),
+            ("docs/old/d.pdf", "d"),
+            ("logs/1.tmp", "1"),
+            ("logs/2.tmp", "2"),
+            ("logs/keep.log", "k"),
+            ("photo [1].jpg", "p"),
+            ("what*.txt", "w"),
+        ],
+    );
+    let hub = Hub::start(&s.share, &[]);
+    let admin = hub.admin_token();
+
+    // get: the top level's PDFs only, then every PDF in every folder.
+    ok(&hub.troca(&s.client, &["get", "*.pdf", "-o", "top/"]));
+    assert_eq!(files_under(&s.client.join("top")), ["a.pdf", "b.pdf"]);
+    ok(&hub.troca(&s.client, &["get", "**/*.pdf", "-o", "all/"]));
+    let all = files_under(&s.client.join("all"));
+    assert!(
+        all.contains(&"d.pdf".to_owned()) && all.len() == 4,
+        "{all:?}"
+    );
+    // Several matches cannot all go to standard output.
+    let err = fails(&hub.troca(&s.client, &["get", "*.pdf", "-o", "-"]), 2);
+    assert!(err.contains("-o - takes a single NAME"), "{err}");
+
+    // ls: what matches, and what is in the folders that match.
+    let listed = json(&hub.troca(&s.client, &["--json", "ls", "d*"]));
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["docs/c.pdf", "docs/old/d.pdf"]);
+    let err = fails_or_empty(&hub.troca(&s.client, &["ls", "*.zip"]));
+    assert!(err.contains("no names match"), "{err}");
+
+    // rm: a folder's temporary files and nothing else.
+    let gone = json(&hub.troca_with(&s.client, &admin, &["--json", "rm", "logs/*.tmp"]));
+    assert_eq!(gone.as_array().unwrap().len(), 2, "{gone}");
+    assert!(s.share.join("logs/keep.log").exists());
+    assert!(!s.share.join("logs/1.tmp").exists());
+
+    // mv: several matches go into a folder.
+    ok(&hub.troca_with(&s.client, &admin, &["mkdir", "archive"]));
+    ok(&hub.troca_with(&s.client, &admin, &["mv", "?.pdf", "archive"]));
+    assert!(s.share.join("archive/a.pdf").is_file() && s.share.join("archive/b.pdf").is_file());
+
+    // A name that only looks like a pattern, and an escaped wildcard.
+    ok(&hub.troca(&s.client, &["get", "photo [1].jpg", "-o", "plain/"]));
+    assert!(s.client.join("plain/photo [1].jpg").is_file());
+    let got = ok(&hub.troca(&s.client, &["get", r"what\*.txt", "-o", "-"]));
+    assert_eq!(got, "w");
+    let err = fails(&hub.troca(&s.client, &["get", "nothing*"]), 1);
+    assert!(err.contains("nothing*"), "{err}");
+
+    // share: a link for each match.
+    let write = make_token(&hub, "write", &[]);
+    let made = json(&hub.troca_with(&s.client, &write, &["--json", "share", "archive/*"]));
+    assert_eq!(made.as_array().unwrap().len(), 2, "{made}");
+}
+
+/// An empty `ls` exits 0 with its note on stderr.
+fn fails_or_empty(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

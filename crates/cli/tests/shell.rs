@@ -82,6 +82,10 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
         .unwrap();
     p.exp_string("downloaded other.bin").unwrap();
     p.exp_string("troca> ").unwrap();
+    // Wildcards, as on the command line, quoted or not.
+    p.send_line("baixar 'o*.bin' -o picked/").unwrap();
+    p.exp_string("downloaded other.bin").unwrap();
+    p.exp_string("troca> ").unwrap();
 
     // Quoted names with spaces.
     p.send_line("enviar \"my file.txt\" --as 'shared copy.txt'")
@@ -112,6 +116,7 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
         std::fs::read_to_string(s.client.join("notes-2026.txt")).unwrap(),
         "the notes"
     );
+    assert_eq!(files_under(&s.client.join("picked")), ["other.bin"]);
     assert_eq!(
         std::fs::read_to_string(s.share.join("imagens/2026/shared copy.txt")).unwrap(),
         "spaced"
