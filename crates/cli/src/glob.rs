@@ -114,17 +114,18 @@ pub(crate) fn plain(name: &str) -> String {
     unescape(name)
 }
 
-/// `name` with its escapes taken off.
+/// `name` with the escapes of wildcards taken off (`\*` is `*`). Any other backslash stays,
+/// for the hub to refuse (a name never holds one): `docs\a.txt` is not `docsa.txt`.
 fn unescape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
-    let mut escaped = false;
-    for c in name.chars() {
-        match c {
-            '\\' if !escaped => escaped = true,
-            c => {
-                out.push(c);
-                escaped = false;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match chars.peek() {
+            Some(&next) if c == '\\' && (WILD.contains(&next) || next == ']' || next == '\\') => {
+                out.push(next);
+                chars.next();
             }
+            _ => out.push(c),
         }
     }
     out
@@ -219,6 +220,11 @@ mod tests {
         assert_eq!(expand("nothing*", HUB), ["nothing*"]);
         assert_eq!(expand(r"what\?*", HUB), ["what?.txt"]);
         assert_eq!(plain(r"what\?.txt"), "what?.txt");
+        assert_eq!(
+            plain(r"docs\a.txt"),
+            r"docs\a.txt",
+            "left for the hub to refuse"
+        );
         assert!(
             Pattern::new("report.pdf").is_none(),
             "no wildcard, no pattern"
