@@ -511,12 +511,26 @@ fn a_token_made_for_the_group_works_on_every_hub() {
     let made = json(&t.a.troca_with(&t.client, &held, &["--json", "share", "team/a.txt"]));
     let link = made[0]["link"].as_str().unwrap();
     let on_b = link_through(link, &t.b);
+    let status = |url: &str| {
+        let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", url]);
+        String::from_utf8_lossy(&got.stdout).into_owned()
+    };
+    // Hub A checks the link, and remembers what it grants.
+    assert_eq!(status(link), "200");
     let got = curl(&["-s", "-w", " %{http_code}", &on_b]);
     assert_eq!(String::from_utf8_lossy(&got.stdout), "through a 200");
     let id = made[0]["id"].to_string();
     ok(&t.b.troca_with(&t.client, &held, &["unshare", &id]));
-    let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", link]);
-    assert_eq!(String::from_utf8_lossy(&got.stdout), "401");
+    assert_eq!(status(&on_b), "401", "at once on the hub that revoked it");
+    // Hub A forgets it when the database's announcement reaches it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status(link) != "401" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hub A still lets it in"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 
     // A link for one download, made through one hub and used through the other, is spent
     // for both: the count is the group's.

@@ -70,6 +70,9 @@ pub enum Notice {
     /// An owner's new try at an upload another hub may hold, as asked on [`UPLOADS_CHANNEL`]
     /// (`OWNER:NAME`, the owner key's hash in hex; see `running.rs`).
     TakeOver(String),
+    /// A token changed (revoked, expired, given another quota…), as announced on
+    /// [`TOKENS_CHANNEL`] by a trigger on the table.
+    Tokens,
     /// Session number N ended: announcements may be missed until a later one listens.
     Lost(u64),
     /// Session number N listens (whatever was announced before it was missed).
@@ -361,6 +364,10 @@ pub const NAMES_CHANNEL: &str = "troca_names";
 /// Where a hub asks the others to stop an upload its owner began again through it.
 pub const UPLOADS_CHANNEL: &str = "troca_uploads";
 
+/// Where every change to a token is announced (by a trigger), so each hub forgets the checks
+/// it remembered (`records/memo.rs`).
+pub const TOKENS_CHANNEL: &str = "troca_tokens";
+
 /// Makes the hub's own connection, number `made`: connected, driven by a task of its own, and
 /// listening.
 async fn connect_session(
@@ -372,7 +379,9 @@ async fn connect_session(
     let (client, connection) = config.connect(tls.clone()).await?;
     tokio::spawn(listen(connection, notices.clone(), made));
     client
-        .batch_execute(&format!("LISTEN {NAMES_CHANNEL}; LISTEN {UPLOADS_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {NAMES_CHANNEL}; LISTEN {UPLOADS_CHANNEL}; LISTEN {TOKENS_CHANNEL}"
+        ))
         .await?;
     let _ = notices.send(Notice::Listening(made));
     Ok(client)
@@ -395,6 +404,7 @@ async fn listen<S, T>(
                 let payload = n.payload().to_owned();
                 let _ = notices.send(match n.channel() {
                     UPLOADS_CHANNEL => Notice::TakeOver(payload),
+                    TOKENS_CHANNEL => Notice::Tokens,
                     _ => Notice::Changed(payload),
                 });
             }
@@ -487,6 +497,16 @@ ALTER TABLE tokens ADD COLUMN IF NOT EXISTS made_by bigint;
 -- A share link's downloads: how many it allows (0: no bound) and how many began; added later.
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS max_downloads bigint NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS downloads bigint NOT NULL DEFAULT 0;
+-- Every change to what a token grants is announced on `troca_tokens`, whoever makes it, so
+-- each hub forgets the checks it remembered (a count of downloads changes no grant kept).
+CREATE OR REPLACE FUNCTION troca_tokens_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('troca_tokens', '');
+  RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER tokens_changed AFTER UPDATE OF hash, role, folder, revoked, expires_ns,
+    quota_bytes, quota_files, made_by, max_downloads OR DELETE ON tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION troca_tokens_changed();
 -- The downloads a share link counted: a download cut and continued from the same address is
 -- not counted again. At most one row per download counted.
 CREATE TABLE IF NOT EXISTS link_downloads (

@@ -11,6 +11,7 @@ use crate::hashes::HashCache;
 use crate::locks::{Locks, Presented};
 use crate::pg::Db;
 use crate::quota::{Amount, QuotaHold, Uploader};
+use crate::records::memo::{RememberedTokens, Watch};
 use crate::records::postgres::{PgHistory, PgPresence, PgTokens};
 use crate::records::sqlite::tokens::admin_token;
 use crate::records::sqlite::{admin_token_path, db_path, SqliteHistory, SqliteTokens};
@@ -340,11 +341,18 @@ impl Backends {
             .map_err(|e| HubError::io(format!("cannot open {}", config.state_dir.display()), e))?;
         let (admin, created) = admin_token(&state)?;
         let tokens = Arc::new(PgTokens::new(db.clone(), admin));
+        // Listening since the database was opened, as the names remembered assume too.
+        let live = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let remembered = RememberedTokens::new(
+            Arc::clone(&tokens) as Arc<dyn Tokens>,
+            Watch::Announced(live),
+        );
+        remembered.hear(db.notices());
         Ok(Self {
             store,
             db: Some(db.clone()),
             state,
-            tokens: Arc::clone(&tokens) as Arc<dyn Tokens>,
+            tokens: remembered,
             owners: tokens,
             history: Box::new(PgHistory::new(db, config.history_keep)),
             created,
@@ -363,6 +371,8 @@ impl Backends {
         let state = store.state_dir().to_path_buf();
         let (tokens, created) = SqliteTokens::open(&state)?;
         let tokens = Arc::new(tokens);
+        let watch = Watch::sqlite(&db_path(&state))?;
+        let remembered = RememberedTokens::new(Arc::clone(&tokens) as Arc<dyn Tokens>, watch);
         let history = SqliteHistory::open(&db_path(&state), config.history_keep)?;
         let hashes = HashCache::new(config.hash_cache);
         hashes.attach(&db_path(&state))?;
@@ -370,7 +380,7 @@ impl Backends {
             store: Box::new(store),
             db: None,
             state,
-            tokens: Arc::clone(&tokens) as Arc<dyn Tokens>,
+            tokens: remembered,
             owners: tokens,
             history: Box::new(history),
             created,
@@ -800,7 +810,10 @@ impl Hub {
         let grant = match &token {
             None => None,
             Some(_) if admin.is_some() => admin,
-            Some(t) => Some(self.check_token(t, from, resume).await?),
+            Some(t) => match self.tokens.remembered(t) {
+                Some(grant) => Some(grant),
+                None => Some(self.check_token(t, from, resume).await?),
+            },
         };
         if grant.is_none() && self.config.require_token {
             return Err(HubError::Unauthorized("this hub requires a token".into()));

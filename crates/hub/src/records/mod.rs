@@ -7,6 +7,7 @@
 //! pool, except [`History::append`], which never waits.
 
 pub mod history;
+pub mod memo;
 pub mod postgres;
 pub mod sqlite;
 
@@ -118,6 +119,8 @@ pub struct Grant {
     /// For a share link: how many downloads it allows in all (0: no bound). Each is counted
     /// with [`Tokens::count_download`] as it begins.
     pub max_downloads: u64,
+    /// When it stops being valid by time (its own expiry, or its maker's), if ever.
+    pub until_ns: Option<i64>,
 }
 
 impl Grant {
@@ -215,6 +218,11 @@ pub trait Tokens: Send + Sync + std::fmt::Debug {
     /// The admin grant if `token` is the hub's own admin token (its file's): a comparison of
     /// hashes in constant time, without the records, so it need not leave the caller's thread.
     fn admin(&self, _token: &str) -> Option<Grant> {
+        None
+    }
+    /// What `token` grants, if a check of it is remembered and nothing has changed since
+    /// (`memo.rs`): without the records, so it need not leave the caller's thread.
+    fn remembered(&self, _token: &str) -> Option<Grant> {
         None
     }
     /// Makes a token.

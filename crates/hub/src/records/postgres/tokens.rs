@@ -201,7 +201,9 @@ impl Tokens for PgTokens {
 /// The query of a token's grant by its hash (`$1`), valid at `$2`, on `condition` besides.
 fn grant_query(condition: &str) -> String {
     format!(
-        "SELECT id, role, folder, quota_bytes, quota_files, max_downloads FROM tokens t
+        "SELECT id, role, folder, quota_bytes, quota_files, max_downloads,
+                least(expires_ns, (SELECT p.expires_ns FROM tokens p WHERE p.id = t.made_by))
+         FROM tokens t
          WHERE hash = $1 AND NOT revoked AND (expires_ns IS NULL OR expires_ns > $2)
            AND {condition}
            AND (made_by IS NULL OR made_by = 0 OR EXISTS (
@@ -218,6 +220,7 @@ fn grant(r: &tokio_postgres::Row) -> Option<Grant> {
         folder: r.get::<_, Option<String>>(2).map(Into::into),
         quota: amount(r, 3),
         max_downloads: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+        until_ns: r.get(6),
     })
 }
 

@@ -93,6 +93,7 @@ pub(crate) fn admin_grant(h: &blake3::Hash, admin: &blake3::Hash) -> Option<Gran
         folder: None,
         quota: Amount::default(),
         max_downloads: 0,
+        until_ns: None,
     })
 }
 
@@ -256,10 +257,16 @@ impl Tokens for SqliteTokens {
     }
 }
 
+/// A time no token lasts until: none given.
+const NEVER: i64 = i64::MAX;
+
 /// The query of a token's grant by its hash (`?1`), valid at `?2`, on `condition` besides.
 fn grant_query(condition: &str) -> String {
     format!(
-        "SELECT id, role, folder, quota_bytes, quota_files, max_downloads FROM tokens t
+        "SELECT id, role, folder, quota_bytes, quota_files, max_downloads,
+                min(coalesce(expires_ns, {NEVER}), coalesce((SELECT p.expires_ns FROM tokens p
+                    WHERE p.id = t.made_by), {NEVER}))
+         FROM tokens t
          WHERE hash = ?1 AND revoked = 0 AND (expires_ns IS NULL OR expires_ns > ?2)
            AND {condition}
            AND (made_by IS NULL OR made_by = 0 OR EXISTS (
@@ -274,22 +281,26 @@ fn query_grant(
     sql: &str,
     args: impl rusqlite::Params,
 ) -> rusqlite::Result<Option<Grant>> {
-    let row: Option<(i64, String, Option<String>, Amount, u64)> = db
+    let row: Option<(i64, String, Option<String>, Amount, u64, i64)> = db
         .prepare_cached(sql)?
         .query_row(args, |r| {
             let most = u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0);
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?, most))
+            let until = r.get(6)?;
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, amount(r, 3)?, most, until))
         })
         .optional()?;
-    Ok(row.and_then(|(id, role, folder, quota, max_downloads)| {
-        Role::parse(&role).map(|role| Grant {
-            role,
-            token_id: Some(id),
-            folder: folder.map(Into::into),
-            quota,
-            max_downloads,
-        })
-    }))
+    Ok(
+        row.and_then(|(id, role, folder, quota, max_downloads, until)| {
+            Role::parse(&role).map(|role| Grant {
+                role,
+                token_id: Some(id),
+                folder: folder.map(Into::into),
+                quota,
+                max_downloads,
+                until_ns: (until != NEVER).then_some(until),
+            })
+        }),
+    )
 }
 
 /// A record's condition of holding for the file's version now (`?2` its time, `?3` its size;
@@ -849,6 +860,7 @@ mod tests {
                     files: 0
                 },
                 max_downloads: 0,
+                until_ns: None,
             })
         );
         assert_eq!(

@@ -114,7 +114,7 @@ async fn hear(me: std::sync::Weak<Remembered>, mut notices: Receiver<Notice>) {
                 Some(("t", name)) => me.forget(Forget::Tree(name)),
                 _ => me.forget_all(),
             },
-            Ok(Notice::TakeOver(_)) => {}
+            Ok(Notice::TakeOver(_) | Notice::Tokens) => {}
             Err(RecvError::Lagged(_)) => me.forget_all(),
             Ok(Notice::Lost(n)) if n >= current => {
                 // Changes may go unheard: remember nothing until a session listens again.
