@@ -5,6 +5,7 @@
 use crate::args::Serve;
 use anyhow::{Context, Result};
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -263,6 +264,47 @@ fn partial_budget(args: &Serve) -> troca_hub::store::PartialBudget {
     }
 }
 
+/// The addresses others reach a socket bound to `bound` by: `bound` itself, or for an
+/// unspecified one (`0.0.0.0`, `::`), this machine's addresses that are up, those of its
+/// networks first and loopback last (IPv6 link-local ones, which need a zone, left out).
+fn reachable(bound: IpAddr) -> Vec<IpAddr> {
+    if !bound.is_unspecified() {
+        return vec![bound];
+    }
+    let found = match nix::ifaddrs::getifaddrs() {
+        Ok(all) => all
+            .filter(|i| i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+            .filter_map(|i| i.address)
+            .filter_map(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+                (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    reachable_among(bound, found)
+}
+
+/// [`reachable`] among the addresses `found` on this machine's interfaces.
+fn reachable_among(bound: IpAddr, found: Vec<IpAddr>) -> Vec<IpAddr> {
+    let link_local =
+        |ip: &IpAddr| matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+    // `0.0.0.0` takes IPv4 only; `::` both (Linux's default, dual stack).
+    let family = |ip: &IpAddr| bound.is_ipv6() || ip.is_ipv4();
+    let mut out: Vec<IpAddr> = Vec::new();
+    for ip in found {
+        if family(&ip) && !link_local(&ip) && !ip.is_unspecified() && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out.sort_by_key(IpAddr::is_loopback);
+    if out.is_empty() {
+        out.push(bound);
+    }
+    out
+}
+
 /// Prints where the hub listens, on stdout (scripts read these lines), and its key.
 fn print_addresses(
     hub: &troca_hub::Hub,
@@ -276,7 +318,12 @@ fn print_addresses(
     if let Some(web) = web {
         let scheme = if https { "https" } else { "http" };
         let prefix = &hub.config().web_prefix;
-        println!("{scheme}://{}{prefix}/", web.local_addr()?);
+        // Bound to every address: the ones others can type, this network's first.
+        let at = web.local_addr()?;
+        for ip in reachable(at.ip()) {
+            let at = std::net::SocketAddr::new(ip, at.port());
+            println!("{scheme}://{at}{prefix}/");
+        }
     }
     if let Some(m) = metrics {
         println!("metrics http://{}/metrics", m.local_addr()?);
@@ -286,6 +333,8 @@ fn print_addresses(
         Some(tls) => {
             let key = tls.identity.fingerprint;
             println!("key {key}");
+            let ip = reachable(addr.ip()).into_iter().next().unwrap_or(addr.ip());
+            let addr = std::net::SocketAddr::new(ip, addr.port());
             println!("connect with: troca --hub 'troca://{addr}/#{key}' ls");
         }
         None => eprintln!("troca: warning: the native protocol is not encrypted (--plaintext)"),
@@ -474,5 +523,53 @@ impl Signals {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod reachable_tests {
+    use super::*;
+
+    fn ips(all: &[&str]) -> Vec<IpAddr> {
+        all.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_hub_on_every_address_names_its_networks_first_and_loopback_last() {
+        let found = ips(&[
+            "127.0.0.1",
+            "::1",
+            "192.168.1.20",
+            "fe80::1",
+            "2001:db8::5",
+            "10.0.0.7",
+        ]);
+        let any4: IpAddr = "0.0.0.0".parse().unwrap();
+        assert_eq!(
+            reachable_among(any4, found.clone()),
+            ips(&["192.168.1.20", "10.0.0.7", "127.0.0.1"])
+        );
+        let any6: IpAddr = "::".parse().unwrap();
+        assert_eq!(
+            reachable_among(any6, found),
+            ips(&[
+                "192.168.1.20",
+                "2001:db8::5",
+                "10.0.0.7",
+                "127.0.0.1",
+                "::1"
+            ])
+        );
+        assert_eq!(
+            reachable_among(any4, Vec::new()),
+            [any4],
+            "none found: as bound"
+        );
+        let one: IpAddr = "192.168.1.20".parse().unwrap();
+        assert_eq!(reachable(one), [one], "a given address is the one");
+        // This machine's own: loopback at least, never the unspecified address.
+        let here = reachable(any4);
+        assert!(here.iter().any(IpAddr::is_loopback), "{here:?}");
+        assert!(!here.contains(&any4), "{here:?}");
     }
 }

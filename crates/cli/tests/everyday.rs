@@ -806,3 +806,57 @@ fn fails_or_empty(out: &std::process::Output) -> String {
     assert!(out.stdout.is_empty(), "{out:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A hub on every address (`0.0.0.0`) names the addresses others can type, not `0.0.0.0`: its
+/// page on each (loopback last), and a connect string that works as printed.
+#[test]
+fn a_hub_on_every_address_prints_addresses_others_can_use() {
+    use std::io::BufRead;
+    let s = Scratch::new();
+    let mut child = std::process::Command::new(TROCA)
+        .args(["serve", s.share.to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .args(["--http", "0.0.0.0:0", "--http-plaintext"])
+        .env("XDG_DATA_HOME", s.tmp.path().join("hub-data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "{lines:?}");
+        let done = line.starts_with("connect with:");
+        lines.push(line.trim().to_owned());
+        if done {
+            break;
+        }
+    }
+    assert!(lines[0].starts_with("listening on 0.0.0.0:"), "{lines:?}");
+    let pages: Vec<&String> = lines.iter().filter(|l| l.starts_with("http://")).collect();
+    assert!(!pages.is_empty(), "{lines:?}");
+    assert!(
+        lines[1..].iter().all(|l| !l.contains("0.0.0.0")),
+        "{lines:?}"
+    );
+    assert!(pages.last().unwrap().starts_with("http://127.0.0.1:"), "{lines:?}");
+    for page in &pages {
+        let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", page]);
+        assert_eq!(String::from_utf8_lossy(&got.stdout), "200", "{page}");
+    }
+    // The connect string, pasted as printed, reaches the hub and pins its key.
+    let connect = lines.last().unwrap();
+    let hub = connect.split('\'').nth(1).unwrap();
+    let listed = std::process::Command::new(TROCA)
+        .args(["--hub", hub, "ls"])
+        .env("XDG_DATA_HOME", s.tmp.path().join("client-data"))
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(
+        String::from_utf8_lossy(&listed.stderr).contains("shares no files"),
+        "{listed:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
