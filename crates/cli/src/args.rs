@@ -908,6 +908,10 @@ pub struct Serve {
     /// The longest a share link may last.
     #[arg(help_heading = "Limits", long, default_value = "30d", value_parser = parse_lifetime, value_name = "DURATION")]
     pub max_share_time: std::time::Duration,
+    /// How long a read link that has expired stays listed by `troca shares`; then the hub
+    /// forgets it (upload links are kept: the files they brought are their makers').
+    #[arg(help_heading = "Limits", long, default_value = "30d", value_parser = parse_lifetime, value_name = "DURATION")]
+    pub share_keep: std::time::Duration,
     /// Share links one token may have working at once.
     #[arg(
         help_heading = "Limits",

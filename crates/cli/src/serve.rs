@@ -195,6 +195,7 @@ fn hub_config(args: &Serve) -> HubConfig {
         default_time: args.share_time.min(args.max_share_time),
         max_time: args.max_share_time,
         per_token: args.max_shares_per_token,
+        keep: args.share_keep,
         upload: troca_hub::records::Amount {
             bytes: args.max_share_upload,
             files: args.max_share_upload_files,

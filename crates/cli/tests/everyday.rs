@@ -839,7 +839,10 @@ fn a_hub_on_every_address_prints_addresses_others_can_use() {
         lines[1..].iter().all(|l| !l.contains("0.0.0.0")),
         "{lines:?}"
     );
-    assert!(pages.last().unwrap().starts_with("http://127.0.0.1:"), "{lines:?}");
+    assert!(
+        pages.last().unwrap().starts_with("http://127.0.0.1:"),
+        "{lines:?}"
+    );
     for page in &pages {
         let got = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", page]);
         assert_eq!(String::from_utf8_lossy(&got.stdout), "200", "{page}");

@@ -102,6 +102,9 @@ pub struct ShareLimits {
     pub default_time: Duration,
     pub max_time: Duration,
     pub per_token: usize,
+    /// How long a read link stays in the records (listed by `troca shares`) after it expired;
+    /// then it is forgotten, so the links a hub has ever made do not pile up.
+    pub keep: Duration,
     /// The most an upload link may bring in (and what one gets unless it asks for less); 0
     /// bytes or files: no bound on that.
     pub upload: crate::records::Amount,
@@ -113,6 +116,7 @@ impl Default for ShareLimits {
             default_time: Duration::from_secs(7 * 86_400),
             max_time: Duration::from_secs(30 * 86_400),
             per_token: 1_000,
+            keep: Duration::from_secs(30 * 86_400),
             upload: crate::records::Amount {
                 bytes: 10 << 30,
                 files: 10_000,

@@ -33,6 +33,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     tracker.spawn(clean_partials(Arc::clone(&hub), shutdown.clone()));
     tracker.spawn(sweep_owners(Arc::clone(&hub), shutdown.clone()));
+    tracker.spawn(forget_links(Arc::clone(&hub), shutdown.clone()));
     let limit = Arc::new(Semaphore::new(hub.config().max_connections));
     let mut busy = Vec::new();
     troca_proto::frame::encode_frame(
@@ -113,6 +114,25 @@ async fn clean_partials(hub: Arc<Hub>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Forgets the read links that expired longer than `--share-keep` ago: at start, then every
+/// [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY).
+async fn forget_links(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let keep = i64::try_from(hub.config().shares.keep.as_nanos()).unwrap_or(i64::MAX);
+    loop {
+        let h = Arc::clone(&hub);
+        let before = crate::records::now_ns().saturating_sub(keep);
+        match tokio::task::spawn_blocking(move || h.tokens().forget_links(before)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(forgotten = n, "share links that ended"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot forget the share links that ended"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(crate::sweep::SWEEP_EVERY) => {}
         }
     }
 }

@@ -274,6 +274,10 @@ impl Tokens for RememberedTokens {
         self.records.maker(id)
     }
 
+    fn forget_links(&self, before_ns: i64) -> Result<u64, HubError> {
+        self.records.forget_links(before_ns)
+    }
+
     fn check_resume(&self, token: &str, fetch: &LinkFetch<'_>) -> Result<Option<Grant>, HubError> {
         self.records.check_resume(token, fetch)
     }

@@ -239,6 +239,9 @@ pub trait Tokens: Send + Sync + std::fmt::Debug {
     /// if the link is valid otherwise and `fetch` continues a download it counted (the same
     /// name, from the same address).
     fn check_resume(&self, token: &str, fetch: &LinkFetch<'_>) -> Result<Option<Grant>, HubError>;
+    /// Forgets the read links (tokens made by `troca share`, without `--upload`) that expired
+    /// before `before_ns`, with what they counted; how many.
+    fn forget_links(&self, before_ns: i64) -> Result<u64, HubError>;
     /// Counts a download begun with token `id`, if its downloads are bounded: `false` when
     /// none is left (the count and the check in one step, so hubs sharing the records never
     /// let more through between them). A fetch that continues a download counted already
@@ -442,5 +445,56 @@ mod tests {
             prop_assert!(within(&format!("{prefix}{rest}")), "{:?}", end);
             prop_assert_eq!(within(&other), other.starts_with(&prefix), "{:?}", end);
         }
+    }
+}
+
+/// Checks every backend of the records passes alike.
+#[cfg(test)]
+pub(crate) mod checks {
+    use super::*;
+
+    /// Read links that expired before the time given are forgotten, with what they counted;
+    /// upload links, tokens that are not links, and links still within it stay.
+    pub(crate) fn forgets_the_read_links_that_ended(tokens: &dyn Tokens) {
+        let spec = |role, expires_ns, made_by| TokenSpec {
+            role,
+            label: "share of a.txt",
+            expires_ns: Some(expires_ns),
+            folder: Some("a.txt"),
+            quota: Amount::default(),
+            made_by,
+            max_downloads: 1,
+        };
+        let link = SHARED_BY_ADMIN_FILE;
+        let old = tokens
+            .create(spec(Role::Read, 1_000, Some(link)), 0)
+            .unwrap();
+        let upload = tokens
+            .create(
+                TokenSpec {
+                    max_downloads: 0,
+                    ..spec(Role::Upload, 1_000, Some(link))
+                },
+                0,
+            )
+            .unwrap();
+        let token = tokens.create(spec(Role::Read, 1_000, None), 0).unwrap();
+        let recent = tokens
+            .create(spec(Role::Read, 3_000, Some(link)), 0)
+            .unwrap();
+        let fetch = LinkFetch {
+            name: "a.txt",
+            address: "192.0.2.1",
+            resumed: false,
+        };
+        assert!(tokens.count_download(old.id, &fetch).unwrap());
+
+        assert_eq!(tokens.forget_links(2_000).unwrap(), 1);
+        let ids: Vec<i64> = tokens.list().unwrap().iter().map(|t| t.id).collect();
+        assert!(!ids.contains(&old.id), "{ids:?}");
+        for kept in [upload.id, token.id, recent.id] {
+            assert!(ids.contains(&kept), "{kept} in {ids:?}");
+        }
+        assert_eq!(tokens.forget_links(2_000).unwrap(), 0, "once");
     }
 }

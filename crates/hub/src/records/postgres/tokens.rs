@@ -169,6 +169,29 @@ impl Tokens for PgTokens {
         })
     }
 
+    fn forget_links(&self, before_ns: i64) -> Result<u64, HubError> {
+        // Read links that expired before `$1` (upload links stay: their files name them).
+        self.db.run(async || {
+            let c = self.db.get().await?;
+            let row = c
+                .query_one(
+                    "WITH gone AS (
+                         DELETE FROM tokens
+                         WHERE made_by IS NOT NULL AND role = 'read'
+                           AND expires_ns IS NOT NULL AND expires_ns < $1
+                         RETURNING id
+                     ), counted AS (
+                         DELETE FROM link_downloads WHERE token_id IN (SELECT id FROM gone)
+                     )
+                     SELECT count(*) FROM gone",
+                    &[&before_ns],
+                )
+                .await
+                .map_err(db_err)?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+    }
+
     fn count_download(&self, id: i64, fetch: &LinkFetch<'_>) -> Result<bool, HubError> {
         // One statement: a continued download already counted is let through; any other
         // takes one of the link's downloads, if one is left, and is remembered.

@@ -225,6 +225,25 @@ impl Tokens for SqliteTokens {
         Ok(made_by.flatten())
     }
 
+    fn forget_links(&self, before_ns: i64) -> Result<u64, HubError> {
+        let mut db = self.db.lock().expect("token database poisoned");
+        let mut forget = || -> rusqlite::Result<usize> {
+            let tx = db.transaction()?;
+            tx.execute(
+                &format!("DELETE FROM link_downloads WHERE token_id IN ({ENDED_LINKS})"),
+                [before_ns],
+            )?;
+            let n = tx.execute(
+                &format!("DELETE FROM tokens WHERE id IN ({ENDED_LINKS})"),
+                [before_ns],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        };
+        let n = forget().map_err(|e| db_err(&self.db_path, e))?;
+        Ok(n as u64)
+    }
+
     fn count_download(&self, id: i64, fetch: &LinkFetch<'_>) -> Result<bool, HubError> {
         let mut db = self.db.lock().expect("token database poisoned");
         let mut counted = || -> rusqlite::Result<bool> {
@@ -256,6 +275,11 @@ impl Tokens for SqliteTokens {
         counted().map_err(|e| db_err(&self.db_path, e))
     }
 }
+
+/// The ids of read links that expired before `?1` (upload links stay: files they brought
+/// name them as owners).
+const ENDED_LINKS: &str = "SELECT id FROM tokens
+     WHERE made_by IS NOT NULL AND role = 'read' AND expires_ns IS NOT NULL AND expires_ns < ?1";
 
 /// A time no token lasts until: none given.
 const NEVER: i64 = i64::MAX;
@@ -726,6 +750,13 @@ mod tests {
 
     /// A share link's downloads are counted while any are left, and once they are spent the
     /// link is refused and listed as used up; a token without a bound counts nothing.
+    #[test]
+    fn the_read_links_that_ended_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
+        crate::records::checks::forgets_the_read_links_that_ended(&tokens);
+    }
+
     #[test]
     fn a_links_downloads_are_counted_until_spent_and_cut_ones_go_on() {
         let dir = tempfile::tempdir().unwrap();
