@@ -167,7 +167,8 @@ pub enum Command {
     /// Share a folder: run a hub.
     #[command(after_help = "Examples:\n  troca serve ~/shared\n  \
         troca serve ~/shared --listen 0.0.0.0:13370 --http 0.0.0.0:13380   (other machines too)\n  \
-        troca serve ~/shared --read-only")]
+        troca serve ~/shared --read-only\n  \
+        troca serve ~ --hide '.*' --hide '*.key'   (dotfiles and keys out of reach)")]
     Serve(Box<Serve>),
     /// List the hub's files (a folder with nothing in it shows as NAME/).
     #[command(
@@ -803,6 +804,12 @@ pub struct Serve {
     /// Refuse clients without a valid token.
     #[arg(help_heading = "Access", long)]
     pub require_token: bool,
+    /// Keep names matching PATTERN out of sight and reach: no client lists, finds, reads,
+    /// uploads, moves or deletes a file or folder whose name matches, nor anything in such a
+    /// folder (admin included; repeat for more). A pattern is for one name, with `*`, `?`
+    /// and `[...]`: `.*` (dotfiles), `*.key`, `node_modules`.
+    #[arg(help_heading = "Access", long, value_name = "PATTERN", value_parser = parse_hide)]
+    pub hide: Vec<String>,
     /// Connections served at once.
     #[arg(
         help_heading = "Limits",
@@ -908,8 +915,9 @@ pub struct Serve {
     /// The longest a share link may last.
     #[arg(help_heading = "Limits", long, default_value = "30d", value_parser = parse_lifetime, value_name = "DURATION")]
     pub max_share_time: std::time::Duration,
-    /// How long a read link that has expired stays listed by `troca shares`; then the hub
-    /// forgets it (upload links are kept: the files they brought are their makers').
+    /// How long a link that has expired stays listed by `troca shares`; then the hub forgets
+    /// it (an upload link once none of the files it brought is left: its maker owns them
+    /// through it).
     #[arg(help_heading = "Limits", long, default_value = "30d", value_parser = parse_lifetime, value_name = "DURATION")]
     pub share_keep: std::time::Duration,
     /// Share links one token may have working at once.
@@ -1106,6 +1114,13 @@ fn parse_folder(s: &str) -> Result<String, String> {
 
 /// Sizes like `64M`, `1G`, `512K`, `2T` (binary multiples, an optional `B` or `iB`), or bytes;
 /// 0 is allowed.
+/// A `--hide` pattern, checked as the hub will take it.
+fn parse_hide(s: &str) -> Result<String, String> {
+    troca_hub::hidden::Hidden::new(&[s.to_owned()])
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches("iB").trim_end_matches(['B', 'b']);
     let (num, mult) = match t.chars().last() {

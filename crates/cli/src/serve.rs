@@ -214,6 +214,7 @@ fn hub_config(args: &Serve) -> HubConfig {
     config.max_lock_time = args.max_lock_time;
     config.read_only = args.read_only;
     config.require_token = args.require_token;
+    config.hide.clone_from(&args.hide);
     config.store = args.store.clone().map(|mut s| {
         s.credentials_file = args.store_credentials_file.clone();
         s

@@ -795,3 +795,163 @@ fn a_folder_page_marks_what_its_visitor_may_change_as_the_hub_decides() {
     }
     assert!(!s.share.join("mine").exists() && s.share.join("mixed/m.txt").exists());
 }
+
+/// `--hide` keeps names out of sight and reach on every face, admin included: not listed,
+/// found, zipped or read, never written, moved or deleted, and a folder that holds one is not
+/// moved or deleted whole; what is on disk stays as it was.
+#[test]
+fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            (".env", "SECRET=1"),
+            (".ssh/id_ed25519", "private"),
+            ("proj/.git/config", "[core]"),
+            ("proj/main.rs", "fn main() {}"),
+            ("certs/site.key", "key"),
+            ("certs/site.pem", "pem"),
+            ("report.pdf", "report"),
+        ],
+    );
+    let bad = Command::new(TROCA)
+        .args(["serve", "--listen", "127.0.0.1:0", "--hide", "a/b"])
+        .arg(&s.share)
+        .output()
+        .unwrap();
+    let err = fails(&bad, 2);
+    assert!(err.contains("'a/b'") && err.contains("one name"), "{err}");
+
+    let hub = Hub::start(&s.share, &["--hide", ".*", "--hide", "*.key"]);
+    let admin = hub.admin_token();
+    let troca = |args: &[&str]| hub.troca_with(&s.client, &admin, args);
+    let out_of_reach = |out: &std::process::Output| {
+        let err = fails(out, 1);
+        assert!(
+            err.contains("out of reach: this hub hides names like"),
+            "{err}"
+        );
+        assert!(!err.contains("--token-file"), "no token helps: {err}");
+    };
+
+    // Listed and found: none of them, at any depth.
+    let listed = ok(&troca(&["ls"]));
+    for shown in ["proj/main.rs", "certs/site.pem", "report.pdf"] {
+        assert!(listed.contains(shown), "{shown} in {listed}");
+    }
+    for hidden in [".env", ".ssh", ".git", "site.key"] {
+        assert!(!listed.contains(hidden), "{hidden} in {listed}");
+        let found = troca(&["find", hidden.trim_start_matches('.')]);
+        assert!(!String::from_utf8_lossy(&found.stdout).contains(hidden));
+    }
+
+    // Read, written, moved, deleted, shared: refused alike, whether the name exists or not.
+    for args in [
+        &["get", ".env", "-o", "-"][..],
+        &["get", ".ssh/id_ed25519", "-o", "-"],
+        &["get", "proj/.git/config", "-o", "-"],
+        &["get", "certs/site.key", "-o", "-"],
+        &["get", ".nothing", "-o", "-"],
+        &["mkdir", "photos/.thumbs"],
+        &["mv", "report.pdf", ".report.pdf"],
+        &["mv", ".env", "env.txt"],
+        &["rm", ".env"],
+        &["rm", "-r", ".ssh/"],
+        &["share", ".env"],
+    ] {
+        out_of_reach(&troca(args));
+    }
+    std::fs::write(s.client.join("new.key"), "k").unwrap();
+    out_of_reach(&troca(&["put", "new.key"]));
+    out_of_reach(&troca(&["put", "new.key", "--as", ".hidden.pdf"]));
+    let err = fails(&troca(&["rm", "-r", "proj/"]), 1);
+    assert!(err.contains("would take files this hub hides"), "{err}");
+    let err = fails(&troca(&["mv", "proj", "project"]), 1);
+    assert!(err.contains("would take files this hub hides"), "{err}");
+    // A folder going up: what is not hidden arrives; what is, is named and refused.
+    write_tree(
+        &s.client,
+        &[("up/a.txt", "a"), ("up/.b", "b"), ("up/c.key", "c")],
+    );
+    let err = fails(&troca(&["put", "up/"]), 1);
+    assert!(err.contains("up/.b") && err.contains("up/c.key"), "{err}");
+    assert!(s.share.join("up/a.txt").exists());
+    assert!(!s.share.join("up/.b").exists() && !s.share.join("up/c.key").exists());
+    // A folder coming down brings what is shown only.
+    ok(&troca(&["get", "proj", "-o", "back"]));
+    assert!(s.client.join("back/proj/main.rs").exists());
+    assert!(!s.client.join("back/proj/.git").exists());
+
+    // The web face and WebDAV, anonymous and with the admin token.
+    let web = hub.web.clone().unwrap();
+    let bearer = format!("Authorization: Bearer {admin}");
+    let code = |args: &[&str]| -> String {
+        let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}", "-H", &bearer];
+        all.extend_from_slice(args);
+        ok(&curl(&all))
+    };
+    for url in [
+        ".env",
+        ".ssh/",
+        ".ssh/id_ed25519",
+        "certs/site.key",
+        "proj/.git/",
+    ] {
+        assert_eq!(code(&[&format!("{web}files/{url}")]), "403", "{url}");
+        assert_eq!(code(&[&format!("{web}dav/{url}")]), "403", "dav/{url}");
+    }
+    assert_eq!(
+        code(&["-T", "/dev/null", &format!("{web}files/x/.new")]),
+        "403"
+    );
+    assert_eq!(
+        code(&["-T", "/dev/null", &format!("{web}dav/new.key")]),
+        "403"
+    );
+    let refused = ok(&curl(&[&format!("{web}files/.env")]));
+    assert!(refused.contains("\"error\":\"hidden\""), "{refused}");
+    assert!(!refused.contains("Bearer"), "no token helps: {refused}");
+    let dest = format!("Destination: {web}dav/.report.pdf");
+    assert_eq!(
+        code(&["-X", "MOVE", "-H", &dest, &format!("{web}dav/report.pdf")]),
+        "403"
+    );
+    let text = |args: &[&str]| -> String {
+        let mut all = vec!["-H", &bearer];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&curl(&all).stdout).into_owned()
+    };
+    let shown = [
+        text(&[&format!("{web}api/files")]),
+        text(&[&format!("{web}api/find?q=e")]),
+        text(&[&format!("{web}files/proj/")]),
+        text(&[&web]),
+        text(&[
+            "-X",
+            "PROPFIND",
+            "-H",
+            "Depth: 1",
+            &format!("{web}dav/proj/"),
+        ]),
+        text(&["-X", "PROPFIND", "-H", "Depth: 1", &format!("{web}dav/")]),
+        text(&[&format!("{web}files/proj/?zip")]),
+        text(&[&format!("{web}files/?zip")]),
+    ];
+    for (i, body) in shown.iter().enumerate() {
+        assert!(
+            body.contains("main.rs") || body.contains("report.pdf"),
+            "{i}: {body}"
+        );
+        for hidden in [".env", ".ssh", ".git", "site.key", "SECRET"] {
+            assert!(!body.contains(hidden), "{i}: {hidden} in {body}");
+        }
+    }
+
+    // On disk, nothing moved.
+    assert_eq!(
+        std::fs::read_to_string(s.share.join(".env")).unwrap(),
+        "SECRET=1"
+    );
+    assert!(s.share.join("proj/.git/config").exists() && s.share.join("report.pdf").exists());
+    assert!(s.share.join(".ssh/id_ed25519").exists());
+}

@@ -6,6 +6,7 @@
 //! are slowed down.
 
 use crate::error::HubError;
+use crate::hidden::Hidden;
 use crate::records::{Grant, Owner, Role, Tokens};
 use lru::LruCache;
 use std::net::IpAddr;
@@ -32,6 +33,8 @@ pub struct Caller {
     pub owner_key: Option<[u8; 32]>,
     /// The lock tokens the request presents (a WebDAV `If` header's); other faces hold none.
     pub lock_tokens: Vec<String>,
+    /// The names the hub hides (`--hide`), which no caller reaches.
+    pub hidden: Arc<Hidden>,
 }
 
 impl Caller {
@@ -73,10 +76,17 @@ impl Caller {
         )
     }
 
-    /// May this caller see `name` (a file, or a folder ending in `/`)? Everything, unless its
-    /// token is held to a folder: then that folder and what is in it; nothing when its token
-    /// only uploads.
+    /// May this caller see `name` (a file, or a folder ending in `/`)? Everything the hub
+    /// does not hide, unless its token is held to a folder: then that folder and what is in
+    /// it; nothing when its token only uploads.
     pub fn sees(&self, name: &str) -> bool {
+        self.concerned(name) && !self.hidden.covers(name)
+    }
+
+    /// Does what happens to `name` concern this caller (`who`, the history)? As
+    /// [`Caller::sees`], hidden names included: attempts at them are shown to those who
+    /// would see the name were it not hidden.
+    pub fn concerned(&self, name: &str) -> bool {
         !self.uploads_only() && self.folder().is_none_or(|f| within(f, name))
     }
 
@@ -92,6 +102,7 @@ impl Caller {
     /// May this caller put a new file at `name` (as far as where it is goes)? Refused outside
     /// the folder its token is held to.
     pub fn must_place(&self, name: &str) -> Result<(), HubError> {
+        self.hidden.must_not_cover(name)?;
         match self.folder() {
             Some(f) if !within(f, name) => Err(outside(f, name)),
             _ => Ok(()),
@@ -104,6 +115,7 @@ impl Caller {
         if self.uploads_only() {
             return Err(uploads_only());
         }
+        self.hidden.must_not_cover(name)?;
         match self.folder() {
             Some(f) if !beneath(f, name) => Err(outside(f, name)),
             _ => Ok(()),
@@ -223,6 +235,7 @@ impl Caller {
         if read_only {
             return Err(HubError::Forbidden("this hub is read-only".into()));
         }
+        self.hidden.must_not_cover(name)?;
         match self.current(tokens)? {
             Some(Grant {
                 role: Role::Read, ..
@@ -509,6 +522,7 @@ mod tests {
             from: None,
             owner_key: None,
             lock_tokens: Vec::new(),
+            hidden: Arc::default(),
         };
         let by = |id: i64| Owner {
             token_id: Some(id),

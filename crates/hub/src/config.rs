@@ -93,6 +93,8 @@ pub struct HubConfig {
     /// The web face's address as share links give it: `--public-url`, or `SCHEME://*:PORT` and
     /// the prefix, `*` standing for the host a client reached the hub by (empty: no web face).
     pub web_base: String,
+    /// Names no client reaches (`--hide`): patterns for one name each (see `hidden.rs`).
+    pub hide: Vec<String>,
 }
 
 /// What share links may be (`--share-time`, `--max-share-time`, `--max-shares-per-token`,
@@ -253,6 +255,7 @@ impl HubConfig {
             web_prefix: String::new(),
             shares: ShareLimits::default(),
             web_base: String::new(),
+            hide: Vec::new(),
         }
     }
 }

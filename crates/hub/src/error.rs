@@ -54,6 +54,9 @@ pub enum HubError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A name the hub hides (`--hide`), or a change that would take one with it.
+    #[error("{0}")]
+    Hidden(String),
     #[error("timed out: {0}")]
     Timeout(String),
     /// The object store or the database failed or could not be reached.
@@ -101,6 +104,7 @@ impl HubError {
             HubError::Timeout(_) => ErrorCode::Timeout,
             HubError::Unauthorized(_) => ErrorCode::Unauthorized,
             HubError::Forbidden(_) => ErrorCode::Forbidden,
+            HubError::Hidden(_) => ErrorCode::Hidden,
             HubError::Io { .. }
             | HubError::Internal(_)
             | HubError::Backend(_)

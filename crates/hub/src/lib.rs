@@ -26,6 +26,7 @@ pub mod conn;
 pub mod error;
 pub mod hashes;
 pub mod held;
+pub mod hidden;
 pub mod identity;
 pub mod locks;
 pub mod metrics;

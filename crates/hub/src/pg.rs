@@ -777,14 +777,14 @@ mod tests {
             .get(0)
     }
 
-    /// Read links that ended are forgotten as on SQLite (one statement here).
+    /// Links that ended are forgotten as on SQLite (one statement here).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_read_links_that_ended_are_forgotten_here_too() {
+    async fn the_links_that_ended_are_forgotten_here_too() {
         let Some(t) = test_db().await else { return };
         let db = t.db.clone();
         tokio::task::spawn_blocking(move || {
             let pg = crate::records::postgres::PgTokens::new(db, blake3::hash(b"a"));
-            crate::records::checks::forgets_the_read_links_that_ended(&pg);
+            crate::records::checks::forgets_the_links_that_ended(&pg);
         })
         .await
         .unwrap();

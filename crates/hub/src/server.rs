@@ -118,7 +118,8 @@ async fn clean_partials(hub: Arc<Hub>, shutdown: CancellationToken) {
     }
 }
 
-/// Forgets the read links that expired longer than `--share-keep` ago: at start, then every
+/// Forgets the links that expired longer than `--share-keep` ago (an upload link once no file
+/// it brought is left): at start, then every
 /// [`SWEEP_EVERY`](crate::sweep::SWEEP_EVERY).
 async fn forget_links(hub: Arc<Hub>, shutdown: CancellationToken) {
     let keep = i64::try_from(hub.config().shares.keep.as_nanos()).unwrap_or(i64::MAX);

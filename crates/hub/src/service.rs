@@ -87,6 +87,8 @@ pub struct Hub {
     running: Arc<crate::running::Running>,
     /// Locks on names (WebDAV's), honoured by every face.
     locks: Locks,
+    /// The names no client reaches (`--hide`).
+    hidden: Arc<crate::hidden::Hidden>,
     /// What `--metrics` shows (`None`: not kept).
     metrics: Option<Arc<crate::metrics::Metrics>>,
     started: Instant,
@@ -188,40 +190,50 @@ pub struct Listing {
     refused: bool,
     /// Only what folder `prefix` holds directly ([`ListQuery::children`]).
     children: bool,
+    /// The names left out (`--hide`).
+    hidden: Arc<crate::hidden::Hidden>,
 }
 
 impl Listing {
     /// The next page (`None` once the listing is over; a page may be empty only when the
     /// whole listing is).
     pub async fn next_page(&mut self) -> Result<Option<Vec<Entry>>, HubError> {
-        if let Some(end) = self.end()? {
-            return Ok(end);
+        loop {
+            if let Some(end) = self.end()? {
+                return Ok(end);
+            }
+            let hub = Arc::clone(&self.hub);
+            let (prefix, after, children) = (self.prefix.clone(), self.after.take(), self.children);
+            let page = blocking(move || {
+                let query = ListQuery {
+                    children,
+                    ..ListQuery::after(&prefix, after.as_deref())
+                };
+                hub.list_page_blocking(query)
+            })
+            .await?;
+            if let Some(entries) = self.advance(page) {
+                return Ok(Some(entries));
+            }
         }
-        let hub = Arc::clone(&self.hub);
-        let (prefix, after, children) = (self.prefix.clone(), self.after.take(), self.children);
-        let page = blocking(move || {
-            let query = ListQuery {
-                children,
-                ..ListQuery::after(&prefix, after.as_deref())
-            };
-            hub.list_page_blocking(query)
-        })
-        .await?;
-        Ok(Some(self.advance(page)))
     }
 
     /// [`Listing::next_page`] on a thread that may block (the blocking pool's).
     pub fn next_page_blocking(&mut self) -> Result<Option<Vec<Entry>>, HubError> {
-        if let Some(end) = self.end()? {
-            return Ok(end);
+        loop {
+            if let Some(end) = self.end()? {
+                return Ok(end);
+            }
+            let after = self.after.take();
+            let query = ListQuery {
+                children: self.children,
+                ..ListQuery::after(&self.prefix, after.as_deref())
+            };
+            let page = self.hub.list_page_blocking(query)?;
+            if let Some(entries) = self.advance(page) {
+                return Ok(Some(entries));
+            }
         }
-        let after = self.after.take();
-        let query = ListQuery {
-            children: self.children,
-            ..ListQuery::after(&self.prefix, after.as_deref())
-        };
-        let page = self.hub.list_page_blocking(query)?;
-        Ok(Some(self.advance(page)))
     }
 
     /// What to answer without reading the store: nothing more, or the one empty page of a
@@ -240,10 +252,18 @@ impl Listing {
         Ok(None)
     }
 
-    fn advance(&mut self, page: ListPage) -> Vec<Entry> {
+    /// Takes a page in, without the names the hub hides; `None` when none is left of a page
+    /// that is not the last (a page is empty only when the whole listing is).
+    fn advance(&mut self, mut page: ListPage) -> Option<Vec<Entry>> {
         self.done = page.next.is_none();
         self.after = page.next;
-        page.entries
+        if self.hidden.any() {
+            page.entries.retain(|e| !self.hidden.covers(&e.name));
+            if page.entries.is_empty() && !self.done {
+                return None;
+            }
+        }
+        Some(page.entries)
     }
 }
 
@@ -443,6 +463,7 @@ fn in_group(
 impl Hub {
     /// Opens the shared folder and state folder named in `config`.
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
+        let hidden = Arc::new(crate::hidden::Hidden::new(&config.hide)?);
         let state_lock = lock_state(&config)?;
         let backends = Backends::open(&config)?;
         let Backends {
@@ -507,6 +528,7 @@ impl Hub {
             held: Default::default(),
             running,
             locks,
+            hidden,
             metrics,
             started: Instant::now(),
             counted: Default::default(),
@@ -530,7 +552,7 @@ impl Hub {
     /// A caller whose token is held to a folder sees what others move only within it.
     pub async fn who(self: &Arc<Self>, caller: &Caller) -> Vec<ClientEntry> {
         let mut all = self.everyone().await;
-        for c in all.iter_mut().filter(|c| !caller.sees(&c.target)) {
+        for c in all.iter_mut().filter(|c| !caller.concerned(&c.target)) {
             c.target.clear();
             (c.done, c.total) = (0, 0);
         }
@@ -617,6 +639,7 @@ impl Hub {
             after,
             done: false,
             children: false,
+            hidden: Arc::clone(&caller.hidden),
         }
     }
 
@@ -637,6 +660,7 @@ impl Hub {
             after,
             done: false,
             children: true,
+            hidden: Arc::clone(&caller.hidden),
         }
     }
 
@@ -824,6 +848,7 @@ impl Hub {
             from: Some(from),
             owner_key: None,
             lock_tokens: Vec::new(),
+            hidden: Arc::clone(&self.hidden),
         })
     }
 
@@ -1386,7 +1411,7 @@ impl Hub {
     ) -> Result<Page, HubError> {
         let hub = Arc::clone(self);
         let mut page = blocking(move || hub.history.query(&query)).await?;
-        page.entries.retain(|e| caller.sees(&e.target));
+        page.entries.retain(|e| caller.concerned(&e.target));
         Ok(page)
     }
 
@@ -1474,15 +1499,23 @@ impl Hub {
     }
 
     /// May `caller` move or delete folder `name` as a whole? Only if it may change every file
-    /// in it; an empty folder holds nobody's data, so whoever may upload may.
+    /// in it; an empty folder holds nobody's data, so whoever may upload may. Not when it holds
+    /// a file the hub hides, which no client acts on (nor learns the name of).
     fn check_folder(&self, caller: &Caller, name: &RemoteName, what: &str) -> Result<(), HubError> {
         caller.must_reach_inside(name.as_str())?;
         caller.may_create(self.tokens(), self.config.read_only, name.as_str())?;
-        self.store
-            .each_file_beneath(name, &mut |file| match RemoteName::parse(file) {
+        self.store.each_file_beneath(name, &mut |file| {
+            if let Some(pattern) = self.hidden.covering(file) {
+                return Err(HubError::Hidden(format!(
+                    "{what} \"{name}\" would take files this hub hides (like {pattern:?}) \
+                     with it, which no client may"
+                )));
+            }
+            match RemoteName::parse(file) {
                 Ok(file) => self.check_change(caller, &file, what),
                 Err(_) => Ok(()),
-            })
+            }
+        })
     }
 
     fn remove_folder(

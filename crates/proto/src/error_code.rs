@@ -43,6 +43,8 @@ pub enum ErrorCode {
     /// The caller's address, uploading without a token, is past the hub's upload quota for
     /// now (the message says when it may try again).
     Quota,
+    /// The hub keeps this name out of reach (`serve --hide`): no token changes that.
+    Hidden,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -69,6 +71,7 @@ impl ErrorCode {
             ErrorCode::Deferred => 16,
             ErrorCode::TakenOver => 17,
             ErrorCode::Quota => 18,
+            ErrorCode::Hidden => 19,
             ErrorCode::Other(n) => n,
         }
     }
@@ -94,6 +97,7 @@ impl ErrorCode {
             16 => ErrorCode::Deferred,
             17 => ErrorCode::TakenOver,
             18 => ErrorCode::Quota,
+            19 => ErrorCode::Hidden,
             n => ErrorCode::Other(n),
         }
     }
@@ -119,6 +123,7 @@ impl ErrorCode {
             ErrorCode::Deferred => "deferred",
             ErrorCode::TakenOver => "taken_over",
             ErrorCode::Quota => "quota",
+            ErrorCode::Hidden => "hidden",
             ErrorCode::Other(_) => "other",
         }
     }

@@ -54,7 +54,7 @@ impl ApiError {
             ErrorCode::Quota => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::Hidden => StatusCode::FORBIDDEN,
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Internal | ErrorCode::Deferred | ErrorCode::Other(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -453,9 +453,10 @@ mod tests {
 pub(crate) mod checks {
     use super::*;
 
-    /// Read links that expired before the time given are forgotten, with what they counted;
-    /// upload links, tokens that are not links, and links still within it stay.
-    pub(crate) fn forgets_the_read_links_that_ended(tokens: &dyn Tokens) {
+    /// Links that expired before the time given are forgotten, with what they counted: a
+    /// read link at once, an upload link once no file it brought is left. Tokens that are not
+    /// links, and links still within the time, stay.
+    pub(crate) fn forgets_the_links_that_ended<R: Tokens + Owners>(records: &R) {
         let spec = |role, expires_ns, made_by| TokenSpec {
             role,
             label: "share of a.txt",
@@ -465,36 +466,47 @@ pub(crate) mod checks {
             made_by,
             max_downloads: 1,
         };
-        let link = SHARED_BY_ADMIN_FILE;
-        let old = tokens
-            .create(spec(Role::Read, 1_000, Some(link)), 0)
-            .unwrap();
-        let upload = tokens
-            .create(
-                TokenSpec {
-                    max_downloads: 0,
-                    ..spec(Role::Upload, 1_000, Some(link))
-                },
-                0,
-            )
-            .unwrap();
-        let token = tokens.create(spec(Role::Read, 1_000, None), 0).unwrap();
-        let recent = tokens
-            .create(spec(Role::Read, 3_000, Some(link)), 0)
-            .unwrap();
+        let upload_spec = |folder| TokenSpec {
+            max_downloads: 0,
+            folder: Some(folder),
+            ..spec(Role::Upload, 1_000, Some(SHARED_BY_ADMIN_FILE))
+        };
+        let made = |spec| records.create(spec, 0).unwrap().id;
+        let old = made(spec(Role::Read, 1_000, Some(SHARED_BY_ADMIN_FILE)));
+        let empty_upload = made(upload_spec("inbox"));
+        let upload = made(upload_spec("drop"));
+        let token = made(spec(Role::Read, 1_000, None));
+        let recent = made(spec(Role::Read, 3_000, Some(SHARED_BY_ADMIN_FILE)));
         let fetch = LinkFetch {
             name: "a.txt",
             address: "192.0.2.1",
             resumed: false,
         };
-        assert!(tokens.count_download(old.id, &fetch).unwrap());
+        assert!(records.count_download(old, &fetch).unwrap());
+        let brought = Owner {
+            token_id: Some(upload),
+            key_hash: None,
+        };
+        let version = Version {
+            size: 3,
+            modified_ns: 1,
+        };
+        records.set_owner("drop/b.txt", brought, version).unwrap();
 
-        assert_eq!(tokens.forget_links(2_000).unwrap(), 1);
-        let ids: Vec<i64> = tokens.list().unwrap().iter().map(|t| t.id).collect();
-        assert!(!ids.contains(&old.id), "{ids:?}");
-        for kept in [upload.id, token.id, recent.id] {
-            assert!(ids.contains(&kept), "{kept} in {ids:?}");
+        let ids = || -> Vec<i64> { records.list().unwrap().iter().map(|t| t.id).collect() };
+        assert_eq!(records.forget_links(2_000).unwrap(), 2);
+        for gone in [old, empty_upload] {
+            assert!(!ids().contains(&gone), "{gone} in {:?}", ids());
         }
-        assert_eq!(tokens.forget_links(2_000).unwrap(), 0, "once");
+        for kept in [upload, token, recent] {
+            assert!(ids().contains(&kept), "{kept} not in {:?}", ids());
+        }
+        assert_eq!(records.forget_links(2_000).unwrap(), 0, "once");
+
+        records
+            .set_owner("drop/b.txt", Owner::default(), version)
+            .unwrap();
+        assert_eq!(records.forget_links(2_000).unwrap(), 1, "its file gone");
+        assert!(!ids().contains(&upload));
     }
 }

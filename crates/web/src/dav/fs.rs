@@ -50,6 +50,7 @@ pub(crate) fn fs_err(e: HubError) -> FsError {
         | HubError::TokenQuota(_) => FsError::InsufficientStorage,
         HubError::TooLarge(_) => FsError::TooLarge,
         HubError::Forbidden(_)
+        | HubError::Hidden(_)
         | HubError::Unauthorized(_)
         | HubError::NotAFile(_)
         | HubError::Locked(_)

@@ -170,15 +170,17 @@ impl Tokens for PgTokens {
     }
 
     fn forget_links(&self, before_ns: i64) -> Result<u64, HubError> {
-        // Read links that expired before `$1` (upload links stay: their files name them).
+        // Links that expired before `$1`; an upload link once no file it brought is left.
         self.db.run(async || {
             let c = self.db.get().await?;
             let row = c
                 .query_one(
                     "WITH gone AS (
                          DELETE FROM tokens
-                         WHERE made_by IS NOT NULL AND role = 'read'
+                         WHERE made_by IS NOT NULL
                            AND expires_ns IS NOT NULL AND expires_ns < $1
+                           AND (role = 'read' OR NOT EXISTS (
+                               SELECT 1 FROM owners WHERE owners.token_id = tokens.id))
                          RETURNING id
                      ), counted AS (
                          DELETE FROM link_downloads WHERE token_id IN (SELECT id FROM gone)

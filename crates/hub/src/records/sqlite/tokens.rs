@@ -276,10 +276,11 @@ impl Tokens for SqliteTokens {
     }
 }
 
-/// The ids of read links that expired before `?1` (upload links stay: files they brought
-/// name them as owners).
+/// The ids of links that expired before `?1`; an upload link only once no file it brought is
+/// left (those files name it as their owner, through which its maker keeps them).
 const ENDED_LINKS: &str = "SELECT id FROM tokens
-     WHERE made_by IS NOT NULL AND role = 'read' AND expires_ns IS NOT NULL AND expires_ns < ?1";
+     WHERE made_by IS NOT NULL AND expires_ns IS NOT NULL AND expires_ns < ?1
+       AND (role = 'read' OR NOT EXISTS (SELECT 1 FROM owners WHERE owners.token_id = tokens.id))";
 
 /// A time no token lasts until: none given.
 const NEVER: i64 = i64::MAX;
@@ -748,15 +749,15 @@ mod tests {
         assert_eq!(list[1].expires_ns, Some(now + 3_600_000_000_000));
     }
 
-    /// A share link's downloads are counted while any are left, and once they are spent the
-    /// link is refused and listed as used up; a token without a bound counts nothing.
     #[test]
-    fn the_read_links_that_ended_are_forgotten() {
+    fn the_links_that_ended_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let (tokens, _) = SqliteTokens::open(dir.path()).unwrap();
-        crate::records::checks::forgets_the_read_links_that_ended(&tokens);
+        crate::records::checks::forgets_the_links_that_ended(&tokens);
     }
 
+    /// A share link's downloads are counted while any are left, and once they are spent the
+    /// link is refused and listed as used up; a token without a bound counts nothing.
     #[test]
     fn a_links_downloads_are_counted_until_spent_and_cut_ones_go_on() {
         let dir = tempfile::tempdir().unwrap();
