@@ -434,6 +434,8 @@ pub(crate) struct Report<T> {
     /// Refusals over the upload quota after the first, which said why: counted, not printed
     /// (a folder's every remaining file would repeat it).
     over_quota: u64,
+    /// Files refused because the hub hides their names, likewise (a folder's `.git/`).
+    hidden: u64,
 }
 
 impl<T: Serialize> Report<T> {
@@ -443,6 +445,7 @@ impl<T: Serialize> Report<T> {
             failed: false,
             has_token: global.has_token(),
             over_quota: 0,
+            hidden: 0,
         }
     }
 
@@ -458,9 +461,15 @@ impl<T: Serialize> Report<T> {
             ClientError::Hub { code, .. } => Some(*code),
             _ => None,
         };
-        if code == Some(ErrorCode::Quota) {
-            self.over_quota += 1;
-            if self.over_quota > 1 {
+        let repeated = match code {
+            Some(ErrorCode::Quota) => Some(&mut self.over_quota),
+            Some(ErrorCode::Hidden) => Some(&mut self.hidden),
+            _ => None,
+        };
+        if let Some(count) = repeated {
+            *count += 1;
+            if *count > 1 {
+                self.failed = true;
                 return;
             }
         }
@@ -476,10 +485,14 @@ impl<T: Serialize> Report<T> {
     }
 
     pub(crate) fn finish(self, global: &Global) -> Result<ExitCode> {
-        if self.over_quota > 1 {
-            let more = self.over_quota - 1;
+        let repeated = [
+            (self.over_quota, "the upload quota"),
+            (self.hidden, "names this hub hides"),
+        ];
+        for (count, why) in repeated.into_iter().filter(|(n, _)| *n > 1) {
+            let more = count - 1;
             let files = if more == 1 { "file" } else { "files" };
-            eprintln!("troca: {more} more {files} refused for the same reason (the upload quota)");
+            eprintln!("troca: {more} more {files} refused for the same reason ({why})");
         }
         if global.json {
             print_json(&self.rows)?;
