@@ -959,3 +959,63 @@ fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
     assert!(s.share.join("proj/.git/config").exists() && s.share.join("report.pdf").exists());
     assert!(s.share.join(".ssh/id_ed25519").exists());
 }
+
+/// Every token a hub refuses, on every face, is one warning on its log with the client's
+/// address and never the token, which fail2ban's filter in `contrib/` picks up.
+#[test]
+fn refused_tokens_are_logged_with_their_address_for_fail2ban() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let web = hub.web.clone().unwrap();
+    let wrong = [
+        "troca_wrongnative",
+        "troca_wrongweb",
+        "troca_wrongdav",
+        "troca_nolink",
+    ];
+    fails(&hub.troca_with(&s.client, wrong[0], &["ls"]), 1);
+    let code = |args: &[&str]| {
+        let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        ok(&curl(&all))
+    };
+    let bearer = format!("Authorization: Bearer {}", wrong[1]);
+    assert_eq!(code(&["-H", &bearer, &format!("{web}api/files")]), "401");
+    let basic = format!("me:{}", wrong[2]);
+    assert_eq!(code(&["-u", &basic, &format!("{web}dav/")]), "401");
+    assert_eq!(code(&[&format!("{web}s/{}/", wrong[3])]), "401");
+
+    let line = "WARN troca_hub::service: refused a token that is not valid, from 127.0.0.1\n";
+    let log = loop {
+        let said = hub.daemon.wait_for_stderr(line);
+        if said.matches(line).count() >= wrong.len() {
+            break said;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(log.matches(line).count(), wrong.len(), "{log}");
+    for secret in wrong {
+        assert!(!log.contains(secret), "{secret} in the log: {log}");
+    }
+
+    if !needs(
+        "fail2ban-regex",
+        "the fail2ban filter in contrib/ is checked on a hub's log",
+    ) {
+        return;
+    }
+    let file = s.client.join("troca.log");
+    std::fs::write(&file, &log).unwrap();
+    let filter = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../contrib/fail2ban/filter.d/troca.conf")
+        .canonicalize()
+        .unwrap();
+    let out = Command::new("fail2ban-regex")
+        .arg(&file)
+        .arg(&filter)
+        .output()
+        .unwrap();
+    let report = ok(&out);
+    let matched = format!("0 ignored, {} matched", wrong.len());
+    assert!(report.contains(&matched), "{report}");
+}

@@ -887,6 +887,9 @@ impl Hub {
         match checked.await? {
             Some(grant) => Ok(grant),
             None => {
+                // For the operator, and for tools that ban addresses from logs (fail2ban):
+                // one line per refusal, the address in a fixed place. Never the token.
+                tracing::warn!("refused a token that is not valid, from {from}");
                 let wait = self.auth_failures.failed(from);
                 tokio::time::sleep(wait).await;
                 Err(HubError::Unauthorized(
