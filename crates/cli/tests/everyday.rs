@@ -863,3 +863,53 @@ fn a_hub_on_every_address_prints_addresses_others_can_use() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The systemd unit in `contrib/` is one systemd takes without a word, and the hub it starts
+/// runs with exactly its arguments.
+#[test]
+fn the_systemd_unit_in_contrib_is_valid_and_its_hub_starts() {
+    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../contrib/systemd/troca.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(args[0], "/usr/local/bin/troca");
+
+    // Its arguments, with this build, a scratch folder and free ports.
+    let s = Scratch::new();
+    let share = s.share.join("shared");
+    let share = share.to_str().unwrap();
+    let here: Vec<&str> = args[1..]
+        .iter()
+        .map(|a| match *a {
+            "/var/lib/troca/shared" => share,
+            a if a.starts_with("0.0.0.0:") => "127.0.0.1:0",
+            a => a,
+        })
+        .collect();
+    let hub = Daemon::start(&here);
+    assert!(hub.addr.starts_with("127.0.0.1:"), "{}", hub.addr);
+    assert!(std::path::Path::new(share)
+        .join(".troca/admin.token")
+        .exists());
+
+    if !needs("systemd-analyze", "the unit in contrib/systemd is checked") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("troca.service");
+    std::fs::write(&copy, text.replace("/usr/local/bin/troca", TROCA)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
