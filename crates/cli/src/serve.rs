@@ -59,6 +59,13 @@ async fn run(args: Serve) -> Result<ExitCode> {
     if let Some(limits) = rate_limits(hub.config().rates) {
         eprintln!("troca: {limits}");
     }
+    if !args.hide.is_empty() {
+        let quoted: Vec<String> = args.hide.iter().map(|p| format!("{p:?}")).collect();
+        eprintln!(
+            "troca: hiding names like {} (and what such folders hold) from every client",
+            quoted.join(", ")
+        );
+    }
     let metrics = metrics_listener(args.metrics.as_deref()).await?;
     let signals = Signals::catch()?;
     // Caught before the hub says it listens, like the others: a SIGHUP then is not fatal.

@@ -823,6 +823,8 @@ fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
     assert!(err.contains("'a/b'") && err.contains("one name"), "{err}");
 
     let hub = Hub::start(&s.share, &["--hide", ".*", "--hide", "*.key"]);
+    hub.daemon
+        .wait_for_stderr("hiding names like \".*\", \"*.key\" (and what such folders hold)");
     let admin = hub.admin_token();
     let troca = |args: &[&str]| hub.troca_with(&s.client, &admin, args);
     let out_of_reach = |out: &std::process::Output| {
