@@ -822,6 +822,9 @@ fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
     let err = fails(&bad, 2);
     assert!(err.contains("'a/b'") && err.contains("one name"), "{err}");
 
+    // A link to a hidden folder, and one to a hidden file: what they lead to stays hidden.
+    std::os::unix::fs::symlink(".ssh", s.share.join("keys")).unwrap();
+    std::os::unix::fs::symlink("certs/site.key", s.share.join("cert.txt")).unwrap();
     let hub = Hub::start(&s.share, &["--hide", ".*", "--hide", "*.key"]);
     hub.daemon
         .wait_for_stderr("hiding names like \".*\", \"*.key\" (and what such folders hold)");
@@ -854,6 +857,8 @@ fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
         &["get", "proj/.git/config", "-o", "-"],
         &["get", "certs/site.key", "-o", "-"],
         &["get", ".nothing", "-o", "-"],
+        &["get", "keys/id_ed25519", "-o", "-"],
+        &["get", "cert.txt", "-o", "-"],
         &["mkdir", "photos/.thumbs"],
         &["mv", "report.pdf", ".report.pdf"],
         &["mv", ".env", "env.txt"],
@@ -897,6 +902,8 @@ fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
         ok(&curl(&all))
     };
     for url in [
+        "keys/id_ed25519",
+        "cert.txt",
         ".env",
         ".ssh/",
         ".ssh/id_ed25519",

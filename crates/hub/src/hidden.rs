@@ -6,6 +6,9 @@
 
 use crate::error::HubError;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 /// The patterns of `--hide`, compiled.
 #[derive(Debug, Default)]
@@ -63,6 +66,14 @@ impl Hidden {
     /// Is `name` hidden?
     pub fn covers(&self, name: &str) -> bool {
         self.covering(name).is_some()
+    }
+
+    /// The pattern that hides where open file `file` really is, beneath the shared folder's
+    /// real path `root` (a name reached through a link may lead into a hidden folder).
+    pub fn covering_real(&self, root: &Path, file: &File) -> Option<&str> {
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+        let inside = real.strip_prefix(root).ok()?;
+        self.covering(inside.to_str()?)
     }
 
     /// Refuses `name` if it is hidden: the same answer whether or not it exists.

@@ -68,7 +68,7 @@ impl Hub {
         caller.must_reach(name)?;
         let remote = parse(name)?;
         // One lookup: `open` says `NotAFile` for a folder and only for a folder.
-        match self.store().open(&remote) {
+        match self.open_reached(&remote) {
             Ok(file) => {
                 let blake3 = file
                     .hash

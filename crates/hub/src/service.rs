@@ -89,6 +89,9 @@ pub struct Hub {
     locks: Locks,
     /// The names no client reaches (`--hide`).
     hidden: Arc<crate::hidden::Hidden>,
+    /// The shared folder's real path, to tell where a file opened through a link lies (only
+    /// with `--hide`, on a store with links).
+    real_root: Option<PathBuf>,
     /// What `--metrics` shows (`None`: not kept).
     metrics: Option<Arc<crate::metrics::Metrics>>,
     started: Instant,
@@ -500,6 +503,9 @@ impl Hub {
             Clients::default()
         });
         let (running, presence) = in_group(db, &config.hub_name, &clients)?;
+        let real_root = (hidden.any() && store.has_links())
+            .then(|| config.root.canonicalize().ok())
+            .flatten();
         Ok(Self {
             presence,
             _state_lock: state_lock,
@@ -528,6 +534,7 @@ impl Hub {
             held: Default::default(),
             running,
             locks,
+            real_root,
             hidden,
             metrics,
             started: Instant::now(),
@@ -704,7 +711,7 @@ impl Hub {
         }
         caller.must_reach(name)?;
         let name = parse(name)?;
-        let file = self.store.open(&name)?;
+        let file = self.open_reached(&name)?;
         let version = file.version;
         let offset = if offset > version.size { 0 } else { offset };
         let (source, hash) = if self.cache.wants(version.size) {
@@ -725,6 +732,18 @@ impl Hub {
             hash,
             source,
         })
+    }
+
+    /// Opens `name` for a client: refused if a link on its way led into a name the hub hides
+    /// (what a link leads to is hidden as its own name would be).
+    pub(crate) fn open_reached(&self, name: &RemoteName) -> Result<StoredFile, HubError> {
+        let file = self.store.open(name)?;
+        if let (Some(root), crate::store::Body::File(f)) = (&self.real_root, &file.body) {
+            if let Some(pattern) = self.hidden.covering_real(root, f) {
+                return Err(crate::hidden::refusal(name.as_str(), pattern));
+            }
+        }
+        Ok(file)
     }
 
     /// The whole contents and hash of a small file, from the hot-file cache or read once and
