@@ -711,10 +711,20 @@ impl Hub {
         }
         caller.must_reach(name)?;
         let name = parse(name)?;
-        let file = self.open_reached(&name)?;
+        let file = self.store.open(&name)?;
         let version = file.version;
         let offset = if offset > version.size { 0 } else { offset };
-        let (source, hash) = if self.cache.wants(version.size) {
+        let small = self.cache.wants(version.size);
+        let hit = small
+            .then(|| self.cache.get(name.as_str(), version))
+            .flatten();
+        if hit.is_none() {
+            // A hit was checked when it was read into the cache: this very version.
+            self.check_reached(&name, &file)?;
+        }
+        let (source, hash) = if let Some((data, hash)) = hit {
+            (Source::Memory(data), Some(hash))
+        } else if small {
             let (data, hash) = self
                 .small_file(&name, &file)
                 .map_err(|e| HubError::io(format!("cannot read {name}"), e))?;
@@ -738,24 +748,27 @@ impl Hub {
     /// (what a link leads to is hidden as its own name would be).
     pub(crate) fn open_reached(&self, name: &RemoteName) -> Result<StoredFile, HubError> {
         let file = self.store.open(name)?;
+        self.check_reached(name, &file)?;
+        Ok(file)
+    }
+
+    /// [`Hub::open_reached`]'s check, of a file opened already.
+    fn check_reached(&self, name: &RemoteName, file: &StoredFile) -> Result<(), HubError> {
         if let (Some(root), crate::store::Body::File(f)) = (&self.real_root, &file.body) {
             if let Some(pattern) = self.hidden.covering_real(root, f) {
                 return Err(crate::hidden::refusal(name.as_str(), pattern));
             }
         }
-        Ok(file)
+        Ok(())
     }
 
-    /// The whole contents and hash of a small file, from the hot-file cache or read once and
+    /// The whole contents and hash of a small file the hot-file cache does not hold, read and
     /// kept there (its hash remembered too).
     fn small_file(
         &self,
         name: &RemoteName,
         file: &StoredFile,
     ) -> std::io::Result<(Arc<[u8]>, Hash)> {
-        if let Some(hit) = self.cache.get(name.as_str(), file.version) {
-            return Ok(hit);
-        }
         let known = file
             .hash
             .or_else(|| self.hashes.get(name.as_str(), file.version));
