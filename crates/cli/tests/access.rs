@@ -844,6 +844,8 @@ fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
     for shown in ["proj/main.rs", "certs/site.pem", "report.pdf"] {
         assert!(listed.contains(shown), "{shown} in {listed}");
     }
+    let through_link = ok(&troca(&["ls", "keys/"]));
+    assert!(!through_link.contains("id_ed25519"), "{through_link}");
     for hidden in [".env", ".ssh", ".git", "site.key"] {
         assert!(!listed.contains(hidden), "{hidden} in {listed}");
         let found = troca(&["find", hidden.trim_start_matches('.')]);
@@ -958,6 +960,21 @@ fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
         for hidden in [".env", ".ssh", ".git", "site.key", "SECRET"] {
             assert!(!body.contains(hidden), "{i}: {hidden} in {body}");
         }
+    }
+
+    // A link that leads into a hidden folder shows it empty, on every face.
+    for body in [
+        text(&[
+            "-X",
+            "PROPFIND",
+            "-H",
+            "Depth: 1",
+            &format!("{web}dav/keys/"),
+        ]),
+        text(&[&format!("{web}files/keys/")]),
+        text(&[&format!("{web}api/files?prefix=keys/")]),
+    ] {
+        assert!(!body.contains("id_ed25519"), "{body}");
     }
 
     // On disk, nothing moved.

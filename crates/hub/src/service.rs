@@ -640,7 +640,7 @@ impl Hub {
         let covered = caller.listing_prefix(prefix);
         Listing {
             hub: Arc::clone(self),
-            nothing: covered.is_none(),
+            nothing: covered.is_none() || self.leads_to_hidden(prefix),
             refused: caller.uploads_only(),
             prefix: covered.unwrap_or_default(),
             after,
@@ -661,7 +661,7 @@ impl Hub {
     ) -> Listing {
         Listing {
             hub: Arc::clone(self),
-            nothing: !caller.sees(folder),
+            nothing: !caller.sees(folder) || self.leads_to_hidden(folder),
             refused: caller.uploads_only(),
             prefix: folder.to_owned(),
             after,
@@ -669,6 +669,22 @@ impl Hub {
             children: true,
             hidden: Arc::clone(&caller.hidden),
         }
+    }
+
+    /// Whether the folder a listing of `prefix` reads is, through a link on its way, one the
+    /// hub hides (a listing from above never walks into a link, so only the folder itself
+    /// is looked at). A few lookups on the caller's thread, and only with `--hide`.
+    fn leads_to_hidden(&self, prefix: &str) -> bool {
+        let (Some(root), Some((folder, _))) = (&self.real_root, prefix.rsplit_once('/')) else {
+            return false;
+        };
+        let Ok(real) = self.config.root.join(folder).canonicalize() else {
+            return false;
+        };
+        real.strip_prefix(root)
+            .ok()
+            .and_then(|inside| inside.to_str())
+            .is_some_and(|inside| self.hidden.covers(inside))
     }
 
     /// One page of a listing, with the hashes known. Blocking.
