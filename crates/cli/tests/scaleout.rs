@@ -958,6 +958,44 @@ fn a_web_upload_cut_on_one_hub_resumes_through_the_other() {
     assert_eq!(t.g.sql("SELECT count(*) FROM uploads"), "0");
 }
 
+/// `--hide` is a hub's own: on one store, a hub started with it hides what another shows.
+#[test]
+fn a_hub_on_the_store_hides_what_it_is_told_to_and_another_need_not() {
+    let Some(g) = Group::new() else { return };
+    let s3 = g.e.s3.clone();
+    let (sa, sb) = (Scratch::new(), Scratch::new());
+    let a = g.hub_via(&sa.share, "hub-a", &s3, &[]);
+    let b = g.hub_via(&sb.share, "hub-b", &s3, &["--hide", ".*"]);
+    let admin = group_token(&g, "admin");
+    write_tree(&sa.client, &[("up/.env", "SECRET"), ("up/ok.txt", "ok")]);
+    ok(&a.troca_with(&sa.client, &admin, &["put", "up/"]));
+
+    assert!(listing(&a, &sa.client).contains("up/.env"));
+    let shown = listing(&b, &sa.client);
+    assert!(
+        shown.contains("up/ok.txt") && !shown.contains(".env"),
+        "{shown}"
+    );
+    let err = fails(
+        &b.troca_with(&sa.client, &admin, &["get", "up/.env", "-o", "-"]),
+        1,
+    );
+    assert!(err.contains("out of reach"), "{err}");
+    let err = fails(&b.troca_with(&sa.client, &admin, &["rm", "-r", "up/"]), 1);
+    assert!(err.contains("would take files this hub hides"), "{err}");
+    let web = b.web.clone().unwrap();
+    let code = ok(&curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{web}files/up/.env"),
+    ]));
+    assert_eq!(code, "403");
+    let got = ok(&a.troca_with(&sa.client, &admin, &["get", "up/.env", "-o", "-"]));
+    assert_eq!(got, "SECRET");
+}
+
 #[test]
 fn the_web_face_and_the_json_mode_work_unchanged_on_the_object_store() {
     let Some(t) = two_hubs(&[]) else { return };
