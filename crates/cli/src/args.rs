@@ -1112,8 +1112,6 @@ fn parse_folder(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Sizes like `64M`, `1G`, `512K`, `2T` (binary multiples, an optional `B` or `iB`), or bytes;
-/// 0 is allowed.
 /// A `--hide` pattern, checked as the hub will take it.
 fn parse_hide(s: &str) -> Result<String, String> {
     troca_hub::hidden::Hidden::new(&[s.to_owned()])
@@ -1121,6 +1119,8 @@ fn parse_hide(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Sizes like `64M`, `1G`, `512K`, `2T` (binary multiples, an optional `B` or `iB`), or bytes;
+/// 0 is allowed.
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches("iB").trim_end_matches(['B', 'b']);
     let (num, mult) = match t.chars().last() {

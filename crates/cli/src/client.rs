@@ -469,7 +469,7 @@ impl<T: Serialize> Report<T> {
         if let Some(count) = repeated {
             *count += 1;
             if *count > 1 {
-                self.failed = true;
+                // The first said why (and marked the report failed).
                 return;
             }
         }

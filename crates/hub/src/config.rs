@@ -104,8 +104,9 @@ pub struct ShareLimits {
     pub default_time: Duration,
     pub max_time: Duration,
     pub per_token: usize,
-    /// How long a read link stays in the records (listed by `troca shares`) after it expired;
-    /// then it is forgotten, so the links a hub has ever made do not pile up.
+    /// How long a link stays in the records (listed by `troca shares`) after it expired; then
+    /// it is forgotten (an upload link once none of its files is left), so the links a hub
+    /// has ever made do not pile up.
     pub keep: Duration,
     /// The most an upload link may bring in (and what one gets unless it asks for less); 0
     /// bytes or files: no bound on that.

@@ -72,8 +72,12 @@ impl Hidden {
     /// real path `root` (a name reached through a link may lead into a hidden folder).
     pub fn covering_real(&self, root: &Path, file: &File) -> Option<&str> {
         let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
-        let inside = real.strip_prefix(root).ok()?;
-        self.covering(inside.to_str()?)
+        self.covering_beneath(root, &real)
+    }
+
+    /// The pattern that hides real path `real`, as a name beneath `root` (none outside it).
+    pub fn covering_beneath(&self, root: &Path, real: &Path) -> Option<&str> {
+        self.covering(real.strip_prefix(root).ok()?.to_str()?)
     }
 
     /// Refuses `name` if it is hidden: the same answer whether or not it exists.

@@ -681,10 +681,7 @@ impl Hub {
         let Ok(real) = self.config.root.join(folder).canonicalize() else {
             return false;
         };
-        real.strip_prefix(root)
-            .ok()
-            .and_then(|inside| inside.to_str())
-            .is_some_and(|inside| self.hidden.covers(inside))
+        self.hidden.covering_beneath(root, &real).is_some()
     }
 
     /// One page of a listing, with the hashes known. Blocking.

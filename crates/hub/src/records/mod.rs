@@ -239,8 +239,8 @@ pub trait Tokens: Send + Sync + std::fmt::Debug {
     /// if the link is valid otherwise and `fetch` continues a download it counted (the same
     /// name, from the same address).
     fn check_resume(&self, token: &str, fetch: &LinkFetch<'_>) -> Result<Option<Grant>, HubError>;
-    /// Forgets the read links (tokens made by `troca share`, without `--upload`) that expired
-    /// before `before_ns`, with what they counted; how many.
+    /// Forgets the links (tokens made by `troca share`) that expired before `before_ns`, with
+    /// what they counted; an upload link only once no file names it as its owner. How many.
     fn forget_links(&self, before_ns: i64) -> Result<u64, HubError>;
     /// Counts a download begun with token `id`, if its downloads are bounded: `false` when
     /// none is left (the count and the check in one step, so hubs sharing the records never
