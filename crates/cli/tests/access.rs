@@ -846,11 +846,20 @@ fn hidden_names_are_out_of_sight_and_reach_on_every_face() {
     }
     let through_link = ok(&troca(&["ls", "keys/"]));
     assert!(!through_link.contains("id_ed25519"), "{through_link}");
-    for hidden in [".env", ".ssh", ".git", "site.key"] {
+    // Nor the links that lead to them.
+    for hidden in [".env", ".ssh", ".git", "site.key", "keys", "cert.txt"] {
         assert!(!listed.contains(hidden), "{hidden} in {listed}");
         let found = troca(&["find", hidden.trim_start_matches('.')]);
         assert!(!String::from_utf8_lossy(&found.stdout).contains(hidden));
     }
+
+    // Counted: the hub's totals are those of what it shows.
+    let status = json(&troca(&["--json", "status"]));
+    let files = json(&troca(&["--json", "ls"]));
+    let files = files.as_array().unwrap();
+    let bytes: u64 = files.iter().map(|f| f["size"].as_u64().unwrap()).sum();
+    assert_eq!(status["files"], files.len(), "{status} {files:?}");
+    assert_eq!(status["bytes"], bytes, "{status} {files:?}");
 
     // Read, written, moved, deleted, shared: refused alike, whether the name exists or not.
     for args in [

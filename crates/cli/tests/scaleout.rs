@@ -976,6 +976,11 @@ fn a_hub_on_the_store_hides_what_it_is_told_to_and_another_need_not() {
         shown.contains("up/ok.txt") && !shown.contains(".env"),
         "{shown}"
     );
+    // Each counts what it shows.
+    let files = |hub: &Hub| {
+        json(&hub.troca_with(&sa.client, &admin, &["--json", "status"]))["files"].clone()
+    };
+    assert_eq!((files(&a), files(&b)), (2.into(), 1.into()));
     let err = fails(
         &b.troca_with(&sa.client, &admin, &["get", "up/.env", "-o", "-"]),
         1,

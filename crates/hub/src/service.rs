@@ -8,6 +8,7 @@ use crate::clients::Clients;
 use crate::config::HubConfig;
 use crate::error::HubError;
 use crate::hashes::HashCache;
+use crate::hidden::Hidden;
 use crate::locks::{Locks, Presented};
 use crate::pg::Db;
 use crate::quota::{Amount, QuotaHold, Uploader};
@@ -88,7 +89,7 @@ pub struct Hub {
     /// Locks on names (WebDAV's), honoured by every face.
     locks: Locks,
     /// The names no client reaches (`--hide`).
-    hidden: Arc<crate::hidden::Hidden>,
+    hidden: Arc<Hidden>,
     /// The shared folder's real path, to tell where a file opened through a link lies (only
     /// with `--hide`, on a store with links).
     real_root: Option<PathBuf>,
@@ -194,7 +195,7 @@ pub struct Listing {
     /// Only what folder `prefix` holds directly ([`ListQuery::children`]).
     children: bool,
     /// The names left out (`--hide`).
-    hidden: Arc<crate::hidden::Hidden>,
+    hidden: Arc<Hidden>,
 }
 
 impl Listing {
@@ -329,14 +330,14 @@ struct Backends {
 }
 
 impl Backends {
-    fn open(config: &HubConfig) -> Result<Self, HubError> {
+    fn open(config: &HubConfig, hidden: &Arc<Hidden>) -> Result<Self, HubError> {
         let Some(address) = &config.db else {
             if config.store.is_some() {
                 return Err(HubError::BadRequest(
                     "--store needs --db: an object store's names are kept in PostgreSQL".into(),
                 ));
             }
-            return Self::local(config);
+            return Self::local(config, hidden);
         };
         let db = crate::pg::block(Db::open(address))?;
         let store: Box<dyn Store> = match &config.store {
@@ -351,12 +352,15 @@ impl Backends {
                     config.store_timeout,
                 )?)
             }
-            None => Box::new(LocalStore::open(
-                &config.root,
-                &config.state_dir,
-                config.partial_budget,
-                config.keep_free,
-            )?),
+            None => Box::new(
+                LocalStore::open(
+                    &config.root,
+                    &config.state_dir,
+                    config.partial_budget,
+                    config.keep_free,
+                )?
+                .hiding(Arc::clone(hidden)),
+            ),
         };
         let state = config
             .state_dir
@@ -384,13 +388,14 @@ impl Backends {
     }
 
     /// A folder on this machine and SQLite in its state folder: the embedded default.
-    fn local(config: &HubConfig) -> Result<Self, HubError> {
+    fn local(config: &HubConfig, hidden: &Arc<Hidden>) -> Result<Self, HubError> {
         let store = LocalStore::open(
             &config.root,
             &config.state_dir,
             config.partial_budget,
             config.keep_free,
-        )?;
+        )?
+        .hiding(Arc::clone(hidden));
         let state = store.state_dir().to_path_buf();
         let (tokens, created) = SqliteTokens::open(&state)?;
         let tokens = Arc::new(tokens);
@@ -466,9 +471,9 @@ fn in_group(
 impl Hub {
     /// Opens the shared folder and state folder named in `config`.
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
-        let hidden = Arc::new(crate::hidden::Hidden::new(&config.hide)?);
+        let hidden = Arc::new(Hidden::new(&config.hide)?);
         let state_lock = lock_state(&config)?;
-        let backends = Backends::open(&config)?;
+        let backends = Backends::open(&config, &hidden)?;
         let Backends {
             store,
             db,
@@ -1432,7 +1437,7 @@ impl Hub {
     /// Those asking together share one count.
     async fn totals(self: &Arc<Self>) -> Result<Totals, HubError> {
         let hub = Arc::clone(self);
-        Counted::get(&self.counted, move || hub.store.totals()).await
+        Counted::get(&self.counted, move || hub.store.totals(&hub.hidden)).await
     }
 
     /// How many partial uploads are held, and their bytes: a walk of them all (at most

@@ -52,6 +52,12 @@ impl LocalStore {
         Ok(Self { share, partials })
     }
 
+    /// Lists no link that leads to a name `hidden` covers ([`Share::hiding`]).
+    pub fn hiding(mut self, hidden: std::sync::Arc<crate::hidden::Hidden>) -> Self {
+        self.share = self.share.hiding(hidden);
+        self
+    }
+
     /// The state folder, resolved (the hub's records live there).
     pub fn state_dir(&self) -> &Path {
         self.share.state_dir()

@@ -317,21 +317,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// folders among them that hold none, as `NAME/`; in byte order of those names, so a
     /// listing goes on after the last name of a page whatever changed in between.
     fn list(&self, query: ListQuery<'_>) -> Result<ListPage, HubError>;
-    /// How many files there are and their bytes in all (a page at a time).
-    fn totals(&self) -> Result<Totals, HubError> {
-        let mut totals = Totals::default();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.list(ListQuery::after("", after.as_deref()))?;
-            for e in page.entries.iter().filter(|e| !e.name.ends_with('/')) {
-                totals.files += 1;
-                totals.bytes += e.size;
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(totals),
-            }
-        }
+    /// How many files there are and their bytes in all, leaving out those `hidden` covers
+    /// (a page at a time).
+    fn totals(&self, hidden: &crate::hidden::Hidden) -> Result<Totals, HubError> {
+        walk_totals(self, hidden)
     }
     /// The first files and folders by name that `query` asks for.
     fn find(&self, query: FindQuery<'_>) -> Result<Matches, HubError>;
@@ -435,4 +424,26 @@ pub(crate) fn parse(name: &str) -> Result<RemoteName, HubError> {
         name: name.to_owned(),
         reason,
     })
+}
+
+/// The files and bytes a walk of every page of the listing finds, leaving out what `hidden`
+/// covers: [`Store::totals`] for a store that cannot count otherwise.
+pub fn walk_totals<S: Store + ?Sized>(
+    store: &S,
+    hidden: &crate::hidden::Hidden,
+) -> Result<Totals, HubError> {
+    let mut totals = Totals::default();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list(ListQuery::after("", after.as_deref()))?;
+        let files = page.entries.iter().filter(|e| !e.name.ends_with('/'));
+        for e in files.filter(|e| !hidden.covers(&e.name)) {
+            totals.files += 1;
+            totals.bytes += e.size;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(totals),
+        }
+    }
 }

@@ -40,6 +40,8 @@ pub struct Share {
     state_rel: Option<String>,
     /// The root, held open: every lookup starts here.
     root_dir: OwnedFd,
+    /// Names kept out of sight (`serve --hide`): a link that leads to one is not listed.
+    hidden: std::sync::Arc<crate::hidden::Hidden>,
 }
 
 /// A descriptor opened beneath the root, with the real path it had when opened.
@@ -254,7 +256,20 @@ impl Share {
             root,
             state,
             root_dir,
+            hidden: std::sync::Arc::default(),
         })
+    }
+
+    /// Lists no link that leads to a name `hidden` covers (the hub refuses to serve those
+    /// anyway: a listing that showed them would show what is not there to take).
+    pub fn hiding(mut self, hidden: std::sync::Arc<crate::hidden::Hidden>) -> Self {
+        self.hidden = hidden;
+        self
+    }
+
+    /// Whether a link that reached real path `path` leads to a hidden name.
+    fn leads_to_hidden(&self, path: &Path) -> bool {
+        self.hidden.any() && self.hidden.covering_beneath(&self.root, path).is_some()
     }
 
     pub fn root(&self) -> &Path {
@@ -750,7 +765,8 @@ impl Share {
         let o = self.open_beneath(name, flags).ok()?;
         let st = rustix::fs::fstat(&o.fd).ok()?;
         let folder = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-        (folder && !self.state.starts_with(&o.path)).then_some(o.fd)
+        let shown = !self.state.starts_with(&o.path) && !self.leads_to_hidden(&o.path);
+        (folder && shown).then_some(o.fd)
     }
 
     /// What a file of a listing is: a link is followed beneath the root only, and listed only
@@ -758,6 +774,9 @@ impl Share {
     fn file_stat(&self, dir: &OwnedFd, rel: &str, child: &Child) -> Option<rustix::fs::Stat> {
         if child.kind == FileType::Symlink {
             let o = self.open_beneath(child.name(), OFlags::PATH).ok()?;
+            if self.leads_to_hidden(&o.path) {
+                return None;
+            }
             return rustix::fs::fstat(&o.fd).ok();
         }
         rustix::fs::statat(dir, child.own(rel), AtFlags::SYMLINK_NOFOLLOW).ok()
@@ -838,6 +857,9 @@ impl Share {
             let Ok(o) = self.open_beneath(&name, OFlags::PATH) else {
                 return;
             };
+            if self.leads_to_hidden(&o.path) {
+                return;
+            }
             if let Some(e) = rustix::fs::fstat(&o.fd)
                 .ok()
                 .and_then(|st| file_entry(name, &st))

@@ -1070,7 +1070,12 @@ impl Store for ObjectStore {
         })
     }
 
-    fn totals(&self) -> Result<super::Totals, HubError> {
+    /// Counted by the database, unless names are hidden: their patterns are shell wildcards
+    /// for any part of a name, which SQL cannot match, so the listing is walked instead.
+    fn totals(&self, hidden: &crate::hidden::Hidden) -> Result<super::Totals, HubError> {
+        if hidden.any() {
+            return super::walk_totals(self, hidden);
+        }
         self.db().run(async || {
             let c = self.db().get().await?;
             let r = c
