@@ -104,6 +104,7 @@ impl Command {
             | Command::Shares { hub }
             | Command::Unshare { hub, .. }
             | Command::Mv { hub, .. }
+            | Command::Cp { hub, .. }
             | Command::Put { hub, .. }
             | Command::Get { hub, .. }
             | Command::Rm { hub, .. }
@@ -277,6 +278,28 @@ pub enum Command {
         /// Replace a file that already has the new name.
         #[arg(long, short)]
         force: bool,
+    },
+    /// Copy files and folders on the hub, by the hub: nothing crosses the network (needs the
+    /// right to upload the copy; the copy is yours).
+    #[command(
+        after_help = "Examples:\n  troca cp report.pdf report-v2.pdf\n  troca cp photos/ backup/\n  \
+        troca cp a.jpg b.jpg album/\n  \
+        troca cp --force template.txt notes.txt   (replaces notes.txt)"
+    )]
+    Cp {
+        #[command(flatten)]
+        hub: HubArgs,
+        /// What to copy (files or folders, with everything in them; wildcards as for `get`),
+        /// then where: a new name, or a folder (ending in / or existing) to copy them into.
+        #[arg(required = true, num_args = 2.., value_name = "NAME")]
+        names: Vec<String>,
+        /// Replace a file that already has the copy's name (a folder is never copied over
+        /// anything).
+        #[arg(long, short)]
+        force: bool,
+        /// Accepted for habit's sake: folders are always copied with everything in them.
+        #[arg(short, long)]
+        recursive: bool,
     },
     /// Upload files and folders to the hub (a folder with everything in it, keeping its paths).
     #[command(after_help = "Examples:\n  troca put report.pdf holiday.mp4\n  \

@@ -119,6 +119,10 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             let expanded = expand_sources(&mut client, &names).await?;
             mv(global, &mut client, &expanded, force).await
         }
+        Command::Cp { names, force, .. } => {
+            let expanded = expand_sources(&mut client, &names).await?;
+            cp(global, &mut client, &expanded, force).await
+        }
         Command::Put {
             files,
             as_name,
@@ -473,10 +477,9 @@ impl<T: Serialize> Report<T> {
                 return;
             }
         }
-        self.fail(format_args!(
-            "{what}: {e}{}",
-            output::hint(code, self.has_token)
-        ));
+        let message = e.to_string();
+        let hint = output::hint(code, &message, self.has_token);
+        self.fail(format_args!("{what}: {message}{hint}"));
     }
 
     /// A file of a folder that could not be downloaded (the rest still come).
@@ -1859,6 +1862,72 @@ pub(crate) async fn mv(
         }
     }
     report.finish(global)
+}
+
+#[derive(Serialize)]
+pub(crate) struct CopyRow {
+    from: String,
+    name: String,
+    files: u64,
+    bytes: u64,
+}
+
+/// `cp A B` copies to a new name; `cp A B... FOLDER` (or a FOLDER ending in `/`) copies into
+/// the folder. The hub copies; a long copy shows its progress on a terminal.
+pub(crate) async fn cp(
+    global: &Global,
+    client: &mut HubClient,
+    names: &[String],
+    force: bool,
+) -> Result<ExitCode> {
+    let Some((target, sources)) = names.split_last() else {
+        return usage("cp takes what to copy and where to");
+    };
+    if sources.is_empty() {
+        return usage("cp takes what to copy and where to");
+    }
+    // Several sources go into a folder, as with cp(1).
+    let target = if sources.len() > 1 && !target.ends_with('/') {
+        format!("{target}/")
+    } else {
+        target.clone()
+    };
+    let mut report = Report::new(global);
+    for from in sources {
+        let shown = crate::progress::CopyShown::new(global, from);
+        let copied = client.copy(from, &target, force, |c| shown.update(c.files, c.bytes));
+        let copied = copied.await;
+        shown.finish();
+        match copied {
+            Ok(c) => {
+                if !global.json && !global.quiet {
+                    eprintln!(
+                        "copied {} to {} ({})",
+                        output::safe(from),
+                        output::safe(&c.name),
+                        copied_amount(c.files, c.bytes)
+                    );
+                }
+                report.rows.push(CopyRow {
+                    from: from.clone(),
+                    name: c.name,
+                    files: c.files,
+                    bytes: c.bytes,
+                });
+            }
+            Err(e) => {
+                report.refused(format_args!("cannot copy {}", output::safe(from)), &e);
+                recover(global, client, &e).await?;
+            }
+        }
+    }
+    report.finish(global)
+}
+
+/// "3 files, 12.0 MiB" (or "1 file, 4 B").
+pub(crate) fn copied_amount(files: u64, bytes: u64) -> String {
+    let plural = if files == 1 { "" } else { "s" };
+    format!("{files} file{plural}, {}", output::size(bytes))
 }
 
 /// Files and folders whose names contain `text`, in every folder.

@@ -17,7 +17,7 @@ use troca_proto::ErrorCode;
 
 /// The operations, as `unknown_operation` answers list them.
 const OPERATIONS: &str =
-    "list, find, upload, download, remove, make_folder, move, share, list_shares, unshare, \
+    "list, find, upload, download, remove, make_folder, move, copy, share, list_shares, unshare, \
      history, register, list_clients, status, time, q (or quit)";
 
 pub fn main(global: &Global) -> Result<ExitCode> {
@@ -193,6 +193,12 @@ enum Request {
         #[serde(default)]
         force: bool,
     },
+    Copy {
+        from: String,
+        to: String,
+        #[serde(default)]
+        force: bool,
+    },
     Share(rows::ShareQuery),
     ListShares,
     Unshare {
@@ -288,6 +294,10 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
         Request::Move { from, to, force } => {
             let name = link.client().await?.rename(&from, &to, force).await?;
             json!({ "from": from, "name": name })
+        }
+        Request::Copy { from, to, force } => {
+            let c = link.client().await?.copy(&from, &to, force, |_| {}).await?;
+            json!({ "from": from, "name": c.name, "files": c.files, "bytes": c.bytes })
         }
         Request::Find { text } => {
             let found = link.client().await?.find(&text).await?;

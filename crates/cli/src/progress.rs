@@ -67,3 +67,45 @@ impl Progress for Bar {
         }
     }
 }
+
+/// A running copy on a terminal: a spinner with the files and bytes the hub says it has
+/// copied (nothing with `--json`, `--quiet`, or off a terminal).
+#[derive(Debug)]
+pub struct CopyShown {
+    spinner: Option<ProgressBar>,
+    from: String,
+}
+
+impl CopyShown {
+    pub fn new(global: &crate::args::Global, from: &str) -> Self {
+        let shown = !global.quiet && !global.json && std::io::stderr().is_terminal();
+        let spinner = shown.then(|| {
+            let s = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            s.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+            s.set_message(format!("copying {}", crate::output::safe(from)));
+            s.enable_steady_tick(std::time::Duration::from_millis(200));
+            s
+        });
+        Self {
+            spinner,
+            from: from.to_owned(),
+        }
+    }
+
+    /// The hub's word of how far it has come.
+    pub fn update(&self, files: u64, bytes: u64) {
+        if let Some(s) = &self.spinner {
+            s.set_message(format!(
+                "copying {}: {} so far",
+                crate::output::safe(&self.from),
+                crate::client::copied_amount(files, bytes)
+            ));
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(s) = &self.spinner {
+            s.finish_and_clear();
+        }
+    }
+}

@@ -29,6 +29,7 @@ enum Cmd {
     Rm,
     Mkdir,
     Mv,
+    Cp,
     Find,
     Share,
     Request,
@@ -79,6 +80,12 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
         &["mv", "mover", "renomear"],
         "NAME... TO [--force]",
         "move or rename (into TO if it is a folder; --force replaces)",
+    ),
+    (
+        Cmd::Cp,
+        &["cp", "copiar"],
+        "NAME... TO [--force]",
+        "copy on the hub, folders whole (into TO if it is a folder; --force replaces)",
     ),
     (
         Cmd::Find,
@@ -211,7 +218,7 @@ impl Completer for ShellHelper {
             (Some(Some(Cmd::Get)), _) if matches!(earlier.last(), Some(&"-o" | &"--output")) => {
                 self.files.complete_path(line, pos)
             }
-            (Some(Some(Cmd::Get | Cmd::Rm | Cmd::Mv | Cmd::Share)), n)
+            (Some(Some(Cmd::Get | Cmd::Rm | Cmd::Mv | Cmd::Cp | Cmd::Share)), n)
             | (Some(Some(Cmd::Ls)), n @ 1)
                 if n >= 1 =>
             {
@@ -314,7 +321,7 @@ pub fn main(global: &Global) -> Result<ExitCode> {
                 report(outcome, &mut link, global);
                 if matches!(
                     cmd,
-                    Cmd::Ls | Cmd::Put | Cmd::Get | Cmd::Rm | Cmd::Mkdir | Cmd::Mv
+                    Cmd::Ls | Cmd::Put | Cmd::Get | Cmd::Rm | Cmd::Mkdir | Cmd::Mv | Cmd::Cp
                 ) {
                     refresh(&runtime, &mut link, &remote);
                 }
@@ -475,7 +482,9 @@ fn split_options(
             _ if options_done || !w.starts_with('-') || w == "-" => out.operands.push(w.clone()),
             "--" => options_done = true,
             "--force" | "-f" => out.force = true,
-            "--recursive" | "-r" | "-R" if matches!(cmd, Cmd::Rm | Cmd::Put | Cmd::Get) => {
+            "--recursive" | "-r" | "-R"
+                if matches!(cmd, Cmd::Rm | Cmd::Put | Cmd::Get | Cmd::Cp) =>
+            {
                 out.recursive = true
             }
             "--qr" if matches!(cmd, Cmd::Share | Cmd::Request) => out.qr = true,
@@ -572,6 +581,15 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             let c = link.client().await?;
             let names = client::expand_sources(c, &w.operands).await?;
             client::mv(global, c, &names, w.force).await?;
+        }
+        Cmd::Cp => {
+            let w = split_options(cmd, words, &[])?;
+            if w.operands.len() < 2 {
+                return Err(usage(cmd).into());
+            }
+            let c = link.client().await?;
+            let names = client::expand_sources(c, &w.operands).await?;
+            client::cp(global, c, &names, w.force).await?;
         }
         Cmd::Find => {
             let w = args(cmd, words, 1, 1)?;
@@ -701,6 +719,7 @@ mod tests {
             ("criar", Cmd::Mkdir),
             ("mover", Cmd::Mv),
             ("renomear", Cmd::Mv),
+            ("copiar", Cmd::Cp),
             ("procurar", Cmd::Find),
             ("compartilhar", Cmd::Share),
             ("partilhar", Cmd::Share),

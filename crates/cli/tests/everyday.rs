@@ -911,3 +911,115 @@ fn the_systemd_unit_in_contrib_is_valid_and_its_hub_starts() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.is_empty(), "not a word: {said}");
 }
+
+/// `cp` copies on the hub: a file to a new name or into a folder, a folder whole (its empty
+/// folders too, nothing the hub hides), several at once into a folder; never over a file
+/// without --force, never over a folder, never into itself. The copy is the copier's own,
+/// its hash known; the HTTP API copies the same way and the history records each copy.
+#[test]
+fn cp_copies_files_and_folders_on_the_hub() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            ("a.txt", "a"),
+            ("photos/2024/x.jpg", "x"),
+            ("photos/.thumbs/x.jpg", "t"),
+            ("photos/y.jpg", "yy"),
+        ],
+    );
+    std::fs::create_dir_all(s.share.join("photos/empty")).unwrap();
+    let big = 5 * 1024 * 1024 + 3;
+    random_file(&s.share.join("photos/big.bin"), big, "cp");
+    let hub = Hub::start(&s.share, &["--hide", ".*"]);
+    let troca = |args: &[&str]| hub.troca(&s.client, args);
+    let read = |name: &str| std::fs::read_to_string(s.share.join(name)).unwrap();
+
+    // A file: to a new name; not over another without --force; over it with.
+    let said = troca(&["cp", "a.txt", "b.txt"]);
+    ok(&said);
+    let said = String::from_utf8_lossy(&said.stderr);
+    assert!(
+        said.contains("copied a.txt to b.txt (1 file, 1 B)"),
+        "{said}"
+    );
+    assert_eq!(read("b.txt"), "a");
+    let err = fails(&troca(&["cp", "photos/y.jpg", "b.txt"]), 1);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(read("b.txt"), "a");
+    ok(&troca(&["cp", "-f", "photos/y.jpg", "b.txt"]));
+    assert_eq!(read("b.txt"), "yy");
+
+    // A folder, whole, into another: what it hides stays behind.
+    let copied = json(&troca(&["--json", "cp", "-r", "photos", "backup/"]));
+    assert_eq!(copied[0]["name"], "backup/photos", "{copied}");
+    assert_eq!(copied[0]["files"], 3, "{copied}");
+    assert_eq!(copied[0]["bytes"], big + 3, "{copied}");
+    let copy = s.share.join("backup/photos");
+    assert_eq!(
+        hash_file(&copy.join("big.bin")),
+        hash_file(&s.share.join("photos/big.bin"))
+    );
+    assert_eq!(read("backup/photos/2024/x.jpg"), "x");
+    assert!(copy.join("empty").is_dir());
+    assert!(!copy.join(".thumbs").exists());
+    // The hub learnt each copy's hash as it wrote it.
+    let listed = json(&troca(&["--json", "ls", "backup/photos/big.bin"]));
+    assert_eq!(
+        listed[0]["blake3"],
+        hash_file(&s.share.join("photos/big.bin"))
+    );
+
+    // Never over a folder (and --force is no help there), never into itself.
+    let err = fails(&troca(&["cp", "photos", "backup/"]), 1);
+    assert!(err.contains("\"backup/photos/\" already exists"), "{err}");
+    assert!(!err.contains("--force"), "{err}");
+    let err = fails(&troca(&["cp", "photos", "photos/again"]), 1);
+    assert!(
+        err.contains("cannot copy \"photos\" to \"photos/again\": that is itself or inside it"),
+        "{err}"
+    );
+
+    // Several at once (a wildcard among them) go into a folder.
+    ok(&troca(&["cp", "photos/*.jpg", "a.txt", "picked"]));
+    assert_eq!(read("picked/y.jpg"), "yy");
+    assert_eq!(read("picked/a.txt"), "a");
+
+    // The copy is the copier's own: another client may not delete it, the copier may.
+    fails(&hub.troca_as(&s.client, "other", None, &["rm", "b.txt"]), 1);
+    ok(&troca(&["rm", "b.txt"]));
+
+    // The HTTP API.
+    let web = hub.web.clone().unwrap();
+    let answer = ok(&curl(&[
+        "-f",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"from": "photos/y.jpg", "to": "web/"}"#,
+        &format!("{web}api/copy"),
+    ]));
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["name"], "web/y.jpg", "{answer}");
+    assert_eq!(answer["files"], 1, "{answer}");
+    assert_eq!(read("web/y.jpg"), "yy");
+    let refused = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"from": "a.txt", "to": "web/y.jpg"}"#,
+        &format!("{web}api/copy"),
+    ]);
+    assert_eq!(ok(&refused), "409");
+
+    let history = ok(&troca(&["history", "--op", "cp"]));
+    assert!(history.contains("photos -> backup/"), "{history}");
+    assert!(history.contains("photos/y.jpg -> web/"), "{history}");
+}

@@ -171,6 +171,9 @@ fn folders_through_json_requests() {
             r#"{"operation": "make_folder", "name": "archive/2026"}"#,
             r#"{"operation": "move", "from": "trips/album", "to": "archive/2026/"}"#,
             r#"{"operation": "find", "text": "B.JPG"}"#,
+            r#"{"operation": "copy", "from": "archive/2026/album", "to": "kept"}"#,
+            r#"{"operation": "copy", "from": "archive/2026/album", "to": "kept"}"#,
+            r#"{"operation": "copy", "from": "archive/2026/album", "to": "kept"}"#,
         ],
     );
     let uploaded: Vec<&str> = out[0]["files"]
@@ -193,6 +196,16 @@ fn folders_through_json_requests() {
         hash_file(&s.client.join("album/day 1/b.jpg"))
     );
     assert_eq!(out[3]["files"][0]["name"], "archive/2026/album/day 1/b.jpg");
+    assert_eq!(out[4]["name"], "kept", "{}", out[4]);
+    assert_eq!(out[4]["files"], 2, "{}", out[4]);
+    assert_eq!(
+        hash_file(&s.share.join("kept/day 1/b.jpg")),
+        hash_file(&s.client.join("album/day 1/b.jpg"))
+    );
+    // Then "kept" is a folder: the next copy goes into it, as with cp(1), and the one
+    // after finds its place taken.
+    assert_eq!(out[5]["name"], "kept/album", "{}", out[5]);
+    assert_eq!(out[6]["error"]["code"], "already_exists", "{}", out[6]);
     let out = run_script(
         &hub,
         &s.client,

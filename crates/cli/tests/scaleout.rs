@@ -785,6 +785,47 @@ fn identical_content_is_stored_once_and_freed_after_its_last_name_and_the_grace_
     assert!(t.g.objects().is_empty(), "{:?}", t.g.objects());
 }
 
+/// On the object store a copy is a new name for the same object: nothing is stored again,
+/// whether a file or a folder is copied, and the copies are read through any hub.
+#[test]
+fn a_copy_on_the_object_store_is_a_new_name_for_the_same_object() {
+    let Some(t) = two_hubs(&[]) else { return };
+    write_tree(
+        &t.client,
+        &[("album/a.txt", "a"), ("album/day 1/b.txt", "b")],
+    );
+    let src = t.client.join("album/big.bin");
+    random_file(&src, 9 * MIB, "copied");
+    ok(&t.a.troca(&t.client, &["put", "album/"]));
+    ok(&t.a.troca(&t.client, &["mkdir", "album/empty"]));
+    assert_eq!(t.g.objects().len(), 3);
+    ok(&t
+        .a
+        .troca(&t.client, &["cp", "album/big.bin", "big copy.bin"]));
+    let copied = json(&t.b.troca(&t.client, &["--json", "cp", "album", "backup/"]));
+    assert_eq!(copied[0]["name"], "backup/album", "{copied}");
+    assert_eq!(copied[0]["files"], 3, "{copied}");
+    assert_eq!(t.g.objects().len(), 3, "{:?}", t.g.objects());
+    assert_eq!(t.g.sql("SELECT count(*) FROM objects"), "3");
+    let listed = ok(&t.a.troca(&t.client, &["ls", "backup/"]));
+    assert!(listed.contains("backup/album/empty/"), "{listed}");
+    for (name, hub) in [("big copy.bin", &t.a), ("backup/album/big.bin", &t.a)] {
+        let got = t.client.join("got.bin");
+        let _ = std::fs::remove_file(&got);
+        ok(&hub.troca(&t.client, &["get", name, "-o", "got.bin"]));
+        assert_eq!(hash_file(&got), hash_file(&src), "{name}");
+    }
+    let b = ok(&t
+        .b
+        .troca(&t.client, &["get", "backup/album/day 1/b.txt", "-o", "-"]));
+    assert_eq!(b, "b");
+    let err = fails(
+        &t.a.troca(&t.client, &["cp", "album/a.txt", "big copy.bin"]),
+        1,
+    );
+    assert!(err.contains("already exists"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_killed_mid_upload_loses_nothing_and_shows_no_name() {
     let Some(t) = two_hubs(&[]) else { return };

@@ -50,6 +50,9 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
     p.exp_string("no file named \"missing.txt\"").unwrap();
     p.send_line("listar").unwrap();
     p.exp_string("other.bin").unwrap();
+    p.send_line("copiar other.bin 'copy of other.bin'").unwrap();
+    p.exp_string("copied other.bin to copy of other.bin (1 file, 5 B)")
+        .unwrap();
     p.send_line("frobnicate").unwrap();
     p.exp_string("no command \"frobnicate\"").unwrap();
     p.send_line("get").unwrap();

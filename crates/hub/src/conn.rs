@@ -9,6 +9,7 @@
 use crate::access::Caller;
 use crate::clients::Busy;
 use crate::clients::Session;
+use crate::copy::CopyProgress;
 use crate::error::HubError;
 use crate::records::{PageQuery, Pending};
 use crate::service::{now_ns, Download, Hub, Listing, ShareAsk, Source};
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use troca_net::connection::{FrameError, Late};
 use troca_net::{transfer_buffer, Connection, Stream, CACHE_CHUNK};
 use troca_proto::msg::{
-    Activity, ClientList, Entries, FileEnd, FileHeader, FolderMade, HealthReport, History,
+    Activity, ClientList, Copied, Entries, FileEnd, FileHeader, FolderMade, HealthReport, History,
     HistoryEntries, HistoryEntry, Moved, Put, PutDone, PutEnd, PutReady, PutSmall, Registered,
     Removed, ShareList, Shared, Unshared, Welcome,
 };
@@ -496,6 +497,41 @@ async fn answer(conn: &mut Conn, msg: Message) -> Result<Outcome, ConnEnd> {
     sent(conn.send(&msg).await)
 }
 
+/// How often a running copy says how far it has come.
+const COPY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A copy, with a `Copied` frame about once a second while it runs: the client's sign that
+/// the hub is at work (a large copy can take longer than its patience for silence). A client
+/// gone stops it before its next file.
+async fn send_copy(
+    hub: &Arc<Hub>,
+    conn: &mut Conn,
+    caller: &Caller,
+    m: troca_proto::msg::Copy,
+) -> Result<Outcome, ConnEnd> {
+    let progress = Arc::new(CopyProgress::default());
+    let copy = hub.copy(&m.from, &m.to, m.force, caller, &progress);
+    tokio::pin!(copy);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + COPY_TICK, COPY_TICK);
+    loop {
+        tokio::select! {
+            done = &mut copy => return match done {
+                Ok(d) => {
+                    let (name, files, bytes) = (d.name, d.files, d.bytes);
+                    answer(conn, Copied { name, files, bytes, done: true }.into()).await
+                }
+                Err(e) => Ok(Err(e)),
+            },
+            _ = tick.tick() => {
+                let (files, bytes) = progress.so_far();
+                let name = m.to.clone();
+                // A send that fails drops the copy, which then stops.
+                conn.send(&Copied { name, files, bytes, done: false }.into()).await?;
+            }
+        }
+    }
+}
+
 /// An answer that moved no file bytes, sent (or the connection broken).
 fn sent(r: io::Result<()>) -> Result<Outcome, ConnEnd> {
     r.map(|()| Ok(0)).map_err(Into::into)
@@ -546,6 +582,7 @@ async fn dispatch(
             Ok(name) => answer(conn, Moved { name }.into()).await,
             Err(e) => Ok(Err(e)),
         },
+        Message::Copy(m) => send_copy(hub, conn, caller, m).await,
         Message::Find(f) => match hub.find(&f.text, caller).await {
             Ok(found) => {
                 let cut = |last: &mut Entries| last.cut = found.cut;
@@ -617,6 +654,7 @@ fn describe(msg: &Message) -> (&'static str, String) {
         Message::Remove(r) => ("rm", r.name.clone()),
         Message::MakeFolder(m) => ("mkdir", m.name.clone()),
         Message::Move(m) => ("mv", format!("{} -> {}", m.from, m.to)),
+        Message::Copy(m) => ("cp", format!("{} -> {}", m.from, m.to)),
         Message::Find(f) => ("find", f.text.clone()),
         Message::Share(m) => ("share", m.name.clone()),
         Message::Shares(_) => ("shares", String::new()),

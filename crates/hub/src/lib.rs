@@ -23,6 +23,7 @@ pub mod cache;
 pub mod clients;
 pub mod config;
 pub mod conn;
+pub mod copy;
 pub mod error;
 pub mod hashes;
 pub mod held;

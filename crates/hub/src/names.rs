@@ -1,15 +1,14 @@
 //! Operations on names that WebDAV asks for and the other faces may use too: what a name holds
-//! ([`Hub::stat`]), a copy through the upload pipeline ([`Hub::copy`]), and the dead properties
-//! kept in the records ([`Hub::props`], [`Hub::patch_props`]; for a listing, many names at
-//! once: [`Hub::props_of`]), and a file's time ([`Hub::set_modified`]).
+//! ([`Hub::stat`]), the dead properties kept in the records ([`Hub::props`],
+//! [`Hub::patch_props`]; for a listing, many names at once: [`Hub::props_of`]), and a file's
+//! time ([`Hub::set_modified`]).
 
 use crate::access::Caller;
 use crate::error::HubError;
 use crate::records::{DeadProp, PropChange, MAX_PROP_BYTES};
-use crate::service::{blocking, Hub, Source};
+use crate::service::{blocking, Hub};
 use crate::store::{parse, Kind};
 use std::sync::Arc;
-use troca_proto::msg::{Put, PutDone};
 use troca_proto::Hash;
 
 /// What a name holds now.
@@ -44,9 +43,6 @@ impl PropsAhead {
         }
     }
 }
-
-/// Bytes read from the source per step of a copy.
-const COPY_CHUNK: usize = 1 << 20;
 
 impl Hub {
     /// What `name` holds (`""`: the whole share, a folder). A folder's time is the hub's start
@@ -95,61 +91,6 @@ impl Hub {
         caller.must_reach(name)?;
         // One lookup of the last component, like a stat: no hop to the blocking pool.
         Ok(self.store().kind(&parse(name)?)? == Some(Kind::Other))
-    }
-
-    /// Copies file `from` to `to` through the upload pipeline (partial data, hash, rename), so
-    /// a copy is checked and placed like any upload: the source's hash, when known, must match
-    /// what was written. A file at `to` is replaced only with `replace` and the right to.
-    pub async fn copy(
-        self: &Arc<Self>,
-        from: &str,
-        to: &str,
-        replace: bool,
-        caller: &Caller,
-    ) -> Result<PutDone, HubError> {
-        let source = self.download(caller, from, 0)?;
-        let size = source.size();
-        let put = Put {
-            name: to.to_owned(),
-            size,
-            source_mtime_ns: 0,
-            force: replace,
-        };
-        let mut upload = self.begin_upload(&put, caller).await?;
-        let fed = match source.source {
-            Source::Memory(data) => upload.take(&data).await,
-            Source::Stored(file) => {
-                let file = Arc::new(file);
-                let mut pos = 0;
-                let mut fed = Ok(());
-                while pos < size && fed.is_ok() {
-                    let (file, want) = (Arc::clone(&file), COPY_CHUNK.min((size - pos) as usize));
-                    let chunk = blocking(move || {
-                        let mut buf = vec![0; want];
-                        file.read_exact_at(&mut buf, pos)
-                            .map_err(|e| HubError::io("cannot read the source of a copy", e))?;
-                        Ok(buf)
-                    })
-                    .await;
-                    fed = match chunk {
-                        Ok(buf) => upload.take(&buf).await,
-                        Err(e) => Err(e),
-                    };
-                    pos += want as u64;
-                }
-                fed
-            }
-        };
-        if let Err(e) = fed {
-            return Err(upload.abandon(e).await);
-        }
-        let done = self
-            .finish_upload(upload, source.hash, replace, caller)
-            .await?
-            .done;
-        let (hub, from, to) = (Arc::clone(self), source.name.to_string(), done.name.clone());
-        blocking(move || hub.owners().copy_props(&from, &to)).await?;
-        Ok(done)
     }
 
     /// The dead properties of `name`.

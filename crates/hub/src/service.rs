@@ -1728,7 +1728,9 @@ impl Hub {
         let inside = target.as_str().starts_with(&format!("{source}/"));
         if target == source || inside {
             return Err(HubError::BadRequest(format!(
-                "cannot move {source:?} to {target:?}: that is itself or inside it"
+                "cannot move {:?} to {:?}: that is itself or inside it",
+                source.as_str(),
+                target.as_str()
             )));
         }
         self.check_lock(caller, source.as_str(), true)?;
@@ -1868,7 +1870,7 @@ impl Hub {
 pub const MAX_FOUND: usize = 5_000;
 
 /// Parses a name that may end in one `/` (a folder).
-fn parse_folder(name: &str) -> Result<RemoteName, HubError> {
+pub(crate) fn parse_folder(name: &str) -> Result<RemoteName, HubError> {
     match name.strip_suffix('/') {
         Some(folder) if !folder.is_empty() => parse(folder).map_err(|e| match e {
             HubError::InvalidName { reason, .. } => HubError::InvalidName {

@@ -10,10 +10,10 @@ use crate::stream::Stream;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use troca_proto::msg::{
-    ClientEntry, ClientList, Entries, Entry, FileEnd, FileHeader, Find, Get, Health, HealthReport,
-    Hello, History, HistoryEntry, List, MakeFolder, Move, Put, PutDone, PutEnd, PutReady, Register,
-    Remove, Share, ShareEntry, ShareList, Shared, Shares, Status, StatusInfo, Unshare, Welcome,
-    Who,
+    ClientEntry, ClientList, Copied, Copy, Entries, Entry, FileEnd, FileHeader, Find, Get, Health,
+    HealthReport, Hello, History, HistoryEntry, List, MakeFolder, Move, Put, PutDone, PutEnd,
+    PutReady, Register, Remove, Share, ShareEntry, ShareList, Shared, Shares, Status, StatusInfo,
+    Unshare, Welcome, Who,
 };
 use troca_proto::{Hash, Message, MAGIC, PROTOCOL_VERSION};
 
@@ -354,6 +354,30 @@ impl HubClient {
         match expect(&mut self.conn, self.silence).await? {
             Message::Moved(m) => Ok(m.name),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Copies a file or a folder within the hub; `progress` hears of each `Copied` frame
+    /// that says how far it has come. Returns the last, which says where it went.
+    pub async fn copy(
+        &mut self,
+        from: &str,
+        to: &str,
+        force: bool,
+        mut progress: impl FnMut(&Copied),
+    ) -> Result<Copied, ClientError> {
+        let m = Copy {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            force,
+        };
+        self.conn.send(&m.into()).await?;
+        loop {
+            match expect(&mut self.conn, self.silence).await? {
+                Message::Copied(c) if c.done => return Ok(c),
+                Message::Copied(c) => progress(&c),
+                other => return Err(unexpected(&other)),
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Folders on the web: the server-rendered listing of each folder (`GET /files/FOLDER/`, also
 //! `/`), a folder as a `.zip` streamed in constant memory (`?zip`), and the JSON operations
-//! `POST /api/folders` (create), `POST /api/move` (move or rename), `GET /api/find` (search
+//! `POST /api/folders` (create), `POST /api/move` (move or rename), `POST /api/copy` (copy on
+//! the hub), `GET /api/find` (search
 //! every folder) and `GET /api/me` (what the visitor may do). Every one goes through the hub's
 //! service.
 
@@ -80,6 +81,30 @@ pub(crate) async fn rename(
     recorded(hub, &v, &headers, "mv", target, |caller| async move {
         let name = hub.rename(&m.from, &m.to, m.force, &caller).await?;
         Ok((Json(serde_json::json!({ "from": m.from, "name": name })), 0))
+    })
+    .await
+}
+
+pub(crate) async fn copy(
+    State(hub): State<Arc<Hub>>,
+    Extension(v): Extension<Visitor>,
+    headers: HeaderMap,
+    Json(m): Json<MoveRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let hub = &hub;
+    let target = format!("{} -> {}", m.from, m.to);
+    recorded(hub, &v, &headers, "cp", target, |caller| async move {
+        let progress = Default::default();
+        let done = hub
+            .copy(&m.from, &m.to, m.force, &caller, &progress)
+            .await?;
+        let answer = serde_json::json!({
+            "from": m.from,
+            "name": done.name,
+            "files": done.files,
+            "bytes": done.bytes,
+        });
+        Ok((Json(answer), 0))
     })
     .await
 }

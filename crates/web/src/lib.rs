@@ -119,6 +119,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/files/", get(page::index).head(page::index))
         .route("/api/folders", axum::routing::post(folders::make_folder))
         .route("/api/move", axum::routing::post(folders::rename))
+        .route("/api/copy", axum::routing::post(folders::copy))
         .route("/api/find", get(folders::find))
         .route("/api/me", get(folders::me))
         .route("/api/resume", get(folders::resume))

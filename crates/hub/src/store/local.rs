@@ -7,14 +7,16 @@ use super::Version;
 use super::{
     Body, FindQuery, Kind, ListPage, ListQuery, PlaceCheck, Seen, SmallFile, Store, StoredFile,
 };
-use super::{Claim, Matches, PartialUpload, Retimed};
+use super::{Claim, CopiedFile, CopyTo, Matches, PartialUpload, Retimed};
 use crate::error::HubError;
 use rustix::fs::FileType;
+use rustix::io::Errno;
+use std::fs::File;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 use troca_net::transfer::mtime_ns;
-use troca_proto::RemoteName;
+use troca_proto::{Hash, RemoteName};
 
 /// A folder on this machine, with the hub's partial uploads in its state folder.
 #[derive(Debug)]
@@ -71,6 +73,49 @@ impl LocalStore {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Bytes copied, then read back and hashed, per step of a copy.
+const COPY_STEP: usize = 1 << 20;
+
+/// Copies the first `size` bytes of `src` to `dst` (at the same offsets), by the kernel where
+/// it can (else read and written here), and returns the hash of what `dst` holds after.
+fn copy_and_hash(src: &File, dst: &File, size: u64) -> std::io::Result<Hash> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = troca_net::IoBuf::new(COPY_STEP);
+    let (mut at, mut by_kernel) = (0u64, true);
+    let ended = || std::io::Error::other("the source ended early: it changed while it was copied");
+    while at < size {
+        let want = COPY_STEP.min((size - at) as usize);
+        let step = &mut buf[..want];
+        let n = if by_kernel {
+            let (mut a, mut b) = (at, at);
+            match rustix::fs::copy_file_range(src, Some(&mut a), dst, Some(&mut b), want) {
+                Ok(0) => return Err(ended()),
+                Ok(n) => {
+                    dst.read_exact_at(&mut step[..n], at)?;
+                    n
+                }
+                // Another file system, or one that cannot: copied here instead.
+                Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                    by_kernel = false;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            let n = src.read_at(step, at)?;
+            if n == 0 {
+                return Err(ended());
+            }
+            dst.write_all_at(&step[..n], at)?;
+            n
+        };
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(Hash::from(*hasher.finalize().as_bytes()))
 }
 
 /// What a slot holds now.
@@ -246,6 +291,46 @@ impl Store for LocalStore {
         slot.version().map_err(saved)
     }
 
+    /// Written as an upload is (a partial file, made durable, then named), by the kernel
+    /// (`copy_file_range`: a reflink where the file system shares blocks), each step read
+    /// back and hashed while it is in the cache.
+    fn copy_file(&self, source: &StoredFile, to: CopyTo<'_>) -> Result<CopiedFile, HubError> {
+        let Body::File(src) = &source.body else {
+            return Err(HubError::Internal("a copy from another store".into()));
+        };
+        let size = source.version.size;
+        let name = to.name;
+        let PartialUpload::Local(mut partial) =
+            self.begin_upload(name.clone(), size, 0, to.from)?
+        else {
+            return Err(HubError::Internal("an upload of another store".into()));
+        };
+        partial.modified_ns = source.version.modified_ns;
+        let copied = copy_and_hash(src, &partial.file, size).and_then(|hash| {
+            if source.unchanged() {
+                Ok(hash)
+            } else {
+                Err(std::io::Error::other(
+                    "the source changed while it was copied",
+                ))
+            }
+        });
+        let hash = match copied {
+            Ok(hash) => hash,
+            Err(e) => {
+                partial.discard();
+                return Err(HubError::io(format!("cannot copy to {name}"), e));
+            }
+        };
+        if to.expect.is_some_and(|expect| expect != hash) {
+            partial.discard();
+            return Err(HubError::Integrity(name.to_string()));
+        }
+        partial.offset = size;
+        let version = self.commit(PartialUpload::Local(partial), to.replace)?;
+        Ok(CopiedFile { version, hash })
+    }
+
     fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>> {
         self.partials
             .claim_batch(names, bytes)
@@ -336,6 +421,73 @@ impl Store for LocalStore {
 mod tests {
     use super::*;
     use crate::store::uploads::{KeepFree, PartialBudget, PartialLimit};
+
+    fn store_in(dir: &tempfile::TempDir) -> (LocalStore, std::path::PathBuf) {
+        let root = dir.path().join("share");
+        let budget = PartialBudget {
+            per_address: PartialLimit::NONE,
+            total: PartialLimit::NONE,
+        };
+        let store =
+            LocalStore::open(&root, &root.join(".troca"), budget, KeepFree::Bytes(0)).unwrap();
+        (store, root)
+    }
+
+    /// A copy holds the source's bytes and time under its new name, with their hash; one
+    /// that does not match the hash expected is not kept, nor is anything half-written.
+    #[test]
+    fn a_copy_is_the_source_byte_for_byte_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, root) = store_in(&dir);
+        // Several steps and a part of one.
+        let data: Vec<u8> = (0..COPY_STEP * 2 + 77).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(root.join("src.bin"), &data).unwrap();
+        let name = |n: &str| RemoteName::parse(n).unwrap();
+        let source = store.open(&name("src.bin")).unwrap();
+        let to = name("in/copy.bin");
+        let how = CopyTo {
+            name: &to,
+            replace: false,
+            from: None,
+            expect: Some(Hash::from(*blake3::hash(&data).as_bytes())),
+        };
+        let copied = store.copy_file(&source, how).unwrap();
+        assert_eq!(std::fs::read(root.join("in/copy.bin")).unwrap(), data);
+        assert_eq!(&copied.hash, blake3::hash(&data).as_bytes());
+        assert_eq!(copied.version, source.version);
+        // Not over it without `replace`.
+        let again = store.copy_file(&source, how);
+        assert!(matches!(again, Err(HubError::AlreadyExists(_))), "{again:?}");
+        // A hash that does not match: refused, nothing named, no partial data left.
+        let other = name("other.bin");
+        let wrong = CopyTo {
+            name: &other,
+            expect: Some(Hash::from([9; 32])),
+            ..how
+        };
+        let refused = store.copy_file(&source, wrong);
+        assert!(matches!(refused, Err(HubError::Integrity(_))), "{refused:?}");
+        assert!(!root.join("other.bin").exists());
+        assert!(store.partials().is_empty());
+    }
+
+    /// Copied here when the kernel cannot: the same bytes and hash.
+    #[test]
+    fn copying_by_hand_gives_what_the_kernel_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..COPY_STEP + 5).map(|i| (i % 13) as u8).collect();
+        std::fs::write(dir.path().join("a"), &data).unwrap();
+        let src = File::open(dir.path().join("a")).unwrap();
+        // Into another file system (memory), which the kernel does not copy between.
+        let other = tempfile::tempdir_in("/dev/shm").unwrap();
+        let dst = File::create(other.path().join("b")).unwrap();
+        let hash = copy_and_hash(&src, &dst, data.len() as u64).unwrap();
+        assert_eq!(std::fs::read(other.path().join("b")).unwrap(), data);
+        assert_eq!(&hash, blake3::hash(&data).as_bytes());
+        // A source shorter than said: an error, not a short copy.
+        let short = copy_and_hash(&src, &dst, data.len() as u64 + 1);
+        assert!(short.is_err());
+    }
 
     /// Looking at many names a folder at a time sees what looking at each alone sees: files,
     /// folders, links, nothing, and names in folders that are missing or are files.

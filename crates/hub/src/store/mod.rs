@@ -285,6 +285,25 @@ pub struct SmallFile {
     pub claim: Claim,
 }
 
+/// Where and how [`Store::copy_file`] puts a copy.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyTo<'a> {
+    pub name: &'a RemoteName,
+    /// Over a file there (never over a folder).
+    pub replace: bool,
+    /// The address whose partial-upload budget holds the copy while it is written.
+    pub from: Option<IpAddr>,
+    /// The source's hash, when known: a copy that does not match is not kept.
+    pub expect: Option<Hash>,
+}
+
+/// A file [copied](Store::copy_file) within the store.
+#[derive(Debug, Clone, Copy)]
+pub struct CopiedFile {
+    pub version: Version,
+    pub hash: Hash,
+}
+
 /// What a name holds, as a store found it in one look: its kind, and the version of the file
 /// there on a store whose files may be [changed outside](Store::changed_outside) the hub (what
 /// an owner's rights are checked against; `None` on any other store).
@@ -383,6 +402,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// unless `replace`, never over a folder). On a refusal the partial data is kept when the
     /// upload could resume, and deleted when it could not.
     fn commit(&self, upload: PartialUpload, replace: bool) -> Result<Version, HubError>;
+    /// Puts a copy of `source` where `to` says, durable before it has its name, with the
+    /// source's modification time. Returns the copy's version and the hash of what was
+    /// stored (read back from the copy where bytes are copied, and checked against the
+    /// source's when it is known, before the copy is named). An object store copies nothing:
+    /// a new name refers to the same object.
+    fn copy_file(&self, source: &StoredFile, to: CopyTo<'_>) -> Result<CopiedFile, HubError>;
     /// Claims the names of a batch of small files and reserves their bytes together.
     fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>>;
     /// Stores a batch of small files, made durable together; `check` decides for each whether

@@ -22,7 +22,7 @@ mod share;
 mod swarm;
 
 pub use error::Error;
-pub use folders::{Find, FolderMade, MakeFolder, Move, Moved};
+pub use folders::{Copied, Copy, Find, FolderMade, MakeFolder, Move, Moved};
 pub use get::{FileEnd, FileHeader, Get};
 pub use health::{Health, HealthReport};
 pub use hello::{Hello, Welcome};
@@ -126,6 +126,7 @@ messages! {
     0x20 => Shares,
     0x21 => Unshare,
     0x22 => Health,
+    0x23 => Copy,
     0x81 => Welcome,
     0x82 => Entries,
     0x83 => FileHeader,
@@ -148,6 +149,7 @@ messages! {
     0x94 => SlotFree,
     0xa0 => Unshared,
     0xa1 => HealthReport,
+    0xa2 => Copied,
     0xff => Error,
 }
 
@@ -370,6 +372,21 @@ mod tests {
                 force
             }
             .into()),
+            (text(300), text(300), any::<bool>()).prop_map(|(from, to, force)| Copy {
+                from,
+                to,
+                force
+            }
+            .into()),
+            (text(300), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+                |(name, files, bytes, done)| Copied {
+                    name,
+                    files,
+                    bytes,
+                    done
+                }
+                .into()
+            ),
             text(300).prop_map(|text| Find { text }.into()),
             (
                 text(300),

@@ -473,8 +473,9 @@ impl GuardedFileSystem<Ctx> for HubFs {
     fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, ctx: &'a Ctx) -> Boxed<'a, ()> {
         async move {
             let (from, to) = (name_of(from)?, name_of(to)?);
+            let progress = Default::default();
             self.hub
-                .copy(&from, &to, false, &ctx.caller)
+                .copy(&from, &to, false, &ctx.caller, &progress)
                 .await
                 .map(drop)
                 .map_err(fs_err)

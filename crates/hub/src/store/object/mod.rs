@@ -372,6 +372,36 @@ impl ObjectStore {
         placed
     }
 
+    /// Gives object `hash` (of `version`) the name `to` too, as a copy: touched first, so
+    /// the collector, which deletes only objects untouched for the grace period, cannot take
+    /// it meanwhile; refused if it is gone already.
+    async fn name_object(
+        &self,
+        hash: &Hash,
+        version: Version,
+        to: &RemoteName,
+        replace: bool,
+    ) -> Result<Version, HubError> {
+        let mut c = self.db().get().await?;
+        let tx = begin_change(&mut c).await?;
+        let there = tx
+            .execute(
+                "UPDATE objects SET touched = now() WHERE hash = $1",
+                &[&hash.as_slice()],
+            )
+            .await
+            .map_err(db_err)?;
+        if there == 0 {
+            return Err(HubError::NotFound(format!("the source of {to}")));
+        }
+        let placed =
+            catalog::place_file(&tx, to, hash, version.size, replace, version.modified_ns).await?;
+        catalog::announce(&tx, &Forget::File(to.as_str())).await?;
+        tx.commit().await.map_err(commit_err)?;
+        self.remembered.forget(Forget::File(to.as_str()));
+        Ok(placed)
+    }
+
     /// Deletes objects no name has referred to for the grace period.
     async fn collect_garbage(&self) -> Result<usize, HubError> {
         let mut c = self.db().get().await?;
@@ -1192,6 +1222,22 @@ impl Store for ObjectStore {
             return Err(HubError::Internal("an upload of another store".into()));
         };
         block(self.commit_upload(upload, replace))
+    }
+
+    /// A new name for the source's object: no bytes move.
+    fn copy_file(
+        &self,
+        source: &super::StoredFile,
+        to: super::CopyTo<'_>,
+    ) -> Result<super::CopiedFile, HubError> {
+        let hash = source
+            .hash
+            .ok_or_else(|| HubError::Internal("an object without its hash".into()))?;
+        let version = block(self.db().again(async || {
+            self.name_object(&hash, source.version, to.name, to.replace)
+                .await
+        }))?;
+        Ok(super::CopiedFile { version, hash })
     }
 
     fn claim_batch(&self, names: &[&RemoteName], _bytes: u64) -> Vec<Result<Claim, HubError>> {

@@ -1,0 +1,234 @@
+//! Copies within the share ([`Hub::copy`]): a file, or a folder with everything in it. Each
+//! file is placed as an upload is (the caller's rights, its quotas, the locks, its owner
+//! record, the caches), while its bytes are copied by the store itself: by the kernel on a
+//! local disk, not at all on an object store (a new name for the same object). No byte
+//! crosses the network.
+
+use crate::access::Caller;
+use crate::error::HubError;
+use crate::quota::{Amount, QuotaHold};
+use crate::service::{blocking, parse_folder, Hub};
+use crate::store::{parse, CopyTo, Kind, ListQuery};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use troca_proto::RemoteName;
+
+/// A copy done: where it went, and the files and bytes it made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyDone {
+    pub name: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// How far a running copy has come, for a face to show (and to say it is still at work). A
+/// copy whose face stops waiting for it (its client gone) stops before its next file.
+#[derive(Debug, Default)]
+pub struct CopyProgress {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl CopyProgress {
+    /// The files and bytes copied so far.
+    pub fn so_far(&self) -> (u64, u64) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stops the copy before its next file (what is copied stays).
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    fn add(&self, bytes: u64) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn done(&self, name: RemoteName) -> CopyDone {
+        let (files, bytes) = self.so_far();
+        CopyDone {
+            name: name.to_string(),
+            files,
+            bytes,
+        }
+    }
+}
+
+/// Stops a copy (between two files) once what waits for it is dropped: a blocking task runs
+/// on by itself.
+struct StopWhenDropped(Arc<CopyProgress>);
+
+impl Drop for StopWhenDropped {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl Hub {
+    /// Copies a file or a folder. `to` naming an existing folder, or ending in `/`, means
+    /// inside it, as `cp` does. A file there is replaced only with `force` (and the right to
+    /// replace it); a folder is copied only to a name that holds nothing, and what it holds
+    /// that the caller does not see (names the hub hides) stays behind. A copy that fails
+    /// half-way keeps the files it made.
+    pub async fn copy(
+        self: &Arc<Self>,
+        from: &str,
+        to: &str,
+        force: bool,
+        caller: &Caller,
+        progress: &Arc<CopyProgress>,
+    ) -> Result<CopyDone, HubError> {
+        let source = parse_folder(from)?;
+        let target = parse_folder(to)?;
+        let into = to.ends_with('/');
+        let (hub, caller, progress) = (Arc::clone(self), caller.clone(), Arc::clone(progress));
+        let _stop = StopWhenDropped(Arc::clone(&progress));
+        blocking(move || hub.copy_blocking(&caller, source, target, into, force, &progress)).await
+    }
+
+    fn copy_blocking(
+        &self,
+        caller: &Caller,
+        source: RemoteName,
+        mut target: RemoteName,
+        into: bool,
+        force: bool,
+        progress: &CopyProgress,
+    ) -> Result<CopyDone, HubError> {
+        // Before any lookup, so that a refusal says nothing of what is there.
+        caller.must_reach_inside(source.as_str())?;
+        caller.must_reach(target.as_str())?;
+        let Some(kind) = self.store().kind(&source)? else {
+            return Err(HubError::NotFound(source.to_string()));
+        };
+        if into || self.store().kind(&target)? == Some(Kind::Folder) {
+            target = parse(&format!("{target}/{}", source.file_name()))?;
+        }
+        let inside = target.as_str().starts_with(&format!("{source}/"));
+        if target == source || inside {
+            return Err(HubError::BadRequest(format!(
+                "cannot copy {:?} to {:?}: that is itself or inside it",
+                source.as_str(),
+                target.as_str()
+            )));
+        }
+        if kind == Kind::Folder {
+            self.copy_folder(caller, &source, &target, progress)?;
+        } else {
+            let bytes = self.copy_one(caller, &source, &target, force)?;
+            progress.add(bytes);
+        }
+        Ok(progress.done(target))
+    }
+
+    /// Copies folder `source` to `target`, which must hold nothing yet: its files and its
+    /// empty folders, a page of the listing at a time (in constant memory, whatever it holds).
+    fn copy_folder(
+        &self,
+        caller: &Caller,
+        source: &RemoteName,
+        target: &RemoteName,
+        progress: &CopyProgress,
+    ) -> Result<(), HubError> {
+        self.make_copied_folder(caller, target, true)?;
+        let prefix = format!("{source}/");
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store()
+                .list(ListQuery::after(&prefix, after.as_deref()))?;
+            for entry in page.entries.iter().filter(|e| caller.sees(&e.name)) {
+                if progress.stopped.load(Ordering::Relaxed) {
+                    return Err(HubError::ConnectionEnded(
+                        "the client left before the copy ended".into(),
+                    ));
+                }
+                let rest = &entry.name[prefix.len()..];
+                let to = parse(&format!("{target}/{}", rest.trim_end_matches('/')))?;
+                if entry.name.ends_with('/') {
+                    self.make_copied_folder(caller, &to, false)?;
+                    continue;
+                }
+                let bytes = self.copy_one(caller, &parse(&entry.name)?, &to, false)?;
+                progress.add(bytes);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Makes folder `name` of a copy (and those on the way), as `mkdir` would; the first, the
+    /// copy's own (`new`), must not be there yet.
+    fn make_copied_folder(
+        &self,
+        caller: &Caller,
+        name: &RemoteName,
+        new: bool,
+    ) -> Result<(), HubError> {
+        caller.may_create(self.tokens(), self.config().read_only, name.as_str())?;
+        self.check_lock(caller, name.as_str(), false)?;
+        // A folder takes an inode, as a file does.
+        let quota = self.count_upload(caller, Amount { bytes: 0, files: 1 })?;
+        let made = self.store().make_folder(name)?;
+        if new && !made {
+            return Err(HubError::AlreadyExists(format!("{name}/")));
+        }
+        if let (true, Some(quota)) = (made, quota) {
+            quota.keep();
+        }
+        Ok(())
+    }
+
+    /// Copies file `from` to `to`, placed as an upload of it by `caller` would be; its bytes.
+    fn copy_one(
+        &self,
+        caller: &Caller,
+        from: &RemoteName,
+        to: &RemoteName,
+        force: bool,
+    ) -> Result<u64, HubError> {
+        let file = self.open_reached(from)?;
+        let size = file.version.size;
+        self.may_upload(caller, to, force)?;
+        self.check_lock(caller, to.as_str(), false)?;
+        let address = self.count_upload(
+            caller,
+            Amount {
+                bytes: size,
+                files: 1,
+            },
+        )?;
+        let token = self
+            .count_token_upload(caller, &[(Some(to), size, force)])
+            .into_hold()?;
+        let quota = QuotaHold::join(address, token);
+        let expect = file
+            .hash
+            .or_else(|| self.hashes().get(from.as_str(), file.version));
+        let how = CopyTo {
+            name: to,
+            replace: force,
+            from: caller.from,
+            expect,
+        };
+        let copied = self.store().copy_file(&file, how)?;
+        self.cache().invalidate(to.as_str());
+        // The copying caller owns the copy, as it would a file it uploaded.
+        self.owners()
+            .set_owner(to.as_str(), caller.as_owner(), copied.version)?;
+        self.hashes()
+            .insert(to.as_str(), copied.version, copied.hash);
+        if let Some(quota) = quota {
+            quota.keep();
+        }
+        self.owners().copy_props(from.as_str(), to.as_str())?;
+        Ok(size)
+    }
+}
