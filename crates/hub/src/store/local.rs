@@ -440,7 +440,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, root) = store_in(&dir);
         // Several steps and a part of one.
-        let data: Vec<u8> = (0..COPY_STEP * 2 + 77).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..COPY_STEP * 2 + 77)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         std::fs::write(root.join("src.bin"), &data).unwrap();
         let name = |n: &str| RemoteName::parse(n).unwrap();
         let source = store.open(&name("src.bin")).unwrap();
@@ -457,7 +459,10 @@ mod tests {
         assert_eq!(copied.version, source.version);
         // Not over it without `replace`.
         let again = store.copy_file(&source, how);
-        assert!(matches!(again, Err(HubError::AlreadyExists(_))), "{again:?}");
+        assert!(
+            matches!(again, Err(HubError::AlreadyExists(_))),
+            "{again:?}"
+        );
         // A hash that does not match: refused, nothing named, no partial data left.
         let other = name("other.bin");
         let wrong = CopyTo {
@@ -466,7 +471,10 @@ mod tests {
             ..how
         };
         let refused = store.copy_file(&source, wrong);
-        assert!(matches!(refused, Err(HubError::Integrity(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(HubError::Integrity(_))),
+            "{refused:?}"
+        );
         assert!(!root.join("other.bin").exists());
         assert!(store.partials().is_empty());
     }
