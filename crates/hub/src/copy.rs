@@ -8,9 +8,11 @@ use crate::access::Caller;
 use crate::error::HubError;
 use crate::quota::{Amount, QuotaHold};
 use crate::service::{blocking, parse_folder, Hub};
+use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
 use crate::store::{parse, CopyTo, Kind, ListQuery};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use troca_proto::msg::PutSmall;
 use troca_proto::RemoteName;
 
 /// A copy done: where it went, and the files and bytes it made.
@@ -128,6 +130,7 @@ impl Hub {
 
     /// Copies folder `source` to `target`, which must hold nothing yet: its files and its
     /// empty folders, a page of the listing at a time (in constant memory, whatever it holds).
+    /// Small files go in batches made durable together, as a folder's small uploads do.
     fn copy_folder(
         &self,
         caller: &Caller,
@@ -138,6 +141,8 @@ impl Hub {
         self.make_copied_folder(caller, target, true)?;
         let prefix = format!("{source}/");
         let mut after: Option<String> = None;
+        let mut batch = SmallCopies::default();
+        let batched = !self.store().copies_by_name();
         loop {
             let page = self
                 .store()
@@ -150,18 +155,52 @@ impl Hub {
                 }
                 let rest = &entry.name[prefix.len()..];
                 let to = parse(&format!("{target}/{}", rest.trim_end_matches('/')))?;
+                let from = parse(entry.name.trim_end_matches('/'))?;
                 if entry.name.ends_with('/') {
                     self.make_copied_folder(caller, &to, false)?;
-                    continue;
+                } else if batched && entry.size <= SMALL_COPY && batch.has_memory(self) {
+                    if !batch.fits(entry.size) {
+                        self.store_copies(caller, &mut batch, progress)?;
+                    }
+                    if let Some(to) = batch.take(self, &from, to)? {
+                        // It grew since it was listed: copied alone.
+                        let bytes = self.copy_one(caller, &from, &to, false)?;
+                        progress.add(bytes);
+                    }
+                } else {
+                    let bytes = self.copy_one(caller, &from, &to, false)?;
+                    progress.add(bytes);
                 }
-                let bytes = self.copy_one(caller, &parse(&entry.name)?, &to, false)?;
-                progress.add(bytes);
             }
             match page.next {
                 Some(next) => after = Some(next),
-                None => return Ok(()),
+                None => return self.store_copies(caller, &mut batch, progress),
             }
         }
+    }
+
+    /// Stores the small files gathered, together, as a batch of small uploads by `caller`
+    /// (checked, recorded); the first refusal ends the copy.
+    fn store_copies(
+        &self,
+        caller: &Caller,
+        batch: &mut SmallCopies,
+        progress: &CopyProgress,
+    ) -> Result<(), HubError> {
+        let (files, sources) = batch.drain();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let answers = self.put_small_batch(files, caller);
+        let props = self.owners().may_have_props();
+        for (answer, from) in answers.into_iter().zip(sources) {
+            let done = answer?;
+            progress.add(done.size);
+            if props {
+                self.owners().copy_props(from.as_str(), &done.name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes folder `name` of a copy (and those on the way), as `mkdir` would; the first, the
@@ -219,6 +258,7 @@ impl Hub {
             expect,
         };
         let copied = self.store().copy_file(&file, how)?;
+        drop(file);
         self.cache().invalidate(to.as_str());
         // The copying caller owns the copy, as it would a file it uploaded.
         self.owners()
@@ -228,7 +268,82 @@ impl Hub {
         if let Some(quota) = quota {
             quota.keep();
         }
-        self.owners().copy_props(from.as_str(), to.as_str())?;
+        if self.owners().may_have_props() {
+            self.owners().copy_props(from.as_str(), to.as_str())?;
+        }
         Ok(size)
+    }
+}
+
+/// The largest file a folder copy gathers into a batch rather than copying alone.
+const SMALL_COPY: u64 = 256 * 1024;
+
+/// Small files of a folder copy, read and hashed, waiting to be stored together. The copy
+/// holds a batch's share of the hub's batch memory (`--batch-memory`) for them; when none is
+/// free, nothing is gathered and each file is copied alone.
+#[derive(Debug, Default)]
+struct SmallCopies {
+    files: Vec<PutSmall>,
+    sources: Vec<RemoteName>,
+    bytes: usize,
+    memory: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl SmallCopies {
+    /// Whether the copy holds batch memory, taken when first asked (kept to its end).
+    fn has_memory(&mut self, hub: &Hub) -> bool {
+        if self.memory.is_none() {
+            let kib = (MAX_BATCH_BYTES >> 10) as u32;
+            self.memory = Arc::clone(hub.batch_memory())
+                .try_acquire_many_owned(kib)
+                .ok();
+        }
+        self.memory.is_some()
+    }
+
+    /// Whether a file of `size` fits in the batch as it is.
+    fn fits(&self, size: u64) -> bool {
+        self.files.len() < MAX_BATCH_FILES && self.bytes as u64 + size <= MAX_BATCH_BYTES as u64
+    }
+
+    /// Reads `from` whole and gathers it to go to `to`, with its source's time and the hash
+    /// the hub knows for it (checked against what was read when the batch is stored) or that
+    /// of what was read. A file larger than a small copy now is not read: `to` comes back.
+    fn take(
+        &mut self,
+        hub: &Hub,
+        from: &RemoteName,
+        to: RemoteName,
+    ) -> Result<Option<RemoteName>, HubError> {
+        let file = hub.open_reached(from)?;
+        if file.version.size > SMALL_COPY || !self.fits(file.version.size) {
+            return Ok(Some(to));
+        }
+        let mut data = vec![0; file.version.size as usize];
+        file.read_exact_at(&mut data, 0)
+            .map_err(|e| HubError::io(format!("cannot read {from}"), e))?;
+        let known = file
+            .hash
+            .or_else(|| hub.hashes().get(from.as_str(), file.version));
+        let blake3 = known.unwrap_or_else(|| *blake3::hash(&data).as_bytes());
+        self.bytes += data.len();
+        self.files.push(PutSmall {
+            name: to.to_string(),
+            force: false,
+            blake3,
+            modified_ns: file.version.modified_ns,
+            data,
+        });
+        self.sources.push(from.clone());
+        Ok(None)
+    }
+
+    /// The files gathered and their sources, in order.
+    fn drain(&mut self) -> (Vec<PutSmall>, Vec<RemoteName>) {
+        self.bytes = 0;
+        (
+            std::mem::take(&mut self.files),
+            std::mem::take(&mut self.sources),
+        )
     }
 }

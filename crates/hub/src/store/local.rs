@@ -77,26 +77,90 @@ impl LocalStore {
 
 /// Bytes copied, then read back and hashed, per step of a copy.
 const COPY_STEP: usize = 1 << 20;
+/// From this size on, a copy is read back and hashed on a second thread while it is made.
+const COPY_ALONGSIDE: u64 = 16 << 20;
 
 /// Copies the first `size` bytes of `src` to `dst` (at the same offsets), by the kernel where
-/// it can (else read and written here), and returns the hash of what `dst` holds after.
+/// it can (else read and written here), and returns the hash of what `dst` holds after. A
+/// large copy is hashed on another thread, a step behind, so hashing costs no time of its own.
 fn copy_and_hash(src: &File, dst: &File, size: u64) -> std::io::Result<Hash> {
+    if size < COPY_ALONGSIDE {
+        let mut hasher = Hasher::new();
+        copy_steps(src, dst, size, |at, n| hasher.step(dst, at, n))?;
+        return Ok(hasher.hash());
+    }
+    std::thread::scope(|scope| {
+        let (steps, done) = std::sync::mpsc::sync_channel::<(u64, usize)>(8);
+        let hashing = scope.spawn(move || {
+            let mut hasher = Hasher::new();
+            for (at, n) in done {
+                hasher.step(dst, at, n)?;
+            }
+            Ok::<_, std::io::Error>(hasher.hash())
+        });
+        let copied = copy_steps(src, dst, size, |at, n| {
+            // The hasher stopped (it failed): its error says why.
+            steps
+                .send((at, n))
+                .map_err(|_| std::io::Error::other("hashing stopped"))
+        });
+        drop(steps);
+        let hashed = hashing
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("hashing failed")));
+        match (copied, hashed) {
+            (Ok(()), hashed) => hashed,
+            (Err(_), Err(e)) | (Err(e), Ok(_)) => Err(e),
+        }
+    })
+}
+
+/// A copy's hash, made from what the copy holds, read back a step at a time.
+struct Hasher {
+    hasher: blake3::Hasher,
+    buf: troca_net::IoBuf,
+}
+
+impl Hasher {
+    fn new() -> Self {
+        Self {
+            hasher: blake3::Hasher::new(),
+            buf: troca_net::IoBuf::new(COPY_STEP),
+        }
+    }
+
+    /// Hashes the `n` bytes of `file` at `at` (the next after those hashed).
+    fn step(&mut self, file: &File, at: u64, n: usize) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut self.buf[..n], at)?;
+        self.hasher.update(&self.buf[..n]);
+        Ok(())
+    }
+
+    fn hash(&self) -> Hash {
+        *self.hasher.finalize().as_bytes()
+    }
+}
+
+/// Copies `size` bytes of `src` to `dst` in steps of at most [`COPY_STEP`], by the kernel
+/// where it can, calling `copied` after each with where it began and its length.
+fn copy_steps(
+    src: &File,
+    dst: &File,
+    size: u64,
+    mut copied: impl FnMut(u64, usize) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = troca_net::IoBuf::new(COPY_STEP);
+    let mut buf: Option<troca_net::IoBuf> = None;
     let (mut at, mut by_kernel) = (0u64, true);
     let ended = || std::io::Error::other("the source ended early: it changed while it was copied");
     while at < size {
         let want = COPY_STEP.min((size - at) as usize);
-        let step = &mut buf[..want];
         let n = if by_kernel {
             let (mut a, mut b) = (at, at);
             match rustix::fs::copy_file_range(src, Some(&mut a), dst, Some(&mut b), want) {
                 Ok(0) => return Err(ended()),
-                Ok(n) => {
-                    dst.read_exact_at(&mut step[..n], at)?;
-                    n
-                }
+                Ok(n) => n,
                 // Another file system, or one that cannot: copied here instead.
                 Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
                     by_kernel = false;
@@ -105,6 +169,7 @@ fn copy_and_hash(src: &File, dst: &File, size: u64) -> std::io::Result<Hash> {
                 Err(e) => return Err(e.into()),
             }
         } else {
+            let step = &mut buf.get_or_insert_with(|| troca_net::IoBuf::new(COPY_STEP))[..want];
             let n = src.read_at(step, at)?;
             if n == 0 {
                 return Err(ended());
@@ -112,10 +177,10 @@ fn copy_and_hash(src: &File, dst: &File, size: u64) -> std::io::Result<Hash> {
             dst.write_all_at(&step[..n], at)?;
             n
         };
-        hasher.update(&buf[..n]);
+        copied(at, n)?;
         at += n as u64;
     }
-    Ok(Hash::from(*hasher.finalize().as_bytes()))
+    Ok(())
 }
 
 /// What a slot holds now.
@@ -479,22 +544,32 @@ mod tests {
         assert!(store.partials().is_empty());
     }
 
-    /// Copied here when the kernel cannot: the same bytes and hash.
+    /// Copied by the kernel or, into another file system (memory), which the kernel does not
+    /// copy between, by hand; hashed as it goes or, for a large copy, alongside: the same
+    /// bytes and hash every way.
     #[test]
-    fn copying_by_hand_gives_what_the_kernel_gives() {
+    fn every_way_of_copying_gives_the_same_bytes_and_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..COPY_STEP + 5).map(|i| (i % 13) as u8).collect();
-        std::fs::write(dir.path().join("a"), &data).unwrap();
-        let src = File::open(dir.path().join("a")).unwrap();
-        // Into another file system (memory), which the kernel does not copy between.
         let other = tempfile::tempdir_in("/dev/shm").unwrap();
-        let dst = File::create(other.path().join("b")).unwrap();
-        let hash = copy_and_hash(&src, &dst, data.len() as u64).unwrap();
-        assert_eq!(std::fs::read(other.path().join("b")).unwrap(), data);
-        assert_eq!(&hash, blake3::hash(&data).as_bytes());
-        // A source shorter than said: an error, not a short copy.
-        let short = copy_and_hash(&src, &dst, data.len() as u64 + 1);
-        assert!(short.is_err());
+        for size in [COPY_STEP + 5, COPY_ALONGSIDE as usize + 5] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 13) as u8).collect();
+            std::fs::write(dir.path().join("a"), &data).unwrap();
+            let src = File::open(dir.path().join("a")).unwrap();
+            for into in [dir.path(), other.path()] {
+                let dst = File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(into.join("b"))
+                    .unwrap();
+                let hash = copy_and_hash(&src, &dst, size as u64).unwrap();
+                assert!(std::fs::read(into.join("b")).unwrap() == data, "{size}");
+                assert_eq!(&hash, blake3::hash(&data).as_bytes(), "{size}");
+                // A source shorter than said: an error, not a short copy.
+                assert!(copy_and_hash(&src, &dst, size as u64 + 1).is_err());
+            }
+        }
     }
 
     /// Looking at many names a folder at a time sees what looking at each alone sees: files,

@@ -408,6 +408,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// source's when it is known, before the copy is named). An object store copies nothing:
     /// a new name refers to the same object.
     fn copy_file(&self, source: &StoredFile, to: CopyTo<'_>) -> Result<CopiedFile, HubError>;
+    /// Whether [`Store::copy_file`] moves no bytes (a new name for the same object), so a
+    /// folder's small files are best copied one by one rather than read and stored again in
+    /// batches.
+    fn copies_by_name(&self) -> bool {
+        false
+    }
     /// Claims the names of a batch of small files and reserves their bytes together.
     fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>>;
     /// Stores a batch of small files, made durable together; `check` decides for each whether

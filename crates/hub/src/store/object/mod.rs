@@ -1224,6 +1224,10 @@ impl Store for ObjectStore {
         block(self.commit_upload(upload, replace))
     }
 
+    fn copies_by_name(&self) -> bool {
+        true
+    }
+
     /// A new name for the source's object: no bytes move.
     fn copy_file(
         &self,
