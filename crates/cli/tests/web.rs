@@ -707,6 +707,20 @@ async fn in_chromium_folders_upload_rename_zip_and_fit_a_phone() {
     assert!(s.share.join("trips/lisboa/tram.jpg").is_file());
     assert!(!s.share.join("trips/lisbon").exists());
 
+    // Copy the folder into another: the hub copies, each file named once whole.
+    click(&c, "button[aria-label='Copy lisboa']").await;
+    answer_dialog(&c, Some("backup/")).await;
+    let copied = s.share.join("backup/lisboa/day 2/castle.jpg");
+    let start = Instant::now();
+    while !copied.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "folder copy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        hash_file(&copied),
+        hash_file(&tree.join("day 2/castle.jpg"))
+    );
+
     // The folder as a zip, fetched by the browser, unpacked and compared byte for byte.
     let zip_href = c
         .find(Locator::Css("#zip"))

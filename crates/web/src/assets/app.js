@@ -206,6 +206,7 @@ function enhance(tr) {
   if (actions) {
     const buttons = [];
     if (mayShare()) buttons.push(actionButton("Share", `Make a link to ${item.short}`, () => share(item)));
+    if (mayCopy()) buttons.push(actionButton("Copy", `Copy ${item.short}`, () => copy(item)));
     if (tr.dataset.mine) {
       buttons.push(actionButton("Rename", `Rename or move ${item.short}`, () => rename(item)),
         actionButton("Delete", `Delete ${item.short}`, () => remove(item), true));
@@ -459,6 +460,45 @@ async function rename(item) {
     }
   }
   if (!r.ok) { say(`Cannot rename ${from}: ${await problem(r, to.trim())}`); return; }
+  say("");
+  await refreshAll();
+}
+
+// Whoever may upload may copy what they can see: the copy is theirs.
+function mayCopy() {
+  return !shared && rights.may_upload && rights.role !== "upload";
+}
+
+async function copyTo(from, to, force = false) {
+  return api("/api/copy", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ from, to, force }),
+  });
+}
+
+// The hub copies (a folder with everything in it): nothing goes through the browser.
+async function copy(item) {
+  const from = item.folder ? item.name.slice(0, -1) : item.name;
+  const dot = item.folder ? -1 : from.lastIndexOf(".");
+  const suggested = dot > from.lastIndexOf("/") + 1
+    ? `${from.slice(0, dot)} (copy)${from.slice(dot)}` : `${from} (copy)`;
+  const to = await ask({
+    title: `Copy ${item.short}`,
+    text: "The copy's name, or a folder such as backup/ to copy it into.",
+    label: "Copy to", value: suggested, ok: "Copy",
+  });
+  if (to === null || to.trim() === "" || to.trim() === from) return;
+  say(`Copying ${from}…`);
+  let r = await copyTo(from, to.trim());
+  if (r.status === 409) {
+    const body = await r.clone().json().catch(() => ({}));
+    if (body.error === "already_exists" && !item.folder &&
+        await ask({ title: `Replace ${to.trim()}?`, text: `${to.trim()} already exists. Replace it with a copy of ${from}?`, ok: "Replace", danger: true })) {
+      r = await copyTo(from, to.trim(), true);
+    }
+  }
+  if (!r.ok) { say(`Cannot copy ${from}: ${await problem(r, to.trim())}`); return; }
   say("");
   await refreshAll();
 }
