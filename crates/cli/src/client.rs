@@ -1818,6 +1818,27 @@ pub(crate) async fn mkdir(
     report.finish(global)
 }
 
+/// What `mv` and `cp` take: sources, then where they go.
+struct Placed<'a> {
+    target: String,
+    sources: &'a [String],
+}
+
+/// The sources and the target of `mv` or `cp` NAMES; several sources go into a folder, as
+/// with mv(1) and cp(1). `None` without at least one of each.
+fn placed(names: &[String]) -> Option<Placed<'_>> {
+    let (target, sources) = names.split_last()?;
+    if sources.is_empty() {
+        return None;
+    }
+    let target = if sources.len() > 1 && !target.ends_with('/') {
+        format!("{target}/")
+    } else {
+        target.clone()
+    };
+    Some(Placed { target, sources })
+}
+
 #[derive(Serialize)]
 pub(crate) struct MoveRow {
     from: String,
@@ -1831,17 +1852,8 @@ pub(crate) async fn mv(
     names: &[String],
     force: bool,
 ) -> Result<ExitCode> {
-    let Some((target, sources)) = names.split_last() else {
+    let Some(Placed { target, sources }) = placed(names) else {
         return usage("mv takes what to move and where to");
-    };
-    if sources.is_empty() {
-        return usage("mv takes what to move and where to");
-    }
-    // Several sources go into a folder, as with mv(1).
-    let target = if sources.len() > 1 && !target.ends_with('/') {
-        format!("{target}/")
-    } else {
-        target.clone()
     };
     let mut report = Report::new(global);
     for from in sources {
@@ -1880,17 +1892,8 @@ pub(crate) async fn cp(
     names: &[String],
     force: bool,
 ) -> Result<ExitCode> {
-    let Some((target, sources)) = names.split_last() else {
+    let Some(Placed { target, sources }) = placed(names) else {
         return usage("cp takes what to copy and where to");
-    };
-    if sources.is_empty() {
-        return usage("cp takes what to copy and where to");
-    }
-    // Several sources go into a folder, as with cp(1).
-    let target = if sources.len() > 1 && !target.ends_with('/') {
-        format!("{target}/")
-    } else {
-        target.clone()
     };
     let mut report = Report::new(global);
     for from in sources {

@@ -97,7 +97,7 @@ impl Hub {
         &self,
         caller: &Caller,
         source: RemoteName,
-        mut target: RemoteName,
+        target: RemoteName,
         into: bool,
         force: bool,
         progress: &CopyProgress,
@@ -108,17 +108,7 @@ impl Hub {
         let Some(kind) = self.store().kind(&source)? else {
             return Err(HubError::NotFound(source.to_string()));
         };
-        if into || self.store().kind(&target)? == Some(Kind::Folder) {
-            target = parse(&format!("{target}/{}", source.file_name()))?;
-        }
-        let inside = target.as_str().starts_with(&format!("{source}/"));
-        if target == source || inside {
-            return Err(HubError::BadRequest(format!(
-                "cannot copy {:?} to {:?}: that is itself or inside it",
-                source.as_str(),
-                target.as_str()
-            )));
-        }
+        let target = self.destination(&source, target, into, "copy")?;
         if kind == Kind::Folder {
             self.copy_folder(caller, &source, &target, progress)?;
         } else {

@@ -1711,7 +1711,7 @@ impl Hub {
         &self,
         caller: &Caller,
         source: RemoteName,
-        mut target: RemoteName,
+        target: RemoteName,
         into: bool,
         force: bool,
     ) -> Result<String, HubError> {
@@ -1722,17 +1722,7 @@ impl Hub {
             return Err(HubError::NotFound(source.to_string()));
         };
         let target_kind = |t: &RemoteName| self.store.kind(t).ok().flatten();
-        if into || target_kind(&target) == Some(Kind::Folder) {
-            target = parse(&format!("{target}/{}", source.file_name()))?;
-        }
-        let inside = target.as_str().starts_with(&format!("{source}/"));
-        if target == source || inside {
-            return Err(HubError::BadRequest(format!(
-                "cannot move {:?} to {:?}: that is itself or inside it",
-                source.as_str(),
-                target.as_str()
-            )));
-        }
+        let target = self.destination(&source, target, into, "move")?;
         self.check_lock(caller, source.as_str(), true)?;
         self.check_lock(caller, target.as_str(), true)?;
         caller.may_create(self.tokens(), self.config.read_only, target.as_str())?;
@@ -1755,6 +1745,32 @@ impl Hub {
         self.owners.move_owners(source.as_str(), target.as_str())?;
         self.locks.forget(source.as_str(), Instant::now());
         Ok(target.to_string())
+    }
+
+    /// Where `source` goes when a move or a copy (`verb`) names `target`: inside it when
+    /// `into` (it ended in `/`) or when it is a folder, as `mv` and `cp` do; never itself, nor
+    /// inside itself.
+    pub(crate) fn destination(
+        &self,
+        source: &RemoteName,
+        target: RemoteName,
+        into: bool,
+        verb: &str,
+    ) -> Result<RemoteName, HubError> {
+        let folder = self.store.kind(&target).ok().flatten() == Some(Kind::Folder);
+        let target = match into || folder {
+            true => parse(&format!("{target}/{}", source.file_name()))?,
+            false => target,
+        };
+        let inside = target.as_str().starts_with(&format!("{source}/"));
+        if target == *source || inside {
+            return Err(HubError::BadRequest(format!(
+                "cannot {verb} {:?} to {:?}: that is itself or inside it",
+                source.as_str(),
+                target.as_str()
+            )));
+        }
+        Ok(target)
     }
 
     /// The files and folders whose own names contain `text` (any case), or whose whole names do

@@ -577,13 +577,7 @@ mod tests {
     #[test]
     fn names_seen_a_folder_at_a_time_are_seen_as_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("share");
-        let budget = PartialBudget {
-            per_address: PartialLimit::NONE,
-            total: PartialLimit::NONE,
-        };
-        let store =
-            LocalStore::open(&root, &root.join(".troca"), budget, KeepFree::Bytes(0)).unwrap();
+        let (store, root) = store_in(&dir);
         std::fs::create_dir_all(root.join("a/b")).unwrap();
         std::fs::write(root.join("a/one.txt"), "1").unwrap();
         std::fs::write(root.join("a/two.txt"), "22").unwrap();
