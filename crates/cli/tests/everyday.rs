@@ -284,6 +284,14 @@ fn folders_on_the_hub_from_the_command_line() {
     assert!(s.share.join("photos/2026").is_dir());
     let listed = ok(&hub.troca(&s.client, &["ls", "photos/"]));
     assert!(listed.contains("photos/2026/"), "{listed}");
+    // A folder in the way is never replaced, and the refusal does not suggest --force.
+    ok(&hub.troca(&s.client, &["mkdir", "elsewhere/2026"]));
+    let err = fails(
+        &hub.troca(&s.client, &["mv", "elsewhere/2026", "photos/"]),
+        1,
+    );
+    assert!(err.contains("\"photos/2026/\" already exists"), "{err}");
+    assert!(!err.contains("--force"), "{err}");
 
     // Rename, move into a folder, and refuse to replace without --force.
     ok(&hub.troca(&s.client, &["mv", "notes/a.txt", "notes/first.txt"]));

@@ -1733,7 +1733,8 @@ impl Hub {
         }
         match target_kind(&target) {
             None => {}
-            Some(Kind::Folder) => return Err(HubError::AlreadyExists(target.to_string())),
+            // Named as a folder: no --force replaces one.
+            Some(Kind::Folder) => return Err(HubError::AlreadyExists(format!("{target}/"))),
             Some(_) if !force || kind == Kind::Folder => {
                 return Err(HubError::AlreadyExists(target.to_string()))
             }
