@@ -9,8 +9,8 @@ use crate::error::HubError;
 use crate::quota::{Amount, QuotaHold};
 use crate::service::{blocking, parse_folder, Hub};
 use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
-use crate::store::{parse, CopyTo, Kind, ListQuery};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::store::{parse, CopySteps, CopyTo, Kind, ListQuery};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use troca_proto::msg::PutSmall;
 use troca_proto::RemoteName;
@@ -24,31 +24,26 @@ pub struct CopyDone {
 }
 
 /// How far a running copy has come, for a face to show (and to say it is still at work). A
-/// copy whose face stops waiting for it (its client gone) stops before its next file.
+/// copy whose face stops waiting for it (its client gone) stops at its next step, leaving no
+/// half-written file.
 #[derive(Debug, Default)]
 pub struct CopyProgress {
     files: AtomicU64,
-    bytes: AtomicU64,
-    stopped: AtomicBool,
+    steps: CopySteps,
 }
 
 impl CopyProgress {
-    /// The files and bytes copied so far.
+    /// The files and bytes copied so far (a file's bytes as they are copied).
     pub fn so_far(&self) -> (u64, u64) {
-        (
-            self.files.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
+        (self.files.load(Ordering::Relaxed), self.steps.bytes())
     }
 
-    /// Stops the copy before its next file (what is copied stays).
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
+    fn stopped(&self) -> bool {
+        self.steps.stopped()
     }
 
-    fn add(&self, bytes: u64) {
+    fn file_done(&self) {
         self.files.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     fn done(&self, name: RemoteName) -> CopyDone {
@@ -67,7 +62,7 @@ struct StopWhenDropped(Arc<CopyProgress>);
 
 impl Drop for StopWhenDropped {
     fn drop(&mut self) {
-        self.0.stop();
+        self.0.steps.stop();
     }
 }
 
@@ -112,8 +107,7 @@ impl Hub {
         if kind == Kind::Folder {
             self.copy_folder(caller, &source, &target, progress)?;
         } else {
-            let bytes = self.copy_one(caller, &source, &target, force)?;
-            progress.add(bytes);
+            self.copy_one(caller, &source, &target, force, progress)?;
         }
         Ok(progress.done(target))
     }
@@ -138,7 +132,7 @@ impl Hub {
                 .store()
                 .list(ListQuery::after(&prefix, after.as_deref()))?;
             for entry in page.entries.iter().filter(|e| caller.sees(&e.name)) {
-                if progress.stopped.load(Ordering::Relaxed) {
+                if progress.stopped() {
                     return Err(HubError::ConnectionEnded(
                         "the client left before the copy ended".into(),
                     ));
@@ -154,12 +148,10 @@ impl Hub {
                     }
                     if let Some(to) = batch.take(self, &from, to)? {
                         // It grew since it was listed: copied alone.
-                        let bytes = self.copy_one(caller, &from, &to, false)?;
-                        progress.add(bytes);
+                        self.copy_one(caller, &from, &to, false, progress)?;
                     }
                 } else {
-                    let bytes = self.copy_one(caller, &from, &to, false)?;
-                    progress.add(bytes);
+                    self.copy_one(caller, &from, &to, false, progress)?;
                 }
             }
             match page.next {
@@ -185,7 +177,8 @@ impl Hub {
         let props = self.owners().may_have_props();
         for (answer, from) in answers.into_iter().zip(sources) {
             let done = answer?;
-            progress.add(done.size);
+            progress.steps.add(done.size);
+            progress.file_done();
             if props {
                 self.owners().copy_props(from.as_str(), &done.name)?;
             }
@@ -215,14 +208,15 @@ impl Hub {
         Ok(())
     }
 
-    /// Copies file `from` to `to`, placed as an upload of it by `caller` would be; its bytes.
+    /// Copies file `from` to `to`, placed as an upload of it by `caller` would be.
     fn copy_one(
         &self,
         caller: &Caller,
         from: &RemoteName,
         to: &RemoteName,
         force: bool,
-    ) -> Result<u64, HubError> {
+        progress: &CopyProgress,
+    ) -> Result<(), HubError> {
         let file = self.open_reached(from)?;
         let size = file.version.size;
         self.may_upload(caller, to, force)?;
@@ -246,6 +240,7 @@ impl Hub {
             replace: force,
             from: caller.from,
             expect,
+            steps: &progress.steps,
         };
         let copied = self.store().copy_file(&file, how)?;
         drop(file);
@@ -261,7 +256,8 @@ impl Hub {
         if self.owners().may_have_props() {
             self.owners().copy_props(from.as_str(), to.as_str())?;
         }
-        Ok(size)
+        progress.file_done();
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use super::Version;
 use super::{
     Body, FindQuery, Kind, ListPage, ListQuery, PlaceCheck, Seen, SmallFile, Store, StoredFile,
 };
-use super::{Claim, CopiedFile, CopyTo, Matches, PartialUpload, Retimed};
+use super::{Claim, CopiedFile, CopySteps, CopyTo, Matches, PartialUpload, Retimed};
 use crate::error::HubError;
 use rustix::fs::FileType;
 use rustix::io::Errno;
@@ -83,14 +83,24 @@ const COPY_ALONGSIDE: u64 = 16 << 20;
 /// Copies the first `size` bytes of `src` to `dst` (at the same offsets), by the kernel where
 /// it can (else read and written here), and returns the hash of what `dst` holds after. A
 /// large copy is hashed on another thread, a step behind, so hashing costs no time of its own.
-fn copy_and_hash(src: &File, dst: &File, size: u64) -> std::io::Result<Hash> {
+fn copy_and_hash(src: &File, dst: &File, size: u64, steps: &CopySteps) -> std::io::Result<Hash> {
+    let step_done = |n: usize| {
+        steps.add(n as u64);
+        match steps.stopped() {
+            true => Err(std::io::Error::other("the copy was stopped")),
+            false => Ok(()),
+        }
+    };
     if size < COPY_ALONGSIDE {
         let mut hasher = Hasher::new();
-        copy_steps(src, dst, size, |at, n| hasher.step(dst, at, n))?;
+        copy_steps(src, dst, size, |at, n| {
+            hasher.step(dst, at, n)?;
+            step_done(n)
+        })?;
         return Ok(hasher.hash());
     }
     std::thread::scope(|scope| {
-        let (steps, done) = std::sync::mpsc::sync_channel::<(u64, usize)>(8);
+        let (queue, done) = std::sync::mpsc::sync_channel::<(u64, usize)>(8);
         let hashing = scope.spawn(move || {
             let mut hasher = Hasher::new();
             for (at, n) in done {
@@ -100,11 +110,12 @@ fn copy_and_hash(src: &File, dst: &File, size: u64) -> std::io::Result<Hash> {
         });
         let copied = copy_steps(src, dst, size, |at, n| {
             // The hasher stopped (it failed): its error says why.
-            steps
+            queue
                 .send((at, n))
-                .map_err(|_| std::io::Error::other("hashing stopped"))
+                .map_err(|_| std::io::Error::other("hashing stopped"))?;
+            step_done(n)
         });
-        drop(steps);
+        drop(queue);
         let hashed = hashing
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("hashing failed")));
@@ -371,7 +382,7 @@ impl Store for LocalStore {
             return Err(HubError::Internal("an upload of another store".into()));
         };
         partial.modified_ns = source.version.modified_ns;
-        let copied = copy_and_hash(src, &partial.file, size).and_then(|hash| {
+        let copied = copy_and_hash(src, &partial.file, size, to.steps).and_then(|hash| {
             if source.unchanged() {
                 Ok(hash)
             } else {
@@ -512,11 +523,13 @@ mod tests {
         let name = |n: &str| RemoteName::parse(n).unwrap();
         let source = store.open(&name("src.bin")).unwrap();
         let to = name("in/copy.bin");
+        let steps = CopySteps::default();
         let how = CopyTo {
             name: &to,
             replace: false,
             from: None,
             expect: Some(Hash::from(*blake3::hash(&data).as_bytes())),
+            steps: &steps,
         };
         let copied = store.copy_file(&source, how).unwrap();
         assert_eq!(std::fs::read(root.join("in/copy.bin")).unwrap(), data);
@@ -563,11 +576,16 @@ mod tests {
                     .truncate(true)
                     .open(into.join("b"))
                     .unwrap();
-                let hash = copy_and_hash(&src, &dst, size as u64).unwrap();
+                let steps = CopySteps::default();
+                let hash = copy_and_hash(&src, &dst, size as u64, &steps).unwrap();
+                assert_eq!(steps.bytes(), size as u64);
                 assert!(std::fs::read(into.join("b")).unwrap() == data, "{size}");
                 assert_eq!(&hash, blake3::hash(&data).as_bytes(), "{size}");
                 // A source shorter than said: an error, not a short copy.
-                assert!(copy_and_hash(&src, &dst, size as u64 + 1).is_err());
+                assert!(copy_and_hash(&src, &dst, size as u64 + 1, &steps).is_err());
+                // Stopped: an error at the next step.
+                steps.stop();
+                assert!(copy_and_hash(&src, &dst, size as u64, &steps).is_err());
             }
         }
     }

@@ -295,6 +295,36 @@ pub struct CopyTo<'a> {
     pub from: Option<IpAddr>,
     /// The source's hash, when known: a copy that does not match is not kept.
     pub expect: Option<Hash>,
+    /// Where the copy says how far it has come, and hears that it should stop.
+    pub steps: &'a CopySteps,
+}
+
+/// A running copy's bytes so far, and whether it should stop (between two steps, leaving
+/// nothing behind).
+#[derive(Debug, Default)]
+pub struct CopySteps {
+    bytes: std::sync::atomic::AtomicU64,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl CopySteps {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn add(&self, bytes: u64) {
+        self.bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A file [copied](Store::copy_file) within the store.

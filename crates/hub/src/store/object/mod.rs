@@ -1241,6 +1241,7 @@ impl Store for ObjectStore {
             self.name_object(&hash, source.version, to.name, to.replace)
                 .await
         }))?;
+        to.steps.add(version.size);
         Ok(super::CopiedFile { version, hash })
     }
 
