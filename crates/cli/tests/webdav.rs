@@ -1175,3 +1175,48 @@ fn a_share_link_mounts_what_it_shares_over_webdav_for_reading() {
         "two files: both spent"
     );
 }
+
+/// A folder copied with `COPY` (depth infinity, to a new name) is copied by the hub whole:
+/// every file byte for byte, its empty folders, nothing it hides. A copy over a name that is
+/// taken, with `Overwrite: F`, is refused; one whose parent is missing is a conflict; one of
+/// depth 0 makes the folder alone.
+#[test]
+fn a_folder_copied_over_webdav_is_copied_whole_by_the_hub() {
+    let s = Scratch::new();
+    write_tree(
+        &s.share,
+        &[
+            ("album/a.jpg", "a"),
+            ("album/day 1/b.jpg", "bb"),
+            ("album/.env", "secret"),
+        ],
+    );
+    std::fs::create_dir_all(s.share.join("album/empty")).unwrap();
+    random_file(&s.share.join("album/big.bin"), 3 * 1024 * 1024, "dav-copy");
+    let hub = Hub::start(&s.share, &["--hide", ".*"]);
+    let (url, auth) = (dav(&hub), basic(&hub.admin_token()));
+    let copy = |to: &str, extra: &[&str]| {
+        let dest = format!("Destination: {url}{to}");
+        let mut args = vec!["-u", &auth, "-X", "COPY", "-H", &dest];
+        args.extend_from_slice(extra);
+        let from = format!("{url}album/");
+        args.push(&from);
+        status(&args)
+    };
+    assert_eq!(copy("backup%20copy/", &[]), "201");
+    let copied = s.share.join("backup copy");
+    for name in ["a.jpg", "day 1/b.jpg", "big.bin"] {
+        assert_eq!(
+            hash_file(&copied.join(name)),
+            hash_file(&s.share.join("album").join(name)),
+            "{name}"
+        );
+    }
+    assert!(copied.join("empty").is_dir());
+    assert!(!copied.join(".env").exists());
+    assert_eq!(copy("backup%20copy/", &["-H", "Overwrite: F"]), "412");
+    assert_eq!(copy("no/such/place/", &[]), "409");
+    assert_eq!(copy("bare/", &["-H", "Depth: 0"]), "201");
+    assert!(s.share.join("bare").is_dir());
+    assert_eq!(std::fs::read_dir(s.share.join("bare")).unwrap().count(), 0);
+}

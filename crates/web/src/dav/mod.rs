@@ -380,16 +380,68 @@ async fn answer(
     who: Caller,
     name: &str,
 ) -> Option<Response> {
-    let req = if req.method().as_str() == "PROPPATCH" {
-        match times::patch(hub, name, req, &who).await {
+    let req = match req.method().as_str() {
+        "PROPPATCH" => match times::patch(hub, name, req, &who).await {
             times::Patched::Done(r) => return Some(r),
             times::Patched::NotOurs(req) => req,
-        }
-    } else {
-        req
+        },
+        "COPY" => match copy_folder(hub, &v.base, Copying::of(&req), &who, name).await {
+            Some(r) => return Some(r),
+            None => req,
+        },
+        _ => req,
     };
     let response = handle(hub, dav, v, req, who).await?;
     Some(response.map(Body::new))
+}
+
+/// What a `COPY` asks for, read from its headers.
+struct Copying {
+    depth: Option<String>,
+    destination: Option<String>,
+}
+
+impl Copying {
+    fn of(req: &Request) -> Self {
+        let header = |h: &str| Some(req.headers().get(h)?.to_str().ok()?.to_owned());
+        Self {
+            depth: header("depth"),
+            destination: header("destination"),
+        }
+    }
+}
+
+/// A `COPY` of a whole folder to a new name, answered by the hub's own copy (files copied by
+/// the store and stored in batches) rather than file by file through `dav-server`; `None`
+/// for any other `COPY` (a file, `Depth: 0`, a destination that exists, whose `Overwrite`
+/// rules `dav-server` applies, or whose parent is missing, its `409`).
+async fn copy_folder(
+    hub: &Arc<Hub>,
+    base: &str,
+    copying: Copying,
+    who: &Caller,
+    name: &str,
+) -> Option<Response> {
+    let depth = copying.depth.as_deref();
+    if depth.is_some_and(|d| !d.eq_ignore_ascii_case("infinity")) || name.is_empty() {
+        return None;
+    }
+    let dest: axum::http::Uri = copying.destination?.parse().ok()?;
+    let to = name_in(dest.path().strip_prefix(base)?)?;
+    let to = to.trim_end_matches('/');
+    let parent = to.rsplit_once('/').map_or("", |(p, _)| p);
+    if to.is_empty() || !hub.stat(who, name).await.ok()?.folder {
+        return None;
+    }
+    let parent_is_folder = hub.stat(who, parent).await.is_ok_and(|s| s.folder);
+    if !parent_is_folder || !matches!(hub.stat(who, to).await, Err(HubError::NotFound(_))) {
+        return None;
+    }
+    let progress = Default::default();
+    Some(match hub.copy(name, to, false, who, &progress).await {
+        Ok(_) => plain(StatusCode::CREATED, "copied"),
+        Err(e) => ApiError::Hub(e).into_response(),
+    })
 }
 
 /// Who is asking, with the lock tokens it presents; or the answer that refuses it, and why
