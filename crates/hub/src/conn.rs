@@ -502,7 +502,7 @@ const COPY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A copy, with a `Copied` frame about once a second while it runs: the client's sign that
 /// the hub is at work (a large copy can take longer than its patience for silence). A client
-/// gone stops it before its next file.
+/// gone stops it at its next step.
 async fn send_copy(
     hub: &Arc<Hub>,
     conn: &mut Conn,

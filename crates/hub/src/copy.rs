@@ -56,7 +56,7 @@ impl CopyProgress {
     }
 }
 
-/// Stops a copy (between two files) once what waits for it is dropped: a blocking task runs
+/// Stops a copy (at its next step) once what waits for it is dropped: a blocking task runs
 /// on by itself.
 struct StopWhenDropped(Arc<CopyProgress>);
 
@@ -232,9 +232,7 @@ impl Hub {
             .count_token_upload(caller, &[(Some(to), size, force)])
             .into_hold()?;
         let quota = QuotaHold::join(address, token);
-        let expect = file
-            .hash
-            .or_else(|| self.hashes().get(from.as_str(), file.version));
+        let expect = self.known_hash(from, &file);
         let how = CopyTo {
             name: to,
             replace: force,
@@ -243,7 +241,6 @@ impl Hub {
             steps: &progress.steps,
         };
         let copied = self.store().copy_file(&file, how)?;
-        drop(file);
         self.cache().invalidate(to.as_str());
         // The copying caller owns the copy, as it would a file it uploaded.
         self.owners()
@@ -308,9 +305,7 @@ impl SmallCopies {
         let mut data = vec![0; file.version.size as usize];
         file.read_exact_at(&mut data, 0)
             .map_err(|e| HubError::io(format!("cannot read {from}"), e))?;
-        let known = file
-            .hash
-            .or_else(|| hub.hashes().get(from.as_str(), file.version));
+        let known = hub.known_hash(from, &file);
         let blake3 = known.unwrap_or_else(|| *blake3::hash(&data).as_bytes());
         self.bytes += data.len();
         self.files.push(PutSmall {

@@ -66,9 +66,7 @@ impl Hub {
         // One lookup: `open` says `NotAFile` for a folder and only for a folder.
         match self.open_reached(&remote) {
             Ok(file) => {
-                let blake3 = file
-                    .hash
-                    .or_else(|| self.hashes().get(remote.as_str(), file.version));
+                let blake3 = self.known_hash(&remote, &file);
                 Ok(Stat {
                     folder: false,
                     size: file.version.size,

@@ -748,9 +748,7 @@ impl Hub {
                 .map_err(|e| HubError::io(format!("cannot read {name}"), e))?;
             (Source::Memory(data), Some(hash))
         } else {
-            let known = file
-                .hash
-                .or_else(|| self.hashes.get(name.as_str(), version));
+            let known = self.known_hash(&name, &file);
             (Source::Stored(file), known)
         };
         Ok(Download {
@@ -770,6 +768,13 @@ impl Hub {
         Ok(file)
     }
 
+    /// The hash of `file` (opened from `name`) if it is known: the store's, or the one
+    /// remembered for this very version.
+    pub(crate) fn known_hash(&self, name: &RemoteName, file: &StoredFile) -> Option<Hash> {
+        file.hash
+            .or_else(|| self.hashes.get(name.as_str(), file.version))
+    }
+
     /// [`Hub::open_reached`]'s check, of a file opened already.
     fn check_reached(&self, name: &RemoteName, file: &StoredFile) -> Result<(), HubError> {
         if let (Some(root), crate::store::Body::File(f)) = (&self.real_root, &file.body) {
@@ -787,9 +792,7 @@ impl Hub {
         name: &RemoteName,
         file: &StoredFile,
     ) -> std::io::Result<(Arc<[u8]>, Hash)> {
-        let known = file
-            .hash
-            .or_else(|| self.hashes.get(name.as_str(), file.version));
+        let known = self.known_hash(name, file);
         let mut data = vec![0u8; file.version.size as usize];
         file.read_exact_at(&mut data, 0)?;
         let hash = known.unwrap_or_else(|| *blake3::hash(&data).as_bytes());

@@ -528,7 +528,7 @@ mod tests {
             name: &to,
             replace: false,
             from: None,
-            expect: Some(Hash::from(*blake3::hash(&data).as_bytes())),
+            expect: Some(*blake3::hash(&data).as_bytes()),
             steps: &steps,
         };
         let copied = store.copy_file(&source, how).unwrap();
@@ -545,7 +545,7 @@ mod tests {
         let other = name("other.bin");
         let wrong = CopyTo {
             name: &other,
-            expect: Some(Hash::from([9; 32])),
+            expect: Some([9; 32]),
             ..how
         };
         let refused = store.copy_file(&source, wrong);
