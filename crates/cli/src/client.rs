@@ -478,7 +478,7 @@ impl<T: Serialize> Report<T> {
             }
         }
         let message = e.to_string();
-        let hint = output::hint(code, &message, self.has_token);
+        let hint = output::hint(code, self.has_token);
         self.fail(format_args!("{what}: {message}{hint}"));
     }
 

@@ -7,15 +7,13 @@ use serde::Serialize;
 /// its code: the hub says what happened, each face says what to type.
 pub fn explain(e: &anyhow::Error, has_token: bool) -> String {
     let line = one_line(e);
-    let hint = hint(hub_code(e), &line, has_token);
+    let hint = hint(hub_code(e), has_token);
     format!("{line}{hint}")
 }
 
-/// The advice that goes after refusal `message` with `code`.
-pub fn hint(code: Option<troca_proto::ErrorCode>, message: &str, has_token: bool) -> &'static str {
+/// The advice that goes after a refusal with `code`.
+pub fn hint(code: Option<troca_proto::ErrorCode>, has_token: bool) -> &'static str {
     match code {
-        // A folder in the way (named `NAME/`) is never replaced: --force would not help.
-        Some(troca_proto::ErrorCode::AlreadyExists) if message.contains("/\" already exists") => "",
         Some(troca_proto::ErrorCode::AlreadyExists) => "; use --force to replace it",
         Some(troca_proto::ErrorCode::Unauthorized) => {
             "; give it with --token-file PATH or TROCA_TOKEN"

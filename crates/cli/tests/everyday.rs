@@ -290,8 +290,40 @@ fn folders_on_the_hub_from_the_command_line() {
         &hub.troca(&s.client, &["mv", "elsewhere/2026", "photos/"]),
         1,
     );
-    assert!(err.contains("\"photos/2026/\" already exists"), "{err}");
+    assert!(
+        err.contains("\"photos/2026/\" is a folder on the hub, which nothing replaces"),
+        "{err}"
+    );
     assert!(!err.contains("--force"), "{err}");
+    // Nor does a folder take a file's place, or --force help it (as with mv(1)); a file in
+    // the way of a new folder is said to be one.
+    std::fs::write(s.share.join("photos/cover.txt"), "c").unwrap();
+    let err = fails(
+        &hub.troca_with(
+            &s.client,
+            &hub.admin_token(),
+            &["mv", "--force", "elsewhere", "photos/cover.txt"],
+        ),
+        1,
+    );
+    assert!(
+        err.contains(
+            "\"photos/cover.txt\" is a file on the hub, and a folder never takes a file's place"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("use --force"), "{err}");
+    assert!(s.share.join("elsewhere/2026").is_dir());
+    let err = fails(
+        &hub.troca(&s.client, &["mkdir", "photos/cover.txt/inner"]),
+        1,
+    );
+    assert!(!err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read(s.share.join("photos/cover.txt")).unwrap(),
+        b"c"
+    );
+    std::fs::remove_file(s.share.join("photos/cover.txt")).unwrap();
 
     // Rename, move into a folder, and refuse to replace without --force.
     ok(&hub.troca(&s.client, &["mv", "notes/a.txt", "notes/first.txt"]));
@@ -983,7 +1015,10 @@ fn cp_copies_files_and_folders_on_the_hub() {
 
     // Never over a folder (and --force is no help there), never into itself.
     let err = fails(&troca(&["cp", "photos", "backup/"]), 1);
-    assert!(err.contains("\"backup/photos/\" already exists"), "{err}");
+    assert!(
+        err.contains("\"backup/photos/\" is a folder on the hub, which nothing replaces"),
+        "{err}"
+    );
     assert!(!err.contains("--force"), "{err}");
     let err = fails(&troca(&["cp", "photos", "photos/again"]), 1);
     assert!(

@@ -205,7 +205,10 @@ fn folders_through_json_requests() {
     // Then "kept" is a folder: the next copy goes into it, as with cp(1), and the one
     // after finds its place taken.
     assert_eq!(out[5]["name"], "kept/album", "{}", out[5]);
-    assert_eq!(out[6]["error"]["code"], "already_exists", "{}", out[6]);
+    assert_eq!(out[6]["error"]["code"], "is_a_folder", "{}", out[6]);
+    // A folder is never replaced: no hint to set "force".
+    let message = out[6]["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("force"), "{message}");
     let out = run_script(
         &hub,
         &s.client,

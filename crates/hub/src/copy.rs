@@ -200,7 +200,7 @@ impl Hub {
         let quota = self.count_upload(caller, Amount { bytes: 0, files: 1 })?;
         let made = self.store().make_folder(name)?;
         if new && !made {
-            return Err(HubError::AlreadyExists(format!("{name}/")));
+            return Err(HubError::FolderInTheWay(format!("{name}/")));
         }
         if let (true, Some(quota)) = (made, quota) {
             quota.keep();

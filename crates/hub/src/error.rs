@@ -14,6 +14,12 @@ pub enum HubError {
     FolderNotEmpty(String),
     #[error("{0:?} already exists on the hub")]
     AlreadyExists(String),
+    /// A folder where something would be put: never replaced, whatever the request asks.
+    #[error("{0:?} is a folder on the hub, which nothing replaces: move or delete it first")]
+    FolderInTheWay(String),
+    /// A file where a folder would be put: a folder never takes a file's place.
+    #[error("{0:?} is a file on the hub, and a folder never takes a file's place: move or delete it first")]
+    FolderOverFile(String),
     #[error("{0:?} is being uploaded by another client; try again when it finishes")]
     UploadInProgress(String),
     #[error("the upload of {0:?} was begun again by its owner on another connection, which carries it on")]
@@ -86,7 +92,10 @@ impl HubError {
     pub fn code(&self) -> ErrorCode {
         match self {
             HubError::InvalidName { .. } => ErrorCode::InvalidName,
-            HubError::NotFound(_) | HubError::NotAFile(_) => ErrorCode::NotFound,
+            HubError::NotFound(_) => ErrorCode::NotFound,
+            HubError::NotAFile(_) | HubError::FolderInTheWay(_) | HubError::FolderOverFile(_) => {
+                ErrorCode::IsAFolder
+            }
             HubError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             HubError::FolderNotEmpty(_) => ErrorCode::NotEmpty,
             HubError::UploadInProgress(_)

@@ -1026,7 +1026,7 @@ impl Hub {
         self.check_lock(caller, name.as_str(), false)?;
         match seen.kind {
             None => Ok(()),
-            Some(Kind::Folder) => Err(HubError::NotAFile(name.to_string())),
+            Some(Kind::Folder) => Err(HubError::FolderInTheWay(format!("{name}/"))),
             Some(_) if !replace => Err(HubError::AlreadyExists(name.to_string())),
             Some(_) => {
                 let owner = self.owners.owner(name.as_str(), seen.version)?;
@@ -1737,10 +1737,11 @@ impl Hub {
         match target_kind(&target) {
             None => {}
             // Named as a folder: no --force replaces one.
-            Some(Kind::Folder) => return Err(HubError::AlreadyExists(format!("{target}/"))),
-            Some(_) if !force || kind == Kind::Folder => {
-                return Err(HubError::AlreadyExists(target.to_string()))
+            Some(Kind::Folder) => return Err(HubError::FolderInTheWay(format!("{target}/"))),
+            Some(_) if kind == Kind::Folder => {
+                return Err(HubError::FolderOverFile(target.to_string()))
             }
+            Some(_) if !force => return Err(HubError::AlreadyExists(target.to_string())),
             Some(_) => self.check_change(caller, &target, "replacing")?,
         }
         self.store.rename(&source, &target, force)?;

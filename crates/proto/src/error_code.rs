@@ -45,6 +45,10 @@ pub enum ErrorCode {
     Quota,
     /// The hub keeps this name out of reach (`serve --hide`): no token changes that.
     Hidden,
+    /// A folder is where the request needs a file: to read it, to replace it, or to put a
+    /// folder in a file's place. No request replaces a folder, so asking to replace (`--force`)
+    /// does not help: move or delete it first.
+    IsAFolder,
     /// A code from a newer protocol revision.
     Other(u16),
 }
@@ -72,6 +76,7 @@ impl ErrorCode {
             ErrorCode::TakenOver => 17,
             ErrorCode::Quota => 18,
             ErrorCode::Hidden => 19,
+            ErrorCode::IsAFolder => 20,
             ErrorCode::Other(n) => n,
         }
     }
@@ -98,6 +103,7 @@ impl ErrorCode {
             17 => ErrorCode::TakenOver,
             18 => ErrorCode::Quota,
             19 => ErrorCode::Hidden,
+            20 => ErrorCode::IsAFolder,
             n => ErrorCode::Other(n),
         }
     }
@@ -124,6 +130,7 @@ impl ErrorCode {
             ErrorCode::TakenOver => "taken_over",
             ErrorCode::Quota => "quota",
             ErrorCode::Hidden => "hidden",
+            ErrorCode::IsAFolder => "is_a_folder",
             ErrorCode::Other(_) => "other",
         }
     }
@@ -141,7 +148,7 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_its_number() {
-        for n in 0..=20u16 {
+        for n in 0..=21u16 {
             assert_eq!(ErrorCode::from_u16(n).to_u16(), n);
         }
     }

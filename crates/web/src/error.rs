@@ -37,9 +37,10 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::AlreadyExists | ErrorCode::NotEmpty | ErrorCode::TakenOver => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::AlreadyExists
+            | ErrorCode::IsAFolder
+            | ErrorCode::NotEmpty
+            | ErrorCode::TakenOver => StatusCode::CONFLICT,
             ErrorCode::Busy => match hub {
                 HubError::UploadInProgress(_) => StatusCode::CONFLICT,
                 _ => StatusCode::SERVICE_UNAVAILABLE,

@@ -565,6 +565,26 @@ async fn folders_over_http_make_move_find_list_and_delete() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(f.dir.path().join("c/<b>x<b> & y.txt").is_file());
+    // A file sent to a folder's name: a conflict no overwrite resolves, and not offered one.
+    for uri in ["/files/c", "/files/c?overwrite=1"] {
+        let r = f
+            .send(
+                req(Method::PUT, uri)
+                    .header(header::AUTHORIZATION, format!("Bearer {}", f.admin()))
+                    .header(header::CONTENT_LENGTH, 6)
+                    .body(Body::from("a file"))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CONFLICT, "{uri}");
+        let body = json(r).await;
+        assert_eq!(body["error"], "is_a_folder", "{body}");
+        assert!(
+            !body["message"].as_str().unwrap().contains("overwrite"),
+            "{body}"
+        );
+    }
+    assert!(f.dir.path().join("c/<b>x<b> & y.txt").is_file());
     // A folder with files goes only with ?recursive=1 (and the right to delete each file).
     let del = |uri: &str| {
         req(Method::DELETE, uri)

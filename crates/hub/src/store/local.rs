@@ -354,7 +354,7 @@ impl Store for LocalStore {
             }
         };
         if slot_kind(&slot, &name).is_ok_and(|k| k == Some(Kind::Folder)) {
-            return Err(HubError::NotAFile(name.to_string()));
+            return Err(HubError::FolderInTheWay(format!("{name}/")));
         }
         slot.place(&upload.part, replace).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -444,10 +444,13 @@ impl Store for LocalStore {
         self.share
             .rename(&source, &target, replace)
             .map_err(|e| match e.raw_os_error() {
-                Some(libc::EEXIST)
-                | Some(libc::ENOTEMPTY)
-                | Some(libc::EISDIR)
-                | Some(libc::ENOTDIR) => HubError::AlreadyExists(to.to_string()),
+                Some(libc::EEXIST) => HubError::AlreadyExists(to.to_string()),
+                // A folder there (empty or not), or a folder moved onto a file: no
+                // replacing makes either right.
+                Some(libc::ENOTEMPTY) | Some(libc::EISDIR) => {
+                    HubError::FolderInTheWay(format!("{to}/"))
+                }
+                Some(libc::ENOTDIR) => HubError::FolderOverFile(to.to_string()),
                 _ if is_not_found(&e) => HubError::NotFound(from.to_string()),
                 _ => HubError::io(format!("cannot move {from} to {to}"), e),
             })

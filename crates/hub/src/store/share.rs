@@ -532,7 +532,7 @@ impl Share {
             Ok(()) => true,
             Err(Errno::EXIST) => match slot.kind() {
                 Ok(Some(FileType::Directory)) => false,
-                _ => return Err(HubError::AlreadyExists(name.to_string())),
+                _ => return Err(HubError::FolderOverFile(name.to_string())),
             },
             Err(e) => {
                 return Err(HubError::io(

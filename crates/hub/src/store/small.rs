@@ -298,7 +298,7 @@ fn place(s: &Staged) -> Result<Version, HubError> {
         Written::Named(temp) => slot.place_unsynced(temp, s.replace),
     };
     placed.map_err(|e| match e.raw_os_error() {
-        Some(libc::EISDIR) => HubError::NotAFile(s.name.to_string()),
+        Some(libc::EISDIR) => HubError::FolderInTheWay(format!("{}/", s.name)),
         _ if e.kind() == std::io::ErrorKind::AlreadyExists => {
             HubError::AlreadyExists(s.name.to_string())
         }

@@ -42,7 +42,10 @@ pub(crate) fn name_of(path: &DavPath) -> FsResult<String> {
 pub(crate) fn fs_err(e: HubError) -> FsError {
     match e {
         HubError::NotFound(_) | HubError::InvalidName { .. } => FsError::NotFound,
-        HubError::AlreadyExists(_) | HubError::FolderNotEmpty(_) => FsError::Exists,
+        HubError::AlreadyExists(_)
+        | HubError::FolderInTheWay(_)
+        | HubError::FolderOverFile(_)
+        | HubError::FolderNotEmpty(_) => FsError::Exists,
         // RFC 4331: a quota exceeded is "insufficient storage".
         HubError::NoSpace { .. }
         | HubError::DiskFull

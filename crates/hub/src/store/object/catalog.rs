@@ -144,7 +144,7 @@ pub async fn make_ancestors(tx: &Transaction<'_>, name: &str) -> Result<(), HubE
     for folder in ancestors(name) {
         match kind_in(tx, folder).await? {
             Some(Kind::Folder) => {}
-            Some(_) => return Err(HubError::AlreadyExists(folder.to_owned())),
+            Some(_) => return Err(HubError::FolderOverFile(folder.to_owned())),
             None => {
                 tx.execute(
                     "INSERT INTO names (name, object, size, modified_ns) VALUES ($1, NULL, 0, $2)",
@@ -189,7 +189,7 @@ pub async fn place_file(
         .await
         .map_err(db_err)?;
     match old.as_ref().map(|r| r.get::<_, Option<Vec<u8>>>(0)) {
-        Some(None) => return Err(HubError::NotAFile(n.to_owned())),
+        Some(None) => return Err(HubError::FolderInTheWay(format!("{n}/"))),
         Some(Some(_)) if !replace => return Err(HubError::AlreadyExists(n.to_owned())),
         Some(Some(prev)) => touch_objects(tx, &[prev]).await?,
         None => {}

@@ -642,7 +642,9 @@ impl ObjectStore {
         };
         // Refused before the parts are joined, the upload stays resumable (with --force).
         match self.kind_of(upload.name.as_str()).await? {
-            Some(Kind::Folder) => return Err(HubError::NotAFile(upload.name.to_string())),
+            Some(Kind::Folder) => {
+                return Err(HubError::FolderInTheWay(format!("{}/", upload.name)))
+            }
             Some(_) if !replace => return Err(HubError::AlreadyExists(upload.name.to_string())),
             _ => {}
         }
@@ -1302,6 +1304,10 @@ impl Store for ObjectStore {
                 Some(Kind::File) if replace && kind == Kind::File => {
                     catalog::delete_beneath(tx, &to).await?;
                 }
+                Some(Kind::Folder) => return Err(HubError::FolderInTheWay(format!("{to}/"))),
+                Some(_) if kind == Kind::Folder => {
+                    return Err(HubError::FolderOverFile(to.clone()))
+                }
                 Some(_) => return Err(HubError::AlreadyExists(to.clone())),
                 None => {}
             }
@@ -1349,7 +1355,7 @@ impl Store for ObjectStore {
         block(
             self.change(&[], async |tx| match catalog::kind_in(tx, &n).await? {
                 Some(Kind::Folder) => Ok(false),
-                Some(_) => Err(HubError::AlreadyExists(n.clone())),
+                Some(_) => Err(HubError::FolderOverFile(n.clone())),
                 None => {
                     catalog::make_ancestors(tx, &format!("{n}/")).await?;
                     Ok(true)
