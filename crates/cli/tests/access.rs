@@ -247,6 +247,7 @@ fn a_token_held_to_a_folder_reaches_only_that_folder_on_every_face() {
         &s.share,
         &[
             ("clients/acme/a.txt", "a"),
+            ("clients/acme0/c.txt", "cc"),
             ("clients/bob/b.txt", "b"),
             ("top.txt", "t"),
         ],
@@ -260,6 +261,14 @@ fn a_token_held_to_a_folder_reaches_only_that_folder_on_every_face() {
         status.contains("you          write token, held to clients/acme/\n"),
         "{status}"
     );
+    // Its status counts the folder's files, not the share's.
+    let counted = json(&troca(&["--json", "status"]));
+    assert_eq!(
+        (counted["files"].as_u64(), counted["bytes"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let admin_status = json(&hub.troca_with(&s.client, &hub.admin_token(), &["--json", "status"]));
+    assert_eq!(admin_status["files"], 4, "{admin_status}");
 
     // Native: listings, searches and reads see only the folder.
     let listed = ok(&troca(&["ls"]));

@@ -489,6 +489,19 @@ fn a_token_made_for_the_group_works_on_every_hub() {
         listed.contains("team/a.txt") && !listed.contains("empty.txt"),
         "{listed}"
     );
+    // Its status counts the folder's files only (not `team0/`, which sorts right after it).
+    ok(&t.a.troca_with(
+        &t.client,
+        &t.a.admin_token(),
+        &["put", "a.txt", "--to", "team0"],
+    ));
+    let status = json(&t.b.troca_with(&t.client, &held, &["--json", "status"]));
+    let size = std::fs::metadata(t.client.join("a.txt")).unwrap().len();
+    assert_eq!(
+        (status["files"].as_u64(), status["bytes"].as_u64()),
+        (Some(1), Some(size)),
+        "{status}"
+    );
     let err = fails(
         &t.b.troca_with(&t.client, &held, &["get", "a.txt", "-o", "-"]),
         1,

@@ -98,6 +98,8 @@ pub struct Hub {
     started: Instant,
     /// The last count of the files and bytes shared (`status`), one count at a time.
     counted: tokio::sync::Mutex<Option<Counted<Totals>>>,
+    /// The same for each folder a token is held to (as many as such tokens have folders).
+    counted_within: std::sync::Mutex<std::collections::HashMap<String, Arc<CountSlot>>>,
     /// The last count of the partial uploads held (`status`, the metrics), likewise.
     partials_counted: tokio::sync::Mutex<Option<Counted<PartialTotals>>>,
     /// The last health check's answer, and when (`health.rs`).
@@ -121,6 +123,9 @@ pub struct Uploaded {
 /// A count (of the files shared, of the partial uploads held), and what it cost: one that
 /// walks much is given again for a while, so that asking often (a page polling `status`)
 /// cannot keep the hub walking.
+/// Where a count of files and bytes is kept between two `status` requests.
+type CountSlot = tokio::sync::Mutex<Option<Counted<Totals>>>;
+
 #[derive(Debug, Clone, Copy)]
 struct Counted<T> {
     value: T,
@@ -544,6 +549,7 @@ impl Hub {
             metrics,
             started: Instant::now(),
             counted: Default::default(),
+            counted_within: Default::default(),
             partials_counted: Default::default(),
             health: Default::default(),
         })
@@ -1374,9 +1380,9 @@ impl Hub {
     /// The hub's clock, time zone and figures.
     pub async fn status(self: &Arc<Self>, caller: &Caller) -> Result<StatusInfo, HubError> {
         let you = self.standing(caller).await?;
-        let totals = self.totals().await?;
+        let totals = self.totals_for(caller).await?;
         let (files, bytes) = (totals.files, totals.bytes);
-        let partials = self.partial_totals().await?;
+        let partials = self.partial_totals_for(caller).await?;
         let hub = Arc::clone(self);
         let hubs = blocking(move || match &hub.presence {
             Some(p) => p.hubs(),
@@ -1440,7 +1446,25 @@ impl Hub {
     /// Those asking together share one count.
     async fn totals(self: &Arc<Self>) -> Result<Totals, HubError> {
         let hub = Arc::clone(self);
-        Counted::get(&self.counted, move || hub.store.totals(&hub.hidden)).await
+        Counted::get(&self.counted, move || hub.store.totals(&hub.hidden, "")).await
+    }
+
+    /// The files and bytes `caller` sees: the share's, or those of the folder its token is
+    /// held to, counted as [`Hub::totals`] are.
+    async fn totals_for(self: &Arc<Self>, caller: &Caller) -> Result<Totals, HubError> {
+        let Some(folder) = caller.folder() else {
+            return self.totals().await;
+        };
+        let within = format!("{folder}/");
+        let slot = {
+            let mut slots = self
+                .counted_within
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            Arc::clone(slots.entry(within.clone()).or_default())
+        };
+        let hub = Arc::clone(self);
+        Counted::get(&slot, move || hub.store.totals(&hub.hidden, &within)).await
     }
 
     /// How many partial uploads are held, and their bytes: a walk of them all (at most
@@ -1469,6 +1493,27 @@ impl Hub {
         let mut page = blocking(move || hub.history.query(&query)).await?;
         page.entries.retain(|e| caller.concerned(&e.target));
         Ok(page)
+    }
+
+    /// The partial uploads `caller` sees: all of them, or those in the folder its token is
+    /// held to (at most `--partial-files`, walked each time).
+    async fn partial_totals_for(
+        self: &Arc<Self>,
+        caller: &Caller,
+    ) -> Result<PartialTotals, HubError> {
+        let Some(folder) = caller.folder() else {
+            return self.partial_totals().await;
+        };
+        let (hub, within) = (Arc::clone(self), format!("{folder}/"));
+        blocking(move || {
+            let inside = hub.store.partials().into_iter();
+            let inside: Vec<_> = inside.filter(|p| p.name.starts_with(&within)).collect();
+            Ok(PartialTotals {
+                count: inside.len() as u64,
+                bytes: inside.iter().map(|p| p.held).sum(),
+            })
+        })
+        .await
     }
 
     /// The partial uploads held (admins only), oldest first.
@@ -1642,7 +1687,7 @@ impl Hub {
         let available = self.room_for(caller, token.as_ref()).await?;
         let used = match token {
             Some(t) if t.quota.bytes > 0 => t.used.bytes,
-            _ => self.totals().await?.bytes,
+            _ => self.totals_for(caller).await?.bytes,
         };
         Ok(Space { used, available })
     }

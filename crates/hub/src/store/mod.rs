@@ -366,10 +366,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// folders among them that hold none, as `NAME/`; in byte order of those names, so a
     /// listing goes on after the last name of a page whatever changed in between.
     fn list(&self, query: ListQuery<'_>) -> Result<ListPage, HubError>;
-    /// How many files there are and their bytes in all, leaving out those `hidden` covers
-    /// (a page at a time).
-    fn totals(&self, hidden: &crate::hidden::Hidden) -> Result<Totals, HubError> {
-        walk_totals(self, hidden)
+    /// How many files there are beneath `within` (`""`: the whole share; else a folder's
+    /// name ending in `/`) and their bytes in all, leaving out those `hidden` covers (a page
+    /// at a time).
+    fn totals(&self, hidden: &crate::hidden::Hidden, within: &str) -> Result<Totals, HubError> {
+        walk_totals(self, hidden, within)
     }
     /// The first files and folders by name that `query` asks for.
     fn find(&self, query: FindQuery<'_>) -> Result<Matches, HubError>;
@@ -492,11 +493,12 @@ pub(crate) fn parse(name: &str) -> Result<RemoteName, HubError> {
 pub fn walk_totals<S: Store + ?Sized>(
     store: &S,
     hidden: &crate::hidden::Hidden,
+    within: &str,
 ) -> Result<Totals, HubError> {
     let mut totals = Totals::default();
     let mut after: Option<String> = None;
     loop {
-        let page = store.list(ListQuery::after("", after.as_deref()))?;
+        let page = store.list(ListQuery::after(within, after.as_deref()))?;
         let files = page.entries.iter().filter(|e| !e.name.ends_with('/'));
         for e in files.filter(|e| !hidden.covers(&e.name)) {
             totals.files += 1;

@@ -1104,17 +1104,27 @@ impl Store for ObjectStore {
 
     /// Counted by the database, unless names are hidden: their patterns are shell wildcards
     /// for any part of a name, which SQL cannot match, so the listing is walked instead.
-    fn totals(&self, hidden: &crate::hidden::Hidden) -> Result<super::Totals, HubError> {
+    fn totals(
+        &self,
+        hidden: &crate::hidden::Hidden,
+        within: &str,
+    ) -> Result<super::Totals, HubError> {
         if hidden.any() {
-            return super::walk_totals(self, hidden);
+            return super::walk_totals(self, hidden, within);
         }
+        // Beneath `F/`: the names from `F/` up to `F0` (`0` follows `/`), in byte order.
+        let below = match within.strip_suffix('/') {
+            Some(folder) => format!("{folder}0"),
+            None => String::new(),
+        };
         self.db().run(async || {
             let c = self.db().get().await?;
             let r = c
                 .query_one(
                     "SELECT count(*), coalesce(sum(size), 0)::bigint FROM names
-                     WHERE object IS NOT NULL",
-                    &[],
+                     WHERE object IS NOT NULL
+                       AND ($1 = '' OR (name COLLATE \"C\" > $1 AND name COLLATE \"C\" < $2))",
+                    &[&within, &below],
                 )
                 .await
                 .map_err(db_err)?;
