@@ -536,6 +536,12 @@ fn an_upload_link_takes_new_files_within_its_quota_and_shows_nothing() {
     }
     let status = ok(&hub.troca_with(&s.client, secret, &["status"]));
     assert!(status.contains("upload token"), "{status}");
+    // Nor how many files the folder holds.
+    let counted = json(&hub.troca_with(&s.client, secret, &["--json", "status"]));
+    assert_eq!(
+        (counted["files"].as_u64(), counted["bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
 
     // Within its quota of three files.
     std::fs::write(s.client.join("c.txt"), "c").unwrap();

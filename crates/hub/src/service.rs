@@ -1452,6 +1452,10 @@ impl Hub {
     /// The files and bytes `caller` sees: the share's, or those of the folder its token is
     /// held to, counted as [`Hub::totals`] are.
     async fn totals_for(self: &Arc<Self>, caller: &Caller) -> Result<Totals, HubError> {
+        if caller.uploads_only() {
+            // An upload link's holder sees nothing of what the folder holds.
+            return Ok(Totals::default());
+        }
         let Some(folder) = caller.folder() else {
             return self.totals().await;
         };
@@ -1501,6 +1505,9 @@ impl Hub {
         self: &Arc<Self>,
         caller: &Caller,
     ) -> Result<PartialTotals, HubError> {
+        if caller.uploads_only() {
+            return Ok(PartialTotals::default());
+        }
         let Some(folder) = caller.folder() else {
             return self.partial_totals().await;
         };
