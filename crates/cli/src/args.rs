@@ -305,6 +305,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  troca put report.pdf holiday.mp4\n  \
         troca put photos/ --to trips          (trips/photos/...)\n  \
         troca put draft.txt --as notes/today.txt --force\n  \
+        troca put photos/ --to backup --delete   (backup/photos/ the same as photos/)\n  \
         pg_dump db | troca put - --as db.sql\n  \
         troca put <(pg_dump db) --as db.sql")]
     Put {
@@ -323,6 +324,12 @@ pub enum Command {
         /// Replace files that already exist on the hub.
         #[arg(long)]
         force: bool,
+        /// Make each folder's place on the hub the same as the folder: replace what differs
+        /// (as --force) and delete what the folder does not hold (as `rsync --delete`), files
+        /// and folders, with the right to delete each. Nothing is deleted if anything could
+        /// not be sent; links and special files left out are not deleted either.
+        #[arg(long)]
+        delete: bool,
         /// Accepted for habit (as with scp and cp): folders are always taken whole.
         #[arg(short = 'r', long = "recursive")]
         recursive: bool,
@@ -330,7 +337,9 @@ pub enum Command {
     /// Download files and folders from the hub (`NAME/` or a folder's name takes everything in it).
     #[command(
         after_help = "Examples:\n  troca get holiday.mp4\n  troca get a.txt b.txt -o downloads/\n  \
-        troca get trips/photos -o backup     (backup/photos/...)\n  troca get big.iso -o - | sha256sum\n  \
+        troca get trips/photos -o backup     (backup/photos/...)\n  \
+        troca get trips/photos -o backup --delete   (backup/photos/ the same as the hub's)\n  \
+        troca get big.iso -o - | sha256sum\n  \
         troca get 'photos/*.jpg' -o pics/    (quoted: the hub's names, not yours)\n  \
         troca get '**/*.pdf' -o pdfs/        (every PDF, in every folder)"
     )]
@@ -347,6 +356,11 @@ pub enum Command {
         /// Overwrite local files instead of saving as NAME_downloaded.EXT.
         #[arg(long)]
         force: bool,
+        /// Make each local copy of a folder the same as the hub's: overwrite what differs (as
+        /// --force) and delete here what the hub does not show (as `rsync --delete`), files,
+        /// links and folders. Nothing is deleted if anything could not be downloaded.
+        #[arg(long)]
+        delete: bool,
         /// Accepted for habit (as with scp and cp): folders are always taken whole.
         #[arg(short = 'r', long = "recursive")]
         recursive: bool,

@@ -2,6 +2,7 @@
 //! through `troca-net` (the same code the other faces use) and reports for people or as JSON.
 
 use crate::args::{Command, Global};
+use crate::mirror;
 use crate::output::{self, hex, print_json};
 use crate::progress::Bar;
 use crate::retry::Retries;
@@ -128,19 +129,25 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             as_name,
             to,
             force,
+            delete,
             ..
         } => {
             let names = Naming { as_name, to };
-            put(global, &mut client, &files, &names, force).await
+            put(global, &mut client, &files, &names, force || delete, delete).await
         }
         Command::Get {
             names,
             output,
             force,
+            delete,
             ..
         } => {
             let expanded = crate::glob::expand(&mut client, &names).await?;
-            get(global, &mut client, &expanded, output, force).await
+            let how = Fetch {
+                force: force || delete,
+                delete,
+            };
+            get(global, &mut client, &expanded, output, how).await
         }
         Command::Rm {
             names, recursive, ..
@@ -614,12 +621,16 @@ pub(crate) struct UploadPlan {
     /// Where each folder given goes on the hub (`docs/photos/`): listed once before sending,
     /// so that sending a folder again sends only what is new.
     pub folders: Vec<String>,
+    /// Every local folder below (and of) the folders given, by its name on the hub.
+    pub dirs: Vec<String>,
 }
 
 /// A local entry under a folder that is not uploaded, and why.
 #[derive(Debug)]
 pub(crate) struct Skipped {
     pub path: PathBuf,
+    /// Its name on the hub, when it has one (its path is UTF-8).
+    pub name: Option<String>,
     pub why: SkipReason,
 }
 
@@ -695,6 +706,7 @@ pub(crate) fn upload_plan(files: &[PathBuf], naming: &Naming) -> Result<UploadPl
             let why = SkipReason::NotUtf8;
             plan.skipped.push(Skipped {
                 path: path.clone(),
+                name: None,
                 why,
             });
             continue;
@@ -720,34 +732,41 @@ fn plan_folder(folder: &Path, prefix: &str, plan: &mut UploadPlan) {
                     e.io_error()
                         .map_or_else(|| e.to_string(), |io| io.to_string()),
                 );
-                plan.skipped.push(Skipped { path, why });
+                plan.skipped.push(Skipped {
+                    path,
+                    name: None,
+                    why,
+                });
                 continue;
             }
         };
         let kind = entry.file_type();
-        let why = if kind.is_dir() {
-            continue;
-        } else if kind.is_symlink() {
-            SkipReason::Link
-        } else if !kind.is_file() {
-            SkipReason::Special
-        } else {
-            let rel = entry
-                .path()
-                .strip_prefix(folder)
-                .expect("below the folder walked");
-            let rel: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-            match rel {
-                Some(rel) => {
-                    let name = format!("{prefix}{}", rel.join("/"));
-                    plan.files.push((entry.path().to_path_buf(), name));
-                    continue;
+        let rel = entry
+            .path()
+            .strip_prefix(folder)
+            .expect("below the folder walked");
+        let rel: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+        let name = rel.map(|rel| format!("{prefix}{}", rel.join("/")));
+        let why = match &name {
+            // A folder's files say so if its name is not UTF-8.
+            _ if kind.is_dir() => {
+                let name = name.as_deref().unwrap_or("").trim_end_matches('/');
+                if !name.is_empty() {
+                    plan.dirs.push(name.to_owned());
                 }
-                None => SkipReason::NotUtf8,
+                continue;
             }
+            None => SkipReason::NotUtf8,
+            Some(name) if kind.is_file() => {
+                plan.files.push((entry.path().to_path_buf(), name.clone()));
+                continue;
+            }
+            Some(_) if kind.is_symlink() => SkipReason::Link,
+            Some(_) => SkipReason::Special,
         };
         plan.skipped.push(Skipped {
             path: entry.path().to_path_buf(),
+            name,
             why,
         });
     }
@@ -759,6 +778,7 @@ pub(crate) async fn put(
     files: &[PathBuf],
     naming: &Naming,
     force: bool,
+    delete: bool,
 ) -> Result<ExitCode> {
     if files.iter().any(|f| f == Path::new("-")) {
         return put_stdin(global, client, files, naming, force).await;
@@ -767,7 +787,15 @@ pub(crate) async fn put(
         files: mut plan,
         skipped,
         folders,
+        dirs,
     } = upload_plan(files, naming)?;
+    let wanted = mirror::Wanted {
+        files: plan.iter().map(|(_, name)| name.clone()).collect(),
+        folders: dirs.iter().cloned().collect(),
+        kept: skipped.iter().filter_map(|s| s.name.clone()).collect(),
+    };
+    let empty = mirror::empty_folders(&dirs, wanted.files.iter().map(String::as_str));
+    let empty: Vec<String> = empty.into_iter().map(str::to_owned).collect();
     // A pipe named on the command line (`put <(pg_dump db) --as db.sql`, a FIFO) is read
     // once into a temporary file, like standard input. (A folder's files are regular.)
     let named: std::collections::HashSet<&PathBuf> = files.iter().collect();
@@ -791,11 +819,73 @@ pub(crate) async fn put(
             false => {}
         }
     }
-    if plan.is_empty() && skipped.is_empty() {
+    if plan.is_empty() && skipped.is_empty() && empty.is_empty() {
         eprintln!("troca: nothing to upload (the folders hold no files)");
     }
     send_plan(global, client, plan, &folders, force, quiet, &mut report).await?;
+    make_empty_folders(client, &empty, quiet, &mut report).await;
+    if delete {
+        delete_on_hub(global, client, &folders, wanted, &mut report).await?;
+    }
     report.finish(global)
+}
+
+/// Makes on the hub the folders of an upload that hold no file, as they are here.
+async fn make_empty_folders(
+    client: &mut HubClient,
+    empty: &[String],
+    quiet: bool,
+    report: &mut Report<PutRow>,
+) {
+    for name in empty {
+        match client.make_folder(name).await {
+            Ok(true) if !quiet => eprintln!("created {}/", output::safe(name)),
+            Ok(_) => {}
+            Err(e) => report.refused(format_args!("cannot create {}/", output::safe(name)), &e),
+        }
+    }
+}
+
+/// `put DIR --delete`: deletes below each folder's place on the hub what the folders sent
+/// do not hold, unless something failed (a file not sent would look deleted here).
+async fn delete_on_hub(
+    global: &Global,
+    client: &mut HubClient,
+    places: &[String],
+    wanted: mirror::Wanted,
+    report: &mut Report<PutRow>,
+) -> Result<()> {
+    if report.failed {
+        eprintln!("troca: nothing deleted on the hub, as not everything could be sent");
+        return Ok(());
+    }
+    let wanted = wanted.with_ancestors();
+    for place in places {
+        let listed = match client.list(place).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                report.refused(format_args!("cannot list {}", output::safe(place)), &e);
+                recover(global, client, &e).await?;
+                continue;
+            }
+        };
+        let extra = mirror::extra(place, listed.iter().map(|e| e.name.as_str()), &wanted);
+        let whole = extra.folders.iter().map(|f| (f, true));
+        for (name, recursive) in whole.chain(extra.files.iter().map(|f| (f, false))) {
+            match client.remove(name, recursive).await {
+                Ok(_) if !global.json && !global.quiet => {
+                    let slash = if recursive { "/" } else { "" };
+                    eprintln!("deleted {}{slash} on the hub", output::safe(name));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    report.refused(format_args!("cannot delete {}", output::safe(name)), &e);
+                    recover(global, client, &e).await?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where an upload's outcomes go: the command line's report, or the JSON mode's answer.
@@ -1269,13 +1359,23 @@ async fn already_here(
     }))
 }
 
+/// How a `get` treats what is here already.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Fetch {
+    /// Overwrite local files that differ.
+    pub force: bool,
+    /// Delete below each folder fetched what the hub does not show.
+    pub delete: bool,
+}
+
 pub(crate) async fn get(
     global: &Global,
     client: &mut HubClient,
     names: &[String],
     output_path: Option<PathBuf>,
-    force: bool,
+    how: Fetch,
 ) -> Result<ExitCode> {
+    let force = how.force;
     // A wildcard may have made one NAME several.
     if let Some(wrong) = output_path
         .as_deref()
@@ -1322,7 +1422,70 @@ pub(crate) async fn get(
             recover(global, client, &e).await?;
         }
     }
+    if how.delete {
+        let root = output_path.unwrap_or_else(|| PathBuf::from("."));
+        for name in names {
+            delete_here(global, client, name, &root, &mut report).await?;
+        }
+    }
     report.finish(global)
+}
+
+/// `get FOLDER --delete`: deletes below the folder's local copy what the hub does not show,
+/// unless something failed (a file not downloaded would look deleted on the hub).
+async fn delete_here(
+    global: &Global,
+    client: &mut HubClient,
+    name: &str,
+    root: &Path,
+    report: &mut Report<GetRow>,
+) -> Result<()> {
+    if report.failed {
+        eprintln!("troca: nothing deleted here, as not everything could be downloaded");
+        return Ok(());
+    }
+    let listed = match folder_files(client, name).await {
+        Ok(Some(listed)) => listed,
+        // A file, not a folder: nothing to make the same.
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            report.refused(format_args!("cannot list {}", output::safe(name)), &e);
+            return recover(global, client, &e).await;
+        }
+    };
+    let folder = name.trim_end_matches('/');
+    let parent_len = folder.rfind('/').map_or(0, |i| i + 1);
+    // The local copy is `root/LAST`, `LAST` the folder's own name: matched by that name.
+    let last = &folder[parent_len..];
+    let wanted = mirror::Wanted {
+        files: listed
+            .iter()
+            .filter(|e| !e.name.ends_with('/'))
+            .map(|e| e.name[parent_len..].to_owned())
+            .collect(),
+        folders: listed
+            .iter()
+            .filter_map(|e| e.name.strip_suffix('/'))
+            .map(|f| f[parent_len..].to_owned())
+            .collect(),
+        kept: HashSet::new(),
+    }
+    .with_ancestors();
+    for extra in mirror::extra_here(&root.join(last), last, &wanted) {
+        let gone = match extra.folder {
+            true => std::fs::remove_dir_all(&extra.path),
+            false => std::fs::remove_file(&extra.path),
+        };
+        match gone {
+            Ok(()) if !global.json && !global.quiet => {
+                let slash = if extra.folder { "/" } else { "" };
+                eprintln!("deleted {}{slash}", extra.path.display());
+            }
+            Ok(()) => {}
+            Err(e) => report.fail(format_args!("cannot delete {}: {e}", extra.path.display())),
+        }
+    }
+    Ok(())
 }
 
 /// `get NAME -o -`: the file to standard output, taken up again from the bytes already written

@@ -6,6 +6,7 @@ mod client;
 mod glob;
 mod json;
 mod known;
+mod mirror;
 mod output;
 mod peer;
 mod progress;

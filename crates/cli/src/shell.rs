@@ -54,14 +54,14 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
     (
         Cmd::Put,
         &["put", "enviar"],
-        "FILE|FOLDER... [--as NAME] [--to FOLDER] [--force]",
-        "upload files and folders (one as NAME; --force replaces)",
+        "FILE|FOLDER... [--as NAME] [--to FOLDER] [--force] [--delete]",
+        "upload files and folders (one as NAME; --force replaces; --delete deletes what a folder lacks)",
     ),
     (
         Cmd::Get,
         &["get", "baixar"],
-        "NAME|FOLDER/... [-o PATH] [--force]",
-        "download files and folders (into PATH; --force overwrites)",
+        "NAME|FOLDER/... [-o PATH] [--force] [--delete]",
+        "download files and folders (into PATH; --force overwrites; --delete deletes what the hub lacks)",
     ),
     (
         Cmd::Rm,
@@ -453,6 +453,8 @@ struct Words {
     operands: Vec<String>,
     force: bool,
     recursive: bool,
+    /// `--delete`, for `put` and `get`.
+    delete: bool,
     /// `--qr`, for `share` and `request`.
     qr: bool,
     /// Options with a value, by the flag's first spelling in `value_flags`.
@@ -488,6 +490,7 @@ fn split_options(
                 out.recursive = true
             }
             "--qr" if matches!(cmd, Cmd::Share | Cmd::Request) => out.qr = true,
+            "--delete" if matches!(cmd, Cmd::Put | Cmd::Get) => out.delete = true,
             flag => match value_flags
                 .iter()
                 .find(|(_, spellings)| spellings.contains(&flag))
@@ -561,7 +564,11 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             let out = w.value("output").map(PathBuf::from);
             let c = link.client().await?;
             let names = crate::glob::expand(c, &w.operands).await?;
-            client::get(global, c, &names, out, w.force).await?;
+            let how = client::Fetch {
+                force: w.force || w.delete,
+                delete: w.delete,
+            };
+            client::get(global, c, &names, out, how).await?;
         }
         Cmd::Rm => {
             let w = split_options(cmd, words, &[])?;
@@ -666,7 +673,7 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `put FILE... [--as NAME] [--to FOLDER/] [--force]`.
+/// `put FILE... [--as NAME] [--to FOLDER/] [--force] [--delete]`.
 async fn put(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
     let w = split_options(cmd, words, &[("as", &["--as"]), ("to", &["--to"])])?;
     if w.value("as").is_some() && w.operands.len() > 1 {
@@ -678,7 +685,8 @@ async fn put(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
         to: w.value("to"),
     };
     let global = link.global;
-    client::put(global, link.client().await?, &files, &naming, w.force).await?;
+    let (force, delete) = (w.force || w.delete, w.delete);
+    client::put(global, link.client().await?, &files, &naming, force, delete).await?;
     Ok(())
 }
 

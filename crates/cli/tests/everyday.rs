@@ -59,8 +59,11 @@ fn a_folder_goes_up_and_comes_back_with_its_paths() {
             "shared/photos/a.jpg"
         ]
     );
+    // A folder holding nothing is made on the hub too, as cp -r and rsync -a make it.
+    assert!(s.share.join("shared/photos/empty").is_dir());
     // Back, by the folder's name, into a folder that does not exist yet.
     ok(&hub.troca(&s.client, &["get", "shared/photos", "-o", "dl"]));
+    assert!(s.client.join("dl/photos/empty").is_dir());
     for f in ["a.jpg", "2024/b.jpg", "2024/deep/c.txt"] {
         assert_eq!(
             hash_file(&s.client.join("dl/photos").join(f)),
@@ -71,6 +74,98 @@ fn a_folder_goes_up_and_comes_back_with_its_paths() {
     // One file into a folder named with a trailing slash, made on the way.
     ok(&hub.troca(&s.client, &["get", "shared/photos/a.jpg", "-o", "one/"]));
     assert!(s.client.join("one/a.jpg").is_file());
+}
+
+/// `--delete` makes the other side the same as the folder sent or fetched: what differs
+/// replaced, what the source lacks deleted (files and whole folders), what the source left
+/// out on purpose (a link) kept, a link here deleted without touching where it leads; and
+/// nothing deleted when something could not be sent.
+#[test]
+fn put_and_get_with_delete_make_the_other_side_the_same() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let photos = s.client.join("photos");
+    for (name, text) in [("a.txt", "a"), ("sub/b.txt", "b"), ("old/x/c.txt", "c")] {
+        std::fs::create_dir_all(photos.join(name).parent().unwrap()).unwrap();
+        std::fs::write(photos.join(name), text).unwrap();
+    }
+    ok(&hub.troca(&s.client, &["put", "photos", "--to", "bk"]));
+    // Things change here; the hub also holds a file by the name of a link here.
+    std::fs::remove_dir_all(photos.join("old")).unwrap();
+    std::fs::remove_file(photos.join("sub/b.txt")).unwrap();
+    std::fs::write(photos.join("a.txt"), "a, changed").unwrap();
+    std::fs::write(photos.join("new.txt"), "n").unwrap();
+    std::os::unix::fs::symlink("/etc", photos.join("link")).unwrap();
+    std::fs::write(s.share.join("bk/photos/link"), "kept").unwrap();
+    std::fs::write(s.share.join("bk/photos/stray.txt"), "s").unwrap();
+
+    // A file the hub refuses (its name holds a backslash): nothing is deleted.
+    std::fs::write(photos.join("bad\\name.txt"), "x").unwrap();
+    let err = fails(
+        &hub.troca(&s.client, &["put", "photos", "--to", "bk", "--delete"]),
+        1,
+    );
+    assert!(err.contains("nothing deleted on the hub"), "{err}");
+    assert!(s.share.join("bk/photos/stray.txt").is_file());
+    assert!(s.share.join("bk/photos/old/x/c.txt").is_file());
+    std::fs::remove_file(photos.join("bad\\name.txt")).unwrap();
+
+    // What this client uploaded goes; a file put there by other means needs the admin token.
+    let err = fails(
+        &hub.troca(&s.client, &["put", "photos", "--to", "bk", "--delete"]),
+        1,
+    );
+    assert!(err.contains("deleted bk/photos/old/ on the hub"), "{err}");
+    assert!(err.contains("cannot delete bk/photos/stray.txt"), "{err}");
+    let admin = hub.admin_token();
+    let args = ["put", "photos", "--to", "bk", "--delete"];
+    let out = hub.troca_with(&s.client, &admin, &args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(
+        err.contains("deleted bk/photos/stray.txt on the hub"),
+        "{err}"
+    );
+    assert_eq!(
+        files_under(&s.share.join("bk")),
+        ["photos/a.txt", "photos/link", "photos/new.txt"]
+    );
+    assert_eq!(
+        std::fs::read(s.share.join("bk/photos/a.txt")).unwrap(),
+        b"a, changed"
+    );
+    assert!(
+        s.share.join("bk/photos/sub").is_dir(),
+        "a folder held here stays, empty"
+    );
+
+    // Down: a copy with extras of its own, a changed file and a link leading out.
+    let copy = s.client.join("dl/photos");
+    std::fs::create_dir_all(copy.join("extra/deep")).unwrap();
+    std::fs::write(copy.join("extra/deep/e.txt"), "e").unwrap();
+    std::fs::write(copy.join("a.txt"), "old").unwrap();
+    std::fs::write(copy.join("mine.txt"), "m").unwrap();
+    let outside = s.client.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious.txt"), "p").unwrap();
+    std::os::unix::fs::symlink(&outside, copy.join("out")).unwrap();
+    ok(&hub.troca(&s.client, &["get", "bk/photos", "-o", "dl", "--delete"]));
+    let mut here: Vec<String> = walkdir::WalkDir::new(&copy)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(&copy)
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    here.sort();
+    assert_eq!(here, ["a.txt", "link", "new.txt", "sub"]);
+    assert_eq!(std::fs::read(copy.join("a.txt")).unwrap(), b"a, changed");
+    assert_eq!(std::fs::read(outside.join("precious.txt")).unwrap(), b"p");
 }
 
 #[test]
