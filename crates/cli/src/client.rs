@@ -143,7 +143,7 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             ..
         } => {
             let expanded = crate::glob::expand(&mut client, &names).await?;
-            let how = Fetch {
+            let how = Placing {
                 force: force || delete,
                 delete,
             };
@@ -442,6 +442,8 @@ pub(crate) struct Report<T> {
     pub(crate) rows: Vec<T>,
     failed: bool,
     has_token: bool,
+    /// Neither progress nor notes on stderr (`--quiet`, `--json`).
+    quiet: bool,
     /// Refusals over the upload quota after the first, which said why: counted, not printed
     /// (a folder's every remaining file would repeat it).
     over_quota: u64,
@@ -455,6 +457,7 @@ impl<T: Serialize> Report<T> {
             rows: Vec::new(),
             failed: false,
             has_token: global.has_token(),
+            quiet: global.quiet || global.json,
             over_quota: 0,
             hidden: 0,
         }
@@ -789,13 +792,7 @@ pub(crate) async fn put(
         folders,
         dirs,
     } = upload_plan(files, naming)?;
-    let wanted = mirror::Wanted {
-        files: plan.iter().map(|(_, name)| name.clone()).collect(),
-        folders: dirs.iter().cloned().collect(),
-        kept: skipped.iter().filter_map(|s| s.name.clone()).collect(),
-    };
-    let empty = mirror::empty_folders(&dirs, wanted.files.iter().map(String::as_str));
-    let empty: Vec<String> = empty.into_iter().map(str::to_owned).collect();
+    let after = AfterSending::new(&plan, &skipped, &folders, &dirs, delete);
     // A pipe named on the command line (`put <(pg_dump db) --as db.sql`, a FIFO) is read
     // once into a temporary file, like standard input. (A folder's files are regular.)
     let named: std::collections::HashSet<&PathBuf> = files.iter().collect();
@@ -819,69 +816,92 @@ pub(crate) async fn put(
             false => {}
         }
     }
-    if plan.is_empty() && skipped.is_empty() && empty.is_empty() {
+    if plan.is_empty() && skipped.is_empty() && after.empty.is_empty() {
         eprintln!("troca: nothing to upload (the folders hold no files)");
     }
     send_plan(global, client, plan, &folders, force, quiet, &mut report).await?;
-    make_empty_folders(client, &empty, quiet, &mut report).await;
-    if delete {
-        delete_on_hub(global, client, &folders, wanted, &mut report).await?;
-    }
+    after.run(global, client, &mut report).await?;
     report.finish(global)
 }
 
-/// Makes on the hub the folders of an upload that hold no file, as they are here.
-async fn make_empty_folders(
-    client: &mut HubClient,
-    empty: &[String],
-    quiet: bool,
-    report: &mut Report<PutRow>,
-) {
-    for name in empty {
-        match client.make_folder(name).await {
-            Ok(true) if !quiet => eprintln!("created {}/", output::safe(name)),
-            Ok(_) => {}
-            Err(e) => report.refused(format_args!("cannot create {}/", output::safe(name)), &e),
+/// What a folder upload does once its files are sent: make the folders that hold no file,
+/// and with `--delete` delete on the hub what the folders do not hold.
+pub(crate) struct AfterSending<'a> {
+    empty: Vec<String>,
+    /// The folders' places on the hub, and what they hold here (with `--delete`).
+    delete: Option<(&'a [String], mirror::Wanted)>,
+}
+
+impl<'a> AfterSending<'a> {
+    pub fn new(
+        plan: &[(PathBuf, String)],
+        skipped: &[Skipped],
+        places: &'a [String],
+        dirs: &[String],
+        delete: bool,
+    ) -> Self {
+        let files = plan.iter().map(|(_, name)| name.as_str());
+        let empty = mirror::empty_folders(dirs, files);
+        let wanted = delete.then(|| mirror::Wanted {
+            files: plan.iter().map(|(_, name)| name.clone()).collect(),
+            folders: dirs.iter().cloned().collect(),
+            kept: skipped.iter().filter_map(|s| s.name.clone()).collect(),
+        });
+        Self {
+            empty: empty.into_iter().map(str::to_owned).collect(),
+            delete: wanted.map(|w| (places, w.with_ancestors())),
         }
+    }
+
+    pub async fn run(
+        self,
+        global: &Global,
+        client: &mut HubClient,
+        sink: &mut impl UploadSink,
+    ) -> Result<()> {
+        for name in &self.empty {
+            match client.make_folder(name).await {
+                Ok(made) => sink.made(name, made),
+                Err(e) => sink.not_done(&format!("cannot create {}/", output::safe(name)), &e),
+            }
+        }
+        let Some((places, wanted)) = self.delete else {
+            return Ok(());
+        };
+        if sink.failed() {
+            sink.note("nothing deleted on the hub, as not everything could be sent");
+            return Ok(());
+        }
+        for place in places {
+            delete_extra(global, client, place, &wanted, sink).await?;
+        }
+        Ok(())
     }
 }
 
-/// `put DIR --delete`: deletes below each folder's place on the hub what the folders sent
-/// do not hold, unless something failed (a file not sent would look deleted here).
-async fn delete_on_hub(
+/// Deletes below `place` on the hub what `wanted` does not hold (see `mirror::extra`).
+async fn delete_extra(
     global: &Global,
     client: &mut HubClient,
-    places: &[String],
-    wanted: mirror::Wanted,
-    report: &mut Report<PutRow>,
+    place: &str,
+    wanted: &mirror::Wanted,
+    sink: &mut impl UploadSink,
 ) -> Result<()> {
-    if report.failed {
-        eprintln!("troca: nothing deleted on the hub, as not everything could be sent");
-        return Ok(());
-    }
-    let wanted = wanted.with_ancestors();
-    for place in places {
-        let listed = match client.list(place).await {
-            Ok(listed) => listed,
+    let listed = match client.list(place).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            sink.not_done(&format!("cannot list {}", output::safe(place)), &e);
+            return recover(global, client, &e).await;
+        }
+    };
+    let extra = mirror::extra(place, listed.iter().map(|e| e.name.as_str()), wanted);
+    let whole = extra.folders.iter().map(|f| (f, true));
+    for (name, recursive) in whole.chain(extra.files.iter().map(|f| (f, false))) {
+        match client.remove(name, recursive).await {
+            Ok(_) => sink.deleted(name, recursive),
             Err(e) => {
-                report.refused(format_args!("cannot list {}", output::safe(place)), &e);
+                sink.not_done(&format!("cannot delete {}", output::safe(name)), &e);
                 recover(global, client, &e).await?;
-                continue;
-            }
-        };
-        let extra = mirror::extra(place, listed.iter().map(|e| e.name.as_str()), &wanted);
-        let whole = extra.folders.iter().map(|f| (f, true));
-        for (name, recursive) in whole.chain(extra.files.iter().map(|f| (f, false))) {
-            match client.remove(name, recursive).await {
-                Ok(_) if !global.json && !global.quiet => {
-                    let slash = if recursive { "/" } else { "" };
-                    eprintln!("deleted {}{slash} on the hub", output::safe(name));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    report.refused(format_args!("cannot delete {}", output::safe(name)), &e);
-                    recover(global, client, &e).await?;
-                }
             }
         }
     }
@@ -894,6 +914,16 @@ pub(crate) trait UploadSink {
     fn refused(&mut self, file: &Path, e: &ClientError);
     /// The connection broke: files not answered yet were neither stored nor refused.
     fn stopped(&mut self, e: &ClientError);
+    /// A folder holding no file, made on the hub (`made`: it was not there).
+    fn made(&mut self, folder: &str, made: bool);
+    /// A name deleted on the hub by `--delete` (`folder`: with everything in it).
+    fn deleted(&mut self, name: &str, folder: bool);
+    /// Something besides a file that could not be done (`what`: "cannot delete NAME").
+    fn not_done(&mut self, what: &str, e: &ClientError);
+    /// Whether anything failed so far.
+    fn failed(&self) -> bool;
+    /// A note for people.
+    fn note(&mut self, text: &str);
 }
 
 impl UploadSink for Report<PutRow> {
@@ -905,6 +935,26 @@ impl UploadSink for Report<PutRow> {
     }
     fn stopped(&mut self, e: &ClientError) {
         Report::refused(self, format_args!("the upload stopped"), e);
+    }
+    fn made(&mut self, folder: &str, made: bool) {
+        if made && !self.quiet {
+            eprintln!("created {}/", output::safe(folder));
+        }
+    }
+    fn deleted(&mut self, name: &str, folder: bool) {
+        if !self.quiet {
+            let slash = if folder { "/" } else { "" };
+            eprintln!("deleted {}{slash} on the hub", output::safe(name));
+        }
+    }
+    fn not_done(&mut self, what: &str, e: &ClientError) {
+        Report::refused(self, what, e);
+    }
+    fn failed(&self) -> bool {
+        self.failed
+    }
+    fn note(&mut self, text: &str) {
+        eprintln!("troca: {text}");
     }
 }
 
@@ -1359,12 +1409,12 @@ async fn already_here(
     }))
 }
 
-/// How a `get` treats what is here already.
+/// How a transfer treats what the other side holds already.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Fetch {
-    /// Overwrite local files that differ.
+pub(crate) struct Placing {
+    /// Replace files that differ.
     pub force: bool,
-    /// Delete below each folder fetched what the hub does not show.
+    /// Delete below each folder sent or fetched what its source does not hold.
     pub delete: bool,
 }
 
@@ -1373,7 +1423,7 @@ pub(crate) async fn get(
     client: &mut HubClient,
     names: &[String],
     output_path: Option<PathBuf>,
-    how: Fetch,
+    how: Placing,
 ) -> Result<ExitCode> {
     let force = how.force;
     // A wildcard may have made one NAME several.

@@ -172,6 +172,9 @@ enum Request {
         to: Option<String>,
         #[serde(default)]
         force: bool,
+        /// For a folder: make its place on the hub the same as it (as `put --delete`).
+        #[serde(default)]
+        delete: bool,
     },
     Download {
         file_name: String,
@@ -265,7 +268,14 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             name,
             to,
             force,
-        } => upload(link, file_path, name, to, force).await?,
+            delete,
+        } => {
+            let how = crate::client::Placing {
+                force: force || delete,
+                delete,
+            };
+            upload(link, file_path, name, to, how).await?
+        }
         Request::Download {
             file_name,
             save_to,
@@ -352,6 +362,11 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
 struct FolderUpload {
     files: Vec<crate::client::PutRow>,
     failed: Vec<Value>,
+    /// Folders holding no file, made on the hub.
+    created: Vec<String>,
+    /// Names deleted on the hub (`"delete": true`), a folder's ending in `/`.
+    deleted: Vec<String>,
+    note: Option<String>,
 }
 
 impl crate::client::UploadSink for FolderUpload {
@@ -363,6 +378,26 @@ impl crate::client::UploadSink for FolderUpload {
     }
     fn stopped(&mut self, e: &ClientError) {
         self.failed.push(refusal(None, e));
+    }
+    fn made(&mut self, folder: &str, made: bool) {
+        if made {
+            self.created.push(folder.to_owned());
+        }
+    }
+    fn deleted(&mut self, name: &str, folder: bool) {
+        let slash = if folder { "/" } else { "" };
+        self.deleted.push(format!("{name}{slash}"));
+    }
+    fn not_done(&mut self, what: &str, e: &ClientError) {
+        let mut failure = refusal(None, e);
+        failure["what"] = what.into();
+        self.failed.push(failure);
+    }
+    fn failed(&self) -> bool {
+        !self.failed.is_empty()
+    }
+    fn note(&mut self, text: &str) {
+        self.note = Some(text.to_owned());
     }
 }
 
@@ -380,8 +415,9 @@ async fn upload(
     path: PathBuf,
     name: Option<String>,
     to: Option<String>,
-    force: bool,
+    how: crate::client::Placing,
 ) -> Result<Value, Failure> {
+    let force = how.force;
     if path.is_dir() {
         let naming = crate::client::Naming { as_name: None, to };
         let plan = crate::client::upload_plan(&[path], &naming)
@@ -390,23 +426,40 @@ async fn upload(
         let global = link.global;
         let client = link.client().await?;
         let folders = &plan.folders;
+        let after = crate::client::AfterSending::new(
+            &plan.files,
+            &plan.skipped,
+            folders,
+            &plan.dirs,
+            how.delete,
+        );
         crate::client::send_plan(
             global,
             client,
-            plan.files,
+            plan.files.clone(),
             folders,
             force,
             true,
             &mut answer,
         )
         .await?;
+        after.run(global, client, &mut answer).await?;
         let skipped: Vec<Value> = plan
             .skipped
             .iter()
             .map(|s| json!({ "path": s.path.display().to_string(), "reason": s.why.code(), "message": s.why.to_string() }))
             .collect();
-        let FolderUpload { files, failed } = answer;
-        return Ok(json!({ "files": files, "skipped": skipped, "failed": failed }));
+        let FolderUpload {
+            files,
+            failed,
+            created,
+            deleted,
+            note,
+        } = answer;
+        return Ok(json!({
+            "files": files, "skipped": skipped, "failed": failed,
+            "created": created, "deleted": deleted, "note": note,
+        }));
     }
     let name = name.or_else(|| {
         let to = to?;

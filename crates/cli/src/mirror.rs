@@ -243,6 +243,55 @@ mod tests {
         assert_eq!(empty_folders(&dirs[..1], []), ["p"]);
     }
 
+    /// A file tree of a few short names, as paths below `p/`.
+    fn tree() -> impl proptest::strategy::Strategy<Value = BTreeSet<String>> {
+        let part = proptest::sample::select(vec!["a", "b", "c"]);
+        let path = proptest::collection::vec(part, 1..4).prop_map(|parts| parts.join("/"));
+        proptest::collection::btree_set(path, 0..12)
+            .prop_map(|paths| paths.into_iter().map(|p| format!("p/{p}")).collect())
+    }
+
+    /// A tree as a store holds it: a name may not be both a file and a folder.
+    fn consistent(files: BTreeSet<String>) -> BTreeSet<String> {
+        let folders: HashSet<String> = Wanted {
+            files: files.iter().cloned().collect(),
+            ..Wanted::default()
+        }
+        .with_ancestors()
+        .folders;
+        files.into_iter().filter(|f| !folders.contains(f)).collect()
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the two trees, deleting what [`extra`] says leaves the other side
+        /// holding only files the source holds, and every such file it held.
+        #[test]
+        fn deleting_the_extra_leaves_exactly_what_the_source_holds(
+            source in tree().prop_map(consistent),
+            other in tree().prop_map(consistent),
+        ) {
+            let wanted = Wanted {
+                files: source.iter().cloned().collect(),
+                ..Wanted::default()
+            }
+            .with_ancestors();
+            let gone = extra("p/", other.iter().map(String::as_str), &wanted);
+            let left: BTreeSet<&String> = other
+                .iter()
+                .filter(|f| !gone.files.contains(f))
+                .filter(|f| !gone.folders.iter().any(|d| f.starts_with(&format!("{d}/"))))
+                .collect();
+            for f in &left {
+                prop_assert!(source.contains(*f), "{f} left, not in the source");
+            }
+            for f in other.iter().filter(|f| source.contains(*f)) {
+                prop_assert!(left.contains(f), "{f} deleted, yet in the source");
+            }
+        }
+    }
+
     #[test]
     fn local_extras_are_found_without_following_links() {
         let dir = tempfile::tempdir().unwrap();

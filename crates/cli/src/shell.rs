@@ -564,7 +564,7 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             let out = w.value("output").map(PathBuf::from);
             let c = link.client().await?;
             let names = crate::glob::expand(c, &w.operands).await?;
-            let how = client::Fetch {
+            let how = client::Placing {
                 force: w.force || w.delete,
                 delete: w.delete,
             };

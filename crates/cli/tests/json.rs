@@ -234,6 +234,23 @@ fn folders_through_json_requests() {
         .as_str()
         .unwrap()
         .ends_with("album/a.jpg"));
+    // With "delete": the changed file replaced, what the folder lacks deleted, its empty
+    // folder made; the link left out is not deleted.
+    std::fs::create_dir_all(s.client.join("album/empty")).unwrap();
+    std::fs::remove_dir_all(s.client.join("album/day 1")).unwrap();
+    std::fs::write(s.share.join("again/album/link.jpg"), "kept").unwrap();
+    let mirror = r#"{"operation": "upload", "file_path": "album", "to": "again", "delete": true}"#;
+    let out = run_script(&hub, &s.client, &[mirror]);
+    assert_eq!(out[0]["ok"], true, "{}", out[0]);
+    assert_eq!(out[0]["failed"], serde_json::json!([]), "{}", out[0]);
+    assert_eq!(out[0]["created"], serde_json::json!(["again/album/empty"]));
+    assert_eq!(out[0]["deleted"], serde_json::json!(["again/album/day 1/"]));
+    assert_eq!(
+        hash_file(&s.share.join("again/album/a.jpg")),
+        hash_file(&s.client.join("album/a.jpg"))
+    );
+    assert!(s.share.join("again/album/link.jpg").is_file());
+    assert!(!s.share.join("again/album/day 1").exists());
 }
 
 /// Past the upload quota of an address without a token, the JSON mode answers with the code

@@ -106,6 +106,12 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
     p.exp_string("use rm -r").unwrap();
     p.send_line("renomear fotos imagens").unwrap();
     p.exp_string("moved fotos to imagens").unwrap();
+    // A folder mirrored here: what the hub lacks goes.
+    std::fs::create_dir_all(s.client.join("espelho/imagens")).unwrap();
+    std::fs::write(s.client.join("espelho/imagens/extra.txt"), "x").unwrap();
+    p.send_line("baixar imagens -o espelho --delete").unwrap();
+    p.exp_string("deleted espelho/imagens/extra.txt").unwrap();
+    p.exp_string("troca> ").unwrap();
     p.send_line("nome ana").unwrap();
     p.exp_string("you are now ana").unwrap();
     p.send_line("clientes").unwrap();
@@ -120,6 +126,10 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
         "the notes"
     );
     assert_eq!(files_under(&s.client.join("picked")), ["other.bin"]);
+    assert_eq!(
+        files_under(&s.client.join("espelho")),
+        ["imagens/2026/shared copy.txt"]
+    );
     assert_eq!(
         std::fs::read_to_string(s.share.join("imagens/2026/shared copy.txt")).unwrap(),
         "spaced"
