@@ -50,11 +50,24 @@ pub async fn serve(
             tracker.spawn(refuse(stream, HubError::TooManyConnections(max)));
             continue;
         };
+        // An address's place is taken here, in the order its connections arrive (tasks may
+        // run out of order); a trusted proxy's client is known once its header is read.
+        let early = match hub.config().trusted_proxies.contains(peer.ip()) {
+            true => None,
+            false => match hub.addresses().take(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    let max = hub.config().max_connections_per_ip;
+                    tracker.spawn(refuse(stream, HubError::TooManyFromAddress(max)));
+                    continue;
+                }
+            },
+        };
         tracker.spawn(async move {
             let Some((stream, peer)) = client_of(&hub, stream, peer).await else {
                 return;
             };
-            let Some(slot) = hub.addresses().take(peer.ip()) else {
+            let Some(slot) = early.or_else(|| hub.addresses().take(peer.ip())) else {
                 let max = hub.config().max_connections_per_ip;
                 return refuse(stream, HubError::TooManyFromAddress(max)).await;
             };

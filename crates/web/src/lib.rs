@@ -508,7 +508,12 @@ fn paced<S>(stream: S, pace: Result<Arc<PaceSwitch>, Option<troca_net::pace::Pac
 async fn admit(
     stream: tokio::net::TcpStream,
     mut visits: Visits,
+    early: Option<AddressSlot>,
 ) -> Option<(tokio::net::TcpStream, Visits, Option<AddressSlot>)> {
+    if early.is_some() {
+        // Not a trusted proxy's: its address is its client's, and its place was taken.
+        return Some((stream, visits, early));
+    }
     let hub = Arc::clone(&visits.hub);
     let (stream, address) = troca_hub::server::client_of(&hub, stream, visits.address).await?;
     visits.address = address;
@@ -551,6 +556,19 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // An address's place is taken here, in the order its connections arrive (tasks may
+        // run out of order); a trusted proxy's client is known once it says who it is.
+        let early = match hub.config().trusted_proxies.contains(address.ip()) {
+            true => None,
+            false => match hub.addresses().take(address.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    let max = hub.config().max_connections_per_ip;
+                    tasks.spawn(refuse(stream, HubError::TooManyFromAddress(max)));
+                    continue;
+                }
+            },
+        };
         let visits = Visits {
             app: app.clone(),
             hub: Arc::clone(&hub),
@@ -566,7 +584,7 @@ pub async fn serve(
         let tls = hub.tls().filter(|_| https).map(|t| Arc::clone(&t.http));
         let watcher = graceful.watcher();
         tasks.spawn(async move {
-            let Some((stream, visits, from_address)) = admit(stream, visits).await else {
+            let Some((stream, visits, from_address)) = admit(stream, visits, early).await else {
                 return;
             };
             let _held = (permit, from_address, Arc::clone(&visits.registration));
