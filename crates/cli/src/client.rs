@@ -819,7 +819,8 @@ pub(crate) async fn put(
     if plan.is_empty() && skipped.is_empty() && after.empty.is_empty() {
         eprintln!("troca: nothing to upload (the folders hold no files)");
     }
-    send_plan(global, client, plan, &folders, force, quiet, &mut report).await?;
+    let how = Placing { force, delete };
+    send_plan(global, client, plan, &folders, how, quiet, &mut report).await?;
     after.run(global, client, &mut report).await?;
     report.finish(global)
 }
@@ -968,13 +969,14 @@ pub(crate) async fn send_plan(
     client: &mut HubClient,
     plan: Vec<(PathBuf, String)>,
     folders: &[String],
-    force: bool,
+    how: Placing,
     quiet: bool,
     sink: &mut impl UploadSink,
 ) -> Result<()> {
-    let (plan, listed) = match force {
-        true => (plan, HashMap::new()),
-        false => match leave_out_identical(client, plan, folders, quiet, sink).await {
+    let force = how.force;
+    let (plan, listed) = match how.skips_identical() {
+        false => (plan, HashMap::new()),
+        true => match leave_out_identical(client, plan, folders, quiet, sink).await {
             Ok(Sorted { rest, listed }) => (rest, listed),
             Err(Unlisted { plan, error }) => {
                 recover(global, client, &error).await?;
@@ -1344,16 +1346,17 @@ pub(crate) async fn get_one(
     client: &mut HubClient,
     name: &str,
     output_path: Option<&Path>,
-    force: bool,
+    how: Placing,
     quiet: bool,
 ) -> Result<GetRow, ClientError> {
+    let force = how.force;
     let base = Path::new(name.rsplit('/').next().unwrap_or(name));
     let wanted = match output_path {
         Some(o) if o.is_dir() => o.join(base),
         Some(o) => o.to_path_buf(),
         None => base.to_path_buf(),
     };
-    if !force && wanted.is_file() {
+    if how.skips_identical() && wanted.is_file() {
         if let Some(row) = already_here(client, name, &wanted, quiet).await? {
             return Ok(row);
         }
@@ -1418,6 +1421,15 @@ pub(crate) struct Placing {
     pub delete: bool,
 }
 
+impl Placing {
+    /// Whether a file the same on both sides is left alone rather than sent again: always
+    /// but with `--force` alone (which sends everything). `--delete` replaces only what
+    /// differs, as rsync does.
+    pub fn skips_identical(self) -> bool {
+        !self.force || self.delete
+    }
+}
+
 pub(crate) async fn get(
     global: &Global,
     client: &mut HubClient,
@@ -1425,7 +1437,6 @@ pub(crate) async fn get(
     output_path: Option<PathBuf>,
     how: Placing,
 ) -> Result<ExitCode> {
-    let force = how.force;
     // A wildcard may have made one NAME several.
     if let Some(wrong) = output_path
         .as_deref()
@@ -1459,9 +1470,9 @@ pub(crate) async fn get(
                             .into_iter()
                             .filter(|f| !done.contains(f.name.as_str()))
                             .collect();
-                        get_folder(c, name, &files, &root, force, quiet, &mut report).await
+                        get_folder(c, name, &files, &root, how, quiet, &mut report).await
                     }
-                    None => get_one(c, name, output_path.as_deref(), force, quiet)
+                    None => get_one(c, name, output_path.as_deref(), how, quiet)
                         .await
                         .map(|row| report.rows.push(row)),
                 }
@@ -1722,7 +1733,7 @@ async fn get_folder(
     name: &str,
     files: &[Entry],
     root: &Path,
-    force: bool,
+    how: Placing,
     quiet: bool,
     report: &mut Report<GetRow>,
 ) -> Result<(), ClientError> {
@@ -1735,7 +1746,7 @@ async fn get_folder(
         files: &small,
         parent_len,
         root,
-        force,
+        how,
         quiet,
     };
     get_small(client, plan, report).await?;
@@ -1760,7 +1771,7 @@ async fn get_folder(
                 continue;
             }
         }
-        match get_one(client, &f.name, Some(&local), force, quiet).await {
+        match get_one(client, &f.name, Some(&local), how, quiet).await {
             Ok(row) => report.rows.push(row),
             // A lost connection ends the folder (to be taken up again); one file refused or
             // corrupt is that file's failure, and the rest still come.
@@ -1778,7 +1789,7 @@ struct SmallPlan<'a> {
     /// How much of each name is the folder's parent (left out of the local path).
     parent_len: usize,
     root: &'a Path,
-    force: bool,
+    how: Placing,
     quiet: bool,
 }
 
@@ -1829,7 +1840,7 @@ async fn small_wanted(
         files,
         parent_len,
         root,
-        force,
+        how,
         quiet,
     } = plan;
     let mut wanted = Vec::with_capacity(files.len());
@@ -1844,9 +1855,9 @@ async fn small_wanted(
         })
         .collect();
     // Files already here, the same as on the hub: not fetched again.
-    let same = match force {
-        true => vec![false; files.len()],
-        false => held_here(files.iter().map(|(f, t)| Held::of(t, Some(f)))).await,
+    let same = match how.skips_identical() {
+        false => vec![false; files.len()],
+        true => held_here(files.iter().map(|(f, t)| Held::of(t, Some(f)))).await,
     };
     let mut here = Vec::new();
     for ((f, target), same) in files.into_iter().zip(same) {
@@ -1874,7 +1885,7 @@ async fn small_wanted(
             name: f.name.clone(),
             size: f.size,
             target,
-            replace: force,
+            replace: how.force,
         });
     }
     if !quiet {

@@ -285,7 +285,11 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             let what = format!("download of {}", crate::output::safe(&file_name));
             let row = Retries::new(global)
                 .run(client, &what, async |c| {
-                    get_one(c, &file_name, save_to.as_deref(), force, true).await
+                    let how = crate::client::Placing {
+                        force,
+                        delete: false,
+                    };
+                    get_one(c, &file_name, save_to.as_deref(), how, true).await
                 })
                 .await?;
             json!({ "file": row })
@@ -438,7 +442,7 @@ async fn upload(
             client,
             plan.files.clone(),
             folders,
-            force,
+            how,
             true,
             &mut answer,
         )

@@ -85,7 +85,13 @@ fn put_and_get_with_delete_make_the_other_side_the_same() {
     let s = Scratch::new();
     let hub = Hub::start(&s.share, &[]);
     let photos = s.client.join("photos");
-    for (name, text) in [("a.txt", "a"), ("sub/b.txt", "b"), ("old/x/c.txt", "c")] {
+    let first = [
+        ("a.txt", "a"),
+        ("same.txt", "s"),
+        ("sub/b.txt", "b"),
+        ("old/x/c.txt", "c"),
+    ];
+    for (name, text) in first {
         std::fs::create_dir_all(photos.join(name).parent().unwrap()).unwrap();
         std::fs::write(photos.join(name), text).unwrap();
     }
@@ -126,9 +132,18 @@ fn put_and_get_with_delete_make_the_other_side_the_same() {
         err.contains("deleted bk/photos/stray.txt on the hub"),
         "{err}"
     );
+    assert!(
+        !err.contains("uploaded"),
+        "what is the same is not sent again: {err}"
+    );
     assert_eq!(
         files_under(&s.share.join("bk")),
-        ["photos/a.txt", "photos/link", "photos/new.txt"]
+        [
+            "photos/a.txt",
+            "photos/link",
+            "photos/new.txt",
+            "photos/same.txt"
+        ]
     );
     assert_eq!(
         std::fs::read(s.share.join("bk/photos/a.txt")).unwrap(),
@@ -163,9 +178,17 @@ fn put_and_get_with_delete_make_the_other_side_the_same() {
         })
         .collect();
     here.sort();
-    assert_eq!(here, ["a.txt", "link", "new.txt", "sub"]);
+    assert_eq!(here, ["a.txt", "link", "new.txt", "same.txt", "sub"]);
     assert_eq!(std::fs::read(copy.join("a.txt")).unwrap(), b"a, changed");
     assert_eq!(std::fs::read(outside.join("precious.txt")).unwrap(), b"p");
+    // Again: nothing differs, so nothing is fetched or deleted.
+    let out = hub.troca(&s.client, &["get", "bk/photos", "-o", "dl", "--delete"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(
+        !err.contains("downloaded") && !err.contains("deleted"),
+        "{err}"
+    );
 }
 
 #[test]
