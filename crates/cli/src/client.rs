@@ -744,12 +744,7 @@ fn plan_folder(folder: &Path, prefix: &str, plan: &mut UploadPlan) {
             }
         };
         let kind = entry.file_type();
-        let rel = entry
-            .path()
-            .strip_prefix(folder)
-            .expect("below the folder walked");
-        let rel: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-        let name = rel.map(|rel| format!("{prefix}{}", rel.join("/")));
+        let name = mirror::name_below(folder, entry.path()).map(|rel| format!("{prefix}{rel}"));
         let why = match &name {
             // A folder's files say so if its name is not UTF-8.
             _ if kind.is_dir() => {

@@ -122,6 +122,14 @@ pub(crate) fn empty_folders<'a>(
         .collect()
 }
 
+/// `path`'s path from `dir` (which holds it), as a hub names it (`sub/a.txt`); `None` when
+/// a part is not UTF-8.
+pub(crate) fn name_below(dir: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(dir).expect("below the folder walked");
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    parts.map(|parts| parts.join("/"))
+}
+
 /// A local entry below a downloaded folder that the hub does not hold.
 #[derive(Debug)]
 pub(crate) struct LocalExtra {
@@ -142,12 +150,7 @@ pub(crate) fn extra_here(dir: &Path, name: &str, wanted: &Wanted) -> Vec<LocalEx
         .into_iter();
     while let Some(entry) = walker.next() {
         let Ok(entry) = entry else { continue };
-        let rel = entry
-            .path()
-            .strip_prefix(dir)
-            .expect("below the folder walked");
-        let remote: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-        let remote = remote.map(|parts| format!("{name}/{}", parts.join("/")));
+        let remote = name_below(dir, entry.path()).map(|rel| format!("{name}/{rel}"));
         let folder = entry.file_type().is_dir();
         let wanted = match (&remote, folder) {
             (Some(r), true) => wanted.folders.contains(r),

@@ -50,18 +50,12 @@ pub async fn serve(
             tracker.spawn(refuse(stream, HubError::TooManyConnections(max)));
             continue;
         };
-        // An address's place is taken here, in the order its connections arrive (tasks may
-        // run out of order); a trusted proxy's client is known once its header is read.
-        let early = match hub.config().trusted_proxies.contains(peer.ip()) {
-            true => None,
-            false => match hub.addresses().take(peer.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    let max = hub.config().max_connections_per_ip;
-                    tracker.spawn(refuse(stream, HubError::TooManyFromAddress(max)));
-                    continue;
-                }
-            },
+        let early = match early_place(&hub, peer) {
+            Ok(early) => early,
+            Err(e) => {
+                tracker.spawn(refuse(stream, e));
+                continue;
+            }
         };
         tracker.spawn(async move {
             let Some((stream, peer)) = client_of(&hub, stream, peer).await else {
@@ -82,6 +76,25 @@ pub async fn serve(
     let h = Arc::clone(&hub);
     let _ = tokio::task::spawn_blocking(move || h.history_log().flush()).await;
     Ok(())
+}
+
+/// A new connection's place among its address's, taken as it is accepted, in the order
+/// connections arrive (their tasks may run out of order, and a later one must not take the
+/// place of an earlier one); `None` for a trusted proxy's, whose client is known only once
+/// it says who it is. Refused past `--max-connections-per-ip`.
+pub fn early_place(
+    hub: &Hub,
+    peer: std::net::SocketAddr,
+) -> Result<Option<troca_net::limits::AddressSlot>, HubError> {
+    if hub.config().trusted_proxies.contains(peer.ip()) {
+        return Ok(None);
+    }
+    match hub.addresses().take(peer.ip()) {
+        Some(slot) => Ok(Some(slot)),
+        None => Err(HubError::TooManyFromAddress(
+            hub.config().max_connections_per_ip,
+        )),
+    }
 }
 
 /// The client a connection is for: its peer, or, from a trusted proxy that begins with a PROXY

@@ -556,18 +556,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // An address's place is taken here, in the order its connections arrive (tasks may
-        // run out of order); a trusted proxy's client is known once it says who it is.
-        let early = match hub.config().trusted_proxies.contains(address.ip()) {
-            true => None,
-            false => match hub.addresses().take(address.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    let max = hub.config().max_connections_per_ip;
-                    tasks.spawn(refuse(stream, HubError::TooManyFromAddress(max)));
-                    continue;
-                }
-            },
+        let early = match troca_hub::server::early_place(&hub, address) {
+            Ok(early) => early,
+            Err(e) => {
+                tasks.spawn(refuse(stream, e));
+                continue;
+            }
         };
         let visits = Visits {
             app: app.clone(),
