@@ -133,7 +133,14 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             ..
         } => {
             let names = Naming { as_name, to };
-            put(global, &mut client, &files, &names, force || delete, delete).await
+            put(
+                global,
+                &mut client,
+                &files,
+                &names,
+                Placing { force, delete },
+            )
+            .await
         }
         Command::Get {
             names,
@@ -143,11 +150,14 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             ..
         } => {
             let expanded = crate::glob::expand(&mut client, &names).await?;
-            let how = Placing {
-                force: force || delete,
-                delete,
-            };
-            get(global, &mut client, &expanded, output, how).await
+            get(
+                global,
+                &mut client,
+                &expanded,
+                output,
+                Placing { force, delete },
+            )
+            .await
         }
         Command::Rm {
             names, recursive, ..
@@ -775,11 +785,10 @@ pub(crate) async fn put(
     client: &mut HubClient,
     files: &[PathBuf],
     naming: &Naming,
-    force: bool,
-    delete: bool,
+    how: Placing,
 ) -> Result<ExitCode> {
     if files.iter().any(|f| f == Path::new("-")) {
-        return put_stdin(global, client, files, naming, force).await;
+        return put_stdin(global, client, files, naming, how.replaces()).await;
     }
     let UploadPlan {
         files: mut plan,
@@ -787,7 +796,7 @@ pub(crate) async fn put(
         folders,
         dirs,
     } = upload_plan(files, naming)?;
-    let after = AfterSending::new(&plan, &skipped, &folders, &dirs, delete);
+    let after = AfterSending::new(&plan, &skipped, &folders, &dirs, how.delete);
     // A pipe named on the command line (`put <(pg_dump db) --as db.sql`, a FIFO) is read
     // once into a temporary file, like standard input. (A folder's files are regular.)
     let named: std::collections::HashSet<&PathBuf> = files.iter().collect();
@@ -814,7 +823,6 @@ pub(crate) async fn put(
     if plan.is_empty() && skipped.is_empty() && after.empty.is_empty() {
         eprintln!("troca: nothing to upload (the folders hold no files)");
     }
-    let how = Placing { force, delete };
     send_plan(global, client, plan, &folders, how, quiet, &mut report).await?;
     after.run(global, client, &mut report).await?;
     report.finish(global)
@@ -968,7 +976,7 @@ pub(crate) async fn send_plan(
     quiet: bool,
     sink: &mut impl UploadSink,
 ) -> Result<()> {
-    let force = how.force;
+    let force = how.replaces();
     let (plan, listed) = match how.skips_identical() {
         false => (plan, HashMap::new()),
         true => match leave_out_identical(client, plan, folders, quiet, sink).await {
@@ -1344,7 +1352,7 @@ pub(crate) async fn get_one(
     how: Placing,
     quiet: bool,
 ) -> Result<GetRow, ClientError> {
-    let force = how.force;
+    let force = how.replaces();
     let base = Path::new(name.rsplit('/').next().unwrap_or(name));
     let wanted = match output_path {
         Some(o) if o.is_dir() => o.join(base),
@@ -1407,16 +1415,23 @@ async fn already_here(
     }))
 }
 
-/// How a transfer treats what the other side holds already.
-#[derive(Debug, Clone, Copy, Default)]
+/// How a transfer treats what the other side holds already, as asked (`--force`,
+/// `--delete`).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Placing {
-    /// Replace files that differ.
+    /// Replace files, even the same (send everything again).
     pub force: bool,
-    /// Delete below each folder sent or fetched what its source does not hold.
+    /// Make each folder's copy the same as its source: replace what differs, and delete
+    /// below it what its source does not hold.
     pub delete: bool,
 }
 
 impl Placing {
+    /// Whether a file on the other side is replaced rather than kept.
+    pub fn replaces(self) -> bool {
+        self.force || self.delete
+    }
+
     /// Whether a file the same on both sides is left alone rather than sent again: always
     /// but with `--force` alone (which sends everything). `--delete` replaces only what
     /// differs, as rsync does.
@@ -1880,7 +1895,7 @@ async fn small_wanted(
             name: f.name.clone(),
             size: f.size,
             target,
-            replace: how.force,
+            replace: how.replaces(),
         });
     }
     if !quiet {

@@ -270,10 +270,7 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             force,
             delete,
         } => {
-            let how = crate::client::Placing {
-                force: force || delete,
-                delete,
-            };
+            let how = crate::client::Placing { force, delete };
             upload(link, file_path, name, to, how).await?
         }
         Request::Download {
@@ -421,7 +418,7 @@ async fn upload(
     to: Option<String>,
     how: crate::client::Placing,
 ) -> Result<Value, Failure> {
-    let force = how.force;
+    let force = how.replaces();
     if path.is_dir() {
         let naming = crate::client::Naming { as_name: None, to };
         let plan = crate::client::upload_plan(&[path], &naming)

@@ -23,17 +23,19 @@ pub(crate) struct Wanted {
 impl Wanted {
     /// Each folder on the way to each file and folder, down to `top`'s own.
     pub fn with_ancestors(mut self) -> Self {
-        let mut ancestors = Vec::new();
-        for name in self.files.iter().chain(&self.folders) {
-            let mut at = name.as_str();
-            while let Some(i) = at.rfind('/') {
-                at = &at[..i];
-                ancestors.push(at.to_owned());
-            }
-        }
+        let names = self.files.iter().chain(&self.folders);
+        let ancestors: Vec<String> = names
+            .flat_map(|n| folders_above(n))
+            .map(str::to_owned)
+            .collect();
         self.folders.extend(ancestors);
         self
     }
+}
+
+/// The folders `name` is in, nearest first: `a/b/c` gives `a/b`, then `a`.
+fn folders_above(name: &str) -> impl Iterator<Item = &str> {
+    name.rmatch_indices('/').map(move |(i, _)| &name[..i])
 }
 
 /// What to delete: whole folders (with everything in them), then single files.
@@ -88,14 +90,7 @@ pub(crate) fn extra<'a>(
 }
 
 fn under_kept(name: &str, kept: &HashSet<String>) -> bool {
-    let mut at = name;
-    while let Some(i) = at.rfind('/') {
-        at = &at[..i];
-        if kept.contains(at) {
-            return true;
-        }
-    }
-    false
+    folders_above(name).any(|f| kept.contains(f))
 }
 
 /// The folders of `dirs` (a `put`'s local folders, by their names on the hub) that no file
@@ -108,10 +103,9 @@ pub(crate) fn empty_folders<'a>(
     let mut holding = HashSet::new();
     let names = files.into_iter().chain(dirs.iter().map(String::as_str));
     for name in names {
-        let mut at = name;
-        while let Some(i) = at.rfind('/') {
-            at = &at[..i];
-            if !holding.insert(at) {
+        // Once a folder is known to hold something, so are those above it.
+        for folder in folders_above(name) {
+            if !holding.insert(folder) {
                 break;
             }
         }

@@ -565,7 +565,7 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
             let c = link.client().await?;
             let names = crate::glob::expand(c, &w.operands).await?;
             let how = client::Placing {
-                force: w.force || w.delete,
+                force: w.force,
                 delete: w.delete,
             };
             client::get(global, c, &names, out, how).await?;
@@ -685,8 +685,11 @@ async fn put(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
         to: w.value("to"),
     };
     let global = link.global;
-    let (force, delete) = (w.force || w.delete, w.delete);
-    client::put(global, link.client().await?, &files, &naming, force, delete).await?;
+    let how = client::Placing {
+        force: w.force,
+        delete: w.delete,
+    };
+    client::put(global, link.client().await?, &files, &naming, how).await?;
     Ok(())
 }
 

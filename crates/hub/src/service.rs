@@ -123,15 +123,15 @@ pub struct Uploaded {
 /// A count (of the files shared, of the partial uploads held), and what it cost: one that
 /// walks much is given again for a while, so that asking often (a page polling `status`)
 /// cannot keep the hub walking.
-/// Where a count of files and bytes is kept between two `status` requests.
-type CountSlot = tokio::sync::Mutex<Option<Counted<Totals>>>;
-
 #[derive(Debug, Clone, Copy)]
 struct Counted<T> {
     value: T,
     at: Instant,
     took: Duration,
 }
+
+/// Where a count of files and bytes is kept between two `status` requests.
+type CountSlot = tokio::sync::Mutex<Option<Counted<Totals>>>;
 
 impl<T: Copy + Send + 'static> Counted<T> {
     /// The count in `slot` if it is fresh, else `count` made anew on the blocking pool (one
@@ -1513,12 +1513,12 @@ impl Hub {
         };
         let (hub, within) = (Arc::clone(self), format!("{folder}/"));
         blocking(move || {
-            let inside = hub.store.partials().into_iter();
-            let inside: Vec<_> = inside.filter(|p| p.name.starts_with(&within)).collect();
-            Ok(PartialTotals {
-                count: inside.len() as u64,
-                bytes: inside.iter().map(|p| p.held).sum(),
-            })
+            let all = hub.store.partials();
+            let inside = all.iter().filter(|p| p.name.starts_with(&within));
+            Ok(inside.fold(PartialTotals::default(), |t, p| PartialTotals {
+                count: t.count + 1,
+                bytes: t.bytes + p.held,
+            }))
         })
         .await
     }

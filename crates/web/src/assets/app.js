@@ -151,9 +151,8 @@ async function problem(r, name) {
       : rights.folder ? `Your token reaches only the folder ${rights.folder}/.`
       : "Your token does not allow that.";
     case "already_exists": return `${name} already exists here.`;
-    case "is_a_folder": return body.message && body.message.includes("is a file")
-      ? `A file is in the way of ${name}: a folder never takes a file's place.`
-      : `A folder is in the way of ${name}: it is never replaced; move or delete it first.`;
+    case "is_a_folder": return `${name} cannot go there: a folder is never replaced, ` +
+      "nor a file by a folder. Move or delete what is in the way first.";
     case "not_found": return `${name} is no longer on the hub.`;
     case "not_empty": return `The folder ${name} is not empty.`;
     case "no_space": return "The hub has no room left for this.";
