@@ -502,11 +502,6 @@ impl<T: Serialize> Report<T> {
         self.fail(format_args!("{what}: {message}{hint}"));
     }
 
-    /// A file of a folder that could not be downloaded (the rest still come).
-    fn download_failed(&mut self, name: &str, e: &ClientError) {
-        self.refused(format_args!("cannot download {}", output::safe(name)), e);
-    }
-
     pub(crate) fn finish(self, global: &Global) -> Result<ExitCode> {
         let repeated = [
             (self.over_quota, "the upload quota"),
@@ -1468,27 +1463,16 @@ pub(crate) async fn get(
     let mut report: Report<GetRow> = Report::new(global);
     let quiet = global.json || global.quiet;
     for name in names {
-        let got = Retries::new(global)
-            .run(client, &download_of(name), async |c| {
-                match folder_files(c, name).await? {
-                    Some(files) => {
-                        let root = output_path.clone().unwrap_or_else(|| PathBuf::from("."));
-                        // Another try takes only what the ones before did not bring.
-                        let done: HashSet<&str> =
-                            report.rows.iter().map(|r| r.name.as_str()).collect();
-                        let files: Vec<Entry> = files
-                            .into_iter()
-                            .filter(|f| !done.contains(f.name.as_str()))
-                            .collect();
-                        get_folder(c, name, &files, &root, how, quiet, &mut report).await
-                    }
-                    None => get_one(c, name, output_path.as_deref(), how, quiet)
-                        .await
-                        .map(|row| report.rows.push(row)),
-                }
-            })
-            .await;
-        if let Err(e) = got {
+        let got = get_name(
+            global,
+            client,
+            name,
+            output_path.as_deref(),
+            how,
+            quiet,
+            &mut report,
+        );
+        if let Err(e) = got.await {
             report.refused(format_args!("cannot download {name}"), &e);
             recover(global, client, &e).await?;
         }
@@ -1502,17 +1486,57 @@ pub(crate) async fn get(
     report.finish(global)
 }
 
+/// What `name` turned out to be on the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    File,
+    Folder,
+}
+
+/// Downloads `name`: a file into `output` (see `get_one`), or a folder's every file below
+/// `output` (or the current folder), taken up again after a lost connection. A folder's file
+/// that fails goes to the sink and the rest still come; what is returned is why nothing (more)
+/// could be fetched. The one download path of every face that fetches folders.
+pub(crate) async fn get_name(
+    global: &Global,
+    client: &mut HubClient,
+    name: &str,
+    output: Option<&Path>,
+    how: Placing,
+    quiet: bool,
+    sink: &mut impl DownloadSink,
+) -> Result<Fetched, ClientError> {
+    Retries::new(global)
+        .run(client, &download_of(name), async |c| {
+            let Some(files) = folder_files(c, name).await? else {
+                let row = get_one(c, name, output, how, quiet).await?;
+                sink.got(row);
+                return Ok(Fetched::File);
+            };
+            let root = output.unwrap_or(Path::new("."));
+            // Another try takes only what the ones before did not bring.
+            let done: HashSet<&str> = sink.rows().iter().map(|r| r.name.as_str()).collect();
+            let files: Vec<Entry> = files
+                .into_iter()
+                .filter(|f| !done.contains(f.name.as_str()))
+                .collect();
+            get_folder(c, name, &files, root, how, quiet, sink).await?;
+            Ok(Fetched::Folder)
+        })
+        .await
+}
+
 /// `get FOLDER --delete`: deletes below the folder's local copy what the hub does not show,
 /// unless something failed (a file not downloaded would look deleted on the hub).
-async fn delete_here(
+pub(crate) async fn delete_here(
     global: &Global,
     client: &mut HubClient,
     name: &str,
     root: &Path,
-    report: &mut Report<GetRow>,
+    sink: &mut impl DownloadSink,
 ) -> Result<()> {
-    if report.failed {
-        eprintln!("troca: nothing deleted here, as not everything could be downloaded");
+    if sink.failed() {
+        sink.note("nothing deleted here, as not everything could be downloaded");
         return Ok(());
     }
     let listed = match folder_files(client, name).await {
@@ -1520,7 +1544,7 @@ async fn delete_here(
         // A file, not a folder: nothing to make the same.
         Ok(None) => return Ok(()),
         Err(e) => {
-            report.refused(format_args!("cannot list {}", output::safe(name)), &e);
+            sink.not_done(&format!("cannot list {}", output::safe(name)), &e);
             return recover(global, client, &e).await;
         }
     };
@@ -1548,15 +1572,63 @@ async fn delete_here(
             false => std::fs::remove_file(&extra.path),
         };
         match gone {
-            Ok(()) if !global.json && !global.quiet => {
-                let slash = if extra.folder { "/" } else { "" };
-                eprintln!("deleted {}{slash}", extra.path.display());
-            }
-            Ok(()) => {}
-            Err(e) => report.fail(format_args!("cannot delete {}: {e}", extra.path.display())),
+            Ok(()) => sink.deleted(&extra.path, extra.folder),
+            Err(e) => sink.not_deleted(&extra.path, &e),
         }
     }
     Ok(())
+}
+
+/// Where a download's outcomes go: the command line's report, or the JSON mode's answer.
+pub(crate) trait DownloadSink {
+    fn got(&mut self, row: GetRow);
+    /// What was downloaded so far (or found here already).
+    fn rows(&self) -> &[GetRow];
+    /// A folder's file that could not be downloaded (the rest still come).
+    fn refused(&mut self, name: &str, e: &ClientError);
+    /// A local file or folder deleted by `--delete` (`folder`: with everything in it).
+    fn deleted(&mut self, path: &Path, folder: bool);
+    fn not_deleted(&mut self, path: &Path, e: &std::io::Error);
+    /// Something besides a file that could not be done (`what`: "cannot list NAME").
+    fn not_done(&mut self, what: &str, e: &ClientError);
+    /// Whether anything failed so far.
+    fn failed(&self) -> bool;
+    /// A note for people.
+    fn note(&mut self, text: &str);
+}
+
+impl DownloadSink for Report<GetRow> {
+    fn got(&mut self, row: GetRow) {
+        self.rows.push(row);
+    }
+    fn rows(&self) -> &[GetRow] {
+        &self.rows
+    }
+    fn refused(&mut self, name: &str, e: &ClientError) {
+        Report::refused(
+            self,
+            format_args!("cannot download {}", output::safe(name)),
+            e,
+        );
+    }
+    fn deleted(&mut self, path: &Path, folder: bool) {
+        if !self.quiet {
+            let slash = if folder { "/" } else { "" };
+            eprintln!("deleted {}{slash}", path.display());
+        }
+    }
+    fn not_deleted(&mut self, path: &Path, e: &std::io::Error) {
+        self.fail(format_args!("cannot delete {}: {e}", path.display()));
+    }
+    fn not_done(&mut self, what: &str, e: &ClientError) {
+        Report::refused(self, what, e);
+    }
+    fn failed(&self) -> bool {
+        self.failed
+    }
+    fn note(&mut self, text: &str) {
+        eprintln!("troca: {text}");
+    }
 }
 
 /// `get NAME -o -`: the file to standard output, taken up again from the bytes already written
@@ -1745,7 +1817,7 @@ async fn get_folder(
     root: &Path,
     how: Placing,
     quiet: bool,
-    report: &mut Report<GetRow>,
+    sink: &mut impl DownloadSink,
 ) -> Result<(), ClientError> {
     let folder = name.trim_end_matches('/');
     let parent_len = folder.rfind('/').map_or(0, |i| i + 1);
@@ -1759,7 +1831,7 @@ async fn get_folder(
         how,
         quiet,
     };
-    get_small(client, plan, report).await?;
+    get_small(client, plan, sink).await?;
     for f in large {
         let Some(rel) = f.name.get(parent_len..) else {
             continue;
@@ -1777,16 +1849,16 @@ async fn get_folder(
         if let Some(dir) = local.parent() {
             if let Err(e) = std::fs::create_dir_all(dir) {
                 let e = ClientError::local(dir, e);
-                report.download_failed(&f.name, &e);
+                sink.refused(&f.name, &e);
                 continue;
             }
         }
         match get_one(client, &f.name, Some(&local), how, quiet).await {
-            Ok(row) => report.rows.push(row),
+            Ok(row) => sink.got(row),
             // A lost connection ends the folder (to be taken up again); one file refused or
             // corrupt is that file's failure, and the rest still come.
             Err(e) if crate::retry::transient(&e) => return Err(e),
-            Err(e) => report.download_failed(&f.name, &e),
+            Err(e) => sink.refused(&f.name, &e),
         }
     }
     Ok(())
@@ -1807,10 +1879,10 @@ struct SmallPlan<'a> {
 async fn get_small(
     client: &mut HubClient,
     plan: SmallPlan<'_>,
-    report: &mut Report<GetRow>,
+    sink: &mut impl DownloadSink,
 ) -> Result<(), ClientError> {
     let quiet = plan.quiet;
-    let wanted = small_wanted(plan, report).await;
+    let wanted = small_wanted(plan, sink).await;
     let tree = TreeBar::new(wanted.len(), wanted.iter().map(|w| w.size).sum(), quiet);
     let done = troca_net::batch::download_small(client, &wanted, |i, r| match r {
         Ok(got) => {
@@ -1826,14 +1898,14 @@ async fn get_small(
             // As a large file's line says it: the hub's name, then where it landed.
             let to = format!("{name} to {}", got.path.display());
             tree.done("downloaded", &to, got.size);
-            report.rows.push(GetRow {
+            sink.got(GetRow {
                 name: name.clone(),
                 path: got.path.display().to_string(),
                 size: got.size,
                 blake3: hex(&got.blake3),
             });
         }
-        Err(e) => report.refused(format_args!("cannot download {}", wanted[i].name), &e),
+        Err(e) => sink.refused(&wanted[i].name, &e),
     })
     .await;
     tree.finish("downloaded");
@@ -1844,7 +1916,7 @@ async fn get_small(
 /// (the same as on the hub) are reported and left, and each target's folder is made.
 async fn small_wanted(
     plan: SmallPlan<'_>,
-    report: &mut Report<GetRow>,
+    sink: &mut impl DownloadSink,
 ) -> Vec<troca_net::batch::SmallGet> {
     let SmallPlan {
         files,
@@ -1873,7 +1945,7 @@ async fn small_wanted(
     for ((f, target), same) in files.into_iter().zip(same) {
         if same {
             here.push(target.display().to_string());
-            report.rows.push(GetRow {
+            sink.got(GetRow {
                 name: f.name.clone(),
                 path: target.display().to_string(),
                 size: f.size,
@@ -1885,7 +1957,7 @@ async fn small_wanted(
             if !made.contains(dir) {
                 if let Err(e) = std::fs::create_dir_all(dir) {
                     let e = ClientError::local(dir, e);
-                    report.download_failed(&f.name, &e);
+                    sink.refused(&f.name, &e);
                     continue;
                 }
                 made.insert(dir.to_path_buf());

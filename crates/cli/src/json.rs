@@ -4,7 +4,7 @@
 //! the one-shot commands.
 
 use crate::args::Global;
-use crate::client::{get_one, put_one, Link};
+use crate::client::{put_one, Fetched, GetRow, Link};
 use crate::retry::Retries;
 use anyhow::Result;
 use serde_json::{json, Map, Value};
@@ -181,6 +181,9 @@ enum Request {
         save_to: Option<PathBuf>,
         #[serde(default)]
         force: bool,
+        /// For a folder: make its copy here the same as it (as `get --delete`).
+        #[serde(default)]
+        delete: bool,
     },
     Remove {
         file_name: String,
@@ -277,19 +280,10 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
             file_name,
             save_to,
             force,
+            delete,
         } => {
-            let (global, client) = (link.global, link.client().await?);
-            let what = format!("download of {}", crate::output::safe(&file_name));
-            let row = Retries::new(global)
-                .run(client, &what, async |c| {
-                    let how = crate::client::Placing {
-                        force,
-                        delete: false,
-                    };
-                    get_one(c, &file_name, save_to.as_deref(), how, true).await
-                })
-                .await?;
-            json!({ "file": row })
+            let how = crate::client::Placing { force, delete };
+            download(link, &file_name, save_to, how).await?
         }
         Request::Remove {
             file_name,
@@ -478,4 +472,75 @@ async fn upload(
         })
         .await?;
     Ok(json!({ "file": row }))
+}
+
+/// A folder download's answer: what came (or was here already), what could not.
+#[derive(Default)]
+struct FolderDownload {
+    files: Vec<GetRow>,
+    failed: Vec<Value>,
+    /// Local paths deleted (`"delete": true`), a folder's ending in `/`.
+    deleted: Vec<String>,
+    note: Option<String>,
+}
+
+impl crate::client::DownloadSink for FolderDownload {
+    fn got(&mut self, row: GetRow) {
+        self.files.push(row);
+    }
+    fn rows(&self) -> &[GetRow] {
+        &self.files
+    }
+    fn refused(&mut self, name: &str, e: &ClientError) {
+        let mut failure = refusal(None, e);
+        failure["name"] = name.into();
+        self.failed.push(failure);
+    }
+    fn deleted(&mut self, path: &std::path::Path, folder: bool) {
+        let slash = if folder { "/" } else { "" };
+        self.deleted.push(format!("{}{slash}", path.display()));
+    }
+    fn not_deleted(&mut self, path: &std::path::Path, e: &std::io::Error) {
+        let e = ClientError::local(path, std::io::Error::new(e.kind(), e.to_string()));
+        self.failed.push(refusal(Some(path), &e));
+    }
+    fn not_done(&mut self, what: &str, e: &ClientError) {
+        let mut failure = refusal(None, e);
+        failure["what"] = what.into();
+        self.failed.push(failure);
+    }
+    fn failed(&self) -> bool {
+        !self.failed.is_empty()
+    }
+    fn note(&mut self, text: &str) {
+        self.note = Some(text.to_owned());
+    }
+}
+
+/// Downloads a file (answered as `file`), or a folder's every file (as `files`, with what
+/// failed; the rest still come).
+async fn download(
+    link: &mut Link<'_>,
+    name: &str,
+    save_to: Option<PathBuf>,
+    how: crate::client::Placing,
+) -> Result<Value, Failure> {
+    let (global, client) = (link.global, link.client().await?);
+    let mut answer = FolderDownload::default();
+    let out = save_to.as_deref();
+    let fetched = crate::client::get_name(global, client, name, out, how, true, &mut answer);
+    if fetched.await? == Fetched::File {
+        return Ok(json!({ "file": answer.files.pop() }));
+    }
+    if how.delete {
+        let root = save_to.unwrap_or_else(|| PathBuf::from("."));
+        crate::client::delete_here(global, client, name, &root, &mut answer).await?;
+    }
+    let FolderDownload {
+        files,
+        failed,
+        deleted,
+        note,
+    } = answer;
+    Ok(json!({ "files": files, "failed": failed, "deleted": deleted, "note": note }))
 }

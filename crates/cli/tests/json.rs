@@ -251,6 +251,74 @@ fn folders_through_json_requests() {
     );
     assert!(s.share.join("again/album/link.jpg").is_file());
     assert!(!s.share.join("again/album/day 1").exists());
+    json_folder_downloads(&hub, &s);
+}
+
+/// A folder downloaded through JSON requests: every file, what failed, and with "delete" what
+/// the hub does not hold deleted here (nothing while anything failed).
+fn json_folder_downloads(hub: &Hub, s: &Scratch) {
+    let get = r#"{"operation": "download", "file_name": "again/album", "save_to": "dl"}"#;
+    let out = run_script(hub, &s.client, &[get]);
+    assert_eq!(out[0]["ok"], true, "{}", out[0]);
+    let mut got: Vec<&str> = out[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["again/album/a.jpg", "again/album/link.jpg"]);
+    assert_eq!(
+        hash_file(&s.client.join("dl/album/a.jpg")),
+        hash_file(&s.share.join("again/album/a.jpg"))
+    );
+    assert!(s.client.join("dl/album/empty").is_dir(), "{}", out[0]);
+    // A file that cannot be placed here (a file where its folder goes) fails alone, and then
+    // nothing is deleted.
+    std::fs::create_dir_all(s.share.join("again/album/x")).unwrap();
+    std::fs::write(s.share.join("again/album/x/y.txt"), "y").unwrap();
+    std::fs::write(s.client.join("dl/album/x"), "in the way").unwrap();
+    std::fs::write(s.client.join("dl/album/stale.txt"), "stale").unwrap();
+    std::fs::create_dir_all(s.client.join("dl/album/old")).unwrap();
+    let mirror =
+        r#"{"operation": "download", "file_name": "again/album", "save_to": "dl", "delete": true}"#;
+    let out = run_script(hub, &s.client, &[mirror]);
+    assert_eq!(out[0]["ok"], true, "{}", out[0]);
+    assert_eq!(
+        out[0]["failed"][0]["name"], "again/album/x/y.txt",
+        "{}",
+        out[0]
+    );
+    assert_eq!(out[0]["failed"][0]["error"]["code"], "local", "{}", out[0]);
+    assert_eq!(out[0]["deleted"], serde_json::json!([]), "{}", out[0]);
+    assert!(out[0]["note"].as_str().unwrap().contains("nothing deleted"));
+    assert!(s.client.join("dl/album/stale.txt").exists());
+    // Out of the way, the same request makes the copy the same as the hub's folder.
+    std::fs::remove_file(s.client.join("dl/album/x")).unwrap();
+    let out = run_script(hub, &s.client, &[mirror]);
+    assert_eq!(out[0]["failed"], serde_json::json!([]), "{}", out[0]);
+    let mut deleted: Vec<&str> = out[0]["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        ["dl/album/old/", "dl/album/stale.txt"],
+        "{}",
+        out[0]
+    );
+    assert_eq!(
+        std::fs::read(s.client.join("dl/album/x/y.txt")).unwrap(),
+        b"y"
+    );
+    assert!(!s.client.join("dl/album/old").exists());
+    assert!(
+        s.client.join("dl/album/a.jpg").is_file(),
+        "what the hub holds stays"
+    );
 }
 
 /// Past the upload quota of an address without a token, the JSON mode answers with the code
