@@ -755,6 +755,11 @@ pub struct Serve {
     /// The folder to share (created if missing).
     #[arg(default_value = "./troca-files")]
     pub dir: PathBuf,
+    /// Read settings from this TOML file, each an option below by its name without dashes
+    /// (`listen = "0.0.0.0:13370"`, `read-only = true`, `hide = [".git", "*.key"]`) or `folder`
+    /// for DIR; options given here win over the file's.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address for the native protocol; port 0 picks a free port. Use 0.0.0.0:13370 to expose
     /// the hub to the network.
     #[arg(

@@ -3,6 +3,7 @@
 
 mod args;
 mod client;
+mod config;
 mod glob;
 mod json;
 mod known;
@@ -21,7 +22,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = args::Cli::parse();
+    let argv = match config::with_settings(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("troca: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = args::Cli::parse_from(argv);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TROCA_LOG")

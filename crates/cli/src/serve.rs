@@ -49,6 +49,9 @@ async fn run(args: Serve) -> Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("troca: sharing {}", hub.location());
+    if let Some(file) = &args.config {
+        eprintln!("troca: settings from {}", file.display());
+    }
     // Where the admin token is, never the token itself.
     let token = hub.admin_token_file();
     eprintln!(

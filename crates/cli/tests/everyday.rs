@@ -1184,3 +1184,55 @@ fn cp_copies_files_and_folders_on_the_hub() {
     assert!(history.contains("photos -> backup/"), "{history}");
     assert!(history.contains("photos/y.jpg -> web/"), "{history}");
 }
+
+/// `serve --config FILE` takes the hub's settings from a TOML file; what the command line says
+/// wins, and a wrong setting stops the hub before it starts, naming the file and the setting.
+#[test]
+fn a_hub_takes_its_settings_from_a_file() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("id.key"), "secret").unwrap();
+    std::fs::write(s.share.join("notes.txt"), "notes").unwrap();
+    std::fs::write(s.client.join("new.txt"), "new").unwrap();
+    let file = s.client.join("hub.toml");
+    // The command line gives its own folder and address: the file's are not used (nothing
+    // listens on 192.0.2.1, and no such folder is made).
+    let elsewhere = s.client.join("not-shared");
+    let settings = format!(
+        "# the hub's settings\nfolder = {elsewhere:?}\nlisten = \"192.0.2.1:1\"\n\
+         read-only = true\nhide = [\"*.key\", \".git\"]\nmax-connections-per-ip = 64\n"
+    );
+    std::fs::write(&file, settings).unwrap();
+    let hub = Hub::start(&s.share, &["--config", file.to_str().unwrap()]);
+    hub.daemon.wait_for_stderr("settings from");
+    assert_eq!(
+        ok(&hub.troca(&s.client, &["ls"]))
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
+    let err = fails(&hub.troca(&s.client, &["put", "new.txt"]), 1);
+    assert!(err.contains("read-only"), "{err}");
+    assert!(!elsewhere.exists());
+    // A wrong setting: the hub does not start, and says where and what.
+    for (text, said) in [
+        (
+            "lisen = \"0.0.0.0:13370\"",
+            "`lisen` is not a setting of `troca serve`; did you mean `listen`?",
+        ),
+        (
+            "cache-size = \"lots\"",
+            "`cache-size`: invalid value 'lots'",
+        ),
+        ("\n\nlisten = ", "hub.toml:3: not valid TOML"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(common::TROCA)
+            .args(["serve", "--config", file.to_str().unwrap()])
+            .arg(&s.share)
+            .output()
+            .unwrap();
+        let err = fails(&out, 2);
+        assert!(err.contains(said) && err.contains("hub.toml"), "{err}");
+    }
+}
