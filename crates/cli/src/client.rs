@@ -907,8 +907,31 @@ async fn delete_extra(
     Ok(())
 }
 
+/// What a transfer of many files reports besides its files, to the command line's report or
+/// the JSON mode's answer: shared by uploads and downloads.
+pub(crate) trait Notes {
+    /// Something besides a file that could not be done (`what`: "cannot delete NAME").
+    fn not_done(&mut self, what: &str, e: &ClientError);
+    /// Whether anything failed so far.
+    fn failed(&self) -> bool;
+    /// A note for people.
+    fn note(&mut self, text: &str);
+}
+
+impl<T: Serialize> Notes for Report<T> {
+    fn not_done(&mut self, what: &str, e: &ClientError) {
+        Report::refused(self, what, e);
+    }
+    fn failed(&self) -> bool {
+        self.failed
+    }
+    fn note(&mut self, text: &str) {
+        eprintln!("troca: {text}");
+    }
+}
+
 /// Where an upload's outcomes go: the command line's report, or the JSON mode's answer.
-pub(crate) trait UploadSink {
+pub(crate) trait UploadSink: Notes {
     fn sent(&mut self, row: PutRow);
     fn refused(&mut self, file: &Path, e: &ClientError);
     /// The connection broke: files not answered yet were neither stored nor refused.
@@ -917,12 +940,6 @@ pub(crate) trait UploadSink {
     fn made(&mut self, folder: &str, made: bool);
     /// A name deleted on the hub by `--delete` (`folder`: with everything in it).
     fn deleted(&mut self, name: &str, folder: bool);
-    /// Something besides a file that could not be done (`what`: "cannot delete NAME").
-    fn not_done(&mut self, what: &str, e: &ClientError);
-    /// Whether anything failed so far.
-    fn failed(&self) -> bool;
-    /// A note for people.
-    fn note(&mut self, text: &str);
 }
 
 impl UploadSink for Report<PutRow> {
@@ -945,15 +962,6 @@ impl UploadSink for Report<PutRow> {
             let slash = if folder { "/" } else { "" };
             eprintln!("deleted {}{slash} on the hub", output::safe(name));
         }
-    }
-    fn not_done(&mut self, what: &str, e: &ClientError) {
-        Report::refused(self, what, e);
-    }
-    fn failed(&self) -> bool {
-        self.failed
-    }
-    fn note(&mut self, text: &str) {
-        eprintln!("troca: {text}");
     }
 }
 
@@ -1580,7 +1588,7 @@ pub(crate) async fn delete_here(
 }
 
 /// Where a download's outcomes go: the command line's report, or the JSON mode's answer.
-pub(crate) trait DownloadSink {
+pub(crate) trait DownloadSink: Notes {
     fn got(&mut self, row: GetRow);
     /// What was downloaded so far (or found here already).
     fn rows(&self) -> &[GetRow];
@@ -1589,12 +1597,6 @@ pub(crate) trait DownloadSink {
     /// A local file or folder deleted by `--delete` (`folder`: with everything in it).
     fn deleted(&mut self, path: &Path, folder: bool);
     fn not_deleted(&mut self, path: &Path, e: &std::io::Error);
-    /// Something besides a file that could not be done (`what`: "cannot list NAME").
-    fn not_done(&mut self, what: &str, e: &ClientError);
-    /// Whether anything failed so far.
-    fn failed(&self) -> bool;
-    /// A note for people.
-    fn note(&mut self, text: &str);
 }
 
 impl DownloadSink for Report<GetRow> {
@@ -1619,15 +1621,6 @@ impl DownloadSink for Report<GetRow> {
     }
     fn not_deleted(&mut self, path: &Path, e: &std::io::Error) {
         self.fail(format_args!("cannot delete {}: {e}", path.display()));
-    }
-    fn not_done(&mut self, what: &str, e: &ClientError) {
-        Report::refused(self, what, e);
-    }
-    fn failed(&self) -> bool {
-        self.failed
-    }
-    fn note(&mut self, text: &str) {
-        eprintln!("troca: {text}");
     }
 }
 

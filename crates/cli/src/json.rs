@@ -352,19 +352,51 @@ async fn perform(link: &mut Link<'_>, request: Request) -> Result<Map<String, Va
     Ok(object(body))
 }
 
-/// A folder upload's answer: what was sent, and what the hub refused (the rest still go).
-#[derive(Default)]
-struct FolderUpload {
-    files: Vec<crate::client::PutRow>,
+/// A folder's answer, sent or fetched: its files, and what could not be done (the rest still
+/// go).
+struct Folder<Row> {
+    files: Vec<Row>,
     failed: Vec<Value>,
-    /// Folders holding no file, made on the hub.
+    /// Folders holding no file, made on the hub (an upload's).
     created: Vec<String>,
-    /// Names deleted on the hub (`"delete": true`), a folder's ending in `/`.
+    /// Names deleted (`"delete": true`), a folder's ending in `/`: on the hub for an upload,
+    /// here for a download.
     deleted: Vec<String>,
     note: Option<String>,
 }
 
-impl crate::client::UploadSink for FolderUpload {
+impl<Row> Folder<Row> {
+    fn new() -> Self {
+        Self {
+            files: Vec::new(),
+            failed: Vec::new(),
+            created: Vec::new(),
+            deleted: Vec::new(),
+            note: None,
+        }
+    }
+
+    fn deleted(&mut self, name: impl std::fmt::Display, folder: bool) {
+        let slash = if folder { "/" } else { "" };
+        self.deleted.push(format!("{name}{slash}"));
+    }
+}
+
+impl<Row> crate::client::Notes for Folder<Row> {
+    fn not_done(&mut self, what: &str, e: &ClientError) {
+        let mut failure = refusal(None, e);
+        failure["what"] = what.into();
+        self.failed.push(failure);
+    }
+    fn failed(&self) -> bool {
+        !self.failed.is_empty()
+    }
+    fn note(&mut self, text: &str) {
+        self.note = Some(text.to_owned());
+    }
+}
+
+impl crate::client::UploadSink for Folder<crate::client::PutRow> {
     fn sent(&mut self, row: crate::client::PutRow) {
         self.files.push(row);
     }
@@ -380,19 +412,28 @@ impl crate::client::UploadSink for FolderUpload {
         }
     }
     fn deleted(&mut self, name: &str, folder: bool) {
-        let slash = if folder { "/" } else { "" };
-        self.deleted.push(format!("{name}{slash}"));
+        Folder::deleted(self, name, folder);
     }
-    fn not_done(&mut self, what: &str, e: &ClientError) {
+}
+
+impl crate::client::DownloadSink for Folder<GetRow> {
+    fn got(&mut self, row: GetRow) {
+        self.files.push(row);
+    }
+    fn rows(&self) -> &[GetRow] {
+        &self.files
+    }
+    fn refused(&mut self, name: &str, e: &ClientError) {
         let mut failure = refusal(None, e);
-        failure["what"] = what.into();
+        failure["name"] = name.into();
         self.failed.push(failure);
     }
-    fn failed(&self) -> bool {
-        !self.failed.is_empty()
+    fn deleted(&mut self, path: &std::path::Path, folder: bool) {
+        Folder::deleted(self, path.display(), folder);
     }
-    fn note(&mut self, text: &str) {
-        self.note = Some(text.to_owned());
+    fn not_deleted(&mut self, path: &std::path::Path, e: &std::io::Error) {
+        let e = ClientError::local(path, std::io::Error::new(e.kind(), e.to_string()));
+        self.failed.push(refusal(Some(path), &e));
     }
 }
 
@@ -417,7 +458,7 @@ async fn upload(
         let naming = crate::client::Naming { as_name: None, to };
         let plan = crate::client::upload_plan(&[path], &naming)
             .map_err(|e| Failure::new("local", format!("{e:#}")))?;
-        let mut answer = FolderUpload::default();
+        let mut answer = Folder::new();
         let global = link.global;
         let client = link.client().await?;
         let folders = &plan.folders;
@@ -444,7 +485,7 @@ async fn upload(
             .iter()
             .map(|s| json!({ "path": s.path.display().to_string(), "reason": s.why.code(), "message": s.why.to_string() }))
             .collect();
-        let FolderUpload {
+        let Folder {
             files,
             failed,
             created,
@@ -474,49 +515,6 @@ async fn upload(
     Ok(json!({ "file": row }))
 }
 
-/// A folder download's answer: what came (or was here already), what could not.
-#[derive(Default)]
-struct FolderDownload {
-    files: Vec<GetRow>,
-    failed: Vec<Value>,
-    /// Local paths deleted (`"delete": true`), a folder's ending in `/`.
-    deleted: Vec<String>,
-    note: Option<String>,
-}
-
-impl crate::client::DownloadSink for FolderDownload {
-    fn got(&mut self, row: GetRow) {
-        self.files.push(row);
-    }
-    fn rows(&self) -> &[GetRow] {
-        &self.files
-    }
-    fn refused(&mut self, name: &str, e: &ClientError) {
-        let mut failure = refusal(None, e);
-        failure["name"] = name.into();
-        self.failed.push(failure);
-    }
-    fn deleted(&mut self, path: &std::path::Path, folder: bool) {
-        let slash = if folder { "/" } else { "" };
-        self.deleted.push(format!("{}{slash}", path.display()));
-    }
-    fn not_deleted(&mut self, path: &std::path::Path, e: &std::io::Error) {
-        let e = ClientError::local(path, std::io::Error::new(e.kind(), e.to_string()));
-        self.failed.push(refusal(Some(path), &e));
-    }
-    fn not_done(&mut self, what: &str, e: &ClientError) {
-        let mut failure = refusal(None, e);
-        failure["what"] = what.into();
-        self.failed.push(failure);
-    }
-    fn failed(&self) -> bool {
-        !self.failed.is_empty()
-    }
-    fn note(&mut self, text: &str) {
-        self.note = Some(text.to_owned());
-    }
-}
-
 /// Downloads a file (answered as `file`), or a folder's every file (as `files`, with what
 /// failed; the rest still come).
 async fn download(
@@ -526,7 +524,7 @@ async fn download(
     how: crate::client::Placing,
 ) -> Result<Value, Failure> {
     let (global, client) = (link.global, link.client().await?);
-    let mut answer = FolderDownload::default();
+    let mut answer = Folder::<GetRow>::new();
     let out = save_to.as_deref();
     let fetched = crate::client::get_name(global, client, name, out, how, true, &mut answer);
     if fetched.await? == Fetched::File {
@@ -536,11 +534,12 @@ async fn download(
         let root = save_to.unwrap_or_else(|| PathBuf::from("."));
         crate::client::delete_here(global, client, name, &root, &mut answer).await?;
     }
-    let FolderDownload {
+    let Folder {
         files,
         failed,
         deleted,
         note,
+        ..
     } = answer;
     Ok(json!({ "files": files, "failed": failed, "deleted": deleted, "note": note }))
 }
