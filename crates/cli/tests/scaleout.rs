@@ -1791,6 +1791,46 @@ fn a_silent_store_fails_requests_after_the_time_limit_and_service_resumes() {
     }
 }
 
+/// The owner gives up on an upload whose last part the store does not take (a store gone
+/// silent, slower than the client's patience) and sends it again: the hub cannot stop the
+/// first while it waits on the store, and says so, rather than blaming another client. Once
+/// the store speaks again, the first upload is stored whole and the name holds the file.
+#[test]
+fn an_owner_sending_again_while_the_store_holds_its_upload_is_told_why() {
+    let Some(g) = Group::new() else { return };
+    let cut = Cut::new(&g.e.s3);
+    let s = Scratch::new();
+    // The hub waits on the store for long, and on a connection it takes over briefly.
+    let hub = g.hub_via(
+        &s.share,
+        "hub-a",
+        &cut.addr,
+        &["--store-timeout", "600s", "--stall-timeout", "1s"],
+    );
+    let c = &s.client;
+    random_file(&c.join("held.bin"), 3 * MIB, "held-by-the-store");
+    cut.silent();
+    let err = fails(
+        &hub.troca(c, &["--timeout", "1s", "--retries", "0", "put", "held.bin"]),
+        1,
+    );
+    assert!(err.contains("held.bin"), "{err}");
+    let err = fails(&hub.troca(c, &["--retries", "0", "put", "held.bin"]), 1);
+    assert!(
+        err.contains("your earlier upload of \"held.bin\" is still being stored"),
+        "{err}"
+    );
+    assert!(!err.contains("another client"), "{err}");
+    cut.speaking();
+    // The client tries again while the hub finishes the first upload (busy is tried again).
+    ok(&hub.troca(c, &["put", "held.bin"]));
+    ok(&hub.troca(c, &["get", "held.bin", "-o", "got/"]));
+    assert_eq!(
+        hash_file(&c.join("got/held.bin")),
+        hash_file(&c.join("held.bin"))
+    );
+}
+
 /// A store that restarts (its address closing every connection for a while) within
 /// `--store-timeout`: a put and a get made meanwhile wait for it and come whole, with no error.
 #[test]

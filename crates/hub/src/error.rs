@@ -22,6 +22,10 @@ pub enum HubError {
     FolderOverFile(String),
     #[error("{0:?} is being uploaded by another client; try again when it finishes")]
     UploadInProgress(String),
+    /// The owner's own upload on an earlier connection did not let go in time (its last
+    /// bytes still on their way to a slow store).
+    #[error("your earlier upload of {0:?} is still being stored by the hub, which could not stop it yet (its store is slow to answer); try again shortly")]
+    StillStoring(String),
     #[error("the upload of {0:?} was begun again by its owner on another connection, which carries it on")]
     TakenOver(String),
     #[error("the hub is serving its maximum of {0} connections; try again shortly")]
@@ -99,6 +103,7 @@ impl HubError {
             HubError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             HubError::FolderNotEmpty(_) => ErrorCode::NotEmpty,
             HubError::UploadInProgress(_)
+            | HubError::StillStoring(_)
             | HubError::TooManyConnections(_)
             | HubError::TooManyFromAddress(_)
             | HubError::TooManyLocks(_) => ErrorCode::Busy,

@@ -1102,21 +1102,22 @@ impl Hub {
         name: String,
         resumable: bool,
     ) -> Result<Incoming, HubError> {
-        let busy = || HubError::UploadInProgress(name.clone());
         let Some(owner) = caller.owner_key.filter(|_| resumable) else {
-            return Err(busy());
+            return Err(HubError::UploadInProgress(name));
         };
+        // From here the upload in the way is the owner's own.
+        let still = || HubError::StillStoring(name.clone());
         match self.running.stop(&name, &owner) {
             Some(gone) => {
                 let stall = self.config.stall_timeout;
                 if tokio::time::timeout(stall, gone.wait()).await.is_err() {
-                    return Err(busy());
+                    return Err(still());
                 }
                 tracing::info!(name = %name, "an upload taken over by its owner's new connection");
             }
             // Perhaps another hub of the group holds it: asked, it lets go if it is the owner's.
             None if self.running.ask_others(&name, &owner).await => {}
-            None => return Err(busy()),
+            None => return Err(HubError::UploadInProgress(name)),
         }
         // An object store's claim is let go by a task just after (on another hub, once it has
         // heard): short tries, then the client's own.
@@ -1127,6 +1128,7 @@ impl Hub {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
+                Err(HubError::UploadInProgress(_)) => return Err(still()),
                 other => return other,
             }
         }
