@@ -330,6 +330,10 @@ pub enum Command {
         /// not be sent; links and special files left out are not deleted either.
         #[arg(long)]
         delete: bool,
+        /// Say what would be sent, replaced, made and deleted (one line each on stdout), and
+        /// change nothing: try it before --delete.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
         /// Accepted for habit (as with scp and cp): folders are always taken whole.
         #[arg(short = 'r', long = "recursive")]
         recursive: bool,
@@ -361,6 +365,10 @@ pub enum Command {
         /// links and folders. Nothing is deleted if anything could not be downloaded.
         #[arg(long)]
         delete: bool,
+        /// Say what would be downloaded (and where), replaced, made and deleted here (one line
+        /// each on stdout), and change nothing: try it before --delete.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
         /// Accepted for habit (as with scp and cp): folders are always taken whole.
         #[arg(short = 'r', long = "recursive")]
         recursive: bool,

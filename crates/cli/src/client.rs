@@ -130,34 +130,30 @@ async fn run(global: &Global, command: Command) -> Result<ExitCode> {
             to,
             force,
             delete,
+            dry_run,
             ..
         } => {
             let names = Naming { as_name, to };
-            put(
-                global,
-                &mut client,
-                &files,
-                &names,
-                Placing { force, delete },
-            )
-            .await
+            let how = Placing { force, delete };
+            match dry_run {
+                true => crate::dry::put(global, &mut client, &files, names, how).await,
+                false => put(global, &mut client, &files, &names, how).await,
+            }
         }
         Command::Get {
             names,
             output,
             force,
             delete,
+            dry_run,
             ..
         } => {
             let expanded = crate::glob::expand(&mut client, &names).await?;
-            get(
-                global,
-                &mut client,
-                &expanded,
-                output,
-                Placing { force, delete },
-            )
-            .await
+            let how = Placing { force, delete };
+            match dry_run {
+                true => crate::dry::get(global, &mut client, &expanded, output, how).await,
+                false => get(global, &mut client, &expanded, output, how).await,
+            }
         }
         Command::Rm {
             names, recursive, ..
@@ -826,9 +822,9 @@ pub(crate) async fn put(
 /// What a folder upload does once its files are sent: make the folders that hold no file,
 /// and with `--delete` delete on the hub what the folders do not hold.
 pub(crate) struct AfterSending<'a> {
-    empty: Vec<String>,
+    pub empty: Vec<String>,
     /// The folders' places on the hub, and what they hold here (with `--delete`).
-    delete: Option<(&'a [String], mirror::Wanted)>,
+    pub delete: Option<(&'a [String], mirror::Wanted)>,
 }
 
 impl<'a> AfterSending<'a> {
@@ -1029,23 +1025,23 @@ pub(crate) async fn send_plan(
 }
 
 /// The folders' places could not be listed: the whole plan, and why.
-struct Unlisted {
+pub(crate) struct Unlisted {
     plan: Vec<(PathBuf, String)>,
-    error: ClientError,
+    pub error: ClientError,
 }
 
 /// A plan with the files already on the hub left out.
-struct Sorted {
-    rest: Vec<(PathBuf, String)>,
+pub(crate) struct Sorted {
+    pub rest: Vec<(PathBuf, String)>,
     /// The hub's entries for names of `rest` it holds (with other contents, or a hash it has not
     /// computed yet): the hub will refuse them, and they need not be asked for again.
-    listed: HashMap<String, Entry>,
+    pub listed: HashMap<String, Entry>,
 }
 
 /// The files of `plan` that are not already on the hub: each place in `folders` is listed once,
 /// and a file whose name is there with the same size and BLAKE3 hash counts as sent. What
 /// rsync's quick check does, with a hash instead of a modification time.
-async fn leave_out_identical(
+pub(crate) async fn leave_out_identical(
     client: &mut HubClient,
     plan: Vec<(PathBuf, String)>,
     folders: &[String],
@@ -1356,12 +1352,7 @@ pub(crate) async fn get_one(
     quiet: bool,
 ) -> Result<GetRow, ClientError> {
     let force = how.replaces();
-    let base = Path::new(name.rsplit('/').next().unwrap_or(name));
-    let wanted = match output_path {
-        Some(o) if o.is_dir() => o.join(base),
-        Some(o) => o.to_path_buf(),
-        None => base.to_path_buf(),
-    };
+    let wanted = local_target(name, output_path);
     if how.skips_identical() && wanted.is_file() {
         if let Some(row) = already_here(client, name, &wanted, quiet).await? {
             return Ok(row);
@@ -1394,6 +1385,16 @@ pub(crate) async fn get_one(
         size: f.size,
         blake3: hex(&f.blake3),
     })
+}
+
+/// Where file `name` is saved, given `-o` (a folder, or a file name) or not.
+pub(crate) fn local_target(name: &str, output_path: Option<&Path>) -> PathBuf {
+    let base = Path::new(name.rsplit('/').next().unwrap_or(name));
+    match output_path {
+        Some(o) if o.is_dir() => o.join(base),
+        Some(o) => o.to_path_buf(),
+        None => base.to_path_buf(),
+    }
 }
 
 /// When `local` already holds the hub's file `name`, says so (unless `quiet`) and gives its
@@ -1556,6 +1557,22 @@ pub(crate) async fn delete_here(
             return recover(global, client, &e).await;
         }
     };
+    for extra in extra_here(name, &listed, root) {
+        let gone = match extra.folder {
+            true => std::fs::remove_dir_all(&extra.path),
+            false => std::fs::remove_file(&extra.path),
+        };
+        match gone {
+            Ok(()) => sink.deleted(&extra.path, extra.folder),
+            Err(e) => sink.not_deleted(&extra.path, &e),
+        }
+    }
+    Ok(())
+}
+
+/// What is below the local copy of hub folder `name` (in `root`) that the folder, `listed`,
+/// does not hold.
+pub(crate) fn extra_here(name: &str, listed: &[Entry], root: &Path) -> Vec<mirror::LocalExtra> {
     let folder = name.trim_end_matches('/');
     let parent_len = folder.rfind('/').map_or(0, |i| i + 1);
     // The local copy is `root/LAST`, `LAST` the folder's own name: matched by that name.
@@ -1574,17 +1591,7 @@ pub(crate) async fn delete_here(
         kept: HashSet::new(),
     }
     .with_ancestors();
-    for extra in mirror::extra_here(&root.join(last), last, &wanted) {
-        let gone = match extra.folder {
-            true => std::fs::remove_dir_all(&extra.path),
-            false => std::fs::remove_file(&extra.path),
-        };
-        match gone {
-            Ok(()) => sink.deleted(&extra.path, extra.folder),
-            Err(e) => sink.not_deleted(&extra.path, &e),
-        }
-    }
-    Ok(())
+    mirror::extra_here(&root.join(last), last, &wanted)
 }
 
 /// Where a download's outcomes go: the command line's report, or the JSON mode's answer.
@@ -1677,7 +1684,7 @@ async fn put_stdin(
 }
 
 /// A local file to compare with what the hub holds.
-struct Held {
+pub(crate) struct Held {
     path: PathBuf,
     size: u64,
     blake3: Option<troca_proto::Hash>,
@@ -1685,7 +1692,7 @@ struct Held {
 
 impl Held {
     /// The local file `path` and the hub's entry for its name (`None`: the hub has none).
-    fn of(path: &Path, entry: Option<&Entry>) -> Held {
+    pub fn of(path: &Path, entry: Option<&Entry>) -> Held {
         Held {
             path: path.to_path_buf(),
             size: entry.map_or(0, |e| e.size),
@@ -1697,7 +1704,7 @@ impl Held {
 /// Whether each local file holds exactly what the hub holds (see [`holds`]), checked in one
 /// task off the runtime: one hand-off per file would cost more than the check (10,000 files of
 /// a folder: half a second).
-async fn held_here(files: impl Iterator<Item = Held>) -> Vec<bool> {
+pub(crate) async fn held_here(files: impl Iterator<Item = Held>) -> Vec<bool> {
     let files: Vec<Held> = files.collect();
     let count = files.len();
     tokio::task::spawn_blocking(move || {
@@ -1733,7 +1740,10 @@ fn holds(path: &Path, size: u64, blake3: Option<troca_proto::Hash>) -> bool {
 }
 
 /// The hub's entry for the file `name`, if there is one.
-async fn entry_of(client: &mut HubClient, name: &str) -> Result<Option<Entry>, ClientError> {
+pub(crate) async fn entry_of(
+    client: &mut HubClient,
+    name: &str,
+) -> Result<Option<Entry>, ClientError> {
     Ok(client
         .list(name)
         .await?
@@ -1778,7 +1788,7 @@ async fn spool(source: Option<PathBuf>, name: &str) -> std::io::Result<Spooled> 
 
 /// The files in folder `name` on the hub, if it names a folder (`NAME/`, or a name with files
 /// below it: no store lets a name be a file and a folder at once, so it has no file of its own).
-async fn folder_files(
+pub(crate) async fn folder_files(
     client: &mut HubClient,
     name: &str,
 ) -> Result<Option<Vec<Entry>>, ClientError> {
@@ -1826,13 +1836,9 @@ async fn get_folder(
     };
     get_small(client, plan, sink).await?;
     for f in large {
-        let Some(rel) = f.name.get(parent_len..) else {
+        let Some(rel) = below_folder(&f.name, parent_len) else {
             continue;
         };
-        // Names come from the hub: each part must be a plain name, never `..` or absolute.
-        if troca_proto::RemoteName::parse(rel.trim_end_matches('/')).is_err() {
-            continue;
-        }
         let local = root.join(rel);
         if rel.ends_with('/') {
             // A folder that holds no file: made, empty, as on the hub.
@@ -1855,6 +1861,15 @@ async fn get_folder(
         }
     }
     Ok(())
+}
+
+/// A folder's file or empty folder (`name`, from the hub) as a path below the folder's
+/// parent (the first `parent_len` bytes left out); `None` unless each part is a plain name,
+/// never `..` or absolute.
+pub(crate) fn below_folder(name: &str, parent_len: usize) -> Option<&str> {
+    let rel = name.get(parent_len..)?;
+    troca_proto::RemoteName::parse(rel.trim_end_matches('/')).ok()?;
+    Some(rel)
 }
 
 /// The small files of a folder download, and where they go.
@@ -1920,14 +1935,10 @@ async fn small_wanted(
     } = plan;
     let mut wanted = Vec::with_capacity(files.len());
     let mut made: std::collections::HashSet<PathBuf> = Default::default();
-    // Names come from the hub: each part must be a plain name, never `..` or absolute.
+    // (Small files only: never a folder's `NAME/`.)
     let files: Vec<(&Entry, PathBuf)> = files
         .iter()
-        .filter_map(|f| {
-            let rel = f.name.get(parent_len..)?;
-            troca_proto::RemoteName::parse(rel).ok()?;
-            Some((*f, root.join(rel)))
-        })
+        .filter_map(|f| Some((*f, root.join(below_folder(&f.name, parent_len)?))))
         .collect();
     // Files already here, the same as on the hub: not fetched again.
     let same = match how.skips_identical() {

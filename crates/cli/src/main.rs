@@ -4,6 +4,7 @@
 mod args;
 mod client;
 mod config;
+mod dry;
 mod glob;
 mod json;
 mod known;
@@ -22,6 +23,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    quiet_when_stdout_closes();
     let argv = match config::with_settings(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(e) => {
@@ -81,4 +83,24 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `troca ls | head`: once the reader of stdout has gone, printing more ends troca quietly
+/// (status 0, as ripgrep does), as SIGPIPE ends `ls`, rather than with a panic and its trace.
+/// (SIGPIPE itself stays ignored: a hub's socket closing must be an error troca handles, never
+/// a signal that kills it mid-transfer.)
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
 }

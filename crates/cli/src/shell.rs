@@ -54,14 +54,14 @@ const COMMANDS: &[(Cmd, &[&str], &str, &str)] = &[
     (
         Cmd::Put,
         &["put", "enviar"],
-        "FILE|FOLDER... [--as NAME] [--to FOLDER] [--force] [--delete]",
-        "upload files and folders (one as NAME; --force replaces; --delete deletes what a folder lacks)",
+        "FILE|FOLDER... [--as NAME] [--to FOLDER] [--force] [--delete] [-n]",
+        "upload files and folders (one as NAME; --force replaces; --delete deletes what a folder lacks; -n only says what would happen)",
     ),
     (
         Cmd::Get,
         &["get", "baixar"],
-        "NAME|FOLDER/... [-o PATH] [--force] [--delete]",
-        "download files and folders (into PATH; --force overwrites; --delete deletes what the hub lacks)",
+        "NAME|FOLDER/... [-o PATH] [--force] [--delete] [-n]",
+        "download files and folders (into PATH; --force overwrites; --delete deletes what the hub lacks; -n only says what would happen)",
     ),
     (
         Cmd::Rm,
@@ -455,6 +455,8 @@ struct Words {
     recursive: bool,
     /// `--delete`, for `put` and `get`.
     delete: bool,
+    /// `--dry-run` (`-n`), for `put` and `get`.
+    dry_run: bool,
     /// `--qr`, for `share` and `request`.
     qr: bool,
     /// Options with a value, by the flag's first spelling in `value_flags`.
@@ -491,6 +493,7 @@ fn split_options(
             }
             "--qr" if matches!(cmd, Cmd::Share | Cmd::Request) => out.qr = true,
             "--delete" if matches!(cmd, Cmd::Put | Cmd::Get) => out.delete = true,
+            "--dry-run" | "-n" if matches!(cmd, Cmd::Put | Cmd::Get) => out.dry_run = true,
             flag => match value_flags
                 .iter()
                 .find(|(_, spellings)| spellings.contains(&flag))
@@ -568,7 +571,10 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
                 force: w.force,
                 delete: w.delete,
             };
-            client::get(global, c, &names, out, how).await?;
+            match w.dry_run {
+                true => crate::dry::get(global, c, &names, out, how).await?,
+                false => client::get(global, c, &names, out, how).await?,
+            };
         }
         Cmd::Rm => {
             let w = split_options(cmd, words, &[])?;
@@ -673,7 +679,7 @@ async fn run(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `put FILE... [--as NAME] [--to FOLDER/] [--force] [--delete]`.
+/// `put FILE... [--as NAME] [--to FOLDER/] [--force] [--delete] [--dry-run]`.
 async fn put(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
     let w = split_options(cmd, words, &[("as", &["--as"]), ("to", &["--to"])])?;
     if w.value("as").is_some() && w.operands.len() > 1 {
@@ -689,7 +695,11 @@ async fn put(link: &mut Link<'_>, cmd: Cmd, words: &[String]) -> Result<()> {
         force: w.force,
         delete: w.delete,
     };
-    client::put(global, link.client().await?, &files, &naming, how).await?;
+    let c = link.client().await?;
+    match w.dry_run {
+        true => crate::dry::put(global, c, &files, naming, how).await?,
+        false => client::put(global, c, &files, &naming, how).await?,
+    };
     Ok(())
 }
 

@@ -1236,3 +1236,97 @@ fn a_hub_takes_its_settings_from_a_file() {
         assert!(err.contains(said) && err.contains("hub.toml"), "{err}");
     }
 }
+
+/// `--dry-run` (`-n`) says what a put or a get would send, replace, make and delete, one line
+/// each (or JSON), and changes nothing on either side.
+#[test]
+fn a_dry_run_says_what_would_happen_and_changes_nothing() {
+    let s = Scratch::new();
+    let hub = Hub::start(&s.share, &[]);
+    let c = &s.client;
+    write_tree(c, &[("album/a.txt", "a"), ("album/sub/b.txt", "b")]);
+    std::fs::create_dir_all(c.join("album/empty")).unwrap();
+    let out = ok(&hub.troca(c, &["put", "album", "-n"]));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "send album/a.txt",
+            "send album/sub/b.txt",
+            "create album/empty/"
+        ]
+    );
+    assert!(files_under(&s.share).is_empty(), "nothing sent");
+    ok(&hub.troca(c, &["put", "album"]));
+    // Changed here: a.txt differs, c.txt is new, b.txt gone.
+    write_tree(c, &[("album/a.txt", "a, changed"), ("album/c.txt", "c")]);
+    std::fs::remove_file(c.join("album/sub/b.txt")).unwrap();
+    let out = ok(&hub.troca(c, &["put", "album", "--dry-run"]));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["refuse album/a.txt", "send album/c.txt"]
+    );
+    let out = ok(&hub.troca(c, &["--json", "put", "album", "-n", "--delete"]));
+    let steps: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["action"].as_str().unwrap().into(),
+                s["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("replace", "album/a.txt"),
+        ("send", "album/c.txt"),
+        ("delete", "album/sub/b.txt"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, n)| (a.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(steps, want, "{out}");
+    assert_eq!(std::fs::read(s.share.join("album/a.txt")).unwrap(), b"a");
+    assert!(s.share.join("album/sub/b.txt").is_file());
+    assert!(!s.share.join("album/c.txt").exists());
+    // Down: what would come, where, and what would be deleted here.
+    write_tree(c, &[("dl/album/a.txt", "a"), ("dl/album/stale.txt", "old")]);
+    let out = ok(&hub.troca(c, &["get", "album", "-o", "dl", "-n", "--delete"]));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "create dl/album/empty/",
+            "download album/sub/b.txt -> dl/album/sub/b.txt",
+            "delete dl/album/stale.txt",
+        ],
+        "a.txt is here already"
+    );
+    assert!(!c.join("dl/album/empty").exists());
+    assert!(c.join("dl/album/stale.txt").is_file());
+    assert!(!c.join("dl/album/sub").exists());
+}
+
+/// `troca ls | head`: a reader that goes away early ends troca quietly, without a panic.
+#[test]
+fn a_reader_closing_stdout_early_ends_troca_quietly() {
+    let s = Scratch::new();
+    std::fs::write(s.share.join("one.txt"), "1").unwrap();
+    let hub = Hub::start(&s.share, &[]);
+    let mut child = Command::new(common::TROCA)
+        .current_dir(&s.client)
+        .envs(hub.client_env())
+        .env("XDG_DATA_HOME", hub.client_data())
+        .args(["--json", "ls"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before troca has printed anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

@@ -109,6 +109,14 @@ fn the_shell_helps_completes_recovers_from_errors_and_quits() {
     // A folder mirrored here: what the hub lacks goes.
     std::fs::create_dir_all(s.client.join("espelho/imagens")).unwrap();
     std::fs::write(s.client.join("espelho/imagens/extra.txt"), "x").unwrap();
+    p.send_line("baixar imagens -o espelho --delete -n")
+        .unwrap();
+    p.exp_string("delete espelho/imagens/extra.txt").unwrap();
+    p.exp_string("troca> ").unwrap();
+    assert!(
+        s.client.join("espelho/imagens/extra.txt").is_file(),
+        "a dry run"
+    );
     p.send_line("baixar imagens -o espelho --delete").unwrap();
     p.exp_string("deleted espelho/imagens/extra.txt").unwrap();
     p.exp_string("troca> ").unwrap();
