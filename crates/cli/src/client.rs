@@ -562,7 +562,7 @@ pub(crate) async fn ls(global: &Global, client: &mut HubClient, prefix: &str) ->
 
 #[derive(Serialize)]
 pub(crate) struct PutRow {
-    name: String,
+    pub name: String,
     size: u64,
     blake3: String,
 }

@@ -38,9 +38,11 @@ impl Step {
     }
 }
 
-/// What a dry run learns while it asks: only that something could not be asked.
+/// What a dry run learns while it asks: the files already on the hub, identical, and
+/// whether something could not be asked.
 #[derive(Default)]
 struct Asked {
+    identical: Vec<String>,
     failed: bool,
 }
 
@@ -55,8 +57,9 @@ impl Notes for Asked {
 }
 
 impl UploadSink for Asked {
-    // Files already on the hub, identical: nothing to do for them.
-    fn sent(&mut self, _: PutRow) {}
+    fn sent(&mut self, row: PutRow) {
+        self.identical.push(row.name);
+    }
     fn refused(&mut self, _: &Path, _: &ClientError) {}
     fn stopped(&mut self, _: &ClientError) {}
     fn made(&mut self, _: &str, _: bool) {}
@@ -87,6 +90,10 @@ pub(crate) async fn put(
         .await
         .map_err(|u| u.error)?;
     let mut steps = Vec::new();
+    // Files the same on the hub are left alone, but for --force alone, which sends them again.
+    if !how.skips_identical() {
+        steps.extend(asked.identical.drain(..).map(|n| Step::new("replace", n)));
+    }
     for (_, name) in sorted.rest {
         // Below a place listed whole, a name not listed is new; anything else is asked.
         let listed_place = plan

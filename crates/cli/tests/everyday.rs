@@ -1257,6 +1257,15 @@ fn a_dry_run_says_what_would_happen_and_changes_nothing() {
     );
     assert!(files_under(&s.share).is_empty(), "nothing sent");
     ok(&hub.troca(c, &["put", "album"]));
+    // All the same on the hub: nothing to do, but for --force alone, which sends again.
+    let out = hub.troca(c, &["put", "album", "-n"]);
+    assert_eq!(ok(&out), "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to do"));
+    let out = ok(&hub.troca(c, &["put", "album", "-n", "--force"]));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["replace album/a.txt", "replace album/sub/b.txt"]
+    );
     // Changed here: a.txt differs, c.txt is new, b.txt gone.
     write_tree(c, &[("album/a.txt", "a, changed"), ("album/c.txt", "c")]);
     std::fs::remove_file(c.join("album/sub/b.txt")).unwrap();
