@@ -1564,7 +1564,7 @@ pub(crate) async fn delete_here(
         };
         match gone {
             Ok(()) => sink.deleted(&extra.path, extra.folder),
-            Err(e) => sink.not_deleted(&extra.path, &e),
+            Err(e) => sink.not_deleted(&extra.path, e),
         }
     }
     Ok(())
@@ -1603,7 +1603,7 @@ pub(crate) trait DownloadSink: Notes {
     fn refused(&mut self, name: &str, e: &ClientError);
     /// A local file or folder deleted by `--delete` (`folder`: with everything in it).
     fn deleted(&mut self, path: &Path, folder: bool);
-    fn not_deleted(&mut self, path: &Path, e: &std::io::Error);
+    fn not_deleted(&mut self, path: &Path, e: std::io::Error);
 }
 
 impl DownloadSink for Report<GetRow> {
@@ -1626,7 +1626,7 @@ impl DownloadSink for Report<GetRow> {
             eprintln!("deleted {}{slash}", path.display());
         }
     }
-    fn not_deleted(&mut self, path: &Path, e: &std::io::Error) {
+    fn not_deleted(&mut self, path: &Path, e: std::io::Error) {
         self.fail(format_args!("cannot delete {}: {e}", path.display()));
     }
 }

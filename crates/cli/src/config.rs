@@ -194,9 +194,10 @@ fn words(arg: &clap::Arg, value: &DeValue<'_>) -> Result<Vec<OsString>, String> 
     let switch = !arg.get_action().takes_values();
     let list = matches!(arg.get_action(), clap::ArgAction::Append);
     let word = |text: String| -> OsString {
+        // The folder, the one operand, has no long name.
         match arg.get_long() {
-            Some(long) if !arg.is_positional() => format!("--{long}={text}").into(),
-            _ => text.into(),
+            Some(long) => format!("--{long}={text}").into(),
+            None => text.into(),
         }
     };
     match value {
@@ -235,15 +236,10 @@ fn check(cli: &clap::Command, words: &[OsString]) -> Result<(), String> {
     match cli.clone().try_get_matches_from(argv) {
         Ok(_) => Ok(()),
         Err(e) => {
-            let text = e.kind().as_str().map(str::to_owned);
-            let first = e.to_string();
-            let line = first.lines().next().unwrap_or_default();
-            let reason = line.strip_prefix("error: ").unwrap_or(line).to_owned();
-            Err(if reason.is_empty() {
-                text.unwrap_or_default()
-            } else {
-                reason
-            })
+            // clap's first line says what is wrong; the rest is usage and a hint to --help.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            Err(line.strip_prefix("error: ").unwrap_or(line).to_owned())
         }
     }
 }

@@ -118,22 +118,33 @@ pub(crate) async fn put(
             steps.push(Step::new("create", format!("{folder}/")));
         }
     }
-    let refused = steps.iter().any(|s| s.action == "refuse");
     if let Some((places, wanted)) = &after.delete {
+        let refused = steps.iter().any(|s| s.action == "refuse");
         if refused || plan.skipped.iter().any(|s| s.why.is_failure()) {
             eprintln!(
                 "troca: nothing would be deleted on the hub, as not everything would be sent"
             );
         } else {
-            for place in places.iter() {
-                let listed = client.list(place).await?;
-                let extra = mirror::extra(place, listed.iter().map(|e| e.name.as_str()), wanted);
-                let folders = extra.folders.into_iter().map(|f| format!("{f}/"));
-                steps.extend(folders.chain(extra.files).map(|n| Step::new("delete", n)));
-            }
+            steps.extend(deletions_on_hub(client, places, wanted).await?);
         }
     }
     finish(global, &steps)
+}
+
+/// What `put --delete` would delete below each place on the hub (see `mirror::extra`).
+async fn deletions_on_hub(
+    client: &mut HubClient,
+    places: &[String],
+    wanted: &mirror::Wanted,
+) -> Result<Vec<Step>, ClientError> {
+    let mut steps = Vec::new();
+    for place in places {
+        let listed = client.list(place).await?;
+        let extra = mirror::extra(place, listed.iter().map(|e| e.name.as_str()), wanted);
+        let folders = extra.folders.into_iter().map(|f| format!("{f}/"));
+        steps.extend(folders.chain(extra.files).map(|n| Step::new("delete", n)));
+    }
+    Ok(steps)
 }
 
 /// `get --dry-run`.

@@ -431,9 +431,9 @@ impl crate::client::DownloadSink for Folder<GetRow> {
     fn deleted(&mut self, path: &std::path::Path, folder: bool) {
         Folder::deleted(self, path.display(), folder);
     }
-    fn not_deleted(&mut self, path: &std::path::Path, e: &std::io::Error) {
-        let e = ClientError::local(path, std::io::Error::new(e.kind(), e.to_string()));
-        self.failed.push(refusal(Some(path), &e));
+    fn not_deleted(&mut self, path: &std::path::Path, e: std::io::Error) {
+        self.failed
+            .push(refusal(Some(path), &ClientError::local(path, e)));
     }
 }
 

@@ -1794,7 +1794,7 @@ fn a_silent_store_fails_requests_after_the_time_limit_and_service_resumes() {
 /// The owner gives up on an upload whose last part the store does not take (a store gone
 /// silent, slower than the client's patience) and sends it again: the hub cannot stop the
 /// first while it waits on the store, and says so, rather than blaming another client. Once
-/// the store speaks again, the first upload is stored whole and the name holds the file.
+/// the store speaks again, the file goes up and comes back whole.
 #[test]
 fn an_owner_sending_again_while_the_store_holds_its_upload_is_told_why() {
     let Some(g) = Group::new() else { return };
