@@ -771,6 +771,116 @@ fn one_winner_and_no_orphan(t: Two) {
     assert_eq!(t.g.sql("SELECT count(*) FROM objects"), "1");
 }
 
+/// A folder of small files goes to the store in batches (objects sent side by side, names
+/// placed together): each file is still placed or refused on its own, identical files share
+/// one object, and no object is left that no name refers to.
+#[test]
+fn small_files_in_one_batch_are_placed_or_refused_each_on_its_own() {
+    let Some(t) = two_hubs(RACE) else { return };
+    let (a, c) = (&t.a, &t.client);
+    write_tree(c, &[("e.txt", "old e"), ("sub", "a file named sub")]);
+    ok(&a.troca(c, &["put", "e.txt", "sub", "--to", "tree/"]));
+    ok(&a.troca(c, &["mkdir", "tree/c.txt"]));
+    std::fs::remove_file(c.join("e.txt")).unwrap();
+    std::fs::remove_file(c.join("sub")).unwrap();
+    write_tree(
+        c,
+        &[
+            ("tree/a.txt", "same"),
+            ("tree/b.txt", "same"),
+            ("tree/c.txt", "c"),
+            ("tree/e.txt", "new e"),
+            ("tree/sub/d.txt", "d"),
+            ("tree/deep/er/f.txt", "f"),
+        ],
+    );
+    let err = fails(&a.troca(c, &["put", "tree"]), 1);
+    for refused in ["tree/c.txt", "tree/e.txt", "tree/sub/d.txt"] {
+        assert!(err.contains(refused), "{refused}: {err}");
+    }
+    assert_eq!(err.matches("cannot upload").count(), 3, "{err}");
+    for (name, want) in [
+        ("tree/a.txt", "same"),
+        ("tree/b.txt", "same"),
+        ("tree/e.txt", "old e"),
+        ("tree/deep/er/f.txt", "f"),
+    ] {
+        assert_eq!(ok(&t.b.troca(c, &["get", name, "-o", "-"])), want, "{name}");
+    }
+    // "same" (twice), "f", "old e", the file named sub: four objects, each recorded.
+    wait_for(&t.g, "SELECT count(*) FROM objects", "4");
+    assert_eq!(t.g.objects().len(), 4, "{:?}", t.g.objects());
+    // With --force the file is replaced; the folder and the file in the way still refuse.
+    let err = fails(&a.troca(c, &["put", "tree", "--force"]), 1);
+    assert!(
+        err.contains("tree/c.txt") && err.contains("tree/sub/d.txt"),
+        "{err}"
+    );
+    assert_eq!(err.matches("cannot upload").count(), 2, "{err}");
+    assert_eq!(
+        ok(&t.b.troca(c, &["get", "tree/e.txt", "-o", "-"])),
+        "new e"
+    );
+    // The old e is freed after the grace period; the identical files sent again are not stored.
+    wait_for(&t.g, "SELECT count(*) FROM objects", "4");
+    for _ in 0..500 {
+        if t.g.objects().len() == 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(t.g.objects().len(), 4, "{:?}", t.g.objects());
+}
+
+/// The same folder of small files, with other contents, through two hubs at once: every name
+/// has one winner, whose bytes are read back, and the losers' objects leave the store.
+#[test]
+fn the_same_small_files_through_two_hubs_at_once_each_have_one_winner() {
+    let Some(t) = two_hubs(RACE) else { return };
+    let files: Vec<String> = (0..150).map(|i| format!("f{i}.txt")).collect();
+    let (one, two) = (t.client.join("one"), t.client.join("two"));
+    for (dir, tag) in [(&one, "one"), (&two, "two")] {
+        std::fs::create_dir_all(dir.join("race")).unwrap();
+        for f in &files {
+            std::fs::write(dir.join("race").join(f), format!("{tag} {f}")).unwrap();
+        }
+    }
+    let (a, b) = (&t.a, &t.b);
+    let (ra, rb) = std::thread::scope(|s| {
+        let ra = s.spawn(|| a.troca(&one, &["put", "race"]));
+        let rb = s.spawn(|| b.troca(&two, &["put", "race"]));
+        (ra.join().unwrap(), rb.join().unwrap())
+    });
+    let lost = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        files
+            .iter()
+            .filter(|f| err.contains(&format!("race/{f}\" already exists")))
+            .count()
+    };
+    let got = t.client.join("got");
+    ok(&t.a.troca(&t.client, &["get", "race", "-o", "got"]));
+    let mut won = [0, 0];
+    for f in &files {
+        let text = std::fs::read_to_string(got.join("race").join(f)).unwrap();
+        won[usize::from(text.starts_with("two"))] += 1;
+    }
+    assert_eq!(won[0] + won[1], files.len());
+    assert_eq!((lost(&ra), lost(&rb)), (won[1], won[0]), "{ra:?} {rb:?}");
+    wait_for(
+        &t.g,
+        "SELECT count(*) FROM objects",
+        &files.len().to_string(),
+    );
+    for _ in 0..500 {
+        if t.g.objects().len() == files.len() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(t.g.objects().len(), files.len());
+}
+
 #[test]
 fn identical_content_is_stored_once_and_freed_after_its_last_name_and_the_grace_period() {
     let Some(t) = two_hubs(&["--object-grace", "1s", "--partial-ttl", "4s"]) else {

@@ -129,11 +129,13 @@ async fn session(
         let Some(msg) = next_request(hub, conn, me, next).await? else {
             return Ok(());
         };
-        if let Message::PutSmall(first) = msg {
-            put_small(hub, conn, me, &caller, first).await?;
-            continue;
+        match msg {
+            Message::PutSmall(first) => put_small(hub, conn, me, &caller, first).await?,
+            Message::Get(first) if hub.store().reads_far() => {
+                get_run(hub, conn, me, &caller, first).await?;
+            }
+            msg => request(hub, conn, me, &caller, msg).await?,
         }
-        request(hub, conn, me, &caller, msg).await?;
     }
 }
 
@@ -490,6 +492,61 @@ fn gather_small(hub: &Hub, conn: &mut Conn, first: PutSmall) -> io::Result<Gathe
         }
     }
     Ok(batch)
+}
+
+/// Gets taken in one run on a store whose every read is a round trip (at most; the client
+/// sends a folder's `Get`s back to back).
+const GET_RUN: usize = 64;
+/// Reads of a run's files at once.
+const GET_READS_AT_ONCE: usize = 16;
+
+/// The first `Get` and those already arrived behind it, on a store whose every read is a
+/// round trip: their files are opened (the small ones read into the hot cache) several at a
+/// time, while each is answered in turn as any `Get` is, so a folder of small files does not
+/// wait for one round trip after another.
+async fn get_run(
+    hub: &Arc<Hub>,
+    conn: &mut Conn,
+    me: &Arc<Session>,
+    caller: &Caller,
+    first: troca_proto::msg::Get,
+) -> Result<(), ConnEnd> {
+    let kind = Message::from(first.clone()).kind();
+    let mut run = vec![first];
+    while run.len() < GET_RUN {
+        match conn.buffered_of_kind(kind) {
+            Ok(Some(Message::Get(g))) => run.push(g),
+            // Anything else (a malformed frame too) is left for the next read.
+            _ => break,
+        }
+    }
+    if run.len() == 1 {
+        return request(hub, conn, me, caller, Message::Get(run.remove(0))).await;
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(GET_READS_AT_ONCE));
+    let opening: Vec<_> = run
+        .iter()
+        .map(|g| {
+            let (hub, caller, name) = (Arc::clone(hub), caller.clone(), g.name.clone());
+            let gate = Arc::clone(&gate);
+            tokio::spawn(async move {
+                let _turn = gate.acquire_owned().await;
+                // Without one of the hub's turns free, the answer reads the file itself.
+                let Some(_read) = hub.read_ahead() else {
+                    return;
+                };
+                // What it finds is found again by the answer (a hit in the hot cache, or
+                // the same refusal, which is the answer's to record).
+                let opened = move || drop(hub.download(&caller, &name, 0));
+                let _ = tokio::task::spawn_blocking(opened).await;
+            })
+        })
+        .collect();
+    for (g, opened) in run.into_iter().zip(opening) {
+        let _ = opened.await;
+        request(hub, conn, me, caller, Message::Get(g)).await?;
+    }
+    Ok(())
 }
 
 /// Sends a one-frame answer to a request that moved no file bytes.

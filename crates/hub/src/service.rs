@@ -45,6 +45,10 @@ pub struct Space {
     pub available: Option<u64>,
 }
 
+/// Files read ahead of their `Get`s at once by all connections together: each read holds a
+/// small file (at most `--cache-max-file`) in memory until the hot cache has it.
+const READ_AHEAD: usize = 64;
+
 /// A shared folder and everything the hub knows about it.
 #[derive(Debug)]
 pub struct Hub {
@@ -82,6 +86,8 @@ pub struct Hub {
     tls: std::sync::RwLock<Option<Arc<crate::identity::Tls>>>,
     /// Memory for batches of small files, in KiB (see `small.rs`), shared by all connections.
     batch_memory: Arc<tokio::sync::Semaphore>,
+    /// Files being read ahead of their `Get`s, by all connections together (see `conn.rs`).
+    read_ahead: Arc<tokio::sync::Semaphore>,
     /// Small uploads held in memory, waiting to be stored together (see `small.rs`).
     held: crate::held::HeldQueue,
     /// Resumable uploads their owners may take over from a dead connection.
@@ -541,6 +547,7 @@ impl Hub {
             tokens,
             auth_failures: AuthFailures::default(),
             batch_memory,
+            read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD)),
             held: Default::default(),
             running,
             locks,
@@ -631,6 +638,11 @@ impl Hub {
     /// Memory for batches of small files, in KiB.
     pub(crate) fn batch_memory(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.batch_memory
+    }
+
+    /// A turn to read a file ahead of its `Get`, if one of the hub's is free.
+    pub(crate) fn read_ahead(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.read_ahead).try_acquire_owned().ok()
     }
 
     /// The names starting with `prefix`, with their hashes where known, to be read a page at a

@@ -76,6 +76,30 @@ enum Mode {
         in_flight: usize,
         file: std::path::PathBuf,
     },
+    /// Every file of a folder sent straight to an S3 bucket, one PUT each, several at a time
+    /// (the small-files upload baseline).
+    S3PutFiles {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 16)]
+        in_flight: usize,
+        dir: std::path::PathBuf,
+    },
+    /// The objects named on stdin read straight from an S3 bucket, several at a time, each
+    /// into a file of DIR (the small-files download baseline).
+    S3GetKeys {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long, default_value_t = 16)]
+        in_flight: usize,
+        dir: std::path::PathBuf,
+    },
     /// A UDP server that answers each datagram with itself (the tracker benchmark's baseline).
     UdpEcho {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -123,6 +147,19 @@ fn main() -> Result<()> {
                 in_flight,
                 file,
             } => s3put::put(&endpoint, &bucket, &file, &key, part, in_flight).await,
+            Mode::S3PutFiles {
+                endpoint,
+                bucket,
+                prefix,
+                in_flight,
+                dir,
+            } => s3put::put_files(&endpoint, &bucket, &dir, &prefix, in_flight).await,
+            Mode::S3GetKeys {
+                endpoint,
+                bucket,
+                in_flight,
+                dir,
+            } => s3put::get_keys(&endpoint, &bucket, &dir, in_flight).await,
         }
     })
 }

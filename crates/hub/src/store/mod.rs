@@ -445,6 +445,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn copies_by_name(&self) -> bool {
         false
     }
+    /// Whether each read is a round trip to another machine (an object store), so the reads
+    /// of a run of small files are best made together.
+    fn reads_far(&self) -> bool {
+        false
+    }
     /// Claims the names of a batch of small files and reserves their bytes together.
     fn claim_batch(&self, names: &[&RemoteName], bytes: u64) -> Vec<Result<Claim, HubError>>;
     /// Stores a batch of small files, made durable together; `check` decides for each whether

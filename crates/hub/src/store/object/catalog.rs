@@ -182,8 +182,20 @@ pub async fn place_file(
     replace: bool,
     source_modified_ns: i64,
 ) -> Result<Version, HubError> {
+    make_ancestors(tx, name.as_str()).await?;
+    place_named(tx, name, hash, size, replace, source_modified_ns).await
+}
+
+/// [`place_file`] once the folders on the way are there.
+pub async fn place_named(
+    tx: &Transaction<'_>,
+    name: &RemoteName,
+    hash: &Hash,
+    size: u64,
+    replace: bool,
+    source_modified_ns: i64,
+) -> Result<Version, HubError> {
     let n = name.as_str();
-    make_ancestors(tx, n).await?;
     let old = tx
         .query_opt("SELECT object FROM names WHERE name = $1", &[&n])
         .await

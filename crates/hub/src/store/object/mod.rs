@@ -18,6 +18,7 @@ mod catalog;
 mod http;
 pub mod parts;
 mod remembered;
+mod small;
 
 pub use body::ObjectBody;
 
@@ -282,18 +283,27 @@ impl ObjectStore {
         }))
     }
 
-    /// Holds upload `key` for this hub (refused if another upload holds it, here or on
-    /// another hub).
-    async fn claim(&self, key: &str) -> Result<NameClaim, HubError> {
+    /// Holds `key` on this hub alone (refused if an upload here holds it): what a small
+    /// file needs, whose bytes are all here and whose name is taken by one transaction, so
+    /// two hubs storing the same name race to its unique row as two clients would.
+    fn claim_here(&self, key: &str) -> Result<NameClaim, HubError> {
         let lock = lock_key(key);
         if !self.held.lock().expect("claims poisoned").insert(lock) {
             return Err(HubError::UploadInProgress(key.to_owned()));
         }
-        let claim = NameClaim {
+        Ok(NameClaim {
             lock,
             held: Arc::clone(&self.held),
-            db: self.db().clone(),
-        };
+            db: None,
+        })
+    }
+
+    /// Holds upload `key` for this hub (refused if another upload holds it, here or on
+    /// another hub).
+    async fn claim(&self, key: &str) -> Result<NameClaim, HubError> {
+        let mut claim = self.claim_here(key)?;
+        let lock = claim.lock;
+        claim.db = Some(self.db().clone());
         let got: bool = self
             .db()
             .again(async || {
@@ -306,9 +316,8 @@ impl ObjectStore {
             })
             .await?;
         if !got {
-            // Not ours to unlock.
-            self.held.lock().expect("claims poisoned").remove(&lock);
-            std::mem::forget(claim);
+            // Another hub's: not ours to unlock.
+            claim.db = None;
             return Err(HubError::UploadInProgress(key.to_owned()));
         }
         Ok(claim)
@@ -700,36 +709,6 @@ impl ObjectStore {
         }
     }
 
-    async fn store_small(
-        &self,
-        file: SmallFile,
-        check: PlaceCheck<'_>,
-    ) -> Result<Version, HubError> {
-        let kind = self.kind_of(file.name.as_str()).await?;
-        let seen = super::Seen {
-            kind,
-            version: None,
-        };
-        check(&file.name, seen, file.replace)?;
-        let key = new_object_key()?;
-        let size = file.data.len() as u64;
-        self.shared
-            .s3
-            .put(&ObjectPath::from(key.as_str()), file.data.into())
-            .await
-            .map_err(|e| HubError::Backend(format!("{}: {e}", self.shown)))?;
-        self.place(Placing {
-            name: &file.name,
-            hash: &file.hash,
-            size,
-            key: &key,
-            replace: file.replace,
-            upload_key: None,
-            modified_ns: file.modified_ns,
-        })
-        .await
-    }
-
     async fn kind_of(&self, name: &str) -> Result<Option<Kind>, HubError> {
         let row = self
             .db()
@@ -942,12 +921,20 @@ fn lock_key(key: &str) -> i64 {
 pub struct NameClaim {
     lock: i64,
     held: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
-    db: Db,
+    /// The database holding it for every hub too (its session lock), if it does.
+    db: Option<Db>,
 }
 
 impl Drop for NameClaim {
     fn drop(&mut self) {
-        let (lock, held, db) = (self.lock, Arc::clone(&self.held), self.db.clone());
+        let Some(db) = self.db.take() else {
+            self.held
+                .lock()
+                .expect("claims poisoned")
+                .remove(&self.lock);
+            return;
+        };
+        let (lock, held) = (self.lock, Arc::clone(&self.held));
         let release = async move {
             // If the session ended, the lock went with it: nothing to release, and no reason
             // to connect again (during an outage each would wait out the connect timeout).
@@ -1240,6 +1227,10 @@ impl Store for ObjectStore {
         true
     }
 
+    fn reads_far(&self) -> bool {
+        true
+    }
+
     /// A new name for the source's object: no bytes move.
     fn copy_file(
         &self,
@@ -1260,7 +1251,7 @@ impl Store for ObjectStore {
     fn claim_batch(&self, names: &[&RemoteName], _bytes: u64) -> Vec<Result<Claim, HubError>> {
         names
             .iter()
-            .map(|n| block(self.claim(&format!("small:{n}"))).map(Claim::Object))
+            .map(|n| self.claim_here(&format!("small:{n}")).map(Claim::Object))
             .collect()
     }
 
@@ -1269,10 +1260,7 @@ impl Store for ObjectStore {
         files: Vec<SmallFile>,
         check: PlaceCheck<'_>,
     ) -> Vec<Result<Version, HubError>> {
-        files
-            .into_iter()
-            .map(|f| block(self.store_small(f, check)))
-            .collect()
+        block(self.store_smalls(files, check))
     }
 
     fn remove(&self, name: &RemoteName) -> Result<(), HubError> {
