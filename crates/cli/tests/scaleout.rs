@@ -881,6 +881,60 @@ fn the_same_small_files_through_two_hubs_at_once_each_have_one_winner() {
     assert_eq!(t.g.objects().len(), files.len());
 }
 
+/// A run of `Get`s on the store has its files read ahead, side by side; each is still
+/// answered in turn, as asked: a name the hub does not have fails alone wherever it falls in
+/// the run, a file too large for the hot cache comes whole among the small ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_gets_on_the_store_answers_each_in_turn() {
+    let Some(t) = two_hubs(&[]) else { return };
+    let missing = [0, 63, 64, 65, 149];
+    let large = 70;
+    let src = t.client.join("run");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in (0..150usize).filter(|i| !missing.contains(i)) {
+        let path = src.join(format!("q{i}.bin"));
+        if i == large {
+            random_file(&path, 3 * MIB, "large in a run");
+        } else {
+            std::fs::write(&path, format!("small file {i}").repeat(i + 1)).unwrap();
+        }
+    }
+    ok(&t.a.troca(&t.client, &["put", "run"]));
+    // A hub just started: nothing is cached, every name is looked up in the database.
+    let (state, c) = (Scratch::new(), t.client.clone());
+    let hub = t.g.hub(&state.share, "hub-c", &[]);
+    let out = c.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let wanted: Vec<_> = (0..150usize)
+        .map(|i| troca_net::batch::SmallGet {
+            name: format!("run/q{i}.bin"),
+            size: 0,
+            target: out.join(format!("q{i}.bin")),
+            replace: false,
+        })
+        .collect();
+    let mut client = troca_net::HubClient::connect(&hub.addr, &hub.options())
+        .await
+        .unwrap();
+    let mut ended: Vec<Option<Result<PathBuf, String>>> = vec![None; wanted.len()];
+    troca_net::batch::download_small(&mut client, &wanted, |i, r| {
+        assert!(ended[i].is_none(), "file {i} reported twice");
+        ended[i] = Some(r.map(|got| got.path).map_err(|e| e.to_string()));
+    })
+    .await
+    .unwrap();
+    for (i, end) in ended.into_iter().enumerate() {
+        let name = format!("q{i}.bin");
+        match end.unwrap_or_else(|| panic!("file {i} never reported")) {
+            Ok(path) => {
+                assert!(!missing.contains(&i), "{name} cannot have come");
+                assert_eq!(hash_file(&path), hash_file(&src.join(&name)), "{name}");
+            }
+            Err(e) => assert!(missing.contains(&i) && e.contains(&name), "{name}: {e}"),
+        }
+    }
+}
+
 #[test]
 fn identical_content_is_stored_once_and_freed_after_its_last_name_and_the_grace_period() {
     let Some(t) = two_hubs(&["--object-grace", "1s", "--partial-ttl", "4s"]) else {
