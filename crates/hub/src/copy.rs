@@ -7,9 +7,10 @@
 use crate::access::Caller;
 use crate::error::HubError;
 use crate::quota::{Amount, QuotaHold};
+use crate::records::Owned;
 use crate::service::{blocking, parse_folder, Hub};
 use crate::small::{MAX_BATCH_BYTES, MAX_BATCH_FILES};
-use crate::store::{parse, CopySteps, CopyTo, Kind, ListQuery};
+use crate::store::{parse, CopySteps, CopyTo, Kind, ListQuery, Seen};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use troca_proto::msg::PutSmall;
@@ -126,6 +127,7 @@ impl Hub {
         let prefix = format!("{source}/");
         let mut after: Option<String> = None;
         let mut batch = SmallCopies::default();
+        let mut named = Vec::new();
         let batched = !self.store().copies_by_name();
         loop {
             let page = self
@@ -142,6 +144,11 @@ impl Hub {
                 let from = parse(entry.name.trim_end_matches('/'))?;
                 if entry.name.ends_with('/') {
                     self.make_copied_folder(caller, &to, false)?;
+                } else if !batched {
+                    named.push(NamedCopy { from, to });
+                    if named.len() >= MAX_BATCH_FILES {
+                        self.copy_by_name(caller, &mut named, progress)?;
+                    }
                 } else if batched && entry.size <= SMALL_COPY && batch.has_memory(self) {
                     if !batch.fits(entry.size) {
                         self.store_copies(caller, &mut batch, progress)?;
@@ -156,7 +163,10 @@ impl Hub {
             }
             match page.next {
                 Some(next) => after = Some(next),
-                None => return self.store_copies(caller, &mut batch, progress),
+                None => {
+                    self.copy_by_name(caller, &mut named, progress)?;
+                    return self.store_copies(caller, &mut batch, progress);
+                }
             }
         }
     }
@@ -184,6 +194,80 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// Copies the files gathered on a store that copies by name, as [`Hub::copy_one`] would
+    /// each, their new names given together; the first refusal ends the copy (once the
+    /// copies made before it are recorded).
+    fn copy_by_name(
+        &self,
+        caller: &Caller,
+        named: &mut Vec<NamedCopy>,
+        progress: &CopyProgress,
+    ) -> Result<(), HubError> {
+        let mut ready = Vec::with_capacity(named.len());
+        for NamedCopy { from, to } in named.drain(..) {
+            let file = self.open_reached(&from)?;
+            let size = file.version.size;
+            // What `to` holds is the change's to judge: a copy goes only to a new name.
+            caller.may_create(self.tokens(), self.config().read_only, to.as_str())?;
+            self.check_place(caller, &to, Seen::default(), false)?;
+            let address = self.count_upload(
+                caller,
+                Amount {
+                    bytes: size,
+                    files: 1,
+                },
+            )?;
+            let token = self
+                .count_token_upload(caller, &[(Some(&to), size, false)])
+                .into_hold()?;
+            let quota = QuotaHold::join(address, token);
+            ready.push((from, to, file, quota));
+        }
+        let how: Vec<_> = ready
+            .iter()
+            .map(|(from, to, file, _)| {
+                let to = CopyTo {
+                    name: to,
+                    replace: false,
+                    from: caller.from,
+                    expect: self.known_hash(from, file),
+                    steps: &progress.steps,
+                };
+                (file, to)
+            })
+            .collect();
+        let copied = self.store().copy_batch(&how);
+        drop(how);
+        let (mut owned, mut first_refusal) = (Vec::new(), None);
+        for ((from, to, _, quota), copied) in ready.into_iter().zip(copied) {
+            let copied = match copied {
+                Ok(copied) => copied,
+                Err(e) => {
+                    first_refusal.get_or_insert(e);
+                    continue;
+                }
+            };
+            self.cache().invalidate(to.as_str());
+            self.hashes()
+                .insert(to.as_str(), copied.version, copied.hash);
+            owned.push(Owned {
+                name: to.to_string(),
+                owner: caller.as_owner(),
+                version: copied.version,
+            });
+            if let Some(quota) = quota {
+                quota.keep();
+            }
+            if self.owners().may_have_props() {
+                self.owners().copy_props(from.as_str(), to.as_str())?;
+            }
+            progress.file_done();
+        }
+        // The copying caller owns the copies, as it would files it uploaded.
+        self.owners().set_owners(&owned)?;
+        first_refusal.map_or(Ok(()), Err)
     }
 
     /// Makes folder `name` of a copy (and those on the way), as `mkdir` would; the first, the
@@ -256,6 +340,12 @@ impl Hub {
         progress.file_done();
         Ok(())
     }
+}
+
+/// A file of a folder copy on a store that copies by name, waiting to be named with others.
+struct NamedCopy {
+    from: RemoteName,
+    to: RemoteName,
 }
 
 /// The largest file a folder copy gathers into a batch rather than copying alone.

@@ -439,6 +439,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// source's when it is known, before the copy is named). An object store copies nothing:
     /// a new name refers to the same object.
     fn copy_file(&self, source: &StoredFile, to: CopyTo<'_>) -> Result<CopiedFile, HubError>;
+    /// [`Store::copy_file`] for several files: one answer each, in order (an object store
+    /// gives all the new names in one change).
+    fn copy_batch(
+        &self,
+        copies: &[(&StoredFile, CopyTo<'_>)],
+    ) -> Vec<Result<CopiedFile, HubError>> {
+        copies
+            .iter()
+            .map(|(f, to)| self.copy_file(f, *to))
+            .collect()
+    }
     /// Whether [`Store::copy_file`] moves no bytes (a new name for the same object), so a
     /// folder's small files are best copied one by one rather than read and stored again in
     /// batches.

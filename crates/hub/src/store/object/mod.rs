@@ -1231,6 +1231,46 @@ impl Store for ObjectStore {
         true
     }
 
+    /// New names for the sources' objects, all in one change.
+    fn copy_batch(
+        &self,
+        copies: &[(&super::StoredFile, super::CopyTo<'_>)],
+    ) -> Vec<Result<super::CopiedFile, HubError>> {
+        let Some(hashes) = copies
+            .iter()
+            .map(|(f, _)| f.hash)
+            .collect::<Option<Vec<_>>>()
+        else {
+            return copies
+                .iter()
+                .map(|(f, to)| self.copy_file(f, *to))
+                .collect();
+        };
+        let namings: Vec<_> = copies
+            .iter()
+            .zip(&hashes)
+            .map(|((f, to), hash)| small::Naming {
+                name: to.name,
+                hash,
+                size: f.version.size,
+                replace: to.replace,
+                modified_ns: f.version.modified_ns,
+            })
+            .collect();
+        match block(self.name_objects(&namings)) {
+            Ok(answers) => answers
+                .into_iter()
+                .zip(copies.iter().zip(hashes))
+                .map(|(answer, ((_, to), hash))| {
+                    let version = answer?;
+                    to.steps.add(version.size);
+                    Ok(super::CopiedFile { version, hash })
+                })
+                .collect(),
+            Err(e) => copies.iter().map(|_| Err(small::each(&e))).collect(),
+        }
+    }
+
     /// A new name for the source's object: no bytes move.
     fn copy_file(
         &self,

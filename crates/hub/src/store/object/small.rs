@@ -14,6 +14,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore as _;
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::Transaction;
+use troca_proto::{Hash, RemoteName};
 
 /// Objects PUT at once for a batch: the store serves many requests side by side.
 const PUTS_IN_FLIGHT: usize = 16;
@@ -182,37 +183,15 @@ impl ObjectStore {
     async fn place_all_once(&self, stored: &[Stored]) -> Result<Vec<Placed>, HubError> {
         let mut c = self.db().get().await?;
         let tx = begin_change(&mut c).await?;
-        let mut answers = folders_for(&tx, stored).await?;
-        let held = held_names(&tx, stored).await?;
-        let mut rows = NewRows::default();
-        let mut replaced = Vec::new();
-        for (s, answer) in stored.iter().zip(answers.iter_mut()) {
-            if answer.is_some() {
-                continue;
-            }
-            let name = s.file.name.as_str();
-            *answer = match held.get(name) {
-                Some(None) => Some(Err(HubError::FolderInTheWay(format!("{name}/")))),
-                Some(Some(_)) if !s.file.replace => Some(Err(HubError::AlreadyExists(name.into()))),
-                Some(Some(prev)) if !rows.names.contains(&name) => {
-                    replaced.push(prev.clone());
-                    rows.push(s)
-                }
-                Some(Some(_)) => Some(Err(HubError::UploadInProgress(name.into()))),
-                None if rows.names.contains(&name) => {
-                    Some(Err(HubError::UploadInProgress(name.into())))
-                }
-                None => rows.push(s),
-            };
-        }
+        let namings: Vec<Naming<'_>> = stored.iter().map(Stored::naming).collect();
+        let decided = decide(&tx, &namings).await?;
         // Only the objects of files placed are recorded: one refused is deleted.
         let placing = stored
             .iter()
-            .zip(&answers)
+            .zip(&decided.answers)
             .filter(|(_, a)| matches!(a, Some(Ok(_))));
         let kept = record_objects(&tx, placing.map(|(s, _)| s)).await?;
-        catalog::touch_objects(&tx, &replaced).await?;
-        rows.insert(&tx).await?;
+        let answers = decided.write(&tx).await?;
         tx.commit().await.map_err(crate::pg::commit_err)?;
         Ok(stored
             .iter()
@@ -223,6 +202,139 @@ impl ObjectStore {
             })
             .collect())
     }
+
+    /// Gives each object in `copies` a new name, in one change: one answer each, in order. A
+    /// source whose object is gone meanwhile is refused.
+    pub(super) async fn name_objects(
+        &self,
+        copies: &[Naming<'_>],
+    ) -> Result<Vec<Result<Version, HubError>>, HubError> {
+        let answers = self
+            .db()
+            .again(async || {
+                let mut c = self.db().get().await?;
+                let tx = begin_change(&mut c).await?;
+                // Touched first, so the collector (which deletes only objects untouched for
+                // the grace period) cannot take them meanwhile.
+                let hashes: Vec<&[u8]> = copies.iter().map(|n| n.hash.as_slice()).collect();
+                let there: HashSet<Vec<u8>> = tx
+                    .query(
+                        "UPDATE objects SET touched = now() WHERE hash = ANY($1) RETURNING hash",
+                        &[&hashes],
+                    )
+                    .await
+                    .map_err(db_err)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let (found, gone): (Vec<_>, Vec<_>) = copies
+                    .iter()
+                    .enumerate()
+                    .partition(|(_, n)| there.contains(n.hash.as_slice()));
+                let namings: Vec<Naming<'_>> = found.iter().map(|(_, n)| (*n).clone()).collect();
+                let placed = decide(&tx, &namings).await?.write(&tx).await?;
+                tx.commit().await.map_err(crate::pg::commit_err)?;
+                let mut answers: Vec<Option<Result<Version, HubError>>> = Vec::new();
+                answers.resize_with(copies.len(), || None);
+                for ((at, _), a) in found.iter().zip(placed) {
+                    answers[*at] = a;
+                }
+                for (at, n) in gone {
+                    answers[at] =
+                        Some(Err(HubError::NotFound(format!("the source of {}", n.name))));
+                }
+                Ok(answers)
+            })
+            .await?;
+        for (n, a) in copies.iter().zip(&answers) {
+            if matches!(a, Some(Ok(_))) {
+                self.remembered.forget(Forget::File(n.name.as_str()));
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(HubError::Internal("unplaced".into()))))
+            .collect())
+    }
+}
+
+/// A name to give an object (known by its hash), with what the name's file will be.
+#[derive(Clone)]
+pub(super) struct Naming<'a> {
+    pub name: &'a RemoteName,
+    pub hash: &'a Hash,
+    pub size: u64,
+    pub replace: bool,
+    /// The file's time (0: unknown, so the time it is named).
+    pub modified_ns: i64,
+}
+
+impl Stored {
+    fn naming(&self) -> Naming<'_> {
+        Naming {
+            name: &self.file.name,
+            hash: &self.file.hash,
+            size: self.size,
+            replace: self.file.replace,
+            modified_ns: self.file.modified_ns,
+        }
+    }
+}
+
+/// What a change will do with a batch's names, decided under the names' lock from what they
+/// hold: a refusal for some, rows to write for the others.
+struct Decided<'a> {
+    /// `None`: not decided yet (left for the caller); `Some(Ok)`: to be written.
+    answers: Vec<Option<Result<Version, HubError>>>,
+    rows: NewRows<'a>,
+    /// The objects of files replaced, whose grace period starts now.
+    replaced: Vec<Vec<u8>>,
+}
+
+impl Decided<'_> {
+    /// Writes the rows decided on: each name's answer.
+    async fn write(
+        self,
+        tx: &Transaction<'_>,
+    ) -> Result<Vec<Option<Result<Version, HubError>>>, HubError> {
+        catalog::touch_objects(tx, &self.replaced).await?;
+        self.rows.insert(tx).await?;
+        Ok(self.answers)
+    }
+}
+
+/// Decides, for each of `namings`, whether its name may be placed (a folder is never
+/// replaced, a file only when asked to, a name once per batch), making the folders on the way.
+async fn decide<'a>(
+    tx: &Transaction<'_>,
+    namings: &'a [Naming<'a>],
+) -> Result<Decided<'a>, HubError> {
+    let mut answers = folders_for(tx, namings).await?;
+    let held = held_names(tx, namings).await?;
+    let mut rows = NewRows::default();
+    let mut replaced = Vec::new();
+    let mut taken = HashSet::new();
+    for (n, answer) in namings.iter().zip(answers.iter_mut()) {
+        if answer.is_some() {
+            continue;
+        }
+        let name = n.name.as_str();
+        *answer = match held.get(name) {
+            _ if !taken.insert(name) => Some(Err(HubError::UploadInProgress(name.into()))),
+            Some(None) => Some(Err(HubError::FolderInTheWay(format!("{name}/")))),
+            Some(Some(_)) if !n.replace => Some(Err(HubError::AlreadyExists(name.into()))),
+            Some(Some(prev)) => {
+                replaced.push(prev.clone());
+                rows.push(n)
+            }
+            None => rows.push(n),
+        };
+    }
+    Ok(Decided {
+        answers,
+        rows,
+        replaced,
+    })
 }
 
 /// Records the batch's objects (touching those whose content was stored before, which keep
@@ -256,12 +368,12 @@ async fn record_objects<'a>(
 /// made (a file in the way) is answered.
 async fn folders_for(
     tx: &Transaction<'_>,
-    stored: &[Stored],
+    namings: &[Naming<'_>],
 ) -> Result<Vec<Option<Result<Version, HubError>>>, HubError> {
     let mut made: HashMap<&str, Option<String>> = HashMap::new();
-    let mut answers = Vec::with_capacity(stored.len());
-    for s in stored {
-        let name = s.file.name.as_str();
+    let mut answers = Vec::with_capacity(namings.len());
+    for n in namings {
+        let name = n.name.as_str();
         let Some((parent, _)) = name.rsplit_once('/') else {
             answers.push(None);
             continue;
@@ -286,9 +398,9 @@ async fn folders_for(
 /// What the batch's names hold now: a file's object, or `None` for a folder.
 async fn held_names(
     tx: &Transaction<'_>,
-    stored: &[Stored],
+    namings: &[Naming<'_>],
 ) -> Result<HashMap<String, Option<Vec<u8>>>, HubError> {
-    let names: Vec<&str> = stored.iter().map(|s| s.file.name.as_str()).collect();
+    let names: Vec<&str> = namings.iter().map(|n| n.name.as_str()).collect();
     let rows = tx
         .query(
             "SELECT name, object FROM names WHERE name = ANY($1)",
@@ -309,19 +421,19 @@ struct NewRows<'a> {
 }
 
 impl<'a> NewRows<'a> {
-    /// Adds `s`: its answer, once the rows are in.
-    fn push(&mut self, s: &'a Stored) -> Option<Result<Version, HubError>> {
+    /// Adds `n`: its answer, once the rows are in.
+    fn push(&mut self, n: &Naming<'a>) -> Option<Result<Version, HubError>> {
         // The source's time when the uploader said it, as a file on disk is given it.
-        let modified_ns = match s.file.modified_ns {
+        let modified_ns = match n.modified_ns {
             t if t > 0 => t,
             _ => now_ns(),
         };
-        self.names.push(s.file.name.as_str());
-        self.hashes.push(s.file.hash.as_slice());
-        self.sizes.push(s.size as i64);
+        self.names.push(n.name.as_str());
+        self.hashes.push(n.hash.as_slice());
+        self.sizes.push(n.size as i64);
         self.times.push(modified_ns);
         Some(Ok(Version {
-            size: s.size,
+            size: n.size,
             modified_ns,
         }))
     }
@@ -382,7 +494,7 @@ enum Kept {
 }
 
 /// A failure that befell the whole batch, as each file's answer.
-fn each(e: &HubError) -> HubError {
+pub(super) fn each(e: &HubError) -> HubError {
     match e {
         HubError::ConnectionEnded(why) => HubError::ConnectionEnded(why.clone()),
         e => HubError::Backend(e.to_string()),
