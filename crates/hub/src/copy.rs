@@ -212,17 +212,7 @@ impl Hub {
             // What `to` holds is the change's to judge: a copy goes only to a new name.
             caller.may_create(self.tokens(), self.config().read_only, to.as_str())?;
             self.check_place(caller, &to, Seen::default(), false)?;
-            let address = self.count_upload(
-                caller,
-                Amount {
-                    bytes: size,
-                    files: 1,
-                },
-            )?;
-            let token = self
-                .count_token_upload(caller, &[(Some(&to), size, false)])
-                .into_hold()?;
-            let quota = QuotaHold::join(address, token);
+            let quota = self.hold_copy(caller, &to, size, false)?;
             ready.push((from, to, file, quota));
         }
         let how: Vec<_> = ready
@@ -292,6 +282,23 @@ impl Hub {
         Ok(())
     }
 
+    /// Holds a copy's file against `caller`'s quotas (its address's and its token's), as an
+    /// upload of `size` bytes to `to` would.
+    fn hold_copy(
+        &self,
+        caller: &Caller,
+        to: &RemoteName,
+        size: u64,
+        force: bool,
+    ) -> Result<Option<QuotaHold>, HubError> {
+        let files = 1;
+        let address = self.count_upload(caller, Amount { bytes: size, files })?;
+        let token = self
+            .count_token_upload(caller, &[(Some(to), size, force)])
+            .into_hold()?;
+        Ok(QuotaHold::join(address, token))
+    }
+
     /// Copies file `from` to `to`, placed as an upload of it by `caller` would be.
     fn copy_one(
         &self,
@@ -305,17 +312,7 @@ impl Hub {
         let size = file.version.size;
         self.may_upload(caller, to, force)?;
         self.check_lock(caller, to.as_str(), false)?;
-        let address = self.count_upload(
-            caller,
-            Amount {
-                bytes: size,
-                files: 1,
-            },
-        )?;
-        let token = self
-            .count_token_upload(caller, &[(Some(to), size, force)])
-            .into_hold()?;
-        let quota = QuotaHold::join(address, token);
+        let quota = self.hold_copy(caller, to, size, force)?;
         let expect = self.known_hash(from, &file);
         let how = CopyTo {
             name: to,

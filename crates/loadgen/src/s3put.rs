@@ -19,13 +19,7 @@ pub async fn put(
     part: usize,
     in_flight: usize,
 ) -> Result<()> {
-    let s3 = AmazonS3Builder::from_env()
-        .with_endpoint(endpoint)
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_virtual_hosted_style_request(false)
-        .with_client_options(ClientOptions::new().with_allow_http(true))
-        .build()?;
+    let s3 = bucket_at(endpoint, bucket)?;
     let s3 = std::sync::Arc::new(s3);
     let started = std::time::Instant::now();
     let path = Path::from(key);
@@ -82,13 +76,7 @@ pub async fn put_files(
 ) -> Result<()> {
     use futures_util::StreamExt as _;
     use object_store::ObjectStore as _;
-    let s3 = AmazonS3Builder::from_env()
-        .with_endpoint(endpoint)
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_virtual_hosted_style_request(false)
-        .with_client_options(ClientOptions::new().with_allow_http(true))
-        .build()?;
+    let s3 = bucket_at(endpoint, bucket)?;
     let mut files = Vec::new();
     walk(dir, &mut files)?;
     let started = std::time::Instant::now();
@@ -133,13 +121,7 @@ pub async fn get_keys(
 ) -> Result<()> {
     use futures_util::StreamExt as _;
     use object_store::ObjectStore as _;
-    let s3 = AmazonS3Builder::from_env()
-        .with_endpoint(endpoint)
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_virtual_hosted_style_request(false)
-        .with_client_options(ClientOptions::new().with_allow_http(true))
-        .build()?;
+    let s3 = bucket_at(endpoint, bucket)?;
     let mut keys = String::new();
     std::io::stdin().read_to_string(&mut keys)?;
     std::fs::create_dir_all(dir)?;
@@ -158,4 +140,15 @@ pub async fn get_keys(
     }
     println!("{}", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The bucket, reached with the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+fn bucket_at(endpoint: &str, bucket: &str) -> Result<object_store::aws::AmazonS3> {
+    Ok(AmazonS3Builder::from_env()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_virtual_hosted_style_request(false)
+        .with_client_options(ClientOptions::new().with_allow_http(true))
+        .build()?)
 }
