@@ -1,7 +1,7 @@
 //! A batch of small files on an object store: what each name holds read in one query, the
 //! objects PUT several at a time, and every name placed in one change (one transaction, one
 //! hold of the names' lock), so a folder of small files costs round trips per batch rather
-//! than per file.
+//! than per file. A folder copy's new names for objects already stored go the same way.
 
 use super::catalog::{self, begin_change};
 use super::remembered::Forget;
