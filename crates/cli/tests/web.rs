@@ -1151,6 +1151,12 @@ async fn in_chromium_a_link_made_for_one_download_is_spent_by_it() {
             let started = Instant::now();
             loop {
                 click(&c, "#links-button").await;
+                // The dialog opens once the page has the links: read them then, not before
+                // (closed before it opened, it would open over the next click).
+                c.wait()
+                    .for_element(Locator::Css("#links[open]"))
+                    .await
+                    .unwrap();
                 let list = c.find(Locator::Css("#links-list")).await.unwrap();
                 let text = list.text().await.unwrap();
                 c.execute("document.querySelector('#links').close()", vec![])
